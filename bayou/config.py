@@ -1,0 +1,275 @@
+"""Configuration: broker options and topic configs, typed, with one source of truth.
+
+Theory of operation
+-------------------
+``TOPIC_CONFIGS`` defines every topic-level config Bayou understands, by its Kafka name
+(``segment.bytes``), with type, default and validation.  A topic's effective config is the
+broker's default for each key (``BrokerConfig.topic_defaults``) overridden by the topic's own
+settings; ``TopicConfig`` is that resolved view as typed attributes for the storage engine.
+
+``BrokerConfig`` holds the ``bayou serve`` options.  They are read in this order, later
+winning: built-in defaults, a TOML file (``--config``), ``BAYOU_<OPTION>`` environment
+variables, command-line flags.  Topic-config defaults are set in TOML under ``[topic_defaults]``
+with their Kafka names, on the command line as ``--topic-default k=v``, and in the environment
+as ``BAYOU_TOPIC_DEFAULT_<NAME_WITH_UNDERSCORES>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bayou.errors import InvalidConfig
+
+LONG_MAX = 2**63 - 1
+INT_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class ConfigDef:
+    """One topic config: its Kafka name, type ('int', 'long', 'string', 'bool', 'list'),
+    default, validator and documentation."""
+
+    name: str
+    type: str
+    default: Any
+    doc: str
+    validate: Callable[[Any], str | None] = lambda _v: None
+
+    def parse(self, raw: str | int | bool) -> Any:
+        """Parse a raw value into this config's type; raise InvalidConfig naming the key."""
+        try:
+            if self.type in ("int", "long"):
+                if isinstance(raw, bool):
+                    raise ValueError
+                value: Any = int(raw)
+                limit = INT_MAX if self.type == "int" else LONG_MAX
+                if not -limit - 1 <= value <= limit:
+                    raise ValueError
+            elif self.type == "bool":
+                if isinstance(raw, bool):
+                    value = raw
+                elif str(raw).lower() in ("true", "false"):
+                    value = str(raw).lower() == "true"
+                else:
+                    raise ValueError
+            else:
+                value = str(raw)
+        except ValueError:
+            raise InvalidConfig(
+                f"Invalid value {raw!r} for configuration {self.name}: expected {self.type}"
+            ) from None
+        problem = self.validate(value)
+        if problem:
+            raise InvalidConfig(f"Invalid value {raw!r} for configuration {self.name}: {problem}")
+        return value
+
+    def render(self, value: Any) -> str:
+        """The value as Kafka admin tools show it."""
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return str(value)
+
+
+def _at_least(n: int) -> Callable[[Any], str | None]:
+    return lambda v: None if v >= n else f"must be at least {n}"
+
+
+def _one_of(*choices: str) -> Callable[[Any], str | None]:
+    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
+
+
+def _cleanup_policy(v: str) -> str | None:
+    parts = [p.strip() for p in v.split(",") if p.strip()]
+    if not parts or any(p not in ("delete", "compact") for p in parts):
+        return "must be a list of delete and/or compact"
+    return None
+
+
+_DEFS = [
+    ConfigDef("segment.bytes", "int", 1024**3, "Roll a segment when it reaches this size.",
+              _at_least(14)),
+    ConfigDef("segment.ms", "long", 7 * 24 * 3600 * 1000,
+              "Roll a segment when its first batch is this old.", _at_least(1)),
+    ConfigDef("segment.index.bytes", "int", 10 * 1024 * 1024,
+              "Maximum size of a segment's offset index.", _at_least(4096)),
+    ConfigDef("index.interval.bytes", "int", 4096,
+              "Bytes of log between two offset-index entries.", _at_least(0)),
+    ConfigDef("flush.messages", "long", LONG_MAX,
+              "Force an fsync after this many messages (shared by concurrent producers).",
+              _at_least(1)),
+    ConfigDef("flush.ms", "long", LONG_MAX,
+              "Force an fsync when unflushed data is this old.", _at_least(0)),
+    ConfigDef("max.message.bytes", "int", 1024 * 1024 + 12,
+              "Largest record batch the topic accepts.", _at_least(0)),
+    ConfigDef("retention.ms", "long", 7 * 24 * 3600 * 1000,
+              "Delete segments older than this; -1 keeps forever.", _at_least(-1)),
+    ConfigDef("retention.bytes", "long", -1,
+              "Delete old segments beyond this partition size; -1 is unlimited.", _at_least(-1)),
+    ConfigDef("cleanup.policy", "list", "delete", "delete, compact or both.", _cleanup_policy),
+    ConfigDef("delete.retention.ms", "long", 24 * 3600 * 1000,
+              "How long tombstones survive compaction.", _at_least(0)),
+    ConfigDef("min.cleanable.dirty.ratio", "string", "0.5",
+              "Dirty fraction that makes a log eligible for compaction."),
+    ConfigDef("min.compaction.lag.ms", "long", 0,
+              "Minimum age of a record before compaction.", _at_least(0)),
+    ConfigDef("max.compaction.lag.ms", "long", LONG_MAX,
+              "Maximum age of a record before it must be compacted.", _at_least(1)),
+    ConfigDef("message.timestamp.type", "string", "CreateTime",
+              "CreateTime keeps the producer's timestamps; LogAppendTime stamps on append.",
+              _one_of("CreateTime", "LogAppendTime")),
+    ConfigDef("compression.type", "string", "producer",
+              "Compression of stored batches; 'producer' keeps what the producer sent.",
+              _one_of("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd")),
+    ConfigDef("min.insync.replicas", "int", 1, "Replicas that must acknowledge acks=all.",
+              _at_least(1)),
+]
+
+TOPIC_CONFIGS: dict[str, ConfigDef] = {d.name: d for d in _DEFS}
+
+
+def parse_topic_configs(raw: Mapping[str, str | int | bool]) -> dict[str, Any]:
+    """Validate and parse topic config overrides; raise InvalidConfig for any bad one."""
+    parsed: dict[str, Any] = {}
+    for name, value in raw.items():
+        definition = TOPIC_CONFIGS.get(name)
+        if definition is None:
+            raise InvalidConfig(f"Unknown topic config {name}")
+        parsed[name] = definition.parse(value)
+    return parsed
+
+
+@dataclass(frozen=True)
+class TopicConfig:
+    """A topic's effective configuration, resolved over broker defaults."""
+
+    values: Mapping[str, Any]
+
+    @classmethod
+    def resolve(
+        cls, defaults: Mapping[str, Any], overrides: Mapping[str, Any] | None = None
+    ) -> TopicConfig:
+        values = {name: d.default for name, d in TOPIC_CONFIGS.items()}
+        values.update(defaults)
+        values.update(overrides or {})
+        return cls(values)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    @property
+    def segment_bytes(self) -> int:
+        return int(self.values["segment.bytes"])
+
+    @property
+    def segment_ms(self) -> int:
+        return int(self.values["segment.ms"])
+
+    @property
+    def index_interval_bytes(self) -> int:
+        return int(self.values["index.interval.bytes"])
+
+    @property
+    def flush_messages(self) -> int:
+        return int(self.values["flush.messages"])
+
+    @property
+    def flush_ms(self) -> int:
+        return int(self.values["flush.ms"])
+
+    @property
+    def max_message_bytes(self) -> int:
+        return int(self.values["max.message.bytes"])
+
+    @property
+    def log_append_time(self) -> bool:
+        return bool(self.values["message.timestamp.type"] == "LogAppendTime")
+
+
+@dataclass
+class BrokerConfig:
+    """Options of ``bayou serve``."""
+
+    data_dir: Path = Path("./data")
+    host: str = "127.0.0.1"
+    kafka_port: int = 9092
+    http_port: int = 8080
+    mqtt_port: int = 1883
+    amqp_port: int = 5672
+    advertised_host: str | None = None
+    node_id: int = 0
+    cluster_id: str | None = None
+    auto_create_topics_enable: bool = True
+    num_partitions: int = 1
+    socket_request_max_bytes: int = 100 * 1024 * 1024
+    log_level: str = "INFO"
+    topic_defaults: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def advertised(self) -> str:
+        return self.advertised_host or self.host
+
+    def topic_config(self, overrides: Mapping[str, Any] | None = None) -> TopicConfig:
+        return TopicConfig.resolve(self.topic_defaults, overrides)
+
+    @classmethod
+    def load(
+        cls,
+        toml_path: Path | None = None,
+        environ: Mapping[str, str] | None = None,
+        flags: Mapping[str, Any] | None = None,
+    ) -> BrokerConfig:
+        """Defaults, then TOML, then BAYOU_* environment, then flags (None means unset)."""
+        raw: dict[str, Any] = {}
+        topic_raw: dict[str, Any] = {}
+        if toml_path is not None:
+            with open(toml_path, "rb") as f:
+                doc = tomllib.load(f)
+            topic_raw.update(doc.pop("topic_defaults", {}))
+            raw.update({k.replace("-", "_"): v for k, v in doc.items()})
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "topic_defaults"}
+        for key, value in (environ or {}).items():
+            if not key.startswith("BAYOU_"):
+                continue
+            name = key[len("BAYOU_"):].lower()
+            if name.startswith("topic_default_"):
+                topic_raw[name[len("topic_default_"):].replace("_", ".")] = value
+            elif name in fields:
+                raw[name] = value
+        for key, value in (flags or {}).items():
+            if key == "topic_defaults":
+                topic_raw.update(value or {})
+            elif value is not None:
+                raw[key] = value
+        unknown = set(raw) - set(fields)
+        if unknown:
+            raise InvalidConfig(f"Unknown option(s): {', '.join(sorted(unknown))}")
+        config = cls()
+        for name, value in raw.items():
+            setattr(config, name, _coerce(name, fields[name].type, value))
+        config.topic_defaults = parse_topic_configs(topic_raw)
+        return config
+
+
+def _coerce(name: str, annotation: Any, value: Any) -> Any:
+    kind = str(annotation)
+    try:
+        if "Path" in kind:
+            return Path(value)
+        if "bool" in kind:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if "int" in kind:
+            return int(value)
+        return None if value is None else str(value)
+    except ValueError:
+        raise InvalidConfig(f"Option {name} cannot be {value!r}") from None
