@@ -1,0 +1,30 @@
+"""Shared fixtures: a real broker process per test (or per module), started on free ports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.broker import BrokerProcess
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
+    """A fresh ``bayou serve`` for one test; stopped by PID afterwards."""
+    proc = BrokerProcess(tmp_path / "data").start()
+    try:
+        yield proc
+    finally:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def shared_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    """One broker shared by the tests of a module (each test uses its own topics)."""
+    proc = BrokerProcess(tmp_path_factory.mktemp("shared") / "data").start()
+    try:
+        yield proc
+    finally:
+        proc.kill()

@@ -1,0 +1,25 @@
+"""Free loopback ports below the ephemeral range (which starts at 32768 on Linux)."""
+
+from __future__ import annotations
+
+import random
+import socket
+
+_used: set[int] = set()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port in 20000-32000 that nothing listens on now and this run has not handed out."""
+    rng = random.Random()
+    for _ in range(500):
+        port = rng.randrange(20000, 32000)
+        if port in _used:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _used.add(port)
+        return port
+    raise RuntimeError("no free loopback port found in 20000-32000")
