@@ -1,0 +1,44 @@
+# Bayou — two commands: `make run` (venv, install, serve) and `make test` (install what the
+# tests need, then run the whole suite).  See README.md.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+RUN_STAMP  := $(VENV)/.run-installed
+TEST_STAMP := $(VENV)/.test-installed
+PYTEST_ARGS ?=
+
+.PHONY: run test lint bench install clean
+
+run: $(RUN_STAMP)
+	$(BIN)/bayou serve --data-dir ./data
+
+install: $(RUN_STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(RUN_STAMP)
+
+test: $(TEST_STAMP)
+	scripts/install-test-deps.sh
+	$(BIN)/ruff check bayou tests bench
+	$(BIN)/mypy
+	scripts/pytest-strict.sh $(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check bayou tests bench
+	$(BIN)/ruff format --check bayou tests bench || true
+	$(BIN)/mypy
+
+bench: $(TEST_STAMP)
+	$(BIN)/python -m bench.kafka_bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
