@@ -3,6 +3,7 @@
 See ``docs/design/kafka-codec.md``. Bytes in, objects out; objects in, bytes out.
 """
 
+from bayou.protocol.kafka import messages
 from bayou.protocol.kafka.api import (
     API_KEYS,
     DATA,
@@ -36,4 +37,5 @@ __all__ = [
     "encode_data",
     "encode_request",
     "encode_response",
+    "messages",
 ]

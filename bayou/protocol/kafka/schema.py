@@ -34,8 +34,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PRIMITIVES = frozenset(
-    {"bool", "int8", "int16", "uint16", "int32", "uint32", "int64", "float64", "string",
-     "bytes", "uuid", "records"}
+    {
+        "bool",
+        "int8",
+        "int16",
+        "uint16",
+        "int32",
+        "uint32",
+        "int64",
+        "float64",
+        "string",
+        "bytes",
+        "uuid",
+        "records",
+    }
 )
 SCHEMA_DIR = Path(__file__).with_name("schemas")
 
@@ -64,8 +76,10 @@ class Versions:
         return cls(lo, int(m.group(3)) if m.group(3) else lo)
 
     def __contains__(self, version: object) -> bool:
-        return isinstance(version, int) and self.lo <= version and (
-            self.hi is None or version <= self.hi
+        return (
+            isinstance(version, int)
+            and self.lo <= version
+            and (self.hi is None or version <= self.hi)
         )
 
     @property
@@ -162,9 +176,9 @@ def _parse_field(tokens: list[str], lineno: int) -> Field:
         versions=vers,
         nullable=Versions.parse(opts.get("null", "none")),
         tag=tag,
-        tagged=Versions.parse(opts["tagged"]) if "tagged" in opts else (
-            vers if tag is not None else NONE
-        ),
+        tagged=Versions.parse(opts["tagged"])
+        if "tagged" in opts
+        else (vers if tag is not None else NONE),
         default=opts.get("default"),
     )
 
