@@ -1,0 +1,7 @@
+"""Bayou's local segmented log storage (see ``docs/design/storage.md``)."""
+
+from bayou.storage.log import AppendResult, PartitionLog
+from bayou.storage.manager import LogManager
+from bayou.storage.metadata import TopicMeta
+
+__all__ = ["AppendResult", "LogManager", "PartitionLog", "TopicMeta"]

@@ -494,3 +494,18 @@ def iter_records(batch: Buffer) -> Iterator[DecodedRecord]:
             raise CorruptMessage("record length does not match its fields")
         timestamp = header.max_timestamp if append_time else header.base_timestamp + ts_delta
         yield DecodedRecord(header.base_offset + offset_delta, timestamp, key, value, headers)
+
+
+_LENGTH = struct.Struct(">i")
+
+
+def whole_batches_prefix(buf: Buffer) -> int:
+    """Length of the longest prefix of ``buf`` made of whole batches (framing only)."""
+    pos = 0
+    end = len(buf)
+    while end - pos >= LOG_OVERHEAD:
+        (batch_length,) = _LENGTH.unpack_from(buf, pos + 8)
+        if batch_length < _MIN_BATCH_LENGTH or pos + LOG_OVERHEAD + batch_length > end:
+            break
+        pos += LOG_OVERHEAD + batch_length
+    return pos

@@ -1,0 +1,362 @@
+"""PartitionLog: one partition's append-only log of segments.
+
+Theory of operation
+-------------------
+The broker's event loop calls ``append`` and ``read``; a worker thread calls ``flush`` and
+``checkpoint``.  ``append`` and every change of the segment list run under ``_lock``; reads
+take no lock (they only use immutable facts: a segment's fd stays open until ``close``, and
+its ``size`` only grows).  ``flush`` fsyncs *duplicated* descriptors outside the lock, so a
+segment roll or a close on the loop thread never closes an fd being fsynced.
+
+Append, all or nothing: the payload is copied into one ``bytearray``, validated
+(``validate_batches``), checked against ``max.message.bytes`` and the idempotent-producer
+state, then offsets are assigned by patching each batch's base offset (LogAppendTime topics
+also get their timestamp patched), the active segment is rolled if needed, and the whole
+payload is written with one ``os.write``.  Only after the write succeeds do the log end
+offset and producer state move.
+
+Durability: ``recovery_point`` is the offset below which everything was fsynced by
+``flush``; ``checkpoint`` persists it (``recovery.json``) together with the producer state
+as it was at that offset (``producer_state.json``), so a restart verifies only the tail of
+the log and replays only the batch headers after the snapshot (see ``recovery.py``).
+
+Single node: the log end offset is also the high watermark and the last stable offset.
+``log_start_offset`` is persisted; retention and DeleteRecords will move it (and delete
+whole segments below it) — see ``docs/design/storage.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from bisect import bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bayou.config import INT_MAX, TopicConfig
+from bayou.errors import (
+    BayouError,
+    KafkaStorageError,
+    MessageTooLarge,
+    OffsetOutOfRange,
+    RecordListTooLarge,
+)
+from bayou.protocol.kafka.records import (
+    iter_records,
+    patch_base_offset,
+    patch_log_append_time,
+    validate_batches,
+    whole_batches_prefix,
+)
+from bayou.storage.files import fsync_dir
+from bayou.storage.producer_state import Snapshot, save_snapshot
+from bayou.storage.recovery import (
+    PRODUCER_STATE_FILE,
+    load_partition,
+    write_checkpoint,
+)
+from bayou.storage.segment import LogSegment
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What a produce call answers: offsets of the first and last record appended."""
+
+    base_offset: int
+    last_offset: int
+    log_append_time_ms: int  # -1 for CreateTime topics
+    log_start_offset: int
+    record_count: int
+
+
+class PartitionLog:
+    """The segmented log of one topic partition (see the module docstring)."""
+
+    def __init__(
+        self,
+        topic: str,
+        index: int,
+        directory: Path,
+        config: TopicConfig,
+        clock_ms: Callable[[], int],
+        *,
+        clean_shutdown: bool = False,
+    ) -> None:
+        self.topic = topic
+        self.index = index
+        self.directory = directory
+        self.config = config
+        self._clock_ms = clock_ms
+        self._lock = threading.Lock()
+        self._checkpoint_lock = threading.Lock()
+        loaded = load_partition(directory, config, clock_ms, clean=clean_shutdown)
+        self.segments: list[LogSegment] = loaded.segments
+        self._bases = [s.base_offset for s in self.segments]
+        self.log_start_offset = loaded.log_start_offset
+        self.log_end_offset = self.segments[-1].next_offset
+        self.size_bytes = sum(s.size for s in self.segments)
+        self.recovery_point = loaded.recovery_point
+        self.producer_state = loaded.producer_state
+        self.recovered_truncation = loaded.truncated
+        self._flushed_state: tuple[int, Snapshot] = (
+            self.log_end_offset, self.producer_state.snapshot()
+        )
+        self._written_state_offset = -1
+        self._last_flush_ms = clock_ms()
+        self._roll_generation = 0
+        self._flushed_generation = 0
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return (f"PartitionLog({self.topic}-{self.index}, "
+                f"[{self.log_start_offset}, {self.log_end_offset}))")
+
+    @property
+    def active(self) -> LogSegment:
+        return self.segments[-1]
+
+    # ------------------------------------------------------------------ append
+
+    def append(self, records: bytes | bytearray | memoryview) -> AppendResult:
+        """Validate, assign offsets and write a produce payload (all or nothing)."""
+        buf = bytearray(records)
+        headers = validate_batches(buf)
+        config = self.config
+        limit = config.max_message_bytes
+        for h in headers:
+            if h.size > limit:
+                raise MessageTooLarge(
+                    f"record batch of {h.size} bytes exceeds max.message.bytes {limit}"
+                )
+        if len(buf) > config.segment_bytes:
+            raise RecordListTooLarge(
+                f"{len(buf)} bytes of batches exceed segment.bytes {config.segment_bytes}"
+            )
+        with self._lock:
+            if self._closed:
+                raise KafkaStorageError(f"{self!r} is closed")
+            duplicate = self.producer_state.check(headers)
+            if duplicate is not None:
+                return AppendResult(
+                    duplicate.base_offset, duplicate.last_offset, duplicate.append_time_ms,
+                    self.log_start_offset, duplicate.last_offset - duplicate.base_offset + 1,
+                )
+            now = self._clock_ms()
+            append_time = now if config.log_append_time else -1
+            next_offset = self.log_end_offset
+            batches: list[tuple[int, int, int, int]] = []
+            pos = 0
+            for h in headers:
+                patch_base_offset(buf, pos, next_offset)
+                max_ts = h.max_timestamp
+                if append_time >= 0:
+                    patch_log_append_time(buf, pos, append_time)
+                    max_ts = append_time
+                last = next_offset + h.last_offset_delta
+                batches.append((next_offset, last, max_ts, h.size))
+                next_offset = last + 1
+                pos += h.size
+            segment = self._maybe_roll(len(buf), next_offset - 1, now)
+            try:
+                segment.append(buf, batches, config.index_interval_bytes)
+            except OSError as exc:
+                raise KafkaStorageError(f"cannot write {self!r}: {exc}") from exc
+            for h, (base, last, _, _) in zip(headers, batches, strict=True):
+                self.producer_state.update(h, base, last, append_time)
+            first = self.log_end_offset
+            self.log_end_offset = next_offset
+            self.size_bytes += len(buf)
+            return AppendResult(first, next_offset - 1, append_time, self.log_start_offset,
+                                next_offset - first)
+
+    def _maybe_roll(self, incoming: int, last_offset: int, now: int) -> LogSegment:
+        seg = self.active
+        if seg.empty:
+            return seg
+        config = self.config
+        index_entries = int(config["segment.index.bytes"]) // seg.offset_index.entry_size
+        if (
+            seg.size + incoming > config.segment_bytes
+            or now - seg.created_ms >= config.segment_ms
+            or last_offset - seg.base_offset > INT_MAX
+            or len(seg.offset_index) >= index_entries
+        ):
+            return self.roll(now)
+        return seg
+
+    def roll(self, now: int | None = None) -> LogSegment:
+        """Seal the active segment and start a new one at the log end offset."""
+        now = self._clock_ms() if now is None else now
+        self.active.seal()
+        seg = LogSegment(self.directory, self.log_end_offset, now)
+        self.segments = [*self.segments, seg]
+        self._bases = [*self._bases, seg.base_offset]
+        self._roll_generation += 1
+        return seg
+
+    # ------------------------------------------------------------------ read
+
+    def _segment_index(self, offset: int) -> int:
+        return max(bisect_right(self._bases, offset) - 1, 0)
+
+    def read(self, offset: int, max_bytes: int) -> bytes:
+        """Whole batches from the one containing ``offset``, up to ``max_bytes``.
+
+        Always at least one whole batch when one exists at or after ``offset`` (KIP-74),
+        even if it is larger than ``max_bytes``.  Continues into following segments while
+        the budget allows.  ``offset == log_end_offset`` gives ``b""``.
+        """
+        log_end = self.log_end_offset
+        if offset == log_end:
+            return b""
+        if offset < self.log_start_offset or offset > log_end:
+            raise OffsetOutOfRange(
+                f"offset {offset} is outside [{self.log_start_offset}, {log_end}] "
+                f"of {self.topic}-{self.index}"
+            )
+        segments = self.segments
+        chunks: list[bytes] = []
+        total = 0
+        for seg in segments[self._segment_index(offset):]:
+            found = seg.find_batch(offset)
+            if found is None:
+                continue
+            pos, first = found
+            available = seg.size - pos
+            want = min(max_bytes - total, available)
+            if total == 0:
+                want = max(want, first.size)
+            if want <= 0:
+                break
+            data = seg.read(pos, want)
+            cut = whole_batches_prefix(data)
+            if cut:
+                chunks.append(data[:cut] if cut < len(data) else data)
+                total += cut
+            if cut < available or total >= max_bytes:
+                break
+        return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+
+    def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record with timestamp ≥ ``timestamp_ms``.
+
+        Finds the first batch (in offset order) whose max timestamp reaches the target with
+        the time and offset indexes, then decodes that batch to find the exact record.
+        """
+        for seg in self.segments:
+            if seg.max_timestamp < timestamp_ms:
+                continue
+            found = seg.find_timestamp(timestamp_ms)
+            if found is None:
+                continue
+            pos, header = found
+            with contextlib.suppress(BayouError):
+                for rec in iter_records(seg.read(pos, header.size)):
+                    if rec.timestamp >= timestamp_ms and rec.offset >= self.log_start_offset:
+                        return rec.offset, rec.timestamp
+            if header.last_offset >= self.log_start_offset:
+                return max(header.base_offset, self.log_start_offset), header.max_timestamp
+        return None
+
+    def max_timestamp(self) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record holding the log's largest timestamp."""
+        best: LogSegment | None = None
+        for seg in self.segments:
+            if seg.max_timestamp >= 0 and (best is None or seg.max_timestamp > best.max_timestamp):
+                best = seg
+        if best is None:
+            return None
+        found = best.find_batch(best.offset_of_max_timestamp)
+        if found is None:
+            return None
+        pos, header = found
+        with contextlib.suppress(BayouError):
+            for rec in iter_records(best.read(pos, header.size)):
+                if rec.timestamp == best.max_timestamp:
+                    return rec.offset, rec.timestamp
+        return header.base_offset, header.max_timestamp
+
+    # ------------------------------------------------------------------ durability
+
+    def needs_flush(self, now_ms: int) -> bool:
+        """Whether flush.messages or flush.ms (or a segment roll) calls for a flush."""
+        unflushed = self.log_end_offset - self.recovery_point
+        if unflushed <= 0:
+            return False
+        return (
+            unflushed >= self.config.flush_messages
+            or now_ms - self._last_flush_ms >= self.config.flush_ms
+            or self._roll_generation != self._flushed_generation
+        )
+
+    def flush(self) -> int:
+        """fsync everything appended so far; return the new recovery point.
+
+        Safe from a worker thread while the loop thread appends: descriptors are duplicated
+        under the lock and fsynced outside it.
+        """
+        with self._lock:
+            if self._closed:
+                return self.recovery_point
+            target = self.log_end_offset
+            generation = self._roll_generation
+            if target <= self.recovery_point and generation == self._flushed_generation:
+                return self.recovery_point
+            fds = [fd for s in self.segments if s.next_offset > self.recovery_point
+                   or s is self.active for fd in s.dup_fds()]
+            snap = self.producer_state.snapshot()
+        try:
+            for fd in fds:
+                os.fsync(fd)
+        except OSError as exc:
+            raise KafkaStorageError(f"cannot fsync {self!r}: {exc}") from exc
+        finally:
+            for fd in fds:
+                os.close(fd)
+        if generation != self._flushed_generation:
+            fsync_dir(self.directory)  # new segment files are durable entries
+        with self._lock:
+            if target > self.recovery_point:
+                self.recovery_point = target
+                self._flushed_state = (target, snap)
+            self._flushed_generation = max(self._flushed_generation, generation)
+            self._last_flush_ms = self._clock_ms()
+            return self.recovery_point
+
+    def checkpoint(self) -> None:
+        """Persist the recovery point and the producer state as of it (flushed data only)."""
+        with self._checkpoint_lock:
+            if self._closed:
+                return
+            self._write_checkpoint()
+
+    def _write_checkpoint(self) -> None:
+        offset, snap = self._flushed_state
+        if offset != self._written_state_offset:
+            save_snapshot(self.directory / PRODUCER_STATE_FILE, offset, snap)
+            self._written_state_offset = offset
+        write_checkpoint(self.directory, self.recovery_point, self.log_start_offset)
+
+    def close(self) -> None:
+        """Seal, flush, checkpoint and close (idempotent)."""
+        with self._checkpoint_lock:
+            if self._closed:
+                return
+            with self._lock:
+                self.active.seal()
+            self.flush()
+            self._write_checkpoint()
+            self._close_files()
+
+    def close_without_flush(self) -> None:
+        """Close the files, writing nothing (the partition is being deleted)."""
+        with self._checkpoint_lock:
+            self._close_files()
+
+    def _close_files(self) -> None:
+        with self._lock:
+            self._closed = True
+            for seg in self.segments:
+                seg.close()

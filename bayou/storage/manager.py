@@ -1,0 +1,265 @@
+"""LogManager: the data directory — topics, partitions, cluster metadata.
+
+Theory of operation
+-------------------
+Layout (see ``docs/design/storage.md``)::
+
+    DATA/meta.json                      cluster id, producer-id block high-water mark
+    DATA/.clean_shutdown                present only between a clean close and the next open
+    DATA/topics/<topic>/topic.json      topic id, partition count, config overrides
+    DATA/topics/<topic>/<p>/            one partition: segments, recovery.json,
+                                        producer_state.json
+    DATA/staging/, DATA/deleted/        in-flight topic creations and deletions
+
+Every structural change is made crash-safe by renames: a topic is created in
+``staging/<random>/`` and renamed into ``topics/`` once complete; a deleted topic is renamed
+into ``deleted/`` first and removed afterwards.  ``open`` wipes both folders, so a crash
+leaves a topic either fully present or absent.  New partitions get their directories before
+``topic.json`` counts them; directories beyond the count are leftovers and are removed.
+
+Producer ids are handed out from blocks of ``PRODUCER_ID_BLOCK``: the end of the current
+block is persisted before any id from it is used, and a restart starts at that end, so an
+id is never reused.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+import types
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from bayou.config import TopicConfig, parse_topic_configs
+from bayou.errors import (
+    InvalidPartitions,
+    InvalidTopic,
+    TopicAlreadyExists,
+    UnknownTopicOrPartition,
+)
+from bayou.storage.files import fsync_dir, write_atomic
+from bayou.storage.log import PartitionLog
+from bayou.storage.metadata import (
+    ClusterMeta,
+    TopicMeta,
+    collision_key,
+    load_topic,
+    save_topic,
+    validate_topic_name,
+)
+
+PRODUCER_ID_BLOCK = 1000
+CLEAN_SHUTDOWN_FILE = ".clean_shutdown"
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class LogManager:
+    """All partitions in one data directory (see the module docstring)."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        defaults: Mapping[str, Any],
+        clock_ms: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.defaults = dict(defaults)
+        self._clock_ms = clock_ms
+        self._lock = threading.RLock()
+        self._topics: dict[str, TopicMeta] = {}
+        self._by_id: dict[uuid.UUID, TopicMeta] = {}
+        self._logs: dict[tuple[str, int], PartitionLog] = {}
+        self._cluster = ClusterMeta("")
+        self._next_producer_id = 0
+        self.cluster_id = ""
+        self.opened_cleanly = False
+
+    @property
+    def _topics_dir(self) -> Path:
+        return self.data_dir / "topics"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def open(self) -> None:
+        """Load metadata and recover every partition."""
+        for sub in ("topics", "staging", "deleted"):
+            (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
+        for sub in ("staging", "deleted"):
+            for leftover in (self.data_dir / sub).iterdir():
+                shutil.rmtree(leftover, ignore_errors=True)
+        marker = self.data_dir / CLEAN_SHUTDOWN_FILE
+        clean = marker.exists()
+        self._cluster = ClusterMeta.load_or_create(self.data_dir)
+        self.cluster_id = self._cluster.cluster_id
+        self._next_producer_id = self._cluster.producer_id_block_end
+        for topic_dir in sorted(self._topics_dir.iterdir()):
+            meta = load_topic(topic_dir)
+            self._register(meta)
+            for child in topic_dir.iterdir():
+                if child.is_dir() and (not child.name.isdigit()
+                                       or int(child.name) >= meta.partitions):
+                    shutil.rmtree(child)
+            for p in range(meta.partitions):
+                self._open_partition(meta, p, clean)
+        if clean:
+            marker.unlink()
+            fsync_dir(self.data_dir)
+        self.opened_cleanly = clean
+
+    def close(self) -> None:
+        """Flush, checkpoint and close every partition; then mark the shutdown clean."""
+        with self._lock:
+            for log in self._logs.values():
+                log.close()
+            self._logs.clear()
+            write_atomic(self.data_dir / CLEAN_SHUTDOWN_FILE, b"")
+
+    def checkpoint(self) -> None:
+        """Write recovery checkpoints and producer-state snapshots of flushed data."""
+        with self._lock:
+            logs = list(self._logs.values())
+        for log in logs:
+            log.checkpoint()
+
+    # ------------------------------------------------------------------ topics
+
+    def topics(self) -> Mapping[str, TopicMeta]:
+        return types.MappingProxyType(self._topics)
+
+    def topic_by_id(self, topic_id: uuid.UUID) -> TopicMeta | None:
+        return self._by_id.get(topic_id)
+
+    def topic_config(self, name: str) -> TopicConfig:
+        meta = self._topics.get(name)
+        if meta is None:
+            raise UnknownTopicOrPartition(f"unknown topic {name!r}")
+        return TopicConfig.resolve(self.defaults, meta.configs)
+
+    def partition(self, topic: str, index: int) -> PartitionLog:
+        log = self._logs.get((topic, index))
+        if log is None:
+            raise UnknownTopicOrPartition(f"unknown topic partition {topic}-{index}")
+        return log
+
+    get_partition = partition
+
+    def create_topic(
+        self, name: str, partitions: int, configs: Mapping[str, str], *,
+        validate_only: bool = False,
+    ) -> TopicMeta:
+        """Create a topic (or only check that it could be created)."""
+        validate_topic_name(name)
+        with self._lock:
+            if name in self._topics:
+                raise TopicAlreadyExists(f"topic {name!r} already exists")
+            key = collision_key(name)
+            for other in self._topics:
+                if collision_key(other) == key:
+                    raise InvalidTopic(f"topic {name!r} collides with existing topic {other!r}")
+            if partitions < 1:
+                raise InvalidPartitions(f"number of partitions must be at least 1: {partitions}")
+            meta = TopicMeta(name, uuid.uuid4(), partitions, parse_topic_configs(configs))
+            if validate_only:
+                return meta
+            staging = self.data_dir / "staging" / uuid.uuid4().hex
+            staging.mkdir()
+            for p in range(partitions):
+                (staging / str(p)).mkdir()
+            save_topic(staging, meta)
+            os.rename(staging, self._topics_dir / name)
+            fsync_dir(self._topics_dir)
+            self._register(meta)
+            for p in range(partitions):
+                self._open_partition(meta, p, False)
+            return meta
+
+    def delete_topic(self, name: str) -> None:
+        """Delete a topic and its data (rename into ``deleted/``, then remove)."""
+        with self._lock:
+            meta = self._topics.get(name)
+            if meta is None:
+                raise UnknownTopicOrPartition(f"unknown topic {name!r}")
+            for p in range(meta.partitions):
+                log = self._logs.pop((name, p), None)
+                if log is not None:
+                    log.close_without_flush()
+            del self._topics[name]
+            self._by_id.pop(meta.topic_id, None)
+            target = self.data_dir / "deleted" / f"{name}-{meta.topic_id.hex}"
+            os.rename(self._topics_dir / name, target)
+            fsync_dir(self._topics_dir)
+        shutil.rmtree(target, ignore_errors=True)
+
+    def create_partitions(self, name: str, total: int, *, validate_only: bool = False) -> None:
+        """Grow a topic to ``total`` partitions."""
+        with self._lock:
+            meta = self._topics.get(name)
+            if meta is None:
+                raise UnknownTopicOrPartition(f"unknown topic {name!r}")
+            if total <= meta.partitions:
+                raise InvalidPartitions(
+                    f"topic {name!r} has {meta.partitions} partitions; {total} is not more"
+                )
+            if validate_only:
+                return
+            topic_dir = self._topics_dir / name
+            for p in range(meta.partitions, total):
+                shutil.rmtree(topic_dir / str(p), ignore_errors=True)
+                (topic_dir / str(p)).mkdir()
+            fsync_dir(topic_dir)
+            new = replace(meta, partitions=total)
+            save_topic(topic_dir, new)
+            self._register(new)
+            for p in range(meta.partitions, total):
+                self._open_partition(new, p, False)
+
+    def alter_topic_configs(
+        self, name: str, configs: Mapping[str, str], *, validate_only: bool = False
+    ) -> TopicMeta:
+        """Replace a topic's config overrides (AlterConfigs semantics)."""
+        with self._lock:
+            meta = self._topics.get(name)
+            if meta is None:
+                raise UnknownTopicOrPartition(f"unknown topic {name!r}")
+            new = replace(meta, configs=parse_topic_configs(configs))
+            if validate_only:
+                return new
+            save_topic(self._topics_dir / name, new)
+            self._register(new)
+            config = TopicConfig.resolve(self.defaults, new.configs)
+            for p in range(new.partitions):
+                self._logs[(name, p)].config = config
+            return new
+
+    # ------------------------------------------------------------------ producer ids
+
+    def allocate_producer_id(self) -> int:
+        """A producer id never handed out before, across restarts."""
+        with self._lock:
+            pid = self._next_producer_id
+            if pid >= self._cluster.producer_id_block_end:
+                self._cluster.producer_id_block_end = pid + PRODUCER_ID_BLOCK
+                self._cluster.save(self.data_dir)
+            self._next_producer_id = pid + 1
+            return pid
+
+    # ------------------------------------------------------------------ internals
+
+    def _register(self, meta: TopicMeta) -> None:
+        self._topics[meta.name] = meta
+        self._by_id[meta.topic_id] = meta
+
+    def _open_partition(self, meta: TopicMeta, index: int, clean: bool) -> None:
+        config = TopicConfig.resolve(self.defaults, meta.configs)
+        directory = self._topics_dir / meta.name / str(index)
+        self._logs[(meta.name, index)] = PartitionLog(
+            meta.name, index, directory, config, self._clock_ms, clean_shutdown=clean
+        )

@@ -1,0 +1,96 @@
+"""Persistent metadata: the cluster (id, producer-id block) and each topic.
+
+``DATA/meta.json`` holds the cluster id (generated once) and the end of the last
+producer-id block handed out; ``DATA/topics/<topic>/topic.json`` holds a topic's id, name,
+partition count and config overrides.  Both are replaced atomically (``files.write_json``).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bayou.config import parse_topic_configs
+from bayou.errors import InvalidTopic
+from bayou.storage.files import read_json, write_json
+
+TOPIC_FILE = "topic.json"
+CLUSTER_FILE = "meta.json"
+MAX_TOPIC_NAME = 249
+_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class TopicMeta:
+    name: str
+    topic_id: uuid.UUID
+    partitions: int
+    configs: dict[str, Any] = field(default_factory=dict)  # parsed overrides
+
+
+def validate_topic_name(name: str) -> None:
+    """Kafka's topic name rules; raise InvalidTopic."""
+    if not name or len(name) > MAX_TOPIC_NAME:
+        raise InvalidTopic(f"topic name must have 1 to {MAX_TOPIC_NAME} characters: {name!r}")
+    if name in (".", ".."):
+        raise InvalidTopic(f"topic name cannot be {name!r}")
+    if not _TOPIC_NAME.fullmatch(name):
+        raise InvalidTopic(
+            f"topic name {name!r} is illegal: only ASCII letters, digits, '.', '_' and '-'"
+        )
+
+
+def collision_key(name: str) -> str:
+    """Topics whose names differ only by '.' versus '_' collide in metric names."""
+    return name.replace(".", "_")
+
+
+def new_cluster_id() -> str:
+    """22 characters: base64url of a random UUID without padding (Kafka's format)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def save_topic(directory: Path, meta: TopicMeta) -> None:
+    write_json(directory / TOPIC_FILE, {
+        "name": meta.name,
+        "topic_id": str(meta.topic_id),
+        "partitions": meta.partitions,
+        "configs": meta.configs,
+    })
+
+
+def load_topic(directory: Path) -> TopicMeta:
+    """Read ``topic.json``; raises OSError/ValueError/KeyError when it is unusable."""
+    doc = read_json(directory / TOPIC_FILE)
+    return TopicMeta(
+        name=str(doc["name"]),
+        topic_id=uuid.UUID(doc["topic_id"]),
+        partitions=int(doc["partitions"]),
+        configs=parse_topic_configs(doc.get("configs", {})),
+    )
+
+
+@dataclass
+class ClusterMeta:
+    cluster_id: str
+    producer_id_block_end: int = 0
+
+    @classmethod
+    def load_or_create(cls, data_dir: Path) -> ClusterMeta:
+        path = data_dir / CLUSTER_FILE
+        if path.exists():
+            doc = read_json(path)
+            return cls(str(doc["cluster_id"]), int(doc["producer_id_block_end"]))
+        meta = cls(new_cluster_id())
+        meta.save(data_dir)
+        return meta
+
+    def save(self, data_dir: Path) -> None:
+        write_json(data_dir / CLUSTER_FILE, {
+            "cluster_id": self.cluster_id,
+            "producer_id_block_end": self.producer_id_block_end,
+        })

@@ -1,0 +1,259 @@
+"""One log segment: a ``.log`` file of record batches plus its two sparse indexes.
+
+Theory of operation
+-------------------
+A segment holds the batches with offsets from its ``base_offset`` (in its file name) up to
+``next_offset - 1``.  Batches are appended exactly as produced (offsets already patched)
+with one ``os.write`` per produce call to an ``O_APPEND`` descriptor; reads use
+``os.pread`` on the same descriptor, so nothing is ever seeked and readers never disturb
+the writer.  ``size`` counts only bytes of whole batches that were written successfully;
+readers never look past it.
+
+Locating an offset: the offset index gives the position of an indexed batch at or before
+the target, then ``iter_batches`` walks batch headers forward (reading the file in chunks,
+parsing only the 61-byte headers) to the first batch whose last offset reaches the target.
+
+Recovery (``rebuild``) walks the whole file from position 0, optionally checking every
+batch's framing, magic and CRC, rebuilds both indexes from what it saw, and truncates the
+file after the last good batch.  ``load_trusted`` is the fast path for segments below the
+recovery point: it loads the index files, checks them for plausibility, and scans only the
+tail after the last offset-index entry; anything implausible falls back to ``rebuild``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from bayou.errors import BayouError
+from bayou.protocol.kafka.records import HEADER_SIZE, BatchHeader, check_batch, parse_header
+from bayou.storage.files import (
+    INDEX_SUFFIX,
+    LOG_SUFFIX,
+    TIME_INDEX_SUFFIX,
+    segment_path,
+    write_all,
+)
+from bayou.storage.index import OffsetIndex, TimeIndex
+
+_CHUNK = 64 * 1024
+_MIN_BATCH_LENGTH = HEADER_SIZE - 12
+
+
+class LogSegment:
+    """A ``.log`` file with its offset and time indexes."""
+
+    def __init__(self, directory: Path, base_offset: int, created_ms: int) -> None:
+        self.base_offset = base_offset
+        self.created_ms = created_ms
+        self.log_path = segment_path(directory, base_offset, LOG_SUFFIX)
+        self.fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self.offset_index = OffsetIndex(
+            segment_path(directory, base_offset, INDEX_SUFFIX), base_offset
+        )
+        self.time_index = TimeIndex(
+            segment_path(directory, base_offset, TIME_INDEX_SUFFIX), base_offset
+        )
+        self.size = 0
+        self.next_offset = base_offset
+        self.max_timestamp = -1
+        self.offset_of_max_timestamp = -1  # base offset of the batch holding max_timestamp
+        self._bytes_since_index = 0
+
+    def __repr__(self) -> str:
+        return f"LogSegment({self.base_offset}..{self.next_offset}, {self.size} bytes)"
+
+    @property
+    def empty(self) -> bool:
+        return self.size == 0
+
+    # ------------------------------------------------------------------ appending
+
+    def append(self, buf: bytes | bytearray, batches: Sequence[tuple[int, int, int, int]],
+               index_interval: int) -> None:
+        """Write ``buf`` (whole batches) and index them.
+
+        ``batches`` describes each batch in ``buf``: (base offset, last offset, max
+        timestamp, size).  On a write error the file is cut back and nothing changes.
+        """
+        start = self.size
+        try:
+            write_all(self.fd, buf)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, start)
+            raise
+        pos = start
+        for base, last, max_ts, size in batches:
+            self._index_batch(base, max_ts, pos, size, index_interval)
+            pos += size
+            self.next_offset = last + 1
+        self.size = pos
+        self.offset_index.write_pending()
+        self.time_index.write_pending()
+
+    def _index_batch(self, base: int, max_ts: int, pos: int, size: int, interval: int) -> None:
+        if max_ts > self.max_timestamp:
+            self.max_timestamp = max_ts
+            self.offset_of_max_timestamp = base
+        if self._bytes_since_index >= interval and pos > 0:
+            self.offset_index.append(base, pos)
+            self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
+            self._bytes_since_index = 0
+        self._bytes_since_index += size
+
+    def seal(self) -> None:
+        """The segment stops being active: record its max timestamp in the time index."""
+        if self.max_timestamp >= 0:
+            self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
+        self.time_index.write_pending()
+        self.offset_index.write_pending()
+
+    # ------------------------------------------------------------------ reading
+
+    def read(self, position: int, length: int) -> bytes:
+        """Up to ``length`` bytes at ``position`` (never past ``size``)."""
+        length = min(length, self.size - position)
+        if length <= 0:
+            return b""
+        return os.pread(self.fd, length, position)
+
+    def iter_batches(
+        self, start: int, end: int | None = None, *, with_body: bool = False
+    ) -> Iterator[tuple[int, BatchHeader, memoryview | None]]:
+        """Walk the batches in ``[start, end)``: (position, header, whole batch if asked).
+
+        Stops silently at a torn or insane batch (the caller sees where the walk ended).
+        """
+        end = self.size if end is None else end
+        buf = memoryview(b"")
+        buf_pos = pos = start
+        while end - pos >= HEADER_SIZE:
+            off = pos - buf_pos
+            if off + HEADER_SIZE > len(buf):
+                buf = memoryview(os.pread(self.fd, min(_CHUNK, end - pos), pos))
+                buf_pos, off = pos, 0
+                if len(buf) < HEADER_SIZE:
+                    return
+            header = parse_header(buf, off)
+            size = header.size
+            if header.batch_length < _MIN_BATCH_LENGTH or pos + size > end:
+                return
+            body: memoryview | None = None
+            if with_body:
+                if off + size > len(buf):
+                    buf = memoryview(os.pread(self.fd, min(max(_CHUNK, size), end - pos), pos))
+                    buf_pos, off = pos, 0
+                    if len(buf) < size:
+                        return
+                body = buf[off : off + size]
+            yield pos, header, body
+            pos += size
+
+    def find_batch(self, offset: int) -> tuple[int, BatchHeader] | None:
+        """Position and header of the first batch whose last offset is ≥ ``offset``."""
+        _, start = self.offset_index.lookup(offset)
+        for pos, header, _ in self.iter_batches(start):
+            if header.last_offset >= offset:
+                return pos, header
+        return None
+
+    def find_timestamp(self, timestamp: int) -> tuple[int, BatchHeader] | None:
+        """Position and header of the first batch whose max timestamp is ≥ ``timestamp``."""
+        if self.max_timestamp < timestamp:
+            return None
+        _, start = self.offset_index.lookup(self.time_index.lookup(timestamp))
+        for pos, header, _ in self.iter_batches(start):
+            if header.max_timestamp >= timestamp:
+                return pos, header
+        return None
+
+    # ------------------------------------------------------------------ loading
+
+    def rebuild(self, index_interval: int, *, verify: bool) -> bool:
+        """Re-read the whole file, rebuild the indexes, cut off a bad tail.
+
+        With ``verify`` every batch's framing, magic and CRC is checked; batches must also
+        have increasing offsets at or after the base offset.  Returns True if the file was
+        truncated.
+        """
+        file_size = os.fstat(self.fd).st_size
+        self.size = 0
+        self.next_offset = self.base_offset
+        self.max_timestamp = self.offset_of_max_timestamp = -1
+        self._bytes_since_index = 0
+        self.offset_index.reset()
+        self.time_index.reset()
+        good_end = 0
+        for pos, header, body in self.iter_batches(0, file_size, with_body=verify):
+            if header.base_offset < self.next_offset or header.last_offset < header.base_offset:
+                break
+            if body is not None:
+                try:
+                    check_batch(body, 0, len(body))
+                except BayouError:
+                    break
+            self._index_batch(
+                header.base_offset, header.max_timestamp, pos, header.size, index_interval
+            )
+            self.next_offset = header.last_offset + 1
+            good_end = pos + header.size
+        self.size = good_end
+        truncated = good_end < file_size
+        if truncated:
+            os.ftruncate(self.fd, good_end)
+        self.offset_index.rebuild_file()
+        self.time_index.rebuild_file()
+        return truncated
+
+    def load_trusted(self, index_interval: int) -> bool:
+        """Load a segment below the recovery point, trusting plausible indexes.
+
+        Returns True if the log file had to be truncated (it was not what the indexes and
+        the recovery point promised).
+        """
+        file_size = os.fstat(self.fd).st_size
+        if not self.offset_index.load(file_size):
+            return self.rebuild(index_interval, verify=True)
+        base, start = self.offset_index.last()
+        self.size = file_size
+        self.next_offset = base
+        last_pos = start
+        for pos, header, _ in self.iter_batches(start, file_size):
+            if header.base_offset < self.next_offset:
+                return self.rebuild(index_interval, verify=True)
+            self.next_offset = header.last_offset + 1
+            if header.max_timestamp > self.max_timestamp:
+                self.max_timestamp = header.max_timestamp
+                self.offset_of_max_timestamp = header.base_offset
+            last_pos = pos + header.size
+        if last_pos != file_size or not self.time_index.load(self.next_offset):
+            return self.rebuild(index_interval, verify=True)
+        last = self.time_index.last()
+        if last is not None and last[0] >= self.max_timestamp:
+            self.max_timestamp, self.offset_of_max_timestamp = last
+        self._bytes_since_index = file_size - start
+        return False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def dup_fds(self) -> list[int]:
+        """Duplicates of the log and index descriptors, for fsync from another thread."""
+        self.offset_index.write_pending()
+        self.time_index.write_pending()
+        return [os.dup(fd) for fd in (self.fd, self.offset_index.fd, self.time_index.fd)]
+
+    def close(self) -> None:
+        self.offset_index.close()
+        self.time_index.close()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def delete(self) -> None:
+        self.close()
+        for path in (self.log_path, self.offset_index.path, self.time_index.path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
