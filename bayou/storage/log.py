@@ -71,6 +71,10 @@ class AppendResult:
     record_count: int
 
 
+def _base_offset(segment: LogSegment) -> int:
+    return segment.base_offset
+
+
 class PartitionLog:
     """The segmented log of one topic partition (see the module docstring)."""
 
@@ -93,7 +97,6 @@ class PartitionLog:
         self._checkpoint_lock = threading.Lock()
         loaded = load_partition(directory, config, clock_ms, clean=clean_shutdown)
         self.segments: list[LogSegment] = loaded.segments
-        self._bases = [s.base_offset for s in self.segments]
         self.log_start_offset = loaded.log_start_offset
         self.log_end_offset = self.segments[-1].next_offset
         self.size_bytes = sum(s.size for s in self.segments)
@@ -192,14 +195,14 @@ class PartitionLog:
         self.active.seal()
         seg = LogSegment(self.directory, self.log_end_offset, now)
         self.segments = [*self.segments, seg]
-        self._bases = [*self._bases, seg.base_offset]
         self._roll_generation += 1
         return seg
 
     # ------------------------------------------------------------------ read
 
-    def _segment_index(self, offset: int) -> int:
-        return max(bisect_right(self._bases, offset) - 1, 0)
+    @staticmethod
+    def _segment_index(segments: list[LogSegment], offset: int) -> int:
+        return max(bisect_right(segments, offset, key=_base_offset) - 1, 0)
 
     def read(self, offset: int, max_bytes: int) -> bytes:
         """Whole batches from the one containing ``offset``, up to ``max_bytes``.
@@ -219,7 +222,7 @@ class PartitionLog:
         segments = self.segments
         chunks: list[bytes] = []
         total = 0
-        for seg in segments[self._segment_index(offset):]:
+        for seg in segments[self._segment_index(segments, offset):]:
             found = seg.find_batch(offset)
             if found is None:
                 continue

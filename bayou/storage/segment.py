@@ -175,8 +175,9 @@ class LogSegment:
     def rebuild(self, index_interval: int, *, verify: bool) -> bool:
         """Re-read the whole file, rebuild the indexes, cut off a bad tail.
 
-        With ``verify`` every batch's framing, magic and CRC is checked; batches must also
-        have increasing offsets at or after the base offset.  Returns True if the file was
+        With ``verify`` every batch's framing, magic and CRC is checked, and offsets must be
+        contiguous from the segment's base offset (appends never leave gaps; a cleaner that
+        does will have to verify its output differently).  Returns True if the file was
         truncated.
         """
         file_size = os.fstat(self.fd).st_size
@@ -188,8 +189,11 @@ class LogSegment:
         self.time_index.reset()
         good_end = 0
         for pos, header, body in self.iter_batches(0, file_size, with_body=verify):
-            if header.base_offset < self.next_offset or header.last_offset < header.base_offset:
-                break
+            if header.last_offset < header.base_offset or (
+                header.base_offset != self.next_offset if verify
+                else header.base_offset < self.next_offset
+            ):
+                break  # offsets are contiguous as appended (the base offset has no CRC)
             if body is not None:
                 try:
                     check_batch(body, 0, len(body))

@@ -246,3 +246,44 @@ def test_segment_ms_roll(tmp_path: Path) -> None:
     lg.append(batch())
     assert [s.base_offset for s in lg.segments] == [0, 6]
     lg.close()
+
+
+def test_flush_from_a_thread_while_appending_and_rolling(tmp_path: Path) -> None:
+    import threading
+
+    lg = open_log(tmp_path, **{"segment.bytes": 300})
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def flusher() -> None:
+        try:
+            while not stop.is_set():
+                lg.flush()
+                lg.checkpoint()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    t = threading.Thread(target=flusher)
+    t.start()
+    for _ in range(300):
+        lg.append(batch(2, size=40))
+    stop.set()
+    t.join()
+    assert not errors
+    assert lg.flush() == 600
+    lg.close()
+    lg = open_log(tmp_path)
+    assert lg.log_end_offset == 600
+    lg.close()
+
+
+def test_control_batches_and_producer_epoch(log: PartitionLog) -> None:
+    log.append(idem(0))
+    log.append(R.build_control_batch(True, producer_id=7, producer_epoch=0, timestamp=5))
+    log.append(idem(2))  # a marker with the same epoch keeps the sequence
+    log.append(R.build_control_batch(False, producer_id=7, producer_epoch=1, timestamp=6))
+    with pytest.raises(OutOfOrderSequence):
+        log.append(idem(4, epoch=1))  # a bumped epoch restarts at 0
+    log.append(idem(0, epoch=1))
+    with pytest.raises(InvalidProducerEpoch):
+        log.append(R.build_control_batch(True, producer_id=7, producer_epoch=0, timestamp=7))
