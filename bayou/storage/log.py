@@ -161,8 +161,8 @@ class PartitionLog:
                 batches.append((next_offset, last, max_ts, h.size))
                 next_offset = last + 1
                 pos += h.size
-            segment = self._maybe_roll(len(buf), next_offset - 1, now)
             try:
+                segment = self._maybe_roll(len(buf), next_offset - 1, now)
                 segment.append(buf, batches, config.index_interval_bytes)
             except OSError as exc:
                 raise KafkaStorageError(f"cannot write {self!r}: {exc}") from exc
