@@ -15,7 +15,9 @@ from tests.support.ports import free_port
 READY_TIMEOUT_S = 30.0
 
 
-def wait_for_port(host: str, port: int, proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
+def wait_for_port(
+    host: str, port: int, proc: subprocess.Popen[bytes] | None, timeout: float
+) -> None:
     """Wait until ``host:port`` accepts connections (bounded), failing fast if ``proc`` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -32,8 +34,13 @@ def wait_for_port(host: str, port: int, proc: subprocess.Popen[bytes] | None, ti
 class BrokerProcess:
     """One ``bayou serve`` child process with its own data directory and ports."""
 
-    def __init__(self, data_dir: Path, *, extra_args: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.host = "127.0.0.1"
         self.kafka_port = free_port()
@@ -53,10 +60,16 @@ class BrokerProcess:
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "bayou", "serve",
-            "--data-dir", str(self.data_dir),
-            "--host", self.host,
-            "--kafka-port", str(self.kafka_port),
+            sys.executable,
+            "-m",
+            "bayou",
+            "serve",
+            "--data-dir",
+            str(self.data_dir),
+            "--host",
+            self.host,
+            "--kafka-port",
+            str(self.kafka_port),
             *self.extra_args,
         ]
 

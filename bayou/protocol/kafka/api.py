@@ -133,10 +133,9 @@ def decode_request_body(header: RequestHeader, frame: memoryview, offset: int) -
         message, end = info.request.DECODERS[header.api_version](frame, offset)
     except _DECODE_ERRORS as exc:
         raise _malformed(exc) from exc
-    if end != len(frame):
-        raise ProtocolViolation(
-            f"{len(frame) - end} bytes of trailing garbage after {info.request.NAME}"
-        )
+    # Bytes after the body are ignored, as Kafka's broker ignores them: librdkafka writes
+    # Metadata's IncludeClusterAuthorizedOperations at v11+ too, after it was removed.
+    del end
     return message
 
 

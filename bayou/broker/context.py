@@ -1,0 +1,80 @@
+"""What a handler sees: the broker's shared state and the request being served."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from bayou.broker.flusher import GroupFlusher
+from bayou.broker.waiters import DataWaiters
+from bayou.config import BrokerConfig
+from bayou.errors import UnknownTopicOrPartition
+
+if TYPE_CHECKING:
+    from bayou.protocol.kafka import RequestHeader
+    from bayou.storage import LogManager, PartitionLog, TopicMeta
+
+log = logging.getLogger(__name__)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class BrokerState:
+    """Everything the Kafka handlers share: config, storage, wake-ups, fsync batching."""
+
+    def __init__(self, config: BrokerConfig, logs: LogManager) -> None:
+        self.config = config
+        self.logs = logs
+        self.waiters = DataWaiters()
+        self.flusher = GroupFlusher()
+        self.node_id = config.node_id
+        self.advertised_host = config.advertised
+        self.advertised_port = config.kafka_port
+        self.clock_ms = now_ms
+        self.stopping = False
+        self.dirty: set[PartitionLog] = set()
+        self._background: set[asyncio.Future[Any]] = set()
+
+    def mark_dirty(self, log_: PartitionLog) -> None:
+        """Remember a partition with unflushed appends, for the ``flush.ms`` timer."""
+        self.dirty.add(log_)
+
+    def background(self, awaitable: Awaitable[Any]) -> None:
+        """Run ``awaitable`` without waiting for it, keeping a reference until it ends."""
+        future = asyncio.ensure_future(awaitable)
+        self._background.add(future)
+        future.add_done_callback(self._background.discard)
+
+    @property
+    def cluster_id(self) -> str:
+        return self.config.cluster_id or self.logs.cluster_id
+
+    def topic_or_autocreate(self, name: str, *, allow_create: bool = True) -> TopicMeta:
+        """The topic's metadata, creating it when auto-creation is on; raises Kafka errors."""
+        topic = self.logs.topics().get(name)
+        if topic is not None:
+            return topic
+        if not (allow_create and self.config.auto_create_topics_enable):
+            raise UnknownTopicOrPartition(f"Topic '{name}' does not exist")
+        topic = self.logs.create_topic(name, self.config.num_partitions, {})
+        log.info("auto-created topic %s with %d partition(s)", name, topic.partitions)
+        return topic
+
+
+@dataclass
+class RequestContext:
+    """One request: the shared broker state, its header, and the connection's peer."""
+
+    broker: BrokerState
+    header: RequestHeader
+    peer: str
+
+    @property
+    def version(self) -> int:
+        return int(self.header.api_version)

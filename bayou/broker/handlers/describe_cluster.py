@@ -1,0 +1,40 @@
+"""DescribeCluster (key 60), v0-v1: this node, as broker and controller of a one-node cluster.
+
+v1 adds the endpoint type; only brokers (1) are described, a controller endpoint request
+gets MISMATCHED_ENDPOINT_TYPE.
+"""
+
+from __future__ import annotations
+
+from bayou.broker.context import RequestContext
+from bayou.broker.handlers.registry import handles
+from bayou.errors import ErrorCode
+from bayou.protocol.kafka import messages as m
+
+BROKER_ENDPOINT = 1
+
+
+@handles(60, 0, 1)
+async def handle_describe_cluster(
+    ctx: RequestContext, request: m.DescribeClusterRequest
+) -> m.DescribeClusterResponse:
+    broker = ctx.broker
+    if ctx.version >= 1 and request.endpoint_type != BROKER_ENDPOINT:
+        return m.DescribeClusterResponse(
+            error_code=ErrorCode.MISMATCHED_ENDPOINT_TYPE,
+            error_message="only broker endpoints are served",
+            cluster_id=broker.cluster_id,
+        )
+    return m.DescribeClusterResponse(
+        error_code=ErrorCode.NONE,
+        cluster_id=broker.cluster_id,
+        controller_id=broker.node_id,
+        brokers=[
+            m.DescribeClusterResponseDescribeClusterBroker(
+                broker_id=broker.node_id,
+                host=broker.advertised_host,
+                port=broker.advertised_port,
+                rack=None,
+            )
+        ],
+    )

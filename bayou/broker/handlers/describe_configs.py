@@ -1,0 +1,171 @@
+"""DescribeConfigs (key 32), v0-v4: effective topic and broker configs, with their sources.
+
+Topic resources (type 2) list every topic config Bayou knows (``bayou.config.TOPIC_CONFIGS``)
+with the effective value and where it came from: the topic's own setting
+(DYNAMIC_TOPIC_CONFIG), the broker's default from its config file/flags/environment
+(STATIC_BROKER_CONFIG), or the built-in default (DEFAULT_CONFIG).  v0 reports ``is_default``
+instead of a source.  Synonyms (v1+) list that chain, most specific first; config types and
+documentation come with v3+.  Broker resources (type 4, named by node id) list the broker's
+own options, read-only.  ``configuration_keys`` filters; unknown keys are simply absent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bayou.broker.context import RequestContext
+from bayou.broker.handlers.registry import handles
+from bayou.config import TOPIC_CONFIGS, BrokerConfig, TopicConfig
+from bayou.errors import ErrorCode, KafkaError
+from bayou.protocol.kafka import messages as m
+
+TOPIC = 2
+BROKER = 4
+
+DYNAMIC_TOPIC_CONFIG = 1
+STATIC_BROKER_CONFIG = 4
+DEFAULT_CONFIG = 5
+
+_CONFIG_TYPES = {"bool": 1, "string": 2, "int": 3, "long": 5, "list": 7}
+
+
+@dataclass(frozen=True)
+class ConfigEntry:
+    name: str
+    value: str | None
+    config_source: int
+    config_type: int
+    documentation: str | None
+    synonyms: list[tuple[str, str, int]]
+    read_only: bool = False
+
+
+def topic_config_entries(
+    effective: TopicConfig, overrides: Mapping[str, Any], broker: BrokerConfig
+) -> list[ConfigEntry]:
+    """Every topic config with its effective value, source and synonym chain."""
+    entries = []
+    for name, definition in TOPIC_CONFIGS.items():
+        synonyms: list[tuple[str, str, int]] = []
+        if name in overrides:
+            synonyms.append((name, definition.render(overrides[name]), DYNAMIC_TOPIC_CONFIG))
+        if name in broker.topic_defaults:
+            synonyms.append(
+                (name, definition.render(broker.topic_defaults[name]), STATIC_BROKER_CONFIG)
+            )
+        synonyms.append((name, definition.render(definition.default), DEFAULT_CONFIG))
+        entries.append(
+            ConfigEntry(
+                name=name,
+                value=definition.render(effective[name]),
+                config_source=synonyms[0][2],
+                config_type=_CONFIG_TYPES.get(definition.type, 0),
+                documentation=definition.doc,
+                synonyms=synonyms,
+            )
+        )
+    return entries
+
+
+def broker_config_entries(broker: BrokerConfig) -> list[ConfigEntry]:
+    options: dict[str, tuple[Any, str]] = {
+        "node.id": (broker.node_id, "int"),
+        "broker.id": (broker.node_id, "int"),
+        "auto.create.topics.enable": (broker.auto_create_topics_enable, "bool"),
+        "num.partitions": (broker.num_partitions, "int"),
+        "socket.request.max.bytes": (broker.socket_request_max_bytes, "int"),
+        "listeners": (f"PLAINTEXT://{broker.host}:{broker.kafka_port}", "list"),
+        "advertised.listeners": (f"PLAINTEXT://{broker.advertised}:{broker.kafka_port}", "list"),
+        "log.dirs": (str(broker.data_dir), "string"),
+    }
+    return [
+        ConfigEntry(
+            name=name,
+            value=str(value).lower() if isinstance(value, bool) else str(value),
+            config_source=STATIC_BROKER_CONFIG,
+            config_type=_CONFIG_TYPES[kind],
+            documentation=None,
+            synonyms=[],
+            read_only=True,
+        )
+        for name, (value, kind) in options.items()
+    ]
+
+
+def _wire(
+    ctx: RequestContext, entry: ConfigEntry, synonyms: bool, docs: bool
+) -> m.DescribeConfigsResponseDescribeConfigsResourceResult:
+    return m.DescribeConfigsResponseDescribeConfigsResourceResult(
+        name=entry.name,
+        value=entry.value,
+        read_only=entry.read_only,
+        is_default=entry.config_source == DEFAULT_CONFIG,
+        config_source=entry.config_source,
+        is_sensitive=False,
+        synonyms=[
+            m.DescribeConfigsResponseDescribeConfigsSynonym(name=n, value=v, source=s)
+            for n, v, s in entry.synonyms
+        ]
+        if synonyms
+        else [],
+        config_type=entry.config_type,
+        documentation=entry.documentation if docs else None,
+    )
+
+
+@handles(32, 0, 4)
+async def handle_describe_configs(
+    ctx: RequestContext, request: m.DescribeConfigsRequest
+) -> m.DescribeConfigsResponse:
+    broker = ctx.broker
+    synonyms = ctx.version >= 1 and request.include_synonyms
+    docs = ctx.version >= 3 and request.include_documentation
+    results: list[m.DescribeConfigsResponseDescribeConfigsResult] = []
+    for resource in request.resources:
+        try:
+            if resource.resource_type == TOPIC:
+                meta = broker.logs.topics().get(resource.resource_name)
+                if meta is None:
+                    raise KafkaError(
+                        f"Topic '{resource.resource_name}' does not exist",
+                        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                    )
+                entries = topic_config_entries(
+                    broker.config.topic_config(meta.configs), meta.configs, broker.config
+                )
+            elif resource.resource_type == BROKER:
+                if resource.resource_name not in ("", str(broker.node_id)):
+                    raise KafkaError(
+                        f"No broker {resource.resource_name!r}", ErrorCode.INVALID_REQUEST
+                    )
+                entries = broker_config_entries(broker.config)
+            else:
+                raise KafkaError(
+                    f"Resource type {resource.resource_type} is not supported",
+                    ErrorCode.INVALID_REQUEST,
+                )
+        except KafkaError as exc:
+            results.append(
+                m.DescribeConfigsResponseDescribeConfigsResult(
+                    error_code=exc.code,
+                    error_message=exc.message,
+                    resource_type=resource.resource_type,
+                    resource_name=resource.resource_name,
+                )
+            )
+            continue
+        keys = resource.configuration_keys
+        if keys is not None:
+            entries = [e for e in entries if e.name in keys]
+        results.append(
+            m.DescribeConfigsResponseDescribeConfigsResult(
+                error_code=ErrorCode.NONE,
+                error_message=None,
+                resource_type=resource.resource_type,
+                resource_name=resource.resource_name,
+                configs=[_wire(ctx, e, synonyms, docs) for e in entries],
+            )
+        )
+    return m.DescribeConfigsResponse(results=results)

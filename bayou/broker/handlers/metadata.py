@@ -1,0 +1,93 @@
+"""Metadata (key 3), v0-v12: brokers, cluster id, controller, topics and their partitions.
+
+Bayou is one node: it leads every partition (leader epoch 0, replicas = ISR = [this node]).
+A null topic list (v1+) or an empty one (v0) means "all topics".  Unknown topics are created
+when the request allows it (v4+, always before) and ``auto.create.topics.enable`` is on.  v10+
+carry topic ids and accept lookups by id; v12 answers an unknown id with UNKNOWN_TOPIC_ID.
+Authorized-operation fields stay at "not requested" (no ACLs yet).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from bayou.broker.context import RequestContext
+from bayou.broker.handlers.registry import handles
+from bayou.errors import ErrorCode, KafkaError
+from bayou.protocol.kafka import messages as m
+from bayou.storage import TopicMeta
+
+ZERO_UUID = uuid.UUID(int=0)
+
+
+def topic_metadata(ctx: RequestContext, topic: TopicMeta) -> m.MetadataResponseTopic:
+    node = ctx.broker.node_id
+    return m.MetadataResponseTopic(
+        error_code=ErrorCode.NONE,
+        name=topic.name,
+        topic_id=topic.topic_id,
+        is_internal=False,
+        partitions=[
+            m.MetadataResponsePartition(
+                error_code=ErrorCode.NONE,
+                partition_index=index,
+                leader_id=node,
+                leader_epoch=0,
+                replica_nodes=[node],
+                isr_nodes=[node],
+                offline_replicas=[],
+            )
+            for index in range(topic.partitions)
+        ],
+    )
+
+
+@handles(3, 0, 12)
+async def handle_metadata(ctx: RequestContext, request: m.MetadataRequest) -> m.MetadataResponse:
+    broker = ctx.broker
+    logs = broker.logs
+    wanted = request.topics
+    topics: list[m.MetadataResponseTopic] = []
+    if wanted is None or (ctx.version == 0 and not wanted):
+        topics = [topic_metadata(ctx, t) for t in sorted(logs.topics().values(), key=_name)]
+    else:
+        allow_create = ctx.version < 4 or request.allow_auto_topic_creation
+        for item in wanted:
+            if item.name is None:
+                found = logs.topic_by_id(item.topic_id)
+                if found is None:
+                    topics.append(
+                        m.MetadataResponseTopic(
+                            error_code=ErrorCode.UNKNOWN_TOPIC_ID,
+                            name=None,
+                            topic_id=item.topic_id,
+                        )
+                    )
+                else:
+                    topics.append(topic_metadata(ctx, found))
+                continue
+            try:
+                topic = broker.topic_or_autocreate(item.name, allow_create=allow_create)
+            except KafkaError as exc:
+                topics.append(
+                    m.MetadataResponseTopic(error_code=exc.code, name=item.name, topic_id=ZERO_UUID)
+                )
+                continue
+            topics.append(topic_metadata(ctx, topic))
+    return m.MetadataResponse(
+        brokers=[
+            m.MetadataResponseBroker(
+                node_id=broker.node_id,
+                host=broker.advertised_host,
+                port=broker.advertised_port,
+                rack=None,
+            )
+        ],
+        cluster_id=broker.cluster_id,
+        controller_id=broker.node_id,
+        topics=topics,
+    )
+
+
+def _name(topic: TopicMeta) -> str:
+    return topic.name

@@ -1,0 +1,139 @@
+"""``bayou serve``: open the storage, listen, serve until SIGINT/SIGTERM, shut down cleanly.
+
+Theory of operation
+-------------------
+One process, one event loop (uvloop when installed).  ``Broker.start`` opens the log manager
+(recovering every partition), then the listeners; one line lists every listener.  Background
+tasks flush partitions whose ``flush.ms`` is due and write recovery checkpoints, both in worker
+threads.  ``Broker.stop`` closes the listeners, wakes long-polling fetches, lets in-flight
+requests answer (bounded), drains pending fsyncs and closes the storage, which writes its
+checkpoints and clean-shutdown marker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from bayou.broker.connection import KafkaConnection
+from bayou.broker.context import BrokerState, now_ms
+from bayou.config import BrokerConfig
+from bayou.storage import LogManager
+
+log = logging.getLogger("bayou")
+
+FLUSH_CHECK_INTERVAL_S = 0.05
+CHECKPOINT_INTERVAL_S = 5.0
+SHUTDOWN_GRACE_S = 10.0
+
+
+class Broker:
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.logs = LogManager(config.data_dir, config.topic_defaults, now_ms)
+        self.state = BrokerState(config, self.logs)
+        self._servers: list[asyncio.AbstractServer] = []
+        self._connections: set[KafkaConnection] = set()
+        self._background: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self.logs.open)
+        loop = asyncio.get_running_loop()
+        kafka = await loop.create_server(
+            lambda: KafkaConnection(self.state, self._connections),
+            self.config.host,
+            self.config.kafka_port,
+            reuse_address=True,
+            backlog=1024,
+        )
+        self._servers.append(kafka)
+        self._background = [
+            asyncio.create_task(self._flush_due_partitions()),
+            asyncio.create_task(self._checkpoint_periodically()),
+        ]
+        log.info(
+            "Bayou listening: kafka=%s:%d (advertised %s:%d) · data in %s · cluster %s",
+            self.config.host,
+            self.config.kafka_port,
+            self.state.advertised_host,
+            self.state.advertised_port,
+            self.config.data_dir,
+            self.state.cluster_id,
+        )
+
+    async def stop(self) -> None:
+        log.info("shutting down")
+        for server in self._servers:
+            server.close()
+        for task in self._background:
+            task.cancel()
+        self.state.stopping = True
+        self.state.waiters.wake_all()
+        if self._connections:
+            await asyncio.gather(
+                *(c.finish(SHUTDOWN_GRACE_S) for c in list(self._connections)),
+                return_exceptions=True,
+            )
+        await self.state.flusher.drain()
+        await asyncio.to_thread(self.logs.close)
+        log.info("stopped")
+
+    async def _flush_due_partitions(self) -> None:
+        """Honour ``flush.ms``: fsync partitions whose unflushed data is old enough."""
+        dirty = self.state.dirty
+        while True:
+            await asyncio.sleep(FLUSH_CHECK_INTERVAL_S)
+            now = now_ms()
+            for partition in list(dirty):
+                if partition.needs_flush(now):
+                    dirty.discard(partition)
+                    try:
+                        await self.state.flusher.flush(partition)
+                    except Exception:
+                        log.exception(
+                            "periodic flush of %s-%d failed", partition.topic, partition.index
+                        )
+
+    async def _checkpoint_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(CHECKPOINT_INTERVAL_S)
+            try:
+                await asyncio.to_thread(self.logs.checkpoint)
+            except Exception:
+                log.exception("checkpoint failed")
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def serve(config: BrokerConfig) -> None:
+    """Run the broker until SIGINT or SIGTERM."""
+    broker = Broker(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await broker.start()
+    try:
+        await stop.wait()
+    finally:
+        await broker.stop()
+
+
+def run(config: BrokerConfig) -> None:
+    """Blocking entry point used by ``bayou serve``."""
+    logging.basicConfig(
+        level=getattr(logging, config.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    _install_uvloop()
+    asyncio.run(serve(config))
