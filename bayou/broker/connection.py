@@ -28,6 +28,7 @@ from bayou.broker.handlers import HANDLERS
 from bayou.broker.handlers.api_versions import unsupported_version_response
 from bayou.errors import ProtocolViolation
 from bayou.protocol.kafka import (
+    RequestHeader,
     UnsupportedVersionError,
     decode_request_body,
     decode_request_header,
@@ -103,7 +104,7 @@ class KafkaConnection(asyncio.Protocol):
             header, offset = decode_request_header(view)
         except UnsupportedVersionError as exc:
             if exc.header.api_key == API_VERSIONS:
-                self._queue_ready(encode_response(exc.header, unsupported_version_response()))
+                self._answer_unsupported_api_versions(exc.header)
             else:
                 self._violation(str(exc))
             return
@@ -111,6 +112,13 @@ class KafkaConnection(asyncio.Protocol):
             self._violation(f"bad request header: {exc}")
             return
         registration = HANDLERS.get(header.api_key)
+        if (
+            header.api_key == API_VERSIONS
+            and registration is not None
+            and (header.api_version > registration.max_version)
+        ):
+            self._answer_unsupported_api_versions(header)
+            return
         if registration is None or not (
             registration.advertised_min <= header.api_version <= registration.max_version
         ):
@@ -129,6 +137,11 @@ class KafkaConnection(asyncio.Protocol):
         self._inflight.append(task)
         task.add_done_callback(self._on_done)
         self._update_reading()
+
+    def _answer_unsupported_api_versions(self, header: RequestHeader) -> None:
+        """A too-new ApiVersions gets UNSUPPORTED_VERSION and our ranges in a v0 body."""
+        v0 = RequestHeader(API_VERSIONS, 0, header.correlation_id, header.client_id)
+        self._queue_ready(encode_response(v0, unsupported_version_response()))
 
     async def _serve(self, context: RequestContext, handler: Any, request: Any) -> bytes | None:
         response = await handler(context, request)
