@@ -5,18 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bayou.broker.flusher import GroupFlusher
 from bayou.broker.waiters import DataWaiters
-from bayou.config import BrokerConfig
+from bayou.config import LONG_MAX, BrokerConfig
 from bayou.errors import UnknownTopicOrPartition
 
 if TYPE_CHECKING:
     from bayou.protocol.kafka import RequestHeader
-    from bayou.storage import LogManager, PartitionLog, TopicMeta
+    from bayou.storage import AppendResult, LogManager, PartitionLog, TopicMeta
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,38 @@ class BrokerState:
         self.dirty: set[PartitionLog] = set()
         self._background: set[asyncio.Future[Any]] = set()
 
-    def mark_dirty(self, log_: PartitionLog) -> None:
-        """Remember a partition with unflushed appends, for the ``flush.ms`` timer."""
-        self.dirty.add(log_)
+    # -- the broker-core calls every door (Kafka, HTTP, MQTT, AMQP) writes and reads through --
+
+    def append_now(
+        self, topic: str, partition: int, records: bytes | bytearray | memoryview
+    ) -> tuple[AppendResult, PartitionLog | None]:
+        """Append record batches to a partition (auto-creating the topic when allowed).
+
+        Returns the result and, when the topic's flush policy asks for an fsync before the
+        write is acknowledged, the partition to pass to ``make_durable``.  Raises KafkaError.
+        """
+        self.topic_or_autocreate(topic)
+        log_ = self.logs.partition(topic, partition)
+        result = log_.append(records)
+        self.waiters.notify(topic, partition)
+        if log_.config.flush_ms < LONG_MAX:
+            self.dirty.add(log_)  # the flush.ms timer watches it
+        return result, (log_ if log_.needs_flush(self.clock_ms()) else None)
+
+    async def make_durable(self, logs: Iterable[PartitionLog]) -> None:
+        """Group-committed fsync of the given partitions."""
+        unique = set(logs)
+        if unique:
+            await asyncio.gather(*(self.flusher.flush(log_) for log_ in unique))
+
+    async def append(
+        self, topic: str, partition: int, records: bytes | bytearray | memoryview
+    ) -> AppendResult:
+        """Append and wait until the write is as durable as the topic's policy asks."""
+        result, to_flush = self.append_now(topic, partition, records)
+        if to_flush is not None:
+            await self.make_durable([to_flush])
+        return result
 
     def background(self, awaitable: Awaitable[Any]) -> None:
         """Run ``awaitable`` without waiting for it, keeping a reference until it ends."""

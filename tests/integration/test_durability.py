@@ -90,3 +90,13 @@ def test_kill_9_under_load_loses_nothing_acknowledged(
     for partition, entries in snapshot.items():
         for offset, value in entries:
             assert stored.get((partition, offset)) == value, (partition, offset)
+
+
+def test_fsync_policies_acknowledge_and_keep_everything(shared_broker: BrokerProcess) -> None:
+    """flush.messages=1 (fsync before every ack, group-committed) and flush.ms both serve."""
+    for config in ({"flush.messages": "1"}, {"flush.ms": "10"}):
+        topic = unique_topic("fsync")
+        create_topic(shared_broker.bootstrap, topic, 2, **config)
+        sent = make_messages(1000, 2)
+        produce_all(shared_broker.bootstrap, topic, sent, acks="all", **{"linger.ms": 0})
+        check_received(sent, consume_all(shared_broker.bootstrap, topic, 2, len(sent)))

@@ -14,8 +14,6 @@ transactional ids), so no transactional batch can arrive with a valid producer e
 
 from __future__ import annotations
 
-import asyncio
-
 from bayou.broker.context import RequestContext
 from bayou.broker.handlers.registry import handles
 from bayou.errors import CorruptMessage, ErrorCode, KafkaError
@@ -53,19 +51,11 @@ async def handle_produce(
         if refuse is not None:
             partitions.extend(_error(p.index, *refuse) for p in topic_data.partition_data)
             continue
-        try:
-            broker.topic_or_autocreate(name)
-        except KafkaError as exc:
-            partitions.extend(
-                _error(p.index, exc.code, exc.message) for p in topic_data.partition_data
-            )
-            continue
         for data in topic_data.partition_data:
             try:
-                log = broker.logs.partition(name, data.index)
                 if data.records is None or len(data.records) == 0:
                     raise CorruptMessage("empty record set")
-                result = log.append(data.records)
+                result, needs_flush = broker.append_now(name, data.index, data.records)
             except KafkaError as exc:
                 partitions.append(_error(data.index, exc.code, exc.message))
                 continue
@@ -78,16 +68,13 @@ async def handle_produce(
                     log_start_offset=result.log_start_offset,
                 )
             )
-            broker.waiters.notify(name, data.index)
-            broker.mark_dirty(log)
-            if log.needs_flush(broker.clock_ms()):
-                to_flush.append(log)
+            if needs_flush is not None:
+                to_flush.append(needs_flush)
     if to_flush:
-        flushes = asyncio.gather(*(broker.flusher.flush(log) for log in set(to_flush)))
         if acks == 0:
-            broker.background(flushes)
+            broker.background(broker.make_durable(to_flush))
         else:
-            await flushes
+            await broker.make_durable(to_flush)
     if acks == 0:
         return None
     return m.ProduceResponse(responses=topics)
