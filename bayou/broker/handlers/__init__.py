@@ -1,18 +1,12 @@
-"""One module per Kafka API; importing this package registers them all."""
+"""One module per Kafka API; importing this package imports (and so registers) them all."""
 
-from bayou.broker.handlers import (  # noqa: F401 - imported for their registrations
-    api_versions,
-    create_partitions,
-    create_topics,
-    delete_topics,
-    describe_cluster,
-    describe_configs,
-    fetch,
-    init_producer_id,
-    list_offsets,
-    metadata,
-    produce,
-)
+import importlib
+import pkgutil
+
 from bayou.broker.handlers.registry import HANDLERS, Registration, handles
+
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name != "registry":
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["HANDLERS", "Registration", "handles"]
