@@ -37,6 +37,8 @@ from bayou.protocol.kafka import (
 
 log = logging.getLogger(__name__)
 
+Payload = bytes | bytearray | None  # an encoded response frame, or None for "no response"
+
 MAX_INFLIGHT = 128
 RESUME_INFLIGHT = 32
 API_VERSIONS = 18
@@ -48,7 +50,7 @@ class KafkaConnection(asyncio.Protocol):
         self._connections = connections
         self._max_frame = broker.config.socket_request_max_bytes
         self._buf = bytearray()
-        self._inflight: deque[asyncio.Task[bytes | None]] = deque()
+        self._inflight: deque[asyncio.Task[Payload]] = deque()
         self._transport: asyncio.Transport | None = None
         self._peer = "?"
         self._closing = False
@@ -143,19 +145,19 @@ class KafkaConnection(asyncio.Protocol):
         v0 = RequestHeader(API_VERSIONS, 0, header.correlation_id, header.client_id)
         self._queue_ready(encode_response(v0, unsupported_version_response()))
 
-    async def _serve(self, context: RequestContext, handler: Any, request: Any) -> bytes | None:
+    async def _serve(self, context: RequestContext, handler: Any, request: Any) -> Payload:
         response = await handler(context, request)
         if response is None:  # e.g. Produce with acks=0
             return None
         return encode_response(context.header, response)
 
-    def _queue_ready(self, payload: bytes) -> None:
-        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+    def _queue_ready(self, payload: bytes | bytearray) -> None:
+        future: asyncio.Future[Payload] = asyncio.get_running_loop().create_future()
         future.set_result(payload)
         self._inflight.append(future)  # type: ignore[arg-type]
         self._on_done(future)
 
-    def _on_done(self, _task: asyncio.Future[bytes | None]) -> None:
+    def _on_done(self, _task: asyncio.Future[Payload]) -> None:
         inflight = self._inflight
         transport = self._transport
         while inflight and inflight[0].done():

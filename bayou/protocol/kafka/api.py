@@ -139,8 +139,12 @@ def decode_request_body(header: RequestHeader, frame: memoryview, offset: int) -
     return message
 
 
-def encode_response(header: RequestHeader, response: ApiMessage) -> bytes:
-    """The whole response frame (size prefix, response header, body) at the request's version."""
+def encode_response(header: RequestHeader, response: ApiMessage) -> bytearray:
+    """The whole response frame (size prefix, response header, body) at the request's version.
+
+    Returned as the ``bytearray`` it was built in: transports take it as is, and a fetch
+    response of many megabytes is not copied once more into ``bytes``.
+    """
     version = header.api_version
     out = bytearray(8)
     I32.pack_into(out, 4, header.correlation_id)
@@ -150,7 +154,7 @@ def encode_response(header: RequestHeader, response: ApiMessage) -> bytes:
         raise ValueError(f"{response.NAME} has no version {version}")
     response.ENCODERS[version](response, out)
     I32.pack_into(out, 0, len(out) - 4)
-    return bytes(out)
+    return out
 
 
 # ---------------------------------------------------------------- client side (tests, tools)
