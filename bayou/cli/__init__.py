@@ -1,0 +1,52 @@
+"""The ``bayou`` command line: ``serve`` runs a broker; the other commands are Kafka clients.
+
+Exit codes: 0 success, 1 the operation failed, 2 a usage or configuration error.  See
+``docs/cli.md``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import click
+
+from bayou.cli._common import connection_options
+from bayou.cli.consume import consume
+from bayou.cli.produce import produce
+from bayou.cli.serve import serve
+from bayou.cli.topic import topic
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("bayou")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.version_option(_version(), prog_name="bayou")
+@connection_options(root=True)
+def cli() -> None:
+    """Bayou, an event streaming platform that speaks the Kafka protocol.
+
+    `bayou serve` runs a broker. `topic`, `produce` and `consume` talk to a running broker at
+    --bootstrap (default $BAYOU_BOOTSTRAP or 127.0.0.1:9092).
+    """
+
+
+cli.add_command(serve)
+cli.add_command(topic)
+cli.add_command(produce)
+cli.add_command(consume)
+
+
+def main() -> None:
+    """Console-script entry point (``bayou``, ``python -m bayou``)."""
+    cli(prog_name="bayou")
+
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,240 @@
+"""What every client command shares: the connection options, errors as sentences, exit codes.
+
+Theory of operation
+-------------------
+Exit codes: 0 success, 1 the operation failed (``CliError``), 2 the command line or the
+configuration is wrong (``UsageProblem`` and click's own usage errors).  Errors print one
+sentence on stderr, without a traceback.
+
+The connection options (``--bootstrap/-b``, ``--timeout``) are accepted both on ``bayou`` itself
+and on every client command; the value nearest the command wins.  ``Connection`` turns them into
+confluent-kafka settings.  Before building a client it tries a plain TCP connect to the bootstrap
+addresses, so a dead broker is reported at once instead of after librdkafka's retries; every
+later wait is bounded by ``--timeout``.  librdkafka's own log lines are silenced unless
+``--verbose`` is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import click
+from confluent_kafka import KafkaError, KafkaException
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+DEFAULT_TIMEOUT_S = 10.0
+_META = "bayou.cli"
+
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]+")
+_MAX_TOPIC_NAME = 249
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CliError(click.ClickException):
+    """The operation failed: print the sentence, exit 1."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(sentence(message))
+
+    def show(self, file: Any = None) -> None:
+        click.echo(self.format_message(), err=True)
+
+
+class UsageProblem(CliError):
+    """The command line or configuration is wrong: print the sentence, exit 2."""
+
+    exit_code = 2
+
+
+def sentence(text: str) -> str:
+    """Capitalised, ending with a full stop (or other terminal punctuation)."""
+    text = text.strip()
+    if not text:
+        return "Unknown error."
+    text = text[0].upper() + text[1:]
+    return text if text[-1] in ".!?)`" else text + "."
+
+
+# --------------------------------------------------------------------------- connection options
+
+
+@dataclass
+class Connection:
+    """Where the broker is and how long to wait for it."""
+
+    bootstrap: str
+    timeout: float
+    verbose: bool
+
+    def client_config(self, **extra: Any) -> dict[str, Any]:
+        """confluent-kafka settings common to Admin, Producer and Consumer clients."""
+        logger = logging.getLogger("bayou.cli.librdkafka")
+        if self.verbose:
+            if not logger.handlers:
+                logger.addHandler(logging.StreamHandler())
+            logger.setLevel(logging.DEBUG)
+        else:
+            logger.handlers = [logging.NullHandler()]
+        logger.propagate = False
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap,
+            "logger": logger,
+            "socket.timeout.ms": int(self.timeout * 1000),
+            "socket.connection.setup.timeout.ms": int(self.timeout * 1000),
+        }
+        config.update(extra)
+        return config
+
+    def unreachable(self) -> CliError:
+        return CliError(
+            f"Cannot reach a broker at {self.bootstrap} (is `bayou serve` running?)"
+        )
+
+    def no_answer(self) -> CliError:
+        return CliError(
+            f"The broker at {self.bootstrap} did not answer within {self.timeout:g} seconds."
+        )
+
+    def probe(self) -> None:
+        """Fail fast with a sentence unless some bootstrap address accepts TCP connections."""
+        for host, port in bootstrap_addresses(self.bootstrap):
+            try:
+                with socket.create_connection((host, port), timeout=min(self.timeout, 5.0)):
+                    return
+            except OSError:
+                continue
+        raise self.unreachable()
+
+    def admin(self) -> Any:
+        """A reachable AdminClient (typed Any: confluent-kafka ships no complete stubs)."""
+        from confluent_kafka.admin import AdminClient
+
+        self.probe()
+        return AdminClient(self.client_config())
+
+    def failure(self, err: KafkaError | KafkaException | BaseException, action: str,
+                topic: str | None = None) -> CliError:
+        """A Kafka error as a sentence about ``action`` (e.g. "create topic 'x'")."""
+        if isinstance(err, KafkaException):
+            err = err.args[0] if err.args and isinstance(err.args[0], KafkaError) else err
+        if not isinstance(err, KafkaError):
+            return CliError(f"Could not {action}: {err}")
+        code = err.code()
+        what = f"Topic '{topic}'" if topic else "The topic"
+        if code in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
+            return CliError(f"{what} does not exist.")
+        if code == KafkaError.TOPIC_ALREADY_EXISTS:
+            return CliError(f"{what} already exists.")
+        if code == KafkaError.TOPIC_EXCEPTION:
+            return UsageProblem(f"'{topic}' is not a valid topic name (the broker refused it).")
+        if code in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE):
+            return self.unreachable()
+        if code in (KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT):
+            return self.no_answer()
+        detail = err.str().removeprefix("Broker: ").rstrip(".")
+        if code == KafkaError.INVALID_CONFIG:
+            return CliError(f"Could not {action}: invalid configuration ({detail})")
+        if code == KafkaError.INVALID_PARTITIONS:
+            return CliError(f"Could not {action}: invalid number of partitions ({detail})")
+        return CliError(f"Could not {action}: {detail} ({err.name()})")
+
+
+def bootstrap_addresses(bootstrap: str) -> list[tuple[str, int]]:
+    """Parse ``host:port[,host:port...]`` (IPv6 hosts in brackets)."""
+    addresses = []
+    for item in bootstrap.split(","):
+        item = item.strip()
+        if "://" in item:
+            item = item.split("://", 1)[1]
+        host, sep, port = item.rpartition(":")
+        if not sep or not port.isdigit() or not host:
+            raise UsageProblem(f"Bootstrap address '{item}' is not of the form host:port.")
+        addresses.append((host.strip("[]"), int(port)))
+    if not addresses:
+        raise UsageProblem("No bootstrap address given.")
+    return addresses
+
+
+def _remember(key: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+        if value is not None and value is not False:
+            ctx.meta[f"{_META}.{key}"] = value
+        return value
+    return callback
+
+
+def connection_options(root: bool = False) -> Callable[[F], F]:
+    """``--bootstrap/-b``, ``--timeout`` and ``--verbose``, on ``bayou`` and on each command."""
+
+    def decorate(f: F) -> F:
+        f = click.option(
+            "--bootstrap", "-b", metavar="HOST:PORT", expose_value=False, is_eager=True,
+            envvar="BAYOU_BOOTSTRAP" if root else None, show_envvar=root,
+            default=DEFAULT_BOOTSTRAP if root else None,
+            callback=_remember("bootstrap"),
+            help=("Broker address(es), comma-separated. Default: $BAYOU_BOOTSTRAP or "
+                  f"{DEFAULT_BOOTSTRAP}."),
+        )(f)
+        f = click.option(
+            "--timeout", type=click.FloatRange(min=0.1), metavar="SECONDS", expose_value=False,
+            is_eager=True, default=DEFAULT_TIMEOUT_S if root else None,
+            callback=_remember("timeout"),
+            help=("Longest wait for any one answer from the broker "
+                  f"(default {DEFAULT_TIMEOUT_S:g})."),
+        )(f)
+        f = click.option(
+            "--verbose", "-v", is_flag=True, expose_value=False, is_eager=True,
+            callback=_remember("verbose"),
+            help="Show the Kafka client's log lines on stderr.",
+        )(f)
+        return f
+
+    return decorate
+
+
+def get_connection() -> Connection:
+    """The connection options in force for the current command."""
+    meta = click.get_current_context().meta
+    bootstrap = meta.get(f"{_META}.bootstrap", DEFAULT_BOOTSTRAP)
+    bootstrap_addresses(bootstrap)  # validate early
+    return Connection(
+        bootstrap=bootstrap,
+        timeout=float(meta.get(f"{_META}.timeout", DEFAULT_TIMEOUT_S)),
+        verbose=bool(meta.get(f"{_META}.verbose", False)),
+    )
+
+
+# --------------------------------------------------------------------------- argument helpers
+
+
+def check_topic_name(name: str) -> str:
+    """Kafka's topic-name rule, checked before asking the broker."""
+    if name in (".", "..") or len(name) > _MAX_TOPIC_NAME or not _TOPIC_NAME.fullmatch(name):
+        raise UsageProblem(
+            f"'{name}' is not a valid topic name: use 1 to {_MAX_TOPIC_NAME} ASCII letters, "
+            "digits, '.', '_' or '-' (and not '.' or '..' alone)."
+        )
+    return name
+
+
+def parse_pairs(values: Iterable[str], option: str) -> list[tuple[str, str]]:
+    """``k=v`` arguments of a repeatable option, in order; a missing '=' is a usage error."""
+    pairs = []
+    for raw in values:
+        key, sep, value = raw.partition("=")
+        if not sep or not key:
+            raise UsageProblem(f"{option} expects KEY=VALUE, got '{raw}'.")
+        pairs.append((key, value))
+    return pairs
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

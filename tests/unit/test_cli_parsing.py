@@ -1,0 +1,151 @@
+"""CLI argument parsing without a broker: --from, topic names, bootstrap, serve flags → config."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from bayou.cli import cli
+from bayou.cli._common import UsageProblem, bootstrap_addresses, check_topic_name
+from bayou.cli.consume import message_json, parse_start
+from bayou.config import BrokerConfig
+
+
+def test_parse_start() -> None:
+    assert parse_start("earliest") == "earliest"
+    assert parse_start("LATEST") == "latest"
+    assert parse_start("42") == 42
+    assert parse_start("2024-05-01T12:00:00Z") == dt.datetime(2024, 5, 1, 12, tzinfo=dt.UTC)
+    assert parse_start("2024-05-01T14:00:00+02:00") == dt.datetime(2024, 5, 1, 12, tzinfo=dt.UTC)
+    assert parse_start("2024-05-01T12:00") == dt.datetime(2024, 5, 1, 12, tzinfo=dt.UTC)
+    with pytest.raises(UsageProblem, match="--from must be earliest, latest"):
+        parse_start("yesterday")
+    with pytest.raises(UsageProblem):
+        parse_start("-3")
+
+
+@pytest.mark.parametrize("name", ["orders", "a.b_c-D9", "x" * 249])
+def test_valid_topic_names(name: str) -> None:
+    assert check_topic_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "bad name", "ümlaut", "a/b", "x" * 250])
+def test_invalid_topic_names(name: str) -> None:
+    with pytest.raises(UsageProblem, match="is not a valid topic name"):
+        check_topic_name(name)
+
+
+def test_bootstrap_addresses() -> None:
+    assert bootstrap_addresses("h1:9092, h2:19092") == [("h1", 9092), ("h2", 19092)]
+    assert bootstrap_addresses("[::1]:9092") == [("::1", 9092)]
+    with pytest.raises(UsageProblem, match="host:port"):
+        bootstrap_addresses("localhost")
+
+
+class _FakeMessage:
+    def __init__(self, key: bytes | None, value: bytes | None) -> None:
+        self._key, self._value = key, value
+
+    def topic(self) -> str:
+        return "t"
+
+    def partition(self) -> int:
+        return 2
+
+    def offset(self) -> int:
+        return 5
+
+    def timestamp(self) -> tuple[int, int]:
+        return 1, 1714564800123
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def headers(self) -> list[tuple[str, bytes | None]]:
+        return [("a", b"1"), ("bin", b"\xff"), ("none", None)]
+
+
+def test_message_json() -> None:
+    out = message_json(_FakeMessage(None, b"\xff\x00"))
+    assert out == {
+        "topic": "t", "partition": 2, "offset": 5,
+        "timestamp": 1714564800123, "time": "2024-05-01T12:00:00.123Z",
+        "timestamp_type": "create",
+        "key": None, "key_base64": False, "value": "/wA=", "value_base64": True,
+        "headers": [{"key": "a", "value": "1", "value_base64": False},
+                    {"key": "bin", "value": "/w==", "value_base64": True},
+                    {"key": "none", "value": None, "value_base64": False}],
+    }
+
+
+@pytest.fixture
+def fake_run(monkeypatch: pytest.MonkeyPatch) -> list[BrokerConfig]:
+    """Replace bayou.broker.server.run (imported lazily by `serve`) with a recorder."""
+    seen: list[BrokerConfig] = []
+    module = types.ModuleType("bayou.broker.server")
+    module.run = seen.append  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "bayou.broker.server", module)
+    for key in [k for k in __import__("os").environ if k.startswith("BAYOU_")]:
+        monkeypatch.delenv(key)
+    return seen
+
+
+def _serve(args: list[str], env: dict[str, Any] | None = None) -> Any:
+    return CliRunner().invoke(cli, ["serve", *args], env=env)
+
+
+def test_serve_flags_map_onto_config(fake_run: list[BrokerConfig], tmp_path: Path) -> None:
+    result = _serve(["--data-dir", str(tmp_path), "--host", "0.0.0.0", "--kafka-port", "19092",
+                     "--http-port", "1", "--mqtt-port", "2", "--amqp-port", "3",
+                     "--advertised-host", "example", "--node-id", "4",
+                     "--no-auto-create-topics", "--num-partitions", "6", "--log-level", "debug",
+                     "--topic-default", "retention.ms=1000"])
+    assert result.exit_code == 0, result.output
+    (config,) = fake_run
+    assert (config.data_dir, config.host, config.kafka_port) == (tmp_path, "0.0.0.0", 19092)
+    assert (config.http_port, config.mqtt_port, config.amqp_port) == (1, 2, 3)
+    assert (config.advertised_host, config.node_id) == ("example", 4)
+    assert config.auto_create_topics_enable is False
+    assert (config.num_partitions, config.log_level) == (6, "DEBUG")
+    assert config.topic_defaults == {"retention.ms": 1000}
+
+
+def test_serve_flags_left_out_let_toml_and_env_win(fake_run: list[BrokerConfig],
+                                                   tmp_path: Path) -> None:
+    toml = tmp_path / "bayou.toml"
+    toml.write_text('kafka_port = 1111\nauto_create_topics_enable = false\n'
+                    '[topic_defaults]\n"retention.ms" = 5\n')
+    result = _serve(["--config", str(toml), "--http-port", "2222"],
+                    env={"BAYOU_MQTT_PORT": "3333"})
+    assert result.exit_code == 0, result.output
+    (config,) = fake_run
+    assert (config.kafka_port, config.http_port, config.mqtt_port) == (1111, 2222, 3333)
+    assert config.auto_create_topics_enable is False
+    assert config.topic_defaults == {"retention.ms": 5}
+
+
+@pytest.mark.parametrize(("args", "env", "message"), [
+    (["--topic-default", "segment.bytes=3"], {},
+     "Invalid configuration: Invalid value '3' for configuration segment.bytes: must be at least "
+     "14.\n"),
+    ([], {"BAYOU_KAFKA_PORT": "abc"},
+     "Invalid configuration: Option kafka_port cannot be 'abc'.\n"),
+    (["--config", "/no/such/bayou.toml"], {},
+     "Cannot read the config file /no/such/bayou.toml: No such file or directory.\n"),
+    (["--topic-default", "oops"], {}, "--topic-default expects KEY=VALUE, got 'oops'.\n"),
+])
+def test_serve_bad_config_is_one_sentence_exit_2(fake_run: list[BrokerConfig], args: list[str],
+                                                 env: dict[str, str], message: str) -> None:
+    result = _serve(args, env=env)
+    assert result.exit_code == 2
+    assert result.output == message
+    assert fake_run == []
