@@ -207,6 +207,14 @@ class BrokerConfig:
     num_partitions: int = 1
     socket_request_max_bytes: int = 100 * 1024 * 1024
     log_level: str = "INFO"
+    # Group coordinator (Kafka's option names with '_' for '.'; Kafka's defaults).
+    group_initial_rebalance_delay_ms: int = 3000
+    group_min_session_timeout_ms: int = 6000
+    group_max_session_timeout_ms: int = 1_800_000
+    group_consumer_session_timeout_ms: int = 45_000
+    group_consumer_heartbeat_interval_ms: int = 5000
+    offsets_retention_minutes: int = 7 * 24 * 60
+    offsets_retention_check_interval_ms: int = 600_000
     topic_defaults: dict[str, Any] = field(default_factory=dict)
 
     @property

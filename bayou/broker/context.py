@@ -15,6 +15,7 @@ from bayou.config import LONG_MAX, BrokerConfig
 from bayou.errors import UnknownTopicOrPartition
 
 if TYPE_CHECKING:
+    from bayou.broker.groups import GroupDriver
     from bayou.protocol.kafka import RequestHeader
     from bayou.storage import AppendResult, LogManager, PartitionLog, TopicMeta
 
@@ -39,6 +40,7 @@ class BrokerState:
         self.clock_ms = now_ms
         self.stopping = False
         self.dirty: set[PartitionLog] = set()
+        self.groups: GroupDriver | None = None  # the group coordinator, set by Broker.start
         self._background: set[asyncio.Future[Any]] = set()
 
     # -- the broker-core calls every door (Kafka, HTTP, MQTT, AMQP) writes and reads through --

@@ -19,6 +19,7 @@ import sys
 
 from bayou.broker.connection import KafkaConnection
 from bayou.broker.context import BrokerState, now_ms
+from bayou.broker.groups import GroupDriver, GroupSettings
 from bayou.config import BrokerConfig
 from bayou.storage import LogManager
 
@@ -41,6 +42,12 @@ class Broker:
     async def start(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.logs.open)
+        groups = GroupDriver(self.config.data_dir, group_settings(self.config), now_ms,
+                             self.state.flusher)
+        replayed = await asyncio.to_thread(groups.open)
+        log.info("group coordinator loaded %d record(s)", replayed)
+        self.state.groups = groups
+        await groups.start()
         loop = asyncio.get_running_loop()
         kafka = await loop.create_server(
             lambda: KafkaConnection(self.state, self._connections),
@@ -72,6 +79,8 @@ class Broker:
             task.cancel()
         self.state.stopping = True
         self.state.waiters.wake_all()
+        if self.state.groups is not None:
+            self.state.groups.shutdown()
         if self._connections:
             await asyncio.gather(
                 *(c.finish(SHUTDOWN_GRACE_S) for c in list(self._connections)),
@@ -79,6 +88,8 @@ class Broker:
             )
         await self.state.flusher.drain()
         await asyncio.to_thread(self.logs.close)
+        if self.state.groups is not None:
+            await asyncio.to_thread(self.state.groups.close)
         log.info("stopped")
 
     async def _flush_due_partitions(self) -> None:
@@ -104,6 +115,18 @@ class Broker:
                 await asyncio.to_thread(self.logs.checkpoint)
             except Exception:
                 log.exception("checkpoint failed")
+
+
+def group_settings(config: BrokerConfig) -> GroupSettings:
+    return GroupSettings(
+        initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
+        min_session_timeout_ms=config.group_min_session_timeout_ms,
+        max_session_timeout_ms=config.group_max_session_timeout_ms,
+        offsets_retention_ms=config.offsets_retention_minutes * 60_000,
+        offsets_retention_check_interval_ms=config.offsets_retention_check_interval_ms,
+        consumer_session_timeout_ms=config.group_consumer_session_timeout_ms,
+        consumer_heartbeat_interval_ms=config.group_consumer_heartbeat_interval_ms,
+    )
 
 
 def _install_uvloop() -> None:

@@ -1,0 +1,150 @@
+"""The thin asyncio driver around the deterministic GroupCoordinator.
+
+Theory of operation
+-------------------
+``run(op)`` calls one coordinator operation with the current time and a fresh token, then:
+
+1. writes the operation's records to the internal log (one batch) and waits for a
+   group-committed fsync (the broker's ``GroupFlusher``) — nothing is acknowledged before it
+   is durable;
+2. resolves the futures of earlier parked requests the operation answered;
+3. returns the response, or — when the operation parked the request (JoinGroup/SyncGroup
+   waiting for the rebalance) — awaits the token's future, which a later operation or timer
+   resolves.
+
+A timer task sleeps until the coordinator's ``next_deadline()`` (woken early whenever an
+operation ran, as deadlines may have moved) and runs ``tick``.  At shutdown every parked
+request is answered with COORDINATOR_NOT_AVAILABLE so that connections can drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bayou.broker.flusher import GroupFlusher
+from bayou.broker.groups.coordinator import GroupCoordinator
+from bayou.broker.groups.model import GroupCoordinatorError, GroupSettings, Result
+from bayou.broker.groups.store import GroupStore
+from bayou.errors import ErrorCode
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MAX_TIMER_SLEEP_S = 1.0
+CHECKPOINT_INTERVAL_MS = 5000
+
+
+class GroupDriver:
+    def __init__(
+        self,
+        data_dir: Path,
+        settings: GroupSettings,
+        clock_ms: Callable[[], int],
+        flusher: GroupFlusher,
+    ) -> None:
+        self.coordinator = GroupCoordinator(settings)
+        self.store = GroupStore(data_dir, clock_ms)
+        self.clock_ms = clock_ms
+        self._flusher = flusher
+        self._tokens = itertools.count(1)
+        self._parked: dict[int, asyncio.Future[Any]] = {}
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._last_checkpoint_ms = 0
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def open(self) -> int:
+        """Open the internal log and replay it (blocking: call from a worker thread)."""
+        self.store.open()
+        return self.coordinator.load(self.store.records(), self.clock_ms())
+
+    async def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._timers())
+
+    def shutdown(self) -> None:
+        """Stop the timers and answer every parked request (the broker is stopping)."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+        parked, self._parked = self._parked, {}
+        for future in parked.values():
+            if not future.done():
+                future.set_exception(GroupCoordinatorError(ErrorCode.COORDINATOR_NOT_AVAILABLE))
+
+    def close(self) -> None:
+        """Flush and close the internal log (blocking)."""
+        self.store.close()
+
+    # ------------------------------------------------------------------ operations
+
+    async def run(self, op: Callable[[int, int], Result[T]]) -> T:
+        """Run ``op(now, token)``; see the module docstring."""
+        if self._closed:
+            raise GroupCoordinatorError(ErrorCode.COORDINATOR_NOT_AVAILABLE)
+        token = next(self._tokens)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._parked[token] = future
+        try:
+            result = op(self.clock_ms(), token)
+        except BaseException:
+            self._parked.pop(token, None)
+            raise
+        if result.response is not None:
+            self._parked.pop(token, None)
+        await self._settle(result)
+        if result.response is not None:
+            return result.response
+        answer: T = await future
+        return answer
+
+    def read(self) -> GroupCoordinator:
+        """The coordinator, for operations that only read."""
+        return self.coordinator
+
+    async def _settle(self, result: Result[Any]) -> None:
+        if result.records:
+            self.store.append(result.records)
+            await self._flusher.flush(self.store)
+        for token, answer in result.completions:
+            future = self._parked.pop(token, None)
+            if future is not None and not future.done():
+                future.set_result(answer)
+        if self._wake is not None:
+            self._wake.set()
+
+    # ------------------------------------------------------------------ timers
+
+    async def _timers(self) -> None:
+        assert self._wake is not None
+        coordinator = self.coordinator
+        await self._settle(coordinator.tick(self.clock_ms()))
+        while True:
+            now = self.clock_ms()
+            deadline = coordinator.next_deadline()
+            sleep_s = MAX_TIMER_SLEEP_S if deadline is None else (deadline - now) / 1000
+            self._wake.clear()
+            if sleep_s > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), min(sleep_s, MAX_TIMER_SLEEP_S))
+            now = self.clock_ms()
+            deadline = coordinator.next_deadline()
+            if deadline is not None and deadline <= now:
+                try:
+                    await self._settle(coordinator.tick(now))
+                except Exception:
+                    log.exception("group coordinator timers failed")
+            if now - self._last_checkpoint_ms >= CHECKPOINT_INTERVAL_MS:
+                self._last_checkpoint_ms = now
+                try:
+                    await asyncio.to_thread(self.store.checkpoint)
+                except Exception:
+                    log.exception("group log checkpoint failed")

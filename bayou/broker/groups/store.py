@@ -1,0 +1,73 @@
+"""The coordinator's internal log: ``DATA/internal/__consumer_offsets/0/``, a PartitionLog.
+
+One record batch per operation (its records all-or-nothing, as the storage appends a batch
+whole), keys and values as ``records.py`` encodes them.  It is not a user topic: LogManager
+never lists it, so Metadata, Fetch and the CLI cannot see it.
+
+Loading reads every batch from the log start and decodes its records in order.  The storage
+layer's recovery has already cut a torn tail, so a crash loses at most writes that were
+never acknowledged (the driver fsyncs before it answers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from bayou.broker.groups.records import GroupRecord, decode, encode_key, encode_value
+from bayou.config import TopicConfig
+from bayou.protocol.kafka.records import Record, build_batch, iter_batches, iter_records
+from bayou.storage import PartitionLog
+
+TOPIC = "__consumer_offsets"
+READ_CHUNK = 1 << 20
+
+
+class GroupStore:
+    def __init__(self, data_dir: Path, clock_ms: Callable[[], int]) -> None:
+        self.directory = Path(data_dir) / "internal" / TOPIC / "0"
+        self._clock_ms = clock_ms
+        self.log: PartitionLog | None = None
+
+    def open(self) -> None:
+        config = TopicConfig.resolve({}, {"cleanup.policy": "compact",
+                                          "segment.bytes": 64 * 1024 * 1024})
+        self.log = PartitionLog(TOPIC, 0, self.directory, config, self._clock_ms)
+
+    def records(self) -> Iterator[GroupRecord]:
+        log = self._log()
+        offset = log.log_start_offset
+        end = log.log_end_offset
+        while offset < end:
+            chunk = log.read(offset, READ_CHUNK)
+            if not chunk:
+                break
+            view = memoryview(chunk)
+            for pos, header in iter_batches(view):
+                for rec in iter_records(view[pos : pos + header.size]):
+                    if rec.key is not None:
+                        yield decode(rec.key, rec.value)
+                offset = header.last_offset + 1
+
+    def append(self, records: list[GroupRecord]) -> None:
+        now = self._clock_ms()
+        batch = build_batch(
+            [Record(timestamp=now, key=encode_key(r.key), value=encode_value(r)) for r in records]
+        )
+        self._log().append(batch)
+
+    def flush(self) -> int:
+        return self._log().flush()
+
+    def checkpoint(self) -> None:
+        self._log().checkpoint()
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+    def _log(self) -> PartitionLog:
+        if self.log is None:
+            raise RuntimeError("group store is not open")
+        return self.log

@@ -1,0 +1,86 @@
+"""ConsumerGroupDescribe (key 69), v0: consumer (KIP-848) groups in detail.
+
+Per group: state (Empty, Assigning, Reconciling, Stable), group and assignment epochs, the
+assignor, and each member's epoch, subscription, current and target assignment.  A classic
+group or an unknown one → GROUP_ID_NOT_FOUND (admin clients then fall back to DescribeGroups
+for classic groups).  Authorized operations are left "not requested" (no ACLs).
+"""
+
+from __future__ import annotations
+
+from bayou.broker.context import RequestContext
+from bayou.broker.groups import ConsumerGroup, GroupCoordinatorError
+from bayou.broker.groups.kafka import driver
+from bayou.broker.groups.model import Partitions
+from bayou.broker.handlers.registry import handles
+from bayou.errors import ErrorCode
+from bayou.protocol.kafka import messages as m
+
+
+def _assignment(
+    ctx: RequestContext, parts: Partitions
+) -> m.ConsumerGroupDescribeResponseAssignment:
+    topics = ctx.broker.logs.topics()
+    out = []
+    for name, ps in sorted(parts.items()):
+        meta = topics.get(name)
+        if meta is not None:
+            out.append(
+                m.ConsumerGroupDescribeResponseTopicPartitions(
+                    topic_id=meta.topic_id, topic_name=name, partitions=sorted(ps)
+                )
+            )
+    return m.ConsumerGroupDescribeResponseAssignment(topic_partitions=out)
+
+
+@handles(69, 0, 0)
+async def handle_consumer_group_describe(
+    ctx: RequestContext, request: m.ConsumerGroupDescribeRequest
+) -> m.ConsumerGroupDescribeResponse:
+    try:
+        coordinator = driver(ctx).read()
+    except GroupCoordinatorError as exc:
+        return m.ConsumerGroupDescribeResponse(
+            groups=[m.ConsumerGroupDescribeResponseDescribedGroup(error_code=exc.code, group_id=g)
+                    for g in request.group_ids]
+        )
+    described = []
+    for group_id in request.group_ids:
+        group = coordinator.group(group_id)
+        if not isinstance(group, ConsumerGroup):
+            described.append(
+                m.ConsumerGroupDescribeResponseDescribedGroup(
+                    error_code=ErrorCode.GROUP_ID_NOT_FOUND,
+                    error_message=f"Group {group_id} not found.",
+                    group_id=group_id,
+                    group_state="Dead",
+                )
+            )
+            continue
+        votes = [mem.server_assignor for mem in group.members.values() if mem.server_assignor]
+        described.append(
+            m.ConsumerGroupDescribeResponseDescribedGroup(
+                error_code=ErrorCode.NONE,
+                group_id=group_id,
+                group_state=str(group.state),
+                group_epoch=group.epoch,
+                assignment_epoch=group.assignment_epoch,
+                assignor_name=max(set(votes), key=votes.count) if votes
+                else coordinator.settings.consumer_assignors[0],
+                members=[
+                    m.ConsumerGroupDescribeResponseMember(
+                        member_id=mem.member_id,
+                        instance_id=mem.instance_id,
+                        rack_id=mem.rack_id,
+                        member_epoch=mem.epoch,
+                        client_id=mem.client_id,
+                        client_host=mem.client_host,
+                        subscribed_topic_names=list(mem.subscribed),
+                        assignment=_assignment(ctx, mem.assigned),
+                        target_assignment=_assignment(ctx, group.target.get(mem.member_id, {})),
+                    )
+                    for mem in group.members.values()
+                ],
+            )
+        )
+    return m.ConsumerGroupDescribeResponse(groups=described)

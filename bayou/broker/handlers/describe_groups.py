@@ -1,0 +1,59 @@
+"""DescribeGroups (key 15), v0-v5: classic groups' state, protocol and members.
+
+A Stable group shows its protocol and each member's metadata and assignment; during a
+rebalance members are listed without them, as Kafka does.  Unknown groups — and consumer
+(KIP-848) groups, which ConsumerGroupDescribe serves — answer state "Dead" with no error
+(v6's GROUP_ID_NOT_FOUND is not served).  v4+ show instance ids; authorized operations
+(v3+) are left "not requested" (no ACLs).
+"""
+
+from __future__ import annotations
+
+from bayou.broker.context import RequestContext
+from bayou.broker.groups import ClassicGroup, ClassicState, GroupCoordinatorError
+from bayou.broker.groups.kafka import driver
+from bayou.broker.handlers.registry import handles
+from bayou.errors import ErrorCode
+from bayou.protocol.kafka import messages as m
+
+
+def describe(group_id: str, group: object) -> m.DescribeGroupsResponseDescribedGroup:
+    if not isinstance(group, ClassicGroup):
+        return m.DescribeGroupsResponseDescribedGroup(
+            error_code=ErrorCode.NONE, group_id=group_id, group_state="Dead"
+        )
+    stable = group.state == ClassicState.STABLE
+    return m.DescribeGroupsResponseDescribedGroup(
+        error_code=ErrorCode.NONE,
+        group_id=group_id,
+        group_state=str(group.state),
+        protocol_type=group.protocol_type or "",
+        protocol_data=(group.protocol_name or "") if stable else "",
+        members=[
+            m.DescribeGroupsResponseDescribedGroupMember(
+                member_id=mem.member_id,
+                group_instance_id=mem.instance_id,
+                client_id=mem.client_id,
+                client_host=mem.client_host,
+                member_metadata=mem.metadata(group.protocol_name) if stable else b"",
+                member_assignment=mem.assignment if stable else b"",
+            )
+            for mem in group.members.values()
+        ],
+    )
+
+
+@handles(15, 0, 5)
+async def handle_describe_groups(
+    ctx: RequestContext, request: m.DescribeGroupsRequest
+) -> m.DescribeGroupsResponse:
+    try:
+        coordinator = driver(ctx).read()
+    except GroupCoordinatorError as exc:
+        return m.DescribeGroupsResponse(
+            groups=[m.DescribeGroupsResponseDescribedGroup(error_code=exc.code, group_id=g)
+                    for g in request.groups]
+        )
+    return m.DescribeGroupsResponse(
+        groups=[describe(g, coordinator.group(g)) for g in request.groups]
+    )
