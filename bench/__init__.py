@@ -1,0 +1,1 @@
+"""Benchmarks for Bayou, run side by side with peer brokers (see bench/README.md)."""

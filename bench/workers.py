@@ -1,0 +1,344 @@
+"""Load-generator phases, each run in its own child process by ``bench.kafka_bench``.
+
+Usage (internal): ``python -m bench.workers PHASE 'JSON-SPEC'``. The worker prints ``READY`` when
+it is set up (the latency consumer needs this before the producer starts) and, last, one line
+``RESULT {json}``. Running each phase in a fresh process keeps one client's threads and memory from
+leaking into the next measurement, and lets the latency producer and consumer run on separate
+interpreters (no shared GIL).
+
+Phases:
+
+- ``produce``: N messages of S bytes as fast as librdkafka accepts them, then ``flush()``; the
+  clock runs from the first ``produce()`` to the end of ``flush()``, so every message is acked.
+- ``consume``: assign every partition at the earliest offset and read until N messages arrived.
+- ``latency-consume`` / ``latency-produce``: a paced producer embeds the *scheduled* send time
+  (``CLOCK_MONOTONIC``, shared by all processes on one host) in each value; the consumer records
+  receive time minus that. Using the schedule rather than the moment ``produce()`` ran means a
+  stalled producer shows up as latency instead of being hidden (no coordinated omission).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import struct
+import sys
+import time
+import uuid
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+Spec = dict[str, Any]
+
+# flag (1 = warm-up, 0 = measured), sequence number, scheduled send time in ns (CLOCK_MONOTONIC)
+LATENCY_HEADER = struct.Struct(">BQq")
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _log(msg: str) -> None:
+    print(f"[{os.getpid()}] {msg}", file=sys.stderr, flush=True)
+
+
+class _Errors:
+    """Counts delivery errors (librdkafka reports only failures: delivery.report.only.error)."""
+
+    only_errors = True
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: str | None = None
+
+    def on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self.count += 1
+            if self.first is None:
+                self.first = str(err)
+
+
+class _AckTimes(_Errors):
+    """Also records, per measured message, ack time minus scheduled send time (the produce leg)."""
+
+    only_errors = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.samples: list[int] = []
+
+    def on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        now_ns = time.monotonic_ns()
+        super().on_delivery(err, msg)
+        value = msg.value()
+        if err is None and value:
+            flag, _seq, due_ns = LATENCY_HEADER.unpack_from(value)
+            if not flag:
+                self.samples.append(now_ns - due_ns)
+
+
+def _producer(spec: Spec, errors: _Errors, *, linger_ms: float) -> Producer:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": spec["bootstrap"],
+        "acks": spec["acks"],
+        "linger.ms": linger_ms,
+        "batch.size": spec["batch_size"],
+        "compression.type": "none",
+        "queue.buffering.max.kbytes": 1024 * 1024,
+        "delivery.report.only.error": errors.only_errors,
+        "on_delivery": errors.on_delivery,
+    }
+    if spec.get("idempotence") is not None:
+        conf["enable.idempotence"] = bool(spec["idempotence"])
+    conf.update(spec.get("producer_config") or {})
+    return Producer(conf)
+
+
+def _consumer(spec: Spec, **overrides: Any) -> Consumer:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": spec["bootstrap"],
+        "group.id": f"bench-throwaway-{uuid.uuid4().hex[:12]}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        **overrides,
+    }
+    conf.update(spec.get("consumer_config") or {})
+    return Consumer(conf)
+
+
+def _assign_all(consumer: Consumer, topic: str, partitions: int) -> None:
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+
+
+def produce(spec: Spec) -> Spec:
+    n, size = int(spec["messages"]), int(spec["size"])
+    errors = _Errors()
+    producer = _producer(spec, errors, linger_ms=spec["linger_ms"])
+    payload = os.urandom(size)  # incompressible; one buffer reused (copied by librdkafka)
+    topic = spec["topic"]
+    producer.list_topics(topic, timeout=10.0)  # connect before the clock starts
+    print("READY", flush=True)
+    cpu0 = _cpu_seconds()
+    t0 = time.perf_counter()
+    for i in range(n):
+        while True:
+            try:
+                producer.produce(topic, payload)
+                break
+            except BufferError:  # local queue full: let deliveries drain
+                producer.poll(0.001)
+        if i & 1023 == 0:
+            producer.poll(0)
+    enqueued_s = time.perf_counter() - t0
+    left = producer.flush(spec["timeout_s"])
+    elapsed = time.perf_counter() - t0
+    if left:
+        raise RuntimeError(f"{left} messages still unacknowledged after {spec['timeout_s']}s")
+    if errors.count:
+        raise RuntimeError(f"{errors.count} delivery errors, first: {errors.first}")
+    return {
+        "elapsed_s": elapsed,
+        "enqueue_s": enqueued_s,
+        "messages": n,
+        "bytes": n * size,
+        "client_cpu_s": _cpu_seconds() - cpu0,
+    }
+
+
+def consume(spec: Spec) -> Spec:
+    n, partitions = int(spec["messages"]), int(spec["partitions"])
+    fetch_max = int(spec["fetch_max_bytes"])
+    consumer = _consumer(
+        spec,
+        **{
+            "fetch.max.bytes": fetch_max,
+            "max.partition.fetch.bytes": int(spec["max_partition_fetch_bytes"]),
+            "receive.message.max.bytes": fetch_max + 1024 * 1024,
+            "queued.max.messages.kbytes": 256 * 1024,
+            "queued.min.messages": 500_000,
+            "enable.partition.eof": False,
+        },
+    )
+    consumer.list_topics(spec["topic"], timeout=10.0)  # connect before the clock starts
+    print("READY", flush=True)
+    got = nbytes = 0
+    cpu0 = _cpu_seconds()
+    t0 = time.perf_counter()
+    last_progress = t0
+    first_s: float | None = None
+    try:
+        _assign_all(consumer, spec["topic"], partitions)
+        while got < n:
+            batch = consumer.consume(num_messages=min(10_000, n - got), timeout=1.0)
+            now = time.perf_counter()
+            if not batch:
+                if now - last_progress > spec["idle_timeout_s"]:
+                    raise RuntimeError(f"consumed {got}/{n}, then nothing for "
+                                       f"{spec['idle_timeout_s']}s")
+                continue
+            if first_s is None:
+                first_s = now - t0
+            last_progress = now
+            for msg in batch:
+                err = msg.error()
+                if err is not None:
+                    raise RuntimeError(f"consume error: {err}")
+                value = msg.value()
+                nbytes += len(value) if value is not None else 0
+            got += len(batch)
+        elapsed = time.perf_counter() - t0
+    finally:
+        consumer.close()
+    return {
+        "elapsed_s": elapsed,
+        "first_message_s": first_s,
+        "messages": got,
+        "bytes": nbytes,
+        "client_cpu_s": _cpu_seconds() - cpu0,
+    }
+
+
+def _percentile(sorted_ns: list[int], q: float) -> float:
+    """Nearest-rank percentile of sorted nanosecond samples, in milliseconds."""
+    if not sorted_ns:
+        return float("nan")
+    rank = max(1, min(len(sorted_ns), round(q * len(sorted_ns) + 0.5)))
+    return sorted_ns[rank - 1] / 1e6
+
+
+def latency_consume(spec: Spec) -> Spec:
+    expected = int(spec["expected"])
+    consumer = _consumer(spec, **{"fetch.wait.max.ms": int(spec["fetch_wait_max_ms"])})
+    _assign_all(consumer, spec["topic"], int(spec["partitions"]))
+    consumer.poll(0.2)  # let it connect and start fetching before the producer begins
+    print("READY", flush=True)
+    samples: list[int] = []
+    seen: set[int] = set()
+    warmup = dups = 0
+    cpu0 = _cpu_seconds()
+    deadline = time.monotonic() + spec["timeout_s"]
+    last_progress = time.monotonic()
+    try:
+        while len(samples) < expected and time.monotonic() < deadline:
+            msg = consumer.poll(0.1)
+            now_ns = time.monotonic_ns()
+            if msg is None:
+                if samples and time.monotonic() - last_progress > spec["idle_timeout_s"]:
+                    break
+                continue
+            err = msg.error()
+            if err is not None:
+                raise RuntimeError(f"consume error: {err}")
+            last_progress = time.monotonic()
+            value = msg.value() or b""
+            flag, seq, sent_ns = LATENCY_HEADER.unpack_from(value)
+            if flag:
+                warmup += 1
+            elif seq in seen:
+                dups += 1
+            else:
+                seen.add(seq)
+                samples.append(now_ns - sent_ns)
+    finally:
+        consumer.close()
+    samples.sort()
+    return {
+        "messages": len(samples),
+        "expected": expected,
+        "lost": expected - len(samples),
+        "duplicates": dups,
+        "warmup_messages": warmup,
+        "p50_ms": _percentile(samples, 0.50),
+        "p99_ms": _percentile(samples, 0.99),
+        "p999_ms": _percentile(samples, 0.999),
+        "max_ms": samples[-1] / 1e6 if samples else float("nan"),
+        "mean_ms": sum(samples) / len(samples) / 1e6 if samples else float("nan"),
+        "client_cpu_s": _cpu_seconds() - cpu0,
+    }
+
+
+def latency_produce(spec: Spec) -> Spec:
+    rate, size = float(spec["rate"]), int(spec["size"])
+    warmup_n = int(rate * spec["warmup_s"])
+    measured_n = int(spec["expected"])
+    errors = _AckTimes()
+    producer = _producer(spec, errors, linger_ms=spec["latency_linger_ms"])
+    topic = spec["topic"]
+    pad = os.urandom(max(0, size - LATENCY_HEADER.size))
+    interval_ns = 1e9 / rate
+    producer.list_topics(topic, timeout=10.0)
+    print("READY", flush=True)
+    cpu0 = _cpu_seconds()
+    max_behind_ns = 0
+    start_ns = time.monotonic_ns() + 1_000_000
+    for i in range(warmup_n + measured_n):
+        due = start_ns + int(i * interval_ns)
+        now = time.monotonic_ns()
+        if due > now:
+            time.sleep((due - now) / 1e9)
+        else:
+            max_behind_ns = max(max_behind_ns, now - due)
+        warm = i < warmup_n
+        value = LATENCY_HEADER.pack(1 if warm else 0, i - warmup_n if not warm else i, due) + pad
+        while True:
+            try:
+                producer.produce(topic, value)
+                break
+            except BufferError:
+                producer.poll(0.001)
+        producer.poll(0)
+    elapsed = (time.monotonic_ns() - start_ns) / 1e9
+    left = producer.flush(spec["timeout_s"])
+    if left or errors.count:
+        raise RuntimeError(f"latency producer: {left} unacked, {errors.count} errors "
+                           f"(first: {errors.first})")
+    acks = sorted(errors.samples)
+    return {
+        "sent": warmup_n + measured_n,
+        "ack_p50_ms": _percentile(acks, 0.50),
+        "ack_p99_ms": _percentile(acks, 0.99),
+        "ack_p999_ms": _percentile(acks, 0.999),
+        "achieved_rate": (warmup_n + measured_n) / elapsed if elapsed > 0 else 0.0,
+        "max_behind_schedule_ms": max_behind_ns / 1e6,
+        "client_cpu_s": _cpu_seconds() - cpu0,
+    }
+
+
+PHASES = {
+    "produce": produce,
+    "consume": consume,
+    "latency-consume": latency_consume,
+    "latency-produce": latency_produce,
+}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] not in PHASES:
+        print(f"usage: python -m bench.workers {{{','.join(PHASES)}}} JSON", file=sys.stderr)
+        return 2
+    spec: Spec = json.loads(argv[1])
+    try:
+        result = PHASES[argv[0]](spec)
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the parent reports it
+        return 130
+    except Exception as exc:
+        _log(f"{argv[0]} failed: {exc}")
+        print("RESULT " + json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
+        return 1
+    print("RESULT " + json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
