@@ -29,6 +29,7 @@ written; only a change writes a record, so steady heartbeats cost no I/O.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -69,13 +70,14 @@ class ConsumerOps(CoordinatorState):
         client_id: str,
         client_host: str,
         topic_sizes: Mapping[str, int],
+        subscribed_regex: str | None = None,
     ) -> Result[ConsumerHeartbeatResponse]:
         result: Result[ConsumerHeartbeatResponse] = Result()
         try:
             result.response = self._heartbeat(
                 result, now, group_id, member_id, member_epoch, instance_id, rack_id,
                 rebalance_timeout_ms, subscribed, server_assignor, owned, client_id,
-                client_host, topic_sizes,
+                client_host, topic_sizes, subscribed_regex,
             )
         except GCE as exc:
             result.response = ConsumerHeartbeatResponse(exc.code, str(exc))
@@ -97,8 +99,15 @@ class ConsumerOps(CoordinatorState):
         client_id: str,
         client_host: str,
         topic_sizes: Mapping[str, int],
+        regex: str | None,
     ) -> ConsumerHeartbeatResponse:
         s = self.settings
+        pattern: re.Pattern[str] | None = None
+        if regex:
+            try:
+                pattern = re.compile(regex)
+            except re.error as exc:
+                raise GCE(E.INVALID_REQUEST, f"Invalid regex {regex}: {exc}") from None
         if not group_id:
             raise GCE(E.INVALID_REQUEST, "GroupId can't be empty.")
         if server_assignor is not None and server_assignor not in s.consumer_assignors:
@@ -125,7 +134,7 @@ class ConsumerOps(CoordinatorState):
         bump = False
         full = False
         if epoch == 0:
-            if subscribed is None:
+            if subscribed is None and regex is None:
                 raise GCE(E.INVALID_REQUEST, "SubscribedTopicNames must be set when joining.")
             member, bump = self._consumer_join(
                 now, group, member_id, instance_id, rack_id, client_id, client_host,
@@ -150,8 +159,19 @@ class ConsumerOps(CoordinatorState):
         member.left = False
         if rebalance_timeout_ms > 0:
             member.rebalance_timeout_ms = rebalance_timeout_ms
-        if subscribed is not None and tuple(sorted(set(subscribed))) != member.subscribed:
-            member.subscribed = tuple(sorted(set(subscribed)))
+        if subscribed is not None:
+            member.subscribed_names = tuple(sorted(set(subscribed)))
+        if regex is not None:
+            member.subscribed_regex = regex or None
+        elif epoch == 0:
+            member.subscribed_regex = None
+        if member.subscribed_regex and pattern is None:
+            pattern = re.compile(member.subscribed_regex)
+        wanted = set(member.subscribed_names)
+        if pattern is not None:
+            wanted.update(t for t in topic_sizes if pattern.fullmatch(t))
+        if tuple(sorted(wanted)) != member.subscribed:
+            member.subscribed = tuple(sorted(wanted))
             bump = True
         if server_assignor is not None and server_assignor != member.server_assignor:
             member.server_assignor = server_assignor
@@ -215,6 +235,8 @@ class ConsumerOps(CoordinatorState):
         if previous is not None:  # a static member's restart: take over, no rebalance
             del group.members[previous.member_id]
             member.subscribed = previous.subscribed
+            member.subscribed_names = previous.subscribed_names
+            member.subscribed_regex = previous.subscribed_regex
             member.server_assignor = server_assignor or previous.server_assignor
             member.epoch = previous.epoch
             member.previous_epoch = previous.previous_epoch

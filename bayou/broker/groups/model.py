@@ -218,9 +218,11 @@ class ConsumerMember:
     rack_id: str | None
     client_id: str
     client_host: str
-    subscribed: tuple[str, ...]
+    subscribed: tuple[str, ...]  # names plus the topics the regex matches
     server_assignor: str | None
     rebalance_timeout_ms: int
+    subscribed_names: tuple[str, ...] = ()
+    subscribed_regex: str | None = None
     epoch: int = 0
     previous_epoch: int = 0
     assigned: Partitions = field(default_factory=dict)
@@ -237,6 +239,8 @@ class ConsumerMember:
             "client_id": self.client_id,
             "client_host": self.client_host,
             "subscribed": list(self.subscribed),
+            "names": list(self.subscribed_names),
+            "regex": self.subscribed_regex,
             "assignor": self.server_assignor,
             "rebalance_ms": self.rebalance_timeout_ms,
             "epoch": self.epoch,
@@ -314,6 +318,8 @@ class ConsumerGroup:
                 client_id=raw["client_id"],
                 client_host=raw["client_host"],
                 subscribed=tuple(raw["subscribed"]),
+                subscribed_names=tuple(raw["names"]),
+                subscribed_regex=raw["regex"],
                 server_assignor=raw["assignor"],
                 rebalance_timeout_ms=int(raw["rebalance_ms"]),
                 epoch=int(raw["epoch"]),

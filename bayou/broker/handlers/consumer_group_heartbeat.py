@@ -1,12 +1,15 @@
-"""ConsumerGroupHeartbeat (key 68), v0: the consumer group protocol (KIP-848).
+"""ConsumerGroupHeartbeat (key 68), v0-v1: the consumer group protocol (KIP-848).
 
 Joins (epoch 0), heartbeats, and leaves (epoch -1; -2 for a static member's temporary
 leave) a consumer group; the answer carries the member's epoch and, when it changed, its
 assignment computed by a server-side assignor (``uniform`` default, or ``range``; anything
 else → UNSUPPORTED_ASSIGNOR).  See ``bayou/broker/groups/consumer.py``.  Topics are named
-in the subscription and identified by topic id in assignments.  v1 (regular-expression
-subscriptions, client-generated member ids) is marked unstable in Kafka and not served;
-neither is the rack-aware placement of partitions.
+in the subscription and identified by topic id in assignments.  v1 adds a regular-expression
+subscription (Python ``re`` full match against topic names, re-evaluated on each heartbeat;
+Kafka uses RE2, whose common syntax is the same) and requires the client to generate its
+member id (KIP-1082).  Kafka's 3.9 JSON still marks v1 unstable; Kafka 4.0 made it stable and
+librdkafka 2.16 will not speak the protocol without it, so it is served.  Rack-aware
+placement of partitions is not done.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ from bayou.broker.context import RequestContext
 from bayou.broker.groups import ConsumerHeartbeatResponse, GroupCoordinatorError
 from bayou.broker.groups.kafka import client_host, driver, topic_sizes
 from bayou.broker.handlers.registry import handles
+from bayou.errors import ErrorCode
 from bayou.protocol.kafka import messages as m
 
 
-@handles(68, 0, 0)
+@handles(68, 0, 1)
 async def handle_consumer_group_heartbeat(
     ctx: RequestContext, request: m.ConsumerGroupHeartbeatRequest
 ) -> m.ConsumerGroupHeartbeatResponse:
@@ -31,6 +35,8 @@ async def handle_consumer_group_heartbeat(
             if meta is not None and tp.partitions:
                 owned[meta.name] = frozenset(tp.partitions)
     try:
+        if ctx.version >= 1 and not request.member_id:
+            raise GroupCoordinatorError(ErrorCode.INVALID_REQUEST, "MemberId can't be empty.")
         groups = driver(ctx)
         resp: ConsumerHeartbeatResponse = await groups.run(
             lambda now, _token: groups.coordinator.consumer_heartbeat(
@@ -47,6 +53,7 @@ async def handle_consumer_group_heartbeat(
                 client_id=ctx.header.client_id or "",
                 client_host=client_host(ctx),
                 topic_sizes=topic_sizes(ctx),
+                subscribed_regex=request.subscribed_topic_regex if ctx.version >= 1 else None,
             )
         )
     except GroupCoordinatorError as exc:
