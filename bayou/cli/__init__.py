@@ -12,6 +12,7 @@ import click
 
 from bayou.cli._common import connection_options
 from bayou.cli.consume import consume
+from bayou.cli.group import group
 from bayou.cli.produce import produce
 from bayou.cli.serve import serve
 from bayou.cli.topic import topic
@@ -33,8 +34,8 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 def cli() -> None:
     """Bayou, an event streaming platform that speaks the Kafka protocol.
 
-    `bayou serve` runs a broker. `topic`, `produce` and `consume` talk to a running broker at
-    --bootstrap (default $BAYOU_BOOTSTRAP or 127.0.0.1:9092).
+    `bayou serve` runs a broker. `topic`, `produce`, `consume` and `group` talk to a running
+    broker at --bootstrap (default $BAYOU_BOOTSTRAP or 127.0.0.1:9092).
     """
 
 
@@ -42,6 +43,7 @@ cli.add_command(serve)
 cli.add_command(topic)
 cli.add_command(produce)
 cli.add_command(consume)
+cli.add_command(group)
 
 
 def main() -> None:
