@@ -50,6 +50,12 @@ class ConfigDef:
                 limit = INT_MAX if self.type == "int" else LONG_MAX
                 if not -limit - 1 <= value <= limit:
                     raise ValueError
+            elif self.type == "double":
+                if isinstance(raw, bool):
+                    raise ValueError
+                value = float(raw)
+                if value != value or value in (float("inf"), float("-inf")):
+                    raise ValueError
             elif self.type == "bool":
                 if isinstance(raw, bool):
                     value = raw
@@ -72,6 +78,8 @@ class ConfigDef:
         """The value as Kafka admin tools show it."""
         if isinstance(value, bool):
             return "true" if value else "false"
+        if self.type == "list":
+            return ",".join(policy_parts(str(value)))
         return str(value)
 
 
@@ -83,11 +91,20 @@ def _one_of(*choices: str) -> Callable[[Any], str | None]:
     return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
 
 
+def policy_parts(value: str) -> list[str]:
+    """``"compact, delete"`` → ``["compact", "delete"]`` (a Kafka list value's items)."""
+    return [p.strip() for p in value.split(",") if p.strip()]
+
+
 def _cleanup_policy(v: str) -> str | None:
-    parts = [p.strip() for p in v.split(",") if p.strip()]
+    parts = policy_parts(v)
     if not parts or any(p not in ("delete", "compact") for p in parts):
         return "must be a list of delete and/or compact"
     return None
+
+
+def _ratio(v: float) -> str | None:
+    return None if 0.0 <= v <= 1.0 else "must be between 0 and 1"
 
 
 _DEFS = [
@@ -113,8 +130,8 @@ _DEFS = [
     ConfigDef("cleanup.policy", "list", "delete", "delete, compact or both.", _cleanup_policy),
     ConfigDef("delete.retention.ms", "long", 24 * 3600 * 1000,
               "How long tombstones survive compaction.", _at_least(0)),
-    ConfigDef("min.cleanable.dirty.ratio", "string", "0.5",
-              "Dirty fraction that makes a log eligible for compaction."),
+    ConfigDef("min.cleanable.dirty.ratio", "double", 0.5,
+              "Dirty fraction that makes a log eligible for compaction.", _ratio),
     ConfigDef("min.compaction.lag.ms", "long", 0,
               "Minimum age of a record before compaction.", _at_least(0)),
     ConfigDef("max.compaction.lag.ms", "long", LONG_MAX,
@@ -130,6 +147,40 @@ _DEFS = [
 ]
 
 TOPIC_CONFIGS: dict[str, ConfigDef] = {d.name: d for d in _DEFS}
+
+# The broker-level name of each topic config (Kafka's TopicConfig synonyms): a broker's
+# static option or dynamic default under this name is the default for every topic.
+BROKER_SYNONYMS: dict[str, str] = {
+    "segment.bytes": "log.segment.bytes",
+    "segment.ms": "log.roll.ms",
+    "segment.index.bytes": "log.index.size.max.bytes",
+    "index.interval.bytes": "log.index.interval.bytes",
+    "flush.messages": "log.flush.interval.messages",
+    "flush.ms": "log.flush.interval.ms",
+    "max.message.bytes": "message.max.bytes",
+    "retention.ms": "log.retention.ms",
+    "retention.bytes": "log.retention.bytes",
+    "cleanup.policy": "log.cleanup.policy",
+    "delete.retention.ms": "log.cleaner.delete.retention.ms",
+    "min.cleanable.dirty.ratio": "log.cleaner.min.cleanable.ratio",
+    "min.compaction.lag.ms": "log.cleaner.min.compaction.lag.ms",
+    "max.compaction.lag.ms": "log.cleaner.max.compaction.lag.ms",
+    "message.timestamp.type": "log.message.timestamp.type",
+    "compression.type": "compression.type",
+    "min.insync.replicas": "min.insync.replicas",
+}
+TOPIC_NAME_OF: dict[str, str] = {b: t for t, b in BROKER_SYNONYMS.items()}
+
+
+def check_topic_config(values: Mapping[str, Any]) -> None:
+    """Checks across configs (each value is already valid alone); raise InvalidConfig."""
+    low = values.get("min.compaction.lag.ms")
+    high = values.get("max.compaction.lag.ms")
+    if low is not None and high is not None and low > high:
+        raise InvalidConfig(
+            f"Invalid value {low} for configuration min.compaction.lag.ms: "
+            f"must not exceed max.compaction.lag.ms ({high})"
+        )
 
 
 def parse_topic_configs(raw: Mapping[str, str | int | bool]) -> dict[str, Any]:
@@ -189,6 +240,45 @@ class TopicConfig:
     def log_append_time(self) -> bool:
         return bool(self.values["message.timestamp.type"] == "LogAppendTime")
 
+    @property
+    def compact(self) -> bool:
+        return "compact" in policy_parts(str(self.values["cleanup.policy"]))
+
+    @property
+    def delete(self) -> bool:
+        return "delete" in policy_parts(str(self.values["cleanup.policy"]))
+
+    @property
+    def retention_ms(self) -> int:
+        return int(self.values["retention.ms"])
+
+    @property
+    def retention_bytes(self) -> int:
+        return int(self.values["retention.bytes"])
+
+    @property
+    def delete_retention_ms(self) -> int:
+        return int(self.values["delete.retention.ms"])
+
+    @property
+    def min_cleanable_dirty_ratio(self) -> float:
+        return float(self.values["min.cleanable.dirty.ratio"])
+
+    @property
+    def min_compaction_lag_ms(self) -> int:
+        return int(self.values["min.compaction.lag.ms"])
+
+    @property
+    def max_compaction_lag_ms(self) -> int:
+        return int(self.values["max.compaction.lag.ms"])
+
+    @property
+    def roll_ms(self) -> int:
+        """segment.ms, capped by max.compaction.lag.ms on compacted topics (KIP-354)."""
+        if self.compact:
+            return min(self.segment_ms, self.max_compaction_lag_ms)
+        return self.segment_ms
+
 
 @dataclass
 class BrokerConfig:
@@ -197,7 +287,7 @@ class BrokerConfig:
     data_dir: Path = Path("./data")
     host: str = "127.0.0.1"
     kafka_port: int = 9092
-    http_port: int = 8080
+    http_port: int = 8080  # 0: no HTTP listener
     mqtt_port: int = 1883
     amqp_port: int = 5672
     advertised_host: str | None = None
@@ -207,6 +297,17 @@ class BrokerConfig:
     num_partitions: int = 1
     socket_request_max_bytes: int = 100 * 1024 * 1024
     log_level: str = "INFO"
+    # HTTP gateway (http_port 0 turns it off): the largest request body accepted, and how
+    # long a REST consumer instance lives unused (REST Proxy's consumer.instance.timeout.ms).
+    http_max_body_bytes: int = 8 * 1024 * 1024
+    http_consumer_instance_timeout_ms: int = 300_000
+    # How often retention and the log cleaner look at every partition (Kafka's
+    # log.retention.check.interval.ms; the cleaner shares it).
+    log_retention_check_interval_ms: int = 5 * 60 * 1000
+    # The cleaner's key map: entries are counted at 24 bytes each, as Kafka's
+    # log.cleaner.dedupe.buffer.size does; a log with more keys is cleaned in several passes.
+    log_cleaner_dedupe_buffer_size: int = 128 * 1024 * 1024
+    log_cleaner_enable: bool = True
     # Group coordinator (Kafka's option names with '_' for '.'; Kafka's defaults).
     group_initial_rebalance_delay_ms: int = 3000
     group_min_session_timeout_ms: int = 6000

@@ -2,11 +2,20 @@
 
 Theory of operation
 -------------------
-The broker's event loop calls ``append`` and ``read``; a worker thread calls ``flush`` and
-``checkpoint``.  ``append`` and every change of the segment list run under ``_lock``; reads
-take no lock (they only use immutable facts: a segment's fd stays open until ``close``, and
-its ``size`` only grows).  ``flush`` fsyncs *duplicated* descriptors outside the lock, so a
-segment roll or a close on the loop thread never closes an fd being fsynced.
+The broker's event loop calls ``append`` and ``read``; worker threads call ``flush``,
+``checkpoint`` and the maintenance methods (``delete_old_segments``, the cleaner in
+``cleaner.py``).  ``append`` and every change of the segment list run under ``_lock``;
+reads take no lock on the data (a segment's ``size`` only grows, its batches never change).
+``flush`` fsyncs *duplicated* descriptors outside the lock, so a segment roll or a close on
+the loop thread never closes an fd being fsynced.
+
+Segments leave the log (retention, DeleteRecords, compaction swaps) while readers may hold
+them.  Readers *pin* the segment list (a counter under ``_readers_lock``, taken for the
+duration of one synchronous ``read``); a segment that leaves the list has its files renamed
+and unlinked at once — an open fd keeps an unlinked file readable — but its descriptors are
+closed only when no reader is pinned (``_retire``).  So a reader never sees a closed or,
+worse, reused fd, and never waits for the cleaner: the cleaner takes ``_lock`` only to swap
+the list.  One maintenance operation runs at a time per partition (``_maintenance_lock``).
 
 Append, all or nothing: the payload is copied into one ``bytearray``, validated
 (``validate_batches``), checked against ``max.message.bytes`` and the idempotent-producer
@@ -21,8 +30,8 @@ as it was at that offset (``producer_state.json``), so a restart verifies only t
 the log and replays only the batch headers after the snapshot (see ``recovery.py``).
 
 Single node: the log end offset is also the high watermark and the last stable offset.
-``log_start_offset`` is persisted; retention and DeleteRecords will move it (and delete
-whole segments below it) — see ``docs/design/storage.md``.
+``log_start_offset`` is persisted; retention and DeleteRecords move it, and whole segments
+below it are deleted — see ``docs/design/log-lifecycle.md``.
 """
 
 from __future__ import annotations
@@ -38,6 +47,8 @@ from pathlib import Path
 from bayou.config import INT_MAX, TopicConfig
 from bayou.errors import (
     BayouError,
+    ErrorCode,
+    KafkaError,
     KafkaStorageError,
     MessageTooLarge,
     OffsetOutOfRange,
@@ -53,6 +64,7 @@ from bayou.protocol.kafka.records import (
 from bayou.storage.files import fsync_dir
 from bayou.storage.producer_state import Snapshot, save_snapshot
 from bayou.storage.recovery import (
+    DELETED_SUFFIX,
     PRODUCER_STATE_FILE,
     load_partition,
     write_checkpoint,
@@ -103,6 +115,13 @@ class PartitionLog:
         self.recovery_point = loaded.recovery_point
         self.producer_state = loaded.producer_state
         self.recovered_truncation = loaded.truncated
+        self.cleaner_state = loaded.cleaner_state
+        self._persisted_start = self.log_start_offset
+        self._readers_lock = threading.Lock()
+        self._reading = 0
+        self._retired: list[LogSegment] = []
+        self.maintenance_lock = threading.Lock()
+        self.aborting = False  # set by close: a running cleaner pass stops early
         self._flushed_state: tuple[int, Snapshot] = (
             self.log_end_offset, self.producer_state.snapshot()
         )
@@ -182,7 +201,7 @@ class PartitionLog:
         index_entries = int(config["segment.index.bytes"]) // seg.offset_index.entry_size
         if (
             seg.size + incoming > config.segment_bytes
-            or now - seg.created_ms >= config.segment_ms
+            or now - seg.created_ms >= config.roll_ms
             or last_offset - seg.base_offset > INT_MAX
             or len(seg.offset_index) >= index_entries
         ):
@@ -219,7 +238,13 @@ class PartitionLog:
                 f"offset {offset} is outside [{self.log_start_offset}, {log_end}] "
                 f"of {self.topic}-{self.index}"
             )
-        segments = self.segments
+        segments = self._pin()
+        try:
+            return self._read(segments, offset, max_bytes)
+        finally:
+            self._unpin()
+
+    def _read(self, segments: list[LogSegment], offset: int, max_bytes: int) -> bytes:
         chunks: list[bytes] = []
         total = 0
         for seg in segments[self._segment_index(segments, offset):]:
@@ -247,39 +272,187 @@ class PartitionLog:
 
         Finds the first batch (in offset order) whose max timestamp reaches the target with
         the time and offset indexes, then decodes that batch to find the exact record.
+        Batches with no such record at or above the log start offset (below the start, or
+        emptied by compaction) are skipped.
         """
-        for seg in self.segments:
-            if seg.max_timestamp < timestamp_ms:
-                continue
-            found = seg.find_timestamp(timestamp_ms)
-            if found is None:
-                continue
-            pos, header = found
-            with contextlib.suppress(BayouError):
-                for rec in iter_records(seg.read(pos, header.size)):
-                    if rec.timestamp >= timestamp_ms and rec.offset >= self.log_start_offset:
-                        return rec.offset, rec.timestamp
-            if header.last_offset >= self.log_start_offset:
-                return max(header.base_offset, self.log_start_offset), header.max_timestamp
-        return None
+        segments = self._pin()
+        try:
+            for seg in segments:
+                if seg.max_timestamp < timestamp_ms:
+                    continue
+                found = seg.find_timestamp(timestamp_ms)
+                if found is None:
+                    continue
+                for _pos, header, body in seg.iter_batches(found[0], with_body=True):
+                    if header.max_timestamp < timestamp_ms or header.records_count == 0:
+                        continue
+                    if header.last_offset < self.log_start_offset:
+                        continue
+                    assert body is not None
+                    start = self.log_start_offset
+                    try:
+                        for rec in iter_records(body):
+                            if rec.timestamp >= timestamp_ms and rec.offset >= start:
+                                return rec.offset, rec.timestamp
+                    except BayouError:
+                        return max(header.base_offset, self.log_start_offset), header.max_timestamp
+            return None
+        finally:
+            self._unpin()
 
     def max_timestamp(self) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record holding the log's largest timestamp."""
-        best: LogSegment | None = None
-        for seg in self.segments:
-            if seg.max_timestamp >= 0 and (best is None or seg.max_timestamp > best.max_timestamp):
-                best = seg
-        if best is None:
-            return None
-        found = best.find_batch(best.offset_of_max_timestamp)
-        if found is None:
-            return None
-        pos, header = found
-        with contextlib.suppress(BayouError):
-            for rec in iter_records(best.read(pos, header.size)):
-                if rec.timestamp == best.max_timestamp:
-                    return rec.offset, rec.timestamp
-        return header.base_offset, header.max_timestamp
+        segments = self._pin()
+        try:
+            best: LogSegment | None = None
+            for seg in segments:
+                if seg.max_timestamp >= 0 and (
+                    best is None or seg.max_timestamp > best.max_timestamp
+                ):
+                    best = seg
+            if best is None:
+                return None
+            found = best.find_batch(best.offset_of_max_timestamp)
+            if found is None:
+                return None
+            pos, header = found
+            with contextlib.suppress(BayouError):
+                for rec in iter_records(best.read(pos, header.size)):
+                    if rec.timestamp == best.max_timestamp:
+                        return rec.offset, rec.timestamp
+            return header.base_offset, header.max_timestamp
+        finally:
+            self._unpin()
+
+    # ------------------------------------------------------------------ readers vs. retirement
+
+    def _pin(self) -> list[LogSegment]:
+        with self._readers_lock:
+            self._reading += 1
+            return self.segments
+
+    def _unpin(self) -> None:
+        with self._readers_lock:
+            self._reading -= 1
+            if self._reading or not self._retired:
+                return
+            retired, self._retired = self._retired, []
+        for seg in retired:
+            seg.close()
+
+    def _retire(self, segments: list[LogSegment]) -> None:
+        """Close the fds of segments that left the list, once no reader is pinned."""
+        with self._readers_lock:
+            if self._reading:
+                self._retired.extend(segments)
+                return
+        for seg in segments:
+            seg.close()
+
+    # ------------------------------------------------------------------ retention
+
+    def delete_records(self, offset: int) -> int:
+        """DeleteRecords: move the log start offset up to ``offset`` (-1: the high
+        watermark); return the new log start offset.  Segments below it are deleted by
+        ``delete_old_segments``."""
+        with self._lock:
+            if not self.config.delete:
+                raise KafkaError(
+                    f"Records of {self.topic}-{self.index} cannot be deleted: its "
+                    f"cleanup.policy is {self.config['cleanup.policy']}",
+                    ErrorCode.POLICY_VIOLATION,
+                )
+            end = self.log_end_offset
+            target = end if offset == -1 else offset
+            if not 0 <= target <= end:
+                raise OffsetOutOfRange(
+                    f"offset {offset} is beyond the high watermark {end} of "
+                    f"{self.topic}-{self.index}"
+                )
+            self.log_start_offset = max(self.log_start_offset, target)
+            return self.log_start_offset
+
+    def deletable_segments(self, now: int) -> int:
+        """How many leading segments retention (or the log start offset) removes."""
+        segs = self.segments
+        config = self.config
+        count = 0
+        while count < len(segs) - 1 and segs[count + 1].base_offset <= self.log_start_offset:
+            count += 1
+        if config.delete:
+            if config.retention_ms >= 0:
+                k = 0
+                while (k < len(segs) and not segs[k].empty
+                       and now - segs[k].max_timestamp > config.retention_ms):
+                    k += 1
+                count = max(count, k)
+            if config.retention_bytes >= 0:
+                k = 0
+                excess = self.size_bytes - config.retention_bytes
+                while k < len(segs) and not segs[k].empty and excess - segs[k].size >= 0:
+                    excess -= segs[k].size
+                    k += 1
+                count = max(count, k)
+        return count
+
+    def delete_old_segments(self, now: int | None = None) -> int:
+        """Delete whole segments past retention.ms/retention.bytes (cleanup.policy delete)
+        or below the log start offset; move the log start offset; persist it.  Returns the
+        number of segments deleted.  Worker thread; appends and reads go on meanwhile."""
+        with self.maintenance_lock:
+            with self._lock:
+                if self._closed:
+                    return 0
+                now = self._clock_ms() if now is None else now
+                count = self.deletable_segments(now)
+                doomed: list[LogSegment] = []
+                if count:
+                    if count == len(self.segments):
+                        self.roll(now)  # the active segment goes too: start a new one
+                    doomed = self.segments[:count]
+                    self.segments = self.segments[count:]
+                    self.size_bytes -= sum(s.size for s in doomed)
+                    self.log_start_offset = max(
+                        self.log_start_offset, self.segments[0].base_offset
+                    )
+                moved = self.log_start_offset != self._persisted_start
+            if not moved and not doomed:
+                return 0
+            for seg in doomed:
+                seg.rename_suffix(DELETED_SUFFIX)
+            self.flush()
+            self.checkpoint()
+            for seg in doomed:
+                seg.unlink_files()
+            if doomed:
+                fsync_dir(self.directory)
+            self._retire(doomed)
+            return len(doomed)
+
+    def replace_segments(self, old: list[LogSegment], new: LogSegment) -> bool:
+        """Swap the cleaned ``new`` (files already named ``.swap``) in for ``old``.
+
+        The crash-safe order: old files renamed ``.deleted``, ``.swap`` renamed to the plain
+        names, directory fsynced, old files unlinked.  The segment list changes under
+        ``_lock`` (the only moment the cleaner holds it); the old segments' fds are closed
+        when no reader is pinned.  False (nothing done) if the log was closed meanwhile.
+        """
+        with self._lock:
+            if self._closed or self.aborting:
+                return False
+        for seg in old:
+            seg.rename_suffix(DELETED_SUFFIX)
+        new.rename_suffix("")
+        fsync_dir(self.directory)
+        with self._lock:
+            segs = self.segments
+            first = next(i for i, s in enumerate(segs) if s is old[0])
+            self.segments = [*segs[:first], new, *segs[first + len(old):]]
+            self.size_bytes += new.size - sum(s.size for s in old)
+        for seg in old:
+            seg.unlink_files()
+        self._retire(old)
+        return True
 
     # ------------------------------------------------------------------ durability
 
@@ -343,8 +516,9 @@ class PartitionLog:
         write_checkpoint(self.directory, self.recovery_point, self.log_start_offset)
 
     def close(self) -> None:
-        """Seal, flush, checkpoint and close (idempotent)."""
-        with self._checkpoint_lock:
+        """Seal, flush, checkpoint and close (idempotent); a running cleaner pass stops."""
+        self.aborting = True
+        with self.maintenance_lock, self._checkpoint_lock:
             if self._closed:
                 return
             with self._lock:
@@ -355,7 +529,8 @@ class PartitionLog:
 
     def close_without_flush(self) -> None:
         """Close the files, writing nothing (the partition is being deleted)."""
-        with self._checkpoint_lock:
+        self.aborting = True
+        with self.maintenance_lock, self._checkpoint_lock:
             self._close_files()
 
     def _close_files(self) -> None:
@@ -363,3 +538,7 @@ class PartitionLog:
             self._closed = True
             for seg in self.segments:
                 seg.close()
+        with self._readers_lock:
+            retired, self._retired = self._retired, []
+        for seg in retired:
+            seg.close()

@@ -9,14 +9,18 @@ Index files are only as good as the log they describe.
 
 ``load_partition`` (Kafka's ``LogLoader``, simplified):
 
-1. Removes crash residue: ``*.tmp`` files, index files without a ``.log``, and
-   ``.deleted``/``.cleaned``/``.swap`` files (reserved for retention and compaction).
+1. Removes crash residue: ``*.tmp``, ``.deleted`` and ``.cleaned`` files, index files
+   without a ``.log``; and finishes an interrupted compaction swap: a ``<B>.log.swap`` is a
+   complete, fsynced cleaned segment, so it is verified (offset gaps allowed), every ``.log``
+   whose base offset falls in its range ``[B, next offset)`` is removed, and it is renamed
+   to ``<B>.log`` (its indexes are rebuilt).  See ``cleaner.py`` for the protocol.
 2. Segments wholly below the recovery point (the next segment's base offset is ≤ it) are
    trusted: their index files are loaded and sanity-checked, only the tail after the last
    index entry is scanned (``LogSegment.load_trusted``); a failed check means a full
    verification of that segment.
 3. The segment containing the recovery point and every later one is verified batch by
-   batch (framing, magic 2, CRC-32C, increasing offsets) and its indexes rebuilt
+   batch (framing, magic 2, CRC-32C, contiguous offsets — only increasing below the
+   cleaner's ``gaps_below``, where compaction leaves gaps) and its indexes rebuilt
    (``LogSegment.rebuild``).  At the first bad batch the file is truncated and all later
    segments are deleted: the log is always a prefix of what was appended.
 4. With a clean-shutdown marker everything is trusted (still sanity-checking indexes).
@@ -36,6 +40,7 @@ from pathlib import Path
 
 from bayou.config import TopicConfig
 from bayou.protocol.kafka.records import TIMESTAMP_LOG_APPEND_TIME
+from bayou.storage.cleaner_state import CleanerState, load_cleaner_state
 from bayou.storage.files import (
     LOG_SUFFIX,
     TMP_SUFFIX,
@@ -49,7 +54,10 @@ from bayou.storage.segment import LogSegment
 
 RECOVERY_FILE = "recovery.json"
 PRODUCER_STATE_FILE = "producer_state.json"
-_RESIDUE_SUFFIXES = (TMP_SUFFIX, ".deleted", ".cleaned", ".swap")
+DELETED_SUFFIX = ".deleted"
+CLEANED_SUFFIX = ".cleaned"
+SWAP_SUFFIX = ".swap"
+_RESIDUE_SUFFIXES = (TMP_SUFFIX, DELETED_SUFFIX, CLEANED_SUFFIX)
 
 
 @dataclass
@@ -59,6 +67,7 @@ class LoadedLog:
     recovery_point: int
     producer_state: ProducerStateManager
     truncated: bool
+    cleaner_state: CleanerState
 
 
 def read_checkpoint(directory: Path) -> tuple[int, int]:
@@ -75,13 +84,40 @@ def write_checkpoint(directory: Path, recovery_point: int, log_start_offset: int
                {"recovery_point": recovery_point, "log_start_offset": log_start_offset})
 
 
-def _clean_directory(directory: Path) -> list[int]:
-    """Remove crash residue; return the base offsets of the ``.log`` files, sorted."""
+def _complete_swaps(directory: Path, interval: int, now: int) -> None:
+    """Finish compaction swaps a crash interrupted (``<B>.log.swap`` files)."""
+    swaps = sorted(p for p in directory.iterdir() if p.name.endswith(LOG_SUFFIX + SWAP_SUFFIX))
+    for path in swaps:
+        base = parse_base_offset(path.name)
+        if base is None:
+            path.unlink()
+            continue
+        seg = LogSegment(directory, base, now, suffix=SWAP_SUFFIX)
+        truncated = seg.rebuild(interval, verify=True, allow_gaps=True)
+        if truncated or seg.empty:
+            seg.delete()  # not the complete segment the cleaner fsynced: keep the old ones
+            continue
+        for other in directory.iterdir():
+            other_base = parse_base_offset(other.name)
+            if (other_base is not None and base <= other_base < seg.next_offset
+                    and not other.name.endswith(SWAP_SUFFIX)):
+                other.unlink()
+        seg.rename_suffix("")
+        seg.close()
+        fsync_dir(directory)
+
+
+def _clean_directory(directory: Path, interval: int, now: int) -> list[int]:
+    """Remove crash residue, finish swaps; return the ``.log`` base offsets, sorted."""
     bases: list[int] = []
     others: list[tuple[int, Path]] = []
     for path in directory.iterdir():
         if path.name.endswith(_RESIDUE_SUFFIXES):
             path.unlink()
+    _complete_swaps(directory, interval, now)
+    for path in directory.iterdir():
+        if path.name.endswith(SWAP_SUFFIX):
+            path.unlink()  # index files of a swap that was discarded
             continue
         base = parse_base_offset(path.name)
         if base is None:
@@ -102,12 +138,13 @@ def load_partition(
 ) -> LoadedLog:
     """Open, verify and repair the segments in ``directory`` (see the module docstring)."""
     directory.mkdir(parents=True, exist_ok=True)
-    bases = _clean_directory(directory)
-    recovery_point, log_start = read_checkpoint(directory)
-    if clean:
-        recovery_point = 2**63 - 1
     now = clock_ms()
     interval = config.index_interval_bytes
+    bases = _clean_directory(directory, interval, now)
+    recovery_point, log_start = read_checkpoint(directory)
+    cleaner_state = load_cleaner_state(directory)
+    if clean:
+        recovery_point = 2**63 - 1
     segments: list[LogSegment] = []
     truncated = False
     for i, base in enumerate(bases):
@@ -116,10 +153,11 @@ def load_partition(
             seg.delete()
             continue
         next_base = bases[i + 1] if i + 1 < len(bases) else None
+        gaps = base < max(cleaner_state.clean_offset, cleaner_state.gaps_below)
         if clean or (next_base is not None and next_base <= recovery_point):
-            truncated = seg.load_trusted(interval)
+            truncated = seg.load_trusted(interval, allow_gaps=gaps)
         else:
-            truncated = seg.rebuild(interval, verify=True)
+            truncated = seg.rebuild(interval, verify=True, allow_gaps=gaps)
         if segments and seg.base_offset < segments[-1].next_offset:
             seg.delete()  # overlaps its predecessor: not something we wrote
             truncated = True
@@ -137,7 +175,7 @@ def load_partition(
     log_start = min(max(log_start, segments[0].base_offset), log_end)
     state = _load_producer_state(directory, segments, log_start, log_end)
     write_checkpoint(directory, log_end, log_start)
-    return LoadedLog(segments, log_start, log_end, state, truncated)
+    return LoadedLog(segments, log_start, log_end, state, truncated, cleaner_state)
 
 
 def _load_producer_state(

@@ -45,16 +45,18 @@ _MIN_BATCH_LENGTH = HEADER_SIZE - 12
 class LogSegment:
     """A ``.log`` file with its offset and time indexes."""
 
-    def __init__(self, directory: Path, base_offset: int, created_ms: int) -> None:
+    def __init__(
+        self, directory: Path, base_offset: int, created_ms: int, suffix: str = ""
+    ) -> None:
         self.base_offset = base_offset
         self.created_ms = created_ms
-        self.log_path = segment_path(directory, base_offset, LOG_SUFFIX)
+        self.log_path = segment_path(directory, base_offset, LOG_SUFFIX + suffix)
         self.fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         self.offset_index = OffsetIndex(
-            segment_path(directory, base_offset, INDEX_SUFFIX), base_offset
+            segment_path(directory, base_offset, INDEX_SUFFIX + suffix), base_offset
         )
         self.time_index = TimeIndex(
-            segment_path(directory, base_offset, TIME_INDEX_SUFFIX), base_offset
+            segment_path(directory, base_offset, TIME_INDEX_SUFFIX + suffix), base_offset
         )
         self.size = 0
         self.next_offset = base_offset
@@ -172,13 +174,13 @@ class LogSegment:
 
     # ------------------------------------------------------------------ loading
 
-    def rebuild(self, index_interval: int, *, verify: bool) -> bool:
+    def rebuild(self, index_interval: int, *, verify: bool, allow_gaps: bool = False) -> bool:
         """Re-read the whole file, rebuild the indexes, cut off a bad tail.
 
         With ``verify`` every batch's framing, magic and CRC is checked, and offsets must be
-        contiguous from the segment's base offset (appends never leave gaps; a cleaner that
-        does will have to verify its output differently).  Returns True if the file was
-        truncated.
+        contiguous from the segment's base offset (appends never leave gaps) — or, with
+        ``allow_gaps`` (a segment the cleaner rewrote), strictly increasing.  Returns True if
+        the file was truncated.
         """
         file_size = os.fstat(self.fd).st_size
         self.size = 0
@@ -190,7 +192,7 @@ class LogSegment:
         good_end = 0
         for pos, header, body in self.iter_batches(0, file_size, with_body=verify):
             if header.last_offset < header.base_offset or (
-                header.base_offset != self.next_offset if verify
+                header.base_offset != self.next_offset if verify and not allow_gaps
                 else header.base_offset < self.next_offset
             ):
                 break  # offsets are contiguous as appended (the base offset has no CRC)
@@ -212,7 +214,7 @@ class LogSegment:
         self.time_index.rebuild_file()
         return truncated
 
-    def load_trusted(self, index_interval: int) -> bool:
+    def load_trusted(self, index_interval: int, *, allow_gaps: bool = False) -> bool:
         """Load a segment below the recovery point, trusting plausible indexes.
 
         Returns True if the log file had to be truncated (it was not what the indexes and
@@ -220,21 +222,21 @@ class LogSegment:
         """
         file_size = os.fstat(self.fd).st_size
         if not self.offset_index.load(file_size):
-            return self.rebuild(index_interval, verify=True)
+            return self.rebuild(index_interval, verify=True, allow_gaps=allow_gaps)
         base, start = self.offset_index.last()
         self.size = file_size
         self.next_offset = base
         last_pos = start
         for pos, header, _ in self.iter_batches(start, file_size):
             if header.base_offset < self.next_offset:
-                return self.rebuild(index_interval, verify=True)
+                return self.rebuild(index_interval, verify=True, allow_gaps=allow_gaps)
             self.next_offset = header.last_offset + 1
             if header.max_timestamp > self.max_timestamp:
                 self.max_timestamp = header.max_timestamp
                 self.offset_of_max_timestamp = header.base_offset
             last_pos = pos + header.size
         if last_pos != file_size or not self.time_index.load(self.next_offset):
-            return self.rebuild(index_interval, verify=True)
+            return self.rebuild(index_interval, verify=True, allow_gaps=allow_gaps)
         last = self.time_index.last()
         if last is not None and last[0] >= self.max_timestamp:
             self.max_timestamp, self.offset_of_max_timestamp = last
@@ -249,6 +251,30 @@ class LogSegment:
         self.time_index.write_pending()
         return [os.dup(fd) for fd in (self.fd, self.offset_index.fd, self.time_index.fd)]
 
+    def rename_suffix(self, suffix: str) -> None:
+        """Rename the three files to ``<base>.log<suffix>`` etc. (open fds stay valid).
+
+        The index files go first and the log last: the log file's name is what recovery
+        acts on (``.cleaned`` → discarded, ``.swap`` → swapped in, ``.deleted`` → removed).
+        """
+        directory = self.log_path.parent
+        for index in (self.offset_index, self.time_index):
+            plain = index.path.name.split(".")[1]
+            target = segment_path(directory, self.base_offset, f".{plain}{suffix}")
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(index.path, target)
+            index.path = target
+        target = segment_path(directory, self.base_offset, LOG_SUFFIX + suffix)
+        os.replace(self.log_path, target)
+        self.log_path = target
+
+    def fsync(self) -> None:
+        """fsync the log and both index files (a cleaned segment before its swap)."""
+        self.offset_index.write_pending()
+        self.time_index.write_pending()
+        for fd in (self.fd, self.offset_index.fd, self.time_index.fd):
+            os.fsync(fd)
+
     def close(self) -> None:
         self.offset_index.close()
         self.time_index.close()
@@ -256,8 +282,12 @@ class LogSegment:
             os.close(self.fd)
             self.fd = -1
 
-    def delete(self) -> None:
-        self.close()
+    def unlink_files(self) -> None:
+        """Remove the three files; open descriptors keep the data readable until closed."""
         for path in (self.log_path, self.offset_index.path, self.time_index.path):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+    def delete(self) -> None:
+        self.close()
+        self.unlink_files()

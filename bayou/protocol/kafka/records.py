@@ -390,18 +390,33 @@ def build_batch(
     is_control: bool = False,
     partition_leader_epoch: int = -1,
     max_timestamp: int | None = None,
+    offset_deltas: Sequence[int] | None = None,
+    last_offset_delta: int | None = None,
+    base_timestamp: int | None = None,
 ) -> bytes:
-    """Build one v2 batch of ``records`` (at least one), compressing with ``compression``."""
-    if not records:
+    """Build one v2 batch of ``records`` (at least one), compressing with ``compression``.
+
+    Rewriting a batch (log compaction) keeps the surviving records' ``offset_deltas`` and
+    the original ``last_offset_delta``, so offsets and producer sequences keep their
+    meaning; such a batch may hold no record at all when ``last_offset_delta`` and
+    ``max_timestamp`` are given.
+    """
+    if not records and (last_offset_delta is None or max_timestamp is None):
         raise ValueError("a record batch needs at least one record")
-    base_timestamp = records[0].timestamp
+    deltas = range(len(records)) if offset_deltas is None else offset_deltas
+    if len(deltas) != len(records):
+        raise ValueError("one offset delta per record")
+    if base_timestamp is None:
+        base_timestamp = records[0].timestamp if records else max_timestamp or 0
     body = bytearray()
-    for delta, rec in enumerate(records):
+    for delta, rec in zip(deltas, records, strict=True):
         _encode_record(body, rec, delta, base_timestamp)
-    payload = compress(compression, bytes(body))
+    payload = compress(compression, bytes(body)) if records else b""
     if max_timestamp is None:
         max_timestamp = max(r.timestamp for r in records)
-    attributes = compression & ATTR_CODEC_MASK
+    if last_offset_delta is None:
+        last_offset_delta = len(records) - 1
+    attributes = (compression if records else COMPRESSION_NONE) & ATTR_CODEC_MASK
     if timestamp_type == TIMESTAMP_LOG_APPEND_TIME:
         attributes |= ATTR_TIMESTAMP_TYPE
     if is_transactional:
@@ -412,7 +427,7 @@ def build_batch(
     batch += payload
     _HEADER.pack_into(
         batch, 0, base_offset, len(batch) - LOG_OVERHEAD, partition_leader_epoch, MAGIC, 0,
-        attributes, len(records) - 1, base_timestamp, max_timestamp, producer_id,
+        attributes, last_offset_delta, base_timestamp, max_timestamp, producer_id,
         producer_epoch, base_sequence, len(records),
     )
     _CRC.pack_into(batch, _OFF_CRC, crc32c(memoryview(batch)[_OFF_ATTRIBUTES:]))
@@ -471,6 +486,8 @@ def iter_records(batch: Buffer) -> Iterator[DecodedRecord]:
         raise CorruptMessage(f"unsupported record batch magic {header.magic}")
     if header.size > len(mv):
         raise CorruptMessage("truncated record batch")
+    if header.records_count == 0:
+        return  # a batch emptied by compaction, kept for its offsets and producer state
     data = decompress(header.compression, mv[HEADER_SIZE : header.size])
     append_time = header.timestamp_type == TIMESTAMP_LOG_APPEND_TIME
     pos = 0
