@@ -44,6 +44,7 @@ class BrokerProcess:
         self.data_dir = data_dir
         self.host = "127.0.0.1"
         self.kafka_port = free_port()
+        self.http_port = free_port()
         self.extra_args = list(extra_args or [])
         self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -52,6 +53,10 @@ class BrokerProcess:
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.kafka_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
 
     @property
     def pid(self) -> int:
@@ -70,6 +75,8 @@ class BrokerProcess:
             self.host,
             "--kafka-port",
             str(self.kafka_port),
+            "--http-port",
+            str(self.http_port),
             *self.extra_args,
         ]
 
@@ -80,6 +87,7 @@ class BrokerProcess:
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
         wait_for_port(self.host, self.kafka_port, self.proc, READY_TIMEOUT_S)
+        wait_for_port(self.host, self.http_port, self.proc, READY_TIMEOUT_S)
         return self
 
     def stop(self, timeout: float = 20.0) -> int:

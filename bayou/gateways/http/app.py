@@ -1,0 +1,91 @@
+"""The ASGI application: FastAPI routing, REST Proxy errors, the OpenAPI document.
+
+FastAPI (on Starlette) gives routing, query/path validation, ``/openapi.json`` and the
+browsable ``/docs``.  Request bodies are read and decoded by ``payloads`` (size cap, content
+type, REST Proxy's formats) rather than by FastAPI's body handling, so their schemas are added
+to the document by ``_openapi`` from the same pydantic models.  Every error leaves as REST
+Proxy's JSON ``{"error_code", "message"}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from pydantic import TypeAdapter
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+import bayou
+from bayou.gateways.http import errors, routes_consumers, routes_topics
+from bayou.gateways.http.context import Gateway, KafkaJSON
+from bayou.gateways.http.payloads import BODY_MODELS
+
+log = logging.getLogger(__name__)
+
+
+def create_app(gw: Gateway) -> FastAPI:
+    app = FastAPI(
+        title="Bayou HTTP gateway",
+        version=getattr(bayou, "__version__", "0"),
+        description="Confluent REST Proxy v2 API and live topic streams (SSE, WebSocket) "
+                    "served by the broker itself.",
+    )
+    app.state.gateway = gw
+    app.include_router(routes_topics.router)
+    app.include_router(routes_consumers.router)
+    app.add_exception_handler(errors.RestError, _rest_error)
+    app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+async def _rest_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.RestError)
+    return KafkaJSON(exc.body(), status_code=exc.status)
+
+
+async def _invalid(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    parts = []
+    for e in list(exc.errors())[:5]:
+        where = ".".join(str(p) for p in e.get("loc", ()))
+        parts.append(f"{where}: {e.get('msg', 'invalid')}")
+    return KafkaJSON({"error_code": 422, "message": "; ".join(parts) or "Invalid request"},
+                     status_code=422)
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return KafkaJSON({"error_code": exc.status_code, "message": str(exc.detail)},
+                     status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("HTTP %s %s failed", request.method, request.url.path, exc_info=exc)
+    return KafkaJSON({"error_code": errors.INTERNAL, "message": "Internal server error"},
+                     status_code=500)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                      routes=app.routes)
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    for model in BODY_MODELS:
+        schema = TypeAdapter(model).json_schema(ref_template="#/components/schemas/{model}",
+                                                by_alias=True)
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    schemas["Error"] = {"type": "object", "required": ["error_code", "message"], "properties": {
+        "error_code": {"type": "integer"}, "message": {"type": "string"}}}
+    app.openapi_schema = doc
+    return doc

@@ -1,0 +1,239 @@
+"""Content types and bodies: what a REST Proxy v2 client sends and gets back.
+
+Theory of operation
+-------------------
+The *embedded format* says how a record's ``key``/``value`` travel inside the JSON body:
+
+- ``json`` (``application/vnd.kafka.json.v2+json``, and plain ``application/json``): any JSON
+  value, stored as its compact UTF-8 JSON text; ``null`` means no key / a null value.
+- ``binary`` (``application/vnd.kafka.binary.v2+json``): base64 text, stored as the decoded
+  bytes.
+
+Producers name the format with ``Content-Type``; consumer instances fix it at creation
+(``"format"``) and ``Accept`` on ``GET .../records`` must agree.  Avro, Protobuf and JSON
+Schema formats need a schema registry and answer 415.
+
+Bodies are read with a size cap (``read_body``), decoded by pydantic models (the same models
+feed the OpenAPI document), and every failure is a ``RestError``: 413 too large, 415 wrong
+content type, 400 malformed JSON, 422 a body of the wrong shape.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import json
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+
+from bayou.gateways.http.errors import JSON_CONVERSION, RestError, bad_request, unprocessable
+
+V2 = "application/vnd.kafka.v2+json"
+JSON_V2 = "application/vnd.kafka.json.v2+json"
+BINARY_V2 = "application/vnd.kafka.binary.v2+json"
+
+
+class Format(enum.StrEnum):
+    JSON = "json"
+    BINARY = "binary"
+
+
+_PRODUCE_TYPES = {
+    JSON_V2: Format.JSON,
+    BINARY_V2: Format.BINARY,
+    "application/json": Format.JSON,
+    V2: Format.JSON,
+}
+_UNSUPPORTED_FORMATS = ("avro", "protobuf", "jsonschema")
+
+
+def media_type(header: str | None) -> str:
+    """``"application/JSON; charset=utf-8"`` → ``"application/json"``."""
+    return (header or "").split(";", 1)[0].strip().lower()
+
+
+def produce_format(content_type: str | None) -> Format:
+    """The embedded format a produce request's ``Content-Type`` names; 415 otherwise."""
+    kind = media_type(content_type)
+    fmt = _PRODUCE_TYPES.get(kind)
+    if fmt is not None:
+        return fmt
+    if any(f".{name}." in kind for name in _UNSUPPORTED_FORMATS):
+        raise RestError(415, 415, f"Embedded format of {kind} needs a schema registry, "
+                        "which Bayou does not have; use json or binary.")
+    raise RestError(415, 415, f"Unsupported Content-Type {kind or '(none)'}: use {JSON_V2}, "
+                    f"{BINARY_V2} or application/json.")
+
+
+def check_json_content(content_type: str | None) -> None:
+    """Bodies that are not records: any JSON media type (or none at all) is accepted."""
+    kind = media_type(content_type)
+    if kind and kind != "application/json" and not kind.endswith("+json"):
+        raise RestError(415, 415, f"Unsupported Content-Type {kind}: send JSON ({V2}).")
+
+
+def accept_format(accept: str | None, default: Format) -> Format:
+    """The embedded format ``Accept`` asks records in; ``default`` for generic types."""
+    wanted: Format | None = None
+    for part in (accept or "").split(","):
+        kind = media_type(part)
+        if kind == JSON_V2:
+            return Format.JSON if default == Format.JSON else _mismatch(kind)
+        if kind == BINARY_V2:
+            return Format.BINARY if default == Format.BINARY else _mismatch(kind)
+        if any(f".{name}." in kind for name in _UNSUPPORTED_FORMATS):
+            wanted = wanted or _mismatch(kind)
+    return wanted or default
+
+
+def _mismatch(kind: str) -> Format:
+    raise RestError(406, 40601, f"The requested embedded data format {kind} does not match "
+                    "the deserializer for this consumer instance.")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing (413) anything over ``limit`` bytes before reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> RestError:
+    return RestError(413, 413, f"Request body is larger than {limit} bytes "
+                     "(http_max_body_bytes).")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], body: bytes, *, empty_ok: bool = False) -> M:
+    """Decode ``body`` into ``model``: 400 for malformed JSON, 422 for the wrong shape."""
+    if not body.strip():
+        if empty_ok:
+            return model()
+        raise bad_request("Request body is empty; a JSON object is expected.")
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        if any(e["type"] == "json_invalid" for e in errors):
+            raise bad_request(f"Malformed JSON: {errors[0]['msg']}") from None
+        raise unprocessable(_describe(errors)) from None
+
+
+def _describe(errors: list[Any]) -> str:
+    parts = []
+    for e in errors[:5]:
+        where = ".".join(str(p) for p in e["loc"]) or "body"
+        parts.append(f"{where}: {e['msg']}")
+    return "Invalid request body: " + "; ".join(parts)
+
+
+# ----------------------------------------------------------------- bodies (and OpenAPI schemas)
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ProduceRecord(_Body):
+    key: Any = Field(None, description="JSON value (json format) or base64 text (binary).")
+    value: Any = Field(None, description="JSON value (json format) or base64 text (binary).")
+    partition: int | None = Field(None, ge=0, le=2**31 - 1,
+                                  description="Target partition; default: by key, else "
+                                              "round-robin.")
+
+
+class ProduceRequest(_Body):
+    records: list[ProduceRecord] = Field(min_length=1)
+    key_schema: str | None = None
+    key_schema_id: int | None = None
+    value_schema: str | None = None
+    value_schema_id: int | None = None
+
+
+class PartitionProduceRequest(_Body):
+    records: list[ProduceRecord] = Field(min_length=1)
+
+
+def encode_field(fmt: Format, value: Any, index: int, name: str) -> bytes | None:
+    """A record's key or value as stored bytes (None stays None)."""
+    if value is None:
+        return None
+    if fmt == Format.JSON:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    if not isinstance(value, str):
+        raise unprocessable(f"records.{index}.{name}: binary data must be base64 text",
+                            JSON_CONVERSION)
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise unprocessable(f"records.{index}.{name}: not valid base64", JSON_CONVERSION) from None
+
+
+def decode_field(fmt: Format, data: bytes | None, where: str) -> Any:
+    """Stored bytes as a consumer of ``fmt`` receives them."""
+    if data is None:
+        return None
+    if fmt == Format.BINARY:
+        return base64.b64encode(data).decode("ascii")
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise unprocessable(f"The record at {where} is not JSON; read it with a binary "
+                            "consumer instance.", JSON_CONVERSION) from None
+
+
+# ------------------------------------------------------------------------- consumer bodies
+
+class TopicPartitionBody(_Body):
+    topic: str = Field(min_length=1)
+    partition: int = Field(ge=0, le=2**31 - 1)
+
+
+class CreateConsumer(_Body):
+    name: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")
+    format: Format = Format.BINARY
+    auto_offset_reset: str = Field("latest", alias="auto.offset.reset",
+                                   pattern="^(earliest|latest|smallest|largest|none)$")
+    auto_commit_enable: str = Field("true", alias="auto.commit.enable",
+                                    pattern="^(true|false)$")
+    fetch_min_bytes: int | None = Field(None, alias="fetch.min.bytes", ge=-1)
+    consumer_request_timeout_ms: int | None = Field(None, alias="consumer.request.timeout.ms",
+                                                    ge=0, le=60_000)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class Subscription(_Body):
+    topics: list[str] | None = None
+    topic_pattern: str | None = None
+
+
+class Partitions(_Body):
+    partitions: list[TopicPartitionBody] = Field(default_factory=list)
+
+
+class OffsetBody(_Body):
+    topic: str = Field(min_length=1)
+    partition: int = Field(ge=0, le=2**31 - 1)
+    offset: int = Field(ge=0, le=2**63 - 1)
+    metadata: str | None = None
+
+
+class Offsets(_Body):
+    offsets: list[OffsetBody] = Field(default_factory=list)
+
+
+BODY_MODELS: tuple[type[BaseModel], ...] = (
+    ProduceRequest, PartitionProduceRequest, CreateConsumer, Subscription, Partitions, Offsets,
+)

@@ -1,0 +1,172 @@
+"""Routes: topics, produce, and live streams (REST Proxy v2 paths plus ``/stream``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Query, Request, WebSocket, WebSocketDisconnect
+from starlette.responses import Response, StreamingResponse
+
+from bayou.broker.context import BrokerState
+from bayou.gateways.http import errors
+from bayou.gateways.http.context import KafkaJSON, answer_doc, body_doc, gateway
+from bayou.gateways.http.payloads import (
+    BINARY_V2,
+    JSON_V2,
+    PartitionProduceRequest,
+    ProduceRequest,
+    parse,
+    produce_format,
+    read_body,
+)
+from bayou.gateways.http.produce import partition_info, produce, topic_info, topic_meta
+from bayou.gateways.http.streams import Cursor, follow, sse_body, start_cursor
+
+router = APIRouter(tags=["topics"])
+
+TopicName = Annotated[str, Path(min_length=1, max_length=249)]
+PartitionIndex = Annotated[int, Path(ge=0, le=2**31 - 1)]
+PRODUCE_TYPES = (JSON_V2, BINARY_V2, "application/json")
+_OFFSETS = {"type": "object", "properties": {
+    "offsets": {"type": "array", "items": {"type": "object", "properties": {
+        "partition": {"type": "integer"}, "offset": {"type": ["integer", "null"]},
+        "error_code": {"type": ["integer", "null"]}, "error": {"type": ["string", "null"]}}}},
+    "key_schema_id": {"type": "null"}, "value_schema_id": {"type": "null"}}}
+
+
+@router.get("/topics", summary="List topic names",
+            responses=answer_doc("Topic names", {"type": "array", "items": {"type": "string"}}))
+async def list_topics(request: Request) -> Response:
+    return KafkaJSON(sorted(gateway(request).state.logs.topics()))
+
+
+@router.get("/topics/{topic}", summary="Topic metadata and configs")
+async def get_topic(request: Request, topic: TopicName) -> Response:
+    return KafkaJSON(topic_info(gateway(request).state, topic))
+
+
+@router.get("/topics/{topic}/partitions", summary="Partitions of a topic")
+async def get_partitions(request: Request, topic: TopicName) -> Response:
+    state = gateway(request).state
+    meta = topic_meta(state, topic)
+    return KafkaJSON([partition_info(state, p) for p in range(meta.partitions)])
+
+
+@router.get("/topics/{topic}/partitions/{partition}", summary="One partition")
+async def get_partition(request: Request, topic: TopicName, partition: PartitionIndex
+                        ) -> Response:
+    state = gateway(request).state
+    if partition >= topic_meta(state, topic).partitions:
+        raise errors.partition_not_found(topic, partition)
+    return KafkaJSON(partition_info(state, partition))
+
+
+@router.get("/topics/{topic}/partitions/{partition}/offsets",
+            summary="First and next offsets of a partition")
+async def get_partition_offsets(request: Request, topic: TopicName, partition: PartitionIndex
+                                ) -> Response:
+    state = gateway(request).state
+    if partition >= topic_meta(state, topic).partitions:
+        raise errors.partition_not_found(topic, partition)
+    log = state.logs.partition(topic, partition)
+    return KafkaJSON({"beginning_offset": log.log_start_offset,
+                      "end_offset": log.log_end_offset})
+
+
+@router.post("/topics/{topic}", summary="Produce records (partition by key, else round-robin)",
+             openapi_extra=body_doc("ProduceRequest", *PRODUCE_TYPES),
+             responses=answer_doc("Partition and offset of each record", _OFFSETS))
+async def produce_to_topic(request: Request, topic: TopicName) -> Response:
+    gw = gateway(request)
+    fmt = produce_format(request.headers.get("content-type"))
+    body = parse(ProduceRequest, await read_body(request, gw.max_body_bytes))
+    offsets = await produce(gw.state, gw.partitioner, topic, fmt, body.records)
+    return _produced(offsets)
+
+
+@router.post("/topics/{topic}/partitions/{partition}", summary="Produce records to a partition",
+             openapi_extra=body_doc("PartitionProduceRequest", *PRODUCE_TYPES),
+             responses=answer_doc("Partition and offset of each record", _OFFSETS))
+async def produce_to_partition(request: Request, topic: TopicName, partition: PartitionIndex
+                               ) -> Response:
+    gw = gateway(request)
+    fmt = produce_format(request.headers.get("content-type"))
+    body = parse(PartitionProduceRequest, await read_body(request, gw.max_body_bytes))
+    offsets = await produce(gw.state, gw.partitioner, topic, fmt, body.records, partition)
+    return _produced(offsets)
+
+
+def _produced(offsets: list[dict[str, Any]]) -> Response:
+    return KafkaJSON({"offsets": offsets, "key_schema_id": None, "value_schema_id": None})
+
+
+From = Annotated[str, Query(alias="from", description="earliest, latest, an offset, or an "
+                            "ISO-8601 time", max_length=64)]
+StreamFormat = Annotated[str, Query(pattern="^(json|binary)$")]
+
+
+@router.get("/topics/{topic}/stream", summary="Follow a topic as Server-Sent Events",
+            response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}},
+                             "description": "One event per record; its id resumes the stream"}})
+async def stream_sse(
+    request: Request,
+    topic: TopicName,
+    start: From = "latest",
+    format: StreamFormat = "json",
+    last_event_id: Annotated[str | None, Header(max_length=4096)] = None,
+) -> Response:
+    state = gateway(request).state
+    cursor = start_cursor(state, topic, start, last_event_id)
+    return StreamingResponse(
+        sse_body(state, topic, cursor, binary=format == "binary"),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.websocket("/topics/{topic}/stream")
+async def stream_ws(
+    websocket: WebSocket,
+    topic: str,
+    start: Annotated[str, Query(alias="from")] = "latest",
+    format: str = "json",
+    last_event_id: str | None = None,
+) -> None:
+    """The same stream over WebSocket: one text message per record, with its cursor ``id``."""
+    state = gateway(websocket).state
+    try:
+        cursor = start_cursor(state, topic, start, last_event_id)
+    except errors.RestError as exc:
+        await websocket.close(code=1008, reason=exc.message[:120])
+        return
+    await websocket.accept()
+    sender = asyncio.create_task(_send_ws(websocket, state, topic, cursor, format == "binary"))
+    listener = asyncio.create_task(_until_closed(websocket))
+    try:
+        await asyncio.wait({sender, listener}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sender, listener):
+            task.cancel()
+        await asyncio.gather(sender, listener, return_exceptions=True)
+
+
+async def _send_ws(websocket: WebSocket, state: BrokerState, topic: str, cursor: Cursor,
+                   binary: bool) -> None:
+    async for events in follow(state, topic, cursor, binary=binary):
+        if events is None:
+            continue
+        for event_id, data in events:
+            await websocket.send_text(f'{{"id":"{event_id}",{data[1:]}')
+    await websocket.close(code=1001)  # the broker is stopping
+
+
+async def _until_closed(websocket: WebSocket) -> None:
+    """Read (and ignore) client messages until the client goes away."""
+    with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return

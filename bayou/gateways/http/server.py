@@ -1,0 +1,88 @@
+"""The HTTP listener: uvicorn's server driven inside the broker's event loop.
+
+``HttpGateway.start`` binds the socket itself (so a busy port is an ordinary ``OSError`` for
+``Broker.start``, not uvicorn's ``sys.exit``), then runs uvicorn's ``startup`` and its
+once-a-tenth-second ``main_loop`` as a task.  uvicorn's ``serve()`` is not used: it installs
+its own SIGINT/SIGTERM handlers, and the broker owns signals.  ``stop`` (called after the
+broker has set ``stopping`` and woken every long poll, which ends streams and record reads)
+asks the loop to exit and lets uvicorn close connections, bounded by ``GRACE_S``.
+A background task expires idle consumer instances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+
+import uvicorn
+
+from bayou.broker.context import BrokerState
+from bayou.gateways.http.app import create_app
+from bayou.gateways.http.consumers import ConsumerRegistry
+from bayou.gateways.http.context import Gateway
+from bayou.gateways.http.offsets import FileOffsetStore
+from bayou.gateways.http.partitioner import Partitioner
+
+log = logging.getLogger(__name__)
+
+GRACE_S = 5
+EXPIRY_CHECK_S = 1.0
+
+
+class HttpGateway:
+    def __init__(self, state: BrokerState) -> None:
+        config = state.config
+        self.state = state
+        self.store = FileOffsetStore(config.data_dir)
+        self.consumers = ConsumerRegistry(state, self.store,
+                                          config.http_consumer_instance_timeout_ms)
+        self.gateway = Gateway(state, self.consumers, Partitioner(), config.http_max_body_bytes)
+        self.app = create_app(self.gateway)
+        self._server: uvicorn.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.port = 0
+
+    async def start(self) -> None:
+        config = self.state.config
+        await asyncio.to_thread(self.store.load)
+        sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((config.host, config.http_port))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self.port = sock.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(
+            self.app, lifespan="off", log_config=None, access_log=False,
+            timeout_graceful_shutdown=GRACE_S, server_header=False, backlog=1024,
+            ws_max_size=1024 * 1024, ws_ping_interval=20.0,
+        ))
+        server.config.load()
+        server.lifespan = server.config.lifespan_class(server.config)
+        await server.startup(sockets=[sock])
+        self._server = server
+        self._tasks = [asyncio.create_task(server.main_loop()),
+                       asyncio.create_task(self._expire_instances())]
+
+    async def stop(self) -> None:
+        server = self._server
+        if server is None:
+            return
+        server.should_exit = True
+        for task in self._tasks[1:]:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await server.shutdown()
+        self._server = None
+
+    async def _expire_instances(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_CHECK_S)
+            for instance in self.consumers.expire():
+                log.info("consumer instance %s of group %s expired", instance.name,
+                         instance.group)
