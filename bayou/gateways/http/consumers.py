@@ -9,19 +9,16 @@ partition at its position (``reading.read_records``), and when nothing is there 
 broker's ``waiters.wait_any`` until an append lands or ``timeout`` passes.
 
 Where a position comes from, first match wins: a seek (``positions``, ``positions/beginning``,
-``positions/end``); the records already returned; the group's committed offset
-(``OffsetStore``); ``auto.offset.reset`` (earliest or latest).  A position that fell out of
-the log (retention) is reset the same way.  Commits go to the ``OffsetStore``: an explicit
-offset means "this record is processed" and commits offset + 1, as REST Proxy does; an empty
-body commits the current positions; ``auto.commit.enable`` commits the positions of what was
-returned before, at the start of the next read (at-least-once).
+``positions/end``); the records already returned; the group's committed offset; then
+``auto.offset.reset`` (earliest or latest).  A position that fell out of the log (retention)
+is reset the same way.  Commits go to the broker's group coordinator (``groups.GroupClient``):
+an explicit offset means "this record is processed" and commits offset + 1, as REST Proxy
+does; an empty body commits the current positions; ``auto.commit.enable`` commits the
+positions of what was returned before, at the start of the next read (at-least-once).
 
-Subscriptions (``GroupAssignor``): the partitions of the subscribed topics (or the topics
-matching ``topic_pattern``) are split range-wise among the instances of the group that
-subscribe to them, computed on demand, so creating, deleting or expiring an instance moves
-partitions at once; a partition an instance gains starts from the group's committed offset.
-This is shared among the HTTP instances of a gateway; joining Kafka consumers of the same
-group through the broker's group coordinator is the next step (see docs/design/http.md).
+A subscribed instance is a member of a KIP-848 consumer group (see ``groups.py``): its
+partitions are whatever the coordinator assigns it, shared with the group's other HTTP
+instances and Kafka consumers; a partition it gains starts from the group's committed offset.
 
 Instances unused for ``http_consumer_instance_timeout_ms`` are removed by ``expire``.
 """
@@ -29,20 +26,24 @@ Instances unused for ``http_consumer_instance_timeout_ms`` are removed by ``expi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from bayou.broker.context import BrokerState
-from bayou.errors import KafkaError, OffsetOutOfRange, UnknownTopicOrPartition
+from bayou.errors import OffsetOutOfRange, UnknownTopicOrPartition
 from bayou.gateways.http import errors
 from bayou.gateways.http.errors import RestError
-from bayou.gateways.http.offsets import Committed, OffsetStore, TopicPartition
+from bayou.gateways.http.groups import Committed, GroupClient, Membership, TopicPartition
 from bayou.gateways.http.payloads import CreateConsumer, Format, decode_field
-from bayou.gateways.http.reading import read_records
+from bayou.gateways.http.reading import RECORD_OVERHEAD, read_records
+from bayou.storage import PartitionLog
 
 DEFAULT_REQUEST_TIMEOUT_MS = 1000
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+READ_HEARTBEAT_SPACING_S = 0.1  # a records read heartbeats unless one was this recent
 
 
 @dataclass
@@ -55,28 +56,21 @@ class ConsumerInstance:
     request_timeout_ms: int
     last_used: float = field(default_factory=time.monotonic)
     topics: list[str] | None = None
-    pattern: re.Pattern[str] | None = None
+    pattern: str | None = None
     manual: list[TopicPartition] | None = None
+    member: Membership | None = None
     positions: dict[TopicPartition, int] = field(default_factory=dict)
     read_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    @property
-    def subscribed(self) -> bool:
-        return self.topics is not None or self.pattern is not None
-
-    def wants(self, topic: str) -> bool:
-        if self.topics is not None:
-            return topic in self.topics
-        return self.pattern is not None and self.pattern.fullmatch(topic) is not None
+    member_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def subscription(self) -> list[str]:
         return list(self.topics or [])
 
 
 class ConsumerRegistry:
-    def __init__(self, state: BrokerState, store: OffsetStore, timeout_ms: int) -> None:
+    def __init__(self, state: BrokerState, groups: GroupClient, timeout_ms: int) -> None:
         self.state = state
-        self.store = store
+        self.groups = groups
         self.timeout_ms = timeout_ms
         self._instances: dict[tuple[str, str], ConsumerInstance] = {}
         self._counter = 0
@@ -108,47 +102,64 @@ class ConsumerRegistry:
         instance.last_used = time.monotonic()
         return instance
 
-    def delete(self, group: str, name: str) -> None:
-        self.get(group, name)
+    async def delete(self, group: str, name: str) -> None:
+        instance = self.get(group, name)
         del self._instances[(group, name)]
+        await self._leave(instance)
 
-    def expire(self, now: float | None = None) -> list[ConsumerInstance]:
-        """Remove instances idle longer than the timeout; returns them."""
+    async def expire(self, now: float | None = None) -> list[ConsumerInstance]:
+        """Remove instances idle longer than the timeout (leaving their groups)."""
         now = time.monotonic() if now is None else now
         limit = self.timeout_ms / 1000
         gone = [i for i in self._instances.values()
                 if now - i.last_used > limit and not i.read_lock.locked()]
         for instance in gone:
             del self._instances[(instance.group, instance.name)]
+            await self._leave(instance)
         return gone
+
+    async def close(self) -> None:
+        """The gateway is stopping: every subscribed instance commits (when auto-commit is
+        on) and leaves its group, so its partitions move on at once."""
+        for instance in list(self._instances.values()):
+            with contextlib.suppress(RestError):
+                await self._leave(instance)
+
+    async def heartbeat_due(self) -> None:
+        """Background heartbeats of subscribed instances (called periodically)."""
+        for instance in list(self._instances.values()):
+            if instance.member is not None:
+                with contextlib.suppress(RestError):
+                    await self.sync(instance)
 
     def __len__(self) -> int:
         return len(self._instances)
 
     # ------------------------------------------------------------------ assignment
 
-    def subscribe(self, instance: ConsumerInstance, topics: list[str] | None,
-                  pattern: str | None) -> None:
+    async def subscribe(self, instance: ConsumerInstance, topics: list[str] | None,
+                        pattern: str | None) -> None:
         if instance.manual is not None:
             raise _illegal_state()
         if (topics is None) == (pattern is None):
             raise errors.unprocessable("Give exactly one of topics and topic_pattern.")
         if pattern is not None:
             try:
-                instance.pattern = re.compile(pattern)
+                re.compile(pattern)
             except re.error as exc:
                 raise errors.unprocessable(f"Invalid topic_pattern: {exc}") from None
-            instance.topics = None
-        else:
-            instance.topics = list(dict.fromkeys(topics or []))
-            instance.pattern = None
+        await self._leave(instance)
+        instance.topics = None if topics is None else list(dict.fromkeys(topics))
+        instance.pattern = pattern
+        instance.member = Membership()
+        await self.sync(instance, force=True)
 
-    def unsubscribe(self, instance: ConsumerInstance) -> None:
+    async def unsubscribe(self, instance: ConsumerInstance) -> None:
+        await self._leave(instance)
         instance.topics = instance.pattern = None
-        instance.positions.clear()
 
     def assign(self, instance: ConsumerInstance, partitions: list[TopicPartition]) -> None:
-        if instance.subscribed:
+        if instance.member is not None:
             raise _illegal_state()
         instance.manual = list(dict.fromkeys(partitions))
         keep = set(instance.manual)
@@ -157,23 +168,57 @@ class ConsumerRegistry:
     def assignment(self, instance: ConsumerInstance) -> list[TopicPartition]:
         if instance.manual is not None:
             return list(instance.manual)
-        if not instance.subscribed:
-            return []
-        topics = self.state.logs.topics()
-        mine: list[TopicPartition] = []
-        members = sorted((i for i in self._instances.values()
-                          if i.group == instance.group and i.subscribed),
-                         key=lambda i: i.name)
-        for name in sorted(topics):
-            if not instance.wants(name):
-                continue
-            sharing = [m.name for m in members if m.wants(name)]
-            count = topics[name].partitions
-            index, n = sharing.index(instance.name), len(sharing)
-            per, extra = divmod(count, n)
-            start = index * per + min(index, extra)
-            mine.extend((name, p) for p in range(start, start + per + (index < extra)))
-        return mine
+        if instance.member is not None:
+            return list(instance.member.assigned)
+        return []
+
+    async def sync(self, instance: ConsumerInstance, *, force: bool = False,
+                   spacing_s: float | None = None) -> None:
+        """Heartbeat when due (or ``force``d) and apply the assignment it brings.
+
+        Giving partitions up is acknowledged by heartbeating again at once, so that the
+        member waiting for them gets them without waiting a heartbeat interval.
+        """
+        member = instance.member
+        if member is None:
+            return
+        async with instance.member_lock:
+            for _ in range(3):
+                wait = member.interval_s if spacing_s is None else spacing_s
+                if not force and time.monotonic() - member.last_heartbeat < wait:
+                    return
+                new = await self.groups.heartbeat(instance.group, member, instance.topics,
+                                                  instance.pattern)
+                if new is None or not await self._apply(instance, member, new):
+                    return
+                force = True
+
+    async def _apply(self, instance: ConsumerInstance, member: Membership,
+                     new: list[TopicPartition]) -> bool:
+        """Take on ``new``; True when partitions were given up."""
+        keep = set(new)
+        lost = [tp for tp in member.assigned if tp not in keep]
+        if lost and instance.auto_commit and member.epoch > 0:
+            done = {tp: (instance.positions[tp], "") for tp in lost if tp in instance.positions}
+            with contextlib.suppress(RestError):
+                await self.groups.commit(instance.group, done, member)
+        for tp in lost:
+            instance.positions.pop(tp, None)
+        member.assigned = list(new)
+        return bool(lost)
+
+    async def _leave(self, instance: ConsumerInstance) -> None:
+        member = instance.member
+        if member is None:
+            return
+        async with instance.member_lock:
+            if instance.auto_commit and member.epoch > 0:
+                with contextlib.suppress(RestError):
+                    await self.groups.commit(instance.group, self._current(instance), member,
+                                             stopping_ok=True)
+            instance.member = None
+            instance.positions.clear()
+            await self.groups.leave(instance.group, member)
 
     # ------------------------------------------------------------------ positions
 
@@ -194,7 +239,7 @@ class ConsumerRegistry:
             log = self._log(tp)
             instance.positions[tp] = log.log_end_offset if end else log.log_start_offset
 
-    def _log(self, tp: TopicPartition) -> Any:
+    def _log(self, tp: TopicPartition) -> PartitionLog:
         try:
             return self.state.logs.partition(*tp)
         except UnknownTopicOrPartition:
@@ -203,9 +248,9 @@ class ConsumerRegistry:
     def _reset(self, instance: ConsumerInstance, tp: TopicPartition) -> int:
         log = self._log(tp)
         if instance.reset == "earliest":
-            return int(log.log_start_offset)
+            return log.log_start_offset
         if instance.reset == "latest":
-            return int(log.log_end_offset)
+            return log.log_end_offset
         raise errors.unprocessable(f"No committed offset for {tp[0]}-{tp[1]} and "
                                    "auto.offset.reset is none.", errors.OFFSET_OUT_OF_RANGE)
 
@@ -217,18 +262,22 @@ class ConsumerRegistry:
         missing = [tp for tp in assigned if tp not in instance.positions]
         if not missing:
             return
-        committed = self.store.committed(instance.group, missing)
+        committed = self.groups.committed(instance.group, missing)
         for tp in missing:
             found = committed.get(tp)
             instance.positions[tp] = found[0] if found else self._reset(instance, tp)
+
+    def _current(self, instance: ConsumerInstance) -> dict[TopicPartition, Committed]:
+        return {tp: (p, "") for tp, p in instance.positions.items()}
 
     # ------------------------------------------------------------------ reading
 
     async def records(self, instance: ConsumerInstance, timeout_ms: int | None,
                       max_bytes: int | None, fmt: Format) -> list[dict[str, Any]]:
         wait_s = (instance.request_timeout_ms if timeout_ms is None else timeout_ms) / 1000
-        budget = max_bytes if max_bytes is not None else 64 * 1024 * 1024
+        budget = max_bytes if max_bytes is not None else DEFAULT_MAX_BYTES
         async with instance.read_lock:
+            await self.sync(instance, spacing_s=READ_HEARTBEAT_SPACING_S)
             if instance.auto_commit:
                 await self.commit(instance, None)
             deadline = time.monotonic() + wait_s
@@ -240,7 +289,10 @@ class ConsumerRegistry:
                 if out or remaining <= 0 or self.state.stopping:
                     instance.last_used = time.monotonic()
                     return out
+                if instance.member is not None:
+                    remaining = min(remaining, instance.member.interval_s)
                 await self.state.waiters.wait_any(assigned, remaining)
+                await self.sync(instance)
 
     def _read(self, instance: ConsumerInstance, assigned: list[TopicPartition], budget: int,
               fmt: Format) -> list[dict[str, Any]]:
@@ -265,7 +317,7 @@ class ConsumerRegistry:
                     "offset": record.offset,
                     "timestamp": record.timestamp,
                 })
-                budget -= len(record.key or b"") + len(record.value or b"") + 16
+                budget -= len(record.key or b"") + len(record.value or b"") + RECORD_OVERHEAD
             instance.positions[tp] = next_position
         return out
 
@@ -273,16 +325,17 @@ class ConsumerRegistry:
 
     async def commit(self, instance: ConsumerInstance,
                      offsets: dict[TopicPartition, Committed] | None) -> None:
+        """Commit ``offsets`` (None: the current positions) for the instance's group."""
         if offsets is None:
-            offsets = {tp: (p, "") for tp, p in instance.positions.items()}
-        try:
-            await self.store.commit(instance.group, offsets)
-        except KafkaError as exc:
-            raise errors.from_kafka(exc) from None
+            offsets = self._current(instance)
+        member = instance.member
+        if member is not None and member.epoch == 0:
+            await self.sync(instance, force=True)
+        await self.groups.commit(instance.group, offsets, instance.member)
 
     def committed(self, instance: ConsumerInstance,
                   partitions: list[TopicPartition]) -> dict[TopicPartition, Committed]:
-        return self.store.committed(instance.group, partitions)
+        return self.groups.committed(instance.group, partitions)
 
 
 def _illegal_state() -> RestError:

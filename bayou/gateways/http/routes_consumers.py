@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from bayou.gateways.http.consumers import ConsumerInstance
 from bayou.gateways.http.context import KafkaJSON, answer_doc, body_doc, gateway
-from bayou.gateways.http.offsets import Committed, TopicPartition
+from bayou.gateways.http.groups import Committed, TopicPartition
 from bayou.gateways.http.payloads import (
     V2,
     CreateConsumer,
@@ -59,7 +59,7 @@ async def create_consumer(request: Request, group: Group) -> Response:
 @router.delete(INSTANCE, status_code=204, summary="Delete a consumer instance",
                responses=NO_CONTENT)
 async def delete_consumer(request: Request, group: Group, name: Name) -> Response:
-    gateway(request).consumers.delete(group, name)
+    await gateway(request).consumers.delete(group, name)
     return Response(status_code=204)
 
 
@@ -68,7 +68,8 @@ async def delete_consumer(request: Request, group: Group, name: Name) -> Respons
 async def subscribe(request: Request, group: Group, name: Name) -> Response:
     body = parse(Subscription, await _body(request))
     gw = gateway(request)
-    gw.consumers.subscribe(_instance(request, group, name), body.topics, body.topic_pattern)
+    await gw.consumers.subscribe(_instance(request, group, name), body.topics,
+                                 body.topic_pattern)
     return Response(status_code=204)
 
 
@@ -80,7 +81,7 @@ async def get_subscription(request: Request, group: Group, name: Name) -> Respon
 @router.delete(INSTANCE + "/subscription", status_code=204, summary="Unsubscribe",
                responses=NO_CONTENT)
 async def unsubscribe(request: Request, group: Group, name: Name) -> Response:
-    gateway(request).consumers.unsubscribe(_instance(request, group, name))
+    await gateway(request).consumers.unsubscribe(_instance(request, group, name))
     return Response(status_code=204)
 
 

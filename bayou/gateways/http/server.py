@@ -5,8 +5,9 @@
 once-a-tenth-second ``main_loop`` as a task.  uvicorn's ``serve()`` is not used: it installs
 its own SIGINT/SIGTERM handlers, and the broker owns signals.  ``stop`` (called after the
 broker has set ``stopping`` and woken every long poll, which ends streams and record reads)
-asks the loop to exit and lets uvicorn close connections, bounded by ``GRACE_S``.
-A background task expires idle consumer instances.
+asks the loop to exit, makes subscribed consumer instances leave their groups, and lets
+uvicorn close connections, bounded by ``GRACE_S``.
+A background task heartbeats subscribed consumer instances and expires idle ones.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 
 import uvicorn
 
@@ -22,21 +24,21 @@ from bayou.broker.context import BrokerState
 from bayou.gateways.http.app import create_app
 from bayou.gateways.http.consumers import ConsumerRegistry
 from bayou.gateways.http.context import Gateway
-from bayou.gateways.http.offsets import FileOffsetStore
+from bayou.gateways.http.groups import GroupClient
 from bayou.gateways.http.partitioner import Partitioner
 
 log = logging.getLogger(__name__)
 
 GRACE_S = 5
 EXPIRY_CHECK_S = 1.0
+MAINTENANCE_S = 0.2
 
 
 class HttpGateway:
     def __init__(self, state: BrokerState) -> None:
         config = state.config
         self.state = state
-        self.store = FileOffsetStore(config.data_dir)
-        self.consumers = ConsumerRegistry(state, self.store,
+        self.consumers = ConsumerRegistry(state, GroupClient(state),
                                           config.http_consumer_instance_timeout_ms)
         self.gateway = Gateway(state, self.consumers, Partitioner(), config.http_max_body_bytes)
         self.app = create_app(self.gateway)
@@ -46,7 +48,6 @@ class HttpGateway:
 
     async def start(self) -> None:
         config = self.state.config
-        await asyncio.to_thread(self.store.load)
         sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -66,7 +67,7 @@ class HttpGateway:
         await server.startup(sockets=[sock])
         self._server = server
         self._tasks = [asyncio.create_task(server.main_loop()),
-                       asyncio.create_task(self._expire_instances())]
+                       asyncio.create_task(self._maintain_instances())]
 
     async def stop(self) -> None:
         server = self._server
@@ -77,12 +78,22 @@ class HttpGateway:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.consumers.close()
         await server.shutdown()
         self._server = None
 
-    async def _expire_instances(self) -> None:
+    async def _maintain_instances(self) -> None:
+        """Heartbeat subscribed instances and expire idle ones."""
+        last_expiry = 0.0
         while True:
-            await asyncio.sleep(EXPIRY_CHECK_S)
-            for instance in self.consumers.expire():
-                log.info("consumer instance %s of group %s expired", instance.name,
-                         instance.group)
+            await asyncio.sleep(MAINTENANCE_S)
+            try:
+                await self.consumers.heartbeat_due()
+                now = time.monotonic()
+                if now - last_expiry >= EXPIRY_CHECK_S:
+                    last_expiry = now
+                    for instance in await self.consumers.expire(now):
+                        log.info("consumer instance %s of group %s expired", instance.name,
+                                 instance.group)
+            except Exception:
+                log.exception("consumer instance maintenance failed")

@@ -1,0 +1,190 @@
+"""HTTP consumer instances (REST Proxy v2): read Kafka-produced records, commit, restart,
+resume; two instances of one group split the partitions; seeks; expiry."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.test_confluent_kafka import create_topic, produce_all
+from tests.support.broker import BrokerProcess
+from tests.support.http import (
+    BINARY_V2,
+    JSON_V2,
+    V2,
+    client,
+    create_instance,
+    read_records,
+    wait_until,
+)
+from tests.support.kafka import make_messages, unique_topic
+
+GROUP_ENV = {
+    # quick heartbeats so that group rebalances settle within a test's patience
+    "BAYOU_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS": "300",
+    "BAYOU_HTTP_CONSUMER_INSTANCE_TIMEOUT_MS": "1500",
+}
+
+
+@pytest.fixture(scope="module")
+def group_broker(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    proc = BrokerProcess(tmp_path_factory.mktemp("http-groups") / "data", env=GROUP_ENV).start()
+    try:
+        yield proc
+    finally:
+        proc.kill()
+
+
+def _decoded(records: list[dict]) -> list[tuple[int, int, bytes | None, bytes]]:
+    return [(r["partition"], r["offset"],
+             base64.b64decode(r["key"]) if r["key"] is not None else None,
+             base64.b64decode(r["value"])) for r in records]
+
+
+def _post(http: httpx.Client, path: str, body: object | None = None) -> httpx.Response:
+    return http.post(path, json=body, headers={"Content-Type": V2})
+
+
+def test_commit_restart_resume(tmp_path: Path) -> None:
+    broker = BrokerProcess(tmp_path / "data").start()
+    try:
+        topic = unique_topic("cr")
+        create_topic(broker.bootstrap, topic, 2)
+        first = make_messages(40, 2)
+        produce_all(broker.bootstrap, topic, first)
+        with client(broker.http_url) as http:
+            base = create_instance(http, "g-resume", "c1", format="binary",
+                                   **{"auto.offset.reset": "earliest",
+                                      "auto.commit.enable": "false"})
+            r = _post(http, f"{base}/subscription", {"topics": [topic]})
+            assert r.status_code == 204, r.text
+            got = read_records(http, base, BINARY_V2, 40)
+            assert sorted(_decoded(got)) == sorted(
+                (m.partition, i // 2, m.key, m.value) for i, m in enumerate(first))
+            assert _post(http, f"{base}/offsets").status_code == 200
+            committed = http.request("GET", f"{base}/offsets", json={"partitions": [
+                {"topic": topic, "partition": 0}, {"topic": topic, "partition": 1}]}).json()
+            assert sorted((o["partition"], o["offset"]) for o in committed["offsets"]) == [
+                (0, 20), (1, 20)]
+        second = make_messages(10, 2, base_ts=first[-1].timestamp_ms + 1)
+        produce_all(broker.bootstrap, topic, second)
+        broker.restart()
+        with client(broker.http_url) as http:
+            base = create_instance(http, "g-resume", "c2", format="binary",
+                                   **{"auto.offset.reset": "earliest"})
+            assert _post(http, f"{base}/subscription", {"topics": [topic]}).status_code == 204
+            got = read_records(http, base, BINARY_V2, 10)
+            assert sorted((p, o) for p, o, _, _ in _decoded(got)) == sorted(
+                [(0, 20 + i) for i in range(5)] + [(1, 20 + i) for i in range(5)])
+            assert {v for _, _, _, v in _decoded(got)} == {m.value for m in second}
+            assert http.delete(base).status_code == 204
+    finally:
+        broker.kill()
+
+
+def test_two_instances_split_the_partitions(group_broker: BrokerProcess) -> None:
+    topic, group = unique_topic("split"), unique_topic("g")
+    create_topic(group_broker.bootstrap, topic, 4)
+    with client(group_broker.http_url) as http:
+        bases = []
+        for name in ("a", "b"):
+            base = create_instance(http, group, name, format="json",
+                                   **{"auto.offset.reset": "earliest"})
+            assert _post(http, f"{base}/subscription", {"topics": [topic]}).status_code == 204
+            bases.append(base)
+
+        def split() -> list[set[int]] | None:
+            owned = []
+            for base in bases:
+                http.get(f"{base}/records", params={"timeout": 0},
+                         headers={"Accept": JSON_V2})  # a read heartbeats
+                parts = http.get(f"{base}/assignments").json()["partitions"]
+                owned.append({p["partition"] for p in parts})
+            ok = all(owned) and not owned[0] & owned[1] and owned[0] | owned[1] == set(range(4))
+            return owned if ok else None
+
+        owned = wait_until(split, 30, "a split of 4 partitions between 2 instances")
+        r = http.post(f"/topics/{topic}", json={"records": [
+            {"key": f"k{i}", "value": {"i": i}} for i in range(80)]})
+        assert r.status_code == 200
+        seen: list[list[dict]] = [[], []]
+
+        def all_read() -> bool:
+            for i, base in enumerate(bases):
+                r = http.get(f"{base}/records", params={"timeout": 200},
+                             headers={"Accept": JSON_V2})
+                assert r.status_code == 200, r.text
+                seen[i].extend(r.json())
+            return sum(len(s) for s in seen) >= 80
+
+        wait_until(all_read, 30, "80 records read by the two instances")
+        for i in (0, 1):
+            assert seen[i] and {r["partition"] for r in seen[i]} <= owned[i]
+        values = sorted(r["value"]["i"] for s in seen for r in s)
+        assert values == list(range(80))
+        # one leaves: the other takes every partition
+        assert http.delete(bases[0]).status_code == 204
+
+        def took_all() -> bool:
+            http.get(f"{bases[1]}/records", params={"timeout": 0}, headers={"Accept": JSON_V2})
+            parts = http.get(f"{bases[1]}/assignments").json()["partitions"]
+            return len(parts) == 4
+
+        wait_until(took_all, 30, "the remaining instance owning all 4 partitions")
+
+
+def test_assignment_seek_and_explicit_commit(group_broker: BrokerProcess) -> None:
+    topic, group = unique_topic("seek"), unique_topic("g")
+    create_topic(group_broker.bootstrap, topic, 1)
+    produce_all(group_broker.bootstrap, topic, make_messages(10, 1))
+    tp = {"topic": topic, "partition": 0}
+    with client(group_broker.http_url) as http:
+        base = create_instance(http, group, "m", format="binary")
+        assert _post(http, f"{base}/assignments", {"partitions": [tp]}).status_code == 204
+        assert http.get(f"{base}/assignments").json() == {"partitions": [tp]}
+        # latest by default: nothing to read
+        assert http.get(f"{base}/records", params={"timeout": 100}).json() == []
+        assert _post(http, f"{base}/positions/beginning", {"partitions": [tp]}).status_code == 204
+        assert [r["offset"] for r in read_records(http, base, BINARY_V2, 10)] == list(range(10))
+        assert _post(http, f"{base}/positions", {"offsets": [{**tp, "offset": 7}]}
+                     ).status_code == 204
+        assert [r["offset"] for r in read_records(http, base, BINARY_V2, 3)] == [7, 8, 9]
+        assert _post(http, f"{base}/positions/end", {"partitions": [tp]}).status_code == 204
+        # explicit commit: "offset 4 is processed" → the group resumes at 5
+        r = _post(http, f"{base}/offsets", {"offsets": [{**tp, "offset": 4}]})
+        assert r.status_code == 200, r.text
+        got = http.request("GET", f"{base}/offsets", json={"partitions": [tp]}).json()
+        assert got == {"offsets": [{**tp, "offset": 5, "metadata": ""}]}
+        # wrong Accept for a binary instance; subscription after assignment; unassigned seek
+        r = http.get(f"{base}/records", headers={"Accept": JSON_V2})
+        assert (r.status_code, r.json()["error_code"]) == (406, 40601)
+        r = _post(http, f"{base}/subscription", {"topics": [topic]})
+        assert (r.status_code, r.json()["error_code"]) == (409, 40903)
+        r = _post(http, f"{base}/positions", {"offsets": [{**tp, "partition": 3, "offset": 0}]})
+        assert (r.status_code, r.json()["error_code"]) == (409, 40903)
+        r = http.post(f"/consumers/{group}", json={"name": "m"})
+        assert (r.status_code, r.json()["error_code"]) == (409, 40902)
+        assert http.delete(base).status_code == 204
+        r = http.get(f"{base}/records")
+        assert (r.status_code, r.json()["error_code"]) == (404, 40403)
+
+
+def test_json_instance_and_idle_expiry(group_broker: BrokerProcess) -> None:
+    topic, group = unique_topic("exp"), unique_topic("g")
+    create_topic(group_broker.bootstrap, topic, 1)
+    with client(group_broker.http_url) as http:
+        http.post(f"/topics/{topic}", json={"records": [{"key": [1], "value": {"a": None}}]})
+        base = create_instance(http, group, "idle", format="json",
+                               **{"auto.offset.reset": "earliest"})
+        _post(http, f"{base}/assignments", {"partitions": [{"topic": topic, "partition": 0}]})
+        got = read_records(http, base, JSON_V2, 1)
+        assert [(r["key"], r["value"]) for r in got] == [([1], {"a": None})]
+
+        def expired() -> bool:  # re-creating the name does not touch the idle instance
+            r = http.post(f"/consumers/{group}", json={"name": "idle"})
+            return r.status_code == 200
+
+        wait_until(expired, 20, "the idle instance to expire", interval=0.2)
