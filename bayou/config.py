@@ -288,7 +288,10 @@ class BrokerConfig:
     host: str = "127.0.0.1"
     kafka_port: int = 9092
     http_port: int = 8080  # 0: no HTTP listener
-    mqtt_port: int = 1883
+    mqtt_port: int = 1883  # 0: no MQTT listener (TCP and WebSocket share the port)
+    # MQTT topic → Kafka topic rules, "filter=kafka_topic" separated by ';' (first match wins;
+    # otherwise the MQTT topic's first level names the Kafka topic). See docs/design/mqtt.md.
+    mqtt_topic_rules: str = ""
     amqp_port: int = 5672
     advertised_host: str | None = None
     node_id: int = 0

@@ -45,6 +45,7 @@ class BrokerProcess:
         self.host = "127.0.0.1"
         self.kafka_port = free_port()
         self.http_port = free_port()
+        self.mqtt_port = free_port()
         self.extra_args = list(extra_args or [])
         self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -77,6 +78,8 @@ class BrokerProcess:
             str(self.kafka_port),
             "--http-port",
             str(self.http_port),
+            "--mqtt-port",
+            str(self.mqtt_port),
             *self.extra_args,
         ]
 
@@ -88,6 +91,7 @@ class BrokerProcess:
         log.close()
         wait_for_port(self.host, self.kafka_port, self.proc, READY_TIMEOUT_S)
         wait_for_port(self.host, self.http_port, self.proc, READY_TIMEOUT_S)
+        wait_for_port(self.host, self.mqtt_port, self.proc, READY_TIMEOUT_S)
         return self
 
     def stop(self, timeout: float = 20.0) -> int:

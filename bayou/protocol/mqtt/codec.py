@@ -1,0 +1,659 @@
+"""MQTT 3.1.1 / 5.0 wire format: framing, packet decoding and encoding (sans-I/O).
+
+Theory of operation
+-------------------
+``FrameReader`` cuts a byte stream into frames: one byte of type and flags, the remaining
+length (a variable byte integer of at most four bytes), then the body.  It knows the size of
+a frame as soon as its length prefix has arrived, so an oversized packet is refused before
+its body is buffered.
+
+``decode(first_byte, body, version)`` turns one frame into a packet object from ``packets``.
+Everything the specifications call malformed raises ``MalformedPacket`` (bad lengths, bad
+UTF-8 or U+0000 in strings, reserved flag bits set, duplicate properties, properties not
+allowed in the packet); a well-formed packet that breaks a rule about values raises
+``ProtocolError``.  Semantics that depend on the connection's state (packet order, topic
+aliases, quotas) are checked by ``connection.ServerConnection``.
+
+``encode(packet, version)`` is the inverse.  ``encode_publish`` is the delivery hot path: it
+builds a PUBLISH from pre-encoded parts without allocating a packet object.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from bayou.protocol.mqtt.errors import MalformedPacket, PacketTooLarge, ProtocolError
+from bayou.protocol.mqtt.packets import (
+    CONNACK_311,
+    CONNACK_FROM_311,
+    MAX_REMAINING_LENGTH,
+    MQTT_5,
+    MQTT_31,
+    MQTT_311,
+    Auth,
+    ConnAck,
+    Connect,
+    Disconnect,
+    Packet,
+    PacketType,
+    PingReq,
+    PingResp,
+    Properties,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    PubRel,
+    Reason,
+    SubAck,
+    Subscribe,
+    Subscription,
+    UnsubAck,
+    Unsubscribe,
+    Will,
+)
+
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+
+WILL = 0  # pseudo packet type: the will properties inside CONNECT
+P = PacketType
+_ACKS = (P.PUBACK, P.PUBREC, P.PUBREL, P.PUBCOMP)
+_REASON_STRING_IN = (P.CONNACK, *_ACKS, P.SUBACK, P.UNSUBACK, P.DISCONNECT, P.AUTH)
+_ALL = (P.CONNECT, P.CONNACK, P.PUBLISH, WILL, *_ACKS, P.SUBSCRIBE, P.SUBACK, P.UNSUBSCRIBE,
+        P.UNSUBACK, P.DISCONNECT, P.AUTH)
+
+# id -> (attribute, wire type, packets allowed in)
+PROPERTY_DEFS: dict[int, tuple[str, str, tuple[int, ...]]] = {
+    0x01: ("payload_format_indicator", "byte", (P.PUBLISH, WILL)),
+    0x02: ("message_expiry_interval", "u32", (P.PUBLISH, WILL)),
+    0x03: ("content_type", "utf8", (P.PUBLISH, WILL)),
+    0x08: ("response_topic", "utf8", (P.PUBLISH, WILL)),
+    0x09: ("correlation_data", "binary", (P.PUBLISH, WILL)),
+    0x0B: ("subscription_identifiers", "varint", (P.PUBLISH, P.SUBSCRIBE)),
+    0x11: ("session_expiry_interval", "u32", (P.CONNECT, P.CONNACK, P.DISCONNECT)),
+    0x12: ("assigned_client_identifier", "utf8", (P.CONNACK,)),
+    0x13: ("server_keep_alive", "u16", (P.CONNACK,)),
+    0x15: ("authentication_method", "utf8", (P.CONNECT, P.CONNACK, P.AUTH)),
+    0x16: ("authentication_data", "binary", (P.CONNECT, P.CONNACK, P.AUTH)),
+    0x17: ("request_problem_information", "byte", (P.CONNECT,)),
+    0x18: ("will_delay_interval", "u32", (WILL,)),
+    0x19: ("request_response_information", "byte", (P.CONNECT,)),
+    0x1A: ("response_information", "utf8", (P.CONNACK,)),
+    0x1C: ("server_reference", "utf8", (P.CONNACK, P.DISCONNECT)),
+    0x1F: ("reason_string", "utf8", _REASON_STRING_IN),
+    0x21: ("receive_maximum", "u16", (P.CONNECT, P.CONNACK)),
+    0x22: ("topic_alias_maximum", "u16", (P.CONNECT, P.CONNACK)),
+    0x23: ("topic_alias", "u16", (P.PUBLISH,)),
+    0x24: ("maximum_qos", "byte", (P.CONNACK,)),
+    0x25: ("retain_available", "byte", (P.CONNACK,)),
+    0x26: ("user_properties", "pair", _ALL),
+    0x27: ("maximum_packet_size", "u32", (P.CONNECT, P.CONNACK)),
+    0x28: ("wildcard_subscription_available", "byte", (P.CONNACK,)),
+    0x29: ("subscription_identifier_available", "byte", (P.CONNACK,)),
+    0x2A: ("shared_subscription_available", "byte", (P.CONNACK,)),
+}
+_PROPERTY_IDS = {name: pid for pid, (name, _t, _a) in PROPERTY_DEFS.items()}
+_BOOLEAN_BYTES = {"payload_format_indicator", "request_problem_information",
+                  "request_response_information", "maximum_qos", "retain_available",
+                  "wildcard_subscription_available", "subscription_identifier_available",
+                  "shared_subscription_available"}
+_NON_ZERO = {"receive_maximum", "maximum_packet_size", "topic_alias"}
+
+
+# --------------------------------------------------------------------------- primitives
+
+
+def encode_varint(value: int) -> bytes:
+    if not 0 <= value <= MAX_REMAINING_LENGTH:
+        raise ValueError(f"variable byte integer out of range: {value}")
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def encode_string(value: str) -> bytes:
+    raw = value.encode("utf-8")
+    if len(raw) > 0xFFFF:
+        raise ValueError("string longer than 65535 bytes")
+    return _U16.pack(len(raw)) + raw
+
+
+def encode_binary(value: bytes) -> bytes:
+    if len(value) > 0xFFFF:
+        raise ValueError("binary data longer than 65535 bytes")
+    return _U16.pack(len(value)) + value
+
+
+class _Cursor:
+    """Reads primitives from one packet body; running out of bytes is a malformed packet."""
+
+    __slots__ = ("buf", "end", "pos")
+
+    def __init__(self, buf: bytes | memoryview, pos: int = 0, end: int | None = None) -> None:
+        self.buf = buf
+        self.pos = pos
+        self.end = len(buf) if end is None else end
+
+    def remaining(self) -> int:
+        return self.end - self.pos
+
+    def _take(self, n: int) -> bytes:
+        if self.pos + n > self.end:
+            raise MalformedPacket("packet ends in the middle of a field")
+        data = bytes(self.buf[self.pos : self.pos + n])
+        self.pos += n
+        return data
+
+    def u8(self) -> int:
+        if self.pos >= self.end:
+            raise MalformedPacket("packet ends in the middle of a field")
+        value = self.buf[self.pos]
+        self.pos += 1
+        return value
+
+    def u16(self) -> int:
+        value: int = _U16.unpack(self._take(2))[0]
+        return value
+
+    def u32(self) -> int:
+        value: int = _U32.unpack(self._take(4))[0]
+        return value
+
+    def varint(self) -> int:
+        value = 0
+        for shift in (0, 7, 14, 21):
+            byte = self.u8()
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+        raise MalformedPacket("variable byte integer longer than four bytes")
+
+    def binary(self) -> bytes:
+        return self._take(self.u16())
+
+    def utf8(self) -> str:
+        raw = self._take(self.u16())
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise MalformedPacket("string is not valid UTF-8") from None
+        if "\x00" in text:
+            raise MalformedPacket("string contains U+0000")
+        return text
+
+    def rest(self) -> bytes:
+        return self._take(self.end - self.pos)
+
+
+# --------------------------------------------------------------------------- properties
+
+
+def decode_properties(cur: _Cursor, packet: int) -> Properties:
+    length = cur.varint()
+    end = cur.pos + length
+    if end > cur.end:
+        raise MalformedPacket("property length runs past the packet")
+    props = Properties()
+    seen: set[int] = set()
+    inner = _Cursor(cur.buf, cur.pos, end)
+    while inner.pos < end:
+        pid = inner.varint()
+        definition = PROPERTY_DEFS.get(pid)
+        if definition is None:
+            raise MalformedPacket(f"unknown property 0x{pid:02x}")
+        name, kind, allowed = definition
+        if packet not in allowed:
+            raise MalformedPacket(f"property {name} is not allowed in this packet")
+        if pid in seen and kind != "pair" and not (pid == 0x0B and packet == P.PUBLISH):
+            raise ProtocolError(f"property {name} appears twice")
+        seen.add(pid)
+        value: Any
+        if kind == "byte":
+            value = inner.u8()
+        elif kind == "u16":
+            value = inner.u16()
+        elif kind == "u32":
+            value = inner.u32()
+        elif kind == "varint":
+            value = inner.varint()
+            if value == 0:
+                raise ProtocolError("subscription identifier 0")
+        elif kind == "utf8":
+            value = inner.utf8()
+        elif kind == "binary":
+            value = inner.binary()
+        else:
+            value = (inner.utf8(), inner.utf8())
+        if name in _BOOLEAN_BYTES and value > 1:
+            raise ProtocolError(f"property {name} must be 0 or 1")
+        if name in _NON_ZERO and value == 0:
+            raise ProtocolError(f"property {name} must not be 0")
+        if kind == "pair" or pid == 0x0B:
+            getattr(props, name).append(value)
+        else:
+            setattr(props, name, value)
+    cur.pos = end
+    return props
+
+
+def encode_properties(props: Properties) -> bytes:
+    out = bytearray()
+    for pid, (name, kind, _allowed) in PROPERTY_DEFS.items():
+        value = getattr(props, name)
+        if value is None or (isinstance(value, list) and not value):
+            continue
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            out += encode_varint(pid)
+            if kind == "byte":
+                out.append(item)
+            elif kind == "u16":
+                out += _U16.pack(item)
+            elif kind == "u32":
+                out += _U32.pack(item)
+            elif kind == "varint":
+                out += encode_varint(item)
+            elif kind == "utf8":
+                out += encode_string(item)
+            elif kind == "binary":
+                out += encode_binary(item)
+            else:
+                out += encode_string(item[0]) + encode_string(item[1])
+    return encode_varint(len(out)) + bytes(out)
+
+
+_EMPTY_PROPERTIES = b"\x00"
+
+
+# --------------------------------------------------------------------------- framing
+
+
+class FrameReader:
+    """Cuts a byte stream into (first byte, body) frames; refuses frames over ``max_size``.
+
+    ``max_size`` counts the whole packet (fixed header included), as MQTT 5.0's Maximum
+    Packet Size does.
+    """
+
+    def __init__(self, max_size: int = MAX_REMAINING_LENGTH + 5) -> None:
+        self.max_size = max_size
+        self._buf = bytearray()
+        self._pos = 0
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        self._buf += data
+
+    def buffered(self) -> int:
+        return len(self._buf) - self._pos
+
+    def next_frame(self) -> tuple[int, memoryview] | None:
+        buf = self._buf
+        start = self._pos
+        avail = len(buf) - start
+        if avail < 2:
+            self._compact()
+            return None
+        length = 0
+        i = 1
+        for shift in (0, 7, 14, 21):
+            if i >= avail:
+                self._compact()
+                return None
+            byte = buf[start + i]
+            i += 1
+            length |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                break
+        else:
+            raise MalformedPacket("remaining length longer than four bytes")
+        if i + length > self.max_size:
+            raise PacketTooLarge(f"packet of {i + length} bytes exceeds the maximum "
+                                 f"of {self.max_size}")
+        if avail < i + length:
+            return None
+        first = buf[start]
+        body = memoryview(bytes(buf[start + i : start + i + length]))
+        self._pos = start + i + length
+        self._compact()
+        return first, body
+
+    def _compact(self) -> None:
+        if self._pos and (self._pos == len(self._buf) or self._pos > 65536):
+            del self._buf[: self._pos]
+            self._pos = 0
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _expect_flags(first: int, flags: int) -> None:
+    if first & 0x0F != flags:
+        raise MalformedPacket(f"reserved flags of packet type {first >> 4} are wrong")
+
+
+def _packet_id(cur: _Cursor) -> int:
+    pid = cur.u16()
+    if pid == 0:
+        raise ProtocolError("packet identifier 0")
+    return pid
+
+
+def decode_connect(cur: _Cursor) -> Connect:
+    name = cur.utf8()
+    level = cur.u8()
+    if (name, level) not in (("MQTT", MQTT_311), ("MQTT", MQTT_5), ("MQIsdp", MQTT_31)):
+        if name not in ("MQTT", "MQIsdp"):
+            raise ProtocolError(f"unknown protocol name {name!r}")
+        return Connect(protocol_name=name, protocol_level=level)  # refused by the caller
+    flags = cur.u8()
+    if flags & 0x01:
+        raise MalformedPacket("CONNECT reserved flag is set")
+    keep_alive = cur.u16()
+    props = decode_properties(cur, P.CONNECT) if level == MQTT_5 else Properties()
+    client_id = cur.utf8()
+    will = None
+    will_qos = (flags >> 3) & 0x03
+    if flags & 0x04:
+        if will_qos == 3:
+            raise MalformedPacket("will QoS 3")
+        will_props = decode_properties(cur, WILL) if level == MQTT_5 else Properties()
+        will = Will(cur.utf8(), cur.binary(), will_qos, bool(flags & 0x20), will_props)
+    elif flags & 0x38:
+        raise MalformedPacket("will QoS or retain set without a will")
+    username = cur.utf8() if flags & 0x80 else None
+    if flags & 0x40:
+        if username is None and level != MQTT_5:
+            raise MalformedPacket("password without a user name")
+        password: bytes | None = cur.binary()
+    else:
+        password = None
+    return Connect(client_id, level, name, bool(flags & 0x02), keep_alive, will, username,
+                   password, props)
+
+
+def _decode_publish(first: int, cur: _Cursor, version: int) -> Publish:
+    qos = (first >> 1) & 0x03
+    if qos == 3:
+        raise MalformedPacket("PUBLISH with QoS 3")
+    dup = bool(first & 0x08)
+    if dup and qos == 0:
+        raise MalformedPacket("PUBLISH with DUP set at QoS 0")
+    topic = cur.utf8()
+    packet_id = _packet_id(cur) if qos else None
+    props = decode_properties(cur, P.PUBLISH) if version == MQTT_5 else Properties()
+    return Publish(topic, cur.rest(), qos, bool(first & 0x01), dup, packet_id, props)
+
+
+def _decode_ack(kind: type[PubAck | PubRec | PubRel | PubComp], cur: _Cursor,
+                version: int) -> PubAck | PubRec | PubRel | PubComp:
+    pid = _packet_id(cur)
+    if version != MQTT_5 or cur.remaining() == 0:
+        if cur.remaining() and version != MQTT_5:
+            raise MalformedPacket("acknowledgement longer than its packet identifier")
+        return kind(pid)
+    reason = cur.u8()
+    props = decode_properties(cur, kind.packet_type) if cur.remaining() else Properties()
+    return kind(pid, reason, props)
+
+
+def _decode_subscribe(cur: _Cursor, version: int) -> Subscribe:
+    pid = _packet_id(cur)
+    props = decode_properties(cur, P.SUBSCRIBE) if version == MQTT_5 else Properties()
+    subs: list[Subscription] = []
+    while cur.remaining():
+        topic_filter = cur.utf8()
+        options = cur.u8()
+        if version == MQTT_5:
+            if options & 0xC0 or (options >> 4) & 0x03 == 3:
+                raise MalformedPacket("reserved subscription option bits set")
+        elif options & 0xFC:
+            raise MalformedPacket("reserved subscription option bits set")
+        if options & 0x03 == 3:
+            raise MalformedPacket("subscription with QoS 3")
+        subs.append(Subscription(topic_filter, options & 0x03, bool(options & 0x04),
+                                 bool(options & 0x08), (options >> 4) & 0x03))
+    if not subs:
+        raise ProtocolError("SUBSCRIBE without a topic filter")
+    return Subscribe(pid, subs, props)
+
+
+def _decode_unsubscribe(cur: _Cursor, version: int) -> Unsubscribe:
+    pid = _packet_id(cur)
+    props = decode_properties(cur, P.UNSUBSCRIBE) if version == MQTT_5 else Properties()
+    filters: list[str] = []
+    while cur.remaining():
+        filters.append(cur.utf8())
+    if not filters:
+        raise ProtocolError("UNSUBSCRIBE without a topic filter")
+    return Unsubscribe(pid, filters, props)
+
+
+def _decode_reason_props(cur: _Cursor, version: int, packet: int) -> tuple[int, Properties]:
+    if version != MQTT_5 or cur.remaining() == 0:
+        return Reason.SUCCESS, Properties()
+    reason = cur.u8()
+    props = decode_properties(cur, packet) if cur.remaining() else Properties()
+    return reason, props
+
+
+def decode(first: int, body: bytes | memoryview, version: int = MQTT_311) -> Packet:
+    """Decode one frame (its first byte and its body) into a packet.
+
+    ``version`` is the connection's protocol level; a CONNECT carries its own.
+    """
+    cur = _Cursor(body)
+    kind = first >> 4
+    packet: Packet
+    if kind == P.PUBLISH:
+        packet = _decode_publish(first, cur, version)
+        return packet
+    if kind == P.PUBREL or kind == P.SUBSCRIBE or kind == P.UNSUBSCRIBE:
+        _expect_flags(first, 0x02)
+    else:
+        _expect_flags(first, 0x00)
+    if kind == P.CONNECT:
+        packet = decode_connect(cur)
+    elif kind == P.PUBACK:
+        packet = _decode_ack(PubAck, cur, version)
+    elif kind == P.PUBREC:
+        packet = _decode_ack(PubRec, cur, version)
+    elif kind == P.PUBREL:
+        packet = _decode_ack(PubRel, cur, version)
+    elif kind == P.PUBCOMP:
+        packet = _decode_ack(PubComp, cur, version)
+    elif kind == P.SUBSCRIBE:
+        packet = _decode_subscribe(cur, version)
+    elif kind == P.UNSUBSCRIBE:
+        packet = _decode_unsubscribe(cur, version)
+    elif kind == P.PINGREQ:
+        packet = PingReq()
+    elif kind == P.PINGRESP:
+        packet = PingResp()
+    elif kind == P.DISCONNECT:
+        packet = Disconnect(*_decode_reason_props(cur, version, P.DISCONNECT))
+    elif kind == P.AUTH:
+        if version != MQTT_5:
+            raise MalformedPacket("AUTH before MQTT 5.0")
+        packet = Auth(*_decode_reason_props(cur, version, P.AUTH))
+    elif kind == P.CONNACK:
+        flags = cur.u8()
+        if flags & 0xFE:
+            raise MalformedPacket("CONNACK reserved flags set")
+        code = cur.u8()
+        if version == MQTT_5:
+            props = decode_properties(cur, P.CONNACK)
+        else:
+            props = Properties()
+            code = CONNACK_FROM_311.get(code, Reason.UNSPECIFIED_ERROR)
+        packet = ConnAck(bool(flags & 1), code, props)
+    elif kind == P.SUBACK:
+        pid = _packet_id(cur)
+        props = decode_properties(cur, P.SUBACK) if version == MQTT_5 else Properties()
+        packet = SubAck(pid, list(cur.rest()), props)
+    elif kind == P.UNSUBACK:
+        pid = _packet_id(cur)
+        if version == MQTT_5:
+            props = decode_properties(cur, P.UNSUBACK)
+            packet = UnsubAck(pid, list(cur.rest()), props)
+        else:
+            packet = UnsubAck(pid)
+    else:
+        raise MalformedPacket("packet type 0 is reserved")
+    if cur.remaining():
+        raise MalformedPacket("bytes left over after the packet")
+    return packet
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _frame(first: int, body: bytes | bytearray) -> bytes:
+    return bytes((first,)) + encode_varint(len(body)) + bytes(body)
+
+
+def encode_publish(topic: bytes, payload: bytes, qos: int, retain: bool, dup: bool,
+                   packet_id: int | None, properties: bytes | None) -> bytes:
+    """A PUBLISH from pre-encoded parts: ``topic`` is the UTF-8 topic name, ``properties``
+    the encoded property block for 5.0 (``None`` on a 3.1.1 connection)."""
+    first = 0x30 | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
+    head = _U16.pack(len(topic)) + topic
+    if qos:
+        head += _U16.pack(packet_id or 0)
+    if properties is not None:
+        head += properties
+    return bytes((first,)) + encode_varint(len(head) + len(payload)) + head + payload
+
+
+def _encode_connect(p: Connect, version: int) -> bytes:
+    flags = 0x02 if p.clean_start else 0
+    body = bytearray(encode_string(p.protocol_name))
+    body.append(p.protocol_level)
+    if p.will is not None:
+        flags |= 0x04 | (p.will.qos << 3) | (0x20 if p.will.retain else 0)
+    if p.username is not None:
+        flags |= 0x80
+    if p.password is not None:
+        flags |= 0x40
+    body.append(flags)
+    body += _U16.pack(p.keep_alive)
+    if version == MQTT_5:
+        body += encode_properties(p.properties)
+    body += encode_string(p.client_id)
+    if p.will is not None:
+        if version == MQTT_5:
+            body += encode_properties(p.will.properties)
+        body += encode_string(p.will.topic) + encode_binary(p.will.payload)
+    if p.username is not None:
+        body += encode_string(p.username)
+    if p.password is not None:
+        body += encode_binary(p.password)
+    return _frame(0x10, body)
+
+
+def _encode_ack(first: int, p: PubAck | PubRec | PubRel | PubComp, version: int) -> bytes:
+    body = _U16.pack(p.packet_id)
+    if version == MQTT_5:
+        props = encode_properties(p.properties)
+        if props != _EMPTY_PROPERTIES:
+            body += bytes((p.reason_code,)) + props
+        elif p.reason_code != Reason.SUCCESS:
+            body += bytes((p.reason_code,))
+    return _frame(first, body)
+
+
+def _encode_reason_props(first: int, reason: int, props: Properties, version: int) -> bytes:
+    if version != MQTT_5:
+        return _frame(first, b"")
+    encoded = encode_properties(props)
+    if encoded == _EMPTY_PROPERTIES:
+        return _frame(first, b"" if reason == Reason.SUCCESS else bytes((reason,)))
+    return _frame(first, bytes((reason,)) + encoded)
+
+
+def _encode_subscribe(p: Subscribe, version: int) -> bytes:
+    body = bytearray(_U16.pack(p.packet_id))
+    if version == MQTT_5:
+        body += encode_properties(p.properties)
+    for sub in p.subscriptions:
+        options = sub.qos
+        if version == MQTT_5:
+            options |= ((0x04 if sub.no_local else 0) | (0x08 if sub.retain_as_published else 0)
+                        | (sub.retain_handling << 4))
+        body += encode_string(sub.topic_filter) + bytes((options,))
+    return _frame(0x82, body)
+
+
+def _encode_connack(p: ConnAck, version: int) -> bytes:
+    if version == MQTT_5:
+        body = bytes((int(p.session_present), p.reason_code)) + encode_properties(p.properties)
+    else:
+        code = CONNACK_311.get(p.reason_code, 3 if p.reason_code >= 0x80 else 0)
+        body = bytes((int(p.session_present), code))
+    return _frame(0x20, body)
+
+
+def _encode_publish_packet(p: Publish, version: int) -> bytes:
+    props = encode_properties(p.properties) if version == MQTT_5 else None
+    return encode_publish(p.topic.encode("utf-8"), p.payload, p.qos, p.retain, p.dup,
+                          p.packet_id, props)
+
+
+def _encode_suback(p: SubAck, version: int) -> bytes:
+    body = _U16.pack(p.packet_id)
+    if version == MQTT_5:
+        body += encode_properties(p.properties)
+        codes = bytes(p.reason_codes)
+    else:
+        codes = bytes(c if c < 0x80 else 0x80 for c in p.reason_codes)
+    return _frame(0x90, body + codes)
+
+
+def _encode_unsubscribe(p: Unsubscribe, version: int) -> bytes:
+    body = bytearray(_U16.pack(p.packet_id))
+    if version == MQTT_5:
+        body += encode_properties(p.properties)
+    for topic_filter in p.topic_filters:
+        body += encode_string(topic_filter)
+    return _frame(0xA2, body)
+
+
+def _encode_unsuback(p: UnsubAck, version: int) -> bytes:
+    body = _U16.pack(p.packet_id)
+    if version == MQTT_5:
+        body += encode_properties(p.properties) + bytes(p.reason_codes)
+    return _frame(0xB0, body)
+
+
+_ENCODERS: dict[int, Callable[[Any, int], bytes]] = {
+    P.CONNECT: _encode_connect,
+    P.CONNACK: _encode_connack,
+    P.PUBLISH: _encode_publish_packet,
+    P.PUBACK: lambda p, v: _encode_ack(0x40, p, v),
+    P.PUBREC: lambda p, v: _encode_ack(0x50, p, v),
+    P.PUBREL: lambda p, v: _encode_ack(0x62, p, v),
+    P.PUBCOMP: lambda p, v: _encode_ack(0x70, p, v),
+    P.SUBSCRIBE: _encode_subscribe,
+    P.SUBACK: _encode_suback,
+    P.UNSUBSCRIBE: _encode_unsubscribe,
+    P.UNSUBACK: _encode_unsuback,
+    P.PINGREQ: lambda p, v: b"\xc0\x00",
+    P.PINGRESP: lambda p, v: b"\xd0\x00",
+    P.DISCONNECT: lambda p, v: _encode_reason_props(0xE0, p.reason_code, p.properties, v),
+    P.AUTH: lambda p, v: _encode_reason_props(0xF0, p.reason_code, p.properties, MQTT_5),
+}
+
+
+def encode(packet: Packet, version: int = MQTT_311) -> bytes:
+    """The bytes of ``packet`` for a connection speaking ``version`` (4 = 3.1.1, 5 = 5.0)."""
+    if isinstance(packet, Connect):
+        version = packet.protocol_level
+    return _ENCODERS[packet.packet_type](packet, version)

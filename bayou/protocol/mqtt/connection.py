@@ -1,0 +1,238 @@
+"""The server side of one MQTT connection as a state machine (sans-I/O).
+
+Theory of operation
+-------------------
+``ServerConnection`` is fed the bytes a client sent (``receive_data``) and returns the packets
+they hold, already checked against everything the protocol says about one connection:
+
+* the first packet is CONNECT and there is only one; a client never sends server packets
+  (CONNACK, SUBACK, UNSUBACK, PINGRESP), nor AUTH since Bayou offers no enhanced
+  authentication;
+* topic aliases (5.0) are resolved, so every PUBLISH handed out carries its topic name;
+* topic names and filters are valid; a client PUBLISH carries no subscription identifier;
+* the client keeps within the Receive Maximum the server announced (unacknowledged QoS 1
+  and QoS 2 PUBLISHes), and within the Maximum Packet Size.
+
+Any violation raises an ``MqttError`` whose ``reason`` is the 5.0 reason code; the caller then
+sends ``goodbye(error)`` (a DISCONNECT on 5.0, a refusing CONNACK before the session starts,
+nothing on 3.1.1 where the connection is just closed) and closes the transport.
+
+``send(packet)`` encodes what the server sends with the negotiated version and keeps the
+inbound quota: a PUBACK, a PUBCOMP or a failing PUBREC gives a slot back.  The outbound flow
+(packet identifiers of server PUBLISHes, the client's Receive Maximum) belongs to the session,
+which outlives connections, so it is left to the caller; ``client_receive_maximum`` and
+``client_max_packet_size`` tell it the client's limits.
+
+No clock is kept: the caller times keep-alive with ``keep_alive`` (the CONNECT value).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from bayou.protocol.mqtt.codec import FrameReader, decode, encode
+from bayou.protocol.mqtt.errors import MqttError, ProtocolError
+from bayou.protocol.mqtt.packets import (
+    MQTT_5,
+    MQTT_31,
+    MQTT_311,
+    Auth,
+    ConnAck,
+    Connect,
+    Disconnect,
+    Packet,
+    PacketType,
+    PingResp,
+    Properties,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    Reason,
+    SubAck,
+    Subscribe,
+    UnsubAck,
+    Unsubscribe,
+)
+from bayou.protocol.mqtt.topics import valid_topic_name
+
+DEFAULT_MAX_PACKET_SIZE = 1024 * 1024 + 1024
+_SERVER_ONLY = (PacketType.CONNACK, PacketType.SUBACK, PacketType.UNSUBACK, PacketType.PINGRESP)
+
+
+class State(enum.Enum):
+    AWAIT_CONNECT = "await-connect"
+    CONNECTED = "connected"
+    CLOSED = "closed"
+
+
+class UnsupportedProtocolVersion(MqttError):
+    reason = Reason.UNSUPPORTED_PROTOCOL_VERSION
+
+
+class ServerConnection:
+    def __init__(
+        self,
+        *,
+        max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+        receive_maximum: int = 1024,
+        topic_alias_maximum: int = 64,
+    ) -> None:
+        self.state = State.AWAIT_CONNECT
+        self.version = MQTT_311
+        self.max_packet_size = max_packet_size
+        self.receive_maximum = receive_maximum
+        self.topic_alias_maximum = topic_alias_maximum
+        self.keep_alive = 0
+        self.client_receive_maximum = 65535
+        self.client_max_packet_size = 268_435_460
+        self._reader = FrameReader(max_packet_size)
+        self._aliases: dict[int, str] = {}
+        self._inbound_qos1 = 0
+        self._inbound_qos2: set[int] = set()
+        self._connect_version: int | None = None
+
+    # ------------------------------------------------------------------ receiving
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Packet]:
+        """Packets in ``data`` (plus what was buffered); raises MqttError on a violation."""
+        if self.state is State.CLOSED:
+            return []
+        self._reader.feed(data)
+        packets: list[Packet] = []
+        while True:
+            frame = self._reader.next_frame()
+            if frame is None:
+                return packets
+            first, body = frame
+            packets.append(self._receive(first, body))
+
+    def _receive(self, first: int, body: memoryview) -> Packet:
+        kind = first >> 4
+        if self.state is State.AWAIT_CONNECT:
+            if kind != PacketType.CONNECT:
+                raise ProtocolError("the first packet must be CONNECT")
+            return self._receive_connect(first, body)
+        if kind == PacketType.CONNECT:
+            raise ProtocolError("a second CONNECT")
+        if kind in _SERVER_ONLY:
+            raise ProtocolError(f"a client sent {PacketType(kind).name}")
+        packet = decode(first, body, self.version)
+        if isinstance(packet, Publish):
+            self._receive_publish(packet)
+        elif isinstance(packet, Subscribe):
+            # An invalid filter is refused in the SUBACK, not by closing the connection.
+            if len(packet.properties.subscription_identifiers) > 1:
+                raise ProtocolError("more than one subscription identifier")
+        elif isinstance(packet, Auth):
+            raise ProtocolError("AUTH without an authentication method in CONNECT")
+        elif isinstance(packet, Disconnect):
+            self.state = State.CLOSED
+        return packet
+
+    def _receive_connect(self, first: int, body: memoryview) -> Connect:
+        packet = decode(first, body, MQTT_311)
+        assert isinstance(packet, Connect)
+        if packet.protocol_level not in (MQTT_31, MQTT_311, MQTT_5):
+            raise UnsupportedProtocolVersion(
+                f"unsupported protocol level {packet.protocol_level}")
+        self._connect_version = packet.protocol_level
+        self.version = packet.protocol_level
+        if packet.will is not None and not valid_topic_name(packet.will.topic):
+            raise MqttError(f"invalid will topic {packet.will.topic!r}",
+                            Reason.TOPIC_NAME_INVALID)
+        props = packet.properties
+        if props.receive_maximum is not None:
+            self.client_receive_maximum = props.receive_maximum
+        if props.maximum_packet_size is not None:
+            self.client_max_packet_size = props.maximum_packet_size
+        self.keep_alive = packet.keep_alive
+        self.state = State.CONNECTED
+        return packet
+
+    def _receive_publish(self, packet: Publish) -> None:
+        props = packet.properties
+        if props.subscription_identifiers:
+            raise ProtocolError("a client PUBLISH carries a subscription identifier")
+        alias = props.topic_alias
+        if alias is not None:
+            if alias > self.topic_alias_maximum:
+                raise MqttError(f"topic alias {alias} above the maximum",
+                                Reason.TOPIC_ALIAS_INVALID)
+            if packet.topic:
+                self._aliases[alias] = packet.topic
+            else:
+                known = self._aliases.get(alias)
+                if known is None:
+                    raise ProtocolError(f"topic alias {alias} was never set")
+                packet.topic = known
+            props.topic_alias = None
+        if not valid_topic_name(packet.topic):
+            raise MqttError(f"invalid topic name {packet.topic!r}", Reason.TOPIC_NAME_INVALID)
+        if packet.qos == 1:
+            self._inbound_qos1 += 1
+        elif packet.qos == 2:
+            assert packet.packet_id is not None
+            self._inbound_qos2.add(packet.packet_id)
+        if self._inbound_qos1 + len(self._inbound_qos2) > self.receive_maximum:
+            raise MqttError("the client exceeded the Receive Maximum",
+                            Reason.RECEIVE_MAXIMUM_EXCEEDED)
+
+    # ------------------------------------------------------------------ sending
+
+    def send(self, packet: Packet) -> bytes:
+        """Encode a server packet for this connection, releasing inbound quota on acks."""
+        if isinstance(packet, PubAck):
+            self._inbound_qos1 = max(0, self._inbound_qos1 - 1)
+        elif isinstance(packet, PubComp) or (
+            isinstance(packet, PubRec) and packet.reason_code >= 0x80
+        ):
+            self._inbound_qos2.discard(packet.packet_id)
+        elif isinstance(packet, Disconnect):
+            self.state = State.CLOSED
+        return encode(packet, self.version)
+
+    def connack(self, session_present: bool, properties: Properties | None = None) -> bytes:
+        """Accept the connection."""
+        props = properties or Properties()
+        if self.version == MQTT_5:
+            props.receive_maximum = self.receive_maximum
+            props.maximum_packet_size = self.max_packet_size
+            props.topic_alias_maximum = self.topic_alias_maximum
+        return self.send(ConnAck(session_present, Reason.SUCCESS, props))
+
+    def goodbye(self, error: MqttError) -> bytes:
+        """What to send before closing because of ``error`` (may be empty)."""
+        reason = int(error.reason)
+        if self.state is State.CLOSED:
+            return b""
+        if self.state is State.AWAIT_CONNECT or isinstance(error, UnsupportedProtocolVersion):
+            self.state = State.CLOSED
+            if self._connect_version == MQTT_5:
+                props = Properties(reason_string=str(error)[:200])
+                return encode(ConnAck(False, reason, props), MQTT_5)
+            if self._connect_version is not None or isinstance(
+                error, UnsupportedProtocolVersion
+            ):
+                return encode(ConnAck(False, reason), MQTT_311)
+            return b""
+        self.state = State.CLOSED
+        if self.version == MQTT_5:
+            props = Properties(reason_string=str(error)[:200])
+            return encode(Disconnect(reason, props), MQTT_5)
+        return b""
+
+    def refuse(self, reason: int, message: str = "") -> bytes:
+        """A CONNACK refusing the connection (bad credentials, bad client id ...)."""
+        self.state = State.CLOSED
+        props = Properties(reason_string=message or None)
+        return encode(ConnAck(False, reason, props), self.version)
+
+    def ping_response(self) -> bytes:
+        return encode(PingResp(), self.version)
+
+    def suback(self, packet_id: int, codes: list[int]) -> bytes:
+        return self.send(SubAck(packet_id, codes))
+
+    def unsuback(self, packet: Unsubscribe, codes: list[int]) -> bytes:
+        return self.send(UnsubAck(packet.packet_id, codes))
