@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Debian packages the integration tests drive: kcat (Kafka CLI client).
+# Debian packages the integration tests drive: kcat (Kafka CLI client), mosquitto-clients
+# (mosquitto_pub/mosquitto_sub).
 set -euo pipefail
 need=()
 command -v kcat >/dev/null 2>&1 || need+=(kcat)
+command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -462,6 +462,8 @@ def decode(first: int, body: bytes | memoryview, version: int = MQTT_311) -> Pac
         _expect_flags(first, 0x00)
     if kind == P.CONNECT:
         packet = decode_connect(cur)
+        if packet.protocol_level not in (MQTT_31, MQTT_311, MQTT_5):
+            return packet  # the rest is not read: the version is refused
     elif kind == P.PUBACK:
         packet = _decode_ack(PubAck, cur, version)
     elif kind == P.PUBREC:

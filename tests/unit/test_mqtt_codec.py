@@ -1,0 +1,279 @@
+"""MQTT codec and server connection: round trips, malformed input, protocol rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from bayou.protocol.mqtt import (
+    FrameReader,
+    MalformedPacket,
+    MqttError,
+    PacketTooLarge,
+    ProtocolError,
+    ServerConnection,
+    State,
+    decode,
+    encode,
+)
+from bayou.protocol.mqtt.packets import (
+    MQTT_5,
+    MQTT_311,
+    Auth,
+    ConnAck,
+    Connect,
+    Disconnect,
+    Packet,
+    PingReq,
+    PingResp,
+    Properties,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    PubRel,
+    Reason,
+    SubAck,
+    Subscribe,
+    Subscription,
+    UnsubAck,
+    Unsubscribe,
+    Will,
+)
+from bayou.protocol.mqtt.topics import (
+    filters_may_overlap,
+    matches,
+    parse_shared,
+    valid_topic_filter,
+)
+
+
+def roundtrip(packet: Packet, version: int) -> Packet:
+    data = encode(packet, version)
+    reader = FrameReader()
+    reader.feed(data)
+    frame = reader.next_frame()
+    assert frame is not None and reader.buffered() == 0
+    return decode(frame[0], frame[1], version)
+
+
+FULL_PROPS = Properties(
+    payload_format_indicator=1, message_expiry_interval=60, content_type="text/plain",
+    response_topic="r/t", correlation_data=b"\x00\x01",
+    user_properties=[("a", "1"), ("a", "2"), ("ü", "∑")],
+)
+
+PACKETS_BOTH: list[Packet] = [
+    Connect("dev-1", MQTT_311, keep_alive=30, clean_start=False,
+            will=Will("w/t", b"bye", 1, True), username="u", password=b"p"),
+    ConnAck(True, Reason.SUCCESS),
+    Publish("a/b", b"payload", 0, False, False, None),
+    Publish("a/b", b"x" * 300, 1, True, True, 7),
+    Publish("a/b", b"", 2, False, False, 65535),
+    PubAck(1), PubRec(2), PubRel(3), PubComp(4),
+    Subscribe(9, [Subscription("a/+", 1), Subscription("#", 2)]),
+    SubAck(9, [0, 1, 2, 0x80]),
+    Unsubscribe(10, ["a/+", "#"]),
+    PingReq(), PingResp(), Disconnect(),
+]
+
+PACKETS_5: list[Packet] = [
+    Connect("c", MQTT_5, properties=Properties(session_expiry_interval=300, receive_maximum=10,
+                                                maximum_packet_size=4096,
+                                                topic_alias_maximum=5),
+            will=Will("w", b"", 2, False, Properties(will_delay_interval=5, content_type="x"))),
+    ConnAck(False, Reason.SUCCESS, Properties(assigned_client_identifier="id",
+                                              retain_available=1, maximum_qos=1)),
+    Publish("a/b", b"p", 1, False, False, 3, FULL_PROPS),
+    Publish("", b"p", 0, False, False, None, Properties(topic_alias=3)),
+    PubAck(1, Reason.NO_MATCHING_SUBSCRIBERS),
+    PubAck(1, Reason.IMPLEMENTATION_SPECIFIC_ERROR, Properties(reason_string="nope")),
+    PubRec(2, Reason.QUOTA_EXCEEDED), PubRel(3, Reason.PACKET_IDENTIFIER_NOT_FOUND),
+    Subscribe(5, [Subscription("$share/g/a/#", 2, False, True, 2)],
+              Properties(subscription_identifiers=[42])),
+    SubAck(5, [2, Reason.TOPIC_FILTER_INVALID]),
+    UnsubAck(6, [0, Reason.NO_SUBSCRIPTION_EXISTED]),
+    Disconnect(Reason.DISCONNECT_WITH_WILL, Properties(session_expiry_interval=0)),
+    Auth(Reason.CONTINUE_AUTHENTICATION, Properties(authentication_method="SCRAM")),
+]
+
+
+@pytest.mark.parametrize("packet", PACKETS_BOTH, ids=lambda p: type(p).__name__)
+@pytest.mark.parametrize("version", [MQTT_311, MQTT_5])
+def test_round_trip_both_versions(packet: Packet, version: int) -> None:
+    if isinstance(packet, Connect):
+        packet = Connect(**{**packet.__dict__, "protocol_level": version})
+    assert roundtrip(packet, version) == packet
+
+
+@pytest.mark.parametrize("packet", PACKETS_5, ids=lambda p: type(p).__name__)
+def test_round_trip_mqtt5_properties_and_reasons(packet: Packet) -> None:
+    assert roundtrip(packet, MQTT_5) == packet
+
+
+def test_known_bytes() -> None:
+    # CONNECT 3.1.1, client id "a", clean session, keep-alive 60
+    wire = bytes.fromhex("100d00044d5154540402003c000161")
+    packet = decode(wire[0], wire[2:])
+    assert packet == Connect("a", MQTT_311, keep_alive=60, clean_start=True)
+    assert encode(packet) == wire
+    assert encode(PingResp()) == b"\xd0\x00"
+    assert encode(ConnAck(False, Reason.NOT_AUTHORIZED), MQTT_311) == b"\x20\x02\x00\x05"
+    assert encode(SubAck(1, [Reason.TOPIC_FILTER_INVALID]), MQTT_311)[-1] == 0x80
+
+
+def test_remaining_length_varint_limits() -> None:
+    reader = FrameReader()
+    reader.feed(b"\x30\xff\xff\xff\xff\x01")
+    with pytest.raises(MalformedPacket):
+        reader.next_frame()
+    small = FrameReader(max_size=100)
+    small.feed(b"\x30\xe8\x07")  # 1000 bytes announced: refused before the body arrives
+    with pytest.raises(PacketTooLarge):
+        small.next_frame()
+
+
+def test_partial_frames_are_reassembled() -> None:
+    data = encode(Publish("t", b"x" * 1000, 1, False, False, 5), MQTT_311) * 3
+    reader = FrameReader()
+    out = []
+    for i in range(0, len(data), 7):
+        reader.feed(data[i : i + 7])
+        while (frame := reader.next_frame()) is not None:
+            out.append(decode(*frame))
+    assert len(out) == 3 and all(isinstance(p, Publish) and p.packet_id == 5 for p in out)
+
+
+@pytest.mark.parametrize("wire", [
+    b"\x32\x05\x00\x01t\x00\x00",  # QoS 1 with packet id 0
+    b"\x36\x03\x00\x01t",  # QoS 3
+    b"\x38\x03\x00\x01t",  # DUP at QoS 0
+    b"\x62\x01\x00",  # PUBREL cut short
+    b"\x60\x02\x00\x01",  # PUBREL with wrong flags
+    b"\x80\x06\x00\x01\x00\x01a\x00",  # SUBSCRIBE with flags 0
+    b"\x82\x02\x00\x01",  # SUBSCRIBE without filters
+    b"\x82\x06\x00\x01\x00\x01a\x03",  # subscription QoS 3
+    b"\x82\x06\x00\x01\x00\x01a\x04",  # 3.1.1 reserved option bits
+    b"\x30\x04\x00\x02\xc3\x28",  # invalid UTF-8 topic
+    b"\x30\x03\x00\x01\x00",  # U+0000 in topic
+    b"\x00\x00",  # reserved packet type
+    b"\xc0\x01\x00",  # PINGREQ with a body
+])
+def test_malformed_packets_raise(wire: bytes) -> None:
+    with pytest.raises(MqttError):
+        decode(wire[0], wire[2:], MQTT_311)
+
+
+def test_duplicate_and_misplaced_properties() -> None:
+    body = b"\x00\x01t" + bytes.fromhex("04" "0100" "0101")
+    with pytest.raises(ProtocolError):
+        decode(0x30, body, MQTT_5)  # payload format indicator twice
+    body = b"\x00\x01t" + bytes.fromhex("03" "210001")  # receive maximum in a PUBLISH
+    with pytest.raises(MalformedPacket):
+        decode(0x30, body, MQTT_5)
+
+
+# --------------------------------------------------------------------------- connection
+
+
+def connected(version: int = MQTT_5, **kw: int) -> ServerConnection:
+    conn = ServerConnection(**kw)
+    packets = conn.receive_data(encode(Connect("c", version)))
+    assert isinstance(packets[0], Connect) and conn.state is State.CONNECTED
+    conn.connack(False)
+    return conn
+
+
+def test_first_packet_must_be_connect() -> None:
+    conn = ServerConnection()
+    with pytest.raises(ProtocolError):
+        conn.receive_data(encode(PingReq()))
+    assert conn.goodbye(ProtocolError("x")) == b""  # 3.1.1-style: just close
+
+
+def test_second_connect_is_a_protocol_error_with_disconnect_reason() -> None:
+    conn = connected()
+    with pytest.raises(ProtocolError) as err:
+        conn.receive_data(encode(Connect("c", MQTT_5)))
+    goodbye = conn.goodbye(err.value)
+    packet = decode(goodbye[0], goodbye[2:], MQTT_5)
+    assert isinstance(packet, Disconnect) and packet.reason_code == Reason.PROTOCOL_ERROR
+
+
+def test_unsupported_protocol_level_gets_connack_1() -> None:
+    conn = ServerConnection()
+    wire = bytes.fromhex("100d00044d5154540602003c000161")  # level 6
+    with pytest.raises(MqttError) as err:
+        conn.receive_data(wire)
+    assert conn.goodbye(err.value) == b"\x20\x02\x00\x01"
+
+
+def test_topic_aliases_resolve_and_unknown_alias_fails() -> None:
+    conn = connected(topic_alias_maximum=4)
+    first = Publish("long/topic/name", b"1", 0, properties=Properties(topic_alias=2))
+    second = Publish("", b"2", 0, properties=Properties(topic_alias=2))
+    got = conn.receive_data(encode(first, MQTT_5) + encode(second, MQTT_5))
+    assert [p.topic for p in got if isinstance(p, Publish)] == ["long/topic/name"] * 2
+    with pytest.raises(MqttError) as err:
+        conn.receive_data(encode(Publish("", b"", 0, properties=Properties(topic_alias=3)),
+                                 MQTT_5))
+    assert err.value.reason == Reason.PROTOCOL_ERROR
+    conn = connected(topic_alias_maximum=4)
+    with pytest.raises(MqttError) as err:
+        conn.receive_data(encode(Publish("t", b"", 0, properties=Properties(topic_alias=9)),
+                                 MQTT_5))
+    assert err.value.reason == Reason.TOPIC_ALIAS_INVALID
+
+
+def test_receive_maximum_is_enforced_and_acks_give_quota_back() -> None:
+    conn = connected(receive_maximum=2)
+    conn.receive_data(encode(Publish("t", b"", 1, packet_id=1), MQTT_5)
+                      + encode(Publish("t", b"", 2, packet_id=2), MQTT_5))
+    conn.send(PubAck(1))
+    conn.receive_data(encode(Publish("t", b"", 1, packet_id=3), MQTT_5))
+    with pytest.raises(MqttError) as err:
+        conn.receive_data(encode(Publish("t", b"", 1, packet_id=4), MQTT_5))
+    assert err.value.reason == Reason.RECEIVE_MAXIMUM_EXCEEDED
+
+
+def test_wildcard_topic_name_and_client_only_packets_are_refused() -> None:
+    with pytest.raises(MqttError) as err:
+        connected().receive_data(encode(Publish("a/+", b""), MQTT_5))
+    assert err.value.reason == Reason.TOPIC_NAME_INVALID
+    with pytest.raises(ProtocolError):
+        connected(MQTT_311).receive_data(encode(SubAck(1, [0]), MQTT_311))
+
+
+def test_oversized_packet_is_refused_with_reason() -> None:
+    conn = connected(max_packet_size=64)
+    with pytest.raises(PacketTooLarge) as err:
+        conn.receive_data(encode(Publish("t", b"x" * 100), MQTT_5))
+    goodbye = conn.goodbye(err.value)
+    packet = decode(goodbye[0], goodbye[2:], MQTT_5)
+    assert isinstance(packet, Disconnect) and packet.reason_code == Reason.PACKET_TOO_LARGE
+
+
+def test_client_limits_are_read_from_connect() -> None:
+    conn = ServerConnection()
+    conn.receive_data(encode(Connect("c", MQTT_5, keep_alive=7, properties=Properties(
+        receive_maximum=3, maximum_packet_size=1000))))
+    assert (conn.client_receive_maximum, conn.client_max_packet_size, conn.keep_alive) == \
+        (3, 1000, 7)
+    ack = conn.connack(False)
+    packet = decode(ack[0], ack[2:], MQTT_5)
+    assert isinstance(packet, ConnAck) and packet.properties.receive_maximum == 1024
+
+
+# --------------------------------------------------------------------------- topics
+
+
+def test_topic_filter_rules() -> None:
+    assert matches("sport/tennis/#", "sport/tennis") and matches("#", "a/b")
+    assert matches("+/+", "/finance") and not matches("+", "/finance")
+    assert not matches("#", "$SYS/x") and matches("$SYS/#", "$SYS/x")
+    assert not matches("a/+", "a/b/c") and matches("a/+/c", "a/b/c")
+    for bad in ("a/#/b", "a#", "a/b+", ""):
+        assert not valid_topic_filter(bad)
+    assert parse_shared("$share/g/a/+") == ("g", "a/+")
+    with pytest.raises(MqttError):
+        parse_shared("$share/g")
+    assert filters_may_overlap("a/+/c", "a/b/#") and not filters_may_overlap("a/b", "a/c")
