@@ -274,7 +274,11 @@ class ConsumerRegistry:
 
     async def records(self, instance: ConsumerInstance, timeout_ms: int | None,
                       max_bytes: int | None, fmt: Format) -> list[dict[str, Any]]:
-        wait_s = (instance.request_timeout_ms if timeout_ms is None else timeout_ms) / 1000
+        # As REST Proxy: ``timeout`` can shorten the instance's consumer.request.timeout.ms.
+        wait_ms = instance.request_timeout_ms
+        if timeout_ms is not None:
+            wait_ms = min(wait_ms, timeout_ms)
+        wait_s = wait_ms / 1000
         budget = max_bytes if max_bytes is not None else DEFAULT_MAX_BYTES
         async with instance.read_lock:
             await self.sync(instance, spacing_s=READ_HEARTBEAT_SPACING_S)

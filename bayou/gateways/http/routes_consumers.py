@@ -134,7 +134,10 @@ async def records(
     request: Request,
     group: Group,
     name: Name,
-    timeout: Annotated[int | None, Query(ge=0, le=60_000, description="ms to wait")] = None,
+    timeout: Annotated[int | None, Query(
+        ge=0, le=60_000,
+        description="ms to wait at most (the instance's consumer.request.timeout.ms caps it)",
+    )] = None,
     max_bytes: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> Response:
     gw = gateway(request)
