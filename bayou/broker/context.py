@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bayou.broker.flusher import GroupFlusher
+from bayou.broker.maintenance import LogMaintenance
 from bayou.broker.waiters import DataWaiters
 from bayou.config import LONG_MAX, BrokerConfig
 from bayou.errors import UnknownTopicOrPartition
@@ -41,6 +42,7 @@ class BrokerState:
         self.stopping = False
         self.dirty: set[PartitionLog] = set()
         self.groups: GroupDriver | None = None  # the group coordinator, set by Broker.start
+        self.maintenance = LogMaintenance(logs, config)  # retention and the log cleaner
         self._background: set[asyncio.Future[Any]] = set()
 
     # -- the broker-core calls every door (Kafka, HTTP, MQTT, AMQP) writes and reads through --

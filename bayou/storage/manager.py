@@ -35,13 +35,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bayou.config import TopicConfig, parse_topic_configs
+from bayou.config import TopicConfig, check_topic_config, parse_topic_configs
 from bayou.errors import (
     InvalidPartitions,
     InvalidTopic,
     TopicAlreadyExists,
     UnknownTopicOrPartition,
 )
+from bayou.storage.broker_configs import DynamicBrokerConfigs
+from bayou.storage.cleaner import CleanStats, clean, needs_cleaning
 from bayou.storage.files import fsync_dir, write_atomic
 from bayou.storage.log import PartitionLog
 from bayou.storage.metadata import (
@@ -71,7 +73,9 @@ class LogManager:
         clock_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
         self.data_dir = Path(data_dir)
-        self.defaults = dict(defaults)
+        self.static_defaults = dict(defaults)
+        self.dynamic = DynamicBrokerConfigs()
+        self.defaults = dict(defaults)  # static, then dynamic default, then dynamic broker
         self._clock_ms = clock_ms
         self._lock = threading.RLock()
         self._topics: dict[str, TopicMeta] = {}
@@ -98,6 +102,8 @@ class LogManager:
         marker = self.data_dir / CLEAN_SHUTDOWN_FILE
         clean = marker.exists()
         self._cluster = ClusterMeta.load_or_create(self.data_dir)
+        self.dynamic = DynamicBrokerConfigs.load(self.data_dir)
+        self.defaults = self._merged_defaults(self.dynamic)
         self.cluster_id = self._cluster.cluster_id
         self._next_producer_id = self._cluster.producer_id_block_end
         for topic_dir in sorted(self._topics_dir.iterdir()):
@@ -143,6 +149,10 @@ class LogManager:
             raise UnknownTopicOrPartition(f"unknown topic {name!r}")
         return TopicConfig.resolve(self.defaults, meta.configs)
 
+    def resolve(self, overrides: Mapping[str, Any]) -> TopicConfig:
+        """The effective config of a topic with these (parsed) overrides."""
+        return TopicConfig.resolve(self.defaults, overrides)
+
     def partition(self, topic: str, index: int) -> PartitionLog:
         log = self._logs.get((topic, index))
         if log is None:
@@ -167,6 +177,7 @@ class LogManager:
             if partitions < 1:
                 raise InvalidPartitions(f"number of partitions must be at least 1: {partitions}")
             meta = TopicMeta(name, uuid.uuid4(), partitions, parse_topic_configs(configs))
+            check_topic_config(self.resolve(meta.configs).values)
             if validate_only:
                 return meta
             staging = self.data_dir / "staging" / uuid.uuid4().hex
@@ -230,14 +241,67 @@ class LogManager:
             if meta is None:
                 raise UnknownTopicOrPartition(f"unknown topic {name!r}")
             new = replace(meta, configs=parse_topic_configs(configs))
+            config = TopicConfig.resolve(self.defaults, new.configs)
+            check_topic_config(config.values)
             if validate_only:
                 return new
             save_topic(self._topics_dir / name, new)
             self._register(new)
-            config = TopicConfig.resolve(self.defaults, new.configs)
             for p in range(new.partitions):
-                self._logs[(name, p)].config = config
+                self._logs[(name, p)].config = config  # applies live
             return new
+
+    # ------------------------------------------------------------------ dynamic broker configs
+
+    def _merged_defaults(self, dynamic: DynamicBrokerConfigs) -> dict[str, Any]:
+        return {**self.static_defaults, **dynamic.default, **dynamic.broker}
+
+    def alter_broker_configs(
+        self, scope: str, configs: Mapping[str, Any], *, validate_only: bool = False
+    ) -> None:
+        """Replace the dynamic topic-config defaults of ``scope`` ("default" for the cluster,
+        "broker" for this node) with ``configs`` (topic config names, raw or parsed values);
+        every topic without its own override follows at once."""
+        parsed = parse_topic_configs(configs)
+        with self._lock:
+            dynamic = replace(self.dynamic, **{scope: parsed})
+            merged = self._merged_defaults(dynamic)
+            for meta in self._topics.values():
+                check_topic_config(TopicConfig.resolve(merged, meta.configs).values)
+            check_topic_config(TopicConfig.resolve(merged).values)
+            if validate_only:
+                return
+            dynamic.save(self.data_dir)
+            self.dynamic = dynamic
+            self.defaults = merged
+            for (topic, _p), log in self._logs.items():
+                log.config = TopicConfig.resolve(merged, self._topics[topic].configs)
+
+    # ------------------------------------------------------------------ retention and cleaning
+
+    def maintain(
+        self, now: int, map_entries: int, *, cleaner: bool = True
+    ) -> list[tuple[PartitionLog, int, CleanStats | None, Exception | None]]:
+        """One retention and cleaning round over every partition (a worker thread calls it).
+
+        Returns, per partition that did something or failed: (log, segments deleted,
+        cleaning stats, error).  One partition's failure does not stop the others.
+        """
+        with self._lock:
+            logs = list(self._logs.values())
+        report: list[tuple[PartitionLog, int, CleanStats | None, Exception | None]] = []
+        for log in logs:
+            deleted, stats = 0, None
+            try:
+                deleted = log.delete_old_segments(now)
+                if cleaner and needs_cleaning(log, now):
+                    stats = clean(log, now, map_entries)
+            except Exception as exc:  # reported, and tried again next round
+                report.append((log, deleted, stats, exc))
+                continue
+            if deleted or stats is not None:
+                report.append((log, deleted, stats, None))
+        return report
 
     # ------------------------------------------------------------------ producer ids
 

@@ -57,7 +57,6 @@ async def handle_create_topics(
                 )
             )
             continue
-        effective = ctx.broker.config.topic_config(meta.configs)
         results.append(
             m.CreateTopicsResponseCreatableTopicResult(
                 name=topic.name,
@@ -74,7 +73,7 @@ async def handle_create_topics(
                         config_source=e.config_source,
                         is_sensitive=False,
                     )
-                    for e in topic_config_entries(effective, meta.configs, ctx.broker.config)
+                    for e in topic_config_entries(meta.configs, ctx.broker.logs)
                 ],
             )
         )

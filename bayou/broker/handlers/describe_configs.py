@@ -1,12 +1,19 @@
 """DescribeConfigs (key 32), v0-v4: effective topic and broker configs, with their sources.
 
 Topic resources (type 2) list every topic config Bayou knows (``bayou.config.TOPIC_CONFIGS``)
-with the effective value and where it came from: the topic's own setting
-(DYNAMIC_TOPIC_CONFIG), the broker's default from its config file/flags/environment
-(STATIC_BROKER_CONFIG), or the built-in default (DEFAULT_CONFIG).  v0 reports ``is_default``
-instead of a source.  Synonyms (v1+) list that chain, most specific first; config types and
-documentation come with v3+.  Broker resources (type 4, named by node id) list the broker's
-own options, read-only.  ``configuration_keys`` filters; unknown keys are simply absent.
+with the effective value and where it came from, most specific first: the topic's own
+setting (DYNAMIC_TOPIC_CONFIG 1), a dynamic broker config set for this node
+(DYNAMIC_BROKER_CONFIG 2) or for the cluster (DYNAMIC_DEFAULT_BROKER_CONFIG 3) through
+AlterConfigs/IncrementalAlterConfigs, the broker's static default from its config
+file/flags/environment (STATIC_BROKER_CONFIG 4), or the built-in default (DEFAULT_CONFIG 5).
+Broker-level values carry the broker synonym names (``log.retention.ms`` for
+``retention.ms``), as Kafka's do.  v0 reports ``is_default`` instead of a source.  Synonyms
+(v1+) list that chain; config types and documentation come with v3+.
+
+Broker resources (type 4): named by node id, the broker's own options (read-only) and every
+topic-config default under its broker name (dynamically alterable); named ``""``, only the
+cluster-wide dynamic defaults that are set.  ``configuration_keys`` filters; unknown keys are
+simply absent.
 """
 
 from __future__ import annotations
@@ -17,18 +24,21 @@ from typing import Any
 
 from bayou.broker.context import RequestContext
 from bayou.broker.handlers.registry import handles
-from bayou.config import TOPIC_CONFIGS, BrokerConfig, TopicConfig
+from bayou.config import BROKER_SYNONYMS, TOPIC_CONFIGS, BrokerConfig
 from bayou.errors import ErrorCode, KafkaError
 from bayou.protocol.kafka import messages as m
+from bayou.storage import LogManager
 
 TOPIC = 2
 BROKER = 4
 
 DYNAMIC_TOPIC_CONFIG = 1
+DYNAMIC_BROKER_CONFIG = 2
+DYNAMIC_DEFAULT_BROKER_CONFIG = 3
 STATIC_BROKER_CONFIG = 4
 DEFAULT_CONFIG = 5
 
-_CONFIG_TYPES = {"bool": 1, "string": 2, "int": 3, "long": 5, "list": 7}
+_CONFIG_TYPES = {"bool": 1, "string": 2, "int": 3, "long": 5, "double": 6, "list": 7}
 
 
 @dataclass(frozen=True)
@@ -42,20 +52,31 @@ class ConfigEntry:
     read_only: bool = False
 
 
-def topic_config_entries(
-    effective: TopicConfig, overrides: Mapping[str, Any], broker: BrokerConfig
-) -> list[ConfigEntry]:
+def _default_chain(name: str, logs: LogManager) -> list[tuple[str, str, int]]:
+    """The broker-level synonyms of topic config ``name``, most specific first."""
+    definition = TOPIC_CONFIGS[name]
+    broker_name = BROKER_SYNONYMS.get(name, name)
+    chain: list[tuple[str, str, int]] = []
+    for source, values in (
+        (DYNAMIC_BROKER_CONFIG, logs.dynamic.broker),
+        (DYNAMIC_DEFAULT_BROKER_CONFIG, logs.dynamic.default),
+        (STATIC_BROKER_CONFIG, logs.static_defaults),
+    ):
+        if name in values:
+            chain.append((broker_name, definition.render(values[name]), source))
+    chain.append((broker_name, definition.render(definition.default), DEFAULT_CONFIG))
+    return chain
+
+
+def topic_config_entries(overrides: Mapping[str, Any], logs: LogManager) -> list[ConfigEntry]:
     """Every topic config with its effective value, source and synonym chain."""
+    effective = logs.resolve(overrides)
     entries = []
     for name, definition in TOPIC_CONFIGS.items():
         synonyms: list[tuple[str, str, int]] = []
         if name in overrides:
             synonyms.append((name, definition.render(overrides[name]), DYNAMIC_TOPIC_CONFIG))
-        if name in broker.topic_defaults:
-            synonyms.append(
-                (name, definition.render(broker.topic_defaults[name]), STATIC_BROKER_CONFIG)
-            )
-        synonyms.append((name, definition.render(definition.default), DEFAULT_CONFIG))
+        synonyms += _default_chain(name, logs)
         entries.append(
             ConfigEntry(
                 name=name,
@@ -64,6 +85,29 @@ def topic_config_entries(
                 config_type=_CONFIG_TYPES.get(definition.type, 0),
                 documentation=definition.doc,
                 synonyms=synonyms,
+            )
+        )
+    return entries
+
+
+def dynamic_default_entries(logs: LogManager, cluster_default: bool) -> list[ConfigEntry]:
+    """Topic-config defaults under their broker names: all of them for this node, or only
+    the cluster-wide dynamic ones that are set (resource name "")."""
+    entries = []
+    for name, definition in TOPIC_CONFIGS.items():
+        chain = _default_chain(name, logs)
+        if cluster_default:
+            chain = [c for c in chain if c[2] == DYNAMIC_DEFAULT_BROKER_CONFIG]
+            if not chain:
+                continue
+        entries.append(
+            ConfigEntry(
+                name=chain[0][0],
+                value=chain[0][1],
+                config_source=chain[0][2],
+                config_type=_CONFIG_TYPES.get(definition.type, 0),
+                documentation=definition.doc,
+                synonyms=chain,
             )
         )
     return entries
@@ -79,6 +123,9 @@ def broker_config_entries(broker: BrokerConfig) -> list[ConfigEntry]:
         "listeners": (f"PLAINTEXT://{broker.host}:{broker.kafka_port}", "list"),
         "advertised.listeners": (f"PLAINTEXT://{broker.advertised}:{broker.kafka_port}", "list"),
         "log.dirs": (str(broker.data_dir), "string"),
+        "log.retention.check.interval.ms": (broker.log_retention_check_interval_ms, "long"),
+        "log.cleaner.enable": (broker.log_cleaner_enable, "bool"),
+        "log.cleaner.dedupe.buffer.size": (broker.log_cleaner_dedupe_buffer_size, "long"),
     }
     return [
         ConfigEntry(
@@ -132,15 +179,17 @@ async def handle_describe_configs(
                         f"Topic '{resource.resource_name}' does not exist",
                         ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
                     )
-                entries = topic_config_entries(
-                    broker.config.topic_config(meta.configs), meta.configs, broker.config
-                )
+                entries = topic_config_entries(meta.configs, broker.logs)
             elif resource.resource_type == BROKER:
                 if resource.resource_name not in ("", str(broker.node_id)):
                     raise KafkaError(
                         f"No broker {resource.resource_name!r}", ErrorCode.INVALID_REQUEST
                     )
-                entries = broker_config_entries(broker.config)
+                if resource.resource_name == "":
+                    entries = dynamic_default_entries(broker.logs, True)
+                else:
+                    entries = [*broker_config_entries(broker.config),
+                               *dynamic_default_entries(broker.logs, False)]
             else:
                 raise KafkaError(
                     f"Resource type {resource.resource_type} is not supported",

@@ -1,0 +1,116 @@
+"""AlterConfigs and IncrementalAlterConfigs, shared: one resource's change, validated whole.
+
+A change to a TOPIC resource replaces (AlterConfigs) or edits (IncrementalAlterConfigs:
+SET, DELETE, APPEND and SUBTRACT for list configs) the topic's overrides; a change to a
+BROKER resource does the same to the dynamic topic-config defaults — named ``""`` for the
+cluster-wide default, or by this node's id — which use the broker names (``log.retention.ms``
+…, ``bayou.config.BROKER_SYNONYMS``).  Every value is parsed and validated, and the combined
+result checked (``min.compaction.lag.ms`` ≤ ``max.compaction.lag.ms``), before anything is
+stored; a bad value fails the whole resource with INVALID_CONFIG naming the config.
+Accepted changes are persisted and apply live to every partition concerned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+from bayou.config import BROKER_SYNONYMS, TOPIC_CONFIGS, TOPIC_NAME_OF, policy_parts
+from bayou.errors import ErrorCode, InvalidConfig, KafkaError
+from bayou.storage import LogManager
+
+TOPIC = 2
+BROKER = 4
+
+SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
+
+Change = tuple[str, int, str | None]  # name, operation, value
+
+
+def _current(values: dict[str, Any], key_of: dict[str, str]) -> dict[str, str]:
+    """Parsed values → raw strings under the names the request uses."""
+    return {key_of.get(k, k): TOPIC_CONFIGS[k].render(v) for k, v in values.items()}
+
+
+def _apply(current: dict[str, str], changes: Iterable[Change], incremental: bool,
+           effective: dict[str, str]) -> dict[str, str]:
+    result = dict(current) if incremental else {}
+    seen: set[str] = set()
+    for name, op, value in changes:
+        if name in seen:
+            raise KafkaError(f"Config {name} appears more than once", ErrorCode.INVALID_REQUEST)
+        seen.add(name)
+        if op == SET:
+            if value is None:
+                raise InvalidConfig(f"Config {name} needs a value")
+            result[name] = value
+        elif op == DELETE:
+            result.pop(name, None)
+        elif op in (APPEND, SUBTRACT):
+            topic_name = TOPIC_NAME_OF.get(name, name)
+            definition = TOPIC_CONFIGS.get(topic_name)
+            if definition is None or definition.type != "list":
+                raise InvalidConfig(f"Config {name} is not a list: APPEND/SUBTRACT do not apply")
+            items = policy_parts(result.get(name, effective.get(name, "")))
+            given = policy_parts(value or "")
+            if op == APPEND:
+                items += [i for i in given if i not in items]
+            else:
+                items = [i for i in items if i not in given]
+            result[name] = ",".join(items)
+        else:
+            raise KafkaError(f"Unknown config operation {op} for {name}",
+                             ErrorCode.INVALID_REQUEST)
+    return result
+
+
+def alter_topic(logs: LogManager, name: str, changes: Iterable[Change], *,
+                incremental: bool, validate_only: bool) -> None:
+    meta = logs.topics().get(name)
+    if meta is None:
+        raise KafkaError(f"Topic '{name}' does not exist", ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+    effective = {k: TOPIC_CONFIGS[k].render(v) for k, v in logs.resolve(meta.configs).values.items()
+                 if k in TOPIC_CONFIGS}
+    new = _apply(_current(meta.configs, {}), changes, incremental, effective)
+    logs.alter_topic_configs(name, new, validate_only=validate_only)
+
+
+def alter_broker(logs: LogManager, node_id: int, resource_name: str, changes: Iterable[Change],
+                 *, incremental: bool, validate_only: bool) -> None:
+    if resource_name == "":
+        scope, values = "default", logs.dynamic.default
+    elif resource_name == str(node_id):
+        scope, values = "broker", logs.dynamic.broker
+    else:
+        raise KafkaError(f"No broker {resource_name!r} (this is node {node_id})",
+                         ErrorCode.INVALID_REQUEST)
+    effective = {BROKER_SYNONYMS[k]: TOPIC_CONFIGS[k].render(v)
+                 for k, v in logs.resolve({}).values.items() if k in BROKER_SYNONYMS}
+    new = _apply(_current(values, BROKER_SYNONYMS), changes, incremental, effective)
+    parsed: dict[str, Any] = {}
+    for broker_name, raw in new.items():
+        topic_name = TOPIC_NAME_OF.get(broker_name)
+        if topic_name is None:
+            raise InvalidConfig(
+                f"Cannot update broker config {broker_name} dynamically: Bayou can change "
+                f"only the topic defaults ({', '.join(sorted(TOPIC_NAME_OF))})"
+            )
+        definition = dataclasses.replace(TOPIC_CONFIGS[topic_name], name=broker_name)
+        parsed[topic_name] = definition.parse(raw)
+    logs.alter_broker_configs(scope, parsed, validate_only=validate_only)
+
+
+def alter_resource(logs: LogManager, node_id: int, resource_type: int, resource_name: str,
+                   changes: Iterable[Change], *, incremental: bool,
+                   validate_only: bool) -> None:
+    """Apply one resource's changes; raise KafkaError (INVALID_CONFIG …) on any problem."""
+    if resource_type == TOPIC:
+        alter_topic(logs, resource_name, changes, incremental=incremental,
+                    validate_only=validate_only)
+    elif resource_type == BROKER:
+        alter_broker(logs, node_id, resource_name, changes, incremental=incremental,
+                     validate_only=validate_only)
+    else:
+        raise KafkaError(f"Resource type {resource_type} is not supported",
+                         ErrorCode.INVALID_REQUEST)

@@ -1,0 +1,55 @@
+"""DeleteRecords (key 21), v0-v2: move partitions' log start offset (the low watermark).
+
+Each partition's ``offset`` becomes its new log start offset (-1 means the high watermark);
+records below it can no longer be fetched (OFFSET_OUT_OF_RANGE), and whole segments below it
+are deleted before the answer, which carries the new low watermark.  An offset beyond the
+high watermark is OFFSET_OUT_OF_RANGE; one below the current start changes nothing.  As in
+Kafka, a topic whose cleanup.policy lacks ``delete`` refuses with POLICY_VIOLATION.  The
+request's timeout is not needed: there are no replicas to wait for.  v2 is flexible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from bayou.broker.context import RequestContext
+from bayou.broker.handlers.registry import handles
+from bayou.errors import ErrorCode, KafkaError
+from bayou.protocol.kafka import messages as m
+from bayou.storage import PartitionLog
+
+
+@handles(21, 0, 2)
+async def handle_delete_records(
+    ctx: RequestContext, request: m.DeleteRecordsRequest
+) -> m.DeleteRecordsResponse:
+    logs = ctx.broker.logs
+    moved: list[PartitionLog] = []
+    results: list[m.DeleteRecordsResponseDeleteRecordsTopicResult] = []
+    answers: list[tuple[m.DeleteRecordsResponseDeleteRecordsPartitionResult, PartitionLog]] = []
+    for topic in request.topics:
+        partitions: list[m.DeleteRecordsResponseDeleteRecordsPartitionResult] = []
+        results.append(
+            m.DeleteRecordsResponseDeleteRecordsTopicResult(name=topic.name, partitions=partitions)
+        )
+        for p in topic.partitions:
+            answer = m.DeleteRecordsResponseDeleteRecordsPartitionResult(
+                partition_index=p.partition_index, low_watermark=-1
+            )
+            partitions.append(answer)
+            try:
+                log = logs.partition(topic.name, p.partition_index)
+                answer.low_watermark = log.delete_records(p.offset)
+            except KafkaError as exc:
+                answer.error_code = exc.code
+                continue
+            moved.append(log)
+            answers.append((answer, log))
+    for log in set(moved):
+        try:
+            await asyncio.to_thread(log.delete_old_segments)
+        except Exception:
+            for answer, owner in answers:
+                if owner is log:
+                    answer.error_code = ErrorCode.KAFKA_STORAGE_ERROR
+    return m.DeleteRecordsResponse(topics=results)
