@@ -21,6 +21,7 @@ from bayou.broker.connection import KafkaConnection
 from bayou.broker.context import BrokerState, now_ms
 from bayou.broker.groups import GroupDriver, GroupSettings
 from bayou.config import BrokerConfig
+from bayou.gateways.amqp import AmqpGateway
 from bayou.gateways.http import HttpGateway
 from bayou.gateways.mqtt import MqttGateway
 from bayou.storage import LogManager
@@ -42,6 +43,7 @@ class Broker:
         self._background: list[asyncio.Task[None]] = []
         self.http: HttpGateway | None = None  # None when http_port is 0
         self.mqtt: MqttGateway | None = None  # None when mqtt_port is 0
+        self.amqp: AmqpGateway | None = None  # None when amqp_port is 0
 
     async def start(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -67,20 +69,24 @@ class Broker:
         if self.config.mqtt_port:
             self.mqtt = MqttGateway(self.state)
             await self.mqtt.start()
+        if self.config.amqp_port:
+            self.amqp = AmqpGateway(self.state)
+            await self.amqp.start()
         self._background = [
             asyncio.create_task(self._flush_due_partitions()),
             asyncio.create_task(self._checkpoint_periodically()),
             asyncio.create_task(self.state.maintenance.run()),
         ]
         log.info(
-            "Bayou listening: kafka=%s:%d (advertised %s:%d) http=%s mqtt=%s · data in %s · "
-            "cluster %s",
+            "Bayou listening: kafka=%s:%d (advertised %s:%d) http=%s mqtt=%s amqp=%s · "
+            "data in %s · cluster %s",
             self.config.host,
             self.config.kafka_port,
             self.state.advertised_host,
             self.state.advertised_port,
             f"{self.config.host}:{self.http.port}" if self.http else "off",
             f"{self.config.host}:{self.mqtt.port}" if self.mqtt else "off",
+            f"{self.config.host}:{self.amqp.port}" if self.amqp else "off",
             self.config.data_dir,
             self.state.cluster_id,
         )
@@ -97,6 +103,8 @@ class Broker:
             await self.http.stop()  # after wake_all: streams and long polls end
         if self.mqtt is not None:
             await self.mqtt.stop()  # saves persistent sessions: before the logs close
+        if self.amqp is not None:
+            await self.amqp.stop()  # consumers commit acked offsets: before groups stop
         if self.state.groups is not None:
             self.state.groups.shutdown()
         if self._connections:

@@ -46,6 +46,7 @@ class BrokerProcess:
         self.kafka_port = free_port()
         self.http_port = free_port()
         self.mqtt_port = free_port()
+        self.amqp_port = free_port()
         self.extra_args = list(extra_args or [])
         self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -80,6 +81,8 @@ class BrokerProcess:
             str(self.http_port),
             "--mqtt-port",
             str(self.mqtt_port),
+            "--amqp-port",
+            str(self.amqp_port),
             *self.extra_args,
         ]
 
@@ -92,6 +95,7 @@ class BrokerProcess:
         wait_for_port(self.host, self.kafka_port, self.proc, READY_TIMEOUT_S)
         wait_for_port(self.host, self.http_port, self.proc, READY_TIMEOUT_S)
         wait_for_port(self.host, self.mqtt_port, self.proc, READY_TIMEOUT_S)
+        wait_for_port(self.host, self.amqp_port, self.proc, READY_TIMEOUT_S)
         return self
 
     def stop(self, timeout: float = 20.0) -> int:

@@ -1,0 +1,465 @@
+"""One AMQP channel: methods in order, publishes batched into appends, deliveries and acks.
+
+Theory of operation
+-------------------
+Everything a client sends on a channel is queued and handled in order by the channel's task,
+except ``basic.ack``/``nack``/``reject``, which only touch in-memory state and are handled as
+they arrive.  A run of queued ``basic.publish`` messages is handled as one burst: each is
+routed (``AmqpGateway.route``), records are grouped into one Kafka batch per partition
+(``build_batch``), each batch is appended with ``BrokerState.append`` (which returns once the
+write is as durable as the topic's flush policy asks), and only then are the publisher
+confirms sent — one ``basic.ack`` with ``multiple`` for a burst that all succeeded, else a
+``basic.ack`` or ``basic.nack`` per message.  A mandatory message that no queue takes is sent
+back with ``basic.return`` (312 NO_ROUTE) before its confirm, as RabbitMQ does.
+
+Soft errors (``AmqpError`` with a soft reply code) close the channel; hard ones the connection.
+Delivery tags count per channel; ``unacked`` maps each outstanding tag to the consumer (or
+``basic.get`` cursor) and the partition/offset it came from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import deque
+from typing import TYPE_CHECKING, Any, Protocol
+
+from bayou.broker.context import now_ms
+from bayou.errors import KafkaError
+from bayou.gateways.amqp.consumers import Consumer
+from bayou.gateways.amqp.mapping import (
+    StartSpec,
+    delivery_properties,
+    parse_stream_offset,
+    to_record,
+)
+from bayou.protocol.amqp import (
+    AmqpError,
+    MessageReceived,
+    Method,
+    MethodReceived,
+    method,
+)
+from bayou.protocol.amqp import spec as s
+from bayou.protocol.kafka.records import DecodedRecord, Record, build_batch
+
+if TYPE_CHECKING:
+    from bayou.gateways.amqp.server import AmqpClient, AmqpGateway
+
+log = logging.getLogger(__name__)
+
+_CLOSE = object()  # queued after a client's channel.close
+
+
+class Settler(Protocol):
+    no_ack: bool
+
+    def settled(self, partition: int, offset: int) -> None: ...
+    def requeue(self, partition: int, offset: int) -> None: ...
+
+
+class Channel:
+    def __init__(self, connection: AmqpClient, number: int) -> None:
+        self.connection = connection
+        self.gateway: AmqpGateway = connection.gateway
+        self.number = number
+        self.proto = connection.proto
+        self.consumers: dict[str, Consumer] = {}
+        self.unacked: dict[int, tuple[Settler, str, int, int]] = {}
+        self.consumer_prefetch = 0
+        self.global_prefetch = 0
+        self.flow_active = True
+        self.confirming = False
+        self.publish_seq = 0
+        self._next_tag = 1
+        self._items: deque[Any] = deque()
+        self._ready = asyncio.Event()
+        self.closed = False
+        self._task = asyncio.create_task(self._run())
+
+    @property
+    def unacked_count(self) -> int:
+        return len(self.unacked)
+
+    @property
+    def backlog(self) -> int:
+        return len(self._items)
+
+    def paused(self) -> bool:
+        return not self.flow_active or self.connection.write_paused or self.closed
+
+    def submit(self, item: Any) -> None:
+        self._items.append(item)
+        self._ready.set()
+
+    def submit_close(self) -> None:
+        """The client closed the channel: finish what is queued, then answer close-ok."""
+        self.submit(_CLOSE)
+
+    def set_flow(self, active: bool) -> None:
+        self.flow_active = active
+        if active:
+            for consumer in self.consumers.values():
+                consumer.kick()
+
+    # ------------------------------------------------------------------ the task
+
+    async def _run(self) -> None:
+        items = self._items
+        try:
+            while True:
+                if not items:
+                    self._ready.clear()
+                    await self._ready.wait()
+                    continue
+                if isinstance(items[0], MessageReceived):
+                    burst: list[MessageReceived] = []
+                    while items and isinstance(items[0], MessageReceived):
+                        burst.append(items.popleft())
+                    await self._publish(burst)
+                else:
+                    item = items.popleft()
+                    if item is _CLOSE:
+                        await self.shutdown()
+                        self.proto.channel_close_ok(self.number)
+                        self.connection.flush_soon()
+                        return
+                    await self._method(item.method)
+                self.connection.flush_soon()
+                self.connection.maybe_resume_reading()
+        except AmqpError as exc:
+            self.connection.channel_error(self, exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("AMQP channel %d failed", self.number)
+            self.connection.channel_error(
+                self, AmqpError(s.INTERNAL_ERROR, f"internal error: {type(exc).__name__}"))
+
+    async def drain(self) -> None:
+        """Handle what is queued (the client went away: store its publishes), then stop."""
+        self.submit(_CLOSE)
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def shutdown(self) -> None:
+        """Stop every consumer (committing what was acked); outstanding tags are dropped."""
+        self.closed = True
+        consumers = list(self.consumers.values())
+        self.consumers.clear()
+        for consumer in consumers:
+            self.gateway.forget_consumer(consumer)
+        await asyncio.gather(*(c.stop() for c in consumers), return_exceptions=True)
+        self.unacked.clear()
+
+    def abort(self) -> None:
+        """The channel was closed on an error: drop queued work, stop in the background."""
+        self.closed = True
+        self._items.clear()
+        if self._task is not asyncio.current_task():
+            self._task.cancel()
+        self.gateway.state.background(self.shutdown())
+
+    # ------------------------------------------------------------------ publishing
+
+    async def _publish(self, burst: list[MessageReceived]) -> None:
+        gw = self.gateway
+        timestamp = now_ms()
+        by_partition: dict[tuple[str, int], list[Record]] = {}
+        seq_parts: list[tuple[int, list[tuple[str, int]]]] = []
+        error: AmqpError | None = None
+        for event in burst:
+            m = event.method
+            if m.immediate:
+                error = AmqpError(s.NOT_IMPLEMENTED, "immediate=true", 60, 40)
+                break
+            try:
+                dests = gw.route(m.exchange, m.routing_key, event.properties)
+            except AmqpError as exc:
+                error = exc
+                break
+            seq = 0
+            if self.confirming:
+                self.publish_seq += 1
+                seq = self.publish_seq
+            parts: list[tuple[str, int]] = []
+            if not dests and m.mandatory:
+                self.proto.send_content(self.number, method(
+                    "basic.return", reply_code=s.NO_ROUTE, reply_text="NO_ROUTE",
+                    exchange=m.exchange, routing_key=m.routing_key),
+                    event.properties, event.body)
+            for topic, key, partitions in dests:
+                partition = gw.partitioner.partition(topic, key, partitions)
+                record = to_record(event.properties, event.body, key, timestamp)
+                by_partition.setdefault((topic, partition), []).append(record)
+                parts.append((topic, partition))
+            if seq:
+                seq_parts.append((seq, parts))
+        failed = await self._append(by_partition)
+        if seq_parts:
+            self._confirm(seq_parts, failed)
+        if error is not None:
+            raise error
+
+    async def _append(self, by_partition: dict[tuple[str, int], list[Record]]) -> set[
+            tuple[str, int]]:
+        state = self.gateway.state
+        keys = list(by_partition)
+        if not keys:
+            return set()
+        coros = [state.append(t, p, build_batch(by_partition[(t, p)])) for t, p in keys]
+        if len(coros) == 1:
+            results: list[Any] = []
+            try:
+                results.append(await coros[0])
+            except Exception as exc:
+                results.append(exc)
+        else:
+            results = await asyncio.gather(*coros, return_exceptions=True)
+        failed = set()
+        for key, result in zip(keys, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, KafkaError):
+                    log.error("AMQP publish to %s-%d failed", *key, exc_info=result)
+                failed.add(key)
+        return failed
+
+    def _confirm(self, seq_parts: list[tuple[int, list[tuple[str, int]]]],
+                 failed: set[tuple[str, int]]) -> None:
+        send = self.proto.send_method
+        ch = self.number
+        if not failed:
+            last = seq_parts[-1][0]
+            send(ch, method("basic.ack", delivery_tag=last, multiple=len(seq_parts) > 1))
+            return
+        for seq, parts in seq_parts:
+            if any(p in failed for p in parts):
+                send(ch, method("basic.nack", delivery_tag=seq, multiple=False, requeue=False))
+            else:
+                send(ch, method("basic.ack", delivery_tag=seq, multiple=False))
+
+    # ------------------------------------------------------------------ delivering
+
+    def deliver(self, settler: Settler, consumer_tag: str | None, topic: str, partition: int,
+                record: DecodedRecord, *, redelivered: bool, message_count: int = 0) -> int:
+        tag = self._next_tag
+        self._next_tag += 1
+        if not settler.no_ack:
+            self.unacked[tag] = (settler, topic, partition, record.offset)
+        if record.key is not None:
+            exchange, routing_key = topic, record.key.decode(errors="replace")
+        else:
+            exchange, routing_key = "", topic
+        props = delivery_properties(record, partition)
+        if consumer_tag is None:
+            m = method("basic.get_ok", delivery_tag=tag, redelivered=redelivered,
+                       exchange=exchange, routing_key=routing_key, message_count=message_count)
+        else:
+            m = method("basic.deliver", consumer_tag=consumer_tag, delivery_tag=tag,
+                       redelivered=redelivered, exchange=exchange, routing_key=routing_key)
+        self.proto.send_content(self.number, m, props, record.value or b"")
+        return tag
+
+    def consumer_gone(self, consumer: Consumer, *, notify: bool) -> None:
+        if self.consumers.get(consumer.tag) is consumer:
+            del self.consumers[consumer.tag]
+            self.gateway.forget_consumer(consumer)
+            if notify:
+                self.proto.send_method(self.number, method(
+                    "basic.cancel", consumer_tag=consumer.tag, nowait=True))
+                self.connection.flush_soon()
+        self.gateway.state.background(consumer.stop())
+
+    def settle(self, m: Method) -> None:
+        """basic.ack / basic.nack / basic.reject."""
+        tag: int = m.delivery_tag
+        multiple = bool(m.args.get("multiple", False))
+        requeue = m.name != "basic.ack" and bool(m.requeue)
+        if multiple:
+            if tag and tag not in self.unacked and (not self.unacked
+                                                    or tag < next(iter(self.unacked))):
+                raise AmqpError(s.PRECONDITION_FAILED, f"unknown delivery tag {tag}",
+                                *m.spec.key)
+            entries = []
+            while self.unacked:
+                first = next(iter(self.unacked))
+                if tag and first > tag:
+                    break
+                entries.append(self.unacked.pop(first))
+        else:
+            entry = self.unacked.pop(tag, None)
+            if entry is None:
+                raise AmqpError(s.PRECONDITION_FAILED, f"unknown delivery tag {tag}",
+                                *m.spec.key)
+            entries = [entry]
+        for settler, _topic, partition, offset in entries:
+            if requeue:
+                settler.requeue(partition, offset)
+            else:
+                settler.settled(partition, offset)
+        if self.global_prefetch:
+            for consumer in self.consumers.values():
+                consumer.kick()
+
+    # ------------------------------------------------------------------ methods
+
+    async def _method(self, m: Method) -> None:
+        handler = _HANDLERS.get(m.name)
+        if handler is None:
+            raise AmqpError(s.NOT_IMPLEMENTED, f"{m.name} is not implemented", *m.spec.key)
+        reply = await handler(self, m)
+        if reply is not None and not m.args.get("nowait", False):
+            self.proto.send_method(self.number, reply)
+
+    async def _access_request(self, m: Method) -> Method:
+        return method("access.request_ok", ticket=1)
+
+    async def _basic_qos(self, m: Method) -> Method:
+        if m.global_:
+            self.global_prefetch = m.prefetch_count
+        else:
+            self.consumer_prefetch = m.prefetch_count
+        for consumer in self.consumers.values():
+            consumer.kick()
+        return method("basic.qos_ok")
+
+    async def _confirm_select(self, m: Method) -> Method:
+        self.confirming = True
+        return method("confirm.select_ok")
+
+    async def _exchange_declare(self, m: Method) -> Method:
+        await self.gateway.declare_exchange(m)
+        return method("exchange.declare_ok")
+
+    async def _exchange_delete(self, m: Method) -> Method:
+        await self.gateway.delete_exchange(m)
+        return method("exchange.delete_ok")
+
+    async def _queue_declare(self, m: Method) -> Method:
+        name, messages, consumers = await self.gateway.declare_queue(self.connection, m)
+        return method("queue.declare_ok", queue=name, message_count=messages,
+                      consumer_count=consumers)
+
+    async def _queue_bind(self, m: Method) -> Method:
+        await self.gateway.bind(m, unbind=False)
+        return method("queue.bind_ok")
+
+    async def _queue_unbind(self, m: Method) -> Method:
+        await self.gateway.bind(m, unbind=True)
+        return method("queue.unbind_ok")
+
+    async def _queue_delete(self, m: Method) -> Method:
+        count = await self.gateway.delete_queue(m)
+        return method("queue.delete_ok", message_count=count)
+
+    async def _queue_purge(self, m: Method) -> Method:
+        raise AmqpError(s.PRECONDITION_FAILED,
+                        "queue.purge not supported: queues are streams (Kafka topics)",
+                        *m.spec.key)
+
+    async def _basic_consume(self, m: Method) -> Method | None:
+        gw = self.gateway
+        queue: str = m.queue
+        if queue not in gw.state.logs.topics():
+            raise AmqpError(s.NOT_FOUND, f"no queue '{queue}' in vhost '/'", *m.spec.key)
+        tag: str = m.consumer_tag or f"amq.ctag-{secrets.token_urlsafe(16)}"
+        if tag in self.consumers:
+            raise AmqpError(s.NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'",
+                            *m.spec.key)
+        args: dict[str, Any] = m.arguments
+        group = args.get("x-consumer-group")
+        if isinstance(group, bytes):
+            group = group.decode(errors="replace")
+        if group is not None and (not isinstance(group, str) or not group):
+            raise AmqpError(s.PRECONDITION_FAILED, "x-consumer-group must be a non-empty string",
+                            *m.spec.key)
+        start = StartSpec("next")
+        if "x-stream-offset" in args:
+            try:
+                start = parse_stream_offset(args["x-stream-offset"], now_ms())
+            except ValueError as exc:
+                raise AmqpError(s.PRECONDITION_FAILED, str(exc), *m.spec.key) from None
+        elif group is None and gw.is_durable_queue(queue):
+            group = f"amqp:{queue}"
+        if group is not None and "x-stream-offset" not in args:
+            start = StartSpec("first")
+        consumer = Consumer(self, tag, queue, no_ack=m.no_ack, start=start, group=group,
+                            prefetch=self.consumer_prefetch)
+        self.consumers[tag] = consumer
+        gw.remember_consumer(consumer)
+        if not m.nowait:
+            self.proto.send_method(self.number, method("basic.consume_ok", consumer_tag=tag))
+            self.connection.flush_soon()
+        try:
+            consumer.start()
+        except KafkaError as exc:
+            self.consumer_gone(consumer, notify=True)
+            log.info("AMQP consumer %s could not start: %s", tag, exc)
+        return None
+
+    async def _basic_cancel(self, m: Method) -> Method:
+        consumer = self.consumers.pop(m.consumer_tag, None)
+        if consumer is not None:
+            self.gateway.forget_consumer(consumer)
+            await consumer.stop()
+        return method("basic.cancel_ok", consumer_tag=m.consumer_tag)
+
+    async def _basic_get(self, m: Method) -> Method | None:
+        gw = self.gateway
+        queue: str = m.queue
+        if queue not in gw.state.logs.topics():
+            raise AmqpError(s.NOT_FOUND, f"no queue '{queue}' in vhost '/'", *m.spec.key)
+        cursor = gw.get_cursor(queue)
+        found = cursor.next_message()
+        if found is None:
+            return method("basic.get_empty")
+        partition, record, redelivered = found
+        settler = cursor.settler(no_ack=m.no_ack)
+        if not m.no_ack:
+            cursor.track(partition, record.offset)
+        else:
+            cursor.done(partition, record.offset)
+        self.deliver(settler, None, queue, partition, record, redelivered=redelivered,
+                     message_count=cursor.remaining())
+        return None
+
+    async def _basic_recover(self, m: Method) -> Method | None:
+        entries = list(self.unacked.values())
+        self.unacked.clear()
+        for settler, _topic, partition, offset in entries:
+            settler.requeue(partition, offset)
+        return method("basic.recover_ok") if m.name == "basic.recover" else None
+
+    async def _tx(self, m: Method) -> Method:
+        raise AmqpError(s.NOT_IMPLEMENTED, "transactions (tx.*) are not supported; use "
+                        "publisher confirms", *m.spec.key)
+
+    async def _exchange_bind(self, m: Method) -> Method:
+        raise AmqpError(s.NOT_IMPLEMENTED, "exchange-to-exchange bindings are not supported",
+                        *m.spec.key)
+
+
+_HANDLERS: dict[str, Any] = {
+    "access.request": Channel._access_request,
+    "basic.qos": Channel._basic_qos,
+    "confirm.select": Channel._confirm_select,
+    "exchange.declare": Channel._exchange_declare,
+    "exchange.delete": Channel._exchange_delete,
+    "exchange.bind": Channel._exchange_bind,
+    "exchange.unbind": Channel._exchange_bind,
+    "queue.declare": Channel._queue_declare,
+    "queue.bind": Channel._queue_bind,
+    "queue.unbind": Channel._queue_unbind,
+    "queue.delete": Channel._queue_delete,
+    "queue.purge": Channel._queue_purge,
+    "basic.consume": Channel._basic_consume,
+    "basic.cancel": Channel._basic_cancel,
+    "basic.get": Channel._basic_get,
+    "basic.recover": Channel._basic_recover,
+    "basic.recover_async": Channel._basic_recover,
+    "tx.select": Channel._tx,
+    "tx.commit": Channel._tx,
+    "tx.rollback": Channel._tx,
+}
+
+__all__ = ["Channel", "MethodReceived"]
