@@ -1,4 +1,5 @@
-"""``bayou topic create|list|describe|delete``: topic administration over the Kafka protocol."""
+"""``bayou topic create|list|describe|alter|trim|delete``: topic administration over the Kafka
+protocol."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from confluent_kafka import KafkaException, TopicCollection, TopicPartition
 from bayou.cli._common import (
     CliError,
     Connection,
+    UsageProblem,
     check_topic_name,
     connection_options,
     get_connection,
@@ -40,7 +42,7 @@ def _metadata(conn: Connection, admin: Any) -> Any:
 
 @click.group()
 def topic() -> None:
-    """Create, list, describe and delete topics."""
+    """Create, list, describe, alter, trim and delete topics."""
 
 
 @topic.command()
@@ -191,3 +193,103 @@ def delete(name: str) -> None:
                                   operation_timeout=conn.timeout)
     _result(conn, futures[name], f"delete topic '{name}'", name)
     click.echo(f"Deleted topic '{name}'.")
+
+
+@topic.command()
+@click.argument("name")
+@click.option("--config", "-c", "configs", multiple=True, metavar="NAME=VALUE",
+              help="Set a topic config by its Kafka name, e.g. retention.ms=3600000. Repeatable.")
+@click.option("--delete-config", "-d", "deletes", multiple=True, metavar="NAME",
+              help="Remove the topic's own value of a config (back to the default). Repeatable.")
+@connection_options()
+def alter(name: str, configs: tuple[str, ...], deletes: tuple[str, ...]) -> None:
+    """Change configs of topic NAME; they apply at once, without a restart.
+
+    Every value is checked by the broker; if one is invalid nothing changes.
+    """
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]
+        AlterConfigOpType,
+        ConfigEntry,
+        ConfigResource,
+        ResourceType,
+    )
+
+    check_topic_name(name)
+    settings = parse_pairs(configs, "--config")
+    if not settings and not deletes:
+        raise UsageProblem("Give at least one --config NAME=VALUE or --delete-config NAME.")
+    entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+               for k, v in settings]
+    entries += [ConfigEntry(k, None, incremental_operation=AlterConfigOpType.DELETE)
+                for k in deletes]
+    conn = get_connection()
+    admin = conn.admin()
+    resource = ConfigResource(ResourceType.TOPIC, name, incremental_configs=entries)
+    futures = admin.incremental_alter_configs([resource], request_timeout=conn.timeout)
+    _result(conn, futures[resource], f"alter topic '{name}'", name)
+    changed = [f"{k}={v}" for k, v in settings] + [f"{k} (default)" for k in deletes]
+    click.echo(f"Altered topic '{name}': {', '.join(changed)}.")
+
+
+def _parse_time(text: str) -> int:
+    """An ISO-8601 time (naive means UTC) as epoch milliseconds."""
+    import datetime
+
+    try:
+        when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageProblem(f"--before expects an ISO time like 2024-05-01T12:00:00Z, got "
+                           f"'{text}'.") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return int(when.timestamp() * 1000)
+
+
+@topic.command()
+@click.argument("name")
+@click.option("--before", metavar="ISO-TIME",
+              help="Delete every record older than this time (e.g. 2024-05-01T12:00:00Z).")
+@click.option("--offset", type=click.IntRange(min=0), metavar="N",
+              help="Delete every record below offset N.")
+@click.option("--partition", "-p", "partitions", type=click.IntRange(min=0), multiple=True,
+              metavar="P", help="Only this partition (repeatable). Default: all.")
+@connection_options()
+def trim(name: str, before: str | None, offset: int | None, partitions: tuple[int, ...]) -> None:
+    """Delete the oldest records of topic NAME (moves each partition's earliest offset).
+
+    Exactly one of --before and --offset.  Whole segments below the new earliest offset are
+    removed from disk at once.
+    """
+    from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
+
+    check_topic_name(name)
+    if (before is None) == (offset is None):
+        raise UsageProblem("Give exactly one of --before ISO-TIME and --offset N.")
+    conn = get_connection()
+    admin = conn.admin()
+    action = f"trim topic '{name}'"
+    metadata = _metadata(conn, admin)
+    if name not in metadata.topics:
+        raise CliError(f"Topic '{name}' does not exist.")
+    chosen = sorted(partitions) or sorted(metadata.topics[name].partitions)
+    targets: dict[int, int] = {p: offset if offset is not None else -1 for p in chosen}
+    if before is not None:
+        ts = _parse_time(before)
+        spec = OffsetSpec.for_timestamp(ts)
+        found = admin.list_offsets({TopicPartition(name, p): spec for p in chosen},
+                                   request_timeout=conn.timeout)
+        for tp, future in found.items():
+            at = _result(conn, future, action, name).offset
+            targets[tp.partition] = at  # -1: nothing that new, so everything goes
+    else:  # an offset past a partition's end trims that partition to its end
+        latest = admin.list_offsets(
+            {TopicPartition(name, p): OffsetSpec.latest() for p in chosen},  # type: ignore[no-untyped-call]
+            request_timeout=conn.timeout)
+        for tp, future in latest.items():
+            end = _result(conn, future, action, name).offset
+            targets[tp.partition] = min(targets[tp.partition], end)
+    request = [TopicPartition(name, p, o) for p, o in targets.items()]
+    futures = admin.delete_records(request, request_timeout=conn.timeout)
+    for tp, future in sorted(futures.items(), key=lambda item: item[0].partition):
+        low = _result(conn, future, action, name).low_watermark
+        click.echo(f"Partition {tp.partition}: earliest offset is now {low}.")

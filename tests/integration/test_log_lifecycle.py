@@ -463,3 +463,35 @@ def test_kill_9_during_compaction_keeps_every_latest_value(tmp_path: Path) -> No
                    lambda: len(read_partition(broker.bootstrap, topic)) <= 500 + 60)
     finally:
         broker.kill()
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_alter_trim_and_describe(lifecycle_broker: BrokerProcess) -> None:
+    from tests.integration.test_cli import bayou
+
+    bootstrap = lifecycle_broker.bootstrap
+    topic = unique_topic("cli")
+    create_topic(bootstrap, topic, 1)
+    now = int(time.time() * 1000)
+    produce_keyed(bootstrap, topic, [Sent(0, b"k", b"v%d" % i, (), now - 100_000 + 1000 * i)
+                                     for i in range(100)])
+    done = bayou("-b", bootstrap, "topic", "alter", topic, "--config", "retention.bytes=1000000",
+                 "--config", "cleanup.policy=compact,delete")
+    assert done.returncode == 0, done.stderr
+    bad = bayou("-b", bootstrap, "topic", "alter", topic, "--config", "retention.bytes=lots")
+    assert bad.returncode == 1 and b"retention.bytes" in bad.stderr
+    done = bayou("-b", bootstrap, "topic", "trim", topic, "--offset", "10")
+    assert done.returncode == 0 and b"earliest offset is now 10" in done.stdout
+    iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime((now - 100_000 + 42_000) / 1000))
+    done = bayou("-b", bootstrap, "topic", "trim", topic, "--before", iso + "Z")
+    assert done.returncode == 0 and b"earliest offset is now 42" in done.stdout, done.stdout
+    shown = bayou("-b", bootstrap, "topic", "describe", topic, "--format", "json")
+    import json
+
+    info = json.loads(shown.stdout)
+    assert (info["partitions"][0]["earliest_offset"], info["partitions"][0]["latest_offset"]
+            ) == (42, 100)
+    assert info["configs"]["retention.bytes"]["value"] == "1000000"
+    assert info["configs"]["cleanup.policy"]["value"] == "compact,delete"
