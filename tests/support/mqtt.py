@@ -1,0 +1,121 @@
+"""A small paho-mqtt wrapper for tests: connect, subscribe, publish, wait for messages."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+WAIT_S = 15.0
+
+
+@dataclass
+class Received:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    user_properties: list[tuple[str, str]] = field(default_factory=list)
+    content_type: str | None = None
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+class MqttTestClient:
+    def __init__(self, port: int, client_id: str = "", *, version: int = 4,
+                 clean: bool = True, session_expiry: int | None = None,
+                 transport: str = "tcp", will: tuple[str, bytes, int, bool] | None = None,
+                 keepalive: int = 30, receive_maximum: int | None = None) -> None:
+        protocol = mqtt.MQTTv5 if version == 5 else mqtt.MQTTv311
+        kwargs: dict[str, Any] = {}
+        if version != 5:
+            kwargs["clean_session"] = clean
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  protocol=protocol, transport=transport, **kwargs)
+        self.version = version
+        self.messages: queue.Queue[Received] = queue.Queue()
+        self.connected = threading.Event()
+        self.disconnected = threading.Event()
+        self.connack: Any = None
+        self.session_present = False
+        self.disconnect_reason: Any = None
+        self.subscribed = threading.Event()
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        if will is not None:
+            self.client.will_set(will[0], will[1], will[2], will[3])
+        connect_props = None
+        if version == 5:
+            connect_props = Properties(PacketTypes.CONNECT)
+            if session_expiry is not None:
+                connect_props.SessionExpiryInterval = session_expiry
+            if receive_maximum is not None:
+                connect_props.ReceiveMaximum = receive_maximum
+        self.client.connect_async("127.0.0.1", port, keepalive,
+                                  clean_start=clean if version == 5 else 3,
+                                  properties=connect_props)
+        self.client.loop_start()
+        if not self.connected.wait(WAIT_S):
+            self.close()
+            raise TimeoutError("no CONNACK")
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any,
+                    props: Any) -> None:
+        self.connack = reason
+        self.session_present = bool(flags.session_present)
+        self.connected.set()
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any,
+                       props: Any) -> None:
+        self.disconnect_reason = reason
+        self.disconnected.set()
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        user: list[tuple[str, str]] = []
+        content_type = None
+        if msg.properties is not None:
+            user = list(getattr(msg.properties, "UserProperty", []) or [])
+            content_type = getattr(msg.properties, "ContentType", None)
+        self.messages.put(Received(msg.topic, msg.payload, msg.qos, bool(msg.retain), user,
+                                   content_type))
+
+    def subscribe(self, topic_filter: str, qos: int = 0) -> None:
+        self.subscribed.clear()
+        result, _mid = self.client.subscribe(topic_filter, qos)
+        assert result == mqtt.MQTT_ERR_SUCCESS
+        assert self.subscribed.wait(WAIT_S), "no SUBACK"
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False,
+                properties: Properties | None = None) -> None:
+        info = self.client.publish(topic, payload, qos, retain, properties)
+        if qos:
+            info.wait_for_publish(WAIT_S)
+            assert info.is_published()
+
+    def receive(self, n: int, timeout: float = WAIT_S) -> list[Received]:
+        out: list[Received] = []
+        deadline = time.monotonic() + timeout
+        while len(out) < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                out.append(self.messages.get(timeout=left))
+            except queue.Empty:
+                break
+        return out
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
