@@ -214,6 +214,7 @@ class AmqpGateway:
             raise AmqpError(s.ACCESS_REFUSED, f"queue name '{name}' contains reserved prefix "
                             "'amq.*'", *key)
         args: dict[str, Any] = dict(m.arguments)
+        created = False
         if name not in logs.topics():
             partitions = args.get("x-partitions", self.state.config.num_partitions)
             if isinstance(partitions, bool) or not isinstance(partitions, int) or not (
@@ -223,6 +224,7 @@ class AmqpGateway:
                                 "between 1 and 10000", *key)
             try:
                 await asyncio.to_thread(logs.create_topic, name, partitions, {})
+                created = True
             except KafkaError as exc:
                 if name not in logs.topics():  # lost a race with another creator: fine
                     raise AmqpError(s.PRECONDITION_FAILED, f"cannot create queue '{name}': "
@@ -232,7 +234,8 @@ class AmqpGateway:
             self.registry.queues[name] = QueueInfo(name, m.durable, m.exclusive, m.auto_delete,
                                                    args)
             if m.exclusive and not m.durable:
-                client.exclusive_queues.add(name)
+                if created:  # only a topic this declaration made goes away with it
+                    client.exclusive_queues.add(name)
             else:
                 await self._save()
         return name, self.message_count(name), len(self.consumers_by_queue.get(name, ()))
