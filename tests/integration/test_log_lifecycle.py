@@ -261,7 +261,8 @@ def test_describe_log_dirs_reports_partition_sizes(lifecycle_broker: BrokerProce
     bootstrap = lifecycle_broker.bootstrap
     topic = unique_topic("dirs")
     create_topic(bootstrap, topic, 2)
-    produce_all(bootstrap, topic, [Sent(p, b"k", b"x" * 500, (), 1000) for p in (0, 0, 1)])
+    now = int(time.time() * 1000)  # (an old timestamp would be retention.ms-deleted at once)
+    produce_all(bootstrap, topic, [Sent(p, b"k", b"x" * 500, (), now) for p in (0, 0, 1)])
     client = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         result = client.describe_log_dirs({topic: [0, 1]})
@@ -358,10 +359,11 @@ def test_compaction_keeps_the_last_value_per_key_and_then_drops_tombstones(
     create_topic(bootstrap, topic, 1, **COMPACT)
     sent = keyed(3000, 40, tombstone_every=7)
     produce_keyed(bootstrap, topic, sent)
-    produce_keyed(bootstrap, topic, [Sent(0, b"tail", b"t", (), int(time.time() * 1000))] * 60)
+    # More than a segment of other records, so every keyed one leaves the active segment.
+    produce_keyed(bootstrap, topic, [Sent(0, b"tail", b"t", (), int(time.time() * 1000))] * 200)
 
     def compacted() -> bool:
-        return len(read_partition(bootstrap, topic)) < 500
+        return len([k for _o, k, _v in read_partition(bootstrap, topic) if k != b"tail"]) == 40
 
     wait_until("compaction", compacted)
     got = read_partition(bootstrap, topic)
@@ -370,7 +372,7 @@ def test_compaction_keeps_the_last_value_per_key_and_then_drops_tombstones(
     assert len(cleaned) == 40  # one record per key, tombstones included
     offsets = {m.key: i for i, m in enumerate(sent)}
     assert all(o == offsets[k] for o, k, _v in cleaned), "offsets are kept"
-    assert watermarks(bootstrap, topic)[1] == 3060
+    assert watermarks(bootstrap, topic)[1] == 3200
     # Timestamps stay exact after compaction: the first surviving record at or after t.
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique_topic("g")})
     try:
