@@ -226,7 +226,7 @@ def publish_sync(port: int, queue: str, messages: int, body: bytes) -> float:
     return messages / elapsed
 
 
-def consume(port: int, queue: str, messages: int, prefetch: int) -> float:
+def consume(port: int, queue: str, messages: int, prefetch: int, stream: bool) -> float:
     conn = pika.BlockingConnection(params(port))
     ch = conn.channel()
     ch.basic_qos(prefetch_count=prefetch)
@@ -241,7 +241,7 @@ def consume(port: int, queue: str, messages: int, prefetch: int) -> float:
         if state["n"] >= messages:
             ch_.stop_consuming()
 
-    ch.basic_consume(queue, on, arguments={"x-stream-offset": "first"})
+    ch.basic_consume(queue, on, arguments={"x-stream-offset": "first"} if stream else None)
     deadline = time.monotonic() + 600
     while state["n"] < messages and time.monotonic() < deadline:
         conn.process_data_events(time_limit=0.5)
@@ -262,7 +262,8 @@ def run(broker: Any, args: argparse.Namespace) -> dict[str, float]:
                                                           args.window),
         "publish_confirm_sync_msgs_s": publish_sync(broker.port, q2, args.sync_messages, body),
     }
-    out["consume_msgs_s"] = consume(broker.port, q1, args.messages, args.prefetch)
+    out["consume_msgs_s"] = consume(broker.port, q1, args.messages, args.prefetch,
+                                    stream=kind == "stream")
     return out
 
 
