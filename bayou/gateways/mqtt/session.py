@@ -38,7 +38,8 @@ from bayou.protocol.mqtt.packets import MQTT_5, Properties, PubRel
 from bayou.protocol.mqtt.topics import matches, parse_shared
 
 if TYPE_CHECKING:
-    from bayou.gateways.mqtt.server import MqttClient, MqttGateway
+    from bayou.gateways.mqtt.client import MqttClient
+    from bayou.gateways.mqtt.server import MqttGateway
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +221,7 @@ class Session:
     disconnected_at: int | None = None
     restored_inflight: list[list[Any]] = field(default_factory=list)
     dirty: bool = False
+    stored: bool = False  # a record of it is in the sessions log
     _next_pid: int = 1
     _pump_scheduled: bool = False
 
@@ -249,7 +251,9 @@ class Session:
             return
         qos, rap, ids = merged
         if self.conn is None or len(self.queue) >= MAX_QUEUED:
-            if self.persistent and (qos > 0 or self.conn is not None):
+            # Connected but slow: the log keeps the rest.  Offline: only a persistent session
+            # keeps its QoS 1/2 messages (QoS 0 to an offline client is dropped).
+            if self.conn is not None or (self.persistent and qos > 0):
                 self.behind[tp] = offset
                 self.dirty = True
             return

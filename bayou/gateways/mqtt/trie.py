@@ -130,7 +130,7 @@ class TopicTree(Generic[V]):
         node: _TopicNode | None = self._root
         for level in topic.split("/"):
             node = node.children.get(level) if node is not None else None
-        return None if node is None else node.value  # type: ignore[no-any-return]
+        return None if node is None else node.value
 
     def match(self, topic_filter: str) -> Iterator[V]:
         levels = topic_filter.split("/")
@@ -153,9 +153,9 @@ class TopicTree(Generic[V]):
                         continue
                     stack.append((child, i + 1))
             else:
-                child = node.children.get(level)
-                if child is not None:
-                    stack.append((child, i + 1))
+                found = node.children.get(level)
+                if found is not None:
+                    stack.append((found, i + 1))
 
     def _all_below(self, node: _TopicNode, skip_dollar: bool) -> Iterator[V]:
         stack = [(child, name) for name, child in node.children.items()

@@ -1,0 +1,498 @@
+"""One MQTT client connection: bytes → ``ServerConnection`` → packets → the gateway.
+
+Theory of operation
+-------------------
+``data_received`` feeds the sans-I/O connection (after the WebSocket layer when the first
+byte was ``G``) and handles each packet.  PUBLISHes are collected and appended per read (see
+``server.py``); every other packet first flushes them, so effects keep the packets' order.
+Replies go through an ordered output queue: an acknowledgement that waits for an fsync holds
+back the replies behind it, never the deliveries to the client.  Any ``MqttError`` ends the
+connection with its reason code and one log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import deque
+from typing import Any
+
+from bayou.errors import KafkaError
+from bayou.gateways.mqtt.mapping import headers_for
+from bayou.gateways.mqtt.server import MAX_PACKET_SIZE, RECEIVE_MAXIMUM, MqttGateway, stored_props
+from bayou.gateways.mqtt.session import (
+    NEVER_EXPIRES,
+    TP,
+    Delivery,
+    Session,
+    SubOptions,
+    WillState,
+)
+from bayou.protocol.kafka.records import Record, build_batch
+from bayou.protocol.mqtt import MQTT_5, MqttError, ProtocolError, ServerConnection, State
+from bayou.protocol.mqtt.packets import (
+    Connect,
+    Disconnect,
+    PingReq,
+    Properties,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    PubRel,
+    Reason,
+    Subscribe,
+    Unsubscribe,
+)
+from bayou.protocol.mqtt.topics import parse_shared, valid_topic_filter
+from bayou.protocol.websocket import WebSocketServer
+
+log = logging.getLogger("bayou.mqtt")
+
+
+class MqttClient(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, gateway: MqttGateway) -> None:
+        self.gw = gateway
+        self.proto = ServerConnection(max_packet_size=MAX_PACKET_SIZE,
+                                      receive_maximum=RECEIVE_MAXIMUM)
+        self.transport: asyncio.Transport | None = None
+        self.session: Session | None = None
+        self.paused = False
+        self.peer = "?"
+        self.ws: WebSocketServer | None = None
+        self._sniffed = False
+        self._will: WillState | None = None
+        self._will_ok = True  # False after a normal DISCONNECT
+        self._closing = False
+        self._last_rx = 0.0
+        self._keepalive: asyncio.TimerHandle | None = None
+        self._pending: dict[TP, list[Record]] = {}
+        self._acks: list[tuple[Publish, TP | None, BaseException | None]] = []
+        self._retained_waits: list[Any] = []
+        self._outq: deque[tuple[asyncio.Future[Any] | None, list[bytes]]] = deque()
+
+    # ------------------------------------------------------------------ transport events
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.gw.clients.add(self)
+        loop = asyncio.get_running_loop()
+        self._last_rx = loop.time()
+        self._keepalive = loop.call_later(30.0, self._check_keepalive)  # CONNECT deadline
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gw.clients.discard(self)
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+        self._detach()
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.session is not None:
+            self.session.schedule_pump()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self._last_rx = asyncio.get_running_loop().time()
+        if not self._sniffed:
+            self._sniffed = True
+            if data[:1] == b"G":
+                self.ws = WebSocketServer()
+        if self.ws is not None:
+            payload, reply = self.ws.receive_data(data)
+            if reply and self.transport is not None:
+                self.transport.write(reply)
+            if self.ws.closed:
+                self._close()
+                return
+            data = payload
+            if not data:
+                return
+        try:
+            for packet in self.proto.receive_data(data):
+                self._handle(packet)
+                if self._closing:
+                    return
+            self._flush_publishes()
+        except MqttError as exc:
+            self._fail(exc)
+        except Exception as exc:
+            log.exception("MQTT client %s: internal error", self.peer)
+            self._fail(MqttError(f"internal error: {exc}", Reason.UNSPECIFIED_ERROR))
+
+    # ------------------------------------------------------------------ writing
+
+    def write(self, data: bytes) -> None:
+        if self.transport is None or self._closing:
+            return
+        if self._outq:
+            self._outq.append((None, [data]))
+            return
+        self.transport.write(self.ws.send(data) if self.ws is not None else data)
+
+    def write_many(self, chunks: list[bytes]) -> None:
+        if self.transport is None or self._closing:
+            return
+        data = b"".join(chunks)
+        self.transport.write(self.ws.send(data) if self.ws is not None else data)
+
+    def _close(self) -> None:
+        self._closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _fail(self, exc: MqttError) -> None:
+        log.warning("MQTT client %s (%s): closing: %s (reason 0x%02x)", self.peer,
+                    self.session.client_id if self.session else "-", exc, int(exc.reason))
+        goodbye = self.proto.goodbye(exc)
+        if goodbye and self.transport is not None:
+            self._outq.clear()
+            self.transport.write(self.ws.send(goodbye) if self.ws is not None else goodbye)
+        self._close()
+
+    def shutdown(self) -> None:
+        """The broker is stopping."""
+        if self.proto.state is State.CONNECTED and self.proto.version == MQTT_5:
+            self.write_many([self.proto.send(Disconnect(Reason.SERVER_SHUTTING_DOWN))])
+        self._will_ok = False
+        self._close()
+
+    def _check_keepalive(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.proto.state is State.AWAIT_CONNECT:
+            log.warning("MQTT client %s sent no CONNECT in time", self.peer)
+            self._close()
+            return
+        limit = self.proto.keep_alive * 1.5
+        idle = loop.time() - self._last_rx
+        if limit and idle >= limit:
+            self._fail(MqttError("keep-alive timeout", Reason.KEEP_ALIVE_TIMEOUT))
+            return
+        if limit:
+            self._keepalive = loop.call_later(max(0.05, limit - idle), self._check_keepalive)
+
+    # ------------------------------------------------------------------ packets
+
+    def _handle(self, packet: Any) -> None:
+        if isinstance(packet, Publish):
+            self._on_publish(packet)
+            return
+        self._flush_publishes()
+        session = self.session
+        if isinstance(packet, Connect):
+            self._on_connect(packet)
+        elif session is None:
+            raise ProtocolError("no session")
+        elif isinstance(packet, PubAck):
+            session.on_puback(packet.packet_id)
+        elif isinstance(packet, PubRec):
+            if session.on_pubrec(packet.packet_id, packet.reason_code >= 0x80):
+                if packet.reason_code < 0x80:
+                    self.write(self.proto.send(PubRel(packet.packet_id)))
+            elif packet.reason_code < 0x80:
+                self.write(self.proto.send(PubRel(packet.packet_id,
+                                                  Reason.PACKET_IDENTIFIER_NOT_FOUND)))
+        elif isinstance(packet, PubComp):
+            session.on_pubcomp(packet.packet_id)
+        elif isinstance(packet, PubRel):
+            found = packet.packet_id in session.pubrel_wait
+            session.pubrel_wait.discard(packet.packet_id)
+            session.dirty = session.dirty or found
+            reason = Reason.SUCCESS if found else Reason.PACKET_IDENTIFIER_NOT_FOUND
+            self.write(self.proto.send(PubComp(packet.packet_id, reason)))
+        elif isinstance(packet, Subscribe):
+            self._on_subscribe(packet)
+        elif isinstance(packet, Unsubscribe):
+            codes: list[int] = []
+            for topic_filter in packet.topic_filters:
+                removed = self.gw._remove_subscription(session, topic_filter)
+                codes.append(Reason.SUCCESS if removed else Reason.NO_SUBSCRIPTION_EXISTED)
+            session.dirty = True
+            self.gw.refresh_interest()
+            self.write(self.proto.unsuback(packet, codes))
+        elif isinstance(packet, PingReq):
+            self.write(self.proto.ping_response())
+        elif isinstance(packet, Disconnect):
+            self._on_disconnect(packet)
+
+    def _on_connect(self, packet: Connect) -> None:
+        gw = self.gw
+        proto = self.proto
+        v5 = proto.version == MQTT_5
+        if packet.properties.authentication_method is not None:
+            self._refuse(Reason.BAD_AUTHENTICATION_METHOD, "enhanced authentication is "
+                         "not supported")
+            return
+        if gw.authenticate is not None and not gw.authenticate(
+            packet.client_id, packet.username, packet.password
+        ):
+            log.warning("MQTT client %s: bad user name or password (user %r)", self.peer,
+                        packet.username)
+            self._refuse(Reason.BAD_USER_NAME_OR_PASSWORD, "bad user name or password")
+            return
+        client_id = packet.client_id
+        assigned = None
+        if not client_id:
+            if not packet.clean_start and not v5:
+                self._refuse(Reason.CLIENT_IDENTIFIER_NOT_VALID, "empty client id")
+                return
+            client_id = assigned = "bayou-" + uuid.uuid4().hex[:16]
+        if v5:
+            expiry = packet.properties.session_expiry_interval or 0
+        else:
+            expiry = 0 if packet.clean_start else NEVER_EXPIRES
+        gw.cancel_will(client_id)
+        session = gw.sessions.get(client_id)
+        if session is not None and session.conn is not None:
+            old = session.conn
+            log.info("MQTT client %s taken over by %s", client_id, self.peer)
+            if old.proto.version == MQTT_5:
+                old.write_many([old.proto.send(Disconnect(Reason.SESSION_TAKEN_OVER))])
+            old._detach()
+            old._close()
+            session = gw.sessions.get(client_id)
+        present = session is not None and not packet.clean_start
+        if session is not None and packet.clean_start:
+            gw.drop_session(session)
+            session = None
+        if session is None:
+            session = Session(gw, client_id, expiry)
+            gw.sessions[client_id] = session
+        session.expiry_s = expiry
+        session.conn = self
+        session.disconnected_at = None
+        session.dirty = True
+        self.session = session
+        if packet.will is not None:
+            w = packet.will
+            self._will = WillState(w.topic, w.payload, w.qos, w.retain,
+                                   stored_props(w.properties),
+                                   w.properties.will_delay_interval or 0)
+            if w.properties.message_expiry_interval is not None:
+                self._will.props.message_expiry_interval = w.properties.message_expiry_interval
+        props = Properties()
+        if assigned is not None and v5:
+            props.assigned_client_identifier = assigned
+        if v5:
+            props.retain_available = 1
+            props.shared_subscription_available = 1
+            props.wildcard_subscription_available = 1
+            props.subscription_identifier_available = 1
+        self.write(proto.connack(present, props))
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
+        if proto.keep_alive:
+            loop = asyncio.get_running_loop()
+            self._keepalive = loop.call_later(proto.keep_alive * 1.5, self._check_keepalive)
+        if session.restored_inflight:
+            gw.restore_inflight(session)
+        if present:
+            session.resend_inflight()
+        else:
+            session.inflight.clear()
+        session.schedule_pump()
+
+    def _refuse(self, reason: int, message: str) -> None:
+        data = self.proto.refuse(reason, message)
+        if self.transport is not None:
+            self.transport.write(self.ws.send(data) if self.ws is not None else data)
+        self._will_ok = False
+        self._close()
+
+    def _on_disconnect(self, packet: Disconnect) -> None:
+        session = self.session
+        new_expiry = packet.properties.session_expiry_interval
+        if session is not None and new_expiry is not None:
+            if session.expiry_s == 0 and new_expiry > 0:
+                self._fail(ProtocolError("session expiry set at DISCONNECT after 0 at CONNECT"))
+                return
+            session.expiry_s = new_expiry
+        self._will_ok = packet.reason_code == Reason.DISCONNECT_WITH_WILL
+        if not self._will_ok:
+            self._will = None
+        self._close()
+
+    def _detach(self) -> None:
+        session, self.session = self.session, None
+        if session is None or session.conn is not self:
+            return
+        gw = self.gw
+        will = self._will if self._will_ok else None
+        self._will = None
+        if gw.stopping:
+            session.go_offline()
+            session.disconnected_at = gw.clock_ms()
+            return
+        if not session.persistent:
+            session.go_offline()
+            gw.drop_session(session)
+            if will is not None:
+                gw.publish_will(session.client_id, will)
+            return
+        session.go_offline()
+        session.disconnected_at = gw.clock_ms()
+        if will is not None:
+            gw.schedule_will(session.client_id, will, min(will.delay_s, session.expiry_s))
+        gw.state.background(gw.save_session(session))
+
+    def _on_subscribe(self, packet: Subscribe) -> None:
+        session = self.session
+        assert session is not None
+        gw = self.gw
+        sub_ids = packet.properties.subscription_identifiers
+        sub_id = sub_ids[0] if sub_ids else None
+        codes: list[int] = []
+        retained: list[tuple[str, SubOptions]] = []
+        for sub in packet.subscriptions:
+            topic_filter = sub.topic_filter
+            try:
+                group, plain = parse_shared(topic_filter)
+            except MqttError:
+                codes.append(Reason.TOPIC_FILTER_INVALID)
+                continue
+            if not valid_topic_filter(plain):
+                codes.append(Reason.TOPIC_FILTER_INVALID)
+                continue
+            if group is not None and sub.no_local:
+                raise ProtocolError("No Local on a shared subscription")
+            opts = SubOptions(sub.qos, sub.no_local, sub.retain_as_published,
+                              sub.retain_handling, sub_id)
+            new = gw._add_subscription(session, topic_filter, opts)
+            codes.append(sub.qos)
+            if group is None and (sub.retain_handling == 0
+                                  or (sub.retain_handling == 1 and new)):
+                retained.append((plain, opts))
+        session.dirty = True
+        gw.refresh_interest()
+        suback = self.proto.suback(packet.packet_id, codes)
+        now = gw.clock_ms()
+        for plain, opts in retained:
+            for msg in gw.retained.match(plain):
+                if msg.expired(now):
+                    continue
+                ids = (opts.sub_id,) if opts.sub_id is not None else ()
+                session.enqueue(Delivery(msg, min(msg.qos, opts.qos), True, ids, None, 0,
+                                         False), pump=False)
+        if session.persistent:
+            self._ordered(gw.save_session(session), [suback])
+        else:
+            self.write(suback)
+        session.schedule_pump()
+
+    def _on_publish(self, packet: Publish) -> None:
+        session = self.session
+        if session is None:
+            raise ProtocolError("PUBLISH before CONNECT")
+        if packet.qos == 2 and packet.packet_id in session.pubrel_wait:
+            self._acks.append((packet, None, None))  # already stored: just PUBREC again
+            return
+        try:
+            tp = self.gw.kafka_target(packet.topic)
+        except KafkaError as exc:
+            self._acks.append((packet, None, exc))
+            return
+        headers = headers_for(packet.properties, packet.qos, packet.retain, session.client_id)
+        record = Record(self.gw.clock_ms(), packet.topic.encode(), packet.payload, headers)
+        self._pending.setdefault(tp, []).append(record)
+        self._acks.append((packet, tp, None))
+        if packet.retain:
+            wait = self.gw.set_retained(packet, session.client_id)
+            if packet.qos:
+                self._retained_waits.append(wait)
+            else:
+                self.gw.state.background(wait)
+        if packet.qos == 2:
+            assert packet.packet_id is not None
+            session.pubrel_wait.add(packet.packet_id)
+            session.dirty = True
+
+    def _flush_publishes(self) -> None:
+        if not self._acks:
+            return
+        pending, self._pending = self._pending, {}
+        acks, self._acks = self._acks, []
+        waits, self._retained_waits = self._retained_waits, []
+        state = self.gw.state
+        failed: dict[TP, BaseException] = {}
+        to_flush = []
+        for tp, records in pending.items():
+            try:
+                _result, dirty = state.append_now(tp[0], tp[1], build_batch(records))
+            except KafkaError as exc:
+                failed[tp] = exc
+                continue
+            if dirty is not None:
+                to_flush.append(dirty)
+        out: list[bytes] = []
+        for packet, target, error in acks:
+            if error is None and target is not None:
+                error = failed.get(target)
+            if packet.qos == 0:
+                if error is not None:
+                    log.debug("MQTT QoS 0 publish to %s dropped: %s", packet.topic, error)
+                continue
+            assert packet.packet_id is not None
+            if error is not None:
+                if self.proto.version != MQTT_5:
+                    raise MqttError(f"publish to {packet.topic} failed: {error}")
+                props = Properties(reason_string=str(error)[:200])
+                if packet.qos == 2 and self.session is not None:
+                    self.session.pubrel_wait.discard(packet.packet_id)
+                    out.append(self.proto.send(PubRec(packet.packet_id,
+                                                      Reason.IMPLEMENTATION_SPECIFIC_ERROR,
+                                                      props)))
+                else:
+                    out.append(self.proto.send(PubAck(packet.packet_id,
+                                                      Reason.IMPLEMENTATION_SPECIFIC_ERROR,
+                                                      props)))
+                continue
+            if packet.qos == 1:
+                out.append(self.proto.send(PubAck(packet.packet_id)))
+            else:
+                out.append(self.proto.send(PubRec(packet.packet_id)))
+        if not out:
+            if to_flush:
+                state.background(state.make_durable(to_flush))
+            return
+        if to_flush or waits:
+            self._ordered(self._durable(to_flush, waits), out)
+        elif self._outq:
+            self._outq.append((None, out))
+        else:
+            self.write_many(out)
+
+    async def _durable(self, logs: list[Any], waits: list[Any]) -> None:
+        await self.gw.state.make_durable(logs)
+        for wait in waits:
+            await wait
+
+    def _ordered(self, awaitable: Any, out: list[bytes]) -> None:
+        """Send ``out`` once ``awaitable`` is done, after everything queued before it."""
+        future = asyncio.ensure_future(awaitable)
+        self._outq.append((future, out))
+        future.add_done_callback(lambda _f: self._drain())
+
+    def _drain(self) -> None:
+        outq = self._outq
+        while outq:
+            future, out = outq[0]
+            if future is not None:
+                if not future.done():
+                    return
+                if not future.cancelled() and future.exception() is not None:
+                    outq.clear()
+                    self._fail(MqttError(f"storage failure: {future.exception()}",
+                                         Reason.UNSPECIFIED_ERROR))
+                    return
+            outq.popleft()
+            self.write_many(out)

@@ -1,0 +1,205 @@
+"""MQTT benchmark: Bayou's MQTT door next to mosquitto, same machine, same load generator.
+
+The load generator is mosquitto's own C clients: ``mosquitto_pub -l`` processes (each sends
+one PUBLISH per stdin line, 100-byte payloads) and ``mosquitto_sub -C N`` processes (each exits
+after N messages).  Phases, each on a fresh topic:
+
+* ``pub-qos0`` / ``pub-qos1``: P publishers send M messages in total; the rate is M divided
+  by the time until every publisher has exited (QoS 1: every PUBACK received).
+* ``fanout-qos0`` / ``fanout-qos1``: S subscribers on ``topic/#`` and P publishers; the rate is
+  S*M deliveries divided by the time until every subscriber has its M messages.
+
+Brokers run one at a time, started on free loopback ports and stopped by PID.  Usage::
+
+    .venv/bin/python -m bench.mqtt_bench                       # Bayou and mosquitto
+    .venv/bin/python -m bench.mqtt_bench --messages 400000 --publishers 4 --subscribers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    for _ in range(200):
+        with socket.socket() as s:
+            port = 20000 + int.from_bytes(os.urandom(2), "big") % 12000
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"broker exited with {proc.returncode}")
+        try:
+            with socket.create_connection((HOST, port), 0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing on port {port}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def start_broker(name: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - handed to the child
+    if name == "bayou":
+        cmd = [sys.executable, "-m", "bayou", "serve", "--data-dir", str(workdir / "data"),
+               "--host", HOST, "--kafka-port", str(free_port()), "--http-port", "0",
+               "--amqp-port", "0", "--mqtt-port", str(port), "--log-level", "WARNING"]
+    else:
+        conf = workdir / "mosquitto.conf"
+        conf.write_text(f"listener {port} {HOST}\nallow_anonymous true\n"
+                        "max_queued_messages 100000\n")
+        cmd = ["mosquitto", "-c", str(conf)]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    wait_port(port, proc)
+    return proc, port
+
+
+def _publishers(port: int, topic: str, qos: int, messages: int,
+                publishers: int) -> list[subprocess.Popen[bytes]]:
+    per = messages // publishers
+    line = b"x" * 100 + b"\n"
+    procs = []
+    for i in range(publishers):
+        p = subprocess.Popen(["mosquitto_pub", "-h", HOST, "-p", str(port), "-q", str(qos),
+                              "-t", f"{topic}/dev{i}", "-l",
+                              "-i", f"bench-pub-{uuid.uuid4().hex[:8]}"],
+                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        procs.append(p)
+    payload = line * per
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write(payload)
+        p.stdin.close()
+    return procs
+
+
+def run_phase(port: int, phase: str, messages: int, publishers: int, subscribers: int,
+              workdir: Path, timeout_s: float) -> dict:
+    qos = 1 if phase.endswith("qos1") else 0
+    topic = f"bench{uuid.uuid4().hex[:8]}"
+    messages -= messages % publishers
+    subs: list[tuple[subprocess.Popen[bytes], Path]] = []
+    if phase.startswith("fanout"):
+        for i in range(subscribers):
+            out = workdir / f"{topic}-sub{i}.out"
+            with open(out, "wb") as f:
+                subs.append((subprocess.Popen(
+                    ["stdbuf", "-oL", "mosquitto_sub", "-h", HOST, "-p", str(port), "-q",
+                     str(qos), "-t", f"{topic}/#", "-C", str(messages), "-d"],
+                    stdout=f, stderr=subprocess.DEVNULL), out))
+        for _proc, out in subs:  # wait for each SUBACK (bounded)
+            deadline = time.monotonic() + 30
+            while b"SUBACK" not in out.read_bytes() and time.monotonic() < deadline:
+                time.sleep(0.02)
+    start = time.monotonic()
+    # the publishers' stdin is written inside the timing: the rate includes the generator
+    procs = _publishers(port, topic, qos, messages, publishers)
+    for p in procs:
+        p.wait(timeout_s)
+    pub_s = time.monotonic() - start
+    if not subs:
+        return {"phase": phase, "messages": messages, "seconds": round(pub_s, 3),
+                "rate": round(messages / pub_s)}
+    deadline = start + timeout_s
+    complete = True
+    for proc, _out in subs:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            complete = False
+            proc.kill()
+            proc.wait(5)
+    total_s = time.monotonic() - start
+    payload = b"x" * 100
+    received = sum(sum(1 for line in out.read_bytes().splitlines() if line == payload)
+                   for _p, out in subs)
+    row = {"phase": phase, "messages": messages, "deliveries": received,
+           "expected": messages * len(subs), "seconds": round(total_s, 3),
+           "rate": round(received / total_s)}
+    if not complete:
+        row["note"] = f"incomplete after {timeout_s:.0f} s: {received} of {messages * len(subs)}"
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=200_000,
+                        help="messages per phase, split over the publishers (default 200000)")
+    parser.add_argument("--publishers", type=int, default=4, help="publisher processes (4)")
+    parser.add_argument("--subscribers", type=int, default=2,
+                        help="subscriber processes in the fan-out phases (2)")
+    parser.add_argument("--phases", default="pub-qos0,pub-qos1,fanout-qos0,fanout-qos1")
+    parser.add_argument("--target", action="append", choices=["bayou", "mosquitto"])
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds a phase may take before it is cut (60)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    for tool in ("mosquitto_pub", "mosquitto_sub", "stdbuf"):
+        if shutil.which(tool) is None:
+            print(f"{tool} is missing (apt-get install mosquitto-clients)", file=sys.stderr)
+            return 2
+    targets = args.target or ["bayou", "mosquitto"]
+    if "mosquitto" in targets and shutil.which("mosquitto") is None:
+        print("mosquitto is missing (apt-get install mosquitto)", file=sys.stderr)
+        return 2
+    results: dict[str, dict[str, dict]] = {}
+    for target in targets:
+        with tempfile.TemporaryDirectory(prefix=f"mqtt-bench-{target}-") as tmp:
+            proc, port = start_broker(target, Path(tmp))
+            try:
+                for phase in args.phases.split(","):
+                    row = run_phase(port, phase, args.messages, args.publishers,
+                                    args.subscribers, Path(tmp), args.timeout)
+                    results.setdefault(phase, {})[target] = row
+                    print(f"{target:10s} {phase:12s} {row['rate']:>10,} msg/s "
+                          f"({row['seconds']} s) {row.get('note', '')}", flush=True)
+            finally:
+                stop(proc)
+    print("\nphase          bayou msg/s   mosquitto msg/s   bayou/mosquitto")
+    for phase, rows in results.items():
+        b = rows.get("bayou", {}).get("rate")
+        m = rows.get("mosquitto", {}).get("rate")
+        ratio = f"{b / m:.2f}" if b and m else "-"
+        print(f"{phase:12s} {b or '-':>13} {m or '-':>17} {ratio:>17}")
+    if args.json:
+        args.json.write_text(json.dumps({"load_generator": "mosquitto_pub -l / mosquitto_sub",
+                                         "args": vars(args) | {"json": str(args.json)},
+                                         "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
