@@ -185,4 +185,8 @@ def run(config: BrokerConfig) -> None:
         stream=sys.stderr,
     )
     _install_uvloop()
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except OSError as exc:  # a port in use, an unwritable data dir: one sentence, not a trace
+        log.error("cannot start: %s", exc)
+        raise SystemExit(1) from None
