@@ -7,7 +7,7 @@ RUN_STAMP  := $(VENV)/.run-installed
 TEST_STAMP := $(VENV)/.test-installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench install clean
+.PHONY: run test lint bench bench-all bench-compaction bench-http bench-mqtt bench-amqp install clean
 
 run: $(RUN_STAMP)
 	$(BIN)/bayou serve --data-dir ./data
@@ -37,8 +37,25 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff format --check bayou tests bench || true
 	$(BIN)/mypy
 
+# The Kafka load (Bayou beside Tansu) and the consumer-group phase; the other doors and the
+# cleaner have their own targets (each compares against its peer where one exists).
 bench: $(TEST_STAMP)
 	$(BIN)/python -m bench.kafka_bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.group_bench
+
+bench-all: bench bench-compaction bench-http bench-mqtt bench-amqp
+
+bench-compaction: $(TEST_STAMP)
+	$(BIN)/python -m bench.compaction_bench
+
+bench-http: $(TEST_STAMP)
+	$(BIN)/python -m bench.http_bench
+
+bench-mqtt: $(TEST_STAMP)
+	$(BIN)/python -m bench.mqtt_bench
+
+bench-amqp: $(TEST_STAMP)
+	$(BIN)/python -m bench.amqp_bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
