@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from bayou.broker.partitioner import Partitioner, murmur2, partition_for_key
 from bayou.protocol.amqp import Timestamp, decode_content_header, decode_method, method
 from bayou.protocol.amqp import spec as s
 from bayou.protocol.amqp.codec import (
@@ -122,21 +121,3 @@ def test_definitions_match_the_reference_json() -> None:
     consts = {c["name"].replace("-", "_"): c["value"] for c in ref["constants"]}
     for name, value in consts.items():
         assert getattr(s, name) == value, name
-
-
-def test_murmur2_matches_kafka() -> None:
-    # Kafka's own test vectors (UtilsTest.testMurmur2)
-    cases = {b"21": -973932308, b"foobar": -790332482,
-             b"a-little-bit-long-string": -985981536,
-             b"a-little-bit-longer-string": -1486304829,
-             b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
-             b"abc": 479470107}
-    for key, want in cases.items():
-        assert murmur2(key) == want
-    assert partition_for_key(b"foobar", 7) == (-790332482 & 0x7FFFFFFF) % 7
-
-
-def test_unkeyed_records_go_round_robin() -> None:
-    p = Partitioner()
-    assert [p.partition("t", None, 3) for _ in range(4)] == [0, 1, 2, 0]
-    assert p.partition("t", b"k", 3) == p.partition("t", b"k", 3)

@@ -10,8 +10,8 @@ from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
 
 from bayou.broker.context import BrokerState
+from bayou.broker.partitioner import Partitioner
 from bayou.gateways.http.consumers import ConsumerRegistry
-from bayou.gateways.http.partitioner import Partitioner
 from bayou.gateways.http.payloads import V2
 
 

@@ -15,10 +15,10 @@ import time
 from typing import Any
 
 from bayou.broker.context import BrokerState
+from bayou.broker.partitioner import Partitioner
 from bayou.config import TOPIC_CONFIGS
 from bayou.errors import KafkaError, UnknownTopicOrPartition
 from bayou.gateways.http import errors
-from bayou.gateways.http.partitioner import Partitioner
 from bayou.gateways.http.payloads import Format, ProduceRecord, encode_field
 from bayou.protocol.kafka.records import Record, build_batch
 from bayou.storage import PartitionLog, TopicMeta

@@ -21,11 +21,11 @@ import time
 import uvicorn
 
 from bayou.broker.context import BrokerState
+from bayou.broker.partitioner import Partitioner
 from bayou.gateways.http.app import create_app
 from bayou.gateways.http.consumers import ConsumerRegistry
 from bayou.gateways.http.context import Gateway
 from bayou.gateways.http.groups import GroupClient
-from bayou.gateways.http.partitioner import Partitioner
 
 log = logging.getLogger(__name__)
 
