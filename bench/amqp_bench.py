@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
 import signal
 import socket
@@ -44,24 +43,11 @@ from typing import Any
 
 import pika
 
+from tests.support.ports import free_port
+
 HOST = "127.0.0.1"
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 
-
-def free_port(taken: set[int]) -> int:
-    rng = random.Random()
-    for _ in range(500):
-        port = rng.randrange(20000, 32000)
-        if port in taken:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind((HOST, port))
-            except OSError:
-                continue
-        taken.add(port)
-        return port
-    raise RuntimeError("no free port")
 
 
 def wait_port(port: int, timeout: float = 60.0) -> None:
@@ -82,8 +68,8 @@ class Bayou:
     name = "bayou"
 
     def __init__(self, workdir: Path, taken: set[int]) -> None:
-        self.port = free_port(taken)
-        ports = [free_port(taken) for _ in range(3)]
+        self.port = free_port(taken=taken)
+        ports = [free_port(taken=taken) for _ in range(3)]
         self.log = open(workdir / "bayou.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bayou", "serve", "--data-dir", str(workdir / "bayou-data"),
@@ -109,7 +95,7 @@ class RabbitMQ:
     def __init__(self, workdir: Path, taken: set[int]) -> None:
         if not (RABBIT_BIN / "rabbitmq-server").exists():
             raise FileNotFoundError("RabbitMQ not installed: apt-get install rabbitmq-server")
-        self.port = free_port(taken)
+        self.port = free_port(taken=taken)
         base = workdir / "rabbit"
         base.mkdir()
         conf = base / "rabbitmq.conf"
@@ -122,7 +108,7 @@ class RabbitMQ:
             "RABBITMQ_LOG_BASE": str(base / "log"),
             "RABBITMQ_PID_FILE": str(base / "rabbit.pid"),
             "RABBITMQ_CONFIG_FILE": str(conf.with_suffix("")),
-            "RABBITMQ_DIST_PORT": str(free_port(taken)),
+            "RABBITMQ_DIST_PORT": str(free_port(taken=taken)),
             "ERL_EPMD_ADDRESS": HOST,
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
         }

@@ -38,6 +38,7 @@ from bayou.config import TopicConfig
 from bayou.protocol.kafka.records import COMPRESSION_NAMES, Record, build_batch
 from bayou.storage.cleaner import clean
 from bayou.storage.log import PartitionLog
+from tests.support.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -75,14 +76,9 @@ def cleaner_throughput(log_mb: int, keys: int, value_bytes: int, batch: int,
         return result
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def _start_broker(data: Path, cleaner: bool) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT),
            "BAYOU_LOG_CLEANER_ENABLE": "true" if cleaner else "false",
            "BAYOU_LOG_RETENTION_CHECK_INTERVAL_MS": "100"}

@@ -39,6 +39,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from tests.support.ports import free_port
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MB = 1_000_000
@@ -119,11 +121,6 @@ def drain(members: list[Member]) -> list[tuple[Member, dict[str, Any]]]:
 
 # ----------------------------------------------------------------------------- orchestration
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_broker(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:

@@ -27,7 +27,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,17 +37,13 @@ from typing import Any
 
 import httpx
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.ports import free_port
 
 
 class Broker:
     def __init__(self, data_root: Path) -> None:
         self.data = data_root / "data"
-        ports = [_free_port() for _ in range(4)]
+        ports = [free_port() for _ in range(4)]
         self.url = f"http://127.0.0.1:{ports[1]}"
         self.log = open(data_root / "broker.log", "wb")  # noqa: SIM115 - child's stdout
         self.proc = subprocess.Popen(

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
 import socket
@@ -30,19 +29,10 @@ import time
 import uuid
 from pathlib import Path
 
+from tests.support.ports import free_port
+
 HOST = "127.0.0.1"
 
-
-def free_port() -> int:
-    for _ in range(200):
-        with socket.socket() as s:
-            port = 20000 + int.from_bytes(os.urandom(2), "big") % 12000
-            try:
-                s.bind((HOST, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import random
 import shlex
 import shutil
 import signal
@@ -25,6 +24,8 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
+from tests.support.ports import free_port
+
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
@@ -35,24 +36,6 @@ DEFAULT_BAYOU_CMD = (
     " --data-dir {data_dir} --host {host} --kafka-port {port}"
     " --http-port {http_port} --mqtt-port {mqtt_port} --amqp-port {amqp_port}"
 )
-
-
-def free_port(host: str = HOST, taken: set[int] | None = None) -> int:
-    """A port in 20000-32000 that nothing listens on now (and not in ``taken``)."""
-    rng = random.Random()
-    taken = taken if taken is not None else set()
-    for _ in range(500):
-        port = rng.randrange(20000, 32000)
-        if port in taken:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                continue
-        taken.add(port)
-        return port
-    raise RuntimeError("no free loopback port found in 20000-32000")
 
 
 def tansu_binary() -> Path:

@@ -8,12 +8,13 @@ import socket
 _used: set[int] = set()
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port in 20000-32000 that nothing listens on now and this run has not handed out."""
+def free_port(host: str = "127.0.0.1", taken: set[int] | None = None) -> int:
+    """A port in 20000-32000 that nothing listens on now and this process has not handed out
+    (nor is in ``taken``).  Tests and benchmarks both take their ports here."""
     rng = random.Random()
     for _ in range(500):
         port = rng.randrange(20000, 32000)
-        if port in _used:
+        if port in _used or (taken is not None and port in taken):
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
@@ -21,5 +22,7 @@ def free_port(host: str = "127.0.0.1") -> int:
             except OSError:
                 continue
         _used.add(port)
+        if taken is not None:
+            taken.add(port)
         return port
     raise RuntimeError("no free loopback port found in 20000-32000")
