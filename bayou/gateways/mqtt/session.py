@@ -28,14 +28,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bayou.protocol.kafka.records import iter_batches, iter_records
 from bayou.protocol.mqtt.codec import encode_properties, encode_publish
 from bayou.protocol.mqtt.packets import MQTT_5, Properties, PubRel
-from bayou.protocol.mqtt.topics import matches, parse_shared
+from bayou.protocol.mqtt.topics import matches
 
 if TYPE_CHECKING:
     from bayou.gateways.mqtt.client import MqttClient
@@ -494,9 +493,3 @@ class Session:
             "pubrel": sorted(self.pubrel_wait),
         }
 
-
-def shared_parts(topic_filter: str) -> tuple[str | None, str]:
-    return parse_shared(topic_filter)
-
-
-ClockMs = Callable[[], int]
