@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from bayou.broker.partitioner import partition_for_key
 from bayou.errors import InvalidConfig
 from bayou.protocol.mqtt.packets import Properties
 from bayou.protocol.mqtt.topics import (
@@ -40,6 +41,9 @@ H_CONTENT_TYPE = "content-type"
 RESERVED_HEADERS = frozenset((H_QOS, H_RETAIN, H_CLIENT, H_EXPIRY, H_RESPONSE_TOPIC,
                               H_CORRELATION, H_FORMAT, H_CONTENT_TYPE))
 _QOS_BYTES = (b"0", b"1", b"2")
+
+# Kafka's default partitioner (murmur2 of the key), shared with the other doors.
+partition_for = partition_for_key
 
 
 def valid_kafka_topic(name: str) -> bool:
@@ -115,41 +119,6 @@ class TopicMapper:
         else:
             found.add(self.default_topic)
         return found
-
-
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 hash (the default partitioner's), as a signed 32-bit value."""
-    m = 0x5BD1E995
-    length = len(data)
-    h = (0x9747B28C ^ length) & 0xFFFFFFFF
-    n4 = length // 4
-    for i in range(n4):
-        k = int.from_bytes(data[4 * i : 4 * i + 4], "little")
-        k = (k * m) & 0xFFFFFFFF
-        k ^= k >> 24
-        k = (k * m) & 0xFFFFFFFF
-        h = (h * m) & 0xFFFFFFFF
-        h ^= k
-    rest = length & 3
-    tail = 4 * n4
-    if rest == 3:
-        h ^= data[tail + 2] << 16
-    if rest >= 2:
-        h ^= data[tail + 1] << 8
-    if rest >= 1:
-        h ^= data[tail]
-        h = (h * m) & 0xFFFFFFFF
-    h ^= h >> 13
-    h = (h * m) & 0xFFFFFFFF
-    h ^= h >> 15
-    return h - (1 << 32) if h & 0x80000000 else h
-
-
-def partition_for(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner picks for a keyed record."""
-    if partitions <= 1:
-        return 0
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def headers_for(props: Properties, qos: int, retain: bool,
