@@ -223,7 +223,7 @@ class PartitionLog:
     def _segment_index(segments: list[LogSegment], offset: int) -> int:
         return max(bisect_right(segments, offset, key=_base_offset) - 1, 0)
 
-    def read(self, offset: int, max_bytes: int) -> bytes:
+    def read(self, offset: int, max_bytes: int) -> bytes | memoryview:
         """Whole batches from the one containing ``offset``, up to ``max_bytes``.
 
         Always at least one whole batch when one exists at or after ``offset`` (KIP-74),
@@ -244,8 +244,10 @@ class PartitionLog:
         finally:
             self._unpin()
 
-    def _read(self, segments: list[LogSegment], offset: int, max_bytes: int) -> bytes:
-        chunks: list[bytes] = []
+    def _read(
+        self, segments: list[LogSegment], offset: int, max_bytes: int
+    ) -> bytes | memoryview:
+        chunks: list[bytes | memoryview] = []
         total = 0
         for seg in segments[self._segment_index(segments, offset):]:
             found = seg.find_batch(offset)
@@ -261,7 +263,8 @@ class PartitionLog:
             data = seg.read(pos, want)
             cut = whole_batches_prefix(data)
             if cut:
-                chunks.append(data[:cut] if cut < len(data) else data)
+                # a view, not a copy: the response encoder copies these bytes once anyway
+                chunks.append(memoryview(data)[:cut] if cut < len(data) else data)
                 total += cut
             if cut < available or total >= max_bytes:
                 break

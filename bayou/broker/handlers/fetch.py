@@ -78,7 +78,7 @@ def _read(
             keys.append((name, fp.partition))
             high_watermark = log.log_end_offset
             code = ErrorCode.NONE
-            data = b""
+            data: bytes | memoryview = b""
             try:
                 remaining = budget - total
                 if remaining > 0 or total == 0:

@@ -117,7 +117,7 @@ class Tailer:
             else:
                 await waiters.wait_any([self.tp], 1.0)
 
-    def process(self, data: bytes) -> None:
+    def process(self, data: bytes | memoryview) -> None:
         gw = self.gateway
         topic = self.tp[0]
         view = memoryview(data)
