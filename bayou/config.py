@@ -280,6 +280,27 @@ class TopicConfig:
         return self.segment_ms
 
 
+INTERNAL_SEGMENT_BYTES = 16 * 1024 * 1024
+INTERNAL_DELETE_RETENTION_MS = 24 * 3600 * 1000
+
+
+def internal_log_config(
+    segment_bytes: int = INTERNAL_SEGMENT_BYTES,
+    delete_retention_ms: int = INTERNAL_DELETE_RETENTION_MS,
+) -> TopicConfig:
+    """The config of an internal log (``DATA/internal/<name>/0/``): compacted, never deleted
+    by time or size, and independent of the broker's topic defaults.  The log maintenance
+    task cleans it like a compacted user topic (``LogMaintenance.register``)."""
+    overrides = parse_topic_configs({
+        "cleanup.policy": "compact",
+        "segment.bytes": segment_bytes,
+        "delete.retention.ms": delete_retention_ms,
+    })
+    config = TopicConfig.resolve({}, overrides)
+    check_topic_config(config.values)
+    return config
+
+
 @dataclass
 class BrokerConfig:
     """Options of ``bayou serve``."""
@@ -311,6 +332,12 @@ class BrokerConfig:
     # log.cleaner.dedupe.buffer.size does; a log with more keys is cleaned in several passes.
     log_cleaner_dedupe_buffer_size: int = 128 * 1024 * 1024
     log_cleaner_enable: bool = True
+    # The broker's internal compacted logs (group offsets and metadata, MQTT sessions and
+    # retained messages, under DATA/internal/): their segment size — only closed segments
+    # are cleaned, so this bounds what a restart replays beyond the compacted state — and
+    # how long their tombstones survive compaction.  See docs/design/log-lifecycle.md.
+    internal_segment_bytes: int = INTERNAL_SEGMENT_BYTES
+    internal_delete_retention_ms: int = INTERNAL_DELETE_RETENTION_MS
     # Group coordinator (Kafka's option names with '_' for '.'; Kafka's defaults).
     group_initial_rebalance_delay_ms: int = 3000
     group_min_session_timeout_ms: int = 6000
@@ -327,6 +354,10 @@ class BrokerConfig:
 
     def topic_config(self, overrides: Mapping[str, Any] | None = None) -> TopicConfig:
         return TopicConfig.resolve(self.topic_defaults, overrides)
+
+    def internal_log_config(self) -> TopicConfig:
+        return internal_log_config(self.internal_segment_bytes,
+                                   self.internal_delete_retention_ms)
 
     @classmethod
     def load(

@@ -6,6 +6,13 @@ compacted topics that are due get a cleaning pass.  The event loop never waits f
 appends and reads go on meanwhile (the storage takes its partition lock only to swap the
 segment list).  ``wake()`` starts a round at once (tests, DeleteRecords).  Rounds never
 overlap.
+
+The broker's internal logs (the group coordinator's ``__consumer_offsets``, the MQTT
+gateway's ``__mqtt_sessions`` and ``__mqtt_retained``, all ``cleanup.policy=compact``) are
+not topics of the ``LogManager``; their owners ``register`` them once opened and
+``unregister`` them before closing, and every round cleans them with the same cleaner as
+compacted user topics.  Their owners append on the event loop thread meanwhile, exactly as
+producers do to user topics.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import logging
 import time
 
 from bayou.config import BrokerConfig
-from bayou.storage import LogManager
+from bayou.storage import LogManager, PartitionLog
 from bayou.storage.cleaner import MAP_ENTRY_BYTES
 
 log = logging.getLogger(__name__)
@@ -29,6 +36,19 @@ class LogMaintenance:
         self.map_entries = max(config.log_cleaner_dedupe_buffer_size // MAP_ENTRY_BYTES, 1)
         self.cleaner = config.log_cleaner_enable
         self._wake = asyncio.Event()
+        self._internal: dict[int, PartitionLog] = {}
+
+    def register(self, log_: PartitionLog) -> None:
+        """Have an internal log (not a LogManager topic) retained and cleaned too."""
+        self._internal[id(log_)] = log_
+
+    def unregister(self, log_: PartitionLog) -> None:
+        """Before closing it (a round already running stops its pass: ``close`` aborts it)."""
+        self._internal.pop(id(log_), None)
+
+    @property
+    def internal_logs(self) -> list[PartitionLog]:
+        return list(self._internal.values())
 
     def wake(self) -> None:
         self._wake.set()
@@ -41,7 +61,8 @@ class LogMaintenance:
             now = time.time_ns() // 1_000_000
             try:
                 report = await asyncio.to_thread(
-                    self.logs.maintain, now, self.map_entries, cleaner=self.cleaner
+                    self.logs.maintain, now, self.map_entries, cleaner=self.cleaner,
+                    internal=self.internal_logs,
                 )
             except Exception:
                 log.exception("log maintenance failed")

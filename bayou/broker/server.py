@@ -49,10 +49,12 @@ class Broker:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.logs.open)
         groups = GroupDriver(self.config.data_dir, group_settings(self.config), now_ms,
-                             self.state.flusher)
+                             self.state.flusher, self.config.internal_log_config())
         replayed = await asyncio.to_thread(groups.open)
         log.info("group coordinator loaded %d record(s)", replayed)
         self.state.groups = groups
+        if groups.store.log is not None:  # its offsets log is compacted by the cleaner
+            self.state.maintenance.register(groups.store.log)
         await groups.start()
         loop = asyncio.get_running_loop()
         kafka = await loop.create_server(
@@ -115,6 +117,8 @@ class Broker:
         await self.state.flusher.drain()
         await asyncio.to_thread(self.logs.close)
         if self.state.groups is not None:
+            if self.state.groups.store.log is not None:
+                self.state.maintenance.unregister(self.state.groups.store.log)
             await asyncio.to_thread(self.state.groups.close)
         log.info("stopped")
 

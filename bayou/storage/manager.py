@@ -30,7 +30,7 @@ import threading
 import time
 import types
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -280,21 +280,24 @@ class LogManager:
     # ------------------------------------------------------------------ retention and cleaning
 
     def maintain(
-        self, now: int, map_entries: int, *, cleaner: bool = True
+        self, now: int, map_entries: int, *, cleaner: bool = True,
+        internal: Iterable[PartitionLog] = (),
     ) -> list[tuple[PartitionLog, int, CleanStats | None, Exception | None]]:
-        """One retention and cleaning round over every partition (a worker thread calls it).
+        """One retention and cleaning round over every partition (a worker thread calls it),
+        then over the ``internal`` logs (the broker's own compacted state logs, which this
+        manager does not list: ``LogMaintenance.register``).
 
         Returns, per partition that did something or failed: (log, segments deleted,
         cleaning stats, error).  One partition's failure does not stop the others.
         """
         with self._lock:
-            logs = list(self._logs.values())
+            logs = [*self._logs.values(), *internal]
         report: list[tuple[PartitionLog, int, CleanStats | None, Exception | None]] = []
         for log in logs:
             deleted, stats = 0, None
             try:
                 deleted = log.delete_old_segments(now)
-                if cleaner and needs_cleaning(log, now):
+                if cleaner and _due(log, now):
                     stats = clean(log, now, map_entries)
             except Exception as exc:  # reported, and tried again next round
                 report.append((log, deleted, stats, exc))
@@ -327,3 +330,10 @@ class LogManager:
         self._logs[(meta.name, index)] = PartitionLog(
             meta.name, index, directory, config, self._clock_ms, clean_shutdown=clean
         )
+
+
+def _due(log: PartitionLog, now: int) -> bool:
+    """``needs_cleaning`` under the partition's maintenance lock: ``close`` (which sets
+    ``aborting`` first, then takes that lock) cannot close the segment files it reads."""
+    with log.maintenance_lock:
+        return not log.aborting and needs_cleaning(log, now)

@@ -136,7 +136,13 @@ class GroupCoordinator(ClassicOps, ConsumerOps):
             result.response = [exc.code] * len(offsets)
             return result
         if group is None:
-            self.groups[group_id] = ClassicGroup(group_id, state_ms=now)
+            # A "simple" group (offsets, no members).  Its snapshot is written, not left to
+            # replay to infer from the first offset record: compaction may drop that record
+            # (superseded by a later commit or an OffsetDelete tombstone), and the group's
+            # existence must not depend on which records of *other* keys survive.
+            simple = ClassicGroup(group_id, state_ms=now)
+            self.groups[group_id] = simple
+            self.emit_group(result, simple, now)
         elif isinstance(group, ConsumerGroup) and generation >= 0:
             member = group.members.get(member_id)
             if member is not None:

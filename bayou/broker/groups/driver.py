@@ -31,6 +31,7 @@ from bayou.broker.flusher import GroupFlusher
 from bayou.broker.groups.coordinator import GroupCoordinator
 from bayou.broker.groups.model import GroupCoordinatorError, GroupSettings, Result
 from bayou.broker.groups.store import GroupStore
+from bayou.config import TopicConfig
 from bayou.errors import ErrorCode
 
 log = logging.getLogger(__name__)
@@ -47,9 +48,10 @@ class GroupDriver:
         settings: GroupSettings,
         clock_ms: Callable[[], int],
         flusher: GroupFlusher,
+        log_config: TopicConfig | None = None,
     ) -> None:
         self.coordinator = GroupCoordinator(settings)
-        self.store = GroupStore(data_dir, clock_ms)
+        self.store = GroupStore(data_dir, clock_ms, log_config)
         self.clock_ms = clock_ms
         self._flusher = flusher
         self._tokens = itertools.count(1)

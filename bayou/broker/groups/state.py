@@ -4,7 +4,12 @@ Theory of operation
 -------------------
 The durable state is two maps: committed offsets (``offsets[group][(topic, partition)]``) and
 group snapshots.  Loading after a restart is ``replay`` of every record of the internal log,
-in order; the latest record of a key wins, a ``None`` value deletes.
+in order; the latest record of a key wins, a ``None`` value deletes.  So the state is a
+function of the last record of each key, and replaying the log after the cleaner compacted
+it (the last record per key kept, in the same order; tombstones dropped once
+``delete.retention.ms`` has passed) rebuilds the same state: every group that exists has a
+group record (``commit_offsets`` writes one for a "simple" group it creates), and a group's
+tombstone is written only after tombstones for all of its offsets.
 
 Live operations build records and call ``emit``, which replays offset records and tombstones
 at once and queues every record for the driver to write.  A group snapshot is *taken from*
@@ -61,7 +66,10 @@ class CoordinatorState:
                 return
             assert isinstance(value, OffsetValue)
             self.offsets.setdefault(key.group, {})[tp] = value
-            if key.group not in self.groups:  # a "simple" group: offsets, no members
+            if key.group not in self.groups:
+                # A "simple" group (offsets, no members) in a log written before commits
+                # recorded its snapshot (``commit_offsets`` does now); for such a log this
+                # is the one inference that reads across keys.
                 self.groups[key.group] = ClassicGroup(key.group, state_ms=value.commit_ms)
             return
         if value is None:

@@ -4,9 +4,17 @@ One record batch per operation (its records all-or-nothing, as the storage appen
 whole), keys and values as ``records.py`` encodes them.  It is not a user topic: LogManager
 never lists it, so Metadata, Fetch and the CLI cannot see it.
 
-Loading reads every batch from the log start and decodes its records in order.  The storage
-layer's recovery has already cut a torn tail, so a crash loses at most writes that were
-never acknowledged (the driver fsyncs before it answers).
+It is compacted (``internal_log_config``: ``cleanup.policy=compact``, 16 MiB segments): the
+broker registers it with the log maintenance task, whose cleaner keeps the last record of
+every key in its closed segments and drops tombstones ``delete.retention.ms`` after they
+were first cleaned.  ``records.py`` keys every record so that this is exactly the state a
+replay needs; the cleaner runs in a worker thread while the driver appends here.
+
+Loading reads every batch from the log start and decodes its records in order (a compacted
+part has offset gaps, which ``read`` steps over).  The storage layer's recovery has already
+cut a torn tail and finished or rolled back an interrupted cleaning swap, so a crash loses
+at most writes that were never acknowledged (the driver fsyncs before it answers).  Loading
+runs before the maintenance task starts: a cleaner pass never overlaps it.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from bayou.broker.groups.records import GroupRecord, decode, encode_key, encode_value
-from bayou.config import TopicConfig
+from bayou.config import TopicConfig, internal_log_config
 from bayou.protocol.kafka.records import Record, build_batch, iter_batches, iter_records
 from bayou.storage import PartitionLog
 
@@ -24,15 +32,15 @@ READ_CHUNK = 1 << 20
 
 
 class GroupStore:
-    def __init__(self, data_dir: Path, clock_ms: Callable[[], int]) -> None:
+    def __init__(self, data_dir: Path, clock_ms: Callable[[], int],
+                 config: TopicConfig | None = None) -> None:
         self.directory = Path(data_dir) / "internal" / TOPIC / "0"
         self._clock_ms = clock_ms
+        self.config = config or internal_log_config()
         self.log: PartitionLog | None = None
 
     def open(self) -> None:
-        config = TopicConfig.resolve({}, {"cleanup.policy": "compact",
-                                          "segment.bytes": 64 * 1024 * 1024})
-        self.log = PartitionLog(TOPIC, 0, self.directory, config, self._clock_ms)
+        self.log = PartitionLog(TOPIC, 0, self.directory, self.config, self._clock_ms)
 
     def records(self) -> Iterator[GroupRecord]:
         log = self._log()

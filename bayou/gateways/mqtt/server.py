@@ -163,8 +163,9 @@ class MqttGateway:
         self.tailers: dict[TP, Tailer] = {}
         self.clients: set[MqttClient] = set()
         data_dir = state.config.data_dir
-        self.retained_log = StateLog(data_dir, RETAINED_LOG, state.flusher, now_ms)
-        self.sessions_log = StateLog(data_dir, SESSIONS_LOG, state.flusher, now_ms)
+        internal = state.config.internal_log_config()
+        self.retained_log = StateLog(data_dir, RETAINED_LOG, state.flusher, now_ms, internal)
+        self.sessions_log = StateLog(data_dir, SESSIONS_LOG, state.flusher, now_ms, internal)
         self.stopping = False
         self._filters: dict[str, int] = {}  # plain filter → subscriptions using it
         self._known_topics: set[str] = set()
@@ -176,6 +177,9 @@ class MqttGateway:
 
     async def start(self) -> None:
         await asyncio.to_thread(self._load)
+        for state_log in (self.retained_log, self.sessions_log):
+            if state_log.log is not None:  # compacted by the broker's cleaner from now on
+                self.state.maintenance.register(state_log.log)
         self._known_topics = set(self.state.logs.topics())
         self.refresh_interest()
         for session in self.sessions.values():
@@ -232,6 +236,9 @@ class MqttGateway:
             await self._save_sessions(all_persistent=True)
         except Exception:
             log.exception("saving MQTT sessions at shutdown failed")
+        for state_log in (self.retained_log, self.sessions_log):
+            if state_log.log is not None:
+                self.state.maintenance.unregister(state_log.log)
         await asyncio.to_thread(self._close_logs)
 
     def _close_logs(self) -> None:

@@ -4,8 +4,12 @@
 Metadata, Fetch and the CLI cannot see it, like the group coordinator's offsets log), as a
 key-value store, the way Kafka keeps consumer offsets: a write appends one batch of
 (key, value, headers) records — value ``None`` is a tombstone — and waits for a
-group-committed fsync; loading replays the log keeping the last value per key.  The log is
-created with ``cleanup.policy=compact`` so that the cleaner may drop superseded values.
+group-committed fsync; loading replays the log keeping the last value per key.  Every
+record is keyed (retained: the MQTT topic; sessions: the client id) and a deletion is a
+tombstone, so "last record per key" is exactly the state: the log is created with
+``internal_log_config`` (``cleanup.policy=compact``, 16 MiB segments) and the gateway
+registers it with the broker's log maintenance task, whose cleaner compacts it in a worker
+thread while ``put`` appends on the event loop.  ``load`` runs before it is registered.
 
 Kept behind this small interface (``open`` / ``load`` / ``put`` / ``close``) so that session
 positions can move to the group coordinator's offset store without touching the gateway.
@@ -17,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bayou.broker.flusher import GroupFlusher
-from bayou.config import TopicConfig
+from bayou.config import TopicConfig, internal_log_config
 from bayou.protocol.kafka.records import Record, build_batch, iter_batches, iter_records
 from bayou.storage import PartitionLog
 
@@ -30,18 +34,17 @@ Entry = tuple[bytes, bytes | None, list[tuple[str, bytes | None]]]
 
 class StateLog:
     def __init__(self, data_dir: Path, name: str, flusher: GroupFlusher,
-                 clock_ms: Callable[[], int]) -> None:
+                 clock_ms: Callable[[], int], config: TopicConfig | None = None) -> None:
         self.name = name
         self.directory = Path(data_dir) / "internal" / name / "0"
         self.flusher = flusher
         self.clock_ms = clock_ms
+        self.config = config or internal_log_config()
         self.log: PartitionLog | None = None
 
     def open(self) -> None:
         """Open (recovering) the log: blocking, call from a worker thread."""
-        config = TopicConfig.resolve({}, {"cleanup.policy": "compact",
-                                          "segment.bytes": 64 * 1024 * 1024})
-        self.log = PartitionLog(self.name, 0, self.directory, config, self.clock_ms)
+        self.log = PartitionLog(self.name, 0, self.directory, self.config, self.clock_ms)
 
     def close(self) -> None:
         if self.log is not None:
