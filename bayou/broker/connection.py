@@ -32,12 +32,14 @@ from bayou.protocol.kafka import (
     UnsupportedVersionError,
     decode_request_body,
     decode_request_header,
-    encode_response,
+    encode_response_parts,
 )
 
 log = logging.getLogger(__name__)
 
-Payload = bytes | bytearray | None  # an encoded response frame, or None for "no response"
+# An encoded response frame as the pieces to write (large fetched batches are pieces of their
+# own, never copied into the frame buffer), or None for "no response".
+Payload = list[bytes | bytearray | memoryview] | None
 
 MAX_INFLIGHT = 128
 RESUME_INFLIGHT = 32
@@ -143,15 +145,15 @@ class KafkaConnection(asyncio.Protocol):
     def _answer_unsupported_api_versions(self, header: RequestHeader) -> None:
         """A too-new ApiVersions gets UNSUPPORTED_VERSION and our ranges in a v0 body."""
         v0 = RequestHeader(API_VERSIONS, 0, header.correlation_id, header.client_id)
-        self._queue_ready(encode_response(v0, unsupported_version_response()))
+        self._queue_ready(encode_response_parts(v0, unsupported_version_response()))
 
     async def _serve(self, context: RequestContext, handler: Any, request: Any) -> Payload:
         response = await handler(context, request)
         if response is None:  # e.g. Produce with acks=0
             return None
-        return encode_response(context.header, response)
+        return encode_response_parts(context.header, response)
 
-    def _queue_ready(self, payload: bytes | bytearray) -> None:
+    def _queue_ready(self, payload: list[bytes | bytearray | memoryview]) -> None:
         future: asyncio.Future[Payload] = asyncio.get_running_loop().create_future()
         future.set_result(payload)
         self._inflight.append(future)  # type: ignore[arg-type]
@@ -176,7 +178,7 @@ class KafkaConnection(asyncio.Protocol):
                 return
             payload = task.result()
             if payload is not None and transport is not None and not self._closing:
-                transport.write(payload)
+                transport.writelines(payload)
         self._update_reading()
 
     # -- flow control and closing -----------------------------------------------------------

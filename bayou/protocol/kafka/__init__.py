@@ -18,6 +18,7 @@ from bayou.protocol.kafka.api import (
     encode_data,
     encode_request,
     encode_response,
+    encode_response_parts,
 )
 from bayou.protocol.kafka.primitives import ApiMessage, Message
 
@@ -37,5 +38,6 @@ __all__ = [
     "encode_data",
     "encode_request",
     "encode_response",
+    "encode_response_parts",
     "messages",
 ]

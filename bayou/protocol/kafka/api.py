@@ -30,7 +30,15 @@ from typing import Any
 
 from bayou.errors import ProtocolViolation
 from bayou.protocol.kafka.messages import DATA_MESSAGES, MESSAGES
-from bayou.protocol.kafka.primitives import I16, I32, ApiMessage, r_nstr, skip_tags, w_nstr
+from bayou.protocol.kafka.primitives import (
+    I16,
+    I32,
+    ApiMessage,
+    ScatterBuffer,
+    r_nstr,
+    skip_tags,
+    w_nstr,
+)
 
 API_VERSIONS_KEY = 18
 _HEAD = struct.Struct(">hhi")
@@ -139,22 +147,41 @@ def decode_request_body(header: RequestHeader, frame: memoryview, offset: int) -
     return message
 
 
-def encode_response(header: RequestHeader, response: ApiMessage) -> bytearray:
-    """The whole response frame (size prefix, response header, body) at the request's version.
+def encode_response(header: RequestHeader, response: ApiMessage) -> bytes:
+    """The whole response frame (size prefix, response header, body) at the request's version."""
+    return b"".join(encode_response_parts(header, response))
 
-    Returned as the ``bytearray`` it was built in: transports take it as is, and a fetch
-    response of many megabytes is not copied once more into ``bytes``.
+
+def encode_response_parts(
+    header: RequestHeader, response: ApiMessage
+) -> list[bytes | bytearray | memoryview]:
+    """The response frame as pieces to write in order (``transport.writelines``).
+
+    Large ``records`` values (fetched batches) are pieces of their own rather than copied into
+    the frame buffer; everything else is one buffer.  Joined, the pieces are the frame.
     """
     version = header.api_version
-    out = bytearray(8)
+    out = ScatterBuffer(8)
     I32.pack_into(out, 4, header.correlation_id)
     if response.is_flexible(version) and header.api_key != API_VERSIONS_KEY:
         out.append(0)
     if not response.MIN_VERSION <= version <= response.MAX_VERSION:
         raise ValueError(f"{response.NAME} has no version {version}")
     response.ENCODERS[version](response, out)
-    I32.pack_into(out, 0, len(out) - 4)
-    return out
+    deferred = out.deferred
+    size = len(out) - 4 + sum(memoryview(b).nbytes for _, b in deferred)
+    I32.pack_into(out, 0, size)
+    if not deferred:
+        return [out]
+    view = memoryview(out)
+    parts: list[bytes | bytearray | memoryview] = []
+    start = 0
+    for position, value in deferred:
+        parts.append(view[start:position])
+        parts.append(value)
+        start = position
+    parts.append(view[start:])
+    return parts
 
 
 # ---------------------------------------------------------------- client side (tests, tools)

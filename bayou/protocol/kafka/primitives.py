@@ -318,20 +318,48 @@ def _nbytes(b: bytes | bytearray | memoryview) -> int:
     return b.nbytes if isinstance(b, memoryview) else len(b)
 
 
+class ScatterBuffer(bytearray):
+    """An output buffer that leaves large ``records`` values out and notes where they go.
+
+    Encoding a fetch response into a plain ``bytearray`` copies every batch read from the log
+    once more.  With a ``ScatterBuffer`` the record writers append only the length prefix and
+    remember ``(position, value)``; ``encode_response_parts`` then hands the transport the
+    buffer's pieces with the values between them, so the batches go out as read.
+    """
+
+    __slots__ = ("deferred",)
+
+    def __init__(self, size: int = 0) -> None:
+        super().__init__(size)
+        self.deferred: list[tuple[int, bytes | bytearray | memoryview]] = []
+
+
+SCATTER_MIN = 16 * 1024  # smaller values are cheaper to copy than to send as their own piece
+
+
+def _put_records(out: bytearray, b: bytes | bytearray | memoryview, size: int) -> None:
+    if size >= SCATTER_MIN and type(out) is ScatterBuffer:
+        out.deferred.append((len(out), b))
+    else:
+        out += b
+
+
 def w_nrec(out: bytearray, b: Records) -> None:
     if b is None:
         out += NULL32
     else:
-        out += I32.pack(_nbytes(b))
-        out += b
+        size = _nbytes(b)
+        out += I32.pack(size)
+        _put_records(out, b, size)
 
 
 def w_ncrec(out: bytearray, b: Records) -> None:
     if b is None:
         out.append(0)
     else:
-        out += uv(_nbytes(b) + 1)
-        out += b
+        size = _nbytes(b)
+        out += uv(size + 1)
+        _put_records(out, b, size)
 
 
 def w_rec(out: bytearray, b: Records) -> None:
