@@ -94,7 +94,8 @@ class KafkaConnection(asyncio.Protocol):
                 return
             if end - pos - 4 < size:
                 break
-            frame = bytes(buf[pos + 4 : pos + 4 + size])
+            with memoryview(buf) as view:  # one copy of the frame, and the view released
+                frame = bytes(view[pos + 4 : pos + 4 + size])
             pos += 4 + size
             self._dispatch(frame)
         if pos:
