@@ -253,6 +253,9 @@ def patch_log_append_time(buf: bytearray | memoryview, pos: int, timestamp_ms: i
 
 def _write_varint(out: bytearray, value: int) -> None:
     """Append a zigzag-encoded signed varint (protobuf style, up to 64 bits)."""
+    if -64 <= value < 64:  # one byte: most deltas, lengths and header counts
+        out.append(value << 1 if value >= 0 else (-value << 1) - 1)
+        return
     v = ((value << 1) ^ (value >> 63)) & 0xFFFFFFFFFFFFFFFF
     while v >= 0x80:
         out.append((v & 0x7F) | 0x80)
@@ -262,6 +265,12 @@ def _write_varint(out: bytearray, value: int) -> None:
 
 def _read_varint(buf: Buffer, pos: int) -> tuple[int, int]:
     """Decode a zigzag varint at ``pos``; return (value, next position)."""
+    try:
+        b = buf[pos]
+    except IndexError:
+        raise CorruptMessage("truncated varint in record") from None
+    if b < 0x80:  # one byte: most deltas, lengths and header counts
+        return (b >> 1) ^ -(b & 1), pos + 1
     result = 0
     shift = 0
     while True:
@@ -490,27 +499,80 @@ def iter_records(batch: Buffer) -> Iterator[DecodedRecord]:
         return  # a batch emptied by compaction, kept for its offsets and producer state
     data = decompress(header.compression, mv[HEADER_SIZE : header.size])
     append_time = header.timestamp_type == TIMESTAMP_LOG_APPEND_TIME
+    base_offset = header.base_offset
+    base_timestamp = header.base_timestamp
+    max_timestamp = header.max_timestamp
+    n = len(data)
+    read_varint = _read_varint
+    new_record = tuple.__new__  # DecodedRecord(...) without the keyword-handling __new__
     pos = 0
-    for _ in range(header.records_count):
-        length, pos = _read_varint(data, pos)
-        end = pos + length
-        if length < 0 or end > len(data):
-            raise CorruptMessage("record runs past the end of its batch")
-        pos += 1  # attributes
-        ts_delta, pos = _read_varint(data, pos)
-        offset_delta, pos = _read_varint(data, pos)
-        key, pos = _read_bytes(data, pos)
-        value, pos = _read_bytes(data, pos)
-        count, pos = _read_varint(data, pos)
-        headers: list[tuple[str, bytes | None]] = []
-        for _h in range(count):
-            name, pos = _read_bytes(data, pos)
-            hval, pos = _read_bytes(data, pos)
-            headers.append(((name or b"").decode("utf-8", "replace"), hval))
-        if pos != end:
-            raise CorruptMessage("record length does not match its fields")
-        timestamp = header.max_timestamp if append_time else header.base_timestamp + ts_delta
-        yield DecodedRecord(header.base_offset + offset_delta, timestamp, key, value, headers)
+    # The hot loop of every reader: one-byte varints (almost all of them) are decoded inline
+    # and fields are sliced from ``data`` directly; ``_read_varint`` takes the longer ones.
+    try:
+        for _ in range(header.records_count):
+            b = data[pos]
+            if b < 0x80:
+                length, pos = (b >> 1) ^ -(b & 1), pos + 1
+            else:
+                length, pos = read_varint(data, pos)
+            end = pos + length
+            if length < 0 or end > n:
+                raise CorruptMessage("record runs past the end of its batch")
+            pos += 1  # attributes
+            b = data[pos]
+            if b < 0x80:
+                ts_delta, pos = (b >> 1) ^ -(b & 1), pos + 1
+            else:
+                ts_delta, pos = read_varint(data, pos)
+            b = data[pos]
+            if b < 0x80:
+                offset_delta, pos = (b >> 1) ^ -(b & 1), pos + 1
+            else:
+                offset_delta, pos = read_varint(data, pos)
+            fields: list[bytes | None] = []
+            for _f in range(2):  # key, value
+                b = data[pos]
+                if b < 0x80:
+                    size, pos = (b >> 1) ^ -(b & 1), pos + 1
+                else:
+                    size, pos = read_varint(data, pos)
+                if size < 0:
+                    fields.append(None)
+                    continue
+                if pos + size > n:
+                    raise CorruptMessage("record field runs past the end of the batch")
+                fields.append(data[pos : pos + size])
+                pos += size
+            b = data[pos]
+            if b < 0x80:
+                count, pos = (b >> 1) ^ -(b & 1), pos + 1
+            else:
+                count, pos = read_varint(data, pos)
+            headers: list[tuple[str, bytes | None]] = []
+            for _h in range(count):
+                for _f in range(2):  # name, value
+                    b = data[pos]
+                    if b < 0x80:
+                        size, pos = (b >> 1) ^ -(b & 1), pos + 1
+                    else:
+                        size, pos = read_varint(data, pos)
+                    if size < 0:
+                        fields.append(None)
+                        continue
+                    if pos + size > n:
+                        raise CorruptMessage("record field runs past the end of the batch")
+                    fields.append(data[pos : pos + size])
+                    pos += size
+                hval = fields.pop()
+                name = fields.pop()
+                headers.append(((name or b"").decode("utf-8", "replace"), hval))
+            if pos != end:
+                raise CorruptMessage("record length does not match its fields")
+            timestamp = max_timestamp if append_time else base_timestamp + ts_delta
+            yield new_record(DecodedRecord, (base_offset + offset_delta, timestamp, fields[0],
+                                             fields[1], headers))
+    except IndexError:
+        raise CorruptMessage("truncated varint in record") from None
 
 
 _LENGTH = struct.Struct(">i")
