@@ -53,6 +53,7 @@ from bayou.protocol.mqtt.packets import (
     UnsubAck,
     Unsubscribe,
     Will,
+    empty_properties,
 )
 
 _U16 = struct.Struct(">H")
@@ -295,7 +296,7 @@ class FrameReader:
     def buffered(self) -> int:
         return len(self._buf) - self._pos
 
-    def next_frame(self) -> tuple[int, memoryview] | None:
+    def next_frame(self) -> tuple[int, bytes] | None:
         buf = self._buf
         start = self._pos
         avail = len(buf) - start
@@ -321,7 +322,8 @@ class FrameReader:
         if avail < i + length:
             return None
         first = buf[start]
-        body = memoryview(bytes(buf[start + i : start + i + length]))
+        with memoryview(buf) as view:  # one copy of the body, and the view released
+            body = bytes(view[start + i : start + i + length])
         self._pos = start + i + length
         self._compact()
         return first, body
@@ -387,10 +389,37 @@ def _decode_publish(first: int, cur: _Cursor, version: int) -> Publish:
     dup = bool(first & 0x08)
     if dup and qos == 0:
         raise MalformedPacket("PUBLISH with DUP set at QoS 0")
-    topic = cur.utf8()
-    packet_id = _packet_id(cur) if qos else None
-    props = decode_properties(cur, P.PUBLISH) if version == MQTT_5 else Properties()
-    return Publish(topic, cur.rest(), qos, bool(first & 0x01), dup, packet_id, props)
+    # The ingest hot path: fields are read inline rather than through the cursor's methods.
+    buf, pos, end = cur.buf, cur.pos, cur.end
+    if end - pos < 2:
+        raise MalformedPacket("packet ends in the middle of a field")
+    n = (buf[pos] << 8) | buf[pos + 1]
+    pos += 2
+    if pos + n > end:
+        raise MalformedPacket("packet ends in the middle of a field")
+    try:
+        topic = str(buf[pos : pos + n], "utf-8")
+    except UnicodeDecodeError:
+        raise MalformedPacket("string is not valid UTF-8") from None
+    if "\x00" in topic:
+        raise MalformedPacket("string contains U+0000")
+    pos += n
+    packet_id = None
+    if qos:
+        if end - pos < 2:
+            raise MalformedPacket("packet ends in the middle of a field")
+        packet_id = (buf[pos] << 8) | buf[pos + 1]
+        if packet_id == 0:
+            raise ProtocolError("packet identifier 0")
+        pos += 2
+    if version == MQTT_5:
+        cur.pos = pos
+        props = decode_properties(cur, P.PUBLISH)
+        pos = cur.pos
+    else:
+        props = empty_properties()
+    cur.pos = end
+    return Publish(topic, bytes(buf[pos:end]), qos, bool(first & 0x01), dup, packet_id, props)
 
 
 def _decode_ack(kind: type[PubAck | PubRec | PubRel | PubComp], cur: _Cursor,

@@ -107,7 +107,7 @@ class ServerConnection:
             first, body = frame
             packets.append(self._receive(first, body))
 
-    def _receive(self, first: int, body: memoryview) -> Packet:
+    def _receive(self, first: int, body: bytes) -> Packet:
         kind = first >> 4
         if self.state is State.AWAIT_CONNECT:
             if kind != PacketType.CONNECT:
@@ -130,7 +130,7 @@ class ServerConnection:
             self.state = State.CLOSED
         return packet
 
-    def _receive_connect(self, first: int, body: memoryview) -> Connect:
+    def _receive_connect(self, first: int, body: bytes) -> Connect:
         packet = decode(first, body, MQTT_311)
         assert isinstance(packet, Connect)
         if packet.protocol_level not in (MQTT_31, MQTT_311, MQTT_5):

@@ -138,6 +138,21 @@ class Properties:
     shared_subscription_available: int | None = None
 
 
+
+_PROPERTY_DEFAULTS: dict[str, object] = {}
+
+
+def empty_properties() -> Properties:
+    """``Properties()`` without running the 27-field ``__init__`` (one per received PUBLISH)."""
+    props = object.__new__(Properties)
+    if not _PROPERTY_DEFAULTS:
+        _PROPERTY_DEFAULTS.update(vars(Properties()))
+    props.__dict__.update(_PROPERTY_DEFAULTS)
+    props.subscription_identifiers = []
+    props.user_properties = []
+    return props
+
+
 @dataclass
 class Will:
     topic: str
