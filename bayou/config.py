@@ -395,6 +395,11 @@ class BrokerConfig:
         for name, value in raw.items():
             setattr(config, name, _coerce(name, fields[name].type, value))
         config.topic_defaults = parse_topic_configs(topic_raw)
+        try:
+            config.internal_log_config()
+        except InvalidConfig as exc:
+            raise InvalidConfig(
+                f"internal_segment_bytes / internal_delete_retention_ms: {exc}") from None
         return config
 
 

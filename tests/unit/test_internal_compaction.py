@@ -19,6 +19,7 @@ from bayou.broker.groups.coordinator import OffsetCommit
 from bayou.broker.groups.model import Result
 from bayou.broker.groups.store import GroupStore
 from bayou.config import BrokerConfig, TopicConfig, internal_log_config
+from bayou.errors import InvalidConfig
 from bayou.gateways.mqtt.store import StateLog
 from bayou.storage import LogManager, PartitionLog
 from bayou.storage.cleaner import clean, needs_cleaning
@@ -340,3 +341,5 @@ def test_internal_log_config_comes_from_the_broker_options() -> None:
     assert default.segment_bytes == 16 * 1024 * 1024
     # Broker topic defaults never reach internal logs.
     assert BrokerConfig(topic_defaults={"retention.ms": 1}).internal_log_config() == default
+    with pytest.raises(InvalidConfig, match="internal_segment_bytes"):
+        BrokerConfig.load(environ={"BAYOU_INTERNAL_SEGMENT_BYTES": "3"})
