@@ -19,7 +19,7 @@ from collections import deque
 from typing import Any
 
 from bayou.errors import KafkaError
-from bayou.gateways.mqtt.mapping import headers_for
+from bayou.gateways.mqtt.mapping import headers_for, plain_properties
 from bayou.gateways.mqtt.server import MAX_PACKET_SIZE, RECEIVE_MAXIMUM, MqttGateway, stored_props
 from bayou.gateways.mqtt.session import (
     NEVER_EXPIRES,
@@ -73,6 +73,7 @@ class MqttClient(asyncio.Protocol):
         self._acks: list[tuple[Publish, TP | None, BaseException | None]] = []
         self._retained_waits: list[Any] = []
         self._outq: deque[tuple[asyncio.Future[Any] | None, list[bytes]]] = deque()
+        self._headers: dict[tuple[int, bool], list[tuple[str, bytes | None]]] = {}
 
     # ------------------------------------------------------------------ transport events
 
@@ -401,7 +402,17 @@ class MqttClient(asyncio.Protocol):
         except KafkaError as exc:
             self._acks.append((packet, None, exc))
             return
-        headers = headers_for(packet.properties, packet.qos, packet.retain, session.client_id)
+        props = packet.properties
+        if plain_properties(props):
+            # The same headers for every plain PUBLISH of this client at this QoS/retain:
+            # built once (build_batch only reads them).
+            key = (packet.qos, packet.retain)
+            headers = self._headers.get(key)
+            if headers is None:
+                headers = self._headers[key] = headers_for(props, packet.qos, packet.retain,
+                                                           session.client_id)
+        else:
+            headers = headers_for(props, packet.qos, packet.retain, session.client_id)
         record = Record(self.gw.clock_ms(), packet.topic.encode(), packet.payload, headers)
         self._pending.setdefault(tp, []).append(record)
         self._acks.append((packet, tp, None))
@@ -430,6 +441,7 @@ class MqttClient(asyncio.Protocol):
                 _result, dirty = state.append_now(tp[0], tp[1], build_batch(records))
             except KafkaError as exc:
                 failed[tp] = exc
+                self.gw.forget_targets()  # the topic may have changed under the cache
                 continue
             if dirty is not None:
                 to_flush.append(dirty)

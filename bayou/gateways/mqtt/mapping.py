@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from bayou.broker.partitioner import partition_for_key
 from bayou.errors import InvalidConfig
-from bayou.protocol.mqtt.packets import Properties
+from bayou.protocol.mqtt.packets import Properties, empty_properties
 from bayou.protocol.mqtt.topics import (
     filters_may_overlap,
     matches,
@@ -121,6 +121,13 @@ class TopicMapper:
         return found
 
 
+def plain_properties(props: Properties) -> bool:
+    """Whether ``props`` adds nothing to a record's headers beyond QoS, retain and client."""
+    return (not props.user_properties and props.content_type is None
+            and props.message_expiry_interval is None and not props.payload_format_indicator
+            and props.response_topic is None and props.correlation_data is None)
+
+
 def headers_for(props: Properties, qos: int, retain: bool,
                 client_id: str) -> list[tuple[str, bytes | None]]:
     """Kafka headers for an MQTT PUBLISH: user properties first, then MQTT metadata."""
@@ -154,7 +161,7 @@ class RecordMeta:
 
 
 def meta_from_headers(headers: Sequence[tuple[str, bytes | None]]) -> RecordMeta:
-    props = Properties()
+    props = empty_properties()
     qos, retain, origin, expiry = 2, False, None, None
     for name, value in headers:
         if name not in RESERVED_HEADERS:

@@ -30,6 +30,10 @@ from typing import TYPE_CHECKING, Any
 from bayou.broker.context import BrokerState, now_ms
 from bayou.errors import KafkaError, OffsetOutOfRange
 from bayou.gateways.mqtt.mapping import (
+    H_CLIENT,
+    H_QOS,
+    H_RETAIN,
+    RecordMeta,
     TopicMapper,
     headers_for,
     meta_from_headers,
@@ -39,6 +43,7 @@ from bayou.gateways.mqtt.mapping import (
 from bayou.gateways.mqtt.session import (
     NEVER_EXPIRES,
     TP,
+    DecodedChunk,
     Delivery,
     Inflight,
     Message,
@@ -73,6 +78,12 @@ REFRESH_INTERVAL_S = 1.0
 SAVE_INTERVAL_S = 0.5
 MAX_PACKET_SIZE = 1024 * 1024 + 1024
 RECEIVE_MAXIMUM = 1024
+TARGET_CACHE = 100_000
+KEY_CACHE = 100_000
+TAIL_SLICE = 256  # records offered between two turns of the event loop
+META_CACHE = 4096
+CHUNKS_KEPT = 16
+_PLAIN_HEADERS = frozenset((H_QOS, H_RETAIN, H_CLIENT))
 
 
 class Tailer:
@@ -83,6 +94,7 @@ class Tailer:
         self.tp = tp
         self.position = position
         self.task: asyncio.Task[None] | None = None
+        self._topics: dict[bytes | None, str] = {}  # record key → MQTT topic
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run())
@@ -108,7 +120,9 @@ class Tailer:
                     self.position = plog.log_start_offset
                     continue
                 try:
-                    self.process(data)
+                    await self.process(data)
+                except asyncio.CancelledError:
+                    raise
                 except Exception:
                     log.exception("MQTT delivery from %s-%d failed at offset %d",
                                   *self.tp, self.position)
@@ -117,34 +131,49 @@ class Tailer:
             else:
                 await waiters.wait_any([self.tp], 1.0)
 
-    def process(self, data: bytes | memoryview) -> None:
+    async def process(self, data: bytes | memoryview) -> None:
+        """Offer the records in ``data`` from ``position`` on.
+
+        Every ``TAIL_SLICE`` records it lets the loop run, with ``position`` up to date, so
+        the sessions' pumps drain their queues between slices: a session that keeps up is
+        never pushed into catch-up by the size of one read (a single batch can hold a few
+        thousand records, more than a queue takes).
+        """
         gw = self.gateway
         topic = self.tp[0]
+        tp = self.tp
         view = memoryview(data)
+        topics = self._topics
+        budget = TAIL_SLICE
         for pos, header in iter_batches(data):
             if header.last_offset < self.position or header.is_control:
                 self.position = max(self.position, header.last_offset + 1)
                 continue
             for rec in iter_records(view[pos : pos + header.size]):
-                if rec.offset < self.position:
+                offset = rec.offset
+                if offset < self.position:
                     continue
-                mqtt_topic = gw.mapper.mqtt_topic(topic, rec.key)
-                found = gw.trie.match(mqtt_topic)
-                if found:
-                    self.dispatch(mqtt_topic, rec, found)
-            self.position = header.last_offset + 1
-
-    def dispatch(self, mqtt_topic: str, rec: DecodedRecord,
-                 found: list[tuple[Any, SubOptions]]) -> None:
-        msg = self.gateway.message_from_record(mqtt_topic, rec)
-        by_owner: dict[Any, list[SubOptions]] = {}
-        for owner, opts in found:
-            by_owner.setdefault(owner, []).append(opts)
-        for owner, options in by_owner.items():
-            if isinstance(owner, ShareGroup):
-                owner.offer(msg, options[0], self.tp, rec.offset)
-            else:
-                owner.offer(msg, options, self.tp, rec.offset)
+                key = rec.key
+                mqtt_topic = topics.get(key)
+                if mqtt_topic is None:
+                    mqtt_topic = gw.mapper.mqtt_topic(topic, key)
+                    if len(topics) >= KEY_CACHE:
+                        topics.clear()
+                    topics[key] = mqtt_topic
+                owners = gw.owners_of(mqtt_topic)
+                if owners:
+                    msg = gw.message_from_record(mqtt_topic, rec)
+                    for owner, options in owners:
+                        if isinstance(owner, ShareGroup):
+                            owner.offer(msg, options[0], tp, offset)
+                        else:
+                            owner.offer(msg, options, tp, offset)
+                self.position = offset + 1
+                budget -= 1
+                if budget <= 0:
+                    budget = TAIL_SLICE
+                    await asyncio.sleep(0)
+            self.position = max(self.position, header.last_offset + 1)
 
 
 class MqttGateway:
@@ -169,6 +198,11 @@ class MqttGateway:
         self.stopping = False
         self._filters: dict[str, int] = {}  # plain filter → subscriptions using it
         self._known_topics: set[str] = set()
+        self._targets: dict[str, TP] = {}  # MQTT topic → (Kafka topic, partition)
+        # MQTT topic → its trie matches grouped per owner; dropped on every subscription change
+        self._owners: dict[str, list[tuple[Any, list[SubOptions]]]] = {}
+        self._metas: dict[tuple[tuple[str, bytes | None], ...], RecordMeta] = {}
+        self._chunks: dict[TP, DecodedChunk] = {}  # the last catch-up read per partition
         self._server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._wills: dict[str, asyncio.TimerHandle] = {}
@@ -287,7 +321,22 @@ class MqttGateway:
 
     # ------------------------------------------------------------------ subscriptions
 
+    def owners_of(self, mqtt_topic: str) -> list[tuple[Any, list[SubOptions]]]:
+        """The sessions and share groups whose filters match ``mqtt_topic``, each with the
+        options of its matching subscriptions (one trie walk per topic, then cached)."""
+        owners = self._owners.get(mqtt_topic)
+        if owners is None:
+            by_owner: dict[Any, list[SubOptions]] = {}
+            for owner, opts in self.trie.match(mqtt_topic):
+                by_owner.setdefault(owner, []).append(opts)
+            owners = list(by_owner.items())
+            if len(self._owners) >= KEY_CACHE:
+                self._owners.clear()
+            self._owners[mqtt_topic] = owners
+        return owners
+
     def _add_subscription(self, session: Session, topic_filter: str, opts: SubOptions) -> bool:
+        self._owners.clear()
         group_name, plain = parse_shared(topic_filter)
         new = topic_filter not in session.subs
         session.subs[topic_filter] = opts
@@ -308,6 +357,7 @@ class MqttGateway:
     def _remove_subscription(self, session: Session, topic_filter: str) -> bool:
         if session.subs.pop(topic_filter, None) is None:
             return False
+        self._owners.clear()
         group_name, plain = parse_shared(topic_filter)
         if group_name is None:
             self.trie.remove(plain, session)
@@ -371,24 +421,69 @@ class MqttGateway:
         for tp in list(self.tailers):
             if tp not in needed:
                 self.tailers.pop(tp).stop()
+        for tp in list(self._chunks):
+            if tp not in needed:
+                del self._chunks[tp]
         self._known_topics = set(existing)
+        self._targets.clear()
 
     # ------------------------------------------------------------------ messages
 
     def message_from_record(self, mqtt_topic: str, rec: DecodedRecord) -> Message:
-        meta = meta_from_headers(rec.headers)
+        headers = rec.headers
+        if len(headers) <= 3 and all(name in _PLAIN_HEADERS and value is not None
+                                     and len(value) <= 256 for name, value in headers):
+            # QoS, retain and client id only (what an MQTT PUBLISH without properties
+            # stores): few distinct combinations, so their meaning is kept, not re-parsed
+            key = tuple(headers)
+            meta = self._metas.get(key)
+            if meta is None:
+                if len(self._metas) >= META_CACHE:
+                    self._metas.clear()
+                meta = self._metas[key] = meta_from_headers(headers)
+        else:
+            meta = meta_from_headers(headers)
         expiry_at = rec.timestamp + meta.expiry_s * 1000 if meta.expiry_s is not None else None
         return Message(mqtt_topic, rec.value or b"", meta.qos, meta.retain, meta.origin,
                        expiry_at, meta.props)
 
     def kafka_target(self, mqtt_topic: str) -> TP:
-        """(Kafka topic, partition) for an MQTT topic, auto-creating the topic if allowed."""
+        """(Kafka topic, partition) for an MQTT topic, auto-creating the topic if allowed.
+
+        Cached per MQTT topic; the cache is dropped by ``refresh_interest`` (every second and
+        whenever a topic is created) and after a failed append, so a topic's new partition
+        count is seen within a second, like a Kafka producer's metadata refresh.
+        """
+        tp = self._targets.get(mqtt_topic)
+        if tp is not None:
+            return tp
         topic = self.mapper.kafka_topic(mqtt_topic)
         meta = self.state.logs.topics().get(topic)
         if meta is None:
             meta = self.state.topic_or_autocreate(topic)
             self.refresh_interest()
-        return topic, partition_for(mqtt_topic.encode(), meta.partitions)
+        tp = (topic, partition_for(mqtt_topic.encode(), meta.partitions))
+        if len(self._targets) >= TARGET_CACHE:
+            self._targets.clear()
+        self._targets[mqtt_topic] = tp
+        return tp
+
+    def catch_up_chunk(self, tp: TP, plog: Any, offset: int) -> DecodedChunk:
+        """The decoded log chunk holding ``offset`` for a session catching up on ``tp``:
+        the last one read for ``tp`` when it covers ``offset`` (sessions behind together
+        share one read and one decoding), else a new read.  At most ``CHUNKS_KEPT``."""
+        chunk = self._chunks.get(tp)
+        if chunk is not None and chunk.covers(plog, offset):
+            return chunk
+        chunk = DecodedChunk(self, tp, plog, offset)
+        self._chunks.pop(tp, None)
+        while len(self._chunks) >= CHUNKS_KEPT:
+            del self._chunks[next(iter(self._chunks))]
+        self._chunks[tp] = chunk
+        return chunk
+
+    def forget_targets(self) -> None:
+        self._targets.clear()
 
     def set_retained(self, publish: Publish, client_id: str) -> Any:
         """Update the retained tree; returns the awaitable that makes it durable."""

@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from bayou.protocol.kafka.records import iter_batches, iter_records
+from bayou.protocol.kafka.records import DecodedRecord, iter_batches, iter_records
 from bayou.protocol.mqtt.codec import encode_properties, encode_publish
 from bayou.protocol.mqtt.packets import MQTT_5, Properties, PubRel
 from bayou.protocol.mqtt.topics import matches
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
+_U16 = struct.Struct(">H")
 MAX_QUEUED = 1000
 MAX_GROUP_PENDING = 10_000
 DEFAULT_INFLIGHT = 20  # 3.1.1 clients announce no Receive Maximum
@@ -71,8 +74,8 @@ class SubOptions:
 class Message:
     """One message to deliver, shared by every session it goes to."""
 
-    __slots__ = ("_v5", "expiry_at", "origin", "payload", "props", "qos", "retain", "topic",
-                 "topic_bytes")
+    __slots__ = ("_v5", "_wire", "expiry_at", "origin", "payload", "props", "qos", "retain",
+                 "topic", "topic_bytes")
 
     def __init__(self, topic: str, payload: bytes, qos: int, retain: bool, origin: str | None,
                  expiry_at: int | None, props: Properties) -> None:
@@ -85,6 +88,33 @@ class Message:
         self.expiry_at = expiry_at
         self.props = props
         self._v5: bytes | None = None
+        # (5.0?, qos, retain) → the PUBLISH without packet id, encoded once for every session
+        # it goes to: QoS 0 the whole packet, QoS 1/2 the bytes before and after the id
+        self._wire: dict[tuple[bool, int, bool], tuple[bytes, bytes]] | None = None
+
+    def publish_bytes(self, v5: bool, qos: int, retain: bool, pid: int | None) -> bytes:
+        """The PUBLISH for a message without expiry sent without subscription ids or DUP."""
+        key = (v5, qos, retain)
+        wire = self._wire
+        if wire is None:
+            wire = self._wire = {}
+        parts = wire.get(key)
+        if parts is None:
+            props = self.v5_properties((), 0) if v5 else None
+            full = encode_publish(self.topic_bytes, self.payload, qos, retain, False,
+                                  1 if qos else None, props)
+            if qos:
+                cut = 1
+                while full[cut] & 0x80:  # the remaining length's continuation bytes
+                    cut += 1
+                cut += 3 + len(self.topic_bytes)  # its last byte, topic length, topic
+                parts = (full[:cut], full[cut + 2 :])
+            else:
+                parts = (full, b"")
+            wire[key] = parts
+        if pid is None:
+            return parts[0]
+        return parts[0] + _U16.pack(pid) + parts[1]
 
     def v5_properties(self, sub_ids: tuple[int, ...], now: int) -> bytes | None:
         """Encoded 5.0 properties, or None when the message has expired."""
@@ -105,6 +135,56 @@ class Message:
 
     def expired(self, now: int) -> bool:
         return self.expiry_at is not None and now >= self.expiry_at
+
+
+class DecodedChunk:
+    """One catch-up read of a partition, decoded once and shared by the sessions that catch
+    up through it (their ``Message`` objects too, so a PUBLISH is encoded once for all).
+
+    ``offsets``/``topics``/``records`` are the records of the whole data batches read from
+    ``start`` (control batches left out); ``end`` is the offset after the last batch read.
+    """
+
+    __slots__ = ("_messages", "end", "gateway", "offsets", "plog", "records", "start",
+                 "topics")
+
+    def __init__(self, gateway: MqttGateway, tp: TP, plog: Any, start: int) -> None:
+        self.gateway = gateway
+        self.plog = plog
+        self.start = start
+        self.end = start
+        self.offsets: list[int] = []
+        self.topics: list[str] = []
+        self.records: list[DecodedRecord] = []
+        self._messages: dict[int, Message] = {}
+        mapper = gateway.mapper
+        topic_of: dict[bytes | None, str] = {}
+        data = plog.read(start, CATCH_UP_READ)
+        view = memoryview(data)
+        for pos, header in iter_batches(data):
+            self.end = max(self.end, header.last_offset + 1)
+            if header.last_offset < start or header.is_control:
+                continue
+            for rec in iter_records(view[pos : pos + header.size]):
+                if rec.offset < start:
+                    continue
+                key = rec.key
+                mqtt_topic = topic_of.get(key)
+                if mqtt_topic is None:
+                    mqtt_topic = topic_of[key] = mapper.mqtt_topic(tp[0], key)
+                self.offsets.append(rec.offset)
+                self.topics.append(mqtt_topic)
+                self.records.append(rec)
+
+    def covers(self, plog: Any, offset: int) -> bool:
+        return plog is self.plog and self.start <= offset < self.end
+
+    def message(self, i: int) -> Message:
+        msg = self._messages.get(i)
+        if msg is None:
+            msg = self._messages[i] = self.gateway.message_from_record(self.topics[i],
+                                                                       self.records[i])
+        return msg
 
 
 class Delivery:
@@ -132,6 +212,12 @@ class Inflight:
 def merge_options(options: list[SubOptions], origin: str | None, client_id: str,
                   msg_qos: int) -> tuple[int, bool, tuple[int, ...]] | None:
     """(qos, retain-as-published, subscription ids) for overlapping subscriptions, or None."""
+    if len(options) == 1:
+        opts = options[0]
+        if opts.no_local and origin == client_id:
+            return None
+        return (min(opts.qos, msg_qos), opts.retain_as_published,
+                () if opts.sub_id is None else (opts.sub_id,))
     qos = -1
     rap = False
     ids: list[int] = []
@@ -315,6 +401,11 @@ class Session:
         c = self.conn
         assert c is not None
         msg = d.msg
+        if msg.expiry_at is None and not d.sub_ids and not dup:
+            data = msg.publish_bytes(c.proto.version == MQTT_5, d.qos, d.retain, pid)
+            if len(data) > c.proto.client_max_packet_size:
+                return None  # the client could not take it: discarded, as the spec says
+            return data
         if c.proto.version == MQTT_5:
             props = msg.v5_properties(d.sub_ids, now)
             if props is None:
@@ -412,32 +503,32 @@ class Session:
                     self.behind[tp] = offset
                 continue
             queued = 0
-            data = plog.read(offset, CATCH_UP_READ)
-            view = memoryview(data)
-            for pos, header in iter_batches(data):
-                if header.last_offset < offset or header.is_control:
-                    offset = max(offset, header.last_offset + 1)
+            matched: dict[str, list[SubOptions]] = {}  # MQTT topic → own matches, this read
+            chunk = gw.catch_up_chunk(tp, plog, offset)
+            offsets = chunk.offsets
+            for i in range(bisect_left(offsets, offset), len(offsets)):
+                rec_offset = offsets[i]
+                if rec_offset >= live_at:
+                    break
+                if len(self.queue) >= MAX_QUEUED:
+                    self.behind[tp] = rec_offset
+                    return queued > 0
+                msg_topic = chunk.topics[i]
+                options = matched.get(msg_topic)
+                if options is None:
+                    options = matched[msg_topic] = self.own_match(msg_topic)
+                offset = rec_offset + 1
+                if not options:
                     continue
-                for rec in iter_records(view[pos : pos + header.size]):
-                    if rec.offset < offset or rec.offset >= live_at:
-                        continue
-                    if len(self.queue) >= MAX_QUEUED:
-                        self.behind[tp] = rec.offset
-                        return queued > 0
-                    msg_topic = gw.mapper.mqtt_topic(tp[0], rec.key)
-                    options = self.own_match(msg_topic)
-                    offset = rec.offset + 1
-                    if not options:
-                        continue
-                    msg = gw.message_from_record(msg_topic, rec)
-                    merged = merge_options(options, msg.origin, self.client_id, msg.qos)
-                    if merged is None:
-                        continue
-                    qos, rap, ids = merged
-                    self.queue.append(Delivery(msg, qos, rap and msg.retain, ids, tp,
-                                               rec.offset, True))
-                    queued += 1
-                offset = max(offset, min(header.last_offset + 1, live_at))
+                msg = chunk.message(i)
+                merged = merge_options(options, msg.origin, self.client_id, msg.qos)
+                if merged is None:
+                    continue
+                qos, rap, ids = merged
+                self.queue.append(Delivery(msg, qos, rap and msg.retain, ids, tp, rec_offset,
+                                           True))
+                queued += 1
+            offset = max(offset, min(chunk.end, live_at))
             if offset >= live_at and tailer is not None:
                 del self.behind[tp]
             else:
