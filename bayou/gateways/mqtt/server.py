@@ -82,7 +82,8 @@ TARGET_CACHE = 100_000
 KEY_CACHE = 100_000
 TAIL_SLICE = 256  # records offered between two turns of the event loop
 META_CACHE = 4096
-CHUNKS_KEPT = 16
+CHUNKS_KEPT = 16  # decoded catch-up reads kept in all
+CHUNKS_PER_PARTITION = 4
 _PLAIN_HEADERS = frozenset((H_QOS, H_RETAIN, H_CLIENT))
 
 
@@ -202,7 +203,7 @@ class MqttGateway:
         # MQTT topic → its trie matches grouped per owner; dropped on every subscription change
         self._owners: dict[str, list[tuple[Any, list[SubOptions]]]] = {}
         self._metas: dict[tuple[tuple[str, bytes | None], ...], RecordMeta] = {}
-        self._chunks: dict[TP, DecodedChunk] = {}  # the last catch-up read per partition
+        self._chunks: dict[TP, list[DecodedChunk]] = {}  # recent catch-up reads, newest first
         self._server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._wills: dict[str, asyncio.TimerHandle] = {}
@@ -431,8 +432,13 @@ class MqttGateway:
 
     def message_from_record(self, mqtt_topic: str, rec: DecodedRecord) -> Message:
         headers = rec.headers
-        if len(headers) <= 3 and all(name in _PLAIN_HEADERS and value is not None
-                                     and len(value) <= 256 for name, value in headers):
+        plain = len(headers) <= 3
+        if plain:
+            for name, value in headers:
+                if name not in _PLAIN_HEADERS or value is None or len(value) > 256:
+                    plain = False
+                    break
+        if plain:
             # QoS, retain and client id only (what an MQTT PUBLISH without properties
             # stores): few distinct combinations, so their meaning is kept, not re-parsed
             key = tuple(headers)
@@ -470,16 +476,22 @@ class MqttGateway:
 
     def catch_up_chunk(self, tp: TP, plog: Any, offset: int) -> DecodedChunk:
         """The decoded log chunk holding ``offset`` for a session catching up on ``tp``:
-        the last one read for ``tp`` when it covers ``offset`` (sessions behind together
+        one of the last reads of ``tp`` when it covers ``offset`` (sessions behind together
         share one read and one decoding), else a new read.  At most ``CHUNKS_KEPT``."""
-        chunk = self._chunks.get(tp)
-        if chunk is not None and chunk.covers(plog, offset):
-            return chunk
+        chunks = self._chunks.get(tp)
+        if chunks is not None:
+            for chunk in chunks:
+                if chunk.covers(plog, offset):
+                    return chunk
+        else:
+            chunks = []
         chunk = DecodedChunk(self, tp, plog, offset)
+        chunks.insert(0, chunk)
+        del chunks[CHUNKS_PER_PARTITION:]
         self._chunks.pop(tp, None)
-        while len(self._chunks) >= CHUNKS_KEPT:
+        while len(self._chunks) >= CHUNKS_KEPT // CHUNKS_PER_PARTITION:
             del self._chunks[next(iter(self._chunks))]
-        self._chunks[tp] = chunk
+        self._chunks[tp] = chunks
         return chunk
 
     def forget_targets(self) -> None:
