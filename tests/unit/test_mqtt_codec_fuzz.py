@@ -6,7 +6,12 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bayou.gateways.mqtt.mapping import TopicMapper, headers_for, meta_from_headers
+from bayou.gateways.mqtt.mapping import (
+    RESERVED_HEADERS,
+    TopicMapper,
+    headers_for,
+    meta_from_headers,
+)
 from bayou.gateways.mqtt.trie import SubscriptionTrie, TopicTree
 from bayou.protocol.mqtt import FrameReader, MqttError, ServerConnection, decode, encode
 from bayou.protocol.mqtt.packets import (
@@ -17,6 +22,7 @@ from bayou.protocol.mqtt.packets import (
     Publish,
     Subscribe,
     Subscription,
+    empty_properties,
 )
 from bayou.protocol.mqtt.topics import matches
 
@@ -120,9 +126,18 @@ def test_headers_carry_mqtt_properties(properties: Properties, qos: int, retain:
     meta = meta_from_headers(headers_for(properties, qos, retain, "dev"))
     assert (meta.qos, meta.retain, meta.origin) == (qos, retain, "dev")
     assert meta.expiry_s == properties.message_expiry_interval
-    assert meta.props.user_properties == properties.user_properties
+    assert meta.props.user_properties == [  # reserved names are dropped, not misread
+        (k, v) for k, v in properties.user_properties if k not in RESERVED_HEADERS
+    ]
     assert meta.props.content_type == properties.content_type
     assert meta.props.correlation_data == properties.correlation_data
+
+
+def test_a_user_property_named_like_reserved_metadata_is_dropped() -> None:
+    props = empty_properties()
+    props.user_properties = [("mqtt.retain", "1"), ("site", "a")]
+    meta = meta_from_headers(headers_for(props, 1, False, "dev"))
+    assert (meta.retain, meta.props.user_properties) == (False, [("site", "a")])
 
 
 def test_default_mapping_and_rules() -> None:

@@ -130,8 +130,14 @@ def plain_properties(props: Properties) -> bool:
 
 def headers_for(props: Properties, qos: int, retain: bool,
                 client_id: str) -> list[tuple[str, bytes | None]]:
-    """Kafka headers for an MQTT PUBLISH: user properties first, then MQTT metadata."""
-    headers: list[tuple[str, bytes | None]] = [(k, v.encode()) for k, v in props.user_properties]
+    """Kafka headers for an MQTT PUBLISH: user properties first, then MQTT metadata.
+
+    A user property named like one of the ``mqtt.*`` headers Bayou reserves is dropped: kept,
+    it would be read back as that metadata (a ``mqtt.retain`` property turning into the flag).
+    """
+    headers: list[tuple[str, bytes | None]] = [
+        (k, v.encode()) for k, v in props.user_properties if k not in RESERVED_HEADERS
+    ]
     if props.content_type is not None:
         headers.append((H_CONTENT_TYPE, props.content_type.encode()))
     headers.append((H_QOS, _QOS_BYTES[qos]))
