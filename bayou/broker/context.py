@@ -14,6 +14,7 @@ from bayou.broker.maintenance import LogMaintenance
 from bayou.broker.waiters import DataWaiters
 from bayou.config import LONG_MAX, BrokerConfig
 from bayou.errors import UnknownTopicOrPartition
+from bayou.storage.segment import PageCacheMiss
 
 if TYPE_CHECKING:
     from bayou.broker.groups import GroupDriver
@@ -62,6 +63,16 @@ class BrokerState:
         if log_.config.flush_ms < LONG_MAX:
             self.dirty.add(log_)  # the flush.ms timer watches it
         return result, (log_ if log_.needs_flush(self.clock_ms()) else None)
+
+    async def read(
+        self, log_: PartitionLog, offset: int, max_bytes: int
+    ) -> bytes | bytearray | memoryview:
+        """Whole batches from ``offset`` (see ``PartitionLog.read``) without blocking the
+        loop: from the page cache here, or — when the data is cold — in a worker thread."""
+        try:
+            return log_.read(offset, max_bytes, nowait=True)
+        except PageCacheMiss:
+            return await asyncio.to_thread(log_.read, offset, max_bytes)
 
     async def make_durable(self, logs: Iterable[PartitionLog]) -> None:
         """Group-committed fsync of the given partitions."""

@@ -3,5 +3,6 @@
 from bayou.storage.log import AppendResult, PartitionLog
 from bayou.storage.manager import LogManager
 from bayou.storage.metadata import TopicMeta
+from bayou.storage.segment import PageCacheMiss
 
-__all__ = ["AppendResult", "LogManager", "PartitionLog", "TopicMeta"]
+__all__ = ["AppendResult", "LogManager", "PageCacheMiss", "PartitionLog", "TopicMeta"]

@@ -69,7 +69,7 @@ from bayou.storage.recovery import (
     load_partition,
     write_checkpoint,
 )
-from bayou.storage.segment import LogSegment
+from bayou.storage.segment import LogSegment, PageCacheMiss
 
 
 @dataclass(frozen=True)
@@ -223,12 +223,18 @@ class PartitionLog:
     def _segment_index(segments: list[LogSegment], offset: int) -> int:
         return max(bisect_right(segments, offset, key=_base_offset) - 1, 0)
 
-    def read(self, offset: int, max_bytes: int) -> bytes | memoryview:
+    def read(
+        self, offset: int, max_bytes: int, *, nowait: bool = False
+    ) -> bytes | bytearray | memoryview:
         """Whole batches from the one containing ``offset``, up to ``max_bytes``.
 
         Always at least one whole batch when one exists at or after ``offset`` (KIP-74),
         even if it is larger than ``max_bytes``.  Continues into following segments while
         the budget allows.  ``offset == log_end_offset`` gives ``b""``.
+
+        ``nowait`` (for the event loop) reads only what the page cache holds: fewer batches
+        when only part is cached, ``PageCacheMiss`` when not even the first batch is — the
+        caller then repeats the read in a worker thread.  Safe to call from any thread.
         """
         log_end = self.log_end_offset
         if offset == log_end:
@@ -240,17 +246,22 @@ class PartitionLog:
             )
         segments = self._pin()
         try:
-            return self._read(segments, offset, max_bytes)
+            return self._read(segments, offset, max_bytes, nowait)
         finally:
             self._unpin()
 
     def _read(
-        self, segments: list[LogSegment], offset: int, max_bytes: int
-    ) -> bytes | memoryview:
-        chunks: list[bytes | memoryview] = []
+        self, segments: list[LogSegment], offset: int, max_bytes: int, nowait: bool
+    ) -> bytes | bytearray | memoryview:
+        chunks: list[bytes | bytearray | memoryview] = []
         total = 0
         for seg in segments[self._segment_index(segments, offset):]:
-            found = seg.find_batch(offset)
+            try:
+                found = seg.find_batch(offset, nowait=nowait)
+            except PageCacheMiss:
+                if chunks:
+                    break  # what is cached now; the client fetches the rest next time
+                raise
             if found is None:
                 continue
             pos, first = found
@@ -260,8 +271,17 @@ class PartitionLog:
                 want = max(want, first.size)
             if want <= 0:
                 break
-            data = seg.read(pos, want)
+            try:
+                data = seg.read(pos, want, nowait=nowait)
+            except PageCacheMiss:
+                if chunks:
+                    break
+                raise
             cut = whole_batches_prefix(data)
+            if cut == 0 and nowait and len(data) < want:
+                if chunks:
+                    break
+                raise PageCacheMiss(f"the batch at {pos} is only partly cached")
             if cut:
                 # a view, not a copy: the response encoder copies these bytes once anyway
                 chunks.append(memoryview(data)[:cut] if cut < len(data) else data)

@@ -38,6 +38,30 @@ from bayou.storage.files import (
 )
 from bayou.storage.index import OffsetIndex, TimeIndex
 
+_RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
+
+
+class PageCacheMiss(BayouError):
+    """A ``nowait`` read found its first bytes outside the page cache (a cold segment): the
+    caller should repeat the read where blocking is allowed (a worker thread)."""
+
+
+def pread(fd: int, length: int, position: int, nowait: bool) -> bytes | bytearray | memoryview:
+    """``os.pread``; with ``nowait``, only what the page cache holds (``RWF_NOWAIT``): a short
+    result when the rest is not cached, ``PageCacheMiss`` when the first page is not."""
+    if not nowait or _RWF_NOWAIT is None:
+        return os.pread(fd, length, position)
+    buf = bytearray(length)
+    try:
+        n = os.preadv(fd, [buf], position, _RWF_NOWAIT)
+    except BlockingIOError:
+        raise PageCacheMiss(f"{length} bytes at {position} are not cached") from None
+    except OSError:  # a file system without RWF_NOWAIT: read as before
+        return os.pread(fd, length, position)
+    if n == 0 and length > 0:
+        raise PageCacheMiss(f"{length} bytes at {position} are not cached")
+    return buf if n == length else memoryview(buf)[:n]
+
 _CHUNK = 64 * 1024
 _MIN_BATCH_LENGTH = HEADER_SIZE - 12
 
@@ -115,19 +139,25 @@ class LogSegment:
 
     # ------------------------------------------------------------------ reading
 
-    def read(self, position: int, length: int) -> bytes:
-        """Up to ``length`` bytes at ``position`` (never past ``size``)."""
+    def read(
+        self, position: int, length: int, *, nowait: bool = False
+    ) -> bytes | bytearray | memoryview:
+        """Up to ``length`` bytes at ``position`` (never past ``size``); ``nowait``: see
+        ``pread`` (fewer bytes when only part is cached, ``PageCacheMiss`` when none is)."""
         length = min(length, self.size - position)
         if length <= 0:
             return b""
-        return os.pread(self.fd, length, position)
+        return pread(self.fd, length, position, nowait)
 
     def iter_batches(
-        self, start: int, end: int | None = None, *, with_body: bool = False
+        self, start: int, end: int | None = None, *, with_body: bool = False,
+        nowait: bool = False,
     ) -> Iterator[tuple[int, BatchHeader, memoryview | None]]:
         """Walk the batches in ``[start, end)``: (position, header, whole batch if asked).
 
         Stops silently at a torn or insane batch (the caller sees where the walk ended).
+        With ``nowait`` it reads only from the page cache and raises ``PageCacheMiss`` where
+        the headers it needs are not cached.
         """
         end = self.size if end is None else end
         buf = memoryview(b"")
@@ -135,9 +165,11 @@ class LogSegment:
         while end - pos >= HEADER_SIZE:
             off = pos - buf_pos
             if off + HEADER_SIZE > len(buf):
-                buf = memoryview(os.pread(self.fd, min(_CHUNK, end - pos), pos))
+                buf = memoryview(pread(self.fd, min(_CHUNK, end - pos), pos, nowait))
                 buf_pos, off = pos, 0
                 if len(buf) < HEADER_SIZE:
+                    if nowait:
+                        raise PageCacheMiss(f"batch header at {pos} is not cached")
                     return
             header = parse_header(buf, off)
             size = header.size
@@ -154,10 +186,12 @@ class LogSegment:
             yield pos, header, body
             pos += size
 
-    def find_batch(self, offset: int) -> tuple[int, BatchHeader] | None:
+    def find_batch(
+        self, offset: int, *, nowait: bool = False
+    ) -> tuple[int, BatchHeader] | None:
         """Position and header of the first batch whose last offset is ≥ ``offset``."""
         _, start = self.offset_index.lookup(offset)
-        for pos, header, _ in self.iter_batches(start):
+        for pos, header, _ in self.iter_batches(start, nowait=nowait):
             if header.last_offset >= offset:
                 return pos, header
         return None

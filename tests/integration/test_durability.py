@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -100,3 +101,21 @@ def test_fsync_policies_acknowledge_and_keep_everything(shared_broker: BrokerPro
         sent = make_messages(1000, 2)
         produce_all(shared_broker.bootstrap, topic, sent, acks="all", **{"linger.ms": 0})
         check_received(sent, consume_all(shared_broker.bootstrap, topic, 2, len(sent)))
+
+
+def test_consuming_cold_segments_reads_them_off_the_event_loop(broker: BrokerProcess) -> None:
+    """Segments evicted from the page cache are read in a worker thread, and everything comes
+    back in order (the mechanism itself: tests/unit/test_storage_cold_reads.py)."""
+    topic = unique_topic("cold")
+    create_topic(broker.bootstrap, topic, 2, **{"segment.bytes": "65536"})
+    sent = make_messages(3000, 2)
+    produce_all(broker.bootstrap, topic, sent, acks="all", **{"batch.size": 16384})
+    assert broker.stop() == 0  # flushed to disk, so the pages are clean and can be dropped
+    for path in (broker.data_dir / "topics" / topic).rglob("*.log"):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    broker.start()
+    check_received(sent, consume_all(broker.bootstrap, topic, 2, len(sent)))

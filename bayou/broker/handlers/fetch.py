@@ -1,7 +1,9 @@
 """Fetch (key 1), v4-v16: whole stored batches out, long-polling for data.
 
 Reads go straight to ``PartitionLog.read``, which returns whole record batches as stored —
-no record is decoded here.  Limits: ``partition_max_bytes`` per partition and ``max_bytes``
+no record is decoded here.  The event loop reads only from the page cache (``nowait``); a
+partition whose data is cold is read in a worker thread, so a cold segment never stalls the
+loop for other clients.  Limits: ``partition_max_bytes`` per partition and ``max_bytes``
 (v3+) for the response, except that the first partition with data may exceed both by one
 batch so a consumer can always make progress (KIP-74).
 
@@ -26,7 +28,7 @@ from bayou.errors import ErrorCode, KafkaError
 from bayou.protocol.kafka import messages as m
 
 
-def _read(
+async def _read(
     ctx: RequestContext, request: m.FetchRequest
 ) -> tuple[list[m.FetchResponseFetchableTopicResponse], int, bool, list[tuple[str, int]]]:
     logs = ctx.broker.logs
@@ -78,11 +80,12 @@ def _read(
             keys.append((name, fp.partition))
             high_watermark = log.log_end_offset
             code = ErrorCode.NONE
-            data: bytes | memoryview = b""
+            data: bytes | bytearray | memoryview = b""
             try:
                 remaining = budget - total
                 if remaining > 0 or total == 0:
-                    data = log.read(fp.fetch_offset, max(1, min(fp.partition_max_bytes, remaining)))
+                    limit = max(1, min(fp.partition_max_bytes, remaining))
+                    data = await ctx.broker.read(log, fp.fetch_offset, limit)
                     if total > 0 and len(data) > remaining:
                         data = b""
             except KafkaError as exc:
@@ -110,11 +113,11 @@ async def handle_fetch(ctx: RequestContext, request: m.FetchRequest) -> m.FetchR
     deadline = loop.time() + max(0, request.max_wait_ms) / 1000
     min_bytes = max(1, request.min_bytes)
     while True:
-        topics, total, errors, keys = _read(ctx, request)
+        topics, total, errors, keys = await _read(ctx, request)
         remaining = deadline - loop.time()
         if total >= min_bytes or errors or remaining <= 0 or not keys or ctx.broker.stopping:
             break
         if not await ctx.broker.waiters.wait_any(keys, remaining):
-            topics, total, errors, keys = _read(ctx, request)
+            topics, total, errors, keys = await _read(ctx, request)
             break
     return m.FetchResponse(error_code=ErrorCode.NONE, session_id=0, responses=topics)

@@ -116,7 +116,7 @@ class Tailer:
                 self.position = plog.log_start_offset
             if self.position < plog.log_end_offset:
                 try:
-                    data = plog.read(self.position, TAIL_READ)
+                    data = await gw.state.read(plog, self.position, TAIL_READ)
                 except OffsetOutOfRange:
                     self.position = plog.log_start_offset
                     continue
@@ -132,7 +132,7 @@ class Tailer:
             else:
                 await waiters.wait_any([self.tp], 1.0)
 
-    async def process(self, data: bytes | memoryview) -> None:
+    async def process(self, data: bytes | bytearray | memoryview) -> None:
         """Offer the records in ``data`` from ``position`` on.
 
         Every ``TAIL_SLICE`` records it lets the loop run, with ``position`` up to date, so
