@@ -288,7 +288,7 @@ class ConsumerRegistry:
             while True:
                 assigned = self.assignment(instance)
                 self._positions(instance, assigned)
-                out = self._read(instance, assigned, budget, fmt)
+                out = await self._read(instance, assigned, budget, fmt)
                 remaining = deadline - time.monotonic()
                 if out or remaining <= 0 or self.state.stopping:
                     instance.last_used = time.monotonic()
@@ -298,8 +298,8 @@ class ConsumerRegistry:
                 await self.state.waiters.wait_any(assigned, remaining)
                 await self.sync(instance)
 
-    def _read(self, instance: ConsumerInstance, assigned: list[TopicPartition], budget: int,
-              fmt: Format) -> list[dict[str, Any]]:
+    async def _read(self, instance: ConsumerInstance, assigned: list[TopicPartition],
+                    budget: int, fmt: Format) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for tp in assigned:
             if budget <= 0:
@@ -307,7 +307,7 @@ class ConsumerRegistry:
             log = self._log(tp)
             position = instance.positions[tp]
             try:
-                found, next_position = read_records(log, position, budget)
+                found, next_position = await read_records(self.state, log, position, budget)
             except OffsetOutOfRange:
                 instance.positions[tp] = self._reset(instance, tp)
                 continue

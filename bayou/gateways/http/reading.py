@@ -3,11 +3,13 @@
 Off the Kafka hot path: ``PartitionLog.read`` returns whole stored batches, and
 ``iter_records`` decodes them.  Control batches (transaction markers) are skipped, and the
 position always moves past the last batch looked at, so compacted gaps and markers never
-stall a reader.  Reads hit the page cache on the event loop, as the Kafka Fetch path does.
+stall a reader.  Reads go through ``BrokerState.read``, as the Kafka Fetch path does: from
+the page cache on the event loop, from a worker thread when the data is cold.
 """
 
 from __future__ import annotations
 
+from bayou.broker.context import BrokerState
 from bayou.protocol.kafka.records import DecodedRecord, iter_batches, iter_records
 from bayou.storage import PartitionLog
 
@@ -15,15 +17,16 @@ from bayou.storage import PartitionLog
 RECORD_OVERHEAD = 16
 
 
-def read_records(
-    log: PartitionLog, position: int, max_bytes: int, max_records: int = 1 << 30
+async def read_records(
+    state: BrokerState, log: PartitionLog, position: int, max_bytes: int,
+    max_records: int = 1 << 30,
 ) -> tuple[list[DecodedRecord], int]:
     """Records at or after ``position`` (at least one when there is one, then up to
     ``max_bytes`` of keys and values and ``max_records``), and the next position.
 
     Raises ``OffsetOutOfRange`` when ``position`` is outside the log.
     """
-    data = log.read(position, max(max_bytes, 1))
+    data = await state.read(log, position, max(max_bytes, 1))
     out: list[DecodedRecord] = []
     used = 0
     next_position = position

@@ -115,7 +115,7 @@ async def follow(state: BrokerState, topic: str, cursor: Cursor, *, binary: bool
         for _, p in keys:
             try:
                 log = state.logs.partition(topic, p)
-                found, next_position = read_records(log, cursor[p], READ_BYTES)
+                found, next_position = await read_records(state, log, cursor[p], READ_BYTES)
             except UnknownTopicOrPartition:
                 return  # the topic was deleted under the stream
             except OffsetOutOfRange:
