@@ -19,6 +19,7 @@ from tests.integration.test_confluent_kafka import create_topic, produce_all
 from tests.support.broker import BrokerProcess
 from tests.support.kafka import make_messages, unique_topic
 from tests.support.mqtt import MqttTestClient, unique
+from tests.support.wait import wait_until
 
 SEGMENT = 8192
 COMMITS = 1500
@@ -40,17 +41,6 @@ def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
     finally:
         proc.kill()
 
-
-def wait_until(what: str, check: Callable[[], bool], timeout: float = WAIT_S) -> None:
-    """Poll ``check`` every 50 ms, at most ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / 0.05) + 1):
-        if check():
-            return
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def internal(broker: BrokerProcess, name: str) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 from tests.integration.test_confluent_kafka import create_topic, produce_all
 from tests.support.broker import BrokerProcess
 from tests.support.kafka import Sent, unique_topic
+from tests.support.wait import wait_until
 
 CHECK_MS = 100  # the broker's retention/cleaner interval in these tests
 WAIT_S = 30
@@ -38,17 +39,6 @@ def lifecycle_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broke
     finally:
         proc.kill()
 
-
-def wait_until(what: str, check: Callable[[], bool], timeout: float = WAIT_S) -> None:
-    """Poll ``check`` (bounded in time and count)."""
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / 0.05) + 1):
-        if check():
-            return
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def keyed(count: int, keys: int, *, ts: int | None = None, tombstone_every: int = 0,
