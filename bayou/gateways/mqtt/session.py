@@ -557,8 +557,12 @@ class Session:
     def go_offline(self) -> None:
         """The connection ended: fall back to the log for everything still queued."""
         for d in self.queue:
-            if d.tracked and d.tp is not None and d.tp not in self.behind:
-                self.behind[d.tp] = d.offset
+            if d.tracked and d.tp is not None:
+                # a partition can be both queued and behind (the queue overflowed, or a
+                # catch-up read queued a stretch): the earliest queued offset is where to
+                # resume — ``behind`` alone would skip what the queue held
+                if d.offset < self.behind.get(d.tp, d.offset + 1):
+                    self.behind[d.tp] = d.offset
             elif not d.tracked and d.qos and d.tp is not None:
                 for group in self.groups.values():
                     group.pending.appendleft((d.msg, d.qos, d.tp, d.offset))
