@@ -6,7 +6,8 @@ Messages reach a session in two ways.  *Live*: a partition's tailer decodes each
 once, matches its MQTT topic in the subscription trie and ``offer``s it to every matching
 session, which queues it.  *Catch-up*: when a session cannot take a message — it is offline,
 or its queue is full because the client reads slowly — it records ``behind[partition] =
-offset`` and drops the message (QoS 0 messages are simply dropped).  From then on the
+offset`` and drops the message from memory (an offline session's QoS 0 messages are not
+kept; a connected slow reader gets them back through catch-up).  From then on the
 tailer skips it for that partition, and ``pump`` later re-reads the partition's log from that
 offset, filtering with the session's own filters, until it reaches the tailer's position and
 goes live again.  The log is the queue: memory per session is bounded by ``MAX_QUEUED``
