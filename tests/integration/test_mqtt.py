@@ -3,6 +3,7 @@ confluent-kafka on the same topics."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -86,7 +87,10 @@ def test_kafka_records_reach_mqtt_subscribers_through_wildcards(
         hash_.close()
 
 
-@pytest.mark.skipif(shutil.which("mosquitto_sub") is None, reason="mosquitto-clients missing")
+@pytest.mark.skipif(
+    shutil.which("mosquitto_sub") is None and not os.environ.get("CI"),  # in CI: a failure
+    reason="mosquitto-clients are installed by make test",
+)
 def test_mosquitto_clients_publish_and_subscribe(shared_broker: BrokerProcess) -> None:
     top = unique("mq")
     port = str(shared_broker.mqtt_port)
