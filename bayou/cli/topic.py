@@ -21,6 +21,7 @@ from bayou.cli._common import (
     parse_pairs,
     plural,
 )
+from bayou.cli.log_dirs import partition_sizes
 
 
 def _result(conn: Connection, future: Any, action: str, topic: str | None) -> Any:
@@ -87,12 +88,8 @@ def list_topics(show_all: bool) -> None:
               show_default=True, help="Human-readable text, or one JSON object.")
 @connection_options()
 def describe(name: str, fmt: str) -> None:
-    """Describe topic NAME: its id, partitions with their earliest and latest offsets, and its
-    configs.
-
-    Partition sizes in bytes are not shown: the Kafka admin client used here offers no
-    DescribeLogDirs call.
-    """
+    """Describe topic NAME: its id, partitions with their earliest and latest offsets and
+    their size on disk, and its configs."""
     check_topic_name(name)
     conn = get_connection()
     admin = conn.admin()
@@ -104,10 +101,12 @@ def describe(name: str, fmt: str) -> None:
     click.echo(f"Topic ID:   {info['topic_id']}")
     click.echo(f"Partitions: {len(info['partitions'])}")
     click.echo(f"  {'PARTITION':>9}  {'LEADER':>6}  {'EARLIEST':>12}  {'LATEST':>12}  "
-               f"{'MESSAGES':>12}")
+               f"{'MESSAGES':>12}  {'BYTES':>12}")
     for p in info["partitions"]:
+        size = "?" if p["size_bytes"] is None else p["size_bytes"]
         click.echo(f"  {p['partition']:>9}  {p['leader']:>6}  {p['earliest_offset']:>12}  "
-                   f"{p['latest_offset']:>12}  {p['latest_offset'] - p['earliest_offset']:>12}")
+                   f"{p['latest_offset']:>12}  {p['latest_offset'] - p['earliest_offset']:>12}  "
+                   f"{size:>12}")
     click.echo("Configs:")
     for key, entry in sorted(info["configs"].items()):
         origin = "" if entry["is_default"] else f"  ({entry['source']})"
@@ -135,6 +134,13 @@ def describe_topic(conn: Connection, admin: Any, name: str) -> dict[str, Any]:
         found = admin.list_offsets(request, request_timeout=conn.timeout) if request else {}
         offsets[label] = {tp.partition: _result(conn, f, action, name).offset
                           for tp, f in found.items()}
+    sizes: dict[int, int] = {}
+    by_leader: dict[tuple[str, int], list[int]] = {}
+    for p in partitions:
+        if p.leader is not None:
+            by_leader.setdefault((p.leader.host, p.leader.port), []).append(p.id)
+    for (host, port), ids in by_leader.items():
+        sizes.update(partition_sizes(host, port, name, ids, conn.timeout))
     resource = ConfigResource(ResourceType.TOPIC, name)
     entries = _result(conn, admin.describe_configs([resource], request_timeout=conn.timeout)
                       [resource], action, name)
@@ -149,6 +155,7 @@ def describe_topic(conn: Connection, admin: Any, name: str) -> dict[str, Any]:
                 "isr": [r.id for r in p.isr],
                 "earliest_offset": offsets["earliest"].get(p.id, -1),
                 "latest_offset": offsets["latest"].get(p.id, -1),
+                "size_bytes": sizes.get(p.id),
             }
             for p in partitions
         ],

@@ -139,6 +139,7 @@ def test_topic_create_list_describe_delete(bootstrap: str, topic_name: str) -> N
     assert info["topic_id"]
     assert [p["partition"] for p in info["partitions"]] == [0, 1, 2]
     assert all(p["earliest_offset"] == 0 and p["latest_offset"] == 0 for p in info["partitions"])
+    assert [p["size_bytes"] for p in info["partitions"]] == [0, 0, 0]
     assert info["configs"]["retention.ms"]["value"] == "86400000"
 
     produce(bootstrap, topic_name, ["a", "b"], "--partition", "1")
@@ -147,6 +148,8 @@ def test_topic_create_list_describe_delete(bootstrap: str, topic_name: str) -> N
     assert "retention.ms = 86400000" in text
     rows = [line.split() for line in text.splitlines() if line.strip()[:1].isdigit()]
     assert [(r[0], r[2], r[3]) for r in rows] == [("0", "0", "0"), ("1", "0", "2"), ("2", "0", "0")]
+    sizes = [int(r[5]) for r in rows]  # bytes on disk: one batch of two records in partition 1
+    assert sizes[0] == sizes[2] == 0 and 61 + 2 * 7 < sizes[1] < 1000
 
     assert ok(bayou("-b", bootstrap, "topic", "delete", topic_name)).strip() == (
         f"Deleted topic '{topic_name}'."
