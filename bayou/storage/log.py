@@ -53,6 +53,7 @@ from bayou.errors import (
     MessageTooLarge,
     OffsetOutOfRange,
     RecordListTooLarge,
+    UnknownTopicOrPartition,
 )
 from bayou.protocol.kafka.records import (
     iter_records,
@@ -351,6 +352,8 @@ class PartitionLog:
 
     def _pin(self) -> list[LogSegment]:
         with self._readers_lock:
+            if self._closed:  # deleted (or shut down) after the caller found this log
+                raise UnknownTopicOrPartition(f"{self.topic}-{self.index} is closed")
             self._reading += 1
             return self.segments
 
@@ -558,10 +561,8 @@ class PartitionLog:
 
     def _close_files(self) -> None:
         with self._lock:
-            self._closed = True
-            for seg in self.segments:
-                seg.close()
-        with self._readers_lock:
-            retired, self._retired = self._retired, []
-        for seg in retired:
-            seg.close()
+            self._closed = True  # from now on _pin refuses new readers
+            segments = list(self.segments)
+        # A reader pinned before that (a cold read in a worker thread) keeps the fds open
+        # until it unpins; the last _unpin closes them with the other retired segments.
+        self._retire(segments)
