@@ -78,7 +78,6 @@ async def _read(
                 errors = True
                 continue
             keys.append((name, fp.partition))
-            high_watermark = log.log_end_offset
             code = ErrorCode.NONE
             data: bytes | bytearray | memoryview = b""
             try:
@@ -92,6 +91,9 @@ async def _read(
                 code = exc.code
                 errors = True
             total += len(data)
+            # after the read: a cold read (worker thread) sees appends that land meanwhile,
+            # and the high watermark must cover every record returned
+            high_watermark = log.log_end_offset
             partitions.append(
                 m.FetchResponsePartitionData(
                     partition_index=fp.partition,
