@@ -129,7 +129,9 @@ class Broker:
             await asyncio.sleep(FLUSH_CHECK_INTERVAL_S)
             now = now_ms()
             for partition in list(dirty):
-                if partition.needs_flush(now):
+                if partition.log_end_offset <= partition.recovery_point:
+                    dirty.discard(partition)  # already flushed (by a produce): nothing to do
+                elif partition.needs_flush(now):
                     dirty.discard(partition)
                     try:
                         await self.state.flusher.flush(partition)
