@@ -43,6 +43,7 @@ from typing import Any
 
 import pika
 
+from tests.support.broker import BrokerProcess
 from tests.support.ports import free_port
 
 HOST = "127.0.0.1"
@@ -68,25 +69,11 @@ class Bayou:
     name = "bayou"
 
     def __init__(self, workdir: Path, taken: set[int]) -> None:
-        self.port = free_port(taken=taken)
-        ports = [free_port(taken=taken) for _ in range(3)]
-        self.log = open(workdir / "bayou.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bayou", "serve", "--data-dir", str(workdir / "bayou-data"),
-             "--host", HOST, "--kafka-port", str(ports[0]), "--http-port", str(ports[1]),
-             "--mqtt-port", str(ports[2]), "--amqp-port", str(self.port)],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_port(self.port)
+        self.process = BrokerProcess(workdir / "bayou-data", doors=("amqp",)).start()
+        self.port = self.process.amqp_port
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
+        self.process.stop()
 
 
 class RabbitMQ:

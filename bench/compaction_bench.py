@@ -24,11 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,7 +33,7 @@ from bayou.config import TopicConfig
 from bayou.protocol.kafka.records import COMPRESSION_NAMES, Record, build_batch
 from bayou.storage.cleaner import clean
 from bayou.storage.log import PartitionLog
-from tests.support.ports import free_port
+from tests.support.broker import BrokerProcess
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -77,24 +72,12 @@ def cleaner_throughput(log_mb: int, keys: int, value_bytes: int, batch: int,
 
 
 
-def _start_broker(data: Path, cleaner: bool) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT),
-           "BAYOU_LOG_CLEANER_ENABLE": "true" if cleaner else "false",
-           "BAYOU_LOG_RETENTION_CHECK_INTERVAL_MS": "100"}
-    cmd = [sys.executable, "-m", "bayou", "serve", "--data-dir", str(data), "--host",
-           "127.0.0.1", "--kafka-port", str(port), "--http-port", "0", "--mqtt-port", "0",
-           "--amqp-port", "0", "--log-level", "WARNING"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc, f"127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("broker did not start")
+def _broker(data: Path, cleaner: bool) -> BrokerProcess:
+    return BrokerProcess(
+        data, doors=(), extra_args=["--log-level", "WARNING"],
+        env={"BAYOU_LOG_CLEANER_ENABLE": "true" if cleaner else "false",
+             "BAYOU_LOG_RETENTION_CHECK_INTERVAL_MS": "100"},
+    )
 
 
 def produce_run(cleaner: bool, messages: int, keys: int, value_bytes: int) -> dict[str, Any]:
@@ -102,7 +85,8 @@ def produce_run(cleaner: bool, messages: int, keys: int, value_bytes: int) -> di
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     with tempfile.TemporaryDirectory() as tmp:
-        proc, bootstrap = _start_broker(Path(tmp) / "data", cleaner)
+        broker = _broker(Path(tmp) / "data", cleaner).start()
+        bootstrap = broker.bootstrap
         try:
             admin = AdminClient({"bootstrap.servers": bootstrap})
             config = {"cleanup.policy": "compact", "segment.bytes": str(4 * 1024 * 1024),
@@ -131,12 +115,7 @@ def produce_run(cleaner: bool, messages: int, keys: int, value_bytes: int) -> di
                     "mb_per_s": round(messages * value_bytes / MB / elapsed, 1),
                     "cleaning_passes_during_run": passes}
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            broker.stop(30)
 
 
 def main() -> None:

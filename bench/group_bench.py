@@ -29,7 +29,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.support.ports import free_port
+from tests.support.broker import BrokerProcess
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -122,28 +121,6 @@ def drain(members: list[Member]) -> list[tuple[Member, dict[str, Any]]]:
 # ----------------------------------------------------------------------------- orchestration
 
 
-
-def start_broker(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bayou", "serve", "--data-dir", str(data_dir), "--kafka-port",
-         str(port), "--http-port", "0"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO_ROOT,
-        env={**os.environ, "BAYOU_GROUP_INITIAL_REBALANCE_DELAY_MS": "500"},
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc, f"127.0.0.1:{port}"
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError("the broker exited before listening") from None
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("the broker did not start listening within 30 s")
-
-
 def produce(bootstrap: str, topic: str, count: int, size: int, partitions: int) -> None:
     from confluent_kafka import Producer
 
@@ -185,12 +162,16 @@ def paced_producer(bootstrap: str, topic: str, partitions: int, rate: int,
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    broker: subprocess.Popen[bytes] | None = None
+    broker: BrokerProcess | None = None
     tmp: tempfile.TemporaryDirectory[str] | None = None
     bootstrap = args.bootstrap
     if bootstrap is None:
         tmp = tempfile.TemporaryDirectory(prefix="bayou-group-bench-")
-        broker, bootstrap = start_broker(Path(tmp.name) / "data")
+        broker = BrokerProcess(
+            Path(tmp.name) / "data", doors=(),
+            env={"BAYOU_GROUP_INITIAL_REBALANCE_DELAY_MS": "500"},
+        ).start()
+        bootstrap = broker.bootstrap
     members: list[Member] = []
     try:
         admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -266,11 +247,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for m in members:
             m.kill9()
         if broker is not None:
-            broker.terminate()
-            try:
-                broker.wait(20)
-            except subprocess.TimeoutExpired:
-                broker.kill()
+            broker.stop()
         if tmp is not None:
             tmp.cleanup()
 

@@ -26,10 +26,7 @@ import json
 import multiprocessing
 import os
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,44 +34,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.ports import free_port
-
-
-class Broker:
-    def __init__(self, data_root: Path) -> None:
-        self.data = data_root / "data"
-        ports = [free_port() for _ in range(4)]
-        self.url = f"http://127.0.0.1:{ports[1]}"
-        self.log = open(data_root / "broker.log", "wb")  # noqa: SIM115 - child's stdout
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bayou", "serve", "--data-dir", str(self.data),
-             "--kafka-port", str(ports[0]), "--http-port", str(ports[1]),
-             "--mqtt-port", str(ports[2]), "--amqp-port", str(ports[3]),
-             "--log-level", "WARNING"],
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("broker exited; see broker.log")
-            try:
-                httpx.get(f"{self.url}/topics", timeout=1).raise_for_status()
-                return
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        raise TimeoutError("broker not ready")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
+from tests.support.broker import BrokerProcess
 
 
 def _body(batch: int, size: int, seed: int) -> bytes:
@@ -207,9 +167,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="bayou-http-bench-"))
-    broker = None if a.url else Broker(root)
+    broker = None if a.url else BrokerProcess(
+        root / "data", doors=("http",), extra_args=["--log-level", "WARNING"]
+    ).start()
     try:
-        url = a.url or (broker.wait_ready() or broker.url)  # type: ignore[union-attr]
+        url = a.url or broker.http_url  # type: ignore[union-attr]
         results: dict[str, Any] = {}
         if "produce" in a.phases:
             results["produce"] = run_produce(url, a)

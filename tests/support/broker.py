@@ -1,4 +1,5 @@
-"""Start and stop a real ``bayou serve`` process for tests, by PID, on free loopback ports."""
+"""Start and stop a real ``bayou serve`` process for tests and benchmarks, by PID, on free
+loopback ports."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from tests.support.ports import free_port
 
 READY_TIMEOUT_S = 30.0
+ALL_DOORS = ("http", "mqtt", "amqp")
 
 
 def wait_for_port(
@@ -40,13 +42,16 @@ class BrokerProcess:
         *,
         extra_args: list[str] | None = None,
         env: dict[str, str] | None = None,
+        doors: tuple[str, ...] = ALL_DOORS,
     ) -> None:
+        """``doors``: which of HTTP, MQTT and AMQP to open beside Kafka (the rest get port 0,
+        which turns them off — benchmarks measure one door at a time)."""
         self.data_dir = data_dir
         self.host = "127.0.0.1"
         self.kafka_port = free_port()
-        self.http_port = free_port()
-        self.mqtt_port = free_port()
-        self.amqp_port = free_port()
+        self.http_port = free_port() if "http" in doors else 0
+        self.mqtt_port = free_port() if "mqtt" in doors else 0
+        self.amqp_port = free_port() if "amqp" in doors else 0
         self.extra_args = list(extra_args or [])
         self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -92,10 +97,9 @@ class BrokerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
-        wait_for_port(self.host, self.kafka_port, self.proc, READY_TIMEOUT_S)
-        wait_for_port(self.host, self.http_port, self.proc, READY_TIMEOUT_S)
-        wait_for_port(self.host, self.mqtt_port, self.proc, READY_TIMEOUT_S)
-        wait_for_port(self.host, self.amqp_port, self.proc, READY_TIMEOUT_S)
+        for port in (self.kafka_port, self.http_port, self.mqtt_port, self.amqp_port):
+            if port:
+                wait_for_port(self.host, port, self.proc, READY_TIMEOUT_S)
         return self
 
     def stop(self, timeout: float = 20.0) -> int:
