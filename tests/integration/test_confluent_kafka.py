@@ -145,6 +145,10 @@ def test_admin_topics_and_partitions(shared_broker: BrokerProcess) -> None:
 
     admin.delete_topics([topic])[topic].result(15)
     assert topic not in admin.list_topics(timeout=10).topics
+    # its files are gone once the delete is acknowledged
+    assert not (shared_broker.data_dir / "topics" / topic).exists()
+    deleted = shared_broker.data_dir / "deleted"
+    assert not any(p.name.startswith(f"{topic}-") for p in deleted.iterdir())
 
 
 def test_offsets_for_times_and_watermarks(shared_broker: BrokerProcess) -> None:

@@ -1,11 +1,14 @@
 """DeleteTopics (key 20), v0-v6: delete topics by name (v0-v6) or by id (v6).
 
-Deleting removes the topic's files (see storage); fetches waiting on it are woken so they
-answer UNKNOWN_TOPIC_OR_PARTITION instead of sleeping out their wait.
+Deleting detaches the topic at once (files closed, its folder renamed into ``deleted/``) and
+removes the files in a worker thread; fetches waiting on it are woken so they answer
+UNKNOWN_TOPIC_OR_PARTITION instead of sleeping out their wait.
 """
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 import uuid
 
 from bayou.broker.context import RequestContext
@@ -46,7 +49,7 @@ async def handle_delete_topics(
             meta = logs.topics().get(name)
             partitions = meta.partitions if meta is not None else 0
             found_id = meta.topic_id if meta is not None else topic_id
-            logs.delete_topic(name)
+            detached = logs.detach_topic(name)
         except KafkaError as exc:
             results.append(
                 m.DeleteTopicsResponseDeletableTopicResult(
@@ -56,6 +59,8 @@ async def handle_delete_topics(
             continue
         for index in range(partitions):
             broker.waiters.notify(name, index)
+        # the files go in a worker thread: a large topic's rmtree must not stall the loop
+        await asyncio.to_thread(shutil.rmtree, detached, True)
         results.append(
             m.DeleteTopicsResponseDeletableTopicResult(
                 name=name, topic_id=found_id, error_code=ErrorCode.NONE

@@ -9,6 +9,8 @@ index; none → offset -1, timestamp -1.  v0's multi-offset form is not served.
 
 from __future__ import annotations
 
+import asyncio
+
 from bayou.broker.context import RequestContext
 from bayou.broker.handlers.registry import handles
 from bayou.errors import ErrorCode, KafkaError
@@ -21,18 +23,19 @@ MAX_TIMESTAMP = -3
 EARLIEST_LOCAL = -4
 
 
-def lookup(log: PartitionLog, timestamp: int) -> tuple[int, int]:
-    """(offset, timestamp) for one ListOffsets query."""
+async def lookup(log: PartitionLog, timestamp: int) -> tuple[int, int]:
+    """(offset, timestamp) for one ListOffsets query.  Lookups by time read the indexes and
+    decode a batch, possibly from cold segments, so they run in a worker thread."""
     if timestamp == LATEST:
         return log.log_end_offset, -1
     if timestamp in (EARLIEST, EARLIEST_LOCAL):
         return log.log_start_offset, -1
     if timestamp == MAX_TIMESTAMP:
-        found = log.max_timestamp()
+        found = await asyncio.to_thread(log.max_timestamp)
         return found if found is not None else (-1, -1)
     if timestamp < 0:
         raise KafkaError(f"unknown special timestamp {timestamp}", ErrorCode.INVALID_REQUEST)
-    found = log.offset_for_timestamp(timestamp)
+    found = await asyncio.to_thread(log.offset_for_timestamp, timestamp)
     return found if found is not None else (-1, -1)
 
 
@@ -49,7 +52,7 @@ async def handle_list_offsets(
         )
         for p in topic.partitions:
             try:
-                offset, timestamp = lookup(
+                offset, timestamp = await lookup(
                     logs.partition(topic.name, p.partition_index), p.timestamp
                 )
             except KafkaError as exc:
