@@ -157,7 +157,7 @@ class AmqpGateway:
     # ------------------------------------------------------------------ topology
 
     async def _save(self) -> None:
-        await asyncio.to_thread(self.registry.save, self.registry.snapshot())
+        await self.registry.persist()
 
     def _exchange_exists(self, name: str) -> bool:
         return name in self.registry.exchanges or name in self.state.logs.topics()
