@@ -7,8 +7,10 @@ import asyncio
 import json
 
 import aio_pika
+from confluent_kafka.admin import AdminClient
 
-from tests.support.amqp import unique
+from bayou.gateways.amqp.names import amqp_name, topic_for
+from tests.support.amqp import connect, kafka_read, unique
 from tests.support.broker import BrokerProcess
 from tests.support.wait import wait_until
 
@@ -97,3 +99,43 @@ def test_concurrent_declarers_and_leavers_all_succeed(broker: BrokerProcess) -> 
             return out
 
     assert asyncio.run(routed()) == [b"m0", b"m1", f"m{DECLARERS - 1}".encode()]
+
+
+# ----------------------------------------------------------------------------- names
+
+
+def test_names_that_are_not_topic_names(shared_broker: BrokerProcess) -> None:
+    """Celery's names (``@``, ``:``) and names that differ only by ``.`` versus ``_`` are
+    declared, bound, published to and consumed under their own names; Kafka tools see the
+    documented encoded topics and read the same records."""
+    run = unique("n")
+    queues = [f"celery@{run}.celery.pidbox", f"reply:{run}", f"a.b@{run}", f"a_b@{run}"]
+    exchange = f"fan:{run}"
+    conn = connect(shared_broker)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.exchange_declare(exchange, "fanout")
+    for q in queues:
+        assert ch.queue_declare(q, durable=True).method.queue == q
+        ch.queue_bind(q, exchange)
+        ch.basic_publish("", q, f"direct to {q}".encode())
+        ch.queue_declare(q, passive=True)
+    ch.basic_publish(exchange, "any", b"fanned out")
+
+    for q in queues:
+        got = []
+        for _ in range(2):
+            method, _props, body = ch.basic_get(q, auto_ack=True)
+            assert method is not None, q
+            got.append((method.exchange, method.routing_key, body))
+        assert got == [("", q, f"direct to {q}".encode()), (q, "any", b"fanned out")]
+    conn.close()
+
+    topics = set(AdminClient({"bootstrap.servers": shared_broker.bootstrap})
+                 .list_topics(timeout=10).topics)
+    for q in queues:
+        topic = topic_for(q)
+        assert topic in topics and amqp_name(topic) == q
+        assert [r.value() for r in kafka_read(shared_broker, topic, 1, 2)] == [
+            f"direct to {q}".encode(), b"fanned out"]
+    assert topic_for(queues[0]) == f"amqp--celery-40{run.replace('-', '-2d')}.celery.pidbox"

@@ -240,16 +240,17 @@ class Channel:
 
     # ------------------------------------------------------------------ delivering
 
-    def deliver(self, settler: Settler, consumer_tag: str | None, topic: str, partition: int,
+    def deliver(self, settler: Settler, consumer_tag: str | None, queue: str, partition: int,
                 record: DecodedRecord, *, redelivered: bool, message_count: int = 0) -> int:
+        """Send one record of ``queue``'s topic; the AMQP side sees the queue's own name."""
         tag = self._next_tag
         self._next_tag += 1
         if not settler.no_ack:
-            self.unacked[tag] = (settler, topic, partition, record.offset)
+            self.unacked[tag] = (settler, queue, partition, record.offset)
         if record.key is not None:
-            exchange, routing_key = topic, record.key.decode(errors="replace")
+            exchange, routing_key = queue, record.key.decode(errors="replace")
         else:
-            exchange, routing_key = "", topic
+            exchange, routing_key = "", queue
         props = delivery_properties(record, partition)
         if consumer_tag is None:
             m = method("basic.get_ok", delivery_tag=tag, redelivered=redelivered,
@@ -360,7 +361,7 @@ class Channel:
     async def _basic_consume(self, m: Method) -> Method | None:
         gw = self.gateway
         queue: str = m.queue
-        if queue not in gw.state.logs.topics():
+        if not gw.queue_exists(queue):
             raise AmqpError(s.NOT_FOUND, f"no queue '{queue}' in vhost '/'", *m.spec.key)
         tag: str = m.consumer_tag or f"amq.ctag-{secrets.token_urlsafe(16)}"
         if tag in self.consumers:
@@ -407,7 +408,7 @@ class Channel:
     async def _basic_get(self, m: Method) -> Method | None:
         gw = self.gateway
         queue: str = m.queue
-        if queue not in gw.state.logs.topics():
+        if not gw.queue_exists(queue):
             raise AmqpError(s.NOT_FOUND, f"no queue '{queue}' in vhost '/'", *m.spec.key)
         cursor = gw.get_cursor(queue)
         found = cursor.next_message()

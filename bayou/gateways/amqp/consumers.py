@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 from bayou.broker.groups import GroupCoordinatorError, OffsetCommit
 from bayou.errors import ErrorCode, KafkaError
 from bayou.gateways.amqp.mapping import StartSpec
+from bayou.gateways.amqp.names import topic_for
 from bayou.protocol.kafka.records import DecodedRecord, iter_batches, iter_records
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class Consumer:
         self.state = channel.gateway.state
         self.tag = tag
         self.queue = queue
+        self.topic = topic_for(queue)
         self.no_ack = no_ack
         self.start_spec = start
         self.group = group
@@ -80,7 +82,7 @@ class Consumer:
 
     def start(self) -> None:
         if self.group is None:
-            meta = self.state.logs.topics().get(self.queue)
+            meta = self.state.logs.topics().get(self.topic)
             for p in range(meta.partitions if meta else 0):
                 self._own(p)
             self._tasks.append(asyncio.create_task(self._run()))
@@ -111,11 +113,11 @@ class Consumer:
     # ------------------------------------------------------------------ positions
 
     def _own(self, partition: int) -> None:
-        log_ = self.state.logs.partition(self.queue, partition)
+        log_ = self.state.logs.partition(self.topic, partition)
         start = -1
         if self.group is not None and self.state.groups is not None:
             _code, fetched = self.state.groups.coordinator.fetch_offsets(
-                self.group, [(self.queue, partition)])
+                self.group, [(self.topic, partition)])
             if fetched and fetched[0].offset >= 0:
                 start = fetched[0].offset
         if start < 0:
@@ -181,7 +183,7 @@ class Consumer:
             try:
                 delivered, caught_up = self._deliver_some()
             except KafkaError as exc:  # the topic is gone
-                log.info("AMQP consumer %s on %s stops: %s", self.tag, self.queue, exc)
+                log.info("AMQP consumer %s on %s stops: %s", self.tag, self.topic, exc)
                 self.channel.consumer_gone(self, notify=True)
                 return
             if delivered:
@@ -189,7 +191,7 @@ class Consumer:
                 if self.group is not None and self.no_ack:
                     self._commit_wanted.set()
             if caught_up:
-                await self._park([(self.queue, p) for p in self.positions])
+                await self._park([(self.topic, p) for p in self.positions])
             else:
                 await asyncio.sleep(0)
 
@@ -232,7 +234,7 @@ class Consumer:
             if budget <= 0:
                 caught_up = False
                 break
-            log_ = logs.partition(self.queue, partition)
+            log_ = logs.partition(self.topic, partition)
             pos = self.positions[partition]
             if pos < log_.log_start_offset:
                 pos = log_.log_start_offset
@@ -266,7 +268,7 @@ class Consumer:
         return delivered, caught_up
 
     def _record_at(self, partition: int, offset: int) -> DecodedRecord | None:
-        log_ = self.state.logs.partition(self.queue, partition)
+        log_ = self.state.logs.partition(self.topic, partition)
         record, _pos = first_record(log_, offset)
         return record if record is not None and record.offset == offset else None
 
@@ -286,7 +288,7 @@ class Consumer:
         group = self.group
         assert group is not None
         sizes = {name: meta.partitions for name, meta in self.state.logs.topics().items()}
-        owned = {self.queue: frozenset(self.positions)} if self.epoch > 0 else None
+        owned = {self.topic: frozenset(self.positions)} if self.epoch > 0 else None
         resp = await groups.run(
             lambda now, _token: groups.coordinator.consumer_heartbeat(
                 now,
@@ -296,7 +298,7 @@ class Consumer:
                 instance_id=None,
                 rack_id=None,
                 rebalance_timeout_ms=REBALANCE_TIMEOUT_MS,
-                subscribed=[self.queue],
+                subscribed=[self.topic],
                 server_assignor=None,
                 owned=owned,
                 client_id="bayou-amqp",
@@ -330,7 +332,7 @@ class Consumer:
                                 self.tag, self.group, exc)
             else:
                 if assignment is not None:
-                    mine = assignment.get(self.queue, frozenset())
+                    mine = assignment.get(self.topic, frozenset())
                     if mine != frozenset(self.positions):
                         await self._apply(mine)
                         delay_ms = REBALANCE_HEARTBEAT_MS
@@ -380,7 +382,7 @@ class Consumer:
         if not todo:
             return
         group, member_id, epoch = self.group, self.member_id, self.epoch
-        commits = [OffsetCommit(self.queue, p, o) for p, o in sorted(todo.items())]
+        commits = [OffsetCommit(self.topic, p, o) for p, o in sorted(todo.items())]
         codes = await groups.run(
             lambda now, _token: groups.coordinator.commit_offsets(
                 now, group_id=group, generation=epoch, member_id=member_id,
@@ -426,6 +428,7 @@ class GetCursor:
     def __init__(self, state: BrokerState, queue: str) -> None:
         self.state = state
         self.queue = queue
+        self.topic = topic_for(queue)
         self.group = f"amqp:{queue}"
         self.positions: dict[int, int] = {}
         self.pending: dict[int, dict[int, None]] = {}
@@ -435,15 +438,15 @@ class GetCursor:
         self._commit_task: asyncio.Task[None] | None = None
 
     def _refresh(self) -> None:
-        meta = self.state.logs.topics().get(self.queue)
+        meta = self.state.logs.topics().get(self.topic)
         for p in range(meta.partitions if meta else 0):
             if p in self.positions:
                 continue
-            log_ = self.state.logs.partition(self.queue, p)
+            log_ = self.state.logs.partition(self.topic, p)
             start = log_.log_start_offset
             if self.state.groups is not None:
                 _code, fetched = self.state.groups.coordinator.fetch_offsets(
-                    self.group, [(self.queue, p)])
+                    self.group, [(self.topic, p)])
                 if fetched and fetched[0].offset >= 0:
                     start = max(start, fetched[0].offset)
             self.positions[p] = start
@@ -453,7 +456,7 @@ class GetCursor:
         self._refresh()
         while self.redeliver:
             p, offset = self.redeliver.popleft()
-            log_ = self.state.logs.partition(self.queue, p)
+            log_ = self.state.logs.partition(self.topic, p)
             record, _ = first_record(log_, offset)
             if record is not None and record.offset == offset:
                 return p, record, True
@@ -461,7 +464,7 @@ class GetCursor:
         parts = sorted(self.positions)
         for i in range(len(parts)):
             p = parts[(self._turn + i) % len(parts)]
-            log_ = self.state.logs.partition(self.queue, p)
+            log_ = self.state.logs.partition(self.topic, p)
             record, pos = first_record(log_, self.positions[p])
             if record is None:
                 self.positions[p] = pos
@@ -474,7 +477,7 @@ class GetCursor:
     def remaining(self) -> int:
         total = 0
         for p, pos in self.positions.items():
-            total += max(0, self.state.logs.partition(self.queue, p).log_end_offset - pos)
+            total += max(0, self.state.logs.partition(self.topic, p).log_end_offset - pos)
         return total
 
     def settler(self, *, no_ack: bool) -> _GetSettler:
@@ -510,7 +513,7 @@ class GetCursor:
                 todo[p] = offset
         if not todo:
             return
-        commits = [OffsetCommit(self.queue, p, o) for p, o in sorted(todo.items())]
+        commits = [OffsetCommit(self.topic, p, o) for p, o in sorted(todo.items())]
         try:
             codes = await groups.run(
                 lambda now, _token: groups.coordinator.commit_offsets(

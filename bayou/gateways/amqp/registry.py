@@ -2,11 +2,12 @@
 
 Theory of operation
 -------------------
-Kafka topics are the queues; this registry only adds what AMQP has and Kafka lacks: named
-exchanges with a type, the bindings from exchanges to queues, and each declared queue's
-flags (a durable named queue is consumed as a consumer group).  Every topic is implicitly
-also an exchange (of type ``direct`` unless declared otherwise) whose own messages go to that
-topic.
+Kafka topics are the queues (queue ``Q`` is topic ``names.topic_for(Q)``, recorded beside
+each queue in the document for Kafka users); this registry only adds what AMQP has and
+Kafka lacks: named exchanges with a type, the bindings from exchanges to queues, and each
+declared queue's flags (a durable named queue is consumed as a consumer group).  Every topic
+is implicitly also an exchange (of type ``direct`` unless declared otherwise) whose own
+messages go to that topic.
 
 The state is one small JSON document, ``DATA/amqp/registry.json``, rewritten whole after
 each change.  Changes are made in memory on the event loop and then made durable by
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bayou.gateways.amqp.names import topic_for
 from bayou.storage.files import fsync_dir
 
 TEMP_PREFIX = "registry."
@@ -144,8 +146,8 @@ class Registry:
                 for n, e in sorted(self.exchanges.items()) if n in durable
             ],
             "queues": [
-                {"name": q.name, "durable": q.durable, "auto_delete": q.auto_delete,
-                 "arguments": _plain(q.arguments)}
+                {"name": q.name, "topic": topic_for(q.name), "durable": q.durable,
+                 "auto_delete": q.auto_delete, "arguments": _plain(q.arguments)}
                 for _, q in sorted(self.queues.items()) if not q.exclusive
             ],
             "bindings": [

@@ -35,6 +35,7 @@ from bayou.broker.partitioner import Partitioner
 from bayou.errors import KafkaError
 from bayou.gateways.amqp.channel import Channel
 from bayou.gateways.amqp.consumers import Consumer, GetCursor
+from bayou.gateways.amqp.names import topic_for
 from bayou.gateways.amqp.registry import BUILTIN, EXCHANGE_TYPES, Exchange, QueueInfo, Registry
 from bayou.protocol.amqp import (
     AmqpError,
@@ -132,10 +133,12 @@ class AmqpGateway:
         """(topic, record key, partition count) of every queue this message goes to."""
         topics = self.state.logs.topics()
         if exchange == "":
-            meta = topics.get(routing_key)
-            return [(routing_key, None, meta.partitions)] if meta is not None else []
+            topic = topic_for(routing_key)
+            meta = topics.get(topic)
+            return [(topic, None, meta.partitions)] if meta is not None else []
         ex = self.registry.exchanges.get(exchange)
-        own = topics.get(exchange)
+        own_topic = topic_for(exchange)
+        own = topics.get(own_topic)
         if ex is None and own is None:
             raise AmqpError(s.NOT_FOUND, f"no exchange '{exchange}' in vhost '/'", 60, 40)
         if ex is not None and ex.internal:
@@ -144,14 +147,15 @@ class AmqpGateway:
         key = routing_key.encode() or None
         out: dict[str, int] = {}
         if own is not None:
-            out[exchange] = own.partitions
+            out[own_topic] = own.partitions
         if self.registry.bindings:
             kind = ex.type if ex is not None else "direct"
             for queue in self.registry.route(exchange, routing_key,
                                              properties.get("headers"), kind):
-                meta = topics.get(queue)
+                topic = topic_for(queue)
+                meta = topics.get(topic)
                 if meta is not None:
-                    out[queue] = meta.partitions
+                    out[topic] = meta.partitions
         return [(topic, key, n) for topic, n in out.items()]
 
     # ------------------------------------------------------------------ topology
@@ -160,7 +164,11 @@ class AmqpGateway:
         await self.registry.persist()
 
     def _exchange_exists(self, name: str) -> bool:
-        return name in self.registry.exchanges or name in self.state.logs.topics()
+        return name in self.registry.exchanges or self.queue_exists(name)
+
+    def queue_exists(self, name: str) -> bool:
+        """Whether queue ``name`` exists: its topic does (``names.topic_for``)."""
+        return topic_for(name) in self.state.logs.topics()
 
     async def declare_exchange(self, m: Method) -> None:
         name: str = m.exchange
@@ -205,7 +213,7 @@ class AmqpGateway:
         key = m.spec.key
         logs = self.state.logs
         if m.passive:
-            if name not in logs.topics():
+            if not self.queue_exists(name):
                 raise AmqpError(s.NOT_FOUND, f"no queue '{name}' in vhost '/'", *key)
             return name, self.message_count(name), len(self.consumers_by_queue.get(name, ()))
         if not name:
@@ -215,7 +223,8 @@ class AmqpGateway:
                             "'amq.*'", *key)
         args: dict[str, Any] = dict(m.arguments)
         created = False
-        if name not in logs.topics():
+        topic = topic_for(name)
+        if topic not in logs.topics():
             partitions = args.get("x-partitions", self.state.config.num_partitions)
             if isinstance(partitions, bool) or not isinstance(partitions, int) or not (
                 1 <= partitions <= 10_000
@@ -223,10 +232,10 @@ class AmqpGateway:
                 raise AmqpError(s.PRECONDITION_FAILED, "x-partitions must be an integer "
                                 "between 1 and 10000", *key)
             try:
-                await asyncio.to_thread(logs.create_topic, name, partitions, {})
+                await asyncio.to_thread(logs.create_topic, topic, partitions, {})
                 created = True
             except KafkaError as exc:
-                if name not in logs.topics():  # lost a race with another creator: fine
+                if topic not in logs.topics():  # lost a race with another creator: fine
                     raise AmqpError(s.PRECONDITION_FAILED, f"cannot create queue '{name}': "
                                     f"{exc}", *key) from None
         info = self.registry.queues.get(name)
@@ -241,12 +250,13 @@ class AmqpGateway:
         return name, self.message_count(name), len(self.consumers_by_queue.get(name, ()))
 
     def message_count(self, queue: str) -> int:
-        meta = self.state.logs.topics().get(queue)
+        topic = topic_for(queue)
+        meta = self.state.logs.topics().get(topic)
         if meta is None:
             return 0
         total = 0
         for p in range(meta.partitions):
-            log_ = self.state.logs.partition(queue, p)
+            log_ = self.state.logs.partition(topic, p)
             total += log_.log_end_offset - log_.log_start_offset
         return min(total, 0xFFFFFFFF)
 
@@ -254,7 +264,7 @@ class AmqpGateway:
         key = m.spec.key
         queue: str = m.queue
         exchange: str = m.exchange
-        if queue not in self.state.logs.topics():
+        if not self.queue_exists(queue):
             raise AmqpError(s.NOT_FOUND, f"no queue '{queue}' in vhost '/'", *key)
         if not exchange:
             raise AmqpError(s.ACCESS_REFUSED, "operation not permitted on the default exchange",
@@ -270,8 +280,7 @@ class AmqpGateway:
     async def delete_queue(self, m: Method) -> int:
         name: str = m.queue
         key = m.spec.key
-        logs = self.state.logs
-        if name not in logs.topics():
+        if not self.queue_exists(name):
             return 0
         consumers = self.consumers_by_queue.get(name, set())
         if m.if_unused and consumers:
@@ -287,7 +296,7 @@ class AmqpGateway:
             consumer.channel.consumer_gone(consumer, notify=True)
         self._cursors.pop(name, None)
         with contextlib.suppress(KafkaError):
-            await asyncio.to_thread(self.state.logs.delete_topic, name)
+            await asyncio.to_thread(self.state.logs.delete_topic, topic_for(name))
         self.state.waiters.wake_all()
         self.registry.drop_queue(name)
         await self._save()
