@@ -7,10 +7,12 @@ import asyncio
 import json
 
 import aio_pika
-from confluent_kafka.admin import AdminClient
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+from pika.exceptions import ChannelClosedByBroker
 
 from bayou.gateways.amqp.names import amqp_name, topic_for
-from tests.support.amqp import connect, kafka_read, unique
+from tests.support.amqp import Collector, connect, kafka_read, unique
 from tests.support.broker import BrokerProcess
 from tests.support.wait import wait_until
 
@@ -131,11 +133,149 @@ def test_names_that_are_not_topic_names(shared_broker: BrokerProcess) -> None:
         assert got == [("", q, f"direct to {q}".encode()), (q, "any", b"fanned out")]
     conn.close()
 
-    topics = set(AdminClient({"bootstrap.servers": shared_broker.bootstrap})
-                 .list_topics(timeout=10).topics)
+    topics = set(
+        AdminClient({"bootstrap.servers": shared_broker.bootstrap}).list_topics(timeout=10).topics
+    )
     for q in queues:
         topic = topic_for(q)
         assert topic in topics and amqp_name(topic) == q
         assert [r.value() for r in kafka_read(shared_broker, topic, 1, 2)] == [
-            f"direct to {q}".encode(), b"fanned out"]
+            f"direct to {q}".encode(),
+            b"fanned out",
+        ]
     assert topic_for(queues[0]) == f"amqp--celery-40{run.replace('-', '-2d')}.celery.pidbox"
+
+
+# ----------------------------------------------------------------------------- queue.purge
+
+
+def test_purge_moves_readers_past_the_topic_and_deletes_nothing(
+    shared_broker: BrokerProcess,
+) -> None:
+    durable, temporary = unique("purge-d"), unique("purge-t")
+    conn = connect(shared_broker)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.queue_declare(durable, durable=True)  # read through the group amqp:<queue>
+    ch.queue_declare(temporary)  # not durable, created here: a queue of its own
+    for q in (durable, temporary):
+        for i in range(10):
+            ch.basic_publish("", q, f"old-{i}".encode())
+        assert ch.queue_declare(q, passive=True).method.message_count == 10
+        assert ch.queue_purge(q).method.message_count == 10
+        assert ch.queue_declare(q, passive=True).method.message_count == 0
+        method, _props, _body = ch.basic_get(q)
+        assert method is None  # nothing ready
+        ch.basic_publish("", q, b"new")
+        c = Collector(conn, ch, q)
+        assert [d.body for d in c.wait_for(1)] == [b"new"]
+        assert c.quiet_for(0.3) == 0
+        ch.basic_ack(c.got[0].tag)
+        ch.basic_cancel(c.tag)
+    conn.close()
+    # Kafka readers see everything: purge deletes nothing
+    for q in (durable, temporary):
+        values = [r.value() for r in kafka_read(shared_broker, q, 1, 11)]
+        assert values == [f"old-{i}".encode() for i in range(10)] + [b"new"]
+
+
+def test_purge_with_a_live_consumer(shared_broker: BrokerProcess) -> None:
+    queue = unique("purge-live")
+    conn = connect(shared_broker)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.queue_declare(queue, durable=True)
+    for i in range(10):
+        ch.basic_publish("", queue, f"m{i}".encode())
+    ch.basic_qos(prefetch_count=2)
+    c = Collector(conn, ch, queue)
+    assert [d.body for d in c.wait_for(2)] == [b"m0", b"m1"]  # delivered, not acked
+    other = conn.channel()
+    assert other.queue_purge(queue).method.message_count == 8  # ready, not the unacked two
+    for d in c.got:
+        ch.basic_ack(d.tag)
+    ch.basic_publish("", queue, b"after")
+    assert [d.body for d in c.wait_for(3)][2:] == [b"after"]
+    ch.basic_ack(c.got[2].tag)
+    ch.basic_cancel(c.tag)
+    # a later consumer of the queue's group resumes after the purge
+    ch.basic_publish("", queue, b"later")
+    again = Collector(conn, ch, queue)
+    assert [d.body for d in again.wait_for(1)] == [b"later"]
+    assert again.quiet_for(0.3) == 0
+    conn.close()
+
+
+# ----------------------------------------------------------------------------- temporary queues
+
+
+def test_a_new_non_durable_queue_keeps_what_was_sent_before_anyone_consumed(
+    shared_broker: BrokerProcess,
+) -> None:
+    """RabbitMQ's first tutorial (and Celery's inspect replies): send, then consume."""
+    queue = unique("hello")
+    conn = connect(shared_broker)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.queue_declare(queue)
+    ch.basic_publish("", queue, b"Hello World!")
+    ch.basic_publish("", queue, b"second")
+    first = Collector(conn, ch, queue)
+    got = first.wait_for(2)
+    assert [d.body for d in got] == [b"Hello World!", b"second"]
+    ch.basic_ack(got[0].tag)
+    ch.basic_cancel(first.tag)  # "second" was not acked
+    ch.basic_publish("", queue, b"third")
+    then = Collector(conn, ch, queue)
+    assert [d.body for d in then.wait_for(2)] == [b"second", b"third"]
+    assert then.quiet_for(0.3) == 0
+    conn.close()
+
+
+# ----------------------------------------------------------------------------- auto_delete
+
+
+def test_auto_delete_queue_goes_with_its_last_consumer(shared_broker: BrokerProcess) -> None:
+    created, existing, idle = unique("ad-new"), unique("ad-old"), unique("ad-idle")
+    admin = AdminClient({"bootstrap.servers": shared_broker.bootstrap})
+    admin.create_topics([NewTopic(existing, 1)])[existing].result(10)
+
+    def topics() -> set[str]:
+        return set(admin.list_topics(timeout=10).topics)
+
+    conn = connect(shared_broker)
+    ch = conn.channel()
+    ch.exchange_declare(f"{created}-x", "fanout")
+    for q in (created, existing, idle):
+        ch.queue_declare(q, auto_delete=True)
+        ch.queue_bind(q, f"{created}-x")
+    c1 = Collector(conn, ch, created, auto_ack=True)
+    c2 = Collector(conn, ch, created, auto_ack=True)
+    ch.basic_publish(f"{created}-x", "", b"to all")
+    c1.wait_for(1)
+    ch.basic_cancel(c1.tag)
+    ch.queue_declare(created, passive=True)  # one consumer left: still there
+    ch.basic_cancel(c2.tag)
+    wait_until("the auto-delete queue's topic deleted", lambda: created not in topics())
+    with pytest.raises(ChannelClosedByBroker) as info:
+        ch.queue_declare(created, passive=True)
+    assert info.value.reply_code == 404
+
+    # consumed on a connection that closes: the queue goes, the older topic stays
+    conn2 = connect(shared_broker)
+    ch2 = conn2.channel()
+    Collector(conn2, ch2, existing, auto_ack=True)
+    conn2.close()
+    ch = conn.channel()
+
+    def declared() -> set[str]:
+        doc = json.loads((shared_broker.data_dir / "amqp" / "registry.json").read_text())
+        return {q["name"] for q in doc["queues"]}
+
+    wait_until("the queue on a pre-existing topic dropped", lambda: existing not in declared())
+    assert existing in topics()
+    ch.basic_publish(f"{created}-x", "", b"again")  # the bindings went with the queues
+    assert [r.value() for r in kafka_read(shared_broker, existing, 1, 1)] == [b"to all"]
+    # never consumed: stays, as in RabbitMQ
+    assert ch.queue_declare(idle, passive=True).method.message_count == 2
+    conn.close()

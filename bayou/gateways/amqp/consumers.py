@@ -77,6 +77,7 @@ class Consumer:
         self._commit_wanted = asyncio.Event()
         self._assigned_once = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -92,14 +93,21 @@ class Consumer:
             self._tasks.append(asyncio.create_task(self._run()))
 
     async def stop(self) -> None:
-        """Stop delivering; commit what was acked and leave the group."""
-        if self.stopped:
-            return
+        """Stop delivering; commit what was acked and leave the group.  Every caller
+        returns once that is done (the first call does it)."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop())
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self) -> None:
         self.stopped = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.group is not None and self.member_id:
+        if self.group is None:
+            self.channel.topology.consumer_stopped(
+                self, {p: self.committable(p) for p in self.positions})
+        elif self.member_id:
             with contextlib.suppress(Exception):
                 await self._commit(set(self.positions))
             with contextlib.suppress(Exception):
@@ -130,6 +138,9 @@ class Consumer:
                 start = log_.log_end_offset
             elif spec.kind == "offset":
                 start = spec.value
+            elif spec.kind == "queue":
+                found_start = self.channel.topology.queue_start(self.queue, partition)
+                start = log_.log_start_offset if found_start is None else found_start
             else:
                 found = log_.offset_for_timestamp(spec.value)
                 start = found[0] if found is not None else log_.log_end_offset
@@ -156,9 +167,31 @@ class Consumer:
 
     def requeue(self, partition: int, offset: int) -> None:
         self.unacked -= 1
-        if partition in self.pending:
+        if offset in self.pending.get(partition, ()):  # not revoked, not purged
             self.redeliver.append((partition, offset))
         self.kick()
+
+    def ready_in(self, partition: int) -> tuple[int, int]:
+        """(position, messages waiting for redelivery) in an owned partition."""
+        waiting = sum(1 for p, _offset in self.redeliver if p == partition)
+        return self.positions[partition], waiting
+
+    def skip_to(self, ends: dict[int, int]) -> None:
+        """queue.purge: move past ``ends`` in every owned partition.  Messages delivered and
+        not yet acked stay unacked on the channel but are no longer redelivered."""
+        for p in self.positions:
+            end = ends.get(p)
+            if end is not None:
+                self.positions[p] = max(self.positions[p], end)
+                self.pending[p].clear()
+        self.redeliver.clear()
+        self.kick()
+
+    async def commit_now(self) -> None:
+        """Commit the group's offsets now (after ``skip_to``)."""
+        if self.group is not None:
+            with contextlib.suppress(Exception):
+                await self._commit(set(self.positions))
 
     # ------------------------------------------------------------------ delivery loop
 
@@ -474,6 +507,15 @@ class GetCursor:
             return p, record, False
         return None
 
+    def skip_to(self, ends: dict[int, int]) -> None:
+        """queue.purge: move past ``ends`` (the group's commit is the purge's to make)."""
+        for p, end in ends.items():
+            if p in self.positions:
+                self.positions[p] = max(self.positions[p], end)
+                self.pending[p].clear()
+                self._committed[p] = max(self._committed.get(p, -1), end)
+        self.redeliver.clear()
+
     def remaining(self) -> int:
         total = 0
         for p, pos in self.positions.items():
@@ -494,7 +536,7 @@ class GetCursor:
         self._commit_soon()
 
     def requeue(self, partition: int, offset: int) -> None:
-        if partition in self.pending:
+        if offset in self.pending.get(partition, ()):
             self.redeliver.append((partition, offset))
 
     def _commit_soon(self) -> None:

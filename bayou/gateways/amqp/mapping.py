@@ -229,7 +229,8 @@ def delivery_properties(record: DecodedRecord, partition: int) -> dict[str, Any]
 @dataclass(frozen=True)
 class StartSpec:
     """Where a consumer starts in each partition: ``first``, ``last``, ``next``, an
-    ``offset`` or a ``timestamp`` (milliseconds)."""
+    ``offset``, a ``timestamp`` (milliseconds), or ``queue`` (a temporary queue's own
+    position, see ``topology.py``)."""
 
     kind: str
     value: int = 0

@@ -78,6 +78,7 @@ class QueueInfo:
     exclusive: bool = False
     auto_delete: bool = False
     arguments: dict[str, Any] = field(default_factory=dict)
+    created_topic: bool = False  # its topic was created by an AMQP declaration
 
 
 def _plain(value: Any) -> Any:
@@ -131,7 +132,8 @@ class Registry:
         for raw in doc.get("queues", []):
             self.queues[raw["name"]] = QueueInfo(raw["name"], raw.get("durable", False),
                                                  False, raw.get("auto_delete", False),
-                                                 raw.get("arguments", {}))
+                                                 raw.get("arguments", {}),
+                                                 raw.get("created_topic", False))
         for raw in doc.get("bindings", []):
             self.bindings.add(Binding(raw["exchange"], raw["queue"], raw["routing_key"],
                                       _hashable(raw.get("arguments", {}))))
@@ -147,7 +149,8 @@ class Registry:
             ],
             "queues": [
                 {"name": q.name, "topic": topic_for(q.name), "durable": q.durable,
-                 "auto_delete": q.auto_delete, "arguments": _plain(q.arguments)}
+                 "auto_delete": q.auto_delete, "arguments": _plain(q.arguments),
+                 "created_topic": q.created_topic}
                 for _, q in sorted(self.queues.items()) if not q.exclusive
             ],
             "bindings": [

@@ -2,9 +2,9 @@
 
 Theory of operation
 -------------------
-``AmqpGateway`` owns the listener, the exchange/binding ``Registry`` (persisted in the data
-directory), the partitioner, and the topology operations every channel shares (declare,
-bind, delete, ``route``).  ``AmqpClient`` is one connection (an ``asyncio.Protocol``): bytes
+``AmqpGateway`` owns the listener, the partitioner, and the ``Topology`` every channel
+shares (``topology.py``: the persisted exchange/binding registry, declare, bind, purge,
+delete, ``route``).  ``AmqpClient`` is one connection (an ``asyncio.Protocol``): bytes
 go into the sans-I/O ``ServerConnection``, events come out and are dispatched to ``Channel``
 objects (``channel.py``), and whatever the connection wants written is flushed once per
 loop iteration (``flush_soon``).
@@ -24,19 +24,14 @@ another connection.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import secrets
 from collections.abc import Callable
 from typing import Any
 
 from bayou.broker.context import BrokerState
 from bayou.broker.partitioner import Partitioner
-from bayou.errors import KafkaError
 from bayou.gateways.amqp.channel import Channel
-from bayou.gateways.amqp.consumers import Consumer, GetCursor
-from bayou.gateways.amqp.names import topic_for
-from bayou.gateways.amqp.registry import BUILTIN, EXCHANGE_TYPES, Exchange, QueueInfo, Registry
+from bayou.gateways.amqp.topology import Topology
 from bayou.protocol.amqp import (
     AmqpError,
     ChannelCloseRequested,
@@ -48,7 +43,6 @@ from bayou.protocol.amqp import (
     ConnectionFailed,
     Event,
     MessageReceived,
-    Method,
     MethodReceived,
     Opened,
     ServerConnection,
@@ -69,18 +63,16 @@ class AmqpGateway:
         self.state = state
         self.authenticate = authenticate
         self.heartbeat_s = heartbeat_s
-        self.registry = Registry(state.config.data_dir)
+        self.topology = Topology(state)
         self.partitioner = Partitioner()
         self.clients: set[AmqpClient] = set()
-        self.consumers_by_queue: dict[str, set[Consumer]] = {}
-        self._cursors: dict[str, GetCursor] = {}
         self._server: asyncio.Server | None = None
         self.max_message_size = state.config.socket_request_max_bytes
 
     async def start(self) -> None:
         """Load the registry and listen on ``config.host``:``config.amqp_port``."""
         config = self.state.config
-        await asyncio.to_thread(self.registry.load)
+        await self.topology.load()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: AmqpClient(self), config.host,
                                                 config.amqp_port, reuse_address=True,
@@ -105,201 +97,6 @@ class AmqpGateway:
             "information": "Bayou event streaming: AMQP 0-9-1 over Kafka topics",
             "cluster_name": self.state.cluster_id,
         }
-
-    # ------------------------------------------------------------------ consumers
-
-    def remember_consumer(self, consumer: Consumer) -> None:
-        self.consumers_by_queue.setdefault(consumer.queue, set()).add(consumer)
-
-    def forget_consumer(self, consumer: Consumer) -> None:
-        consumers = self.consumers_by_queue.get(consumer.queue)
-        if consumers is not None:
-            consumers.discard(consumer)
-
-    def get_cursor(self, queue: str) -> GetCursor:
-        cursor = self._cursors.get(queue)
-        if cursor is None:
-            cursor = self._cursors[queue] = GetCursor(self.state, queue)
-        return cursor
-
-    def is_durable_queue(self, queue: str) -> bool:
-        info = self.registry.queues.get(queue)
-        return info is not None and info.durable and not queue.startswith("amq.gen-")
-
-    # ------------------------------------------------------------------ routing
-
-    def route(self, exchange: str, routing_key: str,
-              properties: dict[str, Any]) -> list[tuple[str, bytes | None, int]]:
-        """(topic, record key, partition count) of every queue this message goes to."""
-        topics = self.state.logs.topics()
-        if exchange == "":
-            topic = topic_for(routing_key)
-            meta = topics.get(topic)
-            return [(topic, None, meta.partitions)] if meta is not None else []
-        ex = self.registry.exchanges.get(exchange)
-        own_topic = topic_for(exchange)
-        own = topics.get(own_topic)
-        if ex is None and own is None:
-            raise AmqpError(s.NOT_FOUND, f"no exchange '{exchange}' in vhost '/'", 60, 40)
-        if ex is not None and ex.internal:
-            raise AmqpError(s.ACCESS_REFUSED, f"cannot publish to internal exchange "
-                            f"'{exchange}'", 60, 40)
-        key = routing_key.encode() or None
-        out: dict[str, int] = {}
-        if own is not None:
-            out[own_topic] = own.partitions
-        if self.registry.bindings:
-            kind = ex.type if ex is not None else "direct"
-            for queue in self.registry.route(exchange, routing_key,
-                                             properties.get("headers"), kind):
-                topic = topic_for(queue)
-                meta = topics.get(topic)
-                if meta is not None:
-                    out[topic] = meta.partitions
-        return [(topic, key, n) for topic, n in out.items()]
-
-    # ------------------------------------------------------------------ topology
-
-    async def _save(self) -> None:
-        await self.registry.persist()
-
-    def _exchange_exists(self, name: str) -> bool:
-        return name in self.registry.exchanges or self.queue_exists(name)
-
-    def queue_exists(self, name: str) -> bool:
-        """Whether queue ``name`` exists: its topic does (``names.topic_for``)."""
-        return topic_for(name) in self.state.logs.topics()
-
-    async def declare_exchange(self, m: Method) -> None:
-        name: str = m.exchange
-        key = m.spec.key
-        if m.passive:
-            if name and not self._exchange_exists(name):
-                raise AmqpError(s.NOT_FOUND, f"no exchange '{name}' in vhost '/'", *key)
-            return
-        kind: str = m.type or "direct"
-        if kind not in EXCHANGE_TYPES:
-            raise AmqpError(s.COMMAND_INVALID, f"invalid exchange type '{kind}'", *key)
-        if not name or name.startswith("amq."):
-            if BUILTIN.get(name) == kind or (not name and kind == "direct"):
-                return
-            raise AmqpError(s.ACCESS_REFUSED, f"exchange name '{name}' contains reserved "
-                            "prefix 'amq.*'", *key)
-        existing = self.registry.exchanges.get(name)
-        if existing is not None:
-            if existing.type != kind:
-                raise AmqpError(s.PRECONDITION_FAILED, f"inequivalent arg 'type' for exchange "
-                                f"'{name}' in vhost '/': received '{kind}' but current is "
-                                f"'{existing.type}'", *key)
-            return
-        self.registry.exchanges[name] = Exchange(name, kind, m.durable, m.auto_delete,
-                                                 m.internal, dict(m.arguments))
-        if m.durable:
-            await self._save()
-
-    async def delete_exchange(self, m: Method) -> None:
-        name: str = m.exchange
-        if not name or name.startswith("amq."):
-            raise AmqpError(s.ACCESS_REFUSED, f"exchange '{name}' cannot be deleted",
-                            *m.spec.key)
-        if m.if_unused and self.registry.has_bindings(name):
-            raise AmqpError(s.PRECONDITION_FAILED, f"exchange '{name}' in use", *m.spec.key)
-        if name in self.registry.exchanges or self.registry.has_bindings(name):
-            self.registry.drop_exchange(name)
-            await self._save()
-
-    async def declare_queue(self, client: AmqpClient, m: Method) -> tuple[str, int, int]:
-        name: str = m.queue
-        key = m.spec.key
-        logs = self.state.logs
-        if m.passive:
-            if not self.queue_exists(name):
-                raise AmqpError(s.NOT_FOUND, f"no queue '{name}' in vhost '/'", *key)
-            return name, self.message_count(name), len(self.consumers_by_queue.get(name, ()))
-        if not name:
-            name = "amq.gen-" + secrets.token_hex(11)
-        elif name.startswith("amq."):
-            raise AmqpError(s.ACCESS_REFUSED, f"queue name '{name}' contains reserved prefix "
-                            "'amq.*'", *key)
-        args: dict[str, Any] = dict(m.arguments)
-        created = False
-        topic = topic_for(name)
-        if topic not in logs.topics():
-            partitions = args.get("x-partitions", self.state.config.num_partitions)
-            if isinstance(partitions, bool) or not isinstance(partitions, int) or not (
-                1 <= partitions <= 10_000
-            ):
-                raise AmqpError(s.PRECONDITION_FAILED, "x-partitions must be an integer "
-                                "between 1 and 10000", *key)
-            try:
-                await asyncio.to_thread(logs.create_topic, topic, partitions, {})
-                created = True
-            except KafkaError as exc:
-                if topic not in logs.topics():  # lost a race with another creator: fine
-                    raise AmqpError(s.PRECONDITION_FAILED, f"cannot create queue '{name}': "
-                                    f"{exc}", *key) from None
-        info = self.registry.queues.get(name)
-        if info is None or info.durable != m.durable:
-            self.registry.queues[name] = QueueInfo(name, m.durable, m.exclusive, m.auto_delete,
-                                                   args)
-            if m.exclusive and not m.durable:
-                if created:  # only a topic this declaration made goes away with it
-                    client.exclusive_queues.add(name)
-            else:
-                await self._save()
-        return name, self.message_count(name), len(self.consumers_by_queue.get(name, ()))
-
-    def message_count(self, queue: str) -> int:
-        topic = topic_for(queue)
-        meta = self.state.logs.topics().get(topic)
-        if meta is None:
-            return 0
-        total = 0
-        for p in range(meta.partitions):
-            log_ = self.state.logs.partition(topic, p)
-            total += log_.log_end_offset - log_.log_start_offset
-        return min(total, 0xFFFFFFFF)
-
-    async def bind(self, m: Method, *, unbind: bool) -> None:
-        key = m.spec.key
-        queue: str = m.queue
-        exchange: str = m.exchange
-        if not self.queue_exists(queue):
-            raise AmqpError(s.NOT_FOUND, f"no queue '{queue}' in vhost '/'", *key)
-        if not exchange:
-            raise AmqpError(s.ACCESS_REFUSED, "operation not permitted on the default exchange",
-                            *key)
-        if not self._exchange_exists(exchange):
-            raise AmqpError(s.NOT_FOUND, f"no exchange '{exchange}' in vhost '/'", *key)
-        args = dict(m.arguments)
-        changed = (self.registry.unbind(exchange, queue, m.routing_key, args) if unbind
-                   else self.registry.bind(exchange, queue, m.routing_key, args))
-        if changed:
-            await self._save()
-
-    async def delete_queue(self, m: Method) -> int:
-        name: str = m.queue
-        key = m.spec.key
-        if not self.queue_exists(name):
-            return 0
-        consumers = self.consumers_by_queue.get(name, set())
-        if m.if_unused and consumers:
-            raise AmqpError(s.PRECONDITION_FAILED, f"queue '{name}' in use", *key)
-        count = self.message_count(name)
-        if m.if_empty and count:
-            raise AmqpError(s.PRECONDITION_FAILED, f"queue '{name}' not empty", *key)
-        await self.drop_queue(name)
-        return count
-
-    async def drop_queue(self, name: str) -> None:
-        for consumer in list(self.consumers_by_queue.pop(name, set())):
-            consumer.channel.consumer_gone(consumer, notify=True)
-        self._cursors.pop(name, None)
-        with contextlib.suppress(KafkaError):
-            await asyncio.to_thread(self.state.logs.delete_topic, topic_for(name))
-        self.state.waiters.wake_all()
-        self.registry.drop_queue(name)
-        await self._save()
 
 
 class AmqpClient(asyncio.Protocol):
@@ -481,7 +278,7 @@ class AmqpClient(asyncio.Protocol):
         queues, self.exclusive_queues = self.exclusive_queues, set()
         for name in queues:
             try:
-                await self.gateway.drop_queue(name)
+                await self.gateway.topology.drop_queue(name)
             except Exception:
                 log.exception("dropping exclusive queue %s failed", name)
 
