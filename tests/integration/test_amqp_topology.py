@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import struct
+import time
 
 import aio_pika
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
-from pika.exceptions import ChannelClosedByBroker
+from pamqp import commands
+from pika.exceptions import ChannelClosedByBroker, ConnectionClosedByBroker
 
 from bayou.gateways.amqp.names import amqp_name, topic_for
 from tests.support.amqp import Collector, connect, kafka_read, unique
+from tests.support.amqp_raw import RawClient
 from tests.support.broker import BrokerProcess
 from tests.support.wait import wait_until
 
@@ -279,3 +284,37 @@ def test_auto_delete_queue_goes_with_its_last_consumer(shared_broker: BrokerProc
     # never consumed: stays, as in RabbitMQ
     assert ch.queue_declare(idle, passive=True).method.message_count == 2
     conn.close()
+
+
+# ----------------------------------------------------------------------------- closing politely
+
+
+def test_a_client_still_sending_reads_why_the_broker_closed(shared_broker: BrokerProcess) -> None:
+    """The broker closes on a frame over frame_max while the client is still sending: the
+    client must read connection.close (code and text), then an orderly end, never a reset."""
+    client = RawClient(shared_broker)
+    try:
+        # a method frame announced at 1 MB (frame_max is 128 KiB): refused from its header
+        client.sock.sendall(struct.pack(">BHI", 1, 1, 1_000_000))
+        junk = bytes(64 * 1024)
+        deadline = time.monotonic() + 1.5  # longer than the broker used to wait
+        while time.monotonic() < deadline:
+            client.sock.sendall(junk)
+            time.sleep(0.01)
+        close = client.expect(commands.Connection.Close)
+        assert close.reply_code == 501
+        assert close.reply_text.startswith("FRAME_ERROR - frame of 1000008 bytes exceeds")
+        client.send(0, commands.Connection.CloseOk())
+        client.sock.shutdown(socket.SHUT_WR)
+        assert client.sock.recv(100) == b""  # the broker's orderly end
+    finally:
+        client.sock.close()
+
+
+def test_pika_reads_the_reply_code_of_a_broker_close(shared_broker: BrokerProcess) -> None:
+    conn = connect(shared_broker)
+    ch = conn.channel()
+    with pytest.raises(ConnectionClosedByBroker) as info:
+        ch.tx_select()  # transactions: NOT_IMPLEMENTED, a hard error
+    assert info.value.reply_code == 540
+    assert "tx" in info.value.reply_text

@@ -15,10 +15,15 @@ Backpressure: deliveries stop while the socket's write buffer is over its high-w
 reading stops while a channel has too many publishes queued, and resumes as they drain.
 
 Closing: a client's ``connection.close`` drains every channel (publishes still queued are
-stored; consumers commit what was acked) before ``close-ok``.  A protocol error sends
-``connection.close`` with its reply code and drops the socket after the client's close-ok
-(or a second).  A lost socket drains the same way, without answers.  Nothing here touches
-another connection.
+stored; consumers commit what was acked) before ``close-ok``.  When the broker closes (a
+protocol error, or shutdown) it closes politely: ``connection.close`` with its reply code
+goes out, then our side of the socket is half-closed (FIN), and what the client still sends
+is read and discarded until it closes its side (after its close-ok) or ``CLOSE_DRAIN_S``
+passes; only then is the socket closed.  Closing with unread bytes would make the kernel
+answer with a reset, and a reset makes the client's kernel drop the unread
+``connection.close`` — the client would see "connection reset" instead of the reason.  A
+lost socket drains the same way, without answers.  Nothing here touches another
+connection.
 """
 
 from __future__ import annotations
@@ -53,7 +58,8 @@ log = logging.getLogger(__name__)
 
 Authenticator = Callable[[str, str, str], bool]
 MAX_BACKLOG = 4096  # queued methods/publishes per channel before reading pauses
-CLOSE_WAIT_S = 1.0
+CLOSE_DRAIN_S = 5.0  # after a broker-initiated close: wait this long for the client to go
+SHUTDOWN_DRAIN_S = 1.0  # the same when the broker stops
 SERVER_HEARTBEAT_S = 60
 
 
@@ -116,6 +122,7 @@ class AmqpClient(asyncio.Protocol):
         self.write_paused = False
         self.read_paused = False
         self.closing = False
+        self.eof_sent = False  # we half-closed: nothing more can be written
         self._flush_handle: asyncio.Handle | None = None
         self._heartbeat_handle: asyncio.TimerHandle | None = None
         self._heartbeat_s = 0
@@ -173,7 +180,7 @@ class AmqpClient(asyncio.Protocol):
                 self.transport.pause_reading()
 
     def eof_received(self) -> bool | None:
-        return None
+        return None  # the client closed its side: close ours too (after a polite close, done)
 
     # ------------------------------------------------------------------ events
 
@@ -219,10 +226,7 @@ class AmqpClient(asyncio.Protocol):
             log.info("AMQP connection %s closed: %s", self.peer, event.reply_text)
             self._failed()
         elif isinstance(event, ConnectionClosed):
-            self._failed()
-            if self.transport is not None:
-                self.flush()
-                self.transport.close()
+            self._failed()  # the client closes its side next; we read until it does
 
     def channel_error(self, channel: Channel, exc: AmqpError) -> None:
         if exc.code in s.HARD_ERRORS:
@@ -242,7 +246,8 @@ class AmqpClient(asyncio.Protocol):
         self.flush_soon()
 
     def _failed(self) -> None:
-        """We closed the connection on an error: drop channel work, close the socket soon."""
+        """We closed the connection on an error: drop channel work, close politely."""
+        self._half_close()
         if self.closing:
             return
         self.closing = True
@@ -250,14 +255,28 @@ class AmqpClient(asyncio.Protocol):
         self.channels.clear()
         for channel in channels:
             channel.abort()
-        self.gateway.state.background(self._close_after(CLOSE_WAIT_S))
+        self.gateway.state.background(self._close_after(CLOSE_DRAIN_S))
 
-    async def _close_after(self, delay_s: float) -> None:
+    def _half_close(self) -> None:
+        """Send what is queued (our connection.close), then FIN; keep reading."""
+        transport = self.transport
+        if transport is None or self.eof_sent or transport.is_closing():
+            return
+        self.flush()
+        if not transport.can_write_eof():
+            return
+        transport.write_eof()
+        self.eof_sent = True
+        if self.read_paused:  # drain what the client still sends
+            self.read_paused = False
+            transport.resume_reading()
+
+    async def _close_after(self, drain_s: float) -> None:
+        """Close once the client closed its side, or after ``drain_s`` (bounded)."""
         try:
-            await asyncio.wait_for(asyncio.shield(self._closed), delay_s)
+            await asyncio.wait_for(asyncio.shield(self._closed), drain_s)
         except TimeoutError:
             if self.transport is not None:
-                self.flush()
                 self.transport.close()
         await self._drop_exclusive_queues()
 
@@ -285,12 +304,11 @@ class AmqpClient(asyncio.Protocol):
     async def shutdown(self) -> None:
         """The broker is stopping: close with CONNECTION_FORCED, commit acked offsets."""
         self.proto.close_connection(s.CONNECTION_FORCED, "broker shutdown")
-        self.flush()
+        self._half_close()
         if not self.closing:
             self.closing = True
             await self._drain_channels()
-        if self.transport is not None:
-            self.transport.close()
+        await self._close_after(SHUTDOWN_DRAIN_S)
 
     # ------------------------------------------------------------------ output
 
@@ -304,7 +322,8 @@ class AmqpClient(asyncio.Protocol):
 
     def flush(self) -> None:
         data = self.proto.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
+        if data and self.transport is not None and not self.transport.is_closing() and (
+                not self.eof_sent):
             self.transport.write(data)
             self._last_sent = asyncio.get_running_loop().time()
 
