@@ -172,7 +172,8 @@ def to_record(properties: dict[str, Any], body: bytes, key: bytes | None,
 
 
 def _header_types(record: DecodedRecord) -> dict[str, Any]:
-    for name, value in record.headers:
+    """The last ``amqp-header-types`` header (ours is written after the table's entries)."""
+    for name, value in reversed(record.headers):
         if name == TYPES_HEADER and value is not None:
             try:
                 types = json.loads(value)
