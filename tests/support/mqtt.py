@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import socket
 import threading
 import time
 import uuid
@@ -12,6 +13,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from bayou.protocol.mqtt import decode
+from bayou.protocol.mqtt.codec import FrameReader
+from bayou.protocol.mqtt.packets import MQTT_5, Packet
 
 WAIT_S = 15.0
 
@@ -28,6 +33,20 @@ class Received:
 
 def unique(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+def read_packet(sock: socket.socket, version: int = MQTT_5) -> Packet | None:
+    """The next whole packet the server sent on a raw socket, or None at its EOF (a reset
+    raises ConnectionResetError).  Waits at most the socket's timeout per read."""
+    reader = FrameReader()
+    while True:
+        frame = reader.next_frame()
+        if frame is not None:
+            return decode(frame[0], frame[1], version)
+        data = sock.recv(65536)
+        if not data:
+            return None
+        reader.feed(data)
 
 
 class MqttTestClient:

@@ -50,6 +50,8 @@ from bayou.protocol.websocket import WebSocketServer
 
 log = logging.getLogger("bayou.mqtt")
 
+LINGER_S = 2.0  # how long a connection the broker ends reads on before closing (see _close)
+
 
 class MqttClient(asyncio.Protocol):
     """One client connection."""
@@ -67,6 +69,7 @@ class MqttClient(asyncio.Protocol):
         self._will: WillState | None = None
         self._will_ok = True  # False after a normal DISCONNECT
         self._closing = False
+        self._linger: asyncio.TimerHandle | None = None
         self._last_rx = 0.0
         self._keepalive: asyncio.TimerHandle | None = None
         self._pending: dict[TP, list[Record]] = {}
@@ -87,9 +90,12 @@ class MqttClient(asyncio.Protocol):
         self._keepalive = loop.call_later(30.0, self._check_keepalive)  # CONNECT deadline
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
         self.gw.clients.discard(self)
         if self._keepalive is not None:
             self._keepalive.cancel()
+        if self._linger is not None:
+            self._linger.cancel()
         self._detach()
 
     def pause_writing(self) -> None:
@@ -110,10 +116,10 @@ class MqttClient(asyncio.Protocol):
                 self.ws = WebSocketServer()
         if self.ws is not None:
             payload, reply = self.ws.receive_data(data)
-            if reply and self.transport is not None:
+            if reply and self.transport is not None and not self.transport.is_closing():
                 self.transport.write(reply)
             if self.ws.closed:
-                self._close()
+                self._close(linger=True)
                 return
             data = payload
             if not data:
@@ -133,32 +139,56 @@ class MqttClient(asyncio.Protocol):
     # ------------------------------------------------------------------ writing
 
     def write(self, data: bytes) -> None:
-        if self.transport is None or self._closing:
-            return
-        if self._outq:
+        if self._outq and not self._closing:
             self._outq.append((None, [data]))
             return
-        self.transport.write(self.ws.send(data) if self.ws is not None else data)
+        self._send(data)
 
     def write_many(self, chunks: list[bytes]) -> None:
-        if self.transport is None or self._closing:
-            return
-        data = b"".join(chunks)
-        self.transport.write(self.ws.send(data) if self.ws is not None else data)
+        self._send(b"".join(chunks))
 
-    def _close(self) -> None:
+    def _send(self, data: bytes) -> None:
+        """Put ``data`` on the wire, unless the connection is ending or gone: writing to a
+        client that went away is no error (an acknowledgement that waited for an fsync, a
+        delivery scheduled before the reset was seen), so nothing is written or logged."""
+        transport = self.transport
+        if transport is None or self._closing or transport.is_closing():
+            return
+        transport.write(self.ws.send(data) if self.ws is not None else data)
+
+    def _close(self, goodbye: bytes = b"", linger: bool = False) -> None:
+        """Close after writing ``goodbye``.  With ``linger`` the broker is ending the session
+        while the client may still be sending: closing a socket with unread bytes makes the
+        kernel answer with RST, and the client, getting the reset, may never read the
+        goodbye (the DISCONNECT's reason) that was on its way.  So the write side is shut
+        (FIN after the goodbye), what the client still sends is read and dropped, and the
+        socket is closed at the client's EOF or after ``LINGER_S`` at the latest."""
+        if goodbye:
+            self._send(goodbye)
         self._closing = True
-        if self.transport is not None:
-            self.transport.close()
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if not linger or not transport.can_write_eof():
+            transport.close()
+            return
+        if self._linger is not None:
+            return
+        transport.write_eof()
+        if not transport.is_reading():
+            transport.resume_reading()
+        self._linger = asyncio.get_running_loop().call_later(LINGER_S, transport.abort)
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes itself (after the goodbye when lingering)
 
     def _fail(self, exc: MqttError) -> None:
         log.warning("MQTT client %s (%s): closing: %s (reason 0x%02x)", self.peer,
                     self.session.client_id if self.session else "-", exc, int(exc.reason))
-        goodbye = self.proto.goodbye(exc)
-        if goodbye and self.transport is not None:
-            self._outq.clear()
-            self.transport.write(self.ws.send(goodbye) if self.ws is not None else goodbye)
-        self._close()
+        self._outq.clear()
+        self._close(self.proto.goodbye(exc), linger=True)
 
     def shutdown(self) -> None:
         """The broker is stopping."""
@@ -256,10 +286,11 @@ class MqttClient(asyncio.Protocol):
         if session is not None and session.conn is not None:
             old = session.conn
             log.info("MQTT client %s taken over by %s", client_id, self.peer)
+            goodbye = b""
             if old.proto.version == MQTT_5:
-                old.write_many([old.proto.send(Disconnect(Reason.SESSION_TAKEN_OVER))])
+                goodbye = old.proto.send(Disconnect(Reason.SESSION_TAKEN_OVER))
             old._detach()
-            old._close()
+            old._close(goodbye, linger=True)
             session = gw.sessions.get(client_id)
         present = session is not None and not packet.clean_start
         if session is not None and packet.clean_start:
@@ -304,11 +335,8 @@ class MqttClient(asyncio.Protocol):
         session.schedule_pump()
 
     def _refuse(self, reason: int, message: str) -> None:
-        data = self.proto.refuse(reason, message)
-        if self.transport is not None:
-            self.transport.write(self.ws.send(data) if self.ws is not None else data)
         self._will_ok = False
-        self._close()
+        self._close(self.proto.refuse(reason, message), linger=True)
 
     def _on_disconnect(self, packet: Disconnect) -> None:
         session = self.session
