@@ -25,7 +25,7 @@ from bayou.protocol.mqtt.packets import (
     Will,
 )
 from tests.support.broker import BrokerProcess
-from tests.support.mqtt import MqttTestClient, read_packet, unique
+from tests.support.mqtt import MqttTestClient, PacketReader, unique
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -226,23 +226,25 @@ def test_bad_input_closes_only_that_connection(shared_broker: BrokerProcess) -> 
         # losing the DISCONNECT that tells it why.
         with socket.create_connection(("127.0.0.1", shared_broker.mqtt_port), 5) as sock:
             sock.settimeout(5)
+            reader = PacketReader(sock)
             sock.sendall(encode(Connect(unique("big"), MQTT_5)))
-            assert isinstance(read_packet(sock), ConnAck)
+            assert isinstance(reader.next(), ConnAck)
             sock.sendall(encode(Publish(f"{top}/x", b"x" * (2 * 1024 * 1024)), MQTT_5))
-            packet = read_packet(sock)
+            packet = reader.next()
             assert isinstance(packet, Disconnect)
             assert packet.reason_code == Reason.PACKET_TOO_LARGE
-            assert read_packet(sock) is None  # then a clean end of stream
+            assert reader.next() is None  # then a clean end of stream
         with socket.create_connection(("127.0.0.1", shared_broker.mqtt_port), 5) as sock:
             sock.settimeout(5)
+            reader = PacketReader(sock)
             sock.sendall(encode(Connect(unique("wild"), MQTT_5)))
-            assert isinstance(read_packet(sock), ConnAck)
+            assert isinstance(reader.next(), ConnAck)
             sock.sendall(encode(Publish(f"{top}/+", b"x"), MQTT_5)
                          + encode(Publish(f"{top}/y", b"sent after the bad one"), MQTT_5))
-            packet = read_packet(sock)
+            packet = reader.next()
             assert isinstance(packet, Disconnect)
             assert packet.reason_code == Reason.TOPIC_NAME_INVALID
-            assert read_packet(sock) is None
+            assert reader.next() is None
         pub = MqttTestClient(shared_broker.mqtt_port, unique("p"))
         try:
             pub.publish(f"{top}/ok", b"still here", qos=1)

@@ -35,18 +35,25 @@ def unique(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:8]}"
 
 
-def read_packet(sock: socket.socket, version: int = MQTT_5) -> Packet | None:
-    """The next whole packet the server sent on a raw socket, or None at its EOF (a reset
-    raises ConnectionResetError).  Waits at most the socket's timeout per read."""
-    reader = FrameReader()
-    while True:
-        frame = reader.next_frame()
-        if frame is not None:
-            return decode(frame[0], frame[1], version)
-        data = sock.recv(65536)
-        if not data:
-            return None
-        reader.feed(data)
+class PacketReader:
+    """Reads whole packets the server sends on a raw socket."""
+
+    def __init__(self, sock: socket.socket, version: int = MQTT_5) -> None:
+        self.sock = sock
+        self.version = version
+        self._frames = FrameReader()
+
+    def next(self) -> Packet | None:
+        """The next packet, or None at the server's EOF (a reset raises
+        ConnectionResetError).  Each read waits at most the socket's timeout."""
+        while True:
+            frame = self._frames.next_frame()
+            if frame is not None:
+                return decode(frame[0], frame[1], self.version)
+            data = self.sock.recv(65536)
+            if not data:
+                return None
+            self._frames.feed(data)
 
 
 class MqttTestClient:

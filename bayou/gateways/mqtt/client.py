@@ -53,6 +53,20 @@ log = logging.getLogger("bayou.mqtt")
 LINGER_S = 2.0  # how long a connection the broker ends reads on before closing (see _close)
 
 
+def guess_protocol(first: bytes) -> str:
+    """A hint for the log about who sent ``first`` (the first bytes of a connection) to the
+    MQTT port, or ``""``."""
+    if len(first) >= 6 and first[0] == 0 and int.from_bytes(first[4:6], "big") < 100:
+        return " (a Kafka client?)"  # a 4-byte request size, then the API key
+    if first[:4] == b"AMQP":
+        return " (an AMQP client?)"
+    if first[:2] == b"\x16\x03":
+        return " (a TLS handshake? this port is plain MQTT)"
+    if first.split(b" ", 1)[0] in (b"POST", b"PUT", b"HEAD", b"DELETE", b"OPTIONS", b"PATCH"):
+        return " (an HTTP client?)"
+    return ""
+
+
 class MqttClient(asyncio.Protocol):
     """One client connection."""
 
@@ -64,6 +78,8 @@ class MqttClient(asyncio.Protocol):
         self.session: Session | None = None
         self.paused = False
         self.peer = "?"
+        self.peer_host = "?"  # what client-triggered log lines are rate-limited by
+        self._first_bytes = b""
         self.ws: WebSocketServer | None = None
         self._sniffed = False
         self._will: WillState | None = None
@@ -84,6 +100,7 @@ class MqttClient(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.peer_host = str(peer[0]) if peer else "?"
         self.gw.clients.add(self)
         loop = asyncio.get_running_loop()
         self._last_rx = loop.time()
@@ -112,6 +129,7 @@ class MqttClient(asyncio.Protocol):
         self._last_rx = asyncio.get_running_loop().time()
         if not self._sniffed:
             self._sniffed = True
+            self._first_bytes = bytes(data[:16])
             if data[:1] == b"G":
                 self.ws = WebSocketServer()
         if self.ws is not None:
@@ -185,8 +203,18 @@ class MqttClient(asyncio.Protocol):
         return None  # the transport closes itself (after the goodbye when lingering)
 
     def _fail(self, exc: MqttError) -> None:
-        log.warning("MQTT client %s (%s): closing: %s (reason 0x%02x)", self.peer,
-                    self.session.client_id if self.session else "-", exc, int(exc.reason))
+        limited = self.gw.client_log
+        if self.proto.state is State.AWAIT_CONNECT and self._first_bytes[:1] != b"\x10":
+            # not even a CONNECT: another protocol's client at this port (which tends to
+            # retry in a loop), a scanner, or noise
+            limited.warning((self.peer_host, "not-mqtt"), "MQTT port: %s is not an MQTT "
+                            "client%s (first bytes %s): %s", self.peer,
+                            guess_protocol(self._first_bytes), self._first_bytes.hex(" "), exc)
+        else:
+            limited.warning((self.peer_host, int(exc.reason)),
+                            "MQTT client %s (%s): closing: %s (reason 0x%02x)", self.peer,
+                            self.session.client_id if self.session else "-", exc,
+                            int(exc.reason))
         self._outq.clear()
         self._close(self.proto.goodbye(exc), linger=True)
 
@@ -200,7 +228,8 @@ class MqttClient(asyncio.Protocol):
     def _check_keepalive(self) -> None:
         loop = asyncio.get_running_loop()
         if self.proto.state is State.AWAIT_CONNECT:
-            log.warning("MQTT client %s sent no CONNECT in time", self.peer)
+            self.gw.client_log.warning((self.peer_host, "no-connect"),
+                                       "MQTT client %s sent no CONNECT in time", self.peer)
             self._close()
             return
         limit = self.proto.keep_alive * 1.5
@@ -266,8 +295,9 @@ class MqttClient(asyncio.Protocol):
         if gw.authenticate is not None and not gw.authenticate(
             packet.client_id, packet.username, packet.password
         ):
-            log.warning("MQTT client %s: bad user name or password (user %r)", self.peer,
-                        packet.username)
+            self.gw.client_log.warning((self.peer_host, "auth"), "MQTT client %s: bad user "
+                                       "name or password (user %r)", self.peer,
+                                       packet.username)
             self._refuse(Reason.BAD_USER_NAME_OR_PASSWORD, "bad user name or password")
             return
         client_id = packet.client_id
@@ -285,7 +315,8 @@ class MqttClient(asyncio.Protocol):
         session = gw.sessions.get(client_id)
         if session is not None and session.conn is not None:
             old = session.conn
-            log.info("MQTT client %s taken over by %s", client_id, self.peer)
+            gw.client_log.info((self.peer_host, "takeover"), "MQTT client %s taken over by %s",
+                               client_id, self.peer)
             goodbye = b""
             if old.proto.version == MQTT_5:
                 goodbye = old.proto.send(Disconnect(Reason.SESSION_TAKEN_OVER))

@@ -54,6 +54,7 @@ from bayou.gateways.mqtt.session import (
 )
 from bayou.gateways.mqtt.store import RETAINED_LOG, SESSIONS_LOG, StateLog
 from bayou.gateways.mqtt.trie import SubscriptionTrie, TopicTree
+from bayou.log_limits import RateLimitedLog
 from bayou.protocol.kafka.records import (
     DecodedRecord,
     Record,
@@ -192,6 +193,7 @@ class MqttGateway:
         self.groups: dict[tuple[str, str], ShareGroup] = {}
         self.tailers: dict[TP, Tailer] = {}
         self.clients: set[MqttClient] = set()
+        self.client_log = RateLimitedLog(log)  # what a client can trigger, per peer host
         data_dir = state.config.data_dir
         internal = state.config.internal_log_config()
         self.retained_log = StateLog(data_dir, RETAINED_LOG, state.flusher, now_ms, internal)
