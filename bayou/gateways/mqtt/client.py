@@ -45,12 +45,19 @@ from bayou.protocol.mqtt.packets import (
     Subscribe,
     Unsubscribe,
 )
-from bayou.protocol.mqtt.topics import parse_shared, valid_topic_filter
+from bayou.protocol.mqtt.topics import is_sys, parse_shared, valid_topic_filter
 from bayou.protocol.websocket import WebSocketServer
 
 log = logging.getLogger("bayou.mqtt")
 
 LINGER_S = 2.0  # how long a connection the broker ends reads on before closing (see _close)
+
+
+class SysTopicRefused(Exception):
+    """A client PUBLISH on ``$SYS``, the broker's own tree: not published."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(f"{topic} is in the broker's $SYS tree")
 
 
 def guess_protocol(first: bytes) -> str:
@@ -102,6 +109,7 @@ class MqttClient(asyncio.Protocol):
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.peer_host = str(peer[0]) if peer else "?"
         self.gw.clients.add(self)
+        self.gw.stats.sockets += 1
         loop = asyncio.get_running_loop()
         self._last_rx = loop.time()
         self._keepalive = loop.call_later(30.0, self._check_keepalive)  # CONNECT deadline
@@ -127,6 +135,7 @@ class MqttClient(asyncio.Protocol):
         if self._closing:
             return
         self._last_rx = asyncio.get_running_loop().time()
+        self.gw.stats.bytes_received += len(data)
         if not self._sniffed:
             self._sniffed = True
             self._first_bytes = bytes(data[:16])
@@ -143,7 +152,9 @@ class MqttClient(asyncio.Protocol):
             if not data:
                 return
         try:
-            for packet in self.proto.receive_data(data):
+            packets = self.proto.receive_data(data)
+            self.gw.stats.messages_received += len(packets)
+            for packet in packets:
                 self._handle(packet)
                 if self._closing:
                     return
@@ -163,16 +174,21 @@ class MqttClient(asyncio.Protocol):
         self._send(data)
 
     def write_many(self, chunks: list[bytes]) -> None:
-        self._send(b"".join(chunks))
+        self._send(b"".join(chunks), len(chunks))
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, data: bytes, packets: int = 1) -> None:
         """Put ``data`` on the wire, unless the connection is ending or gone: writing to a
         client that went away is no error (an acknowledgement that waited for an fsync, a
         delivery scheduled before the reset was seen), so nothing is written or logged."""
         transport = self.transport
         if transport is None or self._closing or transport.is_closing():
             return
-        transport.write(self.ws.send(data) if self.ws is not None else data)
+        if self.ws is not None:
+            data = self.ws.send(data)
+        transport.write(data)
+        stats = self.gw.stats
+        stats.messages_sent += packets
+        stats.bytes_sent += len(data)
 
     def _close(self, goodbye: bytes = b"", linger: bool = False) -> None:
         """Close after writing ``goodbye``.  With ``linger`` the broker is ending the session
@@ -286,6 +302,7 @@ class MqttClient(asyncio.Protocol):
 
     def _on_connect(self, packet: Connect) -> None:
         gw = self.gw
+        gw.stats.connects += 1
         proto = self.proto
         v5 = proto.version == MQTT_5
         if packet.properties.authentication_method is not None:
@@ -437,7 +454,7 @@ class MqttClient(asyncio.Protocol):
         suback = self.proto.suback(packet.packet_id, codes)
         now = gw.clock_ms()
         for plain, opts in retained:
-            for msg in gw.retained.match(plain):
+            for msg in gw.retained_matching(plain):
                 if msg.expired(now):
                     continue
                 ids = (opts.sub_id,) if opts.sub_id is not None else ()
@@ -453,6 +470,12 @@ class MqttClient(asyncio.Protocol):
         session = self.session
         if session is None:
             raise ProtocolError("PUBLISH before CONNECT")
+        stats = self.gw.stats
+        stats.publish_received += 1
+        stats.publish_bytes_received += len(packet.payload)
+        if is_sys(packet.topic):
+            self._acks.append((packet, None, SysTopicRefused(packet.topic)))
+            return
         if packet.qos == 2 and packet.packet_id in session.pubrel_wait:
             self._acks.append((packet, None, None))  # already stored: just PUBREC again
             return
@@ -513,19 +536,19 @@ class MqttClient(asyncio.Protocol):
                     log.debug("MQTT QoS 0 publish to %s dropped: %s", packet.topic, error)
                 continue
             assert packet.packet_id is not None
+            if isinstance(error, SysTopicRefused) and self.proto.version != MQTT_5:
+                error = None  # 3.1.1 has no negative ack: acknowledged, not published
             if error is not None:
                 if self.proto.version != MQTT_5:
                     raise MqttError(f"publish to {packet.topic} failed: {error}")
                 props = Properties(reason_string=str(error)[:200])
+                reason = (Reason.NOT_AUTHORIZED if isinstance(error, SysTopicRefused)
+                          else Reason.IMPLEMENTATION_SPECIFIC_ERROR)
                 if packet.qos == 2 and self.session is not None:
                     self.session.pubrel_wait.discard(packet.packet_id)
-                    out.append(self.proto.send(PubRec(packet.packet_id,
-                                                      Reason.IMPLEMENTATION_SPECIFIC_ERROR,
-                                                      props)))
+                    out.append(self.proto.send(PubRec(packet.packet_id, reason, props)))
                 else:
-                    out.append(self.proto.send(PubAck(packet.packet_id,
-                                                      Reason.IMPLEMENTATION_SPECIFIC_ERROR,
-                                                      props)))
+                    out.append(self.proto.send(PubAck(packet.packet_id, reason, props)))
                 continue
             if packet.qos == 1:
                 out.append(self.proto.send(PubAck(packet.packet_id)))
