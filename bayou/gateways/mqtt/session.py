@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bayou.protocol.kafka.records import DecodedRecord, iter_batches, iter_records
-from bayou.protocol.mqtt.codec import encode_properties, encode_publish
+from bayou.protocol.mqtt.codec import add_topic_alias, encode_properties, encode_publish
 from bayou.protocol.mqtt.packets import MQTT_5, Properties, PubRel
 from bayou.protocol.mqtt.topics import matches
 
@@ -422,7 +422,8 @@ class Session:
         c = self.conn
         assert c is not None
         msg = d.msg
-        if msg.expiry_at is None and not d.sub_ids and not dup:
+        aliases = c.proto.outbound_aliases
+        if msg.expiry_at is None and not d.sub_ids and not dup and aliases is None:
             data = msg.publish_bytes(c.proto.version == MQTT_5, d.qos, d.retain, pid)
             if len(data) > c.proto.client_max_packet_size:
                 self.gateway.stats.publish_dropped += 1
@@ -436,10 +437,20 @@ class Session:
             if msg.expired(now):
                 return None
             props = None
-        data = encode_publish(msg.topic_bytes, msg.payload, d.qos, d.retain, dup, pid, props)
+        topic = msg.topic_bytes
+        plan = None
+        if aliases is not None and props is not None:
+            plan = aliases.plan(topic)
+            if plan is not None:
+                props = add_topic_alias(props, plan[0])
+                if plan[1]:
+                    topic = b""  # the client knows the alias
+        data = encode_publish(topic, msg.payload, d.qos, d.retain, dup, pid, props)
         if len(data) > c.proto.client_max_packet_size:
             self.gateway.stats.publish_dropped += 1
             return None  # the client could not take it: discarded, as the spec says
+        if aliases is not None:
+            aliases.commit(msg.topic_bytes, plan)
         return data
 
     def _allocate_pid(self) -> int:
