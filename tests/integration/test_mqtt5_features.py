@@ -41,13 +41,30 @@ QUIET_S = 0.5  # how long "nothing more arrives" is watched
 class RawClient:
     """An MQTT 5.0 client on a bare socket, for what paho does for you (acknowledging)."""
 
-    def __init__(self, port: int, client_id: str, *, clean: bool = True,
-                 properties: Properties | None = None, will: Will | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        client_id: str,
+        *,
+        clean: bool = True,
+        properties: Properties | None = None,
+        will: Will | None = None,
+    ) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), 5)
         self.sock.settimeout(5)
         self.reader = PacketReader(self.sock)
-        self.sock.sendall(encode(Connect(client_id, MQTT_5, clean_start=clean, will=will,
-                                         properties=properties or Properties()), MQTT_5))
+        self.sock.sendall(
+            encode(
+                Connect(
+                    client_id,
+                    MQTT_5,
+                    clean_start=clean,
+                    will=will,
+                    properties=properties or Properties(),
+                ),
+                MQTT_5,
+            )
+        )
         connack = self.reader.next()
         assert isinstance(connack, ConnAck) and connack.reason_code == 0, connack
         self.connack = connack
@@ -99,8 +116,7 @@ def test_server_topic_aliases(shared_broker: BrokerProcess) -> None:
         for qos in range(3):
             one.publish(f"{top}/a", f"qos {qos}", qos)
         got = one.receive(3)
-        assert [(m.topic, m.topic_alias) for m in got] == [
-            (f"{top}/a", 1), ("", 1), ("", 1)]
+        assert [(m.topic, m.topic_alias) for m in got] == [(f"{top}/a", 1), ("", 1), ("", 1)]
         assert sorted(m.payload for m in got) == [b"qos 0", b"qos 1", b"qos 2"]
     finally:
         one.close()
@@ -191,7 +207,10 @@ def test_retained_messages_keep_properties_and_honour_subscribe_options(
 
         got = retained(SubscribeOptions(2, retainHandling=0), 3)
         assert sorted((m.payload, m.qos, m.retain) for m in got) == [
-            (b"qos 0", 0, True), (b"qos 1", 1, True), (b"qos 2", 2, True)]
+            (b"qos 0", 0, True),
+            (b"qos 1", 1, True),
+            (b"qos 2", 2, True),
+        ]
         assert all(m.user_properties == [("a", "2"), ("c", "3")] for m in got)
         retained(SubscribeOptions(2, retainHandling=0), 3)  # 0: on every subscribe
         retained(SubscribeOptions(2, retainHandling=1), 0)  # 1: only on a new subscription
@@ -207,7 +226,9 @@ def test_retained_messages_keep_properties_and_honour_subscribe_options(
             pub.publish(f"{top}/live", b"retain as published false", 1)
             pub.publish(f"{top}/live", b"retain as published true", 1, retain=True)
             assert [(m.payload, m.retain) for m in keep.receive(2)] == [
-                (b"retain as published false", False), (b"retain as published true", True)]
+                (b"retain as published false", False),
+                (b"retain as published true", True),
+            ]
             assert [m.retain for m in sub.receive(2)] == [False, False]
         finally:
             keep.close()
@@ -227,10 +248,16 @@ def test_will_delay(shared_broker: BrokerProcess) -> None:
         watcher.subscribe(f"{top}/#", 1)
 
         def dying(name: str) -> RawClient:
-            will = Will(f"{top}/{name}", f"{name} is gone".encode(), 1, False,
-                        Properties(will_delay_interval=delay_s, user_properties=[("k", "v")]))
-            return RawClient(port, f"{top}-{name}", will=will,
-                             properties=Properties(session_expiry_interval=60))
+            will = Will(
+                f"{top}/{name}",
+                f"{name} is gone".encode(),
+                1,
+                False,
+                Properties(will_delay_interval=delay_s, user_properties=[("k", "v")]),
+            )
+            return RawClient(
+                port, f"{top}-{name}", will=will, properties=Properties(session_expiry_interval=60)
+            )
 
         late, back = dying("late"), dying("back")
         late.reset()
@@ -241,7 +268,8 @@ def test_will_delay(shared_broker: BrokerProcess) -> None:
         got = watcher.receive(1, timeout=10.0)
         assert time.monotonic() - lost_at >= delay_s - 0.2
         assert [(m.topic, m.payload, m.user_properties) for m in got] == [
-            (f"{top}/late", b"late is gone", [("k", "v")])]
+            (f"{top}/late", b"late is gone", [("k", "v")])
+        ]
         assert watcher.receive(1, timeout=QUIET_S) == []
     finally:
         watcher.close()
@@ -252,8 +280,7 @@ def test_session_expiry(shared_broker: BrokerProcess) -> None:
     top = unique("expiry")
 
     def session(name: str, expiry: int | None, clean: bool = False) -> MqttTestClient:
-        return MqttTestClient(port, f"{top}-{name}", version=5, clean=clean,
-                              session_expiry=expiry)
+        return MqttTestClient(port, f"{top}-{name}", version=5, clean=clean, session_expiry=expiry)
 
     # no Session Expiry Interval: the session ends with the connection
     c = session("zero", None, clean=True)
@@ -288,8 +315,9 @@ def test_session_expiry(shared_broker: BrokerProcess) -> None:
 
 def test_server_keeps_within_the_clients_receive_maximum(shared_broker: BrokerProcess) -> None:
     top = unique("flow")
-    client = RawClient(shared_broker.mqtt_port, unique("slow"),
-                       properties=Properties(receive_maximum=3))
+    client = RawClient(
+        shared_broker.mqtt_port, unique("slow"), properties=Properties(receive_maximum=3)
+    )
     pub = MqttTestClient(shared_broker.mqtt_port, unique("p"), version=5)
     try:
         client.send(Subscribe(1, [Subscription(top, 1)]))
@@ -323,8 +351,7 @@ def test_client_over_the_servers_receive_maximum_is_told_0x93(
     try:
         limit = client.connack.properties.receive_maximum
         assert limit is not None
-        client.send(*(Publish(f"{top}/x", b"q2", 2, False, False, i + 1)
-                      for i in range(limit + 5)))
+        client.send(*(Publish(f"{top}/x", b"q2", 2, False, False, i + 1) for i in range(limit + 5)))
         packets = []
         for _ in range(limit + 10):  # PUBRECs for what was taken, then the DISCONNECT
             packet = client.next()
