@@ -196,12 +196,16 @@ class MqttClient(asyncio.Protocol):
         kernel answer with RST, and the client, getting the reset, may never read the
         goodbye (the DISCONNECT's reason) that was on its way.  So the write side is shut
         (FIN after the goodbye), what the client still sends is read and dropped, and the
-        socket is closed at the client's EOF or after ``LINGER_S`` at the latest."""
+        socket is closed at the client's EOF or after ``LINGER_S`` at the latest.
+
+        The session is let go at once, not when the socket closes: nothing more is sent
+        on this connection, and the will (if due) is not held back by the drain."""
         if goodbye:
             self._send(goodbye)
         self._closing = True
         if self._keepalive is not None:
             self._keepalive.cancel()
+        self._detach()
         transport = self.transport
         if transport is None or transport.is_closing():
             return
