@@ -313,6 +313,9 @@ class BrokerConfig:
     # MQTT topic → Kafka topic rules, "filter=kafka_topic" separated by ';' (first match wins;
     # otherwise the MQTT topic's first level names the Kafka topic). See docs/design/mqtt.md.
     mqtt_topic_rules: str = ""
+    # Seconds between updates of the MQTT $SYS/broker/... statistics (mosquitto's
+    # sys_interval); 0: no $SYS tree.
+    mqtt_sys_interval: int = 10
     amqp_port: int = 5672
     advertised_host: str | None = None
     node_id: int = 0
