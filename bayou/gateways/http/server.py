@@ -49,13 +49,17 @@ class HttpGateway:
     async def start(self) -> None:
         config = self.state.config
         sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
+        address = (config.host, config.http_port)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((config.host, config.http_port))
+            sock.bind(address)
             sock.setblocking(False)
-        except OSError:
+        except OSError as exc:
             sock.close()
-            raise
+            # the sentence asyncio's create_server gives the other doors, naming the port
+            reason = (exc.strerror or str(exc)).lower()
+            raise OSError(exc.errno, f"error while attempting to bind on address "
+                                     f"{address!r}: {reason}") from None
         self.port = sock.getsockname()[1]
         server = uvicorn.Server(uvicorn.Config(
             self.app, lifespan="off", log_config=None, access_log=False,
