@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Debian packages the integration tests drive: kcat (Kafka CLI client), mosquitto-clients
-# (mosquitto_pub/mosquitto_sub).
+# (mosquitto_pub/mosquitto_sub), chromium (headless, driven by Playwright: browsers cannot be
+# downloaded by Playwright itself here, so the tests use Debian's).
 set -euo pipefail
 need=()
 command -v kcat >/dev/null 2>&1 || need+=(kcat)
 command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -55,3 +55,9 @@ def test_document_and_docs_page(api_broker: BrokerProcess, tmp_path: Path) -> No
         assert "ProduceRequest" in doc["components"]["schemas"]
         page = http.get("/docs")
         assert page.status_code == 200 and "swagger" in page.text.lower()
+        # the root says where things are; a browser is sent to the docs
+        index = http.get("/")
+        assert index.status_code == 200, index.text
+        assert index.json()["docs"] == "/docs" and index.json()["openapi"] == "/openapi.json"
+        browser = http.get("/", headers={"Accept": "text/html,*/*;q=0.8"})
+        assert (browser.status_code, browser.headers["location"]) == (307, "/docs")

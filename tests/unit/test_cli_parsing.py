@@ -133,6 +133,21 @@ def test_serve_flags_left_out_let_toml_and_env_win(fake_run: list[BrokerConfig],
     assert config.topic_defaults == {"retention.ms": 5}
 
 
+def test_cors_origins_from_flags_toml_and_env(fake_run: list[BrokerConfig],
+                                              tmp_path: Path) -> None:
+    toml = tmp_path / "bayou.toml"
+    toml.write_text('http_cors_origins = ["https://from-toml.example"]\n')
+    assert _serve(["--config", str(toml)]).exit_code == 0
+    assert _serve(["--config", str(toml)], env={
+        "BAYOU_HTTP_CORS_ORIGINS": "http://localhost:3000, https://b.example"}).exit_code == 0
+    assert _serve(["--config", str(toml), "--http-cors-origin", "*",
+                   "--http-cors-origin", "http://127.0.0.1:5173"]).exit_code == 0
+    assert _serve([]).exit_code == 0
+    assert [c.http_cors_origins for c in fake_run] == [
+        ("https://from-toml.example",), ("http://localhost:3000", "https://b.example"),
+        ("*", "http://127.0.0.1:5173"), ()]
+
+
 @pytest.mark.parametrize(("args", "env", "message"), [
     (["--topic-default", "segment.bytes=3"], {},
      "Invalid configuration: Invalid value '3' for configuration segment.bytes: must be at least "
@@ -142,6 +157,10 @@ def test_serve_flags_left_out_let_toml_and_env_win(fake_run: list[BrokerConfig],
     (["--config", "/no/such/bayou.toml"], {},
      "Cannot read the config file /no/such/bayou.toml: No such file or directory.\n"),
     (["--topic-default", "oops"], {}, "--topic-default expects KEY=VALUE, got 'oops'.\n"),
+    (["--http-cors-origin", "http://localhost:3000/"], {},
+     "Invalid configuration: Invalid value 'http://localhost:3000/' for http_cors_origins: an "
+     "origin is scheme://host[:port] without a path or trailing slash (e.g. "
+     "http://localhost:3000), or * for any origin.\n"),
 ])
 def test_serve_bad_config_is_one_sentence_exit_2(fake_run: list[BrokerConfig], args: list[str],
                                                  env: dict[str, str], message: str) -> None:

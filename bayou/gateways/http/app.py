@@ -1,10 +1,14 @@
 """The ASGI application: FastAPI routing, REST Proxy errors, the OpenAPI document.
 
-FastAPI (on Starlette) gives routing, query/path validation, ``/openapi.json`` and the
-browsable ``/docs``.  Request bodies are read and decoded by ``payloads`` (size cap, content
-type, REST Proxy's formats) rather than by FastAPI's body handling, so their schemas are added
-to the document by ``_openapi`` from the same pydantic models.  Every error leaves as REST
-Proxy's JSON ``{"error_code", "message"}``.
+FastAPI (on Starlette) gives routing, query/path validation and ``/openapi.json``.  The
+browsable ``/docs`` (Swagger UI) and ``/redoc`` pages load their JavaScript and CSS from this
+process (the ``fastapi-offline`` distribution ships them), so they work without internet;
+``GET /`` sends a browser to ``/docs`` and tells any other client where things are.
+
+Request bodies are read and decoded by ``payloads`` (size cap, content type, REST Proxy's
+formats) rather than by FastAPI's body handling, so their schemas are added to the document by
+``_openapi`` from the same pydantic models.  Every error leaves as REST Proxy's JSON
+``{"error_code", "message"}``.
 """
 
 from __future__ import annotations
@@ -14,33 +18,40 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi_offline import FastAPIOffline
 from pydantic import TypeAdapter
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 import bayou
-from bayou.gateways.http import errors, routes_consumers, routes_topics
+from bayou.gateways.http import errors, routes_consumers, routes_root, routes_topics
 from bayou.gateways.http.context import Gateway, KafkaJSON
+from bayou.gateways.http.cors import add_cors
 from bayou.gateways.http.payloads import BODY_MODELS
 
 log = logging.getLogger(__name__)
 
+DOCS_ASSETS = "/docs/assets"
+
 
 def create_app(gw: Gateway) -> FastAPI:
-    app = FastAPI(
+    app = FastAPIOffline(
         title="Bayou HTTP gateway",
         version=getattr(bayou, "__version__", "0"),
         description="Confluent REST Proxy v2 API and live topic streams (SSE, WebSocket) "
                     "served by the broker itself.",
+        static_url=DOCS_ASSETS,
     )
     app.state.gateway = gw
+    app.include_router(routes_root.router)
     app.include_router(routes_topics.router)
     app.include_router(routes_consumers.router)
     app.add_exception_handler(errors.RestError, _rest_error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
+    add_cors(app, gw.cors_origins)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -21,6 +21,7 @@ class Gateway:
     consumers: ConsumerRegistry
     partitioner: Partitioner
     max_body_bytes: int
+    cors_origins: tuple[str, ...] = ()
 
 
 def gateway(conn: HTTPConnection) -> Gateway:

@@ -12,6 +12,7 @@ from starlette.responses import Response, StreamingResponse
 from bayou.broker.context import BrokerState
 from bayou.gateways.http import errors
 from bayou.gateways.http.context import KafkaJSON, answer_doc, body_doc, gateway
+from bayou.gateways.http.cors import websocket_origin_allowed
 from bayou.gateways.http.payloads import (
     BINARY_V2,
     JSON_V2,
@@ -136,7 +137,12 @@ async def stream_ws(
     last_event_id: str | None = None,
 ) -> None:
     """The same stream over WebSocket: one text message per record, with its cursor ``id``."""
-    state = gateway(websocket).state
+    gw = gateway(websocket)
+    if not websocket_origin_allowed(websocket.headers.get("origin"),
+                                    websocket.headers.get("host"), gw.cors_origins):
+        await websocket.close(code=1008)  # before accept: the upgrade is answered 403
+        return
+    state = gw.state
     try:
         cursor = start_cursor(state, topic, start, last_event_id)
     except errors.RestError as exc:

@@ -40,7 +40,8 @@ class HttpGateway:
         self.state = state
         self.consumers = ConsumerRegistry(state, GroupClient(state),
                                           config.http_consumer_instance_timeout_ms)
-        self.gateway = Gateway(state, self.consumers, Partitioner(), config.http_max_body_bytes)
+        self.gateway = Gateway(state, self.consumers, Partitioner(), config.http_max_body_bytes,
+                               config.http_cors_origins)
         self.app = create_app(self.gateway)
         self._server: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
