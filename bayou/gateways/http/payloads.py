@@ -9,6 +9,11 @@ The *embedded format* says how a record's ``key``/``value`` travel inside the JS
 - ``binary`` (``application/vnd.kafka.binary.v2+json``): base64 text, stored as the decoded
   bytes.
 
+Record *headers* travel as REST Proxy v3 writes them, whatever the format: a list of
+``{"name": text, "value": base64 text or null}``, stored as the decoded bytes; consumer
+instances and streams give them back the same way (the ``headers`` key is present when the
+record has any).
+
 Producers name the format with ``Content-Type``; consumer instances fix it at creation
 (``"format"``) and ``Accept`` on ``GET .../records`` must agree.  Avro, Protobuf and JSON
 Schema formats need a schema registry and answer 415.
@@ -146,12 +151,25 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+# Exactly what ``base64.b64decode(..., validate=True)`` accepts: padded standard base64.
+BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
+
+class RecordHeader(_Body):
+    name: str = Field(description="Header name.")
+    value: str | None = Field(None, pattern=BASE64,
+                              description="base64 of the value's bytes; null: no value.")
+
+
 class ProduceRecord(_Body):
     key: Any = Field(None, description="JSON value (json format) or base64 text (binary).")
     value: Any = Field(None, description="JSON value (json format) or base64 text (binary).")
     partition: int | None = Field(None, ge=0, le=2**31 - 1,
                                   description="Target partition; default: by key, else "
                                               "round-robin.")
+    headers: list[RecordHeader] = Field(default_factory=list,
+                                        description="Record headers, in order (REST Proxy v3 "
+                                                    "style); any format.")
 
 
 class ProduceRequest(_Body):
@@ -179,6 +197,25 @@ def encode_field(fmt: Format, value: Any, index: int, name: str) -> bytes | None
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise unprocessable(f"records.{index}.{name}: not valid base64", JSON_CONVERSION) from None
+
+
+def encode_headers(headers: list[RecordHeader], index: int) -> list[tuple[str, bytes | None]]:
+    """A record's headers as stored: names as given, values base64-decoded."""
+    out: list[tuple[str, bytes | None]] = []
+    for h in headers:
+        try:
+            value = None if h.value is None else base64.b64decode(h.value, validate=True)
+        except (binascii.Error, ValueError):
+            raise unprocessable(f"records.{index}.headers: value of {h.name!r} is not valid "
+                                "base64", JSON_CONVERSION) from None
+        out.append((h.name, value))
+    return out
+
+
+def decode_headers(headers: list[tuple[str, bytes | None]]) -> list[dict[str, str | None]]:
+    """Stored headers as every HTTP reader gets them: ``{"name", "value": base64|null}``."""
+    return [{"name": name, "value": None if value is None else
+             base64.b64encode(value).decode("ascii")} for name, value in headers]
 
 
 def decode_field(fmt: Format, data: bytes | None, where: str) -> Any:
