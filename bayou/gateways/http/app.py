@@ -8,7 +8,8 @@ process (the ``fastapi-offline`` distribution ships them), so they work without 
 Request bodies are read and decoded by ``payloads`` (size cap, content type, REST Proxy's
 formats) rather than by FastAPI's body handling, so their schemas are added to the document by
 ``_openapi`` from the same pydantic models.  Every error leaves as REST Proxy's JSON
-``{"error_code", "message"}``.
+``{"error_code", "message"}``; a client that leaves halfway through its body is a DEBUG
+line, not an error.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi_offline import FastAPIOffline
 from pydantic import TypeAdapter
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 import bayou
@@ -50,6 +51,7 @@ def create_app(gw: Gateway) -> FastAPI:
     app.add_exception_handler(errors.RestError, _rest_error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected)
     add_cors(app, gw.cors_origins)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -75,6 +77,15 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     return KafkaJSON({"error_code": exc.status_code, "message": str(exc.detail)},
                      status_code=exc.status_code, headers=exc.headers)
+
+
+async def _client_gone(request: Request, _exc: Exception) -> Response:
+    """The client closed the connection before its whole body came: nothing to answer, and
+    nothing wrong with the broker (one DEBUG line, no traceback)."""
+    client = request.client
+    log.debug("HTTP %s %s: the client%s went away before sending its whole body",
+              request.method, request.url.path, f" {client.host}:{client.port}" if client else "")
+    return Response(status_code=400)  # never delivered: the connection is gone
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -7,7 +7,9 @@ its own SIGINT/SIGTERM handlers, and the broker owns signals.  ``stop`` (called 
 broker has set ``stopping`` and woken every long poll, which ends streams and record reads)
 asks the loop to exit, makes subscribed consumer instances leave their groups, and lets
 uvicorn close connections, bounded by ``GRACE_S``.
-A background task heartbeats subscribed consumer instances and expires idle ones.
+uvicorn's HTTP protocol is ``protocol.HttpProtocol`` (its httptools protocol, with warnings a
+client can trigger rate-limited).  A background task heartbeats subscribed consumer instances
+and expires idle ones.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from bayou.gateways.http.app import create_app
 from bayou.gateways.http.consumers import ConsumerRegistry
 from bayou.gateways.http.context import Gateway
 from bayou.gateways.http.groups import GroupClient
+from bayou.gateways.http.protocol import HttpProtocol
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,7 @@ class HttpGateway:
                                      f"{address!r}: {reason}") from None
         self.port = sock.getsockname()[1]
         server = uvicorn.Server(uvicorn.Config(
-            self.app, lifespan="off", log_config=None, access_log=False,
+            self.app, http=HttpProtocol, lifespan="off", log_config=None, access_log=False,
             timeout_graceful_shutdown=GRACE_S, server_header=False, backlog=1024,
             ws_max_size=1024 * 1024, ws_ping_interval=20.0,
         ))
