@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from bayou.cli import cli
 from bayou.cli._common import UsageProblem, bootstrap_addresses, check_topic_name
 from bayou.cli.consume import message_json, parse_start
+from bayou.cli.listener import CORRELATION_ID, answer_protocol
 from bayou.config import BrokerConfig
 
 
@@ -72,6 +73,17 @@ class _FakeMessage:
 
     def headers(self) -> list[tuple[str, bytes | None]]:
         return [("a", b"1"), ("bin", b"\xff"), ("none", None)]
+
+
+def test_answer_protocol() -> None:
+    kafka = (200).to_bytes(4, "big") + CORRELATION_ID.to_bytes(4, "big")
+    assert answer_protocol(kafka) is None
+    assert answer_protocol(b"HTTP/1.1") == "answers in HTTP"
+    assert answer_protocol(b"AMQP\x00\x00\x09\x01") == "answers in AMQP"
+    assert answer_protocol(b"") == "closed the connection without answering a Kafka request"
+    assert answer_protocol(b"\x15\x03\x03\x00\x02\x02\x46") == "gave an answer that is not Kafka's"
+    other_id = (200).to_bytes(4, "big") + (7).to_bytes(4, "big")
+    assert answer_protocol(other_id) == "gave an answer that is not Kafka's"
 
 
 def test_message_json() -> None:
