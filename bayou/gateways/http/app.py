@@ -15,6 +15,7 @@ line, not an error.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI
@@ -24,6 +25,7 @@ from pydantic import TypeAdapter
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 import bayou
 from bayou.gateways.http import errors, routes_consumers, routes_root, routes_topics
@@ -48,6 +50,7 @@ def create_app(gw: Gateway) -> FastAPI:
     app.include_router(routes_root.router)
     app.include_router(routes_topics.router)
     app.include_router(routes_consumers.router)
+    app.add_api_route("/{path:path}", _options, methods=["OPTIONS"], include_in_schema=False)
     app.add_exception_handler(errors.RestError, _rest_error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(HTTPException, _http_error)
@@ -73,10 +76,48 @@ async def _invalid(_request: Request, exc: Exception) -> Response:
                      status_code=422)
 
 
-async def _http_error(_request: Request, exc: Exception) -> Response:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # Starlette names the methods of one route; a path has several
+        headers["Allow"] = ", ".join(allowed_methods(request))
     return KafkaJSON({"error_code": exc.status_code, "message": str(exc.detail)},
-                     status_code=exc.status_code, headers=exc.headers)
+                     status_code=exc.status_code, headers=headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method served at the request's path (and OPTIONS); [] for none: the operations
+    of the OpenAPI document, plus the app's own pages (``/docs`` …)."""
+    path = request.url.path
+    methods: set[str] = set()
+    for template, served in _operations(request.app):
+        if template.fullmatch(path):
+            methods |= served
+    for route in request.app.router.routes:
+        if (isinstance(route, Route) and route.endpoint is not _options and route.methods
+                and route.path_regex.match(path)):
+            methods |= route.methods
+    return sorted(methods | {"OPTIONS"}) if methods else []
+
+
+def _operations(app: FastAPI) -> list[tuple[re.Pattern[str], set[str]]]:
+    """The document's paths as patterns (``{name}`` = one segment), with their methods."""
+    found: list[tuple[re.Pattern[str], set[str]]] | None = getattr(app.state, "operations", None)
+    if found is None:
+        found = [(re.compile(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path))),
+                  {method.upper() for method in operations})
+                 for path, operations in app.openapi()["paths"].items()]
+        app.state.operations = found
+    return found
+
+
+async def _options(request: Request) -> Response:
+    """``OPTIONS`` (not a CORS preflight, which the CORS middleware answers first): the
+    methods served at this path, in ``Allow``."""
+    methods = allowed_methods(request)
+    if not methods:
+        raise errors.RestError(404, 404, f"Nothing is served at {request.url.path}.")
+    return Response(status_code=204, headers={"Allow": ", ".join(methods)})
 
 
 async def _client_gone(request: Request, _exc: Exception) -> Response:

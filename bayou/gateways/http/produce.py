@@ -17,7 +17,7 @@ from typing import Any
 from bayou.broker.context import BrokerState
 from bayou.broker.partitioner import Partitioner
 from bayou.config import TOPIC_CONFIGS
-from bayou.errors import KafkaError, UnknownTopicOrPartition
+from bayou.errors import InvalidTopic, KafkaError, UnknownTopicOrPartition
 from bayou.gateways.http import errors
 from bayou.gateways.http.payloads import Format, ProduceRecord, encode_field, encode_headers
 from bayou.protocol.kafka.records import Record, build_batch
@@ -27,6 +27,10 @@ from bayou.storage import PartitionLog, TopicMeta
 def topic_meta(state: BrokerState, topic: str, *, create: bool = False) -> TopicMeta:
     try:
         return state.topic_or_autocreate(topic, allow_create=create)
+    except InvalidTopic as exc:
+        if create:  # the route checked the name's form: it collides ('a.b' with 'a_b')
+            raise errors.RestError(409, 409, exc.message) from None
+        raise errors.from_kafka(exc, topic=topic) from None
     except KafkaError as exc:
         raise errors.from_kafka(exc, topic=topic) from None
 

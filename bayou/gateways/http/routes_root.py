@@ -12,7 +12,7 @@ from starlette.responses import RedirectResponse, Response
 
 from bayou.gateways.http.context import KafkaJSON, answer_doc
 
-router = APIRouter(tags=["root"])
+router = APIRouter(tags=["root"], default_response_class=KafkaJSON)
 
 DOCS = "/docs"
 INDEX = {
