@@ -17,6 +17,7 @@ silenced unless ``--verbose`` is given.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 import socket
@@ -240,6 +241,20 @@ def check_topic_name(name: str) -> str:
             "digits, '.', '_' or '-' (and not '.' or '..' alone)."
         )
     return name
+
+
+def iso_time(text: str) -> dt.datetime | None:
+    """An ISO-8601 time (``2024-05-01T12:00:00Z``, ``…+02:00``, ``2024-05-01``), zone-aware:
+    a time without a zone is UTC, in every command.  None when ``text`` is not such a time."""
+    try:
+        when = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+
+
+def epoch_ms(when: dt.datetime) -> int:
+    return int(when.timestamp() * 1000)
 
 
 def parse_pairs(values: Iterable[str], option: str) -> list[tuple[str, str]]:
