@@ -29,14 +29,15 @@ CORRELATION_ID = 0x5EED
 MAX_FRAME = 100 * 1024 * 1024
 PEEK_BYTES = 8
 # MQTT 3.1.1 CONNECT: clean session, keep-alive 0, client id "bayou-cli"; then DISCONNECT.
-MQTT_CONNECT = (b"\x10\x15\x00\x04MQTT\x04\x02\x00\x00\x00\x09bayou-cli")
+MQTT_CONNECT = b"\x10\x15\x00\x04MQTT\x04\x02\x00\x00\x00\x09bayou-cli"
 MQTT_CONNACK = b"\x20\x02\x00\x00"  # type, length, flags, return code (any code will do)
 MQTT_DISCONNECT = b"\xe0\x00"
 
 
 def api_versions_request() -> bytes:
-    return encode_request(RequestHeader(API_VERSIONS, 0, CORRELATION_ID, "bayou-cli"),
-                          m.ApiVersionsRequest())
+    return encode_request(
+        RequestHeader(API_VERSIONS, 0, CORRELATION_ID, "bayou-cli"), m.ApiVersionsRequest()
+    )
 
 
 def answer_protocol(first: bytes) -> str | None:
@@ -66,8 +67,9 @@ def not_kafka(host: str, port: int, timeout: float) -> str | None:
     verdict = answer_protocol(first)
     if verdict is not None and not first:
         try:
-            connack = _exchange(host, port, MQTT_CONNECT, timeout, want=len(MQTT_CONNACK),
-                                then=MQTT_DISCONNECT)
+            connack = _exchange(
+                host, port, MQTT_CONNECT, timeout, want=len(MQTT_CONNACK), then=MQTT_DISCONNECT
+            )
         except OSError:
             connack = None
         if connack is not None and connack[:2] == MQTT_CONNACK[:2]:
@@ -75,8 +77,15 @@ def not_kafka(host: str, port: int, timeout: float) -> str | None:
     return verdict
 
 
-def _exchange(host: str, port: int, request: bytes, timeout: float, *,
-              want: int = PEEK_BYTES, then: bytes = b"") -> bytes | None:
+def _exchange(
+    host: str,
+    port: int,
+    request: bytes,
+    timeout: float,
+    *,
+    want: int = PEEK_BYTES,
+    then: bytes = b"",
+) -> bytes | None:
     """Send ``request``; the first ``want`` bytes back (fewer when the peer closes first,
     b"" when it closed without a byte), None on silence; then send ``then``."""
     with socket.create_connection((host, port), timeout=timeout) as sock:

@@ -18,8 +18,11 @@ INVALID = "Invalid HTTP request received"
 
 @pytest.fixture(scope="module")
 def debug_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    proc = BrokerProcess(tmp_path_factory.mktemp("misuse") / "data",
-                         extra_args=["--log-level", "DEBUG"], doors=("http",)).start()
+    proc = BrokerProcess(
+        tmp_path_factory.mktemp("misuse") / "data",
+        extra_args=["--log-level", "DEBUG"],
+        doors=("http",),
+    ).start()
     try:
         yield proc
     finally:
@@ -34,18 +37,23 @@ def test_a_body_cut_short_is_one_debug_line(debug_broker: BrokerProcess) -> None
     mark = len(debug_broker.log_text())
     requests = [
         b"POST /topics/cut HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 1000\r\n\r\n{\"records\": [",
+        b'Content-Length: 1000\r\n\r\n{"records": [',
         b"POST /consumers/cut HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 500\r\n\r\n{\"name\":",
+        b'Content-Length: 500\r\n\r\n{"name":',
         b"POST /topics/cut HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n100\r\n{\"records\"",
+        b'Transfer-Encoding: chunked\r\n\r\n100\r\n{"records"',
     ]
     for request in requests:
         with socket.create_connection(("127.0.0.1", debug_broker.http_port), timeout=10) as s:
             s.sendall(request)
-    wait_until("a log line for each request cut short",
-               lambda: _log_since(debug_broker, mark).count(GONE)
-               + _log_since(debug_broker, mark).count("Traceback") >= len(requests))
+    wait_until(
+        "a log line for each request cut short",
+        lambda: (
+            _log_since(debug_broker, mark).count(GONE)
+            + _log_since(debug_broker, mark).count("Traceback")
+            >= len(requests)
+        ),
+    )
     log = _log_since(debug_broker, mark)
     assert log.count(GONE) == len(requests), log
     assert "Traceback" not in log and " ERROR " not in log, log

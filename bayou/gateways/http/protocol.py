@@ -27,7 +27,7 @@ CLIENT_WARNINGS = RateLimitedLog(log)
 
 HINTS = {
     "Invalid HTTP request received.": " (not HTTP: a Kafka, MQTT or AMQP client pointed at the "
-                                      "HTTP port?)",
+    "HTTP port?)",
 }
 
 
@@ -45,13 +45,19 @@ class _PeerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
     def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
         if level == logging.WARNING and not kwargs.get("exc_info") and not args:
             text = str(msg)
-            CLIENT_WARNINGS.warning((self.peer, text), "HTTP client %s: %s%s", self.peer,
-                                    text.rstrip("."), HINTS.get(text, ""))
+            CLIENT_WARNINGS.warning(
+                (self.peer, text),
+                "HTTP client %s: %s%s",
+                self.peer,
+                text.rstrip("."),
+                HINTS.get(text, ""),
+            )
             return
         super().log(level, msg, *args, **kwargs)
 
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]
-                ) -> tuple[Any, MutableMapping[str, Any]]:
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
         return msg, kwargs
 
 

@@ -33,18 +33,6 @@ router = APIRouter(tags=["topics"], default_response_class=KafkaJSON)
 TOPIC_PATTERN = r"^(?:[A-Za-z0-9_-]|\.[A-Za-z0-9_-]|\.\.[A-Za-z0-9._-])[A-Za-z0-9._-]*$"
 TopicName = Annotated[str, Path(min_length=1, max_length=249, pattern=TOPIC_PATTERN)]
 PartitionIndex = Annotated[int, Path(ge=0, le=2**31 - 1)]
-PRODUCE_TYPES = (JSON_V2, BINARY_V2, "application/json")
-
-
-def produce_body_doc(schema: str) -> dict[str, Any]:
-    """The request body of a produce: ``schema`` for the json formats, its ``Binary`` twin
-    (keys and values base64) for binary."""
-    def ref(name: str) -> dict[str, Any]:
-        return {"schema": {"$ref": f"#/components/schemas/{name}"}}
-    return {"requestBody": {"required": True, "content": {
-        JSON_V2: ref(schema), "application/json": ref(schema), V2: ref(schema),
-        BINARY_V2: ref(f"Binary{schema}"),
-    }}}
 _OFFSETS = {"type": "object", "properties": {
     "offsets": {"type": "array", "items": {"type": "object", "properties": {
         "partition": {"type": "integer"}, "offset": {"type": ["integer", "null"]},
@@ -56,6 +44,19 @@ _OFFSETS = {"type": "object", "properties": {
             responses=answer_doc("Topic names", {"type": "array", "items": {"type": "string"}}))
 async def list_topics(request: Request) -> Response:
     return KafkaJSON(sorted(gateway(request).state.logs.topics()))
+
+
+def produce_body_doc(schema: str) -> dict[str, Any]:
+    """The request body of a produce: ``schema`` for the json formats, its ``Binary`` twin
+    (keys and values base64) for binary."""
+
+    def ref(name: str) -> dict[str, Any]:
+        return {"schema": {"$ref": f"#/components/schemas/{name}"}}
+
+    return {"requestBody": {"required": True, "content": {
+        JSON_V2: ref(schema), "application/json": ref(schema), V2: ref(schema),
+        BINARY_V2: ref(f"Binary{schema}"),
+    }}}
 
 
 FOUND = answer_doc("Found", None, 200, 404, 422)
