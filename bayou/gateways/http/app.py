@@ -14,6 +14,7 @@ line, not an error.
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import re
 from typing import Any
@@ -27,7 +28,6 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-import bayou
 from bayou.gateways.http import errors, routes_consumers, routes_root, routes_topics
 from bayou.gateways.http.context import Gateway, KafkaJSON
 from bayou.gateways.http.cors import add_cors
@@ -38,10 +38,17 @@ log = logging.getLogger(__name__)
 DOCS_ASSETS = "/docs/assets"
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("bayou")
+    except importlib.metadata.PackageNotFoundError:
+        return "0"
+
+
 def create_app(gw: Gateway) -> FastAPI:
     app = FastAPIOffline(
         title="Bayou HTTP gateway",
-        version=getattr(bayou, "__version__", "0"),
+        version=_version(),
         description="Confluent REST Proxy v2 API and live topic streams (SSE, WebSocket) "
                     "served by the broker itself.",
         static_url=DOCS_ASSETS,
