@@ -328,6 +328,10 @@ class BrokerConfig:
     # long a REST consumer instance lives unused (REST Proxy's consumer.instance.timeout.ms).
     http_max_body_bytes: int = 8 * 1024 * 1024
     http_consumer_instance_timeout_ms: int = 300_000
+    # Origins (scheme://host[:port]) whose web pages may call the HTTP door (CORS), and open
+    # its WebSocket streams; "*" allows every origin.  Empty: only pages the door serves
+    # itself.  Flag --http-cors-origin (repeatable), TOML list, env comma-separated.
+    http_cors_origins: tuple[str, ...] = ()
     # How often retention and the log cleaner look at every partition (Kafka's
     # log.retention.check.interval.ms; the cleaner shares it).
     log_retention_check_interval_ms: int = 5 * 60 * 1000
@@ -398,6 +402,8 @@ class BrokerConfig:
         for name, value in raw.items():
             setattr(config, name, _coerce(name, fields[name].type, value))
         config.topic_defaults = parse_topic_configs(topic_raw)
+        for origin in config.http_cors_origins:
+            check_origin(origin)
         try:
             config.internal_log_config()
         except InvalidConfig as exc:
@@ -406,9 +412,24 @@ class BrokerConfig:
         return config
 
 
+def check_origin(origin: str) -> None:
+    """A CORS origin as browsers send it (``scheme://host[:port]``, no path), or ``*``."""
+    if origin == "*":
+        return
+    scheme, sep, rest = origin.partition("://")
+    if not sep or not scheme.isalpha() or not rest or any(c in rest for c in "/?#*, "):
+        raise InvalidConfig(
+            f"Invalid value {origin!r} for http_cors_origins: an origin is "
+            "scheme://host[:port] without a path or trailing slash "
+            "(e.g. http://localhost:3000), or * for any origin")
+
+
 def _coerce(name: str, annotation: Any, value: Any) -> Any:
     kind = str(annotation)
     try:
+        if kind.startswith("tuple"):  # a list: TOML array, repeated flag, or "a,b" in env
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(str(item).strip() for item in items if str(item).strip())
         if "Path" in kind:
             return Path(value)
         if "bool" in kind:

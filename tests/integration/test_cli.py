@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.broker import BrokerProcess
 from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -352,6 +353,22 @@ def test_dead_broker_is_a_sentence_not_a_hang() -> None:
         assert proc.stderr.decode().strip() == (
             f"Cannot reach a broker at {address} (is `bayou serve` running?)"
         )
+
+
+def test_another_door_is_not_a_kafka_listener(broker: BrokerProcess) -> None:
+    """Pointed at the HTTP, MQTT or AMQP port by mistake, every client command says so at
+    once."""
+    for door, port in (("HTTP", broker.http_port), ("MQTT", broker.mqtt_port),
+                       ("AMQP", broker.amqp_port)):
+        address = f"127.0.0.1:{port}"
+        for args in (["topic", "list"], ["consume", "orders"], ["group", "list"]):
+            started = time.monotonic()
+            proc = bayou("-b", address, *args, timeout=30)
+            assert time.monotonic() - started < 15
+            assert proc.returncode == 1
+            assert proc.stderr.decode().strip() == (
+                f"{address} answers in {door}: that port is not a Kafka listener (Bayou's "
+                "Kafka port is 9092 unless `bayou serve --kafka-port` says otherwise)")
 
 
 def test_unknown_topic_and_invalid_names_read_like_sentences(bootstrap: str) -> None:
