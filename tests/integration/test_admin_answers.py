@@ -26,6 +26,7 @@ from confluent_kafka.admin import (
     ResourcePatternType,
     ResourceType,
 )
+from kafka import KafkaProducer
 from kafka import TopicPartition as KpTopicPartition
 from kafka import errors as kp_errors
 from kafka.admin import (
@@ -228,6 +229,25 @@ def test_transactions_list_empty_and_describe_not_found(
         assert [s.error_code for s in described.transaction_states] == [
             ErrorCode.TRANSACTIONAL_ID_NOT_FOUND, ErrorCode.INVALID_REQUEST]
         assert raw.metadata_ok()
+
+
+def test_transactional_producer_is_told_the_feature_is_unsupported(
+    shared_broker: BrokerProcess,
+) -> None:
+    tid = unique_topic("tx")
+    producer = Producer({"bootstrap.servers": shared_broker.bootstrap, "transactional.id": tid})
+    with pytest.raises(KafkaException) as info:
+        producer.init_transactions(2)
+    err = info.value.args[0]
+    # not an authorization failure: the broker does not offer the feature
+    assert err.code() == KafkaError.UNSUPPORTED_VERSION
+    assert err.str() == "Failed to initialize Producer ID: Broker: API version not supported"
+    with pytest.raises(kp_errors.KafkaError, match="UnsupportedVersionError"):
+        KafkaProducer(bootstrap_servers=shared_broker.bootstrap,
+                      transactional_id=tid + "-kp").init_transactions()
+    # the response has no message field: the broker's log says why, once per client
+    assert f"refused transactional producer '{tid}'" in shared_broker.log_text()
+    assert "transactions are not available yet" in shared_broker.log_text()
 
 
 # -- DescribeQuorum: a quorum of one --------------------------------------------------------
