@@ -236,5 +236,17 @@ UnsupportedCompressionType = _kind(
 PolicyViolation = _kind("PolicyViolation", ErrorCode.POLICY_VIOLATION)
 
 
+class RecordErrors(KafkaError):
+    """INVALID_RECORD for a batch some of whose records are invalid: ``record_errors`` names
+    them (index of the record in the produce payload, reason), as Produce v8+ reports them so
+    that a client fails just those records."""
+
+    code = ErrorCode.INVALID_RECORD
+
+    def __init__(self, message: str, record_errors: list[tuple[int, str]]) -> None:
+        super().__init__(message)
+        self.record_errors = record_errors
+
+
 class ProtocolViolation(BayouError):
     """The peer broke the wire protocol; the connection that sent it is closed."""
