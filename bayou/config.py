@@ -31,8 +31,8 @@ INT_MAX = 2**31 - 1
 
 @dataclass(frozen=True)
 class ConfigDef:
-    """One topic config: its Kafka name, type ('int', 'long', 'string', 'bool', 'list'),
-    default, validator and documentation."""
+    """One config: its Kafka name, type ('int', 'long', 'short', 'double', 'string', 'bool',
+    'list'; 'class' and 'password' are strings), default, validator and documentation."""
 
     name: str
     type: str
@@ -43,11 +43,11 @@ class ConfigDef:
     def parse(self, raw: str | int | bool) -> Any:
         """Parse a raw value into this config's type; raise InvalidConfig naming the key."""
         try:
-            if self.type in ("int", "long"):
+            if self.type in ("int", "long", "short"):
                 if isinstance(raw, bool):
                     raise ValueError
                 value: Any = int(raw)
-                limit = INT_MAX if self.type == "int" else LONG_MAX
+                limit = {"int": INT_MAX, "long": LONG_MAX, "short": 2**15 - 1}[self.type]
                 if not -limit - 1 <= value <= limit:
                     raise ValueError
             elif self.type == "double":

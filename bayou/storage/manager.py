@@ -313,14 +313,19 @@ class LogManager:
         return {**self.static_defaults, **dynamic.default, **dynamic.broker}
 
     def alter_broker_configs(
-        self, scope: str, configs: Mapping[str, Any], *, validate_only: bool = False
+        self, scope: str, configs: Mapping[str, Any], *, validate_only: bool = False,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
         """Replace the dynamic topic-config defaults of ``scope`` ("default" for the cluster,
         "broker" for this node) with ``configs`` (topic config names, raw or parsed values);
-        every topic without its own override follows at once."""
+        every topic without its own override follows at once.  ``options``, when given,
+        replaces that scope's other dynamic broker configs (Kafka names, parsed values)."""
         parsed = parse_topic_configs(configs)
         with self._lock:
-            dynamic = replace(self.dynamic, **{scope: parsed})
+            changes: dict[str, Any] = {scope: parsed}
+            if options is not None:
+                changes[f"{scope}_options"] = dict(options)
+            dynamic = replace(self.dynamic, **changes)
             merged = self._merged_defaults(dynamic)
             for meta in self._topics.values():
                 check_topic_config(TopicConfig.resolve(merged, meta.configs).values)
