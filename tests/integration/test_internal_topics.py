@@ -50,8 +50,9 @@ def test_create_topics_refuses_internal_names(admin: AdminClient) -> None:
     assert not set(RESERVED) & set(admin.list_topics(timeout=TIMEOUT_S).topics)
 
 
-def test_consumer_offsets_is_shown_as_internal(admin: AdminClient,
-                                               shared_broker: BrokerProcess) -> None:
+def test_consumer_offsets_is_shown_as_internal(
+    admin: AdminClient, shared_broker: BrokerProcess
+) -> None:
     listed = admin.list_topics(timeout=TIMEOUT_S).topics
     assert len(listed["__consumer_offsets"].partitions) == 1
     described = admin.describe_topics(TopicCollection(["__consumer_offsets"]))
@@ -65,16 +66,23 @@ def test_consumer_offsets_is_shown_as_internal(admin: AdminClient,
     assert not plain.is_internal
 
 
-def test_consumer_offsets_can_be_read_but_not_written(admin: AdminClient,
-                                                     shared_broker: BrokerProcess) -> None:
+def test_consumer_offsets_can_be_read_but_not_written(
+    admin: AdminClient, shared_broker: BrokerProcess
+) -> None:
     topic, group = unique_topic("src"), unique_topic("g")
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=TIMEOUT_S)
     committer = Consumer({"bootstrap.servers": shared_broker.bootstrap, "group.id": group})
     committer.commit(offsets=[TopicPartition(topic, 0, 42)], asynchronous=False)
     committer.close()
 
-    reader = Consumer({"bootstrap.servers": shared_broker.bootstrap, "group.id": unique_topic("r"),
-                       "enable.auto.commit": False, "enable.partition.eof": True})
+    reader = Consumer(
+        {
+            "bootstrap.servers": shared_broker.bootstrap,
+            "group.id": unique_topic("r"),
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
     reader.assign([TopicPartition("__consumer_offsets", 0, 0)])
     keys = []
     try:
@@ -92,19 +100,35 @@ def test_consumer_offsets_can_be_read_but_not_written(admin: AdminClient,
 
     producer = Producer({"bootstrap.servers": shared_broker.bootstrap})
     reports: list[KafkaError | None] = []
-    producer.produce("__consumer_offsets", value=b"x", key=b"k",
-                     on_delivery=lambda err, _m: reports.append(err))
+    producer.produce(
+        "__consumer_offsets", value=b"x", key=b"k", on_delivery=lambda err, _m: reports.append(err)
+    )
     producer.flush(TIMEOUT_S)
     assert len(reports) == 1 and reports[0] is not None
     assert reports[0].code() == KafkaError.TOPIC_EXCEPTION
+
+    [trimmed] = admin.delete_records([TopicPartition("__consumer_offsets", 0, 1)]).values()
+    with pytest.raises(KafkaException) as info:
+        trimmed.result(timeout=TIMEOUT_S)
+    assert info.value.args[0].code() == KafkaError.TOPIC_EXCEPTION
+    watcher = Consumer({"bootstrap.servers": shared_broker.bootstrap, "group.id": group})
+    try:
+        low, _high = watcher.get_watermark_offsets(
+            TopicPartition("__consumer_offsets", 0), timeout=TIMEOUT_S
+        )
+    finally:
+        watcher.close()
+    assert low == 0
 
 
 def test_other_doors_cannot_create_internal_names(shared_broker: BrokerProcess) -> None:
     with httpx.Client(base_url=shared_broker.http_url, timeout=TIMEOUT_S) as http:
         for name in ["__consumer_offsets", "__mqtt_sessions"]:
-            answer = http.post(f"/topics/{name}",
-                               headers={"Content-Type": "application/vnd.kafka.json.v2+json"},
-                               json={"records": [{"value": {"a": 1}}]})
+            answer = http.post(
+                f"/topics/{name}",
+                headers={"Content-Type": "application/vnd.kafka.json.v2+json"},
+                json={"records": [{"value": {"a": 1}}]},
+            )
             assert answer.status_code == 422, (name, answer.text)
     conn = connect(shared_broker)
     try:
@@ -114,5 +138,9 @@ def test_other_doors_cannot_create_internal_names(shared_broker: BrokerProcess) 
         assert info.value.reply_code == 406 and "reserved" in info.value.reply_text
     finally:
         conn.close()
-    assert "__transaction_state" not in AdminClient(
-        {"bootstrap.servers": shared_broker.bootstrap}).list_topics(timeout=TIMEOUT_S).topics
+    assert (
+        "__transaction_state"
+        not in AdminClient({"bootstrap.servers": shared_broker.bootstrap})
+        .list_topics(timeout=TIMEOUT_S)
+        .topics
+    )
