@@ -80,7 +80,12 @@ def error_of(future: object) -> KafkaError:
 # -- ACLs: SECURITY_DISABLED, as Kafka without an authorizer -----------------------------------
 
 ANY_ACL = AclBindingFilter(
-    ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY,
+    ResourceType.ANY,
+    None,
+    ResourcePatternType.ANY,
+    None,
+    None,
+    AclOperation.ANY,
     AclPermissionType.ANY,
 )
 
@@ -90,8 +95,15 @@ def test_acl_apis_answer_security_disabled_to_confluent_kafka(admin: AdminClient
     # librdkafka ignores DescribeAcls' top-level error (as against Kafka): no ACLs, no failure
     assert admin.describe_acls(ANY_ACL).result(timeout=TIMEOUT_S) == []
     still_serves(admin, topic)
-    acl = AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, "User:bob", "*",
-                     AclOperation.READ, AclPermissionType.ALLOW)
+    acl = AclBinding(
+        ResourceType.TOPIC,
+        topic,
+        ResourcePatternType.LITERAL,
+        "User:bob",
+        "*",
+        AclOperation.READ,
+        AclPermissionType.ALLOW,
+    )
     err = error_of(admin.create_acls([acl])[acl])
     assert (err.code(), err.str()) == (KafkaError.SECURITY_DISABLED, "No Authorizer is configured.")
     still_serves(admin, topic)
@@ -104,10 +116,13 @@ def test_describe_acls_reports_security_disabled_to_kafka_python(
     kp_admin: KafkaAdminClient,
 ) -> None:
     acl_filter = ACLFilter(
-        principal=None, host=None, operation=ACLOperation.ANY,
+        principal=None,
+        host=None,
+        operation=ACLOperation.ANY,
         permission_type=ACLPermissionType.ANY,
-        resource_pattern=ResourcePatternFilter(KpResourceType.ANY, None,
-                                               ACLResourcePatternType.ANY),
+        resource_pattern=ResourcePatternFilter(
+            KpResourceType.ANY, None, ACLResourcePatternType.ANY
+        ),
     )
     with pytest.raises(kp_errors.SecurityDisabledError, match="No Authorizer is configured"):
         kp_admin.describe_acls(acl_filter)
@@ -116,20 +131,36 @@ def test_describe_acls_reports_security_disabled_to_kafka_python(
 
 def test_acl_apis_at_every_version_keep_the_connection(shared_broker: BrokerProcess) -> None:
     creation = m.CreateAclsRequest.AclCreation(
-        resource_type=2, resource_name="t", resource_pattern_type=3, principal="User:bob",
-        host="*", operation=3, permission_type=3,
+        resource_type=2,
+        resource_name="t",
+        resource_pattern_type=3,
+        principal="User:bob",
+        host="*",
+        operation=3,
+        permission_type=3,
     )
     deletion = m.DeleteAclsRequest.DeleteAclsFilter(
-        resource_type_filter=1, resource_name_filter=None, pattern_type_filter=1,
-        principal_filter=None, host_filter=None, operation=1, permission_type=1,
+        resource_type_filter=1,
+        resource_name_filter=None,
+        pattern_type_filter=1,
+        principal_filter=None,
+        host_filter=None,
+        operation=1,
+        permission_type=1,
     )
     with RawKafka(shared_broker.bootstrap) as raw:
         for version in range(4):
-            described = raw.call(m.DescribeAclsRequest(resource_type_filter=1, operation=1,
-                                                       permission_type=1,
-                                                       resource_name_filter=None,
-                                                       principal_filter=None,
-                                                       host_filter=None), version)
+            described = raw.call(
+                m.DescribeAclsRequest(
+                    resource_type_filter=1,
+                    operation=1,
+                    permission_type=1,
+                    resource_name_filter=None,
+                    principal_filter=None,
+                    host_filter=None,
+                ),
+                version,
+            )
             assert described.error_code == ErrorCode.SECURITY_DISABLED
             assert described.error_message == "No Authorizer is configured on the broker"
             assert described.resources == []
@@ -156,10 +187,16 @@ def test_scram_credentials_none_exist(admin: AdminClient, shared_broker: BrokerP
     still_serves(admin, topic)
     with RawKafka(shared_broker.bootstrap) as raw:
         name = m.DescribeUserScramCredentialsRequest.UserName
-        answer = raw.call(m.DescribeUserScramCredentialsRequest(
-            users=[name(name="bob"), name(name="bob"), name(name="carol")]), 0)
+        answer = raw.call(
+            m.DescribeUserScramCredentialsRequest(
+                users=[name(name="bob"), name(name="bob"), name(name="carol")]
+            ),
+            0,
+        )
         assert [(r.user, r.error_code) for r in answer.results] == [
-            ("bob", ErrorCode.DUPLICATE_RESOURCE), ("carol", ErrorCode.RESOURCE_NOT_FOUND)]
+            ("bob", ErrorCode.DUPLICATE_RESOURCE),
+            ("carol", ErrorCode.RESOURCE_NOT_FOUND),
+        ]
         assert raw.metadata_ok()
 
 
@@ -190,8 +227,9 @@ def test_describe_producers_shows_the_idempotent_producer(
     admin: AdminClient, kp_admin: KafkaAdminClient, shared_broker: BrokerProcess
 ) -> None:
     topic = make_topic(admin)
-    producer = Producer({"bootstrap.servers": shared_broker.bootstrap,
-                         "enable.idempotence": True, "linger.ms": 0})
+    producer = Producer(
+        {"bootstrap.servers": shared_broker.bootstrap, "enable.idempotence": True, "linger.ms": 0}
+    )
     base = int(time.time() * 1000) - 5000
     for i in range(3):
         producer.produce(topic, value=b"v%d" % i, key=b"k", partition=0, timestamp=base + i)
@@ -204,9 +242,16 @@ def test_describe_producers_shows_the_idempotent_producer(
     assert (active.last_sequence, active.last_timestamp) == (2, base + 2)
     assert (active.coordinator_epoch, active.current_transaction_start_offset) == (-1, -1)
     with RawKafka(shared_broker.bootstrap) as raw:
-        answer = raw.call(m.DescribeProducersRequest(topics=[
-            m.DescribeProducersRequest.TopicRequest(name=unique_topic("no"),
-                                                    partition_indexes=[0])]), 0)
+        answer = raw.call(
+            m.DescribeProducersRequest(
+                topics=[
+                    m.DescribeProducersRequest.TopicRequest(
+                        name=unique_topic("no"), partition_indexes=[0]
+                    )
+                ]
+            ),
+            0,
+        )
         assert answer.topics[0].partitions[0].error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
         assert raw.metadata_ok()
 
@@ -221,13 +266,22 @@ def test_transactions_list_empty_and_describe_not_found(
     with pytest.raises(kp_errors.TransactionalIdNotFoundError):
         kp_admin.describe_transactions(["orders-tx"])
     with RawKafka(shared_broker.bootstrap) as raw:
-        listed = raw.call(m.ListTransactionsRequest(
-            state_filters=["Ongoing", "Sleeping", "Sleeping"], duration_filter=1000), 1)
+        listed = raw.call(
+            m.ListTransactionsRequest(
+                state_filters=["Ongoing", "Sleeping", "Sleeping"], duration_filter=1000
+            ),
+            1,
+        )
         assert (listed.error_code, listed.unknown_state_filters, listed.transaction_states) == (
-            ErrorCode.NONE, ["Sleeping"], [])
+            ErrorCode.NONE,
+            ["Sleeping"],
+            [],
+        )
         described = raw.call(m.DescribeTransactionsRequest(transactional_ids=["a", ""]), 0)
         assert [s.error_code for s in described.transaction_states] == [
-            ErrorCode.TRANSACTIONAL_ID_NOT_FOUND, ErrorCode.INVALID_REQUEST]
+            ErrorCode.TRANSACTIONAL_ID_NOT_FOUND,
+            ErrorCode.INVALID_REQUEST,
+        ]
         assert raw.metadata_ok()
 
 
@@ -243,8 +297,9 @@ def test_transactional_producer_is_told_the_feature_is_unsupported(
     assert err.code() == KafkaError.UNSUPPORTED_VERSION
     assert err.str() == "Failed to initialize Producer ID: Broker: API version not supported"
     with pytest.raises(kp_errors.KafkaError, match="UnsupportedVersionError"):
-        KafkaProducer(bootstrap_servers=shared_broker.bootstrap,
-                      transactional_id=tid + "-kp").init_transactions()
+        KafkaProducer(
+            bootstrap_servers=shared_broker.bootstrap, transactional_id=tid + "-kp"
+        ).init_transactions()
     # the response has no message field: the broker's log says why, once per client
     assert f"refused transactional producer '{tid}'" in shared_broker.log_text()
     assert "transactions are not available yet" in shared_broker.log_text()
@@ -264,9 +319,17 @@ def test_describe_quorum_is_this_node_alone(
     assert partition["observers"] == []
     assert quorum["nodes"][0]["listeners"][0]["port"] == shared_broker.kafka_port
     with RawKafka(shared_broker.bootstrap) as raw:
-        answer = raw.call(m.DescribeQuorumRequest(topics=[m.DescribeQuorumRequest.TopicData(
-            topic_name="clicks",
-            partitions=[m.DescribeQuorumRequest.PartitionData(partition_index=0)])]), 2)
+        answer = raw.call(
+            m.DescribeQuorumRequest(
+                topics=[
+                    m.DescribeQuorumRequest.TopicData(
+                        topic_name="clicks",
+                        partitions=[m.DescribeQuorumRequest.PartitionData(partition_index=0)],
+                    )
+                ]
+            ),
+            2,
+        )
         assert answer.topics[0].partitions[0].error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
         assert raw.metadata_ok()
 
@@ -280,13 +343,22 @@ def test_describe_client_quotas_is_empty_and_checks_its_filter(
     component = m.DescribeClientQuotasRequest.ComponentData
     with RawKafka(shared_broker.bootstrap) as raw:
         for version in (0, 1):
-            answer = raw.call(m.DescribeClientQuotasRequest(
-                components=[component(entity_type="user", match_type=2, match=None)]), version)
+            answer = raw.call(
+                m.DescribeClientQuotasRequest(
+                    components=[component(entity_type="user", match_type=2, match=None)]
+                ),
+                version,
+            )
             assert (answer.error_code, answer.entries) == (ErrorCode.NONE, [])
-            bad = raw.call(m.DescribeClientQuotasRequest(components=[
-                component(entity_type="user", match_type=0, match="bob"),
-                component(entity_type="ip", match_type=1, match=None),
-            ]), version)
+            bad = raw.call(
+                m.DescribeClientQuotasRequest(
+                    components=[
+                        component(entity_type="user", match_type=0, match="bob"),
+                        component(entity_type="ip", match_type=1, match=None),
+                    ]
+                ),
+                version,
+            )
             assert (bad.error_code, bad.entries) == (ErrorCode.INVALID_REQUEST, None)
             assert "IP filter component" in (bad.error_message or "")
             assert raw.metadata_ok()
@@ -294,19 +366,31 @@ def test_describe_client_quotas_is_empty_and_checks_its_filter(
 
 # -- Authorized operations: every operation that applies, without an authorizer ----------------
 
-TOPIC_OPS = {AclOperation.READ, AclOperation.WRITE, AclOperation.CREATE, AclOperation.DELETE,
-             AclOperation.ALTER, AclOperation.DESCRIBE, AclOperation.DESCRIBE_CONFIGS,
-             AclOperation.ALTER_CONFIGS}
-CLUSTER_OPS = {AclOperation.CREATE, AclOperation.ALTER, AclOperation.DESCRIBE,
-               AclOperation.CLUSTER_ACTION, AclOperation.DESCRIBE_CONFIGS,
-               AclOperation.ALTER_CONFIGS, AclOperation.IDEMPOTENT_WRITE}
+TOPIC_OPS = {
+    AclOperation.READ,
+    AclOperation.WRITE,
+    AclOperation.CREATE,
+    AclOperation.DELETE,
+    AclOperation.ALTER,
+    AclOperation.DESCRIBE,
+    AclOperation.DESCRIBE_CONFIGS,
+    AclOperation.ALTER_CONFIGS,
+}
+CLUSTER_OPS = {
+    AclOperation.CREATE,
+    AclOperation.ALTER,
+    AclOperation.DESCRIBE,
+    AclOperation.CLUSTER_ACTION,
+    AclOperation.DESCRIBE_CONFIGS,
+    AclOperation.ALTER_CONFIGS,
+    AclOperation.IDEMPOTENT_WRITE,
+}
 GROUP_OPS = {AclOperation.READ, AclOperation.DESCRIBE, AclOperation.DELETE}
 
 
 def test_topic_and_cluster_authorized_operations(admin: AdminClient) -> None:
     topic = make_topic(admin)
-    described = admin.describe_topics(TopicCollection([topic]),
-                                       include_authorized_operations=True)
+    described = admin.describe_topics(TopicCollection([topic]), include_authorized_operations=True)
     assert set(described[topic].result(timeout=TIMEOUT_S).authorized_operations) == TOPIC_OPS
     cluster = admin.describe_cluster(include_authorized_operations=True).result(timeout=TIMEOUT_S)
     assert set(cluster.authorized_operations) == CLUSTER_OPS
@@ -323,16 +407,22 @@ def test_group_authorized_operations_classic_and_consumer(
     committer = Consumer({"bootstrap.servers": shared_broker.bootstrap, "group.id": classic})
     committer.commit(offsets=[TopicPartition(topic, 0, 1)], asynchronous=False)
     committer.close()
-    member = Consumer({"bootstrap.servers": shared_broker.bootstrap, "group.id": modern,
-                       "group.protocol": "consumer"})
+    member = Consumer(
+        {
+            "bootstrap.servers": shared_broker.bootstrap,
+            "group.id": modern,
+            "group.protocol": "consumer",
+        }
+    )
     member.subscribe([topic])
     try:
         deadline = time.monotonic() + TIMEOUT_S
         while not member.assignment() and time.monotonic() < deadline:
             member.poll(0.2)
         assert member.assignment()
-        futures = admin.describe_consumer_groups([classic, modern],
-                                                 include_authorized_operations=True)
+        futures = admin.describe_consumer_groups(
+            [classic, modern], include_authorized_operations=True
+        )
         for group, kind in ((classic, "CLASSIC"), (modern, "CONSUMER")):
             found = futures[group].result(timeout=TIMEOUT_S)  # two different requests
             assert found.type.name == kind

@@ -21,8 +21,10 @@ def open_log(path: Path, policy: str) -> PartitionLog:
 def test_keyless_records_are_refused_on_compacted_partitions(tmp_path: Path) -> None:
     log = open_log(tmp_path, "compact,delete")
     keyed = R.build_batch([Record(1, b"a", b"1"), Record(2, b"b", b"2")])
-    mixed = R.build_batch([Record(3, b"c", b"3"), Record(4, None, b"4"), Record(5, None, None)],
-                          compression=R.COMPRESSION_ZSTD)
+    mixed = R.build_batch(
+        [Record(3, b"c", b"3"), Record(4, None, b"4"), Record(5, None, None)],
+        compression=R.COMPRESSION_ZSTD,
+    )
     with pytest.raises(RecordErrors) as info:
         log.append(keyed + mixed)
     reason = "Compacted topic cannot accept message without key in topic partition t-3."
