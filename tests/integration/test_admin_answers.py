@@ -285,21 +285,32 @@ def test_transactions_list_empty_and_describe_not_found(
         assert raw.metadata_ok()
 
 
+def init_transactions_error(bootstrap: str, tid: str) -> KafkaError:
+    """What confluent-kafka's ``init_transactions`` raises (the producer is gone on return)."""
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": tid})
+    try:
+        producer.init_transactions(2)
+    except KafkaException as exc:
+        err: KafkaError = exc.args[0]
+        return err
+    raise AssertionError("init_transactions succeeded")
+
+
 def test_transactional_producer_is_told_the_feature_is_unsupported(
     shared_broker: BrokerProcess,
 ) -> None:
     tid = unique_topic("tx")
-    producer = Producer({"bootstrap.servers": shared_broker.bootstrap, "transactional.id": tid})
-    with pytest.raises(KafkaException) as info:
-        producer.init_transactions(2)
-    err = info.value.args[0]
+    err = init_transactions_error(shared_broker.bootstrap, tid)
     # not an authorization failure: the broker does not offer the feature
     assert err.code() == KafkaError.UNSUPPORTED_VERSION
     assert err.str() == "Failed to initialize Producer ID: Broker: API version not supported"
-    with pytest.raises(kp_errors.KafkaError, match="UnsupportedVersionError"):
-        KafkaProducer(
-            bootstrap_servers=shared_broker.bootstrap, transactional_id=tid + "-kp"
-        ).init_transactions()
+    java_like = KafkaProducer(bootstrap_servers=shared_broker.bootstrap,
+                              transactional_id=tid + "-kp")
+    try:
+        with pytest.raises(kp_errors.KafkaError, match="UnsupportedVersionError"):
+            java_like.init_transactions()
+    finally:
+        java_like.close(timeout=5)
     # the response has no message field: the broker's log says why, once per client
     assert f"refused transactional producer '{tid}'" in shared_broker.log_text()
     assert "transactions are not available yet" in shared_broker.log_text()
