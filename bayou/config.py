@@ -31,8 +31,8 @@ INT_MAX = 2**31 - 1
 
 @dataclass(frozen=True)
 class ConfigDef:
-    """One topic config: its Kafka name, type ('int', 'long', 'string', 'bool', 'list'),
-    default, validator and documentation."""
+    """One config: its Kafka name, type ('int', 'long', 'short', 'double', 'string', 'bool',
+    'list'; 'class' and 'password' are strings), default, validator and documentation."""
 
     name: str
     type: str
@@ -43,11 +43,11 @@ class ConfigDef:
     def parse(self, raw: str | int | bool) -> Any:
         """Parse a raw value into this config's type; raise InvalidConfig naming the key."""
         try:
-            if self.type in ("int", "long"):
+            if self.type in ("int", "long", "short"):
                 if isinstance(raw, bool):
                     raise ValueError
                 value: Any = int(raw)
-                limit = INT_MAX if self.type == "int" else LONG_MAX
+                limit = {"int": INT_MAX, "long": LONG_MAX, "short": 2**15 - 1}[self.type]
                 if not -limit - 1 <= value <= limit:
                     raise ValueError
             elif self.type == "double":
@@ -287,14 +287,20 @@ INTERNAL_DELETE_RETENTION_MS = 24 * 3600 * 1000
 def internal_log_config(
     segment_bytes: int = INTERNAL_SEGMENT_BYTES,
     delete_retention_ms: int = INTERNAL_DELETE_RETENTION_MS,
+    flush_messages: int = LONG_MAX,
+    flush_ms: int = LONG_MAX,
 ) -> TopicConfig:
     """The config of an internal log (``DATA/internal/<name>/0/``): compacted, never deleted
     by time or size, and independent of the broker's topic defaults.  The log maintenance
-    task cleans it like a compacted user topic (``LogMaintenance.register``)."""
+    task cleans it like a compacted user topic (``LogMaintenance.register``).  Its
+    ``flush.messages``/``flush.ms`` say when the group coordinator fsyncs it (as a topic's
+    say when produce does): by default never before an answer, 1 message = strict mode."""
     overrides = parse_topic_configs({
         "cleanup.policy": "compact",
         "segment.bytes": segment_bytes,
         "delete.retention.ms": delete_retention_ms,
+        "flush.messages": flush_messages,
+        "flush.ms": flush_ms,
     })
     config = TopicConfig.resolve({}, overrides)
     check_topic_config(config.values)
@@ -345,6 +351,13 @@ class BrokerConfig:
     # how long their tombstones survive compaction.  See docs/design/log-lifecycle.md.
     internal_segment_bytes: int = INTERNAL_SEGMENT_BYTES
     internal_delete_retention_ms: int = INTERNAL_DELETE_RETENTION_MS
+    # When the group coordinator's log (__consumer_offsets) is fsynced, as a topic's
+    # flush.messages / flush.ms say for produce: by default a commit is answered once it is
+    # written to the OS (a kill -9 loses nothing; a power cut may), and 1 is strict mode —
+    # every commit and group change fsynced before it is answered.  (The MQTT gateway's state
+    # logs fsync every write regardless.)  See docs/design/groups.md.
+    internal_flush_messages: int = LONG_MAX
+    internal_flush_ms: int = LONG_MAX
     # Group coordinator (Kafka's option names with '_' for '.'; Kafka's defaults).
     group_initial_rebalance_delay_ms: int = 3000
     group_min_session_timeout_ms: int = 6000
@@ -364,7 +377,8 @@ class BrokerConfig:
 
     def internal_log_config(self) -> TopicConfig:
         return internal_log_config(self.internal_segment_bytes,
-                                   self.internal_delete_retention_ms)
+                                   self.internal_delete_retention_ms,
+                                   self.internal_flush_messages, self.internal_flush_ms)
 
     @classmethod
     def load(
@@ -408,7 +422,8 @@ class BrokerConfig:
             config.internal_log_config()
         except InvalidConfig as exc:
             raise InvalidConfig(
-                f"internal_segment_bytes / internal_delete_retention_ms: {exc}") from None
+                f"internal_segment_bytes / internal_delete_retention_ms / "
+                f"internal_flush_messages / internal_flush_ms: {exc}") from None
         return config
 
 

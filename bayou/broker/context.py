@@ -13,7 +13,7 @@ from bayou.broker.flusher import GroupFlusher
 from bayou.broker.maintenance import LogMaintenance
 from bayou.broker.waiters import DataWaiters
 from bayou.config import LONG_MAX, BrokerConfig
-from bayou.errors import UnknownTopicOrPartition
+from bayou.errors import InvalidTopic, UnknownTopicOrPartition
 from bayou.storage.segment import PageCacheMiss
 
 if TYPE_CHECKING:
@@ -54,8 +54,11 @@ class BrokerState:
         """Append record batches to a partition (auto-creating the topic when allowed).
 
         Returns the result and, when the topic's flush policy asks for an fsync before the
-        write is acknowledged, the partition to pass to ``make_durable``.  Raises KafkaError.
+        write is acknowledged, the partition to pass to ``make_durable``.  Raises KafkaError
+        (INVALID_TOPIC_EXCEPTION for an internal topic, as Kafka answers).
         """
+        if topic in self.logs.internal_topics():
+            raise InvalidTopic(f"Cannot append to internal topic {topic}")
         self.topic_or_autocreate(topic)
         log_ = self.logs.partition(topic, partition)
         result = log_.append(records)
@@ -100,10 +103,13 @@ class BrokerState:
         return self.config.cluster_id or self.logs.cluster_id
 
     def topic_or_autocreate(self, name: str, *, allow_create: bool = True) -> TopicMeta:
-        """The topic's metadata, creating it when auto-creation is on; raises Kafka errors."""
+        """A user topic's metadata, creating it when auto-creation is on; raises Kafka errors
+        (an internal topic is no user topic: INVALID_TOPIC_EXCEPTION)."""
         topic = self.logs.topics().get(name)
         if topic is not None:
             return topic
+        if name in self.logs.internal_topics():
+            raise InvalidTopic(f"Topic '{name}' is internal to the broker")
         if not (allow_create and self.config.auto_create_topics_enable):
             raise UnknownTopicOrPartition(f"Topic '{name}' does not exist")
         topic = self.logs.create_topic(name, self.config.num_partitions, {})

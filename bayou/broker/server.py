@@ -55,6 +55,7 @@ class Broker:
         self.state.groups = groups
         if groups.store.log is not None:  # its offsets log is compacted by the cleaner
             self.state.maintenance.register(groups.store.log)
+            self.logs.register_internal(groups.store.log)  # Metadata shows __consumer_offsets
         await groups.start()
         loop = asyncio.get_running_loop()
         kafka = await loop.create_server(
@@ -119,6 +120,7 @@ class Broker:
         if self.state.groups is not None:
             if self.state.groups.store.log is not None:
                 self.state.maintenance.unregister(self.state.groups.store.log)
+                self.logs.unregister_internal(self.state.groups.store.log.topic)
             await asyncio.to_thread(self.state.groups.close)
         log.info("stopped")
 

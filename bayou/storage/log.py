@@ -64,6 +64,7 @@ from bayou.protocol.kafka.records import (
 )
 from bayou.storage.files import fsync_dir
 from bayou.storage.producer_state import Snapshot, save_snapshot
+from bayou.storage.record_checks import reject_keyless
 from bayou.storage.recovery import (
     DELETED_SUFFIX,
     PRODUCER_STATE_FILE,
@@ -157,6 +158,8 @@ class PartitionLog:
             raise RecordListTooLarge(
                 f"{len(buf)} bytes of batches exceed segment.bytes {config.segment_bytes}"
             )
+        if config.compact:  # keyless records refused: the one check that decodes records
+            reject_keyless(self.topic, self.index, buf, headers)
         with self._lock:
             if self._closed:
                 raise KafkaStorageError(f"{self!r} is closed")
