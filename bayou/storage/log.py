@@ -20,9 +20,11 @@ the list.  One maintenance operation runs at a time per partition (``_maintenanc
 Append, all or nothing: the payload is copied into one ``bytearray``, validated
 (``validate_batches``), checked against ``max.message.bytes`` and the idempotent-producer
 state, then offsets are assigned by patching each batch's base offset (LogAppendTime topics
-also get their timestamp patched), the active segment is rolled if needed, and the whole
-payload is written with one ``os.write``.  Only after the write succeeds do the log end
-offset and producer state move.
+also get their timestamp patched; a CreateTime batch whose header max timestamp is missing or
+below its first timestamp gets it computed from its records — never stored wrong), the
+active segment is rolled if needed, and the whole payload is written with one ``os.write``.
+Only after the write and its index entries succeed do the log end offset and producer state
+move; any failure on the way leaves the segment exactly as it was (``LogSegment.append``).
 
 Durability: ``recovery_point`` is the offset below which everything was fsynced by
 ``flush``; ``checkpoint`` persists it (``recovery.json``) together with the producer state
@@ -56,9 +58,13 @@ from bayou.errors import (
     UnknownTopicOrPartition,
 )
 from bayou.protocol.kafka.records import (
+    TIMESTAMP_CREATE_TIME,
     iter_records,
+    max_timestamp_is_missing,
     patch_base_offset,
     patch_log_append_time,
+    patch_max_timestamp,
+    records_max_timestamp,
     validate_batches,
     whole_batches_prefix,
 )
@@ -177,6 +183,9 @@ class PartitionLog:
                 if append_time >= 0:
                     patch_log_append_time(buf, pos, append_time)
                     max_ts = append_time
+                elif max_timestamp_is_missing(h) and h.timestamp_type == TIMESTAMP_CREATE_TIME:
+                    max_ts = records_max_timestamp(buf, pos, h)  # rare: decodes the records
+                    patch_max_timestamp(buf, pos, max_ts)
                 last = next_offset + h.last_offset_delta
                 batches.append((next_offset, last, max_ts, h.size))
                 next_offset = last + 1
@@ -409,7 +418,7 @@ class PartitionLog:
             if config.retention_ms >= 0:
                 k = 0
                 while (k < len(segs) and not segs[k].empty
-                       and now - segs[k].max_timestamp > config.retention_ms):
+                       and now - segs[k].largest_timestamp() > config.retention_ms):
                     k += 1
                 count = max(count, k)
             if config.retention_bytes >= 0:

@@ -95,6 +95,13 @@ class LogSegment:
     def empty(self) -> bool:
         return self.size == 0
 
+    def largest_timestamp(self) -> int:
+        """What time retention judges the segment by (Kafka's ``LogSegment.largestTimestamp``):
+        its max timestamp when it holds a valid one, else the log file's last-modified time."""
+        if self.max_timestamp >= 0:
+            return self.max_timestamp
+        return os.fstat(self.fd).st_mtime_ns // 1_000_000
+
     # ------------------------------------------------------------------ appending
 
     def append(self, buf: bytes | bytearray, batches: Sequence[tuple[int, int, int, int]],
