@@ -25,6 +25,7 @@ from bayou.gateways.amqp import AmqpGateway
 from bayou.gateways.http import HttpGateway
 from bayou.gateways.mqtt import MqttGateway
 from bayou.storage import LogManager
+from bayou.storage.dir_lock import DataDirectoryInUse
 
 log = logging.getLogger("bayou")
 
@@ -193,6 +194,7 @@ def run(config: BrokerConfig) -> None:
     _install_uvloop()
     try:
         asyncio.run(serve(config))
-    except OSError as exc:  # a port in use, an unwritable data dir: one sentence, not a trace
+    except (OSError, DataDirectoryInUse) as exc:
+        # a port in use, an unwritable or already used data dir: one sentence, not a trace
         log.error("cannot start: %s", exc)
         raise SystemExit(1) from None
