@@ -145,11 +145,16 @@ class LogManager:
                 self._dir_lock.release()
 
     def checkpoint(self) -> None:
-        """Write recovery checkpoints and producer-state snapshots of flushed data."""
+        """Write recovery checkpoints and producer-state snapshots of flushed data, and
+        close the index files of partitions idle since the last call."""
         with self._lock:
             logs = list(self._logs.values())
         for log in logs:
             log.checkpoint()
+            log.release_idle_files()
+
+    def partition_count(self) -> int:
+        return len(self._logs)
 
     # ------------------------------------------------------------------ topics
 
