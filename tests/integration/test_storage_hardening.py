@@ -3,7 +3,9 @@ two brokers on one data directory, many partitions under a low file-descriptor l
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -165,3 +167,79 @@ def test_a_second_broker_on_the_same_data_directory_refuses_to_start(tmp_path: P
     # Once the holder has stopped, the directory is free again.
     again = BrokerProcess(tmp_path / "data", doors=()).start()
     again.stop()
+
+
+# Sets the open-files limit of the broker process, then execs it (``resource`` in the child).
+LIMIT_AND_EXEC = (
+    "import os, resource, sys; "
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[2]))); "
+    "os.execv(sys.argv[3], sys.argv[3:])"
+)
+
+
+class LimitedBroker(BrokerProcess):
+    """A broker started under ``ulimit -n`` soft/hard limits."""
+
+    def __init__(self, data_dir: Path, soft: int, hard: int) -> None:
+        super().__init__(data_dir, doors=())
+        self.limits = (soft, hard)
+
+    def command(self) -> list[str]:
+        soft, hard = self.limits
+        return [sys.executable, "-c", LIMIT_AND_EXEC, str(soft), str(hard), *super().command()]
+
+
+def open_files_limit(pid: int) -> int:
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+    raise AssertionError("no open-files limit")
+
+
+def test_many_partitions_under_a_low_open_files_limit(tmp_path: Path) -> None:
+    partitions = 150  # three descriptors each would be 450: over the hard limit
+    broker = LimitedBroker(tmp_path / "data", soft=100, hard=300).start()
+    try:
+        assert open_files_limit(broker.pid) == 300  # the soft limit was raised to the hard
+        bootstrap = broker.bootstrap
+        topic = unique_topic("wide")
+        create_topic(bootstrap, topic, partitions)
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+        for p in range(partitions):
+            producer.produce(topic, f"v{p}".encode(), key=f"k{p}".encode(), partition=p)
+        assert producer.flush(30) == 0
+        consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": unique_topic("g"),
+                "enable.partition.eof": True,
+            }
+        )
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        got: dict[int, bytes | None] = {}
+        eof: set[int] = set()
+        deadline = time.monotonic() + WAIT_S
+        try:
+            while time.monotonic() < deadline and len(eof) < partitions:
+                msg = consumer.poll(0.5)
+                if msg is None:
+                    continue
+                if msg.error():
+                    assert msg.error().code() == KafkaError._PARTITION_EOF, msg.error()
+                    eof.add(msg.partition())
+                    continue
+                got[msg.partition()] = msg.value()
+        finally:
+            consumer.close()
+        assert got == {p: f"v{p}".encode() for p in range(partitions)}
+        assert len(os.listdir(f"/proc/{broker.pid}/fd")) < 300
+        wait_until(
+            "the open-files warning",
+            lambda: "near this process's limit" in broker.log_text(),
+            WAIT_S,
+        )
+        assert broker.log_text().count("near this process's limit") == 1
+        assert "Too many open files" not in broker.log_text()
+    finally:
+        broker.stop()
