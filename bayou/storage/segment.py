@@ -178,11 +178,6 @@ class LogSegment:
         self.time_index.close()
         self.offset_index.close()
 
-    @property
-    def open_descriptors(self) -> int:
-        """Descriptors this segment holds now (the log's, and index files being written)."""
-        return ((self.fd >= 0) + self.offset_index.is_open + self.time_index.is_open)
-
     # ------------------------------------------------------------------ reading
 
     def read(
