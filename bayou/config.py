@@ -329,6 +329,14 @@ class BrokerConfig:
     auto_create_topics_enable: bool = True
     num_partitions: int = 1
     socket_request_max_bytes: int = 100 * 1024 * 1024
+    # Request bytes all doors may hold in unfinished requests at once (Kafka's
+    # queued.max.request.bytes, bounded here); an unfinished request that makes no progress
+    # this long closes its connection.  See bayou/broker/request_budget.py.
+    queued_max_request_bytes: int = 100 * 1024 * 1024
+    request_stall_timeout_ms: int = 30_000
+    # The most record bytes one Fetch response carries (Kafka's broker fetch.max.bytes; the
+    # first batch of the first partition with data is sent whole even beyond it, KIP-74).
+    fetch_max_bytes: int = 55 * 1024 * 1024
     log_level: str = "INFO"
     # HTTP gateway (http_port 0 turns it off): the largest request body accepted, and how
     # long a REST consumer instance lives unused (REST Proxy's consumer.instance.timeout.ms).

@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from bayou.broker.flusher import GroupFlusher
 from bayou.broker.maintenance import LogMaintenance
+from bayou.broker.request_budget import RequestBudget
 from bayou.broker.waiters import DataWaiters
 from bayou.config import LONG_MAX, BrokerConfig
 from bayou.errors import InvalidTopic, UnknownTopicOrPartition
+from bayou.storage.file_records import FileRecords
 from bayou.storage.segment import PageCacheMiss
 
 if TYPE_CHECKING:
@@ -22,6 +24,9 @@ if TYPE_CHECKING:
     from bayou.storage import AppendResult, LogManager, PartitionLog, TopicMeta
 
 log = logging.getLogger(__name__)
+
+
+INLINE_RECORDS = 16 * 1024  # smaller fetched sets are copied into the response frame
 
 
 def now_ms() -> int:
@@ -44,6 +49,10 @@ class BrokerState:
         self.dirty: set[PartitionLog] = set()
         self.groups: GroupDriver | None = None  # the group coordinator, set by Broker.start
         self.maintenance = LogMaintenance(logs, config)  # retention and the log cleaner
+        # request bytes in flight, shared by every door (Broker.start runs its stall sweep)
+        self.request_budget = RequestBudget(
+            config.queued_max_request_bytes, config.request_stall_timeout_ms / 1000
+        )
         self._background: set[asyncio.Future[Any]] = set()
 
     # -- the broker-core calls every door (Kafka, HTTP, MQTT, AMQP) writes and reads through --
@@ -76,6 +85,29 @@ class BrokerState:
             return log_.read(offset, max_bytes, nowait=True)
         except PageCacheMiss:
             return await asyncio.to_thread(log_.read, offset, max_bytes)
+
+    async def read_records(
+        self, log_: PartitionLog, offset: int, max_bytes: int, *, min_one: bool
+    ) -> bytes | FileRecords:
+        """Whole batches from ``offset`` for a Fetch response, left in the log files
+        (``PartitionLog.read_slices``) and sent as the connection's socket drains; a set
+        smaller than ``INLINE_RECORDS`` that the page cache holds is read now instead (a
+        copy into the frame is cheaper than a piece of its own).  The caller closes a
+        ``FileRecords`` it does not send."""
+        try:
+            records = log_.read_slices(offset, max_bytes, min_one=min_one, nowait=True)
+        except PageCacheMiss:
+            records = await asyncio.to_thread(
+                log_.read_slices, offset, max_bytes, min_one=min_one
+            )
+        if len(records) < INLINE_RECORDS:
+            try:
+                data = records.read_all(nowait=True)
+            except PageCacheMiss:
+                return records
+            records.close()
+            return data
+        return records
 
     async def make_durable(self, logs: Iterable[PartitionLog]) -> None:
         """Group-committed fsync of the given partitions."""

@@ -4,6 +4,7 @@ Theory of operation
 -------------------
 Layout (see ``docs/design/storage.md``)::
 
+    DATA/.lock                          held (flock) by the broker using the directory
     DATA/meta.json                      cluster id, producer-id block high-water mark
     DATA/.clean_shutdown                present only between a clean close and the next open
     DATA/topics/<topic>/topic.json      topic id, partition count, config overrides
@@ -53,6 +54,7 @@ from bayou.errors import (
 )
 from bayou.storage.broker_configs import DynamicBrokerConfigs
 from bayou.storage.cleaner import CleanStats, clean, needs_cleaning
+from bayou.storage.dir_lock import DataDirLock
 from bayou.storage.files import fsync_dir, write_atomic
 from bayou.storage.log import PartitionLog
 from bayou.storage.metadata import (
@@ -97,6 +99,7 @@ class LogManager:
         self._next_producer_id = 0
         self.cluster_id = ""
         self.opened_cleanly = False
+        self._dir_lock: DataDirLock | None = None
 
     @property
     def _topics_dir(self) -> Path:
@@ -105,7 +108,18 @@ class LogManager:
     # ------------------------------------------------------------------ lifecycle
 
     def open(self) -> None:
-        """Load metadata and recover every partition."""
+        """Lock the data directory, load metadata and recover every partition.
+
+        Raises ``DataDirectoryInUse`` when another broker holds the directory."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._dir_lock = DataDirLock(self.data_dir)
+        try:
+            self._open_locked()
+        except BaseException:
+            self._dir_lock.release()
+            raise
+
+    def _open_locked(self) -> None:
         for sub in ("topics", "staging", "deleted"):
             (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
         for sub in ("staging", "deleted"):
@@ -139,13 +153,20 @@ class LogManager:
                 log.close()
             self._logs.clear()
             write_atomic(self.data_dir / CLEAN_SHUTDOWN_FILE, b"")
+            if self._dir_lock is not None:
+                self._dir_lock.release()
 
     def checkpoint(self) -> None:
-        """Write recovery checkpoints and producer-state snapshots of flushed data."""
+        """Write recovery checkpoints and producer-state snapshots of flushed data, and
+        close the index files of partitions idle since the last call."""
         with self._lock:
             logs = list(self._logs.values())
         for log in logs:
             log.checkpoint()
+            log.release_idle_files()
+
+    def partition_count(self) -> int:
+        return len(self._logs)
 
     # ------------------------------------------------------------------ topics
 

@@ -129,6 +129,10 @@ class AmqpClient(asyncio.Protocol):
         self._last_recv = 0.0
         self._last_sent = 0.0
         self._closed = asyncio.get_event_loop().create_future()
+        # unfinished frames and messages count in the broker-wide request-bytes budget
+        self.budget = gateway.state.request_budget.account(self._budget_resumed,
+                                                           self._budget_stalled)
+        self.budget_paused = False
 
     # ------------------------------------------------------------------ asyncio.Protocol
 
@@ -143,6 +147,7 @@ class AmqpClient(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.gateway.clients.discard(self)
+        self.budget.close()
         self.transport = None
         if self._heartbeat_handle is not None:
             self._heartbeat_handle.cancel()
@@ -178,6 +183,21 @@ class AmqpClient(asyncio.Protocol):
             self.read_paused = True
             if self.transport is not None:
                 self.transport.pause_reading()
+        if not self.budget.update(*proto.unfinished()) and not self.budget_paused:
+            self.budget_paused = True  # until the budget grants this message
+            if self.transport is not None:
+                self.transport.pause_reading()
+
+    def _budget_resumed(self) -> None:
+        self.budget_paused = False
+        if not self.read_paused and self.transport is not None:
+            self.transport.resume_reading()
+
+    def _budget_stalled(self) -> None:
+        log.info("AMQP client %s: closing: a message made no progress for %g s", self.peer,
+                 self.gateway.state.request_budget.stall_timeout_s)
+        if self.transport is not None:
+            self.transport.close()
 
     def eof_received(self) -> bool | None:
         return None  # the client closed its side: close ours too (after a polite close, done)
@@ -331,7 +351,7 @@ class AmqpClient(asyncio.Protocol):
         if self.read_paused and all(c.backlog <= MAX_BACKLOG // 2
                                     for c in self.channels.values()):
             self.read_paused = False
-            if self.transport is not None:
+            if self.transport is not None and not self.budget_paused:
                 self.transport.resume_reading()
 
     # ------------------------------------------------------------------ heartbeats

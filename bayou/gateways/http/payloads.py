@@ -34,6 +34,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 
+from bayou.broker.request_budget import BodyReader, RequestStalled
 from bayou.gateways.http.errors import JSON_CONVERSION, RestError, bad_request, unprocessable
 
 V2 = "application/vnd.kafka.v2+json"
@@ -100,17 +101,30 @@ def _mismatch(kind: str) -> Format:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing (413) anything over ``limit`` bytes before reading it all."""
+    """The whole body, refusing (413) anything over ``limit`` bytes before reading it all.
+
+    The body counts in the broker-wide request-bytes budget while it is read: a large one
+    waits for its share, and one that makes no progress for the stall timeout is answered
+    408 (and its connection closed)."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    expected = int(declared) if declared is not None and declared.isdigit() else 0
+    if expected > limit:
         raise _too_large(limit)
+    reader = BodyReader(request.app.state.gateway.state.request_budget, expected)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
+    try:
+        await reader.update(0)
+        async for chunk in reader.chunks(request.stream()):
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+            await reader.update(size)
+    except RequestStalled as exc:
+        raise RestError(408, 40800, f"Request timeout: {exc}.") from None
+    finally:
+        reader.close()
     return b"".join(chunks)
 
 

@@ -100,6 +100,9 @@ class MqttClient(asyncio.Protocol):
         self._retained_waits: list[Any] = []
         self._outq: deque[tuple[asyncio.Future[Any] | None, list[bytes]]] = deque()
         self._headers: dict[tuple[int, bool], list[tuple[str, bytes | None]]] = {}
+        # unfinished packets count in the broker-wide request-bytes budget
+        self._budget = gateway.state.request_budget.account(self._budget_resumed,
+                                                            self._budget_stalled)
 
     # ------------------------------------------------------------------ transport events
 
@@ -117,6 +120,7 @@ class MqttClient(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self.gw.clients.discard(self)
+        self._budget.close()
         if self._keepalive is not None:
             self._keepalive.cancel()
         if self._linger is not None:
@@ -164,6 +168,18 @@ class MqttClient(asyncio.Protocol):
         except Exception as exc:
             log.exception("MQTT client %s: internal error", self.peer)
             self._fail(MqttError(f"internal error: {exc}", Reason.UNSPECIFIED_ERROR))
+        if (not self._closing and self.transport is not None
+                and not self._budget.update(self.proto.buffered())):
+            self.transport.pause_reading()  # until the budget grants this packet
+
+    def _budget_resumed(self) -> None:
+        if self.transport is not None and not self._closing:
+            self.transport.resume_reading()
+
+    def _budget_stalled(self) -> None:
+        log.info("MQTT client %s: closing: a packet made no progress for %g s", self.peer,
+                 self.gw.state.request_budget.stall_timeout_s)
+        self._close()
 
     # ------------------------------------------------------------------ writing
 

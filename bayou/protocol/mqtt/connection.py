@@ -111,6 +111,11 @@ class ServerConnection:
             first, body = frame
             packets.append(self._receive(first, body))
 
+    def buffered(self) -> int:
+        """Bytes received of a packet not complete yet (the request-bytes budget counts
+        them)."""
+        return self._reader.buffered()
+
     def _receive(self, first: int, body: bytes) -> Packet:
         kind = first >> 4
         if self.state is State.AWAIT_CONNECT:
