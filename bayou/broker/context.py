@@ -9,12 +9,12 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bayou.broker.flusher import GroupFlusher
-from bayou.broker.maintenance import LogMaintenance
-from bayou.broker.waiters import DataWaiters
 from bayou.config import LONG_MAX, BrokerConfig
 from bayou.errors import UnknownTopicOrPartition
+from bayou.storage.flusher import GroupFlusher
+from bayou.storage.maintenance import LogMaintenance, MaintenanceSettings
 from bayou.storage.segment import PageCacheMiss
+from bayou.storage.waiters import DataWaiters
 
 if TYPE_CHECKING:
     from bayou.broker.groups import GroupDriver
@@ -43,7 +43,15 @@ class BrokerState:
         self.stopping = False
         self.dirty: set[PartitionLog] = set()
         self.groups: GroupDriver | None = None  # the group coordinator, set by Broker.start
-        self.maintenance = LogMaintenance(logs, config)  # retention and the log cleaner
+        self.maintenance = LogMaintenance(  # retention and the log cleaner
+            logs,
+            MaintenanceSettings(
+                config.log_retention_check_interval_ms,
+                config.log_cleaner_dedupe_buffer_size,
+                config.log_cleaner_enable,
+            ),
+            now_ms,
+        )
         self._background: set[asyncio.Future[Any]] = set()
 
     # -- the broker-core calls every door (Kafka, HTTP, MQTT, AMQP) writes and reads through --

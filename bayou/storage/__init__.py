@@ -1,6 +1,7 @@
 """Bayou's local segmented log storage (see ``docs/design/storage.md``)."""
 
-from bayou.storage.log import AppendResult, PartitionLog
+from bayou.storage.engine import AppendResult
+from bayou.storage.log import PartitionLog
 from bayou.storage.manager import LogManager
 from bayou.storage.metadata import TopicMeta
 from bayou.storage.segment import PageCacheMiss

@@ -71,6 +71,7 @@ from bayou.protocol.kafka.records import (
 from bayou.storage.cleaner_state import CleanerState, save_cleaner_state
 from bayou.storage.files import fsync_dir, segment_path
 from bayou.storage.log import PartitionLog
+from bayou.storage.producer_state import Snapshot
 from bayou.storage.recovery import CLEANED_SUFFIX, SWAP_SUFFIX
 from bayou.storage.segment import LogSegment
 
@@ -187,23 +188,23 @@ def _groups(segs: list[LogSegment], max_bytes: int) -> list[list[LogSegment]]:
     return groups
 
 
-class _Pass:
-    """One cleaning pass over one log: the key map and the per-record decisions."""
+class CompactionPass:
+    """One cleaning pass's per-record decisions (engine-neutral: the memory engine uses it
+    too): the key map, the tombstone horizon and the batches that must survive."""
 
-    def __init__(self, log: PartitionLog, now: int, offset_map: dict[bytes, int],
-                 map_end: int, stats: CleanStats) -> None:
-        self.log = log
+    def __init__(self, now: int, offset_map: dict[bytes, int], map_end: int,
+                 stats: CleanStats, *, delete_retention_ms: int, prior: CleanerState,
+                 producer_state: Snapshot) -> None:
         self.now = now
         self.map = offset_map
         self.map_end = map_end
         self.stats = stats
-        self.delete_retention = log.config.delete_retention_ms
-        prior = log.cleaner_state
+        self.delete_retention = delete_retention_ms
         self.prior = CleanerState(prior.clean_offset, list(prior.passes))
         self.tombstone_since = -1
-        with log._lock:
-            snap = log.producer_state.snapshot()
-        self.producer_last = {batches[-1].last_offset for _e, batches in snap.values() if batches}
+        self.producer_last = {
+            batches[-1].last_offset for _e, batches in producer_state.values() if batches
+        }
 
     def _keep_tombstone(self, offset: int) -> bool:
         first = self.prior.first_cleaned_ms(offset)
@@ -260,6 +261,20 @@ class _Pass:
             last_offset_delta=header.last_offset_delta,
             base_timestamp=None if records else header.base_timestamp,
         )
+
+
+
+class _Pass(CompactionPass):
+    """A pass over one local ``PartitionLog``: the decisions, and the segment rewriting."""
+
+    def __init__(self, log: PartitionLog, now: int, offset_map: dict[bytes, int],
+                 map_end: int, stats: CleanStats) -> None:
+        with log._lock:
+            snap = log.producer_state.snapshot()
+        super().__init__(now, offset_map, map_end, stats,
+                         delete_retention_ms=log.config.delete_retention_ms,
+                         prior=log.cleaner_state, producer_state=snap)
+        self.log = log
 
     def rewrite(self, group: list[LogSegment]) -> LogSegment:
         """Write the cleaned copy of ``group`` as ``<base>.*.cleaned`` and fsync it."""

@@ -41,7 +41,6 @@ import os
 import threading
 from bisect import bisect_right
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from bayou.config import INT_MAX, TopicConfig
@@ -62,6 +61,7 @@ from bayou.protocol.kafka.records import (
     validate_batches,
     whole_batches_prefix,
 )
+from bayou.storage.engine import AppendResult
 from bayou.storage.files import fsync_dir
 from bayou.storage.producer_state import Snapshot, save_snapshot
 from bayou.storage.recovery import (
@@ -71,17 +71,6 @@ from bayou.storage.recovery import (
     write_checkpoint,
 )
 from bayou.storage.segment import LogSegment, PageCacheMiss
-
-
-@dataclass(frozen=True)
-class AppendResult:
-    """What a produce call answers: offsets of the first and last record appended."""
-
-    base_offset: int
-    last_offset: int
-    log_append_time_ms: int  # -1 for CreateTime topics
-    log_start_offset: int
-    record_count: int
 
 
 def _base_offset(segment: LogSegment) -> int:

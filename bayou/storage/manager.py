@@ -138,6 +138,8 @@ class LogManager:
     # ------------------------------------------------------------------ topics
 
     def topics(self) -> Mapping[str, TopicMeta]:
+        """The topics now: a snapshot, safe to iterate while topics are created or deleted
+        in another thread (changes replace the dict; they never modify it)."""
         return types.MappingProxyType(self._topics)
 
     def topic_by_id(self, topic_id: uuid.UUID) -> TopicMeta | None:
@@ -187,9 +189,9 @@ class LogManager:
             save_topic(staging, meta)
             os.rename(staging, self._topics_dir / name)
             fsync_dir(self._topics_dir)
+            for p in range(partitions):  # partitions first: a reader that sees the topic
+                self._open_partition(meta, p, False)  # finds every partition of it
             self._register(meta)
-            for p in range(partitions):
-                self._open_partition(meta, p, False)
             return meta
 
     def delete_topic(self, name: str) -> None:
@@ -208,8 +210,7 @@ class LogManager:
                 log = self._logs.pop((name, p), None)
                 if log is not None:
                     log.close_without_flush()
-            del self._topics[name]
-            self._by_id.pop(meta.topic_id, None)
+            self._unregister(meta)
             target = self.data_dir / "deleted" / f"{name}-{meta.topic_id.hex}"
             os.rename(self._topics_dir / name, target)
             fsync_dir(self._topics_dir)
@@ -234,9 +235,9 @@ class LogManager:
             fsync_dir(topic_dir)
             new = replace(meta, partitions=total)
             save_topic(topic_dir, new)
-            self._register(new)
             for p in range(meta.partitions, total):
                 self._open_partition(new, p, False)
+            self._register(new)
 
     def alter_topic_configs(
         self, name: str, configs: Mapping[str, str], *, validate_only: bool = False
@@ -327,8 +328,13 @@ class LogManager:
     # ------------------------------------------------------------------ internals
 
     def _register(self, meta: TopicMeta) -> None:
-        self._topics[meta.name] = meta
-        self._by_id[meta.topic_id] = meta
+        # copy-on-write: the event loop iterates these while a worker thread creates topics
+        self._topics = {**self._topics, meta.name: meta}
+        self._by_id = {**self._by_id, meta.topic_id: meta}
+
+    def _unregister(self, meta: TopicMeta) -> None:
+        self._topics = {k: v for k, v in self._topics.items() if k != meta.name}
+        self._by_id = {k: v for k, v in self._by_id.items() if k != meta.topic_id}
 
     def _open_partition(self, meta: TopicMeta, index: int, clean: bool) -> None:
         config = TopicConfig.resolve(self.defaults, meta.configs)

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from bayou.broker.flusher import GroupFlusher
 from bayou.broker.groups import GroupCoordinator, GroupSettings
 from bayou.broker.groups.coordinator import OffsetCommit
 from bayou.broker.groups.model import Result
@@ -23,6 +22,7 @@ from bayou.errors import InvalidConfig
 from bayou.gateways.mqtt.store import StateLog
 from bayou.storage import LogManager, PartitionLog
 from bayou.storage.cleaner import clean, needs_cleaning
+from bayou.storage.flusher import GroupFlusher
 from tests.unit.test_storage_compaction import Crash, _crash_after, clean_fully
 
 SEGMENT = 2048
@@ -237,12 +237,12 @@ def test_the_maintenance_round_cleans_a_registered_log_while_the_store_appends(
         tmp_path: Path) -> None:
     """The broker's arrangement: the coordinator appends (here: the main thread) while
     ``LogManager.maintain`` runs rounds over the registered internal log in a worker."""
-    from bayou.broker.maintenance import LogMaintenance
+    from bayou.storage.maintenance import LogMaintenance, MaintenanceSettings
 
     clock = Clock()
     manager = LogManager(tmp_path / "data", {}, clock)
     manager.open()
-    maintenance = LogMaintenance(manager, BrokerConfig(data_dir=tmp_path / "data"))
+    maintenance = LogMaintenance(manager, MaintenanceSettings(), clock)
     store = GroupStore(tmp_path / "data", clock, config(segment=1024))
     store.open()
     assert store.log is not None

@@ -27,12 +27,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bayou.broker.flusher import GroupFlusher
 from bayou.broker.groups.coordinator import GroupCoordinator
 from bayou.broker.groups.model import GroupCoordinatorError, GroupSettings, Result
 from bayou.broker.groups.store import GroupStore
 from bayou.config import TopicConfig
 from bayou.errors import ErrorCode
+from bayou.storage.flusher import GroupFlusher
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bayou.broker.flusher import GroupFlusher
 from bayou.config import TopicConfig, internal_log_config
 from bayou.protocol.kafka.records import Record, build_batch, iter_batches, iter_records
 from bayou.storage import PartitionLog
+from bayou.storage.flusher import GroupFlusher
 
 RETAINED_LOG = "__mqtt_retained"
 SESSIONS_LOG = "__mqtt_sessions"
