@@ -1,0 +1,209 @@
+"""Core: all a door (Kafka, HTTP, MQTT, AMQP) or a layer above them sees of the broker.
+
+Theory of operation
+-------------------
+The core is the storage engine plus the broker's policies and coordinators, behind one
+typed async facade:
+
+- **topics**: ``topics()`` (a snapshot), ``topic(name)`` (auto-creating when the broker
+  allows it, as Kafka's Metadata and Produce do — concurrent first uses of one new topic
+  share one creation), create/delete/grow/alter — every change off the event loop (the
+  engine's business);
+- **data**: ``append``/``append_many`` (durable per the topic's policy when they return),
+  ``partition`` handles, ``cursor`` (the one read path) and ``wait_any``;
+- **groups**: the group coordinator's driver (``group_driver``), ``group_member`` (one
+  KIP-848 member inside the broker) and ``offsets`` (a group's committed offsets for
+  readers that are not members);
+- ``background`` runs a fire-and-forget task with a reference kept; ``stopping`` is set when
+  the broker shuts down (long polls end, coordinators refuse new work).
+
+The core imports no door: ``bayou.app`` builds the engine, the core and the doors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from bayou.broker.groups import GroupCoordinatorError
+from bayou.core.cursor import Cursor, Reset, StartSpec, resolve_start, wait_any
+from bayou.core.group_member import GroupMember, Listener, Offsets
+from bayou.errors import ErrorCode, KafkaError, UnknownTopicOrPartition
+from bayou.storage.engine import AppendResult, Buffer, LogEngine, Partition, PartitionKey
+from bayou.storage.metadata import TopicMeta
+
+if TYPE_CHECKING:
+    from bayou.broker.groups import GroupDriver
+
+log = logging.getLogger(__name__)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class CoreSettings:
+    """The broker-wide policies the core applies (Kafka's names, ``_`` for ``.``)."""
+
+    node_id: int = 0
+    cluster_id: str | None = None  # None: the engine's
+    auto_create_topics_enable: bool = True
+    num_partitions: int = 1
+    consumer_heartbeat_interval_ms: int = 5000
+
+
+class Core:
+    """The broker core (see the module docstring)."""
+
+    def __init__(self, engine: LogEngine, settings: CoreSettings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.node_id = settings.node_id
+        self.clock_ms = now_ms
+        self.stopping = False
+        self.groups: GroupDriver | None = None  # set once the coordinator is loaded
+        self._creating: dict[str, asyncio.Task[TopicMeta]] = {}
+        self._background: set[asyncio.Future[Any]] = set()
+
+    @property
+    def cluster_id(self) -> str:
+        return self.settings.cluster_id or self.engine.cluster_id
+
+    # ------------------------------------------------------------------ topics
+
+    def topics(self) -> Mapping[str, TopicMeta]:
+        return self.engine.topics()
+
+    def topic_sizes(self) -> dict[str, int]:
+        return {name: meta.partitions for name, meta in self.engine.topics().items()}
+
+    async def topic(self, name: str, *, create: bool = True) -> TopicMeta:
+        """The topic's metadata, auto-creating it when allowed; raises Kafka errors."""
+        meta = self.engine.topics().get(name)
+        if meta is not None:
+            return meta
+        if not (create and self.settings.auto_create_topics_enable):
+            raise UnknownTopicOrPartition(f"Topic '{name}' does not exist")
+        task = self._creating.get(name)
+        if task is None:
+            task = self._creating[name] = asyncio.ensure_future(self._auto_create(name))
+            task.add_done_callback(lambda _t: self._creating.pop(name, None))
+        return await asyncio.shield(task)
+
+    async def _auto_create(self, name: str) -> TopicMeta:
+        try:
+            meta = await self.engine.create_topic(name, self.settings.num_partitions, {})
+        except KafkaError as exc:
+            if exc.code != ErrorCode.TOPIC_ALREADY_EXISTS:
+                raise
+            found = self.engine.topics().get(name)
+            if found is None:
+                raise
+            return found
+        log.info("auto-created topic %s with %d partition(s)", name, meta.partitions)
+        return meta
+
+    async def create_topic(
+        self,
+        name: str,
+        partitions: int,
+        configs: Mapping[str, str],
+        *,
+        validate_only: bool = False,
+    ) -> TopicMeta:
+        return await self.engine.create_topic(
+            name, partitions, configs, validate_only=validate_only
+        )
+
+    async def delete_topic(self, name: str) -> None:
+        await self.engine.delete_topic(name)
+
+    def topic_by_id(self, topic_id: uuid.UUID) -> TopicMeta | None:
+        return self.engine.topic_by_id(topic_id)
+
+    # ------------------------------------------------------------------ data
+
+    def partition(self, topic: str, index: int) -> Partition:
+        return self.engine.partition(topic, index)
+
+    async def append(self, topic: str, partition: int, records: Buffer) -> AppendResult:
+        """Append (auto-creating the topic) and wait until durable per the topic's policy."""
+        if topic not in self.engine.topics():
+            await self.topic(topic)
+        return await self.engine.partition(topic, partition).append(records)
+
+    async def append_many(
+        self, writes: Sequence[tuple[str, int, Buffer]]
+    ) -> list[AppendResult | KafkaError]:
+        """Append to several partitions at once (auto-creating topics when allowed)."""
+        known = self.engine.topics()
+        for name in {topic for topic, _p, _r in writes if topic not in known}:
+            with contextlib.suppress(KafkaError):  # that partition's result says why
+                await self.topic(name)
+        return await self.engine.append_many(writes)
+
+    def cursor(
+        self, topic: str, partition: int, position: int, *, reset: Reset = "earliest"
+    ) -> Cursor:
+        return Cursor(self.engine, topic, partition, position, reset=reset)
+
+    async def cursor_at(
+        self, topic: str, partition: int, start: StartSpec, *, reset: Reset = "earliest"
+    ) -> Cursor:
+        """A cursor at ``start`` (earliest, latest, an offset, a time …)."""
+        position = await resolve_start(self.engine.partition(topic, partition), start)
+        return Cursor(self.engine, topic, partition, position, reset=reset)
+
+    async def wait_any(self, cursors: Sequence[Cursor], timeout_s: float) -> bool:
+        return await wait_any(self.engine, cursors, timeout_s)
+
+    async def wait_for_data(self, keys: Sequence[PartitionKey], timeout_s: float) -> bool:
+        return await self.engine.wait_for_data(keys, timeout_s)
+
+    # ------------------------------------------------------------------ groups
+
+    def group_driver(self) -> GroupDriver:
+        """The group coordinator's driver; COORDINATOR_NOT_AVAILABLE when not running."""
+        if self.groups is None:
+            raise GroupCoordinatorError(ErrorCode.COORDINATOR_NOT_AVAILABLE)
+        return self.groups
+
+    def group_member(
+        self,
+        group_id: str,
+        *,
+        topics: list[str] | None = None,
+        pattern: str | None = None,
+        client_id: str,
+        client_host: str,
+        on_revoke: Listener | None = None,
+        on_assign: Listener | None = None,
+    ) -> GroupMember:
+        return GroupMember(
+            self,
+            group_id,
+            topics=topics,
+            pattern=pattern,
+            client_id=client_id,
+            client_host=client_host,
+            on_revoke=on_revoke,
+            on_assign=on_assign,
+        )
+
+    def offsets(self, group_id: str) -> Offsets:
+        return Offsets(self, group_id)
+
+    # ------------------------------------------------------------------ tasks
+
+    def background(self, awaitable: Awaitable[Any]) -> None:
+        """Run ``awaitable`` without waiting for it, keeping a reference until it ends."""
+        future = asyncio.ensure_future(awaitable)
+        self._background.add(future)
+        future.add_done_callback(self._background.discard)

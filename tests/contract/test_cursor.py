@@ -1,0 +1,105 @@
+"""The core's Cursor over every engine: positions, markers, gaps, resets, waiting."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bayou.core import Cursor, StartSpec, resolve_start, wait_any
+from bayou.errors import OffsetOutOfRange, UnknownTopicOrPartition
+from bayou.protocol.kafka.records import Record, build_batch, build_control_batch
+from tests.contract.conftest import START_MS, EngineFactory, FakeClock, Opened, run
+
+
+def values(n: int, start: int = 0) -> bytes:
+    return build_batch([Record(START_MS + start + i, b"k", b"v%d" % (start + i)) for i in range(n)])
+
+
+def test_reads_every_record_in_order_skipping_markers(engine_factory: EngineFactory) -> None:
+    async def body() -> None:
+        async with Opened(engine_factory) as engine:
+            await engine.create_topic("t", 1, {})
+            p = engine.partition("t", 0)
+            await p.append(values(3))
+            await p.append(
+                build_control_batch(True, producer_id=7, producer_epoch=0, timestamp=START_MS)
+            )
+            await p.append(values(2, 3))
+            cursor = Cursor(engine, "t", 0, 1)
+            got = await cursor.read()
+            assert [(r.offset, r.value) for r in got] == [
+                (1, b"v1"),
+                (2, b"v2"),
+                (4, b"v3"),
+                (5, b"v4"),
+            ]
+            assert cursor.position == 6 and cursor.lag() == 0
+            assert await cursor.read() == []
+            # max_records stops inside a batch; the position is the first record not returned
+            cursor.position = 0
+            first = await cursor.read(max_records=2)
+            assert [r.offset for r in first] == [0, 1] and cursor.position == 2
+            assert (await cursor.record_at(4)).value == b"v3"  # type: ignore[union-attr]
+            assert await cursor.record_at(3) is None  # the marker
+            assert cursor.position == 2
+
+    run(body())
+
+
+def test_reset_policies(engine_factory: EngineFactory) -> None:
+    async def body() -> None:
+        async with Opened(engine_factory, topic_defaults={"segment.bytes": "300"}) as engine:
+            await engine.create_topic("t", 1, {})
+            p = engine.partition("t", 0)
+            for i in range(10):
+                await p.append(values(1, i))
+            await p.delete_records(6)
+            early = Cursor(engine, "t", 0, 2, reset="earliest")
+            assert [r.offset for r in await early.read()] == [6, 7, 8, 9]
+            late = Cursor(engine, "t", 0, 2, reset="latest")
+            assert await late.read() == [] and late.position == 10
+            strict = Cursor(engine, "t", 0, 2, reset="none")
+            with pytest.raises(OffsetOutOfRange):
+                await strict.read()
+            beyond = Cursor(engine, "t", 0, 99, reset="earliest")
+            assert await beyond.read() == [] and beyond.position == 10
+
+    run(body())
+
+
+def test_start_specs(engine_factory: EngineFactory, clock: FakeClock) -> None:
+    async def body() -> None:
+        async with Opened(engine_factory) as engine:
+            await engine.create_topic("t", 1, {})
+            p = engine.partition("t", 0)
+            await p.append(values(5))
+            assert await resolve_start(p, StartSpec("earliest")) == 0
+            assert await resolve_start(p, StartSpec("latest")) == 5
+            assert await resolve_start(p, StartSpec("last")) == 4
+            assert await resolve_start(p, StartSpec("offset", 3)) == 3
+            assert await resolve_start(p, StartSpec("offset", 99)) == 5
+            assert await resolve_start(p, StartSpec("timestamp", START_MS + 2)) == 2
+            assert await resolve_start(p, StartSpec("timestamp", START_MS + 50)) == 5
+
+    run(body())
+
+
+def test_waiting_for_data(engine_factory: EngineFactory) -> None:
+    async def body() -> None:
+        async with Opened(engine_factory) as engine:
+            await engine.create_topic("t", 2, {})
+            a = Cursor(engine, "t", 0, 0)
+            b = Cursor(engine, "t", 1, 0)
+            assert not await wait_any(engine, [a, b], 0.01)
+            waiting = asyncio.ensure_future(wait_any(engine, [a, b], 5.0))
+            await asyncio.sleep(0)
+            await engine.partition("t", 1).append(values(1))
+            assert await asyncio.wait_for(waiting, 5.0)
+            assert await b.wait(0.01) and not await a.wait(0.01)
+            assert [r.value for r in await b.read()] == [b"v0"]
+            await engine.delete_topic("t")
+            with pytest.raises(UnknownTopicOrPartition):
+                await a.read()
+
+    run(body())
