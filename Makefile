@@ -1,16 +1,19 @@
-# Bayou — two commands: `make run` (venv, install, serve) and `make test` (install what the
-# tests need, then run the whole suite).  See README.md.
+# Bayou — two commands: `make run` (venv, install, serve; `make run ARGS="--http-port 8081"`
+# passes options to `bayou serve`) and `make test` (install what the tests need, then run the
+# whole suite).  See README.md.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 RUN_STAMP  := $(VENV)/.run-installed
 TEST_STAMP := $(VENV)/.test-installed
 PYTEST_ARGS ?=
+# Extra `bayou serve` options for `make run`, e.g. ARGS="--http-port 8081 --mqtt-port 0".
+ARGS ?=
 
 .PHONY: run test lint bench bench-all bench-compaction bench-http bench-mqtt bench-amqp install clean
 
 run: $(RUN_STAMP)
-	$(BIN)/bayou serve --data-dir ./data
+	$(BIN)/bayou serve --data-dir ./data $(ARGS)
 
 install: $(RUN_STAMP)
 

@@ -31,8 +31,8 @@ INT_MAX = 2**31 - 1
 
 @dataclass(frozen=True)
 class ConfigDef:
-    """One topic config: its Kafka name, type ('int', 'long', 'string', 'bool', 'list'),
-    default, validator and documentation."""
+    """One config: its Kafka name, type ('int', 'long', 'short', 'double', 'string', 'bool',
+    'list'; 'class' and 'password' are strings), default, validator and documentation."""
 
     name: str
     type: str
@@ -43,11 +43,11 @@ class ConfigDef:
     def parse(self, raw: str | int | bool) -> Any:
         """Parse a raw value into this config's type; raise InvalidConfig naming the key."""
         try:
-            if self.type in ("int", "long"):
+            if self.type in ("int", "long", "short"):
                 if isinstance(raw, bool):
                     raise ValueError
                 value: Any = int(raw)
-                limit = INT_MAX if self.type == "int" else LONG_MAX
+                limit = {"int": INT_MAX, "long": LONG_MAX, "short": 2**15 - 1}[self.type]
                 if not -limit - 1 <= value <= limit:
                     raise ValueError
             elif self.type == "double":
@@ -287,14 +287,20 @@ INTERNAL_DELETE_RETENTION_MS = 24 * 3600 * 1000
 def internal_log_config(
     segment_bytes: int = INTERNAL_SEGMENT_BYTES,
     delete_retention_ms: int = INTERNAL_DELETE_RETENTION_MS,
+    flush_messages: int = LONG_MAX,
+    flush_ms: int = LONG_MAX,
 ) -> TopicConfig:
     """The config of an internal log (``DATA/internal/<name>/0/``): compacted, never deleted
     by time or size, and independent of the broker's topic defaults.  The log maintenance
-    task cleans it like a compacted user topic (``LogMaintenance.register``)."""
+    task cleans it like a compacted user topic (``LogMaintenance.register``).  Its
+    ``flush.messages``/``flush.ms`` say when the group coordinator fsyncs it (as a topic's
+    say when produce does): by default never before an answer, 1 message = strict mode."""
     overrides = parse_topic_configs({
         "cleanup.policy": "compact",
         "segment.bytes": segment_bytes,
         "delete.retention.ms": delete_retention_ms,
+        "flush.messages": flush_messages,
+        "flush.ms": flush_ms,
     })
     config = TopicConfig.resolve({}, overrides)
     check_topic_config(config.values)
@@ -313,6 +319,9 @@ class BrokerConfig:
     # MQTT topic → Kafka topic rules, "filter=kafka_topic" separated by ';' (first match wins;
     # otherwise the MQTT topic's first level names the Kafka topic). See docs/design/mqtt.md.
     mqtt_topic_rules: str = ""
+    # Seconds between updates of the MQTT $SYS/broker/... statistics (mosquitto's
+    # sys_interval); 0: no $SYS tree.
+    mqtt_sys_interval: int = 10
     amqp_port: int = 5672
     advertised_host: str | None = None
     node_id: int = 0
@@ -320,11 +329,23 @@ class BrokerConfig:
     auto_create_topics_enable: bool = True
     num_partitions: int = 1
     socket_request_max_bytes: int = 100 * 1024 * 1024
+    # Request bytes all doors may hold in unfinished requests at once (Kafka's
+    # queued.max.request.bytes, bounded here); an unfinished request that makes no progress
+    # this long closes its connection.  See bayou/broker/request_budget.py.
+    queued_max_request_bytes: int = 100 * 1024 * 1024
+    request_stall_timeout_ms: int = 30_000
+    # The most record bytes one Fetch response carries (Kafka's broker fetch.max.bytes; the
+    # first batch of the first partition with data is sent whole even beyond it, KIP-74).
+    fetch_max_bytes: int = 55 * 1024 * 1024
     log_level: str = "INFO"
     # HTTP gateway (http_port 0 turns it off): the largest request body accepted, and how
     # long a REST consumer instance lives unused (REST Proxy's consumer.instance.timeout.ms).
     http_max_body_bytes: int = 8 * 1024 * 1024
     http_consumer_instance_timeout_ms: int = 300_000
+    # Origins (scheme://host[:port]) whose web pages may call the HTTP door (CORS), and open
+    # its WebSocket streams; "*" allows every origin.  Empty: only pages the door serves
+    # itself.  Flag --http-cors-origin (repeatable), TOML list, env comma-separated.
+    http_cors_origins: tuple[str, ...] = ()
     # How often retention and the log cleaner look at every partition (Kafka's
     # log.retention.check.interval.ms; the cleaner shares it).
     log_retention_check_interval_ms: int = 5 * 60 * 1000
@@ -338,6 +359,13 @@ class BrokerConfig:
     # how long their tombstones survive compaction.  See docs/design/log-lifecycle.md.
     internal_segment_bytes: int = INTERNAL_SEGMENT_BYTES
     internal_delete_retention_ms: int = INTERNAL_DELETE_RETENTION_MS
+    # When the group coordinator's log (__consumer_offsets) is fsynced, as a topic's
+    # flush.messages / flush.ms say for produce: by default a commit is answered once it is
+    # written to the OS (a kill -9 loses nothing; a power cut may), and 1 is strict mode —
+    # every commit and group change fsynced before it is answered.  (The MQTT gateway's state
+    # logs fsync every write regardless.)  See docs/design/groups.md.
+    internal_flush_messages: int = LONG_MAX
+    internal_flush_ms: int = LONG_MAX
     # Group coordinator (Kafka's option names with '_' for '.'; Kafka's defaults).
     group_initial_rebalance_delay_ms: int = 3000
     group_min_session_timeout_ms: int = 6000
@@ -357,7 +385,8 @@ class BrokerConfig:
 
     def internal_log_config(self) -> TopicConfig:
         return internal_log_config(self.internal_segment_bytes,
-                                   self.internal_delete_retention_ms)
+                                   self.internal_delete_retention_ms,
+                                   self.internal_flush_messages, self.internal_flush_ms)
 
     @classmethod
     def load(
@@ -395,17 +424,35 @@ class BrokerConfig:
         for name, value in raw.items():
             setattr(config, name, _coerce(name, fields[name].type, value))
         config.topic_defaults = parse_topic_configs(topic_raw)
+        for origin in config.http_cors_origins:
+            check_origin(origin)
         try:
             config.internal_log_config()
         except InvalidConfig as exc:
             raise InvalidConfig(
-                f"internal_segment_bytes / internal_delete_retention_ms: {exc}") from None
+                f"internal_segment_bytes / internal_delete_retention_ms / "
+                f"internal_flush_messages / internal_flush_ms: {exc}") from None
         return config
+
+
+def check_origin(origin: str) -> None:
+    """A CORS origin as browsers send it (``scheme://host[:port]``, no path), or ``*``."""
+    if origin == "*":
+        return
+    scheme, sep, rest = origin.partition("://")
+    if not sep or not scheme.isalpha() or not rest or any(c in rest for c in "/?#*, "):
+        raise InvalidConfig(
+            f"Invalid value {origin!r} for http_cors_origins: an origin is "
+            "scheme://host[:port] without a path or trailing slash "
+            "(e.g. http://localhost:3000), or * for any origin")
 
 
 def _coerce(name: str, annotation: Any, value: Any) -> Any:
     kind = str(annotation)
     try:
+        if kind.startswith("tuple"):  # a list: TOML array, repeated flag, or "a,b" in env
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(str(item).strip() for item in items if str(item).strip())
         if "Path" in kind:
             return Path(value)
         if "bool" in kind:

@@ -103,8 +103,11 @@ class ErrorCode(enum.IntEnum):
     OFFSET_NOT_AVAILABLE = 78
     MEMBER_ID_REQUIRED = 79
     PREFERRED_LEADER_NOT_AVAILABLE = 80
-    ELIGIBLE_LEADERS_NOT_AVAILABLE = 81
+    GROUP_MAX_SIZE_REACHED = 81
     FENCED_INSTANCE_ID = 82
+    ELIGIBLE_LEADERS_NOT_AVAILABLE = 83
+    ELECTION_NOT_NEEDED = 84
+    NO_REASSIGNMENT_IN_PROGRESS = 85
     GROUP_SUBSCRIBED_TO_TOPIC = 86
     INVALID_RECORD = 87
     UNSTABLE_OFFSET_COMMIT = 88
@@ -231,6 +234,18 @@ UnsupportedCompressionType = _kind(
     "UnsupportedCompressionType", ErrorCode.UNSUPPORTED_COMPRESSION_TYPE
 )
 PolicyViolation = _kind("PolicyViolation", ErrorCode.POLICY_VIOLATION)
+
+
+class RecordErrors(KafkaError):
+    """INVALID_RECORD for a batch some of whose records are invalid: ``record_errors`` names
+    them (index of the record in the produce payload, reason), as Produce v8+ reports them so
+    that a client fails just those records."""
+
+    code = ErrorCode.INVALID_RECORD
+
+    def __init__(self, message: str, record_errors: list[tuple[int, str]]) -> None:
+        super().__init__(message)
+        self.record_errors = record_errors
 
 
 class ProtocolViolation(BayouError):

@@ -9,7 +9,9 @@ an interpreter with this orchestrator or with the other side of the latency test
 1. produce N messages of S bytes (acks=all, linger 5 ms, batch 1 MB by default) - MB/s, msgs/s;
 2. consume them all back from the earliest offset by partition assignment - MB/s, msgs/s;
 3. end-to-end latency: a paced producer (default 5,000 msg/s for 10 s after 1 s of warm-up) and a
-   concurrent consumer; receive time minus scheduled send time - p50/p99/p99.9 in ms.
+   concurrent consumer; receive time minus scheduled send time - p50/p99/p99.9 in ms;
+4. synchronous offset commits one after the other (once per target, not per partition count) -
+   commits/s and the latency of each commit.
 
 Brokers run one at a time (the load generator and the broker already compete for the machine's
 cores), are started on free loopback ports below 32768, become "ready" when they answer a metadata
@@ -272,6 +274,36 @@ def run_latency(target: Target, args: argparse.Namespace, partitions: int,
         row.error = "no messages received"
 
 
+def run_commit(target: Target, args: argparse.Namespace, rows: list[Row]) -> None:
+    """Synchronous commits for ``--commit-duration`` seconds; the Row is appended at start."""
+    row = Row(target.label, 1, "commit", error="interrupted")
+    rows.append(row)
+    topic = f"bench-commit-{uuid.uuid4().hex[:8]}"
+    spec = {"bootstrap": target.bootstrap, "topic": topic, "duration_s": args.commit_duration,
+            "consumer_config": dict(args.consumer_config)}
+    worker: Worker | None = None
+    try:
+        create_topic(target.bootstrap, topic, 1)
+        worker = Worker("commit", spec)
+        worker.wait_ready()
+        cpu0 = target.cpu_seconds()
+        out = worker.result(args.commit_duration + args.phase_timeout)
+    except Exception as exc:
+        row.error = str(exc)
+        return
+    finally:
+        if worker is not None:
+            worker.kill()
+    row.error = None
+    elapsed = out["elapsed_s"]
+    row.elapsed_s = elapsed
+    row.msgs_s = out["commits"] / elapsed
+    row.p50_ms, row.p99_ms, row.p999_ms = out["p50_ms"], out["p99_ms"], out["p999_ms"]
+    row.broker_cpu = _cores(_broker_cpu_delta(target, cpu0), elapsed)
+    row.client_cpu = _cores(out["client_cpu_s"], elapsed)
+    row.detail = out
+
+
 # ----------------------------------------------------------------------------- output
 
 
@@ -312,7 +344,11 @@ def print_ratios(rows: list[Row], baseline: str) -> None:
         b = base.get((r.partitions, r.phase))
         if b is None:
             continue
-        if r.phase == "latency":
+        if r.phase == "commit":
+            if r.msgs_s and b.msgs_s and r.p50_ms and b.p50_ms:
+                print(f"  {r.target:<12} {r.partitions:>3}p {r.phase:<8} "
+                      f"commits/s x{r.msgs_s / b.msgs_s:.3g}  p50 x{r.p50_ms / b.p50_ms:.3g}")
+        elif r.phase == "latency":
             if r.p50_ms and b.p50_ms and r.p99_ms and b.p99_ms:
                 print(f"  {r.target:<12} {r.partitions:>3}p {r.phase:<8} "
                       f"p50 x{r.p50_ms / b.p50_ms:.3g}  p99 x{r.p99_ms / b.p99_ms:.3g}")
@@ -378,8 +414,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--messages", type=int, default=1_000_000, help="messages per throughput phase")
     g.add_argument("--size", type=int, default=1024, help="message value size in bytes")
     g.add_argument("--partitions", type=_int_list, default=[1, 8], help="comma-separated list")
-    g.add_argument("--phases", default="produce,consume,latency",
-                   help="subset of produce,consume,latency (consume needs produce)")
+    g.add_argument("--phases", default="produce,consume,latency,commit",
+                   help="subset of produce,consume,latency,commit (consume needs produce)")
     g.add_argument("--acks", default="all")
     g.add_argument("--linger-ms", type=float, default=5.0)
     g.add_argument("--batch-size", type=int, default=1_000_000)
@@ -402,6 +438,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--fetch-wait-max-ms", type=int, default=500,
                    help="consumer fetch.wait.max.ms (librdkafka default); a broker that parks "
                         "fetches without waking them on produce shows up as latency")
+
+    g = p.add_argument_group("commit phase")
+    g.add_argument("--commit-duration", type=float, default=5.0,
+                   help="seconds of back-to-back synchronous offset commits")
 
     g = p.add_argument_group("output")
     g.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
@@ -427,7 +467,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y%m%d-%H%M%S")
     print(f"# {len(targets)} target(s): {', '.join(t.label for t in targets)}; "
           f"{args.messages:,} x {args.size} B per throughput phase; partitions {args.partitions}; "
-          f"latency {args.rate:,.0f} msg/s x {args.duration:g}s of {args.latency_size} B")
+          f"latency {args.rate:,.0f} msg/s x {args.duration:g}s of {args.latency_size} B; "
+          f"sync commits for {args.commit_duration:g}s")
     print(f"# {os.cpu_count()} CPUs: the load generator shares them with the broker "
           "(see the cpu columns, in cores); brokers run one at a time.", flush=True)
     load1 = os.getloadavg()[0]
@@ -460,6 +501,8 @@ def main(argv: list[str] | None = None) -> int:
                         run_throughput(target, args, parts, rows)
                     if "latency" in args.phases:
                         run_latency(target, args, parts, rows)
+                    if "commit" in args.phases and parts == args.partitions[0]:
+                        run_commit(target, args, rows)
                     for r in rows[first:]:
                         print(f"  {r.target} {r.partitions}p {r.phase}: "
                               + (f"ERROR {r.error}" if r.error else

@@ -15,6 +15,9 @@ Phases:
   (``CLOCK_MONOTONIC``, shared by all processes on one host) in each value; the consumer records
   receive time minus that. Using the schedule rather than the moment ``produce()`` ran means a
   stalled producer shows up as latency instead of being hidden (no coordinated omission).
+- ``commit``: synchronous offset commits, one after the other (each waits for its answer), for
+  a fixed time after one unmeasured commit (which finds the group coordinator): commits/s and
+  the latency of each commit.
 """
 
 from __future__ import annotations
@@ -315,11 +318,47 @@ def latency_produce(spec: Spec) -> Spec:
     }
 
 
+def commit(spec: Spec) -> Spec:
+    topic, duration_s = spec["topic"], float(spec["duration_s"])
+    consumer = _consumer(spec)
+    consumer.list_topics(topic, timeout=10.0)  # connect before the clock starts
+    consumer.commit(offsets=[TopicPartition(topic, 0, 0)], asynchronous=False)  # coordinator
+    print("READY", flush=True)
+    samples: list[int] = []
+    cpu0 = _cpu_seconds()
+    start_ns = time.monotonic_ns()
+    end_ns = start_ns + int(duration_s * 1e9)
+    offset = 0
+    now_ns = start_ns
+    while now_ns < end_ns:
+        offset += 1
+        consumer.commit(offsets=[TopicPartition(topic, 0, offset)], asynchronous=False)
+        done_ns = time.monotonic_ns()
+        samples.append(done_ns - now_ns)
+        now_ns = done_ns
+    elapsed = (now_ns - start_ns) / 1e9
+    cpu = _cpu_seconds() - cpu0
+    [committed] = consumer.committed([TopicPartition(topic, 0)], timeout=10.0)
+    consumer.close()
+    if committed.offset != offset:
+        raise RuntimeError(f"committed offset is {committed.offset}, expected {offset}")
+    samples.sort()
+    return {
+        "elapsed_s": elapsed,
+        "commits": len(samples),
+        "p50_ms": _percentile(samples, 0.50),
+        "p99_ms": _percentile(samples, 0.99),
+        "p999_ms": _percentile(samples, 0.999),
+        "client_cpu_s": cpu,
+    }
+
+
 PHASES = {
     "produce": produce,
     "consume": consume,
     "latency-consume": latency_consume,
     "latency-produce": latency_produce,
+    "commit": commit,
 }
 
 

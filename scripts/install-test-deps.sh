@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Debian packages the integration tests drive: kcat (Kafka CLI client), mosquitto-clients
-# (mosquitto_pub/mosquitto_sub).
+# (mosquitto_pub/mosquitto_sub), chromium (headless, driven by Playwright: browsers cannot be
+# downloaded by Playwright itself here, so the tests use Debian's).
+#   scripts/install-test-deps.sh          everything `make test` needs
+#   scripts/install-test-deps.sh --tour   only the README tour's tools (kcat, mosquitto-clients)
 set -euo pipefail
 need=()
 command -v kcat >/dev/null 2>&1 || need+=(kcat)
 command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
+if [ "${1:-}" != "--tour" ]; then
+  [ -x /usr/bin/chromium ] || need+=(chromium)
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-echo "installing Debian packages for the tests: ${need[*]}"
+echo "installing Debian packages: ${need[*]}"
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null

@@ -1,9 +1,11 @@
 """One-off importer: Kafka's message JSON -> Bayou ``.kschema`` files.
 
-Usage: ``python tools/kafka_json_to_kschema.py <kafka-protocol-json-dir>``
+Usage: ``python tools/kafka_json_to_kschema.py <kafka-protocol-json-dir> [Api ...]``
 
 Writes ``bayou/protocol/kafka/schemas/NN_<api>.kschema`` for every API in ``APIS`` (request and
-response in one file) and ``consumer_protocol.kschema`` for the consumer protocol structs. The
+response in one file) and ``consumer_protocol.kschema`` for the consumer protocol structs; with
+API names (``DescribeAcls`` …) only those files, so an API can be added without overwriting the
+schemas edited by hand since. The
 JSON itself is reference data and is never copied into the project; only the facts the codec
 needs (names, types, versions, nullability, tags, defaults) are carried over.
 """
@@ -26,7 +28,9 @@ APIS = (  # noqa: SIM905
     "AddPartitionsToTxn AddOffsetsToTxn EndTxn TxnOffsetCommit DescribeConfigs AlterConfigs "
     "DescribeLogDirs SaslAuthenticate CreatePartitions DeleteGroups IncrementalAlterConfigs "
     "OffsetDelete DescribeCluster DescribeProducers ConsumerGroupHeartbeat "
-    "ConsumerGroupDescribe DescribeTopicPartitions"
+    "ConsumerGroupDescribe DescribeTopicPartitions DescribeAcls CreateAcls DeleteAcls "
+    "ElectLeaders DescribeClientQuotas DescribeUserScramCredentials DescribeQuorum "
+    "DescribeTransactions ListTransactions"
 ).split()
 
 NATURAL_DEFAULT = {"bool": "false", "string": '""'}
@@ -123,9 +127,12 @@ def render_message(d: dict[str, Any], kind: str) -> list[str]:
     return lines
 
 
-def main(src: Path) -> None:
+def main(src: Path, only: list[str]) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    for api in APIS:
+    unknown = set(only) - set(APIS)
+    if unknown:
+        raise SystemExit(f"not in APIS: {', '.join(sorted(unknown))}")
+    for api in only or APIS:
         req = load_json(src / f"{api}Request.json")
         resp = load_json(src / f"{api}Response.json")
         key = req["apiKey"]
@@ -139,6 +146,8 @@ def main(src: Path) -> None:
             *render_message(resp, "response"),
         ]
         (OUT / f"{key:02d}_{snake(api)}.kschema").write_text("\n".join(lines) + "\n")
+    if only:
+        return
     lines = [
         "# Consumer protocol (embedded in JoinGroup/SyncGroup), written from Kafka's",
         "# ConsumerProtocolSubscription.json and ConsumerProtocolAssignment.json.",
@@ -150,4 +159,4 @@ def main(src: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2:])

@@ -2,12 +2,15 @@
 
 A change to a TOPIC resource replaces (AlterConfigs) or edits (IncrementalAlterConfigs:
 SET, DELETE, APPEND and SUBTRACT for list configs) the topic's overrides; a change to a
-BROKER resource does the same to the dynamic topic-config defaults — named ``""`` for the
-cluster-wide default, or by this node's id — which use the broker names (``log.retention.ms``
-…, ``bayou.config.BROKER_SYNONYMS``).  Every value is parsed and validated, and the combined
-result checked (``min.compaction.lag.ms`` ≤ ``max.compaction.lag.ms``), before anything is
-stored; a bad value fails the whole resource with INVALID_CONFIG naming the config.
-Accepted changes are persisted and apply live to every partition concerned.
+BROKER resource does the same to the dynamic broker configs — named ``""`` for the
+cluster-wide default, or by this node's id: the topic-config defaults under their broker
+names (``log.retention.ms`` …, ``bayou.config.BROKER_SYNONYMS``), which apply to every topic,
+and Kafka's other dynamic broker configs (``background.threads``, ``sasl.kerberos.*`` …,
+``bayou/kafka_broker_configs.py``), which are validated and stored.  Every value is parsed
+and validated, and the combined result checked (``min.compaction.lag.ms`` ≤
+``max.compaction.lag.ms``), before anything is stored; a bad value fails the whole resource
+with INVALID_CONFIG naming the config.  Accepted changes are persisted and apply live to
+every partition concerned.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
-from bayou.config import BROKER_SYNONYMS, TOPIC_CONFIGS, TOPIC_NAME_OF, policy_parts
+from bayou import kafka_broker_configs
+from bayou.config import BROKER_SYNONYMS, TOPIC_CONFIGS, TOPIC_NAME_OF, ConfigDef, policy_parts
 from bayou.errors import ErrorCode, InvalidConfig, KafkaError
 from bayou.storage import LogManager
 
@@ -31,6 +35,15 @@ Change = tuple[str, int, str | None]  # name, operation, value
 def _current(values: dict[str, Any], key_of: dict[str, str]) -> dict[str, str]:
     """Parsed values → raw strings under the names the request uses."""
     return {key_of.get(k, k): TOPIC_CONFIGS[k].render(v) for k, v in values.items()}
+
+
+def _definition(name: str) -> ConfigDef | None:
+    """The definition of a config named as a request names it (topic or broker name)."""
+    topic_def = TOPIC_CONFIGS.get(TOPIC_NAME_OF.get(name, name))
+    if topic_def is not None:
+        return topic_def
+    option = kafka_broker_configs.DYNAMIC_CONFIGS.get(name)
+    return option.definition if option is not None else None
 
 
 def _apply(current: dict[str, str], changes: Iterable[Change], incremental: bool,
@@ -48,8 +61,7 @@ def _apply(current: dict[str, str], changes: Iterable[Change], incremental: bool
         elif op == DELETE:
             result.pop(name, None)
         elif op in (APPEND, SUBTRACT):
-            topic_name = TOPIC_NAME_OF.get(name, name)
-            definition = TOPIC_CONFIGS.get(topic_name)
+            definition = _definition(name)
             if definition is None or definition.type != "list":
                 raise InvalidConfig(f"Config {name} is not a list: APPEND/SUBTRACT do not apply")
             items = policy_parts(result.get(name, effective.get(name, "")))
@@ -78,27 +90,32 @@ def alter_topic(logs: LogManager, name: str, changes: Iterable[Change], *,
 
 def alter_broker(logs: LogManager, node_id: int, resource_name: str, changes: Iterable[Change],
                  *, incremental: bool, validate_only: bool) -> None:
+    dynamic = logs.dynamic
     if resource_name == "":
-        scope, values = "default", logs.dynamic.default
+        scope, values, options = "default", dynamic.default, dynamic.default_options
     elif resource_name == str(node_id):
-        scope, values = "broker", logs.dynamic.broker
+        scope, values, options = "broker", dynamic.broker, dynamic.broker_options
     else:
         raise KafkaError(f"No broker {resource_name!r} (this is node {node_id})",
                          ErrorCode.INVALID_REQUEST)
     effective = {BROKER_SYNONYMS[k]: TOPIC_CONFIGS[k].render(v)
                  for k, v in logs.resolve({}).values.items() if k in BROKER_SYNONYMS}
-    new = _apply(_current(values, BROKER_SYNONYMS), changes, incremental, effective)
+    current = _current(values, BROKER_SYNONYMS)
+    current.update((k, kafka_broker_configs.describe(k).definition.render(v))
+                   for k, v in options.items())
+    new = _apply(current, changes, incremental, effective)
     parsed: dict[str, Any] = {}
+    parsed_options: dict[str, Any] = {}
     for broker_name, raw in new.items():
         topic_name = TOPIC_NAME_OF.get(broker_name)
         if topic_name is None:
-            raise InvalidConfig(
-                f"Cannot update broker config {broker_name} dynamically: Bayou can change "
-                f"only the topic defaults ({', '.join(sorted(TOPIC_NAME_OF))})"
-            )
+            parsed_options[broker_name] = kafka_broker_configs.parse(
+                broker_name, raw, cluster_default=scope == "default")
+            continue
         definition = dataclasses.replace(TOPIC_CONFIGS[topic_name], name=broker_name)
         parsed[topic_name] = definition.parse(raw)
-    logs.alter_broker_configs(scope, parsed, validate_only=validate_only)
+    logs.alter_broker_configs(scope, parsed, validate_only=validate_only,
+                              options=parsed_options)
 
 
 def alter_resource(logs: LogManager, node_id: int, resource_type: int, resource_name: str,

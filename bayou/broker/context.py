@@ -9,8 +9,10 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from bayou.broker.request_budget import RequestBudget
 from bayou.config import LONG_MAX, BrokerConfig
-from bayou.errors import UnknownTopicOrPartition
+from bayou.errors import InvalidTopic, UnknownTopicOrPartition
+from bayou.storage.file_records import FileRecords
 from bayou.storage.flusher import GroupFlusher
 from bayou.storage.maintenance import LogMaintenance, MaintenanceSettings
 from bayou.storage.segment import PageCacheMiss
@@ -22,6 +24,9 @@ if TYPE_CHECKING:
     from bayou.storage import AppendResult, LogManager, PartitionLog, TopicMeta
 
 log = logging.getLogger(__name__)
+
+
+INLINE_RECORDS = 16 * 1024  # smaller fetched sets are copied into the response frame
 
 
 def now_ms() -> int:
@@ -52,6 +57,10 @@ class BrokerState:
             ),
             now_ms,
         )
+        # request bytes in flight, shared by every door (Broker.start runs its stall sweep)
+        self.request_budget = RequestBudget(
+            config.queued_max_request_bytes, config.request_stall_timeout_ms / 1000
+        )
         self._background: set[asyncio.Future[Any]] = set()
 
     # -- the broker-core calls every door (Kafka, HTTP, MQTT, AMQP) writes and reads through --
@@ -62,8 +71,11 @@ class BrokerState:
         """Append record batches to a partition (auto-creating the topic when allowed).
 
         Returns the result and, when the topic's flush policy asks for an fsync before the
-        write is acknowledged, the partition to pass to ``make_durable``.  Raises KafkaError.
+        write is acknowledged, the partition to pass to ``make_durable``.  Raises KafkaError
+        (INVALID_TOPIC_EXCEPTION for an internal topic, as Kafka answers).
         """
+        if topic in self.logs.internal_topics():
+            raise InvalidTopic(f"Cannot append to internal topic {topic}")
         self.topic_or_autocreate(topic)
         log_ = self.logs.partition(topic, partition)
         result = log_.append(records)
@@ -81,6 +93,29 @@ class BrokerState:
             return log_.read(offset, max_bytes, nowait=True)
         except PageCacheMiss:
             return await asyncio.to_thread(log_.read, offset, max_bytes)
+
+    async def read_records(
+        self, log_: PartitionLog, offset: int, max_bytes: int, *, min_one: bool
+    ) -> bytes | FileRecords:
+        """Whole batches from ``offset`` for a Fetch response, left in the log files
+        (``PartitionLog.read_slices``) and sent as the connection's socket drains; a set
+        smaller than ``INLINE_RECORDS`` that the page cache holds is read now instead (a
+        copy into the frame is cheaper than a piece of its own).  The caller closes a
+        ``FileRecords`` it does not send."""
+        try:
+            records = log_.read_slices(offset, max_bytes, min_one=min_one, nowait=True)
+        except PageCacheMiss:
+            records = await asyncio.to_thread(
+                log_.read_slices, offset, max_bytes, min_one=min_one
+            )
+        if len(records) < INLINE_RECORDS:
+            try:
+                data = records.read_all(nowait=True)
+            except PageCacheMiss:
+                return records
+            records.close()
+            return data
+        return records
 
     async def make_durable(self, logs: Iterable[PartitionLog]) -> None:
         """Group-committed fsync of the given partitions."""
@@ -108,10 +143,13 @@ class BrokerState:
         return self.config.cluster_id or self.logs.cluster_id
 
     def topic_or_autocreate(self, name: str, *, allow_create: bool = True) -> TopicMeta:
-        """The topic's metadata, creating it when auto-creation is on; raises Kafka errors."""
+        """A user topic's metadata, creating it when auto-creation is on; raises Kafka errors
+        (an internal topic is no user topic: INVALID_TOPIC_EXCEPTION)."""
         topic = self.logs.topics().get(name)
         if topic is not None:
             return topic
+        if name in self.logs.internal_topics():
+            raise InvalidTopic(f"Topic '{name}' is internal to the broker")
         if not (allow_create and self.config.auto_create_topics_enable):
             raise UnknownTopicOrPartition(f"Topic '{name}' does not exist")
         topic = self.logs.create_topic(name, self.config.num_partitions, {})

@@ -5,9 +5,11 @@ Theory of operation
 One process, one event loop (uvloop when installed).  ``Broker.start`` opens the log manager
 (recovering every partition), then the listeners; one line lists every listener.  Background
 tasks flush partitions whose ``flush.ms`` is due and write recovery checkpoints, both in worker
-threads.  ``Broker.stop`` closes the listeners, wakes long-polling fetches, lets in-flight
-requests answer (bounded), drains pending fsyncs and closes the storage, which writes its
-checkpoints and clean-shutdown marker.
+threads, and close connections whose unfinished request stalled (``RequestBudget.run``).  The
+open-files limit is raised to the hard limit when the broker is built (``fd_limit.py``).
+``Broker.stop`` closes the listeners, wakes long-polling fetches, lets in-flight requests
+answer (bounded), drains pending fsyncs and closes the storage, which writes its checkpoints
+and clean-shutdown marker.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ import sys
 
 from bayou.broker.connection import KafkaConnection
 from bayou.broker.context import BrokerState, now_ms
+from bayou.broker.fd_limit import OpenFilesWatch, raise_open_files_limit
 from bayou.broker.groups import GroupDriver, GroupSettings
 from bayou.config import BrokerConfig
 from bayou.gateways.amqp import AmqpGateway
 from bayou.gateways.http import HttpGateway
 from bayou.gateways.mqtt import MqttGateway
 from bayou.storage import LogManager
+from bayou.storage.dir_lock import DataDirectoryInUse
 
 log = logging.getLogger("bayou")
 
@@ -44,10 +48,12 @@ class Broker:
         self.http: HttpGateway | None = None  # None when http_port is 0
         self.mqtt: MqttGateway | None = None  # None when mqtt_port is 0
         self.amqp: AmqpGateway | None = None  # None when amqp_port is 0
+        self._open_files = OpenFilesWatch(raise_open_files_limit())
 
     async def start(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.logs.open)
+        self._open_files.check(self.logs.partition_count())
         groups = GroupDriver(self.config.data_dir, group_settings(self.config), now_ms,
                              self.state.flusher, self.config.internal_log_config())
         replayed = await asyncio.to_thread(groups.open)
@@ -55,6 +61,7 @@ class Broker:
         self.state.groups = groups
         if groups.store.log is not None:  # its offsets log is compacted by the cleaner
             self.state.maintenance.register(groups.store.log)
+            self.logs.register_internal(groups.store.log)  # Metadata shows __consumer_offsets
         await groups.start()
         loop = asyncio.get_running_loop()
         kafka = await loop.create_server(
@@ -78,6 +85,7 @@ class Broker:
             asyncio.create_task(self._flush_due_partitions()),
             asyncio.create_task(self._checkpoint_periodically()),
             asyncio.create_task(self.state.maintenance.run()),
+            asyncio.create_task(self.state.request_budget.run()),
         ]
         log.info(
             "Bayou listening: kafka=%s:%d (advertised %s:%d) http=%s mqtt=%s amqp=%s · "
@@ -119,6 +127,7 @@ class Broker:
         if self.state.groups is not None:
             if self.state.groups.store.log is not None:
                 self.state.maintenance.unregister(self.state.groups.store.log)
+                self.logs.unregister_internal(self.state.groups.store.log.topic)
             await asyncio.to_thread(self.state.groups.close)
         log.info("stopped")
 
@@ -141,12 +150,14 @@ class Broker:
                         )
 
     async def _checkpoint_periodically(self) -> None:
+        """Checkpoints, idle partitions' index files closed, the open-files limit watched."""
         while True:
             await asyncio.sleep(CHECKPOINT_INTERVAL_S)
             try:
                 await asyncio.to_thread(self.logs.checkpoint)
             except Exception:
                 log.exception("checkpoint failed")
+            self._open_files.check(self.logs.partition_count())
 
 
 def group_settings(config: BrokerConfig) -> GroupSettings:
@@ -193,6 +204,7 @@ def run(config: BrokerConfig) -> None:
     _install_uvloop()
     try:
         asyncio.run(serve(config))
-    except OSError as exc:  # a port in use, an unwritable data dir: one sentence, not a trace
+    except (OSError, DataDirectoryInUse) as exc:
+        # a port in use, an unwritable or already used data dir: one sentence, not a trace
         log.error("cannot start: %s", exc)
         raise SystemExit(1) from None

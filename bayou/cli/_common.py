@@ -8,14 +8,16 @@ sentence on stderr, without a traceback.
 
 The connection options (``--bootstrap/-b``, ``--timeout``) are accepted both on ``bayou`` itself
 and on every client command; the value nearest the command wins.  ``Connection`` turns them into
-confluent-kafka settings.  Before building a client it tries a plain TCP connect to the bootstrap
-addresses, so a dead broker is reported at once instead of after librdkafka's retries; every
-later wait is bounded by ``--timeout``.  librdkafka's own log lines are silenced unless
-``--verbose`` is given.
+confluent-kafka settings.  Before building a client it connects to the bootstrap addresses
+and sends one ApiVersions request (``listener.py``), so a dead broker, or a port that speaks
+HTTP, MQTT or AMQP instead of Kafka, is reported at once instead of after librdkafka's
+retries; every later wait is bounded by ``--timeout``.  librdkafka's own log lines are
+silenced unless ``--verbose`` is given.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 import socket
@@ -26,7 +28,10 @@ from typing import Any, TypeVar
 import click
 from confluent_kafka import KafkaError, KafkaException
 
-DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+from bayou.cli.listener import not_kafka
+
+DEFAULT_KAFKA_PORT = 9092
+DEFAULT_BOOTSTRAP = f"127.0.0.1:{DEFAULT_KAFKA_PORT}"
 DEFAULT_TIMEOUT_S = 10.0
 _META = "bayou.cli"
 
@@ -104,13 +109,26 @@ class Connection:
         )
 
     def probe(self) -> None:
-        """Fail fast with a sentence unless some bootstrap address accepts TCP connections."""
+        """Fail fast with a sentence unless some bootstrap address is a Kafka listener: one
+        that refuses connections is unreachable; one that answers in another protocol (the
+        HTTP, MQTT or AMQP port by mistake) is named as such (``listener.not_kafka``)."""
+        wait = min(self.timeout, 5.0)
+        other: list[tuple[str, int, str]] = []
         for host, port in bootstrap_addresses(self.bootstrap):
             try:
-                with socket.create_connection((host, port), timeout=min(self.timeout, 5.0)):
-                    return
+                with socket.create_connection((host, port), timeout=wait):
+                    pass
             except OSError:
                 continue
+            verdict = not_kafka(host, port, wait)
+            if verdict is None:
+                return
+            other.append((host, port, verdict))
+        if other:
+            host, port, verdict = other[0]
+            raise CliError(f"{host}:{port} {verdict}: that port is not a Kafka listener "
+                           f"(Bayou's Kafka port is {DEFAULT_KAFKA_PORT} unless `bayou serve "
+                           "--kafka-port` says otherwise)")
         raise self.unreachable()
 
     def admin(self) -> Any:
@@ -223,6 +241,20 @@ def check_topic_name(name: str) -> str:
             "digits, '.', '_' or '-' (and not '.' or '..' alone)."
         )
     return name
+
+
+def iso_time(text: str) -> dt.datetime | None:
+    """An ISO-8601 time (``2024-05-01T12:00:00Z``, ``…+02:00``, ``2024-05-01``), zone-aware:
+    a time without a zone is UTC, in every command.  None when ``text`` is not such a time."""
+    try:
+        when = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+
+
+def epoch_ms(when: dt.datetime) -> int:
+    return int(when.timestamp() * 1000)
 
 
 def parse_pairs(values: Iterable[str], option: str) -> list[tuple[str, str]]:

@@ -40,6 +40,7 @@ from bayou.cli._common import (
     check_topic_name,
     connection_options,
     get_connection,
+    iso_time,
     plural,
 )
 
@@ -55,13 +56,11 @@ def parse_start(raw: str) -> Start:
         return text.lower()
     if text.isdigit():
         return int(text)
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
+    when = iso_time(text)
+    if when is None:
         raise UsageProblem(
-            f"--from must be earliest, latest, an offset or an ISO-8601 time, not '{raw}'."
-        ) from None
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+            f"--from must be earliest, latest, an offset or an ISO-8601 time, not '{raw}'.")
+    return when
 
 
 @click.command()

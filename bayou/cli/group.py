@@ -8,7 +8,6 @@ since their commits would overwrite the reset.
 from __future__ import annotations
 
 import concurrent.futures
-import datetime as dt
 import json
 from typing import Any
 
@@ -21,7 +20,9 @@ from bayou.cli._common import (
     UsageProblem,
     check_topic_name,
     connection_options,
+    epoch_ms,
     get_connection,
+    iso_time,
     plural,
 )
 
@@ -57,7 +58,9 @@ def group() -> None:
 @group.command(name="list")
 @connection_options()
 def list_groups() -> None:
-    """List groups, one per line: name, state and type."""
+    """List groups, one per line: name, state, type and lag (messages not yet consumed:
+    log end offset minus committed offset, summed over the partitions the group committed;
+    '-' when it committed none)."""
     conn = get_connection()
     admin = conn.admin()
     listed = _wait(conn, admin.list_consumer_groups(request_timeout=conn.timeout),
@@ -66,10 +69,37 @@ def list_groups() -> None:
     if not rows:
         click.echo("No groups.", err=True)
         return
+    committed = {g.group_id: _committed(conn, admin, g.group_id) for g in rows}
+    ends = _log_ends(conn, admin, {tp for offsets in committed.values() for tp in offsets})
     width = max(len(g.group_id) for g in rows)
     for g in rows:
+        offsets = committed[g.group_id]
+        known = [max(ends[tp] - offset, 0) for tp, offset in offsets.items() if tp in ends]
+        lag = str(sum(known)) if known else "-"
         click.echo(f"{g.group_id:<{width}}  {_state_name(g.state):<20}  "
-                   f"{_type_name(getattr(g, 'type', 'classic'))}")
+                   f"{_type_name(getattr(g, 'type', 'classic')):<8}  {lag}")
+
+
+def _log_ends(conn: Connection, admin: Any, partitions: set[tuple[str, int]]
+              ) -> dict[tuple[str, int], int]:
+    """The log end offset of each partition, in one ListOffsets round (partitions of topics
+    that are gone are left out)."""
+    from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
+
+    if not partitions:
+        return {}
+    futures = admin.list_offsets(
+        {TopicPartition(t, p): OffsetSpec.latest() for t, p in sorted(partitions)},  # type: ignore[no-untyped-call]
+        request_timeout=conn.timeout)
+    ends: dict[tuple[str, int], int] = {}
+    for tp, future in futures.items():
+        try:
+            ends[(tp.topic, tp.partition)] = future.result(timeout=conn.timeout + 5).offset
+        except concurrent.futures.TimeoutError:
+            raise conn.no_answer() from None
+        except KafkaException:
+            continue
+    return ends
 
 
 def _describe(conn: Connection, admin: Any, name: str) -> Any:
@@ -163,13 +193,11 @@ def describe(name: str, fmt: str) -> None:
 
 
 def _parse_datetime(text: str) -> int:
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageProblem(f"--to-datetime expects an ISO 8601 time, got '{text}'.") from None
-    if when.tzinfo is None:
-        when = when.astimezone()  # local time, as kafka-consumer-groups assumes
-    return int(when.timestamp() * 1000)
+    """Without a zone: UTC, as in every command (kafka-consumer-groups takes local time)."""
+    when = iso_time(text)
+    if when is None:
+        raise UsageProblem(f"--to-datetime expects an ISO 8601 time, got '{text}'.")
+    return epoch_ms(when)
 
 
 @group.command(name="reset-offsets")
@@ -179,7 +207,7 @@ def _parse_datetime(text: str) -> int:
 @click.option("--to-earliest", is_flag=True, help="The earliest offset of each partition.")
 @click.option("--to-latest", is_flag=True, help="The log end offset of each partition.")
 @click.option("--to-datetime", metavar="ISO", help="The first offset at or after this time "
-              "(e.g. 2024-05-01T12:00:00+00:00; without a zone, local time).")
+              "(e.g. 2024-05-01T12:00:00Z; without a zone, UTC).")
 @click.option("--shift-by", type=int, metavar="N", help="The committed offset plus N "
               "(negative goes back), kept within the partition's offsets.")
 @click.option("--to-offset", type=int, metavar="N", help="Offset N, kept within the "

@@ -45,7 +45,8 @@ class _Deliveries:
 @click.option("--header", "-H", "headers", multiple=True, metavar="KEY=VALUE",
               help="Header added to every message. Repeatable; order is kept.")
 @click.option("--partition", "-p", type=click.IntRange(min=0), metavar="N",
-              help="Send every message to partition N (default: the partitioner, by key).")
+              help="Send every message to partition N (default: by key, murmur2 as the Java "
+                   "client and Bayou's other doors partition; keyless messages anywhere).")
 @click.option("--acks", type=click.Choice(["all", "1", "0"]), default="all", show_default=True,
               help="Acknowledgement the broker must give before a message counts as delivered.")
 @connection_options()
@@ -69,6 +70,9 @@ def produce(topic: str, key_separator: str | None, headers: tuple[str, ...],
         "acks": acks,
         "message.timeout.ms": int(conn.timeout * 1000),
         "linger.ms": 5,
+        # the Java client's partitioner, which Bayou's HTTP, MQTT and AMQP doors use too:
+        # a key lands on the same partition whichever door it came through
+        "partitioner": "murmur2_random",
     }))
     _check_topic(producer, conn.timeout, topic, partition, conn)
     reports = _Deliveries()

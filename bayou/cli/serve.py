@@ -42,6 +42,9 @@ _PORT = click.IntRange(0, 65535)
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
                                                case_sensitive=False),
               help="Broker log verbosity. Default INFO.")
+@click.option("--http-cors-origin", "http_cors_origins", multiple=True, metavar="ORIGIN",
+              help="Let web pages from ORIGIN (scheme://host[:port], or * for any) use the "
+                   "HTTP API and open its streams from a browser. Repeatable. Default: none.")
 @click.option("--topic-default", "topic_defaults", multiple=True, metavar="NAME=VALUE",
               help="Default for a topic config, by its Kafka name (e.g. retention.ms=86400000). "
                    "Repeatable.")
@@ -55,6 +58,7 @@ def serve(config_path: Path | None, topic_defaults: tuple[str, ...], **options: 
     if options.get("log_level") is not None:
         options["log_level"] = options["log_level"].upper()
     flags: dict[str, Any] = dict(options)
+    flags["http_cors_origins"] = options["http_cors_origins"] or None  # unset: TOML/env apply
     flags["topic_defaults"] = dict(parse_pairs(topic_defaults, "--topic-default"))
     config = load_config(config_path, flags)
     try:

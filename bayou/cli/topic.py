@@ -17,7 +17,9 @@ from bayou.cli._common import (
     UsageProblem,
     check_topic_name,
     connection_options,
+    epoch_ms,
     get_connection,
+    iso_time,
     parse_pairs,
     plural,
 )
@@ -239,23 +241,19 @@ def alter(name: str, configs: tuple[str, ...], deletes: tuple[str, ...]) -> None
 
 
 def _parse_time(text: str) -> int:
-    """An ISO-8601 time (naive means UTC) as epoch milliseconds."""
-    import datetime
-
-    try:
-        when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+    """An ISO-8601 time (without a zone: UTC) as epoch milliseconds."""
+    when = iso_time(text)
+    if when is None:
         raise UsageProblem(f"--before expects an ISO time like 2024-05-01T12:00:00Z, got "
-                           f"'{text}'.") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.UTC)
-    return int(when.timestamp() * 1000)
+                           f"'{text}'.")
+    return epoch_ms(when)
 
 
 @topic.command()
 @click.argument("name")
 @click.option("--before", metavar="ISO-TIME",
-              help="Delete every record older than this time (e.g. 2024-05-01T12:00:00Z).")
+              help="Delete every record older than this time (e.g. 2024-05-01T12:00:00Z; "
+                   "without a zone, UTC).")
 @click.option("--offset", type=click.IntRange(min=0), metavar="N",
               help="Delete every record below offset N.")
 @click.option("--partition", "-p", "partitions", type=click.IntRange(min=0), multiple=True,

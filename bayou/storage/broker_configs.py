@@ -1,9 +1,11 @@
-"""Dynamic broker configs: topic-config defaults changed at runtime, persisted.
+"""Dynamic broker configs: topic-config defaults and other broker configs changed at runtime,
+persisted.
 
 Kafka keeps broker configs altered through the admin API (AlterConfigs on a BROKER resource)
 in its metadata log; Bayou keeps them in ``DATA/broker_configs.json``::
 
-    {"default": {"retention.ms": 3600000}, "broker": {}}
+    {"default": {"retention.ms": 3600000}, "broker": {},
+     "options": {"default": {"log.cleaner.threads": 2}, "broker": {"background.threads": 20}}}
 
 ``default`` holds cluster-wide dynamic defaults (resource name ``""``, source
 DYNAMIC_DEFAULT_BROKER_CONFIG), ``broker`` the ones set for this node by id (source
@@ -12,6 +14,10 @@ synonyms, ``log.retention.ms`` …, mapped by ``bayou.config.BROKER_SYNONYMS``);
 parsed and are re-validated on load.  A topic's effective config is, most specific first:
 its own override, the dynamic per-broker value, the dynamic default, the static
 ``--topic-default`` from the broker's configuration, the built-in default.
+
+``options`` holds Kafka's other dynamic broker configs by their Kafka names, at the same two
+levels (``bayou/kafka_broker_configs.py``: validated by type, stored, described; most have
+nothing to tune in Bayou).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bayou import kafka_broker_configs
 from bayou.config import parse_topic_configs
 from bayou.storage.files import read_json, write_json
 
@@ -30,6 +37,8 @@ BROKER_CONFIGS_FILE = "broker_configs.json"
 class DynamicBrokerConfigs:
     default: dict[str, Any] = field(default_factory=dict)
     broker: dict[str, Any] = field(default_factory=dict)
+    default_options: dict[str, Any] = field(default_factory=dict)
+    broker_options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, data_dir: Path) -> DynamicBrokerConfigs:
@@ -37,9 +46,20 @@ class DynamicBrokerConfigs:
         if not path.exists():
             return cls()
         doc = read_json(path)
+        options = doc.get("options", {})
         return cls(parse_topic_configs(doc.get("default", {})),
-                   parse_topic_configs(doc.get("broker", {})))
+                   parse_topic_configs(doc.get("broker", {})),
+                   _parse_options(options.get("default", {}), cluster_default=True),
+                   _parse_options(options.get("broker", {}), cluster_default=False))
 
     def save(self, data_dir: Path) -> None:
-        write_json(data_dir / BROKER_CONFIGS_FILE,
-                   {"default": self.default, "broker": self.broker})
+        write_json(data_dir / BROKER_CONFIGS_FILE, {
+            "default": self.default,
+            "broker": self.broker,
+            "options": {"default": self.default_options, "broker": self.broker_options},
+        })
+
+
+def _parse_options(raw: dict[str, Any], *, cluster_default: bool) -> dict[str, Any]:
+    return {name: kafka_broker_configs.parse(name, value, cluster_default=cluster_default)
+            for name, value in raw.items()}

@@ -27,8 +27,8 @@ A pass (``clean``), in a worker thread, never blocking appends or reads:
    segments whose total size fits ``segment.bytes``, each group into one new segment whose
    base offset is the group's first.  A record is dropped when the map holds a later offset
    for its key, or when it is a tombstone (null value) first cleaned longer than
-   ``delete.retention.ms`` ago.  Records past the map's end, keyless records (Kafka rejects
-   them on compacted topics; Bayou accepts them and keeps them) and control batches are
+   ``delete.retention.ms`` ago.  Records past the map's end, keyless records (refused on
+   compacted topics, but one made compacted later may hold some) and control batches are
    kept.  A batch keeps its base offset, last offset delta, producer id/epoch/base sequence,
    partition leader epoch, attributes and codec; only batches that lost records are
    re-encoded (``build_batch`` with the survivors' offset deltas), the others are copied

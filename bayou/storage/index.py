@@ -16,6 +16,9 @@ base offset:
 
 Entries are mirrored in memory in ``array`` columns, so a lookup is a ``bisect`` and an
 append is an ``array.append`` plus bytes queued for one ``os.write`` per produce call.
+Lookups never touch the files, so an index holds a descriptor only while it is written:
+opened by the first write, closed when its segment is sealed, loaded, or idle (see
+``_IndexFile``); a file is created with its first entry.
 Files are appended to, not preallocated, so their size is always a whole number of entries
 unless a crash tore the last write.  ``load`` refuses (returns None) any file that is not a
 plausible index for the segment, and the caller rebuilds it from batch headers; indexes of
@@ -24,6 +27,7 @@ segments past the recovery point are always rebuilt (see ``recovery.py``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from array import array
@@ -37,7 +41,14 @@ _TIME_ENTRY = struct.Struct(">qi")
 
 
 class _IndexFile:
-    """The append-only file behind an index: a pending-bytes buffer and an fd."""
+    """The append-only file behind an index: a pending-bytes buffer and a lazily opened fd.
+
+    The descriptor is opened by the first write and closed by ``close`` (a sealed segment
+    never writes again, an idle active segment reopens on its next entry), so an index costs
+    a descriptor only while it is being written — like Kafka's, whose indexes are mmapped
+    and hold no descriptor.  ``_written`` is how many bytes of entries the file holds, so a
+    failed write can be cut back to whole entries (``write_pending``, ``rollback``).
+    """
 
     entry_size = 0
 
@@ -45,24 +56,88 @@ class _IndexFile:
         self.path = path
         self.base_offset = base_offset
         self._pending = bytearray()
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._written = 0
+        self._fd = -1
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def is_open(self) -> bool:
+        return self._fd >= 0
+
+    def _open(self) -> int:
+        if self._fd < 0:
+            self._fd = os.open(
+                self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644
+            )
+        return self._fd
 
     def write_pending(self) -> None:
-        """Write the entries added since the last call (one ``os.write``)."""
+        """Write the entries added since the last call (one ``os.write``); on failure the
+        file is cut back to its previous whole entries and the entries stay pending."""
         if self._pending:
-            write_all(self.fd, self._pending)
+            fd = self._open()
+            try:
+                write_all(fd, self._pending)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, self._written)
+                raise
+            self._written += len(self._pending)
             self._pending.clear()
+
+    def mark(self) -> int:
+        """The number of entries now: what ``rollback`` returns to."""
+        return len(self)
+
+    def rollback(self, entries: int) -> None:
+        """Forget every entry after the first ``entries`` — in memory, pending and on disk
+        (an append that failed after adding them)."""
+        self._truncate_entries(entries)
+        keep = entries * self.entry_size
+        # New buffers rather than resizing: the failed write's traceback may still hold a
+        # memoryview of the old one.
+        if keep < self._written:
+            self._pending = bytearray()
+            os.ftruncate(self._open(), keep)
+            self._written = keep
+        else:
+            self._pending = self._pending[: keep - self._written]
+
+    def _truncate_entries(self, entries: int) -> None:
+        raise NotImplementedError
+
+    def sync_fd(self) -> int | None:
+        """A new descriptor to fsync the file through (the caller closes it), or None when
+        there is no file (no entry was ever written, or the segment is being deleted)."""
+        self.write_pending()
+        if self._fd >= 0:
+            return os.dup(self._fd)
+        try:
+            return os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
 
     def _rewrite(self, data: bytes) -> None:
         self._pending.clear()
-        os.ftruncate(self.fd, 0)
-        write_all(self.fd, data)
+        fd = self._open()
+        os.ftruncate(fd, 0)
+        self._written = 0
+        write_all(fd, data)
+        self._written = len(data)
+
+    def _loaded(self, data: bytes) -> None:
+        self._written = len(data)
 
     def close(self) -> None:
-        if self.fd >= 0:
-            self.write_pending()
-            os.close(self.fd)
-            self.fd = -1
+        """Write what is pending and close the descriptor (reopened by the next write)."""
+        if self._fd >= 0:
+            try:
+                self.write_pending()
+            finally:
+                os.close(self._fd)
+                self._fd = -1
 
 
 class OffsetIndex(_IndexFile):
@@ -85,9 +160,13 @@ class OffsetIndex(_IndexFile):
 
     def append(self, offset: int, position: int) -> None:
         rel = offset - self.base_offset
+        self.positions.append(position)  # first: a reader in a thread bisects ``relative``
         self.relative.append(rel)
-        self.positions.append(position)
         self._pending += _OFFSET_ENTRY.pack(rel, position)
+
+    def _truncate_entries(self, entries: int) -> None:
+        del self.relative[entries:]
+        del self.positions[entries:]
 
     def lookup(self, offset: int) -> tuple[int, int]:
         """(base offset, position) of the last indexed batch with base offset ≤ ``offset``;
@@ -99,14 +178,6 @@ class OffsetIndex(_IndexFile):
 
     def last(self) -> tuple[int, int]:
         return self.lookup(2**62)
-
-    def truncate_to_position(self, size: int) -> None:
-        """Drop entries pointing at or past ``size`` (after the log was truncated)."""
-        keep = bisect_left(self.positions, size)
-        if keep < len(self.positions):
-            del self.relative[keep:]
-            del self.positions[keep:]
-            self.rebuild_file()
 
     def rebuild_file(self) -> None:
         self._rewrite(
@@ -133,6 +204,8 @@ class OffsetIndex(_IndexFile):
         if not ok:
             del self.relative[:]
             del self.positions[:]
+        else:
+            self._loaded(data)
         return ok
 
 
@@ -159,9 +232,13 @@ class TimeIndex(_IndexFile):
         if self.timestamps and timestamp <= self.timestamps[-1]:
             return
         rel = offset - self.base_offset
+        self.relative.append(rel)  # first: a reader in a thread bisects ``timestamps``
         self.timestamps.append(timestamp)
-        self.relative.append(rel)
         self._pending += _TIME_ENTRY.pack(timestamp, rel)
+
+    def _truncate_entries(self, entries: int) -> None:
+        del self.timestamps[entries:]
+        del self.relative[entries:]
 
     def lookup(self, timestamp: int) -> int:
         """An offset such that every batch before it has max timestamp < ``timestamp``."""
@@ -175,14 +252,6 @@ class TimeIndex(_IndexFile):
         if not self.timestamps:
             return None
         return self.timestamps[-1], self.base_offset + self.relative[-1]
-
-    def truncate_to_offset(self, next_offset: int) -> None:
-        """Drop entries for offsets ≥ ``next_offset``."""
-        keep = bisect_left(self.relative, next_offset - self.base_offset)
-        if keep < len(self.relative):
-            del self.timestamps[keep:]
-            del self.relative[keep:]
-            self.rebuild_file()
 
     def rebuild_file(self) -> None:
         self._rewrite(
@@ -210,6 +279,8 @@ class TimeIndex(_IndexFile):
         if not ok:
             del self.timestamps[:]
             del self.relative[:]
+        else:
+            self._loaded(data)
         return ok
 
 

@@ -16,13 +16,18 @@ and unlinked at once — an open fd keeps an unlinked file readable — but its 
 closed only when no reader is pinned (``_retire``).  So a reader never sees a closed or,
 worse, reused fd, and never waits for the cleaner: the cleaner takes ``_lock`` only to swap
 the list.  One maintenance operation runs at a time per partition (``_maintenance_lock``).
+Fetch responses outlive a synchronous read (they are sent as the socket drains): a
+``FileRecords`` from ``read_slices`` holds a *lease* on each segment it will read, and a
+retired segment is closed only when no reader is pinned and no lease is held.
 
 Append, all or nothing: the payload is copied into one ``bytearray``, validated
 (``validate_batches``), checked against ``max.message.bytes`` and the idempotent-producer
 state, then offsets are assigned by patching each batch's base offset (LogAppendTime topics
-also get their timestamp patched), the active segment is rolled if needed, and the whole
-payload is written with one ``os.write``.  Only after the write succeeds do the log end
-offset and producer state move.
+also get their timestamp patched; a CreateTime batch whose header max timestamp is missing or
+below its first timestamp gets it computed from its records — never stored wrong), the
+active segment is rolled if needed, and the whole payload is written with one ``os.write``.
+Only after the write and its index entries succeed do the log end offset and producer state
+move; any failure on the way leaves the segment exactly as it was (``LogSegment.append``).
 
 Durability: ``recovery_point`` is the offset below which everything was fsynced by
 ``flush``; ``checkpoint`` persists it (``recovery.json``) together with the producer state
@@ -55,15 +60,21 @@ from bayou.errors import (
     UnknownTopicOrPartition,
 )
 from bayou.protocol.kafka.records import (
+    TIMESTAMP_CREATE_TIME,
     iter_records,
+    max_timestamp_is_missing,
     patch_base_offset,
     patch_log_append_time,
+    patch_max_timestamp,
+    records_max_timestamp,
     validate_batches,
     whole_batches_prefix,
 )
 from bayou.storage.engine import AppendResult
+from bayou.storage.file_records import FileRecords
 from bayou.storage.files import fsync_dir
 from bayou.storage.producer_state import Snapshot, save_snapshot
+from bayou.storage.record_checks import reject_keyless
 from bayou.storage.recovery import (
     DELETED_SUFFIX,
     PRODUCER_STATE_FILE,
@@ -120,6 +131,7 @@ class PartitionLog:
         self._roll_generation = 0
         self._flushed_generation = 0
         self._closed = False
+        self._idle_mark = -1  # log end offset at the last release_idle_files
 
     def __repr__(self) -> str:
         return (f"PartitionLog({self.topic}-{self.index}, "
@@ -146,6 +158,8 @@ class PartitionLog:
             raise RecordListTooLarge(
                 f"{len(buf)} bytes of batches exceed segment.bytes {config.segment_bytes}"
             )
+        if config.compact:  # keyless records refused: the one check that decodes records
+            reject_keyless(self.topic, self.index, buf, headers)
         with self._lock:
             if self._closed:
                 raise KafkaStorageError(f"{self!r} is closed")
@@ -166,13 +180,21 @@ class PartitionLog:
                 if append_time >= 0:
                     patch_log_append_time(buf, pos, append_time)
                     max_ts = append_time
+                elif max_timestamp_is_missing(h) and h.timestamp_type == TIMESTAMP_CREATE_TIME:
+                    max_ts = records_max_timestamp(buf, pos, h)  # rare: decodes the records
+                    patch_max_timestamp(buf, pos, max_ts)
                 last = next_offset + h.last_offset_delta
                 batches.append((next_offset, last, max_ts, h.size))
                 next_offset = last + 1
                 pos += h.size
+            if self.active.failed:
+                raise KafkaStorageError(
+                    f"{self!r} is offline: a failed write could not be undone (a restart "
+                    "recovers it)"
+                )
             try:
                 segment = self._maybe_roll(len(buf), next_offset - 1, now)
-                segment.append(buf, batches, config.index_interval_bytes)
+                segment.append(buf, batches, config.index_interval_bytes)  # all or nothing
             except OSError as exc:
                 raise KafkaStorageError(f"cannot write {self!r}: {exc}") from exc
             for h, (base, last, _, _) in zip(headers, batches, strict=True):
@@ -280,6 +302,55 @@ class PartitionLog:
                 break
         return b"".join(chunks) if len(chunks) != 1 else chunks[0]
 
+    def read_slices(
+        self, offset: int, max_bytes: int, *, min_one: bool = True, nowait: bool = False
+    ) -> FileRecords:
+        """The batches ``read`` would return, as file slices to send later (Fetch).
+
+        Only batch headers are read (see ``FileRecords``).  The first whole batch is
+        included even beyond ``max_bytes`` when ``min_one`` (KIP-74: the first partition of
+        a response with data); without it a first batch larger than ``max_bytes`` gives
+        nothing.  ``nowait``: ``PageCacheMiss`` when a header it needs is not cached (the
+        caller repeats in a worker thread).  The caller must ``close`` the result.
+        """
+        log_end = self.log_end_offset
+        if offset == log_end:
+            return FileRecords([], self._release_leases)
+        if offset < self.log_start_offset or offset > log_end:
+            raise OffsetOutOfRange(
+                f"offset {offset} is outside [{self.log_start_offset}, {log_end}] "
+                f"of {self.topic}-{self.index}"
+            )
+        segments = self._pin()
+        try:
+            slices: list[tuple[LogSegment, int, int]] = []
+            total = 0
+            for seg in segments[self._segment_index(segments, offset):]:
+                try:
+                    found = seg.find_batch(offset, nowait=nowait)
+                    if found is None:
+                        continue
+                    pos, first = found
+                    limit = pos + max_bytes - total
+                    if not slices and min_one:
+                        limit = max(limit, pos + first.size)
+                    end = seg.batches_end(pos, limit, nowait=nowait)
+                except PageCacheMiss:
+                    if slices:
+                        break  # what is planned so far; the client fetches the rest next time
+                    raise
+                if end > pos:
+                    slices.append((seg, pos, end - pos))
+                    total += end - pos
+                if end < seg.size or total >= max_bytes:
+                    break
+            with self._readers_lock:  # pinned: none of these segments is closed yet
+                for seg, _pos, _length in slices:
+                    seg.leases += 1
+            return FileRecords(slices, self._release_leases)
+        finally:
+            self._unpin()
+
     def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record with timestamp ≥ ``timestamp_ms``.
 
@@ -349,20 +420,36 @@ class PartitionLog:
     def _unpin(self) -> None:
         with self._readers_lock:
             self._reading -= 1
-            if self._reading or not self._retired:
-                return
-            retired, self._retired = self._retired, []
-        for seg in retired:
+            closable = self._closable()
+        for seg in closable:
             seg.close()
 
     def _retire(self, segments: list[LogSegment]) -> None:
-        """Close the fds of segments that left the list, once no reader is pinned."""
+        """Close the fds of segments that left the list, once no reader is pinned and no
+        ``FileRecords`` holds a lease on them."""
         with self._readers_lock:
-            if self._reading:
-                self._retired.extend(segments)
-                return
-        for seg in segments:
+            self._retired.extend(segments)
+            closable = self._closable()
+        for seg in closable:
             seg.close()
+
+    def _release_leases(self, segments: list[LogSegment]) -> None:
+        """A ``FileRecords`` was sent or dropped: its segments may close if retired."""
+        with self._readers_lock:
+            for seg in segments:
+                seg.leases -= 1
+            closable = self._closable()
+        for seg in closable:
+            seg.close()
+
+    def _closable(self) -> list[LogSegment]:
+        """Retired segments nobody reads any more (under ``_readers_lock``)."""
+        if self._reading or not self._retired:
+            return []
+        closable = [seg for seg in self._retired if not seg.leases]
+        if closable:
+            self._retired = [seg for seg in self._retired if seg.leases]
+        return closable
 
     # ------------------------------------------------------------------ retention
 
@@ -398,7 +485,7 @@ class PartitionLog:
             if config.retention_ms >= 0:
                 k = 0
                 while (k < len(segs) and not segs[k].empty
-                       and now - segs[k].max_timestamp > config.retention_ms):
+                       and now - segs[k].largest_timestamp() > config.retention_ms):
                     k += 1
                 count = max(count, k)
             if config.retention_bytes >= 0:
@@ -515,6 +602,17 @@ class PartitionLog:
             self._flushed_generation = max(self._flushed_generation, generation)
             self._last_flush_ms = self._clock_ms()
             return self.recovery_point
+
+    def release_idle_files(self) -> None:
+        """Close the active segment's index files when nothing was appended since the last
+        call (sealed segments hold none): an idle partition keeps one descriptor, its
+        ``.log``.  Called every few seconds by the broker; the next index entry reopens."""
+        with self._lock:
+            if self._closed:
+                return
+            if self.log_end_offset == self._idle_mark:
+                self.active.release_index_files()
+            self._idle_mark = self.log_end_offset
 
     def checkpoint(self) -> None:
         """Persist the recovery point and the producer state as of it (flushed data only)."""

@@ -4,18 +4,28 @@ Theory of operation
 -------------------
 Layout (see ``docs/design/storage.md``)::
 
+    DATA/.lock                          held (flock) by the broker using the directory
     DATA/meta.json                      cluster id, producer-id block high-water mark
     DATA/.clean_shutdown                present only between a clean close and the next open
     DATA/topics/<topic>/topic.json      topic id, partition count, config overrides
     DATA/topics/<topic>/<p>/            one partition: segments, recovery.json,
                                         producer_state.json
     DATA/staging/, DATA/deleted/        in-flight topic creations and deletions
+    DATA/internal/<name>/0/             the broker's own compacted logs (not managed here)
 
 Every structural change is made crash-safe by renames: a topic is created in
 ``staging/<random>/`` and renamed into ``topics/`` once complete; a deleted topic is renamed
 into ``deleted/`` first and removed afterwards.  ``open`` wipes both folders, so a crash
 leaves a topic either fully present or absent.  New partitions get their directories before
 ``topic.json`` counts them; directories beyond the count are leftovers and are removed.
+
+Internal topics: the names in ``INTERNAL_TOPICS`` are never created as user topics (every
+door creates topics here, so Kafka, HTTP, AMQP and MQTT are all refused alike).  An internal
+log the broker opens itself (the group coordinator's ``__consumer_offsets``) is registered
+with ``register_internal``: it then has a topic id and is found by ``partition`` and
+``topic_by_id`` — so Metadata can show it and Fetch/ListOffsets can read it — but it is not
+in ``topics()``, so nothing that changes topics (configs, partitions, deletion, retention)
+reaches it.  Writes to it are refused by the broker core (``BrokerState.append_now``).
 
 Producer ids are handed out from blocks of ``PRODUCER_ID_BLOCK``: the end of the current
 block is persisted before any id from it is used, and a restart starts at that end, so an
@@ -44,9 +54,11 @@ from bayou.errors import (
 )
 from bayou.storage.broker_configs import DynamicBrokerConfigs
 from bayou.storage.cleaner import CleanStats, clean, needs_cleaning
+from bayou.storage.dir_lock import DataDirLock
 from bayou.storage.files import fsync_dir, write_atomic
 from bayou.storage.log import PartitionLog
 from bayou.storage.metadata import (
+    INTERNAL_TOPICS,
     ClusterMeta,
     TopicMeta,
     collision_key,
@@ -81,10 +93,13 @@ class LogManager:
         self._topics: dict[str, TopicMeta] = {}
         self._by_id: dict[uuid.UUID, TopicMeta] = {}
         self._logs: dict[tuple[str, int], PartitionLog] = {}
+        self._internal: dict[str, TopicMeta] = {}
+        self._internal_logs: dict[tuple[str, int], PartitionLog] = {}
         self._cluster = ClusterMeta("")
         self._next_producer_id = 0
         self.cluster_id = ""
         self.opened_cleanly = False
+        self._dir_lock: DataDirLock | None = None
 
     @property
     def _topics_dir(self) -> Path:
@@ -93,7 +108,18 @@ class LogManager:
     # ------------------------------------------------------------------ lifecycle
 
     def open(self) -> None:
-        """Load metadata and recover every partition."""
+        """Lock the data directory, load metadata and recover every partition.
+
+        Raises ``DataDirectoryInUse`` when another broker holds the directory."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._dir_lock = DataDirLock(self.data_dir)
+        try:
+            self._open_locked()
+        except BaseException:
+            self._dir_lock.release()
+            raise
+
+    def _open_locked(self) -> None:
         for sub in ("topics", "staging", "deleted"):
             (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
         for sub in ("staging", "deleted"):
@@ -127,13 +153,20 @@ class LogManager:
                 log.close()
             self._logs.clear()
             write_atomic(self.data_dir / CLEAN_SHUTDOWN_FILE, b"")
+            if self._dir_lock is not None:
+                self._dir_lock.release()
 
     def checkpoint(self) -> None:
-        """Write recovery checkpoints and producer-state snapshots of flushed data."""
+        """Write recovery checkpoints and producer-state snapshots of flushed data, and
+        close the index files of partitions idle since the last call."""
         with self._lock:
             logs = list(self._logs.values())
         for log in logs:
             log.checkpoint()
+            log.release_idle_files()
+
+    def partition_count(self) -> int:
+        return len(self._logs)
 
     # ------------------------------------------------------------------ topics
 
@@ -143,7 +176,37 @@ class LogManager:
         return types.MappingProxyType(self._topics)
 
     def topic_by_id(self, topic_id: uuid.UUID) -> TopicMeta | None:
-        return self._by_id.get(topic_id)
+        found = self._by_id.get(topic_id)
+        if found is None:
+            for meta in self._internal.values():
+                if meta.topic_id == topic_id:
+                    return meta
+        return found
+
+    def internal_topics(self) -> Mapping[str, TopicMeta]:
+        """The registered internal topics (``register_internal``), by name."""
+        return types.MappingProxyType(self._internal)
+
+    def register_internal(self, log: PartitionLog) -> TopicMeta:
+        """Make an internal log (one partition the broker opened itself) readable as the
+        internal topic ``log.topic``: found by ``partition`` and ``topic_by_id``, never listed
+        in ``topics()``.  Its id is derived from the cluster id and the name, so it is the
+        same after a restart.  A user topic of that name created before names were reserved
+        keeps the name: the internal log is then not registered."""
+        name = log.topic
+        topic_id = uuid.uuid5(uuid.NAMESPACE_URL, f"bayou:{self.cluster_id}:{name}")
+        meta = TopicMeta(name, topic_id, 1, {})
+        with self._lock:
+            if name not in self._topics:
+                self._internal[name] = meta
+                self._internal_logs[(name, 0)] = log
+        return meta
+
+    def unregister_internal(self, name: str) -> None:
+        """Forget an internal topic (before its log is closed)."""
+        with self._lock:
+            self._internal.pop(name, None)
+            self._internal_logs.pop((name, 0), None)
 
     def topic_config(self, name: str) -> TopicConfig:
         meta = self._topics.get(name)
@@ -156,7 +219,7 @@ class LogManager:
         return TopicConfig.resolve(self.defaults, overrides)
 
     def partition(self, topic: str, index: int) -> PartitionLog:
-        log = self._logs.get((topic, index))
+        log = self._logs.get((topic, index)) or self._internal_logs.get((topic, index))
         if log is None:
             raise UnknownTopicOrPartition(f"unknown topic partition {topic}-{index}")
         return log
@@ -172,10 +235,18 @@ class LogManager:
         with self._lock:
             if name in self._topics:
                 raise TopicAlreadyExists(f"topic {name!r} already exists")
+            if name in self._internal:
+                raise TopicAlreadyExists(f"topic {name!r} already exists: it is internal")
+            reserved = INTERNAL_TOPICS.get(name)
+            if reserved is not None:
+                raise InvalidTopic(f"topic name {name!r} is reserved for {reserved}")
             key = collision_key(name)
             for other in self._topics:
                 if collision_key(other) == key:
                     raise InvalidTopic(f"topic {name!r} collides with existing topic {other!r}")
+            for other in INTERNAL_TOPICS:
+                if collision_key(other) == key:
+                    raise InvalidTopic(f"topic {name!r} collides with internal topic {other!r}")
             if partitions < 1:
                 raise InvalidPartitions(f"number of partitions must be at least 1: {partitions}")
             meta = TopicMeta(name, uuid.uuid4(), partitions, parse_topic_configs(configs))
@@ -264,14 +335,19 @@ class LogManager:
         return {**self.static_defaults, **dynamic.default, **dynamic.broker}
 
     def alter_broker_configs(
-        self, scope: str, configs: Mapping[str, Any], *, validate_only: bool = False
+        self, scope: str, configs: Mapping[str, Any], *, validate_only: bool = False,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
         """Replace the dynamic topic-config defaults of ``scope`` ("default" for the cluster,
         "broker" for this node) with ``configs`` (topic config names, raw or parsed values);
-        every topic without its own override follows at once."""
+        every topic without its own override follows at once.  ``options``, when given,
+        replaces that scope's other dynamic broker configs (Kafka names, parsed values)."""
         parsed = parse_topic_configs(configs)
         with self._lock:
-            dynamic = replace(self.dynamic, **{scope: parsed})
+            changes: dict[str, Any] = {scope: parsed}
+            if options is not None:
+                changes[f"{scope}_options"] = dict(options)
+            dynamic = replace(self.dynamic, **changes)
             merged = self._merged_defaults(dynamic)
             for meta in self._topics.values():
                 check_topic_config(TopicConfig.resolve(merged, meta.configs).values)

@@ -23,6 +23,17 @@ CLUSTER_FILE = "meta.json"
 MAX_TOPIC_NAME = 249
 _TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]+")
 
+# Topic names that hold Bayou's (or Kafka's) own state: never created as user topics, by any
+# door.  ``__consumer_offsets`` exists (the group coordinator's log, DATA/internal/…) and is
+# shown as an internal topic; the others are reserved for what they are named after.
+INTERNAL_TOPICS: dict[str, str] = {
+    "__consumer_offsets": "the group coordinator's offsets and groups",
+    "__transaction_state": "the transaction coordinator",
+    "__cluster_metadata": "Kafka's metadata log",
+    "__mqtt_retained": "the MQTT gateway's retained messages",
+    "__mqtt_sessions": "the MQTT gateway's persistent sessions",
+}
+
 
 @dataclass(frozen=True)
 class TopicMeta:

@@ -57,6 +57,9 @@ class BatchMeta(NamedTuple):
 class ProducerEntry:
     epoch: int
     batches: deque[BatchMeta] = field(default_factory=lambda: deque(maxlen=CACHED_BATCHES))
+    # the max timestamp of its last batch (DescribeProducers); kept in memory only, so -1
+    # ("unknown") for a producer restored from a snapshot until it writes again
+    last_timestamp: int = -1
 
     @property
     def last_seq(self) -> int:
@@ -128,6 +131,7 @@ class ProducerStateManager:
         entry = self.producers.get(pid)
         if entry is None or entry.epoch != h.producer_epoch:
             entry = self.producers[pid] = ProducerEntry(h.producer_epoch)
+        entry.last_timestamp = append_time_ms if append_time_ms >= 0 else h.max_timestamp
         if not h.is_control and h.base_sequence >= 0:
             entry.batches.append(
                 BatchMeta(h.base_sequence, h.last_sequence, base_offset, last_offset,

@@ -33,7 +33,6 @@ Index files are only as good as the log they describe.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,9 +166,8 @@ def load_partition(
         segments.append(LogSegment(directory, log_start, now))
     for seg in segments:
         with contextlib.suppress(OSError):
-            os.fsync(seg.fd)
-            os.fsync(seg.offset_index.fd)
-            os.fsync(seg.time_index.fd)
+            seg.fsync()
+        seg.release_index_files()  # reopened by the active segment's next index entry
     fsync_dir(directory)
     log_end = segments[-1].next_offset
     log_start = min(max(log_start, segments[0].base_offset), log_end)

@@ -6,8 +6,16 @@ A segment holds the batches with offsets from its ``base_offset`` (in its file n
 ``next_offset - 1``.  Batches are appended exactly as produced (offsets already patched)
 with one ``os.write`` per produce call to an ``O_APPEND`` descriptor; reads use
 ``os.pread`` on the same descriptor, so nothing is ever seeked and readers never disturb
-the writer.  ``size`` counts only bytes of whole batches that were written successfully;
-readers never look past it.
+the writer.  ``size`` counts only bytes of whole batches that were written successfully,
+together with their index entries; readers never look past it.  An append is all or
+nothing: when the log write or an index write fails (a full disk), the files are cut back
+and every field restored (``append``), so the next append goes exactly where this one would
+have, and a restart finds only acknowledged batches.
+
+Descriptors: the ``.log`` descriptor stays open for the segment's life (readers pin the
+segment list, never reopen — see ``log.py``); the index files are written through
+descriptors opened on demand and closed when the segment is sealed, loaded or idle, so a
+segment at rest costs one descriptor.
 
 Locating an offset: the offset index gives the position of an indexed batch at or before
 the target, then ``iter_batches`` walks batch headers forward (reading the file in chunks,
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -87,6 +96,8 @@ class LogSegment:
         self.max_timestamp = -1
         self.offset_of_max_timestamp = -1  # base offset of the batch holding max_timestamp
         self._bytes_since_index = 0
+        self.failed = False  # an append failed and could not be rolled back
+        self.leases = 0  # FileRecords still to send from this file (under the log's lock)
 
     def __repr__(self) -> str:
         return f"LogSegment({self.base_offset}..{self.next_offset}, {self.size} bytes)"
@@ -95,30 +106,54 @@ class LogSegment:
     def empty(self) -> bool:
         return self.size == 0
 
+    def largest_timestamp(self) -> int:
+        """What time retention judges the segment by (Kafka's ``LogSegment.largestTimestamp``):
+        its max timestamp when it holds a valid one, else the log file's last-modified time."""
+        if self.max_timestamp >= 0:
+            return self.max_timestamp
+        return os.fstat(self.fd).st_mtime_ns // 1_000_000
+
     # ------------------------------------------------------------------ appending
 
     def append(self, buf: bytes | bytearray, batches: Sequence[tuple[int, int, int, int]],
                index_interval: int) -> None:
-        """Write ``buf`` (whole batches) and index them.
+        """Write ``buf`` (whole batches) and index them — all or nothing.
 
         ``batches`` describes each batch in ``buf``: (base offset, last offset, max
-        timestamp, size).  On a write error the file is cut back and nothing changes.
+        timestamp, size).  If anything fails — the log write, or an index write after it
+        (a full disk) — the log file and both indexes are cut back and every field restored,
+        so the segment is exactly what it was; then the error is raised.  Should even the
+        cut-back fail, ``failed`` is set and the segment must not be appended to again.
         """
         start = self.size
+        saved = (self.next_offset, self.max_timestamp, self.offset_of_max_timestamp,
+                 self._bytes_since_index)
+        marks = (self.offset_index.mark(), self.time_index.mark())
+        pos = start
         try:
             write_all(self.fd, buf)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self.fd, start)
+            for base, last, max_ts, size in batches:
+                self._index_batch(base, max_ts, pos, size, index_interval)
+                pos += size
+                self.next_offset = last + 1
+            self.offset_index.write_pending()
+            self.time_index.write_pending()
+        except BaseException:
+            self._roll_back(start, saved, marks)
             raise
-        pos = start
-        for base, last, max_ts, size in batches:
-            self._index_batch(base, max_ts, pos, size, index_interval)
-            pos += size
-            self.next_offset = last + 1
-        self.size = pos
-        self.offset_index.write_pending()
-        self.time_index.write_pending()
+        self.size = pos  # only now may readers see the new batches
+
+    def _roll_back(
+        self, size: int, saved: tuple[int, int, int, int], marks: tuple[int, int]
+    ) -> None:
+        (self.next_offset, self.max_timestamp, self.offset_of_max_timestamp,
+         self._bytes_since_index) = saved
+        try:
+            os.ftruncate(self.fd, size)
+            self.offset_index.rollback(marks[0])
+            self.time_index.rollback(marks[1])
+        except OSError:
+            self.failed = True  # the files may hold bytes past ``size``: stop appending
 
     def _index_batch(self, base: int, max_ts: int, pos: int, size: int, interval: int) -> None:
         if max_ts > self.max_timestamp:
@@ -131,11 +166,17 @@ class LogSegment:
         self._bytes_since_index += size
 
     def seal(self) -> None:
-        """The segment stops being active: record its max timestamp in the time index."""
+        """The segment stops being active: record its max timestamp in the time index, and
+        close the index files (a sealed segment never writes them again)."""
         if self.max_timestamp >= 0:
             self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
-        self.time_index.write_pending()
-        self.offset_index.write_pending()
+        self.release_index_files()
+
+    def release_index_files(self) -> None:
+        """Write pending index entries and close the index descriptors; lookups use the
+        in-memory entries, and the next entry written reopens its file."""
+        self.time_index.close()
+        self.offset_index.close()
 
     # ------------------------------------------------------------------ reading
 
@@ -195,6 +236,27 @@ class LogSegment:
             if header.last_offset >= offset:
                 return pos, header
         return None
+
+    def batches_end(self, start: int, limit: int, *, nowait: bool = False) -> int:
+        """The end of the last whole batch in ``[start, limit]``, ``start`` being a batch's
+        position; ``start`` itself when not even that batch fits.
+
+        Reads only batch headers: the offset index gives the last indexed batch at or before
+        ``limit`` (every entry is a batch's position), and headers are walked from there.
+        """
+        size = self.size
+        if limit >= size:
+            return size
+        positions = self.offset_index.positions
+        i = bisect_right(positions, limit) - 1
+        end = start
+        if i >= 0 and positions[i] > start:
+            end = positions[i]
+        for pos, header, _ in self.iter_batches(end, size, nowait=nowait):
+            if pos + header.size > limit:
+                break
+            end = pos + header.size
+        return end
 
     def find_timestamp(self, timestamp: int) -> tuple[int, BatchHeader] | None:
         """Position and header of the first batch whose max timestamp is ≥ ``timestamp``."""
@@ -280,10 +342,19 @@ class LogSegment:
     # ------------------------------------------------------------------ lifecycle
 
     def dup_fds(self) -> list[int]:
-        """Duplicates of the log and index descriptors, for fsync from another thread."""
-        self.offset_index.write_pending()
-        self.time_index.write_pending()
-        return [os.dup(fd) for fd in (self.fd, self.offset_index.fd, self.time_index.fd)]
+        """Descriptors of the log and index files for fsync from another thread (the caller
+        closes them): a duplicate of the log's, the index files' own or freshly opened."""
+        fds = [os.dup(self.fd)]
+        try:
+            for index in (self.offset_index, self.time_index):
+                fd = index.sync_fd()
+                if fd is not None:
+                    fds.append(fd)
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return fds
 
     def rename_suffix(self, suffix: str) -> None:
         """Rename the three files to ``<base>.log<suffix>`` etc. (open fds stay valid).
@@ -303,11 +374,13 @@ class LogSegment:
         self.log_path = target
 
     def fsync(self) -> None:
-        """fsync the log and both index files (a cleaned segment before its swap)."""
-        self.offset_index.write_pending()
-        self.time_index.write_pending()
-        for fd in (self.fd, self.offset_index.fd, self.time_index.fd):
-            os.fsync(fd)
+        """fsync the log and both index files (a cleaned segment before its swap, a
+        recovered one)."""
+        for fd in self.dup_fds():
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def close(self) -> None:
         self.offset_index.close()

@@ -1,8 +1,11 @@
-"""aio-pika (aiormq) against a real broker: confirms, properties, stream offsets, nack/requeue."""
+"""aio-pika (aiormq) against a real broker: confirms, properties, stream offsets, nack/requeue,
+redelivery of what a consumer that died had not acknowledged, purge."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import aio_pika
 import pamqp.commands
@@ -66,7 +69,7 @@ def test_publish_confirm_properties_and_consume(shared_broker: BrokerProcess) ->
     for body, content_type, corr, headers in got:
         i = int(body.decode().split("-")[1])
         assert content_type == "text/plain" and corr == f"corr-{i}"
-        assert headers["seq"] == str(i)  # numbers travel as text through Kafka headers
+        assert headers["seq"] == i  # numbers keep their type (Kafka sees text)
     records = kafka_read(shared_broker, name, 2, 10)
     assert all(dict(r.headers())["amqp-content-type"] == b"text/plain" for r in records)
 
@@ -136,3 +139,72 @@ def test_unknown_exchange_closes_the_channel(shared_broker: BrokerProcess) -> No
             return queue.declaration_result.message_count
 
     assert asyncio.run(main()) == 0
+
+
+_DYING_CONSUMER = """
+import asyncio, os, sys
+import aio_pika
+
+async def main():
+    conn = await aio_pika.connect(sys.argv[1])
+    ch = await conn.channel()
+    await ch.set_qos(prefetch_count=20)
+    queue = await ch.declare_queue(sys.argv[2], durable=True)
+    seen = []
+    done = asyncio.Event()
+
+    async def on(message):
+        seen.append(message)
+        if len(seen) == 6:
+            for m in seen[:2]:
+                await m.ack()  # m0, m1 done; m2..m5 in flight
+            done.set()
+
+    await queue.consume(on)
+    await asyncio.wait_for(done.wait(), 20)
+    await asyncio.sleep(0.2)  # let the acks reach the socket
+    os._exit(0)  # die: no cancel, no close
+
+asyncio.run(main())
+"""
+
+
+def test_what_a_dead_consumer_had_not_acked_is_delivered_again(
+    shared_broker: BrokerProcess,
+) -> None:
+    name = unique("aio-dies")
+
+    async def publish() -> None:
+        async with await aio_pika.connect(_url(shared_broker)) as conn:
+            ch = await conn.channel(publisher_confirms=True)
+            await ch.declare_queue(name, durable=True)  # a durable named queue: a group
+            for i in range(6):
+                await ch.default_exchange.publish(aio_pika.Message(f"m{i}".encode()),
+                                                  routing_key=name)
+
+    asyncio.run(publish())
+    done = subprocess.run([sys.executable, "-c", _DYING_CONSUMER, _url(shared_broker), name],
+                          timeout=60, check=False)
+    assert done.returncode == 0
+
+    async def again() -> tuple[list[bytes], int]:
+        async with await aio_pika.connect(_url(shared_broker)) as conn:
+            ch = await conn.channel()
+            await ch.set_qos(prefetch_count=20)
+            queue = await ch.declare_queue(name, durable=True)
+            got: list[bytes] = []
+            done = asyncio.Event()
+
+            async def on(message: Incoming) -> None:
+                got.append(message.body)
+                await message.ack()
+                if len(got) == 4:
+                    done.set()
+
+            await queue.consume(on)
+            await asyncio.wait_for(done.wait(), WAIT_S)
+            purged = await queue.purge()  # acked, so nothing is left ready
+            return got, purged.message_count
+
+    bodies, left = asyncio.run(again())
+    assert bodies == [b"m2", b"m3", b"m4", b"m5"] and left == 0

@@ -423,9 +423,49 @@ def test_kip848_consumer_protocol_with_librdkafka(gbroker: BrokerProcess) -> Non
 # --------------------------------------------------------------------------- CLI
 
 
-def bayou(broker: BrokerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+def bayou(broker: BrokerProcess, *args: str, tz: str | None = None
+          ) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TZ": tz} if tz else None
     return subprocess.run([sys.executable, "-m", "bayou", *args, "-b", broker.bootstrap],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+                          capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+
+
+def test_group_list_shows_lag(gbroker: BrokerProcess) -> None:
+    topic, group, idle = unique_topic("lag"), unique_topic("g"), unique_topic("g")
+    create_topic(gbroker.bootstrap, topic, 2)
+    produce_all(gbroker.bootstrap, topic, make_messages(10, 2))  # 5 in each partition
+    for name, offsets in ((group, [(0, 2), (1, 5)]), (idle, [])):
+        c = Consumer({"bootstrap.servers": gbroker.bootstrap, "group.id": name,
+                      "enable.auto.commit": False})
+        if offsets:
+            c.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets],
+                     asynchronous=False)
+        c.close()
+    listed = bayou(gbroker, "group", "list")
+    assert listed.returncode == 0, listed.stderr
+    lags = {line.split()[0]: line.split()[-1] for line in listed.stdout.splitlines()}
+    assert lags[group] == "3"  # 5 - 2 in partition 0, nothing left in partition 1
+
+
+def test_a_time_without_a_zone_is_utc_in_every_command(gbroker: BrokerProcess) -> None:
+    """Run on a machine whose local time is UTC+5:30: a zone-less time still means UTC."""
+    topic, group = unique_topic("utc"), unique_topic("g")
+    create_topic(gbroker.bootstrap, topic, 1)
+    base = int(time.time() * 1000) - 3_600_000
+    produce_all(gbroker.bootstrap, topic, make_messages(100, 1, base_ts=base))
+    naive = datetime.fromtimestamp((base + 60) / 1000, UTC).replace(tzinfo=None).isoformat()
+    india = "IST-5:30"  # POSIX TZ: needs no time zone database
+    consumed = bayou(gbroker, "consume", topic, "--from", naive, "--format", "json", tz=india)
+    assert consumed.returncode == 0, consumed.stderr
+    assert [json.loads(line)["offset"] for line in consumed.stdout.splitlines()] == list(
+        range(60, 100))
+    plan = bayou(gbroker, "group", "reset-offsets", group, "--topic", topic, "--to-datetime",
+                 naive, tz=india)
+    assert plan.returncode == 0, plan.stderr
+    assert plan.stdout.splitlines()[1].split()[-1] == "60", plan.stdout
+    trimmed = bayou(gbroker, "topic", "trim", topic, "--before", naive, tz=india)
+    assert trimmed.returncode == 0, trimmed.stderr
+    assert trimmed.stdout.strip() == "Partition 0: earliest offset is now 60."
 
 
 def test_reset_offsets_to_datetime_replays_from_that_time(gbroker: BrokerProcess) -> None:

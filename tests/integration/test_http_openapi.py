@@ -1,4 +1,6 @@
-"""The OpenAPI document: served, browsable, and schemathesis finds no 5xx against it."""
+"""The OpenAPI document: served, browsable, and true — schemathesis, with every check it has,
+finds no answer that the document does not describe (status, media type, body), no valid
+request refused and no invalid one accepted."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import httpx
 import pytest
 
 from tests.support.broker import BrokerProcess
+from tests.support.http import V2
 
 MAX_EXAMPLES = 8
 RUN_LIMIT_S = 90
@@ -28,14 +31,15 @@ def api_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProce
         proc.kill()
 
 
-def test_schemathesis_finds_no_server_error(api_broker: BrokerProcess) -> None:
-    """Coverage and fuzzing phases over every operation but the never-ending streams
-    (tested in test_http_stream.py); a fixed seed keeps the run reproducible."""
+def test_schemathesis_finds_no_mismatch(api_broker: BrokerProcess) -> None:
+    """Examples, coverage and fuzzing phases over every operation but the never-ending
+    streams (tested in test_http_stream.py), all checks; a fixed seed keeps the run
+    reproducible."""
     cli = Path(sys.executable).with_name("schemathesis")
     result = subprocess.run(
         [str(cli), "run", f"{api_broker.http_url}/openapi.json",
-         "--checks", "not_a_server_error", "--max-examples", str(MAX_EXAMPLES),
-         "--exclude-path-regex", "/stream$", "--phases", "coverage,fuzzing",
+         "--checks", "all", "--max-examples", str(MAX_EXAMPLES),
+         "--exclude-path-regex", "/stream$", "--phases", "examples,coverage,fuzzing",
          "--request-timeout", "10", "--seed", "1", "--no-color"],
         capture_output=True, text=True, timeout=RUN_LIMIT_S,
         env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"},
@@ -53,5 +57,26 @@ def test_document_and_docs_page(api_broker: BrokerProcess, tmp_path: Path) -> No
         assert {"application/vnd.kafka.json.v2+json",
                 "application/vnd.kafka.binary.v2+json", "application/json"} <= set(body)
         assert "ProduceRequest" in doc["components"]["schemas"]
+        # every answer is documented under the media type it is sent with
+        for path, methods in doc["paths"].items():
+            for method, operation in methods.items():
+                for status, answer in operation["responses"].items():
+                    media = set(answer.get("content", {}))
+                    expected = {"text/event-stream"} if (path, status) == (
+                        "/topics/{topic}/stream", "200") else {V2}
+                    assert media <= expected, (method, path, status, media)
+                    if status >= "400":
+                        assert media == {V2}, (method, path, status)
+        # OPTIONS and 405 name every method served at the path (two routes here)
+        offsets = "/consumers/g/instances/i/offsets"
+        options = http.options(offsets)
+        assert (options.status_code, options.headers["allow"]) == (204, "GET, OPTIONS, POST")
+        assert http.put(offsets).headers["allow"] == "GET, OPTIONS, POST"
         page = http.get("/docs")
         assert page.status_code == 200 and "swagger" in page.text.lower()
+        # the root says where things are; a browser is sent to the docs
+        index = http.get("/")
+        assert index.status_code == 200, index.text
+        assert index.json()["docs"] == "/docs" and index.json()["openapi"] == "/openapi.json"
+        browser = http.get("/", headers={"Accept": "text/html,*/*;q=0.8"})
+        assert (browser.status_code, browser.headers["location"]) == (307, "/docs")

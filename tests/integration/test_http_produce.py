@@ -12,7 +12,7 @@ from confluent_kafka import Producer
 
 from tests.integration.test_confluent_kafka import consume_all, create_topic
 from tests.support.broker import BrokerProcess
-from tests.support.http import BINARY_V2, JSON_V2, V2, client
+from tests.support.http import BINARY_V2, JSON_V2, V2, client, create_instance, read_records
 from tests.support.kafka import unique_topic
 
 
@@ -97,6 +97,41 @@ def test_keyed_records_land_where_the_java_partitioner_puts_them(
                          on_delivery=lambda err, msg: kafka_partitions.append(msg.partition()))
         producer.flush(15)
     assert http_partitions == kafka_partitions
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_headers_are_kept_and_read_back_exactly(shared_broker: BrokerProcess) -> None:
+    """REST Proxy v3 style headers, in either format: confluent-kafka and an HTTP consumer
+    instance get them back in order, repeats, empty and null values, bytes and all."""
+    topic = unique_topic("hh")
+    create_topic(shared_broker.bootstrap, topic, 1)
+    headers = [("trace-id", b"abc-123"), ("bin", bytes(range(256))), ("trace-id", b"again"),
+               ("empty", b""), ("none", None), ("ü", "é".encode())]
+    wire = [{"name": n, "value": None if v is None else _b64(v)} for n, v in headers]
+    with client(shared_broker.http_url) as http:
+        r = http.post(f"/topics/{topic}", json={"records": [
+            {"key": "k", "value": {"n": 1}, "headers": wire}, {"value": 2}]},
+            headers={"Content-Type": JSON_V2})
+        assert r.status_code == 200, r.text
+        r = http.post(f"/topics/{topic}/partitions/0", json={"records": [
+            {"value": _b64(b"x"), "headers": wire[:1]}]}, headers={"Content-Type": BINARY_V2})
+        assert r.status_code == 200, r.text
+        bad = http.post(f"/topics/{topic}", json={"records": [
+            {"value": 3, "headers": [{"name": "h", "value": "not base64!"}]}]})
+        assert bad.status_code == 422, bad.text
+        received = consume_all(shared_broker.bootstrap, topic, 1, 3)
+        assert [m.headers() for m in received] == [headers, None, headers[:1]]
+        base = create_instance(http, unique_topic("hhg"), "reader", format="binary",
+                               **{"auto.offset.reset": "earliest"})
+        r = http.post(f"{base}/assignments", json={"partitions": [
+            {"topic": topic, "partition": 0}]}, headers={"Content-Type": V2})
+        assert r.status_code == 204, r.text
+        got = read_records(http, base, BINARY_V2, 3)
+    assert [g.get("headers") for g in got] == [wire, None, wire[:1]]
+    assert [g["offset"] for g in got] == [0, 1, 2]  # the refused request wrote nothing
 
 
 def test_topic_metadata(shared_broker: BrokerProcess) -> None:

@@ -18,6 +18,7 @@ from tests.support.http import client
 from tests.support.kafka import make_messages, unique_topic
 
 DEADLINE_S = 20
+HEADERS = [{"name": "source", "value": "aHR0cA=="}, {"name": "none", "value": None}]
 
 
 def read_events(lines: Iterator[str], count: int) -> list[tuple[str, dict[str, Any]]]:
@@ -93,11 +94,12 @@ def test_websocket_stream(shared_broker: BrokerProcess) -> None:
     with client(shared_broker.http_url) as http:
         http.post(f"/topics/{topic}", json={"records": [{"key": "k", "value": {"n": i}}
                                                         for i in range(5)]})
+        http.post(f"/topics/{topic}", json={"records": [{"value": "h", "headers": HEADERS}]})
     ws_url = shared_broker.http_url.replace("http://", "ws://") + f"/topics/{topic}/stream"
 
     async def follow() -> list[dict[str, Any]]:
         async with websockets.connect(f"{ws_url}?from=earliest", open_timeout=10) as ws:
-            got = [json.loads(await asyncio.wait_for(ws.recv(), DEADLINE_S)) for _ in range(5)]
+            got = [json.loads(await asyncio.wait_for(ws.recv(), DEADLINE_S)) for _ in range(6)]
             async with httpx.AsyncClient(base_url=shared_broker.http_url) as http:
                 await http.post(f"/topics/{topic}", json={"records": [{"value": "live"}]})
             got.append(json.loads(await asyncio.wait_for(ws.recv(), DEADLINE_S)))
@@ -108,5 +110,6 @@ def test_websocket_stream(shared_broker: BrokerProcess) -> None:
     got = asyncio.run(follow())
     assert [(m["offset"], m["key"], m["value"]) for m in got[:5]] == [
         (i, "k", {"n": i}) for i in range(5)]
-    assert (got[5]["offset"], got[5]["value"], got[5]["id"]) == (5, "live", "0:6")
-    assert got[6]["offset"] == 3
+    assert "headers" not in got[0] and got[5]["headers"] == HEADERS
+    assert (got[6]["offset"], got[6]["value"], got[6]["id"]) == (6, "live", "0:7")
+    assert got[7]["offset"] == 3

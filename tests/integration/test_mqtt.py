@@ -14,10 +14,18 @@ from confluent_kafka import Consumer, Producer
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties as PahoProperties
 
-from bayou.protocol.mqtt import decode, encode
-from bayou.protocol.mqtt.packets import MQTT_5, Connect, Disconnect, Publish, Reason, Will
+from bayou.protocol.mqtt import encode
+from bayou.protocol.mqtt.packets import (
+    MQTT_5,
+    ConnAck,
+    Connect,
+    Disconnect,
+    Publish,
+    Reason,
+    Will,
+)
 from tests.support.broker import BrokerProcess
-from tests.support.mqtt import MqttTestClient, unique
+from tests.support.mqtt import MqttTestClient, PacketReader, unique
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -212,24 +220,31 @@ def test_bad_input_closes_only_that_connection(shared_broker: BrokerProcess) -> 
             sock.sendall(b"\x30\x03\x00\x01t")  # PUBLISH before CONNECT: protocol violation
             sock.settimeout(5)
             assert sock.recv(100) == b""  # closed
+        # The broker refuses the oversized PUBLISH from its length prefix, while the client
+        # is still sending it: the broker must read on (and drop) the rest, not close with
+        # unread bytes — the kernel would answer with RST, failing the client's send and
+        # losing the DISCONNECT that tells it why.
         with socket.create_connection(("127.0.0.1", shared_broker.mqtt_port), 5) as sock:
-            sock.sendall(encode(Connect(unique("big"), MQTT_5)))
             sock.settimeout(5)
-            assert sock.recv(200)[:1] == b"\x20"
+            reader = PacketReader(sock)
+            sock.sendall(encode(Connect(unique("big"), MQTT_5)))
+            assert isinstance(reader.next(), ConnAck)
             sock.sendall(encode(Publish(f"{top}/x", b"x" * (2 * 1024 * 1024)), MQTT_5))
-            data = sock.recv(200)
-            packet = decode(data[0], data[2:], MQTT_5)
+            packet = reader.next()
             assert isinstance(packet, Disconnect)
             assert packet.reason_code == Reason.PACKET_TOO_LARGE
+            assert reader.next() is None  # then a clean end of stream
         with socket.create_connection(("127.0.0.1", shared_broker.mqtt_port), 5) as sock:
-            sock.sendall(encode(Connect(unique("wild"), MQTT_5)))
             sock.settimeout(5)
-            sock.recv(200)
-            sock.sendall(encode(Publish(f"{top}/+", b"x"), MQTT_5))
-            data = sock.recv(200)
-            packet = decode(data[0], data[2:], MQTT_5)
+            reader = PacketReader(sock)
+            sock.sendall(encode(Connect(unique("wild"), MQTT_5)))
+            assert isinstance(reader.next(), ConnAck)
+            sock.sendall(encode(Publish(f"{top}/+", b"x"), MQTT_5)
+                         + encode(Publish(f"{top}/y", b"sent after the bad one"), MQTT_5))
+            packet = reader.next()
             assert isinstance(packet, Disconnect)
             assert packet.reason_code == Reason.TOPIC_NAME_INVALID
+            assert reader.next() is None
         pub = MqttTestClient(shared_broker.mqtt_port, unique("p"))
         try:
             pub.publish(f"{top}/ok", b"still here", qos=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import socket
 import threading
 import time
 import uuid
@@ -12,6 +13,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from bayou.protocol.mqtt import decode
+from bayou.protocol.mqtt.codec import FrameReader
+from bayou.protocol.mqtt.packets import MQTT_5, Packet
 
 WAIT_S = 15.0
 
@@ -24,17 +30,41 @@ class Received:
     retain: bool
     user_properties: list[tuple[str, str]] = field(default_factory=list)
     content_type: str | None = None
+    subscription_ids: list[int] = field(default_factory=list)
+    topic_alias: int | None = None  # paho leaves aliases to the application: topic is ""
 
 
 def unique(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:8]}"
 
 
+class PacketReader:
+    """Reads whole packets the server sends on a raw socket."""
+
+    def __init__(self, sock: socket.socket, version: int = MQTT_5) -> None:
+        self.sock = sock
+        self.version = version
+        self._frames = FrameReader()
+
+    def next(self) -> Packet | None:
+        """The next packet, or None at the server's EOF (a reset raises
+        ConnectionResetError).  Each read waits at most the socket's timeout."""
+        while True:
+            frame = self._frames.next_frame()
+            if frame is not None:
+                return decode(frame[0], frame[1], self.version)
+            data = self.sock.recv(65536)
+            if not data:
+                return None
+            self._frames.feed(data)
+
+
 class MqttTestClient:
     def __init__(self, port: int, client_id: str = "", *, version: int = 4,
                  clean: bool = True, session_expiry: int | None = None,
                  transport: str = "tcp", will: tuple[str, bytes, int, bool] | None = None,
-                 keepalive: int = 30, receive_maximum: int | None = None) -> None:
+                 keepalive: int = 30, receive_maximum: int | None = None,
+                 topic_alias_maximum: int | None = None) -> None:
         protocol = mqtt.MQTTv5 if version == 5 else mqtt.MQTTv311
         kwargs: dict[str, Any] = {}
         if version != 5:
@@ -62,6 +92,8 @@ class MqttTestClient:
                 connect_props.SessionExpiryInterval = session_expiry
             if receive_maximum is not None:
                 connect_props.ReceiveMaximum = receive_maximum
+            if topic_alias_maximum is not None:
+                connect_props.TopicAliasMaximum = topic_alias_maximum
         self.client.connect_async("127.0.0.1", port, keepalive,
                                   clean_start=clean if version == 5 else 3,
                                   properties=connect_props)
@@ -84,15 +116,29 @@ class MqttTestClient:
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         user: list[tuple[str, str]] = []
         content_type = None
+        sub_ids: list[int] = []
+        alias = None
         if msg.properties is not None:
             user = list(getattr(msg.properties, "UserProperty", []) or [])
             content_type = getattr(msg.properties, "ContentType", None)
+            sub_ids = list(getattr(msg.properties, "SubscriptionIdentifier", []) or [])
+            alias = getattr(msg.properties, "TopicAlias", None)
         self.messages.put(Received(msg.topic, msg.payload, msg.qos, bool(msg.retain), user,
-                                   content_type))
+                                   content_type, sub_ids, alias))
 
-    def subscribe(self, topic_filter: str, qos: int = 0) -> None:
+    def subscribe(self, topic_filter: str, qos: int = 0, *, sub_id: int | None = None,
+                  options: SubscribeOptions | None = None) -> None:
+        """Subscribe and wait for the SUBACK; 5.0 ``options`` replace ``qos``."""
         self.subscribed.clear()
-        result, _mid = self.client.subscribe(topic_filter, qos)
+        props = None
+        if sub_id is not None:
+            props = Properties(PacketTypes.SUBSCRIBE)
+            props.SubscriptionIdentifier = sub_id
+        if options is not None:
+            result, _mid = self.client.subscribe(topic_filter, options=options,
+                                                 properties=props)
+        else:
+            result, _mid = self.client.subscribe(topic_filter, qos, properties=props)
         assert result == mqtt.MQTT_ERR_SUCCESS
         assert self.subscribed.wait(WAIT_S), "no SUBACK"
 
@@ -116,6 +162,11 @@ class MqttTestClient:
                 break
         return out
 
-    def close(self) -> None:
-        self.client.disconnect()
+    def close(self, session_expiry: int | None = None) -> None:
+        """DISCONNECT (5.0: with a new Session Expiry Interval if given) and stop."""
+        props = None
+        if session_expiry is not None:
+            props = Properties(PacketTypes.DISCONNECT)
+            props.SessionExpiryInterval = session_expiry
+        self.client.disconnect(properties=props)
         self.client.loop_stop()

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from bayou.cli import cli
 from bayou.cli._common import UsageProblem, bootstrap_addresses, check_topic_name
 from bayou.cli.consume import message_json, parse_start
+from bayou.cli.listener import CORRELATION_ID, answer_protocol
 from bayou.config import BrokerConfig
 
 
@@ -72,6 +73,17 @@ class _FakeMessage:
 
     def headers(self) -> list[tuple[str, bytes | None]]:
         return [("a", b"1"), ("bin", b"\xff"), ("none", None)]
+
+
+def test_answer_protocol() -> None:
+    kafka = (200).to_bytes(4, "big") + CORRELATION_ID.to_bytes(4, "big")
+    assert answer_protocol(kafka) is None
+    assert answer_protocol(b"HTTP/1.1") == "answers in HTTP"
+    assert answer_protocol(b"AMQP\x00\x00\x09\x01") == "answers in AMQP"
+    assert answer_protocol(b"") == "closed the connection without answering a Kafka request"
+    assert answer_protocol(b"\x15\x03\x03\x00\x02\x02\x46") == "gave an answer that is not Kafka's"
+    other_id = (200).to_bytes(4, "big") + (7).to_bytes(4, "big")
+    assert answer_protocol(other_id) == "gave an answer that is not Kafka's"
 
 
 def test_message_json() -> None:
@@ -133,6 +145,21 @@ def test_serve_flags_left_out_let_toml_and_env_win(fake_run: list[BrokerConfig],
     assert config.topic_defaults == {"retention.ms": 5}
 
 
+def test_cors_origins_from_flags_toml_and_env(fake_run: list[BrokerConfig],
+                                              tmp_path: Path) -> None:
+    toml = tmp_path / "bayou.toml"
+    toml.write_text('http_cors_origins = ["https://from-toml.example"]\n')
+    assert _serve(["--config", str(toml)]).exit_code == 0
+    assert _serve(["--config", str(toml)], env={
+        "BAYOU_HTTP_CORS_ORIGINS": "http://localhost:3000, https://b.example"}).exit_code == 0
+    assert _serve(["--config", str(toml), "--http-cors-origin", "*",
+                   "--http-cors-origin", "http://127.0.0.1:5173"]).exit_code == 0
+    assert _serve([]).exit_code == 0
+    assert [c.http_cors_origins for c in fake_run] == [
+        ("https://from-toml.example",), ("http://localhost:3000", "https://b.example"),
+        ("*", "http://127.0.0.1:5173"), ()]
+
+
 @pytest.mark.parametrize(("args", "env", "message"), [
     (["--topic-default", "segment.bytes=3"], {},
      "Invalid configuration: Invalid value '3' for configuration segment.bytes: must be at least "
@@ -142,6 +169,10 @@ def test_serve_flags_left_out_let_toml_and_env_win(fake_run: list[BrokerConfig],
     (["--config", "/no/such/bayou.toml"], {},
      "Cannot read the config file /no/such/bayou.toml: No such file or directory.\n"),
     (["--topic-default", "oops"], {}, "--topic-default expects KEY=VALUE, got 'oops'.\n"),
+    (["--http-cors-origin", "http://localhost:3000/"], {},
+     "Invalid configuration: Invalid value 'http://localhost:3000/' for http_cors_origins: an "
+     "origin is scheme://host[:port] without a path or trailing slash (e.g. "
+     "http://localhost:3000), or * for any origin.\n"),
 ])
 def test_serve_bad_config_is_one_sentence_exit_2(fake_run: list[BrokerConfig], args: list[str],
                                                  env: dict[str, str], message: str) -> None:

@@ -1,6 +1,6 @@
 """Fetch never answers records past the high watermark it reports.
 
-A cold read runs in a worker thread (``BrokerState.read``) while the event loop goes on
+A cold read runs in a worker thread (``BrokerState.read_records``) while the event loop goes on
 appending; the partition's high watermark in the response must cover every record the read
 returned, as in Kafka, where a fetch never returns data above the high watermark.
 """
@@ -17,6 +17,7 @@ from bayou.protocol.kafka import RequestHeader
 from bayou.protocol.kafka import messages as m
 from bayou.protocol.kafka import records as R
 from bayou.storage import LogManager, PartitionLog
+from bayou.storage.file_records import FileRecords
 from tests.unit.test_storage_log import batch
 
 
@@ -27,14 +28,14 @@ def test_high_watermark_covers_records_read_while_appends_land(tmp_path: Path) -
         state = BrokerState(BrokerConfig(data_dir=tmp_path / "data"), logs)
         logs.create_topic("t", 1, {})
         state.append_now("t", 0, batch(3))
-        plain_read = state.read
+        plain_read = state.read_records
 
-        async def read_while_appending(log_: PartitionLog, offset: int, max_bytes: int) -> (
-                bytes | bytearray | memoryview):
+        async def read_while_appending(log_: PartitionLog, offset: int, max_bytes: int, *,
+                                       min_one: bool) -> bytes | FileRecords:
             state.append_now("t", 0, batch(2))  # lands while the worker thread reads
-            return await plain_read(log_, offset, max_bytes)
+            return await plain_read(log_, offset, max_bytes, min_one=min_one)
 
-        state.read = read_while_appending  # type: ignore[method-assign]
+        state.read_records = read_while_appending  # type: ignore[method-assign]
         request = m.FetchRequest(
             max_wait_ms=0, min_bytes=1, max_bytes=1 << 20,
             topics=[m.FetchRequestFetchTopic(topic="t", partitions=[

@@ -119,3 +119,36 @@ def test_alter_topic_configs(tmp_path: Path) -> None:
     m.alter_topic_configs("t", {"message.timestamp.type": "LogAppendTime"})
     assert m.partition("t", 0).config.log_append_time
     m.close()
+
+
+def test_internal_topic_names_are_never_user_topics(tmp_path: Path) -> None:
+    from bayou.config import internal_log_config
+    from bayou.gateways.mqtt.store import RETAINED_LOG, SESSIONS_LOG
+    from bayou.storage import PartitionLog
+    from bayou.storage.metadata import INTERNAL_TOPICS
+
+    assert {RETAINED_LOG, SESSIONS_LOG} <= set(INTERNAL_TOPICS)  # the MQTT state logs' names
+    m = manager(tmp_path)
+    for name in INTERNAL_TOPICS:
+        with pytest.raises(InvalidTopic, match="reserved"):
+            m.create_topic(name, 1, {})
+    with pytest.raises(InvalidTopic, match="collides with internal topic '__mqtt_sessions'"):
+        m.create_topic("__mqtt.sessions", 1, {})
+    internal = PartitionLog("__consumer_offsets", 0, tmp_path / "internal" / "0",
+                            internal_log_config(), lambda: 0)
+    meta = m.register_internal(internal)
+    with pytest.raises(TopicAlreadyExists):
+        m.create_topic("__consumer_offsets", 1, {})
+    assert "__consumer_offsets" not in m.topics()  # nothing that changes topics reaches it
+    assert m.partition("__consumer_offsets", 0) is internal
+    assert m.topic_by_id(meta.topic_id) == meta
+    with pytest.raises(UnknownTopicOrPartition):
+        m.alter_topic_configs("__consumer_offsets", {})
+    m.unregister_internal("__consumer_offsets")
+    with pytest.raises(UnknownTopicOrPartition):
+        m.partition("__consumer_offsets", 0)
+    internal.close()
+    m.close()
+    again = manager(tmp_path)  # the id is the same after a restart
+    assert again.register_internal(internal).topic_id == meta.topic_id
+    again.close()

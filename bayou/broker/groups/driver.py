@@ -4,17 +4,19 @@ Theory of operation
 -------------------
 ``run(op)`` calls one coordinator operation with the current time and a fresh token, then:
 
-1. writes the operation's records to the internal log (one batch) and waits for a
-   group-committed fsync (the broker's ``GroupFlusher``) — nothing is acknowledged before it
-   is durable;
+1. writes the operation's records to the internal log (one batch) — so a kill -9 after the
+   answer loses nothing — and, when the log's flush policy asks for it (``flush.messages``
+   reached: strict mode is 1; a segment roll), waits for a group-committed fsync (the
+   broker's ``GroupFlusher``), exactly as produce treats a topic's flush policy;
 2. resolves the futures of earlier parked requests the operation answered;
 3. returns the response, or — when the operation parked the request (JoinGroup/SyncGroup
    waiting for the rebalance) — awaits the token's future, which a later operation or timer
    resolves.
 
 A timer task sleeps until the coordinator's ``next_deadline()`` (woken early whenever an
-operation ran, as deadlines may have moved) and runs ``tick``.  At shutdown every parked
-request is answered with COORDINATOR_NOT_AVAILABLE so that connections can drain.
+operation ran, as deadlines may have moved) and runs ``tick``; it also fsyncs the log once
+``flush.ms`` has passed since the last fsync (checked at least once a second).  At shutdown
+every parked request is answered with COORDINATOR_NOT_AVAILABLE so that connections drain.
 """
 
 from __future__ import annotations
@@ -115,7 +117,8 @@ class GroupDriver:
     async def _settle(self, result: Result[Any]) -> None:
         if result.records:
             self.store.append(result.records)
-            await self._flusher.flush(self.store)
+            if self.store.needs_flush(self.clock_ms()):
+                await self._flusher.flush(self.store)
         for token, answer in result.completions:
             future = self._parked.pop(token, None)
             if future is not None and not future.done():
@@ -144,6 +147,11 @@ class GroupDriver:
                     await self._settle(coordinator.tick(now))
                 except Exception:
                     log.exception("group coordinator timers failed")
+            try:
+                if self.store.needs_flush(now):  # flush.ms
+                    await self._flusher.flush(self.store)
+            except Exception:
+                log.exception("group log fsync failed")
             if now - self._last_checkpoint_ms >= CHECKPOINT_INTERVAL_MS:
                 self._last_checkpoint_ms = now
                 try:

@@ -2,7 +2,9 @@
 
 One record batch per operation (its records all-or-nothing, as the storage appends a batch
 whole), keys and values as ``records.py`` encodes them.  It is not a user topic: LogManager
-never lists it, so Metadata, Fetch and the CLI cannot see it.
+never lists it among the topics; the broker registers it as the internal topic
+``__consumer_offsets`` (``LogManager.register_internal``), so Metadata shows it and a
+consumer can read it, and nothing else can write it.
 
 It is compacted (``internal_log_config``: ``cleanup.policy=compact``, 16 MiB segments): the
 broker registers it with the log maintenance task, whose cleaner keeps the last record of
@@ -12,8 +14,9 @@ replay needs; the cleaner runs in a worker thread while the driver appends here.
 
 Loading reads every batch from the log start and decodes its records in order (a compacted
 part has offset gaps, which ``read`` steps over).  The storage layer's recovery has already
-cut a torn tail and finished or rolled back an interrupted cleaning swap, so a crash loses
-at most writes that were never acknowledged (the driver fsyncs before it answers).  Loading
+cut a torn tail and finished or rolled back an interrupted cleaning swap, so a kill -9 loses
+nothing acknowledged (every write reached the OS before its answer; with the strict flush
+policy the driver also fsyncs before it answers, so a power cut loses nothing either).  Loading
 runs before the maintenance task starts: a cleaner pass never overlaps it.
 """
 
@@ -63,6 +66,10 @@ class GroupStore:
             [Record(timestamp=now, key=encode_key(r.key), value=encode_value(r)) for r in records]
         )
         self._log().append(batch)
+
+    def needs_flush(self, now_ms: int) -> bool:
+        """Whether the log's flush.messages/flush.ms (or a segment roll) call for an fsync."""
+        return self._log().needs_flush(now_ms)
 
     def flush(self) -> int:
         return self._log().flush()

@@ -3,11 +3,13 @@
 Per group: state (Empty, Assigning, Reconciling, Stable), group and assignment epochs, the
 assignor, and each member's epoch, subscription, current and target assignment.  A classic
 group or an unknown one → GROUP_ID_NOT_FOUND (admin clients then fall back to DescribeGroups
-for classic groups).  Authorized operations are left "not requested" (no ACLs).
+for classic groups).  Authorized operations, when asked for, are every operation that
+applies to a group (no authorizer: ``bayou/broker/authorization.py``).
 """
 
 from __future__ import annotations
 
+from bayou.broker.authorization import group_operations
 from bayou.broker.context import RequestContext
 from bayou.broker.groups import ConsumerGroup, GroupCoordinatorError
 from bayou.broker.groups.kafka import driver
@@ -63,6 +65,7 @@ async def handle_consumer_group_describe(
                 error_code=ErrorCode.NONE,
                 group_id=group_id,
                 group_state=str(group.state),
+                authorized_operations=group_operations(request.include_authorized_operations),
                 group_epoch=group.epoch,
                 assignment_epoch=group.assignment_epoch,
                 assignor_name=max(set(votes), key=votes.count) if votes

@@ -4,8 +4,9 @@ Each partition's ``offset`` becomes its new log start offset (-1 means the high 
 records below it can no longer be fetched (OFFSET_OUT_OF_RANGE), and whole segments below it
 are deleted before the answer, which carries the new low watermark.  An offset beyond the
 high watermark is OFFSET_OUT_OF_RANGE; one below the current start changes nothing.  As in
-Kafka, a topic whose cleanup.policy lacks ``delete`` refuses with POLICY_VIOLATION.  The
-request's timeout is not needed: there are no replicas to wait for.  v2 is flexible.
+Kafka, a topic whose cleanup.policy lacks ``delete`` refuses with POLICY_VIOLATION, and an
+internal topic (``__consumer_offsets``) with INVALID_TOPIC_EXCEPTION.  The request's timeout
+is not needed: there are no replicas to wait for.  v2 is flexible.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ async def handle_delete_records(
             )
             partitions.append(answer)
             try:
+                if topic.name in logs.internal_topics():
+                    raise KafkaError(f"Cannot delete records of internal topic {topic.name}",
+                                     ErrorCode.INVALID_TOPIC_EXCEPTION)
                 log = logs.partition(topic.name, p.partition_index)
                 answer.low_watermark = log.delete_records(p.offset)
             except KafkaError as exc:

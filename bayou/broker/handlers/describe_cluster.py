@@ -1,11 +1,13 @@
 """DescribeCluster (key 60), v0-v1: this node, as broker and controller of a one-node cluster.
 
 v1 adds the endpoint type; only brokers (1) are described, a controller endpoint request
-gets MISMATCHED_ENDPOINT_TYPE.
+gets MISMATCHED_ENDPOINT_TYPE.  Cluster authorized operations, when asked for, are every
+operation that applies to the cluster (no authorizer: ``bayou/broker/authorization.py``).
 """
 
 from __future__ import annotations
 
+from bayou.broker.authorization import cluster_operations
 from bayou.broker.context import RequestContext
 from bayou.broker.handlers.registry import handles
 from bayou.errors import ErrorCode
@@ -37,4 +39,7 @@ async def handle_describe_cluster(
                 rack=None,
             )
         ],
+        cluster_authorized_operations=cluster_operations(
+            request.include_cluster_authorized_operations
+        ),
     )

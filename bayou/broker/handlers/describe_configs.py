@@ -10,18 +10,21 @@ Broker-level values carry the broker synonym names (``log.retention.ms`` for
 ``retention.ms``), as Kafka's do.  v0 reports ``is_default`` instead of a source.  Synonyms
 (v1+) list that chain; config types and documentation come with v3+.
 
-Broker resources (type 4): named by node id, the broker's own options (read-only) and every
-topic-config default under its broker name (dynamically alterable); named ``""``, only the
-cluster-wide dynamic defaults that are set.  ``configuration_keys`` filters; unknown keys are
-simply absent.
+Broker resources (type 4): named by node id, the broker's own options (read-only), every
+topic-config default under its broker name (dynamically alterable), and Kafka's other
+dynamic broker configs that are set (``bayou/kafka_broker_configs.py``), with source
+DYNAMIC_BROKER_CONFIG or DYNAMIC_DEFAULT_BROKER_CONFIG; named ``""``, only the cluster-wide
+dynamic defaults that are set.  Password-typed configs are sensitive: no value is shown.
+``configuration_keys`` filters; unknown keys are simply absent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bayou import kafka_broker_configs
 from bayou.broker.context import RequestContext
 from bayou.broker.handlers.registry import handles
 from bayou.config import BROKER_SYNONYMS, TOPIC_CONFIGS, BrokerConfig
@@ -38,7 +41,8 @@ DYNAMIC_DEFAULT_BROKER_CONFIG = 3
 STATIC_BROKER_CONFIG = 4
 DEFAULT_CONFIG = 5
 
-_CONFIG_TYPES = {"bool": 1, "string": 2, "int": 3, "long": 5, "double": 6, "list": 7}
+_CONFIG_TYPES = {"bool": 1, "string": 2, "int": 3, "short": 4, "long": 5, "double": 6,
+                 "list": 7, "class": 8, "password": 9}
 
 
 @dataclass(frozen=True)
@@ -48,8 +52,9 @@ class ConfigEntry:
     config_source: int
     config_type: int
     documentation: str | None
-    synonyms: list[tuple[str, str, int]]
+    synonyms: Sequence[tuple[str, str | None, int]]
     read_only: bool = False
+    sensitive: bool = False
 
 
 def _default_chain(name: str, logs: LogManager) -> list[tuple[str, str, int]]:
@@ -113,6 +118,34 @@ def dynamic_default_entries(logs: LogManager, cluster_default: bool) -> list[Con
     return entries
 
 
+def dynamic_option_entries(logs: LogManager, cluster_default: bool) -> list[ConfigEntry]:
+    """Kafka's other dynamic broker configs that are set: for this node (its own value, else
+    the cluster-wide default) or only the cluster-wide ones (resource name "")."""
+    levels = [(DYNAMIC_DEFAULT_BROKER_CONFIG, logs.dynamic.default_options)]
+    if not cluster_default:
+        levels.insert(0, (DYNAMIC_BROKER_CONFIG, logs.dynamic.broker_options))
+    entries = []
+    for name in sorted({n for _, values in levels for n in values}):
+        option = kafka_broker_configs.describe(name)
+        definition = option.definition
+        chain: list[tuple[str, str | None, int]] = [
+            (name, None if option.sensitive else definition.render(values[name]), source)
+            for source, values in levels if name in values
+        ]
+        entries.append(
+            ConfigEntry(
+                name=name,
+                value=chain[0][1],
+                config_source=chain[0][2],
+                config_type=_CONFIG_TYPES.get(definition.type, 0),
+                documentation=definition.doc,
+                synonyms=chain,
+                sensitive=option.sensitive,
+            )
+        )
+    return entries
+
+
 def broker_config_entries(broker: BrokerConfig) -> list[ConfigEntry]:
     options: dict[str, tuple[Any, str]] = {
         "node.id": (broker.node_id, "int"),
@@ -150,7 +183,7 @@ def _wire(
         read_only=entry.read_only,
         is_default=entry.config_source == DEFAULT_CONFIG,
         config_source=entry.config_source,
-        is_sensitive=False,
+        is_sensitive=entry.sensitive,
         synonyms=[
             m.DescribeConfigsResponseDescribeConfigsSynonym(name=n, value=v, source=s)
             for n, v, s in entry.synonyms
@@ -185,11 +218,10 @@ async def handle_describe_configs(
                     raise KafkaError(
                         f"No broker {resource.resource_name!r}", ErrorCode.INVALID_REQUEST
                     )
-                if resource.resource_name == "":
-                    entries = dynamic_default_entries(broker.logs, True)
-                else:
-                    entries = [*broker_config_entries(broker.config),
-                               *dynamic_default_entries(broker.logs, False)]
+                cluster = resource.resource_name == ""
+                entries = [] if cluster else broker_config_entries(broker.config)
+                entries += dynamic_default_entries(broker.logs, cluster)
+                entries += dynamic_option_entries(broker.logs, cluster)
             else:
                 raise KafkaError(
                     f"Resource type {resource.resource_type} is not supported",

@@ -3,12 +3,14 @@
 A Stable group shows its protocol and each member's metadata and assignment; during a
 rebalance members are listed without them, as Kafka does.  Unknown groups — and consumer
 (KIP-848) groups, which ConsumerGroupDescribe serves — answer state "Dead" with no error
-(v6's GROUP_ID_NOT_FOUND is not served).  v4+ show instance ids; authorized operations
-(v3+) are left "not requested" (no ACLs).
+(v6's GROUP_ID_NOT_FOUND is not served).  v4+ show instance ids.  Authorized operations
+(v3+), when asked for, are every operation that applies to a group (no authorizer:
+``bayou/broker/authorization.py``), set on the groups answered without error, as Kafka does.
 """
 
 from __future__ import annotations
 
+from bayou.broker.authorization import GROUP_OPERATIONS
 from bayou.broker.context import RequestContext
 from bayou.broker.groups import ClassicGroup, ClassicState, GroupCoordinatorError
 from bayou.broker.groups.kafka import driver
@@ -54,6 +56,8 @@ async def handle_describe_groups(
             groups=[m.DescribeGroupsResponseDescribedGroup(error_code=exc.code, group_id=g)
                     for g in request.groups]
         )
-    return m.DescribeGroupsResponse(
-        groups=[describe(g, coordinator.group(g)) for g in request.groups]
-    )
+    groups = [describe(g, coordinator.group(g)) for g in request.groups]
+    if ctx.version >= 3 and request.include_authorized_operations:
+        for g in groups:
+            g.authorized_operations = GROUP_OPERATIONS
+    return m.DescribeGroupsResponse(groups=groups)

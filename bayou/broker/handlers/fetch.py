@@ -1,11 +1,18 @@
 """Fetch (key 1), v4-v16: whole stored batches out, long-polling for data.
 
-Reads go straight to ``PartitionLog.read``, which returns whole record batches as stored —
-no record is decoded here.  The event loop reads only from the page cache (``nowait``); a
-partition whose data is cold is read in a worker thread, so a cold segment never stalls the
-loop for other clients.  Limits: ``partition_max_bytes`` per partition and ``max_bytes``
-(v3+) for the response, except that the first partition with data may exceed both by one
-batch so a consumer can always make progress (KIP-74).
+Records are whole batches as stored — no record is decoded here — and are not read into
+memory either: ``BrokerState.read_records`` finds them by their headers and hands back file
+slices (``FileRecords``), which the connection reads and sends in chunks as the socket
+drains (``bayou/broker/response_stream.py``); only small, cached sets are copied into the
+frame.  Finding the batches touches the page cache only; when a header is cold, that runs in
+a worker thread, so a cold segment never stalls the loop for other clients.
+
+Limits: ``partition_max_bytes`` per partition (the consumer's ``max.partition.fetch.bytes``)
+and, for the response, the smaller of the request's ``max_bytes`` and the broker's
+``fetch_max_bytes`` (Kafka's ``fetch.max.bytes``, 55 MiB).  KIP-74: the first batch of the
+first partition with data is returned whole even when it exceeds both, so a consumer always
+makes progress; any later partition's batches must fit both limits, or it returns nothing
+this time.
 
 Long poll: with fewer than ``min_bytes`` ready and ``max_wait_ms`` > 0, the request waits on
 the partitions it reads until an append lands or the time is up, then reads again.  An error
@@ -26,18 +33,39 @@ from bayou.broker.context import RequestContext
 from bayou.broker.handlers.registry import handles
 from bayou.errors import ErrorCode, KafkaError
 from bayou.protocol.kafka import messages as m
+from bayou.protocol.kafka.primitives import deferred
+from bayou.storage.file_records import FileRecords
+
+Read = tuple[list[m.FetchResponseFetchableTopicResponse], int, bool, list[tuple[str, int]]]
 
 
-async def _read(
-    ctx: RequestContext, request: m.FetchRequest
-) -> tuple[list[m.FetchResponseFetchableTopicResponse], int, bool, list[tuple[str, int]]]:
+def _close_records(topics: list[m.FetchResponseFetchableTopicResponse]) -> None:
+    """Return the leases of records a response will not send (a long poll reads again)."""
+    for topic in topics:
+        for partition in topic.partitions:
+            if isinstance(partition.records, FileRecords):
+                partition.records.close()
+
+
+async def _read(ctx: RequestContext, request: m.FetchRequest) -> Read:
+    topics: list[m.FetchResponseFetchableTopicResponse] = []
+    try:
+        return await _read_into(ctx, request, topics)
+    except BaseException:
+        _close_records(topics)
+        raise
+
+
+async def _read_into(
+    ctx: RequestContext, request: m.FetchRequest,
+    topics: list[m.FetchResponseFetchableTopicResponse],
+) -> Read:
     logs = ctx.broker.logs
     by_id = ctx.version >= 13
-    budget = request.max_bytes if ctx.version >= 3 else 0x7FFFFFFF
+    budget = min(request.max_bytes, ctx.broker.config.fetch_max_bytes)
     total = 0
     errors = False
     keys: list[tuple[str, int]] = []
-    topics: list[m.FetchResponseFetchableTopicResponse] = []
     for fetch_topic in request.topics:
         if by_id:
             meta = logs.topic_by_id(fetch_topic.topic_id)
@@ -79,14 +107,14 @@ async def _read(
                 continue
             keys.append((name, fp.partition))
             code = ErrorCode.NONE
-            data: bytes | bytearray | memoryview = b""
+            data: bytes | FileRecords = b""
             try:
                 remaining = budget - total
                 if remaining > 0 or total == 0:
                     limit = max(1, min(fp.partition_max_bytes, remaining))
-                    data = await ctx.broker.read(log, fp.fetch_offset, limit)
-                    if total > 0 and len(data) > remaining:
-                        data = b""
+                    data = await ctx.broker.read_records(
+                        log, fp.fetch_offset, limit, min_one=total == 0
+                    )
             except KafkaError as exc:
                 code = exc.code
                 errors = True
@@ -103,7 +131,7 @@ async def _read(
                     log_start_offset=log.log_start_offset,
                     aborted_transactions=None,
                     preferred_read_replica=-1,
-                    records=data,
+                    records=deferred(data) if isinstance(data, FileRecords) else data,
                 )
             )
     return topics, total, errors, keys
@@ -119,6 +147,7 @@ async def handle_fetch(ctx: RequestContext, request: m.FetchRequest) -> m.FetchR
         remaining = deadline - loop.time()
         if total >= min_bytes or errors or remaining <= 0 or not keys or ctx.broker.stopping:
             break
+        _close_records(topics)  # read again after the wait
         if not await ctx.broker.waiters.wait_any(keys, remaining):
             topics, total, errors, keys = await _read(ctx, request)
             break

@@ -4,13 +4,19 @@ Bayou is one node: it leads every partition (leader epoch 0, replicas = ISR = [t
 A null topic list (v1+) or an empty one (v0) means "all topics".  Unknown topics are created
 when the request allows it (v4+, always before) and ``auto.create.topics.enable`` is on.  v10+
 carry topic ids and accept lookups by id; v12 answers an unknown id with UNKNOWN_TOPIC_ID.
-Authorized-operation fields stay at "not requested" (no ACLs yet).
+
+``__consumer_offsets`` — the group coordinator's log, one partition — is listed as an
+internal topic (``is_internal``), in the all-topics answer too, as Kafka lists it; it is
+never auto-created, and the broker refuses writes to it.  Authorized operations (v8+), when
+asked for, are every operation that applies (no authorizer: ``bayou/broker/authorization.py``):
+for each topic, and for the cluster (v8-v10).
 """
 
 from __future__ import annotations
 
 import uuid
 
+from bayou.broker.authorization import TOPIC_OPERATIONS, cluster_operations
 from bayou.broker.context import RequestContext
 from bayou.broker.handlers.registry import handles
 from bayou.errors import ErrorCode, KafkaError
@@ -20,13 +26,15 @@ from bayou.storage import TopicMeta
 ZERO_UUID = uuid.UUID(int=0)
 
 
-def topic_metadata(ctx: RequestContext, topic: TopicMeta) -> m.MetadataResponseTopic:
+def topic_metadata(
+    ctx: RequestContext, topic: TopicMeta, *, internal: bool = False
+) -> m.MetadataResponseTopic:
     node = ctx.broker.node_id
     return m.MetadataResponseTopic(
         error_code=ErrorCode.NONE,
         name=topic.name,
         topic_id=topic.topic_id,
-        is_internal=False,
+        is_internal=internal,
         partitions=[
             m.MetadataResponsePartition(
                 error_code=ErrorCode.NONE,
@@ -46,10 +54,12 @@ def topic_metadata(ctx: RequestContext, topic: TopicMeta) -> m.MetadataResponseT
 async def handle_metadata(ctx: RequestContext, request: m.MetadataRequest) -> m.MetadataResponse:
     broker = ctx.broker
     logs = broker.logs
+    internal = logs.internal_topics()
     wanted = request.topics
     topics: list[m.MetadataResponseTopic] = []
     if wanted is None or (ctx.version == 0 and not wanted):
-        topics = [topic_metadata(ctx, t) for t in sorted(logs.topics().values(), key=_name)]
+        every = sorted([*logs.topics().values(), *internal.values()], key=_name)
+        topics = [topic_metadata(ctx, t, internal=t.name in internal) for t in every]
     else:
         allow_create = ctx.version < 4 or request.allow_auto_topic_creation
         for item in wanted:
@@ -64,7 +74,10 @@ async def handle_metadata(ctx: RequestContext, request: m.MetadataRequest) -> m.
                         )
                     )
                 else:
-                    topics.append(topic_metadata(ctx, found))
+                    topics.append(topic_metadata(ctx, found, internal=found.name in internal))
+                continue
+            if item.name in internal:
+                topics.append(topic_metadata(ctx, internal[item.name], internal=True))
                 continue
             try:
                 topic = broker.topic_or_autocreate(item.name, allow_create=allow_create)
@@ -74,6 +87,10 @@ async def handle_metadata(ctx: RequestContext, request: m.MetadataRequest) -> m.
                 )
                 continue
             topics.append(topic_metadata(ctx, topic))
+    if ctx.version >= 8 and request.include_topic_authorized_operations:
+        for t in topics:
+            if t.error_code != ErrorCode.UNKNOWN_TOPIC_ID:
+                t.topic_authorized_operations = TOPIC_OPERATIONS
     return m.MetadataResponse(
         brokers=[
             m.MetadataResponseBroker(
@@ -86,6 +103,9 @@ async def handle_metadata(ctx: RequestContext, request: m.MetadataRequest) -> m.
         cluster_id=broker.cluster_id,
         controller_id=broker.node_id,
         topics=topics,
+        cluster_authorized_operations=cluster_operations(
+            8 <= ctx.version <= 10 and request.include_cluster_authorized_operations
+        ),
     )
 
 

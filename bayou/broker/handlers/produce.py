@@ -8,24 +8,34 @@ starts above 2 (KAFKA-18659) — and answered with UNSUPPORTED_VERSION.
 acks: 0 sends no response; 1 and -1 (all) answer once the batches are written to the OS,
 and, when the topic's ``flush.messages``/``flush.ms`` call for it, after a group-committed
 fsync.  There is one replica, so acks=all waits for nothing more than acks=1.  v8+ carry an
-error message per partition.  Transactional produce is not served (InitProducerId refuses
-transactional ids), so no transactional batch can arrive with a valid producer epoch.
+error message per partition, and — when a compacted topic refuses records without a key
+(INVALID_RECORD, the whole partition's batch) — ``record_errors`` naming each such record,
+so the client fails just those and reports the others as failed with them.  Transactional
+produce is not served (InitProducerId refuses transactional ids), so no transactional batch
+can arrive with a valid producer epoch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from bayou.broker.context import RequestContext
 from bayou.broker.handlers.registry import handles
-from bayou.errors import CorruptMessage, ErrorCode, KafkaError
+from bayou.errors import CorruptMessage, ErrorCode, KafkaError, RecordErrors
 from bayou.protocol.kafka import messages as m
 from bayou.storage import PartitionLog
 
 
 def _error(
-    index: int, code: ErrorCode, message: str | None
+    index: int, code: ErrorCode, message: str | None,
+    record_errors: Sequence[tuple[int, str]] = (),
 ) -> m.ProduceResponsePartitionProduceResponse:
     return m.ProduceResponsePartitionProduceResponse(
-        index=index, error_code=code, base_offset=-1, error_message=message
+        index=index, error_code=code, base_offset=-1, error_message=message,
+        record_errors=[
+            m.ProduceResponseBatchIndexAndErrorMessage(batch_index=i, batch_index_error_message=t)
+            for i, t in record_errors
+        ],
     )
 
 
@@ -56,6 +66,9 @@ async def handle_produce(
                 if data.records is None or len(data.records) == 0:
                     raise CorruptMessage("empty record set")
                 result, needs_flush = broker.append_now(name, data.index, data.records)
+            except RecordErrors as exc:
+                partitions.append(_error(data.index, exc.code, exc.message, exc.record_errors))
+                continue
             except KafkaError as exc:
                 partitions.append(_error(data.index, exc.code, exc.message))
                 continue

@@ -34,6 +34,7 @@ from bayou.gateways.amqp.mapping import (
     parse_stream_offset,
     to_record,
 )
+from bayou.gateways.amqp.topology import group_of
 from bayou.protocol.amqp import (
     AmqpError,
     MessageReceived,
@@ -63,6 +64,7 @@ class Channel:
     def __init__(self, connection: AmqpClient, number: int) -> None:
         self.connection = connection
         self.gateway: AmqpGateway = connection.gateway
+        self.topology = connection.gateway.topology
         self.number = number
         self.proto = connection.proto
         self.consumers: dict[str, Consumer] = {}
@@ -148,7 +150,7 @@ class Channel:
         consumers = list(self.consumers.values())
         self.consumers.clear()
         for consumer in consumers:
-            self.gateway.forget_consumer(consumer)
+            self.topology.forget_consumer(consumer)
         await asyncio.gather(*(c.stop() for c in consumers), return_exceptions=True)
         self.unacked.clear()
 
@@ -174,7 +176,7 @@ class Channel:
                 error = AmqpError(s.NOT_IMPLEMENTED, "immediate=true", 60, 40)
                 break
             try:
-                dests = gw.route(m.exchange, m.routing_key, event.properties)
+                dests = self.topology.route(m.exchange, m.routing_key, event.properties)
             except AmqpError as exc:
                 error = exc
                 break
@@ -240,16 +242,17 @@ class Channel:
 
     # ------------------------------------------------------------------ delivering
 
-    def deliver(self, settler: Settler, consumer_tag: str | None, topic: str, partition: int,
+    def deliver(self, settler: Settler, consumer_tag: str | None, queue: str, partition: int,
                 record: DecodedRecord, *, redelivered: bool, message_count: int = 0) -> int:
+        """Send one record of ``queue``'s topic; the AMQP side sees the queue's own name."""
         tag = self._next_tag
         self._next_tag += 1
         if not settler.no_ack:
-            self.unacked[tag] = (settler, topic, partition, record.offset)
+            self.unacked[tag] = (settler, queue, partition, record.offset)
         if record.key is not None:
-            exchange, routing_key = topic, record.key.decode(errors="replace")
+            exchange, routing_key = queue, record.key.decode(errors="replace")
         else:
-            exchange, routing_key = "", topic
+            exchange, routing_key = "", queue
         props = delivery_properties(record, partition)
         if consumer_tag is None:
             m = method("basic.get_ok", delivery_tag=tag, redelivered=redelivered,
@@ -263,7 +266,7 @@ class Channel:
     def consumer_gone(self, consumer: Consumer, *, notify: bool) -> None:
         if self.consumers.get(consumer.tag) is consumer:
             del self.consumers[consumer.tag]
-            self.gateway.forget_consumer(consumer)
+            self.topology.forget_consumer(consumer)
             if notify:
                 self.proto.send_method(self.number, method(
                     "basic.cancel", consumer_tag=consumer.tag, nowait=True))
@@ -328,39 +331,41 @@ class Channel:
         return method("confirm.select_ok")
 
     async def _exchange_declare(self, m: Method) -> Method:
-        await self.gateway.declare_exchange(m)
+        await self.topology.declare_exchange(m)
         return method("exchange.declare_ok")
 
     async def _exchange_delete(self, m: Method) -> Method:
-        await self.gateway.delete_exchange(m)
+        await self.topology.delete_exchange(m)
         return method("exchange.delete_ok")
 
     async def _queue_declare(self, m: Method) -> Method:
-        name, messages, consumers = await self.gateway.declare_queue(self.connection, m)
-        return method("queue.declare_ok", queue=name, message_count=messages,
-                      consumer_count=consumers)
+        topology = self.topology
+        name, created = await topology.declare_queue(m)
+        if created and m.exclusive and not m.durable:
+            self.connection.exclusive_queues.add(name)  # goes with this connection
+        return method("queue.declare_ok", queue=name, message_count=topology.message_count(name),
+                      consumer_count=topology.consumer_count(name))
 
     async def _queue_bind(self, m: Method) -> Method:
-        await self.gateway.bind(m, unbind=False)
+        await self.topology.bind(m, unbind=False)
         return method("queue.bind_ok")
 
     async def _queue_unbind(self, m: Method) -> Method:
-        await self.gateway.bind(m, unbind=True)
+        await self.topology.bind(m, unbind=True)
         return method("queue.unbind_ok")
 
     async def _queue_delete(self, m: Method) -> Method:
-        count = await self.gateway.delete_queue(m)
+        count = await self.topology.delete_queue(m)
         return method("queue.delete_ok", message_count=count)
 
     async def _queue_purge(self, m: Method) -> Method:
-        raise AmqpError(s.PRECONDITION_FAILED,
-                        "queue.purge not supported: queues are streams (Kafka topics)",
-                        *m.spec.key)
+        count = await self.topology.purge_queue(m)
+        return method("queue.purge_ok", message_count=count)
 
     async def _basic_consume(self, m: Method) -> Method | None:
-        gw = self.gateway
+        topology = self.topology
         queue: str = m.queue
-        if queue not in gw.state.logs.topics():
+        if not topology.queue_exists(queue):
             raise AmqpError(s.NOT_FOUND, f"no queue '{queue}' in vhost '/'", *m.spec.key)
         tag: str = m.consumer_tag or f"amq.ctag-{secrets.token_urlsafe(16)}"
         if tag in self.consumers:
@@ -379,14 +384,16 @@ class Channel:
                 start = parse_stream_offset(args["x-stream-offset"], now_ms())
             except ValueError as exc:
                 raise AmqpError(s.PRECONDITION_FAILED, str(exc), *m.spec.key) from None
-        elif group is None and gw.is_durable_queue(queue):
-            group = f"amqp:{queue}"
+        elif group is None and topology.is_durable_queue(queue):
+            group = group_of(queue)
+        elif group is None and topology.is_temporary_queue(queue):
+            start = StartSpec("queue")
         if group is not None and "x-stream-offset" not in args:
             start = StartSpec("first")
         consumer = Consumer(self, tag, queue, no_ack=m.no_ack, start=start, group=group,
                             prefetch=self.consumer_prefetch)
         self.consumers[tag] = consumer
-        gw.remember_consumer(consumer)
+        topology.remember_consumer(consumer)
         if not m.nowait:
             self.proto.send_method(self.number, method("basic.consume_ok", consumer_tag=tag))
             self.connection.flush_soon()
@@ -400,16 +407,15 @@ class Channel:
     async def _basic_cancel(self, m: Method) -> Method:
         consumer = self.consumers.pop(m.consumer_tag, None)
         if consumer is not None:
-            self.gateway.forget_consumer(consumer)
+            self.topology.forget_consumer(consumer)
             await consumer.stop()
         return method("basic.cancel_ok", consumer_tag=m.consumer_tag)
 
     async def _basic_get(self, m: Method) -> Method | None:
-        gw = self.gateway
         queue: str = m.queue
-        if queue not in gw.state.logs.topics():
+        if not self.topology.queue_exists(queue):
             raise AmqpError(s.NOT_FOUND, f"no queue '{queue}' in vhost '/'", *m.spec.key)
-        cursor = gw.get_cursor(queue)
+        cursor = self.topology.get_cursor(queue)
         found = cursor.next_message()
         if found is None:
             return method("basic.get_empty")

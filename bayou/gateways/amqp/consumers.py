@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 from bayou.broker.groups import GroupCoordinatorError, OffsetCommit
 from bayou.errors import ErrorCode, KafkaError
 from bayou.gateways.amqp.mapping import StartSpec
+from bayou.gateways.amqp.names import topic_for
 from bayou.protocol.kafka.records import DecodedRecord, iter_batches, iter_records
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class Consumer:
         self.state = channel.gateway.state
         self.tag = tag
         self.queue = queue
+        self.topic = topic_for(queue)
         self.no_ack = no_ack
         self.start_spec = start
         self.group = group
@@ -75,12 +77,13 @@ class Consumer:
         self._commit_wanted = asyncio.Event()
         self._assigned_once = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
         if self.group is None:
-            meta = self.state.logs.topics().get(self.queue)
+            meta = self.state.logs.topics().get(self.topic)
             for p in range(meta.partitions if meta else 0):
                 self._own(p)
             self._tasks.append(asyncio.create_task(self._run()))
@@ -90,14 +93,21 @@ class Consumer:
             self._tasks.append(asyncio.create_task(self._run()))
 
     async def stop(self) -> None:
-        """Stop delivering; commit what was acked and leave the group."""
-        if self.stopped:
-            return
+        """Stop delivering; commit what was acked and leave the group.  Every caller
+        returns once that is done (the first call does it)."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop())
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self) -> None:
         self.stopped = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.group is not None and self.member_id:
+        if self.group is None:
+            self.channel.topology.consumer_stopped(
+                self, {p: self.committable(p) for p in self.positions})
+        elif self.member_id:
             with contextlib.suppress(Exception):
                 await self._commit(set(self.positions))
             with contextlib.suppress(Exception):
@@ -111,11 +121,11 @@ class Consumer:
     # ------------------------------------------------------------------ positions
 
     def _own(self, partition: int) -> None:
-        log_ = self.state.logs.partition(self.queue, partition)
+        log_ = self.state.logs.partition(self.topic, partition)
         start = -1
         if self.group is not None and self.state.groups is not None:
             _code, fetched = self.state.groups.coordinator.fetch_offsets(
-                self.group, [(self.queue, partition)])
+                self.group, [(self.topic, partition)])
             if fetched and fetched[0].offset >= 0:
                 start = fetched[0].offset
         if start < 0:
@@ -128,6 +138,9 @@ class Consumer:
                 start = log_.log_end_offset
             elif spec.kind == "offset":
                 start = spec.value
+            elif spec.kind == "queue":
+                found_start = self.channel.topology.queue_start(self.queue, partition)
+                start = log_.log_start_offset if found_start is None else found_start
             else:
                 found = log_.offset_for_timestamp(spec.value)
                 start = found[0] if found is not None else log_.log_end_offset
@@ -154,9 +167,31 @@ class Consumer:
 
     def requeue(self, partition: int, offset: int) -> None:
         self.unacked -= 1
-        if partition in self.pending:
+        if offset in self.pending.get(partition, ()):  # not revoked, not purged
             self.redeliver.append((partition, offset))
         self.kick()
+
+    def ready_in(self, partition: int) -> tuple[int, int]:
+        """(position, messages waiting for redelivery) in an owned partition."""
+        waiting = sum(1 for p, _offset in self.redeliver if p == partition)
+        return self.positions[partition], waiting
+
+    def skip_to(self, ends: dict[int, int]) -> None:
+        """queue.purge: move past ``ends`` in every owned partition.  Messages delivered and
+        not yet acked stay unacked on the channel but are no longer redelivered."""
+        for p in self.positions:
+            end = ends.get(p)
+            if end is not None:
+                self.positions[p] = max(self.positions[p], end)
+                self.pending[p].clear()
+        self.redeliver.clear()
+        self.kick()
+
+    async def commit_now(self) -> None:
+        """Commit the group's offsets now (after ``skip_to``)."""
+        if self.group is not None:
+            with contextlib.suppress(Exception):
+                await self._commit(set(self.positions))
 
     # ------------------------------------------------------------------ delivery loop
 
@@ -181,7 +216,7 @@ class Consumer:
             try:
                 delivered, caught_up = self._deliver_some()
             except KafkaError as exc:  # the topic is gone
-                log.info("AMQP consumer %s on %s stops: %s", self.tag, self.queue, exc)
+                log.info("AMQP consumer %s on %s stops: %s", self.tag, self.topic, exc)
                 self.channel.consumer_gone(self, notify=True)
                 return
             if delivered:
@@ -189,7 +224,7 @@ class Consumer:
                 if self.group is not None and self.no_ack:
                     self._commit_wanted.set()
             if caught_up:
-                await self._park([(self.queue, p) for p in self.positions])
+                await self._park([(self.topic, p) for p in self.positions])
             else:
                 await asyncio.sleep(0)
 
@@ -232,7 +267,7 @@ class Consumer:
             if budget <= 0:
                 caught_up = False
                 break
-            log_ = logs.partition(self.queue, partition)
+            log_ = logs.partition(self.topic, partition)
             pos = self.positions[partition]
             if pos < log_.log_start_offset:
                 pos = log_.log_start_offset
@@ -266,7 +301,7 @@ class Consumer:
         return delivered, caught_up
 
     def _record_at(self, partition: int, offset: int) -> DecodedRecord | None:
-        log_ = self.state.logs.partition(self.queue, partition)
+        log_ = self.state.logs.partition(self.topic, partition)
         record, _pos = first_record(log_, offset)
         return record if record is not None and record.offset == offset else None
 
@@ -286,7 +321,7 @@ class Consumer:
         group = self.group
         assert group is not None
         sizes = {name: meta.partitions for name, meta in self.state.logs.topics().items()}
-        owned = {self.queue: frozenset(self.positions)} if self.epoch > 0 else None
+        owned = {self.topic: frozenset(self.positions)} if self.epoch > 0 else None
         resp = await groups.run(
             lambda now, _token: groups.coordinator.consumer_heartbeat(
                 now,
@@ -296,7 +331,7 @@ class Consumer:
                 instance_id=None,
                 rack_id=None,
                 rebalance_timeout_ms=REBALANCE_TIMEOUT_MS,
-                subscribed=[self.queue],
+                subscribed=[self.topic],
                 server_assignor=None,
                 owned=owned,
                 client_id="bayou-amqp",
@@ -330,7 +365,7 @@ class Consumer:
                                 self.tag, self.group, exc)
             else:
                 if assignment is not None:
-                    mine = assignment.get(self.queue, frozenset())
+                    mine = assignment.get(self.topic, frozenset())
                     if mine != frozenset(self.positions):
                         await self._apply(mine)
                         delay_ms = REBALANCE_HEARTBEAT_MS
@@ -380,7 +415,7 @@ class Consumer:
         if not todo:
             return
         group, member_id, epoch = self.group, self.member_id, self.epoch
-        commits = [OffsetCommit(self.queue, p, o) for p, o in sorted(todo.items())]
+        commits = [OffsetCommit(self.topic, p, o) for p, o in sorted(todo.items())]
         codes = await groups.run(
             lambda now, _token: groups.coordinator.commit_offsets(
                 now, group_id=group, generation=epoch, member_id=member_id,
@@ -426,6 +461,7 @@ class GetCursor:
     def __init__(self, state: BrokerState, queue: str) -> None:
         self.state = state
         self.queue = queue
+        self.topic = topic_for(queue)
         self.group = f"amqp:{queue}"
         self.positions: dict[int, int] = {}
         self.pending: dict[int, dict[int, None]] = {}
@@ -435,15 +471,15 @@ class GetCursor:
         self._commit_task: asyncio.Task[None] | None = None
 
     def _refresh(self) -> None:
-        meta = self.state.logs.topics().get(self.queue)
+        meta = self.state.logs.topics().get(self.topic)
         for p in range(meta.partitions if meta else 0):
             if p in self.positions:
                 continue
-            log_ = self.state.logs.partition(self.queue, p)
+            log_ = self.state.logs.partition(self.topic, p)
             start = log_.log_start_offset
             if self.state.groups is not None:
                 _code, fetched = self.state.groups.coordinator.fetch_offsets(
-                    self.group, [(self.queue, p)])
+                    self.group, [(self.topic, p)])
                 if fetched and fetched[0].offset >= 0:
                     start = max(start, fetched[0].offset)
             self.positions[p] = start
@@ -453,7 +489,7 @@ class GetCursor:
         self._refresh()
         while self.redeliver:
             p, offset = self.redeliver.popleft()
-            log_ = self.state.logs.partition(self.queue, p)
+            log_ = self.state.logs.partition(self.topic, p)
             record, _ = first_record(log_, offset)
             if record is not None and record.offset == offset:
                 return p, record, True
@@ -461,7 +497,7 @@ class GetCursor:
         parts = sorted(self.positions)
         for i in range(len(parts)):
             p = parts[(self._turn + i) % len(parts)]
-            log_ = self.state.logs.partition(self.queue, p)
+            log_ = self.state.logs.partition(self.topic, p)
             record, pos = first_record(log_, self.positions[p])
             if record is None:
                 self.positions[p] = pos
@@ -471,10 +507,19 @@ class GetCursor:
             return p, record, False
         return None
 
+    def skip_to(self, ends: dict[int, int]) -> None:
+        """queue.purge: move past ``ends`` (the group's commit is the purge's to make)."""
+        for p, end in ends.items():
+            if p in self.positions:
+                self.positions[p] = max(self.positions[p], end)
+                self.pending[p].clear()
+                self._committed[p] = max(self._committed.get(p, -1), end)
+        self.redeliver.clear()
+
     def remaining(self) -> int:
         total = 0
         for p, pos in self.positions.items():
-            total += max(0, self.state.logs.partition(self.queue, p).log_end_offset - pos)
+            total += max(0, self.state.logs.partition(self.topic, p).log_end_offset - pos)
         return total
 
     def settler(self, *, no_ack: bool) -> _GetSettler:
@@ -491,7 +536,7 @@ class GetCursor:
         self._commit_soon()
 
     def requeue(self, partition: int, offset: int) -> None:
-        if partition in self.pending:
+        if offset in self.pending.get(partition, ()):
             self.redeliver.append((partition, offset))
 
     def _commit_soon(self) -> None:
@@ -510,7 +555,7 @@ class GetCursor:
                 todo[p] = offset
         if not todo:
             return
-        commits = [OffsetCommit(self.queue, p, o) for p, o in sorted(todo.items())]
+        commits = [OffsetCommit(self.topic, p, o) for p, o in sorted(todo.items())]
         try:
             codes = await groups.run(
                 lambda now, _token: groups.coordinator.commit_offsets(

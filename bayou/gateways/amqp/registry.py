@@ -2,14 +2,22 @@
 
 Theory of operation
 -------------------
-Kafka topics are the queues; this registry only adds what AMQP has and Kafka lacks: named
-exchanges with a type, the bindings from exchanges to queues, and each declared queue's
-flags (a durable named queue is consumed as a consumer group).  Every topic is implicitly
-also an exchange (of type ``direct`` unless declared otherwise) whose own messages go to that
-topic.
+Kafka topics are the queues (queue ``Q`` is topic ``names.topic_for(Q)``, recorded beside
+each queue in the document for Kafka users); this registry only adds what AMQP has and
+Kafka lacks: named exchanges with a type, the bindings from exchanges to queues, and each
+declared queue's flags (a durable named queue is consumed as a consumer group).  Every topic
+is implicitly also an exchange (of type ``direct`` unless declared otherwise) whose own
+messages go to that topic.
 
-The state is one small JSON document, ``DATA/amqp/registry.json``, rewritten whole (temp
-file, fsync, rename) after each change; declarations are rare, so simplicity wins.
+The state is one small JSON document, ``DATA/amqp/registry.json``, rewritten whole after
+each change.  Changes are made in memory on the event loop and then made durable by
+``persist()``, which serialises the writes: one save at a time (an ``asyncio.Lock``), each to
+a temporary file with a unique name in the same directory, fsynced, renamed over the
+document, and the directory fsynced — in a worker thread, so the loop never waits on the
+disk.  A caller that arrives while a save runs waits for it and then saves once for
+everything changed meanwhile (its own change included), so a burst of declarations costs a
+few writes, not one each, and no client ever sees another's write half done.  A crash
+leaves the old or the new document (and perhaps a stray temporary file, removed on load).
 Non-durable exchanges, and bindings from them, live in memory only, as in RabbitMQ.
 
 Routing (``route``) is pure: direct compares the binding key, fanout takes every binding,
@@ -20,13 +28,21 @@ by default, or ``any``).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bayou.gateways.amqp.names import topic_for
+from bayou.storage.files import fsync_dir
+
+TEMP_PREFIX = "registry."
+TEMP_SUFFIX = ".tmp"
 EXCHANGE_TYPES = frozenset({"direct", "fanout", "topic", "headers"})
 BUILTIN = {
     "amq.direct": "direct",
@@ -62,6 +78,7 @@ class QueueInfo:
     exclusive: bool = False
     auto_delete: bool = False
     arguments: dict[str, Any] = field(default_factory=dict)
+    created_topic: bool = False  # its topic was created by an AMQP declaration
 
 
 def _plain(value: Any) -> Any:
@@ -93,10 +110,17 @@ class Registry:
         }
         self.queues: dict[str, QueueInfo] = {}
         self.bindings: set[Binding] = set()
+        self._changes = 0  # persist() calls so far
+        self._saved = 0  # the last call whose changes are on disk
+        self._save_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ persistence
 
     def load(self) -> None:
+        """Read the document (blocking: run it in a worker thread before serving)."""
+        if self.path.parent.is_dir():
+            for stray in self.path.parent.glob(TEMP_PREFIX + "*" + TEMP_SUFFIX):
+                stray.unlink(missing_ok=True)  # a save a crash interrupted
         try:
             doc = json.loads(self.path.read_text())
         except FileNotFoundError:
@@ -108,7 +132,8 @@ class Registry:
         for raw in doc.get("queues", []):
             self.queues[raw["name"]] = QueueInfo(raw["name"], raw.get("durable", False),
                                                  False, raw.get("auto_delete", False),
-                                                 raw.get("arguments", {}))
+                                                 raw.get("arguments", {}),
+                                                 raw.get("created_topic", False))
         for raw in doc.get("bindings", []):
             self.bindings.add(Binding(raw["exchange"], raw["queue"], raw["routing_key"],
                                       _hashable(raw.get("arguments", {}))))
@@ -123,8 +148,9 @@ class Registry:
                 for n, e in sorted(self.exchanges.items()) if n in durable
             ],
             "queues": [
-                {"name": q.name, "durable": q.durable, "auto_delete": q.auto_delete,
-                 "arguments": _plain(q.arguments)}
+                {"name": q.name, "topic": topic_for(q.name), "durable": q.durable,
+                 "auto_delete": q.auto_delete, "arguments": _plain(q.arguments),
+                 "created_topic": q.created_topic}
                 for _, q in sorted(self.queues.items()) if not q.exclusive
             ],
             "bindings": [
@@ -137,20 +163,37 @@ class Registry:
         }
         return json.dumps(doc, indent=1, sort_keys=True).encode()
 
+    async def persist(self) -> None:
+        """Make every change made so far durable; returns once it is on disk.
+
+        Saves never overlap: while one runs, later callers wait, and the first of them to
+        get the lock writes one snapshot covering all of their changes."""
+        self._changes += 1
+        wanted = self._changes
+        async with self._save_lock:
+            if self._saved >= wanted:
+                return  # a save that started after our change already covered it
+            covered, snapshot = self._changes, self.snapshot()
+            await asyncio.to_thread(self.save, snapshot)
+            self._saved = covered
+
     def save(self, snapshot: bytes) -> None:
-        """Write a snapshot durably (blocking: run it in a worker thread)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.write(snapshot)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        """Write a snapshot durably (blocking: run it in a worker thread): a temporary file
+        with a unique name, fsync, rename over the document, fsync the directory."""
+        directory = self.path.parent
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=directory)
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            with open(fd, "wb") as f:
+                f.write(snapshot)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        fsync_dir(directory)
 
     # ------------------------------------------------------------------ changes
 

@@ -37,7 +37,7 @@ from bayou.errors import OffsetOutOfRange, UnknownTopicOrPartition
 from bayou.gateways.http import errors
 from bayou.gateways.http.errors import RestError
 from bayou.gateways.http.groups import Committed, GroupClient, Membership, TopicPartition
-from bayou.gateways.http.payloads import CreateConsumer, Format, decode_field
+from bayou.gateways.http.payloads import CreateConsumer, Format, decode_field, decode_headers
 from bayou.gateways.http.reading import RECORD_OVERHEAD, read_records
 from bayou.storage import PartitionLog
 
@@ -313,14 +313,17 @@ class ConsumerRegistry:
                 continue
             for record in found:
                 where = f"{tp[0]}-{tp[1]}@{record.offset}"
-                out.append({
+                item = {
                     "topic": tp[0],
                     "key": decode_field(fmt, record.key, where),
                     "value": decode_field(fmt, record.value, where),
                     "partition": tp[1],
                     "offset": record.offset,
                     "timestamp": record.timestamp,
-                })
+                }
+                if record.headers:
+                    item["headers"] = decode_headers(record.headers)
+                out.append(item)
                 budget -= len(record.key or b"") + len(record.value or b"") + RECORD_OVERHEAD
             instance.positions[tp] = next_position
         return out

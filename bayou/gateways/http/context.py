@@ -21,6 +21,7 @@ class Gateway:
     consumers: ConsumerRegistry
     partitioner: Partitioner
     max_body_bytes: int
+    cors_origins: tuple[str, ...] = ()
 
 
 def gateway(conn: HTTPConnection) -> Gateway:
@@ -37,6 +38,29 @@ class KafkaJSON(JSONResponse):
         return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+ERROR_SCHEMA = {"$ref": "#/components/schemas/Error"}
+ERROR_REASONS = {
+    400: "Malformed JSON, an empty body where one is required, or a malformed event id",
+    404: "Topic, partition or consumer instance not found",
+    406: "Accept asks for another embedded format than the consumer instance's",
+    409: "Conflicts with the current state: the instance exists, subscription versus "
+         "assignment, a partition not assigned, the group's state, a topic name that collides "
+         "with another",
+    413: "The body is over http_max_body_bytes, or the records make a batch over the topic's "
+         "max.message.bytes",
+    415: "Content-Type not accepted here",
+    422: "A path, query or body value of the wrong shape or out of range",
+    500: "The broker could not do it (a storage error)",
+    503: "Retriable: the group coordinator or the storage is not available now",
+}
+
+
+def errors_doc(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses`` entries for the REST Proxy error answers an operation can give."""
+    return {status: {"description": ERROR_REASONS[status],
+                     "content": {V2: {"schema": ERROR_SCHEMA}}} for status in statuses}
+
+
 def body_doc(schema: str, *media_types: str, required: bool = True) -> dict[str, Any]:
     """``openapi_extra`` declaring a request body of component ``schema``."""
     ref = {"$ref": f"#/components/schemas/{schema}"}
@@ -45,9 +69,11 @@ def body_doc(schema: str, *media_types: str, required: bool = True) -> dict[str,
 
 
 def answer_doc(description: str, schema: dict[str, Any] | None = None,
-               status: int = 200) -> dict[int | str, dict[str, Any]]:
+               status: int = 200, *errors: int) -> dict[int | str, dict[str, Any]]:
+    """``responses`` for the answer ``status`` (its ``schema`` under REST Proxy's media type)
+    and the error statuses ``errors``."""
     content = {V2: {"schema": schema}} if schema is not None else None
     out: dict[str, Any] = {"description": description}
     if content:
         out["content"] = content
-    return {status: out}
+    return {status: out, **errors_doc(*errors)}

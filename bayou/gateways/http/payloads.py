@@ -9,6 +9,11 @@ The *embedded format* says how a record's ``key``/``value`` travel inside the JS
 - ``binary`` (``application/vnd.kafka.binary.v2+json``): base64 text, stored as the decoded
   bytes.
 
+Record *headers* travel as REST Proxy v3 writes them, whatever the format: a list of
+``{"name": text, "value": base64 text or null}``, stored as the decoded bytes; consumer
+instances and streams give them back the same way (the ``headers`` key is present when the
+record has any).
+
 Producers name the format with ``Content-Type``; consumer instances fix it at creation
 (``"format"``) and ``Accept`` on ``GET .../records`` must agree.  Avro, Protobuf and JSON
 Schema formats need a schema registry and answer 415.
@@ -24,11 +29,12 @@ import base64
 import binascii
 import enum
 import json
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 
+from bayou.broker.request_budget import BodyReader, RequestStalled
 from bayou.gateways.http.errors import JSON_CONVERSION, RestError, bad_request, unprocessable
 
 V2 = "application/vnd.kafka.v2+json"
@@ -95,17 +101,30 @@ def _mismatch(kind: str) -> Format:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing (413) anything over ``limit`` bytes before reading it all."""
+    """The whole body, refusing (413) anything over ``limit`` bytes before reading it all.
+
+    The body counts in the broker-wide request-bytes budget while it is read: a large one
+    waits for its share, and one that makes no progress for the stall timeout is answered
+    408 (and its connection closed)."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    expected = int(declared) if declared is not None and declared.isdigit() else 0
+    if expected > limit:
         raise _too_large(limit)
+    reader = BodyReader(request.app.state.gateway.state.request_budget, expected)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
+    try:
+        await reader.update(0)
+        async for chunk in reader.chunks(request.stream()):
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+            await reader.update(size)
+    except RequestStalled as exc:
+        raise RestError(408, 40800, f"Request timeout: {exc}.") from None
+    finally:
+        reader.close()
     return b"".join(chunks)
 
 
@@ -142,28 +161,76 @@ def _describe(errors: list[Any]) -> str:
 
 # ----------------------------------------------------------------- bodies (and OpenAPI schemas)
 
+def _whole(value: Any) -> Any:
+    """JSON Schema counts 3.0 as an integer: take it as 3 (other floats stay refused)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Integers as JSON Schema means them: JSON numbers without a fractional part.  (The bounds sit
+# inside the Annotated, before the validator, so that the schema shows minimum/maximum.)
+Int = Annotated[int, BeforeValidator(_whole)]
+PartitionIndex = Annotated[int, Field(ge=0, le=2**31 - 1), BeforeValidator(_whole)]
+OffsetValue = Annotated[int, Field(ge=0, le=2**63 - 1), BeforeValidator(_whole)]
+FetchMinBytes = Annotated[int, Field(ge=-1), BeforeValidator(_whole)]
+RequestTimeoutMs = Annotated[int, Field(ge=0, le=60_000), BeforeValidator(_whole)]
+
+
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    """Strict: JSON types as the schema says them (``false`` is not ``0``, ``"1"`` is not
+    ``1``), so the OpenAPI document is exactly what is accepted; unknown keys are ignored."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+# Exactly what ``base64.b64decode(..., validate=True)`` accepts: padded standard base64.
+BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
+
+class RecordHeader(_Body):
+    name: str = Field(description="Header name.")
+    value: str | None = Field(None, pattern=BASE64,
+                              description="base64 of the value's bytes; null: no value.")
 
 
 class ProduceRecord(_Body):
     key: Any = Field(None, description="JSON value (json format) or base64 text (binary).")
     value: Any = Field(None, description="JSON value (json format) or base64 text (binary).")
-    partition: int | None = Field(None, ge=0, le=2**31 - 1,
-                                  description="Target partition; default: by key, else "
-                                              "round-robin.")
+    partition: PartitionIndex | None = Field(None, description="Target partition; default: "
+                                                               "by key, else round-robin.")
+    headers: list[RecordHeader] = Field(default_factory=list,
+                                        description="Record headers, in order (REST Proxy v3 "
+                                                    "style); any format.")
 
 
 class ProduceRequest(_Body):
     records: list[ProduceRecord] = Field(min_length=1)
     key_schema: str | None = None
-    key_schema_id: int | None = None
+    key_schema_id: Int | None = None
     value_schema: str | None = None
-    value_schema_id: int | None = None
+    value_schema_id: Int | None = None
 
 
 class PartitionProduceRequest(_Body):
     records: list[ProduceRecord] = Field(min_length=1)
+
+
+# The same bodies as the binary format reads them (keys and values base64 text): for the
+# OpenAPI document only, since one decoder serves both formats (``encode_field``).
+
+class BinaryProduceRecord(ProduceRecord):
+    key: str | None = Field(None, pattern=BASE64, description="base64 of the key's bytes.")
+    value: str | None = Field(None, pattern=BASE64,
+                              description="base64 of the value's bytes.")
+
+
+class BinaryProduceRequest(ProduceRequest):
+    records: list[BinaryProduceRecord] = Field(min_length=1)  # type: ignore[assignment]
+
+
+class BinaryPartitionProduceRequest(PartitionProduceRequest):
+    records: list[BinaryProduceRecord] = Field(min_length=1)  # type: ignore[assignment]
 
 
 def encode_field(fmt: Format, value: Any, index: int, name: str) -> bytes | None:
@@ -179,6 +246,25 @@ def encode_field(fmt: Format, value: Any, index: int, name: str) -> bytes | None
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise unprocessable(f"records.{index}.{name}: not valid base64", JSON_CONVERSION) from None
+
+
+def encode_headers(headers: list[RecordHeader], index: int) -> list[tuple[str, bytes | None]]:
+    """A record's headers as stored: names as given, values base64-decoded."""
+    out: list[tuple[str, bytes | None]] = []
+    for h in headers:
+        try:
+            value = None if h.value is None else base64.b64decode(h.value, validate=True)
+        except (binascii.Error, ValueError):
+            raise unprocessable(f"records.{index}.headers: value of {h.name!r} is not valid "
+                                "base64", JSON_CONVERSION) from None
+        out.append((h.name, value))
+    return out
+
+
+def decode_headers(headers: list[tuple[str, bytes | None]]) -> list[dict[str, str | None]]:
+    """Stored headers as every HTTP reader gets them: ``{"name", "value": base64|null}``."""
+    return [{"name": name, "value": None if value is None else
+             base64.b64encode(value).decode("ascii")} for name, value in headers]
 
 
 def decode_field(fmt: Format, data: bytes | None, where: str) -> Any:
@@ -198,7 +284,7 @@ def decode_field(fmt: Format, data: bytes | None, where: str) -> Any:
 
 class TopicPartitionBody(_Body):
     topic: str = Field(min_length=1)
-    partition: int = Field(ge=0, le=2**31 - 1)
+    partition: PartitionIndex
 
 
 class CreateConsumer(_Body):
@@ -208,15 +294,23 @@ class CreateConsumer(_Body):
                                    pattern="^(earliest|latest|smallest|largest|none)$")
     auto_commit_enable: str = Field("true", alias="auto.commit.enable",
                                     pattern="^(true|false)$")
-    fetch_min_bytes: int | None = Field(None, alias="fetch.min.bytes", ge=-1)
-    consumer_request_timeout_ms: int | None = Field(None, alias="consumer.request.timeout.ms",
-                                                    ge=0, le=60_000)
+    fetch_min_bytes: FetchMinBytes | None = Field(None, alias="fetch.min.bytes")
+    consumer_request_timeout_ms: RequestTimeoutMs | None = Field(
+        None, alias="consumer.request.timeout.ms")
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
 class Subscription(_Body):
+    """Exactly one of ``topics`` and ``topic_pattern`` (a Python regular expression)."""
+
     topics: list[str] | None = None
-    topic_pattern: str | None = None
+    topic_pattern: str | None = Field(None, json_schema_extra={"format": "regex"})
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"anyOf": [
+        {"required": ["topics"], "properties": {"topics": {"type": "array"},
+                                                "topic_pattern": {"type": "null"}}},
+        {"required": ["topic_pattern"], "properties": {"topic_pattern": {"type": "string"},
+                                                       "topics": {"type": "null"}}},
+    ]})
 
 
 class Partitions(_Body):
@@ -225,8 +319,8 @@ class Partitions(_Body):
 
 class OffsetBody(_Body):
     topic: str = Field(min_length=1)
-    partition: int = Field(ge=0, le=2**31 - 1)
-    offset: int = Field(ge=0, le=2**63 - 1)
+    partition: PartitionIndex
+    offset: OffsetValue
     metadata: str | None = None
 
 
@@ -234,6 +328,21 @@ class Offsets(_Body):
     offsets: list[OffsetBody] = Field(default_factory=list)
 
 
+class ConsumerRecord(_Body):
+    """A record as ``GET .../records`` returns it (for the OpenAPI document)."""
+
+    topic: str
+    key: Any = Field(description="JSON value (json format) or base64 text (binary).")
+    value: Any = Field(description="JSON value (json format) or base64 text (binary).")
+    partition: int
+    offset: int
+    timestamp: int
+    headers: list[RecordHeader] | None = Field(None, description="Present when the record "
+                                                                  "has headers.")
+
+
+# Models whose JSON schemas the OpenAPI document carries as components.
 BODY_MODELS: tuple[type[BaseModel], ...] = (
-    ProduceRequest, PartitionProduceRequest, CreateConsumer, Subscription, Partitions, Offsets,
+    ProduceRequest, PartitionProduceRequest, BinaryProduceRequest, BinaryPartitionProduceRequest,
+    CreateConsumer, Subscription, Partitions, Offsets, ConsumerRecord,
 )

@@ -17,9 +17,9 @@ from typing import Any
 from bayou.broker.context import BrokerState
 from bayou.broker.partitioner import Partitioner
 from bayou.config import TOPIC_CONFIGS
-from bayou.errors import KafkaError, UnknownTopicOrPartition
+from bayou.errors import InvalidTopic, KafkaError, UnknownTopicOrPartition
 from bayou.gateways.http import errors
-from bayou.gateways.http.payloads import Format, ProduceRecord, encode_field
+from bayou.gateways.http.payloads import Format, ProduceRecord, encode_field, encode_headers
 from bayou.protocol.kafka.records import Record, build_batch
 from bayou.storage import PartitionLog, TopicMeta
 
@@ -27,6 +27,10 @@ from bayou.storage import PartitionLog, TopicMeta
 def topic_meta(state: BrokerState, topic: str, *, create: bool = False) -> TopicMeta:
     try:
         return state.topic_or_autocreate(topic, allow_create=create)
+    except InvalidTopic as exc:
+        if create:  # the route checked the name's form: it collides ('a.b' with 'a_b')
+            raise errors.RestError(409, 409, exc.message) from None
+        raise errors.from_kafka(exc, topic=topic) from None
     except KafkaError as exc:
         raise errors.from_kafka(exc, topic=topic) from None
 
@@ -46,6 +50,7 @@ async def produce(
     for i, rec in enumerate(records):
         key = encode_field(fmt, rec.key, i, "key")
         value = encode_field(fmt, rec.value, i, "value")
+        headers = encode_headers(rec.headers, i)
         target = partition if partition is not None else rec.partition
         if target is None:
             target = partitioner.partition(topic, key, meta.partitions)
@@ -53,7 +58,7 @@ async def produce(
             raise errors.partition_not_found(topic, target)
         pending = by_partition.setdefault(target, [])
         placed.append((target, len(pending)))
-        pending.append(Record(now, key, value))
+        pending.append(Record(now, key, value, headers))
     limit = state.logs.topic_config(topic).max_message_bytes
     batches = {p: build_batch(recs) for p, recs in by_partition.items()}
     for p, batch in batches.items():

@@ -22,13 +22,15 @@ from bayou.gateways.http.payloads import (
     read_body,
 )
 
-router = APIRouter(prefix="/consumers/{group}", tags=["consumers"])
+router = APIRouter(prefix="/consumers/{group}", tags=["consumers"],
+                   default_response_class=KafkaJSON)
 
 Group = Annotated[str, Path(min_length=1, max_length=249)]
 Name = Annotated[str, Path(min_length=1, max_length=200)]
 INSTANCE = "/instances/{name}"
 JSON_TYPES = (V2, "application/json")
-NO_CONTENT = answer_doc("Done", status=204)
+BODY = (400, 413, 415, 422)  # what reading and decoding a body can answer
+GROUP = (409, 503)  # what the group coordinator can answer
 
 
 async def _body(request: Request) -> bytes:
@@ -46,8 +48,10 @@ def _partitions(body: Partitions) -> list[TopicPartition]:
 
 @router.post("", summary="Create a consumer instance",
              openapi_extra=body_doc("CreateConsumer", *JSON_TYPES),
-             responses=answer_doc("The new instance", {"type": "object", "properties": {
-                 "instance_id": {"type": "string"}, "base_uri": {"type": "string"}}}))
+             responses=answer_doc("The new instance", {
+                 "type": "object", "required": ["instance_id", "base_uri"], "properties": {
+                     "instance_id": {"type": "string"}, "base_uri": {"type": "string"}}},
+                 200, *BODY, 409))
 async def create_consumer(request: Request, group: Group) -> Response:
     body = parse(CreateConsumer, await _body(request))
     instance = gateway(request).consumers.create(group, body)
@@ -57,79 +61,92 @@ async def create_consumer(request: Request, group: Group) -> Response:
 
 
 @router.delete(INSTANCE, status_code=204, summary="Delete a consumer instance",
-               responses=NO_CONTENT)
+               responses=answer_doc("Deleted", None, 204, 404, 422, *GROUP))
 async def delete_consumer(request: Request, group: Group, name: Name) -> Response:
     await gateway(request).consumers.delete(group, name)
     return Response(status_code=204)
 
 
 @router.post(INSTANCE + "/subscription", status_code=204, summary="Subscribe to topics",
-             openapi_extra=body_doc("Subscription", *JSON_TYPES), responses=NO_CONTENT)
+             openapi_extra=body_doc("Subscription", *JSON_TYPES),
+             responses=answer_doc("Subscribed", None, 204, 404, *BODY, *GROUP))
 async def subscribe(request: Request, group: Group, name: Name) -> Response:
+    instance = _instance(request, group, name)
     body = parse(Subscription, await _body(request))
-    gw = gateway(request)
-    await gw.consumers.subscribe(_instance(request, group, name), body.topics,
-                                 body.topic_pattern)
+    await gateway(request).consumers.subscribe(instance, body.topics, body.topic_pattern)
     return Response(status_code=204)
 
 
-@router.get(INSTANCE + "/subscription", summary="Subscribed topics")
+@router.get(INSTANCE + "/subscription", summary="Subscribed topics",
+            responses=answer_doc("The topics", {
+                "type": "object", "required": ["topics"],
+                "properties": {"topics": {"type": "array", "items": {"type": "string"}}}},
+                200, 404, 422))
 async def get_subscription(request: Request, group: Group, name: Name) -> Response:
     return KafkaJSON({"topics": _instance(request, group, name).subscription()})
 
 
 @router.delete(INSTANCE + "/subscription", status_code=204, summary="Unsubscribe",
-               responses=NO_CONTENT)
+               responses=answer_doc("Unsubscribed", None, 204, 404, 422, *GROUP))
 async def unsubscribe(request: Request, group: Group, name: Name) -> Response:
     await gateway(request).consumers.unsubscribe(_instance(request, group, name))
     return Response(status_code=204)
 
 
 @router.post(INSTANCE + "/assignments", status_code=204, summary="Assign partitions manually",
-             openapi_extra=body_doc("Partitions", *JSON_TYPES), responses=NO_CONTENT)
+             openapi_extra=body_doc("Partitions", *JSON_TYPES),
+             responses=answer_doc("Assigned", None, 204, 404, *BODY, 409))
 async def assign(request: Request, group: Group, name: Name) -> Response:
+    instance = _instance(request, group, name)
     body = parse(Partitions, await _body(request))
-    gateway(request).consumers.assign(_instance(request, group, name), _partitions(body))
+    gateway(request).consumers.assign(instance, _partitions(body))
     return Response(status_code=204)
 
 
-@router.get(INSTANCE + "/assignments", summary="Partitions this instance reads")
+@router.get(INSTANCE + "/assignments", summary="Partitions this instance reads",
+            responses=answer_doc("The partitions", {"$ref": "#/components/schemas/Partitions"},
+                                 200, 404, 422))
 async def get_assignments(request: Request, group: Group, name: Name) -> Response:
     gw = gateway(request)
     assigned = gw.consumers.assignment(_instance(request, group, name))
     return KafkaJSON({"partitions": [{"topic": t, "partition": p} for t, p in assigned]})
 
 
+SEEKED = answer_doc("Done", None, 204, 404, *BODY, 409)
+
+
 @router.post(INSTANCE + "/positions", status_code=204, summary="Seek to offsets",
-             openapi_extra=body_doc("Offsets", *JSON_TYPES), responses=NO_CONTENT)
+             openapi_extra=body_doc("Offsets", *JSON_TYPES), responses=SEEKED)
 async def seek(request: Request, group: Group, name: Name) -> Response:
+    instance = _instance(request, group, name)
     body = parse(Offsets, await _body(request))
     gateway(request).consumers.seek(
-        _instance(request, group, name), {(o.topic, o.partition): o.offset for o in body.offsets})
+        instance, {(o.topic, o.partition): o.offset for o in body.offsets})
     return Response(status_code=204)
 
 
 @router.post(INSTANCE + "/positions/beginning", status_code=204,
-             summary="Seek to the first offsets", responses=NO_CONTENT,
+             summary="Seek to the first offsets", responses=SEEKED,
              openapi_extra=body_doc("Partitions", *JSON_TYPES))
 async def seek_beginning(request: Request, group: Group, name: Name) -> Response:
+    instance = _instance(request, group, name)
     body = parse(Partitions, await _body(request))
-    gateway(request).consumers.seek_edge(_instance(request, group, name), _partitions(body),
-                                         end=False)
+    gateway(request).consumers.seek_edge(instance, _partitions(body), end=False)
     return Response(status_code=204)
 
 
 @router.post(INSTANCE + "/positions/end", status_code=204, summary="Seek to the log ends",
-             openapi_extra=body_doc("Partitions", *JSON_TYPES), responses=NO_CONTENT)
+             openapi_extra=body_doc("Partitions", *JSON_TYPES), responses=SEEKED)
 async def seek_end(request: Request, group: Group, name: Name) -> Response:
+    instance = _instance(request, group, name)
     body = parse(Partitions, await _body(request))
-    gateway(request).consumers.seek_edge(_instance(request, group, name), _partitions(body),
-                                         end=True)
+    gateway(request).consumers.seek_edge(instance, _partitions(body), end=True)
     return Response(status_code=204)
 
 
 @router.get(INSTANCE + "/records", summary="Read records (long poll)",
-            responses=answer_doc("Records", {"type": "array", "items": {"type": "object"}}))
+            responses=answer_doc("Records", {"type": "array", "items": {
+                "$ref": "#/components/schemas/ConsumerRecord"}}, 200, 404, 406, 422, *GROUP))
 async def records(
     request: Request,
     group: Group,
@@ -148,11 +165,13 @@ async def records(
 
 
 @router.post(INSTANCE + "/offsets", summary="Commit offsets (none given: current positions)",
-             openapi_extra=body_doc("Offsets", *JSON_TYPES, required=False))
+             openapi_extra=body_doc("Offsets", *JSON_TYPES, required=False),
+             response_class=Response,  # 200 with no body, as REST Proxy answers
+             responses=answer_doc("Committed", None, 200, 404, *BODY, *GROUP))
 async def commit(request: Request, group: Group, name: Name) -> Response:
+    instance = _instance(request, group, name)
     body = parse(Offsets, await _body(request), empty_ok=True)
     gw = gateway(request)
-    instance = _instance(request, group, name)
     offsets: dict[TopicPartition, Committed] | None = None
     if body.offsets:
         offsets = {(o.topic, o.partition): (o.offset + 1, o.metadata) for o in body.offsets}
@@ -161,11 +180,17 @@ async def commit(request: Request, group: Group, name: Name) -> Response:
 
 
 @router.get(INSTANCE + "/offsets", summary="Committed offsets of partitions",
-            openapi_extra=body_doc("Partitions", *JSON_TYPES, required=False))
+            openapi_extra=body_doc("Partitions", *JSON_TYPES, required=False),
+            responses=answer_doc("Committed offsets", {
+                "type": "object", "required": ["offsets"], "properties": {"offsets": {
+                    "type": "array", "items": {"type": "object", "properties": {
+                        "topic": {"type": "string"}, "partition": {"type": "integer"},
+                        "offset": {"type": "integer"}, "metadata": {"type": "string"}}}}}},
+                200, 404, *BODY, *GROUP))
 async def committed(request: Request, group: Group, name: Name) -> Response:
+    instance = _instance(request, group, name)
     body = parse(Partitions, await _body(request), empty_ok=True)
     gw = gateway(request)
-    instance = _instance(request, group, name)
     wanted = _partitions(body) or gw.consumers.assignment(instance)
     found = gw.consumers.committed(instance, wanted)
     return KafkaJSON({"offsets": [

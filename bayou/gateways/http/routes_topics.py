@@ -11,10 +11,12 @@ from starlette.responses import Response, StreamingResponse
 
 from bayou.broker.context import BrokerState
 from bayou.gateways.http import errors
-from bayou.gateways.http.context import KafkaJSON, answer_doc, body_doc, gateway
+from bayou.gateways.http.context import KafkaJSON, answer_doc, errors_doc, gateway
+from bayou.gateways.http.cors import websocket_origin_allowed
 from bayou.gateways.http.payloads import (
     BINARY_V2,
     JSON_V2,
+    V2,
     PartitionProduceRequest,
     ProduceRequest,
     parse,
@@ -24,11 +26,13 @@ from bayou.gateways.http.payloads import (
 from bayou.gateways.http.produce import partition_info, produce, topic_info, topic_meta
 from bayou.gateways.http.streams import Cursor, follow, sse_body, start_cursor
 
-router = APIRouter(tags=["topics"])
+router = APIRouter(tags=["topics"], default_response_class=KafkaJSON)
 
-TopicName = Annotated[str, Path(min_length=1, max_length=249)]
+# Kafka's rule: ASCII letters, digits, '.', '_', '-', and not "." or ".." (without lookahead:
+# the first characters are not a lone "." or "..").
+TOPIC_PATTERN = r"^(?:[A-Za-z0-9_-]|\.[A-Za-z0-9_-]|\.\.[A-Za-z0-9._-])[A-Za-z0-9._-]*$"
+TopicName = Annotated[str, Path(min_length=1, max_length=249, pattern=TOPIC_PATTERN)]
 PartitionIndex = Annotated[int, Path(ge=0, le=2**31 - 1)]
-PRODUCE_TYPES = (JSON_V2, BINARY_V2, "application/json")
 _OFFSETS = {"type": "object", "properties": {
     "offsets": {"type": "array", "items": {"type": "object", "properties": {
         "partition": {"type": "integer"}, "offset": {"type": ["integer", "null"]},
@@ -42,19 +46,35 @@ async def list_topics(request: Request) -> Response:
     return KafkaJSON(sorted(gateway(request).state.logs.topics()))
 
 
-@router.get("/topics/{topic}", summary="Topic metadata and configs")
+def produce_body_doc(schema: str) -> dict[str, Any]:
+    """The request body of a produce: ``schema`` for the json formats, its ``Binary`` twin
+    (keys and values base64) for binary."""
+
+    def ref(name: str) -> dict[str, Any]:
+        return {"schema": {"$ref": f"#/components/schemas/{name}"}}
+
+    return {"requestBody": {"required": True, "content": {
+        JSON_V2: ref(schema), "application/json": ref(schema), V2: ref(schema),
+        BINARY_V2: ref(f"Binary{schema}"),
+    }}}
+
+
+FOUND = answer_doc("Found", None, 200, 404, 422)
+
+
+@router.get("/topics/{topic}", summary="Topic metadata and configs", responses=FOUND)
 async def get_topic(request: Request, topic: TopicName) -> Response:
     return KafkaJSON(topic_info(gateway(request).state, topic))
 
 
-@router.get("/topics/{topic}/partitions", summary="Partitions of a topic")
+@router.get("/topics/{topic}/partitions", summary="Partitions of a topic", responses=FOUND)
 async def get_partitions(request: Request, topic: TopicName) -> Response:
     state = gateway(request).state
     meta = topic_meta(state, topic)
     return KafkaJSON([partition_info(state, p) for p in range(meta.partitions)])
 
 
-@router.get("/topics/{topic}/partitions/{partition}", summary="One partition")
+@router.get("/topics/{topic}/partitions/{partition}", summary="One partition", responses=FOUND)
 async def get_partition(request: Request, topic: TopicName, partition: PartitionIndex
                         ) -> Response:
     state = gateway(request).state
@@ -64,7 +84,11 @@ async def get_partition(request: Request, topic: TopicName, partition: Partition
 
 
 @router.get("/topics/{topic}/partitions/{partition}/offsets",
-            summary="First and next offsets of a partition")
+            summary="First and next offsets of a partition", responses=answer_doc(
+                "The partition's first offset and the next offset to be written",
+                {"type": "object", "required": ["beginning_offset", "end_offset"],
+                 "properties": {"beginning_offset": {"type": "integer"},
+                                "end_offset": {"type": "integer"}}}, 200, 404, 422))
 async def get_partition_offsets(request: Request, topic: TopicName, partition: PartitionIndex
                                 ) -> Response:
     state = gateway(request).state
@@ -75,9 +99,12 @@ async def get_partition_offsets(request: Request, topic: TopicName, partition: P
                       "end_offset": log.log_end_offset})
 
 
+PRODUCED = answer_doc("Partition and offset of each record", _OFFSETS, 200,
+                      400, 404, 409, 413, 415, 422, 500, 503)
+
+
 @router.post("/topics/{topic}", summary="Produce records (partition by key, else round-robin)",
-             openapi_extra=body_doc("ProduceRequest", *PRODUCE_TYPES),
-             responses=answer_doc("Partition and offset of each record", _OFFSETS))
+             openapi_extra=produce_body_doc("ProduceRequest"), responses=PRODUCED)
 async def produce_to_topic(request: Request, topic: TopicName) -> Response:
     gw = gateway(request)
     fmt = produce_format(request.headers.get("content-type"))
@@ -87,8 +114,7 @@ async def produce_to_topic(request: Request, topic: TopicName) -> Response:
 
 
 @router.post("/topics/{topic}/partitions/{partition}", summary="Produce records to a partition",
-             openapi_extra=body_doc("PartitionProduceRequest", *PRODUCE_TYPES),
-             responses=answer_doc("Partition and offset of each record", _OFFSETS))
+             openapi_extra=produce_body_doc("PartitionProduceRequest"), responses=PRODUCED)
 async def produce_to_partition(request: Request, topic: TopicName, partition: PartitionIndex
                                ) -> Response:
     gw = gateway(request)
@@ -109,8 +135,9 @@ StreamFormat = Annotated[str, Query(pattern="^(json|binary)$")]
 
 @router.get("/topics/{topic}/stream", summary="Follow a topic as Server-Sent Events",
             response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}},
-                             "description": "One event per record; its id resumes the stream"}})
+            responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+                             "description": "One event per record; its id resumes the stream"},
+                       **errors_doc(400, 404, 422)})
 async def stream_sse(
     request: Request,
     topic: TopicName,
@@ -136,7 +163,12 @@ async def stream_ws(
     last_event_id: str | None = None,
 ) -> None:
     """The same stream over WebSocket: one text message per record, with its cursor ``id``."""
-    state = gateway(websocket).state
+    gw = gateway(websocket)
+    if not websocket_origin_allowed(websocket.headers.get("origin"),
+                                    websocket.headers.get("host"), gw.cors_origins):
+        await websocket.close(code=1008)  # before accept: the upgrade is answered 403
+        return
+    state = gw.state
     try:
         cursor = start_cursor(state, topic, start, last_event_id)
     except errors.RestError as exc:

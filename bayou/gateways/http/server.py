@@ -7,7 +7,9 @@ its own SIGINT/SIGTERM handlers, and the broker owns signals.  ``stop`` (called 
 broker has set ``stopping`` and woken every long poll, which ends streams and record reads)
 asks the loop to exit, makes subscribed consumer instances leave their groups, and lets
 uvicorn close connections, bounded by ``GRACE_S``.
-A background task heartbeats subscribed consumer instances and expires idle ones.
+uvicorn's HTTP protocol is ``protocol.HttpProtocol`` (its httptools protocol, with warnings a
+client can trigger rate-limited).  A background task heartbeats subscribed consumer instances
+and expires idle ones.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from bayou.gateways.http.app import create_app
 from bayou.gateways.http.consumers import ConsumerRegistry
 from bayou.gateways.http.context import Gateway
 from bayou.gateways.http.groups import GroupClient
+from bayou.gateways.http.protocol import HttpProtocol
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,8 @@ class HttpGateway:
         self.state = state
         self.consumers = ConsumerRegistry(state, GroupClient(state),
                                           config.http_consumer_instance_timeout_ms)
-        self.gateway = Gateway(state, self.consumers, Partitioner(), config.http_max_body_bytes)
+        self.gateway = Gateway(state, self.consumers, Partitioner(), config.http_max_body_bytes,
+                               config.http_cors_origins)
         self.app = create_app(self.gateway)
         self._server: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -49,16 +53,20 @@ class HttpGateway:
     async def start(self) -> None:
         config = self.state.config
         sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
+        address = (config.host, config.http_port)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((config.host, config.http_port))
+            sock.bind(address)
             sock.setblocking(False)
-        except OSError:
+        except OSError as exc:
             sock.close()
-            raise
+            # the sentence asyncio's create_server gives the other doors, naming the port
+            reason = (exc.strerror or str(exc)).lower()
+            raise OSError(exc.errno, f"error while attempting to bind on address "
+                                     f"{address!r}: {reason}") from None
         self.port = sock.getsockname()[1]
         server = uvicorn.Server(uvicorn.Config(
-            self.app, lifespan="off", log_config=None, access_log=False,
+            self.app, http=HttpProtocol, lifespan="off", log_config=None, access_log=False,
             timeout_graceful_shutdown=GRACE_S, server_header=False, backlog=1024,
             ws_max_size=1024 * 1024, ws_ping_interval=20.0,
         ))

@@ -16,7 +16,8 @@ WebSocket takes the same cursor as the ``last_event_id`` query parameter and sen
 message's ``id``.
 
 Each event's data is the record as JSON: ``topic``, ``partition``, ``offset``, ``timestamp``,
-``key``, ``value``.  With ``format=json`` (the default) a key or value that is JSON text is
+``key``, ``value`` and, when the record has any, ``headers`` (``{"name", "value"}``, values
+base64, as in ``payloads``).  With ``format=json`` (the default) a key or value that is JSON text is
 embedded as JSON, anything else as a UTF-8 string; with ``format=binary`` both are base64.
 """
 
@@ -31,6 +32,7 @@ from typing import Any
 from bayou.broker.context import BrokerState
 from bayou.errors import OffsetOutOfRange, UnknownTopicOrPartition
 from bayou.gateways.http import errors
+from bayou.gateways.http.payloads import decode_headers
 from bayou.gateways.http.produce import topic_meta
 from bayou.gateways.http.reading import read_records
 
@@ -124,11 +126,15 @@ async def follow(state: BrokerState, topic: str, cursor: Cursor, *, binary: bool
                 continue
             for record in found:
                 cursor[p] = record.offset + 1
-                events.append((format_cursor(cursor), json.dumps({
+                event = {
                     "topic": topic, "partition": p, "offset": record.offset,
                     "timestamp": record.timestamp, "key": _field(record.key, binary),
                     "value": _field(record.value, binary),
-                }, separators=(",", ":"), ensure_ascii=False)))
+                }
+                if record.headers:
+                    event["headers"] = decode_headers(record.headers)
+                events.append((format_cursor(cursor), json.dumps(
+                    event, separators=(",", ":"), ensure_ascii=False)))
             cursor[p] = next_position
         if events:
             yield events

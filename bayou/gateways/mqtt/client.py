@@ -45,10 +45,33 @@ from bayou.protocol.mqtt.packets import (
     Subscribe,
     Unsubscribe,
 )
-from bayou.protocol.mqtt.topics import parse_shared, valid_topic_filter
+from bayou.protocol.mqtt.topics import is_sys, parse_shared, valid_topic_filter
 from bayou.protocol.websocket import WebSocketServer
 
 log = logging.getLogger("bayou.mqtt")
+
+LINGER_S = 2.0  # how long a connection the broker ends reads on before closing (see _close)
+
+
+class SysTopicRefused(Exception):
+    """A client PUBLISH on ``$SYS``, the broker's own tree: not published."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(f"{topic} is in the broker's $SYS tree")
+
+
+def guess_protocol(first: bytes) -> str:
+    """A hint for the log about who sent ``first`` (the first bytes of a connection) to the
+    MQTT port, or ``""``."""
+    if len(first) >= 6 and first[0] == 0 and int.from_bytes(first[4:6], "big") < 100:
+        return " (a Kafka client?)"  # a 4-byte request size, then the API key
+    if first[:4] == b"AMQP":
+        return " (an AMQP client?)"
+    if first[:2] == b"\x16\x03":
+        return " (a TLS handshake? this port is plain MQTT)"
+    if first.split(b" ", 1)[0] in (b"POST", b"PUT", b"HEAD", b"DELETE", b"OPTIONS", b"PATCH"):
+        return " (an HTTP client?)"
+    return ""
 
 
 class MqttClient(asyncio.Protocol):
@@ -62,11 +85,14 @@ class MqttClient(asyncio.Protocol):
         self.session: Session | None = None
         self.paused = False
         self.peer = "?"
+        self.peer_host = "?"  # what client-triggered log lines are rate-limited by
+        self._first_bytes = b""
         self.ws: WebSocketServer | None = None
         self._sniffed = False
         self._will: WillState | None = None
         self._will_ok = True  # False after a normal DISCONNECT
         self._closing = False
+        self._linger: asyncio.TimerHandle | None = None
         self._last_rx = 0.0
         self._keepalive: asyncio.TimerHandle | None = None
         self._pending: dict[TP, list[Record]] = {}
@@ -74,6 +100,9 @@ class MqttClient(asyncio.Protocol):
         self._retained_waits: list[Any] = []
         self._outq: deque[tuple[asyncio.Future[Any] | None, list[bytes]]] = deque()
         self._headers: dict[tuple[int, bool], list[tuple[str, bytes | None]]] = {}
+        # unfinished packets count in the broker-wide request-bytes budget
+        self._budget = gateway.state.request_budget.account(self._budget_resumed,
+                                                            self._budget_stalled)
 
     # ------------------------------------------------------------------ transport events
 
@@ -81,15 +110,21 @@ class MqttClient(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.peer_host = str(peer[0]) if peer else "?"
         self.gw.clients.add(self)
+        self.gw.stats.sockets += 1
         loop = asyncio.get_running_loop()
         self._last_rx = loop.time()
         self._keepalive = loop.call_later(30.0, self._check_keepalive)  # CONNECT deadline
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
         self.gw.clients.discard(self)
+        self._budget.close()
         if self._keepalive is not None:
             self._keepalive.cancel()
+        if self._linger is not None:
+            self._linger.cancel()
         self._detach()
 
     def pause_writing(self) -> None:
@@ -104,22 +139,26 @@ class MqttClient(asyncio.Protocol):
         if self._closing:
             return
         self._last_rx = asyncio.get_running_loop().time()
+        self.gw.stats.bytes_received += len(data)
         if not self._sniffed:
             self._sniffed = True
+            self._first_bytes = bytes(data[:16])
             if data[:1] == b"G":
                 self.ws = WebSocketServer()
         if self.ws is not None:
             payload, reply = self.ws.receive_data(data)
-            if reply and self.transport is not None:
+            if reply and self.transport is not None and not self.transport.is_closing():
                 self.transport.write(reply)
             if self.ws.closed:
-                self._close()
+                self._close(linger=True)
                 return
             data = payload
             if not data:
                 return
         try:
-            for packet in self.proto.receive_data(data):
+            packets = self.proto.receive_data(data)
+            self.gw.stats.messages_received += len(packets)
+            for packet in packets:
                 self._handle(packet)
                 if self._closing:
                     return
@@ -129,36 +168,91 @@ class MqttClient(asyncio.Protocol):
         except Exception as exc:
             log.exception("MQTT client %s: internal error", self.peer)
             self._fail(MqttError(f"internal error: {exc}", Reason.UNSPECIFIED_ERROR))
+        if (not self._closing and self.transport is not None
+                and not self._budget.update(self.proto.buffered())):
+            self.transport.pause_reading()  # until the budget grants this packet
+
+    def _budget_resumed(self) -> None:
+        if self.transport is not None and not self._closing:
+            self.transport.resume_reading()
+
+    def _budget_stalled(self) -> None:
+        log.info("MQTT client %s: closing: a packet made no progress for %g s", self.peer,
+                 self.gw.state.request_budget.stall_timeout_s)
+        self._close()
 
     # ------------------------------------------------------------------ writing
 
     def write(self, data: bytes) -> None:
-        if self.transport is None or self._closing:
-            return
-        if self._outq:
+        if self._outq and not self._closing:
             self._outq.append((None, [data]))
             return
-        self.transport.write(self.ws.send(data) if self.ws is not None else data)
+        self._send(data)
 
     def write_many(self, chunks: list[bytes]) -> None:
-        if self.transport is None or self._closing:
-            return
-        data = b"".join(chunks)
-        self.transport.write(self.ws.send(data) if self.ws is not None else data)
+        self._send(b"".join(chunks), len(chunks))
 
-    def _close(self) -> None:
+    def _send(self, data: bytes, packets: int = 1) -> None:
+        """Put ``data`` on the wire, unless the connection is ending or gone: writing to a
+        client that went away is no error (an acknowledgement that waited for an fsync, a
+        delivery scheduled before the reset was seen), so nothing is written or logged."""
+        transport = self.transport
+        if transport is None or self._closing or transport.is_closing():
+            return
+        if self.ws is not None:
+            data = self.ws.send(data)
+        transport.write(data)
+        stats = self.gw.stats
+        stats.messages_sent += packets
+        stats.bytes_sent += len(data)
+
+    def _close(self, goodbye: bytes = b"", linger: bool = False) -> None:
+        """Close after writing ``goodbye``.  With ``linger`` the broker is ending the session
+        while the client may still be sending: closing a socket with unread bytes makes the
+        kernel answer with RST, and the client, getting the reset, may never read the
+        goodbye (the DISCONNECT's reason) that was on its way.  So the write side is shut
+        (FIN after the goodbye), what the client still sends is read and dropped, and the
+        socket is closed at the client's EOF or after ``LINGER_S`` at the latest.
+
+        The session is let go at once, not when the socket closes: nothing more is sent
+        on this connection, and the will (if due) is not held back by the drain."""
+        if goodbye:
+            self._send(goodbye)
         self._closing = True
-        if self.transport is not None:
-            self.transport.close()
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+        self._detach()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if not linger or not transport.can_write_eof():
+            transport.close()
+            return
+        if self._linger is not None:
+            return
+        transport.write_eof()
+        if not transport.is_reading():
+            transport.resume_reading()
+        self._linger = asyncio.get_running_loop().call_later(LINGER_S, transport.abort)
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes itself (after the goodbye when lingering)
 
     def _fail(self, exc: MqttError) -> None:
-        log.warning("MQTT client %s (%s): closing: %s (reason 0x%02x)", self.peer,
-                    self.session.client_id if self.session else "-", exc, int(exc.reason))
-        goodbye = self.proto.goodbye(exc)
-        if goodbye and self.transport is not None:
-            self._outq.clear()
-            self.transport.write(self.ws.send(goodbye) if self.ws is not None else goodbye)
-        self._close()
+        limited = self.gw.client_log
+        if self.proto.state is State.AWAIT_CONNECT and self._first_bytes[:1] != b"\x10":
+            # not even a CONNECT: another protocol's client at this port (which tends to
+            # retry in a loop), a scanner, or noise
+            limited.warning((self.peer_host, "not-mqtt"), "MQTT port: %s is not an MQTT "
+                            "client%s (first bytes %s): %s", self.peer,
+                            guess_protocol(self._first_bytes), self._first_bytes.hex(" "), exc)
+        else:
+            limited.warning((self.peer_host, int(exc.reason)),
+                            "MQTT client %s (%s): closing: %s (reason 0x%02x)", self.peer,
+                            self.session.client_id if self.session else "-", exc,
+                            int(exc.reason))
+        self._outq.clear()
+        self._close(self.proto.goodbye(exc), linger=True)
 
     def shutdown(self) -> None:
         """The broker is stopping."""
@@ -170,7 +264,8 @@ class MqttClient(asyncio.Protocol):
     def _check_keepalive(self) -> None:
         loop = asyncio.get_running_loop()
         if self.proto.state is State.AWAIT_CONNECT:
-            log.warning("MQTT client %s sent no CONNECT in time", self.peer)
+            self.gw.client_log.warning((self.peer_host, "no-connect"),
+                                       "MQTT client %s sent no CONNECT in time", self.peer)
             self._close()
             return
         limit = self.proto.keep_alive * 1.5
@@ -227,6 +322,7 @@ class MqttClient(asyncio.Protocol):
 
     def _on_connect(self, packet: Connect) -> None:
         gw = self.gw
+        gw.stats.connects += 1
         proto = self.proto
         v5 = proto.version == MQTT_5
         if packet.properties.authentication_method is not None:
@@ -236,8 +332,9 @@ class MqttClient(asyncio.Protocol):
         if gw.authenticate is not None and not gw.authenticate(
             packet.client_id, packet.username, packet.password
         ):
-            log.warning("MQTT client %s: bad user name or password (user %r)", self.peer,
-                        packet.username)
+            self.gw.client_log.warning((self.peer_host, "auth"), "MQTT client %s: bad user "
+                                       "name or password (user %r)", self.peer,
+                                       packet.username)
             self._refuse(Reason.BAD_USER_NAME_OR_PASSWORD, "bad user name or password")
             return
         client_id = packet.client_id
@@ -255,11 +352,13 @@ class MqttClient(asyncio.Protocol):
         session = gw.sessions.get(client_id)
         if session is not None and session.conn is not None:
             old = session.conn
-            log.info("MQTT client %s taken over by %s", client_id, self.peer)
+            gw.client_log.info((self.peer_host, "takeover"), "MQTT client %s taken over by %s",
+                               client_id, self.peer)
+            goodbye = b""
             if old.proto.version == MQTT_5:
-                old.write_many([old.proto.send(Disconnect(Reason.SESSION_TAKEN_OVER))])
+                goodbye = old.proto.send(Disconnect(Reason.SESSION_TAKEN_OVER))
             old._detach()
-            old._close()
+            old._close(goodbye, linger=True)
             session = gw.sessions.get(client_id)
         present = session is not None and not packet.clean_start
         if session is not None and packet.clean_start:
@@ -304,11 +403,8 @@ class MqttClient(asyncio.Protocol):
         session.schedule_pump()
 
     def _refuse(self, reason: int, message: str) -> None:
-        data = self.proto.refuse(reason, message)
-        if self.transport is not None:
-            self.transport.write(self.ws.send(data) if self.ws is not None else data)
         self._will_ok = False
-        self._close()
+        self._close(self.proto.refuse(reason, message), linger=True)
 
     def _on_disconnect(self, packet: Disconnect) -> None:
         session = self.session
@@ -378,7 +474,7 @@ class MqttClient(asyncio.Protocol):
         suback = self.proto.suback(packet.packet_id, codes)
         now = gw.clock_ms()
         for plain, opts in retained:
-            for msg in gw.retained.match(plain):
+            for msg in gw.retained_matching(plain):
                 if msg.expired(now):
                     continue
                 ids = (opts.sub_id,) if opts.sub_id is not None else ()
@@ -394,6 +490,12 @@ class MqttClient(asyncio.Protocol):
         session = self.session
         if session is None:
             raise ProtocolError("PUBLISH before CONNECT")
+        stats = self.gw.stats
+        stats.publish_received += 1
+        stats.publish_bytes_received += len(packet.payload)
+        if is_sys(packet.topic):
+            self._acks.append((packet, None, SysTopicRefused(packet.topic)))
+            return
         if packet.qos == 2 and packet.packet_id in session.pubrel_wait:
             self._acks.append((packet, None, None))  # already stored: just PUBREC again
             return
@@ -454,19 +556,19 @@ class MqttClient(asyncio.Protocol):
                     log.debug("MQTT QoS 0 publish to %s dropped: %s", packet.topic, error)
                 continue
             assert packet.packet_id is not None
+            if isinstance(error, SysTopicRefused) and self.proto.version != MQTT_5:
+                error = None  # 3.1.1 has no negative ack: acknowledged, not published
             if error is not None:
                 if self.proto.version != MQTT_5:
                     raise MqttError(f"publish to {packet.topic} failed: {error}")
                 props = Properties(reason_string=str(error)[:200])
+                reason = (Reason.NOT_AUTHORIZED if isinstance(error, SysTopicRefused)
+                          else Reason.IMPLEMENTATION_SPECIFIC_ERROR)
                 if packet.qos == 2 and self.session is not None:
                     self.session.pubrel_wait.discard(packet.packet_id)
-                    out.append(self.proto.send(PubRec(packet.packet_id,
-                                                      Reason.IMPLEMENTATION_SPECIFIC_ERROR,
-                                                      props)))
+                    out.append(self.proto.send(PubRec(packet.packet_id, reason, props)))
                 else:
-                    out.append(self.proto.send(PubAck(packet.packet_id,
-                                                      Reason.IMPLEMENTATION_SPECIFIC_ERROR,
-                                                      props)))
+                    out.append(self.proto.send(PubAck(packet.packet_id, reason, props)))
                 continue
             if packet.qos == 1:
                 out.append(self.proto.send(PubAck(packet.packet_id)))

@@ -19,6 +19,7 @@ from bayou.errors import InvalidConfig
 from bayou.protocol.mqtt.packets import Properties, empty_properties
 from bayou.protocol.mqtt.topics import (
     filters_may_overlap,
+    is_sys,
     matches,
     valid_topic_filter,
     valid_topic_name,
@@ -102,13 +103,16 @@ class TopicMapper:
             text = key.decode("utf-8")
         except UnicodeDecodeError:
             return kafka_topic
-        if valid_topic_name(text) and self.kafka_topic(text) == kafka_topic:
-            return text
+        if valid_topic_name(text) and not is_sys(text) and self.kafka_topic(text) == kafka_topic:
+            return text  # never into $SYS, which is the broker's own
         candidate = f"{kafka_topic}/{text}"
         return candidate if valid_topic_name(candidate) else kafka_topic
 
     def kafka_topics_for_filter(self, topic_filter: str, existing: Iterable[str]) -> set[str]:
-        """Kafka topics whose records could reach a subscriber of ``topic_filter``."""
+        """Kafka topics whose records could reach a subscriber of ``topic_filter`` (none
+        for the broker's ``$SYS`` tree, which is no Kafka topic)."""
+        if is_sys(topic_filter):
+            return set()
         found = {r.kafka_topic for r in self.rules
                  if filters_may_overlap(r.topic_filter, topic_filter)}
         first = topic_filter.split("/", 1)[0]

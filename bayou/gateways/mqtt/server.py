@@ -53,7 +53,9 @@ from bayou.gateways.mqtt.session import (
     WillState,
 )
 from bayou.gateways.mqtt.store import RETAINED_LOG, SESSIONS_LOG, StateLog
+from bayou.gateways.mqtt.systree import SysCounters, SysTree
 from bayou.gateways.mqtt.trie import SubscriptionTrie, TopicTree
+from bayou.log_limits import RateLimitedLog
 from bayou.protocol.kafka.records import (
     DecodedRecord,
     Record,
@@ -65,7 +67,7 @@ from bayou.protocol.mqtt.packets import (
     Properties,
     Publish,
 )
-from bayou.protocol.mqtt.topics import parse_shared
+from bayou.protocol.mqtt.topics import is_sys, parse_shared
 
 if TYPE_CHECKING:
     from bayou.gateways.mqtt.client import MqttClient
@@ -84,6 +86,7 @@ TAIL_SLICE = 256  # records offered between two turns of the event loop
 META_CACHE = 4096
 CHUNKS_KEPT = 16  # decoded catch-up reads kept in all
 CHUNKS_PER_PARTITION = 4
+SYS_QOS = 2  # as mosquitto publishes its $SYS tree
 _PLAIN_HEADERS = frozenset((H_QOS, H_RETAIN, H_CLIENT))
 
 
@@ -188,10 +191,14 @@ class MqttGateway:
         self.clock_ms = now_ms
         self.trie: SubscriptionTrie[SubOptions] = SubscriptionTrie()
         self.retained: TopicTree[Message] = TopicTree()
+        self.sys_retained: TopicTree[Message] = TopicTree()  # $SYS/broker/..., memory only
+        self.stats = SysCounters()
+        self.sys_interval = state.config.mqtt_sys_interval
         self.sessions: dict[str, Session] = {}
         self.groups: dict[tuple[str, str], ShareGroup] = {}
         self.tailers: dict[TP, Tailer] = {}
         self.clients: set[MqttClient] = set()
+        self.client_log = RateLimitedLog(log)  # what a client can trigger, per peer host
         data_dir = state.config.data_dir
         internal = state.config.internal_log_config()
         self.retained_log = StateLog(data_dir, RETAINED_LOG, state.flusher, now_ms, internal)
@@ -229,6 +236,8 @@ class MqttGateway:
         if self.port == 0:
             self.port = self._server.sockets[0].getsockname()[1]
         self._tasks = [asyncio.create_task(self._housekeeping())]
+        if self.sys_interval > 0:
+            self._tasks.append(asyncio.create_task(self._sys_updates()))
 
     def _load(self) -> None:
         self.retained_log.open()
@@ -295,6 +304,48 @@ class MqttGateway:
             except Exception:
                 log.exception("MQTT housekeeping failed")
 
+    async def _sys_updates(self) -> None:
+        """Publish the $SYS tree: the version once, then what changed every interval."""
+        loop = asyncio.get_running_loop()
+        tree = SysTree(loop.time())
+        for topic, payload in tree.static():
+            self.publish_sys(topic, payload)
+        while True:
+            try:
+                for topic, payload in tree.update(loop.time(), self.stats, self.sys_gauges()):
+                    self.publish_sys(topic, payload)
+            except Exception:
+                log.exception("MQTT $SYS update failed")
+            await asyncio.sleep(self.sys_interval)
+
+    def sys_gauges(self) -> dict[str, int]:
+        connected = sum(1 for session in self.sessions.values() if session.conn is not None)
+        return {
+            "clients_connected": connected,
+            "clients_disconnected": len(self.sessions) - connected,
+            "clients_total": len(self.sessions),
+            "subscriptions": sum(self._filters.values()),
+            "shared_subscriptions": sum(len(group.members) for group in self.groups.values()),
+            "retained": self.retained.count,
+        }
+
+    def publish_sys(self, topic: str, payload: bytes) -> None:
+        """A ``$SYS`` value: kept as the retained message of ``topic`` (in memory: the tree
+        is rebuilt at start) and handed to the subscribers connected now.  It is in no log,
+        so a session with no room for it, or offline, skips it (it gets the retained value
+        when it subscribes)."""
+        msg = Message(topic, payload, SYS_QOS, True, None, None, Properties())
+        self.sys_retained.set(topic, msg)
+        for owner, options in self.owners_of(topic):
+            if isinstance(owner, ShareGroup):
+                owner.offer(msg, options[0], None, 0)
+            else:
+                owner.offer_unlogged(msg, options)
+
+    def retained_matching(self, topic_filter: str) -> Iterable[Message]:
+        tree = self.sys_retained if is_sys(topic_filter) else self.retained
+        return tree.match(topic_filter)
+
     async def _save_sessions(self, all_persistent: bool = False) -> None:
         entries: list[tuple[bytes, bytes | None, list[tuple[str, bytes | None]]]] = []
         for session in self.sessions.values():
@@ -318,6 +369,7 @@ class MqttGateway:
                     and session.disconnected_at is not None
                     and now - session.disconnected_at >= session.expiry_s * 1000):
                 log.info("MQTT session %s expired", session.client_id)
+                self.stats.clients_expired += 1
                 self.drop_session(session)
 
     # ------------------------------------------------------------------ subscriptions
@@ -347,7 +399,7 @@ class MqttGateway:
             key = (group_name, plain)
             group = self.groups.get(key)
             if group is None:
-                group = self.groups[key] = ShareGroup(group_name, plain)
+                group = self.groups[key] = ShareGroup(group_name, plain, self.stats)
                 self.trie.add(plain, group, SubOptions(2))
             group.members[session.client_id] = (session, opts)
             session.groups[topic_filter] = group
@@ -516,6 +568,10 @@ class MqttGateway:
     def publish_will(self, client_id: str, will: WillState) -> None:
         self._wills.pop(client_id, None)
         if self.stopping:
+            return
+        if is_sys(will.topic):
+            log.warning("the will of MQTT client %s is on %s, which is the broker's: "
+                        "not published", client_id, will.topic)
             return
         publish = Publish(will.topic, will.payload, will.qos, will.retain, False, None,
                           will.props)

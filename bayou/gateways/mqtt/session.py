@@ -35,13 +35,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bayou.protocol.kafka.records import DecodedRecord, iter_batches, iter_records
-from bayou.protocol.mqtt.codec import encode_properties, encode_publish
+from bayou.protocol.mqtt.codec import add_topic_alias, encode_properties, encode_publish
 from bayou.protocol.mqtt.packets import MQTT_5, Properties, PubRel
 from bayou.protocol.mqtt.topics import matches
 
 if TYPE_CHECKING:
     from bayou.gateways.mqtt.client import MqttClient
     from bayou.gateways.mqtt.server import MqttGateway
+    from bayou.gateways.mqtt.systree import SysCounters
 
 log = logging.getLogger(__name__)
 
@@ -235,9 +236,10 @@ def merge_options(options: list[SubOptions], origin: str | None, client_id: str,
 
 
 class ShareGroup:
-    def __init__(self, name: str, topic_filter: str) -> None:
+    def __init__(self, name: str, topic_filter: str, stats: SysCounters) -> None:
         self.name = name
         self.topic_filter = topic_filter
+        self.stats = stats
         self.members: dict[str, tuple[Session, SubOptions]] = {}
         self.pending: deque[tuple[Message, int, TP | None, int]] = deque()
         self._turn = 0
@@ -250,6 +252,7 @@ class ShareGroup:
         if qos == 0:
             return
         if len(self.pending) >= MAX_GROUP_PENDING:
+            self.stats.publish_dropped += 1
             if not self._warned:
                 log.warning("shared subscription $share/%s/%s: no member keeps up, dropping "
                             "messages", self.name, self.topic_filter)
@@ -345,6 +348,16 @@ class Session:
             return
         self.enqueue(Delivery(msg, qos, rap and msg.retain, ids, tp, offset, True))
 
+    def offer_unlogged(self, msg: Message, options: list[SubOptions]) -> None:
+        """A message that is in no log (``$SYS``): queued if connected with room, else
+        skipped — there is no log to catch up from."""
+        if self.conn is None or len(self.queue) >= MAX_QUEUED:
+            return
+        merged = merge_options(options, msg.origin, self.client_id, msg.qos)
+        if merged is not None:
+            qos, rap, ids = merged
+            self.enqueue(Delivery(msg, qos, rap and msg.retain, ids, None, 0, False))
+
     def enqueue(self, delivery: Delivery, pump: bool = True) -> None:
         self.queue.append(delivery)
         if pump:
@@ -372,6 +385,7 @@ class Session:
         out: list[bytes] = []
         now = self.gateway.clock_ms()
         window = self.send_window()
+        sent = payload_bytes = 0
         while True:
             if not self.queue:
                 if self._pull_shared() or (self.behind and self.catch_up()):
@@ -390,6 +404,8 @@ class Session:
                 window -= 1
                 self.dirty = True
             out.append(data)
+            sent += 1
+            payload_bytes += len(d.msg.payload)
             if len(out) >= 128:
                 c.write_many(out)
                 out = []
@@ -397,14 +413,20 @@ class Session:
                     break
         if out:
             c.write_many(out)
+        if sent:
+            stats = self.gateway.stats
+            stats.publish_sent += sent
+            stats.publish_bytes_sent += payload_bytes
 
     def _encode(self, d: Delivery, pid: int | None, dup: bool, now: int) -> bytes | None:
         c = self.conn
         assert c is not None
         msg = d.msg
-        if msg.expiry_at is None and not d.sub_ids and not dup:
+        aliases = c.proto.outbound_aliases
+        if msg.expiry_at is None and not d.sub_ids and not dup and aliases is None:
             data = msg.publish_bytes(c.proto.version == MQTT_5, d.qos, d.retain, pid)
             if len(data) > c.proto.client_max_packet_size:
+                self.gateway.stats.publish_dropped += 1
                 return None  # the client could not take it: discarded, as the spec says
             return data
         if c.proto.version == MQTT_5:
@@ -415,9 +437,20 @@ class Session:
             if msg.expired(now):
                 return None
             props = None
-        data = encode_publish(msg.topic_bytes, msg.payload, d.qos, d.retain, dup, pid, props)
+        topic = msg.topic_bytes
+        plan = None
+        if aliases is not None and props is not None:
+            plan = aliases.plan(topic)
+            if plan is not None:
+                props = add_topic_alias(props, plan[0])
+                if plan[1]:
+                    topic = b""  # the client knows the alias
+        data = encode_publish(topic, msg.payload, d.qos, d.retain, dup, pid, props)
         if len(data) > c.proto.client_max_packet_size:
+            self.gateway.stats.publish_dropped += 1
             return None  # the client could not take it: discarded, as the spec says
+        if aliases is not None:
+            aliases.commit(msg.topic_bytes, plan)
         return data
 
     def _allocate_pid(self) -> int:
@@ -447,6 +480,8 @@ class Session:
                 del self.inflight[pid]
                 continue
             out.append(data)
+            self.gateway.stats.publish_sent += 1
+            self.gateway.stats.publish_bytes_sent += len(entry.delivery.msg.payload)
         if out:
             c.write_many(out)
 

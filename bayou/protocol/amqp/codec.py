@@ -7,12 +7,17 @@ Table-driven: ``spec.METHODS`` gives every method's fields and wire types, and t
 one octet, least significant bit first.  A decoded method is a ``Method``: its spec plus an
 argument dict, read as attributes (``method.routing_key``).
 
-Field-table values (RabbitMQ's dialect of the type letters) decode to Python values:
-``t`` bool; ``b B s u I i l`` int; ``f d`` float; ``D`` ``Decimal``; ``S`` str when it is
-UTF-8, else bytes; ``x`` bytes; ``T`` ``Timestamp`` (an int of seconds); ``F`` dict; ``A``
-list; ``V`` None.  Encoding picks one letter per Python type: bool ``t``, int ``I`` (``l``
-beyond 32 bits), float ``d``, Decimal ``D``, str ``S``, bytes ``x``, Timestamp ``T``, dict
-``F``, list/tuple ``A``, None ``V``.  So ``decode(encode(v)) == v`` for those values.
+Field-table values (RabbitMQ's dialect of the type letters) decode to Python values that
+remember their letter, so that ``encode(decode(table))`` gives back the same bytes — a
+broker passes tables through unchanged.  ``t`` bool; ``I`` int; ``d`` float; ``D``
+``Decimal``; ``S`` str (``LongStrBytes``, a bytes subclass, when it is not UTF-8); ``x``
+bytes; ``T`` ``Timestamp`` (an int of seconds); ``F`` dict; ``A`` list; ``V`` None; and the
+other sizes of numbers as int/float subclasses named after them: ``b`` ``Int8``, ``B``
+``UInt8``, ``s`` ``Int16``, ``u`` ``UInt16``, ``i`` ``UInt32``, ``l`` ``Int64``, ``f``
+``Float32``.  Encoding picks the letter from the Python type: those classes their own,
+bool ``t``, int ``I`` (``l`` beyond 32 bits), float ``d``, Decimal ``D``, str ``S``, bytes
+``x``, dict ``F``, list/tuple ``A``, None ``V`` (``field_type`` names it; ``typed`` builds
+the value of a letter).  So ``decode(encode(v)) == v`` for every value, type included.
 
 Everything malformed raises ``AmqpError`` with the reply code the specification assigns
 (``FRAME_ERROR`` for framing, ``SYNTAX_ERROR`` for a field that does not parse,
@@ -62,8 +67,72 @@ class AmqpError(ProtocolViolation):
 class Timestamp(int):
     """A field-table timestamp (seconds since the epoch), distinct from a plain int."""
 
+    __slots__ = ()
+
     def __repr__(self) -> str:
         return f"Timestamp({int(self)})"
+
+
+class _SizedInt(int):
+    """An integer field value that keeps its wire size (the class's ``letter``)."""
+
+    __slots__ = ()
+    letter = "I"
+    fmt = ">i"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({int(self)})"
+
+
+class Int8(_SizedInt):
+    __slots__ = ()
+    letter, fmt = "b", ">b"
+
+
+class UInt8(_SizedInt):
+    __slots__ = ()
+    letter, fmt = "B", ">B"
+
+
+class Int16(_SizedInt):
+    __slots__ = ()
+    letter, fmt = "s", ">h"
+
+
+class UInt16(_SizedInt):
+    __slots__ = ()
+    letter, fmt = "u", ">H"
+
+
+class UInt32(_SizedInt):
+    __slots__ = ()
+    letter, fmt = "i", ">I"
+
+
+class Int64(_SizedInt):
+    __slots__ = ()
+    letter, fmt = "l", ">q"
+
+
+class Float32(float):
+    """A single-precision (``f``) field value; plain floats are ``d``."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"Float32({float(self)!r})"
+
+
+class LongStrBytes(bytes):
+    """An ``S`` (long string) field value that is not UTF-8; plain bytes are ``x``."""
+
+    __slots__ = ()
+
+
+_SIZED: dict[str, type[_SizedInt]] = {
+    cls.letter: cls for cls in (Int8, UInt8, Int16, UInt16, UInt32, Int64)
+}
+_SIZED_STRUCTS = {ord(letter): struct.Struct(cls.fmt) for letter, cls in _SIZED.items()}
 
 
 class Method:
@@ -172,16 +241,89 @@ class Reader:
 
 # --------------------------------------------------------------------------- field tables
 
-_SIGNED = {
-    ord("b"): struct.Struct(">b"), ord("B"): struct.Struct(">B"),
-    ord("s"): struct.Struct(">h"), ord("u"): struct.Struct(">H"),
-    ord("I"): struct.Struct(">i"), ord("i"): struct.Struct(">I"),
-    ord("l"): struct.Struct(">q"), ord("f"): struct.Struct(">f"),
-    ord("d"): struct.Struct(">d"),
-}
 _INT32 = struct.Struct(">i")
 _INT64 = struct.Struct(">q")
+_FLOAT = struct.Struct(">f")
 _DOUBLE = struct.Struct(">d")
+
+
+def field_type(value: Any) -> str:
+    """The type letter ``value`` is encoded with in a field table."""
+    if isinstance(value, bool):
+        return "t"
+    if isinstance(value, Timestamp):
+        return "T"
+    if isinstance(value, _SizedInt):
+        return value.letter
+    if isinstance(value, int):
+        return "I" if -(2**31) <= value < 2**31 else "l"
+    if isinstance(value, Float32):
+        return "f"
+    if isinstance(value, float):
+        return "d"
+    if isinstance(value, Decimal):
+        return "D"
+    if isinstance(value, LongStrBytes | str):
+        return "S"
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "x"
+    if isinstance(value, Mapping):
+        return "F"
+    if isinstance(value, list | tuple):
+        return "A"
+    if value is None:
+        return "V"
+    raise TypeError(f"cannot put a {type(value).__name__} in a field table")
+
+
+def typed(letter: str, value: Any) -> Any:
+    """The field value of type ``letter`` holding ``value`` (a plain Python value: int for
+    the integer letters and ``T``, float for ``f``/``d``, bytes or str for ``S``...);
+    ValueError when it does not fit that type."""
+    sized = _SIZED.get(letter)
+    if sized is not None or letter in "IT":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{letter} needs an integer, not {value!r}")
+        if sized is None:
+            return Timestamp(value) if letter == "T" else _checked(">i", int(value))
+        return sized(_checked(sized.fmt, int(value)))
+    if letter in "fd":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{letter} needs a number, not {value!r}")
+        return Float32(value) if letter == "f" else float(value)
+    if letter == "t":
+        if not isinstance(value, bool):
+            raise ValueError(f"t needs a boolean, not {value!r}")
+        return value
+    if letter == "D":
+        number = Decimal(value)
+        _sign, digits, exponent = number.as_tuple()
+        if not isinstance(exponent, int) or not -255 <= exponent <= 0:
+            raise ValueError(f"decimal {value!r} has no AMQP form")
+        _checked(">i", int("".join(map(str, digits)) or "0"))
+        return number
+    if letter == "S":
+        if isinstance(value, bytes | bytearray):
+            try:
+                return bytes(value).decode()
+            except UnicodeDecodeError:
+                return LongStrBytes(value)
+        return str(value)
+    if letter == "x":
+        if not isinstance(value, bytes | bytearray):
+            raise ValueError(f"x needs bytes, not {value!r}")
+        return bytes(value)
+    if letter == "V":
+        return None
+    raise ValueError(f"unknown field type {letter!r}")
+
+
+def _checked(fmt: str, value: int) -> int:
+    try:
+        struct.pack(fmt, value)
+    except struct.error:
+        raise ValueError(f"{value} does not fit {fmt}") from None
+    return value
 
 
 def encode_table(out: bytearray, table: Mapping[str, Any]) -> None:
@@ -201,6 +343,15 @@ def _encode_value(out: bytearray, value: Any, depth: int) -> None:
     elif isinstance(value, Timestamp):
         out += b"T"
         out += _Q.pack(value)
+    elif isinstance(value, _SizedInt):
+        out += value.letter.encode()
+        out += _SIZED_STRUCTS[ord(value.letter)].pack(value)
+    elif isinstance(value, Float32):
+        out += b"f"
+        out += _FLOAT.pack(value)
+    elif isinstance(value, LongStrBytes):
+        out += b"S"
+        _longstr(out, value)
     elif isinstance(value, int):
         if -(2**31) <= value < 2**31:
             out += b"I"
@@ -261,9 +412,15 @@ def _decode_value(r: Reader, depth: int) -> Any:
     if depth > MAX_TABLE_DEPTH:
         raise AmqpError(spec.SYNTAX_ERROR, "field table nested too deeply")
     kind = r.buf[r.need(1)]
-    st = _SIGNED.get(kind)
+    if kind == 0x49:  # I
+        return r.unpack(_INT32)
+    if kind == 0x64:  # d
+        return r.unpack(_DOUBLE)
+    st = _SIZED_STRUCTS.get(kind)
     if st is not None:
-        return r.unpack(st)
+        return _SIZED[chr(kind)](r.unpack(st))
+    if kind == 0x66:  # f
+        return Float32(r.unpack(_FLOAT))
     if kind == 0x74:  # t
         return r.buf[r.need(1)] != 0
     if kind == 0x53:  # S
@@ -271,7 +428,7 @@ def _decode_value(r: Reader, depth: int) -> Any:
         try:
             return data.decode()
         except UnicodeDecodeError:
-            return data
+            return LongStrBytes(data)
     if kind == 0x78:  # x
         return r.longstr()
     if kind == 0x54:  # T

@@ -206,6 +206,18 @@ class ServerConnection:
         if self.state is not State.CLOSED and not self._framing_lost:
             self._in += data
 
+    def unfinished(self) -> tuple[int, int]:
+        """(bytes held, bytes announced) of what is not complete yet: buffered frame bytes
+        plus the bodies of messages being assembled, and those bodies' announced sizes (the
+        request-bytes budget counts them)."""
+        held = len(self._in) - self._pos
+        announced = held
+        for ch in self.channels.values():
+            if ch.props is not None:
+                held += ch.received
+                announced += ch.body_size
+        return held, announced
+
     def data_to_send(self) -> bytes:
         out = bytes(self._out)
         self._out.clear()

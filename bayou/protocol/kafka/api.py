@@ -34,7 +34,9 @@ from bayou.protocol.kafka.primitives import (
     I16,
     I32,
     ApiMessage,
+    Piece,
     ScatterBuffer,
+    nbytes,
     r_nstr,
     skip_tags,
     w_nstr,
@@ -149,16 +151,20 @@ def decode_request_body(header: RequestHeader, frame: memoryview, offset: int) -
 
 def encode_response(header: RequestHeader, response: ApiMessage) -> bytes:
     """The whole response frame (size prefix, response header, body) at the request's version."""
-    return b"".join(encode_response_parts(header, response))
+    out = bytearray()
+    for part in encode_response_parts(header, response):
+        if not isinstance(part, bytes | bytearray | memoryview):
+            raise TypeError("a response with deferred records needs encode_response_parts")
+        out += part
+    return bytes(out)
 
 
-def encode_response_parts(
-    header: RequestHeader, response: ApiMessage
-) -> list[bytes | bytearray | memoryview]:
-    """The response frame as pieces to write in order (``transport.writelines``).
+def encode_response_parts(header: RequestHeader, response: ApiMessage) -> list[Piece]:
+    """The response frame as pieces to write in order.
 
-    Large ``records`` values (fetched batches) are pieces of their own rather than copied into
-    the frame buffer; everything else is one buffer.  Joined, the pieces are the frame.
+    Large ``records`` values (fetched batches) and every ``DeferredRecords`` are pieces of
+    their own rather than copied into the frame buffer; everything else is one buffer.
+    Joined (a ``DeferredRecords`` standing for its bytes), the pieces are the frame.
     """
     version = header.api_version
     out = ScatterBuffer(8)
@@ -169,12 +175,12 @@ def encode_response_parts(
         raise ValueError(f"{response.NAME} has no version {version}")
     response.ENCODERS[version](response, out)
     deferred = out.deferred
-    size = len(out) - 4 + sum(memoryview(b).nbytes for _, b in deferred)
+    size = len(out) - 4 + sum(nbytes(b) for _, b in deferred)
     I32.pack_into(out, 0, size)
     if not deferred:
         return [out]
     view = memoryview(out)
-    parts: list[bytes | bytearray | memoryview] = []
+    parts: list[Piece] = []
     start = 0
     for position, value in deferred:
         parts.append(view[start:position])

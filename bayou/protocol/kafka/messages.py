@@ -51,7 +51,11 @@ from bayou.protocol.kafka.primitives import (
     w_tag,
 )
 
+_S_H = Struct('>H')
 _S_b = Struct('>b')
+_S_bb = Struct('>bb')
+_S_bi = Struct('>bi')
+_S_d = Struct('>d')
 _S_h = Struct('>h')
 _S_hh = Struct('>hh')
 _S_hhh = Struct('>hhh')
@@ -64,6 +68,7 @@ _S_i = Struct('>i')
 _S_ib = Struct('>ib')
 _S_ih = Struct('>ih')
 _S_ihi = Struct('>ihi')
+_S_ihiiq = Struct('>ihiiq')
 _S_ihq = Struct('>ihq')
 _S_ihqh = Struct('>ihqh')
 _S_ihqq = Struct('>ihqq')
@@ -83,8 +88,11 @@ _S_iq = Struct('>iq')
 _S_iqh = Struct('>iqh')
 _S_iqi = Struct('>iqi')
 _S_iqq = Struct('>iqq')
+_S_iqqh = Struct('>iqqh')
 _S_iqqi = Struct('>iqqi')
 _S_iqqo = Struct('>iqq?')
+_S_iqqq = Struct('>iqqq')
+_S_iuqqq = Struct('>i16sqqq')
 _S_o = Struct('>?')
 _S_ob = Struct('>?b')
 _S_obo = Struct('>?b?')
@@ -2309,6 +2317,259 @@ class TxnOffsetCommitResponse(ApiMessage):
         self.topics = [] if topics is DEFAULT else topics
 
 
+class DescribeAclsRequest(ApiMessage):
+    """DescribeAclsRequest: versions 0-3, flexible 2+."""
+    __slots__ = ('resource_type_filter', 'resource_name_filter', 'pattern_type_filter', 'principal_filter', 'host_filter', 'operation', 'permission_type')
+    NAME = 'DescribeAclsRequest'
+    API_KEY = 29
+    MIN_VERSION = 0
+    MAX_VERSION = 3
+    FLEXIBLE_FROM = 2
+
+    def __init__(
+        self,
+        resource_type_filter: int = 0,
+        resource_name_filter: str | None = '',
+        pattern_type_filter: int = 3,
+        principal_filter: str | None = '',
+        host_filter: str | None = '',
+        operation: int = 0,
+        permission_type: int = 0,
+    ) -> None:
+        self.resource_type_filter = resource_type_filter
+        self.resource_name_filter = resource_name_filter
+        self.pattern_type_filter = pattern_type_filter
+        self.principal_filter = principal_filter
+        self.host_filter = host_filter
+        self.operation = operation
+        self.permission_type = permission_type
+
+
+class DescribeAclsResponseAclDescription(Message):
+    __slots__ = ('principal', 'host', 'operation', 'permission_type')
+
+    def __init__(
+        self,
+        principal: str = '',
+        host: str = '',
+        operation: int = 0,
+        permission_type: int = 0,
+    ) -> None:
+        self.principal = principal
+        self.host = host
+        self.operation = operation
+        self.permission_type = permission_type
+
+
+class DescribeAclsResponseDescribeAclsResource(Message):
+    __slots__ = ('resource_type', 'resource_name', 'pattern_type', 'acls')
+
+    def __init__(
+        self,
+        resource_type: int = 0,
+        resource_name: str = '',
+        pattern_type: int = 3,
+        acls: list[DescribeAclsResponseAclDescription] = DEFAULT,
+    ) -> None:
+        self.resource_type = resource_type
+        self.resource_name = resource_name
+        self.pattern_type = pattern_type
+        self.acls = [] if acls is DEFAULT else acls
+
+
+class DescribeAclsResponse(ApiMessage):
+    """DescribeAclsResponse: versions 0-3, flexible 2+."""
+    __slots__ = ('throttle_time_ms', 'error_code', 'error_message', 'resources')
+    NAME = 'DescribeAclsResponse'
+    API_KEY = 29
+    MIN_VERSION = 0
+    MAX_VERSION = 3
+    FLEXIBLE_FROM = 2
+    AclDescription = DescribeAclsResponseAclDescription
+    DescribeAclsResource = DescribeAclsResponseDescribeAclsResource
+
+    def __init__(
+        self,
+        throttle_time_ms: int = 0,
+        error_code: int = 0,
+        error_message: str | None = '',
+        resources: list[DescribeAclsResponseDescribeAclsResource] = DEFAULT,
+    ) -> None:
+        self.throttle_time_ms = throttle_time_ms
+        self.error_code = error_code
+        self.error_message = error_message
+        self.resources = [] if resources is DEFAULT else resources
+
+
+class CreateAclsRequestAclCreation(Message):
+    __slots__ = ('resource_type', 'resource_name', 'resource_pattern_type', 'principal', 'host', 'operation', 'permission_type')
+
+    def __init__(
+        self,
+        resource_type: int = 0,
+        resource_name: str = '',
+        resource_pattern_type: int = 3,
+        principal: str = '',
+        host: str = '',
+        operation: int = 0,
+        permission_type: int = 0,
+    ) -> None:
+        self.resource_type = resource_type
+        self.resource_name = resource_name
+        self.resource_pattern_type = resource_pattern_type
+        self.principal = principal
+        self.host = host
+        self.operation = operation
+        self.permission_type = permission_type
+
+
+class CreateAclsRequest(ApiMessage):
+    """CreateAclsRequest: versions 0-3, flexible 2+."""
+    __slots__ = ('creations',)
+    NAME = 'CreateAclsRequest'
+    API_KEY = 30
+    MIN_VERSION = 0
+    MAX_VERSION = 3
+    FLEXIBLE_FROM = 2
+    AclCreation = CreateAclsRequestAclCreation
+
+    def __init__(
+        self,
+        creations: list[CreateAclsRequestAclCreation] = DEFAULT,
+    ) -> None:
+        self.creations = [] if creations is DEFAULT else creations
+
+
+class CreateAclsResponseAclCreationResult(Message):
+    __slots__ = ('error_code', 'error_message')
+
+    def __init__(
+        self,
+        error_code: int = 0,
+        error_message: str | None = '',
+    ) -> None:
+        self.error_code = error_code
+        self.error_message = error_message
+
+
+class CreateAclsResponse(ApiMessage):
+    """CreateAclsResponse: versions 0-3, flexible 2+."""
+    __slots__ = ('throttle_time_ms', 'results')
+    NAME = 'CreateAclsResponse'
+    API_KEY = 30
+    MIN_VERSION = 0
+    MAX_VERSION = 3
+    FLEXIBLE_FROM = 2
+    AclCreationResult = CreateAclsResponseAclCreationResult
+
+    def __init__(
+        self,
+        throttle_time_ms: int = 0,
+        results: list[CreateAclsResponseAclCreationResult] = DEFAULT,
+    ) -> None:
+        self.throttle_time_ms = throttle_time_ms
+        self.results = [] if results is DEFAULT else results
+
+
+class DeleteAclsRequestDeleteAclsFilter(Message):
+    __slots__ = ('resource_type_filter', 'resource_name_filter', 'pattern_type_filter', 'principal_filter', 'host_filter', 'operation', 'permission_type')
+
+    def __init__(
+        self,
+        resource_type_filter: int = 0,
+        resource_name_filter: str | None = '',
+        pattern_type_filter: int = 3,
+        principal_filter: str | None = '',
+        host_filter: str | None = '',
+        operation: int = 0,
+        permission_type: int = 0,
+    ) -> None:
+        self.resource_type_filter = resource_type_filter
+        self.resource_name_filter = resource_name_filter
+        self.pattern_type_filter = pattern_type_filter
+        self.principal_filter = principal_filter
+        self.host_filter = host_filter
+        self.operation = operation
+        self.permission_type = permission_type
+
+
+class DeleteAclsRequest(ApiMessage):
+    """DeleteAclsRequest: versions 0-3, flexible 2+."""
+    __slots__ = ('filters',)
+    NAME = 'DeleteAclsRequest'
+    API_KEY = 31
+    MIN_VERSION = 0
+    MAX_VERSION = 3
+    FLEXIBLE_FROM = 2
+    DeleteAclsFilter = DeleteAclsRequestDeleteAclsFilter
+
+    def __init__(
+        self,
+        filters: list[DeleteAclsRequestDeleteAclsFilter] = DEFAULT,
+    ) -> None:
+        self.filters = [] if filters is DEFAULT else filters
+
+
+class DeleteAclsResponseDeleteAclsMatchingAcl(Message):
+    __slots__ = ('error_code', 'error_message', 'resource_type', 'resource_name', 'pattern_type', 'principal', 'host', 'operation', 'permission_type')
+
+    def __init__(
+        self,
+        error_code: int = 0,
+        error_message: str | None = '',
+        resource_type: int = 0,
+        resource_name: str = '',
+        pattern_type: int = 3,
+        principal: str = '',
+        host: str = '',
+        operation: int = 0,
+        permission_type: int = 0,
+    ) -> None:
+        self.error_code = error_code
+        self.error_message = error_message
+        self.resource_type = resource_type
+        self.resource_name = resource_name
+        self.pattern_type = pattern_type
+        self.principal = principal
+        self.host = host
+        self.operation = operation
+        self.permission_type = permission_type
+
+
+class DeleteAclsResponseDeleteAclsFilterResult(Message):
+    __slots__ = ('error_code', 'error_message', 'matching_acls')
+
+    def __init__(
+        self,
+        error_code: int = 0,
+        error_message: str | None = '',
+        matching_acls: list[DeleteAclsResponseDeleteAclsMatchingAcl] = DEFAULT,
+    ) -> None:
+        self.error_code = error_code
+        self.error_message = error_message
+        self.matching_acls = [] if matching_acls is DEFAULT else matching_acls
+
+
+class DeleteAclsResponse(ApiMessage):
+    """DeleteAclsResponse: versions 0-3, flexible 2+."""
+    __slots__ = ('throttle_time_ms', 'filter_results')
+    NAME = 'DeleteAclsResponse'
+    API_KEY = 31
+    MIN_VERSION = 0
+    MAX_VERSION = 3
+    FLEXIBLE_FROM = 2
+    DeleteAclsMatchingAcl = DeleteAclsResponseDeleteAclsMatchingAcl
+    DeleteAclsFilterResult = DeleteAclsResponseDeleteAclsFilterResult
+
+    def __init__(
+        self,
+        throttle_time_ms: int = 0,
+        filter_results: list[DeleteAclsResponseDeleteAclsFilterResult] = DEFAULT,
+    ) -> None:
+        self.throttle_time_ms = throttle_time_ms
+        self.filter_results = [] if filter_results is DEFAULT else filter_results
+
+
 class DescribeConfigsRequestDescribeConfigsResource(Message):
     __slots__ = ('resource_type', 'resource_name', 'configuration_keys')
 
@@ -2766,6 +3027,87 @@ class DeleteGroupsResponse(ApiMessage):
         self.results = [] if results is DEFAULT else results
 
 
+class ElectLeadersRequestTopicPartitions(Message):
+    __slots__ = ('topic', 'partitions')
+
+    def __init__(
+        self,
+        topic: str = '',
+        partitions: list[int] = DEFAULT,
+    ) -> None:
+        self.topic = topic
+        self.partitions = [] if partitions is DEFAULT else partitions
+
+
+class ElectLeadersRequest(ApiMessage):
+    """ElectLeadersRequest: versions 0-2, flexible 2+."""
+    __slots__ = ('election_type', 'topic_partitions', 'timeout_ms')
+    NAME = 'ElectLeadersRequest'
+    API_KEY = 43
+    MIN_VERSION = 0
+    MAX_VERSION = 2
+    FLEXIBLE_FROM = 2
+    TopicPartitions = ElectLeadersRequestTopicPartitions
+
+    def __init__(
+        self,
+        election_type: int = 0,
+        topic_partitions: list[ElectLeadersRequestTopicPartitions] | None = DEFAULT,
+        timeout_ms: int = 60000,
+    ) -> None:
+        self.election_type = election_type
+        self.topic_partitions = [] if topic_partitions is DEFAULT else topic_partitions
+        self.timeout_ms = timeout_ms
+
+
+class ElectLeadersResponsePartitionResult(Message):
+    __slots__ = ('partition_id', 'error_code', 'error_message')
+
+    def __init__(
+        self,
+        partition_id: int = 0,
+        error_code: int = 0,
+        error_message: str | None = '',
+    ) -> None:
+        self.partition_id = partition_id
+        self.error_code = error_code
+        self.error_message = error_message
+
+
+class ElectLeadersResponseReplicaElectionResult(Message):
+    __slots__ = ('topic', 'partition_result')
+
+    def __init__(
+        self,
+        topic: str = '',
+        partition_result: list[ElectLeadersResponsePartitionResult] = DEFAULT,
+    ) -> None:
+        self.topic = topic
+        self.partition_result = [] if partition_result is DEFAULT else partition_result
+
+
+class ElectLeadersResponse(ApiMessage):
+    """ElectLeadersResponse: versions 0-2, flexible 2+."""
+    __slots__ = ('throttle_time_ms', 'error_code', 'replica_election_results')
+    NAME = 'ElectLeadersResponse'
+    API_KEY = 43
+    MIN_VERSION = 0
+    MAX_VERSION = 2
+    FLEXIBLE_FROM = 2
+    PartitionResult = ElectLeadersResponsePartitionResult
+    ReplicaElectionResult = ElectLeadersResponseReplicaElectionResult
+
+    def __init__(
+        self,
+        throttle_time_ms: int = 0,
+        error_code: int = 0,
+        replica_election_results: list[ElectLeadersResponseReplicaElectionResult] = DEFAULT,
+    ) -> None:
+        self.throttle_time_ms = throttle_time_ms
+        self.error_code = error_code
+        self.replica_election_results = [] if replica_election_results is DEFAULT else replica_election_results
+
+
 class IncrementalAlterConfigsRequestAlterableConfig(Message):
     __slots__ = ('name', 'config_operation', 'value')
 
@@ -2937,6 +3279,326 @@ class OffsetDeleteResponse(ApiMessage):
         self.topics = [] if topics is DEFAULT else topics
 
 
+class DescribeClientQuotasRequestComponentData(Message):
+    __slots__ = ('entity_type', 'match_type', 'match')
+
+    def __init__(
+        self,
+        entity_type: str = '',
+        match_type: int = 0,
+        match: str | None = '',
+    ) -> None:
+        self.entity_type = entity_type
+        self.match_type = match_type
+        self.match = match
+
+
+class DescribeClientQuotasRequest(ApiMessage):
+    """DescribeClientQuotasRequest: versions 0-1, flexible 1+."""
+    __slots__ = ('components', 'strict')
+    NAME = 'DescribeClientQuotasRequest'
+    API_KEY = 48
+    MIN_VERSION = 0
+    MAX_VERSION = 1
+    FLEXIBLE_FROM = 1
+    ComponentData = DescribeClientQuotasRequestComponentData
+
+    def __init__(
+        self,
+        components: list[DescribeClientQuotasRequestComponentData] = DEFAULT,
+        strict: bool = False,
+    ) -> None:
+        self.components = [] if components is DEFAULT else components
+        self.strict = strict
+
+
+class DescribeClientQuotasResponseEntityData(Message):
+    __slots__ = ('entity_type', 'entity_name')
+
+    def __init__(
+        self,
+        entity_type: str = '',
+        entity_name: str | None = '',
+    ) -> None:
+        self.entity_type = entity_type
+        self.entity_name = entity_name
+
+
+class DescribeClientQuotasResponseValueData(Message):
+    __slots__ = ('key', 'value')
+
+    def __init__(
+        self,
+        key: str = '',
+        value: float = 0.0,
+    ) -> None:
+        self.key = key
+        self.value = value
+
+
+class DescribeClientQuotasResponseEntryData(Message):
+    __slots__ = ('entity', 'values')
+
+    def __init__(
+        self,
+        entity: list[DescribeClientQuotasResponseEntityData] = DEFAULT,
+        values: list[DescribeClientQuotasResponseValueData] = DEFAULT,
+    ) -> None:
+        self.entity = [] if entity is DEFAULT else entity
+        self.values = [] if values is DEFAULT else values
+
+
+class DescribeClientQuotasResponse(ApiMessage):
+    """DescribeClientQuotasResponse: versions 0-1, flexible 1+."""
+    __slots__ = ('throttle_time_ms', 'error_code', 'error_message', 'entries')
+    NAME = 'DescribeClientQuotasResponse'
+    API_KEY = 48
+    MIN_VERSION = 0
+    MAX_VERSION = 1
+    FLEXIBLE_FROM = 1
+    EntityData = DescribeClientQuotasResponseEntityData
+    ValueData = DescribeClientQuotasResponseValueData
+    EntryData = DescribeClientQuotasResponseEntryData
+
+    def __init__(
+        self,
+        throttle_time_ms: int = 0,
+        error_code: int = 0,
+        error_message: str | None = '',
+        entries: list[DescribeClientQuotasResponseEntryData] | None = DEFAULT,
+    ) -> None:
+        self.throttle_time_ms = throttle_time_ms
+        self.error_code = error_code
+        self.error_message = error_message
+        self.entries = [] if entries is DEFAULT else entries
+
+
+class DescribeUserScramCredentialsRequestUserName(Message):
+    __slots__ = ('name',)
+
+    def __init__(
+        self,
+        name: str = '',
+    ) -> None:
+        self.name = name
+
+
+class DescribeUserScramCredentialsRequest(ApiMessage):
+    """DescribeUserScramCredentialsRequest: versions 0, flexible 0+."""
+    __slots__ = ('users',)
+    NAME = 'DescribeUserScramCredentialsRequest'
+    API_KEY = 50
+    MIN_VERSION = 0
+    MAX_VERSION = 0
+    FLEXIBLE_FROM = 0
+    UserName = DescribeUserScramCredentialsRequestUserName
+
+    def __init__(
+        self,
+        users: list[DescribeUserScramCredentialsRequestUserName] | None = DEFAULT,
+    ) -> None:
+        self.users = [] if users is DEFAULT else users
+
+
+class DescribeUserScramCredentialsResponseCredentialInfo(Message):
+    __slots__ = ('mechanism', 'iterations')
+
+    def __init__(
+        self,
+        mechanism: int = 0,
+        iterations: int = 0,
+    ) -> None:
+        self.mechanism = mechanism
+        self.iterations = iterations
+
+
+class DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult(Message):
+    __slots__ = ('user', 'error_code', 'error_message', 'credential_infos')
+
+    def __init__(
+        self,
+        user: str = '',
+        error_code: int = 0,
+        error_message: str | None = '',
+        credential_infos: list[DescribeUserScramCredentialsResponseCredentialInfo] = DEFAULT,
+    ) -> None:
+        self.user = user
+        self.error_code = error_code
+        self.error_message = error_message
+        self.credential_infos = [] if credential_infos is DEFAULT else credential_infos
+
+
+class DescribeUserScramCredentialsResponse(ApiMessage):
+    """DescribeUserScramCredentialsResponse: versions 0, flexible 0+."""
+    __slots__ = ('throttle_time_ms', 'error_code', 'error_message', 'results')
+    NAME = 'DescribeUserScramCredentialsResponse'
+    API_KEY = 50
+    MIN_VERSION = 0
+    MAX_VERSION = 0
+    FLEXIBLE_FROM = 0
+    CredentialInfo = DescribeUserScramCredentialsResponseCredentialInfo
+    DescribeUserScramCredentialsResult = DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult
+
+    def __init__(
+        self,
+        throttle_time_ms: int = 0,
+        error_code: int = 0,
+        error_message: str | None = '',
+        results: list[DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult] = DEFAULT,
+    ) -> None:
+        self.throttle_time_ms = throttle_time_ms
+        self.error_code = error_code
+        self.error_message = error_message
+        self.results = [] if results is DEFAULT else results
+
+
+class DescribeQuorumRequestPartitionData(Message):
+    __slots__ = ('partition_index',)
+
+    def __init__(
+        self,
+        partition_index: int = 0,
+    ) -> None:
+        self.partition_index = partition_index
+
+
+class DescribeQuorumRequestTopicData(Message):
+    __slots__ = ('topic_name', 'partitions')
+
+    def __init__(
+        self,
+        topic_name: str = '',
+        partitions: list[DescribeQuorumRequestPartitionData] = DEFAULT,
+    ) -> None:
+        self.topic_name = topic_name
+        self.partitions = [] if partitions is DEFAULT else partitions
+
+
+class DescribeQuorumRequest(ApiMessage):
+    """DescribeQuorumRequest: versions 0-2, flexible 0+."""
+    __slots__ = ('topics',)
+    NAME = 'DescribeQuorumRequest'
+    API_KEY = 55
+    MIN_VERSION = 0
+    MAX_VERSION = 2
+    FLEXIBLE_FROM = 0
+    PartitionData = DescribeQuorumRequestPartitionData
+    TopicData = DescribeQuorumRequestTopicData
+
+    def __init__(
+        self,
+        topics: list[DescribeQuorumRequestTopicData] = DEFAULT,
+    ) -> None:
+        self.topics = [] if topics is DEFAULT else topics
+
+
+class DescribeQuorumResponseReplicaState(Message):
+    __slots__ = ('replica_id', 'replica_directory_id', 'log_end_offset', 'last_fetch_timestamp', 'last_caught_up_timestamp')
+
+    def __init__(
+        self,
+        replica_id: int = 0,
+        replica_directory_id: UUID = ZERO_UUID,
+        log_end_offset: int = 0,
+        last_fetch_timestamp: int = -1,
+        last_caught_up_timestamp: int = -1,
+    ) -> None:
+        self.replica_id = replica_id
+        self.replica_directory_id = replica_directory_id
+        self.log_end_offset = log_end_offset
+        self.last_fetch_timestamp = last_fetch_timestamp
+        self.last_caught_up_timestamp = last_caught_up_timestamp
+
+
+class DescribeQuorumResponsePartitionData(Message):
+    __slots__ = ('partition_index', 'error_code', 'error_message', 'leader_id', 'leader_epoch', 'high_watermark', 'current_voters', 'observers')
+
+    def __init__(
+        self,
+        partition_index: int = 0,
+        error_code: int = 0,
+        error_message: str | None = '',
+        leader_id: int = 0,
+        leader_epoch: int = 0,
+        high_watermark: int = 0,
+        current_voters: list[DescribeQuorumResponseReplicaState] = DEFAULT,
+        observers: list[DescribeQuorumResponseReplicaState] = DEFAULT,
+    ) -> None:
+        self.partition_index = partition_index
+        self.error_code = error_code
+        self.error_message = error_message
+        self.leader_id = leader_id
+        self.leader_epoch = leader_epoch
+        self.high_watermark = high_watermark
+        self.current_voters = [] if current_voters is DEFAULT else current_voters
+        self.observers = [] if observers is DEFAULT else observers
+
+
+class DescribeQuorumResponseTopicData(Message):
+    __slots__ = ('topic_name', 'partitions')
+
+    def __init__(
+        self,
+        topic_name: str = '',
+        partitions: list[DescribeQuorumResponsePartitionData] = DEFAULT,
+    ) -> None:
+        self.topic_name = topic_name
+        self.partitions = [] if partitions is DEFAULT else partitions
+
+
+class DescribeQuorumResponseListener(Message):
+    __slots__ = ('name', 'host', 'port')
+
+    def __init__(
+        self,
+        name: str = '',
+        host: str = '',
+        port: int = 0,
+    ) -> None:
+        self.name = name
+        self.host = host
+        self.port = port
+
+
+class DescribeQuorumResponseNode(Message):
+    __slots__ = ('node_id', 'listeners')
+
+    def __init__(
+        self,
+        node_id: int = 0,
+        listeners: list[DescribeQuorumResponseListener] = DEFAULT,
+    ) -> None:
+        self.node_id = node_id
+        self.listeners = [] if listeners is DEFAULT else listeners
+
+
+class DescribeQuorumResponse(ApiMessage):
+    """DescribeQuorumResponse: versions 0-2, flexible 0+."""
+    __slots__ = ('error_code', 'error_message', 'topics', 'nodes')
+    NAME = 'DescribeQuorumResponse'
+    API_KEY = 55
+    MIN_VERSION = 0
+    MAX_VERSION = 2
+    FLEXIBLE_FROM = 0
+    ReplicaState = DescribeQuorumResponseReplicaState
+    PartitionData = DescribeQuorumResponsePartitionData
+    TopicData = DescribeQuorumResponseTopicData
+    Listener = DescribeQuorumResponseListener
+    Node = DescribeQuorumResponseNode
+
+    def __init__(
+        self,
+        error_code: int = 0,
+        error_message: str | None = '',
+        topics: list[DescribeQuorumResponseTopicData] = DEFAULT,
+        nodes: list[DescribeQuorumResponseNode] = DEFAULT,
+    ) -> None:
+        self.error_code = error_code
+        self.error_message = error_message
+        self.topics = [] if topics is DEFAULT else topics
+        self.nodes = [] if nodes is DEFAULT else nodes
+
+
 class DescribeClusterRequest(ApiMessage):
     """DescribeClusterRequest: versions 0-1, flexible 0+."""
     __slots__ = ('include_cluster_authorized_operations', 'endpoint_type')
@@ -3098,6 +3760,135 @@ class DescribeProducersResponse(ApiMessage):
     ) -> None:
         self.throttle_time_ms = throttle_time_ms
         self.topics = [] if topics is DEFAULT else topics
+
+
+class DescribeTransactionsRequest(ApiMessage):
+    """DescribeTransactionsRequest: versions 0, flexible 0+."""
+    __slots__ = ('transactional_ids',)
+    NAME = 'DescribeTransactionsRequest'
+    API_KEY = 65
+    MIN_VERSION = 0
+    MAX_VERSION = 0
+    FLEXIBLE_FROM = 0
+
+    def __init__(
+        self,
+        transactional_ids: list[str] = DEFAULT,
+    ) -> None:
+        self.transactional_ids = [] if transactional_ids is DEFAULT else transactional_ids
+
+
+class DescribeTransactionsResponseTopicData(Message):
+    __slots__ = ('topic', 'partitions')
+
+    def __init__(
+        self,
+        topic: str = '',
+        partitions: list[int] = DEFAULT,
+    ) -> None:
+        self.topic = topic
+        self.partitions = [] if partitions is DEFAULT else partitions
+
+
+class DescribeTransactionsResponseTransactionState(Message):
+    __slots__ = ('error_code', 'transactional_id', 'transaction_state', 'transaction_timeout_ms', 'transaction_start_time_ms', 'producer_id', 'producer_epoch', 'topics')
+
+    def __init__(
+        self,
+        error_code: int = 0,
+        transactional_id: str = '',
+        transaction_state: str = '',
+        transaction_timeout_ms: int = 0,
+        transaction_start_time_ms: int = 0,
+        producer_id: int = 0,
+        producer_epoch: int = 0,
+        topics: list[DescribeTransactionsResponseTopicData] = DEFAULT,
+    ) -> None:
+        self.error_code = error_code
+        self.transactional_id = transactional_id
+        self.transaction_state = transaction_state
+        self.transaction_timeout_ms = transaction_timeout_ms
+        self.transaction_start_time_ms = transaction_start_time_ms
+        self.producer_id = producer_id
+        self.producer_epoch = producer_epoch
+        self.topics = [] if topics is DEFAULT else topics
+
+
+class DescribeTransactionsResponse(ApiMessage):
+    """DescribeTransactionsResponse: versions 0, flexible 0+."""
+    __slots__ = ('throttle_time_ms', 'transaction_states')
+    NAME = 'DescribeTransactionsResponse'
+    API_KEY = 65
+    MIN_VERSION = 0
+    MAX_VERSION = 0
+    FLEXIBLE_FROM = 0
+    TopicData = DescribeTransactionsResponseTopicData
+    TransactionState = DescribeTransactionsResponseTransactionState
+
+    def __init__(
+        self,
+        throttle_time_ms: int = 0,
+        transaction_states: list[DescribeTransactionsResponseTransactionState] = DEFAULT,
+    ) -> None:
+        self.throttle_time_ms = throttle_time_ms
+        self.transaction_states = [] if transaction_states is DEFAULT else transaction_states
+
+
+class ListTransactionsRequest(ApiMessage):
+    """ListTransactionsRequest: versions 0-1, flexible 0+."""
+    __slots__ = ('state_filters', 'producer_id_filters', 'duration_filter')
+    NAME = 'ListTransactionsRequest'
+    API_KEY = 66
+    MIN_VERSION = 0
+    MAX_VERSION = 1
+    FLEXIBLE_FROM = 0
+
+    def __init__(
+        self,
+        state_filters: list[str] = DEFAULT,
+        producer_id_filters: list[int] = DEFAULT,
+        duration_filter: int = -1,
+    ) -> None:
+        self.state_filters = [] if state_filters is DEFAULT else state_filters
+        self.producer_id_filters = [] if producer_id_filters is DEFAULT else producer_id_filters
+        self.duration_filter = duration_filter
+
+
+class ListTransactionsResponseTransactionState(Message):
+    __slots__ = ('transactional_id', 'producer_id', 'transaction_state')
+
+    def __init__(
+        self,
+        transactional_id: str = '',
+        producer_id: int = 0,
+        transaction_state: str = '',
+    ) -> None:
+        self.transactional_id = transactional_id
+        self.producer_id = producer_id
+        self.transaction_state = transaction_state
+
+
+class ListTransactionsResponse(ApiMessage):
+    """ListTransactionsResponse: versions 0-1, flexible 0+."""
+    __slots__ = ('throttle_time_ms', 'error_code', 'unknown_state_filters', 'transaction_states')
+    NAME = 'ListTransactionsResponse'
+    API_KEY = 66
+    MIN_VERSION = 0
+    MAX_VERSION = 1
+    FLEXIBLE_FROM = 0
+    TransactionState = ListTransactionsResponseTransactionState
+
+    def __init__(
+        self,
+        throttle_time_ms: int = 0,
+        error_code: int = 0,
+        unknown_state_filters: list[str] = DEFAULT,
+        transaction_states: list[ListTransactionsResponseTransactionState] = DEFAULT,
+    ) -> None:
+        self.throttle_time_ms = throttle_time_ms
+        self.error_code = error_code
+        self.unknown_state_filters = [] if unknown_state_filters is DEFAULT else unknown_state_filters
+        self.transaction_states = [] if transaction_states is DEFAULT else transaction_states
 
 
 class ConsumerGroupHeartbeatRequestTopicPartitions(Message):
@@ -13892,6 +14683,1070 @@ def _e_TxnOffsetCommitResponse_3(o: TxnOffsetCommitResponse, out: bytearray) -> 
     out.append(0)
 
 
+def _d_DescribeAclsRequest_0(buf: memoryview, pos: int) -> tuple[DescribeAclsRequest, int]:
+    v_resource_type_filter = _S_b.unpack_from(buf, pos)[0]
+    pos += 1
+    v_resource_name_filter: str | None
+    v_resource_name_filter, pos = r_nstr(buf, pos)
+    v_principal_filter: str | None
+    v_principal_filter, pos = r_nstr(buf, pos)
+    v_host_filter: str | None
+    v_host_filter, pos = r_nstr(buf, pos)
+    v_operation, v_permission_type = _S_bb.unpack_from(buf, pos)
+    pos += 2
+    return DescribeAclsRequest(
+        v_resource_type_filter,
+        v_resource_name_filter,
+        3,
+        v_principal_filter,
+        v_host_filter,
+        v_operation,
+        v_permission_type,
+    ), pos
+
+
+def _e_DescribeAclsRequest_0(o: DescribeAclsRequest, out: bytearray) -> None:
+    out += _S_b.pack(o.resource_type_filter)
+    w_nstr(out, o.resource_name_filter)
+    w_nstr(out, o.principal_filter)
+    w_nstr(out, o.host_filter)
+    out += _S_bb.pack(o.operation, o.permission_type)
+
+
+def _d_DescribeAclsRequest_1(buf: memoryview, pos: int) -> tuple[DescribeAclsRequest, int]:
+    v_resource_type_filter = _S_b.unpack_from(buf, pos)[0]
+    pos += 1
+    v_resource_name_filter: str | None
+    v_resource_name_filter, pos = r_nstr(buf, pos)
+    v_pattern_type_filter = _S_b.unpack_from(buf, pos)[0]
+    pos += 1
+    v_principal_filter: str | None
+    v_principal_filter, pos = r_nstr(buf, pos)
+    v_host_filter: str | None
+    v_host_filter, pos = r_nstr(buf, pos)
+    v_operation, v_permission_type = _S_bb.unpack_from(buf, pos)
+    pos += 2
+    return DescribeAclsRequest(
+        v_resource_type_filter,
+        v_resource_name_filter,
+        v_pattern_type_filter,
+        v_principal_filter,
+        v_host_filter,
+        v_operation,
+        v_permission_type,
+    ), pos
+
+
+def _e_DescribeAclsRequest_1(o: DescribeAclsRequest, out: bytearray) -> None:
+    out += _S_b.pack(o.resource_type_filter)
+    w_nstr(out, o.resource_name_filter)
+    out += _S_b.pack(o.pattern_type_filter)
+    w_nstr(out, o.principal_filter)
+    w_nstr(out, o.host_filter)
+    out += _S_bb.pack(o.operation, o.permission_type)
+
+
+def _d_DescribeAclsRequest_2(buf: memoryview, pos: int) -> tuple[DescribeAclsRequest, int]:
+    v_resource_type_filter = _S_b.unpack_from(buf, pos)[0]
+    pos += 1
+    v_resource_name_filter: str | None
+    v_resource_name_filter, pos = r_ncstr(buf, pos)
+    v_pattern_type_filter = _S_b.unpack_from(buf, pos)[0]
+    pos += 1
+    v_principal_filter: str | None
+    v_principal_filter, pos = r_ncstr(buf, pos)
+    v_host_filter: str | None
+    v_host_filter, pos = r_ncstr(buf, pos)
+    v_operation, v_permission_type = _S_bb.unpack_from(buf, pos)
+    pos += 2
+    pos = skip_tags(buf, pos)
+    return DescribeAclsRequest(
+        v_resource_type_filter,
+        v_resource_name_filter,
+        v_pattern_type_filter,
+        v_principal_filter,
+        v_host_filter,
+        v_operation,
+        v_permission_type,
+    ), pos
+
+
+def _e_DescribeAclsRequest_2(o: DescribeAclsRequest, out: bytearray) -> None:
+    out += _S_b.pack(o.resource_type_filter)
+    w_ncstr(out, o.resource_name_filter)
+    out += _S_b.pack(o.pattern_type_filter)
+    w_ncstr(out, o.principal_filter)
+    w_ncstr(out, o.host_filter)
+    out += _S_bb.pack(o.operation, o.permission_type)
+    out.append(0)
+
+
+def _d_DescribeAclsResponseAclDescription_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeAclsResponseAclDescription, int]:
+    v_principal: str
+    v_principal, pos = r_str(buf, pos)
+    v_host: str
+    v_host, pos = r_str(buf, pos)
+    v_operation, v_permission_type = _S_bb.unpack_from(buf, pos)
+    pos += 2
+    return DescribeAclsResponseAclDescription(
+        v_principal,
+        v_host,
+        v_operation,
+        v_permission_type,
+    ), pos
+
+
+def _d_DescribeAclsResponseDescribeAclsResource_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeAclsResponseDescribeAclsResource, int]:
+    v_resource_type = _S_b.unpack_from(buf, pos)[0]
+    pos += 1
+    v_resource_name: str
+    v_resource_name, pos = r_str(buf, pos)
+    v_acls: list[DescribeAclsResponseAclDescription]
+    n, pos = r_len(buf, pos)
+    v_acls = []
+    for _ in range(n):
+        e_acls, pos = _d_DescribeAclsResponseAclDescription_0(buf, pos)
+        v_acls.append(e_acls)
+    return DescribeAclsResponseDescribeAclsResource(
+        v_resource_type,
+        v_resource_name,
+        3,
+        v_acls,
+    ), pos
+
+
+def _d_DescribeAclsResponse_0(buf: memoryview, pos: int) -> tuple[DescribeAclsResponse, int]:
+    v_throttle_time_ms, v_error_code = _S_ih.unpack_from(buf, pos)
+    pos += 6
+    v_error_message: str | None
+    v_error_message, pos = r_nstr(buf, pos)
+    v_resources: list[DescribeAclsResponseDescribeAclsResource]
+    n, pos = r_len(buf, pos)
+    v_resources = []
+    for _ in range(n):
+        e_resources, pos = _d_DescribeAclsResponseDescribeAclsResource_0(buf, pos)
+        v_resources.append(e_resources)
+    return DescribeAclsResponse(
+        v_throttle_time_ms,
+        v_error_code,
+        v_error_message,
+        v_resources,
+    ), pos
+
+
+def _e_DescribeAclsResponseAclDescription_0(
+    o: DescribeAclsResponseAclDescription,
+    out: bytearray,
+) -> None:
+    w_str(out, o.principal)
+    w_str(out, o.host)
+    out += _S_bb.pack(o.operation, o.permission_type)
+
+
+def _e_DescribeAclsResponseDescribeAclsResource_0(
+    o: DescribeAclsResponseDescribeAclsResource,
+    out: bytearray,
+) -> None:
+    out += _S_b.pack(o.resource_type)
+    w_str(out, o.resource_name)
+    x_acls = o.acls
+    out += I32.pack(len(x_acls))
+    for e_acls in x_acls:
+        _e_DescribeAclsResponseAclDescription_0(e_acls, out)
+
+
+def _e_DescribeAclsResponse_0(o: DescribeAclsResponse, out: bytearray) -> None:
+    out += _S_ih.pack(o.throttle_time_ms, o.error_code)
+    w_nstr(out, o.error_message)
+    x_resources = o.resources
+    out += I32.pack(len(x_resources))
+    for e_resources in x_resources:
+        _e_DescribeAclsResponseDescribeAclsResource_0(e_resources, out)
+
+
+def _d_DescribeAclsResponseDescribeAclsResource_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeAclsResponseDescribeAclsResource, int]:
+    v_resource_type = _S_b.unpack_from(buf, pos)[0]
+    pos += 1
+    v_resource_name: str
+    v_resource_name, pos = r_str(buf, pos)
+    v_pattern_type = _S_b.unpack_from(buf, pos)[0]
+    pos += 1
+    v_acls: list[DescribeAclsResponseAclDescription]
+    n, pos = r_len(buf, pos)
+    v_acls = []
+    for _ in range(n):
+        e_acls, pos = _d_DescribeAclsResponseAclDescription_0(buf, pos)
+        v_acls.append(e_acls)
+    return DescribeAclsResponseDescribeAclsResource(
+        v_resource_type,
+        v_resource_name,
+        v_pattern_type,
+        v_acls,
+    ), pos
+
+
+def _d_DescribeAclsResponse_1(buf: memoryview, pos: int) -> tuple[DescribeAclsResponse, int]:
+    v_throttle_time_ms, v_error_code = _S_ih.unpack_from(buf, pos)
+    pos += 6
+    v_error_message: str | None
+    v_error_message, pos = r_nstr(buf, pos)
+    v_resources: list[DescribeAclsResponseDescribeAclsResource]
+    n, pos = r_len(buf, pos)
+    v_resources = []
+    for _ in range(n):
+        e_resources, pos = _d_DescribeAclsResponseDescribeAclsResource_1(buf, pos)
+        v_resources.append(e_resources)
+    return DescribeAclsResponse(
+        v_throttle_time_ms,
+        v_error_code,
+        v_error_message,
+        v_resources,
+    ), pos
+
+
+def _e_DescribeAclsResponseDescribeAclsResource_1(
+    o: DescribeAclsResponseDescribeAclsResource,
+    out: bytearray,
+) -> None:
+    out += _S_b.pack(o.resource_type)
+    w_str(out, o.resource_name)
+    out += _S_b.pack(o.pattern_type)
+    x_acls = o.acls
+    out += I32.pack(len(x_acls))
+    for e_acls in x_acls:
+        _e_DescribeAclsResponseAclDescription_0(e_acls, out)
+
+
+def _e_DescribeAclsResponse_1(o: DescribeAclsResponse, out: bytearray) -> None:
+    out += _S_ih.pack(o.throttle_time_ms, o.error_code)
+    w_nstr(out, o.error_message)
+    x_resources = o.resources
+    out += I32.pack(len(x_resources))
+    for e_resources in x_resources:
+        _e_DescribeAclsResponseDescribeAclsResource_1(e_resources, out)
+
+
+def _d_DescribeAclsResponseAclDescription_2(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeAclsResponseAclDescription, int]:
+    v_principal: str
+    v_principal, pos = r_cstr(buf, pos)
+    v_host: str
+    v_host, pos = r_cstr(buf, pos)
+    v_operation, v_permission_type = _S_bb.unpack_from(buf, pos)
+    pos += 2
+    pos = skip_tags(buf, pos)
+    return DescribeAclsResponseAclDescription(
+        v_principal,
+        v_host,
+        v_operation,
+        v_permission_type,
+    ), pos
+
+
+def _d_DescribeAclsResponseDescribeAclsResource_2(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeAclsResponseDescribeAclsResource, int]:
+    v_resource_type = _S_b.unpack_from(buf, pos)[0]
+    pos += 1
+    v_resource_name: str
+    v_resource_name, pos = r_cstr(buf, pos)
+    v_pattern_type = _S_b.unpack_from(buf, pos)[0]
+    pos += 1
+    v_acls: list[DescribeAclsResponseAclDescription]
+    n, pos = r_clen(buf, pos)
+    v_acls = []
+    for _ in range(n):
+        e_acls, pos = _d_DescribeAclsResponseAclDescription_2(buf, pos)
+        v_acls.append(e_acls)
+    pos = skip_tags(buf, pos)
+    return DescribeAclsResponseDescribeAclsResource(
+        v_resource_type,
+        v_resource_name,
+        v_pattern_type,
+        v_acls,
+    ), pos
+
+
+def _d_DescribeAclsResponse_2(buf: memoryview, pos: int) -> tuple[DescribeAclsResponse, int]:
+    v_throttle_time_ms, v_error_code = _S_ih.unpack_from(buf, pos)
+    pos += 6
+    v_error_message: str | None
+    v_error_message, pos = r_ncstr(buf, pos)
+    v_resources: list[DescribeAclsResponseDescribeAclsResource]
+    n, pos = r_clen(buf, pos)
+    v_resources = []
+    for _ in range(n):
+        e_resources, pos = _d_DescribeAclsResponseDescribeAclsResource_2(buf, pos)
+        v_resources.append(e_resources)
+    pos = skip_tags(buf, pos)
+    return DescribeAclsResponse(
+        v_throttle_time_ms,
+        v_error_code,
+        v_error_message,
+        v_resources,
+    ), pos
+
+
+def _e_DescribeAclsResponseAclDescription_2(
+    o: DescribeAclsResponseAclDescription,
+    out: bytearray,
+) -> None:
+    w_cstr(out, o.principal)
+    w_cstr(out, o.host)
+    out += _S_bb.pack(o.operation, o.permission_type)
+    out.append(0)
+
+
+def _e_DescribeAclsResponseDescribeAclsResource_2(
+    o: DescribeAclsResponseDescribeAclsResource,
+    out: bytearray,
+) -> None:
+    out += _S_b.pack(o.resource_type)
+    w_cstr(out, o.resource_name)
+    out += _S_b.pack(o.pattern_type)
+    x_acls = o.acls
+    out += uv(len(x_acls) + 1)
+    for e_acls in x_acls:
+        _e_DescribeAclsResponseAclDescription_2(e_acls, out)
+    out.append(0)
+
+
+def _e_DescribeAclsResponse_2(o: DescribeAclsResponse, out: bytearray) -> None:
+    out += _S_ih.pack(o.throttle_time_ms, o.error_code)
+    w_ncstr(out, o.error_message)
+    x_resources = o.resources
+    out += uv(len(x_resources) + 1)
+    for e_resources in x_resources:
+        _e_DescribeAclsResponseDescribeAclsResource_2(e_resources, out)
+    out.append(0)
+
+
+def _d_CreateAclsRequestAclCreation_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[CreateAclsRequestAclCreation, int]:
+    v_resource_type = _S_b.unpack_from(buf, pos)[0]
+    pos += 1
+    v_resource_name: str
+    v_resource_name, pos = r_str(buf, pos)
+    v_principal: str
+    v_principal, pos = r_str(buf, pos)
+    v_host: str
+    v_host, pos = r_str(buf, pos)
+    v_operation, v_permission_type = _S_bb.unpack_from(buf, pos)
+    pos += 2
+    return CreateAclsRequestAclCreation(
+        v_resource_type,
+        v_resource_name,
+        3,
+        v_principal,
+        v_host,
+        v_operation,
+        v_permission_type,
+    ), pos
+
+
+def _d_CreateAclsRequest_0(buf: memoryview, pos: int) -> tuple[CreateAclsRequest, int]:
+    v_creations: list[CreateAclsRequestAclCreation]
+    n, pos = r_len(buf, pos)
+    v_creations = []
+    for _ in range(n):
+        e_creations, pos = _d_CreateAclsRequestAclCreation_0(buf, pos)
+        v_creations.append(e_creations)
+    return CreateAclsRequest(v_creations), pos
+
+
+def _e_CreateAclsRequestAclCreation_0(o: CreateAclsRequestAclCreation, out: bytearray) -> None:
+    out += _S_b.pack(o.resource_type)
+    w_str(out, o.resource_name)
+    w_str(out, o.principal)
+    w_str(out, o.host)
+    out += _S_bb.pack(o.operation, o.permission_type)
+
+
+def _e_CreateAclsRequest_0(o: CreateAclsRequest, out: bytearray) -> None:
+    x_creations = o.creations
+    out += I32.pack(len(x_creations))
+    for e_creations in x_creations:
+        _e_CreateAclsRequestAclCreation_0(e_creations, out)
+
+
+def _d_CreateAclsRequestAclCreation_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[CreateAclsRequestAclCreation, int]:
+    v_resource_type = _S_b.unpack_from(buf, pos)[0]
+    pos += 1
+    v_resource_name: str
+    v_resource_name, pos = r_str(buf, pos)
+    v_resource_pattern_type = _S_b.unpack_from(buf, pos)[0]
+    pos += 1
+    v_principal: str
+    v_principal, pos = r_str(buf, pos)
+    v_host: str
+    v_host, pos = r_str(buf, pos)
+    v_operation, v_permission_type = _S_bb.unpack_from(buf, pos)
+    pos += 2
+    return CreateAclsRequestAclCreation(
+        v_resource_type,
+        v_resource_name,
+        v_resource_pattern_type,
+        v_principal,
+        v_host,
+        v_operation,
+        v_permission_type,
+    ), pos
+
+
+def _d_CreateAclsRequest_1(buf: memoryview, pos: int) -> tuple[CreateAclsRequest, int]:
+    v_creations: list[CreateAclsRequestAclCreation]
+    n, pos = r_len(buf, pos)
+    v_creations = []
+    for _ in range(n):
+        e_creations, pos = _d_CreateAclsRequestAclCreation_1(buf, pos)
+        v_creations.append(e_creations)
+    return CreateAclsRequest(v_creations), pos
+
+
+def _e_CreateAclsRequestAclCreation_1(o: CreateAclsRequestAclCreation, out: bytearray) -> None:
+    out += _S_b.pack(o.resource_type)
+    w_str(out, o.resource_name)
+    out += _S_b.pack(o.resource_pattern_type)
+    w_str(out, o.principal)
+    w_str(out, o.host)
+    out += _S_bb.pack(o.operation, o.permission_type)
+
+
+def _e_CreateAclsRequest_1(o: CreateAclsRequest, out: bytearray) -> None:
+    x_creations = o.creations
+    out += I32.pack(len(x_creations))
+    for e_creations in x_creations:
+        _e_CreateAclsRequestAclCreation_1(e_creations, out)
+
+
+def _d_CreateAclsRequestAclCreation_2(
+    buf: memoryview,
+    pos: int,
+) -> tuple[CreateAclsRequestAclCreation, int]:
+    v_resource_type = _S_b.unpack_from(buf, pos)[0]
+    pos += 1
+    v_resource_name: str
+    v_resource_name, pos = r_cstr(buf, pos)
+    v_resource_pattern_type = _S_b.unpack_from(buf, pos)[0]
+    pos += 1
+    v_principal: str
+    v_principal, pos = r_cstr(buf, pos)
+    v_host: str
+    v_host, pos = r_cstr(buf, pos)
+    v_operation, v_permission_type = _S_bb.unpack_from(buf, pos)
+    pos += 2
+    pos = skip_tags(buf, pos)
+    return CreateAclsRequestAclCreation(
+        v_resource_type,
+        v_resource_name,
+        v_resource_pattern_type,
+        v_principal,
+        v_host,
+        v_operation,
+        v_permission_type,
+    ), pos
+
+
+def _d_CreateAclsRequest_2(buf: memoryview, pos: int) -> tuple[CreateAclsRequest, int]:
+    v_creations: list[CreateAclsRequestAclCreation]
+    n, pos = r_clen(buf, pos)
+    v_creations = []
+    for _ in range(n):
+        e_creations, pos = _d_CreateAclsRequestAclCreation_2(buf, pos)
+        v_creations.append(e_creations)
+    pos = skip_tags(buf, pos)
+    return CreateAclsRequest(v_creations), pos
+
+
+def _e_CreateAclsRequestAclCreation_2(o: CreateAclsRequestAclCreation, out: bytearray) -> None:
+    out += _S_b.pack(o.resource_type)
+    w_cstr(out, o.resource_name)
+    out += _S_b.pack(o.resource_pattern_type)
+    w_cstr(out, o.principal)
+    w_cstr(out, o.host)
+    out += _S_bb.pack(o.operation, o.permission_type)
+    out.append(0)
+
+
+def _e_CreateAclsRequest_2(o: CreateAclsRequest, out: bytearray) -> None:
+    x_creations = o.creations
+    out += uv(len(x_creations) + 1)
+    for e_creations in x_creations:
+        _e_CreateAclsRequestAclCreation_2(e_creations, out)
+    out.append(0)
+
+
+def _d_CreateAclsResponseAclCreationResult_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[CreateAclsResponseAclCreationResult, int]:
+    v_error_code = _S_h.unpack_from(buf, pos)[0]
+    pos += 2
+    v_error_message: str | None
+    v_error_message, pos = r_nstr(buf, pos)
+    return CreateAclsResponseAclCreationResult(v_error_code, v_error_message), pos
+
+
+def _d_CreateAclsResponse_0(buf: memoryview, pos: int) -> tuple[CreateAclsResponse, int]:
+    v_throttle_time_ms = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    v_results: list[CreateAclsResponseAclCreationResult]
+    n, pos = r_len(buf, pos)
+    v_results = []
+    for _ in range(n):
+        e_results, pos = _d_CreateAclsResponseAclCreationResult_0(buf, pos)
+        v_results.append(e_results)
+    return CreateAclsResponse(v_throttle_time_ms, v_results), pos
+
+
+def _e_CreateAclsResponseAclCreationResult_0(
+    o: CreateAclsResponseAclCreationResult,
+    out: bytearray,
+) -> None:
+    out += _S_h.pack(o.error_code)
+    w_nstr(out, o.error_message)
+
+
+def _e_CreateAclsResponse_0(o: CreateAclsResponse, out: bytearray) -> None:
+    out += _S_i.pack(o.throttle_time_ms)
+    x_results = o.results
+    out += I32.pack(len(x_results))
+    for e_results in x_results:
+        _e_CreateAclsResponseAclCreationResult_0(e_results, out)
+
+
+def _d_CreateAclsResponseAclCreationResult_2(
+    buf: memoryview,
+    pos: int,
+) -> tuple[CreateAclsResponseAclCreationResult, int]:
+    v_error_code = _S_h.unpack_from(buf, pos)[0]
+    pos += 2
+    v_error_message: str | None
+    v_error_message, pos = r_ncstr(buf, pos)
+    pos = skip_tags(buf, pos)
+    return CreateAclsResponseAclCreationResult(v_error_code, v_error_message), pos
+
+
+def _d_CreateAclsResponse_2(buf: memoryview, pos: int) -> tuple[CreateAclsResponse, int]:
+    v_throttle_time_ms = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    v_results: list[CreateAclsResponseAclCreationResult]
+    n, pos = r_clen(buf, pos)
+    v_results = []
+    for _ in range(n):
+        e_results, pos = _d_CreateAclsResponseAclCreationResult_2(buf, pos)
+        v_results.append(e_results)
+    pos = skip_tags(buf, pos)
+    return CreateAclsResponse(v_throttle_time_ms, v_results), pos
+
+
+def _e_CreateAclsResponseAclCreationResult_2(
+    o: CreateAclsResponseAclCreationResult,
+    out: bytearray,
+) -> None:
+    out += _S_h.pack(o.error_code)
+    w_ncstr(out, o.error_message)
+    out.append(0)
+
+
+def _e_CreateAclsResponse_2(o: CreateAclsResponse, out: bytearray) -> None:
+    out += _S_i.pack(o.throttle_time_ms)
+    x_results = o.results
+    out += uv(len(x_results) + 1)
+    for e_results in x_results:
+        _e_CreateAclsResponseAclCreationResult_2(e_results, out)
+    out.append(0)
+
+
+def _d_DeleteAclsRequestDeleteAclsFilter_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DeleteAclsRequestDeleteAclsFilter, int]:
+    v_resource_type_filter = _S_b.unpack_from(buf, pos)[0]
+    pos += 1
+    v_resource_name_filter: str | None
+    v_resource_name_filter, pos = r_nstr(buf, pos)
+    v_principal_filter: str | None
+    v_principal_filter, pos = r_nstr(buf, pos)
+    v_host_filter: str | None
+    v_host_filter, pos = r_nstr(buf, pos)
+    v_operation, v_permission_type = _S_bb.unpack_from(buf, pos)
+    pos += 2
+    return DeleteAclsRequestDeleteAclsFilter(
+        v_resource_type_filter,
+        v_resource_name_filter,
+        3,
+        v_principal_filter,
+        v_host_filter,
+        v_operation,
+        v_permission_type,
+    ), pos
+
+
+def _d_DeleteAclsRequest_0(buf: memoryview, pos: int) -> tuple[DeleteAclsRequest, int]:
+    v_filters: list[DeleteAclsRequestDeleteAclsFilter]
+    n, pos = r_len(buf, pos)
+    v_filters = []
+    for _ in range(n):
+        e_filters, pos = _d_DeleteAclsRequestDeleteAclsFilter_0(buf, pos)
+        v_filters.append(e_filters)
+    return DeleteAclsRequest(v_filters), pos
+
+
+def _e_DeleteAclsRequestDeleteAclsFilter_0(
+    o: DeleteAclsRequestDeleteAclsFilter,
+    out: bytearray,
+) -> None:
+    out += _S_b.pack(o.resource_type_filter)
+    w_nstr(out, o.resource_name_filter)
+    w_nstr(out, o.principal_filter)
+    w_nstr(out, o.host_filter)
+    out += _S_bb.pack(o.operation, o.permission_type)
+
+
+def _e_DeleteAclsRequest_0(o: DeleteAclsRequest, out: bytearray) -> None:
+    x_filters = o.filters
+    out += I32.pack(len(x_filters))
+    for e_filters in x_filters:
+        _e_DeleteAclsRequestDeleteAclsFilter_0(e_filters, out)
+
+
+def _d_DeleteAclsRequestDeleteAclsFilter_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DeleteAclsRequestDeleteAclsFilter, int]:
+    v_resource_type_filter = _S_b.unpack_from(buf, pos)[0]
+    pos += 1
+    v_resource_name_filter: str | None
+    v_resource_name_filter, pos = r_nstr(buf, pos)
+    v_pattern_type_filter = _S_b.unpack_from(buf, pos)[0]
+    pos += 1
+    v_principal_filter: str | None
+    v_principal_filter, pos = r_nstr(buf, pos)
+    v_host_filter: str | None
+    v_host_filter, pos = r_nstr(buf, pos)
+    v_operation, v_permission_type = _S_bb.unpack_from(buf, pos)
+    pos += 2
+    return DeleteAclsRequestDeleteAclsFilter(
+        v_resource_type_filter,
+        v_resource_name_filter,
+        v_pattern_type_filter,
+        v_principal_filter,
+        v_host_filter,
+        v_operation,
+        v_permission_type,
+    ), pos
+
+
+def _d_DeleteAclsRequest_1(buf: memoryview, pos: int) -> tuple[DeleteAclsRequest, int]:
+    v_filters: list[DeleteAclsRequestDeleteAclsFilter]
+    n, pos = r_len(buf, pos)
+    v_filters = []
+    for _ in range(n):
+        e_filters, pos = _d_DeleteAclsRequestDeleteAclsFilter_1(buf, pos)
+        v_filters.append(e_filters)
+    return DeleteAclsRequest(v_filters), pos
+
+
+def _e_DeleteAclsRequestDeleteAclsFilter_1(
+    o: DeleteAclsRequestDeleteAclsFilter,
+    out: bytearray,
+) -> None:
+    out += _S_b.pack(o.resource_type_filter)
+    w_nstr(out, o.resource_name_filter)
+    out += _S_b.pack(o.pattern_type_filter)
+    w_nstr(out, o.principal_filter)
+    w_nstr(out, o.host_filter)
+    out += _S_bb.pack(o.operation, o.permission_type)
+
+
+def _e_DeleteAclsRequest_1(o: DeleteAclsRequest, out: bytearray) -> None:
+    x_filters = o.filters
+    out += I32.pack(len(x_filters))
+    for e_filters in x_filters:
+        _e_DeleteAclsRequestDeleteAclsFilter_1(e_filters, out)
+
+
+def _d_DeleteAclsRequestDeleteAclsFilter_2(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DeleteAclsRequestDeleteAclsFilter, int]:
+    v_resource_type_filter = _S_b.unpack_from(buf, pos)[0]
+    pos += 1
+    v_resource_name_filter: str | None
+    v_resource_name_filter, pos = r_ncstr(buf, pos)
+    v_pattern_type_filter = _S_b.unpack_from(buf, pos)[0]
+    pos += 1
+    v_principal_filter: str | None
+    v_principal_filter, pos = r_ncstr(buf, pos)
+    v_host_filter: str | None
+    v_host_filter, pos = r_ncstr(buf, pos)
+    v_operation, v_permission_type = _S_bb.unpack_from(buf, pos)
+    pos += 2
+    pos = skip_tags(buf, pos)
+    return DeleteAclsRequestDeleteAclsFilter(
+        v_resource_type_filter,
+        v_resource_name_filter,
+        v_pattern_type_filter,
+        v_principal_filter,
+        v_host_filter,
+        v_operation,
+        v_permission_type,
+    ), pos
+
+
+def _d_DeleteAclsRequest_2(buf: memoryview, pos: int) -> tuple[DeleteAclsRequest, int]:
+    v_filters: list[DeleteAclsRequestDeleteAclsFilter]
+    n, pos = r_clen(buf, pos)
+    v_filters = []
+    for _ in range(n):
+        e_filters, pos = _d_DeleteAclsRequestDeleteAclsFilter_2(buf, pos)
+        v_filters.append(e_filters)
+    pos = skip_tags(buf, pos)
+    return DeleteAclsRequest(v_filters), pos
+
+
+def _e_DeleteAclsRequestDeleteAclsFilter_2(
+    o: DeleteAclsRequestDeleteAclsFilter,
+    out: bytearray,
+) -> None:
+    out += _S_b.pack(o.resource_type_filter)
+    w_ncstr(out, o.resource_name_filter)
+    out += _S_b.pack(o.pattern_type_filter)
+    w_ncstr(out, o.principal_filter)
+    w_ncstr(out, o.host_filter)
+    out += _S_bb.pack(o.operation, o.permission_type)
+    out.append(0)
+
+
+def _e_DeleteAclsRequest_2(o: DeleteAclsRequest, out: bytearray) -> None:
+    x_filters = o.filters
+    out += uv(len(x_filters) + 1)
+    for e_filters in x_filters:
+        _e_DeleteAclsRequestDeleteAclsFilter_2(e_filters, out)
+    out.append(0)
+
+
+def _d_DeleteAclsResponseDeleteAclsMatchingAcl_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DeleteAclsResponseDeleteAclsMatchingAcl, int]:
+    v_error_code = _S_h.unpack_from(buf, pos)[0]
+    pos += 2
+    v_error_message: str | None
+    v_error_message, pos = r_nstr(buf, pos)
+    v_resource_type = _S_b.unpack_from(buf, pos)[0]
+    pos += 1
+    v_resource_name: str
+    v_resource_name, pos = r_str(buf, pos)
+    v_principal: str
+    v_principal, pos = r_str(buf, pos)
+    v_host: str
+    v_host, pos = r_str(buf, pos)
+    v_operation, v_permission_type = _S_bb.unpack_from(buf, pos)
+    pos += 2
+    return DeleteAclsResponseDeleteAclsMatchingAcl(
+        v_error_code,
+        v_error_message,
+        v_resource_type,
+        v_resource_name,
+        3,
+        v_principal,
+        v_host,
+        v_operation,
+        v_permission_type,
+    ), pos
+
+
+def _d_DeleteAclsResponseDeleteAclsFilterResult_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DeleteAclsResponseDeleteAclsFilterResult, int]:
+    v_error_code = _S_h.unpack_from(buf, pos)[0]
+    pos += 2
+    v_error_message: str | None
+    v_error_message, pos = r_nstr(buf, pos)
+    v_matching_acls: list[DeleteAclsResponseDeleteAclsMatchingAcl]
+    n, pos = r_len(buf, pos)
+    v_matching_acls = []
+    for _ in range(n):
+        e_matching_acls, pos = _d_DeleteAclsResponseDeleteAclsMatchingAcl_0(buf, pos)
+        v_matching_acls.append(e_matching_acls)
+    return DeleteAclsResponseDeleteAclsFilterResult(
+        v_error_code,
+        v_error_message,
+        v_matching_acls,
+    ), pos
+
+
+def _d_DeleteAclsResponse_0(buf: memoryview, pos: int) -> tuple[DeleteAclsResponse, int]:
+    v_throttle_time_ms = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    v_filter_results: list[DeleteAclsResponseDeleteAclsFilterResult]
+    n, pos = r_len(buf, pos)
+    v_filter_results = []
+    for _ in range(n):
+        e_filter_results, pos = _d_DeleteAclsResponseDeleteAclsFilterResult_0(buf, pos)
+        v_filter_results.append(e_filter_results)
+    return DeleteAclsResponse(v_throttle_time_ms, v_filter_results), pos
+
+
+def _e_DeleteAclsResponseDeleteAclsMatchingAcl_0(
+    o: DeleteAclsResponseDeleteAclsMatchingAcl,
+    out: bytearray,
+) -> None:
+    out += _S_h.pack(o.error_code)
+    w_nstr(out, o.error_message)
+    out += _S_b.pack(o.resource_type)
+    w_str(out, o.resource_name)
+    w_str(out, o.principal)
+    w_str(out, o.host)
+    out += _S_bb.pack(o.operation, o.permission_type)
+
+
+def _e_DeleteAclsResponseDeleteAclsFilterResult_0(
+    o: DeleteAclsResponseDeleteAclsFilterResult,
+    out: bytearray,
+) -> None:
+    out += _S_h.pack(o.error_code)
+    w_nstr(out, o.error_message)
+    x_matching_acls = o.matching_acls
+    out += I32.pack(len(x_matching_acls))
+    for e_matching_acls in x_matching_acls:
+        _e_DeleteAclsResponseDeleteAclsMatchingAcl_0(e_matching_acls, out)
+
+
+def _e_DeleteAclsResponse_0(o: DeleteAclsResponse, out: bytearray) -> None:
+    out += _S_i.pack(o.throttle_time_ms)
+    x_filter_results = o.filter_results
+    out += I32.pack(len(x_filter_results))
+    for e_filter_results in x_filter_results:
+        _e_DeleteAclsResponseDeleteAclsFilterResult_0(e_filter_results, out)
+
+
+def _d_DeleteAclsResponseDeleteAclsMatchingAcl_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DeleteAclsResponseDeleteAclsMatchingAcl, int]:
+    v_error_code = _S_h.unpack_from(buf, pos)[0]
+    pos += 2
+    v_error_message: str | None
+    v_error_message, pos = r_nstr(buf, pos)
+    v_resource_type = _S_b.unpack_from(buf, pos)[0]
+    pos += 1
+    v_resource_name: str
+    v_resource_name, pos = r_str(buf, pos)
+    v_pattern_type = _S_b.unpack_from(buf, pos)[0]
+    pos += 1
+    v_principal: str
+    v_principal, pos = r_str(buf, pos)
+    v_host: str
+    v_host, pos = r_str(buf, pos)
+    v_operation, v_permission_type = _S_bb.unpack_from(buf, pos)
+    pos += 2
+    return DeleteAclsResponseDeleteAclsMatchingAcl(
+        v_error_code,
+        v_error_message,
+        v_resource_type,
+        v_resource_name,
+        v_pattern_type,
+        v_principal,
+        v_host,
+        v_operation,
+        v_permission_type,
+    ), pos
+
+
+def _d_DeleteAclsResponseDeleteAclsFilterResult_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DeleteAclsResponseDeleteAclsFilterResult, int]:
+    v_error_code = _S_h.unpack_from(buf, pos)[0]
+    pos += 2
+    v_error_message: str | None
+    v_error_message, pos = r_nstr(buf, pos)
+    v_matching_acls: list[DeleteAclsResponseDeleteAclsMatchingAcl]
+    n, pos = r_len(buf, pos)
+    v_matching_acls = []
+    for _ in range(n):
+        e_matching_acls, pos = _d_DeleteAclsResponseDeleteAclsMatchingAcl_1(buf, pos)
+        v_matching_acls.append(e_matching_acls)
+    return DeleteAclsResponseDeleteAclsFilterResult(
+        v_error_code,
+        v_error_message,
+        v_matching_acls,
+    ), pos
+
+
+def _d_DeleteAclsResponse_1(buf: memoryview, pos: int) -> tuple[DeleteAclsResponse, int]:
+    v_throttle_time_ms = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    v_filter_results: list[DeleteAclsResponseDeleteAclsFilterResult]
+    n, pos = r_len(buf, pos)
+    v_filter_results = []
+    for _ in range(n):
+        e_filter_results, pos = _d_DeleteAclsResponseDeleteAclsFilterResult_1(buf, pos)
+        v_filter_results.append(e_filter_results)
+    return DeleteAclsResponse(v_throttle_time_ms, v_filter_results), pos
+
+
+def _e_DeleteAclsResponseDeleteAclsMatchingAcl_1(
+    o: DeleteAclsResponseDeleteAclsMatchingAcl,
+    out: bytearray,
+) -> None:
+    out += _S_h.pack(o.error_code)
+    w_nstr(out, o.error_message)
+    out += _S_b.pack(o.resource_type)
+    w_str(out, o.resource_name)
+    out += _S_b.pack(o.pattern_type)
+    w_str(out, o.principal)
+    w_str(out, o.host)
+    out += _S_bb.pack(o.operation, o.permission_type)
+
+
+def _e_DeleteAclsResponseDeleteAclsFilterResult_1(
+    o: DeleteAclsResponseDeleteAclsFilterResult,
+    out: bytearray,
+) -> None:
+    out += _S_h.pack(o.error_code)
+    w_nstr(out, o.error_message)
+    x_matching_acls = o.matching_acls
+    out += I32.pack(len(x_matching_acls))
+    for e_matching_acls in x_matching_acls:
+        _e_DeleteAclsResponseDeleteAclsMatchingAcl_1(e_matching_acls, out)
+
+
+def _e_DeleteAclsResponse_1(o: DeleteAclsResponse, out: bytearray) -> None:
+    out += _S_i.pack(o.throttle_time_ms)
+    x_filter_results = o.filter_results
+    out += I32.pack(len(x_filter_results))
+    for e_filter_results in x_filter_results:
+        _e_DeleteAclsResponseDeleteAclsFilterResult_1(e_filter_results, out)
+
+
+def _d_DeleteAclsResponseDeleteAclsMatchingAcl_2(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DeleteAclsResponseDeleteAclsMatchingAcl, int]:
+    v_error_code = _S_h.unpack_from(buf, pos)[0]
+    pos += 2
+    v_error_message: str | None
+    v_error_message, pos = r_ncstr(buf, pos)
+    v_resource_type = _S_b.unpack_from(buf, pos)[0]
+    pos += 1
+    v_resource_name: str
+    v_resource_name, pos = r_cstr(buf, pos)
+    v_pattern_type = _S_b.unpack_from(buf, pos)[0]
+    pos += 1
+    v_principal: str
+    v_principal, pos = r_cstr(buf, pos)
+    v_host: str
+    v_host, pos = r_cstr(buf, pos)
+    v_operation, v_permission_type = _S_bb.unpack_from(buf, pos)
+    pos += 2
+    pos = skip_tags(buf, pos)
+    return DeleteAclsResponseDeleteAclsMatchingAcl(
+        v_error_code,
+        v_error_message,
+        v_resource_type,
+        v_resource_name,
+        v_pattern_type,
+        v_principal,
+        v_host,
+        v_operation,
+        v_permission_type,
+    ), pos
+
+
+def _d_DeleteAclsResponseDeleteAclsFilterResult_2(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DeleteAclsResponseDeleteAclsFilterResult, int]:
+    v_error_code = _S_h.unpack_from(buf, pos)[0]
+    pos += 2
+    v_error_message: str | None
+    v_error_message, pos = r_ncstr(buf, pos)
+    v_matching_acls: list[DeleteAclsResponseDeleteAclsMatchingAcl]
+    n, pos = r_clen(buf, pos)
+    v_matching_acls = []
+    for _ in range(n):
+        e_matching_acls, pos = _d_DeleteAclsResponseDeleteAclsMatchingAcl_2(buf, pos)
+        v_matching_acls.append(e_matching_acls)
+    pos = skip_tags(buf, pos)
+    return DeleteAclsResponseDeleteAclsFilterResult(
+        v_error_code,
+        v_error_message,
+        v_matching_acls,
+    ), pos
+
+
+def _d_DeleteAclsResponse_2(buf: memoryview, pos: int) -> tuple[DeleteAclsResponse, int]:
+    v_throttle_time_ms = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    v_filter_results: list[DeleteAclsResponseDeleteAclsFilterResult]
+    n, pos = r_clen(buf, pos)
+    v_filter_results = []
+    for _ in range(n):
+        e_filter_results, pos = _d_DeleteAclsResponseDeleteAclsFilterResult_2(buf, pos)
+        v_filter_results.append(e_filter_results)
+    pos = skip_tags(buf, pos)
+    return DeleteAclsResponse(v_throttle_time_ms, v_filter_results), pos
+
+
+def _e_DeleteAclsResponseDeleteAclsMatchingAcl_2(
+    o: DeleteAclsResponseDeleteAclsMatchingAcl,
+    out: bytearray,
+) -> None:
+    out += _S_h.pack(o.error_code)
+    w_ncstr(out, o.error_message)
+    out += _S_b.pack(o.resource_type)
+    w_cstr(out, o.resource_name)
+    out += _S_b.pack(o.pattern_type)
+    w_cstr(out, o.principal)
+    w_cstr(out, o.host)
+    out += _S_bb.pack(o.operation, o.permission_type)
+    out.append(0)
+
+
+def _e_DeleteAclsResponseDeleteAclsFilterResult_2(
+    o: DeleteAclsResponseDeleteAclsFilterResult,
+    out: bytearray,
+) -> None:
+    out += _S_h.pack(o.error_code)
+    w_ncstr(out, o.error_message)
+    x_matching_acls = o.matching_acls
+    out += uv(len(x_matching_acls) + 1)
+    for e_matching_acls in x_matching_acls:
+        _e_DeleteAclsResponseDeleteAclsMatchingAcl_2(e_matching_acls, out)
+    out.append(0)
+
+
+def _e_DeleteAclsResponse_2(o: DeleteAclsResponse, out: bytearray) -> None:
+    out += _S_i.pack(o.throttle_time_ms)
+    x_filter_results = o.filter_results
+    out += uv(len(x_filter_results) + 1)
+    for e_filter_results in x_filter_results:
+        _e_DeleteAclsResponseDeleteAclsFilterResult_2(e_filter_results, out)
+    out.append(0)
+
+
 def _d_DescribeConfigsRequestDescribeConfigsResource_0(
     buf: memoryview,
     pos: int,
@@ -15624,6 +17479,290 @@ def _e_DeleteGroupsResponse_2(o: DeleteGroupsResponse, out: bytearray) -> None:
     out.append(0)
 
 
+def _d_ElectLeadersRequestTopicPartitions_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ElectLeadersRequestTopicPartitions, int]:
+    v_topic: str
+    v_topic, pos = r_str(buf, pos)
+    v_partitions: list[int]
+    n, pos = r_len(buf, pos)
+    v_partitions = list(unpack_from('>%di' % n, buf, pos))
+    pos += 4 * n
+    return ElectLeadersRequestTopicPartitions(v_topic, v_partitions), pos
+
+
+def _d_ElectLeadersRequest_0(buf: memoryview, pos: int) -> tuple[ElectLeadersRequest, int]:
+    v_topic_partitions: list[ElectLeadersRequestTopicPartitions] | None
+    n, pos = r_nlen(buf, pos)
+    if n < 0:
+        v_topic_partitions = None
+    else:
+        v_topic_partitions = []
+        for _ in range(n):
+            e_topic_partitions, pos = _d_ElectLeadersRequestTopicPartitions_0(buf, pos)
+            v_topic_partitions.append(e_topic_partitions)
+    v_timeout_ms = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    return ElectLeadersRequest(0, v_topic_partitions, v_timeout_ms), pos
+
+
+def _e_ElectLeadersRequestTopicPartitions_0(
+    o: ElectLeadersRequestTopicPartitions,
+    out: bytearray,
+) -> None:
+    w_str(out, o.topic)
+    x_partitions = o.partitions
+    out += I32.pack(len(x_partitions))
+    out += pack('>%di' % len(x_partitions), *x_partitions)
+
+
+def _e_ElectLeadersRequest_0(o: ElectLeadersRequest, out: bytearray) -> None:
+    x_topic_partitions = o.topic_partitions
+    w_nlen(out, x_topic_partitions)
+    if x_topic_partitions is not None:
+        for e_topic_partitions in x_topic_partitions:
+            _e_ElectLeadersRequestTopicPartitions_0(e_topic_partitions, out)
+    out += _S_i.pack(o.timeout_ms)
+
+
+def _d_ElectLeadersRequest_1(buf: memoryview, pos: int) -> tuple[ElectLeadersRequest, int]:
+    v_election_type = _S_b.unpack_from(buf, pos)[0]
+    pos += 1
+    v_topic_partitions: list[ElectLeadersRequestTopicPartitions] | None
+    n, pos = r_nlen(buf, pos)
+    if n < 0:
+        v_topic_partitions = None
+    else:
+        v_topic_partitions = []
+        for _ in range(n):
+            e_topic_partitions, pos = _d_ElectLeadersRequestTopicPartitions_0(buf, pos)
+            v_topic_partitions.append(e_topic_partitions)
+    v_timeout_ms = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    return ElectLeadersRequest(v_election_type, v_topic_partitions, v_timeout_ms), pos
+
+
+def _e_ElectLeadersRequest_1(o: ElectLeadersRequest, out: bytearray) -> None:
+    out += _S_b.pack(o.election_type)
+    x_topic_partitions = o.topic_partitions
+    w_nlen(out, x_topic_partitions)
+    if x_topic_partitions is not None:
+        for e_topic_partitions in x_topic_partitions:
+            _e_ElectLeadersRequestTopicPartitions_0(e_topic_partitions, out)
+    out += _S_i.pack(o.timeout_ms)
+
+
+def _d_ElectLeadersRequestTopicPartitions_2(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ElectLeadersRequestTopicPartitions, int]:
+    v_topic: str
+    v_topic, pos = r_cstr(buf, pos)
+    v_partitions: list[int]
+    n, pos = r_clen(buf, pos)
+    v_partitions = list(unpack_from('>%di' % n, buf, pos))
+    pos += 4 * n
+    pos = skip_tags(buf, pos)
+    return ElectLeadersRequestTopicPartitions(v_topic, v_partitions), pos
+
+
+def _d_ElectLeadersRequest_2(buf: memoryview, pos: int) -> tuple[ElectLeadersRequest, int]:
+    v_election_type = _S_b.unpack_from(buf, pos)[0]
+    pos += 1
+    v_topic_partitions: list[ElectLeadersRequestTopicPartitions] | None
+    n, pos = r_nclen(buf, pos)
+    if n < 0:
+        v_topic_partitions = None
+    else:
+        v_topic_partitions = []
+        for _ in range(n):
+            e_topic_partitions, pos = _d_ElectLeadersRequestTopicPartitions_2(buf, pos)
+            v_topic_partitions.append(e_topic_partitions)
+    v_timeout_ms = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    pos = skip_tags(buf, pos)
+    return ElectLeadersRequest(v_election_type, v_topic_partitions, v_timeout_ms), pos
+
+
+def _e_ElectLeadersRequestTopicPartitions_2(
+    o: ElectLeadersRequestTopicPartitions,
+    out: bytearray,
+) -> None:
+    w_cstr(out, o.topic)
+    x_partitions = o.partitions
+    out += uv(len(x_partitions) + 1)
+    out += pack('>%di' % len(x_partitions), *x_partitions)
+    out.append(0)
+
+
+def _e_ElectLeadersRequest_2(o: ElectLeadersRequest, out: bytearray) -> None:
+    out += _S_b.pack(o.election_type)
+    x_topic_partitions = o.topic_partitions
+    w_nclen(out, x_topic_partitions)
+    if x_topic_partitions is not None:
+        for e_topic_partitions in x_topic_partitions:
+            _e_ElectLeadersRequestTopicPartitions_2(e_topic_partitions, out)
+    out += _S_i.pack(o.timeout_ms)
+    out.append(0)
+
+
+def _d_ElectLeadersResponsePartitionResult_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ElectLeadersResponsePartitionResult, int]:
+    v_partition_id, v_error_code = _S_ih.unpack_from(buf, pos)
+    pos += 6
+    v_error_message: str | None
+    v_error_message, pos = r_nstr(buf, pos)
+    return ElectLeadersResponsePartitionResult(v_partition_id, v_error_code, v_error_message), pos
+
+
+def _d_ElectLeadersResponseReplicaElectionResult_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ElectLeadersResponseReplicaElectionResult, int]:
+    v_topic: str
+    v_topic, pos = r_str(buf, pos)
+    v_partition_result: list[ElectLeadersResponsePartitionResult]
+    n, pos = r_len(buf, pos)
+    v_partition_result = []
+    for _ in range(n):
+        e_partition_result, pos = _d_ElectLeadersResponsePartitionResult_0(buf, pos)
+        v_partition_result.append(e_partition_result)
+    return ElectLeadersResponseReplicaElectionResult(v_topic, v_partition_result), pos
+
+
+def _d_ElectLeadersResponse_0(buf: memoryview, pos: int) -> tuple[ElectLeadersResponse, int]:
+    v_throttle_time_ms = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    v_replica_election_results: list[ElectLeadersResponseReplicaElectionResult]
+    n, pos = r_len(buf, pos)
+    v_replica_election_results = []
+    for _ in range(n):
+        e_replica_election_results, pos = _d_ElectLeadersResponseReplicaElectionResult_0(buf, pos)
+        v_replica_election_results.append(e_replica_election_results)
+    return ElectLeadersResponse(v_throttle_time_ms, 0, v_replica_election_results), pos
+
+
+def _e_ElectLeadersResponsePartitionResult_0(
+    o: ElectLeadersResponsePartitionResult,
+    out: bytearray,
+) -> None:
+    out += _S_ih.pack(o.partition_id, o.error_code)
+    w_nstr(out, o.error_message)
+
+
+def _e_ElectLeadersResponseReplicaElectionResult_0(
+    o: ElectLeadersResponseReplicaElectionResult,
+    out: bytearray,
+) -> None:
+    w_str(out, o.topic)
+    x_partition_result = o.partition_result
+    out += I32.pack(len(x_partition_result))
+    for e_partition_result in x_partition_result:
+        _e_ElectLeadersResponsePartitionResult_0(e_partition_result, out)
+
+
+def _e_ElectLeadersResponse_0(o: ElectLeadersResponse, out: bytearray) -> None:
+    out += _S_i.pack(o.throttle_time_ms)
+    x_replica_election_results = o.replica_election_results
+    out += I32.pack(len(x_replica_election_results))
+    for e_replica_election_results in x_replica_election_results:
+        _e_ElectLeadersResponseReplicaElectionResult_0(e_replica_election_results, out)
+
+
+def _d_ElectLeadersResponse_1(buf: memoryview, pos: int) -> tuple[ElectLeadersResponse, int]:
+    v_throttle_time_ms, v_error_code = _S_ih.unpack_from(buf, pos)
+    pos += 6
+    v_replica_election_results: list[ElectLeadersResponseReplicaElectionResult]
+    n, pos = r_len(buf, pos)
+    v_replica_election_results = []
+    for _ in range(n):
+        e_replica_election_results, pos = _d_ElectLeadersResponseReplicaElectionResult_0(buf, pos)
+        v_replica_election_results.append(e_replica_election_results)
+    return ElectLeadersResponse(v_throttle_time_ms, v_error_code, v_replica_election_results), pos
+
+
+def _e_ElectLeadersResponse_1(o: ElectLeadersResponse, out: bytearray) -> None:
+    out += _S_ih.pack(o.throttle_time_ms, o.error_code)
+    x_replica_election_results = o.replica_election_results
+    out += I32.pack(len(x_replica_election_results))
+    for e_replica_election_results in x_replica_election_results:
+        _e_ElectLeadersResponseReplicaElectionResult_0(e_replica_election_results, out)
+
+
+def _d_ElectLeadersResponsePartitionResult_2(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ElectLeadersResponsePartitionResult, int]:
+    v_partition_id, v_error_code = _S_ih.unpack_from(buf, pos)
+    pos += 6
+    v_error_message: str | None
+    v_error_message, pos = r_ncstr(buf, pos)
+    pos = skip_tags(buf, pos)
+    return ElectLeadersResponsePartitionResult(v_partition_id, v_error_code, v_error_message), pos
+
+
+def _d_ElectLeadersResponseReplicaElectionResult_2(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ElectLeadersResponseReplicaElectionResult, int]:
+    v_topic: str
+    v_topic, pos = r_cstr(buf, pos)
+    v_partition_result: list[ElectLeadersResponsePartitionResult]
+    n, pos = r_clen(buf, pos)
+    v_partition_result = []
+    for _ in range(n):
+        e_partition_result, pos = _d_ElectLeadersResponsePartitionResult_2(buf, pos)
+        v_partition_result.append(e_partition_result)
+    pos = skip_tags(buf, pos)
+    return ElectLeadersResponseReplicaElectionResult(v_topic, v_partition_result), pos
+
+
+def _d_ElectLeadersResponse_2(buf: memoryview, pos: int) -> tuple[ElectLeadersResponse, int]:
+    v_throttle_time_ms, v_error_code = _S_ih.unpack_from(buf, pos)
+    pos += 6
+    v_replica_election_results: list[ElectLeadersResponseReplicaElectionResult]
+    n, pos = r_clen(buf, pos)
+    v_replica_election_results = []
+    for _ in range(n):
+        e_replica_election_results, pos = _d_ElectLeadersResponseReplicaElectionResult_2(buf, pos)
+        v_replica_election_results.append(e_replica_election_results)
+    pos = skip_tags(buf, pos)
+    return ElectLeadersResponse(v_throttle_time_ms, v_error_code, v_replica_election_results), pos
+
+
+def _e_ElectLeadersResponsePartitionResult_2(
+    o: ElectLeadersResponsePartitionResult,
+    out: bytearray,
+) -> None:
+    out += _S_ih.pack(o.partition_id, o.error_code)
+    w_ncstr(out, o.error_message)
+    out.append(0)
+
+
+def _e_ElectLeadersResponseReplicaElectionResult_2(
+    o: ElectLeadersResponseReplicaElectionResult,
+    out: bytearray,
+) -> None:
+    w_cstr(out, o.topic)
+    x_partition_result = o.partition_result
+    out += uv(len(x_partition_result) + 1)
+    for e_partition_result in x_partition_result:
+        _e_ElectLeadersResponsePartitionResult_2(e_partition_result, out)
+    out.append(0)
+
+
+def _e_ElectLeadersResponse_2(o: ElectLeadersResponse, out: bytearray) -> None:
+    out += _S_ih.pack(o.throttle_time_ms, o.error_code)
+    x_replica_election_results = o.replica_election_results
+    out += uv(len(x_replica_election_results) + 1)
+    for e_replica_election_results in x_replica_election_results:
+        _e_ElectLeadersResponseReplicaElectionResult_2(e_replica_election_results, out)
+    out.append(0)
+
+
 def _d_IncrementalAlterConfigsRequestAlterableConfig_0(
     buf: memoryview,
     pos: int,
@@ -16014,6 +18153,974 @@ def _e_OffsetDeleteResponse_0(o: OffsetDeleteResponse, out: bytearray) -> None:
         _e_OffsetDeleteResponseTopic_0(e_topics, out)
 
 
+def _d_DescribeClientQuotasRequestComponentData_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeClientQuotasRequestComponentData, int]:
+    v_entity_type: str
+    v_entity_type, pos = r_str(buf, pos)
+    v_match_type = _S_b.unpack_from(buf, pos)[0]
+    pos += 1
+    v_match: str | None
+    v_match, pos = r_nstr(buf, pos)
+    return DescribeClientQuotasRequestComponentData(v_entity_type, v_match_type, v_match), pos
+
+
+def _d_DescribeClientQuotasRequest_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeClientQuotasRequest, int]:
+    v_components: list[DescribeClientQuotasRequestComponentData]
+    n, pos = r_len(buf, pos)
+    v_components = []
+    for _ in range(n):
+        e_components, pos = _d_DescribeClientQuotasRequestComponentData_0(buf, pos)
+        v_components.append(e_components)
+    v_strict = _S_o.unpack_from(buf, pos)[0]
+    pos += 1
+    return DescribeClientQuotasRequest(v_components, v_strict), pos
+
+
+def _e_DescribeClientQuotasRequestComponentData_0(
+    o: DescribeClientQuotasRequestComponentData,
+    out: bytearray,
+) -> None:
+    w_str(out, o.entity_type)
+    out += _S_b.pack(o.match_type)
+    w_nstr(out, o.match)
+
+
+def _e_DescribeClientQuotasRequest_0(o: DescribeClientQuotasRequest, out: bytearray) -> None:
+    x_components = o.components
+    out += I32.pack(len(x_components))
+    for e_components in x_components:
+        _e_DescribeClientQuotasRequestComponentData_0(e_components, out)
+    out += _S_o.pack(o.strict)
+
+
+def _d_DescribeClientQuotasRequestComponentData_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeClientQuotasRequestComponentData, int]:
+    v_entity_type: str
+    v_entity_type, pos = r_cstr(buf, pos)
+    v_match_type = _S_b.unpack_from(buf, pos)[0]
+    pos += 1
+    v_match: str | None
+    v_match, pos = r_ncstr(buf, pos)
+    pos = skip_tags(buf, pos)
+    return DescribeClientQuotasRequestComponentData(v_entity_type, v_match_type, v_match), pos
+
+
+def _d_DescribeClientQuotasRequest_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeClientQuotasRequest, int]:
+    v_components: list[DescribeClientQuotasRequestComponentData]
+    n, pos = r_clen(buf, pos)
+    v_components = []
+    for _ in range(n):
+        e_components, pos = _d_DescribeClientQuotasRequestComponentData_1(buf, pos)
+        v_components.append(e_components)
+    v_strict = _S_o.unpack_from(buf, pos)[0]
+    pos += 1
+    pos = skip_tags(buf, pos)
+    return DescribeClientQuotasRequest(v_components, v_strict), pos
+
+
+def _e_DescribeClientQuotasRequestComponentData_1(
+    o: DescribeClientQuotasRequestComponentData,
+    out: bytearray,
+) -> None:
+    w_cstr(out, o.entity_type)
+    out += _S_b.pack(o.match_type)
+    w_ncstr(out, o.match)
+    out.append(0)
+
+
+def _e_DescribeClientQuotasRequest_1(o: DescribeClientQuotasRequest, out: bytearray) -> None:
+    x_components = o.components
+    out += uv(len(x_components) + 1)
+    for e_components in x_components:
+        _e_DescribeClientQuotasRequestComponentData_1(e_components, out)
+    out += _S_o.pack(o.strict)
+    out.append(0)
+
+
+def _d_DescribeClientQuotasResponseEntityData_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeClientQuotasResponseEntityData, int]:
+    v_entity_type: str
+    v_entity_type, pos = r_str(buf, pos)
+    v_entity_name: str | None
+    v_entity_name, pos = r_nstr(buf, pos)
+    return DescribeClientQuotasResponseEntityData(v_entity_type, v_entity_name), pos
+
+
+def _d_DescribeClientQuotasResponseValueData_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeClientQuotasResponseValueData, int]:
+    v_key: str
+    v_key, pos = r_str(buf, pos)
+    v_value = _S_d.unpack_from(buf, pos)[0]
+    pos += 8
+    return DescribeClientQuotasResponseValueData(v_key, v_value), pos
+
+
+def _d_DescribeClientQuotasResponseEntryData_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeClientQuotasResponseEntryData, int]:
+    v_entity: list[DescribeClientQuotasResponseEntityData]
+    n, pos = r_len(buf, pos)
+    v_entity = []
+    for _ in range(n):
+        e_entity, pos = _d_DescribeClientQuotasResponseEntityData_0(buf, pos)
+        v_entity.append(e_entity)
+    v_values: list[DescribeClientQuotasResponseValueData]
+    n, pos = r_len(buf, pos)
+    v_values = []
+    for _ in range(n):
+        e_values, pos = _d_DescribeClientQuotasResponseValueData_0(buf, pos)
+        v_values.append(e_values)
+    return DescribeClientQuotasResponseEntryData(v_entity, v_values), pos
+
+
+def _d_DescribeClientQuotasResponse_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeClientQuotasResponse, int]:
+    v_throttle_time_ms, v_error_code = _S_ih.unpack_from(buf, pos)
+    pos += 6
+    v_error_message: str | None
+    v_error_message, pos = r_nstr(buf, pos)
+    v_entries: list[DescribeClientQuotasResponseEntryData] | None
+    n, pos = r_nlen(buf, pos)
+    if n < 0:
+        v_entries = None
+    else:
+        v_entries = []
+        for _ in range(n):
+            e_entries, pos = _d_DescribeClientQuotasResponseEntryData_0(buf, pos)
+            v_entries.append(e_entries)
+    return DescribeClientQuotasResponse(
+        v_throttle_time_ms,
+        v_error_code,
+        v_error_message,
+        v_entries,
+    ), pos
+
+
+def _e_DescribeClientQuotasResponseEntityData_0(
+    o: DescribeClientQuotasResponseEntityData,
+    out: bytearray,
+) -> None:
+    w_str(out, o.entity_type)
+    w_nstr(out, o.entity_name)
+
+
+def _e_DescribeClientQuotasResponseValueData_0(
+    o: DescribeClientQuotasResponseValueData,
+    out: bytearray,
+) -> None:
+    w_str(out, o.key)
+    out += _S_d.pack(o.value)
+
+
+def _e_DescribeClientQuotasResponseEntryData_0(
+    o: DescribeClientQuotasResponseEntryData,
+    out: bytearray,
+) -> None:
+    x_entity = o.entity
+    out += I32.pack(len(x_entity))
+    for e_entity in x_entity:
+        _e_DescribeClientQuotasResponseEntityData_0(e_entity, out)
+    x_values = o.values
+    out += I32.pack(len(x_values))
+    for e_values in x_values:
+        _e_DescribeClientQuotasResponseValueData_0(e_values, out)
+
+
+def _e_DescribeClientQuotasResponse_0(o: DescribeClientQuotasResponse, out: bytearray) -> None:
+    out += _S_ih.pack(o.throttle_time_ms, o.error_code)
+    w_nstr(out, o.error_message)
+    x_entries = o.entries
+    w_nlen(out, x_entries)
+    if x_entries is not None:
+        for e_entries in x_entries:
+            _e_DescribeClientQuotasResponseEntryData_0(e_entries, out)
+
+
+def _d_DescribeClientQuotasResponseEntityData_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeClientQuotasResponseEntityData, int]:
+    v_entity_type: str
+    v_entity_type, pos = r_cstr(buf, pos)
+    v_entity_name: str | None
+    v_entity_name, pos = r_ncstr(buf, pos)
+    pos = skip_tags(buf, pos)
+    return DescribeClientQuotasResponseEntityData(v_entity_type, v_entity_name), pos
+
+
+def _d_DescribeClientQuotasResponseValueData_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeClientQuotasResponseValueData, int]:
+    v_key: str
+    v_key, pos = r_cstr(buf, pos)
+    v_value = _S_d.unpack_from(buf, pos)[0]
+    pos += 8
+    pos = skip_tags(buf, pos)
+    return DescribeClientQuotasResponseValueData(v_key, v_value), pos
+
+
+def _d_DescribeClientQuotasResponseEntryData_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeClientQuotasResponseEntryData, int]:
+    v_entity: list[DescribeClientQuotasResponseEntityData]
+    n, pos = r_clen(buf, pos)
+    v_entity = []
+    for _ in range(n):
+        e_entity, pos = _d_DescribeClientQuotasResponseEntityData_1(buf, pos)
+        v_entity.append(e_entity)
+    v_values: list[DescribeClientQuotasResponseValueData]
+    n, pos = r_clen(buf, pos)
+    v_values = []
+    for _ in range(n):
+        e_values, pos = _d_DescribeClientQuotasResponseValueData_1(buf, pos)
+        v_values.append(e_values)
+    pos = skip_tags(buf, pos)
+    return DescribeClientQuotasResponseEntryData(v_entity, v_values), pos
+
+
+def _d_DescribeClientQuotasResponse_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeClientQuotasResponse, int]:
+    v_throttle_time_ms, v_error_code = _S_ih.unpack_from(buf, pos)
+    pos += 6
+    v_error_message: str | None
+    v_error_message, pos = r_ncstr(buf, pos)
+    v_entries: list[DescribeClientQuotasResponseEntryData] | None
+    n, pos = r_nclen(buf, pos)
+    if n < 0:
+        v_entries = None
+    else:
+        v_entries = []
+        for _ in range(n):
+            e_entries, pos = _d_DescribeClientQuotasResponseEntryData_1(buf, pos)
+            v_entries.append(e_entries)
+    pos = skip_tags(buf, pos)
+    return DescribeClientQuotasResponse(
+        v_throttle_time_ms,
+        v_error_code,
+        v_error_message,
+        v_entries,
+    ), pos
+
+
+def _e_DescribeClientQuotasResponseEntityData_1(
+    o: DescribeClientQuotasResponseEntityData,
+    out: bytearray,
+) -> None:
+    w_cstr(out, o.entity_type)
+    w_ncstr(out, o.entity_name)
+    out.append(0)
+
+
+def _e_DescribeClientQuotasResponseValueData_1(
+    o: DescribeClientQuotasResponseValueData,
+    out: bytearray,
+) -> None:
+    w_cstr(out, o.key)
+    out += _S_d.pack(o.value)
+    out.append(0)
+
+
+def _e_DescribeClientQuotasResponseEntryData_1(
+    o: DescribeClientQuotasResponseEntryData,
+    out: bytearray,
+) -> None:
+    x_entity = o.entity
+    out += uv(len(x_entity) + 1)
+    for e_entity in x_entity:
+        _e_DescribeClientQuotasResponseEntityData_1(e_entity, out)
+    x_values = o.values
+    out += uv(len(x_values) + 1)
+    for e_values in x_values:
+        _e_DescribeClientQuotasResponseValueData_1(e_values, out)
+    out.append(0)
+
+
+def _e_DescribeClientQuotasResponse_1(o: DescribeClientQuotasResponse, out: bytearray) -> None:
+    out += _S_ih.pack(o.throttle_time_ms, o.error_code)
+    w_ncstr(out, o.error_message)
+    x_entries = o.entries
+    w_nclen(out, x_entries)
+    if x_entries is not None:
+        for e_entries in x_entries:
+            _e_DescribeClientQuotasResponseEntryData_1(e_entries, out)
+    out.append(0)
+
+
+def _d_DescribeUserScramCredentialsRequestUserName_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeUserScramCredentialsRequestUserName, int]:
+    v_name: str
+    v_name, pos = r_cstr(buf, pos)
+    pos = skip_tags(buf, pos)
+    return DescribeUserScramCredentialsRequestUserName(v_name), pos
+
+
+def _d_DescribeUserScramCredentialsRequest_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeUserScramCredentialsRequest, int]:
+    v_users: list[DescribeUserScramCredentialsRequestUserName] | None
+    n, pos = r_nclen(buf, pos)
+    if n < 0:
+        v_users = None
+    else:
+        v_users = []
+        for _ in range(n):
+            e_users, pos = _d_DescribeUserScramCredentialsRequestUserName_0(buf, pos)
+            v_users.append(e_users)
+    pos = skip_tags(buf, pos)
+    return DescribeUserScramCredentialsRequest(v_users), pos
+
+
+def _e_DescribeUserScramCredentialsRequestUserName_0(
+    o: DescribeUserScramCredentialsRequestUserName,
+    out: bytearray,
+) -> None:
+    w_cstr(out, o.name)
+    out.append(0)
+
+
+def _e_DescribeUserScramCredentialsRequest_0(
+    o: DescribeUserScramCredentialsRequest,
+    out: bytearray,
+) -> None:
+    x_users = o.users
+    w_nclen(out, x_users)
+    if x_users is not None:
+        for e_users in x_users:
+            _e_DescribeUserScramCredentialsRequestUserName_0(e_users, out)
+    out.append(0)
+
+
+def _d_DescribeUserScramCredentialsResponseCredentialInfo_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeUserScramCredentialsResponseCredentialInfo, int]:
+    v_mechanism, v_iterations = _S_bi.unpack_from(buf, pos)
+    pos += 5
+    pos = skip_tags(buf, pos)
+    return DescribeUserScramCredentialsResponseCredentialInfo(v_mechanism, v_iterations), pos
+
+
+def _d_DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult, int]:
+    v_user: str
+    v_user, pos = r_cstr(buf, pos)
+    v_error_code = _S_h.unpack_from(buf, pos)[0]
+    pos += 2
+    v_error_message: str | None
+    v_error_message, pos = r_ncstr(buf, pos)
+    v_credential_infos: list[DescribeUserScramCredentialsResponseCredentialInfo]
+    n, pos = r_clen(buf, pos)
+    v_credential_infos = []
+    for _ in range(n):
+        e_credential_infos, pos = _d_DescribeUserScramCredentialsResponseCredentialInfo_0(buf, pos)
+        v_credential_infos.append(e_credential_infos)
+    pos = skip_tags(buf, pos)
+    return DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult(
+        v_user,
+        v_error_code,
+        v_error_message,
+        v_credential_infos,
+    ), pos
+
+
+def _d_DescribeUserScramCredentialsResponse_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeUserScramCredentialsResponse, int]:
+    v_throttle_time_ms, v_error_code = _S_ih.unpack_from(buf, pos)
+    pos += 6
+    v_error_message: str | None
+    v_error_message, pos = r_ncstr(buf, pos)
+    v_results: list[DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult]
+    n, pos = r_clen(buf, pos)
+    v_results = []
+    for _ in range(n):
+        e_results, pos = _d_DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult_0(buf, pos)
+        v_results.append(e_results)
+    pos = skip_tags(buf, pos)
+    return DescribeUserScramCredentialsResponse(
+        v_throttle_time_ms,
+        v_error_code,
+        v_error_message,
+        v_results,
+    ), pos
+
+
+def _e_DescribeUserScramCredentialsResponseCredentialInfo_0(
+    o: DescribeUserScramCredentialsResponseCredentialInfo,
+    out: bytearray,
+) -> None:
+    out += _S_bi.pack(o.mechanism, o.iterations)
+    out.append(0)
+
+
+def _e_DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult_0(
+    o: DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult,
+    out: bytearray,
+) -> None:
+    w_cstr(out, o.user)
+    out += _S_h.pack(o.error_code)
+    w_ncstr(out, o.error_message)
+    x_credential_infos = o.credential_infos
+    out += uv(len(x_credential_infos) + 1)
+    for e_credential_infos in x_credential_infos:
+        _e_DescribeUserScramCredentialsResponseCredentialInfo_0(e_credential_infos, out)
+    out.append(0)
+
+
+def _e_DescribeUserScramCredentialsResponse_0(
+    o: DescribeUserScramCredentialsResponse,
+    out: bytearray,
+) -> None:
+    out += _S_ih.pack(o.throttle_time_ms, o.error_code)
+    w_ncstr(out, o.error_message)
+    x_results = o.results
+    out += uv(len(x_results) + 1)
+    for e_results in x_results:
+        _e_DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult_0(e_results, out)
+    out.append(0)
+
+
+def _d_DescribeQuorumRequestPartitionData_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeQuorumRequestPartitionData, int]:
+    v_partition_index = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    pos = skip_tags(buf, pos)
+    return DescribeQuorumRequestPartitionData(v_partition_index), pos
+
+
+def _d_DescribeQuorumRequestTopicData_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeQuorumRequestTopicData, int]:
+    v_topic_name: str
+    v_topic_name, pos = r_cstr(buf, pos)
+    v_partitions: list[DescribeQuorumRequestPartitionData]
+    n, pos = r_clen(buf, pos)
+    v_partitions = []
+    for _ in range(n):
+        e_partitions, pos = _d_DescribeQuorumRequestPartitionData_0(buf, pos)
+        v_partitions.append(e_partitions)
+    pos = skip_tags(buf, pos)
+    return DescribeQuorumRequestTopicData(v_topic_name, v_partitions), pos
+
+
+def _d_DescribeQuorumRequest_0(buf: memoryview, pos: int) -> tuple[DescribeQuorumRequest, int]:
+    v_topics: list[DescribeQuorumRequestTopicData]
+    n, pos = r_clen(buf, pos)
+    v_topics = []
+    for _ in range(n):
+        e_topics, pos = _d_DescribeQuorumRequestTopicData_0(buf, pos)
+        v_topics.append(e_topics)
+    pos = skip_tags(buf, pos)
+    return DescribeQuorumRequest(v_topics), pos
+
+
+def _e_DescribeQuorumRequestPartitionData_0(
+    o: DescribeQuorumRequestPartitionData,
+    out: bytearray,
+) -> None:
+    out += _S_i.pack(o.partition_index)
+    out.append(0)
+
+
+def _e_DescribeQuorumRequestTopicData_0(o: DescribeQuorumRequestTopicData, out: bytearray) -> None:
+    w_cstr(out, o.topic_name)
+    x_partitions = o.partitions
+    out += uv(len(x_partitions) + 1)
+    for e_partitions in x_partitions:
+        _e_DescribeQuorumRequestPartitionData_0(e_partitions, out)
+    out.append(0)
+
+
+def _e_DescribeQuorumRequest_0(o: DescribeQuorumRequest, out: bytearray) -> None:
+    x_topics = o.topics
+    out += uv(len(x_topics) + 1)
+    for e_topics in x_topics:
+        _e_DescribeQuorumRequestTopicData_0(e_topics, out)
+    out.append(0)
+
+
+def _d_DescribeQuorumResponseReplicaState_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeQuorumResponseReplicaState, int]:
+    v_replica_id, v_log_end_offset = _S_iq.unpack_from(buf, pos)
+    pos += 12
+    pos = skip_tags(buf, pos)
+    return DescribeQuorumResponseReplicaState(
+        v_replica_id,
+        ZERO_UUID,
+        v_log_end_offset,
+        -1,
+        -1,
+    ), pos
+
+
+def _d_DescribeQuorumResponsePartitionData_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeQuorumResponsePartitionData, int]:
+    v_partition_index, v_error_code, v_leader_id, v_leader_epoch, v_high_watermark = _S_ihiiq.unpack_from(buf, pos)
+    pos += 22
+    v_current_voters: list[DescribeQuorumResponseReplicaState]
+    n, pos = r_clen(buf, pos)
+    v_current_voters = []
+    for _ in range(n):
+        e_current_voters, pos = _d_DescribeQuorumResponseReplicaState_0(buf, pos)
+        v_current_voters.append(e_current_voters)
+    v_observers: list[DescribeQuorumResponseReplicaState]
+    n, pos = r_clen(buf, pos)
+    v_observers = []
+    for _ in range(n):
+        e_observers, pos = _d_DescribeQuorumResponseReplicaState_0(buf, pos)
+        v_observers.append(e_observers)
+    pos = skip_tags(buf, pos)
+    return DescribeQuorumResponsePartitionData(
+        v_partition_index,
+        v_error_code,
+        '',
+        v_leader_id,
+        v_leader_epoch,
+        v_high_watermark,
+        v_current_voters,
+        v_observers,
+    ), pos
+
+
+def _d_DescribeQuorumResponseTopicData_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeQuorumResponseTopicData, int]:
+    v_topic_name: str
+    v_topic_name, pos = r_cstr(buf, pos)
+    v_partitions: list[DescribeQuorumResponsePartitionData]
+    n, pos = r_clen(buf, pos)
+    v_partitions = []
+    for _ in range(n):
+        e_partitions, pos = _d_DescribeQuorumResponsePartitionData_0(buf, pos)
+        v_partitions.append(e_partitions)
+    pos = skip_tags(buf, pos)
+    return DescribeQuorumResponseTopicData(v_topic_name, v_partitions), pos
+
+
+def _d_DescribeQuorumResponse_0(buf: memoryview, pos: int) -> tuple[DescribeQuorumResponse, int]:
+    v_error_code = _S_h.unpack_from(buf, pos)[0]
+    pos += 2
+    v_topics: list[DescribeQuorumResponseTopicData]
+    n, pos = r_clen(buf, pos)
+    v_topics = []
+    for _ in range(n):
+        e_topics, pos = _d_DescribeQuorumResponseTopicData_0(buf, pos)
+        v_topics.append(e_topics)
+    pos = skip_tags(buf, pos)
+    return DescribeQuorumResponse(v_error_code, '', v_topics, []), pos
+
+
+def _e_DescribeQuorumResponseReplicaState_0(
+    o: DescribeQuorumResponseReplicaState,
+    out: bytearray,
+) -> None:
+    out += _S_iq.pack(o.replica_id, o.log_end_offset)
+    out.append(0)
+
+
+def _e_DescribeQuorumResponsePartitionData_0(
+    o: DescribeQuorumResponsePartitionData,
+    out: bytearray,
+) -> None:
+    out += _S_ihiiq.pack(
+        o.partition_index,
+        o.error_code,
+        o.leader_id,
+        o.leader_epoch,
+        o.high_watermark,
+    )
+    x_current_voters = o.current_voters
+    out += uv(len(x_current_voters) + 1)
+    for e_current_voters in x_current_voters:
+        _e_DescribeQuorumResponseReplicaState_0(e_current_voters, out)
+    x_observers = o.observers
+    out += uv(len(x_observers) + 1)
+    for e_observers in x_observers:
+        _e_DescribeQuorumResponseReplicaState_0(e_observers, out)
+    out.append(0)
+
+
+def _e_DescribeQuorumResponseTopicData_0(
+    o: DescribeQuorumResponseTopicData,
+    out: bytearray,
+) -> None:
+    w_cstr(out, o.topic_name)
+    x_partitions = o.partitions
+    out += uv(len(x_partitions) + 1)
+    for e_partitions in x_partitions:
+        _e_DescribeQuorumResponsePartitionData_0(e_partitions, out)
+    out.append(0)
+
+
+def _e_DescribeQuorumResponse_0(o: DescribeQuorumResponse, out: bytearray) -> None:
+    out += _S_h.pack(o.error_code)
+    x_topics = o.topics
+    out += uv(len(x_topics) + 1)
+    for e_topics in x_topics:
+        _e_DescribeQuorumResponseTopicData_0(e_topics, out)
+    out.append(0)
+
+
+def _d_DescribeQuorumResponseReplicaState_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeQuorumResponseReplicaState, int]:
+    v_replica_id, v_log_end_offset, v_last_fetch_timestamp, v_last_caught_up_timestamp = _S_iqqq.unpack_from(buf, pos)
+    pos += 28
+    pos = skip_tags(buf, pos)
+    return DescribeQuorumResponseReplicaState(
+        v_replica_id,
+        ZERO_UUID,
+        v_log_end_offset,
+        v_last_fetch_timestamp,
+        v_last_caught_up_timestamp,
+    ), pos
+
+
+def _d_DescribeQuorumResponsePartitionData_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeQuorumResponsePartitionData, int]:
+    v_partition_index, v_error_code, v_leader_id, v_leader_epoch, v_high_watermark = _S_ihiiq.unpack_from(buf, pos)
+    pos += 22
+    v_current_voters: list[DescribeQuorumResponseReplicaState]
+    n, pos = r_clen(buf, pos)
+    v_current_voters = []
+    for _ in range(n):
+        e_current_voters, pos = _d_DescribeQuorumResponseReplicaState_1(buf, pos)
+        v_current_voters.append(e_current_voters)
+    v_observers: list[DescribeQuorumResponseReplicaState]
+    n, pos = r_clen(buf, pos)
+    v_observers = []
+    for _ in range(n):
+        e_observers, pos = _d_DescribeQuorumResponseReplicaState_1(buf, pos)
+        v_observers.append(e_observers)
+    pos = skip_tags(buf, pos)
+    return DescribeQuorumResponsePartitionData(
+        v_partition_index,
+        v_error_code,
+        '',
+        v_leader_id,
+        v_leader_epoch,
+        v_high_watermark,
+        v_current_voters,
+        v_observers,
+    ), pos
+
+
+def _d_DescribeQuorumResponseTopicData_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeQuorumResponseTopicData, int]:
+    v_topic_name: str
+    v_topic_name, pos = r_cstr(buf, pos)
+    v_partitions: list[DescribeQuorumResponsePartitionData]
+    n, pos = r_clen(buf, pos)
+    v_partitions = []
+    for _ in range(n):
+        e_partitions, pos = _d_DescribeQuorumResponsePartitionData_1(buf, pos)
+        v_partitions.append(e_partitions)
+    pos = skip_tags(buf, pos)
+    return DescribeQuorumResponseTopicData(v_topic_name, v_partitions), pos
+
+
+def _d_DescribeQuorumResponse_1(buf: memoryview, pos: int) -> tuple[DescribeQuorumResponse, int]:
+    v_error_code = _S_h.unpack_from(buf, pos)[0]
+    pos += 2
+    v_topics: list[DescribeQuorumResponseTopicData]
+    n, pos = r_clen(buf, pos)
+    v_topics = []
+    for _ in range(n):
+        e_topics, pos = _d_DescribeQuorumResponseTopicData_1(buf, pos)
+        v_topics.append(e_topics)
+    pos = skip_tags(buf, pos)
+    return DescribeQuorumResponse(v_error_code, '', v_topics, []), pos
+
+
+def _e_DescribeQuorumResponseReplicaState_1(
+    o: DescribeQuorumResponseReplicaState,
+    out: bytearray,
+) -> None:
+    out += _S_iqqq.pack(
+        o.replica_id,
+        o.log_end_offset,
+        o.last_fetch_timestamp,
+        o.last_caught_up_timestamp,
+    )
+    out.append(0)
+
+
+def _e_DescribeQuorumResponsePartitionData_1(
+    o: DescribeQuorumResponsePartitionData,
+    out: bytearray,
+) -> None:
+    out += _S_ihiiq.pack(
+        o.partition_index,
+        o.error_code,
+        o.leader_id,
+        o.leader_epoch,
+        o.high_watermark,
+    )
+    x_current_voters = o.current_voters
+    out += uv(len(x_current_voters) + 1)
+    for e_current_voters in x_current_voters:
+        _e_DescribeQuorumResponseReplicaState_1(e_current_voters, out)
+    x_observers = o.observers
+    out += uv(len(x_observers) + 1)
+    for e_observers in x_observers:
+        _e_DescribeQuorumResponseReplicaState_1(e_observers, out)
+    out.append(0)
+
+
+def _e_DescribeQuorumResponseTopicData_1(
+    o: DescribeQuorumResponseTopicData,
+    out: bytearray,
+) -> None:
+    w_cstr(out, o.topic_name)
+    x_partitions = o.partitions
+    out += uv(len(x_partitions) + 1)
+    for e_partitions in x_partitions:
+        _e_DescribeQuorumResponsePartitionData_1(e_partitions, out)
+    out.append(0)
+
+
+def _e_DescribeQuorumResponse_1(o: DescribeQuorumResponse, out: bytearray) -> None:
+    out += _S_h.pack(o.error_code)
+    x_topics = o.topics
+    out += uv(len(x_topics) + 1)
+    for e_topics in x_topics:
+        _e_DescribeQuorumResponseTopicData_1(e_topics, out)
+    out.append(0)
+
+
+def _d_DescribeQuorumResponseReplicaState_2(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeQuorumResponseReplicaState, int]:
+    v_replica_id, u_replica_directory_id, v_log_end_offset, v_last_fetch_timestamp, v_last_caught_up_timestamp = _S_iuqqq.unpack_from(buf, pos)
+    pos += 44
+    v_replica_directory_id = uuid_of(u_replica_directory_id)
+    pos = skip_tags(buf, pos)
+    return DescribeQuorumResponseReplicaState(
+        v_replica_id,
+        v_replica_directory_id,
+        v_log_end_offset,
+        v_last_fetch_timestamp,
+        v_last_caught_up_timestamp,
+    ), pos
+
+
+def _d_DescribeQuorumResponsePartitionData_2(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeQuorumResponsePartitionData, int]:
+    v_partition_index, v_error_code = _S_ih.unpack_from(buf, pos)
+    pos += 6
+    v_error_message: str | None
+    v_error_message, pos = r_ncstr(buf, pos)
+    v_leader_id, v_leader_epoch, v_high_watermark = _S_iiq.unpack_from(buf, pos)
+    pos += 16
+    v_current_voters: list[DescribeQuorumResponseReplicaState]
+    n, pos = r_clen(buf, pos)
+    v_current_voters = []
+    for _ in range(n):
+        e_current_voters, pos = _d_DescribeQuorumResponseReplicaState_2(buf, pos)
+        v_current_voters.append(e_current_voters)
+    v_observers: list[DescribeQuorumResponseReplicaState]
+    n, pos = r_clen(buf, pos)
+    v_observers = []
+    for _ in range(n):
+        e_observers, pos = _d_DescribeQuorumResponseReplicaState_2(buf, pos)
+        v_observers.append(e_observers)
+    pos = skip_tags(buf, pos)
+    return DescribeQuorumResponsePartitionData(
+        v_partition_index,
+        v_error_code,
+        v_error_message,
+        v_leader_id,
+        v_leader_epoch,
+        v_high_watermark,
+        v_current_voters,
+        v_observers,
+    ), pos
+
+
+def _d_DescribeQuorumResponseTopicData_2(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeQuorumResponseTopicData, int]:
+    v_topic_name: str
+    v_topic_name, pos = r_cstr(buf, pos)
+    v_partitions: list[DescribeQuorumResponsePartitionData]
+    n, pos = r_clen(buf, pos)
+    v_partitions = []
+    for _ in range(n):
+        e_partitions, pos = _d_DescribeQuorumResponsePartitionData_2(buf, pos)
+        v_partitions.append(e_partitions)
+    pos = skip_tags(buf, pos)
+    return DescribeQuorumResponseTopicData(v_topic_name, v_partitions), pos
+
+
+def _d_DescribeQuorumResponseListener_2(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeQuorumResponseListener, int]:
+    v_name: str
+    v_name, pos = r_cstr(buf, pos)
+    v_host: str
+    v_host, pos = r_cstr(buf, pos)
+    v_port = _S_H.unpack_from(buf, pos)[0]
+    pos += 2
+    pos = skip_tags(buf, pos)
+    return DescribeQuorumResponseListener(v_name, v_host, v_port), pos
+
+
+def _d_DescribeQuorumResponseNode_2(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeQuorumResponseNode, int]:
+    v_node_id = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    v_listeners: list[DescribeQuorumResponseListener]
+    n, pos = r_clen(buf, pos)
+    v_listeners = []
+    for _ in range(n):
+        e_listeners, pos = _d_DescribeQuorumResponseListener_2(buf, pos)
+        v_listeners.append(e_listeners)
+    pos = skip_tags(buf, pos)
+    return DescribeQuorumResponseNode(v_node_id, v_listeners), pos
+
+
+def _d_DescribeQuorumResponse_2(buf: memoryview, pos: int) -> tuple[DescribeQuorumResponse, int]:
+    v_error_code = _S_h.unpack_from(buf, pos)[0]
+    pos += 2
+    v_error_message: str | None
+    v_error_message, pos = r_ncstr(buf, pos)
+    v_topics: list[DescribeQuorumResponseTopicData]
+    n, pos = r_clen(buf, pos)
+    v_topics = []
+    for _ in range(n):
+        e_topics, pos = _d_DescribeQuorumResponseTopicData_2(buf, pos)
+        v_topics.append(e_topics)
+    v_nodes: list[DescribeQuorumResponseNode]
+    n, pos = r_clen(buf, pos)
+    v_nodes = []
+    for _ in range(n):
+        e_nodes, pos = _d_DescribeQuorumResponseNode_2(buf, pos)
+        v_nodes.append(e_nodes)
+    pos = skip_tags(buf, pos)
+    return DescribeQuorumResponse(v_error_code, v_error_message, v_topics, v_nodes), pos
+
+
+def _e_DescribeQuorumResponseReplicaState_2(
+    o: DescribeQuorumResponseReplicaState,
+    out: bytearray,
+) -> None:
+    out += _S_iuqqq.pack(
+        o.replica_id,
+        o.replica_directory_id.bytes,
+        o.log_end_offset,
+        o.last_fetch_timestamp,
+        o.last_caught_up_timestamp,
+    )
+    out.append(0)
+
+
+def _e_DescribeQuorumResponsePartitionData_2(
+    o: DescribeQuorumResponsePartitionData,
+    out: bytearray,
+) -> None:
+    out += _S_ih.pack(o.partition_index, o.error_code)
+    w_ncstr(out, o.error_message)
+    out += _S_iiq.pack(o.leader_id, o.leader_epoch, o.high_watermark)
+    x_current_voters = o.current_voters
+    out += uv(len(x_current_voters) + 1)
+    for e_current_voters in x_current_voters:
+        _e_DescribeQuorumResponseReplicaState_2(e_current_voters, out)
+    x_observers = o.observers
+    out += uv(len(x_observers) + 1)
+    for e_observers in x_observers:
+        _e_DescribeQuorumResponseReplicaState_2(e_observers, out)
+    out.append(0)
+
+
+def _e_DescribeQuorumResponseTopicData_2(
+    o: DescribeQuorumResponseTopicData,
+    out: bytearray,
+) -> None:
+    w_cstr(out, o.topic_name)
+    x_partitions = o.partitions
+    out += uv(len(x_partitions) + 1)
+    for e_partitions in x_partitions:
+        _e_DescribeQuorumResponsePartitionData_2(e_partitions, out)
+    out.append(0)
+
+
+def _e_DescribeQuorumResponseListener_2(o: DescribeQuorumResponseListener, out: bytearray) -> None:
+    w_cstr(out, o.name)
+    w_cstr(out, o.host)
+    out += _S_H.pack(o.port)
+    out.append(0)
+
+
+def _e_DescribeQuorumResponseNode_2(o: DescribeQuorumResponseNode, out: bytearray) -> None:
+    out += _S_i.pack(o.node_id)
+    x_listeners = o.listeners
+    out += uv(len(x_listeners) + 1)
+    for e_listeners in x_listeners:
+        _e_DescribeQuorumResponseListener_2(e_listeners, out)
+    out.append(0)
+
+
+def _e_DescribeQuorumResponse_2(o: DescribeQuorumResponse, out: bytearray) -> None:
+    out += _S_h.pack(o.error_code)
+    w_ncstr(out, o.error_message)
+    x_topics = o.topics
+    out += uv(len(x_topics) + 1)
+    for e_topics in x_topics:
+        _e_DescribeQuorumResponseTopicData_2(e_topics, out)
+    x_nodes = o.nodes
+    out += uv(len(x_nodes) + 1)
+    for e_nodes in x_nodes:
+        _e_DescribeQuorumResponseNode_2(e_nodes, out)
+    out.append(0)
+
+
 def _d_DescribeClusterRequest_0(buf: memoryview, pos: int) -> tuple[DescribeClusterRequest, int]:
     v_include_cluster_authorized_operations = _S_o.unpack_from(buf, pos)[0]
     pos += 1
@@ -16319,6 +19426,252 @@ def _e_DescribeProducersResponse_0(o: DescribeProducersResponse, out: bytearray)
     out += uv(len(x_topics) + 1)
     for e_topics in x_topics:
         _e_DescribeProducersResponseTopicResponse_0(e_topics, out)
+    out.append(0)
+
+
+def _d_DescribeTransactionsRequest_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeTransactionsRequest, int]:
+    v_transactional_ids: list[str]
+    n, pos = r_clen(buf, pos)
+    v_transactional_ids = []
+    for _ in range(n):
+        e_transactional_ids, pos = r_cstr(buf, pos)
+        v_transactional_ids.append(e_transactional_ids)
+    pos = skip_tags(buf, pos)
+    return DescribeTransactionsRequest(v_transactional_ids), pos
+
+
+def _e_DescribeTransactionsRequest_0(o: DescribeTransactionsRequest, out: bytearray) -> None:
+    x_transactional_ids = o.transactional_ids
+    out += uv(len(x_transactional_ids) + 1)
+    for e_transactional_ids in x_transactional_ids:
+        w_cstr(out, e_transactional_ids)
+    out.append(0)
+
+
+def _d_DescribeTransactionsResponseTopicData_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeTransactionsResponseTopicData, int]:
+    v_topic: str
+    v_topic, pos = r_cstr(buf, pos)
+    v_partitions: list[int]
+    n, pos = r_clen(buf, pos)
+    v_partitions = list(unpack_from('>%di' % n, buf, pos))
+    pos += 4 * n
+    pos = skip_tags(buf, pos)
+    return DescribeTransactionsResponseTopicData(v_topic, v_partitions), pos
+
+
+def _d_DescribeTransactionsResponseTransactionState_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeTransactionsResponseTransactionState, int]:
+    v_error_code = _S_h.unpack_from(buf, pos)[0]
+    pos += 2
+    v_transactional_id: str
+    v_transactional_id, pos = r_cstr(buf, pos)
+    v_transaction_state: str
+    v_transaction_state, pos = r_cstr(buf, pos)
+    v_transaction_timeout_ms, v_transaction_start_time_ms, v_producer_id, v_producer_epoch = _S_iqqh.unpack_from(buf, pos)
+    pos += 22
+    v_topics: list[DescribeTransactionsResponseTopicData]
+    n, pos = r_clen(buf, pos)
+    v_topics = []
+    for _ in range(n):
+        e_topics, pos = _d_DescribeTransactionsResponseTopicData_0(buf, pos)
+        v_topics.append(e_topics)
+    pos = skip_tags(buf, pos)
+    return DescribeTransactionsResponseTransactionState(
+        v_error_code,
+        v_transactional_id,
+        v_transaction_state,
+        v_transaction_timeout_ms,
+        v_transaction_start_time_ms,
+        v_producer_id,
+        v_producer_epoch,
+        v_topics,
+    ), pos
+
+
+def _d_DescribeTransactionsResponse_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeTransactionsResponse, int]:
+    v_throttle_time_ms = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    v_transaction_states: list[DescribeTransactionsResponseTransactionState]
+    n, pos = r_clen(buf, pos)
+    v_transaction_states = []
+    for _ in range(n):
+        e_transaction_states, pos = _d_DescribeTransactionsResponseTransactionState_0(buf, pos)
+        v_transaction_states.append(e_transaction_states)
+    pos = skip_tags(buf, pos)
+    return DescribeTransactionsResponse(v_throttle_time_ms, v_transaction_states), pos
+
+
+def _e_DescribeTransactionsResponseTopicData_0(
+    o: DescribeTransactionsResponseTopicData,
+    out: bytearray,
+) -> None:
+    w_cstr(out, o.topic)
+    x_partitions = o.partitions
+    out += uv(len(x_partitions) + 1)
+    out += pack('>%di' % len(x_partitions), *x_partitions)
+    out.append(0)
+
+
+def _e_DescribeTransactionsResponseTransactionState_0(
+    o: DescribeTransactionsResponseTransactionState,
+    out: bytearray,
+) -> None:
+    out += _S_h.pack(o.error_code)
+    w_cstr(out, o.transactional_id)
+    w_cstr(out, o.transaction_state)
+    out += _S_iqqh.pack(
+        o.transaction_timeout_ms,
+        o.transaction_start_time_ms,
+        o.producer_id,
+        o.producer_epoch,
+    )
+    x_topics = o.topics
+    out += uv(len(x_topics) + 1)
+    for e_topics in x_topics:
+        _e_DescribeTransactionsResponseTopicData_0(e_topics, out)
+    out.append(0)
+
+
+def _e_DescribeTransactionsResponse_0(o: DescribeTransactionsResponse, out: bytearray) -> None:
+    out += _S_i.pack(o.throttle_time_ms)
+    x_transaction_states = o.transaction_states
+    out += uv(len(x_transaction_states) + 1)
+    for e_transaction_states in x_transaction_states:
+        _e_DescribeTransactionsResponseTransactionState_0(e_transaction_states, out)
+    out.append(0)
+
+
+def _d_ListTransactionsRequest_0(buf: memoryview, pos: int) -> tuple[ListTransactionsRequest, int]:
+    v_state_filters: list[str]
+    n, pos = r_clen(buf, pos)
+    v_state_filters = []
+    for _ in range(n):
+        e_state_filters, pos = r_cstr(buf, pos)
+        v_state_filters.append(e_state_filters)
+    v_producer_id_filters: list[int]
+    n, pos = r_clen(buf, pos)
+    v_producer_id_filters = list(unpack_from('>%dq' % n, buf, pos))
+    pos += 8 * n
+    pos = skip_tags(buf, pos)
+    return ListTransactionsRequest(v_state_filters, v_producer_id_filters, -1), pos
+
+
+def _e_ListTransactionsRequest_0(o: ListTransactionsRequest, out: bytearray) -> None:
+    x_state_filters = o.state_filters
+    out += uv(len(x_state_filters) + 1)
+    for e_state_filters in x_state_filters:
+        w_cstr(out, e_state_filters)
+    x_producer_id_filters = o.producer_id_filters
+    out += uv(len(x_producer_id_filters) + 1)
+    out += pack('>%dq' % len(x_producer_id_filters), *x_producer_id_filters)
+    out.append(0)
+
+
+def _d_ListTransactionsRequest_1(buf: memoryview, pos: int) -> tuple[ListTransactionsRequest, int]:
+    v_state_filters: list[str]
+    n, pos = r_clen(buf, pos)
+    v_state_filters = []
+    for _ in range(n):
+        e_state_filters, pos = r_cstr(buf, pos)
+        v_state_filters.append(e_state_filters)
+    v_producer_id_filters: list[int]
+    n, pos = r_clen(buf, pos)
+    v_producer_id_filters = list(unpack_from('>%dq' % n, buf, pos))
+    pos += 8 * n
+    v_duration_filter = _S_q.unpack_from(buf, pos)[0]
+    pos += 8
+    pos = skip_tags(buf, pos)
+    return ListTransactionsRequest(v_state_filters, v_producer_id_filters, v_duration_filter), pos
+
+
+def _e_ListTransactionsRequest_1(o: ListTransactionsRequest, out: bytearray) -> None:
+    x_state_filters = o.state_filters
+    out += uv(len(x_state_filters) + 1)
+    for e_state_filters in x_state_filters:
+        w_cstr(out, e_state_filters)
+    x_producer_id_filters = o.producer_id_filters
+    out += uv(len(x_producer_id_filters) + 1)
+    out += pack('>%dq' % len(x_producer_id_filters), *x_producer_id_filters)
+    out += _S_q.pack(o.duration_filter)
+    out.append(0)
+
+
+def _d_ListTransactionsResponseTransactionState_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ListTransactionsResponseTransactionState, int]:
+    v_transactional_id: str
+    v_transactional_id, pos = r_cstr(buf, pos)
+    v_producer_id = _S_q.unpack_from(buf, pos)[0]
+    pos += 8
+    v_transaction_state: str
+    v_transaction_state, pos = r_cstr(buf, pos)
+    pos = skip_tags(buf, pos)
+    return ListTransactionsResponseTransactionState(
+        v_transactional_id,
+        v_producer_id,
+        v_transaction_state,
+    ), pos
+
+
+def _d_ListTransactionsResponse_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ListTransactionsResponse, int]:
+    v_throttle_time_ms, v_error_code = _S_ih.unpack_from(buf, pos)
+    pos += 6
+    v_unknown_state_filters: list[str]
+    n, pos = r_clen(buf, pos)
+    v_unknown_state_filters = []
+    for _ in range(n):
+        e_unknown_state_filters, pos = r_cstr(buf, pos)
+        v_unknown_state_filters.append(e_unknown_state_filters)
+    v_transaction_states: list[ListTransactionsResponseTransactionState]
+    n, pos = r_clen(buf, pos)
+    v_transaction_states = []
+    for _ in range(n):
+        e_transaction_states, pos = _d_ListTransactionsResponseTransactionState_0(buf, pos)
+        v_transaction_states.append(e_transaction_states)
+    pos = skip_tags(buf, pos)
+    return ListTransactionsResponse(
+        v_throttle_time_ms,
+        v_error_code,
+        v_unknown_state_filters,
+        v_transaction_states,
+    ), pos
+
+
+def _e_ListTransactionsResponseTransactionState_0(
+    o: ListTransactionsResponseTransactionState,
+    out: bytearray,
+) -> None:
+    w_cstr(out, o.transactional_id)
+    out += _S_q.pack(o.producer_id)
+    w_cstr(out, o.transaction_state)
+    out.append(0)
+
+
+def _e_ListTransactionsResponse_0(o: ListTransactionsResponse, out: bytearray) -> None:
+    out += _S_ih.pack(o.throttle_time_ms, o.error_code)
+    x_unknown_state_filters = o.unknown_state_filters
+    out += uv(len(x_unknown_state_filters) + 1)
+    for e_unknown_state_filters in x_unknown_state_filters:
+        w_cstr(out, e_unknown_state_filters)
+    x_transaction_states = o.transaction_states
+    out += uv(len(x_transaction_states) + 1)
+    for e_transaction_states in x_transaction_states:
+        _e_ListTransactionsResponseTransactionState_0(e_transaction_states, out)
     out.append(0)
 
 
@@ -17375,6 +20728,18 @@ TxnOffsetCommitRequest.DECODERS = (_d_TxnOffsetCommitRequest_0, _d_TxnOffsetComm
 TxnOffsetCommitRequest.ENCODERS = (_e_TxnOffsetCommitRequest_0, _e_TxnOffsetCommitRequest_0, _e_TxnOffsetCommitRequest_2, _e_TxnOffsetCommitRequest_3, _e_TxnOffsetCommitRequest_3,)
 TxnOffsetCommitResponse.DECODERS = (_d_TxnOffsetCommitResponse_0, _d_TxnOffsetCommitResponse_0, _d_TxnOffsetCommitResponse_0, _d_TxnOffsetCommitResponse_3, _d_TxnOffsetCommitResponse_3,)
 TxnOffsetCommitResponse.ENCODERS = (_e_TxnOffsetCommitResponse_0, _e_TxnOffsetCommitResponse_0, _e_TxnOffsetCommitResponse_0, _e_TxnOffsetCommitResponse_3, _e_TxnOffsetCommitResponse_3,)
+DescribeAclsRequest.DECODERS = (_d_DescribeAclsRequest_0, _d_DescribeAclsRequest_1, _d_DescribeAclsRequest_2, _d_DescribeAclsRequest_2,)
+DescribeAclsRequest.ENCODERS = (_e_DescribeAclsRequest_0, _e_DescribeAclsRequest_1, _e_DescribeAclsRequest_2, _e_DescribeAclsRequest_2,)
+DescribeAclsResponse.DECODERS = (_d_DescribeAclsResponse_0, _d_DescribeAclsResponse_1, _d_DescribeAclsResponse_2, _d_DescribeAclsResponse_2,)
+DescribeAclsResponse.ENCODERS = (_e_DescribeAclsResponse_0, _e_DescribeAclsResponse_1, _e_DescribeAclsResponse_2, _e_DescribeAclsResponse_2,)
+CreateAclsRequest.DECODERS = (_d_CreateAclsRequest_0, _d_CreateAclsRequest_1, _d_CreateAclsRequest_2, _d_CreateAclsRequest_2,)
+CreateAclsRequest.ENCODERS = (_e_CreateAclsRequest_0, _e_CreateAclsRequest_1, _e_CreateAclsRequest_2, _e_CreateAclsRequest_2,)
+CreateAclsResponse.DECODERS = (_d_CreateAclsResponse_0, _d_CreateAclsResponse_0, _d_CreateAclsResponse_2, _d_CreateAclsResponse_2,)
+CreateAclsResponse.ENCODERS = (_e_CreateAclsResponse_0, _e_CreateAclsResponse_0, _e_CreateAclsResponse_2, _e_CreateAclsResponse_2,)
+DeleteAclsRequest.DECODERS = (_d_DeleteAclsRequest_0, _d_DeleteAclsRequest_1, _d_DeleteAclsRequest_2, _d_DeleteAclsRequest_2,)
+DeleteAclsRequest.ENCODERS = (_e_DeleteAclsRequest_0, _e_DeleteAclsRequest_1, _e_DeleteAclsRequest_2, _e_DeleteAclsRequest_2,)
+DeleteAclsResponse.DECODERS = (_d_DeleteAclsResponse_0, _d_DeleteAclsResponse_1, _d_DeleteAclsResponse_2, _d_DeleteAclsResponse_2,)
+DeleteAclsResponse.ENCODERS = (_e_DeleteAclsResponse_0, _e_DeleteAclsResponse_1, _e_DeleteAclsResponse_2, _e_DeleteAclsResponse_2,)
 DescribeConfigsRequest.DECODERS = (_d_DescribeConfigsRequest_0, _d_DescribeConfigsRequest_1, _d_DescribeConfigsRequest_1, _d_DescribeConfigsRequest_3, _d_DescribeConfigsRequest_4,)
 DescribeConfigsRequest.ENCODERS = (_e_DescribeConfigsRequest_0, _e_DescribeConfigsRequest_1, _e_DescribeConfigsRequest_1, _e_DescribeConfigsRequest_3, _e_DescribeConfigsRequest_4,)
 DescribeConfigsResponse.DECODERS = (_d_DescribeConfigsResponse_0, _d_DescribeConfigsResponse_1, _d_DescribeConfigsResponse_1, _d_DescribeConfigsResponse_3, _d_DescribeConfigsResponse_4,)
@@ -17399,6 +20764,10 @@ DeleteGroupsRequest.DECODERS = (_d_DeleteGroupsRequest_0, _d_DeleteGroupsRequest
 DeleteGroupsRequest.ENCODERS = (_e_DeleteGroupsRequest_0, _e_DeleteGroupsRequest_0, _e_DeleteGroupsRequest_2,)
 DeleteGroupsResponse.DECODERS = (_d_DeleteGroupsResponse_0, _d_DeleteGroupsResponse_0, _d_DeleteGroupsResponse_2,)
 DeleteGroupsResponse.ENCODERS = (_e_DeleteGroupsResponse_0, _e_DeleteGroupsResponse_0, _e_DeleteGroupsResponse_2,)
+ElectLeadersRequest.DECODERS = (_d_ElectLeadersRequest_0, _d_ElectLeadersRequest_1, _d_ElectLeadersRequest_2,)
+ElectLeadersRequest.ENCODERS = (_e_ElectLeadersRequest_0, _e_ElectLeadersRequest_1, _e_ElectLeadersRequest_2,)
+ElectLeadersResponse.DECODERS = (_d_ElectLeadersResponse_0, _d_ElectLeadersResponse_1, _d_ElectLeadersResponse_2,)
+ElectLeadersResponse.ENCODERS = (_e_ElectLeadersResponse_0, _e_ElectLeadersResponse_1, _e_ElectLeadersResponse_2,)
 IncrementalAlterConfigsRequest.DECODERS = (_d_IncrementalAlterConfigsRequest_0, _d_IncrementalAlterConfigsRequest_1,)
 IncrementalAlterConfigsRequest.ENCODERS = (_e_IncrementalAlterConfigsRequest_0, _e_IncrementalAlterConfigsRequest_1,)
 IncrementalAlterConfigsResponse.DECODERS = (_d_IncrementalAlterConfigsResponse_0, _d_IncrementalAlterConfigsResponse_1,)
@@ -17407,6 +20776,18 @@ OffsetDeleteRequest.DECODERS = (_d_OffsetDeleteRequest_0,)
 OffsetDeleteRequest.ENCODERS = (_e_OffsetDeleteRequest_0,)
 OffsetDeleteResponse.DECODERS = (_d_OffsetDeleteResponse_0,)
 OffsetDeleteResponse.ENCODERS = (_e_OffsetDeleteResponse_0,)
+DescribeClientQuotasRequest.DECODERS = (_d_DescribeClientQuotasRequest_0, _d_DescribeClientQuotasRequest_1,)
+DescribeClientQuotasRequest.ENCODERS = (_e_DescribeClientQuotasRequest_0, _e_DescribeClientQuotasRequest_1,)
+DescribeClientQuotasResponse.DECODERS = (_d_DescribeClientQuotasResponse_0, _d_DescribeClientQuotasResponse_1,)
+DescribeClientQuotasResponse.ENCODERS = (_e_DescribeClientQuotasResponse_0, _e_DescribeClientQuotasResponse_1,)
+DescribeUserScramCredentialsRequest.DECODERS = (_d_DescribeUserScramCredentialsRequest_0,)
+DescribeUserScramCredentialsRequest.ENCODERS = (_e_DescribeUserScramCredentialsRequest_0,)
+DescribeUserScramCredentialsResponse.DECODERS = (_d_DescribeUserScramCredentialsResponse_0,)
+DescribeUserScramCredentialsResponse.ENCODERS = (_e_DescribeUserScramCredentialsResponse_0,)
+DescribeQuorumRequest.DECODERS = (_d_DescribeQuorumRequest_0, _d_DescribeQuorumRequest_0, _d_DescribeQuorumRequest_0,)
+DescribeQuorumRequest.ENCODERS = (_e_DescribeQuorumRequest_0, _e_DescribeQuorumRequest_0, _e_DescribeQuorumRequest_0,)
+DescribeQuorumResponse.DECODERS = (_d_DescribeQuorumResponse_0, _d_DescribeQuorumResponse_1, _d_DescribeQuorumResponse_2,)
+DescribeQuorumResponse.ENCODERS = (_e_DescribeQuorumResponse_0, _e_DescribeQuorumResponse_1, _e_DescribeQuorumResponse_2,)
 DescribeClusterRequest.DECODERS = (_d_DescribeClusterRequest_0, _d_DescribeClusterRequest_1,)
 DescribeClusterRequest.ENCODERS = (_e_DescribeClusterRequest_0, _e_DescribeClusterRequest_1,)
 DescribeClusterResponse.DECODERS = (_d_DescribeClusterResponse_0, _d_DescribeClusterResponse_1,)
@@ -17415,6 +20796,14 @@ DescribeProducersRequest.DECODERS = (_d_DescribeProducersRequest_0,)
 DescribeProducersRequest.ENCODERS = (_e_DescribeProducersRequest_0,)
 DescribeProducersResponse.DECODERS = (_d_DescribeProducersResponse_0,)
 DescribeProducersResponse.ENCODERS = (_e_DescribeProducersResponse_0,)
+DescribeTransactionsRequest.DECODERS = (_d_DescribeTransactionsRequest_0,)
+DescribeTransactionsRequest.ENCODERS = (_e_DescribeTransactionsRequest_0,)
+DescribeTransactionsResponse.DECODERS = (_d_DescribeTransactionsResponse_0,)
+DescribeTransactionsResponse.ENCODERS = (_e_DescribeTransactionsResponse_0,)
+ListTransactionsRequest.DECODERS = (_d_ListTransactionsRequest_0, _d_ListTransactionsRequest_1,)
+ListTransactionsRequest.ENCODERS = (_e_ListTransactionsRequest_0, _e_ListTransactionsRequest_1,)
+ListTransactionsResponse.DECODERS = (_d_ListTransactionsResponse_0, _d_ListTransactionsResponse_0,)
+ListTransactionsResponse.ENCODERS = (_e_ListTransactionsResponse_0, _e_ListTransactionsResponse_0,)
 ConsumerGroupHeartbeatRequest.DECODERS = (_d_ConsumerGroupHeartbeatRequest_0, _d_ConsumerGroupHeartbeatRequest_1,)
 ConsumerGroupHeartbeatRequest.ENCODERS = (_e_ConsumerGroupHeartbeatRequest_0, _e_ConsumerGroupHeartbeatRequest_1,)
 ConsumerGroupHeartbeatResponse.DECODERS = (_d_ConsumerGroupHeartbeatResponse_0, _d_ConsumerGroupHeartbeatResponse_0,)
@@ -17457,16 +20846,25 @@ MESSAGES: dict[int, tuple[type[ApiMessage], type[ApiMessage]]] = {
     25: (AddOffsetsToTxnRequest, AddOffsetsToTxnResponse),
     26: (EndTxnRequest, EndTxnResponse),
     28: (TxnOffsetCommitRequest, TxnOffsetCommitResponse),
+    29: (DescribeAclsRequest, DescribeAclsResponse),
+    30: (CreateAclsRequest, CreateAclsResponse),
+    31: (DeleteAclsRequest, DeleteAclsResponse),
     32: (DescribeConfigsRequest, DescribeConfigsResponse),
     33: (AlterConfigsRequest, AlterConfigsResponse),
     35: (DescribeLogDirsRequest, DescribeLogDirsResponse),
     36: (SaslAuthenticateRequest, SaslAuthenticateResponse),
     37: (CreatePartitionsRequest, CreatePartitionsResponse),
     42: (DeleteGroupsRequest, DeleteGroupsResponse),
+    43: (ElectLeadersRequest, ElectLeadersResponse),
     44: (IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse),
     47: (OffsetDeleteRequest, OffsetDeleteResponse),
+    48: (DescribeClientQuotasRequest, DescribeClientQuotasResponse),
+    50: (DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse),
+    55: (DescribeQuorumRequest, DescribeQuorumResponse),
     60: (DescribeClusterRequest, DescribeClusterResponse),
     61: (DescribeProducersRequest, DescribeProducersResponse),
+    65: (DescribeTransactionsRequest, DescribeTransactionsResponse),
+    66: (ListTransactionsRequest, ListTransactionsResponse),
     68: (ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse),
     69: (ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse),
     75: (DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse),

@@ -17,20 +17,40 @@ unsigned-varint length + 1, an ``n`` prefix is the nullable variant.
 
 Value conventions: strings are ``str``; ``bytes`` fields decode to ``bytes`` (a copy: they are
 small and outlive the frame); ``records`` fields decode to a zero-copy ``memoryview`` slice of the
-frame (or ``None``) and encode from ``bytes``/``bytearray``/``memoryview``/``None``; ``uuid``
-fields are ``uuid.UUID`` (zero UUID by default).
+frame (or ``None``) and encode from ``bytes``/``bytearray``/``memoryview``/``None`` — or, in a
+response encoded as parts, from any ``DeferredRecords`` (a sized object the transport writes);
+``uuid`` fields are ``uuid.UUID`` (zero UUID by default).
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, cast
 from uuid import UUID
 
 from bayou.errors import ProtocolViolation
 
+
+class DeferredRecords(Protocol):
+    """Records a response carries without holding them (e.g. slices of a log file): the
+    encoder needs only their length and leaves them as a piece of their own, which the
+    transport side writes (``ScatterBuffer``, ``encode_response_parts``)."""
+
+    def __len__(self) -> int: ...
+
+
 ZERO_UUID = UUID(int=0)
 Records = bytes | bytearray | memoryview | None
+_BUFFERS = (bytes, bytearray, memoryview)
+Piece = bytes | bytearray | memoryview | DeferredRecords
+
+
+def deferred(records: DeferredRecords) -> Records:
+    """``records`` as a response's ``records`` value.  Decoded messages only ever hold
+    buffers there, so the field is typed so; a response encoded with
+    ``encode_response_parts`` may carry a ``DeferredRecords`` instead, which comes out as a
+    piece of its own for the transport side to write."""
+    return cast(Records, records)
 
 I8 = struct.Struct(">b")
 I16 = struct.Struct(">h")
@@ -314,7 +334,8 @@ def r_ncbytes(buf: memoryview, pos: int) -> tuple[bytes | None, int]:
     return None if value is None else bytes(value), pos
 
 
-def _nbytes(b: bytes | bytearray | memoryview) -> int:
+def nbytes(b: Piece) -> int:
+    """Length of a records value or piece."""
     return b.nbytes if isinstance(b, memoryview) else len(b)
 
 
@@ -331,24 +352,26 @@ class ScatterBuffer(bytearray):
 
     def __init__(self, size: int = 0) -> None:
         super().__init__(size)
-        self.deferred: list[tuple[int, bytes | bytearray | memoryview]] = []
+        self.deferred: list[tuple[int, Piece]] = []
 
 
 SCATTER_MIN = 16 * 1024  # smaller values are cheaper to copy than to send as their own piece
 
 
-def _put_records(out: bytearray, b: bytes | bytearray | memoryview, size: int) -> None:
-    if size >= SCATTER_MIN and type(out) is ScatterBuffer:
+def _put_records(out: bytearray, b: Piece, size: int) -> None:
+    if type(out) is ScatterBuffer and (size >= SCATTER_MIN or not isinstance(b, _BUFFERS)):
         out.deferred.append((len(out), b))
-    else:
+    elif isinstance(b, _BUFFERS):
         out += b
+    else:
+        raise TypeError(f"{type(b).__name__} records need encode_response_parts")
 
 
 def w_nrec(out: bytearray, b: Records) -> None:
     if b is None:
         out += NULL32
     else:
-        size = _nbytes(b)
+        size = nbytes(b)
         out += I32.pack(size)
         _put_records(out, b, size)
 
@@ -357,7 +380,7 @@ def w_ncrec(out: bytearray, b: Records) -> None:
     if b is None:
         out.append(0)
     else:
-        size = _nbytes(b)
+        size = nbytes(b)
         out += uv(size + 1)
         _put_records(out, b, size)
 

@@ -26,7 +26,10 @@ The hot path (produce, fetch, recovery) only touches headers: ``BatchHeader`` co
 single precompiled ``struct.Struct``; ``validate_batches`` checks framing, magic and CRC over
 the whole payload; ``patch_base_offset`` assigns offsets in place without touching the CRC
 (the base offset is outside it); ``patch_log_append_time`` stamps LogAppendTime topics and
-recomputes the CRC.  Batches are stored and served exactly as received.
+recomputes the CRC.  Batches are stored and served exactly as received, except that a header
+whose max timestamp is missing or below its first timestamp (older Sarama releases send -1)
+gets the max computed from its records (``records_max_timestamp``, the one place the append
+path decodes records, and only for such batches) patched in (``patch_max_timestamp``).
 
 Off the hot path (gateways, CLI, tests, exact timestamp lookups) ``build_batch`` builds a
 batch from ``Record`` values and ``iter_records`` decodes one back into ``DecodedRecord``
@@ -54,6 +57,7 @@ MAGIC = 2
 NO_PRODUCER_ID = -1
 NO_PRODUCER_EPOCH = -1
 NO_SEQUENCE = -1
+NO_TIMESTAMP = -1
 
 COMPRESSION_NONE = 0
 COMPRESSION_GZIP = 1
@@ -242,10 +246,32 @@ def patch_log_append_time(buf: bytearray | memoryview, pos: int, timestamp_ms: i
     """
     (attributes,) = _ATTRIBUTES.unpack_from(buf, pos + _OFF_ATTRIBUTES)
     _ATTRIBUTES.pack_into(buf, pos + _OFF_ATTRIBUTES, attributes | ATTR_TIMESTAMP_TYPE)
+    patch_max_timestamp(buf, pos, timestamp_ms)
+
+
+def patch_max_timestamp(buf: bytearray | memoryview, pos: int, timestamp_ms: int) -> None:
+    """Set the max timestamp of the batch at ``pos`` and recompute its CRC (which covers
+    everything from the attributes on)."""
     _TIMESTAMP.pack_into(buf, pos + _OFF_MAX_TIMESTAMP, timestamp_ms)
     (batch_length,) = struct.unpack_from(">i", buf, pos + 8)
     end = pos + LOG_OVERHEAD + batch_length
     _CRC.pack_into(buf, pos + _OFF_CRC, crc32c(memoryview(buf)[pos + _OFF_ATTRIBUTES : end]))
+
+
+def max_timestamp_is_missing(header: BatchHeader) -> bool:
+    """Whether a CreateTime batch's header max timestamp cannot be right: missing (-1, as
+    older Sarama releases send) or below the batch's first timestamp."""
+    return header.max_timestamp < header.base_timestamp or header.max_timestamp == NO_TIMESTAMP
+
+
+def records_max_timestamp(buf: Buffer, pos: int, header: BatchHeader) -> int:
+    """The largest record timestamp of the batch at ``pos``, from the records' timestamp
+    deltas (decompressing when needed): what the header's max timestamp should say.
+    Raises CorruptMessage when the records do not decode."""
+    if header.records_count == 0:
+        return header.max_timestamp
+    batch = memoryview(buf)[pos : pos + header.size]
+    return max(rec.timestamp for rec in iter_records(batch))
 
 
 # --------------------------------------------------------------------------- varints

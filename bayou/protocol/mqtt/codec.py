@@ -273,6 +273,21 @@ def encode_properties(props: Properties) -> bytes:
 
 
 _EMPTY_PROPERTIES = b"\x00"
+_TOPIC_ALIAS = 0x23
+
+
+def add_topic_alias(properties: bytes, alias: int) -> bytes:
+    """An encoded property block (length prefix included) with a Topic Alias added."""
+    length = 0
+    i = 0
+    for shift in (0, 7, 14, 21):
+        byte = properties[i]
+        i += 1
+        length |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            break
+    return (encode_varint(length + 3) + properties[i:]
+            + bytes((_TOPIC_ALIAS,)) + _U16.pack(alias))
 
 
 # --------------------------------------------------------------------------- framing

@@ -9,6 +9,8 @@ they hold, already checked against everything the protocol says about one connec
   (CONNACK, SUBACK, UNSUBACK, PINGRESP), nor AUTH since Bayou offers no enhanced
   authentication;
 * topic aliases (5.0) are resolved, so every PUBLISH handed out carries its topic name;
+  those the server may send are kept in ``outbound_aliases`` (``aliases.py``) when the
+  client allows them;
 * topic names and filters are valid; a client PUBLISH carries no subscription identifier;
 * the client keeps within the Receive Maximum the server announced (unacknowledged QoS 1
   and QoS 2 PUBLISHes), and within the Maximum Packet Size.
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import enum
 
+from bayou.protocol.mqtt.aliases import OutboundAliases
 from bayou.protocol.mqtt.codec import FrameReader, decode, encode
 from bayou.protocol.mqtt.errors import MqttError, ProtocolError
 from bayou.protocol.mqtt.packets import (
@@ -86,6 +89,7 @@ class ServerConnection:
         self.keep_alive = 0
         self.client_receive_maximum = 65535
         self.client_max_packet_size = 268_435_460
+        self.outbound_aliases: OutboundAliases | None = None  # 5.0, if the client allows
         self._reader = FrameReader(max_packet_size)
         self._aliases: dict[int, str] = {}
         self._inbound_qos1 = 0
@@ -106,6 +110,11 @@ class ServerConnection:
                 return packets
             first, body = frame
             packets.append(self._receive(first, body))
+
+    def buffered(self) -> int:
+        """Bytes received of a packet not complete yet (the request-bytes budget counts
+        them)."""
+        return self._reader.buffered()
 
     def _receive(self, first: int, body: bytes) -> Packet:
         kind = first >> 4
@@ -146,6 +155,8 @@ class ServerConnection:
             self.client_receive_maximum = props.receive_maximum
         if props.maximum_packet_size is not None:
             self.client_max_packet_size = props.maximum_packet_size
+        if self.version == MQTT_5 and props.topic_alias_maximum:
+            self.outbound_aliases = OutboundAliases(props.topic_alias_maximum)
         self.keep_alive = packet.keep_alive
         self.state = State.CONNECTED
         return packet

@@ -12,6 +12,12 @@ from bayou.protocol.mqtt.packets import Reason
 
 MAX_TOPIC_BYTES = 65535
 SHARE_PREFIX = "$share/"
+SYS = "$SYS"
+
+
+def is_sys(topic: str) -> bool:
+    """Whether a topic name or filter lies in the broker's ``$SYS`` tree."""
+    return topic.startswith(SYS) and (len(topic) == len(SYS) or topic[len(SYS)] == "/")
 
 
 def valid_topic_name(topic: str) -> bool:

@@ -1,0 +1,437 @@
+"""AMQP topology over Kafka topics: declare, bind, route, purge and delete queues.
+
+Theory of operation
+-------------------
+``Topology`` is what every channel of the AMQP door shares: the persisted ``Registry``
+(exchanges, bindings, queue flags), the consumers of each queue in this broker, the
+``basic.get`` cursors, and where a temporary queue's next consumer starts.  Queue ``Q`` is the
+topic ``names.topic_for(Q)``; every method here speaks AMQP names and maps them.
+
+**Where a queue is read from.**  A durable named queue is consumed as the consumer group
+``amqp:Q``, whose committed offsets are the queue's position.  A queue whose topic its
+declaration created and that is not a group — a temporary queue (server-named, exclusive,
+auto-delete or just not durable) — behaves as a queue too: its first consumer starts at the
+topic's start, since everything in it was sent to the queue (Celery's ``inspect`` sends its
+question before consuming the reply queue, and the replies must wait for it), and each
+later consumer where the previous one stopped (its lowest unacknowledged offset), kept in
+memory as long as the queue lives (``starts``), like the queue itself.  Any other queue (a
+topic that existed before) is read as a stream, from ``x-stream-offset`` (``next``).
+
+**purge** moves the queue's readers past everything now in the topic, deleting nothing:
+each consumer of the queue in this broker skips to the end (what it delivered and was not
+yet acked stays unacked, but is not redelivered), the ``basic.get`` cursor and a temporary
+queue's start do too, and the ``amqp:Q`` group commits the end offsets (through one of its
+members here, or as a group without members).  Kafka readers (their own groups) see
+nothing.  The count returned is what the queue had ready: per partition, end minus the
+queue's position (``ready``), plus messages waiting for redelivery — the same number
+``queue.declare-ok`` reports.
+
+**auto_delete**: when the last consumer of an auto-delete queue goes (cancel, channel or
+connection closed), the queue goes: its bindings and registry entry, its ``amqp:Q`` group,
+and — only when its own declaration created it — its topic.  A queue that never had a
+consumer stays, as in RabbitMQ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from bayou.broker.groups import OffsetCommit
+from bayou.errors import ErrorCode, KafkaError
+from bayou.gateways.amqp.consumers import Consumer, GetCursor
+from bayou.gateways.amqp.names import topic_for
+from bayou.gateways.amqp.registry import BUILTIN, EXCHANGE_TYPES, Exchange, QueueInfo, Registry
+from bayou.protocol.amqp import AmqpError, Method
+from bayou.protocol.amqp import spec as s
+
+if TYPE_CHECKING:
+    from bayou.broker.context import BrokerState
+
+log = logging.getLogger(__name__)
+
+MAX_COUNT = 0xFFFFFFFF  # message counts are AMQP longs
+
+
+def group_of(queue: str) -> str:
+    """The consumer group holding a queue's position (durable queues, ``basic.get``)."""
+    return f"amqp:{queue}"
+
+
+class Topology:
+    def __init__(self, state: BrokerState) -> None:
+        self.state = state
+        self.registry = Registry(state.config.data_dir)
+        self.consumers_by_queue: dict[str, set[Consumer]] = {}
+        self.starts: dict[str, dict[int, int]] = {}  # temporary queues: next consumer's start
+        self._cursors: dict[str, GetCursor] = {}
+
+    async def load(self) -> None:
+        await asyncio.to_thread(self.registry.load)
+
+    async def _save(self) -> None:
+        await self.registry.persist()
+
+    # ------------------------------------------------------------------ queues and readers
+
+    def queue_exists(self, name: str) -> bool:
+        """Whether queue ``name`` exists: its topic does (``names.topic_for``)."""
+        return topic_for(name) in self.state.logs.topics()
+
+    def is_durable_queue(self, queue: str) -> bool:
+        info = self.registry.queues.get(queue)
+        return info is not None and info.durable and not queue.startswith("amq.gen-")
+
+    def is_temporary_queue(self, queue: str) -> bool:
+        """A queue read as a queue without a group: see the module docstring."""
+        return queue in self.starts
+
+    def queue_start(self, queue: str, partition: int) -> int | None:
+        """Where a temporary queue's next consumer starts in ``partition`` (None: not one)."""
+        starts = self.starts.get(queue)
+        if starts is None:
+            return None
+        return starts.get(partition, 0)
+
+    def consumer_stopped(self, consumer: Consumer, positions: dict[int, int]) -> None:
+        """A stream consumer of a temporary queue stopped at ``positions``."""
+        starts = self.starts.get(consumer.queue)
+        if starts is not None:
+            starts.update(positions)
+
+    def remember_consumer(self, consumer: Consumer) -> None:
+        self.consumers_by_queue.setdefault(consumer.queue, set()).add(consumer)
+
+    def forget_consumer(self, consumer: Consumer) -> None:
+        consumers = self.consumers_by_queue.get(consumer.queue)
+        if consumers is None:
+            return
+        consumers.discard(consumer)
+        if consumers:
+            return
+        info = self.registry.queues.get(consumer.queue)
+        if info is not None and info.auto_delete:
+            self.state.background(self._auto_delete(consumer, info))
+
+    async def _auto_delete(self, last: Consumer, info: QueueInfo) -> None:
+        await last.stop()  # committed and left its group
+        queue = last.queue
+        if self.consumers_by_queue.get(queue) or self.registry.queues.get(queue) is not info:
+            return  # someone consumes again, or the queue was deleted or declared anew
+        try:
+            await self.drop_queue(queue, delete_topic=info.created_topic)
+        except Exception:
+            log.exception("deleting auto-delete queue %s failed", queue)
+
+    def get_cursor(self, queue: str) -> GetCursor:
+        cursor = self._cursors.get(queue)
+        if cursor is None:
+            cursor = self._cursors[queue] = GetCursor(self.state, queue)
+        return cursor
+
+    # ------------------------------------------------------------------ routing
+
+    def route(
+        self, exchange: str, routing_key: str, properties: dict[str, Any]
+    ) -> list[tuple[str, bytes | None, int]]:
+        """(topic, record key, partition count) of every queue this message goes to."""
+        topics = self.state.logs.topics()
+        if exchange == "":
+            topic = topic_for(routing_key)
+            meta = topics.get(topic)
+            return [(topic, None, meta.partitions)] if meta is not None else []
+        ex = self.registry.exchanges.get(exchange)
+        own_topic = topic_for(exchange)
+        own = topics.get(own_topic)
+        if ex is None and own is None:
+            raise AmqpError(s.NOT_FOUND, f"no exchange '{exchange}' in vhost '/'", 60, 40)
+        if ex is not None and ex.internal:
+            raise AmqpError(
+                s.ACCESS_REFUSED, f"cannot publish to internal exchange '{exchange}'", 60, 40
+            )
+        key = routing_key.encode() or None
+        out: dict[str, int] = {}
+        if own is not None:
+            out[own_topic] = own.partitions
+        if self.registry.bindings:
+            kind = ex.type if ex is not None else "direct"
+            for queue in self.registry.route(
+                exchange, routing_key, properties.get("headers"), kind
+            ):
+                topic = topic_for(queue)
+                meta = topics.get(topic)
+                if meta is not None:
+                    out[topic] = meta.partitions
+        return [(topic, key, n) for topic, n in out.items()]
+
+    # ------------------------------------------------------------------ exchanges
+
+    def _exchange_exists(self, name: str) -> bool:
+        return name in self.registry.exchanges or self.queue_exists(name)
+
+    async def declare_exchange(self, m: Method) -> None:
+        name: str = m.exchange
+        key = m.spec.key
+        if m.passive:
+            if name and not self._exchange_exists(name):
+                raise AmqpError(s.NOT_FOUND, f"no exchange '{name}' in vhost '/'", *key)
+            return
+        kind: str = m.type or "direct"
+        if kind not in EXCHANGE_TYPES:
+            raise AmqpError(s.COMMAND_INVALID, f"invalid exchange type '{kind}'", *key)
+        if not name or name.startswith("amq."):
+            if BUILTIN.get(name) == kind or (not name and kind == "direct"):
+                return
+            raise AmqpError(
+                s.ACCESS_REFUSED, f"exchange name '{name}' contains reserved prefix 'amq.*'", *key
+            )
+        existing = self.registry.exchanges.get(name)
+        if existing is not None:
+            if existing.type != kind:
+                raise AmqpError(
+                    s.PRECONDITION_FAILED,
+                    f"inequivalent arg 'type' for exchange "
+                    f"'{name}' in vhost '/': received '{kind}' but current is "
+                    f"'{existing.type}'",
+                    *key,
+                )
+            return
+        self.registry.exchanges[name] = Exchange(
+            name, kind, m.durable, m.auto_delete, m.internal, dict(m.arguments)
+        )
+        if m.durable:
+            await self._save()
+
+    async def delete_exchange(self, m: Method) -> None:
+        name: str = m.exchange
+        if not name or name.startswith("amq."):
+            raise AmqpError(s.ACCESS_REFUSED, f"exchange '{name}' cannot be deleted", *m.spec.key)
+        if m.if_unused and self.registry.has_bindings(name):
+            raise AmqpError(s.PRECONDITION_FAILED, f"exchange '{name}' in use", *m.spec.key)
+        if name in self.registry.exchanges or self.registry.has_bindings(name):
+            self.registry.drop_exchange(name)
+            await self._save()
+
+    # ------------------------------------------------------------------ queues
+
+    async def declare_queue(self, m: Method) -> tuple[str, bool]:
+        """Declare (or check) a queue; (its name, whether this declaration created its topic
+        — an exclusive non-durable one then goes with its connection)."""
+        name: str = m.queue
+        key = m.spec.key
+        logs = self.state.logs
+        if m.passive:
+            if not self.queue_exists(name):
+                raise AmqpError(s.NOT_FOUND, f"no queue '{name}' in vhost '/'", *key)
+            return name, False
+        if not name:
+            name = "amq.gen-" + secrets.token_hex(11)
+        elif name.startswith("amq."):
+            raise AmqpError(
+                s.ACCESS_REFUSED, f"queue name '{name}' contains reserved prefix 'amq.*'", *key
+            )
+        args: dict[str, Any] = dict(m.arguments)
+        created = False
+        topic = topic_for(name)
+        if topic not in logs.topics():
+            partitions = args.get("x-partitions", self.state.config.num_partitions)
+            if (
+                isinstance(partitions, bool)
+                or not isinstance(partitions, int)
+                or not (1 <= partitions <= 10_000)
+            ):
+                raise AmqpError(
+                    s.PRECONDITION_FAILED,
+                    "x-partitions must be an integer between 1 and 10000",
+                    *key,
+                )
+            try:
+                await asyncio.to_thread(logs.create_topic, topic, partitions, {})
+                created = True
+            except KafkaError as exc:
+                if topic not in logs.topics():  # lost a race with another creator: fine
+                    raise AmqpError(
+                        s.PRECONDITION_FAILED, f"cannot create queue '{name}': {exc}", *key
+                    ) from None
+        info = self.registry.queues.get(name)
+        if created:  # a new topic: nothing of an earlier queue of this name applies
+            self._forget_positions(name)
+            await self._delete_group(name)
+        if info is None or info.durable != m.durable or created:
+            owns_topic = created or (info is not None and info.created_topic)
+            info = QueueInfo(name, m.durable, m.exclusive, m.auto_delete, args, owns_topic)
+            self.registry.queues[name] = info
+            if not (m.exclusive and not m.durable):
+                await self._save()
+        if created and not self.is_durable_queue(name):
+            self.starts[name] = {}
+        return name, created
+
+    def consumer_count(self, queue: str) -> int:
+        return len(self.consumers_by_queue.get(queue, ()))
+
+    def ready(self, queue: str) -> dict[int, tuple[int, int]]:
+        """Per partition: (the queue's position, messages ready from it on).  The position
+        is the most behind of this broker's consumers owning the partition, else the
+        ``basic.get`` cursor's, the ``amqp:Q`` group's committed offset, a temporary
+        queue's start, and at last the topic's start."""
+        topic = topic_for(queue)
+        meta = self.state.logs.topics().get(topic)
+        if meta is None:
+            return {}
+        consumers = self.consumers_by_queue.get(queue, ())
+        cursor = self._cursors.get(queue)
+        groups = self.state.groups
+        out: dict[int, tuple[int, int]] = {}
+        for p in range(meta.partitions):
+            log_ = self.state.logs.partition(topic, p)
+            end = log_.log_end_offset
+            behind = [c.ready_in(p) for c in consumers if p in c.positions]
+            if behind:
+                pos, waiting = min(behind)
+                out[p] = (pos, end - pos + waiting)
+                continue
+            pos = -1
+            if cursor is not None and p in cursor.positions:
+                pos = cursor.positions[p]
+            if pos < 0 and groups is not None:
+                _code, fetched = groups.coordinator.fetch_offsets(group_of(queue), [(topic, p)])
+                if fetched:
+                    pos = fetched[0].offset
+            if pos < 0:
+                pos = self.queue_start(queue, p) or 0
+            pos = min(max(pos, log_.log_start_offset), end)
+            out[p] = (pos, end - pos)
+        return out
+
+    def message_count(self, queue: str) -> int:
+        """Messages the queue has ready (``queue.declare-ok``, ``basic.get-ok``)."""
+        return min(sum(n for _pos, n in self.ready(queue).values()), MAX_COUNT)
+
+    async def bind(self, m: Method, *, unbind: bool) -> None:
+        key = m.spec.key
+        queue: str = m.queue
+        exchange: str = m.exchange
+        if not self.queue_exists(queue):
+            raise AmqpError(s.NOT_FOUND, f"no queue '{queue}' in vhost '/'", *key)
+        if not exchange:
+            raise AmqpError(
+                s.ACCESS_REFUSED, "operation not permitted on the default exchange", *key
+            )
+        if not self._exchange_exists(exchange):
+            raise AmqpError(s.NOT_FOUND, f"no exchange '{exchange}' in vhost '/'", *key)
+        args = dict(m.arguments)
+        changed = (
+            self.registry.unbind(exchange, queue, m.routing_key, args)
+            if unbind
+            else self.registry.bind(exchange, queue, m.routing_key, args)
+        )
+        if changed:
+            await self._save()
+
+    async def purge_queue(self, m: Method) -> int:
+        """queue.purge: move the queue's readers past the topic's end; the ready count."""
+        queue: str = m.queue
+        topic = topic_for(queue)
+        meta = self.state.logs.topics().get(topic)
+        if meta is None:
+            raise AmqpError(s.NOT_FOUND, f"no queue '{queue}' in vhost '/'", *m.spec.key)
+        ready = self.ready(queue)
+        count = min(sum(n for _pos, n in ready.values()), MAX_COUNT)
+        ends = {
+            p: self.state.logs.partition(topic, p).log_end_offset for p in range(meta.partitions)
+        }
+        consumers = list(self.consumers_by_queue.get(queue, ()))
+        for consumer in consumers:
+            consumer.skip_to(ends)
+        cursor = self._cursors.get(queue)
+        if cursor is not None:
+            cursor.skip_to(ends)
+        if queue in self.starts:
+            self.starts[queue] = dict(ends)
+        await asyncio.gather(*(c.commit_now() for c in consumers))
+        await self._commit_group(queue, topic, ends, consumers, m)
+        return count
+
+    async def _commit_group(
+        self, queue: str, topic: str, ends: dict[int, int], consumers: list[Consumer], m: Method
+    ) -> None:
+        """Commit ``ends`` for the partitions of the ``amqp:Q`` group that no member here
+        just committed: through one of its members here, else as a group without members."""
+        groups = self.state.groups
+        if groups is None:
+            return
+        group_id = group_of(queue)
+        members = [c for c in consumers if c.group == group_id and c.member_id]
+        done = {p for c in members for p in c.positions}
+        todo = [(p, o) for p, o in sorted(ends.items()) if p not in done]
+        if not todo:
+            return
+        member_id, epoch = (members[0].member_id, members[0].epoch) if members else ("", -1)
+        commits = [OffsetCommit(topic, p, o) for p, o in todo]
+        codes = await groups.run(
+            lambda now, _token: groups.coordinator.commit_offsets(
+                now,
+                group_id=group_id,
+                generation=epoch,
+                member_id=member_id,
+                instance_id=None,
+                offsets=commits,
+            )
+        )
+        if any(code != ErrorCode.NONE for code in codes):
+            raise AmqpError(
+                s.PRECONDITION_FAILED,
+                f"cannot purge queue '{queue}': its group "
+                f"{group_id} refused the commit ({codes[0].name})",
+                *m.spec.key,
+            )
+
+    async def delete_queue(self, m: Method) -> int:
+        name: str = m.queue
+        key = m.spec.key
+        if not self.queue_exists(name):
+            return 0
+        consumers = self.consumers_by_queue.get(name, set())
+        if m.if_unused and consumers:
+            raise AmqpError(s.PRECONDITION_FAILED, f"queue '{name}' in use", *key)
+        count = self.message_count(name)
+        if m.if_empty and count:
+            raise AmqpError(s.PRECONDITION_FAILED, f"queue '{name}' not empty", *key)
+        await self.drop_queue(name)
+        return count
+
+    async def drop_queue(self, name: str, *, delete_topic: bool = True) -> None:
+        """Delete a queue: its consumers are cancelled, its group, bindings and registry
+        entry removed, and its topic deleted (unless ``delete_topic`` is false)."""
+        consumers = list(self.consumers_by_queue.pop(name, set()))
+        for consumer in consumers:
+            consumer.channel.consumer_gone(consumer, notify=True)
+        await asyncio.gather(*(c.stop() for c in consumers), return_exceptions=True)
+        self._forget_positions(name)
+        await self._delete_group(name)
+        if delete_topic:
+            with contextlib.suppress(KafkaError):
+                await asyncio.to_thread(self.state.logs.delete_topic, topic_for(name))
+            self.state.waiters.wake_all()
+        self.registry.drop_queue(name)
+        await self._save()
+
+    def _forget_positions(self, name: str) -> None:
+        self._cursors.pop(name, None)
+        self.starts.pop(name, None)
+
+    async def _delete_group(self, name: str) -> None:
+        """Remove the ``amqp:Q`` group (its offsets would misplace a new queue's readers)."""
+        groups = self.state.groups
+        group_id = group_of(name)
+        if groups is None or (
+            groups.coordinator.group(group_id) is None
+            and not groups.coordinator.fetch_offsets(group_id, None)[1]
+        ):
+            return
+        with contextlib.suppress(Exception):
+            await groups.run(lambda now, _token: groups.coordinator.delete_groups(now, [group_id]))

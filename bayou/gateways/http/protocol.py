@@ -1,0 +1,68 @@
+"""uvicorn's HTTP/1.1 protocol (httptools) with what a client can trigger logged rate-limited.
+
+uvicorn logs a WARNING for every connection that does not speak HTTP ("Invalid HTTP request
+received.") — a Kafka client pointed at the HTTP port by mistake reconnects every few tens of
+milliseconds, which is a line per attempt, forever.  ``HttpProtocol`` is uvicorn's
+``HttpToolsProtocol`` whose per-connection logger sends such warnings through a
+``RateLimitedLog`` keyed by the peer's host and the message: the first one is logged, naming
+the peer and what probably happened, and repeats within the interval are counted into the next
+line.  Everything else (errors with tracebacks, debug and trace lines) passes unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import MutableMapping
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from bayou.log_limits import RateLimitedLog
+
+log = logging.getLogger("bayou.gateways.http")
+
+# One per process: the key holds the peer, so every HTTP door of the process shares it.
+CLIENT_WARNINGS = RateLimitedLog(log)
+
+HINTS = {
+    "Invalid HTTP request received.": " (not HTTP: a Kafka, MQTT or AMQP client pointed at the "
+    "HTTP port?)",
+}
+
+
+class _PeerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """uvicorn's logger for one connection: client-triggered warnings rate-limited."""
+
+    def __init__(self, logger: logging.Logger, peer: str) -> None:
+        super().__init__(logger, {})
+        self.peer = peer
+
+    @property
+    def level(self) -> int:  # uvicorn reads ``logger.level`` to decide on trace lines
+        return int(self.logger.level)
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if level == logging.WARNING and not kwargs.get("exc_info") and not args:
+            text = str(msg)
+            CLIENT_WARNINGS.warning(
+                (self.peer, text),
+                "HTTP client %s: %s%s",
+                self.peer,
+                text.rstrip("."),
+                HINTS.get(text, ""),
+            )
+            return
+        super().log(level, msg, *args, **kwargs)
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        return msg, kwargs
+
+
+class HttpProtocol(HttpToolsProtocol):
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        host = self.client[0] if self.client else "unknown"
+        self.logger = _PeerLog(logging.getLogger("uvicorn.error"), host)  # type: ignore[assignment]
