@@ -14,8 +14,15 @@ typed async facade:
 - **groups**: the group coordinator's driver (``group_driver``), ``group_member`` (one
   KIP-848 member inside the broker) and ``offsets`` (a group's committed offsets for
   readers that are not members);
+- ``request_budget``: the broker-wide budget of request bytes in flight that every door's
+  connections report their unfinished requests to (``queued.max.request.bytes``);
 - ``background`` runs a fire-and-forget task with a reference kept; ``stopping`` is set when
   the broker shuts down (long polls end, coordinators refuse new work).
+
+Lifecycle: ``start`` loads the group coordinator (replaying its state log) and starts the
+request budget's stall sweep; ``begin_stop`` sets ``stopping`` and wakes every long poll, so
+the doors can stop; ``close`` answers parked group requests and stops the core's tasks.  The
+engine is opened before ``start`` and closed after ``close``.
 
 The core imports no door: ``bayou.app`` builds the engine, the core and the doors.
 """
@@ -29,17 +36,16 @@ import time
 import uuid
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from bayou.broker.groups import GroupCoordinatorError
 from bayou.core.cursor import Cursor, Reset, StartSpec, resolve_start, wait_any
 from bayou.core.group_member import GroupMember, Listener, Offsets
-from bayou.errors import ErrorCode, KafkaError, UnknownTopicOrPartition
+from bayou.core.groups import GroupCoordinatorError, GroupDriver, GroupSettings
+from bayou.core.groups.store import TOPIC as GROUPS_LOG
+from bayou.core.request_budget import RequestBudget
+from bayou.errors import ErrorCode, InvalidTopic, KafkaError, UnknownTopicOrPartition
 from bayou.storage.engine import AppendResult, Buffer, LogEngine, Partition, PartitionKey
 from bayou.storage.metadata import TopicMeta
-
-if TYPE_CHECKING:
-    from bayou.broker.groups import GroupDriver
 
 log = logging.getLogger(__name__)
 
@@ -56,21 +62,57 @@ class CoreSettings:
     cluster_id: str | None = None  # None: the engine's
     auto_create_topics_enable: bool = True
     num_partitions: int = 1
-    consumer_heartbeat_interval_ms: int = 5000
+    queued_max_request_bytes: int = 100 * 1024 * 1024
+    request_stall_timeout_ms: int = 30_000
 
 
 class Core:
     """The broker core (see the module docstring)."""
 
-    def __init__(self, engine: LogEngine, settings: CoreSettings) -> None:
+    def __init__(
+        self, engine: LogEngine, settings: CoreSettings,
+        group_settings: GroupSettings | None = None,
+    ) -> None:
         self.engine = engine
         self.settings = settings
+        self.group_settings = group_settings or GroupSettings()
         self.node_id = settings.node_id
         self.clock_ms = now_ms
         self.stopping = False
         self.groups: GroupDriver | None = None  # set once the coordinator is loaded
+        self.request_budget = RequestBudget(
+            settings.queued_max_request_bytes, settings.request_stall_timeout_ms / 1000
+        )
         self._creating: dict[str, asyncio.Task[TopicMeta]] = {}
         self._background: set[asyncio.Future[Any]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Load the group coordinator from its state log and start the core's tasks."""
+        state_log = await self.engine.state.open_log(GROUPS_LOG, public=True)
+        groups = GroupDriver(self.group_settings, self.clock_ms, state_log)
+        replayed = await groups.open()
+        log.info("group coordinator loaded %d record(s)", replayed)
+        await groups.start()
+        self.groups = groups
+        self._tasks = [asyncio.create_task(self.request_budget.run())]
+
+    def begin_stop(self) -> None:
+        """The broker is stopping: long polls end, doors may now stop."""
+        self.stopping = True
+        self.engine.wake_all()
+
+    async def close(self) -> None:
+        """After the doors stopped: answer parked group requests, stop the core's tasks."""
+        if self.groups is not None:
+            self.groups.shutdown()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
 
     @property
     def cluster_id(self) -> str:
@@ -81,6 +123,9 @@ class Core:
     def topics(self) -> Mapping[str, TopicMeta]:
         return self.engine.topics()
 
+    def internal_topics(self) -> Mapping[str, TopicMeta]:
+        return self.engine.internal_topics()
+
     def topic_sizes(self) -> dict[str, int]:
         return {name: meta.partitions for name, meta in self.engine.topics().items()}
 
@@ -89,6 +134,8 @@ class Core:
         meta = self.engine.topics().get(name)
         if meta is not None:
             return meta
+        if name in self.engine.internal_topics():
+            raise InvalidTopic(f"Topic '{name}' is internal to the broker")
         if not (create and self.settings.auto_create_topics_enable):
             raise UnknownTopicOrPartition(f"Topic '{name}' does not exist")
         task = self._creating.get(name)
@@ -134,7 +181,8 @@ class Core:
         return self.engine.partition(topic, index)
 
     async def append(self, topic: str, partition: int, records: Buffer) -> AppendResult:
-        """Append (auto-creating the topic) and wait until durable per the topic's policy."""
+        """Append (auto-creating the topic) and wait until durable per the topic's policy;
+        an internal topic is refused (INVALID_TOPIC_EXCEPTION, as Kafka answers)."""
         if topic not in self.engine.topics():
             await self.topic(topic)
         return await self.engine.partition(topic, partition).append(records)

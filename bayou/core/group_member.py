@@ -37,7 +37,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
-from bayou.broker.groups import GroupCoordinatorError, OffsetCommit
+from bayou.core.groups import GroupCoordinatorError, OffsetCommit
 from bayou.errors import ErrorCode
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ class GroupMember(Offsets):
         self.member_id = uuid.uuid4().hex
         self.epoch = 0
         self.assignment: frozenset[TopicPartition] = frozenset()
-        self.interval_s = core.settings.consumer_heartbeat_interval_ms / 1000
+        self.interval_s = core.group_settings.consumer_heartbeat_interval_ms / 1000
         self.last_heartbeat = 0.0
         self.reconciling = False
         self._lock = asyncio.Lock()

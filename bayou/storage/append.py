@@ -6,14 +6,18 @@ engine must do before it stores a payload is the same everywhere and lives here:
 
 1. ``check_payload`` (no lock needed): one copy into a ``bytearray``, framing, magic and
    CRC-32C of every batch (``validate_batches``), ``max.message.bytes`` per batch and
-   ``segment.bytes`` for the whole payload;
+   ``segment.bytes`` for the whole payload, and — on compacted topics only, the one check
+   that decodes records — no record without a key (``record_checks.reject_keyless``);
 2. the engine then checks the idempotent-producer state under its partition lock (a retry
    is answered with the offsets it got the first time), and
 3. ``assign_offsets`` patches base offsets from the partition's next offset (and
    LogAppendTime), returning per batch (base offset, last offset, max timestamp, size) — what
-   the engine indexes.
+   the engine indexes.  A CreateTime batch whose header max timestamp is missing (-1, as
+   older Sarama sends) or below its first timestamp gets the real one, computed from its
+   records and patched in with a fresh CRC: no batch is stored whose max timestamp would
+   let retention delete it early or hide it from lookups by time.
 
-Only batch headers are read: no per-record work.
+Only batch headers are read on the common path: no per-record work.
 """
 
 from __future__ import annotations
@@ -21,17 +25,24 @@ from __future__ import annotations
 from bayou.config import TopicConfig
 from bayou.errors import MessageTooLarge, RecordListTooLarge
 from bayou.protocol.kafka.records import (
+    TIMESTAMP_CREATE_TIME,
     BatchHeader,
+    max_timestamp_is_missing,
     patch_base_offset,
     patch_log_append_time,
+    patch_max_timestamp,
+    records_max_timestamp,
     validate_batches,
 )
 from bayou.storage.engine import Buffer
+from bayou.storage.record_checks import reject_keyless
 
 BatchSpan = tuple[int, int, int, int]  # base offset, last offset, max timestamp, size
 
 
-def check_payload(records: Buffer, config: TopicConfig) -> tuple[bytearray, list[BatchHeader]]:
+def check_payload(
+    records: Buffer, config: TopicConfig, topic: str, partition: int
+) -> tuple[bytearray, list[BatchHeader]]:
     """A private copy of the payload and its validated batch headers; raises KafkaError."""
     buf = bytearray(records)
     headers = validate_batches(buf)
@@ -45,6 +56,8 @@ def check_payload(records: Buffer, config: TopicConfig) -> tuple[bytearray, list
         raise RecordListTooLarge(
             f"{len(buf)} bytes of batches exceed segment.bytes {config.segment_bytes}"
         )
+    if config.compact:
+        reject_keyless(topic, partition, buf, headers)
     return buf, headers
 
 
@@ -61,6 +74,9 @@ def assign_offsets(
         if append_time >= 0:
             patch_log_append_time(buf, pos, append_time)
             max_ts = append_time
+        elif max_timestamp_is_missing(h) and h.timestamp_type == TIMESTAMP_CREATE_TIME:
+            max_ts = records_max_timestamp(buf, pos, h)  # rare: decodes the records
+            patch_max_timestamp(buf, pos, max_ts)
         last = next_offset + h.last_offset_delta
         spans.append((next_offset, last, max_ts, h.size))
         next_offset = last + 1

@@ -47,11 +47,41 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from bayou.config import TopicConfig
-from bayou.errors import KafkaError
+from bayou.errors import BayouError, KafkaError
+from bayou.storage.broker_configs import DynamicBrokerConfigs
 from bayou.storage.metadata import TopicMeta
+from bayou.storage.producer_state import ProducerEntry
 
 Buffer = bytes | bytearray | memoryview
 PartitionKey = tuple[str, int]
+
+
+class PageCacheMiss(BayouError):
+    """A ``nowait`` read found its first bytes outside memory (a cold segment): the caller
+    should repeat the read where blocking is allowed (a worker thread)."""
+
+
+class RecordSet(Protocol):
+    """Whole batches for a response, possibly left where they are stored until sent (the
+    local engine's ``FileRecords``: file slices read chunk by chunk as the socket drains)."""
+
+    def __len__(self) -> int: ...
+
+    @property
+    def remaining(self) -> bool:
+        """Whether ``read`` has bytes left to return."""
+        ...
+
+    def read(self, max_bytes: int, *, nowait: bool = False) -> Buffer:
+        """The next bytes (at most ``max_bytes``; ``b""`` at the end).  With ``nowait`` only
+        what is in memory: ``PageCacheMiss`` when none is — read again in a worker thread."""
+        ...
+
+    def read_all(self, *, nowait: bool = False) -> Buffer: ...
+
+    def close(self) -> None:
+        """Release what holds the batches in place (idempotent, any thread)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -113,6 +143,12 @@ class Partition(Protocol):
         ``OffsetOutOfRange`` outside ``[log_start_offset, log_end_offset]``."""
         ...
 
+    async def fetch(self, offset: int, max_bytes: int, *, min_one: bool) -> Buffer | RecordSet:
+        """Whole batches from the one holding ``offset`` for a Fetch response, up to
+        ``max_bytes`` (and at least one when ``min_one``, KIP-74): bytes, or a
+        ``RecordSet`` the caller sends (and closes) as its socket drains."""
+        ...
+
     async def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record with timestamp ≥ ``timestamp_ms``."""
         ...
@@ -123,6 +159,10 @@ class Partition(Protocol):
 
     async def delete_records(self, offset: int) -> int:
         """Move the log start offset up to ``offset`` (-1: the log end); the new start."""
+        ...
+
+    def producers(self) -> Mapping[int, ProducerEntry]:
+        """The idempotent producers this partition knows (id → epoch, sequences, …)."""
         ...
 
 
@@ -137,6 +177,10 @@ class LogEngine(Protocol):
     @property
     def cluster_id(self) -> str: ...
 
+    def storage_usage(self) -> tuple[int, int]:
+        """(total, usable) bytes where the data lives; -1 when unknown."""
+        ...
+
     @property
     def defaults(self) -> Mapping[str, Any]:
         """Topic-config defaults in force: static, then dynamic default, then per broker."""
@@ -148,8 +192,9 @@ class LogEngine(Protocol):
         ...
 
     @property
-    def dynamic_defaults(self) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
-        """The dynamic (cluster-wide default, this broker) topic-config defaults."""
+    def dynamic(self) -> DynamicBrokerConfigs:
+        """Configs altered through the admin API: topic-config defaults and Kafka's other
+        dynamic broker configs, cluster-wide (``default``) and for this broker."""
         ...
 
     async def open(self) -> None:
@@ -166,7 +211,15 @@ class LogEngine(Protocol):
 
     # -- topics ------------------------------------------------------------------------------
 
-    def topics(self) -> Mapping[str, TopicMeta]: ...
+    def topics(self) -> Mapping[str, TopicMeta]:
+        """The user topics (a snapshot)."""
+        ...
+
+    def internal_topics(self) -> Mapping[str, TopicMeta]:
+        """State logs opened as public (``__consumer_offsets``): readable like a topic of
+        one partition (``partition``, ``topic_by_id``), never writable or listed as a user
+        topic, and no user topic may take their names."""
+        ...
 
     def topic_by_id(self, topic_id: uuid.UUID) -> TopicMeta | None: ...
 
@@ -196,9 +249,12 @@ class LogEngine(Protocol):
     ) -> TopicMeta: ...
 
     async def alter_broker_configs(
-        self, scope: str, configs: Mapping[str, Any], *, validate_only: bool = False
+        self, scope: str, configs: Mapping[str, Any], *, validate_only: bool = False,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
-        """Replace the dynamic topic-config defaults of ``scope`` ("default" or "broker")."""
+        """Replace the dynamic topic-config defaults of ``scope`` ("default" or "broker")
+        — every topic without its own override follows at once — and, when ``options`` is
+        given, that scope's other dynamic broker configs (Kafka names, parsed values)."""
         ...
 
     # -- data --------------------------------------------------------------------------------
@@ -267,8 +323,9 @@ class StateLog(Protocol):
 class StateStore(Protocol):
     """Named ``StateLog``s (one per internal state: ``__consumer_offsets``, …)."""
 
-    async def open_log(self, name: str) -> StateLog:
-        """Open (creating, recovering) the named log."""
+    async def open_log(self, name: str, *, public: bool = False) -> StateLog:
+        """Open (creating, recovering) the named log; ``public``: readable as an internal
+        topic of one partition (``LogEngine.internal_topics``)."""
         ...
 
 

@@ -28,7 +28,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bayou.errors import KafkaStorageError
-from bayou.storage.segment import PageCacheMiss, pread
+from bayou.storage.engine import PageCacheMiss
+from bayou.storage.segment import pread
 
 if TYPE_CHECKING:
     from bayou.storage.segment import LogSegment

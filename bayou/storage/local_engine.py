@@ -23,7 +23,17 @@ Internal state (``StateStore``) lives in ``DATA/internal/<name>/0/``: one compac
 ``PartitionLog`` per state log, invisible to Metadata and Fetch, cleaned by the same
 maintenance task.
 
-Data-landed notifications (``DataWaiters``) fire on every append, user topic or not.
+Internal state (``StateStore``) lives in ``DATA/internal/<name>/0/``; a log opened as
+*public* (``__consumer_offsets``) is also readable as an internal topic of one partition —
+Metadata shows it, Fetch reads it — but only its owner writes to it.
+
+Fetch responses are not read into memory: ``fetch`` returns ``FileRecords`` (file slices
+holding a lease on their segments) which the Kafka door sends chunk by chunk as its socket
+drains; a small set the page cache holds is copied into the response at once instead.
+
+Data-landed notifications (``DataWaiters``) fire on every append, user topic or not.  The
+open-files limit is raised when the engine is built and watched as partitions are added
+(``fd_limit.py``).
 """
 
 from __future__ import annotations
@@ -38,25 +48,30 @@ from pathlib import Path
 from typing import Any
 
 from bayou.config import LONG_MAX, TopicConfig
-from bayou.errors import KafkaError
+from bayou.errors import InvalidTopic, KafkaError
 from bayou.protocol.kafka.records import Record, build_batch, iter_batches, iter_records
+from bayou.storage.broker_configs import DynamicBrokerConfigs
 from bayou.storage.engine import (
     AppendResult,
     Buffer,
     MaintenanceReport,
+    PageCacheMiss,
     PartitionKey,
     StateEntry,
 )
+from bayou.storage.fd_limit import OpenFilesWatch, raise_open_files_limit
+from bayou.storage.file_records import FileRecords
 from bayou.storage.flusher import GroupFlusher
 from bayou.storage.log import PartitionLog
 from bayou.storage.maintenance import LogMaintenance, MaintenanceSettings
 from bayou.storage.manager import LogManager
 from bayou.storage.metadata import TopicMeta
-from bayou.storage.segment import PageCacheMiss
+from bayou.storage.producer_state import ProducerEntry
 from bayou.storage.waiters import DataWaiters
 
 log = logging.getLogger(__name__)
 
+INLINE_RECORDS = 16 * 1024  # smaller fetched sets are copied into the response frame
 FLUSH_CHECK_INTERVAL_S = 0.05
 CHECKPOINT_INTERVAL_S = 5.0
 _STATE_READ_CHUNK = 4 * 1024 * 1024
@@ -69,11 +84,12 @@ def wall_clock_ms() -> int:
 class LocalPartition:
     """A ``Partition`` over one ``PartitionLog``."""
 
-    __slots__ = ("_engine", "log")
+    __slots__ = ("_engine", "internal", "log")
 
-    def __init__(self, engine: LocalEngine, log_: PartitionLog) -> None:
+    def __init__(self, engine: LocalEngine, log_: PartitionLog, *, internal: bool) -> None:
         self._engine = engine
         self.log = log_
+        self.internal = internal  # a public state log: readable, written only by its owner
 
     def __repr__(self) -> str:
         return f"LocalPartition({self.log!r})"
@@ -102,9 +118,14 @@ class LocalPartition:
     def size_bytes(self) -> int:
         return self.log.size_bytes
 
+    def _writable(self) -> PartitionLog:
+        if self.internal:
+            raise InvalidTopic(f"Cannot write to internal topic {self.log.topic}")
+        return self.log
+
     async def append(self, records: Buffer) -> AppendResult:
         engine = self._engine
-        result = engine.append_now(self.log, records)
+        result = engine.append_now(self._writable(), records)
         if self.log.needs_flush(engine.clock_ms()):
             await engine.flusher.flush(self.log)
         return result
@@ -116,14 +137,37 @@ class LocalPartition:
         except PageCacheMiss:
             return await asyncio.to_thread(log_.read, offset, max_bytes)
 
+    async def fetch(self, offset: int, max_bytes: int, *, min_one: bool) -> Buffer | FileRecords:
+        """Whole batches left in the log files (``PartitionLog.read_slices``), sent as the
+        socket drains; a set smaller than ``INLINE_RECORDS`` that the page cache holds is
+        read now instead (a copy into the frame is cheaper than a piece of its own)."""
+        log_ = self.log
+        try:
+            records = log_.read_slices(offset, max_bytes, min_one=min_one, nowait=True)
+        except PageCacheMiss:
+            records = await asyncio.to_thread(
+                log_.read_slices, offset, max_bytes, min_one=min_one
+            )
+        if len(records) < INLINE_RECORDS:
+            try:
+                data = records.read_all(nowait=True)
+            except PageCacheMiss:
+                return records
+            records.close()
+            return data
+        return records
+
     async def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
         return await asyncio.to_thread(self.log.offset_for_timestamp, timestamp_ms)
 
     async def max_timestamp(self) -> tuple[int, int] | None:
         return await asyncio.to_thread(self.log.max_timestamp)
 
+    def producers(self) -> Mapping[int, ProducerEntry]:
+        return self.log.producer_state.producers
+
     async def delete_records(self, offset: int) -> int:
-        start = self.log.delete_records(offset)
+        start = self._writable().delete_records(offset)
         await asyncio.to_thread(self.log.delete_old_segments)  # persists the new start
         return start
 
@@ -180,8 +224,8 @@ class LocalStateStore:
     def __init__(self, engine: LocalEngine) -> None:
         self._engine = engine
 
-    async def open_log(self, name: str) -> LocalStateLog:
-        return await self._engine.open_state_log(name)
+    async def open_log(self, name: str, *, public: bool = False) -> LocalStateLog:
+        return await self._engine.open_state_log(name, public=public)
 
 
 class LocalEngine:
@@ -199,7 +243,7 @@ class LocalEngine:
         clock_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
         self.data_dir = Path(data_dir)
-        self.location = str(self.data_dir)
+        self.location = str(self.data_dir.resolve())
         self.clock_ms = clock_ms
         self.logs = LogManager(self.data_dir, topic_defaults, clock_ms)
         self.flusher = GroupFlusher()
@@ -211,12 +255,20 @@ class LocalEngine:
         self._handles: dict[PartitionKey, LocalPartition] = {}
         self._dirty: set[PartitionLog] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._open_files = OpenFilesWatch(raise_open_files_limit())
 
     # ------------------------------------------------------------------ lifecycle
 
     @property
     def cluster_id(self) -> str:
         return self.logs.cluster_id
+
+    def storage_usage(self) -> tuple[int, int]:
+        try:
+            usage = shutil.disk_usage(self.data_dir)
+        except OSError:
+            return -1, -1
+        return usage.total, usage.free
 
     @property
     def defaults(self) -> Mapping[str, Any]:
@@ -227,8 +279,8 @@ class LocalEngine:
         return self.logs.static_defaults
 
     @property
-    def dynamic_defaults(self) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
-        return self.logs.dynamic.default, self.logs.dynamic.broker
+    def dynamic(self) -> DynamicBrokerConfigs:
+        return self.logs.dynamic
 
     @property
     def state(self) -> LocalStateStore:
@@ -237,6 +289,7 @@ class LocalEngine:
     async def open(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.logs.open)
+        self._open_files.check(self.logs.partition_count())
 
     async def start(self) -> None:
         self._tasks = [
@@ -261,6 +314,9 @@ class LocalEngine:
 
     def topics(self) -> Mapping[str, TopicMeta]:
         return self.logs.topics()
+
+    def internal_topics(self) -> Mapping[str, TopicMeta]:
+        return self.logs.internal_topics()
 
     def topic_by_id(self, topic_id: uuid.UUID) -> TopicMeta | None:
         return self.logs.topic_by_id(topic_id)
@@ -308,12 +364,15 @@ class LocalEngine:
         return await asyncio.to_thread(self.logs.alter_topic_configs, name, configs)
 
     async def alter_broker_configs(
-        self, scope: str, configs: Mapping[str, Any], *, validate_only: bool = False
+        self, scope: str, configs: Mapping[str, Any], *, validate_only: bool = False,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
         if validate_only:
-            self.logs.alter_broker_configs(scope, configs, validate_only=True)
+            self.logs.alter_broker_configs(scope, configs, validate_only=True, options=options)
             return
-        await asyncio.to_thread(self.logs.alter_broker_configs, scope, configs)
+        await asyncio.to_thread(
+            lambda: self.logs.alter_broker_configs(scope, configs, options=options)
+        )
 
     # ------------------------------------------------------------------ data
 
@@ -322,7 +381,8 @@ class LocalEngine:
         handle = self._handles.get(key)
         log_ = self.logs.partition(topic, index)  # raises UnknownTopicOrPartition
         if handle is None or handle.log is not log_:
-            handle = self._handles[key] = LocalPartition(self, log_)
+            internal = topic in self.logs.internal_topics()
+            handle = self._handles[key] = LocalPartition(self, log_, internal=internal)
         return handle
 
     def append_now(self, log_: PartitionLog, records: Buffer) -> AppendResult:
@@ -341,7 +401,7 @@ class LocalEngine:
         now = self.clock_ms()
         for topic, index, records in writes:
             try:
-                log_ = self.logs.partition(topic, index)
+                log_ = self.partition(topic, index)._writable()
                 results.append(self.append_now(log_, records))
             except KafkaError as exc:
                 results.append(exc)
@@ -382,7 +442,7 @@ class LocalEngine:
 
     # ------------------------------------------------------------------ internal state
 
-    async def open_state_log(self, name: str) -> LocalStateLog:
+    async def open_state_log(self, name: str, *, public: bool = False) -> LocalStateLog:
         existing = self._state_logs.get(name)
         if existing is not None:
             return existing
@@ -391,7 +451,9 @@ class LocalEngine:
             PartitionLog, name, 0, directory, self.internal_config, self.clock_ms
         )
         state_log = self._state_logs[name] = LocalStateLog(self, name, log_)
-        self.maintenance.register(log_)
+        self.maintenance.register(log_)  # compacted by the cleaner
+        if public:
+            self.logs.register_internal(log_)  # Metadata shows it, Fetch reads it
         return state_log
 
     async def close_state_log(self, state_log: LocalStateLog) -> None:
@@ -399,6 +461,8 @@ class LocalEngine:
             return
         del self._state_logs[state_log.name]
         self.maintenance.unregister(state_log.log)
+        self.logs.unregister_internal(state_log.name)
+        self._handles.pop((state_log.name, 0), None)
         self._dirty.discard(state_log.log)
         await self.flusher.drain()
         await asyncio.to_thread(state_log.log.close)
@@ -431,6 +495,7 @@ class LocalEngine:
                 await asyncio.to_thread(self._checkpoint, internal)
             except Exception:
                 log.exception("checkpoint failed")
+            self._open_files.check(self.logs.partition_count())
 
     def _checkpoint(self, internal: list[PartitionLog]) -> None:
         self.logs.checkpoint()

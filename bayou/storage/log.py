@@ -54,34 +54,25 @@ from bayou.errors import (
     ErrorCode,
     KafkaError,
     KafkaStorageError,
-    MessageTooLarge,
     OffsetOutOfRange,
-    RecordListTooLarge,
     UnknownTopicOrPartition,
 )
 from bayou.protocol.kafka.records import (
-    TIMESTAMP_CREATE_TIME,
     iter_records,
-    max_timestamp_is_missing,
-    patch_base_offset,
-    patch_log_append_time,
-    patch_max_timestamp,
-    records_max_timestamp,
-    validate_batches,
     whole_batches_prefix,
 )
-from bayou.storage.engine import AppendResult
+from bayou.storage.append import assign_offsets, check_payload
+from bayou.storage.engine import AppendResult, PageCacheMiss
 from bayou.storage.file_records import FileRecords
 from bayou.storage.files import fsync_dir
 from bayou.storage.producer_state import Snapshot, save_snapshot
-from bayou.storage.record_checks import reject_keyless
 from bayou.storage.recovery import (
     DELETED_SUFFIX,
     PRODUCER_STATE_FILE,
     load_partition,
     write_checkpoint,
 )
-from bayou.storage.segment import LogSegment, PageCacheMiss
+from bayou.storage.segment import LogSegment
 
 
 def _base_offset(segment: LogSegment) -> int:
@@ -145,21 +136,8 @@ class PartitionLog:
 
     def append(self, records: bytes | bytearray | memoryview) -> AppendResult:
         """Validate, assign offsets and write a produce payload (all or nothing)."""
-        buf = bytearray(records)
-        headers = validate_batches(buf)
         config = self.config
-        limit = config.max_message_bytes
-        for h in headers:
-            if h.size > limit:
-                raise MessageTooLarge(
-                    f"record batch of {h.size} bytes exceeds max.message.bytes {limit}"
-                )
-        if len(buf) > config.segment_bytes:
-            raise RecordListTooLarge(
-                f"{len(buf)} bytes of batches exceed segment.bytes {config.segment_bytes}"
-            )
-        if config.compact:  # keyless records refused: the one check that decodes records
-            reject_keyless(self.topic, self.index, buf, headers)
+        buf, headers = check_payload(records, config, self.topic, self.index)
         with self._lock:
             if self._closed:
                 raise KafkaStorageError(f"{self!r} is closed")
@@ -171,22 +149,8 @@ class PartitionLog:
                 )
             now = self._clock_ms()
             append_time = now if config.log_append_time else -1
-            next_offset = self.log_end_offset
-            batches: list[tuple[int, int, int, int]] = []
-            pos = 0
-            for h in headers:
-                patch_base_offset(buf, pos, next_offset)
-                max_ts = h.max_timestamp
-                if append_time >= 0:
-                    patch_log_append_time(buf, pos, append_time)
-                    max_ts = append_time
-                elif max_timestamp_is_missing(h) and h.timestamp_type == TIMESTAMP_CREATE_TIME:
-                    max_ts = records_max_timestamp(buf, pos, h)  # rare: decodes the records
-                    patch_max_timestamp(buf, pos, max_ts)
-                last = next_offset + h.last_offset_delta
-                batches.append((next_offset, last, max_ts, h.size))
-                next_offset = last + 1
-                pos += h.size
+            batches = assign_offsets(buf, headers, self.log_end_offset, append_time)
+            next_offset = batches[-1][1] + 1
             if self.active.failed:
                 raise KafkaStorageError(
                     f"{self!r} is offline: a failed write could not be undone (a restart "

@@ -48,8 +48,6 @@ from typing import Any
 from bayou.config import TopicConfig, check_topic_config, parse_topic_configs
 from bayou.errors import (
     InvalidPartitions,
-    InvalidTopic,
-    TopicAlreadyExists,
     UnknownTopicOrPartition,
 )
 from bayou.storage.broker_configs import DynamicBrokerConfigs
@@ -58,13 +56,11 @@ from bayou.storage.dir_lock import DataDirLock
 from bayou.storage.files import fsync_dir, write_atomic
 from bayou.storage.log import PartitionLog
 from bayou.storage.metadata import (
-    INTERNAL_TOPICS,
     ClusterMeta,
     TopicMeta,
-    collision_key,
+    check_new_topic,
     load_topic,
     save_topic,
-    validate_topic_name,
 )
 
 PRODUCER_ID_BLOCK = 1000
@@ -231,24 +227,8 @@ class LogManager:
         validate_only: bool = False,
     ) -> TopicMeta:
         """Create a topic (or only check that it could be created)."""
-        validate_topic_name(name)
         with self._lock:
-            if name in self._topics:
-                raise TopicAlreadyExists(f"topic {name!r} already exists")
-            if name in self._internal:
-                raise TopicAlreadyExists(f"topic {name!r} already exists: it is internal")
-            reserved = INTERNAL_TOPICS.get(name)
-            if reserved is not None:
-                raise InvalidTopic(f"topic name {name!r} is reserved for {reserved}")
-            key = collision_key(name)
-            for other in self._topics:
-                if collision_key(other) == key:
-                    raise InvalidTopic(f"topic {name!r} collides with existing topic {other!r}")
-            for other in INTERNAL_TOPICS:
-                if collision_key(other) == key:
-                    raise InvalidTopic(f"topic {name!r} collides with internal topic {other!r}")
-            if partitions < 1:
-                raise InvalidPartitions(f"number of partitions must be at least 1: {partitions}")
+            check_new_topic(name, partitions, self._topics, self._internal)
             meta = TopicMeta(name, uuid.uuid4(), partitions, parse_topic_configs(configs))
             check_topic_config(self.resolve(meta.configs).values)
             if validate_only:

@@ -28,7 +28,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from bayou.config import INT_MAX, TopicConfig, check_topic_config, parse_topic_configs
+from bayou.config import (
+    INT_MAX,
+    TopicConfig,
+    check_topic_config,
+    internal_log_config,
+    parse_topic_configs,
+)
 from bayou.errors import (
     BayouError,
     ErrorCode,
@@ -36,11 +42,11 @@ from bayou.errors import (
     InvalidTopic,
     KafkaError,
     OffsetOutOfRange,
-    TopicAlreadyExists,
     UnknownTopicOrPartition,
 )
-from bayou.protocol.kafka.records import iter_records, parse_header
+from bayou.protocol.kafka.records import Record, build_batch, iter_records, parse_header
 from bayou.storage.append import assign_offsets, check_payload
+from bayou.storage.broker_configs import DynamicBrokerConfigs
 from bayou.storage.cleaner import CleanStats, CompactionPass
 from bayou.storage.cleaner_state import CleanerState
 from bayou.storage.engine import (
@@ -51,8 +57,8 @@ from bayou.storage.engine import (
     StateEntry,
 )
 from bayou.storage.maintenance import summary
-from bayou.storage.metadata import TopicMeta, collision_key, new_cluster_id, validate_topic_name
-from bayou.storage.producer_state import ProducerStateManager
+from bayou.storage.metadata import TopicMeta, check_new_topic, new_cluster_id
+from bayou.storage.producer_state import ProducerEntry, ProducerStateManager
 from bayou.storage.waiters import DataWaiters
 
 
@@ -99,8 +105,10 @@ class MemorySegment:
 class MemoryPartition:
     """A ``Partition`` held in memory."""
 
-    def __init__(self, engine: MemoryEngine, topic: str, index: int, config: TopicConfig) -> None:
+    def __init__(self, engine: MemoryEngine, topic: str, index: int, config: TopicConfig,
+                 *, internal: bool = False) -> None:
         self._engine = engine
+        self.internal = internal  # a state log: readable as a topic, written by its owner
         self._topic = topic
         self._index = index
         self.config = config
@@ -130,10 +138,16 @@ class MemoryPartition:
         return self.append_now(records)
 
     def append_now(self, records: Buffer) -> AppendResult:
+        if self.internal:
+            raise InvalidTopic(f"Cannot write to internal topic {self._topic}")
+        return self.store(records)
+
+    def store(self, records: Buffer) -> AppendResult:
+        """Append (the owner's path: state logs write here)."""
         if self.closed:
             raise UnknownTopicOrPartition(f"{self._topic}-{self._index} was deleted")
         config = self.config
-        buf, headers = check_payload(records, config)
+        buf, headers = check_payload(records, config, self._topic, self._index)
         duplicate = self.producer_state.check(headers)
         if duplicate is not None:
             return AppendResult(
@@ -182,6 +196,12 @@ class MemoryPartition:
     # ------------------------------------------------------------------ read
 
     async def read(self, offset: int, max_bytes: int) -> Buffer:
+        return self.read_now(offset, max_bytes)
+
+    async def fetch(self, offset: int, max_bytes: int, *, min_one: bool) -> Buffer:
+        if not min_one:
+            data = self.read_now(offset, max_bytes)
+            return data if len(data) <= max_bytes else b""
         return self.read_now(offset, max_bytes)
 
     def read_now(self, offset: int, max_bytes: int) -> Buffer:
@@ -246,7 +266,12 @@ class MemoryPartition:
 
     # ------------------------------------------------------------------ retention
 
+    def producers(self) -> Mapping[int, ProducerEntry]:
+        return self.producer_state.producers
+
     async def delete_records(self, offset: int) -> int:
+        if self.internal:
+            raise InvalidTopic(f"Cannot delete records of internal topic {self._topic}")
         if not self.config.delete:
             raise KafkaError(
                 f"Records of {self._topic}-{self._index} cannot be deleted: its "
@@ -360,35 +385,45 @@ class MemoryPartition:
 
 
 class MemoryStateLog:
-    """A ``StateLog`` in memory: the entries in append order."""
+    """A ``StateLog`` on a compacted in-memory partition (as the local engine's)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, engine: MemoryEngine, name: str, partition: MemoryPartition) -> None:
+        self._engine = engine
         self._name = name
-        self.entries: list[StateEntry] = []
+        self.partition = partition
 
     @property
     def name(self) -> str:
         return self._name
 
     async def read_all(self) -> list[StateEntry]:
-        return list(self.entries)
+        out: list[StateEntry] = []
+        for seg in self.partition.segments:
+            for batch in seg.batches:
+                if parse_header(batch).is_control:
+                    continue
+                for rec in iter_records(batch):
+                    if rec.key is not None and rec.offset >= self.partition.log_start_offset:
+                        out.append(StateEntry(rec.key, rec.value, tuple(rec.headers)))
+        return out
 
     async def put(self, entries: Sequence[StateEntry], *, durable: bool = False) -> None:
-        self.entries.extend(entries)
+        if entries:
+            now = self._engine.clock_ms()
+            self.partition.store(
+                build_batch([Record(now, e.key, e.value, list(e.headers)) for e in entries])
+            )
 
     async def close(self) -> None:
         return None
 
 
 class MemoryStateStore:
-    def __init__(self) -> None:
-        self.logs: dict[str, MemoryStateLog] = {}
+    def __init__(self, engine: MemoryEngine) -> None:
+        self._engine = engine
 
-    async def open_log(self, name: str) -> MemoryStateLog:
-        log_ = self.logs.get(name)
-        if log_ is None:
-            log_ = self.logs[name] = MemoryStateLog(name)
-        return log_
+    async def open_log(self, name: str, *, public: bool = False) -> MemoryStateLog:
+        return self._engine.open_state_log(name, public=public)
 
 
 def _wall_clock_ms() -> int:
@@ -409,18 +444,21 @@ class MemoryEngine:
         clock_ms: Callable[[], int] = _wall_clock_ms,
         maintenance_interval_ms: int = 5 * 60 * 1000,
         location: str = "memory://",
+        internal_config: TopicConfig | None = None,
     ) -> None:
         self.location = location
         self.clock_ms = clock_ms
         self._static = parse_topic_configs(dict(topic_defaults or {}))
-        self._dynamic_default: dict[str, Any] = {}
-        self._dynamic_broker: dict[str, Any] = {}
+        self._dynamic = DynamicBrokerConfigs()
         self._topics: dict[str, TopicMeta] = {}
         self._by_id: dict[uuid.UUID, TopicMeta] = {}
         self._partitions: dict[PartitionKey, MemoryPartition] = {}
         self._producer_ids = itertools.count()
         self._cluster_id = new_cluster_id()
-        self._state = MemoryStateStore()
+        self._state = MemoryStateStore(self)
+        self._internal_config = internal_config or internal_log_config()
+        self._state_logs: dict[str, MemoryStateLog] = {}
+        self._internal: dict[str, TopicMeta] = {}
         self.waiters = DataWaiters()
         self._interval_s = max(maintenance_interval_ms, 1) / 1000
         self._task: asyncio.Task[None] | None = None
@@ -429,17 +467,20 @@ class MemoryEngine:
     def cluster_id(self) -> str:
         return self._cluster_id
 
+    def storage_usage(self) -> tuple[int, int]:
+        return -1, -1
+
     @property
     def defaults(self) -> Mapping[str, Any]:
-        return {**self._static, **self._dynamic_default, **self._dynamic_broker}
+        return {**self._static, **self._dynamic.default, **self._dynamic.broker}
 
     @property
     def static_defaults(self) -> Mapping[str, Any]:
         return self._static
 
     @property
-    def dynamic_defaults(self) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
-        return self._dynamic_default, self._dynamic_broker
+    def dynamic(self) -> DynamicBrokerConfigs:
+        return self._dynamic
 
     @property
     def state(self) -> MemoryStateStore:
@@ -467,8 +508,16 @@ class MemoryEngine:
     def topics(self) -> Mapping[str, TopicMeta]:
         return self._topics
 
+    def internal_topics(self) -> Mapping[str, TopicMeta]:
+        return self._internal
+
     def topic_by_id(self, topic_id: uuid.UUID) -> TopicMeta | None:
-        return self._by_id.get(topic_id)
+        found = self._by_id.get(topic_id)
+        if found is None:
+            for meta in self._internal.values():
+                if meta.topic_id == topic_id:
+                    return meta
+        return found
 
     def topic_config(self, name: str) -> TopicConfig:
         meta = self._topics.get(name)
@@ -491,15 +540,7 @@ class MemoryEngine:
         *,
         validate_only: bool = False,
     ) -> TopicMeta:
-        validate_topic_name(name)
-        if name in self._topics:
-            raise TopicAlreadyExists(f"topic {name!r} already exists")
-        key = collision_key(name)
-        for other in self._topics:
-            if collision_key(other) == key:
-                raise InvalidTopic(f"topic {name!r} collides with existing topic {other!r}")
-        if partitions < 1:
-            raise InvalidPartitions(f"number of partitions must be at least 1: {partitions}")
+        check_new_topic(name, partitions, self._topics, self._internal)
         meta = TopicMeta(name, uuid.uuid4(), partitions, parse_topic_configs(configs))
         config = self.resolve_config(meta.configs)
         check_topic_config(config.values)
@@ -556,17 +597,20 @@ class MemoryEngine:
         return new
 
     async def alter_broker_configs(
-        self, scope: str, configs: Mapping[str, Any], *, validate_only: bool = False
+        self, scope: str, configs: Mapping[str, Any], *, validate_only: bool = False,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
-        parsed = parse_topic_configs(configs)
-        layers = {"default": self._dynamic_default, "broker": self._dynamic_broker, scope: parsed}
-        merged = {**self._static, **layers["default"], **layers["broker"]}
+        changes: dict[str, Any] = {scope: parse_topic_configs(configs)}
+        if options is not None:
+            changes[f"{scope}_options"] = dict(options)
+        dynamic = replace(self._dynamic, **changes)
+        merged = {**self._static, **dynamic.default, **dynamic.broker}
         for meta in self._topics.values():
             check_topic_config(TopicConfig.resolve(merged, meta.configs).values)
         check_topic_config(TopicConfig.resolve(merged).values)
         if validate_only:
             return
-        self._dynamic_default, self._dynamic_broker = layers["default"], layers["broker"]
+        self._dynamic = dynamic
         for (topic, _p), partition in self._partitions.items():
             partition.config = TopicConfig.resolve(merged, self._topics[topic].configs)
 
@@ -574,6 +618,8 @@ class MemoryEngine:
 
     def partition(self, topic: str, index: int) -> MemoryPartition:
         partition = self._partitions.get((topic, index))
+        if partition is None and index == 0 and topic in self._internal:
+            partition = self._state_logs[topic].partition
         if partition is None:
             raise UnknownTopicOrPartition(f"unknown topic partition {topic}-{index}")
         return partition
@@ -598,10 +644,21 @@ class MemoryEngine:
     async def allocate_producer_id(self) -> int:
         return next(self._producer_ids)
 
+    def open_state_log(self, name: str, *, public: bool) -> MemoryStateLog:
+        state_log = self._state_logs.get(name)
+        if state_log is None:
+            partition = MemoryPartition(self, name, 0, self._internal_config, internal=True)
+            state_log = self._state_logs[name] = MemoryStateLog(self, name, partition)
+        if public and name not in self._topics:
+            topic_id = uuid.uuid5(uuid.NAMESPACE_URL, f"bayou:{self._cluster_id}:{name}")
+            self._internal = {**self._internal, name: TopicMeta(name, topic_id, 1, {})}
+        return state_log
+
     async def maintain(self, now_ms: int | None = None) -> list[MaintenanceReport]:
         now = self.clock_ms() if now_ms is None else now_ms
         report: list[MaintenanceReport] = []
-        for partition in list(self._partitions.values()):
+        state = [s.partition for s in self._state_logs.values()]
+        for partition in [*self._partitions.values(), *state]:
             deleted = partition.delete_old_segments(now)
             stats = partition.clean(now)
             if deleted or stats is not None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import base64
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bayou.config import parse_topic_configs
-from bayou.errors import InvalidTopic
+from bayou.errors import InvalidPartitions, InvalidTopic, TopicAlreadyExists
 from bayou.storage.files import read_json, write_json
 
 TOPIC_FILE = "topic.json"
@@ -58,6 +59,31 @@ def validate_topic_name(name: str) -> None:
 def collision_key(name: str) -> str:
     """Topics whose names differ only by '.' versus '_' collide in metric names."""
     return name.replace(".", "_")
+
+
+def check_new_topic(
+    name: str, partitions: int, existing: Iterable[str], internal: Iterable[str]
+) -> None:
+    """Whether a topic ``name`` with ``partitions`` may be created next to the ``existing``
+    user topics and the ``internal`` (public state) ones; raises the error Kafka answers."""
+    validate_topic_name(name)
+    existing = set(existing)
+    if name in existing:
+        raise TopicAlreadyExists(f"topic {name!r} already exists")
+    if name in set(internal):
+        raise TopicAlreadyExists(f"topic {name!r} already exists: it is internal")
+    reserved = INTERNAL_TOPICS.get(name)
+    if reserved is not None:
+        raise InvalidTopic(f"topic name {name!r} is reserved for {reserved}")
+    key = collision_key(name)
+    for other in existing:
+        if collision_key(other) == key:
+            raise InvalidTopic(f"topic {name!r} collides with existing topic {other!r}")
+    for other in INTERNAL_TOPICS:
+        if collision_key(other) == key:
+            raise InvalidTopic(f"topic {name!r} collides with internal topic {other!r}")
+    if partitions < 1:
+        raise InvalidPartitions(f"number of partitions must be at least 1: {partitions}")
 
 
 def new_cluster_id() -> str:

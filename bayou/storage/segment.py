@@ -38,6 +38,7 @@ from pathlib import Path
 
 from bayou.errors import BayouError
 from bayou.protocol.kafka.records import HEADER_SIZE, BatchHeader, check_batch, parse_header
+from bayou.storage.engine import PageCacheMiss
 from bayou.storage.files import (
     INDEX_SUFFIX,
     LOG_SUFFIX,
@@ -48,11 +49,6 @@ from bayou.storage.files import (
 from bayou.storage.index import OffsetIndex, TimeIndex
 
 _RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
-
-
-class PageCacheMiss(BayouError):
-    """A ``nowait`` read found its first bytes outside the page cache (a cold segment): the
-    caller should repeat the read where blocking is allowed (a worker thread)."""
 
 
 def pread(fd: int, length: int, position: int, nowait: bool) -> bytes | bytearray | memoryview:

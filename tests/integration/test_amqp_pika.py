@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka import Producer
 from pika.exceptions import ChannelClosedByBroker, UnroutableError
 
-from bayou.broker.partitioner import partition_for_key
+from bayou.core.partitioner import partition_for_key
 from tests.support.amqp import Collector, connect, kafka_read, unique
 from tests.support.broker import BrokerProcess
 

@@ -393,7 +393,7 @@ def test_produce_partitions_keys_like_the_other_doors(broker: Any, topic_name: s
     do: a key lands on the same partition whichever door it came through."""
     import httpx
 
-    from bayou.broker.partitioner import partition_for_key
+    from bayou.core.partitioner import partition_for_key
 
     partitions = 8
     create(broker.bootstrap, topic_name, partitions)

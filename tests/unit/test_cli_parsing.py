@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from bayou.broker_config import BrokerConfig
 from bayou.cli import cli
 from bayou.cli._common import UsageProblem, bootstrap_addresses, check_topic_name
 from bayou.cli.consume import message_json, parse_start
 from bayou.cli.listener import CORRELATION_ID, answer_protocol
-from bayou.config import BrokerConfig
 
 
 def test_parse_start() -> None:
@@ -101,11 +101,11 @@ def test_message_json() -> None:
 
 @pytest.fixture
 def fake_run(monkeypatch: pytest.MonkeyPatch) -> list[BrokerConfig]:
-    """Replace bayou.broker.server.run (imported lazily by `serve`) with a recorder."""
+    """Replace bayou.app.run (imported lazily by `serve`) with a recorder."""
     seen: list[BrokerConfig] = []
-    module = types.ModuleType("bayou.broker.server")
+    module = types.ModuleType("bayou.app")
     module.run = seen.append  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "bayou.broker.server", module)
+    monkeypatch.setitem(sys.modules, "bayou.app", module)
     for key in [k for k in __import__("os").environ if k.startswith("BAYOU_")]:
         monkeypatch.delenv(key)
     return seen
@@ -123,9 +123,9 @@ def test_serve_flags_map_onto_config(fake_run: list[BrokerConfig], tmp_path: Pat
                      "--topic-default", "retention.ms=1000"])
     assert result.exit_code == 0, result.output
     (config,) = fake_run
-    assert (config.data_dir, config.host, config.kafka_port) == (tmp_path, "0.0.0.0", 19092)
-    assert (config.http_port, config.mqtt_port, config.amqp_port) == (1, 2, 3)
-    assert (config.advertised_host, config.node_id) == ("example", 4)
+    assert (config.data_dir, config.host, config.kafka.port) == (tmp_path, "0.0.0.0", 19092)
+    assert (config.http.port, config.mqtt.port, config.amqp.port) == (1, 2, 3)
+    assert (config.kafka.advertised_host, config.node_id) == ("example", 4)
     assert config.auto_create_topics_enable is False
     assert (config.num_partitions, config.log_level) == (6, "DEBUG")
     assert config.topic_defaults == {"retention.ms": 1000}
@@ -140,7 +140,7 @@ def test_serve_flags_left_out_let_toml_and_env_win(fake_run: list[BrokerConfig],
                     env={"BAYOU_MQTT_PORT": "3333"})
     assert result.exit_code == 0, result.output
     (config,) = fake_run
-    assert (config.kafka_port, config.http_port, config.mqtt_port) == (1111, 2222, 3333)
+    assert (config.kafka.port, config.http.port, config.mqtt.port) == (1111, 2222, 3333)
     assert config.auto_create_topics_enable is False
     assert config.topic_defaults == {"retention.ms": 5}
 
@@ -155,9 +155,25 @@ def test_cors_origins_from_flags_toml_and_env(fake_run: list[BrokerConfig],
     assert _serve(["--config", str(toml), "--http-cors-origin", "*",
                    "--http-cors-origin", "http://127.0.0.1:5173"]).exit_code == 0
     assert _serve([]).exit_code == 0
-    assert [c.http_cors_origins for c in fake_run] == [
+    assert [c.http.cors_origins for c in fake_run] == [
         ("https://from-toml.example",), ("http://localhost:3000", "https://b.example"),
         ("*", "http://127.0.0.1:5173"), ()]
+
+
+def test_every_option_has_a_flag_and_sections_work_in_toml(
+        fake_run: list[BrokerConfig], tmp_path: Path) -> None:
+    from bayou.options import options
+
+    help_text = _serve(["--help"]).output
+    for option in options(BrokerConfig):
+        assert f"--{option.flag}" in help_text, option.flat
+    toml = tmp_path / "bayou.toml"
+    toml.write_text('internal_flush_messages = 1\n[http]\nport = 8081\n'
+                    '[group]\nconsumer_session_timeout_ms = 9000\n')
+    assert _serve(["--config", str(toml), "--fetch-max-bytes", "1000"]).exit_code == 0
+    (config,) = fake_run
+    assert config.http.port == 8081 and config.group.consumer_session_timeout_ms == 9000
+    assert config.internal.flush_messages == 1 and config.kafka.fetch_max_bytes == 1000
 
 
 @pytest.mark.parametrize(("args", "env", "message"), [

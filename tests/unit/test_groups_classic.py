@@ -5,14 +5,14 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from bayou.broker.groups import (
+from bayou.core.groups import (
     ClassicState,
     GroupCoordinator,
     GroupSettings,
     JoinResponse,
     SyncResponse,
 )
-from bayou.broker.groups.model import ClassicGroup, Result
+from bayou.core.groups.model import ClassicGroup, Result
 from bayou.errors import ErrorCode as E
 
 SESSION = 10_000

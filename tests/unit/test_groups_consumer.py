@@ -5,9 +5,9 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from bayou.broker.groups import ConsumerState, GroupCoordinator, GroupSettings
-from bayou.broker.groups.assignors import range_assign, uniform_assign
-from bayou.broker.groups.model import ConsumerGroup, ConsumerHeartbeatResponse, Partitions
+from bayou.core.groups import ConsumerState, GroupCoordinator, GroupSettings
+from bayou.core.groups.assignors import range_assign, uniform_assign
+from bayou.core.groups.model import ConsumerGroup, ConsumerHeartbeatResponse, Partitions
 from bayou.errors import ErrorCode as E
 
 TOPICS = {"t": 6}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bayou.broker.groups import GroupCoordinator, GroupSettings, OffsetCommit
-from bayou.broker.groups.records import (
+from bayou.core.groups import GroupCoordinator, GroupSettings, OffsetCommit
+from bayou.core.groups.records import (
     GroupKey,
     GroupRecord,
     OffsetKey,
@@ -14,8 +14,8 @@ from bayou.broker.groups.records import (
     encode_key,
     encode_value,
 )
-from bayou.broker.groups.store import GroupStore
 from bayou.errors import ErrorCode as E
+from tests.support.group_log import GroupLog as GroupStore
 
 DAY = 24 * 3600 * 1000
 

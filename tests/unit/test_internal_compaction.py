@@ -13,16 +13,17 @@ from typing import Any
 
 import pytest
 
-from bayou.broker.groups import GroupCoordinator, GroupSettings
-from bayou.broker.groups.coordinator import OffsetCommit
-from bayou.broker.groups.model import Result
-from bayou.broker.groups.store import GroupStore
-from bayou.config import BrokerConfig, TopicConfig, internal_log_config
+from bayou.broker_config import BrokerConfig
+from bayou.config import TopicConfig, internal_log_config
+from bayou.core.groups import GroupCoordinator, GroupSettings
+from bayou.core.groups.coordinator import OffsetCommit
+from bayou.core.groups.model import Result
 from bayou.errors import InvalidConfig
 from bayou.gateways.mqtt.store import StateLog
 from bayou.storage import LogManager, PartitionLog
 from bayou.storage.cleaner import clean, needs_cleaning
 from bayou.storage.flusher import GroupFlusher
+from tests.support.group_log import GroupLog as GroupStore
 from tests.unit.test_storage_compaction import Crash, _crash_after, clean_fully
 
 SEGMENT = 2048

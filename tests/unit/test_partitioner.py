@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bayou.broker.partitioner import Partitioner, murmur2, partition_for_key
+from bayou.core.partitioner import Partitioner, murmur2, partition_for_key
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ import secrets
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
 
-from bayou.broker.context import now_ms
+from bayou.core import now_ms
 from bayou.errors import KafkaError
 from bayou.gateways.amqp.consumers import Consumer
 from bayou.gateways.amqp.mapping import (

@@ -32,15 +32,15 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING
 
-from bayou.broker.groups import GroupCoordinatorError, OffsetCommit
+from bayou.core.groups import GroupCoordinatorError, OffsetCommit
 from bayou.errors import ErrorCode, KafkaError
 from bayou.gateways.amqp.mapping import StartSpec
 from bayou.gateways.amqp.names import topic_for
 from bayou.protocol.kafka.records import DecodedRecord, iter_batches, iter_records
 
 if TYPE_CHECKING:
-    from bayou.broker.context import BrokerState
     from bayou.gateways.amqp.channel import Channel
+    from bayou.gateways.legacy_state import LegacyState as BrokerState
     from bayou.storage import PartitionLog
 
 log = logging.getLogger(__name__)

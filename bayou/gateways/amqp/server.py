@@ -33,10 +33,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from bayou.broker.context import BrokerState
-from bayou.broker.partitioner import Partitioner
+from bayou.core.partitioner import Partitioner
 from bayou.gateways.amqp.channel import Channel
 from bayou.gateways.amqp.topology import Topology
+from bayou.gateways.legacy_state import LegacyState as BrokerState
 from bayou.protocol.amqp import (
     AmqpError,
     ChannelCloseRequested,
@@ -64,6 +64,15 @@ SERVER_HEARTBEAT_S = 60
 
 
 class AmqpGateway:
+    name = "amqp"
+
+    @property
+    def address(self) -> str:
+        return f"{self.state.config.host}:{self.port}"
+
+    def health(self) -> dict[str, object]:
+        return {"listening": self.port != 0}
+
     def __init__(self, state: BrokerState, *, authenticate: Authenticator | None = None,
                  heartbeat_s: int = SERVER_HEARTBEAT_S) -> None:
         self.state = state

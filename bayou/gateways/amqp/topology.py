@@ -40,7 +40,7 @@ import logging
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from bayou.broker.groups import OffsetCommit
+from bayou.core.groups import OffsetCommit
 from bayou.errors import ErrorCode, KafkaError
 from bayou.gateways.amqp.consumers import Consumer, GetCursor
 from bayou.gateways.amqp.names import topic_for
@@ -49,7 +49,7 @@ from bayou.protocol.amqp import AmqpError, Method
 from bayou.protocol.amqp import spec as s
 
 if TYPE_CHECKING:
-    from bayou.broker.context import BrokerState
+    from bayou.gateways.legacy_state import LegacyState as BrokerState
 
 log = logging.getLogger(__name__)
 

@@ -32,13 +32,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bayou.broker.context import BrokerState
 from bayou.errors import OffsetOutOfRange, UnknownTopicOrPartition
 from bayou.gateways.http import errors
 from bayou.gateways.http.errors import RestError
 from bayou.gateways.http.groups import Committed, GroupClient, Membership, TopicPartition
 from bayou.gateways.http.payloads import CreateConsumer, Format, decode_field, decode_headers
 from bayou.gateways.http.reading import RECORD_OVERHEAD, read_records
+from bayou.gateways.legacy_state import LegacyState as BrokerState
 from bayou.storage import PartitionLog
 
 DEFAULT_REQUEST_TIMEOUT_MS = 1000

@@ -9,10 +9,10 @@ from typing import Any
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
 
-from bayou.broker.context import BrokerState
-from bayou.broker.partitioner import Partitioner
+from bayou.core.partitioner import Partitioner
 from bayou.gateways.http.consumers import ConsumerRegistry
 from bayou.gateways.http.payloads import V2
+from bayou.gateways.legacy_state import LegacyState as BrokerState
 
 
 @dataclass

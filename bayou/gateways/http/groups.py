@@ -29,12 +29,12 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from bayou.broker.context import BrokerState
-from bayou.broker.groups import ConsumerHeartbeatResponse, GroupCoordinatorError, OffsetCommit
-from bayou.broker.groups.driver import GroupDriver
+from bayou.core.groups import ConsumerHeartbeatResponse, GroupCoordinatorError, OffsetCommit
+from bayou.core.groups.driver import GroupDriver
 from bayou.errors import ErrorCode
 from bayou.gateways.http import errors
 from bayou.gateways.http.errors import RestError
+from bayou.gateways.legacy_state import LegacyState as BrokerState
 
 TopicPartition = tuple[str, int]
 Committed = tuple[int, str | None]  # (next offset to read, metadata)

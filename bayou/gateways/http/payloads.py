@@ -34,7 +34,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 
-from bayou.broker.request_budget import BodyReader, RequestStalled
+from bayou.core.request_budget import BodyReader, RequestStalled
 from bayou.gateways.http.errors import JSON_CONVERSION, RestError, bad_request, unprocessable
 
 V2 = "application/vnd.kafka.v2+json"

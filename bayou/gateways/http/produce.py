@@ -14,12 +14,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bayou.broker.context import BrokerState
-from bayou.broker.partitioner import Partitioner
 from bayou.config import TOPIC_CONFIGS
+from bayou.core.partitioner import Partitioner
 from bayou.errors import InvalidTopic, KafkaError, UnknownTopicOrPartition
 from bayou.gateways.http import errors
 from bayou.gateways.http.payloads import Format, ProduceRecord, encode_field, encode_headers
+from bayou.gateways.legacy_state import LegacyState as BrokerState
 from bayou.protocol.kafka.records import Record, build_batch
 from bayou.storage import PartitionLog, TopicMeta
 

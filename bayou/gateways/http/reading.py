@@ -9,7 +9,7 @@ the page cache on the event loop, from a worker thread when the data is cold.
 
 from __future__ import annotations
 
-from bayou.broker.context import BrokerState
+from bayou.gateways.legacy_state import LegacyState as BrokerState
 from bayou.protocol.kafka.records import DecodedRecord, iter_batches, iter_records
 from bayou.storage import PartitionLog
 

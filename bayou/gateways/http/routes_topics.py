@@ -9,7 +9,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Query, Request, WebSocket, WebSocketDisconnect
 from starlette.responses import Response, StreamingResponse
 
-from bayou.broker.context import BrokerState
 from bayou.gateways.http import errors
 from bayou.gateways.http.context import KafkaJSON, answer_doc, errors_doc, gateway
 from bayou.gateways.http.cors import websocket_origin_allowed
@@ -25,6 +24,7 @@ from bayou.gateways.http.payloads import (
 )
 from bayou.gateways.http.produce import partition_info, produce, topic_info, topic_meta
 from bayou.gateways.http.streams import Cursor, follow, sse_body, start_cursor
+from bayou.gateways.legacy_state import LegacyState as BrokerState
 
 router = APIRouter(tags=["topics"], default_response_class=KafkaJSON)
 

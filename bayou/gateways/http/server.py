@@ -22,13 +22,13 @@ import time
 
 import uvicorn
 
-from bayou.broker.context import BrokerState
-from bayou.broker.partitioner import Partitioner
+from bayou.core.partitioner import Partitioner
 from bayou.gateways.http.app import create_app
 from bayou.gateways.http.consumers import ConsumerRegistry
 from bayou.gateways.http.context import Gateway
 from bayou.gateways.http.groups import GroupClient
 from bayou.gateways.http.protocol import HttpProtocol
+from bayou.gateways.legacy_state import LegacyState as BrokerState
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,15 @@ MAINTENANCE_S = 0.2
 
 
 class HttpGateway:
+    name = "http"
+
+    @property
+    def address(self) -> str:
+        return f"{self.state.config.host}:{self.port}"
+
+    def health(self) -> dict[str, object]:
+        return {"listening": self.port != 0}
+
     def __init__(self, state: BrokerState) -> None:
         config = state.config
         self.state = state

@@ -29,12 +29,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from bayou.broker.context import BrokerState
 from bayou.errors import OffsetOutOfRange, UnknownTopicOrPartition
 from bayou.gateways.http import errors
 from bayou.gateways.http.payloads import decode_headers
 from bayou.gateways.http.produce import topic_meta
 from bayou.gateways.http.reading import read_records
+from bayou.gateways.legacy_state import LegacyState as BrokerState
 
 KEEPALIVE_S = 15.0
 READ_BYTES = 256 * 1024

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from bayou.broker.partitioner import partition_for_key
+from bayou.core.partitioner import partition_for_key
 from bayou.errors import InvalidConfig
 from bayou.protocol.mqtt.packets import Properties, empty_properties
 from bayou.protocol.mqtt.topics import (

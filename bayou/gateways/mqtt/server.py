@@ -27,8 +27,9 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from bayou.broker.context import BrokerState, now_ms
+from bayou.core import now_ms
 from bayou.errors import KafkaError, OffsetOutOfRange
+from bayou.gateways.legacy_state import LegacyState as BrokerState
 from bayou.gateways.mqtt.mapping import (
     H_CLIENT,
     H_QOS,
@@ -181,6 +182,15 @@ class Tailer:
 
 
 class MqttGateway:
+    name = "mqtt"
+
+    @property
+    def address(self) -> str:
+        return f"{self.state.config.host}:{self.port}"
+
+    def health(self) -> dict[str, object]:
+        return {"listening": self.port != 0}
+
     def __init__(self, state: BrokerState, *, host: str | None = None, port: int | None = None,
                  authenticate: Authenticator | None = None) -> None:
         self.state = state
