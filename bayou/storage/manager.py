@@ -25,7 +25,7 @@ log the broker opens itself (the group coordinator's ``__consumer_offsets``) is 
 with ``register_internal``: it then has a topic id and is found by ``partition`` and
 ``topic_by_id`` — so Metadata can show it and Fetch/ListOffsets can read it — but it is not
 in ``topics()``, so nothing that changes topics (configs, partitions, deletion, retention)
-reaches it.  Writes to it are refused by the broker core (``BrokerState.append_now``).
+reaches it.  Writes to it are refused by the engine (its partition handle is read-only).
 
 Producer ids are handed out from blocks of ``PRODUCER_ID_BLOCK``: the end of the current
 block is persisted before any id from it is used, and a restart starts at that end, so an

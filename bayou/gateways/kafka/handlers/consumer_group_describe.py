@@ -4,7 +4,7 @@ Per group: state (Empty, Assigning, Reconciling, Stable), group and assignment e
 assignor, and each member's epoch, subscription, current and target assignment.  A classic
 group or an unknown one → GROUP_ID_NOT_FOUND (admin clients then fall back to DescribeGroups
 for classic groups).  Authorized operations, when asked for, are every operation that
-applies to a group (no authorizer: ``bayou/broker/authorization.py``).
+applies to a group (no authorizer: ``bayou/gateways/kafka/authorization.py``).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Joins (epoch 0), heartbeats, and leaves (epoch -1; -2 for a static member's temporary
 leave) a consumer group; the answer carries the member's epoch and, when it changed, its
 assignment computed by a server-side assignor (``uniform`` default, or ``range``; anything
-else → UNSUPPORTED_ASSIGNOR).  See ``bayou/broker/groups/consumer.py``.  Topics are named
+else → UNSUPPORTED_ASSIGNOR).  See ``bayou/core/groups/consumer.py``.  Topics are named
 in the subscription and identified by topic id in assignments.  v1 adds a regular-expression
 subscription (Python ``re`` full match against topic names, re-evaluated on each heartbeat;
 Kafka uses RE2, whose common syntax is the same) and requires the client to generate its

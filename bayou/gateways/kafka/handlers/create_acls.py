@@ -2,7 +2,7 @@
 authorizer answers.
 
 One result per ACL in the request, in order, each SECURITY_DISABLED with Kafka's message "No
-Authorizer is configured."; nothing is stored (``bayou/broker/authorization.py``).  v1 adds
+Authorizer is configured."; nothing is stored (``bayou/gateways/kafka/authorization.py``).  v1 adds
 the resource pattern type; v2+ are flexible.
 """
 

@@ -2,7 +2,7 @@
 authorizer answers.
 
 One result per filter in the request, in order, each SECURITY_DISABLED with Kafka's message
-"No Authorizer is configured." and no matching ACLs (``bayou/broker/authorization.py``).
+"No Authorizer is configured." and no matching ACLs (``bayou/gateways/kafka/authorization.py``).
 v1 adds the pattern type filter; v2+ are flexible.
 """
 

@@ -1,6 +1,6 @@
 """DescribeAcls (key 29), v0-v3: SECURITY_DISABLED, as Kafka answers without an authorizer.
 
-Bayou has no ACLs yet (``bayou/broker/authorization.py``), so the whole request is answered
+Bayou has no ACLs yet (``bayou/gateways/kafka/authorization.py``), so the whole request is answered
 with SECURITY_DISABLED and Kafka's message "No Authorizer is configured on the broker" and no
 resources; the connection stays open (Sarama's admin client sends this request on its own).
 v1 adds the pattern type filter; v2+ are flexible.

@@ -2,7 +2,7 @@
 
 v1 adds the endpoint type; only brokers (1) are described, a controller endpoint request
 gets MISMATCHED_ENDPOINT_TYPE.  Cluster authorized operations, when asked for, are every
-operation that applies to the cluster (no authorizer: ``bayou/broker/authorization.py``).
+operation that applies to the cluster (no authorizer: ``bayou/gateways/kafka/authorization.py``).
 """
 
 from __future__ import annotations

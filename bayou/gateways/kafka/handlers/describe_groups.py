@@ -5,7 +5,7 @@ rebalance members are listed without them, as Kafka does.  Unknown groups — an
 (KIP-848) groups, which ConsumerGroupDescribe serves — answer state "Dead" with no error
 (v6's GROUP_ID_NOT_FOUND is not served).  v4+ show instance ids.  Authorized operations
 (v3+), when asked for, are every operation that applies to a group (no authorizer:
-``bayou/broker/authorization.py``), set on the groups answered without error, as Kafka does.
+``bayou/gateways/kafka/authorization.py``), set on the groups answered without error, as Kafka does.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """JoinGroup (key 11), v0-v9: the join phase of the classic group protocol.
 
 The request is parked until the rebalance's join phase ends (see
-``bayou/broker/groups/classic.py``); the leader's answer lists every member's metadata.
+``bayou/core/groups/classic.py``); the leader's answer lists every member's metadata.
 v0 has no rebalance timeout (the session timeout is used); v4+ new dynamic members first get
 MEMBER_ID_REQUIRED with their id; v5+ carry ``group.instance.id`` (static membership); v7+
 name the protocol type; v8+ carry a reason (logged nowhere); v9 lets a rejoining static

@@ -8,7 +8,7 @@ carry topic ids and accept lookups by id; v12 answers an unknown id with UNKNOWN
 ``__consumer_offsets`` — the group coordinator's log, one partition — is listed as an
 internal topic (``is_internal``), in the all-topics answer too, as Kafka lists it; it is
 never auto-created, and the broker refuses writes to it.  Authorized operations (v8+), when
-asked for, are every operation that applies (no authorizer: ``bayou/broker/authorization.py``):
+asked for, are every operation that applies (no authorizer: ``bayou/gateways/kafka/authorization.py``):
 for each topic, and for the cluster (v8-v10).
 """
 
