@@ -51,8 +51,6 @@ from pathlib import Path
 from bayou.config import INT_MAX, TopicConfig
 from bayou.errors import (
     BayouError,
-    ErrorCode,
-    KafkaError,
     KafkaStorageError,
     OffsetOutOfRange,
     UnknownTopicOrPartition,
@@ -72,6 +70,7 @@ from bayou.storage.recovery import (
     load_partition,
     write_checkpoint,
 )
+from bayou.storage.retention import deletable_segments, delete_records_target
 from bayou.storage.segment import LogSegment
 
 
@@ -422,44 +421,15 @@ class PartitionLog:
         watermark); return the new log start offset.  Segments below it are deleted by
         ``delete_old_segments``."""
         with self._lock:
-            if not self.config.delete:
-                raise KafkaError(
-                    f"Records of {self.topic}-{self.index} cannot be deleted: its "
-                    f"cleanup.policy is {self.config['cleanup.policy']}",
-                    ErrorCode.POLICY_VIOLATION,
-                )
-            end = self.log_end_offset
-            target = end if offset == -1 else offset
-            if not 0 <= target <= end:
-                raise OffsetOutOfRange(
-                    f"offset {offset} is beyond the high watermark {end} of "
-                    f"{self.topic}-{self.index}"
-                )
+            target = delete_records_target(self.topic, self.index, self.config,
+                                           self.log_end_offset, offset)
             self.log_start_offset = max(self.log_start_offset, target)
             return self.log_start_offset
 
     def deletable_segments(self, now: int) -> int:
         """How many leading segments retention (or the log start offset) removes."""
-        segs = self.segments
-        config = self.config
-        count = 0
-        while count < len(segs) - 1 and segs[count + 1].base_offset <= self.log_start_offset:
-            count += 1
-        if config.delete:
-            if config.retention_ms >= 0:
-                k = 0
-                while (k < len(segs) and not segs[k].empty
-                       and now - segs[k].largest_timestamp() > config.retention_ms):
-                    k += 1
-                count = max(count, k)
-            if config.retention_bytes >= 0:
-                k = 0
-                excess = self.size_bytes - config.retention_bytes
-                while k < len(segs) and not segs[k].empty and excess - segs[k].size >= 0:
-                    excess -= segs[k].size
-                    k += 1
-                count = max(count, k)
-        return count
+        return deletable_segments(self.segments, self.log_start_offset, self.size_bytes,
+                                  self.config, now)
 
     def delete_old_segments(self, now: int | None = None) -> int:
         """Delete whole segments past retention.ms/retention.bytes (cleanup.policy delete)

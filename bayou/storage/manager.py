@@ -47,7 +47,6 @@ from typing import Any
 
 from bayou.config import TopicConfig, check_topic_config, parse_topic_configs
 from bayou.errors import (
-    InvalidPartitions,
     UnknownTopicOrPartition,
 )
 from bayou.storage.broker_configs import DynamicBrokerConfigs
@@ -62,6 +61,7 @@ from bayou.storage.metadata import (
     load_topic,
     save_topic,
 )
+from bayou.storage.retention import check_new_partition_count
 
 PRODUCER_ID_BLOCK = 1000
 CLEAN_SHUTDOWN_FILE = ".clean_shutdown"
@@ -273,10 +273,7 @@ class LogManager:
             meta = self._topics.get(name)
             if meta is None:
                 raise UnknownTopicOrPartition(f"unknown topic {name!r}")
-            if total <= meta.partitions:
-                raise InvalidPartitions(
-                    f"topic {name!r} has {meta.partitions} partitions; {total} is not more"
-                )
+            check_new_partition_count(meta, total)
             if validate_only:
                 return
             topic_dir = self._topics_dir / name
@@ -312,7 +309,7 @@ class LogManager:
     # ------------------------------------------------------------------ dynamic broker configs
 
     def _merged_defaults(self, dynamic: DynamicBrokerConfigs) -> dict[str, Any]:
-        return {**self.static_defaults, **dynamic.default, **dynamic.broker}
+        return dynamic.defaults(self.static_defaults)
 
     def alter_broker_configs(
         self, scope: str, configs: Mapping[str, Any], *, validate_only: bool = False,
@@ -322,16 +319,10 @@ class LogManager:
         "broker" for this node) with ``configs`` (topic config names, raw or parsed values);
         every topic without its own override follows at once.  ``options``, when given,
         replaces that scope's other dynamic broker configs (Kafka names, parsed values)."""
-        parsed = parse_topic_configs(configs)
         with self._lock:
-            changes: dict[str, Any] = {scope: parsed}
-            if options is not None:
-                changes[f"{scope}_options"] = dict(options)
-            dynamic = replace(self.dynamic, **changes)
-            merged = self._merged_defaults(dynamic)
-            for meta in self._topics.values():
-                check_topic_config(TopicConfig.resolve(merged, meta.configs).values)
-            check_topic_config(TopicConfig.resolve(merged).values)
+            dynamic = self.dynamic.altered(scope, configs, options, self.static_defaults,
+                                           [m.configs for m in self._topics.values()])
+            merged = dynamic.defaults(self.static_defaults)
             if validate_only:
                 return
             dynamic.save(self.data_dir)

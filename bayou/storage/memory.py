@@ -37,8 +37,6 @@ from bayou.config import (
 )
 from bayou.errors import (
     BayouError,
-    ErrorCode,
-    InvalidPartitions,
     InvalidTopic,
     KafkaError,
     OffsetOutOfRange,
@@ -59,6 +57,11 @@ from bayou.storage.engine import (
 from bayou.storage.maintenance import summary
 from bayou.storage.metadata import TopicMeta, check_new_topic, new_cluster_id
 from bayou.storage.producer_state import ProducerEntry, ProducerStateManager
+from bayou.storage.retention import (
+    check_new_partition_count,
+    deletable_segments,
+    delete_records_target,
+)
 from bayou.storage.waiters import DataWaiters
 
 
@@ -100,6 +103,10 @@ class MemorySegment:
     @property
     def empty(self) -> bool:
         return not self.batches
+
+    def largest_timestamp(self) -> int:
+        """Its max timestamp, else (no valid timestamp) when it was created."""
+        return self.max_timestamp if self.max_timestamp >= 0 else self.created_ms
 
 
 class MemoryPartition:
@@ -272,50 +279,15 @@ class MemoryPartition:
     async def delete_records(self, offset: int) -> int:
         if self.internal:
             raise InvalidTopic(f"Cannot delete records of internal topic {self._topic}")
-        if not self.config.delete:
-            raise KafkaError(
-                f"Records of {self._topic}-{self._index} cannot be deleted: its "
-                f"cleanup.policy is {self.config['cleanup.policy']}",
-                ErrorCode.POLICY_VIOLATION,
-            )
-        end = self.log_end_offset
-        target = end if offset == -1 else offset
-        if not 0 <= target <= end:
-            raise OffsetOutOfRange(
-                f"offset {offset} is beyond the high watermark {end} of {self._topic}-{self._index}"
-            )
+        target = delete_records_target(self._topic, self._index, self.config,
+                                       self.log_end_offset, offset)
         self.log_start_offset = max(self.log_start_offset, target)
         self.delete_old_segments(self._engine.clock_ms())
         return self.log_start_offset
 
-    def deletable_segments(self, now: int) -> int:
-        """How many leading segments retention (or the log start offset) removes."""
-        segs = self.segments
-        config = self.config
-        count = 0
-        while count < len(segs) - 1 and segs[count + 1].base_offset <= self.log_start_offset:
-            count += 1
-        if config.delete:
-            if config.retention_ms >= 0:
-                k = 0
-                while (
-                    k < len(segs)
-                    and not segs[k].empty
-                    and now - segs[k].max_timestamp > config.retention_ms
-                ):
-                    k += 1
-                count = max(count, k)
-            if config.retention_bytes >= 0:
-                k = 0
-                excess = self.size_bytes - config.retention_bytes
-                while k < len(segs) and not segs[k].empty and excess - segs[k].size >= 0:
-                    excess -= segs[k].size
-                    k += 1
-                count = max(count, k)
-        return count
-
     def delete_old_segments(self, now: int) -> int:
-        count = self.deletable_segments(now)
+        count = deletable_segments(self.segments, self.log_start_offset, self.size_bytes,
+                                   self.config, now)
         if not count:
             return 0
         if count == len(self.segments):
@@ -472,7 +444,7 @@ class MemoryEngine:
 
     @property
     def defaults(self) -> Mapping[str, Any]:
-        return {**self._static, **self._dynamic.default, **self._dynamic.broker}
+        return self._dynamic.defaults(self._static)
 
     @property
     def static_defaults(self) -> Mapping[str, Any]:
@@ -569,10 +541,7 @@ class MemoryEngine:
         meta = self._topics.get(name)
         if meta is None:
             raise UnknownTopicOrPartition(f"unknown topic {name!r}")
-        if total <= meta.partitions:
-            raise InvalidPartitions(
-                f"topic {name!r} has {meta.partitions} partitions; {total} is not more"
-            )
+        check_new_partition_count(meta, total)
         if validate_only:
             return
         config = self.resolve_config(meta.configs)
@@ -600,14 +569,9 @@ class MemoryEngine:
         self, scope: str, configs: Mapping[str, Any], *, validate_only: bool = False,
         options: Mapping[str, Any] | None = None,
     ) -> None:
-        changes: dict[str, Any] = {scope: parse_topic_configs(configs)}
-        if options is not None:
-            changes[f"{scope}_options"] = dict(options)
-        dynamic = replace(self._dynamic, **changes)
-        merged = {**self._static, **dynamic.default, **dynamic.broker}
-        for meta in self._topics.values():
-            check_topic_config(TopicConfig.resolve(merged, meta.configs).values)
-        check_topic_config(TopicConfig.resolve(merged).values)
+        dynamic = self._dynamic.altered(scope, configs, options, self._static,
+                                        [m.configs for m in self._topics.values()])
+        merged = dynamic.defaults(self._static)
         if validate_only:
             return
         self._dynamic = dynamic
