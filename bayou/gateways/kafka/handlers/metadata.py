@@ -8,8 +8,8 @@ carry topic ids and accept lookups by id; v12 answers an unknown id with UNKNOWN
 ``__consumer_offsets`` — the group coordinator's log, one partition — is listed as an
 internal topic (``is_internal``), in the all-topics answer too, as Kafka lists it; it is
 never auto-created, and the broker refuses writes to it.  Authorized operations (v8+), when
-asked for, are every operation that applies (no authorizer: ``bayou/gateways/kafka/authorization.py``):
-for each topic, and for the cluster (v8-v10).
+asked for, are every operation that applies (no authorizer: ``authorization.py``): for each
+topic, and for the cluster (v8-v10).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from bayou.gateways.kafka.authorization import TOPIC_OPERATIONS, cluster_operati
 from bayou.gateways.kafka.context import RequestContext
 from bayou.gateways.kafka.handlers.registry import handles
 from bayou.protocol.kafka import messages as m
-from bayou.storage import TopicMeta
+from bayou.storage.metadata import TopicMeta
 
 ZERO_UUID = uuid.UUID(int=0)
 
