@@ -34,7 +34,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 
-from bayou.core.request_budget import BodyReader, RequestStalled
+from bayou.core.request_budget import BodyReader, RequestBudget, RequestStalled
 from bayou.gateways.http.errors import JSON_CONVERSION, RestError, bad_request, unprocessable
 
 V2 = "application/vnd.kafka.v2+json"
@@ -100,7 +100,7 @@ def _mismatch(kind: str) -> Format:
                     "the deserializer for this consumer instance.")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, budget: RequestBudget) -> bytes:
     """The whole body, refusing (413) anything over ``limit`` bytes before reading it all.
 
     The body counts in the broker-wide request-bytes budget while it is read: a large one
@@ -110,7 +110,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     expected = int(declared) if declared is not None and declared.isdigit() else 0
     if expected > limit:
         raise _too_large(limit)
-    reader = BodyReader(request.app.state.gateway.state.request_budget, expected)
+    reader = BodyReader(budget, expected)
     chunks: list[bytes] = []
     size = 0
     try:
