@@ -271,3 +271,38 @@ def test_a_record_a_json_instance_cannot_decode_moves_nothing(
         assert r.status_code == 204, r.text
         got = read_records(http, base, JSON_V2, 1)
         assert [(r["partition"], r["offset"], r["value"]) for r in got] == [(0, 0, {"a": 1})]
+
+
+def test_numbers_written_as_json_strings(group_broker: BrokerProcess) -> None:
+    """REST Proxy (Jackson) takes the decimal text of an integer wherever a body has an
+    integer field; clients written against it send them.  Other text is still a 422."""
+    topic, group = unique_topic("text"), unique_topic("g")
+    create_topic(group_broker.bootstrap, topic, 2)
+    tp = {"topic": topic, "partition": "1"}
+    with client(group_broker.http_url) as http:
+        r = http.post(f"/topics/{topic}", json={"records": [
+            {"value": i, "partition": "1"} for i in range(4)]})
+        assert r.status_code == 200, r.text
+        assert [(o["partition"], o["offset"]) for o in r.json()["offsets"]] == [
+            (1, i) for i in range(4)]
+        base = create_instance(http, group, "m", format="json", **{
+            "fetch.min.bytes": "1", "consumer.request.timeout.ms": "500"})
+        assert _post(http, f"{base}/assignments", {"partitions": [tp]}).status_code == 204
+        assert http.get(f"{base}/assignments").json() == {
+            "partitions": [{"topic": topic, "partition": 1}]}
+        r = _post(http, f"{base}/positions", {"offsets": [{**tp, "offset": "01"}]})
+        assert r.status_code == 204, r.text
+        got = read_records(http, base, JSON_V2, 3)
+        assert [(r["partition"], r["offset"], r["value"]) for r in got] == [
+            (1, 1, 1), (1, 2, 2), (1, 3, 3)]
+        r = _post(http, f"{base}/offsets", {"offsets": [{**tp, "offset": "2"}]})
+        assert r.status_code == 200, r.text
+        committed = http.request("GET", f"{base}/offsets", json={"partitions": [tp]}).json()
+        assert committed == {"offsets": [
+            {"topic": topic, "partition": 1, "offset": 3, "metadata": ""}]}
+        for bad in ("1.0", " 1", "-1", "0x1", "one", ""):
+            r = http.post(f"/topics/{topic}", json={"records": [{"value": 0, "partition": bad}]})
+            assert (r.status_code, r.json()["error_code"]) == (422, 422), (bad, r.text)
+        r = http.post(f"/consumers/{group}", json={"consumer.request.timeout.ms": "60001"})
+        assert (r.status_code, r.json()["error_code"]) == (422, 422), r.text
+        assert http.get(f"/topics/{topic}/partitions/1/offsets").json()["end_offset"] == 4
