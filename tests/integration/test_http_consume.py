@@ -306,3 +306,29 @@ def test_numbers_written_as_json_strings(group_broker: BrokerProcess) -> None:
         r = http.post(f"/consumers/{group}", json={"consumer.request.timeout.ms": "60001"})
         assert (r.status_code, r.json()["error_code"]) == (422, 422), r.text
         assert http.get(f"/topics/{topic}/partitions/1/offsets").json()["end_offset"] == 4
+
+
+def test_a_graceful_stop_commits_what_instances_returned(tmp_path: Path) -> None:
+    """Auto-commit on: a broker that stops gracefully commits the positions of what its
+    subscribed instances returned as they leave their groups; after the restart the group
+    goes on from there."""
+    broker = BrokerProcess(tmp_path / "data").start()
+    try:
+        topic, group = unique_topic("stop"), unique_topic("g")
+        with client(broker.http_url) as http:
+            r = http.post(f"/topics/{topic}", json={"records": [{"value": i} for i in range(10)]})
+            assert r.status_code == 200, r.text
+            base = create_instance(http, group, "a", format="json",
+                                   **{"auto.offset.reset": "earliest"})
+            assert _post(http, f"{base}/subscription", {"topics": [topic]}).status_code == 204
+            assert len(read_records(http, base, JSON_V2, 10)) == 10
+        broker.restart()
+        with client(broker.http_url) as http:
+            base = create_instance(http, group, "b", format="json",
+                                   **{"auto.offset.reset": "earliest"})
+            committed = http.request("GET", f"{base}/offsets", json={"partitions": [
+                {"topic": topic, "partition": 0}]}).json()
+            assert committed == {"offsets": [
+                {"topic": topic, "partition": 0, "offset": 10, "metadata": ""}]}
+    finally:
+        broker.kill()
