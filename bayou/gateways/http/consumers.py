@@ -277,7 +277,7 @@ class ConsumerRegistry:
                 cursor = await self._start(instance, topic, p,
                                            None if found is None else found[0])
                 instance.cursors.setdefault((topic, p), cursor)  # unless a seek came first
-        return [instance.cursors[tp] for tp in assigned]
+        return [c for tp in assigned if (c := instance.cursors.get(tp)) is not None]
 
     async def _start(self, instance: ConsumerInstance, topic: str, p: int,
                      committed: int | None) -> Cursor:
