@@ -1,4 +1,4 @@
-"""What every HTTP route reaches: the broker core and the gateway's own state."""
+"""What every HTTP route reaches: the broker core and the door's own state."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from typing import Any
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
 
+from bayou.core import Core
 from bayou.core.partitioner import Partitioner
 from bayou.gateways.http.consumers import ConsumerRegistry
 from bayou.gateways.http.payloads import V2
-from bayou.gateways.legacy_state import LegacyState as BrokerState
 
 
 @dataclass
 class Gateway:
-    state: BrokerState
+    core: Core
     consumers: ConsumerRegistry
     partitioner: Partitioner
     max_body_bytes: int

@@ -31,11 +31,12 @@ import enum
 import json
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 
-from bayou.core.request_budget import BodyReader, RequestStalled
+from bayou.core.request_budget import BodyReader, RequestBudget, RequestStalled
 from bayou.gateways.http.errors import JSON_CONVERSION, RestError, bad_request, unprocessable
+from bayou.gateways.http.integers import Integer
 
 V2 = "application/vnd.kafka.v2+json"
 JSON_V2 = "application/vnd.kafka.json.v2+json"
@@ -100,7 +101,7 @@ def _mismatch(kind: str) -> Format:
                     "the deserializer for this consumer instance.")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, budget: RequestBudget) -> bytes:
     """The whole body, refusing (413) anything over ``limit`` bytes before reading it all.
 
     The body counts in the broker-wide request-bytes budget while it is read: a large one
@@ -110,7 +111,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     expected = int(declared) if declared is not None and declared.isdigit() else 0
     if expected > limit:
         raise _too_large(limit)
-    reader = BodyReader(request.app.state.gateway.state.request_budget, expected)
+    reader = BodyReader(budget, expected)
     chunks: list[bytes] = []
     size = 0
     try:
@@ -161,25 +162,18 @@ def _describe(errors: list[Any]) -> str:
 
 # ----------------------------------------------------------------- bodies (and OpenAPI schemas)
 
-def _whole(value: Any) -> Any:
-    """JSON Schema counts 3.0 as an integer: take it as 3 (other floats stay refused)."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-# Integers as JSON Schema means them: JSON numbers without a fractional part.  (The bounds sit
-# inside the Annotated, before the validator, so that the schema shows minimum/maximum.)
-Int = Annotated[int, BeforeValidator(_whole)]
-PartitionIndex = Annotated[int, Field(ge=0, le=2**31 - 1), BeforeValidator(_whole)]
-OffsetValue = Annotated[int, Field(ge=0, le=2**63 - 1), BeforeValidator(_whole)]
-FetchMinBytes = Annotated[int, Field(ge=-1), BeforeValidator(_whole)]
-RequestTimeoutMs = Annotated[int, Field(ge=0, le=60_000), BeforeValidator(_whole)]
+# Integer fields take JSON numbers and numeric strings, as REST Proxy does (see ``integers``).
+Int = Annotated[int, Integer()]
+PartitionIndex = Annotated[int, Integer(0, 2**31 - 1)]
+OffsetValue = Annotated[int, Integer(0, 2**63 - 1)]
+FetchMinBytes = Annotated[int, Integer(-1)]
+RequestTimeoutMs = Annotated[int, Integer(0, 60_000)]
 
 
 class _Body(BaseModel):
-    """Strict: JSON types as the schema says them (``false`` is not ``0``, ``"1"`` is not
-    ``1``), so the OpenAPI document is exactly what is accepted; unknown keys are ignored."""
+    """Strict: JSON types as the schema says them (``false`` is not ``0``; integer fields
+    take numeric strings, as the schema says), so the OpenAPI document is exactly what is
+    accepted; unknown keys are ignored."""
 
     model_config = ConfigDict(extra="ignore", strict=True)
 

@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
+from bayou.core import Committed, TopicPartition
 from bayou.gateways.http.consumers import ConsumerInstance
 from bayou.gateways.http.context import KafkaJSON, answer_doc, body_doc, gateway
-from bayou.gateways.http.groups import Committed, TopicPartition
 from bayou.gateways.http.payloads import (
     V2,
     CreateConsumer,
@@ -35,7 +35,8 @@ GROUP = (409, 503)  # what the group coordinator can answer
 
 async def _body(request: Request) -> bytes:
     check_json_content(request.headers.get("content-type"))
-    return await read_body(request, gateway(request).max_body_bytes)
+    gw = gateway(request)
+    return await read_body(request, gw.max_body_bytes, gw.core.request_budget)
 
 
 def _instance(request: Request, group: str, name: str) -> ConsumerInstance:
@@ -131,7 +132,7 @@ async def seek(request: Request, group: Group, name: Name) -> Response:
 async def seek_beginning(request: Request, group: Group, name: Name) -> Response:
     instance = _instance(request, group, name)
     body = parse(Partitions, await _body(request))
-    gateway(request).consumers.seek_edge(instance, _partitions(body), end=False)
+    await gateway(request).consumers.seek_edge(instance, _partitions(body), end=False)
     return Response(status_code=204)
 
 
@@ -140,7 +141,7 @@ async def seek_beginning(request: Request, group: Group, name: Name) -> Response
 async def seek_end(request: Request, group: Group, name: Name) -> Response:
     instance = _instance(request, group, name)
     body = parse(Partitions, await _body(request))
-    gateway(request).consumers.seek_edge(instance, _partitions(body), end=True)
+    await gateway(request).consumers.seek_edge(instance, _partitions(body), end=True)
     return Response(status_code=204)
 
 

@@ -1,7 +1,8 @@
 """The HTTP listener: uvicorn's server driven inside the broker's event loop.
 
-``HttpGateway.start`` binds the socket itself (so a busy port is an ordinary ``OSError`` for
-``Broker.start``, not uvicorn's ``sys.exit``), then runs uvicorn's ``startup`` and its
+``HttpGateway(core, host, options)`` is the door ``bayou.app`` builds; it sees the broker only
+through the ``Core``.  ``start`` binds the socket itself (so a busy port is an ordinary
+``OSError`` for ``App.start``, not uvicorn's ``sys.exit``), then runs uvicorn's ``startup`` and its
 once-a-tenth-second ``main_loop`` as a task.  uvicorn's ``serve()`` is not used: it installs
 its own SIGINT/SIGTERM handlers, and the broker owns signals.  ``stop`` (called after the
 broker has set ``stopping`` and woken every long poll, which ends streams and record reads)
@@ -22,13 +23,13 @@ import time
 
 import uvicorn
 
+from bayou.broker_config import HttpOptions
+from bayou.core import Core
 from bayou.core.partitioner import Partitioner
 from bayou.gateways.http.app import create_app
 from bayou.gateways.http.consumers import ConsumerRegistry
 from bayou.gateways.http.context import Gateway
-from bayou.gateways.http.groups import GroupClient
 from bayou.gateways.http.protocol import HttpProtocol
-from bayou.gateways.legacy_state import LegacyState as BrokerState
 
 log = logging.getLogger(__name__)
 
@@ -42,27 +43,26 @@ class HttpGateway:
 
     @property
     def address(self) -> str:
-        return f"{self.state.config.host}:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def health(self) -> dict[str, object]:
         return {"listening": self.port != 0}
 
-    def __init__(self, state: BrokerState) -> None:
-        config = state.config
-        self.state = state
-        self.consumers = ConsumerRegistry(state, GroupClient(state),
-                                          config.http_consumer_instance_timeout_ms)
-        self.gateway = Gateway(state, self.consumers, Partitioner(), config.http_max_body_bytes,
-                               config.http_cors_origins)
+    def __init__(self, core: Core, host: str, options: HttpOptions) -> None:
+        self.core = core
+        self.host = host
+        self.options = options
+        self.consumers = ConsumerRegistry(core, options.consumer_instance_timeout_ms)
+        self.gateway = Gateway(core, self.consumers, Partitioner(), options.max_body_bytes,
+                               options.cors_origins)
         self.app = create_app(self.gateway)
         self._server: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
 
     async def start(self) -> None:
-        config = self.state.config
-        sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
-        address = (config.host, config.http_port)
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+        address = (self.host, self.options.port)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(address)
