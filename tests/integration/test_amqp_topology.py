@@ -4,7 +4,6 @@ Kafka topic names, queue.purge, auto-delete queues, and the broker closing polit
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import struct
 import time
@@ -18,6 +17,7 @@ from pika.exceptions import ChannelClosedByBroker, ConnectionClosedByBroker
 from bayou.gateways.amqp.names import amqp_name, topic_for
 from tests.support.amqp import Collector, connect, kafka_read, unique
 from tests.support.amqp_raw import RawClient
+from tests.support.amqp_topology import topology
 from tests.support.broker import BrokerProcess
 from tests.support.wait import wait_until
 
@@ -76,8 +76,8 @@ def test_concurrent_declarers_and_leavers_all_succeed(broker: BrokerProcess) -> 
     assert not failures, f"{len(failures)} of {DECLARERS} clients failed: {failures[:3]!r}"
 
     def bindings() -> set[tuple[str, str, str]]:
-        doc = json.loads((broker.data_dir / "amqp" / "registry.json").read_text())
-        return {(b["exchange"], b["queue"], b["routing_key"]) for b in doc["bindings"]}
+        return {(b["exchange"], b["queue"], b["routing_key"])
+                for b in topology(broker.data_dir)["binding"]}
 
     expected = {
         (f"{run}-x{i}", f"{run}-q{i}", f"again-{i}" if i % 2 else f"key-{i}")
@@ -274,8 +274,7 @@ def test_auto_delete_queue_goes_with_its_last_consumer(shared_broker: BrokerProc
     ch = conn.channel()
 
     def declared() -> set[str]:
-        doc = json.loads((shared_broker.data_dir / "amqp" / "registry.json").read_text())
-        return {q["name"] for q in doc["queues"]}
+        return {q["name"] for q in topology(shared_broker.data_dir)["queue"]}
 
     wait_until("the queue on a pre-existing topic dropped", lambda: existing not in declared())
     assert existing in topics()
