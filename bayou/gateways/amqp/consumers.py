@@ -19,10 +19,13 @@ the consumer is a member of a Kafka consumer group through the core's ``GroupMem
 (KIP-848 against the broker's coordinator, heartbeating in its own task): ``on_assign``
 starts each new partition at the group's committed offset (else ``x-stream-offset``, else
 ``first``), ``on_revoke`` stops reading a partition and commits it before the coordinator
-hears it is free.  Joining and leaving wake the group's other members on this broker
-(``QueuePositions.group_changed``) so they reconcile at once instead of at their next
-heartbeat.  Acks commit: per partition the committable offset is the lowest offset still
-pending (delivered and not acked, or waiting for redelivery), else the position — so unacked
+hears it is free.  Joining, leaving and releasing partitions wake the group's other members
+on this broker (``QueuePositions.group_changed``), so they reconcile at once instead of at
+their next heartbeat (``group.consumer.heartbeat.interval.ms``, 5 s by default): a new
+member gets the partitions another one gave up within milliseconds.
+
+Acks commit: per partition the committable offset is the lowest offset still pending
+(delivered and not acked, or waiting for redelivery), else the position — so unacked
 messages are never skipped, and a restarted or replacement consumer resumes at the first
 message not acked (at-least-once).  Commits are coalesced by a ``_committer`` task.
 
@@ -379,6 +382,9 @@ class Consumer:
         for p in parts:
             self._committed.pop(p, None)
         self.kick()
+        # The member tells the coordinator right after this returns, before it suspends:
+        # the members woken here heartbeat after that and find the partitions free.
+        self.queues.group_changed(self)
 
     def _commit_offset(self, partition: int) -> int:
         if self.no_ack:
