@@ -18,6 +18,11 @@ from bayou.gateways.amqp.registry_log import LOG_NAME, RegistryLog
 from bayou.storage.engine import LogEngine, StateEntry, StateLog
 from bayou.storage.local_engine import LocalEngine
 from bayou.storage.maintenance import MaintenanceSettings
+from bayou.storage.metadata import INTERNAL_TOPICS
+
+
+def test_no_user_topic_takes_the_name_of_the_topology_log() -> None:
+    assert LOG_NAME in INTERNAL_TOPICS  # refused by every door's topic creation
 
 
 def local_engine(data_dir: Path) -> LocalEngine:
