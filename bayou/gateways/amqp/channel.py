@@ -256,6 +256,7 @@ class Channel:
     def consumer_gone(self, consumer: ConsumerHandle, *, notify: bool) -> None:
         mine = self.consumers.get(consumer.tag)
         if mine is not consumer:
+            self.core.background(consumer.stop())
             return
         del self.consumers[mine.tag]
         self.topology.forget_consumer(mine)

@@ -57,6 +57,10 @@ class ConsumerHandle(Protocol):
         """Look again now: prefetch room, flow or the socket changed."""
         ...
 
+    async def stop(self) -> None:
+        """Stop delivering, commit what was acked, leave the group."""
+        ...
+
 
 class DeliveryChannel(Protocol):
     """What a consumer (or the ``basic.get`` cursor) needs from its channel."""
