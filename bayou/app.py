@@ -122,10 +122,10 @@ class App:
             group_settings(config),
         )
         self.kafka = KafkaDoor(self.core, self._kafka_settings(config.kafka.port))
-        legacy = LegacyState(self.core, config) if config.mqtt.port or config.amqp.port else None
+        legacy = LegacyState(self.core, config) if config.mqtt.port else None
         self.http = HttpGateway(self.core, config.host, config.http) if config.http.port else None
         self.mqtt = MqttGateway(legacy) if legacy and config.mqtt.port else None
-        self.amqp = AmqpGateway(legacy) if legacy and config.amqp.port else None
+        self.amqp = AmqpGateway(self.core, config.host, config.amqp) if config.amqp.port else None
 
     def _kafka_settings(self, port: int) -> KafkaSettings:
         config = self.config

@@ -74,6 +74,9 @@ class MqttOptions:
 @dataclass(frozen=True)
 class AmqpOptions:
     port: int = field(default=5672, metadata=opt("AMQP 0-9-1 port; 0: off.", min=0, max=65535))
+    max_message_bytes: int = field(default=100 * 1024 * 1024, metadata=opt(
+        "Largest AMQP message body accepted (larger ones close the channel with 406).",
+        min=1024))
 
 
 @dataclass(frozen=True)

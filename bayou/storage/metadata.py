@@ -33,6 +33,7 @@ INTERNAL_TOPICS: dict[str, str] = {
     "__cluster_metadata": "Kafka's metadata log",
     "__mqtt_retained": "the MQTT gateway's retained messages",
     "__mqtt_sessions": "the MQTT gateway's persistent sessions",
+    "__amqp_topology": "the AMQP gateway's exchanges, queues and bindings",
 }
 
 

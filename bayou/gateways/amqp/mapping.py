@@ -32,10 +32,10 @@ import binascii
 import json
 import math
 import re
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from bayou.core import StartSpec
 from bayou.protocol.amqp import LongStrBytes, Timestamp, field_type, typed
 from bayou.protocol.kafka.records import DecodedRecord, Record
 
@@ -227,22 +227,13 @@ def delivery_properties(record: DecodedRecord, partition: int) -> dict[str, Any]
 # --------------------------------------------------------------------------- stream offsets
 
 
-@dataclass(frozen=True)
-class StartSpec:
-    """Where a consumer starts in each partition: ``first``, ``last``, ``next``, an
-    ``offset``, a ``timestamp`` (milliseconds), or ``queue`` (a temporary queue's own
-    position, see ``topology.py``)."""
-
-    kind: str
-    value: int = 0
-
-
 _INTERVAL = re.compile(r"^(\d+)([YMDhms])$")
 _UNIT_S = {"Y": 365 * 86400, "M": 30 * 86400, "D": 86400, "h": 3600, "m": 60, "s": 1}
 
 
 def parse_stream_offset(value: Any, now_ms: int) -> StartSpec:
-    """The ``x-stream-offset`` argument as RabbitMQ streams read it; ValueError if bad."""
+    """The ``x-stream-offset`` argument as RabbitMQ streams read it, as the core's
+    ``StartSpec`` (``first`` is ``earliest``); ValueError if bad."""
     if isinstance(value, Timestamp):
         return StartSpec("timestamp", int(value) * 1000)
     if isinstance(value, bool):
@@ -254,8 +245,12 @@ def parse_stream_offset(value: Any, now_ms: int) -> StartSpec:
     if isinstance(value, bytes):
         value = value.decode(errors="replace")
     if isinstance(value, str):
-        if value in ("first", "last", "next"):
-            return StartSpec(value)
+        if value == "first":
+            return StartSpec("earliest")
+        if value == "last":
+            return StartSpec("last")
+        if value == "next":
+            return StartSpec("next")
         match = _INTERVAL.match(value)
         if match:
             seconds = int(match.group(1)) * _UNIT_S[match.group(2)]

@@ -2,9 +2,10 @@
 
 Theory of operation
 -------------------
-``AmqpGateway`` owns the listener, the partitioner, and the ``Topology`` every channel
-shares (``topology.py``: the persisted exchange/binding registry, declare, bind, purge,
-delete, ``route``).  ``AmqpClient`` is one connection (an ``asyncio.Protocol``): bytes
+``AmqpGateway`` is the door: it sees the broker only through the ``Core`` and owns the
+listener, the partitioner, and the ``Topology`` every channel shares (``topology.py``: the
+exchange/binding registry kept in the engine's state store, declare, bind, purge, delete,
+``route``).  ``AmqpClient`` is one connection (an ``asyncio.Protocol``): bytes
 go into the sans-I/O ``ServerConnection``, events come out and are dispatched to ``Channel``
 objects (``channel.py``), and whatever the connection wants written is flushed once per
 loop iteration (``flush_soon``).
@@ -33,10 +34,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from bayou.broker_config import AmqpOptions
+from bayou.core import Core
 from bayou.core.partitioner import Partitioner
 from bayou.gateways.amqp.channel import Channel
+from bayou.gateways.amqp.interfaces import ChannelHandle
 from bayou.gateways.amqp.topology import Topology
-from bayou.gateways.legacy_state import LegacyState as BrokerState
 from bayou.protocol.amqp import (
     AmqpError,
     ChannelCloseRequested,
@@ -68,29 +71,31 @@ class AmqpGateway:
 
     @property
     def address(self) -> str:
-        return f"{self.state.config.host}:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def health(self) -> dict[str, object]:
-        return {"listening": self.port != 0}
+        return {"listening": self._server is not None, "connections": len(self.clients)}
 
-    def __init__(self, state: BrokerState, *, authenticate: Authenticator | None = None,
+    def __init__(self, core: Core, host: str, options: AmqpOptions, *,
+                 authenticate: Authenticator | None = None,
                  heartbeat_s: int = SERVER_HEARTBEAT_S) -> None:
-        self.state = state
+        self.core = core
+        self.host = host
+        self.options = options
         self.authenticate = authenticate
         self.heartbeat_s = heartbeat_s
-        self.topology = Topology(state)
+        self.topology = Topology(core)
         self.partitioner = Partitioner()
         self.clients: set[AmqpClient] = set()
         self._server: asyncio.Server | None = None
-        self.max_message_size = state.config.socket_request_max_bytes
+        self.max_message_size = options.max_message_bytes
 
     async def start(self) -> None:
-        """Load the registry and listen on ``config.host``:``config.amqp_port``."""
-        config = self.state.config
+        """Load the topology and listen on ``host``:``options.port``."""
         await self.topology.load()
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: AmqpClient(self), config.host,
-                                                config.amqp_port, reuse_address=True,
+        self._server = await loop.create_server(lambda: AmqpClient(self), self.host,
+                                                self.options.port, reuse_address=True,
                                                 backlog=1024)
 
     @property
@@ -110,7 +115,7 @@ class AmqpGateway:
             "version": "0.1.0",
             "platform": "Python",
             "information": "Bayou event streaming: AMQP 0-9-1 over Kafka topics",
-            "cluster_name": self.state.cluster_id,
+            "cluster_name": self.core.cluster_id,
         }
 
 
@@ -139,8 +144,8 @@ class AmqpClient(asyncio.Protocol):
         self._last_sent = 0.0
         self._closed = asyncio.get_event_loop().create_future()
         # unfinished frames and messages count in the broker-wide request-bytes budget
-        self.budget = gateway.state.request_budget.account(self._budget_resumed,
-                                                           self._budget_stalled)
+        self.budget = gateway.core.request_budget.account(self._budget_resumed,
+                                                          self._budget_stalled)
         self.budget_paused = False
 
     # ------------------------------------------------------------------ asyncio.Protocol
@@ -162,7 +167,7 @@ class AmqpClient(asyncio.Protocol):
             self._heartbeat_handle.cancel()
         if not self.closing:
             self.closing = True
-            self.gateway.state.background(self._drain_channels())
+            self.gateway.core.background(self._drain_channels())
         if not self._closed.done():
             self._closed.set_result(None)
 
@@ -204,7 +209,7 @@ class AmqpClient(asyncio.Protocol):
 
     def _budget_stalled(self) -> None:
         log.info("AMQP client %s: closing: a message made no progress for %g s", self.peer,
-                 self.gateway.state.request_budget.stall_timeout_s)
+                 self.gateway.core.request_budget.stall_timeout_s)
         if self.transport is not None:
             self.transport.close()
 
@@ -230,7 +235,10 @@ class AmqpClient(asyncio.Protocol):
             else:
                 channel.submit(event)
         elif isinstance(event, ChannelOpened):
-            self.channels[event.channel] = Channel(self, event.channel)
+            gw = self.gateway
+            self.channels[event.channel] = Channel(self, event.channel, core=gw.core,
+                                                   topology=gw.topology,
+                                                   partitioner=gw.partitioner)
         elif isinstance(event, ChannelFlow):
             channel = self.channels.get(event.channel)
             if channel is not None:
@@ -250,14 +258,14 @@ class AmqpClient(asyncio.Protocol):
         elif isinstance(event, ConnectionCloseRequested):
             if not self.closing:
                 self.closing = True
-                self.gateway.state.background(self._close_requested())
+                self.gateway.core.background(self._close_requested())
         elif isinstance(event, ConnectionFailed):
             log.info("AMQP connection %s closed: %s", self.peer, event.reply_text)
             self._failed()
         elif isinstance(event, ConnectionClosed):
             self._failed()  # the client closes its side next; we read until it does
 
-    def channel_error(self, channel: Channel, exc: AmqpError) -> None:
+    def channel_error(self, channel: ChannelHandle, exc: AmqpError) -> None:
         if exc.code in s.HARD_ERRORS:
             self.protocol_error(exc)
             return
@@ -284,7 +292,7 @@ class AmqpClient(asyncio.Protocol):
         self.channels.clear()
         for channel in channels:
             channel.abort()
-        self.gateway.state.background(self._close_after(CLOSE_DRAIN_S))
+        self.gateway.core.background(self._close_after(CLOSE_DRAIN_S))
 
     def _half_close(self) -> None:
         """Send what is queued (our connection.close), then FIN; keep reading."""
