@@ -12,9 +12,9 @@ of keys and values or ``max_records``; the position then points at the first rec
 returned.
 
 A position outside the log (below the log start after retention or DeleteRecords, or above
-the end after a topic was recreated) is *reset* by the cursor's policy: ``earliest`` (the log
-start), ``latest`` (the log end) or ``none`` (raise ``OffsetOutOfRange`` and let the caller
-decide, as Kafka's ``auto.offset.reset=none``).
+the end after a topic was recreated) is *reset* by the cursor's policy, as Kafka's
+``auto.offset.reset``: ``earliest`` (the log start), ``latest`` (the log end) or ``none``
+(raise ``OffsetOutOfRange`` and let the caller decide).
 
 ``wait`` returns at once when there is data at the position, else waits for the engine's
 "data landed" notification (or the timeout).  ``wait_any`` does the same for several cursors
@@ -27,6 +27,7 @@ after it — an engine lookup, never on the event loop for cold data).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -40,6 +41,7 @@ Reset = Literal["earliest", "latest", "none"]
 RECORD_OVERHEAD = 16
 DEFAULT_READ_BYTES = 1024 * 1024
 NO_LIMIT = 1 << 30
+EMPTY_WAIT_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,9 @@ class Cursor:
                 f"offset {self.position} is outside [{p.log_start_offset}, "
                 f"{p.log_end_offset}] of {self.topic}-{self.partition}"
             )
-        if self.reset == "latest" or self.position > p.log_end_offset:
+        # as Kafka's auto.offset.reset: earliest is the log start, latest the log end —
+        # whichever side of the log the position fell off (a topic recreated, retention)
+        if self.reset == "latest":
             self.position = p.log_end_offset
         else:
             self.position = p.log_start_offset
@@ -203,7 +207,8 @@ async def wait_any(engine: LogEngine, cursors: Sequence[Cursor], timeout_s: floa
         if cursor.ready():
             return True
         keys.append(cursor.key)
-    if not keys:
+    if not keys:  # nothing to wait on: wait a little, so that a caller's loop never spins
+        await asyncio.sleep(min(timeout_s, EMPTY_WAIT_S))
         return False
     return await engine.wait_for_data(keys, timeout_s)
 

@@ -37,7 +37,12 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
-from bayou.core.groups import GroupCoordinatorError, OffsetCommit
+from bayou.core.groups import (
+    ConsumerGroup,
+    ConsumerState,
+    GroupCoordinatorError,
+    OffsetCommit,
+)
 from bayou.errors import ErrorCode
 
 if TYPE_CHECKING:
@@ -212,7 +217,9 @@ class GroupMember(Offsets):
         if resp.heartbeat_interval_ms > 0:
             self.interval_s = resp.heartbeat_interval_ms / 1000
         group = driver.coordinator.group(self.group_id)
-        self.reconciling = getattr(group, "assignment_epoch", self.epoch) != self.epoch
+        # while the group reconciles (partitions moving between members, this one waiting
+        # for some another still holds), heartbeat quickly: they move in milliseconds
+        self.reconciling = isinstance(group, ConsumerGroup) and group.state != ConsumerState.STABLE
         if resp.assignment is None:
             return None
         return frozenset((t, p) for t, ps in resp.assignment.items() for p in ps)
@@ -224,8 +231,10 @@ class GroupMember(Offsets):
         member_id: str = "",
         epoch: int = -1,
     ) -> None:
-        """Commit as this member (its id and epoch)."""
-        if self.epoch == 0 and not self._left:
+        """Commit as this member (its id and epoch).  A member that is not in the group yet
+        (epoch 0) joins first — unless it is inside its own ``poll`` (an ``on_revoke``
+        committing), which holds the lock: then the commit goes as it stands."""
+        if self.epoch == 0 and not self._left and not self._lock.locked():
             await self.poll(force=True)
         await super().commit(offsets, member_id=self.member_id, epoch=self.epoch)
 

@@ -62,8 +62,10 @@ def test_reset_policies(engine_factory: EngineFactory) -> None:
             strict = Cursor(engine, "t", 0, 2, reset="none")
             with pytest.raises(OffsetOutOfRange):
                 await strict.read()
-            beyond = Cursor(engine, "t", 0, 99, reset="earliest")
-            assert await beyond.read() == [] and beyond.position == 10
+            beyond = Cursor(engine, "t", 0, 99, reset="earliest")  # Kafka: the log start
+            assert [r.offset for r in await beyond.read()] == [6, 7, 8, 9]
+            past = Cursor(engine, "t", 0, 99, reset="latest")
+            assert await past.read() == [] and past.position == 10
 
     run(body())
 

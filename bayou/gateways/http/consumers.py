@@ -341,7 +341,6 @@ class ConsumerRegistry:
                 if budget <= 0:
                     break
                 topic, p = cursor.key
-                _past_the_end(cursor)
                 for record in await cursor.read(budget):
                     where = f"{topic}-{p}@{record.offset}"
                     item = {
@@ -400,16 +399,6 @@ class ConsumerRegistry:
             return self.core.offsets(group).committed(partitions)
         except GroupCoordinatorError as exc:
             raise errors.from_coordinator(exc) from None
-
-
-def _past_the_end(cursor: Cursor) -> None:
-    """A position past the log end (a seek too far, a topic recreated) resets to the log
-    start under ``earliest``, as Kafka's ``auto.offset.reset`` does (the cursor's own reset
-    would take it to the end)."""
-    if cursor.reset == "earliest":
-        partition = cursor.handle()
-        if cursor.position > partition.log_end_offset:
-            cursor.position = partition.log_start_offset
 
 
 def _spacing(member: GroupMember) -> float | None:
