@@ -52,6 +52,7 @@ from bayou.errors import InvalidTopic, KafkaError
 from bayou.protocol.kafka.records import Record, build_batch, iter_batches, iter_records
 from bayou.storage.broker_configs import DynamicBrokerConfigs
 from bayou.storage.engine import (
+    AbortedTxn,
     AppendResult,
     Buffer,
     MaintenanceReport,
@@ -117,6 +118,18 @@ class LocalPartition:
     @property
     def size_bytes(self) -> int:
         return self.log.size_bytes
+
+    @property
+    def last_stable_offset(self) -> int:
+        return self.log.log_end_offset  # transactions: TXN-LOG part, not yet
+
+    async def write_marker(
+        self, producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int
+    ) -> int:
+        raise NotImplementedError("transaction markers: the TXN-LOG part, not yet")
+
+    async def aborted_transactions(self, start: int, end: int) -> list[AbortedTxn]:
+        return []
 
     def _writable(self) -> PartitionLog:
         if self.internal:

@@ -48,6 +48,7 @@ from bayou.storage.broker_configs import DynamicBrokerConfigs
 from bayou.storage.cleaner import CleanStats, CompactionPass
 from bayou.storage.cleaner_state import CleanerState
 from bayou.storage.engine import (
+    AbortedTxn,
     AppendResult,
     Buffer,
     MaintenanceReport,
@@ -134,6 +135,18 @@ class MemoryPartition:
     @property
     def topic(self) -> str:
         return self._topic
+
+    @property
+    def last_stable_offset(self) -> int:
+        return self.log_end_offset  # transactions: TXN-LOG part, not yet
+
+    async def write_marker(
+        self, producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int
+    ) -> int:
+        raise NotImplementedError("transaction markers: the TXN-LOG part, not yet")
+
+    async def aborted_transactions(self, start: int, end: int) -> list[AbortedTxn]:
+        return []
 
     @property
     def index(self) -> int:
