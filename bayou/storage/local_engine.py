@@ -143,23 +143,29 @@ class LocalPartition:
             await engine.flusher.flush(self.log)
         return result
 
-    async def read(self, offset: int, max_bytes: int) -> Buffer:
+    async def read(self, offset: int, max_bytes: int, max_offset: int | None = None) -> Buffer:
         log_ = self.log
         try:
-            return log_.read(offset, max_bytes, nowait=True)
+            return log_.read(offset, max_bytes, nowait=True, max_offset=max_offset)
         except PageCacheMiss:
-            return await asyncio.to_thread(log_.read, offset, max_bytes)
+            return await asyncio.to_thread(
+                lambda: log_.read(offset, max_bytes, max_offset=max_offset)
+            )
 
-    async def fetch(self, offset: int, max_bytes: int, *, min_one: bool) -> Buffer | FileRecords:
+    async def fetch(
+        self, offset: int, max_bytes: int, *, min_one: bool, max_offset: int | None = None
+    ) -> Buffer | FileRecords:
         """Whole batches left in the log files (``PartitionLog.read_slices``), sent as the
         socket drains; a set smaller than ``INLINE_RECORDS`` that the page cache holds is
         read now instead (a copy into the frame is cheaper than a piece of its own)."""
         log_ = self.log
         try:
-            records = log_.read_slices(offset, max_bytes, min_one=min_one, nowait=True)
+            records = log_.read_slices(offset, max_bytes, min_one=min_one, nowait=True,
+                                       max_offset=max_offset)
         except PageCacheMiss:
             records = await asyncio.to_thread(
-                log_.read_slices, offset, max_bytes, min_one=min_one
+                lambda: log_.read_slices(offset, max_bytes, min_one=min_one,
+                                         max_offset=max_offset)
             )
         if len(records) < INLINE_RECORDS:
             try:

@@ -199,13 +199,15 @@ class PartitionLog:
         return max(bisect_right(segments, offset, key=_base_offset) - 1, 0)
 
     def read(
-        self, offset: int, max_bytes: int, *, nowait: bool = False
+        self, offset: int, max_bytes: int, *, nowait: bool = False,
+        max_offset: int | None = None,
     ) -> bytes | bytearray | memoryview:
         """Whole batches from the one containing ``offset``, up to ``max_bytes``.
 
         Always at least one whole batch when one exists at or after ``offset`` (KIP-74),
         even if it is larger than ``max_bytes``.  Continues into following segments while
-        the budget allows.  ``offset == log_end_offset`` gives ``b""``.
+        the budget allows.  ``offset == log_end_offset`` gives ``b""``.  With ``max_offset``
+        only batches that start below it (READ_COMMITTED: the last stable offset).
 
         ``nowait`` (for the event loop) reads only what the page cache holds: fewer batches
         when only part is cached, ``PageCacheMiss`` when not even the first batch is — the
@@ -221,16 +223,40 @@ class PartitionLog:
             )
         segments = self._pin()
         try:
-            return self._read(segments, offset, max_bytes, nowait)
+            bound = self._bound(segments, offset, max_offset, nowait)
+            if bound is not None and bound[0] < 0:
+                return b""
+            return self._read(segments, offset, max_bytes, nowait, bound)
         finally:
             self._unpin()
 
+    def _bound(
+        self, segments: list[LogSegment], offset: int, max_offset: int | None, nowait: bool
+    ) -> tuple[int, int] | None:
+        """Where reading must stop for ``max_offset``: (segment index, byte position) —
+        ``(-1, 0)`` when nothing at ``offset`` starts below it; None: no bound."""
+        if max_offset is None or max_offset >= self.log_end_offset:
+            return None
+        if max_offset <= offset:
+            return (-1, 0)
+        i = self._segment_index(segments, max_offset)
+        found = segments[i].find_batch(max_offset, nowait=nowait)
+        if found is None:
+            return None
+        pos, header = found
+        return (i, pos + header.size if header.base_offset < max_offset else pos)
+
     def _read(
-        self, segments: list[LogSegment], offset: int, max_bytes: int, nowait: bool
+        self, segments: list[LogSegment], offset: int, max_bytes: int, nowait: bool,
+        bound: tuple[int, int] | None = None,
     ) -> bytes | bytearray | memoryview:
         chunks: list[bytes | bytearray | memoryview] = []
         total = 0
-        for seg in segments[self._segment_index(segments, offset):]:
+        first = self._segment_index(segments, offset)
+        for i, seg in enumerate(segments[first:], first):
+            if bound is not None and i > bound[0]:
+                break
+            seg_end = bound[1] if bound is not None and i == bound[0] else seg.size
             try:
                 found = seg.find_batch(offset, nowait=nowait)
             except PageCacheMiss:
@@ -239,11 +265,13 @@ class PartitionLog:
                 raise
             if found is None:
                 continue
-            pos, first = found
-            available = seg.size - pos
+            pos, head = found
+            available = seg_end - pos
+            if available <= 0:
+                break
             want = min(max_bytes - total, available)
             if total == 0:
-                want = max(want, first.size)
+                want = max(want, head.size)
             if want <= 0:
                 break
             try:
@@ -266,7 +294,8 @@ class PartitionLog:
         return b"".join(chunks) if len(chunks) != 1 else chunks[0]
 
     def read_slices(
-        self, offset: int, max_bytes: int, *, min_one: bool = True, nowait: bool = False
+        self, offset: int, max_bytes: int, *, min_one: bool = True, nowait: bool = False,
+        max_offset: int | None = None,
     ) -> FileRecords:
         """The batches ``read`` would return, as file slices to send later (Fetch).
 
@@ -288,7 +317,13 @@ class PartitionLog:
         try:
             slices: list[tuple[LogSegment, int, int]] = []
             total = 0
-            for seg in segments[self._segment_index(segments, offset):]:
+            bound = self._bound(segments, offset, max_offset, nowait)
+            if bound is not None and bound[0] < 0:
+                return FileRecords([], self._release_leases)
+            first_seg = self._segment_index(segments, offset)
+            for i, seg in enumerate(segments[first_seg:], first_seg):
+                if bound is not None and i > bound[0]:
+                    break
                 try:
                     found = seg.find_batch(offset, nowait=nowait)
                     if found is None:
@@ -297,7 +332,9 @@ class PartitionLog:
                     limit = pos + max_bytes - total
                     if not slices and min_one:
                         limit = max(limit, pos + first.size)
-                    end = seg.batches_end(pos, limit, nowait=nowait)
+                    if bound is not None and i == bound[0]:
+                        limit = min(limit, bound[1])
+                    end = seg.batches_end(pos, limit, nowait=nowait) if limit > pos else pos
                 except PageCacheMiss:
                     if slices:
                         break  # what is planned so far; the client fetches the rest next time

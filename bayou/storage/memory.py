@@ -215,16 +215,18 @@ class MemoryPartition:
 
     # ------------------------------------------------------------------ read
 
-    async def read(self, offset: int, max_bytes: int) -> Buffer:
-        return self.read_now(offset, max_bytes)
+    async def read(self, offset: int, max_bytes: int, max_offset: int | None = None) -> Buffer:
+        return self.read_now(offset, max_bytes, max_offset=max_offset)
 
-    async def fetch(self, offset: int, max_bytes: int, *, min_one: bool) -> Buffer:
-        if not min_one:
-            data = self.read_now(offset, max_bytes)
-            return data if len(data) <= max_bytes else b""
-        return self.read_now(offset, max_bytes)
+    async def fetch(
+        self, offset: int, max_bytes: int, *, min_one: bool, max_offset: int | None = None
+    ) -> Buffer:
+        data = self.read_now(offset, max_bytes, max_offset=max_offset)
+        if not min_one and len(data) > max_bytes:
+            return b""
+        return data
 
-    def read_now(self, offset: int, max_bytes: int) -> Buffer:
+    def read_now(self, offset: int, max_bytes: int, *, max_offset: int | None = None) -> Buffer:
         end = self.log_end_offset
         if offset == end:
             return b""
@@ -233,18 +235,18 @@ class MemoryPartition:
                 f"offset {offset} is outside [{self.log_start_offset}, {end}] "
                 f"of {self._topic}-{self._index}"
             )
+        stop = end if max_offset is None else min(end, max_offset)
         chunks: list[bytes] = []
         total = 0
         segs = self.segments
         first_seg = max(bisect_right(segs, offset, key=lambda s: s.base_offset) - 1, 0)
         for seg in segs[first_seg:]:
-            i = bisect_left(seg.lasts, offset)
-            for batch in seg.batches[i:]:
-                if chunks and total + len(batch) > max_bytes:
+            for i in range(bisect_left(seg.lasts, offset), len(seg.batches)):
+                batch = seg.batches[i]
+                if seg.bases[i] >= stop or (chunks and total + len(batch) > max_bytes):
                     return b"".join(chunks)
                 chunks.append(batch)
                 total += len(batch)
-                offset = -1  # every later batch qualifies
             if total >= max_bytes:
                 break
         return b"".join(chunks)
