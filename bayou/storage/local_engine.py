@@ -121,15 +121,21 @@ class LocalPartition:
 
     @property
     def last_stable_offset(self) -> int:
-        return self.log.log_end_offset  # transactions: TXN-LOG part, not yet
+        return self.log.last_stable_offset
 
     async def write_marker(
         self, producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int
     ) -> int:
-        raise NotImplementedError("transaction markers: the TXN-LOG part, not yet")
+        engine = self._engine
+        log_ = self.log
+        result = log_.write_marker(producer_id, producer_epoch, commit, coordinator_epoch)
+        engine.appended(log_)
+        if log_.needs_flush(engine.clock_ms()):
+            await engine.flusher.flush(log_)
+        return result.base_offset
 
     async def aborted_transactions(self, start: int, end: int) -> list[AbortedTxn]:
-        return []
+        return self.log.aborted_transactions(start, end)  # in memory: loaded at open
 
     def _writable(self) -> PartitionLog:
         if self.internal:
@@ -407,10 +413,14 @@ class LocalEngine:
     def append_now(self, log_: PartitionLog, records: Buffer) -> AppendResult:
         """Append on the loop (the bytes reach the OS), wake readers, note flush.ms."""
         result = log_.append(records)
+        self.appended(log_)
+        return result
+
+    def appended(self, log_: PartitionLog) -> None:
+        """Data landed in ``log_``: wake its readers; the flush.ms timer watches it."""
         self.waiters.notify(log_.topic, log_.index)
         if log_.config.flush_ms < LONG_MAX:
-            self._dirty.add(log_)  # the flush.ms timer watches it
-        return result
+            self._dirty.add(log_)
 
     async def append_many(
         self, writes: Sequence[tuple[str, int, Buffer]]

@@ -51,16 +51,24 @@ from pathlib import Path
 from bayou.config import INT_MAX, TopicConfig
 from bayou.errors import (
     BayouError,
+    ErrorCode,
+    InvalidProducerEpoch,
+    KafkaError,
     KafkaStorageError,
     OffsetOutOfRange,
     UnknownTopicOrPartition,
 )
 from bayou.protocol.kafka.records import (
+    CONTROL_ABORT,
+    CONTROL_COMMIT,
+    BatchHeader,
+    build_control_batch,
     iter_records,
+    parse_header,
     whole_batches_prefix,
 )
 from bayou.storage.append import assign_offsets, check_payload
-from bayou.storage.engine import AppendResult, PageCacheMiss
+from bayou.storage.engine import AbortedTxn, AppendResult, PageCacheMiss
 from bayou.storage.file_records import FileRecords
 from bayou.storage.files import fsync_dir
 from bayou.storage.producer_state import Snapshot, save_snapshot
@@ -72,6 +80,7 @@ from bayou.storage.recovery import (
 )
 from bayou.storage.retention import deletable_segments, delete_records_target
 from bayou.storage.segment import LogSegment
+from bayou.storage.txn_index import collect_aborted
 
 
 def _base_offset(segment: LogSegment) -> int:
@@ -134,7 +143,8 @@ class PartitionLog:
     # ------------------------------------------------------------------ append
 
     def append(self, records: bytes | bytearray | memoryview) -> AppendResult:
-        """Validate, assign offsets and write a produce payload (all or nothing)."""
+        """Validate, assign offsets and write a produce payload (all or nothing).  Control
+        batches are refused: only the broker writes transaction markers (``write_marker``)."""
         config = self.config
         buf, headers = check_payload(records, config, self.topic, self.index)
         with self._lock:
@@ -146,27 +156,85 @@ class PartitionLog:
                     duplicate.base_offset, duplicate.last_offset, duplicate.append_time_ms,
                     self.log_start_offset, duplicate.last_offset - duplicate.base_offset + 1,
                 )
-            now = self._clock_ms()
-            append_time = now if config.log_append_time else -1
-            batches = assign_offsets(buf, headers, self.log_end_offset, append_time)
-            next_offset = batches[-1][1] + 1
-            if self.active.failed:
-                raise KafkaStorageError(
-                    f"{self!r} is offline: a failed write could not be undone (a restart "
-                    "recovers it)"
+            return self._write(buf, headers)
+
+    def write_marker(self, producer_id: int, producer_epoch: int, commit: bool,
+                     coordinator_epoch: int) -> AppendResult:
+        """Append a COMMIT or ABORT marker closing ``producer_id``'s open transaction (the
+        transaction coordinator's path); an abort goes into the active segment's
+        aborted-transaction index.  A stale producer or coordinator epoch is refused."""
+        with self._lock:
+            if self._closed:
+                raise KafkaStorageError(f"{self!r} is closed")
+            entry = self.producer_state.producers.get(producer_id)
+            if entry is not None and producer_epoch < entry.epoch:
+                raise InvalidProducerEpoch(
+                    f"marker for producer {producer_id} epoch {producer_epoch}, older than "
+                    f"{entry.epoch}"
                 )
-            try:
-                segment = self._maybe_roll(len(buf), next_offset - 1, now)
-                segment.append(buf, batches, config.index_interval_bytes)  # all or nothing
-            except OSError as exc:
-                raise KafkaStorageError(f"cannot write {self!r}: {exc}") from exc
-            for h, (base, last, _, _) in zip(headers, batches, strict=True):
-                self.producer_state.update(h, base, last, append_time)
-            first = self.log_end_offset
-            self.log_end_offset = next_offset
-            self.size_bytes += len(buf)
-            return AppendResult(first, next_offset - 1, append_time, self.log_start_offset,
-                                next_offset - first)
+            if entry is not None and coordinator_epoch < entry.coordinator_epoch:
+                raise KafkaError(
+                    f"marker from coordinator epoch {coordinator_epoch}, older than "
+                    f"{entry.coordinator_epoch}", ErrorCode.TRANSACTION_COORDINATOR_FENCED,
+                )
+            buf = bytearray(build_control_batch(
+                commit, producer_id=producer_id, producer_epoch=producer_epoch,
+                timestamp=self._clock_ms(), coordinator_epoch=coordinator_epoch,
+            ))
+            header = parse_header(buf)
+            marker = CONTROL_COMMIT if commit else CONTROL_ABORT
+            return self._write(buf, [header], marker=marker,
+                               coordinator_epoch=coordinator_epoch)
+
+    def _write(self, buf: bytearray, headers: list[BatchHeader], *, marker: int | None = None,
+               coordinator_epoch: int = -1) -> AppendResult:
+        """Assign offsets, roll, write (all or nothing), move the producer state; under
+        ``_lock``."""
+        config = self.config
+        now = self._clock_ms()
+        append_time = now if config.log_append_time and marker is None else -1
+        batches = assign_offsets(buf, headers, self.log_end_offset, append_time)
+        next_offset = batches[-1][1] + 1
+        if self.active.failed:
+            raise KafkaStorageError(
+                f"{self!r} is offline: a failed write could not be undone (a restart "
+                "recovers it)"
+            )
+        try:
+            segment = self._maybe_roll(len(buf), next_offset - 1, now)
+            segment.append(buf, batches, config.index_interval_bytes)  # all or nothing
+        except OSError as exc:
+            raise KafkaStorageError(f"cannot write {self!r}: {exc}") from exc
+        first = self.log_end_offset
+        self.log_end_offset = next_offset
+        self.size_bytes += len(buf)
+        for h, (base, last, _, _) in zip(headers, batches, strict=True):
+            done = self.producer_state.update(h, base, last, append_time, marker=marker,
+                                              coordinator_epoch=coordinator_epoch)
+            if done is not None and done.aborted:
+                segment.txn_index.append(AbortedTxn(
+                    done.producer_id, done.first_offset, done.last_offset,
+                    self.last_stable_offset))
+        return AppendResult(first, next_offset - 1, append_time, self.log_start_offset,
+                            next_offset - first)
+
+    @property
+    def last_stable_offset(self) -> int:
+        """The first offset of the earliest open transaction, else the log end (never
+        below the log start)."""
+        unstable = self.producer_state.first_unstable_offset()
+        lso = self.log_end_offset if unstable is None else unstable
+        return max(lso, self.log_start_offset)
+
+    def aborted_transactions(self, start: int, end: int) -> list[AbortedTxn]:
+        """The aborted transactions with data in ``[start, end)`` (READ_COMMITTED)."""
+        segments = self._pin()
+        try:
+            first = self._segment_index(segments, start)
+            return collect_aborted((seg.txn_index.entries() for seg in segments[first:]),
+                                   start, end)
+        finally:
+            self._unpin()
 
     def _maybe_roll(self, incoming: int, last_offset: int, now: int) -> LogSegment:
         seg = self.active
@@ -187,7 +255,7 @@ class PartitionLog:
         """Seal the active segment and start a new one at the log end offset."""
         now = self._clock_ms() if now is None else now
         self.active.seal()
-        seg = LogSegment(self.directory, self.log_end_offset, now)
+        seg = LogSegment(self.directory, self.log_end_offset, now, new=True)
         self.segments = [*self.segments, seg]
         self._roll_generation += 1
         return seg
