@@ -299,3 +299,43 @@ def test_consume_transform_produce_killed_mid_transaction_is_exactly_once(
     # the crashed transaction's records are in the log, aborted: read_uncommitted sees them
     raw = read_all(bootstrap, sink, "read_uncommitted", partitions=2, idle_s=0.5)
     assert len(raw) > len(inputs)
+
+
+def test_broker_killed_mid_transaction_ends_all_committed_or_all_aborted(
+    tmp_path: Path,
+) -> None:
+    broker = BrokerProcess(tmp_path / "data").start()
+    try:
+        bootstrap, topic, tid = broker.bootstrap, unique_topic("crash"), unique_topic("tid")
+        create_topic(bootstrap, topic, 2)
+        p = producer(bootstrap, tid)
+        p.begin_transaction()
+        for i in range(6):
+            p.produce(topic, key=f"done-{i}".encode(), value=b"1", partition=i % 2)
+        p.commit_transaction(TIMEOUT_S)  # acknowledged: must survive the kill
+        p.begin_transaction()
+        for i in range(6):
+            p.produce(topic, key=f"open-{i}".encode(), value=b"2", partition=i % 2)
+        p.flush(TIMEOUT_S)
+        broker.kill()
+        broker.start()
+        # the open transaction came back open: it holds read_committed readers, and the
+        # committed one is whole
+        assert txn_state(bootstrap, tid) == "Ongoing"
+        assert sorted(
+            k
+            for _p, k, _v in read_all(bootstrap, topic, "read_committed", partitions=2, idle_s=0.5)
+        ) == [f"done-{i}".encode() for i in range(6)]
+        # the application restarts its producer: the open transaction is aborted whole
+        successor = producer(bootstrap, tid)
+        assert txn_state(bootstrap, tid) == "Empty"
+        successor.begin_transaction()
+        successor.produce(topic, key=b"after", value=b"3", partition=0)
+        successor.commit_transaction(TIMEOUT_S)
+        seen = read_all(bootstrap, topic, "read_committed", expect=7, partitions=2)
+        assert sorted(k for _p, k, _v in seen) == sorted(
+            [f"done-{i}".encode() for i in range(6)] + [b"after"]
+        )
+        assert len(read_all(bootstrap, topic, "read_uncommitted", partitions=2, idle_s=0.5)) == 13
+    finally:
+        broker.kill()

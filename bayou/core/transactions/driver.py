@@ -101,8 +101,6 @@ class TxnDriver:
     async def drain(self, timeout_s: float) -> None:
         """Wait (bounded) for marker jobs in flight; what is left is completed on restart."""
         tasks = [task for _job, task in self._jobs.values()]
-        if self._task is not None:
-            tasks.append(self._task)  # type: ignore[arg-type]
         if tasks:
             await asyncio.wait(tasks, timeout=timeout_s)
 
@@ -220,7 +218,9 @@ class TxnDriver:
         assert self._wake is not None
         coordinator = self.coordinator
         await self._settle(coordinator.tick(self.clock_ms()))
-        while True:
+        # not ``while True``: Python 3.11's wait_for may swallow a cancellation that arrives
+        # as the event is set, so the flag ends the loop
+        while not self._closed:
             now = self.clock_ms()
             deadlines = [
                 d
