@@ -339,3 +339,51 @@ def test_broker_killed_mid_transaction_ends_all_committed_or_all_aborted(
         assert len(read_all(bootstrap, topic, "read_uncommitted", partitions=2, idle_s=0.5)) == 13
     finally:
         broker.kill()
+
+
+def bayou_cli(bootstrap: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bayou", *args, "-b", bootstrap],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+
+
+def test_cli_lists_describes_and_consumes_read_committed(txn_broker: BrokerProcess) -> None:
+    bootstrap, topic, tid = txn_broker.bootstrap, unique_topic("cli"), unique_topic("cli-tid")
+    create_topic(bootstrap, topic, 2)
+    p = producer(bootstrap, tid)
+    p.begin_transaction()
+    p.produce(topic, value=b"kept", partition=0)
+    p.commit_transaction(TIMEOUT_S)
+    p.begin_transaction()
+    p.produce(topic, value=b"dropped", partition=0)
+    p.flush(TIMEOUT_S)  # sent, then aborted (unsent records are purged by the client)
+    p.abort_transaction(TIMEOUT_S)
+    p.begin_transaction()
+    p.produce(topic, value=b"pending", partition=0)
+    p.produce(topic, value=b"pending", partition=1)
+    p.flush(TIMEOUT_S)
+
+    listed = bayou_cli(bootstrap, "txn", "list")
+    assert listed.returncode == 0, listed.stderr
+    [line] = [ln for ln in listed.stdout.splitlines() if ln.startswith(tid + " ")]
+    assert line.split() == [tid, "Ongoing", f"{topic}-0,{topic}-1"]
+    described = bayou_cli(bootstrap, "txn", "describe", tid)
+    assert described.returncode == 0, described.stderr
+    rows = dict(ln.split(None, 1) if not ln.startswith(("transactional id", "producer id"))
+                else ln.rsplit("  ", 1) for ln in described.stdout.splitlines())
+    assert rows["state"].strip() == "Ongoing"
+    assert rows["partitions"].strip() == f"{topic}-0, {topic}-1"
+    assert rows["age"].strip().endswith("Z)")
+    missing = bayou_cli(bootstrap, "txn", "describe", "no-such-id")
+    assert (missing.returncode, missing.stderr.strip()) == (
+        1, "Transactional id 'no-such-id' does not exist.")
+
+    committed = bayou_cli(bootstrap, "consume", topic, "--isolation", "read_committed")
+    assert committed.returncode == 0, committed.stderr
+    assert committed.stdout.split() == ["kept"]  # the open transaction holds the rest back
+    everything = bayou_cli(bootstrap, "consume", topic)
+    assert sorted(everything.stdout.split()) == ["dropped", "kept", "pending", "pending"]
+    p.commit_transaction(TIMEOUT_S)
+    after = bayou_cli(bootstrap, "consume", topic, "--isolation", "read_committed")
+    assert sorted(after.stdout.split()) == ["kept", "pending", "pending"]
+    assert bayou_cli(bootstrap, "txn", "describe", tid).stdout.split("\n")[1].split() == [
+        "state", "CompleteCommit"]
