@@ -6,7 +6,8 @@ output topic.  Run as its own process (in a virtual environment holding quixstre
     python quix_windows.py BOOTSTRAP INPUT OUTPUT GROUP STATE_DIR CRASH_AFTER
 
 CRASH_AFTER >= 0: after that many input records in this run, SIGKILL itself — mid
-transaction, since Quix commits (and ends its transaction) every ``commit_interval``.
+transaction (Quix commits, ending its transaction, every ``commit_interval``), once what it
+produced was sent.
 Otherwise it stops once no input came for three seconds.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 
 from quixstreams import Application
 from quixstreams.dataframe.windows import Sum
@@ -46,6 +48,10 @@ def main() -> None:
         nonlocal seen
         seen += 1
         if seen == crash_after:
+            # the crash must leave an open transaction *with data* in the log: give the
+            # client's sender thread time to send what was produced so far (the scenario,
+            # not a synchronisation), then die before the commit
+            time.sleep(0.5)
             os.kill(os.getpid(), signal.SIGKILL)
 
     sdf = app.dataframe(app.topic(source, value_deserializer="json"))
