@@ -31,6 +31,7 @@ import sys
 from bayou.broker_config import BrokerConfig
 from bayou.core import Core, CoreSettings
 from bayou.core.groups import GroupSettings
+from bayou.core.transactions import TxnSettings
 from bayou.errors import InvalidConfig
 from bayou.gateways.amqp import AmqpGateway
 from bayou.gateways.door import Door
@@ -79,6 +80,16 @@ def group_settings(config: BrokerConfig) -> GroupSettings:
     )
 
 
+def txn_settings(config: BrokerConfig) -> TxnSettings:
+    t = config.transaction
+    return TxnSettings(
+        max_timeout_ms=t.max_timeout_ms,
+        abort_check_interval_ms=t.abort_check_interval_ms,
+        transactional_id_expiration_ms=t.id_expiration_ms,
+        expiration_check_interval_ms=t.id_expiration_check_interval_ms,
+    )
+
+
 def static_broker_configs(config: BrokerConfig, kafka_port: int) -> tuple[tuple[str, str, str],
                                                                           ...]:
     """The broker's own options as DescribeConfigs shows them (Kafka names, read-only)."""
@@ -99,6 +110,12 @@ def static_broker_configs(config: BrokerConfig, kafka_port: int) -> tuple[tuple[
         ("log.retention.check.interval.ms", config.log.retention_check_interval_ms, "long"),
         ("log.cleaner.enable", config.log.cleaner_enable, "bool"),
         ("log.cleaner.dedupe.buffer.size", config.log.cleaner_dedupe_buffer_size, "long"),
+        ("transaction.max.timeout.ms", config.transaction.max_timeout_ms, "int"),
+        ("transaction.abort.timed.out.transaction.cleanup.interval.ms",
+         config.transaction.abort_check_interval_ms, "int"),
+        ("transactional.id.expiration.ms", config.transaction.id_expiration_ms, "int"),
+        ("transaction.remove.expired.transaction.cleanup.interval.ms",
+         config.transaction.id_expiration_check_interval_ms, "int"),
     ]
     return tuple((name, text(value), kind) for name, value, kind in entries)
 
@@ -120,6 +137,7 @@ class App:
                 request_stall_timeout_ms=config.request_stall_timeout_ms,
             ),
             group_settings(config),
+            txn_settings(config),
         )
         self.kafka = KafkaDoor(self.core, self._kafka_settings(config.kafka.port))
         legacy = LegacyState(self.core, config) if config.mqtt.port else None

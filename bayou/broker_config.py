@@ -131,6 +131,24 @@ class OffsetsOptions:
 
 
 @dataclass(frozen=True)
+class TransactionOptions:
+    """The transaction coordinator (Kafka's ``transaction.*`` options and defaults)."""
+
+    max_timeout_ms: int = field(default=900_000, metadata=opt(
+        "Largest transaction.timeout.ms a transactional producer may ask for "
+        "(transaction.max.timeout.ms).", min=1))
+    abort_check_interval_ms: int = field(default=10_000, metadata=opt(
+        "How often transactions older than their timeout are looked for and aborted "
+        "(transaction.abort.timed.out.transaction.cleanup.interval.ms).", min=1))
+    id_expiration_ms: int = field(default=7 * 24 * 3600 * 1000, metadata=opt(
+        "Forget a transactional id unused this long (transactional.id.expiration.ms).",
+        min=1))
+    id_expiration_check_interval_ms: int = field(default=3_600_000, metadata=opt(
+        "How often expired transactional ids are looked for "
+        "(transaction.remove.expired.transaction.cleanup.interval.ms).", min=1))
+
+
+@dataclass(frozen=True)
 class BrokerConfig:
     """All options of ``bayou serve`` (see the module docstring)."""
 
@@ -163,6 +181,7 @@ class BrokerConfig:
     internal: InternalOptions = field(default_factory=InternalOptions)
     group: GroupOptions = field(default_factory=GroupOptions)
     offsets: OffsetsOptions = field(default_factory=OffsetsOptions)
+    transaction: TransactionOptions = field(default_factory=TransactionOptions)
     topic_defaults: Mapping[str, Any] = field(default_factory=dict)
 
     @property

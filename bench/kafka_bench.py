@@ -304,6 +304,55 @@ def run_commit(target: Target, args: argparse.Namespace, rows: list[Row]) -> Non
     row.detail = out
 
 
+def run_transform(target: Target, args: argparse.Namespace, partitions: int,
+                  rows: list[Row]) -> None:
+    """Consume-transform-produce, exactly-once then at-least-once, over one filled topic."""
+    source = f"bench-ctp-in-{partitions}p-{uuid.uuid4().hex[:8]}"
+    base = {"bootstrap": target.bootstrap, "topic": source, "partitions": partitions,
+            "messages": args.transform_messages, "size": args.size,
+            "timeout_s": args.phase_timeout, "idle_timeout_s": 30.0,
+            "producer_config": dict(args.producer_config),
+            "consumer_config": dict(args.consumer_config)}
+    fill = Worker("produce", {**base, "acks": -1, "linger_ms": args.linger_ms,
+                              "batch_size": args.batch_size, "idempotence": None})
+    try:
+        create_topic(target.bootstrap, source, partitions)
+        fill.wait_ready()
+        fill.result(args.phase_timeout + 30)
+    except Exception as exc:
+        rows.append(Row(target.label, partitions, "transform", error=f"fill: {exc}"))
+        return
+    finally:
+        fill.kill()
+    for guarantee, phase in (("exactly-once", "transform-eos"),
+                             ("at-least-once", "transform-alo")):
+        row = Row(target.label, partitions, phase, error="interrupted")
+        rows.append(row)
+        sink = f"bench-ctp-out-{partitions}p-{uuid.uuid4().hex[:8]}"
+        worker: Worker | None = None
+        try:
+            create_topic(target.bootstrap, sink, partitions)
+            worker = Worker("transform", {**base, "sink": sink, "guarantee": guarantee,
+                                          "batch": args.transform_batch})
+            worker.wait_ready()
+            cpu0 = target.cpu_seconds()
+            out = worker.result(args.phase_timeout + 60)
+        except Exception as exc:
+            row.error = str(exc).splitlines()[0] if str(exc) else repr(exc)
+            continue
+        finally:
+            if worker is not None:
+                worker.kill()
+        row.error = None
+        elapsed = out["elapsed_s"]
+        row.elapsed_s = elapsed
+        row.mb_s = out["bytes"] / MB / elapsed
+        row.msgs_s = out["messages"] / elapsed
+        row.broker_cpu = _cores(_broker_cpu_delta(target, cpu0), elapsed)
+        row.client_cpu = _cores(out["client_cpu_s"], elapsed)
+        row.detail = out
+
+
 # ----------------------------------------------------------------------------- output
 
 
@@ -414,8 +463,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--messages", type=int, default=1_000_000, help="messages per throughput phase")
     g.add_argument("--size", type=int, default=1024, help="message value size in bytes")
     g.add_argument("--partitions", type=_int_list, default=[1, 8], help="comma-separated list")
-    g.add_argument("--phases", default="produce,consume,latency,commit",
-                   help="subset of produce,consume,latency,commit (consume needs produce)")
+    g.add_argument("--phases", default="produce,consume,latency,commit,transform",
+                   help="subset of produce,consume,latency,commit,transform (consume needs "
+                        "produce)")
     g.add_argument("--acks", default="all")
     g.add_argument("--linger-ms", type=float, default=5.0)
     g.add_argument("--batch-size", type=int, default=1_000_000)
@@ -439,6 +489,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="consumer fetch.wait.max.ms (librdkafka default); a broker that parks "
                         "fetches without waking them on produce shows up as latency")
 
+    g = p.add_argument_group("transform phase (consume-transform-produce)")
+    g.add_argument("--transform-messages", type=int, default=100_000,
+                   help="records of --size bytes transformed per guarantee")
+    g.add_argument("--transform-batch", type=int, default=500,
+                   help="records per transaction (exactly-once) or per offset commit "
+                        "(at-least-once)")
     g = p.add_argument_group("commit phase")
     g.add_argument("--commit-duration", type=float, default=5.0,
                    help="seconds of back-to-back synchronous offset commits")
@@ -503,6 +559,8 @@ def main(argv: list[str] | None = None) -> int:
                         run_latency(target, args, parts, rows)
                     if "commit" in args.phases and parts == args.partitions[0]:
                         run_commit(target, args, rows)
+                    if "transform" in args.phases:
+                        run_transform(target, args, parts, rows)
                     for r in rows[first:]:
                         print(f"  {r.target} {r.partitions}p {r.phase}: "
                               + (f"ERROR {r.error}" if r.error else

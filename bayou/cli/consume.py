@@ -83,9 +83,15 @@ def parse_start(raw: str) -> Start:
 @click.option("--print-key", is_flag=True, help="With --format text, print KEY<TAB>VALUE.")
 @click.option("--group", "-g", metavar="GROUP",
               help="Consume as a member of consumer group GROUP and commit what is printed.")
+@click.option("--isolation", type=click.Choice(["read_uncommitted", "read_committed"]),
+              default="read_uncommitted", show_default=True,
+              help="read_committed: only messages of committed transactions, and none past "
+                   "the first transaction still open (the last stable offset). "
+                   "read_uncommitted: every message, aborted ones too.")
 @connection_options()
 def consume(topic: str, start: str | None, partition: int | None, follow: bool,
-            max_messages: int | None, fmt: str, print_key: bool, group: str | None) -> None:
+            max_messages: int | None, fmt: str, print_key: bool, group: str | None,
+            isolation: str) -> None:
     """Print the messages of TOPIC to stdout.
 
     In json format, keys, values and header values that are not UTF-8 are base64-encoded and
@@ -112,6 +118,7 @@ def consume(topic: str, start: str | None, partition: int | None, follow: bool,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         "enable.partition.eof": True,
+        "isolation.level": isolation,
         "error_cb": on_error,
     }))
     run = _Run(conn, consumer, topic, follow, max_messages, _Printer(fmt, print_key), lost)

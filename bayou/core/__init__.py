@@ -5,7 +5,7 @@ sees storage only through the engine interface (``bayou.storage.engine``).
 """
 
 from bayou.core.core import Core, CoreSettings, now_ms
-from bayou.core.cursor import Cursor, Reset, StartSpec, resolve_start, wait_any
+from bayou.core.cursor import Cursor, Isolation, Reset, StartSpec, resolve_start, wait_any
 from bayou.core.group_member import Committed, GroupMember, Offsets, TopicPartition
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "CoreSettings",
     "Cursor",
     "GroupMember",
+    "Isolation",
     "Offsets",
     "Reset",
     "StartSpec",

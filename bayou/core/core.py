@@ -14,14 +14,18 @@ typed async facade:
 - **groups**: the group coordinator's driver (``group_driver``), ``group_member`` (one
   KIP-848 member inside the broker) and ``offsets`` (a group's committed offsets for
   readers that are not members);
+- **transactions**: the transaction coordinator's driver (``transaction_driver``), which
+  writes markers through the engine's partitions and the group coordinator;
 - ``request_budget``: the broker-wide budget of request bytes in flight that every door's
   connections report their unfinished requests to (``queued.max.request.bytes``);
 - ``background`` runs a fire-and-forget task with a reference kept; ``stopping`` is set when
   the broker shuts down (long polls end, coordinators refuse new work).
 
-Lifecycle: ``start`` loads the group coordinator (replaying its state log) and starts the
-request budget's stall sweep; ``begin_stop`` sets ``stopping`` and wakes every long poll, so
-the doors can stop; ``close`` answers parked group requests and stops the core's tasks.  The
+Lifecycle: ``start`` loads the group coordinator, then the transaction coordinator (each
+replaying its state log; transactions a crash left decided get their markers now) and starts
+the request budget's stall sweep; ``begin_stop`` sets ``stopping`` and wakes every long poll,
+so the doors can stop; ``close`` stops the transaction coordinator (marker writes in flight
+finish, bounded), answers parked group requests and stops the core's tasks.  The
 engine is opened before ``start`` and closed after ``close``.
 
 The core imports no door: ``bayou.app`` builds the engine, the core and the doors.
@@ -43,11 +47,20 @@ from bayou.core.group_member import GroupMember, Listener, Offsets
 from bayou.core.groups import GroupCoordinatorError, GroupDriver, GroupSettings
 from bayou.core.groups.store import TOPIC as GROUPS_LOG
 from bayou.core.request_budget import RequestBudget
+from bayou.core.transactions import (
+    TRANSACTIONS_LOG,
+    EngineMarkers,
+    TxnCoordinatorError,
+    TxnDriver,
+    TxnSettings,
+)
 from bayou.errors import ErrorCode, InvalidTopic, KafkaError, UnknownTopicOrPartition
 from bayou.storage.engine import AppendResult, Buffer, LogEngine, Partition, PartitionKey
 from bayou.storage.metadata import TopicMeta
 
 log = logging.getLogger(__name__)
+
+TXN_DRAIN_S = 5.0  # at shutdown, how long marker writes in flight may take to finish
 
 
 def now_ms() -> int:
@@ -72,14 +85,17 @@ class Core:
     def __init__(
         self, engine: LogEngine, settings: CoreSettings,
         group_settings: GroupSettings | None = None,
+        txn_settings: TxnSettings | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
         self.group_settings = group_settings or GroupSettings()
+        self.txn_settings = txn_settings or TxnSettings()
         self.node_id = settings.node_id
         self.clock_ms = now_ms
         self.stopping = False
         self.groups: GroupDriver | None = None  # set once the coordinator is loaded
+        self.transactions: TxnDriver | None = None  # likewise
         self.request_budget = RequestBudget(
             settings.queued_max_request_bytes, settings.request_stall_timeout_ms / 1000
         )
@@ -97,6 +113,15 @@ class Core:
         log.info("group coordinator loaded %d record(s)", replayed)
         await groups.start()
         self.groups = groups
+        txn_log = await self.engine.state.open_log(TRANSACTIONS_LOG, public=True)
+        transactions = TxnDriver(
+            self.txn_settings, self.clock_ms, txn_log, self.engine.allocate_producer_id,
+            EngineMarkers(self.engine, self.group_driver),
+        )
+        replayed = await transactions.open()
+        log.info("transaction coordinator loaded %d record(s)", replayed)
+        await transactions.start()
+        self.transactions = transactions
         self._tasks = [asyncio.create_task(self.request_budget.run())]
 
     def begin_stop(self) -> None:
@@ -106,6 +131,9 @@ class Core:
 
     async def close(self) -> None:
         """After the doors stopped: answer parked group requests, stop the core's tasks."""
+        if self.transactions is not None:
+            self.transactions.shutdown()
+            await self.transactions.drain(TXN_DRAIN_S)
         if self.groups is not None:
             self.groups.shutdown()
         for task in self._tasks:
@@ -222,6 +250,12 @@ class Core:
         if self.groups is None:
             raise GroupCoordinatorError(ErrorCode.COORDINATOR_NOT_AVAILABLE)
         return self.groups
+
+    def transaction_driver(self) -> TxnDriver:
+        """The transaction coordinator's driver; COORDINATOR_NOT_AVAILABLE when not running."""
+        if self.transactions is None or self.stopping:
+            raise TxnCoordinatorError(ErrorCode.COORDINATOR_NOT_AVAILABLE)
+        return self.transactions
 
     def group_member(
         self,

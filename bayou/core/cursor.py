@@ -16,6 +16,11 @@ the end after a topic was recreated) is *reset* by the cursor's policy, as Kafka
 ``auto.offset.reset``: ``earliest`` (the log start), ``latest`` (the log end) or ``none``
 (raise ``OffsetOutOfRange`` and let the caller decide).
 
+Isolation (``read_committed``, Kafka's consumer setting): only batches below the partition's
+last stable offset are read, and the records of aborted transactions are skipped (the
+engine's aborted-transaction index says which producer's offsets each abort covers); at
+``read_uncommitted`` (the default) everything is read, aborted records included.
+
 ``wait`` returns at once when there is data at the position, else waits for the engine's
 "data landed" notification (or the timeout).  ``wait_any`` does the same for several cursors
 (a consumer over many partitions): one wait, whichever partition grows first.
@@ -37,6 +42,7 @@ from bayou.protocol.kafka.records import DecodedRecord, iter_batches, iter_recor
 from bayou.storage.engine import LogEngine, Partition, PartitionKey
 
 Reset = Literal["earliest", "latest", "none"]
+Isolation = Literal["read_uncommitted", "read_committed"]
 # A stand-in cost per record on top of its key and value, for the max_bytes budget.
 RECORD_OVERHEAD = 16
 DEFAULT_READ_BYTES = 1024 * 1024
@@ -82,7 +88,7 @@ async def resolve_start(partition: Partition, spec: StartSpec) -> int:
 class Cursor:
     """Reads one partition of ``engine`` from ``position`` (see the module docstring)."""
 
-    __slots__ = ("engine", "partition", "position", "reset", "topic")
+    __slots__ = ("engine", "isolation", "partition", "position", "reset", "topic")
 
     def __init__(
         self,
@@ -92,12 +98,14 @@ class Cursor:
         position: int,
         *,
         reset: Reset = "earliest",
+        isolation: Isolation = "read_uncommitted",
     ) -> None:
         self.engine = engine
         self.topic = topic
         self.partition = partition
         self.position = position
         self.reset = reset
+        self.isolation = isolation
 
     def __repr__(self) -> str:
         return f"Cursor({self.topic}-{self.partition}@{self.position})"
@@ -110,9 +118,14 @@ class Cursor:
         """The partition now; ``UnknownTopicOrPartition`` once it is gone."""
         return self.engine.partition(self.topic, self.partition)
 
+    def end(self, p: Partition | None = None) -> int:
+        """Where reading stops: the log end, or the last stable offset at read_committed."""
+        p = self.handle() if p is None else p
+        return p.last_stable_offset if self.isolation == "read_committed" else p.log_end_offset
+
     def lag(self) -> int:
-        """Records (offsets) between the position and the log end."""
-        return max(0, self.handle().log_end_offset - self.position)
+        """Records (offsets) between the position and where reading stops."""
+        return max(0, self.end() - self.position)
 
     def _reset_position(self, p: Partition) -> None:
         if self.reset == "none":
@@ -134,10 +147,12 @@ class Cursor:
         for _ in range(3):
             if not p.log_start_offset <= self.position <= p.log_end_offset:
                 self._reset_position(p)
-            if self.position >= p.log_end_offset:
+            end = self.end(p)
+            if self.position >= end:
                 return memoryview(b"")
+            upper = end if self.isolation == "read_committed" else None
             try:
-                return memoryview(await p.read(self.position, max(1, max_bytes)))
+                return memoryview(await p.read(self.position, max(1, max_bytes), upper))
             except OffsetOutOfRange:  # retention moved the start meanwhile
                 continue
         return memoryview(b"")
@@ -151,8 +166,19 @@ class Cursor:
         out: list[DecodedRecord] = []
         used = 0
         position = self.position
+        aborted: dict[int, list[tuple[int, int]]] = {}
+        if self.isolation == "read_committed" and view:
+            for txn in await self.handle().aborted_transactions(position, self.end()):
+                aborted.setdefault(txn.producer_id, []).append(
+                    (txn.first_offset, txn.last_offset))
         for pos, header in iter_batches(view):
             if header.last_offset < position:
+                continue
+            if aborted and header.is_transactional and any(
+                first <= header.base_offset <= last
+                for first, last in aborted.get(header.producer_id, ())
+            ):
+                position = max(position, header.last_offset + 1)  # an aborted transaction's
                 continue
             if not header.is_control:
                 for record in iter_records(view[pos : pos + header.size]):
@@ -190,7 +216,9 @@ class Cursor:
     def ready(self) -> bool:
         """Whether there is something at (or a reset due from) the position."""
         p = self.handle()
-        return self.position != p.log_end_offset
+        if not p.log_start_offset <= self.position <= p.log_end_offset:
+            return True
+        return self.position < self.end(p)
 
     async def wait(self, timeout_s: float) -> bool:
         """Until there is data at the position or ``timeout_s`` passes; True when there is

@@ -6,8 +6,10 @@ engine must do before it stores a payload is the same everywhere and lives here:
 
 1. ``check_payload`` (no lock needed): one copy into a ``bytearray``, framing, magic and
    CRC-32C of every batch (``validate_batches``), ``max.message.bytes`` per batch and
-   ``segment.bytes`` for the whole payload, and — on compacted topics only, the one check
-   that decodes records — no record without a key (``record_checks.reject_keyless``);
+   ``segment.bytes`` for the whole payload, no control batch (clients may not write
+   transaction markers: the broker's ``write_marker`` path), and — on compacted topics only,
+   the one check that decodes records — no record without a key
+   (``record_checks.reject_keyless``);
 2. the engine then checks the idempotent-producer state under its partition lock (a retry
    is answered with the offsets it got the first time), and
 3. ``assign_offsets`` patches base offsets from the partition's next offset (and
@@ -23,7 +25,7 @@ Only batch headers are read on the common path: no per-record work.
 from __future__ import annotations
 
 from bayou.config import TopicConfig
-from bayou.errors import MessageTooLarge, RecordListTooLarge
+from bayou.errors import InvalidRecord, MessageTooLarge, RecordListTooLarge
 from bayou.protocol.kafka.records import (
     TIMESTAMP_CREATE_TIME,
     BatchHeader,
@@ -48,6 +50,11 @@ def check_payload(
     headers = validate_batches(buf)
     limit = config.max_message_bytes
     for h in headers:
+        if h.is_control:  # Kafka: "clients are not allowed to write control records"
+            raise InvalidRecord(
+                f"control batches (transaction markers) cannot be produced to {topic}-"
+                f"{partition}: only the transaction coordinator writes them"
+            )
         if h.size > limit:
             raise MessageTooLarge(
                 f"record batch of {h.size} bytes exceeds max.message.bytes {limit}"

@@ -96,6 +96,18 @@ class AppendResult:
 
 
 @dataclass(frozen=True)
+class AbortedTxn:
+    """An aborted transaction of one partition (Kafka's ``AbortedTxn``, its ``.txnindex``
+    entry): the producer's records in ``[first_offset, last_offset]`` are aborted;
+    ``last_offset`` is the ABORT marker's offset."""
+
+    producer_id: int
+    first_offset: int
+    last_offset: int
+    last_stable_offset: int
+
+
+@dataclass(frozen=True)
 class MaintenanceReport:
     """One partition's share of a maintenance round."""
 
@@ -125,8 +137,13 @@ class Partition(Protocol):
 
     @property
     def log_end_offset(self) -> int:
-        """The next offset to be assigned; also the high watermark and last stable offset
-        (one replica, no transactions yet)."""
+        """The next offset to be assigned; also the high watermark (one replica)."""
+        ...
+
+    @property
+    def last_stable_offset(self) -> int:
+        """The first offset of the earliest transaction still open on this partition, else
+        the log end: READ_COMMITTED readers never read at or past it."""
         ...
 
     @property
@@ -134,18 +151,40 @@ class Partition(Protocol):
 
     async def append(self, records: Buffer) -> AppendResult:
         """Validate, assign offsets, store; return once durable per the topic's policy.
-        Raises ``KafkaError`` (corrupt batch, too large, out-of-order sequence …)."""
+        Raises ``KafkaError`` (corrupt batch, too large, out-of-order sequence, a stale
+        producer epoch, a control batch — clients may not write markers …).  A
+        transactional batch opens (or continues) its producer's transaction here."""
         ...
 
-    async def read(self, offset: int, max_bytes: int) -> Buffer:
+    async def write_marker(
+        self, producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int
+    ) -> int:
+        """End ``producer_id``'s open transaction with a COMMIT or ABORT control batch (the
+        transaction coordinator's WriteTxnMarkers); returns the marker's offset once it is
+        as durable as the topic asks.  An abort is recorded in the aborted-transaction index.
+        Writing a marker when the producer has no open transaction is allowed (Kafka writes
+        markers to every partition of a transaction, some of which got no data)."""
+        ...
+
+    async def aborted_transactions(self, start: int, end: int) -> list[AbortedTxn]:
+        """Aborted transactions with data in ``[start, end)`` (a READ_COMMITTED Fetch
+        answers them so the consumer can skip those producers' records)."""
+        ...
+
+    async def read(self, offset: int, max_bytes: int, max_offset: int | None = None) -> Buffer:
         """Whole stored batches from the one holding ``offset``, up to ``max_bytes`` —
-        always at least one whole batch when there is one (KIP-74).  ``b""`` at the log end;
-        ``OffsetOutOfRange`` outside ``[log_start_offset, log_end_offset]``."""
+        always at least one whole batch when there is one (KIP-74) — and only batches that
+        start below ``max_offset`` when given (READ_COMMITTED readers pass the last stable
+        offset).  ``b""`` at the log end; ``OffsetOutOfRange`` outside
+        ``[log_start_offset, log_end_offset]``."""
         ...
 
-    async def fetch(self, offset: int, max_bytes: int, *, min_one: bool) -> Buffer | RecordSet:
+    async def fetch(
+        self, offset: int, max_bytes: int, *, min_one: bool, max_offset: int | None = None
+    ) -> Buffer | RecordSet:
         """Whole batches from the one holding ``offset`` for a Fetch response, up to
-        ``max_bytes`` (and at least one when ``min_one``, KIP-74): bytes, or a
+        ``max_bytes`` (and at least one when ``min_one``, KIP-74), only batches that start
+        below ``max_offset`` when given (READ_COMMITTED: the last stable offset): bytes, or a
         ``RecordSet`` the caller sends (and closes) as its socket drains."""
         ...
 

@@ -52,6 +52,7 @@ from bayou.errors import InvalidTopic, KafkaError
 from bayou.protocol.kafka.records import Record, build_batch, iter_batches, iter_records
 from bayou.storage.broker_configs import DynamicBrokerConfigs
 from bayou.storage.engine import (
+    AbortedTxn,
     AppendResult,
     Buffer,
     MaintenanceReport,
@@ -118,6 +119,24 @@ class LocalPartition:
     def size_bytes(self) -> int:
         return self.log.size_bytes
 
+    @property
+    def last_stable_offset(self) -> int:
+        return self.log.last_stable_offset
+
+    async def write_marker(
+        self, producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int
+    ) -> int:
+        engine = self._engine
+        log_ = self.log
+        result = log_.write_marker(producer_id, producer_epoch, commit, coordinator_epoch)
+        engine.appended(log_)
+        if log_.needs_flush(engine.clock_ms()):
+            await engine.flusher.flush(log_)
+        return result.base_offset
+
+    async def aborted_transactions(self, start: int, end: int) -> list[AbortedTxn]:
+        return self.log.aborted_transactions(start, end)  # in memory: loaded at open
+
     def _writable(self) -> PartitionLog:
         if self.internal:
             raise InvalidTopic(f"Cannot write to internal topic {self.log.topic}")
@@ -130,23 +149,29 @@ class LocalPartition:
             await engine.flusher.flush(self.log)
         return result
 
-    async def read(self, offset: int, max_bytes: int) -> Buffer:
+    async def read(self, offset: int, max_bytes: int, max_offset: int | None = None) -> Buffer:
         log_ = self.log
         try:
-            return log_.read(offset, max_bytes, nowait=True)
+            return log_.read(offset, max_bytes, nowait=True, max_offset=max_offset)
         except PageCacheMiss:
-            return await asyncio.to_thread(log_.read, offset, max_bytes)
+            return await asyncio.to_thread(
+                lambda: log_.read(offset, max_bytes, max_offset=max_offset)
+            )
 
-    async def fetch(self, offset: int, max_bytes: int, *, min_one: bool) -> Buffer | FileRecords:
+    async def fetch(
+        self, offset: int, max_bytes: int, *, min_one: bool, max_offset: int | None = None
+    ) -> Buffer | FileRecords:
         """Whole batches left in the log files (``PartitionLog.read_slices``), sent as the
         socket drains; a set smaller than ``INLINE_RECORDS`` that the page cache holds is
         read now instead (a copy into the frame is cheaper than a piece of its own)."""
         log_ = self.log
         try:
-            records = log_.read_slices(offset, max_bytes, min_one=min_one, nowait=True)
+            records = log_.read_slices(offset, max_bytes, min_one=min_one, nowait=True,
+                                       max_offset=max_offset)
         except PageCacheMiss:
             records = await asyncio.to_thread(
-                log_.read_slices, offset, max_bytes, min_one=min_one
+                lambda: log_.read_slices(offset, max_bytes, min_one=min_one,
+                                         max_offset=max_offset)
             )
         if len(records) < INLINE_RECORDS:
             try:
@@ -388,10 +413,14 @@ class LocalEngine:
     def append_now(self, log_: PartitionLog, records: Buffer) -> AppendResult:
         """Append on the loop (the bytes reach the OS), wake readers, note flush.ms."""
         result = log_.append(records)
+        self.appended(log_)
+        return result
+
+    def appended(self, log_: PartitionLog) -> None:
+        """Data landed in ``log_``: wake its readers; the flush.ms timer watches it."""
         self.waiters.notify(log_.topic, log_.index)
         if log_.config.flush_ms < LONG_MAX:
-            self._dirty.add(log_)  # the flush.ms timer watches it
-        return result
+            self._dirty.add(log_)
 
     async def append_many(
         self, writes: Sequence[tuple[str, int, Buffer]]

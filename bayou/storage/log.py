@@ -51,16 +51,24 @@ from pathlib import Path
 from bayou.config import INT_MAX, TopicConfig
 from bayou.errors import (
     BayouError,
+    ErrorCode,
+    InvalidProducerEpoch,
+    KafkaError,
     KafkaStorageError,
     OffsetOutOfRange,
     UnknownTopicOrPartition,
 )
 from bayou.protocol.kafka.records import (
+    CONTROL_ABORT,
+    CONTROL_COMMIT,
+    BatchHeader,
+    build_control_batch,
     iter_records,
+    parse_header,
     whole_batches_prefix,
 )
 from bayou.storage.append import assign_offsets, check_payload
-from bayou.storage.engine import AppendResult, PageCacheMiss
+from bayou.storage.engine import AbortedTxn, AppendResult, PageCacheMiss
 from bayou.storage.file_records import FileRecords
 from bayou.storage.files import fsync_dir
 from bayou.storage.producer_state import Snapshot, save_snapshot
@@ -72,6 +80,7 @@ from bayou.storage.recovery import (
 )
 from bayou.storage.retention import deletable_segments, delete_records_target
 from bayou.storage.segment import LogSegment
+from bayou.storage.txn_index import collect_aborted
 
 
 def _base_offset(segment: LogSegment) -> int:
@@ -134,7 +143,8 @@ class PartitionLog:
     # ------------------------------------------------------------------ append
 
     def append(self, records: bytes | bytearray | memoryview) -> AppendResult:
-        """Validate, assign offsets and write a produce payload (all or nothing)."""
+        """Validate, assign offsets and write a produce payload (all or nothing).  Control
+        batches are refused: only the broker writes transaction markers (``write_marker``)."""
         config = self.config
         buf, headers = check_payload(records, config, self.topic, self.index)
         with self._lock:
@@ -146,27 +156,85 @@ class PartitionLog:
                     duplicate.base_offset, duplicate.last_offset, duplicate.append_time_ms,
                     self.log_start_offset, duplicate.last_offset - duplicate.base_offset + 1,
                 )
-            now = self._clock_ms()
-            append_time = now if config.log_append_time else -1
-            batches = assign_offsets(buf, headers, self.log_end_offset, append_time)
-            next_offset = batches[-1][1] + 1
-            if self.active.failed:
-                raise KafkaStorageError(
-                    f"{self!r} is offline: a failed write could not be undone (a restart "
-                    "recovers it)"
+            return self._write(buf, headers)
+
+    def write_marker(self, producer_id: int, producer_epoch: int, commit: bool,
+                     coordinator_epoch: int) -> AppendResult:
+        """Append a COMMIT or ABORT marker closing ``producer_id``'s open transaction (the
+        transaction coordinator's path); an abort goes into the active segment's
+        aborted-transaction index.  A stale producer or coordinator epoch is refused."""
+        with self._lock:
+            if self._closed:
+                raise KafkaStorageError(f"{self!r} is closed")
+            entry = self.producer_state.producers.get(producer_id)
+            if entry is not None and producer_epoch < entry.epoch:
+                raise InvalidProducerEpoch(
+                    f"marker for producer {producer_id} epoch {producer_epoch}, older than "
+                    f"{entry.epoch}"
                 )
-            try:
-                segment = self._maybe_roll(len(buf), next_offset - 1, now)
-                segment.append(buf, batches, config.index_interval_bytes)  # all or nothing
-            except OSError as exc:
-                raise KafkaStorageError(f"cannot write {self!r}: {exc}") from exc
-            for h, (base, last, _, _) in zip(headers, batches, strict=True):
-                self.producer_state.update(h, base, last, append_time)
-            first = self.log_end_offset
-            self.log_end_offset = next_offset
-            self.size_bytes += len(buf)
-            return AppendResult(first, next_offset - 1, append_time, self.log_start_offset,
-                                next_offset - first)
+            if entry is not None and coordinator_epoch < entry.coordinator_epoch:
+                raise KafkaError(
+                    f"marker from coordinator epoch {coordinator_epoch}, older than "
+                    f"{entry.coordinator_epoch}", ErrorCode.TRANSACTION_COORDINATOR_FENCED,
+                )
+            buf = bytearray(build_control_batch(
+                commit, producer_id=producer_id, producer_epoch=producer_epoch,
+                timestamp=self._clock_ms(), coordinator_epoch=coordinator_epoch,
+            ))
+            header = parse_header(buf)
+            marker = CONTROL_COMMIT if commit else CONTROL_ABORT
+            return self._write(buf, [header], marker=marker,
+                               coordinator_epoch=coordinator_epoch)
+
+    def _write(self, buf: bytearray, headers: list[BatchHeader], *, marker: int | None = None,
+               coordinator_epoch: int = -1) -> AppendResult:
+        """Assign offsets, roll, write (all or nothing), move the producer state; under
+        ``_lock``."""
+        config = self.config
+        now = self._clock_ms()
+        append_time = now if config.log_append_time and marker is None else -1
+        batches = assign_offsets(buf, headers, self.log_end_offset, append_time)
+        next_offset = batches[-1][1] + 1
+        if self.active.failed:
+            raise KafkaStorageError(
+                f"{self!r} is offline: a failed write could not be undone (a restart "
+                "recovers it)"
+            )
+        try:
+            segment = self._maybe_roll(len(buf), next_offset - 1, now)
+            segment.append(buf, batches, config.index_interval_bytes)  # all or nothing
+        except OSError as exc:
+            raise KafkaStorageError(f"cannot write {self!r}: {exc}") from exc
+        first = self.log_end_offset
+        self.log_end_offset = next_offset
+        self.size_bytes += len(buf)
+        for h, (base, last, _, _) in zip(headers, batches, strict=True):
+            done = self.producer_state.update(h, base, last, append_time, marker=marker,
+                                              coordinator_epoch=coordinator_epoch)
+            if done is not None and done.aborted:
+                segment.txn_index.append(AbortedTxn(
+                    done.producer_id, done.first_offset, done.last_offset,
+                    self.last_stable_offset))
+        return AppendResult(first, next_offset - 1, append_time, self.log_start_offset,
+                            next_offset - first)
+
+    @property
+    def last_stable_offset(self) -> int:
+        """The first offset of the earliest open transaction, else the log end (never
+        below the log start)."""
+        unstable = self.producer_state.first_unstable_offset()
+        lso = self.log_end_offset if unstable is None else unstable
+        return max(lso, self.log_start_offset)
+
+    def aborted_transactions(self, start: int, end: int) -> list[AbortedTxn]:
+        """The aborted transactions with data in ``[start, end)`` (READ_COMMITTED)."""
+        segments = self._pin()
+        try:
+            first = self._segment_index(segments, start)
+            return collect_aborted((seg.txn_index.entries() for seg in segments[first:]),
+                                   start, end)
+        finally:
+            self._unpin()
 
     def _maybe_roll(self, incoming: int, last_offset: int, now: int) -> LogSegment:
         seg = self.active
@@ -187,7 +255,7 @@ class PartitionLog:
         """Seal the active segment and start a new one at the log end offset."""
         now = self._clock_ms() if now is None else now
         self.active.seal()
-        seg = LogSegment(self.directory, self.log_end_offset, now)
+        seg = LogSegment(self.directory, self.log_end_offset, now, new=True)
         self.segments = [*self.segments, seg]
         self._roll_generation += 1
         return seg
@@ -199,13 +267,15 @@ class PartitionLog:
         return max(bisect_right(segments, offset, key=_base_offset) - 1, 0)
 
     def read(
-        self, offset: int, max_bytes: int, *, nowait: bool = False
+        self, offset: int, max_bytes: int, *, nowait: bool = False,
+        max_offset: int | None = None,
     ) -> bytes | bytearray | memoryview:
         """Whole batches from the one containing ``offset``, up to ``max_bytes``.
 
         Always at least one whole batch when one exists at or after ``offset`` (KIP-74),
         even if it is larger than ``max_bytes``.  Continues into following segments while
-        the budget allows.  ``offset == log_end_offset`` gives ``b""``.
+        the budget allows.  ``offset == log_end_offset`` gives ``b""``.  With ``max_offset``
+        only batches that start below it (READ_COMMITTED: the last stable offset).
 
         ``nowait`` (for the event loop) reads only what the page cache holds: fewer batches
         when only part is cached, ``PageCacheMiss`` when not even the first batch is — the
@@ -221,16 +291,40 @@ class PartitionLog:
             )
         segments = self._pin()
         try:
-            return self._read(segments, offset, max_bytes, nowait)
+            bound = self._bound(segments, offset, max_offset, nowait)
+            if bound is not None and bound[0] < 0:
+                return b""
+            return self._read(segments, offset, max_bytes, nowait, bound)
         finally:
             self._unpin()
 
+    def _bound(
+        self, segments: list[LogSegment], offset: int, max_offset: int | None, nowait: bool
+    ) -> tuple[int, int] | None:
+        """Where reading must stop for ``max_offset``: (segment index, byte position) —
+        ``(-1, 0)`` when nothing at ``offset`` starts below it; None: no bound."""
+        if max_offset is None or max_offset >= self.log_end_offset:
+            return None
+        if max_offset <= offset:
+            return (-1, 0)
+        i = self._segment_index(segments, max_offset)
+        found = segments[i].find_batch(max_offset, nowait=nowait)
+        if found is None:
+            return None
+        pos, header = found
+        return (i, pos + header.size if header.base_offset < max_offset else pos)
+
     def _read(
-        self, segments: list[LogSegment], offset: int, max_bytes: int, nowait: bool
+        self, segments: list[LogSegment], offset: int, max_bytes: int, nowait: bool,
+        bound: tuple[int, int] | None = None,
     ) -> bytes | bytearray | memoryview:
         chunks: list[bytes | bytearray | memoryview] = []
         total = 0
-        for seg in segments[self._segment_index(segments, offset):]:
+        first = self._segment_index(segments, offset)
+        for i, seg in enumerate(segments[first:], first):
+            if bound is not None and i > bound[0]:
+                break
+            seg_end = bound[1] if bound is not None and i == bound[0] else seg.size
             try:
                 found = seg.find_batch(offset, nowait=nowait)
             except PageCacheMiss:
@@ -239,11 +333,13 @@ class PartitionLog:
                 raise
             if found is None:
                 continue
-            pos, first = found
-            available = seg.size - pos
+            pos, head = found
+            available = seg_end - pos
+            if available <= 0:
+                break
             want = min(max_bytes - total, available)
             if total == 0:
-                want = max(want, first.size)
+                want = max(want, head.size)
             if want <= 0:
                 break
             try:
@@ -266,7 +362,8 @@ class PartitionLog:
         return b"".join(chunks) if len(chunks) != 1 else chunks[0]
 
     def read_slices(
-        self, offset: int, max_bytes: int, *, min_one: bool = True, nowait: bool = False
+        self, offset: int, max_bytes: int, *, min_one: bool = True, nowait: bool = False,
+        max_offset: int | None = None,
     ) -> FileRecords:
         """The batches ``read`` would return, as file slices to send later (Fetch).
 
@@ -288,7 +385,13 @@ class PartitionLog:
         try:
             slices: list[tuple[LogSegment, int, int]] = []
             total = 0
-            for seg in segments[self._segment_index(segments, offset):]:
+            bound = self._bound(segments, offset, max_offset, nowait)
+            if bound is not None and bound[0] < 0:
+                return FileRecords([], self._release_leases)
+            first_seg = self._segment_index(segments, offset)
+            for i, seg in enumerate(segments[first_seg:], first_seg):
+                if bound is not None and i > bound[0]:
+                    break
                 try:
                     found = seg.find_batch(offset, nowait=nowait)
                     if found is None:
@@ -297,7 +400,9 @@ class PartitionLog:
                     limit = pos + max_bytes - total
                     if not slices and min_one:
                         limit = max(limit, pos + first.size)
-                    end = seg.batches_end(pos, limit, nowait=nowait)
+                    if bound is not None and i == bound[0]:
+                        limit = min(limit, bound[1])
+                    end = seg.batches_end(pos, limit, nowait=nowait) if limit > pos else pos
                 except PageCacheMiss:
                     if slices:
                         break  # what is planned so far; the client fetches the rest next time

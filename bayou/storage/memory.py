@@ -37,17 +37,29 @@ from bayou.config import (
 )
 from bayou.errors import (
     BayouError,
+    ErrorCode,
+    InvalidProducerEpoch,
     InvalidTopic,
     KafkaError,
     OffsetOutOfRange,
     UnknownTopicOrPartition,
 )
-from bayou.protocol.kafka.records import Record, build_batch, iter_records, parse_header
+from bayou.protocol.kafka.records import (
+    CONTROL_ABORT,
+    CONTROL_COMMIT,
+    BatchHeader,
+    Record,
+    build_batch,
+    build_control_batch,
+    iter_records,
+    parse_header,
+)
 from bayou.storage.append import assign_offsets, check_payload
 from bayou.storage.broker_configs import DynamicBrokerConfigs
-from bayou.storage.cleaner import CleanStats, CompactionPass
+from bayou.storage.cleaner import AbortedRanges, CleanStats, CompactionPass
 from bayou.storage.cleaner_state import CleanerState
 from bayou.storage.engine import (
+    AbortedTxn,
     AppendResult,
     Buffer,
     MaintenanceReport,
@@ -62,6 +74,7 @@ from bayou.storage.retention import (
     deletable_segments,
     delete_records_target,
 )
+from bayou.storage.txn_index import collect_aborted
 from bayou.storage.waiters import DataWaiters
 
 
@@ -69,6 +82,7 @@ class MemorySegment:
     """Batches with consecutive offsets from ``base_offset``; see the module docstring."""
 
     __slots__ = (
+        "aborted",
         "base_offset",
         "bases",
         "batches",
@@ -90,6 +104,7 @@ class MemorySegment:
         self.size = 0
         self.next_offset = base_offset
         self.max_timestamp = -1
+        self.aborted: list[AbortedTxn] = []  # the aborted-transaction index
 
     def add(self, batch: bytes, base: int, last: int, max_ts: int) -> None:
         self.batches.append(batch)
@@ -136,6 +151,40 @@ class MemoryPartition:
         return self._topic
 
     @property
+    def last_stable_offset(self) -> int:
+        unstable = self.producer_state.first_unstable_offset()
+        lso = self.log_end_offset if unstable is None else unstable
+        return max(lso, self.log_start_offset)
+
+    async def write_marker(
+        self, producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int
+    ) -> int:
+        if self.closed:
+            raise UnknownTopicOrPartition(f"{self._topic}-{self._index} was deleted")
+        entry = self.producer_state.producers.get(producer_id)
+        if entry is not None and producer_epoch < entry.epoch:
+            raise InvalidProducerEpoch(
+                f"marker for producer {producer_id} epoch {producer_epoch}, older than "
+                f"{entry.epoch}"
+            )
+        if entry is not None and coordinator_epoch < entry.coordinator_epoch:
+            raise KafkaError(
+                f"marker from coordinator epoch {coordinator_epoch}, older than "
+                f"{entry.coordinator_epoch}", ErrorCode.TRANSACTION_COORDINATOR_FENCED,
+            )
+        batch = bytearray(build_control_batch(
+            commit, producer_id=producer_id, producer_epoch=producer_epoch,
+            timestamp=self._engine.clock_ms(), coordinator_epoch=coordinator_epoch,
+        ))
+        marker = CONTROL_COMMIT if commit else CONTROL_ABORT
+        return self._store(batch, [parse_header(batch)], marker, coordinator_epoch).base_offset
+
+    async def aborted_transactions(self, start: int, end: int) -> list[AbortedTxn]:
+        segs = self.segments
+        first = max(bisect_right(segs, start, key=lambda s: s.base_offset) - 1, 0)
+        return collect_aborted((seg.aborted for seg in segs[first:]), start, end)
+
+    @property
     def index(self) -> int:
         return self._index
 
@@ -153,38 +202,37 @@ class MemoryPartition:
         """Append (the owner's path: state logs write here)."""
         if self.closed:
             raise UnknownTopicOrPartition(f"{self._topic}-{self._index} was deleted")
-        config = self.config
-        buf, headers = check_payload(records, config, self._topic, self._index)
+        buf, headers = check_payload(records, self.config, self._topic, self._index)
         duplicate = self.producer_state.check(headers)
         if duplicate is not None:
             return AppendResult(
-                duplicate.base_offset,
-                duplicate.last_offset,
-                duplicate.append_time_ms,
-                self.log_start_offset,
-                duplicate.last_offset - duplicate.base_offset + 1,
+                duplicate.base_offset, duplicate.last_offset, duplicate.append_time_ms,
+                self.log_start_offset, duplicate.last_offset - duplicate.base_offset + 1,
             )
+        return self._store(buf, headers)
+
+    def _store(self, buf: bytearray, headers: list[BatchHeader], marker: int | None = None,
+               coordinator_epoch: int = -1) -> AppendResult:
         now = self._engine.clock_ms()
-        append_time = now if config.log_append_time else -1
+        append_time = now if self.config.log_append_time and marker is None else -1
         first = self.log_end_offset
         spans = assign_offsets(buf, headers, first, append_time)
         segment = self._maybe_roll(len(buf), spans[-1][1], now)
         data = bytes(buf)
+        self.log_end_offset = spans[-1][1] + 1
+        self.size_bytes += len(buf)
         pos = 0
         for h, (base, last, max_ts, size) in zip(headers, spans, strict=True):
             segment.add(data[pos : pos + size], base, last, max_ts)
-            self.producer_state.update(h, base, last, append_time)
+            done = self.producer_state.update(h, base, last, append_time, marker=marker,
+                                              coordinator_epoch=coordinator_epoch)
+            if done is not None and done.aborted:
+                segment.aborted.append(AbortedTxn(done.producer_id, done.first_offset,
+                                                  done.last_offset, self.last_stable_offset))
             pos += size
-        self.log_end_offset = spans[-1][1] + 1
-        self.size_bytes += len(buf)
         self._engine.waiters.notify(self._topic, self._index)
-        return AppendResult(
-            first,
-            self.log_end_offset - 1,
-            append_time,
-            self.log_start_offset,
-            self.log_end_offset - first,
-        )
+        return AppendResult(first, self.log_end_offset - 1, append_time,
+                            self.log_start_offset, self.log_end_offset - first)
 
     def _maybe_roll(self, incoming: int, last_offset: int, now: int) -> MemorySegment:
         seg = self.segments[-1]
@@ -202,16 +250,18 @@ class MemoryPartition:
 
     # ------------------------------------------------------------------ read
 
-    async def read(self, offset: int, max_bytes: int) -> Buffer:
-        return self.read_now(offset, max_bytes)
+    async def read(self, offset: int, max_bytes: int, max_offset: int | None = None) -> Buffer:
+        return self.read_now(offset, max_bytes, max_offset=max_offset)
 
-    async def fetch(self, offset: int, max_bytes: int, *, min_one: bool) -> Buffer:
-        if not min_one:
-            data = self.read_now(offset, max_bytes)
-            return data if len(data) <= max_bytes else b""
-        return self.read_now(offset, max_bytes)
+    async def fetch(
+        self, offset: int, max_bytes: int, *, min_one: bool, max_offset: int | None = None
+    ) -> Buffer:
+        data = self.read_now(offset, max_bytes, max_offset=max_offset)
+        if not min_one and len(data) > max_bytes:
+            return b""
+        return data
 
-    def read_now(self, offset: int, max_bytes: int) -> Buffer:
+    def read_now(self, offset: int, max_bytes: int, *, max_offset: int | None = None) -> Buffer:
         end = self.log_end_offset
         if offset == end:
             return b""
@@ -220,18 +270,18 @@ class MemoryPartition:
                 f"offset {offset} is outside [{self.log_start_offset}, {end}] "
                 f"of {self._topic}-{self._index}"
             )
+        stop = end if max_offset is None else min(end, max_offset)
         chunks: list[bytes] = []
         total = 0
         segs = self.segments
         first_seg = max(bisect_right(segs, offset, key=lambda s: s.base_offset) - 1, 0)
         for seg in segs[first_seg:]:
-            i = bisect_left(seg.lasts, offset)
-            for batch in seg.batches[i:]:
-                if chunks and total + len(batch) > max_bytes:
+            for i in range(bisect_left(seg.lasts, offset), len(seg.batches)):
+                batch = seg.batches[i]
+                if seg.bases[i] >= stop or (chunks and total + len(batch) > max_bytes):
                     return b"".join(chunks)
                 chunks.append(batch)
                 total += len(batch)
-                offset = -1  # every later batch qualifies
             if total >= max_bytes:
                 break
         return b"".join(chunks)
@@ -305,10 +355,11 @@ class MemoryPartition:
         if not config.compact:
             return None
         lag = config.min_compaction_lag_ms
+        stable = self.last_stable_offset
         closed: list[MemorySegment] = []
         for seg in self.segments[:-1]:
-            if lag > 0 and seg.max_timestamp > now - lag:
-                break
+            if (lag > 0 and seg.max_timestamp > now - lag) or seg.next_offset > stable:
+                break  # too young, or holding an open transaction's data
             closed.append(seg)
         state = self.cleaner_state
         if not closed:
@@ -322,9 +373,11 @@ class MemoryPartition:
             return None
         stats = CleanStats(map_end=map_end, segments_in=len(closed), segments_out=1)
         offset_map: dict[bytes, int] = {}
+        aborted = AbortedRanges(t for seg in self.segments for t in seg.aborted)
         for seg in closed:
             for batch in seg.batches:
-                if parse_header(batch).is_control:
+                header = parse_header(batch)
+                if header.is_control or aborted.covers(header):
                     continue
                 for rec in iter_records(batch):
                     if rec.key is not None:
@@ -337,8 +390,10 @@ class MemoryPartition:
             delete_retention_ms=config.delete_retention_ms,
             prior=state,
             producer_state=self.producer_state.snapshot(),
+            aborted=aborted,
         )
         out = MemorySegment(closed[0].base_offset, now)
+        out.aborted = [t for seg in closed for t in seg.aborted]
         for seg in closed:
             stats.bytes_read += seg.size
             for i, batch in enumerate(seg.batches):

@@ -43,10 +43,12 @@ from bayou.storage.files import (
     INDEX_SUFFIX,
     LOG_SUFFIX,
     TIME_INDEX_SUFFIX,
+    TXN_INDEX_SUFFIX,
     segment_path,
     write_all,
 )
 from bayou.storage.index import OffsetIndex, TimeIndex
+from bayou.storage.txn_index import TxnIndex
 
 _RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
 
@@ -75,8 +77,10 @@ class LogSegment:
     """A ``.log`` file with its offset and time indexes."""
 
     def __init__(
-        self, directory: Path, base_offset: int, created_ms: int, suffix: str = ""
+        self, directory: Path, base_offset: int, created_ms: int, suffix: str = "", *,
+        new: bool = False,
     ) -> None:
+        """``new``: a segment being created now (a roll, a cleaned copy), not one loaded."""
         self.base_offset = base_offset
         self.created_ms = created_ms
         self.log_path = segment_path(directory, base_offset, LOG_SUFFIX + suffix)
@@ -86,6 +90,9 @@ class LogSegment:
         )
         self.time_index = TimeIndex(
             segment_path(directory, base_offset, TIME_INDEX_SUFFIX + suffix), base_offset
+        )
+        self.txn_index = TxnIndex(
+            segment_path(directory, base_offset, TXN_INDEX_SUFFIX + suffix), new=new
         )
         self.size = 0
         self.next_offset = base_offset
@@ -304,6 +311,7 @@ class LogSegment:
             os.ftruncate(self.fd, good_end)
         self.offset_index.rebuild_file()
         self.time_index.rebuild_file()
+        self.txn_index.truncate_to(self.next_offset)  # replayed markers are added back
         return truncated
 
     def load_trusted(self, index_interval: int, *, allow_gaps: bool = False) -> bool:
@@ -342,7 +350,7 @@ class LogSegment:
         closes them): a duplicate of the log's, the index files' own or freshly opened."""
         fds = [os.dup(self.fd)]
         try:
-            for index in (self.offset_index, self.time_index):
+            for index in (self.offset_index, self.time_index, self.txn_index):
                 fd = index.sync_fd()
                 if fd is not None:
                     fds.append(fd)
@@ -353,7 +361,7 @@ class LogSegment:
         return fds
 
     def rename_suffix(self, suffix: str) -> None:
-        """Rename the three files to ``<base>.log<suffix>`` etc. (open fds stay valid).
+        """Rename the segment's files to ``<base>.log<suffix>`` etc. (open fds stay valid).
 
         The index files go first and the log last: the log file's name is what recovery
         acts on (``.cleaned`` → discarded, ``.swap`` → swapped in, ``.deleted`` → removed).
@@ -365,6 +373,7 @@ class LogSegment:
             with contextlib.suppress(FileNotFoundError):
                 os.replace(index.path, target)
             index.path = target
+        self.txn_index.rename(segment_path(directory, self.base_offset, TXN_INDEX_SUFFIX + suffix))
         target = segment_path(directory, self.base_offset, LOG_SUFFIX + suffix)
         os.replace(self.log_path, target)
         self.log_path = target
@@ -386,8 +395,9 @@ class LogSegment:
             self.fd = -1
 
     def unlink_files(self) -> None:
-        """Remove the three files; open descriptors keep the data readable until closed."""
-        for path in (self.log_path, self.offset_index.path, self.time_index.path):
+        """Remove the segment's files; open descriptors keep the data readable until closed."""
+        for path in (self.log_path, self.offset_index.path, self.time_index.path,
+                     self.txn_index.path):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 

@@ -8,7 +8,7 @@ import pytest
 
 from bayou.core import Cursor, StartSpec, resolve_start, wait_any
 from bayou.errors import OffsetOutOfRange, UnknownTopicOrPartition
-from bayou.protocol.kafka.records import Record, build_batch, build_control_batch
+from bayou.protocol.kafka.records import Record, build_batch
 from tests.contract.conftest import START_MS, EngineFactory, FakeClock, Opened, run
 
 
@@ -22,9 +22,7 @@ def test_reads_every_record_in_order_skipping_markers(engine_factory: EngineFact
             await engine.create_topic("t", 1, {})
             p = engine.partition("t", 0)
             await p.append(values(3))
-            await p.append(
-                build_control_batch(True, producer_id=7, producer_epoch=0, timestamp=START_MS)
-            )
+            await p.write_marker(7, 0, True, 0)
             await p.append(values(2, 3))
             cursor = Cursor(engine, "t", 0, 1)
             got = await cursor.read()
@@ -103,5 +101,41 @@ def test_waiting_for_data(engine_factory: EngineFactory) -> None:
             await engine.delete_topic("t")
             with pytest.raises(UnknownTopicOrPartition):
                 await a.read()
+
+    run(body())
+
+
+def test_read_committed_stops_at_open_transactions_and_skips_aborted_ones(
+    engine_factory: EngineFactory,
+) -> None:
+    def txn(pid: int, seq: int, value: bytes) -> bytes:
+        return build_batch([Record(START_MS, b"k", value)], producer_id=pid, producer_epoch=0,
+                           base_sequence=seq, is_transactional=True)
+
+    async def body() -> None:
+        async with Opened(engine_factory) as engine:
+            await engine.create_topic("t", 1, {})
+            p = engine.partition("t", 0)
+            await p.append(values(1))  # 0: v0
+            await p.append(txn(1, 0, b"aborted"))  # 1
+            await p.append(txn(2, 0, b"committed"))  # 2
+            await p.append(values(1, 1))  # 3: v1
+            await p.write_marker(1, 0, False, 0)  # 4: abort producer 1
+            await p.append(txn(3, 0, b"open"))  # 5: still open
+            committed = Cursor(engine, "t", 0, 0, isolation="read_committed")
+            got = await committed.read()
+            assert [r.value for r in got] == [b"v0"]  # producer 2's transaction is open
+            assert committed.position == 2 and not committed.ready()
+            await p.write_marker(2, 0, True, 0)  # 6
+            got = await committed.read()
+            assert [r.value for r in got] == [b"committed", b"v1"]
+            assert committed.position == 5  # stopped at producer 3's open transaction
+            waiting = asyncio.ensure_future(committed.wait(5.0))
+            await p.write_marker(3, 0, False, 0)  # 7: aborts the open one
+            assert await asyncio.wait_for(waiting, 5.0)
+            assert await committed.read() == [] and committed.position == 8
+            everything = Cursor(engine, "t", 0, 0)
+            assert [r.value for r in await everything.read()] == [
+                b"v0", b"aborted", b"committed", b"v1", b"open"]
 
     run(body())

@@ -39,9 +39,11 @@ def test_high_watermark_covers_records_read_while_appends_land(tmp_path: Path) -
             plain_fetch = LocalPartition.fetch
 
             async def fetch_while_appending(self: LocalPartition, offset: int, max_bytes: int,
-                                            *, min_one: bool) -> Buffer | RecordSet:
+                                            *, min_one: bool, max_offset: int | None = None
+                                            ) -> Buffer | RecordSet:
                 await self.append(batch(2))  # lands while the worker thread reads
-                return await plain_fetch(self, offset, max_bytes, min_one=min_one)
+                return await plain_fetch(self, offset, max_bytes, min_one=min_one,
+                                         max_offset=max_offset)
 
             LocalPartition.fetch = fetch_while_appending  # type: ignore[method-assign]
             try:

@@ -12,6 +12,7 @@ from bayou.config import TopicConfig
 from bayou.errors import (
     CorruptMessage,
     InvalidProducerEpoch,
+    InvalidRecord,
     MessageTooLarge,
     OffsetOutOfRange,
     OutOfOrderSequence,
@@ -279,11 +280,13 @@ def test_flush_from_a_thread_while_appending_and_rolling(tmp_path: Path) -> None
 
 def test_control_batches_and_producer_epoch(log: PartitionLog) -> None:
     log.append(idem(0))
-    log.append(R.build_control_batch(True, producer_id=7, producer_epoch=0, timestamp=5))
+    log.write_marker(7, 0, True, 0)
     log.append(idem(2))  # a marker with the same epoch keeps the sequence
-    log.append(R.build_control_batch(False, producer_id=7, producer_epoch=1, timestamp=6))
+    log.write_marker(7, 1, False, 0)
     with pytest.raises(OutOfOrderSequence):
         log.append(idem(4, epoch=1))  # a bumped epoch restarts at 0
     log.append(idem(0, epoch=1))
     with pytest.raises(InvalidProducerEpoch):
-        log.append(R.build_control_batch(True, producer_id=7, producer_epoch=0, timestamp=7))
+        log.write_marker(7, 0, True, 0)
+    with pytest.raises(InvalidRecord):  # only the coordinator writes markers
+        log.append(R.build_control_batch(True, producer_id=7, producer_epoch=1, timestamp=7))

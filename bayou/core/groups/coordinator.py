@@ -12,7 +12,9 @@ must run next, and ``tick`` expires sessions, ends join phases, and expires offs
 Durable state changes through ``replay`` (see ``state.py``): loading is replaying the log.
 
 The classic protocol lives in ``classic.py``, the consumer protocol (KIP-848) in
-``consumer.py``; this module adds offsets and the group admin operations.
+``consumer.py``; this module adds offsets (also those committed inside transactions,
+KIP-447: ``txn_commit_offsets`` keeps them pending, ``complete_txn`` applies the transaction's
+outcome) and the group admin operations.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from bayou.core.groups.model import (
     GroupCoordinatorError,
     Result,
 )
-from bayou.core.groups.records import GroupKey, GroupRecord, OffsetKey, OffsetValue
+from bayou.core.groups.records import GroupKey, GroupRecord, OffsetKey, OffsetValue, PendingKey
 from bayou.core.groups.state import Group
 from bayou.errors import ErrorCode
 
@@ -163,6 +165,75 @@ class GroupCoordinator(ClassicOps, ConsumerOps):
         result.response = codes
         return result
 
+    def txn_commit_offsets(
+        self,
+        now: int,
+        *,
+        group_id: str,
+        producer_id: int,
+        generation: int,
+        member_id: str,
+        instance_id: str | None,
+        offsets: list[OffsetCommit],
+    ) -> Result[list[ErrorCode]]:
+        """TxnOffsetCommit: offsets that become visible when ``producer_id``'s transaction
+        commits (KIP-447: fenced by generation and member id as OffsetCommit is, a stale
+        consumer-group epoch answered ILLEGAL_GENERATION as Kafka does)."""
+        result: Result[list[ErrorCode]] = Result()
+        if not group_id:
+            result.response = [E.INVALID_GROUP_ID] * len(offsets)
+            return result
+        group = self.groups.get(group_id)
+        try:
+            self._validate_commit(group, group_id, generation, member_id, instance_id, 0)
+        except GCE as exc:
+            code = E.ILLEGAL_GENERATION if exc.code == E.STALE_MEMBER_EPOCH else exc.code
+            result.response = [code] * len(offsets)
+            return result
+        if group is None:
+            simple = ClassicGroup(group_id, state_ms=now)
+            self.groups[group_id] = simple
+            self.emit_group(result, simple, now)
+        codes: list[ErrorCode] = []
+        limit = self.settings.offset_metadata_max_bytes
+        for c in offsets:
+            if c.metadata is not None and len(c.metadata.encode()) > limit:
+                codes.append(E.OFFSET_METADATA_TOO_LARGE)
+                continue
+            value = OffsetValue(c.offset, c.leader_epoch, c.metadata, now)
+            key = PendingKey(producer_id, group_id, c.topic, c.partition)
+            self.emit(result, GroupRecord(key, value), now)
+            codes.append(E.NONE)
+        result.response = codes
+        return result
+
+    def complete_txn(self, now: int, producer_id: int, commit: bool) -> Result[int]:
+        """The transaction of ``producer_id`` ended (its marker on the offsets partition):
+        on commit its pending offsets become the committed ones — unless a later commit of
+        the same partition superseded them — and in both cases they stop being pending.
+        One batch: a crash leaves either all of it or none.  Answers how many offsets
+        became visible."""
+        result: Result[int] = Result(response=0)
+        pending = self.pending.get(producer_id)
+        if not pending:
+            return result
+        entries = sorted(pending.items())
+        if commit:
+            for (group_id, topic, partition), p in entries:
+                if p.superseded:
+                    continue
+                if group_id not in self.groups:  # deleted meanwhile: a simple group again
+                    simple = ClassicGroup(group_id, state_ms=now)
+                    self.groups[group_id] = simple
+                    self.emit_group(result, simple, now)
+                self.emit(result, GroupRecord(OffsetKey(group_id, topic, partition), p.value),
+                          now)
+                result.response = (result.response or 0) + 1
+        for (group_id, topic, partition), _p in entries:
+            self.emit(result, GroupRecord(
+                PendingKey(producer_id, group_id, topic, partition), None), now)
+        return result
+
     def fetch_offsets(
         self,
         group_id: str,
@@ -170,8 +241,11 @@ class GroupCoordinator(ClassicOps, ConsumerOps):
         *,
         member_id: str | None = None,
         member_epoch: int = -1,
+        require_stable: bool = False,
     ) -> tuple[ErrorCode, list[FetchedOffset]]:
-        """Committed offsets of ``partitions`` (None: every partition with a commit)."""
+        """Committed offsets of ``partitions`` (None: every partition with a commit);
+        ``require_stable`` (KIP-447): UNSTABLE_OFFSET_COMMIT for a partition with an offset
+        committed inside a transaction still open, so the reader retries until it ended."""
         group = self.groups.get(group_id)
         if member_id is not None and isinstance(group, ConsumerGroup):
             member = group.members.get(member_id)
@@ -185,7 +259,10 @@ class GroupCoordinator(ClassicOps, ConsumerOps):
         out = []
         for topic, partition in partitions:
             value = committed.get((topic, partition))
-            if value is None:
+            if require_stable and self.has_pending(group_id, topic, partition):
+                out.append(FetchedOffset(topic, partition, -1, -1, "",
+                                         E.UNSTABLE_OFFSET_COMMIT))
+            elif value is None:
                 out.append(FetchedOffset(topic, partition, -1, -1, ""))
             else:
                 out.append(FetchedOffset(topic, partition, value.offset, value.leader_epoch,
@@ -214,7 +291,8 @@ class GroupCoordinator(ClassicOps, ConsumerOps):
             if topic in subscribed:
                 codes.append(E.GROUP_SUBSCRIBED_TO_TOPIC)
                 continue
-            if (topic, partition) in self.offsets.get(group_id, {}):
+            if ((topic, partition) in self.offsets.get(group_id, {})
+                    or self.has_pending(group_id, topic, partition)):
                 self.emit(result, GroupRecord(OffsetKey(group_id, topic, partition), None), now)
             codes.append(E.NONE)
         result.response = (E.NONE, codes)
@@ -255,7 +333,11 @@ class GroupCoordinator(ClassicOps, ConsumerOps):
         return result
 
     def _delete_group(self, result: Result[Any], now: int, group_id: str) -> None:
-        for topic, partition in sorted(self.offsets.get(group_id, {})):
+        # offsets committed inside open transactions go too (their tombstone supersedes them)
+        parts = set(self.offsets.get(group_id, {}))
+        for pid in self.pending_by_group.get(group_id, ()):
+            parts.update((t, p) for g, t, p in self.pending[pid] if g == group_id)
+        for topic, partition in sorted(parts):
             self.emit(result, GroupRecord(OffsetKey(group_id, topic, partition), None), now)
         self.emit(result, GroupRecord(GroupKey(group_id), None), now)
 
@@ -307,10 +389,11 @@ class GroupCoordinator(ClassicOps, ConsumerOps):
                     due = max(group.state_ms, value.commit_ms) + retention
                 else:
                     due = value.commit_ms + retention
-                if due <= now:
+                if due <= now and not self.has_pending(group_id, topic, partition):
                     self.emit(result, GroupRecord(OffsetKey(group_id, topic, partition), None),
                               now)
-            if group is not None and not self.offsets.get(group_id):
+            if (group is not None and not self.offsets.get(group_id)
+                    and group_id not in self.pending_by_group):
                 self.emit(result, GroupRecord(GroupKey(group_id), None), now)
 
     # ------------------------------------------------------------------ reading

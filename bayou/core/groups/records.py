@@ -1,11 +1,16 @@
 """The coordinator's records: what is written to the internal log and replayed on start.
 
-Two kinds of key, as in Kafka's ``__consumer_offsets`` (our own encoding, not Kafka's):
+Three kinds of key, as in Kafka's ``__consumer_offsets`` (our own encoding, not Kafka's):
 
 - ``OffsetKey(group, topic, partition)`` → ``OffsetValue`` (a committed offset) or ``None``
   (a tombstone: the offset was deleted or expired);
 - ``GroupKey(group)`` → a group snapshot (``dict``: a classic group's metadata after a
-  completed generation, or a consumer group's whole state) or ``None`` (the group is gone).
+  completed generation, or a consumer group's whole state) or ``None`` (the group is gone);
+- ``PendingKey(producer_id, group, topic, partition)`` → ``OffsetValue`` (an offset committed
+  inside producer ``producer_id``'s transaction, TxnOffsetCommit, KIP-447 — visible only once
+  the transaction commits) or ``None`` (the transaction ended).  Kafka writes these as
+  transactional records of the offset key; a key of their own keeps "the last record of a
+  key is the truth" for the log cleaner.
 
 The latest value of a key is the whole truth about it, so the log can be compacted by key.
 Keys and values are compact JSON: the log is small and this keeps it readable with any tool.
@@ -32,6 +37,14 @@ class GroupKey:
 
 
 @dataclass(frozen=True)
+class PendingKey:
+    producer_id: int
+    group: str
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True)
 class OffsetValue:
     offset: int
     leader_epoch: int
@@ -40,7 +53,7 @@ class OffsetValue:
     expire_ms: int | None = None  # an explicit retention (OffsetCommit v2-v4), else None
 
 
-Key = OffsetKey | GroupKey
+Key = OffsetKey | GroupKey | PendingKey
 Value = OffsetValue | dict[str, Any] | None
 
 
@@ -53,6 +66,8 @@ class GroupRecord:
 def encode_key(key: Key) -> bytes:
     if isinstance(key, OffsetKey):
         return _dump(["o", key.group, key.topic, key.partition])
+    if isinstance(key, PendingKey):
+        return _dump(["p", key.producer_id, key.group, key.topic, key.partition])
     return _dump(["g", key.group])
 
 
@@ -78,8 +93,11 @@ def decode(key: bytes, value: bytes | None) -> GroupRecord:
     parsed = json.loads(key)
     if not isinstance(parsed, list) or not parsed:
         raise ValueError(f"bad group record key {key!r}")
-    if parsed[0] == "o" and len(parsed) == 4:
-        okey = OffsetKey(str(parsed[1]), str(parsed[2]), int(parsed[3]))
+    if (parsed[0] == "o" and len(parsed) == 4) or (parsed[0] == "p" and len(parsed) == 5):
+        okey: OffsetKey | PendingKey = (
+            OffsetKey(str(parsed[1]), str(parsed[2]), int(parsed[3])) if parsed[0] == "o"
+            else PendingKey(int(parsed[1]), str(parsed[2]), str(parsed[3]), int(parsed[4]))
+        )
         if value is None:
             return GroupRecord(okey, None)
         v = json.loads(value)

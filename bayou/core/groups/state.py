@@ -11,6 +11,15 @@ it (the last record per key kept, in the same order; tombstones dropped once
 group record (``commit_offsets`` writes one for a "simple" group it creates), and a group's
 tombstone is written only after tombstones for all of its offsets.
 
+Offsets committed inside a transaction (TxnOffsetCommit, KIP-447) are *pending*: kept per
+producer id (``pending[producer_id][(group, topic, partition)]``) and invisible to
+OffsetFetch until the transaction ends.  The transaction coordinator then calls
+``complete_txn`` (the commit or abort marker of the offsets partition), which writes the
+committed offsets (commit) and tombstones for the pending keys (both outcomes) in one batch.
+A regular commit or a tombstone of the same partition replayed *after* a pending offset
+supersedes it: that pending offset is dropped when its transaction commits, exactly as
+Kafka keeps "the most recent record" (by log position) of the partition's offset.
+
 Live operations build records and call ``emit``, which replays offset records and tombstones
 at once and queues every record for the driver to write.  A group snapshot is *taken from*
 the live group (which also carries soft state that is never written: who is waiting in a join
@@ -30,10 +39,21 @@ from bayou.core.groups.model import (
     GroupSettings,
     Result,
 )
-from bayou.core.groups.records import GroupKey, GroupRecord, OffsetKey, OffsetValue
+from bayou.core.groups.records import GroupKey, GroupRecord, OffsetKey, OffsetValue, PendingKey
 
 Group = ClassicGroup | ConsumerGroup
 TopicPartition = tuple[str, int]
+GroupPartition = tuple[str, str, int]  # group, topic, partition
+
+
+class PendingOffset:
+    """An offset committed inside a transaction (see the module docstring)."""
+
+    __slots__ = ("superseded", "value")
+
+    def __init__(self, value: OffsetValue) -> None:
+        self.value = value
+        self.superseded = False
 
 
 def random_id() -> str:
@@ -48,6 +68,8 @@ class CoordinatorState:
         self.new_id = new_id
         self.groups: dict[str, Group] = {}
         self.offsets: dict[str, dict[TopicPartition, OffsetValue]] = {}
+        self.pending: dict[int, dict[GroupPartition, PendingOffset]] = {}
+        self.pending_by_group: dict[str, set[int]] = {}  # group -> producer ids
         self.next_expiry_check_ms: int | None = None
 
     # ------------------------------------------------------------------ replay
@@ -55,8 +77,15 @@ class CoordinatorState:
     def replay(self, record: GroupRecord, now_ms: int) -> None:
         """Apply one record (loading, or an offset/tombstone emitted live)."""
         key, value = record.key, record.value
+        if isinstance(key, PendingKey):
+            self._replay_pending(key, value)
+            return
         if isinstance(key, OffsetKey):
             tp = (key.topic, key.partition)
+            for pid in self.pending_by_group.get(key.group, ()):
+                superseded = self.pending[pid].get((key.group, key.topic, key.partition))
+                if superseded is not None:
+                    superseded.superseded = True
             if value is None:
                 group_offsets = self.offsets.get(key.group)
                 if group_offsets is not None:
@@ -78,6 +107,29 @@ class CoordinatorState:
         assert isinstance(value, dict)
         self.groups[key.group] = self._group_from_snapshot(key.group, value, now_ms)
 
+    def _replay_pending(self, key: PendingKey, value: object) -> None:
+        gp = (key.group, key.topic, key.partition)
+        if value is None:
+            offsets = self.pending.get(key.producer_id)
+            if offsets is not None and offsets.pop(gp, None) is not None:
+                if not offsets:
+                    del self.pending[key.producer_id]
+                if not any(g == key.group for g, _t, _p in offsets):
+                    pids = self.pending_by_group.get(key.group)
+                    if pids is not None:
+                        pids.discard(key.producer_id)
+                        if not pids:
+                            del self.pending_by_group[key.group]
+            return
+        assert isinstance(value, OffsetValue)
+        self.pending.setdefault(key.producer_id, {})[gp] = PendingOffset(value)
+        self.pending_by_group.setdefault(key.group, set()).add(key.producer_id)
+
+    def has_pending(self, group_id: str, topic: str, partition: int) -> bool:
+        """Whether an open transaction committed an offset of this partition (KIP-447)."""
+        return any((group_id, topic, partition) in self.pending[pid]
+                   for pid in self.pending_by_group.get(group_id, ()))
+
     def _group_from_snapshot(self, group_id: str, snap: dict[str, Any], now_ms: int) -> Group:
         if snap.get("type") == "consumer":
             group = ConsumerGroup.from_snapshot(group_id, snap, now_ms)
@@ -89,7 +141,7 @@ class CoordinatorState:
     # ------------------------------------------------------------------ emitting
 
     def emit(self, result: Result[Any], record: GroupRecord, now_ms: int) -> None:
-        if isinstance(record.key, OffsetKey) or record.value is None:
+        if isinstance(record.key, OffsetKey | PendingKey) or record.value is None:
             self.replay(record, now_ms)
         result.records.append(record)
 
@@ -101,7 +153,10 @@ class CoordinatorState:
 
     def durable_view(self) -> dict[str, Any]:
         """Everything a restart must reproduce (tests compare live vs. replayed)."""
-        view: dict[str, Any] = {"offsets": {}, "groups": {}}
+        view: dict[str, Any] = {"offsets": {}, "groups": {}, "pending": {}}
+        for pid, pending in sorted(self.pending.items()):
+            view["pending"][pid] = {f"{g}:{t}:{p}": (o.value, o.superseded)
+                                    for (g, t, p), o in sorted(pending.items())}
         for group_id, offsets in sorted(self.offsets.items()):
             view["offsets"][group_id] = {f"{t}:{p}": v for (t, p), v in sorted(offsets.items())}
         for group_id, group in sorted(self.groups.items()):

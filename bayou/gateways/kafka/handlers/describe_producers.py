@@ -3,10 +3,10 @@
 Answered from each partition's producer state (``bayou/storage/producer_state.py``) — the
 same state that deduplicates retried batches: per producer id its epoch, the last sequence
 it wrote and the max timestamp of its last batch (-1 when unknown: that timestamp is kept in
-memory, so a producer restored from a snapshot shows -1 until it writes again).  There are
-no transactions, so the coordinator epoch and the current transaction's start offset are
-always -1.  An unknown topic or partition answers UNKNOWN_TOPIC_OR_PARTITION.  v0 is
-flexible.
+memory, so a producer restored from a snapshot shows -1 until it writes again), the epoch of
+the coordinator that wrote its last transaction marker, and the first offset of its open
+transaction (-1: none).  An unknown topic or partition answers UNKNOWN_TOPIC_OR_PARTITION.
+v0 is flexible.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ def _partition(
                 producer_epoch=entry.epoch,
                 last_sequence=entry.last_seq,
                 last_timestamp=entry.last_timestamp,
-                coordinator_epoch=-1,
-                current_txn_start_offset=-1,
+                coordinator_epoch=entry.coordinator_epoch,
+                current_txn_start_offset=entry.current_txn_first_offset,
             )
             for pid, entry in sorted(partition.producers().items())
         ],

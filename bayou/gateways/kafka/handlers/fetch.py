@@ -18,8 +18,11 @@ Long poll: with fewer than ``min_bytes`` ready and ``max_wait_ms`` > 0, the requ
 the partitions it reads until an append lands or the time is up, then reads again.  An error
 on any partition answers at once.
 
-Isolation: there are no transactions yet, so the last stable offset equals the high
-watermark and ``aborted_transactions`` is empty for read_committed and read_uncommitted alike.
+Isolation: READ_UNCOMMITTED (0) reads up to the high watermark.  READ_COMMITTED (1) reads
+only batches that start below the partition's last stable offset (the first offset of the
+earliest open transaction) and answers the aborted transactions with data in that range
+(producer id, first offset), so the consumer skips those producers' records up to their
+ABORT markers.  Every answer carries the last stable offset.
 Fetch sessions (v7+, KIP-227) are not kept: every response carries session id 0, which tells
 clients to send full fetch requests.  v13+ address topics by id.  Follower fetches (replica
 id >= 0) are not expected and are served like a consumer's.
@@ -35,6 +38,8 @@ from bayou.gateways.kafka.handlers.registry import handles
 from bayou.protocol.kafka import messages as m
 from bayou.protocol.kafka.primitives import deferred
 from bayou.storage.engine import Buffer, RecordSet
+
+READ_COMMITTED = 1
 
 Read = tuple[list[m.FetchResponseFetchableTopicResponse], int, bool, list[tuple[str, int]]]
 
@@ -62,6 +67,7 @@ async def _read_into(
     topics: list[m.FetchResponseFetchableTopicResponse],
 ) -> Read:
     core = ctx.core
+    committed = request.isolation_level == READ_COMMITTED
     by_id = ctx.version >= 13
     budget = min(request.max_bytes, ctx.door.settings.fetch_max_bytes)
     total = 0
@@ -109,11 +115,21 @@ async def _read_into(
             keys.append((name, fp.partition))
             code = ErrorCode.NONE
             data: Buffer | RecordSet = b""
+            # READ_COMMITTED reads below the last stable offset as it is before the read
+            upper = log.last_stable_offset if committed else None
+            aborted: list[m.FetchResponseAbortedTransaction] | None = None
             try:
                 remaining = budget - total
                 if remaining > 0 or total == 0:
                     limit = max(1, min(fp.partition_max_bytes, remaining))
-                    data = await log.fetch(fp.fetch_offset, limit, min_one=total == 0)
+                    data = await log.fetch(fp.fetch_offset, limit, min_one=total == 0,
+                                           max_offset=upper)
+                if upper is not None:
+                    aborted = [
+                        m.FetchResponseAbortedTransaction(producer_id=t.producer_id,
+                                                          first_offset=t.first_offset)
+                        for t in await log.aborted_transactions(fp.fetch_offset, upper)
+                    ]
             except KafkaError as exc:
                 code = exc.code
                 errors = True
@@ -126,9 +142,9 @@ async def _read_into(
                     partition_index=fp.partition,
                     error_code=code,
                     high_watermark=high_watermark,
-                    last_stable_offset=high_watermark,
+                    last_stable_offset=log.last_stable_offset,
                     log_start_offset=log.log_start_offset,
-                    aborted_transactions=None,
+                    aborted_transactions=aborted,
                     preferred_read_replica=-1,
                     records=data if isinstance(data, (bytes, bytearray, memoryview))
                     else deferred(data),

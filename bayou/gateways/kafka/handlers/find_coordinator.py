@@ -2,7 +2,7 @@
 
 Bayou is one node, so the answer is always this broker.  v0-v3 ask for one key; v4+ batch
 several (``CoordinatorKeys``) and answer one entry per key.  Key type 0 is a consumer group,
-1 a transactional id (answered too; InitProducerId then refuses transactions), 2 a share
+1 a transactional id (the transaction coordinator is this broker too), 2 a share
 group — not served: INVALID_REQUEST.  An empty group id is INVALID_REQUEST, as in Kafka.
 """
 
@@ -21,7 +21,8 @@ def _lookup(ctx: RequestContext, key: str, key_type: int) -> tuple[ErrorCode, st
         return ErrorCode.INVALID_REQUEST, f"Unsupported key type {key_type}."
     if not key:
         return ErrorCode.INVALID_REQUEST, "The key must not be empty."
-    if ctx.core.groups is None or ctx.core.stopping:
+    running = ctx.core.groups if key_type == GROUP else ctx.core.transactions
+    if running is None or ctx.core.stopping:
         return ErrorCode.COORDINATOR_NOT_AVAILABLE, "The coordinator is not available."
     return ErrorCode.NONE, None
 

@@ -1,33 +1,31 @@
-"""InitProducerId (key 22), v0-v5: producer ids for idempotent producers.
+"""InitProducerId (key 22), v0-v5: producer ids for idempotent and transactional producers.
 
 Without a transactional id the broker hands out a fresh producer id (unique across restarts,
-allocated by the log manager) at epoch 0.  From v3 a producer may pass its current id and
-epoch to have the epoch bumped after a sequence error (KIP-360); at the epoch's ceiling a new
-id is issued instead.
+allocated by the engine) at epoch 0.  From v3 a producer may pass its current id and epoch
+to have the epoch bumped after a sequence error (KIP-360); at the epoch's ceiling a new id is
+issued instead.
 
-Transactions are not available yet: a transactional id is answered UNSUPPORTED_VERSION, the
-error Kafka uses for a feature the broker does not offer (a disabled share-group or consumer
-protocol answers the same).  The response has no message field, so the broker logs "…
-transactions are not available yet" once per client host and transactional id a minute; the
-client sees "Unsupported version" (librdkafka retries until ``init_transactions``' timeout,
-the Java client fails at once).  It used to be TRANSACTIONAL_ID_AUTHORIZATION_FAILED, which
-reads as a permissions problem.
+With a transactional id the transaction coordinator answers (``bayou/core/transactions``):
+the id keeps its producer id and every call bumps the epoch, fencing earlier producers of
+the same id; a transaction the previous producer left ongoing is aborted first (with the
+bumped epoch), then the epoch is bumped again for the caller.  ``transaction_timeout_ms``
+must be in 1..``transaction.max.timeout.ms`` (INVALID_TRANSACTION_TIMEOUT); an empty id is
+INVALID_REQUEST; while the id's transaction is being completed, CONCURRENT_TRANSACTIONS
+(retriable).  v3+ (KIP-360) passes the producer's current id and epoch: a producer id that
+is not the id's, or an epoch that is neither the current nor the last, is PRODUCER_FENCED —
+INVALID_PRODUCER_EPOCH for v0-v3 clients, which predate PRODUCER_FENCED, as in Kafka.
 """
 
 from __future__ import annotations
 
-import logging
-
+from bayou.core.transactions import TxnCoordinatorError
 from bayou.errors import ErrorCode
 from bayou.gateways.kafka.context import RequestContext
 from bayou.gateways.kafka.handlers.registry import handles
-from bayou.log_limits import RateLimitedLog
+from bayou.gateways.kafka.txn_support import for_version, txn_driver
 from bayou.protocol.kafka import messages as m
 
 MAX_EPOCH = 32767
-
-log = logging.getLogger(__name__)
-refusals = RateLimitedLog(log)
 
 
 @handles(22, 0, 5)
@@ -36,15 +34,19 @@ async def handle_init_producer_id(
 ) -> m.InitProducerIdResponse:
     tid = request.transactional_id
     if tid is not None:
-        host = ctx.peer.rsplit(":", 1)[0]
-        refusals.warning(
-            (host, tid),
-            "refused transactional producer %r from %s (client %r): transactions are not "
-            "available yet in Bayou; answered UNSUPPORTED_VERSION",
-            tid, ctx.peer, ctx.header.client_id,
-        )
+        expected = None
+        if ctx.version >= 3 and request.producer_id >= 0:
+            expected = (request.producer_id, request.producer_epoch)
+        try:
+            answer = await txn_driver(ctx).init_producer_id(
+                tid, request.transaction_timeout_ms, expected
+            )
+        except TxnCoordinatorError as exc:
+            return m.InitProducerIdResponse(error_code=exc.code, producer_id=-1, producer_epoch=-1)
         return m.InitProducerIdResponse(
-            error_code=ErrorCode.UNSUPPORTED_VERSION, producer_id=-1, producer_epoch=-1
+            error_code=for_version(answer.error, ctx.version, 4),
+            producer_id=answer.producer_id,
+            producer_epoch=answer.producer_epoch,
         )
     if request.producer_id >= 0 and 0 <= request.producer_epoch < MAX_EPOCH - 1:
         return m.InitProducerIdResponse(

@@ -4,7 +4,10 @@ v0-v7 ask about one group; v8+ about several at once (one entry per group).  A n
 list (v2+) means every partition the group has committed.  Partitions without a commit (and
 unknown groups) answer offset -1 with no error, as Kafka does.  v9 carries the member id and
 epoch of a consumer-group member, checked (UNKNOWN_MEMBER_ID / STALE_MEMBER_EPOCH).
-``RequireStable`` (v7+) needs no waiting: Bayou has no transactional offset commits.
+``RequireStable`` (v7+, what read_committed consumers send): a partition whose group holds
+an offset committed inside a transaction still open (TxnOffsetCommit, KIP-447) answers
+UNSTABLE_OFFSET_COMMIT — retriable: the consumer asks again once the transaction ended, so it
+never starts from an offset the transaction may still move.
 """
 
 from __future__ import annotations
@@ -42,7 +45,9 @@ async def handle_offset_fetch(
     except GroupCoordinatorError as exc:
         return _failed(ctx, request, exc.code)
     if ctx.version < 8:
-        error, fetched = coordinator.fetch_offsets(request.group_id, _wanted(request.topics))
+        error, fetched = coordinator.fetch_offsets(
+            request.group_id, _wanted(request.topics),
+            require_stable=ctx.version >= 7 and request.require_stable)
         return m.OffsetFetchResponse(
             error_code=error,
             topics=[
@@ -69,6 +74,7 @@ async def handle_offset_fetch(
             _wanted(g.topics),
             member_id=g.member_id if ctx.version >= 9 else None,
             member_epoch=g.member_epoch,
+            require_stable=request.require_stable,
         )
         groups.append(
             m.OffsetFetchResponseGroup(

@@ -12,9 +12,18 @@ and, when the topic's ``flush.messages``/``flush.ms`` call for it, after a group
 fsync.  There is one replica, so acks=all waits for nothing more than acks=1.  v8+ carry an
 error message per partition, and — when a compacted topic refuses records without a key
 (INVALID_RECORD, the whole partition's batch) — ``record_errors`` naming each such record,
-so the client fails just those and reports the others as failed with them.  Transactional
-produce is not served (InitProducerId refuses transactional ids), so no transactional batch
-can arrive with a valid producer epoch.
+so the client fails just those and reports the others as failed with them.
+
+Transactional batches (KIP-98) carry the request's ``transactional_id``; without one the
+whole request is TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as Kafka answers.  Before appending,
+each partition with a transactional batch is verified with the transaction coordinator
+(KIP-890's server-side defence, in process; ``txn_check.py``): a partition the producer never
+added to its ongoing transaction — a "hanging transaction" in the making — is refused
+(INVALID_TXN_STATE "Partition was not added to the transaction" for v3-v10,
+TRANSACTION_ABORTABLE for v11), a fenced epoch INVALID_PRODUCER_EPOCH, an unknown producer
+INVALID_PRODUCER_ID_MAPPING, a transaction being completed NOT_ENOUGH_REPLICAS (retriable,
+as Kafka answers older clients).  The verification and the append happen with no suspension
+in between, so a transaction cannot end between them.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from collections.abc import Sequence
 from bayou.errors import ErrorCode, KafkaError, RecordErrors
 from bayou.gateways.kafka.context import RequestContext
 from bayou.gateways.kafka.handlers.registry import handles
+from bayou.gateways.kafka.txn_check import TxnCheck
 from bayou.protocol.kafka import messages as m
 from bayou.storage.engine import Buffer
 
@@ -51,6 +61,7 @@ async def handle_produce(
         refuse = (ErrorCode.UNSUPPORTED_VERSION, "Produce v0-v2 are not supported")
     elif acks not in (-1, 0, 1):
         refuse = (ErrorCode.INVALID_REQUIRED_ACKS, f"acks must be -1, 0 or 1, not {acks}")
+    txn = TxnCheck(ctx, request.transactional_id)
     topics: list[m.ProduceResponseTopicProduceResponse] = []
     writes: list[tuple[str, int, Buffer]] = []
     # where each write's answer goes: (its topic's partition answers, slot, partition index)
@@ -67,6 +78,8 @@ async def handle_produce(
             elif data.records is None or len(data.records) == 0:
                 partitions.append(_error(data.index, ErrorCode.CORRUPT_MESSAGE,
                                          "empty record set"))
+            elif (refused := txn.refusal(name, data.index, data.records)) is not None:
+                partitions.append(_error(data.index, *refused))
             else:
                 writes.append((name, data.index, data.records))
                 answers.append((partitions, len(partitions), data.index))
