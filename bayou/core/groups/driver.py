@@ -69,6 +69,8 @@ class GroupDriver:
         self._closed = True
         if self._task is not None:
             self._task.cancel()
+        if self._wake is not None:
+            self._wake.set()
         parked, self._parked = self._parked, {}
         for future in parked.values():
             if not future.done():
@@ -116,7 +118,7 @@ class GroupDriver:
         assert self._wake is not None
         coordinator = self.coordinator
         await self._settle(coordinator.tick(self.clock_ms()))
-        while True:
+        while not self._closed:  # a flag, not only the cancel: 3.11's wait_for can swallow it
             now = self.clock_ms()
             deadline = coordinator.next_deadline()
             sleep_s = MAX_TIMER_SLEEP_S if deadline is None else (deadline - now) / 1000
