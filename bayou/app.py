@@ -123,9 +123,9 @@ class App:
         )
         self.kafka = KafkaDoor(self.core, self._kafka_settings(config.kafka.port))
         legacy = (LegacyState(self.core, config)
-                  if config.http.port or config.mqtt.port or config.amqp.port else None)
+                  if config.http.port or config.amqp.port else None)
         self.http = HttpGateway(legacy) if legacy and config.http.port else None
-        self.mqtt = MqttGateway(legacy) if legacy and config.mqtt.port else None
+        self.mqtt = MqttGateway(self.core, config.host, config.mqtt) if config.mqtt.port else None
         self.amqp = AmqpGateway(legacy) if legacy and config.amqp.port else None
 
     def _kafka_settings(self, port: int) -> KafkaSettings:
