@@ -88,9 +88,7 @@ class DecodedChunk:
 
     def covers(self, partition: Partition, offset: int) -> bool:
         return (
-            self.loading is None
-            and partition is self.partition
-            and self.start <= offset < self.end
+            self.loading is None and partition is self.partition and self.start <= offset < self.end
         )
 
     def message(self, i: int) -> Message:

@@ -165,9 +165,7 @@ class Inbound:
         if unresolved or self._resolving is not None:
             ahead = self._resolving
             gate = self._resolving = asyncio.get_running_loop().create_future()
-            job = self._resolve_and_store(
-                ahead, gate, publisher, pending, unresolved, acks, waits
-            )
+            job = self._resolve_and_store(ahead, gate, publisher, pending, unresolved, acks, waits)
         else:
             job = self._store(pending, {}, acks, waits, publisher)
         if any(packet.qos for packet, _target, _error in acks):
@@ -203,8 +201,11 @@ class Inbound:
                     pending.setdefault(target, []).append(record)
             client_id = publisher.client_id if publisher is not None else ""
             for packet, target_of, _error in acks:
-                if (packet.retain and isinstance(target_of, str)
-                        and not isinstance(targets.get(target_of), BaseException)):
+                if (
+                    packet.retain
+                    and isinstance(target_of, str)
+                    and not isinstance(targets.get(target_of), BaseException)
+                ):
                     self._retain(packet, client_id, waits)
         finally:
             gate.set_result(None)
@@ -262,8 +263,11 @@ class Inbound:
                 if not v5:
                     raise MqttError(f"publish to {packet.topic} failed: {error}")
                 props = Properties(reason_string=str(error)[:200])
-                reason = (Reason.NOT_AUTHORIZED if isinstance(error, SysTopicRefused)
-                          else Reason.IMPLEMENTATION_SPECIFIC_ERROR)
+                reason = (
+                    Reason.NOT_AUTHORIZED
+                    if isinstance(error, SysTopicRefused)
+                    else Reason.IMPLEMENTATION_SPECIFIC_ERROR
+                )
                 if packet.qos == 2:
                     if publisher is not None:
                         publisher.pubrel_wait.discard(packet.packet_id)

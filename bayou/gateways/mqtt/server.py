@@ -138,8 +138,10 @@ class MqttGateway:
         for entry in await self.retained_store.open():
             topic = entry.key.decode()
             meta = meta_from_headers(entry.headers)
-            self.retained.set(topic, Message(topic, entry.value or b"", meta.qos, True,
-                                             meta.origin, None, meta.props))
+            self.retained.set(
+                topic,
+                Message(topic, entry.value or b"", meta.qos, True, meta.origin, None, meta.props),
+            )
         for client_id, doc, positions in await self.session_store.open():
             try:
                 self._restore_session(client_id, doc, positions)
@@ -154,15 +156,17 @@ class MqttGateway:
                 if tailer is not None and offset >= tailer.position:
                     del behind[tp]
         self._server = await asyncio.get_running_loop().create_server(
-            lambda: MqttClient(self), self.host, self.port, reuse_address=True, backlog=1024)
+            lambda: MqttClient(self), self.host, self.port, reuse_address=True, backlog=1024
+        )
         if self.port == 0:
             self.port = self._server.sockets[0].getsockname()[1]
         self._tasks = [asyncio.create_task(self._housekeeping())]
         if self.sys_interval > 0:
             self._tasks.append(asyncio.create_task(self._sys_updates()))
 
-    def _restore_session(self, client_id: str, doc: dict[str, Any],
-                         positions: dict[TP, int]) -> None:
+    def _restore_session(
+        self, client_id: str, doc: dict[str, Any], positions: dict[TP, int]
+    ) -> None:
         legacy = legacy_positions(doc)
         session = Session(self, client_id)
         session.load(doc, {**legacy, **positions}, self.clock_ms())
@@ -279,9 +283,12 @@ class MqttGateway:
     def _expire_sessions(self) -> None:
         now = self.clock_ms()
         for session in list(self.sessions.values()):
-            if (session.conn is None and session.expiry_s != NEVER_EXPIRES
-                    and session.disconnected_at is not None
-                    and now - session.disconnected_at >= session.expiry_s * 1000):
+            if (
+                session.conn is None
+                and session.expiry_s != NEVER_EXPIRES
+                and session.disconnected_at is not None
+                and now - session.disconnected_at >= session.expiry_s * 1000
+            ):
                 log.info("MQTT session %s expired", session.client_id)
                 self.stats.clients_expired += 1
                 self.drop_session(session)
@@ -426,9 +433,15 @@ class MqttGateway:
         if publish.payload:
             props = publish.properties
             expiry = props.message_expiry_interval
-            msg = Message(topic, publish.payload, publish.qos, True, client_id,
-                          self.clock_ms() + expiry * 1000 if expiry is not None else None,
-                          stored_props(props))
+            msg = Message(
+                topic,
+                publish.payload,
+                publish.qos,
+                True,
+                client_id,
+                self.clock_ms() + expiry * 1000 if expiry is not None else None,
+                stored_props(props),
+            )
             self.retained.set(topic, msg)
             headers = headers_for(props, publish.qos, True, client_id)
             return self.retained_store.put(topic, publish.payload, headers)
@@ -448,8 +461,11 @@ class MqttGateway:
         if self.stopping:
             return
         if is_sys(will.topic):
-            log.warning("the will of MQTT client %s is on %s, which is the broker's: "
-                        "not published", client_id, will.topic)
+            log.warning(
+                "the will of MQTT client %s is on %s, which is the broker's: not published",
+                client_id,
+                will.topic,
+            )
             return
         self.background(self._publish_will(client_id, will))
 
@@ -457,15 +473,17 @@ class MqttGateway:
         try:
             tp = await self.resolve_target(will.topic)
             headers = headers_for(will.props, will.qos, will.retain, client_id)
-            batch = build_batch([Record(self.clock_ms(), will.topic.encode(), will.payload,
-                                        headers)])
+            batch = build_batch(
+                [Record(self.clock_ms(), will.topic.encode(), will.payload, headers)]
+            )
             await self.core.append(tp[0], tp[1], batch)
         except KafkaError as exc:
             log.warning("cannot publish the will of %s on %s: %s", client_id, will.topic, exc)
             return
         if will.retain:
-            publish = Publish(will.topic, will.payload, will.qos, will.retain, False, None,
-                              will.props)
+            publish = Publish(
+                will.topic, will.payload, will.qos, will.retain, False, None, will.props
+            )
             await self.set_retained(publish, client_id)
         log.info("published the will of MQTT client %s on %s", client_id, will.topic)
 

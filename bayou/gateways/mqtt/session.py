@@ -140,8 +140,9 @@ class Session:
         try:
             await self.restore_inflight()
         except Exception:
-            log.exception("MQTT session %s: reading back its in-flight messages failed",
-                          self.client_id)
+            log.exception(
+                "MQTT session %s: reading back its in-flight messages failed", self.client_id
+            )
         finally:
             self._restoring = None
             self.outbox.held = False

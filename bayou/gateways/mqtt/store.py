@@ -110,8 +110,9 @@ class SessionStore:
                 if not isinstance(doc, dict):
                     raise ValueError("not a JSON object")
             except ValueError as exc:
-                log.warning("MQTT session %r: unreadable document (%s); dropping it",
-                            client_id, exc)
+                log.warning(
+                    "MQTT session %r: unreadable document (%s); dropping it", client_id, exc
+                )
                 continue
             positions = self.committed(client_id)
             self._documents[client_id] = entry.value or b""
@@ -144,8 +145,7 @@ class SessionStore:
         if entries and self._log is not None:
             await self._log.put(entries, durable=True)
 
-    async def _commit(self, client_id: str, positions: dict[TP, int], full: bool,
-                      now: int) -> None:
+    async def _commit(self, client_id: str, positions: dict[TP, int], full: bool, now: int) -> None:
         done = self._committed.setdefault(client_id, {})
         self._committed_at.setdefault(client_id, now)
         moved = positions if full else {tp: o for tp, o in positions.items() if done.get(tp) != o}
@@ -157,9 +157,13 @@ class SessionStore:
             await self.core.offsets(group_of(client_id)).commit(moved)
         except GroupCoordinatorError as exc:
             # e.g. a Kafka consumer joined the group: the positions stay in memory
-            self._limited.warning((client_id, "commit"), "MQTT session %s: cannot commit "
-                                  "its positions to group %s: %s", client_id,
-                                  group_of(client_id), exc)
+            self._limited.warning(
+                (client_id, "commit"),
+                "MQTT session %s: cannot commit its positions to group %s: %s",
+                client_id,
+                group_of(client_id),
+                exc,
+            )
             return
         done.update(moved)
         if full:
@@ -192,7 +196,11 @@ class SessionStore:
         except GroupCoordinatorError as exc:
             codes = [exc.code]
         if codes and codes[0] not in (ErrorCode.NONE, ErrorCode.GROUP_ID_NOT_FOUND):
-            log.warning("MQTT session %s dropped, but its group %s stays: %s", client_id,
-                        group, codes[0].name)
+            log.warning(
+                "MQTT session %s dropped, but its group %s stays: %s",
+                client_id,
+                group,
+                codes[0].name,
+            )
         if self._log is not None:
             await self._log.put([StateEntry(client_id.encode(), None)], durable=True)

@@ -91,8 +91,9 @@ class Tailer:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("MQTT delivery from %s-%d failed at offset %d", *self.tp,
-                              cursor.position)
+                log.exception(
+                    "MQTT delivery from %s-%d failed at offset %d", *self.tp, cursor.position
+                )
                 try:
                     cursor.position = cursor.handle().log_end_offset
                 except KafkaError:
