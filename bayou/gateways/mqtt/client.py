@@ -127,6 +127,9 @@ class MqttClient(asyncio.Protocol):
         self._last_rx = 0.0
         self._keepalive: asyncio.TimerHandle | None = None
         self._inbound = Inbound(gateway, self.proto)
+        self._inbound.on_drained = self._stored
+        self._budget_wait = False  # reading paused: the request budget holds this packet
+        self._storing_wait = False  # reading paused: too much being stored (publishing.py)
         # replies in order: (None, bytes) to send, or (a future, None) whose result is them
         self._outq: deque[tuple[asyncio.Future[Any] | None, list[bytes] | None]] = deque()
         # unfinished packets count in the broker-wide request-bytes budget
@@ -197,12 +200,26 @@ class MqttClient(asyncio.Protocol):
         except Exception as exc:
             log.exception("MQTT client %s: internal error", self.peer)
             self._fail(MqttError(f"internal error: {exc}", Reason.UNSPECIFIED_ERROR))
-        if (not self._closing and self.transport is not None
-                and not self._budget.update(self.proto.buffered())):
-            self.transport.pause_reading()  # until the budget grants this packet
+        if not self._closing and self.transport is not None:
+            if not self._budget.update(self.proto.buffered()):
+                self._budget_wait = True  # until the budget grants this packet
+            if self._inbound.busy:
+                self._storing_wait = True  # until the PUBLISHes read are stored
+            if self._budget_wait or self._storing_wait:
+                self.transport.pause_reading()
 
     def _budget_resumed(self) -> None:
-        if self.transport is not None and not self._closing:
+        self._budget_wait = False
+        self._resume_reading()
+
+    def _stored(self) -> None:
+        if self._storing_wait:
+            self._storing_wait = False
+            self._resume_reading()
+
+    def _resume_reading(self) -> None:
+        if (self.transport is not None and not self._closing and not self._budget_wait
+                and not self._storing_wait):
             self.transport.resume_reading()
 
     def _budget_stalled(self) -> None:

@@ -18,10 +18,22 @@ first waits, so the records of successive flushes land in publish order.  A PUBL
 Kafka topic does not exist yet must first have it created (``resolve_target``, through
 ``Core.topic``: off the event loop, refused when auto-creation is off); its flush is a
 *resolving* one, and the flushes after it wait for its ``gate``, opened just before it
-appends (the append runs before they resume).  A retained PUBLISH updates the retained tree
-at once and its retained-log write starts at once (so those land in order too); a QoS 1/2
-acknowledgement waits for that write as well.  The retained message of a PUBLISH to a topic
-that must be created is set once the topic exists.
+appends (the append runs before they resume; they resume in the order they came, each
+appending before the next runs).  Only a resolving flush installs a gate, so once it is
+open every flush that waited for it appends in the same turn of the loop: a topic creation
+delays a connection's publishes, it does not leave them queued behind one another.
+
+A retained PUBLISH updates the retained tree at once and its retained-log write starts at
+once (so those land in order too); a QoS 1/2 acknowledgement waits for that write as well.
+The retained message of a PUBLISH to a topic that must be created is set once the topic
+exists.
+
+Memory: a connection stops reading while more than ``MAX_STORING`` bytes of its PUBLISHes
+are being stored, or one of its topics is being created, until they are (``busy``,
+``on_drained``): a QoS 0 publisher has no window of its own, and a topic creation or a slow
+engine must not let one grow the broker's memory.  The batches are built at the flush, so
+what waits for the engine is bytes, not PUBLISH objects (which, kept past a turn of the
+loop, are old objects for the garbage collector to walk).
 
 QoS 2 is "store on PUBLISH": the record is appended when the PUBLISH arrives and its packet
 id stays in the session (``pubrel_wait``) until PUBREL, so a resent PUBLISH (DUP) is
@@ -34,7 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from bayou.errors import KafkaError
@@ -49,9 +61,13 @@ from bayou.storage.engine import AppendResult, Buffer
 
 log = logging.getLogger("bayou.mqtt")
 
-# a PUBLISH to acknowledge: its target (partition, or MQTT topic while its Kafka topic is
-# being created; None: not stored) and an error known before storing
-Ack = tuple[Publish, TP | str | None, BaseException | None]
+MAX_STORING = 1024 * 1024  # bytes being stored, per connection, before its reads pause
+RECORD_OVERHEAD = 64  # counted per PUBLISH on top of its topic and payload
+
+# a QoS 1/2 PUBLISH to acknowledge: QoS, packet id, MQTT topic, its target (partition, or
+# the MQTT topic while its Kafka topic is being created; None: not stored) and an error
+# known before storing
+Ack = tuple[int, int | None, str, TP | str | None, BaseException | None]
 
 
 class SysTopicRefused(Exception):
@@ -100,48 +116,68 @@ class Inbound:
         self.proto = proto
         self._pending: dict[TP, list[Record]] = {}
         self._unresolved: list[tuple[str, Record]] = []  # (MQTT topic, record)
-        self._acks: list[Ack] = []
+        self._retain_later: list[Publish] = []  # retained PUBLISHes to topics being created
+        self._acks: list[Ack] = []  # QoS 1/2 PUBLISHes since the last flush
         self._retained_waits: list[asyncio.Task[None]] = []
-        self._resolving: asyncio.Future[None] | None = None  # the gate of the last one
+        # the gate of the last flush that had topics to create, until it appended
+        self._resolving: asyncio.Future[None] | None = None
         self._headers: dict[tuple[int, bool], list[tuple[str, bytes | None]]] = {}
+        self._adding = 0  # bytes added since the last flush (topics, payloads, overhead)
+        self.storing = 0  # bytes of flushed PUBLISHes not stored yet
+        self.on_drained: Callable[[], None] | None = None  # storing fell to the limit
+
+    @property
+    def busy(self) -> bool:
+        """The connection should stop reading until ``on_drained``: too much is being
+        stored, or a topic is being created."""
+        resolving = self._resolving
+        return self.storing > MAX_STORING or (resolving is not None and not resolving.done())
 
     def add(self, packet: Publish, publisher: Publisher) -> None:
         host = self.host
         stats = host.stats
         stats.publish_received += 1
         stats.publish_bytes_received += len(packet.payload)
-        if is_sys(packet.topic):
-            self._acks.append((packet, None, SysTopicRefused(packet.topic)))
+        topic, qos, pid = packet.topic, packet.qos, packet.packet_id
+        if is_sys(topic):
+            if qos:
+                self._acks.append((qos, pid, topic, None, SysTopicRefused(topic)))
+            else:
+                log.debug("MQTT QoS 0 publish to %s dropped: the $SYS tree is the broker's", topic)
             return
-        if packet.qos == 2 and packet.packet_id in publisher.pubrel_wait:
-            self._acks.append((packet, None, None))  # already stored: just PUBREC again
+        if qos == 2 and pid in publisher.pubrel_wait:
+            self._acks.append((qos, pid, topic, None, None))  # stored already: PUBREC again
             return
         props = packet.properties
         if plain_properties(props):
             # The same headers for every plain PUBLISH of this client at this QoS/retain:
             # built once (build_batch only reads them).
-            key = (packet.qos, packet.retain)
+            key = (qos, packet.retain)
             headers = self._headers.get(key)
             if headers is None:
                 headers = self._headers[key] = headers_for(
-                    props, packet.qos, packet.retain, publisher.client_id
+                    props, qos, packet.retain, publisher.client_id
                 )
         else:
-            headers = headers_for(props, packet.qos, packet.retain, publisher.client_id)
-        record = Record(host.clock_ms(), packet.topic.encode(), packet.payload, headers)
-        tp = host.kafka_target(packet.topic)
+            headers = headers_for(props, qos, packet.retain, publisher.client_id)
+        record = Record(host.clock_ms(), topic.encode(), packet.payload, headers)
+        self._adding += len(packet.payload) + len(topic) + RECORD_OVERHEAD
+        tp = host.kafka_target(topic)
+        target: TP | str = topic if tp is None else tp
         if tp is None:  # its Kafka topic is created first (retained: once it exists)
-            self._unresolved.append((packet.topic, record))
-            self._acks.append((packet, packet.topic, None))
+            self._unresolved.append((topic, record))
+            if packet.retain:
+                self._retain_later.append(packet)
         else:
             self._pending.setdefault(tp, []).append(record)
-            self._acks.append((packet, tp, None))
             if packet.retain:
                 self._retain(packet, publisher.client_id, self._retained_waits)
-        if packet.qos == 2:
-            assert packet.packet_id is not None
-            publisher.pubrel_wait.add(packet.packet_id)
-            publisher.dirty = True
+        if qos:
+            self._acks.append((qos, pid, topic, target, None))
+            if qos == 2:
+                assert pid is not None
+                publisher.pubrel_wait.add(pid)
+                publisher.dirty = True
 
     def _retain(self, packet: Publish, client_id: str, waits: list[asyncio.Task[None]]) -> None:
         wait = self.host.set_retained(packet, client_id)
@@ -152,81 +188,119 @@ class Inbound:
 
     def flush(self, publisher: Publisher | None) -> list[bytes] | Awaitable[list[bytes]] | None:
         """Store what was added since the last flush.  The acknowledgements to send: now
-        (a list), once stored (an awaitable), or none (None)."""
-        if not self._acks:
-            return None
-        pending, self._pending = self._pending, {}
-        unresolved, self._unresolved = self._unresolved, []
+        (a list), once stored (an awaitable), or none (None).
+
+        The record batches are built now: what waits for the store is bytes, not the
+        PUBLISHes (a PUBLISH kept past this turn of the loop would be old garbage for the
+        collector to walk)."""
         acks, self._acks = self._acks, []
+        if not self._pending and not self._unresolved:
+            # nothing to store: QoS 2 resends, $SYS refusals
+            return self._ack_bytes(acks, {}, publisher) if acks else None
+        writes: list[tuple[str, int, Buffer]] = [
+            (t, p, build_batch(records)) for (t, p), records in self._pending.items()
+        ]
+        self._pending = {}
+        unresolved, self._unresolved = self._unresolved, []
+        retain_later, self._retain_later = self._retain_later, []
         waits, self._retained_waits = self._retained_waits, []
-        if not pending and not unresolved:  # nothing to store: resends, $SYS refusals
-            return self._ack_bytes(acks, {}, publisher)
+        size, self._adding = self._adding, 0
+        ahead = self._resolving
+        if ahead is not None and ahead.done():
+            ahead = self._resolving = None
         job: Awaitable[list[bytes]]
-        if unresolved or self._resolving is not None:
-            ahead = self._resolving
+        if unresolved:
             gate = self._resolving = asyncio.get_running_loop().create_future()
-            job = self._resolve_and_store(ahead, gate, publisher, pending, unresolved, acks, waits)
+            client_id = publisher.client_id if publisher is not None else ""
+            job = self._resolve_and_store(
+                ahead, gate, writes, unresolved, retain_later, client_id, acks, waits, publisher
+            )
+        elif ahead is not None:
+            job = self._store_after(ahead, writes, acks, waits, publisher)
         else:
-            job = self._store(pending, {}, acks, waits, publisher)
-        if any(packet.qos for packet, _target, _error in acks):
+            job = self._store(writes, {}, acks, waits, publisher)
+        self.storing += size
+        job = self._counted(job, size)
+        if acks:
             return job
         self.host.background(job)
         return None
+
+    async def _counted(self, job: Awaitable[list[bytes]], size: int) -> list[bytes]:
+        try:
+            return await job
+        finally:
+            self.storing -= size
+            if self.on_drained is not None and not self.busy:
+                self.on_drained()
 
     async def _resolve_and_store(
         self,
         ahead: asyncio.Future[None] | None,
         gate: asyncio.Future[None],
-        publisher: Publisher | None,
-        pending: dict[TP, list[Record]],
+        writes: list[tuple[str, int, Buffer]],
         unresolved: list[tuple[str, Record]],
+        retain_later: list[Publish],
+        client_id: str,
         acks: list[Ack],
         waits: list[asyncio.Task[None]],
+        publisher: Publisher | None,
     ) -> list[bytes]:
         """Create the Kafka topics ``unresolved`` needs, then store (see the module
         docstring for ``gate``)."""
         targets: dict[str, TP | BaseException] = {}
         try:
             if ahead is not None:
-                await ahead
+                await asyncio.shield(ahead)
+            records: dict[TP, list[Record]] = {}
             for mqtt_topic, record in unresolved:
                 target = targets.get(mqtt_topic)
                 if target is None:
                     try:
                         target = await self.host.resolve_target(mqtt_topic)
                     except KafkaError as exc:
+                        log.debug("MQTT publish to %s refused: %s", mqtt_topic, exc)
                         target = exc
                     targets[mqtt_topic] = target
                 if not isinstance(target, BaseException):
-                    pending.setdefault(target, []).append(record)
-            client_id = publisher.client_id if publisher is not None else ""
-            for packet, target_of, _error in acks:
-                if (
-                    packet.retain
-                    and isinstance(target_of, str)
-                    and not isinstance(targets.get(target_of), BaseException)
-                ):
+                    records.setdefault(target, []).append(record)
+            writes += [(t, p, build_batch(batch)) for (t, p), batch in records.items()]
+            for packet in retain_later:
+                if not isinstance(targets.get(packet.topic), BaseException):
                     self._retain(packet, client_id, waits)
         finally:
             gate.set_result(None)
             if self._resolving is gate:
                 self._resolving = None
-        return await self._store(pending, targets, acks, waits, publisher)
+        return await self._store(writes, targets, acks, waits, publisher)
+
+    async def _store_after(
+        self,
+        ahead: asyncio.Future[None],
+        writes: list[tuple[str, int, Buffer]],
+        acks: list[Ack],
+        waits: list[asyncio.Task[None]],
+        publisher: Publisher | None,
+    ) -> list[bytes]:
+        """Store once the resolving flush before this one appended (waiters wake in the
+        order they came, and each appends before the next one runs)."""
+        await asyncio.shield(ahead)
+        return await self._store(writes, {}, acks, waits, publisher)
 
     async def _store(
         self,
-        pending: dict[TP, list[Record]],
+        writes: list[tuple[str, int, Buffer]],
         targets: dict[str, TP | BaseException],
         acks: list[Ack],
         waits: list[asyncio.Task[None]],
         publisher: Publisher | None,
     ) -> list[bytes]:
-        """Append one batch per partition; the acknowledgements once stored."""
-        writes = [(tp[0], tp[1], build_batch(records)) for tp, records in pending.items()]
+        """Append the batches; the acknowledgements once stored."""
         results = await self.host.append(writes)
         failed: dict[TP | str, BaseException] = {}
         for (topic, p, _batch), result in zip(writes, results, strict=True):
             if isinstance(result, KafkaError):
+                log.debug("MQTT publishes to %s-%d not stored: %s", topic, p, result)
                 failed[(topic, p)] = result
         if failed:
             self.host.forget_targets()  # the topic may have changed under the cache
@@ -236,7 +310,7 @@ class Inbound:
                 failed[mqtt_topic] = error
         for wait in waits:
             await wait
-        return self._ack_bytes(acks, failed, publisher)
+        return self._ack_bytes(acks, failed, publisher) if acks else []
 
     def _ack_bytes(
         self,
@@ -249,34 +323,30 @@ class Inbound:
         proto = self.proto
         v5 = proto.version == MQTT_5
         out: list[bytes] = []
-        for packet, target, error in acks:
+        for qos, pid, topic, target, error in acks:
+            assert pid is not None
             if error is None and target is not None:
                 error = failed.get(target)
-            if packet.qos == 0:
-                if error is not None:
-                    log.debug("MQTT QoS 0 publish to %s dropped: %s", packet.topic, error)
-                continue
-            assert packet.packet_id is not None
             if isinstance(error, SysTopicRefused) and not v5:
                 error = None  # 3.1.1 has no negative ack: acknowledged, not published
             if error is not None:
                 if not v5:
-                    raise MqttError(f"publish to {packet.topic} failed: {error}")
+                    raise MqttError(f"publish to {topic} failed: {error}")
                 props = Properties(reason_string=str(error)[:200])
                 reason = (
                     Reason.NOT_AUTHORIZED
                     if isinstance(error, SysTopicRefused)
                     else Reason.IMPLEMENTATION_SPECIFIC_ERROR
                 )
-                if packet.qos == 2:
+                if qos == 2:
                     if publisher is not None:
-                        publisher.pubrel_wait.discard(packet.packet_id)
-                    out.append(proto.send(PubRec(packet.packet_id, reason, props)))
+                        publisher.pubrel_wait.discard(pid)
+                    out.append(proto.send(PubRec(pid, reason, props)))
                 else:
-                    out.append(proto.send(PubAck(packet.packet_id, reason, props)))
+                    out.append(proto.send(PubAck(pid, reason, props)))
                 continue
-            if packet.qos == 1:
-                out.append(proto.send(PubAck(packet.packet_id)))
+            if qos == 1:
+                out.append(proto.send(PubAck(pid)))
             else:
-                out.append(proto.send(PubRec(packet.packet_id)))
+                out.append(proto.send(PubRec(pid)))
         return out

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any, Protocol
 
 from bayou.core import Core
@@ -131,28 +131,42 @@ class SessionStore:
         return {tp: offset for tp, (offset, _meta) in found.items()}
 
     async def save(self, sessions: Iterable[PersistedSession], *, full: bool = False) -> None:
-        """Commit the positions that moved (all of them with ``full``), then write the
-        documents that changed, as one fsynced batch."""
+        """Commit the positions that moved (all of them with ``full``) and write the
+        documents that changed (one fsynced batch).  Everything is taken from the sessions
+        and issued now, before the first wait, so saves land in the order they were made
+        (a later save never lands under an earlier one)."""
         now = self.core.clock_ms()
         entries: list[StateEntry] = []
+        jobs: list[Awaitable[None]] = []
         for session in sessions:
             client_id = session.client_id
-            await self._commit(client_id, session.positions(), full, now)
+            job = self._commit(client_id, session.positions(), full, now)
+            if job is not None:
+                jobs.append(job)
             data = json.dumps(session.document(), separators=(",", ":")).encode()
             if self._documents.get(client_id) != data:
                 self._documents[client_id] = data
                 entries.append(StateEntry(client_id.encode(), data))
         if entries and self._log is not None:
-            await self._log.put(entries, durable=True)
+            jobs.insert(0, self._log.put(entries, durable=True))
+        if jobs:
+            await asyncio.gather(*jobs)
 
-    async def _commit(self, client_id: str, positions: dict[TP, int], full: bool, now: int) -> None:
+    def _commit(
+        self, client_id: str, positions: dict[TP, int], full: bool, now: int
+    ) -> Awaitable[None] | None:
         done = self._committed.setdefault(client_id, {})
         self._committed_at.setdefault(client_id, now)
         moved = positions if full else {tp: o for tp, o in positions.items() if done.get(tp) != o}
         if not moved:
             if full:
                 self._committed_at[client_id] = now
-            return
+            return None
+        return self._send_commit(client_id, moved, full, now)
+
+    async def _send_commit(
+        self, client_id: str, moved: dict[TP, int], full: bool, now: int
+    ) -> None:
         try:
             await self.core.offsets(group_of(client_id)).commit(moved)
         except GroupCoordinatorError as exc:
@@ -165,9 +179,11 @@ class SessionStore:
                 exc,
             )
             return
-        done.update(moved)
-        if full:
-            self._committed_at[client_id] = now
+        done = self._committed.get(client_id)
+        if done is not None:  # not dropped meanwhile
+            done.update(moved)
+            if full:
+                self._committed_at[client_id] = now
 
     def refresh_due(self, now: int) -> list[str]:
         """Client ids whose offsets should be committed again before they expire."""
@@ -179,14 +195,19 @@ class SessionStore:
                     break
         return due
 
-    def drop(self, client_id: str) -> asyncio.Task[None]:
-        """Forget the session: a tombstone for its document, its group deleted."""
+    def drop(self, client_id: str) -> asyncio.Future[tuple[None, None]]:
+        """Forget the session: a tombstone for its document, its group deleted — both issued
+        now, so a new session of the same client id saved later lands after them."""
         self._documents.pop(client_id, None)
         self._committed.pop(client_id, None)
         self._committed_at.pop(client_id, None)
-        return asyncio.ensure_future(self._drop(client_id))
+        return asyncio.gather(self._tombstone(client_id), self._delete_group(client_id))
 
-    async def _drop(self, client_id: str) -> None:
+    async def _tombstone(self, client_id: str) -> None:
+        if self._log is not None:
+            await self._log.put([StateEntry(client_id.encode(), None)], durable=True)
+
+    async def _delete_group(self, client_id: str) -> None:
         group = group_of(client_id)
         try:
             driver = self.core.group_driver()
@@ -202,5 +223,3 @@ class SessionStore:
                 group,
                 codes[0].name,
             )
-        if self._log is not None:
-            await self._log.put([StateEntry(client_id.encode(), None)], durable=True)
