@@ -555,9 +555,9 @@ class MqttClient(asyncio.Protocol):
         ``awaitable`` is done, after everything queued before it."""
         future = asyncio.ensure_future(awaitable)
         self._outq.append((future, out))
-        future.add_done_callback(lambda _f: self._drain())
+        future.add_done_callback(self._drain)
 
-    def _drain(self) -> None:
+    def _drain(self, _done: object = None) -> None:
         outq = self._outq
         while outq:
             future, out = outq[0]

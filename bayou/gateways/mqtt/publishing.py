@@ -91,9 +91,11 @@ class PublishHost(Protocol):
 
     def forget_targets(self) -> None: ...
 
-    async def append(
+    def append(
         self, writes: Sequence[tuple[str, int, Buffer]]
-    ) -> list[AppendResult | KafkaError]: ...
+    ) -> Awaitable[list[AppendResult | KafkaError]]:
+        """``Core.append_many``: applied before its first wait, durable when it returns."""
+        ...
 
     def set_retained(self, publish: Publish, client_id: str) -> asyncio.Task[None]: ...
 

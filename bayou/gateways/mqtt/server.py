@@ -421,10 +421,10 @@ class MqttGateway:
     def forget_targets(self) -> None:
         self._targets.clear()
 
-    async def append(
+    def append(
         self, writes: Sequence[tuple[str, int, Buffer]]
-    ) -> list[AppendResult | KafkaError]:
-        return await self.core.append_many(writes)
+    ) -> Awaitable[list[AppendResult | KafkaError]]:
+        return self.core.append_many(writes)
 
     def set_retained(self, publish: Publish, client_id: str) -> asyncio.Task[None]:
         """Update the retained tree; returns the task that makes it durable (started now,
