@@ -18,7 +18,7 @@ engine, as before this module used them) and the group coordinator:
   the last commit are committed.  Group offsets expire (``offsets.retention.minutes``) when
   nobody commits them, and an offline MQTT session may outlive that (3.1.1 sessions never
   expire): every session's offsets are committed again once per half retention
-  (``refresh_due``), and right after a restart.  Dropping a session deletes its group.
+  (``refresh_due``), and soon after a restart.  Dropping a session deletes its group.
 
 A version 1 document (before positions were group offsets) still holds them: they are used
 for every partition the group has no offset for, and committed on the first save.
