@@ -37,7 +37,6 @@ from bayou.gateways.amqp import AmqpGateway
 from bayou.gateways.door import Door
 from bayou.gateways.http import HttpGateway
 from bayou.gateways.kafka.server import KafkaDoor, KafkaSettings
-from bayou.gateways.legacy_state import LegacyState
 from bayou.gateways.mqtt import MqttGateway
 from bayou.storage.dir_lock import DataDirectoryInUse
 from bayou.storage.engine import LogEngine
@@ -140,9 +139,8 @@ class App:
             txn_settings(config),
         )
         self.kafka = KafkaDoor(self.core, self._kafka_settings(config.kafka.port))
-        legacy = LegacyState(self.core, config) if config.mqtt.port else None
         self.http = HttpGateway(self.core, config.host, config.http) if config.http.port else None
-        self.mqtt = MqttGateway(legacy) if legacy and config.mqtt.port else None
+        self.mqtt = MqttGateway(self.core, config.host, config.mqtt) if config.mqtt.port else None
         self.amqp = AmqpGateway(self.core, config.host, config.amqp) if config.amqp.port else None
 
     def _kafka_settings(self, port: int) -> KafkaSettings:

@@ -40,8 +40,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from bayou.gateways.mqtt.delivery import MAX_QUEUED
+from bayou.gateways.mqtt.inflight import DEFAULT_INFLIGHT
 from bayou.gateways.mqtt.mapping import partition_for
-from bayou.gateways.mqtt.session import DEFAULT_INFLIGHT, MAX_QUEUED
 from tests.support.broker import BrokerProcess
 from tests.support.mqtt import unique
 

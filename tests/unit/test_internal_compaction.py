@@ -19,10 +19,12 @@ from bayou.core.groups import GroupCoordinator, GroupSettings
 from bayou.core.groups.coordinator import OffsetCommit
 from bayou.core.groups.model import Result
 from bayou.errors import InvalidConfig
-from bayou.gateways.mqtt.store import StateLog
+from bayou.gateways.mqtt.store import RETAINED_LOG
 from bayou.storage import LogManager, PartitionLog
 from bayou.storage.cleaner import clean, needs_cleaning
-from bayou.storage.flusher import GroupFlusher
+from bayou.storage.engine import StateEntry, latest
+from bayou.storage.local_engine import LocalEngine, LocalStateLog
+from bayou.storage.maintenance import MaintenanceSettings
 from tests.support.group_log import GroupLog as GroupStore
 from tests.unit.test_storage_compaction import Crash, _crash_after, clean_fully
 
@@ -293,43 +295,53 @@ def test_the_maintenance_round_cleans_a_registered_log_while_the_store_appends(
 
 
 def test_mqtt_state_log_compacts_and_loads_the_same_entries(tmp_path: Path) -> None:
+    """``__mqtt_retained`` as the MQTT door keeps it: a state log of the local engine."""
     clock = Clock()
-    flusher = GroupFlusher()
-    state = StateLog(tmp_path, "__mqtt_retained", flusher, clock, config())
-    state.open()
-    model: dict[bytes, tuple[bytes, bytes | None, list[tuple[str, bytes | None]]]] = {}
 
-    async def write() -> None:
+    def engine() -> LocalEngine:
+        return LocalEngine(tmp_path, {}, internal_config=config(),
+                           maintenance=MaintenanceSettings(60_000, 1 << 20, True),
+                           clock_ms=clock)
+
+    model: dict[bytes, StateEntry] = {}
+
+    async def write() -> tuple[LocalEngine, LocalStateLog]:
+        local = engine()
+        await local.open()
+        state = await local.state.open_log(RETAINED_LOG)
         for i in range(800):
             key = f"sensors/{i % 7}".encode()
             if i % 97 == 5:
-                await state.put([(key, None, [])])  # a cleared retained message
+                await state.put([StateEntry(key, None)], durable=True)  # a cleared message
                 model.pop(key, None)
             else:
-                entry = (key, b"payload-%d" % i, [("mqtt.qos", b"1")])
-                await state.put([entry])
+                entry = StateEntry(key, b"payload-%d" % i, (("mqtt.qos", b"1"),))
+                await state.put([entry], durable=True)
                 model[key] = entry
             clock.now += 1
+        return local, state
 
-    asyncio.run(write())
-    log = state.log
-    assert log is not None
-    log.roll()
-    log.flush()
-    before = log_bytes(state.directory)
-    assert state.load() == model
-    clean_fully(log, clock.now, 1000)
-    assert log_bytes(state.directory) < before / 10
-    assert state.load() == model
-    state.close()
-    reopened = StateLog(tmp_path, "__mqtt_retained", flusher, clock, config())
-    reopened.open()
-    assert reopened.load() == model
-    assert reopened.log is not None
-    clean_fully(reopened.log, clock.now + RETENTION_MS + 1, 1000)  # tombstones go too
-    assert record_count(reopened.log) == len(model)
-    assert reopened.load() == model
-    reopened.close()
+    async def load(local: LocalEngine) -> dict[bytes, StateEntry]:
+        return await latest(await local.state.open_log(RETAINED_LOG))
+
+    local, state = asyncio.run(write())
+    directory = tmp_path / "internal" / RETAINED_LOG / "0"
+    state.log.roll()
+    state.log.flush()
+    before = log_bytes(directory)
+    assert asyncio.run(load(local)) == model
+    clean_fully(state.log, clock.now, 1000)
+    assert log_bytes(directory) < before / 10
+    assert asyncio.run(load(local)) == model
+    asyncio.run(local.close())
+    reopened = engine()
+    asyncio.run(reopened.open())
+    assert asyncio.run(load(reopened)) == model
+    log = asyncio.run(reopened.state.open_log(RETAINED_LOG)).log
+    clean_fully(log, clock.now + RETENTION_MS + 1, 1000)  # tombstones go too
+    assert record_count(log) == len(model)
+    assert asyncio.run(load(reopened)) == model
+    asyncio.run(reopened.close())
 
 
 def test_internal_log_config_comes_from_the_broker_options() -> None:
