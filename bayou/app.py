@@ -56,13 +56,19 @@ def make_engine(config: BrokerConfig) -> LogEngine:
         config.log.cleaner_enable,
     )
     if url in ("", "local") or url.startswith("file:"):
-        return LocalEngine(config.data_dir, config.topic_defaults,
-                           internal_config=config.internal_log_config(),
-                           maintenance=maintenance)
+        return LocalEngine(
+            config.data_dir,
+            config.topic_defaults,
+            internal_config=config.internal_log_config(),
+            maintenance=maintenance,
+        )
     if url.startswith("memory:"):
-        return MemoryEngine(config.topic_defaults, location=url,
-                            maintenance_interval_ms=maintenance.interval_ms,
-                            internal_config=config.internal_log_config())
+        return MemoryEngine(
+            config.topic_defaults,
+            location=url,
+            maintenance_interval_ms=maintenance.interval_ms,
+            internal_config=config.internal_log_config(),
+        )
     raise InvalidConfig(f"Unknown storage {url!r}: expected local or memory://")
 
 
@@ -89,9 +95,11 @@ def txn_settings(config: BrokerConfig) -> TxnSettings:
     )
 
 
-def static_broker_configs(config: BrokerConfig, kafka_port: int) -> tuple[tuple[str, str, str],
-                                                                          ...]:
+def static_broker_configs(
+    config: BrokerConfig, kafka_port: int
+) -> tuple[tuple[str, str, str], ...]:
     """The broker's own options as DescribeConfigs shows them (Kafka names, read-only)."""
+
     def text(value: object) -> str:
         return str(value).lower() if isinstance(value, bool) else str(value)
 
@@ -110,11 +118,17 @@ def static_broker_configs(config: BrokerConfig, kafka_port: int) -> tuple[tuple[
         ("log.cleaner.enable", config.log.cleaner_enable, "bool"),
         ("log.cleaner.dedupe.buffer.size", config.log.cleaner_dedupe_buffer_size, "long"),
         ("transaction.max.timeout.ms", config.transaction.max_timeout_ms, "int"),
-        ("transaction.abort.timed.out.transaction.cleanup.interval.ms",
-         config.transaction.abort_check_interval_ms, "int"),
+        (
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+            config.transaction.abort_check_interval_ms,
+            "int",
+        ),
         ("transactional.id.expiration.ms", config.transaction.id_expiration_ms, "int"),
-        ("transaction.remove.expired.transaction.cleanup.interval.ms",
-         config.transaction.id_expiration_check_interval_ms, "int"),
+        (
+            "transaction.remove.expired.transaction.cleanup.interval.ms",
+            config.transaction.id_expiration_check_interval_ms,
+            "int",
+        ),
     ]
     return tuple((name, text(value), kind) for name, value, kind in entries)
 
@@ -168,13 +182,20 @@ class App:
             self.kafka.settings = self._kafka_settings(self.kafka.port)
         listening = " ".join(
             f"{name}={door.address if door is not None else 'off'}"
-            for name, door in (("kafka", self.kafka), ("http", self.http),
-                               ("mqtt", self.mqtt), ("amqp", self.amqp))
+            for name, door in (
+                ("kafka", self.kafka),
+                ("http", self.http),
+                ("mqtt", self.mqtt),
+                ("amqp", self.amqp),
+            )
         )
         log.info(
             "Bayou listening: %s (advertised %s:%d) · storage %s · cluster %s",
-            listening, self.kafka.advertised_host, self.kafka.advertised_port,
-            self.engine.location, self.core.cluster_id,
+            listening,
+            self.kafka.advertised_host,
+            self.kafka.advertised_port,
+            self.engine.location,
+            self.core.cluster_id,
         )
 
     async def stop(self) -> None:

@@ -100,42 +100,111 @@ def _ratio(v: float) -> str | None:
 
 
 _DEFS = [
-    ConfigDef("segment.bytes", "int", 1024**3, "Roll a segment when it reaches this size.",
-              _at_least(14)),
-    ConfigDef("segment.ms", "long", 7 * 24 * 3600 * 1000,
-              "Roll a segment when its first batch is this old.", _at_least(1)),
-    ConfigDef("segment.index.bytes", "int", 10 * 1024 * 1024,
-              "Maximum size of a segment's offset index.", _at_least(4096)),
-    ConfigDef("index.interval.bytes", "int", 4096,
-              "Bytes of log between two offset-index entries.", _at_least(0)),
-    ConfigDef("flush.messages", "long", LONG_MAX,
-              "Force an fsync after this many messages (shared by concurrent producers).",
-              _at_least(1)),
-    ConfigDef("flush.ms", "long", LONG_MAX,
-              "Force an fsync when unflushed data is this old.", _at_least(0)),
-    ConfigDef("max.message.bytes", "int", 1024 * 1024 + 12,
-              "Largest record batch the topic accepts.", _at_least(0)),
-    ConfigDef("retention.ms", "long", 7 * 24 * 3600 * 1000,
-              "Delete segments older than this; -1 keeps forever.", _at_least(-1)),
-    ConfigDef("retention.bytes", "long", -1,
-              "Delete old segments beyond this partition size; -1 is unlimited.", _at_least(-1)),
+    ConfigDef(
+        "segment.bytes", "int", 1024**3, "Roll a segment when it reaches this size.", _at_least(14)
+    ),
+    ConfigDef(
+        "segment.ms",
+        "long",
+        7 * 24 * 3600 * 1000,
+        "Roll a segment when its first batch is this old.",
+        _at_least(1),
+    ),
+    ConfigDef(
+        "segment.index.bytes",
+        "int",
+        10 * 1024 * 1024,
+        "Maximum size of a segment's offset index.",
+        _at_least(4096),
+    ),
+    ConfigDef(
+        "index.interval.bytes",
+        "int",
+        4096,
+        "Bytes of log between two offset-index entries.",
+        _at_least(0),
+    ),
+    ConfigDef(
+        "flush.messages",
+        "long",
+        LONG_MAX,
+        "Force an fsync after this many messages (shared by concurrent producers).",
+        _at_least(1),
+    ),
+    ConfigDef(
+        "flush.ms",
+        "long",
+        LONG_MAX,
+        "Force an fsync when unflushed data is this old.",
+        _at_least(0),
+    ),
+    ConfigDef(
+        "max.message.bytes",
+        "int",
+        1024 * 1024 + 12,
+        "Largest record batch the topic accepts.",
+        _at_least(0),
+    ),
+    ConfigDef(
+        "retention.ms",
+        "long",
+        7 * 24 * 3600 * 1000,
+        "Delete segments older than this; -1 keeps forever.",
+        _at_least(-1),
+    ),
+    ConfigDef(
+        "retention.bytes",
+        "long",
+        -1,
+        "Delete old segments beyond this partition size; -1 is unlimited.",
+        _at_least(-1),
+    ),
     ConfigDef("cleanup.policy", "list", "delete", "delete, compact or both.", _cleanup_policy),
-    ConfigDef("delete.retention.ms", "long", 24 * 3600 * 1000,
-              "How long tombstones survive compaction.", _at_least(0)),
-    ConfigDef("min.cleanable.dirty.ratio", "double", 0.5,
-              "Dirty fraction that makes a log eligible for compaction.", _ratio),
-    ConfigDef("min.compaction.lag.ms", "long", 0,
-              "Minimum age of a record before compaction.", _at_least(0)),
-    ConfigDef("max.compaction.lag.ms", "long", LONG_MAX,
-              "Maximum age of a record before it must be compacted.", _at_least(1)),
-    ConfigDef("message.timestamp.type", "string", "CreateTime",
-              "CreateTime keeps the producer's timestamps; LogAppendTime stamps on append.",
-              _one_of("CreateTime", "LogAppendTime")),
-    ConfigDef("compression.type", "string", "producer",
-              "Compression of stored batches; 'producer' keeps what the producer sent.",
-              _one_of("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd")),
-    ConfigDef("min.insync.replicas", "int", 1, "Replicas that must acknowledge acks=all.",
-              _at_least(1)),
+    ConfigDef(
+        "delete.retention.ms",
+        "long",
+        24 * 3600 * 1000,
+        "How long tombstones survive compaction.",
+        _at_least(0),
+    ),
+    ConfigDef(
+        "min.cleanable.dirty.ratio",
+        "double",
+        0.5,
+        "Dirty fraction that makes a log eligible for compaction.",
+        _ratio,
+    ),
+    ConfigDef(
+        "min.compaction.lag.ms",
+        "long",
+        0,
+        "Minimum age of a record before compaction.",
+        _at_least(0),
+    ),
+    ConfigDef(
+        "max.compaction.lag.ms",
+        "long",
+        LONG_MAX,
+        "Maximum age of a record before it must be compacted.",
+        _at_least(1),
+    ),
+    ConfigDef(
+        "message.timestamp.type",
+        "string",
+        "CreateTime",
+        "CreateTime keeps the producer's timestamps; LogAppendTime stamps on append.",
+        _one_of("CreateTime", "LogAppendTime"),
+    ),
+    ConfigDef(
+        "compression.type",
+        "string",
+        "producer",
+        "Compression of stored batches; 'producer' keeps what the producer sent.",
+        _one_of("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"),
+    ),
+    ConfigDef(
+        "min.insync.replicas", "int", 1, "Replicas that must acknowledge acks=all.", _at_least(1)
+    ),
 ]
 
 TOPIC_CONFIGS: dict[str, ConfigDef] = {d.name: d for d in _DEFS}
@@ -287,13 +356,15 @@ def internal_log_config(
     task cleans it like a compacted user topic (``LogMaintenance.register``).  Its
     ``flush.messages``/``flush.ms`` say when the group coordinator fsyncs it (as a topic's
     say when produce does): by default never before an answer, 1 message = strict mode."""
-    overrides = parse_topic_configs({
-        "cleanup.policy": "compact",
-        "segment.bytes": segment_bytes,
-        "delete.retention.ms": delete_retention_ms,
-        "flush.messages": flush_messages,
-        "flush.ms": flush_ms,
-    })
+    overrides = parse_topic_configs(
+        {
+            "cleanup.policy": "compact",
+            "segment.bytes": segment_bytes,
+            "delete.retention.ms": delete_retention_ms,
+            "flush.messages": flush_messages,
+            "flush.ms": flush_ms,
+        }
+    )
     config = TopicConfig.resolve({}, overrides)
     check_topic_config(config.values)
     return config

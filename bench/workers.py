@@ -194,8 +194,9 @@ def consume(spec: Spec) -> Spec:
             now = time.perf_counter()
             if not batch:
                 if now - last_progress > spec["idle_timeout_s"]:
-                    raise RuntimeError(f"consumed {got}/{n}, then nothing for "
-                                       f"{spec['idle_timeout_s']}s")
+                    raise RuntimeError(
+                        f"consumed {got}/{n}, then nothing for {spec['idle_timeout_s']}s"
+                    )
                 continue
             if first_s is None:
                 first_s = now - t0
@@ -311,8 +312,9 @@ def latency_produce(spec: Spec) -> Spec:
     elapsed = (time.monotonic_ns() - start_ns) / 1e9
     left = producer.flush(spec["timeout_s"])
     if left or errors.count:
-        raise RuntimeError(f"latency producer: {left} unacked, {errors.count} errors "
-                           f"(first: {errors.first})")
+        raise RuntimeError(
+            f"latency producer: {left} unacked, {errors.count} errors (first: {errors.first})"
+        )
     acks = sorted(errors.samples)
     return {
         "sent": warmup_n + measured_n,
@@ -364,13 +366,20 @@ def transform(spec: Spec) -> Spec:
     source, sink, n = spec["topic"], spec["sink"], int(spec["messages"])
     exactly_once = spec["guarantee"] == "exactly-once"
     batch = int(spec["batch"])
-    consumer = _consumer(spec, **{
-        "group.id": f"bench-transform-{uuid.uuid4().hex[:12]}",
-        "isolation.level": "read_committed",
-        "fetch.max.bytes": 64 * 1024 * 1024,
-    })
-    conf: Spec = {"bootstrap.servers": spec["bootstrap"], "linger.ms": 5,
-                  "batch.size": 1_000_000, "queue.buffering.max.messages": 1_000_000}
+    consumer = _consumer(
+        spec,
+        **{
+            "group.id": f"bench-transform-{uuid.uuid4().hex[:12]}",
+            "isolation.level": "read_committed",
+            "fetch.max.bytes": 64 * 1024 * 1024,
+        },
+    )
+    conf: Spec = {
+        "bootstrap.servers": spec["bootstrap"],
+        "linger.ms": 5,
+        "batch.size": 1_000_000,
+        "queue.buffering.max.messages": 1_000_000,
+    }
     if exactly_once:
         conf["transactional.id"] = f"bench-transform-{uuid.uuid4().hex[:12]}"
     else:
@@ -403,12 +412,12 @@ def transform(spec: Spec) -> Spec:
                     producer.poll(0.001)
         if exactly_once:
             producer.send_offsets_to_transaction(
-                consumer.position(consumer.assignment()), consumer.consumer_group_metadata(), 30)
+                consumer.position(consumer.assignment()), consumer.consumer_group_metadata(), 30
+            )
             producer.commit_transaction(30)
         else:
             producer.flush(30)
-            consumer.commit(offsets=consumer.position(consumer.assignment()),
-                            asynchronous=False)
+            consumer.commit(offsets=consumer.position(consumer.assignment()), asynchronous=False)
         transactions += 1
         done += len(messages)
     elapsed = time.perf_counter() - t0

@@ -22,13 +22,23 @@ from bayou.options import click_options
 
 
 @click.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              metavar="FILE", help="TOML file of options (the flags' names with underscores, "
-              "or by section: [http] port = 8081; topic defaults under [topic_defaults]).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="TOML file of options (the flags' names with underscores, "
+    "or by section: [http] port = 8081; topic defaults under [topic_defaults]).",
+)
 @click_options(BrokerConfig)
-@click.option("--topic-default", "topic_defaults", multiple=True, metavar="NAME=VALUE",
-              help="Default for a topic config, by its Kafka name (e.g. retention.ms=86400000). "
-                   "Repeatable. [env BAYOU_TOPIC_DEFAULT_<NAME>]")
+@click.option(
+    "--topic-default",
+    "topic_defaults",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Default for a topic config, by its Kafka name (e.g. retention.ms=86400000). "
+    "Repeatable. [env BAYOU_TOPIC_DEFAULT_<NAME>]",
+)
 def serve(config_path: Path | None, topic_defaults: tuple[str, ...], **options: Any) -> None:
     """Run a Bayou broker until interrupted (SIGINT or SIGTERM).
 

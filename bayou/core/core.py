@@ -83,7 +83,9 @@ class Core:
     """The broker core (see the module docstring)."""
 
     def __init__(
-        self, engine: LogEngine, settings: CoreSettings,
+        self,
+        engine: LogEngine,
+        settings: CoreSettings,
         group_settings: GroupSettings | None = None,
         txn_settings: TxnSettings | None = None,
     ) -> None:
@@ -115,7 +117,10 @@ class Core:
         self.groups = groups
         txn_log = await self.engine.state.open_log(TRANSACTIONS_LOG, public=True)
         transactions = TxnDriver(
-            self.txn_settings, self.clock_ms, txn_log, self.engine.allocate_producer_id,
+            self.txn_settings,
+            self.clock_ms,
+            txn_log,
+            self.engine.allocate_producer_id,
             EngineMarkers(self.engine, self.group_driver),
         )
         replayed = await transactions.open()

@@ -169,14 +169,17 @@ class Cursor:
         aborted: dict[int, list[tuple[int, int]]] = {}
         if self.isolation == "read_committed" and view:
             for txn in await self.handle().aborted_transactions(position, self.end()):
-                aborted.setdefault(txn.producer_id, []).append(
-                    (txn.first_offset, txn.last_offset))
+                aborted.setdefault(txn.producer_id, []).append((txn.first_offset, txn.last_offset))
         for pos, header in iter_batches(view):
             if header.last_offset < position:
                 continue
-            if aborted and header.is_transactional and any(
-                first <= header.base_offset <= last
-                for first, last in aborted.get(header.producer_id, ())
+            if (
+                aborted
+                and header.is_transactional
+                and any(
+                    first <= header.base_offset <= last
+                    for first, last in aborted.get(header.producer_id, ())
+                )
             ):
                 position = max(position, header.last_offset + 1)  # an aborted transaction's
                 continue

@@ -120,7 +120,8 @@ class AbortedRanges:
         self._by_producer: dict[int, list[tuple[int, int]]] = {}
         for txn in aborted:
             self._by_producer.setdefault(txn.producer_id, []).append(
-                (txn.first_offset, txn.last_offset))
+                (txn.first_offset, txn.last_offset)
+            )
 
     def covers(self, header: BatchHeader) -> bool:
         """Whether ``header`` is data of an aborted transaction."""
@@ -164,7 +165,10 @@ def needs_cleaning(log: PartitionLog, now: int) -> bool:
 
 
 def _build_map(
-    segs: list[LogSegment], first_dirty: int, capacity: int, stats: CleanStats,
+    segs: list[LogSegment],
+    first_dirty: int,
+    capacity: int,
+    stats: CleanStats,
     aborted: AbortedRanges,
 ) -> dict[bytes, int]:
     """Key digest → last offset over the dirty section, stopping when ``capacity`` is
@@ -180,8 +184,11 @@ def _build_map(
         for _pos, header, body in seg.iter_batches(found[0], with_body=True):
             if header.last_offset < first_dirty:
                 continue
-            if (header.records_count and len(offset_map) + header.records_count > capacity
-                    and end > first_dirty):
+            if (
+                header.records_count
+                and len(offset_map) + header.records_count > capacity
+                and end > first_dirty
+            ):
                 stats.map_full = True
                 stats.map_end = end
                 return offset_map
@@ -214,9 +221,18 @@ class CompactionPass:
     """One cleaning pass's per-record decisions (engine-neutral: the memory engine uses it
     too): the key map, the tombstone horizon and the batches that must survive."""
 
-    def __init__(self, now: int, offset_map: dict[bytes, int], map_end: int,
-                 stats: CleanStats, *, delete_retention_ms: int, prior: CleanerState,
-                 producer_state: Snapshot, aborted: AbortedRanges | None = None) -> None:
+    def __init__(
+        self,
+        now: int,
+        offset_map: dict[bytes, int],
+        map_end: int,
+        stats: CleanStats,
+        *,
+        delete_retention_ms: int,
+        prior: CleanerState,
+        producer_state: Snapshot,
+        aborted: AbortedRanges | None = None,
+    ) -> None:
         self.now = now
         self.map = offset_map
         self.map_end = map_end
@@ -239,8 +255,9 @@ class CompactionPass:
             self.tombstone_since = since
         return True
 
-    def filter_batch(self, header: BatchHeader, body: memoryview, last_of_group: bool
-                     ) -> bytes | None:
+    def filter_batch(
+        self, header: BatchHeader, body: memoryview, last_of_group: bool
+    ) -> bytes | None:
         """The batch as it should be written (maybe re-encoded), or None to drop it."""
         must_keep = last_of_group or header.last_offset in self.producer_last
         if header.is_control:
@@ -282,15 +299,19 @@ class CompactionPass:
             timestamp_type=header.timestamp_type,
             is_transactional=header.is_transactional,
             partition_leader_epoch=header.partition_leader_epoch,
-            max_timestamp=(header.max_timestamp if append_time or not records
-                           else max(r.timestamp for r in records)),
+            max_timestamp=(
+                header.max_timestamp
+                if append_time or not records
+                else max(r.timestamp for r in records)
+            ),
             offset_deltas=[d for d, _ in kept],
             last_offset_delta=header.last_offset_delta,
             base_timestamp=None if records else header.base_timestamp,
         )
 
-    def _filter_marker(self, header: BatchHeader, body: memoryview, must_keep: bool
-                       ) -> bytes | None:
+    def _filter_marker(
+        self, header: BatchHeader, body: memoryview, must_keep: bool
+    ) -> bytes | None:
         """A transaction marker stays while its transaction has data in the log (a
         READ_COMMITTED reader needs it), and like a tombstone until ``delete.retention.ms``
         after it was first cleaned; then it goes (Kafka's cleaner does the same)."""
@@ -300,17 +321,30 @@ class CompactionPass:
         return None
 
 
-
 class _Pass(CompactionPass):
     """A pass over one local ``PartitionLog``: the decisions, and the segment rewriting."""
 
-    def __init__(self, log: PartitionLog, now: int, offset_map: dict[bytes, int],
-                 map_end: int, stats: CleanStats, aborted: AbortedRanges) -> None:
+    def __init__(
+        self,
+        log: PartitionLog,
+        now: int,
+        offset_map: dict[bytes, int],
+        map_end: int,
+        stats: CleanStats,
+        aborted: AbortedRanges,
+    ) -> None:
         with log._lock:
             snap = log.producer_state.snapshot()
-        super().__init__(now, offset_map, map_end, stats,
-                         delete_retention_ms=log.config.delete_retention_ms,
-                         prior=log.cleaner_state, producer_state=snap, aborted=aborted)
+        super().__init__(
+            now,
+            offset_map,
+            map_end,
+            stats,
+            delete_retention_ms=log.config.delete_retention_ms,
+            prior=log.cleaner_state,
+            producer_state=snap,
+            aborted=aborted,
+        )
         self.log = log
 
     def rewrite(self, group: list[LogSegment]) -> LogSegment:

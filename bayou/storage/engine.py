@@ -288,7 +288,11 @@ class LogEngine(Protocol):
     ) -> TopicMeta: ...
 
     async def alter_broker_configs(
-        self, scope: str, configs: Mapping[str, Any], *, validate_only: bool = False,
+        self,
+        scope: str,
+        configs: Mapping[str, Any],
+        *,
+        validate_only: bool = False,
         options: Mapping[str, Any] | None = None,
     ) -> None:
         """Replace the dynamic topic-config defaults of ``scope`` ("default" or "broker")

@@ -166,12 +166,12 @@ class LocalPartition:
         read now instead (a copy into the frame is cheaper than a piece of its own)."""
         log_ = self.log
         try:
-            records = log_.read_slices(offset, max_bytes, min_one=min_one, nowait=True,
-                                       max_offset=max_offset)
+            records = log_.read_slices(
+                offset, max_bytes, min_one=min_one, nowait=True, max_offset=max_offset
+            )
         except PageCacheMiss:
             records = await asyncio.to_thread(
-                lambda: log_.read_slices(offset, max_bytes, min_one=min_one,
-                                         max_offset=max_offset)
+                lambda: log_.read_slices(offset, max_bytes, min_one=min_one, max_offset=max_offset)
             )
         if len(records) < INLINE_RECORDS:
             try:
@@ -389,7 +389,11 @@ class LocalEngine:
         return await asyncio.to_thread(self.logs.alter_topic_configs, name, configs)
 
     async def alter_broker_configs(
-        self, scope: str, configs: Mapping[str, Any], *, validate_only: bool = False,
+        self,
+        scope: str,
+        configs: Mapping[str, Any],
+        *,
+        validate_only: bool = False,
         options: Mapping[str, Any] | None = None,
     ) -> None:
         if validate_only:

@@ -123,7 +123,8 @@ class PartitionLog:
         self.maintenance_lock = threading.Lock()
         self.aborting = False  # set by close: a running cleaner pass stops early
         self._flushed_state: tuple[int, Snapshot] = (
-            self.log_end_offset, self.producer_state.snapshot()
+            self.log_end_offset,
+            self.producer_state.snapshot(),
         )
         self._written_state_offset = -1
         self._last_flush_ms = clock_ms()
@@ -133,8 +134,10 @@ class PartitionLog:
         self._idle_mark = -1  # log end offset at the last release_idle_files
 
     def __repr__(self) -> str:
-        return (f"PartitionLog({self.topic}-{self.index}, "
-                f"[{self.log_start_offset}, {self.log_end_offset}))")
+        return (
+            f"PartitionLog({self.topic}-{self.index}, "
+            f"[{self.log_start_offset}, {self.log_end_offset}))"
+        )
 
     @property
     def active(self) -> LogSegment:
@@ -153,13 +156,17 @@ class PartitionLog:
             duplicate = self.producer_state.check(headers)
             if duplicate is not None:
                 return AppendResult(
-                    duplicate.base_offset, duplicate.last_offset, duplicate.append_time_ms,
-                    self.log_start_offset, duplicate.last_offset - duplicate.base_offset + 1,
+                    duplicate.base_offset,
+                    duplicate.last_offset,
+                    duplicate.append_time_ms,
+                    self.log_start_offset,
+                    duplicate.last_offset - duplicate.base_offset + 1,
                 )
             return self._write(buf, headers)
 
-    def write_marker(self, producer_id: int, producer_epoch: int, commit: bool,
-                     coordinator_epoch: int) -> AppendResult:
+    def write_marker(
+        self, producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int
+    ) -> AppendResult:
         """Append a COMMIT or ABORT marker closing ``producer_id``'s open transaction (the
         transaction coordinator's path); an abort goes into the active segment's
         aborted-transaction index.  A stale producer or coordinator epoch is refused."""
@@ -175,19 +182,30 @@ class PartitionLog:
             if entry is not None and coordinator_epoch < entry.coordinator_epoch:
                 raise KafkaError(
                     f"marker from coordinator epoch {coordinator_epoch}, older than "
-                    f"{entry.coordinator_epoch}", ErrorCode.TRANSACTION_COORDINATOR_FENCED,
+                    f"{entry.coordinator_epoch}",
+                    ErrorCode.TRANSACTION_COORDINATOR_FENCED,
                 )
-            buf = bytearray(build_control_batch(
-                commit, producer_id=producer_id, producer_epoch=producer_epoch,
-                timestamp=self._clock_ms(), coordinator_epoch=coordinator_epoch,
-            ))
+            buf = bytearray(
+                build_control_batch(
+                    commit,
+                    producer_id=producer_id,
+                    producer_epoch=producer_epoch,
+                    timestamp=self._clock_ms(),
+                    coordinator_epoch=coordinator_epoch,
+                )
+            )
             header = parse_header(buf)
             marker = CONTROL_COMMIT if commit else CONTROL_ABORT
-            return self._write(buf, [header], marker=marker,
-                               coordinator_epoch=coordinator_epoch)
+            return self._write(buf, [header], marker=marker, coordinator_epoch=coordinator_epoch)
 
-    def _write(self, buf: bytearray, headers: list[BatchHeader], *, marker: int | None = None,
-               coordinator_epoch: int = -1) -> AppendResult:
+    def _write(
+        self,
+        buf: bytearray,
+        headers: list[BatchHeader],
+        *,
+        marker: int | None = None,
+        coordinator_epoch: int = -1,
+    ) -> AppendResult:
         """Assign offsets, roll, write (all or nothing), move the producer state; under
         ``_lock``."""
         config = self.config
@@ -197,8 +215,7 @@ class PartitionLog:
         next_offset = batches[-1][1] + 1
         if self.active.failed:
             raise KafkaStorageError(
-                f"{self!r} is offline: a failed write could not be undone (a restart "
-                "recovers it)"
+                f"{self!r} is offline: a failed write could not be undone (a restart recovers it)"
             )
         try:
             segment = self._maybe_roll(len(buf), next_offset - 1, now)
@@ -209,14 +226,21 @@ class PartitionLog:
         self.log_end_offset = next_offset
         self.size_bytes += len(buf)
         for h, (base, last, _, _) in zip(headers, batches, strict=True):
-            done = self.producer_state.update(h, base, last, append_time, marker=marker,
-                                              coordinator_epoch=coordinator_epoch)
+            done = self.producer_state.update(
+                h, base, last, append_time, marker=marker, coordinator_epoch=coordinator_epoch
+            )
             if done is not None and done.aborted:
-                segment.txn_index.append(AbortedTxn(
-                    done.producer_id, done.first_offset, done.last_offset,
-                    self.last_stable_offset))
-        return AppendResult(first, next_offset - 1, append_time, self.log_start_offset,
-                            next_offset - first)
+                segment.txn_index.append(
+                    AbortedTxn(
+                        done.producer_id,
+                        done.first_offset,
+                        done.last_offset,
+                        self.last_stable_offset,
+                    )
+                )
+        return AppendResult(
+            first, next_offset - 1, append_time, self.log_start_offset, next_offset - first
+        )
 
     @property
     def last_stable_offset(self) -> int:
@@ -231,8 +255,9 @@ class PartitionLog:
         segments = self._pin()
         try:
             first = self._segment_index(segments, start)
-            return collect_aborted((seg.txn_index.entries() for seg in segments[first:]),
-                                   start, end)
+            return collect_aborted(
+                (seg.txn_index.entries() for seg in segments[first:]), start, end
+            )
         finally:
             self._unpin()
 
@@ -267,7 +292,11 @@ class PartitionLog:
         return max(bisect_right(segments, offset, key=_base_offset) - 1, 0)
 
     def read(
-        self, offset: int, max_bytes: int, *, nowait: bool = False,
+        self,
+        offset: int,
+        max_bytes: int,
+        *,
+        nowait: bool = False,
         max_offset: int | None = None,
     ) -> bytes | bytearray | memoryview:
         """Whole batches from the one containing ``offset``, up to ``max_bytes``.
@@ -315,7 +344,11 @@ class PartitionLog:
         return (i, pos + header.size if header.base_offset < max_offset else pos)
 
     def _read(
-        self, segments: list[LogSegment], offset: int, max_bytes: int, nowait: bool,
+        self,
+        segments: list[LogSegment],
+        offset: int,
+        max_bytes: int,
+        nowait: bool,
         bound: tuple[int, int] | None = None,
     ) -> bytes | bytearray | memoryview:
         chunks: list[bytes | bytearray | memoryview] = []
@@ -362,7 +395,12 @@ class PartitionLog:
         return b"".join(chunks) if len(chunks) != 1 else chunks[0]
 
     def read_slices(
-        self, offset: int, max_bytes: int, *, min_one: bool = True, nowait: bool = False,
+        self,
+        offset: int,
+        max_bytes: int,
+        *,
+        min_one: bool = True,
+        nowait: bool = False,
         max_offset: int | None = None,
     ) -> FileRecords:
         """The batches ``read`` would return, as file slices to send later (Fetch).
@@ -526,15 +564,17 @@ class PartitionLog:
         watermark); return the new log start offset.  Segments below it are deleted by
         ``delete_old_segments``."""
         with self._lock:
-            target = delete_records_target(self.topic, self.index, self.config,
-                                           self.log_end_offset, offset)
+            target = delete_records_target(
+                self.topic, self.index, self.config, self.log_end_offset, offset
+            )
             self.log_start_offset = max(self.log_start_offset, target)
             return self.log_start_offset
 
     def deletable_segments(self, now: int) -> int:
         """How many leading segments retention (or the log start offset) removes."""
-        return deletable_segments(self.segments, self.log_start_offset, self.size_bytes,
-                                  self.config, now)
+        return deletable_segments(
+            self.segments, self.log_start_offset, self.size_bytes, self.config, now
+        )
 
     def delete_old_segments(self, now: int | None = None) -> int:
         """Delete whole segments past retention.ms/retention.bytes (cleanup.policy delete)
@@ -553,9 +593,7 @@ class PartitionLog:
                     doomed = self.segments[:count]
                     self.segments = self.segments[count:]
                     self.size_bytes -= sum(s.size for s in doomed)
-                    self.log_start_offset = max(
-                        self.log_start_offset, self.segments[0].base_offset
-                    )
+                    self.log_start_offset = max(self.log_start_offset, self.segments[0].base_offset)
                 moved = self.log_start_offset != self._persisted_start
             if not moved and not doomed:
                 return 0
@@ -588,7 +626,7 @@ class PartitionLog:
         with self._lock:
             segs = self.segments
             first = next(i for i, s in enumerate(segs) if s is old[0])
-            self.segments = [*segs[:first], new, *segs[first + len(old):]]
+            self.segments = [*segs[:first], new, *segs[first + len(old) :]]
             self.size_bytes += new.size - sum(s.size for s in old)
         for seg in old:
             seg.unlink_files()
@@ -621,8 +659,12 @@ class PartitionLog:
             generation = self._roll_generation
             if target <= self.recovery_point and generation == self._flushed_generation:
                 return self.recovery_point
-            fds = [fd for s in self.segments if s.next_offset > self.recovery_point
-                   or s is self.active for fd in s.dup_fds()]
+            fds = [
+                fd
+                for s in self.segments
+                if s.next_offset > self.recovery_point or s is self.active
+                for fd in s.dup_fds()
+            ]
             snap = self.producer_state.snapshot()
         try:
             for fd in fds:

@@ -132,8 +132,9 @@ class LogManager:
             meta = load_topic(topic_dir)
             self._register(meta)
             for child in topic_dir.iterdir():
-                if child.is_dir() and (not child.name.isdigit()
-                                       or int(child.name) >= meta.partitions):
+                if child.is_dir() and (
+                    not child.name.isdigit() or int(child.name) >= meta.partitions
+                ):
                     shutil.rmtree(child)
             for p in range(meta.partitions):
                 self._open_partition(meta, p, clean)
@@ -223,7 +224,11 @@ class LogManager:
     get_partition = partition
 
     def create_topic(
-        self, name: str, partitions: int, configs: Mapping[str, str], *,
+        self,
+        name: str,
+        partitions: int,
+        configs: Mapping[str, str],
+        *,
         validate_only: bool = False,
     ) -> TopicMeta:
         """Create a topic (or only check that it could be created)."""
@@ -312,7 +317,11 @@ class LogManager:
         return dynamic.defaults(self.static_defaults)
 
     def alter_broker_configs(
-        self, scope: str, configs: Mapping[str, Any], *, validate_only: bool = False,
+        self,
+        scope: str,
+        configs: Mapping[str, Any],
+        *,
+        validate_only: bool = False,
         options: Mapping[str, Any] | None = None,
     ) -> None:
         """Replace the dynamic topic-config defaults of ``scope`` ("default" for the cluster,
@@ -320,8 +329,13 @@ class LogManager:
         every topic without its own override follows at once.  ``options``, when given,
         replaces that scope's other dynamic broker configs (Kafka names, parsed values)."""
         with self._lock:
-            dynamic = self.dynamic.altered(scope, configs, options, self.static_defaults,
-                                           [m.configs for m in self._topics.values()])
+            dynamic = self.dynamic.altered(
+                scope,
+                configs,
+                options,
+                self.static_defaults,
+                [m.configs for m in self._topics.values()],
+            )
             merged = dynamic.defaults(self.static_defaults)
             if validate_only:
                 return
@@ -334,7 +348,11 @@ class LogManager:
     # ------------------------------------------------------------------ retention and cleaning
 
     def maintain(
-        self, now: int, map_entries: int, *, cleaner: bool = True,
+        self,
+        now: int,
+        map_entries: int,
+        *,
+        cleaner: bool = True,
         internal: Iterable[PartitionLog] = (),
     ) -> list[tuple[PartitionLog, int, CleanStats | None, Exception | None]]:
         """One retention and cleaning round over every partition (a worker thread calls it),

@@ -127,8 +127,15 @@ class MemorySegment:
 class MemoryPartition:
     """A ``Partition`` held in memory."""
 
-    def __init__(self, engine: MemoryEngine, topic: str, index: int, config: TopicConfig,
-                 *, internal: bool = False) -> None:
+    def __init__(
+        self,
+        engine: MemoryEngine,
+        topic: str,
+        index: int,
+        config: TopicConfig,
+        *,
+        internal: bool = False,
+    ) -> None:
         self._engine = engine
         self.internal = internal  # a state log: readable as a topic, written by its owner
         self._topic = topic
@@ -170,12 +177,18 @@ class MemoryPartition:
         if entry is not None and coordinator_epoch < entry.coordinator_epoch:
             raise KafkaError(
                 f"marker from coordinator epoch {coordinator_epoch}, older than "
-                f"{entry.coordinator_epoch}", ErrorCode.TRANSACTION_COORDINATOR_FENCED,
+                f"{entry.coordinator_epoch}",
+                ErrorCode.TRANSACTION_COORDINATOR_FENCED,
             )
-        batch = bytearray(build_control_batch(
-            commit, producer_id=producer_id, producer_epoch=producer_epoch,
-            timestamp=self._engine.clock_ms(), coordinator_epoch=coordinator_epoch,
-        ))
+        batch = bytearray(
+            build_control_batch(
+                commit,
+                producer_id=producer_id,
+                producer_epoch=producer_epoch,
+                timestamp=self._engine.clock_ms(),
+                coordinator_epoch=coordinator_epoch,
+            )
+        )
         marker = CONTROL_COMMIT if commit else CONTROL_ABORT
         return self._store(batch, [parse_header(batch)], marker, coordinator_epoch).base_offset
 
@@ -206,13 +219,21 @@ class MemoryPartition:
         duplicate = self.producer_state.check(headers)
         if duplicate is not None:
             return AppendResult(
-                duplicate.base_offset, duplicate.last_offset, duplicate.append_time_ms,
-                self.log_start_offset, duplicate.last_offset - duplicate.base_offset + 1,
+                duplicate.base_offset,
+                duplicate.last_offset,
+                duplicate.append_time_ms,
+                self.log_start_offset,
+                duplicate.last_offset - duplicate.base_offset + 1,
             )
         return self._store(buf, headers)
 
-    def _store(self, buf: bytearray, headers: list[BatchHeader], marker: int | None = None,
-               coordinator_epoch: int = -1) -> AppendResult:
+    def _store(
+        self,
+        buf: bytearray,
+        headers: list[BatchHeader],
+        marker: int | None = None,
+        coordinator_epoch: int = -1,
+    ) -> AppendResult:
         now = self._engine.clock_ms()
         append_time = now if self.config.log_append_time and marker is None else -1
         first = self.log_end_offset
@@ -224,15 +245,27 @@ class MemoryPartition:
         pos = 0
         for h, (base, last, max_ts, size) in zip(headers, spans, strict=True):
             segment.add(data[pos : pos + size], base, last, max_ts)
-            done = self.producer_state.update(h, base, last, append_time, marker=marker,
-                                              coordinator_epoch=coordinator_epoch)
+            done = self.producer_state.update(
+                h, base, last, append_time, marker=marker, coordinator_epoch=coordinator_epoch
+            )
             if done is not None and done.aborted:
-                segment.aborted.append(AbortedTxn(done.producer_id, done.first_offset,
-                                                  done.last_offset, self.last_stable_offset))
+                segment.aborted.append(
+                    AbortedTxn(
+                        done.producer_id,
+                        done.first_offset,
+                        done.last_offset,
+                        self.last_stable_offset,
+                    )
+                )
             pos += size
         self._engine.waiters.notify(self._topic, self._index)
-        return AppendResult(first, self.log_end_offset - 1, append_time,
-                            self.log_start_offset, self.log_end_offset - first)
+        return AppendResult(
+            first,
+            self.log_end_offset - 1,
+            append_time,
+            self.log_start_offset,
+            self.log_end_offset - first,
+        )
 
     def _maybe_roll(self, incoming: int, last_offset: int, now: int) -> MemorySegment:
         seg = self.segments[-1]
@@ -329,15 +362,17 @@ class MemoryPartition:
     async def delete_records(self, offset: int) -> int:
         if self.internal:
             raise InvalidTopic(f"Cannot delete records of internal topic {self._topic}")
-        target = delete_records_target(self._topic, self._index, self.config,
-                                       self.log_end_offset, offset)
+        target = delete_records_target(
+            self._topic, self._index, self.config, self.log_end_offset, offset
+        )
         self.log_start_offset = max(self.log_start_offset, target)
         self.delete_old_segments(self._engine.clock_ms())
         return self.log_start_offset
 
     def delete_old_segments(self, now: int) -> int:
-        count = deletable_segments(self.segments, self.log_start_offset, self.size_bytes,
-                                   self.config, now)
+        count = deletable_segments(
+            self.segments, self.log_start_offset, self.size_bytes, self.config, now
+        )
         if not count:
             return 0
         if count == len(self.segments):
@@ -621,11 +656,16 @@ class MemoryEngine:
         return new
 
     async def alter_broker_configs(
-        self, scope: str, configs: Mapping[str, Any], *, validate_only: bool = False,
+        self,
+        scope: str,
+        configs: Mapping[str, Any],
+        *,
+        validate_only: bool = False,
         options: Mapping[str, Any] | None = None,
     ) -> None:
-        dynamic = self._dynamic.altered(scope, configs, options, self._static,
-                                        [m.configs for m in self._topics.values()])
+        dynamic = self._dynamic.altered(
+            scope, configs, options, self._static, [m.configs for m in self._topics.values()]
+        )
         merged = dynamic.defaults(self._static)
         if validate_only:
             return

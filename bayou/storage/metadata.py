@@ -93,12 +93,15 @@ def new_cluster_id() -> str:
 
 
 def save_topic(directory: Path, meta: TopicMeta) -> None:
-    write_json(directory / TOPIC_FILE, {
-        "name": meta.name,
-        "topic_id": str(meta.topic_id),
-        "partitions": meta.partitions,
-        "configs": meta.configs,
-    })
+    write_json(
+        directory / TOPIC_FILE,
+        {
+            "name": meta.name,
+            "topic_id": str(meta.topic_id),
+            "partitions": meta.partitions,
+            "configs": meta.configs,
+        },
+    )
 
 
 def load_topic(directory: Path) -> TopicMeta:
@@ -128,7 +131,10 @@ class ClusterMeta:
         return meta
 
     def save(self, data_dir: Path) -> None:
-        write_json(data_dir / CLUSTER_FILE, {
-            "cluster_id": self.cluster_id,
-            "producer_id_block_end": self.producer_id_block_end,
-        })
+        write_json(
+            data_dir / CLUSTER_FILE,
+            {
+                "cluster_id": self.cluster_id,
+                "producer_id_block_end": self.producer_id_block_end,
+            },
+        )

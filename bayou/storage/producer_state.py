@@ -149,9 +149,16 @@ class ProducerStateManager:
             pending[pid] = (h.producer_epoch, h.last_sequence)
         return None
 
-    def update(self, h: BatchHeader, base_offset: int, last_offset: int,
-               append_time_ms: int, *, marker: int | None = None,
-               coordinator_epoch: int = -1) -> CompletedTxn | None:
+    def update(
+        self,
+        h: BatchHeader,
+        base_offset: int,
+        last_offset: int,
+        append_time_ms: int,
+        *,
+        marker: int | None = None,
+        coordinator_epoch: int = -1,
+    ) -> CompletedTxn | None:
         """Record a batch that was written (or replayed from the log).  For a control batch
         ``marker`` is its type (``records.CONTROL_COMMIT``/``CONTROL_ABORT``); the
         transaction it closes is returned."""
@@ -173,13 +180,20 @@ class ProducerStateManager:
             self.ongoing[pid] = base_offset
         if h.base_sequence >= 0:
             entry.batches.append(
-                BatchMeta(h.base_sequence, h.last_sequence, base_offset, last_offset,
-                          append_time_ms)
+                BatchMeta(
+                    h.base_sequence, h.last_sequence, base_offset, last_offset, append_time_ms
+                )
             )
         return None
 
-    def _complete(self, pid: int, entry: ProducerEntry, marker_offset: int,
-                  marker: int | None, coordinator_epoch: int) -> CompletedTxn | None:
+    def _complete(
+        self,
+        pid: int,
+        entry: ProducerEntry,
+        marker_offset: int,
+        marker: int | None,
+        coordinator_epoch: int,
+    ) -> CompletedTxn | None:
         if coordinator_epoch >= 0:
             entry.coordinator_epoch = coordinator_epoch
         first = entry.current_txn_first_offset
@@ -191,28 +205,36 @@ class ProducerStateManager:
 
     def snapshot(self) -> Snapshot:
         """An immutable copy of the state (cheap: five small tuples per producer)."""
-        return {pid: (e.epoch, tuple(e.batches), e.current_txn_first_offset,
-                      e.coordinator_epoch) for pid, e in self.producers.items()}
+        return {
+            pid: (e.epoch, tuple(e.batches), e.current_txn_first_offset, e.coordinator_epoch)
+            for pid, e in self.producers.items()
+        }
 
     def restore(self, snap: Snapshot) -> None:
         self.producers = {
             pid: ProducerEntry(epoch, deque(batches, maxlen=CACHED_BATCHES), txn, coord)
             for pid, (epoch, batches, txn, coord) in snap.items()
         }
-        self.ongoing = {pid: e.current_txn_first_offset for pid, e in self.producers.items()
-                        if e.current_txn_first_offset >= 0}
+        self.ongoing = {
+            pid: e.current_txn_first_offset
+            for pid, e in self.producers.items()
+            if e.current_txn_first_offset >= 0
+        }
 
 
 def save_snapshot(path: Path, offset: int, snap: Snapshot) -> None:
     """Write the state as of ``offset`` (every batch below it is included) atomically."""
-    write_json(path, {
-        "version": _SNAPSHOT_VERSION,
-        "offset": offset,
-        "producers": [
-            [pid, epoch, [list(meta) for meta in batches], txn, coordinator_epoch]
-            for pid, (epoch, batches, txn, coordinator_epoch) in sorted(snap.items())
-        ],
-    })
+    write_json(
+        path,
+        {
+            "version": _SNAPSHOT_VERSION,
+            "offset": offset,
+            "producers": [
+                [pid, epoch, [list(meta) for meta in batches], txn, coordinator_epoch]
+                for pid, (epoch, batches, txn, coordinator_epoch) in sorted(snap.items())
+            ],
+        },
+    )
 
 
 def load_snapshot(path: Path) -> tuple[int, Snapshot] | None:
@@ -224,8 +246,12 @@ def load_snapshot(path: Path) -> tuple[int, Snapshot] | None:
         snap: Snapshot = {}
         for pid, epoch, batches, *txn in doc["producers"]:
             first, coordinator_epoch = (int(txn[0]), int(txn[1])) if txn else (-1, -1)
-            snap[int(pid)] = (int(epoch), tuple(BatchMeta(*map(int, m)) for m in batches),
-                              first, coordinator_epoch)
+            snap[int(pid)] = (
+                int(epoch),
+                tuple(BatchMeta(*map(int, m)) for m in batches),
+                first,
+                coordinator_epoch,
+            )
         return int(doc["offset"]), snap
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None

@@ -89,8 +89,10 @@ def read_checkpoint(directory: Path) -> tuple[int, int]:
 
 
 def write_checkpoint(directory: Path, recovery_point: int, log_start_offset: int) -> None:
-    write_json(directory / RECOVERY_FILE,
-               {"recovery_point": recovery_point, "log_start_offset": log_start_offset})
+    write_json(
+        directory / RECOVERY_FILE,
+        {"recovery_point": recovery_point, "log_start_offset": log_start_offset},
+    )
 
 
 def _complete_swaps(directory: Path, interval: int, now: int) -> None:
@@ -108,8 +110,11 @@ def _complete_swaps(directory: Path, interval: int, now: int) -> None:
             continue
         for other in directory.iterdir():
             other_base = parse_base_offset(other.name)
-            if (other_base is not None and base <= other_base < seg.next_offset
-                    and not other.name.endswith(SWAP_SUFFIX)):
+            if (
+                other_base is not None
+                and base <= other_base < seg.next_offset
+                and not other.name.endswith(SWAP_SUFFIX)
+            ):
                 other.unlink()
         seg.rename_suffix("")
         seg.close()
@@ -206,16 +211,23 @@ def _load_producer_state(
             if header.has_producer:
                 append_time = (
                     header.max_timestamp
-                    if header.timestamp_type == TIMESTAMP_LOG_APPEND_TIME else -1
+                    if header.timestamp_type == TIMESTAMP_LOG_APPEND_TIME
+                    else -1
                 )
                 marker = _marker_type(seg, pos, header) if header.is_control else None
-                done = state.update(header, header.base_offset, header.last_offset,
-                                    append_time, marker=marker)
+                done = state.update(
+                    header, header.base_offset, header.last_offset, append_time, marker=marker
+                )
                 if done is not None and done.aborted:  # an index the crash may have cut
                     unstable = state.first_unstable_offset()
-                    seg.txn_index.append(AbortedTxn(
-                        done.producer_id, done.first_offset, done.last_offset,
-                        header.last_offset + 1 if unstable is None else unstable))
+                    seg.txn_index.append(
+                        AbortedTxn(
+                            done.producer_id,
+                            done.first_offset,
+                            done.last_offset,
+                            header.last_offset + 1 if unstable is None else unstable,
+                        )
+                    )
     return state
 
 

@@ -30,19 +30,26 @@ class Segment(Protocol):
         ...
 
 
-def deletable_segments(segments: Sequence[Segment], log_start_offset: int, size_bytes: int,
-                       config: TopicConfig, now: int) -> int:
+def deletable_segments(
+    segments: Sequence[Segment],
+    log_start_offset: int,
+    size_bytes: int,
+    config: TopicConfig,
+    now: int,
+) -> int:
     """How many leading segments retention (``retention.ms``/``retention.bytes`` under
     ``cleanup.policy=delete``) or the log start offset removes."""
     count = 0
-    while (count < len(segments) - 1
-           and segments[count + 1].base_offset <= log_start_offset):
+    while count < len(segments) - 1 and segments[count + 1].base_offset <= log_start_offset:
         count += 1
     if config.delete:
         if config.retention_ms >= 0:
             k = 0
-            while (k < len(segments) and not segments[k].empty
-                   and now - segments[k].largest_timestamp() > config.retention_ms):
+            while (
+                k < len(segments)
+                and not segments[k].empty
+                and now - segments[k].largest_timestamp() > config.retention_ms
+            ):
                 k += 1
             count = max(count, k)
         if config.retention_bytes >= 0:
@@ -55,8 +62,9 @@ def deletable_segments(segments: Sequence[Segment], log_start_offset: int, size_
     return count
 
 
-def delete_records_target(topic: str, index: int, config: TopicConfig, log_end_offset: int,
-                          offset: int) -> int:
+def delete_records_target(
+    topic: str, index: int, config: TopicConfig, log_end_offset: int, offset: int
+) -> int:
     """Where DeleteRecords moves the log start (``offset``; -1: the high watermark);
     raises what Kafka answers (POLICY_VIOLATION on compacted topics, OFFSET_OUT_OF_RANGE)."""
     if not config.delete:

@@ -69,6 +69,7 @@ def pread(fd: int, length: int, position: int, nowait: bool) -> bytes | bytearra
         raise PageCacheMiss(f"{length} bytes at {position} are not cached")
     return buf if n == length else memoryview(buf)[:n]
 
+
 _CHUNK = 64 * 1024
 _MIN_BATCH_LENGTH = HEADER_SIZE - 12
 
@@ -77,7 +78,12 @@ class LogSegment:
     """A ``.log`` file with its offset and time indexes."""
 
     def __init__(
-        self, directory: Path, base_offset: int, created_ms: int, suffix: str = "", *,
+        self,
+        directory: Path,
+        base_offset: int,
+        created_ms: int,
+        suffix: str = "",
+        *,
         new: bool = False,
     ) -> None:
         """``new``: a segment being created now (a roll, a cleaned copy), not one loaded."""
@@ -118,8 +124,12 @@ class LogSegment:
 
     # ------------------------------------------------------------------ appending
 
-    def append(self, buf: bytes | bytearray, batches: Sequence[tuple[int, int, int, int]],
-               index_interval: int) -> None:
+    def append(
+        self,
+        buf: bytes | bytearray,
+        batches: Sequence[tuple[int, int, int, int]],
+        index_interval: int,
+    ) -> None:
         """Write ``buf`` (whole batches) and index them — all or nothing.
 
         ``batches`` describes each batch in ``buf``: (base offset, last offset, max
@@ -129,8 +139,12 @@ class LogSegment:
         cut-back fail, ``failed`` is set and the segment must not be appended to again.
         """
         start = self.size
-        saved = (self.next_offset, self.max_timestamp, self.offset_of_max_timestamp,
-                 self._bytes_since_index)
+        saved = (
+            self.next_offset,
+            self.max_timestamp,
+            self.offset_of_max_timestamp,
+            self._bytes_since_index,
+        )
         marks = (self.offset_index.mark(), self.time_index.mark())
         pos = start
         try:
@@ -149,8 +163,12 @@ class LogSegment:
     def _roll_back(
         self, size: int, saved: tuple[int, int, int, int], marks: tuple[int, int]
     ) -> None:
-        (self.next_offset, self.max_timestamp, self.offset_of_max_timestamp,
-         self._bytes_since_index) = saved
+        (
+            self.next_offset,
+            self.max_timestamp,
+            self.offset_of_max_timestamp,
+            self._bytes_since_index,
+        ) = saved
         try:
             os.ftruncate(self.fd, size)
             self.offset_index.rollback(marks[0])
@@ -194,7 +212,11 @@ class LogSegment:
         return pread(self.fd, length, position, nowait)
 
     def iter_batches(
-        self, start: int, end: int | None = None, *, with_body: bool = False,
+        self,
+        start: int,
+        end: int | None = None,
+        *,
+        with_body: bool = False,
         nowait: bool = False,
     ) -> Iterator[tuple[int, BatchHeader, memoryview | None]]:
         """Walk the batches in ``[start, end)``: (position, header, whole batch if asked).
@@ -230,9 +252,7 @@ class LogSegment:
             yield pos, header, body
             pos += size
 
-    def find_batch(
-        self, offset: int, *, nowait: bool = False
-    ) -> tuple[int, BatchHeader] | None:
+    def find_batch(self, offset: int, *, nowait: bool = False) -> tuple[int, BatchHeader] | None:
         """Position and header of the first batch whose last offset is ≥ ``offset``."""
         _, start = self.offset_index.lookup(offset)
         for pos, header, _ in self.iter_batches(start, nowait=nowait):
@@ -291,7 +311,8 @@ class LogSegment:
         good_end = 0
         for pos, header, body in self.iter_batches(0, file_size, with_body=verify):
             if header.last_offset < header.base_offset or (
-                header.base_offset != self.next_offset if verify and not allow_gaps
+                header.base_offset != self.next_offset
+                if verify and not allow_gaps
                 else header.base_offset < self.next_offset
             ):
                 break  # offsets are contiguous as appended (the base offset has no CRC)
@@ -396,8 +417,12 @@ class LogSegment:
 
     def unlink_files(self) -> None:
         """Remove the segment's files; open descriptors keep the data readable until closed."""
-        for path in (self.log_path, self.offset_index.path, self.time_index.path,
-                     self.txn_index.path):
+        for path in (
+            self.log_path,
+            self.offset_index.path,
+            self.time_index.path,
+            self.txn_index.path,
+        ):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 

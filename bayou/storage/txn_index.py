@@ -61,11 +61,13 @@ class TxnIndex:
     def append(self, txn: AbortedTxn) -> None:
         """Add ``txn`` (written to the file at once); an entry already there is skipped."""
         entries = self.entries()
-        if any(e.last_offset == txn.last_offset and e.producer_id == txn.producer_id
-               for e in entries):
+        if any(
+            e.last_offset == txn.last_offset and e.producer_id == txn.producer_id for e in entries
+        ):
             return
-        data = ENTRY.pack(VERSION, txn.producer_id, txn.first_offset, txn.last_offset,
-                          txn.last_stable_offset)
+        data = ENTRY.pack(
+            VERSION, txn.producer_id, txn.first_offset, txn.last_offset, txn.last_stable_offset
+        )
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             os.write(fd, data)
@@ -99,8 +101,10 @@ class TxnIndex:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
             return
-        data = b"".join(ENTRY.pack(VERSION, e.producer_id, e.first_offset, e.last_offset,
-                                   e.last_stable_offset) for e in entries)
+        data = b"".join(
+            ENTRY.pack(VERSION, e.producer_id, e.first_offset, e.last_offset, e.last_stable_offset)
+            for e in entries
+        )
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.write(fd, data)

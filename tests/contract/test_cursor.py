@@ -109,8 +109,13 @@ def test_read_committed_stops_at_open_transactions_and_skips_aborted_ones(
     engine_factory: EngineFactory,
 ) -> None:
     def txn(pid: int, seq: int, value: bytes) -> bytes:
-        return build_batch([Record(START_MS, b"k", value)], producer_id=pid, producer_epoch=0,
-                           base_sequence=seq, is_transactional=True)
+        return build_batch(
+            [Record(START_MS, b"k", value)],
+            producer_id=pid,
+            producer_epoch=0,
+            base_sequence=seq,
+            is_transactional=True,
+        )
 
     async def body() -> None:
         async with Opened(engine_factory) as engine:
@@ -136,6 +141,11 @@ def test_read_committed_stops_at_open_transactions_and_skips_aborted_ones(
             assert await committed.read() == [] and committed.position == 8
             everything = Cursor(engine, "t", 0, 0)
             assert [r.value for r in await everything.read()] == [
-                b"v0", b"aborted", b"committed", b"v1", b"open"]
+                b"v0",
+                b"aborted",
+                b"committed",
+                b"v1",
+                b"open",
+            ]
 
     run(body())

@@ -14,8 +14,13 @@ from tests.contract.test_log_engine import read_all
 
 
 def txn_batch(pid: int, seq: int, *values: bytes, epoch: int = 0) -> bytes:
-    return build_batch([Record(START_MS, b"k", v) for v in values], producer_id=pid,
-                       producer_epoch=epoch, base_sequence=seq, is_transactional=True)
+    return build_batch(
+        [Record(START_MS, b"k", v) for v in values],
+        producer_id=pid,
+        producer_epoch=epoch,
+        base_sequence=seq,
+        is_transactional=True,
+    )
 
 
 def plain(*values: bytes) -> bytes:
@@ -63,8 +68,7 @@ def test_markers_are_the_coordinators_alone(engine_factory: EngineFactory) -> No
         async with Opened(engine_factory) as engine:
             await engine.create_topic("t", 1, {})
             p = engine.partition("t", 0)
-            forged = build_control_batch(True, producer_id=7, producer_epoch=0,
-                                         timestamp=START_MS)
+            forged = build_control_batch(True, producer_id=7, producer_epoch=0, timestamp=START_MS)
             with pytest.raises(InvalidRecord):
                 await p.append(forged)
             assert p.log_end_offset == 0
@@ -108,17 +112,28 @@ def test_compaction_drops_aborted_data_then_markers(
     engine_factory: EngineFactory, clock: FakeClock
 ) -> None:
     def txn(pid: int, seq: int, key: bytes, value: bytes) -> bytes:
-        return build_batch([Record(START_MS, key, value)], producer_id=pid, producer_epoch=0,
-                           base_sequence=seq, is_transactional=True)
+        return build_batch(
+            [Record(START_MS, key, value)],
+            producer_id=pid,
+            producer_epoch=0,
+            base_sequence=seq,
+            is_transactional=True,
+        )
 
     def keyed(key: bytes, value: bytes) -> bytes:
         return build_batch([Record(START_MS, key, value)])
 
     async def body() -> None:
         async with Opened(engine_factory, topic_defaults={"segment.bytes": "250"}) as engine:
-            await engine.create_topic("t", 1, {
-                "cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.01",
-                "delete.retention.ms": "1000"})
+            await engine.create_topic(
+                "t",
+                1,
+                {
+                    "cleanup.policy": "compact",
+                    "min.cleanable.dirty.ratio": "0.01",
+                    "delete.retention.ms": "1000",
+                },
+            )
             p = engine.partition("t", 0)
             await p.append(txn(1, 0, b"k", b"committed"))  # 0
             await p.write_marker(1, 0, True, 0)  # 1
@@ -132,21 +147,26 @@ def test_compaction_drops_aborted_data_then_markers(
             assert (b"k", b"committed") in values
             assert (b"k", b"aborted") not in values  # aborted data removed
             assert (b"j", b"open") in values  # the open transaction is untouched
-            markers = [h for _pos, h in iter_batches(memoryview(await p.read(0, 1 << 20)))
-                       if h.is_control]
+            markers = [
+                h for _pos, h in iter_batches(memoryview(await p.read(0, 1 << 20))) if h.is_control
+            ]
             assert [m.base_offset for m in markers] == [1, 3]  # kept for now
             await p.write_marker(3, 0, True, 0)
             for i in range(4):
                 await p.append(keyed(b"more%d" % i, b"y" * 40))
             await engine.maintain()  # the abort marker is cleaned a first time: kept
-            assert 3 in [h.base_offset for _pos, h in
-                         iter_batches(memoryview(await p.read(0, 1 << 20))) if h.is_control]
+            assert 3 in [
+                h.base_offset
+                for _pos, h in iter_batches(memoryview(await p.read(0, 1 << 20)))
+                if h.is_control
+            ]
             clock.now += 10_000  # then it outlives delete.retention.ms
             for i in range(4):
                 await p.append(keyed(b"last%d" % i, b"z" * 40))
             await engine.maintain()
-            markers = [h for _pos, h in iter_batches(memoryview(await p.read(0, 1 << 20)))
-                       if h.is_control]
+            markers = [
+                h for _pos, h in iter_batches(memoryview(await p.read(0, 1 << 20))) if h.is_control
+            ]
             assert 3 not in [m.base_offset for m in markers]  # its transaction left nothing
             assert 1 in [m.base_offset for m in markers]  # the commit's data is still there
             values = {(r.key, r.value) for r in await read_all(p)}

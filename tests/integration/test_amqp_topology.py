@@ -77,8 +77,10 @@ def test_concurrent_declarers_and_leavers_all_succeed(broker: BrokerProcess) -> 
     assert not failures, f"{len(failures)} of {DECLARERS} clients failed: {failures[:3]!r}"
 
     def bindings() -> set[tuple[str, str, str]]:
-        return {(b["exchange"], b["queue"], b["routing_key"])
-                for b in topology(broker.data_dir)["binding"]}
+        return {
+            (b["exchange"], b["queue"], b["routing_key"])
+            for b in topology(broker.data_dir)["binding"]
+        }
 
     expected = {
         (f"{run}-x{i}", f"{run}-q{i}", f"again-{i}" if i % 2 else f"key-{i}")
@@ -121,15 +123,40 @@ def test_a_data_dir_of_the_previous_release_keeps_its_topology(broker: BrokerPro
     broker.stop()
     legacy = broker.data_dir / "amqp" / "registry.json"
     legacy.parent.mkdir()
-    legacy.write_text(json.dumps({  # as the previous release wrote it
-        "exchanges": [{"name": exchange, "type": "topic", "auto_delete": False,
-                       "internal": False, "arguments": {}}],
-        "queues": [{"name": queue, "topic": topic_for(queue), "durable": True,
-                    "auto_delete": False, "arguments": {"x-partitions": 2},
-                    "created_topic": True}],
-        "bindings": [{"exchange": exchange, "queue": queue, "routing_key": "invoice.#",
-                      "arguments": {}}],
-    }, indent=1))
+    legacy.write_text(
+        json.dumps(
+            {  # as the previous release wrote it
+                "exchanges": [
+                    {
+                        "name": exchange,
+                        "type": "topic",
+                        "auto_delete": False,
+                        "internal": False,
+                        "arguments": {},
+                    }
+                ],
+                "queues": [
+                    {
+                        "name": queue,
+                        "topic": topic_for(queue),
+                        "durable": True,
+                        "auto_delete": False,
+                        "arguments": {"x-partitions": 2},
+                        "created_topic": True,
+                    }
+                ],
+                "bindings": [
+                    {
+                        "exchange": exchange,
+                        "queue": queue,
+                        "routing_key": "invoice.#",
+                        "arguments": {},
+                    }
+                ],
+            },
+            indent=1,
+        )
+    )
     broker.start()
     assert not legacy.exists()
 

@@ -342,8 +342,13 @@ def test_broker_killed_mid_transaction_ends_all_committed_or_all_aborted(
 
 
 def bayou_cli(bootstrap: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bayou", *args, "-b", bootstrap],
-                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "bayou", *args, "-b", bootstrap],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
 
 
 def test_cli_lists_describes_and_consumes_read_committed(txn_broker: BrokerProcess) -> None:
@@ -368,14 +373,20 @@ def test_cli_lists_describes_and_consumes_read_committed(txn_broker: BrokerProce
     assert line.split() == [tid, "Ongoing", f"{topic}-0,{topic}-1"]
     described = bayou_cli(bootstrap, "txn", "describe", tid)
     assert described.returncode == 0, described.stderr
-    rows = dict(ln.split(None, 1) if not ln.startswith(("transactional id", "producer id"))
-                else ln.rsplit("  ", 1) for ln in described.stdout.splitlines())
+    rows = dict(
+        ln.split(None, 1)
+        if not ln.startswith(("transactional id", "producer id"))
+        else ln.rsplit("  ", 1)
+        for ln in described.stdout.splitlines()
+    )
     assert rows["state"].strip() == "Ongoing"
     assert rows["partitions"].strip() == f"{topic}-0, {topic}-1"
     assert rows["age"].strip().endswith("Z)")
     missing = bayou_cli(bootstrap, "txn", "describe", "no-such-id")
     assert (missing.returncode, missing.stderr.strip()) == (
-        1, "Transactional id 'no-such-id' does not exist.")
+        1,
+        "Transactional id 'no-such-id' does not exist.",
+    )
 
     committed = bayou_cli(bootstrap, "consume", topic, "--isolation", "read_committed")
     assert committed.returncode == 0, committed.stderr
@@ -386,4 +397,6 @@ def test_cli_lists_describes_and_consumes_read_committed(txn_broker: BrokerProce
     after = bayou_cli(bootstrap, "consume", topic, "--isolation", "read_committed")
     assert sorted(after.stdout.split()) == ["kept", "pending", "pending"]
     assert bayou_cli(bootstrap, "txn", "describe", tid).stdout.split("\n")[1].split() == [
-        "state", "CompleteCommit"]
+        "state",
+        "CompleteCommit",
+    ]

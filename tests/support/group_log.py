@@ -20,8 +20,9 @@ from bayou.storage.local_engine import read_state_entries
 
 
 class GroupLog:
-    def __init__(self, data_dir: Path, clock_ms: Callable[[], int],
-                 config: TopicConfig | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, clock_ms: Callable[[], int], config: TopicConfig | None = None
+    ) -> None:
         self.directory = Path(data_dir) / "internal" / TOPIC / "0"
         self._clock_ms = clock_ms
         self.config = config or internal_log_config()
@@ -35,8 +36,9 @@ class GroupLog:
 
     def append(self, records: list[GroupRecord]) -> None:
         now = self._clock_ms()
-        self._log().append(build_batch(
-            [Record(now, encode_key(r.key), encode_value(r)) for r in records]))
+        self._log().append(
+            build_batch([Record(now, encode_key(r.key), encode_value(r)) for r in records])
+        )
 
     def flush(self) -> int:
         return self._log().flush()

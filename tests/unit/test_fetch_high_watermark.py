@@ -25,8 +25,12 @@ from tests.unit.test_storage_log import batch
 
 
 def test_high_watermark_covers_records_read_while_appends_land(tmp_path: Path) -> None:
-    engine = LocalEngine(tmp_path / "data", {}, internal_config=internal_log_config(),
-                         maintenance=MaintenanceSettings())
+    engine = LocalEngine(
+        tmp_path / "data",
+        {},
+        internal_config=internal_log_config(),
+        maintenance=MaintenanceSettings(),
+    )
     core = Core(engine, CoreSettings())
     door = KafkaDoor(core, KafkaSettings())
 
@@ -38,20 +42,35 @@ def test_high_watermark_covers_records_read_while_appends_land(tmp_path: Path) -
             await partition.append(batch(3))
             plain_fetch = LocalPartition.fetch
 
-            async def fetch_while_appending(self: LocalPartition, offset: int, max_bytes: int,
-                                            *, min_one: bool, max_offset: int | None = None
-                                            ) -> Buffer | RecordSet:
+            async def fetch_while_appending(
+                self: LocalPartition,
+                offset: int,
+                max_bytes: int,
+                *,
+                min_one: bool,
+                max_offset: int | None = None,
+            ) -> Buffer | RecordSet:
                 await self.append(batch(2))  # lands while the worker thread reads
-                return await plain_fetch(self, offset, max_bytes, min_one=min_one,
-                                         max_offset=max_offset)
+                return await plain_fetch(
+                    self, offset, max_bytes, min_one=min_one, max_offset=max_offset
+                )
 
             LocalPartition.fetch = fetch_while_appending  # type: ignore[method-assign]
             try:
                 request = m.FetchRequest(
-                    max_wait_ms=0, min_bytes=1, max_bytes=1 << 20,
-                    topics=[m.FetchRequestFetchTopic(topic="t", partitions=[
-                        m.FetchRequestFetchPartition(partition=0, fetch_offset=0,
-                                                     partition_max_bytes=1 << 20)])],
+                    max_wait_ms=0,
+                    min_bytes=1,
+                    max_bytes=1 << 20,
+                    topics=[
+                        m.FetchRequestFetchTopic(
+                            topic="t",
+                            partitions=[
+                                m.FetchRequestFetchPartition(
+                                    partition=0, fetch_offset=0, partition_max_bytes=1 << 20
+                                )
+                            ],
+                        )
+                    ],
                 )
                 ctx = RequestContext(door, RequestHeader(1, 12, 1, "test"), "peer")
                 response = await handle_fetch(ctx, request)

@@ -22,10 +22,15 @@ from tests.unit.test_storage_log import batch
 
 
 def test_a_partition_flushed_by_produce_leaves_the_dirty_set(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(local_engine, "FLUSH_CHECK_INTERVAL_S", 0.01)
-    engine = LocalEngine(tmp_path / "data", {}, internal_config=internal_log_config(),
-                         maintenance=MaintenanceSettings())
+    engine = LocalEngine(
+        tmp_path / "data",
+        {},
+        internal_config=internal_log_config(),
+        maintenance=MaintenanceSettings(),
+    )
 
     async def scenario() -> None:
         await engine.open()

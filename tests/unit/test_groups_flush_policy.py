@@ -15,8 +15,12 @@ from bayou.storage.maintenance import MaintenanceSettings
 
 async def commit_once(data_dir: Path, flush_messages: int) -> tuple[int, int]:
     """Commit one offset; return (log end offset, recovery point) as the answer arrives."""
-    engine = LocalEngine(data_dir, {}, internal_config=internal_log_config(
-        flush_messages=flush_messages), maintenance=MaintenanceSettings())
+    engine = LocalEngine(
+        data_dir,
+        {},
+        internal_config=internal_log_config(flush_messages=flush_messages),
+        maintenance=MaintenanceSettings(),
+    )
     await engine.open()
     try:
         state_log = await engine.state.open_log("__consumer_offsets", public=True)

@@ -52,14 +52,37 @@ def test_numerals_up_to_match_exactly_the_range(limit: int) -> None:
 
 def test_integer_fields_take_decimal_text_in_range() -> None:
     def partition(value: object) -> object:
-        return parse(TopicPartitionBody, json.dumps({"topic": "t", "partition": value}).encode()
-                     ).partition
+        return parse(
+            TopicPartitionBody, json.dumps({"topic": "t", "partition": value}).encode()
+        ).partition
 
-    for given, taken in ((3, 3), (3.0, 3), ("3", 3), ("+3", 3), ("003", 3),
-                         ("2147483647", 2**31 - 1)):
+    for given, taken in (
+        (3, 3),
+        (3.0, 3),
+        ("3", 3),
+        ("+3", 3),
+        ("003", 3),
+        ("2147483647", 2**31 - 1),
+    ):
         assert partition(given) == taken
-    for refused in ("2147483648", "-1", "-0", " 3", "3 ", "3\n", "3.0", "3e0", "0x3", "",
-                    "٣", True, 3.5, None, -1, 2**31):
+    for refused in (
+        "2147483648",
+        "-1",
+        "-0",
+        " 3",
+        "3 ",
+        "3\n",
+        "3.0",
+        "3e0",
+        "0x3",
+        "",
+        "٣",
+        True,
+        3.5,
+        None,
+        -1,
+        2**31,
+    ):
         with pytest.raises(RestError) as info:
             partition(refused)
         assert info.value.status == 422, refused

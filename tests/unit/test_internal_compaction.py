@@ -42,8 +42,9 @@ class Clock:
 
 
 def config(**overrides: Any) -> TopicConfig:
-    return internal_log_config(overrides.get("segment", SEGMENT),
-                               overrides.get("retention", RETENTION_MS))
+    return internal_log_config(
+        overrides.get("segment", SEGMENT), overrides.get("retention", RETENTION_MS)
+    )
 
 
 def log_bytes(directory: Path) -> int:
@@ -52,6 +53,7 @@ def log_bytes(directory: Path) -> int:
 
 def record_count(log: PartitionLog) -> int:
     from bayou.protocol.kafka.records import iter_batches, iter_records
+
     count, offset = 0, log.log_start_offset
     while offset < log.log_end_offset:
         data = memoryview(log.read(offset, 1 << 20))
@@ -68,8 +70,10 @@ class Workload:
     """A coordinator whose every result is appended to a GroupStore, as the driver does."""
 
     def __init__(self, store: GroupStore, clock: Clock) -> None:
-        self.c = GroupCoordinator(GroupSettings(consumer_session_timeout_ms=600_000),
-                                  new_id=iter(f"m{i}" for i in range(10**6)).__next__)
+        self.c = GroupCoordinator(
+            GroupSettings(consumer_session_timeout_ms=600_000),
+            new_id=iter(f"m{i}" for i in range(10**6)).__next__,
+        )
         self.store = store
         self.clock = clock
 
@@ -79,19 +83,39 @@ class Workload:
         self.clock.now += 1
         return result.response
 
-    def commit(self, group: str, partition: int, offset: int, *, generation: int = -1,
-               member: str = "") -> None:
-        codes = self.run(self.c.commit_offsets(
-            self.clock.now, group_id=group, generation=generation, member_id=member,
-            instance_id=None, offsets=[OffsetCommit("t", partition, offset, 0, f"m{offset}")]))
+    def commit(
+        self, group: str, partition: int, offset: int, *, generation: int = -1, member: str = ""
+    ) -> None:
+        codes = self.run(
+            self.c.commit_offsets(
+                self.clock.now,
+                group_id=group,
+                generation=generation,
+                member_id=member,
+                instance_id=None,
+                offsets=[OffsetCommit("t", partition, offset, 0, f"m{offset}")],
+            )
+        )
         assert set(codes) == {0}, codes
 
     def heartbeat(self, member: str, epoch: int, topics: list[str] | None) -> Any:
-        return self.run(self.c.consumer_heartbeat(
-            self.clock.now, group_id="cg", member_id=member, member_epoch=epoch,
-            instance_id=None, rack_id=None, rebalance_timeout_ms=10_000, subscribed=topics,
-            server_assignor=None, owned=None, client_id="c", client_host="/h",
-            topic_sizes={"t": 4}))
+        return self.run(
+            self.c.consumer_heartbeat(
+                self.clock.now,
+                group_id="cg",
+                member_id=member,
+                member_epoch=epoch,
+                instance_id=None,
+                rack_id=None,
+                rebalance_timeout_ms=10_000,
+                subscribed=topics,
+                server_assignor=None,
+                owned=None,
+                client_id="c",
+                client_host="/h",
+                topic_sizes={"t": 4},
+            )
+        )
 
     def many(self, commits: int) -> None:
         """Many commits for few keys, plus every other kind of record: consumer-group
@@ -128,8 +152,9 @@ def replayed(directory: Path, now: int) -> tuple[dict[str, Any], int]:
         store.close()
 
 
-def written(tmp_path: Path, commits: int = 1500, segment: int = SEGMENT
-            ) -> tuple[GroupStore, Workload, Clock]:
+def written(
+    tmp_path: Path, commits: int = 1500, segment: int = SEGMENT
+) -> tuple[GroupStore, Workload, Clock]:
     clock = Clock()
     store = GroupStore(tmp_path, clock, config(segment=segment))
     store.open()
@@ -143,7 +168,8 @@ def written(tmp_path: Path, commits: int = 1500, segment: int = SEGMENT
 
 @pytest.mark.parametrize("map_entries", [1000, 16])  # 16: several passes (key map full)
 def test_many_commits_for_few_keys_compact_and_replay_to_the_same_offsets(
-        tmp_path: Path, map_entries: int) -> None:
+    tmp_path: Path, map_entries: int
+) -> None:
     store, work, clock = written(tmp_path)
     log = store.log
     assert log is not None
@@ -151,7 +177,8 @@ def test_many_commits_for_few_keys_compact_and_replay_to_the_same_offsets(
     assert "lonely" in live["groups"] and "lonely" not in live["offsets"]
     assert "g2" in live["groups"] and live["offsets"]["g2"]["t:1"].offset == 10_019
     uncompacted = shutil.copytree(
-        store.directory, tmp_path / "copy" / "internal" / "__consumer_offsets" / "0")
+        store.directory, tmp_path / "copy" / "internal" / "__consumer_offsets" / "0"
+    )
     before, records_before = log_bytes(store.directory), record_count(log)
 
     assert needs_cleaning(log, clock.now)
@@ -224,8 +251,9 @@ def test_kill_9_at_every_step_of_a_pass_replays_the_same_state(tmp_path: Path) -
             seg.close()
         directory = crashing.directory
         assert replayed(directory, clock.now)[0] == live, f"step {step}"
-        leftovers = [p for p in directory.iterdir()
-                     if p.suffix in (".cleaned", ".swap", ".deleted")]
+        leftovers = [
+            p for p in directory.iterdir() if p.suffix in (".cleaned", ".swap", ".deleted")
+        ]
         assert not leftovers
         again = GroupStore(root, clock, config())
         again.open()
@@ -237,7 +265,8 @@ def test_kill_9_at_every_step_of_a_pass_replays_the_same_state(tmp_path: Path) -
 
 
 def test_the_maintenance_round_cleans_a_registered_log_while_the_store_appends(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """The broker's arrangement: the coordinator appends (here: the main thread) while
     ``LogManager.maintain`` runs rounds over the registered internal log in a worker."""
     from bayou.storage.maintenance import LogMaintenance, MaintenanceSettings
@@ -260,7 +289,8 @@ def test_the_maintenance_round_cleans_a_registered_log_while_the_store_appends(
         while not stop.is_set():
             try:
                 for log, _deleted, stats, error in manager.maintain(
-                        clock.now, 1000, internal=maintenance.internal_logs):
+                    clock.now, 1000, internal=maintenance.internal_logs
+                ):
                     assert log is store.log
                     if error is not None:
                         errors.append(error)
@@ -299,9 +329,13 @@ def test_mqtt_state_log_compacts_and_loads_the_same_entries(tmp_path: Path) -> N
     clock = Clock()
 
     def engine() -> LocalEngine:
-        return LocalEngine(tmp_path, {}, internal_config=config(),
-                           maintenance=MaintenanceSettings(60_000, 1 << 20, True),
-                           clock_ms=clock)
+        return LocalEngine(
+            tmp_path,
+            {},
+            internal_config=config(),
+            maintenance=MaintenanceSettings(60_000, 1 << 20, True),
+            clock_ms=clock,
+        )
 
     model: dict[bytes, StateEntry] = {}
 
@@ -345,8 +379,9 @@ def test_mqtt_state_log_compacts_and_loads_the_same_entries(tmp_path: Path) -> N
 
 
 def test_internal_log_config_comes_from_the_broker_options() -> None:
-    cfg = BrokerConfig.load(environ={"BAYOU_INTERNAL_SEGMENT_BYTES": "4096",
-                                     "BAYOU_INTERNAL_DELETE_RETENTION_MS": "5"})
+    cfg = BrokerConfig.load(
+        environ={"BAYOU_INTERNAL_SEGMENT_BYTES": "4096", "BAYOU_INTERNAL_DELETE_RETENTION_MS": "5"}
+    )
     internal = cfg.internal_log_config()
     assert internal.compact and not internal.delete
     assert (internal.segment_bytes, internal.delete_retention_ms) == (4096, 5)

@@ -26,8 +26,10 @@ DEFINED_API_KEYS = frozenset(
      60, 61, 65, 66, 68, 69, 75}
 )  # fmt: skip
 
-REFERENCE = Path(os.environ.get("BAYOU_KAFKA_MESSAGE_JSON") or Path(__file__).resolve()
-                 .parents[2].parent / "shared" / "reference" / "kafka-protocol")
+REFERENCE = Path(
+    os.environ.get("BAYOU_KAFKA_MESSAGE_JSON")
+    or Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "kafka-protocol"
+)
 NO_REFERENCE = (
     f"Kafka's message JSON not found in {REFERENCE}: the cross-check needs the files "
     "clients/src/main/resources/common/message/*.json of the Apache Kafka repository "
@@ -90,8 +92,9 @@ def _check_fields(
 # One test per message when the reference is there; one skipped test saying why when not.
 @pytest.mark.parametrize(
     "msg",
-    MESSAGES if REFERENCE.is_dir() else [pytest.param(None, marks=pytest.mark.skip(NO_REFERENCE),
-                                                      id="reference-absent")],
+    MESSAGES
+    if REFERENCE.is_dir()
+    else [pytest.param(None, marks=pytest.mark.skip(NO_REFERENCE), id="reference-absent")],
     ids=None if not REFERENCE.is_dir() else [m.name for m in MESSAGES],
 )
 def test_schema_matches_reference_json(msg: Message) -> None:

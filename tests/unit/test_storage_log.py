@@ -30,8 +30,9 @@ class Clock:
         return self.now
 
 
-def open_log(path: Path, clock: Clock | None = None, clean: bool = False,
-             **overrides: Any) -> PartitionLog:
+def open_log(
+    path: Path, clock: Clock | None = None, clean: bool = False, **overrides: Any
+) -> PartitionLog:
     config = TopicConfig.resolve({}, overrides)
     return PartitionLog("t", 0, path, config, clock or Clock(), clean_shutdown=clean)
 
@@ -185,8 +186,9 @@ def test_sequence_wraps(log: PartitionLog) -> None:
     log.append(idem(0))
     # pretend a long history: jump the state to near the wrap point through a new epoch
     log.append(idem(0, n=1, epoch=1))
-    log.producer_state.producers[7].batches[-1] = log.producer_state.producers[7].batches[
-        -1]._replace(last_seq=2**31 - 1)
+    log.producer_state.producers[7].batches[-1] = (
+        log.producer_state.producers[7].batches[-1]._replace(last_seq=2**31 - 1)
+    )
     log.append(idem(0, epoch=1))
 
 

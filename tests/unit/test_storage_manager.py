@@ -134,8 +134,9 @@ def test_internal_topic_names_are_never_user_topics(tmp_path: Path) -> None:
             m.create_topic(name, 1, {})
     with pytest.raises(InvalidTopic, match="collides with internal topic '__mqtt_sessions'"):
         m.create_topic("__mqtt.sessions", 1, {})
-    internal = PartitionLog("__consumer_offsets", 0, tmp_path / "internal" / "0",
-                            internal_log_config(), lambda: 0)
+    internal = PartitionLog(
+        "__consumer_offsets", 0, tmp_path / "internal" / "0", internal_log_config(), lambda: 0
+    )
     meta = m.register_internal(internal)
     with pytest.raises(TopicAlreadyExists):
         m.create_topic("__consumer_offsets", 1, {})

@@ -16,9 +16,13 @@ SMALL = {"segment.bytes": 400, "index.interval.bytes": 100}
 
 
 def txn(pid: int, seq: int, n: int = 2) -> bytes:
-    return R.build_batch([R.Record(1000 + i, b"k", b"v" * 40) for i in range(n)],
-                         producer_id=pid, producer_epoch=0, base_sequence=seq,
-                         is_transactional=True)
+    return R.build_batch(
+        [R.Record(1000 + i, b"k", b"v" * 40) for i in range(n)],
+        producer_id=pid,
+        producer_epoch=0,
+        base_sequence=seq,
+        is_transactional=True,
+    )
 
 
 def write_history(log: PartitionLog) -> list[AbortedTxn]:
@@ -41,7 +45,9 @@ def test_kill_minus_9_recovers_open_transactions_and_aborts(tmp_path: Path) -> N
     log = open_log(tmp_path / "p", **SMALL)
     aborted = write_history(log)
     assert [(a.producer_id, a.first_offset, a.last_offset) for a in aborted] == [
-        (1, 0, 4), (1, 5, 8)]
+        (1, 0, 4),
+        (1, 5, 8),
+    ]
     assert log.last_stable_offset == 9 and len(log.segments) > 1
     crash(log)
     again = open_log(tmp_path / "p", **SMALL)
@@ -54,7 +60,8 @@ def test_kill_minus_9_recovers_open_transactions_and_aborts(tmp_path: Path) -> N
 
 
 def test_an_unflushed_txnindex_is_rebuilt_and_a_checkpoint_keeps_open_transactions(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     log = open_log(tmp_path / "p", **SMALL)
     log.append(txn(3, 0))  # 0-1 producer 3: still open at the crash
     log.flush()

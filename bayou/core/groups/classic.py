@@ -98,9 +98,21 @@ class ClassicOps(CoordinatorState):
         result: Result[JoinResponse] = Result()
         try:
             self._join(
-                result, now, token, group_id, member_id, instance_id, protocol_type, protocols,
-                session_timeout_ms, rebalance_timeout_ms, client_id, client_host,
-                require_known_member_id, supports_skip_assignment, subscribed_topics,
+                result,
+                now,
+                token,
+                group_id,
+                member_id,
+                instance_id,
+                protocol_type,
+                protocols,
+                session_timeout_ms,
+                rebalance_timeout_ms,
+                client_id,
+                client_host,
+                require_known_member_id,
+                supports_skip_assignment,
+                subscribed_topics,
             )
         except GCE as exc:
             result.response = JoinResponse(exc.code, member_id=member_id)
@@ -153,10 +165,15 @@ class ClassicOps(CoordinatorState):
 
         def new_member(mid: str) -> ClassicMember:
             return ClassicMember(
-                member_id=mid, instance_id=instance_id, client_id=client_id,
-                client_host=client_host, session_timeout_ms=session_timeout_ms,
-                rebalance_timeout_ms=rebalance_timeout_ms, protocol_type=protocol_type,
-                protocols=list(protocols), subscribed_topics=topics,
+                member_id=mid,
+                instance_id=instance_id,
+                client_id=client_id,
+                client_host=client_host,
+                session_timeout_ms=session_timeout_ms,
+                rebalance_timeout_ms=rebalance_timeout_ms,
+                protocol_type=protocol_type,
+                protocols=list(protocols),
+                subscribed_topics=topics,
             )
 
         if not member_id:
@@ -193,11 +210,7 @@ class ClassicOps(CoordinatorState):
         elif group.state == ClassicState.COMPLETING_REBALANCE and not changed:
             # The member lost our answer: repeat the current generation's.
             result.response = self._join_answer(group, member, skip_ok=False)
-        elif (
-            group.state == ClassicState.STABLE
-            and not changed
-            and member_id != group.leader
-        ):
+        elif group.state == ClassicState.STABLE and not changed and member_id != group.leader:
             result.response = self._join_answer(group, member, skip_ok=False)
         else:
             self._park_join(result, member, token, skip_ok)
@@ -310,9 +323,7 @@ class ClassicOps(CoordinatorState):
             for m in group.members.values():
                 m.assignment = b""
                 if m.sync_token is not None:
-                    result.completions.append(
-                        (m.sync_token, SyncResponse(E.REBALANCE_IN_PROGRESS))
-                    )
+                    result.completions.append((m.sync_token, SyncResponse(E.REBALANCE_IN_PROGRESS)))
                     m.sync_token = None
         was_empty = group.state == ClassicState.EMPTY
         group.pending_sync.clear()
@@ -333,9 +344,7 @@ class ClassicOps(CoordinatorState):
             self._maybe_complete_join(result, now, group)
 
     def _all_joined(self, group: ClassicGroup) -> bool:
-        return not group.pending and all(
-            m.join_token is not None for m in group.members.values()
-        )
+        return not group.pending and all(m.join_token is not None for m in group.members.values())
 
     def _maybe_complete_join(self, result: Result[Any], now: int, group: ClassicGroup) -> None:
         if group.state != ClassicState.PREPARING_REBALANCE or group.initial_delay_ms:
@@ -485,7 +494,12 @@ class ClassicOps(CoordinatorState):
     # ------------------------------------------------------------------ Heartbeat, LeaveGroup
 
     def heartbeat(
-        self, now: int, *, group_id: str, generation: int, member_id: str,
+        self,
+        now: int,
+        *,
+        group_id: str,
+        generation: int,
+        member_id: str,
         instance_id: str | None,
     ) -> Result[ErrorCode]:
         result: Result[ErrorCode] = Result()
@@ -551,8 +565,11 @@ class ClassicOps(CoordinatorState):
     # ------------------------------------------------------------------ timers
 
     def classic_deadline(self, group: ClassicGroup) -> int | None:
-        times = [m.deadline_ms for m in group.members.values()
-                 if m.join_token is None and m.sync_token is None]
+        times = [
+            m.deadline_ms
+            for m in group.members.values()
+            if m.join_token is None and m.sync_token is None
+        ]
         times.extend(group.pending.values())
         if group.join_deadline_ms is not None:
             times.append(group.join_deadline_ms)
@@ -565,7 +582,8 @@ class ClassicOps(CoordinatorState):
         for mid in expired_pending:
             del group.pending[mid]
         gone = [
-            m for m in group.members.values()
+            m
+            for m in group.members.values()
             if m.deadline_ms <= now and m.join_token is None and m.sync_token is None
         ]
         for m in gone:

@@ -75,9 +75,21 @@ class ConsumerOps(CoordinatorState):
         result: Result[ConsumerHeartbeatResponse] = Result()
         try:
             result.response = self._heartbeat(
-                result, now, group_id, member_id, member_epoch, instance_id, rack_id,
-                rebalance_timeout_ms, subscribed, server_assignor, owned, client_id,
-                client_host, topic_sizes, subscribed_regex,
+                result,
+                now,
+                group_id,
+                member_id,
+                member_epoch,
+                instance_id,
+                rack_id,
+                rebalance_timeout_ms,
+                subscribed,
+                server_assignor,
+                owned,
+                client_id,
+                client_host,
+                topic_sizes,
+                subscribed_regex,
             )
         except GCE as exc:
             result.response = ConsumerHeartbeatResponse(exc.code, str(exc))
@@ -137,8 +149,15 @@ class ConsumerOps(CoordinatorState):
             if subscribed is None and regex is None:
                 raise GCE(E.INVALID_REQUEST, "SubscribedTopicNames must be set when joining.")
             member, bump = self._consumer_join(
-                now, group, member_id, instance_id, rack_id, client_id, client_host,
-                rebalance_timeout_ms, server_assignor,
+                now,
+                group,
+                member_id,
+                instance_id,
+                rack_id,
+                client_id,
+                client_host,
+                rebalance_timeout_ms,
+                server_assignor,
             )
             full = True
         elif epoch > 0:
@@ -148,8 +167,11 @@ class ConsumerOps(CoordinatorState):
             member = found
             if epoch > member.epoch or (
                 epoch < member.epoch
-                and not (epoch == member.previous_epoch and owned is not None
-                         and _subset(owned, member.assigned))
+                and not (
+                    epoch == member.previous_epoch
+                    and owned is not None
+                    and _subset(owned, member.assigned)
+                )
             ):
                 raise GCE(E.FENCED_MEMBER_EPOCH, "The member epoch is fenced.")
         else:
@@ -218,8 +240,10 @@ class ConsumerOps(CoordinatorState):
                 (m for m in group.members.values() if m.instance_id == instance_id), None
             )
             if previous is not None and previous.member_id != member_id and not previous.left:
-                raise GCE(E.UNRELEASED_INSTANCE_ID,
-                          f"Static member {instance_id} is still held by another member.")
+                raise GCE(
+                    E.UNRELEASED_INSTANCE_ID,
+                    f"Static member {instance_id} is still held by another member.",
+                )
         member = group.members.get(member_id)
         if member is not None:  # rejoining after losing its assignment
             member.epoch = 0
@@ -228,8 +252,13 @@ class ConsumerOps(CoordinatorState):
             member.revoking = {}
             return member, False
         member = ConsumerMember(
-            member_id=member_id, instance_id=instance_id, rack_id=rack_id, client_id=client_id,
-            client_host=client_host, subscribed=(), server_assignor=server_assignor,
+            member_id=member_id,
+            instance_id=instance_id,
+            rack_id=rack_id,
+            client_id=client_id,
+            client_host=client_host,
+            subscribed=(),
+            server_assignor=server_assignor,
             rebalance_timeout_ms=rebalance_timeout_ms if rebalance_timeout_ms > 0 else 300_000,
         )
         if previous is not None:  # a static member's restart: take over, no rebalance
@@ -260,8 +289,7 @@ class ConsumerOps(CoordinatorState):
     ) -> ConsumerHeartbeatResponse:
         member = group.members.get(member_id)
         if member is None and instance_id is not None:
-            member = next((m for m in group.members.values() if m.instance_id == instance_id),
-                          None)
+            member = next((m for m in group.members.values() if m.instance_id == instance_id), None)
         if member is None:
             raise GCE(E.UNKNOWN_MEMBER_ID, f"Unknown member {member_id}.")
         if epoch == STATIC_LEAVE and member.instance_id is not None:
@@ -316,8 +344,9 @@ class ConsumerOps(CoordinatorState):
             member.epoch = group.assignment_epoch
         member.assigned = _union(keep, free)
 
-    def _persist(self, result: Result[ConsumerHeartbeatResponse], now: int,
-                 group: ConsumerGroup) -> None:
+    def _persist(
+        self, result: Result[ConsumerHeartbeatResponse], now: int, group: ConsumerGroup
+    ) -> None:
         if group.snapshot() != group.last_snapshot:
             self.emit_group(result, group, now)
 
@@ -325,13 +354,15 @@ class ConsumerOps(CoordinatorState):
 
     def consumer_deadline(self, group: ConsumerGroup) -> int | None:
         times = [m.deadline_ms for m in group.members.values()]
-        times.extend(m.revoke_deadline_ms for m in group.members.values()
-                     if m.revoke_deadline_ms is not None)
+        times.extend(
+            m.revoke_deadline_ms for m in group.members.values() if m.revoke_deadline_ms is not None
+        )
         return min(times, default=None)
 
     def consumer_tick(self, result: Result[Any], now: int, group: ConsumerGroup) -> None:
         gone = [
-            m for m in group.members.values()
+            m
+            for m in group.members.values()
             if m.deadline_ms <= now
             or (m.revoke_deadline_ms is not None and m.revoke_deadline_ms <= now)
         ]

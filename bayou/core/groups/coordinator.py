@@ -81,8 +81,13 @@ class GroupCoordinator(ClassicOps, ConsumerOps):
     # ------------------------------------------------------------------ offsets
 
     def _validate_commit(
-        self, group: Group | None, group_id: str, generation: int, member_id: str,
-        instance_id: str | None, version: int,
+        self,
+        group: Group | None,
+        group_id: str,
+        generation: int,
+        member_id: str,
+        instance_id: str | None,
+        version: int,
     ) -> None:
         if group is None:
             if generation < 0:
@@ -158,8 +163,13 @@ class GroupCoordinator(ClassicOps, ConsumerOps):
             if c.metadata is not None and len(c.metadata.encode()) > limit:
                 codes.append(E.OFFSET_METADATA_TOO_LARGE)
                 continue
-            value = OffsetValue(c.offset, c.leader_epoch, c.metadata, now,
-                                now + retention_ms if retention_ms >= 0 else None)
+            value = OffsetValue(
+                c.offset,
+                c.leader_epoch,
+                c.metadata,
+                now,
+                now + retention_ms if retention_ms >= 0 else None,
+            )
             self.emit(result, GroupRecord(OffsetKey(group_id, c.topic, c.partition), value), now)
             codes.append(E.NONE)
         result.response = codes
@@ -226,12 +236,12 @@ class GroupCoordinator(ClassicOps, ConsumerOps):
                     simple = ClassicGroup(group_id, state_ms=now)
                     self.groups[group_id] = simple
                     self.emit_group(result, simple, now)
-                self.emit(result, GroupRecord(OffsetKey(group_id, topic, partition), p.value),
-                          now)
+                self.emit(result, GroupRecord(OffsetKey(group_id, topic, partition), p.value), now)
                 result.response = (result.response or 0) + 1
         for (group_id, topic, partition), _p in entries:
-            self.emit(result, GroupRecord(
-                PendingKey(producer_id, group_id, topic, partition), None), now)
+            self.emit(
+                result, GroupRecord(PendingKey(producer_id, group_id, topic, partition), None), now
+            )
         return result
 
     def fetch_offsets(
@@ -260,13 +270,15 @@ class GroupCoordinator(ClassicOps, ConsumerOps):
         for topic, partition in partitions:
             value = committed.get((topic, partition))
             if require_stable and self.has_pending(group_id, topic, partition):
-                out.append(FetchedOffset(topic, partition, -1, -1, "",
-                                         E.UNSTABLE_OFFSET_COMMIT))
+                out.append(FetchedOffset(topic, partition, -1, -1, "", E.UNSTABLE_OFFSET_COMMIT))
             elif value is None:
                 out.append(FetchedOffset(topic, partition, -1, -1, ""))
             else:
-                out.append(FetchedOffset(topic, partition, value.offset, value.leader_epoch,
-                                         value.metadata))
+                out.append(
+                    FetchedOffset(
+                        topic, partition, value.offset, value.leader_epoch, value.metadata
+                    )
+                )
         return E.NONE, out
 
     def delete_offsets(
@@ -291,8 +303,9 @@ class GroupCoordinator(ClassicOps, ConsumerOps):
             if topic in subscribed:
                 codes.append(E.GROUP_SUBSCRIBED_TO_TOPIC)
                 continue
-            if ((topic, partition) in self.offsets.get(group_id, {})
-                    or self.has_pending(group_id, topic, partition)):
+            if (topic, partition) in self.offsets.get(group_id, {}) or self.has_pending(
+                group_id, topic, partition
+            ):
                 self.emit(result, GroupRecord(OffsetKey(group_id, topic, partition), None), now)
             codes.append(E.NONE)
         result.response = (E.NONE, codes)
@@ -348,8 +361,11 @@ class GroupCoordinator(ClassicOps, ConsumerOps):
         if self.next_expiry_check_ms is not None:
             times.append(self.next_expiry_check_ms)
         for group in self.groups.values():
-            t = (self.classic_deadline(group) if isinstance(group, ClassicGroup)
-                 else self.consumer_deadline(group))
+            t = (
+                self.classic_deadline(group)
+                if isinstance(group, ClassicGroup)
+                else self.consumer_deadline(group)
+            )
             if t is not None:
                 times.append(t)
         return min(times, default=None)
@@ -390,10 +406,12 @@ class GroupCoordinator(ClassicOps, ConsumerOps):
                 else:
                     due = value.commit_ms + retention
                 if due <= now and not self.has_pending(group_id, topic, partition):
-                    self.emit(result, GroupRecord(OffsetKey(group_id, topic, partition), None),
-                              now)
-            if (group is not None and not self.offsets.get(group_id)
-                    and group_id not in self.pending_by_group):
+                    self.emit(result, GroupRecord(OffsetKey(group_id, topic, partition), None), now)
+            if (
+                group is not None
+                and not self.offsets.get(group_id)
+                and group_id not in self.pending_by_group
+            ):
                 self.emit(result, GroupRecord(GroupKey(group_id), None), now)
 
     # ------------------------------------------------------------------ reading

@@ -42,9 +42,7 @@ MAX_TIMER_SLEEP_S = 1.0
 
 
 class GroupDriver:
-    def __init__(
-        self, settings: GroupSettings, clock_ms: Callable[[], int], log: StateLog
-    ) -> None:
+    def __init__(self, settings: GroupSettings, clock_ms: Callable[[], int], log: StateLog) -> None:
         self.coordinator = GroupCoordinator(settings)
         self.store = GroupStore(log)
         self.clock_ms = clock_ms

@@ -95,7 +95,8 @@ def decode(key: bytes, value: bytes | None) -> GroupRecord:
         raise ValueError(f"bad group record key {key!r}")
     if (parsed[0] == "o" and len(parsed) == 4) or (parsed[0] == "p" and len(parsed) == 5):
         okey: OffsetKey | PendingKey = (
-            OffsetKey(str(parsed[1]), str(parsed[2]), int(parsed[3])) if parsed[0] == "o"
+            OffsetKey(str(parsed[1]), str(parsed[2]), int(parsed[3]))
+            if parsed[0] == "o"
             else PendingKey(int(parsed[1]), str(parsed[2]), str(parsed[3]), int(parsed[4]))
         )
         if value is None:

@@ -127,8 +127,10 @@ class CoordinatorState:
 
     def has_pending(self, group_id: str, topic: str, partition: int) -> bool:
         """Whether an open transaction committed an offset of this partition (KIP-447)."""
-        return any((group_id, topic, partition) in self.pending[pid]
-                   for pid in self.pending_by_group.get(group_id, ()))
+        return any(
+            (group_id, topic, partition) in self.pending[pid]
+            for pid in self.pending_by_group.get(group_id, ())
+        )
 
     def _group_from_snapshot(self, group_id: str, snap: dict[str, Any], now_ms: int) -> Group:
         if snap.get("type") == "consumer":
@@ -155,8 +157,9 @@ class CoordinatorState:
         """Everything a restart must reproduce (tests compare live vs. replayed)."""
         view: dict[str, Any] = {"offsets": {}, "groups": {}, "pending": {}}
         for pid, pending in sorted(self.pending.items()):
-            view["pending"][pid] = {f"{g}:{t}:{p}": (o.value, o.superseded)
-                                    for (g, t, p), o in sorted(pending.items())}
+            view["pending"][pid] = {
+                f"{g}:{t}:{p}": (o.value, o.superseded) for (g, t, p), o in sorted(pending.items())
+            }
         for group_id, offsets in sorted(self.offsets.items()):
             view["offsets"][group_id] = {f"{t}:{p}": v for (t, p), v in sorted(offsets.items())}
         for group_id, group in sorted(self.groups.items()):

@@ -51,8 +51,15 @@ _CLOSE = object()  # queued after a client's channel.close
 
 
 class Channel:
-    def __init__(self, connection: ChannelConnection, number: int, *, core: Core,
-                 topology: Topology, partitioner: Partitioner) -> None:
+    def __init__(
+        self,
+        connection: ChannelConnection,
+        number: int,
+        *,
+        core: Core,
+        topology: Topology,
+        partitioner: Partitioner,
+    ) -> None:
         self.connection = connection
         self.core = core
         self.topology = topology
@@ -132,7 +139,8 @@ class Channel:
         except Exception as exc:
             log.exception("AMQP channel %d failed", self.number)
             self.connection.channel_error(
-                self, AmqpError(s.INTERNAL_ERROR, f"internal error: {type(exc).__name__}"))
+                self, AmqpError(s.INTERNAL_ERROR, f"internal error: {type(exc).__name__}")
+            )
 
     async def drain(self) -> None:
         """Handle what is queued (the client went away: store its publishes), then stop."""
@@ -181,10 +189,18 @@ class Channel:
                 seq = self.publish_seq
             parts: list[tuple[str, int]] = []
             if not dests and m.mandatory:
-                self.proto.send_content(self.number, method(
-                    "basic.return", reply_code=s.NO_ROUTE, reply_text="NO_ROUTE",
-                    exchange=m.exchange, routing_key=m.routing_key),
-                    event.properties, event.body)
+                self.proto.send_content(
+                    self.number,
+                    method(
+                        "basic.return",
+                        reply_code=s.NO_ROUTE,
+                        reply_text="NO_ROUTE",
+                        exchange=m.exchange,
+                        routing_key=m.routing_key,
+                    ),
+                    event.properties,
+                    event.body,
+                )
             for topic, key, partitions in dests:
                 partition = partitioner.partition(topic, key, partitions)
                 record = to_record(event.properties, event.body, key, timestamp)
@@ -198,8 +214,9 @@ class Channel:
         if error is not None:
             raise error
 
-    async def _append(self, by_partition: dict[tuple[str, int], list[Record]]) -> set[
-            tuple[str, int]]:
+    async def _append(
+        self, by_partition: dict[tuple[str, int], list[Record]]
+    ) -> set[tuple[str, int]]:
         keys = list(by_partition)
         if not keys:
             return set()
@@ -216,8 +233,9 @@ class Channel:
                 failed.add(key)
         return failed
 
-    def _confirm(self, seq_parts: list[tuple[int, list[tuple[str, int]]]],
-                 failed: set[tuple[str, int]]) -> None:
+    def _confirm(
+        self, seq_parts: list[tuple[int, list[tuple[str, int]]]], failed: set[tuple[str, int]]
+    ) -> None:
         send = self.proto.send_method
         ch = self.number
         if not failed:
@@ -232,8 +250,17 @@ class Channel:
 
     # ------------------------------------------------------------------ delivering
 
-    def deliver(self, settler: Settler, consumer_tag: str | None, queue: str, partition: int,
-                record: DecodedRecord, *, redelivered: bool, message_count: int = 0) -> int:
+    def deliver(
+        self,
+        settler: Settler,
+        consumer_tag: str | None,
+        queue: str,
+        partition: int,
+        record: DecodedRecord,
+        *,
+        redelivered: bool,
+        message_count: int = 0,
+    ) -> int:
         """Send one record of ``queue``'s topic; the AMQP side sees the queue's own name."""
         tag = self._next_tag
         self._next_tag += 1
@@ -245,11 +272,23 @@ class Channel:
             exchange, routing_key = "", queue
         props = delivery_properties(record, partition)
         if consumer_tag is None:
-            m = method("basic.get_ok", delivery_tag=tag, redelivered=redelivered,
-                       exchange=exchange, routing_key=routing_key, message_count=message_count)
+            m = method(
+                "basic.get_ok",
+                delivery_tag=tag,
+                redelivered=redelivered,
+                exchange=exchange,
+                routing_key=routing_key,
+                message_count=message_count,
+            )
         else:
-            m = method("basic.deliver", consumer_tag=consumer_tag, delivery_tag=tag,
-                       redelivered=redelivered, exchange=exchange, routing_key=routing_key)
+            m = method(
+                "basic.deliver",
+                consumer_tag=consumer_tag,
+                delivery_tag=tag,
+                redelivered=redelivered,
+                exchange=exchange,
+                routing_key=routing_key,
+            )
         self.proto.send_content(self.number, m, props, record.value or b"")
         return tag
 
@@ -261,8 +300,9 @@ class Channel:
         del self.consumers[mine.tag]
         self.topology.forget_consumer(mine)
         if notify:
-            self.proto.send_method(self.number, method(
-                "basic.cancel", consumer_tag=mine.tag, nowait=True))
+            self.proto.send_method(
+                self.number, method("basic.cancel", consumer_tag=mine.tag, nowait=True)
+            )
             self.connection.flush_soon()
         self.core.background(mine.stop())
 
@@ -272,10 +312,12 @@ class Channel:
         multiple = bool(m.args.get("multiple", False))
         requeue = m.name != "basic.ack" and bool(m.requeue)
         if multiple:
-            if tag and tag not in self.unacked and (not self.unacked
-                                                    or tag < next(iter(self.unacked))):
-                raise AmqpError(s.PRECONDITION_FAILED, f"unknown delivery tag {tag}",
-                                *m.spec.key)
+            if (
+                tag
+                and tag not in self.unacked
+                and (not self.unacked or tag < next(iter(self.unacked)))
+            ):
+                raise AmqpError(s.PRECONDITION_FAILED, f"unknown delivery tag {tag}", *m.spec.key)
             entries = []
             while self.unacked:
                 first = next(iter(self.unacked))
@@ -285,8 +327,7 @@ class Channel:
         else:
             entry = self.unacked.pop(tag, None)
             if entry is None:
-                raise AmqpError(s.PRECONDITION_FAILED, f"unknown delivery tag {tag}",
-                                *m.spec.key)
+                raise AmqpError(s.PRECONDITION_FAILED, f"unknown delivery tag {tag}", *m.spec.key)
             entries = [entry]
         for settler, _topic, partition, offset in entries:
             if requeue:
@@ -336,8 +377,12 @@ class Channel:
         name, created = await topology.declare_queue(m)
         if created and m.exclusive and not m.durable:
             self.connection.exclusive_queues.add(name)  # goes with this connection
-        return method("queue.declare_ok", queue=name, message_count=topology.message_count(name),
-                      consumer_count=topology.consumer_count(name))
+        return method(
+            "queue.declare_ok",
+            queue=name,
+            message_count=topology.message_count(name),
+            consumer_count=topology.consumer_count(name),
+        )
 
     async def _queue_bind(self, m: Method) -> Method:
         await self.topology.bind(m, unbind=False)
@@ -362,15 +407,15 @@ class Channel:
             raise AmqpError(s.NOT_FOUND, f"no queue '{queue}' in vhost '/'", *m.spec.key)
         tag: str = m.consumer_tag or f"amq.ctag-{secrets.token_urlsafe(16)}"
         if tag in self.consumers:
-            raise AmqpError(s.NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'",
-                            *m.spec.key)
+            raise AmqpError(s.NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'", *m.spec.key)
         args: dict[str, Any] = m.arguments
         group = args.get("x-consumer-group")
         if isinstance(group, bytes):
             group = group.decode(errors="replace")
         if group is not None and (not isinstance(group, str) or not group):
-            raise AmqpError(s.PRECONDITION_FAILED, "x-consumer-group must be a non-empty string",
-                            *m.spec.key)
+            raise AmqpError(
+                s.PRECONDITION_FAILED, "x-consumer-group must be a non-empty string", *m.spec.key
+            )
         start = StartSpec("next")
         resume_queue = False
         if "x-stream-offset" in args:
@@ -384,10 +429,19 @@ class Channel:
             resume_queue = True
         if group is not None and "x-stream-offset" not in args:
             start = StartSpec("earliest")
-        consumer = Consumer(self.core, self, topology, tag, queue, no_ack=m.no_ack,
-                            start=start, resume_queue=resume_queue, group=group,
-                            prefetch=self.consumer_prefetch,
-                            client_host=self.connection.peer_host)
+        consumer = Consumer(
+            self.core,
+            self,
+            topology,
+            tag,
+            queue,
+            no_ack=m.no_ack,
+            start=start,
+            resume_queue=resume_queue,
+            group=group,
+            prefetch=self.consumer_prefetch,
+            client_host=self.connection.peer_host,
+        )
         self.consumers[tag] = consumer
         topology.remember_consumer(consumer)
         if not m.nowait:
@@ -421,8 +475,15 @@ class Channel:
             cursor.track(partition, record.offset)
         else:
             cursor.done(partition, record.offset)
-        self.deliver(settler, None, queue, partition, record, redelivered=redelivered,
-                     message_count=cursor.remaining())
+        self.deliver(
+            settler,
+            None,
+            queue,
+            partition,
+            record,
+            redelivered=redelivered,
+            message_count=cursor.remaining(),
+        )
         return None
 
     async def _basic_recover(self, m: Method) -> Method | None:
@@ -433,12 +494,16 @@ class Channel:
         return method("basic.recover_ok") if m.name == "basic.recover" else None
 
     async def _tx(self, m: Method) -> Method:
-        raise AmqpError(s.NOT_IMPLEMENTED, "transactions (tx.*) are not supported; use "
-                        "publisher confirms", *m.spec.key)
+        raise AmqpError(
+            s.NOT_IMPLEMENTED,
+            "transactions (tx.*) are not supported; use publisher confirms",
+            *m.spec.key,
+        )
 
     async def _exchange_bind(self, m: Method) -> Method:
-        raise AmqpError(s.NOT_IMPLEMENTED, "exchange-to-exchange bindings are not supported",
-                        *m.spec.key)
+        raise AmqpError(
+            s.NOT_IMPLEMENTED, "exchange-to-exchange bindings are not supported", *m.spec.key
+        )
 
 
 _HANDLERS: dict[str, Any] = {

@@ -40,9 +40,21 @@ from bayou.protocol.amqp import LongStrBytes, Timestamp, field_type, typed
 from bayou.protocol.kafka.records import DecodedRecord, Record
 
 PREFIX = "amqp-"
-_PROPS = ("content_type", "content_encoding", "delivery_mode", "priority", "correlation_id",
-          "reply_to", "expiration", "message_id", "timestamp", "type", "user_id", "app_id",
-          "cluster_id")
+_PROPS = (
+    "content_type",
+    "content_encoding",
+    "delivery_mode",
+    "priority",
+    "correlation_id",
+    "reply_to",
+    "expiration",
+    "message_id",
+    "timestamp",
+    "type",
+    "user_id",
+    "app_id",
+    "cluster_id",
+)
 _INT_PROPS = frozenset({"delivery_mode", "priority", "timestamp"})
 PROP_TO_HEADER = {p: PREFIX + p.replace("_", "-") for p in _PROPS}
 HEADER_TO_PROP = {h: p for p, h in PROP_TO_HEADER.items()}
@@ -150,8 +162,9 @@ def _plain_value(raw: bytes) -> str | bytes:
         return raw
 
 
-def to_record(properties: dict[str, Any], body: bytes, key: bytes | None,
-              timestamp_ms: int) -> Record:
+def to_record(
+    properties: dict[str, Any], body: bytes, key: bytes | None, timestamp_ms: int
+) -> Record:
     headers: list[tuple[str, bytes | None]] = []
     types: dict[str, Any] = {}
     table = properties.get("headers")
@@ -163,11 +176,11 @@ def to_record(properties: dict[str, Any], body: bytes, key: bytes | None,
     for prop, name in PROP_TO_HEADER.items():
         value = properties.get(prop)
         if value is not None:
-            headers.append((name, str(value).encode() if prop in _INT_PROPS else
-                            value.encode()))
+            headers.append((name, str(value).encode() if prop in _INT_PROPS else value.encode()))
     if types:
-        headers.append((TYPES_HEADER, json.dumps(types, separators=(",", ":"),
-                                                 ensure_ascii=False).encode()))
+        headers.append(
+            (TYPES_HEADER, json.dumps(types, separators=(",", ":"), ensure_ascii=False).encode())
+        )
     return Record(timestamp_ms, key, body, headers)
 
 

@@ -76,9 +76,15 @@ class AmqpGateway:
     def health(self) -> dict[str, object]:
         return {"listening": self._server is not None, "connections": len(self.clients)}
 
-    def __init__(self, core: Core, host: str, options: AmqpOptions, *,
-                 authenticate: Authenticator | None = None,
-                 heartbeat_s: int = SERVER_HEARTBEAT_S) -> None:
+    def __init__(
+        self,
+        core: Core,
+        host: str,
+        options: AmqpOptions,
+        *,
+        authenticate: Authenticator | None = None,
+        heartbeat_s: int = SERVER_HEARTBEAT_S,
+    ) -> None:
         self.core = core
         self.host = host
         self.options = options
@@ -94,9 +100,9 @@ class AmqpGateway:
         """Load the topology and listen on ``host``:``options.port``."""
         await self.topology.load()
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: AmqpClient(self), self.host,
-                                                self.options.port, reuse_address=True,
-                                                backlog=1024)
+        self._server = await loop.create_server(
+            lambda: AmqpClient(self), self.host, self.options.port, reuse_address=True, backlog=1024
+        )
 
     @property
     def port(self) -> int:
@@ -106,8 +112,7 @@ class AmqpGateway:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        await asyncio.gather(*(c.shutdown() for c in list(self.clients)),
-                             return_exceptions=True)
+        await asyncio.gather(*(c.shutdown() for c in list(self.clients)), return_exceptions=True)
 
     def server_properties(self) -> dict[str, Any]:
         return {
@@ -144,8 +149,9 @@ class AmqpClient(asyncio.Protocol):
         self._last_sent = 0.0
         self._closed = asyncio.get_event_loop().create_future()
         # unfinished frames and messages count in the broker-wide request-bytes budget
-        self.budget = gateway.core.request_budget.account(self._budget_resumed,
-                                                          self._budget_stalled)
+        self.budget = gateway.core.request_budget.account(
+            self._budget_resumed, self._budget_stalled
+        )
         self.budget_paused = False
 
     # ------------------------------------------------------------------ asyncio.Protocol
@@ -208,8 +214,11 @@ class AmqpClient(asyncio.Protocol):
             self.transport.resume_reading()
 
     def _budget_stalled(self) -> None:
-        log.info("AMQP client %s: closing: a message made no progress for %g s", self.peer,
-                 self.gateway.core.request_budget.stall_timeout_s)
+        log.info(
+            "AMQP client %s: closing: a message made no progress for %g s",
+            self.peer,
+            self.gateway.core.request_budget.stall_timeout_s,
+        )
         if self.transport is not None:
             self.transport.close()
 
@@ -236,9 +245,9 @@ class AmqpClient(asyncio.Protocol):
                 channel.submit(event)
         elif isinstance(event, ChannelOpened):
             gw = self.gateway
-            self.channels[event.channel] = Channel(self, event.channel, core=gw.core,
-                                                   topology=gw.topology,
-                                                   partitioner=gw.partitioner)
+            self.channels[event.channel] = Channel(
+                self, event.channel, core=gw.core, topology=gw.topology, partitioner=gw.partitioner
+            )
         elif isinstance(event, ChannelFlow):
             channel = self.channels.get(event.channel)
             if channel is not None:
@@ -272,8 +281,7 @@ class AmqpClient(asyncio.Protocol):
         if self.channels.get(channel.number) is channel:
             del self.channels[channel.number]
         channel.abort()
-        self.proto.close_channel(channel.number, exc.code, exc.text, exc.class_id,
-                                 exc.method_id)
+        self.proto.close_channel(channel.number, exc.code, exc.text, exc.class_id, exc.method_id)
         self.flush_soon()
 
     def protocol_error(self, exc: AmqpError) -> None:
@@ -359,14 +367,17 @@ class AmqpClient(asyncio.Protocol):
 
     def flush(self) -> None:
         data = self.proto.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing() and (
-                not self.eof_sent):
+        if (
+            data
+            and self.transport is not None
+            and not self.transport.is_closing()
+            and (not self.eof_sent)
+        ):
             self.transport.write(data)
             self._last_sent = asyncio.get_running_loop().time()
 
     def maybe_resume_reading(self) -> None:
-        if self.read_paused and all(c.backlog <= MAX_BACKLOG // 2
-                                    for c in self.channels.values()):
+        if self.read_paused and all(c.backlog <= MAX_BACKLOG // 2 for c in self.channels.values()):
             self.read_paused = False
             if self.transport is not None and not self.budget_paused:
                 self.transport.resume_reading()

@@ -367,8 +367,11 @@ class Topology:
         """Commit ``ends`` for the partitions of the ``amqp:Q`` group that no member here
         just committed: through one of its members here, else as a group without members."""
         group_id = group_of(queue)
-        live = [c for c in consumers
-                if c.group == group_id and c.member is not None and c.member.epoch > 0]
+        live = [
+            c
+            for c in consumers
+            if c.group == group_id and c.member is not None and c.member.epoch > 0
+        ]
         done = {p for c in live for p in c.cursors}  # they committed in commit_now
         todo = {(topic, p): o for p, o in sorted(ends.items()) if p not in done}
         if not todo:

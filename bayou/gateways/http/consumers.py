@@ -59,8 +59,13 @@ READ_HEARTBEAT_SPACING_S = 0.1  # a records read heartbeats unless one was this 
 REBALANCE_HEARTBEAT_S = 0.1  # background heartbeats while the group reconciles
 CLIENT_ID = "bayou-http"
 CLIENT_HOST = "/http-gateway"
-RESETS: dict[str, Reset] = {"earliest": "earliest", "smallest": "earliest",
-                            "latest": "latest", "largest": "latest", "none": "none"}
+RESETS: dict[str, Reset] = {
+    "earliest": "earliest",
+    "smallest": "earliest",
+    "latest": "latest",
+    "largest": "latest",
+    "none": "none",
+}
 
 
 @dataclass
@@ -101,10 +106,16 @@ class ConsumerRegistry:
             self._counter += 1
             name = f"rest-consumer-{self._counter}-{time.time_ns() % 10**9}"
         if (group, name) in self._instances:
-            raise RestError(409, errors.CONSUMER_ALREADY_EXISTS,
-                            f"Consumer instance with the specified name {name} already exists.")
+            raise RestError(
+                409,
+                errors.CONSUMER_ALREADY_EXISTS,
+                f"Consumer instance with the specified name {name} already exists.",
+            )
         instance = ConsumerInstance(
-            group, name, body.format, RESETS[body.auto_offset_reset],
+            group,
+            name,
+            body.format,
+            RESETS[body.auto_offset_reset],
             body.auto_commit_enable == "true",
             body.consumer_request_timeout_ms or DEFAULT_REQUEST_TIMEOUT_MS,
         )
@@ -114,8 +125,11 @@ class ConsumerRegistry:
     def get(self, group: str, name: str) -> ConsumerInstance:
         instance = self._instances.get((group, name))
         if instance is None:
-            raise RestError(404, errors.CONSUMER_INSTANCE_NOT_FOUND,
-                            f"Consumer instance {name} of group {group} not found.")
+            raise RestError(
+                404,
+                errors.CONSUMER_INSTANCE_NOT_FOUND,
+                f"Consumer instance {name} of group {group} not found.",
+            )
         instance.last_used = time.monotonic()
         return instance
 
@@ -128,8 +142,11 @@ class ConsumerRegistry:
         """Remove instances idle longer than the timeout (leaving their groups)."""
         now = time.monotonic() if now is None else now
         limit = self.timeout_ms / 1000
-        gone = [i for i in self._instances.values()
-                if now - i.last_used > limit and not i.read_lock.locked()]
+        gone = [
+            i
+            for i in self._instances.values()
+            if now - i.last_used > limit and not i.read_lock.locked()
+        ]
         for instance in gone:
             del self._instances[(instance.group, instance.name)]
             await self._leave(instance)
@@ -154,8 +171,9 @@ class ConsumerRegistry:
 
     # ------------------------------------------------------------------ assignment
 
-    async def subscribe(self, instance: ConsumerInstance, topics: list[str] | None,
-                        pattern: str | None) -> None:
+    async def subscribe(
+        self, instance: ConsumerInstance, topics: list[str] | None, pattern: str | None
+    ) -> None:
         if instance.manual is not None:
             raise _illegal_state()
         if (topics is None) == (pattern is None):
@@ -173,8 +191,12 @@ class ConsumerRegistry:
             await self._revoked(instance, lost)
 
         member = self.core.group_member(
-            instance.group, topics=instance.topics, pattern=pattern, client_id=CLIENT_ID,
-            client_host=CLIENT_HOST, on_revoke=on_revoke,
+            instance.group,
+            topics=instance.topics,
+            pattern=pattern,
+            client_id=CLIENT_ID,
+            client_host=CLIENT_HOST,
+            on_revoke=on_revoke,
         )
         instance.member = member
         await self._poll(member, force=True)
@@ -197,8 +219,9 @@ class ConsumerRegistry:
             return sorted(instance.member.assignment)
         return []
 
-    async def _poll(self, member: GroupMember, *, force: bool = False,
-                    spacing_s: float | None = None) -> None:
+    async def _poll(
+        self, member: GroupMember, *, force: bool = False, spacing_s: float | None = None
+    ) -> None:
         """Heartbeat when due (or ``force``d) and reconcile; REST errors."""
         self._coordinator_running()
         try:
@@ -206,8 +229,7 @@ class ConsumerRegistry:
         except GroupCoordinatorError as exc:
             raise errors.from_coordinator(exc) from None
 
-    async def _revoked(self, instance: ConsumerInstance, lost: frozenset[TopicPartition]
-                       ) -> None:
+    async def _revoked(self, instance: ConsumerInstance, lost: frozenset[TopicPartition]) -> None:
         """The member gives ``lost`` up: commit their positions first (auto-commit), then
         forget their cursors."""
         member = instance.member
@@ -230,7 +252,8 @@ class ConsumerRegistry:
     def _coordinator_running(self) -> None:
         if self.core.stopping:
             raise errors.from_coordinator(
-                GroupCoordinatorError(ErrorCode.COORDINATOR_NOT_AVAILABLE))
+                GroupCoordinatorError(ErrorCode.COORDINATOR_NOT_AVAILABLE)
+            )
 
     # ------------------------------------------------------------------ positions
 
@@ -239,13 +262,15 @@ class ConsumerRegistry:
         for (topic, p), offset in offsets.items():
             cursor = instance.cursors.get((topic, p))
             if cursor is None:
-                instance.cursors[(topic, p)] = self.core.cursor(topic, p, offset,
-                                                                reset=instance.reset)
+                instance.cursors[(topic, p)] = self.core.cursor(
+                    topic, p, offset, reset=instance.reset
+                )
             else:
                 cursor.position = offset
 
-    async def seek_edge(self, instance: ConsumerInstance, partitions: list[TopicPartition],
-                        *, end: bool) -> None:
+    async def seek_edge(
+        self, instance: ConsumerInstance, partitions: list[TopicPartition], *, end: bool
+    ) -> None:
         self._check_assigned(instance, partitions)
         start = StartSpec.latest() if end else StartSpec.earliest()
         for topic, p in partitions:
@@ -255,8 +280,11 @@ class ConsumerRegistry:
                 raise errors.partition_not_found(topic, p) from None
             instance.cursors[(topic, p)] = cursor
 
-    def _check_assigned(self, instance: ConsumerInstance,
-                        partitions: list[TopicPartition] | dict[TopicPartition, int]) -> None:
+    def _check_assigned(
+        self,
+        instance: ConsumerInstance,
+        partitions: list[TopicPartition] | dict[TopicPartition, int],
+    ) -> None:
         assigned = set(self.assignment(instance))
         for tp in partitions:
             if tp not in assigned:
@@ -274,17 +302,19 @@ class ConsumerRegistry:
             committed = self._committed(instance.group, missing)
             for topic, p in missing:
                 found = committed.get((topic, p))
-                cursor = await self._start(instance, topic, p,
-                                           None if found is None else found[0])
+                cursor = await self._start(instance, topic, p, None if found is None else found[0])
                 instance.cursors.setdefault((topic, p), cursor)  # unless a seek came first
         return [c for tp in assigned if (c := instance.cursors.get(tp)) is not None]
 
-    async def _start(self, instance: ConsumerInstance, topic: str, p: int,
-                     committed: int | None) -> Cursor:
+    async def _start(
+        self, instance: ConsumerInstance, topic: str, p: int, committed: int | None
+    ) -> Cursor:
         """A cursor at the committed offset, else where ``auto.offset.reset`` says."""
         if instance.reset == "none" and committed is None:
-            raise errors.unprocessable(f"No committed offset for {topic}-{p} and "
-                                       "auto.offset.reset is none.", errors.OFFSET_OUT_OF_RANGE)
+            raise errors.unprocessable(
+                f"No committed offset for {topic}-{p} and auto.offset.reset is none.",
+                errors.OFFSET_OUT_OF_RANGE,
+            )
         if committed is not None:  # as it is: a read resets it when it is out of the log
             return self.core.cursor(topic, p, committed, reset=instance.reset)
         spec = StartSpec.earliest() if instance.reset == "earliest" else StartSpec.latest()
@@ -295,8 +325,9 @@ class ConsumerRegistry:
 
     # ------------------------------------------------------------------ reading
 
-    async def records(self, instance: ConsumerInstance, timeout_ms: int | None,
-                      max_bytes: int | None, fmt: Format) -> list[dict[str, Any]]:
+    async def records(
+        self, instance: ConsumerInstance, timeout_ms: int | None, max_bytes: int | None, fmt: Format
+    ) -> list[dict[str, Any]]:
         # As REST Proxy: ``timeout`` can shorten the instance's consumer.request.timeout.ms.
         wait_ms = instance.request_timeout_ms
         if timeout_ms is not None:
@@ -328,8 +359,9 @@ class ConsumerRegistry:
                 if member is not None and instance.member is member and not self.core.stopping:
                     await self._poll(member, spacing_s=_spacing(member))
 
-    async def _read(self, instance: ConsumerInstance, cursors: list[Cursor], budget: int,
-                    fmt: Format) -> list[dict[str, Any]]:
+    async def _read(
+        self, instance: ConsumerInstance, cursors: list[Cursor], budget: int, fmt: Format
+    ) -> list[dict[str, Any]]:
         """Records from ``cursors`` within ``budget``; on an error nothing moves (a record a
         json instance cannot decode stays where it is, and so does everything read with
         it)."""
@@ -361,15 +393,17 @@ class ConsumerRegistry:
             if isinstance(exc, UnknownTopicOrPartition):
                 raise errors.partition_not_found(topic, p) from None
             if isinstance(exc, OffsetOutOfRange):  # auto.offset.reset is none
-                raise errors.unprocessable(f"{exc.message}; auto.offset.reset is none.",
-                                           errors.OFFSET_OUT_OF_RANGE) from None
+                raise errors.unprocessable(
+                    f"{exc.message}; auto.offset.reset is none.", errors.OFFSET_OUT_OF_RANGE
+                ) from None
             raise
         return out
 
     # ------------------------------------------------------------------ offsets
 
-    async def commit(self, instance: ConsumerInstance,
-                     offsets: dict[TopicPartition, Committed] | None) -> None:
+    async def commit(
+        self, instance: ConsumerInstance, offsets: dict[TopicPartition, Committed] | None
+    ) -> None:
         """Commit ``offsets`` (None: the current positions) for the instance's group: as
         its group member when subscribed, else as an ``assign()`` consumer."""
         if offsets is None:
@@ -388,12 +422,14 @@ class ConsumerRegistry:
         except GroupCoordinatorError as exc:
             raise errors.from_coordinator(exc) from None
 
-    def committed(self, instance: ConsumerInstance,
-                  partitions: list[TopicPartition]) -> dict[TopicPartition, Committed]:
+    def committed(
+        self, instance: ConsumerInstance, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, Committed]:
         return self._committed(instance.group, partitions)
 
-    def _committed(self, group: str, partitions: list[TopicPartition]
-                   ) -> dict[TopicPartition, Committed]:
+    def _committed(
+        self, group: str, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, Committed]:
         self._coordinator_running()
         try:
             return self.core.offsets(group).committed(partitions)
@@ -407,10 +443,16 @@ def _spacing(member: GroupMember) -> float | None:
 
 
 def _illegal_state() -> RestError:
-    return RestError(409, errors.ILLEGAL_STATE, "Illegal state: Subscription to topics, "
-                     "partitions and pattern are mutually exclusive.")
+    return RestError(
+        409,
+        errors.ILLEGAL_STATE,
+        "Illegal state: Subscription to topics, partitions and pattern are mutually exclusive.",
+    )
 
 
 def _not_assigned(tp: TopicPartition) -> RestError:
-    return RestError(409, errors.ILLEGAL_STATE,
-                     f"Illegal state: No current assignment for partition {tp[0]}-{tp[1]}.")
+    return RestError(
+        409,
+        errors.ILLEGAL_STATE,
+        f"Illegal state: No current assignment for partition {tp[0]}-{tp[1]}.",
+    )

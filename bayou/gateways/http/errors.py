@@ -64,8 +64,9 @@ def from_kafka(exc: KafkaError, *, topic: str | None = None) -> RestError:
     """The REST answer for a Kafka error raised by the broker core."""
     code = exc.code
     if code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION:
-        return RestError(404, TOPIC_NOT_FOUND, exc.message if topic is None else
-                         f"Topic {topic} not found.")
+        return RestError(
+            404, TOPIC_NOT_FOUND, exc.message if topic is None else f"Topic {topic} not found."
+        )
     if code == ErrorCode.INVALID_TOPIC_EXCEPTION:
         return unprocessable(exc.message)
     if code in (ErrorCode.MESSAGE_TOO_LARGE, ErrorCode.RECORD_LIST_TOO_LARGE):
@@ -82,8 +83,11 @@ def from_coordinator(exc: GroupCoordinatorError) -> RestError:
     (retriable), 422 for a malformed request or metadata too large, 404 for an unknown
     partition, else 409 (the group's state does not allow it)."""
     code, text = exc.code, str(exc)
-    if code in (ErrorCode.COORDINATOR_NOT_AVAILABLE, ErrorCode.COORDINATOR_LOAD_IN_PROGRESS,
-                ErrorCode.NOT_COORDINATOR):
+    if code in (
+        ErrorCode.COORDINATOR_NOT_AVAILABLE,
+        ErrorCode.COORDINATOR_LOAD_IN_PROGRESS,
+        ErrorCode.NOT_COORDINATOR,
+    ):
         return RestError(503, KAFKA_RETRIABLE, f"Group coordinator not available: {text}")
     if code == ErrorCode.INVALID_REQUEST:
         return unprocessable(text)

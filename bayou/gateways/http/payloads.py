@@ -69,10 +69,18 @@ def produce_format(content_type: str | None) -> Format:
     if fmt is not None:
         return fmt
     if any(f".{name}." in kind for name in _UNSUPPORTED_FORMATS):
-        raise RestError(415, 415, f"Embedded format of {kind} needs a schema registry, "
-                        "which Bayou does not have; use json or binary.")
-    raise RestError(415, 415, f"Unsupported Content-Type {kind or '(none)'}: use {JSON_V2}, "
-                    f"{BINARY_V2} or application/json.")
+        raise RestError(
+            415,
+            415,
+            f"Embedded format of {kind} needs a schema registry, "
+            "which Bayou does not have; use json or binary.",
+        )
+    raise RestError(
+        415,
+        415,
+        f"Unsupported Content-Type {kind or '(none)'}: use {JSON_V2}, "
+        f"{BINARY_V2} or application/json.",
+    )
 
 
 def check_json_content(content_type: str | None) -> None:
@@ -97,8 +105,12 @@ def accept_format(accept: str | None, default: Format) -> Format:
 
 
 def _mismatch(kind: str) -> Format:
-    raise RestError(406, 40601, f"The requested embedded data format {kind} does not match "
-                    "the deserializer for this consumer instance.")
+    raise RestError(
+        406,
+        40601,
+        f"The requested embedded data format {kind} does not match "
+        "the deserializer for this consumer instance.",
+    )
 
 
 async def read_body(request: Request, limit: int, budget: RequestBudget) -> bytes:
@@ -130,8 +142,7 @@ async def read_body(request: Request, limit: int, budget: RequestBudget) -> byte
 
 
 def _too_large(limit: int) -> RestError:
-    return RestError(413, 413, f"Request body is larger than {limit} bytes "
-                     "(http_max_body_bytes).")
+    return RestError(413, 413, f"Request body is larger than {limit} bytes (http_max_body_bytes).")
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -184,18 +195,21 @@ BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 
 class RecordHeader(_Body):
     name: str = Field(description="Header name.")
-    value: str | None = Field(None, pattern=BASE64,
-                              description="base64 of the value's bytes; null: no value.")
+    value: str | None = Field(
+        None, pattern=BASE64, description="base64 of the value's bytes; null: no value."
+    )
 
 
 class ProduceRecord(_Body):
     key: Any = Field(None, description="JSON value (json format) or base64 text (binary).")
     value: Any = Field(None, description="JSON value (json format) or base64 text (binary).")
-    partition: PartitionIndex | None = Field(None, description="Target partition; default: "
-                                                               "by key, else round-robin.")
-    headers: list[RecordHeader] = Field(default_factory=list,
-                                        description="Record headers, in order (REST Proxy v3 "
-                                                    "style); any format.")
+    partition: PartitionIndex | None = Field(
+        None, description="Target partition; default: by key, else round-robin."
+    )
+    headers: list[RecordHeader] = Field(
+        default_factory=list,
+        description="Record headers, in order (REST Proxy v3 style); any format.",
+    )
 
 
 class ProduceRequest(_Body):
@@ -213,10 +227,10 @@ class PartitionProduceRequest(_Body):
 # The same bodies as the binary format reads them (keys and values base64 text): for the
 # OpenAPI document only, since one decoder serves both formats (``encode_field``).
 
+
 class BinaryProduceRecord(ProduceRecord):
     key: str | None = Field(None, pattern=BASE64, description="base64 of the key's bytes.")
-    value: str | None = Field(None, pattern=BASE64,
-                              description="base64 of the value's bytes.")
+    value: str | None = Field(None, pattern=BASE64, description="base64 of the value's bytes.")
 
 
 class BinaryProduceRequest(ProduceRequest):
@@ -234,8 +248,9 @@ def encode_field(fmt: Format, value: Any, index: int, name: str) -> bytes | None
     if fmt == Format.JSON:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
     if not isinstance(value, str):
-        raise unprocessable(f"records.{index}.{name}: binary data must be base64 text",
-                            JSON_CONVERSION)
+        raise unprocessable(
+            f"records.{index}.{name}: binary data must be base64 text", JSON_CONVERSION
+        )
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
@@ -249,16 +264,19 @@ def encode_headers(headers: list[RecordHeader], index: int) -> list[tuple[str, b
         try:
             value = None if h.value is None else base64.b64decode(h.value, validate=True)
         except (binascii.Error, ValueError):
-            raise unprocessable(f"records.{index}.headers: value of {h.name!r} is not valid "
-                                "base64", JSON_CONVERSION) from None
+            raise unprocessable(
+                f"records.{index}.headers: value of {h.name!r} is not valid base64", JSON_CONVERSION
+            ) from None
         out.append((h.name, value))
     return out
 
 
 def decode_headers(headers: list[tuple[str, bytes | None]]) -> list[dict[str, str | None]]:
     """Stored headers as every HTTP reader gets them: ``{"name", "value": base64|null}``."""
-    return [{"name": name, "value": None if value is None else
-             base64.b64encode(value).decode("ascii")} for name, value in headers]
+    return [
+        {"name": name, "value": None if value is None else base64.b64encode(value).decode("ascii")}
+        for name, value in headers
+    ]
 
 
 def decode_field(fmt: Format, data: bytes | None, where: str) -> Any:
@@ -270,11 +288,14 @@ def decode_field(fmt: Format, data: bytes | None, where: str) -> Any:
     try:
         return json.loads(data)
     except ValueError:
-        raise unprocessable(f"The record at {where} is not JSON; read it with a binary "
-                            "consumer instance.", JSON_CONVERSION) from None
+        raise unprocessable(
+            f"The record at {where} is not JSON; read it with a binary consumer instance.",
+            JSON_CONVERSION,
+        ) from None
 
 
 # ------------------------------------------------------------------------- consumer bodies
+
 
 class TopicPartitionBody(_Body):
     topic: str = Field(min_length=1)
@@ -284,13 +305,14 @@ class TopicPartitionBody(_Body):
 class CreateConsumer(_Body):
     name: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")
     format: Format = Format.BINARY
-    auto_offset_reset: str = Field("latest", alias="auto.offset.reset",
-                                   pattern="^(earliest|latest|smallest|largest|none)$")
-    auto_commit_enable: str = Field("true", alias="auto.commit.enable",
-                                    pattern="^(true|false)$")
+    auto_offset_reset: str = Field(
+        "latest", alias="auto.offset.reset", pattern="^(earliest|latest|smallest|largest|none)$"
+    )
+    auto_commit_enable: str = Field("true", alias="auto.commit.enable", pattern="^(true|false)$")
     fetch_min_bytes: FetchMinBytes | None = Field(None, alias="fetch.min.bytes")
     consumer_request_timeout_ms: RequestTimeoutMs | None = Field(
-        None, alias="consumer.request.timeout.ms")
+        None, alias="consumer.request.timeout.ms"
+    )
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
@@ -299,12 +321,21 @@ class Subscription(_Body):
 
     topics: list[str] | None = None
     topic_pattern: str | None = Field(None, json_schema_extra={"format": "regex"})
-    model_config = ConfigDict(extra="ignore", json_schema_extra={"anyOf": [
-        {"required": ["topics"], "properties": {"topics": {"type": "array"},
-                                                "topic_pattern": {"type": "null"}}},
-        {"required": ["topic_pattern"], "properties": {"topic_pattern": {"type": "string"},
-                                                       "topics": {"type": "null"}}},
-    ]})
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "anyOf": [
+                {
+                    "required": ["topics"],
+                    "properties": {"topics": {"type": "array"}, "topic_pattern": {"type": "null"}},
+                },
+                {
+                    "required": ["topic_pattern"],
+                    "properties": {"topic_pattern": {"type": "string"}, "topics": {"type": "null"}},
+                },
+            ]
+        },
+    )
 
 
 class Partitions(_Body):
@@ -331,12 +362,20 @@ class ConsumerRecord(_Body):
     partition: int
     offset: int
     timestamp: int
-    headers: list[RecordHeader] | None = Field(None, description="Present when the record "
-                                                                  "has headers.")
+    headers: list[RecordHeader] | None = Field(
+        None, description="Present when the record has headers."
+    )
 
 
 # Models whose JSON schemas the OpenAPI document carries as components.
 BODY_MODELS: tuple[type[BaseModel], ...] = (
-    ProduceRequest, PartitionProduceRequest, BinaryProduceRequest, BinaryPartitionProduceRequest,
-    CreateConsumer, Subscription, Partitions, Offsets, ConsumerRecord,
+    ProduceRequest,
+    PartitionProduceRequest,
+    BinaryProduceRequest,
+    BinaryPartitionProduceRequest,
+    CreateConsumer,
+    Subscription,
+    Partitions,
+    Offsets,
+    ConsumerRecord,
 )

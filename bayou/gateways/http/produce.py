@@ -68,9 +68,13 @@ async def produce(
     for p, recs in by_partition.items():
         batch = build_batch(recs)
         if len(batch) > limit:
-            raise errors.RestError(413, 413, f"The records for partition {p} make a batch of "
-                                   f"{len(batch)} bytes, over the topic's max.message.bytes "
-                                   f"({limit}); nothing was written.")
+            raise errors.RestError(
+                413,
+                413,
+                f"The records for partition {p} make a batch of "
+                f"{len(batch)} bytes, over the topic's max.message.bytes "
+                f"({limit}); nothing was written.",
+            )
         writes.append((topic, p, batch))
     results = await core.append_many(writes)
     base: dict[int, int] = {}
@@ -86,24 +90,36 @@ async def produce(
     for p, index in placed:
         error = failed.get(p)
         if error is None:
-            out.append({"partition": p, "offset": base[p] + index, "error_code": None,
-                        "error": None})
+            out.append(
+                {"partition": p, "offset": base[p] + index, "error_code": None, "error": None}
+            )
         else:
-            out.append({"partition": p, "offset": None,
-                        "error_code": errors.record_error_code(error), "error": error.message})
+            out.append(
+                {
+                    "partition": p,
+                    "offset": None,
+                    "error_code": errors.record_error_code(error),
+                    "error": error.message,
+                }
+            )
     return out
 
 
 def partition_info(core: Core, index: int) -> dict[str, Any]:
     node = core.node_id
-    return {"partition": index, "leader": node,
-            "replicas": [{"broker": node, "leader": True, "in_sync": True}]}
+    return {
+        "partition": index,
+        "leader": node,
+        "replicas": [{"broker": node, "leader": True, "in_sync": True}],
+    }
 
 
 async def topic_info(core: Core, topic: str) -> dict[str, Any]:
     meta = await topic_meta(core, topic)
     config = core.engine.topic_config(topic)
-    configs = {name: definition.render(config[name]) for name, definition in
-               TOPIC_CONFIGS.items()}
-    return {"name": topic, "configs": configs,
-            "partitions": [partition_info(core, i) for i in range(meta.partitions)]}
+    configs = {name: definition.render(config[name]) for name, definition in TOPIC_CONFIGS.items()}
+    return {
+        "name": topic,
+        "configs": configs,
+        "partitions": [partition_info(core, i) for i in range(meta.partitions)],
+    }

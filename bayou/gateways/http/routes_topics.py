@@ -34,15 +34,32 @@ router = APIRouter(tags=["topics"], default_response_class=KafkaJSON)
 TOPIC_PATTERN = r"^(?:[A-Za-z0-9_-]|\.[A-Za-z0-9_-]|\.\.[A-Za-z0-9._-])[A-Za-z0-9._-]*$"
 TopicName = Annotated[str, Path(min_length=1, max_length=249, pattern=TOPIC_PATTERN)]
 PartitionIndex = Annotated[int, Path(ge=0, le=2**31 - 1)]
-_OFFSETS = {"type": "object", "properties": {
-    "offsets": {"type": "array", "items": {"type": "object", "properties": {
-        "partition": {"type": "integer"}, "offset": {"type": ["integer", "null"]},
-        "error_code": {"type": ["integer", "null"]}, "error": {"type": ["string", "null"]}}}},
-    "key_schema_id": {"type": "null"}, "value_schema_id": {"type": "null"}}}
+_OFFSETS = {
+    "type": "object",
+    "properties": {
+        "offsets": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "partition": {"type": "integer"},
+                    "offset": {"type": ["integer", "null"]},
+                    "error_code": {"type": ["integer", "null"]},
+                    "error": {"type": ["string", "null"]},
+                },
+            },
+        },
+        "key_schema_id": {"type": "null"},
+        "value_schema_id": {"type": "null"},
+    },
+}
 
 
-@router.get("/topics", summary="List topic names",
-            responses=answer_doc("Topic names", {"type": "array", "items": {"type": "string"}}))
+@router.get(
+    "/topics",
+    summary="List topic names",
+    responses=answer_doc("Topic names", {"type": "array", "items": {"type": "string"}}),
+)
 async def list_topics(request: Request) -> Response:
     return KafkaJSON(sorted(gateway(request).core.topics()))
 
@@ -54,10 +71,17 @@ def produce_body_doc(schema: str) -> dict[str, Any]:
     def ref(name: str) -> dict[str, Any]:
         return {"schema": {"$ref": f"#/components/schemas/{name}"}}
 
-    return {"requestBody": {"required": True, "content": {
-        JSON_V2: ref(schema), "application/json": ref(schema), V2: ref(schema),
-        BINARY_V2: ref(f"Binary{schema}"),
-    }}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                JSON_V2: ref(schema),
+                "application/json": ref(schema),
+                V2: ref(schema),
+                BINARY_V2: ref(f"Binary{schema}"),
+            },
+        }
+    }
 
 
 FOUND = answer_doc("Found", None, 200, 404, 422)
@@ -76,22 +100,34 @@ async def get_partitions(request: Request, topic: TopicName) -> Response:
 
 
 @router.get("/topics/{topic}/partitions/{partition}", summary="One partition", responses=FOUND)
-async def get_partition(request: Request, topic: TopicName, partition: PartitionIndex
-                        ) -> Response:
+async def get_partition(request: Request, topic: TopicName, partition: PartitionIndex) -> Response:
     core = gateway(request).core
     if partition >= (await topic_meta(core, topic)).partitions:
         raise errors.partition_not_found(topic, partition)
     return KafkaJSON(partition_info(core, partition))
 
 
-@router.get("/topics/{topic}/partitions/{partition}/offsets",
-            summary="First and next offsets of a partition", responses=answer_doc(
-                "The partition's first offset and the next offset to be written",
-                {"type": "object", "required": ["beginning_offset", "end_offset"],
-                 "properties": {"beginning_offset": {"type": "integer"},
-                                "end_offset": {"type": "integer"}}}, 200, 404, 422))
-async def get_partition_offsets(request: Request, topic: TopicName, partition: PartitionIndex
-                                ) -> Response:
+@router.get(
+    "/topics/{topic}/partitions/{partition}/offsets",
+    summary="First and next offsets of a partition",
+    responses=answer_doc(
+        "The partition's first offset and the next offset to be written",
+        {
+            "type": "object",
+            "required": ["beginning_offset", "end_offset"],
+            "properties": {
+                "beginning_offset": {"type": "integer"},
+                "end_offset": {"type": "integer"},
+            },
+        },
+        200,
+        404,
+        422,
+    ),
+)
+async def get_partition_offsets(
+    request: Request, topic: TopicName, partition: PartitionIndex
+) -> Response:
     core = gateway(request).core
     if partition >= (await topic_meta(core, topic)).partitions:
         raise errors.partition_not_found(topic, partition)
@@ -99,33 +135,46 @@ async def get_partition_offsets(request: Request, topic: TopicName, partition: P
         handle = core.partition(topic, partition)
     except UnknownTopicOrPartition:  # deleted meanwhile
         raise errors.partition_not_found(topic, partition) from None
-    return KafkaJSON({"beginning_offset": handle.log_start_offset,
-                      "end_offset": handle.log_end_offset})
+    return KafkaJSON(
+        {"beginning_offset": handle.log_start_offset, "end_offset": handle.log_end_offset}
+    )
 
 
-PRODUCED = answer_doc("Partition and offset of each record", _OFFSETS, 200,
-                      400, 404, 409, 413, 415, 422, 500, 503)
+PRODUCED = answer_doc(
+    "Partition and offset of each record", _OFFSETS, 200, 400, 404, 409, 413, 415, 422, 500, 503
+)
 
 
-@router.post("/topics/{topic}", summary="Produce records (partition by key, else round-robin)",
-             openapi_extra=produce_body_doc("ProduceRequest"), responses=PRODUCED)
+@router.post(
+    "/topics/{topic}",
+    summary="Produce records (partition by key, else round-robin)",
+    openapi_extra=produce_body_doc("ProduceRequest"),
+    responses=PRODUCED,
+)
 async def produce_to_topic(request: Request, topic: TopicName) -> Response:
     gw = gateway(request)
     fmt = produce_format(request.headers.get("content-type"))
-    body = parse(ProduceRequest, await read_body(request, gw.max_body_bytes,
-                                                 gw.core.request_budget))
+    body = parse(
+        ProduceRequest, await read_body(request, gw.max_body_bytes, gw.core.request_budget)
+    )
     offsets = await produce(gw.core, gw.partitioner, topic, fmt, body.records)
     return _produced(offsets)
 
 
-@router.post("/topics/{topic}/partitions/{partition}", summary="Produce records to a partition",
-             openapi_extra=produce_body_doc("PartitionProduceRequest"), responses=PRODUCED)
-async def produce_to_partition(request: Request, topic: TopicName, partition: PartitionIndex
-                               ) -> Response:
+@router.post(
+    "/topics/{topic}/partitions/{partition}",
+    summary="Produce records to a partition",
+    openapi_extra=produce_body_doc("PartitionProduceRequest"),
+    responses=PRODUCED,
+)
+async def produce_to_partition(
+    request: Request, topic: TopicName, partition: PartitionIndex
+) -> Response:
     gw = gateway(request)
     fmt = produce_format(request.headers.get("content-type"))
-    body = parse(PartitionProduceRequest, await read_body(request, gw.max_body_bytes,
-                                                          gw.core.request_budget))
+    body = parse(
+        PartitionProduceRequest, await read_body(request, gw.max_body_bytes, gw.core.request_budget)
+    )
     offsets = await produce(gw.core, gw.partitioner, topic, fmt, body.records, partition)
     return _produced(offsets)
 
@@ -134,16 +183,27 @@ def _produced(offsets: list[dict[str, Any]]) -> Response:
     return KafkaJSON({"offsets": offsets, "key_schema_id": None, "value_schema_id": None})
 
 
-From = Annotated[str, Query(alias="from", description="earliest, latest, an offset, or an "
-                            "ISO-8601 time", max_length=64)]
+From = Annotated[
+    str,
+    Query(
+        alias="from", description="earliest, latest, an offset, or an ISO-8601 time", max_length=64
+    ),
+]
 StreamFormat = Annotated[str, Query(pattern="^(json|binary)$")]
 
 
-@router.get("/topics/{topic}/stream", summary="Follow a topic as Server-Sent Events",
-            response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
-                             "description": "One event per record; its id resumes the stream"},
-                       **errors_doc(400, 404, 422)})
+@router.get(
+    "/topics/{topic}/stream",
+    summary="Follow a topic as Server-Sent Events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "One event per record; its id resumes the stream",
+        },
+        **errors_doc(400, 404, 422),
+    },
+)
 async def stream_sse(
     request: Request,
     topic: TopicName,
@@ -170,8 +230,9 @@ async def stream_ws(
 ) -> None:
     """The same stream over WebSocket: one text message per record, with its cursor ``id``."""
     gw = gateway(websocket)
-    if not websocket_origin_allowed(websocket.headers.get("origin"),
-                                    websocket.headers.get("host"), gw.cors_origins):
+    if not websocket_origin_allowed(
+        websocket.headers.get("origin"), websocket.headers.get("host"), gw.cors_origins
+    ):
         await websocket.close(code=1008)  # before accept: the upgrade is answered 403
         return
     try:
@@ -180,8 +241,7 @@ async def stream_ws(
         await websocket.close(code=1008, reason=exc.message[:120])
         return
     await websocket.accept()
-    sender = asyncio.create_task(_send_ws(websocket, gw.core, topic, cursors,
-                                          format == "binary"))
+    sender = asyncio.create_task(_send_ws(websocket, gw.core, topic, cursors, format == "binary"))
     listener = asyncio.create_task(_until_closed(websocket))
     try:
         await asyncio.wait({sender, listener}, return_when=asyncio.FIRST_COMPLETED)
@@ -191,8 +251,9 @@ async def stream_ws(
         await asyncio.gather(sender, listener, return_exceptions=True)
 
 
-async def _send_ws(websocket: WebSocket, core: Core, topic: str, cursors: dict[int, Cursor],
-                   binary: bool) -> None:
+async def _send_ws(
+    websocket: WebSocket, core: Core, topic: str, cursors: dict[int, Cursor], binary: bool
+) -> None:
     async for events in follow(core, topic, cursors, binary=binary):
         if events is None:
             continue

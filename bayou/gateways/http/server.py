@@ -53,8 +53,9 @@ class HttpGateway:
         self.host = host
         self.options = options
         self.consumers = ConsumerRegistry(core, options.consumer_instance_timeout_ms)
-        self.gateway = Gateway(core, self.consumers, Partitioner(), options.max_body_bytes,
-                               options.cors_origins)
+        self.gateway = Gateway(
+            core, self.consumers, Partitioner(), options.max_body_bytes, options.cors_origins
+        )
         self.app = create_app(self.gateway)
         self._server: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -71,20 +72,32 @@ class HttpGateway:
             sock.close()
             # the sentence asyncio's create_server gives the other doors, naming the port
             reason = (exc.strerror or str(exc)).lower()
-            raise OSError(exc.errno, f"error while attempting to bind on address "
-                                     f"{address!r}: {reason}") from None
+            raise OSError(
+                exc.errno, f"error while attempting to bind on address {address!r}: {reason}"
+            ) from None
         self.port = sock.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(
-            self.app, http=HttpProtocol, lifespan="off", log_config=None, access_log=False,
-            timeout_graceful_shutdown=GRACE_S, server_header=False, backlog=1024,
-            ws_max_size=1024 * 1024, ws_ping_interval=20.0,
-        ))
+        server = uvicorn.Server(
+            uvicorn.Config(
+                self.app,
+                http=HttpProtocol,
+                lifespan="off",
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=GRACE_S,
+                server_header=False,
+                backlog=1024,
+                ws_max_size=1024 * 1024,
+                ws_ping_interval=20.0,
+            )
+        )
         server.config.load()
         server.lifespan = server.config.lifespan_class(server.config)
         await server.startup(sockets=[sock])
         self._server = server
-        self._tasks = [asyncio.create_task(server.main_loop()),
-                       asyncio.create_task(self._maintain_instances())]
+        self._tasks = [
+            asyncio.create_task(server.main_loop()),
+            asyncio.create_task(self._maintain_instances()),
+        ]
 
     async def stop(self) -> None:
         server = self._server
@@ -110,7 +123,10 @@ class HttpGateway:
                 if now - last_expiry >= EXPIRY_CHECK_S:
                     last_expiry = now
                     for instance in await self.consumers.expire(now):
-                        log.info("consumer instance %s of group %s expired", instance.name,
-                                 instance.group)
+                        log.info(
+                            "consumer instance %s of group %s expired",
+                            instance.name,
+                            instance.group,
+                        )
             except Exception:
                 log.exception("consumer instance maintenance failed")

@@ -53,8 +53,9 @@ def parse_cursor(text: str, partitions: int) -> EventId:
                 raise ValueError
             cursor[partition] = offset
     except ValueError:
-        raise errors.bad_request(f"Invalid event id {text!r}: expected partition:offset "
-                                 "pairs such as 0:17,1:4.") from None
+        raise errors.bad_request(
+            f"Invalid event id {text!r}: expected partition:offset pairs such as 0:17,1:4."
+        ) from None
     return cursor
 
 
@@ -74,8 +75,9 @@ def start_spec(start: str) -> StartSpec:
     return StartSpec("timestamp", _parse_time(start))
 
 
-async def start_cursors(core: Core, topic: str, start: str, last_event_id: str | None
-                        ) -> dict[int, Cursor]:
+async def start_cursors(
+    core: Core, topic: str, start: str, last_event_id: str | None
+) -> dict[int, Cursor]:
     """A cursor per partition, where ``Last-Event-ID`` says or else ``from``."""
     meta = await topic_meta(core, topic)
     resume = parse_cursor(last_event_id, meta.partitions) if last_event_id else {}
@@ -97,8 +99,9 @@ def _parse_time(text: str) -> int:
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise errors.bad_request(f"Invalid from={text!r}: expected earliest, latest, an "
-                                 "offset or an ISO-8601 time.") from None
+        raise errors.bad_request(
+            f"Invalid from={text!r}: expected earliest, latest, an offset or an ISO-8601 time."
+        ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
@@ -115,8 +118,9 @@ def _field(data: bytes | None, binary: bool) -> Any:
         return data.decode("utf-8", "replace")
 
 
-async def follow(core: Core, topic: str, cursors: dict[int, Cursor], *, binary: bool
-                 ) -> AsyncIterator[list[tuple[str, str]] | None]:
+async def follow(
+    core: Core, topic: str, cursors: dict[int, Cursor], *, binary: bool
+) -> AsyncIterator[list[tuple[str, str]] | None]:
     """Yield lists of (event id, record JSON) as records land; None after a quiet
     ``KEEPALIVE_S``.  Ends when the broker stops or the topic goes away."""
     following = [cursors[p] for p in sorted(cursors)]
@@ -129,14 +133,21 @@ async def follow(core: Core, topic: str, cursors: dict[int, Cursor], *, binary: 
                 for record in await cursor.read(READ_BYTES):
                     positions[p] = record.offset + 1
                     event = {
-                        "topic": topic, "partition": p, "offset": record.offset,
-                        "timestamp": record.timestamp, "key": _field(record.key, binary),
+                        "topic": topic,
+                        "partition": p,
+                        "offset": record.offset,
+                        "timestamp": record.timestamp,
+                        "key": _field(record.key, binary),
                         "value": _field(record.value, binary),
                     }
                     if record.headers:
                         event["headers"] = decode_headers(record.headers)
-                    events.append((format_cursor(positions), json.dumps(
-                        event, separators=(",", ":"), ensure_ascii=False)))
+                    events.append(
+                        (
+                            format_cursor(positions),
+                            json.dumps(event, separators=(",", ":"), ensure_ascii=False),
+                        )
+                    )
                 positions[p] = cursor.position
             if events:
                 yield events
@@ -148,8 +159,9 @@ async def follow(core: Core, topic: str, cursors: dict[int, Cursor], *, binary: 
             yield None
 
 
-async def sse_body(core: Core, topic: str, cursors: dict[int, Cursor], *, binary: bool
-                   ) -> AsyncIterator[bytes]:
+async def sse_body(
+    core: Core, topic: str, cursors: dict[int, Cursor], *, binary: bool
+) -> AsyncIterator[bytes]:
     """The ``text/event-stream`` body: one ``id``/``data`` event per record."""
     start = format_cursor({p: c.position for p, c in cursors.items()})
     yield f"retry: 1000\n: following {topic} from {start}\n\n".encode()

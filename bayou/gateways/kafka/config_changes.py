@@ -46,8 +46,9 @@ def _definition(name: str) -> ConfigDef | None:
     return option.definition if option is not None else None
 
 
-def _apply(current: dict[str, str], changes: Iterable[Change], incremental: bool,
-           effective: dict[str, str]) -> dict[str, str]:
+def _apply(
+    current: dict[str, str], changes: Iterable[Change], incremental: bool, effective: dict[str, str]
+) -> dict[str, str]:
     result = dict(current) if incremental else {}
     seen: set[str] = set()
     for name, op, value in changes:
@@ -72,39 +73,57 @@ def _apply(current: dict[str, str], changes: Iterable[Change], incremental: bool
                 items = [i for i in items if i not in given]
             result[name] = ",".join(items)
         else:
-            raise KafkaError(f"Unknown config operation {op} for {name}",
-                             ErrorCode.INVALID_REQUEST)
+            raise KafkaError(f"Unknown config operation {op} for {name}", ErrorCode.INVALID_REQUEST)
     return result
 
 
-async def alter_topic(engine: LogEngine, name: str, changes: Iterable[Change], *,
-                      incremental: bool, validate_only: bool) -> None:
+async def alter_topic(
+    engine: LogEngine,
+    name: str,
+    changes: Iterable[Change],
+    *,
+    incremental: bool,
+    validate_only: bool,
+) -> None:
     meta = engine.topics().get(name)
     if meta is None:
         raise KafkaError(f"Topic '{name}' does not exist", ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
-    effective = {k: TOPIC_CONFIGS[k].render(v)
-                 for k, v in engine.resolve_config(meta.configs).values.items()
-                 if k in TOPIC_CONFIGS}
+    effective = {
+        k: TOPIC_CONFIGS[k].render(v)
+        for k, v in engine.resolve_config(meta.configs).values.items()
+        if k in TOPIC_CONFIGS
+    }
     new = _apply(_current(meta.configs, {}), changes, incremental, effective)
     await engine.alter_topic_configs(name, new, validate_only=validate_only)
 
 
-async def alter_broker(engine: LogEngine, node_id: int, resource_name: str,
-                       changes: Iterable[Change], *, incremental: bool,
-                       validate_only: bool) -> None:
+async def alter_broker(
+    engine: LogEngine,
+    node_id: int,
+    resource_name: str,
+    changes: Iterable[Change],
+    *,
+    incremental: bool,
+    validate_only: bool,
+) -> None:
     dynamic = engine.dynamic
     if resource_name == "":
         scope, values, options = "default", dynamic.default, dynamic.default_options
     elif resource_name == str(node_id):
         scope, values, options = "broker", dynamic.broker, dynamic.broker_options
     else:
-        raise KafkaError(f"No broker {resource_name!r} (this is node {node_id})",
-                         ErrorCode.INVALID_REQUEST)
-    effective = {BROKER_SYNONYMS[k]: TOPIC_CONFIGS[k].render(v)
-                 for k, v in engine.resolve_config({}).values.items() if k in BROKER_SYNONYMS}
+        raise KafkaError(
+            f"No broker {resource_name!r} (this is node {node_id})", ErrorCode.INVALID_REQUEST
+        )
+    effective = {
+        BROKER_SYNONYMS[k]: TOPIC_CONFIGS[k].render(v)
+        for k, v in engine.resolve_config({}).values.items()
+        if k in BROKER_SYNONYMS
+    }
     current = _current(values, BROKER_SYNONYMS)
-    current.update((k, kafka_broker_configs.describe(k).definition.render(v))
-                   for k, v in options.items())
+    current.update(
+        (k, kafka_broker_configs.describe(k).definition.render(v)) for k, v in options.items()
+    )
     new = _apply(current, changes, incremental, effective)
     parsed: dict[str, Any] = {}
     parsed_options: dict[str, Any] = {}
@@ -112,24 +131,41 @@ async def alter_broker(engine: LogEngine, node_id: int, resource_name: str,
         topic_name = TOPIC_NAME_OF.get(broker_name)
         if topic_name is None:
             parsed_options[broker_name] = kafka_broker_configs.parse(
-                broker_name, raw, cluster_default=scope == "default")
+                broker_name, raw, cluster_default=scope == "default"
+            )
             continue
         definition = dataclasses.replace(TOPIC_CONFIGS[topic_name], name=broker_name)
         parsed[topic_name] = definition.parse(raw)
-    await engine.alter_broker_configs(scope, parsed, validate_only=validate_only,
-                                      options=parsed_options)
+    await engine.alter_broker_configs(
+        scope, parsed, validate_only=validate_only, options=parsed_options
+    )
 
 
-async def alter_resource(engine: LogEngine, node_id: int, resource_type: int,
-                         resource_name: str, changes: Iterable[Change], *, incremental: bool,
-                         validate_only: bool) -> None:
+async def alter_resource(
+    engine: LogEngine,
+    node_id: int,
+    resource_type: int,
+    resource_name: str,
+    changes: Iterable[Change],
+    *,
+    incremental: bool,
+    validate_only: bool,
+) -> None:
     """Apply one resource's changes; raise KafkaError (INVALID_CONFIG …) on any problem."""
     if resource_type == TOPIC:
-        await alter_topic(engine, resource_name, changes, incremental=incremental,
-                          validate_only=validate_only)
+        await alter_topic(
+            engine, resource_name, changes, incremental=incremental, validate_only=validate_only
+        )
     elif resource_type == BROKER:
-        await alter_broker(engine, node_id, resource_name, changes, incremental=incremental,
-                           validate_only=validate_only)
+        await alter_broker(
+            engine,
+            node_id,
+            resource_name,
+            changes,
+            incremental=incremental,
+            validate_only=validate_only,
+        )
     else:
-        raise KafkaError(f"Resource type {resource_type} is not supported",
-                         ErrorCode.INVALID_REQUEST)
+        raise KafkaError(
+            f"Resource type {resource_type} is not supported", ErrorCode.INVALID_REQUEST
+        )

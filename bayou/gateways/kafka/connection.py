@@ -96,7 +96,9 @@ class KafkaConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
         self._out = ResponseStream(
-            self._transport, self._send_failed, self._update_reading  # type: ignore[arg-type]
+            self._transport,
+            self._send_failed,
+            self._update_reading,  # type: ignore[arg-type]
         )
         peer = transport.get_extra_info("peername")
         self._peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
@@ -289,8 +291,12 @@ class KafkaConnection(asyncio.Protocol):
         if isinstance(exc, TimeoutError):
             log.info("closing connection from %s: it stopped reading a response", self._peer)
         else:
-            log.error("closing connection from %s: sending a response failed: %r",
-                      self._peer, exc, exc_info=exc)
+            log.error(
+                "closing connection from %s: sending a response failed: %r",
+                self._peer,
+                exc,
+                exc_info=exc,
+            )
         self._close()
 
     def _violation(self, why: str) -> None:

@@ -84,5 +84,7 @@ class KafkaDoor:
             )
 
     def health(self) -> dict[str, object]:
-        return {"listening": self._server is not None and self._server.is_serving(),
-                "connections": len(self._connections)}
+        return {
+            "listening": self._server is not None and self._server.is_serving(),
+            "connections": len(self._connections),
+        }

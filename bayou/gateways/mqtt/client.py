@@ -75,8 +75,7 @@ class ClientHost(PublishHost, Protocol):
 
     async def save_session(self, session: Session) -> None: ...
 
-    def add_subscription(self, session: Session, topic_filter: str, opts: SubOptions) -> bool:
-        ...
+    def add_subscription(self, session: Session, topic_filter: str, opts: SubOptions) -> bool: ...
 
     def remove_subscription(self, session: Session, topic_filter: str) -> bool: ...
 
@@ -110,8 +109,9 @@ class MqttClient(asyncio.Protocol):
 
     def __init__(self, gateway: ClientHost) -> None:
         self.gw = gateway
-        self.proto = ServerConnection(max_packet_size=MAX_PACKET_SIZE,
-                                      receive_maximum=RECEIVE_MAXIMUM)
+        self.proto = ServerConnection(
+            max_packet_size=MAX_PACKET_SIZE, receive_maximum=RECEIVE_MAXIMUM
+        )
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
         self.paused = False
@@ -133,8 +133,7 @@ class MqttClient(asyncio.Protocol):
         # replies in order: (None, bytes) to send, or (a future, None) whose result is them
         self._outq: deque[tuple[asyncio.Future[Any] | None, list[bytes] | None]] = deque()
         # unfinished packets count in the broker-wide request-bytes budget
-        self._budget = gateway.request_budget.account(self._budget_resumed,
-                                                      self._budget_stalled)
+        self._budget = gateway.request_budget.account(self._budget_resumed, self._budget_stalled)
 
     # ------------------------------------------------------------------ transport events
 
@@ -218,13 +217,20 @@ class MqttClient(asyncio.Protocol):
             self._resume_reading()
 
     def _resume_reading(self) -> None:
-        if (self.transport is not None and not self._closing and not self._budget_wait
-                and not self._storing_wait):
+        if (
+            self.transport is not None
+            and not self._closing
+            and not self._budget_wait
+            and not self._storing_wait
+        ):
             self.transport.resume_reading()
 
     def _budget_stalled(self) -> None:
-        log.info("MQTT client %s: closing: a packet made no progress for %g s", self.peer,
-                 self.gw.request_budget.stall_timeout_s)
+        log.info(
+            "MQTT client %s: closing: a packet made no progress for %g s",
+            self.peer,
+            self.gw.request_budget.stall_timeout_s,
+        )
         self._close()
 
     # ------------------------------------------------------------------ writing
@@ -289,14 +295,23 @@ class MqttClient(asyncio.Protocol):
         if self.proto.state is State.AWAIT_CONNECT and self._first_bytes[:1] != b"\x10":
             # not even a CONNECT: another protocol's client at this port (which tends to
             # retry in a loop), a scanner, or noise
-            limited.warning((self.peer_host, "not-mqtt"), "MQTT port: %s is not an MQTT "
-                            "client%s (first bytes %s): %s", self.peer,
-                            guess_protocol(self._first_bytes), self._first_bytes.hex(" "), exc)
+            limited.warning(
+                (self.peer_host, "not-mqtt"),
+                "MQTT port: %s is not an MQTT client%s (first bytes %s): %s",
+                self.peer,
+                guess_protocol(self._first_bytes),
+                self._first_bytes.hex(" "),
+                exc,
+            )
         else:
-            limited.warning((self.peer_host, int(exc.reason)),
-                            "MQTT client %s (%s): closing: %s (reason 0x%02x)", self.peer,
-                            self.session.client_id if self.session else "-", exc,
-                            int(exc.reason))
+            limited.warning(
+                (self.peer_host, int(exc.reason)),
+                "MQTT client %s (%s): closing: %s (reason 0x%02x)",
+                self.peer,
+                self.session.client_id if self.session else "-",
+                exc,
+                int(exc.reason),
+            )
         self._outq.clear()
         self._close(self.proto.goodbye(exc), linger=True)
 
@@ -318,8 +333,9 @@ class MqttClient(asyncio.Protocol):
     def _check_keepalive(self) -> None:
         loop = asyncio.get_running_loop()
         if self.proto.state is State.AWAIT_CONNECT:
-            self.gw.client_log.warning((self.peer_host, "no-connect"),
-                                       "MQTT client %s sent no CONNECT in time", self.peer)
+            self.gw.client_log.warning(
+                (self.peer_host, "no-connect"), "MQTT client %s sent no CONNECT in time", self.peer
+            )
             self._close()
             return
         limit = self.proto.keep_alive * 1.5
@@ -349,8 +365,9 @@ class MqttClient(asyncio.Protocol):
                 if packet.reason_code < 0x80:
                     self.write(self.proto.send(PubRel(packet.packet_id)))
             elif packet.reason_code < 0x80:
-                self.write(self.proto.send(PubRel(packet.packet_id,
-                                                  Reason.PACKET_IDENTIFIER_NOT_FOUND)))
+                self.write(
+                    self.proto.send(PubRel(packet.packet_id, Reason.PACKET_IDENTIFIER_NOT_FOUND))
+                )
         elif isinstance(packet, PubComp):
             session.on_pubcomp(packet.packet_id)
         elif isinstance(packet, PubRel):
@@ -380,15 +397,19 @@ class MqttClient(asyncio.Protocol):
         proto = self.proto
         v5 = proto.version == MQTT_5
         if packet.properties.authentication_method is not None:
-            self._refuse(Reason.BAD_AUTHENTICATION_METHOD, "enhanced authentication is "
-                         "not supported")
+            self._refuse(
+                Reason.BAD_AUTHENTICATION_METHOD, "enhanced authentication is not supported"
+            )
             return
         if gw.authenticate is not None and not gw.authenticate(
             packet.client_id, packet.username, packet.password
         ):
-            self.gw.client_log.warning((self.peer_host, "auth"), "MQTT client %s: bad user "
-                                       "name or password (user %r)", self.peer,
-                                       packet.username)
+            self.gw.client_log.warning(
+                (self.peer_host, "auth"),
+                "MQTT client %s: bad user name or password (user %r)",
+                self.peer,
+                packet.username,
+            )
             self._refuse(Reason.BAD_USER_NAME_OR_PASSWORD, "bad user name or password")
             return
         client_id = packet.client_id
@@ -405,8 +426,12 @@ class MqttClient(asyncio.Protocol):
         gw.cancel_will(client_id)
         session = gw.sessions.get(client_id)
         if session is not None and session.conn is not None:
-            gw.client_log.info((self.peer_host, "takeover"), "MQTT client %s taken over by %s",
-                               client_id, self.peer)
+            gw.client_log.info(
+                (self.peer_host, "takeover"),
+                "MQTT client %s taken over by %s",
+                client_id,
+                self.peer,
+            )
             session.conn.taken_over()
             session = gw.sessions.get(client_id)
         present = session is not None and not packet.clean_start
@@ -419,9 +444,14 @@ class MqttClient(asyncio.Protocol):
         self.session = session
         if packet.will is not None:
             w = packet.will
-            self._will = WillState(w.topic, w.payload, w.qos, w.retain,
-                                   stored_props(w.properties),
-                                   w.properties.will_delay_interval or 0)
+            self._will = WillState(
+                w.topic,
+                w.payload,
+                w.qos,
+                w.retain,
+                stored_props(w.properties),
+                w.properties.will_delay_interval or 0,
+            )
             if w.properties.message_expiry_interval is not None:
                 self._will.props.message_expiry_interval = w.properties.message_expiry_interval
         props = Properties()
@@ -499,12 +529,12 @@ class MqttClient(asyncio.Protocol):
                 continue
             if group is not None and sub.no_local:
                 raise ProtocolError("No Local on a shared subscription")
-            opts = SubOptions(sub.qos, sub.no_local, sub.retain_as_published,
-                              sub.retain_handling, sub_id)
+            opts = SubOptions(
+                sub.qos, sub.no_local, sub.retain_as_published, sub.retain_handling, sub_id
+            )
             new = gw.add_subscription(session, topic_filter, opts)
             codes.append(sub.qos)
-            if group is None and (sub.retain_handling == 0
-                                  or (sub.retain_handling == 1 and new)):
+            if group is None and (sub.retain_handling == 0 or (sub.retain_handling == 1 and new)):
                 retained.append((plain, opts))
         session.dirty = True
         gw.refresh_interest()
@@ -515,8 +545,9 @@ class MqttClient(asyncio.Protocol):
                 if msg.expired(now):
                     continue
                 ids = (opts.sub_id,) if opts.sub_id is not None else ()
-                session.enqueue(Delivery(msg, min(msg.qos, opts.qos), True, ids, None, 0,
-                                         False), pump=False)
+                session.enqueue(
+                    Delivery(msg, min(msg.qos, opts.qos), True, ids, None, 0, False), pump=False
+                )
         if session.persistent:
             self._ordered(gw.save_session(session), [suback])
         else:

@@ -28,15 +28,23 @@ async def handle_alter_configs(
         code, message = ErrorCode.NONE, None
         changes = [(c.name, SET, c.value) for c in resource.configs if c.value is not None]
         try:
-            await alter_resource(core.engine, core.node_id, resource.resource_type,
-                                 resource.resource_name, changes, incremental=False,
-                                 validate_only=request.validate_only)
+            await alter_resource(
+                core.engine,
+                core.node_id,
+                resource.resource_type,
+                resource.resource_name,
+                changes,
+                incremental=False,
+                validate_only=request.validate_only,
+            )
         except KafkaError as exc:
             code, message = exc.code, exc.message
         responses.append(
             m.AlterConfigsResponseAlterConfigsResourceResponse(
-                error_code=code, error_message=message,
-                resource_type=resource.resource_type, resource_name=resource.resource_name,
+                error_code=code,
+                error_message=message,
+                resource_type=resource.resource_type,
+                resource_name=resource.resource_name,
             )
         )
     return m.AlterConfigsResponse(responses=responses)

@@ -43,8 +43,10 @@ async def handle_consumer_group_describe(
         coordinator = driver(ctx).read()
     except GroupCoordinatorError as exc:
         return m.ConsumerGroupDescribeResponse(
-            groups=[m.ConsumerGroupDescribeResponseDescribedGroup(error_code=exc.code, group_id=g)
-                    for g in request.group_ids]
+            groups=[
+                m.ConsumerGroupDescribeResponseDescribedGroup(error_code=exc.code, group_id=g)
+                for g in request.group_ids
+            ]
         )
     described = []
     for group_id in request.group_ids:
@@ -68,7 +70,8 @@ async def handle_consumer_group_describe(
                 authorized_operations=group_operations(request.include_authorized_operations),
                 group_epoch=group.epoch,
                 assignment_epoch=group.assignment_epoch,
-                assignor_name=max(set(votes), key=votes.count) if votes
+                assignor_name=max(set(votes), key=votes.count)
+                if votes
                 else coordinator.settings.consumer_assignors[0],
                 members=[
                     m.ConsumerGroupDescribeResponseMember(

@@ -79,5 +79,3 @@ async def handle_consumer_group_heartbeat(
         heartbeat_interval_ms=resp.heartbeat_interval_ms,
         assignment=assignment,
     )
-
-

@@ -35,8 +35,10 @@ async def handle_delete_records(
             partitions.append(answer)
             try:
                 if topic.name in core.internal_topics():
-                    raise KafkaError(f"Cannot delete records of internal topic {topic.name}",
-                                     ErrorCode.INVALID_TOPIC_EXCEPTION)
+                    raise KafkaError(
+                        f"Cannot delete records of internal topic {topic.name}",
+                        ErrorCode.INVALID_TOPIC_EXCEPTION,
+                    )
                 partition = core.partition(topic.name, p.partition_index)
                 answer.low_watermark = await partition.delete_records(p.offset)
             except KafkaError as exc:

@@ -41,8 +41,17 @@ DYNAMIC_DEFAULT_BROKER_CONFIG = 3
 STATIC_BROKER_CONFIG = 4
 DEFAULT_CONFIG = 5
 
-_CONFIG_TYPES = {"bool": 1, "string": 2, "int": 3, "short": 4, "long": 5, "double": 6,
-                 "list": 7, "class": 8, "password": 9}
+_CONFIG_TYPES = {
+    "bool": 1,
+    "string": 2,
+    "int": 3,
+    "short": 4,
+    "long": 5,
+    "double": 6,
+    "list": 7,
+    "class": 8,
+    "password": 9,
+}
 
 
 @dataclass(frozen=True)
@@ -130,7 +139,8 @@ def dynamic_option_entries(engine: LogEngine, cluster_default: bool) -> list[Con
         definition = option.definition
         chain: list[tuple[str, str | None, int]] = [
             (name, None if option.sensitive else definition.render(values[name]), source)
-            for source, values in levels if name in values
+            for source, values in levels
+            if name in values
         ]
         entries.append(
             ConfigEntry(

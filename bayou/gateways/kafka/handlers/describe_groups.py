@@ -53,8 +53,10 @@ async def handle_describe_groups(
         coordinator = driver(ctx).read()
     except GroupCoordinatorError as exc:
         return m.DescribeGroupsResponse(
-            groups=[m.DescribeGroupsResponseDescribedGroup(error_code=exc.code, group_id=g)
-                    for g in request.groups]
+            groups=[
+                m.DescribeGroupsResponseDescribedGroup(error_code=exc.code, group_id=g)
+                for g in request.groups
+            ]
         )
     groups = [describe(g, coordinator.group(g)) for g in request.groups]
     if ctx.version >= 3 and request.include_authorized_operations:

@@ -45,8 +45,9 @@ async def handle_describe_log_dirs(
             if indexes is None or p in indexes
         ]
         if partitions:
-            topics.append(m.DescribeLogDirsResponseDescribeLogDirsTopic(name=name,
-                                                                        partitions=partitions))
+            topics.append(
+                m.DescribeLogDirsResponseDescribeLogDirsTopic(name=name, partitions=partitions)
+            )
     total, free = core.engine.storage_usage()
     return m.DescribeLogDirsResponse(
         error_code=ErrorCode.NONE,

@@ -63,7 +63,8 @@ async def _read(ctx: RequestContext, request: m.FetchRequest) -> Read:
 
 
 async def _read_into(
-    ctx: RequestContext, request: m.FetchRequest,
+    ctx: RequestContext,
+    request: m.FetchRequest,
     topics: list[m.FetchResponseFetchableTopicResponse],
 ) -> Read:
     core = ctx.core
@@ -122,12 +123,14 @@ async def _read_into(
                 remaining = budget - total
                 if remaining > 0 or total == 0:
                     limit = max(1, min(fp.partition_max_bytes, remaining))
-                    data = await log.fetch(fp.fetch_offset, limit, min_one=total == 0,
-                                           max_offset=upper)
+                    data = await log.fetch(
+                        fp.fetch_offset, limit, min_one=total == 0, max_offset=upper
+                    )
                 if upper is not None:
                     aborted = [
-                        m.FetchResponseAbortedTransaction(producer_id=t.producer_id,
-                                                          first_offset=t.first_offset)
+                        m.FetchResponseAbortedTransaction(
+                            producer_id=t.producer_id, first_offset=t.first_offset
+                        )
                         for t in await log.aborted_transactions(fp.fetch_offset, upper)
                     ]
             except KafkaError as exc:
@@ -146,7 +149,8 @@ async def _read_into(
                     log_start_offset=log.log_start_offset,
                     aborted_transactions=aborted,
                     preferred_read_replica=-1,
-                    records=data if isinstance(data, (bytes, bytearray, memoryview))
+                    records=data
+                    if isinstance(data, (bytes, bytearray, memoryview))
                     else deferred(data),
                 )
             )

@@ -16,9 +16,7 @@ from bayou.protocol.kafka import messages as m
 
 
 @handles(12, 0, 4)
-async def handle_heartbeat(
-    ctx: RequestContext, request: m.HeartbeatRequest
-) -> m.HeartbeatResponse:
+async def handle_heartbeat(ctx: RequestContext, request: m.HeartbeatRequest) -> m.HeartbeatResponse:
     try:
         groups = driver(ctx)
         code: ErrorCode = await groups.run(

@@ -28,15 +28,23 @@ async def handle_incremental_alter_configs(
         code, message = ErrorCode.NONE, None
         changes = [(c.name, c.config_operation, c.value) for c in resource.configs]
         try:
-            await alter_resource(core.engine, core.node_id, resource.resource_type,
-                                 resource.resource_name, changes, incremental=True,
-                                 validate_only=request.validate_only)
+            await alter_resource(
+                core.engine,
+                core.node_id,
+                resource.resource_type,
+                resource.resource_name,
+                changes,
+                incremental=True,
+                validate_only=request.validate_only,
+            )
         except KafkaError as exc:
             code, message = exc.code, exc.message
         responses.append(
             m.IncrementalAlterConfigsResponseAlterConfigsResourceResponse(
-                error_code=code, error_message=message,
-                resource_type=resource.resource_type, resource_name=resource.resource_name,
+                error_code=code,
+                error_message=message,
+                resource_type=resource.resource_type,
+                resource_name=resource.resource_name,
             )
         )
     return m.IncrementalAlterConfigsResponse(responses=responses)

@@ -59,7 +59,8 @@ async def handle_list_offsets(
         for p in topic.partitions:
             try:
                 offset, timestamp = await lookup(
-                    core.partition(topic.name, p.partition_index), p.timestamp,
+                    core.partition(topic.name, p.partition_index),
+                    p.timestamp,
                     committed=committed,
                 )
             except KafkaError as exc:

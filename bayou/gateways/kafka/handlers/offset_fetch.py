@@ -22,8 +22,9 @@ from bayou.protocol.kafka import messages as m
 Wanted = list[tuple[str, int]] | None
 
 
-def _wanted(topics: list[m.OffsetFetchRequestTopic] | list[m.OffsetFetchRequestTopics] | None,
-            ) -> Wanted:
+def _wanted(
+    topics: list[m.OffsetFetchRequestTopic] | list[m.OffsetFetchRequestTopics] | None,
+) -> Wanted:
     if topics is None:
         return None
     return [(t.name, p) for t in topics for p in t.partition_indexes]
@@ -46,8 +47,10 @@ async def handle_offset_fetch(
         return _failed(ctx, request, exc.code)
     if ctx.version < 8:
         error, fetched = coordinator.fetch_offsets(
-            request.group_id, _wanted(request.topics),
-            require_stable=ctx.version >= 7 and request.require_stable)
+            request.group_id,
+            _wanted(request.topics),
+            require_stable=ctx.version >= 7 and request.require_stable,
+        )
         return m.OffsetFetchResponse(
             error_code=error,
             topics=[
@@ -107,6 +110,7 @@ def _failed(
     if ctx.version < 8:
         return m.OffsetFetchResponse(error_code=code)
     return m.OffsetFetchResponse(
-        groups=[m.OffsetFetchResponseGroup(group_id=g.group_id, error_code=code)
-                for g in request.groups]
+        groups=[
+            m.OffsetFetchResponseGroup(group_id=g.group_id, error_code=code) for g in request.groups
+        ]
     )

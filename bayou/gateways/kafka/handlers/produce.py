@@ -39,11 +39,16 @@ from bayou.storage.engine import Buffer
 
 
 def _error(
-    index: int, code: ErrorCode, message: str | None,
+    index: int,
+    code: ErrorCode,
+    message: str | None,
     record_errors: Sequence[tuple[int, str]] = (),
 ) -> m.ProduceResponsePartitionProduceResponse:
     return m.ProduceResponsePartitionProduceResponse(
-        index=index, error_code=code, base_offset=-1, error_message=message,
+        index=index,
+        error_code=code,
+        base_offset=-1,
+        error_message=message,
         record_errors=[
             m.ProduceResponseBatchIndexAndErrorMessage(batch_index=i, batch_index_error_message=t)
             for i, t in record_errors
@@ -76,8 +81,7 @@ async def handle_produce(
             if refuse is not None:
                 partitions.append(_error(data.index, *refuse))
             elif data.records is None or len(data.records) == 0:
-                partitions.append(_error(data.index, ErrorCode.CORRUPT_MESSAGE,
-                                         "empty record set"))
+                partitions.append(_error(data.index, ErrorCode.CORRUPT_MESSAGE, "empty record set"))
             elif (refused := txn.refusal(name, data.index, data.records)) is not None:
                 partitions.append(_error(data.index, *refused))
             else:
@@ -88,8 +92,7 @@ async def handle_produce(
         results = await ctx.core.append_many(writes)
         for (partitions, slot, index), result in zip(answers, results, strict=True):
             if isinstance(result, RecordErrors):
-                partitions[slot] = _error(index, result.code, result.message,
-                                          result.record_errors)
+                partitions[slot] = _error(index, result.code, result.message, result.record_errors)
             elif isinstance(result, KafkaError):
                 partitions[slot] = _error(index, result.code, result.message)
             else:
