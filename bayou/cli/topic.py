@@ -156,10 +156,9 @@ def describe_topic(conn: Connection, admin: Any, name: str) -> dict[str, Any]:
     description = _result(conn, futures[name], action, name)
     partitions = sorted(description.partitions, key=lambda p: p.id)
     offsets: dict[str, dict[int, int]] = {}
-    specs = (
-        ("earliest", OffsetSpec.earliest()),  # type: ignore[no-untyped-call]
-        ("latest", OffsetSpec.latest()),
-    )  # type: ignore[no-untyped-call]
+    earliest = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
+    latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+    specs = (("earliest", earliest), ("latest", latest))
     for label, spec in specs:
         request = {TopicPartition(name, p.id): spec for p in partitions}
         found = admin.list_offsets(request, request_timeout=conn.timeout) if request else {}

@@ -235,8 +235,8 @@ def test_every_option_has_a_flag_and_sections_work_in_toml(
         (
             ["--topic-default", "segment.bytes=3"],
             {},
-            "Invalid configuration: Invalid value '3' for configuration segment.bytes: must be at least "
-            "14.\n",
+            "Invalid configuration: Invalid value '3' for configuration segment.bytes: must be "
+            "at least 14.\n",
         ),
         (
             [],
@@ -252,8 +252,9 @@ def test_every_option_has_a_flag_and_sections_work_in_toml(
         (
             ["--http-cors-origin", "http://localhost:3000/"],
             {},
-            "Invalid configuration: Invalid value 'http://localhost:3000/' for http_cors_origins: an "
-            "origin is scheme://host[:port] without a path or trailing slash (e.g. "
+            "Invalid configuration: Invalid value 'http://localhost:3000/' for "
+            "http_cors_origins: an origin is scheme://host[:port] without a path or trailing "
+            "slash (e.g. "
             "http://localhost:3000), or * for any origin.\n",
         ),
     ],

@@ -95,11 +95,8 @@ class KafkaConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
-        self._out = ResponseStream(
-            self._transport,
-            self._send_failed,
-            self._update_reading,  # type: ignore[arg-type]
-        )
+        assert self._transport is not None
+        self._out = ResponseStream(self._transport, self._send_failed, self._update_reading)
         peer = transport.get_extra_info("peername")
         self._peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self._peer_host = str(peer[0]) if isinstance(peer, tuple) else str(peer)
