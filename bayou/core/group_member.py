@@ -35,18 +35,17 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from bayou.core.groups import (
     ConsumerGroup,
     ConsumerState,
     GroupCoordinatorError,
+    GroupDriver,
+    GroupSettings,
     OffsetCommit,
 )
 from bayou.errors import ErrorCode
-
-if TYPE_CHECKING:
-    from bayou.core.core import Core
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +59,27 @@ LEAVE_EPOCH = -1
 E = ErrorCode
 
 
+class MemberHost(Protocol):
+    """What a member needs of the core (``Core``): the coordinator and the topics."""
+
+    @property
+    def groups(self) -> GroupDriver | None: ...
+
+    @property
+    def group_settings(self) -> GroupSettings: ...
+
+    @property
+    def stopping(self) -> bool: ...
+
+    def group_driver(self) -> GroupDriver: ...
+
+    def topic_sizes(self) -> dict[str, int]: ...
+
+
 class Offsets:
     """A group's committed offsets, for readers inside the broker."""
 
-    def __init__(self, core: Core, group_id: str) -> None:
+    def __init__(self, core: MemberHost, group_id: str) -> None:
         self.core = core
         self.group_id = group_id
 
@@ -112,7 +128,7 @@ class GroupMember(Offsets):
 
     def __init__(
         self,
-        core: Core,
+        core: MemberHost,
         group_id: str,
         *,
         topics: list[str] | None = None,

@@ -19,7 +19,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from bayou.config import internal_log_config
 from bayou.protocol.kafka.records import Record, build_batch
-from bayou.storage import PartitionLog
+from bayou.storage.log import PartitionLog
 from tests.support.broker import BrokerProcess
 from tests.support.mqtt import MqttTestClient, unique
 from tests.support.wait import wait_until

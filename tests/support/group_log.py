@@ -15,8 +15,8 @@ from bayou.config import TopicConfig, internal_log_config
 from bayou.core.groups.records import GroupRecord, decode, encode_key, encode_value
 from bayou.core.groups.store import TOPIC
 from bayou.protocol.kafka.records import Record, build_batch
-from bayou.storage import PartitionLog
 from bayou.storage.local_engine import read_state_entries
+from bayou.storage.log import PartitionLog
 
 
 class GroupLog:

@@ -20,11 +20,12 @@ from bayou.core.groups.coordinator import OffsetCommit
 from bayou.core.groups.model import Result
 from bayou.errors import InvalidConfig
 from bayou.gateways.mqtt.store import RETAINED_LOG
-from bayou.storage import LogManager, PartitionLog
 from bayou.storage.cleaner import clean, needs_cleaning
 from bayou.storage.engine import StateEntry, latest
 from bayou.storage.local_engine import LocalEngine, LocalStateLog
+from bayou.storage.log import PartitionLog
 from bayou.storage.maintenance import MaintenanceSettings
+from bayou.storage.manager import LogManager
 from tests.support.group_log import GroupLog as GroupStore
 from tests.unit.test_storage_compaction import Crash, _crash_after, clean_fully
 

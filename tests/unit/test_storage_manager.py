@@ -14,7 +14,7 @@ from bayou.errors import (
     UnknownTopicOrPartition,
 )
 from bayou.protocol.kafka import records as R
-from bayou.storage import LogManager
+from bayou.storage.manager import LogManager
 
 
 def manager(path: Path) -> LogManager:
@@ -124,7 +124,7 @@ def test_alter_topic_configs(tmp_path: Path) -> None:
 def test_internal_topic_names_are_never_user_topics(tmp_path: Path) -> None:
     from bayou.config import internal_log_config
     from bayou.gateways.mqtt.store import RETAINED_LOG, SESSIONS_LOG
-    from bayou.storage import PartitionLog
+    from bayou.storage.log import PartitionLog
     from bayou.storage.metadata import INTERNAL_TOPICS
 
     assert {RETAINED_LOG, SESSIONS_LOG} <= set(INTERNAL_TOPICS)  # the MQTT state logs' names

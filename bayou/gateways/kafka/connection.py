@@ -36,10 +36,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bayou.errors import ProtocolViolation
-from bayou.gateways.kafka.context import RequestContext
+from bayou.gateways.kafka.context import Listener, RequestContext
 from bayou.gateways.kafka.handlers import HANDLERS
 from bayou.gateways.kafka.handlers.api_versions import unsupported_version_response
 from bayou.gateways.kafka.response_stream import ResponseStream, close_records
@@ -52,9 +52,6 @@ from bayou.protocol.kafka import (
     encode_response_parts,
 )
 from bayou.protocol.kafka.primitives import Piece
-
-if TYPE_CHECKING:
-    from bayou.gateways.kafka.server import KafkaDoor
 
 log = logging.getLogger(__name__)
 bad_input_log = RateLimitedLog(log)  # keyed by peer host: one line per source a minute
@@ -71,7 +68,7 @@ DRAIN_MAX_BYTES = 16 * 1024 * 1024
 
 
 class KafkaConnection(asyncio.Protocol):
-    def __init__(self, door: KafkaDoor, connections: set[KafkaConnection]) -> None:
+    def __init__(self, door: Listener, connections: set[KafkaConnection]) -> None:
         self.door = door
         self._connections = connections
         self._max_frame = door.settings.socket_request_max_bytes

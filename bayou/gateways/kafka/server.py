@@ -9,10 +9,10 @@ host and port, this node's id) and the per-request limits are this door's settin
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bayou.gateways.kafka.connection import KafkaConnection
+from bayou.gateways.kafka.context import KafkaSettings
 
 if TYPE_CHECKING:
     from bayou.core import Core
@@ -20,16 +20,7 @@ if TYPE_CHECKING:
 SHUTDOWN_GRACE_S = 10.0
 
 
-@dataclass(frozen=True)
-class KafkaSettings:
-    host: str = "127.0.0.1"
-    port: int = 9092
-    advertised_host: str | None = None  # None: ``host``
-    socket_request_max_bytes: int = 100 * 1024 * 1024
-    fetch_max_bytes: int = 57_671_680
-    num_partitions: int = 1  # CreateTopics with -1 partitions
-    # the broker's own options as DescribeConfigs shows them: (Kafka name, value, type)
-    static_configs: tuple[tuple[str, str, str], ...] = ()
+__all__ = ["KafkaDoor", "KafkaSettings"]
 
 
 class KafkaDoor:
