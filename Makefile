@@ -10,7 +10,8 @@ PYTEST_ARGS ?=
 # Extra `bayou serve` options for `make run`, e.g. ARGS="--http-port 8081 --mqtt-port 0".
 ARGS ?=
 
-.PHONY: run test lint bench bench-all bench-compaction bench-http bench-mqtt bench-amqp install clean
+# `make format` rewrites the tree as `make test` checks it (ruff format, pinned in pyproject).
+.PHONY: run test lint format bench bench-all bench-compaction bench-http bench-mqtt bench-amqp install clean
 
 run: $(RUN_STAMP)
 	$(BIN)/bayou serve --data-dir ./data $(ARGS)
@@ -32,12 +33,17 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 test: $(TEST_STAMP)
 	scripts/install-test-deps.sh
 	$(BIN)/ruff check bayou tests bench
+	$(BIN)/ruff format --check bayou tests bench
 	$(BIN)/mypy
 	scripts/pytest-strict.sh $(BIN)/pytest $(PYTEST_ARGS)
 
+format: $(TEST_STAMP)
+	$(BIN)/ruff format bayou tests bench
+	$(BIN)/ruff check --fix bayou tests bench
+
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check bayou tests bench
-	$(BIN)/ruff format --check bayou tests bench || true
+	$(BIN)/ruff format --check bayou tests bench
 	$(BIN)/mypy
 
 # The Kafka load (Bayou beside Tansu) and the consumer-group phase; the other doors and the

@@ -50,7 +50,6 @@ HOST = "127.0.0.1"
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 
 
-
 def wait_port(port: int, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -100,26 +99,45 @@ class RabbitMQ:
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
         }
         (base / "enabled_plugins").write_text("[].\n")
-        subprocess.run([str(RABBIT_BIN / "rabbitmq-server"), "-detached"], env=self.env,
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        subprocess.run([str(RABBIT_BIN / "rabbitmqctl"), "wait", "--timeout", "90",
-                        self.env["RABBITMQ_PID_FILE"]], env=self.env, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [str(RABBIT_BIN / "rabbitmq-server"), "-detached"],
+            env=self.env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        subprocess.run(
+            [
+                str(RABBIT_BIN / "rabbitmqctl"),
+                "wait",
+                "--timeout",
+                "90",
+                self.env["RABBITMQ_PID_FILE"],
+            ],
+            env=self.env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         wait_port(self.port)
 
     def stop(self) -> None:
         pid_file = Path(self.env["RABBITMQ_PID_FILE"])
         pid = int(pid_file.read_text().strip()) if pid_file.exists() else None
-        subprocess.run([str(RABBIT_BIN / "rabbitmqctl"), "stop"], env=self.env, check=False,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        subprocess.run(
+            [str(RABBIT_BIN / "rabbitmqctl"), "stop"],
+            env=self.env,
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
+        )
         deadline = time.monotonic() + 30
         while pid is not None and Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         if pid is not None and Path(f"/proc/{pid}").exists():
             os.kill(pid, signal.SIGKILL)
         # the epmd this node started (listening on our loopback address), by PID
-        found = subprocess.run(["pgrep", "-x", "epmd"], capture_output=True, text=True,
-                               check=False)
+        found = subprocess.run(["pgrep", "-x", "epmd"], capture_output=True, text=True, check=False)
         for pid in found.stdout.split():
             try:
                 environ = Path(f"/proc/{pid}/environ").read_bytes()
@@ -231,12 +249,14 @@ def run(broker: Any, args: argparse.Namespace) -> dict[str, float]:
     declare(broker.port, q1, kind)
     declare(broker.port, q2, kind)
     out = {
-        "publish_confirm_window_msgs_s": publish_windowed(broker.port, q1, args.messages, body,
-                                                          args.window),
+        "publish_confirm_window_msgs_s": publish_windowed(
+            broker.port, q1, args.messages, body, args.window
+        ),
         "publish_confirm_sync_msgs_s": publish_sync(broker.port, q2, args.sync_messages, body),
     }
-    out["consume_msgs_s"] = consume(broker.port, q1, args.messages, args.prefetch,
-                                    stream=kind == "stream")
+    out["consume_msgs_s"] = consume(
+        broker.port, q1, args.messages, args.prefetch, stream=kind == "stream"
+    )
     return out
 
 
@@ -251,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", choices=["bayou", "rabbitmq"])
     args = ap.parse_args(argv)
     factories: list[tuple[str, Callable[[Path, set[int]], Any]]] = [
-        ("bayou", Bayou), ("rabbitmq", RabbitMQ)]
+        ("bayou", Bayou),
+        ("rabbitmq", RabbitMQ),
+    ]
     results: dict[str, dict[str, float]] = {}
     workdir = Path(tempfile.mkdtemp(prefix="amqp-bench-"))
     taken: set[int] = set()
@@ -264,12 +286,14 @@ def main(argv: list[str] | None = None) -> int:
                 results[name] = run(broker, args)
             finally:
                 broker.stop()
-            print(name, json.dumps({k: round(v) for k, v in results[name].items()}),
-                  flush=True)
+            print(name, json.dumps({k: round(v) for k, v in results[name].items()}), flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    report: dict[str, Any] = {"config": vars(args), "results": results,
-                              "client": f"pika {pika.__version__}"}
+    report: dict[str, Any] = {
+        "config": vars(args),
+        "results": results,
+        "client": f"pika {pika.__version__}",
+    }
     if "bayou" in results and "rabbitmq" in results:
         report["ratio_bayou_over_rabbitmq"] = {
             k: round(results["bayou"][k] / results["rabbitmq"][k], 2) for k in results["bayou"]

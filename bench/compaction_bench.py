@@ -40,17 +40,20 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MB = 1_000_000
 
 
-def cleaner_throughput(log_mb: int, keys: int, value_bytes: int, batch: int,
-                       codec: str) -> dict[str, Any]:
+def cleaner_throughput(
+    log_mb: int, keys: int, value_bytes: int, batch: int, codec: str
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = TopicConfig.resolve({}, {"cleanup.policy": "compact",
-                                       "segment.bytes": 16 * 1024 * 1024})
+        cfg = TopicConfig.resolve(
+            {}, {"cleanup.policy": "compact", "segment.bytes": 16 * 1024 * 1024}
+        )
         log = PartitionLog("bench", 0, Path(tmp), cfg, lambda: 10**13)
         value = b"v" * value_bytes
         i = 0
         while log.size_bytes < log_mb * MB:
-            records = [Record(1_000 + i + j, b"key-%08d" % ((i + j) % keys), value)
-                       for j in range(batch)]
+            records = [
+                Record(1_000 + i + j, b"key-%08d" % ((i + j) % keys), value) for j in range(batch)
+            ]
             log.append(build_batch(records, compression=COMPRESSION_NAMES[codec]))
             i += batch
         log.roll()
@@ -61,22 +64,29 @@ def cleaner_throughput(log_mb: int, keys: int, value_bytes: int, batch: int,
         elapsed = time.perf_counter() - start
         assert stats is not None
         result = {
-            "log_bytes": before, "records": i, "keys": keys, "codec": codec,
+            "log_bytes": before,
+            "records": i,
+            "keys": keys,
+            "codec": codec,
             "seconds": round(elapsed, 3),
             "cleaned_mb_per_s": round(stats.bytes_read / MB / elapsed, 1),
             "records_per_s": round(stats.records_read / elapsed),
-            "bytes_after": log.size_bytes, "records_kept": stats.records_kept,
+            "bytes_after": log.size_bytes,
+            "records_kept": stats.records_kept,
         }
         log.close()
         return result
 
 
-
 def _broker(data: Path, cleaner: bool) -> BrokerProcess:
     return BrokerProcess(
-        data, doors=(), extra_args=["--log-level", "WARNING"],
-        env={"BAYOU_LOG_CLEANER_ENABLE": "true" if cleaner else "false",
-             "BAYOU_LOG_RETENTION_CHECK_INTERVAL_MS": "100"},
+        data,
+        doors=(),
+        extra_args=["--log-level", "WARNING"],
+        env={
+            "BAYOU_LOG_CLEANER_ENABLE": "true" if cleaner else "false",
+            "BAYOU_LOG_RETENTION_CHECK_INTERVAL_MS": "100",
+        },
     )
 
 
@@ -89,19 +99,29 @@ def produce_run(cleaner: bool, messages: int, keys: int, value_bytes: int) -> di
         bootstrap = broker.bootstrap
         try:
             admin = AdminClient({"bootstrap.servers": bootstrap})
-            config = {"cleanup.policy": "compact", "segment.bytes": str(4 * 1024 * 1024),
-                      "min.cleanable.dirty.ratio": "0.01"}
+            config = {
+                "cleanup.policy": "compact",
+                "segment.bytes": str(4 * 1024 * 1024),
+                "min.cleanable.dirty.ratio": "0.01",
+            }
             admin.create_topics([NewTopic("bench", 1, 1, config=config)])["bench"].result(15)
-            producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all",
-                                 "batch.size": 1_000_000, "queue.buffering.max.messages":
-                                 1_000_000})
+            producer = Producer(
+                {
+                    "bootstrap.servers": bootstrap,
+                    "linger.ms": 5,
+                    "acks": "all",
+                    "batch.size": 1_000_000,
+                    "queue.buffering.max.messages": 1_000_000,
+                }
+            )
             value = b"v" * value_bytes
             start = time.perf_counter()
             for i in range(messages):
                 while True:
                     try:
-                        producer.produce("bench", key=b"key-%08d" % (i % keys), value=value,
-                                         partition=0)
+                        producer.produce(
+                            "bench", key=b"key-%08d" % (i % keys), value=value, partition=0
+                        )
                         break
                     except BufferError:
                         producer.poll(0.01)
@@ -110,10 +130,14 @@ def produce_run(cleaner: bool, messages: int, keys: int, value_bytes: int) -> di
             elapsed = time.perf_counter() - start
             cleaned = Path(tmp) / "data" / "topics" / "bench" / "0" / "cleaner.json"
             passes = len(json.loads(cleaned.read_text())["passes"]) if cleaned.exists() else 0
-            return {"cleaner": cleaner, "messages": messages, "seconds": round(elapsed, 2),
-                    "msgs_per_s": round(messages / elapsed),
-                    "mb_per_s": round(messages * value_bytes / MB / elapsed, 1),
-                    "cleaning_passes_during_run": passes}
+            return {
+                "cleaner": cleaner,
+                "messages": messages,
+                "seconds": round(elapsed, 2),
+                "msgs_per_s": round(messages / elapsed),
+                "mb_per_s": round(messages * value_bytes / MB / elapsed, 1),
+                "cleaning_passes_during_run": passes,
+            }
         finally:
             broker.stop(30)
 
@@ -129,23 +153,33 @@ def main() -> None:
     parser.add_argument("--skip-produce", action="store_true")
     args = parser.parse_args()
 
-    results: dict[str, Any] = {"cleaner": cleaner_throughput(
-        args.log_mb, args.keys, args.value_bytes, args.batch, args.codec)}
+    results: dict[str, Any] = {
+        "cleaner": cleaner_throughput(
+            args.log_mb, args.keys, args.value_bytes, args.batch, args.codec
+        )
+    }
     c = results["cleaner"]
-    print(f"cleaner: {c['log_bytes'] / MB:.1f} MB ({c['records']} records, {c['keys']} keys, "
-          f"{c['codec']}) cleaned in {c['seconds']} s = {c['cleaned_mb_per_s']} MB/s, "
-          f"{c['records_per_s']} records/s; {c['bytes_after'] / MB:.2f} MB left")
+    print(
+        f"cleaner: {c['log_bytes'] / MB:.1f} MB ({c['records']} records, {c['keys']} keys, "
+        f"{c['codec']}) cleaned in {c['seconds']} s = {c['cleaned_mb_per_s']} MB/s, "
+        f"{c['records_per_s']} records/s; {c['bytes_after'] / MB:.2f} MB left"
+    )
     if not args.skip_produce:
-        runs = [produce_run(flag, args.messages, args.keys, args.value_bytes)
-                for flag in (False, True)]
+        runs = [
+            produce_run(flag, args.messages, args.keys, args.value_bytes) for flag in (False, True)
+        ]
         results["produce"] = runs
         for r in runs:
-            print(f"produce, cleaner {'on ' if r['cleaner'] else 'off'}: {r['msgs_per_s']} "
-                  f"msgs/s, {r['mb_per_s']} MB/s ({r['messages']} msgs in {r['seconds']} s, "
-                  f"{r['cleaning_passes_during_run']} cleaning passes)")
+            print(
+                f"produce, cleaner {'on ' if r['cleaner'] else 'off'}: {r['msgs_per_s']} "
+                f"msgs/s, {r['mb_per_s']} MB/s ({r['messages']} msgs in {r['seconds']} s, "
+                f"{r['cleaning_passes_during_run']} cleaning passes)"
+            )
         off, on = runs
-        print(f"produce throughput with the cleaner running: "
-              f"{100 * on['msgs_per_s'] / off['msgs_per_s']:.0f}% of without")
+        print(
+            f"produce throughput with the cleaner running: "
+            f"{100 * on['msgs_per_s'] / off['msgs_per_s']:.0f}% of without"
+        )
     RESULTS_DIR.mkdir(exist_ok=True)
     out = RESULTS_DIR / f"compaction-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=2))

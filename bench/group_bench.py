@@ -52,15 +52,23 @@ def member_main(bootstrap: str, topic: str, group: str, session_ms: int) -> None
     """Consume as a group member; every 50 ms print what arrived: counts and partitions."""
     from confluent_kafka import Consumer
 
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
-        "session.timeout.ms": session_ms, "heartbeat.interval.ms": max(session_ms // 10, 100),
-        "enable.auto.commit": True, "fetch.max.bytes": 8 * 1024 * 1024,
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": session_ms,
+            "heartbeat.interval.ms": max(session_ms // 10, 100),
+            "enable.auto.commit": True,
+            "fetch.max.bytes": 8 * 1024 * 1024,
+        }
+    )
 
     def assigned(_c: Any, parts: Any) -> None:
-        print(json.dumps({"assigned": sorted(tp.partition for tp in parts),
-                          "t": time.time()}), flush=True)
+        print(
+            json.dumps({"assigned": sorted(tp.partition for tp in parts), "t": time.time()}),
+            flush=True,
+        )
 
     consumer.subscribe([topic], on_assign=assigned)
     count = nbytes = 0
@@ -75,8 +83,10 @@ def member_main(bootstrap: str, topic: str, group: str, session_ms: int) -> None
             parts.add(msg.partition())
         now = time.monotonic()
         if count and now - last >= 0.05:
-            print(json.dumps({"n": count, "bytes": nbytes, "parts": sorted(parts),
-                              "t": time.time()}), flush=True)
+            print(
+                json.dumps({"n": count, "bytes": nbytes, "parts": sorted(parts), "t": time.time()}),
+                flush=True,
+            )
             count = nbytes = 0
             parts.clear()
             last = now
@@ -85,9 +95,20 @@ def member_main(bootstrap: str, topic: str, group: str, session_ms: int) -> None
 class Member:
     def __init__(self, bootstrap: str, topic: str, group: str, session_ms: int) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.group_bench", "--member", bootstrap, topic, group,
-             str(session_ms)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO_ROOT,
+            [
+                sys.executable,
+                "-m",
+                "bench.group_bench",
+                "--member",
+                bootstrap,
+                topic,
+                group,
+                str(session_ms),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd=REPO_ROOT,
         )
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.assigned: list[int] = []
@@ -124,8 +145,9 @@ def drain(members: list[Member]) -> list[tuple[Member, dict[str, Any]]]:
 def produce(bootstrap: str, topic: str, count: int, size: int, partitions: int) -> None:
     from confluent_kafka import Producer
 
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
-                         "batch.size": 1_000_000, "acks": "all"})
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 5, "batch.size": 1_000_000, "acks": "all"}
+    )
     value = os.urandom(size)
     for i in range(count):
         while True:
@@ -140,8 +162,9 @@ def produce(bootstrap: str, topic: str, count: int, size: int, partitions: int) 
         raise RuntimeError("produce did not complete")
 
 
-def paced_producer(bootstrap: str, topic: str, partitions: int, rate: int,
-                   stop: threading.Event) -> None:
+def paced_producer(
+    bootstrap: str, topic: str, partitions: int, rate: int, stop: threading.Event
+) -> None:
     from confluent_kafka import Producer
 
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
@@ -168,7 +191,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if bootstrap is None:
         tmp = tempfile.TemporaryDirectory(prefix="bayou-group-bench-")
         broker = BrokerProcess(
-            Path(tmp.name) / "data", doors=(),
+            Path(tmp.name) / "data",
+            doors=(),
             env={"BAYOU_GROUP_INITIAL_REBALANCE_DELAY_MS": "500"},
         ).start()
         bootstrap = broker.bootstrap
@@ -182,8 +206,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # Phase 1: consume throughput.
         group = f"bench-{uuid.uuid4().hex[:8]}"
         started = time.time()
-        members = [Member(bootstrap, topic, group, args.session_timeout_ms)
-                   for _ in range(args.members)]
+        members = [
+            Member(bootstrap, topic, group, args.session_timeout_ms) for _ in range(args.members)
+        ]
         total = nbytes = 0
         first = last = 0.0
         deadline = time.monotonic() + args.timeout
@@ -200,8 +225,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(0.02)
         consume_s = max(last - first, 1e-6)
         result: dict[str, Any] = {
-            "members": args.members, "partitions": args.partitions,
-            "messages": args.messages, "size": args.size,
+            "members": args.members,
+            "partitions": args.partitions,
+            "messages": args.messages,
+            "size": args.size,
             "consume_mb_s": nbytes / MB / consume_s,
             "consume_msgs_s": total / consume_s,
             "join_to_first_assignment_s": first - started,
@@ -210,8 +237,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         # Phase 2: failover after kill -9 of one member, under a steady produce load.
         stop = threading.Event()
-        feeder = threading.Thread(target=paced_producer,
-                                  args=(bootstrap, topic, args.partitions, args.rate, stop))
+        feeder = threading.Thread(
+            target=paced_producer, args=(bootstrap, topic, args.partitions, args.rate, stop)
+        )
         feeder.start()
         try:
             steady = time.monotonic() + 30
@@ -257,26 +285,36 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--member"]:
         member_main(argv[1], argv[2], argv[3], int(argv[4]))
         return 0
-    parser = argparse.ArgumentParser(prog="python -m bench.group_bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.group_bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--bootstrap", help="Use a running broker instead of starting one.")
     parser.add_argument("--members", type=int, default=4)
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--messages", type=int, default=400_000)
     parser.add_argument("--size", type=int, default=1000, help="Message value bytes.")
-    parser.add_argument("--rate", type=int, default=2000, help="Paced msgs/s in the failover "
-                        "phase.")
+    parser.add_argument(
+        "--rate", type=int, default=2000, help="Paced msgs/s in the failover phase."
+    )
     parser.add_argument("--session-timeout-ms", type=int, default=6000)
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args(argv)
     result = run(args)
-    print(f"group phase: {args.members} consumers, {args.partitions} partitions, "
-          f"{args.messages} x {args.size} B")
-    print(f"  consume            {result['consume_mb_s']:8.1f} MB/s "
-          f"{result['consume_msgs_s']:10.0f} msgs/s")
+    print(
+        f"group phase: {args.members} consumers, {args.partitions} partitions, "
+        f"{args.messages} x {args.size} B"
+    )
+    print(
+        f"  consume            {result['consume_mb_s']:8.1f} MB/s "
+        f"{result['consume_msgs_s']:10.0f} msgs/s"
+    )
     print(f"  join → assignment  {result['join_to_first_assignment_s']:8.2f} s")
-    print(f"  failover (kill -9) {result['failover_s']:8.2f} s "
-          f"(session timeout {args.session_timeout_ms} ms)")
+    print(
+        f"  failover (kill -9) {result['failover_s']:8.2f} s "
+        f"(session timeout {args.session_timeout_ms} ms)"
+    )
     RESULTS_DIR.mkdir(exist_ok=True)
     out = RESULTS_DIR / f"group-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -39,15 +39,22 @@ from tests.support.broker import BrokerProcess
 
 def _body(batch: int, size: int, seed: int) -> bytes:
     pad = "x" * max(0, size - 20)
-    return json.dumps({"records": [{"key": f"k{(seed + i) % 1000}",
-                                    "value": {"i": seed + i, "pad": pad}}
-                                   for i in range(batch)]}).encode()
+    return json.dumps(
+        {
+            "records": [
+                {"key": f"k{(seed + i) % 1000}", "value": {"i": seed + i, "pad": pad}}
+                for i in range(batch)
+            ]
+        }
+    ).encode()
 
 
 # ----------------------------------------------------------------------------- produce
 
-async def _produce_worker(url: str, topic: str, connections: int, batch: int, size: int,
-                          seconds: float) -> dict[str, Any]:
+
+async def _produce_worker(
+    url: str, topic: str, connections: int, batch: int, size: int, seconds: float
+) -> dict[str, Any]:
     body = _body(batch, size, os.getpid())
     headers = {"Content-Type": "application/vnd.kafka.json.v2+json"}
     latencies: list[float] = []
@@ -68,8 +75,12 @@ async def _produce_worker(url: str, topic: str, connections: int, batch: int, si
         started = time.monotonic()
         await asyncio.gather(*(loop() for _ in range(connections)))
         elapsed = time.monotonic() - started
-    return {"requests": len(latencies), "errors": errors, "elapsed": elapsed,
-            "latencies": latencies}
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "elapsed": elapsed,
+        "latencies": latencies,
+    }
 
 
 def _produce_proc(args: tuple[str, str, int, int, int, float]) -> dict[str, Any]:
@@ -99,12 +110,18 @@ def run_produce(url: str, a: argparse.Namespace) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- fan-out
 
-async def _subscriber(http: httpx.AsyncClient, topic: str, expected: int,
-                      ready: asyncio.Event, counts: list[int], done_at: list[float]) -> None:
+
+async def _subscriber(
+    http: httpx.AsyncClient,
+    topic: str,
+    expected: int,
+    ready: asyncio.Event,
+    counts: list[int],
+    done_at: list[float],
+) -> None:
     seen = 0
     tail = b""
-    async with http.stream("GET", f"/topics/{topic}/stream",
-                           params={"from": "latest"}) as r:
+    async with http.stream("GET", f"/topics/{topic}/stream", params={"from": "latest"}) as r:
         async for chunk in r.aiter_raw():
             if not ready.is_set():
                 ready.set()
@@ -120,37 +137,44 @@ async def _subscriber(http: httpx.AsyncClient, topic: str, expected: int,
 async def _fanout(url: str, a: argparse.Namespace) -> dict[str, Any]:
     topic = f"http-fanout-{os.getpid()}-{int(time.time())}"
     async with httpx.AsyncClient(base_url=url, timeout=60) as setup:
-        (await setup.post(f"/topics/{topic}", json={"records": [{"value": 0}]})
-         ).raise_for_status()
+        (await setup.post(f"/topics/{topic}", json={"records": [{"value": 0}]})).raise_for_status()
     limits = httpx.Limits(max_connections=a.subscribers + 1)
     counts: list[int] = []
     done_at: list[float] = []
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as http:
         readies = [asyncio.Event() for _ in range(a.subscribers)]
-        subs = [asyncio.create_task(_subscriber(http, topic, a.fanout_records, ev, counts,
-                                                done_at)) for ev in readies]
+        subs = [
+            asyncio.create_task(_subscriber(http, topic, a.fanout_records, ev, counts, done_at))
+            for ev in readies
+        ]
         await asyncio.wait_for(asyncio.gather(*(ev.wait() for ev in readies)), 60)
         headers = {"Content-Type": "application/vnd.kafka.json.v2+json"}
         started = time.monotonic()
         for i in range(0, a.fanout_records, a.batch):
             n = min(a.batch, a.fanout_records - i)
-            r = await http.post(f"/topics/{topic}", content=_body(n, a.size, i),
-                                headers=headers)
+            r = await http.post(f"/topics/{topic}", content=_body(n, a.size, i), headers=headers)
             r.raise_for_status()
         produced = time.monotonic()
         await asyncio.wait_for(asyncio.gather(*subs), a.seconds * 20 + 60)
     delivered = sum(counts)
     elapsed = max(done_at) - started
-    return {"subscribers": a.subscribers, "records": a.fanout_records,
-            "delivered": delivered, "delivered_per_s": delivered / elapsed,
-            "produce_s": produced - started, "elapsed_s": elapsed}
+    return {
+        "subscribers": a.subscribers,
+        "records": a.fanout_records,
+        "delivered": delivered,
+        "delivered_per_s": delivered / elapsed,
+        "produce_s": produced - started,
+        "elapsed_s": elapsed,
+    }
 
 
 # ----------------------------------------------------------------------------- main
 
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--url", help="a running broker's HTTP gateway (default: start one)")
     p.add_argument("--phases", default="produce,fanout")
     p.add_argument("--seconds", type=float, default=10.0, help="produce phase duration")
@@ -167,25 +191,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="bayou-http-bench-"))
-    broker = None if a.url else BrokerProcess(
-        root / "data", doors=("http",), extra_args=["--log-level", "WARNING"]
-    ).start()
+    broker = (
+        None
+        if a.url
+        else BrokerProcess(
+            root / "data", doors=("http",), extra_args=["--log-level", "WARNING"]
+        ).start()
+    )
     try:
         url = a.url or broker.http_url  # type: ignore[union-attr]
         results: dict[str, Any] = {}
         if "produce" in a.phases:
             results["produce"] = run_produce(url, a)
             r = results["produce"]
-            print(f"produce: {r['records_per_s']:,.0f} records/s "
-                  f"({r['requests_per_s']:,.0f} requests/s of {r['batch']}, "
-                  f"{r['connections']} keep-alive connections, p50 {r['p50_ms']:.1f} ms, "
-                  f"p99 {r['p99_ms']:.1f} ms, errors {r['errors']})", flush=True)
+            print(
+                f"produce: {r['records_per_s']:,.0f} records/s "
+                f"({r['requests_per_s']:,.0f} requests/s of {r['batch']}, "
+                f"{r['connections']} keep-alive connections, p50 {r['p50_ms']:.1f} ms, "
+                f"p99 {r['p99_ms']:.1f} ms, errors {r['errors']})",
+                flush=True,
+            )
         if "fanout" in a.phases:
             results["fanout"] = asyncio.run(_fanout(url, a))
             r = results["fanout"]
-            print(f"fan-out: {r['delivered_per_s']:,.0f} delivered records/s "
-                  f"({r['subscribers']} SSE subscribers x {r['records']} records in "
-                  f"{r['elapsed_s']:.2f} s; producing took {r['produce_s']:.2f} s)", flush=True)
+            print(
+                f"fan-out: {r['delivered_per_s']:,.0f} delivered records/s "
+                f"({r['subscribers']} SSE subscribers x {r['records']} records in "
+                f"{r['elapsed_s']:.2f} s; producing took {r['produce_s']:.2f} s)",
+                flush=True,
+            )
         if a.json:
             a.json.write_text(json.dumps(results, indent=2))
     finally:

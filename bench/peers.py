@@ -107,9 +107,11 @@ class Target:
     def command(self, data_dir: Path, port: int, taken_ports: set[int]) -> list[str]:
         """The start command: the template with {data_dir} {host} {port} and, when the template
         names them, free {http_port} {mqtt_port} {amqp_port}."""
-        extra = {name: free_port(taken=taken_ports)
-                 for name in ("http_port", "mqtt_port", "amqp_port")
-                 if "{" + name + "}" in self.command_template}
+        extra = {
+            name: free_port(taken=taken_ports)
+            for name in ("http_port", "mqtt_port", "amqp_port")
+            if "{" + name + "}" in self.command_template
+        }
         text = self.command_template.format(
             data_dir=shlex.quote(str(data_dir)), host=HOST, port=port, **extra
         )
@@ -129,7 +131,10 @@ class Target:
         log_path = self.workdir / "broker.log"
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
         try:
@@ -196,9 +201,7 @@ def stop_process(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE_S) -> 
         pass
 
 
-def parse_targets(
-    specs: list[str], *, bayou_cmd: str, tansu_bin: str | None
-) -> list[Target]:
+def parse_targets(specs: list[str], *, bayou_cmd: str, tansu_bin: str | None) -> list[Target]:
     """Turn ``--target`` values into Targets, numbering repeats (``tansu``, ``tansu#2``)."""
     targets: list[Target] = []
     seen: dict[str, int] = {}

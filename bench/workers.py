@@ -18,6 +18,13 @@ Phases:
 - ``commit``: synchronous offset commits, one after the other (each waits for its answer), for
   a fixed time after one unmeasured commit (which finds the group coordinator): commits/s and
   the latency of each commit.
+- ``transform``: consume-transform-produce from a filled input topic to an output topic, in
+  batches of ``batch`` records, ``guarantee`` ``exactly-once`` (a transactional producer; each
+  batch's records and consumed offsets committed in one transaction with
+  ``send_offsets_to_transaction``; input read at read_committed) or ``at-least-once`` (the
+  same loop with an idempotent producer: ``flush()`` then a synchronous offset commit per
+  batch).  The clock runs from the first ``consume()`` to the last commit; the output is
+  then counted (at read_committed) and must hold every input record exactly once.
 """
 
 from __future__ import annotations
@@ -187,8 +194,9 @@ def consume(spec: Spec) -> Spec:
             now = time.perf_counter()
             if not batch:
                 if now - last_progress > spec["idle_timeout_s"]:
-                    raise RuntimeError(f"consumed {got}/{n}, then nothing for "
-                                       f"{spec['idle_timeout_s']}s")
+                    raise RuntimeError(
+                        f"consumed {got}/{n}, then nothing for {spec['idle_timeout_s']}s"
+                    )
                 continue
             if first_s is None:
                 first_s = now - t0
@@ -304,8 +312,9 @@ def latency_produce(spec: Spec) -> Spec:
     elapsed = (time.monotonic_ns() - start_ns) / 1e9
     left = producer.flush(spec["timeout_s"])
     if left or errors.count:
-        raise RuntimeError(f"latency producer: {left} unacked, {errors.count} errors "
-                           f"(first: {errors.first})")
+        raise RuntimeError(
+            f"latency producer: {left} unacked, {errors.count} errors (first: {errors.first})"
+        )
     acks = sorted(errors.samples)
     return {
         "sent": warmup_n + measured_n,
@@ -353,12 +362,95 @@ def commit(spec: Spec) -> Spec:
     }
 
 
+def transform(spec: Spec) -> Spec:
+    source, sink, n = spec["topic"], spec["sink"], int(spec["messages"])
+    exactly_once = spec["guarantee"] == "exactly-once"
+    batch = int(spec["batch"])
+    consumer = _consumer(
+        spec,
+        **{
+            "group.id": f"bench-transform-{uuid.uuid4().hex[:12]}",
+            "isolation.level": "read_committed",
+            "fetch.max.bytes": 64 * 1024 * 1024,
+        },
+    )
+    conf: Spec = {
+        "bootstrap.servers": spec["bootstrap"],
+        "linger.ms": 5,
+        "batch.size": 1_000_000,
+        "queue.buffering.max.messages": 1_000_000,
+    }
+    if exactly_once:
+        conf["transactional.id"] = f"bench-transform-{uuid.uuid4().hex[:12]}"
+    else:
+        conf["enable.idempotence"] = True
+    producer = Producer(conf)
+    if exactly_once:
+        producer.init_transactions(30)
+    consumer.subscribe([source])
+    while not consumer.assignment():  # join the group before the clock starts
+        consumer.poll(0.1)
+    print("READY", flush=True)
+    cpu0 = _cpu_seconds()
+    t0 = time.perf_counter()
+    done = transactions = 0
+    deadline = time.monotonic() + float(spec["timeout_s"])
+    while done < n:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {done} of {n} records transformed in time")
+        messages = [m for m in consumer.consume(batch, 0.5) if not m.error()]
+        if not messages:
+            continue
+        if exactly_once:
+            producer.begin_transaction()
+        for msg in messages:
+            while True:
+                try:
+                    producer.produce(sink, key=msg.key(), value=msg.value())
+                    break
+                except BufferError:
+                    producer.poll(0.001)
+        if exactly_once:
+            producer.send_offsets_to_transaction(
+                consumer.position(consumer.assignment()), consumer.consumer_group_metadata(), 30
+            )
+            producer.commit_transaction(30)
+        else:
+            producer.flush(30)
+            consumer.commit(offsets=consumer.position(consumer.assignment()), asynchronous=False)
+        transactions += 1
+        done += len(messages)
+    elapsed = time.perf_counter() - t0
+    cpu = _cpu_seconds() - cpu0
+    consumer.close()
+    check = _consumer(spec, **{"isolation.level": "read_committed"})
+    _assign_all(check, sink, int(spec["partitions"]))
+    seen = 0
+    quiet_until = time.monotonic() + 5.0
+    while time.monotonic() < quiet_until:
+        got = [m for m in check.consume(10_000, 0.5) if not m.error()]
+        if got:
+            seen += len(got)
+            quiet_until = time.monotonic() + 2.0
+    check.close()
+    if seen != done:
+        raise RuntimeError(f"the output holds {seen} records for {done} inputs")
+    return {
+        "elapsed_s": elapsed,
+        "messages": done,
+        "bytes": done * int(spec["size"]),
+        "batches": transactions,
+        "client_cpu_s": cpu,
+    }
+
+
 PHASES = {
     "produce": produce,
     "consume": consume,
     "latency-consume": latency_consume,
     "latency-produce": latency_produce,
     "commit": commit,
+    "transform": transform,
 }
 
 

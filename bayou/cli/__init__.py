@@ -16,6 +16,7 @@ from bayou.cli.group import group
 from bayou.cli.produce import produce
 from bayou.cli.serve import serve
 from bayou.cli.topic import topic
+from bayou.cli.txn import txn
 
 
 def _version() -> str:
@@ -34,7 +35,7 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 def cli() -> None:
     """Bayou, an event streaming platform that speaks the Kafka protocol.
 
-    `bayou serve` runs a broker. `topic`, `produce`, `consume` and `group` talk to a running
+    `bayou serve` runs a broker. `topic`, `produce`, `consume`, `group` and `txn` talk to a running
     broker at --bootstrap (default $BAYOU_BOOTSTRAP or 127.0.0.1:9092).
     """
 
@@ -44,6 +45,7 @@ cli.add_command(topic)
 cli.add_command(produce)
 cli.add_command(consume)
 cli.add_command(group)
+cli.add_command(txn)
 
 
 def main() -> None:

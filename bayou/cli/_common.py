@@ -99,9 +99,7 @@ class Connection:
         return config
 
     def unreachable(self) -> CliError:
-        return CliError(
-            f"Cannot reach a broker at {self.bootstrap} (is `bayou serve` running?)"
-        )
+        return CliError(f"Cannot reach a broker at {self.bootstrap} (is `bayou serve` running?)")
 
     def no_answer(self) -> CliError:
         return CliError(
@@ -126,9 +124,11 @@ class Connection:
             other.append((host, port, verdict))
         if other:
             host, port, verdict = other[0]
-            raise CliError(f"{host}:{port} {verdict}: that port is not a Kafka listener "
-                           f"(Bayou's Kafka port is {DEFAULT_KAFKA_PORT} unless `bayou serve "
-                           "--kafka-port` says otherwise)")
+            raise CliError(
+                f"{host}:{port} {verdict}: that port is not a Kafka listener "
+                f"(Bayou's Kafka port is {DEFAULT_KAFKA_PORT} unless `bayou serve "
+                "--kafka-port` says otherwise)"
+            )
         raise self.unreachable()
 
     def admin(self) -> Any:
@@ -138,8 +138,12 @@ class Connection:
         self.probe()
         return AdminClient(self.client_config())
 
-    def failure(self, err: KafkaError | KafkaException | BaseException, action: str,
-                topic: str | None = None) -> CliError:
+    def failure(
+        self,
+        err: KafkaError | KafkaException | BaseException,
+        action: str,
+        topic: str | None = None,
+    ) -> CliError:
         """A Kafka error as a sentence about ``action`` (e.g. "create topic 'x'")."""
         if isinstance(err, KafkaException):
             err = err.args[0] if err.args and isinstance(err.args[0], KafkaError) else err
@@ -186,6 +190,7 @@ def _remember(key: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
         if value is not None and value is not False:
             ctx.meta[f"{_META}.{key}"] = value
         return value
+
     return callback
 
 
@@ -194,22 +199,38 @@ def connection_options(root: bool = False) -> Callable[[F], F]:
 
     def decorate(f: F) -> F:
         f = click.option(
-            "--bootstrap", "-b", metavar="HOST:PORT", expose_value=False, is_eager=True,
-            envvar="BAYOU_BOOTSTRAP" if root else None, show_envvar=root,
+            "--bootstrap",
+            "-b",
+            metavar="HOST:PORT",
+            expose_value=False,
+            is_eager=True,
+            envvar="BAYOU_BOOTSTRAP" if root else None,
+            show_envvar=root,
             default=DEFAULT_BOOTSTRAP if root else None,
             callback=_remember("bootstrap"),
-            help=("Broker address(es), comma-separated. Default: $BAYOU_BOOTSTRAP or "
-                  f"{DEFAULT_BOOTSTRAP}."),
+            help=(
+                "Broker address(es), comma-separated. Default: $BAYOU_BOOTSTRAP or "
+                f"{DEFAULT_BOOTSTRAP}."
+            ),
         )(f)
         f = click.option(
-            "--timeout", type=click.FloatRange(min=0.1), metavar="SECONDS", expose_value=False,
-            is_eager=True, default=DEFAULT_TIMEOUT_S if root else None,
+            "--timeout",
+            type=click.FloatRange(min=0.1),
+            metavar="SECONDS",
+            expose_value=False,
+            is_eager=True,
+            default=DEFAULT_TIMEOUT_S if root else None,
             callback=_remember("timeout"),
-            help=("Longest wait for any one answer from the broker "
-                  f"(default {DEFAULT_TIMEOUT_S:g})."),
+            help=(
+                f"Longest wait for any one answer from the broker (default {DEFAULT_TIMEOUT_S:g})."
+            ),
         )(f)
         f = click.option(
-            "--verbose", "-v", is_flag=True, expose_value=False, is_eager=True,
+            "--verbose",
+            "-v",
+            is_flag=True,
+            expose_value=False,
+            is_eager=True,
             callback=_remember("verbose"),
             help="Show the Kafka client's log lines on stderr.",
         )(f)

@@ -59,33 +59,79 @@ def parse_start(raw: str) -> Start:
     when = iso_time(text)
     if when is None:
         raise UsageProblem(
-            f"--from must be earliest, latest, an offset or an ISO-8601 time, not '{raw}'.")
+            f"--from must be earliest, latest, an offset or an ISO-8601 time, not '{raw}'."
+        )
     return when
 
 
 @click.command()
 @click.argument("topic")
-@click.option("--from", "start", metavar="WHERE",
-              help="Where to start in each partition: earliest, latest, an OFFSET, or an "
-                   "ISO-8601 time such as 2024-05-01T12:00:00Z (UTC when no zone is given). "
-                   "Default: earliest, or the group's committed offsets with --group.")
-@click.option("--partition", "-p", type=click.IntRange(min=0), metavar="N",
-              help="Read only partition N (default: all partitions).")
-@click.option("--follow", "-f", is_flag=True,
-              help="Keep waiting for new messages (stop with Ctrl-C). Without it, stop at the "
-                   "end each partition had when the command started.")
-@click.option("--max-messages", "-n", type=click.IntRange(min=1), metavar="N",
-              help="Stop after printing N messages.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True,
-              help="text: the value, one per line. json: one object per line with topic, "
-                   "partition, offset, timestamp, time, key, value and headers.")
+@click.option(
+    "--from",
+    "start",
+    metavar="WHERE",
+    help="Where to start in each partition: earliest, latest, an OFFSET, or an "
+    "ISO-8601 time such as 2024-05-01T12:00:00Z (UTC when no zone is given). "
+    "Default: earliest, or the group's committed offsets with --group.",
+)
+@click.option(
+    "--partition",
+    "-p",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Read only partition N (default: all partitions).",
+)
+@click.option(
+    "--follow",
+    "-f",
+    is_flag=True,
+    help="Keep waiting for new messages (stop with Ctrl-C). Without it, stop at the "
+    "end each partition had when the command started.",
+)
+@click.option(
+    "--max-messages",
+    "-n",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Stop after printing N messages.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text: the value, one per line. json: one object per line with topic, "
+    "partition, offset, timestamp, time, key, value and headers.",
+)
 @click.option("--print-key", is_flag=True, help="With --format text, print KEY<TAB>VALUE.")
-@click.option("--group", "-g", metavar="GROUP",
-              help="Consume as a member of consumer group GROUP and commit what is printed.")
+@click.option(
+    "--group",
+    "-g",
+    metavar="GROUP",
+    help="Consume as a member of consumer group GROUP and commit what is printed.",
+)
+@click.option(
+    "--isolation",
+    type=click.Choice(["read_uncommitted", "read_committed"]),
+    default="read_uncommitted",
+    show_default=True,
+    help="read_committed: only messages of committed transactions, and none past "
+    "the first transaction still open (the last stable offset). "
+    "read_uncommitted: every message, aborted ones too.",
+)
 @connection_options()
-def consume(topic: str, start: str | None, partition: int | None, follow: bool,
-            max_messages: int | None, fmt: str, print_key: bool, group: str | None) -> None:
+def consume(
+    topic: str,
+    start: str | None,
+    partition: int | None,
+    follow: bool,
+    max_messages: int | None,
+    fmt: str,
+    print_key: bool,
+    group: str | None,
+    isolation: str,
+) -> None:
     """Print the messages of TOPIC to stdout.
 
     In json format, keys, values and header values that are not UTF-8 are base64-encoded and
@@ -106,14 +152,19 @@ def consume(topic: str, start: str | None, partition: int | None, follow: bool,
         if err.code() == KafkaError._ALL_BROKERS_DOWN or err.fatal():
             lost.append(err)
 
-    consumer = Consumer(conn.client_config(**{
-        "group.id": group or f"bayou-cli-{uuid.uuid4().hex}",
-        "enable.auto.commit": group is not None,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        "enable.partition.eof": True,
-        "error_cb": on_error,
-    }))
+    consumer = Consumer(
+        conn.client_config(
+            **{
+                "group.id": group or f"bayou-cli-{uuid.uuid4().hex}",
+                "enable.auto.commit": group is not None,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": True,
+                "isolation.level": isolation,
+                "error_cb": on_error,
+            }
+        )
+    )
     run = _Run(conn, consumer, topic, follow, max_messages, _Printer(fmt, print_key), lost)
     try:
         partitions = _partitions(conn, consumer, topic, partition)
@@ -122,11 +173,14 @@ def consume(topic: str, start: str | None, partition: int | None, follow: bool,
         if not follow:
             run.targets = {p: high for p, (_low, high) in marks.items()}
         if group is None or partition is not None:
-            assigned = {p: (positions or {}).get(p, OFFSET_STORED if group else marks[p][0])
-                        for p in partitions}
+            assigned = {
+                p: (positions or {}).get(p, OFFSET_STORED if group else marks[p][0])
+                for p in partitions
+            }
             consumer.assign([TopicPartition(topic, p, off) for p, off in assigned.items()])
-            run.assigned(p for p, off in assigned.items()
-                         if off == OFFSET_STORED or off < marks[p][1])
+            run.assigned(
+                p for p, off in assigned.items() if off == OFFSET_STORED or off < marks[p][1]
+            )
         else:
             run.subscribe(positions)
         run.loop(commit=group is not None)
@@ -235,22 +289,26 @@ def _partitions(conn: Connection, consumer: Any, topic: str, only: int | None) -
     if only is None:
         return sorted(found.partitions)
     if only not in found.partitions:
-        raise CliError(f"Topic '{topic}' has {plural(len(found.partitions), 'partition')}; "
-                       f"there is no partition {only}.")
+        raise CliError(
+            f"Topic '{topic}' has {plural(len(found.partitions), 'partition')}; "
+            f"there is no partition {only}."
+        )
     return [only]
 
 
 def _watermarks(conn: Connection, consumer: Any, topic: str, p: int) -> tuple[int, int]:
     try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p),
-                                                   timeout=conn.timeout, cached=False)
+        low, high = consumer.get_watermark_offsets(
+            TopicPartition(topic, p), timeout=conn.timeout, cached=False
+        )
     except KafkaException as exc:
         raise conn.failure(exc, f"read the offsets of topic '{topic}'", topic) from None
     return int(low), int(high)
 
 
-def _resolve(conn: Connection, consumer: Any, topic: str,
-             marks: dict[int, tuple[int, int]], where: Start) -> dict[int, int]:
+def _resolve(
+    conn: Connection, consumer: Any, topic: str, marks: dict[int, tuple[int, int]], where: Start
+) -> dict[int, int]:
     """The numeric start offset of each partition for ``--from``."""
     if where == "earliest":
         return {p: low for p, (low, _high) in marks.items()}
@@ -261,20 +319,28 @@ def _resolve(conn: Connection, consumer: Any, topic: str,
     assert isinstance(where, dt.datetime)
     ms = int(where.timestamp() * 1000)
     try:
-        found = consumer.offsets_for_times([TopicPartition(topic, p, ms) for p in marks],
-                                           timeout=conn.timeout)
+        found = consumer.offsets_for_times(
+            [TopicPartition(topic, p, ms) for p in marks], timeout=conn.timeout
+        )
     except KafkaException as exc:
         raise conn.failure(exc, f"look up offsets by time in topic '{topic}'", topic) from None
     # No message at or after the time: start at the end.
-    return {tp.partition: tp.offset if tp.offset >= 0 else marks[tp.partition][1]
-            for tp in found}
+    return {tp.partition: tp.offset if tp.offset >= 0 else marks[tp.partition][1] for tp in found}
 
 
 class _Run:
     """The consume loop and its stop conditions."""
 
-    def __init__(self, conn: Connection, consumer: Any, topic: str, follow: bool,
-                 max_messages: int | None, printer: _Printer, lost: list[KafkaError]) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        consumer: Any,
+        topic: str,
+        follow: bool,
+        max_messages: int | None,
+        printer: _Printer,
+        lost: list[KafkaError],
+    ) -> None:
         self.conn = conn
         self.consumer = consumer
         self.topic = topic
@@ -321,16 +387,20 @@ class _Run:
         self.quiet_since = time.monotonic()
         while not self._done():
             if self.lost:
-                raise CliError(f"Lost the connection to the broker at {self.conn.bootstrap}: "
-                               f"{self.lost[0].str()}")
+                raise CliError(
+                    f"Lost the connection to the broker at {self.conn.bootstrap}: "
+                    f"{self.lost[0].str()}"
+                )
             batch = self.consumer.consume(num_messages=500, timeout=0.5)
             if not self.started:
                 # Joining a group waits for the other members to rejoin: be patient, but not
                 # forever (the broker's liveness is watched by the error callback meanwhile).
                 if time.monotonic() - self.quiet_since > self.conn.timeout + JOIN_GRACE_S:
-                    raise CliError(f"The group coordinator at {self.conn.bootstrap} assigned no "
-                                   f"partitions within "
-                                   f"{self.conn.timeout + JOIN_GRACE_S:g} seconds.")
+                    raise CliError(
+                        f"The group coordinator at {self.conn.bootstrap} assigned no "
+                        f"partitions within "
+                        f"{self.conn.timeout + JOIN_GRACE_S:g} seconds."
+                    )
                 if not batch:
                     continue
             if not batch:
@@ -351,9 +421,11 @@ class _Run:
                 if not self.follow:
                     self._finish(msg.partition())
                 return
-            if err.fatal() or err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART,
-                                             KafkaError._UNKNOWN_TOPIC,
-                                             KafkaError.TOPIC_AUTHORIZATION_FAILED):
+            if err.fatal() or err.code() in (
+                KafkaError.UNKNOWN_TOPIC_OR_PART,
+                KafkaError._UNKNOWN_TOPIC,
+                KafkaError.TOPIC_AUTHORIZATION_FAILED,
+            ):
                 raise self.conn.failure(err, f"read topic '{self.topic}'", self.topic)
             return  # transient: librdkafka retries on its own
         p, offset = msg.partition(), msg.offset()

@@ -26,8 +26,7 @@ from bayou.cli._common import (
     plural,
 )
 
-ACTIVE_STATES = {"preparingrebalance", "completingrebalance", "stable", "assigning",
-                 "reconciling"}
+ACTIVE_STATES = {"preparingrebalance", "completingrebalance", "stable", "assigning", "reconciling"}
 
 
 def _wait(conn: Connection, future: Any, action: str) -> Any:
@@ -41,9 +40,10 @@ def _wait(conn: Connection, future: Any, action: str) -> Any:
 
 def _state_name(state: Any) -> str:
     name = getattr(state, "name", str(state))
-    return {"PREPARING_REBALANCING": "PreparingRebalance",
-            "COMPLETING_REBALANCING": "CompletingRebalance"}.get(
-        name, name.replace("_", " ").title().replace(" ", ""))
+    return {
+        "PREPARING_REBALANCING": "PreparingRebalance",
+        "COMPLETING_REBALANCING": "CompletingRebalance",
+    }.get(name, name.replace("_", " ").title().replace(" ", ""))
 
 
 def _type_name(kind: Any) -> str:
@@ -63,8 +63,7 @@ def list_groups() -> None:
     '-' when it committed none)."""
     conn = get_connection()
     admin = conn.admin()
-    listed = _wait(conn, admin.list_consumer_groups(request_timeout=conn.timeout),
-                   "list groups")
+    listed = _wait(conn, admin.list_consumer_groups(request_timeout=conn.timeout), "list groups")
     rows = sorted(listed.valid, key=lambda g: g.group_id)
     if not rows:
         click.echo("No groups.", err=True)
@@ -76,12 +75,15 @@ def list_groups() -> None:
         offsets = committed[g.group_id]
         known = [max(ends[tp] - offset, 0) for tp, offset in offsets.items() if tp in ends]
         lag = str(sum(known)) if known else "-"
-        click.echo(f"{g.group_id:<{width}}  {_state_name(g.state):<20}  "
-                   f"{_type_name(getattr(g, 'type', 'classic')):<8}  {lag}")
+        click.echo(
+            f"{g.group_id:<{width}}  {_state_name(g.state):<20}  "
+            f"{_type_name(getattr(g, 'type', 'classic')):<8}  {lag}"
+        )
 
 
-def _log_ends(conn: Connection, admin: Any, partitions: set[tuple[str, int]]
-              ) -> dict[tuple[str, int], int]:
+def _log_ends(
+    conn: Connection, admin: Any, partitions: set[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
     """The log end offset of each partition, in one ListOffsets round (partitions of topics
     that are gone are left out)."""
     from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
@@ -90,7 +92,8 @@ def _log_ends(conn: Connection, admin: Any, partitions: set[tuple[str, int]]
         return {}
     futures = admin.list_offsets(
         {TopicPartition(t, p): OffsetSpec.latest() for t, p in sorted(partitions)},  # type: ignore[no-untyped-call]
-        request_timeout=conn.timeout)
+        request_timeout=conn.timeout,
+    )
     ends: dict[tuple[str, int], int] = {}
     for tp, future in futures.items():
         try:
@@ -108,29 +111,38 @@ def _describe(conn: Connection, admin: Any, name: str) -> Any:
 
 
 def _committed(conn: Connection, admin: Any, name: str) -> dict[tuple[str, int], int]:
-    futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(name)],
-                                                request_timeout=conn.timeout)
+    futures = admin.list_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions(name)], request_timeout=conn.timeout
+    )
     result = _wait(conn, futures[name], f"list the offsets of group '{name}'")
-    return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions
-            if tp.offset >= 0}
+    return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions if tp.offset >= 0}
 
 
 def _consumer(conn: Connection) -> Any:
     from confluent_kafka import Consumer
 
-    return Consumer(conn.client_config(**{"group.id": "bayou-cli-watermarks",
-                                          "enable.auto.commit": False}))
+    return Consumer(
+        conn.client_config(**{"group.id": "bayou-cli-watermarks", "enable.auto.commit": False})
+    )
 
 
 def _exists(description: Any, committed: dict[tuple[str, int], int]) -> bool:
     return bool(committed or description.members) or _state_name(description.state) not in (
-        "Dead", "Unknown")
+        "Dead",
+        "Unknown",
+    )
 
 
 @group.command()
 @click.argument("name")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="Human-readable text, or one JSON object.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Human-readable text, or one JSON object.",
+)
 @connection_options()
 def describe(name: str, fmt: str) -> None:
     """Describe group NAME: state, members and their partitions, and per partition the
@@ -144,33 +156,52 @@ def describe(name: str, fmt: str) -> None:
     owner: dict[tuple[str, int], str] = {}
     members = []
     for mem in description.members:
-        parts = sorted((tp.topic, tp.partition)
-                       for tp in (mem.assignment.topic_partitions if mem.assignment else []))
+        parts = sorted(
+            (tp.topic, tp.partition)
+            for tp in (mem.assignment.topic_partitions if mem.assignment else [])
+        )
         for tp in parts:
             owner[tp] = mem.member_id
-        members.append({"member_id": mem.member_id, "client_id": mem.client_id,
-                        "host": mem.host, "instance_id": mem.group_instance_id,
-                        "partitions": [f"{t}-{p}" for t, p in parts]})
+        members.append(
+            {
+                "member_id": mem.member_id,
+                "client_id": mem.client_id,
+                "host": mem.host,
+                "instance_id": mem.group_instance_id,
+                "partitions": [f"{t}-{p}" for t, p in parts],
+            }
+        )
     rows = []
     consumer = _consumer(conn)
     try:
         for topic, partition in sorted(set(committed) | set(owner)):
             try:
                 _low, high = consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=conn.timeout)
+                    TopicPartition(topic, partition), timeout=conn.timeout
+                )
             except KafkaException:
                 high = -1
             offset = committed.get((topic, partition))
-            rows.append({"topic": topic, "partition": partition, "committed": offset,
-                         "log_end": high,
-                         "lag": None if offset is None or high < 0 else max(high - offset, 0),
-                         "member": owner.get((topic, partition))})
+            rows.append(
+                {
+                    "topic": topic,
+                    "partition": partition,
+                    "committed": offset,
+                    "log_end": high,
+                    "lag": None if offset is None or high < 0 else max(high - offset, 0),
+                    "member": owner.get((topic, partition)),
+                }
+            )
     finally:
         consumer.close()
-    info = {"group": name, "state": _state_name(description.state),
-            "type": _type_name(getattr(description, "type", "classic")),
-            "assignor": description.partition_assignor, "members": members,
-            "partitions": rows}
+    info = {
+        "group": name,
+        "state": _state_name(description.state),
+        "type": _type_name(getattr(description, "type", "classic")),
+        "assignor": description.partition_assignor,
+        "members": members,
+        "partitions": rows,
+    }
     if fmt == "json":
         click.echo(json.dumps(info, indent=2))
         return
@@ -181,15 +212,20 @@ def describe(name: str, fmt: str) -> None:
     click.echo(f"Members:  {len(members)}")
     for mem in members:
         instance = f" instance={mem['instance_id']}" if mem["instance_id"] else ""
-        click.echo(f"  {mem['member_id']}  client={mem['client_id']} host={mem['host']}"
-                   f"{instance}  partitions={','.join(mem['partitions']) or '-'}")
-    click.echo(f"  {'TOPIC':<24} {'PARTITION':>9} {'COMMITTED':>12} {'LOG-END':>12} "
-               f"{'LAG':>10}  MEMBER")
+        click.echo(
+            f"  {mem['member_id']}  client={mem['client_id']} host={mem['host']}"
+            f"{instance}  partitions={','.join(mem['partitions']) or '-'}"
+        )
+    click.echo(
+        f"  {'TOPIC':<24} {'PARTITION':>9} {'COMMITTED':>12} {'LOG-END':>12} {'LAG':>10}  MEMBER"
+    )
     for r in rows:
         committed_s = "-" if r["committed"] is None else str(r["committed"])
         lag_s = "-" if r["lag"] is None else str(r["lag"])
-        click.echo(f"  {r['topic']:<24} {r['partition']:>9} {committed_s:>12} "
-                   f"{r['log_end']:>12} {lag_s:>10}  {r['member'] or '-'}")
+        click.echo(
+            f"  {r['topic']:<24} {r['partition']:>9} {committed_s:>12} "
+            f"{r['log_end']:>12} {lag_s:>10}  {r['member'] or '-'}"
+        )
 
 
 def _parse_datetime(text: str) -> int:
@@ -202,28 +238,55 @@ def _parse_datetime(text: str) -> int:
 
 @group.command(name="reset-offsets")
 @click.argument("name")
-@click.option("--topic", "topic_name", required=True, metavar="TOPIC",
-              help="Topic whose partitions are reset (all of its partitions).")
+@click.option(
+    "--topic",
+    "topic_name",
+    required=True,
+    metavar="TOPIC",
+    help="Topic whose partitions are reset (all of its partitions).",
+)
 @click.option("--to-earliest", is_flag=True, help="The earliest offset of each partition.")
 @click.option("--to-latest", is_flag=True, help="The log end offset of each partition.")
-@click.option("--to-datetime", metavar="ISO", help="The first offset at or after this time "
-              "(e.g. 2024-05-01T12:00:00Z; without a zone, UTC).")
-@click.option("--shift-by", type=int, metavar="N", help="The committed offset plus N "
-              "(negative goes back), kept within the partition's offsets.")
-@click.option("--to-offset", type=int, metavar="N", help="Offset N, kept within the "
-              "partition's offsets.")
+@click.option(
+    "--to-datetime",
+    metavar="ISO",
+    help="The first offset at or after this time (e.g. 2024-05-01T12:00:00Z; without a zone, UTC).",
+)
+@click.option(
+    "--shift-by",
+    type=int,
+    metavar="N",
+    help="The committed offset plus N (negative goes back), kept within the partition's offsets.",
+)
+@click.option(
+    "--to-offset", type=int, metavar="N", help="Offset N, kept within the partition's offsets."
+)
 @click.option("--execute", is_flag=True, help="Apply the plan (without it: a dry run).")
 @connection_options()
-def reset_offsets(name: str, topic_name: str, to_earliest: bool, to_latest: bool,
-                  to_datetime: str | None, shift_by: int | None, to_offset: int | None,
-                  execute: bool) -> None:
+def reset_offsets(
+    name: str,
+    topic_name: str,
+    to_earliest: bool,
+    to_latest: bool,
+    to_datetime: str | None,
+    shift_by: int | None,
+    to_offset: int | None,
+    execute: bool,
+) -> None:
     """Reset group NAME's committed offsets for --topic: prints the plan, applies it with
     --execute. Refused while the group has members."""
-    chosen = [to_earliest, to_latest, to_datetime is not None, shift_by is not None,
-              to_offset is not None]
+    chosen = [
+        to_earliest,
+        to_latest,
+        to_datetime is not None,
+        shift_by is not None,
+        to_offset is not None,
+    ]
     if sum(chosen) != 1:
-        raise UsageProblem("Give exactly one of --to-earliest, --to-latest, --to-datetime, "
-                           "--shift-by, --to-offset.")
+        raise UsageProblem(
+            "Give exactly one of --to-earliest, --to-latest, --to-datetime, "
+            "--shift-by, --to-offset."
+        )
     check_topic_name(topic_name)
     timestamp = _parse_datetime(to_datetime) if to_datetime is not None else None
     conn = get_connection()
@@ -231,8 +294,10 @@ def reset_offsets(name: str, topic_name: str, to_earliest: bool, to_latest: bool
     description = _describe(conn, admin, name)
     state = _state_name(description.state)
     if description.members or state.lower() in ACTIVE_STATES:
-        raise CliError(f"Group '{name}' has {plural(len(description.members), 'member')} "
-                       f"(state {state}): stop its consumers before resetting its offsets.")
+        raise CliError(
+            f"Group '{name}' has {plural(len(description.members), 'member')} "
+            f"(state {state}): stop its consumers before resetting its offsets."
+        )
     metadata = admin.list_topics(topic=topic_name, timeout=conn.timeout)
     meta = metadata.topics.get(topic_name)
     if meta is None or meta.error is not None or not meta.partitions:
@@ -245,11 +310,13 @@ def reset_offsets(name: str, topic_name: str, to_earliest: bool, to_latest: bool
         if timestamp is not None:
             found = consumer.offsets_for_times(
                 [TopicPartition(topic_name, p, timestamp) for p in sorted(meta.partitions)],
-                timeout=conn.timeout)
+                timeout=conn.timeout,
+            )
             by_time = {tp.partition: tp.offset for tp in found}
         for p in sorted(meta.partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic_name, p),
-                                                       timeout=conn.timeout)
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic_name, p), timeout=conn.timeout
+            )
             current = committed.get((topic_name, p))
             if to_earliest:
                 new = low
@@ -270,19 +337,21 @@ def reset_offsets(name: str, topic_name: str, to_earliest: bool, to_latest: bool
         consumer.close()
     click.echo(f"  {'TOPIC':<24} {'PARTITION':>9} {'CURRENT':>12} {'NEW':>12}")
     for p, current, new in plan:
-        click.echo(f"  {topic_name:<24} {p:>9} {'-' if current is None else current:>12} "
-                   f"{new:>12}")
+        click.echo(f"  {topic_name:<24} {p:>9} {'-' if current is None else current:>12} {new:>12}")
     if not execute:
         click.echo("Dry run: nothing changed. Add --execute to apply this plan.")
         return
     request = ConsumerGroupTopicPartitions(
-        name, [TopicPartition(topic_name, p, new) for p, _cur, new in plan])
+        name, [TopicPartition(topic_name, p, new) for p, _cur, new in plan]
+    )
     futures = admin.alter_consumer_group_offsets([request], request_timeout=conn.timeout)
     result = _wait(conn, futures[name], f"reset the offsets of group '{name}'")
     failed = [tp for tp in result.topic_partitions if tp.error is not None]
     if failed:
-        raise CliError(f"Could not reset {plural(len(failed), 'partition')} of group "
-                       f"'{name}': {failed[0].error}")
+        raise CliError(
+            f"Could not reset {plural(len(failed), 'partition')} of group "
+            f"'{name}': {failed[0].error}"
+        )
     click.echo(f"Reset {plural(len(plan), 'partition')} of group '{name}'.")
 
 
@@ -306,7 +375,6 @@ def delete(name: str) -> None:
         if code == KafkaError.GROUP_ID_NOT_FOUND:
             raise CliError(f"Group '{name}' does not exist.") from None
         if code == KafkaError.NON_EMPTY_GROUP:
-            raise CliError(f"Group '{name}' still has members: stop its consumers first.") \
-                from None
+            raise CliError(f"Group '{name}' still has members: stop its consumers first.") from None
         raise conn.failure(exc, f"delete group '{name}'") from None
     click.echo(f"Deleted group '{name}'.")

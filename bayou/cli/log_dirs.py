@@ -24,8 +24,11 @@ def partition_sizes(
 ) -> dict[int, int]:
     """Bytes on disk per partition of ``topic`` that the broker at ``host:port`` holds."""
     request = m.DescribeLogDirsRequest(
-        topics=[m.DescribeLogDirsRequestDescribableLogDirTopic(
-            topic=topic, partitions=sorted(partitions))]
+        topics=[
+            m.DescribeLogDirsRequestDescribableLogDirTopic(
+                topic=topic, partitions=sorted(partitions)
+            )
+        ]
     )
     frame = encode_request(RequestHeader(DESCRIBE_LOG_DIRS, VERSION, 1, "bayou-cli"), request)
     try:

@@ -39,19 +39,44 @@ class _Deliveries:
 
 @click.command()
 @click.argument("topic")
-@click.option("--key-separator", "-K", metavar="SEP",
-              help="Split each line on the first SEP into key and value. Without it lines are "
-                   "values with no key; with it a line lacking SEP is reported as failed.")
-@click.option("--header", "-H", "headers", multiple=True, metavar="KEY=VALUE",
-              help="Header added to every message. Repeatable; order is kept.")
-@click.option("--partition", "-p", type=click.IntRange(min=0), metavar="N",
-              help="Send every message to partition N (default: by key, murmur2 as the Java "
-                   "client and Bayou's other doors partition; keyless messages anywhere).")
-@click.option("--acks", type=click.Choice(["all", "1", "0"]), default="all", show_default=True,
-              help="Acknowledgement the broker must give before a message counts as delivered.")
+@click.option(
+    "--key-separator",
+    "-K",
+    metavar="SEP",
+    help="Split each line on the first SEP into key and value. Without it lines are "
+    "values with no key; with it a line lacking SEP is reported as failed.",
+)
+@click.option(
+    "--header",
+    "-H",
+    "headers",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Header added to every message. Repeatable; order is kept.",
+)
+@click.option(
+    "--partition",
+    "-p",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Send every message to partition N (default: by key, murmur2 as the Java "
+    "client and Bayou's other doors partition; keyless messages anywhere).",
+)
+@click.option(
+    "--acks",
+    type=click.Choice(["all", "1", "0"]),
+    default="all",
+    show_default=True,
+    help="Acknowledgement the broker must give before a message counts as delivered.",
+)
 @connection_options()
-def produce(topic: str, key_separator: str | None, headers: tuple[str, ...],
-            partition: int | None, acks: str) -> None:
+def produce(
+    topic: str,
+    key_separator: str | None,
+    headers: tuple[str, ...],
+    partition: int | None,
+    acks: str,
+) -> None:
     """Send each line of stdin to TOPIC as one message.
 
     The line's newline (\\n or \\r\\n) is not part of the message; an empty line is an empty
@@ -66,14 +91,18 @@ def produce(topic: str, key_separator: str | None, headers: tuple[str, ...],
     header_list = [(k, v.encode()) for k, v in parse_pairs(headers, "--header")]
     conn = get_connection()
     conn.probe()
-    producer = Producer(conn.client_config(**{
-        "acks": acks,
-        "message.timeout.ms": int(conn.timeout * 1000),
-        "linger.ms": 5,
-        # the Java client's partitioner, which Bayou's HTTP, MQTT and AMQP doors use too:
-        # a key lands on the same partition whichever door it came through
-        "partitioner": "murmur2_random",
-    }))
+    producer = Producer(
+        conn.client_config(
+            **{
+                "acks": acks,
+                "message.timeout.ms": int(conn.timeout * 1000),
+                "linger.ms": 5,
+                # the Java client's partitioner, which Bayou's HTTP, MQTT and AMQP doors use too:
+                # a key lands on the same partition whichever door it came through
+                "partitioner": "murmur2_random",
+            }
+        )
+    )
     _check_topic(producer, conn.timeout, topic, partition, conn)
     reports = _Deliveries()
     separator = key_separator.encode() if key_separator is not None else None
@@ -89,8 +118,9 @@ def produce(topic: str, key_separator: str | None, headers: tuple[str, ...],
             key, sep, line = line.partition(separator)
             if not sep:
                 bad_lines += 1
-                click.echo(f"Line {number} has no key separator {key_separator!r}; skipped.",
-                           err=True)
+                click.echo(
+                    f"Line {number} has no key separator {key_separator!r}; skipped.", err=True
+                )
                 continue
         _send(producer, topic, key, line, extra, reports)
     remaining = producer.flush(conn.timeout + 1)
@@ -105,8 +135,14 @@ def produce(topic: str, key_separator: str | None, headers: tuple[str, ...],
         raise CliError(f"{plural(failed, 'message')} could not be delivered{reason}")
 
 
-def _send(producer: Any, topic: str, key: bytes | None, value: bytes, extra: dict[str, Any],
-          reports: _Deliveries) -> None:
+def _send(
+    producer: Any,
+    topic: str,
+    key: bytes | None,
+    value: bytes,
+    extra: dict[str, Any],
+    reports: _Deliveries,
+) -> None:
     """Queue one message, waiting for room in the local queue if it is full."""
     while True:
         try:
@@ -117,8 +153,9 @@ def _send(producer: Any, topic: str, key: bytes | None, value: bytes, extra: dic
             producer.poll(0.1)
 
 
-def _check_topic(producer: Any, timeout: float, topic: str, partition: int | None,
-                 conn: Any) -> None:
+def _check_topic(
+    producer: Any, timeout: float, topic: str, partition: int | None, conn: Any
+) -> None:
     """Fail early, with a sentence, if the topic or the partition does not exist.
 
     Asking for the topic's metadata lets a broker with auto-creation on create it.
@@ -138,5 +175,7 @@ def _check_topic(producer: Any, timeout: float, topic: str, partition: int | Non
         error = found.error if found is not None else KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART)
         raise conn.failure(error, f"look up topic '{topic}'", topic)
     if partition is not None and partition not in found.partitions:
-        raise CliError(f"Topic '{topic}' has {plural(len(found.partitions), 'partition')}; "
-                       f"there is no partition {partition}.")
+        raise CliError(
+            f"Topic '{topic}' has {plural(len(found.partitions), 'partition')}; "
+            f"there is no partition {partition}."
+        )

@@ -50,10 +50,21 @@ def topic() -> None:
 
 @topic.command()
 @click.argument("name")
-@click.option("--partitions", "-p", type=click.IntRange(min=1), metavar="N",
-              help="Number of partitions. Default: the broker's --num-partitions.")
-@click.option("--config", "-c", "configs", multiple=True, metavar="NAME=VALUE",
-              help="Topic config by its Kafka name, e.g. retention.ms=86400000. Repeatable.")
+@click.option(
+    "--partitions",
+    "-p",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Number of partitions. Default: the broker's --num-partitions.",
+)
+@click.option(
+    "--config",
+    "-c",
+    "configs",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Topic config by its Kafka name, e.g. retention.ms=86400000. Repeatable.",
+)
 @connection_options()
 def create(name: str, partitions: int | None, configs: tuple[str, ...]) -> None:
     """Create topic NAME (replication factor 1)."""
@@ -64,16 +75,22 @@ def create(name: str, partitions: int | None, configs: tuple[str, ...]) -> None:
     conn = get_connection()
     admin = conn.admin()
     new = NewTopic(name, num_partitions=partitions or -1, replication_factor=1, config=settings)
-    futures = admin.create_topics([new], request_timeout=conn.timeout,
-                                  operation_timeout=conn.timeout)
+    futures = admin.create_topics(
+        [new], request_timeout=conn.timeout, operation_timeout=conn.timeout
+    )
     _result(conn, futures[name], f"create topic '{name}'", name)
     count = f" with {plural(partitions, 'partition')}" if partitions else ""
     click.echo(f"Created topic '{name}'{count}.")
 
 
 @topic.command(name="list")
-@click.option("--all", "-a", "show_all", is_flag=True,
-              help="Also list internal topics (names starting with '__').")
+@click.option(
+    "--all",
+    "-a",
+    "show_all",
+    is_flag=True,
+    help="Also list internal topics (names starting with '__').",
+)
 @connection_options()
 def list_topics(show_all: bool) -> None:
     """List topic names, one per line, sorted."""
@@ -86,8 +103,14 @@ def list_topics(show_all: bool) -> None:
 
 @topic.command()
 @click.argument("name")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="Human-readable text, or one JSON object.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Human-readable text, or one JSON object.",
+)
 @connection_options()
 def describe(name: str, fmt: str) -> None:
     """Describe topic NAME: its id, partitions with their earliest and latest offsets and
@@ -102,13 +125,17 @@ def describe(name: str, fmt: str) -> None:
     click.echo(f"Topic:      {info['name']}")
     click.echo(f"Topic ID:   {info['topic_id']}")
     click.echo(f"Partitions: {len(info['partitions'])}")
-    click.echo(f"  {'PARTITION':>9}  {'LEADER':>6}  {'EARLIEST':>12}  {'LATEST':>12}  "
-               f"{'MESSAGES':>12}  {'BYTES':>12}")
+    click.echo(
+        f"  {'PARTITION':>9}  {'LEADER':>6}  {'EARLIEST':>12}  {'LATEST':>12}  "
+        f"{'MESSAGES':>12}  {'BYTES':>12}"
+    )
     for p in info["partitions"]:
         size = "?" if p["size_bytes"] is None else p["size_bytes"]
-        click.echo(f"  {p['partition']:>9}  {p['leader']:>6}  {p['earliest_offset']:>12}  "
-                   f"{p['latest_offset']:>12}  {p['latest_offset'] - p['earliest_offset']:>12}  "
-                   f"{size:>12}")
+        click.echo(
+            f"  {p['partition']:>9}  {p['leader']:>6}  {p['earliest_offset']:>12}  "
+            f"{p['latest_offset']:>12}  {p['latest_offset'] - p['earliest_offset']:>12}  "
+            f"{size:>12}"
+        )
     click.echo("Configs:")
     for key, entry in sorted(info["configs"].items()):
         origin = "" if entry["is_default"] else f"  ({entry['source']})"
@@ -129,13 +156,15 @@ def describe_topic(conn: Connection, admin: Any, name: str) -> dict[str, Any]:
     description = _result(conn, futures[name], action, name)
     partitions = sorted(description.partitions, key=lambda p: p.id)
     offsets: dict[str, dict[int, int]] = {}
-    specs = (("earliest", OffsetSpec.earliest()),  # type: ignore[no-untyped-call]
-             ("latest", OffsetSpec.latest()))  # type: ignore[no-untyped-call]
+    earliest = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
+    latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+    specs = (("earliest", earliest), ("latest", latest))
     for label, spec in specs:
         request = {TopicPartition(name, p.id): spec for p in partitions}
         found = admin.list_offsets(request, request_timeout=conn.timeout) if request else {}
-        offsets[label] = {tp.partition: _result(conn, f, action, name).offset
-                          for tp, f in found.items()}
+        offsets[label] = {
+            tp.partition: _result(conn, f, action, name).offset for tp, f in found.items()
+        }
     sizes: dict[int, int] = {}
     by_leader: dict[tuple[str, int], list[int]] = {}
     for p in partitions:
@@ -144,8 +173,12 @@ def describe_topic(conn: Connection, admin: Any, name: str) -> dict[str, Any]:
     for (host, port), ids in by_leader.items():
         sizes.update(partition_sizes(host, port, name, ids, conn.timeout))
     resource = ConfigResource(ResourceType.TOPIC, name)
-    entries = _result(conn, admin.describe_configs([resource], request_timeout=conn.timeout)
-                      [resource], action, name)
+    entries = _result(
+        conn,
+        admin.describe_configs([resource], request_timeout=conn.timeout)[resource],
+        action,
+        name,
+    )
     return {
         "name": description.name,
         "topic_id": kafka_uuid(description.topic_id),
@@ -162,8 +195,11 @@ def describe_topic(conn: Connection, admin: Any, name: str) -> dict[str, Any]:
             for p in partitions
         ],
         "configs": {
-            key: {"value": entry.value, "is_default": bool(entry.is_default),
-                  "source": _source_name(entry.source)}
+            key: {
+                "value": entry.value,
+                "is_default": bool(entry.is_default),
+                "source": _source_name(entry.source),
+            }
             for key, entry in entries.items()
         },
     }
@@ -198,18 +234,31 @@ def delete(name: str) -> None:
     admin = conn.admin()
     if name not in _metadata(conn, admin).topics:
         raise CliError(f"Topic '{name}' does not exist.")
-    futures = admin.delete_topics([name], request_timeout=conn.timeout,
-                                  operation_timeout=conn.timeout)
+    futures = admin.delete_topics(
+        [name], request_timeout=conn.timeout, operation_timeout=conn.timeout
+    )
     _result(conn, futures[name], f"delete topic '{name}'", name)
     click.echo(f"Deleted topic '{name}'.")
 
 
 @topic.command()
 @click.argument("name")
-@click.option("--config", "-c", "configs", multiple=True, metavar="NAME=VALUE",
-              help="Set a topic config by its Kafka name, e.g. retention.ms=3600000. Repeatable.")
-@click.option("--delete-config", "-d", "deletes", multiple=True, metavar="NAME",
-              help="Remove the topic's own value of a config (back to the default). Repeatable.")
+@click.option(
+    "--config",
+    "-c",
+    "configs",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Set a topic config by its Kafka name, e.g. retention.ms=3600000. Repeatable.",
+)
+@click.option(
+    "--delete-config",
+    "-d",
+    "deletes",
+    multiple=True,
+    metavar="NAME",
+    help="Remove the topic's own value of a config (back to the default). Repeatable.",
+)
 @connection_options()
 def alter(name: str, configs: tuple[str, ...], deletes: tuple[str, ...]) -> None:
     """Change configs of topic NAME; they apply at once, without a restart.
@@ -227,10 +276,10 @@ def alter(name: str, configs: tuple[str, ...], deletes: tuple[str, ...]) -> None
     settings = parse_pairs(configs, "--config")
     if not settings and not deletes:
         raise UsageProblem("Give at least one --config NAME=VALUE or --delete-config NAME.")
-    entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
-               for k, v in settings]
-    entries += [ConfigEntry(k, None, incremental_operation=AlterConfigOpType.DELETE)
-                for k in deletes]
+    entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in settings]
+    entries += [
+        ConfigEntry(k, None, incremental_operation=AlterConfigOpType.DELETE) for k in deletes
+    ]
     conn = get_connection()
     admin = conn.admin()
     resource = ConfigResource(ResourceType.TOPIC, name, incremental_configs=entries)
@@ -244,20 +293,30 @@ def _parse_time(text: str) -> int:
     """An ISO-8601 time (without a zone: UTC) as epoch milliseconds."""
     when = iso_time(text)
     if when is None:
-        raise UsageProblem(f"--before expects an ISO time like 2024-05-01T12:00:00Z, got "
-                           f"'{text}'.")
+        raise UsageProblem(f"--before expects an ISO time like 2024-05-01T12:00:00Z, got '{text}'.")
     return epoch_ms(when)
 
 
 @topic.command()
 @click.argument("name")
-@click.option("--before", metavar="ISO-TIME",
-              help="Delete every record older than this time (e.g. 2024-05-01T12:00:00Z; "
-                   "without a zone, UTC).")
-@click.option("--offset", type=click.IntRange(min=0), metavar="N",
-              help="Delete every record below offset N.")
-@click.option("--partition", "-p", "partitions", type=click.IntRange(min=0), multiple=True,
-              metavar="P", help="Only this partition (repeatable). Default: all.")
+@click.option(
+    "--before",
+    metavar="ISO-TIME",
+    help="Delete every record older than this time (e.g. 2024-05-01T12:00:00Z; "
+    "without a zone, UTC).",
+)
+@click.option(
+    "--offset", type=click.IntRange(min=0), metavar="N", help="Delete every record below offset N."
+)
+@click.option(
+    "--partition",
+    "-p",
+    "partitions",
+    type=click.IntRange(min=0),
+    multiple=True,
+    metavar="P",
+    help="Only this partition (repeatable). Default: all.",
+)
 @connection_options()
 def trim(name: str, before: str | None, offset: int | None, partitions: tuple[int, ...]) -> None:
     """Delete the oldest records of topic NAME (moves each partition's earliest offset).
@@ -281,15 +340,17 @@ def trim(name: str, before: str | None, offset: int | None, partitions: tuple[in
     if before is not None:
         ts = _parse_time(before)
         spec = OffsetSpec.for_timestamp(ts)
-        found = admin.list_offsets({TopicPartition(name, p): spec for p in chosen},
-                                   request_timeout=conn.timeout)
+        found = admin.list_offsets(
+            {TopicPartition(name, p): spec for p in chosen}, request_timeout=conn.timeout
+        )
         for tp, future in found.items():
             at = _result(conn, future, action, name).offset
             targets[tp.partition] = at  # -1: nothing that new, so everything goes
     else:  # an offset past a partition's end trims that partition to its end
         latest = admin.list_offsets(
             {TopicPartition(name, p): OffsetSpec.latest() for p in chosen},  # type: ignore[no-untyped-call]
-            request_timeout=conn.timeout)
+            request_timeout=conn.timeout,
+        )
         for tp, future in latest.items():
             end = _result(conn, future, action, name).offset
             targets[tp.partition] = min(targets[tp.partition], end)

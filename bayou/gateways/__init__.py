@@ -1,1 +1,2 @@
-"""Gateways: the doors other than Kafka (HTTP, MQTT, AMQP), all writing through BrokerState."""
+"""The doors: Kafka, HTTP, MQTT and AMQP listeners, each a thin asyncio server over its
+sans-I/O codec and the core (``bayou.core``); ``door.py`` is the interface ``bayou.app`` runs."""

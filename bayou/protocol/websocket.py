@@ -53,8 +53,11 @@ def frame(opcode: int, payload: bytes) -> bytes:
 
 
 class WebSocketServer:
-    def __init__(self, subprotocols: tuple[str, ...] = ("mqtt", "mqttv3.1"),
-                 max_message: int = 16 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        subprotocols: tuple[str, ...] = ("mqtt", "mqttv3.1"),
+        max_message: int = 16 * 1024 * 1024,
+    ) -> None:
         self.subprotocols = subprotocols
         self.max_message = max_message
         self.open = False
@@ -81,8 +84,10 @@ class WebSocketServer:
             except WebSocketError as exc:
                 self.closed = True
                 body = str(exc).encode()
-                return b"", (b"HTTP/1.1 400 Bad Request\r\nContent-Length: %d\r\n"
-                             b"Connection: close\r\n\r\n%s" % (len(body), body))
+                return b"", (
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: %d\r\n"
+                    b"Connection: close\r\n\r\n%s" % (len(body), body)
+                )
             self.open = True
         out = bytearray()
         try:
@@ -115,8 +120,10 @@ class WebSocketServer:
             raise WebSocketError("missing Sec-WebSocket-Key")
         offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",")]
         chosen = next((p for p in offered if p in self.subprotocols), None)
-        answer = ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept_key(key)}\r\n")
+        answer = (
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept_key(key)}\r\n"
+        )
         if chosen:
             answer += f"Sec-WebSocket-Protocol: {chosen}\r\n"
         return (answer + "\r\n").encode()

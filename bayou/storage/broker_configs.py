@@ -22,12 +22,13 @@ nothing to tune in Bayou).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from bayou import kafka_broker_configs
-from bayou.config import parse_topic_configs
+from bayou.config import TopicConfig, check_topic_config, parse_topic_configs
 from bayou.storage.files import read_json, write_json
 
 BROKER_CONFIGS_FILE = "broker_configs.json"
@@ -47,19 +48,52 @@ class DynamicBrokerConfigs:
             return cls()
         doc = read_json(path)
         options = doc.get("options", {})
-        return cls(parse_topic_configs(doc.get("default", {})),
-                   parse_topic_configs(doc.get("broker", {})),
-                   _parse_options(options.get("default", {}), cluster_default=True),
-                   _parse_options(options.get("broker", {}), cluster_default=False))
+        return cls(
+            parse_topic_configs(doc.get("default", {})),
+            parse_topic_configs(doc.get("broker", {})),
+            _parse_options(options.get("default", {}), cluster_default=True),
+            _parse_options(options.get("broker", {}), cluster_default=False),
+        )
+
+    def defaults(self, static: Mapping[str, Any]) -> dict[str, Any]:
+        """Topic-config defaults in force: static, then the dynamic default, then this
+        broker's."""
+        return {**static, **self.default, **self.broker}
+
+    def altered(
+        self,
+        scope: str,
+        configs: Mapping[str, Any],
+        options: Mapping[str, Any] | None,
+        static: Mapping[str, Any],
+        topics: Iterable[Mapping[str, Any]],
+    ) -> DynamicBrokerConfigs:
+        """A copy with ``scope``'s topic-config defaults replaced by ``configs`` (and its
+        other dynamic configs by ``options`` when given), checked against every topic's own
+        overrides (``topics``); raises InvalidConfig."""
+        changes: dict[str, Any] = {scope: parse_topic_configs(configs)}
+        if options is not None:
+            changes[f"{scope}_options"] = dict(options)
+        dynamic = replace(self, **changes)
+        merged = dynamic.defaults(static)
+        for overrides in topics:
+            check_topic_config(TopicConfig.resolve(merged, overrides).values)
+        check_topic_config(TopicConfig.resolve(merged).values)
+        return dynamic
 
     def save(self, data_dir: Path) -> None:
-        write_json(data_dir / BROKER_CONFIGS_FILE, {
-            "default": self.default,
-            "broker": self.broker,
-            "options": {"default": self.default_options, "broker": self.broker_options},
-        })
+        write_json(
+            data_dir / BROKER_CONFIGS_FILE,
+            {
+                "default": self.default,
+                "broker": self.broker,
+                "options": {"default": self.default_options, "broker": self.broker_options},
+            },
+        )
 
 
 def _parse_options(raw: dict[str, Any], *, cluster_default: bool) -> dict[str, Any]:
-    return {name: kafka_broker_configs.parse(name, value, cluster_default=cluster_default)
-            for name, value in raw.items()}
+    return {
+        name: kafka_broker_configs.parse(name, value, cluster_default=cluster_default)
+        for name, value in raw.items()
+    }

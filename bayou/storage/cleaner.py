@@ -58,6 +58,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from bayou.config import INT_MAX, LONG_MAX
@@ -69,8 +70,10 @@ from bayou.protocol.kafka.records import (
     iter_records,
 )
 from bayou.storage.cleaner_state import CleanerState, save_cleaner_state
+from bayou.storage.engine import AbortedTxn
 from bayou.storage.files import fsync_dir, segment_path
 from bayou.storage.log import PartitionLog
+from bayou.storage.producer_state import Snapshot
 from bayou.storage.recovery import CLEANED_SUFFIX, SWAP_SUFFIX
 from bayou.storage.segment import LogSegment
 
@@ -100,12 +103,32 @@ def cleanable_segments(log: PartitionLog, now: int) -> list[LogSegment]:
     """The leading segments the cleaner may rewrite (see the module docstring)."""
     segs = log.segments
     lag = log.config.min_compaction_lag_ms
+    stable = log.last_stable_offset
     out: list[LogSegment] = []
     for seg in segs[:-1]:
-        if lag > 0 and seg.max_timestamp > now - lag:
-            break
+        if (lag > 0 and seg.max_timestamp > now - lag) or seg.next_offset > stable:
+            break  # too young, or holding an open transaction's data
         out.append(seg)
     return out
+
+
+class AbortedRanges:
+    """Which transactional batches belong to aborted transactions (the partition's
+    aborted-transaction index, per producer)."""
+
+    def __init__(self, aborted: Iterable[AbortedTxn]) -> None:
+        self._by_producer: dict[int, list[tuple[int, int]]] = {}
+        for txn in aborted:
+            self._by_producer.setdefault(txn.producer_id, []).append(
+                (txn.first_offset, txn.last_offset)
+            )
+
+    def covers(self, header: BatchHeader) -> bool:
+        """Whether ``header`` is data of an aborted transaction."""
+        if not header.is_transactional or header.is_control:
+            return False
+        ranges = self._by_producer.get(header.producer_id, ())
+        return any(f <= header.base_offset <= last for f, last in ranges)
 
 
 def _first_timestamp(seg: LogSegment, offset: int) -> int | None:
@@ -142,7 +165,11 @@ def needs_cleaning(log: PartitionLog, now: int) -> bool:
 
 
 def _build_map(
-    segs: list[LogSegment], first_dirty: int, capacity: int, stats: CleanStats
+    segs: list[LogSegment],
+    first_dirty: int,
+    capacity: int,
+    stats: CleanStats,
+    aborted: AbortedRanges,
 ) -> dict[bytes, int]:
     """Key digest → last offset over the dirty section, stopping when ``capacity`` is
     reached (at a batch boundary, always after at least one batch)."""
@@ -157,12 +184,15 @@ def _build_map(
         for _pos, header, body in seg.iter_batches(found[0], with_body=True):
             if header.last_offset < first_dirty:
                 continue
-            if (header.records_count and len(offset_map) + header.records_count > capacity
-                    and end > first_dirty):
+            if (
+                header.records_count
+                and len(offset_map) + header.records_count > capacity
+                and end > first_dirty
+            ):
                 stats.map_full = True
                 stats.map_end = end
                 return offset_map
-            if not header.is_control and header.records_count:
+            if not header.is_control and header.records_count and not aborted.covers(header):
                 assert body is not None
                 for rec in iter_records(body):
                     if rec.key is not None:
@@ -187,23 +217,34 @@ def _groups(segs: list[LogSegment], max_bytes: int) -> list[list[LogSegment]]:
     return groups
 
 
-class _Pass:
-    """One cleaning pass over one log: the key map and the per-record decisions."""
+class CompactionPass:
+    """One cleaning pass's per-record decisions (engine-neutral: the memory engine uses it
+    too): the key map, the tombstone horizon and the batches that must survive."""
 
-    def __init__(self, log: PartitionLog, now: int, offset_map: dict[bytes, int],
-                 map_end: int, stats: CleanStats) -> None:
-        self.log = log
+    def __init__(
+        self,
+        now: int,
+        offset_map: dict[bytes, int],
+        map_end: int,
+        stats: CleanStats,
+        *,
+        delete_retention_ms: int,
+        prior: CleanerState,
+        producer_state: Snapshot,
+        aborted: AbortedRanges | None = None,
+    ) -> None:
         self.now = now
         self.map = offset_map
         self.map_end = map_end
         self.stats = stats
-        self.delete_retention = log.config.delete_retention_ms
-        prior = log.cleaner_state
+        self.delete_retention = delete_retention_ms
         self.prior = CleanerState(prior.clean_offset, list(prior.passes))
         self.tombstone_since = -1
-        with log._lock:
-            snap = log.producer_state.snapshot()
-        self.producer_last = {batches[-1].last_offset for _e, batches in snap.values() if batches}
+        self.producer_last = {
+            batches[-1].last_offset for _e, batches, _t, _c in producer_state.values() if batches
+        }
+        self.aborted = aborted or AbortedRanges(())
+        self._txn_kept: dict[int, bool] = {}  # producer → data of its transaction kept so far
 
     def _keep_tombstone(self, offset: int) -> bool:
         first = self.prior.first_cleaned_ms(offset)
@@ -214,20 +255,22 @@ class _Pass:
             self.tombstone_since = since
         return True
 
-    def filter_batch(self, header: BatchHeader, body: memoryview, last_of_group: bool
-                     ) -> bytes | None:
+    def filter_batch(
+        self, header: BatchHeader, body: memoryview, last_of_group: bool
+    ) -> bytes | None:
         """The batch as it should be written (maybe re-encoded), or None to drop it."""
         must_keep = last_of_group or header.last_offset in self.producer_last
         if header.is_control:
-            return bytes(body)
+            return self._filter_marker(header, body, must_keep)
         if header.records_count == 0:
             return bytes(body) if must_keep else None
+        aborted = self.aborted.covers(header)
         kept: list[tuple[int, Record]] = []
         total = 0
         for rec in iter_records(body):
             total += 1
-            keep = True
-            if rec.offset < self.map_end and rec.key is not None:
+            keep = not aborted  # an aborted transaction's records all go
+            if keep and rec.offset < self.map_end and rec.key is not None:
                 latest = self.map.get(_key_digest(rec.key))
                 if latest is not None and rec.offset < latest:
                     keep = False
@@ -238,6 +281,8 @@ class _Pass:
                 kept.append((delta, Record(rec.timestamp, rec.key, rec.value, rec.headers)))
         self.stats.records_read += total
         self.stats.records_kept += len(kept)
+        if kept and header.is_transactional:
+            self._txn_kept[header.producer_id] = True
         if len(kept) == total:
             return bytes(body)
         if not kept and not must_keep:
@@ -254,24 +299,65 @@ class _Pass:
             timestamp_type=header.timestamp_type,
             is_transactional=header.is_transactional,
             partition_leader_epoch=header.partition_leader_epoch,
-            max_timestamp=(header.max_timestamp if append_time or not records
-                           else max(r.timestamp for r in records)),
+            max_timestamp=(
+                header.max_timestamp
+                if append_time or not records
+                else max(r.timestamp for r in records)
+            ),
             offset_deltas=[d for d, _ in kept],
             last_offset_delta=header.last_offset_delta,
             base_timestamp=None if records else header.base_timestamp,
         )
 
+    def _filter_marker(
+        self, header: BatchHeader, body: memoryview, must_keep: bool
+    ) -> bytes | None:
+        """A transaction marker stays while its transaction has data in the log (a
+        READ_COMMITTED reader needs it), and like a tombstone until ``delete.retention.ms``
+        after it was first cleaned; then it goes (Kafka's cleaner does the same)."""
+        data_kept = self._txn_kept.pop(header.producer_id, False)
+        if must_keep or data_kept or self._keep_tombstone(header.base_offset):
+            return bytes(body)
+        return None
+
+
+class _Pass(CompactionPass):
+    """A pass over one local ``PartitionLog``: the decisions, and the segment rewriting."""
+
+    def __init__(
+        self,
+        log: PartitionLog,
+        now: int,
+        offset_map: dict[bytes, int],
+        map_end: int,
+        stats: CleanStats,
+        aborted: AbortedRanges,
+    ) -> None:
+        with log._lock:
+            snap = log.producer_state.snapshot()
+        super().__init__(
+            now,
+            offset_map,
+            map_end,
+            stats,
+            delete_retention_ms=log.config.delete_retention_ms,
+            prior=log.cleaner_state,
+            producer_state=snap,
+            aborted=aborted,
+        )
+        self.log = log
+
     def rewrite(self, group: list[LogSegment]) -> LogSegment:
         """Write the cleaned copy of ``group`` as ``<base>.*.cleaned`` and fsync it."""
         log = self.log
         base = group[0].base_offset
-        for suffix in (".log", ".index", ".timeindex"):  # leftovers of a failed pass
+        for suffix in (".log", ".index", ".timeindex", ".txnindex"):  # a failed pass's
             for extra in (CLEANED_SUFFIX, SWAP_SUFFIX):
                 leftover = segment_path(log.directory, base, suffix + extra)
                 if leftover.exists():
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(leftover)
-        out = LogSegment(log.directory, base, self.now, suffix=CLEANED_SUFFIX)
+        out = LogSegment(log.directory, base, self.now, suffix=CLEANED_SUFFIX, new=True)
         try:
             interval = log.config.index_interval_bytes
             group_end = group[-1].next_offset
@@ -295,6 +381,9 @@ class _Pass:
             if buf:
                 out.append(buf, meta, interval)
             out.seal()
+            # the group's aborted transactions stay indexed (READ_COMMITTED readers of what
+            # survives, and of the markers kept)
+            out.txn_index.rewrite([t for seg in group for t in seg.txn_index.entries()])
             out.fsync()
         except BaseException:
             out.delete()
@@ -324,12 +413,13 @@ def clean(log: PartitionLog, now: int, map_entries: int) -> CleanStats | None:
         state = log.cleaner_state
         stats = CleanStats()
         first_dirty = max(state.clean_offset, segs[0].base_offset)
-        offset_map = _build_map(segs, first_dirty, max(1, map_entries), stats)
+        aborted = AbortedRanges(t for seg in log.segments for t in seg.txn_index.entries())
+        offset_map = _build_map(segs, first_dirty, max(1, map_entries), stats, aborted)
         map_end = max(stats.map_end, first_dirty)
         work = [s for s in segs if s.base_offset < map_end]
         if not work:
             return None
-        cleaning = _Pass(log, now, offset_map, map_end, stats)
+        cleaning = _Pass(log, now, offset_map, map_end, stats, aborted)
         state.gaps_below = max(state.gaps_below, map_end)
         save_cleaner_state(log.directory, state)  # before any swap: gaps allowed below
         for group in _groups(work, log.config.segment_bytes):

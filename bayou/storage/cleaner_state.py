@@ -66,9 +66,12 @@ def load_cleaner_state(directory: Path) -> CleanerState:
 
 
 def save_cleaner_state(directory: Path, state: CleanerState) -> None:
-    write_json(directory / CLEANER_FILE, {
-        "clean_offset": state.clean_offset,
-        "passes": [list(p) for p in state.passes],
-        "tombstone_since_ms": state.tombstone_since_ms,
-        "gaps_below": state.gaps_below,
-    })
+    write_json(
+        directory / CLEANER_FILE,
+        {
+            "clean_offset": state.clean_offset,
+            "passes": [list(p) for p in state.passes],
+            "tombstone_since_ms": state.tombstone_since_ms,
+            "gaps_below": state.gaps_below,
+        },
+    )

@@ -9,7 +9,7 @@ sending it lets one client take hundreds of megabytes.  So Fetch does not read r
 near the first batch and near the cut) and returns a ``FileRecords`` — the
 ``(segment, position, length)`` slices holding the whole batches to send, and their total
 length, which is all the response encoder needs.  The connection then reads the slices in
-chunks as its socket drains (``bayou/broker/response_stream.py``), so a response costs about
+chunks as its socket drains (``bayou/gateways/kafka/response_stream.py``), so a response costs about
 one chunk of memory however large it is (Kafka's ``FileRecords`` and ``transferTo`` idea).
 
 The batches must still be there when they are sent, while retention or a compaction swap
@@ -28,7 +28,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bayou.errors import KafkaStorageError
-from bayou.storage.segment import PageCacheMiss, pread
+from bayou.storage.engine import PageCacheMiss
+from bayou.storage.segment import pread
 
 if TYPE_CHECKING:
     from bayou.storage.segment import LogSegment

@@ -6,6 +6,7 @@ Segment files are named by their base offset, zero-padded to 20 digits (Kafka's
     00000000000000000000.log        record batches, exactly as produced (offsets patched)
     00000000000000000000.index      offset index: 8-byte entries (relative offset, position)
     00000000000000000000.timeindex  time index: 12-byte entries (timestamp, relative offset)
+    00000000000000000000.txnindex   aborted transactions: 34-byte entries (txn_index.py)
 
 Small metadata files (topic metadata, recovery checkpoint, producer-state snapshot) are
 replaced atomically: written to ``<name>.tmp``, fsynced, renamed over the old file, and the
@@ -22,6 +23,7 @@ from typing import Any
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
 TIME_INDEX_SUFFIX = ".timeindex"
+TXN_INDEX_SUFFIX = ".txnindex"
 TMP_SUFFIX = ".tmp"
 
 

@@ -182,8 +182,7 @@ class OffsetIndex(_IndexFile):
     def rebuild_file(self) -> None:
         self._rewrite(
             b"".join(
-                _OFFSET_ENTRY.pack(r, p)
-                for r, p in zip(self.relative, self.positions, strict=True)
+                _OFFSET_ENTRY.pack(r, p) for r, p in zip(self.relative, self.positions, strict=True)
             )
         )
 
@@ -256,8 +255,7 @@ class TimeIndex(_IndexFile):
     def rebuild_file(self) -> None:
         self._rewrite(
             b"".join(
-                _TIME_ENTRY.pack(t, r)
-                for t, r in zip(self.timestamps, self.relative, strict=True)
+                _TIME_ENTRY.pack(t, r) for t, r in zip(self.timestamps, self.relative, strict=True)
             )
         )
 

@@ -46,53 +46,41 @@ import os
 import threading
 from bisect import bisect_right
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from bayou.config import INT_MAX, TopicConfig
 from bayou.errors import (
     BayouError,
     ErrorCode,
+    InvalidProducerEpoch,
     KafkaError,
     KafkaStorageError,
-    MessageTooLarge,
     OffsetOutOfRange,
-    RecordListTooLarge,
     UnknownTopicOrPartition,
 )
 from bayou.protocol.kafka.records import (
-    TIMESTAMP_CREATE_TIME,
+    CONTROL_ABORT,
+    CONTROL_COMMIT,
+    BatchHeader,
+    build_control_batch,
     iter_records,
-    max_timestamp_is_missing,
-    patch_base_offset,
-    patch_log_append_time,
-    patch_max_timestamp,
-    records_max_timestamp,
-    validate_batches,
+    parse_header,
     whole_batches_prefix,
 )
+from bayou.storage.append import assign_offsets, check_payload
+from bayou.storage.engine import AbortedTxn, AppendResult, PageCacheMiss
 from bayou.storage.file_records import FileRecords
 from bayou.storage.files import fsync_dir
 from bayou.storage.producer_state import Snapshot, save_snapshot
-from bayou.storage.record_checks import reject_keyless
 from bayou.storage.recovery import (
     DELETED_SUFFIX,
     PRODUCER_STATE_FILE,
     load_partition,
     write_checkpoint,
 )
-from bayou.storage.segment import LogSegment, PageCacheMiss
-
-
-@dataclass(frozen=True)
-class AppendResult:
-    """What a produce call answers: offsets of the first and last record appended."""
-
-    base_offset: int
-    last_offset: int
-    log_append_time_ms: int  # -1 for CreateTime topics
-    log_start_offset: int
-    record_count: int
+from bayou.storage.retention import deletable_segments, delete_records_target
+from bayou.storage.segment import LogSegment
+from bayou.storage.txn_index import collect_aborted
 
 
 def _base_offset(segment: LogSegment) -> int:
@@ -135,7 +123,8 @@ class PartitionLog:
         self.maintenance_lock = threading.Lock()
         self.aborting = False  # set by close: a running cleaner pass stops early
         self._flushed_state: tuple[int, Snapshot] = (
-            self.log_end_offset, self.producer_state.snapshot()
+            self.log_end_offset,
+            self.producer_state.snapshot(),
         )
         self._written_state_offset = -1
         self._last_flush_ms = clock_ms()
@@ -145,8 +134,10 @@ class PartitionLog:
         self._idle_mark = -1  # log end offset at the last release_idle_files
 
     def __repr__(self) -> str:
-        return (f"PartitionLog({self.topic}-{self.index}, "
-                f"[{self.log_start_offset}, {self.log_end_offset}))")
+        return (
+            f"PartitionLog({self.topic}-{self.index}, "
+            f"[{self.log_start_offset}, {self.log_end_offset}))"
+        )
 
     @property
     def active(self) -> LogSegment:
@@ -155,66 +146,120 @@ class PartitionLog:
     # ------------------------------------------------------------------ append
 
     def append(self, records: bytes | bytearray | memoryview) -> AppendResult:
-        """Validate, assign offsets and write a produce payload (all or nothing)."""
-        buf = bytearray(records)
-        headers = validate_batches(buf)
+        """Validate, assign offsets and write a produce payload (all or nothing).  Control
+        batches are refused: only the broker writes transaction markers (``write_marker``)."""
         config = self.config
-        limit = config.max_message_bytes
-        for h in headers:
-            if h.size > limit:
-                raise MessageTooLarge(
-                    f"record batch of {h.size} bytes exceeds max.message.bytes {limit}"
-                )
-        if len(buf) > config.segment_bytes:
-            raise RecordListTooLarge(
-                f"{len(buf)} bytes of batches exceed segment.bytes {config.segment_bytes}"
-            )
-        if config.compact:  # keyless records refused: the one check that decodes records
-            reject_keyless(self.topic, self.index, buf, headers)
+        buf, headers = check_payload(records, config, self.topic, self.index)
         with self._lock:
             if self._closed:
                 raise KafkaStorageError(f"{self!r} is closed")
             duplicate = self.producer_state.check(headers)
             if duplicate is not None:
                 return AppendResult(
-                    duplicate.base_offset, duplicate.last_offset, duplicate.append_time_ms,
-                    self.log_start_offset, duplicate.last_offset - duplicate.base_offset + 1,
+                    duplicate.base_offset,
+                    duplicate.last_offset,
+                    duplicate.append_time_ms,
+                    self.log_start_offset,
+                    duplicate.last_offset - duplicate.base_offset + 1,
                 )
-            now = self._clock_ms()
-            append_time = now if config.log_append_time else -1
-            next_offset = self.log_end_offset
-            batches: list[tuple[int, int, int, int]] = []
-            pos = 0
-            for h in headers:
-                patch_base_offset(buf, pos, next_offset)
-                max_ts = h.max_timestamp
-                if append_time >= 0:
-                    patch_log_append_time(buf, pos, append_time)
-                    max_ts = append_time
-                elif max_timestamp_is_missing(h) and h.timestamp_type == TIMESTAMP_CREATE_TIME:
-                    max_ts = records_max_timestamp(buf, pos, h)  # rare: decodes the records
-                    patch_max_timestamp(buf, pos, max_ts)
-                last = next_offset + h.last_offset_delta
-                batches.append((next_offset, last, max_ts, h.size))
-                next_offset = last + 1
-                pos += h.size
-            if self.active.failed:
-                raise KafkaStorageError(
-                    f"{self!r} is offline: a failed write could not be undone (a restart "
-                    "recovers it)"
+            return self._write(buf, headers)
+
+    def write_marker(
+        self, producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int
+    ) -> AppendResult:
+        """Append a COMMIT or ABORT marker closing ``producer_id``'s open transaction (the
+        transaction coordinator's path); an abort goes into the active segment's
+        aborted-transaction index.  A stale producer or coordinator epoch is refused."""
+        with self._lock:
+            if self._closed:
+                raise KafkaStorageError(f"{self!r} is closed")
+            entry = self.producer_state.producers.get(producer_id)
+            if entry is not None and producer_epoch < entry.epoch:
+                raise InvalidProducerEpoch(
+                    f"marker for producer {producer_id} epoch {producer_epoch}, older than "
+                    f"{entry.epoch}"
                 )
-            try:
-                segment = self._maybe_roll(len(buf), next_offset - 1, now)
-                segment.append(buf, batches, config.index_interval_bytes)  # all or nothing
-            except OSError as exc:
-                raise KafkaStorageError(f"cannot write {self!r}: {exc}") from exc
-            for h, (base, last, _, _) in zip(headers, batches, strict=True):
-                self.producer_state.update(h, base, last, append_time)
-            first = self.log_end_offset
-            self.log_end_offset = next_offset
-            self.size_bytes += len(buf)
-            return AppendResult(first, next_offset - 1, append_time, self.log_start_offset,
-                                next_offset - first)
+            if entry is not None and coordinator_epoch < entry.coordinator_epoch:
+                raise KafkaError(
+                    f"marker from coordinator epoch {coordinator_epoch}, older than "
+                    f"{entry.coordinator_epoch}",
+                    ErrorCode.TRANSACTION_COORDINATOR_FENCED,
+                )
+            buf = bytearray(
+                build_control_batch(
+                    commit,
+                    producer_id=producer_id,
+                    producer_epoch=producer_epoch,
+                    timestamp=self._clock_ms(),
+                    coordinator_epoch=coordinator_epoch,
+                )
+            )
+            header = parse_header(buf)
+            marker = CONTROL_COMMIT if commit else CONTROL_ABORT
+            return self._write(buf, [header], marker=marker, coordinator_epoch=coordinator_epoch)
+
+    def _write(
+        self,
+        buf: bytearray,
+        headers: list[BatchHeader],
+        *,
+        marker: int | None = None,
+        coordinator_epoch: int = -1,
+    ) -> AppendResult:
+        """Assign offsets, roll, write (all or nothing), move the producer state; under
+        ``_lock``."""
+        config = self.config
+        now = self._clock_ms()
+        append_time = now if config.log_append_time and marker is None else -1
+        batches = assign_offsets(buf, headers, self.log_end_offset, append_time)
+        next_offset = batches[-1][1] + 1
+        if self.active.failed:
+            raise KafkaStorageError(
+                f"{self!r} is offline: a failed write could not be undone (a restart recovers it)"
+            )
+        try:
+            segment = self._maybe_roll(len(buf), next_offset - 1, now)
+            segment.append(buf, batches, config.index_interval_bytes)  # all or nothing
+        except OSError as exc:
+            raise KafkaStorageError(f"cannot write {self!r}: {exc}") from exc
+        first = self.log_end_offset
+        self.log_end_offset = next_offset
+        self.size_bytes += len(buf)
+        for h, (base, last, _, _) in zip(headers, batches, strict=True):
+            done = self.producer_state.update(
+                h, base, last, append_time, marker=marker, coordinator_epoch=coordinator_epoch
+            )
+            if done is not None and done.aborted:
+                segment.txn_index.append(
+                    AbortedTxn(
+                        done.producer_id,
+                        done.first_offset,
+                        done.last_offset,
+                        self.last_stable_offset,
+                    )
+                )
+        return AppendResult(
+            first, next_offset - 1, append_time, self.log_start_offset, next_offset - first
+        )
+
+    @property
+    def last_stable_offset(self) -> int:
+        """The first offset of the earliest open transaction, else the log end (never
+        below the log start)."""
+        unstable = self.producer_state.first_unstable_offset()
+        lso = self.log_end_offset if unstable is None else unstable
+        return max(lso, self.log_start_offset)
+
+    def aborted_transactions(self, start: int, end: int) -> list[AbortedTxn]:
+        """The aborted transactions with data in ``[start, end)`` (READ_COMMITTED)."""
+        segments = self._pin()
+        try:
+            first = self._segment_index(segments, start)
+            return collect_aborted(
+                (seg.txn_index.entries() for seg in segments[first:]), start, end
+            )
+        finally:
+            self._unpin()
 
     def _maybe_roll(self, incoming: int, last_offset: int, now: int) -> LogSegment:
         seg = self.active
@@ -235,7 +280,7 @@ class PartitionLog:
         """Seal the active segment and start a new one at the log end offset."""
         now = self._clock_ms() if now is None else now
         self.active.seal()
-        seg = LogSegment(self.directory, self.log_end_offset, now)
+        seg = LogSegment(self.directory, self.log_end_offset, now, new=True)
         self.segments = [*self.segments, seg]
         self._roll_generation += 1
         return seg
@@ -247,13 +292,19 @@ class PartitionLog:
         return max(bisect_right(segments, offset, key=_base_offset) - 1, 0)
 
     def read(
-        self, offset: int, max_bytes: int, *, nowait: bool = False
+        self,
+        offset: int,
+        max_bytes: int,
+        *,
+        nowait: bool = False,
+        max_offset: int | None = None,
     ) -> bytes | bytearray | memoryview:
         """Whole batches from the one containing ``offset``, up to ``max_bytes``.
 
         Always at least one whole batch when one exists at or after ``offset`` (KIP-74),
         even if it is larger than ``max_bytes``.  Continues into following segments while
-        the budget allows.  ``offset == log_end_offset`` gives ``b""``.
+        the budget allows.  ``offset == log_end_offset`` gives ``b""``.  With ``max_offset``
+        only batches that start below it (READ_COMMITTED: the last stable offset).
 
         ``nowait`` (for the event loop) reads only what the page cache holds: fewer batches
         when only part is cached, ``PageCacheMiss`` when not even the first batch is — the
@@ -269,16 +320,44 @@ class PartitionLog:
             )
         segments = self._pin()
         try:
-            return self._read(segments, offset, max_bytes, nowait)
+            bound = self._bound(segments, offset, max_offset, nowait)
+            if bound is not None and bound[0] < 0:
+                return b""
+            return self._read(segments, offset, max_bytes, nowait, bound)
         finally:
             self._unpin()
 
+    def _bound(
+        self, segments: list[LogSegment], offset: int, max_offset: int | None, nowait: bool
+    ) -> tuple[int, int] | None:
+        """Where reading must stop for ``max_offset``: (segment index, byte position) —
+        ``(-1, 0)`` when nothing at ``offset`` starts below it; None: no bound."""
+        if max_offset is None or max_offset >= self.log_end_offset:
+            return None
+        if max_offset <= offset:
+            return (-1, 0)
+        i = self._segment_index(segments, max_offset)
+        found = segments[i].find_batch(max_offset, nowait=nowait)
+        if found is None:
+            return None
+        pos, header = found
+        return (i, pos + header.size if header.base_offset < max_offset else pos)
+
     def _read(
-        self, segments: list[LogSegment], offset: int, max_bytes: int, nowait: bool
+        self,
+        segments: list[LogSegment],
+        offset: int,
+        max_bytes: int,
+        nowait: bool,
+        bound: tuple[int, int] | None = None,
     ) -> bytes | bytearray | memoryview:
         chunks: list[bytes | bytearray | memoryview] = []
         total = 0
-        for seg in segments[self._segment_index(segments, offset):]:
+        first = self._segment_index(segments, offset)
+        for i, seg in enumerate(segments[first:], first):
+            if bound is not None and i > bound[0]:
+                break
+            seg_end = bound[1] if bound is not None and i == bound[0] else seg.size
             try:
                 found = seg.find_batch(offset, nowait=nowait)
             except PageCacheMiss:
@@ -287,11 +366,13 @@ class PartitionLog:
                 raise
             if found is None:
                 continue
-            pos, first = found
-            available = seg.size - pos
+            pos, head = found
+            available = seg_end - pos
+            if available <= 0:
+                break
             want = min(max_bytes - total, available)
             if total == 0:
-                want = max(want, first.size)
+                want = max(want, head.size)
             if want <= 0:
                 break
             try:
@@ -314,7 +395,13 @@ class PartitionLog:
         return b"".join(chunks) if len(chunks) != 1 else chunks[0]
 
     def read_slices(
-        self, offset: int, max_bytes: int, *, min_one: bool = True, nowait: bool = False
+        self,
+        offset: int,
+        max_bytes: int,
+        *,
+        min_one: bool = True,
+        nowait: bool = False,
+        max_offset: int | None = None,
     ) -> FileRecords:
         """The batches ``read`` would return, as file slices to send later (Fetch).
 
@@ -336,7 +423,13 @@ class PartitionLog:
         try:
             slices: list[tuple[LogSegment, int, int]] = []
             total = 0
-            for seg in segments[self._segment_index(segments, offset):]:
+            bound = self._bound(segments, offset, max_offset, nowait)
+            if bound is not None and bound[0] < 0:
+                return FileRecords([], self._release_leases)
+            first_seg = self._segment_index(segments, offset)
+            for i, seg in enumerate(segments[first_seg:], first_seg):
+                if bound is not None and i > bound[0]:
+                    break
                 try:
                     found = seg.find_batch(offset, nowait=nowait)
                     if found is None:
@@ -345,7 +438,9 @@ class PartitionLog:
                     limit = pos + max_bytes - total
                     if not slices and min_one:
                         limit = max(limit, pos + first.size)
-                    end = seg.batches_end(pos, limit, nowait=nowait)
+                    if bound is not None and i == bound[0]:
+                        limit = min(limit, bound[1])
+                    end = seg.batches_end(pos, limit, nowait=nowait) if limit > pos else pos
                 except PageCacheMiss:
                     if slices:
                         break  # what is planned so far; the client fetches the rest next time
@@ -469,44 +564,17 @@ class PartitionLog:
         watermark); return the new log start offset.  Segments below it are deleted by
         ``delete_old_segments``."""
         with self._lock:
-            if not self.config.delete:
-                raise KafkaError(
-                    f"Records of {self.topic}-{self.index} cannot be deleted: its "
-                    f"cleanup.policy is {self.config['cleanup.policy']}",
-                    ErrorCode.POLICY_VIOLATION,
-                )
-            end = self.log_end_offset
-            target = end if offset == -1 else offset
-            if not 0 <= target <= end:
-                raise OffsetOutOfRange(
-                    f"offset {offset} is beyond the high watermark {end} of "
-                    f"{self.topic}-{self.index}"
-                )
+            target = delete_records_target(
+                self.topic, self.index, self.config, self.log_end_offset, offset
+            )
             self.log_start_offset = max(self.log_start_offset, target)
             return self.log_start_offset
 
     def deletable_segments(self, now: int) -> int:
         """How many leading segments retention (or the log start offset) removes."""
-        segs = self.segments
-        config = self.config
-        count = 0
-        while count < len(segs) - 1 and segs[count + 1].base_offset <= self.log_start_offset:
-            count += 1
-        if config.delete:
-            if config.retention_ms >= 0:
-                k = 0
-                while (k < len(segs) and not segs[k].empty
-                       and now - segs[k].largest_timestamp() > config.retention_ms):
-                    k += 1
-                count = max(count, k)
-            if config.retention_bytes >= 0:
-                k = 0
-                excess = self.size_bytes - config.retention_bytes
-                while k < len(segs) and not segs[k].empty and excess - segs[k].size >= 0:
-                    excess -= segs[k].size
-                    k += 1
-                count = max(count, k)
-        return count
+        return deletable_segments(
+            self.segments, self.log_start_offset, self.size_bytes, self.config, now
+        )
 
     def delete_old_segments(self, now: int | None = None) -> int:
         """Delete whole segments past retention.ms/retention.bytes (cleanup.policy delete)
@@ -525,9 +593,7 @@ class PartitionLog:
                     doomed = self.segments[:count]
                     self.segments = self.segments[count:]
                     self.size_bytes -= sum(s.size for s in doomed)
-                    self.log_start_offset = max(
-                        self.log_start_offset, self.segments[0].base_offset
-                    )
+                    self.log_start_offset = max(self.log_start_offset, self.segments[0].base_offset)
                 moved = self.log_start_offset != self._persisted_start
             if not moved and not doomed:
                 return 0
@@ -560,7 +626,7 @@ class PartitionLog:
         with self._lock:
             segs = self.segments
             first = next(i for i, s in enumerate(segs) if s is old[0])
-            self.segments = [*segs[:first], new, *segs[first + len(old):]]
+            self.segments = [*segs[:first], new, *segs[first + len(old) :]]
             self.size_bytes += new.size - sum(s.size for s in old)
         for seg in old:
             seg.unlink_files()
@@ -593,8 +659,12 @@ class PartitionLog:
             generation = self._roll_generation
             if target <= self.recovery_point and generation == self._flushed_generation:
                 return self.recovery_point
-            fds = [fd for s in self.segments if s.next_offset > self.recovery_point
-                   or s is self.active for fd in s.dup_fds()]
+            fds = [
+                fd
+                for s in self.segments
+                if s.next_offset > self.recovery_point or s is self.active
+                for fd in s.dup_fds()
+            ]
             snap = self.producer_state.snapshot()
         try:
             for fd in fds:

@@ -25,7 +25,7 @@ log the broker opens itself (the group coordinator's ``__consumer_offsets``) is 
 with ``register_internal``: it then has a topic id and is found by ``partition`` and
 ``topic_by_id`` — so Metadata can show it and Fetch/ListOffsets can read it — but it is not
 in ``topics()``, so nothing that changes topics (configs, partitions, deletion, retention)
-reaches it.  Writes to it are refused by the broker core (``BrokerState.append_now``).
+reaches it.  Writes to it are refused by the engine (its partition handle is read-only).
 
 Producer ids are handed out from blocks of ``PRODUCER_ID_BLOCK``: the end of the current
 block is persisted before any id from it is used, and a restart starts at that end, so an
@@ -47,9 +47,6 @@ from typing import Any
 
 from bayou.config import TopicConfig, check_topic_config, parse_topic_configs
 from bayou.errors import (
-    InvalidPartitions,
-    InvalidTopic,
-    TopicAlreadyExists,
     UnknownTopicOrPartition,
 )
 from bayou.storage.broker_configs import DynamicBrokerConfigs
@@ -58,14 +55,13 @@ from bayou.storage.dir_lock import DataDirLock
 from bayou.storage.files import fsync_dir, write_atomic
 from bayou.storage.log import PartitionLog
 from bayou.storage.metadata import (
-    INTERNAL_TOPICS,
     ClusterMeta,
     TopicMeta,
-    collision_key,
+    check_new_topic,
     load_topic,
     save_topic,
-    validate_topic_name,
 )
+from bayou.storage.retention import check_new_partition_count
 
 PRODUCER_ID_BLOCK = 1000
 CLEAN_SHUTDOWN_FILE = ".clean_shutdown"
@@ -136,8 +132,9 @@ class LogManager:
             meta = load_topic(topic_dir)
             self._register(meta)
             for child in topic_dir.iterdir():
-                if child.is_dir() and (not child.name.isdigit()
-                                       or int(child.name) >= meta.partitions):
+                if child.is_dir() and (
+                    not child.name.isdigit() or int(child.name) >= meta.partitions
+                ):
                     shutil.rmtree(child)
             for p in range(meta.partitions):
                 self._open_partition(meta, p, clean)
@@ -171,6 +168,8 @@ class LogManager:
     # ------------------------------------------------------------------ topics
 
     def topics(self) -> Mapping[str, TopicMeta]:
+        """The topics now: a snapshot, safe to iterate while topics are created or deleted
+        in another thread (changes replace the dict; they never modify it)."""
         return types.MappingProxyType(self._topics)
 
     def topic_by_id(self, topic_id: uuid.UUID) -> TopicMeta | None:
@@ -225,28 +224,16 @@ class LogManager:
     get_partition = partition
 
     def create_topic(
-        self, name: str, partitions: int, configs: Mapping[str, str], *,
+        self,
+        name: str,
+        partitions: int,
+        configs: Mapping[str, str],
+        *,
         validate_only: bool = False,
     ) -> TopicMeta:
         """Create a topic (or only check that it could be created)."""
-        validate_topic_name(name)
         with self._lock:
-            if name in self._topics:
-                raise TopicAlreadyExists(f"topic {name!r} already exists")
-            if name in self._internal:
-                raise TopicAlreadyExists(f"topic {name!r} already exists: it is internal")
-            reserved = INTERNAL_TOPICS.get(name)
-            if reserved is not None:
-                raise InvalidTopic(f"topic name {name!r} is reserved for {reserved}")
-            key = collision_key(name)
-            for other in self._topics:
-                if collision_key(other) == key:
-                    raise InvalidTopic(f"topic {name!r} collides with existing topic {other!r}")
-            for other in INTERNAL_TOPICS:
-                if collision_key(other) == key:
-                    raise InvalidTopic(f"topic {name!r} collides with internal topic {other!r}")
-            if partitions < 1:
-                raise InvalidPartitions(f"number of partitions must be at least 1: {partitions}")
+            check_new_topic(name, partitions, self._topics, self._internal)
             meta = TopicMeta(name, uuid.uuid4(), partitions, parse_topic_configs(configs))
             check_topic_config(self.resolve(meta.configs).values)
             if validate_only:
@@ -258,9 +245,9 @@ class LogManager:
             save_topic(staging, meta)
             os.rename(staging, self._topics_dir / name)
             fsync_dir(self._topics_dir)
+            for p in range(partitions):  # partitions first: a reader that sees the topic
+                self._open_partition(meta, p, False)  # finds every partition of it
             self._register(meta)
-            for p in range(partitions):
-                self._open_partition(meta, p, False)
             return meta
 
     def delete_topic(self, name: str) -> None:
@@ -279,8 +266,7 @@ class LogManager:
                 log = self._logs.pop((name, p), None)
                 if log is not None:
                     log.close_without_flush()
-            del self._topics[name]
-            self._by_id.pop(meta.topic_id, None)
+            self._unregister(meta)
             target = self.data_dir / "deleted" / f"{name}-{meta.topic_id.hex}"
             os.rename(self._topics_dir / name, target)
             fsync_dir(self._topics_dir)
@@ -292,10 +278,7 @@ class LogManager:
             meta = self._topics.get(name)
             if meta is None:
                 raise UnknownTopicOrPartition(f"unknown topic {name!r}")
-            if total <= meta.partitions:
-                raise InvalidPartitions(
-                    f"topic {name!r} has {meta.partitions} partitions; {total} is not more"
-                )
+            check_new_partition_count(meta, total)
             if validate_only:
                 return
             topic_dir = self._topics_dir / name
@@ -305,9 +288,9 @@ class LogManager:
             fsync_dir(topic_dir)
             new = replace(meta, partitions=total)
             save_topic(topic_dir, new)
-            self._register(new)
             for p in range(meta.partitions, total):
                 self._open_partition(new, p, False)
+            self._register(new)
 
     def alter_topic_configs(
         self, name: str, configs: Mapping[str, str], *, validate_only: bool = False
@@ -331,26 +314,29 @@ class LogManager:
     # ------------------------------------------------------------------ dynamic broker configs
 
     def _merged_defaults(self, dynamic: DynamicBrokerConfigs) -> dict[str, Any]:
-        return {**self.static_defaults, **dynamic.default, **dynamic.broker}
+        return dynamic.defaults(self.static_defaults)
 
     def alter_broker_configs(
-        self, scope: str, configs: Mapping[str, Any], *, validate_only: bool = False,
+        self,
+        scope: str,
+        configs: Mapping[str, Any],
+        *,
+        validate_only: bool = False,
         options: Mapping[str, Any] | None = None,
     ) -> None:
         """Replace the dynamic topic-config defaults of ``scope`` ("default" for the cluster,
         "broker" for this node) with ``configs`` (topic config names, raw or parsed values);
         every topic without its own override follows at once.  ``options``, when given,
         replaces that scope's other dynamic broker configs (Kafka names, parsed values)."""
-        parsed = parse_topic_configs(configs)
         with self._lock:
-            changes: dict[str, Any] = {scope: parsed}
-            if options is not None:
-                changes[f"{scope}_options"] = dict(options)
-            dynamic = replace(self.dynamic, **changes)
-            merged = self._merged_defaults(dynamic)
-            for meta in self._topics.values():
-                check_topic_config(TopicConfig.resolve(merged, meta.configs).values)
-            check_topic_config(TopicConfig.resolve(merged).values)
+            dynamic = self.dynamic.altered(
+                scope,
+                configs,
+                options,
+                self.static_defaults,
+                [m.configs for m in self._topics.values()],
+            )
+            merged = dynamic.defaults(self.static_defaults)
             if validate_only:
                 return
             dynamic.save(self.data_dir)
@@ -362,7 +348,11 @@ class LogManager:
     # ------------------------------------------------------------------ retention and cleaning
 
     def maintain(
-        self, now: int, map_entries: int, *, cleaner: bool = True,
+        self,
+        now: int,
+        map_entries: int,
+        *,
+        cleaner: bool = True,
         internal: Iterable[PartitionLog] = (),
     ) -> list[tuple[PartitionLog, int, CleanStats | None, Exception | None]]:
         """One retention and cleaning round over every partition (a worker thread calls it),
@@ -403,8 +393,13 @@ class LogManager:
     # ------------------------------------------------------------------ internals
 
     def _register(self, meta: TopicMeta) -> None:
-        self._topics[meta.name] = meta
-        self._by_id[meta.topic_id] = meta
+        # copy-on-write: the event loop iterates these while a worker thread creates topics
+        self._topics = {**self._topics, meta.name: meta}
+        self._by_id = {**self._by_id, meta.topic_id: meta}
+
+    def _unregister(self, meta: TopicMeta) -> None:
+        self._topics = {k: v for k, v in self._topics.items() if k != meta.name}
+        self._by_id = {k: v for k, v in self._by_id.items() if k != meta.topic_id}
 
     def _open_partition(self, meta: TopicMeta, index: int, clean: bool) -> None:
         config = TopicConfig.resolve(self.defaults, meta.configs)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import base64
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bayou.config import parse_topic_configs
-from bayou.errors import InvalidTopic
+from bayou.errors import InvalidPartitions, InvalidTopic, TopicAlreadyExists
 from bayou.storage.files import read_json, write_json
 
 TOPIC_FILE = "topic.json"
@@ -32,6 +33,7 @@ INTERNAL_TOPICS: dict[str, str] = {
     "__cluster_metadata": "Kafka's metadata log",
     "__mqtt_retained": "the MQTT gateway's retained messages",
     "__mqtt_sessions": "the MQTT gateway's persistent sessions",
+    "__amqp_topology": "the AMQP gateway's exchanges, queues and bindings",
 }
 
 
@@ -60,18 +62,46 @@ def collision_key(name: str) -> str:
     return name.replace(".", "_")
 
 
+def check_new_topic(
+    name: str, partitions: int, existing: Iterable[str], internal: Iterable[str]
+) -> None:
+    """Whether a topic ``name`` with ``partitions`` may be created next to the ``existing``
+    user topics and the ``internal`` (public state) ones; raises the error Kafka answers."""
+    validate_topic_name(name)
+    existing = set(existing)
+    if name in existing:
+        raise TopicAlreadyExists(f"topic {name!r} already exists")
+    if name in set(internal):
+        raise TopicAlreadyExists(f"topic {name!r} already exists: it is internal")
+    reserved = INTERNAL_TOPICS.get(name)
+    if reserved is not None:
+        raise InvalidTopic(f"topic name {name!r} is reserved for {reserved}")
+    key = collision_key(name)
+    for other in existing:
+        if collision_key(other) == key:
+            raise InvalidTopic(f"topic {name!r} collides with existing topic {other!r}")
+    for other in INTERNAL_TOPICS:
+        if collision_key(other) == key:
+            raise InvalidTopic(f"topic {name!r} collides with internal topic {other!r}")
+    if partitions < 1:
+        raise InvalidPartitions(f"number of partitions must be at least 1: {partitions}")
+
+
 def new_cluster_id() -> str:
     """22 characters: base64url of a random UUID without padding (Kafka's format)."""
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
 def save_topic(directory: Path, meta: TopicMeta) -> None:
-    write_json(directory / TOPIC_FILE, {
-        "name": meta.name,
-        "topic_id": str(meta.topic_id),
-        "partitions": meta.partitions,
-        "configs": meta.configs,
-    })
+    write_json(
+        directory / TOPIC_FILE,
+        {
+            "name": meta.name,
+            "topic_id": str(meta.topic_id),
+            "partitions": meta.partitions,
+            "configs": meta.configs,
+        },
+    )
 
 
 def load_topic(directory: Path) -> TopicMeta:
@@ -101,7 +131,10 @@ class ClusterMeta:
         return meta
 
     def save(self, data_dir: Path) -> None:
-        write_json(data_dir / CLUSTER_FILE, {
-            "cluster_id": self.cluster_id,
-            "producer_id_block_end": self.producer_id_block_end,
-        })
+        write_json(
+            data_dir / CLUSTER_FILE,
+            {
+                "cluster_id": self.cluster_id,
+                "producer_id_block_end": self.producer_id_block_end,
+            },
+        )

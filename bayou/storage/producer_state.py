@@ -24,6 +24,14 @@ epoch; a marker with a new epoch resets the expected sequence to 0.  ``update`` 
 batch once it is written, and is also how the state is rebuilt on startup: the snapshot
 taken at the last checkpoint (``save``/``load``, state as of an offset) plus a replay of
 the batch headers after that offset.
+
+Transactions (KIP-98): a producer's first transactional data batch opens its transaction
+(``current_txn_first_offset``, also kept in ``ongoing`` for the last stable offset); its
+COMMIT or ABORT marker (``update`` with ``marker``) closes it and returns the completed
+transaction, which for an abort becomes an entry of the aborted-transaction index.  The
+*first unstable offset* is the smallest first offset of the open transactions: readers at
+READ_COMMITTED stop there.  Open transactions are in the snapshot, so the last stable offset
+survives a restart.
 """
 
 from __future__ import annotations
@@ -35,12 +43,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 from bayou.errors import InvalidProducerEpoch, OutOfOrderSequence
-from bayou.protocol.kafka.records import BatchHeader
+from bayou.protocol.kafka.records import CONTROL_ABORT, BatchHeader
 from bayou.storage.files import read_json, write_json
 
 CACHED_BATCHES = 5
 _SEQUENCE_MOD = 2**31
-_SNAPSHOT_VERSION = 1
+_SNAPSHOT_VERSION = 2
+_SNAPSHOT_VERSIONS = (1, 2)  # version 1 had no open transactions
 
 
 class BatchMeta(NamedTuple):
@@ -57,6 +66,8 @@ class BatchMeta(NamedTuple):
 class ProducerEntry:
     epoch: int
     batches: deque[BatchMeta] = field(default_factory=lambda: deque(maxlen=CACHED_BATCHES))
+    current_txn_first_offset: int = -1  # the open transaction's first offset, -1: none
+    coordinator_epoch: int = -1  # of the last marker written for it
     # the max timestamp of its last batch (DescribeProducers); kept in memory only, so -1
     # ("unknown") for a producer restored from a snapshot until it writes again
     last_timestamp: int = -1
@@ -72,7 +83,18 @@ class ProducerEntry:
         return None
 
 
-Snapshot = dict[int, tuple[int, tuple[BatchMeta, ...]]]
+# producer id → (epoch, last batches, open transaction's first offset, coordinator epoch)
+Snapshot = dict[int, tuple[int, tuple[BatchMeta, ...], int, int]]
+
+
+class CompletedTxn(NamedTuple):
+    """A transaction a marker closed: the producer's records in [first, last] (last = the
+    marker's offset) are committed or aborted."""
+
+    producer_id: int
+    first_offset: int
+    last_offset: int
+    aborted: bool
 
 
 class ProducerStateManager:
@@ -80,6 +102,11 @@ class ProducerStateManager:
 
     def __init__(self) -> None:
         self.producers: dict[int, ProducerEntry] = {}
+        self.ongoing: dict[int, int] = {}  # producer id → its open transaction's first offset
+
+    def first_unstable_offset(self) -> int | None:
+        """The first offset of the earliest open transaction (None: none is open)."""
+        return min(self.ongoing.values()) if self.ongoing else None
 
     def check(self, headers: Sequence[BatchHeader]) -> BatchMeta | None:
         """Validate a produce call's batches; return the cached metadata if it is a retry.
@@ -122,55 +149,109 @@ class ProducerStateManager:
             pending[pid] = (h.producer_epoch, h.last_sequence)
         return None
 
-    def update(self, h: BatchHeader, base_offset: int, last_offset: int,
-               append_time_ms: int) -> None:
-        """Record a batch that was written (or replayed from the log)."""
+    def update(
+        self,
+        h: BatchHeader,
+        base_offset: int,
+        last_offset: int,
+        append_time_ms: int,
+        *,
+        marker: int | None = None,
+        coordinator_epoch: int = -1,
+    ) -> CompletedTxn | None:
+        """Record a batch that was written (or replayed from the log).  For a control batch
+        ``marker`` is its type (``records.CONTROL_COMMIT``/``CONTROL_ABORT``); the
+        transaction it closes is returned."""
         pid = h.producer_id
         if pid < 0:
-            return
+            return None
         entry = self.producers.get(pid)
         if entry is None or entry.epoch != h.producer_epoch:
+            previous = entry
             entry = self.producers[pid] = ProducerEntry(h.producer_epoch)
+            if previous is not None:  # a new epoch (a marker's bump) keeps an open txn
+                entry.current_txn_first_offset = previous.current_txn_first_offset
+                entry.coordinator_epoch = previous.coordinator_epoch
         entry.last_timestamp = append_time_ms if append_time_ms >= 0 else h.max_timestamp
-        if not h.is_control and h.base_sequence >= 0:
+        if h.is_control:
+            return self._complete(pid, entry, last_offset, marker, coordinator_epoch)
+        if h.is_transactional and entry.current_txn_first_offset < 0:
+            entry.current_txn_first_offset = base_offset
+            self.ongoing[pid] = base_offset
+        if h.base_sequence >= 0:
             entry.batches.append(
-                BatchMeta(h.base_sequence, h.last_sequence, base_offset, last_offset,
-                          append_time_ms)
+                BatchMeta(
+                    h.base_sequence, h.last_sequence, base_offset, last_offset, append_time_ms
+                )
             )
+        return None
+
+    def _complete(
+        self,
+        pid: int,
+        entry: ProducerEntry,
+        marker_offset: int,
+        marker: int | None,
+        coordinator_epoch: int,
+    ) -> CompletedTxn | None:
+        if coordinator_epoch >= 0:
+            entry.coordinator_epoch = coordinator_epoch
+        first = entry.current_txn_first_offset
+        entry.current_txn_first_offset = -1
+        self.ongoing.pop(pid, None)
+        if first < 0:
+            return None  # a marker for a partition the transaction wrote nothing to
+        return CompletedTxn(pid, first, marker_offset, marker == CONTROL_ABORT)
 
     def snapshot(self) -> Snapshot:
         """An immutable copy of the state (cheap: five small tuples per producer)."""
-        return {pid: (e.epoch, tuple(e.batches)) for pid, e in self.producers.items()}
+        return {
+            pid: (e.epoch, tuple(e.batches), e.current_txn_first_offset, e.coordinator_epoch)
+            for pid, e in self.producers.items()
+        }
 
     def restore(self, snap: Snapshot) -> None:
         self.producers = {
-            pid: ProducerEntry(epoch, deque(batches, maxlen=CACHED_BATCHES))
-            for pid, (epoch, batches) in snap.items()
+            pid: ProducerEntry(epoch, deque(batches, maxlen=CACHED_BATCHES), txn, coord)
+            for pid, (epoch, batches, txn, coord) in snap.items()
+        }
+        self.ongoing = {
+            pid: e.current_txn_first_offset
+            for pid, e in self.producers.items()
+            if e.current_txn_first_offset >= 0
         }
 
 
 def save_snapshot(path: Path, offset: int, snap: Snapshot) -> None:
     """Write the state as of ``offset`` (every batch below it is included) atomically."""
-    write_json(path, {
-        "version": _SNAPSHOT_VERSION,
-        "offset": offset,
-        "producers": [
-            [pid, epoch, [list(meta) for meta in batches]]
-            for pid, (epoch, batches) in sorted(snap.items())
-        ],
-    })
+    write_json(
+        path,
+        {
+            "version": _SNAPSHOT_VERSION,
+            "offset": offset,
+            "producers": [
+                [pid, epoch, [list(meta) for meta in batches], txn, coordinator_epoch]
+                for pid, (epoch, batches, txn, coordinator_epoch) in sorted(snap.items())
+            ],
+        },
+    )
 
 
 def load_snapshot(path: Path) -> tuple[int, Snapshot] | None:
     """(offset, state) from a snapshot file, or None when missing or unreadable."""
     try:
         doc = read_json(path)
-        if doc.get("version") != _SNAPSHOT_VERSION:
+        if doc.get("version") not in _SNAPSHOT_VERSIONS:
             return None
-        snap: Snapshot = {
-            int(pid): (int(epoch), tuple(BatchMeta(*map(int, m)) for m in batches))
-            for pid, epoch, batches in doc["producers"]
-        }
+        snap: Snapshot = {}
+        for pid, epoch, batches, *txn in doc["producers"]:
+            first, coordinator_epoch = (int(txn[0]), int(txn[1])) if txn else (-1, -1)
+            snap[int(pid)] = (
+                int(epoch),
+                tuple(BatchMeta(*map(int, m)) for m in batches),
+                first,
+                coordinator_epoch,
+            )
         return int(doc["offset"]), snap
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None

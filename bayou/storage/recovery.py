@@ -27,7 +27,10 @@ Index files are only as good as the log they describe.
 5. The verified log is fsynced, so the recovery point becomes the log end offset.
 6. Producer state: the snapshot (state as of some offset ≤ the log end) is loaded and the
    batch headers after its offset are replayed; without a usable snapshot every header of
-   the log is replayed.
+   the log is replayed.  Replay reopens the transactions still open (the last stable offset)
+   and closes those whose marker it meets; an ABORT marker it meets is put back into its
+   segment's aborted-transaction index if the crash cut it (entries below the recovery point
+   were fsynced with their segment; a verified segment's index is cut to what survived).
 """
 
 from __future__ import annotations
@@ -38,8 +41,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bayou.config import TopicConfig
-from bayou.protocol.kafka.records import TIMESTAMP_LOG_APPEND_TIME
+from bayou.errors import BayouError
+from bayou.protocol.kafka.records import (
+    TIMESTAMP_LOG_APPEND_TIME,
+    BatchHeader,
+    control_type,
+    iter_records,
+)
 from bayou.storage.cleaner_state import CleanerState, load_cleaner_state
+from bayou.storage.engine import AbortedTxn
 from bayou.storage.files import (
     LOG_SUFFIX,
     TMP_SUFFIX,
@@ -79,8 +89,10 @@ def read_checkpoint(directory: Path) -> tuple[int, int]:
 
 
 def write_checkpoint(directory: Path, recovery_point: int, log_start_offset: int) -> None:
-    write_json(directory / RECOVERY_FILE,
-               {"recovery_point": recovery_point, "log_start_offset": log_start_offset})
+    write_json(
+        directory / RECOVERY_FILE,
+        {"recovery_point": recovery_point, "log_start_offset": log_start_offset},
+    )
 
 
 def _complete_swaps(directory: Path, interval: int, now: int) -> None:
@@ -98,8 +110,11 @@ def _complete_swaps(directory: Path, interval: int, now: int) -> None:
             continue
         for other in directory.iterdir():
             other_base = parse_base_offset(other.name)
-            if (other_base is not None and base <= other_base < seg.next_offset
-                    and not other.name.endswith(SWAP_SUFFIX)):
+            if (
+                other_base is not None
+                and base <= other_base < seg.next_offset
+                and not other.name.endswith(SWAP_SUFFIX)
+            ):
                 other.unlink()
         seg.rename_suffix("")
         seg.close()
@@ -168,6 +183,7 @@ def load_partition(
         with contextlib.suppress(OSError):
             seg.fsync()
         seg.release_index_files()  # reopened by the active segment's next index entry
+        seg.txn_index.entries()  # loaded now: READ_COMMITTED fetches never read it on the loop
     fsync_dir(directory)
     log_end = segments[-1].next_offset
     log_start = min(max(log_start, segments[0].base_offset), log_end)
@@ -191,11 +207,35 @@ def _load_producer_state(
         found = seg.find_batch(start)
         if found is None:
             continue
-        for _pos, header, _ in seg.iter_batches(found[0]):
+        for pos, header, _ in seg.iter_batches(found[0]):
             if header.has_producer:
                 append_time = (
                     header.max_timestamp
-                    if header.timestamp_type == TIMESTAMP_LOG_APPEND_TIME else -1
+                    if header.timestamp_type == TIMESTAMP_LOG_APPEND_TIME
+                    else -1
                 )
-                state.update(header, header.base_offset, header.last_offset, append_time)
+                marker = _marker_type(seg, pos, header) if header.is_control else None
+                done = state.update(
+                    header, header.base_offset, header.last_offset, append_time, marker=marker
+                )
+                if done is not None and done.aborted:  # an index the crash may have cut
+                    unstable = state.first_unstable_offset()
+                    seg.txn_index.append(
+                        AbortedTxn(
+                            done.producer_id,
+                            done.first_offset,
+                            done.last_offset,
+                            header.last_offset + 1 if unstable is None else unstable,
+                        )
+                    )
     return state
+
+
+def _marker_type(seg: LogSegment, pos: int, header: BatchHeader) -> int | None:
+    """COMMIT or ABORT for a control batch (its one record's key), None if unreadable."""
+    try:
+        for record in iter_records(seg.read(pos, header.size)):
+            return control_type(record)
+    except BayouError:
+        return None
+    return None

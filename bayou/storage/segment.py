@@ -38,21 +38,19 @@ from pathlib import Path
 
 from bayou.errors import BayouError
 from bayou.protocol.kafka.records import HEADER_SIZE, BatchHeader, check_batch, parse_header
+from bayou.storage.engine import PageCacheMiss
 from bayou.storage.files import (
     INDEX_SUFFIX,
     LOG_SUFFIX,
     TIME_INDEX_SUFFIX,
+    TXN_INDEX_SUFFIX,
     segment_path,
     write_all,
 )
 from bayou.storage.index import OffsetIndex, TimeIndex
+from bayou.storage.txn_index import TxnIndex
 
 _RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
-
-
-class PageCacheMiss(BayouError):
-    """A ``nowait`` read found its first bytes outside the page cache (a cold segment): the
-    caller should repeat the read where blocking is allowed (a worker thread)."""
 
 
 def pread(fd: int, length: int, position: int, nowait: bool) -> bytes | bytearray | memoryview:
@@ -71,6 +69,7 @@ def pread(fd: int, length: int, position: int, nowait: bool) -> bytes | bytearra
         raise PageCacheMiss(f"{length} bytes at {position} are not cached")
     return buf if n == length else memoryview(buf)[:n]
 
+
 _CHUNK = 64 * 1024
 _MIN_BATCH_LENGTH = HEADER_SIZE - 12
 
@@ -79,8 +78,15 @@ class LogSegment:
     """A ``.log`` file with its offset and time indexes."""
 
     def __init__(
-        self, directory: Path, base_offset: int, created_ms: int, suffix: str = ""
+        self,
+        directory: Path,
+        base_offset: int,
+        created_ms: int,
+        suffix: str = "",
+        *,
+        new: bool = False,
     ) -> None:
+        """``new``: a segment being created now (a roll, a cleaned copy), not one loaded."""
         self.base_offset = base_offset
         self.created_ms = created_ms
         self.log_path = segment_path(directory, base_offset, LOG_SUFFIX + suffix)
@@ -90,6 +96,9 @@ class LogSegment:
         )
         self.time_index = TimeIndex(
             segment_path(directory, base_offset, TIME_INDEX_SUFFIX + suffix), base_offset
+        )
+        self.txn_index = TxnIndex(
+            segment_path(directory, base_offset, TXN_INDEX_SUFFIX + suffix), new=new
         )
         self.size = 0
         self.next_offset = base_offset
@@ -115,8 +124,12 @@ class LogSegment:
 
     # ------------------------------------------------------------------ appending
 
-    def append(self, buf: bytes | bytearray, batches: Sequence[tuple[int, int, int, int]],
-               index_interval: int) -> None:
+    def append(
+        self,
+        buf: bytes | bytearray,
+        batches: Sequence[tuple[int, int, int, int]],
+        index_interval: int,
+    ) -> None:
         """Write ``buf`` (whole batches) and index them — all or nothing.
 
         ``batches`` describes each batch in ``buf``: (base offset, last offset, max
@@ -126,8 +139,12 @@ class LogSegment:
         cut-back fail, ``failed`` is set and the segment must not be appended to again.
         """
         start = self.size
-        saved = (self.next_offset, self.max_timestamp, self.offset_of_max_timestamp,
-                 self._bytes_since_index)
+        saved = (
+            self.next_offset,
+            self.max_timestamp,
+            self.offset_of_max_timestamp,
+            self._bytes_since_index,
+        )
         marks = (self.offset_index.mark(), self.time_index.mark())
         pos = start
         try:
@@ -146,8 +163,12 @@ class LogSegment:
     def _roll_back(
         self, size: int, saved: tuple[int, int, int, int], marks: tuple[int, int]
     ) -> None:
-        (self.next_offset, self.max_timestamp, self.offset_of_max_timestamp,
-         self._bytes_since_index) = saved
+        (
+            self.next_offset,
+            self.max_timestamp,
+            self.offset_of_max_timestamp,
+            self._bytes_since_index,
+        ) = saved
         try:
             os.ftruncate(self.fd, size)
             self.offset_index.rollback(marks[0])
@@ -191,7 +212,11 @@ class LogSegment:
         return pread(self.fd, length, position, nowait)
 
     def iter_batches(
-        self, start: int, end: int | None = None, *, with_body: bool = False,
+        self,
+        start: int,
+        end: int | None = None,
+        *,
+        with_body: bool = False,
         nowait: bool = False,
     ) -> Iterator[tuple[int, BatchHeader, memoryview | None]]:
         """Walk the batches in ``[start, end)``: (position, header, whole batch if asked).
@@ -227,9 +252,7 @@ class LogSegment:
             yield pos, header, body
             pos += size
 
-    def find_batch(
-        self, offset: int, *, nowait: bool = False
-    ) -> tuple[int, BatchHeader] | None:
+    def find_batch(self, offset: int, *, nowait: bool = False) -> tuple[int, BatchHeader] | None:
         """Position and header of the first batch whose last offset is ≥ ``offset``."""
         _, start = self.offset_index.lookup(offset)
         for pos, header, _ in self.iter_batches(start, nowait=nowait):
@@ -288,7 +311,8 @@ class LogSegment:
         good_end = 0
         for pos, header, body in self.iter_batches(0, file_size, with_body=verify):
             if header.last_offset < header.base_offset or (
-                header.base_offset != self.next_offset if verify and not allow_gaps
+                header.base_offset != self.next_offset
+                if verify and not allow_gaps
                 else header.base_offset < self.next_offset
             ):
                 break  # offsets are contiguous as appended (the base offset has no CRC)
@@ -308,6 +332,7 @@ class LogSegment:
             os.ftruncate(self.fd, good_end)
         self.offset_index.rebuild_file()
         self.time_index.rebuild_file()
+        self.txn_index.truncate_to(self.next_offset)  # replayed markers are added back
         return truncated
 
     def load_trusted(self, index_interval: int, *, allow_gaps: bool = False) -> bool:
@@ -346,7 +371,7 @@ class LogSegment:
         closes them): a duplicate of the log's, the index files' own or freshly opened."""
         fds = [os.dup(self.fd)]
         try:
-            for index in (self.offset_index, self.time_index):
+            for index in (self.offset_index, self.time_index, self.txn_index):
                 fd = index.sync_fd()
                 if fd is not None:
                     fds.append(fd)
@@ -357,7 +382,7 @@ class LogSegment:
         return fds
 
     def rename_suffix(self, suffix: str) -> None:
-        """Rename the three files to ``<base>.log<suffix>`` etc. (open fds stay valid).
+        """Rename the segment's files to ``<base>.log<suffix>`` etc. (open fds stay valid).
 
         The index files go first and the log last: the log file's name is what recovery
         acts on (``.cleaned`` → discarded, ``.swap`` → swapped in, ``.deleted`` → removed).
@@ -369,6 +394,7 @@ class LogSegment:
             with contextlib.suppress(FileNotFoundError):
                 os.replace(index.path, target)
             index.path = target
+        self.txn_index.rename(segment_path(directory, self.base_offset, TXN_INDEX_SUFFIX + suffix))
         target = segment_path(directory, self.base_offset, LOG_SUFFIX + suffix)
         os.replace(self.log_path, target)
         self.log_path = target
@@ -390,8 +416,13 @@ class LogSegment:
             self.fd = -1
 
     def unlink_files(self) -> None:
-        """Remove the three files; open descriptors keep the data readable until closed."""
-        for path in (self.log_path, self.offset_index.path, self.time_index.path):
+        """Remove the segment's files; open descriptors keep the data readable until closed."""
+        for path in (
+            self.log_path,
+            self.offset_index.path,
+            self.time_index.path,
+            self.txn_index.path,
+        ):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 

@@ -1,5 +1,5 @@
 """Admin APIs Bayou answers without serving the feature behind them (ACLs, SCRAM users,
-transactions, quotas, leader election, the metadata quorum): the answer Kafka gives in the
+quotas, leader election, the metadata quorum): the answer Kafka gives in the
 same situation, and the connection stays usable afterwards."""
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from confluent_kafka.admin import (
     ResourcePatternType,
     ResourceType,
 )
-from kafka import KafkaProducer
 from kafka import TopicPartition as KpTopicPartition
 from kafka import errors as kp_errors
 from kafka.admin import (
@@ -256,7 +255,7 @@ def test_describe_producers_shows_the_idempotent_producer(
         assert raw.metadata_ok()
 
 
-# -- Transactions: none exist yet --------------------------------------------------------------
+# -- Transactions: none in this broker ------------------------------------------------------
 
 
 def test_transactions_list_empty_and_describe_not_found(
@@ -283,37 +282,6 @@ def test_transactions_list_empty_and_describe_not_found(
             ErrorCode.INVALID_REQUEST,
         ]
         assert raw.metadata_ok()
-
-
-def init_transactions_error(bootstrap: str, tid: str) -> KafkaError:
-    """What confluent-kafka's ``init_transactions`` raises (the producer is gone on return)."""
-    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": tid})
-    try:
-        producer.init_transactions(2)
-    except KafkaException as exc:
-        err: KafkaError = exc.args[0]
-        return err
-    raise AssertionError("init_transactions succeeded")
-
-
-def test_transactional_producer_is_told_the_feature_is_unsupported(
-    shared_broker: BrokerProcess,
-) -> None:
-    tid = unique_topic("tx")
-    err = init_transactions_error(shared_broker.bootstrap, tid)
-    # not an authorization failure: the broker does not offer the feature
-    assert err.code() == KafkaError.UNSUPPORTED_VERSION
-    assert err.str() == "Failed to initialize Producer ID: Broker: API version not supported"
-    java_like = KafkaProducer(bootstrap_servers=shared_broker.bootstrap,
-                              transactional_id=tid + "-kp")
-    try:
-        with pytest.raises(kp_errors.KafkaError, match="UnsupportedVersionError"):
-            java_like.init_transactions()
-    finally:
-        java_like.close(timeout=5)
-    # the response has no message field: the broker's log says why, once per client
-    assert f"refused transactional producer '{tid}'" in shared_broker.log_text()
-    assert "transactions are not available yet" in shared_broker.log_text()
 
 
 # -- DescribeQuorum: a quorum of one --------------------------------------------------------

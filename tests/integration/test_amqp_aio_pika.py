@@ -24,8 +24,13 @@ def _url(broker: BrokerProcess) -> str:
 Incoming = aio_pika.abc.AbstractIncomingMessage
 
 
-async def _take(queue: aio_pika.abc.AbstractQueue, n: int, *, no_ack: bool = False,
-                arguments: dict[str, object] | None = None) -> list[Incoming]:
+async def _take(
+    queue: aio_pika.abc.AbstractQueue,
+    n: int,
+    *,
+    no_ack: bool = False,
+    arguments: dict[str, object] | None = None,
+) -> list[Incoming]:
     got: list[Incoming] = []
     done = asyncio.Event()
 
@@ -51,16 +56,26 @@ def test_publish_confirm_properties_and_consume(shared_broker: BrokerProcess) ->
             queue = await ch.declare_queue(name, durable=True, arguments={"x-partitions": 2})
             for i in range(10):
                 confirmation = await ch.default_exchange.publish(
-                    aio_pika.Message(f"body-{i}".encode(), content_type="text/plain",
-                                     correlation_id=f"corr-{i}", headers={"seq": i}),
+                    aio_pika.Message(
+                        f"body-{i}".encode(),
+                        content_type="text/plain",
+                        correlation_id=f"corr-{i}",
+                        headers={"seq": i},
+                    ),
                     routing_key=name,
                 )
                 assert isinstance(confirmation, pamqp.commands.Basic.Ack)
             got = await _take(queue, 10, arguments={"x-stream-offset": "first"})
             out = []
             for message in got:
-                out.append((message.body, message.content_type, message.correlation_id,
-                            dict(message.headers)))
+                out.append(
+                    (
+                        message.body,
+                        message.content_type,
+                        message.correlation_id,
+                        dict(message.headers),
+                    )
+                )
                 await message.ack()
             return out
 
@@ -115,8 +130,9 @@ def test_topic_exchange_with_aio_pika(shared_broker: BrokerProcess) -> None:
         conn = await aio_pika.connect(_url(shared_broker))
         async with conn:
             ch = await conn.channel(publisher_confirms=True)
-            exchange = await ch.declare_exchange(exchange_name, aio_pika.ExchangeType.TOPIC,
-                                                 durable=True)
+            exchange = await ch.declare_exchange(
+                exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+            )
             queue = await ch.declare_queue(queue_name, durable=True)
             await queue.bind(exchange, "logs.*.error")
             for key in ("logs.web.error", "logs.web.info", "logs.db.error"):
@@ -179,12 +195,14 @@ def test_what_a_dead_consumer_had_not_acked_is_delivered_again(
             ch = await conn.channel(publisher_confirms=True)
             await ch.declare_queue(name, durable=True)  # a durable named queue: a group
             for i in range(6):
-                await ch.default_exchange.publish(aio_pika.Message(f"m{i}".encode()),
-                                                  routing_key=name)
+                await ch.default_exchange.publish(
+                    aio_pika.Message(f"m{i}".encode()), routing_key=name
+                )
 
     asyncio.run(publish())
-    done = subprocess.run([sys.executable, "-c", _DYING_CONSUMER, _url(shared_broker), name],
-                          timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", _DYING_CONSUMER, _url(shared_broker), name], timeout=60, check=False
+    )
     assert done.returncode == 0
 
     async def again() -> tuple[list[bytes], int]:

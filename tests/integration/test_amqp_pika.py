@@ -13,29 +13,36 @@ import pytest
 from confluent_kafka import Producer
 from pika.exceptions import ChannelClosedByBroker, UnroutableError
 
-from bayou.broker.partitioner import partition_for_key
+from bayou.core.partitioner import partition_for_key
 from tests.support.amqp import Collector, connect, kafka_read, unique
 from tests.support.broker import BrokerProcess
 
 
-def produce(broker: BrokerProcess, topic: str, records: list[tuple[bytes | None, bytes, int]],
-            headers: list[tuple[str, bytes]] | None = None) -> None:
+def produce(
+    broker: BrokerProcess,
+    topic: str,
+    records: list[tuple[bytes | None, bytes, int]],
+    headers: list[tuple[str, bytes]] | None = None,
+) -> None:
     producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 1})
     for key, value, ts in records:
         producer.produce(topic, value=value, key=key, timestamp=ts, headers=headers or [])
     assert producer.flush(20) == 0
 
 
-def test_publish_with_confirms_then_read_with_confluent_kafka(shared_broker: BrokerProcess
-                                                              ) -> None:
+def test_publish_with_confirms_then_read_with_confluent_kafka(shared_broker: BrokerProcess) -> None:
     topic = unique("confirm")
     conn = connect(shared_broker)
     ch = conn.channel()
     ch.queue_declare(topic, durable=True, arguments={"x-partitions": 3})
     ch.confirm_delivery()
     props = pika.BasicProperties(
-        content_type="application/json", message_id="m-1", correlation_id="c-1",
-        timestamp=1_700_000_000, headers={"trace": "abc", "n": 7, "raw": b"\x00\xff"})
+        content_type="application/json",
+        message_id="m-1",
+        correlation_id="c-1",
+        timestamp=1_700_000_000,
+        headers={"trace": "abc", "n": 7, "raw": b"\x00\xff"},
+    )
     # the default exchange: routing key = topic, no record key
     ch.basic_publish("", topic, b'{"a": 1}', props)
     # the topic as an exchange: the routing key becomes the record key (murmur2 partition)
@@ -62,9 +69,13 @@ def test_publish_with_confirms_then_read_with_confluent_kafka(shared_broker: Bro
 def test_kafka_records_from_first_next_and_a_timestamp(shared_broker: BrokerProcess) -> None:
     topic = unique("replay")
     early, late = 1_600_000_000_000, 1_800_000_000_000
-    produce(shared_broker, topic, [(b"k", f"old-{i}".encode(), early + i) for i in range(5)]
-            + [(b"k", f"new-{i}".encode(), late + i) for i in range(5)],
-            headers=[("source", b"kafka")])
+    produce(
+        shared_broker,
+        topic,
+        [(b"k", f"old-{i}".encode(), early + i) for i in range(5)]
+        + [(b"k", f"new-{i}".encode(), late + i) for i in range(5)],
+        headers=[("source", b"kafka")],
+    )
     conn = connect(shared_broker)
     ch = conn.channel()
     ch.queue_declare(topic, passive=True)
@@ -73,7 +84,8 @@ def test_kafka_records_from_first_next_and_a_timestamp(shared_broker: BrokerProc
     first = Collector(conn, ch, topic, arguments={"x-stream-offset": "first"})
     got = first.wait_for(10)
     assert [d.body for d in got] == [f"old-{i}".encode() for i in range(5)] + [
-        f"new-{i}".encode() for i in range(5)]
+        f"new-{i}".encode() for i in range(5)
+    ]
     d0 = got[0]
     assert d0.routing_key == "k" and d0.exchange == topic
     assert d0.props.headers["source"] == "kafka"
@@ -150,8 +162,12 @@ def test_exchanges_route_by_key(shared_broker: BrokerProcess) -> None:
         return out
 
     assert drain(qa) == [(b"d-red", "red"), (b"t-both", "stock.usd.nyse"), (b"f-all", qa)]
-    assert drain(qb) == [(b"d-blue", "blue"), (b"t-both", "stock.usd.nyse"),
-                         (b"t-b", "stock.eur"), (b"f-all", qb)]
+    assert drain(qb) == [
+        (b"d-blue", "blue"),
+        (b"t-both", "stock.usd.nyse"),
+        (b"t-b", "stock.eur"),
+        (b"f-all", qb),
+    ]
     with pytest.raises(ChannelClosedByBroker) as info:
         ch.basic_publish(unique("nowhere"), "x", b"x")
     assert info.value.reply_code == 404
@@ -204,8 +220,9 @@ os._exit(3)
 """
 
 
-def test_nothing_lost_when_a_consumer_disconnects_without_acking(shared_broker: BrokerProcess
-                                                                 ) -> None:
+def test_nothing_lost_when_a_consumer_disconnects_without_acking(
+    shared_broker: BrokerProcess,
+) -> None:
     queue = unique("unacked")
     conn = connect(shared_broker)
     ch = conn.channel()
@@ -214,8 +231,11 @@ def test_nothing_lost_when_a_consumer_disconnects_without_acking(shared_broker: 
     for i in range(8):
         ch.basic_publish("", queue, f"m{i}".encode())
     conn.close()
-    proc = subprocess.run([sys.executable, "-c", _VANISHING_CONSUMER, str(shared_broker.amqp_port),
-                           queue], timeout=30, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", _VANISHING_CONSUMER, str(shared_broker.amqp_port), queue],
+        timeout=30,
+        check=False,
+    )
     assert proc.returncode == 0
 
     conn = connect(shared_broker)
@@ -265,8 +285,13 @@ def _raw_open(broker: BrokerProcess) -> socket.socket:
 
     sock = socket.create_connection((broker.host, broker.amqp_port), timeout=5)
     sock.sendall(b"AMQP\x00\x00\x09\x01")
-    sock.sendall(bytes(encode_method(0, method("connection.start_ok", mechanism="PLAIN",
-                                               response=b"\x00guest\x00guest"))))
+    sock.sendall(
+        bytes(
+            encode_method(
+                0, method("connection.start_ok", mechanism="PLAIN", response=b"\x00guest\x00guest")
+            )
+        )
+    )
     sock.sendall(bytes(encode_method(0, method("connection.tune_ok", frame_max=4096))))
     sock.sendall(bytes(encode_method(0, method("connection.open", virtual_host="/"))))
     return sock
@@ -303,8 +328,9 @@ def _close_code(sock: socket.socket) -> int:
         (b"\x01\x00\x00\x00\x00\x00\x01\x00\x00", 501),  # no frame-end octet
     ],
 )
-def test_bad_frames_close_only_that_connection(shared_broker: BrokerProcess, frame: bytes,
-                                               code: int) -> None:
+def test_bad_frames_close_only_that_connection(
+    shared_broker: BrokerProcess, frame: bytes, code: int
+) -> None:
     good = connect(shared_broker)
     sock = _raw_open(shared_broker)
     try:

@@ -18,6 +18,7 @@ from pika.exceptions import ChannelClosedByBroker, ConnectionClosedByBroker
 from bayou.gateways.amqp.names import amqp_name, topic_for
 from tests.support.amqp import Collector, connect, kafka_read, unique
 from tests.support.amqp_raw import RawClient
+from tests.support.amqp_topology import topology
 from tests.support.broker import BrokerProcess
 from tests.support.wait import wait_until
 
@@ -76,8 +77,10 @@ def test_concurrent_declarers_and_leavers_all_succeed(broker: BrokerProcess) -> 
     assert not failures, f"{len(failures)} of {DECLARERS} clients failed: {failures[:3]!r}"
 
     def bindings() -> set[tuple[str, str, str]]:
-        doc = json.loads((broker.data_dir / "amqp" / "registry.json").read_text())
-        return {(b["exchange"], b["queue"], b["routing_key"]) for b in doc["bindings"]}
+        return {
+            (b["exchange"], b["queue"], b["routing_key"])
+            for b in topology(broker.data_dir)["binding"]
+        }
 
     expected = {
         (f"{run}-x{i}", f"{run}-q{i}", f"again-{i}" if i % 2 else f"key-{i}")
@@ -106,6 +109,74 @@ def test_concurrent_declarers_and_leavers_all_succeed(broker: BrokerProcess) -> 
             return out
 
     assert asyncio.run(routed()) == [b"m0", b"m1", f"m{DECLARERS - 1}".encode()]
+
+
+def test_a_data_dir_of_the_previous_release_keeps_its_topology(broker: BrokerProcess) -> None:
+    """The release before kept exchanges, queues and bindings in DATA/amqp/registry.json;
+    started on such a data directory, the broker imports it (then removes it), and the
+    topology routes as before — and still does after another restart."""
+    run = unique("old")
+    queue, exchange = f"{run}-billing", f"{run}:events"  # an exchange that is no topic name
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic(topic_for(queue), 2, 1)])[topic_for(queue)].result(WAIT_S)
+    del admin
+    broker.stop()
+    legacy = broker.data_dir / "amqp" / "registry.json"
+    legacy.parent.mkdir()
+    legacy.write_text(
+        json.dumps(
+            {  # as the previous release wrote it
+                "exchanges": [
+                    {
+                        "name": exchange,
+                        "type": "topic",
+                        "auto_delete": False,
+                        "internal": False,
+                        "arguments": {},
+                    }
+                ],
+                "queues": [
+                    {
+                        "name": queue,
+                        "topic": topic_for(queue),
+                        "durable": True,
+                        "auto_delete": False,
+                        "arguments": {"x-partitions": 2},
+                        "created_topic": True,
+                    }
+                ],
+                "bindings": [
+                    {
+                        "exchange": exchange,
+                        "queue": queue,
+                        "routing_key": "invoice.#",
+                        "arguments": {},
+                    }
+                ],
+            },
+            indent=1,
+        )
+    )
+    broker.start()
+    assert not legacy.exists()
+
+    def publish_and_consume(body: bytes) -> list[bytes]:
+        conn = connect(broker)
+        ch = conn.channel()
+        ch.exchange_declare(exchange, "topic", passive=True)
+        ch.confirm_delivery()
+        ch.basic_publish(exchange, "invoice.eu", body, mandatory=True)  # unroutable: raises
+        collector = Collector(conn, ch, queue)  # durable: the group amqp:<queue>
+        got = collector.wait_for(1)
+        ch.basic_ack(got[-1].tag)
+        ch.basic_cancel(collector.tag)
+        conn.close()
+        return [d.body for d in got]
+
+    assert publish_and_consume(b"first") == [b"first"]
+    broker.restart()
+    assert publish_and_consume(b"second") == [b"second"]  # the group resumed after "first"
+    assert {b["queue"] for b in topology(broker.data_dir)["binding"]} == {queue}
 
 
 # ----------------------------------------------------------------------------- names
@@ -274,8 +345,7 @@ def test_auto_delete_queue_goes_with_its_last_consumer(shared_broker: BrokerProc
     ch = conn.channel()
 
     def declared() -> set[str]:
-        doc = json.loads((shared_broker.data_dir / "amqp" / "registry.json").read_text())
-        return {q["name"] for q in doc["queues"]}
+        return {q["name"] for q in topology(shared_broker.data_dir)["queue"]}
 
     wait_until("the queue on a pre-existing topic dropped", lambda: existing not in declared())
     assert existing in topics()

@@ -358,8 +358,11 @@ def test_dead_broker_is_a_sentence_not_a_hang() -> None:
 def test_another_door_is_not_a_kafka_listener(broker: BrokerProcess) -> None:
     """Pointed at the HTTP, MQTT or AMQP port by mistake, every client command says so at
     once."""
-    for door, port in (("HTTP", broker.http_port), ("MQTT", broker.mqtt_port),
-                       ("AMQP", broker.amqp_port)):
+    for door, port in (
+        ("HTTP", broker.http_port),
+        ("MQTT", broker.mqtt_port),
+        ("AMQP", broker.amqp_port),
+    ):
         address = f"127.0.0.1:{port}"
         for args in (["topic", "list"], ["consume", "orders"], ["group", "list"]):
             started = time.monotonic()
@@ -368,7 +371,8 @@ def test_another_door_is_not_a_kafka_listener(broker: BrokerProcess) -> None:
             assert proc.returncode == 1
             assert proc.stderr.decode().strip() == (
                 f"{address} answers in {door}: that port is not a Kafka listener (Bayou's "
-                "Kafka port is 9092 unless `bayou serve --kafka-port` says otherwise)")
+                "Kafka port is 9092 unless `bayou serve --kafka-port` says otherwise)"
+            )
 
 
 def test_unknown_topic_and_invalid_names_read_like_sentences(bootstrap: str) -> None:
@@ -393,18 +397,34 @@ def test_produce_partitions_keys_like_the_other_doors(broker: Any, topic_name: s
     do: a key lands on the same partition whichever door it came through."""
     import httpx
 
-    from bayou.broker.partitioner import partition_for_key
+    from bayou.core.partitioner import partition_for_key
 
     partitions = 8
     create(broker.bootstrap, topic_name, partitions)
     keys = [f"user-{i}" for i in range(40)]
     produce(broker.bootstrap, topic_name, [f"{k}:cli" for k in keys], "--key-separator", ":")
-    via_cli = {m["key"]: m["partition"] for m in json_lines(bayou(
-        "-b", broker.bootstrap, "consume", topic_name, "--from", "earliest", "--format", "json"))}
+    via_cli = {
+        m["key"]: m["partition"]
+        for m in json_lines(
+            bayou(
+                "-b",
+                broker.bootstrap,
+                "consume",
+                topic_name,
+                "--from",
+                "earliest",
+                "--format",
+                "json",
+            )
+        )
+    }
     records = [{"key": base64.b64encode(k.encode()).decode(), "value": "aHR0cA=="} for k in keys]
-    answer = httpx.post(f"{broker.http_url}/topics/{topic_name}", timeout=30,
-                        headers={"Content-Type": "application/vnd.kafka.binary.v2+json"},
-                        json={"records": records})  # binary: the same key bytes as the CLI's
+    answer = httpx.post(
+        f"{broker.http_url}/topics/{topic_name}",
+        timeout=30,
+        headers={"Content-Type": "application/vnd.kafka.binary.v2+json"},
+        json={"records": records},
+    )  # binary: the same key bytes as the CLI's
     assert answer.status_code == 200, answer.text
     via_http = {k: o["partition"] for k, o in zip(keys, answer.json()["offsets"], strict=True)}
     assert via_cli == via_http

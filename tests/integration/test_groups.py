@@ -43,8 +43,9 @@ def gbroker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]
         proc.kill()
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, step: Callable[[], None],
-             what: str) -> float:
+def wait_for(
+    condition: Callable[[], bool], timeout: float, step: Callable[[], None], what: str
+) -> float:
     """Run ``step`` (which blocks on a client event) until ``condition``; returns seconds."""
     start = time.monotonic()
     while not condition():
@@ -55,10 +56,16 @@ def wait_for(condition: Callable[[], bool], timeout: float, step: Callable[[], N
 
 
 def group_consumer(bootstrap: str, group: str, **extra: Any) -> Consumer:
-    return Consumer({
-        "bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
-        "session.timeout.ms": SESSION_MS, "heartbeat.interval.ms": 500, **extra,
-    })
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": SESSION_MS,
+            "heartbeat.interval.ms": 500,
+            **extra,
+        }
+    )
 
 
 def poll_all(consumers: list[Consumer], seen: dict[int, Any] | None = None) -> None:
@@ -80,9 +87,18 @@ class Member:
 
     def __init__(self, bootstrap: str, topic: str, config: dict[str, Any]) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.group_member", bootstrap, topic,
-             json.dumps(config)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "tests.support.group_member",
+                bootstrap,
+                topic,
+                json.dumps(config),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            cwd=ROOT,
+            text=True,
         )
         self.assigned: set[int] = set()
         self.messages: list[tuple[int, int]] = []
@@ -113,8 +129,9 @@ class Member:
             self.proc.stdout.close()
 
 
-def wait_members(members: list[Member], condition: Callable[[], bool], timeout: float,
-                 what: str) -> float:
+def wait_members(
+    members: list[Member], condition: Callable[[], bool], timeout: float, what: str
+) -> float:
     start = time.monotonic()
     while not condition():
         left = timeout - (time.monotonic() - start)
@@ -133,22 +150,34 @@ def test_three_members_own_two_partitions_each_and_survive_a_kill9(
     create_topic(gbroker.bootstrap, topic, 6)
     first = make_messages(600, 6)
     produce_all(gbroker.bootstrap, topic, first)
-    config = {"group.id": group, "auto.offset.reset": "earliest",
-              "session.timeout.ms": SESSION_MS, "heartbeat.interval.ms": 500,
-              "auto.commit.interval.ms": 200}
+    config = {
+        "group.id": group,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": SESSION_MS,
+        "heartbeat.interval.ms": 500,
+        "auto.commit.interval.ms": 200,
+    }
     members = [Member(gbroker.bootstrap, topic, config) for _ in range(3)]
     try:
-        wait_members(members, lambda: sorted(len(m.assigned) for m in members) == [2, 2, 2]
-                     and set().union(*(m.assigned for m in members)) == set(range(6))
-                     and sum(len(m.messages) for m in members) >= 600,
-                     DEADLINE_S, "two partitions each and the first 600 messages")
+        wait_members(
+            members,
+            lambda: (
+                sorted(len(m.assigned) for m in members) == [2, 2, 2]
+                and set().union(*(m.assigned for m in members)) == set(range(6))
+                and sum(len(m.messages) for m in members) >= 600
+            ),
+            DEADLINE_S,
+            "two partitions each and the first 600 messages",
+        )
         victim, survivors = members[0], members[1:]
         orphaned = set(victim.assigned)
         victim.kill9()
         took = wait_members(
             survivors,
             lambda: set().union(*(m.assigned for m in survivors)) == set(range(6)),
-            SESSION_MS / 1000 + 10, "the survivors to take the victim's partitions")
+            SESSION_MS / 1000 + 10,
+            "the survivors to take the victim's partitions",
+        )
         assert took < SESSION_MS / 1000 + 5, took
         second = make_messages(600, 6, base_ts=int(time.time() * 1000))
         produce_all(gbroker.bootstrap, topic, second)
@@ -156,7 +185,9 @@ def test_three_members_own_two_partitions_each_and_survive_a_kill9(
         wait_members(
             survivors,
             lambda: everything <= {x for m in members for x in m.messages},
-            DEADLINE_S, "every message, including the victim's partitions' new ones")
+            DEADLINE_S,
+            "every message, including the victim's partitions' new ones",
+        )
         for p in orphaned:  # the new messages of the victim's partitions went to a survivor
             assert {(p, o) for o in range(100, 200)} <= {x for m in survivors for x in m.messages}
     finally:
@@ -178,8 +209,12 @@ def test_commit_survives_broker_kill9_and_consumption_resumes_exactly_there(
         c = group_consumer(broker.bootstrap, group, **{"enable.auto.commit": False})
         c.subscribe([topic])
         seen: dict[int, Any] = {}
-        wait_for(lambda: len(seen.get(id(c), [])) >= 150, DEADLINE_S,
-                 lambda: poll_all([c], seen), "150 messages")
+        wait_for(
+            lambda: len(seen.get(id(c), [])) >= 150,
+            DEADLINE_S,
+            lambda: poll_all([c], seen),
+            "150 messages",
+        )
         offsets = [TopicPartition(topic, 0, 37), TopicPartition(topic, 1, 123)]
         c.commit(offsets=offsets, asynchronous=False)
         c.close()
@@ -188,8 +223,12 @@ def test_commit_survives_broker_kill9_and_consumption_resumes_exactly_there(
         c2 = group_consumer(broker.bootstrap, group, **{"enable.auto.commit": False})
         c2.subscribe([topic])
         seen2: dict[int, Any] = {}
-        wait_for(lambda: {p for p, _ in seen2.get(id(c2), [])} == {0, 1}, DEADLINE_S,
-                 lambda: poll_all([c2], seen2), "messages from both partitions")
+        wait_for(
+            lambda: {p for p, _ in seen2.get(id(c2), [])} == {0, 1},
+            DEADLINE_S,
+            lambda: poll_all([c2], seen2),
+            "messages from both partitions",
+        )
         firsts: dict[int, int] = {}
         for p, o in seen2[id(c2)]:
             firsts.setdefault(p, o)
@@ -211,9 +250,15 @@ def test_kafka_python_group_consumes_everything_and_commits(gbroker: BrokerProce
     create_topic(gbroker.bootstrap, topic, 4)
     produce_all(gbroker.bootstrap, topic, make_messages(800, 4))
     consumers = [
-        KafkaConsumer(topic, bootstrap_servers=gbroker.bootstrap, group_id=group,
-                      auto_offset_reset="earliest", enable_auto_commit=False,
-                      session_timeout_ms=SESSION_MS, heartbeat_interval_ms=500)
+        KafkaConsumer(
+            topic,
+            bootstrap_servers=gbroker.bootstrap,
+            group_id=group,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            session_timeout_ms=SESSION_MS,
+            heartbeat_interval_ms=500,
+        )
         for _ in range(2)
     ]
     got: set[tuple[int, int]] = set()
@@ -224,12 +269,17 @@ def test_kafka_python_group_consumes_everything_and_commits(gbroker: BrokerProce
                 got.update((r.partition, r.offset) for r in records)
 
     try:
-        wait_for(lambda: len(got) == 800 and all(len(c.assignment()) == 2 for c in consumers),
-                 DEADLINE_S, step, "800 messages over two kafka-python members")
+        wait_for(
+            lambda: len(got) == 800 and all(len(c.assignment()) == 2 for c in consumers),
+            DEADLINE_S,
+            step,
+            "800 messages over two kafka-python members",
+        )
         for c in consumers:
             c.commit()
         c = consumers[0]
         from kafka import TopicPartition as KTP
+
         assert {c.committed(KTP(topic, p)) for p in range(4)} == {200}
     finally:
         for c in consumers:
@@ -245,10 +295,18 @@ def test_aiokafka_group_consumes_everything_and_commits(gbroker: BrokerProcess) 
     produce_all(gbroker.bootstrap, topic, make_messages(800, 4))
 
     async def run() -> None:
-        consumers = [AIOKafkaConsumer(topic, bootstrap_servers=gbroker.bootstrap, group_id=group,
-                                      auto_offset_reset="earliest", enable_auto_commit=False,
-                                      session_timeout_ms=SESSION_MS, heartbeat_interval_ms=500)
-                     for _ in range(2)]
+        consumers = [
+            AIOKafkaConsumer(
+                topic,
+                bootstrap_servers=gbroker.bootstrap,
+                group_id=group,
+                auto_offset_reset="earliest",
+                enable_auto_commit=False,
+                session_timeout_ms=SESSION_MS,
+                heartbeat_interval_ms=500,
+            )
+            for _ in range(2)
+        ]
         for c in consumers:
             await c.start()
         got: set[tuple[int, int]] = set()
@@ -277,18 +335,27 @@ def test_mixed_group_of_three_client_libraries(gbroker: BrokerProcess) -> None:
     topic, group = unique_topic("mix"), unique_topic("g")
     create_topic(gbroker.bootstrap, topic, 6)
     produce_all(gbroker.bootstrap, topic, make_messages(600, 6))
-    rd = group_consumer(gbroker.bootstrap, group,
-                        **{"partition.assignment.strategy": "roundrobin"})
+    rd = group_consumer(gbroker.bootstrap, group, **{"partition.assignment.strategy": "roundrobin"})
     rd.subscribe([topic])
-    kp = KafkaConsumer(topic, bootstrap_servers=gbroker.bootstrap, group_id=group,
-                       auto_offset_reset="earliest", session_timeout_ms=SESSION_MS,
-                       heartbeat_interval_ms=500)
+    kp = KafkaConsumer(
+        topic,
+        bootstrap_servers=gbroker.bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        session_timeout_ms=SESSION_MS,
+        heartbeat_interval_ms=500,
+    )
     got: set[tuple[int, int]] = set()
 
     async def run() -> None:
-        aio = AIOKafkaConsumer(topic, bootstrap_servers=gbroker.bootstrap, group_id=group,
-                               auto_offset_reset="earliest", session_timeout_ms=SESSION_MS,
-                               heartbeat_interval_ms=500)
+        aio = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=gbroker.bootstrap,
+            group_id=group,
+            auto_offset_reset="earliest",
+            session_timeout_ms=SESSION_MS,
+            heartbeat_interval_ms=500,
+        )
         await aio.start()
         try:
             deadline = time.monotonic() + DEADLINE_S
@@ -304,8 +371,11 @@ def test_mixed_group_of_three_client_libraries(gbroker: BrokerProcess) -> None:
                     got.update((r.partition, r.offset) for r in records)
                 for records in (await aio.getmany(timeout_ms=50)).values():
                     got.update((r.partition, r.offset) for r in records)
-            parts = [owned(rd), {tp.partition for tp in kp.assignment()},
-                     {tp.partition for tp in aio.assignment()}]
+            parts = [
+                owned(rd),
+                {tp.partition for tp in kp.assignment()},
+                {tp.partition for tp in aio.assignment()},
+            ]
             assert set().union(*parts) == set(range(6))
         finally:
             await aio.stop()
@@ -326,8 +396,9 @@ def test_cooperative_sticky_moves_only_what_must_move(gbroker: BrokerProcess) ->
     events: dict[str, list[tuple[str, set[int]]]] = {"a": [], "b": []}
 
     def make(name: str) -> Consumer:
-        c = group_consumer(gbroker.bootstrap, group,
-                           **{"partition.assignment.strategy": "cooperative-sticky"})
+        c = group_consumer(
+            gbroker.bootstrap, group, **{"partition.assignment.strategy": "cooperative-sticky"}
+        )
 
         def on_assign(_c: Any, ps: list[TopicPartition]) -> None:
             events[name].append(("assign", {tp.partition for tp in ps}))
@@ -345,8 +416,12 @@ def test_cooperative_sticky_moves_only_what_must_move(gbroker: BrokerProcess) ->
         before = owned(a)
         b = make("b")
         consumers = [a, b]
-        wait_for(lambda: len(owned(a)) == 3 and len(owned(b)) == 3, DEADLINE_S,
-                 lambda: poll_all(consumers), "three partitions each")
+        wait_for(
+            lambda: len(owned(a)) == 3 and len(owned(b)) == 3,
+            DEADLINE_S,
+            lambda: poll_all(consumers),
+            "three partitions each",
+        )
         revoked = set().union(*(ps for kind, ps in events["a"] if kind == "revoke"))
         assert len(revoked) == 3 and revoked <= before  # only what had to move
         assert owned(a) == before - revoked and owned(b) == revoked
@@ -375,13 +450,21 @@ def test_static_member_quick_restart_causes_no_rebalance(gbroker: BrokerProcess)
     a = make("static-a", "a")
     b = make("static-b")
     try:
-        wait_for(lambda: len(owned(a)) == 2 and len(owned(b)) == 2, DEADLINE_S,
-                 lambda: poll_all([a, b]), "two partitions each")
+        wait_for(
+            lambda: len(owned(a)) == 2 and len(owned(b)) == 2,
+            DEADLINE_S,
+            lambda: poll_all([a, b]),
+            "two partitions each",
+        )
         a_before, b_before, rebalances = owned(a), owned(b), assigns["a"]
         b.close()  # a static member leaves no LeaveGroup behind
         b = make("static-b")
-        wait_for(lambda: owned(b) == b_before, DEADLINE_S, lambda: poll_all([a, b]),
-                 "the restarted member to get its partitions back")
+        wait_for(
+            lambda: owned(b) == b_before,
+            DEADLINE_S,
+            lambda: poll_all([a, b]),
+            "the restarted member to get its partitions back",
+        )
         deadline = time.monotonic() + 2  # a few heartbeats of a: still no rebalance
         while time.monotonic() < deadline:
             poll_all([a, b])
@@ -399,17 +482,30 @@ def test_kip848_consumer_protocol_with_librdkafka(gbroker: BrokerProcess) -> Non
     produce_all(gbroker.bootstrap, topic, make_messages(400, 4))
 
     def make() -> Consumer:
-        c = Consumer({"bootstrap.servers": gbroker.bootstrap, "group.id": group,
-                      "group.protocol": "consumer", "auto.offset.reset": "earliest"})
+        c = Consumer(
+            {
+                "bootstrap.servers": gbroker.bootstrap,
+                "group.id": group,
+                "group.protocol": "consumer",
+                "auto.offset.reset": "earliest",
+            }
+        )
         c.subscribe([topic])
         return c
 
     a, b = make(), make()
     seen: dict[int, Any] = {}
     try:
-        wait_for(lambda: len(owned(a)) == 2 and len(owned(b)) == 2
-                 and sum(len(v) for v in seen.values()) >= 400,
-                 DEADLINE_S, lambda: poll_all([a, b], seen), "two partitions each")
+        wait_for(
+            lambda: (
+                len(owned(a)) == 2
+                and len(owned(b)) == 2
+                and sum(len(v) for v in seen.values()) >= 400
+            ),
+            DEADLINE_S,
+            lambda: poll_all([a, b], seen),
+            "two partitions each",
+        )
         assert owned(a) | owned(b) == set(range(4))
         admin = AdminClient({"bootstrap.servers": gbroker.bootstrap})
         desc = admin.describe_consumer_groups([group])[group].result(timeout=10)
@@ -423,11 +519,18 @@ def test_kip848_consumer_protocol_with_librdkafka(gbroker: BrokerProcess) -> Non
 # --------------------------------------------------------------------------- CLI
 
 
-def bayou(broker: BrokerProcess, *args: str, tz: str | None = None
-          ) -> subprocess.CompletedProcess[str]:
+def bayou(
+    broker: BrokerProcess, *args: str, tz: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TZ": tz} if tz else None
-    return subprocess.run([sys.executable, "-m", "bayou", *args, "-b", broker.bootstrap],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "bayou", *args, "-b", broker.bootstrap],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
+    )
 
 
 def test_group_list_shows_lag(gbroker: BrokerProcess) -> None:
@@ -435,11 +538,11 @@ def test_group_list_shows_lag(gbroker: BrokerProcess) -> None:
     create_topic(gbroker.bootstrap, topic, 2)
     produce_all(gbroker.bootstrap, topic, make_messages(10, 2))  # 5 in each partition
     for name, offsets in ((group, [(0, 2), (1, 5)]), (idle, [])):
-        c = Consumer({"bootstrap.servers": gbroker.bootstrap, "group.id": name,
-                      "enable.auto.commit": False})
+        c = Consumer(
+            {"bootstrap.servers": gbroker.bootstrap, "group.id": name, "enable.auto.commit": False}
+        )
         if offsets:
-            c.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets],
-                     asynchronous=False)
+            c.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets], asynchronous=False)
         c.close()
     listed = bayou(gbroker, "group", "list")
     assert listed.returncode == 0, listed.stderr
@@ -458,9 +561,11 @@ def test_a_time_without_a_zone_is_utc_in_every_command(gbroker: BrokerProcess) -
     consumed = bayou(gbroker, "consume", topic, "--from", naive, "--format", "json", tz=india)
     assert consumed.returncode == 0, consumed.stderr
     assert [json.loads(line)["offset"] for line in consumed.stdout.splitlines()] == list(
-        range(60, 100))
-    plan = bayou(gbroker, "group", "reset-offsets", group, "--topic", topic, "--to-datetime",
-                 naive, tz=india)
+        range(60, 100)
+    )
+    plan = bayou(
+        gbroker, "group", "reset-offsets", group, "--topic", topic, "--to-datetime", naive, tz=india
+    )
     assert plan.returncode == 0, plan.stderr
     assert plan.stdout.splitlines()[1].split()[-1] == "60", plan.stdout
     trimmed = bayou(gbroker, "topic", "trim", topic, "--before", naive, tz=india)
@@ -476,21 +581,34 @@ def test_reset_offsets_to_datetime_replays_from_that_time(gbroker: BrokerProcess
     c = group_consumer(gbroker.bootstrap, group, **{"enable.auto.commit": False})
     c.subscribe([topic])
     seen: dict[int, Any] = {}
-    wait_for(lambda: len(seen.get(id(c), [])) == 100, DEADLINE_S, lambda: poll_all([c], seen),
-             "100 messages")
+    wait_for(
+        lambda: len(seen.get(id(c), [])) == 100,
+        DEADLINE_S,
+        lambda: poll_all([c], seen),
+        "100 messages",
+    )
     c.commit(asynchronous=False)
-    refused = bayou(gbroker, "group", "reset-offsets", group, "--topic", topic, "--to-earliest",
-                    "--execute")
+    refused = bayou(
+        gbroker, "group", "reset-offsets", group, "--topic", topic, "--to-earliest", "--execute"
+    )
     assert refused.returncode == 1 and "stop its consumers" in refused.stderr
     c.close()
     assert group in bayou(gbroker, "group", "list").stdout
     when = datetime.fromtimestamp((base + 60) / 1000, UTC).isoformat()
-    dry = bayou(gbroker, "group", "reset-offsets", group, "--topic", topic,
-                "--to-datetime", when)
+    dry = bayou(gbroker, "group", "reset-offsets", group, "--topic", topic, "--to-datetime", when)
     assert dry.returncode == 0 and "Dry run" in dry.stdout and " 60" in dry.stdout
     assert " 100 " in bayou(gbroker, "group", "describe", group).stdout  # nothing changed
-    done = bayou(gbroker, "group", "reset-offsets", group, "--topic", topic,
-                 "--to-datetime", when, "--execute")
+    done = bayou(
+        gbroker,
+        "group",
+        "reset-offsets",
+        group,
+        "--topic",
+        topic,
+        "--to-datetime",
+        when,
+        "--execute",
+    )
     assert done.returncode == 0, done.stderr
     described = bayou(gbroker, "group", "describe", group, "--format", "json")
     rows = json.loads(described.stdout)["partitions"]
@@ -498,8 +616,12 @@ def test_reset_offsets_to_datetime_replays_from_that_time(gbroker: BrokerProcess
     c2 = group_consumer(gbroker.bootstrap, group, **{"enable.auto.commit": False})
     c2.subscribe([topic])
     seen2: dict[int, Any] = {}
-    wait_for(lambda: len(seen2.get(id(c2), [])) == 40, DEADLINE_S,
-             lambda: poll_all([c2], seen2), "the replayed messages")
+    wait_for(
+        lambda: len(seen2.get(id(c2), [])) == 40,
+        DEADLINE_S,
+        lambda: poll_all([c2], seen2),
+        "the replayed messages",
+    )
     assert [o for _p, o in seen2[id(c2)]] == list(range(60, 100))
     c2.close()
     assert bayou(gbroker, "group", "delete", group).returncode == 0

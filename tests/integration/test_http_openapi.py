@@ -37,11 +37,27 @@ def test_schemathesis_finds_no_mismatch(api_broker: BrokerProcess) -> None:
     reproducible."""
     cli = Path(sys.executable).with_name("schemathesis")
     result = subprocess.run(
-        [str(cli), "run", f"{api_broker.http_url}/openapi.json",
-         "--checks", "all", "--max-examples", str(MAX_EXAMPLES),
-         "--exclude-path-regex", "/stream$", "--phases", "examples,coverage,fuzzing",
-         "--request-timeout", "10", "--seed", "1", "--no-color"],
-        capture_output=True, text=True, timeout=RUN_LIMIT_S,
+        [
+            str(cli),
+            "run",
+            f"{api_broker.http_url}/openapi.json",
+            "--checks",
+            "all",
+            "--max-examples",
+            str(MAX_EXAMPLES),
+            "--exclude-path-regex",
+            "/stream$",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--request-timeout",
+            "10",
+            "--seed",
+            "1",
+            "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=RUN_LIMIT_S,
         env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"},
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
@@ -51,19 +67,28 @@ def test_schemathesis_finds_no_mismatch(api_broker: BrokerProcess) -> None:
 def test_document_and_docs_page(api_broker: BrokerProcess, tmp_path: Path) -> None:
     with httpx.Client(base_url=api_broker.http_url) as http:
         doc = http.get("/openapi.json").json()
-        assert {"/topics/{topic}", "/consumers/{group}",
-                "/consumers/{group}/instances/{name}/records"} <= set(doc["paths"])
+        assert {
+            "/topics/{topic}",
+            "/consumers/{group}",
+            "/consumers/{group}/instances/{name}/records",
+        } <= set(doc["paths"])
         body = doc["paths"]["/topics/{topic}"]["post"]["requestBody"]["content"]
-        assert {"application/vnd.kafka.json.v2+json",
-                "application/vnd.kafka.binary.v2+json", "application/json"} <= set(body)
+        assert {
+            "application/vnd.kafka.json.v2+json",
+            "application/vnd.kafka.binary.v2+json",
+            "application/json",
+        } <= set(body)
         assert "ProduceRequest" in doc["components"]["schemas"]
         # every answer is documented under the media type it is sent with
         for path, methods in doc["paths"].items():
             for method, operation in methods.items():
                 for status, answer in operation["responses"].items():
                     media = set(answer.get("content", {}))
-                    expected = {"text/event-stream"} if (path, status) == (
-                        "/topics/{topic}/stream", "200") else {V2}
+                    expected = (
+                        {"text/event-stream"}
+                        if (path, status) == ("/topics/{topic}/stream", "200")
+                        else {V2}
+                    )
                     assert media <= expected, (method, path, status, media)
                     if status >= "400":
                         assert media == {V2}, (method, path, status)

@@ -53,11 +53,14 @@ def test_sse_from_earliest_live_and_resume(shared_broker: BrokerProcess) -> None
             lines = r.iter_lines()
             old = read_events(lines, 10)
             assert sorted((e["partition"], e["offset"]) for _, e in old) == sorted(
-                (p, o) for p in (0, 1) for o in range(5))
+                (p, o) for p in (0, 1) for o in range(5)
+            )
             # records produced while the stream is open arrive on it
             with client(shared_broker.http_url) as producer:
-                producer.post(f"/topics/{topic}/partitions/1",
-                              json={"records": [{"value": {"live": i}} for i in range(3)]})
+                producer.post(
+                    f"/topics/{topic}/partitions/1",
+                    json={"records": [{"value": {"live": i}} for i in range(3)]},
+                )
             live = read_events(lines, 3)
             assert [(e["partition"], e["offset"]) for _, e in live] == [(1, 5), (1, 6), (1, 7)]
             last_id = live[1][0]  # as if the connection broke after the second live event
@@ -66,7 +69,9 @@ def test_sse_from_earliest_live_and_resume(shared_broker: BrokerProcess) -> None
         with http.stream("GET", url, headers={"Last-Event-ID": last_id}) as r:
             resumed = read_events(r.iter_lines(), 2)
         assert [(e["partition"], e["offset"], e["value"]) for _, e in resumed] == [
-            (0, 5, "after"), (1, 7, {"live": 2})]
+            (0, 5, "after"),
+            (1, 7, {"live": 2}),
+        ]
         bad = http.get(url, headers={"Last-Event-ID": "zz"})
         assert (bad.status_code, bad.json()["error_code"]) == (400, 400)
         missing = http.get(f"/topics/{topic}-nope/stream")
@@ -92,8 +97,10 @@ def test_websocket_stream(shared_broker: BrokerProcess) -> None:
     topic = unique_topic("ws")
     create_topic(shared_broker.bootstrap, topic, 1)
     with client(shared_broker.http_url) as http:
-        http.post(f"/topics/{topic}", json={"records": [{"key": "k", "value": {"n": i}}
-                                                        for i in range(5)]})
+        http.post(
+            f"/topics/{topic}",
+            json={"records": [{"key": "k", "value": {"n": i}} for i in range(5)]},
+        )
         http.post(f"/topics/{topic}", json={"records": [{"value": "h", "headers": HEADERS}]})
     ws_url = shared_broker.http_url.replace("http://", "ws://") + f"/topics/{topic}/stream"
 
@@ -109,7 +116,8 @@ def test_websocket_stream(shared_broker: BrokerProcess) -> None:
 
     got = asyncio.run(follow())
     assert [(m["offset"], m["key"], m["value"]) for m in got[:5]] == [
-        (i, "k", {"n": i}) for i in range(5)]
+        (i, "k", {"n": i}) for i in range(5)
+    ]
     assert "headers" not in got[0] and got[5]["headers"] == HEADERS
     assert (got[6]["offset"], got[6]["value"], got[6]["id"]) == (6, "live", "0:7")
     assert got[7]["offset"] == 3

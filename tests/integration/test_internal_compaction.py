@@ -31,16 +31,18 @@ MAX_REPLAYED = SEGMENT // BATCH_HEADER + 10
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
-    proc = BrokerProcess(tmp_path / "data", env={
-        "BAYOU_LOG_RETENTION_CHECK_INTERVAL_MS": "100",
-        "BAYOU_INTERNAL_SEGMENT_BYTES": str(SEGMENT),
-        "BAYOU_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
-    }).start()
+    proc = BrokerProcess(
+        tmp_path / "data",
+        env={
+            "BAYOU_LOG_RETENTION_CHECK_INTERVAL_MS": "100",
+            "BAYOU_INTERNAL_SEGMENT_BYTES": str(SEGMENT),
+            "BAYOU_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+        },
+    ).start()
     try:
         yield proc
     finally:
         proc.kill()
-
 
 
 def internal(broker: BrokerProcess, name: str) -> Path:
@@ -71,8 +73,14 @@ def replayed_on_start(broker: BrokerProcess) -> int:
 
 def resumes_at(broker: BrokerProcess, group: str, topic: str) -> tuple[int, int]:
     """(committed offset, offset of the first message a new group member gets)."""
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group,
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     try:
         committed = consumer.committed([TopicPartition(topic, 0)], timeout=15)[0].offset
         consumer.subscribe([topic])
@@ -87,14 +95,21 @@ def resumes_at(broker: BrokerProcess, group: str, topic: str) -> tuple[int, int]
 
 
 def test_group_resumes_at_its_last_commit_after_compaction_and_restarts(
-        broker: BrokerProcess) -> None:
+    broker: BrokerProcess,
+) -> None:
     topic = unique_topic("ic")
     group = unique("g")
     create_topic(broker.bootstrap, topic, 1)
     produce_all(broker.bootstrap, topic, make_messages(50, 1))
     directory = internal(broker, "__consumer_offsets")
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group,
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     try:
         consumer.subscribe([topic])
         deadline = time.monotonic() + WAIT_S
@@ -143,7 +158,8 @@ def test_mqtt_retained_messages_survive_compaction_and_a_restart(broker: BrokerP
         late.subscribe(f"{top}/#", 1)
         got = late.receive(4)
         assert sorted((m.topic, m.payload, m.retain) for m in got) == [
-            (f"{top}/{k}", f"v{writes - 5 + k}".encode(), True) for k in range(4)]
+            (f"{top}/{k}", f"v{writes - 5 + k}".encode(), True) for k in range(4)
+        ]
         assert late.receive(1, timeout=0.3) == []
     finally:
         late.close()

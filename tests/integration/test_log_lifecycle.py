@@ -40,14 +40,17 @@ def lifecycle_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broke
         proc.kill()
 
 
-
-def keyed(count: int, keys: int, *, ts: int | None = None, tombstone_every: int = 0,
-          size: int = 50) -> list[Sent]:
+def keyed(
+    count: int, keys: int, *, ts: int | None = None, tombstone_every: int = 0, size: int = 50
+) -> list[Sent]:
     base = ts if ts is not None else int(time.time() * 1000)
     out = []
     for i in range(count):
-        value = b"" if tombstone_every and i % tombstone_every == tombstone_every - 1 else (
-            f"v{i}-".encode() + b"x" * size)
+        value = (
+            b""
+            if tombstone_every and i % tombstone_every == tombstone_every - 1
+            else (f"v{i}-".encode() + b"x" * size)
+        )
         out.append(Sent(0, f"k{i % keys}".encode(), value, (), base + i))
     return out
 
@@ -58,19 +61,31 @@ def produce_keyed(bootstrap: str, topic: str, messages: list[Sent]) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "batch.size": 1500})
     errors: list[KafkaError] = []
     for msg in messages:
-        producer.produce(topic, key=msg.key, value=msg.value or None, partition=0,
-                         timestamp=msg.timestamp_ms,
-                         on_delivery=lambda err, _m: errors.append(err) if err else None)
+        producer.produce(
+            topic,
+            key=msg.key,
+            value=msg.value or None,
+            partition=0,
+            timestamp=msg.timestamp_ms,
+            on_delivery=lambda err, _m: errors.append(err) if err else None,
+        )
         producer.poll(0)
     assert producer.flush(30) == 0 and not errors
 
 
-def read_partition(bootstrap: str, topic: str, start: int | str = "earliest"
-                   ) -> list[tuple[int, bytes | None, bytes | None]]:
+def read_partition(
+    bootstrap: str, topic: str, start: int | str = "earliest"
+) -> list[tuple[int, bytes | None, bytes | None]]:
     """Everything from ``start`` to the end of partition 0: (offset, key, value)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique_topic("g"),
-                         "enable.auto.commit": False, "enable.partition.eof": True,
-                         "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": unique_topic("g"),
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+        }
+    )
     offset = start if isinstance(start, int) else -2
     consumer.assign([TopicPartition(topic, 0, offset)])
     out: list[tuple[int, bytes | None, bytes | None]] = []
@@ -128,8 +143,9 @@ def test_replay_from_a_timestamp_lands_on_the_exact_offset(
     base = int(time.time() * 1000) - 500_000
     sent = [Sent(0, b"k%d" % i, b"v%d" % i, (), base + 10 * i) for i in range(1000)]
     produce_all(bootstrap, topic, sent, **{"batch.num.messages": 13})
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique_topic("g"),
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": unique_topic("g"), "enable.auto.commit": False}
+    )
     try:
         for target in (base, base + 1, base + 4321, base + 9990):
             found = consumer.offsets_for_times([TopicPartition(topic, 0, target)], timeout=10)
@@ -188,8 +204,14 @@ def test_retention_trims_and_consumers_reset(lifecycle_broker: BrokerProcess) ->
     assert low <= 200 and high == 250
     # A consumer positioned below the log start gets OFFSET_OUT_OF_RANGE and resets.
     for policy, first in (("earliest", low), ("latest", None)):
-        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique_topic("g"),
-                             "auto.offset.reset": policy, "enable.partition.eof": True})
+        consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": unique_topic("g"),
+                "auto.offset.reset": policy,
+                "enable.partition.eof": True,
+            }
+        )
         consumer.assign([TopicPartition(topic, 0, 10)])
         got: list[int] = []
         try:
@@ -211,8 +233,13 @@ def test_retention_trims_and_consumers_reset(lifecycle_broker: BrokerProcess) ->
         else:
             assert got[0] == first and got[-1] == 249
     # "error" policy: the client surfaces the out-of-range error.
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique_topic("g"),
-                         "auto.offset.reset": "error"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": unique_topic("g"),
+            "auto.offset.reset": "error",
+        }
+    )
     consumer.assign([TopicPartition(topic, 0, 10)])
     try:
         codes = set()
@@ -238,8 +265,9 @@ def test_delete_records_and_log_dirs(lifecycle_broker: BrokerProcess) -> None:
     assert watermarks(bootstrap, topic) == (120, 300)
     assert read_partition(bootstrap, topic)[0][0] == 120
     with pytest.raises(KafkaException) as beyond:
-        admin.delete_records([TopicPartition(topic, 0, 301)])[TopicPartition(topic, 0, 301)
-                                                             ].result(15)
+        admin.delete_records([TopicPartition(topic, 0, 301)])[TopicPartition(topic, 0, 301)].result(
+            15
+        )
     assert beyond.value.args[0].code() == KafkaError.OFFSET_OUT_OF_RANGE
     topic_dir = lifecycle_broker.data_dir / "topics" / topic / "0"
     assert min(int(p.name[:20]) for p in topic_dir.glob("*.log")) > 0  # segments deleted
@@ -264,9 +292,13 @@ def test_describe_log_dirs_reports_partition_sizes(lifecycle_broker: BrokerProce
     assert Path(log_dir["log_dir"]) == lifecycle_broker.data_dir.resolve()
     (described,) = log_dir["topics"]
     sizes = {p["partition_index"]: p["partition_size"] for p in described["partitions"]}
-    on_disk = {p: sum(f.stat().st_size for f in
-                      (lifecycle_broker.data_dir / "topics" / topic / str(p)).glob("*.log"))
-               for p in (0, 1)}
+    on_disk = {
+        p: sum(
+            f.stat().st_size
+            for f in (lifecycle_broker.data_dir / "topics" / topic / str(p)).glob("*.log")
+        )
+        for p in (0, 1)
+    }
     assert sizes == on_disk and sizes[0] > sizes[1] > 500
 
 
@@ -286,12 +318,19 @@ def test_describe_and_alter_configs_with_sources(lifecycle_broker: BrokerProcess
     assert synonyms.get("log.retention.ms") == ConfigSource.DEFAULT_CONFIG
 
     # Incremental: SET, APPEND to a list, DELETE back to the default.
-    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
-        ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.APPEND),
-        ConfigEntry("retention.ms", None, incremental_operation=AlterConfigOpType.DELETE),
-        ConfigEntry("min.cleanable.dirty.ratio", "0.1",
-                    incremental_operation=AlterConfigOpType.SET),
-    ])
+    resource = ConfigResource(
+        ResourceType.TOPIC,
+        topic,
+        incremental_configs=[
+            ConfigEntry(
+                "cleanup.policy", "compact", incremental_operation=AlterConfigOpType.APPEND
+            ),
+            ConfigEntry("retention.ms", None, incremental_operation=AlterConfigOpType.DELETE),
+            ConfigEntry(
+                "min.cleanable.dirty.ratio", "0.1", incremental_operation=AlterConfigOpType.SET
+            ),
+        ],
+    )
     admin.incremental_alter_configs([resource])[resource].result(15)
     entries = describe(admin, topic)
     assert entries["cleanup.policy"].value == "delete,compact"
@@ -299,10 +338,19 @@ def test_describe_and_alter_configs_with_sources(lifecycle_broker: BrokerProcess
     assert entries["min.cleanable.dirty.ratio"].value == "0.1"
 
     # Every value is validated; the error names the config; nothing changes.
-    for key, bad in (("retention.ms", "soon"), ("cleanup.policy", "shred"),
-                     ("min.cleanable.dirty.ratio", "1.5"), ("no.such.config", "1")):
-        bad_res = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
-            ConfigEntry(key, bad, incremental_operation=AlterConfigOpType.SET)])
+    for key, bad in (
+        ("retention.ms", "soon"),
+        ("cleanup.policy", "shred"),
+        ("min.cleanable.dirty.ratio", "1.5"),
+        ("no.such.config", "1"),
+    ):
+        bad_res = ConfigResource(
+            ResourceType.TOPIC,
+            topic,
+            incremental_configs=[
+                ConfigEntry(key, bad, incremental_operation=AlterConfigOpType.SET)
+            ],
+        )
         with pytest.raises(KafkaException) as err:
             admin.incremental_alter_configs([bad_res])[bad_res].result(15)
         assert err.value.args[0].code() == KafkaError.INVALID_CONFIG
@@ -311,8 +359,13 @@ def test_describe_and_alter_configs_with_sources(lifecycle_broker: BrokerProcess
 
     # Broker-level dynamic default: every topic without its own value follows, live.
     # (librdkafka addresses broker resources by id; the cluster-wide "" works the same way.)
-    default = ConfigResource(ResourceType.BROKER, "0", incremental_configs=[
-        ConfigEntry("log.retention.ms", "7200000", incremental_operation=AlterConfigOpType.SET)])
+    default = ConfigResource(
+        ResourceType.BROKER,
+        "0",
+        incremental_configs=[
+            ConfigEntry("log.retention.ms", "7200000", incremental_operation=AlterConfigOpType.SET)
+        ],
+    )
     admin.incremental_alter_configs([default])[default].result(15)
     try:
         entry = describe(admin, topic)["retention.ms"]
@@ -322,23 +375,38 @@ def test_describe_and_alter_configs_with_sources(lifecycle_broker: BrokerProcess
         broker_entries = admin.describe_configs([broker])[broker].result(15)
         assert broker_entries["log.retention.ms"].value == "7200000"
         assert source(broker_entries["log.retention.ms"]) == ConfigSource.DYNAMIC_BROKER_CONFIG
-        bad = ConfigResource(ResourceType.BROKER, "0", incremental_configs=[
-            ConfigEntry("log.retention.ms", "-5", incremental_operation=AlterConfigOpType.SET)])
+        bad = ConfigResource(
+            ResourceType.BROKER,
+            "0",
+            incremental_configs=[
+                ConfigEntry("log.retention.ms", "-5", incremental_operation=AlterConfigOpType.SET)
+            ],
+        )
         with pytest.raises(KafkaException) as err:
             admin.incremental_alter_configs([bad])[bad].result(15)
         assert "log.retention.ms" in err.value.args[0].str()
     finally:
-        reset = ConfigResource(ResourceType.BROKER, "0", incremental_configs=[
-            ConfigEntry("log.retention.ms", None,
-                        incremental_operation=AlterConfigOpType.DELETE)])
+        reset = ConfigResource(
+            ResourceType.BROKER,
+            "0",
+            incremental_configs=[
+                ConfigEntry(
+                    "log.retention.ms", None, incremental_operation=AlterConfigOpType.DELETE
+                )
+            ],
+        )
         admin.incremental_alter_configs([reset])[reset].result(15)
     assert source(describe(admin, topic)["retention.ms"]) == ConfigSource.DEFAULT_CONFIG
 
 
 # --------------------------------------------------------------------------- compaction
 
-COMPACT = {"cleanup.policy": "compact", "segment.bytes": "4096",
-           "min.cleanable.dirty.ratio": "0.01", "delete.retention.ms": "86400000"}
+COMPACT = {
+    "cleanup.policy": "compact",
+    "segment.bytes": "4096",
+    "min.cleanable.dirty.ratio": "0.01",
+    "delete.retention.ms": "86400000",
+}
 
 
 def test_compaction_keeps_the_last_value_per_key_and_then_drops_tombstones(
@@ -375,12 +443,21 @@ def test_compaction_keeps_the_last_value_per_key_and_then_drops_tombstones(
         consumer.close()
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
-        ConfigEntry("delete.retention.ms", "0", incremental_operation=AlterConfigOpType.SET)])
+    resource = ConfigResource(
+        ResourceType.TOPIC,
+        topic,
+        incremental_configs=[
+            ConfigEntry("delete.retention.ms", "0", incremental_operation=AlterConfigOpType.SET)
+        ],
+    )
     admin.incremental_alter_configs([resource])[resource].result(15)
     survivors = last_per_key(sent, drop_tombstones=True)
-    wait_until("tombstones to go", lambda: {
-        k for _o, k, _v in read_partition(bootstrap, topic) if k != b"tail"} == set(survivors))
+    wait_until(
+        "tombstones to go",
+        lambda: (
+            {k for _o, k, _v in read_partition(bootstrap, topic) if k != b"tail"} == set(survivors)
+        ),
+    )
     assert {k: v for _o, k, v in read_partition(bootstrap, topic) if k != b"tail"} == survivors
 
 
@@ -392,8 +469,7 @@ def test_produce_keeps_going_while_the_cleaner_runs(lifecycle_broker: BrokerProc
     produced: list[Sent] = []
 
     def keep_producing() -> None:
-        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2,
-                             "batch.size": 3000})
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2, "batch.size": 3000})
         i = 0
         while not stop.is_set() and i < 200_000:
             msg = Sent(0, f"k{i % 300}".encode(), f"v{i}".encode() + b"y" * 100, (), 0)
@@ -408,8 +484,10 @@ def test_produce_keeps_going_while_the_cleaner_runs(lifecycle_broker: BrokerProc
     worker.start()
     try:
         topic_dir = lifecycle_broker.data_dir / "topics" / topic / "0"
-        wait_until("a cleaning pass during produce",
-                   lambda: (topic_dir / "cleaner.json").exists() and len(produced) > 20_000)
+        wait_until(
+            "a cleaning pass during produce",
+            lambda: (topic_dir / "cleaner.json").exists() and len(produced) > 20_000,
+        )
     finally:
         stop.set()
         worker.join(60)
@@ -422,20 +500,28 @@ def test_produce_keeps_going_while_the_cleaner_runs(lifecycle_broker: BrokerProc
 
 
 def test_kill_9_during_compaction_keeps_every_latest_value(tmp_path: Path) -> None:
-    broker = BrokerProcess(tmp_path / "data",
-                           env={"BAYOU_LOG_RETENTION_CHECK_INTERVAL_MS": "20"}).start()
+    broker = BrokerProcess(
+        tmp_path / "data", env={"BAYOU_LOG_RETENTION_CHECK_INTERVAL_MS": "20"}
+    ).start()
     try:
         topic = unique_topic("crash")
         # Hold the cleaner back while producing, then let one big pass start.
-        create_topic(broker.bootstrap, topic, 1,
-                     **{**COMPACT, "min.compaction.lag.ms": str(3_600_000)})
+        create_topic(
+            broker.bootstrap, topic, 1, **{**COMPACT, "min.compaction.lag.ms": str(3_600_000)}
+        )
         sent = keyed(20_000, 500, size=200)
         produce_keyed(broker.bootstrap, topic, sent)
         topic_dir = broker.data_dir / "topics" / topic / "0"
         admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-        release = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
-            ConfigEntry("min.compaction.lag.ms", "0",
-                        incremental_operation=AlterConfigOpType.SET)])
+        release = ConfigResource(
+            ResourceType.TOPIC,
+            topic,
+            incremental_configs=[
+                ConfigEntry(
+                    "min.compaction.lag.ms", "0", incremental_operation=AlterConfigOpType.SET
+                )
+            ],
+        )
         admin.incremental_alter_configs([release])[release].result(15)
 
         def mid_pass() -> bool:
@@ -451,8 +537,10 @@ def test_kill_9_during_compaction_keeps_every_latest_value(tmp_path: Path) -> No
         offsets = [o for o, _k, _v in got]
         assert offsets == sorted(set(offsets))
         assert watermarks(broker.bootstrap, topic)[1] == len(sent)
-        wait_until("compaction to finish after the restart",
-                   lambda: len(read_partition(broker.bootstrap, topic)) <= 500 + 60)
+        wait_until(
+            "compaction to finish after the restart",
+            lambda: len(read_partition(broker.bootstrap, topic)) <= 500 + 60,
+        )
     finally:
         broker.kill()
 
@@ -467,10 +555,22 @@ def test_cli_alter_trim_and_describe(lifecycle_broker: BrokerProcess) -> None:
     topic = unique_topic("cli")
     create_topic(bootstrap, topic, 1)
     now = int(time.time() * 1000)
-    produce_keyed(bootstrap, topic, [Sent(0, b"k", b"v%d" % i, (), now - 100_000 + 1000 * i)
-                                     for i in range(100)])
-    done = bayou("-b", bootstrap, "topic", "alter", topic, "--config", "retention.bytes=1000000",
-                 "--config", "cleanup.policy=compact,delete")
+    produce_keyed(
+        bootstrap,
+        topic,
+        [Sent(0, b"k", b"v%d" % i, (), now - 100_000 + 1000 * i) for i in range(100)],
+    )
+    done = bayou(
+        "-b",
+        bootstrap,
+        "topic",
+        "alter",
+        topic,
+        "--config",
+        "retention.bytes=1000000",
+        "--config",
+        "cleanup.policy=compact,delete",
+    )
     assert done.returncode == 0, done.stderr
     bad = bayou("-b", bootstrap, "topic", "alter", topic, "--config", "retention.bytes=lots")
     assert bad.returncode == 1 and b"retention.bytes" in bad.stderr
@@ -483,7 +583,9 @@ def test_cli_alter_trim_and_describe(lifecycle_broker: BrokerProcess) -> None:
     import json
 
     info = json.loads(shown.stdout)
-    assert (info["partitions"][0]["earliest_offset"], info["partitions"][0]["latest_offset"]
-            ) == (42, 100)
+    assert (info["partitions"][0]["earliest_offset"], info["partitions"][0]["latest_offset"]) == (
+        42,
+        100,
+    )
     assert info["configs"]["retention.bytes"]["value"] == "1000000"
     assert info["configs"]["cleanup.policy"]["value"] == "compact,delete"

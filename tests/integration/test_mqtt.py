@@ -31,8 +31,14 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def kafka_records(bootstrap: str, topic: str, n: int, timeout: float = 15.0) -> list:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("g"),
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": unique("g"),
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.subscribe([topic])
     out: list = []
     deadline = time.monotonic() + timeout
@@ -61,7 +67,9 @@ def test_mqtt5_publish_is_read_by_kafka_with_key_and_headers(
         client.close()
     records = kafka_records(shared_broker.bootstrap, top, 2)
     assert [(r.key(), r.value()) for r in records] == [
-        (f"{top}/room1/temp".encode(), b"21.5"), (f"{top}/room2/temp".encode(), b"19.0")]
+        (f"{top}/room1/temp".encode(), b"21.5"),
+        (f"{top}/room2/temp".encode(), b"19.0"),
+    ]
     headers = dict(records[0].headers())
     assert headers["site"] == b"lab" and headers["unit"] == b"celsius"
     assert headers["content-type"] == b"text/plain" and headers["mqtt.qos"] == b"1"
@@ -78,8 +86,9 @@ def test_kafka_records_reach_mqtt_subscribers_through_wildcards(
         plus.subscribe(f"{top}/+/temp", 1)
         hash_.subscribe(f"{top}/#", 0)
         producer = Producer({"bootstrap.servers": shared_broker.bootstrap})
-        producer.produce(top, b"t1", key=f"{top}/room1/temp".encode(),
-                         headers=[("origin", b"kafka")])
+        producer.produce(
+            top, b"t1", key=f"{top}/room1/temp".encode(), headers=[("origin", b"kafka")]
+        )
         producer.produce(top, b"h1", key=f"{top}/room1/humidity".encode())
         producer.produce(top, b"nokey")
         assert producer.flush(15) == 0
@@ -87,8 +96,9 @@ def test_kafka_records_reach_mqtt_subscribers_through_wildcards(
         assert [(m.topic, m.payload) for m in got] == [(f"{top}/room1/temp", b"t1")]
         assert got[0].user_properties == [("origin", "kafka")]
         got = hash_.receive(3)
-        assert sorted((m.topic, m.payload) for m in got) == sorted([
-            (f"{top}/room1/temp", b"t1"), (f"{top}/room1/humidity", b"h1"), (top, b"nokey")])
+        assert sorted((m.topic, m.payload) for m in got) == sorted(
+            [(f"{top}/room1/temp", b"t1"), (f"{top}/room1/humidity", b"h1"), (top, b"nokey")]
+        )
         assert plus.receive(1, timeout=0.5) == []  # humidity and the keyless one don't match
     finally:
         plus.close()
@@ -103,9 +113,27 @@ def test_mosquitto_clients_publish_and_subscribe(shared_broker: BrokerProcess) -
     top = unique("mq")
     port = str(shared_broker.mqtt_port)
     sub = subprocess.Popen(  # line-buffered so that its SUBACK line can be waited for
-        ["stdbuf", "-oL", "mosquitto_sub", "-p", port, "-t", f"{top}/#", "-q", "1",
-         "-C", "50", "-v", "-W", "30", "-d"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            "stdbuf",
+            "-oL",
+            "mosquitto_sub",
+            "-p",
+            port,
+            "-t",
+            f"{top}/#",
+            "-q",
+            "1",
+            "-C",
+            "50",
+            "-v",
+            "-W",
+            "30",
+            "-d",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         assert sub.stdout is not None
         deadline = time.monotonic() + 15
@@ -114,8 +142,13 @@ def test_mosquitto_clients_publish_and_subscribe(shared_broker: BrokerProcess) -
             if "SUBACK" in line or not line:
                 break
         lines = "".join(f"line {i}\n" for i in range(50))
-        subprocess.run(["mosquitto_pub", "-p", port, "-t", f"{top}/dev1", "-q", "1", "-l"],
-                       input=lines, text=True, check=True, timeout=30)
+        subprocess.run(
+            ["mosquitto_pub", "-p", port, "-t", f"{top}/dev1", "-q", "1", "-l"],
+            input=lines,
+            text=True,
+            check=True,
+            timeout=30,
+        )
         out, _ = sub.communicate(timeout=30)
     finally:
         if sub.poll() is None:
@@ -140,7 +173,9 @@ def test_retained_messages(shared_broker: BrokerProcess) -> None:
             late.subscribe(f"{top}/#", 1)
             got = late.receive(2)
             assert sorted((m.topic, m.payload, m.retain) for m in got) == [
-                (f"{top}/a", b"second", True), (f"{top}/b", b"bee", True)]
+                (f"{top}/a", b"second", True),
+                (f"{top}/b", b"bee", True),
+            ]
             pub.publish(f"{top}/a", b"live", qos=1)  # a live message is not flagged retained
             live = late.receive(1)
             assert [(m.payload, m.retain) for m in live] == [(b"live", False)]
@@ -157,8 +192,12 @@ def test_will_is_published_when_a_client_vanishes(shared_broker: BrokerProcess) 
     try:
         watcher.subscribe(f"{top}/#", 1)
         with socket.create_connection(("127.0.0.1", shared_broker.mqtt_port), 5) as sock:
-            connect = Connect(unique("dying"), MQTT_5, keep_alive=30,
-                              will=Will(f"{top}/status", b"offline", 1, False))
+            connect = Connect(
+                unique("dying"),
+                MQTT_5,
+                keep_alive=30,
+                will=Will(f"{top}/status", b"offline", 1, False),
+            )
             sock.sendall(encode(connect))
             assert sock.recv(100)[:1] == b"\x20"  # CONNACK
         # closed without DISCONNECT → the will goes out
@@ -166,8 +205,11 @@ def test_will_is_published_when_a_client_vanishes(shared_broker: BrokerProcess) 
         assert [(m.topic, m.payload) for m in got] == [(f"{top}/status", b"offline")]
         # a normal DISCONNECT discards the will
         with socket.create_connection(("127.0.0.1", shared_broker.mqtt_port), 5) as sock:
-            sock.sendall(encode(Connect(unique("polite"), MQTT_5,
-                                        will=Will(f"{top}/status", b"nope", 1, False))))
+            sock.sendall(
+                encode(
+                    Connect(unique("polite"), MQTT_5, will=Will(f"{top}/status", b"nope", 1, False))
+                )
+            )
             sock.recv(100)
             sock.sendall(encode(Disconnect(), MQTT_5))
         assert watcher.receive(1, timeout=1.0) == []
@@ -177,8 +219,7 @@ def test_will_is_published_when_a_client_vanishes(shared_broker: BrokerProcess) 
 
 def test_shared_subscription_splits_the_load(shared_broker: BrokerProcess) -> None:
     top = unique("share")
-    members = [MqttTestClient(shared_broker.mqtt_port, unique("m"), version=5)
-               for _ in range(2)]
+    members = [MqttTestClient(shared_broker.mqtt_port, unique("m"), version=5) for _ in range(2)]
     pub = MqttTestClient(shared_broker.mqtt_port, unique("p"))
     try:
         for m in members:
@@ -197,8 +238,7 @@ def test_shared_subscription_splits_the_load(shared_broker: BrokerProcess) -> No
 
 def test_websocket_transport(shared_broker: BrokerProcess) -> None:
     top = unique("ws")
-    sub = MqttTestClient(shared_broker.mqtt_port, unique("ws"), transport="websockets",
-                         version=5)
+    sub = MqttTestClient(shared_broker.mqtt_port, unique("ws"), transport="websockets", version=5)
     pub = MqttTestClient(shared_broker.mqtt_port, unique("p"))
     try:
         sub.subscribe(f"{top}/#", 1)
@@ -239,8 +279,10 @@ def test_bad_input_closes_only_that_connection(shared_broker: BrokerProcess) -> 
             reader = PacketReader(sock)
             sock.sendall(encode(Connect(unique("wild"), MQTT_5)))
             assert isinstance(reader.next(), ConnAck)
-            sock.sendall(encode(Publish(f"{top}/+", b"x"), MQTT_5)
-                         + encode(Publish(f"{top}/y", b"sent after the bad one"), MQTT_5))
+            sock.sendall(
+                encode(Publish(f"{top}/+", b"x"), MQTT_5)
+                + encode(Publish(f"{top}/y", b"sent after the bad one"), MQTT_5)
+            )
             packet = reader.next()
             assert isinstance(packet, Disconnect)
             assert packet.reason_code == Reason.TOPIC_NAME_INVALID
@@ -266,8 +308,7 @@ def test_persistent_sessions_lose_nothing_across_reconnect_and_restart(
 
     def connect_subscribers() -> tuple[MqttTestClient, MqttTestClient]:
         a = MqttTestClient(broker.mqtt_port, sub311, clean=False)
-        b = MqttTestClient(broker.mqtt_port, sub5, version=5, clean=False,
-                           session_expiry=3600)
+        b = MqttTestClient(broker.mqtt_port, sub5, version=5, clean=False, session_expiry=3600)
         return a, b
 
     a, b = connect_subscribers()

@@ -40,8 +40,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from bayou.gateways.mqtt.delivery import MAX_QUEUED
+from bayou.gateways.mqtt.inflight import DEFAULT_INFLIGHT
 from bayou.gateways.mqtt.mapping import partition_for
-from bayou.gateways.mqtt.session import DEFAULT_INFLIGHT, MAX_QUEUED
 from tests.support.broker import BrokerProcess
 from tests.support.mqtt import unique
 
@@ -66,9 +67,16 @@ class Subscriber:
     broker.  With ``drop_on_release`` it then disconnects instead of reading on.
     """
 
-    def __init__(self, broker: BrokerProcess, client_id: str, *, version: int = 4,
-                 clean: bool = True, gate: threading.Event | None = None,
-                 drop_on_release: bool = False) -> None:
+    def __init__(
+        self,
+        broker: BrokerProcess,
+        client_id: str,
+        *,
+        version: int = 4,
+        clean: bool = True,
+        gate: threading.Event | None = None,
+        drop_on_release: bool = False,
+    ) -> None:
         self._cond = threading.Condition()
         self.arrivals: list[tuple[str, bytes, int, bool]] = []  # topic, payload, qos, dup
         self.distinct: set[bytes] = set()
@@ -81,21 +89,30 @@ class Subscriber:
         self.session_present = False
         v5 = version == 5
         kwargs: dict[str, Any] = {} if v5 else {"clean_session": clean}
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311, **kwargs)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            **kwargs,
+        )
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *_a: self.disconnected.set()
         self.client.on_subscribe = lambda *_a: self.subscribed.set()
         self.client.on_message = self._on_message
-        self.client.connect_async("127.0.0.1", broker.mqtt_port, 30,
-                                  clean_start=clean if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY)
+        self.client.connect_async(
+            "127.0.0.1",
+            broker.mqtt_port,
+            30,
+            clean_start=clean if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+        )
         self.client.loop_start()
         if not self.connected.wait(WAIT_S):
             self.close()
             raise TimeoutError("no CONNACK")
 
-    def _on_connect(self, _client: Any, _userdata: Any, flags: Any, _reason: Any,
-                    _props: Any) -> None:
+    def _on_connect(
+        self, _client: Any, _userdata: Any, flags: Any, _reason: Any, _props: Any
+    ) -> None:
         self.session_present = bool(flags.session_present)
         self.connected.set()
 
@@ -186,8 +203,7 @@ class Publisher:
         self.client.loop_stop()
 
 
-def publish_range(pub: Publisher, topics: list[str], start: int, stop: int,
-                  size: int) -> None:
+def publish_range(pub: Publisher, topics: list[str], start: int, stop: int, size: int) -> None:
     """Sequence numbers ``start``..``stop - 1`` on every topic, interleaved, at QoS 1 with
     many in flight; returns once every PUBACK is in (the records are in the log)."""
     infos = []
@@ -202,8 +218,9 @@ def publish_range(pub: Publisher, topics: list[str], start: int, stop: int,
         assert info.is_published(), "PUBACK missing"
 
 
-def sequence_problems(arrivals: list[tuple[str, bytes, int, bool]], topics: list[str],
-                      per_topic: int) -> list[str]:
+def sequence_problems(
+    arrivals: list[tuple[str, bytes, int, bool]], topics: list[str], per_topic: int
+) -> list[str]:
     """What is wrong with the arrivals against "every message once, in order per topic"."""
     seqs: dict[str, list[int]] = defaultdict(list)
     for topic, data, _qos, _dup in arrivals:
@@ -218,8 +235,10 @@ def sequence_problems(arrivals: list[tuple[str, bytes, int, bool]], topics: list
         dups = len(got) - len(set(got))
         missing = per_topic - len(set(got) & set(range(per_topic)))
         first_bad = next((i for i, s in enumerate(got) if s != i), len(got))
-        problems.append(f"{topic}: {len(got)} arrivals, {dups} duplicates, {missing} missing, "
-                        f"first out of place at #{first_bad}: {got[first_bad:first_bad + 5]}")
+        problems.append(
+            f"{topic}: {len(got)} arrivals, {dups} duplicates, {missing} missing, "
+            f"first out of place at #{first_bad}: {got[first_bad : first_bad + 5]}"
+        )
     return problems
 
 
@@ -236,7 +255,8 @@ def all_payloads(count: int, size: int) -> set[bytes]:
 
 @pytest.mark.parametrize("qos", [1, 0])
 def test_slow_subscriber_catches_up_from_the_log_and_a_fast_one_is_not_held_back(
-    shared_broker: BrokerProcess, qos: int,
+    shared_broker: BrokerProcess,
+    qos: int,
 ) -> None:
     """A subscriber stalls on its first message while half the stream is published, then
     reads on while the second half is published; one on the same filter keeps up.
@@ -318,8 +338,7 @@ def test_persistent_session_that_leaves_while_behind_resumes_where_it_was(
     gate = threading.Event()
     clients: list[Subscriber | Publisher] = []
     try:
-        first = Subscriber(shared_broker, client_id, clean=False, gate=gate,
-                           drop_on_release=True)
+        first = Subscriber(shared_broker, client_id, clean=False, gate=gate, drop_on_release=True)
         clients.append(first)
         pub = Publisher(shared_broker)
         clients.append(pub)
@@ -336,8 +355,9 @@ def test_persistent_session_that_leaves_while_behind_resumes_where_it_was(
         publish_range(pub, topics, 3 * quarter, PER_TOPIC, size)  # while it catches up
         missing = all_payloads(PER_TOPIC, size) - first.distinct
         complete = second.wait_all_of(missing)
-        assert complete, f"second connection: {len(missing - second.distinct)} of " \
-                         f"{len(missing)} still missing"
+        assert complete, (
+            f"second connection: {len(missing - second.distinct)} of {len(missing)} still missing"
+        )
         assert not second.wait_arrivals_over(len(second.snapshot()), 0.3)
     finally:
         for client in clients:

@@ -22,8 +22,9 @@ def unique(prefix: str) -> str:
 
 def connect(broker: BrokerProcess, **params: Any) -> pika.BlockingConnection:
     return pika.BlockingConnection(
-        pika.ConnectionParameters(broker.host, broker.amqp_port,
-                                  connection_attempts=3, retry_delay=0.2, **params)
+        pika.ConnectionParameters(
+            broker.host, broker.amqp_port, connection_attempts=3, retry_delay=0.2, **params
+        )
     )
 
 
@@ -40,16 +41,31 @@ class Delivery:
 class Collector:
     """basic.consume into a list; ``wait_for(n)`` pumps pika's I/O until n arrived (bounded)."""
 
-    def __init__(self, conn: pika.BlockingConnection, ch: BlockingChannel, queue: str, *,
-                 auto_ack: bool = False, arguments: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        conn: pika.BlockingConnection,
+        ch: BlockingChannel,
+        queue: str,
+        *,
+        auto_ack: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
         self.conn = conn
         self.ch = ch
         self.got: list[Delivery] = []
         self.tag = ch.basic_consume(queue, self._on, auto_ack=auto_ack, arguments=arguments)
 
     def _on(self, _ch: Any, method: Any, props: Any, body: bytes) -> None:
-        self.got.append(Delivery(method.delivery_tag, method.routing_key, method.exchange,
-                                 method.redelivered, props, body))
+        self.got.append(
+            Delivery(
+                method.delivery_tag,
+                method.routing_key,
+                method.exchange,
+                method.redelivered,
+                props,
+                body,
+            )
+        )
 
     def wait_for(self, n: int, timeout: float = WAIT_S) -> list[Delivery]:
         deadline = time.monotonic() + timeout
@@ -69,8 +85,13 @@ class Collector:
 
 def kafka_read(broker: BrokerProcess, topic: str, partitions: int, n: int) -> list[Any]:
     """Read ``n`` records from the start of every partition with confluent-kafka."""
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": unique("rd"),
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "group.id": unique("rd"),
+            "enable.auto.commit": False,
+        }
+    )
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     out: list[Any] = []
     deadline = time.monotonic() + WAIT_S

@@ -20,8 +20,9 @@ def client(base_url: str, timeout: float = 30.0) -> httpx.Client:
     return httpx.Client(base_url=base_url, timeout=timeout)
 
 
-def wait_until(probe: Callable[[], T | None], timeout: float = 30.0, what: str = "",
-               interval: float = 0.0) -> T:
+def wait_until(
+    probe: Callable[[], T | None], timeout: float = 30.0, what: str = "", interval: float = 0.0
+) -> T:
     """Call ``probe`` until it returns something truthy (bounded in time), and return it;
     ``interval`` spaces the calls of a probe that does not wait by itself."""
     deadline = time.monotonic() + timeout
@@ -36,15 +37,17 @@ def wait_until(probe: Callable[[], T | None], timeout: float = 30.0, what: str =
 
 
 def create_instance(http: httpx.Client, group: str, name: str, **config: Any) -> str:
-    r = http.post(f"/consumers/{group}", json={"name": name, **config},
-                  headers={"Content-Type": V2})
+    r = http.post(
+        f"/consumers/{group}", json={"name": name, **config}, headers={"Content-Type": V2}
+    )
     assert r.status_code == 200, r.text
     assert r.json()["instance_id"] == name
     return f"/consumers/{group}/instances/{name}"
 
 
-def read_records(http: httpx.Client, base: str, accept: str, expected: int,
-                 timeout: float = 30.0) -> list[dict[str, Any]]:
+def read_records(
+    http: httpx.Client, base: str, accept: str, expected: int, timeout: float = 30.0
+) -> list[dict[str, Any]]:
     """GET .../records (long polls of 1 s) until ``expected`` records came, bounded."""
     got: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout

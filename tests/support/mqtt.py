@@ -60,17 +60,31 @@ class PacketReader:
 
 
 class MqttTestClient:
-    def __init__(self, port: int, client_id: str = "", *, version: int = 4,
-                 clean: bool = True, session_expiry: int | None = None,
-                 transport: str = "tcp", will: tuple[str, bytes, int, bool] | None = None,
-                 keepalive: int = 30, receive_maximum: int | None = None,
-                 topic_alias_maximum: int | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        client_id: str = "",
+        *,
+        version: int = 4,
+        clean: bool = True,
+        session_expiry: int | None = None,
+        transport: str = "tcp",
+        will: tuple[str, bytes, int, bool] | None = None,
+        keepalive: int = 30,
+        receive_maximum: int | None = None,
+        topic_alias_maximum: int | None = None,
+    ) -> None:
         protocol = mqtt.MQTTv5 if version == 5 else mqtt.MQTTv311
         kwargs: dict[str, Any] = {}
         if version != 5:
             kwargs["clean_session"] = clean
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=protocol, transport=transport, **kwargs)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=protocol,
+            transport=transport,
+            **kwargs,
+        )
         self.version = version
         self.messages: queue.Queue[Received] = queue.Queue()
         self.connected = threading.Event()
@@ -94,22 +108,26 @@ class MqttTestClient:
                 connect_props.ReceiveMaximum = receive_maximum
             if topic_alias_maximum is not None:
                 connect_props.TopicAliasMaximum = topic_alias_maximum
-        self.client.connect_async("127.0.0.1", port, keepalive,
-                                  clean_start=clean if version == 5 else 3,
-                                  properties=connect_props)
+        self.client.connect_async(
+            "127.0.0.1",
+            port,
+            keepalive,
+            clean_start=clean if version == 5 else 3,
+            properties=connect_props,
+        )
         self.client.loop_start()
         if not self.connected.wait(WAIT_S):
             self.close()
             raise TimeoutError("no CONNACK")
 
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any,
-                    props: Any) -> None:
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         self.connack = reason
         self.session_present = bool(flags.session_present)
         self.connected.set()
 
-    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any,
-                       props: Any) -> None:
+    def _on_disconnect(
+        self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
         self.disconnect_reason = reason
         self.disconnected.set()
 
@@ -123,11 +141,27 @@ class MqttTestClient:
             content_type = getattr(msg.properties, "ContentType", None)
             sub_ids = list(getattr(msg.properties, "SubscriptionIdentifier", []) or [])
             alias = getattr(msg.properties, "TopicAlias", None)
-        self.messages.put(Received(msg.topic, msg.payload, msg.qos, bool(msg.retain), user,
-                                   content_type, sub_ids, alias))
+        self.messages.put(
+            Received(
+                msg.topic,
+                msg.payload,
+                msg.qos,
+                bool(msg.retain),
+                user,
+                content_type,
+                sub_ids,
+                alias,
+            )
+        )
 
-    def subscribe(self, topic_filter: str, qos: int = 0, *, sub_id: int | None = None,
-                  options: SubscribeOptions | None = None) -> None:
+    def subscribe(
+        self,
+        topic_filter: str,
+        qos: int = 0,
+        *,
+        sub_id: int | None = None,
+        options: SubscribeOptions | None = None,
+    ) -> None:
         """Subscribe and wait for the SUBACK; 5.0 ``options`` replace ``qos``."""
         self.subscribed.clear()
         props = None
@@ -135,15 +169,20 @@ class MqttTestClient:
             props = Properties(PacketTypes.SUBSCRIBE)
             props.SubscriptionIdentifier = sub_id
         if options is not None:
-            result, _mid = self.client.subscribe(topic_filter, options=options,
-                                                 properties=props)
+            result, _mid = self.client.subscribe(topic_filter, options=options, properties=props)
         else:
             result, _mid = self.client.subscribe(topic_filter, qos, properties=props)
         assert result == mqtt.MQTT_ERR_SUCCESS
         assert self.subscribed.wait(WAIT_S), "no SUBACK"
 
-    def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False,
-                properties: Properties | None = None) -> None:
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        qos: int = 0,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> None:
         info = self.client.publish(topic, payload, qos, retain, properties)
         if qos:
             info.wait_for_publish(WAIT_S)

@@ -23,14 +23,28 @@ from bayou.protocol.amqp.codec import (
 # The AMQP 0-9-1 spec as JSON, with RabbitMQ's extensions: amqp-rabbitmq-0.9.1.json of
 # RabbitMQ's codegen (deps/rabbitmq_codegen in github.com/rabbitmq/rabbitmq-server); reference
 # data the project reads but never ships.
-REFERENCE = Path(os.environ.get("BAYOU_AMQP_SPEC_JSON") or Path(__file__).resolve().parents[3]
-                 / "shared" / "reference" / "amqp-0-9-1" / "amqp-rabbitmq-0.9.1.json")
+REFERENCE = Path(
+    os.environ.get("BAYOU_AMQP_SPEC_JSON")
+    or Path(__file__).resolve().parents[3]
+    / "shared"
+    / "reference"
+    / "amqp-0-9-1"
+    / "amqp-rabbitmq-0.9.1.json"
+)
 
 
 def _zero(wire: str) -> object:
-    return {"bit": True, "octet": 7, "short": 513, "long": 70000, "longlong": 2**40,
-            "shortstr": "héllo", "longstr": b"\x00\xffbytes", "timestamp": 1_700_000_000,
-            "table": {"k": "v", "n": 5, "nested": {"deep": [1, "two", None]}}}[wire]
+    return {
+        "bit": True,
+        "octet": 7,
+        "short": 513,
+        "long": 70000,
+        "longlong": 2**40,
+        "shortstr": "héllo",
+        "longstr": b"\x00\xffbytes",
+        "timestamp": 1_700_000_000,
+        "table": {"k": "v", "n": 5, "nested": {"deep": [1, "two", None]}},
+    }[wire]
 
 
 @pytest.mark.parametrize("name", sorted(s.METHODS))
@@ -41,8 +55,15 @@ def test_every_method_round_trips(name: str) -> None:
 
 
 def test_consecutive_bits_share_an_octet() -> None:
-    m = method("queue.declare", queue="q", passive=False, durable=True, exclusive=False,
-               auto_delete=True, nowait=False)
+    m = method(
+        "queue.declare",
+        queue="q",
+        passive=False,
+        durable=True,
+        exclusive=False,
+        auto_delete=True,
+        nowait=False,
+    )
     payload = encode_method_payload(m)
     # ids(4) ticket(2) shortstr(1+1) one octet of bits, then an empty table (4)
     assert len(payload) == 4 + 2 + 2 + 1 + 4
@@ -50,9 +71,19 @@ def test_consecutive_bits_share_an_octet() -> None:
 
 
 def test_table_values_round_trip() -> None:
-    table = {"s": "text", "b": b"\x80raw", "i": -5, "big": 2**40, "f": 1.5, "t": True,
-             "d": Decimal("12.34"), "ts": Timestamp(1_700_000_000), "v": None,
-             "a": [1, "x", [True]], "F": {"inner": {"x": 1}}}
+    table = {
+        "s": "text",
+        "b": b"\x80raw",
+        "i": -5,
+        "big": 2**40,
+        "f": 1.5,
+        "t": True,
+        "d": Decimal("12.34"),
+        "ts": Timestamp(1_700_000_000),
+        "v": None,
+        "a": [1, "x", [True]],
+        "F": {"inner": {"x": 1}},
+    }
     out = bytearray()
     encode_table(out, table)
     decoded = decode_table(Reader(out))
@@ -67,9 +98,16 @@ def test_rabbitmq_integer_letters_decode() -> None:
 
 
 def test_content_header_properties_round_trip() -> None:
-    props = {"content_type": "application/json", "headers": {"k": "v"}, "delivery_mode": 2,
-             "priority": 3, "correlation_id": "c-1", "message_id": "m-1",
-             "timestamp": 1_700_000_000, "app_id": "tests"}
+    props = {
+        "content_type": "application/json",
+        "headers": {"k": "v"},
+        "delivery_mode": 2,
+        "priority": 3,
+        "correlation_id": "c-1",
+        "message_id": "m-1",
+        "timestamp": 1_700_000_000,
+        "app_id": "tests",
+    }
     class_id, size, decoded = decode_content_header(encode_content_header(42, props))
     assert (class_id, size, decoded) == (60, 42, props)
 
@@ -100,10 +138,14 @@ def test_unknown_table_type_is_a_syntax_error() -> None:
     assert info.value.code == s.SYNTAX_ERROR
 
 
-@pytest.mark.skipif(not REFERENCE.exists(), reason=(
-    f"the AMQP 0-9-1 spec JSON is not at {REFERENCE}: get amqp-rabbitmq-0.9.1.json from "
-    "RabbitMQ's codegen (deps/rabbitmq_codegen in github.com/rabbitmq/rabbitmq-server) and "
-    "set BAYOU_AMQP_SPEC_JSON to it to run this cross-check"))
+@pytest.mark.skipif(
+    not REFERENCE.exists(),
+    reason=(
+        f"the AMQP 0-9-1 spec JSON is not at {REFERENCE}: get amqp-rabbitmq-0.9.1.json from "
+        "RabbitMQ's codegen (deps/rabbitmq_codegen in github.com/rabbitmq/rabbitmq-server) and "
+        "set BAYOU_AMQP_SPEC_JSON to it to run this cross-check"
+    ),
+)
 def test_definitions_match_the_reference_json() -> None:
     ref = json.loads(REFERENCE.read_text())
     domains = dict(ref["domains"])
@@ -116,13 +158,20 @@ def test_definitions_match_the_reference_json() -> None:
             assert (ours.class_id, ours.method_id) == (cls["id"], m["id"]), name
             assert ours.content == bool(m.get("content")), name
             assert ours.synchronous == bool(m.get("synchronous")), name
-            fields = [(a["name"].replace("-", "_"), domains[a.get("domain", a.get("type"))]
-                       if a.get("domain") else a["type"]) for a in m["arguments"]]
+            fields = [
+                (
+                    a["name"].replace("-", "_"),
+                    domains[a.get("domain", a.get("type"))] if a.get("domain") else a["type"],
+                )
+                for a in m["arguments"]
+            ]
             fields = [("global_" if n == "global" else n, t) for n, t in fields]
             assert list(ours.fields) == fields, name
         if cls["name"] == "basic":
-            props = [(p["name"].replace("-", "_"), domains.get(p["type"], p["type"]))
-                     for p in cls["properties"]]
+            props = [
+                (p["name"].replace("-", "_"), domains.get(p["type"], p["type"]))
+                for p in cls["properties"]
+            ]
             assert list(s.PROPERTY_FIELDS) == props
     assert seen == set(s.METHODS)
     consts = {c["name"].replace("-", "_"): c["value"] for c in ref["constants"]}

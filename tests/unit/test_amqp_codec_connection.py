@@ -69,8 +69,13 @@ def m(channel: int, name: str, **args: Any) -> bytes:
     return bytes(encode_method(channel, method(name, **args)))
 
 
-def publish(channel: int, body: bytes, props: dict[str, Any] | None = None,
-            chunk: int = 1 << 20, routing_key: str = "q") -> bytes:
+def publish(
+    channel: int,
+    body: bytes,
+    props: dict[str, Any] | None = None,
+    chunk: int = 1 << 20,
+    routing_key: str = "q",
+) -> bytes:
     out = m(channel, "basic.publish", routing_key=routing_key)
     out += bytes(frame(s.FRAME_HEADER, channel, encode_content_header(len(body), props or {})))
     for i in range(0, len(body), chunk):
@@ -80,8 +85,14 @@ def publish(channel: int, body: bytes, props: dict[str, Any] | None = None,
 
 HANDSHAKE = (
     s.PROTOCOL_HEADER
-    + m(0, "connection.start_ok", client_properties={"product": "test"}, mechanism="PLAIN",
-        response=b"\x00guest\x00secret", locale="en_US")
+    + m(
+        0,
+        "connection.start_ok",
+        client_properties={"product": "test"},
+        mechanism="PLAIN",
+        response=b"\x00guest\x00secret",
+        locale="en_US",
+    )
     + m(0, "connection.tune_ok", channel_max=100, frame_max=8192, heartbeat=30)
     + m(0, "connection.open", virtual_host="/")
 )
@@ -99,7 +110,7 @@ def test_negotiation() -> None:
     seen: list[tuple[str, str, str]] = []
     conn = ServerConnection(authenticate=lambda *a: seen.append(a) or True, frame_max=131072)
     assert events(conn, s.PROTOCOL_HEADER) == []
-    (_, start), = methods_of(conn.data_to_send())
+    ((_, start),) = methods_of(conn.data_to_send())
     assert start.name == "connection.start" and b"PLAIN" in start.mechanisms
     assert start.server_properties["capabilities"]["publisher_confirms"] is True
     evs = events(conn, HANDSHAKE[8:])
@@ -130,9 +141,13 @@ def test_amqplain_login() -> None:
     conn = ServerConnection(authenticate=lambda *a: seen.append(a) or True)
     table = bytearray()
     from bayou.protocol.amqp.codec import encode_table
+
     encode_table(table, {"LOGIN": "bob", "PASSWORD": "pw"})
-    events(conn, s.PROTOCOL_HEADER + m(0, "connection.start_ok", mechanism="AMQPLAIN",
-                                        response=bytes(table[4:])))
+    events(
+        conn,
+        s.PROTOCOL_HEADER
+        + m(0, "connection.start_ok", mechanism="AMQPLAIN", response=bytes(table[4:])),
+    )
     assert seen == [("AMQPLAIN", "bob", "pw")]
 
 
@@ -152,8 +167,12 @@ def test_empty_body_needs_no_body_frame() -> None:
 
 
 def test_byte_at_a_time_gives_the_same_events() -> None:
-    data = HANDSHAKE + m(1, "channel.open") + publish(1, b"hello", chunk=2) + m(
-        1, "basic.qos", prefetch_count=5)
+    data = (
+        HANDSHAKE
+        + m(1, "channel.open")
+        + publish(1, b"hello", chunk=2)
+        + m(1, "basic.qos", prefetch_count=5)
+    )
     whole = events(ServerConnection(), data)
     conn = ServerConnection()
     split = []
@@ -247,8 +266,12 @@ def test_peer_channel_close_waits_for_the_driver() -> None:
 def test_sends_split_bodies_to_fit_frame_max() -> None:
     conn = opened()
     assert conn.frame_max == 8192
-    conn.send_content(1, method("basic.deliver", consumer_tag="c", delivery_tag=1),
-                      {"message_id": "m"}, b"z" * 20000)
+    conn.send_content(
+        1,
+        method("basic.deliver", consumer_tag="c", delivery_tag=1),
+        {"message_id": "m"},
+        b"z" * 20000,
+    )
     frames = frames_of(conn.data_to_send())
     assert [t for t, _, _ in frames] == [1, 2, 3, 3, 3]
     assert all(len(p) <= 8192 - 8 for t, _, p in frames if t == 3)

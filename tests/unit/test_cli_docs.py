@@ -65,7 +65,9 @@ def test_cli_md_covers_every_command_and_option() -> None:
                 continue
             names = param.opts + param.secondary_opts
             for long in (n for n in names if n.startswith("--")):
-                if long not in CONNECTION and long not in synopsis:
+                # in the synopsis, or (bayou serve's many options) a row of its table
+                in_table = re.search(rf"`(--[\w-]+/)?{re.escape(long)}(/--[\w-]+)?[` ]", text)
+                if long not in CONNECTION and long not in synopsis and not in_table:
                     missing.append(f"{name} {long}")
             for short in (n for n in names if not n.startswith("--")):
                 if not re.search(rf"[/(`]{re.escape(short)}\b", text):

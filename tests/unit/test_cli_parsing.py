@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from bayou.broker_config import BrokerConfig
 from bayou.cli import cli
 from bayou.cli._common import UsageProblem, bootstrap_addresses, check_topic_name
 from bayou.cli.consume import message_json, parse_start
 from bayou.cli.listener import CORRELATION_ID, answer_protocol
-from bayou.config import BrokerConfig
 
 
 def test_parse_start() -> None:
@@ -89,23 +89,31 @@ def test_answer_protocol() -> None:
 def test_message_json() -> None:
     out = message_json(_FakeMessage(None, b"\xff\x00"))
     assert out == {
-        "topic": "t", "partition": 2, "offset": 5,
-        "timestamp": 1714564800123, "time": "2024-05-01T12:00:00.123Z",
+        "topic": "t",
+        "partition": 2,
+        "offset": 5,
+        "timestamp": 1714564800123,
+        "time": "2024-05-01T12:00:00.123Z",
         "timestamp_type": "create",
-        "key": None, "key_base64": False, "value": "/wA=", "value_base64": True,
-        "headers": [{"key": "a", "value": "1", "value_base64": False},
-                    {"key": "bin", "value": "/w==", "value_base64": True},
-                    {"key": "none", "value": None, "value_base64": False}],
+        "key": None,
+        "key_base64": False,
+        "value": "/wA=",
+        "value_base64": True,
+        "headers": [
+            {"key": "a", "value": "1", "value_base64": False},
+            {"key": "bin", "value": "/w==", "value_base64": True},
+            {"key": "none", "value": None, "value_base64": False},
+        ],
     }
 
 
 @pytest.fixture
 def fake_run(monkeypatch: pytest.MonkeyPatch) -> list[BrokerConfig]:
-    """Replace bayou.broker.server.run (imported lazily by `serve`) with a recorder."""
+    """Replace bayou.app.run (imported lazily by `serve`) with a recorder."""
     seen: list[BrokerConfig] = []
-    module = types.ModuleType("bayou.broker.server")
+    module = types.ModuleType("bayou.app")
     module.run = seen.append  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "bayou.broker.server", module)
+    monkeypatch.setitem(sys.modules, "bayou.app", module)
     for key in [k for k in __import__("os").environ if k.startswith("BAYOU_")]:
         monkeypatch.delenv(key)
     return seen
@@ -116,66 +124,144 @@ def _serve(args: list[str], env: dict[str, Any] | None = None) -> Any:
 
 
 def test_serve_flags_map_onto_config(fake_run: list[BrokerConfig], tmp_path: Path) -> None:
-    result = _serve(["--data-dir", str(tmp_path), "--host", "0.0.0.0", "--kafka-port", "19092",
-                     "--http-port", "1", "--mqtt-port", "2", "--amqp-port", "3",
-                     "--advertised-host", "example", "--node-id", "4",
-                     "--no-auto-create-topics", "--num-partitions", "6", "--log-level", "debug",
-                     "--topic-default", "retention.ms=1000"])
+    result = _serve(
+        [
+            "--data-dir",
+            str(tmp_path),
+            "--host",
+            "0.0.0.0",
+            "--kafka-port",
+            "19092",
+            "--http-port",
+            "1",
+            "--mqtt-port",
+            "2",
+            "--amqp-port",
+            "3",
+            "--advertised-host",
+            "example",
+            "--node-id",
+            "4",
+            "--no-auto-create-topics",
+            "--num-partitions",
+            "6",
+            "--log-level",
+            "debug",
+            "--topic-default",
+            "retention.ms=1000",
+        ]
+    )
     assert result.exit_code == 0, result.output
     (config,) = fake_run
-    assert (config.data_dir, config.host, config.kafka_port) == (tmp_path, "0.0.0.0", 19092)
-    assert (config.http_port, config.mqtt_port, config.amqp_port) == (1, 2, 3)
-    assert (config.advertised_host, config.node_id) == ("example", 4)
+    assert (config.data_dir, config.host, config.kafka.port) == (tmp_path, "0.0.0.0", 19092)
+    assert (config.http.port, config.mqtt.port, config.amqp.port) == (1, 2, 3)
+    assert (config.kafka.advertised_host, config.node_id) == ("example", 4)
     assert config.auto_create_topics_enable is False
     assert (config.num_partitions, config.log_level) == (6, "DEBUG")
     assert config.topic_defaults == {"retention.ms": 1000}
 
 
-def test_serve_flags_left_out_let_toml_and_env_win(fake_run: list[BrokerConfig],
-                                                   tmp_path: Path) -> None:
+def test_serve_flags_left_out_let_toml_and_env_win(
+    fake_run: list[BrokerConfig], tmp_path: Path
+) -> None:
     toml = tmp_path / "bayou.toml"
-    toml.write_text('kafka_port = 1111\nauto_create_topics_enable = false\n'
-                    '[topic_defaults]\n"retention.ms" = 5\n')
-    result = _serve(["--config", str(toml), "--http-port", "2222"],
-                    env={"BAYOU_MQTT_PORT": "3333"})
+    toml.write_text(
+        "kafka_port = 1111\nauto_create_topics_enable = false\n"
+        '[topic_defaults]\n"retention.ms" = 5\n'
+    )
+    result = _serve(["--config", str(toml), "--http-port", "2222"], env={"BAYOU_MQTT_PORT": "3333"})
     assert result.exit_code == 0, result.output
     (config,) = fake_run
-    assert (config.kafka_port, config.http_port, config.mqtt_port) == (1111, 2222, 3333)
+    assert (config.kafka.port, config.http.port, config.mqtt.port) == (1111, 2222, 3333)
     assert config.auto_create_topics_enable is False
     assert config.topic_defaults == {"retention.ms": 5}
 
 
-def test_cors_origins_from_flags_toml_and_env(fake_run: list[BrokerConfig],
-                                              tmp_path: Path) -> None:
+def test_cors_origins_from_flags_toml_and_env(fake_run: list[BrokerConfig], tmp_path: Path) -> None:
     toml = tmp_path / "bayou.toml"
     toml.write_text('http_cors_origins = ["https://from-toml.example"]\n')
     assert _serve(["--config", str(toml)]).exit_code == 0
-    assert _serve(["--config", str(toml)], env={
-        "BAYOU_HTTP_CORS_ORIGINS": "http://localhost:3000, https://b.example"}).exit_code == 0
-    assert _serve(["--config", str(toml), "--http-cors-origin", "*",
-                   "--http-cors-origin", "http://127.0.0.1:5173"]).exit_code == 0
+    assert (
+        _serve(
+            ["--config", str(toml)],
+            env={"BAYOU_HTTP_CORS_ORIGINS": "http://localhost:3000, https://b.example"},
+        ).exit_code
+        == 0
+    )
+    assert (
+        _serve(
+            [
+                "--config",
+                str(toml),
+                "--http-cors-origin",
+                "*",
+                "--http-cors-origin",
+                "http://127.0.0.1:5173",
+            ]
+        ).exit_code
+        == 0
+    )
     assert _serve([]).exit_code == 0
-    assert [c.http_cors_origins for c in fake_run] == [
-        ("https://from-toml.example",), ("http://localhost:3000", "https://b.example"),
-        ("*", "http://127.0.0.1:5173"), ()]
+    assert [c.http.cors_origins for c in fake_run] == [
+        ("https://from-toml.example",),
+        ("http://localhost:3000", "https://b.example"),
+        ("*", "http://127.0.0.1:5173"),
+        (),
+    ]
 
 
-@pytest.mark.parametrize(("args", "env", "message"), [
-    (["--topic-default", "segment.bytes=3"], {},
-     "Invalid configuration: Invalid value '3' for configuration segment.bytes: must be at least "
-     "14.\n"),
-    ([], {"BAYOU_KAFKA_PORT": "abc"},
-     "Invalid configuration: Option kafka_port cannot be 'abc'.\n"),
-    (["--config", "/no/such/bayou.toml"], {},
-     "Cannot read the config file /no/such/bayou.toml: No such file or directory.\n"),
-    (["--topic-default", "oops"], {}, "--topic-default expects KEY=VALUE, got 'oops'.\n"),
-    (["--http-cors-origin", "http://localhost:3000/"], {},
-     "Invalid configuration: Invalid value 'http://localhost:3000/' for http_cors_origins: an "
-     "origin is scheme://host[:port] without a path or trailing slash (e.g. "
-     "http://localhost:3000), or * for any origin.\n"),
-])
-def test_serve_bad_config_is_one_sentence_exit_2(fake_run: list[BrokerConfig], args: list[str],
-                                                 env: dict[str, str], message: str) -> None:
+def test_every_option_has_a_flag_and_sections_work_in_toml(
+    fake_run: list[BrokerConfig], tmp_path: Path
+) -> None:
+    from bayou.options import options
+
+    help_text = _serve(["--help"]).output
+    for option in options(BrokerConfig):
+        assert f"--{option.flag}" in help_text, option.flat
+    toml = tmp_path / "bayou.toml"
+    toml.write_text(
+        "internal_flush_messages = 1\n[http]\nport = 8081\n"
+        "[group]\nconsumer_session_timeout_ms = 9000\n"
+    )
+    assert _serve(["--config", str(toml), "--fetch-max-bytes", "1000"]).exit_code == 0
+    (config,) = fake_run
+    assert config.http.port == 8081 and config.group.consumer_session_timeout_ms == 9000
+    assert config.internal.flush_messages == 1 and config.kafka.fetch_max_bytes == 1000
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (
+            ["--topic-default", "segment.bytes=3"],
+            {},
+            "Invalid configuration: Invalid value '3' for configuration segment.bytes: must be "
+            "at least 14.\n",
+        ),
+        (
+            [],
+            {"BAYOU_KAFKA_PORT": "abc"},
+            "Invalid configuration: Option kafka_port cannot be 'abc'.\n",
+        ),
+        (
+            ["--config", "/no/such/bayou.toml"],
+            {},
+            "Cannot read the config file /no/such/bayou.toml: No such file or directory.\n",
+        ),
+        (["--topic-default", "oops"], {}, "--topic-default expects KEY=VALUE, got 'oops'.\n"),
+        (
+            ["--http-cors-origin", "http://localhost:3000/"],
+            {},
+            "Invalid configuration: Invalid value 'http://localhost:3000/' for "
+            "http_cors_origins: an origin is scheme://host[:port] without a path or trailing "
+            "slash (e.g. "
+            "http://localhost:3000), or * for any origin.\n",
+        ),
+    ],
+)
+def test_serve_bad_config_is_one_sentence_exit_2(
+    fake_run: list[BrokerConfig], args: list[str], env: dict[str, str], message: str
+) -> None:
     result = _serve(args, env=env)
     assert result.exit_code == 2
     assert result.output == message

@@ -1,50 +1,53 @@
 """The flush.ms timer forgets partitions with nothing left to flush.
 
-``BrokerState.dirty`` holds the partitions the timer watches.  A partition that the produce
-path already fsynced (flush.messages reached) has nothing unflushed, so ``needs_flush`` never
-turns true for it again: the timer must drop it, or every such partition — including closed
-ones of deleted topics — stays referenced and is re-checked forever.
+The local engine's dirty set holds the partitions the timer watches.  A partition that the
+produce path already fsynced (flush.messages reached) has nothing unflushed, so
+``needs_flush`` never turns true for it again: the timer must drop it, or every such
+partition — including closed ones of deleted topics — stays referenced and is re-checked
+forever.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from bayou.broker import server
-from bayou.broker.context import BrokerState
-from bayou.config import BrokerConfig
-from bayou.storage import LogManager
+from bayou.config import internal_log_config
+from bayou.storage import local_engine
+from bayou.storage.local_engine import LocalEngine
+from bayou.storage.maintenance import MaintenanceSettings
 from tests.unit.test_storage_log import batch
 
 
 def test_a_partition_flushed_by_produce_leaves_the_dirty_set(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(server, "FLUSH_CHECK_INTERVAL_S", 0.01)
-    logs = LogManager(tmp_path / "data", {})
-    logs.open()
-    try:
-        state = BrokerState(BrokerConfig(data_dir=tmp_path / "data"), logs)
-        logs.create_topic("t", 1, {"flush.messages": "1", "flush.ms": "3600000"})
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local_engine, "FLUSH_CHECK_INTERVAL_S", 0.01)
+    engine = LocalEngine(
+        tmp_path / "data",
+        {},
+        internal_config=internal_log_config(),
+        maintenance=MaintenanceSettings(),
+    )
 
-        async def scenario() -> None:
-            await state.append("t", 0, batch(3))  # fsynced before the ack (flush.messages=1)
-            log_ = logs.partition("t", 0)
+    async def scenario() -> None:
+        await engine.open()
+        await engine.start()
+        try:
+            await engine.create_topic("t", 1, {"flush.messages": "1", "flush.ms": "3600000"})
+            partition = engine.partition("t", 0)
+            await partition.append(batch(3))  # fsynced before the ack (flush.messages=1)
+            log_ = partition.log
             assert log_.recovery_point == log_.log_end_offset
-            assert log_ in state.dirty
-            timer = asyncio.create_task(
-                server.Broker._flush_due_partitions(SimpleNamespace(state=state))  # type: ignore[arg-type]
-            )
-            await asyncio.sleep(0.1)
-            timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await timer
-            assert log_ not in state.dirty
+            assert log_ in engine._dirty
+            for _ in range(200):
+                if log_ not in engine._dirty:
+                    break
+                await asyncio.sleep(0.01)
+            assert log_ not in engine._dirty
+        finally:
+            await engine.close()
 
-        asyncio.run(scenario())
-    finally:
-        logs.close()
+    asyncio.run(scenario())

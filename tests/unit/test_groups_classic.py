@@ -5,14 +5,14 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from bayou.broker.groups import (
+from bayou.core.groups import (
     ClassicState,
     GroupCoordinator,
     GroupSettings,
     JoinResponse,
     SyncResponse,
 )
-from bayou.broker.groups.model import ClassicGroup, Result
+from bayou.core.groups.model import ClassicGroup, Result
 from bayou.errors import ErrorCode as E
 
 SESSION = 10_000
@@ -40,30 +40,57 @@ class Harness:
             self.answers[token] = result.response
         return token
 
-    def join(self, member: str = "", group: str = "g", instance: str | None = None,
-             protocols: list[tuple[str, bytes]] | None = None, version: int = 5) -> int:
+    def join(
+        self,
+        member: str = "",
+        group: str = "g",
+        instance: str | None = None,
+        protocols: list[tuple[str, bytes]] | None = None,
+        version: int = 5,
+    ) -> int:
         token = next(self.tokens)
         result = self.c.join_group(
-            self.now, token, group_id=group, member_id=member, instance_id=instance,
-            protocol_type="consumer", protocols=protocols or [("range", b"m")],
-            session_timeout_ms=SESSION, rebalance_timeout_ms=REBALANCE, client_id="c",
-            client_host="/h", require_known_member_id=version >= 4,
+            self.now,
+            token,
+            group_id=group,
+            member_id=member,
+            instance_id=instance,
+            protocol_type="consumer",
+            protocols=protocols or [("range", b"m")],
+            session_timeout_ms=SESSION,
+            rebalance_timeout_ms=REBALANCE,
+            client_id="c",
+            client_host="/h",
+            require_known_member_id=version >= 4,
         )
         return self._take(token, result)
 
-    def sync(self, member: str, generation: int, assignments: dict[str, bytes] | None = None,
-             group: str = "g", instance: str | None = None) -> int:
+    def sync(
+        self,
+        member: str,
+        generation: int,
+        assignments: dict[str, bytes] | None = None,
+        group: str = "g",
+        instance: str | None = None,
+    ) -> int:
         token = next(self.tokens)
         result = self.c.sync_group(
-            self.now, token, group_id=group, generation=generation, member_id=member,
-            instance_id=instance, protocol_type=None, protocol_name=None,
+            self.now,
+            token,
+            group_id=group,
+            generation=generation,
+            member_id=member,
+            instance_id=instance,
+            protocol_type=None,
+            protocol_name=None,
             assignments=assignments or {},
         )
         return self._take(token, result)
 
     def heartbeat(self, member: str, generation: int, instance: str | None = None) -> E:
-        result = self.c.heartbeat(self.now, group_id="g", generation=generation,
-                                  member_id=member, instance_id=instance)
+        result = self.c.heartbeat(
+            self.now, group_id="g", generation=generation, member_id=member, instance_id=instance
+        )
         assert result.response is not None
         return result.response
 
@@ -170,8 +197,9 @@ def test_fencing_generation_member_and_rebalance() -> None:
     assert h.heartbeat(a, 0) == E.ILLEGAL_GENERATION
     assert h.heartbeat("nobody", 1) == E.UNKNOWN_MEMBER_ID
     assert h.answers[h.sync(a, 7)].error == E.ILLEGAL_GENERATION
-    commit = h.c.commit_offsets(h.now, group_id="g", generation=0, member_id=a,
-                                instance_id=None, offsets=[])
+    commit = h.c.commit_offsets(
+        h.now, group_id="g", generation=0, member_id=a, instance_id=None, offsets=[]
+    )
     assert commit.response == []
     h.join(member=a)
     assert h.answers[h.sync(b, 1)].error == E.REBALANCE_IN_PROGRESS

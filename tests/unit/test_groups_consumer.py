@@ -5,9 +5,9 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from bayou.broker.groups import ConsumerState, GroupCoordinator, GroupSettings
-from bayou.broker.groups.assignors import range_assign, uniform_assign
-from bayou.broker.groups.model import ConsumerGroup, ConsumerHeartbeatResponse, Partitions
+from bayou.core.groups import ConsumerState, GroupCoordinator, GroupSettings
+from bayou.core.groups.assignors import range_assign, uniform_assign
+from bayou.core.groups.model import ConsumerGroup, ConsumerHeartbeatResponse, Partitions
 from bayou.errors import ErrorCode as E
 
 TOPICS = {"t": 6}
@@ -23,16 +23,29 @@ class Harness:
         self.owned: dict[str, Partitions] = {}
         self.epochs: dict[str, int] = {}
 
-    def hb(self, member: str, epoch: int | None = None, subscribed: list[str] | None = None,
-           owned: Partitions | None = None, assignor: str | None = None,
-           instance: str | None = None) -> ConsumerHeartbeatResponse:
+    def hb(
+        self,
+        member: str,
+        epoch: int | None = None,
+        subscribed: list[str] | None = None,
+        owned: Partitions | None = None,
+        assignor: str | None = None,
+        instance: str | None = None,
+    ) -> ConsumerHeartbeatResponse:
         result = self.c.consumer_heartbeat(
-            self.now, group_id="g", member_id=member,
+            self.now,
+            group_id="g",
+            member_id=member,
             member_epoch=self.epochs.get(member, 0) if epoch is None else epoch,
-            instance_id=instance, rack_id=None, rebalance_timeout_ms=10_000,
-            subscribed=subscribed, server_assignor=assignor,
+            instance_id=instance,
+            rack_id=None,
+            rebalance_timeout_ms=10_000,
+            subscribed=subscribed,
+            server_assignor=assignor,
             owned=self.owned.get(member, {}) if owned is None else owned,
-            client_id="c", client_host="/h", topic_sizes=TOPICS,
+            client_id="c",
+            client_host="/h",
+            topic_sizes=TOPICS,
         )
         resp = result.response
         assert resp is not None
@@ -125,7 +138,8 @@ def test_uniform_is_sticky_and_range_is_by_ranges() -> None:
     for m in ("a", "b"):  # each keeps two of the three it had
         assert len(third[m]["t"] & first[m]["t"]) == 2
     assert range_assign({"b": ("t",), "a": ("t",)}, {"t": 5}) == {
-        "a": {"t": frozenset({0, 1, 2})}, "b": {"t": frozenset({3, 4})}
+        "a": {"t": frozenset({0, 1, 2})},
+        "b": {"t": frozenset({3, 4})},
     }
 
 
@@ -133,10 +147,23 @@ def test_replaying_the_emitted_records_rebuilds_the_group() -> None:
     h = Harness()
     records: list[Any] = []
     for name in ("a", "b"):
-        records.extend(h.c.consumer_heartbeat(
-            h.now, group_id="g", member_id=name, member_epoch=0, instance_id=None,
-            rack_id=None, rebalance_timeout_ms=1000, subscribed=["t"], server_assignor=None,
-            owned=None, client_id="c", client_host="/h", topic_sizes=TOPICS).records)
+        records.extend(
+            h.c.consumer_heartbeat(
+                h.now,
+                group_id="g",
+                member_id=name,
+                member_epoch=0,
+                instance_id=None,
+                rack_id=None,
+                rebalance_timeout_ms=1000,
+                subscribed=["t"],
+                server_assignor=None,
+                owned=None,
+                client_id="c",
+                client_host="/h",
+                topic_sizes=TOPICS,
+            ).records
+        )
     fresh = GroupCoordinator()
     fresh.load(records, h.now)
     assert fresh.durable_view() == h.c.durable_view()

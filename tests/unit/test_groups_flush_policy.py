@@ -6,23 +6,27 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from bayou.broker.flusher import GroupFlusher
-from bayou.broker.groups import GroupDriver, GroupSettings, OffsetCommit
 from bayou.config import internal_log_config
+from bayou.core.groups import GroupDriver, GroupSettings, OffsetCommit
 from bayou.errors import ErrorCode
+from bayou.storage.local_engine import LocalEngine, LocalStateLog
+from bayou.storage.maintenance import MaintenanceSettings
 
 
 async def commit_once(data_dir: Path, flush_messages: int) -> tuple[int, int]:
     """Commit one offset; return (log end offset, recovery point) as the answer arrives."""
-    driver = GroupDriver(
+    engine = LocalEngine(
         data_dir,
-        GroupSettings(),
-        lambda: 1_000,
-        GroupFlusher(),
-        internal_log_config(flush_messages=flush_messages),
+        {},
+        internal_config=internal_log_config(flush_messages=flush_messages),
+        maintenance=MaintenanceSettings(),
     )
-    driver.open()
+    await engine.open()
     try:
+        state_log = await engine.state.open_log("__consumer_offsets", public=True)
+        assert isinstance(state_log, LocalStateLog)
+        driver = GroupDriver(GroupSettings(), lambda: 1_000, state_log)
+        await driver.open()
         answer = await driver.run(
             lambda now, _token: driver.coordinator.commit_offsets(
                 now,
@@ -34,11 +38,9 @@ async def commit_once(data_dir: Path, flush_messages: int) -> tuple[int, int]:
             )
         )
         assert answer == [ErrorCode.NONE]
-        log = driver.store.log
-        assert log is not None
-        return log.log_end_offset, log.recovery_point
+        return state_log.log.log_end_offset, state_log.log.recovery_point
     finally:
-        driver.close()
+        await engine.close()
 
 
 def test_default_policy_answers_before_any_fsync(tmp_path: Path) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bayou.broker.groups import GroupCoordinator, GroupSettings, OffsetCommit
-from bayou.broker.groups.records import (
+from bayou.core.groups import GroupCoordinator, GroupSettings, OffsetCommit
+from bayou.core.groups.records import (
     GroupKey,
     GroupRecord,
     OffsetKey,
@@ -14,16 +14,26 @@ from bayou.broker.groups.records import (
     encode_key,
     encode_value,
 )
-from bayou.broker.groups.store import GroupStore
 from bayou.errors import ErrorCode as E
+from tests.support.group_log import GroupLog as GroupStore
 
 DAY = 24 * 3600 * 1000
 
 
-def commit(c: GroupCoordinator, now: int, group: str, offsets: dict[tuple[str, int], int],
-           generation: int = -1, member: str = "") -> list[E]:
+def commit(
+    c: GroupCoordinator,
+    now: int,
+    group: str,
+    offsets: dict[tuple[str, int], int],
+    generation: int = -1,
+    member: str = "",
+) -> list[E]:
     result = c.commit_offsets(
-        now, group_id=group, generation=generation, member_id=member, instance_id=None,
+        now,
+        group_id=group,
+        generation=generation,
+        member_id=member,
+        instance_id=None,
         offsets=[OffsetCommit(t, p, o, metadata="m") for (t, p), o in offsets.items()],
     )
     assert result.response is not None
@@ -44,17 +54,29 @@ def test_admin_commit_creates_an_empty_group_and_fetch_returns_it() -> None:
 def test_commit_with_a_generation_for_an_unknown_group_is_refused() -> None:
     c = GroupCoordinator()
     for version, code in ((8, E.ILLEGAL_GENERATION), (9, E.GROUP_ID_NOT_FOUND)):
-        result = c.commit_offsets(0, group_id="g", generation=3, member_id="m",
-                                  instance_id=None, offsets=[OffsetCommit("t", 0, 1)],
-                                  version=version)
+        result = c.commit_offsets(
+            0,
+            group_id="g",
+            generation=3,
+            member_id="m",
+            instance_id=None,
+            offsets=[OffsetCommit("t", 0, 1)],
+            version=version,
+        )
         assert result.response == [code]
     assert c.list_groups() == []
 
 
 def test_metadata_too_large() -> None:
     c = GroupCoordinator()
-    result = c.commit_offsets(0, group_id="g", generation=-1, member_id="", instance_id=None,
-                              offsets=[OffsetCommit("t", 0, 1, metadata="x" * 5000)])
+    result = c.commit_offsets(
+        0,
+        group_id="g",
+        generation=-1,
+        member_id="",
+        instance_id=None,
+        offsets=[OffsetCommit("t", 0, 1, metadata="x" * 5000)],
+    )
     assert result.response == [E.OFFSET_METADATA_TOO_LARGE]
 
 
@@ -69,8 +91,9 @@ def test_delete_groups_and_offset_delete() -> None:
 
 
 def test_offsets_of_an_empty_group_expire_after_the_retention() -> None:
-    c = GroupCoordinator(GroupSettings(offsets_retention_ms=7 * DAY,
-                                       offsets_retention_check_interval_ms=60_000))
+    c = GroupCoordinator(
+        GroupSettings(offsets_retention_ms=7 * DAY, offsets_retention_check_interval_ms=60_000)
+    )
     commit(c, 0, "g", {("t", 0): 5})
     c.tick(0)
     c.tick(7 * DAY - 1)
@@ -95,8 +118,14 @@ def test_store_replays_what_was_appended_after_a_crash(tmp_path: Path) -> None:
     store = GroupStore(tmp_path, lambda: 1000)
     store.open()
     for i in range(50):
-        result = c.commit_offsets(i, group_id=f"g{i % 3}", generation=-1, member_id="",
-                                  instance_id=None, offsets=[OffsetCommit("t", i % 4, i)])
+        result = c.commit_offsets(
+            i,
+            group_id=f"g{i % 3}",
+            generation=-1,
+            member_id="",
+            instance_id=None,
+            offsets=[OffsetCommit("t", i % 4, i)],
+        )
         store.append(result.records)
     store.flush()
     assert store.log is not None

@@ -13,16 +13,20 @@ from typing import Any
 
 import pytest
 
-from bayou.broker.flusher import GroupFlusher
-from bayou.broker.groups import GroupCoordinator, GroupSettings
-from bayou.broker.groups.coordinator import OffsetCommit
-from bayou.broker.groups.model import Result
-from bayou.broker.groups.store import GroupStore
-from bayou.config import BrokerConfig, TopicConfig, internal_log_config
+from bayou.broker_config import BrokerConfig
+from bayou.config import TopicConfig, internal_log_config
+from bayou.core.groups import GroupCoordinator, GroupSettings
+from bayou.core.groups.coordinator import OffsetCommit
+from bayou.core.groups.model import Result
 from bayou.errors import InvalidConfig
-from bayou.gateways.mqtt.store import StateLog
-from bayou.storage import LogManager, PartitionLog
+from bayou.gateways.mqtt.store import RETAINED_LOG
 from bayou.storage.cleaner import clean, needs_cleaning
+from bayou.storage.engine import StateEntry, latest
+from bayou.storage.local_engine import LocalEngine, LocalStateLog
+from bayou.storage.log import PartitionLog
+from bayou.storage.maintenance import MaintenanceSettings
+from bayou.storage.manager import LogManager
+from tests.support.group_log import GroupLog as GroupStore
 from tests.unit.test_storage_compaction import Crash, _crash_after, clean_fully
 
 SEGMENT = 2048
@@ -39,8 +43,9 @@ class Clock:
 
 
 def config(**overrides: Any) -> TopicConfig:
-    return internal_log_config(overrides.get("segment", SEGMENT),
-                               overrides.get("retention", RETENTION_MS))
+    return internal_log_config(
+        overrides.get("segment", SEGMENT), overrides.get("retention", RETENTION_MS)
+    )
 
 
 def log_bytes(directory: Path) -> int:
@@ -49,6 +54,7 @@ def log_bytes(directory: Path) -> int:
 
 def record_count(log: PartitionLog) -> int:
     from bayou.protocol.kafka.records import iter_batches, iter_records
+
     count, offset = 0, log.log_start_offset
     while offset < log.log_end_offset:
         data = memoryview(log.read(offset, 1 << 20))
@@ -65,8 +71,10 @@ class Workload:
     """A coordinator whose every result is appended to a GroupStore, as the driver does."""
 
     def __init__(self, store: GroupStore, clock: Clock) -> None:
-        self.c = GroupCoordinator(GroupSettings(consumer_session_timeout_ms=600_000),
-                                  new_id=iter(f"m{i}" for i in range(10**6)).__next__)
+        self.c = GroupCoordinator(
+            GroupSettings(consumer_session_timeout_ms=600_000),
+            new_id=iter(f"m{i}" for i in range(10**6)).__next__,
+        )
         self.store = store
         self.clock = clock
 
@@ -76,19 +84,39 @@ class Workload:
         self.clock.now += 1
         return result.response
 
-    def commit(self, group: str, partition: int, offset: int, *, generation: int = -1,
-               member: str = "") -> None:
-        codes = self.run(self.c.commit_offsets(
-            self.clock.now, group_id=group, generation=generation, member_id=member,
-            instance_id=None, offsets=[OffsetCommit("t", partition, offset, 0, f"m{offset}")]))
+    def commit(
+        self, group: str, partition: int, offset: int, *, generation: int = -1, member: str = ""
+    ) -> None:
+        codes = self.run(
+            self.c.commit_offsets(
+                self.clock.now,
+                group_id=group,
+                generation=generation,
+                member_id=member,
+                instance_id=None,
+                offsets=[OffsetCommit("t", partition, offset, 0, f"m{offset}")],
+            )
+        )
         assert set(codes) == {0}, codes
 
     def heartbeat(self, member: str, epoch: int, topics: list[str] | None) -> Any:
-        return self.run(self.c.consumer_heartbeat(
-            self.clock.now, group_id="cg", member_id=member, member_epoch=epoch,
-            instance_id=None, rack_id=None, rebalance_timeout_ms=10_000, subscribed=topics,
-            server_assignor=None, owned=None, client_id="c", client_host="/h",
-            topic_sizes={"t": 4}))
+        return self.run(
+            self.c.consumer_heartbeat(
+                self.clock.now,
+                group_id="cg",
+                member_id=member,
+                member_epoch=epoch,
+                instance_id=None,
+                rack_id=None,
+                rebalance_timeout_ms=10_000,
+                subscribed=topics,
+                server_assignor=None,
+                owned=None,
+                client_id="c",
+                client_host="/h",
+                topic_sizes={"t": 4},
+            )
+        )
 
     def many(self, commits: int) -> None:
         """Many commits for few keys, plus every other kind of record: consumer-group
@@ -125,8 +153,9 @@ def replayed(directory: Path, now: int) -> tuple[dict[str, Any], int]:
         store.close()
 
 
-def written(tmp_path: Path, commits: int = 1500, segment: int = SEGMENT
-            ) -> tuple[GroupStore, Workload, Clock]:
+def written(
+    tmp_path: Path, commits: int = 1500, segment: int = SEGMENT
+) -> tuple[GroupStore, Workload, Clock]:
     clock = Clock()
     store = GroupStore(tmp_path, clock, config(segment=segment))
     store.open()
@@ -140,7 +169,8 @@ def written(tmp_path: Path, commits: int = 1500, segment: int = SEGMENT
 
 @pytest.mark.parametrize("map_entries", [1000, 16])  # 16: several passes (key map full)
 def test_many_commits_for_few_keys_compact_and_replay_to_the_same_offsets(
-        tmp_path: Path, map_entries: int) -> None:
+    tmp_path: Path, map_entries: int
+) -> None:
     store, work, clock = written(tmp_path)
     log = store.log
     assert log is not None
@@ -148,7 +178,8 @@ def test_many_commits_for_few_keys_compact_and_replay_to_the_same_offsets(
     assert "lonely" in live["groups"] and "lonely" not in live["offsets"]
     assert "g2" in live["groups"] and live["offsets"]["g2"]["t:1"].offset == 10_019
     uncompacted = shutil.copytree(
-        store.directory, tmp_path / "copy" / "internal" / "__consumer_offsets" / "0")
+        store.directory, tmp_path / "copy" / "internal" / "__consumer_offsets" / "0"
+    )
     before, records_before = log_bytes(store.directory), record_count(log)
 
     assert needs_cleaning(log, clock.now)
@@ -221,8 +252,9 @@ def test_kill_9_at_every_step_of_a_pass_replays_the_same_state(tmp_path: Path) -
             seg.close()
         directory = crashing.directory
         assert replayed(directory, clock.now)[0] == live, f"step {step}"
-        leftovers = [p for p in directory.iterdir()
-                     if p.suffix in (".cleaned", ".swap", ".deleted")]
+        leftovers = [
+            p for p in directory.iterdir() if p.suffix in (".cleaned", ".swap", ".deleted")
+        ]
         assert not leftovers
         again = GroupStore(root, clock, config())
         again.open()
@@ -234,15 +266,16 @@ def test_kill_9_at_every_step_of_a_pass_replays_the_same_state(tmp_path: Path) -
 
 
 def test_the_maintenance_round_cleans_a_registered_log_while_the_store_appends(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """The broker's arrangement: the coordinator appends (here: the main thread) while
     ``LogManager.maintain`` runs rounds over the registered internal log in a worker."""
-    from bayou.broker.maintenance import LogMaintenance
+    from bayou.storage.maintenance import LogMaintenance, MaintenanceSettings
 
     clock = Clock()
     manager = LogManager(tmp_path / "data", {}, clock)
     manager.open()
-    maintenance = LogMaintenance(manager, BrokerConfig(data_dir=tmp_path / "data"))
+    maintenance = LogMaintenance(manager, MaintenanceSettings(), clock)
     store = GroupStore(tmp_path / "data", clock, config(segment=1024))
     store.open()
     assert store.log is not None
@@ -257,7 +290,8 @@ def test_the_maintenance_round_cleans_a_registered_log_while_the_store_appends(
         while not stop.is_set():
             try:
                 for log, _deleted, stats, error in manager.maintain(
-                        clock.now, 1000, internal=maintenance.internal_logs):
+                    clock.now, 1000, internal=maintenance.internal_logs
+                ):
                     assert log is store.log
                     if error is not None:
                         errors.append(error)
@@ -292,48 +326,63 @@ def test_the_maintenance_round_cleans_a_registered_log_while_the_store_appends(
 
 
 def test_mqtt_state_log_compacts_and_loads_the_same_entries(tmp_path: Path) -> None:
+    """``__mqtt_retained`` as the MQTT door keeps it: a state log of the local engine."""
     clock = Clock()
-    flusher = GroupFlusher()
-    state = StateLog(tmp_path, "__mqtt_retained", flusher, clock, config())
-    state.open()
-    model: dict[bytes, tuple[bytes, bytes | None, list[tuple[str, bytes | None]]]] = {}
 
-    async def write() -> None:
+    def engine() -> LocalEngine:
+        return LocalEngine(
+            tmp_path,
+            {},
+            internal_config=config(),
+            maintenance=MaintenanceSettings(60_000, 1 << 20, True),
+            clock_ms=clock,
+        )
+
+    model: dict[bytes, StateEntry] = {}
+
+    async def write() -> tuple[LocalEngine, LocalStateLog]:
+        local = engine()
+        await local.open()
+        state = await local.state.open_log(RETAINED_LOG)
         for i in range(800):
             key = f"sensors/{i % 7}".encode()
             if i % 97 == 5:
-                await state.put([(key, None, [])])  # a cleared retained message
+                await state.put([StateEntry(key, None)], durable=True)  # a cleared message
                 model.pop(key, None)
             else:
-                entry = (key, b"payload-%d" % i, [("mqtt.qos", b"1")])
-                await state.put([entry])
+                entry = StateEntry(key, b"payload-%d" % i, (("mqtt.qos", b"1"),))
+                await state.put([entry], durable=True)
                 model[key] = entry
             clock.now += 1
+        return local, state
 
-    asyncio.run(write())
-    log = state.log
-    assert log is not None
-    log.roll()
-    log.flush()
-    before = log_bytes(state.directory)
-    assert state.load() == model
-    clean_fully(log, clock.now, 1000)
-    assert log_bytes(state.directory) < before / 10
-    assert state.load() == model
-    state.close()
-    reopened = StateLog(tmp_path, "__mqtt_retained", flusher, clock, config())
-    reopened.open()
-    assert reopened.load() == model
-    assert reopened.log is not None
-    clean_fully(reopened.log, clock.now + RETENTION_MS + 1, 1000)  # tombstones go too
-    assert record_count(reopened.log) == len(model)
-    assert reopened.load() == model
-    reopened.close()
+    async def load(local: LocalEngine) -> dict[bytes, StateEntry]:
+        return await latest(await local.state.open_log(RETAINED_LOG))
+
+    local, state = asyncio.run(write())
+    directory = tmp_path / "internal" / RETAINED_LOG / "0"
+    state.log.roll()
+    state.log.flush()
+    before = log_bytes(directory)
+    assert asyncio.run(load(local)) == model
+    clean_fully(state.log, clock.now, 1000)
+    assert log_bytes(directory) < before / 10
+    assert asyncio.run(load(local)) == model
+    asyncio.run(local.close())
+    reopened = engine()
+    asyncio.run(reopened.open())
+    assert asyncio.run(load(reopened)) == model
+    log = asyncio.run(reopened.state.open_log(RETAINED_LOG)).log
+    clean_fully(log, clock.now + RETENTION_MS + 1, 1000)  # tombstones go too
+    assert record_count(log) == len(model)
+    assert asyncio.run(load(reopened)) == model
+    asyncio.run(reopened.close())
 
 
 def test_internal_log_config_comes_from_the_broker_options() -> None:
-    cfg = BrokerConfig.load(environ={"BAYOU_INTERNAL_SEGMENT_BYTES": "4096",
-                                     "BAYOU_INTERNAL_DELETE_RETENTION_MS": "5"})
+    cfg = BrokerConfig.load(
+        environ={"BAYOU_INTERNAL_SEGMENT_BYTES": "4096", "BAYOU_INTERNAL_DELETE_RETENTION_MS": "5"}
+    )
     internal = cfg.internal_log_config()
     assert internal.compact and not internal.delete
     assert (internal.segment_bytes, internal.delete_retention_ms) == (4096, 5)

@@ -22,12 +22,14 @@ from bayou.protocol.kafka.schema import Field, Message, Versions, load_all
 # The APIs the schemas define (a request and a response each).
 DEFINED_API_KEYS = frozenset(
     {0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22,
-     23, 24, 25, 26, 28, 29, 30, 31, 32, 33, 35, 36, 37, 42, 43, 44, 47, 48, 50, 55,
+     23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 35, 36, 37, 42, 43, 44, 47, 48, 50, 55,
      60, 61, 65, 66, 68, 69, 75}
 )  # fmt: skip
 
-REFERENCE = Path(os.environ.get("BAYOU_KAFKA_MESSAGE_JSON") or Path(__file__).resolve()
-                 .parents[2].parent / "shared" / "reference" / "kafka-protocol")
+REFERENCE = Path(
+    os.environ.get("BAYOU_KAFKA_MESSAGE_JSON")
+    or Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "kafka-protocol"
+)
 NO_REFERENCE = (
     f"Kafka's message JSON not found in {REFERENCE}: the cross-check needs the files "
     "clients/src/main/resources/common/message/*.json of the Apache Kafka repository "
@@ -90,8 +92,9 @@ def _check_fields(
 # One test per message when the reference is there; one skipped test saying why when not.
 @pytest.mark.parametrize(
     "msg",
-    MESSAGES if REFERENCE.is_dir() else [pytest.param(None, marks=pytest.mark.skip(NO_REFERENCE),
-                                                      id="reference-absent")],
+    MESSAGES
+    if REFERENCE.is_dir()
+    else [pytest.param(None, marks=pytest.mark.skip(NO_REFERENCE), id="reference-absent")],
     ids=None if not REFERENCE.is_dir() else [m.name for m in MESSAGES],
 )
 def test_schema_matches_reference_json(msg: Message) -> None:

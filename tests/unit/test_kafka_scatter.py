@@ -25,9 +25,7 @@ def fetch_response(records: list[bytes | None], version: int) -> m.FetchResponse
                 topic="t",
                 topic_id=uuid.uuid4(),
                 partitions=[
-                    m.FetchResponsePartitionData(
-                        partition_index=i, high_watermark=10, records=r
-                    )
+                    m.FetchResponsePartitionData(partition_index=i, high_watermark=10, records=r)
                     for i, r in enumerate(records)
                 ],
             )
@@ -50,9 +48,7 @@ def test_parts_join_to_the_frame_and_large_records_are_their_own_piece(version: 
     correlation_id, decoded = decode_response(1, version, memoryview(frame)[4:])
     assert correlation_id == 77
     got = [p.records for p in decoded.responses[0].partitions]
-    assert [None if r is None else bytes(r) for r in got] == [
-        bytes(big), small, None, bytes(big)
-    ]
+    assert [None if r is None else bytes(r) for r in got] == [bytes(big), small, None, bytes(big)]
 
 
 def test_a_response_without_records_is_one_piece() -> None:

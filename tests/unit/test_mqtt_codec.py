@@ -57,39 +57,68 @@ def roundtrip(packet: Packet, version: int) -> Packet:
 
 
 FULL_PROPS = Properties(
-    payload_format_indicator=1, message_expiry_interval=60, content_type="text/plain",
-    response_topic="r/t", correlation_data=b"\x00\x01",
+    payload_format_indicator=1,
+    message_expiry_interval=60,
+    content_type="text/plain",
+    response_topic="r/t",
+    correlation_data=b"\x00\x01",
     user_properties=[("a", "1"), ("a", "2"), ("ü", "∑")],
 )
 
 PACKETS_BOTH: list[Packet] = [
-    Connect("dev-1", MQTT_311, keep_alive=30, clean_start=False,
-            will=Will("w/t", b"bye", 1, True), username="u", password=b"p"),
+    Connect(
+        "dev-1",
+        MQTT_311,
+        keep_alive=30,
+        clean_start=False,
+        will=Will("w/t", b"bye", 1, True),
+        username="u",
+        password=b"p",
+    ),
     ConnAck(True, Reason.SUCCESS),
     Publish("a/b", b"payload", 0, False, False, None),
     Publish("a/b", b"x" * 300, 1, True, True, 7),
     Publish("a/b", b"", 2, False, False, 65535),
-    PubAck(1), PubRec(2), PubRel(3), PubComp(4),
+    PubAck(1),
+    PubRec(2),
+    PubRel(3),
+    PubComp(4),
     Subscribe(9, [Subscription("a/+", 1), Subscription("#", 2)]),
     SubAck(9, [0, 1, 2, 0x80]),
     Unsubscribe(10, ["a/+", "#"]),
-    PingReq(), PingResp(), Disconnect(),
+    PingReq(),
+    PingResp(),
+    Disconnect(),
 ]
 
 PACKETS_5: list[Packet] = [
-    Connect("c", MQTT_5, properties=Properties(session_expiry_interval=300, receive_maximum=10,
-                                                maximum_packet_size=4096,
-                                                topic_alias_maximum=5),
-            will=Will("w", b"", 2, False, Properties(will_delay_interval=5, content_type="x"))),
-    ConnAck(False, Reason.SUCCESS, Properties(assigned_client_identifier="id",
-                                              retain_available=1, maximum_qos=1)),
+    Connect(
+        "c",
+        MQTT_5,
+        properties=Properties(
+            session_expiry_interval=300,
+            receive_maximum=10,
+            maximum_packet_size=4096,
+            topic_alias_maximum=5,
+        ),
+        will=Will("w", b"", 2, False, Properties(will_delay_interval=5, content_type="x")),
+    ),
+    ConnAck(
+        False,
+        Reason.SUCCESS,
+        Properties(assigned_client_identifier="id", retain_available=1, maximum_qos=1),
+    ),
     Publish("a/b", b"p", 1, False, False, 3, FULL_PROPS),
     Publish("", b"p", 0, False, False, None, Properties(topic_alias=3)),
     PubAck(1, Reason.NO_MATCHING_SUBSCRIBERS),
     PubAck(1, Reason.IMPLEMENTATION_SPECIFIC_ERROR, Properties(reason_string="nope")),
-    PubRec(2, Reason.QUOTA_EXCEEDED), PubRel(3, Reason.PACKET_IDENTIFIER_NOT_FOUND),
-    Subscribe(5, [Subscription("$share/g/a/#", 2, False, True, 2)],
-              Properties(subscription_identifiers=[42])),
+    PubRec(2, Reason.QUOTA_EXCEEDED),
+    PubRel(3, Reason.PACKET_IDENTIFIER_NOT_FOUND),
+    Subscribe(
+        5,
+        [Subscription("$share/g/a/#", 2, False, True, 2)],
+        Properties(subscription_identifiers=[42]),
+    ),
     SubAck(5, [2, Reason.TOPIC_FILTER_INVALID]),
     UnsubAck(6, [0, Reason.NO_SUBSCRIPTION_EXISTED]),
     Disconnect(Reason.DISCONNECT_WITH_WILL, Properties(session_expiry_interval=0)),
@@ -143,31 +172,34 @@ def test_partial_frames_are_reassembled() -> None:
     assert len(out) == 3 and all(isinstance(p, Publish) and p.packet_id == 5 for p in out)
 
 
-@pytest.mark.parametrize("wire", [
-    b"\x32\x05\x00\x01t\x00\x00",  # QoS 1 with packet id 0
-    b"\x36\x03\x00\x01t",  # QoS 3
-    b"\x38\x03\x00\x01t",  # DUP at QoS 0
-    b"\x62\x01\x00",  # PUBREL cut short
-    b"\x60\x02\x00\x01",  # PUBREL with wrong flags
-    b"\x80\x06\x00\x01\x00\x01a\x00",  # SUBSCRIBE with flags 0
-    b"\x82\x02\x00\x01",  # SUBSCRIBE without filters
-    b"\x82\x06\x00\x01\x00\x01a\x03",  # subscription QoS 3
-    b"\x82\x06\x00\x01\x00\x01a\x04",  # 3.1.1 reserved option bits
-    b"\x30\x04\x00\x02\xc3\x28",  # invalid UTF-8 topic
-    b"\x30\x03\x00\x01\x00",  # U+0000 in topic
-    b"\x00\x00",  # reserved packet type
-    b"\xc0\x01\x00",  # PINGREQ with a body
-])
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b"\x32\x05\x00\x01t\x00\x00",  # QoS 1 with packet id 0
+        b"\x36\x03\x00\x01t",  # QoS 3
+        b"\x38\x03\x00\x01t",  # DUP at QoS 0
+        b"\x62\x01\x00",  # PUBREL cut short
+        b"\x60\x02\x00\x01",  # PUBREL with wrong flags
+        b"\x80\x06\x00\x01\x00\x01a\x00",  # SUBSCRIBE with flags 0
+        b"\x82\x02\x00\x01",  # SUBSCRIBE without filters
+        b"\x82\x06\x00\x01\x00\x01a\x03",  # subscription QoS 3
+        b"\x82\x06\x00\x01\x00\x01a\x04",  # 3.1.1 reserved option bits
+        b"\x30\x04\x00\x02\xc3\x28",  # invalid UTF-8 topic
+        b"\x30\x03\x00\x01\x00",  # U+0000 in topic
+        b"\x00\x00",  # reserved packet type
+        b"\xc0\x01\x00",  # PINGREQ with a body
+    ],
+)
 def test_malformed_packets_raise(wire: bytes) -> None:
     with pytest.raises(MqttError):
         decode(wire[0], wire[2:], MQTT_311)
 
 
 def test_duplicate_and_misplaced_properties() -> None:
-    body = b"\x00\x01t" + bytes.fromhex("04" "0100" "0101")
+    body = b"\x00\x01t" + bytes.fromhex("0401000101")
     with pytest.raises(ProtocolError):
         decode(0x30, body, MQTT_5)  # payload format indicator twice
-    body = b"\x00\x01t" + bytes.fromhex("03" "210001")  # receive maximum in a PUBLISH
+    body = b"\x00\x01t" + bytes.fromhex("03210001")  # receive maximum in a PUBLISH
     with pytest.raises(MalformedPacket):
         decode(0x30, body, MQTT_5)
 
@@ -214,20 +246,22 @@ def test_topic_aliases_resolve_and_unknown_alias_fails() -> None:
     got = conn.receive_data(encode(first, MQTT_5) + encode(second, MQTT_5))
     assert [p.topic for p in got if isinstance(p, Publish)] == ["long/topic/name"] * 2
     with pytest.raises(MqttError) as err:
-        conn.receive_data(encode(Publish("", b"", 0, properties=Properties(topic_alias=3)),
-                                 MQTT_5))
+        conn.receive_data(encode(Publish("", b"", 0, properties=Properties(topic_alias=3)), MQTT_5))
     assert err.value.reason == Reason.PROTOCOL_ERROR
     conn = connected(topic_alias_maximum=4)
     with pytest.raises(MqttError) as err:
-        conn.receive_data(encode(Publish("t", b"", 0, properties=Properties(topic_alias=9)),
-                                 MQTT_5))
+        conn.receive_data(
+            encode(Publish("t", b"", 0, properties=Properties(topic_alias=9)), MQTT_5)
+        )
     assert err.value.reason == Reason.TOPIC_ALIAS_INVALID
 
 
 def test_receive_maximum_is_enforced_and_acks_give_quota_back() -> None:
     conn = connected(receive_maximum=2)
-    conn.receive_data(encode(Publish("t", b"", 1, packet_id=1), MQTT_5)
-                      + encode(Publish("t", b"", 2, packet_id=2), MQTT_5))
+    conn.receive_data(
+        encode(Publish("t", b"", 1, packet_id=1), MQTT_5)
+        + encode(Publish("t", b"", 2, packet_id=2), MQTT_5)
+    )
     conn.send(PubAck(1))
     conn.receive_data(encode(Publish("t", b"", 1, packet_id=3), MQTT_5))
     with pytest.raises(MqttError) as err:
@@ -254,10 +288,21 @@ def test_oversized_packet_is_refused_with_reason() -> None:
 
 def test_client_limits_are_read_from_connect() -> None:
     conn = ServerConnection()
-    conn.receive_data(encode(Connect("c", MQTT_5, keep_alive=7, properties=Properties(
-        receive_maximum=3, maximum_packet_size=1000))))
-    assert (conn.client_receive_maximum, conn.client_max_packet_size, conn.keep_alive) == \
-        (3, 1000, 7)
+    conn.receive_data(
+        encode(
+            Connect(
+                "c",
+                MQTT_5,
+                keep_alive=7,
+                properties=Properties(receive_maximum=3, maximum_packet_size=1000),
+            )
+        )
+    )
+    assert (conn.client_receive_maximum, conn.client_max_packet_size, conn.keep_alive) == (
+        3,
+        1000,
+        7,
+    )
     ack = conn.connack(False)
     packet = decode(ack[0], ack[2:], MQTT_5)
     assert isinstance(packet, ConnAck) and packet.properties.receive_maximum == 1024

@@ -26,8 +26,9 @@ from bayou.protocol.mqtt.packets import (
 )
 from bayou.protocol.mqtt.topics import matches
 
-text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
-               max_size=20)
+text = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=20
+)
 props = st.builds(
     Properties,
     payload_format_indicator=st.none() | st.integers(0, 1),
@@ -40,7 +41,8 @@ levels = st.sampled_from(["a", "b", "c", "", "$x"])
 topics = st.lists(levels, min_size=1, max_size=4).map("/".join).filter(bool)
 filter_levels = st.sampled_from(["a", "b", "c", "", "+", "$x"])
 filters = st.tuples(st.lists(filter_levels, min_size=1, max_size=4), st.booleans()).map(
-    lambda t: "/".join([*t[0], "#"] if t[1] else t[0]))
+    lambda t: "/".join([*t[0], "#"] if t[1] else t[0])
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -66,8 +68,9 @@ def test_random_bytes_before_connect_only_raise_mqtt_errors(data: bytes) -> None
 
 @settings(max_examples=200, deadline=None)
 @given(topics, st.binary(max_size=100), st.integers(0, 2), st.booleans(), props)
-def test_publish_round_trip(topic: str, payload: bytes, qos: int, retain: bool,
-                            properties: Properties) -> None:
+def test_publish_round_trip(
+    topic: str, payload: bytes, qos: int, retain: bool, properties: Properties
+) -> None:
     packet = Publish(topic, payload, qos, retain, False, 1 if qos else None, properties)
     data = encode(packet, MQTT_5)
     reader = FrameReader()
@@ -113,8 +116,7 @@ def test_retained_tree_matches_like_a_scan(stored: list[str], topic_filter: str)
     tree: TopicTree[str] = TopicTree()
     for t in stored:
         tree.set(t, t)
-    assert sorted(tree.match(topic_filter)) == sorted(t for t in stored
-                                                      if matches(topic_filter, t))
+    assert sorted(tree.match(topic_filter)) == sorted(t for t in stored if matches(topic_filter, t))
     for t in stored:
         tree.set(t, None)
     assert tree.count == 0 and list(tree.match("#")) == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bayou.broker.partitioner import Partitioner, murmur2, partition_for_key
+from bayou.core.partitioner import Partitioner, murmur2, partition_for_key
 
 
 @pytest.mark.parametrize(
@@ -28,5 +28,3 @@ def test_keyed_and_round_robin_partitions() -> None:
     assert [p.partition("t", None, 3) for _ in range(5)] == [0, 1, 2, 0, 1]
     assert p.partition("u", None, 3) == 0
     assert p.partition("t", b"abc", 3) == partition_for_key(b"abc", 3)
-
-

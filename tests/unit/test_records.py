@@ -12,14 +12,23 @@ from bayou.errors import CorruptMessage, InvalidRecord
 from bayou.protocol.kafka import records as R
 from bayou.protocol.kafka.records import Record
 
-CODECS = [R.COMPRESSION_NONE, R.COMPRESSION_GZIP, R.COMPRESSION_SNAPPY, R.COMPRESSION_LZ4,
-          R.COMPRESSION_ZSTD]
+CODECS = [
+    R.COMPRESSION_NONE,
+    R.COMPRESSION_GZIP,
+    R.COMPRESSION_SNAPPY,
+    R.COMPRESSION_LZ4,
+    R.COMPRESSION_ZSTD,
+]
 
 
 def sample(n: int = 5, ts: int = 1_700_000_000_000) -> list[Record]:
     return [
-        Record(ts + i, f"k{i}".encode() if i % 2 else None, b"v" * (i * 50),
-               [("h", b"x"), ("null", None)] if i % 3 == 0 else [])
+        Record(
+            ts + i,
+            f"k{i}".encode() if i % 2 else None,
+            b"v" * (i * 50),
+            [("h", b"x"), ("null", None)] if i % 3 == 0 else [],
+        )
         for i in range(n)
     ]
 
@@ -82,7 +91,7 @@ def test_snappy_uses_xerial_framing() -> None:
 def test_raw_snappy_is_accepted() -> None:
     import cramjam
 
-    body = R.build_batch(sample(3))[R.HEADER_SIZE:]
+    body = R.build_batch(sample(3))[R.HEADER_SIZE :]
     raw = bytes(cramjam.snappy.compress_raw(body))
     assert R.decompress(R.COMPRESSION_SNAPPY, raw) == body
 
@@ -153,7 +162,7 @@ def test_patch_log_append_time() -> None:
     hs = R.validate_batches(buf)
     assert hs[0].timestamp_type == R.TIMESTAMP_CREATE_TIME
     assert hs[1].timestamp_type == R.TIMESTAMP_LOG_APPEND_TIME and hs[1].max_timestamp == 42
-    assert [r.timestamp for r in R.iter_records(memoryview(buf)[len(a):])] == [42, 42, 42]
+    assert [r.timestamp for r in R.iter_records(memoryview(buf)[len(a) :])] == [42, 42, 42]
 
 
 def test_control_batch() -> None:
@@ -176,10 +185,12 @@ records_st = st.lists(
         st.integers(-(2**40), 2**40),
         st.one_of(st.none(), st.binary(max_size=20)),
         st.one_of(st.none(), st.binary(max_size=200)),
-        st.lists(st.tuples(st.text(max_size=5), st.one_of(st.none(), st.binary(max_size=5))),
-                 max_size=3),
+        st.lists(
+            st.tuples(st.text(max_size=5), st.one_of(st.none(), st.binary(max_size=5))), max_size=3
+        ),
     ),
-    min_size=1, max_size=10,
+    min_size=1,
+    max_size=10,
 )
 
 

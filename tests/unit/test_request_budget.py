@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bayou.broker.request_budget import Account, RequestBudget
+from bayou.core.request_budget import Account, RequestBudget
 
 MB = 1024 * 1024
 

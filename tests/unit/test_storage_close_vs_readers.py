@@ -1,6 +1,6 @@
 """Closing a partition (DeleteTopics, shutdown) while a read runs in a worker thread.
 
-A Fetch whose data is cold reads in a worker thread (``BrokerState.read``); a DeleteTopics on
+A Fetch whose data is cold reads in a worker thread (``LocalPartition.read``); a DeleteTopics on
 another connection may close the partition meanwhile.  The read must not hit closed (or,
 worse, reused) descriptors, and a read that starts after the close must answer with a Kafka
 error, not an ``OSError`` that would close the client's connection.

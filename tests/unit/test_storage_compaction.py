@@ -33,8 +33,13 @@ class Clock:
 
 
 def open_log(path: Path, clock: Clock, **overrides: Any) -> PartitionLog:
-    cfg = {"cleanup.policy": "compact", "segment.bytes": 1500, "index.interval.bytes": 200,
-           "delete.retention.ms": 10**9, **overrides}
+    cfg = {
+        "cleanup.policy": "compact",
+        "segment.bytes": 1500,
+        "index.interval.bytes": 200,
+        "delete.retention.ms": 10**9,
+        **overrides,
+    }
     return PartitionLog("t", 0, path, TopicConfig.resolve({}, cfg), clock)
 
 
@@ -56,8 +61,12 @@ def read_all(log: PartitionLog) -> list[Rec]:
     return out
 
 
-def append_all(log: PartitionLog, batches: list[list[tuple[bytes | None, bytes | None]]],
-               codec: int, pid: int | None = None) -> list[Rec]:
+def append_all(
+    log: PartitionLog,
+    batches: list[list[tuple[bytes | None, bytes | None]]],
+    codec: int,
+    pid: int | None = None,
+) -> list[Rec]:
     """Append as a topic that became compacted later (AlterConfigs) holds its records: keyless
     ones included, which a compacted topic no longer accepts but its cleaner must keep."""
     compacted = log.config
@@ -68,8 +77,12 @@ def append_all(log: PartitionLog, batches: list[list[tuple[bytes | None, bytes |
         log.config = compacted
 
 
-def _append_all(log: PartitionLog, batches: list[list[tuple[bytes | None, bytes | None]]],
-                codec: int, pid: int | None) -> list[Rec]:
+def _append_all(
+    log: PartitionLog,
+    batches: list[list[tuple[bytes | None, bytes | None]]],
+    codec: int,
+    pid: int | None,
+) -> list[Rec]:
     written: list[Rec] = []
     seq = 0
     for i, batch in enumerate(batches):
@@ -80,8 +93,9 @@ def _append_all(log: PartitionLog, batches: list[list[tuple[bytes | None, bytes 
             extra = {"producer_id": pid, "producer_epoch": 0, "base_sequence": seq}
             seq += len(recs)
         result = log.append(R.build_batch(recs, compression=codec, **extra))
-        written += [(result.base_offset + j, r.key, r.value, r.timestamp)
-                    for j, r in enumerate(recs)]
+        written += [
+            (result.base_offset + j, r.key, r.value, r.timestamp) for j, r in enumerate(recs)
+        ]
     return written
 
 
@@ -116,14 +130,17 @@ def clean_fully(log: PartitionLog, now: int, entries: int) -> int:
 
 keys = st.one_of(st.none(), st.sampled_from([b"a", b"b", b"c", b"d", b"e", b"f", b"g"]))
 values = st.one_of(st.none(), st.binary(min_size=0, max_size=40))
-batches_st = st.lists(st.lists(st.tuples(keys, values), min_size=1, max_size=6),
-                      min_size=1, max_size=60)
+batches_st = st.lists(
+    st.lists(st.tuples(keys, values), min_size=1, max_size=6), min_size=1, max_size=60
+)
 
 
 @settings(max_examples=60, deadline=None)
 @given(batches_st, st.sampled_from([0, 1, 2, 3, 4]), st.integers(1, 12), st.booleans())
 def test_compaction_keeps_the_last_record_of_every_key(
-    batches: list[list[tuple[bytes | None, bytes | None]]], codec: int, entries: int,
+    batches: list[list[tuple[bytes | None, bytes | None]]],
+    codec: int,
+    entries: int,
     idempotent: bool,
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
@@ -140,8 +157,9 @@ def test_compaction_keeps_the_last_record_of_every_key(
         # A second pass later with delete.retention.ms = 0 removes the tombstones.
         log.config = TopicConfig.resolve({}, {**log.config.values, "delete.retention.ms": 0})
         clock.now += 1
-        assert needs_cleaning(log, clock.now) == any(r[2] is None and r[1] is not None
-                                                     for r in want)
+        assert needs_cleaning(log, clock.now) == any(
+            r[2] is None and r[1] is not None for r in want
+        )
         clean_fully(log, clock.now, entries)
         want = expected_after(written, end, drop_tombstones=True)
         assert read_all(log) == want
@@ -152,8 +170,11 @@ def test_compaction_keeps_the_last_record_of_every_key(
         assert read_all(reopened) == [*want, (end, b"a", b"new", 99)]
         if idempotent:  # the producer's sequence survived compaction and restart
             seq = sum(len(b) for b in batches)
-            res = reopened.append(R.build_batch([Record(1, b"z", b"z")], producer_id=7,
-                                                producer_epoch=0, base_sequence=seq))
+            res = reopened.append(
+                R.build_batch(
+                    [Record(1, b"z", b"z")], producer_id=7, producer_epoch=0, base_sequence=seq
+                )
+            )
             assert res.base_offset == end + 1
         reopened.close()
 
@@ -172,8 +193,9 @@ def test_multi_pass_with_a_tiny_key_map(tmp_path: Path) -> None:
 
 def test_min_compaction_lag_and_dirty_ratio(tmp_path: Path) -> None:
     clock = Clock(100_000)
-    log = open_log(tmp_path, clock, **{"min.compaction.lag.ms": 50_000,
-                                       "min.cleanable.dirty.ratio": 0.5})
+    log = open_log(
+        tmp_path, clock, **{"min.compaction.lag.ms": 50_000, "min.cleanable.dirty.ratio": 0.5}
+    )
     for i in range(60):
         log.append(R.build_batch([Record(clock.now, b"k", b"v%d" % i)]))
         if i % 10 == 9:
@@ -215,8 +237,9 @@ def test_readers_keep_working_across_a_swap(tmp_path: Path) -> None:
 def test_keyless_and_compressed_batches_keep_their_codec(tmp_path: Path) -> None:
     clock = Clock()
     log = open_log(tmp_path, clock)
-    written = append_all(log, [[(b"a", b"1"), (None, b"n"), (b"a", b"2"), (b"b", b"3")]] * 3,
-                         R.COMPRESSION_ZSTD)
+    written = append_all(
+        log, [[(b"a", b"1"), (None, b"n"), (b"a", b"2"), (b"b", b"3")]] * 3, R.COMPRESSION_ZSTD
+    )
     log.roll()
     clean(log, clock.now, 100)
     data = log.read(0, 1 << 20)
@@ -249,6 +272,7 @@ def _crash_after(steps: int) -> Callable[[], Iterator[None]]:
                 if count[0] == steps:
                     raise Crash(name)
                 return real[name](*args, **kw)
+
             return call
 
         mp = pytest.MonkeyPatch()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bayou.storage import LogManager
 from bayou.storage.dir_lock import DataDirectoryInUse
+from bayou.storage.manager import LogManager
 
 
 def test_a_second_manager_is_refused_until_the_first_closes(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from bayou.config import TopicConfig
 from bayou.errors import (
     CorruptMessage,
     InvalidProducerEpoch,
+    InvalidRecord,
     MessageTooLarge,
     OffsetOutOfRange,
     OutOfOrderSequence,
@@ -29,8 +30,9 @@ class Clock:
         return self.now
 
 
-def open_log(path: Path, clock: Clock | None = None, clean: bool = False,
-             **overrides: Any) -> PartitionLog:
+def open_log(
+    path: Path, clock: Clock | None = None, clean: bool = False, **overrides: Any
+) -> PartitionLog:
     config = TopicConfig.resolve({}, overrides)
     return PartitionLog("t", 0, path, config, clock or Clock(), clean_shutdown=clean)
 
@@ -184,8 +186,9 @@ def test_sequence_wraps(log: PartitionLog) -> None:
     log.append(idem(0))
     # pretend a long history: jump the state to near the wrap point through a new epoch
     log.append(idem(0, n=1, epoch=1))
-    log.producer_state.producers[7].batches[-1] = log.producer_state.producers[7].batches[
-        -1]._replace(last_seq=2**31 - 1)
+    log.producer_state.producers[7].batches[-1] = (
+        log.producer_state.producers[7].batches[-1]._replace(last_seq=2**31 - 1)
+    )
     log.append(idem(0, epoch=1))
 
 
@@ -279,11 +282,13 @@ def test_flush_from_a_thread_while_appending_and_rolling(tmp_path: Path) -> None
 
 def test_control_batches_and_producer_epoch(log: PartitionLog) -> None:
     log.append(idem(0))
-    log.append(R.build_control_batch(True, producer_id=7, producer_epoch=0, timestamp=5))
+    log.write_marker(7, 0, True, 0)
     log.append(idem(2))  # a marker with the same epoch keeps the sequence
-    log.append(R.build_control_batch(False, producer_id=7, producer_epoch=1, timestamp=6))
+    log.write_marker(7, 1, False, 0)
     with pytest.raises(OutOfOrderSequence):
         log.append(idem(4, epoch=1))  # a bumped epoch restarts at 0
     log.append(idem(0, epoch=1))
     with pytest.raises(InvalidProducerEpoch):
-        log.append(R.build_control_batch(True, producer_id=7, producer_epoch=0, timestamp=7))
+        log.write_marker(7, 0, True, 0)
+    with pytest.raises(InvalidRecord):  # only the coordinator writes markers
+        log.append(R.build_control_batch(True, producer_id=7, producer_epoch=1, timestamp=7))

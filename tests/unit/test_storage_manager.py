@@ -14,7 +14,7 @@ from bayou.errors import (
     UnknownTopicOrPartition,
 )
 from bayou.protocol.kafka import records as R
-from bayou.storage import LogManager
+from bayou.storage.manager import LogManager
 
 
 def manager(path: Path) -> LogManager:
@@ -124,7 +124,7 @@ def test_alter_topic_configs(tmp_path: Path) -> None:
 def test_internal_topic_names_are_never_user_topics(tmp_path: Path) -> None:
     from bayou.config import internal_log_config
     from bayou.gateways.mqtt.store import RETAINED_LOG, SESSIONS_LOG
-    from bayou.storage import PartitionLog
+    from bayou.storage.log import PartitionLog
     from bayou.storage.metadata import INTERNAL_TOPICS
 
     assert {RETAINED_LOG, SESSIONS_LOG} <= set(INTERNAL_TOPICS)  # the MQTT state logs' names
@@ -134,8 +134,9 @@ def test_internal_topic_names_are_never_user_topics(tmp_path: Path) -> None:
             m.create_topic(name, 1, {})
     with pytest.raises(InvalidTopic, match="collides with internal topic '__mqtt_sessions'"):
         m.create_topic("__mqtt.sessions", 1, {})
-    internal = PartitionLog("__consumer_offsets", 0, tmp_path / "internal" / "0",
-                            internal_log_config(), lambda: 0)
+    internal = PartitionLog(
+        "__consumer_offsets", 0, tmp_path / "internal" / "0", internal_log_config(), lambda: 0
+    )
     meta = m.register_internal(internal)
     with pytest.raises(TopicAlreadyExists):
         m.create_topic("__consumer_offsets", 1, {})

@@ -21,8 +21,9 @@ PID = 42
 
 
 def open_log(path: Path, clean: bool = False) -> PartitionLog:
-    return PartitionLog("t", 0, path, TopicConfig.resolve({}, CFG), lambda: 1_000,
-                        clean_shutdown=clean)
+    return PartitionLog(
+        "t", 0, path, TopicConfig.resolve({}, CFG), lambda: 1_000, clean_shutdown=clean
+    )
 
 
 def make_batch(i: int, n: int, size: int, seq: int | None) -> bytes:

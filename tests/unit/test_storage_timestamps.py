@@ -19,7 +19,7 @@ import pytest
 from bayou.config import TopicConfig
 from bayou.protocol.kafka import records as R
 from bayou.protocol.kafka.records import Record
-from bayou.storage import log as log_module
+from bayou.storage import append as append_module
 from bayou.storage.log import PartitionLog
 
 HOUR = 3_600_000
@@ -90,7 +90,7 @@ def test_batches_with_a_correct_header_are_not_decoded(
     def refuse(*_args: object) -> int:
         raise AssertionError("a correct header must not cost a decode")
 
-    monkeypatch.setattr(log_module, "records_max_timestamp", refuse)
+    monkeypatch.setattr(append_module, "records_max_timestamp", refuse)
     log = open_log(tmp_path, Clock(10_000))
     log.append(R.build_batch([Record(5000 + i, None, b"x") for i in range(10)]))
     assert stored_headers(log)[0].max_timestamp == 5009

@@ -5,9 +5,9 @@ Theory of operation
 Everything a client sends on a channel is queued and handled in order by the channel's task,
 except ``basic.ack``/``nack``/``reject``, which only touch in-memory state and are handled as
 they arrive.  A run of queued ``basic.publish`` messages is handled as one burst: each is
-routed (``AmqpGateway.route``), records are grouped into one Kafka batch per partition
-(``build_batch``), each batch is appended with ``BrokerState.append`` (which returns once the
-write is as durable as the topic's flush policy asks), and only then are the publisher
+routed (``Topology.route``), records are grouped into one Kafka batch per partition
+(``build_batch``), the batches are appended with one ``Core.append_many`` (which returns once
+every write is as durable as its topic's flush policy asks), and only then are the publisher
 confirms sent — one ``basic.ack`` with ``multiple`` for a burst that all succeeded, else a
 ``basic.ack`` or ``basic.nack`` per message.  A mandatory message that no queue takes is sent
 back with ``basic.return`` (312 NO_ROUTE) before its confirm, as RabbitMQ does.
@@ -15,6 +15,9 @@ back with ``basic.return`` (312 NO_ROUTE) before its confirm, as RabbitMQ does.
 Soft errors (``AmqpError`` with a soft reply code) close the channel; hard ones the connection.
 Delivery tags count per channel; ``unacked`` maps each outstanding tag to the consumer (or
 ``basic.get`` cursor) and the partition/offset it came from.
+
+A channel sees its connection only as a ``ChannelConnection`` and is itself the
+``DeliveryChannel`` of its consumers (``interfaces.py``), so it runs without a socket.
 """
 
 from __future__ import annotations
@@ -23,18 +26,15 @@ import asyncio
 import logging
 import secrets
 from collections import deque
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
-from bayou.broker.context import now_ms
+from bayou.core import Core, StartSpec, now_ms
+from bayou.core.partitioner import Partitioner
 from bayou.errors import KafkaError
-from bayou.gateways.amqp.consumers import Consumer
-from bayou.gateways.amqp.mapping import (
-    StartSpec,
-    delivery_properties,
-    parse_stream_offset,
-    to_record,
-)
-from bayou.gateways.amqp.topology import group_of
+from bayou.gateways.amqp.consumers import Consumer, group_of
+from bayou.gateways.amqp.interfaces import ChannelConnection, ConsumerHandle, Settler
+from bayou.gateways.amqp.mapping import delivery_properties, parse_stream_offset, to_record
+from bayou.gateways.amqp.topology import Topology
 from bayou.protocol.amqp import (
     AmqpError,
     MessageReceived,
@@ -45,26 +45,25 @@ from bayou.protocol.amqp import (
 from bayou.protocol.amqp import spec as s
 from bayou.protocol.kafka.records import DecodedRecord, Record, build_batch
 
-if TYPE_CHECKING:
-    from bayou.gateways.amqp.server import AmqpClient, AmqpGateway
-
 log = logging.getLogger(__name__)
 
 _CLOSE = object()  # queued after a client's channel.close
 
 
-class Settler(Protocol):
-    no_ack: bool
-
-    def settled(self, partition: int, offset: int) -> None: ...
-    def requeue(self, partition: int, offset: int) -> None: ...
-
-
 class Channel:
-    def __init__(self, connection: AmqpClient, number: int) -> None:
+    def __init__(
+        self,
+        connection: ChannelConnection,
+        number: int,
+        *,
+        core: Core,
+        topology: Topology,
+        partitioner: Partitioner,
+    ) -> None:
         self.connection = connection
-        self.gateway: AmqpGateway = connection.gateway
-        self.topology = connection.gateway.topology
+        self.core = core
+        self.topology = topology
+        self.partitioner = partitioner
         self.number = number
         self.proto = connection.proto
         self.consumers: dict[str, Consumer] = {}
@@ -90,6 +89,9 @@ class Channel:
 
     def paused(self) -> bool:
         return not self.flow_active or self.connection.write_paused or self.closed
+
+    def flush_soon(self) -> None:
+        self.connection.flush_soon()
 
     def submit(self, item: Any) -> None:
         self._items.append(item)
@@ -137,7 +139,8 @@ class Channel:
         except Exception as exc:
             log.exception("AMQP channel %d failed", self.number)
             self.connection.channel_error(
-                self, AmqpError(s.INTERNAL_ERROR, f"internal error: {type(exc).__name__}"))
+                self, AmqpError(s.INTERNAL_ERROR, f"internal error: {type(exc).__name__}")
+            )
 
     async def drain(self) -> None:
         """Handle what is queued (the client went away: store its publishes), then stop."""
@@ -160,12 +163,12 @@ class Channel:
         self._items.clear()
         if self._task is not asyncio.current_task():
             self._task.cancel()
-        self.gateway.state.background(self.shutdown())
+        self.core.background(self.shutdown())
 
     # ------------------------------------------------------------------ publishing
 
     async def _publish(self, burst: list[MessageReceived]) -> None:
-        gw = self.gateway
+        partitioner = self.partitioner
         timestamp = now_ms()
         by_partition: dict[tuple[str, int], list[Record]] = {}
         seq_parts: list[tuple[int, list[tuple[str, int]]]] = []
@@ -186,12 +189,20 @@ class Channel:
                 seq = self.publish_seq
             parts: list[tuple[str, int]] = []
             if not dests and m.mandatory:
-                self.proto.send_content(self.number, method(
-                    "basic.return", reply_code=s.NO_ROUTE, reply_text="NO_ROUTE",
-                    exchange=m.exchange, routing_key=m.routing_key),
-                    event.properties, event.body)
+                self.proto.send_content(
+                    self.number,
+                    method(
+                        "basic.return",
+                        reply_code=s.NO_ROUTE,
+                        reply_text="NO_ROUTE",
+                        exchange=m.exchange,
+                        routing_key=m.routing_key,
+                    ),
+                    event.properties,
+                    event.body,
+                )
             for topic, key, partitions in dests:
-                partition = gw.partitioner.partition(topic, key, partitions)
+                partition = partitioner.partition(topic, key, partitions)
                 record = to_record(event.properties, event.body, key, timestamp)
                 by_partition.setdefault((topic, partition), []).append(record)
                 parts.append((topic, partition))
@@ -203,31 +214,28 @@ class Channel:
         if error is not None:
             raise error
 
-    async def _append(self, by_partition: dict[tuple[str, int], list[Record]]) -> set[
-            tuple[str, int]]:
-        state = self.gateway.state
+    async def _append(
+        self, by_partition: dict[tuple[str, int], list[Record]]
+    ) -> set[tuple[str, int]]:
         keys = list(by_partition)
         if not keys:
             return set()
-        coros = [state.append(t, p, build_batch(by_partition[(t, p)])) for t, p in keys]
-        if len(coros) == 1:
-            results: list[Any] = []
-            try:
-                results.append(await coros[0])
-            except Exception as exc:
-                results.append(exc)
-        else:
-            results = await asyncio.gather(*coros, return_exceptions=True)
+        writes = [(t, p, build_batch(by_partition[(t, p)])) for t, p in keys]
+        try:
+            results: list[Any] = list(await self.core.append_many(writes))
+        except Exception as exc:
+            log.error("AMQP publish failed", exc_info=exc)
+            return set(keys)
         failed = set()
         for key, result in zip(keys, results, strict=True):
-            if isinstance(result, BaseException):
-                if not isinstance(result, KafkaError):
-                    log.error("AMQP publish to %s-%d failed", *key, exc_info=result)
+            if isinstance(result, KafkaError):
+                log.debug("AMQP publish to %s-%d refused: %s", *key, result)
                 failed.add(key)
         return failed
 
-    def _confirm(self, seq_parts: list[tuple[int, list[tuple[str, int]]]],
-                 failed: set[tuple[str, int]]) -> None:
+    def _confirm(
+        self, seq_parts: list[tuple[int, list[tuple[str, int]]]], failed: set[tuple[str, int]]
+    ) -> None:
         send = self.proto.send_method
         ch = self.number
         if not failed:
@@ -242,8 +250,17 @@ class Channel:
 
     # ------------------------------------------------------------------ delivering
 
-    def deliver(self, settler: Settler, consumer_tag: str | None, queue: str, partition: int,
-                record: DecodedRecord, *, redelivered: bool, message_count: int = 0) -> int:
+    def deliver(
+        self,
+        settler: Settler,
+        consumer_tag: str | None,
+        queue: str,
+        partition: int,
+        record: DecodedRecord,
+        *,
+        redelivered: bool,
+        message_count: int = 0,
+    ) -> int:
         """Send one record of ``queue``'s topic; the AMQP side sees the queue's own name."""
         tag = self._next_tag
         self._next_tag += 1
@@ -255,23 +272,39 @@ class Channel:
             exchange, routing_key = "", queue
         props = delivery_properties(record, partition)
         if consumer_tag is None:
-            m = method("basic.get_ok", delivery_tag=tag, redelivered=redelivered,
-                       exchange=exchange, routing_key=routing_key, message_count=message_count)
+            m = method(
+                "basic.get_ok",
+                delivery_tag=tag,
+                redelivered=redelivered,
+                exchange=exchange,
+                routing_key=routing_key,
+                message_count=message_count,
+            )
         else:
-            m = method("basic.deliver", consumer_tag=consumer_tag, delivery_tag=tag,
-                       redelivered=redelivered, exchange=exchange, routing_key=routing_key)
+            m = method(
+                "basic.deliver",
+                consumer_tag=consumer_tag,
+                delivery_tag=tag,
+                redelivered=redelivered,
+                exchange=exchange,
+                routing_key=routing_key,
+            )
         self.proto.send_content(self.number, m, props, record.value or b"")
         return tag
 
-    def consumer_gone(self, consumer: Consumer, *, notify: bool) -> None:
-        if self.consumers.get(consumer.tag) is consumer:
-            del self.consumers[consumer.tag]
-            self.topology.forget_consumer(consumer)
-            if notify:
-                self.proto.send_method(self.number, method(
-                    "basic.cancel", consumer_tag=consumer.tag, nowait=True))
-                self.connection.flush_soon()
-        self.gateway.state.background(consumer.stop())
+    def consumer_gone(self, consumer: ConsumerHandle, *, notify: bool) -> None:
+        mine = self.consumers.get(consumer.tag)
+        if mine is not consumer:
+            self.core.background(consumer.stop())
+            return
+        del self.consumers[mine.tag]
+        self.topology.forget_consumer(mine)
+        if notify:
+            self.proto.send_method(
+                self.number, method("basic.cancel", consumer_tag=mine.tag, nowait=True)
+            )
+            self.connection.flush_soon()
+        self.core.background(mine.stop())
 
     def settle(self, m: Method) -> None:
         """basic.ack / basic.nack / basic.reject."""
@@ -279,10 +312,12 @@ class Channel:
         multiple = bool(m.args.get("multiple", False))
         requeue = m.name != "basic.ack" and bool(m.requeue)
         if multiple:
-            if tag and tag not in self.unacked and (not self.unacked
-                                                    or tag < next(iter(self.unacked))):
-                raise AmqpError(s.PRECONDITION_FAILED, f"unknown delivery tag {tag}",
-                                *m.spec.key)
+            if (
+                tag
+                and tag not in self.unacked
+                and (not self.unacked or tag < next(iter(self.unacked)))
+            ):
+                raise AmqpError(s.PRECONDITION_FAILED, f"unknown delivery tag {tag}", *m.spec.key)
             entries = []
             while self.unacked:
                 first = next(iter(self.unacked))
@@ -292,8 +327,7 @@ class Channel:
         else:
             entry = self.unacked.pop(tag, None)
             if entry is None:
-                raise AmqpError(s.PRECONDITION_FAILED, f"unknown delivery tag {tag}",
-                                *m.spec.key)
+                raise AmqpError(s.PRECONDITION_FAILED, f"unknown delivery tag {tag}", *m.spec.key)
             entries = [entry]
         for settler, _topic, partition, offset in entries:
             if requeue:
@@ -343,8 +377,12 @@ class Channel:
         name, created = await topology.declare_queue(m)
         if created and m.exclusive and not m.durable:
             self.connection.exclusive_queues.add(name)  # goes with this connection
-        return method("queue.declare_ok", queue=name, message_count=topology.message_count(name),
-                      consumer_count=topology.consumer_count(name))
+        return method(
+            "queue.declare_ok",
+            queue=name,
+            message_count=topology.message_count(name),
+            consumer_count=topology.consumer_count(name),
+        )
 
     async def _queue_bind(self, m: Method) -> Method:
         await self.topology.bind(m, unbind=False)
@@ -369,16 +407,17 @@ class Channel:
             raise AmqpError(s.NOT_FOUND, f"no queue '{queue}' in vhost '/'", *m.spec.key)
         tag: str = m.consumer_tag or f"amq.ctag-{secrets.token_urlsafe(16)}"
         if tag in self.consumers:
-            raise AmqpError(s.NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'",
-                            *m.spec.key)
+            raise AmqpError(s.NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'", *m.spec.key)
         args: dict[str, Any] = m.arguments
         group = args.get("x-consumer-group")
         if isinstance(group, bytes):
             group = group.decode(errors="replace")
         if group is not None and (not isinstance(group, str) or not group):
-            raise AmqpError(s.PRECONDITION_FAILED, "x-consumer-group must be a non-empty string",
-                            *m.spec.key)
+            raise AmqpError(
+                s.PRECONDITION_FAILED, "x-consumer-group must be a non-empty string", *m.spec.key
+            )
         start = StartSpec("next")
+        resume_queue = False
         if "x-stream-offset" in args:
             try:
                 start = parse_stream_offset(args["x-stream-offset"], now_ms())
@@ -387,18 +426,29 @@ class Channel:
         elif group is None and topology.is_durable_queue(queue):
             group = group_of(queue)
         elif group is None and topology.is_temporary_queue(queue):
-            start = StartSpec("queue")
+            resume_queue = True
         if group is not None and "x-stream-offset" not in args:
-            start = StartSpec("first")
-        consumer = Consumer(self, tag, queue, no_ack=m.no_ack, start=start, group=group,
-                            prefetch=self.consumer_prefetch)
+            start = StartSpec("earliest")
+        consumer = Consumer(
+            self.core,
+            self,
+            topology,
+            tag,
+            queue,
+            no_ack=m.no_ack,
+            start=start,
+            resume_queue=resume_queue,
+            group=group,
+            prefetch=self.consumer_prefetch,
+            client_host=self.connection.peer_host,
+        )
         self.consumers[tag] = consumer
         topology.remember_consumer(consumer)
         if not m.nowait:
             self.proto.send_method(self.number, method("basic.consume_ok", consumer_tag=tag))
             self.connection.flush_soon()
         try:
-            consumer.start()
+            await consumer.start()  # positions taken before this channel's next method
         except KafkaError as exc:
             self.consumer_gone(consumer, notify=True)
             log.info("AMQP consumer %s could not start: %s", tag, exc)
@@ -416,7 +466,7 @@ class Channel:
         if not self.topology.queue_exists(queue):
             raise AmqpError(s.NOT_FOUND, f"no queue '{queue}' in vhost '/'", *m.spec.key)
         cursor = self.topology.get_cursor(queue)
-        found = cursor.next_message()
+        found = await cursor.next_message()
         if found is None:
             return method("basic.get_empty")
         partition, record, redelivered = found
@@ -425,8 +475,15 @@ class Channel:
             cursor.track(partition, record.offset)
         else:
             cursor.done(partition, record.offset)
-        self.deliver(settler, None, queue, partition, record, redelivered=redelivered,
-                     message_count=cursor.remaining())
+        self.deliver(
+            settler,
+            None,
+            queue,
+            partition,
+            record,
+            redelivered=redelivered,
+            message_count=cursor.remaining(),
+        )
         return None
 
     async def _basic_recover(self, m: Method) -> Method | None:
@@ -437,12 +494,16 @@ class Channel:
         return method("basic.recover_ok") if m.name == "basic.recover" else None
 
     async def _tx(self, m: Method) -> Method:
-        raise AmqpError(s.NOT_IMPLEMENTED, "transactions (tx.*) are not supported; use "
-                        "publisher confirms", *m.spec.key)
+        raise AmqpError(
+            s.NOT_IMPLEMENTED,
+            "transactions (tx.*) are not supported; use publisher confirms",
+            *m.spec.key,
+        )
 
     async def _exchange_bind(self, m: Method) -> Method:
-        raise AmqpError(s.NOT_IMPLEMENTED, "exchange-to-exchange bindings are not supported",
-                        *m.spec.key)
+        raise AmqpError(
+            s.NOT_IMPLEMENTED, "exchange-to-exchange bindings are not supported", *m.spec.key
+        )
 
 
 _HANDLERS: dict[str, Any] = {

@@ -32,17 +32,29 @@ import binascii
 import json
 import math
 import re
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from bayou.core import StartSpec
 from bayou.protocol.amqp import LongStrBytes, Timestamp, field_type, typed
 from bayou.protocol.kafka.records import DecodedRecord, Record
 
 PREFIX = "amqp-"
-_PROPS = ("content_type", "content_encoding", "delivery_mode", "priority", "correlation_id",
-          "reply_to", "expiration", "message_id", "timestamp", "type", "user_id", "app_id",
-          "cluster_id")
+_PROPS = (
+    "content_type",
+    "content_encoding",
+    "delivery_mode",
+    "priority",
+    "correlation_id",
+    "reply_to",
+    "expiration",
+    "message_id",
+    "timestamp",
+    "type",
+    "user_id",
+    "app_id",
+    "cluster_id",
+)
 _INT_PROPS = frozenset({"delivery_mode", "priority", "timestamp"})
 PROP_TO_HEADER = {p: PREFIX + p.replace("_", "-") for p in _PROPS}
 HEADER_TO_PROP = {h: p for p, h in PROP_TO_HEADER.items()}
@@ -150,8 +162,9 @@ def _plain_value(raw: bytes) -> str | bytes:
         return raw
 
 
-def to_record(properties: dict[str, Any], body: bytes, key: bytes | None,
-              timestamp_ms: int) -> Record:
+def to_record(
+    properties: dict[str, Any], body: bytes, key: bytes | None, timestamp_ms: int
+) -> Record:
     headers: list[tuple[str, bytes | None]] = []
     types: dict[str, Any] = {}
     table = properties.get("headers")
@@ -163,11 +176,11 @@ def to_record(properties: dict[str, Any], body: bytes, key: bytes | None,
     for prop, name in PROP_TO_HEADER.items():
         value = properties.get(prop)
         if value is not None:
-            headers.append((name, str(value).encode() if prop in _INT_PROPS else
-                            value.encode()))
+            headers.append((name, str(value).encode() if prop in _INT_PROPS else value.encode()))
     if types:
-        headers.append((TYPES_HEADER, json.dumps(types, separators=(",", ":"),
-                                                 ensure_ascii=False).encode()))
+        headers.append(
+            (TYPES_HEADER, json.dumps(types, separators=(",", ":"), ensure_ascii=False).encode())
+        )
     return Record(timestamp_ms, key, body, headers)
 
 
@@ -227,22 +240,13 @@ def delivery_properties(record: DecodedRecord, partition: int) -> dict[str, Any]
 # --------------------------------------------------------------------------- stream offsets
 
 
-@dataclass(frozen=True)
-class StartSpec:
-    """Where a consumer starts in each partition: ``first``, ``last``, ``next``, an
-    ``offset``, a ``timestamp`` (milliseconds), or ``queue`` (a temporary queue's own
-    position, see ``topology.py``)."""
-
-    kind: str
-    value: int = 0
-
-
 _INTERVAL = re.compile(r"^(\d+)([YMDhms])$")
 _UNIT_S = {"Y": 365 * 86400, "M": 30 * 86400, "D": 86400, "h": 3600, "m": 60, "s": 1}
 
 
 def parse_stream_offset(value: Any, now_ms: int) -> StartSpec:
-    """The ``x-stream-offset`` argument as RabbitMQ streams read it; ValueError if bad."""
+    """The ``x-stream-offset`` argument as RabbitMQ streams read it, as the core's
+    ``StartSpec`` (``first`` is ``earliest``); ValueError if bad."""
     if isinstance(value, Timestamp):
         return StartSpec("timestamp", int(value) * 1000)
     if isinstance(value, bool):
@@ -254,8 +258,12 @@ def parse_stream_offset(value: Any, now_ms: int) -> StartSpec:
     if isinstance(value, bytes):
         value = value.decode(errors="replace")
     if isinstance(value, str):
-        if value in ("first", "last", "next"):
-            return StartSpec(value)
+        if value == "first":
+            return StartSpec("earliest")
+        if value == "last":
+            return StartSpec("last")
+        if value == "next":
+            return StartSpec("next")
         match = _INTERVAL.match(value)
         if match:
             seconds = int(match.group(1)) * _UNIT_S[match.group(2)]

@@ -1,24 +1,27 @@
-"""Exchanges, queues and bindings declared by AMQP clients, kept in the data directory.
+"""Exchanges, queues and bindings declared by AMQP clients: the model, its entries, routing.
 
 Theory of operation
 -------------------
-Kafka topics are the queues (queue ``Q`` is topic ``names.topic_for(Q)``, recorded beside
-each queue in the document for Kafka users); this registry only adds what AMQP has and
-Kafka lacks: named exchanges with a type, the bindings from exchanges to queues, and each
-declared queue's flags (a durable named queue is consumed as a consumer group).  Every topic
-is implicitly also an exchange (of type ``direct`` unless declared otherwise) whose own
-messages go to that topic.
+Kafka topics are the queues (queue ``Q`` is topic ``names.topic_for(Q)``); this registry
+only adds what AMQP has and Kafka lacks: named exchanges with a type, the bindings from
+exchanges to queues, and each declared queue's flags (a durable named queue is consumed as
+a consumer group).  Every topic is implicitly also an exchange (of type ``direct`` unless
+declared otherwise) whose own messages go to that topic.
 
-The state is one small JSON document, ``DATA/amqp/registry.json``, rewritten whole after
-each change.  Changes are made in memory on the event loop and then made durable by
-``persist()``, which serialises the writes: one save at a time (an ``asyncio.Lock``), each to
-a temporary file with a unique name in the same directory, fsynced, renamed over the
-document, and the directory fsynced — in a worker thread, so the loop never waits on the
-disk.  A caller that arrives while a save runs waits for it and then saves once for
-everything changed meanwhile (its own change included), so a burst of declarations costs a
-few writes, not one each, and no client ever sees another's write half done.  A crash
-leaves the old or the new document (and perhaps a stray temporary file, removed on load).
-Non-durable exchanges, and bindings from them, live in memory only, as in RabbitMQ.
+The model lives in memory and changes on the event loop.  It is kept as *entries* of a
+compacted key-value log (``registry_log.py`` writes them to the engine's state store), one
+per exchange, queue and binding, keyed by what it is::
+
+    ["exchange", NAME]                                  → {"name", "type", "auto_delete", …}
+    ["queue", NAME]                                     → {"name", "topic", "durable", …}
+    ["binding", EXCHANGE, QUEUE, ROUTING_KEY, ARGUMENTS] → {"exchange", "queue", …}
+
+(keys and values are compact JSON; a queue's value names its topic for Kafka users, since
+the digest form of ``topic_for`` cannot be read back).  Every change notes the keys it
+touched in ``dirty``; ``entry(key)`` is what a key holds *now* — None when the thing is gone
+or is not kept across restarts: non-durable exchanges and the bindings from them, and
+exclusive queues, live in memory only, as in RabbitMQ.  The writer compares and writes
+only what differs, so a burst of changes costs one batch.
 
 Routing (``route``) is pure: direct compares the binding key, fanout takes every binding,
 topic matches ``*`` (one word) and ``#`` (zero or more words) over dot-separated words, and
@@ -28,21 +31,14 @@ by default, or ``any``).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import json
-import os
-import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from bayou.gateways.amqp.names import topic_for
-from bayou.storage.files import fsync_dir
 
-TEMP_PREFIX = "registry."
-TEMP_SUFFIX = ".tmp"
 EXCHANGE_TYPES = frozenset({"direct", "fanout", "topic", "headers"})
 BUILTIN = {
     "amq.direct": "direct",
@@ -68,7 +64,8 @@ class Binding:
     exchange: str
     queue: str
     routing_key: str
-    arguments: tuple[tuple[str, Any], ...] = ()
+    arguments: tuple[tuple[str, Any], ...] = ()  # hashable: what makes two bindings one
+    plain: dict[str, Any] = field(default_factory=dict, compare=False)  # as JSON keeps it
 
 
 @dataclass
@@ -102,131 +99,224 @@ def _hashable(value: Any) -> Any:
     return value
 
 
+def _binding(exchange: str, queue: str, routing_key: str, arguments: Mapping[str, Any]) -> Binding:
+    plain = _plain(dict(arguments))
+    return Binding(exchange, queue, routing_key, _hashable(plain), plain)
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+
+
+def exchange_key(name: str) -> bytes:
+    return _json(["exchange", name])
+
+
+def queue_key(name: str) -> bytes:
+    return _json(["queue", name])
+
+
+def binding_key(b: Binding) -> bytes:
+    return _json(["binding", b.exchange, b.queue, b.routing_key, b.arguments])
+
+
 class Registry:
-    def __init__(self, data_dir: Path) -> None:
-        self.path = data_dir / "amqp" / "registry.json"
+    def __init__(self) -> None:
         self.exchanges: dict[str, Exchange] = {
             name: Exchange(name, kind) for name, kind in BUILTIN.items()
         }
         self.queues: dict[str, QueueInfo] = {}
         self.bindings: set[Binding] = set()
-        self._changes = 0  # persist() calls so far
-        self._saved = 0  # the last call whose changes are on disk
-        self._save_lock = asyncio.Lock()
+        self._binding_keys: dict[bytes, Binding] = {}
+        self.dirty: set[bytes] = set()  # keys changed since the writer last looked
 
-    # ------------------------------------------------------------------ persistence
-
-    def load(self) -> None:
-        """Read the document (blocking: run it in a worker thread before serving)."""
-        if self.path.parent.is_dir():
-            for stray in self.path.parent.glob(TEMP_PREFIX + "*" + TEMP_SUFFIX):
-                stray.unlink(missing_ok=True)  # a save a crash interrupted
-        try:
-            doc = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return
-        for raw in doc.get("exchanges", []):
-            ex = Exchange(raw["name"], raw["type"], True, raw.get("auto_delete", False),
-                          raw.get("internal", False), raw.get("arguments", {}))
-            self.exchanges[ex.name] = ex
-        for raw in doc.get("queues", []):
-            self.queues[raw["name"]] = QueueInfo(raw["name"], raw.get("durable", False),
-                                                 False, raw.get("auto_delete", False),
-                                                 raw.get("arguments", {}),
-                                                 raw.get("created_topic", False))
-        for raw in doc.get("bindings", []):
-            self.bindings.add(Binding(raw["exchange"], raw["queue"], raw["routing_key"],
-                                      _hashable(raw.get("arguments", {}))))
-
-    def snapshot(self) -> bytes:
-        durable = {n for n, e in self.exchanges.items() if e.durable and n not in BUILTIN}
-        transient = {n for n, e in self.exchanges.items() if not e.durable}
-        doc = {
-            "exchanges": [
-                {"name": e.name, "type": e.type, "auto_delete": e.auto_delete,
-                 "internal": e.internal, "arguments": _plain(e.arguments)}
-                for n, e in sorted(self.exchanges.items()) if n in durable
-            ],
-            "queues": [
-                {"name": q.name, "topic": topic_for(q.name), "durable": q.durable,
-                 "auto_delete": q.auto_delete, "arguments": _plain(q.arguments),
-                 "created_topic": q.created_topic}
-                for _, q in sorted(self.queues.items()) if not q.exclusive
-            ],
-            "bindings": [
-                {"exchange": b.exchange, "queue": b.queue, "routing_key": b.routing_key,
-                 "arguments": _plain(dict(b.arguments))}
-                for b in sorted(self.bindings, key=lambda b: (b.exchange, b.queue,
-                                                               b.routing_key, repr(b.arguments)))
-                if b.exchange not in transient
-            ],
-        }
-        return json.dumps(doc, indent=1, sort_keys=True).encode()
-
-    async def persist(self) -> None:
-        """Make every change made so far durable; returns once it is on disk.
-
-        Saves never overlap: while one runs, later callers wait, and the first of them to
-        get the lock writes one snapshot covering all of their changes."""
-        self._changes += 1
-        wanted = self._changes
-        async with self._save_lock:
-            if self._saved >= wanted:
-                return  # a save that started after our change already covered it
-            covered, snapshot = self._changes, self.snapshot()
-            await asyncio.to_thread(self.save, snapshot)
-            self._saved = covered
-
-    def save(self, snapshot: bytes) -> None:
-        """Write a snapshot durably (blocking: run it in a worker thread): a temporary file
-        with a unique name, fsync, rename over the document, fsync the directory."""
-        directory = self.path.parent
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=directory)
-        try:
-            with open(fd, "wb") as f:
-                f.write(snapshot)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        fsync_dir(directory)
+    def clear(self) -> None:
+        """Back to the built-in exchanges only (every key that held something is dirty)."""
+        self.dirty.update(self.keys())
+        self.exchanges = {name: Exchange(name, kind) for name, kind in BUILTIN.items()}
+        self.queues = {}
+        self.bindings = set()
+        self._binding_keys = {}
 
     # ------------------------------------------------------------------ changes
 
+    def put_exchange(self, exchange: Exchange) -> None:
+        self.exchanges[exchange.name] = exchange
+        self.dirty.add(exchange_key(exchange.name))
+
+    def put_queue(self, info: QueueInfo) -> None:
+        self.queues[info.name] = info
+        self.dirty.add(queue_key(info.name))
+
     def bind(self, exchange: str, queue: str, routing_key: str, arguments: dict[str, Any]) -> bool:
-        binding = Binding(exchange, queue, routing_key, _hashable(_plain(arguments)))
+        binding = _binding(exchange, queue, routing_key, arguments)
         if binding in self.bindings:
             return False
-        self.bindings.add(binding)
+        self._add_binding(binding)
         return True
 
-    def unbind(self, exchange: str, queue: str, routing_key: str,
-               arguments: dict[str, Any]) -> bool:
-        binding = Binding(exchange, queue, routing_key, _hashable(_plain(arguments)))
+    def unbind(
+        self, exchange: str, queue: str, routing_key: str, arguments: dict[str, Any]
+    ) -> bool:
+        binding = _binding(exchange, queue, routing_key, arguments)
         if binding not in self.bindings:
             return False
-        self.bindings.discard(binding)
+        self._drop_bindings([binding])
         return True
 
     def drop_queue(self, queue: str) -> None:
         self.queues.pop(queue, None)
-        self.bindings = {b for b in self.bindings if b.queue != queue}
+        self.dirty.add(queue_key(queue))
+        self._drop_bindings([b for b in self.bindings if b.queue == queue])
 
     def drop_exchange(self, exchange: str) -> None:
         self.exchanges.pop(exchange, None)
-        self.bindings = {b for b in self.bindings if b.exchange != exchange}
+        self.dirty.add(exchange_key(exchange))
+        self._drop_bindings([b for b in self.bindings if b.exchange == exchange])
 
     def has_bindings(self, exchange: str) -> bool:
         return any(b.exchange == exchange for b in self.bindings)
 
+    def _add_binding(self, binding: Binding) -> None:
+        key = binding_key(binding)
+        self.bindings.add(binding)
+        self._binding_keys[key] = binding
+        self.dirty.add(key)
+
+    def _drop_bindings(self, bindings: list[Binding]) -> None:
+        for binding in bindings:
+            key = binding_key(binding)
+            self.bindings.discard(binding)
+            self._binding_keys.pop(key, None)
+            self.dirty.add(key)
+
+    # ------------------------------------------------------------------ entries
+
+    def keys(self) -> Iterator[bytes]:
+        """The key of everything in the model (kept across restarts or not)."""
+        for name in self.exchanges:
+            if name not in BUILTIN:
+                yield exchange_key(name)
+        for name in self.queues:
+            yield queue_key(name)
+        yield from self._binding_keys
+
+    def entry(self, key: bytes) -> bytes | None:
+        """What ``key`` holds now: its value, or None (gone, or kept in memory only)."""
+        try:
+            kind, name, *_rest = json.loads(key)
+        except (ValueError, TypeError):
+            return None
+        if kind == "exchange":
+            ex = self.exchanges.get(name)
+            if ex is None or not ex.durable or name in BUILTIN:
+                return None
+            return _json(
+                {
+                    "name": ex.name,
+                    "type": ex.type,
+                    "auto_delete": ex.auto_delete,
+                    "internal": ex.internal,
+                    "arguments": _plain(ex.arguments),
+                }
+            )
+        if kind == "queue":
+            q = self.queues.get(name)
+            if q is None or q.exclusive:
+                return None
+            return _json(
+                {
+                    "name": q.name,
+                    "topic": topic_for(q.name),
+                    "durable": q.durable,
+                    "auto_delete": q.auto_delete,
+                    "arguments": _plain(q.arguments),
+                    "created_topic": q.created_topic,
+                }
+            )
+        if kind == "binding":
+            b = self._binding_keys.get(key)
+            if b is None:
+                return None
+            source = self.exchanges.get(b.exchange)
+            if source is not None and not source.durable:
+                return None  # bindings from a non-durable exchange go with it
+            return _json(
+                {
+                    "exchange": b.exchange,
+                    "queue": b.queue,
+                    "routing_key": b.routing_key,
+                    "arguments": b.plain,
+                }
+            )
+        return None
+
+    def apply(self, key: bytes, value: bytes) -> bytes | None:
+        """Load one entry (replaying the log); the key the model now files it under (the
+        same unless the entry was written differently), or None when it is not valid."""
+        try:
+            raw = json.loads(value)
+            kind = json.loads(key)[0]
+            return self._apply(kind, raw)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            return None
+
+    def _apply(self, kind: str, raw: Mapping[str, Any]) -> bytes | None:
+        if kind == "exchange":
+            ex = Exchange(
+                str(raw["name"]),
+                str(raw["type"]),
+                True,
+                bool(raw.get("auto_delete", False)),
+                bool(raw.get("internal", False)),
+                dict(raw.get("arguments") or {}),
+            )
+            if ex.name in BUILTIN or ex.type not in EXCHANGE_TYPES:
+                return None
+            self.exchanges[ex.name] = ex
+            return exchange_key(ex.name)
+        if kind == "queue":
+            info = QueueInfo(
+                str(raw["name"]),
+                bool(raw.get("durable", False)),
+                False,
+                bool(raw.get("auto_delete", False)),
+                dict(raw.get("arguments") or {}),
+                bool(raw.get("created_topic", False)),
+            )
+            self.queues[info.name] = info
+            return queue_key(info.name)
+        if kind == "binding":
+            binding = _binding(
+                str(raw["exchange"]),
+                str(raw["queue"]),
+                str(raw["routing_key"]),
+                dict(raw.get("arguments") or {}),
+            )
+            self._add_binding(binding)
+            return binding_key(binding)
+        return None
+
+    def load_document(self, doc: Mapping[str, Any]) -> None:
+        """Replace the model by a ``registry.json`` of the previous release (one document
+        with lists of exchanges, queues and bindings, in the shape of the entries)."""
+        self.clear()
+        for kind, items in (
+            ("exchange", "exchanges"),
+            ("queue", "queues"),
+            ("binding", "bindings"),
+        ):
+            for raw in doc.get(items, []):
+                try:
+                    self._apply(kind, raw)
+                except (ValueError, TypeError, KeyError, AttributeError):
+                    continue
+
     # ------------------------------------------------------------------ routing
 
-    def route(self, exchange: str, routing_key: str, headers: dict[str, Any] | None,
-              kind: str) -> set[str]:
+    def route(
+        self, exchange: str, routing_key: str, headers: dict[str, Any] | None, kind: str
+    ) -> set[str]:
         """Queues bound to ``exchange`` (of type ``kind``) that this message matches."""
         out: set[str] = set()
         for b in self.bindings:
@@ -243,7 +333,6 @@ class Registry:
             elif b.routing_key == routing_key:
                 out.add(b.queue)
         return out
-
 
 
 @functools.lru_cache(maxsize=8192)

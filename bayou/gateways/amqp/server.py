@@ -2,9 +2,10 @@
 
 Theory of operation
 -------------------
-``AmqpGateway`` owns the listener, the partitioner, and the ``Topology`` every channel
-shares (``topology.py``: the persisted exchange/binding registry, declare, bind, purge,
-delete, ``route``).  ``AmqpClient`` is one connection (an ``asyncio.Protocol``): bytes
+``AmqpGateway`` is the door: it sees the broker only through the ``Core`` and owns the
+listener, the partitioner, and the ``Topology`` every channel shares (``topology.py``: the
+exchange/binding registry kept in the engine's state store, declare, bind, purge, delete,
+``route``).  ``AmqpClient`` is one connection (an ``asyncio.Protocol``): bytes
 go into the sans-I/O ``ServerConnection``, events come out and are dispatched to ``Channel``
 objects (``channel.py``), and whatever the connection wants written is flushed once per
 loop iteration (``flush_soon``).
@@ -33,9 +34,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from bayou.broker.context import BrokerState
-from bayou.broker.partitioner import Partitioner
+from bayou.broker_config import AmqpOptions
+from bayou.core import Core
+from bayou.core.partitioner import Partitioner
 from bayou.gateways.amqp.channel import Channel
+from bayou.gateways.amqp.interfaces import ChannelHandle
 from bayou.gateways.amqp.topology import Topology
 from bayou.protocol.amqp import (
     AmqpError,
@@ -64,25 +67,42 @@ SERVER_HEARTBEAT_S = 60
 
 
 class AmqpGateway:
-    def __init__(self, state: BrokerState, *, authenticate: Authenticator | None = None,
-                 heartbeat_s: int = SERVER_HEARTBEAT_S) -> None:
-        self.state = state
+    name = "amqp"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def health(self) -> dict[str, object]:
+        return {"listening": self._server is not None, "connections": len(self.clients)}
+
+    def __init__(
+        self,
+        core: Core,
+        host: str,
+        options: AmqpOptions,
+        *,
+        authenticate: Authenticator | None = None,
+        heartbeat_s: int = SERVER_HEARTBEAT_S,
+    ) -> None:
+        self.core = core
+        self.host = host
+        self.options = options
         self.authenticate = authenticate
         self.heartbeat_s = heartbeat_s
-        self.topology = Topology(state)
+        self.topology = Topology(core)
         self.partitioner = Partitioner()
         self.clients: set[AmqpClient] = set()
         self._server: asyncio.Server | None = None
-        self.max_message_size = state.config.socket_request_max_bytes
+        self.max_message_size = options.max_message_bytes
 
     async def start(self) -> None:
-        """Load the registry and listen on ``config.host``:``config.amqp_port``."""
-        config = self.state.config
+        """Load the topology and listen on ``host``:``options.port``."""
         await self.topology.load()
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: AmqpClient(self), config.host,
-                                                config.amqp_port, reuse_address=True,
-                                                backlog=1024)
+        self._server = await loop.create_server(
+            lambda: AmqpClient(self), self.host, self.options.port, reuse_address=True, backlog=1024
+        )
 
     @property
     def port(self) -> int:
@@ -92,8 +112,7 @@ class AmqpGateway:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        await asyncio.gather(*(c.shutdown() for c in list(self.clients)),
-                             return_exceptions=True)
+        await asyncio.gather(*(c.shutdown() for c in list(self.clients)), return_exceptions=True)
 
     def server_properties(self) -> dict[str, Any]:
         return {
@@ -101,7 +120,7 @@ class AmqpGateway:
             "version": "0.1.0",
             "platform": "Python",
             "information": "Bayou event streaming: AMQP 0-9-1 over Kafka topics",
-            "cluster_name": self.state.cluster_id,
+            "cluster_name": self.core.cluster_id,
         }
 
 
@@ -130,8 +149,9 @@ class AmqpClient(asyncio.Protocol):
         self._last_sent = 0.0
         self._closed = asyncio.get_event_loop().create_future()
         # unfinished frames and messages count in the broker-wide request-bytes budget
-        self.budget = gateway.state.request_budget.account(self._budget_resumed,
-                                                           self._budget_stalled)
+        self.budget = gateway.core.request_budget.account(
+            self._budget_resumed, self._budget_stalled
+        )
         self.budget_paused = False
 
     # ------------------------------------------------------------------ asyncio.Protocol
@@ -153,7 +173,7 @@ class AmqpClient(asyncio.Protocol):
             self._heartbeat_handle.cancel()
         if not self.closing:
             self.closing = True
-            self.gateway.state.background(self._drain_channels())
+            self.gateway.core.background(self._drain_channels())
         if not self._closed.done():
             self._closed.set_result(None)
 
@@ -194,8 +214,11 @@ class AmqpClient(asyncio.Protocol):
             self.transport.resume_reading()
 
     def _budget_stalled(self) -> None:
-        log.info("AMQP client %s: closing: a message made no progress for %g s", self.peer,
-                 self.gateway.state.request_budget.stall_timeout_s)
+        log.info(
+            "AMQP client %s: closing: a message made no progress for %g s",
+            self.peer,
+            self.gateway.core.request_budget.stall_timeout_s,
+        )
         if self.transport is not None:
             self.transport.close()
 
@@ -221,7 +244,10 @@ class AmqpClient(asyncio.Protocol):
             else:
                 channel.submit(event)
         elif isinstance(event, ChannelOpened):
-            self.channels[event.channel] = Channel(self, event.channel)
+            gw = self.gateway
+            self.channels[event.channel] = Channel(
+                self, event.channel, core=gw.core, topology=gw.topology, partitioner=gw.partitioner
+            )
         elif isinstance(event, ChannelFlow):
             channel = self.channels.get(event.channel)
             if channel is not None:
@@ -241,22 +267,21 @@ class AmqpClient(asyncio.Protocol):
         elif isinstance(event, ConnectionCloseRequested):
             if not self.closing:
                 self.closing = True
-                self.gateway.state.background(self._close_requested())
+                self.gateway.core.background(self._close_requested())
         elif isinstance(event, ConnectionFailed):
             log.info("AMQP connection %s closed: %s", self.peer, event.reply_text)
             self._failed()
         elif isinstance(event, ConnectionClosed):
             self._failed()  # the client closes its side next; we read until it does
 
-    def channel_error(self, channel: Channel, exc: AmqpError) -> None:
+    def channel_error(self, channel: ChannelHandle, exc: AmqpError) -> None:
         if exc.code in s.HARD_ERRORS:
             self.protocol_error(exc)
             return
         if self.channels.get(channel.number) is channel:
             del self.channels[channel.number]
         channel.abort()
-        self.proto.close_channel(channel.number, exc.code, exc.text, exc.class_id,
-                                 exc.method_id)
+        self.proto.close_channel(channel.number, exc.code, exc.text, exc.class_id, exc.method_id)
         self.flush_soon()
 
     def protocol_error(self, exc: AmqpError) -> None:
@@ -275,7 +300,7 @@ class AmqpClient(asyncio.Protocol):
         self.channels.clear()
         for channel in channels:
             channel.abort()
-        self.gateway.state.background(self._close_after(CLOSE_DRAIN_S))
+        self.gateway.core.background(self._close_after(CLOSE_DRAIN_S))
 
     def _half_close(self) -> None:
         """Send what is queued (our connection.close), then FIN; keep reading."""
@@ -342,14 +367,17 @@ class AmqpClient(asyncio.Protocol):
 
     def flush(self) -> None:
         data = self.proto.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing() and (
-                not self.eof_sent):
+        if (
+            data
+            and self.transport is not None
+            and not self.transport.is_closing()
+            and (not self.eof_sent)
+        ):
             self.transport.write(data)
             self._last_sent = asyncio.get_running_loop().time()
 
     def maybe_resume_reading(self) -> None:
-        if self.read_paused and all(c.backlog <= MAX_BACKLOG // 2
-                                    for c in self.channels.values()):
+        if self.read_paused and all(c.backlog <= MAX_BACKLOG // 2 for c in self.channels.values()):
             self.read_paused = False
             if self.transport is not None and not self.budget_paused:
                 self.transport.resume_reading()

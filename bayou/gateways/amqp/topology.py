@@ -2,10 +2,13 @@
 
 Theory of operation
 -------------------
-``Topology`` is what every channel of the AMQP door shares: the persisted ``Registry``
-(exchanges, bindings, queue flags), the consumers of each queue in this broker, the
-``basic.get`` cursors, and where a temporary queue's next consumer starts.  Queue ``Q`` is the
-topic ``names.topic_for(Q)``; every method here speaks AMQP names and maps them.
+``Topology`` is what every channel of the AMQP door shares: the ``Registry`` (exchanges,
+bindings, queue flags; kept in the engine's state store by ``RegistryLog``), the consumers
+of each queue in this broker, the ``basic.get`` cursors, and where a temporary queue's next
+consumer starts.  Queue ``Q`` is the topic ``names.topic_for(Q)``; every method here speaks
+AMQP names and maps them.  Topics are created and deleted through the core, offsets read
+and committed through ``core.offsets`` and group members, and groups deleted through the
+coordinator's driver; nothing here touches storage.
 
 **Where a queue is read from.**  A durable named queue is consumed as the consumer group
 ``amqp:Q``, whose committed offsets are the queue's position.  A queue whose topic its
@@ -38,48 +41,47 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
-from bayou.broker.groups import OffsetCommit
-from bayou.errors import ErrorCode, KafkaError
-from bayou.gateways.amqp.consumers import Consumer, GetCursor
+from bayou.core import Core
+from bayou.core.groups import GroupCoordinatorError
+from bayou.errors import KafkaError
+from bayou.gateways.amqp.consumers import Consumer, GetCursor, committed_offset, group_of
+from bayou.gateways.amqp.interfaces import GroupReader
 from bayou.gateways.amqp.names import topic_for
 from bayou.gateways.amqp.registry import BUILTIN, EXCHANGE_TYPES, Exchange, QueueInfo, Registry
+from bayou.gateways.amqp.registry_log import RegistryLog
 from bayou.protocol.amqp import AmqpError, Method
 from bayou.protocol.amqp import spec as s
-
-if TYPE_CHECKING:
-    from bayou.broker.context import BrokerState
 
 log = logging.getLogger(__name__)
 
 MAX_COUNT = 0xFFFFFFFF  # message counts are AMQP longs
-
-
-def group_of(queue: str) -> str:
-    """The consumer group holding a queue's position (durable queues, ``basic.get``)."""
-    return f"amqp:{queue}"
+MAX_PARTITIONS = 10_000
 
 
 class Topology:
-    def __init__(self, state: BrokerState) -> None:
-        self.state = state
-        self.registry = Registry(state.config.data_dir)
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.registry = Registry()
+        self.registry_log = RegistryLog(self.registry, core.engine)
         self.consumers_by_queue: dict[str, set[Consumer]] = {}
         self.starts: dict[str, dict[int, int]] = {}  # temporary queues: next consumer's start
         self._cursors: dict[str, GetCursor] = {}
 
     async def load(self) -> None:
-        await asyncio.to_thread(self.registry.load)
+        """Replay the registry from the engine's state store (importing an old JSON file)."""
+        await self.registry_log.load()
 
     async def _save(self) -> None:
-        await self.registry.persist()
+        await self.registry_log.persist()
 
     # ------------------------------------------------------------------ queues and readers
 
     def queue_exists(self, name: str) -> bool:
         """Whether queue ``name`` exists: its topic does (``names.topic_for``)."""
-        return topic_for(name) in self.state.logs.topics()
+        return topic_for(name) in self.core.topics()
 
     def is_durable_queue(self, queue: str) -> bool:
         info = self.registry.queues.get(queue)
@@ -96,11 +98,21 @@ class Topology:
             return None
         return starts.get(partition, 0)
 
-    def consumer_stopped(self, consumer: Consumer, positions: dict[int, int]) -> None:
+    def consumer_stopped(self, queue: str, positions: Mapping[int, int]) -> None:
         """A stream consumer of a temporary queue stopped at ``positions``."""
-        starts = self.starts.get(consumer.queue)
+        starts = self.starts.get(queue)
         if starts is not None:
             starts.update(positions)
+
+    def group_changed(self, reader: GroupReader) -> None:
+        """A consumer joined or left its group: its fellow members here heartbeat now."""
+        group = reader.group
+        if group is None:
+            return
+        for consumers in self.consumers_by_queue.values():
+            for consumer in consumers:
+                if consumer is not reader and consumer.group == group:
+                    consumer.wake_member()
 
     def remember_consumer(self, consumer: Consumer) -> None:
         self.consumers_by_queue.setdefault(consumer.queue, set()).add(consumer)
@@ -114,7 +126,7 @@ class Topology:
             return
         info = self.registry.queues.get(consumer.queue)
         if info is not None and info.auto_delete:
-            self.state.background(self._auto_delete(consumer, info))
+            self.core.background(self._auto_delete(consumer, info))
 
     async def _auto_delete(self, last: Consumer, info: QueueInfo) -> None:
         await last.stop()  # committed and left its group
@@ -129,7 +141,7 @@ class Topology:
     def get_cursor(self, queue: str) -> GetCursor:
         cursor = self._cursors.get(queue)
         if cursor is None:
-            cursor = self._cursors[queue] = GetCursor(self.state, queue)
+            cursor = self._cursors[queue] = GetCursor(self.core, queue)
         return cursor
 
     # ------------------------------------------------------------------ routing
@@ -138,7 +150,7 @@ class Topology:
         self, exchange: str, routing_key: str, properties: dict[str, Any]
     ) -> list[tuple[str, bytes | None, int]]:
         """(topic, record key, partition count) of every queue this message goes to."""
-        topics = self.state.logs.topics()
+        topics = self.core.topics()
         if exchange == "":
             topic = topic_for(routing_key)
             meta = topics.get(topic)
@@ -199,11 +211,10 @@ class Topology:
                     *key,
                 )
             return
-        self.registry.exchanges[name] = Exchange(
-            name, kind, m.durable, m.auto_delete, m.internal, dict(m.arguments)
+        self.registry.put_exchange(
+            Exchange(name, kind, m.durable, m.auto_delete, m.internal, dict(m.arguments))
         )
-        if m.durable:
-            await self._save()
+        await self._save()
 
     async def delete_exchange(self, m: Method) -> None:
         name: str = m.exchange
@@ -222,7 +233,7 @@ class Topology:
         — an exclusive non-durable one then goes with its connection)."""
         name: str = m.queue
         key = m.spec.key
-        logs = self.state.logs
+        core = self.core
         if m.passive:
             if not self.queue_exists(name):
                 raise AmqpError(s.NOT_FOUND, f"no queue '{name}' in vhost '/'", *key)
@@ -236,23 +247,23 @@ class Topology:
         args: dict[str, Any] = dict(m.arguments)
         created = False
         topic = topic_for(name)
-        if topic not in logs.topics():
-            partitions = args.get("x-partitions", self.state.config.num_partitions)
+        if topic not in core.topics():
+            partitions = args.get("x-partitions", core.settings.num_partitions)
             if (
                 isinstance(partitions, bool)
                 or not isinstance(partitions, int)
-                or not (1 <= partitions <= 10_000)
+                or not (1 <= partitions <= MAX_PARTITIONS)
             ):
                 raise AmqpError(
                     s.PRECONDITION_FAILED,
-                    "x-partitions must be an integer between 1 and 10000",
+                    f"x-partitions must be an integer between 1 and {MAX_PARTITIONS}",
                     *key,
                 )
             try:
-                await asyncio.to_thread(logs.create_topic, topic, partitions, {})
+                await core.create_topic(topic, partitions, {})
                 created = True
             except KafkaError as exc:
-                if topic not in logs.topics():  # lost a race with another creator: fine
+                if topic not in core.topics():  # lost a race with another creator: fine
                     raise AmqpError(
                         s.PRECONDITION_FAILED, f"cannot create queue '{name}': {exc}", *key
                     ) from None
@@ -263,9 +274,8 @@ class Topology:
         if info is None or info.durable != m.durable or created:
             owns_topic = created or (info is not None and info.created_topic)
             info = QueueInfo(name, m.durable, m.exclusive, m.auto_delete, args, owns_topic)
-            self.registry.queues[name] = info
-            if not (m.exclusive and not m.durable):
-                await self._save()
+            self.registry.put_queue(info)
+            await self._save()
         if created and not self.is_durable_queue(name):
             self.starts[name] = {}
         return name, created
@@ -279,31 +289,28 @@ class Topology:
         ``basic.get`` cursor's, the ``amqp:Q`` group's committed offset, a temporary
         queue's start, and at last the topic's start."""
         topic = topic_for(queue)
-        meta = self.state.logs.topics().get(topic)
+        meta = self.core.topics().get(topic)
         if meta is None:
             return {}
         consumers = self.consumers_by_queue.get(queue, ())
         cursor = self._cursors.get(queue)
-        groups = self.state.groups
+        offsets = self.core.offsets(group_of(queue))
         out: dict[int, tuple[int, int]] = {}
         for p in range(meta.partitions):
-            log_ = self.state.logs.partition(topic, p)
-            end = log_.log_end_offset
-            behind = [c.ready_in(p) for c in consumers if p in c.positions]
+            handle = self.core.partition(topic, p)
+            start, end = handle.log_start_offset, handle.log_end_offset
+            behind = [c.ready_in(p) for c in consumers if c.owns(p)]
             if behind:
                 pos, waiting = min(behind)
+                pos = min(max(pos, start), end)
                 out[p] = (pos, end - pos + waiting)
                 continue
-            pos = -1
-            if cursor is not None and p in cursor.positions:
-                pos = cursor.positions[p]
-            if pos < 0 and groups is not None:
-                _code, fetched = groups.coordinator.fetch_offsets(group_of(queue), [(topic, p)])
-                if fetched:
-                    pos = fetched[0].offset
-            if pos < 0:
-                pos = self.queue_start(queue, p) or 0
-            pos = min(max(pos, log_.log_start_offset), end)
+            found = cursor.position(p) if cursor is not None else None
+            if found is None:
+                found = committed_offset(offsets, topic, p)
+            if found is None:
+                found = self.queue_start(queue, p) or 0
+            pos = min(max(found, start), end)
             out[p] = (pos, end - pos)
         return out
 
@@ -336,14 +343,12 @@ class Topology:
         """queue.purge: move the queue's readers past the topic's end; the ready count."""
         queue: str = m.queue
         topic = topic_for(queue)
-        meta = self.state.logs.topics().get(topic)
+        meta = self.core.topics().get(topic)
         if meta is None:
             raise AmqpError(s.NOT_FOUND, f"no queue '{queue}' in vhost '/'", *m.spec.key)
         ready = self.ready(queue)
         count = min(sum(n for _pos, n in ready.values()), MAX_COUNT)
-        ends = {
-            p: self.state.logs.partition(topic, p).log_end_offset for p in range(meta.partitions)
-        }
+        ends = {p: self.core.partition(topic, p).log_end_offset for p in range(meta.partitions)}
         consumers = list(self.consumers_by_queue.get(queue, ()))
         for consumer in consumers:
             consumer.skip_to(ends)
@@ -361,34 +366,28 @@ class Topology:
     ) -> None:
         """Commit ``ends`` for the partitions of the ``amqp:Q`` group that no member here
         just committed: through one of its members here, else as a group without members."""
-        groups = self.state.groups
-        if groups is None:
-            return
         group_id = group_of(queue)
-        members = [c for c in consumers if c.group == group_id and c.member_id]
-        done = {p for c in members for p in c.positions}
-        todo = [(p, o) for p, o in sorted(ends.items()) if p not in done]
+        live = [
+            c
+            for c in consumers
+            if c.group == group_id and c.member is not None and c.member.epoch > 0
+        ]
+        done = {p for c in live for p in c.cursors}  # they committed in commit_now
+        todo = {(topic, p): o for p, o in sorted(ends.items()) if p not in done}
         if not todo:
             return
-        member_id, epoch = (members[0].member_id, members[0].epoch) if members else ("", -1)
-        commits = [OffsetCommit(topic, p, o) for p, o in todo]
-        codes = await groups.run(
-            lambda now, _token: groups.coordinator.commit_offsets(
-                now,
-                group_id=group_id,
-                generation=epoch,
-                member_id=member_id,
-                instance_id=None,
-                offsets=commits,
-            )
-        )
-        if any(code != ErrorCode.NONE for code in codes):
+        try:
+            if live and live[0].member is not None:
+                await live[0].member.commit(todo)
+            else:
+                await self.core.offsets(group_id).commit(todo)
+        except GroupCoordinatorError as exc:
             raise AmqpError(
                 s.PRECONDITION_FAILED,
                 f"cannot purge queue '{queue}': its group "
-                f"{group_id} refused the commit ({codes[0].name})",
+                f"{group_id} refused the commit ({exc.code.name})",
                 *m.spec.key,
-            )
+            ) from None
 
     async def delete_queue(self, m: Method) -> int:
         name: str = m.queue
@@ -415,8 +414,7 @@ class Topology:
         await self._delete_group(name)
         if delete_topic:
             with contextlib.suppress(KafkaError):
-                await asyncio.to_thread(self.state.logs.delete_topic, topic_for(name))
-            self.state.waiters.wake_all()
+                await self.core.delete_topic(topic_for(name))
         self.registry.drop_queue(name)
         await self._save()
 
@@ -426,12 +424,13 @@ class Topology:
 
     async def _delete_group(self, name: str) -> None:
         """Remove the ``amqp:Q`` group (its offsets would misplace a new queue's readers)."""
-        groups = self.state.groups
+        try:
+            driver = self.core.group_driver()
+        except GroupCoordinatorError:
+            return
         group_id = group_of(name)
-        if groups is None or (
-            groups.coordinator.group(group_id) is None
-            and not groups.coordinator.fetch_offsets(group_id, None)[1]
-        ):
+        coordinator = driver.read()
+        if coordinator.group(group_id) is None and not coordinator.fetch_offsets(group_id, None)[1]:
             return
         with contextlib.suppress(Exception):
-            await groups.run(lambda now, _token: groups.coordinator.delete_groups(now, [group_id]))
+            await driver.run(lambda now, _token: driver.coordinator.delete_groups(now, [group_id]))

@@ -50,7 +50,7 @@ def create_app(gw: Gateway) -> FastAPI:
         title="Bayou HTTP gateway",
         version=_version(),
         description="Confluent REST Proxy v2 API and live topic streams (SSE, WebSocket) "
-                    "served by the broker itself.",
+        "served by the broker itself.",
         static_url=DOCS_ASSETS,
     )
     app.state.gateway = gw
@@ -79,8 +79,9 @@ async def _invalid(_request: Request, exc: Exception) -> Response:
     for e in list(exc.errors())[:5]:
         where = ".".join(str(p) for p in e.get("loc", ()))
         parts.append(f"{where}: {e.get('msg', 'invalid')}")
-    return KafkaJSON({"error_code": 422, "message": "; ".join(parts) or "Invalid request"},
-                     status_code=422)
+    return KafkaJSON(
+        {"error_code": 422, "message": "; ".join(parts) or "Invalid request"}, status_code=422
+    )
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -88,8 +89,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     headers = dict(exc.headers or {})
     if exc.status_code == 405:  # Starlette names the methods of one route; a path has several
         headers["Allow"] = ", ".join(allowed_methods(request))
-    return KafkaJSON({"error_code": exc.status_code, "message": str(exc.detail)},
-                     status_code=exc.status_code, headers=headers)
+    return KafkaJSON(
+        {"error_code": exc.status_code, "message": str(exc.detail)},
+        status_code=exc.status_code,
+        headers=headers,
+    )
 
 
 def allowed_methods(request: Request) -> list[str]:
@@ -101,8 +105,12 @@ def allowed_methods(request: Request) -> list[str]:
         if template.fullmatch(path):
             methods |= served
     for route in request.app.router.routes:
-        if (isinstance(route, Route) and route.endpoint is not _options and route.methods
-                and route.path_regex.match(path)):
+        if (
+            isinstance(route, Route)
+            and route.endpoint is not _options
+            and route.methods
+            and route.path_regex.match(path)
+        ):
             methods |= route.methods
     return sorted(methods | {"OPTIONS"}) if methods else []
 
@@ -111,9 +119,13 @@ def _operations(app: FastAPI) -> list[tuple[re.Pattern[str], set[str]]]:
     """The document's paths as patterns (``{name}`` = one segment), with their methods."""
     found: list[tuple[re.Pattern[str], set[str]]] | None = getattr(app.state, "operations", None)
     if found is None:
-        found = [(re.compile(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path))),
-                  {method.upper() for method in operations})
-                 for path, operations in app.openapi()["paths"].items()]
+        found = [
+            (
+                re.compile(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path))),
+                {method.upper() for method in operations},
+            )
+            for path, operations in app.openapi()["paths"].items()
+        ]
         app.state.operations = found
     return found
 
@@ -131,15 +143,20 @@ async def _client_gone(request: Request, _exc: Exception) -> Response:
     """The client closed the connection before its whole body came: nothing to answer, and
     nothing wrong with the broker (one DEBUG line, no traceback)."""
     client = request.client
-    log.debug("HTTP %s %s: the client%s went away before sending its whole body",
-              request.method, request.url.path, f" {client.host}:{client.port}" if client else "")
+    log.debug(
+        "HTTP %s %s: the client%s went away before sending its whole body",
+        request.method,
+        request.url.path,
+        f" {client.host}:{client.port}" if client else "",
+    )
     return Response(status_code=400)  # never delivered: the connection is gone
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("HTTP %s %s failed", request.method, request.url.path, exc_info=exc)
-    return KafkaJSON({"error_code": errors.INTERNAL, "message": "Internal server error"},
-                     status_code=500)
+    return KafkaJSON(
+        {"error_code": errors.INTERNAL, "message": "Internal server error"}, status_code=500
+    )
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
@@ -147,15 +164,20 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         return app.openapi_schema
     from fastapi.openapi.utils import get_openapi
 
-    doc = get_openapi(title=app.title, version=app.version, description=app.description,
-                      routes=app.routes)
+    doc = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     for model in BODY_MODELS:
-        schema = TypeAdapter(model).json_schema(ref_template="#/components/schemas/{model}",
-                                                by_alias=True)
+        schema = TypeAdapter(model).json_schema(
+            ref_template="#/components/schemas/{model}", by_alias=True
+        )
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
-    schemas["Error"] = {"type": "object", "required": ["error_code", "message"], "properties": {
-        "error_code": {"type": "integer"}, "message": {"type": "string"}}}
+    schemas["Error"] = {
+        "type": "object",
+        "required": ["error_code", "message"],
+        "properties": {"error_code": {"type": "integer"}, "message": {"type": "string"}},
+    }
     app.openapi_schema = doc
     return doc

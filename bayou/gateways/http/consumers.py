@@ -1,26 +1,39 @@
-"""REST Proxy v2 consumer instances: positions, assignment, long-polled reads, commits.
+"""REST Proxy v2 consumer instances: cursors, assignment, long-polled reads, commits.
 
 Theory of operation
 -------------------
-A consumer instance is state kept by the gateway between HTTP requests: its group, embedded
-format, reset policy, either a manual *assignment* or a *subscription*, and a *position* (the
-next offset to return) per partition it reads.  ``GET .../records`` reads from each assigned
-partition at its position (``reading.read_records``), and when nothing is there parks on the
-broker's ``waiters.wait_any`` until an append lands or ``timeout`` passes.
+A consumer instance is state the door keeps between HTTP requests: its group, embedded
+format, reset policy (``auto.offset.reset``), either a manual *assignment* or a
+*subscription*, and a core ``Cursor`` per partition it reads (the cursor's position is the
+next offset to return).  ``GET .../records`` reads each assigned partition's cursor, and when
+nothing is there waits on ``Core.wait_any`` for all of them until an append lands or
+``timeout`` passes.
 
-Where a position comes from, first match wins: a seek (``positions``, ``positions/beginning``,
+Where a cursor starts, first match wins: a seek (``positions``, ``positions/beginning``,
 ``positions/end``); the records already returned; the group's committed offset; then
-``auto.offset.reset`` (earliest or latest).  A position that fell out of the log (retention)
-is reset the same way.  Commits go to the broker's group coordinator (``groups.GroupClient``):
-an explicit offset means "this record is processed" and commits offset + 1, as REST Proxy
-does; an empty body commits the current positions; ``auto.commit.enable`` commits the
-positions of what was returned before, at the start of the next read (at-least-once).
+``auto.offset.reset`` (earliest or latest; ``none`` answers 422).  A position that fell out of
+the log (retention) is reset by the cursor's policy — earliest also for a position past the
+log end (a seek too far), as Kafka's consumers do.
 
-A subscribed instance is a member of a KIP-848 consumer group (see ``groups.py``): its
-partitions are whatever the coordinator assigns it, shared with the group's other HTTP
-instances and Kafka consumers; a partition it gains starts from the group's committed offset.
+Commits go to the broker's group coordinator through the core, so HTTP and Kafka consumers of
+one group see each other's commits: an explicit offset means "this record is processed" and
+commits offset + 1, as REST Proxy does; an empty body commits the current positions;
+``auto.commit.enable`` commits the positions of what was returned before, at the start of the
+next read (at-least-once).  A manual-assignment instance commits through ``Core.offsets``
+(as Kafka's ``assign()`` consumers: generation -1, accepted while the group has no members).
 
-Instances unused for ``http_consumer_instance_timeout_ms`` are removed by ``expire``.
+A subscribed instance is a core ``GroupMember`` (a KIP-848 member, ``topics`` or
+``topic_pattern`` as its subscription): its partitions are whatever the coordinator assigns
+it, shared with the group's other HTTP instances and Kafka consumers.  It heartbeats on every
+records read (unless one was sent in the last ``READ_HEARTBEAT_SPACING_S``) and in the
+background (``heartbeat_due``, called by the server's maintenance task: at the coordinator's
+interval, faster while the group reconciles).  Partitions taken away are revoked through the
+member's ``on_revoke``: their positions are committed first when auto-commit is on, then their
+cursors dropped, and the member tells the coordinator at once.  A partition gained starts from
+the group's committed offset.  Deleting, unsubscribing, expiring an instance and the broker's
+shutdown make the member leave (auto-commit first), so partitions move on at once.
+
+Instances unused for ``consumer_instance_timeout_ms`` are removed by ``expire``.
 """
 
 from __future__ import annotations
@@ -32,18 +45,27 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bayou.broker.context import BrokerState
-from bayou.errors import OffsetOutOfRange, UnknownTopicOrPartition
+from bayou.core import Committed, Core, Cursor, GroupMember, Reset, StartSpec, TopicPartition
+from bayou.core.cursor import RECORD_OVERHEAD
+from bayou.core.groups import GroupCoordinatorError
+from bayou.errors import ErrorCode, OffsetOutOfRange, UnknownTopicOrPartition
 from bayou.gateways.http import errors
 from bayou.gateways.http.errors import RestError
-from bayou.gateways.http.groups import Committed, GroupClient, Membership, TopicPartition
 from bayou.gateways.http.payloads import CreateConsumer, Format, decode_field, decode_headers
-from bayou.gateways.http.reading import RECORD_OVERHEAD, read_records
-from bayou.storage import PartitionLog
 
 DEFAULT_REQUEST_TIMEOUT_MS = 1000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 READ_HEARTBEAT_SPACING_S = 0.1  # a records read heartbeats unless one was this recent
+REBALANCE_HEARTBEAT_S = 0.1  # background heartbeats while the group reconciles
+CLIENT_ID = "bayou-http"
+CLIENT_HOST = "/http-gateway"
+RESETS: dict[str, Reset] = {
+    "earliest": "earliest",
+    "smallest": "earliest",
+    "latest": "latest",
+    "largest": "latest",
+    "none": "none",
+}
 
 
 @dataclass
@@ -51,26 +73,27 @@ class ConsumerInstance:
     group: str
     name: str
     format: Format
-    reset: str  # earliest | latest | none
+    reset: Reset
     auto_commit: bool
     request_timeout_ms: int
     last_used: float = field(default_factory=time.monotonic)
     topics: list[str] | None = None
     pattern: str | None = None
     manual: list[TopicPartition] | None = None
-    member: Membership | None = None
-    positions: dict[TopicPartition, int] = field(default_factory=dict)
+    member: GroupMember | None = None
+    cursors: dict[TopicPartition, Cursor] = field(default_factory=dict)
     read_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    member_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def subscription(self) -> list[str]:
         return list(self.topics or [])
 
+    def positions(self) -> dict[TopicPartition, Committed]:
+        return {tp: (cursor.position, "") for tp, cursor in self.cursors.items()}
+
 
 class ConsumerRegistry:
-    def __init__(self, state: BrokerState, groups: GroupClient, timeout_ms: int) -> None:
-        self.state = state
-        self.groups = groups
+    def __init__(self, core: Core, timeout_ms: int) -> None:
+        self.core = core
         self.timeout_ms = timeout_ms
         self._instances: dict[tuple[str, str], ConsumerInstance] = {}
         self._counter = 0
@@ -83,12 +106,17 @@ class ConsumerRegistry:
             self._counter += 1
             name = f"rest-consumer-{self._counter}-{time.time_ns() % 10**9}"
         if (group, name) in self._instances:
-            raise RestError(409, errors.CONSUMER_ALREADY_EXISTS,
-                            f"Consumer instance with the specified name {name} already exists.")
-        reset = {"smallest": "earliest", "largest": "latest"}.get(body.auto_offset_reset,
-                                                                   body.auto_offset_reset)
+            raise RestError(
+                409,
+                errors.CONSUMER_ALREADY_EXISTS,
+                f"Consumer instance with the specified name {name} already exists.",
+            )
         instance = ConsumerInstance(
-            group, name, body.format, reset, body.auto_commit_enable == "true",
+            group,
+            name,
+            body.format,
+            RESETS[body.auto_offset_reset],
+            body.auto_commit_enable == "true",
             body.consumer_request_timeout_ms or DEFAULT_REQUEST_TIMEOUT_MS,
         )
         self._instances[(group, name)] = instance
@@ -97,8 +125,11 @@ class ConsumerRegistry:
     def get(self, group: str, name: str) -> ConsumerInstance:
         instance = self._instances.get((group, name))
         if instance is None:
-            raise RestError(404, errors.CONSUMER_INSTANCE_NOT_FOUND,
-                            f"Consumer instance {name} of group {group} not found.")
+            raise RestError(
+                404,
+                errors.CONSUMER_INSTANCE_NOT_FOUND,
+                f"Consumer instance {name} of group {group} not found.",
+            )
         instance.last_used = time.monotonic()
         return instance
 
@@ -111,34 +142,38 @@ class ConsumerRegistry:
         """Remove instances idle longer than the timeout (leaving their groups)."""
         now = time.monotonic() if now is None else now
         limit = self.timeout_ms / 1000
-        gone = [i for i in self._instances.values()
-                if now - i.last_used > limit and not i.read_lock.locked()]
+        gone = [
+            i
+            for i in self._instances.values()
+            if now - i.last_used > limit and not i.read_lock.locked()
+        ]
         for instance in gone:
             del self._instances[(instance.group, instance.name)]
             await self._leave(instance)
         return gone
 
     async def close(self) -> None:
-        """The gateway is stopping: every subscribed instance commits (when auto-commit is
+        """The door is stopping: every subscribed instance commits (when auto-commit is
         on) and leaves its group, so its partitions move on at once."""
         for instance in list(self._instances.values()):
-            with contextlib.suppress(RestError):
-                await self._leave(instance)
+            await self._leave(instance)
 
     async def heartbeat_due(self) -> None:
         """Background heartbeats of subscribed instances (called periodically)."""
         for instance in list(self._instances.values()):
-            if instance.member is not None:
-                with contextlib.suppress(RestError):
-                    await self.sync(instance)
+            member = instance.member
+            if member is not None:
+                with contextlib.suppress(GroupCoordinatorError):
+                    await member.poll(spacing_s=_spacing(member))
 
     def __len__(self) -> int:
         return len(self._instances)
 
     # ------------------------------------------------------------------ assignment
 
-    async def subscribe(self, instance: ConsumerInstance, topics: list[str] | None,
-                        pattern: str | None) -> None:
+    async def subscribe(
+        self, instance: ConsumerInstance, topics: list[str] | None, pattern: str | None
+    ) -> None:
         if instance.manual is not None:
             raise _illegal_state()
         if (topics is None) == (pattern is None):
@@ -151,8 +186,20 @@ class ConsumerRegistry:
         await self._leave(instance)
         instance.topics = None if topics is None else list(dict.fromkeys(topics))
         instance.pattern = pattern
-        instance.member = Membership()
-        await self.sync(instance, force=True)
+
+        async def on_revoke(lost: frozenset[TopicPartition]) -> None:
+            await self._revoked(instance, lost)
+
+        member = self.core.group_member(
+            instance.group,
+            topics=instance.topics,
+            pattern=pattern,
+            client_id=CLIENT_ID,
+            client_host=CLIENT_HOST,
+            on_revoke=on_revoke,
+        )
+        instance.member = member
+        await self._poll(member, force=True)
 
     async def unsubscribe(self, instance: ConsumerInstance) -> None:
         await self._leave(instance)
@@ -163,193 +210,249 @@ class ConsumerRegistry:
             raise _illegal_state()
         instance.manual = list(dict.fromkeys(partitions))
         keep = set(instance.manual)
-        instance.positions = {tp: p for tp, p in instance.positions.items() if tp in keep}
+        instance.cursors = {tp: c for tp, c in instance.cursors.items() if tp in keep}
 
     def assignment(self, instance: ConsumerInstance) -> list[TopicPartition]:
         if instance.manual is not None:
             return list(instance.manual)
         if instance.member is not None:
-            return list(instance.member.assigned)
+            return sorted(instance.member.assignment)
         return []
 
-    async def sync(self, instance: ConsumerInstance, *, force: bool = False,
-                   spacing_s: float | None = None) -> None:
-        """Heartbeat when due (or ``force``d) and apply the assignment it brings.
+    async def _poll(
+        self, member: GroupMember, *, force: bool = False, spacing_s: float | None = None
+    ) -> None:
+        """Heartbeat when due (or ``force``d) and reconcile; REST errors."""
+        self._coordinator_running()
+        try:
+            await member.poll(force=force, spacing_s=spacing_s)
+        except GroupCoordinatorError as exc:
+            raise errors.from_coordinator(exc) from None
 
-        Giving partitions up is acknowledged by heartbeating again at once, so that the
-        member waiting for them gets them without waiting a heartbeat interval.
-        """
+    async def _revoked(self, instance: ConsumerInstance, lost: frozenset[TopicPartition]) -> None:
+        """The member gives ``lost`` up: commit their positions first (auto-commit), then
+        forget their cursors."""
         member = instance.member
-        if member is None:
-            return
-        async with instance.member_lock:
-            for _ in range(3):
-                wait = member.interval_s if spacing_s is None else spacing_s
-                if not force and time.monotonic() - member.last_heartbeat < wait:
-                    return
-                new = await self.groups.heartbeat(instance.group, member, instance.topics,
-                                                  instance.pattern)
-                if new is None or not await self._apply(instance, member, new):
-                    return
-                force = True
-
-    async def _apply(self, instance: ConsumerInstance, member: Membership,
-                     new: list[TopicPartition]) -> bool:
-        """Take on ``new``; True when partitions were given up."""
-        keep = set(new)
-        lost = [tp for tp in member.assigned if tp not in keep]
-        if lost and instance.auto_commit and member.epoch > 0:
-            done = {tp: (instance.positions[tp], "") for tp in lost if tp in instance.positions}
-            with contextlib.suppress(RestError):
-                await self.groups.commit(instance.group, done, member)
+        if instance.auto_commit and member is not None and member.epoch > 0:
+            done = {tp: (c.position, "") for tp, c in instance.cursors.items() if tp in lost}
+            if done:
+                with contextlib.suppress(GroupCoordinatorError):
+                    await member.commit(done)
         for tp in lost:
-            instance.positions.pop(tp, None)
-        member.assigned = list(new)
-        return bool(lost)
+            instance.cursors.pop(tp, None)
 
     async def _leave(self, instance: ConsumerInstance) -> None:
         member = instance.member
         if member is None:
             return
-        async with instance.member_lock:
-            if instance.auto_commit and member.epoch > 0:
-                with contextlib.suppress(RestError):
-                    await self.groups.commit(instance.group, self._current(instance), member,
-                                             stopping_ok=True)
-            instance.member = None
-            instance.positions.clear()
-            await self.groups.leave(instance.group, member)
+        await member.leave()  # revokes everything first: ``_revoked`` commits
+        instance.member = None
+        instance.cursors.clear()
+
+    def _coordinator_running(self) -> None:
+        if self.core.stopping:
+            raise errors.from_coordinator(
+                GroupCoordinatorError(ErrorCode.COORDINATOR_NOT_AVAILABLE)
+            )
 
     # ------------------------------------------------------------------ positions
 
     def seek(self, instance: ConsumerInstance, offsets: dict[TopicPartition, int]) -> None:
-        assigned = set(self.assignment(instance))
-        for tp in offsets:
-            if tp not in assigned:
-                raise _not_assigned(tp)
-        instance.positions.update(offsets)
+        self._check_assigned(instance, offsets)
+        for (topic, p), offset in offsets.items():
+            cursor = instance.cursors.get((topic, p))
+            if cursor is None:
+                instance.cursors[(topic, p)] = self.core.cursor(
+                    topic, p, offset, reset=instance.reset
+                )
+            else:
+                cursor.position = offset
 
-    def seek_edge(self, instance: ConsumerInstance, partitions: list[TopicPartition],
-                  *, end: bool) -> None:
+    async def seek_edge(
+        self, instance: ConsumerInstance, partitions: list[TopicPartition], *, end: bool
+    ) -> None:
+        self._check_assigned(instance, partitions)
+        start = StartSpec.latest() if end else StartSpec.earliest()
+        for topic, p in partitions:
+            try:
+                cursor = await self.core.cursor_at(topic, p, start, reset=instance.reset)
+            except UnknownTopicOrPartition:
+                raise errors.partition_not_found(topic, p) from None
+            instance.cursors[(topic, p)] = cursor
+
+    def _check_assigned(
+        self,
+        instance: ConsumerInstance,
+        partitions: list[TopicPartition] | dict[TopicPartition, int],
+    ) -> None:
         assigned = set(self.assignment(instance))
         for tp in partitions:
             if tp not in assigned:
                 raise _not_assigned(tp)
-        for tp in partitions:
-            log = self._log(tp)
-            instance.positions[tp] = log.log_end_offset if end else log.log_start_offset
 
-    def _log(self, tp: TopicPartition) -> PartitionLog:
-        try:
-            return self.state.logs.partition(*tp)
-        except UnknownTopicOrPartition:
-            raise errors.partition_not_found(*tp) from None
-
-    def _reset(self, instance: ConsumerInstance, tp: TopicPartition) -> int:
-        log = self._log(tp)
-        if instance.reset == "earliest":
-            return log.log_start_offset
-        if instance.reset == "latest":
-            return log.log_end_offset
-        raise errors.unprocessable(f"No committed offset for {tp[0]}-{tp[1]} and "
-                                   "auto.offset.reset is none.", errors.OFFSET_OUT_OF_RANGE)
-
-    def _positions(self, instance: ConsumerInstance, assigned: list[TopicPartition]) -> None:
-        """Fill in a position for every assigned partition and forget the others."""
+    async def _cursors(self, instance: ConsumerInstance) -> list[Cursor]:
+        """A cursor for every assigned partition (the others forgotten), in assignment
+        order."""
+        assigned = self.assignment(instance)
         keep = set(assigned)
-        for tp in [tp for tp in instance.positions if tp not in keep]:
-            del instance.positions[tp]
-        missing = [tp for tp in assigned if tp not in instance.positions]
-        if not missing:
-            return
-        committed = self.groups.committed(instance.group, missing)
-        for tp in missing:
-            found = committed.get(tp)
-            instance.positions[tp] = found[0] if found else self._reset(instance, tp)
+        for tp in [tp for tp in instance.cursors if tp not in keep]:
+            del instance.cursors[tp]
+        missing = [tp for tp in assigned if tp not in instance.cursors]
+        if missing:
+            committed = self._committed(instance.group, missing)
+            for topic, p in missing:
+                found = committed.get((topic, p))
+                cursor = await self._start(instance, topic, p, None if found is None else found[0])
+                instance.cursors.setdefault((topic, p), cursor)  # unless a seek came first
+        return [c for tp in assigned if (c := instance.cursors.get(tp)) is not None]
 
-    def _current(self, instance: ConsumerInstance) -> dict[TopicPartition, Committed]:
-        return {tp: (p, "") for tp, p in instance.positions.items()}
+    async def _start(
+        self, instance: ConsumerInstance, topic: str, p: int, committed: int | None
+    ) -> Cursor:
+        """A cursor at the committed offset, else where ``auto.offset.reset`` says."""
+        if instance.reset == "none" and committed is None:
+            raise errors.unprocessable(
+                f"No committed offset for {topic}-{p} and auto.offset.reset is none.",
+                errors.OFFSET_OUT_OF_RANGE,
+            )
+        if committed is not None:  # as it is: a read resets it when it is out of the log
+            return self.core.cursor(topic, p, committed, reset=instance.reset)
+        spec = StartSpec.earliest() if instance.reset == "earliest" else StartSpec.latest()
+        try:
+            return await self.core.cursor_at(topic, p, spec, reset=instance.reset)
+        except UnknownTopicOrPartition:
+            raise errors.partition_not_found(topic, p) from None
 
     # ------------------------------------------------------------------ reading
 
-    async def records(self, instance: ConsumerInstance, timeout_ms: int | None,
-                      max_bytes: int | None, fmt: Format) -> list[dict[str, Any]]:
+    async def records(
+        self, instance: ConsumerInstance, timeout_ms: int | None, max_bytes: int | None, fmt: Format
+    ) -> list[dict[str, Any]]:
         # As REST Proxy: ``timeout`` can shorten the instance's consumer.request.timeout.ms.
         wait_ms = instance.request_timeout_ms
         if timeout_ms is not None:
             wait_ms = min(wait_ms, timeout_ms)
-        wait_s = wait_ms / 1000
         budget = max_bytes if max_bytes is not None else DEFAULT_MAX_BYTES
         async with instance.read_lock:
-            await self.sync(instance, spacing_s=READ_HEARTBEAT_SPACING_S)
+            if instance.member is not None:
+                await self._poll(instance.member, spacing_s=READ_HEARTBEAT_SPACING_S)
             if instance.auto_commit:
                 await self.commit(instance, None)
-            deadline = time.monotonic() + wait_s
+            deadline = time.monotonic() + wait_ms / 1000
             while True:
-                assigned = self.assignment(instance)
-                self._positions(instance, assigned)
-                out = await self._read(instance, assigned, budget, fmt)
+                cursors = await self._cursors(instance)
+                out = await self._read(instance, cursors, budget, fmt)
                 remaining = deadline - time.monotonic()
-                if out or remaining <= 0 or self.state.stopping:
+                if out or remaining <= 0 or self.core.stopping:
                     instance.last_used = time.monotonic()
                     return out
-                if instance.member is not None:
-                    remaining = min(remaining, instance.member.interval_s)
-                await self.state.waiters.wait_any(assigned, remaining)
-                await self.sync(instance)
+                member = instance.member
+                if member is not None:  # a heartbeat may bring partitions
+                    remaining = min(remaining, _spacing(member) or member.interval_s)
+                if cursors:
+                    try:
+                        await self.core.wait_any(cursors, remaining)
+                    except UnknownTopicOrPartition:
+                        continue  # the next read says which
+                else:  # nothing assigned: nothing can land before the next heartbeat
+                    await asyncio.sleep(remaining)
+                if member is not None and instance.member is member and not self.core.stopping:
+                    await self._poll(member, spacing_s=_spacing(member))
 
-    async def _read(self, instance: ConsumerInstance, assigned: list[TopicPartition],
-                    budget: int, fmt: Format) -> list[dict[str, Any]]:
+    async def _read(
+        self, instance: ConsumerInstance, cursors: list[Cursor], budget: int, fmt: Format
+    ) -> list[dict[str, Any]]:
+        """Records from ``cursors`` within ``budget``; on an error nothing moves (a record a
+        json instance cannot decode stays where it is, and so does everything read with
+        it)."""
         out: list[dict[str, Any]] = []
-        for tp in assigned:
-            if budget <= 0:
-                break
-            log = self._log(tp)
-            position = instance.positions[tp]
-            try:
-                found, next_position = await read_records(self.state, log, position, budget)
-            except OffsetOutOfRange:
-                instance.positions[tp] = self._reset(instance, tp)
-                continue
-            for record in found:
-                where = f"{tp[0]}-{tp[1]}@{record.offset}"
-                item = {
-                    "topic": tp[0],
-                    "key": decode_field(fmt, record.key, where),
-                    "value": decode_field(fmt, record.value, where),
-                    "partition": tp[1],
-                    "offset": record.offset,
-                    "timestamp": record.timestamp,
-                }
-                if record.headers:
-                    item["headers"] = decode_headers(record.headers)
-                out.append(item)
-                budget -= len(record.key or b"") + len(record.value or b"") + RECORD_OVERHEAD
-            instance.positions[tp] = next_position
+        before = [(cursor, cursor.position) for cursor in cursors]
+        topic, p = "", 0
+        try:
+            for cursor in cursors:
+                if budget <= 0:
+                    break
+                topic, p = cursor.key
+                for record in await cursor.read(budget):
+                    where = f"{topic}-{p}@{record.offset}"
+                    item = {
+                        "topic": topic,
+                        "key": decode_field(fmt, record.key, where),
+                        "value": decode_field(fmt, record.value, where),
+                        "partition": p,
+                        "offset": record.offset,
+                        "timestamp": record.timestamp,
+                    }
+                    if record.headers:
+                        item["headers"] = decode_headers(record.headers)
+                    out.append(item)
+                    budget -= len(record.key or b"") + len(record.value or b"") + RECORD_OVERHEAD
+        except (RestError, UnknownTopicOrPartition, OffsetOutOfRange) as exc:
+            for cursor, position in before:
+                cursor.position = position
+            if isinstance(exc, UnknownTopicOrPartition):
+                raise errors.partition_not_found(topic, p) from None
+            if isinstance(exc, OffsetOutOfRange):  # auto.offset.reset is none
+                raise errors.unprocessable(
+                    f"{exc.message}; auto.offset.reset is none.", errors.OFFSET_OUT_OF_RANGE
+                ) from None
+            raise
         return out
 
     # ------------------------------------------------------------------ offsets
 
-    async def commit(self, instance: ConsumerInstance,
-                     offsets: dict[TopicPartition, Committed] | None) -> None:
-        """Commit ``offsets`` (None: the current positions) for the instance's group."""
+    async def commit(
+        self, instance: ConsumerInstance, offsets: dict[TopicPartition, Committed] | None
+    ) -> None:
+        """Commit ``offsets`` (None: the current positions) for the instance's group: as
+        its group member when subscribed, else as an ``assign()`` consumer."""
         if offsets is None:
-            offsets = self._current(instance)
-        member = instance.member
-        if member is not None and member.epoch == 0:
-            await self.sync(instance, force=True)
-        await self.groups.commit(instance.group, offsets, instance.member)
+            offsets = instance.positions()
+        topics = self.core.topics()
+        for topic, p in offsets:
+            meta = topics.get(topic)
+            if meta is None or p >= meta.partitions:
+                raise errors.partition_not_found(topic, p)
+        self._coordinator_running()
+        try:
+            if instance.member is not None:
+                await instance.member.commit(offsets)
+            else:
+                await self.core.offsets(instance.group).commit(offsets)
+        except GroupCoordinatorError as exc:
+            raise errors.from_coordinator(exc) from None
 
-    def committed(self, instance: ConsumerInstance,
-                  partitions: list[TopicPartition]) -> dict[TopicPartition, Committed]:
-        return self.groups.committed(instance.group, partitions)
+    def committed(
+        self, instance: ConsumerInstance, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, Committed]:
+        return self._committed(instance.group, partitions)
+
+    def _committed(
+        self, group: str, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, Committed]:
+        self._coordinator_running()
+        try:
+            return self.core.offsets(group).committed(partitions)
+        except GroupCoordinatorError as exc:
+            raise errors.from_coordinator(exc) from None
+
+
+def _spacing(member: GroupMember) -> float | None:
+    """Heartbeat spacing: quick while the group reconciles, else the coordinator's."""
+    return REBALANCE_HEARTBEAT_S if member.reconciling else None
 
 
 def _illegal_state() -> RestError:
-    return RestError(409, errors.ILLEGAL_STATE, "Illegal state: Subscription to topics, "
-                     "partitions and pattern are mutually exclusive.")
+    return RestError(
+        409,
+        errors.ILLEGAL_STATE,
+        "Illegal state: Subscription to topics, partitions and pattern are mutually exclusive.",
+    )
 
 
 def _not_assigned(tp: TopicPartition) -> RestError:
-    return RestError(409, errors.ILLEGAL_STATE,
-                     f"Illegal state: No current assignment for partition {tp[0]}-{tp[1]}.")
+    return RestError(
+        409,
+        errors.ILLEGAL_STATE,
+        f"Illegal state: No current assignment for partition {tp[0]}-{tp[1]}.",
+    )

@@ -1,4 +1,4 @@
-"""What every HTTP route reaches: the broker core and the gateway's own state."""
+"""What every HTTP route reaches: the broker core and the door's own state."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from typing import Any
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
 
-from bayou.broker.context import BrokerState
-from bayou.broker.partitioner import Partitioner
+from bayou.core import Core
+from bayou.core.partitioner import Partitioner
 from bayou.gateways.http.consumers import ConsumerRegistry
 from bayou.gateways.http.payloads import V2
 
 
 @dataclass
 class Gateway:
-    state: BrokerState
+    core: Core
     consumers: ConsumerRegistry
     partitioner: Partitioner
     max_body_bytes: int
@@ -44,10 +44,10 @@ ERROR_REASONS = {
     404: "Topic, partition or consumer instance not found",
     406: "Accept asks for another embedded format than the consumer instance's",
     409: "Conflicts with the current state: the instance exists, subscription versus "
-         "assignment, a partition not assigned, the group's state, a topic name that collides "
-         "with another",
+    "assignment, a partition not assigned, the group's state, a topic name that collides "
+    "with another",
     413: "The body is over http_max_body_bytes, or the records make a batch over the topic's "
-         "max.message.bytes",
+    "max.message.bytes",
     415: "Content-Type not accepted here",
     422: "A path, query or body value of the wrong shape or out of range",
     500: "The broker could not do it (a storage error)",
@@ -57,19 +57,23 @@ ERROR_REASONS = {
 
 def errors_doc(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """``responses`` entries for the REST Proxy error answers an operation can give."""
-    return {status: {"description": ERROR_REASONS[status],
-                     "content": {V2: {"schema": ERROR_SCHEMA}}} for status in statuses}
+    return {
+        status: {"description": ERROR_REASONS[status], "content": {V2: {"schema": ERROR_SCHEMA}}}
+        for status in statuses
+    }
 
 
 def body_doc(schema: str, *media_types: str, required: bool = True) -> dict[str, Any]:
     """``openapi_extra`` declaring a request body of component ``schema``."""
     ref = {"$ref": f"#/components/schemas/{schema}"}
-    return {"requestBody": {"required": required,
-                            "content": {m: {"schema": ref} for m in media_types}}}
+    return {
+        "requestBody": {"required": required, "content": {m: {"schema": ref} for m in media_types}}
+    }
 
 
-def answer_doc(description: str, schema: dict[str, Any] | None = None,
-               status: int = 200, *errors: int) -> dict[int | str, dict[str, Any]]:
+def answer_doc(
+    description: str, schema: dict[str, Any] | None = None, status: int = 200, *errors: int
+) -> dict[int | str, dict[str, Any]]:
     """``responses`` for the answer ``status`` (its ``schema`` under REST Proxy's media type)
     and the error statuses ``errors``."""
     content = {V2: {"schema": schema}} if schema is not None else None

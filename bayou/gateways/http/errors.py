@@ -4,11 +4,13 @@ Confluent REST Proxy's ``error_code`` is the HTTP status followed by two digits 
 case (40401 topic not found, 40403 consumer instance not found …), or the bare status for
 generic cases (400 bad JSON, 415 wrong content type, 422 invalid body).  Every error the
 gateway answers is a ``RestError``; Kafka errors from the broker core are mapped by
-``from_kafka``.  Nothing else reaches a client (unexpected exceptions become 500/50001).
+``from_kafka``, group-coordinator errors by ``from_coordinator``.  Nothing else reaches a
+client (unexpected exceptions become 500/50001).
 """
 
 from __future__ import annotations
 
+from bayou.core.groups import GroupCoordinatorError
 from bayou.errors import ErrorCode, KafkaError
 
 TOPIC_NOT_FOUND = 40401
@@ -62,8 +64,9 @@ def from_kafka(exc: KafkaError, *, topic: str | None = None) -> RestError:
     """The REST answer for a Kafka error raised by the broker core."""
     code = exc.code
     if code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION:
-        return RestError(404, TOPIC_NOT_FOUND, exc.message if topic is None else
-                         f"Topic {topic} not found.")
+        return RestError(
+            404, TOPIC_NOT_FOUND, exc.message if topic is None else f"Topic {topic} not found."
+        )
     if code == ErrorCode.INVALID_TOPIC_EXCEPTION:
         return unprocessable(exc.message)
     if code in (ErrorCode.MESSAGE_TOO_LARGE, ErrorCode.RECORD_LIST_TOO_LARGE):
@@ -73,6 +76,26 @@ def from_kafka(exc: KafkaError, *, topic: str | None = None) -> RestError:
     if code.retriable:
         return RestError(503, KAFKA_RETRIABLE, exc.message)
     return RestError(500, KAFKA, exc.message)
+
+
+def from_coordinator(exc: GroupCoordinatorError) -> RestError:
+    """The REST answer for a group coordinator's refusal: 503 while it is not available
+    (retriable), 422 for a malformed request or metadata too large, 404 for an unknown
+    partition, else 409 (the group's state does not allow it)."""
+    code, text = exc.code, str(exc)
+    if code in (
+        ErrorCode.COORDINATOR_NOT_AVAILABLE,
+        ErrorCode.COORDINATOR_LOAD_IN_PROGRESS,
+        ErrorCode.NOT_COORDINATOR,
+    ):
+        return RestError(503, KAFKA_RETRIABLE, f"Group coordinator not available: {text}")
+    if code == ErrorCode.INVALID_REQUEST:
+        return unprocessable(text)
+    if code == ErrorCode.OFFSET_METADATA_TOO_LARGE:
+        return unprocessable(f"Offset metadata too large: {text}")
+    if code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION:
+        return RestError(404, PARTITION_NOT_FOUND, text)
+    return RestError(409, ILLEGAL_STATE, f"Illegal state: {code.name}: {text}")
 
 
 def record_error_code(exc: KafkaError) -> int:

@@ -31,11 +31,12 @@ import enum
 import json
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 
-from bayou.broker.request_budget import BodyReader, RequestStalled
+from bayou.core.request_budget import BodyReader, RequestBudget, RequestStalled
 from bayou.gateways.http.errors import JSON_CONVERSION, RestError, bad_request, unprocessable
+from bayou.gateways.http.integers import Integer
 
 V2 = "application/vnd.kafka.v2+json"
 JSON_V2 = "application/vnd.kafka.json.v2+json"
@@ -68,10 +69,18 @@ def produce_format(content_type: str | None) -> Format:
     if fmt is not None:
         return fmt
     if any(f".{name}." in kind for name in _UNSUPPORTED_FORMATS):
-        raise RestError(415, 415, f"Embedded format of {kind} needs a schema registry, "
-                        "which Bayou does not have; use json or binary.")
-    raise RestError(415, 415, f"Unsupported Content-Type {kind or '(none)'}: use {JSON_V2}, "
-                    f"{BINARY_V2} or application/json.")
+        raise RestError(
+            415,
+            415,
+            f"Embedded format of {kind} needs a schema registry, "
+            "which Bayou does not have; use json or binary.",
+        )
+    raise RestError(
+        415,
+        415,
+        f"Unsupported Content-Type {kind or '(none)'}: use {JSON_V2}, "
+        f"{BINARY_V2} or application/json.",
+    )
 
 
 def check_json_content(content_type: str | None) -> None:
@@ -96,11 +105,15 @@ def accept_format(accept: str | None, default: Format) -> Format:
 
 
 def _mismatch(kind: str) -> Format:
-    raise RestError(406, 40601, f"The requested embedded data format {kind} does not match "
-                    "the deserializer for this consumer instance.")
+    raise RestError(
+        406,
+        40601,
+        f"The requested embedded data format {kind} does not match "
+        "the deserializer for this consumer instance.",
+    )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, budget: RequestBudget) -> bytes:
     """The whole body, refusing (413) anything over ``limit`` bytes before reading it all.
 
     The body counts in the broker-wide request-bytes budget while it is read: a large one
@@ -110,7 +123,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     expected = int(declared) if declared is not None and declared.isdigit() else 0
     if expected > limit:
         raise _too_large(limit)
-    reader = BodyReader(request.app.state.gateway.state.request_budget, expected)
+    reader = BodyReader(budget, expected)
     chunks: list[bytes] = []
     size = 0
     try:
@@ -129,8 +142,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def _too_large(limit: int) -> RestError:
-    return RestError(413, 413, f"Request body is larger than {limit} bytes "
-                     "(http_max_body_bytes).")
+    return RestError(413, 413, f"Request body is larger than {limit} bytes (http_max_body_bytes).")
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -161,25 +173,18 @@ def _describe(errors: list[Any]) -> str:
 
 # ----------------------------------------------------------------- bodies (and OpenAPI schemas)
 
-def _whole(value: Any) -> Any:
-    """JSON Schema counts 3.0 as an integer: take it as 3 (other floats stay refused)."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-# Integers as JSON Schema means them: JSON numbers without a fractional part.  (The bounds sit
-# inside the Annotated, before the validator, so that the schema shows minimum/maximum.)
-Int = Annotated[int, BeforeValidator(_whole)]
-PartitionIndex = Annotated[int, Field(ge=0, le=2**31 - 1), BeforeValidator(_whole)]
-OffsetValue = Annotated[int, Field(ge=0, le=2**63 - 1), BeforeValidator(_whole)]
-FetchMinBytes = Annotated[int, Field(ge=-1), BeforeValidator(_whole)]
-RequestTimeoutMs = Annotated[int, Field(ge=0, le=60_000), BeforeValidator(_whole)]
+# Integer fields take JSON numbers and numeric strings, as REST Proxy does (see ``integers``).
+Int = Annotated[int, Integer()]
+PartitionIndex = Annotated[int, Integer(0, 2**31 - 1)]
+OffsetValue = Annotated[int, Integer(0, 2**63 - 1)]
+FetchMinBytes = Annotated[int, Integer(-1)]
+RequestTimeoutMs = Annotated[int, Integer(0, 60_000)]
 
 
 class _Body(BaseModel):
-    """Strict: JSON types as the schema says them (``false`` is not ``0``, ``"1"`` is not
-    ``1``), so the OpenAPI document is exactly what is accepted; unknown keys are ignored."""
+    """Strict: JSON types as the schema says them (``false`` is not ``0``; integer fields
+    take numeric strings, as the schema says), so the OpenAPI document is exactly what is
+    accepted; unknown keys are ignored."""
 
     model_config = ConfigDict(extra="ignore", strict=True)
 
@@ -190,18 +195,21 @@ BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 
 class RecordHeader(_Body):
     name: str = Field(description="Header name.")
-    value: str | None = Field(None, pattern=BASE64,
-                              description="base64 of the value's bytes; null: no value.")
+    value: str | None = Field(
+        None, pattern=BASE64, description="base64 of the value's bytes; null: no value."
+    )
 
 
 class ProduceRecord(_Body):
     key: Any = Field(None, description="JSON value (json format) or base64 text (binary).")
     value: Any = Field(None, description="JSON value (json format) or base64 text (binary).")
-    partition: PartitionIndex | None = Field(None, description="Target partition; default: "
-                                                               "by key, else round-robin.")
-    headers: list[RecordHeader] = Field(default_factory=list,
-                                        description="Record headers, in order (REST Proxy v3 "
-                                                    "style); any format.")
+    partition: PartitionIndex | None = Field(
+        None, description="Target partition; default: by key, else round-robin."
+    )
+    headers: list[RecordHeader] = Field(
+        default_factory=list,
+        description="Record headers, in order (REST Proxy v3 style); any format.",
+    )
 
 
 class ProduceRequest(_Body):
@@ -219,10 +227,10 @@ class PartitionProduceRequest(_Body):
 # The same bodies as the binary format reads them (keys and values base64 text): for the
 # OpenAPI document only, since one decoder serves both formats (``encode_field``).
 
+
 class BinaryProduceRecord(ProduceRecord):
     key: str | None = Field(None, pattern=BASE64, description="base64 of the key's bytes.")
-    value: str | None = Field(None, pattern=BASE64,
-                              description="base64 of the value's bytes.")
+    value: str | None = Field(None, pattern=BASE64, description="base64 of the value's bytes.")
 
 
 class BinaryProduceRequest(ProduceRequest):
@@ -240,8 +248,9 @@ def encode_field(fmt: Format, value: Any, index: int, name: str) -> bytes | None
     if fmt == Format.JSON:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
     if not isinstance(value, str):
-        raise unprocessable(f"records.{index}.{name}: binary data must be base64 text",
-                            JSON_CONVERSION)
+        raise unprocessable(
+            f"records.{index}.{name}: binary data must be base64 text", JSON_CONVERSION
+        )
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
@@ -255,16 +264,19 @@ def encode_headers(headers: list[RecordHeader], index: int) -> list[tuple[str, b
         try:
             value = None if h.value is None else base64.b64decode(h.value, validate=True)
         except (binascii.Error, ValueError):
-            raise unprocessable(f"records.{index}.headers: value of {h.name!r} is not valid "
-                                "base64", JSON_CONVERSION) from None
+            raise unprocessable(
+                f"records.{index}.headers: value of {h.name!r} is not valid base64", JSON_CONVERSION
+            ) from None
         out.append((h.name, value))
     return out
 
 
 def decode_headers(headers: list[tuple[str, bytes | None]]) -> list[dict[str, str | None]]:
     """Stored headers as every HTTP reader gets them: ``{"name", "value": base64|null}``."""
-    return [{"name": name, "value": None if value is None else
-             base64.b64encode(value).decode("ascii")} for name, value in headers]
+    return [
+        {"name": name, "value": None if value is None else base64.b64encode(value).decode("ascii")}
+        for name, value in headers
+    ]
 
 
 def decode_field(fmt: Format, data: bytes | None, where: str) -> Any:
@@ -276,11 +288,14 @@ def decode_field(fmt: Format, data: bytes | None, where: str) -> Any:
     try:
         return json.loads(data)
     except ValueError:
-        raise unprocessable(f"The record at {where} is not JSON; read it with a binary "
-                            "consumer instance.", JSON_CONVERSION) from None
+        raise unprocessable(
+            f"The record at {where} is not JSON; read it with a binary consumer instance.",
+            JSON_CONVERSION,
+        ) from None
 
 
 # ------------------------------------------------------------------------- consumer bodies
+
 
 class TopicPartitionBody(_Body):
     topic: str = Field(min_length=1)
@@ -290,13 +305,14 @@ class TopicPartitionBody(_Body):
 class CreateConsumer(_Body):
     name: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")
     format: Format = Format.BINARY
-    auto_offset_reset: str = Field("latest", alias="auto.offset.reset",
-                                   pattern="^(earliest|latest|smallest|largest|none)$")
-    auto_commit_enable: str = Field("true", alias="auto.commit.enable",
-                                    pattern="^(true|false)$")
+    auto_offset_reset: str = Field(
+        "latest", alias="auto.offset.reset", pattern="^(earliest|latest|smallest|largest|none)$"
+    )
+    auto_commit_enable: str = Field("true", alias="auto.commit.enable", pattern="^(true|false)$")
     fetch_min_bytes: FetchMinBytes | None = Field(None, alias="fetch.min.bytes")
     consumer_request_timeout_ms: RequestTimeoutMs | None = Field(
-        None, alias="consumer.request.timeout.ms")
+        None, alias="consumer.request.timeout.ms"
+    )
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
@@ -305,12 +321,21 @@ class Subscription(_Body):
 
     topics: list[str] | None = None
     topic_pattern: str | None = Field(None, json_schema_extra={"format": "regex"})
-    model_config = ConfigDict(extra="ignore", json_schema_extra={"anyOf": [
-        {"required": ["topics"], "properties": {"topics": {"type": "array"},
-                                                "topic_pattern": {"type": "null"}}},
-        {"required": ["topic_pattern"], "properties": {"topic_pattern": {"type": "string"},
-                                                       "topics": {"type": "null"}}},
-    ]})
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "anyOf": [
+                {
+                    "required": ["topics"],
+                    "properties": {"topics": {"type": "array"}, "topic_pattern": {"type": "null"}},
+                },
+                {
+                    "required": ["topic_pattern"],
+                    "properties": {"topic_pattern": {"type": "string"}, "topics": {"type": "null"}},
+                },
+            ]
+        },
+    )
 
 
 class Partitions(_Body):
@@ -337,12 +362,20 @@ class ConsumerRecord(_Body):
     partition: int
     offset: int
     timestamp: int
-    headers: list[RecordHeader] | None = Field(None, description="Present when the record "
-                                                                  "has headers.")
+    headers: list[RecordHeader] | None = Field(
+        None, description="Present when the record has headers."
+    )
 
 
 # Models whose JSON schemas the OpenAPI document carries as components.
 BODY_MODELS: tuple[type[BaseModel], ...] = (
-    ProduceRequest, PartitionProduceRequest, BinaryProduceRequest, BinaryPartitionProduceRequest,
-    CreateConsumer, Subscription, Partitions, Offsets, ConsumerRecord,
+    ProduceRequest,
+    PartitionProduceRequest,
+    BinaryProduceRequest,
+    BinaryPartitionProduceRequest,
+    CreateConsumer,
+    Subscription,
+    Partitions,
+    Offsets,
+    ConsumerRecord,
 )

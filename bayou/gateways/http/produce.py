@@ -2,49 +2,53 @@
 
 Every record is converted and placed before anything is written (bad base64, a partition that
 does not exist, a batch over the topic's ``max.message.bytes`` → a 4xx and nothing written).
-Then each partition's batch is appended with ``BrokerState.append_now``: a batch is appended
-whole or not at all, so a request is all-or-nothing per partition.  If the topic's flush
-policy asks for it, the answer waits for one group-committed fsync of every partition written.
-A partition whose append fails reports the error on each of its records (``error_code`` 1 or
-2, as REST Proxy does), the others report their offsets.
+Then the batches go to ``Core.append_many`` in one call: each partition's batch is appended
+whole or not at all, so a request is all-or-nothing per partition, and the answer comes once
+every partition is as durable as its topic's flush policy asks (the engine runs their fsyncs
+together).  A partition whose append fails reports the error on each of its records
+(``error_code`` 1 or 2, as REST Proxy does), the others report their offsets.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from bayou.broker.context import BrokerState
-from bayou.broker.partitioner import Partitioner
 from bayou.config import TOPIC_CONFIGS
-from bayou.errors import InvalidTopic, KafkaError, UnknownTopicOrPartition
+from bayou.core import Core
+from bayou.core.partitioner import Partitioner
+from bayou.errors import ErrorCode, KafkaError
 from bayou.gateways.http import errors
 from bayou.gateways.http.payloads import Format, ProduceRecord, encode_field, encode_headers
 from bayou.protocol.kafka.records import Record, build_batch
-from bayou.storage import PartitionLog, TopicMeta
+from bayou.storage.engine import Buffer
+from bayou.storage.metadata import TopicMeta
+
+# What auto-creating a well-formed name can run into: the broker keeps the name for itself
+# (internal, reserved) or it collides with another ('a.b' with 'a_b') — a conflict.
+_CONFLICTS = (ErrorCode.INVALID_TOPIC_EXCEPTION, ErrorCode.TOPIC_ALREADY_EXISTS)
 
 
-def topic_meta(state: BrokerState, topic: str, *, create: bool = False) -> TopicMeta:
+async def topic_meta(core: Core, topic: str, *, create: bool = False) -> TopicMeta:
+    """The topic (auto-created when ``create`` and the broker allows it); a REST error
+    otherwise."""
     try:
-        return state.topic_or_autocreate(topic, allow_create=create)
-    except InvalidTopic as exc:
-        if create:  # the route checked the name's form: it collides ('a.b' with 'a_b')
-            raise errors.RestError(409, 409, exc.message) from None
-        raise errors.from_kafka(exc, topic=topic) from None
+        return await core.topic(topic, create=create)
     except KafkaError as exc:
+        if create and exc.code in _CONFLICTS:  # the route checked the name's form
+            raise errors.RestError(409, 409, exc.message) from None
         raise errors.from_kafka(exc, topic=topic) from None
 
 
 async def produce(
-    state: BrokerState,
+    core: Core,
     partitioner: Partitioner,
     topic: str,
     fmt: Format,
     records: list[ProduceRecord],
     partition: int | None = None,
 ) -> list[dict[str, Any]]:
-    meta = topic_meta(state, topic, create=True)
-    now = time.time_ns() // 1_000_000
+    meta = await topic_meta(core, topic, create=True)
+    now = core.clock_ms()
     placed: list[tuple[int, int]] = []  # (partition, index within its batch) per record
     by_partition: dict[int, list[Record]] = {}
     for i, rec in enumerate(records):
@@ -59,55 +63,63 @@ async def produce(
         pending = by_partition.setdefault(target, [])
         placed.append((target, len(pending)))
         pending.append(Record(now, key, value, headers))
-    limit = state.logs.topic_config(topic).max_message_bytes
-    batches = {p: build_batch(recs) for p, recs in by_partition.items()}
-    for p, batch in batches.items():
+    limit = core.engine.topic_config(topic).max_message_bytes
+    writes: list[tuple[str, int, Buffer]] = []
+    for p, recs in by_partition.items():
+        batch = build_batch(recs)
         if len(batch) > limit:
-            raise errors.RestError(413, 413, f"The records for partition {p} make a batch of "
-                                   f"{len(batch)} bytes, over the topic's max.message.bytes "
-                                   f"({limit}); nothing was written.")
+            raise errors.RestError(
+                413,
+                413,
+                f"The records for partition {p} make a batch of "
+                f"{len(batch)} bytes, over the topic's max.message.bytes "
+                f"({limit}); nothing was written.",
+            )
+        writes.append((topic, p, batch))
+    results = await core.append_many(writes)
     base: dict[int, int] = {}
     failed: dict[int, KafkaError] = {}
-    to_flush: list[PartitionLog] = []
-    for p, batch in batches.items():
-        try:
-            result, flush = state.append_now(topic, p, batch)
-        except UnknownTopicOrPartition:
-            raise errors.partition_not_found(topic, p) from None
-        except KafkaError as exc:
-            failed[p] = exc
-            continue
-        base[p] = result.base_offset
-        if flush is not None:
-            to_flush.append(flush)
-    if to_flush:
-        try:
-            await state.make_durable(to_flush)
-        except KafkaError as exc:
-            for log_ in to_flush:
-                failed[log_.index] = exc
+    for (_topic, p, _batch), result in zip(writes, results, strict=True):
+        if isinstance(result, KafkaError):
+            if result.code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION:  # deleted meanwhile
+                raise errors.partition_not_found(topic, p)
+            failed[p] = result
+        else:
+            base[p] = result.base_offset
     out: list[dict[str, Any]] = []
     for p, index in placed:
         error = failed.get(p)
         if error is None:
-            out.append({"partition": p, "offset": base[p] + index, "error_code": None,
-                        "error": None})
+            out.append(
+                {"partition": p, "offset": base[p] + index, "error_code": None, "error": None}
+            )
         else:
-            out.append({"partition": p, "offset": None,
-                        "error_code": errors.record_error_code(error), "error": error.message})
+            out.append(
+                {
+                    "partition": p,
+                    "offset": None,
+                    "error_code": errors.record_error_code(error),
+                    "error": error.message,
+                }
+            )
     return out
 
 
-def partition_info(state: BrokerState, index: int) -> dict[str, Any]:
-    node = state.node_id
-    return {"partition": index, "leader": node,
-            "replicas": [{"broker": node, "leader": True, "in_sync": True}]}
+def partition_info(core: Core, index: int) -> dict[str, Any]:
+    node = core.node_id
+    return {
+        "partition": index,
+        "leader": node,
+        "replicas": [{"broker": node, "leader": True, "in_sync": True}],
+    }
 
 
-def topic_info(state: BrokerState, topic: str) -> dict[str, Any]:
-    meta = topic_meta(state, topic)
-    config = state.logs.topic_config(topic)
-    configs = {name: definition.render(config[name]) for name, definition in
-               TOPIC_CONFIGS.items()}
-    return {"name": topic, "configs": configs,
-            "partitions": [partition_info(state, i) for i in range(meta.partitions)]}
+async def topic_info(core: Core, topic: str) -> dict[str, Any]:
+    meta = await topic_meta(core, topic)
+    config = core.engine.topic_config(topic)
+    configs = {name: definition.render(config[name]) for name, definition in TOPIC_CONFIGS.items()}
+    return {
+        "name": topic,
+        "configs": configs,
+        "partitions": [partition_info(core, i) for i in range(meta.partitions)],
+    }

@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
+from bayou.core import Committed, TopicPartition
 from bayou.gateways.http.consumers import ConsumerInstance
 from bayou.gateways.http.context import KafkaJSON, answer_doc, body_doc, gateway
-from bayou.gateways.http.groups import Committed, TopicPartition
 from bayou.gateways.http.payloads import (
     V2,
     CreateConsumer,
@@ -22,8 +22,9 @@ from bayou.gateways.http.payloads import (
     read_body,
 )
 
-router = APIRouter(prefix="/consumers/{group}", tags=["consumers"],
-                   default_response_class=KafkaJSON)
+router = APIRouter(
+    prefix="/consumers/{group}", tags=["consumers"], default_response_class=KafkaJSON
+)
 
 Group = Annotated[str, Path(min_length=1, max_length=249)]
 Name = Annotated[str, Path(min_length=1, max_length=200)]
@@ -35,7 +36,8 @@ GROUP = (409, 503)  # what the group coordinator can answer
 
 async def _body(request: Request) -> bytes:
     check_json_content(request.headers.get("content-type"))
-    return await read_body(request, gateway(request).max_body_bytes)
+    gw = gateway(request)
+    return await read_body(request, gw.max_body_bytes, gw.core.request_budget)
 
 
 def _instance(request: Request, group: str, name: str) -> ConsumerInstance:
@@ -46,30 +48,52 @@ def _partitions(body: Partitions) -> list[TopicPartition]:
     return [(p.topic, p.partition) for p in body.partitions]
 
 
-@router.post("", summary="Create a consumer instance",
-             openapi_extra=body_doc("CreateConsumer", *JSON_TYPES),
-             responses=answer_doc("The new instance", {
-                 "type": "object", "required": ["instance_id", "base_uri"], "properties": {
-                     "instance_id": {"type": "string"}, "base_uri": {"type": "string"}}},
-                 200, *BODY, 409))
+@router.post(
+    "",
+    summary="Create a consumer instance",
+    openapi_extra=body_doc("CreateConsumer", *JSON_TYPES),
+    responses=answer_doc(
+        "The new instance",
+        {
+            "type": "object",
+            "required": ["instance_id", "base_uri"],
+            "properties": {"instance_id": {"type": "string"}, "base_uri": {"type": "string"}},
+        },
+        200,
+        *BODY,
+        409,
+    ),
+)
 async def create_consumer(request: Request, group: Group) -> Response:
     body = parse(CreateConsumer, await _body(request))
     instance = gateway(request).consumers.create(group, body)
     base = str(request.base_url).rstrip("/")
-    return KafkaJSON({"instance_id": instance.name,
-                      "base_uri": f"{base}/consumers/{group}/instances/{instance.name}"})
+    return KafkaJSON(
+        {
+            "instance_id": instance.name,
+            "base_uri": f"{base}/consumers/{group}/instances/{instance.name}",
+        }
+    )
 
 
-@router.delete(INSTANCE, status_code=204, summary="Delete a consumer instance",
-               responses=answer_doc("Deleted", None, 204, 404, 422, *GROUP))
+@router.delete(
+    INSTANCE,
+    status_code=204,
+    summary="Delete a consumer instance",
+    responses=answer_doc("Deleted", None, 204, 404, 422, *GROUP),
+)
 async def delete_consumer(request: Request, group: Group, name: Name) -> Response:
     await gateway(request).consumers.delete(group, name)
     return Response(status_code=204)
 
 
-@router.post(INSTANCE + "/subscription", status_code=204, summary="Subscribe to topics",
-             openapi_extra=body_doc("Subscription", *JSON_TYPES),
-             responses=answer_doc("Subscribed", None, 204, 404, *BODY, *GROUP))
+@router.post(
+    INSTANCE + "/subscription",
+    status_code=204,
+    summary="Subscribe to topics",
+    openapi_extra=body_doc("Subscription", *JSON_TYPES),
+    responses=answer_doc("Subscribed", None, 204, 404, *BODY, *GROUP),
+)
 async def subscribe(request: Request, group: Group, name: Name) -> Response:
     instance = _instance(request, group, name)
     body = parse(Subscription, await _body(request))
@@ -77,25 +101,43 @@ async def subscribe(request: Request, group: Group, name: Name) -> Response:
     return Response(status_code=204)
 
 
-@router.get(INSTANCE + "/subscription", summary="Subscribed topics",
-            responses=answer_doc("The topics", {
-                "type": "object", "required": ["topics"],
-                "properties": {"topics": {"type": "array", "items": {"type": "string"}}}},
-                200, 404, 422))
+@router.get(
+    INSTANCE + "/subscription",
+    summary="Subscribed topics",
+    responses=answer_doc(
+        "The topics",
+        {
+            "type": "object",
+            "required": ["topics"],
+            "properties": {"topics": {"type": "array", "items": {"type": "string"}}},
+        },
+        200,
+        404,
+        422,
+    ),
+)
 async def get_subscription(request: Request, group: Group, name: Name) -> Response:
     return KafkaJSON({"topics": _instance(request, group, name).subscription()})
 
 
-@router.delete(INSTANCE + "/subscription", status_code=204, summary="Unsubscribe",
-               responses=answer_doc("Unsubscribed", None, 204, 404, 422, *GROUP))
+@router.delete(
+    INSTANCE + "/subscription",
+    status_code=204,
+    summary="Unsubscribe",
+    responses=answer_doc("Unsubscribed", None, 204, 404, 422, *GROUP),
+)
 async def unsubscribe(request: Request, group: Group, name: Name) -> Response:
     await gateway(request).consumers.unsubscribe(_instance(request, group, name))
     return Response(status_code=204)
 
 
-@router.post(INSTANCE + "/assignments", status_code=204, summary="Assign partitions manually",
-             openapi_extra=body_doc("Partitions", *JSON_TYPES),
-             responses=answer_doc("Assigned", None, 204, 404, *BODY, 409))
+@router.post(
+    INSTANCE + "/assignments",
+    status_code=204,
+    summary="Assign partitions manually",
+    openapi_extra=body_doc("Partitions", *JSON_TYPES),
+    responses=answer_doc("Assigned", None, 204, 404, *BODY, 409),
+)
 async def assign(request: Request, group: Group, name: Name) -> Response:
     instance = _instance(request, group, name)
     body = parse(Partitions, await _body(request))
@@ -103,9 +145,13 @@ async def assign(request: Request, group: Group, name: Name) -> Response:
     return Response(status_code=204)
 
 
-@router.get(INSTANCE + "/assignments", summary="Partitions this instance reads",
-            responses=answer_doc("The partitions", {"$ref": "#/components/schemas/Partitions"},
-                                 200, 404, 422))
+@router.get(
+    INSTANCE + "/assignments",
+    summary="Partitions this instance reads",
+    responses=answer_doc(
+        "The partitions", {"$ref": "#/components/schemas/Partitions"}, 200, 404, 422
+    ),
+)
 async def get_assignments(request: Request, group: Group, name: Name) -> Response:
     gw = gateway(request)
     assigned = gw.consumers.assignment(_instance(request, group, name))
@@ -115,46 +161,75 @@ async def get_assignments(request: Request, group: Group, name: Name) -> Respons
 SEEKED = answer_doc("Done", None, 204, 404, *BODY, 409)
 
 
-@router.post(INSTANCE + "/positions", status_code=204, summary="Seek to offsets",
-             openapi_extra=body_doc("Offsets", *JSON_TYPES), responses=SEEKED)
+@router.post(
+    INSTANCE + "/positions",
+    status_code=204,
+    summary="Seek to offsets",
+    openapi_extra=body_doc("Offsets", *JSON_TYPES),
+    responses=SEEKED,
+)
 async def seek(request: Request, group: Group, name: Name) -> Response:
     instance = _instance(request, group, name)
     body = parse(Offsets, await _body(request))
     gateway(request).consumers.seek(
-        instance, {(o.topic, o.partition): o.offset for o in body.offsets})
+        instance, {(o.topic, o.partition): o.offset for o in body.offsets}
+    )
     return Response(status_code=204)
 
 
-@router.post(INSTANCE + "/positions/beginning", status_code=204,
-             summary="Seek to the first offsets", responses=SEEKED,
-             openapi_extra=body_doc("Partitions", *JSON_TYPES))
+@router.post(
+    INSTANCE + "/positions/beginning",
+    status_code=204,
+    summary="Seek to the first offsets",
+    responses=SEEKED,
+    openapi_extra=body_doc("Partitions", *JSON_TYPES),
+)
 async def seek_beginning(request: Request, group: Group, name: Name) -> Response:
     instance = _instance(request, group, name)
     body = parse(Partitions, await _body(request))
-    gateway(request).consumers.seek_edge(instance, _partitions(body), end=False)
+    await gateway(request).consumers.seek_edge(instance, _partitions(body), end=False)
     return Response(status_code=204)
 
 
-@router.post(INSTANCE + "/positions/end", status_code=204, summary="Seek to the log ends",
-             openapi_extra=body_doc("Partitions", *JSON_TYPES), responses=SEEKED)
+@router.post(
+    INSTANCE + "/positions/end",
+    status_code=204,
+    summary="Seek to the log ends",
+    openapi_extra=body_doc("Partitions", *JSON_TYPES),
+    responses=SEEKED,
+)
 async def seek_end(request: Request, group: Group, name: Name) -> Response:
     instance = _instance(request, group, name)
     body = parse(Partitions, await _body(request))
-    gateway(request).consumers.seek_edge(instance, _partitions(body), end=True)
+    await gateway(request).consumers.seek_edge(instance, _partitions(body), end=True)
     return Response(status_code=204)
 
 
-@router.get(INSTANCE + "/records", summary="Read records (long poll)",
-            responses=answer_doc("Records", {"type": "array", "items": {
-                "$ref": "#/components/schemas/ConsumerRecord"}}, 200, 404, 406, 422, *GROUP))
+@router.get(
+    INSTANCE + "/records",
+    summary="Read records (long poll)",
+    responses=answer_doc(
+        "Records",
+        {"type": "array", "items": {"$ref": "#/components/schemas/ConsumerRecord"}},
+        200,
+        404,
+        406,
+        422,
+        *GROUP,
+    ),
+)
 async def records(
     request: Request,
     group: Group,
     name: Name,
-    timeout: Annotated[int | None, Query(
-        ge=0, le=60_000,
-        description="ms to wait at most (the instance's consumer.request.timeout.ms caps it)",
-    )] = None,
+    timeout: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=60_000,
+            description="ms to wait at most (the instance's consumer.request.timeout.ms caps it)",
+        ),
+    ] = None,
     max_bytes: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> Response:
     gw = gateway(request)
@@ -164,10 +239,13 @@ async def records(
     return KafkaJSON(out)
 
 
-@router.post(INSTANCE + "/offsets", summary="Commit offsets (none given: current positions)",
-             openapi_extra=body_doc("Offsets", *JSON_TYPES, required=False),
-             response_class=Response,  # 200 with no body, as REST Proxy answers
-             responses=answer_doc("Committed", None, 200, 404, *BODY, *GROUP))
+@router.post(
+    INSTANCE + "/offsets",
+    summary="Commit offsets (none given: current positions)",
+    openapi_extra=body_doc("Offsets", *JSON_TYPES, required=False),
+    response_class=Response,  # 200 with no body, as REST Proxy answers
+    responses=answer_doc("Committed", None, 200, 404, *BODY, *GROUP),
+)
 async def commit(request: Request, group: Group, name: Name) -> Response:
     instance = _instance(request, group, name)
     body = parse(Offsets, await _body(request), empty_ok=True)
@@ -179,22 +257,53 @@ async def commit(request: Request, group: Group, name: Name) -> Response:
     return Response(status_code=200)
 
 
-@router.get(INSTANCE + "/offsets", summary="Committed offsets of partitions",
-            openapi_extra=body_doc("Partitions", *JSON_TYPES, required=False),
-            responses=answer_doc("Committed offsets", {
-                "type": "object", "required": ["offsets"], "properties": {"offsets": {
-                    "type": "array", "items": {"type": "object", "properties": {
-                        "topic": {"type": "string"}, "partition": {"type": "integer"},
-                        "offset": {"type": "integer"}, "metadata": {"type": "string"}}}}}},
-                200, 404, *BODY, *GROUP))
+@router.get(
+    INSTANCE + "/offsets",
+    summary="Committed offsets of partitions",
+    openapi_extra=body_doc("Partitions", *JSON_TYPES, required=False),
+    responses=answer_doc(
+        "Committed offsets",
+        {
+            "type": "object",
+            "required": ["offsets"],
+            "properties": {
+                "offsets": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "topic": {"type": "string"},
+                            "partition": {"type": "integer"},
+                            "offset": {"type": "integer"},
+                            "metadata": {"type": "string"},
+                        },
+                    },
+                }
+            },
+        },
+        200,
+        404,
+        *BODY,
+        *GROUP,
+    ),
+)
 async def committed(request: Request, group: Group, name: Name) -> Response:
     instance = _instance(request, group, name)
     body = parse(Partitions, await _body(request), empty_ok=True)
     gw = gateway(request)
     wanted = _partitions(body) or gw.consumers.assignment(instance)
     found = gw.consumers.committed(instance, wanted)
-    return KafkaJSON({"offsets": [
-        {"topic": t, "partition": p, "offset": found[(t, p)][0],
-         "metadata": found[(t, p)][1] or ""}
-        for t, p in wanted if (t, p) in found
-    ]})
+    return KafkaJSON(
+        {
+            "offsets": [
+                {
+                    "topic": t,
+                    "partition": p,
+                    "offset": found[(t, p)][0],
+                    "metadata": found[(t, p)][1] or "",
+                }
+                for t, p in wanted
+                if (t, p) in found
+            ]
+        }
+    )

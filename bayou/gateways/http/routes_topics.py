@@ -9,7 +9,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Query, Request, WebSocket, WebSocketDisconnect
 from starlette.responses import Response, StreamingResponse
 
-from bayou.broker.context import BrokerState
+from bayou.core import Core, Cursor
+from bayou.errors import UnknownTopicOrPartition
 from bayou.gateways.http import errors
 from bayou.gateways.http.context import KafkaJSON, answer_doc, errors_doc, gateway
 from bayou.gateways.http.cors import websocket_origin_allowed
@@ -24,7 +25,7 @@ from bayou.gateways.http.payloads import (
     read_body,
 )
 from bayou.gateways.http.produce import partition_info, produce, topic_info, topic_meta
-from bayou.gateways.http.streams import Cursor, follow, sse_body, start_cursor
+from bayou.gateways.http.streams import follow, sse_body, start_cursors
 
 router = APIRouter(tags=["topics"], default_response_class=KafkaJSON)
 
@@ -33,17 +34,34 @@ router = APIRouter(tags=["topics"], default_response_class=KafkaJSON)
 TOPIC_PATTERN = r"^(?:[A-Za-z0-9_-]|\.[A-Za-z0-9_-]|\.\.[A-Za-z0-9._-])[A-Za-z0-9._-]*$"
 TopicName = Annotated[str, Path(min_length=1, max_length=249, pattern=TOPIC_PATTERN)]
 PartitionIndex = Annotated[int, Path(ge=0, le=2**31 - 1)]
-_OFFSETS = {"type": "object", "properties": {
-    "offsets": {"type": "array", "items": {"type": "object", "properties": {
-        "partition": {"type": "integer"}, "offset": {"type": ["integer", "null"]},
-        "error_code": {"type": ["integer", "null"]}, "error": {"type": ["string", "null"]}}}},
-    "key_schema_id": {"type": "null"}, "value_schema_id": {"type": "null"}}}
+_OFFSETS = {
+    "type": "object",
+    "properties": {
+        "offsets": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "partition": {"type": "integer"},
+                    "offset": {"type": ["integer", "null"]},
+                    "error_code": {"type": ["integer", "null"]},
+                    "error": {"type": ["string", "null"]},
+                },
+            },
+        },
+        "key_schema_id": {"type": "null"},
+        "value_schema_id": {"type": "null"},
+    },
+}
 
 
-@router.get("/topics", summary="List topic names",
-            responses=answer_doc("Topic names", {"type": "array", "items": {"type": "string"}}))
+@router.get(
+    "/topics",
+    summary="List topic names",
+    responses=answer_doc("Topic names", {"type": "array", "items": {"type": "string"}}),
+)
 async def list_topics(request: Request) -> Response:
-    return KafkaJSON(sorted(gateway(request).state.logs.topics()))
+    return KafkaJSON(sorted(gateway(request).core.topics()))
 
 
 def produce_body_doc(schema: str) -> dict[str, Any]:
@@ -53,10 +71,17 @@ def produce_body_doc(schema: str) -> dict[str, Any]:
     def ref(name: str) -> dict[str, Any]:
         return {"schema": {"$ref": f"#/components/schemas/{name}"}}
 
-    return {"requestBody": {"required": True, "content": {
-        JSON_V2: ref(schema), "application/json": ref(schema), V2: ref(schema),
-        BINARY_V2: ref(f"Binary{schema}"),
-    }}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                JSON_V2: ref(schema),
+                "application/json": ref(schema),
+                V2: ref(schema),
+                BINARY_V2: ref(f"Binary{schema}"),
+            },
+        }
+    }
 
 
 FOUND = answer_doc("Found", None, 200, 404, 422)
@@ -64,63 +89,93 @@ FOUND = answer_doc("Found", None, 200, 404, 422)
 
 @router.get("/topics/{topic}", summary="Topic metadata and configs", responses=FOUND)
 async def get_topic(request: Request, topic: TopicName) -> Response:
-    return KafkaJSON(topic_info(gateway(request).state, topic))
+    return KafkaJSON(await topic_info(gateway(request).core, topic))
 
 
 @router.get("/topics/{topic}/partitions", summary="Partitions of a topic", responses=FOUND)
 async def get_partitions(request: Request, topic: TopicName) -> Response:
-    state = gateway(request).state
-    meta = topic_meta(state, topic)
-    return KafkaJSON([partition_info(state, p) for p in range(meta.partitions)])
+    core = gateway(request).core
+    meta = await topic_meta(core, topic)
+    return KafkaJSON([partition_info(core, p) for p in range(meta.partitions)])
 
 
 @router.get("/topics/{topic}/partitions/{partition}", summary="One partition", responses=FOUND)
-async def get_partition(request: Request, topic: TopicName, partition: PartitionIndex
-                        ) -> Response:
-    state = gateway(request).state
-    if partition >= topic_meta(state, topic).partitions:
+async def get_partition(request: Request, topic: TopicName, partition: PartitionIndex) -> Response:
+    core = gateway(request).core
+    if partition >= (await topic_meta(core, topic)).partitions:
         raise errors.partition_not_found(topic, partition)
-    return KafkaJSON(partition_info(state, partition))
+    return KafkaJSON(partition_info(core, partition))
 
 
-@router.get("/topics/{topic}/partitions/{partition}/offsets",
-            summary="First and next offsets of a partition", responses=answer_doc(
-                "The partition's first offset and the next offset to be written",
-                {"type": "object", "required": ["beginning_offset", "end_offset"],
-                 "properties": {"beginning_offset": {"type": "integer"},
-                                "end_offset": {"type": "integer"}}}, 200, 404, 422))
-async def get_partition_offsets(request: Request, topic: TopicName, partition: PartitionIndex
-                                ) -> Response:
-    state = gateway(request).state
-    if partition >= topic_meta(state, topic).partitions:
+@router.get(
+    "/topics/{topic}/partitions/{partition}/offsets",
+    summary="First and next offsets of a partition",
+    responses=answer_doc(
+        "The partition's first offset and the next offset to be written",
+        {
+            "type": "object",
+            "required": ["beginning_offset", "end_offset"],
+            "properties": {
+                "beginning_offset": {"type": "integer"},
+                "end_offset": {"type": "integer"},
+            },
+        },
+        200,
+        404,
+        422,
+    ),
+)
+async def get_partition_offsets(
+    request: Request, topic: TopicName, partition: PartitionIndex
+) -> Response:
+    core = gateway(request).core
+    if partition >= (await topic_meta(core, topic)).partitions:
         raise errors.partition_not_found(topic, partition)
-    log = state.logs.partition(topic, partition)
-    return KafkaJSON({"beginning_offset": log.log_start_offset,
-                      "end_offset": log.log_end_offset})
+    try:
+        handle = core.partition(topic, partition)
+    except UnknownTopicOrPartition:  # deleted meanwhile
+        raise errors.partition_not_found(topic, partition) from None
+    return KafkaJSON(
+        {"beginning_offset": handle.log_start_offset, "end_offset": handle.log_end_offset}
+    )
 
 
-PRODUCED = answer_doc("Partition and offset of each record", _OFFSETS, 200,
-                      400, 404, 409, 413, 415, 422, 500, 503)
+PRODUCED = answer_doc(
+    "Partition and offset of each record", _OFFSETS, 200, 400, 404, 409, 413, 415, 422, 500, 503
+)
 
 
-@router.post("/topics/{topic}", summary="Produce records (partition by key, else round-robin)",
-             openapi_extra=produce_body_doc("ProduceRequest"), responses=PRODUCED)
+@router.post(
+    "/topics/{topic}",
+    summary="Produce records (partition by key, else round-robin)",
+    openapi_extra=produce_body_doc("ProduceRequest"),
+    responses=PRODUCED,
+)
 async def produce_to_topic(request: Request, topic: TopicName) -> Response:
     gw = gateway(request)
     fmt = produce_format(request.headers.get("content-type"))
-    body = parse(ProduceRequest, await read_body(request, gw.max_body_bytes))
-    offsets = await produce(gw.state, gw.partitioner, topic, fmt, body.records)
+    body = parse(
+        ProduceRequest, await read_body(request, gw.max_body_bytes, gw.core.request_budget)
+    )
+    offsets = await produce(gw.core, gw.partitioner, topic, fmt, body.records)
     return _produced(offsets)
 
 
-@router.post("/topics/{topic}/partitions/{partition}", summary="Produce records to a partition",
-             openapi_extra=produce_body_doc("PartitionProduceRequest"), responses=PRODUCED)
-async def produce_to_partition(request: Request, topic: TopicName, partition: PartitionIndex
-                               ) -> Response:
+@router.post(
+    "/topics/{topic}/partitions/{partition}",
+    summary="Produce records to a partition",
+    openapi_extra=produce_body_doc("PartitionProduceRequest"),
+    responses=PRODUCED,
+)
+async def produce_to_partition(
+    request: Request, topic: TopicName, partition: PartitionIndex
+) -> Response:
     gw = gateway(request)
     fmt = produce_format(request.headers.get("content-type"))
-    body = parse(PartitionProduceRequest, await read_body(request, gw.max_body_bytes))
-    offsets = await produce(gw.state, gw.partitioner, topic, fmt, body.records, partition)
+    body = parse(
+        PartitionProduceRequest, await read_body(request, gw.max_body_bytes, gw.core.request_budget)
+    )
+    offsets = await produce(gw.core, gw.partitioner, topic, fmt, body.records, partition)
     return _produced(offsets)
 
 
@@ -128,16 +183,27 @@ def _produced(offsets: list[dict[str, Any]]) -> Response:
     return KafkaJSON({"offsets": offsets, "key_schema_id": None, "value_schema_id": None})
 
 
-From = Annotated[str, Query(alias="from", description="earliest, latest, an offset, or an "
-                            "ISO-8601 time", max_length=64)]
+From = Annotated[
+    str,
+    Query(
+        alias="from", description="earliest, latest, an offset, or an ISO-8601 time", max_length=64
+    ),
+]
 StreamFormat = Annotated[str, Query(pattern="^(json|binary)$")]
 
 
-@router.get("/topics/{topic}/stream", summary="Follow a topic as Server-Sent Events",
-            response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
-                             "description": "One event per record; its id resumes the stream"},
-                       **errors_doc(400, 404, 422)})
+@router.get(
+    "/topics/{topic}/stream",
+    summary="Follow a topic as Server-Sent Events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "One event per record; its id resumes the stream",
+        },
+        **errors_doc(400, 404, 422),
+    },
+)
 async def stream_sse(
     request: Request,
     topic: TopicName,
@@ -145,10 +211,10 @@ async def stream_sse(
     format: StreamFormat = "json",
     last_event_id: Annotated[str | None, Header(max_length=4096)] = None,
 ) -> Response:
-    state = gateway(request).state
-    cursor = start_cursor(state, topic, start, last_event_id)
+    core = gateway(request).core
+    cursors = await start_cursors(core, topic, start, last_event_id)
     return StreamingResponse(
-        sse_body(state, topic, cursor, binary=format == "binary"),
+        sse_body(core, topic, cursors, binary=format == "binary"),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -164,18 +230,18 @@ async def stream_ws(
 ) -> None:
     """The same stream over WebSocket: one text message per record, with its cursor ``id``."""
     gw = gateway(websocket)
-    if not websocket_origin_allowed(websocket.headers.get("origin"),
-                                    websocket.headers.get("host"), gw.cors_origins):
+    if not websocket_origin_allowed(
+        websocket.headers.get("origin"), websocket.headers.get("host"), gw.cors_origins
+    ):
         await websocket.close(code=1008)  # before accept: the upgrade is answered 403
         return
-    state = gw.state
     try:
-        cursor = start_cursor(state, topic, start, last_event_id)
+        cursors = await start_cursors(gw.core, topic, start, last_event_id)
     except errors.RestError as exc:
         await websocket.close(code=1008, reason=exc.message[:120])
         return
     await websocket.accept()
-    sender = asyncio.create_task(_send_ws(websocket, state, topic, cursor, format == "binary"))
+    sender = asyncio.create_task(_send_ws(websocket, gw.core, topic, cursors, format == "binary"))
     listener = asyncio.create_task(_until_closed(websocket))
     try:
         await asyncio.wait({sender, listener}, return_when=asyncio.FIRST_COMPLETED)
@@ -185,9 +251,10 @@ async def stream_ws(
         await asyncio.gather(sender, listener, return_exceptions=True)
 
 
-async def _send_ws(websocket: WebSocket, state: BrokerState, topic: str, cursor: Cursor,
-                   binary: bool) -> None:
-    async for events in follow(state, topic, cursor, binary=binary):
+async def _send_ws(
+    websocket: WebSocket, core: Core, topic: str, cursors: dict[int, Cursor], binary: bool
+) -> None:
+    async for events in follow(core, topic, cursors, binary=binary):
         if events is None:
             continue
         for event_id, data in events:

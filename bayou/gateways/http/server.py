@@ -1,7 +1,8 @@
 """The HTTP listener: uvicorn's server driven inside the broker's event loop.
 
-``HttpGateway.start`` binds the socket itself (so a busy port is an ordinary ``OSError`` for
-``Broker.start``, not uvicorn's ``sys.exit``), then runs uvicorn's ``startup`` and its
+``HttpGateway(core, host, options)`` is the door ``bayou.app`` builds; it sees the broker only
+through the ``Core``.  ``start`` binds the socket itself (so a busy port is an ordinary
+``OSError`` for ``App.start``, not uvicorn's ``sys.exit``), then runs uvicorn's ``startup`` and its
 once-a-tenth-second ``main_loop`` as a task.  uvicorn's ``serve()`` is not used: it installs
 its own SIGINT/SIGTERM handlers, and the broker owns signals.  ``stop`` (called after the
 broker has set ``stopping`` and woken every long poll, which ends streams and record reads)
@@ -22,12 +23,12 @@ import time
 
 import uvicorn
 
-from bayou.broker.context import BrokerState
-from bayou.broker.partitioner import Partitioner
+from bayou.broker_config import HttpOptions
+from bayou.core import Core
+from bayou.core.partitioner import Partitioner
 from bayou.gateways.http.app import create_app
 from bayou.gateways.http.consumers import ConsumerRegistry
 from bayou.gateways.http.context import Gateway
-from bayou.gateways.http.groups import GroupClient
 from bayou.gateways.http.protocol import HttpProtocol
 
 log = logging.getLogger(__name__)
@@ -38,22 +39,31 @@ MAINTENANCE_S = 0.2
 
 
 class HttpGateway:
-    def __init__(self, state: BrokerState) -> None:
-        config = state.config
-        self.state = state
-        self.consumers = ConsumerRegistry(state, GroupClient(state),
-                                          config.http_consumer_instance_timeout_ms)
-        self.gateway = Gateway(state, self.consumers, Partitioner(), config.http_max_body_bytes,
-                               config.http_cors_origins)
+    name = "http"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def health(self) -> dict[str, object]:
+        return {"listening": self.port != 0}
+
+    def __init__(self, core: Core, host: str, options: HttpOptions) -> None:
+        self.core = core
+        self.host = host
+        self.options = options
+        self.consumers = ConsumerRegistry(core, options.consumer_instance_timeout_ms)
+        self.gateway = Gateway(
+            core, self.consumers, Partitioner(), options.max_body_bytes, options.cors_origins
+        )
         self.app = create_app(self.gateway)
         self._server: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
 
     async def start(self) -> None:
-        config = self.state.config
-        sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
-        address = (config.host, config.http_port)
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+        address = (self.host, self.options.port)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(address)
@@ -62,20 +72,32 @@ class HttpGateway:
             sock.close()
             # the sentence asyncio's create_server gives the other doors, naming the port
             reason = (exc.strerror or str(exc)).lower()
-            raise OSError(exc.errno, f"error while attempting to bind on address "
-                                     f"{address!r}: {reason}") from None
+            raise OSError(
+                exc.errno, f"error while attempting to bind on address {address!r}: {reason}"
+            ) from None
         self.port = sock.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(
-            self.app, http=HttpProtocol, lifespan="off", log_config=None, access_log=False,
-            timeout_graceful_shutdown=GRACE_S, server_header=False, backlog=1024,
-            ws_max_size=1024 * 1024, ws_ping_interval=20.0,
-        ))
+        server = uvicorn.Server(
+            uvicorn.Config(
+                self.app,
+                http=HttpProtocol,
+                lifespan="off",
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=GRACE_S,
+                server_header=False,
+                backlog=1024,
+                ws_max_size=1024 * 1024,
+                ws_ping_interval=20.0,
+            )
+        )
         server.config.load()
         server.lifespan = server.config.lifespan_class(server.config)
         await server.startup(sockets=[sock])
         self._server = server
-        self._tasks = [asyncio.create_task(server.main_loop()),
-                       asyncio.create_task(self._maintain_instances())]
+        self._tasks = [
+            asyncio.create_task(server.main_loop()),
+            asyncio.create_task(self._maintain_instances()),
+        ]
 
     async def stop(self) -> None:
         server = self._server
@@ -101,7 +123,10 @@ class HttpGateway:
                 if now - last_expiry >= EXPIRY_CHECK_S:
                     last_expiry = now
                     for instance in await self.consumers.expire(now):
-                        log.info("consumer instance %s of group %s expired", instance.name,
-                                 instance.group)
+                        log.info(
+                            "consumer instance %s of group %s expired",
+                            instance.name,
+                            instance.group,
+                        )
             except Exception:
                 log.exception("consumer instance maintenance failed")

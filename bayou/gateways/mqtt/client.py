@@ -3,11 +3,15 @@
 Theory of operation
 -------------------
 ``data_received`` feeds the sans-I/O connection (after the WebSocket layer when the first
-byte was ``G``) and handles each packet.  PUBLISHes are collected and appended per read (see
-``server.py``); every other packet first flushes them, so effects keep the packets' order.
-Replies go through an ordered output queue: an acknowledgement that waits for an fsync holds
-back the replies behind it, never the deliveries to the client.  Any ``MqttError`` ends the
-connection with its reason code and one log line.
+byte was ``G``) and handles each packet.  PUBLISHes are collected per read and stored
+together (``publishing.py``); every other packet first flushes them, so effects keep the
+packets' order.  Replies go through an ordered output queue: an acknowledgement that waits
+for its append (as durable as the topic asks) holds back the replies behind it, never the
+deliveries to the client.  Any ``MqttError`` ends the connection with its reason code and
+one log line.
+
+The connection sees the door through ``ClientHost`` and its session through ``Session``;
+it is the session's ``Connection``.
 """
 
 from __future__ import annotations
@@ -16,20 +20,15 @@ import asyncio
 import logging
 import uuid
 from collections import deque
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol
 
-from bayou.errors import KafkaError
-from bayou.gateways.mqtt.mapping import headers_for, plain_properties
-from bayou.gateways.mqtt.server import MAX_PACKET_SIZE, RECEIVE_MAXIMUM, MqttGateway, stored_props
-from bayou.gateways.mqtt.session import (
-    NEVER_EXPIRES,
-    TP,
-    Delivery,
-    Session,
-    SubOptions,
-    WillState,
-)
-from bayou.protocol.kafka.records import Record, build_batch
+from bayou.core.request_budget import RequestBudget
+from bayou.gateways.mqtt.messages import Delivery, Message, WillState, stored_props
+from bayou.gateways.mqtt.publishing import Inbound, PublishHost
+from bayou.gateways.mqtt.session import NEVER_EXPIRES, Session
+from bayou.gateways.mqtt.subscriptions import SubOptions
+from bayou.log_limits import RateLimitedLog
 from bayou.protocol.mqtt import MQTT_5, MqttError, ProtocolError, ServerConnection, State
 from bayou.protocol.mqtt.packets import (
     Connect,
@@ -45,19 +44,50 @@ from bayou.protocol.mqtt.packets import (
     Subscribe,
     Unsubscribe,
 )
-from bayou.protocol.mqtt.topics import is_sys, parse_shared, valid_topic_filter
+from bayou.protocol.mqtt.topics import parse_shared, valid_topic_filter
 from bayou.protocol.websocket import WebSocketServer
 
 log = logging.getLogger("bayou.mqtt")
 
 LINGER_S = 2.0  # how long a connection the broker ends reads on before closing (see _close)
+MAX_PACKET_SIZE = 1024 * 1024 + 1024
+RECEIVE_MAXIMUM = 1024
+Authenticator = Callable[[str, str | None, bytes | None], bool]  # client id, user, password
 
 
-class SysTopicRefused(Exception):
-    """A client PUBLISH on ``$SYS``, the broker's own tree: not published."""
+class ClientHost(PublishHost, Protocol):
+    """The door, as a connection sees it."""
 
-    def __init__(self, topic: str) -> None:
-        super().__init__(f"{topic} is in the broker's $SYS tree")
+    authenticate: Authenticator | None
+    sessions: dict[str, Session]
+    clients: set[MqttClient]
+    client_log: RateLimitedLog
+
+    @property
+    def stopping(self) -> bool: ...
+
+    @property
+    def request_budget(self) -> RequestBudget: ...
+
+    def open_session(self, client_id: str, expiry_s: int) -> Session: ...
+
+    def drop_session(self, session: Session) -> None: ...
+
+    async def save_session(self, session: Session) -> None: ...
+
+    def add_subscription(self, session: Session, topic_filter: str, opts: SubOptions) -> bool: ...
+
+    def remove_subscription(self, session: Session, topic_filter: str) -> bool: ...
+
+    def refresh_interest(self) -> None: ...
+
+    def retained_matching(self, topic_filter: str) -> Iterable[Message]: ...
+
+    def publish_will(self, client_id: str, will: WillState) -> None: ...
+
+    def schedule_will(self, client_id: str, will: WillState, delay_s: int) -> None: ...
+
+    def cancel_will(self, client_id: str) -> None: ...
 
 
 def guess_protocol(first: bytes) -> str:
@@ -77,10 +107,11 @@ def guess_protocol(first: bytes) -> str:
 class MqttClient(asyncio.Protocol):
     """One client connection."""
 
-    def __init__(self, gateway: MqttGateway) -> None:
+    def __init__(self, gateway: ClientHost) -> None:
         self.gw = gateway
-        self.proto = ServerConnection(max_packet_size=MAX_PACKET_SIZE,
-                                      receive_maximum=RECEIVE_MAXIMUM)
+        self.proto = ServerConnection(
+            max_packet_size=MAX_PACKET_SIZE, receive_maximum=RECEIVE_MAXIMUM
+        )
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
         self.paused = False
@@ -95,14 +126,14 @@ class MqttClient(asyncio.Protocol):
         self._linger: asyncio.TimerHandle | None = None
         self._last_rx = 0.0
         self._keepalive: asyncio.TimerHandle | None = None
-        self._pending: dict[TP, list[Record]] = {}
-        self._acks: list[tuple[Publish, TP | None, BaseException | None]] = []
-        self._retained_waits: list[Any] = []
-        self._outq: deque[tuple[asyncio.Future[Any] | None, list[bytes]]] = deque()
-        self._headers: dict[tuple[int, bool], list[tuple[str, bytes | None]]] = {}
+        self._inbound = Inbound(gateway, self.proto)
+        self._inbound.on_drained = self._stored
+        self._budget_wait = False  # reading paused: the request budget holds this packet
+        self._storing_wait = False  # reading paused: too much being stored (publishing.py)
+        # replies in order: (None, bytes) to send, or (a future, None) whose result is them
+        self._outq: deque[tuple[asyncio.Future[Any] | None, list[bytes] | None]] = deque()
         # unfinished packets count in the broker-wide request-bytes budget
-        self._budget = gateway.state.request_budget.account(self._budget_resumed,
-                                                            self._budget_stalled)
+        self._budget = gateway.request_budget.account(self._budget_resumed, self._budget_stalled)
 
     # ------------------------------------------------------------------ transport events
 
@@ -168,17 +199,38 @@ class MqttClient(asyncio.Protocol):
         except Exception as exc:
             log.exception("MQTT client %s: internal error", self.peer)
             self._fail(MqttError(f"internal error: {exc}", Reason.UNSPECIFIED_ERROR))
-        if (not self._closing and self.transport is not None
-                and not self._budget.update(self.proto.buffered())):
-            self.transport.pause_reading()  # until the budget grants this packet
+        if not self._closing and self.transport is not None:
+            if not self._budget.update(self.proto.buffered()):
+                self._budget_wait = True  # until the budget grants this packet
+            if self._inbound.busy:
+                self._storing_wait = True  # until the PUBLISHes read are stored
+            if self._budget_wait or self._storing_wait:
+                self.transport.pause_reading()
 
     def _budget_resumed(self) -> None:
-        if self.transport is not None and not self._closing:
+        self._budget_wait = False
+        self._resume_reading()
+
+    def _stored(self) -> None:
+        if self._storing_wait:
+            self._storing_wait = False
+            self._resume_reading()
+
+    def _resume_reading(self) -> None:
+        if (
+            self.transport is not None
+            and not self._closing
+            and not self._budget_wait
+            and not self._storing_wait
+        ):
             self.transport.resume_reading()
 
     def _budget_stalled(self) -> None:
-        log.info("MQTT client %s: closing: a packet made no progress for %g s", self.peer,
-                 self.gw.state.request_budget.stall_timeout_s)
+        log.info(
+            "MQTT client %s: closing: a packet made no progress for %g s",
+            self.peer,
+            self.gw.request_budget.stall_timeout_s,
+        )
         self._close()
 
     # ------------------------------------------------------------------ writing
@@ -243,14 +295,23 @@ class MqttClient(asyncio.Protocol):
         if self.proto.state is State.AWAIT_CONNECT and self._first_bytes[:1] != b"\x10":
             # not even a CONNECT: another protocol's client at this port (which tends to
             # retry in a loop), a scanner, or noise
-            limited.warning((self.peer_host, "not-mqtt"), "MQTT port: %s is not an MQTT "
-                            "client%s (first bytes %s): %s", self.peer,
-                            guess_protocol(self._first_bytes), self._first_bytes.hex(" "), exc)
+            limited.warning(
+                (self.peer_host, "not-mqtt"),
+                "MQTT port: %s is not an MQTT client%s (first bytes %s): %s",
+                self.peer,
+                guess_protocol(self._first_bytes),
+                self._first_bytes.hex(" "),
+                exc,
+            )
         else:
-            limited.warning((self.peer_host, int(exc.reason)),
-                            "MQTT client %s (%s): closing: %s (reason 0x%02x)", self.peer,
-                            self.session.client_id if self.session else "-", exc,
-                            int(exc.reason))
+            limited.warning(
+                (self.peer_host, int(exc.reason)),
+                "MQTT client %s (%s): closing: %s (reason 0x%02x)",
+                self.peer,
+                self.session.client_id if self.session else "-",
+                exc,
+                int(exc.reason),
+            )
         self._outq.clear()
         self._close(self.proto.goodbye(exc), linger=True)
 
@@ -261,11 +322,20 @@ class MqttClient(asyncio.Protocol):
         self._will_ok = False
         self._close()
 
+    def taken_over(self) -> None:
+        """Another connection with the same client id took the session."""
+        goodbye = b""
+        if self.proto.version == MQTT_5:
+            goodbye = self.proto.send(Disconnect(Reason.SESSION_TAKEN_OVER))
+        self._detach()
+        self._close(goodbye, linger=True)
+
     def _check_keepalive(self) -> None:
         loop = asyncio.get_running_loop()
         if self.proto.state is State.AWAIT_CONNECT:
-            self.gw.client_log.warning((self.peer_host, "no-connect"),
-                                       "MQTT client %s sent no CONNECT in time", self.peer)
+            self.gw.client_log.warning(
+                (self.peer_host, "no-connect"), "MQTT client %s sent no CONNECT in time", self.peer
+            )
             self._close()
             return
         limit = self.proto.keep_alive * 1.5
@@ -295,8 +365,9 @@ class MqttClient(asyncio.Protocol):
                 if packet.reason_code < 0x80:
                     self.write(self.proto.send(PubRel(packet.packet_id)))
             elif packet.reason_code < 0x80:
-                self.write(self.proto.send(PubRel(packet.packet_id,
-                                                  Reason.PACKET_IDENTIFIER_NOT_FOUND)))
+                self.write(
+                    self.proto.send(PubRel(packet.packet_id, Reason.PACKET_IDENTIFIER_NOT_FOUND))
+                )
         elif isinstance(packet, PubComp):
             session.on_pubcomp(packet.packet_id)
         elif isinstance(packet, PubRel):
@@ -310,7 +381,7 @@ class MqttClient(asyncio.Protocol):
         elif isinstance(packet, Unsubscribe):
             codes: list[int] = []
             for topic_filter in packet.topic_filters:
-                removed = self.gw._remove_subscription(session, topic_filter)
+                removed = self.gw.remove_subscription(session, topic_filter)
                 codes.append(Reason.SUCCESS if removed else Reason.NO_SUBSCRIPTION_EXISTED)
             session.dirty = True
             self.gw.refresh_interest()
@@ -326,15 +397,19 @@ class MqttClient(asyncio.Protocol):
         proto = self.proto
         v5 = proto.version == MQTT_5
         if packet.properties.authentication_method is not None:
-            self._refuse(Reason.BAD_AUTHENTICATION_METHOD, "enhanced authentication is "
-                         "not supported")
+            self._refuse(
+                Reason.BAD_AUTHENTICATION_METHOD, "enhanced authentication is not supported"
+            )
             return
         if gw.authenticate is not None and not gw.authenticate(
             packet.client_id, packet.username, packet.password
         ):
-            self.gw.client_log.warning((self.peer_host, "auth"), "MQTT client %s: bad user "
-                                       "name or password (user %r)", self.peer,
-                                       packet.username)
+            self.gw.client_log.warning(
+                (self.peer_host, "auth"),
+                "MQTT client %s: bad user name or password (user %r)",
+                self.peer,
+                packet.username,
+            )
             self._refuse(Reason.BAD_USER_NAME_OR_PASSWORD, "bad user name or password")
             return
         client_id = packet.client_id
@@ -351,32 +426,32 @@ class MqttClient(asyncio.Protocol):
         gw.cancel_will(client_id)
         session = gw.sessions.get(client_id)
         if session is not None and session.conn is not None:
-            old = session.conn
-            gw.client_log.info((self.peer_host, "takeover"), "MQTT client %s taken over by %s",
-                               client_id, self.peer)
-            goodbye = b""
-            if old.proto.version == MQTT_5:
-                goodbye = old.proto.send(Disconnect(Reason.SESSION_TAKEN_OVER))
-            old._detach()
-            old._close(goodbye, linger=True)
+            gw.client_log.info(
+                (self.peer_host, "takeover"),
+                "MQTT client %s taken over by %s",
+                client_id,
+                self.peer,
+            )
+            session.conn.taken_over()
             session = gw.sessions.get(client_id)
         present = session is not None and not packet.clean_start
         if session is not None and packet.clean_start:
             gw.drop_session(session)
             session = None
         if session is None:
-            session = Session(gw, client_id, expiry)
-            gw.sessions[client_id] = session
+            session = gw.open_session(client_id, expiry)
         session.expiry_s = expiry
-        session.conn = self
-        session.disconnected_at = None
-        session.dirty = True
         self.session = session
         if packet.will is not None:
             w = packet.will
-            self._will = WillState(w.topic, w.payload, w.qos, w.retain,
-                                   stored_props(w.properties),
-                                   w.properties.will_delay_interval or 0)
+            self._will = WillState(
+                w.topic,
+                w.payload,
+                w.qos,
+                w.retain,
+                stored_props(w.properties),
+                w.properties.will_delay_interval or 0,
+            )
             if w.properties.message_expiry_interval is not None:
                 self._will.props.message_expiry_interval = w.properties.message_expiry_interval
         props = Properties()
@@ -394,13 +469,7 @@ class MqttClient(asyncio.Protocol):
         if proto.keep_alive:
             loop = asyncio.get_running_loop()
             self._keepalive = loop.call_later(proto.keep_alive * 1.5, self._check_keepalive)
-        if session.restored_inflight:
-            gw.restore_inflight(session)
-        if present:
-            session.resend_inflight()
-        else:
-            session.inflight.clear()
-        session.schedule_pump()
+        session.attach(self, present=present)
 
     def _refuse(self, reason: int, message: str) -> None:
         self._will_ok = False
@@ -427,20 +496,18 @@ class MqttClient(asyncio.Protocol):
         will = self._will if self._will_ok else None
         self._will = None
         if gw.stopping:
-            session.go_offline()
-            session.disconnected_at = gw.clock_ms()
+            session.go_offline(gw.clock_ms())
             return
         if not session.persistent:
-            session.go_offline()
+            session.go_offline(None)
             gw.drop_session(session)
             if will is not None:
                 gw.publish_will(session.client_id, will)
             return
-        session.go_offline()
-        session.disconnected_at = gw.clock_ms()
+        session.go_offline(gw.clock_ms())
         if will is not None:
             gw.schedule_will(session.client_id, will, min(will.delay_s, session.expiry_s))
-        gw.state.background(gw.save_session(session))
+        gw.background(gw.save_session(session))
 
     def _on_subscribe(self, packet: Subscribe) -> None:
         session = self.session
@@ -462,12 +529,12 @@ class MqttClient(asyncio.Protocol):
                 continue
             if group is not None and sub.no_local:
                 raise ProtocolError("No Local on a shared subscription")
-            opts = SubOptions(sub.qos, sub.no_local, sub.retain_as_published,
-                              sub.retain_handling, sub_id)
-            new = gw._add_subscription(session, topic_filter, opts)
+            opts = SubOptions(
+                sub.qos, sub.no_local, sub.retain_as_published, sub.retain_handling, sub_id
+            )
+            new = gw.add_subscription(session, topic_filter, opts)
             codes.append(sub.qos)
-            if group is None and (sub.retain_handling == 0
-                                  or (sub.retain_handling == 1 and new)):
+            if group is None and (sub.retain_handling == 0 or (sub.retain_handling == 1 and new)):
                 retained.append((plain, opts))
         session.dirty = True
         gw.refresh_interest()
@@ -478,135 +545,68 @@ class MqttClient(asyncio.Protocol):
                 if msg.expired(now):
                     continue
                 ids = (opts.sub_id,) if opts.sub_id is not None else ()
-                session.enqueue(Delivery(msg, min(msg.qos, opts.qos), True, ids, None, 0,
-                                         False), pump=False)
+                session.enqueue(
+                    Delivery(msg, min(msg.qos, opts.qos), True, ids, None, 0, False), pump=False
+                )
         if session.persistent:
             self._ordered(gw.save_session(session), [suback])
         else:
             self.write(suback)
         session.schedule_pump()
 
+    # ------------------------------------------------------------------ publishing
+
     def _on_publish(self, packet: Publish) -> None:
         session = self.session
         if session is None:
             raise ProtocolError("PUBLISH before CONNECT")
-        stats = self.gw.stats
-        stats.publish_received += 1
-        stats.publish_bytes_received += len(packet.payload)
-        if is_sys(packet.topic):
-            self._acks.append((packet, None, SysTopicRefused(packet.topic)))
-            return
-        if packet.qos == 2 and packet.packet_id in session.pubrel_wait:
-            self._acks.append((packet, None, None))  # already stored: just PUBREC again
-            return
-        try:
-            tp = self.gw.kafka_target(packet.topic)
-        except KafkaError as exc:
-            self._acks.append((packet, None, exc))
-            return
-        props = packet.properties
-        if plain_properties(props):
-            # The same headers for every plain PUBLISH of this client at this QoS/retain:
-            # built once (build_batch only reads them).
-            key = (packet.qos, packet.retain)
-            headers = self._headers.get(key)
-            if headers is None:
-                headers = self._headers[key] = headers_for(props, packet.qos, packet.retain,
-                                                           session.client_id)
-        else:
-            headers = headers_for(props, packet.qos, packet.retain, session.client_id)
-        record = Record(self.gw.clock_ms(), packet.topic.encode(), packet.payload, headers)
-        self._pending.setdefault(tp, []).append(record)
-        self._acks.append((packet, tp, None))
-        if packet.retain:
-            wait = self.gw.set_retained(packet, session.client_id)
-            if packet.qos:
-                self._retained_waits.append(wait)
-            else:
-                self.gw.state.background(wait)
-        if packet.qos == 2:
-            assert packet.packet_id is not None
-            session.pubrel_wait.add(packet.packet_id)
-            session.dirty = True
+        self._inbound.add(packet, session)
 
     def _flush_publishes(self) -> None:
-        if not self._acks:
+        replies = self._inbound.flush(self.session)
+        if replies is None:
             return
-        pending, self._pending = self._pending, {}
-        acks, self._acks = self._acks, []
-        waits, self._retained_waits = self._retained_waits, []
-        state = self.gw.state
-        failed: dict[TP, BaseException] = {}
-        to_flush = []
-        for tp, records in pending.items():
-            try:
-                _result, dirty = state.append_now(tp[0], tp[1], build_batch(records))
-            except KafkaError as exc:
-                failed[tp] = exc
-                self.gw.forget_targets()  # the topic may have changed under the cache
-                continue
-            if dirty is not None:
-                to_flush.append(dirty)
-        out: list[bytes] = []
-        for packet, target, error in acks:
-            if error is None and target is not None:
-                error = failed.get(target)
-            if packet.qos == 0:
-                if error is not None:
-                    log.debug("MQTT QoS 0 publish to %s dropped: %s", packet.topic, error)
-                continue
-            assert packet.packet_id is not None
-            if isinstance(error, SysTopicRefused) and self.proto.version != MQTT_5:
-                error = None  # 3.1.1 has no negative ack: acknowledged, not published
-            if error is not None:
-                if self.proto.version != MQTT_5:
-                    raise MqttError(f"publish to {packet.topic} failed: {error}")
-                props = Properties(reason_string=str(error)[:200])
-                reason = (Reason.NOT_AUTHORIZED if isinstance(error, SysTopicRefused)
-                          else Reason.IMPLEMENTATION_SPECIFIC_ERROR)
-                if packet.qos == 2 and self.session is not None:
-                    self.session.pubrel_wait.discard(packet.packet_id)
-                    out.append(self.proto.send(PubRec(packet.packet_id, reason, props)))
-                else:
-                    out.append(self.proto.send(PubAck(packet.packet_id, reason, props)))
-                continue
-            if packet.qos == 1:
-                out.append(self.proto.send(PubAck(packet.packet_id)))
-            else:
-                out.append(self.proto.send(PubRec(packet.packet_id)))
+        if isinstance(replies, list):
+            self._reply(replies)
+        else:
+            self._ordered(replies, None)
+
+    # ------------------------------------------------------------------ ordered replies
+
+    def _reply(self, out: list[bytes]) -> None:
         if not out:
-            if to_flush:
-                state.background(state.make_durable(to_flush))
             return
-        if to_flush or waits:
-            self._ordered(self._durable(to_flush, waits), out)
-        elif self._outq:
+        if self._outq:
             self._outq.append((None, out))
         else:
             self.write_many(out)
 
-    async def _durable(self, logs: list[Any], waits: list[Any]) -> None:
-        await self.gw.state.make_durable(logs)
-        for wait in waits:
-            await wait
-
-    def _ordered(self, awaitable: Any, out: list[bytes]) -> None:
-        """Send ``out`` once ``awaitable`` is done, after everything queued before it."""
+    def _ordered(self, awaitable: Awaitable[Any], out: list[bytes] | None) -> None:
+        """Send ``out`` — or, when None, the list of packets ``awaitable`` returns — once
+        ``awaitable`` is done, after everything queued before it."""
         future = asyncio.ensure_future(awaitable)
         self._outq.append((future, out))
-        future.add_done_callback(lambda _f: self._drain())
+        future.add_done_callback(self._drain)
 
-    def _drain(self) -> None:
+    def _drain(self, _done: object = None) -> None:
         outq = self._outq
         while outq:
             future, out = outq[0]
             if future is not None:
                 if not future.done():
                     return
-                if not future.cancelled() and future.exception() is not None:
-                    outq.clear()
-                    self._fail(MqttError(f"storage failure: {future.exception()}",
-                                         Reason.UNSPECIFIED_ERROR))
-                    return
+                if not future.cancelled():
+                    exc = future.exception()
+                    if exc is not None:
+                        outq.clear()
+                        if self._closing:
+                            return
+                        if not isinstance(exc, MqttError):
+                            exc = MqttError(f"storage failure: {exc}", Reason.UNSPECIFIED_ERROR)
+                        self._fail(exc)
+                        return
+                    if out is None:
+                        out = future.result()
             outq.popleft()
-            self.write_many(out)
+            if out:
+                self.write_many(out)

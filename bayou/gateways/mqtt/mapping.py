@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from bayou.broker.partitioner import partition_for_key
+from bayou.core.partitioner import partition_for_key
 from bayou.errors import InvalidConfig
 from bayou.protocol.mqtt.packets import Properties, empty_properties
 from bayou.protocol.mqtt.topics import (
@@ -39,8 +39,9 @@ H_RESPONSE_TOPIC = "mqtt.response-topic"
 H_CORRELATION = "mqtt.correlation-data"
 H_FORMAT = "mqtt.payload-format"
 H_CONTENT_TYPE = "content-type"
-RESERVED_HEADERS = frozenset((H_QOS, H_RETAIN, H_CLIENT, H_EXPIRY, H_RESPONSE_TOPIC,
-                              H_CORRELATION, H_FORMAT, H_CONTENT_TYPE))
+RESERVED_HEADERS = frozenset(
+    (H_QOS, H_RETAIN, H_CLIENT, H_EXPIRY, H_RESPONSE_TOPIC, H_CORRELATION, H_FORMAT, H_CONTENT_TYPE)
+)
 _QOS_BYTES = (b"0", b"1", b"2")
 
 # Kafka's default partitioner (murmur2 of the key), shared with the other doors.
@@ -113,8 +114,9 @@ class TopicMapper:
         for the broker's ``$SYS`` tree, which is no Kafka topic)."""
         if is_sys(topic_filter):
             return set()
-        found = {r.kafka_topic for r in self.rules
-                 if filters_may_overlap(r.topic_filter, topic_filter)}
+        found = {
+            r.kafka_topic for r in self.rules if filters_may_overlap(r.topic_filter, topic_filter)
+        }
         first = topic_filter.split("/", 1)[0]
         if first in ("+", "#"):
             found.update(t for t in existing if not t.startswith(INTERNAL_PREFIX))
@@ -127,13 +129,19 @@ class TopicMapper:
 
 def plain_properties(props: Properties) -> bool:
     """Whether ``props`` adds nothing to a record's headers beyond QoS, retain and client."""
-    return (not props.user_properties and props.content_type is None
-            and props.message_expiry_interval is None and not props.payload_format_indicator
-            and props.response_topic is None and props.correlation_data is None)
+    return (
+        not props.user_properties
+        and props.content_type is None
+        and props.message_expiry_interval is None
+        and not props.payload_format_indicator
+        and props.response_topic is None
+        and props.correlation_data is None
+    )
 
 
-def headers_for(props: Properties, qos: int, retain: bool,
-                client_id: str) -> list[tuple[str, bytes | None]]:
+def headers_for(
+    props: Properties, qos: int, retain: bool, client_id: str
+) -> list[tuple[str, bytes | None]]:
     """Kafka headers for an MQTT PUBLISH: user properties first, then MQTT metadata.
 
     A user property named like one of the ``mqtt.*`` headers Bayou reserves is dropped: kept,

@@ -2,270 +2,181 @@
 
 Theory of operation
 -------------------
-``MqttGateway`` owns the sessions, the subscription trie, the retained-message tree, one
-``Tailer`` per Kafka partition that some subscription may read, and the durable state logs.
-``MqttClient`` is one TCP connection (or WebSocket, sniffed from the first bytes on the same
-port): bytes go through ``ServerConnection`` and come out as packets.
+``MqttGateway`` sees the broker only through the ``Core``.  It owns the sessions, the
+subscription index (``subscriptions.py``), the retained-message trees, one ``Tailer`` per
+Kafka partition that some subscription may read (``tailer.py``), the shared catch-up reads
+(``catch_up.py``) and the durable state (``store.py``).  ``MqttClient`` (``client.py``) is one
+TCP connection (or WebSocket, sniffed from the first bytes on the same port).
 
-Publishing: the PUBLISHes found in one read are grouped per (Kafka topic, partition), each
-group becomes one record batch (``build_batch``) appended through ``BrokerState.append_now``;
-QoS 0 is done then.  QoS 1 and 2 acknowledgements are sent once the append is as durable as
-the topic's flush policy asks (``make_durable``), in the order the PUBLISHes came.  QoS 2 uses
-"store on PUBLISH": the packet id stays in the session until PUBREL, so a resent PUBLISH is
-not appended twice.
+Publishing: a connection groups the PUBLISHes of one read per (Kafka topic, partition) and
+appends them with ``Core.append_many`` (one record batch per partition; the engine makes
+them as durable as the topics ask before it returns).  The (Kafka topic, partition) of an
+MQTT topic is cached (``kafka_target``); a topic that does not exist yet is created through
+``Core.topic`` (``resolve_target``), off the event loop.
 
-Delivering: tailers wake through ``waiters.wait_any`` when their partition grows, decode the
-new records once, map each to its MQTT topic, match it in the trie and offer it to the
-matching sessions and share groups (see ``session.py`` for queues, catch-up and persistence).
+Delivering: tailers offer new records to the sessions and share groups whose filters match;
+a session that cannot take them catches up from the log later (``delivery.py``).  The
+gateway is the sessions' ``SessionHost``: where the tailers are, the shared catch-up reads,
+a record read back by offset.
+
+Housekeeping, every ``SAVE_INTERVAL_S``: persistent sessions whose state changed are saved
+(document and positions, ``store.py``); every second the set of tailed partitions follows the
+subscriptions and the topics, and expired sessions are dropped; every ``IDLE_SAVE_TICKS``
+the positions of the other connected persistent sessions are committed when they moved (the
+records of their partitions went by without matching), so lag tools see them caught up;
+and every ``REFRESH_TICKS`` the offsets of sessions nobody committed for half the offsets
+retention are committed again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Iterable, Iterator, Sequence
+from typing import Any
 
-from bayou.broker.context import BrokerState, now_ms
-from bayou.errors import KafkaError, OffsetOutOfRange
+from bayou.broker_config import MqttOptions
+from bayou.core import Core
+from bayou.core.request_budget import RequestBudget
+from bayou.errors import KafkaError
+from bayou.gateways.mqtt.catch_up import ChunkCache, DecodedChunk
+from bayou.gateways.mqtt.client import Authenticator, MqttClient
 from bayou.gateways.mqtt.mapping import (
-    H_CLIENT,
-    H_QOS,
-    H_RETAIN,
-    RecordMeta,
     TopicMapper,
     headers_for,
     meta_from_headers,
     parse_rules,
     partition_for,
 )
+from bayou.gateways.mqtt.messages import TP, Message, MessageFactory, WillState, stored_props
 from bayou.gateways.mqtt.session import (
     NEVER_EXPIRES,
-    TP,
-    DecodedChunk,
-    Delivery,
-    Inflight,
-    Message,
     Session,
-    ShareGroup,
-    SubOptions,
-    WillState,
+    legacy_positions,
+    subscriptions_of,
 )
-from bayou.gateways.mqtt.store import RETAINED_LOG, SESSIONS_LOG, StateLog
+from bayou.gateways.mqtt.store import RetainedStore, SessionStore
+from bayou.gateways.mqtt.subscriptions import Owners, ShareGroup, SubOptions, Subscriptions
 from bayou.gateways.mqtt.systree import SysCounters, SysTree
-from bayou.gateways.mqtt.trie import SubscriptionTrie, TopicTree
+from bayou.gateways.mqtt.tailer import Tailer
+from bayou.gateways.mqtt.trie import TopicTree
 from bayou.log_limits import RateLimitedLog
-from bayou.protocol.kafka.records import (
-    DecodedRecord,
-    Record,
-    build_batch,
-    iter_batches,
-    iter_records,
-)
-from bayou.protocol.mqtt.packets import (
-    Properties,
-    Publish,
-)
-from bayou.protocol.mqtt.topics import is_sys, parse_shared
-
-if TYPE_CHECKING:
-    from bayou.gateways.mqtt.client import MqttClient
+from bayou.protocol.kafka.records import DecodedRecord, Record, build_batch
+from bayou.protocol.mqtt.packets import Properties, Publish
+from bayou.protocol.mqtt.topics import is_sys
+from bayou.storage.engine import AppendResult, Buffer
 
 log = logging.getLogger("bayou.mqtt")
 
-Authenticator = Callable[[str, str | None, bytes | None], bool]
-TAIL_READ = 1024 * 1024
-REFRESH_INTERVAL_S = 1.0
 SAVE_INTERVAL_S = 0.5
-MAX_PACKET_SIZE = 1024 * 1024 + 1024
-RECEIVE_MAXIMUM = 1024
+INTEREST_TICKS = 2  # housekeeping ticks between interest refreshes and expiry sweeps
+IDLE_SAVE_TICKS = 10
+REFRESH_TICKS = 120
 TARGET_CACHE = 100_000
-KEY_CACHE = 100_000
-TAIL_SLICE = 256  # records offered between two turns of the event loop
-META_CACHE = 4096
-CHUNKS_KEPT = 16  # decoded catch-up reads kept in all
-CHUNKS_PER_PARTITION = 4
 SYS_QOS = 2  # as mosquitto publishes its $SYS tree
-_PLAIN_HEADERS = frozenset((H_QOS, H_RETAIN, H_CLIENT))
-
-
-class Tailer:
-    """Follows one partition from ``position`` and offers each new record to its matches."""
-
-    def __init__(self, gateway: MqttGateway, tp: TP, position: int) -> None:
-        self.gateway = gateway
-        self.tp = tp
-        self.position = position
-        self.task: asyncio.Task[None] | None = None
-        self._topics: dict[bytes | None, str] = {}  # record key → MQTT topic
-
-    def start(self) -> None:
-        self.task = asyncio.create_task(self._run())
-
-    def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-
-    async def _run(self) -> None:
-        gw = self.gateway
-        waiters = gw.state.waiters
-        while not gw.stopping:
-            try:
-                plog = gw.state.logs.partition(*self.tp)
-            except KafkaError:
-                return
-            if self.position < plog.log_start_offset:
-                self.position = plog.log_start_offset
-            if self.position < plog.log_end_offset:
-                try:
-                    data = await gw.state.read(plog, self.position, TAIL_READ)
-                except OffsetOutOfRange:
-                    self.position = plog.log_start_offset
-                    continue
-                try:
-                    await self.process(data)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("MQTT delivery from %s-%d failed at offset %d",
-                                  *self.tp, self.position)
-                    self.position = plog.log_end_offset
-                await asyncio.sleep(0)
-            else:
-                await waiters.wait_any([self.tp], 1.0)
-
-    async def process(self, data: bytes | bytearray | memoryview) -> None:
-        """Offer the records in ``data`` from ``position`` on.
-
-        Every ``TAIL_SLICE`` records it lets the loop run, with ``position`` up to date, so
-        the sessions' pumps drain their queues between slices: a session that keeps up is
-        never pushed into catch-up by the size of one read (a single batch can hold a few
-        thousand records, more than a queue takes).
-        """
-        gw = self.gateway
-        topic = self.tp[0]
-        tp = self.tp
-        view = memoryview(data)
-        topics = self._topics
-        budget = TAIL_SLICE
-        for pos, header in iter_batches(data):
-            if header.last_offset < self.position or header.is_control:
-                self.position = max(self.position, header.last_offset + 1)
-                continue
-            for rec in iter_records(view[pos : pos + header.size]):
-                offset = rec.offset
-                if offset < self.position:
-                    continue
-                key = rec.key
-                mqtt_topic = topics.get(key)
-                if mqtt_topic is None:
-                    mqtt_topic = gw.mapper.mqtt_topic(topic, key)
-                    if len(topics) >= KEY_CACHE:
-                        topics.clear()
-                    topics[key] = mqtt_topic
-                owners = gw.owners_of(mqtt_topic)
-                if owners:
-                    msg = gw.message_from_record(mqtt_topic, rec)
-                    for owner, options in owners:
-                        if isinstance(owner, ShareGroup):
-                            owner.offer(msg, options[0], tp, offset)
-                        else:
-                            owner.offer(msg, options, tp, offset)
-                self.position = offset + 1
-                budget -= 1
-                if budget <= 0:
-                    budget = TAIL_SLICE
-                    await asyncio.sleep(0)
-            self.position = max(self.position, header.last_offset + 1)
 
 
 class MqttGateway:
-    def __init__(self, state: BrokerState, *, host: str | None = None, port: int | None = None,
-                 authenticate: Authenticator | None = None) -> None:
-        self.state = state
-        self.host = host or state.config.host
-        self.port = state.config.mqtt_port if port is None else port
-        self.mapper = TopicMapper(parse_rules(getattr(state.config, "mqtt_topic_rules", "")))
+    """The MQTT door (see the module docstring)."""
+
+    name = "mqtt"
+
+    def __init__(
+        self,
+        core: Core,
+        host: str,
+        options: MqttOptions,
+        *,
+        authenticate: Authenticator | None = None,
+    ) -> None:
+        self.core = core
+        self.host = host
+        self.port = options.port
+        self.mapper = TopicMapper(parse_rules(options.topic_rules))
         self.authenticate = authenticate
-        self.clock_ms = now_ms
-        self.trie: SubscriptionTrie[SubOptions] = SubscriptionTrie()
+        self.sys_interval = options.sys_interval
+        self.stats = SysCounters()
+        self.factory = MessageFactory()
+        self.subscriptions = Subscriptions(self.stats)
         self.retained: TopicTree[Message] = TopicTree()
         self.sys_retained: TopicTree[Message] = TopicTree()  # $SYS/broker/..., memory only
-        self.stats = SysCounters()
-        self.sys_interval = state.config.mqtt_sys_interval
         self.sessions: dict[str, Session] = {}
-        self.groups: dict[tuple[str, str], ShareGroup] = {}
         self.tailers: dict[TP, Tailer] = {}
         self.clients: set[MqttClient] = set()
         self.client_log = RateLimitedLog(log)  # what a client can trigger, per peer host
-        data_dir = state.config.data_dir
-        internal = state.config.internal_log_config()
-        self.retained_log = StateLog(data_dir, RETAINED_LOG, state.flusher, now_ms, internal)
-        self.sessions_log = StateLog(data_dir, SESSIONS_LOG, state.flusher, now_ms, internal)
-        self.stopping = False
-        self._filters: dict[str, int] = {}  # plain filter → subscriptions using it
+        self.retained_store = RetainedStore(core)
+        self.session_store = SessionStore(core)
+        self.chunks = ChunkCache(core, self.mapper, self.factory)
+        self._stopped = False
         self._known_topics: set[str] = set()
         self._targets: dict[str, TP] = {}  # MQTT topic → (Kafka topic, partition)
-        # MQTT topic → its trie matches grouped per owner; dropped on every subscription change
-        self._owners: dict[str, list[tuple[Any, list[SubOptions]]]] = {}
-        self._metas: dict[tuple[tuple[str, bytes | None], ...], RecordMeta] = {}
-        self._chunks: dict[TP, list[DecodedChunk]] = {}  # recent catch-up reads, newest first
         self._server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._wills: dict[str, asyncio.TimerHandle] = {}
 
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def health(self) -> dict[str, object]:
+        return {"listening": self.port != 0, "connections": len(self.clients)}
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopped or self.core.stopping
+
+    @property
+    def request_budget(self) -> RequestBudget:
+        return self.core.request_budget
+
+    def clock_ms(self) -> int:
+        return self.core.clock_ms()
+
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        await asyncio.to_thread(self._load)
-        for state_log in (self.retained_log, self.sessions_log):
-            if state_log.log is not None:  # compacted by the broker's cleaner from now on
-                self.state.maintenance.register(state_log.log)
-        self._known_topics = set(self.state.logs.topics())
+        for entry in await self.retained_store.open():
+            topic = entry.key.decode()
+            meta = meta_from_headers(entry.headers)
+            self.retained.set(
+                topic,
+                Message(topic, entry.value or b"", meta.qos, True, meta.origin, None, meta.props),
+            )
+        for client_id, doc, positions in await self.session_store.open():
+            try:
+                self._restore_session(client_id, doc, positions)
+            except Exception:
+                log.exception("cannot restore MQTT session %r; dropping it", client_id)
+        self._known_topics = set(self.core.topics())
         self.refresh_interest()
         for session in self.sessions.values():
-            for tp, offset in list(session.behind.items()):
+            behind = session.outbox.behind
+            for tp, offset in list(behind.items()):
                 tailer = self.tailers.get(tp)
                 if tailer is not None and offset >= tailer.position:
-                    del session.behind[tp]
-        from bayou.gateways.mqtt.client import MqttClient
-
+                    del behind[tp]
         self._server = await asyncio.get_running_loop().create_server(
-            lambda: MqttClient(self), self.host, self.port, reuse_address=True, backlog=1024)
+            lambda: MqttClient(self), self.host, self.port, reuse_address=True, backlog=1024
+        )
         if self.port == 0:
             self.port = self._server.sockets[0].getsockname()[1]
         self._tasks = [asyncio.create_task(self._housekeeping())]
         if self.sys_interval > 0:
             self._tasks.append(asyncio.create_task(self._sys_updates()))
 
-    def _load(self) -> None:
-        self.retained_log.open()
-        self.sessions_log.open()
-        for key, value, headers in self.retained_log.load().values():
-            meta = meta_from_headers(headers)
-            self.retained.set(key.decode(), Message(key.decode(), value or b"", meta.qos, True,
-                                                    meta.origin, None, meta.props))
-        for key, value, _h in self.sessions_log.load().values():
-            try:
-                self._restore_session(key.decode(), json.loads(value or b"{}"))
-            except Exception:
-                log.exception("cannot restore MQTT session %r; dropping it", key)
-
-    def _restore_session(self, client_id: str, doc: dict[str, Any]) -> None:
-        session = Session(self, client_id, int(doc.get("expiry", 0)))
-        session.disconnected_at = doc.get("disconnected_at") or self.clock_ms()
-        session.stored = True
-        for topic, partition, offset in doc.get("positions", []):
-            session.behind[(topic, int(partition))] = int(offset)
-        session.restored_inflight = list(doc.get("inflight", []))
-        session.pubrel_wait = set(doc.get("pubrel", []))
+    def _restore_session(
+        self, client_id: str, doc: dict[str, Any], positions: dict[TP, int]
+    ) -> None:
+        legacy = legacy_positions(doc)
+        session = Session(self, client_id)
+        session.load(doc, {**legacy, **positions}, self.clock_ms())
+        session.dirty = bool(legacy)  # a version 1 document: commit its positions
         self.sessions[client_id] = session
-        for topic_filter, raw in doc.get("subs", {}).items():
-            self._add_subscription(session, topic_filter, SubOptions.load(raw))
+        for topic_filter, opts in subscriptions_of(doc).items():
+            self.subscriptions.add(session, topic_filter, opts)
 
     async def stop(self) -> None:
-        self.stopping = True
+        self._stopped = True
         if self._server is not None:
             self._server.close()
         for task in self._tasks:
@@ -280,14 +191,6 @@ class MqttGateway:
             await self._save_sessions(all_persistent=True)
         except Exception:
             log.exception("saving MQTT sessions at shutdown failed")
-        for state_log in (self.retained_log, self.sessions_log):
-            if state_log.log is not None:
-                self.state.maintenance.unregister(state_log.log)
-        await asyncio.to_thread(self._close_logs)
-
-    def _close_logs(self) -> None:
-        self.retained_log.close()
-        self.sessions_log.close()
 
     async def _housekeeping(self) -> None:
         ticks = 0
@@ -295,10 +198,12 @@ class MqttGateway:
             await asyncio.sleep(SAVE_INTERVAL_S)
             ticks += 1
             try:
-                await self._save_sessions()
-                if ticks % 2 == 0:
+                await self._save_sessions(idle=ticks % IDLE_SAVE_TICKS == 0)
+                if ticks % INTEREST_TICKS == 0:
                     self.refresh_interest()
                     self._expire_sessions()
+                if ticks % REFRESH_TICKS == 0:
+                    await self._refresh_offsets()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -324,8 +229,8 @@ class MqttGateway:
             "clients_connected": connected,
             "clients_disconnected": len(self.sessions) - connected,
             "clients_total": len(self.sessions),
-            "subscriptions": sum(self._filters.values()),
-            "shared_subscriptions": sum(len(group.members) for group in self.groups.values()),
+            "subscriptions": self.subscriptions.count(),
+            "shared_subscriptions": self.subscriptions.shared_count(),
             "retained": self.retained.count,
         }
 
@@ -346,167 +251,142 @@ class MqttGateway:
         tree = self.sys_retained if is_sys(topic_filter) else self.retained
         return tree.match(topic_filter)
 
-    async def _save_sessions(self, all_persistent: bool = False) -> None:
-        entries: list[tuple[bytes, bytes | None, list[tuple[str, bytes | None]]]] = []
+    # ------------------------------------------------------------------ sessions
+
+    def open_session(self, client_id: str, expiry_s: int) -> Session:
+        session = self.sessions[client_id] = Session(self, client_id, expiry_s)
+        return session
+
+    async def _save_sessions(self, *, all_persistent: bool = False, idle: bool = False) -> None:
+        chosen = []
         for session in self.sessions.values():
-            if session.persistent and (session.dirty or all_persistent):
+            if session.persistent and (
+                session.dirty or all_persistent or (idle and session.conn is not None)
+            ):
                 session.dirty = False
                 session.stored = True
-                entries.append((session.client_id.encode(),
-                                json.dumps(session.dump()).encode(), []))
-        await self.sessions_log.put(entries)
+                chosen.append(session)
+        if chosen:
+            await self.session_store.save(chosen)
 
     async def save_session(self, session: Session) -> None:
         session.dirty = False
         session.stored = True
-        await self.sessions_log.put([(session.client_id.encode(),
-                                      json.dumps(session.dump()).encode(), [])])
+        await self.session_store.save([session])
+
+    async def _refresh_offsets(self) -> None:
+        due = self.session_store.refresh_due(self.clock_ms())
+        sessions = [self.sessions[c] for c in due if c in self.sessions]
+        if sessions:
+            await self.session_store.save(sessions, full=True)
 
     def _expire_sessions(self) -> None:
         now = self.clock_ms()
         for session in list(self.sessions.values()):
-            if (session.conn is None and session.expiry_s != NEVER_EXPIRES
-                    and session.disconnected_at is not None
-                    and now - session.disconnected_at >= session.expiry_s * 1000):
+            if (
+                session.conn is None
+                and session.expiry_s != NEVER_EXPIRES
+                and session.disconnected_at is not None
+                and now - session.disconnected_at >= session.expiry_s * 1000
+            ):
                 log.info("MQTT session %s expired", session.client_id)
                 self.stats.clients_expired += 1
                 self.drop_session(session)
 
-    # ------------------------------------------------------------------ subscriptions
-
-    def owners_of(self, mqtt_topic: str) -> list[tuple[Any, list[SubOptions]]]:
-        """The sessions and share groups whose filters match ``mqtt_topic``, each with the
-        options of its matching subscriptions (one trie walk per topic, then cached)."""
-        owners = self._owners.get(mqtt_topic)
-        if owners is None:
-            by_owner: dict[Any, list[SubOptions]] = {}
-            for owner, opts in self.trie.match(mqtt_topic):
-                by_owner.setdefault(owner, []).append(opts)
-            owners = list(by_owner.items())
-            if len(self._owners) >= KEY_CACHE:
-                self._owners.clear()
-            self._owners[mqtt_topic] = owners
-        return owners
-
-    def _add_subscription(self, session: Session, topic_filter: str, opts: SubOptions) -> bool:
-        self._owners.clear()
-        group_name, plain = parse_shared(topic_filter)
-        new = topic_filter not in session.subs
-        session.subs[topic_filter] = opts
-        if group_name is None:
-            self.trie.add(plain, session, opts)
-        else:
-            key = (group_name, plain)
-            group = self.groups.get(key)
-            if group is None:
-                group = self.groups[key] = ShareGroup(group_name, plain, self.stats)
-                self.trie.add(plain, group, SubOptions(2))
-            group.members[session.client_id] = (session, opts)
-            session.groups[topic_filter] = group
-        if new:
-            self._filters[plain] = self._filters.get(plain, 0) + 1
-        return new
-
-    def _remove_subscription(self, session: Session, topic_filter: str) -> bool:
-        if session.subs.pop(topic_filter, None) is None:
-            return False
-        self._owners.clear()
-        group_name, plain = parse_shared(topic_filter)
-        if group_name is None:
-            self.trie.remove(plain, session)
-        else:
-            group = session.groups.pop(topic_filter, None)
-            if group is not None:
-                group.members.pop(session.client_id, None)
-                if not group.members:
-                    self.trie.remove(plain, group)
-                    self.groups.pop((group_name, plain), None)
-        left = self._filters.get(plain, 1) - 1
-        if left:
-            self._filters[plain] = left
-        else:
-            self._filters.pop(plain, None)
-        return True
-
     def drop_session(self, session: Session) -> None:
-        for topic_filter in list(session.subs):
-            self._remove_subscription(session, topic_filter)
+        self.subscriptions.remove_all(session)
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
         if session.stored:
             session.stored = False
-            self.state.background(self.sessions_log.put(
-                [(session.client_id.encode(), None, [])]))
+            self.background(self.session_store.drop(session.client_id))
         self.refresh_interest()
 
-    def interest_of(self, session: Session) -> Iterable[TP]:
-        topics: set[str] = set()
-        existing = self.state.logs.topics()
-        for topic_filter in session.subs:
-            if not topic_filter.startswith("$share/"):
-                topics |= self.mapper.kafka_topics_for_filter(topic_filter, existing)
+    # ------------------------------------------------------------------ subscriptions
+
+    def owners_of(self, mqtt_topic: str) -> Owners:
+        return self.subscriptions.owners_of(mqtt_topic)
+
+    def add_subscription(self, session: Session, topic_filter: str, opts: SubOptions) -> bool:
+        return self.subscriptions.add(session, topic_filter, opts)
+
+    def remove_subscription(self, session: Session, topic_filter: str) -> bool:
+        return self.subscriptions.remove(session, topic_filter)
+
+    def _partitions_of(self, topics: Iterable[str]) -> Iterator[TP]:
+        existing = self.core.topics()
         for topic in topics:
             meta = existing.get(topic)
             if meta is not None:
                 for p in range(meta.partitions):
                     yield (topic, p)
 
+    def interest_of(self, topic_filters: Iterable[str]) -> Iterable[TP]:
+        existing = self.core.topics()
+        topics: set[str] = set()
+        for topic_filter in topic_filters:
+            if not topic_filter.startswith("$share/"):
+                topics |= self.mapper.kafka_topics_for_filter(topic_filter, existing)
+        return self._partitions_of(topics)
+
     def refresh_interest(self) -> None:
         """Start a tailer for every partition a subscription may read; stop the others."""
-        existing = self.state.logs.topics()
+        existing = self.core.topics()
         wanted: set[str] = set()
-        for topic_filter in self._filters:
+        for topic_filter in self.subscriptions.filters:
             wanted |= self.mapper.kafka_topics_for_filter(topic_filter, existing)
         needed: set[TP] = set()
-        for topic in wanted:
-            meta = existing.get(topic)
-            if meta is None:
-                continue
-            for p in range(meta.partitions):
-                tp = (topic, p)
-                needed.add(tp)
-                if tp not in self.tailers:
-                    plog = self.state.logs.partition(topic, p)
-                    fresh = topic not in self._known_topics
-                    start = plog.log_start_offset if fresh else plog.log_end_offset
-                    tailer = self.tailers[tp] = Tailer(self, tp, start)
-                    tailer.start()
+        for tp in self._partitions_of(wanted):
+            needed.add(tp)
+            if tp not in self.tailers:
+                partition = self.core.partition(*tp)
+                fresh = tp[0] not in self._known_topics
+                start = partition.log_start_offset if fresh else partition.log_end_offset
+                tailer = self.tailers[tp] = Tailer(self, self.core.cursor(*tp, start))
+                tailer.start()
         for tp in list(self.tailers):
             if tp not in needed:
                 self.tailers.pop(tp).stop()
-        for tp in list(self._chunks):
-            if tp not in needed:
-                del self._chunks[tp]
+        self.chunks.keep_only(needed)
         self._known_topics = set(existing)
         self._targets.clear()
 
-    # ------------------------------------------------------------------ messages
+    # ------------------------------------------------------------------ SessionHost, TailerHost
+
+    def live_position(self, tp: TP) -> int | None:
+        tailer = self.tailers.get(tp)
+        return None if tailer is None else tailer.position
+
+    def log_bounds(self, tp: TP) -> tuple[int, int] | None:
+        try:
+            partition = self.core.partition(*tp)
+        except KafkaError:
+            return None
+        return partition.log_start_offset, partition.log_end_offset
+
+    async def catch_up_chunk(self, tp: TP, offset: int) -> DecodedChunk:
+        return await self.chunks.chunk(tp, offset)
+
+    async def message_at(self, tp: TP, offset: int) -> Message | None:
+        try:
+            rec = await self.core.cursor(*tp, offset, reset="none").record_at(offset)
+        except KafkaError:
+            return None
+        if rec is None:
+            return None
+        return self.factory.from_record(self.mapper.mqtt_topic(tp[0], rec.key), rec)
+
+    def mqtt_topic(self, kafka_topic: str, key: bytes | None) -> str:
+        return self.mapper.mqtt_topic(kafka_topic, key)
 
     def message_from_record(self, mqtt_topic: str, rec: DecodedRecord) -> Message:
-        headers = rec.headers
-        plain = len(headers) <= 3
-        if plain:
-            for name, value in headers:
-                if name not in _PLAIN_HEADERS or value is None or len(value) > 256:
-                    plain = False
-                    break
-        if plain:
-            # QoS, retain and client id only (what an MQTT PUBLISH without properties
-            # stores): few distinct combinations, so their meaning is kept, not re-parsed
-            key = tuple(headers)
-            meta = self._metas.get(key)
-            if meta is None:
-                if len(self._metas) >= META_CACHE:
-                    self._metas.clear()
-                meta = self._metas[key] = meta_from_headers(headers)
-        else:
-            meta = meta_from_headers(headers)
-        expiry_at = rec.timestamp + meta.expiry_s * 1000 if meta.expiry_s is not None else None
-        return Message(mqtt_topic, rec.value or b"", meta.qos, meta.retain, meta.origin,
-                       expiry_at, meta.props)
+        return self.factory.from_record(mqtt_topic, rec)
 
-    def kafka_target(self, mqtt_topic: str) -> TP:
-        """(Kafka topic, partition) for an MQTT topic, auto-creating the topic if allowed.
+    # ------------------------------------------------------------------ publishing
+
+    def kafka_target(self, mqtt_topic: str) -> TP | None:
+        """(Kafka topic, partition) for an MQTT topic; None when the Kafka topic does not
+        exist yet (``resolve_target`` creates it).
 
         Cached per MQTT topic; the cache is dropped by ``refresh_interest`` (every second and
         whenever a topic is created) and after a failed append, so a topic's new partition
@@ -516,76 +396,96 @@ class MqttGateway:
         if tp is not None:
             return tp
         topic = self.mapper.kafka_topic(mqtt_topic)
-        meta = self.state.logs.topics().get(topic)
+        meta = self.core.topics().get(topic)
         if meta is None:
-            meta = self.state.topic_or_autocreate(topic)
-            self.refresh_interest()
+            return None
         tp = (topic, partition_for(mqtt_topic.encode(), meta.partitions))
         if len(self._targets) >= TARGET_CACHE:
             self._targets.clear()
         self._targets[mqtt_topic] = tp
         return tp
 
-    def catch_up_chunk(self, tp: TP, plog: Any, offset: int) -> DecodedChunk:
-        """The decoded log chunk holding ``offset`` for a session catching up on ``tp``:
-        one of the last reads of ``tp`` when it covers ``offset`` (sessions behind together
-        share one read and one decoding), else a new read.  At most ``CHUNKS_KEPT``."""
-        chunks = self._chunks.get(tp)
-        if chunks is not None:
-            for chunk in chunks:
-                if chunk.covers(plog, offset):
-                    return chunk
-        else:
-            chunks = []
-        chunk = DecodedChunk(self, tp, plog, offset)
-        chunks.insert(0, chunk)
-        del chunks[CHUNKS_PER_PARTITION:]
-        self._chunks.pop(tp, None)
-        while len(self._chunks) >= CHUNKS_KEPT // CHUNKS_PER_PARTITION:
-            del self._chunks[next(iter(self._chunks))]
-        self._chunks[tp] = chunks
-        return chunk
+    async def resolve_target(self, mqtt_topic: str) -> TP:
+        """``kafka_target``, creating the Kafka topic when it is missing and the broker
+        allows it (else ``KafkaError``)."""
+        tp = self.kafka_target(mqtt_topic)
+        if tp is not None:
+            return tp
+        await self.core.topic(self.mapper.kafka_topic(mqtt_topic))
+        self.refresh_interest()  # a new topic's tailers start at its beginning
+        tp = self.kafka_target(mqtt_topic)
+        if tp is None:
+            raise KafkaError(f"the Kafka topic of {mqtt_topic} vanished as it was created")
+        return tp
 
     def forget_targets(self) -> None:
         self._targets.clear()
 
-    def set_retained(self, publish: Publish, client_id: str) -> Any:
-        """Update the retained tree; returns the awaitable that makes it durable."""
+    def append(
+        self, writes: Sequence[tuple[str, int, Buffer]]
+    ) -> Awaitable[list[AppendResult | KafkaError]]:
+        return self.core.append_many(writes)
+
+    def set_retained(self, publish: Publish, client_id: str) -> asyncio.Task[None]:
+        """Update the retained tree; returns the task that makes it durable (started now,
+        so retained writes land in the order they came)."""
         topic = publish.topic
-        key = topic.encode()
         if publish.payload:
             props = publish.properties
             expiry = props.message_expiry_interval
-            msg = Message(topic, publish.payload, publish.qos, True, client_id,
-                          self.clock_ms() + expiry * 1000 if expiry is not None else None,
-                          stored_props(props))
+            msg = Message(
+                topic,
+                publish.payload,
+                publish.qos,
+                True,
+                client_id,
+                self.clock_ms() + expiry * 1000 if expiry is not None else None,
+                stored_props(props),
+            )
             self.retained.set(topic, msg)
             headers = headers_for(props, publish.qos, True, client_id)
-            return self.retained_log.put([(key, publish.payload, headers)])
+            return self.retained_store.put(topic, publish.payload, headers)
         self.retained.set(topic, None)
-        return self.retained_log.put([(key, None, [])])
+        return self.retained_store.put(topic, None, ())
+
+    def background(self, awaitable: Awaitable[Any]) -> None:
+        """Run ``awaitable`` without waiting for it; a failure is logged."""
+        future = asyncio.ensure_future(awaitable)
+        future.add_done_callback(_log_failure)
+        self.core.background(future)
+
+    # ------------------------------------------------------------------ wills
 
     def publish_will(self, client_id: str, will: WillState) -> None:
         self._wills.pop(client_id, None)
         if self.stopping:
             return
         if is_sys(will.topic):
-            log.warning("the will of MQTT client %s is on %s, which is the broker's: "
-                        "not published", client_id, will.topic)
+            log.warning(
+                "the will of MQTT client %s is on %s, which is the broker's: not published",
+                client_id,
+                will.topic,
+            )
             return
-        publish = Publish(will.topic, will.payload, will.qos, will.retain, False, None,
-                          will.props)
+        self.background(self._publish_will(client_id, will))
+
+    async def _publish_will(self, client_id: str, will: WillState) -> None:
         try:
-            tp = self.kafka_target(will.topic)
+            tp = await self.resolve_target(will.topic)
             headers = headers_for(will.props, will.qos, will.retain, client_id)
-            batch = build_batch([Record(self.clock_ms(), will.topic.encode(), will.payload,
-                                        headers)])
-            self.state.background(self.state.append(tp[0], tp[1], batch))
-            if will.retain:
-                self.state.background(self.set_retained(publish, client_id))
-            log.info("published the will of MQTT client %s on %s", client_id, will.topic)
+            batch = build_batch(
+                [Record(self.clock_ms(), will.topic.encode(), will.payload, headers)]
+            )
+            await self.core.append(tp[0], tp[1], batch)
         except KafkaError as exc:
             log.warning("cannot publish the will of %s on %s: %s", client_id, will.topic, exc)
+            return
+        if will.retain:
+            publish = Publish(
+                will.topic, will.payload, will.qos, will.retain, False, None, will.props
+            )
+            await self.set_retained(publish, client_id)
+        log.info("published the will of MQTT client %s on %s", client_id, will.topic)
 
     def schedule_will(self, client_id: str, will: WillState, delay_s: int) -> None:
         if delay_s <= 0:
@@ -599,32 +499,7 @@ class MqttGateway:
         if handle is not None:
             handle.cancel()
 
-    def restore_inflight(self, session: Session) -> None:
-        """Read back from the log the in-flight messages a restarted session had."""
-        for entry in session.restored_inflight:
-            topic, partition, offset, pid, qos, released, sub_ids = entry
-            tp = (topic, int(partition))
-            try:
-                plog = self.state.logs.partition(*tp)
-                data = plog.read(int(offset), 64 * 1024)
-            except KafkaError:
-                continue
-            for pos, header in iter_batches(data):
-                if not header.base_offset <= offset <= header.last_offset:
-                    continue
-                for rec in iter_records(memoryview(data)[pos : pos + header.size]):
-                    if rec.offset == offset:
-                        msg = self.message_from_record(self.mapper.mqtt_topic(topic, rec.key),
-                                                       rec)
-                        d = Delivery(msg, int(qos), False, tuple(sub_ids), tp, offset, True)
-                        item = Inflight(d)
-                        item.released = bool(released)
-                        session.inflight[int(pid)] = item
-        session.restored_inflight = []
 
-
-def stored_props(props: Properties) -> Properties:
-    return Properties(payload_format_indicator=props.payload_format_indicator,
-                      content_type=props.content_type, response_topic=props.response_topic,
-                      correlation_data=props.correlation_data,
-                      user_properties=list(props.user_properties))
+def _log_failure(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("MQTT background work failed", exc_info=future.exception())

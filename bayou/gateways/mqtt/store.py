@@ -1,86 +1,225 @@
-"""Durable MQTT state (retained messages, persistent sessions) in internal compacted logs.
+"""Durable MQTT state: retained messages, session documents, session positions.
 
-``StateLog`` uses one internal partition log, ``DATA/internal/<name>/0/`` (not a user topic:
-Metadata, Fetch and the CLI cannot see it, like the group coordinator's offsets log), as a
-key-value store, the way Kafka keeps consumer offsets: a write appends one batch of
-(key, value, headers) records — value ``None`` is a tombstone — and waits for a
-group-committed fsync; loading replays the log keeping the last value per key.  Every
-record is keyed (retained: the MQTT topic; sessions: the client id) and a deletion is a
-tombstone, so "last record per key" is exactly the state: the log is created with
-``internal_log_config`` (``cleanup.policy=compact``, 16 MiB segments) and the gateway
-registers it with the broker's log maintenance task, whose cleaner compacts it in a worker
-thread while ``put`` appends on the event loop.  ``load`` runs before it is registered.
+Theory of operation
+-------------------
+Everything durable goes through the core, in the engine's ``StateStore`` (compacted
+key-value logs the engine keeps and cleans — ``DATA/internal/<name>/0/`` on the local
+engine, as before this module used them) and the group coordinator:
 
-Kept behind this small interface (``open`` / ``load`` / ``put`` / ``close``) so that session
-positions can move to the group coordinator's offset store without touching the gateway.
+- ``__mqtt_retained``: key = MQTT topic, value = payload, headers = its properties (the
+  same headers a record of it carries); a tombstone clears it.  ``RetainedStore``.
+- ``__mqtt_sessions``: key = client id, value = the session's JSON document (subscriptions,
+  expiry, in-flight rows, QoS 2 ids); a tombstone drops it.  Written one batch per save,
+  fsynced, and only for the documents that changed since they were last written.
+- a persistent session's **positions** are the committed offsets of the consumer group
+  ``mqtt:<client id>``, committed as a reader outside the group's membership (generation
+  -1, as Kafka's ``assign()`` consumers do) — so ``bayou group describe``, Kafka's admin
+  API and every lag tool see MQTT subscribers and their lag.  Only offsets that moved since
+  the last commit are committed.  Group offsets expire (``offsets.retention.minutes``) when
+  nobody commits them, and an offline MQTT session may outlive that (3.1.1 sessions never
+  expire): every session's offsets are committed again once per half retention
+  (``refresh_due``), and soon after a restart.  Dropping a session deletes its group.
+
+A version 1 document (before positions were group offsets) still holds them: they are used
+for every partition the group has no offset for, and committed on the first save.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from pathlib import Path
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Iterable, Sequence
+from typing import Any, Protocol
 
-from bayou.broker.flusher import GroupFlusher
-from bayou.config import TopicConfig, internal_log_config
-from bayou.protocol.kafka.records import Record, build_batch, iter_batches, iter_records
-from bayou.storage import PartitionLog
+from bayou.core import Core
+from bayou.core.groups import GroupCoordinatorError
+from bayou.errors import ErrorCode
+from bayou.gateways.mqtt.messages import TP
+from bayou.log_limits import RateLimitedLog
+from bayou.storage.engine import StateEntry, StateLog, latest
+
+log = logging.getLogger("bayou.mqtt")
 
 RETAINED_LOG = "__mqtt_retained"
 SESSIONS_LOG = "__mqtt_sessions"
-_READ_CHUNK = 4 * 1024 * 1024
+GROUP_PREFIX = "mqtt:"
+REFRESH_BATCH = 1000  # sessions whose offsets are re-committed per refresh round
 
-Entry = tuple[bytes, bytes | None, list[tuple[str, bytes | None]]]
+Headers = Sequence[tuple[str, bytes | None]]
 
 
-class StateLog:
-    def __init__(self, data_dir: Path, name: str, flusher: GroupFlusher,
-                 clock_ms: Callable[[], int], config: TopicConfig | None = None) -> None:
-        self.name = name
-        self.directory = Path(data_dir) / "internal" / name / "0"
-        self.flusher = flusher
-        self.clock_ms = clock_ms
-        self.config = config or internal_log_config()
-        self.log: PartitionLog | None = None
+def group_of(client_id: str) -> str:
+    """The consumer group that holds a session's positions."""
+    return GROUP_PREFIX + client_id
 
-    def open(self) -> None:
-        """Open (recovering) the log: blocking, call from a worker thread."""
-        self.log = PartitionLog(self.name, 0, self.directory, self.config, self.clock_ms)
 
-    def close(self) -> None:
-        if self.log is not None:
-            self.log.close()
-            self.log = None
+class PersistedSession(Protocol):
+    """A session, as the store sees it."""
 
-    def load(self) -> dict[bytes, Entry]:
-        """The last (key, value, headers) per key; tombstoned keys are absent."""
-        log = self._log()
-        latest: dict[bytes, Entry] = {}
-        offset = log.log_start_offset
-        while offset < log.log_end_offset:
-            data = log.read(offset, _READ_CHUNK)
-            if not data:
-                break
-            view = memoryview(data)
-            for pos, header in iter_batches(view):
-                for rec in iter_records(view[pos : pos + header.size]):
-                    if rec.offset < offset or rec.key is None:
-                        continue
-                    if rec.value is None:
-                        latest.pop(rec.key, None)
-                    else:
-                        latest[rec.key] = (rec.key, rec.value, rec.headers)
-                offset = max(offset, header.last_offset + 1)
-        return latest
+    client_id: str
 
-    async def put(self, entries: Sequence[Entry]) -> None:
-        """Append the entries as one batch and wait until they are fsynced."""
-        if not entries or self.log is None:
+    def document(self) -> dict[str, Any]: ...
+
+    def positions(self) -> dict[TP, int]: ...
+
+
+class RetainedStore:
+    """``__mqtt_retained``."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self._log: StateLog | None = None
+
+    async def open(self) -> list[StateEntry]:
+        """Open the log; the retained messages it holds."""
+        self._log = await self.core.engine.state.open_log(RETAINED_LOG)
+        return list((await latest(self._log)).values())
+
+    def put(self, topic: str, payload: bytes | None, headers: Headers) -> asyncio.Task[None]:
+        """Store (or, with ``payload`` None, clear) the retained message of ``topic``; the
+        write starts now, so writes land in call order; the task ends once it is durable."""
+        entry = StateEntry(topic.encode(), payload, tuple(headers))
+        return asyncio.ensure_future(self._put(entry))
+
+    async def _put(self, entry: StateEntry) -> None:
+        if self._log is not None:
+            await self._log.put([entry], durable=True)
+
+
+class SessionStore:
+    """``__mqtt_sessions`` and the ``mqtt:<client id>`` groups (see the module docstring)."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.refresh_ms = core.group_settings.offsets_retention_ms // 2
+        self._log: StateLog | None = None
+        self._documents: dict[str, bytes] = {}  # client id → its document as last written
+        self._committed: dict[str, dict[TP, int]] = {}  # client id → offsets as committed
+        self._committed_at: dict[str, int] = {}  # client id → last full commit (clock ms)
+        self._limited = RateLimitedLog(log)
+
+    async def open(self) -> list[tuple[str, dict[str, Any], dict[TP, int]]]:
+        """Open the log; (client id, document, positions) of every stored session."""
+        self._log = await self.core.engine.state.open_log(SESSIONS_LOG)
+        out = []
+        for entry in (await latest(self._log)).values():
+            client_id = entry.key.decode("utf-8", "replace")
+            try:
+                doc = json.loads(entry.value or b"{}")
+                if not isinstance(doc, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as exc:
+                log.warning(
+                    "MQTT session %r: unreadable document (%s); dropping it", client_id, exc
+                )
+                continue
+            positions = self.committed(client_id)
+            self._documents[client_id] = entry.value or b""
+            self._committed[client_id] = dict(positions)
+            self._committed_at[client_id] = 0  # unknown: commit again soon
+            out.append((client_id, doc, positions))
+        return out
+
+    def committed(self, client_id: str) -> dict[TP, int]:
+        """The positions the session's group has committed."""
+        try:
+            found = self.core.offsets(group_of(client_id)).committed(None)
+        except GroupCoordinatorError as exc:
+            log.warning("MQTT session %s: cannot read its positions: %s", client_id, exc)
+            return {}
+        return {tp: offset for tp, (offset, _meta) in found.items()}
+
+    async def save(self, sessions: Iterable[PersistedSession], *, full: bool = False) -> None:
+        """Commit the positions that moved (all of them with ``full``) and write the
+        documents that changed (one fsynced batch).  Everything is taken from the sessions
+        and issued now, before the first wait, so saves land in the order they were made
+        (a later save never lands under an earlier one)."""
+        now = self.core.clock_ms()
+        entries: list[StateEntry] = []
+        jobs: list[Awaitable[None]] = []
+        for session in sessions:
+            client_id = session.client_id
+            job = self._commit(client_id, session.positions(), full, now)
+            if job is not None:
+                jobs.append(job)
+            data = json.dumps(session.document(), separators=(",", ":")).encode()
+            if self._documents.get(client_id) != data:
+                self._documents[client_id] = data
+                entries.append(StateEntry(client_id.encode(), data))
+        if entries and self._log is not None:
+            jobs.insert(0, self._log.put(entries, durable=True))
+        if jobs:
+            await asyncio.gather(*jobs)
+
+    def _commit(
+        self, client_id: str, positions: dict[TP, int], full: bool, now: int
+    ) -> Awaitable[None] | None:
+        done = self._committed.setdefault(client_id, {})
+        self._committed_at.setdefault(client_id, now)
+        moved = positions if full else {tp: o for tp, o in positions.items() if done.get(tp) != o}
+        if not moved:
+            if full:
+                self._committed_at[client_id] = now
+            return None
+        return self._send_commit(client_id, moved, full, now)
+
+    async def _send_commit(
+        self, client_id: str, moved: dict[TP, int], full: bool, now: int
+    ) -> None:
+        try:
+            await self.core.offsets(group_of(client_id)).commit(moved)
+        except GroupCoordinatorError as exc:
+            # e.g. a Kafka consumer joined the group: the positions stay in memory
+            self._limited.warning(
+                (client_id, "commit"),
+                "MQTT session %s: cannot commit its positions to group %s: %s",
+                client_id,
+                group_of(client_id),
+                exc,
+            )
             return
-        ts = self.clock_ms()
-        self.log.append(build_batch([Record(ts, k, v, h) for k, v, h in entries]))
-        await self.flusher.flush(self.log)
+        done = self._committed.get(client_id)
+        if done is not None:  # not dropped meanwhile
+            done.update(moved)
+            if full:
+                self._committed_at[client_id] = now
 
-    def _log(self) -> PartitionLog:
-        if self.log is None:
-            raise RuntimeError(f"MQTT state log {self.name} is not open")
-        return self.log
+    def refresh_due(self, now: int) -> list[str]:
+        """Client ids whose offsets should be committed again before they expire."""
+        due = []
+        for client_id, at in self._committed_at.items():
+            if now - at >= self.refresh_ms:
+                due.append(client_id)
+                if len(due) >= REFRESH_BATCH:
+                    break
+        return due
+
+    def drop(self, client_id: str) -> asyncio.Future[tuple[None, None]]:
+        """Forget the session: a tombstone for its document, its group deleted — both issued
+        now, so a new session of the same client id saved later lands after them."""
+        self._documents.pop(client_id, None)
+        self._committed.pop(client_id, None)
+        self._committed_at.pop(client_id, None)
+        return asyncio.gather(self._tombstone(client_id), self._delete_group(client_id))
+
+    async def _tombstone(self, client_id: str) -> None:
+        if self._log is not None:
+            await self._log.put([StateEntry(client_id.encode(), None)], durable=True)
+
+    async def _delete_group(self, client_id: str) -> None:
+        group = group_of(client_id)
+        try:
+            driver = self.core.group_driver()
+            codes = await driver.run(
+                lambda now, _token: driver.coordinator.delete_groups(now, [group])
+            )
+        except GroupCoordinatorError as exc:
+            codes = [exc.code]
+        if codes and codes[0] not in (ErrorCode.NONE, ErrorCode.GROUP_ID_NOT_FOUND):
+            log.warning(
+                "MQTT session %s dropped, but its group %s stays: %s",
+                client_id,
+                group,
+                codes[0].name,
+            )

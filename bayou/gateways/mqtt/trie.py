@@ -158,8 +158,11 @@ class TopicTree(Generic[V]):
                     stack.append((found, i + 1))
 
     def _all_below(self, node: _TopicNode, skip_dollar: bool) -> Iterator[V]:
-        stack = [(child, name) for name, child in node.children.items()
-                 if not (skip_dollar and name.startswith("$"))]
+        stack = [
+            (child, name)
+            for name, child in node.children.items()
+            if not (skip_dollar and name.startswith("$"))
+        ]
         while stack:
             child, _name = stack.pop()
             if child.value is not None:

@@ -166,8 +166,15 @@ class Method:
 
 
 _ZERO: dict[str, Any] = {
-    "bit": False, "octet": 0, "short": 0, "long": 0, "longlong": 0, "shortstr": "",
-    "longstr": b"", "table": {}, "timestamp": 0,
+    "bit": False,
+    "octet": 0,
+    "short": 0,
+    "long": 0,
+    "longlong": 0,
+    "shortstr": "",
+    "longstr": b"",
+    "table": {},
+    "timestamp": 0,
 }
 
 
@@ -455,8 +462,9 @@ def _decode_value(r: Reader, depth: int) -> Any:
 # --------------------------------------------------------------------------- methods
 
 
-def _encode_fields(out: bytearray, fields: tuple[tuple[str, str], ...],
-                   values: Mapping[str, Any]) -> None:
+def _encode_fields(
+    out: bytearray, fields: tuple[tuple[str, str], ...], values: Mapping[str, Any]
+) -> None:
     bits = 0
     nbits = 0
     for name, wire in fields:
@@ -533,8 +541,9 @@ def decode_method(payload: Buffer) -> Method:
     class_id, method_id = _METHOD_ID.unpack_from(payload, 0)
     method_spec = spec.BY_ID.get((class_id, method_id))
     if method_spec is None:
-        raise AmqpError(spec.NOT_IMPLEMENTED, f"unknown method {class_id}.{method_id}",
-                        class_id, method_id)
+        raise AmqpError(
+            spec.NOT_IMPLEMENTED, f"unknown method {class_id}.{method_id}", class_id, method_id
+        )
     try:
         values = _decode_fields(Reader(payload, 4), method_spec.fields)
     except AmqpError as exc:
@@ -611,8 +620,9 @@ def encode_method(channel: int, m: Method) -> bytearray:
 HEARTBEAT_FRAME = bytes(frame(spec.FRAME_HEARTBEAT, 0, b""))
 
 
-def write_content(out: bytearray, channel: int, m: Method, props: Mapping[str, Any],
-                  body: Buffer, frame_max: int) -> None:
+def write_content(
+    out: bytearray, channel: int, m: Method, props: Mapping[str, Any], body: Buffer, frame_max: int
+) -> None:
     """A content-carrying method, its header and body frames (split to fit ``frame_max``)."""
     write_frame(out, spec.FRAME_METHOD, channel, encode_method_payload(m))
     write_frame(out, spec.FRAME_HEADER, channel, encode_content_header(len(body), props))
@@ -632,8 +642,9 @@ def peek_frame(buf: Buffer, pos: int, frame_max: int) -> tuple[int, int, int, in
         return None
     frame_type, channel, size = _FRAME_HEADER.unpack_from(buf, pos)
     if size + spec.FRAME_OVERHEAD > frame_max:
-        raise AmqpError(spec.FRAME_ERROR, f"frame of {size + 8} bytes exceeds frame_max "
-                        f"{frame_max}")
+        raise AmqpError(
+            spec.FRAME_ERROR, f"frame of {size + 8} bytes exceeds frame_max {frame_max}"
+        )
     end = pos + 7 + size
     if len(buf) <= end:
         return None

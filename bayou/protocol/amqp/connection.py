@@ -136,9 +136,18 @@ class ConnectionClosed:
     reason: str
 
 
-Event = (Opened | ChannelOpened | MethodReceived | MessageReceived | ChannelFlow
-         | ChannelCloseRequested | ChannelFailed | ConnectionCloseRequested | ConnectionFailed
-         | ConnectionClosed)
+Event = (
+    Opened
+    | ChannelOpened
+    | MethodReceived
+    | MessageReceived
+    | ChannelFlow
+    | ChannelCloseRequested
+    | ChannelFailed
+    | ConnectionCloseRequested
+    | ConnectionFailed
+    | ConnectionClosed
+)
 
 
 class _Channel:
@@ -250,8 +259,13 @@ class ServerConnection:
         self._out += encode_method(channel, m)
         return True
 
-    def send_content(self, channel: int, m: Method, properties: Mapping[str, Any],
-                     body: bytes | bytearray | memoryview) -> bool:
+    def send_content(
+        self,
+        channel: int,
+        m: Method,
+        properties: Mapping[str, Any],
+        body: bytes | bytearray | memoryview,
+    ) -> bool:
         if not self.channel_open(channel):
             return False
         write_content(self._out, channel, m, properties, body, self.frame_max)
@@ -261,15 +275,23 @@ class ServerConnection:
         if self.state in (State.OPEN, State.AWAIT_OPEN):
             self._out += HEARTBEAT_FRAME
 
-    def close_channel(self, channel: int, code: int, text: str, class_id: int = 0,
-                      method_id: int = 0) -> None:
+    def close_channel(
+        self, channel: int, code: int, text: str, class_id: int = 0, method_id: int = 0
+    ) -> None:
         """Close a channel for a soft error (the driver has already dropped its state)."""
         ch = self.channels.get(channel)
         if ch is None or ch.state != "open":
             return
-        self._out += encode_method(channel, method(
-            "channel.close", reply_code=code, reply_text=_reply_text(code, text),
-            class_id=class_id, method_id=method_id))
+        self._out += encode_method(
+            channel,
+            method(
+                "channel.close",
+                reply_code=code,
+                reply_text=_reply_text(code, text),
+                class_id=class_id,
+                method_id=method_id,
+            ),
+        )
         ch.state = "closing_us"
         ch.reset_content()
 
@@ -281,16 +303,22 @@ class ServerConnection:
             if self.state is State.OPEN:
                 self._out += encode_method(channel, method("channel.close_ok"))
 
-    def close_connection(self, code: int, text: str, class_id: int = 0,
-                         method_id: int = 0) -> None:
+    def close_connection(self, code: int, text: str, class_id: int = 0, method_id: int = 0) -> None:
         if self.state in (State.CLOSING, State.CLOSED):
             return
         if self.state is State.AWAIT_HEADER:
             self.state = State.CLOSED
             return
-        self._out += encode_method(0, method(
-            "connection.close", reply_code=code, reply_text=_reply_text(code, text),
-            class_id=class_id, method_id=method_id))
+        self._out += encode_method(
+            0,
+            method(
+                "connection.close",
+                reply_code=code,
+                reply_text=_reply_text(code, text),
+                class_id=class_id,
+                method_id=method_id,
+            ),
+        )
         self.state = State.CLOSING
         self.channels.clear()
 
@@ -321,14 +349,22 @@ class ServerConnection:
                 self._out += spec.PROTOCOL_HEADER
                 self.state = State.CLOSED
                 return ConnectionClosed("unsupported protocol header"), True
-            self._out += encode_method(0, method(
-                "connection.start", version_major=0, version_minor=9,
-                server_properties=self.server_properties, mechanisms=b"PLAIN AMQPLAIN",
-                locales=b"en_US"))
+            self._out += encode_method(
+                0,
+                method(
+                    "connection.start",
+                    version_major=0,
+                    version_minor=9,
+                    server_properties=self.server_properties,
+                    mechanisms=b"PLAIN AMQPLAIN",
+                    locales=b"en_US",
+                ),
+            )
             self.state = State.AWAIT_START_OK
             return None, True
-        limit = self.frame_max if self.state is State.OPEN else max(self.frame_max,
-                                                                      spec.FRAME_MIN_SIZE)
+        limit = (
+            self.frame_max if self.state is State.OPEN else max(self.frame_max, spec.FRAME_MIN_SIZE)
+        )
         try:
             found = peek_frame(buf, self._pos, limit)
         except AmqpError:
@@ -384,8 +420,9 @@ class ServerConnection:
 
     def _negotiate(self, channel: int, m: Method) -> Event | None:
         if channel != 0:
-            raise AmqpError(spec.CHANNEL_ERROR, "channel used before the connection is open",
-                            *m.spec.key)
+            raise AmqpError(
+                spec.CHANNEL_ERROR, "channel used before the connection is open", *m.spec.key
+            )
         expected = {
             State.AWAIT_START_OK: "connection.start_ok",
             State.AWAIT_TUNE_OK: "connection.tune_ok",
@@ -395,8 +432,7 @@ class ServerConnection:
             self.peer_closing = True
             return ConnectionCloseRequested(m.reply_code, m.reply_text)
         if m.name != expected:
-            raise AmqpError(spec.COMMAND_INVALID, f"expected {expected}, got {m.name}",
-                            *m.spec.key)
+            raise AmqpError(spec.COMMAND_INVALID, f"expected {expected}, got {m.name}", *m.spec.key)
         if self.state is State.AWAIT_START_OK:
             self._start_ok(m)
         elif self.state is State.AWAIT_TUNE_OK:
@@ -404,8 +440,14 @@ class ServerConnection:
         else:
             self._out += encode_method(0, method("connection.open_ok"))
             self.state = State.OPEN
-            return Opened(m.virtual_host, self.username, self.client_properties,
-                          self.channel_max, self.frame_max, self.heartbeat)
+            return Opened(
+                m.virtual_host,
+                self.username,
+                self.client_properties,
+                self.channel_max,
+                self.frame_max,
+                self.heartbeat,
+            )
         return None
 
     def _start_ok(self, m: Method) -> None:
@@ -420,19 +462,28 @@ class ServerConnection:
             table = decode_table(Reader(len(response).to_bytes(4, "big") + response))
             user, password = _as_bytes(table.get("LOGIN")), _as_bytes(table.get("PASSWORD"))
         else:
-            raise AmqpError(spec.ACCESS_REFUSED, f"unsupported mechanism {m.mechanism}",
-                            *m.spec.key)
+            raise AmqpError(
+                spec.ACCESS_REFUSED, f"unsupported mechanism {m.mechanism}", *m.spec.key
+            )
         username = user.decode(errors="replace")
         if self.authenticate is not None and not self.authenticate(
             m.mechanism, username, password.decode(errors="replace")
         ):
-            raise AmqpError(spec.ACCESS_REFUSED,
-                            f"Login was refused using authentication mechanism {m.mechanism}",
-                            *m.spec.key)
+            raise AmqpError(
+                spec.ACCESS_REFUSED,
+                f"Login was refused using authentication mechanism {m.mechanism}",
+                *m.spec.key,
+            )
         self.username = username
-        self._out += encode_method(0, method(
-            "connection.tune", channel_max=self.channel_max, frame_max=self.frame_max,
-            heartbeat=self.heartbeat))
+        self._out += encode_method(
+            0,
+            method(
+                "connection.tune",
+                channel_max=self.channel_max,
+                frame_max=self.frame_max,
+                heartbeat=self.heartbeat,
+            ),
+        )
         self.state = State.AWAIT_TUNE_OK
 
     def _tune_ok(self, m: Method) -> None:
@@ -440,8 +491,9 @@ class ServerConnection:
             self.channel_max = min(self.channel_max, m.channel_max)
         if m.frame_max:
             if m.frame_max < spec.FRAME_MIN_SIZE:
-                raise AmqpError(spec.NOT_ALLOWED, f"frame_max {m.frame_max} below 4096",
-                                *m.spec.key)
+                raise AmqpError(
+                    spec.NOT_ALLOWED, f"frame_max {m.frame_max} below 4096", *m.spec.key
+                )
             self.frame_max = min(self.frame_max, m.frame_max)
         self.heartbeat = m.heartbeat
         self.state = State.AWAIT_OPEN
@@ -456,21 +508,28 @@ class ServerConnection:
             raise AmqpError(spec.COMMAND_INVALID, f"{m.name} on channel 0", *m.spec.key)
         if m.name == "connection.close_ok":
             return None
-        raise AmqpError(spec.NOT_IMPLEMENTED if m.spec.from_client else spec.COMMAND_INVALID,
-                        f"{m.name} is not served", *m.spec.key)
+        raise AmqpError(
+            spec.NOT_IMPLEMENTED if m.spec.from_client else spec.COMMAND_INVALID,
+            f"{m.name} is not served",
+            *m.spec.key,
+        )
 
     def _channel_method(self, channel: int, m: Method) -> Event | None:
         key = m.spec.key
         if m.spec.class_id == spec.CLASS_IDS["connection"]:
             raise AmqpError(spec.COMMAND_INVALID, f"{m.name} on channel {channel}", *key)
         if channel > self.channel_max:
-            raise AmqpError(spec.CHANNEL_ERROR, f"channel {channel} over channel_max "
-                            f"{self.channel_max}", *key)
+            raise AmqpError(
+                spec.CHANNEL_ERROR, f"channel {channel} over channel_max {self.channel_max}", *key
+            )
         ch = self.channels.get(channel)
         if ch is None:
             if m.name != "channel.open":
-                raise AmqpError(spec.CHANNEL_ERROR, f"expected 'channel.open' on channel "
-                                f"{channel}, got {m.name}", *key)
+                raise AmqpError(
+                    spec.CHANNEL_ERROR,
+                    f"expected 'channel.open' on channel {channel}, got {m.name}",
+                    *key,
+                )
             self.channels[channel] = _Channel()
             self._out += encode_method(channel, method("channel.open_ok"))
             return ChannelOpened(channel)
@@ -484,8 +543,9 @@ class ServerConnection:
         if ch.state == "closing_peer":
             return None
         if ch.pending is not None:
-            raise AmqpError(spec.UNEXPECTED_FRAME, f"expected content for {ch.pending.name}, "
-                            f"got {m.name}", *key)
+            raise AmqpError(
+                spec.UNEXPECTED_FRAME, f"expected content for {ch.pending.name}, got {m.name}", *key
+            )
         if not m.spec.from_client:
             raise AmqpError(spec.COMMAND_INVALID, f"{m.name} is sent by servers only", *key)
         name = m.name
@@ -520,9 +580,13 @@ class ServerConnection:
             if class_id != pending.spec.class_id:
                 raise AmqpError(spec.FRAME_ERROR, f"content header for class {class_id}")
             if size > self.max_message_size:
-                self.close_channel(channel, spec.PRECONDITION_FAILED,
-                                   f"message size {size} is larger than configured max size "
-                                   f"{self.max_message_size}", *pending.spec.key)
+                self.close_channel(
+                    channel,
+                    spec.PRECONDITION_FAILED,
+                    f"message size {size} is larger than configured max size "
+                    f"{self.max_message_size}",
+                    *pending.spec.key,
+                )
                 return ChannelFailed(channel, spec.PRECONDITION_FAILED, "message too large")
             ch.props = props
             ch.body_size = size

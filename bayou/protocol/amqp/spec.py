@@ -52,18 +52,41 @@ NOT_IMPLEMENTED = 540
 INTERNAL_ERROR = 541
 
 REPLY_NAMES = {
-    REPLY_SUCCESS: "REPLY_SUCCESS", CONTENT_TOO_LARGE: "CONTENT_TOO_LARGE", NO_ROUTE: "NO_ROUTE",
-    NO_CONSUMERS: "NO_CONSUMERS", ACCESS_REFUSED: "ACCESS_REFUSED", NOT_FOUND: "NOT_FOUND",
-    RESOURCE_LOCKED: "RESOURCE_LOCKED", PRECONDITION_FAILED: "PRECONDITION_FAILED",
-    CONNECTION_FORCED: "CONNECTION_FORCED", INVALID_PATH: "INVALID_PATH",
-    FRAME_ERROR: "FRAME_ERROR", SYNTAX_ERROR: "SYNTAX_ERROR", COMMAND_INVALID: "COMMAND_INVALID",
-    CHANNEL_ERROR: "CHANNEL_ERROR", UNEXPECTED_FRAME: "UNEXPECTED_FRAME",
-    RESOURCE_ERROR: "RESOURCE_ERROR", NOT_ALLOWED: "NOT_ALLOWED",
-    NOT_IMPLEMENTED: "NOT_IMPLEMENTED", INTERNAL_ERROR: "INTERNAL_ERROR",
+    REPLY_SUCCESS: "REPLY_SUCCESS",
+    CONTENT_TOO_LARGE: "CONTENT_TOO_LARGE",
+    NO_ROUTE: "NO_ROUTE",
+    NO_CONSUMERS: "NO_CONSUMERS",
+    ACCESS_REFUSED: "ACCESS_REFUSED",
+    NOT_FOUND: "NOT_FOUND",
+    RESOURCE_LOCKED: "RESOURCE_LOCKED",
+    PRECONDITION_FAILED: "PRECONDITION_FAILED",
+    CONNECTION_FORCED: "CONNECTION_FORCED",
+    INVALID_PATH: "INVALID_PATH",
+    FRAME_ERROR: "FRAME_ERROR",
+    SYNTAX_ERROR: "SYNTAX_ERROR",
+    COMMAND_INVALID: "COMMAND_INVALID",
+    CHANNEL_ERROR: "CHANNEL_ERROR",
+    UNEXPECTED_FRAME: "UNEXPECTED_FRAME",
+    RESOURCE_ERROR: "RESOURCE_ERROR",
+    NOT_ALLOWED: "NOT_ALLOWED",
+    NOT_IMPLEMENTED: "NOT_IMPLEMENTED",
+    INTERNAL_ERROR: "INTERNAL_ERROR",
 }
-HARD_ERRORS = frozenset({CONNECTION_FORCED, INVALID_PATH, FRAME_ERROR, SYNTAX_ERROR,
-                         COMMAND_INVALID, CHANNEL_ERROR, UNEXPECTED_FRAME, RESOURCE_ERROR,
-                         NOT_ALLOWED, NOT_IMPLEMENTED, INTERNAL_ERROR})
+HARD_ERRORS = frozenset(
+    {
+        CONNECTION_FORCED,
+        INVALID_PATH,
+        FRAME_ERROR,
+        SYNTAX_ERROR,
+        COMMAND_INVALID,
+        CHANNEL_ERROR,
+        UNEXPECTED_FRAME,
+        RESOURCE_ERROR,
+        NOT_ALLOWED,
+        NOT_IMPLEMENTED,
+        INTERNAL_ERROR,
+    }
+)
 
 DEFINITIONS = """
 connection.start            10.10  S!  version_major:octet version_minor:octet
@@ -164,8 +187,16 @@ cluster_id:shortstr
 WIRE_TYPES = frozenset(
     {"bit", "octet", "short", "long", "longlong", "shortstr", "longstr", "table", "timestamp"}
 )
-CLASS_IDS = {"connection": 10, "channel": 20, "access": 30, "exchange": 40, "queue": 50,
-             "basic": 60, "confirm": 85, "tx": 90}
+CLASS_IDS = {
+    "connection": 10,
+    "channel": 20,
+    "access": 30,
+    "exchange": 40,
+    "queue": 50,
+    "basic": 60,
+    "confirm": 85,
+    "tx": 90,
+}
 BASIC_CLASS = 60
 
 
@@ -213,8 +244,14 @@ def _parse() -> dict[str, MethodSpec]:
             raise ValueError(f"bad flags in {line!r}")
         class_id, method_id = (int(x) for x in ids.split("."))
         out[name] = MethodSpec(
-            name, class_id, method_id, _parse_fields(words), "C" in flags, "S" in flags,
-            "!" in flags, "+" in flags,
+            name,
+            class_id,
+            method_id,
+            _parse_fields(words),
+            "C" in flags,
+            "S" in flags,
+            "!" in flags,
+            "+" in flags,
         )
     return out
 

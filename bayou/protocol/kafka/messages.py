@@ -2213,6 +2213,109 @@ class EndTxnResponse(ApiMessage):
         self.producer_epoch = producer_epoch
 
 
+class WriteTxnMarkersRequestWritableTxnMarkerTopic(Message):
+    __slots__ = ('name', 'partition_indexes')
+
+    def __init__(
+        self,
+        name: str = '',
+        partition_indexes: list[int] = DEFAULT,
+    ) -> None:
+        self.name = name
+        self.partition_indexes = [] if partition_indexes is DEFAULT else partition_indexes
+
+
+class WriteTxnMarkersRequestWritableTxnMarker(Message):
+    __slots__ = ('producer_id', 'producer_epoch', 'transaction_result', 'topics', 'coordinator_epoch')
+
+    def __init__(
+        self,
+        producer_id: int = 0,
+        producer_epoch: int = 0,
+        transaction_result: bool = False,
+        topics: list[WriteTxnMarkersRequestWritableTxnMarkerTopic] = DEFAULT,
+        coordinator_epoch: int = 0,
+    ) -> None:
+        self.producer_id = producer_id
+        self.producer_epoch = producer_epoch
+        self.transaction_result = transaction_result
+        self.topics = [] if topics is DEFAULT else topics
+        self.coordinator_epoch = coordinator_epoch
+
+
+class WriteTxnMarkersRequest(ApiMessage):
+    """WriteTxnMarkersRequest: versions 0-1, flexible 1+."""
+    __slots__ = ('markers',)
+    NAME = 'WriteTxnMarkersRequest'
+    API_KEY = 27
+    MIN_VERSION = 0
+    MAX_VERSION = 1
+    FLEXIBLE_FROM = 1
+    WritableTxnMarkerTopic = WriteTxnMarkersRequestWritableTxnMarkerTopic
+    WritableTxnMarker = WriteTxnMarkersRequestWritableTxnMarker
+
+    def __init__(
+        self,
+        markers: list[WriteTxnMarkersRequestWritableTxnMarker] = DEFAULT,
+    ) -> None:
+        self.markers = [] if markers is DEFAULT else markers
+
+
+class WriteTxnMarkersResponseWritableTxnMarkerPartitionResult(Message):
+    __slots__ = ('partition_index', 'error_code')
+
+    def __init__(
+        self,
+        partition_index: int = 0,
+        error_code: int = 0,
+    ) -> None:
+        self.partition_index = partition_index
+        self.error_code = error_code
+
+
+class WriteTxnMarkersResponseWritableTxnMarkerTopicResult(Message):
+    __slots__ = ('name', 'partitions')
+
+    def __init__(
+        self,
+        name: str = '',
+        partitions: list[WriteTxnMarkersResponseWritableTxnMarkerPartitionResult] = DEFAULT,
+    ) -> None:
+        self.name = name
+        self.partitions = [] if partitions is DEFAULT else partitions
+
+
+class WriteTxnMarkersResponseWritableTxnMarkerResult(Message):
+    __slots__ = ('producer_id', 'topics')
+
+    def __init__(
+        self,
+        producer_id: int = 0,
+        topics: list[WriteTxnMarkersResponseWritableTxnMarkerTopicResult] = DEFAULT,
+    ) -> None:
+        self.producer_id = producer_id
+        self.topics = [] if topics is DEFAULT else topics
+
+
+class WriteTxnMarkersResponse(ApiMessage):
+    """WriteTxnMarkersResponse: versions 0-1, flexible 1+."""
+    __slots__ = ('markers',)
+    NAME = 'WriteTxnMarkersResponse'
+    API_KEY = 27
+    MIN_VERSION = 0
+    MAX_VERSION = 1
+    FLEXIBLE_FROM = 1
+    WritableTxnMarkerPartitionResult = WriteTxnMarkersResponseWritableTxnMarkerPartitionResult
+    WritableTxnMarkerTopicResult = WriteTxnMarkersResponseWritableTxnMarkerTopicResult
+    WritableTxnMarkerResult = WriteTxnMarkersResponseWritableTxnMarkerResult
+
+    def __init__(
+        self,
+        markers: list[WriteTxnMarkersResponseWritableTxnMarkerResult] = DEFAULT,
+    ) -> None:
+        self.markers = [] if markers is DEFAULT else markers
+
+
 class TxnOffsetCommitRequestPartition(Message):
     __slots__ = ('partition_index', 'committed_offset', 'committed_leader_epoch', 'committed_metadata')
 
@@ -14301,6 +14404,346 @@ def _e_EndTxnResponse_5(o: EndTxnResponse, out: bytearray) -> None:
     out.append(0)
 
 
+def _d_WriteTxnMarkersRequestWritableTxnMarkerTopic_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[WriteTxnMarkersRequestWritableTxnMarkerTopic, int]:
+    v_name: str
+    v_name, pos = r_str(buf, pos)
+    v_partition_indexes: list[int]
+    n, pos = r_len(buf, pos)
+    v_partition_indexes = list(unpack_from('>%di' % n, buf, pos))
+    pos += 4 * n
+    return WriteTxnMarkersRequestWritableTxnMarkerTopic(v_name, v_partition_indexes), pos
+
+
+def _d_WriteTxnMarkersRequestWritableTxnMarker_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[WriteTxnMarkersRequestWritableTxnMarker, int]:
+    v_producer_id, v_producer_epoch, v_transaction_result = _S_qho.unpack_from(buf, pos)
+    pos += 11
+    v_topics: list[WriteTxnMarkersRequestWritableTxnMarkerTopic]
+    n, pos = r_len(buf, pos)
+    v_topics = []
+    for _ in range(n):
+        e_topics, pos = _d_WriteTxnMarkersRequestWritableTxnMarkerTopic_0(buf, pos)
+        v_topics.append(e_topics)
+    v_coordinator_epoch = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    return WriteTxnMarkersRequestWritableTxnMarker(
+        v_producer_id,
+        v_producer_epoch,
+        v_transaction_result,
+        v_topics,
+        v_coordinator_epoch,
+    ), pos
+
+
+def _d_WriteTxnMarkersRequest_0(buf: memoryview, pos: int) -> tuple[WriteTxnMarkersRequest, int]:
+    v_markers: list[WriteTxnMarkersRequestWritableTxnMarker]
+    n, pos = r_len(buf, pos)
+    v_markers = []
+    for _ in range(n):
+        e_markers, pos = _d_WriteTxnMarkersRequestWritableTxnMarker_0(buf, pos)
+        v_markers.append(e_markers)
+    return WriteTxnMarkersRequest(v_markers), pos
+
+
+def _e_WriteTxnMarkersRequestWritableTxnMarkerTopic_0(
+    o: WriteTxnMarkersRequestWritableTxnMarkerTopic,
+    out: bytearray,
+) -> None:
+    w_str(out, o.name)
+    x_partition_indexes = o.partition_indexes
+    out += I32.pack(len(x_partition_indexes))
+    out += pack('>%di' % len(x_partition_indexes), *x_partition_indexes)
+
+
+def _e_WriteTxnMarkersRequestWritableTxnMarker_0(
+    o: WriteTxnMarkersRequestWritableTxnMarker,
+    out: bytearray,
+) -> None:
+    out += _S_qho.pack(o.producer_id, o.producer_epoch, o.transaction_result)
+    x_topics = o.topics
+    out += I32.pack(len(x_topics))
+    for e_topics in x_topics:
+        _e_WriteTxnMarkersRequestWritableTxnMarkerTopic_0(e_topics, out)
+    out += _S_i.pack(o.coordinator_epoch)
+
+
+def _e_WriteTxnMarkersRequest_0(o: WriteTxnMarkersRequest, out: bytearray) -> None:
+    x_markers = o.markers
+    out += I32.pack(len(x_markers))
+    for e_markers in x_markers:
+        _e_WriteTxnMarkersRequestWritableTxnMarker_0(e_markers, out)
+
+
+def _d_WriteTxnMarkersRequestWritableTxnMarkerTopic_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[WriteTxnMarkersRequestWritableTxnMarkerTopic, int]:
+    v_name: str
+    v_name, pos = r_cstr(buf, pos)
+    v_partition_indexes: list[int]
+    n, pos = r_clen(buf, pos)
+    v_partition_indexes = list(unpack_from('>%di' % n, buf, pos))
+    pos += 4 * n
+    pos = skip_tags(buf, pos)
+    return WriteTxnMarkersRequestWritableTxnMarkerTopic(v_name, v_partition_indexes), pos
+
+
+def _d_WriteTxnMarkersRequestWritableTxnMarker_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[WriteTxnMarkersRequestWritableTxnMarker, int]:
+    v_producer_id, v_producer_epoch, v_transaction_result = _S_qho.unpack_from(buf, pos)
+    pos += 11
+    v_topics: list[WriteTxnMarkersRequestWritableTxnMarkerTopic]
+    n, pos = r_clen(buf, pos)
+    v_topics = []
+    for _ in range(n):
+        e_topics, pos = _d_WriteTxnMarkersRequestWritableTxnMarkerTopic_1(buf, pos)
+        v_topics.append(e_topics)
+    v_coordinator_epoch = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    pos = skip_tags(buf, pos)
+    return WriteTxnMarkersRequestWritableTxnMarker(
+        v_producer_id,
+        v_producer_epoch,
+        v_transaction_result,
+        v_topics,
+        v_coordinator_epoch,
+    ), pos
+
+
+def _d_WriteTxnMarkersRequest_1(buf: memoryview, pos: int) -> tuple[WriteTxnMarkersRequest, int]:
+    v_markers: list[WriteTxnMarkersRequestWritableTxnMarker]
+    n, pos = r_clen(buf, pos)
+    v_markers = []
+    for _ in range(n):
+        e_markers, pos = _d_WriteTxnMarkersRequestWritableTxnMarker_1(buf, pos)
+        v_markers.append(e_markers)
+    pos = skip_tags(buf, pos)
+    return WriteTxnMarkersRequest(v_markers), pos
+
+
+def _e_WriteTxnMarkersRequestWritableTxnMarkerTopic_1(
+    o: WriteTxnMarkersRequestWritableTxnMarkerTopic,
+    out: bytearray,
+) -> None:
+    w_cstr(out, o.name)
+    x_partition_indexes = o.partition_indexes
+    out += uv(len(x_partition_indexes) + 1)
+    out += pack('>%di' % len(x_partition_indexes), *x_partition_indexes)
+    out.append(0)
+
+
+def _e_WriteTxnMarkersRequestWritableTxnMarker_1(
+    o: WriteTxnMarkersRequestWritableTxnMarker,
+    out: bytearray,
+) -> None:
+    out += _S_qho.pack(o.producer_id, o.producer_epoch, o.transaction_result)
+    x_topics = o.topics
+    out += uv(len(x_topics) + 1)
+    for e_topics in x_topics:
+        _e_WriteTxnMarkersRequestWritableTxnMarkerTopic_1(e_topics, out)
+    out += _S_i.pack(o.coordinator_epoch)
+    out.append(0)
+
+
+def _e_WriteTxnMarkersRequest_1(o: WriteTxnMarkersRequest, out: bytearray) -> None:
+    x_markers = o.markers
+    out += uv(len(x_markers) + 1)
+    for e_markers in x_markers:
+        _e_WriteTxnMarkersRequestWritableTxnMarker_1(e_markers, out)
+    out.append(0)
+
+
+def _d_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[WriteTxnMarkersResponseWritableTxnMarkerPartitionResult, int]:
+    v_partition_index, v_error_code = _S_ih.unpack_from(buf, pos)
+    pos += 6
+    return WriteTxnMarkersResponseWritableTxnMarkerPartitionResult(
+        v_partition_index,
+        v_error_code,
+    ), pos
+
+
+def _d_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[WriteTxnMarkersResponseWritableTxnMarkerTopicResult, int]:
+    v_name: str
+    v_name, pos = r_str(buf, pos)
+    v_partitions: list[WriteTxnMarkersResponseWritableTxnMarkerPartitionResult]
+    n, pos = r_len(buf, pos)
+    v_partitions = []
+    for _ in range(n):
+        e_partitions, pos = _d_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_0(buf, pos)
+        v_partitions.append(e_partitions)
+    return WriteTxnMarkersResponseWritableTxnMarkerTopicResult(v_name, v_partitions), pos
+
+
+def _d_WriteTxnMarkersResponseWritableTxnMarkerResult_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[WriteTxnMarkersResponseWritableTxnMarkerResult, int]:
+    v_producer_id = _S_q.unpack_from(buf, pos)[0]
+    pos += 8
+    v_topics: list[WriteTxnMarkersResponseWritableTxnMarkerTopicResult]
+    n, pos = r_len(buf, pos)
+    v_topics = []
+    for _ in range(n):
+        e_topics, pos = _d_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_0(buf, pos)
+        v_topics.append(e_topics)
+    return WriteTxnMarkersResponseWritableTxnMarkerResult(v_producer_id, v_topics), pos
+
+
+def _d_WriteTxnMarkersResponse_0(buf: memoryview, pos: int) -> tuple[WriteTxnMarkersResponse, int]:
+    v_markers: list[WriteTxnMarkersResponseWritableTxnMarkerResult]
+    n, pos = r_len(buf, pos)
+    v_markers = []
+    for _ in range(n):
+        e_markers, pos = _d_WriteTxnMarkersResponseWritableTxnMarkerResult_0(buf, pos)
+        v_markers.append(e_markers)
+    return WriteTxnMarkersResponse(v_markers), pos
+
+
+def _e_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_0(
+    o: WriteTxnMarkersResponseWritableTxnMarkerPartitionResult,
+    out: bytearray,
+) -> None:
+    out += _S_ih.pack(o.partition_index, o.error_code)
+
+
+def _e_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_0(
+    o: WriteTxnMarkersResponseWritableTxnMarkerTopicResult,
+    out: bytearray,
+) -> None:
+    w_str(out, o.name)
+    x_partitions = o.partitions
+    out += I32.pack(len(x_partitions))
+    for e_partitions in x_partitions:
+        _e_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_0(e_partitions, out)
+
+
+def _e_WriteTxnMarkersResponseWritableTxnMarkerResult_0(
+    o: WriteTxnMarkersResponseWritableTxnMarkerResult,
+    out: bytearray,
+) -> None:
+    out += _S_q.pack(o.producer_id)
+    x_topics = o.topics
+    out += I32.pack(len(x_topics))
+    for e_topics in x_topics:
+        _e_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_0(e_topics, out)
+
+
+def _e_WriteTxnMarkersResponse_0(o: WriteTxnMarkersResponse, out: bytearray) -> None:
+    x_markers = o.markers
+    out += I32.pack(len(x_markers))
+    for e_markers in x_markers:
+        _e_WriteTxnMarkersResponseWritableTxnMarkerResult_0(e_markers, out)
+
+
+def _d_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[WriteTxnMarkersResponseWritableTxnMarkerPartitionResult, int]:
+    v_partition_index, v_error_code = _S_ih.unpack_from(buf, pos)
+    pos += 6
+    pos = skip_tags(buf, pos)
+    return WriteTxnMarkersResponseWritableTxnMarkerPartitionResult(
+        v_partition_index,
+        v_error_code,
+    ), pos
+
+
+def _d_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[WriteTxnMarkersResponseWritableTxnMarkerTopicResult, int]:
+    v_name: str
+    v_name, pos = r_cstr(buf, pos)
+    v_partitions: list[WriteTxnMarkersResponseWritableTxnMarkerPartitionResult]
+    n, pos = r_clen(buf, pos)
+    v_partitions = []
+    for _ in range(n):
+        e_partitions, pos = _d_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_1(buf, pos)
+        v_partitions.append(e_partitions)
+    pos = skip_tags(buf, pos)
+    return WriteTxnMarkersResponseWritableTxnMarkerTopicResult(v_name, v_partitions), pos
+
+
+def _d_WriteTxnMarkersResponseWritableTxnMarkerResult_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[WriteTxnMarkersResponseWritableTxnMarkerResult, int]:
+    v_producer_id = _S_q.unpack_from(buf, pos)[0]
+    pos += 8
+    v_topics: list[WriteTxnMarkersResponseWritableTxnMarkerTopicResult]
+    n, pos = r_clen(buf, pos)
+    v_topics = []
+    for _ in range(n):
+        e_topics, pos = _d_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_1(buf, pos)
+        v_topics.append(e_topics)
+    pos = skip_tags(buf, pos)
+    return WriteTxnMarkersResponseWritableTxnMarkerResult(v_producer_id, v_topics), pos
+
+
+def _d_WriteTxnMarkersResponse_1(buf: memoryview, pos: int) -> tuple[WriteTxnMarkersResponse, int]:
+    v_markers: list[WriteTxnMarkersResponseWritableTxnMarkerResult]
+    n, pos = r_clen(buf, pos)
+    v_markers = []
+    for _ in range(n):
+        e_markers, pos = _d_WriteTxnMarkersResponseWritableTxnMarkerResult_1(buf, pos)
+        v_markers.append(e_markers)
+    pos = skip_tags(buf, pos)
+    return WriteTxnMarkersResponse(v_markers), pos
+
+
+def _e_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_1(
+    o: WriteTxnMarkersResponseWritableTxnMarkerPartitionResult,
+    out: bytearray,
+) -> None:
+    out += _S_ih.pack(o.partition_index, o.error_code)
+    out.append(0)
+
+
+def _e_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_1(
+    o: WriteTxnMarkersResponseWritableTxnMarkerTopicResult,
+    out: bytearray,
+) -> None:
+    w_cstr(out, o.name)
+    x_partitions = o.partitions
+    out += uv(len(x_partitions) + 1)
+    for e_partitions in x_partitions:
+        _e_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_1(e_partitions, out)
+    out.append(0)
+
+
+def _e_WriteTxnMarkersResponseWritableTxnMarkerResult_1(
+    o: WriteTxnMarkersResponseWritableTxnMarkerResult,
+    out: bytearray,
+) -> None:
+    out += _S_q.pack(o.producer_id)
+    x_topics = o.topics
+    out += uv(len(x_topics) + 1)
+    for e_topics in x_topics:
+        _e_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_1(e_topics, out)
+    out.append(0)
+
+
+def _e_WriteTxnMarkersResponse_1(o: WriteTxnMarkersResponse, out: bytearray) -> None:
+    x_markers = o.markers
+    out += uv(len(x_markers) + 1)
+    for e_markers in x_markers:
+        _e_WriteTxnMarkersResponseWritableTxnMarkerResult_1(e_markers, out)
+    out.append(0)
+
+
 def _d_TxnOffsetCommitRequestPartition_0(
     buf: memoryview,
     pos: int,
@@ -20724,6 +21167,10 @@ EndTxnRequest.DECODERS = (_d_EndTxnRequest_0, _d_EndTxnRequest_0, _d_EndTxnReque
 EndTxnRequest.ENCODERS = (_e_EndTxnRequest_0, _e_EndTxnRequest_0, _e_EndTxnRequest_0, _e_EndTxnRequest_3, _e_EndTxnRequest_3, _e_EndTxnRequest_3,)
 EndTxnResponse.DECODERS = (_d_EndTxnResponse_0, _d_EndTxnResponse_0, _d_EndTxnResponse_0, _d_EndTxnResponse_3, _d_EndTxnResponse_3, _d_EndTxnResponse_5,)
 EndTxnResponse.ENCODERS = (_e_EndTxnResponse_0, _e_EndTxnResponse_0, _e_EndTxnResponse_0, _e_EndTxnResponse_3, _e_EndTxnResponse_3, _e_EndTxnResponse_5,)
+WriteTxnMarkersRequest.DECODERS = (_d_WriteTxnMarkersRequest_0, _d_WriteTxnMarkersRequest_1,)
+WriteTxnMarkersRequest.ENCODERS = (_e_WriteTxnMarkersRequest_0, _e_WriteTxnMarkersRequest_1,)
+WriteTxnMarkersResponse.DECODERS = (_d_WriteTxnMarkersResponse_0, _d_WriteTxnMarkersResponse_1,)
+WriteTxnMarkersResponse.ENCODERS = (_e_WriteTxnMarkersResponse_0, _e_WriteTxnMarkersResponse_1,)
 TxnOffsetCommitRequest.DECODERS = (_d_TxnOffsetCommitRequest_0, _d_TxnOffsetCommitRequest_0, _d_TxnOffsetCommitRequest_2, _d_TxnOffsetCommitRequest_3, _d_TxnOffsetCommitRequest_3,)
 TxnOffsetCommitRequest.ENCODERS = (_e_TxnOffsetCommitRequest_0, _e_TxnOffsetCommitRequest_0, _e_TxnOffsetCommitRequest_2, _e_TxnOffsetCommitRequest_3, _e_TxnOffsetCommitRequest_3,)
 TxnOffsetCommitResponse.DECODERS = (_d_TxnOffsetCommitResponse_0, _d_TxnOffsetCommitResponse_0, _d_TxnOffsetCommitResponse_0, _d_TxnOffsetCommitResponse_3, _d_TxnOffsetCommitResponse_3,)
@@ -20845,6 +21292,7 @@ MESSAGES: dict[int, tuple[type[ApiMessage], type[ApiMessage]]] = {
     24: (AddPartitionsToTxnRequest, AddPartitionsToTxnResponse),
     25: (AddOffsetsToTxnRequest, AddOffsetsToTxnResponse),
     26: (EndTxnRequest, EndTxnResponse),
+    27: (WriteTxnMarkersRequest, WriteTxnMarkersResponse),
     28: (TxnOffsetCommitRequest, TxnOffsetCommitResponse),
     29: (DescribeAclsRequest, DescribeAclsResponse),
     30: (CreateAclsRequest, CreateAclsResponse),

@@ -52,6 +52,7 @@ def deferred(records: DeferredRecords) -> Records:
     piece of its own for the transport side to write."""
     return cast(Records, records)
 
+
 I8 = struct.Struct(">b")
 I16 = struct.Struct(">h")
 I32 = struct.Struct(">i")

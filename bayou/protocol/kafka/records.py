@@ -461,9 +461,21 @@ def build_batch(
     batch = bytearray(HEADER_SIZE)
     batch += payload
     _HEADER.pack_into(
-        batch, 0, base_offset, len(batch) - LOG_OVERHEAD, partition_leader_epoch, MAGIC, 0,
-        attributes, last_offset_delta, base_timestamp, max_timestamp, producer_id,
-        producer_epoch, base_sequence, len(records),
+        batch,
+        0,
+        base_offset,
+        len(batch) - LOG_OVERHEAD,
+        partition_leader_epoch,
+        MAGIC,
+        0,
+        attributes,
+        last_offset_delta,
+        base_timestamp,
+        max_timestamp,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        len(records),
     )
     _CRC.pack_into(batch, _OFF_CRC, crc32c(memoryview(batch)[_OFF_ATTRIBUTES:]))
     return bytes(batch)
@@ -482,8 +494,12 @@ def build_control_batch(
     key = _CONTROL_KEY.pack(0, CONTROL_COMMIT if commit else CONTROL_ABORT)
     value = _CONTROL_VALUE.pack(0, coordinator_epoch)
     return build_batch(
-        [Record(timestamp, key, value)], base_offset=base_offset, producer_id=producer_id,
-        producer_epoch=producer_epoch, is_transactional=True, is_control=True,
+        [Record(timestamp, key, value)],
+        base_offset=base_offset,
+        producer_id=producer_id,
+        producer_epoch=producer_epoch,
+        is_transactional=True,
+        is_control=True,
     )
 
 
@@ -595,8 +611,10 @@ def iter_records(batch: Buffer) -> Iterator[DecodedRecord]:
             if pos != end:
                 raise CorruptMessage("record length does not match its fields")
             timestamp = max_timestamp if append_time else base_timestamp + ts_delta
-            yield new_record(DecodedRecord, (base_offset + offset_delta, timestamp, fields[0],
-                                             fields[1], headers))
+            yield new_record(
+                DecodedRecord,
+                (base_offset + offset_delta, timestamp, fields[0], fields[1], headers),
+            )
     except IndexError:
         raise CorruptMessage("truncated varint in record") from None
 

@@ -63,8 +63,19 @@ WILL = 0  # pseudo packet type: the will properties inside CONNECT
 P = PacketType
 _ACKS = (P.PUBACK, P.PUBREC, P.PUBREL, P.PUBCOMP)
 _REASON_STRING_IN = (P.CONNACK, *_ACKS, P.SUBACK, P.UNSUBACK, P.DISCONNECT, P.AUTH)
-_ALL = (P.CONNECT, P.CONNACK, P.PUBLISH, WILL, *_ACKS, P.SUBSCRIBE, P.SUBACK, P.UNSUBSCRIBE,
-        P.UNSUBACK, P.DISCONNECT, P.AUTH)
+_ALL = (
+    P.CONNECT,
+    P.CONNACK,
+    P.PUBLISH,
+    WILL,
+    *_ACKS,
+    P.SUBSCRIBE,
+    P.SUBACK,
+    P.UNSUBSCRIBE,
+    P.UNSUBACK,
+    P.DISCONNECT,
+    P.AUTH,
+)
 
 # id -> (attribute, wire type, packets allowed in)
 PROPERTY_DEFS: dict[int, tuple[str, str, tuple[int, ...]]] = {
@@ -97,10 +108,16 @@ PROPERTY_DEFS: dict[int, tuple[str, str, tuple[int, ...]]] = {
     0x2A: ("shared_subscription_available", "byte", (P.CONNACK,)),
 }
 _PROPERTY_IDS = {name: pid for pid, (name, _t, _a) in PROPERTY_DEFS.items()}
-_BOOLEAN_BYTES = {"payload_format_indicator", "request_problem_information",
-                  "request_response_information", "maximum_qos", "retain_available",
-                  "wildcard_subscription_available", "subscription_identifier_available",
-                  "shared_subscription_available"}
+_BOOLEAN_BYTES = {
+    "payload_format_indicator",
+    "request_problem_information",
+    "request_response_information",
+    "maximum_qos",
+    "retain_available",
+    "wildcard_subscription_available",
+    "subscription_identifier_available",
+    "shared_subscription_available",
+}
 _NON_ZERO = {"receive_maximum", "maximum_packet_size", "topic_alias"}
 
 
@@ -286,8 +303,7 @@ def add_topic_alias(properties: bytes, alias: int) -> bytes:
         length |= (byte & 0x7F) << shift
         if not byte & 0x80:
             break
-    return (encode_varint(length + 3) + properties[i:]
-            + bytes((_TOPIC_ALIAS,)) + _U16.pack(alias))
+    return encode_varint(length + 3) + properties[i:] + bytes((_TOPIC_ALIAS,)) + _U16.pack(alias)
 
 
 # --------------------------------------------------------------------------- framing
@@ -332,8 +348,9 @@ class FrameReader:
         else:
             raise MalformedPacket("remaining length longer than four bytes")
         if i + length > self.max_size:
-            raise PacketTooLarge(f"packet of {i + length} bytes exceeds the maximum "
-                                 f"of {self.max_size}")
+            raise PacketTooLarge(
+                f"packet of {i + length} bytes exceeds the maximum of {self.max_size}"
+            )
         if avail < i + length:
             return None
         first = buf[start]
@@ -393,8 +410,9 @@ def decode_connect(cur: _Cursor) -> Connect:
         password: bytes | None = cur.binary()
     else:
         password = None
-    return Connect(client_id, level, name, bool(flags & 0x02), keep_alive, will, username,
-                   password, props)
+    return Connect(
+        client_id, level, name, bool(flags & 0x02), keep_alive, will, username, password, props
+    )
 
 
 def _decode_publish(first: int, cur: _Cursor, version: int) -> Publish:
@@ -437,8 +455,9 @@ def _decode_publish(first: int, cur: _Cursor, version: int) -> Publish:
     return Publish(topic, bytes(buf[pos:end]), qos, bool(first & 0x01), dup, packet_id, props)
 
 
-def _decode_ack(kind: type[PubAck | PubRec | PubRel | PubComp], cur: _Cursor,
-                version: int) -> PubAck | PubRec | PubRel | PubComp:
+def _decode_ack(
+    kind: type[PubAck | PubRec | PubRel | PubComp], cur: _Cursor, version: int
+) -> PubAck | PubRec | PubRel | PubComp:
     pid = _packet_id(cur)
     if version != MQTT_5 or cur.remaining() == 0:
         if cur.remaining() and version != MQTT_5:
@@ -463,8 +482,15 @@ def _decode_subscribe(cur: _Cursor, version: int) -> Subscribe:
             raise MalformedPacket("reserved subscription option bits set")
         if options & 0x03 == 3:
             raise MalformedPacket("subscription with QoS 3")
-        subs.append(Subscription(topic_filter, options & 0x03, bool(options & 0x04),
-                                 bool(options & 0x08), (options >> 4) & 0x03))
+        subs.append(
+            Subscription(
+                topic_filter,
+                options & 0x03,
+                bool(options & 0x04),
+                bool(options & 0x08),
+                (options >> 4) & 0x03,
+            )
+        )
     if not subs:
         raise ProtocolError("SUBSCRIBE without a topic filter")
     return Subscribe(pid, subs, props)
@@ -566,8 +592,15 @@ def _frame(first: int, body: bytes | bytearray) -> bytes:
     return bytes((first,)) + encode_varint(len(body)) + bytes(body)
 
 
-def encode_publish(topic: bytes, payload: bytes, qos: int, retain: bool, dup: bool,
-                   packet_id: int | None, properties: bytes | None) -> bytes:
+def encode_publish(
+    topic: bytes,
+    payload: bytes,
+    qos: int,
+    retain: bool,
+    dup: bool,
+    packet_id: int | None,
+    properties: bytes | None,
+) -> bytes:
     """A PUBLISH from pre-encoded parts: ``topic`` is the UTF-8 topic name, ``properties``
     the encoded property block for 5.0 (``None`` on a 3.1.1 connection)."""
     first = 0x30 | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
@@ -632,8 +665,11 @@ def _encode_subscribe(p: Subscribe, version: int) -> bytes:
     for sub in p.subscriptions:
         options = sub.qos
         if version == MQTT_5:
-            options |= ((0x04 if sub.no_local else 0) | (0x08 if sub.retain_as_published else 0)
-                        | (sub.retain_handling << 4))
+            options |= (
+                (0x04 if sub.no_local else 0)
+                | (0x08 if sub.retain_as_published else 0)
+                | (sub.retain_handling << 4)
+            )
         body += encode_string(sub.topic_filter) + bytes((options,))
     return _frame(0x82, body)
 
@@ -649,8 +685,9 @@ def _encode_connack(p: ConnAck, version: int) -> bytes:
 
 def _encode_publish_packet(p: Publish, version: int) -> bytes:
     props = encode_properties(p.properties) if version == MQTT_5 else None
-    return encode_publish(p.topic.encode("utf-8"), p.payload, p.qos, p.retain, p.dup,
-                          p.packet_id, props)
+    return encode_publish(
+        p.topic.encode("utf-8"), p.payload, p.qos, p.retain, p.dup, p.packet_id, props
+    )
 
 
 def _encode_suback(p: SubAck, version: int) -> bytes:

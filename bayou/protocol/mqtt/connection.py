@@ -143,13 +143,11 @@ class ServerConnection:
         packet = decode(first, body, MQTT_311)
         assert isinstance(packet, Connect)
         if packet.protocol_level not in (MQTT_31, MQTT_311, MQTT_5):
-            raise UnsupportedProtocolVersion(
-                f"unsupported protocol level {packet.protocol_level}")
+            raise UnsupportedProtocolVersion(f"unsupported protocol level {packet.protocol_level}")
         self._connect_version = packet.protocol_level
         self.version = packet.protocol_level
         if packet.will is not None and not valid_topic_name(packet.will.topic):
-            raise MqttError(f"invalid will topic {packet.will.topic!r}",
-                            Reason.TOPIC_NAME_INVALID)
+            raise MqttError(f"invalid will topic {packet.will.topic!r}", Reason.TOPIC_NAME_INVALID)
         props = packet.properties
         if props.receive_maximum is not None:
             self.client_receive_maximum = props.receive_maximum
@@ -168,8 +166,9 @@ class ServerConnection:
         alias = props.topic_alias
         if alias is not None:
             if alias > self.topic_alias_maximum:
-                raise MqttError(f"topic alias {alias} above the maximum",
-                                Reason.TOPIC_ALIAS_INVALID)
+                raise MqttError(
+                    f"topic alias {alias} above the maximum", Reason.TOPIC_ALIAS_INVALID
+                )
             if packet.topic:
                 self._aliases[alias] = packet.topic
             else:
@@ -186,8 +185,9 @@ class ServerConnection:
             assert packet.packet_id is not None
             self._inbound_qos2.add(packet.packet_id)
         if self._inbound_qos1 + len(self._inbound_qos2) > self.receive_maximum:
-            raise MqttError("the client exceeded the Receive Maximum",
-                            Reason.RECEIVE_MAXIMUM_EXCEEDED)
+            raise MqttError(
+                "the client exceeded the Receive Maximum", Reason.RECEIVE_MAXIMUM_EXCEEDED
+            )
 
     # ------------------------------------------------------------------ sending
 
@@ -222,9 +222,7 @@ class ServerConnection:
             if self._connect_version == MQTT_5:
                 props = Properties(reason_string=str(error)[:200])
                 return encode(ConnAck(False, reason, props), MQTT_5)
-            if self._connect_version is not None or isinstance(
-                error, UnsupportedProtocolVersion
-            ):
+            if self._connect_version is not None or isinstance(error, UnsupportedProtocolVersion):
                 return encode(ConnAck(False, reason), MQTT_311)
             return b""
         self.state = State.CLOSED

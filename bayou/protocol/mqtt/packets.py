@@ -138,7 +138,6 @@ class Properties:
     shared_subscription_available: int | None = None
 
 
-
 _PROPERTY_DEFAULTS: dict[str, object] = {}
 
 
@@ -307,7 +306,20 @@ class Auth:
 
 
 Packet = (
-    Connect | ConnAck | Publish | PubAck | PubRec | PubRel | PubComp | Subscribe | SubAck
-    | Unsubscribe | UnsubAck | PingReq | PingResp | Disconnect | Auth
+    Connect
+    | ConnAck
+    | Publish
+    | PubAck
+    | PubRec
+    | PubRel
+    | PubComp
+    | Subscribe
+    | SubAck
+    | Unsubscribe
+    | UnsubAck
+    | PingReq
+    | PingResp
+    | Disconnect
+    | Auth
 )
 AckPacket = PubAck | PubRec | PubRel | PubComp

@@ -43,11 +43,12 @@ def parse_shared(topic_filter: str) -> tuple[str | None, str]:
     """
     if not topic_filter.startswith(SHARE_PREFIX):
         return None, topic_filter
-    rest = topic_filter[len(SHARE_PREFIX):]
+    rest = topic_filter[len(SHARE_PREFIX) :]
     group, sep, inner = rest.partition("/")
     if not sep or not group or "+" in group or "#" in group or not valid_topic_filter(inner):
-        raise MqttError(f"invalid shared subscription {topic_filter!r}",
-                        Reason.TOPIC_FILTER_INVALID)
+        raise MqttError(
+            f"invalid shared subscription {topic_filter!r}", Reason.TOPIC_FILTER_INVALID
+        )
     return group, inner
 
 

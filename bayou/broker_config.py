@@ -1,0 +1,358 @@
+"""The options of ``bayou serve``: one frozen section per door and part, typed, one source.
+
+Every option is a field with its help text (``bayou.options.opt``); the command-line flags,
+the ``BAYOU_*`` environment variables and the TOML keys are all derived from these fields,
+one-to-one (``bayou/options.py``): ``http.port`` is ``--http-port``, ``BAYOU_HTTP_PORT``,
+``http_port = …`` or ``[http] port = …``.  Topic-config defaults use Kafka's names:
+``[topic_defaults]`` in TOML, ``--topic-default NAME=VALUE``, ``BAYOU_TOPIC_DEFAULT_<NAME>``.
+
+``bayou.app`` turns a ``BrokerConfig`` into the engine's, the core's and each door's settings.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from bayou.config import (
+    INTERNAL_DELETE_RETENTION_MS,
+    INTERNAL_SEGMENT_BYTES,
+    LONG_MAX,
+    TopicConfig,
+    internal_log_config,
+    parse_topic_configs,
+)
+from bayou.errors import InvalidConfig
+from bayou.options import load, opt
+
+TOPIC_DEFAULT_ENV = "BAYOU_TOPIC_DEFAULT_"
+
+
+@dataclass(frozen=True)
+class KafkaOptions:
+    port: int = field(default=9092, metadata=opt("Kafka protocol port.", min=0, max=65535))
+    advertised_host: str | None = field(
+        default=None,
+        metadata=opt(
+            "Host name Kafka clients are told to connect to (default: --host).",
+            flat="advertised_host",
+            metavar="HOST",
+        ),
+    )
+    socket_request_max_bytes: int = field(
+        default=100 * 1024 * 1024,
+        metadata=opt(
+            "Largest Kafka request frame accepted (Kafka's socket.request.max.bytes).",
+            flat="socket_request_max_bytes",
+            min=1024,
+        ),
+    )
+    fetch_max_bytes: int = field(
+        default=55 * 1024 * 1024,
+        metadata=opt(
+            "Most record bytes one Fetch response carries (Kafka's fetch.max.bytes; the first "
+            "batch is sent whole even beyond it, KIP-74).",
+            flat="fetch_max_bytes",
+            min=1,
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    port: int = field(
+        default=8080, metadata=opt("HTTP port (REST Proxy v2, streams); 0: off.", min=0, max=65535)
+    )
+    max_body_bytes: int = field(
+        default=8 * 1024 * 1024, metadata=opt("Largest HTTP request body accepted.", min=1)
+    )
+    consumer_instance_timeout_ms: int = field(
+        default=300_000,
+        metadata=opt(
+            "How long an unused REST consumer instance lives (consumer.instance.timeout.ms).", min=1
+        ),
+    )
+    cors_origins: tuple[str, ...] = field(
+        default=(),
+        metadata=opt(
+            "Let web pages from ORIGIN (scheme://host[:port], or * for any) use the HTTP API and "
+            "open its streams from a browser. Repeatable.",
+            flag="http-cors-origin",
+            metavar="ORIGIN",
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class MqttOptions:
+    port: int = field(
+        default=1883,
+        metadata=opt("MQTT port (TCP and WebSocket share it); 0: off.", min=0, max=65535),
+    )
+    topic_rules: str = field(
+        default="",
+        metadata=opt(
+            "MQTT topic → Kafka topic rules, 'filter=kafka_topic' separated by ';' (first match "
+            "wins; else the MQTT topic's first level names the Kafka topic).",
+            metavar="RULES",
+        ),
+    )
+    sys_interval: int = field(
+        default=10,
+        metadata=opt(
+            "Seconds between updates of the $SYS/broker/... statistics; 0: no $SYS tree.", min=0
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class AmqpOptions:
+    port: int = field(default=5672, metadata=opt("AMQP 0-9-1 port; 0: off.", min=0, max=65535))
+    max_message_bytes: int = field(
+        default=100 * 1024 * 1024,
+        metadata=opt(
+            "Largest AMQP message body accepted (larger ones close the channel with 406).", min=1024
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class LogOptions:
+    """Retention and the cleaner (Kafka's ``log.*`` broker options)."""
+
+    retention_check_interval_ms: int = field(
+        default=5 * 60 * 1000,
+        metadata=opt("How often retention and the log cleaner look at every partition.", min=1),
+    )
+    cleaner_dedupe_buffer_size: int = field(
+        default=128 * 1024 * 1024,
+        metadata=opt(
+            "The cleaner's key map (24 bytes a key); more keys take several passes.", min=1024
+        ),
+    )
+    cleaner_enable: bool = field(default=True, metadata=opt("Run the log cleaner."))
+
+
+@dataclass(frozen=True)
+class InternalOptions:
+    """The broker's own compacted state logs (``__consumer_offsets``, MQTT, AMQP …)."""
+
+    segment_bytes: int = field(
+        default=INTERNAL_SEGMENT_BYTES,
+        metadata=opt(
+            "Segment size of the internal state logs (bounds what a restart replays).", min=14
+        ),
+    )
+    delete_retention_ms: int = field(
+        default=INTERNAL_DELETE_RETENTION_MS,
+        metadata=opt("How long tombstones in the internal state logs survive compaction.", min=0),
+    )
+    flush_messages: int = field(
+        default=LONG_MAX,
+        metadata=opt(
+            "fsync the internal state logs after this many records (1: strict — every commit "
+            "and group change fsynced before it is answered).",
+            min=1,
+        ),
+    )
+    flush_ms: int = field(
+        default=LONG_MAX,
+        metadata=opt("fsync the internal state logs when unflushed data is this old.", min=0),
+    )
+
+
+@dataclass(frozen=True)
+class GroupOptions:
+    """The group coordinator (Kafka's ``group.*`` options and defaults)."""
+
+    initial_rebalance_delay_ms: int = field(
+        default=3000,
+        metadata=opt(
+            "Wait this long for more members before the first rebalance of a classic group.", min=0
+        ),
+    )
+    min_session_timeout_ms: int = field(
+        default=6000, metadata=opt("Smallest session timeout a classic member may ask for.", min=1)
+    )
+    max_session_timeout_ms: int = field(
+        default=1_800_000,
+        metadata=opt("Largest session timeout a classic member may ask for.", min=1),
+    )
+    consumer_session_timeout_ms: int = field(
+        default=45_000,
+        metadata=opt("Session timeout of consumer-protocol (KIP-848) members.", min=1),
+    )
+    consumer_heartbeat_interval_ms: int = field(
+        default=5000,
+        metadata=opt("Heartbeat interval of consumer-protocol (KIP-848) members.", min=1),
+    )
+
+
+@dataclass(frozen=True)
+class OffsetsOptions:
+    retention_minutes: int = field(
+        default=7 * 24 * 60,
+        metadata=opt("How long an empty group's committed offsets are kept.", min=1),
+    )
+    retention_check_interval_ms: int = field(
+        default=600_000, metadata=opt("How often expired offsets are looked for.", min=1)
+    )
+
+
+@dataclass(frozen=True)
+class TransactionOptions:
+    """The transaction coordinator (Kafka's ``transaction.*`` options and defaults)."""
+
+    max_timeout_ms: int = field(
+        default=900_000,
+        metadata=opt(
+            "Largest transaction.timeout.ms a transactional producer may ask for "
+            "(transaction.max.timeout.ms).",
+            min=1,
+        ),
+    )
+    abort_check_interval_ms: int = field(
+        default=10_000,
+        metadata=opt(
+            "How often transactions older than their timeout are looked for and aborted "
+            "(transaction.abort.timed.out.transaction.cleanup.interval.ms).",
+            min=1,
+        ),
+    )
+    id_expiration_ms: int = field(
+        default=7 * 24 * 3600 * 1000,
+        metadata=opt(
+            "Forget a transactional id unused this long (transactional.id.expiration.ms).", min=1
+        ),
+    )
+    id_expiration_check_interval_ms: int = field(
+        default=3_600_000,
+        metadata=opt(
+            "How often expired transactional ids are looked for "
+            "(transaction.remove.expired.transaction.cleanup.interval.ms).",
+            min=1,
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """All options of ``bayou serve`` (see the module docstring)."""
+
+    data_dir: Path = field(
+        default=Path("./data"),
+        metadata=opt("Directory holding the logs and metadata (the local engine).", metavar="DIR"),
+    )
+    storage: str = field(
+        default="local",
+        metadata=opt(
+            "Storage engine: local (the segment log in --data-dir) or memory:// (nothing "
+            "durable: tests, benchmarks).",
+            metavar="URL",
+        ),
+    )
+    host: str = field(
+        default="127.0.0.1", metadata=opt("Address the listeners bind to.", metavar="ADDRESS")
+    )
+    node_id: int = field(default=0, metadata=opt("This broker's node id.", min=0))
+    cluster_id: str | None = field(
+        default=None,
+        metadata=opt("Cluster id to report (default: the one the storage holds).", metavar="ID"),
+    )
+    log_level: str = field(
+        default="INFO",
+        metadata=opt("Broker log verbosity.", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+    )
+    auto_create_topics_enable: bool = field(
+        default=True,
+        metadata=opt("Create a topic when a client first asks for it.", flag="auto-create-topics"),
+    )
+    num_partitions: int = field(
+        default=1, metadata=opt("Partitions of auto-created topics.", min=1)
+    )
+    queued_max_request_bytes: int = field(
+        default=100 * 1024 * 1024,
+        metadata=opt(
+            "Request bytes all doors may hold in unfinished requests at once (Kafka's "
+            "queued.max.request.bytes, bounded here).",
+            min=1024,
+        ),
+    )
+    request_stall_timeout_ms: int = field(
+        default=30_000,
+        metadata=opt(
+            "Close a connection whose unfinished request makes no progress this long.", min=1
+        ),
+    )
+    kafka: KafkaOptions = field(default_factory=KafkaOptions)
+    http: HttpOptions = field(default_factory=HttpOptions)
+    mqtt: MqttOptions = field(default_factory=MqttOptions)
+    amqp: AmqpOptions = field(default_factory=AmqpOptions)
+    log: LogOptions = field(default_factory=LogOptions)
+    internal: InternalOptions = field(default_factory=InternalOptions)
+    group: GroupOptions = field(default_factory=GroupOptions)
+    offsets: OffsetsOptions = field(default_factory=OffsetsOptions)
+    transaction: TransactionOptions = field(default_factory=TransactionOptions)
+    topic_defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def advertised(self) -> str:
+        return self.kafka.advertised_host or self.host
+
+    def internal_log_config(self) -> TopicConfig:
+        i = self.internal
+        return internal_log_config(
+            i.segment_bytes, i.delete_retention_ms, i.flush_messages, i.flush_ms
+        )
+
+    @classmethod
+    def load(
+        cls,
+        toml_path: Path | None = None,
+        environ: Mapping[str, str] | None = None,
+        flags: Mapping[str, Any] | None = None,
+    ) -> BrokerConfig:
+        """Defaults, then TOML, then BAYOU_* environment, then flags (None means unset)."""
+        doc: dict[str, Any] = {}
+        if toml_path is not None:
+            with open(toml_path, "rb") as f:
+                doc = tomllib.load(f)
+        environ = dict(environ or {})
+        flags = dict(flags or {})
+        if flags.get("log_level") is not None:
+            flags["log_level"] = str(flags["log_level"]).upper()
+        if isinstance(environ.get("BAYOU_LOG_LEVEL"), str):
+            environ["BAYOU_LOG_LEVEL"] = environ["BAYOU_LOG_LEVEL"].upper()
+        config, extra = load(cls, doc, environ, flags, extra=["topic_defaults"])
+        topic_raw: dict[str, Any] = dict(extra.get("topic_defaults", {}))
+        for key, value in environ.items():
+            if key.startswith(TOPIC_DEFAULT_ENV):
+                topic_raw[key[len(TOPIC_DEFAULT_ENV) :].lower().replace("_", ".")] = value
+        topic_raw.update(flags.get("topic_defaults") or {})
+        config = replace(config, topic_defaults=parse_topic_configs(topic_raw))
+        for origin in config.http.cors_origins:
+            check_origin(origin)
+        try:
+            config.internal_log_config()
+        except InvalidConfig as exc:
+            raise InvalidConfig(
+                f"internal_segment_bytes / internal_delete_retention_ms / "
+                f"internal_flush_messages / internal_flush_ms: {exc}"
+            ) from None
+        return config
+
+
+def check_origin(origin: str) -> None:
+    """A CORS origin as browsers send it (``scheme://host[:port]``, no path), or ``*``."""
+    if origin == "*":
+        return
+    scheme, sep, rest = origin.partition("://")
+    if not sep or not scheme.isalpha() or not rest or any(c in rest for c in "/?#*, "):
+        raise InvalidConfig(
+            f"Invalid value {origin!r} for http_cors_origins: an origin is "
+            "scheme://host[:port] without a path or trailing slash "
+            "(e.g. http://localhost:3000), or * for any origin"
+        )

@@ -1,0 +1,25 @@
+"""The broker core every door and layer uses: ``Core``, ``Cursor``, ``GroupMember``.
+
+See ``docs/design/architecture.md``.  Doors see the broker only through ``Core``; the core
+sees storage only through the engine interface (``bayou.storage.engine``).
+"""
+
+from bayou.core.core import Core, CoreSettings, now_ms
+from bayou.core.cursor import Cursor, Isolation, Reset, StartSpec, resolve_start, wait_any
+from bayou.core.group_member import Committed, GroupMember, Offsets, TopicPartition
+
+__all__ = [
+    "Committed",
+    "Core",
+    "CoreSettings",
+    "Cursor",
+    "GroupMember",
+    "Isolation",
+    "Offsets",
+    "Reset",
+    "StartSpec",
+    "TopicPartition",
+    "now_ms",
+    "resolve_start",
+    "wait_any",
+]

@@ -1,0 +1,296 @@
+"""Core: all a door (Kafka, HTTP, MQTT, AMQP) or a layer above them sees of the broker.
+
+Theory of operation
+-------------------
+The core is the storage engine plus the broker's policies and coordinators, behind one
+typed async facade:
+
+- **topics**: ``topics()`` (a snapshot), ``topic(name)`` (auto-creating when the broker
+  allows it, as Kafka's Metadata and Produce do — concurrent first uses of one new topic
+  share one creation), create/delete/grow/alter — every change off the event loop (the
+  engine's business);
+- **data**: ``append``/``append_many`` (durable per the topic's policy when they return),
+  ``partition`` handles, ``cursor`` (the one read path) and ``wait_any``;
+- **groups**: the group coordinator's driver (``group_driver``), ``group_member`` (one
+  KIP-848 member inside the broker) and ``offsets`` (a group's committed offsets for
+  readers that are not members);
+- **transactions**: the transaction coordinator's driver (``transaction_driver``), which
+  writes markers through the engine's partitions and the group coordinator;
+- ``request_budget``: the broker-wide budget of request bytes in flight that every door's
+  connections report their unfinished requests to (``queued.max.request.bytes``);
+- ``background`` runs a fire-and-forget task with a reference kept; ``stopping`` is set when
+  the broker shuts down (long polls end, coordinators refuse new work).
+
+Lifecycle: ``start`` loads the group coordinator, then the transaction coordinator (each
+replaying its state log; transactions a crash left decided get their markers now) and starts
+the request budget's stall sweep; ``begin_stop`` sets ``stopping`` and wakes every long poll,
+so the doors can stop; ``close`` stops the transaction coordinator (marker writes in flight
+finish, bounded), answers parked group requests and stops the core's tasks.  The
+engine is opened before ``start`` and closed after ``close``.
+
+The core imports no door: ``bayou.app`` builds the engine, the core and the doors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bayou.core.cursor import Cursor, Reset, StartSpec, resolve_start, wait_any
+from bayou.core.group_member import GroupMember, Listener, Offsets
+from bayou.core.groups import GroupCoordinatorError, GroupDriver, GroupSettings
+from bayou.core.groups.store import TOPIC as GROUPS_LOG
+from bayou.core.request_budget import RequestBudget
+from bayou.core.transactions import (
+    TRANSACTIONS_LOG,
+    EngineMarkers,
+    TxnCoordinatorError,
+    TxnDriver,
+    TxnSettings,
+)
+from bayou.errors import ErrorCode, InvalidTopic, KafkaError, UnknownTopicOrPartition
+from bayou.storage.engine import AppendResult, Buffer, LogEngine, Partition, PartitionKey
+from bayou.storage.metadata import TopicMeta
+
+log = logging.getLogger(__name__)
+
+TXN_DRAIN_S = 5.0  # at shutdown, how long marker writes in flight may take to finish
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class CoreSettings:
+    """The broker-wide policies the core applies (Kafka's names, ``_`` for ``.``)."""
+
+    node_id: int = 0
+    cluster_id: str | None = None  # None: the engine's
+    auto_create_topics_enable: bool = True
+    num_partitions: int = 1
+    queued_max_request_bytes: int = 100 * 1024 * 1024
+    request_stall_timeout_ms: int = 30_000
+
+
+class Core:
+    """The broker core (see the module docstring)."""
+
+    def __init__(
+        self,
+        engine: LogEngine,
+        settings: CoreSettings,
+        group_settings: GroupSettings | None = None,
+        txn_settings: TxnSettings | None = None,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.group_settings = group_settings or GroupSettings()
+        self.txn_settings = txn_settings or TxnSettings()
+        self.node_id = settings.node_id
+        self.clock_ms = now_ms
+        self.stopping = False
+        self.groups: GroupDriver | None = None  # set once the coordinator is loaded
+        self.transactions: TxnDriver | None = None  # likewise
+        self.request_budget = RequestBudget(
+            settings.queued_max_request_bytes, settings.request_stall_timeout_ms / 1000
+        )
+        self._creating: dict[str, asyncio.Task[TopicMeta]] = {}
+        self._background: set[asyncio.Future[Any]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Load the group coordinator from its state log and start the core's tasks."""
+        state_log = await self.engine.state.open_log(GROUPS_LOG, public=True)
+        groups = GroupDriver(self.group_settings, self.clock_ms, state_log)
+        replayed = await groups.open()
+        log.info("group coordinator loaded %d record(s)", replayed)
+        await groups.start()
+        self.groups = groups
+        txn_log = await self.engine.state.open_log(TRANSACTIONS_LOG, public=True)
+        transactions = TxnDriver(
+            self.txn_settings,
+            self.clock_ms,
+            txn_log,
+            self.engine.allocate_producer_id,
+            EngineMarkers(self.engine, self.group_driver),
+        )
+        replayed = await transactions.open()
+        log.info("transaction coordinator loaded %d record(s)", replayed)
+        await transactions.start()
+        self.transactions = transactions
+        self._tasks = [asyncio.create_task(self.request_budget.run())]
+
+    def begin_stop(self) -> None:
+        """The broker is stopping: long polls end, doors may now stop."""
+        self.stopping = True
+        self.engine.wake_all()
+
+    async def close(self) -> None:
+        """After the doors stopped: answer parked group requests, stop the core's tasks."""
+        if self.transactions is not None:
+            self.transactions.shutdown()
+            await self.transactions.drain(TXN_DRAIN_S)
+        if self.groups is not None:
+            self.groups.shutdown()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    @property
+    def cluster_id(self) -> str:
+        return self.settings.cluster_id or self.engine.cluster_id
+
+    # ------------------------------------------------------------------ topics
+
+    def topics(self) -> Mapping[str, TopicMeta]:
+        return self.engine.topics()
+
+    def internal_topics(self) -> Mapping[str, TopicMeta]:
+        return self.engine.internal_topics()
+
+    def topic_sizes(self) -> dict[str, int]:
+        return {name: meta.partitions for name, meta in self.engine.topics().items()}
+
+    async def topic(self, name: str, *, create: bool = True) -> TopicMeta:
+        """The topic's metadata, auto-creating it when allowed; raises Kafka errors."""
+        meta = self.engine.topics().get(name)
+        if meta is not None:
+            return meta
+        if name in self.engine.internal_topics():
+            raise InvalidTopic(f"Topic '{name}' is internal to the broker")
+        if not (create and self.settings.auto_create_topics_enable):
+            raise UnknownTopicOrPartition(f"Topic '{name}' does not exist")
+        task = self._creating.get(name)
+        if task is None:
+            task = self._creating[name] = asyncio.ensure_future(self._auto_create(name))
+            task.add_done_callback(lambda _t: self._creating.pop(name, None))
+        return await asyncio.shield(task)
+
+    async def _auto_create(self, name: str) -> TopicMeta:
+        try:
+            meta = await self.engine.create_topic(name, self.settings.num_partitions, {})
+        except KafkaError as exc:
+            if exc.code != ErrorCode.TOPIC_ALREADY_EXISTS:
+                raise
+            found = self.engine.topics().get(name)
+            if found is None:
+                raise
+            return found
+        log.info("auto-created topic %s with %d partition(s)", name, meta.partitions)
+        return meta
+
+    async def create_topic(
+        self,
+        name: str,
+        partitions: int,
+        configs: Mapping[str, str],
+        *,
+        validate_only: bool = False,
+    ) -> TopicMeta:
+        return await self.engine.create_topic(
+            name, partitions, configs, validate_only=validate_only
+        )
+
+    async def delete_topic(self, name: str) -> None:
+        await self.engine.delete_topic(name)
+
+    def topic_by_id(self, topic_id: uuid.UUID) -> TopicMeta | None:
+        return self.engine.topic_by_id(topic_id)
+
+    # ------------------------------------------------------------------ data
+
+    def partition(self, topic: str, index: int) -> Partition:
+        return self.engine.partition(topic, index)
+
+    async def append(self, topic: str, partition: int, records: Buffer) -> AppendResult:
+        """Append (auto-creating the topic) and wait until durable per the topic's policy;
+        an internal topic is refused (INVALID_TOPIC_EXCEPTION, as Kafka answers)."""
+        if topic not in self.engine.topics():
+            await self.topic(topic)
+        return await self.engine.partition(topic, partition).append(records)
+
+    async def append_many(
+        self, writes: Sequence[tuple[str, int, Buffer]]
+    ) -> list[AppendResult | KafkaError]:
+        """Append to several partitions at once (auto-creating topics when allowed)."""
+        known = self.engine.topics()
+        for name in {topic for topic, _p, _r in writes if topic not in known}:
+            with contextlib.suppress(KafkaError):  # that partition's result says why
+                await self.topic(name)
+        return await self.engine.append_many(writes)
+
+    def cursor(
+        self, topic: str, partition: int, position: int, *, reset: Reset = "earliest"
+    ) -> Cursor:
+        return Cursor(self.engine, topic, partition, position, reset=reset)
+
+    async def cursor_at(
+        self, topic: str, partition: int, start: StartSpec, *, reset: Reset = "earliest"
+    ) -> Cursor:
+        """A cursor at ``start`` (earliest, latest, an offset, a time …)."""
+        position = await resolve_start(self.engine.partition(topic, partition), start)
+        return Cursor(self.engine, topic, partition, position, reset=reset)
+
+    async def wait_any(self, cursors: Sequence[Cursor], timeout_s: float) -> bool:
+        return await wait_any(self.engine, cursors, timeout_s)
+
+    async def wait_for_data(self, keys: Sequence[PartitionKey], timeout_s: float) -> bool:
+        return await self.engine.wait_for_data(keys, timeout_s)
+
+    # ------------------------------------------------------------------ groups
+
+    def group_driver(self) -> GroupDriver:
+        """The group coordinator's driver; COORDINATOR_NOT_AVAILABLE when not running."""
+        if self.groups is None:
+            raise GroupCoordinatorError(ErrorCode.COORDINATOR_NOT_AVAILABLE)
+        return self.groups
+
+    def transaction_driver(self) -> TxnDriver:
+        """The transaction coordinator's driver; COORDINATOR_NOT_AVAILABLE when not running."""
+        if self.transactions is None or self.stopping:
+            raise TxnCoordinatorError(ErrorCode.COORDINATOR_NOT_AVAILABLE)
+        return self.transactions
+
+    def group_member(
+        self,
+        group_id: str,
+        *,
+        topics: list[str] | None = None,
+        pattern: str | None = None,
+        client_id: str,
+        client_host: str,
+        on_revoke: Listener | None = None,
+        on_assign: Listener | None = None,
+    ) -> GroupMember:
+        return GroupMember(
+            self,
+            group_id,
+            topics=topics,
+            pattern=pattern,
+            client_id=client_id,
+            client_host=client_host,
+            on_revoke=on_revoke,
+            on_assign=on_assign,
+        )
+
+    def offsets(self, group_id: str) -> Offsets:
+        return Offsets(self, group_id)
+
+    # ------------------------------------------------------------------ tasks
+
+    def background(self, awaitable: Awaitable[Any]) -> None:
+        """Run ``awaitable`` without waiting for it, keeping a reference until it ends."""
+        future = asyncio.ensure_future(awaitable)
+        self._background.add(future)
+        future.add_done_callback(self._background.discard)

@@ -1,0 +1,341 @@
+"""One Kafka client connection: frames in, handlers run, responses out in request order.
+
+Theory of operation
+-------------------
+``KafkaConnection`` is an ``asyncio.Protocol``.  ``data_received`` appends to a buffer and cuts
+it into size-prefixed frames; each frame's header is decoded at once (so a bad frame closes
+the connection before anything else of it is read) and its handler runs as a task.  Clients
+may pipeline: responses must leave in request order, so tasks queue in ``_inflight`` and a
+finished task's response is written only when every earlier one has been.
+
+Responses go out through a ``ResponseStream``, which writes fetched records from the log
+files in chunks as the socket drains, so a large Fetch response is never held whole.
+
+Bad input — a negative or oversized length, an undecodable header or body, an API or version
+we do not serve — closes this connection, nothing else.  The line logged for it is rate
+limited per peer host (``RateLimitedLog``: an old client reconnecting in a loop gets one
+line a minute, not ten a second).  The close is polite: pending responses are flushed, the
+write side shut down (FIN), and what the client still sends is read and dropped for up to
+``DRAIN_TIMEOUT_S`` (``DRAIN_MAX_BYTES`` at most) before the socket closes — closing with
+unread bytes in the kernel would make it answer with a reset, and the client would lose what
+it had not read yet.
+
+Request bytes: every unfinished frame is accounted in the broker-wide ``RequestBudget``
+(``queued.max.request.bytes``).  A frame of 1 MiB or more reserves its size before more of it
+is read; when the budget cannot grant it, reading this connection pauses until it can.  An
+unfinished frame that makes no progress for ``request_stall_timeout_ms`` closes the
+connection.
+
+Flow control: reading pauses while too many requests are in flight or queued for writing,
+while the transport's write buffer is over its high-water mark, or while the request budget
+holds this connection back, and resumes when all of them allow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any
+
+from bayou.errors import ProtocolViolation
+from bayou.gateways.kafka.context import Listener, RequestContext
+from bayou.gateways.kafka.handlers import HANDLERS
+from bayou.gateways.kafka.handlers.api_versions import unsupported_version_response
+from bayou.gateways.kafka.response_stream import ResponseStream, close_records
+from bayou.log_limits import RateLimitedLog
+from bayou.protocol.kafka import (
+    RequestHeader,
+    UnsupportedVersionError,
+    decode_request_body,
+    decode_request_header,
+    encode_response_parts,
+)
+from bayou.protocol.kafka.primitives import Piece
+
+log = logging.getLogger(__name__)
+bad_input_log = RateLimitedLog(log)  # keyed by peer host: one line per source a minute
+
+# An encoded response frame as the pieces to write (fetched batches are pieces of their own,
+# often still in the log files), or None for "no response".
+Payload = list[Piece] | None
+
+MAX_INFLIGHT = 128
+RESUME_INFLIGHT = 32
+API_VERSIONS = 18
+DRAIN_TIMEOUT_S = 5.0
+DRAIN_MAX_BYTES = 16 * 1024 * 1024
+
+
+class KafkaConnection(asyncio.Protocol):
+    def __init__(self, door: Listener, connections: set[KafkaConnection]) -> None:
+        self.door = door
+        self._connections = connections
+        self._max_frame = door.settings.socket_request_max_bytes
+        self._buf = bytearray()
+        self._inflight: deque[asyncio.Task[Payload]] = deque()
+        self._transport: asyncio.Transport | None = None
+        self._out: ResponseStream | None = None
+        self._peer = "?"
+        self._peer_host = "?"
+        self._closing = False
+        self._draining = False  # closing politely: what arrives is read and dropped
+        self._eof_sent = False
+        self._client_done = False  # the client's end of stream came during a polite close
+        self._drained = 0
+        self._write_paused = False
+        self._read_paused = False
+        self._budget_paused = False
+        self._budget = door.core.request_budget.account(self._budget_resumed, self._stalled)
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        assert self._transport is not None
+        self._out = ResponseStream(self._transport, self._send_failed, self._update_reading)
+        peer = transport.get_extra_info("peername")
+        self._peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self._peer_host = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+        self._connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self._connections.discard(self)
+        self._budget.close()
+        if self._out is not None:
+            self._out.close()
+        for task in self._inflight:
+            if task.done() and not task.cancelled() and task.exception() is None:
+                close_records(task.result())  # answered, never sent
+            task.cancel()
+        self._inflight.clear()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        if self._out is not None:
+            self._out.pause_writing()
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._out is not None:
+            self._out.resume_writing()
+        self._update_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self._draining:
+            self._drained += len(data)
+            if self._drained > DRAIN_MAX_BYTES and self._transport is not None:
+                self._transport.close()
+            return
+        buf = self._buf
+        buf += data
+        pos = 0
+        end = len(buf)
+        expected = 0
+        while end - pos >= 4 and not (self._closing or self._draining):
+            size = int.from_bytes(buf[pos : pos + 4], "big", signed=True)
+            if size < 0 or size > self._max_frame:
+                self._violation(f"frame length {size} outside 0..{self._max_frame}")
+                return
+            if end - pos - 4 < size:
+                expected = 4 + size
+                break
+            with memoryview(buf) as view:  # one copy of the frame, and the view released
+                frame = bytes(view[pos + 4 : pos + 4 + size])
+            pos += 4 + size
+            self._dispatch(frame)
+        if self._draining:
+            return  # bad input met: the buffer is dropped
+        if pos:
+            del buf[:pos]
+        account = self._budget
+        if (buf or account.held) and not self._closing and not account.update(len(buf), expected):
+            self._budget_paused = True
+            self._update_reading()
+
+    def eof_received(self) -> bool | None:
+        """The client is done sending: close — but a polite close first writes the answers
+        still due (``_finish_politely`` closes then)."""
+        if self._draining and not self._eof_sent:
+            self._client_done = True
+            return True
+        return None
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def _dispatch(self, frame: bytes) -> None:
+        view = memoryview(frame)
+        try:
+            header, offset = decode_request_header(view)
+        except UnsupportedVersionError as exc:
+            if exc.header.api_key == API_VERSIONS:
+                self._answer_unsupported_api_versions(exc.header)
+            else:
+                self._violation(str(exc))
+            return
+        except ProtocolViolation as exc:
+            self._violation(f"bad request header: {exc}")
+            return
+        registration = HANDLERS.get(header.api_key)
+        if (
+            header.api_key == API_VERSIONS
+            and registration is not None
+            and (header.api_version > registration.max_version)
+        ):
+            self._answer_unsupported_api_versions(header)
+            return
+        if registration is None or not (
+            registration.advertised_min <= header.api_version <= registration.max_version
+        ):
+            self._violation(
+                f"unsupported API {header.api_key} v{header.api_version}"
+                f" from client {header.client_id!r}"
+            )
+            return
+        try:
+            request = decode_request_body(header, view, offset)
+        except ProtocolViolation as exc:
+            self._violation(f"malformed API {header.api_key} v{header.api_version} body: {exc}")
+            return
+        context = RequestContext(self.door, header, self._peer)
+        task = asyncio.ensure_future(self._serve(context, registration.handler, request))
+        self._inflight.append(task)
+        task.add_done_callback(self._on_done)
+        self._update_reading()
+
+    def _answer_unsupported_api_versions(self, header: RequestHeader) -> None:
+        """A too-new ApiVersions gets UNSUPPORTED_VERSION and our ranges in a v0 body."""
+        v0 = RequestHeader(API_VERSIONS, 0, header.correlation_id, header.client_id)
+        self._queue_ready(encode_response_parts(v0, unsupported_version_response()))
+
+    async def _serve(self, context: RequestContext, handler: Any, request: Any) -> Payload:
+        response = await handler(context, request)
+        if response is None:  # e.g. Produce with acks=0
+            return None
+        return encode_response_parts(context.header, response)
+
+    def _queue_ready(self, payload: list[Piece]) -> None:
+        future: asyncio.Future[Payload] = asyncio.get_running_loop().create_future()
+        future.set_result(payload)
+        self._inflight.append(future)  # type: ignore[arg-type]
+        self._on_done(future)
+
+    def _on_done(self, _task: asyncio.Future[Payload]) -> None:
+        inflight = self._inflight
+        transport = self._transport
+        while inflight and inflight[0].done():
+            task = inflight.popleft()
+            if task.cancelled():
+                continue
+            exc = task.exception()
+            if exc is not None:
+                log.error(
+                    "closing connection from %s: request failed: %r",
+                    self._peer,
+                    exc,
+                    exc_info=exc,
+                )
+                self._close()
+                return
+            payload = task.result()
+            if payload is None:
+                continue
+            if transport is None or self._closing or self._out is None:
+                close_records(payload)
+            else:
+                self._out.write(payload)
+        self._update_reading()
+
+    # -- flow control and closing -----------------------------------------------------------
+
+    def _update_reading(self) -> None:
+        transport = self._transport
+        if transport is None or self._closing:
+            return
+        if self._draining:
+            self._finish_politely()
+            return
+        queued = len(self._inflight) + (self._out.queued if self._out is not None else 0)
+        held_back = self._write_paused or self._budget_paused
+        if (held_back or queued >= MAX_INFLIGHT) and not self._read_paused:
+            transport.pause_reading()
+            self._read_paused = True
+        elif self._read_paused and not held_back and queued <= RESUME_INFLIGHT:
+            transport.resume_reading()
+            self._read_paused = False
+
+    def _budget_resumed(self) -> None:
+        self._budget_paused = False
+        self._update_reading()
+
+    def _stalled(self) -> None:
+        self._violation(
+            "a request frame made no progress for "
+            f"{self.door.core.request_budget.stall_timeout_s:g}"
+            f" s ({self._budget.held} of {self._buf_expected()} bytes received)"
+        )
+
+    def _buf_expected(self) -> int:
+        buf = self._buf
+        return 4 + int.from_bytes(buf[:4], "big", signed=True) if len(buf) >= 4 else 4
+
+    def _send_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, TimeoutError):
+            log.info("closing connection from %s: it stopped reading a response", self._peer)
+        else:
+            log.error(
+                "closing connection from %s: sending a response failed: %r",
+                self._peer,
+                exc,
+                exc_info=exc,
+            )
+        self._close()
+
+    def _violation(self, why: str) -> None:
+        bad_input_log.warning(self._peer_host, "closing connection from %s: %s", self._peer, why)
+        self._close_politely()
+
+    def _close_politely(self) -> None:
+        """Close after bad input without a reset: nothing more is dispatched, requests in
+        flight answer, the write side is shut down, what the client still sends is read
+        and dropped, and the socket closes at the client's end of stream — or after
+        ``DRAIN_TIMEOUT_S`` whatever happens."""
+        transport = self._transport
+        if self._closing or self._draining or transport is None:
+            return
+        self._draining = True
+        self._buf = bytearray()
+        self._budget.close()
+        if self._read_paused:
+            transport.resume_reading()
+            self._read_paused = False
+        asyncio.get_running_loop().call_later(DRAIN_TIMEOUT_S, self._close)
+        self._finish_politely()
+
+    def _finish_politely(self) -> None:
+        """Once every answer is written, shut down writing (the client reads a clean end)."""
+        transport = self._transport
+        if self._inflight or (self._out is not None and self._out.queued) or self._closing:
+            return
+        if transport is not None and not self._eof_sent:
+            self._eof_sent = True
+            if transport.can_write_eof() and not self._client_done:
+                transport.write_eof()  # after what is buffered
+            else:
+                self._close()  # after what is buffered, too
+
+    def _close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if self._transport is not None:
+            self._transport.close()
+
+    async def finish(self, timeout_s: float) -> None:
+        """Graceful shutdown: let in-flight requests answer, then close."""
+        pending = [t for t in self._inflight if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout_s)
+        self._close()

@@ -1,0 +1,55 @@
+"""What a Kafka handler sees: the core, the listener it came through, and the request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from bayou.core import Core
+    from bayou.protocol.kafka import RequestHeader
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    host: str = "127.0.0.1"
+    port: int = 9092
+    advertised_host: str | None = None  # None: ``host``
+    socket_request_max_bytes: int = 100 * 1024 * 1024
+    fetch_max_bytes: int = 57_671_680
+    num_partitions: int = 1  # CreateTopics with -1 partitions
+    # the broker's own options as DescribeConfigs shows them: (Kafka name, value, type)
+    static_configs: tuple[tuple[str, str, str], ...] = ()
+
+
+class Listener(Protocol):
+    """The Kafka listener a request came through (``server.KafkaDoor``)."""
+
+    @property
+    def core(self) -> Core: ...
+
+    @property
+    def settings(self) -> KafkaSettings: ...
+
+    @property
+    def advertised_host(self) -> str: ...
+
+    @property
+    def advertised_port(self) -> int: ...
+
+
+@dataclass
+class RequestContext:
+    """One request: the listener it came through, its header, and the connection's peer."""
+
+    door: Listener
+    header: RequestHeader
+    peer: str
+
+    @property
+    def core(self) -> Core:
+        return self.door.core
+
+    @property
+    def version(self) -> int:
+        return int(self.header.api_version)

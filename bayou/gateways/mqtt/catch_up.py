@@ -1,0 +1,156 @@
+"""Shared catch-up reads: the log read back for sessions that fell behind, decoded once.
+
+Theory of operation
+-------------------
+A session that could not take a message (offline, or its queue full) later reads the
+partition from where it stopped (``Outbox`` in ``delivery.py``).  Sessions tend to fall
+behind together — every subscriber of a busy filter overflows on the same burst — so their
+reads are shared: ``ChunkCache.chunk(tp, offset)`` answers with a ``DecodedChunk`` that holds
+``offset`` when one of the last reads of that partition does (or is being read from at or
+before it), and only otherwise reads a new one.  A chunk is one ``Cursor.read_batches`` of
+``CATCH_UP_READ`` bytes (the engine reads the page cache on the event loop and cold data in
+a worker thread: the loop never waits for a disk), decoded once — offsets, MQTT topics,
+records — and its ``Message``s are made on first use and kept, so a PUBLISH is encoded once
+for every session that catches up through it.  At most ``CHUNKS_PER_PARTITION`` chunks per
+partition and ``CHUNKS_KEPT`` in all are kept.
+
+Each read runs in its own task that every waiting session awaits through ``shield``: a
+session that goes away while waiting does not cancel the read the others wait for.  A read
+that fails (the topic was deleted) is dropped from the cache and raises in every waiter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from bayou.core import Core
+from bayou.gateways.mqtt.mapping import TopicMapper
+from bayou.gateways.mqtt.messages import TP, Message, MessageFactory
+from bayou.protocol.kafka.records import DecodedRecord, iter_batches, iter_records
+from bayou.storage.engine import Partition
+
+CATCH_UP_READ = 256 * 1024
+CHUNKS_KEPT = 16  # decoded catch-up reads kept in all
+CHUNKS_PER_PARTITION = 4
+
+
+class DecodedChunk:
+    """One catch-up read of a partition, decoded once and shared by the sessions that catch
+    up through it (their ``Message`` objects too, so a PUBLISH is encoded once for all).
+
+    ``offsets``/``topics``/``records`` are the records of the whole data batches read from
+    ``start`` (control batches left out); ``end`` is the offset after the last batch read.
+    """
+
+    __slots__ = (
+        "_factory",
+        "_messages",
+        "end",
+        "loading",
+        "offsets",
+        "partition",
+        "records",
+        "start",
+        "topics",
+    )
+
+    def __init__(self, partition: Partition, start: int, factory: MessageFactory) -> None:
+        self.partition = partition
+        self.start = start
+        self.end = start
+        self.offsets: list[int] = []
+        self.topics: list[str] = []
+        self.records: list[DecodedRecord] = []
+        self.loading: asyncio.Task[None] | None = None
+        self._factory = factory
+        self._messages: dict[int, Message] = {}
+
+    def decode(self, data: memoryview, start: int, kafka_topic: str, mapper: TopicMapper) -> None:
+        """Fill the chunk from ``data`` (whole batches read from ``start``)."""
+        self.start = self.end = start
+        topic_of: dict[bytes | None, str] = {}
+        offsets, topics, records = self.offsets, self.topics, self.records
+        for pos, header in iter_batches(data):
+            self.end = max(self.end, header.last_offset + 1)
+            if header.last_offset < start or header.is_control:
+                continue
+            for rec in iter_records(data[pos : pos + header.size]):
+                if rec.offset < start:
+                    continue
+                key = rec.key
+                mqtt_topic = topic_of.get(key)
+                if mqtt_topic is None:
+                    mqtt_topic = topic_of[key] = mapper.mqtt_topic(kafka_topic, key)
+                offsets.append(rec.offset)
+                topics.append(mqtt_topic)
+                records.append(rec)
+
+    def covers(self, partition: Partition, offset: int) -> bool:
+        return (
+            self.loading is None and partition is self.partition and self.start <= offset < self.end
+        )
+
+    def message(self, i: int) -> Message:
+        msg = self._messages.get(i)
+        if msg is None:
+            msg = self._messages[i] = self._factory.from_record(self.topics[i], self.records[i])
+        return msg
+
+
+class ChunkCache:
+    """The recent catch-up reads of every partition (see the module docstring)."""
+
+    def __init__(self, core: Core, mapper: TopicMapper, factory: MessageFactory) -> None:
+        self.core = core
+        self.mapper = mapper
+        self.factory = factory
+        self._chunks: dict[TP, list[DecodedChunk]] = {}  # newest first
+        self.reads = 0  # chunks read (for tests and statistics)
+
+    async def chunk(self, tp: TP, offset: int) -> DecodedChunk:
+        """A decoded read of ``tp`` holding ``offset`` — shared when one is kept or on its
+        way — else a new read from ``offset``.  Raises ``KafkaError`` when the partition is
+        gone."""
+        partition = self.core.partition(*tp)
+        for chunk in list(self._chunks.get(tp, ())):
+            if chunk.partition is not partition or chunk.start > offset:
+                continue
+            if chunk.loading is not None:
+                await asyncio.shield(chunk.loading)
+            if chunk.covers(partition, offset):
+                return chunk
+        chunk = DecodedChunk(partition, offset, self.factory)
+        chunk.loading = asyncio.ensure_future(self._load(chunk, tp))
+        chunk.loading.add_done_callback(lambda task: self._loaded(tp, chunk, task))
+        self._keep(tp, chunk)
+        await asyncio.shield(chunk.loading)
+        return chunk
+
+    async def _load(self, chunk: DecodedChunk, tp: TP) -> None:
+        cursor = self.core.cursor(tp[0], tp[1], chunk.start, reset="earliest")
+        data = await cursor.read_batches(CATCH_UP_READ)
+        self.reads += 1
+        chunk.decode(data, cursor.position, tp[0], self.mapper)
+
+    def _loaded(self, tp: TP, chunk: DecodedChunk, task: asyncio.Task[None]) -> None:
+        chunk.loading = None
+        if task.cancelled() or task.exception() is not None:  # retrieved: raised in waiters
+            chunks = self._chunks.get(tp)
+            if chunks is not None:
+                with contextlib.suppress(ValueError):
+                    chunks.remove(chunk)
+
+    def _keep(self, tp: TP, chunk: DecodedChunk) -> None:
+        chunks = self._chunks.pop(tp, [])
+        chunks.insert(0, chunk)
+        del chunks[CHUNKS_PER_PARTITION:]
+        while len(self._chunks) >= CHUNKS_KEPT // CHUNKS_PER_PARTITION:
+            del self._chunks[next(iter(self._chunks))]
+        self._chunks[tp] = chunks
+
+    def keep_only(self, tps: set[TP]) -> None:
+        """Forget the reads of partitions nobody tails any more."""
+        for tp in list(self._chunks):
+            if tp not in tps:
+                del self._chunks[tp]

@@ -1,0 +1,196 @@
+"""What the MQTT door delivers: messages, deliveries, wills.
+
+``Message`` is one stored record seen as MQTT (topic, payload, QoS, properties), shared by
+every session it goes to: its PUBLISH is encoded once per (version, QoS, retain) and reused
+— QoS 0 whole, QoS 1/2 as the bytes before and after the packet id.  ``Delivery`` is a
+message on its way to one session (the QoS and subscription ids of that session's
+subscriptions, and the partition and offset it came from, which the session's positions
+follow).  ``MessageFactory`` turns a decoded record into a ``Message``, keeping the meaning
+of the few header sets that MQTT PUBLISHes without properties produce.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from bayou.gateways.mqtt.mapping import (
+    H_CLIENT,
+    H_QOS,
+    H_RETAIN,
+    RecordMeta,
+    meta_from_headers,
+)
+from bayou.protocol.kafka.records import DecodedRecord
+from bayou.protocol.mqtt.codec import encode_properties, encode_publish
+from bayou.protocol.mqtt.packets import Properties
+
+TP = tuple[str, int]  # (Kafka topic, partition)
+_U16 = struct.Struct(">H")
+META_CACHE = 4096
+_PLAIN_HEADERS = frozenset((H_QOS, H_RETAIN, H_CLIENT))
+
+
+class Message:
+    """One message to deliver, shared by every session it goes to."""
+
+    __slots__ = (
+        "_v5",
+        "_wire",
+        "expiry_at",
+        "origin",
+        "payload",
+        "props",
+        "qos",
+        "retain",
+        "topic",
+        "topic_bytes",
+    )
+
+    def __init__(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        origin: str | None,
+        expiry_at: int | None,
+        props: Properties,
+    ) -> None:
+        self.topic = topic
+        self.topic_bytes = topic.encode()
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        self.origin = origin
+        self.expiry_at = expiry_at
+        self.props = props
+        self._v5: bytes | None = None
+        # (5.0?, qos, retain) → the PUBLISH without packet id, encoded once for every session
+        # it goes to: QoS 0 the whole packet, QoS 1/2 the bytes before and after the id
+        self._wire: dict[tuple[bool, int, bool], tuple[bytes, bytes]] | None = None
+
+    def publish_bytes(self, v5: bool, qos: int, retain: bool, pid: int | None) -> bytes:
+        """The PUBLISH for a message without expiry sent without subscription ids or DUP."""
+        key = (v5, qos, retain)
+        wire = self._wire
+        if wire is None:
+            wire = self._wire = {}
+        parts = wire.get(key)
+        if parts is None:
+            props = self.v5_properties((), 0) if v5 else None
+            full = encode_publish(
+                self.topic_bytes, self.payload, qos, retain, False, 1 if qos else None, props
+            )
+            if qos:
+                cut = 1
+                while full[cut] & 0x80:  # the remaining length's continuation bytes
+                    cut += 1
+                cut += 3 + len(self.topic_bytes)  # its last byte, topic length, topic
+                parts = (full[:cut], full[cut + 2 :])
+            else:
+                parts = (full, b"")
+            wire[key] = parts
+        if pid is None:
+            return parts[0]
+        return parts[0] + _U16.pack(pid) + parts[1]
+
+    def v5_properties(self, sub_ids: tuple[int, ...], now: int) -> bytes | None:
+        """Encoded 5.0 properties, or None when the message has expired."""
+        if self.expiry_at is None and not sub_ids:
+            if self._v5 is None:
+                self._v5 = encode_properties(self.props)
+            return self._v5
+        props = stored_props(self.props)
+        if self.expiry_at is not None:
+            remaining = (self.expiry_at - now + 999) // 1000
+            if remaining <= 0:
+                return None
+            props.message_expiry_interval = remaining
+        props.subscription_identifiers = list(sub_ids)
+        return encode_properties(props)
+
+    def expired(self, now: int) -> bool:
+        return self.expiry_at is not None and now >= self.expiry_at
+
+
+class Delivery:
+    """A message on its way to one session."""
+
+    __slots__ = ("msg", "offset", "qos", "retain", "sub_ids", "tp", "tracked")
+
+    def __init__(
+        self,
+        msg: Message,
+        qos: int,
+        retain: bool,
+        sub_ids: tuple[int, ...],
+        tp: TP | None,
+        offset: int,
+        tracked: bool,
+    ) -> None:
+        self.msg = msg
+        self.qos = qos
+        self.retain = retain
+        self.sub_ids = sub_ids
+        self.tp = tp
+        self.offset = offset
+        self.tracked = tracked  # counts for the session's positions (own subscriptions)
+
+
+@dataclass
+class WillState:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    props: Properties
+    delay_s: int = 0
+
+
+def stored_props(props: Properties) -> Properties:
+    """The properties a stored message keeps (not the per-delivery ones)."""
+    return Properties(
+        payload_format_indicator=props.payload_format_indicator,
+        content_type=props.content_type,
+        response_topic=props.response_topic,
+        correlation_data=props.correlation_data,
+        user_properties=list(props.user_properties),
+    )
+
+
+class MessageFactory:
+    """Stored records → ``Message``s."""
+
+    def __init__(self) -> None:
+        self._metas: dict[tuple[tuple[str, bytes | None], ...], RecordMeta] = {}
+
+    def from_record(self, mqtt_topic: str, rec: DecodedRecord) -> Message:
+        headers = rec.headers
+        plain = len(headers) <= 3
+        if plain:
+            for name, value in headers:
+                if name not in _PLAIN_HEADERS or value is None or len(value) > 256:
+                    plain = False
+                    break
+        if plain:
+            # QoS, retain and client id only (what an MQTT PUBLISH without properties
+            # stores): few distinct combinations, so their meaning is kept, not re-parsed
+            key = tuple(headers)
+            meta = self._metas.get(key)
+            if meta is None:
+                if len(self._metas) >= META_CACHE:
+                    self._metas.clear()
+                meta = self._metas[key] = meta_from_headers(headers)
+        else:
+            meta = meta_from_headers(headers)
+        expiry_at = rec.timestamp + meta.expiry_s * 1000 if meta.expiry_s is not None else None
+        return Message(
+            mqtt_topic,
+            rec.value or b"",
+            meta.qos,
+            meta.retain,
+            meta.origin,
+            expiry_at,
+            meta.props,
+        )

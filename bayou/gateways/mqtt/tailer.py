@@ -1,0 +1,140 @@
+"""Tailers: one per Kafka partition some subscription may read, offering each new record.
+
+Theory of operation
+-------------------
+A ``Tailer`` follows its partition with a core ``Cursor``: it waits for the engine's "data
+landed" notification (``Cursor.wait``), reads whole new batches (``read_batches``: the page
+cache on the loop, cold data in a worker thread), decodes each record once, maps its key to
+an MQTT topic (cached per key), and offers one shared ``Message`` to every session and share
+group whose filters match (``owners_of``: one trie walk per MQTT topic, cached).  A position
+outside the log (retention, a recreated topic) is reset by the cursor to the log start.
+
+It offers at most ``TAIL_SLICE`` records per turn of the event loop, its position up to
+date, so the sessions' pumps drain their queues between slices: a session that keeps up is
+never pushed into catch-up by the size of one read (a single PUBLISH batch can hold a few
+thousand records, more than a queue takes).  A session's catch-up ends at the tailer's
+position (``position``), where the tailer takes over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from bayou.core import Cursor
+from bayou.errors import KafkaError
+from bayou.gateways.mqtt.messages import TP, Message
+from bayou.gateways.mqtt.subscriptions import Owners, ShareGroup
+from bayou.protocol.kafka.records import DecodedRecord, iter_batches, iter_records
+
+log = logging.getLogger("bayou.mqtt")
+
+TAIL_READ = 1024 * 1024
+TAIL_SLICE = 256  # records offered between two turns of the event loop
+KEY_CACHE = 100_000
+IDLE_WAIT_S = 1.0  # longest sleep between two looks at ``stopping``
+EMPTY_READ_PAUSE_S = 0.05
+
+
+class TailerHost(Protocol):
+    """The door, as a tailer sees it."""
+
+    @property
+    def stopping(self) -> bool: ...
+
+    def mqtt_topic(self, kafka_topic: str, key: bytes | None) -> str: ...
+
+    def owners_of(self, mqtt_topic: str) -> Owners: ...
+
+    def message_from_record(self, mqtt_topic: str, rec: DecodedRecord) -> Message: ...
+
+
+class Tailer:
+    """Follows one partition and offers each new record to its matches."""
+
+    def __init__(self, host: TailerHost, cursor: Cursor) -> None:
+        self.host = host
+        self.cursor = cursor
+        self.tp: TP = cursor.key
+        self.task: asyncio.Task[None] | None = None
+        self._topics: dict[bytes | None, str] = {}  # record key → MQTT topic
+
+    @property
+    def position(self) -> int:
+        """The first offset not offered yet."""
+        return self.cursor.position
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run())
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    async def _run(self) -> None:
+        host = self.host
+        cursor = self.cursor
+        while not host.stopping:
+            try:
+                if not cursor.ready():
+                    await cursor.wait(IDLE_WAIT_S)
+                    continue
+                data = await cursor.read_batches(TAIL_READ)
+            except KafkaError:  # the topic is gone: the next refresh forgets this tailer
+                return
+            if not data:
+                await asyncio.sleep(EMPTY_READ_PAUSE_S)
+                continue
+            try:
+                await self.process(data)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception(
+                    "MQTT delivery from %s-%d failed at offset %d", *self.tp, cursor.position
+                )
+                try:
+                    cursor.position = cursor.handle().log_end_offset
+                except KafkaError:
+                    return
+            await asyncio.sleep(0)
+
+    async def process(self, data: memoryview) -> None:
+        """Offer the records in ``data`` (whole batches) from the position on, letting the
+        loop run every ``TAIL_SLICE`` records (see the module docstring)."""
+        host = self.host
+        cursor = self.cursor
+        kafka_topic = self.tp[0]
+        tp = self.tp
+        topics = self._topics
+        budget = TAIL_SLICE
+        for pos, header in iter_batches(data):
+            if header.last_offset < cursor.position or header.is_control:
+                cursor.position = max(cursor.position, header.last_offset + 1)
+                continue
+            for rec in iter_records(data[pos : pos + header.size]):
+                offset = rec.offset
+                if offset < cursor.position:
+                    continue
+                key = rec.key
+                mqtt_topic = topics.get(key)
+                if mqtt_topic is None:
+                    mqtt_topic = host.mqtt_topic(kafka_topic, key)
+                    if len(topics) >= KEY_CACHE:
+                        topics.clear()
+                    topics[key] = mqtt_topic
+                owners = host.owners_of(mqtt_topic)
+                if owners:
+                    msg = host.message_from_record(mqtt_topic, rec)
+                    for owner, options in owners:
+                        if isinstance(owner, ShareGroup):
+                            owner.offer(msg, options[0], tp, offset)
+                        else:
+                            owner.offer(msg, options, tp, offset)
+                cursor.position = offset + 1
+                budget -= 1
+                if budget <= 0:
+                    budget = TAIL_SLICE
+                    await asyncio.sleep(0)
+            cursor.position = max(cursor.position, header.last_offset + 1)

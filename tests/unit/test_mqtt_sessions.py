@@ -1,0 +1,249 @@
+"""MQTT sessions without sockets: a ``Session`` driven through its two small interfaces.
+
+The connection is a stand-in that keeps what the session writes (decoded by the real MQTT
+codec) around a real sans-I/O ``ServerConnection``; the host serves reads from a real core
+over the in-memory engine (the real shared ``ChunkCache``, ``Cursor.record_at``), with the
+tailers' positions set by the test.  What a subscriber would check: every message, in
+order, once; the in-flight window; resends after a restart first.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import TypeVar
+
+from bayou.core import Core, CoreSettings
+from bayou.gateways.mqtt.catch_up import ChunkCache, DecodedChunk
+from bayou.gateways.mqtt.delivery import MAX_QUEUED
+from bayou.gateways.mqtt.inflight import DEFAULT_INFLIGHT
+from bayou.gateways.mqtt.mapping import TopicMapper
+from bayou.gateways.mqtt.messages import TP, Message, MessageFactory
+from bayou.gateways.mqtt.session import NEVER_EXPIRES, Session
+from bayou.gateways.mqtt.subscriptions import SubOptions, Subscriptions
+from bayou.gateways.mqtt.systree import SysCounters
+from bayou.protocol.kafka.records import Record, build_batch
+from bayou.protocol.mqtt import FrameReader, ServerConnection, decode, encode
+from bayou.protocol.mqtt.packets import MQTT_311, Connect, Publish
+from bayou.storage.memory import MemoryEngine
+
+T = TypeVar("T")
+TOPIC = "t"
+TP0: TP = (TOPIC, 0)
+
+
+class Client:
+    """A ``Connection`` that keeps the packets the session sends."""
+
+    def __init__(self, client_id: str = "c") -> None:
+        self.proto = ServerConnection()
+        self.proto.receive_data(encode(Connect(client_id, MQTT_311, clean_start=False)))
+        self.paused = False
+        self.published: list[Publish] = []
+        self._frames = FrameReader()
+
+    def write_many(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            self._frames.feed(chunk)
+        while (frame := self._frames.next_frame()) is not None:
+            packet = decode(frame[0], frame[1], MQTT_311)
+            assert isinstance(packet, Publish)
+            self.published.append(packet)
+
+    def taken_over(self) -> None:
+        raise AssertionError("not in these tests")
+
+    def seqs(self) -> list[int]:
+        """The record numbers of what was published, in order."""
+        return [int(p.payload.split(b":")[0]) for p in self.published]
+
+
+class Host:
+    """A ``SessionHost`` over a real core; ``live`` says where the tailers are."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.stats = SysCounters()
+        self.live: dict[TP, int] = {}
+        self.mapper = TopicMapper()
+        self.factory = MessageFactory()
+        self.chunks = ChunkCache(core, self.mapper, self.factory)
+
+    def clock_ms(self) -> int:
+        return 1_000
+
+    def live_position(self, tp: TP) -> int | None:
+        return self.live.get(tp)
+
+    def log_bounds(self, tp: TP) -> tuple[int, int] | None:
+        p = self.core.partition(*tp)
+        return p.log_start_offset, p.log_end_offset
+
+    def interest_of(self, topic_filters: Iterable[str]) -> Iterable[TP]:
+        return list(self.live)
+
+    async def catch_up_chunk(self, tp: TP, offset: int) -> DecodedChunk:
+        return await self.chunks.chunk(tp, offset)
+
+    async def message_at(self, tp: TP, offset: int) -> Message | None:
+        await asyncio.sleep(0.02)  # as a read of cold data in a worker thread takes a while
+        rec = await self.core.cursor(*tp, offset).record_at(offset)
+        if rec is None:
+            return None
+        return self.factory.from_record(self.mapper.mqtt_topic(tp[0], rec.key), rec)
+
+
+def run_with_core(records: int, test: Callable[[Core], Awaitable[T]], size: int = 16) -> T:
+    """``test(core)`` with topic ``t`` holding ``records`` records (values ``i:`` + padding
+    to ``size`` bytes, keys ``t/dev``), on the memory engine."""
+
+    async def main() -> T:
+        engine = MemoryEngine({})
+        await engine.open()
+        core = Core(engine, CoreSettings())
+        await core.start()
+        try:
+            await core.create_topic(TOPIC, 1, {})
+            for start in range(0, records, 100):
+                batch = [
+                    Record(0, b"t/dev", b"%d:" % i + b"x" * (size - len(b"%d:" % i)), [])
+                    for i in range(start, min(start + 100, records))
+                ]
+                await core.append(TOPIC, 0, build_batch(batch))
+            return await test(core)
+        finally:
+            await core.close()
+            await engine.close()
+
+    return asyncio.run(main())
+
+
+def subscribed(host: Host, client_id: str, qos: int) -> Session:
+    session = Session(host, client_id, NEVER_EXPIRES)
+    Subscriptions(host.stats).add(session, "t/#", SubOptions(qos))
+    return session
+
+
+async def until(what: str, check: Callable[[], bool], timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.01)):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_311_client_has_20_in_flight_and_each_ack_lets_one_more_go() -> None:
+    async def test(core: Core) -> None:
+        host = Host(core)
+        host.live[TP0] = 0
+        session = subscribed(host, "c", 1)
+        client = Client()
+        session.attach(client, present=False)
+        for i in range(30):
+            rec = (await core.cursor(TOPIC, 0, i).read(max_records=1))[0]
+            msg = host.factory.from_record("t/dev", rec)
+            session.offer(msg, [SubOptions(1)], TP0, i)
+        await until("the window to fill", lambda: len(client.published) == DEFAULT_INFLIGHT)
+        await asyncio.sleep(0.05)
+        assert client.seqs() == list(range(20))
+        assert session.positions() == {TP0: 20}  # the first offset not handed out
+        for packet in client.published[:5]:
+            assert packet.packet_id is not None and session.on_puback(packet.packet_id)
+        await until("five more", lambda: len(client.published) == 25)
+        assert client.seqs()[20:] == list(range(20, 25))
+        session.go_offline(2_000)  # what was queued falls back to the log
+        assert session.outbox.behind == {TP0: 25}
+        assert len(session.outbox.window) == DEFAULT_INFLIGHT  # kept until acknowledged
+
+    run_with_core(30, test)
+
+
+def test_sessions_behind_at_the_same_place_share_the_reads_and_get_everything() -> None:
+    """Two QoS 0 sessions far behind (more than a queue, several catch-up reads): each gets
+    every record once, in order, and they read the log once between them."""
+    total = 3 * MAX_QUEUED
+    size = 256  # 3000 records of 256 bytes: several catch-up reads of 256 KiB
+
+    async def alone(core: Core) -> int:
+        host = Host(core)
+        host.live[TP0] = total
+        session = subscribed(host, "solo", 0)
+        session.outbox.behind[TP0] = 0
+        client = Client("solo")
+        session.attach(client, present=True)
+        await until("the solo catch-up", lambda: len(client.published) == total)
+        return host.chunks.reads
+
+    async def together(core: Core) -> tuple[int, list[list[int]]]:
+        host = Host(core)
+        host.live[TP0] = total
+        clients = []
+        for name in ("a", "b"):
+            session = subscribed(host, name, 0)
+            session.outbox.behind[TP0] = 0
+            client = Client(name)
+            session.attach(client, present=True)
+            clients.append((session, client))
+        await until("both catch-ups", lambda: all(len(c.published) >= total for _s, c in clients))
+        await asyncio.sleep(0.05)
+        for session, _client in clients:
+            assert session.outbox.behind == {}  # live again: the tailer has the rest
+        return host.chunks.reads, [c.seqs() for _s, c in clients]
+
+    solo_reads = run_with_core(total, alone, size)
+    reads, received = run_with_core(total, together, size)
+    assert solo_reads >= 3
+    assert reads == solo_reads
+    for seqs in received:
+        assert seqs == list(range(total))
+
+
+def test_a_restarted_session_resends_its_in_flight_messages_before_the_rest() -> None:
+    async def test(core: Core) -> None:
+        host = Host(core)
+        host.live[TP0] = 10
+        session = subscribed(host, "r", 1)
+        # as a document of a session that had offset 5 in flight as packet 7, and had
+        # handed out everything before 6
+        session.load(
+            {"expiry": NEVER_EXPIRES, "inflight": [[TOPIC, 0, 5, 7, 1, False, []]], "pubrel": []},
+            {TP0: 6},
+            0,
+        )
+        client = Client("r")
+        session.attach(client, present=True)
+        await until("the resend and the rest", lambda: len(client.published) == 5)
+        assert client.seqs() == [5, 6, 7, 8, 9]
+        first, *rest = client.published
+        assert (first.packet_id, first.dup) == (7, True)
+        assert not any(p.dup for p in rest)
+        assert 7 not in {p.packet_id for p in rest}
+        assert session.outbox.window.restored == []
+
+    run_with_core(10, test)
+
+
+def test_the_door_modules_import_each_other_without_cycles() -> None:
+    """Type-only imports included: sessions never import the connection or the gateway."""
+    package = Path(__file__).resolve().parents[2] / "bayou" / "gateways" / "mqtt"
+    prefix = "bayou.gateways.mqtt"
+    graph: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(prefix):
+                rest = (node.module or "")[len(prefix) :].lstrip(".")
+                deps |= {rest.split(".")[0]} if rest else {a.name for a in node.names}
+        graph[path.stem] = deps - {path.stem}
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        for dep in graph.get(start, ()):
+            if dep == goal or (dep not in seen and reaches(dep, goal, seen | {dep})):
+                return True
+        return False
+
+    assert [m for m in graph if reaches(m, m, set())] == []
+    for module in ("session", "delivery", "inflight", "subscriptions", "catch_up"):
+        assert not reaches(module, "client", set()) and not reaches(module, "server", set())
