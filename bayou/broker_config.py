@@ -51,12 +51,14 @@ class KafkaOptions:
         ),
     )
     fetch_max_bytes: int = field(
-        default=55 * 1024 * 1024,
+        default=16 * 1024 * 1024,
         metadata=opt(
             "Most record bytes one Fetch response carries (Kafka's fetch.max.bytes; the first "
-            "batch is sent whole even beyond it, KIP-74).",
+            "batch is sent whole even beyond it, KIP-74). 16 MiB, not Kafka's 55: librdkafka "
+            "reads a response into one buffer, and past glibc's 32 MiB mmap ceiling every "
+            "response costs the consumer a fresh mapping and its page faults.",
             flat="fetch_max_bytes",
-            min=1,
+            min=1024,
         ),
     )
 

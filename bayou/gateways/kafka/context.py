@@ -16,7 +16,7 @@ class KafkaSettings:
     port: int = 9092
     advertised_host: str | None = None  # None: ``host``
     socket_request_max_bytes: int = 100 * 1024 * 1024
-    fetch_max_bytes: int = 57_671_680
+    fetch_max_bytes: int = 16 * 1024 * 1024
     num_partitions: int = 1  # CreateTopics with -1 partitions
     # the broker's own options as DescribeConfigs shows them: (Kafka name, value, type)
     static_configs: tuple[tuple[str, str, str], ...] = ()
