@@ -208,13 +208,17 @@ def _wait(conn: Any, future: Any, action: str) -> Any:
         raise conn.failure(exc, action) from None
 
 
+_CLIENT_TYPE = {"CLUSTER": "BROKER"}  # confluent-kafka's name for the cluster resource
+_OUR_TYPE = {"BROKER": "CLUSTER"}
+
+
 def _to_client(b: AclBinding | AclFilter) -> Any:
     import confluent_kafka.admin as admin
 
     client: Any = admin
     cls = client.AclBinding if isinstance(b, AclBinding) else client.AclBindingFilter
     return cls(
-        client.ResourceType[b.resource_type.name],
+        client.ResourceType[_CLIENT_TYPE.get(b.resource_type.name, b.resource_type.name)],
         b.resource_name,
         client.ResourcePatternType[b.pattern_type.name],
         b.principal,
@@ -226,7 +230,7 @@ def _to_client(b: AclBinding | AclFilter) -> Any:
 
 def _from_client(b: Any) -> AclBinding:
     return AclBinding(
-        ResourceType[b.restype.name],
+        ResourceType[_OUR_TYPE.get(b.restype.name, b.restype.name)],
         b.name,
         PatternType[b.resource_pattern_type.name],
         b.principal,

@@ -162,7 +162,7 @@ class ScramServer:
             self._credential = None
             salt = hashlib.sha256(_UNKNOWN_SALT_KEY + self.user.encode()).digest()
             iterations = MIN_ITERATIONS
-        self._nonce = attrs["r"] + base64.b64encode(os.urandom(18)).decode()
+        self._nonce = attrs["r"] + os.urandom(18).hex()
         self._client_first_bare = bare
         self._server_first = f"r={self._nonce},s={base64.b64encode(salt).decode()},i={iterations}"
         return self._server_first.encode()
@@ -174,7 +174,9 @@ class ScramServer:
         if not sep:
             raise ScramError("malformed client-final message")
         attrs = _attributes(without_proof)
-        if attrs.get("r") != self._nonce or "c" not in attrs:
+        # Kafka's check is endsWith: librdkafka (2.x) sends its nonce before the server's
+        # whole nonce (which already starts with it); the proof covers what it sent.
+        if not attrs.get("r", "").endswith(self._nonce) or "c" not in attrs:
             raise ScramError("nonce mismatch")
         try:
             proof = base64.b64decode(proof_part, validate=True)

@@ -149,7 +149,7 @@ async def _fetch(ctx: RequestContext, request: m.FetchRequest, handler: Handler)
                     high_watermark=-1,
                     last_stable_offset=-1,
                     log_start_offset=-1,
-                    records=None,
+                    records=b"",
                 )
                 for p in t.partitions
             ],
