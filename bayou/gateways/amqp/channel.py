@@ -386,8 +386,10 @@ class Channel:
         group = arguments.get("x-consumer-group") if name == "basic.consume" else None
         if isinstance(group, bytes):
             group = group.decode(errors="replace")
-        if isinstance(group, str) and group and not self.connection.allowed(
-            AclOperation.READ, ResourceType.GROUP, group
+        if (
+            isinstance(group, str)
+            and group
+            and not self.connection.allowed(AclOperation.READ, ResourceType.GROUP, group)
         ):
             raise AmqpError(
                 s.ACCESS_REFUSED, f"access to consumer group '{group}' refused", *m.spec.key

@@ -109,9 +109,7 @@ class HttpGateway:
         sock = self._bind(self.options.port)
         tls = self.core.security.tls
         tls_sock = (
-            self._bind(self.options.tls_port)
-            if tls is not None and self.options.tls_port
-            else None
+            self._bind(self.options.tls_port) if tls is not None and self.options.tls_port else None
         )
         self.port = sock.getsockname()[1]
         self._server = await self._serve(sock, None)

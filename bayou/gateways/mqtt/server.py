@@ -79,6 +79,7 @@ def plain_filter(topic_filter: str) -> str:
     """A subscription's filter without its ``$share/group/`` prefix."""
     return parse_shared(topic_filter)[1]
 
+
 SAVE_INTERVAL_S = 0.5
 INTEREST_TICKS = 2  # housekeeping ticks between interest refreshes and expiry sweeps
 IDLE_SAVE_TICKS = 10
