@@ -407,6 +407,19 @@ def test_revoked_acl_takes_effect_on_open_connections_within_a_second(
     mqtt.subscribe(f"{A}/#", 1)
     wait_until("SUBACK", lambda: any(e[0] == "suback" for e in events), TIMEOUT)
     assert ("suback", [1]) in events
+    amqp = _pika(secure, "dave", USERS["dave"])
+    amqp_channel = amqp.channel()
+    delivered: list[bytes] = []
+    amqp_channel.basic_qos(prefetch_count=10)
+    amqp_channel.basic_consume(
+        A,
+        lambda _ch, _m, _p, body: delivered.append(body),
+        arguments={"x-stream-offset": "first"},
+    )
+    deadline = time.monotonic() + TIMEOUT
+    while len(delivered) < 3 and time.monotonic() < deadline:
+        amqp.process_data_events(time_limit=0.1)
+    assert delivered[:3] == [f"{A} {i}".encode() for i in range(3)]
     done = admin_cli(secure, "acl", "remove", "--allow", "dave", "--topic", A)
     assert done.returncode == 0, done.stderr
     revoked = time.monotonic()
@@ -424,6 +437,11 @@ def test_revoked_acl_takes_effect_on_open_connections_within_a_second(
     assert time.monotonic() - revoked < 1.5
     assert ("disconnect", 0x87) in events
     mqtt.loop_stop()
+    # ... and the AMQP consumer's channel is closed with 403
+    while amqp_channel.is_open and time.monotonic() - revoked < 5:
+        amqp.process_data_events(time_limit=0.1)
+    assert amqp_channel.is_closed and time.monotonic() - revoked < 2.5
+    amqp.close()
 
 
 def test_cli_users_and_acls_against_the_running_broker(secure: SecureBroker) -> None:

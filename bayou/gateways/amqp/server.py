@@ -65,6 +65,7 @@ MAX_BACKLOG = 4096  # queued methods/publishes per channel before reading pauses
 CLOSE_DRAIN_S = 5.0  # after a broker-initiated close: wait this long for the client to go
 SHUTDOWN_DRAIN_S = 1.0  # the same when the broker stops
 SERVER_HEARTBEAT_S = 60
+ACL_CHECK_S = 0.5  # how often open consumers are checked again after the ACLs change
 
 
 class AmqpGateway:
@@ -98,6 +99,7 @@ class AmqpGateway:
         self.clients: set[AmqpClient] = set()
         self._server: asyncio.Server | None = None
         self._tls_server: asyncio.Server | None = None
+        self._acl_watch: asyncio.Task[None] | None = None
         self.tls_port = 0
         self.max_message_size = options.max_message_bytes
 
@@ -119,6 +121,8 @@ class AmqpGateway:
                 ssl=tls.context,
             )
             self.tls_port = int(self._tls_server.sockets[0].getsockname()[1])
+        if self.security.enabled:
+            self._acl_watch = asyncio.create_task(self._watch_acls())
 
     @property
     def port(self) -> int:
@@ -126,10 +130,42 @@ class AmqpGateway:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
+        if self._acl_watch is not None:
+            self._acl_watch.cancel()
         for server in (self._server, self._tls_server):
             if server is not None:
                 server.close()
         await asyncio.gather(*(c.shutdown() for c in list(self.clients)), return_exceptions=True)
+
+    async def _watch_acls(self) -> None:
+        """When the ACLs change, a consumer that may no longer read its queue's topic has
+        its channel closed (403 ACCESS_REFUSED), within ``ACL_CHECK_S``."""
+        authorizer = self.security.authorizer
+        version = self.security.acls.version
+        while True:
+            await asyncio.sleep(ACL_CHECK_S)
+            if version == self.security.acls.version:
+                continue
+            version = self.security.acls.version
+            for client in list(self.clients):
+                principal = client.principal
+                if principal is None:
+                    continue
+                for channel in list(client.channels.values()):
+                    refused = [
+                        c.queue
+                        for c in channel.consumers.values()
+                        if not authorizer.authorize(
+                            principal, client.peer_host, AclOperation.READ, ResourceType.TOPIC,
+                            c.topic,
+                        )
+                    ]  # fmt: skip
+                    if refused:
+                        error = AmqpError(
+                            s.ACCESS_REFUSED, f"access to queue '{refused[0]}' refused", 60, 20
+                        )
+                        client.channel_error(channel, error)
+                        client.flush_soon()
 
     def server_properties(self) -> dict[str, Any]:
         return {
