@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from bayou.core import Core
+    from bayou.gateways.kafka.share_sessions import ShareSessions
     from bayou.protocol.kafka import RequestHeader
 
 
@@ -37,6 +39,16 @@ class Listener(Protocol):
     @property
     def advertised_port(self) -> int: ...
 
+    @property
+    def share_sessions(self) -> ShareSessions: ...
+
+
+class Connection(Protocol):
+    """The client connection a request came over (``connection.KafkaConnection``)."""
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once when the connection closes (at once if it is closed)."""
+
 
 @dataclass
 class RequestContext:
@@ -45,6 +57,7 @@ class RequestContext:
     door: Listener
     header: RequestHeader
     peer: str
+    connection: Connection | None = None
 
     @property
     def core(self) -> Core:

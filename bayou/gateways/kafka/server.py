@@ -1,6 +1,7 @@
 """The Kafka door: a listener whose connections speak the Kafka protocol to the core.
 
-``KafkaDoor`` binds ``host:port``, makes a ``KafkaConnection`` per client and, at ``stop``,
+``KafkaDoor`` binds ``host:port``, makes a ``KafkaConnection`` per client, keeps the share
+sessions of share consumers (``share_sessions.py``) and, at ``stop``,
 stops accepting, lets every connection's in-flight requests answer (bounded by
 ``SHUTDOWN_GRACE_S``) and closes them.  What clients are told to connect to (the advertised
 host and port, this node's id) and the per-request limits are this door's settings.
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from bayou.gateways.kafka.connection import KafkaConnection
 from bayou.gateways.kafka.context import KafkaSettings
+from bayou.gateways.kafka.share_sessions import ShareSession, ShareSessions
 
 if TYPE_CHECKING:
     from bayou.core import Core
@@ -32,6 +34,21 @@ class KafkaDoor:
         self.port = settings.port
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[KafkaConnection] = set()
+        self.share_sessions = ShareSessions(self._release_session)
+
+    def _release_session(self, session: ShareSession) -> None:
+        """A share session ended: its member's records go back to the group at once."""
+        shares = self.core.shares
+        if shares is None or shares.closed or not session.partitions:
+            return
+        parts = list(session.partitions)
+        self.core.background(
+            shares.run(
+                lambda now: shares.coordinator.release(
+                    now, session.group_id, session.member_id, parts
+                )
+            )
+        )
 
     @property
     def node_id(self) -> int:
