@@ -8,7 +8,9 @@ membership and assignment) and its share coordinator (the share partitions' stat
 - **groups** (``ShareGroup``): members join, heartbeat and leave with
   ShareGroupHeartbeat's epochs — the consumer protocol's shape without revocation: a
   partition may be shared, so the target assignment (``assignor.simple_assign``) is every
-  member's assignment at once, at the group epoch.  A member that stops heartbeating is
+  member's assignment at once, at the group epoch; a member acquires only from what it is
+  assigned now, and when it learns (on its heartbeat) that it lost partitions, what it still
+  holds there is released.  A member that stops heartbeating is
   removed after the group's session timeout; a member leaving or removed releases every
   record it holds.
 - **share partitions** (``SharePartition``, one per group, topic and partition): created
@@ -163,12 +165,14 @@ class ShareCoordinator:
     def config(self, group_id: str) -> GroupConfig:
         return GroupConfig.resolve(self.settings, self.configs.get(group_id, {}))
 
-    def alter_configs(self, now: int, group_id: str, configs: Mapping[str, str]) -> Result[None]:
-        """Replace the group's overrides (validated by the caller)."""
-        result: Result[None] = Result()
+    def alter_configs(self, now: int, group_id: str, configs: Mapping[str, str]) -> Result[bool]:
+        """Replace the group's overrides (validated by the caller); answers whether they
+        changed."""
+        result: Result[bool] = Result(response=False)
         value = dict(sorted(configs.items()))
         if value != self.configs.get(group_id, {}):
             self._emit(result, ShareRecord("c", group_id, value=value or None), now)
+            result.response = True
         return result
 
     # ------------------------------------------------------------------ membership
@@ -279,7 +283,16 @@ class ShareCoordinator:
             self._assign(result, now, group, log_bounds, topic_ids)
         before = (member.epoch, member.assigned)
         if member.epoch != group.assignment_epoch:
+            # the member learns its new assignment now: what it holds in partitions it lost
+            # goes back to the group (whoever has them now takes it from there)
             member.epoch = group.assignment_epoch
+            lost = [
+                tp
+                for tp in self.by_group.get(group_id, ())
+                if tp[1] not in member.assigned.get(tp[0], ())
+            ]
+            if lost:
+                self._release_member(result, group_id, member_id, lost)
         changed = (member.epoch, member.assigned) != before
         self._emit_group(result, group)
         return HeartbeatResponse(
@@ -493,6 +506,12 @@ class ShareCoordinator:
         result: Result[int] = Result()
         result.response = self._release_member(result, group_id, member_id, only)
         return result
+
+    def assigned(self, group_id: str, member_id: str) -> Partitions | None:
+        """The member's assignment now (None: not a member)."""
+        group = self.groups.get(group_id)
+        member = None if group is None else group.members.get(member_id)
+        return None if member is None else member.assigned
 
     def lock_duration_ms(self, group_id: str) -> int:
         return self.config(group_id).record_lock_duration_ms

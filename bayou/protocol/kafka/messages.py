@@ -20,6 +20,7 @@ from bayou.protocol.kafka.primitives import (
     r_bytes,
     r_cbytes,
     r_clen,
+    r_crec,
     r_cstr,
     r_len,
     r_nbytes,
@@ -39,6 +40,7 @@ from bayou.protocol.kafka.primitives import (
     violation,
     w_bytes,
     w_cbytes,
+    w_crec,
     w_cstr,
     w_nbytes,
     w_nclen,
@@ -22296,7 +22298,7 @@ def _d_ShareFetchResponsePartitionData_1(
     v_current_leader: ShareFetchResponseLeaderIdAndEpoch
     v_current_leader, pos = _d_ShareFetchResponseLeaderIdAndEpoch_1(buf, pos)
     v_records: Records
-    v_records, pos = r_ncrec(buf, pos)
+    v_records, pos = r_crec(buf, pos)
     v_acquired_records: list[ShareFetchResponseAcquiredRecords]
     n, pos = r_clen(buf, pos)
     v_acquired_records = []
@@ -22404,7 +22406,7 @@ def _e_ShareFetchResponsePartitionData_1(
     out += _S_h.pack(o.acknowledge_error_code)
     w_ncstr(out, o.acknowledge_error_message)
     _e_ShareFetchResponseLeaderIdAndEpoch_1(o.current_leader, out)
-    w_ncrec(out, o.records)
+    w_crec(out, o.records)
     x_acquired_records = o.acquired_records
     out += uv(len(x_acquired_records) + 1)
     for e_acquired_records in x_acquired_records:

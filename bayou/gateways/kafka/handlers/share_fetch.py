@@ -6,8 +6,9 @@ acquire mode and renew acknowledgements (KIP-1222).  One request does, in order:
 1. **the share session** (``share_sessions.py``): epoch 0 opens one with the request's
    partitions (replacing, and releasing, an earlier one of the member), a later epoch must
    be the session's next (INVALID_SHARE_SESSION_EPOCH; no session: SHARE_SESSION_NOT_FOUND)
-   and adds ``Topics``/drops ``ForgottenTopicsData``, -1 closes it after the
-   acknowledgements — releasing what the member still holds there;
+   and adds ``Topics``/drops ``ForgottenTopicsData`` (releasing what the member holds in the
+   partitions dropped), -1 closes it after the acknowledgements — releasing what the member
+   still holds there;
 2. **piggy-backed acknowledgements** (types 0 GAP, 1 ACCEPT, 2 RELEASE, 3 REJECT, 4 RENEW),
    per partition, all or nothing: ``AcknowledgeErrorCode`` INVALID_RECORD_STATE when an offset
    is not acquired by this member (its lock expired, it was never delivered to it);
@@ -24,8 +25,8 @@ acquire mode and renew acknowledgements (KIP-1222).  One request does, in order:
 Partitions answered: every one named by the request, and those of the session that got
 records.  ``AcquisitionLockTimeoutMs`` is the group's ``share.record.lock.duration.ms``.
 Unknown topic ids answer UNKNOWN_TOPIC_ID; unknown partitions UNKNOWN_TOPIC_OR_PARTITION.
-Members are not checked against the group's assignment, as Kafka does not: a consumer
-only fetches what it was assigned.
+A member acquires only from partitions assigned to it now: one whose assignment just
+changed may still name a partition it lost until its next heartbeat tells it.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def _partition(ctx: RequestContext, index: int) -> m.ShareFetchResponsePartition
         current_leader=m.ShareFetchResponseLeaderIdAndEpoch(
             leader_id=ctx.core.node_id, leader_epoch=0
         ),
-        records=None,
+        records=b"",
     )
 
 
@@ -120,6 +121,10 @@ async def handle_share_fetch(
                 if name is not None:
                     forgotten.extend((name, p) for p in ft.partitions)
             session.forget(forgotten)
+            if forgotten:  # what the member still holds there goes back at once
+                await shares.run(
+                    lambda now: coordinator.release(now, group_id, member_id, forgotten)
+                )
 
     # 2. acknowledgements
     for key, fp in named.items():
@@ -170,12 +175,15 @@ async def _acquire(
         taken = 0
         used = 0
         keys = []
+        assigned = shares.coordinator.assigned(session.group_id, session.member_id)
         for topic, p in session.ordered():
             meta = topics.get(topic)
             if meta is None or not 0 <= p < meta.partitions:
                 if (topic, p) in answers:
                     answers[(topic, p)].error_code = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
                 continue
+            if assigned is not None and p not in assigned.get(topic, ()):
+                continue  # moved to another member meanwhile: it learns so on its heartbeat
             keys.append((topic, p))
             if taken >= max_records or used >= budget:
                 continue
