@@ -84,3 +84,43 @@ def test_a_waiting_member_is_woken_by_a_release() -> None:
         await b.close()
 
     run(test)
+
+
+def test_read_committed_share_groups_never_deliver_aborted_records() -> None:
+    def txn(pid: int, value: bytes) -> bytes:
+        return build_batch(
+            [Record(0, None, value, [])],
+            producer_id=pid,
+            producer_epoch=0,
+            base_sequence=0,
+            is_transactional=True,
+        )
+
+    async def test(core: Core) -> None:
+        shares = core.share_driver()
+        await shares.run(
+            lambda now: shares.coordinator.alter_configs(
+                now, GROUP, {"share.isolation.level": "read_committed"}
+            )
+        )
+        c = core.share_consumer(GROUP, [TOPIC], client_id="c", client_host="/h")
+        await c.join()
+        p = core.partition(TOPIC, 0)
+        await append(core, [b"plain"])  # 0
+        await p.append(txn(1, b"aborted"))  # 1
+        await p.append(txn(2, b"committed"))  # 2
+        await p.write_marker(1, 0, False, 0)  # 3: abort producer 1
+        await p.append(txn(3, b"open"))  # 4: not delivered while open
+        got = await c.acquire(10)
+        assert [d.record.value for d in got] == [b"plain"]  # stops at producer 2's open one
+        await p.write_marker(2, 0, True, 0)  # 5
+        got += await c.acquire(10)
+        assert [d.record.value for d in got] == [b"plain", b"committed"]
+        assert await c.acknowledge((d, AckType.ACCEPT) for d in got) == 0
+        await p.write_marker(3, 0, False, 0)  # 6
+        assert await c.acquire(10) == []
+        sp = shares.coordinator.partitions[(GROUP, TOPIC, 0)]
+        assert (sp.start, sp.in_flight()) == (7, 0)  # markers and aborted records: done
+        await c.close()
+
+    run(test)
