@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 OPEN = 0
 CLOSE = -1
@@ -26,6 +27,12 @@ MAX_EPOCH = 2**31 - 1
 
 TopicPartition = tuple[str, int]
 Key = tuple[str, str]  # group, member
+
+
+class Owner(Protocol):
+    """The connection a session belongs to (``context.Connection``)."""
+
+    def on_close(self, callback: Callable[[], None]) -> None: ...
 
 
 def next_epoch(epoch: int) -> int:
@@ -63,7 +70,8 @@ class ShareSessions:
 
     def __init__(self, release: Callable[[ShareSession], None]) -> None:
         self._sessions: dict[Key, ShareSession] = {}
-        self._owner: dict[Key, object] = {}
+        self._owner: dict[Key, Owner | None] = {}
+        self._watched: set[Owner] = set()  # connections whose close we listen for
         self._release = release
 
     def __len__(self) -> int:
@@ -72,8 +80,9 @@ class ShareSessions:
     def get(self, group_id: str, member_id: str) -> ShareSession | None:
         return self._sessions.get((group_id, member_id))
 
-    def open(self, group_id: str, member_id: str, owner: object) -> ShareSession:
-        """A new session (epoch 0), replacing — and releasing — any earlier one."""
+    def open(self, group_id: str, member_id: str, owner: Owner | None) -> ShareSession:
+        """A new session (epoch 0) of ``owner``'s, replacing — and releasing — any earlier
+        one; the sessions of a connection end when it closes."""
         key = (group_id, member_id)
         old = self._sessions.pop(key, None)
         if old is not None:
@@ -81,6 +90,9 @@ class ShareSessions:
         session = ShareSession(group_id, member_id)
         self._sessions[key] = session
         self._owner[key] = owner
+        if owner is not None and owner not in self._watched:
+            self._watched.add(owner)
+            owner.on_close(lambda: self.owner_gone(owner))
         return session
 
     def close(self, session: ShareSession) -> None:
@@ -90,8 +102,9 @@ class ShareSessions:
             self._owner.pop(key, None)
         self._release(session)
 
-    def owner_gone(self, owner: object) -> None:
+    def owner_gone(self, owner: Owner) -> None:
         """A connection closed: end the sessions it opened."""
+        self._watched.discard(owner)
         for key, who in list(self._owner.items()):
             if who is owner:
                 session = self._sessions.get(key)

@@ -101,9 +101,6 @@ async def handle_share_fetch(
     session: ShareSession | None
     if epoch == OPEN:
         session = sessions.open(group_id, member_id, ctx.connection)
-        if ctx.connection is not None:
-            connection = ctx.connection
-            connection.on_close(lambda: sessions.owner_gone(connection))
         session.add(named)
     else:
         session = sessions.get(group_id, member_id)
