@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bayou.errors import OffsetOutOfRange
-from bayou.protocol.kafka.records import DecodedRecord, iter_batches, iter_records
+from bayou.protocol.kafka.records import BatchHeader, DecodedRecord, iter_batches, iter_records
 from bayou.storage.engine import LogEngine, Partition, PartitionKey
 
 Reset = Literal["earliest", "latest", "none"]
@@ -48,6 +48,16 @@ RECORD_OVERHEAD = 16
 DEFAULT_READ_BYTES = 1024 * 1024
 NO_LIMIT = 1 << 30
 EMPTY_WAIT_S = 0.5
+
+
+@dataclass(frozen=True)
+class Scanned:
+    """One stored batch a ``scan`` found: where it is in the view, its header, and whether
+    its records are for this reader (see ``Cursor.scan``)."""
+
+    pos: int
+    header: BatchHeader
+    deliverable: bool
 
 
 @dataclass(frozen=True)
@@ -157,34 +167,44 @@ class Cursor:
                 continue
         return memoryview(b"")
 
-    async def read(
-        self, max_bytes: int = DEFAULT_READ_BYTES, max_records: int = NO_LIMIT
-    ) -> list[DecodedRecord]:
-        """Records from the position (at least one when there is one, then up to
-        ``max_bytes`` of keys and values and ``max_records``); moves the position."""
+    async def scan(self, max_bytes: int = DEFAULT_READ_BYTES) -> tuple[memoryview, list[Scanned]]:
+        """Whole stored batches from the position (reset applied), each with whether its
+        records are for a reader at this isolation — not a transaction marker, not an
+        aborted transaction's at read_committed.  The position does not move (``read``
+        and share groups decide how far they got)."""
         view = await self.read_batches(max_bytes)
-        out: list[DecodedRecord] = []
-        used = 0
-        position = self.position
         aborted: dict[int, list[tuple[int, int]]] = {}
         if self.isolation == "read_committed" and view:
-            for txn in await self.handle().aborted_transactions(position, self.end()):
+            for txn in await self.handle().aborted_transactions(self.position, self.end()):
                 aborted.setdefault(txn.producer_id, []).append((txn.first_offset, txn.last_offset))
+        out = []
         for pos, header in iter_batches(view):
-            if header.last_offset < position:
+            if header.last_offset < self.position:
                 continue
-            if (
+            dead = (
                 aborted
                 and header.is_transactional
                 and any(
                     first <= header.base_offset <= last
                     for first, last in aborted.get(header.producer_id, ())
                 )
-            ):
-                position = max(position, header.last_offset + 1)  # an aborted transaction's
-                continue
-            if not header.is_control:
-                for record in iter_records(view[pos : pos + header.size]):
+            )
+            out.append(Scanned(pos, header, not (dead or header.is_control)))
+        return view, out
+
+    async def read(
+        self, max_bytes: int = DEFAULT_READ_BYTES, max_records: int = NO_LIMIT
+    ) -> list[DecodedRecord]:
+        """Records from the position (at least one when there is one, then up to
+        ``max_bytes`` of keys and values and ``max_records``); moves the position."""
+        view, batches = await self.scan(max_bytes)
+        out: list[DecodedRecord] = []
+        used = 0
+        position = self.position
+        for batch in batches:
+            header = batch.header
+            if batch.deliverable:
+                for record in iter_records(view[batch.pos : batch.pos + header.size]):
                     if record.offset < position:
                         continue
                     size = RECORD_OVERHEAD + len(record.key or b"") + len(record.value or b"")
