@@ -1,0 +1,292 @@
+"""Kafka clients against ``bayou serve --storage postgres://…``: every message back with its
+key, headers and timestamp, a consumer group resuming from its commits, transactions at
+read_committed; a broker started on an empty data directory serving all of it; two brokers
+on one database seeing each other's topics and data; and PostgreSQL restarted under a
+producer's load without losing an acknowledged record."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from tests.integration.test_confluent_kafka import (
+    check_received,
+    consume_all,
+    create_topic,
+    produce_all,
+)
+from tests.integration.test_transactions import producer as txn_producer
+from tests.integration.test_transactions import read_all
+from tests.support.broker import BrokerProcess
+from tests.support.kafka import make_messages, unique_topic
+from tests.support.postgres import PostgresServer
+from tests.support.wait import wait_until
+
+TIMEOUT_S = 20.0
+
+
+def pg_broker(data_dir: Path, url: str) -> BrokerProcess:
+    return BrokerProcess(
+        data_dir,
+        extra_args=["--storage", url, "--group-initial-rebalance-delay-ms", "0"],
+        doors=(),
+    )
+
+
+@pytest.fixture(scope="module")
+def pg(
+    tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer
+) -> Iterator[BrokerProcess]:
+    url = postgres_server.create_database()
+    proc = pg_broker(tmp_path_factory.mktemp("pg") / "data", url).start()
+    try:
+        yield proc
+    finally:
+        proc.kill()
+
+
+def group_consumer(bootstrap: str, group: str) -> Consumer:
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+
+
+def poll_values(consumer: Consumer, count: int) -> list[bytes]:
+    out: list[bytes] = []
+    deadline = time.monotonic() + TIMEOUT_S
+    while len(out) < count and time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is not None and not msg.error():
+            out.append(msg.value())
+    return out
+
+
+def committed(bootstrap: str, group: str, topic: str, partitions: int) -> list[int]:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        tps = c.committed([TopicPartition(topic, p) for p in range(partitions)], TIMEOUT_S)
+        return [tp.offset for tp in tps]
+    finally:
+        c.close()
+
+
+def test_every_message_back_a_group_resumes_and_transactions_commit_or_abort(
+    pg: BrokerProcess,
+) -> None:
+    bootstrap, topic = pg.bootstrap, unique_topic()
+    create_topic(bootstrap, topic, 3)
+    sent = make_messages(600, 3)
+    produce_all(bootstrap, topic, sent, **{"enable.idempotence": True, "acks": "all"})
+    check_received(sent, consume_all(bootstrap, topic, 3, len(sent)))
+    # a group reads everything and commits; the next member resumes after the commit
+    group = unique_topic("g")
+    first = group_consumer(bootstrap, group)
+    try:
+        first.subscribe([topic])
+        assert len(poll_values(first, len(sent))) == len(sent)
+        first.commit(asynchronous=False)
+    finally:
+        first.close()
+    assert sum(committed(bootstrap, group, topic, 3)) == len(sent)
+    more = make_messages(30, 3)
+    produce_all(bootstrap, topic, more)
+    second = group_consumer(bootstrap, group)
+    try:
+        second.subscribe([topic])
+        assert sorted(poll_values(second, len(more))) == sorted(m.value for m in more)
+    finally:
+        second.close()
+    # transactions: a committed one is seen once at read_committed, an aborted one never
+    txn_topic, tid = unique_topic("txn"), unique_topic("tid")
+    create_topic(bootstrap, txn_topic, 1)
+    p = txn_producer(bootstrap, tid)
+    p.begin_transaction()
+    for i in range(3):
+        p.produce(txn_topic, key=b"c%d" % i, value=b"committed")
+    p.commit_transaction(TIMEOUT_S)
+    p.begin_transaction()
+    for i in range(2):
+        p.produce(txn_topic, key=b"a%d" % i, value=b"aborted")
+    p.flush(TIMEOUT_S)
+    p.abort_transaction(TIMEOUT_S)
+    assert [k for _p, k, _v in read_all(bootstrap, txn_topic, "read_committed")] == [
+        b"c0",
+        b"c1",
+        b"c2",
+    ]
+    assert len(read_all(bootstrap, txn_topic, "read_uncommitted", expect=5)) == 5
+
+
+def test_a_broker_on_an_empty_data_dir_serves_everything(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    url = postgres_server.create_database()
+    first = pg_broker(tmp_path / "first", url).start()
+    topic, txn_topic, group = unique_topic(), unique_topic("txn"), unique_topic("g")
+    sent = make_messages(200, 2)
+    try:
+        create_topic(first.bootstrap, topic, 2, **{"retention.ms": "86400000"})
+        produce_all(first.bootstrap, topic, sent, **{"enable.idempotence": True})
+        c = Consumer({"bootstrap.servers": first.bootstrap, "group.id": group})
+        try:
+            c.commit(
+                offsets=[TopicPartition(topic, 0, 40), TopicPartition(topic, 1, 60)],
+                asynchronous=False,
+            )
+        finally:
+            c.close()
+        create_topic(first.bootstrap, txn_topic, 1)
+        p = txn_producer(first.bootstrap, unique_topic("tid"))
+        p.begin_transaction()
+        p.produce(txn_topic, key=b"kept", value=b"1")
+        p.commit_transaction(TIMEOUT_S)
+        p.begin_transaction()
+        p.produce(txn_topic, key=b"dropped", value=b"2")
+        p.flush(TIMEOUT_S)
+        p.abort_transaction(TIMEOUT_S)
+        assert first.stop() == 0
+    finally:
+        first.kill()
+    assert not any(p.is_file() for p in (tmp_path / "first").rglob("*"))  # nothing on disk
+    second = pg_broker(tmp_path / "second", url).start()
+    try:
+        bootstrap = second.bootstrap
+        check_received(sent, consume_all(bootstrap, topic, 2, len(sent)))
+        assert committed(bootstrap, group, topic, 2) == [40, 60]
+        assert [k for _p, k, _v in read_all(bootstrap, txn_topic, "read_committed")] == [b"kept"]
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        assert len(admin.list_topics(topic, timeout=TIMEOUT_S).topics[topic].partitions) == 2
+        more = produce_all(bootstrap, topic, make_messages(1, 2))
+        assert more[0].offset() == 100  # appends go on where the first broker stopped
+    finally:
+        second.kill()
+
+
+def test_two_brokers_on_one_database_see_each_others_topics_and_data(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    url = postgres_server.create_database()
+    a = pg_broker(tmp_path / "a", url).start()
+    b = pg_broker(tmp_path / "b", url).start()
+    try:
+        topic = unique_topic()
+        create_topic(a.bootstrap, topic, 2)
+        admin_b = AdminClient({"bootstrap.servers": b.bootstrap})
+        wait_until(
+            "broker b to list the topic broker a created",
+            lambda: topic in admin_b.list_topics(timeout=TIMEOUT_S).topics,
+            TIMEOUT_S,
+        )
+        # a consumer long-polling broker b gets what is produced through broker a at once
+        first = [m for m in make_messages(2, 2) if m.partition == 1]
+        tail = Consumer(
+            {
+                "bootstrap.servers": b.bootstrap,
+                "group.id": unique_topic("g"),
+                "fetch.wait.max.ms": 20_000,
+                "enable.auto.commit": False,
+            }
+        )
+        try:
+            tail.assign([TopicPartition(topic, 1, 0)])
+            tail.poll(1.0)  # the fetch is parked on broker b now
+            started = time.monotonic()
+            produce_all(a.bootstrap, topic, first)
+            assert poll_values(tail, 1) == [first[0].value]
+            assert time.monotonic() - started < 10.0  # woken, not timed out (20 s)
+        finally:
+            tail.close()
+        # both brokers append to both partitions at once: one offset sequence per partition
+        from_a = make_messages(300, 2)
+        from_b = [replace(m, value=b"b-" + m.value) for m in make_messages(300, 2)]
+        errors: list[Exception] = []
+
+        def produce_b() -> None:
+            try:
+                produce_all(b.bootstrap, topic, from_b, **{"enable.idempotence": True})
+            except Exception as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=produce_b)
+        thread.start()
+        produce_all(a.bootstrap, topic, from_a, **{"enable.idempotence": True})
+        thread.join(60)
+        assert not errors, errors
+        for bootstrap in (a.bootstrap, b.bootstrap):
+            received = consume_all(bootstrap, topic, 2, len(first) + 600)
+            for partition in (0, 1):
+                mine = [m for m in received if m.partition() == partition]
+                assert [m.offset() for m in mine] == list(range(len(mine)))
+                values = [m.value() for m in mine]
+                earlier = [m.value for m in first if m.partition == partition]
+                # each broker's records in the order produced, interleaved with the other's
+                assert [v for v in values if not v.startswith(b"b-")] == earlier + [
+                    m.value for m in from_a if m.partition == partition
+                ]
+                assert [v for v in values if v.startswith(b"b-")] == [
+                    m.value for m in from_b if m.partition == partition
+                ]
+    finally:
+        a.kill()
+        b.kill()
+
+
+def test_acknowledged_records_survive_a_postgresql_restart_under_load(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    url = postgres_server.create_database()
+    broker = pg_broker(tmp_path / "data", url).start()
+    try:
+        topic = unique_topic()
+        create_topic(broker.bootstrap, topic, 2)
+        producer = Producer(
+            {
+                "bootstrap.servers": broker.bootstrap,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 2,
+            }
+        )
+        acked: list[tuple[int, bytes]] = []
+        failed: list[KafkaError] = []
+
+        def on_delivery(err: KafkaError | None, msg: object) -> None:
+            if err is not None:
+                failed.append(err)
+            else:
+                acked.append((msg.partition(), msg.value()))  # type: ignore[attr-defined]
+
+        restart = threading.Thread(target=postgres_server.restart)
+        total = 30_000
+        for i in range(total):
+            producer.produce(topic, value=b"m%06d" % i, partition=i % 2, on_delivery=on_delivery)
+            producer.poll(0)
+            if i == total // 3:
+                producer.flush(TIMEOUT_S)
+                restart.start()  # while the rest is being produced
+            if i % 1000 == 999:
+                time.sleep(0.05)  # a steady load over the restart, not one burst
+        restart.join(60)
+        assert producer.flush(120) == 0
+        assert not failed, failed[:3]  # every error the broker gave was retriable
+        assert len(acked) == total
+        assert "change notifications interrupted" in broker.log_text()  # the restart hit it
+        received = consume_all(broker.bootstrap, topic, 2, total)
+        for partition in (0, 1):
+            got = [m.value() for m in received if m.partition() == partition]
+            want = [v for p, v in acked if p == partition]
+            assert got == sorted(want)  # each exactly once (idempotence), in order
+    finally:
+        broker.kill()
