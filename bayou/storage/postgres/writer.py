@@ -27,7 +27,7 @@ them all.  Idle, a write is one transaction on its own.
    from the row's next offset by patching base offsets (``append.assign_offsets``), the
    active segment rolled as the other engines roll it (``segment.bytes``, ``segment.ms``,
    int32 relative offsets), the producer state updated, an ABORT indexed.
-3. ``INSERT`` the batches (one row per batch, one statement), the closed segments, the
+3. ``INSERT`` the batches (one row per batch, a statement per MiB or so), the closed segments, the
    producer states, the aborted transactions; ``UPDATE`` the partition rows (next offset,
    active segment, size, first unstable offset, ``version + 1``); ``pg_notify`` the new
    states; ``COMMIT``.
@@ -53,7 +53,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -87,7 +87,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LANES = 4
-GROUP_MAX_BYTES = 32 * 1024 * 1024
+GROUP_MAX_BYTES = 8 * 1024 * 1024
+INSERT_CHUNK_BYTES = 1024 * 1024
 GROUP_MAX_WRITES = 2000
 RETRY_S = 10.0
 
@@ -100,8 +101,8 @@ _PRODUCERS = """SELECT partition_id, producer_id, epoch, batches, txn_first_offs
 
 _INSERT_BATCHES = """INSERT INTO bayou.batches
     (partition_id, base_offset, last_offset, max_timestamp, size, segment, data)
-    SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],
-                         %s::int[], %s::bigint[], %s::bytea[])"""
+    SELECT * FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[],
+                         %b::int[], %b::bigint[], %b::bytea[])"""  # binary: no hex encoding
 
 _INSERT_SEGMENTS = """INSERT INTO bayou.segments
     (partition_id, base_offset, next_offset, created_ms, size, max_timestamp)
@@ -211,6 +212,17 @@ class _Tx:
             self.batches, (pid, base, last, max_ts, size, segment, data), strict=True
         ):
             column.append(value)
+
+    def batch_chunks(self) -> Iterator[tuple[list[Any], ...]]:
+        """The batch rows as INSERTs of about ``INSERT_CHUNK_BYTES`` each (PostgreSQL takes a
+        few large statements faster than one huge array or many tiny ones)."""
+        sizes = self.batches[4]
+        start = total = 0
+        for i, size in enumerate(sizes):
+            total += size
+            if total >= INSERT_CHUNK_BYTES or i + 1 == len(sizes):
+                yield tuple(column[start : i + 1] for column in self.batches)
+                start, total = i + 1, 0
 
 
 class Writer:
@@ -435,8 +447,8 @@ class Writer:
         rows: dict[int, _Row],
         states: dict[int, PartitionState],
     ) -> None:
-        if tx.batches[0]:
-            await conn.execute(_INSERT_BATCHES, tx.batches)
+        for chunk in tx.batch_chunks():
+            await conn.execute(_INSERT_BATCHES, chunk)
         if tx.segments[0]:
             await conn.execute(_INSERT_SEGMENTS, tx.segments)
         for pid, producer_id in tx.producers:
