@@ -295,9 +295,9 @@ def test_topics_data_and_producer_state_survive_a_restart_of_a_durable_engine(
             p = engine.partition("t", 1)
             assert (p.log_start_offset, p.log_end_offset) == (0, 3)
             assert engine.partition("t", 0).log_end_offset == 0
+            assert p.producers()[pid].last_seq == 1  # DescribeProducers knows it at once
             again = await p.append(idempotent)  # the producer's retry, after the restart
             assert (again.base_offset, again.last_offset) == (first.base_offset, first.last_offset)
-            assert p.producers()[pid].epoch == 0
             with pytest.raises(OutOfOrderSequence):
                 await p.append(batch(b"d", producer_id=pid, producer_epoch=0, base_sequence=5))
             got = await read_all(p)
