@@ -41,6 +41,8 @@ CONNECT_TIMEOUT_S = 5
 POOL_MIN = 2
 POOL_MAX = 12
 READ_ATTEMPTS = 3
+LOCK_TIMEOUT_MS = 10_000
+IDLE_IN_TRANSACTION_MS = 30_000
 
 Connection = psycopg.AsyncConnection[Any]
 Query = str | _sql.Composed
@@ -74,6 +76,15 @@ class Database:
         self.connect_kwargs: dict[str, Any] = {
             "connect_timeout": CONNECT_TIMEOUT_S,
             "application_name": application_name,
+            # a row lock held by a broker that hangs or vanished mid-transaction fails the
+            # waiting append (retriable) instead of blocking it; PostgreSQL ends a session
+            # idle inside a transaction, and keepalives find a peer that is gone
+            "options": f"-c lock_timeout={LOCK_TIMEOUT_MS} "
+            f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
         }
         self.pool = AsyncConnectionPool(
             url,
