@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +16,9 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from tests.integration import test_groups as groups
+from tests.integration import test_log_lifecycle as lifecycle
+from tests.integration import test_transactions as transactions
 from tests.integration.test_confluent_kafka import (
     check_received,
     consume_all,
@@ -290,3 +293,79 @@ def test_acknowledged_records_survive_a_postgresql_restart_under_load(
             assert got == sorted(want)  # each exactly once (idempotence), in order
     finally:
         broker.kill()
+
+
+@pytest.fixture(scope="module")
+def pg_lifecycle(
+    tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer
+) -> Iterator[BrokerProcess]:
+    """A broker whose retention and cleaner rounds run every 100 ms (the background task)."""
+    url = postgres_server.create_database()
+    proc = BrokerProcess(
+        tmp_path_factory.mktemp("pg-lifecycle") / "data",
+        extra_args=["--storage", url],
+        env={"BAYOU_LOG_RETENTION_CHECK_INTERVAL_MS": str(lifecycle.CHECK_MS)},
+    ).start()
+    try:
+        yield proc
+    finally:
+        proc.kill()
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        lifecycle.test_replay_from_a_timestamp_lands_on_the_exact_offset,
+        lifecycle.test_log_append_time_is_stamped_by_the_broker,
+        lifecycle.test_retention_trims_and_consumers_reset,
+        lifecycle.test_describe_and_alter_configs_with_sources,
+        lifecycle.test_compaction_keeps_the_last_value_per_key_and_then_drops_tombstones,
+        lifecycle.test_cli_alter_trim_and_describe,
+    ],
+    ids=lambda check: check.__name__.removeprefix("test_"),
+)
+def test_the_log_lifecycle_tests_that_need_no_files(
+    check: Callable[[BrokerProcess], None], pg_lifecycle: BrokerProcess
+) -> None:
+    """The local engine's lifecycle tests with real clients, on this engine: time lookups,
+    LogAppendTime, retention by the background task, configs, compaction, the CLI."""
+    check(pg_lifecycle)
+
+
+@pytest.fixture(scope="module")
+def pg_coordinators(
+    tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer
+) -> Iterator[BrokerProcess]:
+    """A broker set up as the group and transaction tests' own (fast timers)."""
+    url = postgres_server.create_database()
+    proc = BrokerProcess(
+        tmp_path_factory.mktemp("pg-coordinators") / "data",
+        extra_args=["--storage", url, "--transaction-abort-check-interval-ms", "200"],
+        env=groups.GROUP_ENV,
+    ).start()
+    try:
+        yield proc
+    finally:
+        proc.kill()
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        transactions.test_committed_records_seen_once_aborted_never_at_read_committed,
+        transactions.test_an_open_transaction_holds_read_committed_readers_at_the_lso,
+        transactions.test_a_second_producer_with_the_same_id_fences_the_first,
+        transactions.test_an_abandoned_transaction_is_aborted_by_the_broker,
+        transactions.test_cli_lists_describes_and_consumes_read_committed,
+        groups.test_kafka_python_group_consumes_everything_and_commits,
+        groups.test_kip848_consumer_protocol_with_librdkafka,
+        groups.test_group_list_shows_lag,
+    ],
+    ids=lambda check: check.__name__.removeprefix("test_"),
+)
+def test_the_transaction_and_group_tests(
+    check: Callable[[BrokerProcess], None], pg_coordinators: BrokerProcess
+) -> None:
+    """The transaction and consumer-group tests with real clients, on this engine (their
+    coordinators' state logs, markers and the last stable offset all in PostgreSQL)."""
+    check(pg_coordinators)

@@ -366,6 +366,9 @@ class Writer:
                 self._engine.db.check_soon()
                 _fail(writes, storage_error("storing batches", exc))
                 return
+            except BaseException:  # a bug, or cancelled at shutdown: trust nothing cached
+                _mark_stale(partitions.values())
+                raise
             for pid, state in states.items():
                 partitions[pid].apply(state)
             return
