@@ -72,7 +72,7 @@ from bayou.storage.postgres.notify import (
     parse,
     topics_payload,
 )
-from bayou.storage.postgres.partition import PgPartition
+from bayou.storage.postgres.partition import PgPartition, restore_producers
 from bayou.storage.postgres.schema import migrate
 from bayou.storage.postgres.state import PgStateLog, PgStateStore
 from bayou.storage.postgres.writer import Write, Writer
@@ -236,11 +236,9 @@ class PostgresEngine:
         self._apply_configs(config_rows)
         self._apply_catalog(topic_rows, partition_rows)
         if producers:
-            from bayou.storage.postgres.writer import _reload_producers
-
-            known = {pid: p for pid, p in self._by_pid.items()}
+            known = dict(self._by_pid)
             rows = [r for r in producer_rows if r[0] in known]
-            _reload_producers(known, list(known), rows)
+            restore_producers(known, list(known), rows)
             for p in known.values():
                 p.producers_at = p.state.next_offset
 

@@ -22,12 +22,13 @@ decides for the local engine):
 
 1. build the key map over the dirty section, reading batches page by page and decoding
    them in a worker thread (at most ``map_entries`` keys, stopping at a batch boundary);
-2. for each group of consecutive closed segments whose total size fits ``segment.bytes``:
-   read its batches page by page, let ``CompactionPass.filter_batch`` decide each one (in a
-   worker thread), and apply each page's decisions in a transaction of its own — drop a
-   batch (DELETE), re-encode it (UPDATE), or keep it — with the sizes of its segments and
-   partition adjusted; then one more transaction merges the group's segment rows into one
-   (base offset of the first, created now) and moves its batches into it.  Batches keep
+2. group consecutive closed segments whose total size fits ``segment.bytes`` (the local
+   cleaner's groups); read their batches page by page, let ``CompactionPass.filter_batch``
+   decide each one (in a worker thread), and apply each page's decisions in a transaction
+   of its own — drop a batch (DELETE), re-encode it (UPDATE), or keep it — with the sizes
+   of its segments and partition adjusted; then one more transaction merges each group's
+   segment rows into one (base offset of the group's first, created now) and moves the
+   group's batches into it.  Batches keep
    their base offsets, so a row is changed in place and readers see the old or the new
    version of each batch, never a gap that was not a compaction gap;
 3. record the pass in the row's ``cleaner`` column (``CleanerState``: where the dirty
@@ -49,6 +50,7 @@ import asyncio
 import hashlib
 import json
 import logging
+from bisect import bisect_right
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -383,10 +385,10 @@ class PgMaintenance:
             producer_state=await _producer_snapshot(conn, p.id),
             aborted=aborted,
         )
-        for group in _groups(work, config.segment_bytes):
-            await self._rewrite(conn, p, group, decisions, stats, now)
-            stats.segments_in += len(group)
-            stats.segments_out += 1
+        groups = _groups(work, config.segment_bytes)
+        await self._rewrite(conn, p, groups, decisions, stats, now)
+        stats.segments_in += len(work)
+        stats.segments_out += len(groups)
         state.gaps_below = max(state.gaps_below, map_end)
         state.add_pass(map_end, now, p.log_start_offset)
         state.tombstone_since_ms = decisions.tombstone_since
@@ -477,23 +479,28 @@ class PgMaintenance:
         self,
         conn: Connection,
         p: PgPartition,
-        group: list[Segment],
+        groups: list[list[Segment]],
         decisions: CompactionPass,
         stats: CleanStats,
         now: int,
     ) -> None:
-        base = group[0].base_offset
-        group_end = group[-1].next_offset
-        kept_size = 0
-        kept_max = -1
-        async for rows in self._pages(conn, p, base, group_end):
+        """Filter every batch of ``groups`` page by page (a transaction per page that
+        changed), then merge each group's segment rows into one (one transaction)."""
+        bounds = [(g[0].base_offset, g[-1].next_offset) for g in groups]
+        kept_size = [0] * len(groups)
+        kept_max = [-1] * len(groups)
+        async for rows in self._pages(conn, p, bounds[0][0], bounds[-1][1]):
             stats.bytes_read += sum(len(r[3]) for r in rows)
-            page = await self._engine.offload(_filter_page, decisions, rows, group_end)
-            kept_size += page.kept_size
-            kept_max = max(kept_max, page.kept_max)
+            page = await self._engine.offload(_filter_page, decisions, rows, bounds)
+            for g, size in page.kept_size.items():
+                kept_size[g] += size
+            for g, max_ts in page.kept_max.items():
+                kept_max[g] = max(kept_max[g], max_ts)
             if page.dropped or page.rewritten:
                 await self._apply_page(conn, p, page)
-        stats.bytes_written += kept_size
+        stats.bytes_written += sum(kept_size)
+        starts = [b for b, _e in bounds]
+        ends = [e for _b, e in bounds]
         async with conn.transaction():
             cur = await conn.execute(
                 "SELECT version FROM bayou.partitions WHERE id = %s FOR UPDATE", (p.id,)
@@ -501,28 +508,39 @@ class PgMaintenance:
             if await cur.fetchone() is None:
                 return
             await conn.execute(
-                "UPDATE bayou.batches SET segment = %s WHERE partition_id = %s "
-                "AND base_offset >= %s AND base_offset < %s AND segment <> %s",
-                (base, p.id, base, group_end, base),
+                """UPDATE bayou.batches b SET segment = g.base
+                   FROM unnest(%s::bigint[], %s::bigint[]) AS g(base, stop)
+                   WHERE b.partition_id = %s AND b.base_offset >= g.base
+                     AND b.base_offset < g.stop AND b.segment <> g.base""",
+                (starts, ends, p.id),
             )
             await conn.execute(
                 "DELETE FROM bayou.segments WHERE partition_id = %s "
                 "AND base_offset >= %s AND base_offset < %s",
-                (p.id, base, group_end),
+                (p.id, starts[0], ends[-1]),
             )
             await conn.execute(
-                "INSERT INTO bayou.segments (partition_id, base_offset, next_offset, "
-                "created_ms, size, max_timestamp) VALUES (%s, %s, %s, %s, %s, %s)",
-                (p.id, base, group_end, now, kept_size, kept_max),
+                """INSERT INTO bayou.segments (partition_id, base_offset, next_offset,
+                   created_ms, size, max_timestamp)
+                   SELECT %s, * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[],
+                                            %s::bigint[], %s::bigint[])""",
+                (p.id, starts, ends, [now] * len(starts), kept_size, kept_max),
             )
 
     async def _apply_page(self, conn: Connection, p: PgPartition, page: _Page) -> None:
-        async with conn.transaction():
-            cur = await conn.execute(_ROW + " FOR UPDATE", (p.id,))
+        """One page's decisions in one transaction (two round trips: the row, locked by
+        the UPDATE that shrinks it, then everything else with the COMMIT)."""
+        async with conn.pipeline(), conn.transaction():
+            cur = await conn.execute(
+                "UPDATE bayou.partitions SET size_bytes = size_bytes - %s, version = version + 1 "
+                "WHERE id = %s RETURNING version, log_start_offset, next_offset, "
+                "first_unstable_offset, size_bytes, has_aborted",
+                (sum(page.freed.values()), p.id),
+            )
             found = await cur.fetchone()
             if found is None:
                 return
-            row = _Row.of(found)
+            state = PartitionState(*found)
             if page.dropped:
                 await conn.execute(
                     "DELETE FROM bayou.batches WHERE partition_id = %s AND base_offset = ANY(%s)",
@@ -535,24 +553,17 @@ class PgMaintenance:
                        max_timestamp = v.max_timestamp
                        FROM unnest(%b::bigint[], %b::int[], %b::bigint[], %b::bytea[])
                          AS v(base_offset, size, max_timestamp, data)
-                       WHERE b.partition_id = %s AND b.base_offset = v.base_offset""",
+                       WHERE b.partition_id = %b AND b.base_offset = v.base_offset""",
                     (list(offsets), list(sizes), list(stamps), list(datas), p.id),
                 )
-            shrink = sum(page.freed.values())
             await conn.execute(
                 """UPDATE bayou.segments s SET size = s.size - v.freed
                    FROM unnest(%s::bigint[], %s::bigint[]) AS v(base_offset, freed)
                    WHERE s.partition_id = %s AND s.base_offset = v.base_offset""",
                 (list(page.freed), list(page.freed.values()), p.id),
             )
-            row.size -= shrink
-            row.version += 1
-            await conn.execute(
-                "UPDATE bayou.partitions SET size_bytes = %s, version = %s WHERE id = %s",
-                (row.size, row.version, p.id),
-            )
-            await self._announce(conn, p, row.state())
-        p.apply(row.state())
+            await self._announce(conn, p, state)
+        p.apply(state)
 
 
 @dataclass
@@ -560,17 +571,23 @@ class _Page:
     dropped: list[int]
     rewritten: list[tuple[int, int, int, bytes]]  # base offset, size, max timestamp, data
     freed: dict[int, int]  # segment → bytes freed
-    kept_size: int
-    kept_max: int
+    kept_size: dict[int, int]  # group → bytes kept
+    kept_max: dict[int, int]  # group → max timestamp kept
 
 
 def _filter_page(
-    decisions: CompactionPass, rows: list[tuple[int, int, int, bytes]], group_end: int
+    decisions: CompactionPass,
+    rows: list[tuple[int, int, int, bytes]],
+    bounds: list[tuple[int, int]],
 ) -> _Page:
-    page = _Page([], [], {}, 0, -1)
+    """``CompactionPass``'s decision on each batch of a page (``bounds``: each group's
+    [first offset, end); the last batch of a group is kept even if emptied)."""
+    page = _Page([], [], {}, {}, {})
+    starts = [b for b, _e in bounds]
     for base, last, segment, data in rows:
+        g = bisect_right(starts, base) - 1
         body = memoryview(data)
-        kept = decisions.filter_batch(parse_header(body), body, last + 1 == group_end)
+        kept = decisions.filter_batch(parse_header(body), body, last + 1 == bounds[g][1])
         if kept is None:
             page.dropped.append(base)
             page.freed[segment] = page.freed.get(segment, 0) + len(data)
@@ -579,8 +596,8 @@ def _filter_page(
         if len(kept) != len(data) or kept != data:
             page.rewritten.append((base, len(kept), max_ts, bytes(kept)))
             page.freed[segment] = page.freed.get(segment, 0) + len(data) - len(kept)
-        page.kept_size += len(kept)
-        page.kept_max = max(page.kept_max, max_ts)
+        page.kept_size[g] = page.kept_size.get(g, 0) + len(kept)
+        page.kept_max[g] = max(page.kept_max.get(g, -1), max_ts)
     return page
 
 

@@ -27,8 +27,8 @@ the one batch that holds the answer, off the event loop.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from bayou.config import TopicConfig
 from bayou.errors import (
@@ -41,7 +41,7 @@ from bayou.errors import (
 from bayou.protocol.kafka.records import iter_records
 from bayou.storage.engine import AbortedTxn, AppendResult, Buffer
 from bayou.storage.postgres.notify import PartitionState
-from bayou.storage.producer_state import ProducerEntry, ProducerStateManager
+from bayou.storage.producer_state import BatchMeta, ProducerEntry, ProducerStateManager
 from bayou.storage.txn_index import collect_aborted
 
 if TYPE_CHECKING:
@@ -289,3 +289,25 @@ def _record_with_timestamp(data: bytes, ts: int, start: int, base: int) -> tuple
         if rec.timestamp == ts and rec.offset >= start:
             return rec.offset, ts
     return max(base, start), ts
+
+
+def restore_producers(
+    partitions: Mapping[int, PgPartition], stale: Sequence[int], rows: Iterable[tuple[Any, ...]]
+) -> None:
+    """Replace the producer state of the partitions ``stale`` names by the ``producers``
+    table's rows (partition, producer, epoch, batches, open txn, coordinator epoch, last
+    timestamp)."""
+    snaps: dict[int, dict[int, tuple[int, tuple[BatchMeta, ...], int, int]]] = {
+        pid: {} for pid in stale
+    }
+    stamps: dict[tuple[int, int], int] = {}
+    for pid, producer_id, epoch, flat, txn, coordinator_epoch, last_ts in rows:
+        metas = tuple(BatchMeta(*flat[i : i + 5]) for i in range(0, len(flat), 5))
+        snaps[pid][producer_id] = (epoch, metas, txn, coordinator_epoch)
+        stamps[(pid, producer_id)] = last_ts
+    for pid, snap in snaps.items():
+        state = ProducerStateManager()
+        state.restore(snap)
+        for producer_id, entry in state.producers.items():
+            entry.last_timestamp = stamps[(pid, producer_id)]
+        partitions[pid].producer_state = state

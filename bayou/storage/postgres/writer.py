@@ -53,7 +53,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -78,7 +78,8 @@ from bayou.storage.append import assign_offsets
 from bayou.storage.engine import AppendResult
 from bayou.storage.postgres.db import storage_error
 from bayou.storage.postgres.notify import CHANNEL, PartitionState, partition_payloads
-from bayou.storage.producer_state import BatchMeta, ProducerStateManager
+from bayou.storage.postgres.partition import restore_producers
+from bayou.storage.producer_state import ProducerStateManager
 
 if TYPE_CHECKING:
     from bayou.storage.postgres.engine import PostgresEngine
@@ -394,7 +395,7 @@ class Writer:
                 ]
                 if stale:
                     cur = await conn.execute(_PRODUCERS, (stale,))
-                    _reload_producers(partitions, stale, await cur.fetchall())
+                    restore_producers(partitions, stale, await cur.fetchall())
                 tx = _Tx()
                 self._apply(writes, rows, tx)
                 states = _new_states(partitions, rows)
@@ -591,25 +592,6 @@ def _new_states(
             row.has_aborted,
         )
     return states
-
-
-def _reload_producers(
-    partitions: dict[int, PgPartition], stale: Sequence[int], rows: Iterable[tuple[Any, ...]]
-) -> None:
-    snaps: dict[int, dict[int, tuple[int, tuple[BatchMeta, ...], int, int]]] = {
-        pid: {} for pid in stale
-    }
-    stamps: dict[tuple[int, int], int] = {}
-    for pid, producer_id, epoch, flat, txn, coordinator_epoch, last_ts in rows:
-        metas = tuple(BatchMeta(*flat[i : i + 5]) for i in range(0, len(flat), 5))
-        snaps[pid][producer_id] = (epoch, metas, txn, coordinator_epoch)
-        stamps[(pid, producer_id)] = last_ts
-    for pid, snap in snaps.items():
-        state = ProducerStateManager()
-        state.restore(snap)
-        for producer_id, entry in state.producers.items():
-            entry.last_timestamp = stamps[(pid, producer_id)]
-        partitions[pid].producer_state = state
 
 
 def _mark_stale(partitions: Iterable[PgPartition]) -> None:
