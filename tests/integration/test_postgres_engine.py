@@ -42,7 +42,7 @@ def batch(*values: bytes, pid: int = -1, seq: int = -1) -> bytes:
     )
 
 
-async def eventually(what: str, check: Callable[[], bool], timeout_s: float = 10.0) -> None:
+async def eventually(what: str, check: Callable[[], bool], timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
         if time.monotonic() > deadline:
