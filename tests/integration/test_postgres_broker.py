@@ -6,11 +6,13 @@ producer's load without losing an acknowledged record."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
@@ -32,7 +34,7 @@ from tests.support.kafka import make_messages, unique_topic
 from tests.support.postgres import PostgresServer
 from tests.support.wait import wait_until
 
-TIMEOUT_S = 20.0
+TIMEOUT_S = 30.0
 
 
 def pg_broker(data_dir: Path, url: str) -> BrokerProcess:
@@ -74,6 +76,16 @@ def poll_values(consumer: Consumer, count: int) -> list[bytes]:
         if msg is not None and not msg.error():
             out.append(msg.value())
     return out
+
+
+def fetch_parked(consumer: Consumer, stats: list[dict[str, Any]]) -> bool:
+    """Whether librdkafka's latest statistics show a Fetch sent and not yet answered (the
+    consumer is polled to deliver them; nothing has been produced yet)."""
+    assert consumer.poll(0.1) is None
+    return bool(stats) and any(
+        b["nodeid"] >= 0 and b["req"].get("Fetch", 0) > 0 and b["waitresp_cnt"] > 0
+        for b in stats[-1]["brokers"].values()
+    )
 
 
 def committed(bootstrap: str, group: str, topic: str, partitions: int) -> list[int]:
@@ -192,23 +204,27 @@ def test_two_brokers_on_one_database_see_each_others_topics_and_data(
             lambda: topic in admin_b.list_topics(timeout=TIMEOUT_S).topics,
             TIMEOUT_S,
         )
-        # a consumer long-polling broker b gets what is produced through broker a at once
+        # a consumer long-polling broker b gets what is produced through broker a: its parked
+        # Fetch (45 s) is woken, since poll_values gives up after TIMEOUT_S (30 s)
         first = [m for m in make_messages(2, 2) if m.partition == 1]
+        stats: list[dict[str, Any]] = []
         tail = Consumer(
             {
                 "bootstrap.servers": b.bootstrap,
                 "group.id": unique_topic("g"),
-                "fetch.wait.max.ms": 20_000,
+                "fetch.wait.max.ms": 45_000,
                 "enable.auto.commit": False,
+                "statistics.interval.ms": 100,
+                "stats_cb": lambda raw: stats.append(json.loads(raw)),
             }
         )
         try:
             tail.assign([TopicPartition(topic, 1, 0)])
-            tail.poll(1.0)  # the fetch is parked on broker b now
-            started = time.monotonic()
+            wait_until(
+                "the consumer's Fetch to be parked on broker b", lambda: fetch_parked(tail, stats)
+            )
             produce_all(a.bootstrap, topic, first)
             assert poll_values(tail, 1) == [first[0].value]
-            assert time.monotonic() - started < 10.0  # woken, not timed out (20 s)
         finally:
             tail.close()
         # both brokers append to both partitions at once: one offset sequence per partition
@@ -285,7 +301,10 @@ def test_acknowledged_records_survive_a_postgresql_restart_under_load(
         assert producer.flush(120) == 0
         assert not failed, failed[:3]  # every error the broker gave was retriable
         assert len(acked) == total
-        assert "change notifications interrupted" in broker.log_text()  # the restart hit it
+        wait_until(  # the restart hit the broker's LISTEN connection
+            "the broker to log the lost LISTEN connection",
+            lambda: "change notifications interrupted" in broker.log_text(),
+        )
         received = consume_all(broker.bootstrap, topic, 2, total)
         for partition in (0, 1):
             got = [m.value() for m in received if m.partition() == partition]
