@@ -85,10 +85,10 @@ def test_two_engines_on_one_database_share_topics_offsets_and_notifications(
             await eventually("b to see the topic", lambda: "shared" in b.topics())
             assert b.topic_config("shared").retention_ms == 60_000
             # b long-polls; a's append wakes it (NOTIFY), and b's cache has the new end
-            waiting = asyncio.ensure_future(b.wait_for_data([("shared", 1)], 10.0))
-            await asyncio.sleep(0.05)
+            waiting = asyncio.ensure_future(b.wait_for_data([("shared", 1)], 30.0))
+            await asyncio.sleep(0)  # one turn of the loop: b's waiter is registered
             await a.partition("shared", 1).append(batch(b"from-a"))
-            assert await asyncio.wait_for(waiting, 10.0) is True
+            assert await asyncio.wait_for(waiting, 40.0) is True  # woken, not timed out
             await eventually("b's log end", lambda: b.partition("shared", 1).log_end_offset == 1)
             # both append to one partition at once: every offset once, nothing lost
             pa, pb = a.partition("shared", 0), b.partition("shared", 0)
