@@ -4,9 +4,9 @@ Theory of operation
 -------------------
 One process, one event loop (uvloop when installed).  ``App`` builds, from a
 ``BrokerConfig``: the storage engine its ``storage`` option names (``local`` — the segment
-log in the data directory — or ``memory://``), the ``Core`` over it, and the doors whose
-port is not 0 (Kafka always).  Nothing else knows which engine or which doors exist: the
-core imports no door, and a door sees only the core.
+log in the data directory —, ``memory://`` or ``postgres://…``), the ``Core`` over it, and
+the doors whose port is not 0 (Kafka always).  Nothing else knows which engine or which
+doors exist: the core imports no door, and a door sees only the core.
 
 Start, in order: the engine opens (recovering every partition; the local engine takes the
 data directory's lock and raises the open-files limit) and starts its background work
@@ -70,7 +70,19 @@ def make_engine(config: BrokerConfig) -> LogEngine:
             maintenance_interval_ms=maintenance.interval_ms,
             internal_config=config.internal_log_config(),
         )
-    raise InvalidConfig(f"Unknown storage {url!r}: expected local or memory://")
+    if url.startswith(("postgres://", "postgresql://")):
+        from bayou.storage.postgres import PostgresEngine  # psycopg is loaded only when used
+
+        return PostgresEngine(
+            url,
+            config.topic_defaults,
+            internal_config=config.internal_log_config(),
+            maintenance=maintenance,
+            node_id=config.node_id,
+        )
+    raise InvalidConfig(
+        f"Unknown storage {url!r}: expected local, memory:// or postgres://user@host:port/db"
+    )
 
 
 def group_settings(config: BrokerConfig) -> GroupSettings:

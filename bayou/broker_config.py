@@ -392,8 +392,9 @@ class BrokerConfig:
     storage: str = field(
         default="local",
         metadata=opt(
-            "Storage engine: local (the segment log in --data-dir) or memory:// (nothing "
-            "durable: tests, benchmarks).",
+            "Storage engine: local (the segment log in --data-dir), memory:// (nothing "
+            "durable: tests, benchmarks) or postgres://user@host:port/db (everything in "
+            "PostgreSQL; --data-dir unused).",
             metavar="URL",
         ),
     )

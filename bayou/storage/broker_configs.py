@@ -46,7 +46,11 @@ class DynamicBrokerConfigs:
         path = data_dir / BROKER_CONFIGS_FILE
         if not path.exists():
             return cls()
-        doc = read_json(path)
+        return cls.from_doc(read_json(path))
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> DynamicBrokerConfigs:
+        """From the document ``to_doc`` gives (values parsed and re-validated)."""
         options = doc.get("options", {})
         return cls(
             parse_topic_configs(doc.get("default", {})),
@@ -81,15 +85,16 @@ class DynamicBrokerConfigs:
         check_topic_config(TopicConfig.resolve(merged).values)
         return dynamic
 
+    def to_doc(self) -> dict[str, Any]:
+        """The JSON document of the module docstring."""
+        return {
+            "default": self.default,
+            "broker": self.broker,
+            "options": {"default": self.default_options, "broker": self.broker_options},
+        }
+
     def save(self, data_dir: Path) -> None:
-        write_json(
-            data_dir / BROKER_CONFIGS_FILE,
-            {
-                "default": self.default,
-                "broker": self.broker,
-                "options": {"default": self.default_options, "broker": self.broker_options},
-            },
-        )
+        write_json(data_dir / BROKER_CONFIGS_FILE, self.to_doc())
 
 
 def _parse_options(raw: dict[str, Any], *, cluster_default: bool) -> dict[str, Any]:

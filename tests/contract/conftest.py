@@ -2,7 +2,9 @@
 
 ``engine_factory(topic_defaults)`` opens a fresh engine of the parametrised kind with a fake
 clock (``clock.now`` in ms, moved by the tests); the test body is a coroutine run on its
-own event loop by ``run``.  Adding an engine (PostgreSQL, S3) means adding a branch here.
+own event loop by ``run``.  Adding an engine (S3 next) means adding a branch here.  The
+PostgreSQL engine runs on the session's server (``postgres_server``), a database per test;
+a second ``make`` in one test opens the same database (a restart).
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from bayou.storage.engine import LogEngine
 from bayou.storage.local_engine import LocalEngine
 from bayou.storage.maintenance import MaintenanceSettings
 from bayou.storage.memory import MemoryEngine
+from bayou.storage.postgres import PostgresEngine
 
 T = TypeVar("T")
-ENGINES = ["local", "memory"]
+ENGINES = ["local", "memory", "postgres"]
 START_MS = 1_700_000_000_000
 
 
@@ -53,6 +56,9 @@ def engine_factory(
     request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
 ) -> Iterator[EngineFactory]:
     kind = request.param
+    database = None
+    if kind == "postgres":
+        database = request.getfixturevalue("postgres_server").create_database()
 
     def make(
         topic_defaults: Mapping[str, Any] | None = None, data_dir: Path | None = None
@@ -61,6 +67,14 @@ def engine_factory(
         if kind == "local":
             return LocalEngine(
                 data_dir or tmp_path / "data",
+                defaults,
+                internal_config=internal_log_config(),
+                maintenance=MaintenanceSettings(interval_ms=3_600_000),
+                clock_ms=clock,
+            )
+        if database is not None:
+            return PostgresEngine(
+                database,
                 defaults,
                 internal_config=internal_log_config(),
                 maintenance=MaintenanceSettings(interval_ms=3_600_000),

@@ -271,3 +271,41 @@ def test_topic_admin(engine_factory: EngineFactory) -> None:
             assert engine.partition("orders", 0).log_end_offset == 0
 
     run(body())
+
+
+def test_topics_data_and_producer_state_survive_a_restart_of_a_durable_engine(
+    engine_factory: EngineFactory,
+) -> None:
+    if engine_factory.kind == "memory":  # type: ignore[attr-defined]
+        return  # nothing outlives the process: that is the memory engine's contract
+
+    async def body() -> None:
+        async with Opened(engine_factory) as engine:
+            meta = await engine.create_topic("t", 2, {"retention.ms": "123456"})
+            await engine.alter_broker_configs("default", {"retention.bytes": "999999"})
+            p = engine.partition("t", 1)
+            pid = await engine.allocate_producer_id()
+            idempotent = batch(b"a", b"b", producer_id=pid, producer_epoch=0, base_sequence=0)
+            first = await p.append(idempotent)
+            await p.append(batch(b"c", key=None))
+        async with Opened(engine_factory) as engine:
+            assert engine.topics()["t"] == meta
+            assert engine.topic_config("t").retention_ms == 123456
+            assert engine.topic_config("t").retention_bytes == 999999
+            p = engine.partition("t", 1)
+            assert (p.log_start_offset, p.log_end_offset) == (0, 3)
+            assert engine.partition("t", 0).log_end_offset == 0
+            assert p.producers()[pid].last_seq == 1  # DescribeProducers knows it at once
+            again = await p.append(idempotent)  # the producer's retry, after the restart
+            assert (again.base_offset, again.last_offset) == (first.base_offset, first.last_offset)
+            with pytest.raises(OutOfOrderSequence):
+                await p.append(batch(b"d", producer_id=pid, producer_epoch=0, base_sequence=5))
+            got = await read_all(p)
+            assert [(r.offset, r.key, r.value) for r in got] == [
+                (0, b"k", b"a"),
+                (1, b"k", b"b"),
+                (2, None, b"c"),
+            ]
+            assert await engine.allocate_producer_id() > pid  # ids are never handed out twice
+
+    run(body())
