@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.broker import BrokerProcess
+from tests.support.seaweedfs import SeaweedFS
 
 
 @pytest.fixture
@@ -28,3 +29,14 @@ def shared_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerPr
         yield proc
     finally:
         proc.kill()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """A real S3 (SeaweedFS ``weed mini``) for the whole run; stopped by PID at the end.
+    Tests keep to their own key prefixes."""
+    s3 = SeaweedFS(tmp_path_factory.mktemp("seaweedfs") / "s3").start()
+    try:
+        yield s3
+    finally:
+        s3.stop()
