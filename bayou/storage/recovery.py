@@ -148,9 +148,17 @@ def _clean_directory(directory: Path, interval: int, now: int) -> list[int]:
 
 
 def load_partition(
-    directory: Path, config: TopicConfig, clock_ms: Callable[[], int], *, clean: bool
+    directory: Path,
+    config: TopicConfig,
+    clock_ms: Callable[[], int],
+    *,
+    clean: bool,
+    remote_start: Callable[[int], int | None] | None = None,
 ) -> LoadedLog:
-    """Open, verify and repair the segments in ``directory`` (see the module docstring)."""
+    """Open, verify and repair the segments in ``directory`` (see the module docstring).
+
+    ``remote_start(first local offset)``: where tiered storage's copies begin below the
+    local segments (None: nowhere) — the log start offset may then stay below them."""
     directory.mkdir(parents=True, exist_ok=True)
     now = clock_ms()
     interval = config.index_interval_bytes
@@ -186,7 +194,9 @@ def load_partition(
         seg.txn_index.entries()  # loaded now: READ_COMMITTED fetches never read it on the loop
     fsync_dir(directory)
     log_end = segments[-1].next_offset
-    log_start = min(max(log_start, segments[0].base_offset), log_end)
+    first = segments[0].base_offset
+    below = remote_start(first) if remote_start is not None else None
+    log_start = min(max(log_start, first if below is None else min(below, first)), log_end)
     state = _load_producer_state(directory, segments, log_start, log_end)
     write_checkpoint(directory, log_end, log_start)
     return LoadedLog(segments, log_start, log_end, state, truncated, cleaner_state)

@@ -23,6 +23,8 @@ class _Rule:
     methods: frozenset[str] | None
     status: int = 500
     seconds: float = 0.0
+    suffix: str | None = None  # only requests whose path (without query) ends so
+    forward: bool = True  # a held request is forwarded afterwards, or dropped
 
 
 class FaultProxy:
@@ -66,10 +68,33 @@ class FaultProxy:
         with self._lock:
             self._rules.append(_Rule("fail", count, frozenset(methods) or None, status=status))
 
-    def delay(self, count: int, seconds: float, *, methods: tuple[str, ...] = ()) -> None:
-        """Hold the next ``count`` requests for ``seconds`` before forwarding them."""
+    def delay(
+        self,
+        count: int,
+        seconds: float,
+        *,
+        methods: tuple[str, ...] = (),
+        suffix: str | None = None,
+        forward: bool = True,
+    ) -> None:
+        """Hold the next ``count`` requests (of ``methods``, for keys ending in ``suffix``)
+        for ``seconds``, then forward them — or, with ``forward=False``, drop them."""
         with self._lock:
-            self._rules.append(_Rule("delay", count, frozenset(methods) or None, seconds=seconds))
+            self._rules.append(
+                _Rule(
+                    "delay",
+                    count,
+                    frozenset(methods) or None,
+                    seconds=seconds,
+                    suffix=suffix,
+                    forward=forward,
+                )
+            )
+
+    def clear(self) -> None:
+        """Forget every rule not used up yet."""
+        with self._lock:
+            self._rules.clear()
 
     def outcomes(self, method: str) -> list[str]:
         with self._lock:
@@ -77,10 +102,15 @@ class FaultProxy:
 
     # ------------------------------------------------------------------ one connection
 
-    def _rule_for(self, method: str) -> _Rule | None:
+    def _rule_for(self, method: str, path: str) -> _Rule | None:
+        key = path.split("?", 1)[0]
         with self._lock:
             for rule in self._rules:
-                if rule.count > 0 and (rule.methods is None or method in rule.methods):
+                if (
+                    rule.count > 0
+                    and (rule.methods is None or method in rule.methods)
+                    and (rule.suffix is None or key.endswith(rule.suffix))
+                ):
                     rule.count -= 1
                     return rule
         return None
@@ -93,7 +123,7 @@ class FaultProxy:
             return
         request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
         method, path = request_line.split(" ")[:2]
-        rule = self._rule_for(method)
+        rule = self._rule_for(method, path)
         if rule is not None and rule.kind == "fail":
             self._note(method, path, f"answered {rule.status}")
             payload = b"<Error><Code>InternalError</Code><Message>injected</Message></Error>"
@@ -105,7 +135,7 @@ class FaultProxy:
             return
         if rule is not None and rule.kind == "delay":
             self._note(method, path, f"held {rule.seconds}s")
-            if self._stopping.wait(rule.seconds):
+            if self._stopping.wait(rule.seconds) or not rule.forward:
                 return
         else:
             self._note(method, path, "forwarded")
