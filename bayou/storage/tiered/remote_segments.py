@@ -34,6 +34,7 @@ loop reads ``entries`` without locking while a worker thread records a change.
 from __future__ import annotations
 
 import threading
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -100,7 +101,16 @@ class RemoteSegments:
     def __init__(self, directory: Path) -> None:
         self.path = directory / REMOTE_FILE
         self._lock = threading.Lock()
-        self.entries: tuple[RemoteSegment, ...] = self._load()
+        self.entries: tuple[RemoteSegment, ...] = ()
+        self._copied: tuple[tuple[RemoteSegment, ...], list[int]] = ((), [])
+        self._publish(self._load())
+
+    def _publish(self, entries: tuple[RemoteSegment, ...]) -> None:
+        """Make ``entries`` the current list (with the copied ones indexed for lookups);
+        readers on other threads see one consistent snapshot or the previous one."""
+        copied = tuple(e for e in entries if e.state == COPIED)
+        self._copied = (copied, [e.base_offset for e in copied])  # one store: one snapshot
+        self.entries = entries
 
     def _load(self) -> tuple[RemoteSegment, ...]:
         try:
@@ -121,20 +131,20 @@ class RemoteSegments:
             return
         if new or self.path.exists():
             write_json(self.path, {"version": 1, "segments": [e.to_json() for e in new]})
-        self.entries = new
+        self._publish(new)
 
     # ------------------------------------------------------------------ views (any thread)
 
-    def copied(self) -> list[RemoteSegment]:
-        return [e for e in self.entries if e.state == COPIED]
+    def copied(self) -> tuple[RemoteSegment, ...]:
+        return self._copied[0]
 
     def deleting(self) -> list[RemoteSegment]:
         return [e for e in self.entries if e.state == DELETING]
 
     def copied_end(self) -> int | None:
         """The end of the copied segments (local copies below it may go), None if none."""
-        ends = [e.next_offset for e in self.entries if e.state == COPIED]
-        return max(ends) if ends else None
+        copied = self._copied[0]
+        return max(e.next_offset for e in copied) if copied else None
 
     def upload_end(self) -> int | None:
         """Where the next upload continues: the end of what is copied or being copied."""
@@ -163,9 +173,14 @@ class RemoteSegments:
 
     def find(self, offset: int) -> RemoteSegment | None:
         """The copied segment holding ``offset``."""
-        for entry in self.copied():
-            if entry.base_offset <= offset < entry.next_offset:
-                return entry
+        copied, bases = self._copied
+        i = bisect_right(bases, offset) - 1
+        while i >= 0:  # copies may overlap after a crash: the latest base at or below wins
+            if copied[i].base_offset <= offset < copied[i].next_offset:
+                return copied[i]
+            i -= 1
+            if i >= 0 and copied[i].next_offset <= offset:
+                break
         return None
 
     def aborted_lists(self, start: int, local_start: int) -> list[list[AbortedTxn]]:
