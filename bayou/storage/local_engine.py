@@ -31,6 +31,11 @@ Fetch responses are not read into memory: ``fetch`` returns ``FileRecords`` (fil
 holding a lease on their segments) which the Kafka door sends chunk by chunk as its socket
 drains; a small set the page cache holds is copied into the response at once instead.
 
+Tiered storage (``--tiered-storage``, ``tiered/storage.py``): a ``TieredStorage`` runs its own
+background task (uploads of closed segments, deletions of remote objects); a read of an
+offset only the store holds (``OffsetNotLocal`` from the log) is answered by it — Fetch as
+``CachedRecords`` streamed from its chunk cache like ``FileRecords``, the others as bytes.
+
 Data-landed notifications (``DataWaiters``) fire on every append, user topic or not.  The
 open-files limit is raised when the engine is built and watched as partitions are added
 (``fd_limit.py``).

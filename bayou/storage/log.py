@@ -34,6 +34,12 @@ Durability: ``recovery_point`` is the offset below which everything was fsynced 
 as it was at that offset (``producer_state.json``), so a restart verifies only the tail of
 the log and replays only the batch headers after the snapshot (see ``recovery.py``).
 
+Tiered storage (``tiered/``): ``remote`` is the partition's record of its remote segments
+(``remote.json``).  Reads below the first local segment raise ``OffsetNotLocal`` (the engine
+reads them from the store), ``upload_candidates`` names the closed, fsynced segments to copy
+next, retention judges remote and local segments as one log and ``local.retention.*``
+deletes local copies of copied segments (``_delete_old_segments_tiered``).
+
 Single node: the log end offset is also the high watermark and the last stable offset.
 ``log_start_offset`` is persisted; retention and DeleteRecords move it, and whole segments
 below it are deleted — see ``docs/design/log-lifecycle.md``.

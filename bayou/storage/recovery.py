@@ -24,6 +24,9 @@ Index files are only as good as the log they describe.
    (``LogSegment.rebuild``).  At the first bad batch the file is truncated and all later
    segments are deleted: the log is always a prefix of what was appended.
 4. With a clean-shutdown marker everything is trusted (still sanity-checking indexes).
+   The log start offset is raised to the first segment — or, with tiered storage, to the
+   first remote copy that reaches the local segments without a gap (``remote_start``):
+   trimmed local copies do not move the log start.
 5. The verified log is fsynced, so the recovery point becomes the log end offset.
 6. Producer state: the snapshot (state as of some offset ≤ the log end) is loaded and the
    batch headers after its offset are replayed; without a usable snapshot every header of
