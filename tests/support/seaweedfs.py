@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -95,6 +96,9 @@ class SeaweedFS:
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             "-master.telemetry=false",
+            # its unix sockets default to /tmp/seaweedfs-*-<port>.sock: keep them with the data
+            f"-s3.localSocket={self.directory / 's3.sock'}",
+            f"-filer.localSocket={self.directory / 'filer.sock'}",
             f"-bucket={self.bucket}",
         ]
 
@@ -144,3 +148,7 @@ class SeaweedFS:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+        # its gRPC servers leave /tmp/seaweedfs-<server>-grpc-<port>.sock (no option moves them)
+        for port in (*self._ports.values(), *self._admin):
+            for stale in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port}.sock"):
+                stale.unlink(missing_ok=True)
