@@ -5,6 +5,7 @@ retention deleting remote objects, a kill -9 mid-upload, the store down for a wh
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import time
@@ -31,6 +32,8 @@ from tests.integration.test_confluent_kafka import (
 )
 from tests.support.broker import BrokerProcess
 from tests.support.fault_proxy import FaultProxy
+from tests.support.http import BINARY_V2, V2, create_instance, read_records
+from tests.support.http import client as http_client
 from tests.support.kafka import Sent, make_messages, unique_topic
 from tests.support.ports import free_port
 from tests.support.raw_kafka import RawKafka
@@ -43,23 +46,26 @@ LOCAL = 150_000
 TIERED = {"remote.storage.enable": "true", "segment.bytes": str(SEGMENT)}
 PRODUCER = {"acks": "all", "batch.size": 16384}  # batches well under segment.bytes
 # small chunks and a cache of 4 of them: batches cross chunk boundaries, reads evict
+# generous timeouts: a loaded machine may be slow, never wrong (the fault tests set theirs)
 TIER_PARAMS = {
     "interval_ms": 100,
     "chunk_bytes": 65536,
     "cache_bytes": 262144,
-    "retries": 2,
+    "retries": 3,
     "backoff_ms": 20,
-    "timeout_ms": 2000,
-    "read_timeout_ms": 4000,
+    "timeout_ms": 5000,
+    "read_timeout_ms": 20000,
 }
 
 
-def tiered_broker_process(data: Path, url: str, s3: SeaweedFS) -> BrokerProcess:
+def tiered_broker_process(
+    data: Path, url: str, s3: SeaweedFS, doors: tuple[str, ...] = ()
+) -> BrokerProcess:
     return BrokerProcess(
         data,
         extra_args=["--tiered-storage", url],
         env={**s3.env, "BAYOU_LOG_RETENTION_CHECK_INTERVAL_MS": CHECK_MS},
-        doors=(),
+        doors=doors,
     )
 
 
@@ -68,7 +74,8 @@ def tiered(
     tmp_path_factory: pytest.TempPathFactory, seaweedfs: SeaweedFS
 ) -> Iterator[BrokerProcess]:
     data = tmp_path_factory.mktemp("tiered") / "data"
-    proc = tiered_broker_process(data, seaweedfs.url("shared", **TIER_PARAMS), seaweedfs)
+    url = seaweedfs.url("shared", **TIER_PARAMS)
+    proc = tiered_broker_process(data, url, seaweedfs, doors=("http",))
     proc.start()
     try:
         yield proc
@@ -101,6 +108,16 @@ def bucket_keys(s3: SeaweedFS, prefix: str) -> list[str]:
     return sorted(o.key for o in asyncio.run(store.list("")))
 
 
+def segment_objects(keys: list[str]) -> dict[tuple[int, int], list[str]]:
+    """The ``.log`` objects in ``keys`` by (partition, base offset)."""
+    out: dict[tuple[int, int], list[str]] = {}
+    for key in keys:
+        if key.endswith(".log"):
+            partition, name = key.rsplit("/", 2)[1:]
+            out.setdefault((int(partition), int(name[:20])), []).append(key)
+    return out
+
+
 def wait_trimmed(broker: BrokerProcess, topic: str, partitions: int, limit: int = LOCAL) -> None:
     """Until every partition's local copy is within local.retention.bytes (plus the active
     segment) and starts above offset 0."""
@@ -113,6 +130,22 @@ def wait_trimmed(broker: BrokerProcess, topic: str, partitions: int, limit: int 
             ),
             60,
         )
+
+
+def wait_all_copied(broker: BrokerProcess, topic: str, partitions: int) -> None:
+    """Until every closed segment is copied (no upload under way: the remote record reaches
+    the active segment)."""
+
+    def done(p: int) -> bool:
+        entries = remote_entries(broker, topic, p)
+        return (
+            bool(entries)
+            and all(e["state"] == "copied" for e in entries)
+            and entries[-1]["next_offset"] == local_bases(broker, topic, p)[-1]
+        )
+
+    for p in range(partitions):
+        wait_until(f"every closed segment of {topic}-{p} copied", lambda p=p: done(p), 60)  # type: ignore[misc]
 
 
 def watermarks(bootstrap: str, topic: str, p: int) -> tuple[int, int]:
@@ -160,6 +193,33 @@ def test_segments_go_remote_and_everything_reads_back_from_offset_zero(
         assert copied[0]["base_offset"] == 0
         assert watermarks(tiered.bootstrap, topic, p) == (0, 10_000)
     check_received(sent, consume_all(tiered.bootstrap, topic, 2, len(sent)))
+
+
+def test_http_consumer_reads_remote_segments_through_the_core(tiered: BrokerProcess) -> None:
+    """The other doors read through the core's Cursor: a REST Proxy consumer from the
+    beginning gets every record — remote ones first — with key, headers and timestamp."""
+    topic = unique_topic("tier-http")
+    create_topic(tiered.bootstrap, topic, 1, **TIERED, **{"local.retention.bytes": str(LOCAL)})
+    sent = make_messages(4_000, 1)
+    produce_all(tiered.bootstrap, topic, sent, **PRODUCER)
+    wait_trimmed(tiered, topic, 1)
+    with http_client(tiered.http_url) as http:
+        base = create_instance(
+            http, unique_topic("g"), "c1", format="binary", **{"auto.offset.reset": "earliest"}
+        )
+        r = http.post(
+            f"{base}/subscription", json={"topics": [topic]}, headers={"Content-Type": V2}
+        )
+        assert r.status_code == 204, r.text
+        got = read_records(http, base, BINARY_V2, len(sent), timeout=60)
+    assert [r["offset"] for r in got] == list(range(len(sent)))
+    for want, record in zip(sent, got, strict=True):
+        assert base64.b64decode(record["key"]) == want.key
+        assert base64.b64decode(record["value"]) == want.value
+        assert record["timestamp"] == want.timestamp_ms
+        assert [(h["name"], base64.b64decode(h["value"])) for h in record["headers"]] == list(
+            want.headers
+        )
 
 
 def test_offsets_for_times_find_records_in_remote_and_local_segments(
@@ -220,7 +280,7 @@ def test_retention_deletes_remote_segments_too(tiered: BrokerProcess, seaweedfs:
         ],
     )
     admin.incremental_alter_configs([resource])[resource].result(15)
-    wait_until("the old segments expire", lambda: watermarks(tiered.bootstrap, topic, 0)[0] > 0)
+    wait_until("the old segments expire", lambda: watermarks(tiered.bootstrap, topic, 0)[0] > 0, 60)
     low = watermarks(tiered.bootstrap, topic, 0)[0]
     assert 0 < low <= 6_000  # the segment holding the first new record stays
 
@@ -232,7 +292,7 @@ def test_retention_deletes_remote_segments_too(tiered: BrokerProcess, seaweedfs:
             if k.startswith(topic + "-")
         )
 
-    wait_until("the expired remote objects are deleted", old_objects_gone)
+    wait_until("the expired remote objects are deleted", old_objects_gone, 60)
     remaining = [*old, *new][low:]
     got = consume_from(tiered.bootstrap, topic, OFFSET_BEGINNING, len(remaining))
     assert [g.offset() for g in got] == list(range(low, 8_000))
@@ -316,7 +376,8 @@ def test_kill_9_mid_upload_leaves_nothing_behind(tmp_path: Path, seaweedfs: Seaw
     proxy = FaultProxy(seaweedfs.host, seaweedfs.s3_port, free_port()).start()
     prefix = "crash-" + unique_topic("p")
     try:
-        params = {**TIER_PARAMS, "endpoint": proxy.endpoint}
+        # the held request outlives the client's patience: the upload hangs until the kill
+        params = {**TIER_PARAMS, "endpoint": proxy.endpoint, "timeout_ms": 120_000}
         query = "&".join(f"{k}={v}" for k, v in params.items())
         url = f"s3://{seaweedfs.bucket}/{prefix}?{query}"
         broker = tiered_broker_process(tmp_path / "data", url, seaweedfs).start()
@@ -325,7 +386,7 @@ def test_kill_9_mid_upload_leaves_nothing_behind(tmp_path: Path, seaweedfs: Seaw
         create_topic(broker.bootstrap, topic, 1, **TIERED, **{"local.retention.bytes": str(LOCAL)})
         sent = make_messages(3_000, 1)
         produce_all(broker.bootstrap, topic, sent, **PRODUCER)
-        wait_until("an upload to hang", lambda: "held 60s" in proxy.outcomes("PUT"))
+        wait_until("an upload to hang", lambda: "held 60s" in proxy.outcomes("PUT"), 60)
         orphan = [e for e in remote_entries(broker, topic, 0) if e["state"] == "copying"]
         assert len(orphan) == 1
         orphan_id = orphan[0]["id"]
@@ -405,3 +466,112 @@ def test_store_down_reads_fail_retriably_and_produce_goes_on(tmp_path: Path) -> 
         if broker is not None:
             broker.kill()
         s3.stop()
+
+
+def test_restarts_keep_the_remote_log(tmp_path: Path, seaweedfs: SeaweedFS) -> None:
+    """A graceful restart and a kill -9 both keep what is only in the store: the record of
+    remote segments survives (nothing is copied again), the local copy stays trimmed, the
+    chunk cache starts empty, and every record reads back from offset 0 — from the store."""
+    prefix = "restart-" + unique_topic("p")
+    broker = tiered_broker_process(
+        tmp_path / "data", seaweedfs.url(prefix, **TIER_PARAMS), seaweedfs
+    ).start()
+    try:
+        topic = unique_topic("tier-restart")
+        create_topic(broker.bootstrap, topic, 2, **TIERED, **{"local.retention.bytes": str(LOCAL)})
+        sent = make_messages(8_000, 2)
+        produce_all(broker.bootstrap, topic, sent, **PRODUCER)
+        wait_trimmed(broker, topic, 2)
+        wait_all_copied(broker, topic, 2)
+        copied_before = {
+            p: [e["id"] for e in remote_entries(broker, topic, p) if e["state"] == "copied"]
+            for p in range(2)
+        }
+        keys_before = bucket_keys(seaweedfs, prefix)
+        assert len(segment_objects(keys_before)) == sum(map(len, copied_before.values()))
+
+        assert broker.stop() == 0
+        broker.start()
+        for p in range(2):
+            assert local_bases(broker, topic, p)[0] > 0  # nothing fetched back to the log
+            ids = [e["id"] for e in remote_entries(broker, topic, p)]
+            assert ids[: len(copied_before[p])] == copied_before[p]
+            assert watermarks(broker.bootstrap, topic, p) == (0, 4_000)
+        cache = broker.data_dir / "tiered-cache"
+        assert not [f for f in cache.rglob("*") if f.is_file()]  # reads below are remote
+        check_received(sent, consume_all(broker.bootstrap, topic, 2, len(sent)))
+
+        later = make_messages(4_000, 2, base_ts=sent[-1].timestamp_ms + 1)
+        produce_all(broker.bootstrap, topic, later, **PRODUCER)
+        wait_all_copied(broker, topic, 2)
+        assert all(remote_entries(broker, topic, p)[-1]["next_offset"] > 4_000 for p in range(2))
+        broker.kill()
+        broker.start()
+        for p in range(2):
+            assert watermarks(broker.bootstrap, topic, p) == (0, 6_000)
+        # the segments copied before the restarts were not copied again
+        after = segment_objects(bucket_keys(seaweedfs, prefix))
+        before = segment_objects(keys_before)
+        assert {k: after[k] for k in before} == before
+        assert all(len(ks) == 1 for ks in after.values())
+        check_received([*sent, *later], consume_all(broker.bootstrap, topic, 2, 12_000))
+    finally:
+        broker.kill()
+
+
+def test_store_errors_and_slow_responses_are_retried_without_loss(
+    tmp_path: Path, seaweedfs: SeaweedFS
+) -> None:
+    """The store answers 500s and 503s and holds requests past the client's timeout, on
+    uploads and on reads: the client retries them, so no upload fails, every segment is
+    copied once, a Fetch of remote data succeeds through the faults, and every record reads
+    back."""
+    proxy = FaultProxy(seaweedfs.host, seaweedfs.s3_port, free_port()).start()
+    prefix = "faults-" + unique_topic("p")
+    try:
+        params = {
+            **TIER_PARAMS,
+            "endpoint": proxy.endpoint,
+            "retries": 10,  # more than the faults injected at once: the client absorbs them
+            "timeout_ms": 2000,
+            "read_timeout_ms": 30000,
+        }
+        query = "&".join(f"{k}={v}" for k, v in params.items())
+        url = f"s3://{seaweedfs.bucket}/{prefix}?{query}"
+        broker = tiered_broker_process(tmp_path / "data", url, seaweedfs).start()
+        try:
+            topic = unique_topic("tier-faults")
+            create_topic(
+                broker.bootstrap, topic, 2, **TIERED, **{"local.retention.bytes": str(LOCAL)}
+            )
+            proxy.fail(3, methods=("PUT",))
+            proxy.delay(2, 6, methods=("PUT",))
+            proxy.fail(3, methods=("PUT",), status=503)
+            sent = make_messages(8_000, 2)
+            produce_all(broker.bootstrap, topic, sent, **PRODUCER)
+            wait_trimmed(broker, topic, 2)
+            wait_all_copied(broker, topic, 2)
+            puts = proxy.outcomes("PUT")
+            assert (puts.count("answered 500"), puts.count("answered 503")) == (3, 3)
+            assert puts.count("held 6s") == 2
+            assert "tiered storage: copying" not in broker.log_text()  # no upload gave up
+            objects = segment_objects(bucket_keys(seaweedfs, prefix))
+            assert all(len(keys) == 1 for keys in objects.values())
+            assert len(objects) == sum(len(remote_entries(broker, topic, p)) for p in range(2))
+
+            # one Fetch of the first (remote) records, through 500s and a slow response
+            proxy.fail(3, methods=("GET",))
+            proxy.delay(1, 6, methods=("GET",))
+            assert fetch_error(broker.bootstrap, topic, 0) == 0
+            gets = proxy.outcomes("GET")
+            assert (gets.count("answered 500"), gets.count("held 6s")) == (3, 1)
+
+            proxy.fail(3, methods=("GET",), status=503)
+            proxy.delay(1, 6, methods=("GET",))
+            check_received(sent, consume_all(broker.bootstrap, topic, 2, len(sent)))
+            gets = proxy.outcomes("GET")
+            assert (gets.count("answered 503"), gets.count("held 6s")) == (3, 2)
+        finally:
+            broker.kill()
+    finally:
+        proxy.stop()
