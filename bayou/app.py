@@ -32,6 +32,7 @@ import sys
 from bayou.broker_config import BrokerConfig
 from bayou.core import Core, CoreSettings
 from bayou.core.groups import GroupSettings
+from bayou.core.security import Security, SecuritySettings
 from bayou.core.transactions import TxnSettings
 from bayou.errors import InvalidConfig
 from bayou.gateways.amqp import AmqpGateway
@@ -103,8 +104,38 @@ def txn_settings(config: BrokerConfig) -> TxnSettings:
     )
 
 
+def security_settings(config: BrokerConfig) -> SecuritySettings:
+    s, tls = config.security, config.tls
+    return SecuritySettings(
+        authorizer=s.authorizer == "acl",
+        super_users=tuple(
+            name if name.startswith("User:") else f"User:{name}" for name in s.super_users
+        ),
+        allow_everyone_if_no_acl_found=s.allow_everyone_if_no_acl_found,
+        principal_mapping_rules=tls.principal_mapping_rules,
+        tls_cert=tls.cert,
+        tls_key=tls.key,
+        tls_client_ca=tls.client_ca,
+        oauth_jwks_file=s.oauth_jwks_file,
+        oauth_issuer=s.oauth_issuer,
+        oauth_audience=s.oauth_audience,
+        oauth_principal_claim=s.oauth_principal_claim,
+        connections_max_reauth_ms=s.connections_max_reauth_ms,
+        failed_authentication_delay_ms=s.failed_authentication_delay_ms,
+    )
+
+
+def kafka_listeners(config: BrokerConfig, host: str, port: int, tls_port: int) -> str:
+    """Kafka's ``listeners`` value: each listener with its security protocol."""
+    sasl = "SASL_" if config.security.authorizer == "acl" else ""
+    listeners = [f"{sasl}PLAINTEXT://{host}:{port}"]
+    if config.tls.cert is not None and config.kafka.tls_port:
+        listeners.append(f"{sasl}SSL://{host}:{tls_port}")
+    return ",".join(listeners)
+
+
 def static_broker_configs(
-    config: BrokerConfig, kafka_port: int
+    config: BrokerConfig, kafka_port: int, kafka_tls_port: int = 0
 ) -> tuple[tuple[str, str, str], ...]:
     """The broker's own options as DescribeConfigs shows them (Kafka names, read-only)."""
 
@@ -119,8 +150,12 @@ def static_broker_configs(
         ("socket.request.max.bytes", config.kafka.socket_request_max_bytes, "int"),
         ("queued.max.request.bytes", config.queued_max_request_bytes, "long"),
         ("fetch.max.bytes", config.kafka.fetch_max_bytes, "int"),
-        ("listeners", f"PLAINTEXT://{config.host}:{kafka_port}", "list"),
-        ("advertised.listeners", f"PLAINTEXT://{config.advertised}:{kafka_port}", "list"),
+        ("listeners", kafka_listeners(config, config.host, kafka_port, kafka_tls_port), "list"),
+        (
+            "advertised.listeners",
+            kafka_listeners(config, config.advertised, kafka_port, kafka_tls_port),
+            "list",
+        ),
         ("log.dirs", str(config.data_dir), "string"),
         ("log.retention.check.interval.ms", config.log.retention_check_interval_ms, "long"),
         ("log.cleaner.enable", config.log.cleaner_enable, "bool"),
@@ -159,21 +194,26 @@ class App:
             ),
             group_settings(config),
             txn_settings(config),
+            Security(security_settings(config)),
         )
-        self.kafka = KafkaDoor(self.core, self._kafka_settings(config.kafka.port))
+        self.kafka = KafkaDoor(
+            self.core, self._kafka_settings(config.kafka.port, config.kafka.tls_port)
+        )
         self.http = HttpGateway(self.core, config.host, config.http) if config.http.port else None
         self.mqtt = MqttGateway(self.core, config.host, config.mqtt) if config.mqtt.port else None
         self.amqp = AmqpGateway(self.core, config.host, config.amqp) if config.amqp.port else None
 
-    def _kafka_settings(self, port: int) -> KafkaSettings:
+    def _kafka_settings(self, port: int, tls_port: int) -> KafkaSettings:
         config = self.config
         return KafkaSettings(
             host=config.host,
             port=port,
+            tls_port=tls_port,
+            tls_enabled=config.tls.cert is not None and config.kafka.tls_port != 0,
             advertised_host=config.kafka.advertised_host,
             socket_request_max_bytes=config.kafka.socket_request_max_bytes,
             fetch_max_bytes=config.kafka.fetch_max_bytes,
-            static_configs=static_broker_configs(config, port),
+            static_configs=static_broker_configs(config, port, tls_port),
         )
 
     @property
@@ -187,7 +227,7 @@ class App:
         for door in self.doors:
             await door.start()
         if self.config.kafka.port == 0:  # bound to a free port: say the real one
-            self.kafka.settings = self._kafka_settings(self.kafka.port)
+            self.kafka.settings = self._kafka_settings(self.kafka.port, self.kafka.tls_port)
         listening = " ".join(
             f"{name}={door.address if door is not None else 'off'}"
             for name, door in (
@@ -234,6 +274,7 @@ async def serve(config: BrokerConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, app.core.security.reload)
     await app.start()
     try:
         await stop.wait()

@@ -34,6 +34,15 @@ TOPIC_DEFAULT_ENV = "BAYOU_TOPIC_DEFAULT_"
 @dataclass(frozen=True)
 class KafkaOptions:
     port: int = field(default=9092, metadata=opt("Kafka protocol port.", min=0, max=65535))
+    tls_port: int = field(
+        default=9093,
+        metadata=opt(
+            "Kafka TLS port (SSL, or SASL_SSL with --authorizer acl), served when --tls-cert "
+            "is given; 0: off.",
+            min=0,
+            max=65535,
+        ),
+    )
     advertised_host: str | None = field(
         default=None,
         metadata=opt(
@@ -51,12 +60,14 @@ class KafkaOptions:
         ),
     )
     fetch_max_bytes: int = field(
-        default=55 * 1024 * 1024,
+        default=16 * 1024 * 1024,
         metadata=opt(
             "Most record bytes one Fetch response carries (Kafka's fetch.max.bytes; the first "
-            "batch is sent whole even beyond it, KIP-74).",
+            "batch is sent whole even beyond it, KIP-74). 16 MiB, not Kafka's 55: librdkafka "
+            "reads a response into one buffer, and past glibc's 32 MiB mmap ceiling every "
+            "response costs the consumer a fresh mapping and its page faults.",
             flat="fetch_max_bytes",
-            min=1,
+            min=1024,
         ),
     )
 
@@ -65,6 +76,10 @@ class KafkaOptions:
 class HttpOptions:
     port: int = field(
         default=8080, metadata=opt("HTTP port (REST Proxy v2, streams); 0: off.", min=0, max=65535)
+    )
+    tls_port: int = field(
+        default=8443,
+        metadata=opt("HTTPS port, served when --tls-cert is given; 0: off.", min=0, max=65535),
     )
     max_body_bytes: int = field(
         default=8 * 1024 * 1024, metadata=opt("Largest HTTP request body accepted.", min=1)
@@ -92,6 +107,14 @@ class MqttOptions:
         default=1883,
         metadata=opt("MQTT port (TCP and WebSocket share it); 0: off.", min=0, max=65535),
     )
+    tls_port: int = field(
+        default=8883,
+        metadata=opt(
+            "MQTT over TLS port (and secure WebSocket), served when --tls-cert is given; 0: off.",
+            min=0,
+            max=65535,
+        ),
+    )
     topic_rules: str = field(
         default="",
         metadata=opt(
@@ -111,10 +134,120 @@ class MqttOptions:
 @dataclass(frozen=True)
 class AmqpOptions:
     port: int = field(default=5672, metadata=opt("AMQP 0-9-1 port; 0: off.", min=0, max=65535))
+    tls_port: int = field(
+        default=5671,
+        metadata=opt("AMQPS port, served when --tls-cert is given; 0: off.", min=0, max=65535),
+    )
     max_message_bytes: int = field(
         default=100 * 1024 * 1024,
         metadata=opt(
             "Largest AMQP message body accepted (larger ones close the channel with 406).", min=1024
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class TlsOptions:
+    """The TLS listeners of every door (one certificate for all)."""
+
+    cert: Path | None = field(
+        default=None,
+        metadata=opt(
+            "PEM certificate (chain) of the TLS listeners; with --tls-key it turns on a TLS "
+            "listener per door beside the plain one. Reloaded on SIGHUP.",
+            metavar="FILE",
+        ),
+    )
+    key: Path | None = field(
+        default=None, metadata=opt("PEM private key of --tls-cert.", metavar="FILE")
+    )
+    client_ca: Path | None = field(
+        default=None,
+        metadata=opt(
+            "PEM CA certificate(s): clients may log in with a certificate signed by it (the "
+            "principal from its subject, see --tls-principal-mapping-rules).",
+            metavar="FILE",
+        ),
+    )
+    principal_mapping_rules: str = field(
+        default="DEFAULT",
+        metadata=opt(
+            "How a client certificate's subject becomes a user name, as Kafka's "
+            "ssl.principal.mapping.rules: RULE:pattern/replacement/[LU],...,DEFAULT.",
+            metavar="RULES",
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class SecurityOptions:
+    """Authentication and authorization on every door."""
+
+    authorizer: str = field(
+        default="none",
+        metadata=opt(
+            "acl: every listener requires a login (SASL on Kafka, credentials or a client "
+            "certificate on the others) and ACLs decide every operation; none: open.",
+            flat="authorizer",
+            choices=("none", "acl"),
+        ),
+    )
+    super_users: tuple[str, ...] = field(
+        default=(),
+        metadata=opt(
+            "A user allowed everything whatever the ACLs (the principal User:NAME). Repeatable.",
+            flat="super_users",
+            flag="super-user",
+            metavar="NAME",
+        ),
+    )
+    allow_everyone_if_no_acl_found: bool = field(
+        default=False,
+        metadata=opt(
+            "With --authorizer acl, allow what no ACL mentions (Kafka's "
+            "allow.everyone.if.no.acl.found).",
+            flat="allow_everyone_if_no_acl_found",
+        ),
+    )
+    oauth_jwks_file: Path | None = field(
+        default=None,
+        metadata=opt(
+            "JWKS file of the keys that sign accepted JWTs (SASL/OAUTHBEARER, HTTP Bearer). "
+            "Reloaded on SIGHUP.",
+            flat="oauth_jwks_file",
+            metavar="FILE",
+        ),
+    )
+    oauth_issuer: str | None = field(
+        default=None,
+        metadata=opt("Required iss claim of JWTs.", flat="oauth_issuer", metavar="ISSUER"),
+    )
+    oauth_audience: str | None = field(
+        default=None,
+        metadata=opt("Required aud claim of JWTs.", flat="oauth_audience", metavar="AUDIENCE"),
+    )
+    oauth_principal_claim: str = field(
+        default="sub",
+        metadata=opt(
+            "The JWT claim naming the user.", flat="oauth_principal_claim", metavar="CLAIM"
+        ),
+    )
+    connections_max_reauth_ms: int = field(
+        default=0,
+        metadata=opt(
+            "Kafka SASL sessions last at most this long; clients re-authenticate (KIP-152). "
+            "0: no limit but a token's expiry.",
+            flat="connections_max_reauth_ms",
+            min=0,
+        ),
+    )
+    failed_authentication_delay_ms: int = field(
+        default=100,
+        metadata=opt(
+            "A failed login is answered after this delay, doubling for each further failure "
+            "from the same address (at most 5 s).",
+            flat="connection_failed_authentication_delay_ms",
+            min=0,
         ),
     )
 
@@ -300,6 +433,8 @@ class BrokerConfig:
     http: HttpOptions = field(default_factory=HttpOptions)
     mqtt: MqttOptions = field(default_factory=MqttOptions)
     amqp: AmqpOptions = field(default_factory=AmqpOptions)
+    tls: TlsOptions = field(default_factory=TlsOptions)
+    security: SecurityOptions = field(default_factory=SecurityOptions)
     log: LogOptions = field(default_factory=LogOptions)
     internal: InternalOptions = field(default_factory=InternalOptions)
     group: GroupOptions = field(default_factory=GroupOptions)
@@ -344,6 +479,7 @@ class BrokerConfig:
         config = replace(config, topic_defaults=parse_topic_configs(topic_raw))
         for origin in config.http.cors_origins:
             check_origin(origin)
+        check_security(config)
         try:
             config.internal_log_config()
         except InvalidConfig as exc:
@@ -365,3 +501,15 @@ def check_origin(origin: str) -> None:
             "scheme://host[:port] without a path or trailing slash "
             "(e.g. http://localhost:3000), or * for any origin"
         )
+
+
+def check_security(config: BrokerConfig) -> None:
+    """The TLS files come in pairs; super users are user names."""
+    tls = config.tls
+    if (tls.cert is None) != (tls.key is None):
+        raise InvalidConfig("tls_cert and tls_key go together: give both or neither")
+    if tls.client_ca is not None and tls.cert is None:
+        raise InvalidConfig("tls_client_ca needs tls_cert and tls_key (a TLS listener)")
+    for name in config.security.super_users:
+        if not name or name in ("User:", "user:"):
+            raise InvalidConfig(f"super_users: {name!r} is not a user name")

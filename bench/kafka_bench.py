@@ -13,6 +13,9 @@ an interpreter with this orchestrator or with the other side of the latency test
 4. synchronous offset commits one after the other (once per target, not per partition count) -
    commits/s and the latency of each commit.
 
+The ``bayou-tls`` target is the same Bayou with a TLS listener (a certificate made for the run);
+every client of its phases connects over TLS, so its rows beside ``bayou`` are the cost of TLS.
+
 Brokers run one at a time (the load generator and the broker already compete for the machine's
 cores), are started on free loopback ports below 32768, become "ready" when they answer a metadata
 request, and are stopped by PID at the end, on errors and on Ctrl-C. Results go to a table on
@@ -213,13 +216,13 @@ def run_throughput(
         "linger_ms": args.linger_ms,
         "batch_size": args.batch_size,
         "idempotence": args.idempotence,
-        "producer_config": dict(args.producer_config),
+        "producer_config": {**target.client_config, **dict(args.producer_config)},
     }
     cons_spec = {
         **base,
         "fetch_max_bytes": args.fetch_max_bytes,
         "max_partition_fetch_bytes": args.max_partition_fetch_bytes,
-        "consumer_config": dict(args.consumer_config),
+        "consumer_config": {**target.client_config, **dict(args.consumer_config)},
     }
     for phase, spec in (("produce", prod_spec), ("consume", cons_spec)):
         if phase not in args.phases:
@@ -271,8 +274,8 @@ def run_latency(target: Target, args: argparse.Namespace, partitions: int, rows:
         "fetch_wait_max_ms": args.fetch_wait_max_ms,
         "timeout_s": args.warmup + args.duration + args.phase_timeout,
         "idle_timeout_s": 15.0,
-        "producer_config": dict(args.producer_config),
-        "consumer_config": dict(args.consumer_config),
+        "producer_config": {**target.client_config, **dict(args.producer_config)},
+        "consumer_config": {**target.client_config, **dict(args.consumer_config)},
     }
     consumer: Worker | None = None
     producer: Worker | None = None
@@ -319,7 +322,7 @@ def run_commit(target: Target, args: argparse.Namespace, rows: list[Row]) -> Non
         "bootstrap": target.bootstrap,
         "topic": topic,
         "duration_s": args.commit_duration,
-        "consumer_config": dict(args.consumer_config),
+        "consumer_config": {**target.client_config, **dict(args.consumer_config)},
     }
     worker: Worker | None = None
     try:
@@ -357,8 +360,8 @@ def run_transform(
         "size": args.size,
         "timeout_s": args.phase_timeout,
         "idle_timeout_s": 30.0,
-        "producer_config": dict(args.producer_config),
-        "consumer_config": dict(args.consumer_config),
+        "producer_config": {**target.client_config, **dict(args.producer_config)},
+        "consumer_config": {**target.client_config, **dict(args.consumer_config)},
     }
     fill = Worker(
         "produce",
@@ -545,8 +548,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         dest="targets",
         metavar="T",
-        help="bayou | tansu | [LABEL=]HOST:PORT (running broker); repeatable "
-        "(default: bayou and tansu)",
+        help="bayou | bayou-tls (Bayou, the load over its TLS listener) | tansu | "
+        "[LABEL=]HOST:PORT (running broker); repeatable (default: bayou, bayou-tls and tansu)",
     )
     g.add_argument(
         "--bayou-cmd",
@@ -651,7 +654,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     g.add_argument("--phase-timeout", type=float, default=300.0, help="bound on each phase")
     args = p.parse_args(argv)
-    args.targets = args.targets or ["bayou", "tansu"]
+    args.targets = args.targets or ["bayou", "bayou-tls", "tansu"]
     args.phases = {x.strip() for x in args.phases.split(",") if x.strip()}
     if args.idempotence is not None:
         args.idempotence = args.idempotence == "true"

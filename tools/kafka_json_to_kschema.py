@@ -30,7 +30,7 @@ APIS = (  # noqa: SIM905
     "OffsetDelete DescribeCluster DescribeProducers ConsumerGroupHeartbeat "
     "ConsumerGroupDescribe DescribeTopicPartitions DescribeAcls CreateAcls DeleteAcls "
     "ElectLeaders DescribeClientQuotas DescribeUserScramCredentials DescribeQuorum "
-    "DescribeTransactions ListTransactions"
+    "DescribeTransactions ListTransactions AlterClientQuotas AlterUserScramCredentials"
 ).split()
 
 NATURAL_DEFAULT = {"bool": "false", "string": '""'}

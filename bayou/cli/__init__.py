@@ -11,12 +11,14 @@ import importlib.metadata
 import click
 
 from bayou.cli._common import connection_options
+from bayou.cli.acl import acl
 from bayou.cli.consume import consume
 from bayou.cli.group import group
 from bayou.cli.produce import produce
 from bayou.cli.serve import serve
 from bayou.cli.topic import topic
 from bayou.cli.txn import txn
+from bayou.cli.user import user
 
 
 def _version() -> str:
@@ -35,8 +37,8 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 def cli() -> None:
     """Bayou, an event streaming platform that speaks the Kafka protocol.
 
-    `bayou serve` runs a broker. `topic`, `produce`, `consume`, `group` and `txn` talk to a running
-    broker at --bootstrap (default $BAYOU_BOOTSTRAP or 127.0.0.1:9092).
+    `bayou serve` runs a broker. `topic`, `produce`, `consume`, `group`, `txn`, `user` and `acl`
+    talk to a running broker at --bootstrap (default $BAYOU_BOOTSTRAP or 127.0.0.1:9092).
     """
 
 
@@ -46,6 +48,8 @@ cli.add_command(produce)
 cli.add_command(consume)
 cli.add_command(group)
 cli.add_command(txn)
+cli.add_command(user)
+cli.add_command(acl)
 
 
 def main() -> None:

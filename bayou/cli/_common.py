@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import re
 import socket
 from collections.abc import Callable, Iterable
@@ -78,6 +79,25 @@ class Connection:
     bootstrap: str
     timeout: float
     verbose: bool
+    sasl_user: str | None = None
+    sasl_password: str | None = None
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    tls_ca: str | None = None
+
+    def security_config(self) -> dict[str, Any]:
+        """librdkafka's security settings for ``--sasl-user`` and ``--tls-ca``."""
+        out: dict[str, Any] = {}
+        sasl = self.sasl_user is not None
+        if self.tls_ca is not None:
+            out["security.protocol"] = "SASL_SSL" if sasl else "SSL"
+            out["ssl.ca.location"] = self.tls_ca
+        elif sasl:
+            out["security.protocol"] = "SASL_PLAINTEXT"
+        if sasl:
+            out["sasl.mechanism"] = self.sasl_mechanism
+            out["sasl.username"] = self.sasl_user
+            out["sasl.password"] = self.sasl_password or ""
+        return out
 
     def client_config(self, **extra: Any) -> dict[str, Any]:
         """confluent-kafka settings common to Admin, Producer and Consumer clients."""
@@ -95,6 +115,7 @@ class Connection:
             "socket.timeout.ms": int(self.timeout * 1000),
             "socket.connection.setup.timeout.ms": int(self.timeout * 1000),
         }
+        config.update(self.security_config())
         config.update(extra)
         return config
 
@@ -110,6 +131,8 @@ class Connection:
         """Fail fast with a sentence unless some bootstrap address is a Kafka listener: one
         that refuses connections is unreachable; one that answers in another protocol (the
         HTTP, MQTT or AMQP port by mistake) is named as such (``listener.not_kafka``)."""
+        if self.tls_ca is not None:
+            return  # a TLS listener does not answer a plain probe; the client reports errors
         wait = min(self.timeout, 5.0)
         other: list[tuple[str, int, str]] = []
         for host, port in bootstrap_addresses(self.bootstrap):
@@ -234,6 +257,32 @@ def connection_options(root: bool = False) -> Callable[[F], F]:
             callback=_remember("verbose"),
             help="Show the Kafka client's log lines on stderr.",
         )(f)
+        f = click.option(
+            "--sasl-user",
+            metavar="NAME",
+            expose_value=False,
+            is_eager=True,
+            envvar="BAYOU_SASL_USER" if root else None,
+            callback=_remember("sasl_user"),
+            help="Log in as NAME (SASL); the password is read from $BAYOU_SASL_PASSWORD.",
+        )(f)
+        f = click.option(
+            "--sasl-mechanism",
+            type=click.Choice(["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]),
+            expose_value=False,
+            is_eager=True,
+            callback=_remember("sasl_mechanism"),
+            help="SASL mechanism of --sasl-user (default SCRAM-SHA-512).",
+        )(f)
+        f = click.option(
+            "--tls-ca",
+            metavar="FILE",
+            expose_value=False,
+            is_eager=True,
+            envvar="BAYOU_TLS_CA" if root else None,
+            callback=_remember("tls_ca"),
+            help="Connect over TLS, trusting the broker certificates signed by this CA.",
+        )(f)
         return f
 
     return decorate
@@ -244,10 +293,15 @@ def get_connection() -> Connection:
     meta = click.get_current_context().meta
     bootstrap = meta.get(f"{_META}.bootstrap", DEFAULT_BOOTSTRAP)
     bootstrap_addresses(bootstrap)  # validate early
+    user = meta.get(f"{_META}.sasl_user")
     return Connection(
         bootstrap=bootstrap,
         timeout=float(meta.get(f"{_META}.timeout", DEFAULT_TIMEOUT_S)),
         verbose=bool(meta.get(f"{_META}.verbose", False)),
+        sasl_user=user,
+        sasl_password=os.environ.get("BAYOU_SASL_PASSWORD") if user else None,
+        sasl_mechanism=meta.get(f"{_META}.sasl_mechanism") or "SCRAM-SHA-512",
+        tls_ca=meta.get(f"{_META}.tls_ca"),
     )
 
 

@@ -16,6 +16,8 @@ typed async facade:
   readers that are not members);
 - **transactions**: the transaction coordinator's driver (``transaction_driver``), which
   writes markers through the engine's partitions and the group coordinator;
+- ``security``: users, ACLs, logins and the authorizer every door asks
+  (``bayou/core/security/``);
 - ``request_budget``: the broker-wide budget of request bytes in flight that every door's
   connections report their unfinished requests to (``queued.max.request.bytes``);
 - ``background`` runs a fire-and-forget task with a reference kept; ``stopping`` is set when
@@ -47,6 +49,7 @@ from bayou.core.group_member import GroupMember, Listener, Offsets
 from bayou.core.groups import GroupCoordinatorError, GroupDriver, GroupSettings
 from bayou.core.groups.store import TOPIC as GROUPS_LOG
 from bayou.core.request_budget import RequestBudget
+from bayou.core.security import Security
 from bayou.core.transactions import (
     TRANSACTIONS_LOG,
     EngineMarkers,
@@ -88,8 +91,10 @@ class Core:
         settings: CoreSettings,
         group_settings: GroupSettings | None = None,
         txn_settings: TxnSettings | None = None,
+        security: Security | None = None,
     ) -> None:
         self.engine = engine
+        self.security = security or Security()
         self.settings = settings
         self.group_settings = group_settings or GroupSettings()
         self.txn_settings = txn_settings or TxnSettings()
@@ -108,7 +113,9 @@ class Core:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Load the group coordinator from its state log and start the core's tasks."""
+        """Load the users and ACLs, the group coordinator from its state log, and start
+        the core's tasks."""
+        await self.security.open(self.engine.state)
         state_log = await self.engine.state.open_log(GROUPS_LOG, public=True)
         groups = GroupDriver(self.group_settings, self.clock_ms, state_log)
         replayed = await groups.open()

@@ -461,6 +461,12 @@ class PartitionLog:
         a response with data); without it a first batch larger than ``max_bytes`` gives
         nothing.  ``nowait``: ``PageCacheMiss`` when a header it needs is not cached (the
         caller repeats in a worker thread).  The caller must ``close`` the result.
+
+        Empty batches (what compaction leaves of a group's last batch) do not end a read: a
+        set holding only empty batches goes on into the next segments while the budget
+        allows, because librdkafka takes a response without a single record for a size
+        limit too tight, doubles its fetch size, and after ten such responses fails the
+        partition with MSG_SIZE_TOO_LARGE.
         """
         log_end = self.log_end_offset
         if offset == log_end:
@@ -478,6 +484,7 @@ class PartitionLog:
             bound = self._bound(segments, offset, max_offset, nowait)
             if bound is not None and bound[0] < 0:
                 return FileRecords([], self._release_leases)
+            records = False  # whether what is planned holds a record (or a marker)
             first_seg = self._segment_index(segments, offset)
             for i, seg in enumerate(segments[first_seg:], first_seg):
                 if bound is not None and i > bound[0]:
@@ -493,8 +500,10 @@ class PartitionLog:
                     if bound is not None and i == bound[0]:
                         limit = min(limit, bound[1])
                     end = seg.batches_end(pos, limit, nowait=nowait) if limit > pos else pos
+                    if end > pos and not records:
+                        records = seg.holds_records(pos, end, first, nowait=nowait)
                 except PageCacheMiss:
-                    if slices:
+                    if slices and records:
                         break  # what is planned so far; the client fetches the rest next time
                     raise
                 if end > pos:

@@ -34,6 +34,9 @@ INTERNAL_TOPICS: dict[str, str] = {
     "__mqtt_retained": "the MQTT gateway's retained messages",
     "__mqtt_sessions": "the MQTT gateway's persistent sessions",
     "__amqp_topology": "the AMQP gateway's exchanges, queues and bindings",
+    "__bayou_users": "the user store (SCRAM credentials)",
+    "__bayou_acls": "the ACLs",
+    "__bayou_quotas": "the client quotas",
 }
 
 

@@ -281,6 +281,18 @@ class LogSegment:
             end = pos + header.size
         return end
 
+    def holds_records(
+        self, start: int, end: int, first: BatchHeader, *, nowait: bool = False
+    ) -> bool:
+        """Whether the batches in ``[start, end)`` (``first`` being the one at ``start``)
+        hold a record or a transaction marker, not only empty batches."""
+        if first.records_count > 0 or first.is_control:
+            return True
+        for _pos, header, _ in self.iter_batches(start + first.size, end, nowait=nowait):
+            if header.records_count > 0 or header.is_control:
+                return True
+        return False
+
     def find_timestamp(self, timestamp: int) -> tuple[int, BatchHeader] | None:
         """Position and header of the first batch whose max timestamp is ≥ ``timestamp``."""
         if self.max_timestamp < timestamp:

@@ -26,7 +26,7 @@ from tests.support.raw_kafka import RawKafka
 from tests.support.wait import wait_until
 
 MB = 1024 * 1024
-FETCH_MAX_BYTES = 57_671_680  # Kafka's broker default, Bayou's too
+FETCH_MAX_BYTES = 16 * 1024 * 1024  # Bayou's default fetch.max.bytes (Kafka's is 55 MiB)
 
 
 def rss_mb(pid: int) -> float:

@@ -223,10 +223,10 @@ def test_every_option_has_a_flag_and_sections_work_in_toml(
         "internal_flush_messages = 1\n[http]\nport = 8081\n"
         "[group]\nconsumer_session_timeout_ms = 9000\n"
     )
-    assert _serve(["--config", str(toml), "--fetch-max-bytes", "1000"]).exit_code == 0
+    assert _serve(["--config", str(toml), "--fetch-max-bytes", "2048"]).exit_code == 0
     (config,) = fake_run
     assert config.http.port == 8081 and config.group.consumer_session_timeout_ms == 9000
-    assert config.internal.flush_messages == 1 and config.kafka.fetch_max_bytes == 1000
+    assert config.internal.flush_messages == 1 and config.kafka.fetch_max_bytes == 2048
 
 
 @pytest.mark.parametrize(

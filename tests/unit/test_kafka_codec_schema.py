@@ -22,7 +22,7 @@ from bayou.protocol.kafka.schema import Field, Message, Versions, load_all
 # The APIs the schemas define (a request and a response each).
 DEFINED_API_KEYS = frozenset(
     {0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22,
-     23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 35, 36, 37, 42, 43, 44, 47, 48, 50, 55,
+     23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 35, 36, 37, 42, 43, 44, 47, 48, 49, 50, 51, 55,
      60, 61, 65, 66, 68, 69, 75}
 )  # fmt: skip
 

@@ -30,10 +30,12 @@ from typing import Any
 
 from bayou.core import Core, StartSpec, now_ms
 from bayou.core.partitioner import Partitioner
+from bayou.core.security.acl import AclOperation, ResourceType
 from bayou.errors import KafkaError
 from bayou.gateways.amqp.consumers import Consumer, group_of
 from bayou.gateways.amqp.interfaces import ChannelConnection, ConsumerHandle, Settler
 from bayou.gateways.amqp.mapping import delivery_properties, parse_stream_offset, to_record
+from bayou.gateways.amqp.names import topic_for
 from bayou.gateways.amqp.topology import Topology
 from bayou.protocol.amqp import (
     AmqpError,
@@ -182,6 +184,12 @@ class Channel:
                 dests = self.topology.route(m.exchange, m.routing_key, event.properties)
             except AmqpError as exc:
                 error = exc
+                break
+            refused = [t for t, _, _ in dests if not self._may(AclOperation.WRITE, t)]
+            if refused:
+                error = AmqpError(
+                    s.ACCESS_REFUSED, f"access to topic '{refused[0]}' refused", 60, 40
+                )
                 break
             seq = 0
             if self.confirming:
@@ -344,9 +352,48 @@ class Channel:
         handler = _HANDLERS.get(m.name)
         if handler is None:
             raise AmqpError(s.NOT_IMPLEMENTED, f"{m.name} is not implemented", *m.spec.key)
+        self._check(m)
         reply = await handler(self, m)
         if reply is not None and not m.args.get("nowait", False):
             self.proto.send_method(self.number, reply)
+
+    def _may(self, operation: AclOperation, topic: str) -> bool:
+        return self.connection.allowed(operation, ResourceType.TOPIC, topic)
+
+    def _check(self, m: Method) -> None:
+        """ACLs on the queue's topic (``docs/design/security.md``): declaring needs CREATE
+        (DESCRIBE when passive or existing), deleting and purging DELETE, consuming and
+        getting READ (and READ on the consumer group), binding DESCRIBE; refused:
+        403 ACCESS_REFUSED, closing the channel."""
+        name = m.name
+        if name not in _QUEUE_OPERATIONS:
+            return
+        queue: str = m.queue
+        topic = topic_for(queue) if queue else ""
+        operation = _QUEUE_OPERATIONS[name]
+        if name == "queue.declare":
+            if not queue:
+                return  # a server-named queue: checked when it is consumed
+            if m.passive or self.topology.queue_exists(queue):
+                operation = AclOperation.DESCRIBE
+        if not self._may(operation, topic):
+            raise AmqpError(
+                s.ACCESS_REFUSED,
+                f"access to queue '{queue}' refused ({operation.name})",
+                *m.spec.key,
+            )
+        arguments: dict[str, Any] = m.args.get("arguments") or {}
+        group = arguments.get("x-consumer-group") if name == "basic.consume" else None
+        if isinstance(group, bytes):
+            group = group.decode(errors="replace")
+        if (
+            isinstance(group, str)
+            and group
+            and not self.connection.allowed(AclOperation.READ, ResourceType.GROUP, group)
+        ):
+            raise AmqpError(
+                s.ACCESS_REFUSED, f"access to consumer group '{group}' refused", *m.spec.key
+            )
 
     async def _access_request(self, m: Method) -> Method:
         return method("access.request_ok", ticket=1)
@@ -530,3 +577,14 @@ _HANDLERS: dict[str, Any] = {
 }
 
 __all__ = ["Channel", "MethodReceived"]
+
+# The operation each queue method needs on the queue's topic (queue.declare: see _check).
+_QUEUE_OPERATIONS: dict[str, AclOperation] = {
+    "queue.declare": AclOperation.CREATE,
+    "queue.delete": AclOperation.DELETE,
+    "queue.purge": AclOperation.DELETE,
+    "queue.bind": AclOperation.DESCRIBE,
+    "queue.unbind": AclOperation.DESCRIBE,
+    "basic.consume": AclOperation.READ,
+    "basic.get": AclOperation.READ,
+}

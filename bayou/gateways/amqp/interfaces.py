@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
+from bayou.core.security.acl import AclOperation, ResourceType
 from bayou.protocol.amqp import AmqpError, ServerConnection
 from bayou.protocol.kafka.records import DecodedRecord
 
@@ -165,4 +166,9 @@ class ChannelConnection(Protocol):
 
     def channel_error(self, channel: ChannelHandle, exc: AmqpError) -> None:
         """Close ``channel`` with ``exc`` (the connection, for a hard error)."""
+        ...
+
+    def allowed(self, operation: AclOperation, resource_type: ResourceType, name: str) -> bool:
+        """The ACLs' answer for this connection's principal (always yes without an
+        authorizer); a refusal is audited."""
         ...

@@ -37,6 +37,7 @@ from typing import Any
 from bayou.broker_config import AmqpOptions
 from bayou.core import Core
 from bayou.core.partitioner import Partitioner
+from bayou.core.security.acl import AclOperation, ResourceType
 from bayou.gateways.amqp.channel import Channel
 from bayou.gateways.amqp.interfaces import ChannelHandle
 from bayou.gateways.amqp.topology import Topology
@@ -64,6 +65,7 @@ MAX_BACKLOG = 4096  # queued methods/publishes per channel before reading pauses
 CLOSE_DRAIN_S = 5.0  # after a broker-initiated close: wait this long for the client to go
 SHUTDOWN_DRAIN_S = 1.0  # the same when the broker stops
 SERVER_HEARTBEAT_S = 60
+ACL_CHECK_S = 0.5  # how often open consumers are checked again after the ACLs change
 
 
 class AmqpGateway:
@@ -71,7 +73,8 @@ class AmqpGateway:
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        plain = f"{self.host}:{self.port}"
+        return f"{plain} tls {self.host}:{self.tls_port}" if self._tls_server else plain
 
     def health(self) -> dict[str, object]:
         return {"listening": self._server is not None, "connections": len(self.clients)}
@@ -89,11 +92,15 @@ class AmqpGateway:
         self.host = host
         self.options = options
         self.authenticate = authenticate
+        self.security = core.security
         self.heartbeat_s = heartbeat_s
         self.topology = Topology(core)
         self.partitioner = Partitioner()
         self.clients: set[AmqpClient] = set()
         self._server: asyncio.Server | None = None
+        self._tls_server: asyncio.Server | None = None
+        self._acl_watch: asyncio.Task[None] | None = None
+        self.tls_port = 0
         self.max_message_size = options.max_message_bytes
 
     async def start(self) -> None:
@@ -103,6 +110,19 @@ class AmqpGateway:
         self._server = await loop.create_server(
             lambda: AmqpClient(self), self.host, self.options.port, reuse_address=True, backlog=1024
         )
+        tls = self.security.tls
+        if tls is not None and self.options.tls_port:
+            self._tls_server = await loop.create_server(
+                lambda: AmqpClient(self),
+                self.host,
+                self.options.tls_port,
+                reuse_address=True,
+                backlog=1024,
+                ssl=tls.context,
+            )
+            self.tls_port = int(self._tls_server.sockets[0].getsockname()[1])
+        if self.security.enabled:
+            self._acl_watch = asyncio.create_task(self._watch_acls())
 
     @property
     def port(self) -> int:
@@ -110,9 +130,42 @@ class AmqpGateway:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        if self._acl_watch is not None:
+            self._acl_watch.cancel()
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                server.close()
         await asyncio.gather(*(c.shutdown() for c in list(self.clients)), return_exceptions=True)
+
+    async def _watch_acls(self) -> None:
+        """When the ACLs change, a consumer that may no longer read its queue's topic has
+        its channel closed (403 ACCESS_REFUSED), within ``ACL_CHECK_S``."""
+        authorizer = self.security.authorizer
+        version = self.security.acls.version
+        while True:
+            await asyncio.sleep(ACL_CHECK_S)
+            if version == self.security.acls.version:
+                continue
+            version = self.security.acls.version
+            for client in list(self.clients):
+                principal = client.principal
+                if principal is None:
+                    continue
+                for channel in list(client.channels.values()):
+                    refused = [
+                        c.queue
+                        for c in channel.consumers.values()
+                        if not authorizer.authorize(
+                            principal, client.peer_host, AclOperation.READ, ResourceType.TOPIC,
+                            c.topic,
+                        )
+                    ]  # fmt: skip
+                    if refused:
+                        error = AmqpError(
+                            s.ACCESS_REFUSED, f"access to queue '{refused[0]}' refused", 60, 20
+                        )
+                        client.channel_error(channel, error)
+                        client.flush_soon()
 
     def server_properties(self) -> dict[str, Any]:
         return {
@@ -127,9 +180,13 @@ class AmqpGateway:
 class AmqpClient(asyncio.Protocol):
     def __init__(self, gateway: AmqpGateway) -> None:
         self.gateway = gateway
+        self.principal: str | None = None  # who logged in, with an authorizer
+        self._cert: str | None = None  # a TLS client certificate's principal
+        self._login_delay = 0.0
+        self._holding = False  # a failed login's close waits (the growing delay)
         self.proto = ServerConnection(
             server_properties=gateway.server_properties(),
-            authenticate=gateway.authenticate,
+            authenticate=self._login if gateway.security.enabled else gateway.authenticate,
             heartbeat=gateway.heartbeat_s,
             max_message_size=gateway.max_message_size,
         )
@@ -162,6 +219,8 @@ class AmqpClient(asyncio.Protocol):
         if peer:
             self.peer_host = str(peer[0])
             self.peer = f"{peer[0]}:{peer[1]}"
+        ssl_object = transport.get_extra_info("ssl_object")
+        self._cert = self.gateway.security.certificate_principal(ssl_object)
         self.gateway.clients.add(self)
         self._last_recv = self._last_sent = asyncio.get_running_loop().time()
 
@@ -269,6 +328,9 @@ class AmqpClient(asyncio.Protocol):
                 self.closing = True
                 self.gateway.core.background(self._close_requested())
         elif isinstance(event, ConnectionFailed):
+            if self._login_delay and event.reply_code == s.ACCESS_REFUSED:
+                self._hold_refusal()  # the answer to a failed login waits
+                return
             log.info("AMQP connection %s closed: %s", self.peer, event.reply_text)
             self._failed()
         elif isinstance(event, ConnectionClosed):
@@ -365,7 +427,42 @@ class AmqpClient(asyncio.Protocol):
         self._flush_handle = None
         self.flush()
 
+    # ------------------------------------------------------------------ security
+
+    def _login(self, mechanism: str, username: str, password: str) -> bool:
+        """The codec's login hook, with an authorizer: PLAIN/AMQPLAIN credentials against
+        the user store — or, with an empty user name, the TLS client certificate."""
+        security = self.gateway.security
+        if not username and self._cert is not None:
+            self.principal = self._cert
+            return True
+        login = security.password_login(
+            "amqp", self.peer_host, username, password.encode(), mechanism
+        )
+        self.principal = login.principal
+        self._login_delay = login.delay_s if login.principal is None else 0.0
+        return login.principal is not None
+
+    def _hold_refusal(self) -> None:
+        self._holding = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+        def answer() -> None:
+            self._holding = False
+            self.flush()
+            self._failed()
+
+        asyncio.get_running_loop().call_later(self._login_delay, answer)
+
+    def allowed(self, operation: AclOperation, resource_type: ResourceType, name: str) -> bool:
+        return self.gateway.security.allowed(
+            "amqp", self.principal, self.peer_host, operation, resource_type, name
+        )
+
     def flush(self) -> None:
+        if self._holding:
+            return
         data = self.proto.data_to_send()
         if (
             data

@@ -29,6 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bayou.gateways.http import errors, routes_consumers, routes_root, routes_topics
+from bayou.gateways.http.auth import AuthMiddleware
 from bayou.gateways.http.context import Gateway, KafkaJSON
 from bayou.gateways.http.cors import add_cors
 from bayou.gateways.http.payloads import BODY_MODELS
@@ -63,7 +64,8 @@ def create_app(gw: Gateway) -> FastAPI:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected)
-    add_cors(app, gw.cors_origins)
+    app.add_middleware(AuthMiddleware, security=gw.core.security)
+    add_cors(app, gw.cors_origins)  # outermost: refusals carry CORS headers too
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

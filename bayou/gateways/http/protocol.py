@@ -7,6 +7,9 @@ milliseconds, which is a line per attempt, forever.  ``HttpProtocol`` is uvicorn
 ``RateLimitedLog`` keyed by the peer's host and the message: the first one is logged, naming
 the peer and what probably happened, and repeats within the interval are counted into the next
 line.  Everything else (errors with tracebacks, debug and trace lines) passes unchanged.
+
+On a TLS listener with client certificates, the certificate's principal is put in each
+request's scope (``extensions["bayou.principal"]``) for ``auth.AuthMiddleware``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from bayou.core.security import Security
 from bayou.log_limits import RateLimitedLog
 
 log = logging.getLogger("bayou.gateways.http")
@@ -62,7 +66,21 @@ class _PeerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 
 class HttpProtocol(HttpToolsProtocol):
+    #: the broker's security, set by the gateway: a TLS client certificate's principal
+    security: Security | None = None
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         host = self.client[0] if self.client else "unknown"
         self.logger = _PeerLog(logging.getLogger("uvicorn.error"), host)  # type: ignore[assignment]
+        security = self.security
+        self.cert_principal = (
+            security.certificate_principal(transport.get_extra_info("ssl_object"))
+            if security is not None
+            else None
+        )
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self.cert_principal is not None:  # for auth.AuthMiddleware
+            self.scope["extensions"] = {"bayou.principal": {"principal": self.cert_principal}}

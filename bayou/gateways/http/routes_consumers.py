@@ -8,6 +8,9 @@ from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
 from bayou.core import Committed, TopicPartition
+from bayou.core.security.acl import AclOperation
+from bayou.gateways.http import errors
+from bayou.gateways.http.auth import require
 from bayou.gateways.http.consumers import ConsumerInstance
 from bayou.gateways.http.context import KafkaJSON, answer_doc, body_doc, gateway
 from bayou.gateways.http.payloads import (
@@ -97,6 +100,12 @@ async def delete_consumer(request: Request, group: Group, name: Name) -> Respons
 async def subscribe(request: Request, group: Group, name: Name) -> Response:
     instance = _instance(request, group, name)
     body = parse(Subscription, await _body(request))
+    security = gateway(request).core.security
+    if body.topic_pattern is not None and security.enabled:
+        raise errors.RestError(
+            403, 40301, "topic_pattern subscriptions are not served while ACLs are on"
+        )
+    require(request, security, AclOperation.READ, body.topics or [])
     await gateway(request).consumers.subscribe(instance, body.topics, body.topic_pattern)
     return Response(status_code=204)
 
@@ -141,7 +150,10 @@ async def unsubscribe(request: Request, group: Group, name: Name) -> Response:
 async def assign(request: Request, group: Group, name: Name) -> Response:
     instance = _instance(request, group, name)
     body = parse(Partitions, await _body(request))
-    gateway(request).consumers.assign(instance, _partitions(body))
+    partitions = _partitions(body)
+    topics = sorted({tp[0] for tp in partitions})
+    require(request, gateway(request).core.security, AclOperation.READ, topics)
+    gateway(request).consumers.assign(instance, partitions)
     return Response(status_code=204)
 
 

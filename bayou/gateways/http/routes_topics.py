@@ -10,8 +10,10 @@ from fastapi import APIRouter, Header, Path, Query, Request, WebSocket, WebSocke
 from starlette.responses import Response, StreamingResponse
 
 from bayou.core import Core, Cursor
+from bayou.core.security.acl import AclOperation
 from bayou.errors import UnknownTopicOrPartition
 from bayou.gateways.http import errors
+from bayou.gateways.http.auth import may
 from bayou.gateways.http.context import KafkaJSON, answer_doc, errors_doc, gateway
 from bayou.gateways.http.cors import websocket_origin_allowed
 from bayou.gateways.http.payloads import (
@@ -61,7 +63,10 @@ _OFFSETS = {
     responses=answer_doc("Topic names", {"type": "array", "items": {"type": "string"}}),
 )
 async def list_topics(request: Request) -> Response:
-    return KafkaJSON(sorted(gateway(request).core.topics()))
+    core = gateway(request).core
+    return KafkaJSON(
+        sorted(t for t in core.topics() if may(request, core.security, AclOperation.DESCRIBE, t))
+    )
 
 
 def produce_body_doc(schema: str) -> dict[str, Any]:

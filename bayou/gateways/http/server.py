@@ -8,6 +8,8 @@ its own SIGINT/SIGTERM handlers, and the broker owns signals.  ``stop`` (called 
 broker has set ``stopping`` and woken every long poll, which ends streams and record reads)
 asks the loop to exit, makes subscribed consumer instances leave their groups, and lets
 uvicorn close connections, bounded by ``GRACE_S``.
+With a TLS certificate a second uvicorn server serves the same application on
+``tls_port`` over the broker's one TLS context (``bayou.core.security.tls``).
 uvicorn's HTTP protocol is ``protocol.HttpProtocol`` (its httptools protocol, with warnings a
 client can trigger rate-limited).  A background task heartbeats subscribed consumer instances
 and expires idle ones.
@@ -19,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import time
 
 import uvicorn
@@ -43,7 +46,8 @@ class HttpGateway:
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        plain = f"{self.host}:{self.port}"
+        return f"{plain} tls {self.host}:{self.tls_port}" if self._tls_server else plain
 
     def health(self) -> dict[str, object]:
         return {"listening": self.port != 0}
@@ -58,12 +62,14 @@ class HttpGateway:
         )
         self.app = create_app(self.gateway)
         self._server: uvicorn.Server | None = None
+        self._tls_server: uvicorn.Server | None = None
+        self.tls_port = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
 
-    async def start(self) -> None:
+    def _bind(self, port: int) -> socket.socket:
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
-        address = (self.host, self.options.port)
+        address = (self.host, port)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(address)
@@ -75,7 +81,9 @@ class HttpGateway:
             raise OSError(
                 exc.errno, f"error while attempting to bind on address {address!r}: {reason}"
             ) from None
-        self.port = sock.getsockname()[1]
+        return sock
+
+    async def _serve(self, sock: socket.socket, tls: ssl.SSLContext | None) -> uvicorn.Server:
         server = uvicorn.Server(
             uvicorn.Config(
                 self.app,
@@ -91,26 +99,44 @@ class HttpGateway:
             )
         )
         server.config.load()
+        server.config.ssl = tls  # the broker's one context, reloaded in place on SIGHUP
         server.lifespan = server.config.lifespan_class(server.config)
         await server.startup(sockets=[sock])
-        self._server = server
+        return server
+
+    async def start(self) -> None:
+        HttpProtocol.security = self.core.security
+        sock = self._bind(self.options.port)
+        tls = self.core.security.tls
+        tls_sock = (
+            self._bind(self.options.tls_port) if tls is not None and self.options.tls_port else None
+        )
+        self.port = sock.getsockname()[1]
+        self._server = await self._serve(sock, None)
         self._tasks = [
-            asyncio.create_task(server.main_loop()),
+            asyncio.create_task(self._server.main_loop()),
             asyncio.create_task(self._maintain_instances()),
         ]
+        if tls_sock is not None and tls is not None:
+            self.tls_port = tls_sock.getsockname()[1]
+            self._tls_server = await self._serve(tls_sock, tls.context)
+            self._tasks.append(asyncio.create_task(self._tls_server.main_loop()))
 
     async def stop(self) -> None:
         server = self._server
         if server is None:
             return
         server.should_exit = True
-        for task in self._tasks[1:]:
-            task.cancel()
+        if self._tls_server is not None:
+            self._tls_server.should_exit = True
+        self._tasks[1].cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.consumers.close()
         await server.shutdown()
-        self._server = None
+        if self._tls_server is not None:
+            await self._tls_server.shutdown()
+        self._server = self._tls_server = None
 
     async def _maintain_instances(self) -> None:
         """Heartbeat subscribed instances and expire idle ones."""

@@ -14,34 +14,16 @@ every client may do everything.  Two kinds of request ask about that:
   uses: bit ``1 << code`` set for each ``AclOperation`` code.  Not asked, they keep the
   schema's "not provided" sentinel (``NOT_PROVIDED``).
 
-When ACLs land, these constants become a function of the principal and the resource.
+With an authorizer (``--authorizer acl``) the ACL APIs are served for real and the
+authorized-operations fields are the principal's own sets (``acl_checks.py``); these answers
+stay what a broker without one gives.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable
 
-
-class AclOperation(enum.IntEnum):
-    """Kafka's ``AclOperation`` codes (the wire values)."""
-
-    UNKNOWN = 0
-    ANY = 1
-    ALL = 2
-    READ = 3
-    WRITE = 4
-    CREATE = 5
-    DELETE = 6
-    ALTER = 7
-    DESCRIBE = 8
-    CLUSTER_ACTION = 9
-    DESCRIBE_CONFIGS = 10
-    ALTER_CONFIGS = 11
-    IDEMPOTENT_WRITE = 12
-    CREATE_TOKENS = 13
-    DESCRIBE_TOKENS = 14
-
+from bayou.core.security.acl import AclOperation
 
 NOT_PROVIDED = -(2**31)  # the schemas' default: authorized operations were not requested
 

@@ -26,6 +26,10 @@ is read; when the budget cannot grant it, reading this connection pauses until i
 unfinished frame that makes no progress for ``request_stall_timeout_ms`` closes the
 connection.
 
+Who the client is: a ``ClientSession`` per connection (``session.py``): before a login only
+ApiVersions and the SASL requests are served, and with an authorizer every request is
+checked against the ACLs first (``acl_checks.py``).
+
 Flow control: reading pauses while too many requests are in flight or queued for writing,
 while the transport's write buffer is over its high-water mark, or while the request budget
 holds this connection back, and resumes when all of them allow.
@@ -39,10 +43,12 @@ from collections import deque
 from typing import Any
 
 from bayou.errors import ProtocolViolation
+from bayou.gateways.kafka.acl_checks import checked
 from bayou.gateways.kafka.context import Listener, RequestContext
 from bayou.gateways.kafka.handlers import HANDLERS
 from bayou.gateways.kafka.handlers.api_versions import unsupported_version_response
 from bayou.gateways.kafka.response_stream import ResponseStream, close_records
+from bayou.gateways.kafka.session import SASL_MAX_RECEIVE, ClientSession
 from bayou.log_limits import RateLimitedLog
 from bayou.protocol.kafka import (
     RequestHeader,
@@ -87,6 +93,7 @@ class KafkaConnection(asyncio.Protocol):
         self._read_paused = False
         self._budget_paused = False
         self._budget = door.core.request_budget.account(self._budget_resumed, self._stalled)
+        self.session: ClientSession | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -97,6 +104,9 @@ class KafkaConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self._peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self._peer_host = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+        security = self.door.core.security
+        cert = security.certificate_principal(transport.get_extra_info("ssl_object"))
+        self.session = ClientSession(security, self._peer_host, tls=self.door.tls, cert=cert)
         self._connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -136,8 +146,11 @@ class KafkaConnection(asyncio.Protocol):
         expected = 0
         while end - pos >= 4 and not (self._closing or self._draining):
             size = int.from_bytes(buf[pos : pos + 4], "big", signed=True)
-            if size < 0 or size > self._max_frame:
-                self._violation(f"frame length {size} outside 0..{self._max_frame}")
+            limit = self._max_frame
+            if self.session is not None and not self.session.authenticated:
+                limit = min(limit, SASL_MAX_RECEIVE)  # Kafka's sasl.server.max.receive.size
+            if size < 0 or size > limit:
+                self._violation(f"frame length {size} outside 0..{limit}")
                 return
             if end - pos - 4 < size:
                 expected = 4 + size
@@ -194,12 +207,18 @@ class KafkaConnection(asyncio.Protocol):
                 f" from client {header.client_id!r}"
             )
             return
+        session = self.session
+        assert session is not None
+        refused = session.refusal(header.api_key)
+        if refused is not None:
+            self._violation(refused)
+            return
         try:
             request = decode_request_body(header, view, offset)
         except ProtocolViolation as exc:
             self._violation(f"malformed API {header.api_key} v{header.api_version} body: {exc}")
             return
-        context = RequestContext(self.door, header, self._peer)
+        context = RequestContext(self.door, header, self._peer, session)
         task = asyncio.ensure_future(self._serve(context, registration.handler, request))
         self._inflight.append(task)
         task.add_done_callback(self._on_done)
@@ -211,7 +230,13 @@ class KafkaConnection(asyncio.Protocol):
         self._queue_ready(encode_response_parts(v0, unsupported_version_response()))
 
     async def _serve(self, context: RequestContext, handler: Any, request: Any) -> Payload:
-        response = await handler(context, request)
+        if self.door.core.security.enabled:
+            response = await checked(context, handler, request)
+        else:
+            response = await handler(context, request)
+        if context.session.failed:  # a failed login: answer, then close
+            context.session.failed = False
+            asyncio.get_running_loop().call_soon(self._close_politely)
         if response is None:  # e.g. Produce with acks=0
             return None
         return encode_response_parts(context.header, response)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from bayou.gateways.kafka.session import ClientSession
+
 if TYPE_CHECKING:
     from bayou.core import Core
     from bayou.protocol.kafka import RequestHeader
@@ -14,9 +16,11 @@ if TYPE_CHECKING:
 class KafkaSettings:
     host: str = "127.0.0.1"
     port: int = 9092
+    tls_port: int = 9093  # 0: any free port (with tls_enabled)
+    tls_enabled: bool = False  # a TLS listener beside the plain one
     advertised_host: str | None = None  # None: ``host``
     socket_request_max_bytes: int = 100 * 1024 * 1024
-    fetch_max_bytes: int = 57_671_680
+    fetch_max_bytes: int = 16 * 1024 * 1024
     num_partitions: int = 1  # CreateTopics with -1 partitions
     # the broker's own options as DescribeConfigs shows them: (Kafka name, value, type)
     static_configs: tuple[tuple[str, str, str], ...] = ()
@@ -37,14 +41,26 @@ class Listener(Protocol):
     @property
     def advertised_port(self) -> int: ...
 
+    @property
+    def tls(self) -> bool: ...
+
 
 @dataclass
 class RequestContext:
-    """One request: the listener it came through, its header, and the connection's peer."""
+    """One request: the listener it came through, its header, the connection's peer and
+    who it is (``session.py``)."""
 
     door: Listener
     header: RequestHeader
     peer: str
+    _session: ClientSession | None = None
+
+    @property
+    def session(self) -> ClientSession:
+        if self._session is None:  # a request made outside a connection (tests)
+            host = self.peer.rpartition(":")[0] or self.peer
+            self._session = ClientSession(self.core.security, host, tls=False, cert=None)
+        return self._session
 
     @property
     def core(self) -> Core:

@@ -1,14 +1,17 @@
-"""The Kafka door: a listener whose connections speak the Kafka protocol to the core.
+"""The Kafka door: listeners whose connections speak the Kafka protocol to the core.
 
-``KafkaDoor`` binds ``host:port``, makes a ``KafkaConnection`` per client and, at ``stop``,
-stops accepting, lets every connection's in-flight requests answer (bounded by
-``SHUTDOWN_GRACE_S``) and closes them.  What clients are told to connect to (the advertised
-host and port, this node's id) and the per-request limits are this door's settings.
+``KafkaDoor`` binds ``host:port`` (PLAINTEXT, or SASL_PLAINTEXT with an authorizer) and,
+when the broker has a TLS certificate, ``host:tls_port`` (SSL, or SASL_SSL) beside it.  Each
+listener is a ``KafkaListener``: what a connection sees of the listener it came through —
+the advertised host and *that listener's* port, so a client connected over TLS is told the
+TLS address in Metadata and stays on TLS.  At ``stop`` the door stops accepting, lets every
+connection's in-flight requests answer (bounded by ``SHUTDOWN_GRACE_S``) and closes them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import TYPE_CHECKING
 
 from bayou.gateways.kafka.connection import KafkaConnection
@@ -20,7 +23,37 @@ if TYPE_CHECKING:
 SHUTDOWN_GRACE_S = 10.0
 
 
-__all__ = ["KafkaDoor", "KafkaSettings"]
+__all__ = ["KafkaDoor", "KafkaListener", "KafkaSettings"]
+
+
+class KafkaListener:
+    """One listener of the door (plain or TLS), as its connections see it."""
+
+    def __init__(self, door: KafkaDoor, tls: bool) -> None:
+        self.door = door
+        self.tls = tls
+        self.server: asyncio.AbstractServer | None = None
+
+    @property
+    def core(self) -> Core:
+        return self.door.core
+
+    @property
+    def settings(self) -> KafkaSettings:
+        return self.door.settings
+
+    @property
+    def advertised_host(self) -> str:
+        return self.door.advertised_host
+
+    @property
+    def advertised_port(self) -> int:
+        return self.door.tls_port if self.tls else self.door.port
+
+    @property
+    def security_protocol(self) -> str:
+        sasl = "SASL_" if self.door.core.security.enabled else ""
+        return f"{sasl}SSL" if self.tls else f"{sasl}PLAINTEXT"
 
 
 class KafkaDoor:
@@ -30,7 +63,9 @@ class KafkaDoor:
         self.core = core
         self.settings = settings
         self.port = settings.port
-        self._server: asyncio.AbstractServer | None = None
+        self.tls_port = settings.tls_port
+        self.plain = KafkaListener(self, tls=False)
+        self.secure = KafkaListener(self, tls=True)
         self._connections: set[KafkaConnection] = set()
 
     @property
@@ -47,24 +82,36 @@ class KafkaDoor:
 
     @property
     def address(self) -> str:
-        return f"{self.settings.host}:{self.port}"
+        plain = f"{self.settings.host}:{self.port}"
+        return f"{plain} tls {self.settings.host}:{self.tls_port}" if self.tls_enabled else plain
 
-    async def start(self) -> None:
+    @property
+    def tls_enabled(self) -> bool:
+        return self.secure.server is not None
+
+    async def _bind(self, listener: KafkaListener, port: int, tls: ssl.SSLContext | None) -> int:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: KafkaConnection(self, self._connections),
+        listener.server = await loop.create_server(
+            lambda: KafkaConnection(listener, self._connections),
             self.settings.host,
-            self.settings.port,
+            port,
             reuse_address=True,
             backlog=1024,
+            ssl=tls,
         )
-        if self.port == 0:
-            self.port = self._server.sockets[0].getsockname()[1]
+        return int(listener.server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        self.port = await self._bind(self.plain, self.settings.port, None)
+        tls = self.core.security.tls
+        if tls is not None and self.settings.tls_enabled:
+            self.tls_port = await self._bind(self.secure, self.settings.tls_port, tls.context)
 
     def close_listener(self) -> None:
         """Stop accepting (first thing at shutdown: no new clients while the rest stops)."""
-        if self._server is not None:
-            self._server.close()
+        for listener in (self.plain, self.secure):
+            if listener.server is not None:
+                listener.server.close()
 
     async def stop(self) -> None:
         self.close_listener()
@@ -75,7 +122,8 @@ class KafkaDoor:
             )
 
     def health(self) -> dict[str, object]:
+        server = self.plain.server
         return {
-            "listening": self._server is not None and self._server.is_serving(),
+            "listening": server is not None and server.is_serving(),
             "connections": len(self._connections),
         }

@@ -24,6 +24,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 from bayou.core.request_budget import RequestBudget
+from bayou.core.security import Security
+from bayou.core.security.acl import AclOperation, ResourceType
+from bayou.gateways.mqtt.mapping import TopicMapper
 from bayou.gateways.mqtt.messages import Delivery, Message, WillState, stored_props
 from bayou.gateways.mqtt.publishing import Inbound, PublishHost
 from bayou.gateways.mqtt.session import NEVER_EXPIRES, Session
@@ -59,6 +62,8 @@ class ClientHost(PublishHost, Protocol):
     """The door, as a connection sees it."""
 
     authenticate: Authenticator | None
+    security: Security
+    mapper: TopicMapper
     sessions: dict[str, Session]
     clients: set[MqttClient]
     client_log: RateLimitedLog
@@ -68,6 +73,8 @@ class ClientHost(PublishHost, Protocol):
 
     @property
     def request_budget(self) -> RequestBudget: ...
+
+    def topic_names(self) -> Iterable[str]: ...
 
     def open_session(self, client_id: str, expiry_s: int) -> Session: ...
 
@@ -128,6 +135,9 @@ class MqttClient(asyncio.Protocol):
         self._keepalive: asyncio.TimerHandle | None = None
         self._inbound = Inbound(gateway, self.proto)
         self._inbound.on_drained = self._stored
+        self.principal: str | None = None  # who logged in (User:NAME), with an authorizer
+        self._cert: str | None = None  # a TLS client certificate's principal
+        self._refusing = False  # a failed login's answer is waiting (the growing delay)
         self._budget_wait = False  # reading paused: the request budget holds this packet
         self._storing_wait = False  # reading paused: too much being stored (publishing.py)
         # replies in order: (None, bytes) to send, or (a future, None) whose result is them
@@ -142,6 +152,7 @@ class MqttClient(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.peer_host = str(peer[0]) if peer else "?"
+        self._cert = self.gw.security.certificate_principal(transport.get_extra_info("ssl_object"))
         self.gw.clients.add(self)
         self.gw.stats.sockets += 1
         loop = asyncio.get_running_loop()
@@ -167,7 +178,7 @@ class MqttClient(asyncio.Protocol):
             self.session.schedule_pump()
 
     def data_received(self, data: bytes) -> None:
-        if self._closing:
+        if self._closing or self._refusing:
             return
         self._last_rx = asyncio.get_running_loop().time()
         self.gw.stats.bytes_received += len(data)
@@ -191,7 +202,7 @@ class MqttClient(asyncio.Protocol):
             self.gw.stats.messages_received += len(packets)
             for packet in packets:
                 self._handle(packet)
-                if self._closing:
+                if self._closing or self._refusing:
                     return
             self._flush_publishes()
         except MqttError as exc:
@@ -401,6 +412,10 @@ class MqttClient(asyncio.Protocol):
                 Reason.BAD_AUTHENTICATION_METHOD, "enhanced authentication is not supported"
             )
             return
+        if gw.security.enabled:
+            if not self._login(packet):
+                return
+            self._inbound.authorize = self._may_publish
         if gw.authenticate is not None and not gw.authenticate(
             packet.client_id, packet.username, packet.password
         ):
@@ -471,6 +486,70 @@ class MqttClient(asyncio.Protocol):
             self._keepalive = loop.call_later(proto.keep_alive * 1.5, self._check_keepalive)
         session.attach(self, present=present)
 
+    def _login(self, packet: Connect) -> bool:
+        """With an authorizer: the user name and password (checked against the user store)
+        or the TLS client certificate name the principal.  Bad credentials are refused with
+        0x86 (3.1.1: 4) after the growing delay; none at all with 0x87 (3.1.1: 5)."""
+        if packet.username is None and packet.password is None:
+            if self._cert is not None:
+                self.principal = self._cert
+                return True
+            self._refuse(Reason.NOT_AUTHORIZED, "credentials required")
+            return False
+        login = self.gw.security.password_login(
+            "mqtt", self.peer_host, packet.username or "", packet.password or b""
+        )
+        if login.principal is not None:
+            self.principal = login.principal
+            return True
+        self._refusing = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+        def answer() -> None:
+            self._refusing = False
+            self._refuse(Reason.BAD_USER_NAME_OR_PASSWORD, "bad user name or password")
+
+        asyncio.get_running_loop().call_later(login.delay_s, answer)
+        return False
+
+    def _may_publish(self, topic: str) -> bool:
+        kafka_topic = self.gw.mapper.kafka_topic(topic)
+        return self.gw.security.allowed(
+            "mqtt", self.principal, self.peer_host, AclOperation.WRITE, ResourceType.TOPIC,
+            kafka_topic,
+        )  # fmt: skip
+
+    def may_read(self, topic_filter: str, quiet: bool = False) -> bool:
+        """May this client read every Kafka topic the filter can reach (today's topics)?"""
+        security = self.gw.security
+        if not security.enabled:
+            return True
+        topics = self.gw.mapper.kafka_topics_for_filter(topic_filter, self.gw.topic_names())
+        principal = self.principal
+        if quiet:
+            return principal is not None and all(
+                security.authorizer.authorize(
+                    principal, self.peer_host, AclOperation.READ, ResourceType.TOPIC, t
+                )
+                for t in topics
+            )
+        return all(
+            security.allowed(
+                "mqtt", principal, self.peer_host, AclOperation.READ, ResourceType.TOPIC, t
+            )
+            for t in topics
+        )
+
+    def not_authorized(self) -> None:
+        """An ACL this client's subscriptions needed was revoked: end the connection
+        (5.0: DISCONNECT 0x87)."""
+        goodbye = b""
+        if self.proto.version == MQTT_5:
+            goodbye = self.proto.send(Disconnect(Reason.NOT_AUTHORIZED))
+        self._will_ok = False
+        self._close(goodbye, linger=True)
+
     def _refuse(self, reason: int, message: str) -> None:
         self._will_ok = False
         self._close(self.proto.refuse(reason, message), linger=True)
@@ -529,6 +608,9 @@ class MqttClient(asyncio.Protocol):
                 continue
             if group is not None and sub.no_local:
                 raise ProtocolError("No Local on a shared subscription")
+            if not self.may_read(plain):
+                codes.append(Reason.NOT_AUTHORIZED)  # 3.1.1: 0x80
+                continue
             opts = SubOptions(
                 sub.qos, sub.no_local, sub.retain_as_published, sub.retain_handling, sub_id
             )

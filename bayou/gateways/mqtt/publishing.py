@@ -77,6 +77,13 @@ class SysTopicRefused(Exception):
         super().__init__(f"{topic} is in the broker's $SYS tree")
 
 
+class PublishNotAuthorized(Exception):
+    """The ACLs do not let this client write the PUBLISH's Kafka topic."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(f"not authorized to publish to {topic}")
+
+
 class PublishHost(Protocol):
     """The door, as publishing sees it."""
 
@@ -127,6 +134,7 @@ class Inbound:
         self._adding = 0  # bytes added since the last flush (topics, payloads, overhead)
         self.storing = 0  # bytes of flushed PUBLISHes not stored yet
         self.on_drained: Callable[[], None] | None = None  # storing fell to the limit
+        self.authorize: Callable[[str], bool] | None = None  # may this MQTT topic be written?
 
     @property
     def busy(self) -> bool:
@@ -149,6 +157,10 @@ class Inbound:
             return
         if qos == 2 and pid in publisher.pubrel_wait:
             self._acks.append((qos, pid, topic, None, None))  # stored already: PUBREC again
+            return
+        if self.authorize is not None and not self.authorize(topic):
+            if qos:  # 5.0: 0x87 in the ack; 3.1.1: no negative ack, the connection closes
+                self._acks.append((qos, pid, topic, None, PublishNotAuthorized(topic)))
             return
         props = packet.properties
         if plain_properties(props):
@@ -337,7 +349,7 @@ class Inbound:
                 props = Properties(reason_string=str(error)[:200])
                 reason = (
                     Reason.NOT_AUTHORIZED
-                    if isinstance(error, SysTopicRefused)
+                    if isinstance(error, SysTopicRefused | PublishNotAuthorized)
                     else Reason.IMPLEMENTATION_SPECIFIC_ERROR
                 )
                 if qos == 2:

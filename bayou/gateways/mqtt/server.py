@@ -19,6 +19,12 @@ a session that cannot take them catches up from the log later (``delivery.py``).
 gateway is the sessions' ``SessionHost``: where the tailers are, the shared catch-up reads,
 a record read back by offset.
 
+Security: with an authorizer a CONNECT must log in (user name and password, or a TLS client
+certificate), every PUBLISH and SUBSCRIBE is checked against the ACLs on the Kafka topics it
+maps to (``client.py``), and when the ACLs change, housekeeping disconnects clients whose
+subscriptions are no longer allowed.  With a TLS certificate a second listener serves
+``tls_port`` (MQTT over TLS and secure WebSocket).
+
 Housekeeping, every ``SAVE_INTERVAL_S``: persistent sessions whose state changed are saved
 (document and positions, ``store.py``); every second the set of tailed partitions follows the
 subscriptions and the topics, and expired sessions are dropped; every ``IDLE_SAVE_TICKS``
@@ -63,10 +69,16 @@ from bayou.gateways.mqtt.trie import TopicTree
 from bayou.log_limits import RateLimitedLog
 from bayou.protocol.kafka.records import DecodedRecord, Record, build_batch
 from bayou.protocol.mqtt.packets import Properties, Publish
-from bayou.protocol.mqtt.topics import is_sys
+from bayou.protocol.mqtt.topics import is_sys, parse_shared
 from bayou.storage.engine import AppendResult, Buffer
 
 log = logging.getLogger("bayou.mqtt")
+
+
+def plain_filter(topic_filter: str) -> str:
+    """A subscription's filter without its ``$share/group/`` prefix."""
+    return parse_shared(topic_filter)[1]
+
 
 SAVE_INTERVAL_S = 0.5
 INTEREST_TICKS = 2  # housekeeping ticks between interest refreshes and expiry sweeps
@@ -92,6 +104,9 @@ class MqttGateway:
         self.core = core
         self.host = host
         self.port = options.port
+        self.tls_port = options.tls_port
+        self.security = core.security
+        self._acl_version = self.security.acls.version
         self.mapper = TopicMapper(parse_rules(options.topic_rules))
         self.authenticate = authenticate
         self.sys_interval = options.sys_interval
@@ -111,12 +126,17 @@ class MqttGateway:
         self._known_topics: set[str] = set()
         self._targets: dict[str, TP] = {}  # MQTT topic → (Kafka topic, partition)
         self._server: asyncio.AbstractServer | None = None
+        self._tls_server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._wills: dict[str, asyncio.TimerHandle] = {}
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        plain = f"{self.host}:{self.port}"
+        return f"{plain} tls {self.host}:{self.tls_port}" if self._tls_server else plain
+
+    def topic_names(self) -> Iterable[str]:
+        return self.core.topics().keys()
 
     def health(self) -> dict[str, object]:
         return {"listening": self.port != 0, "connections": len(self.clients)}
@@ -160,9 +180,30 @@ class MqttGateway:
         )
         if self.port == 0:
             self.port = self._server.sockets[0].getsockname()[1]
+        tls = self.security.tls
+        if tls is not None and self.tls_port:
+            self._tls_server = await asyncio.get_running_loop().create_server(
+                lambda: MqttClient(self),
+                self.host,
+                self.tls_port,
+                reuse_address=True,
+                backlog=1024,
+                ssl=tls.context,
+            )
+            self.tls_port = self._tls_server.sockets[0].getsockname()[1]
         self._tasks = [asyncio.create_task(self._housekeeping())]
         if self.sys_interval > 0:
             self._tasks.append(asyncio.create_task(self._sys_updates()))
+
+    def _recheck_subscriptions(self) -> None:
+        """The ACLs changed: a client that may no longer read what it subscribed to is
+        disconnected (its next login's SUBSCRIBE is checked again)."""
+        for client in list(self.clients):
+            session = client.session
+            if session is None or client.principal is None:
+                continue
+            if not all(client.may_read(plain_filter(f), quiet=True) for f in session.subs):
+                client.not_authorized()
 
     def _restore_session(
         self, client_id: str, doc: dict[str, Any], positions: dict[TP, int]
@@ -177,8 +218,9 @@ class MqttGateway:
 
     async def stop(self) -> None:
         self._stopped = True
-        if self._server is not None:
-            self._server.close()
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                server.close()
         for task in self._tasks:
             task.cancel()
         for client in list(self.clients):
@@ -199,6 +241,9 @@ class MqttGateway:
             ticks += 1
             try:
                 await self._save_sessions(idle=ticks % IDLE_SAVE_TICKS == 0)
+                if self._acl_version != self.security.acls.version:
+                    self._acl_version = self.security.acls.version
+                    self._recheck_subscriptions()
                 if ticks % INTEREST_TICKS == 0:
                     self.refresh_interest()
                     self._expire_sessions()

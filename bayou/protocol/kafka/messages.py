@@ -56,6 +56,7 @@ _S_b = Struct('>b')
 _S_bb = Struct('>bb')
 _S_bi = Struct('>bi')
 _S_d = Struct('>d')
+_S_do = Struct('>d?')
 _S_h = Struct('>h')
 _S_hh = Struct('>hh')
 _S_hhh = Struct('>hhh')
@@ -3476,6 +3477,111 @@ class DescribeClientQuotasResponse(ApiMessage):
         self.entries = [] if entries is DEFAULT else entries
 
 
+class AlterClientQuotasRequestEntityData(Message):
+    __slots__ = ('entity_type', 'entity_name')
+
+    def __init__(
+        self,
+        entity_type: str = '',
+        entity_name: str | None = '',
+    ) -> None:
+        self.entity_type = entity_type
+        self.entity_name = entity_name
+
+
+class AlterClientQuotasRequestOpData(Message):
+    __slots__ = ('key', 'value', 'remove')
+
+    def __init__(
+        self,
+        key: str = '',
+        value: float = 0.0,
+        remove: bool = False,
+    ) -> None:
+        self.key = key
+        self.value = value
+        self.remove = remove
+
+
+class AlterClientQuotasRequestEntryData(Message):
+    __slots__ = ('entity', 'ops')
+
+    def __init__(
+        self,
+        entity: list[AlterClientQuotasRequestEntityData] = DEFAULT,
+        ops: list[AlterClientQuotasRequestOpData] = DEFAULT,
+    ) -> None:
+        self.entity = [] if entity is DEFAULT else entity
+        self.ops = [] if ops is DEFAULT else ops
+
+
+class AlterClientQuotasRequest(ApiMessage):
+    """AlterClientQuotasRequest: versions 0-1, flexible 1+."""
+    __slots__ = ('entries', 'validate_only')
+    NAME = 'AlterClientQuotasRequest'
+    API_KEY = 49
+    MIN_VERSION = 0
+    MAX_VERSION = 1
+    FLEXIBLE_FROM = 1
+    EntityData = AlterClientQuotasRequestEntityData
+    OpData = AlterClientQuotasRequestOpData
+    EntryData = AlterClientQuotasRequestEntryData
+
+    def __init__(
+        self,
+        entries: list[AlterClientQuotasRequestEntryData] = DEFAULT,
+        validate_only: bool = False,
+    ) -> None:
+        self.entries = [] if entries is DEFAULT else entries
+        self.validate_only = validate_only
+
+
+class AlterClientQuotasResponseEntityData(Message):
+    __slots__ = ('entity_type', 'entity_name')
+
+    def __init__(
+        self,
+        entity_type: str = '',
+        entity_name: str | None = '',
+    ) -> None:
+        self.entity_type = entity_type
+        self.entity_name = entity_name
+
+
+class AlterClientQuotasResponseEntryData(Message):
+    __slots__ = ('error_code', 'error_message', 'entity')
+
+    def __init__(
+        self,
+        error_code: int = 0,
+        error_message: str | None = '',
+        entity: list[AlterClientQuotasResponseEntityData] = DEFAULT,
+    ) -> None:
+        self.error_code = error_code
+        self.error_message = error_message
+        self.entity = [] if entity is DEFAULT else entity
+
+
+class AlterClientQuotasResponse(ApiMessage):
+    """AlterClientQuotasResponse: versions 0-1, flexible 1+."""
+    __slots__ = ('throttle_time_ms', 'entries')
+    NAME = 'AlterClientQuotasResponse'
+    API_KEY = 49
+    MIN_VERSION = 0
+    MAX_VERSION = 1
+    FLEXIBLE_FROM = 1
+    EntityData = AlterClientQuotasResponseEntityData
+    EntryData = AlterClientQuotasResponseEntryData
+
+    def __init__(
+        self,
+        throttle_time_ms: int = 0,
+        entries: list[AlterClientQuotasResponseEntryData] = DEFAULT,
+    ) -> None:
+        self.throttle_time_ms = throttle_time_ms
+        self.entries = [] if entries is DEFAULT else entries
+
+
 class DescribeUserScramCredentialsRequestUserName(Message):
     __slots__ = ('name',)
 
@@ -3552,6 +3658,89 @@ class DescribeUserScramCredentialsResponse(ApiMessage):
         self.throttle_time_ms = throttle_time_ms
         self.error_code = error_code
         self.error_message = error_message
+        self.results = [] if results is DEFAULT else results
+
+
+class AlterUserScramCredentialsRequestScramCredentialDeletion(Message):
+    __slots__ = ('name', 'mechanism')
+
+    def __init__(
+        self,
+        name: str = '',
+        mechanism: int = 0,
+    ) -> None:
+        self.name = name
+        self.mechanism = mechanism
+
+
+class AlterUserScramCredentialsRequestScramCredentialUpsertion(Message):
+    __slots__ = ('name', 'mechanism', 'iterations', 'salt', 'salted_password')
+
+    def __init__(
+        self,
+        name: str = '',
+        mechanism: int = 0,
+        iterations: int = 0,
+        salt: bytes = b"",
+        salted_password: bytes = b"",
+    ) -> None:
+        self.name = name
+        self.mechanism = mechanism
+        self.iterations = iterations
+        self.salt = salt
+        self.salted_password = salted_password
+
+
+class AlterUserScramCredentialsRequest(ApiMessage):
+    """AlterUserScramCredentialsRequest: versions 0, flexible 0+."""
+    __slots__ = ('deletions', 'upsertions')
+    NAME = 'AlterUserScramCredentialsRequest'
+    API_KEY = 51
+    MIN_VERSION = 0
+    MAX_VERSION = 0
+    FLEXIBLE_FROM = 0
+    ScramCredentialDeletion = AlterUserScramCredentialsRequestScramCredentialDeletion
+    ScramCredentialUpsertion = AlterUserScramCredentialsRequestScramCredentialUpsertion
+
+    def __init__(
+        self,
+        deletions: list[AlterUserScramCredentialsRequestScramCredentialDeletion] = DEFAULT,
+        upsertions: list[AlterUserScramCredentialsRequestScramCredentialUpsertion] = DEFAULT,
+    ) -> None:
+        self.deletions = [] if deletions is DEFAULT else deletions
+        self.upsertions = [] if upsertions is DEFAULT else upsertions
+
+
+class AlterUserScramCredentialsResponseAlterUserScramCredentialsResult(Message):
+    __slots__ = ('user', 'error_code', 'error_message')
+
+    def __init__(
+        self,
+        user: str = '',
+        error_code: int = 0,
+        error_message: str | None = '',
+    ) -> None:
+        self.user = user
+        self.error_code = error_code
+        self.error_message = error_message
+
+
+class AlterUserScramCredentialsResponse(ApiMessage):
+    """AlterUserScramCredentialsResponse: versions 0, flexible 0+."""
+    __slots__ = ('throttle_time_ms', 'results')
+    NAME = 'AlterUserScramCredentialsResponse'
+    API_KEY = 51
+    MIN_VERSION = 0
+    MAX_VERSION = 0
+    FLEXIBLE_FROM = 0
+    AlterUserScramCredentialsResult = AlterUserScramCredentialsResponseAlterUserScramCredentialsResult
+
+    def __init__(
+        self,
+        throttle_time_ms: int = 0,
+        results: list[AlterUserScramCredentialsResponseAlterUserScramCredentialsResult] = DEFAULT,
+    ) -> None:
+        self.throttle_time_ms = throttle_time_ms
         self.results = [] if results is DEFAULT else results
 
 
@@ -18910,6 +19099,344 @@ def _e_DescribeClientQuotasResponse_1(o: DescribeClientQuotasResponse, out: byte
     out.append(0)
 
 
+def _d_AlterClientQuotasRequestEntityData_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[AlterClientQuotasRequestEntityData, int]:
+    v_entity_type: str
+    v_entity_type, pos = r_str(buf, pos)
+    v_entity_name: str | None
+    v_entity_name, pos = r_nstr(buf, pos)
+    return AlterClientQuotasRequestEntityData(v_entity_type, v_entity_name), pos
+
+
+def _d_AlterClientQuotasRequestOpData_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[AlterClientQuotasRequestOpData, int]:
+    v_key: str
+    v_key, pos = r_str(buf, pos)
+    v_value, v_remove = _S_do.unpack_from(buf, pos)
+    pos += 9
+    return AlterClientQuotasRequestOpData(v_key, v_value, v_remove), pos
+
+
+def _d_AlterClientQuotasRequestEntryData_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[AlterClientQuotasRequestEntryData, int]:
+    v_entity: list[AlterClientQuotasRequestEntityData]
+    n, pos = r_len(buf, pos)
+    v_entity = []
+    for _ in range(n):
+        e_entity, pos = _d_AlterClientQuotasRequestEntityData_0(buf, pos)
+        v_entity.append(e_entity)
+    v_ops: list[AlterClientQuotasRequestOpData]
+    n, pos = r_len(buf, pos)
+    v_ops = []
+    for _ in range(n):
+        e_ops, pos = _d_AlterClientQuotasRequestOpData_0(buf, pos)
+        v_ops.append(e_ops)
+    return AlterClientQuotasRequestEntryData(v_entity, v_ops), pos
+
+
+def _d_AlterClientQuotasRequest_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[AlterClientQuotasRequest, int]:
+    v_entries: list[AlterClientQuotasRequestEntryData]
+    n, pos = r_len(buf, pos)
+    v_entries = []
+    for _ in range(n):
+        e_entries, pos = _d_AlterClientQuotasRequestEntryData_0(buf, pos)
+        v_entries.append(e_entries)
+    v_validate_only = _S_o.unpack_from(buf, pos)[0]
+    pos += 1
+    return AlterClientQuotasRequest(v_entries, v_validate_only), pos
+
+
+def _e_AlterClientQuotasRequestEntityData_0(
+    o: AlterClientQuotasRequestEntityData,
+    out: bytearray,
+) -> None:
+    w_str(out, o.entity_type)
+    w_nstr(out, o.entity_name)
+
+
+def _e_AlterClientQuotasRequestOpData_0(o: AlterClientQuotasRequestOpData, out: bytearray) -> None:
+    w_str(out, o.key)
+    out += _S_do.pack(o.value, o.remove)
+
+
+def _e_AlterClientQuotasRequestEntryData_0(
+    o: AlterClientQuotasRequestEntryData,
+    out: bytearray,
+) -> None:
+    x_entity = o.entity
+    out += I32.pack(len(x_entity))
+    for e_entity in x_entity:
+        _e_AlterClientQuotasRequestEntityData_0(e_entity, out)
+    x_ops = o.ops
+    out += I32.pack(len(x_ops))
+    for e_ops in x_ops:
+        _e_AlterClientQuotasRequestOpData_0(e_ops, out)
+
+
+def _e_AlterClientQuotasRequest_0(o: AlterClientQuotasRequest, out: bytearray) -> None:
+    x_entries = o.entries
+    out += I32.pack(len(x_entries))
+    for e_entries in x_entries:
+        _e_AlterClientQuotasRequestEntryData_0(e_entries, out)
+    out += _S_o.pack(o.validate_only)
+
+
+def _d_AlterClientQuotasRequestEntityData_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[AlterClientQuotasRequestEntityData, int]:
+    v_entity_type: str
+    v_entity_type, pos = r_cstr(buf, pos)
+    v_entity_name: str | None
+    v_entity_name, pos = r_ncstr(buf, pos)
+    pos = skip_tags(buf, pos)
+    return AlterClientQuotasRequestEntityData(v_entity_type, v_entity_name), pos
+
+
+def _d_AlterClientQuotasRequestOpData_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[AlterClientQuotasRequestOpData, int]:
+    v_key: str
+    v_key, pos = r_cstr(buf, pos)
+    v_value, v_remove = _S_do.unpack_from(buf, pos)
+    pos += 9
+    pos = skip_tags(buf, pos)
+    return AlterClientQuotasRequestOpData(v_key, v_value, v_remove), pos
+
+
+def _d_AlterClientQuotasRequestEntryData_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[AlterClientQuotasRequestEntryData, int]:
+    v_entity: list[AlterClientQuotasRequestEntityData]
+    n, pos = r_clen(buf, pos)
+    v_entity = []
+    for _ in range(n):
+        e_entity, pos = _d_AlterClientQuotasRequestEntityData_1(buf, pos)
+        v_entity.append(e_entity)
+    v_ops: list[AlterClientQuotasRequestOpData]
+    n, pos = r_clen(buf, pos)
+    v_ops = []
+    for _ in range(n):
+        e_ops, pos = _d_AlterClientQuotasRequestOpData_1(buf, pos)
+        v_ops.append(e_ops)
+    pos = skip_tags(buf, pos)
+    return AlterClientQuotasRequestEntryData(v_entity, v_ops), pos
+
+
+def _d_AlterClientQuotasRequest_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[AlterClientQuotasRequest, int]:
+    v_entries: list[AlterClientQuotasRequestEntryData]
+    n, pos = r_clen(buf, pos)
+    v_entries = []
+    for _ in range(n):
+        e_entries, pos = _d_AlterClientQuotasRequestEntryData_1(buf, pos)
+        v_entries.append(e_entries)
+    v_validate_only = _S_o.unpack_from(buf, pos)[0]
+    pos += 1
+    pos = skip_tags(buf, pos)
+    return AlterClientQuotasRequest(v_entries, v_validate_only), pos
+
+
+def _e_AlterClientQuotasRequestEntityData_1(
+    o: AlterClientQuotasRequestEntityData,
+    out: bytearray,
+) -> None:
+    w_cstr(out, o.entity_type)
+    w_ncstr(out, o.entity_name)
+    out.append(0)
+
+
+def _e_AlterClientQuotasRequestOpData_1(o: AlterClientQuotasRequestOpData, out: bytearray) -> None:
+    w_cstr(out, o.key)
+    out += _S_do.pack(o.value, o.remove)
+    out.append(0)
+
+
+def _e_AlterClientQuotasRequestEntryData_1(
+    o: AlterClientQuotasRequestEntryData,
+    out: bytearray,
+) -> None:
+    x_entity = o.entity
+    out += uv(len(x_entity) + 1)
+    for e_entity in x_entity:
+        _e_AlterClientQuotasRequestEntityData_1(e_entity, out)
+    x_ops = o.ops
+    out += uv(len(x_ops) + 1)
+    for e_ops in x_ops:
+        _e_AlterClientQuotasRequestOpData_1(e_ops, out)
+    out.append(0)
+
+
+def _e_AlterClientQuotasRequest_1(o: AlterClientQuotasRequest, out: bytearray) -> None:
+    x_entries = o.entries
+    out += uv(len(x_entries) + 1)
+    for e_entries in x_entries:
+        _e_AlterClientQuotasRequestEntryData_1(e_entries, out)
+    out += _S_o.pack(o.validate_only)
+    out.append(0)
+
+
+def _d_AlterClientQuotasResponseEntityData_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[AlterClientQuotasResponseEntityData, int]:
+    v_entity_type: str
+    v_entity_type, pos = r_str(buf, pos)
+    v_entity_name: str | None
+    v_entity_name, pos = r_nstr(buf, pos)
+    return AlterClientQuotasResponseEntityData(v_entity_type, v_entity_name), pos
+
+
+def _d_AlterClientQuotasResponseEntryData_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[AlterClientQuotasResponseEntryData, int]:
+    v_error_code = _S_h.unpack_from(buf, pos)[0]
+    pos += 2
+    v_error_message: str | None
+    v_error_message, pos = r_nstr(buf, pos)
+    v_entity: list[AlterClientQuotasResponseEntityData]
+    n, pos = r_len(buf, pos)
+    v_entity = []
+    for _ in range(n):
+        e_entity, pos = _d_AlterClientQuotasResponseEntityData_0(buf, pos)
+        v_entity.append(e_entity)
+    return AlterClientQuotasResponseEntryData(v_error_code, v_error_message, v_entity), pos
+
+
+def _d_AlterClientQuotasResponse_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[AlterClientQuotasResponse, int]:
+    v_throttle_time_ms = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    v_entries: list[AlterClientQuotasResponseEntryData]
+    n, pos = r_len(buf, pos)
+    v_entries = []
+    for _ in range(n):
+        e_entries, pos = _d_AlterClientQuotasResponseEntryData_0(buf, pos)
+        v_entries.append(e_entries)
+    return AlterClientQuotasResponse(v_throttle_time_ms, v_entries), pos
+
+
+def _e_AlterClientQuotasResponseEntityData_0(
+    o: AlterClientQuotasResponseEntityData,
+    out: bytearray,
+) -> None:
+    w_str(out, o.entity_type)
+    w_nstr(out, o.entity_name)
+
+
+def _e_AlterClientQuotasResponseEntryData_0(
+    o: AlterClientQuotasResponseEntryData,
+    out: bytearray,
+) -> None:
+    out += _S_h.pack(o.error_code)
+    w_nstr(out, o.error_message)
+    x_entity = o.entity
+    out += I32.pack(len(x_entity))
+    for e_entity in x_entity:
+        _e_AlterClientQuotasResponseEntityData_0(e_entity, out)
+
+
+def _e_AlterClientQuotasResponse_0(o: AlterClientQuotasResponse, out: bytearray) -> None:
+    out += _S_i.pack(o.throttle_time_ms)
+    x_entries = o.entries
+    out += I32.pack(len(x_entries))
+    for e_entries in x_entries:
+        _e_AlterClientQuotasResponseEntryData_0(e_entries, out)
+
+
+def _d_AlterClientQuotasResponseEntityData_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[AlterClientQuotasResponseEntityData, int]:
+    v_entity_type: str
+    v_entity_type, pos = r_cstr(buf, pos)
+    v_entity_name: str | None
+    v_entity_name, pos = r_ncstr(buf, pos)
+    pos = skip_tags(buf, pos)
+    return AlterClientQuotasResponseEntityData(v_entity_type, v_entity_name), pos
+
+
+def _d_AlterClientQuotasResponseEntryData_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[AlterClientQuotasResponseEntryData, int]:
+    v_error_code = _S_h.unpack_from(buf, pos)[0]
+    pos += 2
+    v_error_message: str | None
+    v_error_message, pos = r_ncstr(buf, pos)
+    v_entity: list[AlterClientQuotasResponseEntityData]
+    n, pos = r_clen(buf, pos)
+    v_entity = []
+    for _ in range(n):
+        e_entity, pos = _d_AlterClientQuotasResponseEntityData_1(buf, pos)
+        v_entity.append(e_entity)
+    pos = skip_tags(buf, pos)
+    return AlterClientQuotasResponseEntryData(v_error_code, v_error_message, v_entity), pos
+
+
+def _d_AlterClientQuotasResponse_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[AlterClientQuotasResponse, int]:
+    v_throttle_time_ms = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    v_entries: list[AlterClientQuotasResponseEntryData]
+    n, pos = r_clen(buf, pos)
+    v_entries = []
+    for _ in range(n):
+        e_entries, pos = _d_AlterClientQuotasResponseEntryData_1(buf, pos)
+        v_entries.append(e_entries)
+    pos = skip_tags(buf, pos)
+    return AlterClientQuotasResponse(v_throttle_time_ms, v_entries), pos
+
+
+def _e_AlterClientQuotasResponseEntityData_1(
+    o: AlterClientQuotasResponseEntityData,
+    out: bytearray,
+) -> None:
+    w_cstr(out, o.entity_type)
+    w_ncstr(out, o.entity_name)
+    out.append(0)
+
+
+def _e_AlterClientQuotasResponseEntryData_1(
+    o: AlterClientQuotasResponseEntryData,
+    out: bytearray,
+) -> None:
+    out += _S_h.pack(o.error_code)
+    w_ncstr(out, o.error_message)
+    x_entity = o.entity
+    out += uv(len(x_entity) + 1)
+    for e_entity in x_entity:
+        _e_AlterClientQuotasResponseEntityData_1(e_entity, out)
+    out.append(0)
+
+
+def _e_AlterClientQuotasResponse_1(o: AlterClientQuotasResponse, out: bytearray) -> None:
+    out += _S_i.pack(o.throttle_time_ms)
+    x_entries = o.entries
+    out += uv(len(x_entries) + 1)
+    for e_entries in x_entries:
+        _e_AlterClientQuotasResponseEntryData_1(e_entries, out)
+    out.append(0)
+
+
 def _d_DescribeUserScramCredentialsRequestUserName_0(
     buf: memoryview,
     pos: int,
@@ -19047,6 +19574,151 @@ def _e_DescribeUserScramCredentialsResponse_0(
     out += uv(len(x_results) + 1)
     for e_results in x_results:
         _e_DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult_0(e_results, out)
+    out.append(0)
+
+
+def _d_AlterUserScramCredentialsRequestScramCredentialDeletion_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[AlterUserScramCredentialsRequestScramCredentialDeletion, int]:
+    v_name: str
+    v_name, pos = r_cstr(buf, pos)
+    v_mechanism = _S_b.unpack_from(buf, pos)[0]
+    pos += 1
+    pos = skip_tags(buf, pos)
+    return AlterUserScramCredentialsRequestScramCredentialDeletion(v_name, v_mechanism), pos
+
+
+def _d_AlterUserScramCredentialsRequestScramCredentialUpsertion_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[AlterUserScramCredentialsRequestScramCredentialUpsertion, int]:
+    v_name: str
+    v_name, pos = r_cstr(buf, pos)
+    v_mechanism, v_iterations = _S_bi.unpack_from(buf, pos)
+    pos += 5
+    v_salt: bytes
+    v_salt, pos = r_cbytes(buf, pos)
+    v_salted_password: bytes
+    v_salted_password, pos = r_cbytes(buf, pos)
+    pos = skip_tags(buf, pos)
+    return AlterUserScramCredentialsRequestScramCredentialUpsertion(
+        v_name,
+        v_mechanism,
+        v_iterations,
+        v_salt,
+        v_salted_password,
+    ), pos
+
+
+def _d_AlterUserScramCredentialsRequest_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[AlterUserScramCredentialsRequest, int]:
+    v_deletions: list[AlterUserScramCredentialsRequestScramCredentialDeletion]
+    n, pos = r_clen(buf, pos)
+    v_deletions = []
+    for _ in range(n):
+        e_deletions, pos = _d_AlterUserScramCredentialsRequestScramCredentialDeletion_0(buf, pos)
+        v_deletions.append(e_deletions)
+    v_upsertions: list[AlterUserScramCredentialsRequestScramCredentialUpsertion]
+    n, pos = r_clen(buf, pos)
+    v_upsertions = []
+    for _ in range(n):
+        e_upsertions, pos = _d_AlterUserScramCredentialsRequestScramCredentialUpsertion_0(buf, pos)
+        v_upsertions.append(e_upsertions)
+    pos = skip_tags(buf, pos)
+    return AlterUserScramCredentialsRequest(v_deletions, v_upsertions), pos
+
+
+def _e_AlterUserScramCredentialsRequestScramCredentialDeletion_0(
+    o: AlterUserScramCredentialsRequestScramCredentialDeletion,
+    out: bytearray,
+) -> None:
+    w_cstr(out, o.name)
+    out += _S_b.pack(o.mechanism)
+    out.append(0)
+
+
+def _e_AlterUserScramCredentialsRequestScramCredentialUpsertion_0(
+    o: AlterUserScramCredentialsRequestScramCredentialUpsertion,
+    out: bytearray,
+) -> None:
+    w_cstr(out, o.name)
+    out += _S_bi.pack(o.mechanism, o.iterations)
+    w_cbytes(out, o.salt)
+    w_cbytes(out, o.salted_password)
+    out.append(0)
+
+
+def _e_AlterUserScramCredentialsRequest_0(
+    o: AlterUserScramCredentialsRequest,
+    out: bytearray,
+) -> None:
+    x_deletions = o.deletions
+    out += uv(len(x_deletions) + 1)
+    for e_deletions in x_deletions:
+        _e_AlterUserScramCredentialsRequestScramCredentialDeletion_0(e_deletions, out)
+    x_upsertions = o.upsertions
+    out += uv(len(x_upsertions) + 1)
+    for e_upsertions in x_upsertions:
+        _e_AlterUserScramCredentialsRequestScramCredentialUpsertion_0(e_upsertions, out)
+    out.append(0)
+
+
+def _d_AlterUserScramCredentialsResponseAlterUserScramCredentialsResult_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[AlterUserScramCredentialsResponseAlterUserScramCredentialsResult, int]:
+    v_user: str
+    v_user, pos = r_cstr(buf, pos)
+    v_error_code = _S_h.unpack_from(buf, pos)[0]
+    pos += 2
+    v_error_message: str | None
+    v_error_message, pos = r_ncstr(buf, pos)
+    pos = skip_tags(buf, pos)
+    return AlterUserScramCredentialsResponseAlterUserScramCredentialsResult(
+        v_user,
+        v_error_code,
+        v_error_message,
+    ), pos
+
+
+def _d_AlterUserScramCredentialsResponse_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[AlterUserScramCredentialsResponse, int]:
+    v_throttle_time_ms = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    v_results: list[AlterUserScramCredentialsResponseAlterUserScramCredentialsResult]
+    n, pos = r_clen(buf, pos)
+    v_results = []
+    for _ in range(n):
+        e_results, pos = _d_AlterUserScramCredentialsResponseAlterUserScramCredentialsResult_0(buf, pos)
+        v_results.append(e_results)
+    pos = skip_tags(buf, pos)
+    return AlterUserScramCredentialsResponse(v_throttle_time_ms, v_results), pos
+
+
+def _e_AlterUserScramCredentialsResponseAlterUserScramCredentialsResult_0(
+    o: AlterUserScramCredentialsResponseAlterUserScramCredentialsResult,
+    out: bytearray,
+) -> None:
+    w_cstr(out, o.user)
+    out += _S_h.pack(o.error_code)
+    w_ncstr(out, o.error_message)
+    out.append(0)
+
+
+def _e_AlterUserScramCredentialsResponse_0(
+    o: AlterUserScramCredentialsResponse,
+    out: bytearray,
+) -> None:
+    out += _S_i.pack(o.throttle_time_ms)
+    x_results = o.results
+    out += uv(len(x_results) + 1)
+    for e_results in x_results:
+        _e_AlterUserScramCredentialsResponseAlterUserScramCredentialsResult_0(e_results, out)
     out.append(0)
 
 
@@ -21227,10 +21899,18 @@ DescribeClientQuotasRequest.DECODERS = (_d_DescribeClientQuotasRequest_0, _d_Des
 DescribeClientQuotasRequest.ENCODERS = (_e_DescribeClientQuotasRequest_0, _e_DescribeClientQuotasRequest_1,)
 DescribeClientQuotasResponse.DECODERS = (_d_DescribeClientQuotasResponse_0, _d_DescribeClientQuotasResponse_1,)
 DescribeClientQuotasResponse.ENCODERS = (_e_DescribeClientQuotasResponse_0, _e_DescribeClientQuotasResponse_1,)
+AlterClientQuotasRequest.DECODERS = (_d_AlterClientQuotasRequest_0, _d_AlterClientQuotasRequest_1,)
+AlterClientQuotasRequest.ENCODERS = (_e_AlterClientQuotasRequest_0, _e_AlterClientQuotasRequest_1,)
+AlterClientQuotasResponse.DECODERS = (_d_AlterClientQuotasResponse_0, _d_AlterClientQuotasResponse_1,)
+AlterClientQuotasResponse.ENCODERS = (_e_AlterClientQuotasResponse_0, _e_AlterClientQuotasResponse_1,)
 DescribeUserScramCredentialsRequest.DECODERS = (_d_DescribeUserScramCredentialsRequest_0,)
 DescribeUserScramCredentialsRequest.ENCODERS = (_e_DescribeUserScramCredentialsRequest_0,)
 DescribeUserScramCredentialsResponse.DECODERS = (_d_DescribeUserScramCredentialsResponse_0,)
 DescribeUserScramCredentialsResponse.ENCODERS = (_e_DescribeUserScramCredentialsResponse_0,)
+AlterUserScramCredentialsRequest.DECODERS = (_d_AlterUserScramCredentialsRequest_0,)
+AlterUserScramCredentialsRequest.ENCODERS = (_e_AlterUserScramCredentialsRequest_0,)
+AlterUserScramCredentialsResponse.DECODERS = (_d_AlterUserScramCredentialsResponse_0,)
+AlterUserScramCredentialsResponse.ENCODERS = (_e_AlterUserScramCredentialsResponse_0,)
 DescribeQuorumRequest.DECODERS = (_d_DescribeQuorumRequest_0, _d_DescribeQuorumRequest_0, _d_DescribeQuorumRequest_0,)
 DescribeQuorumRequest.ENCODERS = (_e_DescribeQuorumRequest_0, _e_DescribeQuorumRequest_0, _e_DescribeQuorumRequest_0,)
 DescribeQuorumResponse.DECODERS = (_d_DescribeQuorumResponse_0, _d_DescribeQuorumResponse_1, _d_DescribeQuorumResponse_2,)
@@ -21307,7 +21987,9 @@ MESSAGES: dict[int, tuple[type[ApiMessage], type[ApiMessage]]] = {
     44: (IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse),
     47: (OffsetDeleteRequest, OffsetDeleteResponse),
     48: (DescribeClientQuotasRequest, DescribeClientQuotasResponse),
+    49: (AlterClientQuotasRequest, AlterClientQuotasResponse),
     50: (DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse),
+    51: (AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse),
     55: (DescribeQuorumRequest, DescribeQuorumResponse),
     60: (DescribeClusterRequest, DescribeClusterResponse),
     61: (DescribeProducersRequest, DescribeProducersResponse),

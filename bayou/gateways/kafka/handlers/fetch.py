@@ -9,7 +9,8 @@ never blocks the loop: a cold header or chunk is read in a worker thread.
 
 Limits: ``partition_max_bytes`` per partition (the consumer's ``max.partition.fetch.bytes``)
 and, for the response, the smaller of the request's ``max_bytes`` and the broker's
-``fetch_max_bytes`` (Kafka's ``fetch.max.bytes``, 55 MiB).  KIP-74: the first batch of the
+``fetch_max_bytes`` (Kafka's ``fetch.max.bytes``; 16 MiB by default, see
+``docs/design/limits.md``).  KIP-74: the first batch of the
 first partition with data is returned whole even when it exceeds both, so a consumer always
 makes progress; any later partition's batches must fit both limits, or it returns nothing
 this time.
