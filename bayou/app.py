@@ -4,9 +4,10 @@ Theory of operation
 -------------------
 One process, one event loop (uvloop when installed).  ``App`` builds, from a
 ``BrokerConfig``: the storage engine its ``storage`` option names (``local`` — the segment
-log in the data directory —, ``memory://`` or ``postgres://…``), the ``Core`` over it, and
-the doors whose port is not 0 (Kafka always).  Nothing else knows which engine or which
-doors exist: the core imports no door, and a door sees only the core.
+log in the data directory, with tiered storage when ``tiered_storage`` names an object
+store —, ``memory://`` or ``postgres://…``), the ``Core`` over it, and the doors whose port
+is not 0 (Kafka always).  Nothing else knows which engine or which doors exist: the core
+imports no door, and a door sees only the core.
 
 Start, in order: the engine opens (recovering every partition; the local engine takes the
 data directory's lock and raises the open-files limit) and starts its background work
@@ -44,6 +45,7 @@ from bayou.storage.engine import LogEngine
 from bayou.storage.local_engine import LocalEngine
 from bayou.storage.maintenance import MaintenanceSettings
 from bayou.storage.memory import MemoryEngine
+from bayou.storage.tiered.storage import TieredSettings
 
 log = logging.getLogger("bayou")
 
@@ -56,13 +58,19 @@ def make_engine(config: BrokerConfig) -> LogEngine:
         config.log.cleaner_dedupe_buffer_size,
         config.log.cleaner_enable,
     )
+    tiered = TieredSettings.from_url(config.tiered_storage) if config.tiered_storage else None
+    if tiered is None and config.topic_defaults.get("remote.storage.enable"):
+        raise InvalidConfig("remote.storage.enable=true as a topic default needs --tiered-storage")
     if url in ("", "local") or url.startswith("file:"):
         return LocalEngine(
             config.data_dir,
             config.topic_defaults,
             internal_config=config.internal_log_config(),
             maintenance=maintenance,
+            tiered=tiered,
         )
+    if tiered is not None:
+        raise InvalidConfig(f"--tiered-storage needs the local engine, not {url!r}")
     if url.startswith("memory:"):
         return MemoryEngine(
             config.topic_defaults,

@@ -398,6 +398,15 @@ class BrokerConfig:
             metavar="URL",
         ),
     )
+    tiered_storage: str | None = field(
+        default=None,
+        metadata=opt(
+            "Tiered storage for topics with remote.storage.enable: the object store, "
+            "s3://BUCKET[/PREFIX]?endpoint=URL&region=R (credentials from the AWS_* "
+            "environment variables; local engine only).",
+            metavar="URL",
+        ),
+    )
     host: str = field(
         default="127.0.0.1", metadata=opt("Address the listeners bind to.", metavar="ADDRESS")
     )
