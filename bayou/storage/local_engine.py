@@ -16,8 +16,11 @@ which must not:
 Durability belongs here: ``append`` returns once the write is in the OS and, when the
 topic's ``flush.messages``/``flush.ms`` ask for it (or a segment rolled), after a
 group-committed fsync.  A partition with a ``flush.ms`` joins the *dirty set*, which a timer
-task flushes when due.  A checkpoint task persists recovery points every few seconds, and the
-maintenance task runs retention and the cleaner (``LogMaintenance``).
+task flushes when due; while the set is empty the task sleeps on an event instead of waking
+every ``FLUSH_CHECK_INTERVAL_S`` (with the default ``flush.ms`` no partition ever joins, and an
+idle or busy broker has no timer firing 20 times a second for nothing).  A checkpoint task
+persists recovery points every few seconds, and the maintenance task runs retention and the
+cleaner (``LogMaintenance``).
 
 Internal state (``StateStore``) lives in ``DATA/internal/<name>/0/``: one compacted
 ``PartitionLog`` per state log, invisible to Metadata and Fetch, cleaned by the same
@@ -279,6 +282,8 @@ class LocalEngine:
         self._state_logs: dict[str, LocalStateLog] = {}
         self._handles: dict[PartitionKey, LocalPartition] = {}
         self._dirty: set[PartitionLog] = set()
+        self._dirty_wake = asyncio.Event()  # set when the dirty set gains a member
+        self.flush_checks = 0  # rounds of the flush.ms timer so far
         self._tasks: list[asyncio.Task[None]] = []
         self._open_files = OpenFilesWatch(raise_open_files_limit())
 
@@ -424,6 +429,8 @@ class LocalEngine:
         """Data landed in ``log_``: wake its readers; the flush.ms timer watches it."""
         self.waiters.notify(log_.topic, log_.index)
         if log_.config.flush_ms < LONG_MAX:
+            if not self._dirty:
+                self._dirty_wake.set()
             self._dirty.add(log_)
 
     async def append_many(
@@ -506,7 +513,11 @@ class LocalEngine:
         """Honour ``flush.ms``: fsync partitions whose unflushed data is old enough."""
         dirty = self._dirty
         while True:
+            if not dirty:
+                self._dirty_wake.clear()
+                await self._dirty_wake.wait()
             await asyncio.sleep(FLUSH_CHECK_INTERVAL_S)
+            self.flush_checks += 1
             now = self.clock_ms()
             for partition in list(dirty):
                 if partition.log_end_offset <= partition.recovery_point:
