@@ -271,12 +271,16 @@ class Meter:
     def __init__(self, target: Target) -> None:
         self.target = target
         self.broker0 = target.cpu_seconds()
+        self.wait0 = target.wait_seconds()
         self.busy0 = machine.machine_busy_seconds()
         self.t0 = time.monotonic()
 
     def finish(self, row: Row, client_cpu_s: float) -> None:
         """Fill the row's CPU fields; ``row.elapsed_s`` must be set."""
         broker = self.target.cpu_seconds()
+        waited = self.target.wait_seconds()
+        if waited is not None and self.wait0 is not None:
+            row.broker_wait_s = waited - self.wait0
         busy = machine.machine_busy_seconds()
         wall = time.monotonic() - self.t0
         if broker is not None and self.broker0 is not None:

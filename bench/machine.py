@@ -13,7 +13,9 @@ ceiling moves from run to run.  So every benchmark run measures, right before th
   ``fsync``, in the directory the brokers' data goes to: MB/s of the whole (the page cache
   absorbs the writes, the fsync pays for them), and the median of 4 KiB write + fsync.
 
-CPU accounting reads ``/proc``: a process's user + system time (``proc_cpu_seconds``) and the
+CPU accounting reads ``/proc``: a process's user + system time (``proc_cpu_seconds``), the
+time its threads spent runnable but waiting for a CPU (``proc_wait_seconds``, from
+``schedstat``: the share of a latency tail the machine, not the process, caused) and the
 machine's busy time over all CPUs (``machine_busy_seconds``), so that a phase can report how
 many cores *other* work took while it ran.  ``pin`` puts a process on a set of CPUs
 (``sched_setaffinity``), for the latency mode that keeps broker and load on separate cores.
@@ -56,6 +58,21 @@ def proc_cpu_seconds(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_wait_seconds(pid: int) -> float | None:
+    """Seconds the threads of ``pid`` spent runnable but not running, summed, or None."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):  # a thread that just ended
+            continue
+    return total / 1e9
 
 
 def machine_busy_seconds() -> float | None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from bench.machine import proc_cpu_seconds
+from bench.machine import proc_cpu_seconds, proc_wait_seconds
 from tests.support.ports import free_port
 
 HOST = "127.0.0.1"
@@ -184,6 +184,12 @@ class Target:
         if self.proc is None or self.proc.poll() is not None:
             return None
         return proc_cpu_seconds(self.proc.pid)
+
+    def wait_seconds(self) -> float | None:
+        """Seconds the broker's threads have waited for a CPU so far (Linux), or None."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None
+        return proc_wait_seconds(self.proc.pid)
 
     def pin(self, cpus: set[int]) -> bool:
         """Move every thread of a started broker onto ``cpus`` (threads it starts later

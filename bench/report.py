@@ -53,6 +53,7 @@ class Row:
     ack_p999_ms: float | None = None
     elapsed_s: float | None = None
     broker_cpu_s: float | None = None  # CPU seconds of the broker process during the phase
+    broker_wait_s: float | None = None  # seconds the broker's threads waited for a CPU
     client_cpu_s: float | None = None  # of all load-generator processes together
     client_max_cores: float | None = None  # the busiest load-generator process, in cores
     other_cores: float | None = None  # cores busy with work outside broker and load
@@ -164,7 +165,7 @@ def throughput_lines(rows: list[Row], cpus: int) -> list[str]:
         for r in rows
         if r.phase in THROUGHPUT or r.phase == "start"
     ]
-    return _table(head, body, {0, 3, 4, 15})
+    return _table(head, body, {0, 3, 4, 15}) if body else []
 
 
 def latency_lines(rows: list[Row], cpus: int) -> list[str]:
@@ -180,6 +181,7 @@ def latency_lines(rows: list[Row], cpus: int) -> list[str]:
         "ack p99",
         "ack p99.9",
         "broker cores",
+        "broker waited ms/s",
         "client cores",
         "other cores",
         "limit",
@@ -197,6 +199,7 @@ def latency_lines(rows: list[Row], cpus: int) -> list[str]:
             fmt(r.ack_p99_ms, ".2f"),
             fmt(r.ack_p999_ms, ".2f"),
             fmt(r.broker_cores, ".2f"),
+            fmt(_per(r.broker_wait_s, r.elapsed_s / 1000 if r.elapsed_s else None), ".1f"),
             fmt(r.client_cores, ".2f"),
             fmt(r.other_cores, ".2f"),
             r.limit(cpus) + (f"  ERROR: {r.error}" if r.error else ""),
@@ -204,7 +207,7 @@ def latency_lines(rows: list[Row], cpus: int) -> list[str]:
         for r in rows
         if r.phase not in THROUGHPUT and r.phase != "start"
     ]
-    return _table(head, body, {0, 2, 13})
+    return _table(head, body, {0, 2, 14}) if body else []
 
 
 @dataclass
@@ -388,6 +391,7 @@ def markdown(
             "p99.9 ms",
             "ack p99 ms",
             "broker cores",
+            "broker waited ms/s",
             "limited by",
         ]
         body = [
@@ -401,6 +405,7 @@ def markdown(
                 fmt(r.p999_ms, ".2f"),
                 fmt(r.ack_p99_ms, ".2f"),
                 fmt(r.broker_cores, ".2f"),
+                fmt(_per(r.broker_wait_s, r.elapsed_s / 1000 if r.elapsed_s else None), ".1f"),
                 r.error or r.limit(cpus),
             ]
             for r in other
