@@ -70,6 +70,7 @@ from bayou.storage.log import PartitionLog
 from bayou.storage.maintenance import LogMaintenance, MaintenanceSettings
 from bayou.storage.manager import LogManager
 from bayou.storage.metadata import TopicMeta
+from bayou.storage.pacer import Activity
 from bayou.storage.producer_state import ProducerEntry
 from bayou.storage.waiters import DataWaiters
 
@@ -277,7 +278,8 @@ class LocalEngine:
         self.flusher = GroupFlusher()
         self.waiters = DataWaiters()
         self.internal_config = internal_config
-        self.maintenance = LogMaintenance(self.logs, maintenance, clock_ms)
+        self.activity = Activity()  # appends, which the cleaner yields to (pacer.py)
+        self.maintenance = LogMaintenance(self.logs, maintenance, clock_ms, self.activity)
         self._state = LocalStateStore(self)
         self._state_logs: dict[str, LocalStateLog] = {}
         self._handles: dict[PartitionKey, LocalPartition] = {}
@@ -427,6 +429,7 @@ class LocalEngine:
 
     def appended(self, log_: PartitionLog) -> None:
         """Data landed in ``log_``: wake its readers; the flush.ms timer watches it."""
+        self.activity.count += 1
         self.waiters.notify(log_.topic, log_.index)
         if log_.config.flush_ms < LONG_MAX:
             if not self._dirty:
