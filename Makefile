@@ -58,6 +58,7 @@ $(TANSU_STAMP): | $(TEST_STAMP)
 bench: $(TEST_STAMP) $(TANSU_STAMP)
 	$(BIN)/python -m bench.kafka_bench --docs docs/benchmarks.md $(BENCH_ARGS)
 	$(BIN)/python -m bench.group_bench
+	$(BIN)/python -m bench.share_bench
 
 bench-quick: $(TEST_STAMP) $(TANSU_STAMP)
 	$(BIN)/python -m bench.kafka_bench --quick $(BENCH_ARGS)
