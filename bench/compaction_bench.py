@@ -13,6 +13,13 @@ Theory of operation
    back to back during the load.  A confluent-kafka producer (in this process) sends
    ``--messages`` keyed messages (acks=all); reported: msgs/s and MB/s of values, and how
    many cleaning passes ran during the enabled run.
+3. **Appends while cleaning** (storage only, one process, no client in the way): the main
+   thread appends 16 x 1 KB batches to a log as fast as it can for ``--append-seconds``
+   while a worker thread runs one pass over a ``--append-log-mb`` MB compacted log —
+   unpaced (``no_pace``) and paced as the broker paces it (``Pacer``, driven by the
+   appends) — beside the same appends with no pass, interleaved ``--append-rounds`` times.
+   Reported: appends/s, and each mode's median share of the no-pass rate: the GIL the
+   cleaner takes from the event loop, without the load generator's noise.
 
 Brokers are started on free loopback ports and stopped by PID.  Results are printed and
 written to ``bench/results/compaction-<timestamp>.json``.  Run from the repository root::
@@ -24,8 +31,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +43,7 @@ from bayou.config import TopicConfig
 from bayou.protocol.kafka.records import COMPRESSION_NAMES, Record, build_batch
 from bayou.storage.cleaner import clean
 from bayou.storage.log import PartitionLog
+from bayou.storage.pacer import Activity, Pacer, no_pace
 from tests.support.broker import BrokerProcess
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -76,6 +87,66 @@ def cleaner_throughput(
         }
         log.close()
         return result
+
+
+def _compacted_log(directory: Path, log_mb: int) -> PartitionLog:
+    cfg = TopicConfig.resolve({}, {"cleanup.policy": "compact", "segment.bytes": 16 * 1024 * 1024})
+    log = PartitionLog("bench", 0, directory, cfg, lambda: 10**13)
+    value = b"v" * 200
+    i = 0
+    while log.size_bytes < log_mb * MB:
+        records = [
+            Record(1_000 + i + j, b"key-%08d" % ((i + j) % 10_000), value) for j in range(100)
+        ]
+        log.append(build_batch(records))
+        i += 100
+    log.roll()
+    log.flush()
+    return log
+
+
+def _appends_for(seconds: float, activity: Activity) -> float:
+    """Appends per second of 16 x 1 KB batches to a fresh log on this thread."""
+    with tempfile.TemporaryDirectory() as tmp:
+        log = PartitionLog("appends", 0, Path(tmp), TopicConfig.resolve({}, {}), lambda: 10**13)
+        batch = build_batch([Record(1_000, None, b"x" * 1000) for _ in range(16)])
+        n = 0
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            log.append(batch)
+            activity.count += 1
+            n += 1
+        log.close()
+    return n / seconds
+
+
+def appends_while_cleaning(log_mb: int, seconds: float, rounds: int) -> dict[str, Any]:
+    rates: dict[str, list[float]] = {"no pass": [], "unpaced": [], "paced": []}
+    for _ in range(rounds):
+        for mode in rates:
+            with tempfile.TemporaryDirectory() as tmp:
+                log = _compacted_log(Path(tmp), log_mb)
+                activity = Activity()
+                pace: Callable[[], None] = no_pace if mode == "unpaced" else Pacer(activity)
+                worker = None
+                if mode != "no pass":
+                    worker = threading.Thread(target=clean, args=(log, 10**13, 10**7, pace))
+                    worker.start()
+                rates[mode].append(_appends_for(seconds, activity))
+                if worker is not None:
+                    worker.join()
+                log.close()
+    base = rates["no pass"]
+    return {
+        "log_mb": log_mb,
+        "seconds": seconds,
+        "appends_per_s": {m: [round(r) for r in rs] for m, rs in rates.items()},
+        "share_of_no_pass": {
+            m: round(statistics.median(r / b for r, b in zip(rs, base, strict=True)), 2)
+            for m, rs in rates.items()
+            if m != "no pass"
+        },
+    }
 
 
 def _broker(data: Path, cleaner: bool) -> BrokerProcess:
@@ -151,6 +222,9 @@ def main() -> None:
     parser.add_argument("--codec", default="none", choices=sorted(COMPRESSION_NAMES))
     parser.add_argument("--messages", type=int, default=300_000)
     parser.add_argument("--skip-produce", action="store_true")
+    parser.add_argument("--append-log-mb", type=int, default=48)
+    parser.add_argument("--append-seconds", type=float, default=2.0)
+    parser.add_argument("--append-rounds", type=int, default=3)
     args = parser.parse_args()
 
     results: dict[str, Any] = {
@@ -180,6 +254,15 @@ def main() -> None:
             f"produce throughput with the cleaner running: "
             f"{100 * on['msgs_per_s'] / off['msgs_per_s']:.0f}% of without"
         )
+    a = results["appends_while_cleaning"] = appends_while_cleaning(
+        args.append_log_mb, args.append_seconds, args.append_rounds
+    )
+    print(
+        f"appends while cleaning a {a['log_mb']} MB log (appends/s per round): "
+        + "; ".join(f"{m} {rs}" for m, rs in a["appends_per_s"].items())
+        + " -> median share of the no-pass rate: "
+        + ", ".join(f"{m} {v:.0%}" for m, v in a["share_of_no_pass"].items())
+    )
     RESULTS_DIR.mkdir(exist_ok=True)
     out = RESULTS_DIR / f"compaction-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=2))

@@ -2,24 +2,33 @@
 
 Theory of operation
 -------------------
-For each target (started here, or already running) and each partition count, three phases run on
-fresh topics, each phase in its own child process (``bench.workers``) so the client never shares
-an interpreter with this orchestrator or with the other side of the latency test:
+First the machine's own limits are measured (``bench.machine``: loopback TCP and sequential
+disk write + fsync), then each target (started here, or already running) is measured alone,
+one at a time, over a matrix of shapes: partitions (1, 8) x message size (100 B, 1 KiB) x
+producer compression (none, lz4, zstd).  Every shape has two phases on a fresh topic:
 
-1. produce N messages of S bytes (acks=all, linger 5 ms, batch 1 MB by default) - MB/s, msgs/s;
-2. consume them all back from the earliest offset by partition assignment - MB/s, msgs/s;
-3. end-to-end latency: a paced producer (default 5,000 msg/s for 10 s after 1 s of warm-up) and a
-   concurrent consumer; receive time minus scheduled send time - p50/p99/p99.9 in ms;
-4. synchronous offset commits one after the other (once per target, not per partition count) -
-   commits/s and the latency of each commit.
+1. produce N messages (acks=all, linger 5 ms, batch 1 MB by default) from ``--producers``
+   processes at once;
+2. consume them all back from ``--consumers`` processes (the partitions shared out, or, with
+   fewer partitions than processes, each partition's offsets split into ranges).
 
-The ``bayou-tls`` target is the same Bayou with a TLS listener (a certificate made for the run);
-every client of its phases connects over TLS, so its rows beside ``bayou`` are the cost of TLS.
+Each throughput phase reports MB/s of message values and, read from ``/proc``, the CPU-seconds
+the broker process and the load generators spent, per GB: on a 2-core machine the load and
+the broker compete for the same cores, so the broker's CPU per byte says more about the
+broker than MB/s does.  Each row says what limited it (``report.Row.limit``).
 
-Brokers run one at a time (the load generator and the broker already compete for the machine's
-cores), are started on free loopback ports below 32768, become "ready" when they answer a metadata
-request, and are stopped by PID at the end, on errors and on Ctrl-C. Results go to a table on
-stdout and to ``bench/results/kafka-<timestamp>.json``.
+Then, per partition count: end-to-end latency (a paced producer and a consumer, receive time
+minus *scheduled* send time: p50/p99/p99.9, and the produce-ack leg alone), the same with
+the broker pinned to one CPU and the load to the others (``latency-pinned``), synchronous
+offset commits (once per target), and consume-transform-produce (exactly-once and
+at-least-once).
+
+Every load generator is a child process (``bench.workers``); processes of one throughput
+phase start together on a barrier (``GO`` on stdin) and the phase runs from the first start
+to the last end.  Brokers are started on free loopback ports below 32768, become ready when
+they answer a metadata request, and are stopped by PID at the end, on errors and on Ctrl-C.
+Results go to tables on stdout, to ``bench/results/kafka-<timestamp>.json`` and, with
+``--docs``, to the generated section of ``docs/benchmarks.md``.
 
 Run ``python -m bench.kafka_bench --help`` from the repository root.
 """
@@ -31,26 +40,40 @@ import json
 import os
 import platform
 import queue
+import shlex
 import signal
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import confluent_kafka
+from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from bench import machine
 from bench.peers import DEFAULT_BAYOU_CMD, Target, parse_targets
+from bench.report import (
+    Row,
+    fmt,
+    latency_lines,
+    markdown,
+    ratio_lines,
+    replace_section,
+    throughput_lines,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MB = 1_000_000  # MB/s means 10^6 bytes of message values per second
+DEFAULT_VOLUME = 512 * 1024 * 1024  # bytes of values per throughput phase ...
+DEFAULT_MAX_MESSAGES = 2_000_000  # ... but never more messages than this
 
 _live_workers: set[subprocess.Popen[str]] = set()
 
@@ -59,9 +82,11 @@ _live_workers: set[subprocess.Popen[str]] = set()
 
 
 class Worker:
-    """One ``python -m bench.workers PHASE SPEC`` child; stdout is read on a thread."""
+    """One ``python -m bench.workers PHASE SPEC`` child; stdout is read on a thread.
 
-    def __init__(self, phase: str, spec: dict[str, Any]) -> None:
+    ``cpus`` pins the child to those CPUs; a spec with ``barrier`` waits for ``go()``."""
+
+    def __init__(self, phase: str, spec: dict[str, Any], cpus: set[int] | None = None) -> None:
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(
@@ -72,10 +97,11 @@ class Worker:
         self.proc: subprocess.Popen[str] = subprocess.Popen(
             [sys.executable, "-m", "bench.workers", phase, json.dumps(spec)],
             stdout=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if spec.get("barrier") else subprocess.DEVNULL,
             text=True,
             cwd=REPO_ROOT,
             env=env,
+            preexec_fn=(lambda: machine.pin(cpus)) if cpus else None,
         )
         _live_workers.add(self.proc)
         self.lines: queue.Queue[str | None] = queue.Queue()
@@ -101,6 +127,12 @@ class Worker:
                 raise RuntimeError(f"{self.phase} worker exited before it was ready")
             if line == "READY":
                 return
+
+    def go(self) -> None:
+        """Release a worker waiting on its barrier."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("GO\n")
+        self.proc.stdin.flush()
 
     def result(self, timeout: float) -> dict[str, Any]:
         """Wait (bounded) for the RESULT line; the caller kills the worker on any exception."""
@@ -145,9 +177,15 @@ def kill_workers() -> None:
 # ----------------------------------------------------------------------------- topics
 
 
-def create_topic(bootstrap: str, name: str, partitions: int, timeout: float = 30.0) -> None:
+def create_topic(
+    bootstrap: str,
+    name: str,
+    partitions: int,
+    config: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> None:
     """Create ``name`` and wait (bounded) until metadata shows every partition with a leader."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, **(config or {})})
     futures = admin.create_topics([NewTopic(name, partitions, 1)], operation_timeout=timeout)
     futures[name].result(timeout)
     deadline = time.monotonic() + timeout
@@ -164,98 +202,209 @@ def create_topic(bootstrap: str, name: str, partitions: int, timeout: float = 30
     raise TimeoutError(f"topic {name} not ready with {partitions} partitions after {timeout}s")
 
 
+def partition_ends(
+    bootstrap: str, topic: str, partitions: int, config: dict[str, str], timeout: float = 30.0
+) -> list[int]:
+    """The end offset of every partition of ``topic``: its high watermark, checked by reading
+    from there until the consumer reports the end of every partition (Tansu 0.6 answers
+    ListOffsets LATEST with the base offset of the last batch, not the offset after it)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-ends-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 100,
+            **config,
+        }
+    )
+    try:
+        ends = [
+            consumer.get_watermark_offsets(confluent_kafka.TopicPartition(topic, p), timeout=10.0)[
+                1
+            ]
+            for p in range(partitions)
+        ]
+        consumer.assign(
+            [confluent_kafka.TopicPartition(topic, p, ends[p]) for p in range(partitions)]
+        )
+        at_end: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while len(at_end) < partitions:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no end of partitions {set(range(partitions)) - at_end}")
+            for msg in consumer.consume(10_000, 0.1):
+                err = msg.error()
+                if err is None:
+                    ends[msg.partition()] = max(ends[msg.partition()], msg.offset() + 1)
+                    at_end.discard(msg.partition())
+                elif err.code() == confluent_kafka.KafkaError._PARTITION_EOF:
+                    at_end.add(msg.partition())
+        return ends
+    finally:
+        consumer.close()
+
+
+def share_out(ends: list[int], processes: int) -> list[list[list[int]]]:
+    """Offset ranges ``[partition, first, end]`` per consumer process: whole partitions
+    round-robin when there are at least as many as processes, else each partition's offsets
+    cut into ``processes / partitions`` ranges."""
+    if len(ends) >= processes:
+        out: list[list[list[int]]] = [[] for _ in range(processes)]
+        for p, end in enumerate(ends):
+            out[p % processes].append([p, 0, end])
+        return out
+    per = processes // len(ends)
+    out = []
+    for p, end in enumerate(ends):
+        cuts = [end * i // per for i in range(per + 1)]
+        out += [[[p, cuts[i], cuts[i + 1]]] for i in range(per) if cuts[i + 1] > cuts[i]]
+    return out
+
+
 # ----------------------------------------------------------------------------- phases
 
 
-@dataclass
-class Row:
-    target: str
-    partitions: int
-    phase: str
-    mb_s: float | None = None
-    msgs_s: float | None = None
-    p50_ms: float | None = None
-    p99_ms: float | None = None
-    p999_ms: float | None = None
-    ack_p50_ms: float | None = None  # latency phase: produce leg only (ack - scheduled send)
-    ack_p99_ms: float | None = None
-    elapsed_s: float | None = None
-    broker_cpu: float | None = None  # cores used by the broker process during the phase
-    client_cpu: float | None = None  # cores used by the load-generator process(es)
-    error: str | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
+class Meter:
+    """CPU of the broker and of the whole machine over one phase (``/proc``)."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.broker0 = target.cpu_seconds()
+        self.wait0 = target.wait_seconds()
+        self.busy0 = machine.machine_busy_seconds()
+        self.t0 = time.monotonic()
+
+    def finish(self, row: Row, client_cpu_s: float) -> None:
+        """Fill the row's CPU fields; ``row.elapsed_s`` must be set."""
+        broker = self.target.cpu_seconds()
+        waited = self.target.wait_seconds()
+        if waited is not None and self.wait0 is not None:
+            row.broker_wait_s = waited - self.wait0
+        busy = machine.machine_busy_seconds()
+        wall = time.monotonic() - self.t0
+        if broker is not None and self.broker0 is not None:
+            row.broker_cpu_s = broker - self.broker0
+        row.client_cpu_s = client_cpu_s
+        if busy is not None and self.busy0 is not None and wall > 0:
+            ours = (row.broker_cpu_s or 0.0) + client_cpu_s
+            row.other_cores = max(0.0, (busy - self.busy0 - ours) / wall)
 
 
-def _cores(cpu_s: float | None, elapsed: float) -> float | None:
-    return cpu_s / elapsed if cpu_s is not None and elapsed > 0 else None
+def _result_all(workers: list[Worker], timeout: float) -> list[dict[str, Any]]:
+    return [w.result(timeout) for w in workers]
 
 
-def _broker_cpu_delta(target: Target, before: float | None) -> float | None:
-    after = target.cpu_seconds()
-    return after - before if after is not None and before is not None else None
+def _run_together(
+    phase: str, specs: list[dict[str, Any]], timeout: float, cpus: set[int] | None
+) -> tuple[list[dict[str, Any]], float]:
+    """Start one worker per spec, release them together, collect every result; returns the
+    results and the seconds from the first start to the last end."""
+    workers = [Worker(phase, {**spec, "barrier": True}, cpus) for spec in specs]
+    try:
+        for w in workers:
+            w.wait_ready()
+        for w in workers:
+            w.go()
+        outs = _result_all(workers, timeout)
+    finally:
+        for w in workers:
+            w.kill()
+    start = min(o["start_ns"] for o in outs)
+    end = max(o["end_ns"] for o in outs)
+    return outs, (end - start) / 1e9
+
+
+def messages_for(args: argparse.Namespace, size: int) -> int:
+    if args.messages:
+        return int(args.messages)
+    return max(1, min(DEFAULT_MAX_MESSAGES, DEFAULT_VOLUME // size))
 
 
 def run_throughput(
-    target: Target, args: argparse.Namespace, partitions: int, rows: list[Row]
+    target: Target,
+    args: argparse.Namespace,
+    partitions: int,
+    size: int,
+    codec: str,
+    rows: list[Row],
 ) -> None:
-    """Produce then consume phases; each Row is appended to ``rows`` as soon as it starts."""
-    topic = f"bench-tput-{partitions}p-{uuid.uuid4().hex[:8]}"
-    create_topic(target.bootstrap, topic, partitions)
+    """Produce then consume one shape; each Row is appended to ``rows`` as soon as it starts."""
+    topic = f"bench-tput-{partitions}p-{size}-{codec}-{uuid.uuid4().hex[:8]}"
+    n = messages_for(args, size)
     base = {
         "bootstrap": target.bootstrap,
         "topic": topic,
         "partitions": partitions,
-        "messages": args.messages,
-        "size": args.size,
+        "size": size,
         "timeout_s": args.phase_timeout,
         "idle_timeout_s": 30.0,
     }
-    prod_spec = {
+    producers = max(1, min(args.producers, n))
+    prod_specs = [
+        {
+            **base,
+            "messages": n * (i + 1) // producers - n * i // producers,
+            "acks": args.acks,
+            "linger_ms": args.linger_ms,
+            "batch_size": args.batch_size,
+            "idempotence": args.idempotence,
+            "compression": codec,
+            "producer_config": {**target.client_config, **dict(args.producer_config)},
+        }
+        for i in range(producers)
+    ]
+    cons_base = {
         **base,
-        "acks": args.acks,
-        "linger_ms": args.linger_ms,
-        "batch_size": args.batch_size,
-        "idempotence": args.idempotence,
-        "producer_config": {**target.client_config, **dict(args.producer_config)},
-    }
-    cons_spec = {
-        **base,
+        "messages": n,
         "fetch_max_bytes": args.fetch_max_bytes,
         "max_partition_fetch_bytes": args.max_partition_fetch_bytes,
         "consumer_config": {**target.client_config, **dict(args.consumer_config)},
     }
-    for phase, spec in (("produce", prod_spec), ("consume", cons_spec)):
+    shape = {"size": size, "compression": codec}
+    create_topic(target.bootstrap, topic, partitions, target.client_config)
+    for phase in ("produce", "consume"):
         if phase not in args.phases:
             continue
-        row = Row(target.label, partitions, phase, error="interrupted")
+        row = Row(target.label, partitions, phase, **shape, error="interrupted")  # type: ignore[arg-type]
         rows.append(row)
-        worker = Worker(phase, spec)
         try:
-            worker.wait_ready()
-            cpu0 = target.cpu_seconds()
-            out = worker.result(args.phase_timeout + 30)
+            if phase == "produce":
+                specs = prod_specs
+            else:
+                ends = partition_ends(target.bootstrap, topic, partitions, target.client_config)
+                if sum(ends) != n:
+                    raise RuntimeError(f"the topic holds {sum(ends)} messages, not {n}")
+                shares = share_out(ends, max(1, args.consumers))
+                specs = [
+                    {**cons_base, "assignment": share, "shared": len(shares) > partitions}
+                    for share in shares
+                ]
+            row.processes = len(specs)
+            meter = Meter(target)
+            outs, elapsed = _run_together(phase, specs, args.phase_timeout + 30, args.load_cpus)
         except Exception as exc:
-            row.error = str(exc)
-            if phase == "produce":  # nothing to consume
-                if "consume" in args.phases:
-                    rows.append(Row(target.label, partitions, "consume", error="skipped"))
+            row.error = str(exc).splitlines()[0] if str(exc) else repr(exc)
+            if phase == "produce" and "consume" in args.phases:  # nothing to consume
+                rows.append(Row(target.label, partitions, "consume", **shape, error="skipped"))  # type: ignore[arg-type]
                 break
             continue
-        finally:
-            worker.kill()
         row.error = None
-        elapsed = out["elapsed_s"]
         row.elapsed_s = elapsed
-        row.mb_s = out["bytes"] / MB / elapsed
-        row.msgs_s = out["messages"] / elapsed
-        row.broker_cpu = _cores(_broker_cpu_delta(target, cpu0), elapsed)
-        row.client_cpu = _cores(out["client_cpu_s"], elapsed)
-        row.detail = out
+        row.bytes = sum(o["bytes"] for o in outs)
+        row.mb_s = row.bytes / MB / elapsed
+        row.msgs_s = sum(o["messages"] for o in outs) / elapsed
+        row.client_max_cores = max(o["client_cpu_s"] / o["elapsed_s"] for o in outs)
+        meter.finish(row, sum(o["client_cpu_s"] for o in outs))
+        row.detail = {"processes": outs}
 
 
-def run_latency(target: Target, args: argparse.Namespace, partitions: int, rows: list[Row]) -> None:
-    """The paced end-to-end latency phase; its Row is appended to ``rows`` when it starts."""
-    row = Row(target.label, partitions, "latency", error="interrupted")
+def run_latency(
+    target: Target, args: argparse.Namespace, partitions: int, rows: list[Row], *, pinned: bool
+) -> None:
+    """The paced end-to-end latency phase; ``pinned``: broker on ``--broker-cpus``, load on
+    the other CPUs (the broker's threads are moved for the phase and back after it)."""
+    row = Row(target.label, partitions, "latency", error="interrupted", pinned=pinned)
     rows.append(row)
     topic = f"bench-lat-{partitions}p-{uuid.uuid4().hex[:8]}"
     expected = int(args.rate * args.duration)
@@ -277,15 +426,21 @@ def run_latency(target: Target, args: argparse.Namespace, partitions: int, rows:
         "producer_config": {**target.client_config, **dict(args.producer_config)},
         "consumer_config": {**target.client_config, **dict(args.consumer_config)},
     }
+    load_cpus = args.load_cpus
+    if pinned:
+        load_cpus = all_cpus() - args.broker_cpus
+        if not load_cpus or not target.pin(args.broker_cpus):
+            row.error = "cannot pin (one CPU, or a broker not started here)"
+            return
     consumer: Worker | None = None
     producer: Worker | None = None
     try:
-        create_topic(target.bootstrap, topic, partitions)
-        consumer = Worker("latency-consume", spec)
+        create_topic(target.bootstrap, topic, partitions, target.client_config)
+        consumer = Worker("latency-consume", spec, load_cpus)
         consumer.wait_ready()
-        producer = Worker("latency-produce", spec)
+        producer = Worker("latency-produce", spec, load_cpus)
         producer.wait_ready()
-        cpu0 = target.cpu_seconds()
+        meter = Meter(target)
         t0 = time.monotonic()
         prod = producer.result(spec["timeout_s"] + 30)
         cons = consumer.result(spec["timeout_s"] + 30)
@@ -297,6 +452,8 @@ def run_latency(target: Target, args: argparse.Namespace, partitions: int, rows:
         for w in (producer, consumer):
             if w is not None:
                 w.kill()
+        if pinned:
+            target.pin(args.broker_cpus_default)
     row.error = None
     measured = cons["messages"]
     row.elapsed_s = elapsed
@@ -304,8 +461,9 @@ def run_latency(target: Target, args: argparse.Namespace, partitions: int, rows:
     row.mb_s = prod["achieved_rate"] * args.latency_size / MB
     row.p50_ms, row.p99_ms, row.p999_ms = cons["p50_ms"], cons["p99_ms"], cons["p999_ms"]
     row.ack_p50_ms, row.ack_p99_ms = prod["ack_p50_ms"], prod["ack_p99_ms"]
-    row.broker_cpu = _cores(_broker_cpu_delta(target, cpu0), elapsed)
-    row.client_cpu = _cores(prod["client_cpu_s"] + cons["client_cpu_s"], elapsed)
+    row.ack_p999_ms = prod["ack_p999_ms"]
+    row.client_max_cores = max(prod["client_cpu_s"], cons["client_cpu_s"]) / elapsed
+    meter.finish(row, prod["client_cpu_s"] + cons["client_cpu_s"])
     row.detail = {"producer": prod, "consumer": cons}
     if cons["lost"]:
         row.error = f"{cons['lost']} of {expected} measured messages not received"
@@ -326,10 +484,10 @@ def run_commit(target: Target, args: argparse.Namespace, rows: list[Row]) -> Non
     }
     worker: Worker | None = None
     try:
-        create_topic(target.bootstrap, topic, 1)
-        worker = Worker("commit", spec)
+        create_topic(target.bootstrap, topic, 1, target.client_config)
+        worker = Worker("commit", spec, args.load_cpus)
         worker.wait_ready()
-        cpu0 = target.cpu_seconds()
+        meter = Meter(target)
         out = worker.result(args.commit_duration + args.phase_timeout)
     except Exception as exc:
         row.error = str(exc)
@@ -342,8 +500,8 @@ def run_commit(target: Target, args: argparse.Namespace, rows: list[Row]) -> Non
     row.elapsed_s = elapsed
     row.msgs_s = out["commits"] / elapsed
     row.p50_ms, row.p99_ms, row.p999_ms = out["p50_ms"], out["p99_ms"], out["p999_ms"]
-    row.broker_cpu = _cores(_broker_cpu_delta(target, cpu0), elapsed)
-    row.client_cpu = _cores(out["client_cpu_s"], elapsed)
+    row.client_max_cores = out["client_cpu_s"] / elapsed
+    meter.finish(row, out["client_cpu_s"])
     row.detail = out
 
 
@@ -352,12 +510,13 @@ def run_transform(
 ) -> None:
     """Consume-transform-produce, exactly-once then at-least-once, over one filled topic."""
     source = f"bench-ctp-in-{partitions}p-{uuid.uuid4().hex[:8]}"
+    size = max(args.sizes)
     base = {
         "bootstrap": target.bootstrap,
         "topic": source,
         "partitions": partitions,
         "messages": args.transform_messages,
-        "size": args.size,
+        "size": size,
         "timeout_s": args.phase_timeout,
         "idle_timeout_s": 30.0,
         "producer_config": {**target.client_config, **dict(args.producer_config)},
@@ -372,9 +531,10 @@ def run_transform(
             "batch_size": args.batch_size,
             "idempotence": None,
         },
+        args.load_cpus,
     )
     try:
-        create_topic(target.bootstrap, source, partitions)
+        create_topic(target.bootstrap, source, partitions, target.client_config)
         fill.wait_ready()
         fill.result(args.phase_timeout + 30)
     except Exception as exc:
@@ -383,18 +543,19 @@ def run_transform(
     finally:
         fill.kill()
     for guarantee, phase in (("exactly-once", "transform-eos"), ("at-least-once", "transform-alo")):
-        row = Row(target.label, partitions, phase, error="interrupted")
+        row = Row(target.label, partitions, phase, size=size, error="interrupted")
         rows.append(row)
         sink = f"bench-ctp-out-{partitions}p-{uuid.uuid4().hex[:8]}"
         worker: Worker | None = None
         try:
-            create_topic(target.bootstrap, sink, partitions)
+            create_topic(target.bootstrap, sink, partitions, target.client_config)
             worker = Worker(
                 "transform",
                 {**base, "sink": sink, "guarantee": guarantee, "batch": args.transform_batch},
+                args.load_cpus,
             )
             worker.wait_ready()
-            cpu0 = target.cpu_seconds()
+            meter = Meter(target)
             out = worker.result(args.phase_timeout + 60)
         except Exception as exc:
             row.error = str(exc).splitlines()[0] if str(exc) else repr(exc)
@@ -405,96 +566,19 @@ def run_transform(
         row.error = None
         elapsed = out["elapsed_s"]
         row.elapsed_s = elapsed
+        row.bytes = out["bytes"]
         row.mb_s = out["bytes"] / MB / elapsed
         row.msgs_s = out["messages"] / elapsed
-        row.broker_cpu = _cores(_broker_cpu_delta(target, cpu0), elapsed)
-        row.client_cpu = _cores(out["client_cpu_s"], elapsed)
+        row.client_max_cores = out["client_cpu_s"] / elapsed
+        meter.finish(row, out["client_cpu_s"])
         row.detail = out
 
 
+def all_cpus() -> set[int]:
+    return set(os.sched_getaffinity(0))
+
+
 # ----------------------------------------------------------------------------- output
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def print_table(rows: list[Row]) -> None:
-    head = (
-        "target",
-        "parts",
-        "phase",
-        "MB/s",
-        "msgs/s",
-        "p50 ms",
-        "p99 ms",
-        "p99.9 ms",
-        "ack p50",
-        "ack p99",
-        "secs",
-        "broker cpu",
-        "client cpu",
-    )
-    body = [
-        (
-            r.target,
-            str(r.partitions),
-            r.phase,
-            _fmt(r.mb_s, ".1f"),
-            _fmt(r.msgs_s, ",.0f"),
-            _fmt(r.p50_ms, ".2f"),
-            _fmt(r.p99_ms, ".2f"),
-            _fmt(r.p999_ms, ".2f"),
-            _fmt(r.ack_p50_ms, ".2f"),
-            _fmt(r.ack_p99_ms, ".2f"),
-            _fmt(r.elapsed_s, ".1f"),
-            _fmt(r.broker_cpu, ".2f"),
-            _fmt(r.client_cpu, ".2f"),
-        )
-        for r in rows
-    ]
-    widths = [
-        max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)
-    ]
-    left = {0, 2}
-
-    def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(
-            c.ljust(w) if i in left else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    print(line(head))
-    print("  ".join("-" * w for w in widths))
-    for r, b in zip(rows, body, strict=True):
-        print(line(b) + (f"  ERROR: {r.error}" if r.error else ""))
-
-
-def print_ratios(rows: list[Row], baseline: str) -> None:
-    """Each target against the baseline target: throughput ratio, p99 ratio (lower is better)."""
-    base = {(r.partitions, r.phase): r for r in rows if r.target == baseline and not r.error}
-    others = [r for r in rows if r.target != baseline and not r.error]
-    if not base or not others:
-        return
-    print(f"\nRatios against {baseline} (throughput: higher is better; latency: lower is better)")
-    for r in others:
-        b = base.get((r.partitions, r.phase))
-        if b is None:
-            continue
-        if r.phase == "commit":
-            if r.msgs_s and b.msgs_s and r.p50_ms and b.p50_ms:
-                print(
-                    f"  {r.target:<12} {r.partitions:>3}p {r.phase:<8} "
-                    f"commits/s x{r.msgs_s / b.msgs_s:.3g}  p50 x{r.p50_ms / b.p50_ms:.3g}"
-                )
-        elif r.phase == "latency":
-            if r.p50_ms and b.p50_ms and r.p99_ms and b.p99_ms:
-                print(
-                    f"  {r.target:<12} {r.partitions:>3}p {r.phase:<8} "
-                    f"p50 x{r.p50_ms / b.p50_ms:.3g}  p99 x{r.p99_ms / b.p99_ms:.3g}"
-                )
-        elif r.mb_s and b.mb_s:
-            print(f"  {r.target:<12} {r.partitions:>3}p {r.phase:<8} x{r.mb_s / b.mb_s:.3g}")
 
 
 def environment() -> dict[str, Any]:
@@ -506,17 +590,25 @@ def environment() -> dict[str, Any]:
             text=True,
             timeout=5,
         ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        commit = ""
+        commit, dirty = "", ""
     return {
         "cpus": os.cpu_count(),
-        "loadavg_at_end": os.getloadavg(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "loadavg_at_start": os.getloadavg(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "confluent_kafka": getattr(confluent_kafka, "__version__", None)
         or str(confluent_kafka.version()),
         "librdkafka": confluent_kafka.libversion()[0],
-        "git_commit": commit,
+        "git_commit": commit + ("+changes" if dirty else ""),
         "argv": sys.argv,
     }
 
@@ -528,6 +620,14 @@ def _int_list(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
+def _str_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _cpu_set(text: str) -> set[int]:
+    return set(_int_list(text))
+
+
 def _kv(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep:
@@ -535,12 +635,29 @@ def _kv(text: str) -> tuple[str, str]:
     return key, value
 
 
+DEFAULT_PHASES = "produce,consume,latency,latency-pinned,commit,transform"
+QUICK = {
+    "targets": ["bayou", "tansu"],
+    "sizes": [1024],
+    "compression": ["none"],
+    "phases": "produce,consume,latency",
+    "messages": 200_000,
+}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench.kafka_bench",
-        description="Produce / consume / end-to-end latency benchmark over the Kafka protocol "
-        "(confluent-kafka), against several brokers side by side.",
+        description="Produce / consume / latency / commit / transform benchmark over the Kafka "
+        "protocol (confluent-kafka), against several brokers side by side, with each broker's "
+        "CPU per GB.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short run: bayou and tansu, 1 KiB uncompressed only, produce/consume/latency, "
+        "200,000 messages (flags given as well win)",
     )
     g = p.add_argument_group("targets")
     g.add_argument(
@@ -548,8 +665,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         dest="targets",
         metavar="T",
-        help="bayou | bayou-tls (Bayou, the load over its TLS listener) | tansu | "
-        "[LABEL=]HOST:PORT (running broker); repeatable (default: bayou, bayou-tls and tansu)",
+        help="bayou | bayou-tls (Bayou, the load over its TLS listener; the uncompressed rows "
+        "of the largest size and latency only) | tansu | [LABEL=]HOST:PORT (running broker); "
+        "repeatable (default: bayou, bayou-tls and tansu)",
     )
     g.add_argument(
         "--bayou-cmd",
@@ -572,13 +690,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--baseline", default="tansu", help="target that ratios are computed against")
 
     g = p.add_argument_group("load")
-    g.add_argument("--messages", type=int, default=1_000_000, help="messages per throughput phase")
-    g.add_argument("--size", type=int, default=1024, help="message value size in bytes")
+    g.add_argument(
+        "--messages",
+        type=int,
+        default=None,
+        help="messages per throughput phase (default: 512 MiB of values, at most 2,000,000)",
+    )
+    g.add_argument(
+        "--sizes",
+        "--size",
+        dest="sizes",
+        type=_int_list,
+        default=[100, 1024],
+        help="message value sizes in bytes, comma-separated",
+    )
     g.add_argument("--partitions", type=_int_list, default=[1, 8], help="comma-separated list")
     g.add_argument(
+        "--compression",
+        type=_str_list,
+        default=["none", "lz4", "zstd"],
+        help="producer compression.type values, comma-separated",
+    )
+    g.add_argument("--producers", type=int, default=2, help="producer processes per produce phase")
+    g.add_argument(
+        "--consumers",
+        type=int,
+        default=2,
+        help="consumer processes per consume phase (fewer partitions than processes: each "
+        "partition's offsets are split into ranges)",
+    )
+    g.add_argument(
         "--phases",
-        default="produce,consume,latency,commit,transform",
-        help="subset of produce,consume,latency,commit,transform (consume needs produce)",
+        default=DEFAULT_PHASES,
+        help="subset of " + DEFAULT_PHASES + " (consume needs produce)",
     )
     g.add_argument("--acks", default="all")
     g.add_argument("--linger-ms", type=float, default=5.0)
@@ -609,8 +753,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="extra librdkafka consumer property",
     )
+    g.add_argument(
+        "--pin",
+        action="store_true",
+        help="pin every started broker to --broker-cpus and every load process to the other "
+        "CPUs, for all phases",
+    )
+    g.add_argument(
+        "--broker-cpus",
+        type=_cpu_set,
+        default={0},
+        help="CPUs of the broker when pinned (--pin, latency-pinned); the load gets the rest",
+    )
 
-    g = p.add_argument_group("latency phase")
+    g = p.add_argument_group("latency phases (latency, latency-pinned)")
     g.add_argument("--rate", type=float, default=5000.0, help="messages per second")
     g.add_argument("--duration", type=float, default=10.0, help="measured seconds")
     g.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first")
@@ -634,7 +790,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--transform-messages",
         type=int,
         default=100_000,
-        help="records of --size bytes transformed per guarantee",
+        help="records of the largest --sizes transformed per guarantee",
     )
     g.add_argument(
         "--transform-batch",
@@ -652,14 +808,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     g = p.add_argument_group("output")
     g.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    g.add_argument(
+        "--docs",
+        type=Path,
+        default=None,
+        help="Markdown file whose generated section (between the bench:begin/end markers) "
+        "gets this run's tables (make bench: docs/benchmarks.md)",
+    )
+    g.add_argument(
+        "--no-limits", action="store_true", help="skip measuring loopback and disk first"
+    )
     g.add_argument("--phase-timeout", type=float, default=300.0, help="bound on each phase")
+    given = set(argv if argv is not None else sys.argv[1:])
     args = p.parse_args(argv)
+    if args.quick:
+        flags = {
+            "targets": "--target",
+            "sizes": "--size",
+            "compression": "--compression",
+            "phases": "--phases",
+            "messages": "--messages",
+        }
+        for key, value in QUICK.items():
+            if not any(a == flags[key] or a.startswith(flags[key] + "=") for a in given) and not (
+                key == "sizes" and any(a.startswith("--sizes") for a in given)
+            ):
+                setattr(args, key, value)
     args.targets = args.targets or ["bayou", "bayou-tls", "tansu"]
     args.phases = {x.strip() for x in args.phases.split(",") if x.strip()}
     if args.idempotence is not None:
         args.idempotence = args.idempotence == "true"
-    if args.size < 1 or args.messages < 1 or args.latency_size < 17 or args.rate <= 0:
-        p.error("--size/--messages must be >= 1, --latency-size >= 17, --rate > 0")
+    if (
+        min(args.sizes, default=0) < 1
+        or (args.messages is not None and args.messages < 1)
+        or args.latency_size < 17
+        or args.rate <= 0
+    ):
+        p.error("--sizes/--messages must be >= 1, --latency-size >= 17, --rate > 0")
+    cpus = all_cpus()
+    if not args.broker_cpus <= cpus:
+        p.error(f"--broker-cpus {sorted(args.broker_cpus)} not among this process's {sorted(cpus)}")
+    args.load_cpus = (cpus - args.broker_cpus or None) if args.pin else None
+    args.broker_cpus_default = args.broker_cpus if args.pin else cpus
     return args
 
 
@@ -667,27 +857,89 @@ def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+DESCRIBE = {"bayou": "Bayou", "bayou-tls": "Bayou (TLS)", "tansu": "Tansu 0.6 (memory)"}
+
+
+def run_target(target: Target, args: argparse.Namespace, rows: list[Row]) -> None:
+    """Every phase against one started (or running) broker."""
+    for parts in args.partitions:
+        first = len(rows)
+        if "produce" in args.phases:
+            sizes = [max(args.sizes)] if target.reduced else args.sizes
+            for size in sizes:
+                for codec in ["none"] if target.reduced else args.compression:
+                    run_throughput(target, args, parts, size, codec, rows)
+        if "latency" in args.phases:
+            run_latency(target, args, parts, rows, pinned=args.pin)
+        if "latency-pinned" in args.phases and not args.pin and not target.reduced:
+            run_latency(target, args, parts, rows, pinned=True)
+        if "commit" in args.phases and parts == args.partitions[0] and not target.reduced:
+            run_commit(target, args, rows)
+        if "transform" in args.phases and not target.reduced:
+            run_transform(target, args, parts, rows)
+        for r in rows[first:]:
+            print(
+                f"  {r.target} {r.partitions}p {r.phase}"
+                + (f" {r.size} B {r.compression}" if r.size and r.phase != "transform" else "")
+                + (" pinned" if r.pinned else "")
+                + ": "
+                + (
+                    f"ERROR {r.error}"
+                    if r.error
+                    else f"{fmt(r.mb_s, '.1f')} MB/s {fmt(r.msgs_s, ',.0f')} msg/s"
+                    + (f", broker {r.broker_s_per_gb:.2f} CPU-s/GB" if r.broker_s_per_gb else "")
+                    + (
+                        f" p50 {r.p50_ms:.2f} p99 {r.p99_ms:.2f} p99.9 {r.p999_ms:.2f} ms"
+                        if r.p50_ms is not None and r.p99_ms is not None and r.p999_ms is not None
+                        else ""
+                    )
+                ),
+                flush=True,
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
     targets = parse_targets(args.targets, bayou_cmd=args.bayou_cmd, tansu_bin=args.tansu_bin)
     started = time.strftime("%Y%m%d-%H%M%S")
+    env = environment()
+    cpus = int(env["cpus"] or 1)
     print(
-        f"# {len(targets)} target(s): {', '.join(t.label for t in targets)}; "
-        f"{args.messages:,} x {args.size} B per throughput phase; partitions {args.partitions}; "
-        f"latency {args.rate:,.0f} msg/s x {args.duration:g}s of {args.latency_size} B; "
-        f"sync commits for {args.commit_duration:g}s"
+        f"# {len(targets)} target(s): {', '.join(t.label for t in targets)}; partitions "
+        f"{args.partitions}; sizes {args.sizes} B; compression {args.compression}; "
+        f"{args.producers} producer / {args.consumers} consumer processes; latency "
+        f"{args.rate:,.0f} msg/s x {args.duration:g}s of {args.latency_size} B"
+        + (f"; pinned: broker on CPUs {sorted(args.broker_cpus)}" if args.pin else "")
     )
     print(
-        f"# {os.cpu_count()} CPUs: the load generator shares them with the broker "
-        "(see the cpu columns, in cores); brokers run one at a time.",
+        f"# {cpus} CPUs: the load generator shares them with the broker; brokers run one at "
+        "a time.",
         flush=True,
     )
-    load1 = os.getloadavg()[0]
-    if load1 > 0.5:
+    if env["loadavg_at_start"][0] > 0.5:
         print(
-            f"# warning: 1-minute load average is {load1:.2f} before starting; other work on "
-            "this machine will skew the figures",
+            f"# warning: 1-minute load average is {env['loadavg_at_start'][0]:.2f} before "
+            "starting; other work on this machine will skew the figures (see 'other cores')",
+            flush=True,
+        )
+    limits: dict[str, Any] = {}
+    if not args.no_limits:
+        limits = machine.limits(args.data_root)
+        lb, dk = limits["loopback"], limits["disk"]
+        print(
+            "# machine: "
+            + (
+                f"loopback {lb['mb_s']:,.0f} MB/s ({lb['cpu_s_per_gb']:.2f} CPU-s/GB both ends)"
+                if "mb_s" in lb
+                else f"loopback {lb.get('error')}"
+            )
+            + "; "
+            + (
+                f"disk write+fsync {dk['mb_s']:,.0f} MB/s, 4 KiB fsync {dk['fsync_4k_ms']:.2f} ms"
+                if "mb_s" in dk
+                else f"disk {dk.get('error')}"
+            ),
             flush=True,
         )
     rows: list[Row] = []
@@ -700,45 +952,23 @@ def main(argv: list[str] | None = None) -> int:
             info: dict[str, Any] = {"label": target.label, "kind": target.kind}
             targets_info.append(info)
             try:
-                target.start(args.data_root, taken)
+                target.start(args.data_root, taken, args.broker_cpus if args.pin else None)
             except Exception as exc:
                 print(f"! {target.label} did not start: {exc}", file=sys.stderr, flush=True)
                 info["error"] = str(exc)
                 rows.append(Row(target.label, 0, "start", error=str(exc).splitlines()[0]))
                 continue
             info.update(bootstrap=target.bootstrap, pid=target.pid, startup_s=target.startup_s)
+            info["loadavg_at_start"] = os.getloadavg()
             print(
                 f"# {target.label}: {target.bootstrap} (pid {target.pid}, ready in "
                 f"{target.startup_s:.1f}s)",
                 flush=True,
             )
             try:
-                for parts in args.partitions:
-                    first = len(rows)
-                    if "produce" in args.phases:
-                        run_throughput(target, args, parts, rows)
-                    if "latency" in args.phases:
-                        run_latency(target, args, parts, rows)
-                    if "commit" in args.phases and parts == args.partitions[0]:
-                        run_commit(target, args, rows)
-                    if "transform" in args.phases:
-                        run_transform(target, args, parts, rows)
-                    for r in rows[first:]:
-                        print(
-                            f"  {r.target} {r.partitions}p {r.phase}: "
-                            + (
-                                f"ERROR {r.error}"
-                                if r.error
-                                else f"{_fmt(r.mb_s, '.1f')} MB/s {_fmt(r.msgs_s, ',.0f')} msg/s"
-                                + (
-                                    f" p50 {r.p50_ms:.2f} p99 {r.p99_ms:.2f} ms"
-                                    if r.p50_ms is not None and r.p99_ms is not None
-                                    else ""
-                                )
-                            ),
-                            flush=True,
-                        )
+                run_target(target, args, rows)
                 info["rss_mib_at_end"] = target.rss_mib()
+                info["loadavg_at_end"] = os.getloadavg()
                 if target.proc is not None and target.proc.poll() is not None:
                     info["error"] = f"broker exited with {target.proc.returncode}"
             finally:
@@ -751,10 +981,19 @@ def main(argv: list[str] | None = None) -> int:
         kill_workers()
         for target in targets:
             target.stop()
+    env["loadavg_at_end"] = os.getloadavg()
 
     print()
-    print_table(rows)
-    print_ratios(rows, args.baseline)
+    for line in throughput_lines(rows, cpus):
+        print(line)
+    print()
+    for line in latency_lines(rows, cpus):
+        print(line)
+    ratio = ratio_lines(rows, args.baseline)
+    if ratio:
+        print()
+        for line in ratio:
+            print(line)
     args.results_dir.mkdir(parents=True, exist_ok=True)
     out_path = args.results_dir / f"kafka-{started}.json"
     config = {
@@ -766,16 +1005,43 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "started": started,
                 "interrupted": interrupted,
-                "environment": environment(),
+                "environment": env,
+                "machine_limits": limits,
                 "config": config,
                 "targets": targets_info,
-                "rows": [asdict(r) for r in rows],
+                "rows": [
+                    {
+                        **asdict(r),
+                        "broker_s_per_gb": r.broker_s_per_gb,
+                        "client_s_per_gb": r.client_s_per_gb,
+                        "limit": r.limit(cpus),
+                    }
+                    for r in rows
+                ],
             },
             indent=2,
         )
         + "\n"
     )
     print(f"\nresults: {out_path}")
+    if args.docs is not None and not interrupted:
+        labels = [t.label for t in targets]
+        command = "python -m bench.kafka_bench " + shlex.join(
+            a for a in (argv if argv is not None else sys.argv[1:]) if a
+        )
+        section = markdown(
+            rows,
+            targets=labels,
+            baseline=args.baseline,
+            env=env,
+            limits=limits,
+            command=command.strip(),
+            describe=lambda t: DESCRIBE.get(t, t),
+        )
+        path = args.docs
+        text = path.read_text() if path.exists() else ""
+        path.write_text(replace_section(text, section))
+        print(f"docs: {path}")
     failed = interrupted or any(r.error for r in rows)
     return 1 if failed else 0
 

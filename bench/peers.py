@@ -9,6 +9,7 @@ its PID: SIGTERM, then SIGKILL after a grace period.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shlex
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
+from bench.machine import proc_cpu_seconds, proc_wait_seconds
 from tests.support.ports import free_port
 
 HOST = "127.0.0.1"
@@ -100,6 +102,8 @@ class Target:
     notes: list[str] = field(default_factory=list)
     # client settings the load must use (bayou-tls: the TLS listener and its CA)
     client_config: dict[str, str] = field(default_factory=dict)
+    # a target measured on part of the matrix only (bayou-tls: the cost of TLS per byte)
+    reduced: bool = False
 
     @property
     def pid(self) -> int | None:
@@ -133,8 +137,11 @@ class Target:
         )
         return shlex.split(text)
 
-    def start(self, data_root: Path | None, taken_ports: set[int]) -> None:
-        """Start the broker (no-op for external targets) and wait until it serves metadata."""
+    def start(
+        self, data_root: Path | None, taken_ports: set[int], cpus: set[int] | None = None
+    ) -> None:
+        """Start the broker (no-op for external targets) and wait until it serves metadata;
+        ``cpus``: pinned to those CPUs."""
         if not self.managed:
             self.startup_s = wait_ready(self.bootstrap, None, READY_TIMEOUT_S)
             return
@@ -152,6 +159,7 @@ class Target:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
             )
         try:
             self.startup_s = wait_ready(self.bootstrap, self.proc, READY_TIMEOUT_S)
@@ -175,12 +183,26 @@ class Target:
         """User+system CPU seconds the broker process has used so far (Linux /proc), or None."""
         if self.proc is None or self.proc.poll() is not None:
             return None
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
+        return proc_cpu_seconds(self.proc.pid)
+
+    def wait_seconds(self) -> float | None:
+        """Seconds the broker's threads have waited for a CPU so far (Linux), or None."""
+        if self.proc is None or self.proc.poll() is not None:
             return None
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
+        return proc_wait_seconds(self.proc.pid)
+
+    def pin(self, cpus: set[int]) -> bool:
+        """Move every thread of a started broker onto ``cpus`` (threads it starts later
+        inherit it); False for a broker not started here."""
+        if self.proc is None or self.proc.poll() is not None:
+            return False
+        try:
+            for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
+                with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+                    os.sched_setaffinity(int(tid), cpus)
+        except OSError:
+            return False
+        return True
 
     def rss_mib(self) -> float | None:
         if self.proc is None or self.proc.poll() is not None:
@@ -226,7 +248,9 @@ def parse_targets(specs: list[str], *, bayou_cmd: str, tansu_bin: str | None) ->
             target = Target(label="bayou", kind="bayou", command_template=bayou_cmd)
         elif spec == "bayou-tls":  # the same broker, the load over its TLS listener
             template = bayou_cmd + TLS_ARGS
-            target = Target(label="bayou-tls", kind="bayou", command_template=template)
+            target = Target(
+                label="bayou-tls", kind="bayou", command_template=template, reduced=True
+            )
         elif spec == "tansu":
             binary = tansu_bin or str(tansu_binary())
             url = "tcp://{host}:{port}"

@@ -10,7 +10,17 @@ Phases:
 
 - ``produce``: N messages of S bytes as fast as librdkafka accepts them, then ``flush()``; the
   clock runs from the first ``produce()`` to the end of ``flush()``, so every message is acked.
-- ``consume``: assign every partition at the earliest offset and read until N messages arrived.
+  Values come from ``payloads``: text-like records that compress about as real JSON events do
+  (lz4 ≈ 2x), the same for every codec, so that only the codec differs between rows.
+- ``consume``: read the offset ranges ``assignment`` names (every partition from the earliest
+  offset by default) until each range is read; a range that ends before its partition's end is
+  unassigned when done, and such a consumer keeps a smaller pre-fetch queue, so that several
+  processes can share one partition without each reading far past its share.
+
+Throughput phases that several processes run together take a start barrier: with ``barrier``
+in the spec the worker, once ``READY``, waits for a ``GO`` line on stdin, and reports its own
+``start_ns``/``end_ns`` (``CLOCK_MONOTONIC``, the same clock in every process) so that the
+parent measures from the first start to the last end.
 - ``latency-consume`` / ``latency-produce``: a paced producer embeds the *scheduled* send time
   (``CLOCK_MONOTONIC``, shared by all processes on one host) in each value; the consumer records
   receive time minus that. Using the schedule rather than the moment ``produce()`` ran means a
@@ -31,6 +41,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import resource
 import struct
 import sys
@@ -97,13 +108,50 @@ class _AckTimes(_Errors):
                 self.samples.append(now_ns - due_ns)
 
 
+_VOCABULARY = (
+    "device sensor reading value status ok warn error temperature humidity pressure "
+    "voltage current door open closed user order item price quantity region eu us apac "
+    "created updated session click view page cart checkout payment true false null id "
+    "timestamp level info debug trace service gateway api latency ms bytes count total"
+)
+_WORDS = _VOCABULARY.split(" ")
+
+
+def payloads(size: int, count: int = 4096, seed: int = 7) -> list[bytes]:
+    """``count`` distinct values of ``size`` bytes that look like JSON events (keys repeat,
+    numbers and words vary): lz4 makes them about half as large, zstd a third."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        parts: list[str] = []
+        length = 0
+        while length < size:
+            field = (
+                f'"{rng.choice(_WORDS)}":"{rng.choice(_WORDS)}-{rng.randrange(10**6)}",'
+                if rng.random() < 0.6
+                else f'"{rng.choice(_WORDS)}":{rng.random() * 1000:.3f},'
+            )
+            parts.append(field)
+            length += len(field)
+        out.append(("{" + "".join(parts))[:size].encode())
+    return out
+
+
+def _await_go(spec: Spec) -> None:
+    """With a barrier, wait for the parent's ``GO`` (after ``READY``)."""
+    if spec.get("barrier"):
+        line = sys.stdin.readline()
+        if line.strip() != "GO":
+            raise RuntimeError(f"expected GO on stdin, got {line!r}")
+
+
 def _producer(spec: Spec, errors: _Errors, *, linger_ms: float) -> Producer:
     conf: dict[str, Any] = {
         "bootstrap.servers": spec["bootstrap"],
         "acks": spec["acks"],
         "linger.ms": linger_ms,
         "batch.size": spec["batch_size"],
-        "compression.type": "none",
+        "compression.type": spec.get("compression") or "none",
         "queue.buffering.max.kbytes": 1024 * 1024,
         "delivery.report.only.error": errors.only_errors,
         "on_delivery": errors.on_delivery,
@@ -135,16 +183,20 @@ def produce(spec: Spec) -> Spec:
     n, size = int(spec["messages"]), int(spec["size"])
     errors = _Errors()
     producer = _producer(spec, errors, linger_ms=spec["linger_ms"])
-    payload = os.urandom(size)  # incompressible; one buffer reused (copied by librdkafka)
+    values = payloads(size)  # reused buffers (librdkafka copies them)
     topic = spec["topic"]
     producer.list_topics(topic, timeout=10.0)  # connect before the clock starts
     print("READY", flush=True)
+    _await_go(spec)
     cpu0 = _cpu_seconds()
+    start_ns = time.monotonic_ns()
     t0 = time.perf_counter()
+    produce_ = producer.produce
     for i in range(n):
+        value = values[i & 4095]
         while True:
             try:
-                producer.produce(topic, payload)
+                produce_(topic, value)
                 break
             except BufferError:  # local queue full: let deliveries drain
                 producer.poll(0.001)
@@ -153,12 +205,15 @@ def produce(spec: Spec) -> Spec:
     enqueued_s = time.perf_counter() - t0
     left = producer.flush(spec["timeout_s"])
     elapsed = time.perf_counter() - t0
+    end_ns = time.monotonic_ns()
     if left:
         raise RuntimeError(f"{left} messages still unacknowledged after {spec['timeout_s']}s")
     if errors.count:
         raise RuntimeError(f"{errors.count} delivery errors, first: {errors.first}")
     return {
         "elapsed_s": elapsed,
+        "start_ns": start_ns,
+        "end_ns": end_ns,
         "enqueue_s": enqueued_s,
         "messages": n,
         "bytes": n * size,
@@ -167,7 +222,14 @@ def produce(spec: Spec) -> Spec:
 
 
 def consume(spec: Spec) -> Spec:
-    n, partitions = int(spec["messages"]), int(spec["partitions"])
+    """Read the ranges of ``assignment`` ([partition, first offset, end offset]; every
+    partition from the start, ``messages`` in all, when absent).  ``shared``: some range ends
+    before its partition does (another process reads the rest)."""
+    partitions = int(spec["partitions"])
+    ranges: list[list[int]] | None = spec.get("assignment")
+    n = sum(hi - lo for _p, lo, hi in ranges) if ranges else int(spec["messages"])
+    ranges = ranges or [[p, 0, -1] for p in range(partitions)]
+    shared = bool(spec.get("shared"))
     fetch_max = int(spec["fetch_max_bytes"])
     consumer = _consumer(
         spec,
@@ -175,20 +237,26 @@ def consume(spec: Spec) -> Spec:
             "fetch.max.bytes": fetch_max,
             "max.partition.fetch.bytes": int(spec["max_partition_fetch_bytes"]),
             "receive.message.max.bytes": fetch_max + 1024 * 1024,
-            "queued.max.messages.kbytes": 256 * 1024,
+            # a share of a partition: keep the read-ahead past its end small
+            "queued.max.messages.kbytes": 16 * 1024 if shared else 256 * 1024,
             "queued.min.messages": 500_000,
             "enable.partition.eof": False,
         },
     )
     consumer.list_topics(spec["topic"], timeout=10.0)  # connect before the clock starts
     print("READY", flush=True)
+    _await_go(spec)
+    ends = {p: hi for p, _lo, hi in ranges} if shared else {}
     got = nbytes = 0
     cpu0 = _cpu_seconds()
+    start_ns = time.monotonic_ns()
     t0 = time.perf_counter()
     last_progress = t0
     first_s: float | None = None
     try:
-        _assign_all(consumer, spec["topic"], partitions)
+        consumer.assign(
+            [TopicPartition(spec["topic"], p, lo or OFFSET_BEGINNING) for p, lo, _hi in ranges]
+        )
         while got < n:
             batch = consumer.consume(num_messages=min(10_000, n - got), timeout=1.0)
             now = time.perf_counter()
@@ -205,14 +273,27 @@ def consume(spec: Spec) -> Spec:
                 err = msg.error()
                 if err is not None:
                     raise RuntimeError(f"consume error: {err}")
+                if ends:
+                    end = ends[msg.partition()]
+                    offset = msg.offset()
+                    if offset >= end:
+                        got -= 1  # read ahead past this process's share
+                        continue
+                    if offset == end - 1:  # the share is read: stop fetching it
+                        consumer.incremental_unassign(
+                            [TopicPartition(spec["topic"], msg.partition())]
+                        )
                 value = msg.value()
                 nbytes += len(value) if value is not None else 0
             got += len(batch)
         elapsed = time.perf_counter() - t0
+        end_ns = time.monotonic_ns()
     finally:
         consumer.close()
     return {
         "elapsed_s": elapsed,
+        "start_ns": start_ns,
+        "end_ns": end_ns,
         "first_message_s": first_s,
         "messages": got,
         "bytes": nbytes,

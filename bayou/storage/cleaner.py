@@ -58,7 +58,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from bayou.config import INT_MAX, LONG_MAX
@@ -73,6 +73,7 @@ from bayou.storage.cleaner_state import CleanerState, save_cleaner_state
 from bayou.storage.engine import AbortedTxn
 from bayou.storage.files import fsync_dir, segment_path
 from bayou.storage.log import PartitionLog
+from bayou.storage.pacer import no_pace
 from bayou.storage.producer_state import Snapshot
 from bayou.storage.recovery import CLEANED_SUFFIX, SWAP_SUFFIX
 from bayou.storage.segment import LogSegment
@@ -170,6 +171,7 @@ def _build_map(
     capacity: int,
     stats: CleanStats,
     aborted: AbortedRanges,
+    pace: Callable[[], None] = no_pace,
 ) -> dict[bytes, int]:
     """Key digest → last offset over the dirty section, stopping when ``capacity`` is
     reached (at a batch boundary, always after at least one batch)."""
@@ -182,6 +184,7 @@ def _build_map(
         if found is None:
             continue
         for _pos, header, body in seg.iter_batches(found[0], with_body=True):
+            pace()
             if header.last_offset < first_dirty:
                 continue
             if (
@@ -332,7 +335,9 @@ class _Pass(CompactionPass):
         map_end: int,
         stats: CleanStats,
         aborted: AbortedRanges,
+        pace: Callable[[], None] = no_pace,
     ) -> None:
+        self.pace = pace
         with log._lock:
             snap = log.producer_state.snapshot()
         super().__init__(
@@ -366,6 +371,7 @@ class _Pass(CompactionPass):
             for seg in group:
                 self.stats.bytes_read += seg.size
                 for _pos, header, body in seg.iter_batches(0, with_body=True):
+                    self.pace()
                     if log.aborting:
                         raise _Aborted
                     assert body is not None
@@ -396,12 +402,16 @@ class _Aborted(BayouError):
     """The log is closing: the pass stops (the .cleaned files are removed)."""
 
 
-def clean(log: PartitionLog, now: int, map_entries: int) -> CleanStats | None:
+def clean(
+    log: PartitionLog, now: int, map_entries: int, pace: Callable[[], None] = no_pace
+) -> CleanStats | None:
     """Run one cleaning pass on ``log`` if anything is cleanable; None if nothing was done.
 
     Call from a worker thread: it reads and writes files for as long as it takes, holding
-    the log's lock only to swap each cleaned group in.  Raises what the file system raises
-    (the ``.cleaned`` files of the group being written are removed first).
+    the log's lock only to swap each cleaned group in, and calls ``pace`` once per batch it
+    reads (the broker's ``Pacer`` yields the GIL to a busy event loop there).  Raises what
+    the file system raises (the ``.cleaned`` files of the group being written are removed
+    first).
     """
     with log.maintenance_lock:
         if log.aborting or not log.config.compact:
@@ -414,12 +424,12 @@ def clean(log: PartitionLog, now: int, map_entries: int) -> CleanStats | None:
         stats = CleanStats()
         first_dirty = max(state.clean_offset, segs[0].base_offset)
         aborted = AbortedRanges(t for seg in log.segments for t in seg.txn_index.entries())
-        offset_map = _build_map(segs, first_dirty, max(1, map_entries), stats, aborted)
+        offset_map = _build_map(segs, first_dirty, max(1, map_entries), stats, aborted, pace)
         map_end = max(stats.map_end, first_dirty)
         work = [s for s in segs if s.base_offset < map_end]
         if not work:
             return None
-        cleaning = _Pass(log, now, offset_map, map_end, stats, aborted)
+        cleaning = _Pass(log, now, offset_map, map_end, stats, aborted, pace)
         state.gaps_below = max(state.gaps_below, map_end)
         save_cleaner_state(log.directory, state)  # before any swap: gaps allowed below
         for group in _groups(work, log.config.segment_bytes):

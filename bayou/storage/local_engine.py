@@ -16,8 +16,11 @@ which must not:
 Durability belongs here: ``append`` returns once the write is in the OS and, when the
 topic's ``flush.messages``/``flush.ms`` ask for it (or a segment rolled), after a
 group-committed fsync.  A partition with a ``flush.ms`` joins the *dirty set*, which a timer
-task flushes when due.  A checkpoint task persists recovery points every few seconds, and the
-maintenance task runs retention and the cleaner (``LogMaintenance``).
+task flushes when due; while the set is empty the task sleeps on an event instead of waking
+every ``FLUSH_CHECK_INTERVAL_S`` (with the default ``flush.ms`` no partition ever joins, and an
+idle or busy broker has no timer firing 20 times a second for nothing).  A checkpoint task
+persists recovery points every few seconds, and the maintenance task runs retention and the
+cleaner (``LogMaintenance``).
 
 Internal state (``StateStore``) lives in ``DATA/internal/<name>/0/``: one compacted
 ``PartitionLog`` per state log, invisible to Metadata and Fetch, cleaned by the same
@@ -72,6 +75,7 @@ from bayou.storage.log import PartitionLog
 from bayou.storage.maintenance import LogMaintenance, MaintenanceSettings
 from bayou.storage.manager import LogManager
 from bayou.storage.metadata import TopicMeta
+from bayou.storage.pacer import Activity
 from bayou.storage.producer_state import ProducerEntry
 from bayou.storage.tiered.cache import CachedRecords
 from bayou.storage.tiered.remote_segments import OffsetNotLocal
@@ -314,7 +318,8 @@ class LocalEngine:
         self.flusher = GroupFlusher()
         self.waiters = DataWaiters()
         self.internal_config = internal_config
-        self.maintenance = LogMaintenance(self.logs, maintenance, clock_ms)
+        self.activity = Activity()  # appends, which the cleaner yields to (pacer.py)
+        self.maintenance = LogMaintenance(self.logs, maintenance, clock_ms, self.activity)
         self.tiered = (
             TieredStorage(tiered, self.logs, self.data_dir, on_uploaded=self.maintenance.wake)
             if tiered is not None
@@ -324,6 +329,8 @@ class LocalEngine:
         self._state_logs: dict[str, LocalStateLog] = {}
         self._handles: dict[PartitionKey, LocalPartition] = {}
         self._dirty: set[PartitionLog] = set()
+        self._dirty_wake = asyncio.Event()  # set when the dirty set gains a member
+        self.flush_checks = 0  # rounds of the flush.ms timer so far
         self._tasks: list[asyncio.Task[None]] = []
         self._open_files = OpenFilesWatch(raise_open_files_limit())
 
@@ -488,8 +495,11 @@ class LocalEngine:
 
     def appended(self, log_: PartitionLog) -> None:
         """Data landed in ``log_``: wake its readers; the flush.ms timer watches it."""
+        self.activity.count += 1
         self.waiters.notify(log_.topic, log_.index)
         if log_.config.flush_ms < LONG_MAX:
+            if not self._dirty:
+                self._dirty_wake.set()
             self._dirty.add(log_)
 
     async def append_many(
@@ -572,7 +582,11 @@ class LocalEngine:
         """Honour ``flush.ms``: fsync partitions whose unflushed data is old enough."""
         dirty = self._dirty
         while True:
+            if not dirty:
+                self._dirty_wake.clear()
+                await self._dirty_wake.wait()
             await asyncio.sleep(FLUSH_CHECK_INTERVAL_S)
+            self.flush_checks += 1
             now = self.clock_ms()
             for partition in list(dirty):
                 if partition.log_end_offset <= partition.recovery_point:

@@ -11,6 +11,9 @@ The engine's internal state logs (``__consumer_offsets``, the MQTT state, …, a
 ``register``s each once opened and ``unregister``s it before closing, and every round cleans
 them with the same cleaner as compacted user topics while their owners append on the event
 loop thread, exactly as producers do to user topics.
+
+Each round's cleaner is paced (``pacer.Pacer``): while the engine's ``Activity`` shows
+appends, a pass works at most a tenth of the time, so that produce keeps its rate.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from bayou.storage.cleaner import MAP_ENTRY_BYTES, CleanStats
 from bayou.storage.engine import MaintenanceReport
 from bayou.storage.log import PartitionLog
 from bayou.storage.manager import LogManager
+from bayou.storage.pacer import Activity, Pacer
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +52,14 @@ def summary(stats: CleanStats) -> str:
 
 class LogMaintenance:
     def __init__(
-        self, logs: LogManager, settings: MaintenanceSettings, clock_ms: Callable[[], int]
+        self,
+        logs: LogManager,
+        settings: MaintenanceSettings,
+        clock_ms: Callable[[], int],
+        activity: Activity | None = None,
     ) -> None:
         self.logs = logs
+        self.activity = activity or Activity()
         self.interval_s = max(settings.interval_ms, 1) / 1000
         self.map_entries = max(settings.dedupe_buffer_size // MAP_ENTRY_BYTES, 1)
         self.cleaner = settings.cleaner_enable
@@ -94,6 +103,7 @@ class LogMaintenance:
                 self.map_entries,
                 cleaner=self.cleaner,
                 internal=self.internal_logs,
+                pace=Pacer(self.activity),
             )
         out: list[MaintenanceReport] = []
         for partition, deleted, stats, error in report:

@@ -61,6 +61,7 @@ from bayou.storage.metadata import (
     load_topic,
     save_topic,
 )
+from bayou.storage.pacer import no_pace
 from bayou.storage.retention import check_new_partition_count
 
 PRODUCER_ID_BLOCK = 1000
@@ -354,6 +355,7 @@ class LogManager:
         *,
         cleaner: bool = True,
         internal: Iterable[PartitionLog] = (),
+        pace: Callable[[], None] = no_pace,
     ) -> list[tuple[PartitionLog, int, CleanStats | None, Exception | None]]:
         """One retention and cleaning round over every partition (a worker thread calls it),
         then over the ``internal`` logs (the broker's own compacted state logs, which this
@@ -370,7 +372,7 @@ class LogManager:
             try:
                 deleted = log.delete_old_segments(now)
                 if cleaner and _due(log, now):
-                    stats = clean(log, now, map_entries)
+                    stats = clean(log, now, map_entries, pace)
             except Exception as exc:  # reported, and tried again next round
                 report.append((log, deleted, stats, exc))
                 continue
