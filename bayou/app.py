@@ -39,8 +39,11 @@ from bayou.gateways.door import Door
 from bayou.gateways.http import HttpGateway
 from bayou.gateways.kafka.server import KafkaDoor, KafkaSettings
 from bayou.gateways.mqtt import MqttGateway
+from bayou.observability import BrokerMetrics
+from bayou.observability.broker_collector import BrokerCollector
+from bayou.observability.loop_lag import LoopLagProbe
 from bayou.storage.dir_lock import DataDirectoryInUse
-from bayou.storage.engine import LogEngine
+from bayou.storage.engine import FsyncObserved, LogEngine
 from bayou.storage.local_engine import LocalEngine
 from bayou.storage.maintenance import MaintenanceSettings
 from bayou.storage.memory import MemoryEngine
@@ -174,6 +177,9 @@ class App:
     def __init__(self, config: BrokerConfig) -> None:
         self.config = config
         self.engine = make_engine(config)
+        self.metrics = BrokerMetrics()
+        if isinstance(self.engine, FsyncObserved):
+            self.engine.observe_fsync(self.metrics.observe_fsync)
         self.core = Core(
             self.engine,
             CoreSettings(
@@ -187,7 +193,10 @@ class App:
             group_settings(config),
             txn_settings(config),
             Security(security_settings(config)),
+            self.metrics,
         )
+        self.metrics.register(BrokerCollector(self.core, self.metrics))
+        self.loop_lag = LoopLagProbe(self.metrics.loop_lag_seconds.observe)
         self.kafka = KafkaDoor(
             self.core, self._kafka_settings(config.kafka.port, config.kafka.tls_port)
         )
@@ -213,6 +222,7 @@ class App:
         return [d for d in (self.kafka, self.http, self.mqtt, self.amqp) if d is not None]
 
     async def start(self) -> None:
+        self.loop_lag.start()
         await self.engine.open()
         await self.engine.start()
         await self.core.start()
@@ -248,6 +258,7 @@ class App:
         await self.core.close()
         await self.kafka.stop()
         await self.engine.close()
+        await self.loop_lag.stop()
         log.info("stopped")
 
 

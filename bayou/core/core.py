@@ -18,6 +18,8 @@ typed async facade:
   writes markers through the engine's partitions and the group coordinator;
 - ``security``: users, ACLs, logins and the authorizer every door asks
   (``bayou/core/security/``);
+- ``metrics``: the broker's metrics (``bayou/observability/``), which the doors count their
+  traffic and requests into;
 - ``request_budget``: the broker-wide budget of request bytes in flight that every door's
   connections report their unfinished requests to (``queued.max.request.bytes``);
 - ``background`` runs a fire-and-forget task with a reference kept; ``stopping`` is set when
@@ -58,6 +60,7 @@ from bayou.core.transactions import (
     TxnSettings,
 )
 from bayou.errors import ErrorCode, InvalidTopic, KafkaError, UnknownTopicOrPartition
+from bayou.observability import BrokerMetrics
 from bayou.storage.engine import AppendResult, Buffer, LogEngine, Partition, PartitionKey
 from bayou.storage.metadata import TopicMeta
 
@@ -92,9 +95,11 @@ class Core:
         group_settings: GroupSettings | None = None,
         txn_settings: TxnSettings | None = None,
         security: Security | None = None,
+        metrics: BrokerMetrics | None = None,
     ) -> None:
         self.engine = engine
         self.security = security or Security()
+        self.metrics = metrics or BrokerMetrics()
         self.settings = settings
         self.group_settings = group_settings or GroupSettings()
         self.txn_settings = txn_settings or TxnSettings()

@@ -61,11 +61,19 @@ class HttpGateway:
             core, self.consumers, Partitioner(), options.max_body_bytes, options.cors_origins
         )
         self.app = create_app(self.gateway)
+        core.metrics.door("http").connections = self._connection_count
         self._server: uvicorn.Server | None = None
         self._tls_server: uvicorn.Server | None = None
         self.tls_port = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
+
+    def _connection_count(self) -> int:
+        return sum(
+            len(server.server_state.connections)
+            for server in (self._server, self._tls_server)
+            if server is not None
+        )
 
     def _bind(self, port: int) -> socket.socket:
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)

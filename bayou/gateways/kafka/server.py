@@ -67,6 +67,7 @@ class KafkaDoor:
         self.plain = KafkaListener(self, tls=False)
         self.secure = KafkaListener(self, tls=True)
         self._connections: set[KafkaConnection] = set()
+        core.metrics.door("kafka").connections = self._connections.__len__
 
     @property
     def node_id(self) -> int:
