@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 
 from bayou.broker_config import BrokerConfig
 from bayou.core import Core, CoreSettings
@@ -41,6 +40,7 @@ from bayou.gateways.kafka.server import KafkaDoor, KafkaSettings
 from bayou.gateways.mqtt import MqttGateway
 from bayou.observability import BrokerMetrics
 from bayou.observability.broker_collector import BrokerCollector
+from bayou.observability.json_logs import configure_logging
 from bayou.observability.loop_lag import LoopLagProbe
 from bayou.storage.dir_lock import DataDirectoryInUse
 from bayou.storage.engine import FsyncObserved, LogEngine
@@ -287,11 +287,7 @@ async def serve(config: BrokerConfig) -> None:
 
 def run(config: BrokerConfig) -> None:
     """Blocking entry point used by ``bayou serve``."""
-    logging.basicConfig(
-        level=getattr(logging, config.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(config.log_level, config.log_format)
     _install_uvloop()
     try:
         asyncio.run(serve(config))

@@ -1,8 +1,10 @@
 """``/metrics`` on the HTTP port, parsed with prometheus_client's own parser and checked
-against what the test itself produced and consumed through every door."""
+against what the test itself produced and consumed through every door; and the structured
+logs of ``--log-format json`` (the same broker logs that way)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import paho.mqtt.client as mqtt
@@ -24,7 +26,9 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    proc = BrokerProcess(tmp_path_factory.mktemp("metrics") / "data").start()
+    proc = BrokerProcess(
+        tmp_path_factory.mktemp("metrics") / "data", extra_args=["--log-format", "json"]
+    ).start()
     try:
         yield proc
     finally:
@@ -229,6 +233,18 @@ def test_fsync_latency_is_observed(broker: BrokerProcess) -> None:
     after = value(scrape(broker), "bayou_log_fsync_duration_seconds_count") or 0
     assert after > before
     assert (value(scrape(broker), "bayou_event_loop_lag_seconds_count") or 0) > 0
+
+
+def test_logs_are_json_lines(broker: BrokerProcess) -> None:
+    lines = [line for line in broker.log_text().splitlines() if line.strip()]
+    assert lines
+    started = None
+    for line in lines:
+        entry = json.loads(line)
+        assert {"time", "level", "logger", "message"} <= set(entry)
+        if entry["message"].startswith("Bayou listening"):
+            started = entry
+    assert started is not None and started["level"] == "INFO" and started["logger"] == "bayou"
 
 
 def test_deleted_topic_series_go_away(broker: BrokerProcess) -> None:
