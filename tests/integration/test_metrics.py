@@ -5,7 +5,9 @@ logs of ``--log-format json`` (the same broker logs that way)."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -20,6 +22,8 @@ from tests.support.broker import BrokerProcess
 from tests.support.http import JSON_V2, client
 from tests.support.kafka import unique_topic
 from tests.support.wait import wait_until
+
+DASHBOARD = Path(__file__).parents[2] / "tools" / "grafana" / "bayou.json"
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -233,6 +237,40 @@ def test_fsync_latency_is_observed(broker: BrokerProcess) -> None:
     after = value(scrape(broker), "bayou_log_fsync_duration_seconds_count") or 0
     assert after > before
     assert (value(scrape(broker), "bayou_event_loop_lag_seconds_count") or 0) > 0
+
+
+def test_grafana_dashboard_queries_only_served_metrics(broker: BrokerProcess) -> None:
+    with client(broker.http_url) as http:
+        text = http.get("/metrics").text
+    served: set[str] = set()
+    for family in text_string_to_metric_families(text):
+        served.add(family.name)
+        served.update(s.name for s in family.samples)
+        # a family without samples yet (no traffic on this broker) still names its series
+        if family.type == "counter":
+            served.add(family.name + "_total")
+        elif family.type == "histogram":
+            served.update(family.name + part for part in ("_bucket", "_count", "_sum"))
+    dashboard = json.loads(DASHBOARD.read_text())
+    queried = {
+        name
+        for expr in _expressions(dashboard)
+        for name in re.findall(r"\b(?:kafka|bayou)_[a-z_]+", expr)
+    }
+    assert len(queried) >= 15
+    assert queried <= served, sorted(queried - served)
+
+
+def _expressions(node: object) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, item in node.items():
+            if key == "expr" and isinstance(item, str):
+                yield item
+            else:
+                yield from _expressions(item)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _expressions(item)
 
 
 def test_logs_are_json_lines(broker: BrokerProcess) -> None:
