@@ -264,6 +264,17 @@ def test_http_basic_bearer_401_and_403(secure: SecureBroker) -> None:
         assert posted.status_code == 403
 
 
+def test_metrics_need_a_login_and_describe_on_the_cluster(secure: SecureBroker) -> None:
+    url = f"https://127.0.0.1:{secure.http_tls_port}/metrics"
+    with httpx.Client(verify=trusting(secure), timeout=TIMEOUT) as http:
+        assert http.get(url).status_code == 401
+        refused = http.get(url, auth=("alice", USERS["alice"]))
+        assert refused.status_code == 403 and A not in refused.text
+        scraped = http.get(url, auth=("admin", USERS["admin"]))
+        assert scraped.status_code == 200
+        assert f'kafka_log_log_logendoffset{{partition="0",topic="{A}"}} 3.0' in scraped.text
+
+
 def test_http_client_certificate_names_the_user(secure: SecureBroker) -> None:
     cert, key, _ = secure.pki.issue("carol", "carol", server=False)
     url = f"https://127.0.0.1:{secure.http_tls_port}"
