@@ -28,6 +28,7 @@ import logging
 import signal
 
 from bayou.broker_config import BrokerConfig
+from bayou.console import Console
 from bayou.core import Core, CoreSettings
 from bayou.core.groups import GroupSettings
 from bayou.core.security import Security, SecuritySettings
@@ -203,6 +204,8 @@ class App:
         self.http = HttpGateway(self.core, config.host, config.http) if config.http.port else None
         self.mqtt = MqttGateway(self.core, config.host, config.mqtt) if config.mqtt.port else None
         self.amqp = AmqpGateway(self.core, config.host, config.amqp) if config.amqp.port else None
+        if self.http is not None:  # the console, on the HTTP door behind its login
+            self.http.add_routes(Console(self.core).routes(), link=("console", "/console"))
 
     def _kafka_settings(self, port: int, tls_port: int) -> KafkaSettings:
         config = self.config
