@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from bayou.console import groups, messages, overview, topics
+from bayou.console import dashboards, groups, messages, overview, topics
 from bayou.core import Core
 
 PREFIX = "/console"
@@ -25,5 +25,6 @@ class Console:
         topics.add_routes(router, core)
         messages.add_routes(router, core)
         groups.add_routes(router, core)
+        dashboards.add_routes(router, core)
         static = StaticFiles(packages=[("bayou.console", "static")])
         return [*router.routes, Mount(f"{PREFIX}/static", app=static, name="console-static")]

@@ -273,6 +273,32 @@ def test_pages_have_real_urls_and_assets_come_from_the_broker(
         assert http.get("/").json()["console"] == "/console"
 
 
+def test_pages_fit_a_phone_width(broker: BrokerProcess, browser: Any) -> None:
+    topic = unique_topic("phone")
+    create_topic(broker.bootstrap, topic, 1)
+    produce(broker, topic, [{"reading": {"celsius": 20 + i}, "site": "north"} for i in range(3)])
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    try:
+        page = context.new_page()
+        for path in (
+            "/console",
+            "/console/topics",
+            f"/console/topics/{topic}",
+            f"/console/topics/{topic}/messages",
+            "/console/groups",
+            "/console/dashboards",
+        ):
+            page.goto(f"{broker.http_url}{path}")
+            overflow = page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert overflow <= 0, (path, overflow)
+        (ARTIFACTS / "console").mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "console" / "phone-messages.png"), full_page=True)
+    finally:
+        context.close()
+
+
 def test_delete_topic_needs_its_name_typed(broker: BrokerProcess, page: Any) -> None:
     topic = unique_topic("doomed")
     create_topic(broker.bootstrap, topic, 1)
@@ -306,3 +332,44 @@ def test_alter_config_and_add_partitions(broker: BrokerProcess, page: Any) -> No
         assert len(meta.topics[topic].partitions) == 3
     finally:
         consumer.close()
+
+
+def test_dashboard_plots_a_json_field_live_and_is_kept_by_the_broker(
+    broker: BrokerProcess, page: Any
+) -> None:
+    """Last in the module: it restarts the broker."""
+    topic = unique_topic("greenhouse")
+    create_topic(broker.bootstrap, topic, 2)
+    page.goto(f"{broker.http_url}/console/dashboards")
+    page.get_by_label("Title", exact=True).fill("Greenhouse temperature")
+    page.get_by_label("Topic", exact=True).select_option(topic)
+    page.get_by_label("Numeric JSON field", exact=True).fill("$.reading.celsius")
+    page.get_by_label("Plot", exact=True).select_option("per-key")
+    page.get_by_role("button", name="Save dashboard").click()
+    page.wait_for_url("**/console/dashboards/greenhouse-temperature")
+    page.wait_for_function("window.consoleBoard && window.consoleBoard.ticks >= 1")
+
+    # two sensors (keys), each with a steady reading; and a record without the field
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    for _ in range(10):
+        producer.produce(topic, key=b"north", value=json.dumps({"reading": {"celsius": 21.5}}))
+        producer.produce(topic, key=b"south", value=json.dumps({"reading": {"celsius": 18}}))
+    producer.produce(topic, key=b"north", value=b"not json")
+    assert producer.flush(15) == 0
+    page.wait_for_function(
+        "['north', 'south'].every(k => (window.consoleBoard.lines[k] || []).some(v => v !== null))"
+    )
+    plotted = page.evaluate(
+        "Object.fromEntries(['north', 'south'].map(k => "
+        "[k, [...new Set(window.consoleBoard.lines[k].filter(v => v !== null))]]))"
+    )
+    assert plotted == {"north": [21.5], "south": [18]}
+    page.wait_for_function("window.consoleBoard.count.reduce((a, v) => a + v, 0) === 21")
+
+    page.goto("about:blank")  # closes the live stream
+    broker.restart()
+    page.goto(f"{broker.http_url}/console/dashboards")
+    assert cells(page, "#boards td a") == ["Greenhouse temperature"]
+    page.get_by_role("link", name="Greenhouse temperature").click()
+    assert page.locator("h1").inner_text() == "Greenhouse temperature"
+    assert "$.reading.celsius" in page.locator("main").inner_text()

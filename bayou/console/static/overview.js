@@ -10,7 +10,7 @@
   window.consoleLive = live;
 
   function width(el) {
-    return Math.max(240, el.clientWidth || 320);
+    return Math.max(200, el.clientWidth || 320);
   }
 
   for (const metric of METRICS) {
