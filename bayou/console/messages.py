@@ -7,12 +7,20 @@ through core ``Cursor``s, the read path every door uses.  "Newest" reads the las
 ``limit`` records of each partition (the last ``NEWEST_WINDOW`` when filtering) and shows
 them newest first; every other start reads forward and shows the earliest matches first,
 merged over partitions by timestamp.
+
+The same query with ``format=jsonl`` or ``format=csv`` downloads what the page shows (one
+object or row per record: partition, offset, timestamp, key, value, headers as decoded).  A
+record can be produced again, edited or not, to the same or another topic: its form is
+prefilled from the record and the write is one batch through ``Core.append_many``, as the
+HTTP door's produce.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import csv
+import io
 import json
 import time
 from dataclasses import dataclass, field
@@ -20,16 +28,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from bayou.console.filters import FilterError, Predicate, parse_filter
 from bayou.console.topics import topic_url
-from bayou.console.web import Access, render
+from bayou.console.web import Access, form, render
 from bayou.core import Core
 from bayou.core.cursor import StartSpec
+from bayou.core.partitioner import Partitioner
 from bayou.core.security.acl import AclOperation
 from bayou.errors import KafkaError
-from bayou.protocol.kafka.records import DecodedRecord
+from bayou.protocol.kafka.records import DecodedRecord, Record, build_batch
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -38,6 +47,8 @@ SCAN_S = 5.0
 READ_BYTES = 1024 * 1024
 NEWEST_WINDOW = 10_000
 STARTS = ("newest", "beginning", "offset", "time")
+DOWNLOADS = ("jsonl", "csv")
+MAX_REPRODUCE_BYTES = 1024 * 1024
 DECODINGS = ("auto", "json", "text", "hex", "base64")
 
 
@@ -135,7 +146,7 @@ def add_routes(router: APIRouter, core: Core) -> None:
         if meta is None or not Access(core.security, request).topic(AclOperation.READ, name):
             return render(request, "missing.html", {"what": f"Topic {name!r}"}, 404)
         q = request.query_params
-        form = {
+        chosen = {
             "partition": q.get("partition", "all"),
             "start": q.get("start", "newest") if q.get("start") in STARTS else "newest",
             "offset": q.get("offset", "0"),
@@ -149,29 +160,29 @@ def add_routes(router: APIRouter, core: Core) -> None:
             "name": name,
             "url": topic_url(name),
             "partition_count": meta.partitions,
-            "form": form,
+            "form": chosen,
             "error": "",
             "rows": [],
             "scan": None,
         }
         try:
-            limit = max(1, min(MAX_LIMIT, int(form["limit"])))
-            if form["partition"] == "all":
+            limit = max(1, min(MAX_LIMIT, int(chosen["limit"])))
+            if chosen["partition"] == "all":
                 partitions = list(range(meta.partitions))
             else:
-                partitions = [int(form["partition"])]
+                partitions = [int(chosen["partition"])]
                 if not 0 <= partitions[0] < meta.partitions:
                     raise ValueError(f"partition {partitions[0]} does not exist")
             start: StartSpec | None = None
-            if form["start"] == "beginning":
+            if chosen["start"] == "beginning":
                 start = StartSpec.earliest()
-            elif form["start"] == "offset":
-                start = StartSpec("offset", int(form["offset"]))
-            elif form["start"] == "time":
-                if not form["time"]:
+            elif chosen["start"] == "offset":
+                start = StartSpec("offset", int(chosen["offset"]))
+            elif chosen["start"] == "time":
+                if not chosen["time"]:
                     raise ValueError("pick a date and time to start from")
-                start = StartSpec("timestamp", parse_time(form["time"]))
-            predicate = parse_filter(form["filter"])
+                start = StartSpec("timestamp", parse_time(chosen["time"]))
+            predicate = parse_filter(chosen["filter"])
         except FilterError as exc:
             context["error"] = f"Filter: {exc}"
             return render(request, "messages.html", context, 422)
@@ -183,9 +194,9 @@ def add_routes(router: APIRouter, core: Core) -> None:
         except KafkaError as exc:
             context["error"] = exc.message
             return render(request, "messages.html", context, 422)
-        how = form["decode"]
+        how = chosen["decode"]
         context["scan"] = found
-        context["rows"] = [
+        rows = context["rows"] = [
             {
                 "partition": index,
                 "offset": r.offset,
@@ -198,4 +209,124 @@ def add_routes(router: APIRouter, core: Core) -> None:
             }
             for index, r in found.records
         ]
+        download = q.get("format")
+        if download in DOWNLOADS:
+            return downloaded(name, rows, download)
         return render(request, "messages.html", context)
+
+    @router.get("/topics/{name}/produce")
+    async def produce_form(request: Request, name: str) -> Response:
+        q = request.query_params
+        values = {"topic": name, "key": "", "value": "", "headers": "[]"}
+        try:
+            partition, offset = int(q.get("partition", "")), int(q.get("offset", ""))
+        except ValueError:
+            partition = offset = -1
+        access = Access(core.security, request)
+        if partition >= 0 and name in core.topics() and access.topic(AclOperation.READ, name):
+            try:
+                record = await core.cursor(name, partition, offset).record_at(offset)
+            except KafkaError:
+                record = None
+            if record is not None:
+                values["key"] = _text(record.key)
+                values["value"] = _text(record.value)
+                values["headers"] = json.dumps([[h, _text(v)] for h, v in record.headers])
+        return produce_page(request, name, values)
+
+    def produce_page(
+        request: Request, name: str, values: dict[str, str], error: str = "", status: int = 200
+    ) -> Response:
+        context = {
+            "page": "topics",
+            "name": name,
+            "url": topic_url(name),
+            "values": values,
+            "topics": sorted(core.topics()),
+            "error": error,
+        }
+        return render(request, "produce.html", context, status)
+
+    @router.post("/topics/{name}/produce")
+    async def produce(request: Request, name: str) -> Response:
+        values = await form(request)
+        target = values.get("topic", "")
+        meta = core.topics().get(target)
+        if meta is None:
+            return produce_page(request, name, values, f"Topic {target!r} does not exist.", 422)
+        if not Access(core.security, request).topic(AclOperation.WRITE, target):
+            return produce_page(request, name, values, "Not authorized to write there.", 403)
+        try:
+            headers = [
+                (str(h), None if v is None else str(v).encode())
+                for h, v in json.loads(values.get("headers") or "[]")
+            ]
+        except (ValueError, TypeError):
+            error = 'Headers are a JSON list of [name, value] pairs, e.g. [["source", "console"]].'
+            return produce_page(request, name, values, error, 422)
+        key = values.get("key", "").encode() or None
+        value = values.get("value", "").encode()
+        if len(value) + len(key or b"") > MAX_REPRODUCE_BYTES:
+            return produce_page(request, name, values, "The record is too large.", 413)
+        partition = Partitioner().partition(target, key, meta.partitions)
+        batch = build_batch([Record(core.clock_ms(), key, value, headers)])
+        [result] = await core.append_many([(target, partition, batch)])
+        if isinstance(result, KafkaError):
+            return produce_page(request, name, values, result.message, 422)
+        core.metrics.door("http").appended([(target, partition, batch)], [result])
+        return RedirectResponse(
+            f"{topic_url(target)}/messages?partition={partition}&start=offset"
+            f"&offset={result.base_offset}",
+            status_code=303,
+        )
+
+
+def _text(data: bytes | None) -> str:
+    return "" if data is None else data.decode("utf-8", "replace")
+
+
+def _plain(shown: dict[str, Any]) -> str | None:
+    """A decoded field as a download holds it: JSON compact, null as None."""
+    if shown["kind"] == "null":
+        return None
+    if shown["kind"] == "json":
+        return json.dumps(json.loads(shown["text"]), ensure_ascii=False, separators=(",", ":"))
+    return str(shown["text"])
+
+
+def downloaded(topic: str, rows: list[dict[str, Any]], fmt: str) -> Response:
+    """The page's records as a JSON-lines or CSV attachment."""
+    out = io.StringIO()
+    if fmt == "jsonl":
+        for row in rows:
+            item = {
+                "partition": row["partition"],
+                "offset": row["offset"],
+                "timestamp": row["time"],
+                "key": _plain(row["key"]),
+                "value": _plain(row["value"]),
+                "headers": {h: _plain(v) for h, v in row["headers"]},
+            }
+            out.write(json.dumps(item, ensure_ascii=False) + "\n")
+        media = "application/x-ndjson"
+    else:
+        writer = csv.writer(out)
+        writer.writerow(["partition", "offset", "timestamp", "key", "value", "headers"])
+        for row in rows:
+            headers = json.dumps({h: _plain(v) for h, v in row["headers"]}, ensure_ascii=False)
+            writer.writerow(
+                [
+                    row["partition"],
+                    row["offset"],
+                    row["time"],
+                    _plain(row["key"]),
+                    _plain(row["value"]),
+                    headers,
+                ]
+            )
+        media = "text/csv"
+    return Response(
+        out.getvalue(),
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="{topic}.{fmt}"'},
+    )

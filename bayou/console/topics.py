@@ -195,6 +195,27 @@ def add_routes(router: APIRouter, core: Core) -> None:
             return topic_page(request, name, exc.message, 422)
         return RedirectResponse(topic_url(name), status_code=303)
 
+    @router.post("/topics/{name}/delete-records")
+    async def delete_records(request: Request, name: str) -> Response:
+        values = await form(request)
+        if not Access(core.security, request).topic(AclOperation.DELETE, name):
+            return topic_page(request, name, "Not authorized to delete records.", 403)
+        try:
+            partition, offset = int(values.get("partition", "")), int(values.get("offset", ""))
+            if offset < 0:
+                raise ValueError
+            p = core.partition(name, partition)
+        except ValueError:
+            return topic_page(request, name, "Pick a partition and an offset.", 422)
+        except KafkaError as exc:
+            return topic_page(request, name, exc.message, 422)
+        if offset > p.log_end_offset:
+            return topic_page(
+                request, name, f"Offset {offset} is past the log end ({p.log_end_offset}).", 422
+            )
+        await p.delete_records(offset)
+        return RedirectResponse(topic_url(name), status_code=303)
+
     @router.post("/topics/{name}/delete")
     async def delete(request: Request, name: str) -> Response:
         values = await form(request)

@@ -6,6 +6,8 @@ arrive.  Each test leaves a screenshot under ``test-artifacts/console/`` (not co
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 from collections.abc import Iterator
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from tests.integration.test_confluent_kafka import create_topic
 from tests.support.broker import BrokerProcess
@@ -332,6 +334,64 @@ def test_alter_config_and_add_partitions(broker: BrokerProcess, page: Any) -> No
         assert len(meta.topics[topic].partitions) == 3
     finally:
         consumer.close()
+
+
+def test_download_reproduce_and_delete_records(broker: BrokerProcess, page: Any) -> None:
+    topic, other = unique_topic("orders"), unique_topic("orders-retry")
+    create_topic(broker.bootstrap, topic, 1)
+    create_topic(broker.bootstrap, other, 1)
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(4):
+        producer.produce(
+            topic, key=f"o{i}".encode(), value=json.dumps({"n": i}), headers={"src": b"shop"}
+        )
+    assert producer.flush(15) == 0
+    query = "partition=0&start=beginning&filter=%24.n+%3E%3D+2"
+    with client(broker.http_url) as http:
+        lines = http.get(f"/console/topics/{topic}/messages?{query}&format=jsonl")
+        assert lines.headers["content-disposition"] == f'attachment; filename="{topic}.jsonl"'
+        rows = [json.loads(line) for line in lines.text.splitlines()]
+        assert [(r["offset"], r["key"], json.loads(r["value"]), r["headers"]) for r in rows] == [
+            (2, "o2", {"n": 2}, {"src": "shop"}),
+            (3, "o3", {"n": 3}, {"src": "shop"}),
+        ]
+        table = http.get(f"/console/topics/{topic}/messages?{query}&format=csv")
+        parsed = list(csv.reader(io.StringIO(table.text)))
+        assert parsed[0] == ["partition", "offset", "timestamp", "key", "value", "headers"]
+        assert [(r[1], r[3], r[4], r[5]) for r in parsed[1:]] == [
+            ("2", "o2", '{"n":2}', '{"src": "shop"}'),
+            ("3", "o3", '{"n":3}', '{"src": "shop"}'),
+        ]
+
+    # re-produce offset 1, edited, to another topic
+    page.goto(f"{broker.http_url}/console/topics/{topic}/messages?start=beginning")
+    page.get_by_label("Produce offset 1 of partition 0 again").click()
+    assert page.get_by_label("Value", exact=True).input_value() == '{"n": 1}'
+    page.get_by_label("To topic").select_option(other)
+    page.get_by_label("Value", exact=True).fill('{"n": 1, "retried": true}')
+    page.get_by_role("button", name="Produce").click()
+    page.wait_for_url(f"**/console/topics/{other}/messages**")
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": unique_topic("g")})
+    try:
+        consumer.assign([TopicPartition(other, 0, 0)])
+        msg = None
+        for _ in range(100):
+            msg = consumer.poll(0.2)
+            if msg is not None and msg.error() is None:
+                break
+        assert msg is not None and msg.error() is None
+        assert (msg.key(), json.loads(msg.value())) == (b"o1", {"n": 1, "retried": True})
+        assert msg.headers() == [("src", b"shop")]
+    finally:
+        consumer.close()
+
+    # delete the first two records of the original topic
+    page.goto(f"{broker.http_url}/console/topics/{topic}")
+    page.locator("#records-offset").fill("2")
+    page.get_by_role("button", name="Delete records").click()
+    page.wait_for_load_state()
+    first = page.locator("#partitions tr").first.locator("td")
+    assert first.all_inner_texts()[:3] == ["0", "2", "4"]
 
 
 def test_dashboard_plots_a_json_field_live_and_is_kept_by_the_broker(
