@@ -1,5 +1,6 @@
 """Consumer-group pages: every group with offsets or members and its total lag; one group's
-members and per-partition committed offset, log end and lag; resetting its offsets (to the
+members and per-partition committed offset, log end and lag, with a live chart of its total
+lag (an SSE stream of it once a second); resetting its offsets (to the
 earliest, the latest, a time, an offset, or shifted by N) with a dry run first; deleting it.
 
 As ``kafka-consumer-groups --reset-offsets`` does, a reset or a deletion is refused while
@@ -10,11 +11,15 @@ from the new offsets.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from bayou.console.messages import parse_time
 from bayou.console.web import Access, form, render
@@ -26,6 +31,7 @@ from bayou.core.security.acl import AclOperation, ResourceType
 from bayou.errors import ErrorCode, KafkaError
 
 STRATEGIES = ("earliest", "latest", "time", "offset", "shift")
+LAG_TICK_S = 1.0
 
 
 def group_url(group: str) -> str:
@@ -89,6 +95,20 @@ async def planned(
     return rows
 
 
+async def lag_stream(core: Core, group: str) -> AsyncIterator[str]:
+    """The group's lag once a second (total and per partition), for the page's chart."""
+    yield "retry: 2000\n\n"
+    while not core.stopping:
+        rows = group_lags(core, [group])
+        event = {
+            "time": time.time(),
+            "lag": sum(r.lag for r in rows),
+            "partitions": {f"{r.topic}-{r.partition}": r.lag for r in rows},
+        }
+        yield f"data: {json.dumps(event)}\n\n"
+        await asyncio.sleep(LAG_TICK_S)
+
+
 def add_routes(router: APIRouter, core: Core) -> None:
     @router.get("/groups")
     async def groups_page(request: Request) -> Response:
@@ -143,6 +163,16 @@ def add_routes(router: APIRouter, core: Core) -> None:
     @router.get("/groups/{group}")
     async def describe(request: Request, group: str) -> Response:
         return group_page(request, group)
+
+    @router.get("/groups/{group}/live")
+    async def live(request: Request, group: str) -> Response:
+        if not Access(core.security, request).may(AclOperation.DESCRIBE, ResourceType.GROUP, group):
+            return Response("No such group.", 404)
+        return StreamingResponse(
+            lag_stream(core, group),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     @router.post("/groups/{group}/reset")
     async def reset(request: Request, group: str) -> Response:

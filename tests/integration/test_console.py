@@ -215,6 +215,13 @@ def test_reset_group_in_browser_and_consumer_resumes_there(
     assert "Reset 1 partition" in page.locator("#group-notice").inner_text()
     assert page.locator("#offsets td.committed").inner_text() == "4"
 
+    # the lag chart follows: 6 now, 16 once ten more records land
+    page.wait_for_function("window.consoleLag && window.consoleLag.ticks >= 1")
+    assert page.evaluate("window.consoleLag.data[1].at(-1)") == 6
+    produce(broker, topic, [{"i": i} for i in range(10, 20)])
+    page.wait_for_function("window.consoleLag.data[1].at(-1) === 16")
+    assert page.locator("#group-lag").inner_text() == "16"
+
     resumed = Consumer(config)
     resumed.subscribe([topic])
     try:
