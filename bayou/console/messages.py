@@ -2,7 +2,8 @@
 or a time, per partition or all, optionally filtered in the broker, decoded for reading.
 
 A scan is bounded three ways and says which bound stopped it: the records it shows
-(``limit``), the bytes it reads (``SCAN_BYTES``) and its time (``SCAN_S``); reading goes
+(``limit``), the bytes it reads (``SCAN_BYTES``) and its time (``SCAN_S``), and it stops
+when the browser goes away (asked between reads of ``READ_BYTES``); reading goes
 through core ``Cursor``s, the read path every door uses.  "Newest" reads the last
 ``limit`` records of each partition (the last ``NEWEST_WINDOW`` when filtering) and shows
 them newest first; every other start reads forward and shows the earliest matches first,
@@ -23,6 +24,7 @@ import csv
 import io
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -57,7 +59,7 @@ class Scan:
     records: list[tuple[int, DecodedRecord]] = field(default_factory=list)
     scanned: int = 0
     scanned_bytes: int = 0
-    stopped: str = ""  # "", "bytes", "time"
+    stopped: str = ""  # "", "bytes", "time", "gone" (the browser went away)
 
 
 def decode(data: bytes | None, how: str) -> dict[str, Any]:
@@ -99,8 +101,10 @@ async def scan(
     start: StartSpec | None,
     predicate: Predicate | None,
     limit: int,
+    gone: Callable[[], Awaitable[bool]] | None = None,
 ) -> Scan:
-    """Matching records of ``partitions`` from ``start`` (None: the newest), bounded."""
+    """Matching records of ``partitions`` from ``start`` (None: the newest), bounded;
+    ``gone`` is asked between reads whether the browser went away (then the scan stops)."""
     result = Scan()
     deadline = time.monotonic() + SCAN_S
     for index in partitions:
@@ -118,6 +122,9 @@ async def scan(
             if time.monotonic() > deadline:
                 result.stopped = "time"
                 break
+            if gone is not None and await gone():
+                result.stopped = "gone"
+                break
             records = await cursor.read(READ_BYTES)
             if not records:
                 break
@@ -132,7 +139,7 @@ async def scan(
         if result.stopped:
             break
     if start is None:
-        result.records.sort(key=lambda r: (r[1].timestamp, r[1].offset), reverse=True)
+        result.records.sort(key=lambda r: (r[1].timestamp, r[0], r[1].offset), reverse=True)
     else:
         result.records.sort(key=lambda r: (r[1].timestamp, r[0], r[1].offset))
     del result.records[limit:]
@@ -190,7 +197,9 @@ def add_routes(router: APIRouter, core: Core) -> None:
             context["error"] = f"Invalid input: {exc}"
             return render(request, "messages.html", context, 422)
         try:
-            found = await scan(core, name, partitions, start, predicate, limit)
+            found = await scan(
+                core, name, partitions, start, predicate, limit, request.is_disconnected
+            )
         except KafkaError as exc:
             context["error"] = exc.message
             return render(request, "messages.html", context, 422)
