@@ -9,6 +9,9 @@ through core ``Cursor``s, the read path every door uses.  "Newest" reads the las
 them newest first; every other start reads forward and shows the earliest matches first,
 merged over partitions by timestamp.
 
+Live tail (``/console/topics/{name}/tail``, SSE) follows the chosen partitions from their
+ends with the same filter and decoding; the page adds the rows on top.
+
 The same query with ``format=jsonl`` or ``format=csv`` downloads what the page shows (one
 object or row per record: partition, offset, timestamp, key, value, headers as decoded).  A
 record can be produced again, edited or not, to the same or another topic: its form is
@@ -24,13 +27,13 @@ import csv
 import io
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from bayou.console.filters import FilterError, Predicate, parse_filter
 from bayou.console.topics import topic_url
@@ -205,23 +208,32 @@ def add_routes(router: APIRouter, core: Core) -> None:
             return render(request, "messages.html", context, 422)
         how = chosen["decode"]
         context["scan"] = found
-        rows = context["rows"] = [
-            {
-                "partition": index,
-                "offset": r.offset,
-                "time": datetime.fromtimestamp(r.timestamp / 1000, UTC).isoformat(
-                    timespec="milliseconds"
-                ),
-                "key": decode(r.key, how),
-                "value": decode(r.value, how),
-                "headers": [(h, decode(v, how)) for h, v in r.headers],
-            }
-            for index, r in found.records
-        ]
+        rows = context["rows"] = [row_of(index, r, how) for index, r in found.records]
         download = q.get("format")
         if download in DOWNLOADS:
             return downloaded(name, rows, download)
         return render(request, "messages.html", context)
+
+    @router.get("/topics/{name}/tail")
+    async def tail_stream(request: Request, name: str) -> Response:
+        meta = core.topics().get(name)
+        if meta is None or not Access(core.security, request).topic(AclOperation.READ, name):
+            return Response("No such topic.", 404)
+        q = request.query_params
+        try:
+            chosen = q.get("partition", "all")
+            partitions = list(range(meta.partitions)) if chosen == "all" else [int(chosen)]
+            if not all(0 <= p < meta.partitions for p in partitions):
+                raise ValueError("no such partition")
+            predicate = parse_filter(q.get("filter", ""))
+        except ValueError as exc:  # FilterError too
+            return Response(str(exc), 422)
+        how = q.get("decode", "auto") if q.get("decode") in DECODINGS else "auto"
+        return StreamingResponse(
+            tail(core, name, partitions, predicate, how),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     @router.get("/topics/{name}/produce")
     async def produce_form(request: Request, name: str) -> Response:
@@ -339,3 +351,46 @@ def downloaded(topic: str, rows: list[dict[str, Any]], fmt: str) -> Response:
         media_type=media,
         headers={"Content-Disposition": f'attachment; filename="{topic}.{fmt}"'},
     )
+
+
+TAIL_TICK_S = 0.5
+TAIL_RECORDS_PER_TICK = 1000
+
+
+async def tail(
+    core: Core, topic: str, partitions: list[int], predicate: Predicate | None, how: str
+) -> AsyncIterator[str]:
+    """New records of ``partitions`` as they land (from the ends now), filtered and decoded,
+    as SSE events of row lists; at most ``TAIL_RECORDS_PER_TICK`` rows read per tick (more
+    are skipped: the tail keeps up with the log rather than falling behind)."""
+    cursors = [core.cursor(topic, p, core.partition(topic, p).log_end_offset) for p in partitions]
+    yield "retry: 2000\n\n"
+    while not core.stopping:
+        await core.wait_any(cursors, TAIL_TICK_S)
+        rows: list[dict[str, Any]] = []
+        budget = TAIL_RECORDS_PER_TICK
+        try:
+            for cursor in cursors:
+                if cursor.end() - cursor.position > budget:
+                    cursor.position = cursor.end() - budget
+                records = await cursor.read(READ_BYTES, budget) if budget > 0 else []
+                budget -= len(records)
+                for r in records:
+                    if predicate is None or predicate(r):
+                        rows.append(row_of(cursor.partition, r, how))
+        except KafkaError:
+            return  # the topic went away
+        if rows:
+            yield f"data: {json.dumps(rows)}\n\n"
+
+
+def row_of(partition: int, r: DecodedRecord, how: str) -> dict[str, Any]:
+    """A record as the page shows it."""
+    return {
+        "partition": partition,
+        "offset": r.offset,
+        "time": datetime.fromtimestamp(r.timestamp / 1000, UTC).isoformat(timespec="milliseconds"),
+        "key": decode(r.key, how),
+        "value": decode(r.value, how),
+        "headers": [(h, decode(v, how)) for h, v in r.headers],
+    }

@@ -401,6 +401,22 @@ def test_download_reproduce_and_delete_records(broker: BrokerProcess, page: Any)
     assert first.all_inner_texts()[:3] == ["0", "2", "4"]
 
 
+def test_live_tail_shows_new_matching_records(broker: BrokerProcess, page: Any) -> None:
+    topic = unique_topic("tail")
+    create_topic(broker.bootstrap, topic, 2)
+    produce(broker, topic, [{"temp": 99}])  # before the tail: not shown
+    page.goto(f"{broker.http_url}/console/topics/{topic}/messages")
+    page.get_by_label("Filter", exact=True).fill("$.temp > 30")
+    page.get_by_role("button", name="Live tail").click()
+    page.wait_for_function("window.consoleTail.open")
+    produce(broker, topic, [{"temp": t} for t in (10, 31, 20, 45)], partition=[0, 1, 0, 1])
+    page.wait_for_function("window.consoleTail.rows >= 2")
+    shown = sorted(json.loads(v)["temp"] for v in cells(page, "#messages tr.tailed pre.value"))
+    assert shown == [31, 45]
+    page.get_by_role("button", name="Stop live tail").click()
+    assert page.locator("#tail-status").inner_text() == "Live tail stopped."
+
+
 def test_dashboard_plots_a_json_field_live_and_is_kept_by_the_broker(
     broker: BrokerProcess, page: Any
 ) -> None:
