@@ -29,7 +29,7 @@ import signal
 
 from bayou.broker_config import BrokerConfig
 from bayou.console import Console
-from bayou.core import Core, CoreSettings
+from bayou.core import Core, CoreSettings, Isolation
 from bayou.core.groups import GroupSettings
 from bayou.core.security import Security, SecuritySettings
 from bayou.core.transactions import TxnSettings
@@ -98,6 +98,10 @@ def txn_settings(config: BrokerConfig) -> TxnSettings:
         transactional_id_expiration_ms=t.id_expiration_ms,
         expiration_check_interval_ms=t.id_expiration_check_interval_ms,
     )
+
+
+def door_isolation(name: str) -> Isolation:
+    return "read_uncommitted" if name == "read_uncommitted" else "read_committed"
 
 
 def security_settings(config: BrokerConfig) -> SecuritySettings:
@@ -190,11 +194,12 @@ class App:
                 num_partitions=config.num_partitions,
                 queued_max_request_bytes=config.queued_max_request_bytes,
                 request_stall_timeout_ms=config.request_stall_timeout_ms,
+                door_isolation=door_isolation(config.transaction.door_isolation),
             ),
             group_settings(config),
             txn_settings(config),
             Security(security_settings(config)),
-            self.metrics,
+            metrics=self.metrics,
         )
         self.metrics.register(BrokerCollector(self.core, self.metrics))
         self.loop_lag = LoopLagProbe(self.metrics.loop_lag_seconds.observe)
