@@ -300,3 +300,29 @@ def test_deleted_topic_series_go_away(broker: BrokerProcess) -> None:
         )
         is None
     )
+
+
+def test_share_fetches_count_messages_and_bytes_out(broker: BrokerProcess) -> None:
+    from tests.integration.test_share_groups_librdkafka import consumer, setup_topic
+
+    topic, group = unique_topic("shared"), unique_topic("sharers")
+    setup_topic(broker, topic, group, 1, 12)
+    member = consumer(broker, group, topic)
+    try:
+        seen = 0
+        for _ in range(150):
+            seen += sum(1 for msg in member.poll(0.2) or [] if msg.error() is None)
+            if seen >= 12:
+                break
+        assert seen == 12
+    finally:
+        member.close()
+    samples = scrape(broker)
+    out = "kafka_server_brokertopicmetrics_messagesout_total"
+    assert value(samples, out, topic=topic, door="kafka") == 12
+    bytes_out = value(
+        samples, "kafka_server_brokertopicmetrics_bytesout_total", topic=topic, door="kafka"
+    )
+    assert bytes_out == value(
+        samples, "kafka_server_brokertopicmetrics_bytesin_total", topic=topic, door="kafka"
+    )
