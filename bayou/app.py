@@ -36,9 +36,9 @@ import asyncio
 import gc
 import logging
 import signal
-import sys
 
 from bayou.broker_config import BrokerConfig
+from bayou.console import Console
 from bayou.core import Core, CoreSettings, Isolation
 from bayou.core.groups import GroupSettings
 from bayou.core.security import Security, SecuritySettings
@@ -49,8 +49,12 @@ from bayou.gateways.door import Door
 from bayou.gateways.http import HttpGateway
 from bayou.gateways.kafka.server import KafkaDoor, KafkaSettings
 from bayou.gateways.mqtt import MqttGateway
+from bayou.observability import BrokerMetrics
+from bayou.observability.broker_collector import BrokerCollector
+from bayou.observability.json_logs import configure_logging
+from bayou.observability.loop_lag import LoopLagProbe
 from bayou.storage.dir_lock import DataDirectoryInUse
-from bayou.storage.engine import LogEngine
+from bayou.storage.engine import FsyncObserved, LogEngine
 from bayou.storage.local_engine import LocalEngine
 from bayou.storage.maintenance import MaintenanceSettings
 from bayou.storage.memory import MemoryEngine
@@ -207,6 +211,9 @@ class App:
     def __init__(self, config: BrokerConfig) -> None:
         self.config = config
         self.engine = make_engine(config)
+        self.metrics = BrokerMetrics()
+        if isinstance(self.engine, FsyncObserved):
+            self.engine.observe_fsync(self.metrics.observe_fsync)
         self.core = Core(
             self.engine,
             CoreSettings(
@@ -221,13 +228,18 @@ class App:
             group_settings(config),
             txn_settings(config),
             Security(security_settings(config)),
+            metrics=self.metrics,
         )
+        self.metrics.register(BrokerCollector(self.core, self.metrics))
+        self.loop_lag = LoopLagProbe(self.metrics.loop_lag_seconds.observe)
         self.kafka = KafkaDoor(
             self.core, self._kafka_settings(config.kafka.port, config.kafka.tls_port)
         )
         self.http = HttpGateway(self.core, config.host, config.http) if config.http.port else None
         self.mqtt = MqttGateway(self.core, config.host, config.mqtt) if config.mqtt.port else None
         self.amqp = AmqpGateway(self.core, config.host, config.amqp) if config.amqp.port else None
+        if self.http is not None:  # the console, on the HTTP door behind its login
+            self.http.add_routes(Console(self.core).routes(), link=("console", "/console"))
 
     def _kafka_settings(self, port: int, tls_port: int) -> KafkaSettings:
         config = self.config
@@ -247,6 +259,7 @@ class App:
         return [d for d in (self.kafka, self.http, self.mqtt, self.amqp) if d is not None]
 
     async def start(self) -> None:
+        self.loop_lag.start()
         await self.engine.open()
         await self.engine.start()
         await self.core.start()
@@ -282,6 +295,7 @@ class App:
         await self.core.close()
         await self.kafka.stop()
         await self.engine.close()
+        await self.loop_lag.stop()
         log.info("stopped")
 
 
@@ -318,11 +332,7 @@ async def serve(config: BrokerConfig) -> None:
 
 def run(config: BrokerConfig) -> None:
     """Blocking entry point used by ``bayou serve``."""
-    logging.basicConfig(
-        level=getattr(logging, config.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(config.log_level, config.log_format)
     _install_uvloop()
     try:
         asyncio.run(serve(config))

@@ -419,6 +419,14 @@ class BrokerConfig:
         default="INFO",
         metadata=opt("Broker log verbosity.", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
     )
+    log_format: str = field(
+        default="text",
+        metadata=opt(
+            "Broker log format: text, or json (one JSON object per line: time, level, logger, "
+            "message, exception).",
+            choices=("text", "json"),
+        ),
+    )
     auto_create_topics_enable: bool = field(
         default=True,
         metadata=opt("Create a topic when a client first asks for it.", flag="auto-create-topics"),
@@ -479,6 +487,10 @@ class BrokerConfig:
         flags = dict(flags or {})
         if flags.get("log_level") is not None:
             flags["log_level"] = str(flags["log_level"]).upper()
+        if flags.get("log_format") is not None:
+            flags["log_format"] = str(flags["log_format"]).lower()
+        if isinstance(environ.get("BAYOU_LOG_FORMAT"), str):
+            environ["BAYOU_LOG_FORMAT"] = environ["BAYOU_LOG_FORMAT"].lower()
         if isinstance(environ.get("BAYOU_LOG_LEVEL"), str):
             environ["BAYOU_LOG_LEVEL"] = environ["BAYOU_LOG_LEVEL"].upper()
         config, extra = load(cls, doc, environ, flags, extra=["topic_defaults"])

@@ -21,6 +21,8 @@ typed async facade:
 - **share groups** (KIP-932): the share coordinator's driver (``share_driver``) and
   ``share_consumer`` (one member inside the broker: queue semantics for doors that are not
   Kafka); group ids are one name space shared with the group coordinator;
+- ``metrics``: the broker's metrics (``bayou/observability/``), which the doors count their
+  traffic and requests into;
 - ``request_budget``: the broker-wide budget of request bytes in flight that every door's
   connections report their unfinished requests to (``queued.max.request.bytes``);
 - ``background`` runs a fire-and-forget task with a reference kept; ``stopping`` is set when
@@ -69,6 +71,7 @@ from bayou.core.transactions import (
     TxnSettings,
 )
 from bayou.errors import ErrorCode, InvalidTopic, KafkaError, UnknownTopicOrPartition
+from bayou.observability import BrokerMetrics
 from bayou.storage.engine import AppendResult, Buffer, LogEngine, Partition, PartitionKey
 from bayou.storage.metadata import TopicMeta
 
@@ -107,9 +110,11 @@ class Core:
         txn_settings: TxnSettings | None = None,
         security: Security | None = None,
         share_settings: ShareSettings | None = None,
+        metrics: BrokerMetrics | None = None,
     ) -> None:
         self.engine = engine
         self.security = security or Security()
+        self.metrics = metrics or BrokerMetrics()
         self.settings = settings
         self.group_settings = group_settings or GroupSettings()
         self.txn_settings = txn_settings or TxnSettings()

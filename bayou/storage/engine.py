@@ -42,7 +42,7 @@ or ``memory://``); ``tests/contract/`` runs one engine-neutral suite over every 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -203,6 +203,22 @@ class Partition(Protocol):
     def producers(self) -> Mapping[int, ProducerEntry]:
         """The idempotent producers this partition knows (id → epoch, sequences, …)."""
         ...
+
+
+@runtime_checkable
+class Segmented(Protocol):
+    """A partition that can say how many segments it holds (the local and memory engines;
+    the console and ``/metrics`` show it where an engine has it)."""
+
+    @property
+    def segment_count(self) -> int: ...
+
+
+@runtime_checkable
+class FsyncObserved(Protocol):
+    """An engine that reports the duration of each fsync it runs (seconds) to a hook."""
+
+    def observe_fsync(self, hook: Callable[[float], None]) -> None: ...
 
 
 class LogEngine(Protocol):

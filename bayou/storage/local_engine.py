@@ -132,6 +132,10 @@ class LocalPartition:
         return self.log.size_bytes
 
     @property
+    def segment_count(self) -> int:
+        return len(self.log.segments)
+
+    @property
     def last_stable_offset(self) -> int:
         return self.log.last_stable_offset
 
@@ -339,6 +343,10 @@ class LocalEngine:
     @property
     def cluster_id(self) -> str:
         return self.logs.cluster_id
+
+    def observe_fsync(self, hook: Callable[[float], None]) -> None:
+        """Tell ``hook`` the duration of every fsync from now on (the broker's metrics)."""
+        self.flusher.observe = hook
 
     def storage_usage(self) -> tuple[int, int]:
         try:

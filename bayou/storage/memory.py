@@ -201,6 +201,10 @@ class MemoryPartition:
     def index(self) -> int:
         return self._index
 
+    @property
+    def segment_count(self) -> int:
+        return len(self.segments)
+
     # ------------------------------------------------------------------ append
 
     async def append(self, records: Buffer) -> AppendResult:

@@ -323,6 +323,40 @@ def test_http_basic_bearer_401_and_403(secure: SecureBroker) -> None:
         assert posted.status_code == 403
 
 
+def test_metrics_need_a_login_and_describe_on_the_cluster(secure: SecureBroker) -> None:
+    url = f"https://127.0.0.1:{secure.http_tls_port}/metrics"
+    with httpx.Client(verify=trusting(secure), timeout=TIMEOUT) as http:
+        assert http.get(url).status_code == 401
+        refused = http.get(url, auth=("alice", USERS["alice"]))
+        assert refused.status_code == 403 and A not in refused.text
+        scraped = http.get(url, auth=("admin", USERS["admin"]))
+        assert scraped.status_code == 200
+        assert f'kafka_log_log_logendoffset{{partition="0",topic="{A}"}} 3.0' in scraped.text
+
+
+def test_console_logs_in_and_shows_only_what_acls_allow(secure: SecureBroker) -> None:
+    url = f"https://127.0.0.1:{secure.http_tls_port}/console"
+    with httpx.Client(verify=trusting(secure), timeout=TIMEOUT) as http:
+        anonymous = http.get(f"{url}/topics")
+        assert anonymous.status_code == 401
+        assert anonymous.headers["www-authenticate"].startswith("Basic")
+        alice = ("alice", USERS["alice"])
+        listed = http.get(f"{url}/topics", auth=alice)
+        assert listed.status_code == 200 and f">{A}</a>" in listed.text
+        assert f">{B}</a>" not in listed.text
+        assert http.get(f"{url}/topics/{B}", auth=alice).status_code == 404
+        assert http.get(f"{url}/topics/{A}/messages", auth=alice).status_code == 200
+        assert http.get(url, auth=alice).status_code == 403  # the overview names every group
+        refused = http.post(f"{url}/topics/{A}/delete", data={"confirm": A}, auth=alice)
+        assert refused.status_code == 403 and A in secure_topics(secure)
+        admin = http.get(f"{url}/topics", auth=("admin", USERS["admin"]))
+        assert f">{A}</a>" in admin.text and f">{B}</a>" in admin.text
+
+
+def secure_topics(secure: SecureBroker) -> set[str]:
+    return topics_seen(secure.kafka_config("admin", USERS["admin"]))
+
+
 def test_http_client_certificate_names_the_user(secure: SecureBroker) -> None:
     cert, key, _ = secure.pki.issue("carol", "carol", server=False)
     url = f"https://127.0.0.1:{secure.http_tls_port}"

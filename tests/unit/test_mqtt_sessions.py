@@ -66,6 +66,7 @@ class Host:
     def __init__(self, core: Core) -> None:
         self.core = core
         self.stats = SysCounters()
+        self.traffic = core.metrics.door("mqtt")
         self.live: dict[TP, int] = {}
         self.mapper = TopicMapper()
         self.factory = MessageFactory()

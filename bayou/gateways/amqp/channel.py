@@ -234,6 +234,7 @@ class Channel:
         except Exception as exc:
             log.error("AMQP publish failed", exc_info=exc)
             return set(keys)
+        self.core.metrics.door("amqp").appended(writes, results)
         failed = set()
         for key, result in zip(keys, results, strict=True):
             if isinstance(result, KafkaError):

@@ -329,6 +329,8 @@ class Consumer:
                 continue  # revoked or purged while reading: those records are not ours
             for record in records:
                 self._deliver(partition, record, redelivered=False)
+            if records:
+                self.core.metrics.door("amqp").sent_records(self.topic, records)
             delivered += len(records)
             budget -= len(records)
             if cursor.lag() > 0:
@@ -479,6 +481,7 @@ class GetCursor:
             if not records or self.cursors.get(p) is not cursor:
                 continue
             self._turn = (self._turn + i + 1) % len(parts)
+            self.core.metrics.door("amqp").sent_records(self.topic, records)
             return p, records[0], False
         return None
 

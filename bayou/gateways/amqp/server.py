@@ -97,6 +97,7 @@ class AmqpGateway:
         self.topology = Topology(core)
         self.partitioner = Partitioner()
         self.clients: set[AmqpClient] = set()
+        core.metrics.door("amqp").connections = self.clients.__len__
         self._server: asyncio.Server | None = None
         self._tls_server: asyncio.Server | None = None
         self._acl_watch: asyncio.Task[None] | None = None

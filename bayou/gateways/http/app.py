@@ -28,11 +28,18 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bayou.gateways.http import errors, routes_consumers, routes_root, routes_topics
+from bayou.gateways.http import (
+    errors,
+    routes_consumers,
+    routes_metrics,
+    routes_root,
+    routes_topics,
+)
 from bayou.gateways.http.auth import AuthMiddleware
 from bayou.gateways.http.context import Gateway, KafkaJSON
 from bayou.gateways.http.cors import add_cors
 from bayou.gateways.http.payloads import BODY_MODELS
+from bayou.gateways.http.timing import RequestTimer
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +65,14 @@ def create_app(gw: Gateway) -> FastAPI:
     app.include_router(routes_root.router)
     app.include_router(routes_topics.router)
     app.include_router(routes_consumers.router)
+    app.include_router(routes_metrics.router)
     app.add_api_route("/{path:path}", _options, methods=["OPTIONS"], include_in_schema=False)
     app.add_exception_handler(errors.RestError, _rest_error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(RequestTimer, traffic=gw.core.metrics.door("http"))
     app.add_middleware(AuthMiddleware, security=gw.core.security)
     add_cors(app, gw.cors_origins)  # outermost: refusals carry CORS headers too
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

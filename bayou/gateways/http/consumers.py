@@ -52,6 +52,7 @@ from bayou.errors import ErrorCode, OffsetOutOfRange, UnknownTopicOrPartition
 from bayou.gateways.http import errors
 from bayou.gateways.http.errors import RestError
 from bayou.gateways.http.payloads import CreateConsumer, Format, decode_field, decode_headers
+from bayou.protocol.kafka.records import DecodedRecord
 
 DEFAULT_REQUEST_TIMEOUT_MS = 1000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -367,13 +368,17 @@ class ConsumerRegistry:
         it)."""
         out: list[dict[str, Any]] = []
         before = [(cursor, cursor.position) for cursor in cursors]
+        delivered: list[tuple[str, list[DecodedRecord]]] = []
         topic, p = "", 0
         try:
             for cursor in cursors:
                 if budget <= 0:
                     break
                 topic, p = cursor.key
-                for record in await cursor.read(budget):
+                records = await cursor.read(budget)
+                if records:
+                    delivered.append((topic, records))
+                for record in records:
                     where = f"{topic}-{p}@{record.offset}"
                     item = {
                         "topic": topic,
@@ -397,6 +402,9 @@ class ConsumerRegistry:
                     f"{exc.message}; auto.offset.reset is none.", errors.OFFSET_OUT_OF_RANGE
                 ) from None
             raise
+        traffic = self.core.metrics.door("http")
+        for name, records in delivered:
+            traffic.sent_records(name, records)
         return out
 
     # ------------------------------------------------------------------ offsets

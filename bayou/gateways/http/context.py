@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import HTTPConnection
@@ -22,6 +22,9 @@ class Gateway:
     partitioner: Partitioner
     max_body_bytes: int
     cors_origins: tuple[str, ...] = ()
+    #: more entries of ``GET /``'s index (name → path), from applications added beside
+    #: REST Proxy (``HttpGateway.add_routes``)
+    links: dict[str, str] = field(default_factory=dict)
 
 
 def gateway(conn: HTTPConnection) -> Gateway:

@@ -77,6 +77,7 @@ async def produce(
             )
         writes.append((topic, p, batch))
     results = await core.append_many(writes)
+    core.metrics.door("http").appended(writes, results)
     base: dict[int, int] = {}
     failed: dict[int, KafkaError] = {}
     for (_topic, p, _batch), result in zip(writes, results, strict=True):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
-from bayou.gateways.http.context import KafkaJSON, answer_doc
+from bayou.gateways.http.context import KafkaJSON, answer_doc, gateway
 
 router = APIRouter(tags=["root"], default_response_class=KafkaJSON)
 
@@ -39,4 +39,4 @@ _INDEX_SCHEMA = {
 async def root(request: Request) -> Response:
     if "text/html" in request.headers.get("accept", ""):
         return RedirectResponse(DOCS, status_code=307)
-    return KafkaJSON(INDEX)
+    return KafkaJSON({**INDEX, **gateway(request).links})

@@ -25,6 +25,7 @@ import ssl
 import time
 
 import uvicorn
+from starlette.routing import BaseRoute
 
 from bayou.broker_config import HttpOptions
 from bayou.core import Core
@@ -61,11 +62,27 @@ class HttpGateway:
             core, self.consumers, Partitioner(), options.max_body_bytes, options.cors_origins
         )
         self.app = create_app(self.gateway)
+        core.metrics.door("http").connections = self._connection_count
         self._server: uvicorn.Server | None = None
         self._tls_server: uvicorn.Server | None = None
         self.tls_port = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
+
+    def add_routes(self, routes: list[BaseRoute], *, link: tuple[str, str] | None = None) -> None:
+        """Serve ``routes`` beside REST Proxy (before ``start``): an application over the
+        core that is not REST Proxy (the console), behind the same login.  ``link``: (name,
+        path) added to ``GET /``'s index."""
+        self.app.router.routes.extend(routes)
+        if link is not None:
+            self.gateway.links[link[0]] = link[1]
+
+    def _connection_count(self) -> int:
+        return sum(
+            len(server.server_state.connections)
+            for server in (self._server, self._tls_server)
+            if server is not None
+        )
 
     def _bind(self, port: int) -> socket.socket:
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)

@@ -124,13 +124,17 @@ async def follow(
     """Yield lists of (event id, record JSON) as records land; None after a quiet
     ``KEEPALIVE_S``.  Ends when the broker stops or the topic goes away."""
     following = [cursors[p] for p in sorted(cursors)]
+    traffic = core.metrics.door("http")
     while not core.stopping:
         events: list[tuple[str, str]] = []
         positions = {p: c.position for p, c in cursors.items()}
         try:
             for cursor in following:
                 p = cursor.partition
-                for record in await cursor.read(READ_BYTES):
+                records = await cursor.read(READ_BYTES)
+                if records:
+                    traffic.sent_records(topic, records)
+                for record in records:
                     positions[p] = record.offset + 1
                     event = {
                         "topic": topic,

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -52,6 +53,7 @@ from bayou.gateways.kafka.response_stream import ResponseStream, close_records
 from bayou.gateways.kafka.session import SASL_MAX_RECEIVE, ClientSession
 from bayou.log_limits import RateLimitedLog
 from bayou.protocol.kafka import (
+    API_KEYS,
     RequestHeader,
     UnsupportedVersionError,
     decode_request_body,
@@ -66,6 +68,13 @@ bad_input_log = RateLimitedLog(log)  # keyed by peer host: one line per source a
 # An encoded response frame as the pieces to write (fetched batches are pieces of their own,
 # often still in the log files), or None for "no response".
 Payload = list[Piece] | None
+
+
+def api_name(key: int) -> str:
+    """The API's name (``Produce``), the ``request`` label of the request metrics."""
+    info = API_KEYS.get(key)
+    return info.name if info is not None else str(key)
+
 
 MAX_INFLIGHT = 128
 RESUME_INFLIGHT = 32
@@ -95,6 +104,8 @@ class KafkaConnection(asyncio.Protocol):
         self._budget_paused = False
         self._budget = door.core.request_budget.account(self._budget_resumed, self._stalled)
         self.session: ClientSession | None = None
+        self._fetch_positions: dict[tuple[str, int], int] = {}
+        self._traffic = door.core.metrics.door("kafka")
         self._close_callbacks: list[Callable[[], None]] = []
 
     # -- asyncio.Protocol -------------------------------------------------------------------
@@ -233,7 +244,9 @@ class KafkaConnection(asyncio.Protocol):
         except ProtocolViolation as exc:
             self._violation(f"malformed API {header.api_key} v{header.api_version} body: {exc}")
             return
-        context = RequestContext(self.door, header, self._peer, session, self)
+        context = RequestContext(
+            self.door, header, self._peer, session, self, self._fetch_positions
+        )
         task = asyncio.ensure_future(self._serve(context, registration.handler, request))
         self._inflight.append(task)
         task.add_done_callback(self._on_done)
@@ -245,10 +258,12 @@ class KafkaConnection(asyncio.Protocol):
         self._queue_ready(encode_response_parts(v0, unsupported_version_response()))
 
     async def _serve(self, context: RequestContext, handler: Any, request: Any) -> Payload:
+        start = time.perf_counter()
         if self.door.core.security.enabled:
             response = await checked(context, handler, request)
         else:
             response = await handler(context, request)
+        self._traffic.observer(api_name(context.header.api_key))(time.perf_counter() - start)
         if context.session.failed:  # a failed login: answer, then close
             context.session.failed = False
             asyncio.get_running_loop().call_soon(self._close_politely)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from bayou.gateways.kafka.session import ClientSession
@@ -67,6 +67,9 @@ class RequestContext:
     peer: str
     _session: ClientSession | None = None
     connection: Connection | None = None
+    #: the connection's last fetch offset per partition: how far its fetches moved is the
+    #: count of messages out (``/metrics``), without decoding a batch
+    fetch_positions: dict[tuple[str, int], int] = field(default_factory=dict)
 
     @property
     def session(self) -> ClientSession:

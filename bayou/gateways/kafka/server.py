@@ -73,6 +73,7 @@ class KafkaDoor:
         self.plain = KafkaListener(self, tls=False)
         self.secure = KafkaListener(self, tls=True)
         self._connections: set[KafkaConnection] = set()
+        core.metrics.door("kafka").connections = self._connections.__len__
         self.share_sessions = ShareSessions(self._release_session)
 
     def _release_session(self, session: ShareSession) -> None:

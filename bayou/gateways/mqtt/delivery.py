@@ -154,6 +154,7 @@ class Outbox:
         inflight = self.window
         queue = self.queue
         sent = payload_bytes = 0
+        by_topic: dict[str, list[int]] = {}  # Kafka topic -> [messages, payload bytes]
         while True:
             if not queue:
                 if self.recipient.pull_shared():
@@ -179,6 +180,12 @@ class Outbox:
             out.append(data)
             sent += 1
             payload_bytes += len(d.msg.payload)
+            if d.tp is not None:
+                counts = by_topic.get(d.tp[0])
+                if counts is None:
+                    counts = by_topic[d.tp[0]] = [0, 0]
+                counts[0] += 1
+                counts[1] += len(d.msg.payload)
             if len(out) >= WRITE_BATCH:
                 c.write_many(out)
                 out = []
@@ -191,6 +198,9 @@ class Outbox:
             stats = self.host.stats
             stats.publish_sent += sent
             stats.publish_bytes_sent += payload_bytes
+            traffic = self.host.traffic
+            for topic, (messages, nbytes) in by_topic.items():
+                traffic.sent(topic, messages, nbytes)
 
     def _encode(self, d: Delivery, pid: int | None, dup: bool, now: int) -> bytes | None:
         c = self.conn

@@ -16,6 +16,7 @@ from typing import Protocol
 from bayou.gateways.mqtt.catch_up import DecodedChunk
 from bayou.gateways.mqtt.messages import TP, Message
 from bayou.gateways.mqtt.systree import SysCounters
+from bayou.observability import DoorTraffic
 from bayou.protocol.mqtt import ServerConnection
 
 
@@ -46,6 +47,11 @@ class SessionHost(Protocol):
 
     @property
     def stats(self) -> SysCounters: ...
+
+    @property
+    def traffic(self) -> DoorTraffic:
+        """The door's counters of messages and bytes per topic (``/metrics``)."""
+        ...
 
     def clock_ms(self) -> int: ...
 

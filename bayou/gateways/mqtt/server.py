@@ -111,6 +111,8 @@ class MqttGateway:
         self.authenticate = authenticate
         self.sys_interval = options.sys_interval
         self.stats = SysCounters()
+        self.traffic = core.metrics.door("mqtt")
+        self.traffic.connections = self._connection_count
         self.factory = MessageFactory()
         self.subscriptions = Subscriptions(self.stats)
         self.retained: TopicTree[Message] = TopicTree()
@@ -469,7 +471,19 @@ class MqttGateway:
     def append(
         self, writes: Sequence[tuple[str, int, Buffer]]
     ) -> Awaitable[list[AppendResult | KafkaError]]:
-        return self.core.append_many(writes)
+        return self._counted(writes, self.core.append_many(writes))
+
+    async def _counted(
+        self,
+        writes: Sequence[tuple[str, int, Buffer]],
+        appending: Awaitable[list[AppendResult | KafkaError]],
+    ) -> list[AppendResult | KafkaError]:
+        results = await appending
+        self.traffic.appended(writes, results)
+        return results
+
+    def _connection_count(self) -> int:
+        return len(self.clients)
 
     def set_retained(self, publish: Publish, client_id: str) -> asyncio.Task[None]:
         """Update the retained tree; returns the task that makes it durable (started now,

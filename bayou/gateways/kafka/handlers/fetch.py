@@ -42,7 +42,14 @@ from bayou.storage.engine import Buffer, RecordSet
 
 READ_COMMITTED = 1
 
-Read = tuple[list[m.FetchResponseFetchableTopicResponse], int, bool, list[tuple[str, int]]]
+# (topics answered, bytes, any error, partitions read, record bytes per topic)
+Read = tuple[
+    list[m.FetchResponseFetchableTopicResponse],
+    int,
+    bool,
+    list[tuple[str, int]],
+    dict[str, int],
+]
 
 
 def _close_records(topics: list[m.FetchResponseFetchableTopicResponse]) -> None:
@@ -75,6 +82,9 @@ async def _read_into(
     total = 0
     errors = False
     keys: list[tuple[str, int]] = []
+    sizes: dict[str, int] = {}
+    positions = ctx.fetch_positions
+    moved: dict[str, int] = {}  # offsets this connection's fetches moved past, per topic
     for fetch_topic in request.topics:
         if by_id:
             meta = core.topic_by_id(fetch_topic.topic_id)
@@ -115,6 +125,10 @@ async def _read_into(
                 errors = True
                 continue
             keys.append((name, fp.partition))
+            before = positions.get((name, fp.partition))
+            if before is not None and fp.fetch_offset > before:
+                moved[name] = moved.get(name, 0) + fp.fetch_offset - before
+            positions[(name, fp.partition)] = fp.fetch_offset
             code = ErrorCode.NONE
             data: Buffer | RecordSet = b""
             # READ_COMMITTED reads below the last stable offset as it is before the read
@@ -138,6 +152,8 @@ async def _read_into(
                 code = exc.code
                 errors = True
             total += len(data)
+            if data:
+                sizes[name] = sizes.get(name, 0) + len(data)
             # after the read: a cold read (worker thread) sees appends that land meanwhile,
             # and the high watermark must cover every record returned
             high_watermark = log.log_end_offset
@@ -155,7 +171,11 @@ async def _read_into(
                     else deferred(data),
                 )
             )
-    return topics, total, errors, keys
+    if moved:
+        traffic = ctx.core.metrics.door("kafka")
+        for topic, count in moved.items():
+            traffic.sent(topic, count, 0)
+    return topics, total, errors, keys, sizes
 
 
 @handles(1, 4, 16)
@@ -163,13 +183,23 @@ async def handle_fetch(ctx: RequestContext, request: m.FetchRequest) -> m.FetchR
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max(0, request.max_wait_ms) / 1000
     min_bytes = max(1, request.min_bytes)
+    metrics = ctx.core.metrics
     while True:
-        topics, total, errors, keys = await _read(ctx, request)
+        topics, total, errors, keys, sizes = await _read(ctx, request)
         remaining = deadline - loop.time()
         if total >= min_bytes or errors or remaining <= 0 or not keys or ctx.core.stopping:
             break
         _close_records(topics)  # read again after the wait
-        if not await ctx.core.wait_for_data(keys, remaining):
-            topics, total, errors, keys = await _read(ctx, request)
+        metrics.purgatory.fetch += 1
+        try:
+            woken = await ctx.core.wait_for_data(keys, remaining)
+        finally:
+            metrics.purgatory.fetch -= 1
+        if not woken:
+            topics, total, errors, keys, sizes = await _read(ctx, request)
             break
+    if sizes:
+        traffic = metrics.door("kafka")
+        for topic, size in sizes.items():
+            traffic.sent(topic, 0, size)
     return m.FetchResponse(error_code=ErrorCode.NONE, session_id=0, responses=topics)

@@ -89,7 +89,13 @@ async def handle_produce(
                 answers.append((partitions, len(partitions), data.index))
                 partitions.append(_error(data.index, ErrorCode.NONE, None))  # filled below
     if writes:
-        results = await ctx.core.append_many(writes)
+        metrics = ctx.core.metrics
+        metrics.purgatory.produce += 1  # waiting for its writes to be as durable as asked
+        try:
+            results = await ctx.core.append_many(writes)
+        finally:
+            metrics.purgatory.produce -= 1
+        metrics.door("kafka").appended(writes, results)
         for (partitions, slot, index), result in zip(answers, results, strict=True):
             if isinstance(result, RecordErrors):
                 partitions[slot] = _error(index, result.code, result.message, result.record_errors)

@@ -168,6 +168,7 @@ async def _acquire(
     whole = not (ctx.version >= 2 and request.share_acquire_mode != BATCH_OPTIMIZED)
     budget = min(request.max_bytes, ctx.door.settings.fetch_max_bytes)
     topics = ctx.core.topics()
+    traffic = ctx.core.metrics.door("kafka")
     while True:
         taken = 0
         used = 0
@@ -198,6 +199,7 @@ async def _acquire(
             raw = got.raw()
             taken += got.count
             used += len(raw)
+            traffic.sent(topic, got.count, len(raw))  # /metrics: messages and bytes out
             part = answers.get((topic, p))
             if part is None:
                 part = answers[(topic, p)] = _partition(ctx, p)

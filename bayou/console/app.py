@@ -1,0 +1,30 @@
+"""The console's routes, mounted by ``bayou.app`` on the HTTP door."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.routing import BaseRoute, Mount
+from starlette.staticfiles import StaticFiles
+
+from bayou.console import dashboards, groups, messages, overview, topics
+from bayou.core import Core
+
+PREFIX = "/console"
+
+
+class Console:
+    """The console over one broker's core (see the package docstring)."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    def routes(self) -> list[BaseRoute]:
+        router = APIRouter(prefix=PREFIX, include_in_schema=False)
+        core = self.core
+        overview.add_routes(router, core)
+        topics.add_routes(router, core)
+        messages.add_routes(router, core)
+        groups.add_routes(router, core)
+        dashboards.add_routes(router, core)
+        static = StaticFiles(packages=[("bayou.console", "static")])
+        return [*router.routes, Mount(f"{PREFIX}/static", app=static, name="console-static")]
