@@ -9,6 +9,7 @@ from bayou.gateways.kafka.session import ClientSession
 
 if TYPE_CHECKING:
     from bayou.core import Core
+    from bayou.core.quotas import ClientQuota
     from bayou.protocol.kafka import RequestHeader
 
 
@@ -47,13 +48,16 @@ class Listener(Protocol):
 
 @dataclass
 class RequestContext:
-    """One request: the listener it came through, its header, the connection's peer and
-    who it is (``session.py``)."""
+    """One request: the listener it came through, its header, the connection's peer, who
+    it is (``session.py``) and the quotas that apply to it (``throttling.py``): a handler
+    that throttles the client itself (Fetch) sets ``throttle_ms``."""
 
     door: Listener
     header: RequestHeader
     peer: str
     _session: ClientSession | None = None
+    quota: ClientQuota | None = None
+    throttle_ms: int = 0
 
     @property
     def session(self) -> ClientSession:
