@@ -28,6 +28,7 @@ from confluent_kafka import Consumer, Producer
 from tests.support.broker import BrokerProcess
 from tests.support.mqtt import MqttTestClient
 from tests.support.quota_admin import QuotaAdmin
+from tests.support.security import bayou_cli
 from tests.support.wait import wait_until
 
 QUOTA = 200_000  # bytes/s
@@ -70,6 +71,12 @@ def test_admin_client_sets_describes_and_removes_quotas_and_they_survive_a_resta
 ) -> None:
     data = tmp_path / "data"
     data.mkdir()
+    # a stopped broker's data directory first, as `bayou user add --data-dir`
+    offline = ["--data-dir", str(data)]
+    done = bayou_cli("quota", "set", "--client-id", "<default>", "request_percentage=200", *offline)
+    assert done.returncode == 0, done.stderr
+    listed = bayou_cli("quota", "list", *offline)
+    assert listed.stdout == "client-id <default>\trequest_percentage=200\n", listed
     broker = BrokerProcess(data, doors=()).start()
     try:
         admin = QuotaAdmin(broker.bootstrap)
@@ -101,6 +108,7 @@ def test_admin_client_sets_describes_and_removes_quotas_and_they_survive_a_resta
                 (("user", "alice"), ("client-id", None)): {"request_percentage": 50.5},
                 (("user", None),): {"producer_byte_rate": 4096.0},
                 (("client-id", "etl"),): {"consumer_byte_rate": 8192.0},
+                (("client-id", None),): {"request_percentage": 200.0},
                 (("ip", "10.1.2.3"),): {"connection_creation_rate": 7.0},
             }
             assert set(admin.describe([("user", 0, "alice")])) == {

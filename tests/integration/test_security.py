@@ -468,6 +468,39 @@ def test_cli_users_and_acls_against_the_running_broker(secure: SecureBroker) -> 
     assert "erin" not in admin_cli(secure, "user", "list").stdout
 
 
+def test_cli_quotas_over_tls_and_sasl_and_a_users_quota_throttles_its_client(
+    secure: SecureBroker,
+) -> None:
+    refused = bayou_cli(
+        "quota", "set", "--user", "alice", "producer_byte_rate=1000",
+        "-b", secure.tls_bootstrap, "--tls-ca", str(secure.pki.ca_path), "--sasl-user", "alice",
+        env={**os.environ, "BAYOU_SASL_PASSWORD": USERS["alice"]},
+    )  # fmt: skip
+    assert refused.returncode == 1 and "CLUSTER_AUTHORIZATION_FAILED" in refused.stderr
+    done = admin_cli(secure, "quota", "set", "--user", "alice", "producer_byte_rate=1000")
+    assert done.returncode == 0, done.stderr
+    try:
+        listed = admin_cli(secure, "quota", "list", "--user", "alice")
+        assert "user alice\tproducer_byte_rate=1000" in listed.stdout.splitlines(), listed
+        throttles: list[float] = []
+        producer = Producer(
+            secure.kafka_config(
+                "alice", USERS["alice"], throttle_cb=lambda e: throttles.append(e.throttle_time)
+            )
+        )
+        producer.produce(A, b"x" * 20_000)  # 2 kB/s over the 10 s window: twice the quota
+        assert producer.flush(TIMEOUT) == 0
+        wait_until("alice is told to wait", lambda: producer.poll(0.1) >= 0 and bool(throttles))
+        assert max(throttles) > 1.0
+    finally:
+        removed = admin_cli(secure, "quota", "remove", "--user", "alice", "producer_byte_rate")
+        assert removed.returncode == 0, removed.stderr
+    assert admin_cli(secure, "quota", "list").stdout == ""
+    # the other raw-socket command, over TLS + SASL too
+    txns = admin_cli(secure, "txn", "list")
+    assert txns.returncode == 0, txns.stderr
+
+
 def _server_serial(port: int, ca: Path) -> int:
     from cryptography import x509
 
