@@ -4,7 +4,7 @@ client id, and how many connections an address may open a second.
 ``Quotas`` (``limits.py``) is what the core holds and every door asks; ``QuotaStore``
 (``store.py``) keeps the quotas in the state log ``__bayou_quotas``; ``entities.py`` is
 Kafka's entity model and checks; ``rate.py`` Kafka's sampled rate.  How the doors enforce
-them: ``docs/design/quotas.md``.
+them: ``docs/design/security.md`` (Quotas).
 """
 
 from __future__ import annotations
