@@ -47,6 +47,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from bayou.errors import ProtocolViolation
@@ -111,6 +112,7 @@ class KafkaConnection(asyncio.Protocol):
         self._unmuted_event = asyncio.Event()
         self._unmuted_event.set()
         self._quota_tail: asyncio.Future[Payload] | None = None  # last request with a quota
+        self._close_callbacks: list[Callable[[], None]] = []
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -129,9 +131,22 @@ class KafkaConnection(asyncio.Protocol):
         self.session = ClientSession(security, self._peer_host, tls=self.door.tls, cert=cert)
         self._connections.add(self)
 
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when the connection closes (share sessions release records)."""
+        if self._closing:
+            callback()
+        else:
+            self._close_callbacks.append(callback)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self._connections.discard(self)
+        callbacks, self._close_callbacks = self._close_callbacks, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("a close callback of the connection from %s failed", self._peer)
         self._budget.close()
         if self._unmute is not None:
             self._unmute.cancel()
@@ -245,7 +260,7 @@ class KafkaConnection(asyncio.Protocol):
         except ProtocolViolation as exc:
             self._violation(f"malformed API {header.api_key} v{header.api_version} body: {exc}")
             return
-        context = RequestContext(self.door, header, self._peer, session)
+        context = RequestContext(self.door, header, self._peer, session, self)
         if started and session.principal is not None and header.api_key not in EXEMPT:
             context.quota = self._quota.get(session.principal, header.client_id)
         if context.quota is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -10,6 +11,7 @@ from bayou.gateways.kafka.session import ClientSession
 if TYPE_CHECKING:
     from bayou.core import Core
     from bayou.core.quotas import ClientQuota
+    from bayou.gateways.kafka.share_sessions import ShareSessions
     from bayou.protocol.kafka import RequestHeader
 
 
@@ -45,6 +47,16 @@ class Listener(Protocol):
     @property
     def tls(self) -> bool: ...
 
+    @property
+    def share_sessions(self) -> ShareSessions: ...
+
+
+class Connection(Protocol):
+    """The client connection a request came over (``connection.KafkaConnection``)."""
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once when the connection closes (at once if it is closed)."""
+
 
 @dataclass
 class RequestContext:
@@ -56,6 +68,7 @@ class RequestContext:
     header: RequestHeader
     peer: str
     _session: ClientSession | None = None
+    connection: Connection | None = None
     quota: ClientQuota | None = None
     throttle_ms: int = 0
 
