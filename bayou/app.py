@@ -41,6 +41,7 @@ from bayou.broker_config import BrokerConfig
 from bayou.console import Console
 from bayou.core import Core, CoreSettings, Isolation
 from bayou.core.groups import GroupSettings
+from bayou.core.quotas import Quotas, QuotaSettings
 from bayou.core.security import Security, SecuritySettings
 from bayou.core.transactions import TxnSettings
 from bayou.errors import InvalidConfig
@@ -154,6 +155,15 @@ def security_settings(config: BrokerConfig) -> SecuritySettings:
     )
 
 
+def quota_settings(config: BrokerConfig) -> QuotaSettings:
+    q = config.quota
+    return QuotaSettings(
+        window_num=q.window_num,
+        window_size_s=q.window_size_seconds,
+        connection_creation_rate_per_ip=q.connection_creation_rate_per_ip,
+    )
+
+
 def kafka_listeners(config: BrokerConfig, host: str, port: int, tls_port: int) -> str:
     """Kafka's ``listeners`` value: each listener with its security protocol."""
     sasl = "SASL_" if config.security.authorizer == "acl" else ""
@@ -186,6 +196,8 @@ def static_broker_configs(
             "list",
         ),
         ("log.dirs", str(config.data_dir), "string"),
+        ("quota.window.num", config.quota.window_num, "int"),
+        ("quota.window.size.seconds", config.quota.window_size_seconds, "int"),
         ("log.retention.check.interval.ms", config.log.retention_check_interval_ms, "long"),
         ("log.cleaner.enable", config.log.cleaner_enable, "bool"),
         ("log.cleaner.dedupe.buffer.size", config.log.cleaner_dedupe_buffer_size, "long"),
@@ -229,6 +241,7 @@ class App:
             txn_settings(config),
             Security(security_settings(config)),
             metrics=self.metrics,
+            quotas=Quotas(quota_settings(config)),
         )
         self.metrics.register(BrokerCollector(self.core, self.metrics))
         self.loop_lag = LoopLagProbe(self.metrics.loop_lag_seconds.observe)

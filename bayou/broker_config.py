@@ -253,6 +253,39 @@ class SecurityOptions:
 
 
 @dataclass(frozen=True)
+class QuotaOptions:
+    """How client quotas are measured, and the connection rate of an address (KIP-612)."""
+
+    window_num: int = field(
+        default=11,
+        metadata=opt(
+            "Samples a client quota's rate is measured over (Kafka's quota.window.num).",
+            min=1,
+            max=1000,
+        ),
+    )
+    window_size_seconds: int = field(
+        default=1,
+        metadata=opt(
+            "Length of each quota sample in seconds (Kafka's quota.window.size.seconds).",
+            min=1,
+            max=3600,
+        ),
+    )
+    connection_creation_rate_per_ip: int = field(
+        default=0,
+        metadata=opt(
+            "New connections per second one client address may open, on every door (an "
+            "address's own or the <default> ip quota, connection_creation_rate, wins); over it "
+            "a connection is held, unread, and closed. 0: no limit.",
+            flat="max_connection_creation_rate_per_ip",
+            min=0,
+            max=2**31 - 1,
+        ),
+    )
+
+
+@dataclass(frozen=True)
 class LogOptions:
     """Retention and the cleaner (Kafka's ``log.*`` broker options)."""
 
@@ -454,6 +487,7 @@ class BrokerConfig:
     amqp: AmqpOptions = field(default_factory=AmqpOptions)
     tls: TlsOptions = field(default_factory=TlsOptions)
     security: SecurityOptions = field(default_factory=SecurityOptions)
+    quota: QuotaOptions = field(default_factory=QuotaOptions)
     log: LogOptions = field(default_factory=LogOptions)
     internal: InternalOptions = field(default_factory=InternalOptions)
     group: GroupOptions = field(default_factory=GroupOptions)

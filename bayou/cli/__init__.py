@@ -15,6 +15,7 @@ from bayou.cli.acl import acl
 from bayou.cli.consume import consume
 from bayou.cli.group import group
 from bayou.cli.produce import produce
+from bayou.cli.quota import quota
 from bayou.cli.serve import serve
 from bayou.cli.topic import topic
 from bayou.cli.txn import txn
@@ -37,8 +38,8 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 def cli() -> None:
     """Bayou, an event streaming platform that speaks the Kafka protocol.
 
-    `bayou serve` runs a broker. `topic`, `produce`, `consume`, `group`, `txn`, `user` and `acl`
-    talk to a running broker at --bootstrap (default $BAYOU_BOOTSTRAP or 127.0.0.1:9092).
+    `bayou serve` runs a broker. `topic`, `produce`, `consume`, `group`, `txn`, `user`, `acl` and
+    `quota` talk to a running broker at --bootstrap (default $BAYOU_BOOTSTRAP or 127.0.0.1:9092).
     """
 
 
@@ -50,6 +51,7 @@ cli.add_command(group)
 cli.add_command(txn)
 cli.add_command(user)
 cli.add_command(acl)
+cli.add_command(quota)
 
 
 def main() -> None:

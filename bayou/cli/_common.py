@@ -30,6 +30,7 @@ import click
 from confluent_kafka import KafkaError, KafkaException
 
 from bayou.cli.listener import not_kafka
+from bayou.cli.raw import RawSecurity
 
 DEFAULT_KAFKA_PORT = 9092
 DEFAULT_BOOTSTRAP = f"127.0.0.1:{DEFAULT_KAFKA_PORT}"
@@ -98,6 +99,14 @@ class Connection:
             out["sasl.username"] = self.sasl_user
             out["sasl.password"] = self.sasl_password or ""
         return out
+
+    def raw_security(self) -> RawSecurity | None:
+        """``--tls-ca`` and ``--sasl-user`` for the CLI's own requests (``raw.py``)."""
+        if self.tls_ca is None and self.sasl_user is None:
+            return None
+        return RawSecurity(
+            self.tls_ca, self.sasl_user, self.sasl_password or "", self.sasl_mechanism
+        )
 
     def client_config(self, **extra: Any) -> dict[str, Any]:
         """confluent-kafka settings common to Admin, Producer and Consumer clients."""

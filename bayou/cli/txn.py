@@ -39,7 +39,9 @@ def _call(
     action: str,
 ) -> Any:
     try:
-        return call(address[0], address[1], api_key, version, request, conn.timeout)
+        return call(
+            address[0], address[1], api_key, version, request, conn.timeout, conn.raw_security()
+        )
     except TimeoutError:
         raise conn.no_answer() from None
     except (OSError, ValueError) as exc:

@@ -18,6 +18,8 @@ typed async facade:
   writes markers through the engine's partitions and the group coordinator;
 - ``security``: users, ACLs, logins and the authorizer every door asks
   (``bayou/core/security/``);
+- ``quotas``: client quotas (byte rates, request time, connection rates) every door asks
+  (``bayou/core/quotas/``);
 - **share groups** (KIP-932): the share coordinator's driver (``share_driver``) and
   ``share_consumer`` (one member inside the broker: queue semantics for doors that are not
   Kafka); group ids are one name space shared with the group coordinator;
@@ -28,13 +30,13 @@ typed async facade:
 - ``background`` runs a fire-and-forget task with a reference kept; ``stopping`` is set when
   the broker shuts down (long polls end, coordinators refuse new work).
 
-Lifecycle: ``start`` loads the group coordinator, the share coordinator, then the
-transaction coordinator (each
-replaying its state log; transactions a crash left decided get their markers now) and starts
-the request budget's stall sweep; ``begin_stop`` sets ``stopping`` and wakes every long poll,
-so the doors can stop; ``close`` stops the transaction coordinator (marker writes in flight
-finish, bounded), answers parked group requests and stops the core's tasks.  The
-engine is opened before ``start`` and closed after ``close``.
+Lifecycle: ``start`` loads the users, ACLs and quotas, the group coordinator, the share
+coordinator, then the transaction coordinator (each replaying its state log; transactions a
+crash left decided get their markers now) and starts the request budget's stall sweep;
+``begin_stop`` sets ``stopping`` and wakes every long poll, so the doors can stop; ``close``
+stops the transaction coordinator (marker writes in flight finish, bounded), answers parked
+group requests and stops the core's tasks.  The engine is opened before ``start`` and closed
+after ``close``.
 
 The core imports no door: ``bayou.app`` builds the engine, the core and the doors.
 """
@@ -54,6 +56,7 @@ from bayou.core.cursor import Cursor, Isolation, Reset, StartSpec, resolve_start
 from bayou.core.group_member import GroupMember, Listener, Offsets
 from bayou.core.groups import GroupCoordinatorError, GroupDriver, GroupSettings
 from bayou.core.groups.store import TOPIC as GROUPS_LOG
+from bayou.core.quotas import Quotas
 from bayou.core.request_budget import RequestBudget
 from bayou.core.security import Security
 from bayou.core.shares import (
@@ -111,10 +114,12 @@ class Core:
         security: Security | None = None,
         share_settings: ShareSettings | None = None,
         metrics: BrokerMetrics | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self.engine = engine
         self.security = security or Security()
         self.metrics = metrics or BrokerMetrics()
+        self.quotas = quotas or Quotas()
         self.settings = settings
         self.group_settings = group_settings or GroupSettings()
         self.txn_settings = txn_settings or TxnSettings()
@@ -135,9 +140,10 @@ class Core:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Load the users and ACLs, the group coordinator from its state log, and start
-        the core's tasks."""
+        """Load the users, ACLs and quotas, the group coordinator from its state log, and
+        start the core's tasks."""
         await self.security.open(self.engine.state)
+        await self.quotas.open(self.engine.state)
         state_log = await self.engine.state.open_log(GROUPS_LOG, public=True)
         groups = GroupDriver(self.group_settings, self.clock_ms, state_log)
         replayed = await groups.open()

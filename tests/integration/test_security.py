@@ -33,6 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bayou.protocol.kafka import RequestHeader, decode_response, encode_request
 from bayou.protocol.kafka import messages as m
+from tests.support.kafka_java import classpath, why_not
 from tests.support.security import SecureBroker, bayou_cli
 from tests.support.wait import wait_until
 
@@ -559,6 +560,75 @@ def test_cli_users_and_acls_against_the_running_broker(secure: SecureBroker) -> 
     removed = admin_cli(secure, "user", "remove", "erin")
     assert removed.returncode == 0, removed.stderr
     assert "erin" not in admin_cli(secure, "user", "list").stdout
+
+
+def test_cli_quotas_over_tls_and_sasl_and_a_users_quota_throttles_its_client(
+    secure: SecureBroker,
+) -> None:
+    refused = bayou_cli(
+        "quota", "set", "--user", "alice", "producer_byte_rate=1000",
+        "-b", secure.tls_bootstrap, "--tls-ca", str(secure.pki.ca_path), "--sasl-user", "alice",
+        env={**os.environ, "BAYOU_SASL_PASSWORD": USERS["alice"]},
+    )  # fmt: skip
+    assert refused.returncode == 1 and "CLUSTER_AUTHORIZATION_FAILED" in refused.stderr
+    done = admin_cli(secure, "quota", "set", "--user", "alice", "producer_byte_rate=1000")
+    assert done.returncode == 0, done.stderr
+    try:
+        listed = admin_cli(secure, "quota", "list", "--user", "alice")
+        assert "user alice\tproducer_byte_rate=1000" in listed.stdout.splitlines(), listed
+        throttles: list[float] = []
+        producer = Producer(
+            secure.kafka_config(
+                "alice", USERS["alice"], throttle_cb=lambda e: throttles.append(e.throttle_time)
+            )
+        )
+        producer.produce(A, b"x" * 20_000)  # 2 kB/s over the 10 s window: twice the quota
+        assert producer.flush(TIMEOUT) == 0
+        wait_until("alice is told to wait", lambda: producer.poll(0.1) >= 0 and bool(throttles))
+        assert max(throttles) > 1.0
+    finally:
+        removed = admin_cli(secure, "quota", "remove", "--user", "alice", "producer_byte_rate")
+        assert removed.returncode == 0, removed.stderr
+    assert admin_cli(secure, "quota", "list").stdout == ""
+    # the other raw-socket command, over TLS + SASL too
+    txns = admin_cli(secure, "txn", "list")
+    assert txns.returncode == 0, txns.stderr
+
+
+def test_the_java_client_over_tls_and_scram_sets_quotas_produces_and_consumes(
+    secure: SecureBroker, tmp_path: Path
+) -> None:
+    reason = why_not()
+    if reason is not None:
+        pytest.skip(reason)
+    props = tmp_path / "client.properties"
+    jaas = (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="admin" password="{USERS["admin"]}";'
+    )
+    props.write_text(
+        f"bootstrap.servers={secure.tls_bootstrap}\n"
+        "security.protocol=SASL_SSL\n"
+        "sasl.mechanism=SCRAM-SHA-512\n"
+        f"sasl.jaas.config={jaas}\n"
+        "ssl.truststore.type=PEM\n"
+        f"ssl.truststore.location={secure.pki.ca_path}\n"
+    )
+    source = Path(__file__).parents[1] / "support" / "java" / "SecureClients.java"
+    try:
+        done = subprocess.run(
+            ["java", "-cp", classpath(), str(source), str(props), "sec-java", "g-java", "5",
+             "java-user"],
+            capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        lines = [line.split("\t") for line in done.stdout.splitlines()]
+        assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+        assert ["quota", "java-user", "producer_byte_rate", "1048576"] in lines
+        assert [f[1:] for f in lines if f[0] == "rec"] == [[f"k{i}", f"java {i}"] for i in range(5)]
+    finally:
+        admin_cli(secure, "quota", "remove", "--user", "java-user", "producer_byte_rate")
+    listed = admin_cli(secure, "quota", "list", "--user", "java-user")
+    assert listed.returncode == 0 and listed.stdout == "", listed
 
 
 def _server_serial(port: int, ca: Path) -> int:

@@ -12,7 +12,8 @@ Kafka, HTTP Basic, MQTT and AMQP) by recomputing ``StoredKey`` from the password
 ``ScramServer`` is one exchange, sans-I/O: ``first(client_first) -> server_first`` and
 ``final(client_final) -> server_final``, raising ``ScramError`` on anything malformed or
 wrong.  An unknown user gets a made-up salt and fails only at the proof, so the exchange
-says nothing about which users exist.
+says nothing about which users exist.  ``ScramClient`` is the other side, for the CLI's own
+requests over one socket (``bayou/cli/raw.py``).
 """
 
 from __future__ import annotations
@@ -193,6 +194,43 @@ class ScramServer:
             raise ScramError("invalid credentials")
         server_signature = _hmac(m, cred.server_key, auth_message)
         return b"v=" + base64.b64encode(server_signature)
+
+
+class ScramClient:
+    """One client-side SCRAM exchange: ``first()``, ``final(server_first)``, then
+    ``verify(server_final)`` (the broker proves it knows the credential)."""
+
+    def __init__(self, mechanism: Mechanism, user: str, password: bytes) -> None:
+        self.mechanism = mechanism
+        self._password = password
+        name = user.replace("=", "=3D").replace(",", "=2C")
+        self._nonce = base64.b64encode(os.urandom(18)).decode()
+        self._first_bare = f"n={name},r={self._nonce}"
+        self._server_signature = b""
+
+    def first(self) -> bytes:
+        return f"n,,{self._first_bare}".encode()
+
+    def final(self, server_first: bytes) -> bytes:
+        text = _text(server_first)
+        attrs = _attributes(text)
+        nonce, salt, iterations = attrs.get("r", ""), attrs.get("s"), attrs.get("i", "")
+        if not nonce.startswith(self._nonce) or salt is None or not iterations.isdigit():
+            raise ScramError("malformed server-first message")
+        m = self.mechanism
+        salted = salted_password(m, self._password, base64.b64decode(salt), int(iterations))
+        client_key = _hmac(m, salted, b"Client Key")
+        without_proof = f"c=biws,r={nonce}"
+        auth_message = f"{self._first_bare},{text},{without_proof}".encode()
+        signature = _hmac(m, _h(m, client_key), auth_message)
+        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+        self._server_signature = _hmac(m, _hmac(m, salted, b"Server Key"), auth_message)
+        return f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
+
+    def verify(self, server_final: bytes) -> None:
+        expected = b"v=" + base64.b64encode(self._server_signature)
+        if not self._server_signature or not hmac.compare_digest(server_final, expected):
+            raise ScramError("the broker's SCRAM signature does not match")
 
 
 def _text(message: bytes) -> str:

@@ -147,7 +147,8 @@ class ChannelConnection(Protocol):
 
     @property
     def write_paused(self) -> bool:
-        """The socket's write buffer is over its high-water mark."""
+        """Deliver nothing now: the socket's write buffer is over its high-water mark, or
+        the client is over its consumer_byte_rate."""
         ...
 
     @property

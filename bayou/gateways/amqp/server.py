@@ -38,9 +38,11 @@ from bayou.broker_config import AmqpOptions
 from bayou.core import Core
 from bayou.core.partitioner import Partitioner
 from bayou.core.security.acl import AclOperation, ResourceType
+from bayou.gateways.admission import admit
 from bayou.gateways.amqp.channel import Channel
 from bayou.gateways.amqp.interfaces import ChannelHandle
 from bayou.gateways.amqp.topology import Topology
+from bayou.gateways.pacing import ConnectionQuota, Mute
 from bayou.protocol.amqp import (
     AmqpError,
     ChannelCloseRequested,
@@ -196,7 +198,7 @@ class AmqpClient(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.peer_host = "?"
-        self.write_paused = False
+        self._write_paused = False  # the transport's buffer is full
         self.read_paused = False
         self.closing = False
         self.eof_sent = False  # we half-closed: nothing more can be written
@@ -211,10 +213,17 @@ class AmqpClient(asyncio.Protocol):
             self._budget_resumed, self._budget_stalled
         )
         self.budget_paused = False
+        self._quota = ConnectionQuota(gateway.core.quotas)
+        self._mute = Mute(self._mute_changed)  # reading paused: over producer_byte_rate
+        self._delivery_mute = Mute(self._delivery_mute_changed)  # over consumer_byte_rate
+        self._published = 0  # message bytes read in this data_received, while quotas are on
 
     # ------------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not admit(self.gateway.core.quotas, transport, "amqp"):  # over its connection rate
+            self.closing = True
+            return
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         if peer:
@@ -228,6 +237,8 @@ class AmqpClient(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.gateway.clients.discard(self)
         self.budget.close()
+        self._mute.cancel()
+        self._delivery_mute.cancel()
         self.transport = None
         if self._heartbeat_handle is not None:
             self._heartbeat_handle.cancel()
@@ -237,16 +248,33 @@ class AmqpClient(asyncio.Protocol):
         if not self._closed.done():
             self._closed.set_result(None)
 
+    @property
+    def write_paused(self) -> bool:
+        """Deliver nothing now: the transport's buffer is full, or the client is over its
+        consumer_byte_rate (``gateways/pacing.py``)."""
+        return self._write_paused or self._delivery_mute.active
+
     def pause_writing(self) -> None:
-        self.write_paused = True
+        self._write_paused = True
 
     def resume_writing(self) -> None:
-        self.write_paused = False
+        self._write_paused = False
+        self._kick_consumers()
+
+    def _kick_consumers(self) -> None:
+        if self.write_paused:
+            return
         for channel in self.channels.values():
             for consumer in channel.consumers.values():
                 consumer.kick()
 
+    def _delivery_mute_changed(self) -> None:
+        if self.transport is not None:
+            self._kick_consumers()
+
     def data_received(self, data: bytes) -> None:
+        if self.transport is None:  # refused (connection rate) or gone
+            return
         self._last_recv = asyncio.get_running_loop().time()
         proto = self.proto
         proto.receive_data(data)
@@ -259,6 +287,8 @@ class AmqpClient(asyncio.Protocol):
             except AmqpError as exc:
                 self.protocol_error(exc)
         self.flush()
+        if self._published:
+            self._record_published()
         if not self.read_paused and any(c.backlog > MAX_BACKLOG for c in self.channels.values()):
             self.read_paused = True
             if self.transport is not None:
@@ -270,7 +300,26 @@ class AmqpClient(asyncio.Protocol):
 
     def _budget_resumed(self) -> None:
         self.budget_paused = False
-        if not self.read_paused and self.transport is not None:
+        if not self.read_paused and not self._mute.active and self.transport is not None:
+            self.transport.resume_reading()
+
+    def _record_published(self) -> None:
+        """Count what this read published against the client's producer_byte_rate; over
+        it, read nothing more for the throttle time (``gateways/pacing.py``)."""
+        published, self._published = self._published, 0
+        name = self.proto.client_properties.get("connection_name")
+        quota = self._quota.get(self.principal, name if isinstance(name, str) else None)
+        if quota is not None and quota.produce is not None:
+            self._mute.start(quota.produce.record(published))
+
+    def _mute_changed(self) -> None:
+        if self.transport is None:
+            return
+        if self._mute.active:
+            self.transport.pause_reading()
+            return
+        self._last_recv = asyncio.get_running_loop().time()  # muted is not idle
+        if not self.read_paused and not self.budget_paused:
             self.transport.resume_reading()
 
     def _budget_stalled(self) -> None:
@@ -289,6 +338,8 @@ class AmqpClient(asyncio.Protocol):
 
     def _dispatch(self, event: Event) -> None:
         if isinstance(event, MessageReceived):
+            if self.gateway.core.quotas.active:
+                self._published += len(event.body)
             channel = self.channels.get(event.channel)
             if channel is not None:
                 channel.submit(event)
@@ -473,11 +524,19 @@ class AmqpClient(asyncio.Protocol):
         ):
             self.transport.write(data)
             self._last_sent = asyncio.get_running_loop().time()
+            if self.gateway.core.quotas.active:
+                self._record_sent(len(data))
+
+    def _record_sent(self, size: int) -> None:
+        name = self.proto.client_properties.get("connection_name")
+        quota = self._quota.get(self.principal, name if isinstance(name, str) else None)
+        if quota is not None and quota.fetch is not None:
+            self._delivery_mute.start(quota.fetch.record(size))
 
     def maybe_resume_reading(self) -> None:
         if self.read_paused and all(c.backlog <= MAX_BACKLOG // 2 for c in self.channels.values()):
             self.read_paused = False
-            if self.transport is not None and not self.budget_paused:
+            if self.transport is not None and not self.budget_paused and not self._mute.active:
                 self.transport.resume_reading()
 
     # ------------------------------------------------------------------ heartbeats
@@ -492,7 +551,7 @@ class AmqpClient(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         now = loop.time()
         h = self._heartbeat_s
-        if now - self._last_recv > 2 * h:
+        if now - self._last_recv > 2 * h and not self._mute.active:
             log.info("AMQP connection %s: no heartbeat for %ds, closing", self.peer, 2 * h)
             if self.transport is not None:
                 self.transport.abort()

@@ -13,6 +13,7 @@ from bayou.core import Core
 from bayou.core.partitioner import Partitioner
 from bayou.gateways.http.consumers import ConsumerRegistry
 from bayou.gateways.http.payloads import V2
+from bayou.gateways.pacing import hold, throttle_ms
 
 
 @dataclass
@@ -30,6 +31,15 @@ class Gateway:
 def gateway(conn: HTTPConnection) -> Gateway:
     gw: Gateway = conn.app.state.gateway
     return gw
+
+
+async def paced(conn: HTTPConnection, produced: int = 0, fetched: int = 0) -> None:
+    """Count an exchange's bytes against the client's quotas and hold the response for
+    the throttle time they leave (``gateways/pacing.py``)."""
+    quotas = gateway(conn).core.quotas
+    if quotas.active:
+        principal = (conn.scope.get("state") or {}).get("principal")
+        await hold(throttle_ms(quotas, principal, "", produced, fetched))
 
 
 class KafkaJSON(JSONResponse):

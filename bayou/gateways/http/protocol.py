@@ -21,7 +21,9 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from bayou.core.quotas import Quotas
 from bayou.core.security import Security
+from bayou.gateways.admission import admit
 from bayou.log_limits import RateLimitedLog
 
 log = logging.getLogger("bayou.gateways.http")
@@ -68,6 +70,8 @@ class _PeerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 class HttpProtocol(HttpToolsProtocol):
     #: the broker's security, set by the gateway: a TLS client certificate's principal
     security: Security | None = None
+    #: the broker's quotas, set by the gateway: the connection rate of an address
+    quotas: Quotas | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -79,6 +83,12 @@ class HttpProtocol(HttpToolsProtocol):
             if security is not None
             else None
         )
+        self.refused = self.quotas is not None and not admit(self.quotas, transport, "http")
+
+    def data_received(self, data: bytes) -> None:
+        if self.refused:  # over its address's connection rate: held unread, then closed
+            return
+        super().data_received(data)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

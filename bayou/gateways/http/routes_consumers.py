@@ -12,7 +12,7 @@ from bayou.core.security.acl import AclOperation
 from bayou.gateways.http import errors
 from bayou.gateways.http.auth import require
 from bayou.gateways.http.consumers import ConsumerInstance
-from bayou.gateways.http.context import KafkaJSON, answer_doc, body_doc, gateway
+from bayou.gateways.http.context import KafkaJSON, answer_doc, body_doc, gateway, paced
 from bayou.gateways.http.payloads import (
     V2,
     CreateConsumer,
@@ -248,7 +248,9 @@ async def records(
     instance = _instance(request, group, name)
     fmt = accept_format(request.headers.get("accept"), instance.format)
     out = await gw.consumers.records(instance, timeout, max_bytes, fmt)
-    return KafkaJSON(out)
+    response = KafkaJSON(out)
+    await paced(request, fetched=len(response.body))
+    return response
 
 
 @router.post(

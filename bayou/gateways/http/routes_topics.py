@@ -14,7 +14,7 @@ from bayou.core.security.acl import AclOperation
 from bayou.errors import UnknownTopicOrPartition
 from bayou.gateways.http import errors
 from bayou.gateways.http.auth import may
-from bayou.gateways.http.context import KafkaJSON, answer_doc, errors_doc, gateway
+from bayou.gateways.http.context import KafkaJSON, answer_doc, errors_doc, gateway, paced
 from bayou.gateways.http.cors import websocket_origin_allowed
 from bayou.gateways.http.payloads import (
     BINARY_V2,
@@ -159,10 +159,10 @@ PRODUCED = answer_doc(
 async def produce_to_topic(request: Request, topic: TopicName) -> Response:
     gw = gateway(request)
     fmt = produce_format(request.headers.get("content-type"))
-    body = parse(
-        ProduceRequest, await read_body(request, gw.max_body_bytes, gw.core.request_budget)
-    )
+    raw = await read_body(request, gw.max_body_bytes, gw.core.request_budget)
+    body = parse(ProduceRequest, raw)
     offsets = await produce(gw.core, gw.partitioner, topic, fmt, body.records)
+    await paced(request, produced=len(raw))
     return _produced(offsets)
 
 
@@ -177,10 +177,10 @@ async def produce_to_partition(
 ) -> Response:
     gw = gateway(request)
     fmt = produce_format(request.headers.get("content-type"))
-    body = parse(
-        PartitionProduceRequest, await read_body(request, gw.max_body_bytes, gw.core.request_budget)
-    )
+    raw = await read_body(request, gw.max_body_bytes, gw.core.request_budget)
+    body = parse(PartitionProduceRequest, raw)
     offsets = await produce(gw.core, gw.partitioner, topic, fmt, body.records, partition)
+    await paced(request, produced=len(raw))
     return _produced(offsets)
 
 

@@ -123,6 +123,7 @@ class HttpGateway:
 
     async def start(self) -> None:
         HttpProtocol.security = self.core.security
+        HttpProtocol.quotas = self.core.quotas
         sock = self._bind(self.options.port)
         tls = self.core.security.tls
         tls_sock = (

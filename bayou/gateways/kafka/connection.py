@@ -30,9 +30,15 @@ Who the client is: a ``ClientSession`` per connection (``session.py``): before a
 ApiVersions and the SASL requests are served, and with an authorizer every request is
 checked against the ACLs first (``acl_checks.py``).
 
+Quotas (``throttling.py``): while some client quota is set, a request of a client that has
+one is served by ``_serve_throttled``: what it used is recorded, the response carries the
+throttle time and the connection is muted — nothing more is read — for that long.  A new
+connection from an address over its connection rate is held unread and closed
+(``gateways/admission.py``).
+
 Flow control: reading pauses while too many requests are in flight or queued for writing,
-while the transport's write buffer is over its high-water mark, or while the request budget
-holds this connection back, and resumes when all of them allow.
+while the transport's write buffer is over its high-water mark, while the request budget
+holds this connection back, or while a quota mutes it, and resumes when all of them allow.
 """
 
 from __future__ import annotations
@@ -45,12 +51,15 @@ from collections.abc import Callable
 from typing import Any
 
 from bayou.errors import ProtocolViolation
+from bayou.gateways.admission import admit
 from bayou.gateways.kafka.acl_checks import checked
 from bayou.gateways.kafka.context import Listener, RequestContext
 from bayou.gateways.kafka.handlers import HANDLERS
 from bayou.gateways.kafka.handlers.api_versions import unsupported_version_response
 from bayou.gateways.kafka.response_stream import ResponseStream, close_records
 from bayou.gateways.kafka.session import SASL_MAX_RECEIVE, ClientSession
+from bayou.gateways.kafka.throttling import EXEMPT, PRODUCE, TimedAwait, set_throttle
+from bayou.gateways.pacing import ConnectionQuota
 from bayou.log_limits import RateLimitedLog
 from bayou.protocol.kafka import (
     API_KEYS,
@@ -106,11 +115,21 @@ class KafkaConnection(asyncio.Protocol):
         self.session: ClientSession | None = None
         self._fetch_positions: dict[tuple[str, int], int] = {}
         self._traffic = door.core.metrics.door("kafka")
+        self._quotas = door.core.quotas
+        self._quota = ConnectionQuota(self._quotas)
+        self._muted_until = 0.0  # loop time; a quota mutes the connection until then
+        self._unmute: asyncio.TimerHandle | None = None
+        self._unmuted_event = asyncio.Event()
+        self._unmuted_event.set()
+        self._quota_tail: asyncio.Future[Payload] | None = None  # last request with a quota
         self._close_callbacks: list[Callable[[], None]] = []
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not admit(self._quotas, transport, "kafka"):
+            self._closing = True
+            return
         self._transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
         assert self._transport is not None
         self._out = ResponseStream(self._transport, self._send_failed, self._update_reading)
@@ -139,6 +158,10 @@ class KafkaConnection(asyncio.Protocol):
             except Exception:
                 log.exception("a close callback of the connection from %s failed", self._peer)
         self._budget.close()
+        if self._unmute is not None:
+            self._unmute.cancel()
+            self._unmute = None
+            self._unmuted_event.set()
         if self._out is not None:
             self._out.close()
         for task in self._inflight:
@@ -160,6 +183,8 @@ class KafkaConnection(asyncio.Protocol):
         self._update_reading()
 
     def data_received(self, data: bytes) -> None:
+        if self._transport is None:  # refused (connection rate): held unread, then closed
+            return
         if self._draining:
             self._drained += len(data)
             if self._drained > DRAIN_MAX_BYTES and self._transport is not None:
@@ -205,6 +230,7 @@ class KafkaConnection(asyncio.Protocol):
     # -- requests ---------------------------------------------------------------------------
 
     def _dispatch(self, frame: bytes) -> None:
+        started = time.perf_counter() if self._quotas.active else 0.0
         view = memoryview(frame)
         try:
             header, offset = decode_request_header(view)
@@ -247,7 +273,20 @@ class KafkaConnection(asyncio.Protocol):
         context = RequestContext(
             self.door, header, self._peer, session, self, self._fetch_positions
         )
-        task = asyncio.ensure_future(self._serve(context, registration.handler, request))
+        if started and session.principal is not None and header.api_key not in EXEMPT:
+            context.quota = self._quota.get(session.principal, header.client_id)
+        if context.quota is None:
+            task = asyncio.ensure_future(self._serve(context, registration.handler, request))
+        else:
+            work = self._serve_throttled(
+                context,
+                registration.handler,
+                request,
+                len(frame),
+                time.perf_counter() - started,
+                self._quota_tail,
+            )
+            task = self._quota_tail = asyncio.ensure_future(work)
         self._inflight.append(task)
         task.add_done_callback(self._on_done)
         self._update_reading()
@@ -258,18 +297,58 @@ class KafkaConnection(asyncio.Protocol):
         self._queue_ready(encode_response_parts(v0, unsupported_version_response()))
 
     async def _serve(self, context: RequestContext, handler: Any, request: Any) -> Payload:
+        response = await self._respond(context, handler, request)
+        if response is None:  # e.g. Produce with acks=0
+            return None
+        return encode_response_parts(context.header, response)
+
+    async def _respond(self, context: RequestContext, handler: Any, request: Any) -> Any:
         start = time.perf_counter()
         if self.door.core.security.enabled:
             response = await checked(context, handler, request)
         else:
             response = await handler(context, request)
         self._traffic.observer(api_name(context.header.api_key))(time.perf_counter() - start)
+        self._traffic.observer(api_name(context.header.api_key))(time.perf_counter() - start)
         if context.session.failed:  # a failed login: answer, then close
             context.session.failed = False
             asyncio.get_running_loop().call_soon(self._close_politely)
-        if response is None:  # e.g. Produce with acks=0
+        return response
+
+    async def _serve_throttled(
+        self,
+        context: RequestContext,
+        handler: Any,
+        request: Any,
+        size: int,
+        decode_s: float,
+        previous: asyncio.Future[Payload] | None,
+    ) -> Payload:
+        """``_serve`` for a client with quotas (see ``throttling.py``): after the previous
+        such request and once the connection is no longer muted, as Kafka serves a
+        connection's requests one at a time — so a throttle applies to the very next one,
+        however many the client pipelined."""
+        if previous is not None and not previous.done():
+            await asyncio.wait((previous,))
+        while self._unmute is not None:
+            await self._unmuted_event.wait()
+        quota = context.quota
+        assert quota is not None
+        timed = TimedAwait(self._respond(context, handler, request))
+        response = await timed
+        throttle = context.throttle_ms  # Fetch's, when its byte rate is over
+        if context.header.api_key == PRODUCE and quota.produce is not None:
+            throttle = max(throttle, quota.produce.record(size))
+        throttle = max(throttle, quota.request_time(decode_s + timed.spent))
+        if throttle > 0:
+            set_throttle(response, throttle)
+            self._mute(throttle)
+        if response is None:
             return None
-        return encode_response_parts(context.header, response)
+        started = time.perf_counter()
+        payload = encode_response_parts(context.header, response)
+        quota.request_time_unthrottled(time.perf_counter() - started)
+        return payload
 
     def _queue_ready(self, payload: list[Piece]) -> None:
         future: asyncio.Future[Payload] = asyncio.get_running_loop().create_future()
@@ -313,13 +392,31 @@ class KafkaConnection(asyncio.Protocol):
             self._finish_politely()
             return
         queued = len(self._inflight) + (self._out.queued if self._out is not None else 0)
-        held_back = self._write_paused or self._budget_paused
+        held_back = self._write_paused or self._budget_paused or self._unmute is not None
         if (held_back or queued >= MAX_INFLIGHT) and not self._read_paused:
             transport.pause_reading()
             self._read_paused = True
         elif self._read_paused and not held_back and queued <= RESUME_INFLIGHT:
             transport.resume_reading()
             self._read_paused = False
+
+    def _mute(self, throttle_ms: int) -> None:
+        """Read nothing more for ``throttle_ms`` (a quota's throttle: KIP-219's muting)."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + throttle_ms / 1000
+        if until <= self._muted_until or self._closing:
+            return
+        self._muted_until = until
+        if self._unmute is not None:
+            self._unmute.cancel()
+        self._unmute = loop.call_at(until, self._unmuted)
+        self._unmuted_event.clear()
+        self._update_reading()
+
+    def _unmuted(self) -> None:
+        self._unmute = None
+        self._unmuted_event.set()
+        self._update_reading()
 
     def _budget_resumed(self) -> None:
         self._budget_paused = False

@@ -10,6 +10,7 @@ from bayou.gateways.kafka.session import ClientSession
 
 if TYPE_CHECKING:
     from bayou.core import Core
+    from bayou.core.quotas import ClientQuota
     from bayou.gateways.kafka.share_sessions import ShareSessions
     from bayou.protocol.kafka import RequestHeader
 
@@ -59,8 +60,9 @@ class Connection(Protocol):
 
 @dataclass
 class RequestContext:
-    """One request: the listener it came through, its header, the connection's peer and
-    who it is (``session.py``)."""
+    """One request: the listener it came through, its header, the connection's peer, who
+    it is (``session.py``) and the quotas that apply to it (``throttling.py``): a handler
+    that throttles the client itself (Fetch) sets ``throttle_ms``."""
 
     door: Listener
     header: RequestHeader
@@ -70,6 +72,8 @@ class RequestContext:
     #: the connection's last fetch offset per partition: how far its fetches moved is the
     #: count of messages out (``/metrics``), without decoding a batch
     fetch_positions: dict[tuple[str, int], int] = field(default_factory=dict)
+    quota: ClientQuota | None = None
+    throttle_ms: int = 0
 
     @property
     def session(self) -> ClientSession:

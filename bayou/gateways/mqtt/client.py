@@ -23,14 +23,17 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
+from bayou.core.quotas import Quotas
 from bayou.core.request_budget import RequestBudget
 from bayou.core.security import Security
 from bayou.core.security.acl import AclOperation, ResourceType
+from bayou.gateways.admission import admit
 from bayou.gateways.mqtt.mapping import TopicMapper
 from bayou.gateways.mqtt.messages import Delivery, Message, WillState, stored_props
 from bayou.gateways.mqtt.publishing import Inbound, PublishHost
 from bayou.gateways.mqtt.session import NEVER_EXPIRES, Session
 from bayou.gateways.mqtt.subscriptions import SubOptions
+from bayou.gateways.pacing import ConnectionQuota, Mute
 from bayou.log_limits import RateLimitedLog
 from bayou.protocol.mqtt import MQTT_5, MqttError, ProtocolError, ServerConnection, State
 from bayou.protocol.mqtt.packets import (
@@ -63,6 +66,7 @@ class ClientHost(PublishHost, Protocol):
 
     authenticate: Authenticator | None
     security: Security
+    quotas: Quotas
     mapper: TopicMapper
     sessions: dict[str, Session]
     clients: set[MqttClient]
@@ -121,7 +125,7 @@ class MqttClient(asyncio.Protocol):
         )
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
-        self.paused = False
+        self._write_paused = False  # the transport's buffer is full
         self.peer = "?"
         self.peer_host = "?"  # what client-triggered log lines are rate-limited by
         self._first_bytes = b""
@@ -140,6 +144,10 @@ class MqttClient(asyncio.Protocol):
         self._refusing = False  # a failed login's answer is waiting (the growing delay)
         self._budget_wait = False  # reading paused: the request budget holds this packet
         self._storing_wait = False  # reading paused: too much being stored (publishing.py)
+        self._quota = ConnectionQuota(gateway.quotas)
+        self._mute = Mute(self._mute_changed)  # reading paused: over producer_byte_rate
+        self._delivery_mute = Mute(self._delivery_mute_changed)  # over consumer_byte_rate
+        self._published = 0  # PUBLISH bytes read in this data_received, while quotas are on
         # replies in order: (None, bytes) to send, or (a future, None) whose result is them
         self._outq: deque[tuple[asyncio.Future[Any] | None, list[bytes] | None]] = deque()
         # unfinished packets count in the broker-wide request-bytes budget
@@ -148,6 +156,9 @@ class MqttClient(asyncio.Protocol):
     # ------------------------------------------------------------------ transport events
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not admit(self.gw.quotas, transport, "mqtt"):  # over its address's connection rate
+            self._closing = True
+            return
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
@@ -163,18 +174,26 @@ class MqttClient(asyncio.Protocol):
         self._closing = True
         self.gw.clients.discard(self)
         self._budget.close()
+        self._mute.cancel()
+        self._delivery_mute.cancel()
         if self._keepalive is not None:
             self._keepalive.cancel()
         if self._linger is not None:
             self._linger.cancel()
         self._detach()
 
+    @property
+    def paused(self) -> bool:
+        """Deliver nothing now: the transport's buffer is full, or the client is over its
+        consumer_byte_rate (``gateways/pacing.py``)."""
+        return self._write_paused or self._delivery_mute.active
+
     def pause_writing(self) -> None:
-        self.paused = True
+        self._write_paused = True
 
     def resume_writing(self) -> None:
-        self.paused = False
-        if self.session is not None:
+        self._write_paused = False
+        if self.session is not None and not self.paused:
             self.session.schedule_pump()
 
     def data_received(self, data: bytes) -> None:
@@ -205,6 +224,8 @@ class MqttClient(asyncio.Protocol):
                 if self._closing or self._refusing:
                     return
             self._flush_publishes()
+            if self._published:
+                self._record_published()
         except MqttError as exc:
             self._fail(exc)
         except Exception as exc:
@@ -215,7 +236,7 @@ class MqttClient(asyncio.Protocol):
                 self._budget_wait = True  # until the budget grants this packet
             if self._inbound.busy:
                 self._storing_wait = True  # until the PUBLISHes read are stored
-            if self._budget_wait or self._storing_wait:
+            if self._budget_wait or self._storing_wait or self._mute.active:
                 self.transport.pause_reading()
 
     def _budget_resumed(self) -> None:
@@ -233,8 +254,30 @@ class MqttClient(asyncio.Protocol):
             and not self._closing
             and not self._budget_wait
             and not self._storing_wait
+            and not self._mute.active
         ):
             self.transport.resume_reading()
+
+    def _record_published(self) -> None:
+        """Count what this read published against the client's producer_byte_rate; over
+        it, read nothing more for the throttle time (``gateways/pacing.py``)."""
+        published, self._published = self._published, 0
+        session = self.session
+        quota = self._quota.get(self.principal, session.client_id if session else None)
+        if quota is not None and quota.produce is not None:
+            self._mute.start(quota.produce.record(published))
+
+    def _delivery_mute_changed(self) -> None:
+        if not self.paused and self.session is not None and not self._closing:
+            self.session.schedule_pump()
+
+    def _mute_changed(self) -> None:
+        if self._mute.active:
+            if self.transport is not None and not self._closing:
+                self.transport.pause_reading()
+            return
+        self._last_rx = asyncio.get_running_loop().time()  # muted is not idle
+        self._resume_reading()
 
     def _budget_stalled(self) -> None:
         log.info(
@@ -253,7 +296,12 @@ class MqttClient(asyncio.Protocol):
         self._send(data)
 
     def write_many(self, chunks: list[bytes]) -> None:
-        self._send(b"".join(chunks), len(chunks))
+        data = b"".join(chunks)
+        self._send(data, len(chunks))
+        if self.gw.quotas.active and self.session is not None:
+            quota = self._quota.get(self.principal, self.session.client_id)
+            if quota is not None and quota.fetch is not None:
+                self._delivery_mute.start(quota.fetch.record(len(data)))
 
     def _send(self, data: bytes, packets: int = 1) -> None:
         """Put ``data`` on the wire, unless the connection is ending or gone: writing to a
@@ -350,7 +398,7 @@ class MqttClient(asyncio.Protocol):
             self._close()
             return
         limit = self.proto.keep_alive * 1.5
-        idle = loop.time() - self._last_rx
+        idle = 0.0 if self._mute.active else loop.time() - self._last_rx
         if limit and idle >= limit:
             self._fail(MqttError("keep-alive timeout", Reason.KEEP_ALIVE_TIMEOUT))
             return
@@ -642,6 +690,8 @@ class MqttClient(asyncio.Protocol):
         session = self.session
         if session is None:
             raise ProtocolError("PUBLISH before CONNECT")
+        if self.gw.quotas.active:
+            self._published += len(packet.payload) + len(packet.topic)
         self._inbound.add(packet, session)
 
     def _flush_publishes(self) -> None:

@@ -106,6 +106,7 @@ class MqttGateway:
         self.port = options.port
         self.tls_port = options.tls_port
         self.security = core.security
+        self.quotas = core.quotas
         self._acl_version = self.security.acls.version
         self.mapper = TopicMapper(parse_rules(options.topic_rules))
         self.authenticate = authenticate

@@ -24,6 +24,14 @@ only batches that start below the partition's last stable offset (the first offs
 earliest open transaction) and answers the aborted transactions with data in that range
 (producer id, first offset), so the consumer skips those producers' records up to their
 ABORT markers.  Every answer carries the last stable offset.
+Quota (``consumer_byte_rate``, ``throttling.py``): a client with one gets at most what one
+quota window allows per response (as Kafka caps it); the records' bytes are recorded and
+the throttle time they leave goes into the response.  A fetch that completes while the
+client is still over its rate from earlier responses (pipelined, or from another
+connection) is answered empty, with the throttle time, as Kafka's ``getThrottledResponse``.
+Kafka also answers empty the fetch whose own bytes put the client over; here that fetch is
+served and the throttle follows it, so a batch larger than a window's worth (sent whole,
+KIP-74) cannot be refused for ever.
 Fetch sessions (v7+, KIP-227) are not kept: every response carries session id 0, which tells
 clients to send full fetch requests.  v13+ address topics by id.  Follower fetches (replica
 id >= 0) are not expected and are served like a consumer's.
@@ -79,6 +87,9 @@ async def _read_into(
     committed = request.isolation_level == READ_COMMITTED
     by_id = ctx.version >= 13
     budget = min(request.max_bytes, ctx.door.settings.fetch_max_bytes)
+    quota = ctx.quota.fetch if ctx.quota is not None else None
+    if quota is not None:
+        budget = min(budget, max(1, int(quota.window_value)))
     total = 0
     errors = False
     keys: list[tuple[str, int]] = []
@@ -198,6 +209,16 @@ async def handle_fetch(ctx: RequestContext, request: m.FetchRequest) -> m.FetchR
         if not woken:
             topics, total, errors, keys, sizes = await _read(ctx, request)
             break
+    quota = ctx.quota.fetch if ctx.quota is not None else None
+    if quota is not None and total:
+        throttle = quota.throttle_ms()
+        if throttle:  # still over its rate from earlier responses: nothing this time
+            _close_records(topics)
+            ctx.throttle_ms = max(ctx.throttle_ms, throttle)
+            return m.FetchResponse(
+                throttle_time_ms=throttle, error_code=ErrorCode.NONE, session_id=0, responses=[]
+            )
+        ctx.throttle_ms = max(ctx.throttle_ms, quota.record(total))
     if sizes:
         traffic = metrics.door("kafka")
         for topic, size in sizes.items():
