@@ -181,6 +181,7 @@ class ShareConsumer:
                 partition,
                 max_records=max_records - len(out),
                 whole_batches=False,
+                decoded=True,
             )
             if got is None:
                 continue
