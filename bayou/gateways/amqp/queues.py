@@ -56,6 +56,7 @@ CLIENT_ID = "bayou-amqp"
 EXPIRATION_HEADER = "amqp-expiration"
 LOCK_DURATION_MS = 1_800_000  # RabbitMQ's consumer timeout: 30 minutes
 UNLIMITED_DELIVERIES = 2**31 - 1
+WINDOW = 10_000  # share.record.lock.partition.limit's maximum
 
 
 def share_group_of(queue: str) -> str:
@@ -116,6 +117,8 @@ class QueuePolicy:
             "share.delivery.count.limit": str(limit),
             "share.record.lock.duration.ms": str(LOCK_DURATION_MS),
             "share.auto.offset.reset": "earliest",  # partitions added later: all of them
+            # a message held long (a slow task) holds the window: as wide as it goes
+            "share.record.lock.partition.limit": str(WINDOW),
         }
 
     def dead_reason(self, record: DecodedRecord, delivery_count: int, now: int) -> str | None:
