@@ -399,3 +399,16 @@ def test_lock_entries_of_settled_records_do_not_pile_up() -> None:
     assert len(sp._locks) <= 1024 + 4 + 1
     assert sp.next_deadline() == 1_000 + lock  # the held record's lock is still there
     assert sp.expire(1_000 + lock, 5) == 1 and sp.available == 1
+
+
+def test_forget_group_removes_partitions_created_before_anyone_joined_and_configs() -> None:
+    h = Harness()
+    h.log_end = 4
+    h.run(lambda now: h.c.alter_configs(now, "q", {"share.delivery.count.limit": "7"}))
+    assert h.run(lambda now: h.c.ensure_partition(now, "q", T, 0, h.bounds, TID, reset="earliest"))
+    assert h.sp("q").start == 0
+    h.join("q", "a")
+    assert h.run(lambda now: h.c.forget_group(now, "q")) is False  # a member: kept
+    h.heartbeat("q", "a", -1)
+    assert h.run(lambda now: h.c.forget_group(now, "q")) is True
+    assert h.c.durable_view() == {"groups": {}, "partitions": {}, "configs": {}}

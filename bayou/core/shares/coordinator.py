@@ -562,6 +562,23 @@ class ShareCoordinator:
             result.response[group_id] = E.NONE
         return result
 
+    def forget_group(self, now: int, group_id: str) -> Result[bool]:
+        """Remove everything kept of a group without members — the group, its share
+        partitions (which may exist before anyone joined) and its configs: an AMQP queue
+        deleted.  Answers False (and changes nothing) while it has members."""
+        result: Result[bool] = Result(response=False)
+        group = self.groups.get(group_id)
+        if group is not None and not group.is_empty():
+            return result
+        for topic, p in sorted(self.by_group.get(group_id, ())):
+            self._emit(result, ShareRecord("p", group_id, topic, p, None), now)
+        if group is not None:
+            self._emit(result, ShareRecord("g", group_id, value=None), now)
+        if group_id in self.configs:
+            self._emit(result, ShareRecord("c", group_id, value=None), now)
+        result.response = True
+        return result
+
     def offsets(
         self, group_id: str, log_end: Callable[[str, int], int | None]
     ) -> list[PartitionOffsets]:

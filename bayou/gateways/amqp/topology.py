@@ -580,8 +580,7 @@ class Topology:
         with contextlib.suppress(ShareCoordinatorError):
             shares = self.core.share_driver()
             group_id = share_group_of(name)
-            if shares.coordinator.group(group_id) is not None:
-                await shares.run(lambda now: shares.coordinator.delete_groups(now, [group_id]))
+            await shares.run(lambda now: shares.coordinator.forget_group(now, group_id))
         try:
             driver = self.core.group_driver()
         except GroupCoordinatorError:
