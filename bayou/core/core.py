@@ -48,7 +48,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bayou.core.cursor import Cursor, Reset, StartSpec, resolve_start, wait_any
+from bayou.core.cursor import Cursor, Isolation, Reset, StartSpec, resolve_start, wait_any
 from bayou.core.group_member import GroupMember, Listener, Offsets
 from bayou.core.groups import GroupCoordinatorError, GroupDriver, GroupSettings
 from bayou.core.groups.store import TOPIC as GROUPS_LOG
@@ -91,6 +91,9 @@ class CoreSettings:
     num_partitions: int = 1
     queued_max_request_bytes: int = 100 * 1024 * 1024
     request_stall_timeout_ms: int = 30_000
+    #: what the HTTP, MQTT and AMQP doors deliver: only committed transactions' records
+    #: (stopping at the last stable offset), or everything, aborted records included
+    door_isolation: Isolation = "read_committed"
 
 
 class Core:
@@ -267,16 +270,38 @@ class Core:
         return await self.engine.append_many(writes)
 
     def cursor(
-        self, topic: str, partition: int, position: int, *, reset: Reset = "earliest"
+        self,
+        topic: str,
+        partition: int,
+        position: int,
+        *,
+        reset: Reset = "earliest",
+        isolation: Isolation | None = None,
     ) -> Cursor:
-        return Cursor(self.engine, topic, partition, position, reset=reset)
+        """A cursor at ``position``; ``isolation`` defaults to the doors' setting."""
+        isolation = isolation or self.settings.door_isolation
+        return Cursor(self.engine, topic, partition, position, reset=reset, isolation=isolation)
 
     async def cursor_at(
-        self, topic: str, partition: int, start: StartSpec, *, reset: Reset = "earliest"
+        self,
+        topic: str,
+        partition: int,
+        start: StartSpec,
+        *,
+        reset: Reset = "earliest",
+        isolation: Isolation | None = None,
     ) -> Cursor:
         """A cursor at ``start`` (earliest, latest, an offset, a time …)."""
-        position = await resolve_start(self.engine.partition(topic, partition), start)
-        return Cursor(self.engine, topic, partition, position, reset=reset)
+        isolation = isolation or self.settings.door_isolation
+        position = await resolve_start(self.engine.partition(topic, partition), start, isolation)
+        return Cursor(self.engine, topic, partition, position, reset=reset, isolation=isolation)
+
+    def read_end(self, partition: Partition) -> int:
+        """Where a door's reader of ``partition`` stops: the last stable offset at
+        read_committed (the doors' default), else the log end."""
+        if self.settings.door_isolation == "read_committed":
+            return partition.last_stable_offset
+        return partition.log_end_offset
 
     async def wait_any(self, cursors: Sequence[Cursor], timeout_s: float) -> bool:
         return await wait_any(self.engine, cursors, timeout_s)
