@@ -10,6 +10,7 @@ topic beside them.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -26,6 +27,8 @@ from aio_pika.abc import AbstractIncomingMessage
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from tests.integration.test_transactions import create_topic, producer
+from tests.integration.test_transactions_doors import in_transaction, values
 from tests.support.amqp import WAIT_S, Collector, connect, kafka_read, unique
 from tests.support.broker import BrokerProcess
 from tests.support.kafka_java import ShareClients, records, why_not
@@ -337,4 +340,19 @@ def test_a_queue_declared_over_an_existing_topic_starts_at_its_end(
     publish(shared_broker, queue, [b"after"])  # waits for a consumer
     got = Collector(conn, ch, queue, auto_ack=True).wait_for(1)
     assert [d.body for d in got] == [b"after"]
+    conn.close()
+
+
+def test_a_classic_queue_delivers_only_committed_transactions(shared_broker: BrokerProcess) -> None:
+    topic = unique("txn-queue")
+    create_topic(shared_broker.bootstrap, topic)
+    conn = connect(shared_broker)
+    ch = conn.channel()
+    ch.queue_declare(topic, durable=True)
+    p = producer(shared_broker.bootstrap, unique("tid"))
+    in_transaction(p, topic, values(2, "aborted-"), commit=False)
+    in_transaction(p, topic, values(1, "committed-"), commit=True)
+    c = Collector(conn, ch, topic, auto_ack=True)
+    assert [json.loads(d.body) for d in c.wait_for(1)] == ["committed-0"]
+    assert c.quiet_for(0.5) == 0
     conn.close()

@@ -349,6 +349,8 @@ class Topology:
         inherited = await self._take_stream_group(queue, topic, meta.partitions)
         wanted = dict(coordinator.configs.get(group_id, {}))
         wanted.update(self.policy(queue).share_configs())
+        # what every door delivers: committed transactions' records only, by default
+        wanted["share.isolation.level"] = self.core.settings.door_isolation
         if wanted != coordinator.configs.get(group_id, {}):
             await driver.run(lambda now: coordinator.alter_configs(now, group_id, wanted))
         topic_id = str(meta.topic_id)
@@ -451,7 +453,7 @@ class Topology:
             sp = coordinator.partitions.get((group_id, topic, p))
             if sp is None:
                 continue
-            end = self.core.partition(topic, p).log_end_offset
+            end = self.core.read_end(self.core.partition(topic, p))
             total += max(0, end - sp.end) + sp.available
         return total
 
