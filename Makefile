@@ -80,6 +80,7 @@ bench-mqtt: $(TEST_STAMP)
 
 bench-amqp: $(TEST_STAMP)
 	$(BIN)/python -m bench.amqp_bench
+	$(BIN)/python -m bench.amqp_queue_bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -171,14 +171,20 @@ def test_declare_publish_confirm_consume_ack_and_get() -> None:
     asyncio.run(body())
 
 
-def test_group_consumers_on_two_channels_share_partitions_and_commit_acks() -> None:
+def test_stream_queue_group_consumers_on_two_channels_share_partitions_and_commit_acks() -> None:
     async def body() -> None:
         async with running_core() as core:
             topology = Topology(core)
             await topology.load()
             ch1, wire1, _c1 = open_channel(core, topology)
             ch2, _wire2, _c2 = open_channel(core, topology)
-            call(ch1, "queue.declare", queue="work", durable=True, arguments={"x-partitions": 4})
+            call(
+                ch1,
+                "queue.declare",
+                queue="work",
+                durable=True,
+                arguments={"x-partitions": 4, "x-queue-type": "stream"},
+            )
             for i in range(40):  # through the queue's own exchange: keyed, spread by key
                 publish(ch1, "work", f"key-{i}", b"m%d" % i)
             call(ch1, "basic.consume", queue="work", consumer_tag="a")

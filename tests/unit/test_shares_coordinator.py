@@ -11,6 +11,7 @@ import pytest
 
 from bayou.core.shares import Ack, AckType, AcquiredRange, Batch, ShareCoordinator, ShareSettings
 from bayou.core.shares.assignor import simple_assign
+from bayou.core.shares.partition import SharePartition
 from bayou.core.shares.store import decode, encode
 from bayou.errors import ErrorCode
 
@@ -348,3 +349,66 @@ def test_simple_assignor_serves_every_partition_and_every_member(
     assert set(sharing) == per_partition
     # sticky: the same inputs with the result as the current assignment change nothing
     assert simple_assign(subs, {T: partitions}, out) == out
+
+
+def test_purge_drops_what_is_ready_and_leaves_what_members_hold() -> None:
+    h = Harness()
+    h.join("g", "a")
+    h.log_end = 6
+    assert offsets(h.acquire("g", "a", 3, whole=False)) == [(0, 1), (1, 1), (2, 1)]
+    assert h.ack("g", "a", 1, 1, AckType.RELEASE) == ErrorCode.NONE  # 1 ready again
+    # ready: 1 (released) and 3..5 (never handed out); 0 and 2 stay with a
+    assert h.run(lambda now: h.c.purge(now, "g", lambda t, p: h.log_end)) == 4
+    assert (h.sp().start, h.sp().end, sorted(h.sp().records)) == (0, 6, [0, 2])
+    h.log_end = 8
+    assert offsets(h.acquire("g", "a", 10)) == [(6, 1), (7, 1)]  # only what came after
+    assert h.ack("g", "a", 0, 0, AckType.ACCEPT) == ErrorCode.NONE  # still a's to settle
+    assert h.ack("g", "a", 2, 2, AckType.ACCEPT) == ErrorCode.NONE
+    assert h.ack("g", "a", 6, 7, AckType.ACCEPT) == ErrorCode.NONE
+    assert (h.sp().start, h.sp().in_flight()) == (8, 0)
+
+
+def test_lock_entries_of_settled_records_do_not_pile_up() -> None:
+    sp = SharePartition(T, 0, TID, 0)
+    lock = 1_800_000
+
+    def take(offset: int) -> None:
+        ranges, _changed = sp.acquire(
+            1_000,
+            "a",
+            [Batch(offset, offset, True)],
+            read_from=offset,
+            max_records=1,
+            lock_ms=lock,
+            limit=10_000,
+            whole_batches=False,
+        )
+        assert offsets(ranges) == [(offset, 1)]
+
+    take(0)  # held throughout: the window never empties
+    for offset in range(1, 5001):  # one at a time, accepted at once
+        take(offset)
+        code, _ = sp.acknowledge(
+            1_000,
+            "a",
+            [Ack(offset, offset, (int(AckType.ACCEPT),))],
+            delivery_limit=5,
+            lock_ms=lock,
+        )
+        assert code == ErrorCode.NONE
+    assert len(sp._locks) <= 1024 + 4 + 1
+    assert sp.next_deadline() == 1_000 + lock  # the held record's lock is still there
+    assert sp.expire(1_000 + lock, 5) == 1 and sp.available == 1
+
+
+def test_forget_group_removes_partitions_created_before_anyone_joined_and_configs() -> None:
+    h = Harness()
+    h.log_end = 4
+    h.run(lambda now: h.c.alter_configs(now, "q", {"share.delivery.count.limit": "7"}))
+    assert h.run(lambda now: h.c.ensure_partition(now, "q", T, 0, h.bounds, TID, reset="earliest"))
+    assert h.sp("q").start == 0
+    h.join("q", "a")
+    assert h.run(lambda now: h.c.forget_group(now, "q")) is False  # a member: kept
+    h.heartbeat("q", "a", -1)
+    assert h.run(lambda now: h.c.forget_group(now, "q")) is True
+    assert h.c.durable_view() == {"groups": {}, "partitions": {}, "configs": {}}

@@ -132,7 +132,14 @@ class ShareConsumer:
                 log.debug("share group %s: heartbeat failed: %r", self.group_id, exc)
 
     def partitions(self) -> list[tuple[str, int]]:
-        return partitions_of(self.assigned)
+        """The partitions assigned to this member now: in the broker, the coordinator's
+        answer is read directly, so a member sees a partition another one left at once
+        instead of at its next heartbeat."""
+        try:
+            now = self._driver().read().assigned(self.group_id, self.member_id)
+        except ShareCoordinatorError:
+            now = None
+        return partitions_of(now if now is not None else self.assigned)
 
     # ------------------------------------------------------------------ records
 
@@ -174,6 +181,7 @@ class ShareConsumer:
                 partition,
                 max_records=max_records - len(out),
                 whole_batches=False,
+                decoded=True,
             )
             if got is None:
                 continue

@@ -507,6 +507,26 @@ class ShareCoordinator:
         result.response = self._release_member(result, group_id, member_id, only)
         return result
 
+    def purge(
+        self, now: int, group_id: str, log_end: Callable[[str, int], int | None]
+    ) -> Result[int]:
+        """Drop what the group's share partitions have ready (Available, and not yet
+        handed out up to the log end), leaving what members hold: AMQP ``queue.purge``.
+        Answers how many records were dropped."""
+        result: Result[int] = Result(response=0)
+        dropped = 0
+        for topic, p in sorted(self.by_group.get(group_id, ())):
+            end = log_end(topic, p)
+            if end is None:
+                continue
+            sp = self.partitions[(group_id, topic, p)]
+            before = (sp.start, sp.end, sp.available)
+            dropped += sp.purge(end)
+            if (sp.start, sp.end, sp.available) != before:
+                self._emit_partition(result, group_id, sp)
+        result.response = dropped
+        return result
+
     def assigned(self, group_id: str, member_id: str) -> Partitions | None:
         """The member's assignment now (None: not a member)."""
         group = self.groups.get(group_id)
@@ -540,6 +560,23 @@ class ShareCoordinator:
                 self._emit(result, ShareRecord("p", group_id, topic, p, None), now)
             self._emit(result, ShareRecord("g", group_id, value=None), now)
             result.response[group_id] = E.NONE
+        return result
+
+    def forget_group(self, now: int, group_id: str) -> Result[bool]:
+        """Remove everything kept of a group without members — the group, its share
+        partitions (which may exist before anyone joined) and its configs: an AMQP queue
+        deleted.  Answers False (and changes nothing) while it has members."""
+        result: Result[bool] = Result(response=False)
+        group = self.groups.get(group_id)
+        if group is not None and not group.is_empty():
+            return result
+        for topic, p in sorted(self.by_group.get(group_id, ())):
+            self._emit(result, ShareRecord("p", group_id, topic, p, None), now)
+        if group is not None:
+            self._emit(result, ShareRecord("g", group_id, value=None), now)
+        if group_id in self.configs:
+            self._emit(result, ShareRecord("c", group_id, value=None), now)
+        result.response = True
         return result
 
     def offsets(

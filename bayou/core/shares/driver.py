@@ -27,8 +27,10 @@ after every operation) and runs ``tick``: sessions and acquisition locks expire.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -53,6 +55,34 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_TIMER_SLEEP_S = 1.0
 READ_BYTES = 1024 * 1024
+DECODED_RECORDS = 20_000  # records of recently acquired batches kept decoded
+
+
+class DecodedBatches:
+    """Recently acquired batches, decoded once: in-broker members acquiring a few records
+    at a time from one large batch would otherwise decode it all again each time.  Keyed
+    by where the batch is and its CRC (a recreated topic's batch at the same offset is
+    another batch); bounded by a count of records, least recently used first out."""
+
+    def __init__(self, limit: int = DECODED_RECORDS) -> None:
+        self.limit = limit
+        self._batches: OrderedDict[tuple[str, int, int, int], list[DecodedRecord]] = OrderedDict()
+        self._records = 0
+
+    def get(self, topic: str, partition: int, view: memoryview, b: Scanned) -> list[DecodedRecord]:
+        h = b.header
+        key = (topic, partition, h.base_offset, h.crc)
+        found = self._batches.get(key)
+        if found is not None:
+            self._batches.move_to_end(key)
+            return found
+        found = list(iter_records(view[b.pos : b.pos + h.size]))
+        self._batches[key] = found
+        self._records += len(found)
+        while self._records > self.limit and len(self._batches) > 1:
+            _key, old = self._batches.popitem(last=False)
+            self._records -= len(old)
+        return found
 
 
 @dataclass
@@ -64,6 +94,7 @@ class Acquisition:
     ranges: list[AcquiredRange]
     view: memoryview
     batches: list[Scanned]
+    decoded: DecodedBatches | None = None
 
     @property
     def count(self) -> int:
@@ -93,10 +124,24 @@ class Acquisition:
                 r.first <= h.last_offset and h.base_offset <= r.last for r in self.ranges
             ):
                 continue
-            for record in iter_records(self.view[b.pos : b.pos + h.size]):
-                count = counts.pop(record.offset, None)
-                if count is not None:
-                    yield record, record.offset, count
+            if self.decoded is None:
+                for record in iter_records(self.view[b.pos : b.pos + h.size]):
+                    count = counts.pop(record.offset, None)
+                    if count is not None:
+                        yield record, record.offset, count
+                continue
+            batch = self.decoded.get(self.topic, self.partition, self.view, b)
+            offsets = [r.offset for r in batch] if len(batch) > 64 else None
+            for r in self.ranges:
+                if r.last < h.base_offset or r.first > h.last_offset:
+                    continue
+                i = 0 if offsets is None else bisect.bisect_left(offsets, r.first)
+                for record in batch[i:]:
+                    if record.offset > r.last:
+                        break
+                    count = counts.pop(record.offset, None)
+                    if count is not None:
+                        yield record, record.offset, count
         for offset, count in sorted(counts.items()):
             yield None, offset, count
 
@@ -114,6 +159,7 @@ class ShareDriver:
         self.store = ShareStore(log)
         self.engine = engine
         self.clock_ms = clock_ms
+        self.decoded = DecodedBatches()  # for in-broker members (``records``)
         self._released = asyncio.Event()
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -193,6 +239,7 @@ class ShareDriver:
         max_records: int,
         whole_batches: bool = True,
         max_bytes: int = READ_BYTES,
+        decoded: bool = False,
     ) -> Acquisition | None:
         """Acquire up to ``max_records`` records of one partition for ``member_id`` (see
         the module docstring); None when there was nothing to acquire."""
@@ -244,7 +291,9 @@ class ShareDriver:
         )
         if not ranges:
             return None
-        return Acquisition(topic, partition, ranges, view, scanned)
+        return Acquisition(
+            topic, partition, ranges, view, scanned, self.decoded if decoded else None
+        )
 
     # ------------------------------------------------------------------ waiting
 

@@ -254,6 +254,21 @@ class SharePartition:
             self._advance()
         return released
 
+    def purge(self, log_end: int) -> int:
+        """Drop what is Available and everything not yet handed out up to ``log_end``
+        (an AMQP ``queue.purge``); Acquired offsets stay with their holders.  How many
+        offsets were dropped."""
+        dropped = max(0, log_end - self.end)
+        if self.available:
+            gone = [o for o, e in self.records.items() if e.state == A.AVAILABLE]
+            for offset in gone:
+                del self.records[offset]
+            dropped += len(gone)
+            self.available = 0
+        self.end = max(self.end, log_end)
+        self._advance()
+        return dropped
+
     def release_member(self, member: str, delivery_limit: int) -> int:
         """Release everything ``member`` holds; how many offsets."""
         held = self.held_by(member)
@@ -312,6 +327,14 @@ class SharePartition:
     def _push_locks(self, deadline: int, offsets: Iterable[int]) -> None:
         for r in _ranges((o, 0) for o in offsets):
             heapq.heappush(self._locks, (deadline, r.first, r.last))
+        if len(self._locks) > 4 * len(self.records) + 1024:
+            # entries of offsets since acknowledged linger until their deadline: with
+            # long locks (an AMQP queue's 30 min) and a window that never empties they
+            # would pile up, so the heap is rebuilt from the records still held
+            self._locks = [
+                (e.deadline, o, o) for o, e in self.records.items() if e.state == A.ACQUIRED
+            ]
+            heapq.heapify(self._locks)
 
     def _advance(self) -> None:
         """``start`` moves up to the first offset not done (or ``end``)."""

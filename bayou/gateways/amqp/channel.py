@@ -31,12 +31,14 @@ from typing import Any
 from bayou.core import Core, StartSpec, now_ms
 from bayou.core.partitioner import Partitioner
 from bayou.core.security.acl import AclOperation, ResourceType
+from bayou.core.shares import ShareCoordinatorError
 from bayou.errors import KafkaError
 from bayou.gateways.amqp.consumers import Consumer, group_of
 from bayou.gateways.amqp.interfaces import ChannelConnection, ConsumerHandle, Settler
 from bayou.gateways.amqp.mapping import delivery_properties, parse_stream_offset, to_record
 from bayou.gateways.amqp.names import topic_for
-from bayou.gateways.amqp.topology import Topology
+from bayou.gateways.amqp.queues import QueueConsumer, QueueGetter
+from bayou.gateways.amqp.topology import Reader, Topology
 from bayou.protocol.amqp import (
     AmqpError,
     MessageReceived,
@@ -68,7 +70,8 @@ class Channel:
         self.partitioner = partitioner
         self.number = number
         self.proto = connection.proto
-        self.consumers: dict[str, Consumer] = {}
+        self.consumers: dict[str, Reader] = {}
+        self.getters: dict[str, QueueGetter] = {}  # basic.get on classic queues
         self.unacked: dict[int, tuple[Settler, str, int, int]] = {}
         self.consumer_prefetch = 0
         self.global_prefetch = 0
@@ -156,7 +159,11 @@ class Channel:
         self.consumers.clear()
         for consumer in consumers:
             self.topology.forget_consumer(consumer)
-        await asyncio.gather(*(c.stop() for c in consumers), return_exceptions=True)
+        getters = list(self.getters.values())
+        self.getters.clear()
+        await asyncio.gather(
+            *(c.stop() for c in consumers), *(g.close() for g in getters), return_exceptions=True
+        )
         self.unacked.clear()
 
     def abort(self) -> None:
@@ -338,9 +345,12 @@ class Channel:
             if entry is None:
                 raise AmqpError(s.PRECONDITION_FAILED, f"unknown delivery tag {tag}", *m.spec.key)
             entries = [entry]
+        rejected = m.name != "basic.ack"
         for settler, _topic, partition, offset in entries:
             if requeue:
                 settler.requeue(partition, offset)
+            elif rejected:
+                settler.rejected(partition, offset)
             else:
                 settler.settled(partition, offset)
         if self.global_prefetch:
@@ -477,6 +487,13 @@ class Channel:
             resume_queue = True
         if group is not None and "x-stream-offset" not in args:
             start = StartSpec("earliest")
+        if (
+            topology.is_share_queue(queue)
+            and "x-stream-offset" not in args
+            and ("x-consumer-group" not in args)
+        ):
+            await self._consume_share(m, tag, queue)
+            return None
         consumer = Consumer(
             self.core,
             self,
@@ -502,6 +519,32 @@ class Channel:
             log.info("AMQP consumer %s could not start: %s", tag, exc)
         return None
 
+    async def _consume_share(self, m: Method, tag: str, queue: str) -> None:
+        """``basic.consume`` on a classic queue: a member of its share group."""
+        topology = self.topology
+        await topology.ensure_share_group(queue)
+        consumer = QueueConsumer(
+            self.core,
+            self,
+            topology,
+            tag,
+            queue,
+            no_ack=m.no_ack,
+            prefetch=self.consumer_prefetch,
+            policy=topology.policy(queue),
+            client_host=self.connection.peer_host,
+        )
+        self.consumers[tag] = consumer
+        topology.remember_consumer(consumer)
+        if not m.nowait:
+            self.proto.send_method(self.number, method("basic.consume_ok", consumer_tag=tag))
+            self.connection.flush_soon()
+        try:
+            await consumer.start()
+        except ShareCoordinatorError as exc:
+            self.consumer_gone(consumer, notify=True)
+            log.info("AMQP consumer %s could not start: %s", tag, exc)
+
     async def _basic_cancel(self, m: Method) -> Method:
         consumer = self.consumers.pop(m.consumer_tag, None)
         if consumer is not None:
@@ -513,6 +556,8 @@ class Channel:
         queue: str = m.queue
         if not self.topology.queue_exists(queue):
             raise AmqpError(s.NOT_FOUND, f"no queue '{queue}' in vhost '/'", *m.spec.key)
+        if self.topology.is_share_queue(queue):
+            return await self._get_share(m, queue)
         cursor = self.topology.get_cursor(queue)
         found = await cursor.next_message()
         if found is None:
@@ -531,6 +576,41 @@ class Channel:
             record,
             redelivered=redelivered,
             message_count=cursor.remaining(),
+        )
+        return None
+
+    async def _get_share(self, m: Method, queue: str) -> Method | None:
+        """``basic.get`` on a classic queue: this channel's member of its share group
+        takes one message."""
+        getter = self.getters.get(queue)
+        if getter is None:
+            topology = self.topology
+            await topology.ensure_share_group(queue)
+            getter = QueueGetter(
+                self.core, topology, queue, topology.policy(queue), self.connection.peer_host
+            )
+            try:
+                await getter.join()
+            except ShareCoordinatorError as exc:
+                raise AmqpError(
+                    s.INTERNAL_ERROR, f"queue '{queue}' unavailable: {exc}", *m.spec.key
+                ) from None
+            self.getters[queue] = getter
+        found = await getter.get()
+        if found is None:
+            return method("basic.get_empty")
+        if m.no_ack:
+            getter.accept_now(found)
+        else:
+            getter.hold(found)
+        self.deliver(
+            getter.settler(no_ack=m.no_ack),
+            None,
+            queue,
+            found.partition,
+            found.record,
+            redelivered=found.delivery_count > 1,
+            message_count=self.topology.message_count(queue),
         )
         return None
 

@@ -222,6 +222,9 @@ class Consumer:
                 self._commit_wanted.set()
         self.kick()
 
+    def rejected(self, partition: int, offset: int) -> None:
+        self.settled(partition, offset)  # a stream has no dead-lettering
+
     def requeue(self, partition: int, offset: int) -> None:
         self.unacked -= 1
         if offset in self.pending.get(partition, ()):  # not revoked, not purged
@@ -553,3 +556,6 @@ class GetSettler:
 
     def requeue(self, partition: int, offset: int) -> None:
         self.cursor.requeue(partition, offset)
+
+    def rejected(self, partition: int, offset: int) -> None:
+        self.cursor.settled(partition, offset)

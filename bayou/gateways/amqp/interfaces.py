@@ -13,7 +13,8 @@ importing the module above it (not even for type checking):
 - a ``Consumer`` or the ``basic.get`` cursor delivers through a ``DeliveryChannel`` (the
   channel: prefetch and flow state, ``deliver``, cancelling a consumer that cannot go on),
   and asks ``QueuePositions`` (the topology) where a temporary queue's reader starts and
-  which other readers of its group to wake;
+  which other readers of its group to wake; a classic queue's consumer dead-letters
+  through ``DeadLetters`` (the topology);
 - a ``Channel`` talks to its ``ChannelConnection`` (the connection: the sans-I/O protocol
   object, whether the socket is backed up, flushing, closing the channel on an error);
 - every unacknowledged delivery remembers its ``Settler`` (the consumer or the ``basic.get``
@@ -45,6 +46,10 @@ class Settler(Protocol):
 
     def requeue(self, partition: int, offset: int) -> None:
         """A reject/nack with requeue (or ``basic.recover``): deliver it again."""
+        ...
+
+    def rejected(self, partition: int, offset: int) -> None:
+        """A reject/nack without requeue (dead-lettered where the queue says so)."""
         ...
 
 
@@ -127,6 +132,17 @@ class QueuePositions(Protocol):
     def group_changed(self, reader: GroupReader) -> None:
         """``reader`` joined or left its group: the group's other members here should
         heartbeat now rather than at their next interval."""
+        ...
+
+
+class DeadLetters(Protocol):
+    """Where a classic queue's consumers send what they dead-letter (the topology)."""
+
+    async def dead_letter(
+        self, queue: str, partition: int, record: DecodedRecord, reason: str
+    ) -> None:
+        """Publish ``record`` to the queue's dead-letter exchange (nothing when it has
+        none, or the exchange is gone), with RabbitMQ's ``x-death`` headers."""
         ...
 
 

@@ -39,26 +39,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from bayou.core import Core
+from bayou.core import Core, now_ms
 from bayou.core.groups import GroupCoordinatorError
+from bayou.core.partitioner import Partitioner
+from bayou.core.shares import ShareCoordinatorError
 from bayou.errors import KafkaError
 from bayou.gateways.amqp.consumers import Consumer, GetCursor, committed_offset, group_of
 from bayou.gateways.amqp.interfaces import GroupReader
+from bayou.gateways.amqp.mapping import delivery_properties, to_record
 from bayou.gateways.amqp.names import topic_for
+from bayou.gateways.amqp.queues import (
+    QueueConsumer,
+    QueuePolicy,
+    is_stream_queue,
+    share_group_of,
+)
 from bayou.gateways.amqp.registry import BUILTIN, EXCHANGE_TYPES, Exchange, QueueInfo, Registry
 from bayou.gateways.amqp.registry_log import RegistryLog
-from bayou.protocol.amqp import AmqpError, Method
+from bayou.protocol.amqp import AmqpError, Method, Timestamp
 from bayou.protocol.amqp import spec as s
+from bayou.protocol.kafka.records import DecodedRecord, build_batch
 
 log = logging.getLogger(__name__)
 
 MAX_COUNT = 0xFFFFFFFF  # message counts are AMQP longs
 MAX_PARTITIONS = 10_000
+
+Reader = Consumer | QueueConsumer  # a stream consumer, or a classic queue's
 
 
 class Topology:
@@ -66,7 +79,8 @@ class Topology:
         self.core = core
         self.registry = Registry()
         self.registry_log = RegistryLog(self.registry, core.engine)
-        self.consumers_by_queue: dict[str, set[Consumer]] = {}
+        self.partitioner = Partitioner()  # for dead-lettered messages
+        self.consumers_by_queue: dict[str, set[Reader]] = {}
         self.starts: dict[str, dict[int, int]] = {}  # temporary queues: next consumer's start
         self._cursors: dict[str, GetCursor] = {}
 
@@ -86,6 +100,22 @@ class Topology:
     def is_durable_queue(self, queue: str) -> bool:
         info = self.registry.queues.get(queue)
         return info is not None and info.durable and not queue.startswith("amq.gen-")
+
+    def is_share_queue(self, queue: str) -> bool:
+        """A classic queue, consumed through its share group (``queues.py``): declared
+        here without ``x-queue-type: stream``.  A topic consumed without a declaration is
+        a stream."""
+        info = self.registry.queues.get(queue)
+        return info is not None and not is_stream_queue(info.arguments)
+
+    def policy(self, queue: str) -> QueuePolicy:
+        info = self.registry.queues.get(queue)
+        if info is None:
+            return QueuePolicy()
+        try:
+            return QueuePolicy.from_arguments(info.arguments)
+        except ValueError:
+            return QueuePolicy()
 
     def is_temporary_queue(self, queue: str) -> bool:
         """A queue read as a queue without a group: see the module docstring."""
@@ -114,10 +144,10 @@ class Topology:
                 if consumer is not reader and consumer.group == group:
                     consumer.wake_member()
 
-    def remember_consumer(self, consumer: Consumer) -> None:
+    def remember_consumer(self, consumer: Reader) -> None:
         self.consumers_by_queue.setdefault(consumer.queue, set()).add(consumer)
 
-    def forget_consumer(self, consumer: Consumer) -> None:
+    def forget_consumer(self, consumer: Reader) -> None:
         consumers = self.consumers_by_queue.get(consumer.queue)
         if consumers is None:
             return
@@ -128,7 +158,7 @@ class Topology:
         if info is not None and info.auto_delete:
             self.core.background(self._auto_delete(consumer, info))
 
-    async def _auto_delete(self, last: Consumer, info: QueueInfo) -> None:
+    async def _auto_delete(self, last: Reader, info: QueueInfo) -> None:
         await last.stop()  # committed and left its group
         queue = last.queue
         if self.consumers_by_queue.get(queue) or self.registry.queues.get(queue) is not info:
@@ -245,6 +275,12 @@ class Topology:
                 s.ACCESS_REFUSED, f"queue name '{name}' contains reserved prefix 'amq.*'", *key
             )
         args: dict[str, Any] = dict(m.arguments)
+        share = not is_stream_queue(args)
+        if share:
+            try:
+                QueuePolicy.from_arguments(args)
+            except ValueError as exc:
+                raise AmqpError(s.PRECONDITION_FAILED, str(exc), *key) from None
         created = False
         topic = topic_for(name)
         if topic not in core.topics():
@@ -268,17 +304,100 @@ class Topology:
                         s.PRECONDITION_FAILED, f"cannot create queue '{name}': {exc}", *key
                     ) from None
         info = self.registry.queues.get(name)
+        first = info is None
         if created:  # a new topic: nothing of an earlier queue of this name applies
             self._forget_positions(name)
             await self._delete_group(name)
-        if info is None or info.durable != m.durable or created:
+        if (
+            info is None
+            or info.durable != m.durable
+            or created
+            or is_stream_queue(info.arguments) != is_stream_queue(args)
+            or (share and QueuePolicy.from_arguments(args) != self.policy(name))
+        ):
             owns_topic = created or (info is not None and info.created_topic)
             info = QueueInfo(name, m.durable, m.exclusive, m.auto_delete, args, owns_topic)
             self.registry.put_queue(info)
             await self._save()
-        if created and not self.is_durable_queue(name):
+        if share:
+            await self._share_group(name, "earliest" if created or not first else "latest")
+        elif created and not self.is_durable_queue(name):
             self.starts[name] = {}
         return name, created
+
+    async def ensure_share_group(self, queue: str) -> None:
+        """Before a classic queue is consumed: its share group set up (a queue declared
+        before a restart, or by the release before, may not have been here)."""
+        await self._share_group(queue, "earliest")
+
+    async def _share_group(self, queue: str, reset: str) -> None:
+        """Set up the classic queue's share group: its configs, and a share partition for
+        every partition of the topic that has none (at ``reset``: the topic's end when a
+        queue is first declared over an existing topic, else its start).  A consumer group
+        of the queue's name left by a release that read classic queues as streams hands
+        over its committed offsets and goes."""
+        try:
+            driver = self.core.share_driver()
+        except ShareCoordinatorError:
+            return
+        group_id = share_group_of(queue)
+        topic = topic_for(queue)
+        meta = self.core.topics().get(topic)
+        if meta is None:
+            return
+        coordinator = driver.coordinator
+        inherited = await self._take_stream_group(queue, topic, meta.partitions)
+        wanted = dict(coordinator.configs.get(group_id, {}))
+        wanted.update(self.policy(queue).share_configs())
+        # what every door delivers: committed transactions' records only, by default
+        wanted["share.isolation.level"] = self.core.settings.door_isolation
+        if wanted != coordinator.configs.get(group_id, {}):
+            await driver.run(lambda now: coordinator.alter_configs(now, group_id, wanted))
+        topic_id = str(meta.topic_id)
+        missing = [
+            p for p in range(meta.partitions) if (group_id, topic, p) not in coordinator.partitions
+        ]
+        offsets = {(topic, p): o for p, o in inherited.items() if p in missing}
+        if offsets:  # refused (NON_EMPTY_GROUP) if members joined meanwhile
+            await driver.run(
+                lambda now: coordinator.alter_offsets(
+                    now, group_id, offsets, driver.log_bounds, {topic: topic_id}
+                )
+            )
+        for p in missing:
+            await driver.run(
+                functools.partial(
+                    coordinator.ensure_partition,
+                    group_id=group_id,
+                    topic=topic,
+                    partition=p,
+                    log_bounds=driver.log_bounds,
+                    topic_id=topic_id,
+                    reset=reset,
+                )
+            )
+
+    async def _take_stream_group(self, queue: str, topic: str, partitions: int) -> dict[int, int]:
+        """The committed offsets of a consumer group ``amqp:<queue>`` without members,
+        which is then deleted (the share group takes its id)."""
+        try:
+            driver = self.core.group_driver()
+        except GroupCoordinatorError:
+            return {}
+        group_id = group_of(queue)
+        coordinator = driver.read()
+        group = coordinator.group(group_id)
+        found = coordinator.fetch_offsets(group_id, None)[1]
+        if group is None and not found:
+            return {}
+        offsets = self.core.offsets(group_id)
+        inherited = {}
+        for p in range(partitions):
+            committed = committed_offset(offsets, topic, p)
+            if committed is not None:
+                inherited[p] = committed
+        await self._delete_group(queue)
+        return inherited
 
     def consumer_count(self, queue: str) -> int:
         return len(self.consumers_by_queue.get(queue, ()))
@@ -299,7 +418,7 @@ class Topology:
         for p in range(meta.partitions):
             handle = self.core.partition(topic, p)
             start, end = handle.log_start_offset, handle.log_end_offset
-            behind = [c.ready_in(p) for c in consumers if c.owns(p)]
+            behind = [c.ready_in(p) for c in consumers if isinstance(c, Consumer) and c.owns(p)]
             if behind:
                 pos, waiting = min(behind)
                 pos = min(max(pos, start), end)
@@ -316,7 +435,27 @@ class Topology:
 
     def message_count(self, queue: str) -> int:
         """Messages the queue has ready (``queue.declare-ok``, ``basic.get-ok``)."""
+        if self.is_share_queue(queue):
+            return min(self._share_ready(queue), MAX_COUNT)
         return min(sum(n for _pos, n in self.ready(queue).values()), MAX_COUNT)
+
+    def _share_ready(self, queue: str) -> int:
+        """A classic queue's ready messages: per share partition, those not yet handed
+        out up to the log end, and those released to be delivered again."""
+        try:
+            coordinator = self.core.share_driver().read()
+        except ShareCoordinatorError:
+            return 0
+        group_id, topic = share_group_of(queue), topic_for(queue)
+        meta = self.core.topics().get(topic)
+        total = 0
+        for p in range(meta.partitions if meta is not None else 0):
+            sp = coordinator.partitions.get((group_id, topic, p))
+            if sp is None:
+                continue
+            end = self.core.read_end(self.core.partition(topic, p))
+            total += max(0, end - sp.end) + sp.available
+        return total
 
     async def bind(self, m: Method, *, unbind: bool) -> None:
         key = m.spec.key
@@ -346,10 +485,12 @@ class Topology:
         meta = self.core.topics().get(topic)
         if meta is None:
             raise AmqpError(s.NOT_FOUND, f"no queue '{queue}' in vhost '/'", *m.spec.key)
+        if self.is_share_queue(queue):
+            return await self._purge_share(queue)
         ready = self.ready(queue)
         count = min(sum(n for _pos, n in ready.values()), MAX_COUNT)
         ends = {p: self.core.partition(topic, p).log_end_offset for p in range(meta.partitions)}
-        consumers = list(self.consumers_by_queue.get(queue, ()))
+        consumers = [c for c in self.consumers_by_queue.get(queue, ()) if isinstance(c, Consumer)]
         for consumer in consumers:
             consumer.skip_to(ends)
         cursor = self._cursors.get(queue)
@@ -360,6 +501,19 @@ class Topology:
         await asyncio.gather(*(c.commit_now() for c in consumers))
         await self._commit_group(queue, topic, ends, consumers, m)
         return count
+
+    async def _purge_share(self, queue: str) -> int:
+        """A classic queue's purge: its share group drops what is ready (what consumers
+        hold stays theirs, as RabbitMQ keeps unacknowledged messages)."""
+        try:
+            driver = self.core.share_driver()
+        except ShareCoordinatorError:
+            return 0
+        group_id = share_group_of(queue)
+        count = await driver.run(
+            lambda now: driver.coordinator.purge(now, group_id, driver.log_end)
+        )
+        return min(count, MAX_COUNT)
 
     async def _commit_group(
         self, queue: str, topic: str, ends: dict[int, int], consumers: list[Consumer], m: Method
@@ -423,7 +577,12 @@ class Topology:
         self.starts.pop(name, None)
 
     async def _delete_group(self, name: str) -> None:
-        """Remove the ``amqp:Q`` group (its offsets would misplace a new queue's readers)."""
+        """Remove the ``amqp:Q`` group, consumer or share group (its offsets or share
+        partitions would misplace a new queue's readers)."""
+        with contextlib.suppress(ShareCoordinatorError):
+            shares = self.core.share_driver()
+            group_id = share_group_of(name)
+            await shares.run(lambda now: shares.coordinator.forget_group(now, group_id))
         try:
             driver = self.core.group_driver()
         except GroupCoordinatorError:
@@ -434,3 +593,69 @@ class Topology:
             return
         with contextlib.suppress(Exception):
             await driver.run(lambda now, _token: driver.coordinator.delete_groups(now, [group_id]))
+
+    # ------------------------------------------------------------------ dead letters
+
+    async def dead_letter(
+        self, queue: str, partition: int, record: DecodedRecord, reason: str
+    ) -> None:
+        """Publish a classic queue's record to its dead-letter exchange (``x-death``)."""
+        policy = self.policy(queue)
+        exchange = policy.dead_letter_exchange
+        if exchange is None:
+            return
+        props = delivery_properties(record, partition)
+        headers: dict[str, Any] = dict(props.get("headers") or {})
+        headers.pop("x-stream-offset", None)
+        headers.pop("x-stream-partition", None)
+        key = record.key.decode(errors="replace") if record.key is not None else queue
+        routing_key = policy.dead_letter_routing_key or key
+        now_s = now_ms() // 1000
+        death = {
+            "count": 1,
+            "reason": reason,
+            "queue": queue,
+            "time": Timestamp(now_s),
+            "exchange": "" if record.key is None else queue,
+            "routing-keys": [key],
+        }
+        expiration = props.pop("expiration", None)  # RabbitMQ drops it, keeps it in x-death
+        if expiration is not None:
+            death["original-expiration"] = expiration
+        deaths = headers.get("x-death")
+        if isinstance(deaths, list):
+            for entry in deaths:
+                if (
+                    isinstance(entry, dict)
+                    and entry.get("queue") == queue
+                    and entry.get("reason") == reason
+                ):
+                    deaths.remove(entry)
+                    count = entry.get("count")
+                    death["count"] = (count if isinstance(count, int) else 0) + 1
+                    break
+            deaths.insert(0, death)
+        else:
+            headers["x-death"] = [death]
+            headers["x-first-death-reason"] = reason
+            headers["x-first-death-queue"] = queue
+            headers["x-first-death-exchange"] = death["exchange"]
+        headers["x-last-death-reason"] = reason
+        headers["x-last-death-queue"] = queue
+        headers["x-last-death-exchange"] = death["exchange"]
+        props["headers"] = headers
+        try:
+            dests = self.route(exchange, routing_key, props)
+        except AmqpError:
+            log.debug("dead-letter exchange %s of queue %s is gone: dropped", exchange, queue)
+            return
+        writes: list[tuple[str, int, bytes]] = []
+        for topic, rkey, partitions in dests:
+            p = self.partitioner.partition(topic, rkey, partitions)
+            batch = build_batch([to_record(props, record.value or b"", rkey, now_ms())])
+            writes.append((topic, p, batch))
+        if writes:
+            results = await self.core.append_many(writes)
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
