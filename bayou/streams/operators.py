@@ -36,6 +36,20 @@ NEVER = -(1 << 62)
 Finish = Callable[[Any, int | None, int | None, list[Any], Row | None], Any]
 
 
+@dataclass(frozen=True)
+class Keyed:
+    """What a ``Finish`` returns to give the emitted row a key of its own."""
+
+    key: Any
+    value: Any
+
+
+def emitted(key: Any, value: Any, ts: int) -> Row:
+    if isinstance(value, Keyed):
+        return Row(value.key, value.value, ts)
+    return Row(key, value, ts)
+
+
 @dataclass
 class StreamStats:
     """Counters of one pipeline (or view), for ``/metrics``: records read and written,
@@ -236,7 +250,7 @@ class WindowAggregate(_Keyed):
             results = [agg.result(acc) for agg, acc in zip(self.aggs, accs, strict=True)]
             value = self.finish(skey[0], start, end, results, None)
             if value is not None:
-                out.append(Row(skey[0], value, end - 1))
+                out.append(emitted(skey[0], value, end - 1))
         return out
 
     def encode_value(self, value: Any) -> bytes:
@@ -315,7 +329,7 @@ class SessionAggregate(_Keyed):
             results = [agg.result(acc) for agg, acc in zip(self.aggs, accs, strict=True)]
             value = self.finish(key, start, end, results, None)
             if value is not None:
-                out.append(Row(key, value, end - 1))
+                out.append(emitted(key, value, end - 1))
         return out
 
     def encode_value(self, value: Any) -> bytes:
@@ -339,8 +353,9 @@ class OverAggregate(_Keyed):
     ``rows`` rows before it (ROWS).  A row is emitted once the watermark reaches its time —
     so rows that arrive out of order but not late are counted where they belong.
 
-    State per key: ``[history, pending]``, each a list of ``[ts, value]``: rows emitted (kept
-    while a later row may still need them) and rows waiting for the watermark."""
+    State per key: ``[history, pending]``: rows emitted (``[ts, value]``, kept while a later
+    row may still need them) and rows waiting for the watermark (``[ts, value, record
+    key]``)."""
 
     def __init__(self, window: Window, aggs: Sequence[Aggregate], finish: Finish) -> None:
         super().__init__()
@@ -360,7 +375,7 @@ class OverAggregate(_Keyed):
         entry = self.state.get(row.key)
         if entry is None:
             entry = self.state[row.key] = [[], []]
-        entry[1].append([row.timestamp, row.value])
+        entry[1].append([row.timestamp, row.value, row.record_key])
         heapq.heappush(self.waiting, (row.timestamp, dumps(_plain(row.key)).decode(), row.key))
         self.dirty.add(row.key)
         return []
@@ -391,7 +406,7 @@ class OverAggregate(_Keyed):
         rest = [p for p in pending if p[0] > watermark]
         out: list[Row] = []
         rows_mode = self.window.kind == "rows"
-        for i, (ts, value) in enumerate(ready):
+        for i, (ts, value, record_key) in enumerate(ready):
             history.append([ts, value])
             if rows_mode:
                 frame = history[-(self.window.rows + 1) :]
@@ -404,9 +419,13 @@ class OverAggregate(_Keyed):
             for _t, v in frame:
                 _add(self.aggs, accs, _values(self.aggs, Row(key, v, _t)))
             results = [agg.result(acc) for agg, acc in zip(self.aggs, accs, strict=True)]
-            emitted = self.finish(key, ts - self.window.size_ms, ts, results, Row(key, value, ts))
-            if emitted is not None:
-                out.append(Row(key, emitted, ts))
+            current = Row(key, value, ts)
+            current.record_key = record_key
+            result = self.finish(key, ts - self.window.size_ms, ts, results, current)
+            if result is not None:
+                row = emitted(key, result, ts)
+                row.record_key = record_key
+                out.append(row)
         if rows_mode:
             history[:] = history[-self.window.rows :] if self.window.rows else []
         else:
@@ -449,7 +468,11 @@ class GroupAggregate(_Keyed):
         self.dirty.add(row.key)
         results = [agg.result(acc) for agg, acc in zip(self.aggs, accs, strict=True)]
         value = self.finish(row.key, None, None, results, row)
-        return [] if value is None else [row.derive(value)]
+        if value is None:
+            return []
+        if isinstance(value, Keyed):
+            return [row.derive(value.value, key=value.key)]
+        return [row.derive(value)]
 
     def encode_value(self, value: Any) -> bytes:
         return dumps([agg.encode(acc) for agg, acc in zip(self.aggs, value, strict=True)])

@@ -16,7 +16,16 @@ class Row:
     keyed), its value (decoded JSON for SQL views and JSON streams), its event time and
     where it came from."""
 
-    __slots__ = ("headers", "key", "offset", "partition", "timestamp", "topic", "value")
+    __slots__ = (
+        "headers",
+        "key",
+        "offset",
+        "partition",
+        "record_key",
+        "timestamp",
+        "topic",
+        "value",
+    )
 
     def __init__(
         self,
@@ -35,9 +44,10 @@ class Row:
         self.partition = partition
         self.offset = offset
         self.headers = headers
+        self.record_key = key  # the record's own key, whatever the row is keyed by later
 
     def derive(self, value: Any, key: Any = None, timestamp: int | None = None) -> Row:
-        return Row(
+        row = Row(
             self.key if key is None else key,
             value,
             self.timestamp if timestamp is None else timestamp,
@@ -46,6 +56,8 @@ class Row:
             self.offset,
             self.headers,
         )
+        row.record_key = self.record_key
+        return row
 
     def __repr__(self) -> str:
         return f"Row({self.key!r}, {self.value!r}, ts={self.timestamp})"
