@@ -150,6 +150,7 @@ class ExternalRunner:
                     "group.id": self.app_id,
                     "enable.auto.commit": False,
                     "isolation.level": "read_committed",
+                    "enable.partition.eof": True,  # a partition read to its end is idle
                     "auto.offset.reset": self.auto_offset_reset,
                     "session.timeout.ms": 10_000,
                     "heartbeat.interval.ms": 1000,
@@ -172,10 +173,13 @@ class ExternalRunner:
                     raise FatalStreamError(str(self._error))
                 self._poll_tables()
                 by_partition: dict[tuple[str, int], list[SourceRecord]] = {}
+                ends: list[tuple[str, int]] = []
                 for msg in messages:
                     err = msg.error()
                     if err is not None:
-                        if err.code() != KafkaError._PARTITION_EOF:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            ends.append((msg.topic(), msg.partition()))
+                        else:
                             log.warning("%s: consumer: %s", self.app_id, err)
                         continue
                     by_partition.setdefault((msg.topic(), msg.partition()), []).append(
@@ -183,7 +187,9 @@ class ExternalRunner:
                     )
                 for (topic, partition), records in by_partition.items():
                     self.processor.process(topic, partition, records)
-                if by_partition:
+                for topic, partition in ends:
+                    self.processor.idle(topic, partition)
+                if by_partition or ends:
                     self.processor.fire()
                     last_record = time.monotonic()
                 now = time.monotonic()

@@ -66,13 +66,58 @@ class StreamStats:
 
 @dataclass
 class EventClock:
-    """The highest event time seen by a pipeline (across every partition it reads)."""
+    """A pipeline's event clock across the source partitions it reads; ``max_ts`` is what the
+    watermark is made of (minus each operator's grace).
+
+    Each partition's highest event time is tracked.  A partition with records still to read
+    holds the clock back: ``max_ts`` is the lowest of those partitions' highest times, so a
+    replay that reads one partition ahead of another does not make the other's records late.
+    A partition read to its end is idle (``idle()``, the driver says so) and holds nothing
+    back; when every partition is idle, ``max_ts`` is the highest time seen anywhere.  An
+    assigned partition not read yet holds the clock where it is.  ``max_ts`` never goes
+    back."""
 
     max_ts: int = NEVER
+    partitions: dict[int, int] = field(default_factory=dict)
+    idle_partitions: set[int] = field(default_factory=set)
 
-    def see(self, ts: int) -> None:
-        if ts > self.max_ts:
-            self.max_ts = ts
+    def track(self, partition: int) -> None:
+        self.partitions.setdefault(partition, NEVER)
+        self.idle_partitions.discard(partition)
+
+    def untrack(self, partition: int) -> bool:
+        self.partitions.pop(partition, None)
+        self.idle_partitions.discard(partition)
+        return self._advance()
+
+    def see(self, ts: int, partition: int | None = None) -> bool:
+        """A record's event time; True when ``max_ts`` moved."""
+        if partition is None:  # no partition tracking (a restored clock, a bare operator)
+            if ts > self.max_ts:
+                self.max_ts = ts
+                return True
+            return False
+        if ts > self.partitions.get(partition, NEVER):
+            self.partitions[partition] = ts
+        self.idle_partitions.discard(partition)
+        return self._advance()
+
+    def idle(self, partition: int) -> bool:
+        """``partition`` was read to its end; True when ``max_ts`` moved."""
+        if partition not in self.partitions:
+            return False
+        self.idle_partitions.add(partition)
+        return self._advance()
+
+    def _advance(self) -> bool:
+        if not self.partitions:
+            return False
+        busy = [ts for p, ts in self.partitions.items() if p not in self.idle_partitions]
+        base = min(busy) if busy else max(self.partitions.values())
+        if base > self.max_ts:
+            self.max_ts = base
+            return True
+        return False
 
 
 @dataclass

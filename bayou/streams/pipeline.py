@@ -109,8 +109,7 @@ class Task:
         except Exception as exc:  # a bad record: to the dead letters, never the task's end
             self._dead_letter(record, exc)
             return
-        if row.timestamp > self.clock.max_ts:
-            self.clock.see(row.timestamp)
+        if self.clock.see(row.timestamp, self.partition):
             self.clock_dirty = True
         self.fire()
 
@@ -232,13 +231,24 @@ class Processor:
             Task(p, partition, self.clocks[p.name]) for p in self.pipelines if p.source == topic
         ]
         for task in tasks:
+            task.clock.track(partition)
             for join in task.joins():
                 join.rows = self.tables[join.table]
         self.tasks[(topic, partition)] = tasks
         return tasks
 
     def revoke(self, topic: str, partition: int) -> list[Task]:
-        return self.tasks.pop((topic, partition), [])
+        tasks = self.tasks.pop((topic, partition), [])
+        for task in tasks:
+            task.clock.untrack(partition)
+        return tasks
+
+    def idle(self, topic: str, partition: int) -> None:
+        """``partition`` of ``topic`` was read to its end: it holds no pipeline's clock back
+        (call ``fire`` after)."""
+        for task in self.tasks.get((topic, partition), []):
+            if task.clock.idle(partition):
+                task.clock_dirty = True
 
     def process(self, topic: str, partition: int, records: list[SourceRecord]) -> None:
         tasks = self.tasks.get((topic, partition))
