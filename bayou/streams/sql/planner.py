@@ -466,7 +466,10 @@ def plan_view(name: str, select: exp.Expr, sql: str, options: dict[str, str]) ->
     ]
 
     if overs:
-        return _plan_over(name, sql, src, rows, ops, items, overs, aggs_found, group, startup)
+        named = {w.this.name: w for w in select.args.get("windows") or []}
+        return _plan_over(
+            name, sql, src, rows, ops, items, overs, named, aggs_found, group, startup
+        )
     if src.window is not None:
         return _plan_window(name, sql, src, rows, ops, items, group, having, startup)
     if group is not None or aggs_found:
@@ -676,6 +679,7 @@ def _plan_over(
     ops: list[Callable[[], Operator]],
     items: list[exp.Expr],
     overs: list[exp.Window],
+    named: dict[str, exp.Window],
     aggs_found: list[exp.Expr],
     group: exp.Expr | None,
     startup: str,
@@ -686,17 +690,27 @@ def _plan_over(
         raise at(group, "OVER aggregates and GROUP BY do not mix")
     if aggs_found:
         raise at(aggs_found[0], "Every aggregate of an OVER query needs the OVER clause")
+    specs = []
+    for over in overs:
+        alias = over.args.get("alias")
+        if alias is not None and over.args.get("spec") is None:
+            found = named.get(alias.name)
+            if found is None:
+                raise at(over, f"No window named {alias.name!r} (WINDOW {alias.name} AS (…))")
+            specs.append(found)
+        else:
+            specs.append(over)
     shapes = {
         (
             o.args.get("partition_by") and tuple(p.sql() for p in o.args["partition_by"]),
             o.args.get("order") and o.args["order"].sql(),
             o.args.get("spec") and o.args["spec"].sql(),
         )
-        for o in overs
+        for o in specs
     }
     if len(shapes) != 1:
         raise at(overs[1], "Every OVER clause of a query must be the same window")
-    window, partition_by, time_column = _over_window(overs[0], src.grace_ms)
+    window, partition_by, time_column = _over_window(specs[0], src.grace_ms)
     for over in overs:
         if not is_aggregate(over.this):
             raise at(over, f"{over.this.sql()} is not an aggregate function")
