@@ -399,6 +399,14 @@ class BrokerConfig:
         default="INFO",
         metadata=opt("Broker log verbosity.", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
     )
+    views: str = field(
+        default="serve",
+        metadata=opt(
+            "Where SQL views run: serve (inside this broker) or workers (separate "
+            "`bayou streams views` processes sharing the work).",
+            choices=("serve", "workers"),
+        ),
+    )
     auto_create_topics_enable: bool = field(
         default=True,
         metadata=opt("Create a topic when a client first asks for it.", flag="auto-create-topics"),

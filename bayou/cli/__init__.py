@@ -16,6 +16,7 @@ from bayou.cli.consume import consume
 from bayou.cli.group import group
 from bayou.cli.produce import produce
 from bayou.cli.serve import serve
+from bayou.cli.sql import sql
 from bayou.cli.streams import streams
 from bayou.cli.topic import topic
 from bayou.cli.txn import txn
@@ -52,6 +53,7 @@ cli.add_command(txn)
 cli.add_command(user)
 cli.add_command(acl)
 cli.add_command(streams)
+cli.add_command(sql)
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bayou.gateways.http import errors, routes_consumers, routes_root, routes_topics
+from bayou.gateways.http import errors, routes_consumers, routes_root, routes_sql, routes_topics
 from bayou.gateways.http.auth import AuthMiddleware
 from bayou.gateways.http.context import Gateway, KafkaJSON
 from bayou.gateways.http.cors import add_cors
@@ -58,6 +58,7 @@ def create_app(gw: Gateway) -> FastAPI:
     app.include_router(routes_root.router)
     app.include_router(routes_topics.router)
     app.include_router(routes_consumers.router)
+    app.include_router(routes_sql.router)
     app.add_api_route("/{path:path}", _options, methods=["OPTIONS"], include_in_schema=False)
     app.add_exception_handler(errors.RestError, _rest_error)
     app.add_exception_handler(RequestValidationError, _invalid)

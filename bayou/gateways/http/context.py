@@ -22,6 +22,8 @@ class Gateway:
     partitioner: Partitioner
     max_body_bytes: int
     cors_origins: tuple[str, ...] = ()
+    # librdkafka settings reaching this broker's own Kafka listener (SQL statements), once up
+    sql_client_config: dict[str, Any] | None = None
 
 
 def gateway(conn: HTTPConnection) -> Gateway:
