@@ -44,7 +44,7 @@ from bayou.storage.engine import LogEngine
 from bayou.storage.local_engine import LocalEngine
 from bayou.storage.maintenance import MaintenanceSettings
 from bayou.storage.memory import MemoryEngine
-from bayou.streams.views import ViewSupervisor
+from bayou.streams.views import CATALOG_TOPIC, ViewSupervisor
 
 log = logging.getLogger("bayou")
 
@@ -235,7 +235,9 @@ class App:
             self.http.gateway.sql_client_config = self.loopback_client_config()
         if self.config.views == "serve":
             self.views = ViewSupervisor(
-                self.loopback_client_config(), self.config.data_dir / "streams"
+                self.loopback_client_config(),
+                self.config.data_dir / "streams",
+                catalog_exists=lambda: CATALOG_TOPIC in self.core.topics(),
             )
             self.views.start()
         listening = " ".join(

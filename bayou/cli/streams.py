@@ -93,3 +93,35 @@ def run(
         runner.run(idle_exit_s=exit_when_idle, handle_signals=True)
     except Exception as exc:
         raise CliError(f"the app {app.name!r} stopped: {exc}") from None
+
+
+@streams.command()
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".bayou-state/views"),
+    show_default=True,
+    help="Where the views' state snapshots are kept.",
+)
+@connection_options()
+def views(state_dir: Path) -> None:
+    """Be a worker of the SQL views stored in the broker (for `bayou serve --views workers`);
+    workers share each view's partitions through its consumer group."""
+    import signal
+    import threading
+    import uuid
+
+    from bayou.streams.views import ViewSupervisor
+
+    conn = get_connection()
+    _setup_logging(conn.verbose)
+    conn.probe()
+    supervisor = ViewSupervisor(
+        conn.client_config(), state_dir, instance_id=f"worker-{uuid.uuid4().hex[:8]}"
+    )
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_a: done.set())
+    supervisor.start()
+    done.wait()
+    supervisor.stop()

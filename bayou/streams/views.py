@@ -351,8 +351,10 @@ class ViewSupervisor:
         *,
         instance_id: str = SUPERVISOR_INSTANCE,
         commit_interval_s: float = 0.2,
-        on_processor: Callable[[str, Processor], None] | None = None,
+        catalog_exists: Callable[[], bool] | None = None,
     ) -> None:
+        """``catalog_exists``: how to tell, without a client, that ``_bayou_views`` exists
+        (inside the broker: its own metadata); until it does, nothing connects."""
         self.config = client_config
         self.state_dir = state_dir
         self.instance_id = instance_id
@@ -360,7 +362,7 @@ class ViewSupervisor:
         self.running: dict[str, _RunningView] = {}
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._follow, name="views", daemon=True)
-        self.on_processor = on_processor
+        self.catalog_exists = catalog_exists
 
     def start(self) -> None:
         self.thread.start()
@@ -390,8 +392,16 @@ class ViewSupervisor:
                 log.warning("views: following the catalog failed, again in 2 s: %s", exc)
                 self.stop_event.wait(2.0)
 
+    def _catalog_ready(self) -> bool:
+        if self.catalog_exists is not None:
+            return self.catalog_exists()
+        meta = AdminClient(self.config).list_topics(timeout=10)
+        return CATALOG_TOPIC in meta.topics
+
     def _follow_once(self) -> None:
-        Catalog(self.config).ensure_topic()
+        while not self._catalog_ready():  # no view was ever created
+            if self.stop_event.wait(1.0):
+                return
         consumer = Consumer(
             {
                 **self.config,
