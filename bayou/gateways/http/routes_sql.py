@@ -20,21 +20,70 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from bayou.gateways.http import errors
-from bayou.gateways.http.context import KafkaJSON, gateway
+from bayou.gateways.http.context import KafkaJSON, answer_doc, gateway
+from bayou.gateways.http.payloads import read_body
 
 router = APIRouter(tags=["sql"], default_response_class=KafkaJSON)
 MAX_STATEMENT_BYTES = 1 << 20
+_STATEMENT = {"type": "string", "minLength": 1, "description": "One SQL statement"}
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "text/plain": {"schema": _STATEMENT},
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["sql"],
+                    "properties": {"sql": _STATEMENT},
+                }
+            },
+        },
+    }
+}
+_ANSWER = {
+    "type": "object",
+    "required": ["kind", "result", "text"],
+    "properties": {
+        "kind": {"type": "string", "enum": ["created", "dropped", "views", "view", "rows"]},
+        "result": {},
+        "text": {"type": "string"},
+    },
+}
+_SQL_ERROR = {
+    "type": "object",
+    "required": ["error_code", "message"],
+    "properties": {
+        "error_code": {"type": "integer"},
+        "message": {"type": "string"},
+        "line": {"type": "integer"},
+        "column": {"type": "integer"},
+        "caret": {"type": "string"},
+    },
+}
 
 
-@router.post("/sql", summary="Run one SQL view statement")
+@router.post(
+    "/sql",
+    summary="Run one SQL view statement",
+    openapi_extra=_BODY,
+    responses={
+        **answer_doc("What the statement did", _ANSWER, 200, 413, 503),
+        400: {
+            "description": "The statement does not parse or type-check (line, column and a "
+            "caret point at the token), or cannot be done",
+            "content": {"application/vnd.kafka.v2+json": {"schema": _SQL_ERROR}},
+        },
+    },
+)
 async def run_sql(request: Request) -> Response:
     from bayou.streams.sql.errors import SqlError
     from bayou.streams.views import SqlSession
 
     gw = gateway(request)
-    body = await request.body()
-    if len(body) > MAX_STATEMENT_BYTES:
-        raise errors.RestError(413, 413, "The statement is over 1 MiB")
+    body = await read_body(
+        request, min(MAX_STATEMENT_BYTES, gw.max_body_bytes), gw.core.request_budget
+    )
     text = body.decode("utf-8", "replace")
     if "json" in request.headers.get("content-type", ""):
         try:
