@@ -265,3 +265,54 @@ def test_seed_scenario_mqtt_telemetry_moving_average_and_alerts(
     alerts = consume(broker, "alerts", 1)
     assert [json.loads(m.value())["temp"] for m in alerts] == [45.0]
     assert alerts[0].key() == b"dev1"
+
+
+def test_views_in_workers_and_the_repl(tmp_path: Path) -> None:
+    """``--views workers``: the broker runs no view; two ``bayou streams views`` workers
+    share the view's partitions; statements piped to ``bayou sql`` run one after another."""
+    broker = BrokerProcess(tmp_path / "data", extra_args=["--views", "workers"]).start()
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        create_topic(broker, "metrics", 2)
+        records = telemetry(60)
+        produce(broker, "metrics", records)
+        repl = subprocess.run(
+            [sys.executable, "-m", "bayou", "sql", "-b", broker.bootstrap],
+            input=AVG_VIEW.format(name="avg_metrics", source="metrics").replace(" FROM", "\nFROM")
+            + ";\nSHOW VIEWS;\nSHOW TABLES;\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert repl.stdout == "View avg_metrics created.\navg_metrics\n"
+        assert "SHOW TABLES is not supported" in repl.stderr and repl.returncode == 1
+        for i in range(2):
+            workers.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "bayou",
+                        "streams",
+                        "views",
+                        "-b",
+                        broker.bootstrap,
+                        "--state-dir",
+                        str(tmp_path / f"w{i}"),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        want = tumble_reference(records, MINUTE)
+        same(results(consume(broker, "avg_metrics", len(want))), want)
+        assert "view avg_metrics: running" not in broker.log_text()
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        broker.stop()

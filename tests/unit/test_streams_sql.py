@@ -347,6 +347,8 @@ def test_other_statements_parse() -> None:
     assert isinstance(pull, PullQuery) and pull.view == "avg_temp"
     with pytest.raises(SqlError, match="No view named"):
         parse_statement("SELECT * FROM nope", {"avg_temp"})
+    with pytest.raises(SqlError, match="SHOW TABLES is not supported"):
+        parse_statement("SHOW TABLES")
 
 
 def test_a_partition_read_ahead_of_another_does_not_make_its_records_late() -> None:

@@ -9,6 +9,7 @@ not type-check fails here, before anything is stored), ``DROP VIEW [IF EXISTS] n
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 
@@ -19,6 +20,10 @@ from sqlglot.errors import ParseError, TokenError
 from bayou.streams.sql.dialect import Flink
 from bayou.streams.sql.errors import SqlError, at
 from bayou.streams.sql.planner import ViewPlan, _options, plan_view
+
+# sqlglot warns (a log line) before it falls back to a Command for a statement it cannot
+# parse; the statement is refused here with an error of its own instead
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
 VIEW_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
 
@@ -126,6 +131,12 @@ def parse_statement(sql: str, views: set[str] | None = None) -> Statement:
         raise at(node, f"SHOW {node.this} is not supported (SHOW VIEWS is)")
     if isinstance(node, exp.Describe):
         return DescribeView(_view_name(node.this))
+    if isinstance(node, exp.Command):  # sqlglot's fallback for a statement it cannot parse
+        rest = node.args.get("expression")
+        text = rest.name if isinstance(rest, exp.Expr) else str(rest or "")
+        words = f"{node.this} {text}".split()
+        what = " ".join(words[:2]).upper()
+        raise SqlError(f"{what} is not supported", 1, 1, len(str(node.this)))
     if isinstance(node, exp.Select):
         from_ = node.args.get("from_")
         table = from_.this if from_ is not None else None
