@@ -39,7 +39,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from sqlglot import exp
 
@@ -105,6 +112,7 @@ def _read_to_end(
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
         }
     )
     try:
@@ -115,7 +123,7 @@ def _read_to_end(
                 ends[p] = high
         if not ends:
             return []
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
         out: list[Any] = []
         deadline = time.monotonic() + timeout_s
         done: set[int] = set()
@@ -246,9 +254,6 @@ class SqlSession:
         source = meta.topics.get(plan.source)
         if source is None or source.error is not None:
             raise SqlError(f"No topic named {plan.source!r} to read")
-        existing = meta.topics.get(plan.name)
-        if existing is not None and not existing.error and plan.name not in views:
-            raise SqlError(f"A topic named {plan.name!r} exists: a view writes a topic of its own")
         wanted = [
             NewTopic(topic, len(source.partitions))
             for topic in (plan.name, plan.dead_letter_topic)
@@ -262,7 +267,16 @@ class SqlSession:
                     raise SqlError(f"Cannot create the topic {topic!r}: {exc}") from None
         record = ViewRecord(plan.name, plan.sql, uuid.uuid4().hex[:8], int(time.time() * 1000))
         self.catalog.put(record)
-        return Outcome("created", f"View {plan.name} created.", plan.describe())
+        text = f"View {plan.name} created."
+        partitions = len(source.partitions)
+        if plan.shape != "projection" and partitions > 1:
+            keys = ", ".join(plan.group_by) or "nothing"
+            text += (
+                f"\nNote: {plan.source} has {partitions} partitions and each is aggregated on"
+                f" its own: the results are right when the records of one {keys} are in one"
+                " partition (keyed by it)."
+            )
+        return Outcome("created", text, plan.describe())
 
     def _pull(self, statement: PullQuery, views: dict[str, ViewRecord]) -> list[dict[str, Any]]:
         select = statement.select
