@@ -57,6 +57,7 @@ $(TANSU_STAMP): | $(TEST_STAMP)
 bench: $(TEST_STAMP) $(TANSU_STAMP)
 	$(BIN)/python -m bench.kafka_bench $(BENCH_ARGS)
 	$(BIN)/python -m bench.group_bench
+	$(BIN)/python -m bench.share_bench
 
 bench-all: bench bench-compaction bench-http bench-mqtt bench-amqp bench-streams
 

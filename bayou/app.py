@@ -29,7 +29,7 @@ import signal
 import sys
 
 from bayou.broker_config import BrokerConfig
-from bayou.core import Core, CoreSettings
+from bayou.core import Core, CoreSettings, Isolation
 from bayou.core.groups import GroupSettings
 from bayou.core.security import Security, SecuritySettings
 from bayou.core.transactions import TxnSettings
@@ -95,6 +95,10 @@ def txn_settings(config: BrokerConfig) -> TxnSettings:
         transactional_id_expiration_ms=t.id_expiration_ms,
         expiration_check_interval_ms=t.id_expiration_check_interval_ms,
     )
+
+
+def door_isolation(name: str) -> Isolation:
+    return "read_uncommitted" if name == "read_uncommitted" else "read_committed"
 
 
 def security_settings(config: BrokerConfig) -> SecuritySettings:
@@ -184,6 +188,7 @@ class App:
                 num_partitions=config.num_partitions,
                 queued_max_request_bytes=config.queued_max_request_bytes,
                 request_stall_timeout_ms=config.request_stall_timeout_ms,
+                door_isolation=door_isolation(config.transaction.door_isolation),
             ),
             group_settings(config),
             txn_settings(config),
