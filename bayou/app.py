@@ -60,6 +60,7 @@ from bayou.storage.local_engine import LocalEngine
 from bayou.storage.maintenance import MaintenanceSettings
 from bayou.storage.memory import MemoryEngine
 from bayou.storage.tiered.storage import TieredSettings
+from bayou.streams.views import CATALOG_TOPIC, ViewSupervisor
 
 log = logging.getLogger("bayou")
 
@@ -253,6 +254,16 @@ class App:
         self.amqp = AmqpGateway(self.core, config.host, config.amqp) if config.amqp.port else None
         if self.http is not None:  # the console, on the HTTP door behind its login
             self.http.add_routes(Console(self.core).routes(), link=("console", "/console"))
+        self.views: ViewSupervisor | None = None
+
+    def loopback_client_config(self) -> dict[str, object]:
+        """librdkafka settings reaching this broker's own Kafka listener (views, SQL)."""
+        host = self.config.host
+        if host in ("", "0.0.0.0", "::"):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return {"bootstrap.servers": f"{host}:{self.kafka.port}"}
 
     def _kafka_settings(self, port: int, tls_port: int) -> KafkaSettings:
         config = self.config
@@ -280,6 +291,15 @@ class App:
             await door.start()
         if self.config.kafka.port == 0:  # bound to a free port: say the real one
             self.kafka.settings = self._kafka_settings(self.kafka.port, self.kafka.tls_port)
+        if self.http is not None:
+            self.http.gateway.sql_client_config = self.loopback_client_config()
+        if self.config.views == "serve":
+            self.views = ViewSupervisor(
+                self.loopback_client_config(),
+                self.config.data_dir / "streams",
+                catalog_exists=lambda: CATALOG_TOPIC in self.core.topics(),
+            )
+            self.views.start()
         listening = " ".join(
             f"{name}={door.address if door is not None else 'off'}"
             for name, door in (
@@ -300,6 +320,8 @@ class App:
 
     async def stop(self) -> None:
         log.info("shutting down")
+        if self.views is not None:
+            await asyncio.to_thread(self.views.stop)
         self.kafka.close_listener()
         self.core.begin_stop()
         for door in (self.http, self.mqtt, self.amqp):

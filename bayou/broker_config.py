@@ -460,6 +460,14 @@ class BrokerConfig:
             choices=("text", "json"),
         ),
     )
+    views: str = field(
+        default="serve",
+        metadata=opt(
+            "Where SQL views run: serve (inside this broker) or workers (separate "
+            "`bayou streams views` processes sharing the work).",
+            choices=("serve", "workers"),
+        ),
+    )
     auto_create_topics_enable: bool = field(
         default=True,
         metadata=opt("Create a topic when a client first asks for it.", flag="auto-create-topics"),

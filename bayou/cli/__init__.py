@@ -17,6 +17,8 @@ from bayou.cli.group import group
 from bayou.cli.produce import produce
 from bayou.cli.quota import quota
 from bayou.cli.serve import serve
+from bayou.cli.sql import sql
+from bayou.cli.streams import streams
 from bayou.cli.topic import topic
 from bayou.cli.txn import txn
 from bayou.cli.user import user
@@ -52,6 +54,8 @@ cli.add_command(txn)
 cli.add_command(user)
 cli.add_command(acl)
 cli.add_command(quota)
+cli.add_command(streams)
+cli.add_command(sql)
 
 
 def main() -> None:

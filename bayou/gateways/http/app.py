@@ -33,6 +33,7 @@ from bayou.gateways.http import (
     routes_consumers,
     routes_metrics,
     routes_root,
+    routes_sql,
     routes_topics,
 )
 from bayou.gateways.http.auth import AuthMiddleware
@@ -66,6 +67,7 @@ def create_app(gw: Gateway) -> FastAPI:
     app.include_router(routes_topics.router)
     app.include_router(routes_consumers.router)
     app.include_router(routes_metrics.router)
+    app.include_router(routes_sql.router)
     app.add_api_route("/{path:path}", _options, methods=["OPTIONS"], include_in_schema=False)
     app.add_exception_handler(errors.RestError, _rest_error)
     app.add_exception_handler(RequestValidationError, _invalid)

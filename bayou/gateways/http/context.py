@@ -26,6 +26,8 @@ class Gateway:
     #: more entries of ``GET /``'s index (name → path), from applications added beside
     #: REST Proxy (``HttpGateway.add_routes``)
     links: dict[str, str] = field(default_factory=dict)
+    # librdkafka settings reaching this broker's own Kafka listener (SQL statements), once up
+    sql_client_config: dict[str, Any] | None = None
 
 
 def gateway(conn: HTTPConnection) -> Gateway:

@@ -1,0 +1,608 @@
+"""Operators: deterministic steps over rows, with their state, no I/O and no clock.
+
+Theory of operation
+-------------------
+A pipeline is a list of operators.  ``push(row)`` gives an operator one row and returns the
+rows it sends on at once (a filter: zero or one; a map: one; a windowed aggregation: none —
+it emits when windows close).  ``fire()`` is called after event time moved: an operator whose
+results wait for the watermark returns them then.  Event time is an ``EventClock`` shared by
+the operators of every task of one pipeline: the highest record timestamp seen (Flink's
+watermark is that minus the grace, per operator; idle partitions never hold it back).
+
+Stateful operators keep their state as live Python objects in dicts (accumulators, buffered
+rows) and track which keys changed.  ``changes()`` hands out each changed key once — encoded
+to bytes, None for a deletion — for the task's changelog; ``entries()`` every key (snapshots);
+``restore(key, value)`` loads one entry back (recovery: the snapshot, then the changelog's
+tail).  A key is ``namespace + JSON``: the namespace tells the operators of a pipeline apart.
+
+Closing order is deterministic (window end, then start, then the key's JSON), so a replay of
+the same input from the same state gives the same output records in the same order.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bayou.streams.aggregates import Aggregate
+from bayou.streams.rows import Row, dumps, hashable
+from bayou.streams.windows import Window
+
+NEVER = -(1 << 62)
+# finish(key, window_start, window_end, results, row) -> the value emitted (None: nothing)
+Finish = Callable[[Any, int | None, int | None, list[Any], Row | None], Any]
+
+
+@dataclass(frozen=True)
+class Keyed:
+    """What a ``Finish`` returns to give the emitted row a key of its own."""
+
+    key: Any
+    value: Any
+
+
+def emitted(key: Any, value: Any, ts: int) -> Row:
+    if isinstance(value, Keyed):
+        return Row(value.key, value.value, ts)
+    return Row(key, value, ts)
+
+
+@dataclass
+class StreamStats:
+    """Counters of one pipeline (or view), for ``/metrics``: records read and written,
+    records sent to the dead-letter topic, late records dropped."""
+
+    records_in: int = 0
+    records_out: int = 0
+    dead_letters: int = 0
+    late_dropped: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class EventClock:
+    """A pipeline's event clock across the source partitions it reads; ``max_ts`` is what the
+    watermark is made of (minus each operator's grace).
+
+    Each partition's highest event time is tracked.  A partition with records still to read
+    holds the clock back: ``max_ts`` is the lowest of those partitions' highest times, so a
+    replay that reads one partition ahead of another does not make the other's records late.
+    A partition read to its end is idle (``idle()``, the driver says so) and holds nothing
+    back; when every partition is idle, ``max_ts`` is the highest time seen anywhere.  An
+    assigned partition not read yet holds the clock where it is.  ``max_ts`` never goes
+    back."""
+
+    max_ts: int = NEVER
+    partitions: dict[int, int] = field(default_factory=dict)
+    idle_partitions: set[int] = field(default_factory=set)
+
+    def track(self, partition: int) -> None:
+        self.partitions.setdefault(partition, NEVER)
+        self.idle_partitions.discard(partition)
+
+    def untrack(self, partition: int) -> bool:
+        self.partitions.pop(partition, None)
+        self.idle_partitions.discard(partition)
+        return self._advance()
+
+    def see(self, ts: int, partition: int | None = None) -> bool:
+        """A record's event time; True when ``max_ts`` moved."""
+        if partition is None:  # no partition tracking (a restored clock, a bare operator)
+            if ts > self.max_ts:
+                self.max_ts = ts
+                return True
+            return False
+        if ts > self.partitions.get(partition, NEVER):
+            self.partitions[partition] = ts
+        self.idle_partitions.discard(partition)
+        return self._advance()
+
+    def idle(self, partition: int) -> bool:
+        """``partition`` was read to its end; True when ``max_ts`` moved."""
+        if partition not in self.partitions:
+            return False
+        self.idle_partitions.add(partition)
+        return self._advance()
+
+    def _advance(self) -> bool:
+        if not self.partitions:
+            return False
+        busy = [ts for p, ts in self.partitions.items() if p not in self.idle_partitions]
+        base = min(busy) if busy else max(self.partitions.values())
+        if base > self.max_ts:
+            self.max_ts = base
+            return True
+        return False
+
+
+@dataclass
+class Context:
+    clock: EventClock
+    stats: StreamStats = field(default_factory=StreamStats)
+
+
+class Operator:
+    """A step of a pipeline (stateless unless it overrides the state methods)."""
+
+    ns = b""
+    stateful = False
+
+    def push(self, row: Row, ctx: Context) -> list[Row]:
+        raise NotImplementedError
+
+    def fire(self, ctx: Context) -> list[Row]:
+        return []
+
+    def changes(self) -> list[tuple[bytes, bytes | None]]:
+        return []
+
+    def restore(self, key: bytes, value: bytes | None) -> None:
+        raise NotImplementedError
+
+    def entries(self) -> Iterator[tuple[bytes, bytes]]:
+        return iter(())
+
+
+class Filter(Operator):
+    def __init__(self, predicate: Callable[[Row], Any]) -> None:
+        self.predicate = predicate
+
+    def push(self, row: Row, ctx: Context) -> list[Row]:
+        return [row] if self.predicate(row) else []
+
+
+class Map(Operator):
+    """``fn(row) -> value``: the row's value replaced."""
+
+    def __init__(self, fn: Callable[[Row], Any]) -> None:
+        self.fn = fn
+
+    def push(self, row: Row, ctx: Context) -> list[Row]:
+        return [row.derive(self.fn(row))]
+
+
+class FlatMap(Operator):
+    """``fn(row) -> value | list of values | None`` (None or [] drops the row)."""
+
+    def __init__(self, fn: Callable[[Row], Any]) -> None:
+        self.fn = fn
+
+    def push(self, row: Row, ctx: Context) -> list[Row]:
+        out = self.fn(row)
+        if out is None:
+            return []
+        if isinstance(out, list):
+            return [row.derive(v) for v in out]
+        return [row.derive(out)]
+
+
+class KeyBy(Operator):
+    def __init__(self, fn: Callable[[Row], Any]) -> None:
+        self.fn = fn
+
+    def push(self, row: Row, ctx: Context) -> list[Row]:
+        return [row.derive(row.value, key=hashable(self.fn(row)))]
+
+
+class _Keyed(Operator):
+    """Shared state plumbing: ``self.state`` maps a state key (hashable) to a live object."""
+
+    stateful = True
+
+    def __init__(self) -> None:
+        self.state: dict[Any, Any] = {}
+        self.dirty: set[Any] = set()
+
+    def encode_key(self, skey: Any) -> bytes:
+        return self.ns + dumps(list(skey) if isinstance(skey, tuple) else skey)
+
+    def decode_key(self, raw: bytes) -> Any:
+        return hashable(json.loads(raw[len(self.ns) :]))
+
+    def encode_value(self, value: Any) -> bytes:
+        raise NotImplementedError
+
+    def decode_value(self, skey: Any, raw: bytes) -> Any:
+        raise NotImplementedError
+
+    def changes(self) -> list[tuple[bytes, bytes | None]]:
+        out: list[tuple[bytes, bytes | None]] = []
+        for skey in sorted(self.dirty, key=repr):
+            value = self.state.get(skey)
+            out.append((self.encode_key(skey), None if value is None else self.encode_value(value)))
+        self.dirty.clear()
+        return out
+
+    def entries(self) -> Iterator[tuple[bytes, bytes]]:
+        for skey, value in self.state.items():
+            yield self.encode_key(skey), self.encode_value(value)
+
+    def restore(self, key: bytes, value: bytes | None) -> None:
+        skey = self.decode_key(key)
+        if value is None:
+            self.state.pop(skey, None)
+        else:
+            self.state[skey] = self.decode_value(skey, value)
+        self.on_restore(skey)
+
+    def on_restore(self, skey: Any) -> None:
+        pass
+
+
+def _values(aggs: Sequence[Aggregate], row: Row) -> list[Any]:
+    """Every aggregate's input from ``row``, checked before any accumulator changes."""
+    return [agg.value(row) for agg in aggs]
+
+
+def _add(aggs: Sequence[Aggregate], accs: list[Any], values: list[Any]) -> None:
+    for i, agg in enumerate(aggs):
+        if values[i] is not None:
+            accs[i] = agg.add(accs[i], values[i])
+
+
+class WindowAggregate(_Keyed):
+    """Tumbling, hopping and cumulating windows: one accumulator list per (key, window);
+    one final result per window when the watermark reaches its end."""
+
+    def __init__(self, window: Window, aggs: Sequence[Aggregate], finish: Finish) -> None:
+        super().__init__()
+        self.window = window
+        self.aggs = list(aggs)
+        self.finish = finish
+        self.closing: list[tuple[int, int, str, Any]] = []  # heap of (end, start, key json, skey)
+
+    def _watermark(self, ctx: Context) -> int:
+        return ctx.clock.max_ts - self.window.grace_ms
+
+    def push(self, row: Row, ctx: Context) -> list[Row]:
+        watermark = self._watermark(ctx)
+        windows = [w for w in self.window.assign(row.timestamp) if w[1] > watermark]
+        if not windows:
+            ctx.stats.late_dropped += 1
+            return []
+        values = _values(self.aggs, row)
+        for start, end in windows:
+            skey = (row.key, start, end)
+            accs = self.state.get(skey)
+            if accs is None:
+                accs = self.state[skey] = [agg.create() for agg in self.aggs]
+                self._schedule(skey)
+            _add(self.aggs, accs, values)
+            self.dirty.add(skey)
+        return []
+
+    def _schedule(self, skey: tuple[Any, int, int]) -> None:
+        heapq.heappush(self.closing, (skey[2], skey[1], dumps(_plain(skey[0])).decode(), skey))
+
+    def on_restore(self, skey: Any) -> None:
+        if skey in self.state:
+            self._schedule(skey)
+
+    def fire(self, ctx: Context) -> list[Row]:
+        watermark = self._watermark(ctx)
+        out: list[Row] = []
+        while self.closing and self.closing[0][0] <= watermark:
+            end, start, _k, skey = heapq.heappop(self.closing)
+            accs = self.state.pop(skey, None)
+            if accs is None:
+                continue  # scheduled twice (restored) or already closed
+            self.dirty.add(skey)
+            results = [agg.result(acc) for agg, acc in zip(self.aggs, accs, strict=True)]
+            value = self.finish(skey[0], start, end, results, None)
+            if value is not None:
+                out.append(emitted(skey[0], value, end - 1))
+        return out
+
+    def encode_value(self, value: Any) -> bytes:
+        return dumps([agg.encode(acc) for agg, acc in zip(self.aggs, value, strict=True)])
+
+    def decode_value(self, skey: Any, raw: bytes) -> Any:
+        data = json.loads(raw)
+        return [agg.decode(d) for agg, d in zip(self.aggs, data, strict=True)]
+
+
+def _plain(key: Any) -> Any:
+    return list(key) if isinstance(key, tuple) else key
+
+
+class SessionAggregate(_Keyed):
+    """Session windows: per key a list of open sessions ``[start, end, accumulators]``,
+    merged when a record bridges two; a session closes when the watermark reaches its end
+    (its last record plus the gap)."""
+
+    def __init__(self, window: Window, aggs: Sequence[Aggregate], finish: Finish) -> None:
+        super().__init__()
+        self.window = window
+        self.aggs = list(aggs)
+        self.finish = finish
+
+    def _watermark(self, ctx: Context) -> int:
+        return ctx.clock.max_ts - self.window.grace_ms
+
+    def push(self, row: Row, ctx: Context) -> list[Row]:
+        gap = self.window.slide_ms
+        ts = row.timestamp
+        if ts + gap <= self._watermark(ctx):
+            ctx.stats.late_dropped += 1
+            return []
+        values = _values(self.aggs, row)
+        sessions: list[list[Any]] = self.state.get(row.key) or []
+        accs = [agg.create() for agg in self.aggs]
+        _add(self.aggs, accs, values)
+        merged: list[Any] = [ts, ts + gap, accs]
+        keep = []
+        for s in sessions:
+            if s[0] < merged[1] and merged[0] < s[1]:  # overlapping: merge
+                merged = [
+                    min(s[0], merged[0]),
+                    max(s[1], merged[1]),
+                    [agg.merge(a, b) for agg, a, b in zip(self.aggs, s[2], merged[2], strict=True)],
+                ]
+            else:
+                keep.append(s)
+        keep.append(merged)
+        keep.sort(key=lambda s: s[0])
+        self.state[row.key] = keep
+        self.dirty.add(row.key)
+        return []
+
+    def fire(self, ctx: Context) -> list[Row]:
+        watermark = self._watermark(ctx)
+        closed: list[tuple[int, int, str, Any, list[Any]]] = []
+        for key in list(self.state):
+            sessions = self.state[key]
+            if sessions[0][1] > watermark and all(s[1] > watermark for s in sessions):
+                continue
+            remaining = []
+            for s in sessions:
+                if s[1] <= watermark:
+                    closed.append((s[1], s[0], dumps(_plain(key)).decode(), key, s[2]))
+                else:
+                    remaining.append(s)
+            if remaining:
+                self.state[key] = remaining
+            else:
+                del self.state[key]
+            self.dirty.add(key)
+        out: list[Row] = []
+        for end, start, _k, key, accs in sorted(closed, key=lambda c: c[:3]):
+            results = [agg.result(acc) for agg, acc in zip(self.aggs, accs, strict=True)]
+            value = self.finish(key, start, end, results, None)
+            if value is not None:
+                out.append(emitted(key, value, end - 1))
+        return out
+
+    def encode_value(self, value: Any) -> bytes:
+        return dumps(
+            [
+                [s[0], s[1], [a.encode(acc) for a, acc in zip(self.aggs, s[2], strict=True)]]
+                for s in value
+            ]
+        )
+
+    def decode_value(self, skey: Any, raw: bytes) -> Any:
+        return [
+            [s[0], s[1], [a.decode(d) for a, d in zip(self.aggs, s[2], strict=True)]]
+            for s in json.loads(raw)
+        ]
+
+
+class OverAggregate(_Keyed):
+    """OVER windows (moving aggregates) and the Python API's sliding windows: one result per
+    row, over the rows of its key within ``size`` before it (RANGE, peers included) or the
+    ``rows`` rows before it (ROWS).  A row is emitted once the watermark reaches its time —
+    so rows that arrive out of order but not late are counted where they belong.
+
+    State per key: ``[history, pending]``: rows emitted (``[ts, value]``, kept while a later
+    row may still need them) and rows waiting for the watermark (``[ts, value, record
+    key]``)."""
+
+    def __init__(self, window: Window, aggs: Sequence[Aggregate], finish: Finish) -> None:
+        super().__init__()
+        self.window = window
+        self.aggs = list(aggs)
+        self.finish = finish
+        self.waiting: list[tuple[int, str, Any]] = []  # heap of (first pending ts, key json, key)
+
+    def _watermark(self, ctx: Context) -> int:
+        return ctx.clock.max_ts - self.window.grace_ms
+
+    def push(self, row: Row, ctx: Context) -> list[Row]:
+        if row.timestamp < self._watermark(ctx):
+            ctx.stats.late_dropped += 1
+            return []
+        _values(self.aggs, row)  # checked now, so a bad row goes to the dead letters
+        entry = self.state.get(row.key)
+        if entry is None:
+            entry = self.state[row.key] = [[], []]
+        entry[1].append([row.timestamp, row.value, row.record_key])
+        heapq.heappush(self.waiting, (row.timestamp, dumps(_plain(row.key)).decode(), row.key))
+        self.dirty.add(row.key)
+        return []
+
+    def on_restore(self, skey: Any) -> None:
+        entry = self.state.get(skey)
+        if entry is not None and entry[1]:
+            ts = min(p[0] for p in entry[1])
+            heapq.heappush(self.waiting, (ts, dumps(_plain(skey)).decode(), skey))
+
+    def fire(self, ctx: Context) -> list[Row]:
+        watermark = self._watermark(ctx)
+        due: dict[str, Any] = {}
+        while self.waiting and self.waiting[0][0] <= watermark:
+            _ts, key_json, key = heapq.heappop(self.waiting)
+            due[key_json] = key
+        out: list[Row] = []
+        for key_json in sorted(due):
+            key = due[key_json]
+            if key in self.state and self.state[key][1]:
+                out.extend(self._emit(key, watermark))
+        out.sort(key=lambda r: r.timestamp)  # stable: keys in key order within a time
+        return out
+
+    def _emit(self, key: Any, watermark: int) -> list[Row]:
+        history, pending = self.state[key]
+        ready = sorted((p for p in pending if p[0] <= watermark), key=lambda p: p[0])
+        rest = [p for p in pending if p[0] > watermark]
+        out: list[Row] = []
+        rows_mode = self.window.kind == "rows"
+        for i, (ts, value, record_key) in enumerate(ready):
+            history.append([ts, value])
+            if rows_mode:
+                frame = history[-(self.window.rows + 1) :]
+            else:
+                low = ts - self.window.size_ms
+                # peers: rows of the same time still to come in this batch count too
+                peers = [p for p in ready[i + 1 :] if p[0] == ts]
+                frame = [h for h in history if low <= h[0] <= ts] + peers
+            accs = [agg.create() for agg in self.aggs]
+            for _t, v in frame:
+                _add(self.aggs, accs, _values(self.aggs, Row(key, v, _t)))
+            results = [agg.result(acc) for agg, acc in zip(self.aggs, accs, strict=True)]
+            current = Row(key, value, ts)
+            current.record_key = record_key
+            result = self.finish(key, ts - self.window.size_ms, ts, results, current)
+            if result is not None:
+                row = emitted(key, result, ts)
+                row.record_key = record_key
+                out.append(row)
+        if rows_mode:
+            history[:] = history[-self.window.rows :] if self.window.rows else []
+        else:
+            low = watermark - self.window.size_ms
+            history[:] = [h for h in history if h[0] >= low]
+        if rest:
+            heapq.heappush(
+                self.waiting, (min(p[0] for p in rest), dumps(_plain(key)).decode(), key)
+            )
+        if history or rest:
+            self.state[key] = [history, rest]
+        else:
+            del self.state[key]
+        self.dirty.add(key)
+        return out
+
+    def encode_value(self, value: Any) -> bytes:
+        return dumps(value)
+
+    def decode_value(self, skey: Any, raw: bytes) -> Any:
+        return json.loads(raw)
+
+
+class GroupAggregate(_Keyed):
+    """An aggregation without a window: every row updates its key's accumulators and emits
+    the key's new result (an upsert stream: the output topic's last record per key is the
+    answer)."""
+
+    def __init__(self, aggs: Sequence[Aggregate], finish: Finish) -> None:
+        super().__init__()
+        self.aggs = list(aggs)
+        self.finish = finish
+
+    def push(self, row: Row, ctx: Context) -> list[Row]:
+        values = _values(self.aggs, row)
+        accs = self.state.get(row.key)
+        if accs is None:
+            accs = self.state[row.key] = [agg.create() for agg in self.aggs]
+        _add(self.aggs, accs, values)
+        self.dirty.add(row.key)
+        results = [agg.result(acc) for agg, acc in zip(self.aggs, accs, strict=True)]
+        value = self.finish(row.key, None, None, results, row)
+        if value is None:
+            return []
+        if isinstance(value, Keyed):
+            return [row.derive(value.value, key=value.key)]
+        return [row.derive(value)]
+
+    def encode_value(self, value: Any) -> bytes:
+        return dumps([agg.encode(acc) for agg, acc in zip(self.aggs, value, strict=True)])
+
+    def decode_value(self, skey: Any, raw: bytes) -> Any:
+        return [agg.decode(d) for agg, d in zip(self.aggs, json.loads(raw), strict=True)]
+
+
+class KeyState:
+    """The state a stateful user function sees for the current key: a dict-like of JSON
+    values, saved with the task's state."""
+
+    __slots__ = ("changed", "data")
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+        self.changed = False
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.data.get(name, default)
+
+    def set(self, name: str, value: Any) -> None:
+        self.data[name] = value
+        self.changed = True
+
+    def delete(self, name: str) -> None:
+        if self.data.pop(name, None) is not None:
+            self.changed = True
+
+
+class StatefulApply(_Keyed):
+    """``fn(value, state) -> value | list | None``: a user function with per-key state."""
+
+    def __init__(self, fn: Callable[[Any, KeyState], Any]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def push(self, row: Row, ctx: Context) -> list[Row]:
+        state = KeyState(dict(self.state.get(row.key) or {}))
+        out = self.fn(row.value, state)
+        if state.changed:
+            if state.data:
+                self.state[row.key] = state.data
+            else:
+                self.state.pop(row.key, None)
+            self.dirty.add(row.key)
+        if out is None:
+            return []
+        if isinstance(out, list):
+            return [row.derive(v) for v in out]
+        return [row.derive(out)]
+
+    def encode_value(self, value: Any) -> bytes:
+        return dumps(value)
+
+    def decode_value(self, skey: Any, raw: bytes) -> Any:
+        return json.loads(raw)
+
+
+class TableJoin(Operator):
+    """Stream-table join: the table is a compacted topic read whole by the runtime (every
+    partition, kept current), looked up by ``lookup(row)`` = the table record's key as
+    text.  ``merge(row, table_value or None)`` builds the joined value; ``inner`` drops rows
+    without a match."""
+
+    def __init__(
+        self,
+        table: str,
+        lookup: Callable[[Row], Any],
+        merge: Callable[[Row, Any], Any],
+        *,
+        inner: bool = True,
+    ) -> None:
+        self.table = table
+        self.lookup = lookup
+        self.merge = merge
+        self.inner = inner
+        self.rows: dict[str, Any] = {}  # filled by the runtime
+
+    def push(self, row: Row, ctx: Context) -> list[Row]:
+        key = self.lookup(row)
+        match = (
+            self.rows.get(key if isinstance(key, str) else str(key)) if key is not None else None
+        )
+        if match is None and self.inner:
+            return []
+        value = self.merge(row, match)
+        return [] if value is None else [row.derive(value)]

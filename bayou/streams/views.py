@@ -1,0 +1,474 @@
+"""SQL views: the catalog, the statements' execution, and the supervisor that runs the views.
+
+Theory of operation
+-------------------
+The catalog is the compacted topic ``_bayou_views`` (one partition): key = view name, value =
+``{"sql", "id", "created"}`` JSON, a tombstone for a dropped view.  It is written and read over
+the Kafka protocol, so ``bayou sql`` (any machine), the HTTP API and the broker itself see the
+same views, and the broker's log keeps them durably.
+
+``SqlSession.execute`` runs one statement against a broker: ``CREATE VIEW`` compiles the query
+(an error points at the token before anything is stored), checks the source topic, creates
+the view's topic and its dead-letter topic ``<view>-dlq`` (as many partitions as the source)
+and stores the view; ``DROP VIEW`` stores a tombstone (the topics stay, as in ksqlDB without
+``DELETE TOPIC``); ``SHOW VIEWS``; ``DESCRIBE VIEW``; pull queries read the view's topic to its
+end, keep the latest result per key (and window), and filter and project them.
+
+``ViewSupervisor`` runs every stored view: it follows the catalog topic and keeps one
+``ExternalRunner`` per view (the same runtime as ``bayou streams run``: exactly-once, state in
+a changelog topic plus snapshots) in a thread of its own, restarted after a failure.  A view's
+runner id is ``_bayou-view-<name>-<id>``: its consumer group, the prefix of its changelog topic
+and its transactional id (stable, ``instance_id`` = the supervisor's, so a restarted broker
+fences its predecessor's open transaction at once and continues from the committed state).
+The id changes when a view is dropped and created again, so a new view never inherits an old
+one's offsets or state.  Inside ``bayou serve`` the supervisor reaches the broker over its
+own Kafka listener on the loopback address (``--views serve``, the default); ``bayou streams
+views`` runs the same supervisor as separate worker processes sharing each view's consumer
+group (``--views workers`` on the broker).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from sqlglot import exp
+
+from bayou.streams.external import ExternalRunner
+from bayou.streams.pipeline import Processor
+from bayou.streams.rows import Row, dumps
+from bayou.streams.sql.errors import SqlError, at
+from bayou.streams.sql.expressions import RowScope, compile_expr, truthy
+from bayou.streams.sql.planner import output_name
+from bayou.streams.sql.statements import (
+    CreateView,
+    DescribeView,
+    DropView,
+    PullQuery,
+    ShowViews,
+    parse_statement,
+)
+
+log = logging.getLogger(__name__)
+
+CATALOG_TOPIC = "_bayou_views"
+PULL_MAX_RECORDS = 1_000_000
+SUPERVISOR_INSTANCE = "serve"
+
+
+@dataclass(frozen=True)
+class ViewRecord:
+    name: str
+    sql: str
+    id: str
+    created: int
+
+    @property
+    def app_id(self) -> str:
+        return f"_bayou-view-{self.name}-{self.id}"
+
+    def encode(self) -> bytes:
+        return dumps({"sql": self.sql, "id": self.id, "created": self.created})
+
+    @staticmethod
+    def decode(name: str, raw: bytes) -> ViewRecord:
+        data = json.loads(raw)
+        return ViewRecord(name, str(data["sql"]), str(data["id"]), int(data["created"]))
+
+
+@dataclass
+class Outcome:
+    """What a statement did: ``text`` for people, ``data`` for the HTTP API."""
+
+    kind: str
+    text: str
+    data: Any
+
+
+def _read_to_end(
+    config: dict[str, Any], topic: str, partitions: list[int], timeout_s: float
+) -> list[Any]:
+    """Every record of ``topic``'s ``partitions``, from the start to the end as of now."""
+    consumer = Consumer(
+        {
+            **config,
+            "group.id": f"_bayou-sql-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        ends: dict[int, int] = {}
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout_s)
+            if high > low:
+                ends[p] = high
+        if not ends:
+            return []
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        done: set[int] = set()
+        while len(done) < len(ends) and len(out) < PULL_MAX_RECORDS:
+            if time.monotonic() > deadline:
+                raise SqlError(f"Reading {topic} took longer than {timeout_s:g} s")
+            for msg in consumer.consume(1000, 0.2):
+                err = msg.error()
+                p = msg.partition() or 0
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        done.add(p)
+                    continue
+                if (msg.offset() or 0) >= ends[p] - 1:
+                    done.add(p)
+                out.append(msg)
+        return out
+    finally:
+        consumer.close()
+
+
+class Catalog:
+    """The views stored in ``_bayou_views`` (see the module docstring)."""
+
+    def __init__(self, client_config: dict[str, Any], timeout_s: float = 10.0) -> None:
+        self.config = client_config
+        self.timeout_s = timeout_s
+
+    def ensure_topic(self) -> None:
+        admin = AdminClient(self.config)
+        meta = admin.list_topics(timeout=self.timeout_s)
+        if CATALOG_TOPIC in meta.topics and not meta.topics[CATALOG_TOPIC].error:
+            return
+        new = NewTopic(CATALOG_TOPIC, 1, config={"cleanup.policy": "compact"})
+        for future in admin.create_topics([new]).values():
+            try:
+                future.result(self.timeout_s)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+
+    def load(self) -> dict[str, ViewRecord]:
+        self.ensure_topic()
+        views: dict[str, ViewRecord] = {}
+        for msg in _read_to_end(self.config, CATALOG_TOPIC, [0], self.timeout_s):
+            apply_catalog_record(views, msg.key(), msg.value())
+        return views
+
+    def _write(self, name: str, value: bytes | None) -> None:
+        producer = Producer({**self.config, "enable.idempotence": True})
+        errors: list[KafkaError] = []
+        producer.produce(
+            CATALOG_TOPIC,
+            value,
+            name.encode(),
+            on_delivery=lambda err, _msg: errors.append(err) if err is not None else None,
+        )
+        left = producer.flush(self.timeout_s)
+        if left or errors:
+            raise SqlError(f"Cannot store the view {name!r}: {errors[0] if errors else 'timeout'}")
+
+    def put(self, view: ViewRecord) -> None:
+        self._write(view.name, view.encode())
+
+    def delete(self, name: str) -> None:
+        self._write(name, None)
+
+
+def apply_catalog_record(
+    views: dict[str, ViewRecord], key: bytes | None, value: bytes | None
+) -> None:
+    if key is None:
+        return
+    name = key.decode("utf-8", "replace")
+    if value is None:
+        views.pop(name, None)
+        return
+    try:
+        views[name] = ViewRecord.decode(name, value)
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("views catalog: the record of %r is unreadable: %s", name, exc)
+
+
+class SqlSession:
+    """Runs statements against one broker (see the module docstring)."""
+
+    def __init__(self, client_config: dict[str, Any], timeout_s: float = 10.0) -> None:
+        self.config = client_config
+        self.timeout_s = timeout_s
+        self.catalog = Catalog(client_config, timeout_s)
+
+    def execute(self, sql: str) -> Outcome:
+        views = self.catalog.load()
+        statement = parse_statement(sql, set(views))
+        if isinstance(statement, ShowViews):
+            names = sorted(views)
+            return Outcome("views", "\n".join(names), names)
+        if isinstance(statement, DescribeView):
+            view = views.get(statement.name)
+            if view is None:
+                raise SqlError(f"No view named {statement.name!r}")
+            created = parse_statement(view.sql)
+            assert isinstance(created, CreateView)
+            info = created.plan.describe()
+            text = "\n".join(
+                f"{k:18} {', '.join(v) if isinstance(v, list) else v}" for k, v in info.items()
+            )
+            return Outcome("view", text, info)
+        if isinstance(statement, DropView):
+            if statement.name not in views:
+                if statement.if_exists:
+                    return Outcome("dropped", f"No view {statement.name}.", None)
+                raise SqlError(f"No view named {statement.name!r}")
+            self.catalog.delete(statement.name)
+            return Outcome("dropped", f"View {statement.name} dropped.", {"name": statement.name})
+        if isinstance(statement, CreateView):
+            return self._create(statement, views)
+        assert isinstance(statement, PullQuery)
+        rows = self._pull(statement, views)
+        return Outcome("rows", "\n".join(dumps(r).decode() for r in rows), rows)
+
+    def _create(self, statement: CreateView, views: dict[str, ViewRecord]) -> Outcome:
+        plan = statement.plan
+        if plan.name in views and not statement.replace:
+            raise SqlError(f"A view named {plan.name!r} exists (DROP VIEW it first)")
+        admin = AdminClient(self.config)
+        meta = admin.list_topics(timeout=self.timeout_s)
+        source = meta.topics.get(plan.source)
+        if source is None or source.error is not None:
+            raise SqlError(f"No topic named {plan.source!r} to read")
+        wanted = [
+            NewTopic(topic, len(source.partitions))
+            for topic in (plan.name, plan.dead_letter_topic)
+            if topic not in meta.topics
+        ]
+        for topic, future in admin.create_topics(wanted).items() if wanted else []:
+            try:
+                future.result(self.timeout_s)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise SqlError(f"Cannot create the topic {topic!r}: {exc}") from None
+        record = ViewRecord(plan.name, plan.sql, uuid.uuid4().hex[:8], int(time.time() * 1000))
+        self.catalog.put(record)
+        text = f"View {plan.name} created."
+        partitions = len(source.partitions)
+        if plan.shape != "projection" and partitions > 1:
+            keys = ", ".join(plan.group_by) or "nothing"
+            text += (
+                f"\nNote: {plan.source} has {partitions} partitions and each is aggregated on"
+                f" its own: the results are right when the records of one {keys} are in one"
+                " partition (keyed by it)."
+            )
+        return Outcome("created", text, plan.describe())
+
+    def _pull(self, statement: PullQuery, views: dict[str, ViewRecord]) -> list[dict[str, Any]]:
+        select = statement.select
+        for unsupported in ("group", "having", "joins", "order", "windows"):
+            node = select.args.get(unsupported)
+            if node:
+                first = node[0] if isinstance(node, list) else node
+                raise at(first, f"A pull query filters and projects: no {unsupported.upper()}")
+        scope = RowScope({statement.view})
+        where = select.args.get("where")
+        cond = truthy(compile_expr(where.this, scope)) if where is not None else None
+        items = list(select.expressions)
+        star = len(items) == 1 and isinstance(items[0], exp.Star)
+        project = [] if star else [(output_name(i), compile_expr(i, scope)) for i in items]
+        limit_node = select.args.get("limit")
+        limit = int(limit_node.expression.this) if limit_node is not None else None
+        admin = AdminClient(self.config)
+        meta = admin.list_topics(statement.view, timeout=self.timeout_s)
+        topic = meta.topics.get(statement.view)
+        partitions = sorted(topic.partitions) if topic is not None and not topic.error else []
+        latest: dict[tuple[Any, ...], Row] = {}
+        for msg in _read_to_end(self.config, statement.view, partitions, self.timeout_s):
+            raw = msg.value()
+            if raw is None:
+                continue
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                continue
+            key = msg.key().decode("utf-8", "replace") if msg.key() is not None else None
+            window = (
+                (value.get("window_start"), value.get("window_end"))
+                if isinstance(value, dict)
+                else (None, None)
+            )
+            row = Row(key, value, msg.timestamp()[1], statement.view, msg.partition() or 0)
+            row.offset = msg.offset() or 0
+            latest.pop((key, *window), None)  # the latest result last
+            latest[(key, *window)] = row
+        out: list[dict[str, Any]] = []
+        for row in latest.values():
+            if cond is not None and not cond(row):
+                continue
+            out.append(row.value if star else {n: f(row) for n, f in project})
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+
+# ------------------------------------------------------------------ running the views
+
+
+class _RunningView:
+    def __init__(self, view: ViewRecord, runner: ExternalRunner) -> None:
+        self.view = view
+        self.runner = runner
+        self.thread = threading.Thread(
+            target=self._supervise, name=f"view-{view.name}", daemon=True
+        )
+        self.stopping = threading.Event()
+
+    def _supervise(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.runner.run()
+            except Exception:
+                log.exception(
+                    "view %s failed; restarting it from its committed state", self.view.name
+                )
+                self.runner._close(commit=False)
+                self.runner.processor = Processor(self.runner.app_id, self.runner.pipelines)
+            self.stopping.wait(1.0)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.runner.stop()
+
+
+class ViewSupervisor:
+    """Runs every view of the catalog (see the module docstring)."""
+
+    def __init__(
+        self,
+        client_config: dict[str, Any],
+        state_dir: Path,
+        *,
+        instance_id: str = SUPERVISOR_INSTANCE,
+        commit_interval_s: float = 0.2,
+        catalog_exists: Callable[[], bool] | None = None,
+    ) -> None:
+        """``catalog_exists``: how to tell, without a client, that ``_bayou_views`` exists
+        (inside the broker: its own metadata); until it does, nothing connects."""
+        self.config = client_config
+        self.state_dir = state_dir
+        self.instance_id = instance_id
+        self.commit_interval_s = commit_interval_s
+        self.running: dict[str, _RunningView] = {}
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._follow, name="views", daemon=True)
+        self.catalog_exists = catalog_exists
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout_s)
+        for running in list(self.running.values()):
+            running.stop()
+        deadline = time.monotonic() + timeout_s
+        for running in list(self.running.values()):
+            running.thread.join(max(0.1, deadline - time.monotonic()))
+        self.running.clear()
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for name, running in list(self.running.items()):
+            for stats in running.runner.processor.stats().values():
+                out[name] = stats
+        return out
+
+    def _follow(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self._follow_once()
+            except Exception as exc:
+                log.warning("views: following the catalog failed, again in 2 s: %s", exc)
+                self.stop_event.wait(2.0)
+
+    def _catalog_ready(self) -> bool:
+        if self.catalog_exists is not None:
+            return self.catalog_exists()
+        meta = AdminClient(self.config).list_topics(timeout=10)
+        return CATALOG_TOPIC in meta.topics
+
+    def _follow_once(self) -> None:
+        while not self._catalog_ready():  # no view was ever created
+            if self.stop_event.wait(1.0):
+                return
+        consumer = Consumer(
+            {
+                **self.config,
+                "group.id": "_bayou-views-catalog",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            }
+        )
+        views: dict[str, ViewRecord] = {}
+        try:
+            consumer.assign([TopicPartition(CATALOG_TOPIC, 0, 0)])
+            while not self.stop_event.is_set():
+                changed = False
+                for msg in consumer.consume(100, 0.5):
+                    if msg.error() is not None:
+                        continue
+                    apply_catalog_record(views, msg.key(), msg.value())
+                    changed = True
+                if changed:
+                    self._reconcile(views)
+        finally:
+            consumer.close()
+
+    def _reconcile(self, views: dict[str, ViewRecord]) -> None:
+        for name, running in list(self.running.items()):
+            wanted = views.get(name)
+            if wanted is None or wanted.id != running.view.id:
+                log.info("view %s: stopping", name)
+                running.stop()
+                running.thread.join(15)
+                del self.running[name]
+        for name, view in views.items():
+            if name in self.running:
+                continue
+            try:
+                statement = parse_statement(view.sql)
+            except SqlError as exc:
+                log.warning("view %s: its SQL no longer compiles: %s", name, exc.message)
+                continue
+            assert isinstance(statement, CreateView)
+            plan = statement.plan
+            runner = ExternalRunner(
+                view.app_id,
+                [plan.pipeline()],
+                self.config["bootstrap.servers"],
+                guarantee="exactly-once",
+                auto_offset_reset=plan.startup,
+                state_dir=self.state_dir / view.app_id,
+                commit_interval_s=self.commit_interval_s,
+                instance_id=self.instance_id,
+                client_config={k: v for k, v in self.config.items() if k != "bootstrap.servers"},
+            )
+            running = _RunningView(view, runner)
+            self.running[name] = running
+            log.info("view %s: running (%s)", name, view.app_id)
+            running.thread.start()
