@@ -14,6 +14,7 @@ from bayou.cli._common import connection_options
 from bayou.cli.acl import acl
 from bayou.cli.consume import consume
 from bayou.cli.group import group
+from bayou.cli.mirror import mirror
 from bayou.cli.produce import produce
 from bayou.cli.serve import serve
 from bayou.cli.topic import topic
@@ -38,7 +39,8 @@ def cli() -> None:
     """Bayou, an event streaming platform that speaks the Kafka protocol.
 
     `bayou serve` runs a broker. `topic`, `produce`, `consume`, `group`, `txn`, `user` and `acl`
-    talk to a running broker at --bootstrap (default $BAYOU_BOOTSTRAP or 127.0.0.1:9092).
+    talk to a running broker at --bootstrap (default $BAYOU_BOOTSTRAP or 127.0.0.1:9092);
+    `mirror` copies topics and group offsets from one cluster to another.
     """
 
 
@@ -50,6 +52,7 @@ cli.add_command(group)
 cli.add_command(txn)
 cli.add_command(user)
 cli.add_command(acl)
+cli.add_command(mirror)
 
 
 def main() -> None:
