@@ -256,6 +256,9 @@ class Mirror:
         timestamp: int,
         headers: Any,
     ) -> None:
+        from confluent_kafka import KafkaError, KafkaException
+
+        unknown_since: float | None = None
         while True:
             try:
                 self.producer.produce(
@@ -271,6 +274,18 @@ class Mirror:
             except BufferError:
                 self.producer.poll(0.1)  # the queue drains as the target acknowledges
                 self._check()
+            except KafkaException as exc:
+                # A partition added moments ago: the producer's metadata must learn it.
+                if exc.args[0].code() != KafkaError._UNKNOWN_PARTITION:
+                    raise
+                now = time.monotonic()
+                unknown_since = unknown_since or now
+                if now - unknown_since > self.target.timeout * 3:
+                    raise MirrorFailed(
+                        f"{topic}-{partition} stays unknown to the target's producer"
+                    ) from None
+                self.producer.list_topics(topic, timeout=self.target.timeout)
+                self.producer.poll(0.1)
 
     def _put(self, key: bytes, value: bytes) -> None:
         while True:
@@ -383,11 +398,9 @@ class Mirror:
         offsets = self.state.offset_map(topic, partition)
         if mirror_only:
             try:
-                _low, end = self.target_reader.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=self.target.timeout
-                )
-            except KafkaException as exc:  # a partition just created may not be known yet
-                log.info("%s-%d: not ready in the target yet (%s)", topic, partition, exc)
+                end = t.end_offset(self.target_admin, topic, partition, self.target.timeout)
+            except KafkaException as exc:  # a partition just created may not be led yet
+                log.debug("%s-%d: not ready in the target yet (%s)", topic, partition, exc)
                 return
             start = offsets.resume(end)
             part = PartitionCopy(topic, partition, True, offsets, start, end, start, end)

@@ -145,3 +145,17 @@ def align_configs(
     futures = admin.incremental_alter_configs([resource], request_timeout=timeout)
     wait(futures[resource], timeout)
     return [op.name for op in ops]
+
+
+def end_offset(admin: Any, topic: str, partition: int, timeout: float) -> int:
+    """A partition's end offset (high watermark), asked of its leader now (a consumer's
+    metadata cache may not know a partition added moments ago)."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
+
+    tp = TopicPartition(topic, partition)
+    futures = admin.list_offsets(
+        {tp: OffsetSpec.latest()},  # type: ignore[no-untyped-call]
+        request_timeout=timeout,
+    )
+    return int(wait(next(iter(futures.values())), timeout).offset)
