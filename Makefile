@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 # `make format` rewrites the tree as `make test` checks it (ruff format, pinned in pyproject).
-.PHONY: run test lint format bench bench-all bench-compaction bench-tiered bench-http bench-mqtt bench-amqp install clean
+.PHONY: run test lint format bench bench-all bench-compaction bench-tiered bench-http bench-mqtt bench-amqp bench-mirror install clean
 
 run: $(RUN_STAMP)
 	$(BIN)/bayou serve --data-dir ./data $(ARGS)
@@ -59,7 +59,7 @@ bench: $(TEST_STAMP) $(TANSU_STAMP)
 	$(BIN)/python -m bench.group_bench
 	$(BIN)/python -m bench.share_bench
 
-bench-all: bench bench-compaction bench-tiered bench-http bench-mqtt bench-amqp
+bench-all: bench bench-compaction bench-tiered bench-http bench-mqtt bench-amqp bench-mirror
 
 bench-compaction: $(TEST_STAMP)
 	$(BIN)/python -m bench.compaction_bench
@@ -76,6 +76,10 @@ bench-mqtt: $(TEST_STAMP)
 
 bench-amqp: $(TEST_STAMP)
 	$(BIN)/python -m bench.amqp_bench
+
+# bayou mirror's copy rate between two local brokers.
+bench-mirror: $(TEST_STAMP)
+	$(BIN)/python -m bench.mirror_bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

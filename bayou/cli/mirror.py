@@ -39,18 +39,9 @@ def _side_options(side: str) -> Callable[[F], F]:
 
     def decorate(f: F) -> F:
         f = click.option(
-            f"--{side}",
-            f"{side}_bootstrap",
-            metavar="HOST:PORT",
-            required=True,
-            envvar=f"BAYOU_MIRROR_{upper}",
-            help=f"The {side} cluster's bootstrap address(es), comma-separated.",
-        )(f)
-        f = click.option(
-            f"--{side}-sasl-user",
-            metavar="NAME",
-            help=f"Log in to the {side} as NAME (SASL); password from "
-            f"$BAYOU_{upper}_SASL_PASSWORD.",
+            f"--{side}-tls-ca",
+            metavar="FILE",
+            help=f"Connect to the {side} over TLS, trusting certificates signed by this CA.",
         )(f)
         f = click.option(
             f"--{side}-sasl-mechanism",
@@ -60,9 +51,18 @@ def _side_options(side: str) -> Callable[[F], F]:
             help=f"SASL mechanism of --{side}-sasl-user.",
         )(f)
         f = click.option(
-            f"--{side}-tls-ca",
-            metavar="FILE",
-            help=f"Connect to the {side} over TLS, trusting certificates signed by this CA.",
+            f"--{side}-sasl-user",
+            metavar="NAME",
+            help=f"Log in to the {side} as NAME (SASL); password from "
+            f"$BAYOU_{upper}_SASL_PASSWORD.",
+        )(f)
+        f = click.option(
+            f"--{side}",
+            f"{side}_bootstrap",
+            metavar="HOST:PORT",
+            required=True,
+            envvar=f"BAYOU_MIRROR_{upper}",
+            help=f"The {side} cluster's bootstrap address(es), comma-separated.",
         )(f)
         return f
 

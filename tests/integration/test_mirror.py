@@ -6,7 +6,10 @@ source; gaps in the source offsets (transaction markers, aborted records) are ha
 
 from __future__ import annotations
 
+import json
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -285,3 +288,169 @@ def test_kill_9_mid_copy_then_fail_the_group_over(
     finally:
         member.close()
     assert got == expected
+
+
+def _read_group(bootstrap: str, topic: str, group: str, count: int) -> list[Stored]:
+    """What a member of ``group`` reads first (``count`` records) from its committed offsets."""
+    member = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    got: list[Stored] = []
+    try:
+        member.subscribe([topic])
+        for _ in range(240):
+            for m in member.consume(num_messages=count - len(got), timeout=0.5):
+                assert m.error() is None
+                got.append(
+                    Stored(
+                        m.offset(), m.key(), m.value(), tuple(m.headers() or ()), m.timestamp()[1]
+                    )
+                )
+            if len(got) >= count:
+                break
+    finally:
+        member.close()
+    return got
+
+
+def _commit(bootstrap: str, group: str, topic: str, offset: int) -> None:
+    member = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        member.commit(offsets=[TopicPartition(topic, 0, offset)], asynchronous=False)
+    finally:
+        member.close()
+
+
+def _without_offset(records: list[Stored]) -> list[tuple[Any, ...]]:
+    return [(r.key, r.value, r.headers, r.timestamp) for r in records]
+
+
+def test_gaps_from_transaction_markers_shift_offsets_and_groups_translate(
+    clusters: tuple[BrokerProcess, BrokerProcess], mirrors: list[MirrorProcess], tmp_path: Path
+) -> None:
+    """Offsets a transaction marker or an aborted record takes in the source cannot be
+    produced to the target: the records after them land earlier, an offset sync records
+    the shift, and group offsets are translated so a consumer resumes at the same record."""
+    source, target = clusters
+    topic = unique_topic("txn")
+    _create(source.bootstrap, topic, 1)
+    plain = Producer({"bootstrap.servers": source.bootstrap})
+    txn = Producer({"bootstrap.servers": source.bootstrap, "transactional.id": topic})
+    txn.init_transactions(30)
+    for i in range(5):  # offsets 0-4
+        plain.produce(topic, value=f"plain-{i}".encode(), key=b"k", partition=0)
+    assert plain.flush(30) == 0
+    txn.begin_transaction()
+    for i in range(3):  # offsets 5-7, commit marker at 8
+        txn.produce(topic, value=f"committed-{i}".encode(), partition=0)
+    txn.commit_transaction(30)
+    txn.begin_transaction()
+    for i in range(2):  # offsets 9-10, abort marker at 11
+        txn.produce(topic, value=f"aborted-{i}".encode(), partition=0)
+    assert txn.flush(30) == 0  # written, so the abort leaves them (and its marker) in the log
+    txn.abort_transaction(30)
+    for i in range(4):  # offsets 12-15
+        plain.produce(topic, value=f"after-{i}".encode(), headers=[("n", b"%d" % i)], partition=0)
+    assert plain.flush(30) == 0
+    source_records = read_partition(source.bootstrap, topic, 0)
+    assert [r.offset for r in source_records] == [0, 1, 2, 3, 4, 5, 6, 7, 12, 13, 14, 15]
+    groups = {
+        unique_topic("at-marker"): 8,
+        unique_topic("in-aborted"): 10,
+        unique_topic("after"): 13,
+    }
+    for group, offset in groups.items():
+        _commit(source.bootstrap, group, topic, offset)
+
+    mirror = MirrorProcess(
+        source.bootstrap, target.bootstrap, "gaps", tmp_path / "mirror.log", "--topics", topic
+    ).start()
+    mirrors.append(mirror)
+    wait_until(
+        "the committed records copied", lambda: end_offset(target.bootstrap, topic, 0) == 12, WAIT_S
+    )
+    target_records = read_partition(target.bootstrap, topic, 0)
+    assert [r.offset for r in target_records] == list(range(12))
+    assert _without_offset(target_records) == _without_offset(source_records)
+    wanted = {group: 8 if offset < 12 else offset - 4 for group, offset in groups.items()}
+    for group, offset in wanted.items():
+        wait_until(
+            f"{group} committed in the target",
+            lambda g=group, o=offset: _committed(target.bootstrap, g, topic, 1) == [o],  # type: ignore[misc]
+            WAIT_S,
+        )
+    assert mirror.stop() == 0, mirror.log_text()
+    status = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bayou",
+            "mirror",
+            "status",
+            "--source",
+            source.bootstrap,
+            "--target",
+            target.bootstrap,
+            "--name",
+            "gaps",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(status.stdout) == [
+        {
+            "topic": topic,
+            "partition": 0,
+            "mode": "shifted",
+            "source_end": 16,
+            "copied_to": 16,
+            "records_behind": 0,
+            "seconds_behind": 0.0,
+        }
+    ]
+    # Each group resumes on the target at the record it would read next on the source.
+    for group, offset in groups.items():
+        expected = [r for r in source_records if r.offset >= offset]
+        got = _read_group(target.bootstrap, topic, group, len(expected))
+        assert _without_offset(got) == _without_offset(expected), group
+
+
+def test_into_an_existing_topic_offsets_are_translated(
+    clusters: tuple[BrokerProcess, BrokerProcess], mirrors: list[MirrorProcess], tmp_path: Path
+) -> None:
+    """A topic that exists in the target before the mirror may have other producers: the
+    records are appended after theirs and the group's offsets translated."""
+    source, target = clusters
+    topic, group = unique_topic("shared"), unique_topic("reader")
+    _create(source.bootstrap, topic, 1)
+    _create(target.bootstrap, topic, 1)
+    _produce(target.bootstrap, topic, 1, 3, seed=5)  # written at the target site
+    _produce(source.bootstrap, topic, 1, 10, seed=6)
+    _commit(source.bootstrap, group, topic, 6)
+
+    mirror = MirrorProcess(
+        source.bootstrap, target.bootstrap, "shared", tmp_path / "mirror.log", "--topics", topic
+    ).start()
+    mirrors.append(mirror)
+    wait_until("the records copied", lambda: end_offset(target.bootstrap, topic, 0) == 13, WAIT_S)
+    source_records = read_partition(source.bootstrap, topic, 0)
+    assert _without_offset(read_partition(target.bootstrap, topic, 0, start=3)) == _without_offset(
+        source_records
+    )
+    wait_until(
+        "the group committed in the target",
+        lambda: _committed(target.bootstrap, group, topic, 1) == [9],
+        WAIT_S,
+    )
+    assert mirror.stop() == 0, mirror.log_text()
+    got = _read_group(target.bootstrap, topic, group, 4)
+    assert _without_offset(got) == _without_offset(source_records[6:])
