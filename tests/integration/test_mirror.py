@@ -29,6 +29,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 from tests.support.broker import BrokerProcess
 from tests.support.kafka import unique_topic
 from tests.support.mirror import MirrorProcess, Stored, end_offset, read_partition
+from tests.support.security import SecureBroker
 from tests.support.wait import wait_until
 
 WAIT_S = 90.0
@@ -454,3 +455,46 @@ def test_into_an_existing_topic_offsets_are_translated(
     assert mirror.stop() == 0, mirror.log_text()
     got = _read_group(target.bootstrap, topic, group, 4)
     assert _without_offset(got) == _without_offset(source_records[6:])
+
+
+def test_to_a_secured_target_over_tls_with_scram(
+    clusters: tuple[BrokerProcess, BrokerProcess], mirrors: list[MirrorProcess], tmp_path: Path
+) -> None:
+    """The target's security options: TLS trusting its CA, a SCRAM login whose password comes
+    from the environment."""
+    source, _ = clusters
+    secure = SecureBroker(tmp_path / "secure", {"admin": "admin-pw"}).start()
+    try:
+        topic = unique_topic("secured")
+        _create(source.bootstrap, topic, 2)
+        _produce(source.bootstrap, topic, 2, 200, seed=7)
+        mirror = MirrorProcess(
+            source.bootstrap,
+            secure.tls_bootstrap,
+            "secured",
+            tmp_path / "mirror.log",
+            *("--topics", topic, "--target-tls-ca", str(secure.pki.ca_path)),
+            *("--target-sasl-user", "admin"),
+            env={"BAYOU_TARGET_SASL_PASSWORD": "admin-pw"},
+        ).start()
+        mirrors.append(mirror)
+        login = secure.kafka_config("admin", "admin-pw", **{"group.id": "check"})
+        reader = Consumer(login)
+
+        def copied() -> bool:
+            try:
+                return all(
+                    reader.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
+                    == end_offset(source.bootstrap, topic, p)
+                    for p in range(2)
+                )
+            except Exception:
+                return False
+
+        try:
+            wait_until("the records copied to the secured target", copied, WAIT_S)
+        finally:
+            reader.close()
+        assert mirror.stop() == 0, mirror.log_text()
+    finally:
+        secure.kill()

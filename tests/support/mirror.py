@@ -17,7 +17,16 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 class MirrorProcess:
     """``bayou mirror run --source S --target T --name NAME [args]``, logging to a file."""
 
-    def __init__(self, source: str, target: str, name: str, log_path: Path, *args: str) -> None:
+    def __init__(
+        self,
+        source: str,
+        target: str,
+        name: str,
+        log_path: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.env = {**os.environ, **(env or {})}
         self.command = [
             sys.executable,
             "-m",
@@ -39,7 +48,9 @@ class MirrorProcess:
 
     def start(self) -> MirrorProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env
+        )
         log.close()
         return self
 
