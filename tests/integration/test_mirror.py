@@ -28,7 +28,13 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 
 from tests.support.broker import BrokerProcess
 from tests.support.kafka import unique_topic
-from tests.support.mirror import MirrorProcess, Stored, end_offset, read_partition
+from tests.support.mirror import (
+    MirrorProcess,
+    Stored,
+    end_offset,
+    end_offsets,
+    read_partition,
+)
 from tests.support.security import SecureBroker
 from tests.support.wait import wait_until
 
@@ -112,7 +118,7 @@ def _produce(bootstrap: str, topic: str, partitions: int, count: int, seed: int)
 
 
 def _ends(bootstrap: str, topic: str, partitions: int) -> list[int]:
-    return [end_offset(bootstrap, topic, p) for p in range(partitions)]
+    return end_offsets(bootstrap, topic, partitions)
 
 
 def _committed(bootstrap: str, group: str, topic: str, partitions: int) -> list[int]:
@@ -498,3 +504,25 @@ def test_to_a_secured_target_over_tls_with_scram(
         assert mirror.stop() == 0, mirror.log_text()
     finally:
         secure.kill()
+
+
+def test_a_foreign_write_to_a_mirror_only_topic_stops_the_mirror(
+    clusters: tuple[BrokerProcess, BrokerProcess], mirrors: list[MirrorProcess], tmp_path: Path
+) -> None:
+    """Offsets can only be kept while the mirror is a mirror-only topic's one writer: a
+    record written there by anyone else shifts the next copied record, and the mirror stops
+    with exit 1 naming the partition instead of carrying on at other offsets."""
+    source, target = clusters
+    topic = unique_topic("mine")
+    _create(source.bootstrap, topic, 1)
+    _produce(source.bootstrap, topic, 1, 10, seed=8)
+    mirror = MirrorProcess(
+        source.bootstrap, target.bootstrap, "strict", tmp_path / "mirror.log", "--topics", topic
+    ).start()
+    mirrors.append(mirror)
+    wait_until("the records copied", lambda: end_offset(target.bootstrap, topic, 0) == 10, WAIT_S)
+    _produce(target.bootstrap, topic, 1, 1, seed=9)  # someone writes at the target site
+    _produce(source.bootstrap, topic, 1, 1, seed=10)
+    assert mirror.proc is not None
+    assert mirror.proc.wait(WAIT_S) == 1
+    assert f"{topic}-0: source offset 10 landed at target offset 11, not 10" in mirror.log_text()

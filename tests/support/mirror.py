@@ -100,15 +100,26 @@ def consumer(bootstrap: str, **extra: Any) -> Any:
     )
 
 
-def end_offset(bootstrap: str, topic: str, partition: int) -> int:
-    """The partition's end offset; -1 while the cluster does not know it."""
+def end_offsets(bootstrap: str, topic: str, partitions: int) -> list[int]:
+    """The partitions' end offsets (one client); -1 for a partition the cluster does not know."""
     reader = consumer(bootstrap)
     try:
-        return int(reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1])
-    except KafkaException:
-        return -1
+        out = []
+        for p in range(partitions):
+            try:
+                out.append(
+                    int(reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
+                )
+            except KafkaException:
+                out.append(-1)
+        return out
     finally:
         reader.close()
+
+
+def end_offset(bootstrap: str, topic: str, partition: int) -> int:
+    """The partition's end offset; -1 while the cluster does not know it."""
+    return end_offsets(bootstrap, topic, partition + 1)[partition]
 
 
 def read_partition(
