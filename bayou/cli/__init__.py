@@ -14,6 +14,7 @@ from bayou.cli._common import connection_options
 from bayou.cli.acl import acl
 from bayou.cli.consume import consume
 from bayou.cli.group import group
+from bayou.cli.mirror import mirror
 from bayou.cli.produce import produce
 from bayou.cli.quota import quota
 from bayou.cli.serve import serve
@@ -41,7 +42,9 @@ def cli() -> None:
     """Bayou, an event streaming platform that speaks the Kafka protocol.
 
     `bayou serve` runs a broker. `topic`, `produce`, `consume`, `group`, `txn`, `user`, `acl` and
-    `quota` talk to a running broker at --bootstrap (default $BAYOU_BOOTSTRAP or 127.0.0.1:9092).
+    `quota` talk to a running broker at --bootstrap (default $BAYOU_BOOTSTRAP or 127.0.0.1:9092);
+    `sql` and `streams` run SQL views and stream apps; `mirror` copies topics and group offsets
+    from one cluster to another.
     """
 
 
@@ -56,6 +59,7 @@ cli.add_command(acl)
 cli.add_command(quota)
 cli.add_command(streams)
 cli.add_command(sql)
+cli.add_command(mirror)
 
 
 def main() -> None:
