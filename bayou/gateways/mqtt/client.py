@@ -25,8 +25,9 @@ from typing import Any, Protocol
 
 from bayou.core.quotas import Quotas
 from bayou.core.request_budget import RequestBudget
-from bayou.core.security import Security
+from bayou.core.security import Login, Security
 from bayou.core.security.acl import AclOperation, ResourceType
+from bayou.core.security.scram import MECHANISMS, ScramError, ScramServer
 from bayou.gateways.admission import admit
 from bayou.gateways.mqtt.mapping import TopicMapper
 from bayou.gateways.mqtt.messages import Delivery, Message, WillState, stored_props
@@ -37,6 +38,7 @@ from bayou.gateways.pacing import ConnectionQuota, Mute
 from bayou.log_limits import RateLimitedLog
 from bayou.protocol.mqtt import MQTT_5, MqttError, ProtocolError, ServerConnection, State
 from bayou.protocol.mqtt.packets import (
+    Auth,
     Connect,
     Disconnect,
     PingReq,
@@ -141,6 +143,8 @@ class MqttClient(asyncio.Protocol):
         self._inbound.on_drained = self._stored
         self.principal: str | None = None  # who logged in (User:NAME), with an authorizer
         self._cert: str | None = None  # a TLS client certificate's principal
+        #: a SCRAM exchange under way, with the CONNECT it answers (None: re-authentication)
+        self._scram: tuple[ScramServer, Connect | None] | None = None
         self._refusing = False  # a failed login's answer is waiting (the growing delay)
         self._budget_wait = False  # reading paused: the request budget holds this packet
         self._storing_wait = False  # reading paused: too much being stored (publishing.py)
@@ -391,9 +395,9 @@ class MqttClient(asyncio.Protocol):
 
     def _check_keepalive(self) -> None:
         loop = asyncio.get_running_loop()
-        if self.proto.state is State.AWAIT_CONNECT:
+        if self.proto.state in (State.AWAIT_CONNECT, State.AUTHENTICATING):
             self.gw.client_log.warning(
-                (self.peer_host, "no-connect"), "MQTT client %s sent no CONNECT in time", self.peer
+                (self.peer_host, "no-connect"), "MQTT client %s did not connect in time", self.peer
             )
             self._close()
             return
@@ -415,6 +419,8 @@ class MqttClient(asyncio.Protocol):
         session = self.session
         if isinstance(packet, Connect):
             self._on_connect(packet)
+        elif isinstance(packet, Auth):
+            self._on_auth(packet)
         elif session is None:
             raise ProtocolError("no session")
         elif isinstance(packet, PubAck):
@@ -453,12 +459,9 @@ class MqttClient(asyncio.Protocol):
     def _on_connect(self, packet: Connect) -> None:
         gw = self.gw
         gw.stats.connects += 1
-        proto = self.proto
-        v5 = proto.version == MQTT_5
-        if packet.properties.authentication_method is not None:
-            self._refuse(
-                Reason.BAD_AUTHENTICATION_METHOD, "enhanced authentication is not supported"
-            )
+        method = packet.properties.authentication_method
+        if method is not None:
+            self._start_scram(method, packet.properties.authentication_data or b"", packet)
             return
         if gw.security.enabled:
             if not self._login(packet):
@@ -475,6 +478,14 @@ class MqttClient(asyncio.Protocol):
             )
             self._refuse(Reason.BAD_USER_NAME_OR_PASSWORD, "bad user name or password")
             return
+        self._accept(packet)
+
+    def _accept(self, packet: Connect, props: Properties | None = None) -> None:
+        """The CONNECT is authenticated: take or open the session and answer CONNACK
+        (with ``props``, e.g. the last authentication data)."""
+        gw = self.gw
+        proto = self.proto
+        v5 = proto.version == MQTT_5
         client_id = packet.client_id
         assigned = None
         if not client_id:
@@ -517,7 +528,7 @@ class MqttClient(asyncio.Protocol):
             )
             if w.properties.message_expiry_interval is not None:
                 self._will.props.message_expiry_interval = w.properties.message_expiry_interval
-        props = Properties()
+        props = props or Properties()
         if assigned is not None and v5:
             props.assigned_client_identifier = assigned
         if v5:
@@ -550,16 +561,86 @@ class MqttClient(asyncio.Protocol):
         if login.principal is not None:
             self.principal = login.principal
             return True
+        self._refuse_later(login, "bad user name or password")
+        return False
+
+    def _refuse_later(self, login: Login, message: str) -> None:
+        """Refuse the connection (0x86; 3.1.1: 4) after the failed login's growing delay."""
         self._refusing = True
         if self.transport is not None:
             self.transport.pause_reading()
 
         def answer() -> None:
             self._refusing = False
-            self._refuse(Reason.BAD_USER_NAME_OR_PASSWORD, "bad user name or password")
+            self._refuse(Reason.BAD_USER_NAME_OR_PASSWORD, message)
 
         asyncio.get_running_loop().call_later(login.delay_s, answer)
-        return False
+
+    # -- 5.0 enhanced authentication: SCRAM-SHA-256/512 (RFC 5802) over CONNECT/AUTH ------
+
+    def _start_scram(self, method: str, client_first: bytes, connect: Connect | None) -> None:
+        """Answer the client-first message with the server-first (AUTH, Continue
+        authentication); ``connect`` is the CONNECT to accept at the end (None: a
+        re-authentication)."""
+        security = self.gw.security
+        mechanism = MECHANISMS.get(method)
+        if mechanism is None or not security.enabled:
+            message = f"authentication method {method!r} is not offered"
+            if connect is None:
+                self._fail(MqttError(message, Reason.BAD_AUTHENTICATION_METHOD))
+            else:
+                self._refuse(Reason.BAD_AUTHENTICATION_METHOD, message)
+            return
+        scram = ScramServer(mechanism)
+        try:
+            reply = scram.first(
+                client_first, lambda user: security.users.credential(user, mechanism)
+            )
+            if scram.extensions.get("tokenauth") == "true":
+                raise ScramError("delegation tokens are not supported")
+        except ScramError as exc:
+            self._scram_failed(
+                security.refuse("mqtt", self.peer_host, method, "", str(exc)), connect
+            )
+            return
+        self._scram = (scram, connect)
+        self.write(self.proto.auth(Reason.CONTINUE_AUTHENTICATION, reply))
+
+    def _on_auth(self, packet: Auth) -> None:
+        method = packet.properties.authentication_method or ""
+        data = packet.properties.authentication_data or b""
+        if packet.reason_code == Reason.REAUTHENTICATE:
+            self._start_scram(method, data, None)
+            return
+        pending, self._scram = self._scram, None
+        if pending is None:
+            raise ProtocolError("AUTH without an authentication under way")
+        scram, connect = pending
+        security = self.gw.security
+        try:
+            server_final = scram.final(data)
+            login = security.accept(self.peer_host, scram.user)
+        except ScramError as exc:
+            login = security.refuse("mqtt", self.peer_host, method, scram.user, str(exc))
+            server_final = b""
+        if login.principal is None:
+            self._scram_failed(login, connect)
+        elif connect is None:  # re-authentication: the same user, or the connection ends
+            if login.principal != self.principal:
+                self._fail(MqttError("re-authentication changed the user", Reason.NOT_AUTHORIZED))
+            else:
+                self.write(self.proto.auth(Reason.SUCCESS, server_final))
+        else:
+            self.principal = login.principal
+            self._inbound.authorize = self._may_publish
+            props = Properties(authentication_method=method, authentication_data=server_final)
+            self._accept(connect, props)
+
+    def _scram_failed(self, login: Login, connect: Connect | None) -> None:
+        if connect is None:
+            self._fail(MqttError("re-authentication failed", Reason.NOT_AUTHORIZED))
+        else:
+            self._refuse_later(login, "authentication failed")
 
     def _may_publish(self, topic: str) -> bool:
         kafka_topic = self.gw.mapper.kafka_topic(topic)

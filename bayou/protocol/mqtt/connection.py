@@ -6,8 +6,12 @@ Theory of operation
 they hold, already checked against everything the protocol says about one connection:
 
 * the first packet is CONNECT and there is only one; a client never sends server packets
-  (CONNACK, SUBACK, UNSUBACK, PINGRESP), nor AUTH since Bayou offers no enhanced
-  authentication;
+  (CONNACK, SUBACK, UNSUBACK, PINGRESP);
+* enhanced authentication (5.0, §4.12): a CONNECT naming an Authentication Method puts the
+  connection in ``AUTHENTICATING`` until the caller accepts (``connack``) or refuses it; in
+  between the client may send only AUTH (Continue authentication, the same method) or
+  DISCONNECT.  Once connected, AUTH is allowed only with the CONNECT's method: Re-authenticate
+  starts a new exchange, Continue authentication carries it on;
 * topic aliases (5.0) are resolved, so every PUBLISH handed out carries its topic name;
   those the server may send are kept in ``outbound_aliases`` (``aliases.py``) when the
   client allows them;
@@ -65,6 +69,7 @@ _SERVER_ONLY = (PacketType.CONNACK, PacketType.SUBACK, PacketType.UNSUBACK, Pack
 
 class State(enum.Enum):
     AWAIT_CONNECT = "await-connect"
+    AUTHENTICATING = "authenticating"  # CONNECT named an authentication method: no CONNACK yet
     CONNECTED = "connected"
     CLOSED = "closed"
 
@@ -95,6 +100,7 @@ class ServerConnection:
         self._inbound_qos1 = 0
         self._inbound_qos2: set[int] = set()
         self._connect_version: int | None = None
+        self.auth_method: str | None = None  # 5.0 enhanced authentication, from CONNECT
 
     # ------------------------------------------------------------------ receiving
 
@@ -122,6 +128,11 @@ class ServerConnection:
             if kind != PacketType.CONNECT:
                 raise ProtocolError("the first packet must be CONNECT")
             return self._receive_connect(first, body)
+        if self.state is State.AUTHENTICATING and kind not in (
+            PacketType.AUTH,
+            PacketType.DISCONNECT,
+        ):
+            raise ProtocolError(f"{PacketType(kind).name} before the authentication ended")
         if kind == PacketType.CONNECT:
             raise ProtocolError("a second CONNECT")
         if kind in _SERVER_ONLY:
@@ -134,7 +145,7 @@ class ServerConnection:
             if len(packet.properties.subscription_identifiers) > 1:
                 raise ProtocolError("more than one subscription identifier")
         elif isinstance(packet, Auth):
-            raise ProtocolError("AUTH without an authentication method in CONNECT")
+            self._receive_auth(packet)
         elif isinstance(packet, Disconnect):
             self.state = State.CLOSED
         return packet
@@ -156,8 +167,22 @@ class ServerConnection:
         if self.version == MQTT_5 and props.topic_alias_maximum:
             self.outbound_aliases = OutboundAliases(props.topic_alias_maximum)
         self.keep_alive = packet.keep_alive
-        self.state = State.CONNECTED
+        self.auth_method = props.authentication_method if self.version == MQTT_5 else None
+        self.state = State.AUTHENTICATING if self.auth_method is not None else State.CONNECTED
         return packet
+
+    def _receive_auth(self, packet: Auth) -> None:
+        if self.auth_method is None:
+            raise ProtocolError("AUTH without an authentication method in CONNECT")
+        if packet.properties.authentication_method != self.auth_method:
+            raise ProtocolError("AUTH with another authentication method than CONNECT's")
+        allowed = (
+            (Reason.CONTINUE_AUTHENTICATION,)
+            if self.state is State.AUTHENTICATING
+            else (Reason.CONTINUE_AUTHENTICATION, Reason.REAUTHENTICATE)
+        )
+        if packet.reason_code not in allowed:
+            raise ProtocolError(f"AUTH with reason code {packet.reason_code:#x}")
 
     def _receive_publish(self, packet: Publish) -> None:
         props = packet.properties
@@ -210,14 +235,23 @@ class ServerConnection:
             props.receive_maximum = self.receive_maximum
             props.maximum_packet_size = self.max_packet_size
             props.topic_alias_maximum = self.topic_alias_maximum
+        self.state = State.CONNECTED
         return self.send(ConnAck(session_present, Reason.SUCCESS, props))
+
+    def auth(self, reason: int, data: bytes | None) -> bytes:
+        """An AUTH of the connection's authentication method: Continue authentication with
+        the next challenge, or Success ending a re-authentication."""
+        props = Properties(authentication_method=self.auth_method, authentication_data=data)
+        return self.send(Auth(reason, props))
 
     def goodbye(self, error: MqttError) -> bytes:
         """What to send before closing because of ``error`` (may be empty)."""
         reason = int(error.reason)
         if self.state is State.CLOSED:
             return b""
-        if self.state is State.AWAIT_CONNECT or isinstance(error, UnsupportedProtocolVersion):
+        if self.state in (State.AWAIT_CONNECT, State.AUTHENTICATING) or isinstance(
+            error, UnsupportedProtocolVersion
+        ):
             self.state = State.CLOSED
             if self._connect_version == MQTT_5:
                 props = Properties(reason_string=str(error)[:200])
