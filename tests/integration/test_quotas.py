@@ -11,7 +11,9 @@ MB/s on loopback, more than ten times the bound.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import socket
 import struct
 import threading
@@ -381,6 +383,35 @@ def test_http_produce_over_the_users_byte_rate_is_answered_more_slowly(
     finally:
         set_quota(admin, {"user": "ANONYMOUS"}, producer_byte_rate=None)
     assert sent / elapsed < 2.5 * QUOTA, f"{sent / elapsed:.0f} B/s against {QUOTA} B/s"
+
+
+def test_an_sse_stream_over_the_users_fetch_rate_is_slowed_and_gets_every_record(
+    quota_broker: BrokerProcess, admin: QuotaAdmin
+) -> None:
+    count = TOTAL // len(VALUE)
+    producer = Producer({"bootstrap.servers": quota_broker.bootstrap, "linger.ms": 5})
+    for i in range(count):
+        producer.produce("quota-sse", value=VALUE, key=str(i).encode())
+    assert producer.flush(30) == 0
+    set_quota(admin, {"user": "ANONYMOUS"}, consumer_byte_rate=QUOTA)
+    keys: list[str] = []
+    try:
+        with httpx.Client(base_url=quota_broker.http_url, timeout=60) as http:
+            params = {"from": "earliest", "format": "binary"}
+            with http.stream("GET", "/topics/quota-sse/stream", params=params) as response:
+                started = time.monotonic()
+                for line in response.iter_lines():
+                    if line.startswith("data: "):
+                        keys.append(base64.b64decode(json.loads(line[6:])["key"]).decode())
+                        if len(keys) == count:
+                            break
+                    assert time.monotonic() - started < 60, f"only {len(keys)} of {count}"
+                elapsed = time.monotonic() - started
+    finally:
+        set_quota(admin, {"user": "ANONYMOUS"}, consumer_byte_rate=None)
+    assert keys == [str(i) for i in range(count)]
+    rate = count * len(VALUE) / elapsed
+    assert rate < 2.5 * QUOTA, f"{rate:.0f} B/s against {QUOTA} B/s"
 
 
 # -- connection rates -----------------------------------------------------------------------

@@ -13,7 +13,7 @@ from bayou.core import Core, Cursor
 from bayou.core.security.acl import AclOperation
 from bayou.errors import UnknownTopicOrPartition
 from bayou.gateways.http import errors
-from bayou.gateways.http.auth import may
+from bayou.gateways.http.auth import may, principal_of
 from bayou.gateways.http.context import KafkaJSON, answer_doc, errors_doc, gateway, paced
 from bayou.gateways.http.cors import websocket_origin_allowed
 from bayou.gateways.http.payloads import (
@@ -219,7 +219,7 @@ async def stream_sse(
     core = gateway(request).core
     cursors = await start_cursors(core, topic, start, last_event_id)
     return StreamingResponse(
-        sse_body(core, topic, cursors, binary=format == "binary"),
+        sse_body(core, topic, cursors, binary=format == "binary", principal=principal_of(request)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -246,7 +246,9 @@ async def stream_ws(
         await websocket.close(code=1008, reason=exc.message[:120])
         return
     await websocket.accept()
-    sender = asyncio.create_task(_send_ws(websocket, gw.core, topic, cursors, format == "binary"))
+    sender = asyncio.create_task(
+        _send_ws(websocket, gw.core, topic, cursors, format == "binary", principal_of(websocket))
+    )
     listener = asyncio.create_task(_until_closed(websocket))
     try:
         await asyncio.wait({sender, listener}, return_when=asyncio.FIRST_COMPLETED)
@@ -257,9 +259,14 @@ async def stream_ws(
 
 
 async def _send_ws(
-    websocket: WebSocket, core: Core, topic: str, cursors: dict[int, Cursor], binary: bool
+    websocket: WebSocket,
+    core: Core,
+    topic: str,
+    cursors: dict[int, Cursor],
+    binary: bool,
+    principal: str | None,
 ) -> None:
-    async for events in follow(core, topic, cursors, binary=binary):
+    async for events in follow(core, topic, cursors, binary=binary, principal=principal):
         if events is None:
             continue
         for event_id, data in events:

@@ -36,6 +36,7 @@ from bayou.errors import UnknownTopicOrPartition
 from bayou.gateways.http import errors
 from bayou.gateways.http.payloads import decode_headers
 from bayou.gateways.http.produce import topic_meta
+from bayou.gateways.pacing import hold, throttle_ms
 
 KEEPALIVE_S = 15.0
 READ_BYTES = 256 * 1024
@@ -119,10 +120,17 @@ def _field(data: bytes | None, binary: bool) -> Any:
 
 
 async def follow(
-    core: Core, topic: str, cursors: dict[int, Cursor], *, binary: bool
+    core: Core,
+    topic: str,
+    cursors: dict[int, Cursor],
+    *,
+    binary: bool,
+    principal: str | None = None,
 ) -> AsyncIterator[list[tuple[str, str]] | None]:
     """Yield lists of (event id, record JSON) as records land; None after a quiet
-    ``KEEPALIVE_S``.  Ends when the broker stops or the topic goes away."""
+    ``KEEPALIVE_S``.  Ends when the broker stops or the topic goes away.  A fetch quota of
+    ``principal``'s holds the next read back for the throttle time its bytes leave, as
+    the HTTP door's consumers are held (``gateways/pacing.py``)."""
     following = [cursors[p] for p in sorted(cursors)]
     traffic = core.metrics.door("http")
     while not core.stopping:
@@ -154,6 +162,9 @@ async def follow(
                     )
                 positions[p] = cursor.position
             if events:
+                if core.quotas.active:
+                    fetched = sum(len(data) for _id, data in events)
+                    await hold(throttle_ms(core.quotas, principal, "", fetched=fetched))
                 yield events
                 continue
             woken = await core.wait_any(following, KEEPALIVE_S)
@@ -164,12 +175,17 @@ async def follow(
 
 
 async def sse_body(
-    core: Core, topic: str, cursors: dict[int, Cursor], *, binary: bool
+    core: Core,
+    topic: str,
+    cursors: dict[int, Cursor],
+    *,
+    binary: bool,
+    principal: str | None = None,
 ) -> AsyncIterator[bytes]:
     """The ``text/event-stream`` body: one ``id``/``data`` event per record."""
     start = format_cursor({p: c.position for p, c in cursors.items()})
     yield f"retry: 1000\n: following {topic} from {start}\n\n".encode()
-    async for events in follow(core, topic, cursors, binary=binary):
+    async for events in follow(core, topic, cursors, binary=binary, principal=principal):
         if events is None:
             yield b": keep-alive\n\n"
         else:
