@@ -54,6 +54,7 @@ from bayou.observability import BrokerMetrics
 from bayou.observability.broker_collector import BrokerCollector
 from bayou.observability.json_logs import configure_logging
 from bayou.observability.loop_lag import LoopLagProbe
+from bayou.observability.views_collector import ViewsCollector
 from bayou.storage.dir_lock import DataDirectoryInUse
 from bayou.storage.engine import FsyncObserved, LogEngine
 from bayou.storage.local_engine import LocalEngine
@@ -245,6 +246,10 @@ class App:
             quotas=Quotas(quota_settings(config)),
         )
         self.metrics.register(BrokerCollector(self.core, self.metrics))
+        self.views: ViewSupervisor | None = None  # started with the broker (--views serve)
+        self.metrics.register(
+            ViewsCollector(lambda: self.views.stats() if self.views is not None else {})
+        )
         self.loop_lag = LoopLagProbe(self.metrics.loop_lag_seconds.observe)
         self.kafka = KafkaDoor(
             self.core, self._kafka_settings(config.kafka.port, config.kafka.tls_port)
@@ -254,7 +259,6 @@ class App:
         self.amqp = AmqpGateway(self.core, config.host, config.amqp) if config.amqp.port else None
         if self.http is not None:  # the console, on the HTTP door behind its login
             self.http.add_routes(Console(self.core).routes(), link=("console", "/console"))
-        self.views: ViewSupervisor | None = None
 
     def loopback_client_config(self) -> dict[str, object]:
         """librdkafka settings reaching this broker's own Kafka listener (views, SQL)."""

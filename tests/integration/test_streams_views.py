@@ -19,6 +19,7 @@ import httpx
 import paho.mqtt.client as mqtt
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from prometheus_client.parser import text_string_to_metric_families
 
 from bayou.streams.rows import iso_ms
 from tests.support.broker import BrokerProcess
@@ -152,6 +153,16 @@ def test_views_from_the_cli_and_http(shared_broker: BrokerProcess) -> None:
     headers = dict(dead[0].headers())
     assert b"JSONDecodeError" in headers["bayou.error"]
     assert headers["bayou.error.topic"] == b"telemetry"
+    metrics = {
+        (sample.name, sample.labels.get("view")): sample.value
+        for family in text_string_to_metric_families(
+            httpx.get(f"{broker.http_url}/metrics", timeout=30).text
+        )
+        for sample in family.samples
+    }
+    assert metrics[("bayou_view_dead_letters_total", "avg_temp")] == 1
+    assert metrics[("bayou_view_records_in_total", "avg_temp")] == len(records) + 1
+    assert metrics[("bayou_view_records_out_total", "avg_temp")] >= len(want)
 
     assert sql_ok(broker, "SHOW VIEWS") == "avg_temp\n"
     described = sql_ok(broker, "DESCRIBE VIEW avg_temp")
