@@ -151,6 +151,21 @@ def mirror() -> None:
     show_default=True,
     help="Copy only committed transactions' records, or aborted ones too.",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    default=None,
+    metavar="PORT",
+    help="Serve the mirror's lag in Prometheus format at http://HOST:PORT/metrics "
+    "(bayou_mirror_lag_records, bayou_mirror_lag_seconds).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    metavar="HOST",
+    help="Address the --metrics-port listener binds to.",
+)
 def run(**params: Any) -> None:
     """Copy continuously until SIGINT or SIGTERM; the lag is logged every --interval."""
     from bayou.mirror.runner import Mirror, MirrorFailed, MirrorOptions
@@ -180,8 +195,13 @@ def run(**params: Any) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    mirror = Mirror(source, target, options)
+    if params["metrics_port"] is not None:
+        from bayou.mirror.metrics import serve_metrics
+
+        serve_metrics(mirror, params["metrics_host"], params["metrics_port"])
     try:
-        Mirror(source, target, options).run(lambda: bool(stop))
+        mirror.run(lambda: bool(stop))
     except MirrorFailed as exc:
         raise CliError(f"The mirror stopped: {exc}") from None
     except KafkaException as exc:

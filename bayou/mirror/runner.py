@@ -107,6 +107,8 @@ class Mirror:
         self.group_id = f"bayou-mirror.{options.name}"
         self.parts: dict[tuple[str, int], PartitionCopy] = {}
         self.state = MirrorState()
+        #: the lag as last measured (every --interval), for ``/metrics`` (``metrics.py``)
+        self.last_lag: list[PartitionLag] = []
         self.fatal: str | None = None
         self._warned: set[str] = set()
         self._stopping: Callable[[], bool] = lambda: False
@@ -470,7 +472,7 @@ class Mirror:
         return out
 
     def _log_lag(self) -> None:
-        lags = self.lag()
+        lags = self.last_lag = self.lag()
         if not lags:
             return
         records = sum(lag.records for lag in lags)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
@@ -25,6 +26,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     NewTopic,
     ResourceType,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.broker import BrokerProcess
 from tests.support.kafka import unique_topic
@@ -35,6 +37,7 @@ from tests.support.mirror import (
     end_offsets,
     read_partition,
 )
+from tests.support.ports import free_port
 from tests.support.security import SecureBroker
 from tests.support.wait import wait_until
 
@@ -222,6 +225,20 @@ def test_mirror_copies_records_configs_partitions_and_group_offsets(
     assert mirror.stop() == 0, mirror.log_text()
 
 
+def _lag_metrics(port: int, topic: str) -> dict[int, float] | None:
+    """``bayou_mirror_lag_records`` per partition of ``topic`` (None: not served yet)."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return None
+    return {
+        int(sample.labels["partition"]): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "bayou_mirror_lag_records" and sample.labels["topic"] == topic
+    }
+
+
 def test_kill_9_mid_copy_then_fail_the_group_over(
     clusters: tuple[BrokerProcess, BrokerProcess], mirrors: list[MirrorProcess], tmp_path: Path
 ) -> None:
@@ -231,10 +248,13 @@ def test_kill_9_mid_copy_then_fail_the_group_over(
     _produce(source.bootstrap, topic, 2, 60_000, seed=3)
     total = sum(_ends(source.bootstrap, topic, 2))
 
+    metrics_port = free_port()
+
     def start() -> MirrorProcess:
         m = MirrorProcess(
-            source.bootstrap, target.bootstrap, "crash", tmp_path / "mirror.log", "--topics", topic
-        ).start()
+            source.bootstrap, target.bootstrap, "crash", tmp_path / "mirror.log", "--topics", topic,
+            "--metrics-port", str(metrics_port),
+        ).start()  # fmt: skip
         mirrors.append(m)
         return m
 
@@ -261,6 +281,12 @@ def test_kill_9_mid_copy_then_fail_the_group_over(
         WAIT_S * 2,
     )
     _same_records(source.bootstrap, target.bootstrap, topic, 2)  # no loss, no duplicate
+    # the mirror's /metrics: no partition behind once everything is copied
+    wait_until(
+        "the mirror's lag at 0 in /metrics",
+        lambda: _lag_metrics(metrics_port, topic) == {0: 0.0, 1: 0.0},
+        WAIT_S,
+    )
     wait_until(
         "the group's offsets committed in the target",
         lambda: _committed(target.bootstrap, group, topic, 2) == committed,
