@@ -42,10 +42,10 @@ class Clock:
 class Setup:
     """A database, a key prefix and the environment: engines opened on them share data."""
 
-    def __init__(self, tmp_path: Path, pg: PostgresServer, s3: SeaweedFS) -> None:
+    def __init__(self, tmp_path: Path, database: str, s3: SeaweedFS) -> None:
         self.tmp_path = tmp_path
         self.s3 = s3
-        self.database = pg.create_database()
+        self.database = database
         self.prefix = f"engine-{uuid.uuid4().hex[:12]}"
         self.environ = {**os.environ, **s3.env}
         self.clock = Clock()
@@ -74,7 +74,7 @@ class Setup:
 
 @pytest.fixture
 def setup(tmp_path: Path, postgres_server: PostgresServer, seaweedfs: SeaweedFS) -> Iterator[Setup]:
-    yield Setup(tmp_path, postgres_server, seaweedfs)
+    yield Setup(tmp_path, postgres_server.create_database(), seaweedfs)
 
 
 def batch(i: int, size: int = 100, key: bytes | None = None) -> bytes:
@@ -244,18 +244,8 @@ def test_the_postgres_engine_refuses_a_database_whose_batches_are_in_objects(
         )
         with pytest.raises(InvalidConfig, match="s3://"):
             await pg.open()
-        other = Setup(setup.tmp_path, _Server(setup.database), setup.s3)
+        other = Setup(setup.tmp_path, setup.database, setup.s3)  # another prefix
         with pytest.raises(InvalidConfig, match="keeps its record batches"):
             await other.engine().open()
 
     asyncio.run(body())
-
-
-class _Server:
-    """A ``PostgresServer`` stand-in that hands out one existing database."""
-
-    def __init__(self, database: str) -> None:
-        self.database = database
-
-    def create_database(self) -> str:
-        return self.database
