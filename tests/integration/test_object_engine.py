@@ -249,3 +249,43 @@ def test_the_postgres_engine_refuses_a_database_whose_batches_are_in_objects(
             await other.engine().open()
 
     asyncio.run(body())
+
+
+async def until(what: str, check: Any, timeout: float = 30.0) -> None:
+    """Poll ``check`` every 10 ms (bounded) on the running loop."""
+    for _ in range(int(timeout / 0.01)):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_slow_store_makes_objects_larger_not_a_queue(setup: Setup) -> None:
+    async def body() -> None:
+        proxy = FaultProxy(setup.s3.host, setup.s3.s3_port, free_port()).start()
+        engine = setup.engine(endpoint=proxy.endpoint, flush_concurrency=1, timeout_ms=30_000)
+        await engine.open()
+        try:
+            await engine.create_topic("t", 1, {})
+            proxy.delay(1, 2.0, methods=("PUT",))  # the first object's PUT is slow
+            first = asyncio.create_task(engine.append_many([("t", 0, batch(0))]))
+            await until("the first PUT held", lambda: proxy.outcomes("PUT"))
+            later = []
+            for i in range(1, 6):  # each one's window passes while the only slot is busy
+                later.append(asyncio.create_task(engine.append_many([("t", 0, batch(i))])))
+                await until("the open object due", lambda: engine.flusher._due)
+            results = [(await first)[0], *[(await t)[0] for t in later]]
+            assert [r.base_offset for r in results if not isinstance(r, KafkaError)] == [
+                0,
+                1,
+                2,
+                3,
+                4,
+                5,
+            ]
+            assert engine.flusher.objects_written == 2  # not six
+        finally:
+            await engine.close()
+            proxy.stop()
+
+    asyncio.run(body())

@@ -15,7 +15,7 @@ task of its own:
    ``message.timestamp.type=LogAppendTime`` topics (the seal's time, CRC recomputed), a
    missing max timestamp — so the object holds the batches exactly as they will be read.
 2. **PUT** the object (``objects/<created ms>-<id>``: obstore retries 5xx answers, dropped
-   connections and timeouts; at most ``flush_concurrency`` PUTs at once).
+   connections and timeouts).
 3. **commit**: the writes join the PostgreSQL engine's commit queue as *one job*, in seal
    order (a seal waits for the previous one to be queued, so per partition, writes commit
    in call order even when a later object's PUT finished first).  Its transaction does what
@@ -34,8 +34,11 @@ recognised).  Objects no committed transaction recorded are deleted later by the
 (``gc.py``).  A duplicate or refused batch leaves unreferenced bytes in its object; they go
 with the object.
 
-Memory is bounded: when sealed objects not yet written hold ``flush_concurrency``
-times ``flush_bytes``, new writes wait before joining the open object.
+At most ``flush_concurrency`` PUTs run at once.  An object due while every slot is busy
+stays open and keeps growing until a PUT finishes (then it is sealed at once): a slow store
+makes objects larger instead of making a queue of them, so a produce waits about one PUT
+beyond its window, not a queue of PUTs.  Memory is bounded: once the open object holds
+``flush_bytes`` with every slot busy, new writes wait before joining it.
 """
 
 from __future__ import annotations
@@ -95,24 +98,24 @@ class Flusher:
         settings = engine.settings
         self.flush_s = settings.flush_ms / 1000
         self.flush_bytes = settings.flush_bytes
-        self._limit = settings.flush_bytes * settings.flush_concurrency
-        self._uploads = asyncio.Semaphore(settings.flush_concurrency)
+        self.concurrency = settings.flush_concurrency
         self._open: StagedObject | None = None
+        self._due = False  # the open object's time or size is up
         self._timer: asyncio.TimerHandle | None = None
         self._last_queued = asyncio.Event()
         self._last_queued.set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._unwritten = 0  # bytes of sealed objects not written yet
-        self._drained = asyncio.Event()
+        self._writing = 0  # sealed objects whose PUT has not finished
+        self._room = asyncio.Event()
         self._closed = False
         self.objects_written = 0
         self.bytes_written = 0
 
     async def submit(self, writes: list[Write]) -> None:
         """Store ``writes`` in the next object; each gets its ``result``."""
-        while self._unwritten >= self._limit and not self._closed:
-            self._drained.clear()
-            await self._drained.wait()
+        while self._full() and not self._closed:
+            self._room.clear()
+            await self._room.wait()
         if self._closed:
             for w in writes:
                 w.result = KafkaStorageError("the broker is shutting down")
@@ -120,21 +123,42 @@ class Flusher:
         obj = self._open
         if obj is None:
             obj = self._open = StagedObject(secrets.randbits(63), self._engine.clock_ms())
-            self._timer = asyncio.get_running_loop().call_later(self.flush_s, self._seal)
+            self._timer = asyncio.get_running_loop().call_later(self.flush_s, self._time_up)
         obj.writes.extend(writes)
         obj.size += sum(len(w.buf) for w in writes)
         if obj.size >= self.flush_bytes:
+            self._due = True
             self._seal()
         await obj.done.wait()
 
+    def _full(self) -> bool:
+        """Every PUT slot busy and the open object full: new writes wait."""
+        return (
+            self._open is not None
+            and self._open.size >= self.flush_bytes
+            and self._writing >= self.concurrency
+        )
+
+    def _time_up(self) -> None:
+        self._timer = None
+        self._due = True
+        self._seal()
+
     def _seal(self) -> None:
+        """Seal the open object if it is due and a PUT slot is free (else the next PUT to
+        finish seals it: under a slow store objects grow instead of queueing)."""
+        if (
+            not self._due
+            or self._open is None
+            or (self._writing >= self.concurrency and not self._closed)
+        ):
+            return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         obj, self._open = self._open, None
-        if obj is None:
-            return
-        self._unwritten += obj.size
+        self._due = False
+        self._writing += 1
         previous, self._last_queued = self._last_queued, obj.queued
         task = asyncio.create_task(self._flush(obj, previous))
         self._tasks.add(task)
@@ -147,8 +171,7 @@ class Flusher:
         try:
             try:
                 data = self._build(obj)
-                async with self._uploads:
-                    await engine.objects.put(obj.key, data)
+                await engine.objects.put(obj.key, data)
                 self.objects_written += 1
                 self.bytes_written += len(data)
             except KafkaError as exc:
@@ -158,8 +181,9 @@ class Flusher:
                 log.exception("building object %s failed", obj.key)
                 failure = KafkaStorageError(f"writing an object failed: {exc}")
             finally:
-                self._unwritten -= obj.size
-                self._drained.set()
+                self._writing -= 1
+                self._room.set()
+                self._seal()
             await previous.wait()
             if failure is not None:
                 for w in obj.writes:
@@ -188,8 +212,9 @@ class Flusher:
 
     async def close(self) -> None:
         """Write what is buffered, wait for every flush; refuse new writes."""
-        self._seal()
         self._closed = True
-        self._drained.set()
+        self._due = True
+        self._seal()
+        self._room.set()
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
