@@ -247,6 +247,9 @@ def test_the_postgres_engine_refuses_a_database_whose_batches_are_in_objects(
         other = Setup(setup.tmp_path, setup.database, setup.s3)  # another prefix
         with pytest.raises(InvalidConfig, match="keeps its record batches"):
             await other.engine().open()
+        other.environ = {**other.environ, "AWS_SECRET_ACCESS_KEY": "wrong"}
+        with pytest.raises(InvalidConfig, match="cannot use the object store"):
+            await other.engine().open()
 
     asyncio.run(body())
 

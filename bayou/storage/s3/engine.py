@@ -46,7 +46,7 @@ from bayou.config import TopicConfig
 from bayou.errors import InvalidConfig, KafkaStorageError, OffsetOutOfRange
 from bayou.storage.engine import Buffer, MaintenanceReport
 from bayou.storage.maintenance import MaintenanceSettings
-from bayou.storage.objects import ObjectStore
+from bayou.storage.objects import ObjectNotFound, ObjectStore, ObjectStoreError
 from bayou.storage.postgres.db import Connection, redacted
 from bayou.storage.postgres.engine import PostgresEngine, wall_clock_ms
 from bayou.storage.postgres.maintenance import PAGE_ROWS, PgMaintenance
@@ -57,7 +57,7 @@ from bayou.storage.postgres.partition import (
 )
 from bayou.storage.postgres.writer import _INSERT_BATCHES, Write, Writer, _Tx
 from bayou.storage.s3.cache import ObjectCache
-from bayou.storage.s3.flusher import Flusher, StagedObject
+from bayou.storage.s3.flusher import OBJECTS, Flusher, StagedObject
 from bayou.storage.s3.gc import ObjectCollector
 from bayou.storage.s3.settings import ObjectEngineSettings
 
@@ -275,6 +275,12 @@ class ObjectEngine(PostgresEngine):
 
     async def open(self) -> None:
         await asyncio.to_thread(self.cache.reset)
+        try:  # wrong credentials, a missing bucket, no store: one line at start, not later
+            await self.objects.get_range(f"{OBJECTS}.probe", 0, 1)
+        except ObjectNotFound:
+            pass
+        except ObjectStoreError as exc:
+            raise InvalidConfig(f"cannot use the object store: {exc}") from None
         await super().open()
 
     async def check_database(self, conn: Connection, object_store: str | None) -> None:
