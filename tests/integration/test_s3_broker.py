@@ -2,8 +2,8 @@
 PostgreSQL started by the test run): every record back in order with its key, headers and
 timestamp, from objects that each hold several partitions' batches; a broker started on an
 empty data directory serving all of it; S3 answering 500s and slow responses without a
-record lost; and the broker killed (-9) while a flush is in flight without an acknowledged
-record lost."""
+record lost; the broker killed (-9) while a flush is in flight without an acknowledged
+record lost; and a second broker reading what the first wrote."""
 
 from __future__ import annotations
 
@@ -240,3 +240,21 @@ def test_kill_9_mid_flush_loses_nothing_acknowledged(
         proc.kill()
     finally:
         proxy.stop()
+
+
+def test_a_second_broker_reads_what_the_first_wrote(
+    tmp_path: Path, postgres_server: PostgresServer, seaweedfs: SeaweedFS
+) -> None:
+    url = s3_url(seaweedfs, postgres_server.create_database())
+    a = s3_broker(tmp_path / "a", url, seaweedfs).start()
+    b = s3_broker(tmp_path / "b", url, seaweedfs).start()
+    try:
+        topic = unique_topic()
+        create_topic(a.bootstrap, topic, 2)
+        sent = make_messages(600, 2)
+        produce_all(a.bootstrap, topic, sent, acks="all")
+        # B never wrote these objects: it learns the offsets from PostgreSQL, the bytes by GET
+        check_received(sent, consume_all(b.bootstrap, topic, 2, len(sent)))
+    finally:
+        a.kill()
+        b.kill()
