@@ -5,9 +5,9 @@ Theory of operation
 One process, one event loop (uvloop when installed).  ``App`` builds, from a
 ``BrokerConfig``: the storage engine its ``storage`` option names (``local`` — the segment
 log in the data directory, with tiered storage when ``tiered_storage`` names an object
-store —, ``memory://`` or ``postgres://…``), the ``Core`` over it, and the doors whose port
-is not 0 (Kafka always).  Nothing else knows which engine or which doors exist: the core
-imports no door, and a door sees only the core.
+store —, ``memory://``, ``postgres://…`` or ``s3://…?metadata=postgres://…``), the
+``Core`` over it, and the doors whose port is not 0 (Kafka always).  Nothing else knows
+which engine or which doors exist: the core imports no door, and a door sees only the core.
 
 Start, in order: the engine opens (recovering every partition; the local engine takes the
 data directory's lock and raises the open-files limit) and starts its background work
@@ -104,8 +104,20 @@ def make_engine(config: BrokerConfig) -> LogEngine:
             maintenance=maintenance,
             node_id=config.node_id,
         )
+    if url.startswith("s3://"):
+        from bayou.storage.s3 import ObjectEngine, ObjectEngineSettings
+
+        return ObjectEngine(
+            ObjectEngineSettings.from_url(url),
+            config.data_dir / "object-cache",
+            config.topic_defaults,
+            internal_config=config.internal_log_config(),
+            maintenance=maintenance,
+            node_id=config.node_id,
+        )
     raise InvalidConfig(
-        f"Unknown storage {url!r}: expected local, memory:// or postgres://user@host:port/db"
+        f"Unknown storage {url!r}: expected local, memory://, postgres://user@host:port/db "
+        "or s3://bucket/prefix?metadata=postgres://…"
     )
 
 

@@ -426,8 +426,10 @@ class BrokerConfig:
         default="local",
         metadata=opt(
             "Storage engine: local (the segment log in --data-dir), memory:// (nothing "
-            "durable: tests, benchmarks) or postgres://user@host:port/db (everything in "
-            "PostgreSQL; --data-dir unused).",
+            "durable: tests, benchmarks), postgres://user@host:port/db (everything in "
+            "PostgreSQL; --data-dir unused) or s3://bucket/prefix?metadata=postgres://… "
+            "(record batches in object storage, the rest in PostgreSQL; --data-dir holds "
+            "only a read cache).",
             metavar="URL",
         ),
     )

@@ -2,14 +2,18 @@
 
 ``engine_factory(topic_defaults)`` opens a fresh engine of the parametrised kind with a fake
 clock (``clock.now`` in ms, moved by the tests); the test body is a coroutine run on its
-own event loop by ``run``.  Adding an engine (S3 next) means adding a branch here.  The
-PostgreSQL engine runs on the session's server (``postgres_server``), a database per test;
-a second ``make`` in one test opens the same database (a restart).
+own event loop by ``run``.  Adding an engine means adding a branch here.  The PostgreSQL
+engine runs on the session's server (``postgres_server``), a database per test; the
+object-storage engine on that and the session's SeaweedFS (``seaweedfs``), a key prefix per
+test, flushing every 2 ms; a second ``make`` in one test opens the same database and prefix
+(a restart).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,9 +26,10 @@ from bayou.storage.local_engine import LocalEngine
 from bayou.storage.maintenance import MaintenanceSettings
 from bayou.storage.memory import MemoryEngine
 from bayou.storage.postgres import PostgresEngine
+from bayou.storage.s3 import ObjectEngine, ObjectEngineSettings
 
 T = TypeVar("T")
-ENGINES = ["local", "memory", "postgres"]
+ENGINES = ["local", "memory", "postgres", "s3"]
 START_MS = 1_700_000_000_000
 
 
@@ -57,8 +62,14 @@ def engine_factory(
 ) -> Iterator[EngineFactory]:
     kind = request.param
     database = None
-    if kind == "postgres":
+    s3_url = ""
+    environ: dict[str, str] = {}
+    if kind in ("postgres", "s3"):
         database = request.getfixturevalue("postgres_server").create_database()
+    if kind == "s3":
+        s3 = request.getfixturevalue("seaweedfs")
+        s3_url = s3.url(f"contract-{uuid.uuid4().hex[:12]}", metadata=database, flush_ms=2)
+        environ = {**os.environ, **s3.env}
 
     def make(
         topic_defaults: Mapping[str, Any] | None = None, data_dir: Path | None = None
@@ -71,6 +82,16 @@ def engine_factory(
                 internal_config=internal_log_config(),
                 maintenance=MaintenanceSettings(interval_ms=3_600_000),
                 clock_ms=clock,
+            )
+        if s3_url:
+            return ObjectEngine(
+                ObjectEngineSettings.from_url(s3_url),
+                (data_dir or tmp_path / "data") / "object-cache",
+                defaults,
+                internal_config=internal_log_config(),
+                maintenance=MaintenanceSettings(interval_ms=3_600_000),
+                clock_ms=clock,
+                environ=environ,
             )
         if database is not None:
             return PostgresEngine(

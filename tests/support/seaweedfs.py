@@ -3,6 +3,7 @@ wheel) on loopback, every port it binds chosen free below 32768, stopped by PID.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -152,3 +153,32 @@ class SeaweedFS:
         for port in (*self._ports.values(), *self._admin):
             for stale in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port}.sock"):
                 stale.unlink(missing_ok=True)
+
+
+def main(argv: list[str]) -> int:
+    """``python -m tests.support.seaweedfs start DIR`` starts one for a benchmark and prints
+    its endpoint (credentials: ``ACCESS_KEY``/``SECRET_KEY``, bucket ``bayou``); ``stop DIR``
+    stops it by the PID recorded in ``DIR/weed.pid``."""
+    if len(argv) != 2 or argv[0] not in ("start", "stop"):
+        print("usage: python -m tests.support.seaweedfs start|stop DIR", file=sys.stderr)
+        return 2
+    directory = Path(argv[1]).resolve()
+    pid_file = directory / "weed.pid"
+    if argv[0] == "start":
+        s3 = SeaweedFS(directory / "s3").start()
+        assert s3.proc is not None
+        pid_file.write_text(str(s3.proc.pid))
+        print(s3.endpoint)
+        return 0
+    try:
+        pid = int(pid_file.read_text())
+    except (OSError, ValueError):
+        return 0
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    pid_file.unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

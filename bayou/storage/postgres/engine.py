@@ -105,6 +105,8 @@ class PostgresEngine:
     """The ``LogEngine`` on one PostgreSQL database (see the module docstring)."""
 
     kind = "postgres"
+    #: the handle of a topic's partition (the object-storage engine reads batches its way)
+    partition_class: type[PgPartition] = PgPartition
 
     def __init__(
         self,
@@ -178,10 +180,11 @@ class PostgresEngine:
                     "INSERT INTO bayou.cluster (cluster_id) VALUES (%s) ON CONFLICT DO NOTHING",
                     (new_cluster_id(),),
                 )
-                cur = await conn.execute("SELECT cluster_id FROM bayou.cluster")
+                cur = await conn.execute("SELECT cluster_id, object_store FROM bayou.cluster")
                 row = await cur.fetchone()
                 assert row is not None
                 self._cluster_id = row[0]
+                await self.check_database(conn, row[1])
             await self._listener.start()
             async with self._catalog_lock:
                 await self._load(producers=True)
@@ -190,6 +193,14 @@ class PostgresEngine:
             await self.db.close()
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
             raise InvalidConfig(f"cannot use PostgreSQL at {self.location}: {reason}") from None
+
+    async def check_database(self, conn: Connection, object_store: str | None) -> None:
+        """Refuse a database whose batches live in object storage (``s3://`` engine's)."""
+        if object_store is not None:
+            raise InvalidConfig(
+                f"the database keeps its record batches in {object_store}: start the broker "
+                f"with --storage '{object_store}?metadata=…'"
+            )
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self.maintenance.run())]
@@ -279,7 +290,7 @@ class PostgresEngine:
             handle = self._partitions.get(key)
             config = self.resolve_config(meta.configs)
             if handle is None or handle.id != pid:
-                handle = PgPartition(self, pid, meta.name, index, config, _fresh(), epoch)
+                handle = self.partition_class(self, pid, meta.name, index, config, _fresh(), epoch)
                 pending = self._unknown.pop(pid, None)
                 if pending is not None:
                     handle.apply(pending)
@@ -387,7 +398,7 @@ class PostgresEngine:
     ) -> list[PgPartition]:
         handles = []
         for pid, index in rows:
-            handle = PgPartition(self, pid, name, index, config, _fresh(), 0)
+            handle = self.partition_class(self, pid, name, index, config, _fresh(), 0)
             handle.producers_at = 0
             handles.append(handle)
         return handles
@@ -604,10 +615,14 @@ class PostgresEngine:
                 continue
             queued.append((i, Write(partition, buf, headers)))
         if queued:
-            await self.writer.submit([w for _i, w in queued])
+            await self.commit([w for _i, w in queued])
             for i, w in queued:
                 results[i] = w.result
         return [r if r is not None else KafkaError("not stored") for r in results]
+
+    async def commit(self, writes: list[Write]) -> None:
+        """Store checked writes through the commit queue (each gets its ``result``)."""
+        await self.writer.submit(writes)
 
     async def append_many(
         self, writes: Sequence[tuple[str, int, Buffer]]

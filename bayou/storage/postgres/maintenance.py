@@ -420,18 +420,23 @@ class PgMaintenance:
         if dirty / (clean + dirty) >= config.min_cleanable_dirty_ratio:
             return True
         if config.max_compaction_lag_ms < LONG_MAX:
-            cur = await conn.execute(
-                "SELECT data FROM bayou.batches WHERE partition_id = %s AND last_offset >= %s "
-                "ORDER BY base_offset LIMIT 1",
-                (p.id, first_dirty),
-                binary=True,
-            )
-            first = await cur.fetchone()
+            first = await self._first_batch(conn, p, first_dirty)
             if first is not None:
-                base_timestamp = parse_header(bytes(first[0])).base_timestamp
+                base_timestamp = parse_header(first).base_timestamp
                 if now - base_timestamp > config.max_compaction_lag_ms:
                     return True
         return False
+
+    async def _first_batch(self, conn: Connection, p: PgPartition, offset: int) -> bytes | None:
+        """The first batch holding an offset at or after ``offset``."""
+        cur = await conn.execute(
+            "SELECT data FROM bayou.batches WHERE partition_id = %s AND last_offset >= %s "
+            "ORDER BY base_offset LIMIT 1",
+            (p.id, offset),
+            binary=True,
+        )
+        first = await cur.fetchone()
+        return None if first is None else bytes(first[0])
 
     async def _pages(
         self, conn: Connection, p: PgPartition, start: int, end: int
@@ -550,7 +555,7 @@ class PgMaintenance:
                 offsets, sizes, stamps, datas = zip(*page.rewritten, strict=True)
                 await conn.execute(
                     """UPDATE bayou.batches b SET data = v.data, size = v.size,
-                       max_timestamp = v.max_timestamp
+                       max_timestamp = v.max_timestamp, object_id = NULL, object_pos = NULL
                        FROM unnest(%b::bigint[], %b::int[], %b::bigint[], %b::bytea[])
                          AS v(base_offset, size, max_timestamp, data)
                        WHERE b.partition_id = %b AND b.base_offset = v.base_offset""",

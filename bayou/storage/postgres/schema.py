@@ -35,6 +35,10 @@ Tables (version 1; ``docs/design/postgres.md`` explains each column):
 ``batches``          record batches as stored: one row per batch, keyed (partition, base offset)
 ``producers``        idempotent-producer and open-transaction state
 ``aborted_txns``     the aborted-transaction index
+
+Version 2 adds ``objects`` (objects of record batches: the ``s3://`` engine) and, in
+``batches``, the object and position of a batch whose bytes are there (``data`` is NULL then);
+``cluster.object_store`` names the bucket and prefix of a database the ``s3://`` engine owns.
 """
 
 from __future__ import annotations
@@ -175,7 +179,62 @@ BEGIN
 END $$;
 """
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", 1, _V1),)
+# Version 2 (additive): batches whose bytes are in object storage (the s3:// engine).  A
+# batch row then holds no ``data`` but the object and the byte position of the batch in it;
+# ``objects`` lists the objects (inserted in the transaction that indexes their batches).
+_V2 = """
+ALTER TABLE bayou.batches ALTER COLUMN data DROP NOT NULL,
+    ADD COLUMN object_id bigint, ADD COLUMN object_pos bigint;
+CREATE INDEX batches_object ON bayou.batches (object_id) WHERE object_id IS NOT NULL;
+
+CREATE TABLE bayou.objects (
+    id bigint PRIMARY KEY,
+    key text NOT NULL,
+    size bigint NOT NULL,
+    created_ms bigint NOT NULL
+);
+
+ALTER TABLE bayou.cluster ADD COLUMN object_store text;
+
+-- read_batches for either kind of row: each batch's base offset and size, and its bytes
+-- inline (data) or where they are (object id and key, position)
+CREATE FUNCTION bayou.read_batch_refs(
+    p_partition bigint, p_offset bigint, p_stop bigint, p_max_bytes bigint,
+    p_min_one boolean
+) RETURNS TABLE (base_offset bigint, size integer, data bytea, object_id bigint,
+                 object_pos bigint, object_key text)
+LANGUAGE plpgsql STABLE SET work_mem = '256MB' AS $$
+DECLARE
+    total bigint := 0;
+    floor_base bigint;
+    r record;
+BEGIN
+    SELECT coalesce(max(b.base_offset), 0) INTO floor_base FROM bayou.batches b
+     WHERE b.partition_id = p_partition AND b.base_offset <= p_offset;
+    FOR r IN
+        SELECT b.base_offset AS o, b.size AS s, b.data AS d, b.object_id AS oid,
+               b.object_pos AS pos, ob.key AS k
+          FROM bayou.batches b LEFT JOIN bayou.objects ob ON ob.id = b.object_id
+         WHERE b.partition_id = p_partition AND b.base_offset >= floor_base
+           AND b.last_offset >= p_offset AND b.base_offset < p_stop
+         ORDER BY b.base_offset
+    LOOP
+        IF total + r.s > p_max_bytes AND (total > 0 OR NOT p_min_one) THEN
+            EXIT;
+        END IF;
+        total := total + r.s;
+        base_offset := r.o; size := r.s; data := r.d; object_id := r.oid;
+        object_pos := r.pos; object_key := r.k;
+        RETURN NEXT;
+        EXIT WHEN total >= p_max_bytes;
+    END LOOP;
+END $$;
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", 1, _V1),
+    Migration(2, "batches in object storage", 1, _V2),
+)
 LATEST = MIGRATIONS[-1].version
 
 

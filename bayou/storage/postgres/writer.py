@@ -145,6 +145,11 @@ class Write:
     marker: int | None = None  # CONTROL_COMMIT / CONTROL_ABORT: a transaction marker
     coordinator_epoch: int = -1
     result: AppendResult | KafkaError | None = None
+    #: the LogAppendTime already written into ``buf`` (None: the transaction's clock)
+    append_time: int | None = None
+    #: where ``buf``'s bytes already are (the object-storage engine's object): the batch
+    #: rows then refer to it, ``(stored_at, position in buf)``, instead of holding the bytes
+    stored_at: Any = None
 
 
 @dataclass(eq=False)
@@ -242,15 +247,21 @@ class Writer:
 
     async def submit(self, writes: list[Write]) -> None:
         """Store ``writes`` (one job); each gets its ``result``."""
+        await asyncio.shield(self.enqueue(writes))
+
+    def enqueue(self, writes: list[Write]) -> asyncio.Future[None]:
+        """Queue ``writes`` as one job now (its place in the order is taken here); the
+        future is done once each write has its ``result``."""
+        future = asyncio.get_running_loop().create_future()
         if self._closed:
             for w in writes:
                 w.result = KafkaStorageError("the broker is shutting down")
-            return
-        job = Job(writes, asyncio.get_running_loop().create_future())
-        self._pending.append(job)
+            future.set_result(None)
+            return future
+        self._pending.append(Job(writes, future))
         self._idle.clear()
         self._dispatch()
-        await asyncio.shield(job.future)
+        return future
 
     def _dispatch(self) -> None:
         while len(self._running) < LANES and self._pending:
@@ -443,6 +454,11 @@ class Writer:
                 continue
             w.result = _place(w, row, tx, now)
 
+    async def insert_batches(self, conn: psycopg.AsyncConnection[Any], tx: _Tx) -> None:
+        """Send the transaction's batch rows (their bytes inline)."""
+        for chunk in tx.batch_chunks():
+            await conn.execute(_INSERT_BATCHES, chunk)
+
     async def _send(
         self,
         conn: psycopg.AsyncConnection[Any],
@@ -451,8 +467,7 @@ class Writer:
         rows: dict[int, _Row],
         states: dict[int, PartitionState],
     ) -> None:
-        for chunk in tx.batch_chunks():
-            await conn.execute(_INSERT_BATCHES, chunk)
+        await self.insert_batches(conn, tx)
         if tx.segments[0]:
             await conn.execute(_INSERT_SEGMENTS, tx.segments)
         for pid, producer_id in tx.producers:
@@ -519,6 +534,8 @@ def _place(w: Write, row: _Row, tx: _Tx, now: int) -> AppendResult:
     p = w.partition
     config = p.config
     append_time = now if config.log_append_time and w.marker is None else -1
+    if w.append_time is not None:
+        append_time = w.append_time
     first = row.next_offset
     buf = w.buf
     spans = assign_offsets(buf, w.headers, first, append_time)
@@ -553,7 +570,10 @@ def _place(w: Write, row: _Row, tx: _Tx, now: int) -> AppendResult:
     single = len(spans) == 1
     pos = 0
     for h, (base, batch_last, max_ts, size) in zip(w.headers, spans, strict=True):
-        data = buf if single else bytes(buf[pos : pos + size])
+        if w.stored_at is not None:
+            data: Any = (w.stored_at, pos)
+        else:
+            data = buf if single else bytes(buf[pos : pos + size])
         tx.add_batch(p.id, base, batch_last, max_ts, size, row.segment_base, data)
         done = state.update(
             h,
