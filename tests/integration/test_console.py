@@ -152,6 +152,45 @@ def test_message_browser_filters_by_json_field(broker: BrokerProcess, page: Any)
     assert "Filter:" in page.locator("#browse-error").inner_text()
 
 
+def test_long_scan_shows_progress_and_cancel_stops_it(broker: BrokerProcess, page: Any) -> None:
+    topic = unique_topic("haystack")
+    create_topic(broker.bootstrap, topic, 1)
+    total = 500_000  # seconds of scanning (most of its 5 s bound here)
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 50})
+    for start in range(0, total, 50_000):
+        for i in range(start, start + 50_000):
+            producer.produce(topic, value=b'{"n": %d}' % i)
+        assert producer.flush(30) == 0
+    page.goto(
+        f"{broker.http_url}/console/topics/{topic}/messages"
+        "?partition=0&start=beginning&filter=%24.n+%3C+0",  # $.n < 0: matches nothing
+        wait_until="commit",
+    )
+    # the page streams while the broker scans: progress arrives, then grows
+    page.wait_for_function("window.consoleScan && window.consoleScan.updates.length >= 2")
+    first = page.evaluate("window.consoleScan.updates[0]")
+    assert first["total"] == total and 0 < first["done"] < total
+    assert first["bytes_bound"] == 64 * 1024 * 1024 and first["seconds_bound"] == 5
+    assert page.locator("#scan-bar").get_attribute("max") == str(total)
+    status = page.locator("#scan-status").inner_text()
+    assert status.startswith("Scanning partition 0 (1 of 1)") and f"of {total:,} in all" in status
+    page.get_by_role("button", name="Cancel scan").click()
+    page.wait_for_function("window.consoleScan.finished")
+    summary = page.locator("#scan-summary").inner_text()
+    assert "Cancelled" in summary and "time bound" not in summary
+    scanned = int(summary.split("Scanned ")[1].split(" ")[0])
+    # the scan stopped where it was: no further progress, short of the end
+    last = page.evaluate("window.consoleScan.updates.at(-1)")
+    assert last["scanned"] <= scanned < total
+    page.wait_for_load_state("load")
+    assert page.evaluate("window.consoleScan.updates.at(-1)") == last
+    assert cells(page, "#messages td") == ["No messages."]
+    # and it is over in the broker: its id is no longer a running scan
+    cancel_url = page.locator("#scan-cancel").get_attribute("data-cancel")
+    with client(broker.http_url) as http:
+        assert http.post(cancel_url).status_code == 404
+
+
 def test_message_browser_seeks_by_time(broker: BrokerProcess, page: Any) -> None:
     topic = unique_topic("incident")
     create_topic(broker.bootstrap, topic, 1)
