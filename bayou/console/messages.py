@@ -39,6 +39,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from bayou.console.filters import FilterError, Predicate, parse_filter
+from bayou.console.properties import protocol_properties
 from bayou.console.scans import READ_BYTES, Scan, Scans, open_cursors, scan
 from bayou.console.topics import topic_url
 from bayou.console.web import Access, form, page_text, render
@@ -394,4 +395,7 @@ def row_of(partition: int, r: DecodedRecord, how: str) -> dict[str, Any]:
         "key": decode(r.key, how),
         "value": decode(r.value, how),
         "headers": [(h, decode(v, how)) for h, v in r.headers],
+        "protocols": [
+            {"protocol": p.protocol, "items": list(p.items)} for p in protocol_properties(r.headers)
+        ],
     }
