@@ -39,6 +39,8 @@ def add_routes(router: APIRouter, core: Core, sessions: Sessions, home: str) -> 
 
     @router.post("/login")
     async def log_in(request: Request) -> Response:
+        if not core.security.enabled:  # nothing to log in to
+            return RedirectResponse(home, status_code=303)
         values = await form(request)
         target = safe_next(values.get("next", home), home)
         user = values.get("user", "")
