@@ -270,7 +270,8 @@ class App:
         self.mqtt = MqttGateway(self.core, config.host, config.mqtt) if config.mqtt.port else None
         self.amqp = AmqpGateway(self.core, config.host, config.amqp) if config.amqp.port else None
         if self.http is not None:  # the console, on the HTTP door behind its login
-            self.http.add_routes(Console(self.core).routes(), link=("console", "/console"))
+            console = Console(self.core, self.http.gateway.sessions)
+            self.http.add_routes(console.routes(), link=("console", "/console"))
 
     def loopback_client_config(self) -> dict[str, object]:
         """librdkafka settings reaching this broker's own Kafka listener (views, SQL)."""

@@ -6,8 +6,9 @@ from fastapi import APIRouter
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from bayou.console import dashboards, groups, messages, overview, topics
+from bayou.console import dashboards, groups, login, messages, overview, topics
 from bayou.core import Core
+from bayou.gateways.http.sessions import Sessions
 
 PREFIX = "/console"
 
@@ -15,8 +16,9 @@ PREFIX = "/console"
 class Console:
     """The console over one broker's core (see the package docstring)."""
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, sessions: Sessions | None = None) -> None:
         self.core = core
+        self.sessions = sessions  # the HTTP door's: a login page instead of Basic
 
     def routes(self) -> list[BaseRoute]:
         router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -26,5 +28,9 @@ class Console:
         messages.add_routes(router, core)
         groups.add_routes(router, core)
         dashboards.add_routes(router, core)
+        if self.sessions is not None:
+            login_page = f"{PREFIX}/login"
+            self.sessions.protect(PREFIX, login_page, (login_page, f"{PREFIX}/static/"))
+            login.add_routes(router, core, self.sessions, PREFIX)
         static = StaticFiles(packages=[("bayou.console", "static")])
         return [*router.routes, Mount(f"{PREFIX}/static", app=static, name="console-static")]

@@ -1,13 +1,17 @@
 """The message browser: a page of a topic's records from the newest, the beginning, an offset
 or a time, per partition or all, optionally filtered in the broker, decoded for reading.
 
-A scan is bounded three ways and says which bound stopped it: the records it shows
-(``limit``), the bytes it reads (``SCAN_BYTES``) and its time (``SCAN_S``), and it stops
-when the browser goes away (asked between reads of ``READ_BYTES``); reading goes
-through core ``Cursor``s, the read path every door uses.  "Newest" reads the last
-``limit`` records of each partition (the last ``NEWEST_WINDOW`` when filtering) and shows
-them newest first; every other start reads forward and shows the earliest matches first,
-merged over partitions by timestamp.
+The scan (``scans.py``) is bounded in records shown, bytes read and time, and says which
+bound stopped it.  "Newest" reads the last ``limit`` records of each partition (the last
+``NEWEST_WINDOW`` when filtering) and shows them newest first; every other start reads
+forward and shows the earliest matches first, merged over partitions by timestamp.
+
+The page streams: its top (the form, a progress bar and a Cancel button) is sent at once,
+then while the scan runs a line of script every ``PROGRESS_S`` with how far it got, then
+the results and the rest of the page.  So the page still works with a reload and a link,
+and the scan runs only as long as its page is open: a browser that goes away cancels it,
+and the Cancel button stops it in the broker (``POST /console/scans/{id}/cancel``), the
+results saying so.  A bad filter or start is refused (422) before anything is streamed.
 
 Live tail (``/console/topics/{name}/tail``, SSE) follows the chosen partitions from their
 ends with the same filter and decoding; the page adds the rows on top.
@@ -21,14 +25,13 @@ HTTP door's produce.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import csv
 import io
 import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,33 +39,26 @@ from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from bayou.console.filters import FilterError, Predicate, parse_filter
+from bayou.console.properties import protocol_properties
+from bayou.console.scans import READ_BYTES, Scan, Scans, open_cursors, scan
 from bayou.console.topics import topic_url
-from bayou.console.web import Access, form, render
+from bayou.console.web import Access, form, page_text, render
 from bayou.core import Core
-from bayou.core.cursor import StartSpec
+from bayou.core.cursor import Cursor, StartSpec
 from bayou.core.partitioner import Partitioner
 from bayou.core.security.acl import AclOperation
 from bayou.errors import KafkaError
+from bayou.gateways.http.auth import principal_of
 from bayou.protocol.kafka.records import DecodedRecord, Record, build_batch
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
-SCAN_BYTES = 64 * 1024 * 1024
-SCAN_S = 5.0
-READ_BYTES = 1024 * 1024
-NEWEST_WINDOW = 10_000
+PROGRESS_S = 0.25  # how often a scanning page hears how far its scan got
+RESULTS_MARKER = "<!-- scan results -->"
 STARTS = ("newest", "beginning", "offset", "time")
 DOWNLOADS = ("jsonl", "csv")
 MAX_REPRODUCE_BYTES = 1024 * 1024
 DECODINGS = ("auto", "json", "text", "hex", "base64")
-
-
-@dataclass
-class Scan:
-    records: list[tuple[int, DecodedRecord]] = field(default_factory=list)
-    scanned: int = 0
-    scanned_bytes: int = 0
-    stopped: str = ""  # "", "bytes", "time", "gone" (the browser went away)
 
 
 def decode(data: bytes | None, how: str) -> dict[str, Any]:
@@ -97,59 +93,9 @@ def parse_time(text: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
-async def scan(
-    core: Core,
-    topic: str,
-    partitions: list[int],
-    start: StartSpec | None,
-    predicate: Predicate | None,
-    limit: int,
-    gone: Callable[[], Awaitable[bool]] | None = None,
-) -> Scan:
-    """Matching records of ``partitions`` from ``start`` (None: the newest), bounded;
-    ``gone`` is asked between reads whether the browser went away (then the scan stops)."""
-    result = Scan()
-    deadline = time.monotonic() + SCAN_S
-    for index in partitions:
-        if start is None:
-            p = core.partition(topic, index)
-            window = NEWEST_WINDOW if predicate is not None else limit
-            cursor = core.cursor(topic, index, max(p.log_start_offset, p.log_end_offset - window))
-        else:
-            cursor = await core.cursor_at(topic, index, start)
-        found: list[tuple[int, DecodedRecord]] = []
-        while cursor.position < cursor.end():
-            if result.scanned_bytes >= SCAN_BYTES:
-                result.stopped = "bytes"
-                break
-            if time.monotonic() > deadline:
-                result.stopped = "time"
-                break
-            if gone is not None and await gone():
-                result.stopped = "gone"
-                break
-            records = await cursor.read(READ_BYTES)
-            if not records:
-                break
-            for record in records:
-                result.scanned += 1
-                result.scanned_bytes += len(record.key or b"") + len(record.value or b"")
-                if predicate is None or predicate(record):
-                    found.append((index, record))
-            if start is not None and len(found) >= limit:
-                break
-        result.records.extend(found[-limit:] if start is None else found[:limit])
-        if result.stopped:
-            break
-    if start is None:
-        result.records.sort(key=lambda r: (r[1].timestamp, r[0], r[1].offset), reverse=True)
-    else:
-        result.records.sort(key=lambda r: (r[1].timestamp, r[0], r[1].offset))
-    del result.records[limit:]
-    return result
-
-
 def add_routes(router: APIRouter, core: Core) -> None:
+    scans = Scans()
+
     @router.get("/topics/{name}/messages")
     async def messages_page(request: Request, name: str) -> Response:
         meta = core.topics().get(name)
@@ -200,19 +146,70 @@ def add_routes(router: APIRouter, core: Core) -> None:
             context["error"] = f"Invalid input: {exc}"
             return render(request, "messages.html", context, 422)
         try:
-            found = await scan(
-                core, name, partitions, start, predicate, limit, request.is_disconnected
-            )
+            cursors = await open_cursors(core, name, partitions, start, predicate, limit)
         except KafkaError as exc:
             context["error"] = exc.message
             return render(request, "messages.html", context, 422)
         how = chosen["decode"]
-        context["scan"] = found
-        rows = context["rows"] = [row_of(index, r, how) for index, r in found.records]
         download = q.get("format")
         if download in DOWNLOADS:
-            return downloaded(name, rows, download)
-        return render(request, "messages.html", context)
+            found = await scan(cursors, start is None, predicate, limit, request.is_disconnected)
+            return downloaded(name, [row_of(i, r, how) for i, r in found.records], download)
+        scan_id, progress = scans.begin(principal_of(request))
+        context["scan_id"] = scan_id
+        head, _, foot = page_text(request, "messages.html", context).partition(RESULTS_MARKER)
+        return StreamingResponse(
+            scanning(
+                request,
+                context,
+                scan_id,
+                progress,
+                (cursors, start is None, predicate, limit),
+                head,
+                foot,
+            ),
+            media_type="text/html; charset=utf-8",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    async def scanning(
+        request: Request,
+        context: dict[str, Any],
+        scan_id: str,
+        progress: Scan,
+        job: tuple[list[Cursor], bool, Predicate | None, int],
+        head: str,
+        foot: str,
+    ) -> AsyncIterator[str]:
+        """The page around a running scan: its top (the form, the progress bar and the
+        Cancel button), a line of progress every ``PROGRESS_S``, then the results and the
+        rest.  A browser that goes away cancels this generator, and so the scan."""
+        cursors, newest, predicate, limit = job
+        task = asyncio.create_task(scan(cursors, newest, predicate, limit, result=progress))
+        try:
+            yield head
+            while not (await asyncio.wait({task}, timeout=PROGRESS_S))[0]:
+                yield f"<script>consoleScan.progress({script_json(progress.progress())})</script>\n"
+            try:
+                found = task.result()
+            except KafkaError as exc:  # the topic went away under the scan
+                context["scan_error"] = exc.message
+                found = progress
+            context["scan"] = found
+            context["rows"] = [row_of(i, r, context["form"]["decode"]) for i, r in found.records]
+            yield "<script>consoleScan.done()</script>\n"
+            yield page_text(request, "messages_results.html", context)
+            yield foot
+        finally:
+            task.cancel()
+            scans.end(scan_id)
+
+    @router.post("/scans/{scan_id}/cancel")
+    async def cancel_scan(request: Request, scan_id: str) -> Response:
+        """The Cancel button of a scanning page: the scan stops at its next read."""
+        if scans.cancel(scan_id, principal_of(request)):
+            return Response(status_code=204)
+        return Response("No such scan running.", 404)
 
     @router.get("/topics/{name}/tail")
     async def tail_stream(request: Request, name: str) -> Response:
@@ -300,6 +297,11 @@ def add_routes(router: APIRouter, core: Core) -> None:
             f"&offset={result.base_offset}",
             status_code=303,
         )
+
+
+def script_json(value: Any) -> str:
+    """JSON safe inside a ``<script>`` element."""
+    return json.dumps(value).replace("<", "\\u003c")
 
 
 def _text(data: bytes | None) -> str:
@@ -393,4 +395,7 @@ def row_of(partition: int, r: DecodedRecord, how: str) -> dict[str, Any]:
         "key": decode(r.key, how),
         "value": decode(r.value, how),
         "headers": [(h, decode(v, how)) for h, v in r.headers],
+        "protocols": [
+            {"protocol": p.protocol, "items": list(p.items)} for p in protocol_properties(r.headers)
+        ],
     }

@@ -36,13 +36,17 @@ def human_bytes(n: float) -> str:
 templates.filters["bytes"] = human_bytes
 
 
+def page_text(request: Request, name: str, context: Mapping[str, Any]) -> str:
+    """A template rendered for ``request``'s user."""
+    return templates.get_template(name).render(
+        request=request, user=principal_of(request), **context
+    )
+
+
 def render(
     request: Request, name: str, context: Mapping[str, Any], status: int = 200
 ) -> HTMLResponse:
-    page = templates.get_template(name).render(
-        request=request, user=principal_of(request), **context
-    )
-    return HTMLResponse(page, status_code=status)
+    return HTMLResponse(page_text(request, name, context), status_code=status)
 
 
 async def form(request: Request) -> dict[str, str]:

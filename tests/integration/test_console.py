@@ -15,14 +15,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pika
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties as MqttProperties
 
 from tests.integration.test_confluent_kafka import create_topic
+from tests.support.amqp import connect as amqp_connect
 from tests.support.broker import BrokerProcess
 from tests.support.browser import CHROMIUM, chromium
 from tests.support.http import client
 from tests.support.kafka import unique_topic
+from tests.support.mqtt import MqttTestClient
 from tests.support.wait import wait_until
 
 WAIT_MS = 20_000
@@ -150,6 +155,103 @@ def test_message_browser_filters_by_json_field(broker: BrokerProcess, page: Any)
     page.get_by_role("button", name="Show").click()
     page.wait_for_load_state()
     assert "Filter:" in page.locator("#browse-error").inner_text()
+
+
+def test_long_scan_shows_progress_and_cancel_stops_it(broker: BrokerProcess, page: Any) -> None:
+    topic = unique_topic("haystack")
+    create_topic(broker.bootstrap, topic, 1)
+    total = 500_000  # seconds of scanning (most of its 5 s bound here)
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 50})
+    for start in range(0, total, 50_000):
+        for i in range(start, start + 50_000):
+            producer.produce(topic, value=b'{"n": %d}' % i)
+        assert producer.flush(30) == 0
+    page.goto(
+        f"{broker.http_url}/console/topics/{topic}/messages"
+        "?partition=0&start=beginning&filter=%24.n+%3C+0",  # $.n < 0: matches nothing
+        wait_until="commit",
+    )
+    # the page streams while the broker scans: progress arrives, then grows
+    page.wait_for_function("window.consoleScan && window.consoleScan.updates.length >= 2")
+    first = page.evaluate("window.consoleScan.updates[0]")
+    assert first["total"] == total and 0 < first["done"] < total
+    assert first["bytes_bound"] == 64 * 1024 * 1024 and first["seconds_bound"] == 5
+    assert page.locator("#scan-bar").get_attribute("max") == str(total)
+    status = page.locator("#scan-status").inner_text()
+    assert status.startswith("Scanning partition 0 (1 of 1)") and f"of {total:,} in all" in status
+    page.get_by_role("button", name="Cancel scan").click()
+    page.wait_for_function("window.consoleScan.finished")
+    summary = page.locator("#scan-summary").inner_text()
+    assert "Cancelled" in summary and "time bound" not in summary
+    scanned = int(summary.split("Scanned ")[1].split(" ")[0])
+    # the scan stopped where it was: no further progress, short of the end
+    last = page.evaluate("window.consoleScan.updates.at(-1)")
+    assert last["scanned"] <= scanned < total
+    page.wait_for_load_state("load")
+    assert page.evaluate("window.consoleScan.updates.at(-1)") == last
+    assert cells(page, "#messages td") == ["No messages."]
+    # and it is over in the broker: its id is no longer a running scan
+    cancel_url = page.locator("#scan-cancel").get_attribute("data-cancel")
+    with client(broker.http_url) as http:
+        assert http.post(cancel_url).status_code == 404
+
+
+def test_mqtt_and_amqp_properties_are_shown_by_name(broker: BrokerProcess, page: Any) -> None:
+    topic = unique_topic("doors")
+    create_topic(broker.bootstrap, topic, 1)
+    client_id = unique_topic("sensor")
+    publisher = MqttTestClient(broker.mqtt_port, client_id, version=5)
+    try:
+        props = MqttProperties(PacketTypes.PUBLISH)
+        props.ContentType = "application/json"
+        props.PayloadFormatIndicator = 1
+        props.MessageExpiryInterval = 600
+        props.ResponseTopic = f"{topic}/replies"
+        props.CorrelationData = b"req-42"
+        props.UserProperty = [("site", "north"), ("unit", "C")]
+        publisher.publish(f"{topic}/room1", b'{"t": 21}', qos=1, retain=True, properties=props)
+    finally:
+        publisher.close()
+    amqp = amqp_connect(broker)
+    try:
+        channel = amqp.channel()
+        channel.confirm_delivery()
+        channel.basic_publish(
+            topic,  # the topic as an exchange
+            "order-9",
+            b"paid",
+            pika.BasicProperties(
+                content_type="text/plain",
+                delivery_mode=2,
+                correlation_id="c-9",
+                reply_to="replies",
+                message_id="m-9",
+                timestamp=1_700_000_000,
+                headers={"retries": 0, "source": "shop"},
+            ),
+        )
+    finally:
+        amqp.close()
+    produce(broker, topic, [{"plain": True}])  # from Kafka: headers only
+
+    page.goto(f"{broker.http_url}/console/topics/{topic}/messages?start=beginning")
+    assert cells(page, "#messages td.offset") == ["0", "1", "2"]
+    rows = page.locator("#messages tr.message")
+    assert cells(page, "#messages .protocol") == [
+        "MQTT: QoS 1, retain, content type application/json, payload format UTF-8, "
+        f"message expiry 600 s, response topic {topic}/replies, correlation data req-42, "
+        f"user properties site=north, unit=C, client id {client_id}",
+        "AMQP: content-type text/plain, delivery-mode 2 (persistent), correlation-id c-9, "
+        "reply-to replies, message-id m-9, timestamp 2023-11-14T22:13:20Z, "
+        "headers retries=0, source=shop",
+    ]
+    assert rows.nth(0).locator(".protocol").get_attribute("data-protocol") == "MQTT"
+    assert rows.nth(2).locator(".protocol").count() == 0
+    # the headers they are stored as are one click away
+    stored = rows.nth(1).locator("details")
+    assert stored.locator("summary").inner_text() == "Stored as 9 header(s)"
+    stored.locator("summary").click()
+    assert "amqp-reply-to: replies" in stored.inner_text()
 
 
 def test_message_browser_seeks_by_time(broker: BrokerProcess, page: Any) -> None:

@@ -33,6 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bayou.protocol.kafka import RequestHeader, decode_response, encode_request
 from bayou.protocol.kafka import messages as m
+from tests.support.browser import chromium
 from tests.support.kafka_java import classpath, why_not
 from tests.support.security import SecureBroker, bayou_cli
 from tests.support.wait import wait_until
@@ -338,9 +339,12 @@ def test_metrics_need_a_login_and_describe_on_the_cluster(secure: SecureBroker) 
 def test_console_logs_in_and_shows_only_what_acls_allow(secure: SecureBroker) -> None:
     url = f"https://127.0.0.1:{secure.http_tls_port}/console"
     with httpx.Client(verify=trusting(secure), timeout=TIMEOUT) as http:
-        anonymous = http.get(f"{url}/topics")
-        assert anonymous.status_code == 401
-        assert anonymous.headers["www-authenticate"].startswith("Basic")
+        anonymous = http.get(f"{url}/topics?q=sec")  # a browser goes to the login page
+        assert anonymous.status_code == 303
+        assert anonymous.headers["location"] == "/console/login?next=%2Fconsole%2Ftopics%3Fq%3Dsec"
+        refused = http.post(f"{url}/topics/{A}/delete", data={"confirm": A})  # a script: 401
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"].startswith("Basic")
         alice = ("alice", USERS["alice"])
         listed = http.get(f"{url}/topics", auth=alice)
         assert listed.status_code == 200 and f">{A}</a>" in listed.text
@@ -352,6 +356,53 @@ def test_console_logs_in_and_shows_only_what_acls_allow(secure: SecureBroker) ->
         assert refused.status_code == 403 and A in secure_topics(secure)
         admin = http.get(f"{url}/topics", auth=("admin", USERS["admin"]))
         assert f">{A}</a>" in admin.text and f">{B}</a>" in admin.text
+
+
+def test_console_login_page_sets_a_signed_session_cookie_and_logs_out(
+    secure: SecureBroker,
+) -> None:
+    url = f"https://127.0.0.1:{secure.http_tls_port}"
+    with chromium() as browser:
+        context = browser.new_context(ignore_https_errors=True)
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT * 1000)
+        page.goto(f"{url}/console/topics")  # no Basic prompt: the login page
+        assert page.url == f"{url}/console/login?next=%2Fconsole%2Ftopics"
+        page.get_by_label("User", exact=True).fill("alice")
+        page.get_by_label("Password", exact=True).fill("wrong")
+        page.get_by_role("button", name="Log in").click()
+        assert page.locator("#login-error").inner_text() == "Wrong user or password."
+        assert page.get_by_label("User", exact=True).input_value() == "alice"
+        page.get_by_label("Password", exact=True).fill(USERS["alice"])
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(f"{url}/console/topics")
+        assert [t.strip() for t in page.locator("#topics td a").all_inner_texts()] == [A]
+        assert page.locator(".user").inner_text() == "User:alice"
+        # the same ACLs as alice's Basic login: sec-b is absent, the overview refused
+        assert page.goto(f"{url}/console/topics/{B}").status == 404  # type: ignore[union-attr]
+        assert page.goto(f"{url}/console").status == 403  # type: ignore[union-attr]
+        [cookie] = context.cookies()
+        assert (cookie["name"], cookie["path"], cookie["httpOnly"], cookie["secure"]) == (
+            "bayou_session",
+            "/console",
+            True,
+            True,
+        )
+        assert cookie["sameSite"] == "Strict"
+        session = {"Cookie": f"bayou_session={cookie['value']}"}
+        with httpx.Client(verify=trusting(secure), timeout=TIMEOUT) as http:
+            # the cookie logs in to the console only, and only as signed by the broker
+            assert http.get(f"{url}/console/topics/{A}", headers=session).status_code == 200
+            assert http.get(f"{url}/topics", headers=session).status_code == 401
+            forged = {"Cookie": f"bayou_session={cookie['value'][:-4]}AAAA"}
+            assert http.get(f"{url}/console/topics", headers=forged).status_code == 303
+            page.goto(f"{url}/console/topics")
+            page.get_by_role("button", name="Log out").click()
+            page.wait_for_url(f"{url}/console/login")
+            assert context.cookies() == []
+            # a copy of the cookie kept from before is refused once logged out
+            assert http.get(f"{url}/console/topics", headers=session).status_code == 303
+        context.close()
 
 
 def secure_topics(secure: SecureBroker) -> set[str]:

@@ -17,6 +17,15 @@
     return td;
   }
 
+  function named(name, text, cls) {
+    const div = document.createElement("div");
+    if (cls) div.className = cls;
+    const strong = document.createElement("strong");
+    strong.textContent = name;
+    div.append(strong, ": " + text);
+    return div;
+  }
+
   function row(r) {
     const tr = document.createElement("tr");
     tr.className = "message tailed";
@@ -29,13 +38,19 @@
     pre.textContent = r.value.text;
     value.append(pre);
     const headers = document.createElement("td");
-    for (const [name, v] of r.headers) {
-      const div = document.createElement("div");
-      const strong = document.createElement("strong");
-      strong.textContent = name;
-      div.append(strong, ": " + v.text);
-      headers.append(div);
+    for (const p of r.protocols) {  // MQTT or AMQP properties, by name
+      headers.append(named(p.protocol, p.items.join(", "), "protocol"));
+      headers.lastChild.dataset.protocol = p.protocol;
     }
+    let stored = headers;
+    if (r.protocols.length) {
+      stored = document.createElement("details");
+      const summary = document.createElement("summary");
+      summary.textContent = "Stored as " + r.headers.length + " header(s)";
+      stored.append(summary);
+      headers.append(stored);
+    }
+    for (const [name, v] of r.headers) stored.append(named(name, v.text));
     const again = document.createElement("td");
     const link = document.createElement("a");
     link.href = body.dataset.url + "/produce?partition=" + r.partition + "&offset=" + r.offset;

@@ -75,7 +75,7 @@ def create_app(gw: Gateway) -> FastAPI:
     app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected)
     app.add_middleware(RequestTimer, traffic=gw.core.metrics.door("http"))
-    app.add_middleware(AuthMiddleware, security=gw.core.security)
+    app.add_middleware(AuthMiddleware, security=gw.core.security, sessions=gw.sessions)
     add_cors(app, gw.cors_origins)  # outermost: refusals carry CORS headers too
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -8,6 +8,8 @@ the same as Kafka's SASL users) or ``Bearer`` (a JWT, validated as SASL/OAUTHBEA
 client certificate on the TLS listener (``HttpProtocol`` puts its principal in the scope).
 None, or a wrong one, is answered ``401`` with ``WWW-Authenticate`` and a REST Proxy error
 body (``40101``), after the growing delay of a failed login; a WebSocket is closed (1008).
+Under a path an application protected with a login page (``sessions.py``: the console), the
+session cookie logs in too, and a GET without credentials is sent to that page (303).
 
 The principal goes into ``scope["state"]`` (``request.state.principal``); then the path
 decides the first question, as Kafka would ask it: ``/topics/{t}`` GET needs DESCRIBE on the
@@ -25,6 +27,7 @@ import binascii
 import json
 import re
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -32,6 +35,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from bayou.core.security import Security
 from bayou.core.security.acl import AclOperation, ResourceType
 from bayou.gateways.http.errors import RestError
+from bayou.gateways.http.sessions import COOKIE, Sessions
 
 DOOR = "http"
 TOPIC_DENIED = 40301
@@ -43,17 +47,22 @@ OPEN_PATHS = ("/", "/docs", "/redoc", "/openapi.json")
 
 
 class AuthMiddleware:
-    def __init__(self, app: ASGIApp, security: Security) -> None:
+    def __init__(self, app: ASGIApp, security: Security, sessions: Sessions | None = None) -> None:
         self.app = app
         self.security = security
+        self.sessions = sessions
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or not self.security.enabled:
             await self.app(scope, receive, send)
             return
         path: str = scope.get("path", "")
+        sessions = self.sessions
         if scope["type"] == "http" and (
-            scope.get("method") == "OPTIONS" or path in OPEN_PATHS or path.startswith("/docs/")
+            scope.get("method") == "OPTIONS"
+            or path in OPEN_PATHS
+            or path.startswith("/docs/")
+            or (sessions is not None and sessions.is_open(path))
         ):
             await self.app(scope, receive, send)
             return
@@ -62,6 +71,9 @@ class AuthMiddleware:
         if principal is None:
             if delay:
                 await asyncio.sleep(delay)
+            if sessions is not None and sessions.covers(path) and scope.get("method") == "GET":
+                await _to_login_page(scope, send, sessions.login_page)
+                return
             await _refuse(scope, send, 401, UNAUTHORIZED, "Authentication required.")
             return
         scope.setdefault("state", {})["principal"] = principal
@@ -97,6 +109,11 @@ class AuthMiddleware:
         cert = (scope.get("extensions") or {}).get("bayou.principal", {}).get("principal")
         if isinstance(cert, str):
             return cert, 0.0
+        sessions = self.sessions
+        if sessions is not None and sessions.covers(scope.get("path", "")):
+            cookie = HTTPConnection(scope).cookies.get(COOKIE)
+            if cookie:
+                return sessions.principal(cookie), 0.0
         return None, 0.0  # no credentials: 401 at once (a browser then asks for them)
 
     def _first_question(
@@ -137,6 +154,17 @@ async def _refuse(scope: Scope, send: Send, status: int, code: int, message: str
         headers.append((b"www-authenticate", b'Basic realm="bayou", Bearer realm="bayou"'))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _to_login_page(scope: Scope, send: Send, login_page: str) -> None:
+    """A browser without a login, sent to the login page, which comes back here after."""
+    here = scope.get("path", "/")
+    if scope.get("query_string"):
+        here += "?" + scope["query_string"].decode("latin-1")
+    location = f"{login_page}?{urlencode({'next': here})}".encode("latin-1")
+    headers = [(b"location", location), (b"content-length", b"0"), (b"cache-control", b"no-store")]
+    await send({"type": "http.response.start", "status": 303, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
 
 
 def principal_of(conn: HTTPConnection) -> str | None:

@@ -13,6 +13,7 @@ from bayou.core import Core
 from bayou.core.partitioner import Partitioner
 from bayou.gateways.http.consumers import ConsumerRegistry
 from bayou.gateways.http.payloads import V2
+from bayou.gateways.http.sessions import Sessions
 from bayou.gateways.pacing import hold, throttle_ms
 
 
@@ -28,6 +29,11 @@ class Gateway:
     links: dict[str, str] = field(default_factory=dict)
     # librdkafka settings reaching this broker's own Kafka listener (SQL statements), once up
     sql_client_config: dict[str, Any] | None = None
+    #: browser sessions of a login page (the console's), beside Basic and Bearer
+    sessions: Sessions = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sessions = Sessions(self.core.security)
 
 
 def gateway(conn: HTTPConnection) -> Gateway:
