@@ -11,6 +11,8 @@ import sys
 import threading
 import time
 
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
 from tests.support.broker import BrokerProcess
 from tests.support.mqtt import MqttTestClient, Received, unique
 
@@ -158,5 +160,47 @@ def test_a_member_killed_holding_unacknowledged_messages_hands_them_to_the_other
         lines.thread.join(10)
         if holder.stdout is not None:
             holder.stdout.close()
+        if other is not None:
+            other.close()
+
+
+def test_a_member_that_stops_acknowledging_loses_its_messages_to_the_other(
+    shared_broker: BrokerProcess,
+) -> None:
+    top = unique("slow")
+    port = shared_broker.mqtt_port
+    share = f"$share/s/{top}/#"
+    # the share group's lock duration, set through Kafka's admin API before it exists
+    admin = KafkaAdminClient(bootstrap_servers=shared_broker.bootstrap)
+    try:
+        admin.alter_configs(
+            [
+                ConfigResource(
+                    ConfigResourceType.GROUP,
+                    f"mqtt-share:s/{top}/#",
+                    {"share.record.lock.duration.ms": "1000"},
+                )
+            ],
+            incremental=True,
+        )
+    finally:
+        admin.close()
+    slow = MqttTestClient(port, unique("slow"), version=5, receive_maximum=5, manual_ack=True)
+    other = None
+    try:
+        slow.subscribe(share, 1)
+        sent = [(f"{top}/a", f"job {i}".encode()) for i in range(10)]
+        publish_all(port, sent)
+        held = slow.receive(5)  # its window; it never acknowledges them
+        assert len(held) == 5
+        other = MqttTestClient(port, unique("other"), version=5)
+        other.subscribe(share, 1)
+        got = other.receive(10, timeout=DEADLINE_S)
+        assert sorted(x.payload for x in got) == sorted(p for _t, p in sent)
+        redelivered = sorted(x.payload for x in got if x.dup)
+        assert redelivered == sorted(x.payload for x in held)  # once their locks ran out
+        assert slow.receive(1, timeout=0.5) == []  # still connected, window still full
+    finally:
+        slow.close()
         if other is not None:
             other.close()
