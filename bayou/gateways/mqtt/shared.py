@@ -221,8 +221,11 @@ class SharedMember:
             await self._prepare(reader, initial=not self._started)
             self._started = True
             await reader.join()
-        except ShareCoordinatorError as exc:
+        except ShareCoordinatorError as exc:  # the broker stopping, or shares not running
             log.warning("MQTT %s: joining share group %s failed: %s", self, self.group_id, exc)
+            return
+        except Exception:
+            log.exception("MQTT %s: joining share group %s failed", self, self.group_id)
             return
         while True:
             try:
