@@ -32,6 +32,7 @@ class Received:
     content_type: str | None = None
     subscription_ids: list[int] = field(default_factory=list)
     topic_alias: int | None = None  # paho leaves aliases to the application: topic is ""
+    dup: bool = False
 
 
 def unique(prefix: str) -> str:
@@ -73,6 +74,7 @@ class MqttTestClient:
         keepalive: int = 30,
         receive_maximum: int | None = None,
         topic_alias_maximum: int | None = None,
+        manual_ack: bool = False,
     ) -> None:
         protocol = mqtt.MQTTv5 if version == 5 else mqtt.MQTTv311
         kwargs: dict[str, Any] = {}
@@ -83,6 +85,7 @@ class MqttTestClient:
             client_id=client_id,
             protocol=protocol,
             transport=transport,
+            manual_ack=manual_ack,
             **kwargs,
         )
         self.version = version
@@ -151,6 +154,7 @@ class MqttTestClient:
                 content_type,
                 sub_ids,
                 alias,
+                bool(msg.dup),
             )
         )
 

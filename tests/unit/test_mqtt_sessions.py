@@ -246,5 +246,5 @@ def test_the_door_modules_import_each_other_without_cycles() -> None:
         return False
 
     assert [m for m in graph if reaches(m, m, set())] == []
-    for module in ("session", "delivery", "inflight", "subscriptions", "catch_up"):
+    for module in ("session", "delivery", "inflight", "subscriptions", "catch_up", "shared"):
         assert not reaches(module, "client", set()) and not reaches(module, "server", set())

@@ -66,11 +66,7 @@ class Recipient(Protocol):
         ...
 
     def pull_shared(self) -> bool:
-        """Take one message waiting in one of its share groups; False when none."""
-        ...
-
-    def give_back_shared(self, delivery: Delivery) -> None:
-        """Return a share group's message it could not send (it went offline)."""
+        """Take one ``$SYS`` message waiting in one of its share groups; False when none."""
         ...
 
 
@@ -135,13 +131,16 @@ class Outbox:
 
     # ------------------------------------------------------------------ sending
 
-    def send_window(self) -> int:
+    def inflight_limit(self) -> int:
+        """The client's Receive Maximum (3.1.1: ``DEFAULT_INFLIGHT``); 0 when offline."""
         c = self.conn
         if c is None:
             return 0
         proto = c.proto
-        limit = proto.client_receive_maximum if proto.version == MQTT_5 else DEFAULT_INFLIGHT
-        return limit - len(self.window)
+        return proto.client_receive_maximum if proto.version == MQTT_5 else DEFAULT_INFLIGHT
+
+    def send_window(self) -> int:
+        return self.inflight_limit() - len(self.window)
 
     def pump(self) -> None:
         self._pump_scheduled = False
@@ -166,15 +165,20 @@ class Outbox:
             if d.qos and window <= 0:
                 break
             queue.popleft()
+            share = d.share
             if d.qos:
                 pid = inflight.add(d)
-                data = self._encode(d, pid, False, now)
+                data = self._encode(d, pid, share is not None and share.redelivered, now)
                 if data is None:
                     del inflight.entries[pid]
+                    if share is not None:
+                        share.settle(False)
                     continue
                 window -= 1
             else:
                 data = self._encode(d, None, False, now)
+                if share is not None:
+                    share.settle(data is not None)
                 if data is None:
                     continue
             out.append(data)
@@ -254,6 +258,8 @@ class Outbox:
             data = self._encode(entry.delivery, pid, True, now)
             if data is None:
                 del entries[pid]
+                if entry.delivery.share is not None:
+                    entry.delivery.share.settle(False)
                 continue
             out.append(data)
             stats.publish_sent += 1
@@ -264,23 +270,32 @@ class Outbox:
     # ------------------------------------------------------------------ acknowledgements
 
     def on_puback(self, pid: int) -> bool:
+        entry = self.window.entries.get(pid)
         if not self.window.on_puback(pid):
             return False
+        if entry is not None and entry.delivery.share is not None:
+            entry.delivery.share.settle(True)
         self.recipient.dirty = True
         self.schedule_pump()
         return True
 
     def on_pubrec(self, pid: int, failed: bool) -> bool:
+        entry = self.window.entries.get(pid)
         if not self.window.on_pubrec(pid, failed):
             return False
+        if failed and entry is not None and entry.delivery.share is not None:
+            entry.delivery.share.settle(True)  # the client answered: the exchange is over
         self.recipient.dirty = True
         if failed:
             self.schedule_pump()
         return True
 
     def on_pubcomp(self, pid: int) -> bool:
+        entry = self.window.entries.get(pid)
         if not self.window.on_pubcomp(pid):
             return False
+        if entry is not None and entry.delivery.share is not None:
+            entry.delivery.share.settle(True)
         self.recipient.dirty = True
         self.schedule_pump()
         return True
@@ -406,16 +421,18 @@ class Outbox:
         return out
 
     def go_offline(self) -> None:
-        """The connection ended: fall back to the log for everything still queued."""
+        """The connection ended: fall back to the log for everything still queued.  What
+        shared subscriptions handed over, queued or in flight, is dropped: their share
+        groups get it back (``SharedMember.disconnect``)."""
+        entries = self.window.entries
+        for pid in [pid for pid, e in entries.items() if e.delivery.share is not None]:
+            del entries[pid]
         for d in self.queue:
-            if d.tracked and d.tp is not None:
-                # a partition can be both queued and behind (the queue overflowed, or a
-                # catch-up read queued a stretch): the earliest queued offset is where to
-                # resume — ``behind`` alone would skip what the queue held
-                if d.offset < self.behind.get(d.tp, d.offset + 1):
-                    self.behind[d.tp] = d.offset
-            elif not d.tracked and d.qos and d.tp is not None:
-                self.recipient.give_back_shared(d)
+            # a partition can be both queued and behind (the queue overflowed, or a catch-up
+            # read queued a stretch): the earliest queued offset is where to resume —
+            # ``behind`` alone would skip what the queue held
+            if d.tracked and d.tp is not None and d.offset < self.behind.get(d.tp, d.offset + 1):
+                self.behind[d.tp] = d.offset
         self.queue.clear()
         self.conn = None
         self.recipient.dirty = True

@@ -85,7 +85,7 @@ class InflightWindow:
         rows = []
         for pid, entry in self.entries.items():
             d = entry.delivery
-            if d.tp is not None:
+            if d.tp is not None and d.share is None:  # a share group keeps its own
                 rows.append(
                     [d.tp[0], d.tp[1], d.offset, pid, d.qos, entry.released, list(d.sub_ids)]
                 )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Protocol
 
 from bayou.gateways.mqtt.mapping import (
     H_CLIENT,
@@ -114,10 +115,21 @@ class Message:
         return self.expiry_at is not None and now >= self.expiry_at
 
 
+class Settlement(Protocol):
+    """What a delivery of a shared subscription owes its share group (``shared.py``)."""
+
+    @property
+    def redelivered(self) -> bool: ...
+
+    def settle(self, delivered: bool) -> None:
+        """The client has it (True), or could not take it (False)."""
+        ...
+
+
 class Delivery:
     """A message on its way to one session."""
 
-    __slots__ = ("msg", "offset", "qos", "retain", "sub_ids", "tp", "tracked")
+    __slots__ = ("msg", "offset", "qos", "retain", "share", "sub_ids", "tp", "tracked")
 
     def __init__(
         self,
@@ -128,6 +140,7 @@ class Delivery:
         tp: TP | None,
         offset: int,
         tracked: bool,
+        share: Settlement | None = None,
     ) -> None:
         self.msg = msg
         self.qos = qos
@@ -136,6 +149,7 @@ class Delivery:
         self.tp = tp
         self.offset = offset
         self.tracked = tracked  # counts for the session's positions (own subscriptions)
+        self.share = share  # a shared subscription's: settled when sent or acknowledged
 
 
 @dataclass

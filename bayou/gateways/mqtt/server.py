@@ -14,8 +14,10 @@ them as durable as the topics ask before it returns).  The (Kafka topic, partiti
 MQTT topic is cached (``kafka_target``); a topic that does not exist yet is created through
 ``Core.topic`` (``resolve_target``), off the event loop.
 
-Delivering: tailers offer new records to the sessions and share groups whose filters match;
-a session that cannot take them catches up from the log later (``delivery.py``).  The
+Delivering: tailers offer new records to the sessions whose filters match; a session that
+cannot take them catches up from the log later (``delivery.py``).  A shared subscription
+is a Kafka share group whose connected members acquire their records (``shared.py``); only
+``$SYS`` messages, which are in no log, go round robin through the door's ``ShareGroup``.  The
 gateway is the sessions' ``SessionHost``: where the tailers are, the shared catch-up reads,
 a record read back by offset.
 
@@ -61,6 +63,7 @@ from bayou.gateways.mqtt.session import (
     legacy_positions,
     subscriptions_of,
 )
+from bayou.gateways.mqtt.shared import SharedMember
 from bayou.gateways.mqtt.store import RetainedStore, SessionStore
 from bayou.gateways.mqtt.subscriptions import Owners, ShareGroup, SubOptions, Subscriptions
 from bayou.gateways.mqtt.systree import SysCounters, SysTree
@@ -217,7 +220,7 @@ class MqttGateway:
         session.dirty = bool(legacy)  # a version 1 document: commit its positions
         self.sessions[client_id] = session
         for topic_filter, opts in subscriptions_of(doc).items():
-            self.subscriptions.add(session, topic_filter, opts)
+            self.add_subscription(session, topic_filter, opts)
 
     async def stop(self) -> None:
         self._stopped = True
@@ -342,6 +345,9 @@ class MqttGateway:
                 self.drop_session(session)
 
     def drop_session(self, session: Session) -> None:
+        for member in session.shared.values():
+            member.disconnect()
+        session.shared.clear()
         self.subscriptions.remove_all(session)
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
@@ -356,10 +362,26 @@ class MqttGateway:
         return self.subscriptions.owners_of(mqtt_topic)
 
     def add_subscription(self, session: Session, topic_filter: str, opts: SubOptions) -> bool:
-        return self.subscriptions.add(session, topic_filter, opts)
+        new = self.subscriptions.add(session, topic_filter, opts)
+        share_name, plain = parse_shared(topic_filter)
+        if share_name is not None and not is_sys(plain) and topic_filter not in session.shared:
+            member = session.shared[topic_filter] = SharedMember(self, session, share_name, plain)
+            if session.conn is not None:
+                member.connect()
+        return new
 
     def remove_subscription(self, session: Session, topic_filter: str) -> bool:
+        member = session.shared.pop(topic_filter, None)
+        if member is not None:
+            member.disconnect()
         return self.subscriptions.remove(session, topic_filter)
+
+    def share_partitions(self, topic_filter: str) -> list[TP]:
+        """The existing partitions a shared subscription's ``topic_filter`` may read."""
+        existing = self.core.topics()
+        return sorted(
+            self._partitions_of(self.mapper.kafka_topics_for_filter(topic_filter, existing))
+        )
 
     def _partitions_of(self, topics: Iterable[str]) -> Iterator[TP]:
         existing = self.core.topics()
@@ -381,7 +403,7 @@ class MqttGateway:
         """Start a tailer for every partition a subscription may read; stop the others."""
         existing = self.core.topics()
         wanted: set[str] = set()
-        for topic_filter in self.subscriptions.filters:
+        for topic_filter in self.subscriptions.tailed:
             wanted |= self.mapper.kafka_topics_for_filter(topic_filter, existing)
         needed: set[TP] = set()
         for tp in self._partitions_of(wanted):
@@ -398,6 +420,9 @@ class MqttGateway:
         self.chunks.keep_only(needed)
         self._known_topics = set(existing)
         self._targets.clear()
+        for session in self.sessions.values():
+            for member in session.shared.values():
+                member.refresh()
 
     # ------------------------------------------------------------------ SessionHost, TailerHost
 

@@ -2,7 +2,8 @@
 
 Theory of operation
 -------------------
-A ``Session`` holds a client's subscriptions (its own, and its places in share groups), its
+A ``Session`` holds a client's subscriptions (its own, and its places in shared
+subscriptions: ``shared``, members of share groups while it is connected, ``shared.py``), its
 expiry, the QoS 2 packet ids it published and has not released yet (``pubrel_wait``: a
 resent PUBLISH with one of those ids is not stored twice), and its ``Outbox``
 (``delivery.py``): the queue, the catch-up state, the positions and the in-flight window
@@ -30,6 +31,7 @@ from bayou.gateways.mqtt.delivery import Outbox
 from bayou.gateways.mqtt.inflight import Inflight, Row
 from bayou.gateways.mqtt.interfaces import Connection, SessionHost
 from bayou.gateways.mqtt.messages import TP, Delivery, Message
+from bayou.gateways.mqtt.shared import SharedMember
 from bayou.gateways.mqtt.subscriptions import ShareGroup, SubOptions
 from bayou.protocol.mqtt.topics import matches
 
@@ -47,7 +49,8 @@ class Session:
         self.client_id = client_id
         self.expiry_s = expiry_s
         self.subs: dict[str, SubOptions] = {}
-        self.groups: dict[str, ShareGroup] = {}
+        self.groups: dict[str, ShareGroup] = {}  # for $SYS messages (in no log)
+        self.shared: dict[str, SharedMember] = {}  # shared filter → its share-group member
         self.pubrel_wait: set[int] = set()
         self.disconnected_at: int | None = None
         self.dirty = False  # durable state changed since the last save
@@ -93,10 +96,8 @@ class Session:
     def pull_shared(self) -> bool:
         return any(group.pull(self) for group in self.groups.values())
 
-    def give_back_shared(self, delivery: Delivery) -> None:
-        for group in self.groups.values():
-            group.give_back(delivery)
-            break
+    def inflight_limit(self) -> int:
+        return self.outbox.inflight_limit()
 
     # ------------------------------------------------------------------ acknowledgements
 
@@ -123,10 +124,14 @@ class Session:
             self.outbox.resend_inflight()
         else:
             self.outbox.window.clear()
+        for member in self.shared.values():
+            member.connect()
         self.outbox.schedule_pump()
 
     def go_offline(self, now_ms: int | None) -> None:
         """The connection ended (``now_ms``: when, for the expiry; None: not counted)."""
+        for member in self.shared.values():
+            member.disconnect()
         self.outbox.go_offline()
         if now_ms is not None:
             self.disconnected_at = now_ms

@@ -4,15 +4,18 @@ Theory of operation
 -------------------
 ``Subscriptions`` is the door-wide index: one ``SubscriptionTrie`` of every filter, whose
 owners are sessions (their own subscriptions) and ``ShareGroup``s (``$share/group/filter``:
-the trie holds the group once, whatever its number of members).  ``owners_of(topic)`` walks
+the trie holds the group once, whatever its number of members; it serves the ``$SYS``
+messages only, which are in no log — records reach shared subscriptions through Kafka
+share groups, ``shared.py``).  ``owners_of(topic)`` walks
 the trie once per MQTT topic and groups the matches per owner — a session with overlapping
 subscriptions gets the message once, with the options of all of them (``merge_options``:
 the highest QoS, every subscription id); the answer is cached per topic until the next
-subscribe or unsubscribe.  It also counts subscriptions per plain filter, which is what the
-gateway turns into the Kafka partitions it tails.
+subscribe or unsubscribe.  It also counts subscriptions per plain filter, and the filters of
+the subscriptions that are not shared (``tailed``), which the gateway turns into the Kafka
+partitions it tails.
 
-A ``ShareGroup`` hands each message to one connected member with room, round robin; when
-none has room, QoS 1/2 messages wait in its pending queue (bounded: beyond
+A ``ShareGroup`` hands each ``$SYS`` message to one connected member with room, round robin;
+when none has room, QoS 1/2 messages wait in its pending queue (bounded: beyond
 ``MAX_GROUP_PENDING`` they are dropped, counted and warned about once).
 
 The subscribers here are anything with the ``Subscriber`` shape (a session): this module
@@ -167,10 +170,6 @@ class ShareGroup:
         )
         return True
 
-    def give_back(self, delivery: Delivery) -> None:
-        """A member went offline holding ``delivery``: first in line for the others."""
-        self.pending.appendleft((delivery.msg, delivery.qos, delivery.tp, delivery.offset))
-
 
 Owners = list[tuple[Any, list[SubOptions]]]  # (a Subscriber or a ShareGroup, its options)
 
@@ -183,6 +182,7 @@ class Subscriptions:
         self.trie: SubscriptionTrie[SubOptions] = SubscriptionTrie()
         self.groups: dict[tuple[str, str], ShareGroup] = {}
         self.filters: dict[str, int] = {}  # plain filter → subscriptions using it
+        self.tailed: dict[str, int] = {}  # the same, for filters that are not shared
         self._owners: dict[str, Owners] = {}
 
     def owners_of(self, mqtt_topic: str) -> Owners:
@@ -217,6 +217,8 @@ class Subscriptions:
             subscriber.groups[topic_filter] = group
         if new:
             self.filters[plain] = self.filters.get(plain, 0) + 1
+            if group_name is None:
+                self.tailed[plain] = self.tailed.get(plain, 0) + 1
         return new
 
     def remove(self, subscriber: Subscriber, topic_filter: str) -> bool:
@@ -234,11 +236,9 @@ class Subscriptions:
                 if not group.members:
                     self.trie.remove(plain, group)
                     self.groups.pop((group_name, plain), None)
-        left = self.filters.get(plain, 1) - 1
-        if left:
-            self.filters[plain] = left
-        else:
-            self.filters.pop(plain, None)
+        _uncount(self.filters, plain)
+        if group_name is None:
+            _uncount(self.tailed, plain)
         return True
 
     def remove_all(self, subscriber: Subscriber) -> None:
@@ -250,3 +250,11 @@ class Subscriptions:
 
     def shared_count(self) -> int:
         return sum(len(group.members) for group in self.groups.values())
+
+
+def _uncount(counts: dict[str, int], key: str) -> None:
+    left = counts.get(key, 1) - 1
+    if left:
+        counts[key] = left
+    else:
+        counts.pop(key, None)

@@ -129,9 +129,8 @@ class Tailer:
                 if owners:
                     msg = host.message_from_record(mqtt_topic, rec)
                     for owner, options in owners:
-                        if isinstance(owner, ShareGroup):
-                            owner.offer(msg, options[0], tp, offset)
-                        else:
+                        # shared subscriptions read through their share groups (shared.py)
+                        if not isinstance(owner, ShareGroup):
                             owner.offer(msg, options, tp, offset)
                 cursor.position = offset + 1
                 budget -= 1
