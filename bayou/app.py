@@ -11,11 +11,14 @@ doors exist: the core imports no door, and a door sees only the core.
 Start, in order: the engine opens (recovering every partition; the local engine takes the
 data directory's lock and raises the open-files limit) and starts its background work
 (flush timers, checkpoints, retention and the cleaner); the core loads the group
-coordinator from its state log; the doors bind their listeners; one line lists them.
+coordinator from its state log; the broker joins its cluster (``storage/cluster.py``: on a
+shared engine it registers, claims its partitions and keeps only its groups); the doors
+bind their listeners; one line lists them.
 
 Stop, in reverse: the listeners stop accepting, the core is marked stopping (every long poll
-and stream ends), the HTTP, MQTT and AMQP doors stop (consumers commit what was acked, MQTT
-saves its sessions — before the coordinator and the engine close), the core answers parked
+and stream ends), the broker leaves its cluster (the others take over at once), the HTTP,
+MQTT and AMQP doors stop (consumers commit what was acked, MQTT saves its sessions — before
+the coordinator and the engine close), the core answers parked
 group requests, the Kafka door lets in-flight requests answer (bounded) and closes its
 connections, and the engine drains pending fsyncs and closes, writing its checkpoints and
 clean-shutdown marker.
@@ -39,6 +42,7 @@ from bayou.gateways.door import Door
 from bayou.gateways.http import HttpGateway
 from bayou.gateways.kafka.server import KafkaDoor, KafkaSettings
 from bayou.gateways.mqtt import MqttGateway
+from bayou.storage.cluster import BrokerAddress, Cluster, SingleNode
 from bayou.storage.dir_lock import DataDirectoryInUse
 from bayou.storage.engine import LogEngine
 from bayou.storage.local_engine import LocalEngine
@@ -83,6 +87,22 @@ def make_engine(config: BrokerConfig) -> LogEngine:
     raise InvalidConfig(
         f"Unknown storage {url!r}: expected local, memory:// or postgres://user@host:port/db"
     )
+
+
+def make_cluster(config: BrokerConfig, engine: LogEngine) -> Cluster:
+    """A cluster of the brokers sharing the engine, or this broker alone."""
+    if engine.kind == "postgres":
+        from bayou.storage.postgres import PostgresEngine
+        from bayou.storage.postgres.cluster import PgCluster
+
+        assert isinstance(engine, PostgresEngine)
+        return PgCluster(
+            engine,
+            config.node_id,
+            lease_ms=config.cluster.lease_ms,
+            heartbeat_ms=config.cluster.heartbeat_ms,
+        )
+    return SingleNode(config.node_id)
 
 
 def group_settings(config: BrokerConfig) -> GroupSettings:
@@ -199,6 +219,7 @@ class App:
             group_settings(config),
             txn_settings(config),
             Security(security_settings(config)),
+            make_cluster(config, self.engine),
         )
         self.kafka = KafkaDoor(
             self.core, self._kafka_settings(config.kafka.port, config.kafka.tls_port)
@@ -228,10 +249,22 @@ class App:
         await self.engine.open()
         await self.engine.start()
         await self.core.start()
+        # join the cluster before listening (clients asking this broker see the others);
+        # a Kafka port still to be chosen (0) is known only once the door listens
+        known = self.config.kafka.port != 0
+        if known:
+            await self.core.join(
+                BrokerAddress(self.config.node_id, self.config.advertised, self.config.kafka.port)
+            )
         for door in self.doors:
             await door.start()
-        if self.config.kafka.port == 0:  # bound to a free port: say the real one
+        if not known:  # bound to a free port: say the real one
             self.kafka.settings = self._kafka_settings(self.kafka.port, self.kafka.tls_port)
+            await self.core.join(
+                BrokerAddress(
+                    self.config.node_id, self.kafka.advertised_host, self.kafka.advertised_port
+                )
+            )
         listening = " ".join(
             f"{name}={door.address if door is not None else 'off'}"
             for name, door in (
@@ -254,6 +287,7 @@ class App:
         log.info("shutting down")
         self.kafka.close_listener()
         self.core.begin_stop()
+        await self.core.cluster.leave()  # the others take over at once
         for door in (self.http, self.mqtt, self.amqp):
             if door is not None:
                 await door.stop()

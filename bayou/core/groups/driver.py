@@ -58,6 +58,26 @@ class GroupDriver:
         """Replay the state log; returns how many records were applied."""
         return self.coordinator.load(await self.store.records(), self.clock_ms())
 
+    async def follow(self, owns: Callable[[str], bool], *, load: bool) -> None:
+        """The cluster changed: forget the groups this broker no longer coordinates, and
+        (``load``) replay from the state log the ones it gained — those it holds nothing
+        of; a group it kept all along is already true."""
+        gone = self.coordinator.drop_groups(lambda g: not owns(g))
+        if gone:
+            log.info("coordinator moved away for %d group(s)", len(gone))
+        if not load:
+            return
+        held = self.coordinator.held_groups()
+        records = await self.store.records()
+        held |= self.coordinator.held_groups()  # created meanwhile: already true
+        gained = [r for r in records if r.key.group not in held and owns(r.key.group)]
+        if gained:
+            self.coordinator.load(gained, self.clock_ms())
+            loaded = {r.key.group for r in gained}
+            log.info("took over %d group(s) from the state log", len(loaded))
+        if self._wake is not None:
+            self._wake.set()
+
     async def start(self) -> None:
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._timers())

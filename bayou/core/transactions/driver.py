@@ -92,6 +92,25 @@ class TxnDriver:
             )
             self._launch(job, job.partitions)
 
+    async def follow(self, owns: Callable[[str], bool], *, load: bool) -> None:
+        """The cluster changed: forget the transactional ids this broker no longer
+        coordinates, and (``load``) replay the ones it gained from the state log, completing
+        the transactions they left decided."""
+        txns = self.coordinator.txns
+        for tid in [tid for tid in txns if not owns(tid)]:
+            del txns[tid]
+        if not load:
+            return
+        held = set(txns)
+        records = await self.store.records()
+        held |= set(txns)
+        gained = [r for r in records if r.transactional_id not in held and owns(r.transactional_id)]
+        self.coordinator.load(gained)
+        ids = {r.transactional_id for r in gained}
+        for job in self.coordinator.pending_markers():
+            if job.transactional_id in ids:
+                self._launch(job, job.partitions)
+
     def shutdown(self) -> None:
         """Refuse new work and stop the timers (marker jobs in flight finish)."""
         self._closed = True

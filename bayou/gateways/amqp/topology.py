@@ -424,11 +424,11 @@ class Topology:
 
     async def _delete_group(self, name: str) -> None:
         """Remove the ``amqp:Q`` group (its offsets would misplace a new queue's readers)."""
+        group_id = group_of(name)
         try:
-            driver = self.core.group_driver()
+            driver = self.core.group_driver(group_id)
         except GroupCoordinatorError:
             return
-        group_id = group_of(name)
         coordinator = driver.read()
         if coordinator.group(group_id) is None and not coordinator.fetch_offsets(group_id, None)[1]:
             return

@@ -47,6 +47,7 @@ from bayou.gateways.kafka.acl_checks import checked
 from bayou.gateways.kafka.context import Listener, RequestContext
 from bayou.gateways.kafka.handlers import HANDLERS
 from bayou.gateways.kafka.handlers.api_versions import unsupported_version_response
+from bayou.gateways.kafka.placement import placing
 from bayou.gateways.kafka.response_stream import ResponseStream, close_records
 from bayou.gateways.kafka.session import SASL_MAX_RECEIVE, ClientSession
 from bayou.log_limits import RateLimitedLog
@@ -230,6 +231,8 @@ class KafkaConnection(asyncio.Protocol):
         self._queue_ready(encode_response_parts(v0, unsupported_version_response()))
 
     async def _serve(self, context: RequestContext, handler: Any, request: Any) -> Payload:
+        if self.door.core.cluster.shared:
+            handler = placing(handler)
         if self.door.core.security.enabled:
             response = await checked(context, handler, request)
         else:

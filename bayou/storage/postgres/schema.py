@@ -35,6 +35,10 @@ Tables (version 1; ``docs/design/postgres.md`` explains each column):
 ``batches``          record batches as stored: one row per batch, keyed (partition, base offset)
 ``producers``        idempotent-producer and open-transaction state
 ``aborted_txns``     the aborted-transaction index
+
+Version 2 adds ``brokers`` (one row per node id: its address and lease) and
+``partitions.leader_id`` (the node that claimed the partition's current ``leader_epoch``),
+for the cluster layer (``cluster.py``, ``docs/design/cluster.md``).
 """
 
 from __future__ import annotations
@@ -175,7 +179,25 @@ BEGIN
 END $$;
 """
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", 1, _V1),)
+# The cluster layer (``cluster.py``, additive: brokers of version 1 ignore it).
+_V2 = """
+CREATE TABLE bayou.brokers (
+    node_id integer PRIMARY KEY,
+    incarnation uuid NOT NULL,
+    host text NOT NULL,
+    port integer NOT NULL,
+    rack text,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    lease_until timestamptz NOT NULL
+);
+
+ALTER TABLE bayou.partitions ADD COLUMN leader_id integer NOT NULL DEFAULT -1;
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", 1, _V1),
+    Migration(2, "brokers and partition leaders", 1, _V2),
+)
 LATEST = MIGRATIONS[-1].version
 
 
