@@ -678,8 +678,9 @@ class PostgresEngine:
 
     async def claim_leadership(self, topic: str, index: int) -> int:
         """Become the partition's writer: bump its leader epoch in the database and hold
-        the new one; a broker holding an older epoch can no longer commit appends to it
-        (the cluster layer calls this when it hands a partition to this broker)."""
+        the new one, fenced; a broker holding an older epoch can no longer commit appends
+        to it.  (The cluster layer claims many partitions in one statement, with their
+        ``leader_id``: ``cluster.py``.)"""
         handle = self.partition(topic, index)
         try:
             async with self.db.connection("claiming leadership") as conn:
