@@ -156,9 +156,12 @@ class Core:
         if self.transactions is not None:
             await self.transactions.follow(lambda _t: False, load=False)
         self.cluster.on_change(self._follow_cluster)
+        active = self.cluster.active
         if self.groups is not None:
+            self.groups.active = active
             await self.groups.start()
         if self.transactions is not None:
+            self.transactions.active = active
             await self.transactions.start()
 
     async def _follow_cluster(self, load: bool) -> None:

@@ -107,6 +107,10 @@ class Cluster(Protocol):
         """Whether this broker's coordinators keep the key's state (they drop the rest)."""
         ...
 
+    def active(self) -> bool:
+        """Whether this broker's own lease runs (it may lead, coordinate, expire)."""
+        ...
+
     def on_change(self, callback: Callable[[bool], Awaitable[None]]) -> None: ...
 
 
@@ -148,6 +152,9 @@ class SingleNode:
         return ErrorCode.NONE
 
     def owns(self, key_type: int, key: str) -> bool:
+        return True
+
+    def active(self) -> bool:
         return True
 
     def on_change(self, callback: Callable[[bool], Awaitable[None]]) -> None:

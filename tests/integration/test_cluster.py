@@ -10,6 +10,8 @@ partition produces to it and streams it."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +32,7 @@ from tests.support.http import client
 from tests.support.kafka import unique_topic
 from tests.support.kafka_raw import RawKafka
 from tests.support.postgres import PostgresServer
+from tests.support.raw_kafka import RawKafka as RawSocket
 from tests.support.wait import wait_until
 
 NODES = (1, 2, 3)
@@ -463,3 +466,40 @@ def test_the_http_door_serves_partitions_led_elsewhere(cluster: Cluster) -> None
     with client(door.http_url) as http:
         info = http.get(f"/topics/{topic}/partitions/{index}").json()
     assert info["leader"] == leader
+
+
+def test_a_stalled_broker_cannot_commit_once_its_partitions_moved(cluster: Cluster) -> None:
+    """A broker stopped (SIGSTOP) past its lease, with a Produce waiting in its socket: the
+    others take its partitions; resumed, it answers NOT_LEADER_OR_FOLLOWER and the record is
+    nowhere — its own lease and the new epoch both refuse it."""
+    topic = unique_topic()
+    create_topic(cluster.brokers[1].bootstrap, topic, 3)
+    leaders = cluster.wait_led(topic, set(NODES))
+    index, stalled = next(iter(leaders.items()))
+    others = set(NODES) - {stalled}
+    proc = cluster.brokers[stalled]
+    batch = build_batch([Record(int(time.time() * 1000), b"k", b"stalled")])
+    produce = m.ProduceRequest(
+        acks=-1,
+        timeout_ms=30_000,
+        topic_data=[
+            m.ProduceRequest.TopicProduceData(
+                name=topic,
+                partition_data=[m.ProduceRequest.PartitionProduceData(index=index, records=batch)],
+            )
+        ],
+    )
+    with RawSocket(proc.bootstrap) as raw:
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            raw.send(0, 9, produce)  # waits in the stopped broker's socket
+            cluster.wait_live(others)
+            cluster.wait_led(topic, others)
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        answer = raw.receive(0, 9).responses[0].partition_responses[0]
+    assert answer.error_code == ErrorCode.NOT_LEADER_OR_FOLLOWER
+    cluster.wait_live(set(NODES))  # it renews its lease and rejoins
+    ends = end_offsets(cluster.bootstrap, topic, 3)
+    got = read_partitions(cluster.bootstrap, topic, ends)
+    assert all(msg.value() != b"stalled" for msgs in got.values() for msg in msgs)

@@ -41,6 +41,10 @@ T = TypeVar("T")
 MAX_TIMER_SLEEP_S = 1.0
 
 
+def _always() -> bool:
+    return True
+
+
 class GroupDriver:
     def __init__(self, settings: GroupSettings, clock_ms: Callable[[], int], log: StateLog) -> None:
         self.coordinator = GroupCoordinator(settings)
@@ -51,6 +55,9 @@ class GroupDriver:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        #: whether the timers may act: in a cluster, while this broker's own lease runs (a
+        #: broker that stalled past it must not expire sessions another broker serves now)
+        self.active: Callable[[], bool] = _always
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -145,6 +152,10 @@ class GroupDriver:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), min(sleep_s, MAX_TIMER_SLEEP_S))
             now = self.clock_ms()
+            if not self.active():  # a cluster member that lost its lease: hands off
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), MAX_TIMER_SLEEP_S)
+                continue
             deadline = coordinator.next_deadline()
             if deadline is not None and deadline <= now:
                 try:

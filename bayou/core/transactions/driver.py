@@ -73,6 +73,8 @@ class TxnDriver:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        #: whether the timers may act: in a cluster, while this broker's own lease runs
+        self.active: Callable[[], bool] = lambda: True
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -255,6 +257,10 @@ class TxnDriver:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), min(sleep_s, MAX_TIMER_SLEEP_S))
             now = self.clock_ms()
+            if not self.active():  # a cluster member that lost its lease: hands off
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), MAX_TIMER_SLEEP_S)
+                continue
             try:
                 deadline = coordinator.next_deadline()
                 if deadline is not None and deadline <= now:

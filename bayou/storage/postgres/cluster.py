@@ -213,6 +213,9 @@ class PgCluster:
         """Whether this broker owns the key by the live set (what the coordinators keep)."""
         return self._lease_valid() and self.coordinator(key_type, key) == self.node_id
 
+    def active(self) -> bool:
+        return self._lease_valid()
+
     def _lease_valid(self) -> bool:
         return time.monotonic() < self._lease_end
 
@@ -266,7 +269,7 @@ class PgCluster:
         nothing (the others have taken over); it rejoins when a heartbeat succeeds."""
         if self._lease_valid() or not self._live:
             return
-        log.warning("node %d: lease lapsed without a heartbeat; serving nothing", self.node_id)
+        log.warning("node %d: its lease lapsed without a heartbeat; serving nothing", self.node_id)
         self._live = {}
         self._leaders = {}
         self._settle_at = None
@@ -276,6 +279,9 @@ class PgCluster:
     async def _tick(self) -> None:
         assert self._address is not None
         a = self._address
+        # stalled past its own lease (the others may have taken everything over): serve
+        # nothing until this heartbeat's view has settled, as a broker joining
+        self._lost_if_lapsed()
         sent = time.monotonic()
         async with self._engine.db.connection("cluster heartbeat") as conn:
             cur = await conn.execute(
