@@ -31,6 +31,7 @@ from tests.support.broker import BrokerProcess
 from tests.support.http import client
 from tests.support.kafka import unique_topic
 from tests.support.kafka_raw import RawKafka
+from tests.support.mqtt import MqttTestClient
 from tests.support.postgres import PostgresServer
 from tests.support.raw_kafka import RawKafka as RawSocket
 from tests.support.wait import wait_until
@@ -41,7 +42,7 @@ MOVE_S = 20.0  # the claim is 10 s (a 6 s lease, 1 s heartbeats); slack for a lo
 
 
 class Cluster:
-    """Three brokers on one database (node ids 1-3), each with Kafka and HTTP."""
+    """Three brokers on one database (node ids 1-3), each with Kafka, HTTP and MQTT."""
 
     def __init__(self, root: Path, url: str) -> None:
         self.brokers = {
@@ -55,7 +56,7 @@ class Cluster:
                     "--group-initial-rebalance-delay-ms",
                     "0",
                 ],
-                doors=("http",),
+                doors=("http", "mqtt"),
             )
             for n in NODES
         }
@@ -503,3 +504,27 @@ def test_a_stalled_broker_cannot_commit_once_its_partitions_moved(cluster: Clust
     ends = end_offsets(cluster.bootstrap, topic, 3)
     got = read_partitions(cluster.bootstrap, topic, ends)
     assert all(msg.value() != b"stalled" for msgs in got.values() for msg in msgs)
+
+
+def test_mqtt_clients_on_brokers_that_do_not_lead_the_partition(cluster: Cluster) -> None:
+    """An MQTT publisher on one broker and a subscriber on another, neither leading the
+    topic's partition: every message arrives, and Kafka reads them from the leader."""
+    top = unique_topic("mq")
+    create_topic(cluster.brokers[1].bootstrap, top, 1)
+    leader = cluster.wait_led(top, set(NODES))[0]
+    publisher_node, subscriber_node = (n for n in NODES if n != leader)
+    subscriber = MqttTestClient(cluster.brokers[subscriber_node].mqtt_port, unique_topic("s"))
+    publisher = MqttTestClient(cluster.brokers[publisher_node].mqtt_port, unique_topic("p"))
+    try:
+        subscriber.subscribe(f"{top}/#", 1)
+        for i in range(5):
+            publisher.publish(f"{top}/room{i}", b"%d" % i, qos=1)
+        got = subscriber.receive(5)
+    finally:
+        publisher.close()
+        subscriber.close()
+    assert [(r.topic, r.payload) for r in got] == [(f"{top}/room{i}", b"%d" % i) for i in range(5)]
+    [records] = read_partitions(cluster.brokers[leader].bootstrap, top, {0: 5}).values()
+    assert [(r.offset(), r.key(), r.value()) for r in records] == [
+        (i, f"{top}/room{i}".encode(), b"%d" % i) for i in range(5)
+    ]
