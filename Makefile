@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 # `make format` rewrites the tree as `make test` checks it (ruff format, pinned in pyproject).
-.PHONY: run test lint format bench bench-all bench-compaction bench-http bench-mqtt bench-amqp install clean
+.PHONY: run test lint format bench bench-all bench-compaction bench-tiered bench-http bench-mqtt bench-amqp install clean
 
 run: $(RUN_STAMP)
 	$(BIN)/bayou serve --data-dir ./data $(ARGS)
@@ -57,11 +57,16 @@ $(TANSU_STAMP): | $(TEST_STAMP)
 bench: $(TEST_STAMP) $(TANSU_STAMP)
 	$(BIN)/python -m bench.kafka_bench $(BENCH_ARGS)
 	$(BIN)/python -m bench.group_bench
+	$(BIN)/python -m bench.share_bench
 
-bench-all: bench bench-compaction bench-http bench-mqtt bench-amqp
+bench-all: bench bench-compaction bench-tiered bench-http bench-mqtt bench-amqp
 
 bench-compaction: $(TEST_STAMP)
 	$(BIN)/python -m bench.compaction_bench
+
+# Tiered storage on a local SeaweedFS (from the test extra): upload, read-back, produce cost.
+bench-tiered: $(TEST_STAMP)
+	$(BIN)/python -m bench.tiered_bench
 
 bench-http: $(TEST_STAMP)
 	$(BIN)/python -m bench.http_bench

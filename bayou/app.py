@@ -4,9 +4,10 @@ Theory of operation
 -------------------
 One process, one event loop (uvloop when installed).  ``App`` builds, from a
 ``BrokerConfig``: the storage engine its ``storage`` option names (``local`` — the segment
-log in the data directory —, ``memory://`` or ``postgres://…``), the ``Core`` over it, and
-the doors whose port is not 0 (Kafka always).  Nothing else knows which engine or which
-doors exist: the core imports no door, and a door sees only the core.
+log in the data directory, with tiered storage when ``tiered_storage`` names an object
+store —, ``memory://`` or ``postgres://…``), the ``Core`` over it, and the doors whose port
+is not 0 (Kafka always).  Nothing else knows which engine or which doors exist: the core
+imports no door, and a door sees only the core.
 
 Start, in order: the engine opens (recovering every partition; the local engine takes the
 data directory's lock and raises the open-files limit) and starts its background work
@@ -32,7 +33,7 @@ import signal
 import sys
 
 from bayou.broker_config import BrokerConfig
-from bayou.core import Core, CoreSettings
+from bayou.core import Core, CoreSettings, Isolation
 from bayou.core.groups import GroupSettings
 from bayou.core.security import Security, SecuritySettings
 from bayou.core.transactions import TxnSettings
@@ -48,6 +49,7 @@ from bayou.storage.engine import LogEngine
 from bayou.storage.local_engine import LocalEngine
 from bayou.storage.maintenance import MaintenanceSettings
 from bayou.storage.memory import MemoryEngine
+from bayou.storage.tiered.storage import TieredSettings
 
 log = logging.getLogger("bayou")
 
@@ -60,13 +62,19 @@ def make_engine(config: BrokerConfig) -> LogEngine:
         config.log.cleaner_dedupe_buffer_size,
         config.log.cleaner_enable,
     )
+    tiered = TieredSettings.from_url(config.tiered_storage) if config.tiered_storage else None
+    if tiered is None and config.topic_defaults.get("remote.storage.enable"):
+        raise InvalidConfig("remote.storage.enable=true as a topic default needs --tiered-storage")
     if url in ("", "local") or url.startswith("file:"):
         return LocalEngine(
             config.data_dir,
             config.topic_defaults,
             internal_config=config.internal_log_config(),
             maintenance=maintenance,
+            tiered=tiered,
         )
+    if tiered is not None:
+        raise InvalidConfig(f"--tiered-storage needs the local engine, not {url!r}")
     if url.startswith("memory:"):
         return MemoryEngine(
             config.topic_defaults,
@@ -126,6 +134,10 @@ def txn_settings(config: BrokerConfig) -> TxnSettings:
         transactional_id_expiration_ms=t.id_expiration_ms,
         expiration_check_interval_ms=t.id_expiration_check_interval_ms,
     )
+
+
+def door_isolation(name: str) -> Isolation:
+    return "read_uncommitted" if name == "read_uncommitted" else "read_committed"
 
 
 def security_settings(config: BrokerConfig) -> SecuritySettings:
@@ -215,11 +227,12 @@ class App:
                 num_partitions=config.num_partitions,
                 queued_max_request_bytes=config.queued_max_request_bytes,
                 request_stall_timeout_ms=config.request_stall_timeout_ms,
+                door_isolation=door_isolation(config.transaction.door_isolation),
             ),
             group_settings(config),
             txn_settings(config),
             Security(security_settings(config)),
-            make_cluster(config, self.engine),
+            cluster=make_cluster(config, self.engine),
         )
         self.kafka = KafkaDoor(
             self.core, self._kafka_settings(config.kafka.port, config.kafka.tls_port)

@@ -361,6 +361,16 @@ class TransactionOptions:
             "Forget a transactional id unused this long (transactional.id.expiration.ms).", min=1
         ),
     )
+    door_isolation: str = field(
+        default="read_committed",
+        metadata=opt(
+            "What the HTTP, MQTT and AMQP doors deliver from topics written in transactions: "
+            "read_committed (only committed records, up to the last stable offset, as a "
+            "read_committed Kafka consumer) or read_uncommitted (aborted records too).",
+            flat="door_isolation",
+            choices=("read_committed", "read_uncommitted"),
+        ),
+    )
     id_expiration_check_interval_ms: int = field(
         default=3_600_000,
         metadata=opt(
@@ -406,6 +416,15 @@ class BrokerConfig:
             "Storage engine: local (the segment log in --data-dir), memory:// (nothing "
             "durable: tests, benchmarks) or postgres://user@host:port/db (everything in "
             "PostgreSQL; --data-dir unused).",
+            metavar="URL",
+        ),
+    )
+    tiered_storage: str | None = field(
+        default=None,
+        metadata=opt(
+            "Tiered storage for topics with remote.storage.enable: the object store, "
+            "s3://BUCKET[/PREFIX]?endpoint=URL&region=R (credentials from the AWS_* "
+            "environment variables; local engine only).",
             metavar="URL",
         ),
     )

@@ -205,6 +205,26 @@ _DEFS = [
     ConfigDef(
         "min.insync.replicas", "int", 1, "Replicas that must acknowledge acks=all.", _at_least(1)
     ),
+    ConfigDef(
+        "remote.storage.enable",
+        "bool",
+        False,
+        "Copy closed segments to the broker's tiered storage (bayou serve --tiered-storage).",
+    ),
+    ConfigDef(
+        "local.retention.ms",
+        "long",
+        -2,
+        "With tiered storage: how long copied segments stay on local disk; -2: retention.ms.",
+        _at_least(-2),
+    ),
+    ConfigDef(
+        "local.retention.bytes",
+        "long",
+        -2,
+        "With tiered storage: local bytes kept of copied segments; -2: retention.bytes.",
+        _at_least(-2),
+    ),
 ]
 
 TOPIC_CONFIGS: dict[str, ConfigDef] = {d.name: d for d in _DEFS}
@@ -229,12 +249,15 @@ BROKER_SYNONYMS: dict[str, str] = {
     "message.timestamp.type": "log.message.timestamp.type",
     "compression.type": "compression.type",
     "min.insync.replicas": "min.insync.replicas",
+    "local.retention.ms": "log.local.retention.ms",
+    "local.retention.bytes": "log.local.retention.bytes",
 }
 TOPIC_NAME_OF: dict[str, str] = {b: t for t, b in BROKER_SYNONYMS.items()}
 
 
 def check_topic_config(values: Mapping[str, Any]) -> None:
     """Checks across configs (each value is already valid alone); raise InvalidConfig."""
+    _check_tiered(values)
     low = values.get("min.compaction.lag.ms")
     high = values.get("max.compaction.lag.ms")
     if low is not None and high is not None and low > high:
@@ -242,6 +265,33 @@ def check_topic_config(values: Mapping[str, Any]) -> None:
             f"Invalid value {low} for configuration min.compaction.lag.ms: "
             f"must not exceed max.compaction.lag.ms ({high})"
         )
+
+
+def _check_tiered(values: Mapping[str, Any]) -> None:
+    """Kafka's rules for tiered topics: never compacted, and the local retention (-2: the
+    topic's) within the topic's retention."""
+    if not values.get("remote.storage.enable"):
+        return
+    if "compact" in policy_parts(str(values.get("cleanup.policy", "delete"))):
+        raise InvalidConfig(
+            "Invalid value true for configuration remote.storage.enable: remote log storage "
+            "is unsupported for compacted topics"
+        )
+    for name in ("ms", "bytes"):
+        total = values.get(f"retention.{name}", -1)
+        local = values.get(f"local.retention.{name}", -2)
+        if local == -2 or total == -1:
+            continue
+        if local == -1:
+            raise InvalidConfig(
+                f"Invalid value -1 for configuration local.retention.{name}: must not be -1 "
+                f"as retention.{name} value is set as {total}"
+            )
+        if local > total:
+            raise InvalidConfig(
+                f"Invalid value {local} for configuration local.retention.{name}: must not be "
+                f"more than retention.{name} property value {total}"
+            )
 
 
 def parse_topic_configs(raw: Mapping[str, str | int | bool]) -> dict[str, Any]:
@@ -332,6 +382,22 @@ class TopicConfig:
     @property
     def max_compaction_lag_ms(self) -> int:
         return int(self.values["max.compaction.lag.ms"])
+
+    @property
+    def remote_storage_enable(self) -> bool:
+        return bool(self.values["remote.storage.enable"])
+
+    @property
+    def local_retention_ms(self) -> int:
+        """local.retention.ms in force (-2 means retention.ms)."""
+        value = int(self.values["local.retention.ms"])
+        return self.retention_ms if value == -2 else value
+
+    @property
+    def local_retention_bytes(self) -> int:
+        """local.retention.bytes in force (-2 means retention.bytes)."""
+        value = int(self.values["local.retention.bytes"])
+        return self.retention_bytes if value == -2 else value
 
     @property
     def roll_ms(self) -> int:

@@ -130,8 +130,6 @@ _DEFS = [
     _d("log.message.timestamp.before.max.ms", "long", check=_at_least(0)),
     _d("log.message.timestamp.after.max.ms", "long", check=_at_least(0)),
     _d("log.message.downconversion.enable", "bool"),
-    _d("log.local.retention.ms", "long", check=_at_least(-2)),
-    _d("log.local.retention.bytes", "long", check=_at_least(-2)),
     # thread pools (DynamicThreadPool)
     _d("num.io.threads", "int", check=_at_least(1)),
     _d("num.replica.fetchers", "int", check=_at_least(1)),

@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.broker import BrokerProcess
 from tests.support.postgres import PostgresServer, started
+from tests.support.seaweedfs import SeaweedFS
 
 
 @pytest.fixture
@@ -42,3 +43,14 @@ def postgres_server() -> Iterator[PostgresServer]:
     finally:
         server.stop()
         shutil.rmtree(server.directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """A real S3 (SeaweedFS ``weed mini``) for the whole run; stopped by PID at the end.
+    Tests keep to their own key prefixes."""
+    s3 = SeaweedFS(tmp_path_factory.mktemp("seaweedfs") / "s3").start()
+    try:
+        yield s3
+    finally:
+        s3.stop()

@@ -1,5 +1,8 @@
 """``bayou group list|describe|reset-offsets|delete``: consumer groups over the Kafka protocol.
 
+Share groups (KIP-932) are listed and described too (``share_groups.py``): their type,
+members, partitions, start offsets, lag and records in flight.
+
 ``reset-offsets`` works as ``kafka-consumer-groups --reset-offsets`` does: without
 ``--execute`` it only prints the plan (a dry run); it is refused while the group has members,
 since their commits would overwrite the reset.
@@ -14,6 +17,7 @@ from typing import Any
 import click
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 
+from bayou.cli import share_groups
 from bayou.cli._common import (
     CliError,
     Connection,
@@ -60,25 +64,30 @@ def group() -> None:
 def list_groups() -> None:
     """List groups, one per line: name, state, type and lag (messages not yet consumed:
     log end offset minus committed offset, summed over the partitions the group committed;
-    '-' when it committed none)."""
+    '-' when it committed none; for a share group, the records not yet acknowledged)."""
     conn = get_connection()
     admin = conn.admin()
     listed = _wait(conn, admin.list_consumer_groups(request_timeout=conn.timeout), "list groups")
-    rows = sorted(listed.valid, key=lambda g: g.group_id)
-    if not rows:
+    shared = dict(share_groups.list_share_groups(conn))
+    rows = sorted((g for g in listed.valid if g.group_id not in shared), key=lambda g: g.group_id)
+    if not rows and not shared:
         click.echo("No groups.", err=True)
         return
     committed = {g.group_id: _committed(conn, admin, g.group_id) for g in rows}
     ends = _log_ends(conn, admin, {tp for offsets in committed.values() for tp in offsets})
-    width = max(len(g.group_id) for g in rows)
+    lines = []
     for g in rows:
         offsets = committed[g.group_id]
         known = [max(ends[tp] - offset, 0) for tp, offset in offsets.items() if tp in ends]
         lag = str(sum(known)) if known else "-"
-        click.echo(
-            f"{g.group_id:<{width}}  {_state_name(g.state):<20}  "
-            f"{_type_name(getattr(g, 'type', 'classic')):<8}  {lag}"
-        )
+        kind = _type_name(getattr(g, "type", "classic"))
+        lines.append((g.group_id, _state_name(g.state), kind, lag))
+    for name, state in shared.items():
+        lags = [lag for _start, lag in share_groups.offsets(conn, name).values() if lag >= 0]
+        lines.append((name, state, share_groups.SHARE, str(sum(lags)) if lags else "-"))
+    width = max(len(line[0]) for line in lines)
+    for name, state, kind, lag in sorted(lines):
+        click.echo(f"{name:<{width}}  {state:<20}  {kind:<8}  {lag}")
 
 
 def _log_ends(
@@ -146,8 +155,13 @@ def _exists(description: Any, committed: dict[tuple[str, int], int]) -> bool:
 @connection_options()
 def describe(name: str, fmt: str) -> None:
     """Describe group NAME: state, members and their partitions, and per partition the
-    committed offset, the log end offset and the lag."""
+    committed offset, the log end offset and the lag (for a share group: the start offset,
+    the records in flight and the lag)."""
     conn = get_connection()
+    shared = share_groups.describe_share_group(conn, name)
+    if shared is not None:
+        _show_share_group(shared, fmt)
+        return
     admin = conn.admin()
     description = _describe(conn, admin, name)
     committed = _committed(conn, admin, name)
@@ -225,6 +239,50 @@ def describe(name: str, fmt: str) -> None:
         click.echo(
             f"  {r['topic']:<24} {r['partition']:>9} {committed_s:>12} "
             f"{r['log_end']:>12} {lag_s:>10}  {r['member'] or '-'}"
+        )
+
+
+def _show_share_group(view: share_groups.ShareGroupView, fmt: str) -> None:
+    info = {
+        "group": view.group_id,
+        "state": view.state,
+        "type": share_groups.SHARE,
+        "assignor": view.assignor,
+        "members": view.members,
+        "partitions": [
+            {
+                "topic": p.topic,
+                "partition": p.partition,
+                "start_offset": p.start_offset,
+                "in_flight": p.in_flight,
+                "lag": p.lag,
+                "members": p.members,
+            }
+            for p in view.partitions
+        ],
+    }
+    if fmt == "json":
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"Group:    {view.group_id}")
+    click.echo(f"State:    {view.state}")
+    click.echo(f"Type:     {share_groups.SHARE}")
+    click.echo(f"Assignor: {view.assignor}")
+    click.echo(f"Members:  {len(view.members)}")
+    for mem in view.members:
+        click.echo(
+            f"  {mem['member_id']}  client={mem['client_id']} host={mem['host']}"
+            f"  partitions={','.join(mem['partitions']) or '-'}"
+        )
+    click.echo(
+        f"  {'TOPIC':<24} {'PARTITION':>9} {'START-OFFSET':>12} {'IN-FLIGHT':>10} {'LAG':>10}"
+        "  MEMBERS"
+    )
+    for p in view.partitions:
+        flying = "-" if p.in_flight is None else str(p.in_flight)
+        click.echo(
+            f"  {p.topic:<24} {p.partition:>9} {p.start_offset:>12} {flying:>10} "
+            f"{p.lag:>10}  {len(p.members)}"
         )
 
 

@@ -5,10 +5,21 @@ sees storage only through the engine interface (``bayou.storage.engine``).
 """
 
 from bayou.core.core import Core, CoreSettings, now_ms
-from bayou.core.cursor import Cursor, Isolation, Reset, StartSpec, resolve_start, wait_any
+from bayou.core.cursor import (
+    NO_ABORTS,
+    Aborted,
+    Cursor,
+    Isolation,
+    Reset,
+    StartSpec,
+    resolve_start,
+    wait_any,
+)
 from bayou.core.group_member import Committed, GroupMember, Offsets, TopicPartition
 
 __all__ = [
+    "NO_ABORTS",
+    "Aborted",
     "Committed",
     "Core",
     "CoreSettings",

@@ -18,12 +18,16 @@ typed async facade:
   writes markers through the engine's partitions and the group coordinator;
 - ``security``: users, ACLs, logins and the authorizer every door asks
   (``bayou/core/security/``);
+- **share groups** (KIP-932): the share coordinator's driver (``share_driver``) and
+  ``share_consumer`` (one member inside the broker: queue semantics for doors that are not
+  Kafka); group ids are one name space shared with the group coordinator;
 - ``request_budget``: the broker-wide budget of request bytes in flight that every door's
   connections report their unfinished requests to (``queued.max.request.bytes``);
 - ``background`` runs a fire-and-forget task with a reference kept; ``stopping`` is set when
   the broker shuts down (long polls end, coordinators refuse new work).
 
-Lifecycle: ``start`` loads the group coordinator, then the transaction coordinator (each
+Lifecycle: ``start`` loads the group coordinator, the share coordinator, then the
+transaction coordinator (each
 replaying its state log; transactions a crash left decided get their markers now) and starts
 the request budget's stall sweep; ``begin_stop`` sets ``stopping`` and wakes every long poll,
 so the doors can stop; ``close`` stops the transaction coordinator (marker writes in flight
@@ -44,12 +48,19 @@ from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bayou.core.cursor import Cursor, Reset, StartSpec, resolve_start, wait_any
+from bayou.core.cursor import Cursor, Isolation, Reset, StartSpec, resolve_start, wait_any
 from bayou.core.group_member import GroupMember, Listener, Offsets
 from bayou.core.groups import GroupCoordinatorError, GroupDriver, GroupSettings
 from bayou.core.groups.store import TOPIC as GROUPS_LOG
 from bayou.core.request_budget import RequestBudget
 from bayou.core.security import Security
+from bayou.core.shares import (
+    SHARES_LOG,
+    ShareConsumer,
+    ShareCoordinatorError,
+    ShareDriver,
+    ShareSettings,
+)
 from bayou.core.transactions import (
     TRANSACTIONS_LOG,
     EngineMarkers,
@@ -81,6 +92,9 @@ class CoreSettings:
     num_partitions: int = 1
     queued_max_request_bytes: int = 100 * 1024 * 1024
     request_stall_timeout_ms: int = 30_000
+    #: what the HTTP, MQTT and AMQP doors deliver: only committed transactions' records
+    #: (stopping at the last stable offset), or everything, aborted records included
+    door_isolation: Isolation = "read_committed"
 
 
 class Core:
@@ -93,6 +107,7 @@ class Core:
         group_settings: GroupSettings | None = None,
         txn_settings: TxnSettings | None = None,
         security: Security | None = None,
+        share_settings: ShareSettings | None = None,
         cluster: Cluster | None = None,
     ) -> None:
         self.engine = engine
@@ -101,11 +116,13 @@ class Core:
         self.settings = settings
         self.group_settings = group_settings or GroupSettings()
         self.txn_settings = txn_settings or TxnSettings()
+        self.share_settings = share_settings or ShareSettings()
         self.node_id = settings.node_id
         self.clock_ms = now_ms
         self.stopping = False
         self.groups: GroupDriver | None = None  # set once the coordinator is loaded
         self.transactions: TxnDriver | None = None  # likewise
+        self.shares: ShareDriver | None = None  # likewise
         self.request_budget = RequestBudget(
             settings.queued_max_request_bytes, settings.request_stall_timeout_ms / 1000
         )
@@ -126,6 +143,19 @@ class Core:
         if not self.cluster.shared:
             await groups.start()
         self.groups = groups
+        share_log = await self.engine.state.open_log(SHARES_LOG, public=True)
+        shares = ShareDriver(
+            self.share_settings,
+            self.clock_ms,
+            share_log,
+            self.engine,
+            lambda group_id: group_id in groups.coordinator.groups,
+        )
+        replayed = await shares.open()
+        log.info("share coordinator loaded %d record(s)", replayed)
+        groups.coordinator.reserved = shares.coordinator.is_share_group
+        await shares.start()
+        self.shares = shares
         txn_log = await self.engine.state.open_log(TRANSACTIONS_LOG, public=True)
         transactions = TxnDriver(
             self.txn_settings,
@@ -182,6 +212,8 @@ class Core:
         if self.transactions is not None:
             self.transactions.shutdown()
             await self.transactions.drain(TXN_DRAIN_S)
+        if self.shares is not None:
+            self.shares.shutdown()
         if self.groups is not None:
             self.groups.shutdown()
         for task in self._tasks:
@@ -280,16 +312,38 @@ class Core:
         return await self.engine.append_many(writes)
 
     def cursor(
-        self, topic: str, partition: int, position: int, *, reset: Reset = "earliest"
+        self,
+        topic: str,
+        partition: int,
+        position: int,
+        *,
+        reset: Reset = "earliest",
+        isolation: Isolation | None = None,
     ) -> Cursor:
-        return Cursor(self.engine, topic, partition, position, reset=reset)
+        """A cursor at ``position``; ``isolation`` defaults to the doors' setting."""
+        isolation = isolation or self.settings.door_isolation
+        return Cursor(self.engine, topic, partition, position, reset=reset, isolation=isolation)
 
     async def cursor_at(
-        self, topic: str, partition: int, start: StartSpec, *, reset: Reset = "earliest"
+        self,
+        topic: str,
+        partition: int,
+        start: StartSpec,
+        *,
+        reset: Reset = "earliest",
+        isolation: Isolation | None = None,
     ) -> Cursor:
         """A cursor at ``start`` (earliest, latest, an offset, a time …)."""
-        position = await resolve_start(self.engine.partition(topic, partition), start)
-        return Cursor(self.engine, topic, partition, position, reset=reset)
+        isolation = isolation or self.settings.door_isolation
+        position = await resolve_start(self.engine.partition(topic, partition), start, isolation)
+        return Cursor(self.engine, topic, partition, position, reset=reset, isolation=isolation)
+
+    def read_end(self, partition: Partition) -> int:
+        """Where a door's reader of ``partition`` stops: the last stable offset at
+        read_committed (the doors' default), else the log end."""
+        if self.settings.door_isolation == "read_committed":
+            return partition.last_stable_offset
+        return partition.log_end_offset
 
     async def wait_any(self, cursors: Sequence[Cursor], timeout_s: float) -> bool:
         return await wait_any(self.engine, cursors, timeout_s)
@@ -317,6 +371,31 @@ class Core:
         if self.transactions is None or self.stopping:
             raise TxnCoordinatorError(ErrorCode.COORDINATOR_NOT_AVAILABLE)
         return self.transactions
+
+    def share_driver(self) -> ShareDriver:
+        """The share coordinator's driver; COORDINATOR_NOT_AVAILABLE when not running."""
+        if self.shares is None or self.stopping:
+            raise ShareCoordinatorError(ErrorCode.COORDINATOR_NOT_AVAILABLE)
+        return self.shares
+
+    def share_consumer(
+        self,
+        group_id: str,
+        topics: list[str],
+        *,
+        client_id: str,
+        client_host: str,
+        member_id: str | None = None,
+    ) -> ShareConsumer:
+        """A member of share group ``group_id`` inside the broker (``join`` it first)."""
+        return ShareConsumer(
+            self.share_driver,
+            group_id,
+            topics,
+            client_id=client_id,
+            client_host=client_host,
+            member_id=member_id,
+        )
 
     def group_member(
         self,

@@ -18,7 +18,8 @@ the end after a topic was recreated) is *reset* by the cursor's policy, as Kafka
 
 Isolation (``read_committed``, Kafka's consumer setting): only batches below the partition's
 last stable offset are read, and the records of aborted transactions are skipped (the
-engine's aborted-transaction index says which producer's offsets each abort covers); at
+engine's aborted-transaction index says which producer's offsets each abort covers; readers
+that decode whole batches themselves ask ``aborted`` for the same answer); at
 ``read_uncommitted`` (the default) everything is read, aborted records included.
 
 ``wait`` returns at once when there is data at the position, else waits for the engine's
@@ -38,7 +39,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bayou.errors import OffsetOutOfRange
-from bayou.protocol.kafka.records import DecodedRecord, iter_batches, iter_records
+from bayou.protocol.kafka.records import BatchHeader, DecodedRecord, iter_batches, iter_records
 from bayou.storage.engine import LogEngine, Partition, PartitionKey
 
 Reset = Literal["earliest", "latest", "none"]
@@ -48,6 +49,16 @@ RECORD_OVERHEAD = 16
 DEFAULT_READ_BYTES = 1024 * 1024
 NO_LIMIT = 1 << 30
 EMPTY_WAIT_S = 0.5
+
+
+@dataclass(frozen=True)
+class Scanned:
+    """One stored batch a ``scan`` found: where it is in the view, its header, and whether
+    its records are for this reader (see ``Cursor.scan``)."""
+
+    pos: int
+    header: BatchHeader
+    deliverable: bool
 
 
 @dataclass(frozen=True)
@@ -67,9 +78,15 @@ class StartSpec:
         return cls("latest")
 
 
-async def resolve_start(partition: Partition, spec: StartSpec) -> int:
-    """The offset ``spec`` names in ``partition`` (always within the log)."""
-    start, end = partition.log_start_offset, partition.log_end_offset
+async def resolve_start(
+    partition: Partition, spec: StartSpec, isolation: Isolation = "read_uncommitted"
+) -> int:
+    """The offset ``spec`` names in ``partition`` (always within the log); at
+    ``read_committed`` the end is the last stable offset, as Kafka's ListOffsets answers."""
+    start = partition.log_start_offset
+    end = (
+        partition.last_stable_offset if isolation == "read_committed" else partition.log_end_offset
+    )
     kind = spec.kind
     if kind == "earliest":
         offset = start
@@ -83,6 +100,28 @@ async def resolve_start(partition: Partition, spec: StartSpec) -> int:
         found = await partition.offset_for_timestamp(spec.value)
         offset = end if found is None else found[0]
     return min(max(offset, partition.log_start_offset), partition.log_end_offset)
+
+
+class Aborted:
+    """The aborted transactions over a read: per producer id, the offset ranges an abort
+    covers (from the engine's aborted-transaction index)."""
+
+    __slots__ = ("_ranges",)
+
+    def __init__(self, ranges: dict[int, list[tuple[int, int]]]) -> None:
+        self._ranges = ranges
+
+    def covers(self, header: BatchHeader) -> bool:
+        """Whether the batch holds records of an aborted transaction (skip it whole)."""
+        if not self._ranges or not header.is_transactional:
+            return False
+        return any(
+            first <= header.base_offset <= last
+            for first, last in self._ranges.get(header.producer_id, ())
+        )
+
+
+NO_ABORTS = Aborted({})
 
 
 class Cursor:
@@ -157,6 +196,41 @@ class Cursor:
                 continue
         return memoryview(b"")
 
+    async def scan(self, max_bytes: int = DEFAULT_READ_BYTES) -> tuple[memoryview, list[Scanned]]:
+        """Whole stored batches from the position (reset applied), each with whether its
+        records are for a reader at this isolation — not a transaction marker, not an
+        aborted transaction's at read_committed.  The position does not move (``read``
+        and share groups decide how far they got)."""
+        view = await self.read_batches(max_bytes)
+        aborted: dict[int, list[tuple[int, int]]] = {}
+        if self.isolation == "read_committed" and view:
+            for txn in await self.handle().aborted_transactions(self.position, self.end()):
+                aborted.setdefault(txn.producer_id, []).append((txn.first_offset, txn.last_offset))
+        out = []
+        for pos, header in iter_batches(view):
+            if header.last_offset < self.position:
+                continue
+            dead = (
+                aborted
+                and header.is_transactional
+                and any(
+                    first <= header.base_offset <= last
+                    for first, last in aborted.get(header.producer_id, ())
+                )
+            )
+            out.append(Scanned(pos, header, not (dead or header.is_control)))
+        return view, out
+
+    async def aborted(self, view: memoryview) -> Aborted:
+        """Which batches of ``view`` (read from the position) belong to aborted
+        transactions: none at read_uncommitted (one engine lookup at read_committed)."""
+        if self.isolation != "read_committed" or not view:
+            return NO_ABORTS
+        aborted: dict[int, list[tuple[int, int]]] = {}
+        for txn in await self.handle().aborted_transactions(self.position, self.end()):
+            aborted.setdefault(txn.producer_id, []).append((txn.first_offset, txn.last_offset))
+        return Aborted(aborted) if aborted else NO_ABORTS
+
     async def read(
         self, max_bytes: int = DEFAULT_READ_BYTES, max_records: int = NO_LIMIT
     ) -> list[DecodedRecord]:
@@ -166,24 +240,11 @@ class Cursor:
         out: list[DecodedRecord] = []
         used = 0
         position = self.position
-        aborted: dict[int, list[tuple[int, int]]] = {}
-        if self.isolation == "read_committed" and view:
-            for txn in await self.handle().aborted_transactions(position, self.end()):
-                aborted.setdefault(txn.producer_id, []).append((txn.first_offset, txn.last_offset))
+        aborted = await self.aborted(view)
         for pos, header in iter_batches(view):
             if header.last_offset < position:
                 continue
-            if (
-                aborted
-                and header.is_transactional
-                and any(
-                    first <= header.base_offset <= last
-                    for first, last in aborted.get(header.producer_id, ())
-                )
-            ):
-                position = max(position, header.last_offset + 1)  # an aborted transaction's
-                continue
-            if not header.is_control:
+            if not header.is_control and not aborted.covers(header):
                 for record in iter_records(view[pos : pos + header.size]):
                     if record.offset < position:
                         continue

@@ -31,6 +31,11 @@ Fetch responses are not read into memory: ``fetch`` returns ``FileRecords`` (fil
 holding a lease on their segments) which the Kafka door sends chunk by chunk as its socket
 drains; a small set the page cache holds is copied into the response at once instead.
 
+Tiered storage (``--tiered-storage``, ``tiered/storage.py``): a ``TieredStorage`` runs its own
+background task (uploads of closed segments, deletions of remote objects); a read of an
+offset only the store holds (``OffsetNotLocal`` from the log) is answered by it — Fetch as
+``CachedRecords`` streamed from its chunk cache like ``FileRecords``, the others as bytes.
+
 Data-landed notifications (``DataWaiters``) fire on every append, user topic or not.  The
 open-files limit is raised when the engine is built and watched as partitions are added
 (``fd_limit.py``).
@@ -48,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from bayou.config import LONG_MAX, TopicConfig
-from bayou.errors import InvalidTopic, KafkaError
+from bayou.errors import InvalidConfig, InvalidTopic, KafkaError, KafkaStorageError
 from bayou.protocol.kafka.records import Record, build_batch, iter_batches, iter_records
 from bayou.storage.broker_configs import DynamicBrokerConfigs
 from bayou.storage.engine import (
@@ -68,6 +73,9 @@ from bayou.storage.maintenance import LogMaintenance, MaintenanceSettings
 from bayou.storage.manager import LogManager
 from bayou.storage.metadata import TopicMeta
 from bayou.storage.producer_state import ProducerEntry
+from bayou.storage.tiered.cache import CachedRecords
+from bayou.storage.tiered.remote_segments import OffsetNotLocal
+from bayou.storage.tiered.storage import TieredSettings, TieredStorage
 from bayou.storage.waiters import DataWaiters
 
 log = logging.getLogger(__name__)
@@ -149,29 +157,54 @@ class LocalPartition:
             await engine.flusher.flush(self.log)
         return result
 
+    def _tiered(self) -> TieredStorage:
+        tiered = self._engine.tiered
+        if tiered is None:
+            raise KafkaStorageError(
+                f"{self.log!r}: the offsets below {self.log.local_start_offset} are in tiered "
+                "storage, which this broker is not configured for (--tiered-storage)"
+            )
+        return tiered
+
     async def read(self, offset: int, max_bytes: int, max_offset: int | None = None) -> Buffer:
         log_ = self.log
         try:
-            return log_.read(offset, max_bytes, nowait=True, max_offset=max_offset)
-        except PageCacheMiss:
-            return await asyncio.to_thread(
-                lambda: log_.read(offset, max_bytes, max_offset=max_offset)
-            )
+            try:
+                return log_.read(offset, max_bytes, nowait=True, max_offset=max_offset)
+            except PageCacheMiss:
+                return await asyncio.to_thread(
+                    lambda: log_.read(offset, max_bytes, max_offset=max_offset)
+                )
+        except OffsetNotLocal:  # only tiered storage has it
+            records = await self._tiered().read(log_, offset, max_bytes, max_offset=max_offset)
+            try:
+                return await asyncio.to_thread(records.read_all)
+            finally:
+                records.close()
 
     async def fetch(
         self, offset: int, max_bytes: int, *, min_one: bool, max_offset: int | None = None
-    ) -> Buffer | FileRecords:
+    ) -> Buffer | FileRecords | CachedRecords:
         """Whole batches left in the log files (``PartitionLog.read_slices``), sent as the
         socket drains; a set smaller than ``INLINE_RECORDS`` that the page cache holds is
-        read now instead (a copy into the frame is cheaper than a piece of its own)."""
+        read now instead (a copy into the frame is cheaper than a piece of its own).  An
+        offset only tiered storage holds is served from its cache files the same way."""
         log_ = self.log
+        records: FileRecords | CachedRecords
         try:
-            records = log_.read_slices(
-                offset, max_bytes, min_one=min_one, nowait=True, max_offset=max_offset
-            )
-        except PageCacheMiss:
-            records = await asyncio.to_thread(
-                lambda: log_.read_slices(offset, max_bytes, min_one=min_one, max_offset=max_offset)
+            try:
+                records = log_.read_slices(
+                    offset, max_bytes, min_one=min_one, nowait=True, max_offset=max_offset
+                )
+            except PageCacheMiss:
+                records = await asyncio.to_thread(
+                    lambda: log_.read_slices(
+                        offset, max_bytes, min_one=min_one, max_offset=max_offset
+                    )
+                )
+        except OffsetNotLocal:
+            records = await self._tiered().read(
+                log_, offset, max_bytes, min_one=min_one, max_offset=max_offset
             )
         if len(records) < INLINE_RECORDS:
             try:
@@ -183,9 +216,15 @@ class LocalPartition:
         return records
 
     async def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
+        tiered = self._engine.tiered
+        if tiered is not None and self.log.remote.entries:
+            return await tiered.offset_for_timestamp(self.log, timestamp_ms)
         return await asyncio.to_thread(self.log.offset_for_timestamp, timestamp_ms)
 
     async def max_timestamp(self) -> tuple[int, int] | None:
+        tiered = self._engine.tiered
+        if tiered is not None and self.log.remote.entries:
+            return await tiered.max_timestamp(self.log)
         return await asyncio.to_thread(self.log.max_timestamp)
 
     def producers(self) -> Mapping[int, ProducerEntry]:
@@ -266,6 +305,7 @@ class LocalEngine:
         internal_config: TopicConfig,
         maintenance: MaintenanceSettings,
         clock_ms: Callable[[], int] = wall_clock_ms,
+        tiered: TieredSettings | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.location = str(self.data_dir.resolve())
@@ -275,6 +315,11 @@ class LocalEngine:
         self.waiters = DataWaiters()
         self.internal_config = internal_config
         self.maintenance = LogMaintenance(self.logs, maintenance, clock_ms)
+        self.tiered = (
+            TieredStorage(tiered, self.logs, self.data_dir, on_uploaded=self.maintenance.wake)
+            if tiered is not None
+            else None
+        )
         self._state = LocalStateStore(self)
         self._state_logs: dict[str, LocalStateLog] = {}
         self._handles: dict[PartitionKey, LocalPartition] = {}
@@ -314,6 +359,8 @@ class LocalEngine:
     async def open(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.logs.open)
+        if self.tiered is not None:
+            await self.tiered.open()
         self._open_files.check(self.logs.partition_count())
 
     async def start(self) -> None:
@@ -322,12 +369,16 @@ class LocalEngine:
             asyncio.create_task(self._checkpoint_periodically()),
             asyncio.create_task(self.maintenance.run()),
         ]
+        if self.tiered is not None:
+            self._tasks.append(asyncio.create_task(self.tiered.run()))
 
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self.tiered is not None:
+            await self.tiered.close()
         self.wake_all()
         await self.flusher.drain()
         for state_log in list(self._state_logs.values()):
@@ -360,12 +411,25 @@ class LocalEngine:
         *,
         validate_only: bool = False,
     ) -> TopicMeta:
+        self._check_tiering(configs)
         if validate_only:  # no files touched: answer on the loop
             return self.logs.create_topic(name, partitions, configs, validate_only=True)
         return await asyncio.to_thread(self.logs.create_topic, name, partitions, configs)
 
+    def _check_tiering(self, configs: Mapping[str, Any]) -> None:
+        """``remote.storage.enable`` needs ``--tiered-storage`` (as Kafka's needs
+        ``remote.log.storage.system.enable``)."""
+        if self.tiered is None and str(configs.get("remote.storage.enable", "")).lower() == "true":
+            raise InvalidConfig(
+                "Invalid value true for configuration remote.storage.enable: tiered storage "
+                "is not enabled on this broker (bayou serve --tiered-storage)"
+            )
+
     async def delete_topic(self, name: str) -> None:
         meta = self.logs.topics().get(name)
+        if meta is not None and self.tiered is not None:
+            # before the data goes: a crash between leaves objects that a retry deletes
+            await self.tiered.topic_deleted(meta)
         detached = await asyncio.to_thread(self.logs.detach_topic, name)
         if meta is not None:
             for p in range(meta.partitions):
@@ -384,6 +448,7 @@ class LocalEngine:
     async def alter_topic_configs(
         self, name: str, configs: Mapping[str, str], *, validate_only: bool = False
     ) -> TopicMeta:
+        self._check_tiering(configs)
         if validate_only:
             return self.logs.alter_topic_configs(name, configs, validate_only=True)
         return await asyncio.to_thread(self.logs.alter_topic_configs, name, configs)
@@ -396,6 +461,7 @@ class LocalEngine:
         validate_only: bool = False,
         options: Mapping[str, Any] | None = None,
     ) -> None:
+        self._check_tiering(configs)
         if validate_only:
             self.logs.alter_broker_configs(scope, configs, validate_only=True, options=options)
             return

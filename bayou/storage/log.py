@@ -34,6 +34,12 @@ Durability: ``recovery_point`` is the offset below which everything was fsynced 
 as it was at that offset (``producer_state.json``), so a restart verifies only the tail of
 the log and replays only the batch headers after the snapshot (see ``recovery.py``).
 
+Tiered storage (``tiered/``): ``remote`` is the partition's record of its remote segments
+(``remote.json``).  Reads below the first local segment raise ``OffsetNotLocal`` (the engine
+reads them from the store), ``upload_candidates`` names the closed, fsynced segments to copy
+next, retention judges remote and local segments as one log and ``local.retention.*``
+deletes local copies of copied segments (``_delete_old_segments_tiered``).
+
 Single node: the log end offset is also the high watermark and the last stable offset.
 ``log_start_offset`` is persisted; retention and DeleteRecords move it, and whole segments
 below it are deleted — see ``docs/design/log-lifecycle.md``.
@@ -80,6 +86,8 @@ from bayou.storage.recovery import (
 )
 from bayou.storage.retention import deletable_segments, delete_records_target
 from bayou.storage.segment import LogSegment
+from bayou.storage.tiered.remote_segments import OffsetNotLocal, RemoteSegment, RemoteSegments
+from bayou.storage.tiered.retention import tiered_deletions
 from bayou.storage.txn_index import collect_aborted
 
 
@@ -107,7 +115,11 @@ class PartitionLog:
         self._clock_ms = clock_ms
         self._lock = threading.Lock()
         self._checkpoint_lock = threading.Lock()
-        loaded = load_partition(directory, config, clock_ms, clean=clean_shutdown)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.remote = RemoteSegments(directory)  # tiered storage: what the store holds
+        loaded = load_partition(
+            directory, config, clock_ms, clean=clean_shutdown, remote_start=self.remote.start_before
+        )
         self.segments: list[LogSegment] = loaded.segments
         self.log_start_offset = loaded.log_start_offset
         self.log_end_offset = self.segments[-1].next_offset
@@ -132,6 +144,8 @@ class PartitionLog:
         self._flushed_generation = 0
         self._closed = False
         self._idle_mark = -1  # log end offset at the last release_idle_files
+        if self.remote.entries:  # remote copies the local log no longer reaches: not ours
+            self.remote.mark_deleting(lambda e: e.next_offset > self.log_end_offset)
 
     def __repr__(self) -> str:
         return (
@@ -142,6 +156,33 @@ class PartitionLog:
     @property
     def active(self) -> LogSegment:
         return self.segments[-1]
+
+    @property
+    def local_start_offset(self) -> int:
+        """The first offset of the local segments (Kafka's local log start offset): below
+        it, down to the log start offset, only tiered storage has the data."""
+        return self.segments[0].base_offset
+
+    @property
+    def tiered(self) -> bool:
+        """Whether tiered storage is (or was) in use: retention then judges the remote
+        segments too."""
+        return self.config.remote_storage_enable or bool(self.remote.entries)
+
+    def upload_candidates(self) -> list[LogSegment]:
+        """The closed segments tiered storage should copy next, in order: after what is
+        copied or being copied, wholly fsynced (below the recovery point) and below the
+        last stable offset (no open transaction reaches into them)."""
+        segments = self.segments
+        after = self.remote.upload_end()
+        bound = min(self.recovery_point, self.last_stable_offset)
+        return [
+            seg
+            for seg in segments[:-1]
+            if not seg.empty
+            and seg.next_offset <= bound
+            and (after is None or seg.base_offset >= after)
+        ]
 
     # ------------------------------------------------------------------ append
 
@@ -255,9 +296,11 @@ class PartitionLog:
         segments = self._pin()
         try:
             first = self._segment_index(segments, start)
-            return collect_aborted(
-                (seg.txn_index.entries() for seg in segments[first:]), start, end
-            )
+            lists = [seg.txn_index.entries() for seg in segments[first:]]
+            local_start = segments[0].base_offset
+            if start < local_start and self.remote.entries:
+                lists = [*self.remote.aborted_lists(start, local_start), *lists]
+            return collect_aborted(lists, start, end)
         finally:
             self._unpin()
 
@@ -320,12 +363,20 @@ class PartitionLog:
             )
         segments = self._pin()
         try:
+            self._check_local(segments, offset)
             bound = self._bound(segments, offset, max_offset, nowait)
             if bound is not None and bound[0] < 0:
                 return b""
             return self._read(segments, offset, max_bytes, nowait, bound)
         finally:
             self._unpin()
+
+    def _check_local(self, segments: list[LogSegment], offset: int) -> None:
+        if offset < segments[0].base_offset:
+            raise OffsetNotLocal(
+                f"offset {offset} of {self.topic}-{self.index} is below the local segments "
+                f"(from {segments[0].base_offset}): in tiered storage"
+            )
 
     def _bound(
         self, segments: list[LogSegment], offset: int, max_offset: int | None, nowait: bool
@@ -427,6 +478,7 @@ class PartitionLog:
             )
         segments = self._pin()
         try:
+            self._check_local(segments, offset)
             slices: list[tuple[LogSegment, int, int]] = []
             total = 0
             bound = self._bound(segments, offset, max_offset, nowait)
@@ -466,16 +518,22 @@ class PartitionLog:
         finally:
             self._unpin()
 
-    def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
+    def offset_for_timestamp(
+        self, timestamp_ms: int, *, local_from: int | None = None
+    ) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record with timestamp ≥ ``timestamp_ms``.
 
         Finds the first batch (in offset order) whose max timestamp reaches the target with
         the time and offset indexes, then decodes that batch to find the exact record.
         Batches with no such record at or above the log start offset (below the start, or
-        emptied by compaction) are skipped.
+        emptied by compaction) are skipped.  Only local segments are looked at; with
+        ``local_from`` (where the caller's look at the remote segments stopped),
+        ``OffsetNotLocal`` when the local segments no longer start there.
         """
         segments = self._pin()
         try:
+            if local_from is not None and segments[0].base_offset > local_from:
+                raise OffsetNotLocal(f"{self!r} starts locally at {segments[0].base_offset} now")
             for seg in segments:
                 if seg.max_timestamp < timestamp_ms:
                     continue
@@ -589,6 +647,8 @@ class PartitionLog:
         """Delete whole segments past retention.ms/retention.bytes (cleanup.policy delete)
         or below the log start offset; move the log start offset; persist it.  Returns the
         number of segments deleted.  Worker thread; appends and reads go on meanwhile."""
+        if self.tiered:
+            return self._delete_old_segments_tiered(now)
         with self.maintenance_lock:
             with self._lock:
                 if self._closed:
@@ -616,6 +676,57 @@ class PartitionLog:
                 fsync_dir(self.directory)
             self._retire(doomed)
             return len(doomed)
+
+    def _delete_old_segments_tiered(self, now: int | None) -> int:
+        """``delete_old_segments`` with tiered storage (``tiered/retention.py``): retention
+        judges the remote-only segments and the local ones as one log and deletes a prefix
+        of it everywhere; ``local.retention.*`` then deletes local copies that are safely
+        remote.  Order: the remote copies below the new log start are marked ``deleting``
+        in ``remote.json`` (their objects go later, in the background), local files are
+        renamed ``.deleted``, the new log start is checkpointed, the files unlinked.  A
+        crash in between leaves ``.deleted`` files (removed by recovery) and a log start
+        that recovery raises to the first segment still readable."""
+        with self.maintenance_lock:
+            with self._lock:
+                if self._closed:
+                    return 0
+                now = self._clock_ms() if now is None else now
+                remote_only: list[RemoteSegment] = self.remote.remote_only(self.local_start_offset)
+                n_remote, n_local, local_only = tiered_deletions(
+                    remote_only,
+                    self.segments,
+                    self.log_start_offset,
+                    self.size_bytes,
+                    self.config,
+                    now,
+                    self.remote.copied_end(),
+                )
+                if n_local == len(self.segments):
+                    self.roll(now)  # the active segment goes too: start a new one
+                    local_only = 0
+                if n_remote < len(remote_only):
+                    first_kept = remote_only[n_remote].base_offset
+                else:
+                    first_kept = self.segments[n_local].base_offset
+                doomed = self.segments[: n_local + local_only]
+                self.segments = self.segments[n_local + local_only :]
+                self.size_bytes -= sum(s.size for s in doomed)
+                self.log_start_offset = max(self.log_start_offset, first_kept)
+                start = self.log_start_offset
+                moved = start != self._persisted_start
+            gone = self.remote.mark_deleting(lambda e: e.next_offset <= start)
+            if not moved and not doomed:
+                return len(gone)
+            for seg in doomed:
+                seg.rename_suffix(DELETED_SUFFIX)
+            self.flush()
+            self.checkpoint()
+            for seg in doomed:
+                seg.unlink_files()
+            if doomed:
+                fsync_dir(self.directory)
+            self._retire(doomed)
+            return n_remote + len(doomed)
 
     def replace_segments(self, old: list[LogSegment], new: LogSegment) -> bool:
         """Swap the cleaned ``new`` (files already named ``.swap``) in for ``old``.

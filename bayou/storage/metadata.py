@@ -30,6 +30,7 @@ _TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]+")
 INTERNAL_TOPICS: dict[str, str] = {
     "__consumer_offsets": "the group coordinator's offsets and groups",
     "__transaction_state": "the transaction coordinator",
+    "__share_group_state": "the share coordinator (share groups' records and delivery counts)",
     "__cluster_metadata": "Kafka's metadata log",
     "__mqtt_retained": "the MQTT gateway's retained messages",
     "__mqtt_sessions": "the MQTT gateway's persistent sessions",

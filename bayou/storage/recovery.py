@@ -24,6 +24,9 @@ Index files are only as good as the log they describe.
    (``LogSegment.rebuild``).  At the first bad batch the file is truncated and all later
    segments are deleted: the log is always a prefix of what was appended.
 4. With a clean-shutdown marker everything is trusted (still sanity-checking indexes).
+   The log start offset is raised to the first segment — or, with tiered storage, to the
+   first remote copy that reaches the local segments without a gap (``remote_start``):
+   trimmed local copies do not move the log start.
 5. The verified log is fsynced, so the recovery point becomes the log end offset.
 6. Producer state: the snapshot (state as of some offset ≤ the log end) is loaded and the
    batch headers after its offset are replayed; without a usable snapshot every header of
@@ -148,9 +151,17 @@ def _clean_directory(directory: Path, interval: int, now: int) -> list[int]:
 
 
 def load_partition(
-    directory: Path, config: TopicConfig, clock_ms: Callable[[], int], *, clean: bool
+    directory: Path,
+    config: TopicConfig,
+    clock_ms: Callable[[], int],
+    *,
+    clean: bool,
+    remote_start: Callable[[int], int | None] | None = None,
 ) -> LoadedLog:
-    """Open, verify and repair the segments in ``directory`` (see the module docstring)."""
+    """Open, verify and repair the segments in ``directory`` (see the module docstring).
+
+    ``remote_start(first local offset)``: where tiered storage's copies begin below the
+    local segments (None: nowhere) — the log start offset may then stay below them."""
     directory.mkdir(parents=True, exist_ok=True)
     now = clock_ms()
     interval = config.index_interval_bytes
@@ -186,7 +197,9 @@ def load_partition(
         seg.txn_index.entries()  # loaded now: READ_COMMITTED fetches never read it on the loop
     fsync_dir(directory)
     log_end = segments[-1].next_offset
-    log_start = min(max(log_start, segments[0].base_offset), log_end)
+    first = segments[0].base_offset
+    below = remote_start(first) if remote_start is not None else None
+    log_start = min(max(log_start, first if below is None else min(below, first)), log_end)
     state = _load_producer_state(directory, segments, log_start, log_end)
     write_checkpoint(directory, log_end, log_start)
     return LoadedLog(segments, log_start, log_end, state, truncated, cleaner_state)

@@ -185,6 +185,65 @@ def test_kafka_wrong_password_fails_closes_and_waits_longer_each_time(
     )
 
 
+class _LoggedIn:
+    """A raw Kafka connection logged in with SASL PLAIN: requests one at a time."""
+
+    def __init__(self, secure: SecureBroker, user: str) -> None:
+        self.sock = socket.create_connection((secure.host, secure.kafka_port), timeout=TIMEOUT)
+        self.cid = 0
+        assert self.call(m.SaslHandshakeRequest(mechanism="PLAIN"), 1).error_code == 0
+        login = m.SaslAuthenticateRequest(auth_bytes=f"\0{user}\0{USERS[user]}".encode())
+        assert self.call(login, 2).error_code == 0
+
+    def call(self, request: Any, version: int) -> Any:
+        self.cid += 1
+        self.sock.sendall(
+            encode_request(RequestHeader(request.API_KEY, version, self.cid, "raw"), request)
+        )
+        size = int.from_bytes(_read(self.sock, 4), "big")
+        return decode_response(request.API_KEY, version, _read(self.sock, size))[1]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_share_group_apis_are_authorized(secure: SecureBroker) -> None:
+    admin, alice = _LoggedIn(secure, "admin"), _LoggedIn(secure, "alice")
+    try:
+        found = admin.call(m.MetadataRequest(topics=[m.MetadataRequest.Topic(name=B)]), 12)
+        b_id = found.topics[0].topic_id
+
+        def heartbeat(group: str, topic: str) -> Any:
+            request = m.ShareGroupHeartbeatRequest(
+                group_id=group, member_id=str(uuid.uuid4()), subscribed_topic_names=[topic]
+            )
+            return alice.call(request, 1)
+
+        assert heartbeat("g-alice", A).error_code == 0  # READ on the group, DESCRIBE on A
+        assert heartbeat("g-other", A).error_code == 30  # GROUP_AUTHORIZATION_FAILED
+        assert heartbeat("g-alice", B).error_code == 29  # TOPIC_AUTHORIZATION_FAILED
+        fetch = m.ShareFetchRequest(
+            group_id="g-alice",
+            member_id=str(uuid.uuid4()),
+            share_session_epoch=0,
+            topics=[
+                m.ShareFetchRequest.FetchTopic(
+                    topic_id=b_id,
+                    partitions=[m.ShareFetchRequest.FetchPartition(partition_index=0)],
+                )
+            ],
+        )
+        answer = alice.call(fetch, 1)
+        assert answer.error_code == 29 and answer.responses == []  # no record of B
+        fetch.group_id = "g-other"
+        assert alice.call(fetch, 1).error_code == 30
+        described = alice.call(m.ShareGroupDescribeRequest(group_ids=["g-other"]), 1)
+        assert [g.error_code for g in described.groups] == [30]
+    finally:
+        admin.close()
+        alice.close()
+
+
 def test_kafka_request_before_login_closes_the_connection(secure: SecureBroker) -> None:
     with socket.create_connection((secure.host, secure.kafka_port), timeout=TIMEOUT) as sock:
         sock.sendall(encode_request(RequestHeader(3, 9, 1, "raw"), m.MetadataRequest(topics=None)))

@@ -23,8 +23,30 @@ from bayou.protocol.kafka.schema import Field, Message, Versions, load_all
 DEFINED_API_KEYS = frozenset(
     {0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22,
      23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 35, 36, 37, 42, 43, 44, 47, 48, 49, 50, 51, 55,
-     60, 61, 65, 66, 68, 69, 75}
+     60, 61, 65, 66, 68, 69, 75, 76, 77, 78, 79, 90, 91, 92}
 )  # fmt: skip
+
+# Share groups (KIP-932) as kafka-clients 4.3 speaks them: the reference JSON is older (Kafka
+# 3.9's unstable v0, or no file at all), so these are cross-checked against the compiled
+# schemas of the kafka-clients jar instead (``test_kafka_share_schemas.py``).
+NEWER_THAN_REFERENCE = frozenset(
+    {
+        "ShareGroupHeartbeatRequest",
+        "ShareGroupHeartbeatResponse",
+        "ShareGroupDescribeRequest",
+        "ShareGroupDescribeResponse",
+        "ShareFetchRequest",
+        "ShareFetchResponse",
+        "ShareAcknowledgeRequest",
+        "ShareAcknowledgeResponse",
+        "DescribeShareGroupOffsetsRequest",
+        "DescribeShareGroupOffsetsResponse",
+        "AlterShareGroupOffsetsRequest",
+        "AlterShareGroupOffsetsResponse",
+        "DeleteShareGroupOffsetsRequest",
+        "DeleteShareGroupOffsetsResponse",
+    }
+)
 
 REFERENCE = Path(
     os.environ.get("BAYOU_KAFKA_MESSAGE_JSON")
@@ -98,6 +120,8 @@ def _check_fields(
     ids=None if not REFERENCE.is_dir() else [m.name for m in MESSAGES],
 )
 def test_schema_matches_reference_json(msg: Message) -> None:
+    if msg.name in NEWER_THAN_REFERENCE:
+        pytest.skip("newer than the reference JSON: checked against kafka-clients 4.3")
     ref = _load(msg.name)
     assert msg.api_key == ref.get("apiKey")
     assert msg.kind == ("data" if ref["type"] == "data" else ref["type"])

@@ -151,6 +151,8 @@ class ClassicOps(CoordinatorState):
             existing = None
         group = existing
         if group is None:
+            if self.reserved(group_id):
+                raise GCE(E.INCONSISTENT_GROUP_PROTOCOL)
             if member_id:
                 raise GCE(E.UNKNOWN_MEMBER_ID)
             group = ClassicGroup(group_id, state_ms=now)

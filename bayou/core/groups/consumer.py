@@ -133,6 +133,8 @@ class ConsumerOps(CoordinatorState):
             del self.groups[group_id]  # an empty classic group turns consumer; offsets stay
             existing = None
         if existing is None:
+            if self.reserved(group_id):
+                raise GCE(E.GROUP_ID_NOT_FOUND, f"Group {group_id} is not a consumer group.")
             if epoch != 0:
                 raise GCE(E.UNKNOWN_MEMBER_ID, f"Group {group_id} has no member {member_id}.")
             existing = ConsumerGroup(group_id, state_ms=now)

@@ -90,6 +90,8 @@ class GroupCoordinator(ClassicOps, ConsumerOps):
         version: int,
     ) -> None:
         if group is None:
+            if self.reserved(group_id):
+                raise GCE(E.GROUP_ID_NOT_FOUND)
             if generation < 0:
                 return
             raise GCE(E.GROUP_ID_NOT_FOUND if version >= 9 else E.ILLEGAL_GENERATION)

@@ -60,6 +60,10 @@ def random_id() -> str:
     return str(uuid.uuid4())
 
 
+def _never(_group_id: str) -> bool:
+    return False
+
+
 class CoordinatorState:
     def __init__(
         self, settings: GroupSettings | None = None, new_id: Callable[[], str] = random_id
@@ -71,6 +75,9 @@ class CoordinatorState:
         self.pending: dict[int, dict[GroupPartition, PendingOffset]] = {}
         self.pending_by_group: dict[str, set[int]] = {}  # group -> producer ids
         self.next_expiry_check_ms: int | None = None
+        #: whether a group id is taken by another kind of group (a share group: one name
+        #: space for every kind, as in Kafka); set by whoever runs both coordinators
+        self.reserved: Callable[[str], bool] = _never
 
     # ------------------------------------------------------------------ replay
 

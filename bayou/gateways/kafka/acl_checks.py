@@ -960,3 +960,106 @@ async def _alter_user_scram_credentials(
             ]
         )
     return await handler(ctx, request)
+
+
+# -- share groups (KIP-932) -------------------------------------------------------------------
+
+
+@check(76)
+async def _share_group_heartbeat(
+    ctx: RequestContext, request: m.ShareGroupHeartbeatRequest, handler: Handler
+) -> Any:
+    if not group_ok(ctx, Op.READ, request.group_id):
+        return refused(ctx, GROUP_DENIED, error_message="Authorization failed.")
+    for name in request.subscribed_topic_names or []:
+        if not topic_ok(ctx, Op.DESCRIBE, name):
+            return refused(ctx, TOPIC_DENIED, error_message="Authorization failed.")
+    return await handler(ctx, request)
+
+
+@check(77)
+async def _share_group_describe(
+    ctx: RequestContext, request: m.ShareGroupDescribeRequest, handler: Handler
+) -> Any:
+    denied = [g for g in request.group_ids if not group_ok(ctx, Op.DESCRIBE, g)]
+    request.group_ids = [g for g in request.group_ids if g not in denied]
+    response = await handler(ctx, request) if request.group_ids else m.ShareGroupDescribeResponse()
+    for g in response.groups:
+        if g.authorized_operations != NOT_PROVIDED and g.error_code == E.NONE:
+            g.authorized_operations = operations(ctx, RT.GROUP, g.group_id)
+    response.groups.extend(
+        m.ShareGroupDescribeResponse.DescribedGroup(
+            group_id=g, error_code=GROUP_DENIED, error_message="Authorization failed."
+        )
+        for g in denied
+    )
+    return response
+
+
+def _share_topics_ok(ctx: RequestContext, group_id: str, member_id: str, topics: Any) -> bool:
+    """READ on every topic the request names and every topic its share session fetches.
+
+    A share session keeps its partitions between requests, so a topic whose READ was revoked
+    after the session named it is checked again at every fetch (as a revoked ACL must take
+    effect on open connections)."""
+    core = ctx.core
+    names: set[str] = set()
+    for t in topics:
+        found = core.topic_by_id(t.topic_id)
+        if found is not None:
+            names.add(found.name)
+    session = ctx.door.share_sessions.get(group_id, member_id)
+    if session is not None:
+        names.update(topic for topic, _ in session.partitions)
+    return all(topic_ok(ctx, Op.READ, name) for name in sorted(names))
+
+
+@check(78, 79)
+async def _share_fetch_or_acknowledge(ctx: RequestContext, request: Any, handler: Handler) -> Any:
+    group_id = request.group_id or ""
+    if not group_ok(ctx, Op.READ, group_id):
+        return refused(ctx, GROUP_DENIED, error_message="Authorization failed.")
+    if not _share_topics_ok(ctx, group_id, request.member_id or "", request.topics):
+        return refused(ctx, TOPIC_DENIED, error_message="Authorization failed.")
+    return await handler(ctx, request)
+
+
+@check(90)
+async def _describe_share_group_offsets(
+    ctx: RequestContext, request: m.DescribeShareGroupOffsetsRequest, handler: Handler
+) -> Any:
+    denied = [g for g in request.groups if not group_ok(ctx, Op.DESCRIBE, g.group_id)]
+    request.groups = [g for g in request.groups if g not in denied]
+    response = (
+        await handler(ctx, request) if request.groups else m.DescribeShareGroupOffsetsResponse()
+    )
+    for g in response.groups:
+        for t in g.topics:
+            if not topic_ok_quiet(ctx, Op.DESCRIBE, t.topic_name):
+                for p in t.partitions:
+                    p.error_code, p.start_offset, p.lag = TOPIC_DENIED, -1, -1
+    response.groups.extend(
+        m.DescribeShareGroupOffsetsResponse.Group(
+            group_id=g.group_id, error_code=GROUP_DENIED, error_message="Authorization failed."
+        )
+        for g in denied
+    )
+    return response
+
+
+def _share_offsets_admin(group_op: AclOperation) -> Check:
+    """Alter (READ on the group) and Delete (DELETE on the group) share-group offsets; both
+    need READ on every topic named."""
+
+    async def run(ctx: RequestContext, request: Any, handler: Handler) -> Any:
+        if not group_ok(ctx, group_op, request.group_id):
+            return refused(ctx, GROUP_DENIED, error_message="Authorization failed.")
+        if not all(topic_ok(ctx, Op.READ, t.topic_name) for t in request.topics or []):
+            return refused(ctx, TOPIC_DENIED, error_message="Authorization failed.")
+        return await handler(ctx, request)
+
+    return run
+
+
+CHECKS[91] = _share_offsets_admin(Op.READ)  # AlterShareGroupOffsets
+CHECKS[92] = _share_offsets_admin(Op.DELETE)  # DeleteShareGroupOffsets

@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from bayou.errors import ProtocolViolation
@@ -95,6 +96,7 @@ class KafkaConnection(asyncio.Protocol):
         self._budget_paused = False
         self._budget = door.core.request_budget.account(self._budget_resumed, self._stalled)
         self.session: ClientSession | None = None
+        self._close_callbacks: list[Callable[[], None]] = []
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -110,9 +112,22 @@ class KafkaConnection(asyncio.Protocol):
         self.session = ClientSession(security, self._peer_host, tls=self.door.tls, cert=cert)
         self._connections.add(self)
 
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when the connection closes (share sessions release records)."""
+        if self._closing:
+            callback()
+        else:
+            self._close_callbacks.append(callback)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self._connections.discard(self)
+        callbacks, self._close_callbacks = self._close_callbacks, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("a close callback of the connection from %s failed", self._peer)
         self._budget.close()
         if self._out is not None:
             self._out.close()
@@ -219,7 +234,7 @@ class KafkaConnection(asyncio.Protocol):
         except ProtocolViolation as exc:
             self._violation(f"malformed API {header.api_key} v{header.api_version} body: {exc}")
             return
-        context = RequestContext(self.door, header, self._peer, session)
+        context = RequestContext(self.door, header, self._peer, session, self)
         task = asyncio.ensure_future(self._serve(context, registration.handler, request))
         self._inflight.append(task)
         task.add_done_callback(self._on_done)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -9,6 +10,7 @@ from bayou.gateways.kafka.session import ClientSession
 
 if TYPE_CHECKING:
     from bayou.core import Core
+    from bayou.gateways.kafka.share_sessions import ShareSessions
     from bayou.protocol.kafka import RequestHeader
 
 
@@ -44,6 +46,16 @@ class Listener(Protocol):
     @property
     def tls(self) -> bool: ...
 
+    @property
+    def share_sessions(self) -> ShareSessions: ...
+
+
+class Connection(Protocol):
+    """The client connection a request came over (``connection.KafkaConnection``)."""
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once when the connection closes (at once if it is closed)."""
+
 
 @dataclass
 class RequestContext:
@@ -54,6 +66,7 @@ class RequestContext:
     header: RequestHeader
     peer: str
     _session: ClientSession | None = None
+    connection: Connection | None = None
 
     @property
     def session(self) -> ClientSession:

@@ -86,7 +86,7 @@ def _refused(ctx: RequestContext, error: ErrorCode, **fields: Any) -> Any:
 # -- groups -----------------------------------------------------------------------------------
 
 
-@_check(11, 12, 13, 14, 68)
+@_check(11, 12, 13, 14, 68, 76, 78, 79)  # share groups too: served by the group's owner
 async def _one_group(ctx: RequestContext, request: Any, handler: Handler) -> Any:
     error = _error(ctx, GROUP, request.group_id)
     if error:

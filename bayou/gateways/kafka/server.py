@@ -6,6 +6,7 @@ listener is a ``KafkaListener``: what a connection sees of the listener it came 
 the advertised host and *that listener's* port, so a client connected over TLS is told the
 TLS address in Metadata and stays on TLS.  At ``stop`` the door stops accepting, lets every
 connection's in-flight requests answer (bounded by ``SHUTDOWN_GRACE_S``) and closes them.
+The door also keeps the share sessions of share consumers (``share_sessions.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from bayou.gateways.kafka.connection import KafkaConnection
 from bayou.gateways.kafka.context import KafkaSettings
+from bayou.gateways.kafka.share_sessions import ShareSession, ShareSessions
 
 if TYPE_CHECKING:
     from bayou.core import Core
@@ -51,6 +53,10 @@ class KafkaListener:
         return self.door.tls_port if self.tls else self.door.port
 
     @property
+    def share_sessions(self) -> ShareSessions:
+        return self.door.share_sessions
+
+    @property
     def security_protocol(self) -> str:
         sasl = "SASL_" if self.door.core.security.enabled else ""
         return f"{sasl}SSL" if self.tls else f"{sasl}PLAINTEXT"
@@ -67,6 +73,21 @@ class KafkaDoor:
         self.plain = KafkaListener(self, tls=False)
         self.secure = KafkaListener(self, tls=True)
         self._connections: set[KafkaConnection] = set()
+        self.share_sessions = ShareSessions(self._release_session)
+
+    def _release_session(self, session: ShareSession) -> None:
+        """A share session ended: its member's records go back to the group at once."""
+        shares = self.core.shares
+        if shares is None or shares.closed or not session.partitions:
+            return
+        parts = list(session.partitions)
+        self.core.background(
+            shares.run(
+                lambda now: shares.coordinator.release(
+                    now, session.group_id, session.member_id, parts
+                )
+            )
+        )
 
     @property
     def node_id(self) -> int:

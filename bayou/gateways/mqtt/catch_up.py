@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from bayou.core import Core
+from bayou.core import NO_ABORTS, Aborted, Core
 from bayou.gateways.mqtt.mapping import TopicMapper
 from bayou.gateways.mqtt.messages import TP, Message, MessageFactory
 from bayou.protocol.kafka.records import DecodedRecord, iter_batches, iter_records
@@ -66,14 +66,22 @@ class DecodedChunk:
         self._factory = factory
         self._messages: dict[int, Message] = {}
 
-    def decode(self, data: memoryview, start: int, kafka_topic: str, mapper: TopicMapper) -> None:
-        """Fill the chunk from ``data`` (whole batches read from ``start``)."""
+    def decode(
+        self,
+        data: memoryview,
+        start: int,
+        kafka_topic: str,
+        mapper: TopicMapper,
+        aborted: Aborted = NO_ABORTS,
+    ) -> None:
+        """Fill the chunk from ``data`` (whole batches read from ``start``), leaving out
+        control batches and ``aborted`` transactions' batches."""
         self.start = self.end = start
         topic_of: dict[bytes | None, str] = {}
         offsets, topics, records = self.offsets, self.topics, self.records
         for pos, header in iter_batches(data):
             self.end = max(self.end, header.last_offset + 1)
-            if header.last_offset < start or header.is_control:
+            if header.last_offset < start or header.is_control or aborted.covers(header):
                 continue
             for rec in iter_records(data[pos : pos + header.size]):
                 if rec.offset < start:
@@ -131,7 +139,7 @@ class ChunkCache:
         cursor = self.core.cursor(tp[0], tp[1], chunk.start, reset="earliest")
         data = await cursor.read_batches(CATCH_UP_READ)
         self.reads += 1
-        chunk.decode(data, cursor.position, tp[0], self.mapper)
+        chunk.decode(data, cursor.position, tp[0], self.mapper, await cursor.aborted(data))
 
     def _loaded(self, tp: TP, chunk: DecodedChunk, task: asyncio.Task[None]) -> None:
         chunk.loading = None

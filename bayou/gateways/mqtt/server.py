@@ -386,7 +386,7 @@ class MqttGateway:
             if tp not in self.tailers:
                 partition = self.core.partition(*tp)
                 fresh = tp[0] not in self._known_topics
-                start = partition.log_start_offset if fresh else partition.log_end_offset
+                start = partition.log_start_offset if fresh else self.core.read_end(partition)
                 tailer = self.tailers[tp] = Tailer(self, self.core.cursor(*tp, start))
                 tailer.start()
         for tp in list(self.tailers):

@@ -109,8 +109,9 @@ class Tailer:
         tp = self.tp
         topics = self._topics
         budget = TAIL_SLICE
+        aborted = await cursor.aborted(data)
         for pos, header in iter_batches(data):
-            if header.last_offset < cursor.position or header.is_control:
+            if header.last_offset < cursor.position or header.is_control or aborted.covers(header):
                 cursor.position = max(cursor.position, header.last_offset + 1)
                 continue
             for rec in iter_records(data[pos : pos + header.size]):

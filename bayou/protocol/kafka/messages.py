@@ -20,6 +20,7 @@ from bayou.protocol.kafka.primitives import (
     r_bytes,
     r_cbytes,
     r_clen,
+    r_crec,
     r_cstr,
     r_len,
     r_nbytes,
@@ -39,6 +40,7 @@ from bayou.protocol.kafka.primitives import (
     violation,
     w_bytes,
     w_cbytes,
+    w_crec,
     w_cstr,
     w_nbytes,
     w_nclen,
@@ -81,6 +83,8 @@ _S_iiibii = Struct('>iiibii')
 _S_iiii = Struct('>iiii')
 _S_iiiib = Struct('>iiiib')
 _S_iiiibii = Struct('>iiiibii')
+_S_iiiiii = Struct('>iiiiii')
+_S_iiiiiibo = Struct('>iiiiiib?')
 _S_iiq = Struct('>iiq')
 _S_iiqiqi = Struct('>iiqiqi')
 _S_iiqqi = Struct('>iiqqi')
@@ -88,6 +92,8 @@ _S_io = Struct('>i?')
 _S_iq = Struct('>iq')
 _S_iqh = Struct('>iqh')
 _S_iqi = Struct('>iqi')
+_S_iqih = Struct('>iqih')
+_S_iqiqh = Struct('>iqiqh')
 _S_iqq = Struct('>iqq')
 _S_iqqh = Struct('>iqqh')
 _S_iqqi = Struct('>iqqi')
@@ -106,6 +112,7 @@ _S_qho = Struct('>qh?')
 _S_qi = Struct('>qi')
 _S_qiiqiq = Struct('>qiiqiq')
 _S_qq = Struct('>qq')
+_S_qqh = Struct('>qqh')
 _S_u = Struct('>16s')
 _S_uh = Struct('>16sh')
 _S_uo = Struct('>16s?')
@@ -4523,6 +4530,823 @@ class DescribeTopicPartitionsResponse(ApiMessage):
         self.throttle_time_ms = throttle_time_ms
         self.topics = [] if topics is DEFAULT else topics
         self.next_cursor = next_cursor
+
+
+class ShareGroupHeartbeatRequest(ApiMessage):
+    """ShareGroupHeartbeatRequest: versions 1, flexible 0+."""
+    __slots__ = ('group_id', 'member_id', 'member_epoch', 'rack_id', 'subscribed_topic_names')
+    NAME = 'ShareGroupHeartbeatRequest'
+    API_KEY = 76
+    MIN_VERSION = 1
+    MAX_VERSION = 1
+    FLEXIBLE_FROM = 0
+
+    def __init__(
+        self,
+        group_id: str = '',
+        member_id: str = '',
+        member_epoch: int = 0,
+        rack_id: str | None = None,
+        subscribed_topic_names: list[str] | None = None,
+    ) -> None:
+        self.group_id = group_id
+        self.member_id = member_id
+        self.member_epoch = member_epoch
+        self.rack_id = rack_id
+        self.subscribed_topic_names = subscribed_topic_names
+
+
+class ShareGroupHeartbeatResponseTopicPartitions(Message):
+    __slots__ = ('topic_id', 'partitions')
+
+    def __init__(
+        self,
+        topic_id: UUID = ZERO_UUID,
+        partitions: list[int] = DEFAULT,
+    ) -> None:
+        self.topic_id = topic_id
+        self.partitions = [] if partitions is DEFAULT else partitions
+
+
+class ShareGroupHeartbeatResponseAssignment(Message):
+    __slots__ = ('topic_partitions',)
+
+    def __init__(
+        self,
+        topic_partitions: list[ShareGroupHeartbeatResponseTopicPartitions] = DEFAULT,
+    ) -> None:
+        self.topic_partitions = [] if topic_partitions is DEFAULT else topic_partitions
+
+
+class ShareGroupHeartbeatResponse(ApiMessage):
+    """ShareGroupHeartbeatResponse: versions 1, flexible 0+."""
+    __slots__ = ('throttle_time_ms', 'error_code', 'error_message', 'member_id', 'member_epoch', 'heartbeat_interval_ms', 'assignment')
+    NAME = 'ShareGroupHeartbeatResponse'
+    API_KEY = 76
+    MIN_VERSION = 1
+    MAX_VERSION = 1
+    FLEXIBLE_FROM = 0
+    TopicPartitions = ShareGroupHeartbeatResponseTopicPartitions
+    Assignment = ShareGroupHeartbeatResponseAssignment
+
+    def __init__(
+        self,
+        throttle_time_ms: int = 0,
+        error_code: int = 0,
+        error_message: str | None = None,
+        member_id: str | None = None,
+        member_epoch: int = 0,
+        heartbeat_interval_ms: int = 0,
+        assignment: ShareGroupHeartbeatResponseAssignment | None = None,
+    ) -> None:
+        self.throttle_time_ms = throttle_time_ms
+        self.error_code = error_code
+        self.error_message = error_message
+        self.member_id = member_id
+        self.member_epoch = member_epoch
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.assignment = assignment
+
+
+class ShareGroupDescribeRequest(ApiMessage):
+    """ShareGroupDescribeRequest: versions 1, flexible 0+."""
+    __slots__ = ('group_ids', 'include_authorized_operations')
+    NAME = 'ShareGroupDescribeRequest'
+    API_KEY = 77
+    MIN_VERSION = 1
+    MAX_VERSION = 1
+    FLEXIBLE_FROM = 0
+
+    def __init__(
+        self,
+        group_ids: list[str] = DEFAULT,
+        include_authorized_operations: bool = False,
+    ) -> None:
+        self.group_ids = [] if group_ids is DEFAULT else group_ids
+        self.include_authorized_operations = include_authorized_operations
+
+
+class ShareGroupDescribeResponseTopicPartitions(Message):
+    __slots__ = ('topic_id', 'topic_name', 'partitions')
+
+    def __init__(
+        self,
+        topic_id: UUID = ZERO_UUID,
+        topic_name: str = '',
+        partitions: list[int] = DEFAULT,
+    ) -> None:
+        self.topic_id = topic_id
+        self.topic_name = topic_name
+        self.partitions = [] if partitions is DEFAULT else partitions
+
+
+class ShareGroupDescribeResponseAssignment(Message):
+    __slots__ = ('topic_partitions',)
+
+    def __init__(
+        self,
+        topic_partitions: list[ShareGroupDescribeResponseTopicPartitions] = DEFAULT,
+    ) -> None:
+        self.topic_partitions = [] if topic_partitions is DEFAULT else topic_partitions
+
+
+class ShareGroupDescribeResponseMember(Message):
+    __slots__ = ('member_id', 'rack_id', 'member_epoch', 'client_id', 'client_host', 'subscribed_topic_names', 'assignment')
+
+    def __init__(
+        self,
+        member_id: str = '',
+        rack_id: str | None = None,
+        member_epoch: int = 0,
+        client_id: str = '',
+        client_host: str = '',
+        subscribed_topic_names: list[str] = DEFAULT,
+        assignment: ShareGroupDescribeResponseAssignment = DEFAULT,
+    ) -> None:
+        self.member_id = member_id
+        self.rack_id = rack_id
+        self.member_epoch = member_epoch
+        self.client_id = client_id
+        self.client_host = client_host
+        self.subscribed_topic_names = [] if subscribed_topic_names is DEFAULT else subscribed_topic_names
+        self.assignment = ShareGroupDescribeResponseAssignment() if assignment is DEFAULT else assignment
+
+
+class ShareGroupDescribeResponseDescribedGroup(Message):
+    __slots__ = ('error_code', 'error_message', 'group_id', 'group_state', 'group_epoch', 'assignment_epoch', 'assignor_name', 'members', 'authorized_operations')
+
+    def __init__(
+        self,
+        error_code: int = 0,
+        error_message: str | None = None,
+        group_id: str = '',
+        group_state: str = '',
+        group_epoch: int = 0,
+        assignment_epoch: int = 0,
+        assignor_name: str = '',
+        members: list[ShareGroupDescribeResponseMember] = DEFAULT,
+        authorized_operations: int = -2147483648,
+    ) -> None:
+        self.error_code = error_code
+        self.error_message = error_message
+        self.group_id = group_id
+        self.group_state = group_state
+        self.group_epoch = group_epoch
+        self.assignment_epoch = assignment_epoch
+        self.assignor_name = assignor_name
+        self.members = [] if members is DEFAULT else members
+        self.authorized_operations = authorized_operations
+
+
+class ShareGroupDescribeResponse(ApiMessage):
+    """ShareGroupDescribeResponse: versions 1, flexible 0+."""
+    __slots__ = ('throttle_time_ms', 'groups')
+    NAME = 'ShareGroupDescribeResponse'
+    API_KEY = 77
+    MIN_VERSION = 1
+    MAX_VERSION = 1
+    FLEXIBLE_FROM = 0
+    TopicPartitions = ShareGroupDescribeResponseTopicPartitions
+    Assignment = ShareGroupDescribeResponseAssignment
+    Member = ShareGroupDescribeResponseMember
+    DescribedGroup = ShareGroupDescribeResponseDescribedGroup
+
+    def __init__(
+        self,
+        throttle_time_ms: int = 0,
+        groups: list[ShareGroupDescribeResponseDescribedGroup] = DEFAULT,
+    ) -> None:
+        self.throttle_time_ms = throttle_time_ms
+        self.groups = [] if groups is DEFAULT else groups
+
+
+class ShareFetchRequestAcknowledgementBatch(Message):
+    __slots__ = ('first_offset', 'last_offset', 'acknowledge_types')
+
+    def __init__(
+        self,
+        first_offset: int = 0,
+        last_offset: int = 0,
+        acknowledge_types: list[int] = DEFAULT,
+    ) -> None:
+        self.first_offset = first_offset
+        self.last_offset = last_offset
+        self.acknowledge_types = [] if acknowledge_types is DEFAULT else acknowledge_types
+
+
+class ShareFetchRequestFetchPartition(Message):
+    __slots__ = ('partition_index', 'acknowledgement_batches')
+
+    def __init__(
+        self,
+        partition_index: int = 0,
+        acknowledgement_batches: list[ShareFetchRequestAcknowledgementBatch] = DEFAULT,
+    ) -> None:
+        self.partition_index = partition_index
+        self.acknowledgement_batches = [] if acknowledgement_batches is DEFAULT else acknowledgement_batches
+
+
+class ShareFetchRequestFetchTopic(Message):
+    __slots__ = ('topic_id', 'partitions')
+
+    def __init__(
+        self,
+        topic_id: UUID = ZERO_UUID,
+        partitions: list[ShareFetchRequestFetchPartition] = DEFAULT,
+    ) -> None:
+        self.topic_id = topic_id
+        self.partitions = [] if partitions is DEFAULT else partitions
+
+
+class ShareFetchRequestForgottenTopic(Message):
+    __slots__ = ('topic_id', 'partitions')
+
+    def __init__(
+        self,
+        topic_id: UUID = ZERO_UUID,
+        partitions: list[int] = DEFAULT,
+    ) -> None:
+        self.topic_id = topic_id
+        self.partitions = [] if partitions is DEFAULT else partitions
+
+
+class ShareFetchRequest(ApiMessage):
+    """ShareFetchRequest: versions 1-2, flexible 0+."""
+    __slots__ = ('group_id', 'member_id', 'share_session_epoch', 'max_wait_ms', 'min_bytes', 'max_bytes', 'max_records', 'batch_size', 'share_acquire_mode', 'is_renew_ack', 'topics', 'forgotten_topics_data')
+    NAME = 'ShareFetchRequest'
+    API_KEY = 78
+    MIN_VERSION = 1
+    MAX_VERSION = 2
+    FLEXIBLE_FROM = 0
+    AcknowledgementBatch = ShareFetchRequestAcknowledgementBatch
+    FetchPartition = ShareFetchRequestFetchPartition
+    FetchTopic = ShareFetchRequestFetchTopic
+    ForgottenTopic = ShareFetchRequestForgottenTopic
+
+    def __init__(
+        self,
+        group_id: str | None = None,
+        member_id: str | None = '',
+        share_session_epoch: int = 0,
+        max_wait_ms: int = 0,
+        min_bytes: int = 0,
+        max_bytes: int = 2147483647,
+        max_records: int = 0,
+        batch_size: int = 0,
+        share_acquire_mode: int = 0,
+        is_renew_ack: bool = False,
+        topics: list[ShareFetchRequestFetchTopic] = DEFAULT,
+        forgotten_topics_data: list[ShareFetchRequestForgottenTopic] = DEFAULT,
+    ) -> None:
+        self.group_id = group_id
+        self.member_id = member_id
+        self.share_session_epoch = share_session_epoch
+        self.max_wait_ms = max_wait_ms
+        self.min_bytes = min_bytes
+        self.max_bytes = max_bytes
+        self.max_records = max_records
+        self.batch_size = batch_size
+        self.share_acquire_mode = share_acquire_mode
+        self.is_renew_ack = is_renew_ack
+        self.topics = [] if topics is DEFAULT else topics
+        self.forgotten_topics_data = [] if forgotten_topics_data is DEFAULT else forgotten_topics_data
+
+
+class ShareFetchResponseLeaderIdAndEpoch(Message):
+    __slots__ = ('leader_id', 'leader_epoch')
+
+    def __init__(
+        self,
+        leader_id: int = 0,
+        leader_epoch: int = 0,
+    ) -> None:
+        self.leader_id = leader_id
+        self.leader_epoch = leader_epoch
+
+
+class ShareFetchResponseAcquiredRecords(Message):
+    __slots__ = ('first_offset', 'last_offset', 'delivery_count')
+
+    def __init__(
+        self,
+        first_offset: int = 0,
+        last_offset: int = 0,
+        delivery_count: int = 0,
+    ) -> None:
+        self.first_offset = first_offset
+        self.last_offset = last_offset
+        self.delivery_count = delivery_count
+
+
+class ShareFetchResponsePartitionData(Message):
+    __slots__ = ('partition_index', 'error_code', 'error_message', 'acknowledge_error_code', 'acknowledge_error_message', 'current_leader', 'records', 'acquired_records')
+
+    def __init__(
+        self,
+        partition_index: int = 0,
+        error_code: int = 0,
+        error_message: str | None = None,
+        acknowledge_error_code: int = 0,
+        acknowledge_error_message: str | None = None,
+        current_leader: ShareFetchResponseLeaderIdAndEpoch = DEFAULT,
+        records: Records = None,
+        acquired_records: list[ShareFetchResponseAcquiredRecords] = DEFAULT,
+    ) -> None:
+        self.partition_index = partition_index
+        self.error_code = error_code
+        self.error_message = error_message
+        self.acknowledge_error_code = acknowledge_error_code
+        self.acknowledge_error_message = acknowledge_error_message
+        self.current_leader = ShareFetchResponseLeaderIdAndEpoch() if current_leader is DEFAULT else current_leader
+        self.records = records
+        self.acquired_records = [] if acquired_records is DEFAULT else acquired_records
+
+
+class ShareFetchResponseShareFetchableTopicResponse(Message):
+    __slots__ = ('topic_id', 'partitions')
+
+    def __init__(
+        self,
+        topic_id: UUID = ZERO_UUID,
+        partitions: list[ShareFetchResponsePartitionData] = DEFAULT,
+    ) -> None:
+        self.topic_id = topic_id
+        self.partitions = [] if partitions is DEFAULT else partitions
+
+
+class ShareFetchResponseNodeEndpoint(Message):
+    __slots__ = ('node_id', 'host', 'port', 'rack')
+
+    def __init__(
+        self,
+        node_id: int = 0,
+        host: str = '',
+        port: int = 0,
+        rack: str | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.host = host
+        self.port = port
+        self.rack = rack
+
+
+class ShareFetchResponse(ApiMessage):
+    """ShareFetchResponse: versions 1-2, flexible 0+."""
+    __slots__ = ('throttle_time_ms', 'error_code', 'error_message', 'acquisition_lock_timeout_ms', 'responses', 'node_endpoints')
+    NAME = 'ShareFetchResponse'
+    API_KEY = 78
+    MIN_VERSION = 1
+    MAX_VERSION = 2
+    FLEXIBLE_FROM = 0
+    LeaderIdAndEpoch = ShareFetchResponseLeaderIdAndEpoch
+    AcquiredRecords = ShareFetchResponseAcquiredRecords
+    PartitionData = ShareFetchResponsePartitionData
+    ShareFetchableTopicResponse = ShareFetchResponseShareFetchableTopicResponse
+    NodeEndpoint = ShareFetchResponseNodeEndpoint
+
+    def __init__(
+        self,
+        throttle_time_ms: int = 0,
+        error_code: int = 0,
+        error_message: str | None = None,
+        acquisition_lock_timeout_ms: int = 0,
+        responses: list[ShareFetchResponseShareFetchableTopicResponse] = DEFAULT,
+        node_endpoints: list[ShareFetchResponseNodeEndpoint] = DEFAULT,
+    ) -> None:
+        self.throttle_time_ms = throttle_time_ms
+        self.error_code = error_code
+        self.error_message = error_message
+        self.acquisition_lock_timeout_ms = acquisition_lock_timeout_ms
+        self.responses = [] if responses is DEFAULT else responses
+        self.node_endpoints = [] if node_endpoints is DEFAULT else node_endpoints
+
+
+class ShareAcknowledgeRequestAcknowledgementBatch(Message):
+    __slots__ = ('first_offset', 'last_offset', 'acknowledge_types')
+
+    def __init__(
+        self,
+        first_offset: int = 0,
+        last_offset: int = 0,
+        acknowledge_types: list[int] = DEFAULT,
+    ) -> None:
+        self.first_offset = first_offset
+        self.last_offset = last_offset
+        self.acknowledge_types = [] if acknowledge_types is DEFAULT else acknowledge_types
+
+
+class ShareAcknowledgeRequestAcknowledgePartition(Message):
+    __slots__ = ('partition_index', 'acknowledgement_batches')
+
+    def __init__(
+        self,
+        partition_index: int = 0,
+        acknowledgement_batches: list[ShareAcknowledgeRequestAcknowledgementBatch] = DEFAULT,
+    ) -> None:
+        self.partition_index = partition_index
+        self.acknowledgement_batches = [] if acknowledgement_batches is DEFAULT else acknowledgement_batches
+
+
+class ShareAcknowledgeRequestAcknowledgeTopic(Message):
+    __slots__ = ('topic_id', 'partitions')
+
+    def __init__(
+        self,
+        topic_id: UUID = ZERO_UUID,
+        partitions: list[ShareAcknowledgeRequestAcknowledgePartition] = DEFAULT,
+    ) -> None:
+        self.topic_id = topic_id
+        self.partitions = [] if partitions is DEFAULT else partitions
+
+
+class ShareAcknowledgeRequest(ApiMessage):
+    """ShareAcknowledgeRequest: versions 1-2, flexible 0+."""
+    __slots__ = ('group_id', 'member_id', 'share_session_epoch', 'is_renew_ack', 'topics')
+    NAME = 'ShareAcknowledgeRequest'
+    API_KEY = 79
+    MIN_VERSION = 1
+    MAX_VERSION = 2
+    FLEXIBLE_FROM = 0
+    AcknowledgementBatch = ShareAcknowledgeRequestAcknowledgementBatch
+    AcknowledgePartition = ShareAcknowledgeRequestAcknowledgePartition
+    AcknowledgeTopic = ShareAcknowledgeRequestAcknowledgeTopic
+
+    def __init__(
+        self,
+        group_id: str | None = None,
+        member_id: str | None = '',
+        share_session_epoch: int = 0,
+        is_renew_ack: bool = False,
+        topics: list[ShareAcknowledgeRequestAcknowledgeTopic] = DEFAULT,
+    ) -> None:
+        self.group_id = group_id
+        self.member_id = member_id
+        self.share_session_epoch = share_session_epoch
+        self.is_renew_ack = is_renew_ack
+        self.topics = [] if topics is DEFAULT else topics
+
+
+class ShareAcknowledgeResponseLeaderIdAndEpoch(Message):
+    __slots__ = ('leader_id', 'leader_epoch')
+
+    def __init__(
+        self,
+        leader_id: int = 0,
+        leader_epoch: int = 0,
+    ) -> None:
+        self.leader_id = leader_id
+        self.leader_epoch = leader_epoch
+
+
+class ShareAcknowledgeResponsePartitionData(Message):
+    __slots__ = ('partition_index', 'error_code', 'error_message', 'current_leader')
+
+    def __init__(
+        self,
+        partition_index: int = 0,
+        error_code: int = 0,
+        error_message: str | None = None,
+        current_leader: ShareAcknowledgeResponseLeaderIdAndEpoch = DEFAULT,
+    ) -> None:
+        self.partition_index = partition_index
+        self.error_code = error_code
+        self.error_message = error_message
+        self.current_leader = ShareAcknowledgeResponseLeaderIdAndEpoch() if current_leader is DEFAULT else current_leader
+
+
+class ShareAcknowledgeResponseShareAcknowledgeTopicResponse(Message):
+    __slots__ = ('topic_id', 'partitions')
+
+    def __init__(
+        self,
+        topic_id: UUID = ZERO_UUID,
+        partitions: list[ShareAcknowledgeResponsePartitionData] = DEFAULT,
+    ) -> None:
+        self.topic_id = topic_id
+        self.partitions = [] if partitions is DEFAULT else partitions
+
+
+class ShareAcknowledgeResponseNodeEndpoint(Message):
+    __slots__ = ('node_id', 'host', 'port', 'rack')
+
+    def __init__(
+        self,
+        node_id: int = 0,
+        host: str = '',
+        port: int = 0,
+        rack: str | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.host = host
+        self.port = port
+        self.rack = rack
+
+
+class ShareAcknowledgeResponse(ApiMessage):
+    """ShareAcknowledgeResponse: versions 1-2, flexible 0+."""
+    __slots__ = ('throttle_time_ms', 'error_code', 'error_message', 'acquisition_lock_timeout_ms', 'responses', 'node_endpoints')
+    NAME = 'ShareAcknowledgeResponse'
+    API_KEY = 79
+    MIN_VERSION = 1
+    MAX_VERSION = 2
+    FLEXIBLE_FROM = 0
+    LeaderIdAndEpoch = ShareAcknowledgeResponseLeaderIdAndEpoch
+    PartitionData = ShareAcknowledgeResponsePartitionData
+    ShareAcknowledgeTopicResponse = ShareAcknowledgeResponseShareAcknowledgeTopicResponse
+    NodeEndpoint = ShareAcknowledgeResponseNodeEndpoint
+
+    def __init__(
+        self,
+        throttle_time_ms: int = 0,
+        error_code: int = 0,
+        error_message: str | None = None,
+        acquisition_lock_timeout_ms: int = 0,
+        responses: list[ShareAcknowledgeResponseShareAcknowledgeTopicResponse] = DEFAULT,
+        node_endpoints: list[ShareAcknowledgeResponseNodeEndpoint] = DEFAULT,
+    ) -> None:
+        self.throttle_time_ms = throttle_time_ms
+        self.error_code = error_code
+        self.error_message = error_message
+        self.acquisition_lock_timeout_ms = acquisition_lock_timeout_ms
+        self.responses = [] if responses is DEFAULT else responses
+        self.node_endpoints = [] if node_endpoints is DEFAULT else node_endpoints
+
+
+class DescribeShareGroupOffsetsRequestTopic(Message):
+    __slots__ = ('topic_name', 'partitions')
+
+    def __init__(
+        self,
+        topic_name: str = '',
+        partitions: list[int] = DEFAULT,
+    ) -> None:
+        self.topic_name = topic_name
+        self.partitions = [] if partitions is DEFAULT else partitions
+
+
+class DescribeShareGroupOffsetsRequestGroup(Message):
+    __slots__ = ('group_id', 'topics')
+
+    def __init__(
+        self,
+        group_id: str = '',
+        topics: list[DescribeShareGroupOffsetsRequestTopic] | None = DEFAULT,
+    ) -> None:
+        self.group_id = group_id
+        self.topics = [] if topics is DEFAULT else topics
+
+
+class DescribeShareGroupOffsetsRequest(ApiMessage):
+    """DescribeShareGroupOffsetsRequest: versions 0-1, flexible 0+."""
+    __slots__ = ('groups',)
+    NAME = 'DescribeShareGroupOffsetsRequest'
+    API_KEY = 90
+    MIN_VERSION = 0
+    MAX_VERSION = 1
+    FLEXIBLE_FROM = 0
+    Topic = DescribeShareGroupOffsetsRequestTopic
+    Group = DescribeShareGroupOffsetsRequestGroup
+
+    def __init__(
+        self,
+        groups: list[DescribeShareGroupOffsetsRequestGroup] = DEFAULT,
+    ) -> None:
+        self.groups = [] if groups is DEFAULT else groups
+
+
+class DescribeShareGroupOffsetsResponsePartition(Message):
+    __slots__ = ('partition_index', 'start_offset', 'leader_epoch', 'lag', 'error_code', 'error_message')
+
+    def __init__(
+        self,
+        partition_index: int = 0,
+        start_offset: int = 0,
+        leader_epoch: int = 0,
+        lag: int = -1,
+        error_code: int = 0,
+        error_message: str | None = None,
+    ) -> None:
+        self.partition_index = partition_index
+        self.start_offset = start_offset
+        self.leader_epoch = leader_epoch
+        self.lag = lag
+        self.error_code = error_code
+        self.error_message = error_message
+
+
+class DescribeShareGroupOffsetsResponseTopic(Message):
+    __slots__ = ('topic_name', 'topic_id', 'partitions')
+
+    def __init__(
+        self,
+        topic_name: str = '',
+        topic_id: UUID = ZERO_UUID,
+        partitions: list[DescribeShareGroupOffsetsResponsePartition] = DEFAULT,
+    ) -> None:
+        self.topic_name = topic_name
+        self.topic_id = topic_id
+        self.partitions = [] if partitions is DEFAULT else partitions
+
+
+class DescribeShareGroupOffsetsResponseGroup(Message):
+    __slots__ = ('group_id', 'topics', 'error_code', 'error_message')
+
+    def __init__(
+        self,
+        group_id: str = '',
+        topics: list[DescribeShareGroupOffsetsResponseTopic] = DEFAULT,
+        error_code: int = 0,
+        error_message: str | None = None,
+    ) -> None:
+        self.group_id = group_id
+        self.topics = [] if topics is DEFAULT else topics
+        self.error_code = error_code
+        self.error_message = error_message
+
+
+class DescribeShareGroupOffsetsResponse(ApiMessage):
+    """DescribeShareGroupOffsetsResponse: versions 0-1, flexible 0+."""
+    __slots__ = ('throttle_time_ms', 'groups')
+    NAME = 'DescribeShareGroupOffsetsResponse'
+    API_KEY = 90
+    MIN_VERSION = 0
+    MAX_VERSION = 1
+    FLEXIBLE_FROM = 0
+    Partition = DescribeShareGroupOffsetsResponsePartition
+    Topic = DescribeShareGroupOffsetsResponseTopic
+    Group = DescribeShareGroupOffsetsResponseGroup
+
+    def __init__(
+        self,
+        throttle_time_ms: int = 0,
+        groups: list[DescribeShareGroupOffsetsResponseGroup] = DEFAULT,
+    ) -> None:
+        self.throttle_time_ms = throttle_time_ms
+        self.groups = [] if groups is DEFAULT else groups
+
+
+class AlterShareGroupOffsetsRequestPartition(Message):
+    __slots__ = ('partition_index', 'start_offset')
+
+    def __init__(
+        self,
+        partition_index: int = 0,
+        start_offset: int = 0,
+    ) -> None:
+        self.partition_index = partition_index
+        self.start_offset = start_offset
+
+
+class AlterShareGroupOffsetsRequestTopic(Message):
+    __slots__ = ('topic_name', 'partitions')
+
+    def __init__(
+        self,
+        topic_name: str = '',
+        partitions: list[AlterShareGroupOffsetsRequestPartition] = DEFAULT,
+    ) -> None:
+        self.topic_name = topic_name
+        self.partitions = [] if partitions is DEFAULT else partitions
+
+
+class AlterShareGroupOffsetsRequest(ApiMessage):
+    """AlterShareGroupOffsetsRequest: versions 0, flexible 0+."""
+    __slots__ = ('group_id', 'topics')
+    NAME = 'AlterShareGroupOffsetsRequest'
+    API_KEY = 91
+    MIN_VERSION = 0
+    MAX_VERSION = 0
+    FLEXIBLE_FROM = 0
+    Partition = AlterShareGroupOffsetsRequestPartition
+    Topic = AlterShareGroupOffsetsRequestTopic
+
+    def __init__(
+        self,
+        group_id: str = '',
+        topics: list[AlterShareGroupOffsetsRequestTopic] = DEFAULT,
+    ) -> None:
+        self.group_id = group_id
+        self.topics = [] if topics is DEFAULT else topics
+
+
+class AlterShareGroupOffsetsResponsePartition(Message):
+    __slots__ = ('partition_index', 'error_code', 'error_message')
+
+    def __init__(
+        self,
+        partition_index: int = 0,
+        error_code: int = 0,
+        error_message: str | None = None,
+    ) -> None:
+        self.partition_index = partition_index
+        self.error_code = error_code
+        self.error_message = error_message
+
+
+class AlterShareGroupOffsetsResponseTopic(Message):
+    __slots__ = ('topic_name', 'topic_id', 'partitions')
+
+    def __init__(
+        self,
+        topic_name: str = '',
+        topic_id: UUID = ZERO_UUID,
+        partitions: list[AlterShareGroupOffsetsResponsePartition] = DEFAULT,
+    ) -> None:
+        self.topic_name = topic_name
+        self.topic_id = topic_id
+        self.partitions = [] if partitions is DEFAULT else partitions
+
+
+class AlterShareGroupOffsetsResponse(ApiMessage):
+    """AlterShareGroupOffsetsResponse: versions 0, flexible 0+."""
+    __slots__ = ('throttle_time_ms', 'error_code', 'error_message', 'responses')
+    NAME = 'AlterShareGroupOffsetsResponse'
+    API_KEY = 91
+    MIN_VERSION = 0
+    MAX_VERSION = 0
+    FLEXIBLE_FROM = 0
+    Partition = AlterShareGroupOffsetsResponsePartition
+    Topic = AlterShareGroupOffsetsResponseTopic
+
+    def __init__(
+        self,
+        throttle_time_ms: int = 0,
+        error_code: int = 0,
+        error_message: str | None = None,
+        responses: list[AlterShareGroupOffsetsResponseTopic] = DEFAULT,
+    ) -> None:
+        self.throttle_time_ms = throttle_time_ms
+        self.error_code = error_code
+        self.error_message = error_message
+        self.responses = [] if responses is DEFAULT else responses
+
+
+class DeleteShareGroupOffsetsRequestTopic(Message):
+    __slots__ = ('topic_name',)
+
+    def __init__(
+        self,
+        topic_name: str = '',
+    ) -> None:
+        self.topic_name = topic_name
+
+
+class DeleteShareGroupOffsetsRequest(ApiMessage):
+    """DeleteShareGroupOffsetsRequest: versions 0, flexible 0+."""
+    __slots__ = ('group_id', 'topics')
+    NAME = 'DeleteShareGroupOffsetsRequest'
+    API_KEY = 92
+    MIN_VERSION = 0
+    MAX_VERSION = 0
+    FLEXIBLE_FROM = 0
+    Topic = DeleteShareGroupOffsetsRequestTopic
+
+    def __init__(
+        self,
+        group_id: str = '',
+        topics: list[DeleteShareGroupOffsetsRequestTopic] = DEFAULT,
+    ) -> None:
+        self.group_id = group_id
+        self.topics = [] if topics is DEFAULT else topics
+
+
+class DeleteShareGroupOffsetsResponseTopic(Message):
+    __slots__ = ('topic_name', 'topic_id', 'error_code', 'error_message')
+
+    def __init__(
+        self,
+        topic_name: str = '',
+        topic_id: UUID = ZERO_UUID,
+        error_code: int = 0,
+        error_message: str | None = None,
+    ) -> None:
+        self.topic_name = topic_name
+        self.topic_id = topic_id
+        self.error_code = error_code
+        self.error_message = error_message
+
+
+class DeleteShareGroupOffsetsResponse(ApiMessage):
+    """DeleteShareGroupOffsetsResponse: versions 0, flexible 0+."""
+    __slots__ = ('throttle_time_ms', 'error_code', 'error_message', 'responses')
+    NAME = 'DeleteShareGroupOffsetsResponse'
+    API_KEY = 92
+    MIN_VERSION = 0
+    MAX_VERSION = 0
+    FLEXIBLE_FROM = 0
+    Topic = DeleteShareGroupOffsetsResponseTopic
+
+    def __init__(
+        self,
+        throttle_time_ms: int = 0,
+        error_code: int = 0,
+        error_message: str | None = None,
+        responses: list[DeleteShareGroupOffsetsResponseTopic] = DEFAULT,
+    ) -> None:
+        self.throttle_time_ms = throttle_time_ms
+        self.error_code = error_code
+        self.error_message = error_message
+        self.responses = [] if responses is DEFAULT else responses
 
 
 class ConsumerProtocolSubscriptionTopicPartition(Message):
@@ -21535,6 +22359,1727 @@ def _e_DescribeTopicPartitionsResponse_0(
     out.append(0)
 
 
+def _d_ShareGroupHeartbeatRequest_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ShareGroupHeartbeatRequest, int]:
+    v_group_id: str
+    v_group_id, pos = r_cstr(buf, pos)
+    v_member_id: str
+    v_member_id, pos = r_cstr(buf, pos)
+    v_member_epoch = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    v_rack_id: str | None
+    v_rack_id, pos = r_ncstr(buf, pos)
+    v_subscribed_topic_names: list[str] | None
+    n, pos = r_nclen(buf, pos)
+    if n < 0:
+        v_subscribed_topic_names = None
+    else:
+        v_subscribed_topic_names = []
+        for _ in range(n):
+            e_subscribed_topic_names, pos = r_cstr(buf, pos)
+            v_subscribed_topic_names.append(e_subscribed_topic_names)
+    pos = skip_tags(buf, pos)
+    return ShareGroupHeartbeatRequest(
+        v_group_id,
+        v_member_id,
+        v_member_epoch,
+        v_rack_id,
+        v_subscribed_topic_names,
+    ), pos
+
+
+def _e_ShareGroupHeartbeatRequest_1(o: ShareGroupHeartbeatRequest, out: bytearray) -> None:
+    w_cstr(out, o.group_id)
+    w_cstr(out, o.member_id)
+    out += _S_i.pack(o.member_epoch)
+    w_ncstr(out, o.rack_id)
+    x_subscribed_topic_names = o.subscribed_topic_names
+    w_nclen(out, x_subscribed_topic_names)
+    if x_subscribed_topic_names is not None:
+        for e_subscribed_topic_names in x_subscribed_topic_names:
+            w_cstr(out, e_subscribed_topic_names)
+    out.append(0)
+
+
+def _d_ShareGroupHeartbeatResponseTopicPartitions_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ShareGroupHeartbeatResponseTopicPartitions, int]:
+    u_topic_id = _S_u.unpack_from(buf, pos)[0]
+    pos += 16
+    v_topic_id = uuid_of(u_topic_id)
+    v_partitions: list[int]
+    n, pos = r_clen(buf, pos)
+    v_partitions = list(unpack_from('>%di' % n, buf, pos))
+    pos += 4 * n
+    pos = skip_tags(buf, pos)
+    return ShareGroupHeartbeatResponseTopicPartitions(v_topic_id, v_partitions), pos
+
+
+def _d_ShareGroupHeartbeatResponseAssignment_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ShareGroupHeartbeatResponseAssignment, int]:
+    v_topic_partitions: list[ShareGroupHeartbeatResponseTopicPartitions]
+    n, pos = r_clen(buf, pos)
+    v_topic_partitions = []
+    for _ in range(n):
+        e_topic_partitions, pos = _d_ShareGroupHeartbeatResponseTopicPartitions_1(buf, pos)
+        v_topic_partitions.append(e_topic_partitions)
+    pos = skip_tags(buf, pos)
+    return ShareGroupHeartbeatResponseAssignment(v_topic_partitions), pos
+
+
+def _d_ShareGroupHeartbeatResponse_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ShareGroupHeartbeatResponse, int]:
+    v_throttle_time_ms, v_error_code = _S_ih.unpack_from(buf, pos)
+    pos += 6
+    v_error_message: str | None
+    v_error_message, pos = r_ncstr(buf, pos)
+    v_member_id: str | None
+    v_member_id, pos = r_ncstr(buf, pos)
+    v_member_epoch, v_heartbeat_interval_ms = _S_ii.unpack_from(buf, pos)
+    pos += 8
+    v_assignment: ShareGroupHeartbeatResponseAssignment | None
+    if buf[pos] & 0x80:
+        v_assignment = None
+        pos += 1
+    else:
+        v_assignment, pos = _d_ShareGroupHeartbeatResponseAssignment_1(buf, pos + 1)
+    pos = skip_tags(buf, pos)
+    return ShareGroupHeartbeatResponse(
+        v_throttle_time_ms,
+        v_error_code,
+        v_error_message,
+        v_member_id,
+        v_member_epoch,
+        v_heartbeat_interval_ms,
+        v_assignment,
+    ), pos
+
+
+def _e_ShareGroupHeartbeatResponseTopicPartitions_1(
+    o: ShareGroupHeartbeatResponseTopicPartitions,
+    out: bytearray,
+) -> None:
+    out += _S_u.pack(o.topic_id.bytes)
+    x_partitions = o.partitions
+    out += uv(len(x_partitions) + 1)
+    out += pack('>%di' % len(x_partitions), *x_partitions)
+    out.append(0)
+
+
+def _e_ShareGroupHeartbeatResponseAssignment_1(
+    o: ShareGroupHeartbeatResponseAssignment,
+    out: bytearray,
+) -> None:
+    x_topic_partitions = o.topic_partitions
+    out += uv(len(x_topic_partitions) + 1)
+    for e_topic_partitions in x_topic_partitions:
+        _e_ShareGroupHeartbeatResponseTopicPartitions_1(e_topic_partitions, out)
+    out.append(0)
+
+
+def _e_ShareGroupHeartbeatResponse_1(o: ShareGroupHeartbeatResponse, out: bytearray) -> None:
+    out += _S_ih.pack(o.throttle_time_ms, o.error_code)
+    w_ncstr(out, o.error_message)
+    w_ncstr(out, o.member_id)
+    out += _S_ii.pack(o.member_epoch, o.heartbeat_interval_ms)
+    if o.assignment is None:
+        out.append(255)
+    else:
+        out.append(1)
+        _e_ShareGroupHeartbeatResponseAssignment_1(o.assignment, out)
+    out.append(0)
+
+
+def _d_ShareGroupDescribeRequest_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ShareGroupDescribeRequest, int]:
+    v_group_ids: list[str]
+    n, pos = r_clen(buf, pos)
+    v_group_ids = []
+    for _ in range(n):
+        e_group_ids, pos = r_cstr(buf, pos)
+        v_group_ids.append(e_group_ids)
+    v_include_authorized_operations = _S_o.unpack_from(buf, pos)[0]
+    pos += 1
+    pos = skip_tags(buf, pos)
+    return ShareGroupDescribeRequest(v_group_ids, v_include_authorized_operations), pos
+
+
+def _e_ShareGroupDescribeRequest_1(o: ShareGroupDescribeRequest, out: bytearray) -> None:
+    x_group_ids = o.group_ids
+    out += uv(len(x_group_ids) + 1)
+    for e_group_ids in x_group_ids:
+        w_cstr(out, e_group_ids)
+    out += _S_o.pack(o.include_authorized_operations)
+    out.append(0)
+
+
+def _d_ShareGroupDescribeResponseTopicPartitions_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ShareGroupDescribeResponseTopicPartitions, int]:
+    u_topic_id = _S_u.unpack_from(buf, pos)[0]
+    pos += 16
+    v_topic_id = uuid_of(u_topic_id)
+    v_topic_name: str
+    v_topic_name, pos = r_cstr(buf, pos)
+    v_partitions: list[int]
+    n, pos = r_clen(buf, pos)
+    v_partitions = list(unpack_from('>%di' % n, buf, pos))
+    pos += 4 * n
+    pos = skip_tags(buf, pos)
+    return ShareGroupDescribeResponseTopicPartitions(v_topic_id, v_topic_name, v_partitions), pos
+
+
+def _d_ShareGroupDescribeResponseAssignment_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ShareGroupDescribeResponseAssignment, int]:
+    v_topic_partitions: list[ShareGroupDescribeResponseTopicPartitions]
+    n, pos = r_clen(buf, pos)
+    v_topic_partitions = []
+    for _ in range(n):
+        e_topic_partitions, pos = _d_ShareGroupDescribeResponseTopicPartitions_1(buf, pos)
+        v_topic_partitions.append(e_topic_partitions)
+    pos = skip_tags(buf, pos)
+    return ShareGroupDescribeResponseAssignment(v_topic_partitions), pos
+
+
+def _d_ShareGroupDescribeResponseMember_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ShareGroupDescribeResponseMember, int]:
+    v_member_id: str
+    v_member_id, pos = r_cstr(buf, pos)
+    v_rack_id: str | None
+    v_rack_id, pos = r_ncstr(buf, pos)
+    v_member_epoch = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    v_client_id: str
+    v_client_id, pos = r_cstr(buf, pos)
+    v_client_host: str
+    v_client_host, pos = r_cstr(buf, pos)
+    v_subscribed_topic_names: list[str]
+    n, pos = r_clen(buf, pos)
+    v_subscribed_topic_names = []
+    for _ in range(n):
+        e_subscribed_topic_names, pos = r_cstr(buf, pos)
+        v_subscribed_topic_names.append(e_subscribed_topic_names)
+    v_assignment: ShareGroupDescribeResponseAssignment
+    v_assignment, pos = _d_ShareGroupDescribeResponseAssignment_1(buf, pos)
+    pos = skip_tags(buf, pos)
+    return ShareGroupDescribeResponseMember(
+        v_member_id,
+        v_rack_id,
+        v_member_epoch,
+        v_client_id,
+        v_client_host,
+        v_subscribed_topic_names,
+        v_assignment,
+    ), pos
+
+
+def _d_ShareGroupDescribeResponseDescribedGroup_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ShareGroupDescribeResponseDescribedGroup, int]:
+    v_error_code = _S_h.unpack_from(buf, pos)[0]
+    pos += 2
+    v_error_message: str | None
+    v_error_message, pos = r_ncstr(buf, pos)
+    v_group_id: str
+    v_group_id, pos = r_cstr(buf, pos)
+    v_group_state: str
+    v_group_state, pos = r_cstr(buf, pos)
+    v_group_epoch, v_assignment_epoch = _S_ii.unpack_from(buf, pos)
+    pos += 8
+    v_assignor_name: str
+    v_assignor_name, pos = r_cstr(buf, pos)
+    v_members: list[ShareGroupDescribeResponseMember]
+    n, pos = r_clen(buf, pos)
+    v_members = []
+    for _ in range(n):
+        e_members, pos = _d_ShareGroupDescribeResponseMember_1(buf, pos)
+        v_members.append(e_members)
+    v_authorized_operations = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    pos = skip_tags(buf, pos)
+    return ShareGroupDescribeResponseDescribedGroup(
+        v_error_code,
+        v_error_message,
+        v_group_id,
+        v_group_state,
+        v_group_epoch,
+        v_assignment_epoch,
+        v_assignor_name,
+        v_members,
+        v_authorized_operations,
+    ), pos
+
+
+def _d_ShareGroupDescribeResponse_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ShareGroupDescribeResponse, int]:
+    v_throttle_time_ms = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    v_groups: list[ShareGroupDescribeResponseDescribedGroup]
+    n, pos = r_clen(buf, pos)
+    v_groups = []
+    for _ in range(n):
+        e_groups, pos = _d_ShareGroupDescribeResponseDescribedGroup_1(buf, pos)
+        v_groups.append(e_groups)
+    pos = skip_tags(buf, pos)
+    return ShareGroupDescribeResponse(v_throttle_time_ms, v_groups), pos
+
+
+def _e_ShareGroupDescribeResponseTopicPartitions_1(
+    o: ShareGroupDescribeResponseTopicPartitions,
+    out: bytearray,
+) -> None:
+    out += _S_u.pack(o.topic_id.bytes)
+    w_cstr(out, o.topic_name)
+    x_partitions = o.partitions
+    out += uv(len(x_partitions) + 1)
+    out += pack('>%di' % len(x_partitions), *x_partitions)
+    out.append(0)
+
+
+def _e_ShareGroupDescribeResponseAssignment_1(
+    o: ShareGroupDescribeResponseAssignment,
+    out: bytearray,
+) -> None:
+    x_topic_partitions = o.topic_partitions
+    out += uv(len(x_topic_partitions) + 1)
+    for e_topic_partitions in x_topic_partitions:
+        _e_ShareGroupDescribeResponseTopicPartitions_1(e_topic_partitions, out)
+    out.append(0)
+
+
+def _e_ShareGroupDescribeResponseMember_1(
+    o: ShareGroupDescribeResponseMember,
+    out: bytearray,
+) -> None:
+    w_cstr(out, o.member_id)
+    w_ncstr(out, o.rack_id)
+    out += _S_i.pack(o.member_epoch)
+    w_cstr(out, o.client_id)
+    w_cstr(out, o.client_host)
+    x_subscribed_topic_names = o.subscribed_topic_names
+    out += uv(len(x_subscribed_topic_names) + 1)
+    for e_subscribed_topic_names in x_subscribed_topic_names:
+        w_cstr(out, e_subscribed_topic_names)
+    _e_ShareGroupDescribeResponseAssignment_1(o.assignment, out)
+    out.append(0)
+
+
+def _e_ShareGroupDescribeResponseDescribedGroup_1(
+    o: ShareGroupDescribeResponseDescribedGroup,
+    out: bytearray,
+) -> None:
+    out += _S_h.pack(o.error_code)
+    w_ncstr(out, o.error_message)
+    w_cstr(out, o.group_id)
+    w_cstr(out, o.group_state)
+    out += _S_ii.pack(o.group_epoch, o.assignment_epoch)
+    w_cstr(out, o.assignor_name)
+    x_members = o.members
+    out += uv(len(x_members) + 1)
+    for e_members in x_members:
+        _e_ShareGroupDescribeResponseMember_1(e_members, out)
+    out += _S_i.pack(o.authorized_operations)
+    out.append(0)
+
+
+def _e_ShareGroupDescribeResponse_1(o: ShareGroupDescribeResponse, out: bytearray) -> None:
+    out += _S_i.pack(o.throttle_time_ms)
+    x_groups = o.groups
+    out += uv(len(x_groups) + 1)
+    for e_groups in x_groups:
+        _e_ShareGroupDescribeResponseDescribedGroup_1(e_groups, out)
+    out.append(0)
+
+
+def _d_ShareFetchRequestAcknowledgementBatch_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ShareFetchRequestAcknowledgementBatch, int]:
+    v_first_offset, v_last_offset = _S_qq.unpack_from(buf, pos)
+    pos += 16
+    v_acknowledge_types: list[int]
+    n, pos = r_clen(buf, pos)
+    v_acknowledge_types = list(unpack_from('>%db' % n, buf, pos))
+    pos += 1 * n
+    pos = skip_tags(buf, pos)
+    return ShareFetchRequestAcknowledgementBatch(
+        v_first_offset,
+        v_last_offset,
+        v_acknowledge_types,
+    ), pos
+
+
+def _d_ShareFetchRequestFetchPartition_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ShareFetchRequestFetchPartition, int]:
+    v_partition_index = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    v_acknowledgement_batches: list[ShareFetchRequestAcknowledgementBatch]
+    n, pos = r_clen(buf, pos)
+    v_acknowledgement_batches = []
+    for _ in range(n):
+        e_acknowledgement_batches, pos = _d_ShareFetchRequestAcknowledgementBatch_1(buf, pos)
+        v_acknowledgement_batches.append(e_acknowledgement_batches)
+    pos = skip_tags(buf, pos)
+    return ShareFetchRequestFetchPartition(v_partition_index, v_acknowledgement_batches), pos
+
+
+def _d_ShareFetchRequestFetchTopic_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ShareFetchRequestFetchTopic, int]:
+    u_topic_id = _S_u.unpack_from(buf, pos)[0]
+    pos += 16
+    v_topic_id = uuid_of(u_topic_id)
+    v_partitions: list[ShareFetchRequestFetchPartition]
+    n, pos = r_clen(buf, pos)
+    v_partitions = []
+    for _ in range(n):
+        e_partitions, pos = _d_ShareFetchRequestFetchPartition_1(buf, pos)
+        v_partitions.append(e_partitions)
+    pos = skip_tags(buf, pos)
+    return ShareFetchRequestFetchTopic(v_topic_id, v_partitions), pos
+
+
+def _d_ShareFetchRequestForgottenTopic_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ShareFetchRequestForgottenTopic, int]:
+    u_topic_id = _S_u.unpack_from(buf, pos)[0]
+    pos += 16
+    v_topic_id = uuid_of(u_topic_id)
+    v_partitions: list[int]
+    n, pos = r_clen(buf, pos)
+    v_partitions = list(unpack_from('>%di' % n, buf, pos))
+    pos += 4 * n
+    pos = skip_tags(buf, pos)
+    return ShareFetchRequestForgottenTopic(v_topic_id, v_partitions), pos
+
+
+def _d_ShareFetchRequest_1(buf: memoryview, pos: int) -> tuple[ShareFetchRequest, int]:
+    v_group_id: str | None
+    v_group_id, pos = r_ncstr(buf, pos)
+    v_member_id: str | None
+    v_member_id, pos = r_ncstr(buf, pos)
+    v_share_session_epoch, v_max_wait_ms, v_min_bytes, v_max_bytes, v_max_records, v_batch_size = _S_iiiiii.unpack_from(buf, pos)
+    pos += 24
+    v_topics: list[ShareFetchRequestFetchTopic]
+    n, pos = r_clen(buf, pos)
+    v_topics = []
+    for _ in range(n):
+        e_topics, pos = _d_ShareFetchRequestFetchTopic_1(buf, pos)
+        v_topics.append(e_topics)
+    v_forgotten_topics_data: list[ShareFetchRequestForgottenTopic]
+    n, pos = r_clen(buf, pos)
+    v_forgotten_topics_data = []
+    for _ in range(n):
+        e_forgotten_topics_data, pos = _d_ShareFetchRequestForgottenTopic_1(buf, pos)
+        v_forgotten_topics_data.append(e_forgotten_topics_data)
+    pos = skip_tags(buf, pos)
+    return ShareFetchRequest(
+        v_group_id,
+        v_member_id,
+        v_share_session_epoch,
+        v_max_wait_ms,
+        v_min_bytes,
+        v_max_bytes,
+        v_max_records,
+        v_batch_size,
+        0,
+        False,
+        v_topics,
+        v_forgotten_topics_data,
+    ), pos
+
+
+def _e_ShareFetchRequestAcknowledgementBatch_1(
+    o: ShareFetchRequestAcknowledgementBatch,
+    out: bytearray,
+) -> None:
+    out += _S_qq.pack(o.first_offset, o.last_offset)
+    x_acknowledge_types = o.acknowledge_types
+    out += uv(len(x_acknowledge_types) + 1)
+    out += pack('>%db' % len(x_acknowledge_types), *x_acknowledge_types)
+    out.append(0)
+
+
+def _e_ShareFetchRequestFetchPartition_1(
+    o: ShareFetchRequestFetchPartition,
+    out: bytearray,
+) -> None:
+    out += _S_i.pack(o.partition_index)
+    x_acknowledgement_batches = o.acknowledgement_batches
+    out += uv(len(x_acknowledgement_batches) + 1)
+    for e_acknowledgement_batches in x_acknowledgement_batches:
+        _e_ShareFetchRequestAcknowledgementBatch_1(e_acknowledgement_batches, out)
+    out.append(0)
+
+
+def _e_ShareFetchRequestFetchTopic_1(o: ShareFetchRequestFetchTopic, out: bytearray) -> None:
+    out += _S_u.pack(o.topic_id.bytes)
+    x_partitions = o.partitions
+    out += uv(len(x_partitions) + 1)
+    for e_partitions in x_partitions:
+        _e_ShareFetchRequestFetchPartition_1(e_partitions, out)
+    out.append(0)
+
+
+def _e_ShareFetchRequestForgottenTopic_1(
+    o: ShareFetchRequestForgottenTopic,
+    out: bytearray,
+) -> None:
+    out += _S_u.pack(o.topic_id.bytes)
+    x_partitions = o.partitions
+    out += uv(len(x_partitions) + 1)
+    out += pack('>%di' % len(x_partitions), *x_partitions)
+    out.append(0)
+
+
+def _e_ShareFetchRequest_1(o: ShareFetchRequest, out: bytearray) -> None:
+    w_ncstr(out, o.group_id)
+    w_ncstr(out, o.member_id)
+    out += _S_iiiiii.pack(
+        o.share_session_epoch,
+        o.max_wait_ms,
+        o.min_bytes,
+        o.max_bytes,
+        o.max_records,
+        o.batch_size,
+    )
+    x_topics = o.topics
+    out += uv(len(x_topics) + 1)
+    for e_topics in x_topics:
+        _e_ShareFetchRequestFetchTopic_1(e_topics, out)
+    x_forgotten_topics_data = o.forgotten_topics_data
+    out += uv(len(x_forgotten_topics_data) + 1)
+    for e_forgotten_topics_data in x_forgotten_topics_data:
+        _e_ShareFetchRequestForgottenTopic_1(e_forgotten_topics_data, out)
+    out.append(0)
+
+
+def _d_ShareFetchRequest_2(buf: memoryview, pos: int) -> tuple[ShareFetchRequest, int]:
+    v_group_id: str | None
+    v_group_id, pos = r_ncstr(buf, pos)
+    v_member_id: str | None
+    v_member_id, pos = r_ncstr(buf, pos)
+    v_share_session_epoch, v_max_wait_ms, v_min_bytes, v_max_bytes, v_max_records, v_batch_size, v_share_acquire_mode, v_is_renew_ack = _S_iiiiiibo.unpack_from(buf, pos)
+    pos += 26
+    v_topics: list[ShareFetchRequestFetchTopic]
+    n, pos = r_clen(buf, pos)
+    v_topics = []
+    for _ in range(n):
+        e_topics, pos = _d_ShareFetchRequestFetchTopic_1(buf, pos)
+        v_topics.append(e_topics)
+    v_forgotten_topics_data: list[ShareFetchRequestForgottenTopic]
+    n, pos = r_clen(buf, pos)
+    v_forgotten_topics_data = []
+    for _ in range(n):
+        e_forgotten_topics_data, pos = _d_ShareFetchRequestForgottenTopic_1(buf, pos)
+        v_forgotten_topics_data.append(e_forgotten_topics_data)
+    pos = skip_tags(buf, pos)
+    return ShareFetchRequest(
+        v_group_id,
+        v_member_id,
+        v_share_session_epoch,
+        v_max_wait_ms,
+        v_min_bytes,
+        v_max_bytes,
+        v_max_records,
+        v_batch_size,
+        v_share_acquire_mode,
+        v_is_renew_ack,
+        v_topics,
+        v_forgotten_topics_data,
+    ), pos
+
+
+def _e_ShareFetchRequest_2(o: ShareFetchRequest, out: bytearray) -> None:
+    w_ncstr(out, o.group_id)
+    w_ncstr(out, o.member_id)
+    out += _S_iiiiiibo.pack(
+        o.share_session_epoch,
+        o.max_wait_ms,
+        o.min_bytes,
+        o.max_bytes,
+        o.max_records,
+        o.batch_size,
+        o.share_acquire_mode,
+        o.is_renew_ack,
+    )
+    x_topics = o.topics
+    out += uv(len(x_topics) + 1)
+    for e_topics in x_topics:
+        _e_ShareFetchRequestFetchTopic_1(e_topics, out)
+    x_forgotten_topics_data = o.forgotten_topics_data
+    out += uv(len(x_forgotten_topics_data) + 1)
+    for e_forgotten_topics_data in x_forgotten_topics_data:
+        _e_ShareFetchRequestForgottenTopic_1(e_forgotten_topics_data, out)
+    out.append(0)
+
+
+def _d_ShareFetchResponseLeaderIdAndEpoch_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ShareFetchResponseLeaderIdAndEpoch, int]:
+    v_leader_id, v_leader_epoch = _S_ii.unpack_from(buf, pos)
+    pos += 8
+    pos = skip_tags(buf, pos)
+    return ShareFetchResponseLeaderIdAndEpoch(v_leader_id, v_leader_epoch), pos
+
+
+def _d_ShareFetchResponseAcquiredRecords_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ShareFetchResponseAcquiredRecords, int]:
+    v_first_offset, v_last_offset, v_delivery_count = _S_qqh.unpack_from(buf, pos)
+    pos += 18
+    pos = skip_tags(buf, pos)
+    return ShareFetchResponseAcquiredRecords(v_first_offset, v_last_offset, v_delivery_count), pos
+
+
+def _d_ShareFetchResponsePartitionData_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ShareFetchResponsePartitionData, int]:
+    v_partition_index, v_error_code = _S_ih.unpack_from(buf, pos)
+    pos += 6
+    v_error_message: str | None
+    v_error_message, pos = r_ncstr(buf, pos)
+    v_acknowledge_error_code = _S_h.unpack_from(buf, pos)[0]
+    pos += 2
+    v_acknowledge_error_message: str | None
+    v_acknowledge_error_message, pos = r_ncstr(buf, pos)
+    v_current_leader: ShareFetchResponseLeaderIdAndEpoch
+    v_current_leader, pos = _d_ShareFetchResponseLeaderIdAndEpoch_1(buf, pos)
+    v_records: Records
+    v_records, pos = r_crec(buf, pos)
+    v_acquired_records: list[ShareFetchResponseAcquiredRecords]
+    n, pos = r_clen(buf, pos)
+    v_acquired_records = []
+    for _ in range(n):
+        e_acquired_records, pos = _d_ShareFetchResponseAcquiredRecords_1(buf, pos)
+        v_acquired_records.append(e_acquired_records)
+    pos = skip_tags(buf, pos)
+    return ShareFetchResponsePartitionData(
+        v_partition_index,
+        v_error_code,
+        v_error_message,
+        v_acknowledge_error_code,
+        v_acknowledge_error_message,
+        v_current_leader,
+        v_records,
+        v_acquired_records,
+    ), pos
+
+
+def _d_ShareFetchResponseShareFetchableTopicResponse_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ShareFetchResponseShareFetchableTopicResponse, int]:
+    u_topic_id = _S_u.unpack_from(buf, pos)[0]
+    pos += 16
+    v_topic_id = uuid_of(u_topic_id)
+    v_partitions: list[ShareFetchResponsePartitionData]
+    n, pos = r_clen(buf, pos)
+    v_partitions = []
+    for _ in range(n):
+        e_partitions, pos = _d_ShareFetchResponsePartitionData_1(buf, pos)
+        v_partitions.append(e_partitions)
+    pos = skip_tags(buf, pos)
+    return ShareFetchResponseShareFetchableTopicResponse(v_topic_id, v_partitions), pos
+
+
+def _d_ShareFetchResponseNodeEndpoint_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ShareFetchResponseNodeEndpoint, int]:
+    v_node_id = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    v_host: str
+    v_host, pos = r_cstr(buf, pos)
+    v_port = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    v_rack: str | None
+    v_rack, pos = r_ncstr(buf, pos)
+    pos = skip_tags(buf, pos)
+    return ShareFetchResponseNodeEndpoint(v_node_id, v_host, v_port, v_rack), pos
+
+
+def _d_ShareFetchResponse_1(buf: memoryview, pos: int) -> tuple[ShareFetchResponse, int]:
+    v_throttle_time_ms, v_error_code = _S_ih.unpack_from(buf, pos)
+    pos += 6
+    v_error_message: str | None
+    v_error_message, pos = r_ncstr(buf, pos)
+    v_acquisition_lock_timeout_ms = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    v_responses: list[ShareFetchResponseShareFetchableTopicResponse]
+    n, pos = r_clen(buf, pos)
+    v_responses = []
+    for _ in range(n):
+        e_responses, pos = _d_ShareFetchResponseShareFetchableTopicResponse_1(buf, pos)
+        v_responses.append(e_responses)
+    v_node_endpoints: list[ShareFetchResponseNodeEndpoint]
+    n, pos = r_clen(buf, pos)
+    v_node_endpoints = []
+    for _ in range(n):
+        e_node_endpoints, pos = _d_ShareFetchResponseNodeEndpoint_1(buf, pos)
+        v_node_endpoints.append(e_node_endpoints)
+    pos = skip_tags(buf, pos)
+    return ShareFetchResponse(
+        v_throttle_time_ms,
+        v_error_code,
+        v_error_message,
+        v_acquisition_lock_timeout_ms,
+        v_responses,
+        v_node_endpoints,
+    ), pos
+
+
+def _e_ShareFetchResponseLeaderIdAndEpoch_1(
+    o: ShareFetchResponseLeaderIdAndEpoch,
+    out: bytearray,
+) -> None:
+    out += _S_ii.pack(o.leader_id, o.leader_epoch)
+    out.append(0)
+
+
+def _e_ShareFetchResponseAcquiredRecords_1(
+    o: ShareFetchResponseAcquiredRecords,
+    out: bytearray,
+) -> None:
+    out += _S_qqh.pack(o.first_offset, o.last_offset, o.delivery_count)
+    out.append(0)
+
+
+def _e_ShareFetchResponsePartitionData_1(
+    o: ShareFetchResponsePartitionData,
+    out: bytearray,
+) -> None:
+    out += _S_ih.pack(o.partition_index, o.error_code)
+    w_ncstr(out, o.error_message)
+    out += _S_h.pack(o.acknowledge_error_code)
+    w_ncstr(out, o.acknowledge_error_message)
+    _e_ShareFetchResponseLeaderIdAndEpoch_1(o.current_leader, out)
+    w_crec(out, o.records)
+    x_acquired_records = o.acquired_records
+    out += uv(len(x_acquired_records) + 1)
+    for e_acquired_records in x_acquired_records:
+        _e_ShareFetchResponseAcquiredRecords_1(e_acquired_records, out)
+    out.append(0)
+
+
+def _e_ShareFetchResponseShareFetchableTopicResponse_1(
+    o: ShareFetchResponseShareFetchableTopicResponse,
+    out: bytearray,
+) -> None:
+    out += _S_u.pack(o.topic_id.bytes)
+    x_partitions = o.partitions
+    out += uv(len(x_partitions) + 1)
+    for e_partitions in x_partitions:
+        _e_ShareFetchResponsePartitionData_1(e_partitions, out)
+    out.append(0)
+
+
+def _e_ShareFetchResponseNodeEndpoint_1(o: ShareFetchResponseNodeEndpoint, out: bytearray) -> None:
+    out += _S_i.pack(o.node_id)
+    w_cstr(out, o.host)
+    out += _S_i.pack(o.port)
+    w_ncstr(out, o.rack)
+    out.append(0)
+
+
+def _e_ShareFetchResponse_1(o: ShareFetchResponse, out: bytearray) -> None:
+    out += _S_ih.pack(o.throttle_time_ms, o.error_code)
+    w_ncstr(out, o.error_message)
+    out += _S_i.pack(o.acquisition_lock_timeout_ms)
+    x_responses = o.responses
+    out += uv(len(x_responses) + 1)
+    for e_responses in x_responses:
+        _e_ShareFetchResponseShareFetchableTopicResponse_1(e_responses, out)
+    x_node_endpoints = o.node_endpoints
+    out += uv(len(x_node_endpoints) + 1)
+    for e_node_endpoints in x_node_endpoints:
+        _e_ShareFetchResponseNodeEndpoint_1(e_node_endpoints, out)
+    out.append(0)
+
+
+def _d_ShareAcknowledgeRequestAcknowledgementBatch_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ShareAcknowledgeRequestAcknowledgementBatch, int]:
+    v_first_offset, v_last_offset = _S_qq.unpack_from(buf, pos)
+    pos += 16
+    v_acknowledge_types: list[int]
+    n, pos = r_clen(buf, pos)
+    v_acknowledge_types = list(unpack_from('>%db' % n, buf, pos))
+    pos += 1 * n
+    pos = skip_tags(buf, pos)
+    return ShareAcknowledgeRequestAcknowledgementBatch(
+        v_first_offset,
+        v_last_offset,
+        v_acknowledge_types,
+    ), pos
+
+
+def _d_ShareAcknowledgeRequestAcknowledgePartition_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ShareAcknowledgeRequestAcknowledgePartition, int]:
+    v_partition_index = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    v_acknowledgement_batches: list[ShareAcknowledgeRequestAcknowledgementBatch]
+    n, pos = r_clen(buf, pos)
+    v_acknowledgement_batches = []
+    for _ in range(n):
+        e_acknowledgement_batches, pos = _d_ShareAcknowledgeRequestAcknowledgementBatch_1(buf, pos)
+        v_acknowledgement_batches.append(e_acknowledgement_batches)
+    pos = skip_tags(buf, pos)
+    return ShareAcknowledgeRequestAcknowledgePartition(
+        v_partition_index,
+        v_acknowledgement_batches,
+    ), pos
+
+
+def _d_ShareAcknowledgeRequestAcknowledgeTopic_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ShareAcknowledgeRequestAcknowledgeTopic, int]:
+    u_topic_id = _S_u.unpack_from(buf, pos)[0]
+    pos += 16
+    v_topic_id = uuid_of(u_topic_id)
+    v_partitions: list[ShareAcknowledgeRequestAcknowledgePartition]
+    n, pos = r_clen(buf, pos)
+    v_partitions = []
+    for _ in range(n):
+        e_partitions, pos = _d_ShareAcknowledgeRequestAcknowledgePartition_1(buf, pos)
+        v_partitions.append(e_partitions)
+    pos = skip_tags(buf, pos)
+    return ShareAcknowledgeRequestAcknowledgeTopic(v_topic_id, v_partitions), pos
+
+
+def _d_ShareAcknowledgeRequest_1(buf: memoryview, pos: int) -> tuple[ShareAcknowledgeRequest, int]:
+    v_group_id: str | None
+    v_group_id, pos = r_ncstr(buf, pos)
+    v_member_id: str | None
+    v_member_id, pos = r_ncstr(buf, pos)
+    v_share_session_epoch = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    v_topics: list[ShareAcknowledgeRequestAcknowledgeTopic]
+    n, pos = r_clen(buf, pos)
+    v_topics = []
+    for _ in range(n):
+        e_topics, pos = _d_ShareAcknowledgeRequestAcknowledgeTopic_1(buf, pos)
+        v_topics.append(e_topics)
+    pos = skip_tags(buf, pos)
+    return ShareAcknowledgeRequest(
+        v_group_id,
+        v_member_id,
+        v_share_session_epoch,
+        False,
+        v_topics,
+    ), pos
+
+
+def _e_ShareAcknowledgeRequestAcknowledgementBatch_1(
+    o: ShareAcknowledgeRequestAcknowledgementBatch,
+    out: bytearray,
+) -> None:
+    out += _S_qq.pack(o.first_offset, o.last_offset)
+    x_acknowledge_types = o.acknowledge_types
+    out += uv(len(x_acknowledge_types) + 1)
+    out += pack('>%db' % len(x_acknowledge_types), *x_acknowledge_types)
+    out.append(0)
+
+
+def _e_ShareAcknowledgeRequestAcknowledgePartition_1(
+    o: ShareAcknowledgeRequestAcknowledgePartition,
+    out: bytearray,
+) -> None:
+    out += _S_i.pack(o.partition_index)
+    x_acknowledgement_batches = o.acknowledgement_batches
+    out += uv(len(x_acknowledgement_batches) + 1)
+    for e_acknowledgement_batches in x_acknowledgement_batches:
+        _e_ShareAcknowledgeRequestAcknowledgementBatch_1(e_acknowledgement_batches, out)
+    out.append(0)
+
+
+def _e_ShareAcknowledgeRequestAcknowledgeTopic_1(
+    o: ShareAcknowledgeRequestAcknowledgeTopic,
+    out: bytearray,
+) -> None:
+    out += _S_u.pack(o.topic_id.bytes)
+    x_partitions = o.partitions
+    out += uv(len(x_partitions) + 1)
+    for e_partitions in x_partitions:
+        _e_ShareAcknowledgeRequestAcknowledgePartition_1(e_partitions, out)
+    out.append(0)
+
+
+def _e_ShareAcknowledgeRequest_1(o: ShareAcknowledgeRequest, out: bytearray) -> None:
+    w_ncstr(out, o.group_id)
+    w_ncstr(out, o.member_id)
+    out += _S_i.pack(o.share_session_epoch)
+    x_topics = o.topics
+    out += uv(len(x_topics) + 1)
+    for e_topics in x_topics:
+        _e_ShareAcknowledgeRequestAcknowledgeTopic_1(e_topics, out)
+    out.append(0)
+
+
+def _d_ShareAcknowledgeRequest_2(buf: memoryview, pos: int) -> tuple[ShareAcknowledgeRequest, int]:
+    v_group_id: str | None
+    v_group_id, pos = r_ncstr(buf, pos)
+    v_member_id: str | None
+    v_member_id, pos = r_ncstr(buf, pos)
+    v_share_session_epoch, v_is_renew_ack = _S_io.unpack_from(buf, pos)
+    pos += 5
+    v_topics: list[ShareAcknowledgeRequestAcknowledgeTopic]
+    n, pos = r_clen(buf, pos)
+    v_topics = []
+    for _ in range(n):
+        e_topics, pos = _d_ShareAcknowledgeRequestAcknowledgeTopic_1(buf, pos)
+        v_topics.append(e_topics)
+    pos = skip_tags(buf, pos)
+    return ShareAcknowledgeRequest(
+        v_group_id,
+        v_member_id,
+        v_share_session_epoch,
+        v_is_renew_ack,
+        v_topics,
+    ), pos
+
+
+def _e_ShareAcknowledgeRequest_2(o: ShareAcknowledgeRequest, out: bytearray) -> None:
+    w_ncstr(out, o.group_id)
+    w_ncstr(out, o.member_id)
+    out += _S_io.pack(o.share_session_epoch, o.is_renew_ack)
+    x_topics = o.topics
+    out += uv(len(x_topics) + 1)
+    for e_topics in x_topics:
+        _e_ShareAcknowledgeRequestAcknowledgeTopic_1(e_topics, out)
+    out.append(0)
+
+
+def _d_ShareAcknowledgeResponseLeaderIdAndEpoch_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ShareAcknowledgeResponseLeaderIdAndEpoch, int]:
+    v_leader_id, v_leader_epoch = _S_ii.unpack_from(buf, pos)
+    pos += 8
+    pos = skip_tags(buf, pos)
+    return ShareAcknowledgeResponseLeaderIdAndEpoch(v_leader_id, v_leader_epoch), pos
+
+
+def _d_ShareAcknowledgeResponsePartitionData_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ShareAcknowledgeResponsePartitionData, int]:
+    v_partition_index, v_error_code = _S_ih.unpack_from(buf, pos)
+    pos += 6
+    v_error_message: str | None
+    v_error_message, pos = r_ncstr(buf, pos)
+    v_current_leader: ShareAcknowledgeResponseLeaderIdAndEpoch
+    v_current_leader, pos = _d_ShareAcknowledgeResponseLeaderIdAndEpoch_1(buf, pos)
+    pos = skip_tags(buf, pos)
+    return ShareAcknowledgeResponsePartitionData(
+        v_partition_index,
+        v_error_code,
+        v_error_message,
+        v_current_leader,
+    ), pos
+
+
+def _d_ShareAcknowledgeResponseShareAcknowledgeTopicResponse_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ShareAcknowledgeResponseShareAcknowledgeTopicResponse, int]:
+    u_topic_id = _S_u.unpack_from(buf, pos)[0]
+    pos += 16
+    v_topic_id = uuid_of(u_topic_id)
+    v_partitions: list[ShareAcknowledgeResponsePartitionData]
+    n, pos = r_clen(buf, pos)
+    v_partitions = []
+    for _ in range(n):
+        e_partitions, pos = _d_ShareAcknowledgeResponsePartitionData_1(buf, pos)
+        v_partitions.append(e_partitions)
+    pos = skip_tags(buf, pos)
+    return ShareAcknowledgeResponseShareAcknowledgeTopicResponse(v_topic_id, v_partitions), pos
+
+
+def _d_ShareAcknowledgeResponseNodeEndpoint_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ShareAcknowledgeResponseNodeEndpoint, int]:
+    v_node_id = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    v_host: str
+    v_host, pos = r_cstr(buf, pos)
+    v_port = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    v_rack: str | None
+    v_rack, pos = r_ncstr(buf, pos)
+    pos = skip_tags(buf, pos)
+    return ShareAcknowledgeResponseNodeEndpoint(v_node_id, v_host, v_port, v_rack), pos
+
+
+def _d_ShareAcknowledgeResponse_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ShareAcknowledgeResponse, int]:
+    v_throttle_time_ms, v_error_code = _S_ih.unpack_from(buf, pos)
+    pos += 6
+    v_error_message: str | None
+    v_error_message, pos = r_ncstr(buf, pos)
+    v_responses: list[ShareAcknowledgeResponseShareAcknowledgeTopicResponse]
+    n, pos = r_clen(buf, pos)
+    v_responses = []
+    for _ in range(n):
+        e_responses, pos = _d_ShareAcknowledgeResponseShareAcknowledgeTopicResponse_1(buf, pos)
+        v_responses.append(e_responses)
+    v_node_endpoints: list[ShareAcknowledgeResponseNodeEndpoint]
+    n, pos = r_clen(buf, pos)
+    v_node_endpoints = []
+    for _ in range(n):
+        e_node_endpoints, pos = _d_ShareAcknowledgeResponseNodeEndpoint_1(buf, pos)
+        v_node_endpoints.append(e_node_endpoints)
+    pos = skip_tags(buf, pos)
+    return ShareAcknowledgeResponse(
+        v_throttle_time_ms,
+        v_error_code,
+        v_error_message,
+        0,
+        v_responses,
+        v_node_endpoints,
+    ), pos
+
+
+def _e_ShareAcknowledgeResponseLeaderIdAndEpoch_1(
+    o: ShareAcknowledgeResponseLeaderIdAndEpoch,
+    out: bytearray,
+) -> None:
+    out += _S_ii.pack(o.leader_id, o.leader_epoch)
+    out.append(0)
+
+
+def _e_ShareAcknowledgeResponsePartitionData_1(
+    o: ShareAcknowledgeResponsePartitionData,
+    out: bytearray,
+) -> None:
+    out += _S_ih.pack(o.partition_index, o.error_code)
+    w_ncstr(out, o.error_message)
+    _e_ShareAcknowledgeResponseLeaderIdAndEpoch_1(o.current_leader, out)
+    out.append(0)
+
+
+def _e_ShareAcknowledgeResponseShareAcknowledgeTopicResponse_1(
+    o: ShareAcknowledgeResponseShareAcknowledgeTopicResponse,
+    out: bytearray,
+) -> None:
+    out += _S_u.pack(o.topic_id.bytes)
+    x_partitions = o.partitions
+    out += uv(len(x_partitions) + 1)
+    for e_partitions in x_partitions:
+        _e_ShareAcknowledgeResponsePartitionData_1(e_partitions, out)
+    out.append(0)
+
+
+def _e_ShareAcknowledgeResponseNodeEndpoint_1(
+    o: ShareAcknowledgeResponseNodeEndpoint,
+    out: bytearray,
+) -> None:
+    out += _S_i.pack(o.node_id)
+    w_cstr(out, o.host)
+    out += _S_i.pack(o.port)
+    w_ncstr(out, o.rack)
+    out.append(0)
+
+
+def _e_ShareAcknowledgeResponse_1(o: ShareAcknowledgeResponse, out: bytearray) -> None:
+    out += _S_ih.pack(o.throttle_time_ms, o.error_code)
+    w_ncstr(out, o.error_message)
+    x_responses = o.responses
+    out += uv(len(x_responses) + 1)
+    for e_responses in x_responses:
+        _e_ShareAcknowledgeResponseShareAcknowledgeTopicResponse_1(e_responses, out)
+    x_node_endpoints = o.node_endpoints
+    out += uv(len(x_node_endpoints) + 1)
+    for e_node_endpoints in x_node_endpoints:
+        _e_ShareAcknowledgeResponseNodeEndpoint_1(e_node_endpoints, out)
+    out.append(0)
+
+
+def _d_ShareAcknowledgeResponse_2(
+    buf: memoryview,
+    pos: int,
+) -> tuple[ShareAcknowledgeResponse, int]:
+    v_throttle_time_ms, v_error_code = _S_ih.unpack_from(buf, pos)
+    pos += 6
+    v_error_message: str | None
+    v_error_message, pos = r_ncstr(buf, pos)
+    v_acquisition_lock_timeout_ms = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    v_responses: list[ShareAcknowledgeResponseShareAcknowledgeTopicResponse]
+    n, pos = r_clen(buf, pos)
+    v_responses = []
+    for _ in range(n):
+        e_responses, pos = _d_ShareAcknowledgeResponseShareAcknowledgeTopicResponse_1(buf, pos)
+        v_responses.append(e_responses)
+    v_node_endpoints: list[ShareAcknowledgeResponseNodeEndpoint]
+    n, pos = r_clen(buf, pos)
+    v_node_endpoints = []
+    for _ in range(n):
+        e_node_endpoints, pos = _d_ShareAcknowledgeResponseNodeEndpoint_1(buf, pos)
+        v_node_endpoints.append(e_node_endpoints)
+    pos = skip_tags(buf, pos)
+    return ShareAcknowledgeResponse(
+        v_throttle_time_ms,
+        v_error_code,
+        v_error_message,
+        v_acquisition_lock_timeout_ms,
+        v_responses,
+        v_node_endpoints,
+    ), pos
+
+
+def _e_ShareAcknowledgeResponse_2(o: ShareAcknowledgeResponse, out: bytearray) -> None:
+    out += _S_ih.pack(o.throttle_time_ms, o.error_code)
+    w_ncstr(out, o.error_message)
+    out += _S_i.pack(o.acquisition_lock_timeout_ms)
+    x_responses = o.responses
+    out += uv(len(x_responses) + 1)
+    for e_responses in x_responses:
+        _e_ShareAcknowledgeResponseShareAcknowledgeTopicResponse_1(e_responses, out)
+    x_node_endpoints = o.node_endpoints
+    out += uv(len(x_node_endpoints) + 1)
+    for e_node_endpoints in x_node_endpoints:
+        _e_ShareAcknowledgeResponseNodeEndpoint_1(e_node_endpoints, out)
+    out.append(0)
+
+
+def _d_DescribeShareGroupOffsetsRequestTopic_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeShareGroupOffsetsRequestTopic, int]:
+    v_topic_name: str
+    v_topic_name, pos = r_cstr(buf, pos)
+    v_partitions: list[int]
+    n, pos = r_clen(buf, pos)
+    v_partitions = list(unpack_from('>%di' % n, buf, pos))
+    pos += 4 * n
+    pos = skip_tags(buf, pos)
+    return DescribeShareGroupOffsetsRequestTopic(v_topic_name, v_partitions), pos
+
+
+def _d_DescribeShareGroupOffsetsRequestGroup_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeShareGroupOffsetsRequestGroup, int]:
+    v_group_id: str
+    v_group_id, pos = r_cstr(buf, pos)
+    v_topics: list[DescribeShareGroupOffsetsRequestTopic] | None
+    n, pos = r_nclen(buf, pos)
+    if n < 0:
+        v_topics = None
+    else:
+        v_topics = []
+        for _ in range(n):
+            e_topics, pos = _d_DescribeShareGroupOffsetsRequestTopic_0(buf, pos)
+            v_topics.append(e_topics)
+    pos = skip_tags(buf, pos)
+    return DescribeShareGroupOffsetsRequestGroup(v_group_id, v_topics), pos
+
+
+def _d_DescribeShareGroupOffsetsRequest_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeShareGroupOffsetsRequest, int]:
+    v_groups: list[DescribeShareGroupOffsetsRequestGroup]
+    n, pos = r_clen(buf, pos)
+    v_groups = []
+    for _ in range(n):
+        e_groups, pos = _d_DescribeShareGroupOffsetsRequestGroup_0(buf, pos)
+        v_groups.append(e_groups)
+    pos = skip_tags(buf, pos)
+    return DescribeShareGroupOffsetsRequest(v_groups), pos
+
+
+def _e_DescribeShareGroupOffsetsRequestTopic_0(
+    o: DescribeShareGroupOffsetsRequestTopic,
+    out: bytearray,
+) -> None:
+    w_cstr(out, o.topic_name)
+    x_partitions = o.partitions
+    out += uv(len(x_partitions) + 1)
+    out += pack('>%di' % len(x_partitions), *x_partitions)
+    out.append(0)
+
+
+def _e_DescribeShareGroupOffsetsRequestGroup_0(
+    o: DescribeShareGroupOffsetsRequestGroup,
+    out: bytearray,
+) -> None:
+    w_cstr(out, o.group_id)
+    x_topics = o.topics
+    w_nclen(out, x_topics)
+    if x_topics is not None:
+        for e_topics in x_topics:
+            _e_DescribeShareGroupOffsetsRequestTopic_0(e_topics, out)
+    out.append(0)
+
+
+def _e_DescribeShareGroupOffsetsRequest_0(
+    o: DescribeShareGroupOffsetsRequest,
+    out: bytearray,
+) -> None:
+    x_groups = o.groups
+    out += uv(len(x_groups) + 1)
+    for e_groups in x_groups:
+        _e_DescribeShareGroupOffsetsRequestGroup_0(e_groups, out)
+    out.append(0)
+
+
+def _d_DescribeShareGroupOffsetsResponsePartition_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeShareGroupOffsetsResponsePartition, int]:
+    v_partition_index, v_start_offset, v_leader_epoch, v_error_code = _S_iqih.unpack_from(buf, pos)
+    pos += 18
+    v_error_message: str | None
+    v_error_message, pos = r_ncstr(buf, pos)
+    pos = skip_tags(buf, pos)
+    return DescribeShareGroupOffsetsResponsePartition(
+        v_partition_index,
+        v_start_offset,
+        v_leader_epoch,
+        -1,
+        v_error_code,
+        v_error_message,
+    ), pos
+
+
+def _d_DescribeShareGroupOffsetsResponseTopic_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeShareGroupOffsetsResponseTopic, int]:
+    v_topic_name: str
+    v_topic_name, pos = r_cstr(buf, pos)
+    u_topic_id = _S_u.unpack_from(buf, pos)[0]
+    pos += 16
+    v_topic_id = uuid_of(u_topic_id)
+    v_partitions: list[DescribeShareGroupOffsetsResponsePartition]
+    n, pos = r_clen(buf, pos)
+    v_partitions = []
+    for _ in range(n):
+        e_partitions, pos = _d_DescribeShareGroupOffsetsResponsePartition_0(buf, pos)
+        v_partitions.append(e_partitions)
+    pos = skip_tags(buf, pos)
+    return DescribeShareGroupOffsetsResponseTopic(v_topic_name, v_topic_id, v_partitions), pos
+
+
+def _d_DescribeShareGroupOffsetsResponseGroup_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeShareGroupOffsetsResponseGroup, int]:
+    v_group_id: str
+    v_group_id, pos = r_cstr(buf, pos)
+    v_topics: list[DescribeShareGroupOffsetsResponseTopic]
+    n, pos = r_clen(buf, pos)
+    v_topics = []
+    for _ in range(n):
+        e_topics, pos = _d_DescribeShareGroupOffsetsResponseTopic_0(buf, pos)
+        v_topics.append(e_topics)
+    v_error_code = _S_h.unpack_from(buf, pos)[0]
+    pos += 2
+    v_error_message: str | None
+    v_error_message, pos = r_ncstr(buf, pos)
+    pos = skip_tags(buf, pos)
+    return DescribeShareGroupOffsetsResponseGroup(
+        v_group_id,
+        v_topics,
+        v_error_code,
+        v_error_message,
+    ), pos
+
+
+def _d_DescribeShareGroupOffsetsResponse_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeShareGroupOffsetsResponse, int]:
+    v_throttle_time_ms = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    v_groups: list[DescribeShareGroupOffsetsResponseGroup]
+    n, pos = r_clen(buf, pos)
+    v_groups = []
+    for _ in range(n):
+        e_groups, pos = _d_DescribeShareGroupOffsetsResponseGroup_0(buf, pos)
+        v_groups.append(e_groups)
+    pos = skip_tags(buf, pos)
+    return DescribeShareGroupOffsetsResponse(v_throttle_time_ms, v_groups), pos
+
+
+def _e_DescribeShareGroupOffsetsResponsePartition_0(
+    o: DescribeShareGroupOffsetsResponsePartition,
+    out: bytearray,
+) -> None:
+    out += _S_iqih.pack(o.partition_index, o.start_offset, o.leader_epoch, o.error_code)
+    w_ncstr(out, o.error_message)
+    out.append(0)
+
+
+def _e_DescribeShareGroupOffsetsResponseTopic_0(
+    o: DescribeShareGroupOffsetsResponseTopic,
+    out: bytearray,
+) -> None:
+    w_cstr(out, o.topic_name)
+    out += _S_u.pack(o.topic_id.bytes)
+    x_partitions = o.partitions
+    out += uv(len(x_partitions) + 1)
+    for e_partitions in x_partitions:
+        _e_DescribeShareGroupOffsetsResponsePartition_0(e_partitions, out)
+    out.append(0)
+
+
+def _e_DescribeShareGroupOffsetsResponseGroup_0(
+    o: DescribeShareGroupOffsetsResponseGroup,
+    out: bytearray,
+) -> None:
+    w_cstr(out, o.group_id)
+    x_topics = o.topics
+    out += uv(len(x_topics) + 1)
+    for e_topics in x_topics:
+        _e_DescribeShareGroupOffsetsResponseTopic_0(e_topics, out)
+    out += _S_h.pack(o.error_code)
+    w_ncstr(out, o.error_message)
+    out.append(0)
+
+
+def _e_DescribeShareGroupOffsetsResponse_0(
+    o: DescribeShareGroupOffsetsResponse,
+    out: bytearray,
+) -> None:
+    out += _S_i.pack(o.throttle_time_ms)
+    x_groups = o.groups
+    out += uv(len(x_groups) + 1)
+    for e_groups in x_groups:
+        _e_DescribeShareGroupOffsetsResponseGroup_0(e_groups, out)
+    out.append(0)
+
+
+def _d_DescribeShareGroupOffsetsResponsePartition_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeShareGroupOffsetsResponsePartition, int]:
+    v_partition_index, v_start_offset, v_leader_epoch, v_lag, v_error_code = _S_iqiqh.unpack_from(buf, pos)
+    pos += 26
+    v_error_message: str | None
+    v_error_message, pos = r_ncstr(buf, pos)
+    pos = skip_tags(buf, pos)
+    return DescribeShareGroupOffsetsResponsePartition(
+        v_partition_index,
+        v_start_offset,
+        v_leader_epoch,
+        v_lag,
+        v_error_code,
+        v_error_message,
+    ), pos
+
+
+def _d_DescribeShareGroupOffsetsResponseTopic_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeShareGroupOffsetsResponseTopic, int]:
+    v_topic_name: str
+    v_topic_name, pos = r_cstr(buf, pos)
+    u_topic_id = _S_u.unpack_from(buf, pos)[0]
+    pos += 16
+    v_topic_id = uuid_of(u_topic_id)
+    v_partitions: list[DescribeShareGroupOffsetsResponsePartition]
+    n, pos = r_clen(buf, pos)
+    v_partitions = []
+    for _ in range(n):
+        e_partitions, pos = _d_DescribeShareGroupOffsetsResponsePartition_1(buf, pos)
+        v_partitions.append(e_partitions)
+    pos = skip_tags(buf, pos)
+    return DescribeShareGroupOffsetsResponseTopic(v_topic_name, v_topic_id, v_partitions), pos
+
+
+def _d_DescribeShareGroupOffsetsResponseGroup_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeShareGroupOffsetsResponseGroup, int]:
+    v_group_id: str
+    v_group_id, pos = r_cstr(buf, pos)
+    v_topics: list[DescribeShareGroupOffsetsResponseTopic]
+    n, pos = r_clen(buf, pos)
+    v_topics = []
+    for _ in range(n):
+        e_topics, pos = _d_DescribeShareGroupOffsetsResponseTopic_1(buf, pos)
+        v_topics.append(e_topics)
+    v_error_code = _S_h.unpack_from(buf, pos)[0]
+    pos += 2
+    v_error_message: str | None
+    v_error_message, pos = r_ncstr(buf, pos)
+    pos = skip_tags(buf, pos)
+    return DescribeShareGroupOffsetsResponseGroup(
+        v_group_id,
+        v_topics,
+        v_error_code,
+        v_error_message,
+    ), pos
+
+
+def _d_DescribeShareGroupOffsetsResponse_1(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DescribeShareGroupOffsetsResponse, int]:
+    v_throttle_time_ms = _S_i.unpack_from(buf, pos)[0]
+    pos += 4
+    v_groups: list[DescribeShareGroupOffsetsResponseGroup]
+    n, pos = r_clen(buf, pos)
+    v_groups = []
+    for _ in range(n):
+        e_groups, pos = _d_DescribeShareGroupOffsetsResponseGroup_1(buf, pos)
+        v_groups.append(e_groups)
+    pos = skip_tags(buf, pos)
+    return DescribeShareGroupOffsetsResponse(v_throttle_time_ms, v_groups), pos
+
+
+def _e_DescribeShareGroupOffsetsResponsePartition_1(
+    o: DescribeShareGroupOffsetsResponsePartition,
+    out: bytearray,
+) -> None:
+    out += _S_iqiqh.pack(o.partition_index, o.start_offset, o.leader_epoch, o.lag, o.error_code)
+    w_ncstr(out, o.error_message)
+    out.append(0)
+
+
+def _e_DescribeShareGroupOffsetsResponseTopic_1(
+    o: DescribeShareGroupOffsetsResponseTopic,
+    out: bytearray,
+) -> None:
+    w_cstr(out, o.topic_name)
+    out += _S_u.pack(o.topic_id.bytes)
+    x_partitions = o.partitions
+    out += uv(len(x_partitions) + 1)
+    for e_partitions in x_partitions:
+        _e_DescribeShareGroupOffsetsResponsePartition_1(e_partitions, out)
+    out.append(0)
+
+
+def _e_DescribeShareGroupOffsetsResponseGroup_1(
+    o: DescribeShareGroupOffsetsResponseGroup,
+    out: bytearray,
+) -> None:
+    w_cstr(out, o.group_id)
+    x_topics = o.topics
+    out += uv(len(x_topics) + 1)
+    for e_topics in x_topics:
+        _e_DescribeShareGroupOffsetsResponseTopic_1(e_topics, out)
+    out += _S_h.pack(o.error_code)
+    w_ncstr(out, o.error_message)
+    out.append(0)
+
+
+def _e_DescribeShareGroupOffsetsResponse_1(
+    o: DescribeShareGroupOffsetsResponse,
+    out: bytearray,
+) -> None:
+    out += _S_i.pack(o.throttle_time_ms)
+    x_groups = o.groups
+    out += uv(len(x_groups) + 1)
+    for e_groups in x_groups:
+        _e_DescribeShareGroupOffsetsResponseGroup_1(e_groups, out)
+    out.append(0)
+
+
+def _d_AlterShareGroupOffsetsRequestPartition_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[AlterShareGroupOffsetsRequestPartition, int]:
+    v_partition_index, v_start_offset = _S_iq.unpack_from(buf, pos)
+    pos += 12
+    pos = skip_tags(buf, pos)
+    return AlterShareGroupOffsetsRequestPartition(v_partition_index, v_start_offset), pos
+
+
+def _d_AlterShareGroupOffsetsRequestTopic_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[AlterShareGroupOffsetsRequestTopic, int]:
+    v_topic_name: str
+    v_topic_name, pos = r_cstr(buf, pos)
+    v_partitions: list[AlterShareGroupOffsetsRequestPartition]
+    n, pos = r_clen(buf, pos)
+    v_partitions = []
+    for _ in range(n):
+        e_partitions, pos = _d_AlterShareGroupOffsetsRequestPartition_0(buf, pos)
+        v_partitions.append(e_partitions)
+    pos = skip_tags(buf, pos)
+    return AlterShareGroupOffsetsRequestTopic(v_topic_name, v_partitions), pos
+
+
+def _d_AlterShareGroupOffsetsRequest_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[AlterShareGroupOffsetsRequest, int]:
+    v_group_id: str
+    v_group_id, pos = r_cstr(buf, pos)
+    v_topics: list[AlterShareGroupOffsetsRequestTopic]
+    n, pos = r_clen(buf, pos)
+    v_topics = []
+    for _ in range(n):
+        e_topics, pos = _d_AlterShareGroupOffsetsRequestTopic_0(buf, pos)
+        v_topics.append(e_topics)
+    pos = skip_tags(buf, pos)
+    return AlterShareGroupOffsetsRequest(v_group_id, v_topics), pos
+
+
+def _e_AlterShareGroupOffsetsRequestPartition_0(
+    o: AlterShareGroupOffsetsRequestPartition,
+    out: bytearray,
+) -> None:
+    out += _S_iq.pack(o.partition_index, o.start_offset)
+    out.append(0)
+
+
+def _e_AlterShareGroupOffsetsRequestTopic_0(
+    o: AlterShareGroupOffsetsRequestTopic,
+    out: bytearray,
+) -> None:
+    w_cstr(out, o.topic_name)
+    x_partitions = o.partitions
+    out += uv(len(x_partitions) + 1)
+    for e_partitions in x_partitions:
+        _e_AlterShareGroupOffsetsRequestPartition_0(e_partitions, out)
+    out.append(0)
+
+
+def _e_AlterShareGroupOffsetsRequest_0(o: AlterShareGroupOffsetsRequest, out: bytearray) -> None:
+    w_cstr(out, o.group_id)
+    x_topics = o.topics
+    out += uv(len(x_topics) + 1)
+    for e_topics in x_topics:
+        _e_AlterShareGroupOffsetsRequestTopic_0(e_topics, out)
+    out.append(0)
+
+
+def _d_AlterShareGroupOffsetsResponsePartition_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[AlterShareGroupOffsetsResponsePartition, int]:
+    v_partition_index, v_error_code = _S_ih.unpack_from(buf, pos)
+    pos += 6
+    v_error_message: str | None
+    v_error_message, pos = r_ncstr(buf, pos)
+    pos = skip_tags(buf, pos)
+    return AlterShareGroupOffsetsResponsePartition(
+        v_partition_index,
+        v_error_code,
+        v_error_message,
+    ), pos
+
+
+def _d_AlterShareGroupOffsetsResponseTopic_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[AlterShareGroupOffsetsResponseTopic, int]:
+    v_topic_name: str
+    v_topic_name, pos = r_cstr(buf, pos)
+    u_topic_id = _S_u.unpack_from(buf, pos)[0]
+    pos += 16
+    v_topic_id = uuid_of(u_topic_id)
+    v_partitions: list[AlterShareGroupOffsetsResponsePartition]
+    n, pos = r_clen(buf, pos)
+    v_partitions = []
+    for _ in range(n):
+        e_partitions, pos = _d_AlterShareGroupOffsetsResponsePartition_0(buf, pos)
+        v_partitions.append(e_partitions)
+    pos = skip_tags(buf, pos)
+    return AlterShareGroupOffsetsResponseTopic(v_topic_name, v_topic_id, v_partitions), pos
+
+
+def _d_AlterShareGroupOffsetsResponse_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[AlterShareGroupOffsetsResponse, int]:
+    v_throttle_time_ms, v_error_code = _S_ih.unpack_from(buf, pos)
+    pos += 6
+    v_error_message: str | None
+    v_error_message, pos = r_ncstr(buf, pos)
+    v_responses: list[AlterShareGroupOffsetsResponseTopic]
+    n, pos = r_clen(buf, pos)
+    v_responses = []
+    for _ in range(n):
+        e_responses, pos = _d_AlterShareGroupOffsetsResponseTopic_0(buf, pos)
+        v_responses.append(e_responses)
+    pos = skip_tags(buf, pos)
+    return AlterShareGroupOffsetsResponse(
+        v_throttle_time_ms,
+        v_error_code,
+        v_error_message,
+        v_responses,
+    ), pos
+
+
+def _e_AlterShareGroupOffsetsResponsePartition_0(
+    o: AlterShareGroupOffsetsResponsePartition,
+    out: bytearray,
+) -> None:
+    out += _S_ih.pack(o.partition_index, o.error_code)
+    w_ncstr(out, o.error_message)
+    out.append(0)
+
+
+def _e_AlterShareGroupOffsetsResponseTopic_0(
+    o: AlterShareGroupOffsetsResponseTopic,
+    out: bytearray,
+) -> None:
+    w_cstr(out, o.topic_name)
+    out += _S_u.pack(o.topic_id.bytes)
+    x_partitions = o.partitions
+    out += uv(len(x_partitions) + 1)
+    for e_partitions in x_partitions:
+        _e_AlterShareGroupOffsetsResponsePartition_0(e_partitions, out)
+    out.append(0)
+
+
+def _e_AlterShareGroupOffsetsResponse_0(o: AlterShareGroupOffsetsResponse, out: bytearray) -> None:
+    out += _S_ih.pack(o.throttle_time_ms, o.error_code)
+    w_ncstr(out, o.error_message)
+    x_responses = o.responses
+    out += uv(len(x_responses) + 1)
+    for e_responses in x_responses:
+        _e_AlterShareGroupOffsetsResponseTopic_0(e_responses, out)
+    out.append(0)
+
+
+def _d_DeleteShareGroupOffsetsRequestTopic_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DeleteShareGroupOffsetsRequestTopic, int]:
+    v_topic_name: str
+    v_topic_name, pos = r_cstr(buf, pos)
+    pos = skip_tags(buf, pos)
+    return DeleteShareGroupOffsetsRequestTopic(v_topic_name), pos
+
+
+def _d_DeleteShareGroupOffsetsRequest_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DeleteShareGroupOffsetsRequest, int]:
+    v_group_id: str
+    v_group_id, pos = r_cstr(buf, pos)
+    v_topics: list[DeleteShareGroupOffsetsRequestTopic]
+    n, pos = r_clen(buf, pos)
+    v_topics = []
+    for _ in range(n):
+        e_topics, pos = _d_DeleteShareGroupOffsetsRequestTopic_0(buf, pos)
+        v_topics.append(e_topics)
+    pos = skip_tags(buf, pos)
+    return DeleteShareGroupOffsetsRequest(v_group_id, v_topics), pos
+
+
+def _e_DeleteShareGroupOffsetsRequestTopic_0(
+    o: DeleteShareGroupOffsetsRequestTopic,
+    out: bytearray,
+) -> None:
+    w_cstr(out, o.topic_name)
+    out.append(0)
+
+
+def _e_DeleteShareGroupOffsetsRequest_0(o: DeleteShareGroupOffsetsRequest, out: bytearray) -> None:
+    w_cstr(out, o.group_id)
+    x_topics = o.topics
+    out += uv(len(x_topics) + 1)
+    for e_topics in x_topics:
+        _e_DeleteShareGroupOffsetsRequestTopic_0(e_topics, out)
+    out.append(0)
+
+
+def _d_DeleteShareGroupOffsetsResponseTopic_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DeleteShareGroupOffsetsResponseTopic, int]:
+    v_topic_name: str
+    v_topic_name, pos = r_cstr(buf, pos)
+    u_topic_id, v_error_code = _S_uh.unpack_from(buf, pos)
+    pos += 18
+    v_topic_id = uuid_of(u_topic_id)
+    v_error_message: str | None
+    v_error_message, pos = r_ncstr(buf, pos)
+    pos = skip_tags(buf, pos)
+    return DeleteShareGroupOffsetsResponseTopic(
+        v_topic_name,
+        v_topic_id,
+        v_error_code,
+        v_error_message,
+    ), pos
+
+
+def _d_DeleteShareGroupOffsetsResponse_0(
+    buf: memoryview,
+    pos: int,
+) -> tuple[DeleteShareGroupOffsetsResponse, int]:
+    v_throttle_time_ms, v_error_code = _S_ih.unpack_from(buf, pos)
+    pos += 6
+    v_error_message: str | None
+    v_error_message, pos = r_ncstr(buf, pos)
+    v_responses: list[DeleteShareGroupOffsetsResponseTopic]
+    n, pos = r_clen(buf, pos)
+    v_responses = []
+    for _ in range(n):
+        e_responses, pos = _d_DeleteShareGroupOffsetsResponseTopic_0(buf, pos)
+        v_responses.append(e_responses)
+    pos = skip_tags(buf, pos)
+    return DeleteShareGroupOffsetsResponse(
+        v_throttle_time_ms,
+        v_error_code,
+        v_error_message,
+        v_responses,
+    ), pos
+
+
+def _e_DeleteShareGroupOffsetsResponseTopic_0(
+    o: DeleteShareGroupOffsetsResponseTopic,
+    out: bytearray,
+) -> None:
+    w_cstr(out, o.topic_name)
+    out += _S_uh.pack(o.topic_id.bytes, o.error_code)
+    w_ncstr(out, o.error_message)
+    out.append(0)
+
+
+def _e_DeleteShareGroupOffsetsResponse_0(
+    o: DeleteShareGroupOffsetsResponse,
+    out: bytearray,
+) -> None:
+    out += _S_ih.pack(o.throttle_time_ms, o.error_code)
+    w_ncstr(out, o.error_message)
+    x_responses = o.responses
+    out += uv(len(x_responses) + 1)
+    for e_responses in x_responses:
+        _e_DeleteShareGroupOffsetsResponseTopic_0(e_responses, out)
+    out.append(0)
+
+
 def _d_ConsumerProtocolSubscription_0(
     buf: memoryview,
     pos: int,
@@ -21943,6 +24488,34 @@ DescribeTopicPartitionsRequest.DECODERS = (_d_DescribeTopicPartitionsRequest_0,)
 DescribeTopicPartitionsRequest.ENCODERS = (_e_DescribeTopicPartitionsRequest_0,)
 DescribeTopicPartitionsResponse.DECODERS = (_d_DescribeTopicPartitionsResponse_0,)
 DescribeTopicPartitionsResponse.ENCODERS = (_e_DescribeTopicPartitionsResponse_0,)
+ShareGroupHeartbeatRequest.DECODERS = (None, _d_ShareGroupHeartbeatRequest_1,)
+ShareGroupHeartbeatRequest.ENCODERS = (None, _e_ShareGroupHeartbeatRequest_1,)
+ShareGroupHeartbeatResponse.DECODERS = (None, _d_ShareGroupHeartbeatResponse_1,)
+ShareGroupHeartbeatResponse.ENCODERS = (None, _e_ShareGroupHeartbeatResponse_1,)
+ShareGroupDescribeRequest.DECODERS = (None, _d_ShareGroupDescribeRequest_1,)
+ShareGroupDescribeRequest.ENCODERS = (None, _e_ShareGroupDescribeRequest_1,)
+ShareGroupDescribeResponse.DECODERS = (None, _d_ShareGroupDescribeResponse_1,)
+ShareGroupDescribeResponse.ENCODERS = (None, _e_ShareGroupDescribeResponse_1,)
+ShareFetchRequest.DECODERS = (None, _d_ShareFetchRequest_1, _d_ShareFetchRequest_2,)
+ShareFetchRequest.ENCODERS = (None, _e_ShareFetchRequest_1, _e_ShareFetchRequest_2,)
+ShareFetchResponse.DECODERS = (None, _d_ShareFetchResponse_1, _d_ShareFetchResponse_1,)
+ShareFetchResponse.ENCODERS = (None, _e_ShareFetchResponse_1, _e_ShareFetchResponse_1,)
+ShareAcknowledgeRequest.DECODERS = (None, _d_ShareAcknowledgeRequest_1, _d_ShareAcknowledgeRequest_2,)
+ShareAcknowledgeRequest.ENCODERS = (None, _e_ShareAcknowledgeRequest_1, _e_ShareAcknowledgeRequest_2,)
+ShareAcknowledgeResponse.DECODERS = (None, _d_ShareAcknowledgeResponse_1, _d_ShareAcknowledgeResponse_2,)
+ShareAcknowledgeResponse.ENCODERS = (None, _e_ShareAcknowledgeResponse_1, _e_ShareAcknowledgeResponse_2,)
+DescribeShareGroupOffsetsRequest.DECODERS = (_d_DescribeShareGroupOffsetsRequest_0, _d_DescribeShareGroupOffsetsRequest_0,)
+DescribeShareGroupOffsetsRequest.ENCODERS = (_e_DescribeShareGroupOffsetsRequest_0, _e_DescribeShareGroupOffsetsRequest_0,)
+DescribeShareGroupOffsetsResponse.DECODERS = (_d_DescribeShareGroupOffsetsResponse_0, _d_DescribeShareGroupOffsetsResponse_1,)
+DescribeShareGroupOffsetsResponse.ENCODERS = (_e_DescribeShareGroupOffsetsResponse_0, _e_DescribeShareGroupOffsetsResponse_1,)
+AlterShareGroupOffsetsRequest.DECODERS = (_d_AlterShareGroupOffsetsRequest_0,)
+AlterShareGroupOffsetsRequest.ENCODERS = (_e_AlterShareGroupOffsetsRequest_0,)
+AlterShareGroupOffsetsResponse.DECODERS = (_d_AlterShareGroupOffsetsResponse_0,)
+AlterShareGroupOffsetsResponse.ENCODERS = (_e_AlterShareGroupOffsetsResponse_0,)
+DeleteShareGroupOffsetsRequest.DECODERS = (_d_DeleteShareGroupOffsetsRequest_0,)
+DeleteShareGroupOffsetsRequest.ENCODERS = (_e_DeleteShareGroupOffsetsRequest_0,)
+DeleteShareGroupOffsetsResponse.DECODERS = (_d_DeleteShareGroupOffsetsResponse_0,)
+DeleteShareGroupOffsetsResponse.ENCODERS = (_e_DeleteShareGroupOffsetsResponse_0,)
 ConsumerProtocolSubscription.DECODERS = (_d_ConsumerProtocolSubscription_0, _d_ConsumerProtocolSubscription_1, _d_ConsumerProtocolSubscription_2, _d_ConsumerProtocolSubscription_3,)
 ConsumerProtocolSubscription.ENCODERS = (_e_ConsumerProtocolSubscription_0, _e_ConsumerProtocolSubscription_1, _e_ConsumerProtocolSubscription_2, _e_ConsumerProtocolSubscription_3,)
 ConsumerProtocolAssignment.DECODERS = (_d_ConsumerProtocolAssignment_0, _d_ConsumerProtocolAssignment_0, _d_ConsumerProtocolAssignment_0, _d_ConsumerProtocolAssignment_0,)
@@ -21998,5 +24571,12 @@ MESSAGES: dict[int, tuple[type[ApiMessage], type[ApiMessage]]] = {
     68: (ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse),
     69: (ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse),
     75: (DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse),
+    76: (ShareGroupHeartbeatRequest, ShareGroupHeartbeatResponse),
+    77: (ShareGroupDescribeRequest, ShareGroupDescribeResponse),
+    78: (ShareFetchRequest, ShareFetchResponse),
+    79: (ShareAcknowledgeRequest, ShareAcknowledgeResponse),
+    90: (DescribeShareGroupOffsetsRequest, DescribeShareGroupOffsetsResponse),
+    91: (AlterShareGroupOffsetsRequest, AlterShareGroupOffsetsResponse),
+    92: (DeleteShareGroupOffsetsRequest, DeleteShareGroupOffsetsResponse),
 }
 DATA_MESSAGES: tuple[type[ApiMessage], ...] = (ConsumerProtocolSubscription, ConsumerProtocolAssignment,)

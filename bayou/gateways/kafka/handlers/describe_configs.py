@@ -15,6 +15,9 @@ topic-config default under its broker name (dynamically alterable), and Kafka's 
 dynamic broker configs that are set (``bayou/kafka_broker_configs.py``), with source
 DYNAMIC_BROKER_CONFIG or DYNAMIC_DEFAULT_BROKER_CONFIG; named ``""``, only the cluster-wide
 dynamic defaults that are set.  Password-typed configs are sensitive: no value is shown.
+Group resources (type 32): a share group's ``share.*`` configs, each with the group's own
+value (GROUP_CONFIG 8) or the broker default (DEFAULT_CONFIG 5), as Kafka answers for group
+configs — for any group name, existing or not.
 ``configuration_keys`` filters; unknown keys are simply absent.
 """
 
@@ -26,6 +29,7 @@ from typing import Any
 
 from bayou import kafka_broker_configs
 from bayou.config import BROKER_SYNONYMS, TOPIC_CONFIGS
+from bayou.core.shares.model import GROUP_CONFIGS
 from bayou.errors import ErrorCode, KafkaError
 from bayou.gateways.kafka.context import RequestContext
 from bayou.gateways.kafka.handlers.registry import handles
@@ -193,6 +197,36 @@ def _wire(
     )
 
 
+GROUP = 32
+GROUP_CONFIG = 8
+STRING_TYPE, INT_TYPE = 2, 3
+
+
+def _group_entries(ctx: RequestContext, group_id: str) -> list[ConfigEntry]:
+    shares = ctx.core.shares
+    if shares is None:
+        raise KafkaError(
+            "The share coordinator is not running", ErrorCode.COORDINATOR_NOT_AVAILABLE
+        )
+    own = shares.coordinator.configs.get(group_id, {})
+    effective = shares.coordinator.config(group_id)
+    entries = []
+    for name in GROUP_CONFIGS:
+        attr = name.removeprefix("share.").replace(".", "_")  # GroupConfig's field
+        value = str(getattr(effective, attr))
+        entries.append(
+            ConfigEntry(
+                name,
+                value,
+                GROUP_CONFIG if name in own else DEFAULT_CONFIG,
+                STRING_TYPE if isinstance(getattr(effective, attr), str) else INT_TYPE,
+                None,
+                [],
+            )
+        )
+    return entries
+
+
 @handles(32, 0, 4)
 async def handle_describe_configs(
     ctx: RequestContext, request: m.DescribeConfigsRequest
@@ -220,6 +254,8 @@ async def handle_describe_configs(
                 entries = [] if cluster else broker_config_entries(ctx.door.settings.static_configs)
                 entries += dynamic_default_entries(core.engine, cluster)
                 entries += dynamic_option_entries(core.engine, cluster)
+            elif resource.resource_type == GROUP:
+                entries = _group_entries(ctx, resource.resource_name)
             else:
                 raise KafkaError(
                     f"Resource type {resource.resource_type} is not supported",

@@ -2,7 +2,8 @@
 
 A Stable group shows its protocol and each member's metadata and assignment; during a
 rebalance members are listed without them, as Kafka does.  Unknown groups — and consumer
-(KIP-848) groups, which ConsumerGroupDescribe serves — answer state "Dead" with no error
+(KIP-848) and share (KIP-932) groups, which ConsumerGroupDescribe and ShareGroupDescribe
+serve — answer state "Dead" with no error
 (v6's GROUP_ID_NOT_FOUND is not served).  v4+ show instance ids.  Authorized operations
 (v3+), when asked for, are every operation that applies to a group (no authorizer:
 ``bayou/gateways/kafka/authorization.py``), set on the groups answered without error, as Kafka does.

@@ -1,8 +1,9 @@
-"""ListGroups (key 16), v0-v5: every group, classic and consumer (KIP-848).
+"""ListGroups (key 16), v0-v5: every group, classic, consumer (KIP-848) and share (KIP-932).
 
 v4+ filter by state (case-insensitive: Empty, PreparingRebalance, CompletingRebalance,
-Stable for classic groups; Empty, Assigning, Reconciling, Stable for consumer groups) and
-show each group's state; v5+ filter by type ("classic", "consumer") and show it.
+Stable for classic groups; Empty, Assigning, Reconciling, Stable for consumer groups; Empty,
+Stable for share groups) and show each group's state; v5+ filter by type ("classic",
+"consumer", "share") and show it.  Share groups show protocol type "share", as Kafka does.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from bayou.gateways.kafka.group_support import driver
 from bayou.gateways.kafka.handlers.registry import handles
 from bayou.protocol.kafka import messages as m
 
+SHARE = "share"
+
 
 @handles(16, 0, 5)
 async def handle_list_groups(
@@ -23,19 +26,29 @@ async def handle_list_groups(
         coordinator = driver(ctx).read()
     except GroupCoordinatorError as exc:
         return m.ListGroupsResponse(error_code=exc.code)
-    listed = coordinator.list_groups(
-        request.states_filter if ctx.version >= 4 else (),
-        request.types_filter if ctx.version >= 5 else (),
-    )
+    states = request.states_filter if ctx.version >= 4 else []
+    types = request.types_filter if ctx.version >= 5 else []
+    listed = [
+        (g.group_id, g.protocol_type, g.state, g.group_type)
+        for g in coordinator.list_groups(states, types)
+    ]
+    shares = ctx.core.shares
+    wanted_states = {s.lower() for s in states}
+    if shares is not None and (not types or SHARE in {t.lower() for t in types}):
+        listed.extend(
+            (g.group_id, SHARE, g.state, SHARE)
+            for g in shares.coordinator.list_groups()
+            if not wanted_states or g.state.lower() in wanted_states
+        )
     return m.ListGroupsResponse(
         error_code=ErrorCode.NONE,
         groups=[
             m.ListGroupsResponseListedGroup(
-                group_id=g.group_id,
-                protocol_type=g.protocol_type,
-                group_state=g.state,
-                group_type=g.group_type,
+                group_id=group_id,
+                protocol_type=protocol_type,
+                group_state=state,
+                group_type=group_type,
             )
-            for g in listed
+            for group_id, protocol_type, state, group_type in sorted(listed)
         ],
     )
