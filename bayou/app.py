@@ -17,9 +17,9 @@ shared engine it registers, claims its partitions and keeps only its groups); th
 bind their listeners; one line lists them.
 
 Stop, in reverse: the listeners stop accepting, the core is marked stopping (every long poll
-and stream ends), the broker leaves its cluster (the others take over at once), the HTTP,
-MQTT and AMQP doors stop (consumers commit what was acked, MQTT saves its sessions — before
-the coordinator and the engine close), the core answers parked
+and stream ends), the HTTP, MQTT and AMQP doors stop (consumers commit what was acked, MQTT
+saves its sessions — before the coordinator and the engine close), the broker leaves its
+cluster (the others take over at once), the core answers parked
 group requests, the Kafka door lets in-flight requests answer (bounded) and closes its
 connections, and the engine drains pending fsyncs and closes, writing its checkpoints and
 clean-shutdown marker.
@@ -300,10 +300,11 @@ class App:
         log.info("shutting down")
         self.kafka.close_listener()
         self.core.begin_stop()
-        await self.core.cluster.leave()  # the others take over at once
         for door in (self.http, self.mqtt, self.amqp):
             if door is not None:
                 await door.stop()
+        # after the doors saved their offsets; the others take over at once
+        await self.core.cluster.leave()
         await self.core.close()
         await self.kafka.stop()
         await self.engine.close()

@@ -137,9 +137,11 @@ class PgCluster:
             log.info("node id %d is still leased (a previous run?): waiting", self.node_id)
             await asyncio.sleep(self.heartbeat_s)
         await self._tick()
-        # coordinators serve only once every previous owner has seen this broker
+        # coordinators serve only once every previous owner has seen this broker (at once
+        # when no other broker is live: a previous owner's lease has lapsed, it stopped)
         self._serving = ()
-        self._settle_at = time.monotonic() + SETTLE_HEARTBEATS * self.heartbeat_s
+        alone = set(self._live) <= {self.node_id}
+        self._settle_at = time.monotonic() + (0 if alone else SETTLE_HEARTBEATS * self.heartbeat_s)
         self._task = asyncio.create_task(self._run())
         log.info(
             "joined the cluster as node %d: live brokers %s",
@@ -164,6 +166,7 @@ class PgCluster:
 
     def on_change(self, callback: Callback) -> None:
         self._callbacks.append(callback)
+        self._wake.set()  # a settle that is due can run now
 
     # ------------------------------------------------------------------ what the core asks
 
@@ -358,8 +361,8 @@ class PgCluster:
 
     async def _settle(self) -> None:
         """The live set has been stable long enough: the coordinators serve it."""
-        if self._settle_at is None or time.monotonic() < self._settle_at:
-            return
+        if self._settle_at is None or time.monotonic() < self._settle_at or not self._callbacks:
+            return  # (nobody to load yet: the core subscribes right after join)
         self._settle_at = None
         target = tuple(self._live)
         for result in await asyncio.gather(
