@@ -12,7 +12,9 @@ which engine or which doors exist: the core imports no door, and a door sees onl
 Start, in order: the engine opens (recovering every partition; the local engine takes the
 data directory's lock and raises the open-files limit) and starts its background work
 (flush timers, checkpoints, retention and the cleaner); the core loads the group
-coordinator from its state log; the doors bind their listeners; one line lists them.
+coordinator from its state log; the broker joins its cluster (``storage/cluster.py``: on a
+shared engine it registers, claims its partitions and keeps only its groups); the doors
+bind their listeners; one line lists them.
 Last, the heap is settled (``settle_heap``): one full collection, then ``gc.freeze()``
 moves every object alive at that point — modules, classes, the recovered logs' state —
 out of the collector's reach.  Serving allocates and frees at a steady rate, so the young
@@ -24,7 +26,8 @@ frequent small young collections keep each pause short.
 
 Stop, in reverse: the listeners stop accepting, the core is marked stopping (every long poll
 and stream ends), the HTTP, MQTT and AMQP doors stop (consumers commit what was acked, MQTT
-saves its sessions — before the coordinator and the engine close), the core answers parked
+saves its sessions — before the coordinator and the engine close), the broker leaves its
+cluster (the others take over at once), the core answers parked
 group requests, the Kafka door lets in-flight requests answer (bounded) and closes its
 connections, and the engine drains pending fsyncs and closes, writing its checkpoints and
 clean-shutdown marker.
@@ -55,6 +58,7 @@ from bayou.observability.broker_collector import BrokerCollector
 from bayou.observability.json_logs import configure_logging
 from bayou.observability.loop_lag import LoopLagProbe
 from bayou.observability.views_collector import ViewsCollector
+from bayou.storage.cluster import BrokerAddress, Cluster, SingleNode
 from bayou.storage.dir_lock import DataDirectoryInUse
 from bayou.storage.engine import FsyncObserved, LogEngine
 from bayou.storage.local_engine import LocalEngine
@@ -119,6 +123,22 @@ def make_engine(config: BrokerConfig) -> LogEngine:
         f"Unknown storage {url!r}: expected local, memory://, postgres://user@host:port/db "
         "or s3://bucket/prefix?metadata=postgres://…"
     )
+
+
+def make_cluster(config: BrokerConfig, engine: LogEngine) -> Cluster:
+    """A cluster of the brokers sharing the engine, or this broker alone."""
+    if engine.kind == "postgres":
+        from bayou.storage.postgres import PostgresEngine
+        from bayou.storage.postgres.cluster import PgCluster
+
+        assert isinstance(engine, PostgresEngine)
+        return PgCluster(
+            engine,
+            config.node_id,
+            lease_ms=config.cluster.lease_ms,
+            heartbeat_ms=config.cluster.heartbeat_ms,
+        )
+    return SingleNode(config.node_id)
 
 
 def group_settings(config: BrokerConfig) -> GroupSettings:
@@ -256,6 +276,7 @@ class App:
             Security(security_settings(config)),
             metrics=self.metrics,
             quotas=Quotas(quota_settings(config)),
+            cluster=make_cluster(config, self.engine),
         )
         self.metrics.register(BrokerCollector(self.core, self.metrics))
         self.views: ViewSupervisor | None = None  # started with the broker (--views serve)
@@ -304,10 +325,22 @@ class App:
         await self.engine.open()
         await self.engine.start()
         await self.core.start()
+        # join the cluster before listening (clients asking this broker see the others);
+        # a Kafka port still to be chosen (0) is known only once the door listens
+        known = self.config.kafka.port != 0
+        if known:
+            await self.core.join(
+                BrokerAddress(self.config.node_id, self.config.advertised, self.config.kafka.port)
+            )
         for door in self.doors:
             await door.start()
-        if self.config.kafka.port == 0:  # bound to a free port: say the real one
+        if not known:  # bound to a free port: say the real one
             self.kafka.settings = self._kafka_settings(self.kafka.port, self.kafka.tls_port)
+            await self.core.join(
+                BrokerAddress(
+                    self.config.node_id, self.kafka.advertised_host, self.kafka.advertised_port
+                )
+            )
         if self.http is not None:
             self.http.gateway.sql_client_config = self.loopback_client_config()
         if self.config.views == "serve":
@@ -344,6 +377,8 @@ class App:
         for door in (self.http, self.mqtt, self.amqp):
             if door is not None:
                 await door.stop()
+        # after the doors saved their offsets; the others take over at once
+        await self.core.cluster.leave()
         await self.core.close()
         await self.kafka.stop()
         await self.engine.close()

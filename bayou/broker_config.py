@@ -415,6 +415,27 @@ class TransactionOptions:
 
 
 @dataclass(frozen=True)
+class ClusterOptions:
+    """Brokers sharing an engine (postgres://…): leases and heartbeats (``cluster.md``)."""
+
+    lease_ms: int = field(
+        default=6000,
+        metadata=opt(
+            "A broker is live while its lease runs; a dead broker's partitions and groups "
+            "move once it lapsed.",
+            min=1000,
+        ),
+    )
+    heartbeat_ms: int = field(
+        default=1000,
+        metadata=opt(
+            "How often a broker renews its lease and looks at the others (at most half the lease).",
+            min=100,
+        ),
+    )
+
+
+@dataclass(frozen=True)
 class BrokerConfig:
     """All options of ``bayou serve`` (see the module docstring)."""
 
@@ -445,7 +466,13 @@ class BrokerConfig:
     host: str = field(
         default="127.0.0.1", metadata=opt("Address the listeners bind to.", metavar="ADDRESS")
     )
-    node_id: int = field(default=0, metadata=opt("This broker's node id.", min=0))
+    node_id: int = field(
+        default=0,
+        metadata=opt(
+            "This broker's node id (unique per broker on a shared engine: docs/design/cluster.md).",
+            min=0,
+        ),
+    )
     cluster_id: str | None = field(
         default=None,
         metadata=opt("Cluster id to report (default: the one the storage holds).", metavar="ID"),
@@ -503,6 +530,7 @@ class BrokerConfig:
     group: GroupOptions = field(default_factory=GroupOptions)
     offsets: OffsetsOptions = field(default_factory=OffsetsOptions)
     transaction: TransactionOptions = field(default_factory=TransactionOptions)
+    cluster: ClusterOptions = field(default_factory=ClusterOptions)
     topic_defaults: Mapping[str, Any] = field(default_factory=dict)
 
     @property

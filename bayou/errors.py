@@ -234,6 +234,7 @@ UnsupportedCompressionType = _kind(
     "UnsupportedCompressionType", ErrorCode.UNSUPPORTED_COMPRESSION_TYPE
 )
 PolicyViolation = _kind("PolicyViolation", ErrorCode.POLICY_VIOLATION)
+NotLeaderOrFollower = _kind("NotLeaderOrFollower", ErrorCode.NOT_LEADER_OR_FOLLOWER)
 
 
 class RecordErrors(KafkaError):

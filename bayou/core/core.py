@@ -75,6 +75,7 @@ from bayou.core.transactions import (
 )
 from bayou.errors import ErrorCode, InvalidTopic, KafkaError, UnknownTopicOrPartition
 from bayou.observability import BrokerMetrics
+from bayou.storage.cluster import BrokerAddress, Cluster, SingleNode
 from bayou.storage.engine import AppendResult, Buffer, LogEngine, Partition, PartitionKey
 from bayou.storage.metadata import TopicMeta
 
@@ -115,8 +116,10 @@ class Core:
         share_settings: ShareSettings | None = None,
         metrics: BrokerMetrics | None = None,
         quotas: Quotas | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         self.engine = engine
+        self.cluster: Cluster = cluster or SingleNode(settings.node_id)
         self.security = security or Security()
         self.metrics = metrics or BrokerMetrics()
         self.quotas = quotas or Quotas()
@@ -141,14 +144,15 @@ class Core:
 
     async def start(self) -> None:
         """Load the users, ACLs and quotas, the group coordinator from its state log, and
-        start the core's tasks."""
+        start the core's tasks (in a shared cluster the coordinators start in ``join``)."""
         await self.security.open(self.engine.state)
         await self.quotas.open(self.engine.state)
         state_log = await self.engine.state.open_log(GROUPS_LOG, public=True)
         groups = GroupDriver(self.group_settings, self.clock_ms, state_log)
         replayed = await groups.open()
         log.info("group coordinator loaded %d record(s)", replayed)
-        await groups.start()
+        if not self.cluster.shared:
+            await groups.start()
         self.groups = groups
         share_log = await self.engine.state.open_log(SHARES_LOG, public=True)
         shares = ShareDriver(
@@ -173,9 +177,40 @@ class Core:
         )
         replayed = await transactions.open()
         log.info("transaction coordinator loaded %d record(s)", replayed)
-        await transactions.start()
+        if not self.cluster.shared:
+            await transactions.start()
         self.transactions = transactions
         self._tasks = [asyncio.create_task(self.request_budget.run())]
+
+    async def join(self, address: BrokerAddress) -> None:
+        """The doors listen: join the cluster as ``address``.  In a shared cluster the
+        coordinators keep only the groups and transactional ids this broker owns, then
+        start (their timers, the markers of transactions left decided)."""
+        await self.cluster.join(address)
+        if not self.cluster.shared:
+            return
+        # what was replayed at start may be stale already (the owners go on writing until
+        # they see this broker): drop it all; the cluster's first settled view loads back
+        # what this broker owns
+        if self.groups is not None:
+            await self.groups.follow(lambda _g: False, load=False)
+        if self.transactions is not None:
+            await self.transactions.follow(lambda _t: False, load=False)
+        self.cluster.on_change(self._follow_cluster)
+        active = self.cluster.active
+        if self.groups is not None:
+            self.groups.active = active
+            await self.groups.start()
+        if self.transactions is not None:
+            self.transactions.active = active
+            await self.transactions.start()
+
+    async def _follow_cluster(self, load: bool) -> None:
+        cluster = self.cluster
+        if self.groups is not None:
+            await self.groups.follow(lambda g: cluster.owns(0, g), load=load)
+        if self.transactions is not None:
+            await self.transactions.follow(lambda t: cluster.owns(1, t), load=load)
 
     def begin_stop(self) -> None:
         """The broker is stopping: long polls end, doors may now stop."""
@@ -184,6 +219,7 @@ class Core:
 
     async def close(self) -> None:
         """After the doors stopped: answer parked group requests, stop the core's tasks."""
+        await self.cluster.leave()
         if self.transactions is not None:
             self.transactions.shutdown()
             await self.transactions.drain(TXN_DRAIN_S)
@@ -260,6 +296,12 @@ class Core:
 
     # ------------------------------------------------------------------ data
 
+    def leads(self, topic: str, index: int) -> bool:
+        """Whether Kafka clients should produce and fetch this partition here (its leader;
+        the state logs every broker serves).  The other doors ignore leadership: they read
+        through the shared engine and append under its partition lock."""
+        return topic in self.engine.internal_topics() or self.cluster.leads(topic, index)
+
     def partition(self, topic: str, index: int) -> Partition:
         return self.engine.partition(topic, index)
 
@@ -322,10 +364,17 @@ class Core:
 
     # ------------------------------------------------------------------ groups
 
-    def group_driver(self) -> GroupDriver:
-        """The group coordinator's driver; COORDINATOR_NOT_AVAILABLE when not running."""
+    def group_driver(self, group_id: str | None = None) -> GroupDriver:
+        """The group coordinator's driver; COORDINATOR_NOT_AVAILABLE when not running.
+        With ``group_id``: NOT_COORDINATOR (or COORDINATOR_LOAD_IN_PROGRESS) when another
+        broker of the cluster coordinates that group — the doors' own members are served
+        only by the group's coordinator, never by a second one beside it."""
         if self.groups is None:
             raise GroupCoordinatorError(ErrorCode.COORDINATOR_NOT_AVAILABLE)
+        if group_id is not None:
+            error = self.cluster.coordinator_error(0, group_id)
+            if error != ErrorCode.NONE:
+                raise GroupCoordinatorError(error)
         return self.groups
 
     def transaction_driver(self) -> TxnDriver:

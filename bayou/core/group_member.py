@@ -71,7 +71,7 @@ class MemberHost(Protocol):
     @property
     def stopping(self) -> bool: ...
 
-    def group_driver(self) -> GroupDriver: ...
+    def group_driver(self, group_id: str | None = None) -> GroupDriver: ...
 
     def topic_sizes(self) -> dict[str, int]: ...
 
@@ -99,7 +99,7 @@ class Offsets:
             commits.append(
                 OffsetCommit(topic, p, offset, -1, metadata if metadata is not None else "")
             )
-        driver = self.core.group_driver()
+        driver = self.core.group_driver(self.group_id)
         group = self.group_id
         codes: list[ErrorCode] = await driver.run(
             lambda now, _token: driver.coordinator.commit_offsets(
@@ -117,7 +117,9 @@ class Offsets:
 
     def committed(self, partitions: list[TopicPartition] | None) -> dict[TopicPartition, Committed]:
         """Committed offsets of ``partitions`` (None: all of the group's)."""
-        error, fetched = self.core.group_driver().read().fetch_offsets(self.group_id, partitions)
+        error, fetched = (
+            self.core.group_driver(self.group_id).read().fetch_offsets(self.group_id, partitions)
+        )
         if error != E.NONE:
             raise GroupCoordinatorError(error)
         return {(f.topic, f.partition): (f.offset, f.metadata) for f in fetched if f.offset >= 0}
@@ -200,7 +202,7 @@ class GroupMember(Offsets):
 
     async def _heartbeat(self) -> frozenset[TopicPartition] | None:
         """One heartbeat; the target assignment when the coordinator sent one."""
-        driver = self.core.group_driver()
+        driver = self.core.group_driver(self.group_id)
         sizes = self.core.topic_sizes()
         joining = self.epoch == 0
         topics = self.topics

@@ -37,10 +37,17 @@ from tests.support.wait import wait_until
 TIMEOUT_S = 30.0
 
 
-def pg_broker(data_dir: Path, url: str) -> BrokerProcess:
+def pg_broker(data_dir: Path, url: str, node_id: int = 0) -> BrokerProcess:
     return BrokerProcess(
         data_dir,
-        extra_args=["--storage", url, "--group-initial-rebalance-delay-ms", "0"],
+        extra_args=[
+            "--storage",
+            url,
+            "--node-id",
+            str(node_id),
+            "--group-initial-rebalance-delay-ms",
+            "0",
+        ],
         doors=(),
     )
 
@@ -193,8 +200,8 @@ def test_two_brokers_on_one_database_see_each_others_topics_and_data(
     tmp_path: Path, postgres_server: PostgresServer
 ) -> None:
     url = postgres_server.create_database()
-    a = pg_broker(tmp_path / "a", url).start()
-    b = pg_broker(tmp_path / "b", url).start()
+    a = pg_broker(tmp_path / "a", url, 1).start()
+    b = pg_broker(tmp_path / "b", url, 2).start()
     try:
         topic = unique_topic()
         create_topic(a.bootstrap, topic, 2)

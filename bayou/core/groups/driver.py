@@ -41,6 +41,10 @@ T = TypeVar("T")
 MAX_TIMER_SLEEP_S = 1.0
 
 
+def _always() -> bool:
+    return True
+
+
 class GroupDriver:
     def __init__(self, settings: GroupSettings, clock_ms: Callable[[], int], log: StateLog) -> None:
         self.coordinator = GroupCoordinator(settings)
@@ -51,12 +55,35 @@ class GroupDriver:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        #: whether the timers may act: in a cluster, while this broker's own lease runs (a
+        #: broker that stalled past it must not expire sessions another broker serves now)
+        self.active: Callable[[], bool] = _always
 
     # ------------------------------------------------------------------ lifecycle
 
     async def open(self) -> int:
         """Replay the state log; returns how many records were applied."""
         return self.coordinator.load(await self.store.records(), self.clock_ms())
+
+    async def follow(self, owns: Callable[[str], bool], *, load: bool) -> None:
+        """The cluster changed: forget the groups this broker no longer coordinates, and
+        (``load``) replay from the state log the ones it gained — those it holds nothing
+        of; a group it kept all along is already true."""
+        gone = self.coordinator.drop_groups(lambda g: not owns(g))
+        if gone:
+            log.info("coordinator moved away for %d group(s)", len(gone))
+        if not load:
+            return
+        held = self.coordinator.held_groups()
+        records = await self.store.records()
+        held |= self.coordinator.held_groups()  # created meanwhile: already true
+        gained = [r for r in records if r.key.group not in held and owns(r.key.group)]
+        if gained:
+            self.coordinator.load(gained, self.clock_ms())
+            loaded = {r.key.group for r in gained}
+            log.info("took over %d group(s) from the state log", len(loaded))
+        if self._wake is not None:
+            self._wake.set()
 
     async def start(self) -> None:
         self._wake = asyncio.Event()
@@ -125,6 +152,10 @@ class GroupDriver:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), min(sleep_s, MAX_TIMER_SLEEP_S))
             now = self.clock_ms()
+            if not self.active():  # a cluster member that lost its lease: hands off
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), MAX_TIMER_SLEEP_S)
+                continue
             deadline = coordinator.next_deadline()
             if deadline is not None and deadline <= now:
                 try:

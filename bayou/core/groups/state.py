@@ -132,6 +132,25 @@ class CoordinatorState:
         self.pending.setdefault(key.producer_id, {})[gp] = PendingOffset(value)
         self.pending_by_group.setdefault(key.group, set()).add(key.producer_id)
 
+    def held_groups(self) -> set[str]:
+        """The group ids this coordinator holds any state of."""
+        return {*self.groups, *self.offsets, *self.pending_by_group}
+
+    def drop_groups(self, dropped: Callable[[str], bool]) -> list[str]:
+        """Forget every group ``dropped`` names (its coordinator moved to another broker:
+        the state log has it); returns their ids."""
+        gone = [g for g in self.held_groups() if dropped(g)]
+        for group_id in gone:
+            self.groups.pop(group_id, None)
+            self.offsets.pop(group_id, None)
+            for pid in self.pending_by_group.pop(group_id, set()):
+                offsets = self.pending.get(pid, {})
+                for gp in [gp for gp in offsets if gp[0] == group_id]:
+                    del offsets[gp]
+                if not offsets:
+                    self.pending.pop(pid, None)
+        return gone
+
     def has_pending(self, group_id: str, topic: str, partition: int) -> bool:
         """Whether an open transaction committed an offset of this partition (KIP-447)."""
         return any(

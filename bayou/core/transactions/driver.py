@@ -73,6 +73,8 @@ class TxnDriver:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        #: whether the timers may act: in a cluster, while this broker's own lease runs
+        self.active: Callable[[], bool] = lambda: True
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -91,6 +93,25 @@ class TxnDriver:
                 "commit" if job.commit else "abort",
             )
             self._launch(job, job.partitions)
+
+    async def follow(self, owns: Callable[[str], bool], *, load: bool) -> None:
+        """The cluster changed: forget the transactional ids this broker no longer
+        coordinates, and (``load``) replay the ones it gained from the state log, completing
+        the transactions they left decided."""
+        txns = self.coordinator.txns
+        for tid in [tid for tid in txns if not owns(tid)]:
+            del txns[tid]
+        if not load:
+            return
+        held = set(txns)
+        records = await self.store.records()
+        held |= set(txns)
+        gained = [r for r in records if r.transactional_id not in held and owns(r.transactional_id)]
+        self.coordinator.load(gained)
+        ids = {r.transactional_id for r in gained}
+        for job in self.coordinator.pending_markers():
+            if job.transactional_id in ids:
+                self._launch(job, job.partitions)
 
     def shutdown(self) -> None:
         """Refuse new work and stop the timers (marker jobs in flight finish)."""
@@ -236,6 +257,10 @@ class TxnDriver:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), min(sleep_s, MAX_TIMER_SLEEP_S))
             now = self.clock_ms()
+            if not self.active():  # a cluster member that lost its lease: hands off
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), MAX_TIMER_SLEEP_S)
+                continue
             try:
                 deadline = coordinator.next_deadline()
                 if deadline is not None and deadline <= now:

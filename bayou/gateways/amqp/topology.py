@@ -581,13 +581,13 @@ class Topology:
         partitions would misplace a new queue's readers)."""
         with contextlib.suppress(ShareCoordinatorError):
             shares = self.core.share_driver()
-            group_id = share_group_of(name)
-            await shares.run(lambda now: shares.coordinator.forget_group(now, group_id))
+            share_id = share_group_of(name)
+            await shares.run(lambda now: shares.coordinator.forget_group(now, share_id))
+        group_id = group_of(name)
         try:
-            driver = self.core.group_driver()
+            driver = self.core.group_driver(group_id)
         except GroupCoordinatorError:
             return
-        group_id = group_of(name)
         coordinator = driver.read()
         if coordinator.group(group_id) is None and not coordinator.fetch_offsets(group_id, None)[1]:
             return

@@ -106,12 +106,18 @@ async def produce(
     return out
 
 
-def partition_info(core: Core, index: int) -> dict[str, Any]:
-    node = core.node_id
+def partition_info(core: Core, topic: str, index: int) -> dict[str, Any]:
+    """The partition's leader and replicas as Kafka's Metadata says them (every live broker
+    is a replica: the engine holds the data)."""
+    leader = core.cluster.leadership(topic, index).leader
+    live = [b.node_id for b in core.cluster.brokers()]
     return {
         "partition": index,
-        "leader": node,
-        "replicas": [{"broker": node, "leader": True, "in_sync": True}],
+        "leader": leader,
+        "replicas": [
+            {"broker": node, "leader": node == leader, "in_sync": leader >= 0}
+            for node in sorted(live, key=lambda n: n != leader)
+        ],
     }
 
 
@@ -122,5 +128,5 @@ async def topic_info(core: Core, topic: str) -> dict[str, Any]:
     return {
         "name": topic,
         "configs": configs,
-        "partitions": [partition_info(core, i) for i in range(meta.partitions)],
+        "partitions": [partition_info(core, topic, i) for i in range(meta.partitions)],
     }

@@ -101,7 +101,7 @@ async def get_topic(request: Request, topic: TopicName) -> Response:
 async def get_partitions(request: Request, topic: TopicName) -> Response:
     core = gateway(request).core
     meta = await topic_meta(core, topic)
-    return KafkaJSON([partition_info(core, p) for p in range(meta.partitions)])
+    return KafkaJSON([partition_info(core, topic, p) for p in range(meta.partitions)])
 
 
 @router.get("/topics/{topic}/partitions/{partition}", summary="One partition", responses=FOUND)
@@ -109,7 +109,7 @@ async def get_partition(request: Request, topic: TopicName, partition: Partition
     core = gateway(request).core
     if partition >= (await topic_meta(core, topic)).partitions:
         raise errors.partition_not_found(topic, partition)
-    return KafkaJSON(partition_info(core, partition))
+    return KafkaJSON(partition_info(core, topic, partition))
 
 
 @router.get(

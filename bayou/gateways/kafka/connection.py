@@ -56,6 +56,7 @@ from bayou.gateways.kafka.acl_checks import checked
 from bayou.gateways.kafka.context import Listener, RequestContext
 from bayou.gateways.kafka.handlers import HANDLERS
 from bayou.gateways.kafka.handlers.api_versions import unsupported_version_response
+from bayou.gateways.kafka.placement import placing
 from bayou.gateways.kafka.response_stream import ResponseStream, close_records
 from bayou.gateways.kafka.session import SASL_MAX_RECEIVE, ClientSession
 from bayou.gateways.kafka.throttling import EXEMPT, PRODUCE, TimedAwait, set_throttle
@@ -304,11 +305,12 @@ class KafkaConnection(asyncio.Protocol):
 
     async def _respond(self, context: RequestContext, handler: Any, request: Any) -> Any:
         start = time.perf_counter()
+        if self.door.core.cluster.shared:
+            handler = placing(handler)
         if self.door.core.security.enabled:
             response = await checked(context, handler, request)
         else:
             response = await handler(context, request)
-        self._traffic.observer(api_name(context.header.api_key))(time.perf_counter() - start)
         self._traffic.observer(api_name(context.header.api_key))(time.perf_counter() - start)
         if context.session.failed:  # a failed login: answer, then close
             context.session.failed = False

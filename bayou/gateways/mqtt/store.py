@@ -210,7 +210,7 @@ class SessionStore:
     async def _delete_group(self, client_id: str) -> None:
         group = group_of(client_id)
         try:
-            driver = self.core.group_driver()
+            driver = self.core.group_driver(group)
             codes = await driver.run(
                 lambda now, _token: driver.coordinator.delete_groups(now, [group])
             )

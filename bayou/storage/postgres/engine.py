@@ -123,6 +123,11 @@ class PostgresEngine:
         self.node_id = node_id
         self.db = Database(url)
         self.sender = uuid.uuid4().hex[:12]  # names this engine in its notifications
+        #: new partition handles are fenced by the epoch they hold (the cluster layer turns
+        #: this off: it fences the partitions it leads and lets the others' writes through)
+        self.fence_appends = True
+        #: the cluster layer's: topics, leaders or brokers changed (it looks again)
+        self.on_topics_changed: Callable[[], None] | None = None
         self.internal_config = internal_config
         self.waiters = DataWaiters()
         self.writer = Writer(self)
@@ -246,6 +251,8 @@ class PostgresEngine:
                 producer_rows = await cur.fetchall()
         self._apply_configs(config_rows)
         self._apply_catalog(topic_rows, partition_rows)
+        if self.on_topics_changed is not None:
+            self.on_topics_changed()
         if producers:
             known = dict(self._by_pid)
             rows = [r for r in producer_rows if r[0] in known]
@@ -333,6 +340,8 @@ class PostgresEngine:
                         self._unknown[pid] = state
         elif kind in ("T", "C"):
             self._schedule_reload()
+        elif kind == "L" and self.on_topics_changed is not None:
+            self.on_topics_changed()  # the cluster layer looks again at once
 
     def _schedule_reload(self) -> None:
         if self._reloading is not None and not self._reloading.done():
@@ -392,6 +401,8 @@ class PostgresEngine:
         for handle in handles:
             self._partitions[(meta.name, handle.index)] = handle
             self._by_pid[handle.id] = handle
+        if handles and self.on_topics_changed is not None:
+            self.on_topics_changed()
 
     def _new_handles(
         self, name: str, config: TopicConfig, rows: Iterable[tuple[Any, ...]]
@@ -594,6 +605,12 @@ class PostgresEngine:
             raise UnknownTopicOrPartition(f"unknown topic partition {topic}-{index}")
         return handle
 
+    def topic_partition(self, topic: str, index: int) -> PgPartition | None:
+        return self._partitions.get((topic, index))
+
+    def partition_by_id(self, partition_id: int) -> PgPartition | None:
+        return self._by_pid.get(partition_id)
+
     def all_partitions(self) -> list[PgPartition]:
         """Every partition this engine knows: topics' and opened state logs'."""
         return [*self._partitions.values(), *(s.partition for s in self._state_logs.values())]
@@ -676,8 +693,9 @@ class PostgresEngine:
 
     async def claim_leadership(self, topic: str, index: int) -> int:
         """Become the partition's writer: bump its leader epoch in the database and hold
-        the new one; a broker holding an older epoch can no longer commit appends to it
-        (the cluster layer calls this when it hands a partition to this broker)."""
+        the new one, fenced; a broker holding an older epoch can no longer commit appends
+        to it.  (The cluster layer claims many partitions in one statement, with their
+        ``leader_id``: ``cluster.py``.)"""
         handle = self.partition(topic, index)
         try:
             async with self.db.connection("claiming leadership") as conn:
@@ -692,6 +710,7 @@ class PostgresEngine:
         if row is None:
             raise UnknownTopicOrPartition(f"{topic}-{index} was deleted")
         handle.leader_epoch = int(row[0])
+        handle.fenced = True
         handle.producers_at = None
         return handle.leader_epoch
 

@@ -92,6 +92,11 @@ def configs_payload(sender: str) -> str:
     return f"{sender} C"
 
 
+def leaders_payload(sender: str) -> str:
+    """Partition leaders or the live brokers changed (the cluster layer, ``cluster.py``)."""
+    return f"{sender} L"
+
+
 def parse(payload: str) -> tuple[str, str, Iterator[tuple[int, PartitionState]]]:
     """(sender, kind, partition states) of a notification; raises ValueError."""
     sender, kind, *rest = payload.split(" ", 2)

@@ -106,8 +106,11 @@ class PgPartition:
         self._index = index
         self.config = config
         self.state = state
-        #: the leader epoch this broker holds: appends commit only while the row has it
+        #: the leader epoch this broker holds: while ``fenced``, appends commit only while
+        #: the row has it; an unfenced handle (a partition the cluster layer says another
+        #: broker leads) appends under the row lock whatever the epoch (the doors' writes)
         self.leader_epoch = leader_epoch
+        self.fenced = engine.fence_appends
         self.internal = internal  # a state log: readable as a topic, written by its owner
         self.producer_state = ProducerStateManager()
         self.producers_at: int | None = None  # next offset the producer state is true at

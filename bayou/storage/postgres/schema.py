@@ -39,6 +39,9 @@ Tables (version 1; ``docs/design/postgres.md`` explains each column):
 Version 2 adds ``objects`` (objects of record batches: the ``s3://`` engine) and, in
 ``batches``, the object and position of a batch whose bytes are there (``data`` is NULL then);
 ``cluster.object_store`` names the bucket and prefix of a database the ``s3://`` engine owns.
+Version 3 adds ``brokers`` (one row per node id: its address and lease) and
+``partitions.leader_id`` (the node that claimed the partition's current ``leader_epoch``),
+for the cluster layer (``cluster.py``, ``docs/design/cluster.md``).
 """
 
 from __future__ import annotations
@@ -231,9 +234,25 @@ BEGIN
 END $$;
 """
 
+# Version 3: the cluster layer (``cluster.py``, additive: brokers of version 1 ignore it).
+_V3 = """
+CREATE TABLE bayou.brokers (
+    node_id integer PRIMARY KEY,
+    incarnation uuid NOT NULL,
+    host text NOT NULL,
+    port integer NOT NULL,
+    rack text,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    lease_until timestamptz NOT NULL
+);
+
+ALTER TABLE bayou.partitions ADD COLUMN leader_id integer NOT NULL DEFAULT -1;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", 1, _V1),
     Migration(2, "batches in object storage", 1, _V2),
+    Migration(3, "brokers and partition leaders", 1, _V3),
 )
 LATEST = MIGRATIONS[-1].version
 

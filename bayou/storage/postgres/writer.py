@@ -19,7 +19,8 @@ them all.  Idle, a write is one transaction on its own.
 1. ``BEGIN``; ``SELECT … FROM partitions WHERE id = ANY(…) ORDER BY id FOR UPDATE`` — the
    partition rows, locked in id order (so two brokers' transactions cannot deadlock).  A
    row whose ``leader_epoch`` is not the one this broker holds fails its writes with
-   NOT_LEADER_OR_FOLLOWER: a broker that lost a partition can no longer commit to it.  A
+   NOT_LEADER_OR_FOLLOWER when the handle is fenced (a partition this broker leads, or any
+   partition outside a cluster): a broker that lost a partition can no longer commit to it.  A
    cached producer state whose ``producers_at`` is not the row's next offset is reloaded
    from ``producers`` (another broker wrote meanwhile, or a transaction failed).
 2. In memory, write by write in call order: the producer-state check (a retried batch is
@@ -428,7 +429,7 @@ class Writer:
             if row is None or p.closed:
                 w.result = UnknownTopicOrPartition(f"{p.topic}-{p.index} was deleted")
                 continue
-            if row.leader_epoch != p.leader_epoch:
+            if p.fenced and row.leader_epoch != p.leader_epoch:
                 w.result = KafkaError(
                     f"this broker's leader epoch {p.leader_epoch} of {p.topic}-{p.index} is "
                     f"not the partition's ({row.leader_epoch})",

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bayou.errors import ErrorCode, KafkaError
+from bayou.errors import ErrorCode, KafkaError, NotLeaderOrFollower
 from bayou.gateways.kafka.context import RequestContext
 from bayou.gateways.kafka.handlers.registry import handles
 from bayou.protocol.kafka import messages as m
@@ -124,6 +124,8 @@ async def _read_into(
                 continue
             try:
                 log = core.partition(name, fp.partition)
+                if not core.leads(name, fp.partition):
+                    raise NotLeaderOrFollower(f"{name}-{fp.partition} is led by another broker")
             except KafkaError as exc:
                 partitions.append(
                     m.FetchResponsePartitionData(

@@ -10,7 +10,7 @@ v0's multi-offset form is not served.
 
 from __future__ import annotations
 
-from bayou.errors import ErrorCode, KafkaError
+from bayou.errors import ErrorCode, KafkaError, NotLeaderOrFollower
 from bayou.gateways.kafka.context import RequestContext
 from bayou.gateways.kafka.handlers.registry import handles
 from bayou.protocol.kafka import messages as m
@@ -58,8 +58,13 @@ async def handle_list_offsets(
         )
         for p in topic.partitions:
             try:
+                partition = core.partition(topic.name, p.partition_index)
+                if not core.leads(topic.name, p.partition_index):
+                    raise NotLeaderOrFollower(
+                        f"{topic.name}-{p.partition_index} is led by another broker"
+                    )
                 offset, timestamp = await lookup(
-                    core.partition(topic.name, p.partition_index),
+                    partition,
                     p.timestamp,
                     committed=committed,
                 )
@@ -76,7 +81,7 @@ async def handle_list_offsets(
                     error_code=ErrorCode.NONE,
                     timestamp=timestamp,
                     offset=offset,
-                    leader_epoch=0,
+                    leader_epoch=core.cluster.leadership(topic.name, p.partition_index).epoch,
                 )
             )
     return m.ListOffsetsResponse(topics=topics)

@@ -1,6 +1,10 @@
 """Metadata (key 3), v0-v12: brokers, cluster id, controller, topics and their partitions.
 
-Bayou is one node: it leads every partition (leader epoch 0, replicas = ISR = [this node]).
+The brokers are the cluster's live ones (``Core.cluster``: this broker alone on an engine
+no other broker shares).  Each partition names its leader and leader epoch; replicas and
+ISR are every live broker, the leader first — durability is the shared engine's, so any
+broker can serve as a replica.  A partition whose leader is not live (it died and no broker
+claimed the partition yet) is LEADER_NOT_AVAILABLE with leader -1; clients refresh.
 A null topic list (v1+) or an empty one (v0) means "all topics".  Unknown topics are created
 when the request allows it (v4+, always before) and ``auto.create.topics.enable`` is on.  v10+
 carry topic ids and accept lookups by id; v12 answers an unknown id with UNKNOWN_TOPIC_ID.
@@ -20,31 +24,45 @@ from bayou.errors import ErrorCode, KafkaError
 from bayou.gateways.kafka.authorization import TOPIC_OPERATIONS, cluster_operations
 from bayou.gateways.kafka.context import RequestContext
 from bayou.gateways.kafka.handlers.registry import handles
+from bayou.gateways.kafka.placement import live_brokers
 from bayou.protocol.kafka import messages as m
 from bayou.storage.metadata import TopicMeta
 
 ZERO_UUID = uuid.UUID(int=0)
 
 
+def partition_metadata(
+    ctx: RequestContext, topic: str, index: int, live: list[int], *, internal: bool
+) -> m.MetadataResponsePartition:
+    cluster = ctx.core.cluster
+    if internal:  # a state log: every broker serves it
+        leader, epoch = ctx.core.node_id, 0
+    else:
+        found = cluster.leadership(topic, index)
+        leader, epoch = found.leader, found.epoch
+    replicas = [leader, *(n for n in live if n != leader)] if leader >= 0 else list(live)
+    return m.MetadataResponsePartition(
+        error_code=ErrorCode.NONE if leader >= 0 else ErrorCode.LEADER_NOT_AVAILABLE,
+        partition_index=index,
+        leader_id=leader,
+        leader_epoch=epoch,
+        replica_nodes=replicas,
+        isr_nodes=replicas if leader >= 0 else [],
+        offline_replicas=[],
+    )
+
+
 def topic_metadata(
     ctx: RequestContext, topic: TopicMeta, *, internal: bool = False
 ) -> m.MetadataResponseTopic:
-    node = ctx.core.node_id
+    live = [b.node_id for b in live_brokers(ctx)]
     return m.MetadataResponseTopic(
         error_code=ErrorCode.NONE,
         name=topic.name,
         topic_id=topic.topic_id,
         is_internal=internal,
         partitions=[
-            m.MetadataResponsePartition(
-                error_code=ErrorCode.NONE,
-                partition_index=index,
-                leader_id=node,
-                leader_epoch=0,
-                replica_nodes=[node],
-                isr_nodes=[node],
-                offline_replicas=[],
-            )
+            partition_metadata(ctx, topic.name, index, live, internal=internal)
             for index in range(topic.partitions)
         ],
     )
@@ -52,7 +70,7 @@ def topic_metadata(
 
 @handles(3, 0, 12)
 async def handle_metadata(ctx: RequestContext, request: m.MetadataRequest) -> m.MetadataResponse:
-    core, door = ctx.core, ctx.door
+    core = ctx.core
     internal = core.internal_topics()
     wanted = request.topics
     topics: list[m.MetadataResponseTopic] = []
@@ -92,15 +110,11 @@ async def handle_metadata(ctx: RequestContext, request: m.MetadataRequest) -> m.
                 t.topic_authorized_operations = TOPIC_OPERATIONS
     return m.MetadataResponse(
         brokers=[
-            m.MetadataResponseBroker(
-                node_id=core.node_id,
-                host=door.advertised_host,
-                port=door.advertised_port,
-                rack=None,
-            )
+            m.MetadataResponseBroker(node_id=b.node_id, host=b.host, port=b.port, rack=b.rack)
+            for b in live_brokers(ctx)
         ],
         cluster_id=core.cluster_id,
-        controller_id=core.node_id,
+        controller_id=core.cluster.controller_id,
         topics=topics,
         cluster_authorized_operations=cluster_operations(
             8 <= ctx.version <= 10 and request.include_cluster_authorized_operations

@@ -56,6 +56,13 @@ def _error(
     )
 
 
+def not_leader(ctx: RequestContext, topic: str, index: int) -> bool:
+    """A known partition another broker leads (an unknown one is the append's to answer)."""
+    core = ctx.core
+    meta = core.topics().get(topic)
+    return meta is not None and 0 <= index < meta.partitions and not core.leads(topic, index)
+
+
 @handles(0, 3, 11, advertised_min=0)
 async def handle_produce(
     ctx: RequestContext, request: m.ProduceRequest
@@ -82,6 +89,10 @@ async def handle_produce(
                 partitions.append(_error(data.index, *refuse))
             elif data.records is None or len(data.records) == 0:
                 partitions.append(_error(data.index, ErrorCode.CORRUPT_MESSAGE, "empty record set"))
+            elif not_leader(ctx, name, data.index):
+                partitions.append(
+                    _error(data.index, ErrorCode.NOT_LEADER_OR_FOLLOWER, "led by another broker")
+                )
             elif (refused := txn.refusal(name, data.index, data.records)) is not None:
                 partitions.append(_error(data.index, *refused))
             else:
