@@ -38,6 +38,7 @@ from tests.support.mirror import (
     read_partition,
 )
 from tests.support.ports import free_port
+from tests.support.quota_admin import QuotaAdmin
 from tests.support.security import SecureBroker
 from tests.support.wait import wait_until
 
@@ -258,14 +259,22 @@ def test_kill_9_mid_copy_then_fail_the_group_over(
         mirrors.append(m)
         return m
 
-    first = start()
-    wait_until(
-        "the copy under way",
-        lambda: sum(_ends(target.bootstrap, topic, 2)) >= 2000,
-        WAIT_S,
-    )
-    first.kill()
-    at_kill = sum(_ends(target.bootstrap, topic, 2))
+    # a produce quota on the target keeps the first copy slow enough to be killed mid-way
+    # (unthrottled, an idle machine copies all 60,000 records before the kill lands)
+    quotas = QuotaAdmin(target.bootstrap)
+    try:
+        assert quotas.alter({"user": "ANONYMOUS"}, {"producer_byte_rate": 500_000}) == (0, None)
+        first = start()
+        wait_until(
+            "the copy under way",
+            lambda: sum(_ends(target.bootstrap, topic, 2)) >= 2000,
+            WAIT_S,
+        )
+        first.kill()
+        at_kill = sum(_ends(target.bootstrap, topic, 2))
+        assert quotas.alter({"user": "ANONYMOUS"}, {"producer_byte_rate": None}) == (0, None)
+    finally:
+        quotas.close()
     assert at_kill < total, "the copy finished before the kill: nothing tested"
 
     # The source moves on while the mirror is down; its group commits there.
