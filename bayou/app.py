@@ -301,7 +301,10 @@ class App:
             host = "127.0.0.1"
         if ":" in host:
             host = f"[{host}]"
-        return {"bootstrap.servers": f"{host}:{self.kafka.port}"}
+        return {
+            "bootstrap.servers": f"{host}:{self.kafka.port}",
+            **self.core.security.internal_client_config(),
+        }
 
     def _kafka_settings(self, port: int, tls_port: int) -> KafkaSettings:
         config = self.config
