@@ -91,6 +91,7 @@ class SinkTaskRunner(TaskRunner):
         self.consumed: dict[TP, int] = {}  # next offset after what was handled, not committed
         self.dlq: Any = None
         self.dirty = False  # records put since the last flush
+        self.committed: dict[TP, int] = {}
         policy.retry(f"{self.name}: start", self.task.start, self.stop_event)
         if policy.tolerance_all and policy.dlq_topic:
             self._prepare_dlq(policy.dlq_topic)
@@ -142,10 +143,11 @@ class SinkTaskRunner(TaskRunner):
             if messages:
                 self._handle(messages)
             now = time.monotonic()
-            if self.task.flush_due(int(time.time() * 1000)) or (
-                now - last_flush >= self.interval_s and (self.dirty or self.consumed)
-            ):
+            if self.task.flush_due(int(time.time() * 1000)):
                 self._flush_and_commit(asynchronous=False)
+                last_flush = now
+            elif now - last_flush >= self.interval_s:
+                self._flush_and_commit(asynchronous=False, force=False)
                 last_flush = now
 
     def _handle(self, messages: list[Message]) -> None:
@@ -273,17 +275,34 @@ class SinkTaskRunner(TaskRunner):
 
     # ------------------------------------------------------------------ flush and commit
 
-    def _flush_and_commit(self, *, asynchronous: bool, only: set[TP] | None = None) -> None:
-        flushed: Mapping[TP, int] = self.prepared.policy.retry(
-            f"{self.name}: flush", self.task.flush, self.stop_event
-        )
+    def _flush_and_commit(
+        self, *, asynchronous: bool, only: set[TP] | None = None, force: bool = True
+    ) -> None:
+        """Flush the task (when ``force`` or records were put since the last flush), then
+        commit what moved: the consumer's position (every record returned by the consumer
+        was handled by now; the position also steps over transaction markers), what was
+        consumed, or what ``flush`` returned."""
+        flushed: Mapping[TP, int] = {}
+        if force or self.dirty:
+            flushed = self.prepared.policy.retry(
+                f"{self.name}: flush", self.task.flush, self.stop_event
+            )
         self.dirty = False
         if self.dlq is not None and self.dlq.flush(30):
             raise ConnectError("records for the dead-letter topic were not delivered in 30 s")
         offsets = {tp: o for tp, o in flushed.items() if tp in self.assigned}
         offsets.update(self.consumed)
-        if only is not None:
-            offsets = {tp: o for tp, o in offsets.items() if tp in only}
+        if self.assigned:
+            asked = [TopicPartition(t, p) for t, p in self.assigned]
+            for tp in self.consumer.position(asked):
+                key = (tp.topic, tp.partition)
+                if tp.offset >= 0 and tp.offset > offsets.get(key, -1):
+                    offsets[key] = tp.offset
+        offsets = {
+            tp: o
+            for tp, o in offsets.items()
+            if (only is None or tp in only) and o > self.committed.get(tp, -1)
+        }
         if not offsets:
             return
         commit: Any = self.consumer.commit
@@ -291,8 +310,9 @@ class SinkTaskRunner(TaskRunner):
             offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
             asynchronous=asynchronous,
         )
-        for tp in offsets:
-            self.consumed.pop(tp, None)
+        for where, o in offsets.items():
+            self.consumed.pop(where, None)
+            self.committed[where] = o
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         try:
@@ -336,6 +356,7 @@ class SinkTaskRunner(TaskRunner):
     def _close(self, keys: set[TP]) -> None:
         for tp in keys:
             self.consumed.pop(tp, None)
+            self.committed.pop(tp, None)
         closing = keys & self.assigned
         self.assigned -= keys
         if closing:
