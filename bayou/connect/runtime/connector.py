@@ -80,6 +80,7 @@ class ConnectorRunner:
         self.client_config = client_config
         self.worker_id = worker_id
         self.paused = paused
+        self.catalog_id = ""  # the broker's catalog record this runs (supervisor.py)
         self.prepared: Prepared | None = None
         self.state = UNASSIGNED
         self.trace: str | None = None
