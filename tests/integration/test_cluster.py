@@ -212,20 +212,30 @@ def test_metadata_lists_the_live_brokers_and_spreads_the_leaders(cluster: Cluste
 
 
 class Load:
-    """An idempotent acks=all producer and a consumer group of two, in threads, each
-    recording what it got; the consumers commit as they go."""
+    """Idempotent acks=all producers (one by default) and a consumer group of two, in
+    threads, each recording what it got; the consumers commit as they go (``on_commit`` is
+    told of each commit)."""
 
-    def __init__(self, bootstrap: str, topic: str, group: str) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        group: str,
+        *,
+        producers: int = 1,
+        on_commit: Any = None,
+    ) -> None:
         self.topic, self.group, self.bootstrap = topic, group, bootstrap
+        self.producers, self.on_commit = producers, on_commit
         self.acked: list[tuple[int, int, bytes]] = []  # partition, offset, value
         self.failed: list[str] = []
         self.consumed: list[tuple[int, int, bytes]] = []
         self.producing = threading.Event()
         self.consuming = threading.Event()
         self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._produce)] + [
-            threading.Thread(target=self._consume) for _ in range(2)
-        ]
+        self.threads = [
+            threading.Thread(target=self._produce, args=(b"%d-" % n,)) for n in range(producers)
+        ] + [threading.Thread(target=self._consume) for _ in range(2)]
 
     def start(self) -> None:
         self.producing.set()
@@ -233,7 +243,7 @@ class Load:
         for t in self.threads:
             t.start()
 
-    def _produce(self) -> None:
+    def _produce(self, prefix: bytes) -> None:
         p = Producer(
             {
                 "bootstrap.servers": self.bootstrap,
@@ -253,24 +263,27 @@ class Load:
 
         i = 0
         while self.producing.is_set() and i < 100_000:
-            p.produce(self.topic, value=b"%d" % i, partition=i % 6, on_delivery=on_delivery)
+            p.produce(
+                self.topic, value=prefix + b"%d" % i, partition=i % 6, on_delivery=on_delivery
+            )
             i += 1
             p.poll(0.01)
         assert p.flush(120) == 0
 
     def _consume(self) -> None:
-        c = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": self.group,
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": True,
-                "auto.commit.interval.ms": 500,
-                "session.timeout.ms": 10_000,
-                "heartbeat.interval.ms": 1000,
-                "topic.metadata.refresh.interval.ms": 1000,
-            }
-        )
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap,
+            "group.id": self.group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": True,
+            "auto.commit.interval.ms": 500,
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 1000,
+            "topic.metadata.refresh.interval.ms": 1000,
+        }
+        if self.on_commit is not None:
+            config["on_commit"] = self.on_commit
+        c = Consumer(config)
         c.subscribe([self.topic])
         try:
             deadline = time.monotonic() + 300
@@ -288,11 +301,12 @@ class Load:
 
     def stop_producing(self) -> None:
         self.producing.clear()
-        self.threads[0].join(150)
+        for t in self.threads[: self.producers]:
+            t.join(150)
 
     def stop_consuming(self) -> None:
         self.consuming.clear()
-        for t in self.threads[1:]:
+        for t in self.threads[self.producers :]:
             t.join(60)
 
 
