@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bayou.core.cursor import Cursor, Isolation, Reset, StartSpec, resolve_start, wait_any
+from bayou.core.forwarding import GroupLink
 from bayou.core.group_member import GroupMember, Listener, Offsets
 from bayou.core.groups import GroupCoordinatorError, GroupDriver, GroupSettings
 from bayou.core.groups.store import TOPIC as GROUPS_LOG
@@ -121,6 +122,8 @@ class Core:
         self.engine = engine
         self.cluster: Cluster = cluster or SingleNode(settings.node_id)
         self.security = security or Security()
+        #: the doors' members' calls to a group coordinated by another broker
+        self.group_link = GroupLink(self.topics)
         self.metrics = metrics or BrokerMetrics()
         self.quotas = quotas or Quotas()
         self.settings = settings
@@ -220,6 +223,7 @@ class Core:
     async def close(self) -> None:
         """After the doors stopped: answer parked group requests, stop the core's tasks."""
         await self.cluster.leave()
+        self.group_link.close()
         if self.transactions is not None:
             self.transactions.shutdown()
             await self.transactions.drain(TXN_DRAIN_S)
@@ -376,6 +380,26 @@ class Core:
             if error != ErrorCode.NONE:
                 raise GroupCoordinatorError(error)
         return self.groups
+
+    def group_owner(self, group_id: str) -> GroupDriver | BrokerAddress:
+        """Where the doors' own members of ``group_id`` are served: this broker's driver
+        when it coordinates the group, else the address of the broker that does (their
+        calls are forwarded there: ``forwarding.py``).  NOT_COORDINATOR when no other
+        broker can be asked (none live, this one lost its lease, or logins are required),
+        COORDINATOR_LOAD_IN_PROGRESS while this one takes the group over."""
+        if self.groups is None:
+            raise GroupCoordinatorError(ErrorCode.COORDINATOR_NOT_AVAILABLE)
+        cluster = self.cluster
+        error = cluster.coordinator_error(0, group_id)
+        if error == ErrorCode.NONE:
+            return self.groups
+        forwardable = cluster.active() and not self.security.enabled
+        if error == ErrorCode.NOT_COORDINATOR and forwardable:
+            owner = cluster.coordinator(0, group_id)
+            address = cluster.broker(owner) if owner != cluster.node_id else None
+            if address is not None:
+                return address
+        raise GroupCoordinatorError(error)
 
     def transaction_driver(self) -> TxnDriver:
         """The transaction coordinator's driver; COORDINATOR_NOT_AVAILABLE when not running."""

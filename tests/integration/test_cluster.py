@@ -42,9 +42,16 @@ MOVE_S = 20.0  # the claim is 10 s (a 6 s lease, 1 s heartbeats); slack for a lo
 
 
 class Cluster:
-    """Three brokers on one database (node ids 1-3), each with Kafka, HTTP and MQTT."""
+    """Three brokers on one database (node ids 1-3), each with Kafka and ``doors`` (HTTP
+    and MQTT by default), with ``env``."""
 
-    def __init__(self, root: Path, url: str) -> None:
+    def __init__(
+        self,
+        root: Path,
+        url: str,
+        doors: tuple[str, ...] = ("http", "mqtt"),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.brokers = {
             n: BrokerProcess(
                 root / f"node{n}",
@@ -56,7 +63,8 @@ class Cluster:
                     "--group-initial-rebalance-delay-ms",
                     "0",
                 ],
-                doors=("http", "mqtt"),
+                doors=doors,
+                env=env,
             )
             for n in NODES
         }
