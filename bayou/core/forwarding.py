@@ -48,6 +48,7 @@ CALL_TIMEOUT_S = 10.0
 CONSUMER_GROUP_HEARTBEAT, OFFSET_COMMIT, OFFSET_FETCH = 68, 8, 9
 HEARTBEAT_VERSION, COMMIT_VERSION, FETCH_VERSION = 1, 9, 9
 E = ErrorCode
+FORWARDED_CLIENT_ID = "bayou-broker"
 
 
 class BrokerConnection:
@@ -113,6 +114,10 @@ class GroupLink:
         for connection in self._connections.values():
             connection.close()
         self._connections.clear()
+
+    async def call(self, address: BrokerAddress, api_key: int, version: int, request: Any) -> Any:
+        """Any request, as it is, to the broker at ``address``; its response."""
+        return await self._connection(address).call(api_key, version, request, FORWARDED_CLIENT_ID)
 
     async def heartbeat(
         self,

@@ -40,8 +40,9 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
+from bayou.core.forwarding import FORWARDED_CLIENT_ID, GroupLink
 from bayou.core.groups import (
     ConsumerGroup,
     ConsumerHeartbeatResponse,
@@ -54,9 +55,6 @@ from bayou.core.groups import (
 from bayou.errors import ErrorCode
 from bayou.storage.cluster import BrokerAddress
 
-if TYPE_CHECKING:
-    from bayou.core.forwarding import GroupLink
-
 log = logging.getLogger(__name__)
 
 TopicPartition = tuple[str, int]
@@ -66,7 +64,6 @@ Listener = Callable[[frozenset[TopicPartition]], Awaitable[None]]
 REBALANCE_TIMEOUT_MS = 30_000
 REBALANCE_HEARTBEAT_S = 0.1
 LEAVE_EPOCH = -1
-FORWARDED_CLIENT_ID = "bayou-broker"
 E = ErrorCode
 
 
