@@ -66,7 +66,14 @@ class BrokerConnection:
                 return await asyncio.wait_for(
                     self._exchange(api_key, version, request, client_id), CALL_TIMEOUT_S
                 )
-            except (OSError, TimeoutError, asyncio.IncompleteReadError, BayouError) as exc:
+            except (
+                OSError,
+                TimeoutError,
+                asyncio.IncompleteReadError,
+                BayouError,
+                ValueError,
+                struct.error,
+            ) as exc:
                 self.close()
                 raise GroupCoordinatorError(
                     E.NOT_COORDINATOR, f"broker {self.address.node_id} did not answer: {exc!r}"
