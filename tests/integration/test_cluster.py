@@ -25,7 +25,7 @@ from confluent_kafka.admin import AdminClient
 from bayou.errors import ErrorCode
 from bayou.protocol.kafka import messages as m
 from bayou.protocol.kafka.records import Record, build_batch
-from bayou.storage.cluster import coordinator_key, rendezvous
+from bayou.storage.cluster import coordinator_key, partition_key, rendezvous
 from tests.integration.test_confluent_kafka import create_topic
 from tests.support.broker import BrokerProcess
 from tests.support.http import client
@@ -110,12 +110,14 @@ class Cluster:
         return {p.partition_index: p.leader_id for p in found.partitions}
 
     def wait_led(self, topic: str, nodes: set[int], timeout: float = MOVE_S) -> dict[int, int]:
-        """Wait until every broker in ``nodes`` names the same leader, one of ``nodes``, for
-        every partition; those leaders."""
+        """Wait until every broker in ``nodes`` names the same leader for every partition:
+        the one rendezvous hashing places it on among ``nodes`` (a broker that just joined
+        claims its share at its next heartbeat); those leaders."""
 
         def agreed() -> bool:
             views = [self.leaders(n, topic) for n in nodes]
-            return all(v == views[0] for v in views) and set(views[0].values()) <= nodes
+            placed = {p: rendezvous(partition_key(topic, p), nodes) for p in views[0]}
+            return bool(placed) and all(v == placed for v in views)
 
         wait_until(f"brokers {sorted(nodes)} to agree on {topic}'s leaders", agreed, timeout)
         return self.leaders(min(nodes), topic)
