@@ -123,7 +123,7 @@ class Core:
         self.cluster: Cluster = cluster or SingleNode(settings.node_id)
         self.security = security or Security()
         #: the doors' members' calls to a group coordinated by another broker
-        self.group_link = GroupLink(self.topics)
+        self.group_link = GroupLink(self.topics, self.security.internal_login)
         self.metrics = metrics or BrokerMetrics()
         self.quotas = quotas or Quotas()
         self.settings = settings
@@ -391,7 +391,7 @@ class Core:
         """Where the doors' own members of ``group_id`` are served: this broker's driver
         when it coordinates the group, else the address of the broker that does (their
         calls are forwarded there: ``forwarding.py``).  NOT_COORDINATOR when no other
-        broker can be asked (none live, this one lost its lease, or logins are required),
+        broker can be asked (none live, or this one lost its lease),
         COORDINATOR_LOAD_IN_PROGRESS while this one takes the group over."""
         if self.groups is None:
             raise GroupCoordinatorError(ErrorCode.COORDINATOR_NOT_AVAILABLE)
@@ -405,12 +405,11 @@ class Core:
     def group_coordinator(self, group_id: str) -> tuple[ErrorCode, BrokerAddress | None]:
         """Who serves a group (or share group) for the doors: (NONE, None) this broker;
         (NOT_COORDINATOR, its address) another broker, to forward to; (the error, None)
-        nobody this broker can ask (none live, this one lost its lease, logins are
-        required) or this one is still loading it."""
+        nobody this broker can ask (none live, this one lost its lease) or this one is
+        still loading it."""
         cluster = self.cluster
         error = cluster.coordinator_error(0, group_id)
-        forwardable = cluster.active() and not self.security.enabled
-        if error == ErrorCode.NOT_COORDINATOR and forwardable:
+        if error == ErrorCode.NOT_COORDINATOR and cluster.active():
             owner = cluster.coordinator(0, group_id)
             address = cluster.broker(owner) if owner != cluster.node_id else None
             if address is not None:

@@ -19,9 +19,10 @@ group may mix Kafka clients and door members connected to any broker.
 closed, no answer within ``CALL_TIMEOUT_S``) is NOT_COORDINATOR, which every caller already
 treats as retriable (the coordinator may have moved: the next call asks the cluster again).
 
-Not forwarded: with ``--authorizer acl`` the other broker's listener requires a SASL login and
-brokers have no credential of their own for one another yet, so members there keep getting
-NOT_COORDINATOR (``docs/design/cluster.md``, *Not built*).
+With ``--authorizer acl`` the other broker's listener requires a login: the connection
+first logs in with SASL PLAIN as the broker's internal user (``bayou.core.security``: a
+super user whose secret every broker of the cluster reads from the shared engine), as
+Kafka's inter-broker listener uses a principal of its own.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import contextlib
 import itertools
 import logging
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from bayou.core.groups import ConsumerHeartbeatResponse, GroupCoordinatorError, OffsetCommit
@@ -46,6 +47,9 @@ log = logging.getLogger(__name__)
 
 CALL_TIMEOUT_S = 10.0
 CONSUMER_GROUP_HEARTBEAT, OFFSET_COMMIT, OFFSET_FETCH = 68, 8, 9
+SASL_HANDSHAKE, SASL_AUTHENTICATE = 17, 36
+Credentials = Callable[[], tuple[str, str] | None]
+"""The SASL PLAIN user and password to log in with, or None when no login is required."""
 HEARTBEAT_VERSION, COMMIT_VERSION, FETCH_VERSION = 1, 9, 9
 E = ErrorCode
 FORWARDED_CLIENT_ID = "bayou-broker"
@@ -54,8 +58,9 @@ FORWARDED_CLIENT_ID = "bayou-broker"
 class BrokerConnection:
     """One connection to another broker's Kafka listener, one request at a time."""
 
-    def __init__(self, address: BrokerAddress) -> None:
+    def __init__(self, address: BrokerAddress, credentials: Credentials = lambda: None) -> None:
         self.address = address
+        self.credentials = credentials
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._lock = asyncio.Lock()
         self._correlation = itertools.count(1)
@@ -82,6 +87,29 @@ class BrokerConnection:
     async def _exchange(self, api_key: int, version: int, request: Any, client_id: str) -> Any:
         if self._streams is None:
             self._streams = await asyncio.open_connection(self.address.host, self.address.port)
+            login = self.credentials()
+            if login is not None:
+                await self._login(*login, client_id)
+        return await self._roundtrip(api_key, version, request, client_id)
+
+    async def _login(self, user: str, password: str, client_id: str) -> None:
+        """SaslHandshake v1 (PLAIN), then SaslAuthenticate v2 with ``NUL user NUL password``."""
+        shake = await self._roundtrip(
+            SASL_HANDSHAKE, 1, m.SaslHandshakeRequest(mechanism="PLAIN"), client_id
+        )
+        if shake.error_code != E.NONE:
+            raise OSError(f"SASL handshake refused: {E(shake.error_code).name}")
+        auth = await self._roundtrip(
+            SASL_AUTHENTICATE,
+            2,
+            m.SaslAuthenticateRequest(auth_bytes=b"\0" + user.encode() + b"\0" + password.encode()),
+            client_id,
+        )
+        if auth.error_code != E.NONE:
+            raise OSError(f"SASL login refused: {auth.error_message}")
+
+    async def _roundtrip(self, api_key: int, version: int, request: Any, client_id: str) -> Any:
+        assert self._streams is not None
         reader, writer = self._streams
         correlation = next(self._correlation)
         writer.write(
@@ -104,9 +132,11 @@ class BrokerConnection:
 class GroupLink:
     """The group coordinator calls of the doors' members, sent to another broker."""
 
-    def __init__(self, topics: Any) -> None:
-        """``topics``: a callable giving the topic catalogue (name -> ``TopicMeta``)."""
+    def __init__(self, topics: Any, credentials: Credentials = lambda: None) -> None:
+        """``topics``: a callable giving the topic catalogue (name -> ``TopicMeta``);
+        ``credentials``: the login other brokers' listeners require, if any."""
         self._topics = topics
+        self._credentials = credentials
         self._connections: dict[int, BrokerConnection] = {}
 
     def _connection(self, address: BrokerAddress) -> BrokerConnection:
@@ -114,7 +144,9 @@ class GroupLink:
         if found is None or found.address != address:  # restarted elsewhere: a new one
             if found is not None:
                 found.close()
-            found = self._connections[address.node_id] = BrokerConnection(address)
+            found = self._connections[address.node_id] = BrokerConnection(
+                address, self._credentials
+            )
         return found
 
     def close(self) -> None:
