@@ -197,6 +197,8 @@ class ExtractTopic:
 
 # ------------------------------------------------------------------ timestamps
 
+_MS = "\ue000"  # placeholders (private-use characters) for what strftime has no code for
+_ZONE = "\ue001"
 _JAVA_LETTERS = {
     "yyyy": "%Y",
     "yy": "%y",
@@ -209,15 +211,15 @@ _JAVA_LETTERS = {
     "hh": "%I",
     "mm": "%M",
     "ss": "%S",
-    "SSS": "\x00ms",
+    "SSS": _MS,
     "SSSSSS": "%f",
     "EEEE": "%A",
     "EEE": "%a",
     "a": "%p",
     "Z": "%z",
-    "XXX": "\x00iso",
-    "XX": "\x00iso",
-    "X": "\x00iso",
+    "XXX": _ZONE,
+    "XX": _ZONE,
+    "X": _ZONE,
     "D": "%j",
 }
 
@@ -252,12 +254,12 @@ class JavaDateFormat:
             out.append("%%" if ch == "%" else ch)
             i += 1
         self.strftime = "".join(out)
-        self.strptime = self.strftime.replace("\x00ms", "%f").replace("\x00iso", "%z")
+        self.strptime = self.strftime.replace(_MS, "%f").replace(_ZONE, "%z")
         self.strptime = self.strptime.replace("%-d", "%d")
 
     def format(self, when: datetime) -> str:
-        text = when.strftime(self.strftime.replace("\x00ms", "\x00m").replace("\x00iso", "Z"))
-        return text.replace("\x00m", f"{when.microsecond // 1000:03d}")
+        text = when.strftime(self.strftime.replace(_ZONE, "Z"))
+        return text.replace(_MS, f"{when.microsecond // 1000:03d}")
 
     def parse(self, text: str) -> datetime:
         try:
