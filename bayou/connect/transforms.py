@@ -60,8 +60,23 @@ def _part(record: SinkRecord | SourceRecord, which: str) -> Any:
     return record.key if which == "key" else record.value
 
 
+def _replace(record: R, **changes: Any) -> R:
+    """``dataclasses.replace`` without its introspection (this runs per record)."""
+    if isinstance(record, SinkRecord):
+        return SinkRecord(
+            changes.get("topic", record.topic),
+            record.partition,
+            record.offset,
+            record.timestamp_ms,
+            changes.get("key", record.key),
+            changes.get("value", record.value),
+            record.headers,
+        )
+    return dataclasses.replace(record, **changes)
+
+
 def _with(record: R, which: str, new: Any) -> R:
-    return dataclasses.replace(record, **{which: new})
+    return _replace(record, **{which: new})
 
 
 def _object(data: Any, which: str, what: str) -> dict[str, Any]:
@@ -171,7 +186,7 @@ class RegexRouter:
         match = self.regex.fullmatch(record.topic)
         if match is None:
             return record
-        return dataclasses.replace(record, topic=match.expand(self.replacement))
+        return _replace(record, topic=match.expand(self.replacement))
 
 
 class ExtractTopic:
@@ -192,7 +207,7 @@ class ExtractTopic:
             raise TransformError(f"ExtractTopic: the {self.which} has no {self.field or 'value'}")
         if isinstance(data, dict | list):
             raise TransformError(f"ExtractTopic: {self.field} is not a topic name")
-        return dataclasses.replace(record, topic=str(data))
+        return _replace(record, topic=str(data))
 
 
 # ------------------------------------------------------------------ timestamps
@@ -352,7 +367,7 @@ class TimestampRouter:
         topic = self.topic_format.replace("${topic}", record.topic).replace(
             "${timestamp}", self.timestamp_format.format(when)
         )
-        return dataclasses.replace(record, topic=topic)
+        return _replace(record, topic=topic)
 
 
 # ------------------------------------------------------------------ predicates
