@@ -238,6 +238,20 @@ def test_auto_evolve_adds_columns_and_refuses_without_it(db_url: str) -> None:
     evolving.stop()
 
 
+def test_a_bad_record_is_refused_by_put_and_nothing_of_its_batch_is_taken(db_url: str) -> None:
+    task = make_task(db_url, table="strict", **{"auto.create": True, "pk.mode": "record_key"})
+    task.open([("t", 0)])
+    good = [rec(0, {"id": 1}, {"v": 1}, "t"), rec(1, {"id": 2}, {"v": 2}, "t")]
+    for bad in (rec(2, {"id": 3}, "not an object", "t"), rec(2, None, {"v": 3}, "t")):
+        with pytest.raises(RecordError) as refused:
+            task.put([*good, bad])
+        assert refused.value.record == bad
+    task.put(good)  # the runtime puts the rest again, the bad one went to the dead letters
+    assert task.flush() == {("t", 0): 2}
+    assert query(db_url, "SELECT id, v FROM strict ORDER BY id") == [(1, 1), (2, 2)]
+    task.stop()
+
+
 def test_bad_configs_are_refused() -> None:
     url = "postgres://postgres@127.0.0.1:1/none"
     cases = [

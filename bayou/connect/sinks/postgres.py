@@ -128,6 +128,8 @@ class Row:
     record: SinkRecord
     values: dict[str, Any]
     key: tuple[Any, ...] | None
+    kind: str
+    """``write``, ``delete`` (a tombstone with ``delete.enabled``) or ``skip``."""
 
 
 def table_identifier(name: str) -> sql.Identifier:
@@ -164,7 +166,7 @@ class PostgresSinkTask(SinkTask):
         super().__init__(config)
         self.settings = SinkSettings.parse(config)
         self._conn: psycopg.Connection[Any] | None = None
-        self._buffer: list[SinkRecord] = []
+        self._buffer: list[Row] = []
         self._covered: dict[TopicPartition, int] = {}
         self._tables: dict[str, TableShape | None] = {}
 
@@ -193,7 +195,9 @@ class PostgresSinkTask(SinkTask):
         return found
 
     def put(self, records: Sequence[SinkRecord]) -> None:
-        self._buffer.extend(records)
+        # Every record is checked before any is taken: a RecordError leaves the buffer as it
+        # was (the runtime then sends that record to the dead-letter topic and puts the rest).
+        self._buffer.extend([self._row(record) for record in records])
 
     def flush_due(self, now_ms: int) -> bool:
         return len(self._buffer) >= self.settings.batch_size
@@ -216,15 +220,15 @@ class PostgresSinkTask(SinkTask):
         except RecordError:
             self._tables.clear()
             raise
-        for record in batch:
-            tp = record.topic_partition
-            self._covered[tp] = max(self._covered.get(tp, 0), record.offset + 1)
+        for row in batch:
+            tp = row.record.topic_partition
+            self._covered[tp] = max(self._covered.get(tp, 0), row.record.offset + 1)
         self._buffer = []
         return dict(self._covered)
 
     def close(self, partitions: Collection[TopicPartition]) -> None:
         gone = set(partitions)
-        self._buffer = [r for r in self._buffer if r.topic_partition not in gone]
+        self._buffer = [r for r in self._buffer if r.record.topic_partition not in gone]
         for tp in gone:
             self._covered.pop(tp, None)
 
@@ -264,17 +268,18 @@ class PostgresSinkTask(SinkTask):
 
     # -- one flush --------------------------------------------------------------------------
 
-    def _write(self, conn: psycopg.Connection[Any], batch: list[SinkRecord]) -> None:
+    def _write(self, conn: psycopg.Connection[Any], batch: list[Row]) -> None:
         ends: dict[TopicPartition, int] = {}
-        for record in batch:
-            ends[record.topic_partition] = record.offset + 1
+        for row in batch:
+            ends[row.record.topic_partition] = row.record.offset + 1
         stored = self._lock_offsets(conn, list(ends))
-        fresh = [r for r in batch if r.offset >= stored.get(r.topic_partition, 0)]
-        by_table: dict[str, list[SinkRecord]] = {}
-        for record in fresh:
-            by_table.setdefault(self.settings.table_for(record.topic), []).append(record)
-        for table, records in by_table.items():
-            for kind, run in self._runs(records):
+        by_table: dict[str, list[Row]] = {}
+        for row in batch:
+            record = row.record
+            if row.kind != "skip" and record.offset >= stored.get(record.topic_partition, 0):
+                by_table.setdefault(self.settings.table_for(record.topic), []).append(row)
+        for table, rows in by_table.items():
+            for kind, run in self._runs(rows):
                 if kind == "write":
                     self._write_rows(conn, table, run)
                 else:
@@ -314,29 +319,29 @@ class PostgresSinkTask(SinkTask):
         ).fetchall()
         return {(topic, partition): offset for topic, partition, offset in rows}
 
-    def _runs(self, records: list[SinkRecord]) -> Iterator[tuple[str, list[Row]]]:
+    @staticmethod
+    def _runs(rows: list[Row]) -> Iterator[tuple[str, list[Row]]]:
         """Consecutive writes and consecutive deletes, in offset order."""
         kind = ""
         run: list[Row] = []
-        for record in records:
-            if record.value is None:
-                if not self.settings.delete_enabled:
-                    continue
-                this = "delete"
-            else:
-                this = "write"
-            row = self._row(record, delete=this == "delete")
-            if this != kind and run:
+        for row in rows:
+            if row.kind != kind and run:
                 yield kind, run
                 run = []
-            kind = this
+            kind = row.kind
             run.append(row)
         if run:
             yield kind, run
 
-    def _row(self, record: SinkRecord, delete: bool) -> Row:
+    def _row(self, record: SinkRecord) -> Row:
+        """The record as a row to write, a key to delete, or nothing (a skipped tombstone)."""
         values: dict[str, Any] = {}
-        if not delete:
+        if record.value is None:
+            if not self.settings.delete_enabled:
+                return Row(record, values, None, "skip")
+            kind = "delete"
+        else:
+            kind = "write"
             if not isinstance(record.value, dict):
                 raise RecordError(
                     f"{record.topic}[{record.partition}]@{record.offset}: the value is not a"
@@ -346,7 +351,7 @@ class PostgresSinkTask(SinkTask):
             values = dict(record.value)
         mode = self.settings.pk_mode
         if mode == "none":
-            return Row(record, values, None)
+            return Row(record, values, None, kind)
         if mode == "record_value":
             missing = [f for f in self.settings.pk_fields if values.get(f) is None]
             if missing:
@@ -355,10 +360,11 @@ class PostgresSinkTask(SinkTask):
                     f" field(s) {', '.join(missing)}",
                     record,
                 )
-            return Row(record, values, tuple(values[f] for f in self.settings.pk_fields))
+            key = tuple(values[f] for f in self.settings.pk_fields)
+            return Row(record, values, key, kind)
         key_values = self._key_columns(record)
         values.update(key_values)
-        return Row(record, values, tuple(key_values.values()))
+        return Row(record, values, tuple(key_values.values()), kind)
 
     def _key_columns(self, record: SinkRecord) -> dict[str, Any]:
         key = record.key

@@ -173,8 +173,8 @@ class PostgresCdcSourceTask(SourceTask):
 
     def __init__(self, config: ConnectorConfig) -> None:
         super().__init__(config)
-        if config.task_id != 0:
-            raise ConfigError(f"connector {config.name!r}: postgres-cdc-source runs one task")
+        self.idle = config.task_id != 0
+        """A slot is one ordered stream: task 0 reads it, others (tasks.max > 1) stay idle."""
         self.settings = CdcSettings.parse(config)
         self._conn: psycopg.Connection[Any] | None = None
         self._loader: Transformer | None = None
@@ -191,6 +191,8 @@ class PostgresCdcSourceTask(SourceTask):
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self, position: JsonValue | None) -> None:
+        if self.idle:
+            return
         conn = self._connection()
         self._db = conn.info.dbname
         for schema, name in self.settings.tables:
@@ -212,6 +214,9 @@ class PostgresCdcSourceTask(SourceTask):
         self._create_slot_and_snapshot()
 
     def poll(self, timeout_s: float) -> Sequence[SourceRecord]:
+        if self.idle:
+            time.sleep(timeout_s)
+            return []
         if self._snapshot is not None:
             return self._poll_snapshot()
         deadline = time.monotonic() + timeout_s
@@ -222,6 +227,8 @@ class PostgresCdcSourceTask(SourceTask):
             time.sleep(min(self.settings.poll_interval_s, max(0.0, deadline - time.monotonic())))
 
     def commit(self, position: JsonValue) -> None:
+        if self.idle:
+            return
         if not isinstance(position, dict) or position.get("end") is None:
             return  # a snapshot row, or inside a transaction: the slot stays where it is
         end = int(position["end"])
