@@ -5,6 +5,7 @@ the position the runtime stored."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,6 +18,7 @@ from bayou.connect.registry import task_class
 from bayou.connect.sources.pgoutput import lsn_text
 from bayou.connect.sources.postgres_cdc import UNAVAILABLE, PostgresCdcSourceTask
 from tests.support.postgres import PostgresServer
+from tests.support.wait import wait_until
 
 
 @pytest.fixture
@@ -281,3 +283,47 @@ def test_values_are_the_same_json_in_snapshot_and_stream(
     assert streamed.pop("big") == UNAVAILABLE
     assert streamed == {**after, "n": "13", "tags": None}
     task.stop()
+
+
+def test_snapshot_and_stream_meet_exactly_while_rows_are_written(
+    db_url: str, make_task: TaskFactory
+) -> None:
+    """Rows inserted while the slot is created and the snapshot read are each delivered
+    once: in the snapshot (``r``) or in the stream (``c``), never both, never neither."""
+    sql(db_url, "CREATE TABLE flow (id int PRIMARY KEY)", "INSERT INTO flow VALUES (0)")
+    stop = threading.Event()
+    written: list[int] = []
+
+    def writer() -> None:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            for i in range(1, 100_000):
+                if stop.is_set():
+                    return
+                conn.execute("INSERT INTO flow VALUES (%s)", (i,))
+                written.append(i)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        wait_until("the writer to run", lambda: len(written) > 50)
+        task = make_task(db_url, "flow", **{"max.batch.size": 100})
+        task.start(None)
+        seen: list[tuple[str, int]] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            records = task.poll(0.5)
+            seen.extend((r.value["op"], r.key["id"]) for r in records)
+            if any(op == "c" for op, _ in seen) and len(seen) > len(written) / 2:
+                break
+    finally:
+        stop.set()
+        thread.join(30)
+    total = len(written) + 1
+    deadline = time.monotonic() + 60
+    while len(seen) < total and time.monotonic() < deadline:
+        seen.extend((r.value["op"], r.key["id"]) for r in task.poll(0.5))
+    assert task.poll(0.3) == []
+    ids = sorted(i for _, i in seen)
+    assert ids == list(range(total))
+    ops = {op for op, _ in seen}
+    assert ops == {"r", "c"}  # the writer ran on both sides of the slot's consistent point

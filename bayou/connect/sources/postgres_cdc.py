@@ -209,6 +209,8 @@ class PostgresCdcSourceTask(SourceTask):
                 )
             self._delivered = (int(position["lsn"]), int(position["n"]))
             return
+        if slot_exists and not self.settings.snapshot and position is None:
+            return  # no snapshot wanted: stream from the slot as it is (made by hand, say)
         if slot_exists:
             conn.execute("SELECT pg_drop_replication_slot(%s)", (self.settings.slot,))
         self._create_slot_and_snapshot()
