@@ -110,18 +110,25 @@ class _Reader:
 
     def take(self, size: int) -> bytes:
         end = self.pos + size
-        if end > len(self.data):
+        if size < 0 or end > len(self.data):
             raise DecodeError("pgoutput message ends early")
         chunk = self.data[self.pos : end]
         self.pos = end
         return chunk
 
     def unpack(self, shape: struct.Struct) -> int:
-        value: int = shape.unpack_from(self.take(shape.size))[0]
+        try:
+            value: int = shape.unpack_from(self.data, self.pos)[0]
+        except struct.error:
+            raise DecodeError("pgoutput message ends early") from None
+        self.pos += shape.size
         return value
 
     def byte(self) -> str:
-        return chr(self.take(1)[0])
+        if self.pos >= len(self.data):
+            raise DecodeError("pgoutput message ends early")
+        self.pos += 1
+        return chr(self.data[self.pos - 1])
 
     def string(self) -> str:
         end = self.data.find(b"\0", self.pos)
@@ -132,24 +139,39 @@ class _Reader:
         return text
 
     def tuple_data(self) -> tuple[ColumnValue, ...]:
+        data = self.data
+        size = len(data)
         count = self.unpack(_INT16)
+        pos = self.pos
         values: list[ColumnValue] = []
+        append = values.append
         for _ in range(count):
-            kind = self.byte()
-            if kind == "n":
-                values.append(None)
-            elif kind == "u":
-                values.append(UNCHANGED_TOAST)
-            elif kind in ("t", "b"):
-                values.append(self.take(self.unpack(_INT32)))
+            if pos >= size:
+                raise DecodeError("pgoutput message ends early")
+            kind = data[pos]
+            pos += 1
+            if kind == 0x74 or kind == 0x62:  # "t" text, "b" binary
+                if pos + 4 > size:
+                    raise DecodeError("pgoutput message ends early")
+                length = int.from_bytes(data[pos : pos + 4], "big", signed=True)
+                pos += 4
+                if length < 0 or pos + length > size:
+                    raise DecodeError("pgoutput message ends early")
+                append(data[pos : pos + length])
+                pos += length
+            elif kind == 0x6E:  # "n" null
+                append(None)
+            elif kind == 0x75:  # "u" unchanged TOAST
+                append(UNCHANGED_TOAST)
             else:
-                raise DecodeError(f"unknown pgoutput column kind {kind!r}")
+                raise DecodeError(f"unknown pgoutput column kind {chr(kind)!r}")
+        self.pos = pos
         return tuple(values)
 
 
 def decode(data: bytes) -> Message:
     """One pgoutput message (a row of ``pg_logical_slot_*_binary_changes``)."""
-    reader = _Reader(bytes(data))
+    reader = _Reader(data if isinstance(data, bytes) else bytes(data))
     tag = reader.byte()
     if tag == "B":
         lsn = reader.unpack(_UINT64)

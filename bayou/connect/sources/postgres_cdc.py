@@ -43,13 +43,14 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
+import functools
 import importlib.metadata
 import json
 import math
 import re
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,6 +182,9 @@ class PostgresCdcSourceTask(SourceTask):
         self._db = ""
         self._tables: dict[tuple[str, str], TableInfo] = {}
         self._relations: dict[int, pgoutput.Relation] = {}
+        self._loaders: dict[
+            int, tuple[pgoutput.Relation, list[tuple[str, Callable[[bytes], JsonValue]]]]
+        ] = {}
         self._snapshot: Snapshot | None = None
         self._delivered: tuple[int, int] = (0, 0)
         """(commit LSN, records of that transaction) produced so far."""
@@ -529,22 +533,39 @@ class PostgresCdcSourceTask(SourceTask):
     def _row(
         self, relation: pgoutput.Relation, values: tuple[pgoutput.ColumnValue, ...]
     ) -> dict[str, Any]:
-        loader = self._loader
-        assert loader is not None
+        loads = self._column_loaders(relation)
         row: dict[str, Any] = {}
-        for column, raw in zip(relation.columns, values, strict=False):
+        for (name, load), raw in zip(loads, values, strict=False):
             if raw is None:
-                row[column.name] = None
+                row[name] = None
             elif raw is UNCHANGED_TOAST:
-                row[column.name] = UNAVAILABLE
-            elif column.type_oid in JSON_TYPES:
-                assert isinstance(raw, bytes)
-                row[column.name] = raw.decode()
+                row[name] = UNAVAILABLE
             else:
                 assert isinstance(raw, bytes)
-                loaded = loader.get_loader(column.type_oid, Format.TEXT).load(raw)
-                row[column.name] = self._json(loaded)
+                row[name] = load(raw)
         return row
+
+    def _column_loaders(
+        self, relation: pgoutput.Relation
+    ) -> list[tuple[str, Callable[[bytes], JsonValue]]]:
+        """Per column: its name and text → JSON value (psycopg's loader for its type)."""
+        found = self._loaders.get(relation.oid)
+        if found is not None and found[0] is relation:
+            return found[1]
+        transformer = self._loader
+        assert transformer is not None
+        loads: list[tuple[str, Callable[[bytes], JsonValue]]] = []
+        for column in relation.columns:
+            if column.type_oid in JSON_TYPES:
+                loads.append((column.name, bytes.decode))
+                continue
+            load = transformer.get_loader(column.type_oid, Format.TEXT).load
+            loads.append((column.name, functools.partial(self._load_json, load)))
+        self._loaders[relation.oid] = (relation, loads)
+        return loads
+
+    def _load_json(self, load: Callable[[bytes], Any], raw: bytes) -> JsonValue:
+        return self._json(load(raw))
 
     def _json(self, value: Any) -> JsonValue:
         """A loaded PostgreSQL value as JSON: numbers, strings (dates and times in ISO 8601,
