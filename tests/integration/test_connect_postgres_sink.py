@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -374,3 +375,43 @@ def test_kill_9_mid_flush_then_resume_writes_every_row_once(
     ]
     assert query(db_url, "SELECT count(*) FROM crashed WHERE pad = 'y'") == [(total - next_offset,)]
     assert stored_offsets(db_url, "crash") == {("t", 0): total}
+
+
+def test_tasks_starting_together_create_the_tables_once(postgres_server: PostgresServer) -> None:
+    """Tasks of one connector start at once and auto-create the same tables: both the
+    offsets table and the target (two concurrent CREATE TABLE IF NOT EXISTS can collide in
+    PostgreSQL's catalog: DuplicateObject)."""
+    for _ in range(5):
+        url = postgres_server.create_database("race")
+        barrier = threading.Barrier(3)
+        errors: list[BaseException] = []
+
+        def run(
+            partition: int,
+            url: str = url,
+            barrier: threading.Barrier = barrier,
+            errors: list[BaseException] = errors,
+        ) -> None:
+            try:
+                task = PostgresSinkTask(
+                    ConnectorConfig.from_mapping(
+                        "race", {"connection.url": url, "table": "x", "auto.create": "true"}
+                    )
+                )
+                barrier.wait(30)
+                task.start()
+                task.open([("t", partition)])
+                task.put([rec(0, None, {"p": partition}, "t", partition)])
+                barrier.wait(30)
+                task.flush()
+                task.stop()
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(p,)) for p in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert errors == []
+        assert query(url, "SELECT p FROM x ORDER BY p") == [(0,), (1,), (2,)]

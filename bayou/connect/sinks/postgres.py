@@ -31,7 +31,6 @@ with the key columns as its primary key; ``auto.evolve`` adds a column for a new
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +53,8 @@ from bayou.connect.api import (
 INSERT_MODES = ("insert", "upsert")
 PK_MODES = ("none", "record_key", "record_value")
 DEFAULT_OFFSETS_TABLE = "_bayou_connect_offsets"
+CATALOG_RACES = ("pg_type_typname_nsp_index", "pg_class_relname_nsp_index")
+"""Unique indexes of the catalog two concurrent ``CREATE TABLE IF NOT EXISTS`` collide on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +138,12 @@ def table_identifier(name: str) -> sql.Identifier:
     return sql.Identifier(*name.split(".", 1))
 
 
+def lock_creation(conn: psycopg.Connection[Any], table: str) -> None:
+    """Serialize ``CREATE TABLE IF NOT EXISTS`` of ``table`` among tasks (until the end of the
+    transaction): two at once can collide in the catalog even with ``IF NOT EXISTS``."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"bayou-connect:{table}",))
+
+
 def sql_type_of(value: Any) -> str | None:
     """The column type ``auto.create`` gives a JSON value (``None`` for null: not known)."""
     if value is None:
@@ -214,8 +221,13 @@ class PostgresSinkTask(SinkTask):
             self._drop_connection()
             self._tables.clear()
             raise RetriableError(f"PostgreSQL: {exc}") from exc
+        except (psycopg.errors.DuplicateTable, psycopg.errors.DuplicateColumn) as exc:
+            self._tables.clear()  # another task created it at the same moment: look again
+            raise RetriableError(f"PostgreSQL: {exc}") from exc
         except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
             self._tables.clear()
+            if exc.diag.constraint_name in CATALOG_RACES:
+                raise RetriableError(f"PostgreSQL: {exc}") from exc
             raise ConnectError(f"PostgreSQL refused the batch: {exc}") from exc
         except RecordError:
             self._tables.clear()
@@ -262,8 +274,8 @@ class PostgresSinkTask(SinkTask):
             " next_offset bigint NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(),"
             " PRIMARY KEY (connector, topic, partition))"
         ).format(table_identifier(self.settings.offsets_table))
-        # another task may create it at the same moment
-        with contextlib.suppress(psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
+        with conn.transaction():
+            lock_creation(conn, self.settings.offsets_table)
             conn.execute(statement)
 
     # -- one flush --------------------------------------------------------------------------
@@ -435,6 +447,7 @@ class PostgresSinkTask(SinkTask):
                         sql.SQL(", ").join(sql.Identifier(k) for k in keys)
                     )
                 )
+            lock_creation(conn, table)
             conn.execute(
                 sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
                     table_identifier(table), sql.SQL(", ").join(parts)
