@@ -88,8 +88,15 @@ def pipeline_toml(url: str) -> str:
         "key.converter": "json",
         "value.converter": "json",
     }
+    log = {  # every row version, appended: duplicates would show here
+        **sink,
+        "table": "dst_log",
+        "insert.mode": "insert",
+        "pk.mode": "none",
+        "delete.enabled": False,
+    }
     lines = []
-    for name, keys in (("pg-cdc", source), ("pg-copy", sink)):
+    for name, keys in (("pg-cdc", source), ("pg-copy", sink), ("pg-log", log)):
         lines.append(f'[connectors."{name}"]')
         lines.extend(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in keys.items())
     return "\n".join(lines) + "\n"
@@ -140,8 +147,12 @@ class Writer(threading.Thread):
             self.error = exc
 
 
-def topic_records(broker: BrokerProcess) -> list[tuple[str, int]]:
-    """(op, id) of every committed record in the topic, in order."""
+def topic_records(
+    broker: BrokerProcess,
+) -> tuple[list[tuple[str, int]], list[tuple[int, int]], int]:
+    """(op, id) of every committed record in the topic, in order; (id, qty) of each row
+    version (``after``); the offset after the last record (transaction markers and aborted
+    records take offsets too)."""
     consumer = Consumer(
         {
             "bootstrap.servers": broker.bootstrap,
@@ -154,16 +165,23 @@ def topic_records(broker: BrokerProcess) -> list[tuple[str, int]]:
         end = consumer.get_watermark_offsets(TopicPartition(TOPIC, 0), timeout=10)[1]
         consumer.assign([TopicPartition(TOPIC, 0, 0)])
         out: list[tuple[str, int]] = []
+        versions: list[tuple[int, int]] = []
         deadline = time.monotonic() + 60
-        position = 0
-        while position < end and time.monotonic() < deadline:
-            for message in consumer.consume(1000, 1.0):
+        last = -1
+        fetched = 0
+        while fetched < end and time.monotonic() < deadline:
+            for message in consumer.consume(1000, 0.5):
                 if message.error() is not None:
                     continue
-                position = message.offset() + 1
+                last = message.offset()
                 value = json.loads(message.value())
-                out.append((value["op"], json.loads(message.key())["id"]))
-        return out
+                key = json.loads(message.key())["id"]
+                out.append((value["op"], key))
+                if value["after"] is not None:
+                    versions.append((key, value["after"]["qty"]))
+            # the next offset to fetch, past transaction markers and aborted records
+            fetched = consumer.position([TopicPartition(TOPIC, 0)])[0].offset
+        return out, versions, last + 1
     finally:
         consumer.close()
 
@@ -212,17 +230,23 @@ def test_cdc_to_sink_survives_kill_9(broker: BrokerProcess, db_url: str, tmp_pat
     assert writer.error is None, writer.error
     try:
         wait_until("dst to equal src", lambda: table(db_url, "dst") == table(db_url, "src"), 120)
+        row_versions = initial + sum(1 for op, _ in writer.changes if op != "d")
+        wait_until("dst_log to catch up", lambda: len(table(db_url, "dst_log")) >= row_versions)
     finally:
         connect.stop()
-    records = topic_records(broker)
+    records, versions, after_last = topic_records(broker)
     snapshot = [r for r in records if r[0] == "r"]
     assert sorted(snapshot) == [("r", i) for i in range(initial)]
     assert [r for r in records if r[0] != "r"] == writer.changes
-    # The sink's progress is in the target, in the same transactions as the rows.
+    # The append-only copy holds every row version once; both sinks' progress is in the
+    # target, written in the same transactions as their rows.
     with psycopg.connect(db_url) as conn:
+        logged = conn.execute("SELECT id, qty FROM dst_log ORDER BY id, qty").fetchall()
         stored = conn.execute(
-            "SELECT next_offset FROM _bayou_connect_offsets WHERE connector = 'pg-copy'"
+            "SELECT connector, next_offset FROM _bayou_connect_offsets ORDER BY connector"
         ).fetchall()
-    assert stored == [(len(records),)]
+    assert len(versions) == row_versions
+    assert logged == sorted(versions)
+    assert stored == [("pg-copy", after_last), ("pg-log", after_last)]
     log = (tmp_path / "connect.log").read_text()
     assert "Traceback" not in log, log[-3000:]
