@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -73,21 +74,52 @@ def produce(bootstrap: str, records: int, partitions: int) -> None:
     assert producer.flush(120) == 0
 
 
-def wait_rows(url: str, table: str, expected: int) -> float:
-    """Seconds until ``table`` holds ``expected`` rows (polled every 100 ms)."""
+@dataclass(frozen=True)
+class Timing:
+    """A phase's time from its start, and the rate after the first rows arrived (start-up,
+    group join and the first batch excluded)."""
+
+    seconds: float
+    steady_per_s: float
+
+    def line(self, phase: str, count: int, unit: str, what: str = "") -> str:
+        return (
+            f"{phase:13} {count / self.seconds:10,.0f} {unit}/s  steady {self.steady_per_s:10,.0f}"
+            f" {unit}/s  ({self.seconds:.1f} s{what})"
+        )
+
+
+def watch(count: Callable[[], int], expected: int, what: str) -> Timing:
+    """Poll ``count`` every 100 ms until it reaches ``expected``."""
     start = time.monotonic()
+    first: tuple[float, int] | None = None
+    while time.monotonic() - start < DEADLINE_S:
+        seen = count()
+        now = time.monotonic()
+        if seen > 0 and first is None:
+            first = (now, seen)
+        if seen >= expected:
+            assert first is not None
+            steady = (seen - first[1]) / (now - first[0]) if now > first[0] else 0.0
+            return Timing(now - start, steady)
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not reach {expected} in {DEADLINE_S} s")
+
+
+def wait_rows(url: str, table: str, expected: int) -> Timing:
     with psycopg.connect(url, autocommit=True) as conn:
-        while time.monotonic() - start < DEADLINE_S:
+
+        def rows() -> int:
             found = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()
-            if found and found[0] is not None:
-                row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
-                if row and row[0] >= expected:
-                    return time.monotonic() - start
-            time.sleep(0.1)
-    raise RuntimeError(f"{table} did not reach {expected} rows in {DEADLINE_S} s")
+            if not found or found[0] is None:
+                return 0
+            row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+            return int(row[0]) if row else 0
+
+        return watch(rows, expected, table)
 
 
-def baseline(bootstrap: str, url: str, records: int) -> float:
+def baseline(bootstrap: str, url: str, records: int) -> Timing:
     """A hand-written consumer: poll, json.loads, COPY, commit the database, then the group."""
     started_at = time.monotonic()
     consumer = Consumer(
@@ -100,6 +132,7 @@ def baseline(bootstrap: str, url: str, records: int) -> float:
     )
     consumer.subscribe([TOPIC])
     written = 0
+    first: tuple[float, int] | None = None
     with psycopg.connect(url) as conn:
         conn.execute(
             "CREATE TABLE baseline (id bigint, name text, qty bigint, price double precision,"
@@ -108,7 +141,7 @@ def baseline(bootstrap: str, url: str, records: int) -> float:
         conn.commit()
         while written < records and time.monotonic() - started_at < DEADLINE_S:
             batch = consumer.consume(5000, 1.0)
-            rows = [json.loads(m.value()) for m in batch if m.error() is None]
+            rows = [json.loads(m.value() or b"null") for m in batch if m.error() is None]
             if not rows:
                 continue
             with conn.cursor().copy(
@@ -119,13 +152,17 @@ def baseline(bootstrap: str, url: str, records: int) -> float:
             conn.commit()
             consumer.commit(asynchronous=False)
             written += len(rows)
+            if first is None:
+                first = (time.monotonic(), written)
     consumer.close()
-    return time.monotonic() - started_at
+    now = time.monotonic()
+    assert first is not None
+    return Timing(now - started_at, (written - first[1]) / max(now - first[0], 1e-9))
 
 
 def run_connector(
-    work: Path, bootstrap: str, name: str, keys: dict[str, object], until: Callable[[], float]
-) -> float:
+    work: Path, bootstrap: str, name: str, keys: dict[str, object], until: Callable[[], Timing]
+) -> Timing:
     """``bayou connect run`` with one connector; the time ``until`` takes; then SIGTERM."""
     lines = [f"[connectors.{name}]"]
     for key, value in keys.items():
@@ -150,7 +187,7 @@ def run_connector(
         log.close()
 
 
-def sink(work: Path, bootstrap: str, url: str, records: int, mode: str) -> float:
+def sink(work: Path, bootstrap: str, url: str, records: int, mode: str) -> Timing:
     table = f"sink_{mode}"
     keys: dict[str, object] = {
         "connector.class": "postgres-sink",
@@ -248,15 +285,14 @@ def main() -> None:
         if any(p.startswith(("baseline", "sink")) for p in phases):
             produce(broker.bootstrap, args.records, args.partitions)
         for phase in phases:
+            timing: Timing
             if phase == "baseline":
-                seconds = baseline(broker.bootstrap, url, args.records)
+                timing = baseline(broker.bootstrap, url, args.records)
             elif phase in ("sink-insert", "sink-upsert"):
-                seconds = sink(work, broker.bootstrap, url, args.records, phase[5:])
+                timing = sink(work, broker.bootstrap, url, args.records, phase[5:])
             else:
                 continue
-            results.append(
-                f"{phase:13} {args.records / seconds:10,.0f} records/s  ({seconds:.1f} s)"
-            )
+            results.append(timing.line(phase, args.records, "records"))
             print(results[-1], flush=True)
         if any(p.startswith("cdc") for p in phases):
             pgbench(server, url, "-i", "-q", "-s", str(args.scale))
@@ -302,15 +338,17 @@ def main() -> None:
                             "value.converter": "json",
                         }
 
-                        def until() -> float:
-                            begin = time.monotonic()
-                            while time.monotonic() - begin < DEADLINE_S:
-                                if topic_total(broker.bootstrap, "cdcrt.") >= changes:
-                                    return time.monotonic() - begin
-                                time.sleep(0.2)
-                            raise RuntimeError("the CDC connector did not catch up")
+                        def until() -> Timing:
+                            return watch(
+                                lambda: topic_total(broker.bootstrap, "cdcrt."),
+                                changes,
+                                "the CDC connector's topics",
+                            )
 
-                        seconds = run_connector(work, broker.bootstrap, "cdc_runtime", keys, until)
+                        timing = run_connector(work, broker.bootstrap, "cdc_runtime", keys, until)
+                        results.append(timing.line(p, changes, "rows", f", {changes:,} changes"))
+                        print(results[-1], flush=True)
+                        continue
                     results.append(
                         f"{p:13} {changes / seconds:10,.0f} rows/s     ({seconds:.1f} s,"
                         f" {changes:,} changes)"
