@@ -13,10 +13,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from bayou.connect.api import ConnectorConfig, SourceRecord
+from bayou.connect.api import ConnectorConfig, RetriableError, SourceRecord
 from bayou.connect.registry import task_class
 from bayou.connect.sources.pgoutput import lsn_text
 from bayou.connect.sources.postgres_cdc import UNAVAILABLE, PostgresCdcSourceTask
+from tests.support.ports import free_port
 from tests.support.postgres import PostgresServer
 from tests.support.wait import wait_until
 
@@ -327,3 +328,10 @@ def test_snapshot_and_stream_meet_exactly_while_rows_are_written(
     assert ids == list(range(total))
     ops = {op for op, _ in seen}
     assert ops == {"r", "c"}  # the writer ran on both sides of the slot's consistent point
+
+
+def test_an_unreachable_database_is_a_retriable_error() -> None:
+    task = new_task(f"postgres://postgres@127.0.0.1:{free_port()}/none", "t")
+    with pytest.raises(RetriableError, match="PostgreSQL"):
+        task.start(None)
+    task.stop()

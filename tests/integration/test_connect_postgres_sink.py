@@ -18,9 +18,16 @@ from typing import Any
 import psycopg
 import pytest
 
-from bayou.connect.api import ConfigError, ConnectorConfig, RecordError, SinkRecord
+from bayou.connect.api import (
+    ConfigError,
+    ConnectorConfig,
+    RecordError,
+    RetriableError,
+    SinkRecord,
+)
 from bayou.connect.registry import task_class
 from bayou.connect.sinks.postgres import PostgresSinkTask
+from tests.support.ports import free_port
 from tests.support.postgres import PostgresServer
 from tests.support.wait import wait_until
 
@@ -251,6 +258,15 @@ def test_a_bad_record_is_refused_by_put_and_nothing_of_its_batch_is_taken(db_url
     assert task.flush() == {("t", 0): 2}
     assert query(db_url, "SELECT id, v FROM strict ORDER BY id") == [(1, 1), (2, 2)]
     task.stop()
+
+
+def test_an_unreachable_database_is_a_retriable_error() -> None:
+    url = f"postgres://postgres@127.0.0.1:{free_port()}/none"
+    task = PostgresSinkTask(ConnectorConfig.from_mapping("gone", {"connection.url": url}))
+    with pytest.raises(RetriableError, match="cannot connect"):
+        task.start()
+    with pytest.raises(RetriableError):
+        task.open([("t", 0)])
 
 
 def test_bad_configs_are_refused() -> None:

@@ -197,6 +197,15 @@ class PostgresCdcSourceTask(SourceTask):
     def start(self, position: JsonValue | None) -> None:
         if self.idle:
             return
+        try:
+            self._start(position)
+        except psycopg.OperationalError as exc:
+            # The database went away half-way: the runtime calls start again, which finds
+            # the slot as it was left (a slot without its snapshot is made again).
+            self.stop()
+            raise RetriableError(f"PostgreSQL: {exc}") from exc
+
+    def _start(self, position: JsonValue | None) -> None:
         conn = self._connection()
         self._db = conn.info.dbname
         for schema, name in self.settings.tables:
