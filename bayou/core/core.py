@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bayou.core.cursor import Cursor, Isolation, Reset, StartSpec, resolve_start, wait_any
+from bayou.core.forwarding import GroupLink
 from bayou.core.group_member import GroupMember, Listener, Offsets
 from bayou.core.groups import GroupCoordinatorError, GroupDriver, GroupSettings
 from bayou.core.groups.store import TOPIC as GROUPS_LOG
@@ -121,6 +122,8 @@ class Core:
         self.engine = engine
         self.cluster: Cluster = cluster or SingleNode(settings.node_id)
         self.security = security or Security()
+        #: the doors' members' calls to a group coordinated by another broker
+        self.group_link = GroupLink(self.topics)
         self.metrics = metrics or BrokerMetrics()
         self.quotas = quotas or Quotas()
         self.settings = settings
@@ -194,10 +197,14 @@ class Core:
         # what this broker owns
         if self.groups is not None:
             await self.groups.follow(lambda _g: False, load=False)
+        if self.shares is not None:
+            await self.shares.follow(lambda _g: False, load=False)
         if self.transactions is not None:
             await self.transactions.follow(lambda _t: False, load=False)
         self.cluster.on_change(self._follow_cluster)
         active = self.cluster.active
+        if self.shares is not None:
+            self.shares.active = active
         if self.groups is not None:
             self.groups.active = active
             await self.groups.start()
@@ -209,6 +216,8 @@ class Core:
         cluster = self.cluster
         if self.groups is not None:
             await self.groups.follow(lambda g: cluster.owns(0, g), load=load)
+        if self.shares is not None:  # share groups are placed as groups are (one name space)
+            await self.shares.follow(lambda g: cluster.owns(0, g), load=load)
         if self.transactions is not None:
             await self.transactions.follow(lambda t: cluster.owns(1, t), load=load)
 
@@ -220,6 +229,7 @@ class Core:
     async def close(self) -> None:
         """After the doors stopped: answer parked group requests, stop the core's tasks."""
         await self.cluster.leave()
+        self.group_link.close()
         if self.transactions is not None:
             self.transactions.shutdown()
             await self.transactions.drain(TXN_DRAIN_S)
@@ -377,16 +387,53 @@ class Core:
                 raise GroupCoordinatorError(error)
         return self.groups
 
+    def group_owner(self, group_id: str) -> GroupDriver | BrokerAddress:
+        """Where the doors' own members of ``group_id`` are served: this broker's driver
+        when it coordinates the group, else the address of the broker that does (their
+        calls are forwarded there: ``forwarding.py``).  NOT_COORDINATOR when no other
+        broker can be asked (none live, this one lost its lease, or logins are required),
+        COORDINATOR_LOAD_IN_PROGRESS while this one takes the group over."""
+        if self.groups is None:
+            raise GroupCoordinatorError(ErrorCode.COORDINATOR_NOT_AVAILABLE)
+        error, address = self.group_coordinator(group_id)
+        if address is not None:
+            return address
+        if error != ErrorCode.NONE:
+            raise GroupCoordinatorError(error)
+        return self.groups
+
+    def group_coordinator(self, group_id: str) -> tuple[ErrorCode, BrokerAddress | None]:
+        """Who serves a group (or share group) for the doors: (NONE, None) this broker;
+        (NOT_COORDINATOR, its address) another broker, to forward to; (the error, None)
+        nobody this broker can ask (none live, this one lost its lease, logins are
+        required) or this one is still loading it."""
+        cluster = self.cluster
+        error = cluster.coordinator_error(0, group_id)
+        forwardable = cluster.active() and not self.security.enabled
+        if error == ErrorCode.NOT_COORDINATOR and forwardable:
+            owner = cluster.coordinator(0, group_id)
+            address = cluster.broker(owner) if owner != cluster.node_id else None
+            if address is not None:
+                return error, address
+        return error, None
+
     def transaction_driver(self) -> TxnDriver:
         """The transaction coordinator's driver; COORDINATOR_NOT_AVAILABLE when not running."""
         if self.transactions is None or self.stopping:
             raise TxnCoordinatorError(ErrorCode.COORDINATOR_NOT_AVAILABLE)
         return self.transactions
 
-    def share_driver(self) -> ShareDriver:
-        """The share coordinator's driver; COORDINATOR_NOT_AVAILABLE when not running."""
+    def share_driver(self, group_id: str | None = None) -> ShareDriver:
+        """The share coordinator's driver; COORDINATOR_NOT_AVAILABLE when not running.
+        With ``group_id``: NOT_COORDINATOR (or COORDINATOR_LOAD_IN_PROGRESS) when another
+        broker of the cluster coordinates that share group — the doors' own share members
+        are served only by the group's coordinator, never by a second one beside it."""
         if self.shares is None or self.stopping:
             raise ShareCoordinatorError(ErrorCode.COORDINATOR_NOT_AVAILABLE)
+        if group_id is not None:
+            error = self.cluster.coordinator_error(0, group_id)
+            if error != ErrorCode.NONE:
+                raise ShareCoordinatorError(error)
         return self.shares
 
     def share_consumer(
@@ -400,7 +447,7 @@ class Core:
     ) -> ShareConsumer:
         """A member of share group ``group_id`` inside the broker (``join`` it first)."""
         return ShareConsumer(
-            self.share_driver,
+            lambda: self.share_driver(group_id),
             group_id,
             topics,
             client_id=client_id,
