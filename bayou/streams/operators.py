@@ -109,6 +109,14 @@ class EventClock:
         self.idle_partitions.add(partition)
         return self._advance()
 
+    def restore(self, ts: int) -> None:
+        """The clock a changelog saved: never back from there."""
+        self.max_ts = max(self.max_ts, ts)
+
+    def marker(self, partition: int, upstream: str, ts: int, idle: bool) -> bool:
+        """A watermark marker read (only ``MarkerClock`` listens to them)."""
+        return False
+
     def _advance(self) -> bool:
         if not self.partitions:
             return False
@@ -118,6 +126,49 @@ class EventClock:
             self.max_ts = base
             return True
         return False
+
+
+@dataclass
+class MarkerClock(EventClock):
+    """The event clock of a pipeline reading a repartition topic (Flink's watermark
+    propagation through a shuffle).
+
+    Records in a repartition partition come from every upstream task (one per partition of
+    the source, on whichever worker owns it), interleaved in no order of time, so their
+    timestamps cannot move the clock.  Each upstream task writes instead a watermark marker
+    (its partition's highest event time, and whether it was read to its end) to every
+    repartition partition, after the records it covers.  A repartition partition's time is
+    what its markers say, by ``EventClock``'s rule over the upstream tasks: the lowest of the
+    busy ones, the highest of all when every one is idle, and nothing (it holds the clock)
+    until every expected upstream task has spoken.  The clock is the lowest over the
+    assigned repartition partitions, and never goes back."""
+
+    expected: frozenset[str] = frozenset()
+    heard: dict[int, dict[str, tuple[int, bool]]] = field(default_factory=dict)
+
+    def track(self, partition: int) -> None:
+        self.partitions.setdefault(partition, NEVER)
+
+    def untrack(self, partition: int) -> bool:
+        self.heard.pop(partition, None)
+        return super().untrack(partition)
+
+    def see(self, ts: int, partition: int | None = None) -> bool:
+        return False  # data records do not move it: markers do
+
+    def idle(self, partition: int) -> bool:
+        return False  # a repartition partition read to its end says nothing of upstream
+
+    def marker(self, partition: int, upstream: str, ts: int, idle: bool) -> bool:
+        if partition not in self.partitions:
+            return False
+        heard = self.heard.setdefault(partition, {})
+        heard[upstream] = (ts, idle)
+        if not self.expected <= heard.keys():
+            return False
+        busy = [t for t, i in heard.values() if not i]
+        self.partitions[partition] = min(busy) if busy else max(t for t, _i in heard.values())
+        return self._advance()
 
 
 @dataclass
@@ -606,3 +657,109 @@ class TableJoin(Operator):
             return []
         value = self.merge(row, match)
         return [] if value is None else [row.derive(value)]
+
+
+def side_columns(row: Row) -> dict[str, Any]:
+    """A row as the joined row holds its other input: its fields and its record columns
+    (``\x00key``, ``\x00timestamp``, ``\x00partition``, ``\x00offset``)."""
+    out = dict(row.value) if isinstance(row.value, dict) else {}
+    out["\x00key"] = row.record_key
+    out["\x00timestamp"] = row.timestamp
+    out["\x00partition"] = row.partition
+    out["\x00offset"] = row.offset
+    return out
+
+
+class IntervalJoin(_Keyed):
+    """A windowed stream-stream join (Flink's interval join): rows of the two inputs with the
+    same key join when ``r.ts - lower <= l.ts <= r.ts + upper``; ``match(joined)`` checks the
+    rest of the ON condition.  A pair is emitted when its second row arrives (the left row
+    with the right one under ``slot``: ``side_columns``), in arrival order.
+
+    State per key: ``[lefts, rights]``, each row ``[ts, value, record key, partition,
+    offset]``.  A left row is kept while a right row that is not late could still match it
+    (until the watermark passes ``l.ts + lower``), a right row until it passes ``r.ts +
+    upper``; a row older than the watermark is late: dropped and counted, as windows do."""
+
+    def __init__(
+        self,
+        lower_ms: int,
+        upper_ms: int,
+        grace_ms: int,
+        slot: str,
+        match: Callable[[Row], Any],
+    ) -> None:
+        super().__init__()
+        self.lower_ms = lower_ms
+        self.upper_ms = upper_ms
+        self.grace_ms = grace_ms
+        self.slot = slot
+        self.match = match
+        self.expiring: list[tuple[int, str, Any]] = []  # heap of (expiry, key json, key)
+
+    def _watermark(self, ctx: Context) -> int:
+        return ctx.clock.max_ts - self.grace_ms
+
+    def push(self, row: Row, ctx: Context) -> list[Row]:
+        if row.timestamp < self._watermark(ctx):
+            ctx.stats.late_dropped += 1
+            return []
+        entry = self.state.get(row.key)
+        if entry is None:
+            entry = self.state[row.key] = [[], []]
+        left = row.side == "l"
+        stored = [row.timestamp, row.value, row.record_key, row.partition, row.offset]
+        out: list[Row] = []
+        for other in entry[1] if left else entry[0]:
+            other_row = self._row(row.key, other)
+            lrow, rrow = (row, other_row) if left else (other_row, row)
+            if rrow.timestamp - self.lower_ms <= lrow.timestamp <= rrow.timestamp + self.upper_ms:
+                joined = lrow.derive({**(lrow.value or {}), self.slot: side_columns(rrow)})
+                if self.match(joined):
+                    out.append(joined)
+        entry[0 if left else 1].append(stored)
+        expiry = row.timestamp + (self.lower_ms if left else self.upper_ms)
+        heapq.heappush(self.expiring, (expiry, dumps(_plain(row.key)).decode(), row.key))
+        self.dirty.add(row.key)
+        return out
+
+    @staticmethod
+    def _row(key: Any, stored: list[Any]) -> Row:
+        ts, value, record_key, partition, offset = stored
+        row = Row(key, value, ts, "", partition, offset)
+        row.record_key = record_key
+        return row
+
+    def fire(self, ctx: Context) -> list[Row]:
+        watermark = self._watermark(ctx)
+        while self.expiring and self.expiring[0][0] < watermark:
+            _expiry, _k, key = heapq.heappop(self.expiring)
+            entry = self.state.get(key)
+            if entry is None:
+                continue
+            lefts = [r for r in entry[0] if r[0] + self.lower_ms >= watermark]
+            rights = [r for r in entry[1] if r[0] + self.upper_ms >= watermark]
+            if len(lefts) == len(entry[0]) and len(rights) == len(entry[1]):
+                continue
+            self.dirty.add(key)
+            if lefts or rights:
+                self.state[key] = [lefts, rights]
+            else:
+                del self.state[key]
+        return []
+
+    def on_restore(self, skey: Any) -> None:
+        entry = self.state.get(skey)
+        if entry is None:
+            return
+        expiries = [r[0] + self.lower_ms for r in entry[0]]
+        expiries += [r[0] + self.upper_ms for r in entry[1]]
+        key_json = dumps(_plain(skey)).decode()
+        for expiry in set(expiries):
+            heapq.heappush(self.expiring, (expiry, key_json, skey))
+
+    def encode_value(self, value: Any) -> bytes:
+        return dumps(value)
+
+    def decode_value(self, skey: Any, raw: bytes) -> Any:
+        return json.loads(raw)

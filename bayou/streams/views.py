@@ -78,18 +78,28 @@ class ViewRecord:
     sql: str
     id: str
     created: int
+    repartition: bool = False  # decided at CREATE: the plan's pipelines(repartition)
 
     @property
     def app_id(self) -> str:
         return f"_bayou-view-{self.name}-{self.id}"
 
     def encode(self) -> bytes:
-        return dumps({"sql": self.sql, "id": self.id, "created": self.created})
+        data: dict[str, Any] = {"sql": self.sql, "id": self.id, "created": self.created}
+        if self.repartition:
+            data["repartition"] = True
+        return dumps(data)
 
     @staticmethod
     def decode(name: str, raw: bytes) -> ViewRecord:
         data = json.loads(raw)
-        return ViewRecord(name, str(data["sql"]), str(data["id"]), int(data["created"]))
+        return ViewRecord(
+            name,
+            str(data["sql"]),
+            str(data["id"]),
+            int(data["created"]),
+            bool(data.get("repartition", False)),
+        )
 
 
 @dataclass
@@ -227,7 +237,7 @@ class SqlSession:
                 raise SqlError(f"No view named {statement.name!r}")
             created = parse_statement(view.sql)
             assert isinstance(created, CreateView)
-            info = created.plan.describe()
+            info = {**created.plan.describe(), "repartition": view.repartition}
             text = "\n".join(
                 f"{k:18} {', '.join(v) if isinstance(v, list) else v}" for k, v in info.items()
             )
@@ -251,11 +261,15 @@ class SqlSession:
             raise SqlError(f"A view named {plan.name!r} exists (DROP VIEW it first)")
         admin = AdminClient(self.config)
         meta = admin.list_topics(timeout=self.timeout_s)
-        source = meta.topics.get(plan.source)
-        if source is None or source.error is not None:
-            raise SqlError(f"No topic named {plan.source!r} to read")
+        partitions = 0
+        for name in [*plan.sources, *plan.tables]:
+            source = meta.topics.get(name)
+            if source is None or source.error is not None:
+                raise SqlError(f"No topic named {name!r} to read")
+            if name in plan.sources:
+                partitions = max(partitions, len(source.partitions))
         wanted = [
-            NewTopic(topic, len(source.partitions))
+            NewTopic(topic, partitions)
             for topic in (plan.name, plan.dead_letter_topic)
             if topic not in meta.topics
         ]
@@ -265,18 +279,23 @@ class SqlSession:
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise SqlError(f"Cannot create the topic {topic!r}: {exc}") from None
-        record = ViewRecord(plan.name, plan.sql, uuid.uuid4().hex[:8], int(time.time() * 1000))
+        repartition = plan.join is not None or plan.wants_repartition(partitions)
+        record = ViewRecord(
+            plan.name,
+            plan.sql,
+            uuid.uuid4().hex[:8],
+            int(time.time() * 1000),
+            repartition,
+        )
         self.catalog.put(record)
         text = f"View {plan.name} created."
-        partitions = len(source.partitions)
-        if plan.shape != "projection" and partitions > 1:
+        if repartition and plan.join is None:
             keys = ", ".join(plan.group_by) or "nothing"
             text += (
-                f"\nNote: {plan.source} has {partitions} partitions and each is aggregated on"
-                f" its own: the results are right when the records of one {keys} are in one"
-                " partition (keyed by it)."
+                f"\n{plan.source} has {partitions} partitions: its records are repartitioned"
+                f" by {keys} through {plan.repartition_topic}."
             )
-        return Outcome("created", text, plan.describe())
+        return Outcome("created", text, {**plan.describe(), "repartition": repartition})
 
     def _pull(self, statement: PullQuery, views: dict[str, ViewRecord]) -> list[dict[str, Any]]:
         select = statement.select
@@ -459,7 +478,7 @@ class ViewSupervisor:
             plan = statement.plan
             runner = ExternalRunner(
                 view.app_id,
-                [plan.pipeline()],
+                plan.pipelines(view.repartition),
                 self.config["bootstrap.servers"],
                 guarantee="exactly-once",
                 auto_offset_reset=plan.startup,
