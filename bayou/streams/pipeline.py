@@ -159,7 +159,6 @@ class Task:
 
     def process(self, record: SourceRecord) -> None:
         pipeline = self.pipeline
-        pipeline.stats.records_in += 1
         self.position = record.offset + 1
         if (
             pipeline.upstreams
@@ -169,6 +168,7 @@ class Task:
         ):
             self._marker(record.headers[-1][1])
             return
+        pipeline.stats.records_in += 1
         try:
             row = pipeline.decode(record, pipeline.source, self.partition)
             self._run(0, [row])

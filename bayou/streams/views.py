@@ -51,7 +51,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from sqlglot import exp
 
 from bayou.streams.external import ExternalRunner
-from bayou.streams.pipeline import Processor
+from bayou.streams.pipeline import Pipeline, Processor
 from bayou.streams.rows import Row, dumps
 from bayou.streams.sql.errors import SqlError, at
 from bayou.streams.sql.expressions import RowScope, compile_expr, truthy
@@ -374,6 +374,21 @@ class _RunningView:
         self.runner.stop()
 
 
+def view_stats(pipelines: list[Pipeline]) -> dict[str, int]:
+    """A view's counters over its pipelines: records read from its sources, written to its
+    topic, dead letters and late records of every stage."""
+    total = {"records_in": 0, "records_out": 0, "dead_letters": 0, "late_dropped": 0}
+    for p in pipelines:
+        stats = p.stats
+        if not p.upstreams:
+            total["records_in"] += stats.records_in
+        if p.repartition is None:
+            total["records_out"] += stats.records_out
+        total["dead_letters"] += stats.dead_letters
+        total["late_dropped"] += stats.late_dropped
+    return total
+
+
 class ViewSupervisor:
     """Runs every view of the catalog (see the module docstring)."""
 
@@ -413,8 +428,7 @@ class ViewSupervisor:
     def stats(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
         for name, running in list(self.running.items()):
-            for stats in running.runner.processor.stats().values():
-                out[name] = stats
+            out[name] = view_stats(running.runner.pipelines)
         return out
 
     def _follow(self) -> None:

@@ -143,7 +143,10 @@ def test_views_from_the_cli_and_http(shared_broker: BrokerProcess) -> None:
     records = telemetry(120)
     produce(broker, "telemetry", records[:60])
     created = sql_ok(broker, AVG_VIEW.format(name="avg_temp", source="telemetry"))
-    assert created.startswith("View avg_temp created.\nNote: telemetry has 3 partitions")
+    assert created.startswith(
+        "View avg_temp created.\ntelemetry has 3 partitions: its records are repartitioned by"
+        " device through avg_temp-repartition."
+    )
     produce(broker, "telemetry", [*records[60:], ("bad", b"{not json", T0 + 120 * 7_000)])
     want = tumble_reference(records, MINUTE)
     same(results(consume(broker, "avg_temp", len(want))), want)
