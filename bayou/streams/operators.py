@@ -109,10 +109,6 @@ class EventClock:
         self.idle_partitions.add(partition)
         return self._advance()
 
-    def restore(self, ts: int) -> None:
-        """The clock a changelog saved: never back from there."""
-        self.max_ts = max(self.max_ts, ts)
-
     def marker(self, partition: int, upstream: str, ts: int, idle: bool) -> bool:
         """A watermark marker read (only ``MarkerClock`` listens to them)."""
         return False
@@ -171,9 +167,39 @@ class MarkerClock(EventClock):
         return self._advance()
 
 
+class TaskClock:
+    """The clock one task's operators see: its pipeline's ``EventClock``, bounded for the
+    task's own partition.
+
+    - A floor: the clock its changelog saved (``floor``), so a task restored after a crash or
+      a move never judges records by an earlier time than its predecessor did (a window it
+      closed cannot be opened again by a record that was late then).
+    - While the partition catches up (from its assignment to the first time it is read to
+      its end), a ceiling: the partition's own highest event time.  The pipeline's clock is
+      shared by every partition of this worker, and may have moved past the backlog of a
+      partition that just moved here (from a worker that stopped or died); that backlog is
+      judged by its own progress instead, as its old owner would have judged it, so a
+      rebalance neither drops it as late nor changes any result."""
+
+    __slots__ = ("catching_up", "floor", "partition", "shared")
+
+    def __init__(self, shared: EventClock, partition: int) -> None:
+        self.shared = shared
+        self.partition = partition
+        self.floor = NEVER
+        self.catching_up = True
+
+    @property
+    def max_ts(self) -> int:
+        base = self.shared.max_ts
+        if self.catching_up:
+            base = min(base, self.shared.partitions.get(self.partition, NEVER))
+        return max(base, self.floor)
+
+
 @dataclass
 class Context:
-    clock: EventClock
+    clock: EventClock | TaskClock
     stats: StreamStats = field(default_factory=StreamStats)
 
 

@@ -37,6 +37,7 @@ from bayou.streams.operators import (
     Operator,
     StreamStats,
     TableJoin,
+    TaskClock,
 )
 from bayou.streams.rows import Headers, Output, Row, dumps, key_bytes
 
@@ -145,7 +146,8 @@ class Task:
         self.pipeline = pipeline
         self.partition = partition
         self.clock = clock
-        self.ctx = Context(clock, pipeline.stats)
+        self.task_clock = TaskClock(clock, partition)
+        self.ctx = Context(self.task_clock, pipeline.stats)
         self.ops = pipeline.build()
         for i, op in enumerate(self.ops):
             op.ns = f"{i}:".encode()
@@ -153,6 +155,7 @@ class Task:
         self.position: int | None = None  # next offset to read, once a record was processed
         self.clock_dirty = False
         self.marker_sent: tuple[int, bool] | None = None  # first stages: the last marker
+        self.clock_written = NEVER  # the task clock its changelog holds
 
     def joins(self) -> Iterator[TableJoin]:
         return (op for op in self.ops if isinstance(op, TableJoin))
@@ -264,21 +267,23 @@ class Task:
         for op in self.ops:
             if op.stateful:
                 out.extend(op.changes())
-        if self.clock_dirty:
-            out.append((CLOCK_KEY, str(self.clock.max_ts).encode()))
+        now = self.task_clock.max_ts
+        if self.clock_dirty or now != self.clock_written:
+            out.append((CLOCK_KEY, str(now).encode()))
             self.clock_dirty = False
+            self.clock_written = now
         return out
 
     def entries(self) -> Iterator[tuple[bytes, bytes]]:
         for op in self.ops:
             if op.stateful:
                 yield from op.entries()
-        yield CLOCK_KEY, str(self.clock.max_ts).encode()
+        yield CLOCK_KEY, str(self.task_clock.max_ts).encode()
 
     def restore(self, key: bytes, value: bytes | None) -> None:
         if key == CLOCK_KEY:
             if value is not None:
-                self.clock.restore(int(value))
+                self.task_clock.floor = int(value)
             return
         ns, sep, _rest = key.partition(b":")
         if not sep or not ns.isdigit() or int(ns) >= len(self.ops):
@@ -368,6 +373,9 @@ class Processor:
         """``partition`` of ``topic`` was read to its end: it holds no pipeline's clock back
         (call ``fire`` after)."""
         for task in self.tasks.get((topic, partition), []):
+            if task.task_clock.catching_up:
+                task.task_clock.catching_up = False  # caught up: the shared clock from now
+                task.clock_dirty = True
             if task.clock.idle(partition):
                 task.clock_dirty = True
 

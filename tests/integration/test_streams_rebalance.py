@@ -44,24 +44,25 @@ def start_worker(
     broker: BrokerProcess, app_file: Path, state: Path, app: str, out: str, *extra: str
 ) -> subprocess.Popen[bytes]:
     env = {**os.environ, "RB_APP": app, "RB_OUT": out}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bayou",
-            "streams",
-            "run",
-            str(app_file),
-            "-b",
-            broker.bootstrap,
-            "--state-dir",
-            str(state),
-            *extra,
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with open(state.parent / f"{state.name}.log", "ab") as log:  # the child keeps its copy
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bayou",
+                "streams",
+                "run",
+                str(app_file),
+                "-b",
+                broker.bootstrap,
+                "--state-dir",
+                str(state),
+                *extra,
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
 
 
 def read_all(broker: BrokerProcess, topic: str) -> list[Any]:
@@ -147,7 +148,15 @@ def test_rebalance_mid_stream_gives_the_single_worker_results(tmp_path: Path) ->
         assert workers["b"].poll() is None and workers["c"].poll() is None
 
         want_count = (RECORDS * STEP_MS // WINDOW_MS) * DEVICES  # every window of every device
-        wait_until("every window's result", lambda: results() >= want_count, 120)
+        try:
+            wait_until("every window's result", lambda: results() >= want_count, 120)
+        except AssertionError:
+            got = windows(read_all(broker, "rb_out"))
+            seen = sorted({(k, w) for k, w, _n, _s in got})
+            logs = "\n".join(
+                f"--- {n}\n" + (tmp_path / f"{n}.log").read_text()[-3000:] for n in workers
+            )
+            raise AssertionError(f"{len(got)} results: {seen}\n{logs}") from None
         got = windows(read_all(broker, "rb_out"))
         assert max(got.values()) == 1, "a window result written twice"
 
