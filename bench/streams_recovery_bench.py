@@ -36,7 +36,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from bench.peers import stop_process, wait_ready
-from bench.streams_bench import free_port
+from bench.streams_bench import cpu_seconds, free_port
 
 PAYLOAD = 1000
 
@@ -112,9 +112,9 @@ def committed(bootstrap: str, group: str, topic: str) -> int:
 
 def run_until(
     cmd: list[str], bootstrap: str, group: str, topic: str, offset: int, timeout: float
-) -> float:
-    """Start ``cmd``; the seconds until ``group`` committed ``offset`` on ``topic``; stop it
-    (SIGTERM: the app closes as it would on a planned restart)."""
+) -> tuple[float, float]:
+    """Start ``cmd``; the seconds until ``group`` committed ``offset`` on ``topic`` and the
+    process's CPU seconds then; stop it (SIGTERM: the app closes as on a planned restart)."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     start = time.monotonic()
     try:
@@ -125,7 +125,7 @@ def run_until(
             if time.monotonic() - start > timeout:
                 raise RuntimeError(f"{group}: offset {offset} not committed in {timeout} s")
             time.sleep(0.1)
-        return time.monotonic() - start
+        return time.monotonic() - start, cpu_seconds(proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -223,7 +223,7 @@ def measure(
 
     group = f"{engine}-state"
 
-    def until_end(cmd: list[str], group: str, topic: str) -> float:
+    def until_end(cmd: list[str], group: str, topic: str) -> tuple[float, float]:
         """Run ``cmd`` until ``group`` committed ``topic`` to its end (another engine's
         probes are in the topics too)."""
         return run_until(cmd, bootstrap, group, topic, end_offset(bootstrap, topic), args.timeout)
@@ -235,7 +235,8 @@ def measure(
     cmd, state = command(group, "state-in")
     build = until_end(cmd, group, "state-in")
     print(
-        f"{label:14} built {args.mb} MB of state in {build:.1f} s; baseline start {baseline:.1f} s",
+        f"{label:14} built {args.mb} MB of state in {build[0]:.1f} s;"
+        f" an empty app's start {baseline[0]:.1f} s, {baseline[1]:.2f} CPU-s",
         flush=True,
     )
     probe(bootstrap, "state-in")  # the first probe: after a cold start
@@ -243,11 +244,13 @@ def measure(
     cold = until_end(cmd, group, "state-in")
     probe(bootstrap, "state-in")  # the second: after a warm restart
     warm = until_end(cmd, group, "state-in")
-    for kind, seconds in (("cold (changelog)", cold), ("warm (local)", warm)):
-        recovery = max(seconds - baseline, 0.001)
+    for kind, (seconds, cpu) in (("cold (changelog)", cold), ("warm (local)", warm)):
+        recovery = max(seconds - baseline[0], 0.001)
+        recovery_cpu = max(cpu - baseline[1], 0.001)
         print(
-            f"{label:14} {kind:17} {seconds:7.1f} s to the probe, recovery ≈ {recovery:6.1f} s,"
-            f" {args.mb / recovery:8.1f} MB/s",
+            f"{label:14} {kind:17} {seconds:6.1f} s to the probe, {cpu:6.2f} CPU-s;"
+            f" recovery ≈ {recovery:5.1f} s ({args.mb / recovery:6.1f} MB/s),"
+            f" {recovery_cpu:5.2f} CPU-s ({args.mb / recovery_cpu:6.1f} MB/CPU-s)",
             flush=True,
         )
 

@@ -27,7 +27,9 @@ runner does not try to patch it: it closes everything and starts over from the c
 state (``run`` restarts after a second).
 
 Snapshots are written after a commit for tasks whose changelog grew by
-``SNAPSHOT_EVERY_RECORDS`` since their last one, when partitions are revoked and at the end.
+``SNAPSHOT_EVERY_RECORDS`` and by half their state's entries since their last one (so the
+writes stay proportional to the changes however large the state), when partitions are
+revoked and at the end.
 """
 
 from __future__ import annotations
@@ -394,8 +396,9 @@ class ExternalRunner:
                 "yes" if snapshot is not None else "no",
                 replayed,
             )
-            if replayed >= SNAPSHOT_EVERY_RECORDS:
-                self._write_snapshot(task, topic, partition, high)
+            # a long replay is worth a snapshot, written after the next commit (not here:
+            # the task would wait for it before processing its first record)
+            self.snapshot_marks[(topic, partition)] = replayed
         finally:
             restore.close()
 
@@ -482,10 +485,15 @@ class ExternalRunner:
             self.on_commit(commit)
         for where, n in grown.items():
             self.snapshot_marks[where] = self.snapshot_marks.get(where, 0) + n
-            if self.snapshot_marks[where] >= SNAPSHOT_EVERY_RECORDS:
-                for task in self.processor.tasks.get(self._source_of(where), []):
-                    if self.processor.changelog_topic(task.pipeline) == where[0]:
-                        self._write_snapshot(task, where[0], where[1], self.changelog_end[where])
+            if self.snapshot_marks[where] < SNAPSHOT_EVERY_RECORDS:
+                continue
+            for task in self.processor.tasks.get(self._source_of(where), []):
+                if self.processor.changelog_topic(task.pipeline) != where[0]:
+                    continue
+                # a snapshot writes the whole state: once the changelog grew by half of it
+                # (and 50,000 records), so snapshots cost at most two writes per change
+                if self.snapshot_marks[where] >= task.state_size() // 2:
+                    self._write_snapshot(task, where[0], where[1], self.changelog_end[where])
 
     def _source_of(self, changelog: tuple[str, int]) -> tuple[str, int]:
         for pipeline in self.pipelines:

@@ -266,13 +266,62 @@ class KeyBy(Operator):
         return [row.derive(row.value, key=hashable(self.fn(row)))]
 
 
+class _Raw:
+    """A restored value not decoded yet."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+class LazyState(dict[Any, Any]):
+    """An operator's state whose restored values stay bytes until first read.
+
+    Recovery (a snapshot, a changelog) loads every entry, while the records that follow touch
+    a few keys at a time: decoding a value (JSON) on its first read instead of at restore
+    makes recovery cost one key decode per entry, and a snapshot of entries never read since
+    writes their bytes back as they came."""
+
+    __slots__ = ("decode",)
+
+    def __init__(self, decode: Callable[[Any, bytes], Any]) -> None:
+        super().__init__()
+        self.decode = decode
+
+    def put_raw(self, key: Any, data: bytes) -> None:
+        dict.__setitem__(self, key, _Raw(data))
+
+    def __getitem__(self, key: Any) -> Any:
+        value = dict.__getitem__(self, key)
+        if type(value) is _Raw:
+            value = self.decode(key, value.data)
+            dict.__setitem__(self, key, value)
+        return value
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self[key] if dict.__contains__(self, key) else default
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        value = dict.pop(self, key, *default)
+        return self.decode(key, value.data) if type(value) is _Raw else value
+
+    def items(self) -> Any:
+        return [(key, self[key]) for key in list(self)]
+
+    def encoded(self, encode: Callable[[Any], bytes]) -> Iterator[tuple[Any, bytes]]:
+        """Every (key, value bytes): restored bytes as they are, live values encoded."""
+        for key, value in dict.items(self):
+            yield key, value.data if type(value) is _Raw else encode(value)
+
+
 class _Keyed(Operator):
     """Shared state plumbing: ``self.state`` maps a state key (hashable) to a live object."""
 
     stateful = True
 
     def __init__(self) -> None:
-        self.state: dict[Any, Any] = {}
+        self.state: LazyState = LazyState(self.decode_value)
         self.dirty: set[Any] = set()
 
     def encode_key(self, skey: Any) -> bytes:
@@ -296,15 +345,15 @@ class _Keyed(Operator):
         return out
 
     def entries(self) -> Iterator[tuple[bytes, bytes]]:
-        for skey, value in self.state.items():
-            yield self.encode_key(skey), self.encode_value(value)
+        for skey, raw in self.state.encoded(self.encode_value):
+            yield self.encode_key(skey), raw
 
     def restore(self, key: bytes, value: bytes | None) -> None:
         skey = self.decode_key(key)
         if value is None:
-            self.state.pop(skey, None)
+            dict.pop(self.state, skey, None)
         else:
-            self.state[skey] = self.decode_value(skey, value)
+            self.state.put_raw(skey, value)
         self.on_restore(skey)
 
     def on_restore(self, skey: Any) -> None:

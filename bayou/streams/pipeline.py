@@ -274,6 +274,10 @@ class Task:
             self.clock_written = now
         return out
 
+    def state_size(self) -> int:
+        """Entries of state (keys over the stateful operators)."""
+        return sum(len(getattr(op, "state", ())) for op in self.ops if op.stateful)
+
     def entries(self) -> Iterator[tuple[bytes, bytes]]:
         for op in self.ops:
             if op.stateful:
