@@ -309,6 +309,9 @@ class LazyState(dict[Any, Any]):
     def items(self) -> Any:
         return [(key, self[key]) for key in list(self)]
 
+    def values(self) -> Any:
+        return [self[key] for key in list(self)]
+
     def encoded(self, encode: Callable[[Any], bytes]) -> Iterator[tuple[Any, bytes]]:
         """Every (key, value bytes): restored bytes as they are, live values encoded."""
         for key, value in dict.items(self):
