@@ -11,8 +11,9 @@ same views, and the broker's log keeps them durably.
 (an error points at the token before anything is stored), checks the source topic, creates
 the view's topic and its dead-letter topic ``<view>-dlq`` (as many partitions as the source)
 and stores the view; ``DROP VIEW`` stores a tombstone (the topics stay, as in ksqlDB without
-``DELETE TOPIC``); ``SHOW VIEWS``; ``DESCRIBE VIEW``; pull queries read the view's topic to its
-end, keep the latest result per key (and window), and filter and project them.
+``DELETE TOPIC``; a view created again under that name starts a new ``<view>-repartition``);
+``SHOW VIEWS``; ``DESCRIBE VIEW``; pull queries read the view's topic to its end, keep the
+latest result per key (and window), and filter and project them.
 
 ``ViewSupervisor`` runs every stored view: it follows the catalog topic and keeps one
 ``ExternalRunner`` per view (the same runtime as ``bayou streams run``: exactly-once, state in
@@ -280,6 +281,14 @@ class SqlSession:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise SqlError(f"Cannot create the topic {topic!r}: {exc}") from None
         repartition = plan.join is not None or plan.wants_repartition(partitions)
+        if plan.repartition_topic in meta.topics:
+            # left by a dropped (or replaced) view of this name: its rows and watermark
+            # markers are not the new view's, which reads the topic from its start
+            for topic, future in admin.delete_topics([plan.repartition_topic]).items():
+                try:
+                    future.result(self.timeout_s)
+                except KafkaException as exc:
+                    raise SqlError(f"Cannot delete the old topic {topic!r}: {exc}") from None
         record = ViewRecord(
             plan.name,
             plan.sql,

@@ -22,6 +22,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from prometheus_client.parser import text_string_to_metric_families
 
 from bayou.streams.rows import iso_ms
+from bayou.streams.views import _read_to_end
 from tests.support.broker import BrokerProcess
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -201,6 +202,11 @@ def test_views_from_the_cli_and_http(shared_broker: BrokerProcess) -> None:
     assert sql_ok(broker, again).startswith("View avg_temp created.")  # its topic is reused
     assert sql_ok(broker, "SHOW VIEWS") == "avg_temp\n"
     assert "latest" in sql_ok(broker, "DESCRIBE VIEW avg_temp")
+    # the dropped view's repartition topic went with it: the new view (from the latest
+    # offset, nothing produced since) finds no rows there, only its own watermark markers
+    config = {"bootstrap.servers": broker.bootstrap}
+    repartition = _read_to_end(config, "avg_temp-repartition", [0, 1, 2], 10)
+    assert [m.value() for m in repartition if m.value() is not None] == []
 
 
 def test_kill_9_mid_window_gives_the_same_final_results(tmp_path: Path) -> None:
