@@ -87,6 +87,7 @@ bench-streams: $(TEST_STAMP)
 	test -x $(VENV)/quixstreams-env/bin/python || (python3 -m venv $(VENV)/quixstreams-env && \
 		$(VENV)/quixstreams-env/bin/pip install -q 'quixstreams>=3.20,<4')
 	$(BIN)/python -m bench.streams_bench
+	$(BIN)/python -m bench.streams_recovery_bench --mb $(or $(RECOVERY_MB),100)
 
 # bayou mirror's copy rate between two local brokers.
 bench-mirror: $(TEST_STAMP)
