@@ -13,11 +13,11 @@ for producers.
 from __future__ import annotations
 
 from bayou.core.transactions import TxnCoordinatorError
+from bayou.core.types import Buffer
 from bayou.errors import ErrorCode
 from bayou.gateways.kafka.context import RequestContext
 from bayou.gateways.kafka.txn_support import txn_driver
 from bayou.protocol.kafka.records import HEADER_SIZE, parse_header
-from bayou.storage.engine import Buffer
 
 E = ErrorCode
 Refusal = tuple[ErrorCode, str | None]

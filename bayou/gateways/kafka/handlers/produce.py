@@ -30,12 +30,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from bayou.core.types import Buffer
 from bayou.errors import ErrorCode, KafkaError, RecordErrors
 from bayou.gateways.kafka.context import RequestContext
 from bayou.gateways.kafka.handlers.registry import handles
 from bayou.gateways.kafka.txn_check import TxnCheck
 from bayou.protocol.kafka import messages as m
-from bayou.storage.engine import Buffer
 
 
 def _error(
