@@ -56,6 +56,10 @@ def _error(
     )
 
 
+#: the place of a partition's answer until its append returns (never sent)
+_PENDING = m.ProduceResponsePartitionProduceResponse()
+
+
 def not_leader(ctx: RequestContext, topic: str, index: int) -> bool:
     """A known partition another broker leads (an unknown one is the append's to answer)."""
     core = ctx.core
@@ -98,7 +102,7 @@ async def handle_produce(
             else:
                 writes.append((name, data.index, data.records))
                 answers.append((partitions, len(partitions), data.index))
-                partitions.append(_error(data.index, ErrorCode.NONE, None))  # filled below
+                partitions.append(_PENDING)  # replaced below, once appended
     if writes:
         metrics = ctx.core.metrics
         metrics.purgatory.produce += 1  # waiting for its writes to be as durable as asked
