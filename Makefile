@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 # `make format` rewrites the tree as `make test` checks it (ruff format, pinned in pyproject).
-.PHONY: run test lint format bench bench-quick bench-all bench-compaction bench-tiered bench-http bench-mqtt bench-amqp bench-streams bench-mirror install clean
+.PHONY: run test lint format bench bench-quick bench-all bench-compaction bench-tiered bench-http bench-mqtt bench-amqp bench-streams bench-mirror bench-partitions install clean
 
 run: $(RUN_STAMP)
 	$(BIN)/bayou serve --data-dir ./data $(ARGS)
@@ -63,7 +63,7 @@ bench: $(TEST_STAMP) $(TANSU_STAMP)
 bench-quick: $(TEST_STAMP) $(TANSU_STAMP)
 	$(BIN)/python -m bench.kafka_bench --quick $(BENCH_ARGS)
 
-bench-all: bench bench-compaction bench-tiered bench-http bench-mqtt bench-amqp bench-streams bench-mirror
+bench-all: bench bench-compaction bench-tiered bench-http bench-mqtt bench-amqp bench-streams bench-mirror bench-partitions
 
 bench-compaction: $(TEST_STAMP)
 	$(BIN)/python -m bench.compaction_bench
@@ -88,6 +88,10 @@ bench-streams: $(TEST_STAMP)
 		$(VENV)/quixstreams-env/bin/pip install -q 'quixstreams>=3.20,<4')
 	$(BIN)/python -m bench.streams_bench
 	$(BIN)/python -m bench.streams_recovery_bench --mb $(or $(RECOVERY_MB),100)
+
+# The broker's CPU per Produce and Fetch request of many partitions (its per-partition work).
+bench-partitions: $(TEST_STAMP)
+	$(BIN)/python -m bench.partitions_bench
 
 # bayou mirror's copy rate between two local brokers.
 bench-mirror: $(TEST_STAMP)

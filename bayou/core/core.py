@@ -50,8 +50,10 @@ import time
 import uuid
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from bayou.config import TopicConfig
 from bayou.core.cursor import Cursor, Isolation, Reset, StartSpec, resolve_start, wait_any
 from bayou.core.forwarding import GroupLink
 from bayou.core.group_member import GroupMember, Listener, Offsets
@@ -76,8 +78,16 @@ from bayou.core.transactions import (
 )
 from bayou.errors import ErrorCode, InvalidTopic, KafkaError, UnknownTopicOrPartition
 from bayou.observability import BrokerMetrics
+from bayou.storage.broker_configs import DynamicBrokerConfigs
 from bayou.storage.cluster import BrokerAddress, Cluster, SingleNode
-from bayou.storage.engine import AppendResult, Buffer, LogEngine, Partition, PartitionKey
+from bayou.storage.engine import (
+    AppendResult,
+    Buffer,
+    LogEngine,
+    Partition,
+    PartitionKey,
+    StateLog,
+)
 from bayou.storage.metadata import TopicMeta
 
 log = logging.getLogger(__name__)
@@ -303,6 +313,77 @@ class Core:
 
     def topic_by_id(self, topic_id: uuid.UUID) -> TopicMeta | None:
         return self.engine.topic_by_id(topic_id)
+
+    async def create_partitions(
+        self, name: str, total: int, *, validate_only: bool = False
+    ) -> None:
+        await self.engine.create_partitions(name, total, validate_only=validate_only)
+
+    # ------------------------------------------------------------------ configs
+
+    def topic_config(self, name: str) -> TopicConfig:
+        """The topic's effective config."""
+        return self.engine.topic_config(name)
+
+    def resolve_config(self, overrides: Mapping[str, Any]) -> TopicConfig:
+        """The effective config of a topic with these (parsed) overrides."""
+        return self.engine.resolve_config(overrides)
+
+    @property
+    def static_config_defaults(self) -> Mapping[str, Any]:
+        """Topic-config defaults from the broker's own configuration."""
+        return self.engine.static_defaults
+
+    @property
+    def dynamic_configs(self) -> DynamicBrokerConfigs:
+        """The dynamic broker configs (cluster-wide and this broker's), as altered through
+        the admin API; read-only here — change them with ``alter_broker_configs``."""
+        return self.engine.dynamic
+
+    async def alter_topic_configs(
+        self, name: str, configs: Mapping[str, str], *, validate_only: bool = False
+    ) -> TopicMeta:
+        """Replace the topic's overrides (raw strings, validated whole); live at once."""
+        return await self.engine.alter_topic_configs(name, configs, validate_only=validate_only)
+
+    async def alter_broker_configs(
+        self,
+        scope: str,
+        configs: Mapping[str, Any],
+        *,
+        validate_only: bool = False,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Replace the dynamic topic-config defaults of ``scope`` ("default" or "broker")
+        and, when ``options`` is given, that scope's other dynamic broker configs."""
+        await self.engine.alter_broker_configs(
+            scope, configs, validate_only=validate_only, options=options
+        )
+
+    # ------------------------------------------------------------------ storage
+
+    @property
+    def storage_location(self) -> str:
+        """Where the data lives, as an operator would name it (a directory, a URL)."""
+        return self.engine.location
+
+    def storage_usage(self) -> tuple[int, int]:
+        """(total, usable) bytes where the data lives; -1 when unknown."""
+        return self.engine.storage_usage()
+
+    @property
+    def data_dir(self) -> Path | None:
+        """The data directory when the engine keeps its data in one (the local engine),
+        where a door's files from earlier releases may be found; None otherwise."""
+        return Path(self.engine.location) if self.engine.kind == "local" else None
+
+    async def open_state_log(self, name: str) -> StateLog:
+        """A door's own compacted key-value log in the engine's state store (MQTT sessions
+        and retained messages, the AMQP topology)."""
+        return await self.engine.state.open_log(name)
+
+    async def allocate_producer_id(self) -> int:
+        return await self.engine.allocate_producer_id()
 
     # ------------------------------------------------------------------ data
 

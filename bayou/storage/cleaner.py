@@ -60,6 +60,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from bayou.config import INT_MAX, LONG_MAX
 from bayou.errors import BayouError
@@ -206,9 +207,26 @@ def _build_map(
     return offset_map
 
 
-def _groups(segs: list[LogSegment], max_bytes: int) -> list[list[LogSegment]]:
-    """Consecutive segments whose total size fits one segment (Kafka's groupSegmentsBySize)."""
-    groups: list[list[LogSegment]] = []
+class Sized(Protocol):
+    """What grouping by size asks of a segment (the local one, PostgreSQL's rows)."""
+
+    @property
+    def base_offset(self) -> int: ...
+
+    @property
+    def next_offset(self) -> int: ...
+
+    @property
+    def size(self) -> int: ...
+
+
+S = TypeVar("S", bound=Sized)
+
+
+def size_groups(segs: list[S], max_bytes: int) -> list[list[S]]:
+    """Consecutive segments whose total size fits one segment (Kafka's groupSegmentsBySize),
+    each group's offsets within an int of its base."""
+    groups: list[list[S]] = []
     for seg in segs:
         if groups:
             group = groups[-1]
@@ -432,7 +450,7 @@ def clean(
         cleaning = _Pass(log, now, offset_map, map_end, stats, aborted, pace)
         state.gaps_below = max(state.gaps_below, map_end)
         save_cleaner_state(log.directory, state)  # before any swap: gaps allowed below
-        for group in _groups(work, log.config.segment_bytes):
+        for group in size_groups(work, log.config.segment_bytes):
             try:
                 seg = cleaning.rewrite(group)
             except _Aborted:

@@ -46,6 +46,7 @@ from typing import Any
 from bayou.broker_config import MqttOptions
 from bayou.core import Core
 from bayou.core.request_budget import RequestBudget
+from bayou.core.types import AppendResult, Buffer
 from bayou.errors import KafkaError
 from bayou.gateways.mqtt.catch_up import ChunkCache, DecodedChunk
 from bayou.gateways.mqtt.client import Authenticator, MqttClient
@@ -73,7 +74,6 @@ from bayou.log_limits import RateLimitedLog
 from bayou.protocol.kafka.records import DecodedRecord, Record, build_batch
 from bayou.protocol.mqtt.packets import Properties, Publish
 from bayou.protocol.mqtt.topics import is_sys, parse_shared
-from bayou.storage.engine import AppendResult, Buffer
 
 log = logging.getLogger("bayou.mqtt")
 

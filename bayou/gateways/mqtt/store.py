@@ -34,10 +34,10 @@ from typing import Any, Protocol
 
 from bayou.core import Core
 from bayou.core.groups import GroupCoordinatorError
+from bayou.core.types import StateEntry, StateLog, latest
 from bayou.errors import ErrorCode
 from bayou.gateways.mqtt.messages import TP
 from bayou.log_limits import RateLimitedLog
-from bayou.storage.engine import StateEntry, StateLog, latest
 
 log = logging.getLogger("bayou.mqtt")
 
@@ -74,7 +74,7 @@ class RetainedStore:
 
     async def open(self) -> list[StateEntry]:
         """Open the log; the retained messages it holds."""
-        self._log = await self.core.engine.state.open_log(RETAINED_LOG)
+        self._log = await self.core.open_state_log(RETAINED_LOG)
         return list((await latest(self._log)).values())
 
     def put(self, topic: str, payload: bytes | None, headers: Headers) -> asyncio.Task[None]:
@@ -102,7 +102,7 @@ class SessionStore:
 
     async def open(self) -> list[tuple[str, dict[str, Any], dict[TP, int]]]:
         """Open the log; (client id, document, positions) of every stored session."""
-        self._log = await self.core.engine.state.open_log(SESSIONS_LOG)
+        self._log = await self.core.open_state_log(SESSIONS_LOG)
         out = []
         for entry in (await latest(self._log)).values():
             client_id = entry.key.decode("utf-8", "replace")
