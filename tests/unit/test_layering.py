@@ -13,16 +13,6 @@ import bayou.gateways
 GATEWAYS = Path(bayou.gateways.__file__).parent
 ROOT = GATEWAYS.parent.parent
 
-#: The one exception, exactly as it stands: ``placement.py`` is being rewritten by a change
-#: not merged yet; when it lands its ``BrokerAddress`` comes from ``bayou.core.types`` and this
-#: entry goes (the test fails until it does, so the exception cannot outlive its reason).
-PENDING = {
-    "bayou/gateways/kafka/placement.py": [
-        "bayou.storage.cluster",
-        "bayou.storage.cluster.BrokerAddress",
-    ]
-}
-
 
 def imported_modules(source: str, package: str) -> set[str]:
     """Every module (and ``module.name``) that ``source``, a module of ``package``, imports,
@@ -82,4 +72,4 @@ def test_no_door_imports_storage() -> None:
         found = storage_imports(path.read_text(), package)
         if found:
             offenders[path.relative_to(ROOT).as_posix()] = found
-    assert offenders == PENDING
+    assert offenders == {}

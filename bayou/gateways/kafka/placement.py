@@ -25,11 +25,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bayou.core.types import BrokerAddress
 from bayou.errors import ErrorCode
 from bayou.gateways.kafka.context import RequestContext
 from bayou.protocol.kafka import API_KEYS
 from bayou.protocol.kafka import messages as m
-from bayou.storage.cluster import BrokerAddress
 
 Handler = Callable[[RequestContext, Any], Awaitable[Any]]
 Check = Callable[[RequestContext, Any, Handler], Awaitable[Any]]

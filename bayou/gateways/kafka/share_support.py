@@ -18,8 +18,8 @@ from bayou.protocol.kafka import messages as m
 
 if TYPE_CHECKING:
     from bayou.core.shares import ShareDriver
+    from bayou.core.types import BrokerAddress
     from bayou.gateways.kafka.context import RequestContext
-    from bayou.storage.cluster import BrokerAddress
 
 GROUP_RESOURCE, INCREMENTAL_ALTER_CONFIGS = 32, 44
 
