@@ -126,8 +126,9 @@ def make_engine(config: BrokerConfig) -> LogEngine:
 
 
 def make_cluster(config: BrokerConfig, engine: LogEngine) -> Cluster:
-    """A cluster of the brokers sharing the engine, or this broker alone."""
-    if engine.kind == "postgres":
+    """A cluster of the brokers sharing the engine, or this broker alone.  ``s3://`` is the
+    PostgreSQL engine with batches elsewhere: its brokers form the same cluster."""
+    if engine.kind in ("postgres", "s3"):
         from bayou.storage.postgres import PostgresEngine
         from bayou.storage.postgres.cluster import PgCluster
 

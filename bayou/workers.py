@@ -178,6 +178,7 @@ class Supervisor:
     def _reap(self, worker: Worker) -> None:
         """A worker's process ended: plan its restart (or give up)."""
         assert worker.process is not None
+        worker.process.join(5)  # its sentinel can be readable a moment before it is reapable
         code = worker.process.exitcode
         lived = time.monotonic() - worker.started
         worker.process.close()

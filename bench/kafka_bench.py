@@ -265,11 +265,23 @@ def share_out(ends: list[int], processes: int) -> list[list[list[int]]]:
 # ----------------------------------------------------------------------------- phases
 
 
+# The storage services' processes (PostgreSQL's postmaster, SeaweedFS), when a run has them:
+# their CPU is counted per phase apart from "other" work (``bench.cluster_bench``).
+ENGINE_PIDS: list[int] = []
+
+
+def engine_cpu_seconds() -> float | None:
+    if not ENGINE_PIDS:
+        return None
+    return sum(machine.proc_tree_cpu_seconds(pid) or 0.0 for pid in ENGINE_PIDS)
+
+
 class Meter:
     """CPU of the broker and of the whole machine over one phase (``/proc``)."""
 
     def __init__(self, target: Target) -> None:
         self.target = target
+        self.engine0 = engine_cpu_seconds()
         self.broker0 = target.cpu_seconds()
         self.wait0 = target.wait_seconds()
         self.busy0 = machine.machine_busy_seconds()
@@ -286,8 +298,11 @@ class Meter:
         if broker is not None and self.broker0 is not None:
             row.broker_cpu_s = broker - self.broker0
         row.client_cpu_s = client_cpu_s
+        engine = engine_cpu_seconds()
+        if engine is not None and self.engine0 is not None:
+            row.engine_cpu_s = engine - self.engine0
         if busy is not None and self.busy0 is not None and wall > 0:
-            ours = (row.broker_cpu_s or 0.0) + client_cpu_s
+            ours = (row.broker_cpu_s or 0.0) + client_cpu_s + (row.engine_cpu_s or 0.0)
             row.other_cores = max(0.0, (busy - self.busy0 - ours) / wall)
 
 

@@ -27,8 +27,9 @@ from tests.support.http import client
 from tests.support.kafka import unique_topic
 from tests.support.kafka_raw import RawKafka
 from tests.support.mqtt import MqttTestClient
-from tests.support.ports import free_port
+from tests.support.ports import free_port_run
 from tests.support.postgres import PostgresServer
+from tests.support.seaweedfs import SeaweedFS
 from tests.support.wait import wait_until
 
 WORKERS = 3
@@ -37,29 +38,10 @@ NODES = {FIRST_NODE + i for i in range(WORKERS)}
 MOVE_S = 30.0  # a restarted worker waits for its old lease (6 s), then claims
 
 
-def free_run(count: int) -> int:
-    """The first of ``count`` consecutive free loopback ports."""
-    for _ in range(200):
-        base = free_port()
-        ports = [base + i for i in range(1, count)]
-        if all(_free(p) for p in ports):
-            return base
-    raise RuntimeError(f"no {count} consecutive free ports")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 class Workers(BrokerProcess):
     """The supervisor process; worker ``i`` serves Kafka on ``kafka_port + i``."""
 
-    def __init__(self, root: Path, url: str) -> None:
+    def __init__(self, root: Path, url: str, env: dict[str, str] | None = None) -> None:
         super().__init__(
             root / "data",
             extra_args=[
@@ -73,9 +55,10 @@ class Workers(BrokerProcess):
                 "0",
             ],
             doors=("http", "mqtt"),
+            env=env,
         )
-        self.kafka_port = free_run(WORKERS)
-        self.http_port = free_run(WORKERS)
+        self.kafka_port = free_port_run(WORKERS)
+        self.http_port = free_port_run(WORKERS)
 
     def metadata(self, index: int) -> m.MetadataResponse:
         with RawKafka(f"{self.host}:{self.kafka_port + index}") as raw:
@@ -150,8 +133,9 @@ def topic_led_by_every_worker(bootstrap: str) -> str:
     raise AssertionError("ten topics in a row were not spread over every worker")
 
 
-def test_every_worker_leads_partitions_and_every_record_comes_back(workers: Workers) -> None:
-    bootstrap = workers.bootstrap
+def produce_and_consume_everything(bootstrap: str) -> tuple[str, dict[int, int]]:
+    """A topic led by every worker, an acks=all producer and a group of two: every record
+    back; the topic and its end offsets."""
     topic = topic_led_by_every_worker(bootstrap)
     load = Load(bootstrap, topic, unique_topic("g"))
     load.start()
@@ -165,6 +149,12 @@ def test_every_worker_leads_partitions_and_every_record_comes_back(workers: Work
     wait_until("the group to consume everything", lambda: len(load.consumed) >= len(load.acked))
     load.stop_consuming()
     assert sorted(load.consumed) == sorted(load.acked)
+    return topic, ends
+
+
+def test_every_worker_leads_partitions_and_every_record_comes_back(workers: Workers) -> None:
+    bootstrap = workers.bootstrap
+    topic, ends = produce_and_consume_everything(bootstrap)
     # each worker's HTTP door on its own port (+ i), producing to partitions others lead
     for i in range(WORKERS):
         with client(f"http://{workers.host}:{workers.http_port + i}") as http:
@@ -241,6 +231,26 @@ def test_sigterm_stops_every_worker(workers: Workers) -> None:
     for i in range(WORKERS):  # nothing listens any more
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection((workers.host, workers.kafka_port + i), timeout=5).close()
+
+
+def test_workers_on_the_object_storage_engine(
+    tmp_path: Path, postgres_server: PostgresServer, seaweedfs: SeaweedFS
+) -> None:
+    """``s3://`` is served by the same cluster of workers (batches in SeaweedFS)."""
+    database = postgres_server.create_database()
+    url = f"s3://{seaweedfs.bucket}/{unique_topic('workers')}?endpoint={seaweedfs.endpoint}"
+    w = Workers(tmp_path, f"{url}&metadata={database}", env=seaweedfs.env)
+    w.start()
+    try:
+        w.wait_all_live()
+        produce_and_consume_everything(w.bootstrap)
+        assert w.stop(timeout=90) == 0
+    finally:
+        pids = w.worker_pids().values()
+        w.kill()
+        for pid in pids:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_the_local_engine_is_refused_with_its_reason(tmp_path: Path) -> None:
