@@ -165,30 +165,36 @@ def wait_brokers(bootstrap: str, count: int, timeout: float = 60.0) -> None:
         time.sleep(0.2)
 
 
+def cost(row: Row, cpu_s: float | None) -> str:
+    """CPU seconds over a phase as "cores, CPU-s per GB"."""
+    cores = cpu_s / row.elapsed_s if cpu_s is not None and row.elapsed_s else None
+    per_gb = cpu_s / (row.bytes / 1e9) if cpu_s is not None and row.bytes else None
+    return f"{fmt(cores, '.2f')}, {fmt(per_gb, '.1f')}"
+
+
 def table(rows: list[Row], cpus: int) -> list[str]:
-    """One Markdown table: throughput and latency per target, with broker and engine CPU."""
+    """One Markdown table: throughput and latency per target, with the CPU of the broker(s),
+    of PostgreSQL and of SeaweedFS in cores over the phase and in CPU-seconds per GB."""
     out = [
-        "| target | parts | phase | MB/s | msg/s | p50 / p99 ms | broker cores | broker s/GB "
-        "| engine cores | engine s/GB | limit |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| target | parts | phase | MB/s | p50 / p99 ms | broker cores, s/GB "
+        "| PostgreSQL cores, s/GB | SeaweedFS cores, s/GB | limit |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r.error:
-            out.append(f"| {r.target} | {r.partitions} | {r.phase} | error: {r.error} |||||||")
+            out.append(f"| {r.target} | {r.partitions} | {r.phase} | error: {r.error} ||||||")
             continue
         latency = (
             f"{r.p50_ms:.1f} / {r.p99_ms:.1f}"
             if r.p50_ms is not None and r.p99_ms is not None
             else "-"
         )
-        engine_cores = (
-            r.engine_cpu_s / r.elapsed_s if r.engine_cpu_s is not None and r.elapsed_s else None
-        )
+        engines = r.detail.get("engine_cpu_s", {})
+
         out.append(
-            f"| {r.target} | {r.partitions} | {r.phase} | {fmt(r.mb_s, '.1f')} "
-            f"| {fmt(r.msgs_s, ',.0f')} | {latency} | {fmt(r.broker_cores, '.2f')} "
-            f"| {fmt(r.broker_s_per_gb, '.1f')} | {fmt(engine_cores, '.2f')} "
-            f"| {fmt(r.engine_s_per_gb, '.1f')} | {r.limit(cpus)} |"
+            f"| {r.target} | {r.partitions} | {r.phase} | {fmt(r.mb_s, '.1f')} | {latency} "
+            f"| {cost(r, r.broker_cpu_s)} | {cost(r, engines.get('postgres'))} "
+            f"| {cost(r, engines.get('seaweedfs'))} | {r.limit(cpus)} |"
         )
     return out
 
@@ -214,9 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pg = started(root / "pg")
         s3 = SeaweedFS(root / "s3").start()
-        kafka_bench.ENGINE_PIDS[:] = [postmaster_pid(pg)]
+        kafka_bench.ENGINE_PIDS["postgres"] = postmaster_pid(pg)
         if s3.proc is not None:
-            kafka_bench.ENGINE_PIDS.append(s3.proc.pid)
+            kafka_bench.ENGINE_PIDS["seaweedfs"] = s3.proc.pid
         taken: set[int] = set()
         for _ in range(args.rounds):
             for name in args.targets:
