@@ -32,11 +32,14 @@ a worker that died that quickly ``GIVE_UP_AFTER`` times in a row (a port taken, 
 database refusing us) stops everything with exit code 1.  A restarted worker takes its
 node id back once the old lease lapsed (``cluster.md``).  SIGTERM or SIGINT stops all: each
 worker gets SIGTERM and stops as a broker does (doors, lease, engine), the supervisor
-waits ``STOP_WAIT_S`` and kills what is left, then exits 0.
+waits ``STOP_WAIT_S`` and kills what is left, then exits 0.  A supervisor that is killed
+outright takes its workers with it: each asked the kernel for SIGTERM when its parent dies
+(``PR_SET_PDEATHSIG``), so none is left holding the ports and leases of the next start.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -57,6 +60,7 @@ GIVE_UP_AFTER = 5  # consecutive quick deaths of one worker before the superviso
 FIRST_PAUSE_S = 1.0
 MAX_PAUSE_S = 30.0
 STOP_WAIT_S = 60.0
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 def shared_engine(config: BrokerConfig) -> bool:
@@ -129,10 +133,23 @@ def check_workers(config: BrokerConfig) -> None:
             )
 
 
-def _worker_main(config: BrokerConfig) -> None:
+def _end_with_parent(supervisor: int) -> None:
+    """Have the kernel send this process SIGTERM when the supervisor dies (kill -9 included),
+    so that no worker outlives it holding its ports and lease (Linux; elsewhere a no-op)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != supervisor:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _worker_main(config: BrokerConfig, supervisor: int) -> None:
     """A forked worker: the supervisor's signal handlers off, then an ordinary broker."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    _end_with_parent(supervisor)
     from bayou.app import run
 
     run(config, reuse_port=True)
@@ -163,7 +180,9 @@ class Supervisor:
 
     def _start(self, worker: Worker) -> None:
         process = self._context.Process(
-            target=_worker_main, args=(worker.config,), name=f"bayou-worker-{worker.index}"
+            target=_worker_main,
+            args=(worker.config, os.getpid()),
+            name=f"bayou-worker-{worker.index}",
         )
         process.start()
         worker.process, worker.started, worker.restart_at = process, time.monotonic(), None

@@ -253,6 +253,23 @@ def test_workers_on_the_object_storage_engine(
                 os.kill(pid, signal.SIGKILL)
 
 
+def test_workers_end_when_their_supervisor_is_killed(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """kill -9 of the supervisor leaves no worker holding its ports and lease."""
+    w = Workers(tmp_path, postgres_server.create_database())
+    w.start()
+    try:
+        w.wait_all_live()
+        pids = list(w.worker_pids().values())
+        w.kill()
+        wait_until("every worker to end", lambda: not any(alive(p) for p in pids), 60)
+    finally:
+        for pid in w.worker_pids().values():
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 def test_the_local_engine_is_refused_with_its_reason(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bayou", "serve", "--workers", "2", "--data-dir", str(tmp_path)],
