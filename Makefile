@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 # `make format` rewrites the tree as `make test` checks it (ruff format, pinned in pyproject).
-.PHONY: run test lint format bench bench-quick bench-all bench-compaction bench-tiered bench-http bench-mqtt bench-amqp bench-streams bench-mirror bench-partitions install clean
+.PHONY: run test lint format bench bench-quick bench-all bench-compaction bench-tiered bench-http bench-mqtt bench-amqp bench-streams bench-mirror bench-partitions bench-cluster install clean
 
 run: $(RUN_STAMP)
 	$(BIN)/bayou serve --data-dir ./data $(ARGS)
@@ -63,7 +63,7 @@ bench: $(TEST_STAMP) $(TANSU_STAMP)
 bench-quick: $(TEST_STAMP) $(TANSU_STAMP)
 	$(BIN)/python -m bench.kafka_bench --quick $(BENCH_ARGS)
 
-bench-all: bench bench-compaction bench-tiered bench-http bench-mqtt bench-amqp bench-streams bench-mirror bench-partitions
+bench-all: bench bench-compaction bench-tiered bench-http bench-mqtt bench-amqp bench-streams bench-mirror bench-partitions bench-cluster
 
 bench-compaction: $(TEST_STAMP)
 	$(BIN)/python -m bench.compaction_bench
@@ -92,6 +92,11 @@ bench-streams: $(TEST_STAMP)
 # The broker's CPU per Produce and Fetch request of many partitions (its per-partition work).
 bench-partitions: $(TEST_STAMP)
 	$(BIN)/python -m bench.partitions_bench
+
+# postgres:// and s3:// with 1 and 3 brokers (--workers 3) beside Tansu on the same
+# PostgreSQL and SeaweedFS (started for the run): MB/s, p99, broker and engine CPU per GB.
+bench-cluster: $(TEST_STAMP) $(TANSU_STAMP)
+	$(BIN)/python -m bench.cluster_bench $(BENCH_ARGS)
 
 # bayou mirror's copy rate between two local brokers.
 bench-mirror: $(TEST_STAMP)

@@ -57,6 +57,7 @@ class Row:
     client_cpu_s: float | None = None  # of all load-generator processes together
     client_max_cores: float | None = None  # the busiest load-generator process, in cores
     other_cores: float | None = None  # cores busy with work outside broker and load
+    engine_cpu_s: float | None = None  # of the storage services (PostgreSQL, S3), when known
     pinned: bool = False
     error: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
@@ -72,6 +73,10 @@ class Row:
     @property
     def broker_s_per_gb(self) -> float | None:
         return _per(self.broker_cpu_s, self.bytes / GB) if self.bytes else None
+
+    @property
+    def engine_s_per_gb(self) -> float | None:
+        return _per(self.engine_cpu_s, self.bytes / GB) if self.bytes else None
 
     @property
     def client_s_per_gb(self) -> float | None:

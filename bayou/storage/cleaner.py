@@ -80,6 +80,9 @@ from bayou.storage.recovery import CLEANED_SUFFIX, SWAP_SUFFIX
 from bayou.storage.segment import LogSegment
 
 MAP_ENTRY_BYTES = 24  # what Kafka counts per key-map entry: 16-byte hash + 8-byte offset
+# the pacer is asked after every batch and every this many records within one: a 1 MB batch
+# of small records is tens of milliseconds of Python, far more than one pacing slice
+PACE_RECORDS = 128
 _WRITE_CHUNK = 1024 * 1024
 
 
@@ -198,9 +201,11 @@ def _build_map(
                 return offset_map
             if not header.is_control and header.records_count and not aborted.covers(header):
                 assert body is not None
-                for rec in iter_records(body):
+                for i, rec in enumerate(iter_records(body), 1):
                     if rec.key is not None:
                         offset_map[_key_digest(rec.key)] = rec.offset
+                    if i % PACE_RECORDS == 0:  # a batch can hold thousands of records
+                        pace()
             end = header.last_offset + 1
         end = max(end, seg.next_offset)
     stats.map_end = end
@@ -266,6 +271,7 @@ class CompactionPass:
         }
         self.aborted = aborted or AbortedRanges(())
         self._txn_kept: dict[int, bool] = {}  # producer → data of its transaction kept so far
+        self.pace: Callable[[], None] = no_pace  # asked every PACE_RECORDS records
 
     def _keep_tombstone(self, offset: int) -> bool:
         first = self.prior.first_cleaned_ms(offset)
@@ -288,8 +294,11 @@ class CompactionPass:
         aborted = self.aborted.covers(header)
         kept: list[tuple[int, Record]] = []
         total = 0
+        pace = self.pace
         for rec in iter_records(body):
             total += 1
+            if total % PACE_RECORDS == 0:
+                pace()
             keep = not aborted  # an aborted transaction's records all go
             if keep and rec.offset < self.map_end and rec.key is not None:
                 latest = self.map.get(_key_digest(rec.key))
@@ -355,7 +364,6 @@ class _Pass(CompactionPass):
         aborted: AbortedRanges,
         pace: Callable[[], None] = no_pace,
     ) -> None:
-        self.pace = pace
         with log._lock:
             snap = log.producer_state.snapshot()
         super().__init__(
@@ -369,6 +377,7 @@ class _Pass(CompactionPass):
             aborted=aborted,
         )
         self.log = log
+        self.pace = pace
 
     def rewrite(self, group: list[LogSegment]) -> LogSegment:
         """Write the cleaned copy of ``group`` as ``<base>.*.cleaned`` and fsync it."""

@@ -103,9 +103,11 @@ class MqttGateway:
         options: MqttOptions,
         *,
         authenticate: Authenticator | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.core = core
         self.host = host
+        self.reuse_port = reuse_port  # SO_REUSEPORT: the port shared with other workers
         self.port = options.port
         self.tls_port = options.tls_port
         self.security = core.security
@@ -182,7 +184,12 @@ class MqttGateway:
                 if tailer is not None and offset >= tailer.position:
                     del behind[tp]
         self._server = await asyncio.get_running_loop().create_server(
-            lambda: MqttClient(self), self.host, self.port, reuse_address=True, backlog=1024
+            lambda: MqttClient(self),
+            self.host,
+            self.port,
+            reuse_address=True,
+            reuse_port=self.reuse_port or None,
+            backlog=1024,
         )
         if self.port == 0:
             self.port = self._server.sockets[0].getsockname()[1]
@@ -193,6 +200,7 @@ class MqttGateway:
                 self.host,
                 self.tls_port,
                 reuse_address=True,
+                reuse_port=self.reuse_port or None,
                 backlog=1024,
                 ssl=tls.context,
             )
