@@ -372,6 +372,7 @@ class App:
                 self.loopback_client_config(),
                 self._worker_id(),
                 catalog_exists=lambda: CONNECT_CATALOG in self.core.topics(),
+                placement=self._runs_connector,
             )
             self.connect.start()
             if self.http is not None:
@@ -393,6 +394,12 @@ class App:
             self.engine.location,
             self.core.cluster_id,
         )
+
+    def _runs_connector(self, name: str) -> bool:
+        """Whether connector ``name`` runs here: on the broker coordinating its group
+        (every connector, outside a cluster).  Asked from the supervisor's thread."""
+        cluster = self.core.cluster
+        return cluster.active() and cluster.coordinator(0, f"connect-{name}") == self.core.node_id
 
     def _worker_id(self) -> str:
         """How connector statuses name this broker: Kafka Connect's host:port of its REST

@@ -18,6 +18,13 @@ connector running.  After a restart of the broker the thread reads the catalog f
 start and runs every connector again; sinks resume from their group's committed offsets (or
 their targets' offsets), sources from their stored positions.  ``restart`` is not stored: it
 acts on the tasks of this broker.
+
+In a cluster every broker follows the catalog, but a connector runs on one broker only: the
+one that coordinates its group ``connect-{name}`` (``placement``, the cluster's rendezvous
+placement).  The supervisor asks again every ``PLACEMENT_CHECK_S``, so when that broker dies
+the connector starts on the new owner within seconds, from the committed offsets and stored
+positions; two owners for a moment (while the live set settles) is safe, as a source's
+transactional id fences the older one and a sink's group shares the partitions.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ log = logging.getLogger(__name__)
 
 CATALOG_TOPIC = "_bayou_connectors"
 APPLY_TIMEOUT_S = 60.0
+PLACEMENT_CHECK_S = 2.0
 
 
 class UnknownConnector(ConnectError):
@@ -92,8 +100,10 @@ class ConnectSupervisor:
         worker_id: str,
         *,
         catalog_exists: Callable[[], bool] | None = None,
+        placement: Callable[[str], bool] = lambda _name: True,
     ) -> None:
         self.config = client_config
+        self.placement = placement  # does connector ``name`` run on this broker?
         self.worker_id = worker_id
         self.catalog_exists = catalog_exists
         self.stored: dict[str, StoredConnector] = {}
@@ -222,6 +232,7 @@ class ConnectSupervisor:
         stored: dict[str, StoredConnector] = {}
         try:
             consumer.assign([TopicPartition(CATALOG_TOPIC, 0, 0)])
+            placed_at = time.monotonic()
             while not self.stop_event.is_set():
                 last = -1
                 for msg in consumer.consume(100, 0.5):
@@ -229,7 +240,11 @@ class ConnectSupervisor:
                         continue
                     _apply(stored, msg.key(), msg.value())
                     last = msg.offset() or 0
+                if last < 0 and time.monotonic() - placed_at >= PLACEMENT_CHECK_S:
+                    placed_at = time.monotonic()
+                    self._reconcile(stored)  # the cluster may have moved a connector
                 if last >= 0:
+                    placed_at = time.monotonic()
                     self._reconcile(stored)
                     with self.changed:
                         self.stored = dict(stored)
@@ -239,13 +254,16 @@ class ConnectSupervisor:
             consumer.close()
 
     def _reconcile(self, stored: dict[str, StoredConnector]) -> None:
+        here = {name for name in stored if self.placement(name)}
         for name, runner in list(self.running.items()):
             wanted = stored.get(name)
-            if wanted is None or wanted.id != runner.catalog_id:
+            if wanted is None or wanted.id != runner.catalog_id or name not in here:
                 log.info("connector %s: stopping", name)
                 runner.stop()
                 del self.running[name]
         for name, wanted in stored.items():
+            if name not in here:
+                continue  # another broker of the cluster runs it
             existing = self.running.get(name)
             if existing is None:
                 runner = ConnectorRunner(

@@ -19,6 +19,13 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from bayou.connect.api import ConnectError, JsonValue
 
 OFFSETS_TOPIC = "_bayou_connect_offsets"
+_NOT_YET = (
+    KafkaError._UNKNOWN_PARTITION,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError._TIMED_OUT,
+)
 
 
 def offset_key(connector: str, task_id: int) -> bytes:
@@ -54,11 +61,18 @@ def read_positions(client_config: dict[str, Any], timeout_s: float = 30.0) -> di
     positions: dict[bytes, Any] = {}
     try:
         tp = TopicPartition(OFFSETS_TOPIC, 0)
-        low, high = consumer.get_watermark_offsets(tp, timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while True:  # a topic just made may not have a leader yet (a cluster settling)
+            try:
+                low, high = consumer.get_watermark_offsets(tp, 5.0)
+                break
+            except KafkaException as exc:
+                if time.monotonic() > deadline or exc.args[0].code() not in _NOT_YET:
+                    raise
+                time.sleep(0.2)
         if high <= low:
             return positions
         consumer.assign([TopicPartition(OFFSETS_TOPIC, 0, OFFSET_BEGINNING)])
-        deadline = time.monotonic() + timeout_s
         while True:
             if time.monotonic() > deadline:
                 raise ConnectError(f"reading {OFFSETS_TOPIC} took longer than {timeout_s:g} s")
