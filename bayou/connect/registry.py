@@ -15,6 +15,7 @@ CONNECTOR_CLASSES: dict[str, str] = {
     "http-sink": "bayou.connect.sinks.http:HttpSinkTask",
     "postgres-cdc-source": "bayou.connect.sources.postgres_cdc:PostgresCdcSourceTask",
     "file-source": "bayou.connect.sources.files:FileSourceTask",
+    "http-source": "bayou.connect.sources.http:HttpSourceTask",
 }
 
 

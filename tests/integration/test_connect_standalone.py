@@ -5,6 +5,8 @@ the http-sink's retries and rate limit."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -17,12 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from confluent_kafka import Consumer
 
 from bayou.connect.api import ConnectorConfig, SinkRecord
 from bayou.connect.sinks.http import HttpSinkTask
 from tests.support.broker import BrokerProcess
+from tests.support.ports import free_port
 from tests.support.wait import wait_until
 from tests.support.webhook import Webhook
 
@@ -291,3 +295,70 @@ def test_a_bad_file_exits_2_naming_the_key(shared_broker: BrokerProcess, tmp_pat
         )
         assert proc.returncode == 2, (text, proc.stderr)
         assert message in proc.stderr, (text, proc.stderr)
+
+
+def test_webhooks_into_a_topic_answered_once_stored(
+    shared_broker: BrokerProcess, tmp_path: Path, processes: list[ConnectProcess]
+) -> None:
+    """http-source: a signed JSON body (GitHub's X-Hub-Signature-256) or a bearer token;
+    a 200 only once the records are in the topic; bad input refused with its status."""
+    suffix = uuid.uuid4().hex[:6]
+    signed_topic, token_topic = f"hooks-{suffix}", f"events-{suffix}"
+    signed_port, token_port = free_port(), free_port()
+    config = tmp_path / "hooks.toml"
+    config.write_text(
+        f"""
+[connectors.github-{suffix}]
+connector.class = "http-source"
+listen = "127.0.0.1:{signed_port}"
+path = "/github"
+topic = "{signed_topic}"
+"key.path" = "repository.name"
+"hmac.secret" = "s3cret"
+
+[connectors.devices-{suffix}]
+connector.class = "http-source"
+listen = "127.0.0.1:{token_port}"
+topic = "{token_topic}"
+"key.path" = "device"
+"auth.token" = "t0ken"
+"""
+    )
+    processes.append(ConnectProcess(shared_broker, config, tmp_path / "hooks.log").start())
+    signed_url, token_url = (
+        f"http://127.0.0.1:{signed_port}/github",
+        f"http://127.0.0.1:{token_port}/",
+    )
+    with httpx.Client(timeout=60) as http:
+
+        def listening() -> bool:
+            try:
+                http.post(token_url, content=b"")
+            except httpx.TransportError:
+                return False
+            return True
+
+        wait_until("the http-source listening", listening, timeout=60)
+        body = json.dumps({"action": "opened", "repository": {"name": "bayou"}}).encode()
+        mac = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+        sent = http.post(signed_url, content=body, headers={"X-Hub-Signature-256": mac})
+        assert sent.status_code == 200 and sent.json() == {"accepted": 1}, sent.text
+        assert (
+            http.post(
+                signed_url, content=body, headers={"X-Hub-Signature-256": "sha256=00"}
+            ).status_code
+            == 401
+        )
+        batch = [{"device": f"d{i % 3}", "temp": 20 + i} for i in range(30)]
+        auth = {"Authorization": "Bearer t0ken"}
+        sent = http.post(token_url, json=batch, headers=auth)
+        assert sent.status_code == 200 and sent.json() == {"accepted": 30}, sent.text
+        assert http.post(token_url, json=batch).status_code == 401
+        assert http.post(token_url, content=b"{nope", headers=auth).status_code == 400
+        assert http.post(token_url, json=[1, 2], headers=auth).status_code == 400
+    # answered 200: already in the topics, in order, keyed by the path
+    (hook,) = read_topic(shared_broker, signed_topic, 1)
+    assert hook.key() == b"bayou" and json.loads(hook.value())["action"] == "opened"
+    events = read_topic(shared_broker, token_topic, 30)
+    assert [json.loads(m.value()) for m in events] == batch
+    assert [m.key() for m in events] == [f"d{i % 3}".encode() for i in range(30)]
