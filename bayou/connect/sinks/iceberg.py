@@ -247,6 +247,11 @@ class IcebergSinkTask(SinkTask):
             self._next.pop(tp, None)
             self._put_next.pop(tp, None)
 
+    def stop(self) -> None:
+        catalog = getattr(self, "catalog", None)
+        if isinstance(catalog, SqlCatalog):
+            catalog.engine.dispose()  # the catalog database's pooled connections
+
 
 def existing_columns(schema: pa.Schema) -> dict[str, Kind]:
     columns: dict[str, Kind] = {}
