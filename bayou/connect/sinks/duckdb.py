@@ -41,7 +41,7 @@ from bayou.connect.sinks.rows import (
     ColumnSchema,
     Kind,
     arrow_table,
-    estimated_bytes,
+    estimated_batch_bytes,
 )
 
 OFFSETS_TABLE = "_bayou_offsets"
@@ -158,7 +158,7 @@ class DuckDbSinkTask(SinkTask):
         for _, _, table, rows in converted:
             self._rows.setdefault(table, []).extend(rows)
             self._count += len(rows)
-            self._size += sum(estimated_bytes(row) for _, row in rows)
+            self._size += estimated_batch_bytes(rows)
         for record in fresh:
             self._next[record.topic_partition] = record.offset + 1
             self._put_next[record.topic_partition] = record.offset + 1

@@ -57,7 +57,7 @@ from bayou.connect.sinks.rows import (
     ColumnSchema,
     Kind,
     arrow_table,
-    estimated_bytes,
+    estimated_batch_bytes,
     kind_of_arrow,
 )
 
@@ -177,7 +177,7 @@ class IcebergSinkTask(SinkTask):
         for state, _, rows in converted:
             state.rows.extend(rows)
             self._rows += len(rows)
-            self._size += sum(estimated_bytes(row) for _, row in rows)
+            self._size += estimated_batch_bytes(rows)
         for record in fresh:
             self._next[record.topic_partition] = record.offset + 1
             self._put_next[record.topic_partition] = record.offset + 1

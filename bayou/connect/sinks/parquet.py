@@ -41,6 +41,7 @@ each other's files as their own progress.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import time
 from collections.abc import Collection, Mapping, Sequence
@@ -57,7 +58,12 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     raise ConfigError("parquet-sink needs pyarrow: pip install 'bayou[connect]'") from exc
 
 from bayou.connect.sinks.lake_files import TEMP_SUFFIX, LakeFiles, open_lake_files
-from bayou.connect.sinks.rows import ColumnSchema, arrow_table, estimated_bytes, value_fields
+from bayou.connect.sinks.rows import (
+    ColumnSchema,
+    arrow_table,
+    estimated_batch_bytes,
+    value_fields,
+)
 
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 FILE_NAME = re.compile(
@@ -141,6 +147,7 @@ class ParquetSinkTask(SinkTask):
         if not fresh:
             return
         rows, _ = self.schema.rows(fresh)
+        row_size = estimated_batch_bytes(rows) // max(1, len(rows))
         row_of = {id(record): row for record, row in rows}
         for record in fresh:
             tp = record.topic_partition
@@ -152,23 +159,23 @@ class ParquetSinkTask(SinkTask):
             row = row_of.get(id(record))
             if row is None:  # a tombstone
                 continue
-            pending.by_dir.setdefault(self._directory(record), []).append((record, row))
+            directory = self._directory(record)
+            rows_there = pending.by_dir.get(directory)
+            if rows_there is None:
+                rows_there = pending.by_dir[directory] = []
+            rows_there.append((record, row))
             pending.rows += 1
-            pending.size += estimated_bytes(row)
+            pending.size += row_size
 
     def _directory(self, record: SinkRecord) -> str:
-        parts = [f"topic={quote(record.topic, safe='')}"]
         if self.partition_by:
             values = value_fields(record) or {}
+            parts = [_topic_dir(record.topic)]
             for name in self.partition_by:
                 value = values.get(name)
-                text = NULL_PARTITION if value is None else quote(str(value), safe="")
-                parts.append(f"{quote(name, safe='')}={text}")
-        else:
-            when = dt.datetime.fromtimestamp(record.timestamp_ms / 1000, dt.UTC)
-            parts.append(f"date={when:%Y-%m-%d}")
-            parts.append(f"hour={when:%H}")
-        return "/".join(parts)
+                parts.append(_field_dir(name, None if value is None else str(value)))
+            return "/".join(parts)
+        return _hour_dir(record.topic, record.timestamp_ms // 3_600_000)
 
     def flush_due(self, now_ms: int) -> bool:
         rows = sum(p.rows for p in self._pending.values())
@@ -215,6 +222,23 @@ class ParquetSinkTask(SinkTask):
         for tp in partitions:
             self._pending.pop(tp, None)
             self._next.pop(tp, None)
+
+
+@functools.lru_cache(maxsize=1024)
+def _topic_dir(topic: str) -> str:
+    return f"topic={quote(topic, safe='')}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _field_dir(name: str, value: str | None) -> str:
+    text = NULL_PARTITION if value is None else quote(value, safe="")
+    return f"{quote(name, safe='')}={text}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _hour_dir(topic: str, hours_since_epoch: int) -> str:
+    when = dt.datetime.fromtimestamp(hours_since_epoch * 3600, dt.UTC)
+    return f"{_topic_dir(topic)}/date={when:%Y-%m-%d}/hour={when:%H}"
 
 
 def _now_ms() -> int:

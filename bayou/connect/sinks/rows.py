@@ -147,8 +147,21 @@ def value_fields(record: SinkRecord) -> dict[str, Any] | None:
     if value is None:
         return None
     if isinstance(value, dict):
+        if META_NAMES.isdisjoint(value):
+            return value
         return {str(k): v for k, v in value.items() if str(k) not in META_NAMES}
     return {VALUE_COLUMN: value}
+
+
+# the Python type a column of each kind takes as it is (the fast path of ``rows``)
+NATIVE: dict[Kind, type] = {
+    Kind.BOOL: bool,
+    Kind.INT: int,
+    Kind.FLOAT: float,
+    Kind.STRING: str,
+    Kind.BINARY: bytes,
+}
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 class ColumnSchema:
@@ -162,29 +175,36 @@ class ColumnSchema:
     ) -> tuple[list[tuple[SinkRecord, dict[str, Any]]], dict[str, Kind]]:
         """Each record with a row (tombstones left out) and the columns this batch adds.
         Raises ``RecordError`` for the first record that does not fit, changing nothing."""
-        fields = [(record, value_fields(record)) for record in records]
+        known = self.columns
+        fielded: list[tuple[SinkRecord, dict[str, Any]]] = []
         added: dict[str, Kind | None] = {}
-        for record, values in fields:
+        for record in records:
+            values = value_fields(record)
             if values is None:
                 continue
-            for name, value in (*values.items(), (KEY_COLUMN, record.key)):
-                if name not in self.columns:
-                    added[name] = unify(added.get(name), kind_of(value))
+            fielded.append((record, values))
+            new = values.keys() - known.keys()
+            for name in new:
+                added[name] = unify(added.get(name), kind_of(values[name]))
+            if KEY_COLUMN not in known:
+                added[KEY_COLUMN] = unify(added.get(KEY_COLUMN), kind_of(record.key))
         new_columns = {name: kind for name, kind in added.items() if kind is not None}
-        columns = {**self.columns, **new_columns}
+        columns = {**known, **new_columns} if new_columns else known
+        key_kind = columns.get(KEY_COLUMN)
         out: list[tuple[SinkRecord, dict[str, Any]]] = []
-        for record, values in fields:
-            if values is None:
-                continue
+        natives = {name: NATIVE[kind] for name, kind in columns.items()}
+        for record, values in fielded:
             row: dict[str, Any] = {}
-            for name, value in (*values.items(), (KEY_COLUMN, record.key)):
-                kind = columns.get(name)
-                if kind is None:  # only nulls so far: no column yet
+            for name, value in values.items():
+                native = natives.get(name)
+                if native is None:  # only nulls so far: no column yet
                     continue
-                try:
-                    row[name] = convert(value, kind)
-                except ValueError as exc:
-                    raise RecordError(f"field {name!r}: {exc}", record) from None
+                if value is None or (type(value) is native and native is not int):
+                    row[name] = value  # the common case, without a call
+                else:
+                    row[name] = _fit(record, name, value, columns[name])
+            if key_kind is not None:
+                row[KEY_COLUMN] = _fit(record, KEY_COLUMN, record.key, key_kind)
             out.append((record, row))
         self.columns = columns
         return out, new_columns
@@ -194,6 +214,20 @@ class ColumnSchema:
         return pa.schema(
             [*META_FIELDS, *(pa.field(n, ARROW_TYPES[self.columns[n]]) for n in names)]
         )
+
+
+def _fit(record: SinkRecord, name: str, value: Any, kind: Kind) -> Any:
+    if value is None:
+        return None
+    if kind is Kind.INT:
+        if type(value) is int and INT64_MIN <= value <= INT64_MAX:
+            return value
+    elif type(value) is NATIVE[kind]:
+        return value
+    try:
+        return convert(value, kind)
+    except ValueError as exc:
+        raise RecordError(f"field {name!r}: {exc}", record) from None
 
 
 def arrow_table(
@@ -221,3 +255,12 @@ def estimated_bytes(row: Mapping[str, Any]) -> int:
     for value in row.values():
         size += len(value) if isinstance(value, str | bytes) else 8
     return size
+
+
+def estimated_batch_bytes(rows: Sequence[tuple[SinkRecord, Mapping[str, Any]]]) -> int:
+    """``estimated_bytes`` of a batch from a sample of at most 16 of its rows."""
+    if not rows:
+        return 0
+    step = max(1, len(rows) // 16)
+    sample = [estimated_bytes(rows[i][1]) for i in range(0, len(rows), step)]
+    return sum(sample) * len(rows) // len(sample)
