@@ -1,1 +1,0 @@
-"""Sink connectors: Parquet files, Iceberg tables, DuckDB databases (see docs/design/connect.md)."""
