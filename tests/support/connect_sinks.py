@@ -45,10 +45,19 @@ def expected_value(i: int, total: int) -> dict[str, Any]:
     return value
 
 
-def produce_json(bootstrap: str, topic: str, partitions: int, total: int) -> None:
+def produce_json(
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    total: int,
+    *,
+    start: int = 0,
+    stop: int | None = None,
+) -> None:
+    """Records ``start`` … ``stop`` - 1 of ``total`` (all of them by default)."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     failures: list[Any] = []
-    for i in range(total):
+    for i in range(start, total if stop is None else stop):
         producer.produce(
             topic,
             key=f"k{i}".encode(),
