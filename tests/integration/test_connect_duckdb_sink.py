@@ -184,3 +184,24 @@ def test_a_value_that_does_not_fit_is_refused_and_changes_nothing(tmp_path: Path
     STARTED.remove(task)
     assert [(r["_offset"], r["n"]) for r in read_back(db, "t")] == [(0, 1), (3, 3)]
     assert "new" not in read_back(db, "t")[0]
+
+
+def test_a_partition_assigned_later_keeps_the_rows_buffered_for_others(tmp_path: Path) -> None:
+    db = tmp_path / "olap.duckdb"
+    task = task_for(db)
+    task.open([("t", 0)])
+    task.put([SinkRecord("t", 0, 0, BASE_TS_MS, None, {"id": 0})])
+    task.flush()
+    task.put([SinkRecord("t", 0, 1, BASE_TS_MS, None, {"id": 1, "later": "x"})])
+    assert task.open([("t", 1)]) == {}
+    task.put([SinkRecord("t", 1, 0, BASE_TS_MS, None, {"id": 2})])
+    assert task.flush() == {("t", 0): 2, ("t", 1): 1}
+    task.stop()
+    STARTED.remove(task)
+    assert sorted(
+        (r["_partition"], r["_offset"], r["id"], r["later"]) for r in read_back(db, "t")
+    ) == [
+        (0, 0, 0, None),
+        (0, 1, 1, "x"),
+        (1, 0, 2, None),
+    ]

@@ -20,7 +20,7 @@ import duckdb
 import pytest
 from pyiceberg.table import Table
 
-from bayou.connect.api import ConnectorConfig
+from bayou.connect.api import ConnectorConfig, SinkRecord
 from bayou.connect.sinks.iceberg import IcebergSinkTask
 from tests.integration.test_confluent_kafka import create_topic
 from tests.support.broker import BrokerProcess
@@ -253,3 +253,22 @@ def test_s3_warehouse(
     table = table_of(restarted, topic)
     assert table.location().startswith(warehouse)
     check_rows(table.scan().to_arrow().to_pylist(), TOTAL, PARTITIONS)
+
+
+def test_a_partition_assigned_later_keeps_the_rows_buffered_for_others(tmp_path: Path) -> None:
+    """An incremental assignment (open of one more partition) while rows of another are
+    buffered: the next flush still writes them."""
+    task = task_for(str(tmp_path))
+    task.open([("t", 0)])
+    task.put([SinkRecord("t", 0, 0, BASE_TS_MS, None, {"id": 0})])
+    task.flush()
+    task.put([SinkRecord("t", 0, 1, BASE_TS_MS, None, {"id": 1, "later": "x"})])
+    assert task.open([("t", 1)]) == {}
+    task.put([SinkRecord("t", 1, 0, BASE_TS_MS, None, {"id": 2})])
+    assert task.flush() == {("t", 0): 2, ("t", 1): 1}
+    rows = task.catalog.load_table(("bayou", "t")).scan().to_arrow().to_pylist()
+    assert sorted((r["_partition"], r["_offset"], r["id"], r["later"]) for r in rows) == [
+        (0, 0, 0, None),
+        (0, 1, 1, "x"),
+        (1, 0, 2, None),
+    ]

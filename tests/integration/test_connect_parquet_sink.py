@@ -295,3 +295,17 @@ def test_s3_every_record_once_across_a_restart(
         (local / key).parent.mkdir(parents=True, exist_ok=True)
         (local / key).write_bytes(restarted.files.get(key))
     check_rows(read_back(local), TOTAL, PARTITIONS)
+
+
+def test_a_partition_assigned_later_keeps_the_rows_buffered_for_others(tmp_path: Path) -> None:
+    task = task_for(str(tmp_path), **{"partition.by": "id"})
+    task.open([("t", 0)])
+    task.put([SinkRecord("t", 0, 0, BASE_TS_MS, None, {"id": 0, "later": "x"})])
+    assert task.open([("t", 1)]) == {}
+    task.put([SinkRecord("t", 1, 0, BASE_TS_MS, None, {"id": 1})])
+    assert task.flush() == {("t", 0): 1, ("t", 1): 1}
+    rows = read_back(tmp_path)
+    assert sorted((r["_partition"], r["_offset"], r["id"], r["later"]) for r in rows) == [
+        (0, 0, 0, "x"),
+        (1, 0, 1, None),
+    ]

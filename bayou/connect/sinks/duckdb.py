@@ -134,7 +134,9 @@ class DuckDbSinkTask(SinkTask):
                 found[tp] = self._next[tp] = int(row[0][0])
             else:
                 self._next.pop(tp, None)
-        self._schemas.clear()  # another task may have added columns
+        for table in list(self._schemas):
+            if not self._rows.get(table):  # read again: another task may have added columns
+                del self._schemas[table]
         return found
 
     def put(self, records: Sequence[SinkRecord]) -> None:

@@ -47,6 +47,7 @@ try:
     from pyiceberg.catalog.sql import SqlCatalog
     from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
     from pyiceberg.table import Table
+    from sqlalchemy.exc import OperationalError
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ConfigError(
         "iceberg-sink needs pyiceberg and pyarrow: pip install 'bayou[connect]'"
@@ -119,8 +120,14 @@ class IcebergSinkTask(SinkTask):
     def open(self, partitions: Collection[TopicPartition]) -> Mapping[TopicPartition, int]:
         found: dict[TopicPartition, int] = {}
         for identifier in {self._identifier(t) for t, _ in partitions}:
-            self._tables.pop(identifier, None)  # reload: another task may have evolved it
-            state = self._state(identifier)
+            state = self._tables.get(identifier)
+            if state is not None and state.rows:
+                # rows of other partitions are buffered with this schema: keep it, and
+                # only take a fresh handle on the table (another task may have evolved it)
+                state.table = self._load(identifier)
+            else:
+                self._tables.pop(identifier, None)
+                state = self._state(identifier)
             if state.table is None:
                 continue
             recorded = self._recorded_offsets(state.table)
@@ -228,6 +235,8 @@ class IcebergSinkTask(SinkTask):
                 data = arrow_table(state.rows, table.schema().as_arrow())
                 table.append(data, snapshot_properties=properties)
                 return
+            except OperationalError as exc:  # the catalog database: locked, unreachable
+                raise RetriableError(f"commit to {state.identifier}: {exc}") from exc
             except CommitFailedException as exc:
                 if attempt == COMMIT_ATTEMPTS - 1:
                     raise RetriableError(f"commit to {state.identifier}: {exc}") from exc
