@@ -41,6 +41,8 @@ import logging
 import signal
 
 from bayou.broker_config import BrokerConfig
+from bayou.connect.supervisor import CATALOG_TOPIC as CONNECT_CATALOG
+from bayou.connect.supervisor import ConnectSupervisor
 from bayou.console import Console
 from bayou.core import Core, CoreSettings, Isolation
 from bayou.core.groups import GroupSettings
@@ -280,6 +282,7 @@ class App:
         )
         self.metrics.register(BrokerCollector(self.core, self.metrics))
         self.views: ViewSupervisor | None = None  # started with the broker (--views serve)
+        self.connect: ConnectSupervisor | None = None  # started with it (--connect serve)
         self.metrics.register(
             ViewsCollector(lambda: self.views.stats() if self.views is not None else {})
         )
@@ -301,7 +304,10 @@ class App:
             host = "127.0.0.1"
         if ":" in host:
             host = f"[{host}]"
-        return {"bootstrap.servers": f"{host}:{self.kafka.port}"}
+        return {
+            "bootstrap.servers": f"{host}:{self.kafka.port}",
+            **self.core.security.internal_client_config(),
+        }
 
     def _kafka_settings(self, port: int, tls_port: int) -> KafkaSettings:
         config = self.config
@@ -350,6 +356,15 @@ class App:
                 catalog_exists=lambda: CATALOG_TOPIC in self.core.topics(),
             )
             self.views.start()
+        if self.config.connect == "serve":
+            self.connect = ConnectSupervisor(
+                self.loopback_client_config(),
+                self._worker_id(),
+                catalog_exists=lambda: CONNECT_CATALOG in self.core.topics(),
+            )
+            self.connect.start()
+            if self.http is not None:
+                self.http.gateway.connect = self.connect
         listening = " ".join(
             f"{name}={door.address if door is not None else 'off'}"
             for name, door in (
@@ -368,8 +383,18 @@ class App:
             self.core.cluster_id,
         )
 
+    def _worker_id(self) -> str:
+        """How connector statuses name this broker: Kafka Connect's host:port of its REST
+        API (the HTTP door; the Kafka listener when the door is off)."""
+        if self.http is not None:
+            port = self.http.address.rsplit(":", 1)[-1]
+            return f"{self.kafka.advertised_host}:{port}"
+        return f"{self.kafka.advertised_host}:{self.kafka.advertised_port}"
+
     async def stop(self) -> None:
         log.info("shutting down")
+        if self.connect is not None:  # tasks flush and commit while the broker still serves
+            await asyncio.to_thread(self.connect.stop)
         if self.views is not None:
             await asyncio.to_thread(self.views.stop)
         self.kafka.close_listener()

@@ -497,6 +497,14 @@ class BrokerConfig:
             choices=("serve", "workers"),
         ),
     )
+    connect: str = field(
+        default="serve",
+        metadata=opt(
+            "Whether this broker runs the connectors stored through /connectors: serve, or "
+            "off (the API then answers 503; `bayou connect run` works against any broker).",
+            choices=("serve", "off"),
+        ),
+    )
     auto_create_topics_enable: bool = field(
         default=True,
         metadata=opt("Create a topic when a client first asks for it.", flag="auto-create-topics"),

@@ -12,6 +12,7 @@ import click
 
 from bayou.cli._common import connection_options
 from bayou.cli.acl import acl
+from bayou.cli.connect import connect
 from bayou.cli.consume import consume
 from bayou.cli.group import group
 from bayou.cli.mirror import mirror
@@ -44,7 +45,7 @@ def cli() -> None:
     `bayou serve` runs a broker. `topic`, `produce`, `consume`, `group`, `txn`, `user`, `acl` and
     `quota` talk to a running broker at --bootstrap (default $BAYOU_BOOTSTRAP or 127.0.0.1:9092);
     `sql` and `streams` run SQL views and stream apps; `mirror` copies topics and group offsets
-    from one cluster to another.
+    from one cluster to another; `connect` runs connectors (files, lakes, databases, URLs).
     """
 
 
@@ -60,6 +61,7 @@ cli.add_command(quota)
 cli.add_command(streams)
 cli.add_command(sql)
 cli.add_command(mirror)
+cli.add_command(connect)
 
 
 def main() -> None:

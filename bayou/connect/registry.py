@@ -19,8 +19,12 @@ CONNECTOR_CLASSES: dict[str, str] = {
 
 
 def task_class(name: str) -> type[SinkTask] | type[SourceTask]:
-    """The task class for ``connector.class`` = ``name``; ``ConfigError`` when unknown."""
+    """The task class for ``connector.class`` = ``name``; ``ConfigError`` when unknown.
+
+    Beside the names above, ``package.module:ClassName`` names a task class of one's own."""
     target = CONNECTOR_CLASSES.get(name)
+    if target is None and ":" in name:
+        target = name
     if target is None:
         known = ", ".join(sorted(CONNECTOR_CLASSES))
         raise ConfigError(f"unknown connector.class {name!r} (known: {known})")
@@ -32,4 +36,6 @@ def task_class(name: str) -> type[SinkTask] | type[SourceTask]:
 
 
 def is_sink(name: str) -> bool:
+    if ":" in name:
+        return issubclass(task_class(name), SinkTask)
     return name.endswith("-sink")

@@ -253,6 +253,45 @@ def test_message_ttl_and_expiration_expire_at_delivery_time(shared_broker: Broke
     conn.close()
 
 
+def test_a_cancelled_consumer_keeps_its_unacked_messages_until_it_settles_them(
+    shared_broker: BrokerProcess,
+) -> None:
+    """RabbitMQ's basic.cancel: deliveries stay unacked on the channel (Celery's warm
+    shutdown cancels, finishes its tasks, then acks them); a closed channel gives back."""
+    queue = unique("cancelled")
+    conn = connect(shared_broker)
+    ch = conn.channel()
+    ch.queue_declare(queue, durable=True)
+    publish(shared_broker, queue, [b"a", b"b", b"c", b"d", b"e"])
+    ch.basic_qos(prefetch_count=2)
+    first = Collector(conn, ch, queue)
+    held = first.wait_for(2)
+    ch.basic_cancel(first.tag)
+    other_ch = conn.channel()
+    other = Collector(conn, other_ch, queue)
+    assert [d.body for d in other.wait_for(3)] == [b"c", b"d", b"e"]
+    assert other.quiet_for(0.3) == 0  # the cancelled consumer still holds a and b
+    ch.basic_ack(held[0].tag)  # still counts after the cancel
+    ch.basic_nack(held[1].tag, requeue=True)  # back to the queue: the other one gets it
+    again = other.wait_for(4)[3]
+    assert again.body == held[1].body and again.redelivered
+    for d in other.got:
+        other_ch.basic_ack(d.tag)
+    assert other.quiet_for(0.3) == 0 and ch.is_open
+    other_ch.basic_cancel(other.tag)
+    # cancelled while holding, then the channel closes: what it held goes back
+    publish(shared_broker, queue, [b"f"])
+    third_ch = conn.channel()
+    third = Collector(conn, third_ch, queue)
+    assert [d.body for d in third.wait_for(1)] == [b"f"]
+    third_ch.basic_cancel(third.tag)
+    third_ch.close()
+    last = Collector(conn, conn.channel(), queue, auto_ack=True).wait_for(1)
+    assert last[0].body == b"f" and last[0].redelivered
+    assert ch.queue_declare(queue, passive=True).method.message_count == 0
+    conn.close()
+
+
 def test_basic_get_takes_one_message_at_a_time_and_a_closed_channel_gives_back(
     shared_broker: BrokerProcess,
 ) -> None:

@@ -300,10 +300,13 @@ def test_a_new_non_durable_queue_keeps_what_was_sent_before_anyone_consumed(
     got = first.wait_for(2)
     assert [d.body for d in got] == [b"Hello World!", b"second"]
     ch.basic_ack(got[0].tag)
-    ch.basic_cancel(first.tag)  # "second" was not acked
+    ch.basic_cancel(first.tag)  # "second" was not acked: it stays unacked on the channel
     ch.basic_publish("", queue, b"third")
     then = Collector(conn, ch, queue)
-    assert [d.body for d in then.wait_for(2)] == [b"second", b"third"]
+    assert [d.body for d in then.wait_for(1)] == [b"third"]
+    ch.basic_nack(got[1].tag, requeue=True)
+    again = then.wait_for(2)[1]
+    assert again.body == b"second" and again.redelivered
     assert then.quiet_for(0.3) == 0
     conn.close()
 

@@ -325,6 +325,44 @@ def test_http_basic_bearer_401_and_403(secure: SecureBroker) -> None:
         assert posted.status_code == 403
 
 
+def test_sql_views_run_on_a_broker_that_requires_logins(secure: SecureBroker) -> None:
+    """The views' supervisor reaches the broker as its internal user; /sql asks ALTER on
+    the cluster of the HTTP user."""
+    topic, view = f"secv{uuid.uuid4().hex[:6]}", f"secn{uuid.uuid4().hex[:6]}"
+    producer = Producer(secure.kafka_config("admin", USERS["admin"]))
+    devices = ["d1", "d2", "d1", "d3", "d1", "d2"]
+    for i, device in enumerate(devices):
+        producer.produce(topic, key=device.encode(), value=json.dumps({"device": device, "i": i}))
+    assert producer.flush(TIMEOUT) == 0
+    statement = f"CREATE VIEW {view} AS SELECT device, COUNT(*) AS n FROM {topic} GROUP BY device"
+    url = f"https://127.0.0.1:{secure.http_tls_port}/sql"
+    with httpx.Client(verify=trusting(secure), timeout=60) as http:
+        refused = http.post(url, content=statement, auth=("alice", USERS["alice"]))
+        assert refused.status_code == 403, refused.text
+        created = http.post(url, content=statement, auth=("admin", USERS["admin"]))
+        assert created.status_code == 200, created.text
+    consumer = Consumer(
+        secure.kafka_config(
+            "admin",
+            USERS["admin"],
+            **{"group.id": f"t-{view}", "auto.offset.reset": "earliest"},
+        )
+    )
+    consumer.subscribe([view])
+    counts: dict[str, int] = {}
+    want = {d: devices.count(d) for d in set(devices)}
+    deadline = time.monotonic() + 60
+    try:
+        while counts != want and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                row = json.loads(msg.value())
+                counts[row["device"]] = row["n"]
+    finally:
+        consumer.close()
+    assert counts == want
+
+
 def test_metrics_need_a_login_and_describe_on_the_cluster(secure: SecureBroker) -> None:
     url = f"https://127.0.0.1:{secure.http_tls_port}/metrics"
     with httpx.Client(verify=trusting(secure), timeout=TIMEOUT) as http:

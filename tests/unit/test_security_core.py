@@ -3,6 +3,7 @@ semantics, certificate-subject mapping rules, login delays."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import pytest
@@ -146,3 +147,34 @@ def test_login_delays_grow_per_address_and_reset() -> None:
     delays.succeeded("a")
     assert delays.failed("a") == 0.1
     assert max(delays.failed("c") for _ in range(30)) == 5.0
+
+
+def test_the_internal_user_logs_in_only_with_the_engines_secret() -> None:
+    from bayou.core.security import INTERNAL_USER, Security, SecuritySettings
+    from bayou.core.security.scram import SHA_512, make_credential
+    from bayou.storage.memory import MemoryEngine
+
+    async def scenario() -> None:
+        state = MemoryEngine().state
+        first = Security(SecuritySettings(authorizer=True))
+        await first.open(state)
+        secret = first.internal_secret
+        assert len(secret) >= 32
+        config = first.internal_client_config()
+        assert (config["sasl.username"], config["sasl.password"]) == (INTERNAL_USER, secret)
+        login = first.password_login("kafka", "h", INTERNAL_USER, secret.encode())
+        assert login.principal == f"User:{INTERNAL_USER}"
+        assert first.authorizer.is_super(login.principal)
+        assert first.password_login("kafka", "h", INTERNAL_USER, b"guess").principal is None
+        # a stored user of that name cannot log in with its own password, nor by SCRAM
+        await first.users.upsert(INTERNAL_USER, make_credential(SHA_512, b"mine"))
+        assert first.password_login("kafka", "h", INTERNAL_USER, b"mine").principal is None
+        assert first.users.credential(INTERNAL_USER, SHA_512) is None
+        # another broker on the same engine reads the same secret
+        second = Security(SecuritySettings(authorizer=True))
+        await second.open(state)
+        assert second.internal_secret == secret
+        # without logins required there is nothing to add
+        assert Security().internal_client_config() == {}
+
+    asyncio.run(scenario())

@@ -303,6 +303,26 @@ def test_heartbeat_errors_and_epochs() -> None:
     assert result.response is not None and result.response.error == ErrorCode.GROUP_ID_NOT_FOUND
 
 
+def test_groups_and_members_are_bounded() -> None:
+    h = Harness(ShareSettings(max_groups=2, max_members_per_group=2))
+    h.join("g1", "a")
+    h.join("g1", "b")
+    full = h.heartbeat("g1", "c", 0, [T])
+    assert full.error == ErrorCode.GROUP_MAX_SIZE_REACHED and "group.share.max.size" in full.message
+    h.join("g2", "a")
+    refused = h.heartbeat("g3", "a", 0, [T])
+    assert refused.error == ErrorCode.GROUP_MAX_SIZE_REACHED
+    assert "group.share.max.groups" in refused.message and "g3" not in h.c.groups
+    code, _ = h.run(lambda now: h.c.alter_offsets(now, "g4", {(T, 0): 0}, h.bounds, {T: TID}))
+    assert code == ErrorCode.GROUP_MAX_SIZE_REACHED and "g4" not in h.c.groups
+    # a member leaving makes room in its group; a deleted group makes room on the broker
+    assert h.heartbeat("g1", "b", -1, None).error == ErrorCode.NONE
+    h.join("g1", "c")
+    assert h.heartbeat("g2", "a", -1, None).error == ErrorCode.NONE
+    h.run(lambda now: h.c.delete_groups(now, ["g2"]))
+    h.join("g3", "a")
+
+
 def test_admin_offsets_and_deletion() -> None:
     h = Harness(partitions=2)
     h.join("g", "a")

@@ -17,6 +17,12 @@ One ``Security`` object, built by ``bayou.app`` and held by the ``Core``, is all
   change applies at once to every open connection, as each request asks again.
 - **TLS**: the one server context of every door's TLS listener (``tls.py``); ``reload``
   (SIGHUP) reloads it and the JWKS file.
+- **the broker's own clients** (the SQL views' and connectors' supervisors reach the broker
+  over its Kafka listener): with logins required they log in with SASL PLAIN as
+  ``__bayou_internal``, a super user whose password is a random secret kept in the engine's
+  state log ``__bayou_internal`` (made by the first broker that needs it; every broker of a
+  cluster reads the same one, the first entry of the log).  No stored user of that name can
+  log in (``UserStore`` ignores it), so only a process that reads the engine knows it.
 
 With the authorizer off (the default) nothing is required: every question is answered yes,
 as by a Kafka broker without ``authorizer.class.name``, but users can be managed and logins
@@ -25,7 +31,9 @@ as by a Kafka broker without ``authorizer.class.name``, but users can be managed
 
 from __future__ import annotations
 
+import hmac
 import logging
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,13 +45,15 @@ from bayou.core.security.login_delays import LoginDelays
 from bayou.core.security.principal import map_subject, parse_rules, user_principal
 from bayou.core.security.tls import TlsContext, peer_subject
 from bayou.core.security.tokens import TokenError, TokenValidator
-from bayou.core.security.users import USERS_LOG, UserStore
-from bayou.storage.engine import StateStore
+from bayou.core.security.users import INTERNAL_USER, USERS_LOG, UserStore
+from bayou.storage.engine import StateEntry, StateStore
 
 log = logging.getLogger("bayou.security")
+INTERNAL_SECRET_LOG = "__bayou_internal"
 
 __all__ = [
     "ACLS_LOG",
+    "INTERNAL_USER",
     "USERS_LOG",
     "AclOperation",
     "Login",
@@ -89,7 +99,7 @@ class Security:
         self.authorizer = Authorizer(
             self.acls,
             enabled=s.authorizer,
-            super_users=frozenset(s.super_users),
+            super_users=frozenset(s.super_users) | {user_principal(INTERNAL_USER)},
             allow_if_no_acl=s.allow_everyone_if_no_acl_found,
         )
         self.audit = Audit()
@@ -100,6 +110,7 @@ class Security:
             if s.tls_cert is not None and s.tls_key is not None
             else None
         )
+        self.internal_secret = ""  # set by open() when logins are required
         self.tokens = (
             TokenValidator(
                 s.oauth_jwks_file,
@@ -119,6 +130,19 @@ class Security:
     async def open(self, state: StateStore) -> None:
         await self.users.open(state)
         await self.acls.open(state)
+        if self.enabled:
+            self.internal_secret = await _internal_secret(state)
+
+    def internal_client_config(self) -> dict[str, object]:
+        """librdkafka settings the broker's own clients add to reach its Kafka listener."""
+        if not self.enabled:
+            return {}
+        return {
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": "PLAIN",
+            "sasl.username": INTERNAL_USER,
+            "sasl.password": self.internal_secret,
+        }
 
     def reload(self) -> None:
         """SIGHUP: the TLS certificate and key, and the JWKS file; errors are logged and
@@ -145,6 +169,11 @@ class Security:
     def password_login(
         self, door: str, host: str, user: str, password: bytes, mechanism: str = "PLAIN"
     ) -> Login:
+        if user == INTERNAL_USER:
+            secret = self.internal_secret.encode()
+            if not secret or not hmac.compare_digest(password, secret):
+                return self.refuse(door, host, mechanism, user, "invalid credentials")
+            return self.accept(host, user)
         if not user or not self.users.check_password(user, password):
             return self.refuse(door, host, mechanism, user, "invalid credentials")
         return self.accept(host, user)
@@ -186,3 +215,16 @@ class Security:
             return True
         self.audit.denied(door, principal or "-", host, operation.name, resource_type.name, name)
         return False
+
+
+async def _internal_secret(state: StateStore) -> str:
+    """The internal user's secret: the first entry of its state log, made if there is none.
+
+    Each writer uses its secret as the key, so compaction never drops the first one and
+    brokers starting together all settle on the same (the first appended)."""
+    log = await state.open_log(INTERNAL_SECRET_LOG)
+    entries = await log.read_all()
+    if not entries:
+        await log.put([StateEntry(secrets.token_urlsafe(32).encode(), b"")], durable=True)
+        entries = await log.read_all()
+    return entries[0].key.decode()

@@ -27,6 +27,7 @@ from bayou.core.security.scram import MECHANISMS, SHA_512, Credential, Mechanism
 from bayou.storage.engine import StateEntry, StateLog, StateStore, latest
 
 USERS_LOG = "__bayou_users"
+INTERNAL_USER = "__bayou_internal"  # the broker's own clients (``Security``); never stored
 VERIFIED_CACHE = 4096
 
 
@@ -52,11 +53,13 @@ class UserStore:
         return dict(self._users.get(user, {}))
 
     def credential(self, user: str, mechanism: Mechanism) -> Credential | None:
+        if user == INTERNAL_USER:  # a stored user of that name never logs in
+            return None
         return self._users.get(user, {}).get(mechanism.name)
 
     def check_password(self, user: str, password: bytes) -> bool:
         """Does ``password`` match the user's credential (the strongest one it has)?"""
-        creds = self._users.get(user)
+        creds = self._users.get(user) if user != INTERNAL_USER else None
         if not creds:
             return False
         cred = creds.get(SHA_512.name) or next(iter(creds.values()))

@@ -247,8 +247,7 @@ class ShareCoordinator:
         if group is None:
             if epoch != 0:
                 raise SCE(E.UNKNOWN_MEMBER_ID, f"Group {group_id} has no member {member_id}.")
-            group = ShareGroup(group_id, state_ms=now)
-            self.groups[group_id] = group
+            group = self._new_group(group_id, now)
         bump = False
         full = False
         member = group.members.get(member_id)
@@ -256,6 +255,13 @@ class ShareCoordinator:
             if subscribed is None:
                 raise SCE(E.INVALID_REQUEST, "SubscribedTopicNames must be set when joining.")
             if member is None:
+                if len(group.members) >= self.settings.max_members_per_group:
+                    raise SCE(
+                        E.GROUP_MAX_SIZE_REACHED,
+                        f"Share group {group_id} has reached its maximum of "
+                        f"{self.settings.max_members_per_group} members "
+                        "(group.share.max.size).",
+                    )
                 member = ShareMember(member_id, rack_id, client_id, client_host, ())
                 group.members[member_id] = member
                 bump = True
@@ -302,6 +308,18 @@ class ShareCoordinator:
             heartbeat_interval_ms=config.heartbeat_interval_ms,
             assignment=dict(member.assigned) if full or changed else None,
         )
+
+    def _new_group(self, group_id: str, now: int) -> ShareGroup:
+        """Create a group, within ``max_groups`` (replayed groups are never refused)."""
+        if len(self.groups) >= self.settings.max_groups:
+            raise SCE(
+                E.GROUP_MAX_SIZE_REACHED,
+                f"The broker holds its maximum of {self.settings.max_groups} share groups "
+                "(group.share.max.groups); delete unused ones.",
+            )
+        group = ShareGroup(group_id, state_ms=now)
+        self.groups[group_id] = group
+        return group
 
     def _assign(
         self,
@@ -613,8 +631,11 @@ class ShareCoordinator:
             result.response = (E.NON_EMPTY_GROUP, {})
             return result
         if group is None:
-            group = ShareGroup(group_id, state_ms=now)
-            self.groups[group_id] = group
+            try:
+                group = self._new_group(group_id, now)
+            except SCE as exc:
+                result.response = (exc.code, {})
+                return result
             self._emit_group(result, group)
         codes: dict[TopicPartition, ErrorCode] = {}
         for (topic, p), offset in sorted(offsets.items()):

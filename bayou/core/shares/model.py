@@ -73,6 +73,11 @@ class ShareSettings:
     heartbeat_interval_ms: int = 5_000  # group.share.heartbeat.interval.ms
     min_session_timeout_ms: int = 1_000
     min_heartbeat_interval_ms: int = 100
+    # Bounds on what clients can make the coordinator hold (GROUP_MAX_SIZE_REACHED beyond):
+    # Kafka's group.share.max.size default; group.share.max.groups is 10 in Kafka, far
+    # more here because every AMQP queue and MQTT $share group is a share group.
+    max_members_per_group: int = 200  # group.share.max.size
+    max_groups: int = 10_000  # group.share.max.groups
 
 
 @dataclass(frozen=True)

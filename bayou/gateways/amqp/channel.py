@@ -72,6 +72,7 @@ class Channel:
         self.proto = connection.proto
         self.consumers: dict[str, Reader] = {}
         self.getters: dict[str, QueueGetter] = {}  # basic.get on classic queues
+        self.cancelled: set[Reader] = set()  # cancelled, holding unacked deliveries
         self.unacked: dict[int, tuple[Settler, str, int, int]] = {}
         self.consumer_prefetch = 0
         self.global_prefetch = 0
@@ -157,6 +158,8 @@ class Channel:
         self.closed = True
         consumers = list(self.consumers.values())
         self.consumers.clear()
+        consumers.extend(self.cancelled)
+        self.cancelled.clear()
         for consumer in consumers:
             self.topology.forget_consumer(consumer)
         getters = list(self.getters.values())
@@ -549,7 +552,10 @@ class Channel:
         consumer = self.consumers.pop(m.consumer_tag, None)
         if consumer is not None:
             self.topology.forget_consumer(consumer)
-            await consumer.stop()
+            await consumer.cancel()
+            self.cancelled = {c for c in self.cancelled if c.draining}
+            if consumer.draining:
+                self.cancelled.add(consumer)
         return method("basic.cancel_ok", consumer_tag=m.consumer_tag)
 
     async def _basic_get(self, m: Method) -> Method | None:

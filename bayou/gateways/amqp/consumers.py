@@ -152,6 +152,12 @@ class Consumer:
             self._tasks.append(asyncio.create_task(self._committer()))
         self._tasks.append(asyncio.create_task(self._run()))
 
+    draining = False  # a stream's unacked deliveries need no member to be settled
+
+    async def cancel(self) -> None:
+        """``basic.cancel``: the same as ``stop``."""
+        await self.stop()
+
     async def stop(self) -> None:
         """Stop delivering; commit what was acked and leave the group.  Every caller
         returns once that is done (the first call does it)."""

@@ -67,6 +67,14 @@ class ConsumerHandle(Protocol):
         """Stop delivering, commit what was acked, leave the group."""
         ...
 
+    async def cancel(self) -> None:
+        """``basic.cancel``: stop delivering; a classic queue's consumer keeps what the
+        client holds unacked until it is settled (``draining``) or the channel closes."""
+        ...
+
+    @property
+    def draining(self) -> bool: ...
+
 
 class DeliveryChannel(Protocol):
     """What a consumer (or the ``basic.get`` cursor) needs from its channel."""

@@ -22,6 +22,8 @@ and delivery count durable in ``__share_group_state``.
 - **Going away.**  A consumer that is cancelled or whose channel or connection closes (a
   client killed -9) applies the acks it received, then releases everything it still holds
   and leaves the group: the other members get those records at once, marked redelivered.
+  ``basic.cancel`` only stops deliveries: what the client holds stays unacked (RabbitMQ's
+  semantics) and the member leaves once it is settled, or with the channel.
 - **Policy at delivery time** (``QueuePolicy``, from the queue's arguments): a record
   whose ``x-message-ttl`` or per-message ``expiration`` ran out since it was appended, or
   that was already delivered ``x-delivery-limit`` + 1 times (N redeliveries after the
@@ -270,9 +272,28 @@ class QueueConsumer(ShareSettler):
         self._kick: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping: asyncio.Future[None] | None = None
+        self._draining = False
 
     def __repr__(self) -> str:
         return f"QueueConsumer({self.tag} on {self.queue})"
+
+    @property
+    def draining(self) -> bool:
+        """Cancelled, and the client still holds deliveries it may settle."""
+        return self._draining and self._stopping is None
+
+    async def cancel(self) -> None:
+        """``basic.cancel``: stop delivering.  As in RabbitMQ, what the client holds stays
+        unacked on the channel and its acks still count; the member leaves once the last
+        one is settled, or when the channel closes (releasing what is left)."""
+        self.stopped = True
+        self.kick()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.held:
+            self._draining = True
+        else:
+            await self.stop()
 
     async def start(self) -> None:
         """Join the queue's share group and start delivering."""
@@ -301,6 +322,9 @@ class QueueConsumer(ShareSettler):
             kick.set_result(None)
 
     def settled_one(self) -> None:
+        if self._draining and not self.held:
+            self._draining = False
+            self.core.background(self.stop())
         self.kick()
 
     def wake_member(self) -> None:
@@ -331,8 +355,10 @@ class QueueConsumer(ShareSettler):
             except ShareCoordinatorError as exc:
                 log.debug("AMQP consumer %s: acquiring failed: %s", self.tag, exc)
                 got = []
-            if self.stopped:
-                return  # what was just acquired is released by close
+            if self.stopped:  # never delivered: back to the group now
+                self._acks.extend((d, AckType.RELEASE) for d in got)
+                self._ack_wanted.set()
+                return
             if not got:
                 await self._park(wait_for_records=True)
                 continue

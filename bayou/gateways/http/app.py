@@ -30,6 +30,7 @@ from starlette.routing import Route
 
 from bayou.gateways.http import (
     errors,
+    routes_connect,
     routes_consumers,
     routes_metrics,
     routes_root,
@@ -68,6 +69,7 @@ def create_app(gw: Gateway) -> FastAPI:
     app.include_router(routes_consumers.router)
     app.include_router(routes_metrics.router)
     app.include_router(routes_sql.router)
+    app.include_router(routes_connect.router)
     app.add_api_route("/{path:path}", _options, methods=["OPTIONS"], include_in_schema=False)
     app.add_exception_handler(errors.RestError, _rest_error)
     app.add_exception_handler(RequestValidationError, _invalid)

@@ -14,9 +14,11 @@ session cookie logs in too, and a GET without credentials is sent to that page (
 The principal goes into ``scope["state"]`` (``request.state.principal``); then the path
 decides the first question, as Kafka would ask it: ``/topics/{t}`` GET needs DESCRIBE on the
 topic, POST (produce) WRITE, its partitions' records and ``/stream`` READ; anything under
-``/consumers/{group}`` READ on the group.  A refusal is ``403`` with a REST Proxy body
-(``40301`` topic, ``40302`` group); the topic list shows only topics the principal may
-describe; subscribing or assigning checks READ on every named topic (``require``).
+``/consumers/{group}`` READ on the group.  ``/sql`` and ``/connectors`` run as the broker
+itself (its internal client), so they ask about the cluster: ALTER, or DESCRIBE for a GET.
+A refusal is ``403`` with a REST Proxy body (``40301`` topic or cluster, ``40302`` group);
+the topic list shows only topics the principal may describe; subscribing or assigning
+checks READ on every named topic (``require``).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bayou.core.security import Security
-from bayou.core.security.acl import AclOperation, ResourceType
+from bayou.core.security.acl import CLUSTER_NAME, AclOperation, ResourceType
 from bayou.gateways.http.errors import RestError
 from bayou.gateways.http.sessions import COOKIE, Sessions
 
@@ -43,6 +45,7 @@ GROUP_DENIED = 40302
 UNAUTHORIZED = 40101
 _TOPIC = re.compile(r"^/topics/([^/]+)(/.*)?$")
 _GROUP = re.compile(r"^/consumers/([^/]+)(/.*)?$")
+_AS_THE_BROKER = re.compile(r"^/(sql|connectors|connector-plugins)(/.*)?$")
 OPEN_PATHS = ("/", "/docs", "/redoc", "/openapi.json")
 
 
@@ -132,6 +135,11 @@ class AuthMiddleware:
                 op = AclOperation.DESCRIBE
             if not allowed(DOOR, principal, host, op, ResourceType.TOPIC, topic):
                 return TOPIC_DENIED, f"Not authorized to access topics: [{topic}]"
+            return None
+        if _AS_THE_BROKER.match(path):
+            op = AclOperation.DESCRIBE if method == "GET" else AclOperation.ALTER
+            if not allowed(DOOR, principal, host, op, ResourceType.CLUSTER, CLUSTER_NAME):
+                return TOPIC_DENIED, f"Not authorized to {op.name.lower()} the cluster."
             return None
         found = _GROUP.match(path)
         if found and not allowed(

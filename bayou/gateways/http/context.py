@@ -29,6 +29,8 @@ class Gateway:
     links: dict[str, str] = field(default_factory=dict)
     # librdkafka settings reaching this broker's own Kafka listener (SQL statements), once up
     sql_client_config: dict[str, Any] | None = None
+    #: the broker's connectors (``bayou.connect.supervisor.ConnectSupervisor``), once up
+    connect: Any = None
     #: browser sessions of a login page (the console's), beside Basic and Bearer
     sessions: Sessions = field(init=False)
 
