@@ -6,13 +6,17 @@ Theory of operation
 One ``bayou serve`` (Kafka door only) is started on a free loopback port and ``--records``
 JSON records (five fields, ~110 B) are produced to one topic of ``--partitions``
 partitions.  Then each phase reads the whole topic from offset 0 with confluent-kafka and
-writes it into a fresh target; the clock runs from the consumer's creation to the last
+writes it into a fresh target; the clock runs from the task's (or consumer's) start to the last
 durable write.  Phases:
 
 - ``parquet``, ``iceberg``, ``duckdb``: the sink task (``bayou.connect.sinks.*``), driven
   as the runtime drives it: records converted to ``SinkRecord`` (JSON values), ``put`` in
   the consumer's batches, ``flush`` when ``flush_due`` says so (``--flush-records``) and at
   the end — every file or commit with its offsets, exactly once;
+- ``run-parquet``, ``run-iceberg``: the same sinks through ``bayou connect run FILE.toml``
+  (the runtime: consumer group ``connect-{name}``, converters, commits after each flush);
+  the clock runs from the group's assignment (start-up and joining left out) until the group
+  has committed the end of the topic;
 - ``by-hand-parquet``: what a user would write instead: ``json.loads`` each value, collect
   dicts, every ``--flush-records`` one ``pa.Table.from_pylist`` + ``pq.write_table`` into
   a directory; no offsets kept (at most/least once, depending on when it commits);
@@ -30,6 +34,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -38,8 +44,15 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupState,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from pyiceberg.catalog.sql import SqlCatalog
 
 from bayou.connect.api import ConnectorConfig, SinkRecord, SinkTask
@@ -47,7 +60,15 @@ from bayou.connect.registry import task_class
 from tests.support.broker import BrokerProcess
 
 TOPIC = "connect-bench"
-PHASES = ("parquet", "iceberg", "duckdb", "by-hand-parquet", "by-hand-iceberg")
+PHASES = (
+    "parquet",
+    "iceberg",
+    "duckdb",
+    "run-parquet",
+    "run-iceberg",
+    "by-hand-parquet",
+    "by-hand-iceberg",
+)
 
 
 def produce(bootstrap: str, records: int, partitions: int) -> None:
@@ -106,7 +127,9 @@ def consume(bootstrap: str, partitions: int, handle: Callable[[list[Any]], None]
     return count
 
 
-def run_sink(phase: str, bootstrap: str, partitions: int, out: Path, flush_records: int) -> int:
+def run_sink(
+    phase: str, bootstrap: str, partitions: int, out: Path, flush_records: int
+) -> tuple[int, float]:
     values = {"connector.class": f"{phase}-sink", "flush.records": str(flush_records)}
     if phase == "parquet":
         values["path"] = str(out)
@@ -115,6 +138,7 @@ def run_sink(phase: str, bootstrap: str, partitions: int, out: Path, flush_recor
     else:
         values["path"] = str(out / "bench.duckdb")
     out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
     task = task_class(values["connector.class"])(ConnectorConfig("bench", values))
     assert isinstance(task, SinkTask)
     task.start()
@@ -140,11 +164,58 @@ def run_sink(phase: str, bootstrap: str, partitions: int, out: Path, flush_recor
     count = consume(bootstrap, partitions, handle)
     task.flush()
     task.stop()
-    return count
+    return count, time.monotonic() - started
 
 
-def run_by_hand(phase: str, bootstrap: str, partitions: int, out: Path, flush_records: int) -> int:
+def run_connect(
+    phase: str, bootstrap: str, partitions: int, out: Path, flush_records: int
+) -> tuple[int, float]:
+    """``bayou connect run`` in a child process: the records committed, and the time from
+    the group's assignment to the last commit."""
+    kind = phase.removeprefix("run-")
+    name = f"bench-{kind}-{time.monotonic_ns()}"
+    target = f'path = "{out}"' if kind == "parquet" else f'warehouse = "{out}"'
+    config = out.with_suffix(".toml")
+    config.write_text(
+        f'[connectors.{name}]\n"connector.class" = "{kind}-sink"\ntopics = "{TOPIC}"\n'
+        f'"value.converter" = "json"\n"flush.records" = "{flush_records}"\n{target}\n'
+        '"offset.flush.interval.ms" = "1000"\n'
+    )
+    group = f"connect-{name}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    tps = [TopicPartition(TOPIC, p) for p in range(partitions)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bayou", "connect", "run", str(config), "-b", bootstrap],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            described = admin.describe_consumer_groups([group])[group].result(timeout=10)
+            if described.state == ConsumerGroupState.STABLE and described.members:
+                break
+            time.sleep(0.05)
+        started = time.monotonic()
+        committed = 0
+        while time.monotonic() < deadline:
+            committed = sum(max(tp.offset, 0) for tp in reader.committed(tps, timeout=10))
+            if committed >= sum(reader.get_watermark_offsets(tp)[1] for tp in tps):
+                break
+            time.sleep(0.1)
+        return committed, time.monotonic() - started
+    finally:
+        proc.terminate()
+        proc.wait(60)
+        reader.close()
+
+
+def run_by_hand(
+    phase: str, bootstrap: str, partitions: int, out: Path, flush_records: int
+) -> tuple[int, float]:
     out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
     rows: list[dict[str, Any]] = []
     files = 0
     table = None
@@ -179,7 +250,7 @@ def run_by_hand(phase: str, bootstrap: str, partitions: int, out: Path, flush_re
     write()
     if phase == "by-hand-iceberg":
         catalog.engine.dispose()
-    return count
+    return count, time.monotonic() - started
 
 
 def main() -> None:
@@ -206,10 +277,14 @@ def main() -> None:
                 rates = []
                 for attempt in range(args.repeat):
                     out = Path(tmp) / f"{phase}-{attempt}"
-                    run = run_by_hand if phase.startswith("by-hand") else run_sink
-                    started = time.monotonic()
-                    count = run(phase, broker.bootstrap, args.partitions, out, args.flush_records)
-                    elapsed = time.monotonic() - started
+                    run = run_sink
+                    if phase.startswith("by-hand"):
+                        run = run_by_hand
+                    elif phase.startswith("run-"):
+                        run = run_connect
+                    count, elapsed = run(
+                        phase, broker.bootstrap, args.partitions, out, args.flush_records
+                    )
                     assert count == args.records, (phase, count)
                     rates.append(count / elapsed)
                 print(
