@@ -22,8 +22,9 @@ durable write.  Phases:
   a directory; no offsets kept (at most/least once, depending on when it commits);
 - ``by-hand-iceberg``: the same into ``table.append`` of a pyiceberg SQLite-catalog table.
 
-Each phase runs ``--repeat`` times; the median and the spread are printed.  The machine is
-usually shared: compare phases of one run, not runs.  From the repository root::
+Each phase runs ``--repeat`` times, round by round (every phase once a round, so load that
+drifts on a shared machine falls on all of them); the median and the spread are printed.
+The machine is usually shared: compare phases of one run, not runs.  From the repository root::
 
     .venv/bin/python -m bench.connect_bench                      # 200k records, 1 partition
     .venv/bin/python -m bench.connect_bench --records 500000 --phases parquet,by-hand-parquet
@@ -273,9 +274,11 @@ def main() -> None:
                 f"{args.records} JSON records in {args.partitions} partition(s), flush every "
                 f"{args.flush_records}; records/s (median of {args.repeat}, min-max):"
             )
-            for phase in phases:
-                rates = []
-                for attempt in range(args.repeat):
+            # round by round, every phase once a round: load that drifts (a shared machine)
+            # spreads over all phases rather than falling on one
+            rates: dict[str, list[float]] = {phase: [] for phase in phases}
+            for attempt in range(args.repeat):
+                for phase in phases:
                     out = Path(tmp) / f"{phase}-{attempt}"
                     run = run_sink
                     if phase.startswith("by-hand"):
@@ -286,11 +289,11 @@ def main() -> None:
                         phase, broker.bootstrap, args.partitions, out, args.flush_records
                     )
                     assert count == args.records, (phase, count)
-                    rates.append(count / elapsed)
+                    rates[phase].append(count / elapsed)
+            for phase in phases:
                 print(
-                    f"  {phase:<16} {statistics.median(rates):>10,.0f}   "
-                    f"({min(rates):,.0f}-{max(rates):,.0f})",
-                    flush=True,
+                    f"  {phase:<16} {statistics.median(rates[phase]):>10,.0f}   "
+                    f"({min(rates[phase]):,.0f}-{max(rates[phase]):,.0f})"
                 )
         finally:
             broker.kill()
