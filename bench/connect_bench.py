@@ -24,6 +24,8 @@ durable write.  Phases:
 
 Each phase runs ``--repeat`` times, round by round (every phase once a round, so load that
 drifts on a shared machine falls on all of them); the median and the spread are printed.
+Beside records/s, the phases run in the benchmark's own process show records per CPU-second
+of that process (consumer threads included), which load from other jobs disturbs less.
 The machine is usually shared: compare phases of one run, not runs.  From the repository root::
 
     .venv/bin/python -m bench.connect_bench                      # 200k records, 1 partition
@@ -130,7 +132,7 @@ def consume(bootstrap: str, partitions: int, handle: Callable[[list[Any]], None]
 
 def run_sink(
     phase: str, bootstrap: str, partitions: int, out: Path, flush_records: int
-) -> tuple[int, float]:
+) -> tuple[int, float, float | None]:
     values = {"connector.class": f"{phase}-sink", "flush.records": str(flush_records)}
     if phase == "parquet":
         values["path"] = str(out)
@@ -139,7 +141,7 @@ def run_sink(
     else:
         values["path"] = str(out / "bench.duckdb")
     out.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
+    started, cpu = time.monotonic(), time.process_time()
     task = task_class(values["connector.class"])(ConnectorConfig("bench", values))
     assert isinstance(task, SinkTask)
     task.start()
@@ -165,12 +167,12 @@ def run_sink(
     count = consume(bootstrap, partitions, handle)
     task.flush()
     task.stop()
-    return count, time.monotonic() - started
+    return count, time.monotonic() - started, time.process_time() - cpu
 
 
 def run_connect(
     phase: str, bootstrap: str, partitions: int, out: Path, flush_records: int
-) -> tuple[int, float]:
+) -> tuple[int, float, float | None]:
     """``bayou connect run`` in a child process: the records committed, and the time from
     the group's assignment to the last commit."""
     kind = phase.removeprefix("run-")
@@ -205,7 +207,7 @@ def run_connect(
             if committed >= sum(reader.get_watermark_offsets(tp)[1] for tp in tps):
                 break
             time.sleep(0.1)
-        return committed, time.monotonic() - started
+        return committed, time.monotonic() - started, None
     finally:
         proc.terminate()
         proc.wait(60)
@@ -214,9 +216,9 @@ def run_connect(
 
 def run_by_hand(
     phase: str, bootstrap: str, partitions: int, out: Path, flush_records: int
-) -> tuple[int, float]:
+) -> tuple[int, float, float | None]:
     out.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
+    started, cpu = time.monotonic(), time.process_time()
     rows: list[dict[str, Any]] = []
     files = 0
     table = None
@@ -251,7 +253,7 @@ def run_by_hand(
     write()
     if phase == "by-hand-iceberg":
         catalog.engine.dispose()
-    return count, time.monotonic() - started
+    return count, time.monotonic() - started, time.process_time() - cpu
 
 
 def main() -> None:
@@ -277,6 +279,7 @@ def main() -> None:
             # round by round, every phase once a round: load that drifts (a shared machine)
             # spreads over all phases rather than falling on one
             rates: dict[str, list[float]] = {phase: [] for phase in phases}
+            per_cpu: dict[str, list[float]] = {phase: [] for phase in phases}
             for attempt in range(args.repeat):
                 for phase in phases:
                     out = Path(tmp) / f"{phase}-{attempt}"
@@ -285,15 +288,20 @@ def main() -> None:
                         run = run_by_hand
                     elif phase.startswith("run-"):
                         run = run_connect
-                    count, elapsed = run(
+                    count, elapsed, cpu = run(
                         phase, broker.bootstrap, args.partitions, out, args.flush_records
                     )
                     assert count == args.records, (phase, count)
                     rates[phase].append(count / elapsed)
+                    if cpu:
+                        per_cpu[phase].append(count / cpu)
             for phase in phases:
+                cpu_text = "(a child process)"
+                if per_cpu[phase]:
+                    cpu_text = f"{statistics.median(per_cpu[phase]):>10,.0f} per CPU-second"
                 print(
                     f"  {phase:<16} {statistics.median(rates[phase]):>10,.0f}   "
-                    f"({min(rates[phase]):,.0f}-{max(rates[phase]):,.0f})"
+                    f"({min(rates[phase]):,.0f}-{max(rates[phase]):,.0f})   {cpu_text}"
                 )
         finally:
             broker.kill()
