@@ -143,23 +143,31 @@ class ParquetSinkTask(SinkTask):
     # -- buffering --------------------------------------------------------------------
 
     def put(self, records: Sequence[SinkRecord]) -> None:
-        fresh = [r for r in records if r.offset >= self._next.get(r.topic_partition, 0)]
+        next_of = self._next
+        fresh = [r for r in records if r.offset >= next_of.get((r.topic, r.partition), 0)]
         if not fresh:
             return
         rows, _ = self.schema.rows(fresh)
+        now_ms = _now_ms()
+        last_of: dict[TopicPartition, int] = {}
+        for record in fresh:  # offsets, tombstones included
+            tp = (record.topic, record.partition)
+            if tp not in last_of and tp not in self._pending:
+                self._pending[tp] = _Pending(record.offset, now_ms)
+            last_of[tp] = record.offset
+        for tp, last in last_of.items():
+            self._pending[tp].last = last
+            next_of[tp] = last + 1
         row_size = estimated_batch_bytes(rows) // max(1, len(rows))
-        row_of = {id(record): row for record, row in rows}
-        for record in fresh:
-            tp = record.topic_partition
-            pending = self._pending.get(tp)
-            if pending is None:
-                pending = self._pending[tp] = _Pending(record.offset, _now_ms())
-            pending.last = record.offset
-            self._next[tp] = record.offset + 1
-            row = row_of.get(id(record))
-            if row is None:  # a tombstone
-                continue
-            directory = self._directory(record)
+        pending: _Pending | None = None
+        pending_tp: TopicPartition | None = None
+        directory_of = self._directory
+        for record, row in rows:
+            tp = (record.topic, record.partition)
+            if tp != pending_tp:
+                pending, pending_tp = self._pending[tp], tp
+            assert pending is not None
+            directory = directory_of(record)
             rows_there = pending.by_dir.get(directory)
             if rows_there is None:
                 rows_there = pending.by_dir[directory] = []

@@ -190,21 +190,30 @@ class ColumnSchema:
                 added[KEY_COLUMN] = unify(added.get(KEY_COLUMN), kind_of(record.key))
         new_columns = {name: kind for name, kind in added.items() if kind is not None}
         columns = {**known, **new_columns} if new_columns else known
-        key_kind = columns.get(KEY_COLUMN)
         out: list[tuple[SinkRecord, dict[str, Any]]] = []
         natives = {name: NATIVE[kind] for name, kind in columns.items()}
+        key_native = natives.get(KEY_COLUMN)
         for record, values in fielded:
             row: dict[str, Any] = {}
             for name, value in values.items():
                 native = natives.get(name)
                 if native is None:  # only nulls so far: no column yet
                     continue
-                if value is None or (type(value) is native and native is not int):
-                    row[name] = value  # the common case, without a call
+                # the common cases, without a call: null, a value of the column's type
+                if (
+                    value is None
+                    or (type(value) is native and native is not int)
+                    or (native is int and type(value) is int and INT64_MIN <= value <= INT64_MAX)
+                ):
+                    row[name] = value
                 else:
                     row[name] = _fit(record, name, value, columns[name])
-            if key_kind is not None:
-                row[KEY_COLUMN] = _fit(record, KEY_COLUMN, record.key, key_kind)
+            if key_native is not None:
+                key = record.key
+                if key is None or (type(key) is key_native and key_native is not int):
+                    row[KEY_COLUMN] = key
+                else:
+                    row[KEY_COLUMN] = _fit(record, KEY_COLUMN, key, columns[KEY_COLUMN])
             out.append((record, row))
         self.columns = columns
         return out, new_columns
@@ -233,19 +242,21 @@ def _fit(record: SinkRecord, name: str, value: Any, kind: Kind) -> Any:
 def arrow_table(
     rows: Sequence[tuple[SinkRecord, Mapping[str, Any]]], schema: pa.Schema
 ) -> pa.Table:
-    """The rows as a table of ``schema`` (meta columns first; absent fields are null)."""
-    data: dict[str, list[Any]] = {
-        "_topic": [r.topic for r, _ in rows],
-        "_partition": [r.partition for r, _ in rows],
-        "_offset": [r.offset for r, _ in rows],
-        "_timestamp": [r.timestamp_ms * 1000 for r, _ in rows],
+    """The rows as a table of ``schema`` (absent fields are null; the coordinate columns
+    take the types ``schema`` gives them, a target's own)."""
+    records = [record for record, _ in rows]
+    meta: dict[str, list[Any]] = {
+        "_topic": [r.topic for r in records],
+        "_partition": [r.partition for r in records],
+        "_offset": [r.offset for r in records],
+        "_timestamp": [r.timestamp_ms * 1000 for r in records],
     }
-    arrays = []
-    for field in schema:
-        values = data.get(field.name)
-        if values is None:
-            values = [row.get(field.name) for _, row in rows]
-        arrays.append(pa.array(values, type=field.type))
+    data_schema = pa.schema([f for f in schema if f.name not in META_NAMES])
+    data = pa.Table.from_pylist([row for _, row in rows], schema=data_schema)
+    arrays = [
+        pa.array(meta[f.name], f.type) if f.name in META_NAMES else data.column(f.name)
+        for f in schema
+    ]
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
