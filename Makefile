@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 # `make format` rewrites the tree as `make test` checks it (ruff format, pinned in pyproject).
-.PHONY: run test lint format bench bench-quick bench-all bench-compaction bench-tiered bench-http bench-mqtt bench-amqp bench-streams bench-mirror bench-connect install clean
+.PHONY: run test lint format bench bench-quick bench-all bench-compaction bench-tiered bench-http bench-mqtt bench-amqp bench-streams bench-mirror bench-partitions bench-cluster bench-connect-lake install clean
 
 run: $(RUN_STAMP)
 	$(BIN)/bayou serve --data-dir ./data $(ARGS)
@@ -63,7 +63,7 @@ bench: $(TEST_STAMP) $(TANSU_STAMP)
 bench-quick: $(TEST_STAMP) $(TANSU_STAMP)
 	$(BIN)/python -m bench.kafka_bench --quick $(BENCH_ARGS)
 
-bench-all: bench bench-compaction bench-tiered bench-http bench-mqtt bench-amqp bench-streams bench-mirror bench-connect
+bench-all: bench bench-compaction bench-tiered bench-http bench-mqtt bench-amqp bench-streams bench-mirror bench-partitions bench-cluster bench-connect-lake
 
 bench-compaction: $(TEST_STAMP)
 	$(BIN)/python -m bench.compaction_bench
@@ -87,13 +87,23 @@ bench-streams: $(TEST_STAMP)
 	test -x $(VENV)/quixstreams-env/bin/python || (python3 -m venv $(VENV)/quixstreams-env && \
 		$(VENV)/quixstreams-env/bin/pip install -q 'quixstreams>=3.20,<4')
 	$(BIN)/python -m bench.streams_bench
+	$(BIN)/python -m bench.streams_recovery_bench --mb $(or $(RECOVERY_MB),100)
+
+# The broker's CPU per Produce and Fetch request of many partitions (its per-partition work).
+bench-partitions: $(TEST_STAMP)
+	$(BIN)/python -m bench.partitions_bench
+
+# postgres:// and s3:// with 1 and 3 brokers (--workers 3) beside Tansu on the same
+# PostgreSQL and SeaweedFS (started for the run): MB/s, p99, broker and engine CPU per GB.
+bench-cluster: $(TEST_STAMP) $(TANSU_STAMP)
+	$(BIN)/python -m bench.cluster_bench $(BENCH_ARGS)
 
 # bayou mirror's copy rate between two local brokers.
 bench-mirror: $(TEST_STAMP)
 	$(BIN)/python -m bench.mirror_bench
 
-bench-connect: $(TEST_STAMP)
-	$(BIN)/python -m bench.connect_bench
+bench-connect-lake: $(TEST_STAMP)
+	$(BIN)/python -m bench.connect_lake_bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -128,8 +128,9 @@ def make_engine(config: BrokerConfig) -> LogEngine:
 
 
 def make_cluster(config: BrokerConfig, engine: LogEngine) -> Cluster:
-    """A cluster of the brokers sharing the engine, or this broker alone."""
-    if engine.kind == "postgres":
+    """A cluster of the brokers sharing the engine, or this broker alone.  ``s3://`` is the
+    PostgreSQL engine with batches elsewhere: its brokers form the same cluster."""
+    if engine.kind in ("postgres", "s3"):
         from bayou.storage.postgres import PostgresEngine
         from bayou.storage.postgres.cluster import PgCluster
 
@@ -256,7 +257,9 @@ def static_broker_configs(
 class App:
     """The broker: engine, core and doors (see the module docstring)."""
 
-    def __init__(self, config: BrokerConfig) -> None:
+    def __init__(self, config: BrokerConfig, *, reuse_port: bool = False) -> None:
+        """``reuse_port``: the MQTT and AMQP listeners bind with SO_REUSEPORT, shared with
+        the other workers of ``--workers N`` (``bayou/workers.py``)."""
         self.config = config
         self.engine = make_engine(config)
         self.metrics = BrokerMetrics()
@@ -291,8 +294,16 @@ class App:
             self.core, self._kafka_settings(config.kafka.port, config.kafka.tls_port)
         )
         self.http = HttpGateway(self.core, config.host, config.http) if config.http.port else None
-        self.mqtt = MqttGateway(self.core, config.host, config.mqtt) if config.mqtt.port else None
-        self.amqp = AmqpGateway(self.core, config.host, config.amqp) if config.amqp.port else None
+        self.mqtt = (
+            MqttGateway(self.core, config.host, config.mqtt, reuse_port=reuse_port)
+            if config.mqtt.port
+            else None
+        )
+        self.amqp = (
+            AmqpGateway(self.core, config.host, config.amqp, reuse_port=reuse_port)
+            if config.amqp.port
+            else None
+        )
         if self.http is not None:  # the console, on the HTTP door behind its login
             console = Console(self.core, self.http.gateway.sessions)
             self.http.add_routes(console.routes(), link=("console", "/console"))
@@ -426,9 +437,9 @@ def _install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def serve(config: BrokerConfig) -> None:
+async def serve(config: BrokerConfig, *, reuse_port: bool = False) -> None:
     """Run the broker until SIGINT or SIGTERM."""
-    app = App(config)
+    app = App(config, reuse_port=reuse_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -442,12 +453,12 @@ async def serve(config: BrokerConfig) -> None:
         await app.stop()
 
 
-def run(config: BrokerConfig) -> None:
-    """Blocking entry point used by ``bayou serve``."""
+def run(config: BrokerConfig, *, reuse_port: bool = False) -> None:
+    """Blocking entry point used by ``bayou serve`` (and by each of its ``--workers``)."""
     configure_logging(config.log_level, config.log_format)
     _install_uvloop()
     try:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, reuse_port=reuse_port))
     except (OSError, DataDirectoryInUse, InvalidConfig) as exc:
         # a port in use, an unwritable or already used data dir: one sentence, not a trace
         log.error("cannot start: %s", exc)

@@ -473,6 +473,17 @@ class BrokerConfig:
             min=0,
         ),
     )
+    workers: int = field(
+        default=1,
+        metadata=opt(
+            "Broker processes to run on this host, each a broker of the cluster on the shared "
+            "engine (postgres:// or s3:// only): node ids --node-id + i, Kafka and HTTP ports "
+            "+ i, MQTT and AMQP ports shared (SO_REUSEPORT); a supervisor restarts a worker "
+            "that dies (docs/design/cluster.md).",
+            min=1,
+            max=256,
+        ),
+    )
     cluster_id: str | None = field(
         default=None,
         metadata=opt("Cluster id to report (default: the one the storage holds).", metavar="ID"),

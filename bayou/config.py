@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from bayou.errors import InvalidConfig
@@ -351,11 +352,13 @@ class TopicConfig:
     def log_append_time(self) -> bool:
         return bool(self.values["message.timestamp.type"] == "LogAppendTime")
 
-    @property
+    # asked on every append: the policy string is parsed once per config (``values`` is
+    # never changed in place; a changed config is a new TopicConfig)
+    @cached_property
     def compact(self) -> bool:
         return "compact" in policy_parts(str(self.values["cleanup.policy"]))
 
-    @property
+    @cached_property
     def delete(self) -> bool:
         return "delete" in policy_parts(str(self.values["cleanup.policy"]))
 

@@ -157,7 +157,7 @@ def params(port: int) -> pika.ConnectionParameters:
 def declare(port: int, queue: str, kind: str) -> None:
     conn = pika.BlockingConnection(params(port))
     ch = conn.channel()
-    args = {"x-queue-type": kind} if kind == "stream" else {}
+    args = {"x-queue-type": kind} if kind != "classic" else {}  # stream, quorum
     ch.queue_declare(queue, durable=True, arguments=args)
     conn.close()
 
@@ -242,7 +242,7 @@ def consume(port: int, queue: str, messages: int, prefetch: int, stream: bool) -
     return messages / elapsed
 
 
-def run(broker: Any, args: argparse.Namespace) -> dict[str, float]:
+def run(broker: Any, args: argparse.Namespace) -> dict[str, Any]:
     body = os.urandom(args.size)
     kind = "stream" if broker.name == "bayou" or args.rabbit_queue == "stream" else "classic"
     q1, q2 = f"bench-window-{os.getpid()}", f"bench-sync-{os.getpid()}"
@@ -270,23 +270,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rabbit-queue", choices=["stream", "classic"], default="stream")
     ap.add_argument("--only", choices=["bayou", "rabbitmq"])
     args = ap.parse_args(argv)
+    return compare(args, run, "amqp")
+
+
+def compare(
+    args: argparse.Namespace,
+    run: Callable[[Any, argparse.Namespace], dict[str, Any]],
+    name: str,
+) -> int:
+    """``run`` against Bayou, then RabbitMQ (or the ``--only`` one): each broker's numbers,
+    the ratios of the rates, written to ``bench/results/<name>-<time>.json``."""
     factories: list[tuple[str, Callable[[Path, set[int]], Any]]] = [
         ("bayou", Bayou),
         ("rabbitmq", RabbitMQ),
     ]
-    results: dict[str, dict[str, float]] = {}
-    workdir = Path(tempfile.mkdtemp(prefix="amqp-bench-"))
+    results: dict[str, dict[str, Any]] = {}
+    workdir = Path(tempfile.mkdtemp(prefix=f"{name}-bench-"))
     taken: set[int] = set()
     try:
-        for name, factory in factories:
-            if args.only and args.only != name:
+        for broker_name, factory in factories:
+            if args.only and args.only != broker_name:
                 continue
             broker = factory(workdir, taken)
             try:
-                results[name] = run(broker, args)
+                results[broker_name] = run(broker, args)
             finally:
                 broker.stop()
-            print(name, json.dumps({k: round(v) for k, v in results[name].items()}), flush=True)
+            shown = {
+                k: round(v) if isinstance(v, float) else v for k, v in results[broker_name].items()
+            }
+            print(broker_name, json.dumps(shown), flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     report: dict[str, Any] = {
@@ -296,12 +309,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     if "bayou" in results and "rabbitmq" in results:
         report["ratio_bayou_over_rabbitmq"] = {
-            k: round(results["bayou"][k] / results["rabbitmq"][k], 2) for k in results["bayou"]
+            k: round(results["bayou"][k] / results["rabbitmq"][k], 2)
+            for k in results["bayou"]
+            if isinstance(results["bayou"][k], float)
         }
         print("Bayou / RabbitMQ:", json.dumps(report["ratio_bayou_over_rabbitmq"]))
     out_dir = Path(__file__).parent / "results"
     out_dir.mkdir(exist_ok=True)
-    path = out_dir / f"amqp-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path = out_dir / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(report, indent=2))
     print("wrote", path)
     return 0

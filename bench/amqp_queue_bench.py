@@ -26,27 +26,14 @@ Reported: msgs/s per phase and Bayou's rate as a ratio of RabbitMQ's; written to
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
-import shutil
-import tempfile
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pika
 
-from bench.amqp_bench import Bayou, RabbitMQ, params, publish_windowed
-
-
-def declare(port: int, queue: str, kind: str) -> None:
-    conn = pika.BlockingConnection(params(port))
-    ch = conn.channel()
-    args = {"x-queue-type": kind} if kind == "quorum" else {}
-    ch.queue_declare(queue, durable=True, arguments=args)
-    conn.close()
+from bench.amqp_bench import compare, declare, params, publish_windowed
 
 
 def _consumer(port: int, queue: str, prefetch: int, start: Any, counts: Any, i: int) -> None:
@@ -116,44 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rabbit-queue", choices=["classic", "quorum"], default="classic")
     ap.add_argument("--only", choices=["bayou", "rabbitmq"])
     args = ap.parse_args(argv)
-    factories: list[tuple[str, Callable[[Path, set[int]], Any]]] = [
-        ("bayou", Bayou),
-        ("rabbitmq", RabbitMQ),
-    ]
-    results: dict[str, dict[str, Any]] = {}
-    workdir = Path(tempfile.mkdtemp(prefix="amqp-queue-bench-"))
-    taken: set[int] = set()
-    try:
-        for name, factory in factories:
-            if args.only and args.only != name:
-                continue
-            broker = factory(workdir, taken)
-            try:
-                results[name] = run(broker, args)
-            finally:
-                broker.stop()
-            shown = {k: round(v) if isinstance(v, float) else v for k, v in results[name].items()}
-            print(name, json.dumps(shown), flush=True)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    report: dict[str, Any] = {
-        "config": vars(args),
-        "results": results,
-        "client": f"pika {pika.__version__}",
-    }
-    if "bayou" in results and "rabbitmq" in results:
-        report["ratio_bayou_over_rabbitmq"] = {
-            k: round(results["bayou"][k] / results["rabbitmq"][k], 2)
-            for k in results["bayou"]
-            if isinstance(results["bayou"][k], float)
-        }
-        print("Bayou / RabbitMQ:", json.dumps(report["ratio_bayou_over_rabbitmq"]))
-    out_dir = Path(__file__).parent / "results"
-    out_dir.mkdir(exist_ok=True)
-    path = out_dir / f"amqp-queue-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(report, indent=2))
-    print("wrote", path)
-    return 0
+    return compare(args, run, "amqp-queue")
 
 
 if __name__ == "__main__":

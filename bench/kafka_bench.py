@@ -265,11 +265,23 @@ def share_out(ends: list[int], processes: int) -> list[list[list[int]]]:
 # ----------------------------------------------------------------------------- phases
 
 
+# The storage services' processes by name (PostgreSQL's postmaster, SeaweedFS), when a run
+# has them: their CPU is counted per phase apart from "other" work (``bench.cluster_bench``).
+ENGINE_PIDS: dict[str, int] = {}
+
+
+def engine_cpu_seconds() -> dict[str, float] | None:
+    if not ENGINE_PIDS:
+        return None
+    return {name: machine.proc_tree_cpu_seconds(pid) or 0.0 for name, pid in ENGINE_PIDS.items()}
+
+
 class Meter:
     """CPU of the broker and of the whole machine over one phase (``/proc``)."""
 
     def __init__(self, target: Target) -> None:
         self.target = target
+        self.engine0 = engine_cpu_seconds()
         self.broker0 = target.cpu_seconds()
         self.wait0 = target.wait_seconds()
         self.busy0 = machine.machine_busy_seconds()
@@ -286,8 +298,13 @@ class Meter:
         if broker is not None and self.broker0 is not None:
             row.broker_cpu_s = broker - self.broker0
         row.client_cpu_s = client_cpu_s
+        engine = engine_cpu_seconds()
+        if engine is not None and self.engine0 is not None:
+            spent = {name: engine[name] - self.engine0.get(name, 0.0) for name in engine}
+            row.engine_cpu_s = sum(spent.values())
+            row.detail["engine_cpu_s"] = spent
         if busy is not None and self.busy0 is not None and wall > 0:
-            ours = (row.broker_cpu_s or 0.0) + client_cpu_s
+            ours = (row.broker_cpu_s or 0.0) + client_cpu_s + (row.engine_cpu_s or 0.0)
             row.other_cores = max(0.0, (busy - self.busy0 - ours) / wall)
 
 
@@ -396,7 +413,7 @@ def run_throughput(
         row.msgs_s = sum(o["messages"] for o in outs) / elapsed
         row.client_max_cores = max(o["client_cpu_s"] / o["elapsed_s"] for o in outs)
         meter.finish(row, sum(o["client_cpu_s"] for o in outs))
-        row.detail = {"processes": outs}
+        row.detail["processes"] = outs
 
 
 def run_latency(
@@ -464,7 +481,7 @@ def run_latency(
     row.ack_p999_ms = prod["ack_p999_ms"]
     row.client_max_cores = max(prod["client_cpu_s"], cons["client_cpu_s"]) / elapsed
     meter.finish(row, prod["client_cpu_s"] + cons["client_cpu_s"])
-    row.detail = {"producer": prod, "consumer": cons}
+    row.detail.update(producer=prod, consumer=cons)
     if cons["lost"]:
         row.error = f"{cons['lost']} of {expected} measured messages not received"
     elif measured == 0:

@@ -60,6 +60,35 @@ def proc_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def proc_tree_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds of ``pid``, of its children it has reaped (cutime, cstime) and of its live
+    descendants (a supervisor and its workers; PostgreSQL's postmaster and its backends), or
+    None if ``pid`` is gone."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, seen, todo = 0, set(), [pid]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rpartition(")")[2].split()
+            tasks = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            if current == pid:
+                return None
+            continue  # a descendant that just ended (its parent's cutime has it)
+        total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+        for tid in tasks:
+            try:
+                todo += [
+                    int(c) for c in Path(f"/proc/{current}/task/{tid}/children").read_text().split()
+                ]
+            except OSError:
+                continue
+    return total / tick
+
+
 def proc_wait_seconds(pid: int) -> float | None:
     """Seconds the threads of ``pid`` spent runnable but not running, summed, or None."""
     total = 0

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from bench.machine import proc_cpu_seconds, proc_wait_seconds
-from tests.support.ports import free_port
+from bench.machine import proc_tree_cpu_seconds, proc_wait_seconds
+from tests.support.ports import free_port, free_port_run
 
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 60.0
@@ -104,6 +104,9 @@ class Target:
     client_config: dict[str, str] = field(default_factory=dict)
     # a target measured on part of the matrix only (bayou-tls: the cost of TLS per byte)
     reduced: bool = False
+    # consecutive Kafka ports the broker takes from {port} on (bayou serve --workers N)
+    ports: int = 1
+    env: dict[str, str] = field(default_factory=dict)  # added to the broker's environment
 
     @property
     def pid(self) -> int | None:
@@ -148,7 +151,7 @@ class Target:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"bench-{self.kind}-", dir=data_root))
         data_dir = self.workdir / "data"
         data_dir.mkdir()
-        port = free_port(taken=taken_ports)
+        port = free_port_run(self.ports, taken=taken_ports)
         self.bootstrap = f"{HOST}:{port}"
         argv = self.command(data_dir, port, taken_ports)
         log_path = self.workdir / "broker.log"
@@ -158,6 +161,7 @@ class Target:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                env={**os.environ, **self.env},
                 start_new_session=True,
                 preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
             )
@@ -180,10 +184,11 @@ class Target:
         return "\n".join("  | " + line for line in text.splitlines()[-lines:])
 
     def cpu_seconds(self) -> float | None:
-        """User+system CPU seconds the broker process has used so far (Linux /proc), or None."""
+        """User+system CPU seconds the broker has used so far — its process and every process
+        it started (``--workers``) — (Linux /proc), or None."""
         if self.proc is None or self.proc.poll() is not None:
             return None
-        return proc_cpu_seconds(self.proc.pid)
+        return proc_tree_cpu_seconds(self.proc.pid)
 
     def wait_seconds(self) -> float | None:
         """Seconds the broker's threads have waited for a CPU so far (Linux), or None."""

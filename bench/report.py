@@ -57,6 +57,7 @@ class Row:
     client_cpu_s: float | None = None  # of all load-generator processes together
     client_max_cores: float | None = None  # the busiest load-generator process, in cores
     other_cores: float | None = None  # cores busy with work outside broker and load
+    engine_cpu_s: float | None = None  # of the storage services (PostgreSQL, S3), when known
     pinned: bool = False
     error: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
@@ -72,6 +73,10 @@ class Row:
     @property
     def broker_s_per_gb(self) -> float | None:
         return _per(self.broker_cpu_s, self.bytes / GB) if self.bytes else None
+
+    @property
+    def engine_s_per_gb(self) -> float | None:
+        return _per(self.engine_cpu_s, self.bytes / GB) if self.bytes else None
 
     @property
     def client_s_per_gb(self) -> float | None:
@@ -124,90 +129,95 @@ def _table(head: Sequence[str], body: list[list[str]], left: set[int]) -> list[s
     return [line(head), "  ".join("-" * w for w in widths), *(line(b) for b in body)]
 
 
+@dataclass(frozen=True)
+class Column:
+    """One column of a table: its heading and how a row's cell reads (given the CPUs)."""
+
+    head: str
+    cell: Callable[[Row, int], str]
+    left: bool = False  # aligned left in the console (text), else right (numbers)
+
+
+def _number(head: str, value: Callable[[Row], float | None], spec: str) -> Column:
+    return Column(head, lambda r, _cpus: fmt(value(r), spec))
+
+
+def _limit_and_error(r: Row, cpus: int) -> str:
+    return r.limit(cpus) + (f"  ERROR: {r.error}" if r.error else "")
+
+
+def _phase(r: Row, _cpus: int) -> str:
+    return r.phase + (" (pinned)" if r.pinned else "")
+
+
+def _waited_ms_s(r: Row) -> float | None:
+    return _per(r.broker_wait_s, r.elapsed_s / 1000 if r.elapsed_s else None)
+
+
+TARGET = Column("target", lambda r, _cpus: r.target, left=True)
+PARTS = Column("parts", lambda r, _cpus: str(r.partitions))
+BROKER_CORES = _number("broker cores", lambda r: r.broker_cores, ".2f")
+CLIENT_CORES = _number("client cores", lambda r: r.client_cores, ".2f")
+OTHER_CORES = _number("other cores", lambda r: r.other_cores, ".2f")
+WAITED = _number("broker waited ms/s", _waited_ms_s, ".1f")
+P50 = _number("p50 ms", lambda r: r.p50_ms, ".2f")
+P99 = _number("p99 ms", lambda r: r.p99_ms, ".2f")
+P999 = _number("p99.9 ms", lambda r: r.p999_ms, ".2f")
+
+THROUGHPUT_COLUMNS = (
+    TARGET,
+    PARTS,
+    Column("size", lambda r, _cpus: _size(r.size)),
+    Column("codec", lambda r, _cpus: r.compression, left=True),
+    Column("phase", lambda r, _cpus: r.phase, left=True),
+    Column("procs", lambda r, _cpus: str(r.processes)),
+    _number("MB/s", lambda r: r.mb_s, ".1f"),
+    _number("msgs/s", lambda r: r.msgs_s, ",.0f"),
+    _number("secs", lambda r: r.elapsed_s, ".1f"),
+    BROKER_CORES,
+    _number("broker s/GB", lambda r: r.broker_s_per_gb, ".2f"),
+    CLIENT_CORES,
+    _number("client s/GB", lambda r: r.client_s_per_gb, ".2f"),
+    _number("busiest client", lambda r: r.client_max_cores, ".2f"),
+    OTHER_CORES,
+    Column("limit", _limit_and_error, left=True),
+)
+LATENCY_COLUMNS = (
+    TARGET,
+    PARTS,
+    Column("phase", _phase, left=True),
+    _number("msgs/s", lambda r: r.msgs_s, ",.0f"),
+    P50,
+    P99,
+    P999,
+    _number("ack p50", lambda r: r.ack_p50_ms, ".2f"),
+    _number("ack p99", lambda r: r.ack_p99_ms, ".2f"),
+    _number("ack p99.9", lambda r: r.ack_p999_ms, ".2f"),
+    BROKER_CORES,
+    WAITED,
+    CLIENT_CORES,
+    OTHER_CORES,
+    Column("limit", _limit_and_error, left=True),
+)
+
+
+def _lines(columns: Sequence[Column], rows: list[Row], cpus: int) -> list[str]:
+    """The console table of ``rows`` (nothing when there is no row)."""
+    if not rows:
+        return []
+    body = [[c.cell(r, cpus) for c in columns] for r in rows]
+    left = {i for i, c in enumerate(columns) if c.left}
+    return _table([c.head for c in columns], body, left)
+
+
 def throughput_lines(rows: list[Row], cpus: int) -> list[str]:
-    head = (
-        "target",
-        "parts",
-        "size",
-        "codec",
-        "phase",
-        "procs",
-        "MB/s",
-        "msgs/s",
-        "secs",
-        "broker cores",
-        "broker s/GB",
-        "client cores",
-        "client s/GB",
-        "busiest client",
-        "other cores",
-        "limit",
-    )
-    body = [
-        [
-            r.target,
-            str(r.partitions),
-            _size(r.size),
-            r.compression,
-            r.phase,
-            str(r.processes),
-            fmt(r.mb_s, ".1f"),
-            fmt(r.msgs_s, ",.0f"),
-            fmt(r.elapsed_s, ".1f"),
-            fmt(r.broker_cores, ".2f"),
-            fmt(r.broker_s_per_gb, ".2f"),
-            fmt(r.client_cores, ".2f"),
-            fmt(r.client_s_per_gb, ".2f"),
-            fmt(r.client_max_cores, ".2f"),
-            fmt(r.other_cores, ".2f"),
-            r.limit(cpus) + (f"  ERROR: {r.error}" if r.error else ""),
-        ]
-        for r in rows
-        if r.phase in THROUGHPUT or r.phase == "start"
-    ]
-    return _table(head, body, {0, 3, 4, 15}) if body else []
+    tput = [r for r in rows if r.phase in THROUGHPUT or r.phase == "start"]
+    return _lines(THROUGHPUT_COLUMNS, tput, cpus)
 
 
 def latency_lines(rows: list[Row], cpus: int) -> list[str]:
-    head = (
-        "target",
-        "parts",
-        "phase",
-        "msgs/s",
-        "p50 ms",
-        "p99 ms",
-        "p99.9 ms",
-        "ack p50",
-        "ack p99",
-        "ack p99.9",
-        "broker cores",
-        "broker waited ms/s",
-        "client cores",
-        "other cores",
-        "limit",
-    )
-    body = [
-        [
-            r.target,
-            str(r.partitions),
-            r.phase + (" (pinned)" if r.pinned else ""),
-            fmt(r.msgs_s, ",.0f"),
-            fmt(r.p50_ms, ".2f"),
-            fmt(r.p99_ms, ".2f"),
-            fmt(r.p999_ms, ".2f"),
-            fmt(r.ack_p50_ms, ".2f"),
-            fmt(r.ack_p99_ms, ".2f"),
-            fmt(r.ack_p999_ms, ".2f"),
-            fmt(r.broker_cores, ".2f"),
-            fmt(_per(r.broker_wait_s, r.elapsed_s / 1000 if r.elapsed_s else None), ".1f"),
-            fmt(r.client_cores, ".2f"),
-            fmt(r.other_cores, ".2f"),
-            r.limit(cpus) + (f"  ERROR: {r.error}" if r.error else ""),
-        ]
-        for r in rows
-        if r.phase not in THROUGHPUT and r.phase != "start"
-    ]
-    return _table(head, body, {0, 2, 14}) if body else []
+    other = [r for r in rows if r.phase not in THROUGHPUT and r.phase != "start"]
+    return _lines(LATENCY_COLUMNS, other, cpus)
 
 
 @dataclass
@@ -381,35 +391,21 @@ def markdown(
         ]
     other = [r for r in rows if r.phase not in THROUGHPUT and r.phase != "start"]
     if other:
-        head = [
-            "target",
-            "parts",
-            "phase",
-            "rate /s",
-            "p50 ms",
-            "p99 ms",
-            "p99.9 ms",
-            "ack p99 ms",
-            "broker cores",
-            "broker waited ms/s",
-            "limited by",
-        ]
-        body = [
-            [
-                describe(r.target),
-                str(r.partitions),
-                r.phase + (" (pinned)" if r.pinned else ""),
-                fmt(r.msgs_s, ",.0f"),
-                fmt(r.p50_ms, ".2f"),
-                fmt(r.p99_ms, ".2f"),
-                fmt(r.p999_ms, ".2f"),
-                fmt(r.ack_p99_ms, ".2f"),
-                fmt(r.broker_cores, ".2f"),
-                fmt(_per(r.broker_wait_s, r.elapsed_s / 1000 if r.elapsed_s else None), ".1f"),
-                r.error or r.limit(cpus),
-            ]
-            for r in other
-        ]
+        columns = (
+            Column("target", lambda r, _cpus: describe(r.target)),
+            PARTS,
+            Column("phase", _phase),
+            _number("rate /s", lambda r: r.msgs_s, ",.0f"),
+            P50,
+            P99,
+            P999,
+            _number("ack p99 ms", lambda r: r.ack_p99_ms, ".2f"),
+            BROKER_CORES,
+            WAITED,
+            Column("limited by", lambda r, cpus: r.error or r.limit(cpus)),
+        )
+        head = [c.head for c in columns]
+        body = [[c.cell(r, cpus) for c in columns] for r in other]
         out += ["Latency, commits, consume-transform-produce:", "", *_md_table(head, body), ""]
     errors = [r for r in rows if r.error and r.phase in (*THROUGHPUT, "start")]
     if errors:

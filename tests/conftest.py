@@ -46,6 +46,18 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture(scope="session")
+def postgres_logical_server() -> Iterator[PostgresServer]:
+    """A second PostgreSQL, with ``wal_level=logical``, for change data capture tests (only
+    started when one runs, so the others keep the plain server)."""
+    server = started(logical=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
     """A real S3 (SeaweedFS ``weed mini``) for the whole run; stopped by PID at the end.
     Tests keep to their own key prefixes."""

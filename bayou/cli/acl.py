@@ -7,19 +7,19 @@ prefixes.  ``--allow NAME`` / ``--deny NAME`` (repeatable; a bare name is ``User
 CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE, ALL) and ``--host``
 (default ``*``).  ``list`` and ``remove`` take the same options as a filter (anything not
 given matches everything).  With ``--data-dir`` the command changes a stopped broker's data
-directory; otherwise it asks the broker at ``-b`` (CreateAcls / DescribeAcls / DeleteAcls).
+directory, with ``--storage URL`` a cluster's shared engine (``offline.py``); otherwise it
+asks the broker at ``-b`` (CreateAcls / DescribeAcls / DeleteAcls).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
 from confluent_kafka import KafkaException
 
 from bayou.cli._common import UsageProblem, connection_options, get_connection, plural
-from bayou.cli.offline import run_offline
+from bayou.cli.offline import Offline, offline_options, run_offline
 from bayou.core.security import Security
 from bayou.core.security.acl import (
     CLUSTER_NAME,
@@ -39,32 +39,26 @@ def principal_of(name: str) -> str:
 
 
 def acl_options(f: Any) -> Any:
-    for decorator in reversed(
-        [
-            click.option("--allow", multiple=True, metavar="NAME", help="Principal allowed."),
-            click.option("--deny", multiple=True, metavar="NAME", help="Principal denied."),
-            click.option(
-                "--operation",
-                "operations",
-                multiple=True,
-                type=click.Choice(OPERATIONS, case_sensitive=False),
-                help="Operation (repeatable).",
-            ),
-            click.option("--topic", "topics", multiple=True, metavar="NAME"),
-            click.option("--group", "groups", multiple=True, metavar="NAME"),
-            click.option("--transactional-id", "txn_ids", multiple=True, metavar="ID"),
-            click.option("--cluster", is_flag=True, help="The cluster resource."),
-            click.option("--prefixed", is_flag=True, help="Resource names are prefixes."),
-            click.option("--host", default=None, metavar="HOST", help="Client host (default *)."),
-            click.option(
-                "--data-dir",
-                type=click.Path(file_okay=False, path_type=Path),
-                metavar="DIR",
-                help="Change a stopped broker's data directory instead of asking a broker.",
-            ),
-            connection_options(),
-        ]
-    ):
+    decorators: list[Any] = [
+        click.option("--allow", multiple=True, metavar="NAME", help="Principal allowed."),
+        click.option("--deny", multiple=True, metavar="NAME", help="Principal denied."),
+        click.option(
+            "--operation",
+            "operations",
+            multiple=True,
+            type=click.Choice(OPERATIONS, case_sensitive=False),
+            help="Operation (repeatable).",
+        ),
+        click.option("--topic", "topics", multiple=True, metavar="NAME"),
+        click.option("--group", "groups", multiple=True, metavar="NAME"),
+        click.option("--transactional-id", "txn_ids", multiple=True, metavar="ID"),
+        click.option("--cluster", is_flag=True, help="The cluster resource."),
+        click.option("--prefixed", is_flag=True, help="Resource names are prefixes."),
+        click.option("--host", default=None, metavar="HOST", help="Client host (default *)."),
+        offline_options,
+        connection_options(),
+    ]
+    for decorator in reversed(decorators):
         f = decorator(f)
     return f
 
@@ -110,12 +104,13 @@ def add(**o: Any) -> None:
         problem = b.problem()
         if problem is not None:
             raise UsageProblem(f"Invalid ACL: {problem}")
-    if o["data_dir"] is not None:
+    offline = Offline.of(o["data_dir"], o["storage"])
+    if offline is not None:
 
         async def job(security: Security) -> None:
             await security.acls.add(bindings)
 
-        run_offline(o["data_dir"], job)
+        run_offline(offline, job)
     else:
         conn = get_connection()
         admin = conn.admin()
@@ -148,12 +143,13 @@ def list_acls(**o: Any) -> None:
     """List the ACLs matching the options (all of them without any)."""
     filters = _filters(o)
     found: list[AclBinding] = []
-    if o["data_dir"] is not None:
+    offline = Offline.of(o["data_dir"], o["storage"])
+    if offline is not None:
 
         async def job(security: Security) -> list[AclBinding]:
             return [b for f in filters for b in security.acls.find(f)]
 
-        found = run_offline(o["data_dir"], job)
+        found = run_offline(offline, job)
     else:
         conn = get_connection()
         admin = conn.admin()
@@ -175,7 +171,8 @@ def remove(**o: Any) -> None:
         raise UsageProblem("bayou acl remove needs a resource or a principal to match.")
     filters = _filters(o)
     gone: list[AclBinding] = []
-    if o["data_dir"] is not None:
+    offline = Offline.of(o["data_dir"], o["storage"])
+    if offline is not None:
 
         async def job(security: Security) -> list[AclBinding]:
             out: list[AclBinding] = []
@@ -183,7 +180,7 @@ def remove(**o: Any) -> None:
                 out += await security.acls.remove(f)
             return out
 
-        gone = run_offline(o["data_dir"], job)
+        gone = run_offline(offline, job)
     else:
         conn = get_connection()
         admin = conn.admin()

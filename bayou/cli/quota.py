@@ -5,10 +5,11 @@ An entity is ``--user NAME``, ``--client-id ID`` (either or both) or ``--ip ADDR
 ``<default>`` as the name is that type's default entity.  Keys are Kafka's:
 ``producer_byte_rate``, ``consumer_byte_rate``, ``request_percentage``,
 ``controller_mutation_rate`` (users, client ids) and ``connection_creation_rate`` (ips).
-With ``--data-dir`` the command changes a stopped broker's data directory
-(``offline.py``); otherwise it asks the broker at ``-b`` with AlterClientQuotas /
-DescribeClientQuotas over one socket (``raw.py``: confluent-kafka's admin client has no
-quota calls), over TLS and with a SASL login when ``--tls-ca`` and ``--sasl-user`` say so.
+With ``--data-dir`` the command changes a stopped broker's data directory, with
+``--storage URL`` a cluster's shared engine (``offline.py``); otherwise it asks the broker
+at ``-b`` with AlterClientQuotas / DescribeClientQuotas over one socket (``raw.py``:
+confluent-kafka's admin client has no quota calls), over TLS and with a SASL login when
+``--tls-ca`` and ``--sasl-user`` say so.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from bayou.cli._common import (
     get_connection,
     parse_pairs,
 )
-from bayou.cli.offline import run_offline_quotas
+from bayou.cli.offline import Offline, offline_options, run_offline_quotas
 from bayou.cli.raw import call
 from bayou.core.quotas import CLIENT_ID, IP, USER, DescribeFilter, QuotaStore
 from bayou.core.quotas.entities import entity_text
@@ -50,15 +51,6 @@ def _entity_options(f: Any) -> Any:
     return f
 
 
-def _data_dir_option(f: Any) -> Any:
-    return click.option(
-        "--data-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        metavar="DIR",
-        help="Change a stopped broker's data directory instead of asking a running broker.",
-    )(f)
-
-
 def _pairs(user: str | None, client_id: str | None, ip: str | None) -> Pairs:
     pairs: Pairs = []
     for kind, name in ((USER, user), (CLIENT_ID, client_id), (IP, ip)):
@@ -76,7 +68,7 @@ def quota() -> None:
 @quota.command(name="set")
 @_entity_options
 @click.argument("values", nargs=-1, required=True, metavar="KEY=VALUE...")
-@_data_dir_option
+@offline_options
 @connection_options()
 def set_quota(
     user: str | None,
@@ -84,6 +76,7 @@ def set_quota(
     ip: str | None,
     values: tuple[str, ...],
     data_dir: Path | None,
+    storage: str | None,
 ) -> None:
     """Set quotas on an entity, e.g. ``--user alice producer_byte_rate=1048576``."""
     ops: list[tuple[str, float | None]] = []
@@ -93,14 +86,14 @@ def set_quota(
         except ValueError:
             raise UsageProblem(f"The value of {key} must be a number, got '{text}'.") from None
     pairs = _pairs(user, client_id, ip)
-    _alter(pairs, ops, data_dir)
+    _alter(pairs, ops, Offline.of(data_dir, storage))
     click.echo(f"Quotas of {_text(pairs)} set.")
 
 
 @quota.command(name="remove")
 @_entity_options
 @click.argument("keys", nargs=-1, required=True, metavar="KEY...")
-@_data_dir_option
+@offline_options
 @connection_options()
 def remove_quota(
     user: str | None,
@@ -108,19 +101,24 @@ def remove_quota(
     ip: str | None,
     keys: tuple[str, ...],
     data_dir: Path | None,
+    storage: str | None,
 ) -> None:
     """Remove quotas (by key) from an entity."""
     pairs = _pairs(user, client_id, ip)
-    _alter(pairs, [(k, None) for k in keys], data_dir)
+    _alter(pairs, [(k, None) for k in keys], Offline.of(data_dir, storage))
     click.echo(f"Quotas of {_text(pairs)} removed.")
 
 
 @quota.command(name="list")
 @_entity_options
-@_data_dir_option
+@offline_options
 @connection_options()
 def list_quotas(
-    user: str | None, client_id: str | None, ip: str | None, data_dir: Path | None
+    user: str | None,
+    client_id: str | None,
+    ip: str | None,
+    data_dir: Path | None,
+    storage: str | None,
 ) -> None:
     """List quotas: all, or those of entities with the names given."""
     components = [
@@ -128,13 +126,14 @@ def list_quotas(
         for kind, name in _pairs(user, client_id, ip)
     ]
     rows: list[tuple[Pairs, dict[str, float]]]
-    if data_dir is not None:
+    offline = Offline.of(data_dir, storage)
+    if offline is not None:
         flt = DescribeFilter.parse(components, strict=False)
 
         async def job(store: QuotaStore) -> list[tuple[Pairs, dict[str, float]]]:
             return [(list(e), v) for e, v in store.describe(flt)]
 
-        rows = run_offline_quotas(data_dir, job)
+        rows = run_offline_quotas(offline, job)
     else:
         rows = _describe_remote(get_connection(), components)
     for pairs, found in rows:
@@ -151,13 +150,13 @@ def _text(pairs: Pairs) -> str:
     return entity_text(tuple(pairs)) if pairs else "(no entity)"
 
 
-def _alter(pairs: Pairs, ops: Sequence[tuple[str, float | None]], data_dir: Path | None) -> None:
-    if data_dir is not None:
+def _alter(pairs: Pairs, ops: Sequence[tuple[str, float | None]], offline: Offline | None) -> None:
+    if offline is not None:
 
         async def job(store: QuotaStore) -> Any:
             return (await store.alter([(pairs, ops)]))[0]
 
-        error = run_offline_quotas(data_dir, job)
+        error = run_offline_quotas(offline, job)
         if error is not None:
             raise CliError(f"Could not change the quotas: {error.message}")
         return

@@ -53,7 +53,25 @@ def serve(config_path: Path | None, topic_defaults: tuple[str, ...], **options: 
         from bayou.app import run
     except ImportError as exc:
         raise CliError(f"The broker cannot start: {exc}") from None
+    if config.workers > 1:
+        supervise_workers(config)
+        return
     run(config)
+
+
+def supervise_workers(config: BrokerConfig) -> None:
+    """``--workers N``: a supervisor of N brokers (``bayou/workers.py``)."""
+    from bayou.observability.json_logs import configure_logging
+    from bayou.workers import check_workers, supervise
+
+    try:
+        check_workers(config)
+    except InvalidConfig as exc:
+        raise UsageProblem(f"Invalid configuration: {exc}") from None
+    configure_logging(config.log_level, config.log_format)
+    code = supervise(config)
+    if code:
+        raise SystemExit(code)
 
 
 def load_config(config_path: Path | None, flags: dict[str, Any]) -> BrokerConfig:

@@ -1,7 +1,8 @@
 """``bayou user add/remove/list``: the SCRAM users every door logs in with.
 
-With ``--data-dir`` the command changes a stopped broker's data directory (``offline.py``:
-how the first administrator is made before the first secured start); otherwise it asks the
+With ``--data-dir`` the command changes a stopped broker's data directory, with ``--storage
+URL`` a cluster's shared engine (``offline.py``: how the first administrator is made before
+the first secured start); otherwise it asks the
 broker at ``-b`` with Kafka's AlterUserScramCredentials / DescribeUserScramCredentials, as
 ``kafka-configs --entity-type users`` does, logging in with ``--sasl-user`` and
 ``$BAYOU_SASL_PASSWORD`` when the broker requires it.  The password is read from standard
@@ -25,7 +26,7 @@ from bayou.cli._common import (
     get_connection,
     plural,
 )
-from bayou.cli.offline import run_offline
+from bayou.cli.offline import Offline, offline_options, run_offline
 from bayou.core.security import Security
 from bayou.core.security.scram import MECHANISMS, MIN_ITERATIONS, make_credential
 
@@ -38,15 +39,6 @@ def read_password() -> bytes:
     if not text:
         raise UsageProblem("The password read from standard input is empty.")
     return text
-
-
-def _data_dir_option(f: Any) -> Any:
-    return click.option(
-        "--data-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        metavar="DIR",
-        help="Change a stopped broker's data directory instead of asking a running broker.",
-    )(f)
 
 
 @click.group()
@@ -67,20 +59,26 @@ def user() -> None:
 @click.option(
     "--iterations", type=click.IntRange(4096, 16384), default=MIN_ITERATIONS, show_default=True
 )
-@_data_dir_option
+@offline_options
 @connection_options()
 def add(
-    name: str, password_stdin: bool, mechanism: str, iterations: int, data_dir: Path | None
+    name: str,
+    password_stdin: bool,
+    mechanism: str,
+    iterations: int,
+    data_dir: Path | None,
+    storage: str | None,
 ) -> None:
     """Add user NAME, or set its password for the mechanism."""
     password = read_password()
-    if data_dir is not None:
+    offline = Offline.of(data_dir, storage)
+    if offline is not None:
 
         async def job(security: Security) -> None:
             cred = make_credential(MECHANISMS[mechanism], password, iterations)
             await security.users.upsert(name, cred)
 
-        run_offline(data_dir, job)
+        run_offline(offline, job)
     else:
         client: Any = importlib.import_module("confluent_kafka.admin")
         conn = get_connection()
@@ -95,17 +93,18 @@ def add(
 @user.command(name="remove")
 @click.argument("name")
 @click.option("--mechanism", type=click.Choice(MECHANISM_NAMES), help="Only this mechanism.")
-@_data_dir_option
+@offline_options
 @connection_options()
-def remove(name: str, mechanism: str | None, data_dir: Path | None) -> None:
+def remove(name: str, mechanism: str | None, data_dir: Path | None, storage: str | None) -> None:
     """Remove user NAME (all its credentials, or one mechanism's)."""
-    if data_dir is not None:
+    offline = Offline.of(data_dir, storage)
+    if offline is not None:
 
         async def job(security: Security) -> bool:
             mech = MECHANISMS[mechanism] if mechanism else None
             return await security.users.delete(name, mech)
 
-        if not run_offline(data_dir, job):
+        if not run_offline(offline, job):
             raise CliError(f"There is no user {name!r}")
     else:
         client = importlib.import_module("confluent_kafka.admin")  # no stubs
@@ -121,18 +120,19 @@ def remove(name: str, mechanism: str | None, data_dir: Path | None) -> None:
 
 
 @user.command(name="list")
-@_data_dir_option
+@offline_options
 @connection_options()
-def list_users(data_dir: Path | None) -> None:
+def list_users(data_dir: Path | None, storage: str | None) -> None:
     """List users and their mechanisms."""
     rows: list[tuple[str, list[str]]]
-    if data_dir is not None:
+    offline = Offline.of(data_dir, storage)
+    if offline is not None:
 
         async def job(security: Security) -> list[tuple[str, list[str]]]:
             users = security.users
             return [(n, sorted(users.credentials(n))) for n in users.names()]
 
-        rows = run_offline(data_dir, job)
+        rows = run_offline(offline, job)
     else:
         conn = get_connection()
         admin = conn.admin()

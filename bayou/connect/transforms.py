@@ -60,8 +60,23 @@ def _part(record: SinkRecord | SourceRecord, which: str) -> Any:
     return record.key if which == "key" else record.value
 
 
+def _replace(record: R, **changes: Any) -> R:
+    """``dataclasses.replace`` without its introspection (this runs per record)."""
+    if isinstance(record, SinkRecord):
+        return SinkRecord(
+            changes.get("topic", record.topic),
+            record.partition,
+            record.offset,
+            record.timestamp_ms,
+            changes.get("key", record.key),
+            changes.get("value", record.value),
+            record.headers,
+        )
+    return dataclasses.replace(record, **changes)
+
+
 def _with(record: R, which: str, new: Any) -> R:
-    return dataclasses.replace(record, **{which: new})
+    return _replace(record, **{which: new})
 
 
 def _object(data: Any, which: str, what: str) -> dict[str, Any]:
@@ -171,7 +186,7 @@ class RegexRouter:
         match = self.regex.fullmatch(record.topic)
         if match is None:
             return record
-        return dataclasses.replace(record, topic=match.expand(self.replacement))
+        return _replace(record, topic=match.expand(self.replacement))
 
 
 class ExtractTopic:
@@ -192,11 +207,13 @@ class ExtractTopic:
             raise TransformError(f"ExtractTopic: the {self.which} has no {self.field or 'value'}")
         if isinstance(data, dict | list):
             raise TransformError(f"ExtractTopic: {self.field} is not a topic name")
-        return dataclasses.replace(record, topic=str(data))
+        return _replace(record, topic=str(data))
 
 
 # ------------------------------------------------------------------ timestamps
 
+_MS = "\ue000"  # placeholders (private-use characters) for what strftime has no code for
+_ZONE = "\ue001"
 _JAVA_LETTERS = {
     "yyyy": "%Y",
     "yy": "%y",
@@ -209,15 +226,15 @@ _JAVA_LETTERS = {
     "hh": "%I",
     "mm": "%M",
     "ss": "%S",
-    "SSS": "\x00ms",
+    "SSS": _MS,
     "SSSSSS": "%f",
     "EEEE": "%A",
     "EEE": "%a",
     "a": "%p",
     "Z": "%z",
-    "XXX": "\x00iso",
-    "XX": "\x00iso",
-    "X": "\x00iso",
+    "XXX": _ZONE,
+    "XX": _ZONE,
+    "X": _ZONE,
     "D": "%j",
 }
 
@@ -252,12 +269,12 @@ class JavaDateFormat:
             out.append("%%" if ch == "%" else ch)
             i += 1
         self.strftime = "".join(out)
-        self.strptime = self.strftime.replace("\x00ms", "%f").replace("\x00iso", "%z")
+        self.strptime = self.strftime.replace(_MS, "%f").replace(_ZONE, "%z")
         self.strptime = self.strptime.replace("%-d", "%d")
 
     def format(self, when: datetime) -> str:
-        text = when.strftime(self.strftime.replace("\x00ms", "\x00m").replace("\x00iso", "Z"))
-        return text.replace("\x00m", f"{when.microsecond // 1000:03d}")
+        text = when.strftime(self.strftime.replace(_ZONE, "Z"))
+        return text.replace(_MS, f"{when.microsecond // 1000:03d}")
 
     def parse(self, text: str) -> datetime:
         try:
@@ -350,7 +367,7 @@ class TimestampRouter:
         topic = self.topic_format.replace("${topic}", record.topic).replace(
             "${timestamp}", self.timestamp_format.format(when)
         )
-        return dataclasses.replace(record, topic=topic)
+        return _replace(record, topic=topic)
 
 
 # ------------------------------------------------------------------ predicates

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from bayou.console import dashboards, groups, login, messages, overview, topics
+from bayou.console import dashboards, groups, login, messages, overview, topics, views
 from bayou.core import Core
 from bayou.gateways.http.sessions import Sessions
 
@@ -28,6 +28,7 @@ class Console:
         messages.add_routes(router, core)
         groups.add_routes(router, core)
         dashboards.add_routes(router, core)
+        views.add_routes(router, core)
         if self.sessions is not None:
             login_page = f"{PREFIX}/login"
             self.sessions.protect(PREFIX, login_page, (login_page, f"{PREFIX}/static/"))

@@ -1,7 +1,8 @@
 """The broker core every door and layer uses: ``Core``, ``Cursor``, ``GroupMember``.
 
 See ``docs/design/architecture.md``.  Doors see the broker only through ``Core``; the core
-sees storage only through the engine interface (``bayou.storage.engine``).
+sees storage only through the engine interface (``bayou.storage.engine``), whose data
+types a door handles are named in ``bayou.core.types``: a door imports nothing below the core.
 """
 
 from bayou.core.core import Core, CoreSettings, now_ms

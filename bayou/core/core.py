@@ -50,9 +50,12 @@ import time
 import uuid
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from bayou.config import TopicConfig
 from bayou.core.cursor import Cursor, Isolation, Reset, StartSpec, resolve_start, wait_any
+from bayou.core.forwarding import GroupLink
 from bayou.core.group_member import GroupMember, Listener, Offsets
 from bayou.core.groups import GroupCoordinatorError, GroupDriver, GroupSettings
 from bayou.core.groups.store import TOPIC as GROUPS_LOG
@@ -75,8 +78,16 @@ from bayou.core.transactions import (
 )
 from bayou.errors import ErrorCode, InvalidTopic, KafkaError, UnknownTopicOrPartition
 from bayou.observability import BrokerMetrics
+from bayou.storage.broker_configs import DynamicBrokerConfigs
 from bayou.storage.cluster import BrokerAddress, Cluster, SingleNode
-from bayou.storage.engine import AppendResult, Buffer, LogEngine, Partition, PartitionKey
+from bayou.storage.engine import (
+    AppendResult,
+    Buffer,
+    LogEngine,
+    Partition,
+    PartitionKey,
+    StateLog,
+)
 from bayou.storage.metadata import TopicMeta
 
 log = logging.getLogger(__name__)
@@ -121,6 +132,8 @@ class Core:
         self.engine = engine
         self.cluster: Cluster = cluster or SingleNode(settings.node_id)
         self.security = security or Security()
+        #: the doors' members' calls to a group coordinated by another broker
+        self.group_link = GroupLink(self.topics, self.security.internal_login)
         self.metrics = metrics or BrokerMetrics()
         self.quotas = quotas or Quotas()
         self.settings = settings
@@ -194,10 +207,14 @@ class Core:
         # what this broker owns
         if self.groups is not None:
             await self.groups.follow(lambda _g: False, load=False)
+        if self.shares is not None:
+            await self.shares.follow(lambda _g: False, load=False)
         if self.transactions is not None:
             await self.transactions.follow(lambda _t: False, load=False)
         self.cluster.on_change(self._follow_cluster)
         active = self.cluster.active
+        if self.shares is not None:
+            self.shares.active = active
         if self.groups is not None:
             self.groups.active = active
             await self.groups.start()
@@ -209,6 +226,8 @@ class Core:
         cluster = self.cluster
         if self.groups is not None:
             await self.groups.follow(lambda g: cluster.owns(0, g), load=load)
+        if self.shares is not None:  # share groups are placed as groups are (one name space)
+            await self.shares.follow(lambda g: cluster.owns(0, g), load=load)
         if self.transactions is not None:
             await self.transactions.follow(lambda t: cluster.owns(1, t), load=load)
 
@@ -220,6 +239,7 @@ class Core:
     async def close(self) -> None:
         """After the doors stopped: answer parked group requests, stop the core's tasks."""
         await self.cluster.leave()
+        self.group_link.close()
         if self.transactions is not None:
             self.transactions.shutdown()
             await self.transactions.drain(TXN_DRAIN_S)
@@ -293,6 +313,77 @@ class Core:
 
     def topic_by_id(self, topic_id: uuid.UUID) -> TopicMeta | None:
         return self.engine.topic_by_id(topic_id)
+
+    async def create_partitions(
+        self, name: str, total: int, *, validate_only: bool = False
+    ) -> None:
+        await self.engine.create_partitions(name, total, validate_only=validate_only)
+
+    # ------------------------------------------------------------------ configs
+
+    def topic_config(self, name: str) -> TopicConfig:
+        """The topic's effective config."""
+        return self.engine.topic_config(name)
+
+    def resolve_config(self, overrides: Mapping[str, Any]) -> TopicConfig:
+        """The effective config of a topic with these (parsed) overrides."""
+        return self.engine.resolve_config(overrides)
+
+    @property
+    def static_config_defaults(self) -> Mapping[str, Any]:
+        """Topic-config defaults from the broker's own configuration."""
+        return self.engine.static_defaults
+
+    @property
+    def dynamic_configs(self) -> DynamicBrokerConfigs:
+        """The dynamic broker configs (cluster-wide and this broker's), as altered through
+        the admin API; read-only here — change them with ``alter_broker_configs``."""
+        return self.engine.dynamic
+
+    async def alter_topic_configs(
+        self, name: str, configs: Mapping[str, str], *, validate_only: bool = False
+    ) -> TopicMeta:
+        """Replace the topic's overrides (raw strings, validated whole); live at once."""
+        return await self.engine.alter_topic_configs(name, configs, validate_only=validate_only)
+
+    async def alter_broker_configs(
+        self,
+        scope: str,
+        configs: Mapping[str, Any],
+        *,
+        validate_only: bool = False,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Replace the dynamic topic-config defaults of ``scope`` ("default" or "broker")
+        and, when ``options`` is given, that scope's other dynamic broker configs."""
+        await self.engine.alter_broker_configs(
+            scope, configs, validate_only=validate_only, options=options
+        )
+
+    # ------------------------------------------------------------------ storage
+
+    @property
+    def storage_location(self) -> str:
+        """Where the data lives, as an operator would name it (a directory, a URL)."""
+        return self.engine.location
+
+    def storage_usage(self) -> tuple[int, int]:
+        """(total, usable) bytes where the data lives; -1 when unknown."""
+        return self.engine.storage_usage()
+
+    @property
+    def data_dir(self) -> Path | None:
+        """The data directory when the engine keeps its data in one (the local engine),
+        where a door's files from earlier releases may be found; None otherwise."""
+        return Path(self.engine.location) if self.engine.kind == "local" else None
+
+    async def open_state_log(self, name: str) -> StateLog:
+        """A door's own compacted key-value log in the engine's state store (MQTT sessions
+        and retained messages, the AMQP topology)."""
+        return await self.engine.state.open_log(name)
+
+    async def allocate_producer_id(self) -> int:
+        return await self.engine.allocate_producer_id()
 
     # ------------------------------------------------------------------ data
 
@@ -377,16 +468,52 @@ class Core:
                 raise GroupCoordinatorError(error)
         return self.groups
 
+    def group_owner(self, group_id: str) -> GroupDriver | BrokerAddress:
+        """Where the doors' own members of ``group_id`` are served: this broker's driver
+        when it coordinates the group, else the address of the broker that does (their
+        calls are forwarded there: ``forwarding.py``).  NOT_COORDINATOR when no other
+        broker can be asked (none live, or this one lost its lease),
+        COORDINATOR_LOAD_IN_PROGRESS while this one takes the group over."""
+        if self.groups is None:
+            raise GroupCoordinatorError(ErrorCode.COORDINATOR_NOT_AVAILABLE)
+        error, address = self.group_coordinator(group_id)
+        if address is not None:
+            return address
+        if error != ErrorCode.NONE:
+            raise GroupCoordinatorError(error)
+        return self.groups
+
+    def group_coordinator(self, group_id: str) -> tuple[ErrorCode, BrokerAddress | None]:
+        """Who serves a group (or share group) for the doors: (NONE, None) this broker;
+        (NOT_COORDINATOR, its address) another broker, to forward to; (the error, None)
+        nobody this broker can ask (none live, this one lost its lease) or this one is
+        still loading it."""
+        cluster = self.cluster
+        error = cluster.coordinator_error(0, group_id)
+        if error == ErrorCode.NOT_COORDINATOR and cluster.active():
+            owner = cluster.coordinator(0, group_id)
+            address = cluster.broker(owner) if owner != cluster.node_id else None
+            if address is not None:
+                return error, address
+        return error, None
+
     def transaction_driver(self) -> TxnDriver:
         """The transaction coordinator's driver; COORDINATOR_NOT_AVAILABLE when not running."""
         if self.transactions is None or self.stopping:
             raise TxnCoordinatorError(ErrorCode.COORDINATOR_NOT_AVAILABLE)
         return self.transactions
 
-    def share_driver(self) -> ShareDriver:
-        """The share coordinator's driver; COORDINATOR_NOT_AVAILABLE when not running."""
+    def share_driver(self, group_id: str | None = None) -> ShareDriver:
+        """The share coordinator's driver; COORDINATOR_NOT_AVAILABLE when not running.
+        With ``group_id``: NOT_COORDINATOR (or COORDINATOR_LOAD_IN_PROGRESS) when another
+        broker of the cluster coordinates that share group — the doors' own share members
+        are served only by the group's coordinator, never by a second one beside it."""
         if self.shares is None or self.stopping:
             raise ShareCoordinatorError(ErrorCode.COORDINATOR_NOT_AVAILABLE)
+        if group_id is not None:
+            error = self.cluster.coordinator_error(0, group_id)
+            if error != ErrorCode.NONE:
+                raise ShareCoordinatorError(error)
         return self.shares
 
     def share_consumer(
@@ -400,7 +527,7 @@ class Core:
     ) -> ShareConsumer:
         """A member of share group ``group_id`` inside the broker (``join`` it first)."""
         return ShareConsumer(
-            self.share_driver,
+            lambda: self.share_driver(group_id),
             group_id,
             topics,
             client_id=client_id,

@@ -21,7 +21,12 @@ with epoch 0 owning nothing.  ``leave`` sends epoch -1.
 rebalance is in progress), for owners that do not poll themselves.
 
 Offsets: ``commit`` commits with the member's id and epoch (OffsetCommit semantics, durable
-per the coordinator's log policy); ``committed`` reads the group's committed offsets.
+per the coordinator's log policy); ``fetch_committed`` reads the group's committed offsets
+(``committed``: the same, synchronously, only where this broker coordinates the group).
+
+In a cluster the group may be coordinated by another broker: then every call goes there
+(``Core.group_owner`` says where; ``forwarding.py`` sends the Kafka requests), and the
+member is to that coordinator what a Kafka consumer connected to this broker would be.
 ``Offsets`` does the same for readers that are not members (Kafka's ``assign()`` consumers:
 generation -1, accepted while the group has no live members) — an AMQP ``basic.get``, an
 MQTT session's positions.
@@ -37,8 +42,10 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
+from bayou.core.forwarding import FORWARDED_CLIENT_ID, GroupLink
 from bayou.core.groups import (
     ConsumerGroup,
+    ConsumerHeartbeatResponse,
     ConsumerState,
     GroupCoordinatorError,
     GroupDriver,
@@ -46,6 +53,7 @@ from bayou.core.groups import (
     OffsetCommit,
 )
 from bayou.errors import ErrorCode
+from bayou.storage.cluster import BrokerAddress
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +79,20 @@ class MemberHost(Protocol):
     @property
     def stopping(self) -> bool: ...
 
+    @property
+    def group_link(self) -> GroupLink: ...
+
     def group_driver(self, group_id: str | None = None) -> GroupDriver: ...
+
+    def group_owner(self, group_id: str) -> GroupDriver | BrokerAddress: ...
 
     def topic_sizes(self) -> dict[str, int]: ...
 
 
 class Offsets:
     """A group's committed offsets, for readers inside the broker."""
+
+    client_id = FORWARDED_CLIENT_ID
 
     def __init__(self, core: MemberHost, group_id: str) -> None:
         self.core = core
@@ -99,18 +114,30 @@ class Offsets:
             commits.append(
                 OffsetCommit(topic, p, offset, -1, metadata if metadata is not None else "")
             )
-        driver = self.core.group_driver(self.group_id)
+        owner = self.core.group_owner(self.group_id)
         group = self.group_id
-        codes: list[ErrorCode] = await driver.run(
-            lambda now, _token: driver.coordinator.commit_offsets(
-                now,
+        codes: list[ErrorCode]
+        if isinstance(owner, BrokerAddress):
+            codes = await self.core.group_link.commit(
+                owner,
                 group_id=group,
-                generation=epoch,
                 member_id=member_id,
-                instance_id=None,
-                offsets=commits,
+                epoch=epoch,
+                commits=commits,
+                client_id=self.client_id,
             )
-        )
+        else:
+            driver = owner
+            codes = await driver.run(
+                lambda now, _token: driver.coordinator.commit_offsets(
+                    now,
+                    group_id=group,
+                    generation=epoch,
+                    member_id=member_id,
+                    instance_id=None,
+                    offsets=commits,
+                )
+            )
         for code in codes:
             if code != E.NONE:
                 raise GroupCoordinatorError(code)
@@ -120,6 +147,22 @@ class Offsets:
         error, fetched = (
             self.core.group_driver(self.group_id).read().fetch_offsets(self.group_id, partitions)
         )
+        if error != E.NONE:
+            raise GroupCoordinatorError(error)
+        return {(f.topic, f.partition): (f.offset, f.metadata) for f in fetched if f.offset >= 0}
+
+    async def fetch_committed(
+        self, partitions: list[TopicPartition] | None
+    ) -> dict[TopicPartition, Committed]:
+        """Committed offsets of ``partitions`` (None: all of the group's), from whichever
+        broker coordinates the group."""
+        owner = self.core.group_owner(self.group_id)
+        if isinstance(owner, BrokerAddress):
+            error, fetched = await self.core.group_link.fetch(
+                owner, group_id=self.group_id, partitions=partitions, client_id=self.client_id
+            )
+        else:
+            error, fetched = owner.read().fetch_offsets(self.group_id, partitions)
         if error != E.NONE:
             raise GroupCoordinatorError(error)
         return {(f.topic, f.partition): (f.offset, f.metadata) for f in fetched if f.offset >= 0}
@@ -202,10 +245,12 @@ class GroupMember(Offsets):
 
     async def _heartbeat(self) -> frozenset[TopicPartition] | None:
         """One heartbeat; the target assignment when the coordinator sent one."""
-        driver = self.core.group_driver(self.group_id)
+        owner = self.core.group_owner(self.group_id)
+        if isinstance(owner, BrokerAddress):
+            return self._answered(await self._forward(owner, self.epoch), None)
+        driver = owner
         sizes = self.core.topic_sizes()
         joining = self.epoch == 0
-        topics = self.topics
         resp = await driver.run(
             lambda now, _token: driver.coordinator.consumer_heartbeat(
                 now,
@@ -215,7 +260,7 @@ class GroupMember(Offsets):
                 instance_id=None,
                 rack_id=None,
                 rebalance_timeout_ms=self.rebalance_timeout_ms,
-                subscribed=(topics if topics is not None else ([] if joining else None)),
+                subscribed=self._subscribed(joining),
                 server_assignor=None,
                 owned=None if joining else self.owned(),
                 client_id=self.client_id,
@@ -224,6 +269,33 @@ class GroupMember(Offsets):
                 subscribed_regex=self.pattern,
             )
         )
+        return self._answered(resp, driver)
+
+    async def _forward(self, owner: BrokerAddress, epoch: int) -> ConsumerHeartbeatResponse:
+        """The heartbeat (or, at ``LEAVE_EPOCH``, the leave) sent to the coordinating
+        broker."""
+        joining = epoch == 0
+        leaving = epoch == LEAVE_EPOCH
+        return await self.core.group_link.heartbeat(
+            owner,
+            group_id=self.group_id,
+            member_id=self.member_id,
+            member_epoch=epoch,
+            rebalance_timeout_ms=-1 if leaving else self.rebalance_timeout_ms,
+            subscribed=None if leaving else self._subscribed(joining),
+            subscribed_regex=None if leaving else self.pattern,
+            owned=None if joining or leaving else self.owned(),
+            client_id=self.client_id,
+        )
+
+    def _subscribed(self, joining: bool) -> list[str] | None:
+        """The topic names a heartbeat sends: the list, or [] for a pattern's join."""
+        return self.topics if self.topics is not None else ([] if joining else None)
+
+    def _answered(
+        self, resp: ConsumerHeartbeatResponse, driver: GroupDriver | None
+    ) -> frozenset[TopicPartition] | None:
+        """Take a heartbeat's answer; the target assignment when it sent one."""
         self.last_heartbeat = time.monotonic()
         if resp.error in (E.UNKNOWN_MEMBER_ID, E.FENCED_MEMBER_EPOCH):
             self.epoch = 0  # rejoin on the next heartbeat, owning nothing
@@ -231,13 +303,20 @@ class GroupMember(Offsets):
         if resp.error != E.NONE:
             raise GroupCoordinatorError(resp.error, resp.message or "")
         self.member_id = resp.member_id or self.member_id
+        moved = resp.member_epoch != self.epoch
         self.epoch = resp.member_epoch
         if resp.heartbeat_interval_ms > 0:
             self.interval_s = resp.heartbeat_interval_ms / 1000
-        group = driver.coordinator.group(self.group_id)
         # while the group reconciles (partitions moving between members, this one waiting
-        # for some another still holds), heartbeat quickly: they move in milliseconds
-        self.reconciling = isinstance(group, ConsumerGroup) and group.state != ConsumerState.STABLE
+        # for some another still holds), heartbeat quickly: they move in milliseconds.  A
+        # coordinator on another broker does not say: an answer that moved the member does
+        if driver is not None:
+            group = driver.coordinator.group(self.group_id)
+            self.reconciling = (
+                isinstance(group, ConsumerGroup) and group.state != ConsumerState.STABLE
+            )
+        else:
+            self.reconciling = moved or resp.assignment is not None
         if resp.assignment is None:
             return None
         return frozenset((t, p) for t, ps in resp.assignment.items() for p in ps)
@@ -294,6 +373,12 @@ class GroupMember(Offsets):
             self.assignment = frozenset()
             if self.epoch == 0:
                 return
+            with contextlib.suppress(GroupCoordinatorError):
+                owner = self.core.group_owner(self.group_id)
+                if isinstance(owner, BrokerAddress):
+                    await self._forward(owner, LEAVE_EPOCH)
+                    self.epoch = 0
+                    return
             driver = self.core.groups
             if driver is None:
                 return

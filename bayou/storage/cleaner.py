@@ -60,6 +60,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from bayou.config import INT_MAX, LONG_MAX
 from bayou.errors import BayouError
@@ -79,6 +80,9 @@ from bayou.storage.recovery import CLEANED_SUFFIX, SWAP_SUFFIX
 from bayou.storage.segment import LogSegment
 
 MAP_ENTRY_BYTES = 24  # what Kafka counts per key-map entry: 16-byte hash + 8-byte offset
+# the pacer is asked after every batch and every this many records within one: a 1 MB batch
+# of small records is tens of milliseconds of Python, far more than one pacing slice
+PACE_RECORDS = 128
 _WRITE_CHUNK = 1024 * 1024
 
 
@@ -197,18 +201,37 @@ def _build_map(
                 return offset_map
             if not header.is_control and header.records_count and not aborted.covers(header):
                 assert body is not None
-                for rec in iter_records(body):
+                for i, rec in enumerate(iter_records(body), 1):
                     if rec.key is not None:
                         offset_map[_key_digest(rec.key)] = rec.offset
+                    if i % PACE_RECORDS == 0:  # a batch can hold thousands of records
+                        pace()
             end = header.last_offset + 1
         end = max(end, seg.next_offset)
     stats.map_end = end
     return offset_map
 
 
-def _groups(segs: list[LogSegment], max_bytes: int) -> list[list[LogSegment]]:
-    """Consecutive segments whose total size fits one segment (Kafka's groupSegmentsBySize)."""
-    groups: list[list[LogSegment]] = []
+class Sized(Protocol):
+    """What grouping by size asks of a segment (the local one, PostgreSQL's rows)."""
+
+    @property
+    def base_offset(self) -> int: ...
+
+    @property
+    def next_offset(self) -> int: ...
+
+    @property
+    def size(self) -> int: ...
+
+
+S = TypeVar("S", bound=Sized)
+
+
+def size_groups(segs: list[S], max_bytes: int) -> list[list[S]]:
+    """Consecutive segments whose total size fits one segment (Kafka's groupSegmentsBySize),
+    each group's offsets within an int of its base."""
+    groups: list[list[S]] = []
     for seg in segs:
         if groups:
             group = groups[-1]
@@ -248,6 +271,7 @@ class CompactionPass:
         }
         self.aborted = aborted or AbortedRanges(())
         self._txn_kept: dict[int, bool] = {}  # producer → data of its transaction kept so far
+        self.pace: Callable[[], None] = no_pace  # asked every PACE_RECORDS records
 
     def _keep_tombstone(self, offset: int) -> bool:
         first = self.prior.first_cleaned_ms(offset)
@@ -270,8 +294,11 @@ class CompactionPass:
         aborted = self.aborted.covers(header)
         kept: list[tuple[int, Record]] = []
         total = 0
+        pace = self.pace
         for rec in iter_records(body):
             total += 1
+            if total % PACE_RECORDS == 0:
+                pace()
             keep = not aborted  # an aborted transaction's records all go
             if keep and rec.offset < self.map_end and rec.key is not None:
                 latest = self.map.get(_key_digest(rec.key))
@@ -337,7 +364,6 @@ class _Pass(CompactionPass):
         aborted: AbortedRanges,
         pace: Callable[[], None] = no_pace,
     ) -> None:
-        self.pace = pace
         with log._lock:
             snap = log.producer_state.snapshot()
         super().__init__(
@@ -351,6 +377,7 @@ class _Pass(CompactionPass):
             aborted=aborted,
         )
         self.log = log
+        self.pace = pace
 
     def rewrite(self, group: list[LogSegment]) -> LogSegment:
         """Write the cleaned copy of ``group`` as ``<base>.*.cleaned`` and fsync it."""
@@ -432,7 +459,7 @@ def clean(
         cleaning = _Pass(log, now, offset_map, map_end, stats, aborted, pace)
         state.gaps_below = max(state.gaps_below, map_end)
         save_cleaner_state(log.directory, state)  # before any swap: gaps allowed below
-        for group in _groups(work, log.config.segment_bytes):
+        for group in size_groups(work, log.config.segment_bytes):
             try:
                 seg = cleaning.rewrite(group)
             except _Aborted:

@@ -48,6 +48,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from bayou.config import TopicConfig
 from bayou.errors import BayouError, KafkaError
+from bayou.protocol.kafka.records import iter_batches, iter_records
 from bayou.storage.broker_configs import DynamicBrokerConfigs
 from bayou.storage.metadata import TopicMeta
 from bayou.storage.producer_state import ProducerEntry
@@ -397,3 +398,17 @@ async def latest(log: StateLog) -> dict[bytes, StateEntry]:
         else:
             state[entry.key] = entry
     return state
+
+
+def decode_state_entries(chunk: Buffer, offset: int, out: list[StateEntry]) -> int:
+    """Append to ``out`` the keyed records of ``chunk`` (whole stored batches, as a read
+    returns them) at or after ``offset``, skipping control batches; the next offset to read.
+    A state log's ``read_all`` is this over its reads (CPU work: off the event loop)."""
+    view = memoryview(chunk)
+    for pos, header in iter_batches(view):
+        if header.last_offset >= offset and not header.is_control:
+            for rec in iter_records(view[pos : pos + header.size]):
+                if rec.offset >= offset and rec.key is not None:
+                    out.append(StateEntry(rec.key, rec.value, tuple(rec.headers)))
+        offset = max(offset, header.last_offset + 1)
+    return offset

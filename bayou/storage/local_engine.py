@@ -57,7 +57,7 @@ from typing import Any
 
 from bayou.config import LONG_MAX, TopicConfig
 from bayou.errors import InvalidConfig, InvalidTopic, KafkaError, KafkaStorageError
-from bayou.protocol.kafka.records import Record, build_batch, iter_batches, iter_records
+from bayou.protocol.kafka.records import Record, build_batch
 from bayou.storage.broker_configs import DynamicBrokerConfigs
 from bayou.storage.engine import (
     AbortedTxn,
@@ -67,6 +67,7 @@ from bayou.storage.engine import (
     PageCacheMiss,
     PartitionKey,
     StateEntry,
+    decode_state_entries,
 )
 from bayou.storage.fd_limit import OpenFilesWatch, raise_open_files_limit
 from bayou.storage.file_records import FileRecords
@@ -282,13 +283,7 @@ def read_state_entries(log_: PartitionLog) -> list[StateEntry]:
         chunk = log_.read(offset, _STATE_READ_CHUNK)
         if not chunk:
             break
-        view = memoryview(chunk)
-        for pos, header in iter_batches(view):
-            if header.last_offset >= offset and not header.is_control:
-                for rec in iter_records(view[pos : pos + header.size]):
-                    if rec.offset >= offset and rec.key is not None:
-                        out.append(StateEntry(rec.key, rec.value, tuple(rec.headers)))
-            offset = max(offset, header.last_offset + 1)
+        offset = decode_state_entries(chunk, offset, out)
     return out
 
 

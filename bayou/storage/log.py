@@ -139,6 +139,7 @@ class PartitionLog:
             self.producer_state.snapshot(),
         )
         self._written_state_offset = -1
+        self._written_checkpoint: tuple[int, int] | None = None  # (recovery point, start)
         self._last_flush_ms = clock_ms()
         self._roll_generation = 0
         self._flushed_generation = 0
@@ -827,7 +828,10 @@ class PartitionLog:
         if offset != self._written_state_offset:
             save_snapshot(self.directory / PRODUCER_STATE_FILE, offset, snap)
             self._written_state_offset = offset
-        write_checkpoint(self.directory, self.recovery_point, self.log_start_offset)
+        point = (self.recovery_point, self.log_start_offset)
+        if point != self._written_checkpoint:  # an idle partition's is on disk already
+            write_checkpoint(self.directory, *point)
+            self._written_checkpoint = point
 
     def close(self) -> None:
         """Seal, flush, checkpoint and close (idempotent); a running cleaner pass stops."""

@@ -25,15 +25,12 @@ import itertools
 import uuid
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 from bayou.config import (
     INT_MAX,
     TopicConfig,
-    check_topic_config,
     internal_log_config,
-    parse_topic_configs,
 )
 from bayou.errors import (
     BayouError,
@@ -55,7 +52,7 @@ from bayou.protocol.kafka.records import (
     parse_header,
 )
 from bayou.storage.append import assign_offsets, check_payload
-from bayou.storage.broker_configs import DynamicBrokerConfigs
+from bayou.storage.catalog import TopicCatalog
 from bayou.storage.cleaner import AbortedRanges, CleanStats, CompactionPass
 from bayou.storage.cleaner_state import CleanerState
 from bayou.storage.engine import (
@@ -67,10 +64,9 @@ from bayou.storage.engine import (
     StateEntry,
 )
 from bayou.storage.maintenance import summary
-from bayou.storage.metadata import TopicMeta, check_new_topic, new_cluster_id
+from bayou.storage.metadata import TopicMeta, new_cluster_id
 from bayou.storage.producer_state import ProducerEntry, ProducerStateManager
 from bayou.storage.retention import (
-    check_new_partition_count,
     deletable_segments,
     delete_records_target,
 )
@@ -498,7 +494,7 @@ def _wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class MemoryEngine:
+class MemoryEngine(TopicCatalog):
     """The ``LogEngine`` of one process's memory (see the module docstring)."""
 
     kind = "memory"
@@ -514,17 +510,13 @@ class MemoryEngine:
     ) -> None:
         self.location = location
         self.clock_ms = clock_ms
-        self._static = parse_topic_configs(dict(topic_defaults or {}))
-        self._dynamic = DynamicBrokerConfigs()
-        self._topics: dict[str, TopicMeta] = {}
-        self._by_id: dict[uuid.UUID, TopicMeta] = {}
+        self._init_catalog(topic_defaults)
         self._partitions: dict[PartitionKey, MemoryPartition] = {}
         self._producer_ids = itertools.count()
         self._cluster_id = new_cluster_id()
         self._state = MemoryStateStore(self)
         self._internal_config = internal_config or internal_log_config()
         self._state_logs: dict[str, MemoryStateLog] = {}
-        self._internal: dict[str, TopicMeta] = {}
         self.waiters = DataWaiters()
         self._interval_s = max(maintenance_interval_ms, 1) / 1000
         self._task: asyncio.Task[None] | None = None
@@ -535,18 +527,6 @@ class MemoryEngine:
 
     def storage_usage(self) -> tuple[int, int]:
         return -1, -1
-
-    @property
-    def defaults(self) -> Mapping[str, Any]:
-        return self._dynamic.defaults(self._static)
-
-    @property
-    def static_defaults(self) -> Mapping[str, Any]:
-        return self._static
-
-    @property
-    def dynamic(self) -> DynamicBrokerConfigs:
-        return self._dynamic
 
     @property
     def state(self) -> MemoryStateStore:
@@ -571,29 +551,6 @@ class MemoryEngine:
 
     # ------------------------------------------------------------------ topics
 
-    def topics(self) -> Mapping[str, TopicMeta]:
-        return self._topics
-
-    def internal_topics(self) -> Mapping[str, TopicMeta]:
-        return self._internal
-
-    def topic_by_id(self, topic_id: uuid.UUID) -> TopicMeta | None:
-        found = self._by_id.get(topic_id)
-        if found is None:
-            for meta in self._internal.values():
-                if meta.topic_id == topic_id:
-                    return meta
-        return found
-
-    def topic_config(self, name: str) -> TopicConfig:
-        meta = self._topics.get(name)
-        if meta is None:
-            raise UnknownTopicOrPartition(f"unknown topic {name!r}")
-        return self.resolve_config(meta.configs)
-
-    def resolve_config(self, overrides: Mapping[str, Any]) -> TopicConfig:
-        return TopicConfig.resolve(self.defaults, overrides)
-
     def _register(self, meta: TopicMeta) -> None:
         self._topics = {**self._topics, meta.name: meta}
         self._by_id = {**self._by_id, meta.topic_id: meta}
@@ -606,10 +563,7 @@ class MemoryEngine:
         *,
         validate_only: bool = False,
     ) -> TopicMeta:
-        check_new_topic(name, partitions, self._topics, self._internal)
-        meta = TopicMeta(name, uuid.uuid4(), partitions, parse_topic_configs(configs))
-        config = self.resolve_config(meta.configs)
-        check_topic_config(config.values)
+        meta, config = self._new_topic(name, partitions, configs)
         if validate_only:
             return meta
         for p in range(partitions):
@@ -618,9 +572,7 @@ class MemoryEngine:
         return meta
 
     async def delete_topic(self, name: str) -> None:
-        meta = self._topics.get(name)
-        if meta is None:
-            raise UnknownTopicOrPartition(f"unknown topic {name!r}")
+        meta = self._known(name)
         self._topics = {k: v for k, v in self._topics.items() if k != name}
         self._by_id = {k: v for k, v in self._by_id.items() if k != meta.topic_id}
         for p in range(meta.partitions):
@@ -632,26 +584,19 @@ class MemoryEngine:
     async def create_partitions(
         self, name: str, total: int, *, validate_only: bool = False
     ) -> None:
-        meta = self._topics.get(name)
-        if meta is None:
-            raise UnknownTopicOrPartition(f"unknown topic {name!r}")
-        check_new_partition_count(meta, total)
+        meta = self._known(name)
+        grown = self._grown_topic(name, total)
         if validate_only:
             return
         config = self.resolve_config(meta.configs)
         for p in range(meta.partitions, total):
             self._partitions[(name, p)] = MemoryPartition(self, name, p, config)
-        self._register(replace(meta, partitions=total))
+        self._register(grown)
 
     async def alter_topic_configs(
         self, name: str, configs: Mapping[str, str], *, validate_only: bool = False
     ) -> TopicMeta:
-        meta = self._topics.get(name)
-        if meta is None:
-            raise UnknownTopicOrPartition(f"unknown topic {name!r}")
-        new = replace(meta, configs=parse_topic_configs(configs))
-        config = self.resolve_config(new.configs)
-        check_topic_config(config.values)
+        new, config = self._altered_topic(name, configs)
         if validate_only:
             return new
         self._register(new)

@@ -9,13 +9,15 @@ it, and the loop waits until the cleaner gives it back — at the latest after t
 interpreter's switch interval (5 ms).  Left alone, a cleaning pass took produce down to
 64 % of its rate.
 
-So the cleaner calls a ``Pacer`` once per batch it reads.  The pacer lets it work in slices
-of ``slice_s`` (2 ms).  After each slice it looks at ``Activity``, a counter the loop thread
-bumps on every append: if the loop appended during the slice, the broker is busy serving
-and the cleaner sleeps long enough to use at most ``busy_share`` (10 %) of the time — the
-sleep releases the GIL, so the loop runs uncontended meanwhile; if the loop was idle, the
-cleaner goes straight on at full speed.  A pass takes longer under load (as with Kafka's
-``log.cleaner.io.max.bytes.per.second``), never longer when the broker is idle.
+So the cleaner calls a ``Pacer`` once per batch it reads, and every ``PACE_RECORDS`` (128)
+records within a batch (a producer's 1 MB batch of small records is tens of milliseconds of
+Python: asked once per batch, the pacer's slices were whole batches).  The pacer lets it
+work in slices of ``slice_s`` (2 ms).  After each slice it looks at ``Activity``, a counter
+the loop thread bumps on every append: if the loop appended during the slice, the broker is
+busy serving and the cleaner sleeps long enough to use at most ``busy_share`` (10 %) of the
+time — the sleep releases the GIL, so the loop runs uncontended meanwhile; if the loop was
+idle, the cleaner goes straight on at full speed.  A pass takes longer under load (as with
+Kafka's ``log.cleaner.io.max.bytes.per.second``), never longer when the broker is idle.
 
 The counter is a plain integer written by one thread and read by another: a stale read only
 delays the pacer's reaction by one slice.

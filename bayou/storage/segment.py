@@ -70,6 +70,10 @@ def pread(fd: int, length: int, position: int, nowait: bool) -> bytes | bytearra
     return buf if n == length else memoryview(buf)[:n]
 
 
+# A walk reads headers a chunk at a time: the first chunk small (a fetch's walk starts at an
+# offset-index entry, within index.interval.bytes of the batch it wants, and a Fetch walks
+# twice per partition), then doubling up to _CHUNK for long walks (recovery, the cleaner).
+_FIRST_CHUNK = 4 * 1024
 _CHUNK = 64 * 1024
 _MIN_BATCH_LENGTH = HEADER_SIZE - 12
 
@@ -228,10 +232,12 @@ class LogSegment:
         end = self.size if end is None else end
         buf = memoryview(b"")
         buf_pos = pos = start
+        chunk = _FIRST_CHUNK
         while end - pos >= HEADER_SIZE:
             off = pos - buf_pos
             if off + HEADER_SIZE > len(buf):
-                buf = memoryview(pread(self.fd, min(_CHUNK, end - pos), pos, nowait))
+                buf = memoryview(pread(self.fd, min(chunk, end - pos), pos, nowait))
+                chunk = min(2 * chunk, _CHUNK)
                 buf_pos, off = pos, 0
                 if len(buf) < HEADER_SIZE:
                     if nowait:
@@ -244,7 +250,8 @@ class LogSegment:
             body: memoryview | None = None
             if with_body:
                 if off + size > len(buf):
-                    buf = memoryview(os.pread(self.fd, min(max(_CHUNK, size), end - pos), pos))
+                    buf = memoryview(os.pread(self.fd, min(max(chunk, size), end - pos), pos))
+                    chunk = min(2 * chunk, _CHUNK)
                     buf_pos, off = pos, 0
                     if len(buf) < size:
                         return

@@ -27,7 +27,9 @@ runner does not try to patch it: it closes everything and starts over from the c
 state (``run`` restarts after a second).
 
 Snapshots are written after a commit for tasks whose changelog grew by
-``SNAPSHOT_EVERY_RECORDS`` since their last one, when partitions are revoked and at the end.
+``SNAPSHOT_EVERY_RECORDS`` and by half their state's entries since their last one (so the
+writes stay proportional to the changes however large the state), when partitions are
+revoked and at the end.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ RESTORE_TIMEOUT_S = 120.0
 TRANSACTION_TIMEOUT_MS = 10_000
 POLL_RECORDS = 2000
 RESTART_DELAY_S = 1.0
+MARKER_HEARTBEAT_S = 2.0  # first stages repeat their watermark markers this often
 
 
 class FatalStreamError(Exception):
@@ -107,6 +110,7 @@ class ExternalRunner:
         self._producer: Any = None
         self._tables: Any = None
         self._error: BaseException | None = None
+        self._last_heartbeat = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -225,9 +229,12 @@ class ExternalRunner:
     # ------------------------------------------------------------------ topics
 
     def _prepare_topics(self) -> None:
-        """Changelog topics (compacted, as many partitions as their source) must exist."""
+        """Sources must exist; repartition topics (as many partitions as their widest
+        source) and changelog topics (compacted, as many partitions as their source) are
+        created when missing."""
         admin = AdminClient(self.config())
-        sources = self.processor.sources()
+        repartition = self.processor.repartition_topics()
+        sources = [t for t in self.processor.sources() if t not in repartition]
         deadline = time.monotonic() + 30
         while True:
             meta = admin.list_topics(timeout=10)
@@ -237,19 +244,41 @@ class ExternalRunner:
             if time.monotonic() > deadline or self.stop_event.is_set():
                 raise FatalStreamError(f"source topic(s) {', '.join(missing)} do not exist")
             self.stop_event.wait(0.5)
-        wanted = []
-        for pipeline in self.pipelines:
-            name = self.processor.changelog_topic(pipeline)
-            if name not in meta.topics:
-                partitions = len(meta.topics[pipeline.source].partitions)
-                wanted.append(NewTopic(name, partitions, config={"cleanup.policy": "compact"}))
-        if wanted:
-            for topic, future in admin.create_topics(wanted).items():
-                try:
-                    future.result(30)
-                except KafkaException as exc:
-                    if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                        raise FatalStreamError(f"cannot create {topic}: {exc}") from None
+        counts = {t: len(meta.topics[t].partitions) for t in sources}
+        self._create(
+            admin,
+            [
+                NewTopic(topic, max(counts[s] for s in upstream))
+                for topic, upstream in repartition.items()
+                if topic not in meta.topics
+            ],
+        )
+        if any(topic not in meta.topics for topic in repartition):
+            meta = admin.list_topics(timeout=10)
+        counts.update({t: len(meta.topics[t].partitions) for t in repartition})
+        self.processor.set_partitions(counts)
+        self._create(
+            admin,
+            [
+                NewTopic(
+                    self.processor.changelog_topic(pipeline),
+                    counts[pipeline.source],
+                    config={"cleanup.policy": "compact"},
+                )
+                for pipeline in self.pipelines
+                if self.processor.changelog_topic(pipeline) not in meta.topics
+            ],
+        )
+
+    def _create(self, admin: Any, topics: list[Any]) -> None:
+        if not topics:
+            return
+        for topic, future in admin.create_topics(topics).items():
+            try:
+                future.result(30)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise FatalStreamError(f"cannot create {topic}: {exc}") from None
 
     def _load_tables(self) -> None:
         tables = sorted(self.processor.tables)
@@ -367,8 +396,9 @@ class ExternalRunner:
                 "yes" if snapshot is not None else "no",
                 replayed,
             )
-            if replayed >= SNAPSHOT_EVERY_RECORDS:
-                self._write_snapshot(task, topic, partition, high)
+            # a long replay is worth a snapshot, written after the next commit (not here:
+            # the task would wait for it before processing its first record)
+            self.snapshot_marks[(topic, partition)] = replayed
         finally:
             restore.close()
 
@@ -409,19 +439,25 @@ class ExternalRunner:
         raise FatalStreamError("the producer's queue stays full")
 
     def commit(self) -> None:
-        commit = self.processor.collect()
+        now = time.monotonic()
+        heartbeat = now - self._last_heartbeat >= MARKER_HEARTBEAT_S
+        if heartbeat:
+            self._last_heartbeat = now
+        commit = self.processor.collect(heartbeat=heartbeat)
         if not commit:
             return
         producer = self._producer
         if self.exactly_once:
             producer.begin_transaction()
         for out in commit.outputs:
+            extra: dict[str, Any] = {} if out.partition is None else {"partition": out.partition}
             self._produce(
                 out.topic,
                 out.value,
                 out.key,
                 timestamp=out.timestamp,
                 headers=list(out.headers) or None,
+                **extra,
             )
         grown: dict[tuple[str, int], int] = {}
         for topic, partition, key, value in commit.changelog:
@@ -449,10 +485,15 @@ class ExternalRunner:
             self.on_commit(commit)
         for where, n in grown.items():
             self.snapshot_marks[where] = self.snapshot_marks.get(where, 0) + n
-            if self.snapshot_marks[where] >= SNAPSHOT_EVERY_RECORDS:
-                for task in self.processor.tasks.get(self._source_of(where), []):
-                    if self.processor.changelog_topic(task.pipeline) == where[0]:
-                        self._write_snapshot(task, where[0], where[1], self.changelog_end[where])
+            if self.snapshot_marks[where] < SNAPSHOT_EVERY_RECORDS:
+                continue
+            for task in self.processor.tasks.get(self._source_of(where), []):
+                if self.processor.changelog_topic(task.pipeline) != where[0]:
+                    continue
+                # a snapshot writes the whole state: once the changelog grew by half of it
+                # (and 50,000 records), so snapshots cost at most two writes per change
+                if self.snapshot_marks[where] >= task.state_size() // 2:
+                    self._write_snapshot(task, where[0], where[1], self.changelog_end[where])
 
     def _source_of(self, changelog: tuple[str, int]) -> tuple[str, int]:
         for pipeline in self.pipelines:

@@ -109,6 +109,10 @@ class EventClock:
         self.idle_partitions.add(partition)
         return self._advance()
 
+    def marker(self, partition: int, upstream: str, ts: int, idle: bool) -> bool:
+        """A watermark marker read (only ``MarkerClock`` listens to them)."""
+        return False
+
     def _advance(self) -> bool:
         if not self.partitions:
             return False
@@ -121,8 +125,81 @@ class EventClock:
 
 
 @dataclass
+class MarkerClock(EventClock):
+    """The event clock of a pipeline reading a repartition topic (Flink's watermark
+    propagation through a shuffle).
+
+    Records in a repartition partition come from every upstream task (one per partition of
+    the source, on whichever worker owns it), interleaved in no order of time, so their
+    timestamps cannot move the clock.  Each upstream task writes instead a watermark marker
+    (its partition's highest event time, and whether it was read to its end) to every
+    repartition partition, after the records it covers.  A repartition partition's time is
+    what its markers say, by ``EventClock``'s rule over the upstream tasks: the lowest of the
+    busy ones, the highest of all when every one is idle, and nothing (it holds the clock)
+    until every expected upstream task has spoken.  The clock is the lowest over the
+    assigned repartition partitions, and never goes back."""
+
+    expected: frozenset[str] = frozenset()
+    heard: dict[int, dict[str, tuple[int, bool]]] = field(default_factory=dict)
+
+    def track(self, partition: int) -> None:
+        self.partitions.setdefault(partition, NEVER)
+
+    def untrack(self, partition: int) -> bool:
+        self.heard.pop(partition, None)
+        return super().untrack(partition)
+
+    def see(self, ts: int, partition: int | None = None) -> bool:
+        return False  # data records do not move it: markers do
+
+    def idle(self, partition: int) -> bool:
+        return False  # a repartition partition read to its end says nothing of upstream
+
+    def marker(self, partition: int, upstream: str, ts: int, idle: bool) -> bool:
+        if partition not in self.partitions:
+            return False
+        heard = self.heard.setdefault(partition, {})
+        heard[upstream] = (ts, idle)
+        if not self.expected <= heard.keys():
+            return False
+        busy = [t for t, i in heard.values() if not i]
+        self.partitions[partition] = min(busy) if busy else max(t for t, _i in heard.values())
+        return self._advance()
+
+
+class TaskClock:
+    """The clock one task's operators see: its pipeline's ``EventClock``, bounded for the
+    task's own partition.
+
+    - A floor: the clock its changelog saved (``floor``), so a task restored after a crash or
+      a move never judges records by an earlier time than its predecessor did (a window it
+      closed cannot be opened again by a record that was late then).
+    - While the partition catches up (from its assignment to the first time it is read to
+      its end), a ceiling: the partition's own highest event time.  The pipeline's clock is
+      shared by every partition of this worker, and may have moved past the backlog of a
+      partition that just moved here (from a worker that stopped or died); that backlog is
+      judged by its own progress instead, as its old owner would have judged it, so a
+      rebalance neither drops it as late nor changes any result."""
+
+    __slots__ = ("catching_up", "floor", "partition", "shared")
+
+    def __init__(self, shared: EventClock, partition: int) -> None:
+        self.shared = shared
+        self.partition = partition
+        self.floor = NEVER
+        self.catching_up = True
+
+    @property
+    def max_ts(self) -> int:
+        base = self.shared.max_ts
+        if self.catching_up:
+            base = min(base, self.shared.partitions.get(self.partition, NEVER))
+        return max(base, self.floor)
+
+
+@dataclass
 class Context:
-    clock: EventClock
+    clock: EventClock | TaskClock
     stats: StreamStats = field(default_factory=StreamStats)
 
 
@@ -189,13 +266,65 @@ class KeyBy(Operator):
         return [row.derive(row.value, key=hashable(self.fn(row)))]
 
 
+class _Raw:
+    """A restored value not decoded yet."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+class LazyState(dict[Any, Any]):
+    """An operator's state whose restored values stay bytes until first read.
+
+    Recovery (a snapshot, a changelog) loads every entry, while the records that follow touch
+    a few keys at a time: decoding a value (JSON) on its first read instead of at restore
+    makes recovery cost one key decode per entry, and a snapshot of entries never read since
+    writes their bytes back as they came."""
+
+    __slots__ = ("decode",)
+
+    def __init__(self, decode: Callable[[Any, bytes], Any]) -> None:
+        super().__init__()
+        self.decode = decode
+
+    def put_raw(self, key: Any, data: bytes) -> None:
+        dict.__setitem__(self, key, _Raw(data))
+
+    def __getitem__(self, key: Any) -> Any:
+        value = dict.__getitem__(self, key)
+        if type(value) is _Raw:
+            value = self.decode(key, value.data)
+            dict.__setitem__(self, key, value)
+        return value
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self[key] if dict.__contains__(self, key) else default
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        value = dict.pop(self, key, *default)
+        return self.decode(key, value.data) if type(value) is _Raw else value
+
+    def items(self) -> Any:
+        return [(key, self[key]) for key in list(self)]
+
+    def values(self) -> Any:
+        return [self[key] for key in list(self)]
+
+    def encoded(self, encode: Callable[[Any], bytes]) -> Iterator[tuple[Any, bytes]]:
+        """Every (key, value bytes): restored bytes as they are, live values encoded."""
+        for key, value in dict.items(self):
+            yield key, value.data if type(value) is _Raw else encode(value)
+
+
 class _Keyed(Operator):
     """Shared state plumbing: ``self.state`` maps a state key (hashable) to a live object."""
 
     stateful = True
 
     def __init__(self) -> None:
-        self.state: dict[Any, Any] = {}
+        self.state: LazyState = LazyState(self.decode_value)
         self.dirty: set[Any] = set()
 
     def encode_key(self, skey: Any) -> bytes:
@@ -219,15 +348,15 @@ class _Keyed(Operator):
         return out
 
     def entries(self) -> Iterator[tuple[bytes, bytes]]:
-        for skey, value in self.state.items():
-            yield self.encode_key(skey), self.encode_value(value)
+        for skey, raw in self.state.encoded(self.encode_value):
+            yield self.encode_key(skey), raw
 
     def restore(self, key: bytes, value: bytes | None) -> None:
         skey = self.decode_key(key)
         if value is None:
-            self.state.pop(skey, None)
+            dict.pop(self.state, skey, None)
         else:
-            self.state[skey] = self.decode_value(skey, value)
+            self.state.put_raw(skey, value)
         self.on_restore(skey)
 
     def on_restore(self, skey: Any) -> None:
@@ -606,3 +735,109 @@ class TableJoin(Operator):
             return []
         value = self.merge(row, match)
         return [] if value is None else [row.derive(value)]
+
+
+def side_columns(row: Row) -> dict[str, Any]:
+    """A row as the joined row holds its other input: its fields and its record columns
+    (``\x00key``, ``\x00timestamp``, ``\x00partition``, ``\x00offset``)."""
+    out = dict(row.value) if isinstance(row.value, dict) else {}
+    out["\x00key"] = row.record_key
+    out["\x00timestamp"] = row.timestamp
+    out["\x00partition"] = row.partition
+    out["\x00offset"] = row.offset
+    return out
+
+
+class IntervalJoin(_Keyed):
+    """A windowed stream-stream join (Flink's interval join): rows of the two inputs with the
+    same key join when ``r.ts - lower <= l.ts <= r.ts + upper``; ``match(joined)`` checks the
+    rest of the ON condition.  A pair is emitted when its second row arrives (the left row
+    with the right one under ``slot``: ``side_columns``), in arrival order.
+
+    State per key: ``[lefts, rights]``, each row ``[ts, value, record key, partition,
+    offset]``.  A left row is kept while a right row that is not late could still match it
+    (until the watermark passes ``l.ts + lower``), a right row until it passes ``r.ts +
+    upper``; a row older than the watermark is late: dropped and counted, as windows do."""
+
+    def __init__(
+        self,
+        lower_ms: int,
+        upper_ms: int,
+        grace_ms: int,
+        slot: str,
+        match: Callable[[Row], Any],
+    ) -> None:
+        super().__init__()
+        self.lower_ms = lower_ms
+        self.upper_ms = upper_ms
+        self.grace_ms = grace_ms
+        self.slot = slot
+        self.match = match
+        self.expiring: list[tuple[int, str, Any]] = []  # heap of (expiry, key json, key)
+
+    def _watermark(self, ctx: Context) -> int:
+        return ctx.clock.max_ts - self.grace_ms
+
+    def push(self, row: Row, ctx: Context) -> list[Row]:
+        if row.timestamp < self._watermark(ctx):
+            ctx.stats.late_dropped += 1
+            return []
+        entry = self.state.get(row.key)
+        if entry is None:
+            entry = self.state[row.key] = [[], []]
+        left = row.side == "l"
+        stored = [row.timestamp, row.value, row.record_key, row.partition, row.offset]
+        out: list[Row] = []
+        for other in entry[1] if left else entry[0]:
+            other_row = self._row(row.key, other)
+            lrow, rrow = (row, other_row) if left else (other_row, row)
+            if rrow.timestamp - self.lower_ms <= lrow.timestamp <= rrow.timestamp + self.upper_ms:
+                joined = lrow.derive({**(lrow.value or {}), self.slot: side_columns(rrow)})
+                if self.match(joined):
+                    out.append(joined)
+        entry[0 if left else 1].append(stored)
+        expiry = row.timestamp + (self.lower_ms if left else self.upper_ms)
+        heapq.heappush(self.expiring, (expiry, dumps(_plain(row.key)).decode(), row.key))
+        self.dirty.add(row.key)
+        return out
+
+    @staticmethod
+    def _row(key: Any, stored: list[Any]) -> Row:
+        ts, value, record_key, partition, offset = stored
+        row = Row(key, value, ts, "", partition, offset)
+        row.record_key = record_key
+        return row
+
+    def fire(self, ctx: Context) -> list[Row]:
+        watermark = self._watermark(ctx)
+        while self.expiring and self.expiring[0][0] < watermark:
+            _expiry, _k, key = heapq.heappop(self.expiring)
+            entry = self.state.get(key)
+            if entry is None:
+                continue
+            lefts = [r for r in entry[0] if r[0] + self.lower_ms >= watermark]
+            rights = [r for r in entry[1] if r[0] + self.upper_ms >= watermark]
+            if len(lefts) == len(entry[0]) and len(rights) == len(entry[1]):
+                continue
+            self.dirty.add(key)
+            if lefts or rights:
+                self.state[key] = [lefts, rights]
+            else:
+                del self.state[key]
+        return []
+
+    def on_restore(self, skey: Any) -> None:
+        entry = self.state.get(skey)
+        if entry is None:
+            return
+        expiries = [r[0] + self.lower_ms for r in entry[0]]
+        expiries += [r[0] + self.upper_ms for r in entry[1]]
+        key_json = dumps(_plain(skey)).decode()
+        for expiry in set(expiries):
+            heapq.heappush(self.expiring, (expiry, key_json, skey))
+
+    def encode_value(self, value: Any) -> bytes:
+        return dumps(value)
+
+    def decode_value(self, skey: Any, raw: bytes) -> Any:
+        return json.loads(raw)

@@ -29,13 +29,23 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from bayou.streams.operators import Context, EventClock, Operator, StreamStats, TableJoin
+from bayou.streams.operators import (
+    NEVER,
+    Context,
+    EventClock,
+    MarkerClock,
+    Operator,
+    StreamStats,
+    TableJoin,
+    TaskClock,
+)
 from bayou.streams.rows import Headers, Output, Row, dumps, key_bytes
 
 log = logging.getLogger(__name__)
 
 CLOCK_KEY = b"~clock"
 ERROR_HEADER = "bayou.error"
+WATERMARK_HEADER = "bayou.watermark"
 
 
 class SourceRecord(NamedTuple):
@@ -69,8 +79,54 @@ def json_sink(topic: str, key: Callable[[Row], Any] | None = None) -> Sink:
     return sink
 
 
+def repartition_sink(topic: str, side: str = "") -> Sink:
+    """Rows to a repartition topic, keyed by the row's key (the group or join key, so the
+    producer's partitioner puts one key's rows in one partition), the value an envelope
+    keeping what the next stage's columns need: the record's key, value, topic, partition,
+    offset and the join input it belongs to; event time as the record timestamp."""
+
+    def sink(row: Row) -> Output:
+        envelope = {
+            "k": row.record_key,
+            "v": row.value,
+            "t": row.topic,
+            "p": row.partition,
+            "o": row.offset,
+            "s": side,
+        }
+        return Output(topic, key_bytes(row.key), dumps(envelope), row.timestamp, row.headers)
+
+    return sink
+
+
+def decode_repartitioned(record: SourceRecord, topic: str, partition: int) -> Row:
+    """A repartition record back as the row its first stage read (see ``repartition_sink``);
+    the row's key is the repartition key (as text)."""
+    if record.value is None:
+        raise ValueError("a repartition record without a value")
+    envelope = json.loads(record.value)
+    key = record.key.decode("utf-8", "replace") if record.key is not None else None
+    row = Row(
+        key,
+        envelope["v"],
+        record.timestamp,
+        envelope["t"],
+        envelope["p"],
+        envelope["o"],
+        record.headers,
+    )
+    row.record_key = envelope["k"]
+    row.side = envelope["s"]
+    return row
+
+
 @dataclass
 class Pipeline:
+    """A source, its operators and a sink.  A pipeline with ``repartition`` set is the first
+    stage of a repartitioned one: its sink writes to that topic and its tasks write
+    watermark markers there too; the second stage reads it with ``upstreams`` naming the
+    first stage's pipelines (name, source topic), whose markers drive its clock."""
+
     name: str
     source: str
     build: Callable[[], list[Operator]]
@@ -79,6 +135,8 @@ class Pipeline:
     dead_letter_topic: str | None = None
     tables: tuple[str, ...] = ()  # compacted topics joined as tables (read whole)
     stats: StreamStats = field(default_factory=StreamStats)
+    repartition: str | None = None
+    upstreams: tuple[tuple[str, str], ...] = ()
 
 
 class Task:
@@ -88,21 +146,32 @@ class Task:
         self.pipeline = pipeline
         self.partition = partition
         self.clock = clock
-        self.ctx = Context(clock, pipeline.stats)
+        self.task_clock = TaskClock(clock, partition)
+        self.ctx = Context(self.task_clock, pipeline.stats)
         self.ops = pipeline.build()
         for i, op in enumerate(self.ops):
             op.ns = f"{i}:".encode()
         self.outputs: list[Output] = []
         self.position: int | None = None  # next offset to read, once a record was processed
         self.clock_dirty = False
+        self.marker_sent: tuple[int, bool] | None = None  # first stages: the last marker
+        self.clock_written = NEVER  # the task clock its changelog holds
 
     def joins(self) -> Iterator[TableJoin]:
         return (op for op in self.ops if isinstance(op, TableJoin))
 
     def process(self, record: SourceRecord) -> None:
         pipeline = self.pipeline
-        pipeline.stats.records_in += 1
         self.position = record.offset + 1
+        if (
+            pipeline.upstreams
+            and record.value is None
+            and record.headers
+            and record.headers[-1][0] == WATERMARK_HEADER
+        ):
+            self._marker(record.headers[-1][1])
+            return
+        pipeline.stats.records_in += 1
         try:
             row = pipeline.decode(record, pipeline.source, self.partition)
             self._run(0, [row])
@@ -112,6 +181,37 @@ class Task:
         if self.clock.see(row.timestamp, self.partition):
             self.clock_dirty = True
         self.fire()
+
+    def _marker(self, raw: bytes | None) -> None:
+        try:
+            upstream, ts, idle = json.loads(raw or b"")
+            moved = self.clock.marker(self.partition, str(upstream), int(ts), bool(idle))
+        except (ValueError, TypeError) as exc:
+            log.warning("%s: an unreadable watermark marker: %s", self.pipeline.name, exc)
+            return
+        if moved:
+            self.clock_dirty = True
+        self.fire()
+
+    def markers(self, partitions: int, heartbeat: bool) -> list[Output]:
+        """A first stage's watermark markers (its partition's highest event time and whether
+        it is idle) to each of the repartition topic's ``partitions``, when they changed (or
+        ``heartbeat``: so a second stage that moved to another worker hears them again)."""
+        topic = self.pipeline.repartition
+        if topic is None or partitions <= 0:
+            return []
+        clock = self.clock
+        state = (
+            clock.partitions.get(self.partition, NEVER),
+            self.partition in clock.idle_partitions,
+        )
+        if state == self.marker_sent and not heartbeat:
+            return []
+        self.marker_sent = state
+        upstream = f"{self.pipeline.name}:{self.partition}"
+        headers: Headers = ((WATERMARK_HEADER, dumps([upstream, state[0], state[1]])),)
+        ts = max(state[0], 0)
+        return [Output(topic, None, None, ts, headers, r) for r in range(partitions)]
 
     def fire(self) -> None:
         for i, op in enumerate(self.ops):
@@ -167,21 +267,27 @@ class Task:
         for op in self.ops:
             if op.stateful:
                 out.extend(op.changes())
-        if self.clock_dirty:
-            out.append((CLOCK_KEY, str(self.clock.max_ts).encode()))
+        now = self.task_clock.max_ts
+        if self.clock_dirty or now != self.clock_written:
+            out.append((CLOCK_KEY, str(now).encode()))
             self.clock_dirty = False
+            self.clock_written = now
         return out
+
+    def state_size(self) -> int:
+        """Entries of state (keys over the stateful operators)."""
+        return sum(len(getattr(op, "state", ())) for op in self.ops if op.stateful)
 
     def entries(self) -> Iterator[tuple[bytes, bytes]]:
         for op in self.ops:
             if op.stateful:
                 yield from op.entries()
-        yield CLOCK_KEY, str(self.clock.max_ts).encode()
+        yield CLOCK_KEY, str(self.task_clock.max_ts).encode()
 
     def restore(self, key: bytes, value: bytes | None) -> None:
         if key == CLOCK_KEY:
             if value is not None:
-                self.clock.see(int(value))
+                self.task_clock.floor = int(value)
             return
         ns, sep, _rest = key.partition(b":")
         if not sep or not ns.isdigit() or int(ns) >= len(self.ops):
@@ -213,12 +319,36 @@ class Processor:
             raise ValueError(f"pipelines need distinct names: {names}")
         self.app_id = app_id
         self.pipelines = pipelines
-        self.clocks = {p.name: EventClock() for p in pipelines}
+        self.clocks: dict[str, EventClock] = {
+            p.name: MarkerClock() if p.upstreams else EventClock() for p in pipelines
+        }
         self.tasks: dict[tuple[str, int], list[Task]] = {}
         self.tables: dict[str, dict[str, Any]] = {t: {} for p in pipelines for t in p.tables}
+        self.partitions: dict[str, int] = {}  # partition counts of the topics it reads/writes
 
     def sources(self) -> list[str]:
         return sorted({p.source for p in self.pipelines})
+
+    def repartition_topics(self) -> dict[str, list[str]]:
+        """Each repartition topic and the sources of the first stages writing to it."""
+        out: dict[str, list[str]] = {}
+        for p in self.pipelines:
+            if p.repartition is not None:
+                out.setdefault(p.repartition, []).append(p.source)
+        return out
+
+    def set_partitions(self, counts: dict[str, int]) -> None:
+        """The partition counts of the sources and repartition topics (the driver reads
+        them): a second stage waits for the markers of every first-stage task."""
+        self.partitions.update(counts)
+        for p in self.pipelines:
+            clock = self.clocks[p.name]
+            if isinstance(clock, MarkerClock):
+                clock.expected = frozenset(
+                    f"{name}:{i}"
+                    for name, topic in p.upstreams
+                    for i in range(counts.get(topic, 0))
+                )
 
     def changelog_topic(self, pipeline: Pipeline) -> str:
         return f"{self.app_id}-{pipeline.name}-changelog"
@@ -247,6 +377,9 @@ class Processor:
         """``partition`` of ``topic`` was read to its end: it holds no pipeline's clock back
         (call ``fire`` after)."""
         for task in self.tasks.get((topic, partition), []):
+            if task.task_clock.catching_up:
+                task.task_clock.catching_up = False  # caught up: the shared clock from now
+                task.clock_dirty = True
             if task.clock.idle(partition):
                 task.clock_dirty = True
 
@@ -279,20 +412,25 @@ class Processor:
         except ValueError:
             rows[text] = value.decode("utf-8", "replace")
 
-    def collect(self) -> Commit:
+    def collect(self, *, heartbeat: bool = False) -> Commit:
+        """What to write next; watermark markers go after the records they cover."""
         outputs: list[Output] = []
+        markers: list[Output] = []
         changelog: list[tuple[str, int, bytes, bytes | None]] = []
         offsets: dict[tuple[str, int], int] = {}
         for (topic, partition), tasks in self.tasks.items():
             for task in tasks:
                 outputs.extend(task.outputs)
                 task.outputs = []
+                repartition = task.pipeline.repartition
+                if repartition is not None:
+                    markers.extend(task.markers(self.partitions.get(repartition, 0), heartbeat))
                 topic_name = self.changelog_topic(task.pipeline)
                 for key, value in task.changelog():
                     changelog.append((topic_name, partition, key, value))
                 if task.position is not None:
                     offsets[(topic, partition)] = task.position
-        return Commit(outputs, changelog, offsets)
+        return Commit(outputs + markers, changelog, offsets)
 
     def stats(self) -> dict[str, dict[str, int]]:
         return {p.name: p.stats.as_dict() for p in self.pipelines}

@@ -22,6 +22,7 @@ class Row:
         "offset",
         "partition",
         "record_key",
+        "side",
         "timestamp",
         "topic",
         "value",
@@ -45,6 +46,7 @@ class Row:
         self.offset = offset
         self.headers = headers
         self.record_key = key  # the record's own key, whatever the row is keyed by later
+        self.side = ""  # which input of a stream-stream join ("l" or "r") the row came from
 
     def derive(self, value: Any, key: Any = None, timestamp: int | None = None) -> Row:
         row = Row(
@@ -57,6 +59,7 @@ class Row:
             self.headers,
         )
         row.record_key = self.record_key
+        row.side = self.side
         return row
 
     def __repr__(self) -> str:
@@ -72,6 +75,7 @@ class Output:
     value: bytes | None
     timestamp: int
     headers: Headers = ()
+    partition: int | None = None  # None: the producer's partitioner (by key)
 
 
 def hashable(value: Any) -> Any:

@@ -11,8 +11,9 @@ same views, and the broker's log keeps them durably.
 (an error points at the token before anything is stored), checks the source topic, creates
 the view's topic and its dead-letter topic ``<view>-dlq`` (as many partitions as the source)
 and stores the view; ``DROP VIEW`` stores a tombstone (the topics stay, as in ksqlDB without
-``DELETE TOPIC``); ``SHOW VIEWS``; ``DESCRIBE VIEW``; pull queries read the view's topic to its
-end, keep the latest result per key (and window), and filter and project them.
+``DELETE TOPIC``; a view created again under that name starts a new ``<view>-repartition``);
+``SHOW VIEWS``; ``DESCRIBE VIEW``; pull queries read the view's topic to its end, keep the
+latest result per key (and window), and filter and project them.
 
 ``ViewSupervisor`` runs every stored view: it follows the catalog topic and keeps one
 ``ExternalRunner`` per view (the same runtime as ``bayou streams run``: exactly-once, state in
@@ -51,7 +52,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from sqlglot import exp
 
 from bayou.streams.external import ExternalRunner
-from bayou.streams.pipeline import Processor
+from bayou.streams.pipeline import Pipeline, Processor
 from bayou.streams.rows import Row, dumps
 from bayou.streams.sql.errors import SqlError, at
 from bayou.streams.sql.expressions import RowScope, compile_expr, truthy
@@ -78,18 +79,28 @@ class ViewRecord:
     sql: str
     id: str
     created: int
+    repartition: bool = False  # decided at CREATE: the plan's pipelines(repartition)
 
     @property
     def app_id(self) -> str:
         return f"_bayou-view-{self.name}-{self.id}"
 
     def encode(self) -> bytes:
-        return dumps({"sql": self.sql, "id": self.id, "created": self.created})
+        data: dict[str, Any] = {"sql": self.sql, "id": self.id, "created": self.created}
+        if self.repartition:
+            data["repartition"] = True
+        return dumps(data)
 
     @staticmethod
     def decode(name: str, raw: bytes) -> ViewRecord:
         data = json.loads(raw)
-        return ViewRecord(name, str(data["sql"]), str(data["id"]), int(data["created"]))
+        return ViewRecord(
+            name,
+            str(data["sql"]),
+            str(data["id"]),
+            int(data["created"]),
+            bool(data.get("repartition", False)),
+        )
 
 
 @dataclass
@@ -227,7 +238,7 @@ class SqlSession:
                 raise SqlError(f"No view named {statement.name!r}")
             created = parse_statement(view.sql)
             assert isinstance(created, CreateView)
-            info = created.plan.describe()
+            info = {**created.plan.describe(), "repartition": view.repartition}
             text = "\n".join(
                 f"{k:18} {', '.join(v) if isinstance(v, list) else v}" for k, v in info.items()
             )
@@ -251,11 +262,15 @@ class SqlSession:
             raise SqlError(f"A view named {plan.name!r} exists (DROP VIEW it first)")
         admin = AdminClient(self.config)
         meta = admin.list_topics(timeout=self.timeout_s)
-        source = meta.topics.get(plan.source)
-        if source is None or source.error is not None:
-            raise SqlError(f"No topic named {plan.source!r} to read")
+        partitions = 0
+        for name in [*plan.sources, *plan.tables]:
+            source = meta.topics.get(name)
+            if source is None or source.error is not None:
+                raise SqlError(f"No topic named {name!r} to read")
+            if name in plan.sources:
+                partitions = max(partitions, len(source.partitions))
         wanted = [
-            NewTopic(topic, len(source.partitions))
+            NewTopic(topic, partitions)
             for topic in (plan.name, plan.dead_letter_topic)
             if topic not in meta.topics
         ]
@@ -265,18 +280,31 @@ class SqlSession:
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise SqlError(f"Cannot create the topic {topic!r}: {exc}") from None
-        record = ViewRecord(plan.name, plan.sql, uuid.uuid4().hex[:8], int(time.time() * 1000))
+        repartition = plan.join is not None or plan.wants_repartition(partitions)
+        if plan.repartition_topic in meta.topics:
+            # left by a dropped (or replaced) view of this name: its rows and watermark
+            # markers are not the new view's, which reads the topic from its start
+            for topic, future in admin.delete_topics([plan.repartition_topic]).items():
+                try:
+                    future.result(self.timeout_s)
+                except KafkaException as exc:
+                    raise SqlError(f"Cannot delete the old topic {topic!r}: {exc}") from None
+        record = ViewRecord(
+            plan.name,
+            plan.sql,
+            uuid.uuid4().hex[:8],
+            int(time.time() * 1000),
+            repartition,
+        )
         self.catalog.put(record)
         text = f"View {plan.name} created."
-        partitions = len(source.partitions)
-        if plan.shape != "projection" and partitions > 1:
+        if repartition and plan.join is None:
             keys = ", ".join(plan.group_by) or "nothing"
             text += (
-                f"\nNote: {plan.source} has {partitions} partitions and each is aggregated on"
-                f" its own: the results are right when the records of one {keys} are in one"
-                " partition (keyed by it)."
+                f"\n{plan.source} has {partitions} partitions: its records are repartitioned"
+                f" by {keys} through {plan.repartition_topic}."
             )
-        return Outcome("created", text, plan.describe())
+        return Outcome("created", text, {**plan.describe(), "repartition": repartition})
 
     def _pull(self, statement: PullQuery, views: dict[str, ViewRecord]) -> list[dict[str, Any]]:
         select = statement.select
@@ -355,6 +383,21 @@ class _RunningView:
         self.runner.stop()
 
 
+def view_stats(pipelines: list[Pipeline]) -> dict[str, int]:
+    """A view's counters over its pipelines: records read from its sources, written to its
+    topic, dead letters and late records of every stage."""
+    total = {"records_in": 0, "records_out": 0, "dead_letters": 0, "late_dropped": 0}
+    for p in pipelines:
+        stats = p.stats
+        if not p.upstreams:
+            total["records_in"] += stats.records_in
+        if p.repartition is None:
+            total["records_out"] += stats.records_out
+        total["dead_letters"] += stats.dead_letters
+        total["late_dropped"] += stats.late_dropped
+    return total
+
+
 class ViewSupervisor:
     """Runs every view of the catalog (see the module docstring)."""
 
@@ -394,8 +437,7 @@ class ViewSupervisor:
     def stats(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
         for name, running in list(self.running.items()):
-            for stats in running.runner.processor.stats().values():
-                out[name] = stats
+            out[name] = view_stats(running.runner.pipelines)
         return out
 
     def _follow(self) -> None:
@@ -459,7 +501,7 @@ class ViewSupervisor:
             plan = statement.plan
             runner = ExternalRunner(
                 view.app_id,
-                [plan.pipeline()],
+                plan.pipelines(view.repartition),
                 self.config["bootstrap.servers"],
                 guarantee="exactly-once",
                 auto_offset_reset=plan.startup,

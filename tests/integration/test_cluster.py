@@ -25,7 +25,7 @@ from confluent_kafka.admin import AdminClient
 from bayou.errors import ErrorCode
 from bayou.protocol.kafka import messages as m
 from bayou.protocol.kafka.records import Record, build_batch
-from bayou.storage.cluster import coordinator_key, rendezvous
+from bayou.storage.cluster import coordinator_key, partition_key, rendezvous
 from tests.integration.test_confluent_kafka import create_topic
 from tests.support.broker import BrokerProcess
 from tests.support.http import client
@@ -42,9 +42,16 @@ MOVE_S = 20.0  # the claim is 10 s (a 6 s lease, 1 s heartbeats); slack for a lo
 
 
 class Cluster:
-    """Three brokers on one database (node ids 1-3), each with Kafka, HTTP and MQTT."""
+    """Three brokers on one database (node ids 1-3), each with Kafka and ``doors`` (HTTP
+    and MQTT by default), with ``env``."""
 
-    def __init__(self, root: Path, url: str) -> None:
+    def __init__(
+        self,
+        root: Path,
+        url: str,
+        doors: tuple[str, ...] = ("http", "mqtt"),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.brokers = {
             n: BrokerProcess(
                 root / f"node{n}",
@@ -56,7 +63,8 @@ class Cluster:
                     "--group-initial-rebalance-delay-ms",
                     "0",
                 ],
-                doors=("http", "mqtt"),
+                doors=doors,
+                env=env,
             )
             for n in NODES
         }
@@ -102,12 +110,14 @@ class Cluster:
         return {p.partition_index: p.leader_id for p in found.partitions}
 
     def wait_led(self, topic: str, nodes: set[int], timeout: float = MOVE_S) -> dict[int, int]:
-        """Wait until every broker in ``nodes`` names the same leader, one of ``nodes``, for
-        every partition; those leaders."""
+        """Wait until every broker in ``nodes`` names the same leader for every partition:
+        the one rendezvous hashing places it on among ``nodes`` (a broker that just joined
+        claims its share at its next heartbeat); those leaders."""
 
         def agreed() -> bool:
             views = [self.leaders(n, topic) for n in nodes]
-            return all(v == views[0] for v in views) and set(views[0].values()) <= nodes
+            placed = {p: rendezvous(partition_key(topic, p), nodes) for p in views[0]}
+            return bool(placed) and all(v == placed for v in views)
 
         wait_until(f"brokers {sorted(nodes)} to agree on {topic}'s leaders", agreed, timeout)
         return self.leaders(min(nodes), topic)
@@ -212,20 +222,30 @@ def test_metadata_lists_the_live_brokers_and_spreads_the_leaders(cluster: Cluste
 
 
 class Load:
-    """An idempotent acks=all producer and a consumer group of two, in threads, each
-    recording what it got; the consumers commit as they go."""
+    """Idempotent acks=all producers (one by default) and a consumer group of two, in
+    threads, each recording what it got; the consumers commit as they go (``on_commit`` is
+    told of each commit)."""
 
-    def __init__(self, bootstrap: str, topic: str, group: str) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        group: str,
+        *,
+        producers: int = 1,
+        on_commit: Any = None,
+    ) -> None:
         self.topic, self.group, self.bootstrap = topic, group, bootstrap
+        self.producers, self.on_commit = producers, on_commit
         self.acked: list[tuple[int, int, bytes]] = []  # partition, offset, value
         self.failed: list[str] = []
         self.consumed: list[tuple[int, int, bytes]] = []
         self.producing = threading.Event()
         self.consuming = threading.Event()
         self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._produce)] + [
-            threading.Thread(target=self._consume) for _ in range(2)
-        ]
+        self.threads = [
+            threading.Thread(target=self._produce, args=(b"%d-" % n,)) for n in range(producers)
+        ] + [threading.Thread(target=self._consume) for _ in range(2)]
 
     def start(self) -> None:
         self.producing.set()
@@ -233,7 +253,7 @@ class Load:
         for t in self.threads:
             t.start()
 
-    def _produce(self) -> None:
+    def _produce(self, prefix: bytes) -> None:
         p = Producer(
             {
                 "bootstrap.servers": self.bootstrap,
@@ -253,24 +273,27 @@ class Load:
 
         i = 0
         while self.producing.is_set() and i < 100_000:
-            p.produce(self.topic, value=b"%d" % i, partition=i % 6, on_delivery=on_delivery)
+            p.produce(
+                self.topic, value=prefix + b"%d" % i, partition=i % 6, on_delivery=on_delivery
+            )
             i += 1
             p.poll(0.01)
         assert p.flush(120) == 0
 
     def _consume(self) -> None:
-        c = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": self.group,
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": True,
-                "auto.commit.interval.ms": 500,
-                "session.timeout.ms": 10_000,
-                "heartbeat.interval.ms": 1000,
-                "topic.metadata.refresh.interval.ms": 1000,
-            }
-        )
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap,
+            "group.id": self.group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": True,
+            "auto.commit.interval.ms": 500,
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 1000,
+            "topic.metadata.refresh.interval.ms": 1000,
+        }
+        if self.on_commit is not None:
+            config["on_commit"] = self.on_commit
+        c = Consumer(config)
         c.subscribe([self.topic])
         try:
             deadline = time.monotonic() + 300
@@ -288,11 +311,12 @@ class Load:
 
     def stop_producing(self) -> None:
         self.producing.clear()
-        self.threads[0].join(150)
+        for t in self.threads[: self.producers]:
+            t.join(150)
 
     def stop_consuming(self) -> None:
         self.consuming.clear()
-        for t in self.threads[1:]:
+        for t in self.threads[self.producers :]:
             t.join(60)
 
 

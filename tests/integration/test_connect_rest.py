@@ -76,6 +76,8 @@ def test_rest_lifecycle(shared_broker: BrokerProcess, hook: Webhook) -> None:
         again = http.post("/connectors", json={"name": name, "config": config})
         assert again.status_code == 409
         assert again.json() == {"error_code": 409, "message": f"Connector {name} already exists"}
+        assert again.headers["content-type"] == "application/json"  # as Kafka Connect's
+        assert created.headers["content-type"] == "application/json"
         bad = http.post(
             "/connectors", json={"name": "bad", "config": {**config, "connector.class": "nope"}}
         )

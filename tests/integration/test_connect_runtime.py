@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -275,3 +276,97 @@ def test_tolerance_none_fails_the_task(
     wait_until("the task fails", lambda: runner.status()["tasks"][0]["state"] == "FAILED")
     assert "Tolerance exceeded" in runner.status()["tasks"][0]["trace"]
     assert [r.offset for r in tgt.durable + tgt.buffered if r.offset > 1] == []
+
+
+def test_transforms_on_the_way_to_a_sink(
+    shared_broker: BrokerProcess, running: list[ConnectorRunner]
+) -> None:
+    topic = new_topic(shared_broker)
+    name = f"smt-{uuid.uuid4().hex[:6]}"
+    tgt = target(name)
+    values = [
+        {
+            "id": f"o{i}",
+            "amt": i,
+            "secret": "x",
+            "env": "test" if i % 3 == 0 else "live",
+            "at": 1_767_225_600_000 + i,
+        }
+        for i in range(9)
+    ]
+    produce(shared_broker, topic, [(None, json.dumps(v).encode()) for v in values])
+    kafka = "org.apache.kafka.connect.transforms."
+    start(
+        shared_broker,
+        running,
+        name,
+        topics=topic,
+        transforms="key,extract,rename,dropTests,ts,route",
+        predicates="isTest",
+        **{
+            "transforms.key.type": kafka + "ValueToKey",
+            "transforms.key.fields": "id",
+            "transforms.extract.type": kafka + "ExtractField$Key",
+            "transforms.extract.field": "id",
+            "transforms.rename.type": kafka + "ReplaceField$Value",
+            "transforms.rename.renames": "amt:amount",
+            "transforms.rename.exclude": "secret",
+            "transforms.dropTests.type": kafka + "Filter",
+            "transforms.dropTests.predicate": "isTest",
+            "predicates.isTest.type": "FieldValueMatches",
+            "predicates.isTest.field": "env",
+            "predicates.isTest.value": "test",
+            "transforms.ts.type": kafka + "TimestampConverter$Value",
+            "transforms.ts.field": "at",
+            "transforms.ts.target.type": "string",
+            "transforms.ts.format": "yyyy-MM-dd HH:mm:ss.SSS",
+            "transforms.route.type": kafka + "RegexRouter",
+            "transforms.route.regex": "rt-(.*)",
+            "transforms.route.replacement": "lake-$1",
+        },
+    )
+    wait_until("6 durable", lambda: len(tgt.durable) == 6)
+    kept = [i for i in range(9) if i % 3 != 0]
+    assert [r.key for r in tgt.durable] == [f"o{i}" for i in kept]
+    assert [r.value for r in tgt.durable] == [
+        {"id": f"o{i}", "amount": i, "env": "live", "at": f"2026-01-01 00:00:00.{i:03d}"}
+        for i in kept
+    ]
+    assert {r.topic for r in tgt.durable} == {"lake-" + topic.removeprefix("rt-")}
+    # the dropped records count as handled: the group moves past them
+    wait_until("all 9 committed", lambda: committed(shared_broker, f"connect-{name}", topic) == [9])
+
+
+def test_source_routes_by_field(
+    shared_broker: BrokerProcess, running: list[ConnectorRunner], tmp_path: Path
+) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    (tmp_path / "events.jsonl").write_text(
+        "".join(
+            json.dumps({"region": region, "n": i}) + "\n"
+            for i, region in enumerate(["eu", "us", "eu", "ap"])
+        )
+    )
+    config = ConnectorConfig.from_mapping(
+        f"route-{suffix}",
+        {
+            "connector.class": "file-source",
+            "path": str(tmp_path),
+            "topic": "unused",
+            "key.field": "n",
+            "transforms": "byRegion,prefix",
+            "transforms.byRegion.type": "io.confluent.connect.transforms.ExtractTopic$Value",
+            "transforms.byRegion.field": "region",
+            "transforms.prefix.type": "RegexRouter",
+            "transforms.prefix.regex": "(.*)",
+            "transforms.prefix.replacement": f"events-$1-{suffix}",
+        },
+    )
+    runner = ConnectorRunner(config, {"bootstrap.servers": shared_broker.bootstrap}, "w")
+    running.append(runner)
+    runner.start()
+    eu = read_all(shared_broker, f"events-eu-{suffix}", 2)
+    assert [(m.key(), json.loads(m.value())["n"]) for m in eu] == [(b"0", 0), (b"2", 2)]
+    assert [
+        json.loads(m.value())["n"] for m in read_all(shared_broker, f"events-ap-{suffix}", 1)
+    ] == [3]

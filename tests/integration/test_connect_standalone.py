@@ -259,3 +259,35 @@ def test_http_sink_rate_limit(tmp_path: Path) -> None:
         assert len(hook.bodies) == 6
         assert min(gaps) >= 0.15, gaps  # 5 requests a second: 0.2 s apart (less jitter)
         assert hook.times[-1] - hook.times[0] >= 0.9
+
+
+def test_a_bad_file_exits_2_naming_the_key(shared_broker: BrokerProcess, tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    cases = {
+        '[connectors.x]\n"connector.class" = "nope"\n': "connector.class 'nope'",
+        '[connectors.x]\n"connector.class" = "http-sink"\n"http.url" = "http://h/"\n': "topics",
+        '[connectors.x]\n"connector.class" = "file-source"\n"errors.tolerance" = "some"\n': (
+            "errors.tolerance"
+        ),
+        "[connectors.x\n": "bad.toml",
+        "title = 1\n": "no connectors",
+    }
+    for text, message in cases.items():
+        config.write_text(text)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bayou",
+                "connect",
+                "run",
+                str(config),
+                "-b",
+                shared_broker.bootstrap,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2, (text, proc.stderr)
+        assert message in proc.stderr, (text, proc.stderr)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaError, Producer
+from confluent_kafka.admin import AdminClient
 
 from tests.integration.test_confluent_kafka import (
     check_received,
@@ -40,10 +41,17 @@ def s3_url(s3: SeaweedFS, database: str, *, endpoint: str | None = None, **param
     return f"s3://{s3.bucket}/{unique_topic('s3engine')}?{text}"
 
 
-def s3_broker(data_dir: Path, url: str, s3: SeaweedFS) -> BrokerProcess:
+def s3_broker(data_dir: Path, url: str, s3: SeaweedFS, node_id: int = 0) -> BrokerProcess:
     return BrokerProcess(
         data_dir,
-        extra_args=["--storage", url, "--group-initial-rebalance-delay-ms", "0"],
+        extra_args=[
+            "--storage",
+            url,
+            "--node-id",
+            str(node_id),
+            "--group-initial-rebalance-delay-ms",
+            "0",
+        ],
         env=s3.env,
         doors=(),
     )
@@ -246,14 +254,25 @@ def test_a_second_broker_reads_what_the_first_wrote(
     tmp_path: Path, postgres_server: PostgresServer, seaweedfs: SeaweedFS
 ) -> None:
     url = s3_url(seaweedfs, postgres_server.create_database())
-    a = s3_broker(tmp_path / "a", url, seaweedfs).start()
-    b = s3_broker(tmp_path / "b", url, seaweedfs).start()
+    a = s3_broker(tmp_path / "a", url, seaweedfs, node_id=1).start()
+    b = s3_broker(tmp_path / "b", url, seaweedfs, node_id=2).start()
     try:
+        admin = AdminClient({"bootstrap.servers": a.bootstrap})
+        wait_until("both brokers listed", lambda: len(admin.list_topics().brokers) == 2)
         topic = unique_topic()
         create_topic(a.bootstrap, topic, 2)
+
+        def led() -> bool:
+            found = admin.list_topics(topic).topics[topic].partitions.values()
+            return len(found) == 2 and all(p.leader in (1, 2) for p in found)
+
+        wait_until("both partitions led", led)
         sent = make_messages(600, 2)
         produce_all(a.bootstrap, topic, sent, acks="all")
-        # B never wrote these objects: it learns the offsets from PostgreSQL, the bytes by GET
+        # the two form a cluster (each partition led by one of them); once A has stopped, B
+        # leads both and serves objects it never wrote: the offsets from PostgreSQL, the
+        # bytes by GET
+        assert a.stop() == 0
         check_received(sent, consume_all(b.bootstrap, topic, 2, len(sent)))
     finally:
         a.kill()

@@ -246,6 +246,159 @@ def test_share_group_apis_are_authorized(secure: SecureBroker) -> None:
         alice.close()
 
 
+def test_topic_requests_answer_each_refused_topic_beside_the_allowed_ones(
+    secure: SecureBroker,
+) -> None:
+    """A request naming a topic alice may use (A) and one she may not (B): A is served, B's
+    partitions are answered with TOPIC_AUTHORIZATION_FAILED (29) and Kafka's unknown values;
+    a refused group (30) or transactional id (53) refuses every topic of the request."""
+    alice = _LoggedIn(secure, "alice")
+
+    def by_topic(topics: Any, name: str = "name", parts: str = "partitions") -> dict[str, Any]:
+        return {getattr(t, name): getattr(t, parts) for t in topics}
+
+    try:
+        listed = alice.call(
+            m.ListOffsetsRequest(
+                replica_id=-1,
+                topics=[
+                    m.ListOffsetsRequest.ListOffsetsTopic(
+                        name=t,
+                        partitions=[m.ListOffsetsRequest.ListOffsetsPartition(0, timestamp=-1)],
+                    )
+                    for t in (A, B)
+                ],
+            ),
+            4,
+        )
+        got = by_topic(listed.topics)
+        assert [(p.partition_index, p.error_code, p.offset) for p in got[A]] == [(0, 0, 3)]
+        assert [(p.partition_index, p.error_code, p.offset, p.timestamp) for p in got[B]] == [
+            (0, 29, -1, -1)
+        ]
+
+        epochs = alice.call(
+            m.OffsetForLeaderEpochRequest(
+                replica_id=-1,
+                topics=[
+                    m.OffsetForLeaderEpochRequest.OffsetForLeaderTopic(
+                        topic=t,
+                        partitions=[
+                            m.OffsetForLeaderEpochRequest.OffsetForLeaderPartition(
+                                partition=0, leader_epoch=0
+                            )
+                        ],
+                    )
+                    for t in (A, B)
+                ],
+            ),
+            3,
+        )
+        got = by_topic(epochs.topics, name="topic")
+        assert [(p.partition, p.error_code) for p in got[A]] == [(0, 0)]
+        assert [(p.partition, p.error_code, p.end_offset) for p in got[B]] == [(0, 29, -1)]
+
+        producers = alice.call(
+            m.DescribeProducersRequest(
+                topics=[
+                    m.DescribeProducersRequest.TopicRequest(name=t, partition_indexes=[0])
+                    for t in (A, B)
+                ]
+            ),
+            0,
+        )
+        got = by_topic(producers.topics)
+        assert [(p.partition_index, p.error_code) for p in got[A]] == [(0, 0)]
+        assert [(p.partition_index, p.error_code) for p in got[B]] == [(0, 29)]
+
+        deleted = alice.call(  # DELETE on neither topic
+            m.DeleteRecordsRequest(
+                topics=[
+                    m.DeleteRecordsRequest.DeleteRecordsTopic(
+                        name=t,
+                        partitions=[m.DeleteRecordsRequest.DeleteRecordsPartition(0, offset=1)],
+                    )
+                    for t in (A, B)
+                ],
+                timeout_ms=5000,
+            ),
+            1,
+        )
+        got = by_topic(deleted.topics)
+        for t in (A, B):
+            assert [(p.partition_index, p.error_code, p.low_watermark) for p in got[t]] == [
+                (0, 29, -1)
+            ]
+
+        def commit(group: str) -> dict[str, Any]:
+            request = m.OffsetCommitRequest(
+                group_id=group,
+                generation_id_or_member_epoch=-1,
+                member_id="",
+                topics=[
+                    m.OffsetCommitRequest.Topic(
+                        name=t,
+                        partitions=[
+                            m.OffsetCommitRequest.Partition(partition_index=0, committed_offset=1)
+                        ],
+                    )
+                    for t in (A, B)
+                ],
+            )
+            return by_topic(alice.call(request, 2).topics)
+
+        got = commit("g-alice")  # A goes to the coordinator (whatever the group's state says)
+        assert [p.partition_index for p in got[A]] == [0]
+        assert got[A][0].error_code not in (29, 30)
+        assert [(p.partition_index, p.error_code) for p in got[B]] == [(0, 29)]
+        got = commit("g-other")
+        assert {t: [(p.partition_index, p.error_code) for p in got[t]] for t in got} == {
+            A: [(0, 30)],
+            B: [(0, 30)],
+        }
+
+        txn_commit = alice.call(
+            m.TxnOffsetCommitRequest(
+                transactional_id="t-alice",
+                group_id="g-alice",
+                producer_id=1,
+                producer_epoch=0,
+                topics=[
+                    m.TxnOffsetCommitRequest.Topic(
+                        name=t,
+                        partitions=[
+                            m.TxnOffsetCommitRequest.Partition(
+                                partition_index=0, committed_offset=1
+                            )
+                        ],
+                    )
+                    for t in (A, B)
+                ],
+            ),
+            2,
+        )
+        got = by_topic(txn_commit.topics)
+        assert {t: [(p.partition_index, p.error_code) for p in got[t]] for t in got} == {
+            A: [(0, 53)],
+            B: [(0, 53)],
+        }
+
+        offset_delete = alice.call(  # DELETE on the group: not alice's
+            m.OffsetDeleteRequest(
+                group_id="g-alice",
+                topics=[
+                    m.OffsetDeleteRequest.Topic(
+                        name=A, partitions=[m.OffsetDeleteRequest.Partition(partition_index=0)]
+                    )
+                ],
+            ),
+            0,
+        )
+        assert offset_delete.error_code == 30
+    finally:
+        alice.close()
+
+
 def test_kafka_request_before_login_closes_the_connection(secure: SecureBroker) -> None:
     with socket.create_connection((secure.host, secure.kafka_port), timeout=TIMEOUT) as sock:
         sock.sendall(encode_request(RequestHeader(3, 9, 1, "raw"), m.MetadataRequest(topics=None)))

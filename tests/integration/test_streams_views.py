@@ -22,6 +22,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from prometheus_client.parser import text_string_to_metric_families
 
 from bayou.streams.rows import iso_ms
+from bayou.streams.views import _read_to_end
 from tests.support.broker import BrokerProcess
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -143,7 +144,10 @@ def test_views_from_the_cli_and_http(shared_broker: BrokerProcess) -> None:
     records = telemetry(120)
     produce(broker, "telemetry", records[:60])
     created = sql_ok(broker, AVG_VIEW.format(name="avg_temp", source="telemetry"))
-    assert created.startswith("View avg_temp created.\nNote: telemetry has 3 partitions")
+    assert created.startswith(
+        "View avg_temp created.\ntelemetry has 3 partitions: its records are repartitioned by"
+        " device through avg_temp-repartition."
+    )
     produce(broker, "telemetry", [*records[60:], ("bad", b"{not json", T0 + 120 * 7_000)])
     want = tumble_reference(records, MINUTE)
     same(results(consume(broker, "avg_temp", len(want))), want)
@@ -198,6 +202,11 @@ def test_views_from_the_cli_and_http(shared_broker: BrokerProcess) -> None:
     assert sql_ok(broker, again).startswith("View avg_temp created.")  # its topic is reused
     assert sql_ok(broker, "SHOW VIEWS") == "avg_temp\n"
     assert "latest" in sql_ok(broker, "DESCRIBE VIEW avg_temp")
+    # the dropped view's repartition topic went with it: the new view (from the latest
+    # offset, nothing produced since) finds no rows there, only its own watermark markers
+    config = {"bootstrap.servers": broker.bootstrap}
+    repartition = _read_to_end(config, "avg_temp-repartition", [0, 1, 2], 10)
+    assert [m.value() for m in repartition if m.value() is not None] == []
 
 
 def test_kill_9_mid_window_gives_the_same_final_results(tmp_path: Path) -> None:

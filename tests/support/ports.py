@@ -26,3 +26,32 @@ def free_port(host: str = "127.0.0.1", taken: set[int] | None = None) -> int:
             taken.add(port)
         return port
     raise RuntimeError("no free loopback port found in 20000-32000")
+
+
+def free_port_run(count: int, host: str = "127.0.0.1", taken: set[int] | None = None) -> int:
+    """The first of ``count`` consecutive free ports (``bayou serve --workers N`` gives worker
+    ``i`` the Kafka port + i)."""
+    for _ in range(200):
+        base = free_port(host, taken)
+        rest = range(base + 1, base + count)
+        if (
+            base + count <= 32000
+            and all(_bindable(host, p) for p in rest)
+            and not (taken is not None and any(p in taken for p in rest))
+        ):
+            _used.update(rest)
+            if taken is not None:
+                taken.update(rest)
+            return base
+    raise RuntimeError(f"no {count} consecutive free loopback ports found in 20000-32000")
+
+
+def _bindable(host: str, port: int) -> bool:
+    if port in _used:
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True

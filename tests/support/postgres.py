@@ -6,8 +6,9 @@ root), so its directory is created world-traversable under the system temp dir; 
 runs as the current user.  Authentication is ``trust`` on loopback only.  Each test gets a
 database of its own (``create_database``).
 
-``python -m tests.support.postgres start DIR`` starts one for a benchmark and prints its URL;
-``python -m tests.support.postgres stop DIR`` stops it.
+``python -m tests.support.postgres start DIR`` starts one for a benchmark and prints its URL
+(``start-logical DIR``: with ``wal_level=logical``); ``python -m tests.support.postgres stop
+DIR`` stops it.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ def postgres_bin_dir() -> Path:
 class PostgresServer:
     """One PostgreSQL cluster in ``directory`` on ``127.0.0.1:port``."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, logical: bool = False) -> None:
         self.directory = directory
+        self.logical = logical
         self.data = directory / "pgdata"
         self.port = port or free_port()
         self.bin = postgres_bin_dir()
@@ -93,6 +95,8 @@ class PostgresServer:
             f"-k {self.directory} -p {self.port} -c listen_addresses=127.0.0.1 "
             "-c max_connections=200"
         )
+        if self.logical:  # logical decoding, for the CDC source's replication slots
+            options += " -c wal_level=logical -c max_replication_slots=20 -c max_wal_senders=20"
         self._pg_ctl("-o", options, "-l", str(self.directory / "server.log"), "-w", "start")
         return self
 
@@ -133,21 +137,25 @@ class PostgresServer:
         return self.database_url(name)
 
 
-def started(directory: Path | None = None) -> PostgresServer:
-    """An initialised and started server in ``directory`` (a fresh temp dir by default)."""
+def started(directory: Path | None = None, logical: bool = False) -> PostgresServer:
+    """An initialised and started server in ``directory`` (a fresh temp dir by default);
+    ``logical``: with ``wal_level=logical`` (replication slots for change data capture)."""
     base = directory or Path(tempfile.mkdtemp(prefix="bayou-pg-"))
-    server = PostgresServer(base)
+    server = PostgresServer(base, logical=logical)
     server.init()
     return server.start()
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] not in ("start", "stop"):
-        print("usage: python -m tests.support.postgres start|stop DIR", file=sys.stderr)
+    if len(argv) != 2 or argv[0] not in ("start", "start-logical", "stop"):
+        print(
+            "usage: python -m tests.support.postgres start|start-logical|stop DIR",
+            file=sys.stderr,
+        )
         return 2
     directory = Path(argv[1]).resolve()
-    if argv[0] == "start":
-        server = started(directory)
+    if argv[0].startswith("start"):
+        server = started(directory, logical=argv[0] == "start-logical")
         print(server.create_database("bench"))
         return 0
     server = PostgresServer(directory)

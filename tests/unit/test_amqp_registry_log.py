@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from bayou.config import internal_log_config
+from bayou.core import Core, CoreSettings
 from bayou.gateways.amqp.registry import Exchange, QueueInfo, Registry
 from bayou.gateways.amqp.registry_log import LOG_NAME, RegistryLog
 from bayou.storage.engine import LogEngine, StateEntry, StateLog
@@ -33,7 +34,7 @@ def local_engine(data_dir: Path) -> LocalEngine:
 
 async def loaded(engine: LogEngine) -> Registry:
     registry = Registry()
-    await RegistryLog(registry, engine).load()
+    await RegistryLog(registry, Core(engine, CoreSettings())).load()
     return registry
 
 
@@ -50,7 +51,7 @@ def test_the_topology_is_replayed_after_a_restart(tmp_path: Path) -> None:
         engine = local_engine(tmp_path / "data")
         await engine.open()
         registry = Registry()
-        store = RegistryLog(registry, engine)
+        store = RegistryLog(registry, Core(engine, CoreSettings()))
         await store.load()
         registry.put_exchange(Exchange("orders", "topic", durable=True, arguments={"a": 1}))
         registry.put_exchange(Exchange("scratch", "fanout", durable=False))
@@ -76,7 +77,7 @@ def test_the_topology_is_replayed_after_a_restart(tmp_path: Path) -> None:
         assert again.queues["q1"].durable and again.queues["q1"].created_topic
         assert again.route("orders", "eu.de.berlin", None, "topic") == {"q1"}
 
-        store = RegistryLog(again, engine)
+        store = RegistryLog(again, Core(engine, CoreSettings()))
         await store.load()
         again.drop_queue("q1")  # its bindings go with it: tombstones
         again.unbind("orders", "q2", "us.*", {})
@@ -203,7 +204,7 @@ def test_a_failed_write_is_written_again(tmp_path: Path) -> None:
         engine = local_engine(tmp_path / "data")
         await engine.open()
         registry = Registry()
-        store = RegistryLog(registry, FlakyEngine(engine))  # type: ignore[arg-type]
+        store = RegistryLog(registry, Core(FlakyEngine(engine), CoreSettings()))  # type: ignore[arg-type]
         await store.load()
         registry.put_queue(QueueInfo("q", durable=True))
         with pytest.raises(OSError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from bayou.errors import (
 from bayou.protocol.kafka import records as R
 from bayou.protocol.kafka.records import Record
 from bayou.storage.log import PartitionLog
+from bayou.storage.recovery import RECOVERY_FILE
 
 
 class Clock:
@@ -221,6 +223,27 @@ def test_producer_state_without_checkpoint(tmp_path: Path) -> None:
     assert lg.log_end_offset == 30
     assert lg.append(idem(28, size=40)) == rs[-1]
     assert lg.append(idem(30)).base_offset == 30
+    lg.close()
+
+
+def test_checkpoint_of_an_idle_partition_is_not_rewritten(tmp_path: Path) -> None:
+    """The periodic checkpoint writes (and fsyncs) a partition's recovery point only when it
+    moved: an idle broker's partitions cost no disk writes every round."""
+    lg = open_log(tmp_path)
+    lg.append(batch(3))
+    lg.flush()
+    lg.checkpoint()
+    checkpoint = tmp_path / RECOVERY_FILE
+    written = checkpoint.stat()
+    for _ in range(3):
+        lg.checkpoint()
+    again = checkpoint.stat()
+    assert (again.st_ino, again.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
+    lg.append(batch(2))
+    lg.flush()
+    lg.checkpoint()  # moved: written again
+    assert checkpoint.stat().st_ino != written.st_ino
+    assert json.loads(checkpoint.read_text())["recovery_point"] == 5
     lg.close()
 
 

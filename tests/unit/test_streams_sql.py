@@ -381,3 +381,37 @@ def test_a_partition_read_ahead_of_another_does_not_make_its_records_late() -> N
     closed = sum(1 for i in range(30) if T0 + i * 10_000 < last_window)
     assert per_device == {"d0": closed, "d1": closed}
     assert proc.stats()["view"]["late_dropped"] == 0
+
+
+def test_a_partition_moved_in_with_a_backlog_is_judged_by_its_own_progress() -> None:
+    """A worker read its partition 0 to its end (its clock is at the end of time there);
+    partition 1 moves in from a worker that died, restored, with records still to read from
+    where that worker committed: they are not late, and its windows close as they would
+    have on the old worker.  A record older than the restored clock still is late."""
+    statement = parse_statement(
+        "CREATE VIEW v AS SELECT device, window_start, COUNT(*) AS n FROM TABLE(TUMBLE(TABLE"
+        " telemetry, DESCRIPTOR(_timestamp), INTERVAL '1' MINUTE))"
+        " GROUP BY window_start, window_end, device"
+    )
+    assert isinstance(statement, CreateView)
+    proc = Processor("t", [statement.plan.pipeline()])
+    proc.assign("telemetry", 0)
+
+    base = T0 - T0 % 60_000
+
+    def rec(offset: int, ts: int, device: str) -> SourceRecord:
+        return SourceRecord(offset, ts, None, json.dumps({"device": device}).encode(), ())
+
+    proc.process("telemetry", 0, [rec(i, base + i * 10_000, "d0") for i in range(60)])
+    proc.idle("telemetry", 0)
+    proc.fire()
+    proc.collect()
+    [moved] = proc.assign("telemetry", 1)
+    moved.restore(b"~clock", str(base + 60_000).encode())  # where its old owner committed
+    backlog = [rec(i, base + 60_000 + i * 10_000, "d1") for i in range(30)]
+    proc.process("telemetry", 1, [rec(99, base, "d1"), *backlog])  # the first: late there too
+    proc.fire()
+    outs = [json.loads(o.value or b"") for o in proc.collect().outputs]
+    d1 = [o["n"] for o in outs if o["device"] == "d1"]
+    assert d1 == [6, 6, 6, 6]  # the windows the backlog's own progress closed
+    assert proc.stats()["view"]["late_dropped"] == 1

@@ -1,0 +1,1 @@
+"""Sink tasks: each writes records from Bayou into one kind of target."""

@@ -1,0 +1,1 @@
+"""Source tasks: each reads changes from one kind of source into Bayou."""

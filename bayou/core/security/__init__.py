@@ -133,6 +133,10 @@ class Security:
         if self.enabled:
             self.internal_secret = await _internal_secret(state)
 
+    def internal_login(self) -> tuple[str, str] | None:
+        """The SASL PLAIN user and password of the broker's own clients, when required."""
+        return (INTERNAL_USER, self.internal_secret) if self.enabled else None
+
     def internal_client_config(self) -> dict[str, object]:
         """librdkafka settings the broker's own clients add to reach its Kafka listener."""
         if not self.enabled:

@@ -95,6 +95,21 @@ class ShareCoordinator:
 
     # ------------------------------------------------------------------ replay
 
+    def held_groups(self) -> set[str]:
+        """Every group id this coordinator holds anything of (members, partitions, configs)."""
+        return {*self.groups, *self.by_group, *self.configs}
+
+    def drop_groups(self, gone: Callable[[str], bool]) -> set[str]:
+        """Forget every group ``gone`` names (another broker coordinates it now): its
+        members, its partitions' states, its configs.  The group ids dropped."""
+        dropped = {g for g in self.held_groups() if gone(g)}
+        for group_id in dropped:
+            self.groups.pop(group_id, None)
+            self.configs.pop(group_id, None)
+            for topic, partition in self.by_group.pop(group_id, set()):
+                self.partitions.pop((group_id, topic, partition), None)
+        return dropped
+
     def load(self, records: Iterable[ShareRecord], now: int) -> int:
         count = 0
         for record in records:

@@ -164,12 +164,38 @@ class ShareDriver:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        #: False while this broker's cluster lease lapsed: its timers hold off
+        self.active: Callable[[], bool] = lambda: True
 
     # ------------------------------------------------------------------ lifecycle
 
     async def open(self) -> int:
         """Replay the state log; returns how many records were applied."""
         return self.coordinator.load(await self.store.records(), self.clock_ms())
+
+    async def follow(self, owns: Callable[[str], bool], *, load: bool) -> None:
+        """The cluster changed: forget the share groups this broker no longer coordinates,
+        and (``load``) replay from the state log the ones it gained — those it holds
+        nothing of (their records' states and delivery counts, their members, their
+        configs as the previous coordinator last wrote them); a group kept all along is
+        already true."""
+        gone = self.coordinator.drop_groups(lambda g: not owns(g))
+        if gone:
+            log.info("share coordinator moved away for %d group(s)", len(gone))
+        if not load:
+            return
+        held = self.coordinator.held_groups()
+        records = await self.store.records()
+        held |= self.coordinator.held_groups()  # created meanwhile: already true
+        gained = [r for r in records if r.group_id not in held and owns(r.group_id)]
+        if gained:
+            self.coordinator.load(gained, self.clock_ms())
+            log.info(
+                "took over %d share group(s) from the state log", len({r.group_id for r in gained})
+            )
+            self._notify()  # their Available records, for members waiting
+        if self._wake is not None:
+            self._wake.set()
 
     async def start(self) -> None:
         self._wake = asyncio.Event()
@@ -332,6 +358,10 @@ class ShareDriver:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), min(sleep_s, MAX_TIMER_SLEEP_S))
             now = self.clock_ms()
+            if not self.active():  # a cluster member that lost its lease: hands off
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), MAX_TIMER_SLEEP_S)
+                continue
             deadline = coordinator.next_deadline()
             if deadline is not None and deadline <= now:
                 try:

@@ -367,7 +367,7 @@ class Consumer:
         if member is None or not parts:
             return
         try:
-            committed = member.committed([(self.topic, p) for p in parts])
+            committed = await member.fetch_committed([(self.topic, p) for p in parts])
         except GroupCoordinatorError:
             committed = {}
         for p in parts:

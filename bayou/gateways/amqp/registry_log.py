@@ -36,8 +36,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from bayou.core import Core
+from bayou.core.types import StateEntry, StateLog, latest
 from bayou.gateways.amqp.registry import Registry
-from bayou.storage.engine import LogEngine, StateEntry, StateLog, latest
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,10 @@ LEGACY_TEMP_SUFFIX = ".tmp"
 _UNKNOWN = b"\x00unknown"  # "the log may hold anything here": always rewritten
 
 
-def legacy_registry_path(engine: LogEngine) -> Path | None:
+def legacy_registry_path(core: Core) -> Path | None:
     """Where a previous release kept the registry: the local engine's data directory."""
-    if engine.kind != "local":
-        return None
-    return Path(engine.location) / LEGACY_DIR / LEGACY_FILE
+    data_dir = core.data_dir
+    return None if data_dir is None else data_dir / LEGACY_DIR / LEGACY_FILE
 
 
 def read_legacy(path: Path) -> dict[str, Any] | None:
@@ -87,16 +87,16 @@ def remove_legacy(path: Path) -> None:
 class RegistryLog:
     """Writes a ``Registry`` to its state log (see the module docstring)."""
 
-    def __init__(self, registry: Registry, engine: LogEngine) -> None:
+    def __init__(self, registry: Registry, core: Core) -> None:
         self.registry = registry
-        self.engine = engine
+        self.core = core
         self.log: StateLog | None = None
         self.saved: dict[bytes, bytes] = {}  # what the log holds, key by key
         self._last_put: asyncio.Future[None] | None = None
 
     async def load(self) -> None:
         """Replay the log into the registry; import a previous release's JSON file."""
-        self.log = state_log = await self.engine.state.open_log(LOG_NAME)
+        self.log = state_log = await self.core.open_state_log(LOG_NAME)
         registry = self.registry
         rewrite: set[bytes] = set()
         for key, entry in (await latest(state_log)).items():
@@ -108,7 +108,7 @@ class RegistryLog:
                 if filed is not None:
                     rewrite.add(filed)
         registry.dirty = rewrite
-        path = legacy_registry_path(self.engine)
+        path = legacy_registry_path(self.core)
         doc = None if path is None else await asyncio.to_thread(read_legacy, path)
         if doc is not None and path is not None:
             registry.load_document(doc)

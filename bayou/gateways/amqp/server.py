@@ -89,9 +89,11 @@ class AmqpGateway:
         *,
         authenticate: Authenticator | None = None,
         heartbeat_s: int = SERVER_HEARTBEAT_S,
+        reuse_port: bool = False,
     ) -> None:
         self.core = core
         self.host = host
+        self.reuse_port = reuse_port  # SO_REUSEPORT: the port shared with other workers
         self.options = options
         self.authenticate = authenticate
         self.security = core.security
@@ -111,7 +113,12 @@ class AmqpGateway:
         await self.topology.load()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: AmqpClient(self), self.host, self.options.port, reuse_address=True, backlog=1024
+            lambda: AmqpClient(self),
+            self.host,
+            self.options.port,
+            reuse_address=True,
+            reuse_port=self.reuse_port or None,
+            backlog=1024,
         )
         tls = self.security.tls
         if tls is not None and self.options.tls_port:
@@ -120,6 +127,7 @@ class AmqpGateway:
                 self.host,
                 self.options.tls_port,
                 reuse_address=True,
+                reuse_port=self.reuse_port or None,
                 backlog=1024,
                 ssl=tls.context,
             )

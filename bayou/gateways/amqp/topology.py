@@ -78,7 +78,7 @@ class Topology:
     def __init__(self, core: Core) -> None:
         self.core = core
         self.registry = Registry()
-        self.registry_log = RegistryLog(self.registry, core.engine)
+        self.registry_log = RegistryLog(self.registry, core)
         self.partitioner = Partitioner()  # for dead-lettered messages
         self.consumers_by_queue: dict[str, set[Reader]] = {}
         self.starts: dict[str, dict[int, int]] = {}  # temporary queues: next consumer's start

@@ -72,6 +72,7 @@ def create_app(gw: Gateway) -> FastAPI:
     app.include_router(routes_connect.router)
     app.add_api_route("/{path:path}", _options, methods=["OPTIONS"], include_in_schema=False)
     app.add_exception_handler(errors.RestError, _rest_error)
+    app.add_exception_handler(routes_connect.ConnectApiError, routes_connect.render_error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(ClientDisconnect, _client_gone)

@@ -300,7 +300,7 @@ class ConsumerRegistry:
             del instance.cursors[tp]
         missing = [tp for tp in assigned if tp not in instance.cursors]
         if missing:
-            committed = self._committed(instance.group, missing)
+            committed = await self._committed(instance.group, missing)
             for topic, p in missing:
                 found = committed.get((topic, p))
                 cursor = await self._start(instance, topic, p, None if found is None else found[0])
@@ -430,17 +430,17 @@ class ConsumerRegistry:
         except GroupCoordinatorError as exc:
             raise errors.from_coordinator(exc) from None
 
-    def committed(
+    async def committed(
         self, instance: ConsumerInstance, partitions: list[TopicPartition]
     ) -> dict[TopicPartition, Committed]:
-        return self._committed(instance.group, partitions)
+        return await self._committed(instance.group, partitions)
 
-    def _committed(
+    async def _committed(
         self, group: str, partitions: list[TopicPartition]
     ) -> dict[TopicPartition, Committed]:
         self._coordinator_running()
         try:
-            return self.core.offsets(group).committed(partitions)
+            return await self.core.offsets(group).fetch_committed(partitions)
         except GroupCoordinatorError as exc:
             raise errors.from_coordinator(exc) from None
 

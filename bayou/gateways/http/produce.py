@@ -16,12 +16,11 @@ from typing import Any
 from bayou.config import TOPIC_CONFIGS
 from bayou.core import Core
 from bayou.core.partitioner import Partitioner
+from bayou.core.types import Buffer, TopicMeta
 from bayou.errors import ErrorCode, KafkaError
 from bayou.gateways.http import errors
 from bayou.gateways.http.payloads import Format, ProduceRecord, encode_field, encode_headers
 from bayou.protocol.kafka.records import Record, build_batch
-from bayou.storage.engine import Buffer
-from bayou.storage.metadata import TopicMeta
 
 # What auto-creating a well-formed name can run into: the broker keeps the name for itself
 # (internal, reserved) or it collides with another ('a.b' with 'a_b') — a conflict.
@@ -63,7 +62,7 @@ async def produce(
         pending = by_partition.setdefault(target, [])
         placed.append((target, len(pending)))
         pending.append(Record(now, key, value, headers))
-    limit = core.engine.topic_config(topic).max_message_bytes
+    limit = core.topic_config(topic).max_message_bytes
     writes: list[tuple[str, int, Buffer]] = []
     for p, recs in by_partition.items():
         batch = build_batch(recs)
@@ -123,7 +122,7 @@ def partition_info(core: Core, topic: str, index: int) -> dict[str, Any]:
 
 async def topic_info(core: Core, topic: str) -> dict[str, Any]:
     meta = await topic_meta(core, topic)
-    config = core.engine.topic_config(topic)
+    config = core.topic_config(topic)
     configs = {name: definition.render(config[name]) for name, definition in TOPIC_CONFIGS.items()}
     return {
         "name": topic,

@@ -9,7 +9,8 @@ Requests and answers have Kafka Connect's shapes, so its tooling and habits carr
 ``includeTasks``/``onlyFailed`` are given), ``POST /tasks/{id}/restart`` (204), ``DELETE``
 (204).  Errors are ``{"error_code", "message"}`` with the HTTP status as the code: 404 an
 unknown connector or task, 409 a connector that exists already, 400 a configuration the
-runtime refuses (the message names the key).  Writes go through the connector catalog and
+runtime refuses (the message names the key); answers and errors are ``application/json``, as
+Kafka Connect's.  Writes go through the connector catalog and
 return once this broker's supervisor applied them; 503 when the broker runs no connectors
 (``--connect off``) or is starting.
 """
@@ -29,13 +30,24 @@ from bayou.gateways.http.context import gateway
 from bayou.gateways.http.payloads import read_body
 
 router = APIRouter(tags=["connect"], default_response_class=JSONResponse)
+
+
+class ConnectApiError(errors.RestError):
+    """An error answer of this API: Kafka Connect's body, as ``application/json``."""
+
+
+async def render_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.RestError)
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
 MAX_CONFIG_BYTES = 1 << 20
 
 
 def _supervisor(request: Request) -> Any:
     supervisor = gateway(request).connect
     if supervisor is None:
-        raise errors.RestError(
+        raise ConnectApiError(
             503, 503, "This broker runs no connectors (it was started with --connect off)"
         )
     return supervisor
@@ -48,13 +60,13 @@ async def _call(call: Any, *args: Any) -> Any:
     try:
         return await asyncio.to_thread(call, *args)
     except UnknownConnector as exc:
-        raise errors.RestError(404, 404, str(exc)) from None
+        raise ConnectApiError(404, 404, str(exc)) from None
     except ConnectorExists as exc:
-        raise errors.RestError(409, 409, str(exc)) from None
+        raise ConnectApiError(409, 409, str(exc)) from None
     except ConfigError as exc:
-        raise errors.RestError(400, 400, str(exc)) from None
+        raise ConnectApiError(400, 400, str(exc)) from None
     except ConnectError as exc:
-        raise errors.RestError(500, 500, str(exc)) from None
+        raise ConnectApiError(500, 500, str(exc)) from None
 
 
 async def _json(request: Request) -> Any:
@@ -65,14 +77,14 @@ async def _json(request: Request) -> Any:
     try:
         return json.loads(body)
     except ValueError:
-        raise errors.RestError(400, 400, "The body is not JSON") from None
+        raise ConnectApiError(400, 400, "The body is not JSON") from None
 
 
 def _config_map(doc: Any) -> dict[str, Any]:
     if not isinstance(doc, dict) or not all(
         isinstance(v, str | int | float | bool) for v in doc.values()
     ):
-        raise errors.RestError(400, 400, "The configuration must be a JSON object of strings")
+        raise ConnectApiError(400, 400, "The configuration must be a JSON object of strings")
     return doc
 
 
@@ -129,7 +141,7 @@ def _bool_param(raw: str | None, name: str) -> bool:
     lowered = raw.strip().lower()
     if lowered in ("true", "false"):
         return lowered == "true"
-    raise errors.RestError(400, 400, f"{name} must be true or false")
+    raise ConnectApiError(400, 400, f"{name} must be true or false")
 
 
 @router.get("/connectors", summary="List the connectors (expand=status|info for more)")
@@ -141,7 +153,7 @@ async def list_connectors(request: Request) -> Response:
         return JSONResponse(names)
     for kind in expand:
         if kind not in ("status", "info"):
-            raise errors.RestError(400, 400, f"expand={kind}: status or info")
+            raise ConnectApiError(400, 400, f"expand={kind}: status or info")
     out: dict[str, dict[str, Any]] = {}
     for name in names:
         try:
@@ -161,13 +173,13 @@ async def create_connector(request: Request) -> Response:
     supervisor = _supervisor(request)
     doc = await _json(request)
     if not isinstance(doc, dict) or not isinstance(doc.get("name"), str) or not doc["name"]:
-        raise errors.RestError(400, 400, 'Expected {"name": "…", "config": {…}}')
+        raise ConnectApiError(400, 400, 'Expected {"name": "…", "config": {…}}')
     name: str = doc["name"]
     if "/" in name or name != name.strip():
-        raise errors.RestError(400, 400, f"Connector name {name!r} is not allowed")
+        raise ConnectApiError(400, 400, f"Connector name {name!r} is not allowed")
     config = _config_map(doc.get("config"))
     if "name" in config and config["name"] != name:
-        raise errors.RestError(400, 400, "Connector name configuration does not match the name")
+        raise ConnectApiError(400, 400, "Connector name configuration does not match the name")
     await _call(supervisor.create, name, config)
     return JSONResponse(_info(supervisor, name), status_code=201)
 
@@ -190,7 +202,7 @@ async def put_config(request: Request, name: str) -> Response:
     supervisor = _supervisor(request)
     config = _config_map(await _json(request))
     if "name" in config and config["name"] != name:
-        raise errors.RestError(400, 400, "Connector name configuration does not match the path")
+        raise ConnectApiError(400, 400, "Connector name configuration does not match the path")
     _stored, created = await _call(supervisor.put_config, name, config)
     return JSONResponse(_info(supervisor, name), status_code=201 if created else 200)
 
@@ -220,7 +232,7 @@ async def get_task_status(request: Request, name: str, task_id: int) -> Response
     for task in status["tasks"]:
         if task["id"] == task_id:
             return JSONResponse(task)
-    raise errors.RestError(404, 404, f"Task {name}-{task_id} not found")
+    raise ConnectApiError(404, 404, f"Task {name}-{task_id} not found")
 
 
 @router.put("/connectors/{name}/pause", summary="Pause a connector and its tasks", status_code=202)
@@ -254,7 +266,7 @@ async def restart(
     await _call(supervisor.get, name)
     runner = supervisor.runner(name)
     if runner is None:
-        raise errors.RestError(409, 409, f"Connector {name} is not running yet")
+        raise ConnectApiError(409, 409, f"Connector {name} is not running yet")
     status = await _call(runner.restart, include, only)
     if includeTasks is None and onlyFailed is None:
         return Response(status_code=204)
@@ -267,7 +279,7 @@ async def restart_task(request: Request, name: str, task_id: int) -> Response:
     await _call(supervisor.get, name)
     runner = supervisor.runner(name)
     if runner is None or not runner.has_task(task_id):
-        raise errors.RestError(404, 404, f"Task {name}-{task_id} not found")
+        raise ConnectApiError(404, 404, f"Task {name}-{task_id} not found")
     await _call(runner.restart_task, task_id)
     return Response(status_code=204)
 

@@ -306,7 +306,7 @@ async def committed(request: Request, group: Group, name: Name) -> Response:
     body = parse(Partitions, await _body(request), empty_ok=True)
     gw = gateway(request)
     wanted = _partitions(body) or gw.consumers.assignment(instance)
-    found = gw.consumers.committed(instance, wanted)
+    found = await gw.consumers.committed(instance, wanted)
     return KafkaJSON(
         {
             "offsets": [

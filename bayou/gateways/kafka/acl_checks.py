@@ -16,7 +16,8 @@ the operation each API needs on which resource follows Kafka's (see
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from bayou.core.security.acl import CLUSTER_NAME, AclOperation, ResourceType
@@ -97,23 +98,10 @@ async def _produce(ctx: RequestContext, request: m.ProduceRequest, handler: Hand
     if not denied:
         return await handler(ctx, request)
     error = TXN_DENIED if txn_refused else TOPIC_DENIED
-    request.topic_data = [t for t in request.topic_data if t not in denied]
-    response = await handler(ctx, request) if request.topic_data else None
-    if response is None:
-        if request.acks == 0:
-            return None
-        response = m.ProduceResponse(responses=[])
-    response.responses.extend(
-        m.ProduceResponse.TopicProduceResponse(
-            name=t.name,
-            partition_responses=[
-                m.ProduceResponse.PartitionProduceResponse(index=p.index, error_code=error)
-                for p in t.partition_data
-            ],
-        )
-        for t in denied
-    )
-    return response
+    if request.acks == 0:  # no answer: write what may be written
+        request.topic_data = [t for t in request.topic_data if t not in denied]
+        return await handler(ctx, request) if request.topic_data else None
+    return await _serve_allowed_topics(ctx, request, handler, PRODUCE, denied, error)
 
 
 @check(1)
@@ -159,86 +147,125 @@ async def _fetch(ctx: RequestContext, request: m.FetchRequest, handler: Handler)
     return response
 
 
-def _per_topic(
-    op: AclOperation,
-    topics_field: str,
-    name_field: str,
-    response_topics: str,
-    make: Callable[[Any], Any],
-) -> Check:
-    """A request of topics and partitions: refused topics answered with ``make``."""
+@dataclass(frozen=True)
+class TopicRefusal:
+    """How a request of topics of partitions names them, and how its response answers a
+    refused topic: every partition with the error, its other fields at Kafka's unknown
+    values (``unknown``).  One row per API in the table below."""
+
+    topic: Any  # the response's topic entry
+    partition: Any  # the response's partition entry
+    unknown: Mapping[str, Any] = field(default_factory=dict)
+    name: str = "name"  # the topic's name, in the request and the response
+    index: str = "partition_index"  # a partition's index, in the request and the response
+    partitions: str = "partitions"  # the request topic's partitions ("…_indexes": ints)
+    answers: str = "partitions"  # the response topic's partitions
+    request_topics: str = "topics"
+    response_topics: str = "topics"
+    #: a request left with no topic is answered ``empty()`` without its handler (one whose
+    #: handler would fail on the group or transaction alone); None: the handler serves it
+    empty: Callable[[], Any] | None = None
+
+    def refused(self, topic: Any, error: int) -> Any:
+        index = self.index
+        parts = [
+            self.partition(
+                **{index: p if isinstance(p, int) else getattr(p, index)},
+                error_code=error,
+                **self.unknown,
+            )
+            for p in getattr(topic, self.partitions)
+        ]
+        return self.topic(**{self.name: getattr(topic, self.name), self.answers: parts})
+
+
+async def _serve_allowed_topics(
+    ctx: RequestContext,
+    request: Any,
+    handler: Handler,
+    how: TopicRefusal,
+    denied: list[Any],
+    error: int,
+) -> Any:
+    """Serve ``request`` without its ``denied`` topics and answer those beside the others,
+    each partition with ``error``."""
+    kept = [t for t in getattr(request, how.request_topics) if t not in denied]
+    setattr(request, how.request_topics, kept)
+    if kept or how.empty is None:
+        response = await handler(ctx, request)
+    else:
+        response = how.empty()
+    getattr(response, how.response_topics).extend(how.refused(t, error) for t in denied)
+    return response
+
+
+def _per_topic(op: AclOperation, how: TopicRefusal) -> Check:
+    """A request of topics and partitions: each topic needs ``op``."""
 
     async def run(ctx: RequestContext, request: Any, handler: Handler) -> Any:
-        topics = getattr(request, topics_field)
-        denied = [t for t in topics if not topic_ok(ctx, op, getattr(t, name_field))]
+        topics = getattr(request, how.request_topics)
+        denied = [t for t in topics if not topic_ok(ctx, op, getattr(t, how.name))]
         if not denied:
             return await handler(ctx, request)
-        setattr(request, topics_field, [t for t in topics if t not in denied])
-        response = await handler(ctx, request)
-        getattr(response, response_topics).extend(make(t) for t in denied)
-        return response
+        return await _serve_allowed_topics(ctx, request, handler, how, denied, TOPIC_DENIED)
 
     return run
 
 
-CHECKS[2] = _per_topic(
+PRODUCE = TopicRefusal(
+    m.ProduceResponse.TopicProduceResponse,
+    m.ProduceResponse.PartitionProduceResponse,
+    index="index",
+    partitions="partition_data",
+    answers="partition_responses",
+    request_topics="topic_data",
+    response_topics="responses",
+    empty=lambda: m.ProduceResponse(responses=[]),
+)
+OFFSET_COMMIT = TopicRefusal(
+    m.OffsetCommitResponseTopic,
+    m.OffsetCommitResponsePartition,
+    empty=lambda: m.OffsetCommitResponse(topics=[]),
+)
+TXN_OFFSET_COMMIT = TopicRefusal(
+    m.TxnOffsetCommitResponseTopic,
+    m.TxnOffsetCommitResponsePartition,
+    empty=lambda: m.TxnOffsetCommitResponse(topics=[]),
+)
+OFFSET_DELETE = TopicRefusal(m.OffsetDeleteResponseTopic, m.OffsetDeleteResponsePartition)
+
+CHECKS[2] = _per_topic(  # ListOffsets
     Op.DESCRIBE,
-    "topics",
-    "name",
-    "topics",
-    lambda t: m.ListOffsetsResponse.ListOffsetsTopicResponse(
-        name=t.name,
-        partitions=[
-            m.ListOffsetsResponse.ListOffsetsPartitionResponse(
-                partition_index=p.partition_index, error_code=TOPIC_DENIED, timestamp=-1, offset=-1
-            )
-            for p in t.partitions
-        ],
+    TopicRefusal(
+        m.ListOffsetsResponse.ListOffsetsTopicResponse,
+        m.ListOffsetsResponse.ListOffsetsPartitionResponse,
+        {"timestamp": -1, "offset": -1},
     ),
 )
-CHECKS[21] = _per_topic(
+CHECKS[21] = _per_topic(  # DeleteRecords
     Op.DELETE,
-    "topics",
-    "name",
-    "topics",
-    lambda t: m.DeleteRecordsResponse.DeleteRecordsTopicResult(
-        name=t.name,
-        partitions=[
-            m.DeleteRecordsResponse.DeleteRecordsPartitionResult(
-                partition_index=p.partition_index, low_watermark=-1, error_code=TOPIC_DENIED
-            )
-            for p in t.partitions
-        ],
+    TopicRefusal(
+        m.DeleteRecordsResponse.DeleteRecordsTopicResult,
+        m.DeleteRecordsResponse.DeleteRecordsPartitionResult,
+        {"low_watermark": -1},
     ),
 )
-CHECKS[23] = _per_topic(
+CHECKS[23] = _per_topic(  # OffsetForLeaderEpoch
     Op.DESCRIBE,
-    "topics",
-    "topic",
-    "topics",
-    lambda t: m.OffsetForLeaderEpochResponse.OffsetForLeaderTopicResult(
-        topic=t.topic,
-        partitions=[
-            m.OffsetForLeaderEpochResponse.EpochEndOffset(
-                partition=p.partition, error_code=TOPIC_DENIED, leader_epoch=-1, end_offset=-1
-            )
-            for p in t.partitions
-        ],
+    TopicRefusal(
+        m.OffsetForLeaderEpochResponse.OffsetForLeaderTopicResult,
+        m.OffsetForLeaderEpochResponse.EpochEndOffset,
+        {"leader_epoch": -1, "end_offset": -1},
+        name="topic",
+        index="partition",
     ),
 )
-CHECKS[61] = _per_topic(
+CHECKS[61] = _per_topic(  # DescribeProducers
     Op.READ,
-    "topics",
-    "name",
-    "topics",
-    lambda t: m.DescribeProducersResponse.TopicResponse(
-        name=t.name,
-        partitions=[
-            m.DescribeProducersResponse.PartitionResponse(
-                partition_index=i, error_code=TOPIC_DENIED
-            )
-            for i in t.partition_indexes
-        ],
+    TopicRefusal(
+        m.DescribeProducersResponse.TopicResponse,
+        m.DescribeProducersResponse.PartitionResponse,
+        partitions="partition_indexes",
     ),
 )
 
@@ -504,20 +531,8 @@ async def _offset_commit(
     denied = [t for t in request.topics if group_refused or not topic_ok(ctx, Op.READ, t.name)]
     if not denied:
         return await handler(ctx, request)
-    request.topics = [t for t in request.topics if t not in denied]
-    response = await handler(ctx, request) if request.topics else m.OffsetCommitResponse(topics=[])
     error = GROUP_DENIED if group_refused else TOPIC_DENIED
-    response.topics.extend(
-        m.OffsetCommitResponseTopic(
-            name=t.name,
-            partitions=[
-                m.OffsetCommitResponsePartition(partition_index=p.partition_index, error_code=error)
-                for p in t.partitions
-            ],
-        )
-        for t in denied
-    )
-    return response
+    return await _serve_allowed_topics(ctx, request, handler, OFFSET_COMMIT, denied, error)
 
 
 @check(28)
@@ -532,23 +547,9 @@ async def _txn_offset_commit(
     denied = [t for t in request.topics if error or not topic_ok(ctx, Op.READ, t.name)]
     if not denied:
         return await handler(ctx, request)
-    request.topics = [t for t in request.topics if t not in denied]
-    response = (
-        await handler(ctx, request) if request.topics else m.TxnOffsetCommitResponse(topics=[])
+    return await _serve_allowed_topics(
+        ctx, request, handler, TXN_OFFSET_COMMIT, denied, error or TOPIC_DENIED
     )
-    response.topics.extend(
-        m.TxnOffsetCommitResponseTopic(
-            name=t.name,
-            partitions=[
-                m.TxnOffsetCommitResponsePartition(
-                    partition_index=p.partition_index, error_code=error or TOPIC_DENIED
-                )
-                for p in t.partitions
-            ],
-        )
-        for t in denied
-    )
-    return response
 
 
 @check(9)
@@ -671,21 +672,7 @@ async def _offset_delete(
     if not group_ok(ctx, Op.DELETE, request.group_id):
         return m.OffsetDeleteResponse(error_code=GROUP_DENIED)
     denied = [t for t in request.topics if not topic_ok(ctx, Op.READ, t.name)]
-    request.topics = [t for t in request.topics if t not in denied]
-    response = await handler(ctx, request)
-    response.topics.extend(
-        m.OffsetDeleteResponseTopic(
-            name=t.name,
-            partitions=[
-                m.OffsetDeleteResponsePartition(
-                    partition_index=p.partition_index, error_code=TOPIC_DENIED
-                )
-                for p in t.partitions
-            ],
-        )
-        for t in denied
-    )
-    return response
+    return await _serve_allowed_topics(ctx, request, handler, OFFSET_DELETE, denied, TOPIC_DENIED)
 
 
 @check(10)

@@ -21,8 +21,8 @@ from typing import Any
 
 from bayou import kafka_broker_configs
 from bayou.config import BROKER_SYNONYMS, TOPIC_CONFIGS, TOPIC_NAME_OF, ConfigDef, policy_parts
+from bayou.core import Core
 from bayou.errors import ErrorCode, InvalidConfig, KafkaError
-from bayou.storage.engine import LogEngine
 
 TOPIC = 2
 BROKER = 4
@@ -78,27 +78,27 @@ def _apply(
 
 
 async def alter_topic(
-    engine: LogEngine,
+    core: Core,
     name: str,
     changes: Iterable[Change],
     *,
     incremental: bool,
     validate_only: bool,
 ) -> None:
-    meta = engine.topics().get(name)
+    meta = core.topics().get(name)
     if meta is None:
         raise KafkaError(f"Topic '{name}' does not exist", ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
     effective = {
         k: TOPIC_CONFIGS[k].render(v)
-        for k, v in engine.resolve_config(meta.configs).values.items()
+        for k, v in core.resolve_config(meta.configs).values.items()
         if k in TOPIC_CONFIGS
     }
     new = _apply(_current(meta.configs, {}), changes, incremental, effective)
-    await engine.alter_topic_configs(name, new, validate_only=validate_only)
+    await core.alter_topic_configs(name, new, validate_only=validate_only)
 
 
 async def alter_broker(
-    engine: LogEngine,
+    core: Core,
     node_id: int,
     resource_name: str,
     changes: Iterable[Change],
@@ -106,7 +106,7 @@ async def alter_broker(
     incremental: bool,
     validate_only: bool,
 ) -> None:
-    dynamic = engine.dynamic
+    dynamic = core.dynamic_configs
     if resource_name == "":
         scope, values, options = "default", dynamic.default, dynamic.default_options
     elif resource_name == str(node_id):
@@ -117,7 +117,7 @@ async def alter_broker(
         )
     effective = {
         BROKER_SYNONYMS[k]: TOPIC_CONFIGS[k].render(v)
-        for k, v in engine.resolve_config({}).values.items()
+        for k, v in core.resolve_config({}).values.items()
         if k in BROKER_SYNONYMS
     }
     current = _current(values, BROKER_SYNONYMS)
@@ -136,13 +136,13 @@ async def alter_broker(
             continue
         definition = dataclasses.replace(TOPIC_CONFIGS[topic_name], name=broker_name)
         parsed[topic_name] = definition.parse(raw)
-    await engine.alter_broker_configs(
+    await core.alter_broker_configs(
         scope, parsed, validate_only=validate_only, options=parsed_options
     )
 
 
 async def alter_resource(
-    engine: LogEngine,
+    core: Core,
     node_id: int,
     resource_type: int,
     resource_name: str,
@@ -154,11 +154,11 @@ async def alter_resource(
     """Apply one resource's changes; raise KafkaError (INVALID_CONFIG …) on any problem."""
     if resource_type == TOPIC:
         await alter_topic(
-            engine, resource_name, changes, incremental=incremental, validate_only=validate_only
+            core, resource_name, changes, incremental=incremental, validate_only=validate_only
         )
     elif resource_type == BROKER:
         await alter_broker(
-            engine,
+            core,
             node_id,
             resource_name,
             changes,

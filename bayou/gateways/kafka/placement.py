@@ -14,6 +14,10 @@ coordinator up again (FindCoordinator) and retry.  Requests naming several group
 OffsetFetch, DescribeGroups, ConsumerGroupDescribe, DeleteGroups) are split: the served
 ones go to the handler, the others are answered beside them.  On an engine no other broker
 shares every key is served here and no check runs.
+
+Every check is one of three shapes, built for each API from the fields its request names
+the key(s) by and how its response says the error: one key (``_one``), one key answered per
+partition (``_per_partition``), several keys split (``_split``).
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bayou.core.types import BrokerAddress
 from bayou.errors import ErrorCode
 from bayou.gateways.kafka.context import RequestContext
 from bayou.protocol.kafka import API_KEYS
 from bayou.protocol.kafka import messages as m
-from bayou.storage.cluster import BrokerAddress
 
 Handler = Callable[[RequestContext, Any], Awaitable[Any]]
 Check = Callable[[RequestContext, Any, Handler], Awaitable[Any]]
@@ -63,211 +67,232 @@ def placing(handler: Handler) -> Handler:
     return placed
 
 
-def _check(*api_keys: int) -> Callable[[Check], Check]:
-    def register(fn: Check) -> Check:
-        for key in api_keys:
-            CHECKS[key] = fn
-        return fn
-
-    return register
-
-
 def _error(ctx: RequestContext, key_type: int, key: str | None) -> ErrorCode:
     if key is None or not key:
         return E.NONE  # the handler answers what an empty or absent key deserves
     return ctx.core.cluster.coordinator_error(key_type, key)
 
 
-def _refused(ctx: RequestContext, error: ErrorCode, **fields: Any) -> Any:
-    response: Any = API_KEYS[ctx.header.api_key].response
-    return response(error_code=error, **fields)
+Refusal = Callable[[Any, ErrorCode], Any]  # (request, error) -> the API's response
+
+
+def _one(key_type: int, key_of: Callable[[Any], str | None], refuse: Refusal) -> Check:
+    """A request about one key: refused as a whole when another broker serves it."""
+
+    async def check(ctx: RequestContext, request: Any, handler: Handler) -> Any:
+        error = _error(ctx, key_type, key_of(request))
+        if error:
+            return refuse(request, error)
+        return await handler(ctx, request)
+
+    return check
+
+
+def _split(
+    key_type: int,
+    items: str,
+    key_of: Callable[[Any], str | None],
+    results: str,
+    refused: Callable[[Any, ErrorCode], Any],
+    empty: Callable[[], Any],
+) -> Check:
+    """A request naming several keys (its list field ``items``): the served ones go to the
+    handler, the others are answered beside them (``refused``) in the response's list
+    ``results``; ``empty`` is the response when none is served here."""
+
+    async def check(ctx: RequestContext, request: Any, handler: Handler) -> Any:
+        named = getattr(request, items)
+        errors = [_error(ctx, key_type, key_of(item)) for item in named]
+        if not any(errors):
+            return await handler(ctx, request)
+        served = [item for item, error in zip(named, errors, strict=True) if not error]
+        setattr(request, items, served)
+        response = await handler(ctx, request) if served else empty()
+        getattr(response, results).extend(
+            refused(item, error) for item, error in zip(named, errors, strict=True) if error
+        )
+        return response
+
+    return check
+
+
+def _top_level(response: Any, **fields: Any) -> Refusal:
+    """The response with the error in its top-level ``error_code`` (and ``fields``)."""
+    return lambda _request, error: response(error_code=error, **fields)
+
+
+def _per_partition(response: Any, topic: Any, partition: Any) -> Refusal:
+    """The response with the error on every partition the request named."""
+
+    def refuse(request: Any, error: ErrorCode) -> Any:
+        return response(
+            topics=[
+                topic(
+                    name=t.name,
+                    partitions=[
+                        partition(partition_index=p.partition_index, error_code=error)
+                        for p in t.partitions
+                    ],
+                )
+                for t in request.topics
+            ]
+        )
+
+    return refuse
+
+
+def _group_id(request: Any) -> str | None:
+    return request.group_id  # type: ignore[no-any-return]
+
+
+def _transactional_id(request: Any) -> str | None:
+    return request.transactional_id  # type: ignore[no-any-return]
+
+
+def _same(key: str) -> str:
+    return key
+
+
+def _register(check: Check, *api_keys: int) -> None:
+    for key in api_keys:
+        CHECKS[key] = check
 
 
 # -- groups -----------------------------------------------------------------------------------
 
-
-@_check(11, 12, 13, 14, 68, 76, 78, 79)  # share groups too: served by the group's owner
-async def _one_group(ctx: RequestContext, request: Any, handler: Handler) -> Any:
-    error = _error(ctx, GROUP, request.group_id)
-    if error:
-        return _refused(ctx, error)
-    return await handler(ctx, request)
-
-
-@_check(47)
-async def _offset_delete(ctx: RequestContext, request: Any, handler: Handler) -> Any:
-    error = _error(ctx, GROUP, request.group_id)
-    if error:
-        return m.OffsetDeleteResponse(error_code=error)
-    return await handler(ctx, request)
-
-
-@_check(8)
-async def _offset_commit(
-    ctx: RequestContext, request: m.OffsetCommitRequest, handler: Handler
-) -> Any:
-    error = _error(ctx, GROUP, request.group_id)
-    if not error:
-        return await handler(ctx, request)
-    return m.OffsetCommitResponse(
-        topics=[
-            m.OffsetCommitResponseTopic(
-                name=t.name,
-                partitions=[
-                    m.OffsetCommitResponsePartition(
-                        partition_index=p.partition_index, error_code=error
-                    )
-                    for p in t.partitions
-                ],
-            )
-            for t in request.topics
-        ]
-    )
-
-
-@_check(28)
-async def _txn_offset_commit(
-    ctx: RequestContext, request: m.TxnOffsetCommitRequest, handler: Handler
-) -> Any:
-    error = _error(ctx, GROUP, request.group_id)
-    if not error:
-        return await handler(ctx, request)
-    return m.TxnOffsetCommitResponse(
-        topics=[
-            m.TxnOffsetCommitResponseTopic(
-                name=t.name,
-                partitions=[
-                    m.TxnOffsetCommitResponsePartition(
-                        partition_index=p.partition_index, error_code=error
-                    )
-                    for p in t.partitions
-                ],
-            )
-            for t in request.topics
-        ]
-    )
-
-
-@_check(9)
-async def _offset_fetch(
-    ctx: RequestContext, request: m.OffsetFetchRequest, handler: Handler
-) -> Any:
-    if ctx.version < 8:
-        error = _error(ctx, GROUP, request.group_id)
-        if not error:
-            return await handler(ctx, request)
-        return m.OffsetFetchResponse(
-            error_code=error,
-            topics=[
-                m.OffsetFetchResponseTopic(
-                    name=t.name,
-                    partitions=[
-                        m.OffsetFetchResponsePartition(
-                            partition_index=i, committed_offset=-1, error_code=error
-                        )
-                        for i in t.partition_indexes
-                    ],
-                )
-                for t in request.topics or []
-            ],
-        )
-    refused = [(g, e) for g in request.groups if (e := _error(ctx, GROUP, g.group_id))]
-    if not refused:
-        return await handler(ctx, request)
-    request.groups = [g for g in request.groups if not _error(ctx, GROUP, g.group_id)]
-    response = await handler(ctx, request) if request.groups else m.OffsetFetchResponse(groups=[])
-    response.groups.extend(
-        m.OffsetFetchResponseGroup(group_id=g.group_id, error_code=e, topics=[]) for g, e in refused
-    )
-    return response
-
-
-@_check(15)
-async def _describe_groups(
-    ctx: RequestContext, request: m.DescribeGroupsRequest, handler: Handler
-) -> Any:
-    refused = [(g, e) for g in request.groups if (e := _error(ctx, GROUP, g))]
-    if not refused:
-        return await handler(ctx, request)
-    request.groups = [g for g in request.groups if not _error(ctx, GROUP, g)]
-    response = await handler(ctx, request) if request.groups else m.DescribeGroupsResponse()
-    response.groups.extend(
-        m.DescribeGroupsResponse.DescribedGroup(
+for _key in (11, 12, 13, 14, 68, 76, 78, 79):  # share groups too: served by the group's owner
+    _register(_one(GROUP, _group_id, _top_level(API_KEYS[_key].response)), _key)
+_register(_one(GROUP, _group_id, _top_level(m.OffsetDeleteResponse)), 47)
+_register(
+    _one(
+        GROUP,
+        _group_id,
+        _per_partition(
+            m.OffsetCommitResponse, m.OffsetCommitResponseTopic, m.OffsetCommitResponsePartition
+        ),
+    ),
+    8,
+)
+_register(
+    _one(
+        GROUP,
+        _group_id,
+        _per_partition(
+            m.TxnOffsetCommitResponse,
+            m.TxnOffsetCommitResponseTopic,
+            m.TxnOffsetCommitResponsePartition,
+        ),
+    ),
+    28,
+)
+_register(
+    _split(
+        GROUP,
+        "groups",
+        _same,
+        "groups",
+        lambda g, e: m.DescribeGroupsResponse.DescribedGroup(
             group_id=g, error_code=e, group_state="", protocol_type="", protocol_data=""
-        )
-        for g, e in refused
+        ),
+        m.DescribeGroupsResponse,
+    ),
+    15,
+)
+_register(
+    _split(
+        GROUP,
+        "group_ids",
+        _same,
+        "groups",
+        lambda g, e: m.ConsumerGroupDescribeResponse.DescribedGroup(group_id=g, error_code=e),
+        m.ConsumerGroupDescribeResponse,
+    ),
+    69,
+)
+_register(
+    _split(
+        GROUP,
+        "groups_names",
+        _same,
+        "results",
+        lambda g, e: m.DeleteGroupsResponse.DeletableGroupResult(group_id=g, error_code=e),
+        m.DeleteGroupsResponse,
+    ),
+    42,
+)
+
+
+def _offset_fetch_refused(request: m.OffsetFetchRequest, error: ErrorCode) -> Any:
+    return m.OffsetFetchResponse(
+        error_code=error,
+        topics=[
+            m.OffsetFetchResponseTopic(
+                name=t.name,
+                partitions=[
+                    m.OffsetFetchResponsePartition(
+                        partition_index=i, committed_offset=-1, error_code=error
+                    )
+                    for i in t.partition_indexes
+                ],
+            )
+            for t in request.topics or []
+        ],
     )
-    return response
 
 
-@_check(69)
-async def _consumer_group_describe(
-    ctx: RequestContext, request: m.ConsumerGroupDescribeRequest, handler: Handler
-) -> Any:
-    refused = [(g, e) for g in request.group_ids if (e := _error(ctx, GROUP, g))]
-    if not refused:
-        return await handler(ctx, request)
-    request.group_ids = [g for g in request.group_ids if not _error(ctx, GROUP, g)]
-    response = (
-        await handler(ctx, request) if request.group_ids else m.ConsumerGroupDescribeResponse()
-    )
-    response.groups.extend(
-        m.ConsumerGroupDescribeResponse.DescribedGroup(group_id=g, error_code=e) for g, e in refused
-    )
-    return response
+_offset_fetch_one = _one(GROUP, _group_id, _offset_fetch_refused)  # v0-7: one group
+_offset_fetch_groups = _split(  # v8+: several
+    GROUP,
+    "groups",
+    _group_id,
+    "groups",
+    lambda g, e: m.OffsetFetchResponseGroup(group_id=g.group_id, error_code=e, topics=[]),
+    lambda: m.OffsetFetchResponse(groups=[]),
+)
 
 
-@_check(42)
-async def _delete_groups(
-    ctx: RequestContext, request: m.DeleteGroupsRequest, handler: Handler
-) -> Any:
-    refused = [(g, e) for g in request.groups_names if (e := _error(ctx, GROUP, g))]
-    if not refused:
-        return await handler(ctx, request)
-    request.groups_names = [g for g in request.groups_names if not _error(ctx, GROUP, g)]
-    response = await handler(ctx, request) if request.groups_names else m.DeleteGroupsResponse()
-    response.results.extend(
-        m.DeleteGroupsResponse.DeletableGroupResult(group_id=g, error_code=e) for g, e in refused
-    )
-    return response
+async def _offset_fetch(ctx: RequestContext, request: Any, handler: Handler) -> Any:
+    check = _offset_fetch_one if ctx.version < 8 else _offset_fetch_groups
+    return await check(ctx, request, handler)
 
+
+_register(_offset_fetch, 9)
 
 # -- transactions -----------------------------------------------------------------------------
 
+_register(
+    _one(
+        TRANSACTION,
+        _transactional_id,
+        _top_level(m.InitProducerIdResponse, producer_id=-1, producer_epoch=-1),
+    ),
+    22,
+)
+_register(_one(TRANSACTION, _transactional_id, _top_level(m.AddOffsetsToTxnResponse)), 25)
+_register(
+    _one(
+        TRANSACTION,
+        _transactional_id,
+        _top_level(m.EndTxnResponse, producer_id=-1, producer_epoch=-1),
+    ),
+    26,
+)
+_register(
+    _split(
+        TRANSACTION,
+        "transactional_ids",
+        _same,
+        "transaction_states",
+        lambda t, e: m.DescribeTransactionsResponse.TransactionState(
+            transactional_id=t, error_code=e
+        ),
+        m.DescribeTransactionsResponse,
+    ),
+    65,
+)
 
-@_check(22)
-async def _init_producer_id(
-    ctx: RequestContext, request: m.InitProducerIdRequest, handler: Handler
-) -> Any:
-    error = _error(ctx, TRANSACTION, request.transactional_id)
-    if error:
-        return m.InitProducerIdResponse(error_code=error, producer_id=-1, producer_epoch=-1)
-    return await handler(ctx, request)
 
-
-@_check(25, 26)
-async def _one_txn(ctx: RequestContext, request: Any, handler: Handler) -> Any:
-    error = _error(ctx, TRANSACTION, request.transactional_id)
-    if error:
-        if ctx.header.api_key == 26:
-            return m.EndTxnResponse(error_code=error, producer_id=-1, producer_epoch=-1)
-        return _refused(ctx, error)
-    return await handler(ctx, request)
-
-
-@_check(24)
-async def _add_partitions_to_txn(
-    ctx: RequestContext, request: m.AddPartitionsToTxnRequest, handler: Handler
-) -> Any:
-    if ctx.version >= 4:
-        for t in request.transactions:
-            error = _error(ctx, TRANSACTION, t.transactional_id)
-            if error:
-                return m.AddPartitionsToTxnResponse(error_code=error)
-        return await handler(ctx, request)
-    error = _error(ctx, TRANSACTION, request.v3_and_below_transactional_id)
-    if not error:
-        return await handler(ctx, request)
+def _add_partitions_v3_refused(request: m.AddPartitionsToTxnRequest, error: ErrorCode) -> Any:
     result = m.AddPartitionsToTxnResponse.AddPartitionsToTxnTopicResult
     part = m.AddPartitionsToTxnResponse.AddPartitionsToTxnPartitionResult
     return m.AddPartitionsToTxnResponse(
@@ -283,19 +308,21 @@ async def _add_partitions_to_txn(
     )
 
 
-@_check(65)
-async def _describe_transactions(
-    ctx: RequestContext, request: m.DescribeTransactionsRequest, handler: Handler
+_add_partitions_v3 = _one(
+    TRANSACTION, lambda r: r.v3_and_below_transactional_id, _add_partitions_v3_refused
+)
+
+
+async def _add_partitions_to_txn(
+    ctx: RequestContext, request: m.AddPartitionsToTxnRequest, handler: Handler
 ) -> Any:
-    refused = [(t, e) for t in request.transactional_ids if (e := _error(ctx, TRANSACTION, t))]
-    if not refused:
-        return await handler(ctx, request)
-    request.transactional_ids = [
-        t for t in request.transactional_ids if not _error(ctx, TRANSACTION, t)
-    ]
-    response = await handler(ctx, request)
-    response.transaction_states.extend(
-        m.DescribeTransactionsResponse.TransactionState(transactional_id=t, error_code=e)
-        for t, e in refused
-    )
-    return response
+    if ctx.version < 4:
+        return await _add_partitions_v3(ctx, request, handler)
+    for t in request.transactions:  # v4+ (brokers verifying): refused as a whole
+        error = _error(ctx, TRANSACTION, t.transactional_id)
+        if error:
+            return m.AddPartitionsToTxnResponse(error_code=error)
+    return await handler(ctx, request)
+
+
+_register(_add_partitions_to_txn, 24)

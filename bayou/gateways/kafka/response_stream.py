@@ -32,8 +32,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
+from bayou.core.types import PageCacheMiss, RecordSet
 from bayou.protocol.kafka.primitives import Piece
-from bayou.storage.engine import PageCacheMiss, RecordSet
 
 CHUNK = 1 << 20
 STALL_TIMEOUT_S = 600.0

@@ -1,5 +1,6 @@
 """Helpers the Kafka share-group handlers share: the driver, topic ids, acknowledgements,
-and the share groups' configs (IncrementalAlterConfigs on GROUP resources)."""
+and the share groups' configs (IncrementalAlterConfigs on GROUP resources; in a cluster,
+applied by the broker coordinating the group — forwarded to it from any other)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,20 @@ import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
+from bayou.core.forwarding import FORWARDED_CLIENT_ID
+from bayou.core.groups import GroupCoordinatorError
 from bayou.core.shares import Ack, ShareCoordinatorError
 from bayou.core.shares.model import GROUP_CONFIGS, validate_group_config
 from bayou.errors import ErrorCode, InvalidConfig, KafkaError
 from bayou.gateways.kafka.config_changes import DELETE, SET
+from bayou.protocol.kafka import messages as m
 
 if TYPE_CHECKING:
     from bayou.core.shares import ShareDriver
+    from bayou.core.types import BrokerAddress
     from bayou.gateways.kafka.context import RequestContext
+
+GROUP_RESOURCE, INCREMENTAL_ALTER_CONFIGS = 32, 44
 
 
 class AckBatch(Protocol):
@@ -57,6 +64,13 @@ async def alter_group_configs(
     DELETE, validated whole (INVALID_CONFIG naming the config) and applied all or nothing."""
     if not group_id:
         raise KafkaError("The group id must not be empty", ErrorCode.INVALID_REQUEST)
+    error, owner = ctx.core.group_coordinator(group_id)
+    forwarded = ctx.header.client_id == FORWARDED_CLIENT_ID  # never sent on again
+    if owner is not None and not forwarded:  # the coordinating broker applies them
+        await _forward_group_configs(ctx, owner, group_id, changes, incremental, validate_only)
+        return
+    if error == ErrorCode.NOT_COORDINATOR and ctx.core.cluster.shared:
+        raise KafkaError(f"Another broker coordinates group {group_id}", error)
     try:
         shares = share_driver(ctx)
     except ShareCoordinatorError as exc:
@@ -77,3 +91,38 @@ async def alter_group_configs(
             raise InvalidConfig(f"Config {name} is not a list: APPEND/SUBTRACT do not apply")
     if not validate_only:
         await shares.run(lambda now: coordinator.alter_configs(now, group_id, current))
+
+
+async def _forward_group_configs(
+    ctx: RequestContext,
+    owner: BrokerAddress,
+    group_id: str,
+    changes: Iterable[tuple[str, int, str | None]],
+    incremental: bool,
+    validate_only: bool,
+) -> None:
+    """The changes as one IncrementalAlterConfigs to the coordinating broker (a Kafka
+    client may send a group's configs to any broker; only the coordinator keeps them)."""
+    if not incremental:
+        raise KafkaError(
+            f"Another broker coordinates group {group_id}: use IncrementalAlterConfigs",
+            ErrorCode.NOT_COORDINATOR,
+        )
+    config = m.IncrementalAlterConfigsRequestAlterableConfig
+    request = m.IncrementalAlterConfigsRequest(
+        resources=[
+            m.IncrementalAlterConfigsRequestAlterConfigsResource(
+                resource_type=GROUP_RESOURCE,
+                resource_name=group_id,
+                configs=[config(name=n, config_operation=op, value=v) for n, op, v in changes],
+            )
+        ],
+        validate_only=validate_only,
+    )
+    try:
+        answer = await ctx.core.group_link.call(owner, INCREMENTAL_ALTER_CONFIGS, 1, request)
+    except GroupCoordinatorError as exc:
+        raise KafkaError(str(exc), exc.code) from None
+    for resource in answer.responses:
+        if resource.error_code != ErrorCode.NONE:
+            raise KafkaError(resource.error_message or "", ErrorCode(resource.error_code))

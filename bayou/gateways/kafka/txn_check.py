@@ -13,11 +13,18 @@ for producers.
 from __future__ import annotations
 
 from bayou.core.transactions import TxnCoordinatorError
+from bayou.core.types import Buffer
 from bayou.errors import ErrorCode
 from bayou.gateways.kafka.context import RequestContext
 from bayou.gateways.kafka.txn_support import txn_driver
-from bayou.protocol.kafka.records import HEADER_SIZE, parse_header
-from bayou.storage.engine import Buffer
+from bayou.protocol.kafka.records import (
+    ATTR_CONTROL,
+    ATTR_TRANSACTIONAL,
+    HEADER_SIZE,
+    LOG_OVERHEAD,
+    length_and_attributes,
+    parse_header,
+)
 
 E = ErrorCode
 Refusal = tuple[ErrorCode, str | None]
@@ -30,12 +37,13 @@ def transactional_producer(records: Buffer) -> tuple[int, int] | None:
     a malformed payload is left to the engine's validation)."""
     pos, end = 0, len(records)
     while end - pos >= HEADER_SIZE:
-        h = parse_header(records, pos)
-        if h.is_transactional and not h.is_control:
+        length, attributes = length_and_attributes(records, pos)  # every Produce asks
+        if attributes & ATTR_TRANSACTIONAL and not attributes & ATTR_CONTROL:
+            h = parse_header(records, pos)
             return h.producer_id, h.producer_epoch
-        if h.batch_length <= 0:
+        if length <= 0:
             return None
-        pos += h.size
+        pos += length + LOG_OVERHEAD
     return None
 
 

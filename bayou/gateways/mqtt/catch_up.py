@@ -25,10 +25,10 @@ import asyncio
 import contextlib
 
 from bayou.core import NO_ABORTS, Aborted, Core
+from bayou.core.types import Partition
 from bayou.gateways.mqtt.mapping import TopicMapper
 from bayou.gateways.mqtt.messages import TP, Message, MessageFactory
 from bayou.protocol.kafka.records import DecodedRecord, iter_batches, iter_records
-from bayou.storage.engine import Partition
 
 CATCH_UP_READ = 256 * 1024
 CHUNKS_KEPT = 16  # decoded catch-up reads kept in all

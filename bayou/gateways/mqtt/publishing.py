@@ -49,6 +49,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
+from bayou.core.types import AppendResult, Buffer
 from bayou.errors import KafkaError
 from bayou.gateways.mqtt.mapping import headers_for, plain_properties
 from bayou.gateways.mqtt.messages import TP
@@ -57,7 +58,6 @@ from bayou.protocol.kafka.records import Record, build_batch
 from bayou.protocol.mqtt import MQTT_5, MqttError, ServerConnection
 from bayou.protocol.mqtt.packets import Properties, PubAck, Publish, PubRec, Reason
 from bayou.protocol.mqtt.topics import is_sys
-from bayou.storage.engine import AppendResult, Buffer
 
 log = logging.getLogger("bayou.mqtt")
 

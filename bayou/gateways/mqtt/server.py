@@ -46,6 +46,7 @@ from typing import Any
 from bayou.broker_config import MqttOptions
 from bayou.core import Core
 from bayou.core.request_budget import RequestBudget
+from bayou.core.types import AppendResult, Buffer
 from bayou.errors import KafkaError
 from bayou.gateways.mqtt.catch_up import ChunkCache, DecodedChunk
 from bayou.gateways.mqtt.client import Authenticator, MqttClient
@@ -73,7 +74,6 @@ from bayou.log_limits import RateLimitedLog
 from bayou.protocol.kafka.records import DecodedRecord, Record, build_batch
 from bayou.protocol.mqtt.packets import Properties, Publish
 from bayou.protocol.mqtt.topics import is_sys, parse_shared
-from bayou.storage.engine import AppendResult, Buffer
 
 log = logging.getLogger("bayou.mqtt")
 
@@ -103,9 +103,11 @@ class MqttGateway:
         options: MqttOptions,
         *,
         authenticate: Authenticator | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.core = core
         self.host = host
+        self.reuse_port = reuse_port  # SO_REUSEPORT: the port shared with other workers
         self.port = options.port
         self.tls_port = options.tls_port
         self.security = core.security
@@ -182,7 +184,12 @@ class MqttGateway:
                 if tailer is not None and offset >= tailer.position:
                     del behind[tp]
         self._server = await asyncio.get_running_loop().create_server(
-            lambda: MqttClient(self), self.host, self.port, reuse_address=True, backlog=1024
+            lambda: MqttClient(self),
+            self.host,
+            self.port,
+            reuse_address=True,
+            reuse_port=self.reuse_port or None,
+            backlog=1024,
         )
         if self.port == 0:
             self.port = self._server.sockets[0].getsockname()[1]
@@ -193,6 +200,7 @@ class MqttGateway:
                 self.host,
                 self.tls_port,
                 reuse_address=True,
+                reuse_port=self.reuse_port or None,
                 backlog=1024,
                 ssl=tls.context,
             )

@@ -34,10 +34,10 @@ from typing import Any, Protocol
 
 from bayou.core import Core
 from bayou.core.groups import GroupCoordinatorError
+from bayou.core.types import StateEntry, StateLog, latest
 from bayou.errors import ErrorCode
 from bayou.gateways.mqtt.messages import TP
 from bayou.log_limits import RateLimitedLog
-from bayou.storage.engine import StateEntry, StateLog, latest
 
 log = logging.getLogger("bayou.mqtt")
 
@@ -45,6 +45,7 @@ RETAINED_LOG = "__mqtt_retained"
 SESSIONS_LOG = "__mqtt_sessions"
 GROUP_PREFIX = "mqtt:"
 REFRESH_BATCH = 1000  # sessions whose offsets are re-committed per refresh round
+LOAD_ATTEMPTS, LOAD_WAIT_S = 50, 0.2  # a cluster's coordinator loads a group within seconds
 
 Headers = Sequence[tuple[str, bytes | None]]
 
@@ -73,7 +74,7 @@ class RetainedStore:
 
     async def open(self) -> list[StateEntry]:
         """Open the log; the retained messages it holds."""
-        self._log = await self.core.engine.state.open_log(RETAINED_LOG)
+        self._log = await self.core.open_state_log(RETAINED_LOG)
         return list((await latest(self._log)).values())
 
     def put(self, topic: str, payload: bytes | None, headers: Headers) -> asyncio.Task[None]:
@@ -101,7 +102,7 @@ class SessionStore:
 
     async def open(self) -> list[tuple[str, dict[str, Any], dict[TP, int]]]:
         """Open the log; (client id, document, positions) of every stored session."""
-        self._log = await self.core.engine.state.open_log(SESSIONS_LOG)
+        self._log = await self.core.open_state_log(SESSIONS_LOG)
         out = []
         for entry in (await latest(self._log)).values():
             client_id = entry.key.decode("utf-8", "replace")
@@ -114,21 +115,30 @@ class SessionStore:
                     "MQTT session %r: unreadable document (%s); dropping it", client_id, exc
                 )
                 continue
-            positions = self.committed(client_id)
+            positions = await self.committed(client_id)
             self._documents[client_id] = entry.value or b""
             self._committed[client_id] = dict(positions)
             self._committed_at[client_id] = 0  # unknown: commit again soon
             out.append((client_id, doc, positions))
         return out
 
-    def committed(self, client_id: str) -> dict[TP, int]:
-        """The positions the session's group has committed."""
-        try:
-            found = self.core.offsets(group_of(client_id)).committed(None)
-        except GroupCoordinatorError as exc:
-            log.warning("MQTT session %s: cannot read its positions: %s", client_id, exc)
-            return {}
-        return {tp: offset for tp, (offset, _meta) in found.items()}
+    async def committed(self, client_id: str) -> dict[TP, int]:
+        """The positions the session's group has committed (asked of whichever broker
+        coordinates it; a coordinator still loading the group is waited for, bounded)."""
+        offsets = self.core.offsets(group_of(client_id))
+        for attempt in range(LOAD_ATTEMPTS):
+            try:
+                found = await offsets.fetch_committed(None)
+            except GroupCoordinatorError as exc:
+                if exc.code == ErrorCode.COORDINATOR_LOAD_IN_PROGRESS and attempt + 1 < (
+                    LOAD_ATTEMPTS
+                ):
+                    await asyncio.sleep(LOAD_WAIT_S)
+                    continue
+                log.warning("MQTT session %s: cannot read its positions: %s", client_id, exc)
+                return {}
+            return {tp: offset for tp, (offset, _meta) in found.items()}
+        return {}
 
     async def save(self, sessions: Iterable[PersistedSession], *, full: bool = False) -> None:
         """Commit the positions that moved (all of them with ``full``) and write the

@@ -377,13 +377,17 @@ class _Gen:
             out.append("    out.append(0)")
         return out or ["    pass"]
 
-    def _non_default(self, f: Field) -> str:
+    def _non_default(self, f: Field, of: str = "o") -> str:
         d = self._default(f)
         if d == "None":
-            return f"o.{f.attr} is not None"
+            return f"{of}.{f.attr} is not None"
         if d == "[]":
-            return f"o.{f.attr}"
-        return f"o.{f.attr} != {d}"
+            return f"{of}.{f.attr}"
+        if f.is_struct:  # field by field, without building a default struct to compare with
+            sub = f"{of}.{f.attr}"
+            fields = self.defs[f.element].fields
+            return "(" + " or ".join(self._non_default(c, sub) for c in fields) + ")"
+        return f"{of}.{f.attr} != {d}"
 
     def _enc_fixed(self, run: list[Field], out: str, ind: str) -> list[str]:
         fmt = ">" + "".join(FIXED[f.type][0] for f in run)

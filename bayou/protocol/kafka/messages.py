@@ -6173,7 +6173,7 @@ def _e_ProduceResponsePartitionProduceResponse_10(
     w_ncstr(out, o.error_message)
     n_tags = 0
     tags = bytearray()
-    if o.current_leader != ProduceResponseLeaderIdAndEpoch():
+    if (o.current_leader.leader_id != -1 or o.current_leader.leader_epoch != -1):
         n_tags += 1
         b = bytearray()
         _e_ProduceResponseLeaderIdAndEpoch_10(o.current_leader, b)
@@ -7016,7 +7016,7 @@ def _e_FetchRequest_15(o: FetchRequest, out: bytearray) -> None:
         b = bytearray()
         w_ncstr(b, o.cluster_id)
         w_tag(tags, 0, b)
-    if o.replica_state != FetchRequestReplicaState():
+    if (o.replica_state.replica_id != -1 or o.replica_state.replica_epoch != -1):
         n_tags += 1
         b = bytearray()
         _e_FetchRequestReplicaState_15(o.replica_state, b)
@@ -7172,7 +7172,7 @@ def _e_FetchRequest_17(o: FetchRequest, out: bytearray) -> None:
         b = bytearray()
         w_ncstr(b, o.cluster_id)
         w_tag(tags, 0, b)
-    if o.replica_state != FetchRequestReplicaState():
+    if (o.replica_state.replica_id != -1 or o.replica_state.replica_epoch != -1):
         n_tags += 1
         b = bytearray()
         _e_FetchRequestReplicaState_15(o.replica_state, b)
@@ -7751,17 +7751,17 @@ def _e_FetchResponsePartitionData_12(o: FetchResponsePartitionData, out: bytearr
     w_ncrec(out, o.records)
     n_tags = 0
     tags = bytearray()
-    if o.diverging_epoch != FetchResponseEpochEndOffset():
+    if (o.diverging_epoch.epoch != -1 or o.diverging_epoch.end_offset != -1):
         n_tags += 1
         b = bytearray()
         _e_FetchResponseEpochEndOffset_12(o.diverging_epoch, b)
         w_tag(tags, 0, b)
-    if o.current_leader != FetchResponseLeaderIdAndEpoch():
+    if (o.current_leader.leader_id != -1 or o.current_leader.leader_epoch != -1):
         n_tags += 1
         b = bytearray()
         _e_FetchResponseLeaderIdAndEpoch_12(o.current_leader, b)
         w_tag(tags, 1, b)
-    if o.snapshot_id != FetchResponseSnapshotId():
+    if (o.snapshot_id.end_offset != -1 or o.snapshot_id.epoch != -1):
         n_tags += 1
         b = bytearray()
         _e_FetchResponseSnapshotId_12(o.snapshot_id, b)

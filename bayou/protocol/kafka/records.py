@@ -81,6 +81,7 @@ _HEADER = struct.Struct(">qiibIhiqqqhii")
 assert _HEADER.size == HEADER_SIZE
 _BASE_OFFSET = struct.Struct(">q")
 _LENGTH_AND_MAGIC = struct.Struct(">q i i b")  # base_offset, batch_length, epoch, magic
+_LENGTH_AND_ATTRIBUTES = struct.Struct(">8x i 9x h")  # batch_length, attributes
 _CRC = struct.Struct(">I")
 _ATTRIBUTES = struct.Struct(">h")
 _TIMESTAMP = struct.Struct(">q")
@@ -176,6 +177,13 @@ class DecodedRecord(NamedTuple):
 def parse_header(buf: Buffer, pos: int = 0) -> BatchHeader:
     """Unpack the batch header at ``pos`` (the caller guarantees 61 bytes are there)."""
     return BatchHeader._make(_HEADER.unpack_from(buf, pos))
+
+
+def length_and_attributes(buf: Buffer, pos: int = 0) -> tuple[int, int]:
+    """(batch length, attributes) of the batch header at ``pos`` (the caller guarantees 61
+    bytes are there): the cheap look of a caller that needs no more of the header."""
+    length, attributes = _LENGTH_AND_ATTRIBUTES.unpack_from(buf, pos)
+    return length, attributes
 
 
 def crc_ok(buf: Buffer, pos: int, header: BatchHeader) -> bool:

@@ -151,9 +151,14 @@ class PgCluster:
 
     async def leave(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+            task, self._task = self._task, None
+            # on Python < 3.12 ``wait_for`` swallows a cancel that lands as its wait ends (a
+            # NOTIFY of another broker leaving at the same moment sets ``_wake``): the loop
+            # then goes on, so cancel until the task is really done
+            while not task.done():
+                task.cancel()
+                await asyncio.wait([task], timeout=1.0)
+            await asyncio.gather(task, return_exceptions=True)
         self._lease_end = 0.0
         with contextlib.suppress(KafkaError):
             await self._engine.db.run(

@@ -48,7 +48,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from bayou.config import TopicConfig, check_topic_config, parse_topic_configs
+from bayou.config import TopicConfig, parse_topic_configs
 from bayou.errors import (
     InvalidConfig,
     InvalidPartitions,
@@ -59,6 +59,7 @@ from bayou.errors import (
 )
 from bayou.storage.append import check_payload
 from bayou.storage.broker_configs import DynamicBrokerConfigs
+from bayou.storage.catalog import TopicCatalog
 from bayou.storage.engine import AppendResult, Buffer, MaintenanceReport, PartitionKey
 from bayou.storage.maintenance import MaintenanceSettings
 from bayou.storage.metadata import TopicMeta, check_new_topic, new_cluster_id
@@ -76,7 +77,6 @@ from bayou.storage.postgres.partition import PgPartition, restore_producers
 from bayou.storage.postgres.schema import migrate
 from bayou.storage.postgres.state import PgStateLog, PgStateStore
 from bayou.storage.postgres.writer import Write, Writer
-from bayou.storage.retention import check_new_partition_count
 from bayou.storage.waiters import DataWaiters
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def _fresh() -> PartitionState:
     return PartitionState(0, 0, 0, -1, 0, False)
 
 
-class PostgresEngine:
+class PostgresEngine(TopicCatalog):
     """The ``LogEngine`` on one PostgreSQL database (see the module docstring)."""
 
     kind = "postgres"
@@ -133,15 +133,11 @@ class PostgresEngine:
         self.writer = Writer(self)
         self.maintenance = PgMaintenance(self, maintenance)
         self._listener = Listener(url, self._on_notify, self._resync, self.db.connect_kwargs)
-        self._static = parse_topic_configs(dict(topic_defaults or {}))
-        self._dynamic = DynamicBrokerConfigs()
+        self._init_catalog(topic_defaults)
         self._cluster_id = ""
-        self._topics: dict[str, TopicMeta] = {}
-        self._by_id: dict[uuid.UUID, TopicMeta] = {}
         self._partitions: dict[PartitionKey, PgPartition] = {}
         self._by_pid: dict[int, PgPartition] = {}
         self._state_logs: dict[str, PgStateLog] = {}
-        self._internal: dict[str, TopicMeta] = {}
         self._unknown: dict[int, PartitionState] = {}
         self._state = PgStateStore(self)
         self._catalog_lock = asyncio.Lock()
@@ -159,18 +155,6 @@ class PostgresEngine:
 
     def storage_usage(self) -> tuple[int, int]:
         return -1, -1
-
-    @property
-    def defaults(self) -> Mapping[str, Any]:
-        return self._dynamic.defaults(self._static)
-
-    @property
-    def static_defaults(self) -> Mapping[str, Any]:
-        return self._static
-
-    @property
-    def dynamic(self) -> DynamicBrokerConfigs:
-        return self._dynamic
 
     @property
     def state(self) -> PgStateStore:
@@ -372,29 +356,6 @@ class PostgresEngine:
 
     # ------------------------------------------------------------------ topics
 
-    def topics(self) -> Mapping[str, TopicMeta]:
-        return self._topics
-
-    def internal_topics(self) -> Mapping[str, TopicMeta]:
-        return self._internal
-
-    def topic_by_id(self, topic_id: uuid.UUID) -> TopicMeta | None:
-        found = self._by_id.get(topic_id)
-        if found is None:
-            for meta in self._internal.values():
-                if meta.topic_id == topic_id:
-                    return meta
-        return found
-
-    def topic_config(self, name: str) -> TopicConfig:
-        meta = self._topics.get(name)
-        if meta is None:
-            raise UnknownTopicOrPartition(f"unknown topic {name!r}")
-        return self.resolve_config(meta.configs)
-
-    def resolve_config(self, overrides: Mapping[str, Any]) -> TopicConfig:
-        return TopicConfig.resolve(self.defaults, overrides)
-
     def _register(self, meta: TopicMeta, handles: Iterable[PgPartition] = ()) -> None:
         self._topics = {**self._topics, meta.name: meta}
         self._by_id = {**self._by_id, meta.topic_id: meta}
@@ -422,10 +383,7 @@ class PostgresEngine:
         *,
         validate_only: bool = False,
     ) -> TopicMeta:
-        check_new_topic(name, partitions, self._topics, self._internal)
-        meta = TopicMeta(name, uuid.uuid4(), partitions, parse_topic_configs(configs))
-        config = self.resolve_config(meta.configs)
-        check_topic_config(config.values)
+        meta, config = self._new_topic(name, partitions, configs)
         if validate_only:
             return meta
         async with self._catalog_lock:
@@ -454,9 +412,7 @@ class PostgresEngine:
         return meta
 
     async def delete_topic(self, name: str) -> None:
-        meta = self._topics.get(name)
-        if meta is None:
-            raise UnknownTopicOrPartition(f"unknown topic {name!r}")
+        meta = self._known(name)
         async with self._catalog_lock:
             try:
                 async with self.db.connection("deleting a topic") as conn, conn.transaction():
@@ -488,10 +444,8 @@ class PostgresEngine:
     async def create_partitions(
         self, name: str, total: int, *, validate_only: bool = False
     ) -> None:
-        meta = self._topics.get(name)
-        if meta is None:
-            raise UnknownTopicOrPartition(f"unknown topic {name!r}")
-        check_new_partition_count(meta, total)
+        meta = self._known(name)
+        self._grown_topic(name, total)
         if validate_only:
             return
         async with self._catalog_lock:
@@ -528,12 +482,8 @@ class PostgresEngine:
     async def alter_topic_configs(
         self, name: str, configs: Mapping[str, str], *, validate_only: bool = False
     ) -> TopicMeta:
-        meta = self._topics.get(name)
-        if meta is None:
-            raise UnknownTopicOrPartition(f"unknown topic {name!r}")
-        new = replace(meta, configs=parse_topic_configs(configs))
-        config = self.resolve_config(new.configs)
-        check_topic_config(config.values)
+        meta = self._known(name)
+        new, config = self._altered_topic(name, configs)
         if validate_only:
             return new
         async with self._catalog_lock:

@@ -57,10 +57,16 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from bayou.config import INT_MAX, LONG_MAX, TopicConfig
+from bayou.config import LONG_MAX, TopicConfig
 from bayou.errors import KafkaError
 from bayou.protocol.kafka.records import iter_records, parse_header
-from bayou.storage.cleaner import MAP_ENTRY_BYTES, AbortedRanges, CleanStats, CompactionPass
+from bayou.storage.cleaner import (
+    MAP_ENTRY_BYTES,
+    AbortedRanges,
+    CleanStats,
+    CompactionPass,
+    size_groups,
+)
 from bayou.storage.cleaner_state import CleanerState
 from bayou.storage.engine import AbortedTxn, MaintenanceReport
 from bayou.storage.maintenance import MaintenanceSettings, summary
@@ -385,7 +391,7 @@ class PgMaintenance:
             producer_state=await _producer_snapshot(conn, p.id),
             aborted=aborted,
         )
-        groups = _groups(work, config.segment_bytes)
+        groups = size_groups(work, config.segment_bytes)
         await self._rewrite(conn, p, groups, decisions, stats, now)
         stats.segments_in += len(work)
         stats.segments_out += len(groups)
@@ -641,20 +647,6 @@ def _cleanable(closed: list[Segment], config: TopicConfig, stable: int, now: int
             break  # too young, or holding an open transaction's data
         out.append(seg)
     return out
-
-
-def _groups(segs: list[Segment], max_bytes: int) -> list[list[Segment]]:
-    """Consecutive segments whose total size fits one segment (the local cleaner's rule)."""
-    groups: list[list[Segment]] = []
-    for seg in segs:
-        if groups:
-            group = groups[-1]
-            size = sum(s.size for s in group) + seg.size
-            if size <= max_bytes and seg.next_offset - 1 - group[0].base_offset <= INT_MAX:
-                group.append(seg)
-                continue
-        groups.append([seg])
-    return groups
 
 
 async def _try_lock(conn: Connection, partition_id: int) -> bool:

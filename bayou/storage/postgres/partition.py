@@ -88,6 +88,10 @@ SELECT producer_id, first_offset, last_offset, last_stable_offset FROM bayou.abo
 class PgPartition:
     """A ``Partition`` of the PostgreSQL engine (see the module docstring)."""
 
+    #: the statement that reads batches: (partition id, from, to, max bytes, min one) →
+    #: rows ``_batches`` turns into the batches' bytes
+    READ = _READ
+
     def __init__(
         self,
         engine: PostgresEngine,
@@ -223,10 +227,14 @@ class PgPartition:
         stop = end if max_offset is None else min(end, max_offset)
         rows = await self._engine.db.fetch(
             "reading batches",
-            _READ,
+            self.READ,
             (self.id, offset, stop, max(max_bytes, 0), min_one),
             binary=True,
         )
+        return await self._batches(rows)
+
+    async def _batches(self, rows: list[tuple[Any, ...]]) -> Buffer:
+        """The batches the rows of ``READ`` name, end to end (here: in the rows)."""
         if len(rows) == 1:
             data: bytes = rows[0][0]
             return data

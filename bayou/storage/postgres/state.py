@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from bayou.errors import KafkaError
-from bayou.protocol.kafka.records import Record, build_batch, iter_batches, iter_records
-from bayou.storage.engine import StateEntry
+from bayou.protocol.kafka.records import Record, build_batch
+from bayou.storage.engine import StateEntry, decode_state_entries
 
 if TYPE_CHECKING:
     from bayou.storage.postgres.engine import PostgresEngine
@@ -39,7 +39,7 @@ class PgStateLog:
             chunk = await p.read(offset, READ_CHUNK)
             if not chunk:
                 break
-            offset = await self._engine.offload(_decode, bytes(chunk), offset, out)
+            offset = await self._engine.offload(decode_state_entries, bytes(chunk), offset, out)
         return out
 
     async def put(self, entries: Sequence[StateEntry], *, durable: bool = False) -> None:
@@ -53,18 +53,6 @@ class PgStateLog:
 
     async def close(self) -> None:
         return None
-
-
-def _decode(chunk: bytes, offset: int, out: list[StateEntry]) -> int:
-    """Append the keyed records at or after ``offset`` to ``out``; the next offset."""
-    view = memoryview(chunk)
-    for pos, header in iter_batches(view):
-        if header.last_offset >= offset and not header.is_control:
-            for rec in iter_records(view[pos : pos + header.size]):
-                if rec.offset >= offset and rec.key is not None:
-                    out.append(StateEntry(rec.key, rec.value, tuple(rec.headers)))
-        offset = max(offset, header.last_offset + 1)
-    return offset
 
 
 class PgStateStore:

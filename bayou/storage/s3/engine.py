@@ -43,7 +43,7 @@ from typing import Any
 import psycopg
 
 from bayou.config import TopicConfig
-from bayou.errors import InvalidConfig, KafkaStorageError, OffsetOutOfRange
+from bayou.errors import InvalidConfig, KafkaStorageError
 from bayou.storage.engine import Buffer, MaintenanceReport
 from bayou.storage.maintenance import MaintenanceSettings
 from bayou.storage.objects import ObjectNotFound, ObjectStore, ObjectStoreError
@@ -110,27 +110,9 @@ class ObjectPartition(PgPartition):
 
     _engine: ObjectEngine
 
-    async def _read(
-        self, offset: int, max_bytes: int, max_offset: int | None, *, min_one: bool
-    ) -> Buffer:
-        self.check_open()
-        if offset > self.state.next_offset:
-            await self.refresh()
-        end = self.state.next_offset
-        if offset == end:
-            return b""
-        start = self.state.log_start_offset
-        if offset < start or offset > end:
-            raise OffsetOutOfRange(
-                f"offset {offset} is outside [{start}, {end}] of {self.topic}-{self.index}"
-            )
-        stop = end if max_offset is None else min(end, max_offset)
-        rows = await self._engine.db.fetch(
-            "reading batches",
-            _READ,
-            (self.id, offset, stop, max(max_bytes, 0), min_one),
-            binary=True,
-        )
+    READ = _READ
+
+    async def _batches(self, rows: list[tuple[Any, ...]]) -> Buffer:
         return await self._engine.read_bytes(rows)
 
     async def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:

@@ -64,11 +64,10 @@ class RowScope(Scope):
         if len(parts) > 1 and parts[0].lower() in self.tables:
             slot = self.tables[parts[0].lower()]
             rest = parts[1:]
-            if rest == ["_key"]:
+            if len(rest) == 1 and rest[0] in META_COLUMNS and rest[0] != "_headers":
+                inside = "\x00" + rest[0][1:]
                 return lambda row: (
-                    (row.value.get(slot) or {}).get("\x00key")
-                    if isinstance(row.value, dict)
-                    else None
+                    (row.value.get(slot) or {}).get(inside) if isinstance(row.value, dict) else None
                 )
             inner = _path_getter(rest)
             return lambda row: inner(row.value.get(slot)) if isinstance(row.value, dict) else None

@@ -44,15 +44,23 @@ from bayou.streams.operators import (
     Filter,
     Finish,
     GroupAggregate,
+    IntervalJoin,
     KeyBy,
     Map,
     Operator,
     OverAggregate,
     SessionAggregate,
+    TableJoin,
     WindowAggregate,
 )
-from bayou.streams.pipeline import Pipeline, SourceRecord, json_sink
-from bayou.streams.rows import Row, iso_ms
+from bayou.streams.pipeline import (
+    Pipeline,
+    SourceRecord,
+    decode_repartitioned,
+    json_sink,
+    repartition_sink,
+)
+from bayou.streams.rows import Row, dumps, iso_ms
 from bayou.streams.sql.errors import SqlError, at
 from bayou.streams.sql.expressions import Fn, RowScope, Scope, compile_expr, truthy
 from bayou.streams.windows import Window
@@ -68,26 +76,82 @@ _UNITS_MS = {
 }
 
 
+Factory = Callable[[], Operator]
+
+
+@dataclass
+class StreamJoin:
+    """A windowed stream-stream join: the other stream, its time column and the two sides'
+    join keys; ``build`` makes the ``IntervalJoin``."""
+
+    topic: str
+    alias: str
+    time_column: str
+    left_key: Callable[[Row], Any]
+    right_key: Callable[[Row], Any]
+    build: Factory
+    describe: dict[str, Any]
+
+
 @dataclass
 class ViewPlan:
-    """A compiled query: what ``DESCRIBE VIEW`` shows and how to build its pipeline."""
+    """A compiled query: what ``DESCRIBE VIEW`` shows and how to build its pipelines.
+
+    The operators are ``pre`` (before the key: WHERE, a stream-table join, a projection),
+    ``KeyBy(key)`` when the shape groups, and ``post`` (the aggregation).  On one pipeline
+    they run in that order per source partition; repartitioned (``pipelines(True)``), a
+    first stage runs ``pre`` and the key and writes to ``<view>-repartition``, and a second
+    stage reading it keys again and runs ``post``.  A stream-stream join is always two
+    stages: each input keyed by its join key, then the join and the rest."""
 
     name: str
     sql: str
     source: str
-    shape: str  # "projection", "window", "over", "aggregate"
+    shape: str  # "projection", "window", "over", "aggregate", "join"
     columns: list[str]
     group_by: list[str]
     window: Window | None
     time_column: str
     startup: str  # "earliest" or "latest"
-    build: Callable[[], list[Operator]] = field(repr=False)
+    pre: list[Factory] = field(default_factory=list, repr=False)
+    key: Callable[[Row], Any] | None = field(default=None, repr=False)
+    post: list[Factory] = field(default_factory=list, repr=False)
+    tables: tuple[str, ...] = ()
+    join: StreamJoin | None = field(default=None, repr=False)
+    join_info: dict[str, Any] | None = None
 
     @property
     def dead_letter_topic(self) -> str:
         return f"{self.name}-dlq"
 
+    @property
+    def repartition_topic(self) -> str:
+        return f"{self.name}-repartition"
+
+    @property
+    def sources(self) -> list[str]:
+        """The topics read as streams (a joined table is read whole, aside)."""
+        return [self.source] if self.join is None else [self.source, self.join.topic]
+
+    def wants_repartition(self, partitions: int) -> bool:
+        """Whether rows must move between partitions to meet their group: a grouping by
+        anything but the record key over a source of several partitions."""
+        return (
+            self.shape in ("window", "over", "aggregate")
+            and partitions > 1
+            and self.group_by != ["_key"]
+        )
+
+    def build(self) -> list[Operator]:
+        ops = [f() for f in self.pre]
+        if self.key is not None:
+            ops.append(KeyBy(self.key))
+        return ops + [f() for f in self.post]
+
     def pipeline(self) -> Pipeline:
+        """One pipeline per source partition (no repartitioning)."""
+        if self.join is not None:
+            raise SqlError("A stream-stream join runs repartitioned (pipelines(True))")
         return Pipeline(
             PIPELINE_NAME,
             self.source,
@@ -95,10 +159,68 @@ class ViewPlan:
             json_sink(self.name),
             decode=_decoder(self.time_column),
             dead_letter_topic=self.dead_letter_topic,
+            tables=self.tables,
         )
 
+    def pipelines(self, repartition: bool) -> list[Pipeline]:
+        if self.join is None and not repartition:
+            return [self.pipeline()]
+        topic = self.repartition_topic
+        first: list[Pipeline] = []
+        if self.join is None:
+            key = self.key or (lambda _row: None)
+            pre = list(self.pre)
+            first.append(
+                Pipeline(
+                    f"{PIPELINE_NAME}-in",
+                    self.source,
+                    lambda: [*(f() for f in pre), KeyBy(key)],
+                    repartition_sink(topic),
+                    decode=_decoder(self.time_column),
+                    dead_letter_topic=self.dead_letter_topic,
+                    tables=self.tables,
+                    repartition=topic,
+                )
+            )
+            post = list(self.post)
+            second = _keyed_by(key, post)
+        else:
+            join = self.join
+            for side, source, time_column, side_key in (
+                ("l", self.source, self.time_column, join.left_key),
+                ("r", join.topic, join.time_column, join.right_key),
+            ):
+                first.append(
+                    Pipeline(
+                        f"{PIPELINE_NAME}-{side}",
+                        source,
+                        _keyed_by(side_key),
+                        repartition_sink(topic, side),
+                        decode=_decoder(time_column),
+                        dead_letter_topic=self.dead_letter_topic,
+                        repartition=topic,
+                    )
+                )
+            rest = self.build
+
+            def second() -> list[Operator]:
+                return [join.build(), *rest()]
+
+        return [
+            *first,
+            Pipeline(
+                PIPELINE_NAME,
+                topic,
+                second,
+                json_sink(self.name),
+                decode=decode_repartitioned,
+                dead_letter_topic=self.dead_letter_topic,
+                upstreams=tuple((p.name, p.source) for p in first),
+            ),
+        ]
+
     def describe(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "source": self.source,
             "shape": self.shape,
@@ -111,6 +233,20 @@ class ViewPlan:
             "dead_letter_topic": self.dead_letter_topic,
             "sql": self.sql,
         }
+        if self.join_info is not None:
+            out["join"] = self.join_info
+        return out
+
+
+def _keyed_by(
+    key: Callable[[Row], Any], then: list[Factory] | None = None
+) -> Callable[[], list[Operator]]:
+    rest = list(then or [])
+
+    def build() -> list[Operator]:
+        return [KeyBy(key), *(f() for f in rest)]
+
+    return build
 
 
 # ------------------------------------------------------------------ decoding
@@ -338,6 +474,7 @@ class ResultScope(Scope):
 class _Source:
     topic: str
     tvf: str | None = None
+    alias: str | None = None
     time_column: str = "_timestamp"
     window: Window | None = None
     partition_by: list[exp.Expr] = field(default_factory=list)
@@ -349,7 +486,7 @@ def _source(from_: exp.Expr | None, grace_ms: int) -> _Source:
         raise SqlError("A view needs FROM <topic>")
     table = from_.this
     if isinstance(table, exp.Table) and isinstance(table.this, exp.Identifier):
-        return _Source(table.name, grace_ms=grace_ms)
+        return _Source(table.name, alias=table.alias or None, grace_ms=grace_ms)
     call = table.this if isinstance(table, exp.Table) else None
     if (
         isinstance(call, exp.Anonymous)
@@ -437,22 +574,26 @@ def plan_view(name: str, select: exp.Expr, sql: str, options: dict[str, str]) ->
         raise SqlError("'scan.startup.mode' is 'earliest-offset' or 'latest-offset'")
     startup = "latest" if mode == "latest-offset" else "earliest"
     grace_ms = _duration_option(options["grace"]) if "grace" in options else 0
-    for unsupported in ("joins", "order", "limit", "distinct", "with_", "laterals"):
+    for unsupported in ("order", "limit", "distinct", "with_", "laterals"):
         node = select.args.get(unsupported)
         if node:
             first = node[0] if isinstance(node, list) else node
             raise at(first, f"{unsupported.rstrip('_').upper()} is not supported in a view yet")
     src = _source(select.args.get("from_"), grace_ms)
-    rows = RowScope({src.topic})
+    q = _Query(name, sql, src, startup)
+    joins = select.args.get("joins") or []
+    if len(joins) > 1:
+        raise at(joins[1], "A view joins one table or stream (chain views for more)")
+    if joins:
+        _plan_join(q, joins[0])
     where = select.args.get("where")
-    ops: list[Callable[[], Operator]] = []
     if where is not None:
         if any(_column_name(c) in WINDOW_COLUMNS for c in where.find_all(exp.Column)):
             raise at(where, "WHERE runs before windowing: window_start/window_end belong in HAVING")
         if any(is_aggregate(n) for n in where.walk() if isinstance(n, exp.Expr)):
             raise at(where, "Aggregates belong in HAVING, not WHERE")
-        cond = truthy(compile_expr(where.this, rows))
-        ops.append(lambda: Filter(cond))
+        cond = truthy(compile_expr(where.this, q.rows))
+        q.pre.append(lambda: Filter(cond))
 
     items = list(select.expressions)
     overs = [w for item in items for w in item.find_all(exp.Window)]
@@ -464,19 +605,259 @@ def plan_view(name: str, select: exp.Expr, sql: str, options: dict[str, str]) ->
         for n in item.walk()
         if isinstance(n, exp.Expr) and is_aggregate(n) and not isinstance(n.parent, exp.Window)
     ]
-
+    if q.join is not None and (overs or group is not None or aggs_found or src.window):
+        node = overs[0] if overs else group if group is not None else items[0]
+        raise at(
+            node,
+            "A stream-stream join's view projects and filters: aggregate it in a view of its"
+            " own (CREATE VIEW … AS SELECT … FROM <this view> GROUP BY …)",
+        )
     if overs:
         named = {w.this.name: w for w in select.args.get("windows") or []}
-        return _plan_over(
-            name, sql, src, rows, ops, items, overs, named, aggs_found, group, startup
-        )
+        return _plan_over(q, items, overs, named, aggs_found, group)
     if src.window is not None:
-        return _plan_window(name, sql, src, rows, ops, items, group, having, startup)
+        if group is None:
+            raise at(items[0], "A windowing table function needs GROUP BY window_start, window_end")
+        return _plan_aggregation(q, items, group, having, src.window)
     if group is not None or aggs_found:
-        return _plan_group(name, sql, src, rows, ops, items, group, having, startup)
+        return _plan_aggregation(q, items, group, having, None)
     if having is not None:
         raise at(having, "HAVING needs an aggregation")
-    return _plan_projection(name, sql, src, rows, ops, items, startup)
+    return _plan_projection(q, items)
+
+
+class _Query:
+    """What the shapes share while a query is planned: the source, the row scope, the
+    operators so far and the join, if any."""
+
+    def __init__(self, name: str, sql: str, src: _Source, startup: str) -> None:
+        self.name = name
+        self.sql = sql
+        self.src = src
+        self.startup = startup
+        names = {src.topic} | ({src.alias} if src.alias else set())
+        self.rows = RowScope(names)
+        self.pre: list[Factory] = []
+        self.tables: tuple[str, ...] = ()
+        self.join: StreamJoin | None = None
+        self.join_info: dict[str, Any] | None = None
+
+    def plan(
+        self,
+        shape: str,
+        columns: list[str],
+        group_by: list[str],
+        window: Window | None,
+        *,
+        time_column: str | None = None,
+        key: Callable[[Row], Any] | None = None,
+        post: list[Factory] | None = None,
+    ) -> ViewPlan:
+        return ViewPlan(
+            self.name,
+            self.sql,
+            self.src.topic,
+            shape,
+            columns,
+            group_by,
+            window,
+            time_column or self.src.time_column,
+            self.startup,
+            pre=list(self.pre),
+            key=key,
+            post=list(post or []),
+            tables=self.tables,
+            join=self.join,
+            join_info=self.join_info,
+        )
+
+
+# ------------------------------------------------------------------ joins
+
+JOIN_SLOT = "\x00joined"
+
+
+def _conjuncts(node: exp.Expr) -> list[exp.Expr]:
+    if isinstance(node, exp.And):
+        return [*_conjuncts(node.this), *_conjuncts(node.expression)]
+    if isinstance(node, exp.Paren):
+        return _conjuncts(node.this)
+    return [node]
+
+
+def _plan_join(q: _Query, join: exp.Join) -> None:
+    """``JOIN t FOR SYSTEM_TIME AS OF … ON s.x = t._key`` or ``JOIN t ON s.x = t._key``: a
+    stream-table join (``t`` a compacted topic read whole, looked up by its record key);
+    ``JOIN t ON s.k = t.k AND s.ts BETWEEN t.ts - INTERVAL … AND t.ts + INTERVAL …``: an
+    interval join of two streams."""
+    src = q.src
+    if src.tvf is not None:
+        raise at(join, "A join reads a topic, not a windowing table function")
+    side = str(join.args.get("side") or "").upper()
+    kind = str(join.args.get("kind") or "").upper()
+    if kind not in ("", "INNER") or side not in ("", "LEFT"):
+        raise at(join, "A view joins with JOIN or LEFT JOIN")
+    if join.args.get("using"):
+        raise at(join, "Join ON a condition, not USING")
+    table = join.this
+    if not isinstance(table, exp.Table) or not isinstance(table.this, exp.Identifier):
+        raise at(table, "A view joins a topic")
+    other = table.name
+    alias = table.alias or other
+    left_names = {src.topic.lower()} | ({src.alias.lower()} if src.alias else set())
+    if alias.lower() in left_names:
+        raise at(table, "Give the two sides of a join different names (aliases)")
+    on = join.args.get("on")
+    if on is None:
+        raise at(join, "A join needs ON <condition>")
+    conjuncts = _conjuncts(on)
+    betweens = [c for c in conjuncts if isinstance(c, exp.Between)]
+    names = {alias.lower(), other.lower()}
+    if table.args.get("version") is not None or not betweens:
+        _plan_table_join(q, join, table, other, alias, conjuncts, left_join=side == "LEFT")
+        return
+    if side == "LEFT":
+        raise at(join, "A stream-stream join is an inner join (LEFT JOIN is for tables)")
+    if len(betweens) > 1:
+        raise at(betweens[1], "A stream-stream join has one BETWEEN time bound")
+    rows = RowScope(set(left_names), {n: JOIN_SLOT for n in names})
+    left_time, right_time, lower, upper = _time_bounds(betweens[0], left_names, names)
+    left_keys: list[exp.Expr] = []
+    right_keys: list[exp.Expr] = []
+    for c in conjuncts:
+        if not isinstance(c, exp.EQ):
+            continue
+        sides = [_side(x, left_names, names) for x in (c.this, c.expression)]
+        if sides == ["l", "r"]:
+            left_keys.append(c.this)
+            right_keys.append(c.expression)
+        elif sides == ["r", "l"]:
+            left_keys.append(c.expression)
+            right_keys.append(c.this)
+    if not left_keys:
+        raise at(on, "A stream-stream join needs an equality of the two sides (a.k = b.k)")
+    right_rows = RowScope(names)
+    residual = [c for c in conjuncts if c is not betweens[0]]
+    checks = [truthy(compile_expr(c, rows)) for c in residual]
+    grace = src.grace_ms
+
+    def match(row: Row) -> bool:
+        return all(check(row) for check in checks)
+
+    q.rows = rows
+    q.join = StreamJoin(
+        other,
+        alias,
+        right_time,
+        _key_fn(left_keys, q.rows),
+        _key_fn(right_keys, right_rows),
+        lambda: IntervalJoin(lower, upper, grace, JOIN_SLOT, match),
+        {},
+    )
+    src.time_column = left_time
+    q.join_info = q.join.describe = {
+        "kind": "interval",
+        "with": other,
+        "as": alias,
+        "left_lower_ms": lower,
+        "left_upper_ms": upper,
+        "right_event_time": right_time,
+    }
+
+
+def _side(node: exp.Expr, left: set[str], right: set[str]) -> str | None:
+    if not isinstance(node, exp.Column) or not node.table:
+        return None
+    qualifier = node.table.lower()
+    return "l" if qualifier in left else "r" if qualifier in right else None
+
+
+def _time_bound(node: exp.Expr, left: set[str], right: set[str]) -> tuple[str, str, int]:
+    """``b.ts``, ``b.ts - INTERVAL …`` or ``b.ts + INTERVAL …``: (side, column, offset ms)."""
+    offset = 0
+    column = node
+    if isinstance(node, exp.Sub | exp.Add):
+        offset = interval_ms(node.expression) * (-1 if isinstance(node, exp.Sub) else 1)
+        column = node.this
+    side = _side(column, left, right)
+    name = _column_name(column)
+    if side is None or name is None:
+        raise at(node, "A join's time bound is <side>.<time column> [± INTERVAL …]")
+    return side, name, offset
+
+
+def _time_bounds(
+    between: exp.Between, left: set[str], right: set[str]
+) -> tuple[str, str, int, int]:
+    """The BETWEEN as (left time column, right time column, lower, upper) with
+    ``r.ts - lower <= l.ts <= r.ts + upper``."""
+    subject_side, subject, _zero = _time_bound(between.this, left, right)
+    if isinstance(between.this, exp.Sub | exp.Add):
+        raise at(between.this, "BETWEEN's subject is a time column of one side")
+    low_side, low_col, low = _time_bound(between.args["low"], left, right)
+    high_side, high_col, high = _time_bound(between.args["high"], left, right)
+    if low_side == subject_side or high_side == subject_side or low_col != high_col:
+        raise at(between, "a.ts BETWEEN b.ts - INTERVAL … AND b.ts + INTERVAL …")
+    if low > high:
+        raise at(between, "The lower time bound is after the upper one")
+    if subject_side == "l":  # b.t + low <= a.t <= b.t + high
+        return subject, low_col, -low, high
+    return low_col, subject, high, -low  # a.t + low <= b.t <= a.t + high
+
+
+def _plan_table_join(
+    q: _Query,
+    join: exp.Join,
+    table: exp.Table,
+    topic: str,
+    alias: str,
+    conjuncts: list[exp.Expr],
+    *,
+    left_join: bool,
+) -> None:
+    names = {alias.lower(), topic.lower()}
+    left_names = set(q.rows.source_names)
+    lookup: exp.Expr | None = None
+    if len(conjuncts) == 1 and isinstance(conjuncts[0], exp.EQ):
+        eq = conjuncts[0]
+        for mine, theirs in ((eq.this, eq.expression), (eq.expression, eq.this)):
+            if (
+                isinstance(theirs, exp.Column)
+                and theirs.name == "_key"
+                and _side(theirs, left_names, names) == "r"
+                and not any(_side(c, left_names, names) == "r" for c in mine.find_all(exp.Column))
+            ):
+                lookup = mine
+    if lookup is None:
+        raise at(
+            join.args["on"],
+            f"A stream-table join looks the table up by its key: ON <expression> = {alias}._key"
+            " (a stream-stream join needs a BETWEEN time bound)",
+        )
+    key = compile_expr(lookup, q.rows)
+
+    def lookup_key(row: Row) -> Any:
+        value = key(row)
+        return None if value is None else value if isinstance(value, str) else dumps(value).decode()
+
+    def merge(row: Row, match: Any) -> Any:
+        joined = dict(match) if isinstance(match, dict) else {}
+        joined["\x00key"] = lookup_key(row) if match is not None else None
+        base = row.value if isinstance(row.value, dict) else {}
+        return {**base, JOIN_SLOT: joined}
+
+    q.pre.append(lambda: TableJoin(topic, lookup_key, merge, inner=not left_join))
+    q.tables = (topic,)
+    q.rows = RowScope(left_names, {n: JOIN_SLOT for n in names})
+    q.join_info = {
+        "kind": "left table" if left_join else "table",
+        "with": topic,
+        "as": alias,
+        "for_system_time": table.args.get("version") is not None,
+    }
+
+
+# ------------------------------------------------------------------ shapes
 
 
 def _collect_aggs(nodes: list[exp.Expr], rows: RowScope) -> tuple[list[Aggregate], dict[str, int]]:
@@ -496,7 +877,7 @@ def _select_list(items: list[exp.Expr], scope: Scope) -> tuple[list[str], list[F
     fns: list[Fn] = []
     for item in items:
         if isinstance(item, exp.Star):
-            raise at(item, "SELECT * cannot be used with an aggregation: name the columns")
+            raise at(item, "SELECT * cannot be used here: name the columns")
         names.append(output_name(item))
         fns.append(compile_expr(item, scope))
     if len(set(names)) != len(names):
@@ -507,6 +888,8 @@ def _select_list(items: list[exp.Expr], scope: Scope) -> tuple[list[str], list[F
 
 def _key_fn(keys: list[exp.Expr], rows: RowScope) -> Callable[[Row], Any]:
     fns = [compile_expr(k, rows) for k in keys]
+    if not fns:
+        return lambda _row: None
     if len(fns) == 1:
         only = fns[0]
         return lambda row: only(row)
@@ -548,24 +931,19 @@ def _group_columns(group: exp.Expr | None, windowed: bool) -> tuple[list[str], l
     return names, keys
 
 
-def _plan_window(
-    name: str,
-    sql: str,
-    src: _Source,
-    rows: RowScope,
-    ops: list[Callable[[], Operator]],
+def _plan_aggregation(
+    q: _Query,
     items: list[exp.Expr],
     group: exp.Expr | None,
     having: exp.Expr | None,
-    startup: str,
+    window: Window | None,
 ) -> ViewPlan:
-    window = src.window
-    assert window is not None
-    if group is None:
-        raise at(items[0], "A windowing table function needs GROUP BY window_start, window_end")
-    group_names, keys = _group_columns(group, True)
-    if src.tvf == "SESSION":
-        partition = [_column_name(p) for p in src.partition_by]
+    """Windowed (a table function: ``WindowAggregate``/``SessionAggregate``, one result per
+    key and window) or unwindowed (``GroupAggregate``, an upsert per record) aggregation."""
+    windowed = window is not None
+    group_names, keys = _group_columns(group, windowed)
+    if q.src.tvf == "SESSION":
+        partition = [_column_name(p) for p in q.src.partition_by]
         if sorted(n for n in partition if n) != sorted(group_names):
             raise at(group, "SESSION groups by its PARTITION BY columns")
     nodes = [
@@ -574,70 +952,25 @@ def _plan_window(
         for n in item.walk()
         if isinstance(n, exp.Expr) and is_aggregate(n)
     ]
-    aggs, index = _collect_aggs(nodes, rows)
-    scope = ResultScope(index, group_names, None, True)
+    aggs, index = _collect_aggs(nodes, q.rows)
+    scope = ResultScope(index, group_names, None, windowed)
     names, fns = _select_list(items, scope)
     cond = truthy(compile_expr(having.this, scope)) if having is not None else None
     finish = _finish(names, fns, cond)
-    key = _key_fn(keys, rows) if keys else (lambda _row: None)
-    ops.append(lambda: KeyBy(key))
-    if window.kind == "session":
-        ops.append(lambda: SessionAggregate(window, aggs, finish))
+    op: Factory
+    if window is None:
+        op = lambda: GroupAggregate(aggs, finish)  # noqa: E731
+    elif window.kind == "session":
+        op = lambda: SessionAggregate(window, aggs, finish)  # noqa: E731
     else:
-        ops.append(lambda: WindowAggregate(window, aggs, finish))
-    factories = list(ops)
-    return ViewPlan(
-        name,
-        sql,
-        src.topic,
-        "window",
+        op = lambda: WindowAggregate(window, aggs, finish)  # noqa: E731
+    return q.plan(
+        "window" if windowed else "aggregate",
         names,
         group_names,
         window,
-        src.time_column,
-        startup,
-        lambda: [f() for f in factories],
-    )
-
-
-def _plan_group(
-    name: str,
-    sql: str,
-    src: _Source,
-    rows: RowScope,
-    ops: list[Callable[[], Operator]],
-    items: list[exp.Expr],
-    group: exp.Expr | None,
-    having: exp.Expr | None,
-    startup: str,
-) -> ViewPlan:
-    group_names, keys = _group_columns(group, False)
-    nodes = [
-        n
-        for item in [*items, *([having.this] if having is not None else [])]
-        for n in item.walk()
-        if isinstance(n, exp.Expr) and is_aggregate(n)
-    ]
-    aggs, index = _collect_aggs(nodes, rows)
-    scope = ResultScope(index, group_names, None, False)
-    names, fns = _select_list(items, scope)
-    cond = truthy(compile_expr(having.this, scope)) if having is not None else None
-    finish = _finish(names, fns, cond)
-    key = _key_fn(keys, rows) if keys else (lambda _row: None)
-    ops.append(lambda: KeyBy(key))
-    ops.append(lambda: GroupAggregate(aggs, finish))
-    factories = list(ops)
-    return ViewPlan(
-        name,
-        sql,
-        src.topic,
-        "aggregate",
-        names,
-        group_names,
-        None,
-        src.time_column,
-        startup,
-        lambda: [f() for f in factories],
+        key=_key_fn(keys, q.rows),
+        post=[op],
     )
 
 
@@ -672,19 +1005,14 @@ def _over_window(over: exp.Window, grace_ms: int) -> tuple[Window, list[exp.Expr
 
 
 def _plan_over(
-    name: str,
-    sql: str,
-    src: _Source,
-    rows: RowScope,
-    ops: list[Callable[[], Operator]],
+    q: _Query,
     items: list[exp.Expr],
     overs: list[exp.Window],
     named: dict[str, exp.Window],
     aggs_found: list[exp.Expr],
     group: exp.Expr | None,
-    startup: str,
 ) -> ViewPlan:
-    if src.window is not None:
+    if q.src.window is not None:
         raise at(overs[0], "OVER windows read a topic, not a windowing table function")
     if group is not None:
         raise at(group, "OVER aggregates and GROUP BY do not mix")
@@ -710,58 +1038,32 @@ def _plan_over(
     }
     if len(shapes) != 1:
         raise at(overs[1], "Every OVER clause of a query must be the same window")
-    window, partition_by, time_column = _over_window(specs[0], src.grace_ms)
+    window, partition_by, time_column = _over_window(specs[0], q.src.grace_ms)
     for over in overs:
         if not is_aggregate(over.this):
             raise at(over, f"{over.this.sql()} is not an aggregate function")
-    aggs, index = _collect_aggs([o.this for o in overs], rows)
+    aggs, index = _collect_aggs([o.this for o in overs], q.rows)
     group_names = [n for n in (_column_name(p) for p in partition_by) if n is not None]
-    scope = ResultScope(index, [], rows, False)
+    scope = ResultScope(index, [], q.rows, False)
     names, fns = _select_list(items, scope)
     finish = _finish(names, fns, None)
-    key = _key_fn(partition_by, rows) if partition_by else (lambda _row: None)
-    ops.append(lambda: KeyBy(key))
-    ops.append(lambda: OverAggregate(window, aggs, finish))
-    factories = list(ops)
-    return ViewPlan(
-        name,
-        sql,
-        src.topic,
+    return q.plan(
         "over",
         names,
         group_names,
         window,
-        time_column,
-        startup,
-        lambda: [f() for f in factories],
+        time_column=time_column,
+        key=_key_fn(partition_by, q.rows),
+        post=[lambda: OverAggregate(window, aggs, finish)],
     )
 
 
-def _plan_projection(
-    name: str,
-    sql: str,
-    src: _Source,
-    rows: RowScope,
-    ops: list[Callable[[], Operator]],
-    items: list[exp.Expr],
-    startup: str,
-) -> ViewPlan:
-    if len(items) == 1 and isinstance(items[0], exp.Star):
+def _plan_projection(q: _Query, items: list[exp.Expr]) -> ViewPlan:
+    ops = q.pre
+    if len(items) == 1 and isinstance(items[0], exp.Star) and q.join_info is None:
         names: list[str] = ["*"]
     else:
-        names, fns = _select_list(items, rows)
+        names, fns = _select_list(items, q.rows)
         pairs = list(zip(names, fns, strict=True))
         ops.append(lambda: Map(lambda row: {n: f(row) for n, f in pairs}))
-    factories = list(ops)
-    return ViewPlan(
-        name,
-        sql,
-        src.topic,
-        "projection",
-        names,
-        ["_key"],
-        None,
-        src.time_column,
-        startup,
-        lambda: [f() for f in factories],
-    )
+    return q.plan("join" if q.join is not None else "projection", names, ["_key"], None)

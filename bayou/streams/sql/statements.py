@@ -114,7 +114,7 @@ def parse_statement(sql: str, views: set[str] | None = None) -> Statement:
             raise at(node, "CREATE VIEW needs AS SELECT …")
         options = _options(node)
         plan = plan_view(name, query, sql.strip().rstrip(";").strip(), options)
-        if plan.source == name:
+        if name in plan.sources or name in plan.tables:
             raise at(node.this, "A view cannot read its own topic")
         return CreateView(name, plan, bool(node.args.get("replace")))
     if isinstance(node, exp.Drop):

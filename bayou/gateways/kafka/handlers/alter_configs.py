@@ -29,7 +29,7 @@ async def handle_alter_configs(
         changes = [(c.name, SET, c.value) for c in resource.configs if c.value is not None]
         try:
             await alter_resource(
-                core.engine,
+                core,
                 core.node_id,
                 resource.resource_type,
                 resource.resource_name,

@@ -24,7 +24,7 @@ async def handle_create_partitions(
                     f"Replica assignments may only name this broker ({node})",
                     ErrorCode.INVALID_REPLICA_ASSIGNMENT,
                 )
-            await ctx.core.engine.create_partitions(
+            await ctx.core.create_partitions(
                 topic.name, topic.count, validate_only=request.validate_only
             )
         except KafkaError as exc:

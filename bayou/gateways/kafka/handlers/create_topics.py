@@ -77,7 +77,7 @@ async def handle_create_topics(
                         config_source=e.config_source,
                         is_sensitive=False,
                     )
-                    for e in topic_config_entries(meta.configs, core.engine)
+                    for e in topic_config_entries(meta.configs, core)
                 ],
             )
         )

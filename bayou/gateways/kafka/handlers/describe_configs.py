@@ -29,12 +29,12 @@ from typing import Any
 
 from bayou import kafka_broker_configs
 from bayou.config import BROKER_SYNONYMS, TOPIC_CONFIGS
+from bayou.core import Core
 from bayou.core.shares.model import GROUP_CONFIGS
 from bayou.errors import ErrorCode, KafkaError
 from bayou.gateways.kafka.context import RequestContext
 from bayou.gateways.kafka.handlers.registry import handles
 from bayou.protocol.kafka import messages as m
-from bayou.storage.engine import LogEngine
 
 TOPIC = 2
 BROKER = 4
@@ -70,15 +70,15 @@ class ConfigEntry:
     sensitive: bool = False
 
 
-def _default_chain(name: str, engine: LogEngine) -> list[tuple[str, str, int]]:
+def _default_chain(name: str, core: Core) -> list[tuple[str, str, int]]:
     """The broker-level synonyms of topic config ``name``, most specific first."""
     definition = TOPIC_CONFIGS[name]
     broker_name = BROKER_SYNONYMS.get(name, name)
     chain: list[tuple[str, str, int]] = []
     for source, values in (
-        (DYNAMIC_BROKER_CONFIG, engine.dynamic.broker),
-        (DYNAMIC_DEFAULT_BROKER_CONFIG, engine.dynamic.default),
-        (STATIC_BROKER_CONFIG, engine.static_defaults),
+        (DYNAMIC_BROKER_CONFIG, core.dynamic_configs.broker),
+        (DYNAMIC_DEFAULT_BROKER_CONFIG, core.dynamic_configs.default),
+        (STATIC_BROKER_CONFIG, core.static_config_defaults),
     ):
         if name in values:
             chain.append((broker_name, definition.render(values[name]), source))
@@ -86,15 +86,15 @@ def _default_chain(name: str, engine: LogEngine) -> list[tuple[str, str, int]]:
     return chain
 
 
-def topic_config_entries(overrides: Mapping[str, Any], engine: LogEngine) -> list[ConfigEntry]:
+def topic_config_entries(overrides: Mapping[str, Any], core: Core) -> list[ConfigEntry]:
     """Every topic config with its effective value, source and synonym chain."""
-    effective = engine.resolve_config(overrides)
+    effective = core.resolve_config(overrides)
     entries = []
     for name, definition in TOPIC_CONFIGS.items():
         synonyms: list[tuple[str, str, int]] = []
         if name in overrides:
             synonyms.append((name, definition.render(overrides[name]), DYNAMIC_TOPIC_CONFIG))
-        synonyms += _default_chain(name, engine)
+        synonyms += _default_chain(name, core)
         entries.append(
             ConfigEntry(
                 name=name,
@@ -108,12 +108,12 @@ def topic_config_entries(overrides: Mapping[str, Any], engine: LogEngine) -> lis
     return entries
 
 
-def dynamic_default_entries(engine: LogEngine, cluster_default: bool) -> list[ConfigEntry]:
+def dynamic_default_entries(core: Core, cluster_default: bool) -> list[ConfigEntry]:
     """Topic-config defaults under their broker names: all of them for this node, or only
     the cluster-wide dynamic ones that are set (resource name "")."""
     entries = []
     for name, definition in TOPIC_CONFIGS.items():
-        chain = _default_chain(name, engine)
+        chain = _default_chain(name, core)
         if cluster_default:
             chain = [c for c in chain if c[2] == DYNAMIC_DEFAULT_BROKER_CONFIG]
             if not chain:
@@ -131,12 +131,12 @@ def dynamic_default_entries(engine: LogEngine, cluster_default: bool) -> list[Co
     return entries
 
 
-def dynamic_option_entries(engine: LogEngine, cluster_default: bool) -> list[ConfigEntry]:
+def dynamic_option_entries(core: Core, cluster_default: bool) -> list[ConfigEntry]:
     """Kafka's other dynamic broker configs that are set: for this node (its own value, else
     the cluster-wide default) or only the cluster-wide ones (resource name "")."""
-    levels = [(DYNAMIC_DEFAULT_BROKER_CONFIG, engine.dynamic.default_options)]
+    levels = [(DYNAMIC_DEFAULT_BROKER_CONFIG, core.dynamic_configs.default_options)]
     if not cluster_default:
-        levels.insert(0, (DYNAMIC_BROKER_CONFIG, engine.dynamic.broker_options))
+        levels.insert(0, (DYNAMIC_BROKER_CONFIG, core.dynamic_configs.broker_options))
     entries = []
     for name in sorted({n for _, values in levels for n in values}):
         option = kafka_broker_configs.describe(name)
@@ -244,7 +244,7 @@ async def handle_describe_configs(
                         f"Topic '{resource.resource_name}' does not exist",
                         ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
                     )
-                entries = topic_config_entries(meta.configs, core.engine)
+                entries = topic_config_entries(meta.configs, core)
             elif resource.resource_type == BROKER:
                 if resource.resource_name not in ("", str(core.node_id)):
                     raise KafkaError(
@@ -252,8 +252,8 @@ async def handle_describe_configs(
                     )
                 cluster = resource.resource_name == ""
                 entries = [] if cluster else broker_config_entries(ctx.door.settings.static_configs)
-                entries += dynamic_default_entries(core.engine, cluster)
-                entries += dynamic_option_entries(core.engine, cluster)
+                entries += dynamic_default_entries(core, cluster)
+                entries += dynamic_option_entries(core, cluster)
             elif resource.resource_type == GROUP:
                 entries = _group_entries(ctx, resource.resource_name)
             else:

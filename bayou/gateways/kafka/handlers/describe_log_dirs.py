@@ -48,13 +48,13 @@ async def handle_describe_log_dirs(
             topics.append(
                 m.DescribeLogDirsResponseDescribeLogDirsTopic(name=name, partitions=partitions)
             )
-    total, free = core.engine.storage_usage()
+    total, free = core.storage_usage()
     return m.DescribeLogDirsResponse(
         error_code=ErrorCode.NONE,
         results=[
             m.DescribeLogDirsResponseDescribeLogDirsResult(
                 error_code=ErrorCode.NONE,
-                log_dir=core.engine.location,
+                log_dir=core.storage_location,
                 topics=topics,
                 total_bytes=total,
                 usable_bytes=free,

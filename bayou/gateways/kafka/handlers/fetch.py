@@ -41,12 +41,12 @@ from __future__ import annotations
 
 import asyncio
 
+from bayou.core.types import Buffer, RecordSet
 from bayou.errors import ErrorCode, KafkaError, NotLeaderOrFollower
 from bayou.gateways.kafka.context import RequestContext
 from bayou.gateways.kafka.handlers.registry import handles
 from bayou.protocol.kafka import messages as m
 from bayou.protocol.kafka.primitives import deferred
-from bayou.storage.engine import Buffer, RecordSet
 
 READ_COMMITTED = 1
 

@@ -9,12 +9,12 @@ group — not served: INVALID_REQUEST.  An empty group id is INVALID_REQUEST, as
 
 from __future__ import annotations
 
+from bayou.core.types import BrokerAddress
 from bayou.errors import ErrorCode
 from bayou.gateways.kafka.context import RequestContext
 from bayou.gateways.kafka.handlers.registry import handles
 from bayou.gateways.kafka.placement import coordinator_address
 from bayou.protocol.kafka import messages as m
-from bayou.storage.cluster import BrokerAddress
 
 GROUP, TRANSACTION = 0, 1
 

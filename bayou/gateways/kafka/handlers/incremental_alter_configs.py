@@ -44,7 +44,7 @@ async def handle_incremental_alter_configs(
                 )
             else:
                 await alter_resource(
-                    core.engine,
+                    core,
                     core.node_id,
                     resource.resource_type,
                     resource.resource_name,

@@ -56,6 +56,6 @@ async def handle_init_producer_id(
         )
     return m.InitProducerIdResponse(
         error_code=ErrorCode.NONE,
-        producer_id=await ctx.core.engine.allocate_producer_id(),
+        producer_id=await ctx.core.allocate_producer_id(),
         producer_epoch=0,
     )

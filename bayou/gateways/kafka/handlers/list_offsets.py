@@ -10,11 +10,11 @@ v0's multi-offset form is not served.
 
 from __future__ import annotations
 
+from bayou.core.types import Partition
 from bayou.errors import ErrorCode, KafkaError, NotLeaderOrFollower
 from bayou.gateways.kafka.context import RequestContext
 from bayou.gateways.kafka.handlers.registry import handles
 from bayou.protocol.kafka import messages as m
-from bayou.storage.engine import Partition
 
 LATEST = -1
 EARLIEST = -2

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import uuid
 
+from bayou.core.types import TopicMeta
 from bayou.errors import ErrorCode, KafkaError
 from bayou.gateways.kafka.authorization import TOPIC_OPERATIONS, cluster_operations
 from bayou.gateways.kafka.context import RequestContext
 from bayou.gateways.kafka.handlers.registry import handles
 from bayou.gateways.kafka.placement import live_brokers
 from bayou.protocol.kafka import messages as m
-from bayou.storage.metadata import TopicMeta
 
 ZERO_UUID = uuid.UUID(int=0)
 

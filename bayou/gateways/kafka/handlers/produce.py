@@ -30,12 +30,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from bayou.core.types import Buffer
 from bayou.errors import ErrorCode, KafkaError, RecordErrors
 from bayou.gateways.kafka.context import RequestContext
 from bayou.gateways.kafka.handlers.registry import handles
 from bayou.gateways.kafka.txn_check import TxnCheck
 from bayou.protocol.kafka import messages as m
-from bayou.storage.engine import Buffer
 
 
 def _error(
@@ -54,6 +54,10 @@ def _error(
             for i, t in record_errors
         ],
     )
+
+
+#: the place of a partition's answer until its append returns (never sent)
+_PENDING = m.ProduceResponsePartitionProduceResponse()
 
 
 def not_leader(ctx: RequestContext, topic: str, index: int) -> bool:
@@ -98,7 +102,7 @@ async def handle_produce(
             else:
                 writes.append((name, data.index, data.records))
                 answers.append((partitions, len(partitions), data.index))
-                partitions.append(_error(data.index, ErrorCode.NONE, None))  # filled below
+                partitions.append(_PENDING)  # replaced below, once appended
     if writes:
         metrics = ctx.core.metrics
         metrics.purgatory.produce += 1  # waiting for its writes to be as durable as asked
