@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 # `make format` rewrites the tree as `make test` checks it (ruff format, pinned in pyproject).
-.PHONY: run test lint format bench bench-quick bench-all bench-compaction bench-tiered bench-http bench-mqtt bench-amqp bench-streams bench-mirror bench-partitions bench-cluster install clean
+.PHONY: run test lint format bench bench-quick bench-all bench-compaction bench-tiered bench-http bench-mqtt bench-amqp bench-streams bench-mirror bench-partitions bench-cluster bench-connect-lake install clean
 
 run: $(RUN_STAMP)
 	$(BIN)/bayou serve --data-dir ./data $(ARGS)
@@ -63,7 +63,7 @@ bench: $(TEST_STAMP) $(TANSU_STAMP)
 bench-quick: $(TEST_STAMP) $(TANSU_STAMP)
 	$(BIN)/python -m bench.kafka_bench --quick $(BENCH_ARGS)
 
-bench-all: bench bench-compaction bench-tiered bench-http bench-mqtt bench-amqp bench-streams bench-mirror bench-partitions bench-cluster
+bench-all: bench bench-compaction bench-tiered bench-http bench-mqtt bench-amqp bench-streams bench-mirror bench-partitions bench-cluster bench-connect-lake
 
 bench-compaction: $(TEST_STAMP)
 	$(BIN)/python -m bench.compaction_bench
@@ -101,6 +101,9 @@ bench-cluster: $(TEST_STAMP) $(TANSU_STAMP)
 # bayou mirror's copy rate between two local brokers.
 bench-mirror: $(TEST_STAMP)
 	$(BIN)/python -m bench.mirror_bench
+
+bench-connect-lake: $(TEST_STAMP)
+	$(BIN)/python -m bench.connect_lake_bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
