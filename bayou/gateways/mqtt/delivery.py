@@ -49,7 +49,7 @@ from bayou.protocol.mqtt.packets import MQTT_5, PubRel
 log = logging.getLogger("bayou.mqtt")
 
 MAX_QUEUED = 1000
-WRITE_BATCH = 128  # PUBLISHes joined into one write
+WRITE_BATCH = 256  # PUBLISHes joined into one write
 
 
 class Recipient(Protocol):
@@ -100,14 +100,17 @@ class Outbox:
         if merged is None:
             return
         qos, rap, ids = merged
-        if self.conn is None or len(self.queue) >= MAX_QUEUED:
+        queue = self.queue
+        if self.conn is None or len(queue) >= MAX_QUEUED:
             # Connected but slow: the log keeps the rest.  Offline: only a persistent session
             # keeps its QoS 1/2 messages (QoS 0 to an offline client is dropped).
             if self.conn is not None or (recipient.persistent and qos > 0):
                 self.behind[tp] = offset
                 recipient.dirty = True
             return
-        self.enqueue(Delivery(msg, qos, rap and msg.retain, ids, tp, offset, True))
+        queue.append(Delivery(msg, qos, rap and msg.retain, ids, tp, offset, True))
+        if not self._pump_scheduled:
+            self.schedule_pump()
 
     def offer_unlogged(self, msg: Message, options: list[SubOptions]) -> None:
         """A message that is in no log (``$SYS``): queued if connected with room, else
@@ -152,8 +155,16 @@ class Outbox:
         window = self.send_window()
         inflight = self.window
         queue = self.queue
+        proto = c.proto
+        # the common delivery — no expiry, no subscription ids, no topic aliases — takes its
+        # message's shared PUBLISH bytes without a call into ``_encode``
+        plain = proto.outbound_aliases is None
+        v5 = proto.version == MQTT_5
+        max_size = proto.client_max_packet_size
         sent = payload_bytes = 0
         by_topic: dict[str, list[int]] = {}  # Kafka topic -> [messages, payload bytes]
+        topic: str | None = None  # the Kafka topic of the run of deliveries counted below
+        run = run_bytes = 0
         while True:
             if not queue:
                 if self.recipient.pull_shared():
@@ -162,13 +173,22 @@ class Outbox:
                     self._start_catch_up()
                 break
             d = queue[0]
-            if d.qos and window <= 0:
+            qos = d.qos
+            if qos and window <= 0:
                 break
             queue.popleft()
             share = d.share
-            if d.qos:
+            msg = d.msg
+            if qos:
                 pid = inflight.add(d)
-                data = self._encode(d, pid, share is not None and share.redelivered, now)
+                if plain and share is None and msg.expiry_at is None and not d.sub_ids:
+                    wire = msg.publish_bytes(v5, qos, d.retain, pid)
+                    data: bytes | None = wire
+                    if len(wire) > max_size:
+                        self.host.stats.publish_dropped += 1
+                        data = None
+                else:
+                    data = self._encode(d, pid, share is not None and share.redelivered, now)
                 if data is None:
                     del inflight.entries[pid]
                     if share is not None:
@@ -176,35 +196,57 @@ class Outbox:
                     continue
                 window -= 1
             else:
-                data = self._encode(d, None, False, now)
-                if share is not None:
-                    share.settle(data is not None)
-                if data is None:
-                    continue
+                if plain and share is None and msg.expiry_at is None and not d.sub_ids:
+                    data = msg.publish_bytes(v5, 0, d.retain, None)
+                    if len(data) > max_size:
+                        self.host.stats.publish_dropped += 1
+                        continue
+                else:
+                    data = self._encode(d, None, False, now)
+                    if share is not None:
+                        share.settle(data is not None)
+                    if data is None:
+                        continue
             out.append(data)
-            sent += 1
-            payload_bytes += len(d.msg.payload)
-            if d.tp is not None:
-                counts = by_topic.get(d.tp[0])
-                if counts is None:
-                    counts = by_topic[d.tp[0]] = [0, 0]
-                counts[0] += 1
-                counts[1] += len(d.msg.payload)
+            size = len(msg.payload)
+            payload_bytes += size
+            tp = d.tp
+            if tp is not None:
+                if tp[0] != topic:
+                    if run:
+                        self._count(by_topic, topic, run, run_bytes)
+                    topic, run, run_bytes = tp[0], 0, 0
+                run += 1
+                run_bytes += size
             if len(out) >= WRITE_BATCH:
+                sent += len(out)
                 c.write_many(out)
                 out = []
                 if c.paused:
                     break
         if out:
+            sent += len(out)
             c.write_many(out)
+        if run:
+            self._count(by_topic, topic, run, run_bytes)
         if sent:
             self.recipient.dirty = True  # its positions moved
             stats = self.host.stats
             stats.publish_sent += sent
             stats.publish_bytes_sent += payload_bytes
             traffic = self.host.traffic
-            for topic, (messages, nbytes) in by_topic.items():
-                traffic.sent(topic, messages, nbytes)
+            for kafka_topic, (messages, nbytes) in by_topic.items():
+                traffic.sent(kafka_topic, messages, nbytes)
+
+    @staticmethod
+    def _count(by_topic: dict[str, list[int]], topic: str | None, n: int, nbytes: int) -> None:
+        assert topic is not None
+        counts = by_topic.get(topic)
+        if counts is None:
+            by_topic[topic] = [n, nbytes]
+        else:
+            counts[0] += n
+            counts[1] += nbytes
 
     def _encode(self, d: Delivery, pid: int | None, dup: bool, now: int) -> bytes | None:
         c = self.conn

@@ -181,22 +181,20 @@ class MessageFactory:
 
     def from_record(self, mqtt_topic: str, rec: DecodedRecord) -> Message:
         headers = rec.headers
-        plain = len(headers) <= 3
-        if plain:
-            for name, value in headers:
-                if name not in _PLAIN_HEADERS or value is None or len(value) > 256:
-                    plain = False
-                    break
-        if plain:
-            # QoS, retain and client id only (what an MQTT PUBLISH without properties
-            # stores): few distinct combinations, so their meaning is kept, not re-parsed
+        # QoS, retain and client id only (what an MQTT PUBLISH without properties stores):
+        # few distinct combinations, so their meaning is kept, not re-parsed
+        meta = None
+        if len(headers) <= 3:
             key = tuple(headers)
             meta = self._metas.get(key)
-            if meta is None:
+            if meta is None and all(
+                name in _PLAIN_HEADERS and value is not None and len(value) <= 256
+                for name, value in headers
+            ):
                 if len(self._metas) >= META_CACHE:
                     self._metas.clear()
                 meta = self._metas[key] = meta_from_headers(headers)
-        else:
+        if meta is None:
             meta = meta_from_headers(headers)
         expiry_at = rec.timestamp + meta.expiry_s * 1000 if meta.expiry_s is not None else None
         return Message(

@@ -6,7 +6,10 @@ A ``Tailer`` follows its partition with a core ``Cursor``: it waits for the engi
 landed" notification (``Cursor.wait``), reads whole new batches (``read_batches``: the page
 cache on the loop, cold data in a worker thread), decodes each record once, maps its key to
 an MQTT topic (cached per key), and offers one shared ``Message`` to every session and share
-group whose filters match (``owners_of``: one trie walk per MQTT topic, cached).  A position
+group whose filters match (``owners_of``: one trie walk per MQTT topic, cached).  The
+``Message`` is made only when a session takes it: sessions behind on the partition read it
+back through catch-up, so a burst that pushed every subscriber there costs the tailer no
+message objects.  A position
 outside the log (retention, a recreated topic) is reset by the cursor to the log start.
 
 It offers at most ``TAIL_SLICE`` records per turn of the event loop, its position up to
@@ -127,11 +130,18 @@ class Tailer:
                     topics[key] = mqtt_topic
                 owners = host.owners_of(mqtt_topic)
                 if owners:
-                    msg = host.message_from_record(mqtt_topic, rec)
+                    msg = None  # made when a session takes it, once for all of them
                     for owner, options in owners:
                         # shared subscriptions read through their share groups (shared.py)
-                        if not isinstance(owner, ShareGroup):
-                            owner.offer(msg, options, tp, offset)
+                        if isinstance(owner, ShareGroup):
+                            continue
+                        outbox = owner.outbox  # a session's (delivery.py)
+                        if tp in outbox.behind:
+                            outbox.schedule_pump()  # it catches up from the log
+                            continue
+                        if msg is None:
+                            msg = host.message_from_record(mqtt_topic, rec)
+                        outbox.offer(msg, options, tp, offset)
                 cursor.position = offset + 1
                 budget -= 1
                 if budget <= 0:
