@@ -14,7 +14,8 @@ seconds of the broker process): ``cpu_s_per_M`` (CPU-seconds per million deliver
 million publishes in the publish phases) and ``cpu_busy`` (CPU-seconds per wall second: near
 1.0 the broker's one event loop is saturated, well below it the phase is bound by something
 else — the clients, the in-flight window's round trips, or the machine: ``cpu_waited`` is the
-share of the phase the broker's threads were runnable but waiting for a CPU).
+share of the phase the broker's threads were runnable but waiting for a CPU; ``cpu_sys_share``
+the kernel's part of the broker's CPU).
 
 Brokers run one at a time, started on free loopback ports and stopped by PID.  Usage::
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import socket
@@ -134,13 +136,22 @@ def _publishers(
     return procs
 
 
+def _sys_seconds(pid: int) -> float | None:
+    """System (kernel) CPU seconds of ``pid`` so far, or None if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
 def _cpu(
-    pid: int, before: tuple[float | None, float | None], seconds: float, count: int
+    pid: int, before: tuple[float | None, float | None, float | None], seconds: float, count: int
 ) -> dict[str, float]:
     """The broker's CPU over a phase: per million messages and per wall second, and the
     share of the wall time its threads waited for a CPU (a busy machine, not the broker)."""
-    cpu0, wait0 = before
-    cpu1, wait1 = proc_cpu_seconds(pid), proc_wait_seconds(pid)
+    cpu0, wait0, sys0 = before
+    cpu1, wait1, sys1 = proc_cpu_seconds(pid), proc_wait_seconds(pid), _sys_seconds(pid)
     if cpu0 is None or cpu1 is None or not count:
         return {}
     used = cpu1 - cpu0
@@ -151,6 +162,8 @@ def _cpu(
     }
     if wait0 is not None and wait1 is not None:
         row["cpu_waited"] = round((wait1 - wait0) / seconds, 2)
+    if sys0 is not None and sys1 is not None and used > 0:
+        row["cpu_sys_share"] = round((sys1 - sys0) / used, 2)
     return row
 
 
@@ -201,7 +214,7 @@ def run_phase(
             deadline = time.monotonic() + 30
             while b"SUBACK" not in out.read_bytes() and time.monotonic() < deadline:
                 time.sleep(0.02)
-    cpu0 = (proc_cpu_seconds(pid), proc_wait_seconds(pid))
+    cpu0 = (proc_cpu_seconds(pid), proc_wait_seconds(pid), _sys_seconds(pid))
     start = time.monotonic()
     # the publishers' stdin is written inside the timing: the rate includes the generator
     procs = _publishers(port, topic, qos, messages, publishers)
@@ -291,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{target:10s} {phase:12s} {row['rate']:>10,} msg/s "
                         f"({row['seconds']} s) cpu {row.get('cpu_s_per_M', '-')} s/M "
                         f"busy {row.get('cpu_busy', '-')} waited {row.get('cpu_waited', '-')} "
+                        f"sys {row.get('cpu_sys_share', '-')} "
                         f"{row.get('note', '')}",
                         flush=True,
                     )

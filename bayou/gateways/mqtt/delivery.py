@@ -41,7 +41,7 @@ from bayou.errors import KafkaError
 from bayou.gateways.mqtt.catch_up import DecodedChunk
 from bayou.gateways.mqtt.inflight import DEFAULT_INFLIGHT, InflightWindow
 from bayou.gateways.mqtt.interfaces import Connection, SessionHost
-from bayou.gateways.mqtt.messages import TP, Delivery, Message
+from bayou.gateways.mqtt.messages import TP, Delivery, Message, Run
 from bayou.gateways.mqtt.subscriptions import SubOptions, merge_options
 from bayou.protocol.mqtt.codec import add_topic_alias, encode_publish
 from bayou.protocol.mqtt.packets import MQTT_5, PubRel
@@ -112,6 +112,48 @@ class Outbox:
         if not self._pump_scheduled:
             self.schedule_pump()
 
+    def offer_run(self, run: Run, options: list[SubOptions]) -> None:
+        """From the tailer: ``run``'s records all match the session's filters.  A plain QoS 0
+        subscription takes them as one ``Delivery`` of the run's shared PUBLISH bytes;
+        anything else takes them one by one (``offer``)."""
+        tp = run.tp
+        if tp in self.behind:
+            self.schedule_pump()
+            return
+        c = self.conn
+        queue = self.queue
+        if c is not None and len(options) == 1 and len(queue) < MAX_QUEUED:
+            opts = options[0]
+            proto = c.proto
+            if (
+                opts.qos == 0
+                and not opts.no_local
+                and opts.sub_id is None
+                and proto.outbound_aliases is None
+            ):
+                wire, largest = run.wire(proto.version == MQTT_5)
+                if largest <= proto.client_max_packet_size:
+                    offsets = run.offsets
+                    queue.append(
+                        Delivery(
+                            run.messages[0],
+                            0,
+                            False,
+                            (),
+                            tp,
+                            offsets[0],
+                            True,
+                            wire=wire,
+                            count=len(offsets),
+                            nbytes=run.nbytes,
+                        )
+                    )
+                    if not self._pump_scheduled:
+                        self.schedule_pump()
+                    return
+        for msg, offset in zip(run.messages, run.offsets, strict=True):
+            self.offer(msg, options, tp, offset)
+
     def offer_unlogged(self, msg: Message, options: list[SubOptions]) -> None:
         """A message that is in no log (``$SYS``): queued if connected with room, else
         skipped — there is no log to catch up from."""
@@ -162,6 +204,7 @@ class Outbox:
         v5 = proto.version == MQTT_5
         max_size = proto.client_max_packet_size
         sent = payload_bytes = 0
+        pending = 0  # messages in ``out``
         by_topic: dict[str, list[int]] = {}  # Kafka topic -> [messages, payload bytes]
         topic: str | None = None  # the Kafka topic of the run of deliveries counted below
         run = run_bytes = 0
@@ -177,14 +220,33 @@ class Outbox:
             if qos and window <= 0:
                 break
             queue.popleft()
+            wire = d.wire
+            if wire is not None:  # a run of QoS 0 PUBLISHes (``offer_run``)
+                out.append(wire)
+                pending += d.count
+                payload_bytes += d.nbytes
+                if d.tp[0] != topic:  # type: ignore[index]
+                    if run:
+                        self._count(by_topic, topic, run, run_bytes)
+                    topic, run, run_bytes = d.tp[0], 0, 0  # type: ignore[index]
+                run += d.count
+                run_bytes += d.nbytes
+                if pending >= WRITE_BATCH:
+                    sent += pending
+                    pending = 0
+                    c.write_many(out)
+                    out = []
+                    if c.paused:
+                        break
+                continue
             share = d.share
             msg = d.msg
             if qos:
                 pid = inflight.add(d)
                 if plain and share is None and msg.expiry_at is None and not d.sub_ids:
-                    wire = msg.publish_bytes(v5, qos, d.retain, pid)
-                    data: bytes | None = wire
-                    if len(wire) > max_size:
+                    packet = msg.publish_bytes(v5, qos, d.retain, pid)
+                    data: bytes | None = packet
+                    if len(packet) > max_size:
                         self.host.stats.publish_dropped += 1
                         data = None
                 else:
@@ -208,6 +270,7 @@ class Outbox:
                     if data is None:
                         continue
             out.append(data)
+            pending += 1
             size = len(msg.payload)
             payload_bytes += size
             tp = d.tp
@@ -218,14 +281,15 @@ class Outbox:
                     topic, run, run_bytes = tp[0], 0, 0
                 run += 1
                 run_bytes += size
-            if len(out) >= WRITE_BATCH:
-                sent += len(out)
+            if pending >= WRITE_BATCH:
+                sent += pending
+                pending = 0
                 c.write_many(out)
                 out = []
                 if c.paused:
                     break
         if out:
-            sent += len(out)
+            sent += pending
             c.write_many(out)
         if run:
             self._count(by_topic, topic, run, run_bytes)
