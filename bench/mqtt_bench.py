@@ -9,6 +9,14 @@ after N messages).  Phases, each on a fresh topic:
 * ``fanout-qos0`` / ``fanout-qos1``: S subscribers on ``topic/#`` and P publishers; the rate is
   S*M deliveries divided by the time until every subscriber has its M messages.
 
+Every phase also reports the broker's CPU over the phase, read from ``/proc`` (user + system
+seconds of the broker process): ``cpu_s_per_M`` (CPU-seconds per million deliveries, or per
+million publishes in the publish phases) and ``cpu_busy`` (CPU-seconds per wall second: near
+1.0 the broker's one event loop is saturated, well below it the phase is bound by something
+else — the clients, the in-flight window's round trips, or the machine: ``cpu_waited`` is the
+share of the phase the broker's threads were runnable but waiting for a CPU; ``cpu_sys_share``
+the kernel's part of the broker's CPU).
+
 Brokers run one at a time, started on free loopback ports and stopped by PID.  Usage::
 
     .venv/bin/python -m bench.mqtt_bench                       # Bayou and mosquitto
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import socket
@@ -29,6 +38,7 @@ import time
 import uuid
 from pathlib import Path
 
+from bench.machine import proc_cpu_seconds, proc_wait_seconds
 from tests.support.ports import free_port
 
 HOST = "127.0.0.1"
@@ -83,9 +93,7 @@ def start_broker(name: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int
         ]
     else:
         conf = workdir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {port} {HOST}\nallow_anonymous true\nmax_queued_messages 100000\n"
-        )
+        conf.write_text(f"listener {port} {HOST}\nallow_anonymous true\nmax_queued_messages 0\n")
         cmd = ["mosquitto", "-c", str(conf)]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     log.close()
@@ -128,7 +136,39 @@ def _publishers(
     return procs
 
 
+def _sys_seconds(pid: int) -> float | None:
+    """System (kernel) CPU seconds of ``pid`` so far, or None if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(
+    pid: int, before: tuple[float | None, float | None, float | None], seconds: float, count: int
+) -> dict[str, float]:
+    """The broker's CPU over a phase: per million messages and per wall second, and the
+    share of the wall time its threads waited for a CPU (a busy machine, not the broker)."""
+    cpu0, wait0, sys0 = before
+    cpu1, wait1, sys1 = proc_cpu_seconds(pid), proc_wait_seconds(pid), _sys_seconds(pid)
+    if cpu0 is None or cpu1 is None or not count:
+        return {}
+    used = cpu1 - cpu0
+    row = {
+        "cpu_s": round(used, 2),
+        "cpu_s_per_M": round(used / count * 1e6, 2),
+        "cpu_busy": round(used / seconds, 2),
+    }
+    if wait0 is not None and wait1 is not None:
+        row["cpu_waited"] = round((wait1 - wait0) / seconds, 2)
+    if sys0 is not None and sys1 is not None and used > 0:
+        row["cpu_sys_share"] = round((sys1 - sys0) / used, 2)
+    return row
+
+
 def run_phase(
+    pid: int,
     port: int,
     phase: str,
     messages: int,
@@ -174,6 +214,7 @@ def run_phase(
             deadline = time.monotonic() + 30
             while b"SUBACK" not in out.read_bytes() and time.monotonic() < deadline:
                 time.sleep(0.02)
+    cpu0 = (proc_cpu_seconds(pid), proc_wait_seconds(pid), _sys_seconds(pid))
     start = time.monotonic()
     # the publishers' stdin is written inside the timing: the rate includes the generator
     procs = _publishers(port, topic, qos, messages, publishers)
@@ -186,7 +227,7 @@ def run_phase(
             "messages": messages,
             "seconds": round(pub_s, 3),
             "rate": round(messages / pub_s),
-        }
+        } | _cpu(pid, cpu0, pub_s, messages)
     deadline = start + timeout_s
     complete = True
     for proc, _out in subs:
@@ -197,6 +238,7 @@ def run_phase(
             proc.kill()
             proc.wait(5)
     total_s = time.monotonic() - start
+    cpu = _cpu(pid, cpu0, total_s, messages * len(subs))
     payload = b"x" * 100
     received = sum(
         sum(1 for line in out.read_bytes().splitlines() if line == payload) for _p, out in subs
@@ -208,7 +250,7 @@ def run_phase(
         "expected": messages * len(subs),
         "seconds": round(total_s, 3),
         "rate": round(received / total_s),
-    }
+    } | cpu
     if not complete:
         row["note"] = f"incomplete after {timeout_s:.0f} s: {received} of {messages * len(subs)}"
     return row
@@ -248,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 for phase in args.phases.split(","):
                     row = run_phase(
+                        proc.pid,
                         port,
                         phase,
                         args.messages,
@@ -259,17 +302,25 @@ def main(argv: list[str] | None = None) -> int:
                     results.setdefault(phase, {})[target] = row
                     print(
                         f"{target:10s} {phase:12s} {row['rate']:>10,} msg/s "
-                        f"({row['seconds']} s) {row.get('note', '')}",
+                        f"({row['seconds']} s) cpu {row.get('cpu_s_per_M', '-')} s/M "
+                        f"busy {row.get('cpu_busy', '-')} waited {row.get('cpu_waited', '-')} "
+                        f"sys {row.get('cpu_sys_share', '-')} "
+                        f"{row.get('note', '')}",
                         flush=True,
                     )
             finally:
                 stop(proc)
-    print("\nphase          bayou msg/s   mosquitto msg/s   bayou/mosquitto")
+    print(
+        "\nphase          bayou msg/s   mosquitto msg/s   bayou/mosquitto"
+        "   bayou CPU-s/M   mosquitto CPU-s/M"
+    )
     for phase, rows in results.items():
         b = rows.get("bayou", {}).get("rate")
         m = rows.get("mosquitto", {}).get("rate")
         ratio = f"{b / m:.2f}" if b and m else "-"
-        print(f"{phase:12s} {b or '-':>13} {m or '-':>17} {ratio:>17}")
+        bc = rows.get("bayou", {}).get("cpu_s_per_M", "-")
+        mc = rows.get("mosquitto", {}).get("cpu_s_per_M", "-")
+        print(f"{phase:12s} {b or '-':>13} {m or '-':>17} {ratio:>17} {bc:>15} {mc:>19}")
     if args.json:
         args.json.write_text(
             json.dumps(

@@ -24,7 +24,8 @@ from bayou.gateways.mqtt.messages import TP, Message, MessageFactory
 from bayou.gateways.mqtt.session import NEVER_EXPIRES, Session
 from bayou.gateways.mqtt.subscriptions import SubOptions, Subscriptions
 from bayou.gateways.mqtt.systree import SysCounters
-from bayou.protocol.kafka.records import Record, build_batch
+from bayou.gateways.mqtt.tailer import Tailer
+from bayou.protocol.kafka.records import DecodedRecord, Record, build_batch
 from bayou.protocol.mqtt import FrameReader, ServerConnection, decode, encode
 from bayou.protocol.mqtt.packets import MQTT_311, Connect, Publish
 from bayou.storage.memory import MemoryEngine
@@ -199,6 +200,94 @@ def test_sessions_behind_at_the_same_place_share_the_reads_and_get_everything() 
     assert reads == solo_reads
     for seqs in received:
         assert seqs == list(range(total))
+
+
+class TailerHost:
+    """The door as a ``Tailer`` sees it: real subscriptions, the host's mapper and factory."""
+
+    def __init__(self, host: Host, subs: Subscriptions) -> None:
+        self.host = host
+        self.subs = subs
+        self.stopping = False
+
+    def mqtt_topic(self, kafka_topic: str, key: bytes | None) -> str:
+        return self.host.mapper.mqtt_topic(kafka_topic, key)
+
+    def owners_of(self, mqtt_topic: str) -> list[tuple[object, list[SubOptions]]]:
+        return self.subs.owners_of(mqtt_topic)
+
+    def message_from_record(self, mqtt_topic: str, rec: DecodedRecord) -> Message:
+        return self.host.factory.from_record(mqtt_topic, rec)
+
+
+def test_the_tailer_offers_runs_of_records_and_every_subscriber_gets_its_own_in_order() -> None:
+    """Records in a row for the same sessions are offered together (a QoS 0 subscription
+    takes them as one delivery of shared bytes); whatever the path, each subscriber gets
+    exactly what its filters and options select, in log order, once: QoS 0 and QoS 1 on
+    ``t/#``, QoS 0 on ``t/dev`` only, and a no-local subscriber that publishes some."""
+    first = 150
+
+    async def test(core: Core) -> None:
+        seq = first
+        layout = [(b"t/other", 100, "nolocal"), (b"t/dev", 1, "expiring"), (b"t/dev", 300, None)]
+        kinds: dict[int, tuple[bytes, str | None]] = {i: (b"t/dev", None) for i in range(first)}
+        for key, count, kind in layout:
+            records = []
+            for _ in range(count):
+                headers: list[tuple[str, bytes | None]] = [("mqtt.qos", b"1")]
+                if kind == "nolocal":
+                    headers.append(("mqtt.client-id", b"nolocal"))
+                if kind == "expiring":
+                    headers.append(("mqtt.message-expiry", b"3600"))
+                records.append(Record(0, key, b"%d:" % seq + b"x" * 12, headers))
+                kinds[seq] = (key, kind)
+                seq += 1
+            await core.append(TOPIC, 0, build_batch(records))
+        total = seq
+        host = Host(core)
+        subs = Subscriptions(host.stats)
+        clients: dict[str, tuple[Session, Client]] = {}
+        for name, topic_filter, opts in (
+            ("all0", "t/#", SubOptions(0)),
+            ("all1", "t/#", SubOptions(1)),
+            ("dev", "t/dev", SubOptions(0)),
+            ("nolocal", "t/#", SubOptions(0, no_local=True)),
+        ):
+            session = Session(host, name, NEVER_EXPIRES)
+            subs.add(session, topic_filter, opts)
+            client = Client(name)
+            session.attach(client, present=False)
+            clients[name] = (session, client)
+        tailer = Tailer(TailerHost(host, subs), core.cursor(TOPIC, 0, 0))
+        host.live_position = lambda tp: tailer.position  # type: ignore[method-assign]
+        while tailer.position < total:
+            await tailer.process(await tailer.cursor.read_batches(1024 * 1024))
+
+        def delivered() -> bool:
+            session, client = clients["all1"]
+            for packet in client.published:  # the QoS 1 client acknowledges what it has
+                if packet.packet_id is not None:
+                    session.on_puback(packet.packet_id)
+            return all(len(c.published) >= len(want(n)) for n, (_s, c) in clients.items())
+
+        def want(name: str) -> list[int]:
+            if name == "dev":
+                return [i for i in range(total) if kinds[i][0] == b"t/dev"]
+            if name == "nolocal":
+                return [i for i in range(total) if kinds[i][1] != "nolocal"]
+            return list(range(total))
+
+        await until("every delivery", delivered)
+        await asyncio.sleep(0.05)
+        for name, (_session, client) in clients.items():
+            assert client.seqs() == want(name), name
+            for packet in client.published:
+                assert packet.topic == kinds[int(packet.payload.split(b":")[0])][0].decode()
+                assert packet.qos == (1 if name == "all1" else 0)
+                assert not packet.retain and not packet.dup
+        assert host.stats.publish_sent == sum(len(want(n)) for n in clients)
+
+    run_with_core(first, test)
 
 
 def test_a_restarted_session_resends_its_in_flight_messages_before_the_rest() -> None:

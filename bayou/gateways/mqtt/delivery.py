@@ -41,7 +41,7 @@ from bayou.errors import KafkaError
 from bayou.gateways.mqtt.catch_up import DecodedChunk
 from bayou.gateways.mqtt.inflight import DEFAULT_INFLIGHT, InflightWindow
 from bayou.gateways.mqtt.interfaces import Connection, SessionHost
-from bayou.gateways.mqtt.messages import TP, Delivery, Message
+from bayou.gateways.mqtt.messages import TP, Delivery, Message, Run
 from bayou.gateways.mqtt.subscriptions import SubOptions, merge_options
 from bayou.protocol.mqtt.codec import add_topic_alias, encode_publish
 from bayou.protocol.mqtt.packets import MQTT_5, PubRel
@@ -49,7 +49,7 @@ from bayou.protocol.mqtt.packets import MQTT_5, PubRel
 log = logging.getLogger("bayou.mqtt")
 
 MAX_QUEUED = 1000
-WRITE_BATCH = 128  # PUBLISHes joined into one write
+WRITE_BATCH = 256  # PUBLISHes joined into one write
 
 
 class Recipient(Protocol):
@@ -100,14 +100,59 @@ class Outbox:
         if merged is None:
             return
         qos, rap, ids = merged
-        if self.conn is None or len(self.queue) >= MAX_QUEUED:
+        queue = self.queue
+        if self.conn is None or len(queue) >= MAX_QUEUED:
             # Connected but slow: the log keeps the rest.  Offline: only a persistent session
             # keeps its QoS 1/2 messages (QoS 0 to an offline client is dropped).
             if self.conn is not None or (recipient.persistent and qos > 0):
                 self.behind[tp] = offset
                 recipient.dirty = True
             return
-        self.enqueue(Delivery(msg, qos, rap and msg.retain, ids, tp, offset, True))
+        queue.append(Delivery(msg, qos, rap and msg.retain, ids, tp, offset, True))
+        if not self._pump_scheduled:
+            self.schedule_pump()
+
+    def offer_run(self, run: Run, options: list[SubOptions]) -> None:
+        """From the tailer: ``run``'s records all match the session's filters.  A plain QoS 0
+        subscription takes them as one ``Delivery`` of the run's shared PUBLISH bytes;
+        anything else takes them one by one (``offer``)."""
+        tp = run.tp
+        if tp in self.behind:
+            self.schedule_pump()
+            return
+        c = self.conn
+        queue = self.queue
+        if c is not None and len(options) == 1 and len(queue) < MAX_QUEUED:
+            opts = options[0]
+            proto = c.proto
+            if (
+                opts.qos == 0
+                and not opts.no_local
+                and opts.sub_id is None
+                and proto.outbound_aliases is None
+            ):
+                wire, largest = run.wire(proto.version == MQTT_5)
+                if largest <= proto.client_max_packet_size:
+                    offsets = run.offsets
+                    queue.append(
+                        Delivery(
+                            run.messages[0],
+                            0,
+                            False,
+                            (),
+                            tp,
+                            offsets[0],
+                            True,
+                            wire=wire,
+                            count=len(offsets),
+                            nbytes=run.nbytes,
+                        )
+                    )
+                    if not self._pump_scheduled:
+                        self.schedule_pump()
+                    return
+        for msg, offset in zip(run.messages, run.offsets, strict=True):
+            self.offer(msg, options, tp, offset)
 
     def offer_unlogged(self, msg: Message, options: list[SubOptions]) -> None:
         """A message that is in no log (``$SYS``): queued if connected with room, else
@@ -152,8 +197,17 @@ class Outbox:
         window = self.send_window()
         inflight = self.window
         queue = self.queue
+        proto = c.proto
+        # the common delivery — no expiry, no subscription ids, no topic aliases — takes its
+        # message's shared PUBLISH bytes without a call into ``_encode``
+        plain = proto.outbound_aliases is None
+        v5 = proto.version == MQTT_5
+        max_size = proto.client_max_packet_size
         sent = payload_bytes = 0
+        pending = 0  # messages in ``out``
         by_topic: dict[str, list[int]] = {}  # Kafka topic -> [messages, payload bytes]
+        topic: str | None = None  # the Kafka topic of the run of deliveries counted below
+        run = run_bytes = 0
         while True:
             if not queue:
                 if self.recipient.pull_shared():
@@ -162,13 +216,41 @@ class Outbox:
                     self._start_catch_up()
                 break
             d = queue[0]
-            if d.qos and window <= 0:
+            qos = d.qos
+            if qos and window <= 0:
                 break
             queue.popleft()
+            wire = d.wire
+            if wire is not None:  # a run of QoS 0 PUBLISHes (``offer_run``)
+                out.append(wire)
+                pending += d.count
+                payload_bytes += d.nbytes
+                if d.tp[0] != topic:  # type: ignore[index]
+                    if run:
+                        self._count(by_topic, topic, run, run_bytes)
+                    topic, run, run_bytes = d.tp[0], 0, 0  # type: ignore[index]
+                run += d.count
+                run_bytes += d.nbytes
+                if pending >= WRITE_BATCH:
+                    sent += pending
+                    pending = 0
+                    c.write_many(out)
+                    out = []
+                    if c.paused:
+                        break
+                continue
             share = d.share
-            if d.qos:
+            msg = d.msg
+            if qos:
                 pid = inflight.add(d)
-                data = self._encode(d, pid, share is not None and share.redelivered, now)
+                if plain and share is None and msg.expiry_at is None and not d.sub_ids:
+                    packet = msg.publish_bytes(v5, qos, d.retain, pid)
+                    data: bytes | None = packet
+                    if len(packet) > max_size:
+                        self.host.stats.publish_dropped += 1
+                        data = None
+                else:
+                    data = self._encode(d, pid, share is not None and share.redelivered, now)
                 if data is None:
                     del inflight.entries[pid]
                     if share is not None:
@@ -176,35 +258,59 @@ class Outbox:
                     continue
                 window -= 1
             else:
-                data = self._encode(d, None, False, now)
-                if share is not None:
-                    share.settle(data is not None)
-                if data is None:
-                    continue
+                if plain and share is None and msg.expiry_at is None and not d.sub_ids:
+                    data = msg.publish_bytes(v5, 0, d.retain, None)
+                    if len(data) > max_size:
+                        self.host.stats.publish_dropped += 1
+                        continue
+                else:
+                    data = self._encode(d, None, False, now)
+                    if share is not None:
+                        share.settle(data is not None)
+                    if data is None:
+                        continue
             out.append(data)
-            sent += 1
-            payload_bytes += len(d.msg.payload)
-            if d.tp is not None:
-                counts = by_topic.get(d.tp[0])
-                if counts is None:
-                    counts = by_topic[d.tp[0]] = [0, 0]
-                counts[0] += 1
-                counts[1] += len(d.msg.payload)
-            if len(out) >= WRITE_BATCH:
+            pending += 1
+            size = len(msg.payload)
+            payload_bytes += size
+            tp = d.tp
+            if tp is not None:
+                if tp[0] != topic:
+                    if run:
+                        self._count(by_topic, topic, run, run_bytes)
+                    topic, run, run_bytes = tp[0], 0, 0
+                run += 1
+                run_bytes += size
+            if pending >= WRITE_BATCH:
+                sent += pending
+                pending = 0
                 c.write_many(out)
                 out = []
                 if c.paused:
                     break
         if out:
+            sent += pending
             c.write_many(out)
+        if run:
+            self._count(by_topic, topic, run, run_bytes)
         if sent:
             self.recipient.dirty = True  # its positions moved
             stats = self.host.stats
             stats.publish_sent += sent
             stats.publish_bytes_sent += payload_bytes
             traffic = self.host.traffic
-            for topic, (messages, nbytes) in by_topic.items():
-                traffic.sent(topic, messages, nbytes)
+            for kafka_topic, (messages, nbytes) in by_topic.items():
+                traffic.sent(kafka_topic, messages, nbytes)
+
+    @staticmethod
+    def _count(by_topic: dict[str, list[int]], topic: str | None, n: int, nbytes: int) -> None:
+        assert topic is not None
+        counts = by_topic.get(topic)
+        if counts is None:
+            by_topic[topic] = [n, nbytes]
+        else:
+            counts[0] += n
+            counts[1] += nbytes
 
     def _encode(self, d: Delivery, pid: int | None, dup: bool, now: int) -> bytes | None:
         c = self.conn

@@ -127,9 +127,22 @@ class Settlement(Protocol):
 
 
 class Delivery:
-    """A message on its way to one session."""
+    """A message on its way to one session — or, with ``wire``, a run of ``count`` QoS 0
+    messages of one partition from ``offset`` on, encoded (``Run``), sent as they are."""
 
-    __slots__ = ("msg", "offset", "qos", "retain", "share", "sub_ids", "tp", "tracked")
+    __slots__ = (
+        "count",
+        "msg",
+        "nbytes",
+        "offset",
+        "qos",
+        "retain",
+        "share",
+        "sub_ids",
+        "tp",
+        "tracked",
+        "wire",
+    )
 
     def __init__(
         self,
@@ -141,6 +154,9 @@ class Delivery:
         offset: int,
         tracked: bool,
         share: Settlement | None = None,
+        wire: bytes | None = None,
+        count: int = 1,
+        nbytes: int = 0,
     ) -> None:
         self.msg = msg
         self.qos = qos
@@ -150,6 +166,46 @@ class Delivery:
         self.offset = offset
         self.tracked = tracked  # counts for the session's positions (own subscriptions)
         self.share = share  # a shared subscription's: settled when sent or acknowledged
+        self.wire = wire  # a run's PUBLISHes, encoded (then ``count`` and ``nbytes`` of payload)
+        self.count = count
+        self.nbytes = nbytes
+
+
+class Run:
+    """Consecutive records of one partition offered to the same sessions, without expiry:
+    what a QoS 0 subscription takes as one ``Delivery``.  Its PUBLISHes (QoS 0, retain flag
+    clear, no properties but the message's own) are joined once per protocol version and
+    shared by every session that takes the run."""
+
+    __slots__ = ("_wire", "messages", "nbytes", "offsets", "owners", "tp")
+
+    def __init__(self, tp: TP) -> None:
+        self.tp = tp
+        self.owners: object = None  # the ``owners_of`` answer these records share
+        self.messages: list[Message] = []
+        self.offsets: list[int] = []
+        self.nbytes = 0  # payload bytes
+        self._wire: dict[bool, tuple[bytes, int]] = {}
+
+    def add(self, msg: Message, offset: int) -> None:
+        self.messages.append(msg)
+        self.offsets.append(offset)
+        self.nbytes += len(msg.payload)
+
+    def clear(self) -> None:
+        self.owners = None
+        self.messages = []
+        self.offsets = []
+        self.nbytes = 0
+        self._wire = {}
+
+    def wire(self, v5: bool) -> tuple[bytes, int]:
+        """The run's PUBLISHes joined, and the size of the largest."""
+        got = self._wire.get(v5)
+        if got is None:
+            packets = [m.publish_bytes(v5, 0, False, None) for m in self.messages]
+            got = self._wire[v5] = (b"".join(packets), max(map(len, packets)))
+        return got
 
 
 @dataclass
@@ -181,22 +237,20 @@ class MessageFactory:
 
     def from_record(self, mqtt_topic: str, rec: DecodedRecord) -> Message:
         headers = rec.headers
-        plain = len(headers) <= 3
-        if plain:
-            for name, value in headers:
-                if name not in _PLAIN_HEADERS or value is None or len(value) > 256:
-                    plain = False
-                    break
-        if plain:
-            # QoS, retain and client id only (what an MQTT PUBLISH without properties
-            # stores): few distinct combinations, so their meaning is kept, not re-parsed
+        # QoS, retain and client id only (what an MQTT PUBLISH without properties stores):
+        # few distinct combinations, so their meaning is kept, not re-parsed
+        meta = None
+        if len(headers) <= 3:
             key = tuple(headers)
             meta = self._metas.get(key)
-            if meta is None:
+            if meta is None and all(
+                name in _PLAIN_HEADERS and value is not None and len(value) <= 256
+                for name, value in headers
+            ):
                 if len(self._metas) >= META_CACHE:
                     self._metas.clear()
                 meta = self._metas[key] = meta_from_headers(headers)
-        else:
+        if meta is None:
             meta = meta_from_headers(headers)
         expiry_at = rec.timestamp + meta.expiry_s * 1000 if meta.expiry_s is not None else None
         return Message(

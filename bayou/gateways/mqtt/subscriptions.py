@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bayou.gateways.mqtt.messages import TP, Delivery, Message
@@ -47,6 +47,14 @@ class SubOptions:
     retain_as_published: bool = False
     retain_handling: int = 0
     sub_id: int | None = None
+    # what ``merge_options`` answers for this subscription alone, per message QoS 0..2
+    single: tuple[tuple[int, bool, tuple[int, ...]], ...] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        ids = () if self.sub_id is None else (self.sub_id,)
+        self.single = tuple((min(self.qos, q), self.retain_as_published, ids) for q in range(3))
 
     def dump(self) -> list[Any]:
         return [
@@ -76,11 +84,7 @@ def merge_options(
         opts = options[0]
         if opts.no_local and origin == client_id:
             return None
-        return (
-            min(opts.qos, msg_qos),
-            opts.retain_as_published,
-            () if opts.sub_id is None else (opts.sub_id,),
-        )
+        return opts.single[msg_qos]
     qos = -1
     rap = False
     ids: list[int] = []

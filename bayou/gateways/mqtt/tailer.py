@@ -6,7 +6,17 @@ A ``Tailer`` follows its partition with a core ``Cursor``: it waits for the engi
 landed" notification (``Cursor.wait``), reads whole new batches (``read_batches``: the page
 cache on the loop, cold data in a worker thread), decodes each record once, maps its key to
 an MQTT topic (cached per key), and offers one shared ``Message`` to every session and share
-group whose filters match (``owners_of``: one trie walk per MQTT topic, cached).  A position
+group whose filters match (``owners_of``: one trie walk per MQTT topic, cached).  The
+``Message`` is made only when a session takes it: sessions behind on the partition read it
+back through catch-up, so a burst that pushed every subscriber there costs the tailer no
+message objects.
+
+Records in a row that match the same sessions with the same options and do not expire
+are collected into a ``Run`` (at most a slice, at most ``RUN_BYTES`` of payload) and offered
+together: a plain QoS 0 subscription queues the whole run as one delivery whose PUBLISHes
+are encoded and joined once for every such subscriber (``Outbox.offer_run``); the others
+take its messages one by one, in the same order as before.  A session's messages stay in
+offset order: a run is offered before any record after it.  A position
 outside the log (retention, a recreated topic) is reset by the cursor to the log start.
 
 It offers at most ``TAIL_SLICE`` records per turn of the event loop, its position up to
@@ -24,7 +34,7 @@ from typing import Protocol
 
 from bayou.core import Cursor
 from bayou.errors import KafkaError
-from bayou.gateways.mqtt.messages import TP, Message
+from bayou.gateways.mqtt.messages import TP, Message, Run
 from bayou.gateways.mqtt.subscriptions import Owners, ShareGroup
 from bayou.protocol.kafka.records import DecodedRecord, iter_batches, iter_records
 
@@ -32,6 +42,7 @@ log = logging.getLogger("bayou.mqtt")
 
 TAIL_READ = 1024 * 1024
 TAIL_SLICE = 256  # records offered between two turns of the event loop
+RUN_BYTES = 64 * 1024  # payload bytes of a run (see the module docstring) at most
 KEY_CACHE = 100_000
 IDLE_WAIT_S = 1.0  # longest sleep between two looks at ``stopping``
 EMPTY_READ_PAUSE_S = 0.05
@@ -109,6 +120,7 @@ class Tailer:
         tp = self.tp
         topics = self._topics
         budget = TAIL_SLICE
+        run = Run(tp)  # records in a row for the same sessions, offered together
         aborted = await cursor.aborted(data)
         for pos, header in iter_batches(data):
             if header.last_offset < cursor.position or header.is_control or aborted.covers(header):
@@ -127,14 +139,52 @@ class Tailer:
                     topics[key] = mqtt_topic
                 owners = host.owners_of(mqtt_topic)
                 if owners:
-                    msg = host.message_from_record(mqtt_topic, rec)
-                    for owner, options in owners:
+                    if owners is not run.owners and run.offsets and owners != run.owners:
+                        self._offer_run(run)  # other sessions, or other options
+                    msg = None  # made when a session takes it, once for all of them
+                    for owner, _options in owners:
                         # shared subscriptions read through their share groups (shared.py)
-                        if not isinstance(owner, ShareGroup):
-                            owner.offer(msg, options, tp, offset)
+                        if isinstance(owner, ShareGroup):
+                            continue
+                        if tp in owner.outbox.behind:  # a session's outbox (delivery.py)
+                            owner.outbox.schedule_pump()  # it catches up from the log
+                            continue
+                        msg = host.message_from_record(mqtt_topic, rec)
+                        break
+                    if msg is not None:
+                        if msg.expiry_at is None:
+                            if not run.offsets:
+                                run.owners = owners
+                            run.add(msg, offset)
+                        else:
+                            if run.offsets:
+                                self._offer_run(run)
+                            self._offer(owners, msg, offset)
                 cursor.position = offset + 1
                 budget -= 1
-                if budget <= 0:
-                    budget = TAIL_SLICE
-                    await asyncio.sleep(0)
+                if budget <= 0 or run.nbytes >= RUN_BYTES:
+                    if run.offsets:
+                        self._offer_run(run)
+                    if budget <= 0:
+                        budget = TAIL_SLICE
+                        await asyncio.sleep(0)
             cursor.position = max(cursor.position, header.last_offset + 1)
+        if run.offsets:
+            self._offer_run(run)
+
+    def _offer_run(self, run: Run) -> None:
+        """Offer the records collected in ``run`` to the sessions they match; empty it."""
+        owners: Owners = run.owners  # type: ignore[assignment]
+        if len(run.offsets) == 1:  # nothing to share
+            self._offer(owners, run.messages[0], run.offsets[0])
+        else:
+            for owner, options in owners:
+                if not isinstance(owner, ShareGroup):
+                    owner.outbox.offer_run(run, options)
+        run.clear()
+
+    def _offer(self, owners: Owners, msg: Message, offset: int) -> None:
+        """Offer one message to each session (not shared: it expires, or it is alone)."""
+        for owner, options in owners:
+            if not isinstance(owner, ShareGroup):
+                owner.outbox.offer(msg, options, self.tp, offset)
