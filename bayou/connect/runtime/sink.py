@@ -140,6 +140,9 @@ class SinkTaskRunner(TaskRunner):
             messages = self.consumer.consume(POLL_RECORDS, POLL_TIMEOUT_S)
             if self.callback_error is not None:
                 raise self.callback_error
+            if messages and self.paused.is_set() and not paused_now:
+                self._rewind(messages)  # paused meanwhile: nothing more reaches the target
+                continue
             if messages:
                 self._handle(messages)
             now = time.monotonic()
@@ -149,6 +152,18 @@ class SinkTaskRunner(TaskRunner):
             elif now - last_flush >= self.interval_s:
                 self._flush_and_commit(asynchronous=False, force=False)
                 last_flush = now
+
+    def _rewind(self, messages: list[Message]) -> None:
+        """Seek each partition back to the first of ``messages`` (read but not handled)."""
+        first: dict[TP, int] = {}
+        for msg in messages:
+            if msg.error() is None:
+                first.setdefault((msg.topic() or "", msg.partition() or 0), msg.offset() or 0)
+        for (topic, partition), offset in first.items():
+            try:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:  # revoked meanwhile: its next owner starts there
+                self.errors_log.warning("connector %s: rewinding: %s", self.name, exc)
 
     def _handle(self, messages: list[Message]) -> None:
         prepared = self.prepared
