@@ -8,11 +8,7 @@ topic holds every change exactly once, in commit order."""
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,40 +20,11 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from tests.support.broker import BrokerProcess
+from tests.support.connect_process import ConnectProcess
 from tests.support.postgres import PostgresServer
 from tests.support.wait import wait_until
 
 TOPIC = "cdc.public.src"
-
-
-class ConnectProcess:
-    """``bayou connect run FILE`` in a process of its own, stopped by its PID."""
-
-    def __init__(self, broker: BrokerProcess, config: Path, log: Path) -> None:
-        self.args = [
-            *(sys.executable, "-m", "bayou", "connect", "run", str(config)),
-            *("--bootstrap", broker.bootstrap),
-        ]
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> ConnectProcess:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT)
-        return self
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 def pipeline_toml(url: str) -> str:

@@ -6,10 +6,6 @@ file), and the group ``connect-{name}`` has committed the end of every partition
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +20,7 @@ from bayou.connect.api import ConnectorConfig
 from bayou.connect.sinks.iceberg import open_catalog
 from tests.integration.test_confluent_kafka import create_topic
 from tests.support.broker import BrokerProcess
+from tests.support.connect_process import ConnectProcess
 from tests.support.connect_sinks import assert_every_record_once, expected_value, produce_json
 from tests.support.wait import wait_until
 
@@ -32,43 +29,9 @@ TOTAL = 3000  # produced in two halves: before the kill and after it
 FIRST_FLUSH_RECORDS = {"1": 1000, "3": 300}  # by tasks.max
 
 
-class ConnectRun:
-    """One ``bayou connect run FILE.toml`` process, stopped or killed by its PID."""
-
-    def __init__(self, broker: BrokerProcess, config: Path, log: Path) -> None:
-        self.args = [sys.executable, "-m", "bayou", "connect", "run", str(config)]
-        self.args += ["-b", broker.bootstrap]
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> ConnectRun:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT)
-        return self
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        if self.alive():
-            assert self.proc is not None
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.proc.returncode
-
-
 @pytest.fixture
-def runs() -> Iterator[list[ConnectRun]]:
-    started: list[ConnectRun] = []
+def runs() -> Iterator[list[ConnectProcess]]:
+    started: list[ConnectProcess] = []
     yield started
     for run in started:
         run.kill()
@@ -100,7 +63,7 @@ def toml_value(value: str) -> str:
 def run_with_kill(
     broker: BrokerProcess,
     tmp_path: Path,
-    runs: list[ConnectRun],
+    runs: list[ConnectProcess],
     connector_class: str,
     keys: dict[str, str],
 ) -> tuple[str, str]:
@@ -133,7 +96,7 @@ def run_with_kill(
     write_config()
     group = f"connect-{name}"
     log = tmp_path / "connect.log"
-    first = ConnectRun(broker, config, log).start()
+    first = ConnectProcess(broker, config, log).start()
     runs.append(first)
     wait_until(
         "the tasks assigned every partition",
@@ -157,7 +120,7 @@ def run_with_kill(
 
     # the second run flushes every 200 records and each second
     write_config(**{"flush.records": "200", "offset.flush.interval.ms": "1000"})
-    second = ConnectRun(broker, config, log).start()
+    second = ConnectProcess(broker, config, log).start()
     runs.append(second)
     wait_until(
         "the group committed every record",
@@ -204,7 +167,7 @@ SINKS: dict[str, Callable[[Path], dict[str, str]]] = {
 def test_kill_9_mid_batch_and_restart_every_record_once(
     shared_broker: BrokerProcess,
     tmp_path: Path,
-    runs: list[ConnectRun],
+    runs: list[ConnectProcess],
     connector_class: str,
     tasks: int,
 ) -> None:

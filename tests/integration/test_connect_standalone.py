@@ -8,8 +8,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -26,45 +24,10 @@ from confluent_kafka import Consumer
 from bayou.connect.api import ConnectorConfig, SinkRecord
 from bayou.connect.sinks.http import HttpSinkTask
 from tests.support.broker import BrokerProcess
+from tests.support.connect_process import ConnectProcess
 from tests.support.ports import free_port
 from tests.support.wait import wait_until
 from tests.support.webhook import Webhook
-
-
-class ConnectProcess:
-    def __init__(self, broker: BrokerProcess, config: Path, log: Path) -> None:
-        self.args = [
-            sys.executable,
-            "-m",
-            "bayou",
-            "connect",
-            "run",
-            str(config),
-            "-b",
-            broker.bootstrap,
-        ]
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> ConnectProcess:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT)
-        return self
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.proc.returncode
 
 
 @pytest.fixture
