@@ -294,14 +294,15 @@ topic = "{token_topic}"
     )
     with httpx.Client(timeout=60) as http:
 
-        def listening() -> bool:
+        def listening(url: str) -> bool:
             try:
-                http.post(token_url, content=b"")
+                http.post(url, content=b"")  # answered 401 or 411, once it listens
             except httpx.TransportError:
                 return False
             return True
 
-        wait_until("the http-source listening", listening, timeout=60)
+        for url in (signed_url, token_url):  # the two connectors start one after the other
+            wait_until(f"the http-source at {url}", lambda url=url: listening(url), timeout=60)
         body = json.dumps({"action": "opened", "repository": {"name": "bayou"}}).encode()
         mac = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
         sent = http.post(signed_url, content=body, headers={"X-Hub-Signature-256": mac})
