@@ -431,3 +431,22 @@ def test_tasks_starting_together_create_the_tables_once(postgres_server: Postgre
             thread.join(60)
         assert errors == []
         assert query(url, "SELECT p FROM x ORDER BY p") == [(0,), (1,), (2,)]
+
+
+def test_table_names_are_taken_as_written(db_url: str) -> None:
+    """Topic names are case-sensitive and often hold a dash: the table is the topic's name
+    as written (a quoted identifier), found again on the next flush and by a new task."""
+    for topic in ("Orders", "page-views"):
+        task = make_task(db_url, name=topic, **{"auto.create": True})
+        task.open([(topic, 0)])
+        task.put([rec(0, None, {"n": 1}, topic)])
+        assert task.flush() == {(topic, 0): 1}
+        task.put([rec(1, None, {"n": 2}, topic)])
+        assert task.flush() == {(topic, 0): 2}
+        task.stop()
+        again = make_task(db_url, name=topic)
+        assert again.open([(topic, 0)]) == {(topic, 0): 2}
+        again.put([rec(2, None, {"n": 3}, topic)])
+        assert again.flush() == {(topic, 0): 3}
+        again.stop()
+        assert query(db_url, f'SELECT n FROM "{topic}" ORDER BY n') == [(1,), (2,), (3,)]

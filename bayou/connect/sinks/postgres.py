@@ -409,7 +409,10 @@ class PostgresSinkTask(SinkTask):
     def _shape(self, conn: psycopg.Connection[Any], table: str) -> TableShape | None:
         if table in self._tables:
             return self._tables[table]
-        regclass = conn.execute("SELECT to_regclass(%s)::oid", (table,)).fetchone()
+        # the name as CREATE TABLE wrote it: quoted, so neither case-folded nor parsed
+        regclass = conn.execute(
+            "SELECT to_regclass(%s)::oid", (table_identifier(table).as_string(conn),)
+        ).fetchone()
         shape: TableShape | None = None
         if regclass is not None and regclass[0] is not None:
             shape = TableShape(table)
