@@ -330,6 +330,45 @@ def test_snapshot_and_stream_meet_exactly_while_rows_are_written(
     assert ops == {"r", "c"}  # the writer ran on both sides of the slot's consistent point
 
 
+def test_a_commit_flushed_after_an_empty_look_is_delivered(
+    db_url: str, make_task: TaskFactory
+) -> None:
+    """Decoding reads the WAL up to its flush position: a commit already inserted but not yet
+    flushed when a poll looks is not there yet, and must be found once it is flushed (with
+    ``synchronous_commit=off`` the WAL writer flushes it up to ``wal_writer_delay`` later)."""
+    sql(db_url, "CREATE TABLE late (id int PRIMARY KEY)")
+    task = make_task(db_url, "late", **{"snapshot.mode": "never"})
+    task.start(None)
+    assert task.poll(0.1) == []
+    sql(db_url, "ALTER SYSTEM SET wal_writer_delay = '3s'", "SELECT pg_reload_conf()")
+    try:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            wait_until(
+                "the WAL writer to take the new delay",
+                lambda: conn.execute("SHOW wal_writer_delay").fetchone() == ("3s",),
+            )
+            conn.execute("SET synchronous_commit = off")
+            conn.execute("INSERT INTO late VALUES (1)")
+            row = conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()
+            assert row is not None
+            inserted = row[0]
+            assert task.poll(0.1) == []  # looked before the commit was flushed
+            wait_until(
+                "the commit to be flushed",
+                lambda: (
+                    conn.execute("SELECT pg_current_wal_flush_lsn() >= %s", (inserted,)).fetchone()
+                    == (True,)
+                ),
+                timeout=30,
+            )
+    finally:
+        sql(db_url, "ALTER SYSTEM RESET wal_writer_delay", "SELECT pg_reload_conf()")
+    # Flushed now: the next look finds it (not some later WAL write by someone else).
+    assert change_log(list(task.poll(1.0))) == [
+        ("db1.public.late", {"id": 1}, "c", None, {"id": 1})
+    ]
+
+
 def test_an_unreachable_database_is_a_retriable_error() -> None:
     task = new_task(f"postgres://postgres@127.0.0.1:{free_port()}/none", "t")
     with pytest.raises(RetriableError, match="PostgreSQL"):

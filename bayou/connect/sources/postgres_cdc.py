@@ -390,9 +390,11 @@ class PostgresCdcSourceTask(SourceTask):
     def _poll_changes(self) -> list[SourceRecord]:
         try:
             conn = self._connection()
-            wal = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+            # Decoding reads the WAL up to its flush position (not the insert position: a
+            # commit inserted but not yet flushed is not there yet).
+            wal = conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()
             if wal is not None and wal[0] == self._last_wal_seen:
-                return []  # nothing written anywhere since the last empty look
+                return []  # nothing flushed anywhere since the last empty look
             for _ in range(32):
                 messages = conn.execute(
                     "SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes("
