@@ -369,6 +369,29 @@ def test_a_commit_flushed_after_an_empty_look_is_delivered(
     ]
 
 
+def test_the_slot_moves_past_changes_to_other_tables(db_url: str, make_task: TaskFactory) -> None:
+    """Writes to tables the connector does not read give it nothing to deliver, so nothing
+    to commit: the slot must still move past them, or PostgreSQL keeps their WAL for it."""
+    sql(db_url, "CREATE TABLE watched (id int PRIMARY KEY)", "CREATE TABLE other (id int)")
+    task = make_task(db_url, "watched", **{"snapshot.mode": "never"})
+    task.start(None)
+    assert task.poll(0.1) == []
+    sql(db_url, *(f"INSERT INTO other VALUES ({i})" for i in range(50)))
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("SELECT pg_current_wal_flush_lsn()").fetchone()
+        assert row is not None
+        written = row[0]
+        assert task.poll(0.1) == []
+        moved = conn.execute(
+            "SELECT confirmed_flush_lsn >= %s FROM pg_replication_slots"
+            " WHERE slot_name = 'bayou_cdc'",
+            (written,),
+        ).fetchone()
+    assert moved == (True,)
+    sql(db_url, "INSERT INTO watched VALUES (1)")  # and what follows still comes
+    assert change_log(collect(task, 1)) == [("db1.public.watched", {"id": 1}, "c", None, {"id": 1})]
+
+
 def test_an_unreachable_database_is_a_retriable_error() -> None:
     task = new_task(f"postgres://postgres@127.0.0.1:{free_port()}/none", "t")
     with pytest.raises(RetriableError, match="PostgreSQL"):

@@ -11,8 +11,10 @@ Keys: ``connection.url`` (libpq URL of the database), ``tables`` (``schema.table
 psycopg 3 has no client for the streaming replication protocol, so changes are read with the
 SQL interface over an ordinary connection: ``pg_logical_slot_peek_binary_changes`` decodes
 whole transactions from the slot's confirmed position *without consuming them*, and
-``pg_replication_slot_advance`` moves the slot — only in ``commit(position)``, after the
-runtime has the records durably in Bayou.  Peeking therefore returns transactions already
+``pg_replication_slot_advance`` moves the slot — in ``commit(position)``, after the
+runtime has the records durably in Bayou, and past WAL that holds nothing for this
+publication (a peek that returns nothing at all), so that writes to other tables do not
+pin WAL on the server.  Peeking therefore returns transactions already
 handed out; the task remembers the position of the last record it produced and skips up to
 it, which is also how ``start(position)`` resumes after a restart.
 
@@ -414,7 +416,25 @@ class PostgresCdcSourceTask(SourceTask):
             raise ConnectError(f"PostgreSQL: {exc}") from exc
         if not records and wal is not None and len(messages) < self._peek_limit:
             self._last_wal_seen = wal[0]
+        if not messages and wal is not None:
+            self._advance_past_nothing(conn, wal[0])
         return records
+
+    def _advance_past_nothing(self, conn: psycopg.Connection[Any], flushed: str) -> None:
+        """The slot held nothing for us up to ``flushed`` (read before the empty peek, which
+        decoded at least that far): move it there, so the WAL of tables we do not read is
+        neither kept nor decoded again on every look."""
+        lsn = pgoutput.parse_lsn(flushed)
+        if lsn <= self._advanced:
+            return
+        try:
+            conn.execute(
+                "SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.settings.slot, flushed)
+            )
+        except psycopg.OperationalError as exc:
+            self._drop_connection()
+            raise RetriableError(f"PostgreSQL: {exc}") from exc
+        self._advanced = lsn
 
     def _records_of(self, rows: list[tuple[str, bytes]]) -> list[SourceRecord]:
         records: list[SourceRecord] = []
