@@ -450,3 +450,16 @@ def test_table_names_are_taken_as_written(db_url: str) -> None:
         assert again.flush() == {(topic, 0): 3}
         again.stop()
         assert query(db_url, f'SELECT n FROM "{topic}" ORDER BY n') == [(1,), (2,), (3,)]
+
+
+def test_objects_and_arrays_are_compact_json_text_in_any_column(db_url: str) -> None:
+    with psycopg.connect(db_url) as conn:
+        conn.execute("CREATE TABLE docs (id bigint, doc text, raw json, tags jsonb)")
+    task = make_task(db_url, table="docs")
+    task.open([("docs", 0)])
+    task.put([rec(0, None, {"id": 1, "doc": {"a": [1, "x"]}, "raw": [1, 2], "tags": {"k": None}})])
+    task.flush()
+    assert query(db_url, "SELECT id, doc, raw::text, tags FROM docs") == [
+        (1, '{"a":[1,"x"]}', "[1,2]", {"k": None})
+    ]
+    task.stop()

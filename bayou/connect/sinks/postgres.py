@@ -31,6 +31,7 @@ with the key columns as its primary key; ``auto.evolve`` adds a column for a new
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.abc import AdaptContext
+from psycopg.types.json import JsonbDumper
 
 from bayou.connect.api import (
     ConfigError,
@@ -159,11 +162,14 @@ def sql_type_of(value: Any) -> str | None:
     return "text"
 
 
-def column_value(value: Any) -> Any:
-    """A JSON value as COPY writes it: objects and arrays as JSON text, the rest as is."""
-    if isinstance(value, dict | list):
-        return json.dumps(value, separators=(",", ":"))
-    return value
+class CompactJsonDumper(JsonbDumper):
+    """JSON objects and arrays as COPY writes them (registered for ``dict`` and ``list`` on
+    the COPY cursor only): compact JSON text, good for a ``jsonb``, ``json`` or ``text``
+    column.  Every other value goes through psycopg's own dumpers."""
+
+    def __init__(self, cls: type, context: AdaptContext | None = None) -> None:
+        super().__init__(cls, context)
+        self.dumps = functools.partial(json.dumps, separators=(",", ":"))
 
 
 class PostgresSinkTask(SinkTask):
@@ -545,12 +551,13 @@ class PostgresSinkTask(SinkTask):
         names: list[str],
         rows: list[Row],
     ) -> None:
-        with conn.cursor().copy(
-            sql.SQL("COPY {} ({}) FROM STDIN").format(target, column_list)
-        ) as copy:
+        cursor = conn.cursor()
+        cursor.adapters.register_dumper(dict, CompactJsonDumper)
+        cursor.adapters.register_dumper(list, CompactJsonDumper)
+        with cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(target, column_list)) as copy:
             for row in rows:
                 values = row.values
-                copy.write_row([column_value(values.get(n)) for n in names])
+                copy.write_row([values.get(n) for n in names])
 
     def _delete_rows(self, conn: psycopg.Connection[Any], table: str, rows: list[Row]) -> None:
         shape = self._shape(conn, table)
