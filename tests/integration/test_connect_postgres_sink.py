@@ -463,3 +463,43 @@ def test_objects_and_arrays_are_compact_json_text_in_any_column(db_url: str) -> 
         (1, '{"a":[1,"x"]}', "[1,2]", {"k": None})
     ]
     task.stop()
+
+
+def test_auto_create_and_evolve_type_a_column_from_all_its_values(db_url: str) -> None:
+    """JSON writers send ``3`` and ``3.5`` for one field: the column is a double; values of
+    different kinds make a text column (as the lake sinks' columns, ``sinks/rows.py``)."""
+    task = make_task(db_url, table="mixed", **{"auto.create": "true", "auto.evolve": "true"})
+    task.open([("mixed", 0)])
+    task.put(
+        [
+            rec(0, None, {"price": 3, "tag": "a", "doc": {"k": 1}}, "mixed"),
+            rec(1, None, {"price": 3.5, "tag": 7, "doc": "plain"}, "mixed"),
+        ]
+    )
+    task.flush()
+    task.put(
+        [
+            rec(2, None, {"price": 1, "qty": 2, "ok": True}, "mixed"),
+            rec(3, None, {"price": 2, "qty": 2.25, "ok": "yes"}, "mixed"),
+        ]
+    )
+    assert task.flush() == {("mixed", 0): 4}
+    columns = query(
+        db_url,
+        "SELECT column_name, data_type FROM information_schema.columns"
+        " WHERE table_name = 'mixed' ORDER BY ordinal_position",
+    )
+    assert columns == [
+        ("price", "double precision"),
+        ("tag", "text"),
+        ("doc", "text"),
+        ("qty", "double precision"),
+        ("ok", "text"),
+    ]
+    assert query(db_url, "SELECT price, tag, doc, qty, ok FROM mixed ORDER BY price") == [
+        (1.0, None, None, 2.0, "t"),  # a boolean as PostgreSQL writes it
+        (2.0, None, None, 2.25, "yes"),
+        (3.0, "a", '{"k":1}', None, None),
+        (3.5, "7", "plain", None, None),
+    ]
+    task.stop()

@@ -25,8 +25,9 @@ offset order.  A run of writes goes in with ``COPY``: straight into the table fo
 (pk) DO UPDATE`` (keeping the last record per key: one statement may not touch a row twice).
 A run of deletes is a pipelined ``DELETE … WHERE pk = …`` per key.  ``auto.create`` creates
 a missing table from the JSON types of the batch's values (bool → boolean, integer →
-bigint, number → double precision, string → text, object/array → jsonb, only nulls → text)
-with the key columns as its primary key; ``auto.evolve`` adds a column for a new field.
+bigint, number → double precision, string → text, object/array → jsonb, only nulls → text;
+integers mixed with fractions → double precision, other mixes → text) with the key columns
+as its primary key; ``auto.evolve`` adds a column for a new field, typed the same way.
 """
 
 from __future__ import annotations
@@ -159,6 +160,18 @@ def sql_type_of(value: Any) -> str | None:
         return "double precision"
     if isinstance(value, dict | list):
         return "jsonb"
+    return "text"
+
+
+def widen(a: str | None, b: str | None) -> str | None:
+    """One column type for values of types ``a`` and ``b``: integers with fractions make a
+    double, other mixes text (the lake sinks' rule, ``sinks/rows.py: unify``)."""
+    if a is None or a == b:
+        return b
+    if b is None:
+        return a
+    if {a, b} == {"bigint", "double precision"}:
+        return "double precision"
     return "text"
 
 
@@ -435,13 +448,13 @@ class PostgresSinkTask(SinkTask):
         self, conn: psycopg.Connection[Any], table: str, rows: list[Row], columns: list[str]
     ) -> TableShape:
         shape = self._shape(conn, table)
-        types = self._column_types(rows, columns)
         if shape is None:
             if not self.settings.auto_create:
                 raise ConnectError(
                     f"table {table!r} does not exist (set auto.create=true to create it)"
                 )
             keys = self._key_names(rows) if self.settings.pk_mode != "none" else []
+            types = self._column_types(rows, columns)
             parts = [
                 sql.SQL("{} {}{}").format(
                     sql.Identifier(name),
@@ -474,6 +487,7 @@ class PostgresSinkTask(SinkTask):
                     f"table {table!r} has no column {new[0]!r} (set auto.evolve=true to add it)",
                     row.record,
                 )
+            types = self._column_types(rows, new)
             for name in new:
                 conn.execute(
                     sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
@@ -485,16 +499,13 @@ class PostgresSinkTask(SinkTask):
 
     @staticmethod
     def _column_types(rows: list[Row], columns: list[str]) -> dict[str, str]:
-        types: dict[str, str] = {}
+        """Each column's type from all the batch's values of it (``widen``; text if null)."""
+        types: dict[str, str | None] = dict.fromkeys(columns)
         for row in rows:
             for name, value in row.values.items():
-                if name not in types:
-                    found = sql_type_of(value)
-                    if found is not None:
-                        types[name] = found
-            if len(types) == len(columns):
-                break
-        return {name: types.get(name, "text") for name in columns}
+                if name in types:
+                    types[name] = widen(types[name], sql_type_of(value))
+        return {name: found or "text" for name, found in types.items()}
 
     # -- writes and deletes ---------------------------------------------------------------------
 
