@@ -153,7 +153,7 @@ class _Reader:
             if kind == 0x74 or kind == 0x62:  # "t" text, "b" binary
                 if pos + 4 > size:
                     raise DecodeError("pgoutput message ends early")
-                length = int.from_bytes(data[pos : pos + 4], "big", signed=True)
+                (length,) = _INT32.unpack_from(data, pos)
                 pos += 4
                 if length < 0 or pos + length > size:
                     raise DecodeError("pgoutput message ends early")
