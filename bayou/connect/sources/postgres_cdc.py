@@ -79,6 +79,9 @@ PG_EPOCH_MS = 946_684_800_000
 UNAVAILABLE = "__debezium_unavailable_value"
 """Debezium's placeholder for an unchanged TOASTed value the WAL did not carry."""
 JSON_TYPES = (114, 3802)  # json, jsonb: passed on as their JSON text, as Debezium does
+JSON_READY_TYPES = frozenset((16, 19, 20, 21, 23, 25, 26, 1042, 1043))
+"""bool, name, int8, int2, int4, text, oid, char(n), varchar: psycopg loads them as a bool, an
+int or a str, a JSON value already (no ``_json`` per value)."""
 MAX_PEEK = 1_000_000
 try:
     VERSION = importlib.metadata.version("bayou")
@@ -591,7 +594,10 @@ class PostgresCdcSourceTask(SourceTask):
                 loads.append((column.name, bytes.decode))
                 continue
             load = transformer.get_loader(column.type_oid, Format.TEXT).load
-            loads.append((column.name, functools.partial(self._load_json, load)))
+            if column.type_oid in JSON_READY_TYPES:
+                loads.append((column.name, load))
+            else:
+                loads.append((column.name, functools.partial(self._load_json, load)))
         self._loaders[relation.oid] = (relation, loads)
         return loads
 
