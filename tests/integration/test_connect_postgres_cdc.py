@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from bayou.connect.api import ConnectorConfig, RetriableError, SourceRecord
+from bayou.connect.api import ConfigError, ConnectorConfig, RetriableError, SourceRecord
 from bayou.connect.registry import task_class
 from bayou.connect.sources.pgoutput import lsn_text
 from bayou.connect.sources.postgres_cdc import UNAVAILABLE, PostgresCdcSourceTask
@@ -395,5 +395,12 @@ def test_the_slot_moves_past_changes_to_other_tables(db_url: str, make_task: Tas
 def test_an_unreachable_database_is_a_retriable_error() -> None:
     task = new_task(f"postgres://postgres@127.0.0.1:{free_port()}/none", "t")
     with pytest.raises(RetriableError, match="PostgreSQL"):
+        task.start(None)
+    task.stop()
+
+
+def test_a_malformed_connection_url_is_a_config_error() -> None:
+    task = new_task("postgres://cdc@127.0.0.1:1/db?no_such_option=1", "t")
+    with pytest.raises(ConfigError, match=r"connection\.url: invalid URI"):
         task.start(None)
     task.stop()

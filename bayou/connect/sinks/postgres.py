@@ -53,6 +53,7 @@ from bayou.connect.api import (
     SinkTask,
     TopicPartition,
 )
+from bayou.connect.postgres_client import connect
 
 INSERT_MODES = ("insert", "upsert")
 PK_MODES = ("none", "record_key", "record_value")
@@ -271,12 +272,7 @@ class PostgresSinkTask(SinkTask):
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is not None and not self._conn.closed:
             return self._conn
-        try:
-            conn = psycopg.connect(self.settings.url, autocommit=True, connect_timeout=10)
-        except psycopg.OperationalError as exc:
-            raise RetriableError(f"cannot connect to PostgreSQL: {exc}") from exc
-        except psycopg.ProgrammingError as exc:
-            raise ConfigError(f"connector {self.config.name!r}: connection.url: {exc}") from exc
+        conn = connect(self.settings.url, self.config.name, autocommit=True)
         self._ensure_offsets_table(conn)
         self._conn = conn
         return conn

@@ -71,6 +71,7 @@ from bayou.connect.api import (
     SourceRecord,
     SourceTask,
 )
+from bayou.connect.postgres_client import connect
 from bayou.connect.sources import pgoutput
 from bayou.connect.sources.pgoutput import UNCHANGED_TOAST
 
@@ -209,6 +210,9 @@ class PostgresCdcSourceTask(SourceTask):
             # the slot as it was left (a slot without its snapshot is made again).
             self.stop()
             raise RetriableError(f"PostgreSQL: {exc}") from exc
+        except RetriableError:  # it could not be reached again half-way: the same
+            self.stop()
+            raise
 
     def _start(self, position: JsonValue | None) -> None:
         conn = self._connection()
@@ -276,10 +280,7 @@ class PostgresCdcSourceTask(SourceTask):
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is not None and not self._conn.closed:
             return self._conn
-        try:
-            conn = psycopg.connect(self.settings.url, autocommit=True, connect_timeout=10)
-        except psycopg.OperationalError as exc:
-            raise RetriableError(f"cannot connect to PostgreSQL: {exc}") from exc
+        conn = connect(self.settings.url, self.config.name, autocommit=True)
         self._conn = conn
         self._loader = psycopg.adapt.Transformer(conn)
         return conn
@@ -338,8 +339,8 @@ class PostgresCdcSourceTask(SourceTask):
 
     def _create_slot_and_snapshot(self) -> None:
         """Create the slot; with ``snapshot.mode=initial`` open the snapshot it exports."""
-        replication = psycopg.connect(
-            self.settings.url, autocommit=True, replication="database", connect_timeout=10
+        replication = connect(
+            self.settings.url, self.config.name, autocommit=True, replication="database"
         )
         try:
             mode = "export" if self.settings.snapshot else "nothing"
@@ -351,7 +352,7 @@ class PostgresCdcSourceTask(SourceTask):
             exported = result.get_value(0, 2)
             if not self.settings.snapshot or exported is None:
                 return
-            reader = psycopg.connect(self.settings.url, connect_timeout=10)
+            reader = connect(self.settings.url, self.config.name)
             for json_type in ("json", "jsonb"):  # passed on as JSON text, as in the stream
                 reader.adapters.register_loader(json_type, TextLoader)
             reader.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
