@@ -404,3 +404,12 @@ def test_a_malformed_connection_url_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"connection\.url: invalid URI"):
         task.start(None)
     task.stop()
+
+
+def test_a_slot_name_postgresql_would_refuse_is_a_config_error() -> None:
+    """Slot names are lower-case letters, digits and ``_``, at most 63 (PostgreSQL's rule),
+    checked with the config, before anything is made in the database."""
+    for bad in ("Bad-Name", "x; DROP TABLE t", "s" * 64):
+        with pytest.raises(ConfigError, match=r"slot\.name"):
+            new_task("postgres://cdc@127.0.0.1:1/db", "t", **{"slot.name": bad})
+    new_task("postgres://cdc@127.0.0.1:1/db", "t", **{"slot.name": "ok_slot_1"})

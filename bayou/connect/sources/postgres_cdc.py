@@ -84,6 +84,9 @@ JSON_READY_TYPES = frozenset((16, 19, 20, 21, 23, 25, 26, 1042, 1043))
 """bool, name, int8, int2, int4, text, oid, char(n), varchar: psycopg loads them as a bool, an
 int or a str, a JSON value already (no ``_json`` per value)."""
 MAX_PEEK = 1_000_000
+SLOT_NAME = re.compile(r"[a-z0-9_]{1,63}")
+"""What PostgreSQL takes as a replication slot's name (so it goes into the replication
+command as it is)."""
 try:
     VERSION = importlib.metadata.version("bayou")
 except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a source checkout
@@ -120,11 +123,17 @@ class CdcSettings:
             raise ConfigError(
                 f"connector {config.name!r}: 'decimal.handling.mode' is string or double"
             )
+        slot = config.get("slot.name") or default_name[:63]
+        if not SLOT_NAME.fullmatch(slot):
+            raise ConfigError(
+                f"connector {config.name!r}: 'slot.name' is lower-case letters, digits and _"
+                " (at most 63)"
+            )
         return CdcSettings(
             url=config.require("connection.url"),
             tables=tuple(tables),
             topic_prefix=config.require("topic.prefix"),
-            slot=(config.get("slot.name") or default_name)[:63],
+            slot=slot,
             publication=config.get("publication.name") or default_name,
             snapshot=snapshot_mode == "initial",
             tombstones=config.get_bool("tombstones.on.delete", True),
