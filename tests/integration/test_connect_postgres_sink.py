@@ -20,6 +20,7 @@ import pytest
 
 from bayou.connect.api import (
     ConfigError,
+    ConnectError,
     ConnectorConfig,
     RecordError,
     RetriableError,
@@ -110,7 +111,7 @@ def test_missing_table_without_auto_create_fails(db_url: str) -> None:
     task = make_task(db_url, table="nowhere")
     task.open([("orders", 0)])
     task.put([rec(0, None, {"id": 1})])
-    with pytest.raises(Exception, match="does not exist"):
+    with pytest.raises(ConnectError, match="table 'nowhere' does not exist"):
         task.flush()
     assert stored_offsets(db_url) == {}
     task.stop()
