@@ -114,8 +114,9 @@ class Outbox:
 
     def offer_run(self, run: Run, options: list[SubOptions]) -> None:
         """From the tailer: ``run``'s records all match the session's filters.  A plain QoS 0
-        subscription takes them as one ``Delivery`` of the run's shared PUBLISH bytes;
-        anything else takes them one by one (``offer``)."""
+        subscription (no No Local, Retain As Published, subscription id or topic aliases)
+        takes them as one ``Delivery`` of the run's shared PUBLISH bytes; anything else takes
+        them one by one (``offer``)."""
         tp = run.tp
         if tp in self.behind:
             self.schedule_pump()
@@ -128,6 +129,7 @@ class Outbox:
             if (
                 opts.qos == 0
                 and not opts.no_local
+                and not opts.retain_as_published  # a run's PUBLISHes have RETAIN clear
                 and opts.sub_id is None
                 and proto.outbound_aliases is None
             ):
