@@ -200,8 +200,8 @@ class Outbox:
         inflight = self.window
         queue = self.queue
         proto = c.proto
-        # the common delivery — no expiry, no subscription ids, no topic aliases — takes its
-        # message's shared PUBLISH bytes without a call into ``_encode``
+        # the common delivery — no expiry, no subscription ids, no topic aliases, no DUP — takes
+        # its message's shared PUBLISH bytes; any other is encoded for this session (``_encode``)
         plain = proto.outbound_aliases is None
         v5 = proto.version == MQTT_5
         max_size = proto.client_max_packet_size
@@ -224,56 +224,35 @@ class Outbox:
             queue.popleft()
             wire = d.wire
             if wire is not None:  # a run of QoS 0 PUBLISHes (``offer_run``)
-                out.append(wire)
-                pending += d.count
-                payload_bytes += d.nbytes
-                if d.tp[0] != topic:  # type: ignore[index]
-                    if run:
-                        self._count(by_topic, topic, run, run_bytes)
-                    topic, run, run_bytes = d.tp[0], 0, 0  # type: ignore[index]
-                run += d.count
-                run_bytes += d.nbytes
-                if pending >= WRITE_BATCH:
-                    sent += pending
-                    pending = 0
-                    c.write_many(out)
-                    out = []
-                    if c.paused:
-                        break
-                continue
-            share = d.share
-            msg = d.msg
-            if qos:
-                pid = inflight.add(d)
-                if plain and share is None and msg.expiry_at is None and not d.sub_ids:
+                packet = wire
+                n, size = d.count, d.nbytes
+            else:
+                msg = d.msg
+                share = d.share
+                dup = qos > 0 and share is not None and share.redelivered
+                pid = inflight.add(d) if qos else None
+                if plain and not dup and msg.expiry_at is None and not d.sub_ids:
                     packet = msg.publish_bytes(v5, qos, d.retain, pid)
                     data: bytes | None = packet
                     if len(packet) > max_size:
                         self.host.stats.publish_dropped += 1
-                        data = None
+                        data = None  # the client could not take it: discarded, as the spec says
                 else:
-                    data = self._encode(d, pid, share is not None and share.redelivered, now)
+                    data = self._encode(d, pid, dup, now)
                 if data is None:
-                    del inflight.entries[pid]
+                    if pid is not None:
+                        del inflight.entries[pid]
                     if share is not None:
                         share.settle(False)
                     continue
-                window -= 1
-            else:
-                if plain and share is None and msg.expiry_at is None and not d.sub_ids:
-                    data = msg.publish_bytes(v5, 0, d.retain, None)
-                    if len(data) > max_size:
-                        self.host.stats.publish_dropped += 1
-                        continue
-                else:
-                    data = self._encode(d, None, False, now)
-                    if share is not None:
-                        share.settle(data is not None)
-                    if data is None:
-                        continue
-            out.append(data)
-            pending += 1
-            size = len(msg.payload)
+                if qos:
+                    window -= 1
+                elif share is not None:
+                    share.settle(True)
+                packet = data
+                n, size = 1, len(msg.payload)
+            out.append(packet)
+            pending += n
             payload_bytes += size
             tp = d.tp
             if tp is not None:
@@ -281,7 +260,7 @@ class Outbox:
                     if run:
                         self._count(by_topic, topic, run, run_bytes)
                     topic, run, run_bytes = tp[0], 0, 0
-                run += 1
+                run += n
                 run_bytes += size
             if pending >= WRITE_BATCH:
                 sent += pending
@@ -320,12 +299,6 @@ class Outbox:
         proto = c.proto
         msg = d.msg
         aliases = proto.outbound_aliases
-        if msg.expiry_at is None and not d.sub_ids and not dup and aliases is None:
-            data = msg.publish_bytes(proto.version == MQTT_5, d.qos, d.retain, pid)
-            if len(data) > proto.client_max_packet_size:
-                self.host.stats.publish_dropped += 1
-                return None  # the client could not take it: discarded, as the spec says
-            return data
         if proto.version == MQTT_5:
             props = msg.v5_properties(d.sub_ids, now)
             if props is None:
