@@ -78,6 +78,9 @@ class Outbox:
         self.host = host
         self.conn: Connection | None = None
         self.queue: deque[Delivery] = deque()
+        # messages beyond one per queued delivery (the runs of ``offer_run``): the queue holds
+        # ``len(queue) + _run_extra`` messages, at most MAX_QUEUED
+        self._run_extra = 0
         self.behind: dict[TP, int] = {}
         self.window = InflightWindow()
         self.held = False  # restoring the in-flight window: send nothing yet
@@ -88,7 +91,7 @@ class Outbox:
 
     def can_take(self) -> bool:
         c = self.conn
-        return c is not None and not c.paused and len(self.queue) < MAX_QUEUED
+        return c is not None and not c.paused and len(self.queue) + self._run_extra < MAX_QUEUED
 
     def offer(self, msg: Message, options: list[SubOptions], tp: TP, offset: int) -> None:
         """From the tailer: a record of ``tp`` that matches the session's filters."""
@@ -101,7 +104,7 @@ class Outbox:
             return
         qos, rap, ids = merged
         queue = self.queue
-        if self.conn is None or len(queue) >= MAX_QUEUED:
+        if self.conn is None or len(queue) + self._run_extra >= MAX_QUEUED:
             # Connected but slow: the log keeps the rest.  Offline: only a persistent session
             # keeps its QoS 1/2 messages (QoS 0 to an offline client is dropped).
             if self.conn is not None or (recipient.persistent and qos > 0):
@@ -123,7 +126,12 @@ class Outbox:
             return
         c = self.conn
         queue = self.queue
-        if c is not None and len(options) == 1 and len(queue) < MAX_QUEUED:
+        count = len(run.offsets)
+        if (
+            c is not None
+            and len(options) == 1
+            and len(queue) + self._run_extra + count <= MAX_QUEUED
+        ):
             opts = options[0]
             proto = c.proto
             if (
@@ -136,6 +144,7 @@ class Outbox:
                 wire, largest = run.wire(proto.version == MQTT_5)
                 if largest <= proto.client_max_packet_size:
                     offsets = run.offsets
+                    self._run_extra += count - 1
                     queue.append(
                         Delivery(
                             run.messages[0],
@@ -146,7 +155,7 @@ class Outbox:
                             offsets[0],
                             True,
                             wire=wire,
-                            count=len(offsets),
+                            count=count,
                             nbytes=run.nbytes,
                         )
                     )
@@ -159,7 +168,7 @@ class Outbox:
     def offer_unlogged(self, msg: Message, options: list[SubOptions]) -> None:
         """A message that is in no log (``$SYS``): queued if connected with room, else
         skipped — there is no log to catch up from."""
-        if self.conn is None or len(self.queue) >= MAX_QUEUED:
+        if self.conn is None or len(self.queue) + self._run_extra >= MAX_QUEUED:
             return
         merged = merge_options(options, msg.origin, self.recipient.client_id, msg.qos)
         if merged is not None:
@@ -226,6 +235,7 @@ class Outbox:
             if wire is not None:  # a run of QoS 0 PUBLISHes (``offer_run``)
                 packet = wire
                 n, size = d.count, d.nbytes
+                self._run_extra -= n - 1
             else:
                 msg = d.msg
                 share = d.share
@@ -457,7 +467,7 @@ class Outbox:
             rec_offset = offsets[i]
             if rec_offset >= live_at:
                 break
-            if len(queue) >= MAX_QUEUED:
+            if len(queue) + self._run_extra >= MAX_QUEUED:
                 self.behind[tp] = rec_offset
                 recipient.dirty = True
                 return queued
@@ -515,5 +525,6 @@ class Outbox:
             if d.tracked and d.tp is not None and d.offset < self.behind.get(d.tp, d.offset + 1):
                 self.behind[d.tp] = d.offset
         self.queue.clear()
+        self._run_extra = 0
         self.conn = None
         self.recipient.dirty = True
