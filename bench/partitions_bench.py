@@ -18,7 +18,6 @@ The broker is stopped by PID.  Run from the repository root (Linux)::
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import tempfile
 import time
@@ -29,15 +28,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from bayou.protocol.kafka import RequestHeader, encode_request
 from bayou.protocol.kafka import messages as m
 from bayou.protocol.kafka.records import Record, build_batch
+from bench.machine import proc_cpu_seconds
 from tests.support.broker import BrokerProcess
 
 TOPIC = "partitions-bench"
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of the process ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def create_topic(bootstrap: str, partitions: int) -> None:
@@ -110,6 +104,14 @@ def send(port: int, frame: bytes, count: int, window: int) -> float:
                 buf += chunk
             done += 1
         return time.perf_counter() - started
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of the broker ``pid`` so far (it must still run)."""
+    seconds = proc_cpu_seconds(pid)
+    if seconds is None:
+        raise RuntimeError(f"the broker (pid {pid}) is gone")
+    return seconds
 
 
 def phase(

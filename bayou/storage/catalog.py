@@ -1,12 +1,14 @@
 """The topic catalog an engine keeps in memory, and the checks a topic change passes first.
 
-The memory and PostgreSQL engines (and the ``s3://`` engine, a PostgreSQL one) answer the
-synchronous half of ``LogEngine``'s topic interface the same way: from maps replaced whole
-on every change (``_topics``, ``_by_id``, ``_internal``: a reader holding one keeps a
-consistent snapshot), with configs resolved over the static defaults and the dynamic broker
+The memory and PostgreSQL engines (and the ``s3://`` engine, a PostgreSQL one) and the
+local engine's ``LogManager`` answer the synchronous half of ``LogEngine``'s topic interface
+the same way: from maps replaced whole on every change (``_topics``, ``_by_id``,
+``_internal``: a reader holding one keeps a consistent snapshot, even while another thread
+changes topics), with configs resolved over the static defaults and the dynamic broker
 configs.  ``TopicCatalog`` is that half, and the validation every change runs before the
 engine stores anything (``_new_topic``, ``_altered_topic``, ``_grown_topic``); storing it
-(a dict assignment, a PostgreSQL transaction) stays the engine's own.
+(a dict assignment, a PostgreSQL transaction, files renamed into place) stays the engine's
+own.
 """
 
 from __future__ import annotations

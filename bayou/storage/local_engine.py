@@ -411,7 +411,7 @@ class LocalEngine:
         return self.logs.topic_config(name)
 
     def resolve_config(self, overrides: Mapping[str, Any]) -> TopicConfig:
-        return self.logs.resolve(overrides)
+        return self.logs.resolve_config(overrides)
 
     async def create_topic(
         self,

@@ -38,18 +38,17 @@ import os
 import shutil
 import threading
 import time
-import types
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bayou.config import TopicConfig, check_topic_config, parse_topic_configs
+from bayou.config import TopicConfig
 from bayou.errors import (
     UnknownTopicOrPartition,
 )
 from bayou.storage.broker_configs import DynamicBrokerConfigs
+from bayou.storage.catalog import TopicCatalog
 from bayou.storage.cleaner import CleanStats, clean, needs_cleaning
 from bayou.storage.dir_lock import DataDirLock
 from bayou.storage.files import fsync_dir, write_atomic
@@ -57,12 +56,10 @@ from bayou.storage.log import PartitionLog
 from bayou.storage.metadata import (
     ClusterMeta,
     TopicMeta,
-    check_new_topic,
     load_topic,
     save_topic,
 )
 from bayou.storage.pacer import no_pace
-from bayou.storage.retention import check_new_partition_count
 
 PRODUCER_ID_BLOCK = 1000
 CLEAN_SHUTDOWN_FILE = ".clean_shutdown"
@@ -72,7 +69,7 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class LogManager:
+class LogManager(TopicCatalog):
     """All partitions in one data directory (see the module docstring)."""
 
     def __init__(
@@ -82,15 +79,10 @@ class LogManager:
         clock_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
         self.data_dir = Path(data_dir)
-        self.static_defaults = dict(defaults)
-        self.dynamic = DynamicBrokerConfigs()
-        self.defaults = dict(defaults)  # static, then dynamic default, then dynamic broker
+        self._init_catalog(defaults)
         self._clock_ms = clock_ms
         self._lock = threading.RLock()
-        self._topics: dict[str, TopicMeta] = {}
-        self._by_id: dict[uuid.UUID, TopicMeta] = {}
         self._logs: dict[tuple[str, int], PartitionLog] = {}
-        self._internal: dict[str, TopicMeta] = {}
         self._internal_logs: dict[tuple[str, int], PartitionLog] = {}
         self._cluster = ClusterMeta("")
         self._next_producer_id = 0
@@ -125,8 +117,7 @@ class LogManager:
         marker = self.data_dir / CLEAN_SHUTDOWN_FILE
         clean = marker.exists()
         self._cluster = ClusterMeta.load_or_create(self.data_dir)
-        self.dynamic = DynamicBrokerConfigs.load(self.data_dir)
-        self.defaults = self._merged_defaults(self.dynamic)
+        self._dynamic = DynamicBrokerConfigs.load(self.data_dir)
         self.cluster_id = self._cluster.cluster_id
         self._next_producer_id = self._cluster.producer_id_block_end
         for topic_dir in sorted(self._topics_dir.iterdir()):
@@ -168,22 +159,8 @@ class LogManager:
 
     # ------------------------------------------------------------------ topics
 
-    def topics(self) -> Mapping[str, TopicMeta]:
-        """The topics now: a snapshot, safe to iterate while topics are created or deleted
-        in another thread (changes replace the dict; they never modify it)."""
-        return types.MappingProxyType(self._topics)
-
-    def topic_by_id(self, topic_id: uuid.UUID) -> TopicMeta | None:
-        found = self._by_id.get(topic_id)
-        if found is None:
-            for meta in self._internal.values():
-                if meta.topic_id == topic_id:
-                    return meta
-        return found
-
-    def internal_topics(self) -> Mapping[str, TopicMeta]:
-        """The registered internal topics (``register_internal``), by name."""
-        return types.MappingProxyType(self._internal)
+    # topics(), internal_topics(), topic_by_id(), topic_config(): TopicCatalog's, snapshots
+    # safe to read while a worker thread changes topics (the maps are replaced, never modified)
 
     def register_internal(self, log: PartitionLog) -> TopicMeta:
         """Make an internal log (one partition the broker opened itself) readable as the
@@ -196,25 +173,15 @@ class LogManager:
         meta = TopicMeta(name, topic_id, 1, {})
         with self._lock:
             if name not in self._topics:
-                self._internal[name] = meta
+                self._internal = {**self._internal, name: meta}
                 self._internal_logs[(name, 0)] = log
         return meta
 
     def unregister_internal(self, name: str) -> None:
         """Forget an internal topic (before its log is closed)."""
         with self._lock:
-            self._internal.pop(name, None)
+            self._internal = {k: v for k, v in self._internal.items() if k != name}
             self._internal_logs.pop((name, 0), None)
-
-    def topic_config(self, name: str) -> TopicConfig:
-        meta = self._topics.get(name)
-        if meta is None:
-            raise UnknownTopicOrPartition(f"unknown topic {name!r}")
-        return TopicConfig.resolve(self.defaults, meta.configs)
-
-    def resolve(self, overrides: Mapping[str, Any]) -> TopicConfig:
-        """The effective config of a topic with these (parsed) overrides."""
-        return TopicConfig.resolve(self.defaults, overrides)
 
     def partition(self, topic: str, index: int) -> PartitionLog:
         log = self._logs.get((topic, index)) or self._internal_logs.get((topic, index))
@@ -234,9 +201,7 @@ class LogManager:
     ) -> TopicMeta:
         """Create a topic (or only check that it could be created)."""
         with self._lock:
-            check_new_topic(name, partitions, self._topics, self._internal)
-            meta = TopicMeta(name, uuid.uuid4(), partitions, parse_topic_configs(configs))
-            check_topic_config(self.resolve(meta.configs).values)
+            meta, _config = self._new_topic(name, partitions, configs)
             if validate_only:
                 return meta
             staging = self.data_dir / "staging" / uuid.uuid4().hex
@@ -260,9 +225,7 @@ class LogManager:
         the caller's to remove (the broker does it in a worker thread; ``open`` removes any
         that a crash left behind).  Fast: closes files and renames one directory."""
         with self._lock:
-            meta = self._topics.get(name)
-            if meta is None:
-                raise UnknownTopicOrPartition(f"unknown topic {name!r}")
+            meta = self._known(name)
             for p in range(meta.partitions):
                 log = self._logs.pop((name, p), None)
                 if log is not None:
@@ -276,10 +239,8 @@ class LogManager:
     def create_partitions(self, name: str, total: int, *, validate_only: bool = False) -> None:
         """Grow a topic to ``total`` partitions."""
         with self._lock:
-            meta = self._topics.get(name)
-            if meta is None:
-                raise UnknownTopicOrPartition(f"unknown topic {name!r}")
-            check_new_partition_count(meta, total)
+            meta = self._known(name)
+            new = self._grown_topic(name, total)
             if validate_only:
                 return
             topic_dir = self._topics_dir / name
@@ -287,7 +248,6 @@ class LogManager:
                 shutil.rmtree(topic_dir / str(p), ignore_errors=True)
                 (topic_dir / str(p)).mkdir()
             fsync_dir(topic_dir)
-            new = replace(meta, partitions=total)
             save_topic(topic_dir, new)
             for p in range(meta.partitions, total):
                 self._open_partition(new, p, False)
@@ -298,12 +258,7 @@ class LogManager:
     ) -> TopicMeta:
         """Replace a topic's config overrides (AlterConfigs semantics)."""
         with self._lock:
-            meta = self._topics.get(name)
-            if meta is None:
-                raise UnknownTopicOrPartition(f"unknown topic {name!r}")
-            new = replace(meta, configs=parse_topic_configs(configs))
-            config = TopicConfig.resolve(self.defaults, new.configs)
-            check_topic_config(config.values)
+            new, config = self._altered_topic(name, configs)
             if validate_only:
                 return new
             save_topic(self._topics_dir / name, new)
@@ -313,9 +268,6 @@ class LogManager:
             return new
 
     # ------------------------------------------------------------------ dynamic broker configs
-
-    def _merged_defaults(self, dynamic: DynamicBrokerConfigs) -> dict[str, Any]:
-        return dynamic.defaults(self.static_defaults)
 
     def alter_broker_configs(
         self,
@@ -330,19 +282,18 @@ class LogManager:
         every topic without its own override follows at once.  ``options``, when given,
         replaces that scope's other dynamic broker configs (Kafka names, parsed values)."""
         with self._lock:
-            dynamic = self.dynamic.altered(
+            dynamic = self._dynamic.altered(
                 scope,
                 configs,
                 options,
-                self.static_defaults,
+                self._static,
                 [m.configs for m in self._topics.values()],
             )
-            merged = dynamic.defaults(self.static_defaults)
+            merged = dynamic.defaults(self._static)
             if validate_only:
                 return
             dynamic.save(self.data_dir)
-            self.dynamic = dynamic
-            self.defaults = merged
+            self._dynamic = dynamic
             for (topic, _p), log in self._logs.items():
                 log.config = TopicConfig.resolve(merged, self._topics[topic].configs)
 
@@ -404,7 +355,7 @@ class LogManager:
         self._by_id = {k: v for k, v in self._by_id.items() if k != meta.topic_id}
 
     def _open_partition(self, meta: TopicMeta, index: int, clean: bool) -> None:
-        config = TopicConfig.resolve(self.defaults, meta.configs)
+        config = self.resolve_config(meta.configs)
         directory = self._topics_dir / meta.name / str(index)
         self._logs[(meta.name, index)] = PartitionLog(
             meta.name, index, directory, config, self._clock_ms, clean_shutdown=clean

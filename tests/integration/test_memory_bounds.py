@@ -22,6 +22,7 @@ from bayou.protocol.kafka import records as R
 from tests.integration.test_confluent_kafka import create_topic
 from tests.support.broker import BrokerProcess
 from tests.support.kafka import unique_topic
+from tests.support.mqtt import MqttTestClient
 from tests.support.raw_kafka import RawKafka
 from tests.support.wait import wait_until
 
@@ -399,3 +400,65 @@ def test_stalled_requests_are_closed_at_every_door(stall_broker: BrokerProcess) 
     finally:
         for sock in sockets:
             sock.close()
+
+
+@pytest.fixture(scope="module")
+def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    proc = BrokerProcess(tmp_path_factory.mktemp("mqtt-memory") / "data").start()
+    try:
+        yield proc
+    finally:
+        proc.kill()
+
+
+def mqtt_string(text: str) -> bytes:
+    data = text.encode()
+    return len(data).to_bytes(2, "big") + data
+
+
+def test_a_subscriber_that_stops_reading_holds_a_bounded_queue(
+    mqtt_broker: BrokerProcess,
+) -> None:
+    """A QoS 0 subscriber that stops reading is queued at most 1000 messages; the rest waits
+    in the log.  Small records published many at a time (the tailer offers them to it as runs)
+    do not make its queue hold more."""
+    topic = unique_topic("mqttslow")
+    bootstrap = mqtt_broker.bootstrap
+    create_topic(bootstrap, topic, 1)
+    port = mqtt_broker.mqtt_port
+    total, size = 48_000, 1024
+    fast = MqttTestClient(port, f"{topic}-fast")
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills at once
+    try:
+        fast.subscribe(f"{topic}/#", 0)
+        slow.settimeout(10)
+        slow.connect(("127.0.0.1", port))
+        connect = b"\x00\x04MQTT\x04\x02\x00\x3c" + mqtt_string(f"{topic}-slow")
+        subscribe = b"\x00\x01" + mqtt_string(f"{topic}/#") + b"\x00"
+        slow.sendall(
+            bytes([0x10, len(connect)]) + connect + bytes([0x82, len(subscribe)]) + subscribe
+        )
+        got = b""
+        while len(got) < 9:  # CONNACK, SUBACK; then it reads no more
+            got += slow.recv(9 - len(got))
+        assert got[0] == 0x20 and got[4] == 0x90, got
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+        producer.produce(topic, b"first", f"{topic}/x".encode())
+        producer.flush(30)
+        assert [m.payload for m in fast.receive(1)] == [b"first"]
+        baseline = rss_mb(mqtt_broker.pid)
+        value = os.urandom(size)
+        with RssWatch(mqtt_broker.pid) as watch:
+            for i in range(total):
+                producer.produce(topic, value, f"{topic}/x".encode())
+                if i % 5000 == 0:
+                    producer.poll(0)
+            assert producer.flush(60) == 0
+            # the fast subscriber has everything: the tailer offered it all to both
+            assert len(fast.receive(total, timeout=120)) == total
+        grown = watch.peak - baseline
+        assert grown < 30, f"broker RSS grew {grown:.0f} MB ({total * size / MB:.0f} MB sent)"
+    finally:
+        slow.close()
+        fast.close()

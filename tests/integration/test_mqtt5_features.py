@@ -10,6 +10,7 @@ import socket
 import time
 
 import pytest
+from confluent_kafka import Producer
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties as PahoProperties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -232,6 +233,31 @@ def test_retained_messages_keep_properties_and_honour_subscribe_options(
             assert [m.retain for m in sub.receive(2)] == [False, False]
         finally:
             keep.close()
+    finally:
+        pub.close()
+        sub.close()
+
+
+def test_retain_as_published_for_records_delivered_together(shared_broker: BrokerProcess) -> None:
+    """Retain As Published holds for a QoS 0 subscription taking many records of one batch
+    (the tailer offers them together): each keeps its RETAIN flag."""
+    port = shared_broker.mqtt_port
+    top = unique("raprun")
+    sub = MqttTestClient(port, unique("s"), version=5)
+    pub = MqttTestClient(port, unique("p"), version=5)
+    try:
+        sub.subscribe(f"{top}/live", options=SubscribeOptions(0, retainAsPublished=True))
+        pub.publish(f"{top}/live", b"first", 1)  # creates the topic; the tailer is live
+        assert [(m.payload, m.retain) for m in sub.receive(1)] == [(b"first", False)]
+        producer = Producer({"bootstrap.servers": shared_broker.bootstrap, "linger.ms": 100})
+        for i in range(20):  # one batch: one read of the tailer
+            retain = b"1" if i % 2 else b"0"
+            headers = [("mqtt.qos", b"0"), ("mqtt.retain", retain)]
+            producer.produce(top, f"m{i}".encode(), f"{top}/live".encode(), headers=headers)
+        assert producer.flush(30) == 0
+        assert [(m.payload, m.retain) for m in sub.receive(20)] == [
+            (f"m{i}".encode(), bool(i % 2)) for i in range(20)
+        ]
     finally:
         pub.close()
         sub.close()

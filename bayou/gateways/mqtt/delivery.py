@@ -78,6 +78,9 @@ class Outbox:
         self.host = host
         self.conn: Connection | None = None
         self.queue: deque[Delivery] = deque()
+        # messages beyond one per queued delivery (the runs of ``offer_run``): the queue holds
+        # ``len(queue) + _run_extra`` messages, at most MAX_QUEUED
+        self._run_extra = 0
         self.behind: dict[TP, int] = {}
         self.window = InflightWindow()
         self.held = False  # restoring the in-flight window: send nothing yet
@@ -88,7 +91,7 @@ class Outbox:
 
     def can_take(self) -> bool:
         c = self.conn
-        return c is not None and not c.paused and len(self.queue) < MAX_QUEUED
+        return c is not None and not c.paused and len(self.queue) + self._run_extra < MAX_QUEUED
 
     def offer(self, msg: Message, options: list[SubOptions], tp: TP, offset: int) -> None:
         """From the tailer: a record of ``tp`` that matches the session's filters."""
@@ -101,7 +104,7 @@ class Outbox:
             return
         qos, rap, ids = merged
         queue = self.queue
-        if self.conn is None or len(queue) >= MAX_QUEUED:
+        if self.conn is None or len(queue) + self._run_extra >= MAX_QUEUED:
             # Connected but slow: the log keeps the rest.  Offline: only a persistent session
             # keeps its QoS 1/2 messages (QoS 0 to an offline client is dropped).
             if self.conn is not None or (recipient.persistent and qos > 0):
@@ -114,26 +117,34 @@ class Outbox:
 
     def offer_run(self, run: Run, options: list[SubOptions]) -> None:
         """From the tailer: ``run``'s records all match the session's filters.  A plain QoS 0
-        subscription takes them as one ``Delivery`` of the run's shared PUBLISH bytes;
-        anything else takes them one by one (``offer``)."""
+        subscription (no No Local, Retain As Published, subscription id or topic aliases)
+        takes them as one ``Delivery`` of the run's shared PUBLISH bytes; anything else takes
+        them one by one (``offer``)."""
         tp = run.tp
         if tp in self.behind:
             self.schedule_pump()
             return
         c = self.conn
         queue = self.queue
-        if c is not None and len(options) == 1 and len(queue) < MAX_QUEUED:
+        count = len(run.offsets)
+        if (
+            c is not None
+            and len(options) == 1
+            and len(queue) + self._run_extra + count <= MAX_QUEUED
+        ):
             opts = options[0]
             proto = c.proto
             if (
                 opts.qos == 0
                 and not opts.no_local
+                and not opts.retain_as_published  # a run's PUBLISHes have RETAIN clear
                 and opts.sub_id is None
                 and proto.outbound_aliases is None
             ):
                 wire, largest = run.wire(proto.version == MQTT_5)
                 if largest <= proto.client_max_packet_size:
                     offsets = run.offsets
+                    self._run_extra += count - 1
                     queue.append(
                         Delivery(
                             run.messages[0],
@@ -144,7 +155,7 @@ class Outbox:
                             offsets[0],
                             True,
                             wire=wire,
-                            count=len(offsets),
+                            count=count,
                             nbytes=run.nbytes,
                         )
                     )
@@ -157,7 +168,7 @@ class Outbox:
     def offer_unlogged(self, msg: Message, options: list[SubOptions]) -> None:
         """A message that is in no log (``$SYS``): queued if connected with room, else
         skipped — there is no log to catch up from."""
-        if self.conn is None or len(self.queue) >= MAX_QUEUED:
+        if self.conn is None or len(self.queue) + self._run_extra >= MAX_QUEUED:
             return
         merged = merge_options(options, msg.origin, self.recipient.client_id, msg.qos)
         if merged is not None:
@@ -198,8 +209,8 @@ class Outbox:
         inflight = self.window
         queue = self.queue
         proto = c.proto
-        # the common delivery — no expiry, no subscription ids, no topic aliases — takes its
-        # message's shared PUBLISH bytes without a call into ``_encode``
+        # the common delivery — no expiry, no subscription ids, no topic aliases, no DUP — takes
+        # its message's shared PUBLISH bytes; any other is encoded for this session (``_encode``)
         plain = proto.outbound_aliases is None
         v5 = proto.version == MQTT_5
         max_size = proto.client_max_packet_size
@@ -222,56 +233,36 @@ class Outbox:
             queue.popleft()
             wire = d.wire
             if wire is not None:  # a run of QoS 0 PUBLISHes (``offer_run``)
-                out.append(wire)
-                pending += d.count
-                payload_bytes += d.nbytes
-                if d.tp[0] != topic:  # type: ignore[index]
-                    if run:
-                        self._count(by_topic, topic, run, run_bytes)
-                    topic, run, run_bytes = d.tp[0], 0, 0  # type: ignore[index]
-                run += d.count
-                run_bytes += d.nbytes
-                if pending >= WRITE_BATCH:
-                    sent += pending
-                    pending = 0
-                    c.write_many(out)
-                    out = []
-                    if c.paused:
-                        break
-                continue
-            share = d.share
-            msg = d.msg
-            if qos:
-                pid = inflight.add(d)
-                if plain and share is None and msg.expiry_at is None and not d.sub_ids:
+                packet = wire
+                n, size = d.count, d.nbytes
+                self._run_extra -= n - 1
+            else:
+                msg = d.msg
+                share = d.share
+                dup = qos > 0 and share is not None and share.redelivered
+                pid = inflight.add(d) if qos else None
+                if plain and not dup and msg.expiry_at is None and not d.sub_ids:
                     packet = msg.publish_bytes(v5, qos, d.retain, pid)
                     data: bytes | None = packet
                     if len(packet) > max_size:
                         self.host.stats.publish_dropped += 1
-                        data = None
+                        data = None  # the client could not take it: discarded, as the spec says
                 else:
-                    data = self._encode(d, pid, share is not None and share.redelivered, now)
+                    data = self._encode(d, pid, dup, now)
                 if data is None:
-                    del inflight.entries[pid]
+                    if pid is not None:
+                        del inflight.entries[pid]
                     if share is not None:
                         share.settle(False)
                     continue
-                window -= 1
-            else:
-                if plain and share is None and msg.expiry_at is None and not d.sub_ids:
-                    data = msg.publish_bytes(v5, 0, d.retain, None)
-                    if len(data) > max_size:
-                        self.host.stats.publish_dropped += 1
-                        continue
-                else:
-                    data = self._encode(d, None, False, now)
-                    if share is not None:
-                        share.settle(data is not None)
-                    if data is None:
-                        continue
-            out.append(data)
-            pending += 1
-            size = len(msg.payload)
+                if qos:
+                    window -= 1
+                elif share is not None:
+                    share.settle(True)
+                packet = data
+                n, size = 1, len(msg.payload)
+            out.append(packet)
+            pending += n
             payload_bytes += size
             tp = d.tp
             if tp is not None:
@@ -279,7 +270,7 @@ class Outbox:
                     if run:
                         self._count(by_topic, topic, run, run_bytes)
                     topic, run, run_bytes = tp[0], 0, 0
-                run += 1
+                run += n
                 run_bytes += size
             if pending >= WRITE_BATCH:
                 sent += pending
@@ -318,12 +309,6 @@ class Outbox:
         proto = c.proto
         msg = d.msg
         aliases = proto.outbound_aliases
-        if msg.expiry_at is None and not d.sub_ids and not dup and aliases is None:
-            data = msg.publish_bytes(proto.version == MQTT_5, d.qos, d.retain, pid)
-            if len(data) > proto.client_max_packet_size:
-                self.host.stats.publish_dropped += 1
-                return None  # the client could not take it: discarded, as the spec says
-            return data
         if proto.version == MQTT_5:
             props = msg.v5_properties(d.sub_ids, now)
             if props is None:
@@ -482,7 +467,7 @@ class Outbox:
             rec_offset = offsets[i]
             if rec_offset >= live_at:
                 break
-            if len(queue) >= MAX_QUEUED:
+            if len(queue) + self._run_extra >= MAX_QUEUED:
                 self.behind[tp] = rec_offset
                 recipient.dirty = True
                 return queued
@@ -540,5 +525,6 @@ class Outbox:
             if d.tracked and d.tp is not None and d.offset < self.behind.get(d.tp, d.offset + 1):
                 self.behind[d.tp] = d.offset
         self.queue.clear()
+        self._run_extra = 0
         self.conn = None
         self.recipient.dirty = True

@@ -42,7 +42,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
 from typing import Any, TypeVar
 
 import psycopg
@@ -444,8 +443,7 @@ class PostgresEngine(TopicCatalog):
     async def create_partitions(
         self, name: str, total: int, *, validate_only: bool = False
     ) -> None:
-        meta = self._known(name)
-        self._grown_topic(name, total)
+        grown = self._grown_topic(name, total)
         if validate_only:
             return
         async with self._catalog_lock:
@@ -453,7 +451,7 @@ class PostgresEngine(TopicCatalog):
                 async with self.db.connection("adding partitions") as conn, conn.transaction():
                     cur = await conn.execute(
                         "SELECT partitions FROM bayou.topics WHERE topic_id = %s FOR UPDATE",
-                        (meta.topic_id,),
+                        (grown.topic_id,),
                     )
                     found = await cur.fetchone()
                     if found is None:
@@ -466,23 +464,22 @@ class PostgresEngine(TopicCatalog):
                         "INSERT INTO bayou.partitions (topic_id, index, segment_created_ms) "
                         "SELECT %s, i, %s FROM generate_series(%s, %s - 1) AS i "
                         "RETURNING id, index",
-                        (meta.topic_id, self.clock_ms(), found[0], total),
+                        (grown.topic_id, self.clock_ms(), found[0], total),
                     )
                     rows = await cur.fetchall()
                     await conn.execute(
                         "UPDATE bayou.topics SET partitions = %s WHERE topic_id = %s",
-                        (total, meta.topic_id),
+                        (total, grown.topic_id),
                     )
                     await self._announce(conn, topics_payload(self.sender))
             except psycopg.Error as exc:
                 raise storage_error("adding partitions", exc) from None
-            config = self.resolve_config(meta.configs)
-            self._register(replace(meta, partitions=total), self._new_handles(name, config, rows))
+            config = self.resolve_config(grown.configs)
+            self._register(grown, self._new_handles(name, config, rows))
 
     async def alter_topic_configs(
         self, name: str, configs: Mapping[str, str], *, validate_only: bool = False
     ) -> TopicMeta:
-        meta = self._known(name)
         new, config = self._altered_topic(name, configs)
         if validate_only:
             return new
@@ -494,7 +491,7 @@ class PostgresEngine(TopicCatalog):
                 ):
                     await conn.execute(
                         "UPDATE bayou.topics SET configs = %s::jsonb WHERE topic_id = %s",
-                        (json.dumps(new.configs), meta.topic_id),
+                        (json.dumps(new.configs), new.topic_id),
                     )
                     await self._announce(conn, topics_payload(self.sender))
             except psycopg.Error as exc:
