@@ -266,3 +266,32 @@ def test_an_amqp_group_consumer_on_a_broker_that_does_not_coordinate_its_group(
         assert sorted(d.body for d in rest) == sorted(d.body for d in got[6:])
     finally:
         conn.close()
+
+
+def test_basic_get_on_a_broker_that_does_not_coordinate_the_queues_group(
+    cluster: Cluster,
+) -> None:
+    """``basic.get`` on a stream (a topic, no declaration needed): what was acknowledged
+    through one broker is committed to the group ``amqp:<queue>`` coordinated by another
+    (every ack, also those that came while a commit was on its way)."""
+    queue = next(
+        q
+        for q in (unique_topic("get") for _ in itertools.count())
+        if rendezvous(coordinator_key(0, f"amqp:{q}"), NODES) == 3
+    )
+    create_topic(cluster.brokers[1].bootstrap, queue, 1)
+    produce(cluster.brokers[1].bootstrap, queue, 1, [b"v%d" % i for i in range(10)])
+    conn = connect(cluster.brokers[1])
+    try:
+        ch = conn.channel()
+        for i in range(4):
+            method, _props, body = ch.basic_get(queue)
+            assert method is not None and body == b"v%d" % i
+            ch.basic_ack(method.delivery_tag)
+        wait_until(
+            "the acknowledged gets to be committed on the coordinator",
+            lambda: committed(cluster.brokers[3].bootstrap, f"amqp:{queue}", queue, 1) == {0: 4},
+            TIMEOUT_S,
+        )
+    finally:
+        conn.close()

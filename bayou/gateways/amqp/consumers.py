@@ -532,22 +532,23 @@ class GetCursor:
             self._commit_task = asyncio.create_task(self._commit())
 
     async def _commit(self) -> None:
-        if self.core.stopping:
-            return
-        todo: dict[TopicPartition, int] = {}
-        for p, cursor in self.cursors.items():
-            pending = self.pending.get(p)
-            offset = min(pending) if pending else cursor.position
-            if offset > self._committed.get(p, -1):
-                todo[(self.topic, p)] = offset
-        if not todo:
-            return
-        try:
-            await self.offsets.commit(todo)
-        except GroupCoordinatorError:
-            return
-        for (_topic, p), offset in todo.items():
-            self._committed[p] = max(self._committed.get(p, -1), offset)
+        """Commit until the positions are all committed: what was settled while a commit
+        was on its way (``_commit_soon`` starts no second task) goes in the next one."""
+        while not self.core.stopping:
+            todo: dict[TopicPartition, int] = {}
+            for p, cursor in self.cursors.items():
+                pending = self.pending.get(p)
+                offset = min(pending) if pending else cursor.position
+                if offset > self._committed.get(p, -1):
+                    todo[(self.topic, p)] = offset
+            if not todo:
+                return
+            try:
+                await self.offsets.commit(todo)
+            except GroupCoordinatorError:
+                return
+            for (_topic, p), offset in todo.items():
+                self._committed[p] = max(self._committed.get(p, -1), offset)
 
 
 class GetSettler:
