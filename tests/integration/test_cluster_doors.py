@@ -272,8 +272,8 @@ def test_basic_get_on_a_broker_that_does_not_coordinate_the_queues_group(
     cluster: Cluster,
 ) -> None:
     """``basic.get`` on a stream (a topic, no declaration needed): what was acknowledged
-    through one broker is committed to the group ``amqp:<queue>`` coordinated by another
-    (every ack, also those that came while a commit was on its way)."""
+    through one broker is committed to the group ``amqp:<queue>`` coordinated by another,
+    and a third broker's first ``basic.get`` resumes after it."""
     queue = next(
         q
         for q in (unique_topic("get") for _ in itertools.count())
@@ -293,5 +293,11 @@ def test_basic_get_on_a_broker_that_does_not_coordinate_the_queues_group(
             lambda: committed(cluster.brokers[3].bootstrap, f"amqp:{queue}", queue, 1) == {0: 4},
             TIMEOUT_S,
         )
+    finally:
+        conn.close()
+    conn = connect(cluster.brokers[2])
+    try:
+        method, _props, body = conn.channel().basic_get(queue, auto_ack=True)
+        assert method is not None and body == b"v4"
     finally:
         conn.close()
