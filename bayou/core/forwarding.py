@@ -66,23 +66,28 @@ class BrokerConnection:
         self._correlation = itertools.count(1)
 
     async def call(self, api_key: int, version: int, request: Any, client_id: str) -> Any:
-        async with self._lock:
-            try:
-                return await asyncio.wait_for(
-                    self._exchange(api_key, version, request, client_id), CALL_TIMEOUT_S
-                )
-            except (
-                OSError,
-                TimeoutError,
-                asyncio.IncompleteReadError,
-                BayouError,
-                ValueError,
-                struct.error,
-            ) as exc:
-                self.close()
-                raise GroupCoordinatorError(
-                    E.NOT_COORDINATOR, f"broker {self.address.node_id} did not answer: {exc!r}"
-                ) from None
+        """The response; NOT_COORDINATOR when none came within ``CALL_TIMEOUT_S`` of the
+        call, the wait for the calls before it on this connection included."""
+        try:
+            async with asyncio.timeout(CALL_TIMEOUT_S), self._lock:
+                try:
+                    return await self._exchange(api_key, version, request, client_id)
+                except BaseException:
+                    # failed, timed out or given up by its caller (cancelled) with the
+                    # request sent: the stream is out of step, the next call starts afresh
+                    self.close()
+                    raise
+        except (
+            OSError,
+            TimeoutError,
+            asyncio.IncompleteReadError,
+            BayouError,
+            ValueError,
+            struct.error,
+        ) as exc:
+            raise GroupCoordinatorError(
+                E.NOT_COORDINATOR, f"broker {self.address.node_id} did not answer: {exc!r}"
+            ) from None
 
     async def _exchange(self, api_key: int, version: int, request: Any, client_id: str) -> Any:
         if self._streams is None:

@@ -27,7 +27,7 @@ from bayou.protocol.kafka import messages as m
 from bayou.protocol.kafka.records import Record, build_batch
 from bayou.storage.cluster import coordinator_key, partition_key, rendezvous
 from tests.integration.test_confluent_kafka import create_topic
-from tests.support.broker import BrokerProcess
+from tests.support.broker import BrokerProcess, start_all
 from tests.support.http import client
 from tests.support.kafka import unique_topic
 from tests.support.kafka_raw import RawKafka
@@ -70,11 +70,7 @@ class Cluster:
         }
 
     def start(self) -> None:
-        threads = [threading.Thread(target=b.start) for b in self.brokers.values()]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(90)
+        start_all(self.brokers.values())
         self.wait_live(set(NODES))
 
     def kill_all(self) -> None:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import base64
 import itertools
+import os
+import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -21,6 +24,7 @@ from bayou.storage.cluster import coordinator_key, rendezvous
 from tests.integration.test_cluster import NODES, TIMEOUT_S, Cluster, committed, end_offsets
 from tests.integration.test_confluent_kafka import create_topic
 from tests.support.amqp import Collector, connect
+from tests.support.broker import BrokerProcess, start_all
 from tests.support.http import BINARY_V2, V2, client, create_instance, read_records
 from tests.support.kafka import unique_topic
 from tests.support.kafka_raw import RawKafka
@@ -266,3 +270,109 @@ def test_an_amqp_group_consumer_on_a_broker_that_does_not_coordinate_its_group(
         assert sorted(d.body for d in rest) == sorted(d.body for d in got[6:])
     finally:
         conn.close()
+
+
+def test_basic_get_on_a_broker_that_does_not_coordinate_the_queues_group(
+    cluster: Cluster,
+) -> None:
+    """``basic.get`` on a stream (a topic, no declaration needed): what was acknowledged
+    through one broker is committed to the group ``amqp:<queue>`` coordinated by another,
+    and a third broker's first ``basic.get`` resumes after it."""
+    queue = next(
+        q
+        for q in (unique_topic("get") for _ in itertools.count())
+        if rendezvous(coordinator_key(0, f"amqp:{q}"), NODES) == 3
+    )
+    create_topic(cluster.brokers[1].bootstrap, queue, 1)
+    produce(cluster.brokers[1].bootstrap, queue, 1, [b"v%d" % i for i in range(10)])
+    conn = connect(cluster.brokers[1])
+    try:
+        ch = conn.channel()
+        for i in range(4):
+            method, _props, body = ch.basic_get(queue)
+            assert method is not None and body == b"v%d" % i
+            ch.basic_ack(method.delivery_tag)
+        wait_until(
+            "the acknowledged gets to be committed on the coordinator",
+            lambda: committed(cluster.brokers[3].bootstrap, f"amqp:{queue}", queue, 1) == {0: 4},
+            TIMEOUT_S,
+        )
+    finally:
+        conn.close()
+    conn = connect(cluster.brokers[2])
+    try:
+        method, _props, body = conn.channel().basic_get(queue, auto_ack=True)
+        assert method is not None and body == b"v4"
+    finally:
+        conn.close()
+
+
+def live(broker: BrokerProcess) -> set[int]:
+    with RawKafka(broker.bootstrap) as raw:
+        answer = raw.call(m.MetadataRequest(topics=[]), 12)
+    return {b.node_id for b in answer.brokers}
+
+
+def test_an_mqtt_session_restored_while_its_coordinator_hangs_waits_for_the_next_one(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """A broker restarted while the broker coordinating a stored session's group hangs
+    (stopped, its lease still running: the forwarded OffsetFetch gets no answer) retries
+    until the group has moved, and the session gets what was published while it was away
+    (before: no positions, the session resumed at the end and lost those messages)."""
+    url = postgres_server.create_database()
+    env = {**GROUP_ENV, "BAYOU_CLUSTER_LEASE_MS": "12000"}  # outlasts the home broker's start
+    home, coordinator = (
+        BrokerProcess(
+            tmp_path / f"node{n}",
+            extra_args=["--storage", url, "--node-id", str(n)],
+            doors=("mqtt",),
+            env=env,
+        )
+        for n in (1, 2)
+    )
+    client_id = next(
+        c
+        for c in (unique_topic("c") for _ in itertools.count())
+        if rendezvous(coordinator_key(0, f"mqtt:{c}"), (1, 2)) == 2
+    )
+    top = unique_topic("mq")
+    try:
+        start_all([home, coordinator])
+        for broker in (home, coordinator):  # the group is placed on the coordinator
+            wait_until("both brokers to be live", lambda b=broker: live(b) == {1, 2}, TIMEOUT_S)
+        create_topic(coordinator.bootstrap, top, 1)
+        sub = MqttTestClient(home.mqtt_port, client_id, clean=False)
+        pub = MqttTestClient(coordinator.mqtt_port, unique_topic("p"))
+        try:
+            sub.subscribe(f"{top}/#", 1)
+            for i in range(3):
+                pub.publish(f"{top}/dev", b"m%d" % i, qos=1)
+            assert [r.payload for r in sub.receive(3)] == [b"m0", b"m1", b"m2"]
+            group = f"mqtt:{client_id}"
+            wait_until(
+                "the session's positions to be committed on the coordinator",
+                lambda: committed(coordinator.bootstrap, group, top, 1) == {0: 3},
+                TIMEOUT_S,
+            )
+            sub.close()
+            assert home.stop() == 0  # leaves the cluster: nothing of it left to wait for
+            for i in range(3, 6):
+                pub.publish(f"{top}/dev", b"m%d" % i, qos=1)
+        finally:
+            pub.close()
+        assert coordinator.proc is not None
+        os.kill(coordinator.proc.pid, signal.SIGSTOP)
+        try:
+            home.start()
+        finally:
+            os.kill(coordinator.proc.pid, signal.SIGCONT)
+        sub = MqttTestClient(home.mqtt_port, client_id, clean=False)
+        try:
+            assert sub.session_present
+            assert [r.payload for r in sub.receive(3)] == [b"m3", b"m4", b"m5"]
+        finally:
+            sub.close()
+    finally:
+        home.kill()
+        coordinator.kill()

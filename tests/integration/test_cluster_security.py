@@ -6,7 +6,6 @@ that database logs those users in and applies those ACLs."""
 from __future__ import annotations
 
 import base64
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bayou.storage.cluster import coordinator_key, rendezvous
-from tests.support.broker import BrokerProcess
+from tests.support.broker import BrokerProcess, start_all
 from tests.support.http import BINARY_V2, V2, client, create_instance, read_records
 from tests.support.kafka import unique_topic
 from tests.support.postgres import PostgresServer
@@ -89,11 +88,7 @@ def test_users_and_acls_added_to_the_shared_engine_hold_on_every_broker(
         f"ALLOW\tUser:alice\tDESCRIBE\tTOPIC:{allowed}\tLITERAL\thost=*",
         f"ALLOW\tUser:alice\tWRITE\tTOPIC:{allowed}\tLITERAL\thost=*",
     ]
-    threads = [threading.Thread(target=b.start) for b in brokers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(90)
+    start_all(brokers)
     admin = AdminClient(sasl(brokers[0].bootstrap, "admin", "admin-pw"))
     for future in admin.create_topics(
         [NewTopic(allowed, 1), NewTopic(other, 1)], operation_timeout=10
@@ -127,11 +122,7 @@ def test_an_http_consumer_on_a_secured_broker_that_does_not_coordinate_its_group
         for n in (1, 2)
     }
     try:
-        threads = [threading.Thread(target=b.start) for b in brokers.values()]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(90)
+        start_all(brokers.values())
         topic = unique_topic()
         group = next(
             g for g in (unique_topic("g") for _ in range(1000))

@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tests.support.ports import free_port
@@ -129,3 +131,12 @@ class BrokerProcess:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+
+def start_all(brokers: Iterable[BrokerProcess]) -> None:
+    """Start brokers side by side (a cluster starts in the time of its slowest broker);
+    a broker that does not come up fails the caller, as ``start`` would."""
+    listed = list(brokers)
+    with ThreadPoolExecutor(max_workers=max(1, len(listed))) as pool:
+        for _ in pool.map(BrokerProcess.start, listed):
+            pass

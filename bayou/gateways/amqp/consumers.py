@@ -452,15 +452,24 @@ class GetCursor:
         self._commit_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
-    def _refresh(self) -> None:
+    async def _refresh(self) -> None:
+        """Cursors for the partitions that have none yet, at the group's committed offsets
+        (asked of whichever broker coordinates the group), else at the partition's start."""
         meta = self.core.topics().get(self.topic)
-        for p in range(meta.partitions if meta else 0):
-            if p in self.cursors:
+        new = [p for p in range(meta.partitions if meta else 0) if p not in self.cursors]
+        if not new:
+            return
+        try:
+            committed = await self.offsets.fetch_committed([(self.topic, p) for p in new])
+        except GroupCoordinatorError:
+            committed = {}
+        for p in new:
+            if p in self.cursors:  # made meanwhile
                 continue
             start = self.core.partition(self.topic, p).log_start_offset
-            committed = committed_offset(self.offsets, self.topic, p)
-            if committed is not None:
-                start = max(start, committed)
+            found = committed.get((self.topic, p))
+            if found is not None:
+                start = max(start, found[0])
             self.cursors[p] = self.core.cursor(self.topic, p, start)
             self.pending[p] = {}
 
@@ -474,7 +483,7 @@ class GetCursor:
             return await self._next()
 
     async def _next(self) -> tuple[int, DecodedRecord, bool] | None:
-        self._refresh()
+        await self._refresh()
         while self.redeliver:
             p, offset = self.redeliver.popleft()
             cursor = self.cursors.get(p)
@@ -532,22 +541,23 @@ class GetCursor:
             self._commit_task = asyncio.create_task(self._commit())
 
     async def _commit(self) -> None:
-        if self.core.stopping:
-            return
-        todo: dict[TopicPartition, int] = {}
-        for p, cursor in self.cursors.items():
-            pending = self.pending.get(p)
-            offset = min(pending) if pending else cursor.position
-            if offset > self._committed.get(p, -1):
-                todo[(self.topic, p)] = offset
-        if not todo:
-            return
-        try:
-            await self.offsets.commit(todo)
-        except GroupCoordinatorError:
-            return
-        for (_topic, p), offset in todo.items():
-            self._committed[p] = max(self._committed.get(p, -1), offset)
+        """Commit until the positions are all committed: what was settled while a commit
+        was on its way (``_commit_soon`` starts no second task) goes in the next one."""
+        while not self.core.stopping:
+            todo: dict[TopicPartition, int] = {}
+            for p, cursor in self.cursors.items():
+                pending = self.pending.get(p)
+                offset = min(pending) if pending else cursor.position
+                if offset > self._committed.get(p, -1):
+                    todo[(self.topic, p)] = offset
+            if not todo:
+                return
+            try:
+                await self.offsets.commit(todo)
+            except GroupCoordinatorError:
+                return
+            for (_topic, p), offset in todo.items():
+                self._committed[p] = max(self._committed.get(p, -1), offset)
 
 
 class GetSettler:

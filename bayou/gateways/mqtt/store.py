@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any, Protocol
 
@@ -45,7 +46,10 @@ RETAINED_LOG = "__mqtt_retained"
 SESSIONS_LOG = "__mqtt_sessions"
 GROUP_PREFIX = "mqtt:"
 REFRESH_BATCH = 1000  # sessions whose offsets are re-committed per refresh round
-LOAD_ATTEMPTS, LOAD_WAIT_S = 50, 0.2  # a cluster's coordinator loads a group within seconds
+# How long a start waits in all for its sessions' positions while their group is between
+# coordinators: one hanging (a forwarded call's timeout) until its lease lapsed, the next one
+# loading the group; asked again every LOAD_RETRY_S.
+LOAD_WAIT_S, LOAD_RETRY_S = 30.0, 0.2
 
 Headers = Sequence[tuple[str, bytes | None]]
 
@@ -104,6 +108,7 @@ class SessionStore:
         """Open the log; (client id, document, positions) of every stored session."""
         self._log = await self.core.open_state_log(SESSIONS_LOG)
         out = []
+        deadline = time.monotonic() + LOAD_WAIT_S
         for entry in (await latest(self._log)).values():
             client_id = entry.key.decode("utf-8", "replace")
             try:
@@ -115,30 +120,32 @@ class SessionStore:
                     "MQTT session %r: unreadable document (%s); dropping it", client_id, exc
                 )
                 continue
-            positions = await self.committed(client_id)
+            positions = await self.committed(client_id, deadline)
             self._documents[client_id] = entry.value or b""
             self._committed[client_id] = dict(positions)
             self._committed_at[client_id] = 0  # unknown: commit again soon
             out.append((client_id, doc, positions))
         return out
 
-    async def committed(self, client_id: str) -> dict[TP, int]:
-        """The positions the session's group has committed (asked of whichever broker
-        coordinates it; a coordinator still loading the group is waited for, bounded)."""
+    async def committed(self, client_id: str, deadline: float) -> dict[TP, int]:
+        """The positions the session's group has committed, asked of whichever broker
+        coordinates it — again until ``deadline`` (monotonic) while the group is between
+        coordinators: one still loading it, or NOT_COORDINATOR (the owner did not answer,
+        or moved) while this broker's own lease runs, so that the cluster can be asked."""
         offsets = self.core.offsets(group_of(client_id))
-        for attempt in range(LOAD_ATTEMPTS):
+        while True:
             try:
                 found = await offsets.fetch_committed(None)
             except GroupCoordinatorError as exc:
-                if exc.code == ErrorCode.COORDINATOR_LOAD_IN_PROGRESS and attempt + 1 < (
-                    LOAD_ATTEMPTS
-                ):
-                    await asyncio.sleep(LOAD_WAIT_S)
+                retriable = exc.code == ErrorCode.COORDINATOR_LOAD_IN_PROGRESS or (
+                    exc.code == ErrorCode.NOT_COORDINATOR and self.core.cluster.active()
+                )
+                if retriable and time.monotonic() + LOAD_RETRY_S < deadline:
+                    await asyncio.sleep(LOAD_RETRY_S)
                     continue
                 log.warning("MQTT session %s: cannot read its positions: %s", client_id, exc)
                 return {}
             return {tp: offset for tp, (offset, _meta) in found.items()}
-        return {}
 
     async def save(self, sessions: Iterable[PersistedSession], *, full: bool = False) -> None:
         """Commit the positions that moved (all of them with ``full``) and write the
