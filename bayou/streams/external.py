@@ -56,7 +56,6 @@ RESTORE_TIMEOUT_S = 120.0
 TRANSACTION_TIMEOUT_MS = 10_000
 POLL_RECORDS = 2000
 RESTART_DELAY_S = 1.0
-MARKER_HEARTBEAT_S = 2.0  # first stages repeat their watermark markers this often
 
 
 class FatalStreamError(Exception):
@@ -110,7 +109,6 @@ class ExternalRunner:
         self._producer: Any = None
         self._tables: Any = None
         self._error: BaseException | None = None
-        self._last_heartbeat = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -439,11 +437,7 @@ class ExternalRunner:
         raise FatalStreamError("the producer's queue stays full")
 
     def commit(self) -> None:
-        now = time.monotonic()
-        heartbeat = now - self._last_heartbeat >= MARKER_HEARTBEAT_S
-        if heartbeat:
-            self._last_heartbeat = now
-        commit = self.processor.collect(heartbeat=heartbeat)
+        commit = self.processor.collect()
         if not commit:
             return
         producer = self._producer

@@ -51,9 +51,12 @@ class Harness:
             for p in range(width):
                 self.proc.assign(self.topic, p)
         self.results: list[Output] = []
+        self.changelog: list[tuple[str, int, bytes, bytes | None]] = []
 
     def _route(self) -> None:
-        for out in self.proc.collect().outputs:
+        commit = self.proc.collect()
+        self.changelog.extend(commit.changelog)
+        for out in commit.outputs:
             if out.topic != self.topic:
                 self.results.append(out)
                 continue
@@ -193,6 +196,37 @@ def test_windows_after_a_repartition_follow_the_upstream_watermarks() -> None:
     ).fetchall()
     assert got == sorted(want)
     assert h.proc.stats()["view"]["late_dropped"] == 0
+
+
+def test_a_second_stage_partition_moved_to_another_worker_keeps_what_its_markers_said() -> None:
+    """First-stage tasks write a marker when their watermark moves, not again: a second-stage
+    partition that moves to another worker (restored from its changelog) knows what every
+    upstream said, and its clock is where its old owner left it."""
+    parts = telemetry(600, 3, seed=4)
+    plan = plan_of(
+        "CREATE VIEW w AS SELECT device, window_start, COUNT(*) AS n FROM TABLE(TUMBLE(TABLE"
+        " telemetry, DESCRIPTOR(_timestamp), INTERVAL '10' SECOND))"
+        " GROUP BY window_start, window_end, device"
+    )
+    h = Harness(plan, True, 2, {"telemetry": 3})
+    for p in range(3):
+        h.feed("telemetry", p, parts[p])
+    for p in range(3):
+        h.idle("telemetry", p)
+    assert not h.proc.collect().outputs, "an idle first stage writes its markers once"
+    second = plan.pipelines(True)[1]
+    before = h.proc.clocks[second.name].max_ts
+    assert before == max(r.timestamp for rs in parts.values() for r in rs)
+
+    other = Processor("t", plan.pipelines(True))  # the worker the partitions move to
+    other.set_partitions({"telemetry": 3, h.topic: 2})
+    changelog = other.changelog_topic(second)
+    for p in range(2):
+        (task,) = other.assign(h.topic, p)
+        for topic, partition, key, value in h.changelog:
+            if (topic, partition) == (changelog, p):
+                task.restore(key, value)
+    assert other.clocks[second.name].max_ts == before
 
 
 # ------------------------------------------------------------------ stream-table joins
