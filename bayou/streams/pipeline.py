@@ -154,6 +154,7 @@ class Task:
             op.ns = f"{i}:".encode()
         self.outputs: list[Output] = []
         self.position: int | None = None  # next offset to read, once a record was processed
+        self.position_collected: int | None = None  # the position the last commit holds
         self.clock_dirty = False
         self.marker_sent: tuple[int, bool] | None = None  # first stages: the last marker
         self.markers_heard = False  # second stages: a marker read since the last changelog
@@ -447,8 +448,9 @@ class Processor:
                 topic_name = self.changelog_topic(task.pipeline)
                 for key, value in task.changelog():
                     changelog.append((topic_name, partition, key, value))
-                if task.position is not None:
-                    offsets[(topic, partition)] = task.position
+                position = task.position
+                if position is not None and position != task.position_collected:
+                    offsets[(topic, partition)] = task.position_collected = position
         return Commit(outputs + markers, changelog, offsets)
 
     def stats(self) -> dict[str, dict[str, int]]:

@@ -63,6 +63,22 @@ def run(pipeline: Pipeline, recs: list[SourceRecord], tail_ts: int | None = None
     return [json.loads(o.value) for o in out if o.value is not None and o.key != b"zz"]
 
 
+def test_an_idle_task_commits_nothing() -> None:
+    """Offsets are committed when they moved: a runner whose tasks read nothing since its
+    last commit writes nothing (no transaction every commit interval)."""
+    app = App("t")
+    app.stream("metrics").filter(lambda v: True).to("out")
+    proc = Processor("t", app.pipelines())
+    proc.assign("metrics", 0)
+    proc.process("metrics", 0, records(5))
+    proc.fire()
+    first = proc.collect()
+    assert first.offsets == {("metrics", 0): 5} and len(first.outputs) == 5
+    assert not proc.collect()
+    proc.process("metrics", 0, records(6)[5:])
+    assert proc.collect().offsets == {("metrics", 0): 6}
+
+
 def one(app: App) -> Pipeline:
     return app.pipelines()[0]
 
