@@ -385,6 +385,7 @@ class ExternalRunner:
                         if raw_key is not None:
                             task.restore(raw_key, _bytes(msg.value()))
                             replayed += 1
+            task.restored()
             self.changelog_end[(topic, partition)] = high
             log.info(
                 "%s: restored %s-%d (snapshot %s, %d changelog records)",

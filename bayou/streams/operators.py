@@ -13,7 +13,9 @@ Stateful operators keep their state as live Python objects in dicts (accumulator
 rows) and track which keys changed.  ``changes()`` hands out each changed key once — encoded
 to bytes, None for a deletion — for the task's changelog; ``entries()`` every key (snapshots);
 ``restore(key, value)`` loads one entry back (recovery: the snapshot, then the changelog's
-tail).  A key is ``namespace + JSON``: the namespace tells the operators of a pipeline apart.
+tail), and ``restored()`` then schedules what the final state waits for (once per key,
+however many versions of it the changelog held).  A key is ``namespace + JSON``: the
+namespace tells the operators of a pipeline apart.
 
 Closing order is deterministic (window end, then start, then the key's JSON), so a replay of
 the same input from the same state gives the same output records in the same order.
@@ -221,6 +223,9 @@ class Operator:
     def restore(self, key: bytes, value: bytes | None) -> None:
         raise NotImplementedError
 
+    def restored(self) -> None:
+        """The last ``restore`` was made: schedule what the restored state waits for."""
+
     def entries(self) -> Iterator[tuple[bytes, bytes]]:
         return iter(())
 
@@ -357,10 +362,14 @@ class _Keyed(Operator):
             dict.pop(self.state, skey, None)
         else:
             self.state.put_raw(skey, value)
-        self.on_restore(skey)
+
+    def restored(self) -> None:
+        # once per key of the final state, not per version a changelog holds
+        for skey in list(dict.keys(self.state)):
+            self.on_restore(skey)
 
     def on_restore(self, skey: Any) -> None:
-        pass
+        """Schedule a restored key (its windows' ends, its rows' expiries)."""
 
 
 def _values(aggs: Sequence[Aggregate], row: Row) -> list[Any]:
@@ -409,8 +418,7 @@ class WindowAggregate(_Keyed):
         heapq.heappush(self.closing, (skey[2], skey[1], dumps(_plain(skey[0])).decode(), skey))
 
     def on_restore(self, skey: Any) -> None:
-        if skey in self.state:
-            self._schedule(skey)
+        self._schedule(skey)
 
     def fire(self, ctx: Context) -> list[Row]:
         watermark = self._watermark(ctx)
@@ -419,7 +427,7 @@ class WindowAggregate(_Keyed):
             end, start, _k, skey = heapq.heappop(self.closing)
             accs = self.state.pop(skey, None)
             if accs is None:
-                continue  # scheduled twice (restored) or already closed
+                continue  # already closed
             self.dirty.add(skey)
             results = [agg.result(acc) for agg, acc in zip(self.aggs, accs, strict=True)]
             value = self.finish(skey[0], start, end, results, None)

@@ -316,6 +316,12 @@ class Task:
         if op.stateful:
             op.restore(key, value)
 
+    def restored(self) -> None:
+        """Every entry is restored (snapshot, changelog): the operators schedule their state."""
+        for op in self.ops:
+            if op.stateful:
+                op.restored()
+
 
 @dataclass
 class Commit:

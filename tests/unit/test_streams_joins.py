@@ -16,9 +16,9 @@ from typing import Any, cast
 import duckdb
 import pytest
 
-from bayou.streams.operators import IntervalJoin
+from bayou.streams.operators import Context, EventClock, IntervalJoin
 from bayou.streams.pipeline import Processor, SourceRecord
-from bayou.streams.rows import Output
+from bayou.streams.rows import Output, Row
 from bayou.streams.sql.errors import SqlError
 from bayou.streams.sql.planner import ViewPlan
 from bayou.streams.sql.statements import CreateView, parse_statement
@@ -357,6 +357,36 @@ def test_interval_join_matches_duckdb() -> None:
     assert all(isinstance(op, IntervalJoin) for op in joins) and len(joins) == 3
     kept = sum(len(a) + len(b) for op in joins for a, b in cast(IntervalJoin, op).state.values())
     assert kept < 200
+
+
+def test_an_interval_join_restored_from_a_long_changelog_schedules_each_row_once() -> None:
+    """One hot key updated at every commit: its changelog holds every version of its rows.
+    Restored, the join holds the last version, and schedules the expiry of each of its rows
+    once (not once per version read: the heap grew with the square of the rows)."""
+
+    def join() -> IntervalJoin:
+        op = IntervalJoin(1000, 3000, 0, "b", lambda _row: True)
+        op.ns = b"0:"
+        return op
+
+    live, ctx = join(), Context(EventClock())
+    changelog: list[tuple[bytes, bytes | None]] = []
+    for i in range(300):
+        row = Row("ad1", {"n": i}, T0 + i * 10, "clicks", 0, i)
+        row.side = "lr"[i % 2]
+        live.push(row, ctx)
+        changelog.extend(live.changes())  # a commit after every record
+    restored = join()
+    for key, value in changelog:
+        restored.restore(key, value)
+    restored.restored()
+    assert dict(restored.state.items()) == dict(live.state.items())
+    assert len(restored.expiring) <= 300
+    for op in (live, restored):  # both forget the same rows as the watermark passes
+        ctx.clock.see(T0 + 2500)
+        op.fire(ctx)
+    assert dict(restored.state.items()) == dict(live.state.items())
+    assert 0 < sum(len(side) for side in live.state["ad1"]) < 300
 
 
 @pytest.mark.parametrize(

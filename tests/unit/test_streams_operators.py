@@ -287,6 +287,7 @@ def test_restore_from_changelog_and_snapshot_gives_the_same_results(tmp_path: Pa
         task.restore(k, v)
     for _t, _p, k, v in c2.changelog:
         task.restore(k, v)
+    task.restored()
     tail = [*recs[300:], SourceRecord(len(recs), T0 + 10**7, b"zz", b'{"device": "zz"}', ())]
     resumed.process("s", 0, tail)
     out = [
