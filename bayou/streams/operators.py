@@ -192,11 +192,13 @@ class TaskClock:
         self.catching_up = True
 
     @property
-    def max_ts(self) -> int:
+    def max_ts(self) -> int:  # read per record: comparisons, not min()/max() calls
         base = self.shared.max_ts
         if self.catching_up:
-            base = min(base, self.shared.partitions.get(self.partition, NEVER))
-        return max(base, self.floor)
+            own = self.shared.partitions.get(self.partition, NEVER)
+            if own < base:
+                base = own
+        return base if base > self.floor else self.floor
 
 
 @dataclass
@@ -305,7 +307,11 @@ class LazyState(dict[Any, Any]):
         return value
 
     def get(self, key: Any, default: Any = None) -> Any:
-        return self[key] if dict.__contains__(self, key) else default
+        value = dict.get(self, key, default)
+        if type(value) is _Raw:
+            value = self.decode(key, value.data)
+            dict.__setitem__(self, key, value)
+        return value
 
     def pop(self, key: Any, *default: Any) -> Any:
         value = dict.pop(self, key, *default)
