@@ -155,7 +155,6 @@ class Task:
         self.outputs: list[Output] = []
         self.position: int | None = None  # next offset to read, once a record was processed
         self.position_collected: int | None = None  # the position the last commit holds
-        self.clock_dirty = False
         self.marker_sent: tuple[int, bool] | None = None  # first stages: the last marker
         self.markers_heard = False  # second stages: a marker read since the last changelog
         self.clock_written = NEVER  # the task clock its changelog holds
@@ -181,20 +180,17 @@ class Task:
         except Exception as exc:  # a bad record: to the dead letters, never the task's end
             self._dead_letter(record, exc)
             return
-        if self.clock.see(row.timestamp, self.partition):
-            self.clock_dirty = True
+        self.clock.see(row.timestamp, self.partition)
         self.fire()
 
     def _marker(self, raw: bytes | None) -> None:
         try:
             upstream, ts, idle = json.loads(raw or b"")
-            moved = self.clock.marker(self.partition, str(upstream), int(ts), bool(idle))
+            self.clock.marker(self.partition, str(upstream), int(ts), bool(idle))
         except (ValueError, TypeError) as exc:
             log.warning("%s: an unreadable watermark marker: %s", self.pipeline.name, exc)
             return
         self.markers_heard = True
-        if moved:
-            self.clock_dirty = True
         self.fire()
 
     def markers(self, partitions: int) -> list[Output]:
@@ -273,9 +269,8 @@ class Task:
             if op.stateful:
                 out.extend(op.changes())
         now = self.task_clock.max_ts
-        if self.clock_dirty or now != self.clock_written:
+        if now != self.clock_written:
             out.append((CLOCK_KEY, str(now).encode()))
-            self.clock_dirty = False
             self.clock_written = now
         if self.markers_heard:
             out.append((MARKERS_KEY, self._heard()))
@@ -302,7 +297,7 @@ class Task:
     def restore(self, key: bytes, value: bytes | None) -> None:
         if key == CLOCK_KEY:
             if value is not None:
-                self.task_clock.floor = int(value)
+                self.task_clock.floor = self.clock_written = int(value)
             return
         if key == MARKERS_KEY:
             if value is not None:
@@ -403,11 +398,8 @@ class Processor:
         """``partition`` of ``topic`` was read to its end: it holds no pipeline's clock back
         (call ``fire`` after)."""
         for task in self.tasks.get((topic, partition), []):
-            if task.task_clock.catching_up:
-                task.task_clock.catching_up = False  # caught up: the shared clock from now
-                task.clock_dirty = True
-            if task.clock.idle(partition):
-                task.clock_dirty = True
+            task.task_clock.catching_up = False  # caught up: the shared clock from now
+            task.clock.idle(partition)
 
     def process(self, topic: str, partition: int, records: list[SourceRecord]) -> None:
         tasks = self.tasks.get((topic, partition))
