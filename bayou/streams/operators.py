@@ -290,14 +290,16 @@ class LazyState(dict[Any, Any]):
     makes recovery cost one key decode per entry, and a snapshot of entries never read since
     writes their bytes back as they came."""
 
-    __slots__ = ("decode",)
+    __slots__ = ("decode", "maybe_raw")
 
     def __init__(self, decode: Callable[[Any, bytes], Any]) -> None:
         super().__init__()
         self.decode = decode
+        self.maybe_raw = False  # False: every value is decoded (a whole read is a dict's)
 
     def put_raw(self, key: Any, data: bytes) -> None:
         dict.__setitem__(self, key, _Raw(data))
+        self.maybe_raw = True
 
     def __getitem__(self, key: Any) -> Any:
         value = dict.__getitem__(self, key)
@@ -318,10 +320,15 @@ class LazyState(dict[Any, Any]):
         return self.decode(key, value.data) if type(value) is _Raw else value
 
     def items(self) -> Any:
-        return [(key, self[key]) for key in list(self)]
+        if self.maybe_raw:  # decode what is left, once
+            for key, value in list(dict.items(self)):
+                if type(value) is _Raw:
+                    dict.__setitem__(self, key, self.decode(key, value.data))
+            self.maybe_raw = False
+        return list(dict.items(self))
 
     def values(self) -> Any:
-        return [self[key] for key in list(self)]
+        return [value for _key, value in self.items()]
 
     def encoded(self, encode: Callable[[Any], bytes]) -> Iterator[tuple[Any, bytes]]:
         """Every (key, value bytes): restored bytes as they are, live values encoded."""
@@ -497,8 +504,7 @@ class SessionAggregate(_Keyed):
     def fire(self, ctx: Context) -> list[Row]:
         watermark = self._watermark(ctx)
         closed: list[tuple[int, int, str, Any, list[Any]]] = []
-        for key in list(self.state):
-            sessions = self.state[key]
+        for key, sessions in self.state.items():
             if sessions[0][1] > watermark and all(s[1] > watermark for s in sessions):
                 continue
             remaining = []

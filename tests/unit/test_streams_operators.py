@@ -259,12 +259,14 @@ def test_sketch_aggregates_and_first_last() -> None:
     assert (row["first_user"], row["last_user"]) == (0, 4999 % 1500)
 
 
-def test_restore_from_changelog_and_snapshot_gives_the_same_results(tmp_path: Path) -> None:
+@pytest.mark.parametrize("window", ["hopping", "session"])
+def test_restore_from_changelog_and_snapshot_gives_the_same_results(
+    tmp_path: Path, window: str
+) -> None:
     recs = records(600, disorder_ms=400)
     app = App("a")
-    app.stream("s").key_by("device").window(hopping(size_ms=4000, slide_ms=1000)).agg(
-        avg("temp"), count_distinct("user")
-    ).to("o")
+    spec = hopping(size_ms=4000, slide_ms=1000) if window == "hopping" else session(gap_ms=300)
+    app.stream("s").key_by("device").window(spec).agg(avg("temp"), count_distinct("user")).to("o")
     pipeline = one(app)
     whole = run(pipeline, recs, tail_ts=T0 + 10**7)
 
