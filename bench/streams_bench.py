@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -33,20 +32,12 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from bench.peers import stop_process, wait_ready
+from bench.peers import stop_process
+from tests.support.broker import BrokerProcess
 
 T0 = 1_767_225_600_000
 TOPIC = "readings"
 HZ = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def cpu_seconds(pid: int) -> float:
@@ -149,30 +140,9 @@ def main() -> int:
     args = parser.parse_args()
     quix = Path(args.quix_python)
     with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        bootstrap = f"127.0.0.1:{port}"
-        broker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bayou",
-                "serve",
-                "--data-dir",
-                f"{tmp}/data",
-                "--kafka-port",
-                str(port),
-                "--http-port",
-                "0",
-                "--mqtt-port",
-                "0",
-                "--amqp-port",
-                "0",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        broker = BrokerProcess(Path(tmp) / "data", doors=()).start()
+        bootstrap = broker.bootstrap
         try:
-            wait_ready(bootstrap, broker, 60)
             produce(bootstrap, args.records)
             rows = []
             for agg_name, bayou_agg, quix_body in (
@@ -227,11 +197,7 @@ def main() -> int:
                         flush=True,
                     )
         finally:
-            broker.send_signal(signal.SIGTERM)
-            try:
-                broker.wait(30)
-            except subprocess.TimeoutExpired:
-                broker.kill()
+            broker.stop(60)
     return 0
 
 

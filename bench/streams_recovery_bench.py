@@ -35,8 +35,9 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from bench.peers import stop_process, wait_ready
-from bench.streams_bench import cpu_seconds, free_port
+from bench.peers import stop_process
+from bench.streams_bench import cpu_seconds
+from tests.support.broker import BrokerProcess
 
 PAYLOAD = 1000
 
@@ -146,30 +147,9 @@ def main() -> int:
     quix = Path(args.quix_python)
     n = args.mb * 1000
     with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        bootstrap = f"127.0.0.1:{port}"
-        broker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bayou",
-                "serve",
-                "--data-dir",
-                f"{tmp}/data",
-                "--kafka-port",
-                str(port),
-                "--http-port",
-                "0",
-                "--mqtt-port",
-                "0",
-                "--amqp-port",
-                "0",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        broker = BrokerProcess(Path(tmp) / "data", doors=()).start()
+        bootstrap = broker.bootstrap
         try:
-            wait_ready(bootstrap, broker, 60)
             admin = AdminClient({"bootstrap.servers": bootstrap})
             futures = admin.create_topics([NewTopic(t, 1) for t in ("state-in", "empty-in")])
             for future in futures.values():
@@ -184,11 +164,7 @@ def main() -> int:
                     continue
                 measure(engine, Path(tmp), bootstrap, n, args, quix)
         finally:
-            broker.send_signal(signal.SIGTERM)
-            try:
-                broker.wait(60)
-            except subprocess.TimeoutExpired:
-                broker.kill()
+            broker.stop(60)
     return 0
 
 

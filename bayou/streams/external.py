@@ -56,7 +56,6 @@ RESTORE_TIMEOUT_S = 120.0
 TRANSACTION_TIMEOUT_MS = 10_000
 POLL_RECORDS = 2000
 RESTART_DELAY_S = 1.0
-MARKER_HEARTBEAT_S = 2.0  # first stages repeat their watermark markers this often
 
 
 class FatalStreamError(Exception):
@@ -110,7 +109,6 @@ class ExternalRunner:
         self._producer: Any = None
         self._tables: Any = None
         self._error: BaseException | None = None
-        self._last_heartbeat = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -387,6 +385,7 @@ class ExternalRunner:
                         if raw_key is not None:
                             task.restore(raw_key, _bytes(msg.value()))
                             replayed += 1
+            task.restored()
             self.changelog_end[(topic, partition)] = high
             log.info(
                 "%s: restored %s-%d (snapshot %s, %d changelog records)",
@@ -439,11 +438,7 @@ class ExternalRunner:
         raise FatalStreamError("the producer's queue stays full")
 
     def commit(self) -> None:
-        now = time.monotonic()
-        heartbeat = now - self._last_heartbeat >= MARKER_HEARTBEAT_S
-        if heartbeat:
-            self._last_heartbeat = now
-        commit = self.processor.collect(heartbeat=heartbeat)
+        commit = self.processor.collect()
         if not commit:
             return
         producer = self._producer

@@ -13,7 +13,9 @@ Stateful operators keep their state as live Python objects in dicts (accumulator
 rows) and track which keys changed.  ``changes()`` hands out each changed key once — encoded
 to bytes, None for a deletion — for the task's changelog; ``entries()`` every key (snapshots);
 ``restore(key, value)`` loads one entry back (recovery: the snapshot, then the changelog's
-tail).  A key is ``namespace + JSON``: the namespace tells the operators of a pipeline apart.
+tail), and ``restored()`` then schedules what the final state waits for (once per key,
+however many versions of it the changelog held).  A key is ``namespace + JSON``: the
+namespace tells the operators of a pipeline apart.
 
 Closing order is deterministic (window end, then start, then the key's JSON), so a replay of
 the same input from the same state gives the same output records in the same order.
@@ -190,11 +192,13 @@ class TaskClock:
         self.catching_up = True
 
     @property
-    def max_ts(self) -> int:
+    def max_ts(self) -> int:  # read per record: comparisons, not min()/max() calls
         base = self.shared.max_ts
         if self.catching_up:
-            base = min(base, self.shared.partitions.get(self.partition, NEVER))
-        return max(base, self.floor)
+            own = self.shared.partitions.get(self.partition, NEVER)
+            if own < base:
+                base = own
+        return base if base > self.floor else self.floor
 
 
 @dataclass
@@ -220,6 +224,9 @@ class Operator:
 
     def restore(self, key: bytes, value: bytes | None) -> None:
         raise NotImplementedError
+
+    def restored(self) -> None:
+        """The last ``restore`` was made: schedule what the restored state waits for."""
 
     def entries(self) -> Iterator[tuple[bytes, bytes]]:
         return iter(())
@@ -283,14 +290,16 @@ class LazyState(dict[Any, Any]):
     makes recovery cost one key decode per entry, and a snapshot of entries never read since
     writes their bytes back as they came."""
 
-    __slots__ = ("decode",)
+    __slots__ = ("decode", "maybe_raw")
 
     def __init__(self, decode: Callable[[Any, bytes], Any]) -> None:
         super().__init__()
         self.decode = decode
+        self.maybe_raw = False  # False: every value is decoded (a whole read is a dict's)
 
     def put_raw(self, key: Any, data: bytes) -> None:
         dict.__setitem__(self, key, _Raw(data))
+        self.maybe_raw = True
 
     def __getitem__(self, key: Any) -> Any:
         value = dict.__getitem__(self, key)
@@ -300,17 +309,26 @@ class LazyState(dict[Any, Any]):
         return value
 
     def get(self, key: Any, default: Any = None) -> Any:
-        return self[key] if dict.__contains__(self, key) else default
+        value = dict.get(self, key, default)
+        if type(value) is _Raw:
+            value = self.decode(key, value.data)
+            dict.__setitem__(self, key, value)
+        return value
 
     def pop(self, key: Any, *default: Any) -> Any:
         value = dict.pop(self, key, *default)
         return self.decode(key, value.data) if type(value) is _Raw else value
 
     def items(self) -> Any:
-        return [(key, self[key]) for key in list(self)]
+        if self.maybe_raw:  # decode what is left, once
+            for key, value in list(dict.items(self)):
+                if type(value) is _Raw:
+                    dict.__setitem__(self, key, self.decode(key, value.data))
+            self.maybe_raw = False
+        return list(dict.items(self))
 
     def values(self) -> Any:
-        return [self[key] for key in list(self)]
+        return [value for _key, value in self.items()]
 
     def encoded(self, encode: Callable[[Any], bytes]) -> Iterator[tuple[Any, bytes]]:
         """Every (key, value bytes): restored bytes as they are, live values encoded."""
@@ -357,10 +375,14 @@ class _Keyed(Operator):
             dict.pop(self.state, skey, None)
         else:
             self.state.put_raw(skey, value)
-        self.on_restore(skey)
+
+    def restored(self) -> None:
+        # once per key of the final state, not per version a changelog holds
+        for skey in list(dict.keys(self.state)):
+            self.on_restore(skey)
 
     def on_restore(self, skey: Any) -> None:
-        pass
+        """Schedule a restored key (its windows' ends, its rows' expiries)."""
 
 
 def _values(aggs: Sequence[Aggregate], row: Row) -> list[Any]:
@@ -409,8 +431,7 @@ class WindowAggregate(_Keyed):
         heapq.heappush(self.closing, (skey[2], skey[1], dumps(_plain(skey[0])).decode(), skey))
 
     def on_restore(self, skey: Any) -> None:
-        if skey in self.state:
-            self._schedule(skey)
+        self._schedule(skey)
 
     def fire(self, ctx: Context) -> list[Row]:
         watermark = self._watermark(ctx)
@@ -419,7 +440,7 @@ class WindowAggregate(_Keyed):
             end, start, _k, skey = heapq.heappop(self.closing)
             accs = self.state.pop(skey, None)
             if accs is None:
-                continue  # scheduled twice (restored) or already closed
+                continue  # already closed
             self.dirty.add(skey)
             results = [agg.result(acc) for agg, acc in zip(self.aggs, accs, strict=True)]
             value = self.finish(skey[0], start, end, results, None)
@@ -483,8 +504,7 @@ class SessionAggregate(_Keyed):
     def fire(self, ctx: Context) -> list[Row]:
         watermark = self._watermark(ctx)
         closed: list[tuple[int, int, str, Any, list[Any]]] = []
-        for key in list(self.state):
-            sessions = self.state[key]
+        for key, sessions in self.state.items():
             if sessions[0][1] > watermark and all(s[1] > watermark for s in sessions):
                 continue
             remaining = []

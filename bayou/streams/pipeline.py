@@ -44,6 +44,7 @@ from bayou.streams.rows import Headers, Output, Row, dumps, key_bytes
 log = logging.getLogger(__name__)
 
 CLOCK_KEY = b"~clock"
+MARKERS_KEY = b"~markers"  # a second stage's task: the upstream markers its partition heard
 ERROR_HEADER = "bayou.error"
 WATERMARK_HEADER = "bayou.watermark"
 
@@ -153,8 +154,9 @@ class Task:
             op.ns = f"{i}:".encode()
         self.outputs: list[Output] = []
         self.position: int | None = None  # next offset to read, once a record was processed
-        self.clock_dirty = False
+        self.position_collected: int | None = None  # the position the last commit holds
         self.marker_sent: tuple[int, bool] | None = None  # first stages: the last marker
+        self.markers_heard = False  # second stages: a marker read since the last changelog
         self.clock_written = NEVER  # the task clock its changelog holds
 
     def joins(self) -> Iterator[TableJoin]:
@@ -178,25 +180,24 @@ class Task:
         except Exception as exc:  # a bad record: to the dead letters, never the task's end
             self._dead_letter(record, exc)
             return
-        if self.clock.see(row.timestamp, self.partition):
-            self.clock_dirty = True
+        self.clock.see(row.timestamp, self.partition)
         self.fire()
 
     def _marker(self, raw: bytes | None) -> None:
         try:
             upstream, ts, idle = json.loads(raw or b"")
-            moved = self.clock.marker(self.partition, str(upstream), int(ts), bool(idle))
+            self.clock.marker(self.partition, str(upstream), int(ts), bool(idle))
         except (ValueError, TypeError) as exc:
             log.warning("%s: an unreadable watermark marker: %s", self.pipeline.name, exc)
             return
-        if moved:
-            self.clock_dirty = True
+        self.markers_heard = True
         self.fire()
 
-    def markers(self, partitions: int, heartbeat: bool) -> list[Output]:
+    def markers(self, partitions: int) -> list[Output]:
         """A first stage's watermark markers (its partition's highest event time and whether
-        it is idle) to each of the repartition topic's ``partitions``, when they changed (or
-        ``heartbeat``: so a second stage that moved to another worker hears them again)."""
+        it is idle) to each of the repartition topic's ``partitions``, when they changed.
+        Once is enough: a second stage keeps what its partition heard in its changelog
+        (``MARKERS_KEY``), so the partition's next owner knows it without hearing it again."""
         topic = self.pipeline.repartition
         if topic is None or partitions <= 0:
             return []
@@ -205,7 +206,7 @@ class Task:
             clock.partitions.get(self.partition, NEVER),
             self.partition in clock.idle_partitions,
         )
-        if state == self.marker_sent and not heartbeat:
+        if state == self.marker_sent:
             return []
         self.marker_sent = state
         upstream = f"{self.pipeline.name}:{self.partition}"
@@ -268,11 +269,18 @@ class Task:
             if op.stateful:
                 out.extend(op.changes())
         now = self.task_clock.max_ts
-        if self.clock_dirty or now != self.clock_written:
+        if now != self.clock_written:
             out.append((CLOCK_KEY, str(now).encode()))
-            self.clock_dirty = False
             self.clock_written = now
+        if self.markers_heard:
+            out.append((MARKERS_KEY, self._heard()))
+            self.markers_heard = False
         return out
+
+    def _heard(self) -> bytes:
+        clock = self.clock
+        heard = clock.heard.get(self.partition, {}) if isinstance(clock, MarkerClock) else {}
+        return dumps({upstream: list(said) for upstream, said in sorted(heard.items())})
 
     def state_size(self) -> int:
         """Entries of state (keys over the stateful operators)."""
@@ -283,11 +291,18 @@ class Task:
             if op.stateful:
                 yield from op.entries()
         yield CLOCK_KEY, str(self.task_clock.max_ts).encode()
+        if self.pipeline.upstreams:
+            yield MARKERS_KEY, self._heard()
 
     def restore(self, key: bytes, value: bytes | None) -> None:
         if key == CLOCK_KEY:
             if value is not None:
-                self.task_clock.floor = int(value)
+                self.task_clock.floor = self.clock_written = int(value)
+            return
+        if key == MARKERS_KEY:
+            if value is not None:
+                for upstream, (ts, idle) in json.loads(value).items():
+                    self.clock.marker(self.partition, upstream, ts, idle)
             return
         ns, sep, _rest = key.partition(b":")
         if not sep or not ns.isdigit() or int(ns) >= len(self.ops):
@@ -295,6 +310,12 @@ class Task:
         op = self.ops[int(ns)]
         if op.stateful:
             op.restore(key, value)
+
+    def restored(self) -> None:
+        """Every entry is restored (snapshot, changelog): the operators schedule their state."""
+        for op in self.ops:
+            if op.stateful:
+                op.restored()
 
 
 @dataclass
@@ -377,11 +398,8 @@ class Processor:
         """``partition`` of ``topic`` was read to its end: it holds no pipeline's clock back
         (call ``fire`` after)."""
         for task in self.tasks.get((topic, partition), []):
-            if task.task_clock.catching_up:
-                task.task_clock.catching_up = False  # caught up: the shared clock from now
-                task.clock_dirty = True
-            if task.clock.idle(partition):
-                task.clock_dirty = True
+            task.task_clock.catching_up = False  # caught up: the shared clock from now
+            task.clock.idle(partition)
 
     def process(self, topic: str, partition: int, records: list[SourceRecord]) -> None:
         tasks = self.tasks.get((topic, partition))
@@ -412,7 +430,7 @@ class Processor:
         except ValueError:
             rows[text] = value.decode("utf-8", "replace")
 
-    def collect(self, *, heartbeat: bool = False) -> Commit:
+    def collect(self) -> Commit:
         """What to write next; watermark markers go after the records they cover."""
         outputs: list[Output] = []
         markers: list[Output] = []
@@ -424,12 +442,13 @@ class Processor:
                 task.outputs = []
                 repartition = task.pipeline.repartition
                 if repartition is not None:
-                    markers.extend(task.markers(self.partitions.get(repartition, 0), heartbeat))
+                    markers.extend(task.markers(self.partitions.get(repartition, 0)))
                 topic_name = self.changelog_topic(task.pipeline)
                 for key, value in task.changelog():
                     changelog.append((topic_name, partition, key, value))
-                if task.position is not None:
-                    offsets[(topic, partition)] = task.position
+                position = task.position
+                if position is not None and position != task.position_collected:
+                    offsets[(topic, partition)] = task.position_collected = position
         return Commit(outputs + markers, changelog, offsets)
 
     def stats(self) -> dict[str, dict[str, int]]:

@@ -16,9 +16,9 @@ from typing import Any, cast
 import duckdb
 import pytest
 
-from bayou.streams.operators import IntervalJoin
+from bayou.streams.operators import Context, EventClock, IntervalJoin
 from bayou.streams.pipeline import Processor, SourceRecord
-from bayou.streams.rows import Output
+from bayou.streams.rows import Output, Row
 from bayou.streams.sql.errors import SqlError
 from bayou.streams.sql.planner import ViewPlan
 from bayou.streams.sql.statements import CreateView, parse_statement
@@ -51,9 +51,12 @@ class Harness:
             for p in range(width):
                 self.proc.assign(self.topic, p)
         self.results: list[Output] = []
+        self.changelog: list[tuple[str, int, bytes, bytes | None]] = []
 
     def _route(self) -> None:
-        for out in self.proc.collect().outputs:
+        commit = self.proc.collect()
+        self.changelog.extend(commit.changelog)
+        for out in commit.outputs:
             if out.topic != self.topic:
                 self.results.append(out)
                 continue
@@ -195,6 +198,37 @@ def test_windows_after_a_repartition_follow_the_upstream_watermarks() -> None:
     assert h.proc.stats()["view"]["late_dropped"] == 0
 
 
+def test_a_second_stage_partition_moved_to_another_worker_keeps_what_its_markers_said() -> None:
+    """First-stage tasks write a marker when their watermark moves, not again: a second-stage
+    partition that moves to another worker (restored from its changelog) knows what every
+    upstream said, and its clock is where its old owner left it."""
+    parts = telemetry(600, 3, seed=4)
+    plan = plan_of(
+        "CREATE VIEW w AS SELECT device, window_start, COUNT(*) AS n FROM TABLE(TUMBLE(TABLE"
+        " telemetry, DESCRIPTOR(_timestamp), INTERVAL '10' SECOND))"
+        " GROUP BY window_start, window_end, device"
+    )
+    h = Harness(plan, True, 2, {"telemetry": 3})
+    for p in range(3):
+        h.feed("telemetry", p, parts[p])
+    for p in range(3):
+        h.idle("telemetry", p)
+    assert not h.proc.collect().outputs, "an idle first stage writes its markers once"
+    second = plan.pipelines(True)[1]
+    before = h.proc.clocks[second.name].max_ts
+    assert before == max(r.timestamp for rs in parts.values() for r in rs)
+
+    other = Processor("t", plan.pipelines(True))  # the worker the partitions move to
+    other.set_partitions({"telemetry": 3, h.topic: 2})
+    changelog = other.changelog_topic(second)
+    for p in range(2):
+        (task,) = other.assign(h.topic, p)
+        for topic, partition, key, value in h.changelog:
+            if (topic, partition) == (changelog, p):
+                task.restore(key, value)
+    assert other.clocks[second.name].max_ts == before
+
+
 # ------------------------------------------------------------------ stream-table joins
 
 CUSTOMERS = {"c1": {"name": "Ada", "tier": "gold"}, "c2": {"name": "Bo", "tier": "basic"}}
@@ -323,6 +357,36 @@ def test_interval_join_matches_duckdb() -> None:
     assert all(isinstance(op, IntervalJoin) for op in joins) and len(joins) == 3
     kept = sum(len(a) + len(b) for op in joins for a, b in cast(IntervalJoin, op).state.values())
     assert kept < 200
+
+
+def test_an_interval_join_restored_from_a_long_changelog_schedules_each_row_once() -> None:
+    """One hot key updated at every commit: its changelog holds every version of its rows.
+    Restored, the join holds the last version, and schedules the expiry of each of its rows
+    once (not once per version read: the heap grew with the square of the rows)."""
+
+    def join() -> IntervalJoin:
+        op = IntervalJoin(1000, 3000, 0, "b", lambda _row: True)
+        op.ns = b"0:"
+        return op
+
+    live, ctx = join(), Context(EventClock())
+    changelog: list[tuple[bytes, bytes | None]] = []
+    for i in range(300):
+        row = Row("ad1", {"n": i}, T0 + i * 10, "clicks", 0, i)
+        row.side = "lr"[i % 2]
+        live.push(row, ctx)
+        changelog.extend(live.changes())  # a commit after every record
+    restored = join()
+    for key, value in changelog:
+        restored.restore(key, value)
+    restored.restored()
+    assert dict(restored.state.items()) == dict(live.state.items())
+    assert len(restored.expiring) <= 300
+    for op in (live, restored):  # both forget the same rows as the watermark passes
+        ctx.clock.see(T0 + 2500)
+        op.fire(ctx)
+    assert dict(restored.state.items()) == dict(live.state.items())
+    assert 0 < sum(len(side) for side in live.state["ad1"]) < 300
 
 
 @pytest.mark.parametrize(

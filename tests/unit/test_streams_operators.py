@@ -63,6 +63,22 @@ def run(pipeline: Pipeline, recs: list[SourceRecord], tail_ts: int | None = None
     return [json.loads(o.value) for o in out if o.value is not None and o.key != b"zz"]
 
 
+def test_an_idle_task_commits_nothing() -> None:
+    """Offsets are committed when they moved: a runner whose tasks read nothing since its
+    last commit writes nothing (no transaction every commit interval)."""
+    app = App("t")
+    app.stream("metrics").filter(lambda v: True).to("out")
+    proc = Processor("t", app.pipelines())
+    proc.assign("metrics", 0)
+    proc.process("metrics", 0, records(5))
+    proc.fire()
+    first = proc.collect()
+    assert first.offsets == {("metrics", 0): 5} and len(first.outputs) == 5
+    assert not proc.collect()
+    proc.process("metrics", 0, records(6)[5:])
+    assert proc.collect().offsets == {("metrics", 0): 6}
+
+
 def one(app: App) -> Pipeline:
     return app.pipelines()[0]
 
@@ -243,12 +259,14 @@ def test_sketch_aggregates_and_first_last() -> None:
     assert (row["first_user"], row["last_user"]) == (0, 4999 % 1500)
 
 
-def test_restore_from_changelog_and_snapshot_gives_the_same_results(tmp_path: Path) -> None:
+@pytest.mark.parametrize("window", ["hopping", "session"])
+def test_restore_from_changelog_and_snapshot_gives_the_same_results(
+    tmp_path: Path, window: str
+) -> None:
     recs = records(600, disorder_ms=400)
     app = App("a")
-    app.stream("s").key_by("device").window(hopping(size_ms=4000, slide_ms=1000)).agg(
-        avg("temp"), count_distinct("user")
-    ).to("o")
+    spec = hopping(size_ms=4000, slide_ms=1000) if window == "hopping" else session(gap_ms=300)
+    app.stream("s").key_by("device").window(spec).agg(avg("temp"), count_distinct("user")).to("o")
     pipeline = one(app)
     whole = run(pipeline, recs, tail_ts=T0 + 10**7)
 
@@ -271,6 +289,7 @@ def test_restore_from_changelog_and_snapshot_gives_the_same_results(tmp_path: Pa
         task.restore(k, v)
     for _t, _p, k, v in c2.changelog:
         task.restore(k, v)
+    task.restored()
     tail = [*recs[300:], SourceRecord(len(recs), T0 + 10**7, b"zz", b'{"device": "zz"}', ())]
     resumed.process("s", 0, tail)
     out = [
