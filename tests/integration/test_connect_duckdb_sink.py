@@ -25,6 +25,7 @@ from tests.support.connect_sinks import (
     expected_value,
     produce_json,
     read_records,
+    start_at_once,
 )
 from tests.support.kafka import unique_topic
 
@@ -205,3 +206,14 @@ def test_a_partition_assigned_later_keeps_the_rows_buffered_for_others(tmp_path:
         (0, 1, 1, "x"),
         (1, 0, 2, None),
     ]
+
+
+def test_tasks_starting_at_once_on_a_new_database_all_start(tmp_path: Path) -> None:
+    """A connector's tasks start together; each creates the offsets table if missing."""
+    config = ConnectorConfig(
+        "olap", {"connector.class": "duckdb-sink", "path": str(tmp_path / "db")}
+    )
+    tasks = [DuckDbSinkTask(config) for _ in range(4)]
+    STARTED.extend(tasks)
+    assert start_at_once(tasks) == []
+    assert [t.open([("t", 0)]) for t in tasks] == [{}] * 4

@@ -31,6 +31,7 @@ from tests.support.connect_sinks import (
     expected_value,
     produce_json,
     read_records,
+    start_at_once,
 )
 from tests.support.kafka import unique_topic
 from tests.support.postgres import PostgresServer
@@ -272,3 +273,12 @@ def test_a_partition_assigned_later_keeps_the_rows_buffered_for_others(tmp_path:
         (0, 1, 1, "x"),
         (1, 0, 2, None),
     ]
+
+
+def test_tasks_starting_at_once_on_a_new_catalog_all_start(tmp_path: Path) -> None:
+    """A connector's tasks start together; each creates the catalog's tables if missing."""
+    config = {"connector.class": "iceberg-sink", "warehouse": str(tmp_path / "warehouse")}
+    tasks = [IcebergSinkTask(ConnectorConfig("ice", config)) for _ in range(4)]
+    STARTED.extend(tasks)
+    assert start_at_once(tasks) == []
+    assert [t.open([("t", 0)]) for t in tasks] == [{}] * 4

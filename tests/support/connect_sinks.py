@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from bayou.connect.api import ConnectorConfig, SinkRecord, SinkTask
 from bayou.connect.registry import task_class
+from bayou.connect.runtime.errors import ErrorPolicy
 
 DEADLINE_S = 120.0
 BASE_TS_MS = 1_764_950_000_000  # 2025-12-05 15:53:20 UTC: records span several hours
@@ -143,6 +145,28 @@ def drive(task: SinkTask, records: Sequence[SinkRecord], batch: int = 100) -> di
             covered.update(task.flush())
     covered.update(task.flush())
     return covered
+
+
+def start_at_once(tasks: Sequence[SinkTask]) -> list[BaseException]:
+    """Start ``tasks`` in threads released together, as the runtime starts a connector's
+    tasks (``start`` under the connector's retry policy); what they raised."""
+    barrier = threading.Barrier(len(tasks))
+    policy = ErrorPolicy.from_config(tasks[0].config)
+    errors: list[BaseException] = []
+
+    def start(task: SinkTask) -> None:
+        barrier.wait()
+        try:
+            policy.retry("start", task.start, threading.Event())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(t,)) for t in tasks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(DEADLINE_S)
+    return errors
 
 
 def assert_every_record_once(

@@ -87,10 +87,15 @@ class DuckDbSinkTask(SinkTask):
             self.db = duckdb.connect(path)
         except duckdb.IOException as exc:  # locked by another process
             raise RetriableError(f"open {path}: {exc}") from exc
-        self.db.execute(
-            f"CREATE TABLE IF NOT EXISTS {OFFSETS_TABLE} (connector VARCHAR, topic VARCHAR,"
-            " partition INTEGER, next_offset BIGINT, PRIMARY KEY (connector, topic, partition))"
-        )
+        try:
+            self.db.execute(
+                f"CREATE TABLE IF NOT EXISTS {OFFSETS_TABLE} (connector VARCHAR, topic VARCHAR,"
+                " partition INTEGER, next_offset BIGINT,"
+                " PRIMARY KEY (connector, topic, partition))"
+            )
+        except duckdb.TransactionException as exc:  # another task creating it at once
+            self.db.close()
+            raise RetriableError(f"create {OFFSETS_TABLE} in {path}: {exc}") from exc
         self._schemas: dict[str, ColumnSchema] = {}
         self._rows: dict[str, list[tuple[SinkRecord, dict[str, Any]]]] = {}
         self._next: dict[TopicPartition, int] = {}

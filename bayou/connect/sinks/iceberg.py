@@ -47,7 +47,7 @@ try:
     from pyiceberg.catalog.sql import SqlCatalog
     from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
     from pyiceberg.table import Table
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ConfigError(
         "iceberg-sink needs pyiceberg and pyarrow: pip install 'bayou[connect]'"
@@ -86,7 +86,12 @@ class IcebergSinkTask(SinkTask):
         self.namespace = self.config.get("namespace", "bayou") or "bayou"
         self.table_key = self.config.get("table")
         self.offsets_property = f"bayou.connect.{self.config.name}.offsets"
-        self.catalog: Catalog = open_catalog(self.config)
+        try:
+            self.catalog: Catalog = open_catalog(self.config)
+        except (OperationalError, IntegrityError, ProgrammingError) as exc:
+            # the catalog database unreachable, or another task creating the catalog's
+            # tables at the same moment (SQLite: "table … already exists")
+            raise RetriableError(f"open the catalog: {exc}") from exc
         self._tables: dict[tuple[str, str], _TableState] = {}
         self._next: dict[TopicPartition, int] = {}
         self._put_next: dict[TopicPartition, int] = {}  # covered once the buffers commit
