@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -182,6 +183,37 @@ def assert_every_record_once(
     )
     for partition, offset, ident in rows:
         assert (partition, offset) == (ident % partitions, ident // partitions)
+
+
+class Driver:
+    """This module run as a process for one sink configuration (the kill -9 tests): once
+    killing itself in its K-th commit, then again to the end of every partition."""
+
+    def __init__(
+        self, config_path: Path, config: Mapping[str, str], bootstrap: str, topic: str, n: int
+    ) -> None:
+        config_path.write_text(json.dumps(config))
+        self.module = [sys.executable, "-m", "tests.support.connect_sinks"]
+        self.args = [str(config_path), bootstrap, topic, str(n)]
+
+    def killed_on_commit(self, k: int) -> str:
+        """Its stdout; it died by SIGKILL before the end."""
+        run = subprocess.run(
+            [*self.module, "--kill-on-commit", str(k), *self.args],
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE_S,
+        )
+        assert run.returncode == -signal.SIGKILL, run.stderr
+        assert "done" not in run.stdout
+        return run.stdout
+
+    def to_the_end(self) -> None:
+        run = subprocess.run(
+            [*self.module, *self.args], capture_output=True, text=True, timeout=DEADLINE_S
+        )
+        assert run.returncode == 0, run.stderr
+        assert "done" in run.stdout
 
 
 def run_driver(argv: list[str]) -> int:
