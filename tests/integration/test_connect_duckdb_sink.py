@@ -4,9 +4,6 @@ the transaction (in-process and kill -9) leaving every record once after the res
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,11 +17,13 @@ from tests.integration.test_confluent_kafka import create_topic
 from tests.support.broker import BrokerProcess
 from tests.support.connect_sinks import (
     BASE_TS_MS,
+    Driver,
     assert_every_record_once,
     drive,
     expected_value,
     produce_json,
     read_records,
+    start_at_once,
 )
 from tests.support.kafka import unique_topic
 
@@ -144,27 +143,13 @@ def test_kill_9_inside_the_transaction_then_restart(
     name = unique_topic("olap-kill")
     create_topic(shared_broker.bootstrap, name, 2)
     produce_json(shared_broker.bootstrap, name, 2, TOTAL)
-    config = tmp_path / "sink.json"
     db = tmp_path / "olap.duckdb"
-    config.write_text(
-        json.dumps(
-            {
-                "name": "olap",
-                "connector.class": "duckdb-sink",
-                "path": str(db),
-                "flush.records": "100",
-            }
-        )
+    config = {"name": "olap", "connector.class": "duckdb-sink", "path": str(db)}
+    driver = Driver(
+        tmp_path / "sink.json", {**config, "flush.records": "100"}, shared_broker.bootstrap, name, 2
     )
-    args = [str(config), shared_broker.bootstrap, name, "2"]
-    driver = [sys.executable, "-m", "tests.support.connect_sinks"]
-    killed = subprocess.run(
-        [*driver, "--kill-on-commit", "3", *args], capture_output=True, text=True, timeout=120
-    )
-    assert killed.returncode == -9, killed.stderr
-    assert "flushed 2" in killed.stdout and "done" not in killed.stdout
-    finished = subprocess.run([*driver, *args], capture_output=True, text=True, timeout=120)
-    assert finished.returncode == 0, finished.stderr
+    assert "flushed 2" in driver.killed_on_commit(3)
+    driver.to_the_end()
     check_rows(read_back(db, name.replace("-", "_")), TOTAL, 2)
 
 
@@ -205,3 +190,14 @@ def test_a_partition_assigned_later_keeps_the_rows_buffered_for_others(tmp_path:
         (0, 1, 1, "x"),
         (1, 0, 2, None),
     ]
+
+
+def test_tasks_starting_at_once_on_a_new_database_all_start(tmp_path: Path) -> None:
+    """A connector's tasks start together; each creates the offsets table if missing."""
+    config = ConnectorConfig(
+        "olap", {"connector.class": "duckdb-sink", "path": str(tmp_path / "db")}
+    )
+    tasks = [DuckDbSinkTask(config) for _ in range(4)]
+    STARTED.extend(tasks)
+    assert start_at_once(tasks) == []
+    assert [t.open([("t", 0)]) for t in tasks] == [{}] * 4

@@ -10,8 +10,6 @@ beside it."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,11 +24,13 @@ from tests.integration.test_confluent_kafka import create_topic
 from tests.support.broker import BrokerProcess
 from tests.support.connect_sinks import (
     BASE_TS_MS,
+    Driver,
     assert_every_record_once,
     drive,
     expected_value,
     produce_json,
     read_records,
+    start_at_once,
 )
 from tests.support.kafka import unique_topic
 from tests.support.postgres import PostgresServer
@@ -167,28 +167,14 @@ def test_kill_9_between_writing_and_committing_then_restart(
     name = unique_topic("ice-kill")
     create_topic(shared_broker.bootstrap, name, 2)
     produce_json(shared_broker.bootstrap, name, 2, TOTAL)
-    config = tmp_path / "sink.json"
     warehouse = tmp_path / "warehouse"
-    config.write_text(
-        json.dumps(
-            {
-                "name": "ice",
-                "connector.class": "iceberg-sink",
-                "warehouse": str(warehouse),
-                "flush.records": "100",
-            }
-        )
+    config = {"name": "ice", "connector.class": "iceberg-sink", "warehouse": str(warehouse)}
+    driver = Driver(
+        tmp_path / "sink.json", {**config, "flush.records": "100"}, shared_broker.bootstrap, name, 2
     )
-    args = [str(config), shared_broker.bootstrap, name, "2"]
-    driver = [sys.executable, "-m", "tests.support.connect_sinks"]
     # the 5th catalog commit (appends and schema changes): a few flushes in
-    killed = subprocess.run(
-        [*driver, "--kill-on-commit", "5", *args], capture_output=True, text=True, timeout=120
-    )
-    assert killed.returncode == -9, killed.stderr
-    assert "flushed" in killed.stdout and "done" not in killed.stdout
-    finished = subprocess.run([*driver, *args], capture_output=True, text=True, timeout=120)
-    assert finished.returncode == 0, finished.stderr
+    assert "flushed" in driver.killed_on_commit(5)
+    driver.to_the_end()
     task = task_for(str(warehouse))
     check_rows(rows_of(table_of(task, name)), TOTAL, 2)
 
@@ -272,3 +258,12 @@ def test_a_partition_assigned_later_keeps_the_rows_buffered_for_others(tmp_path:
         (0, 1, 1, "x"),
         (1, 0, 2, None),
     ]
+
+
+def test_tasks_starting_at_once_on_a_new_catalog_all_start(tmp_path: Path) -> None:
+    """A connector's tasks start together; each creates the catalog's tables if missing."""
+    config = {"connector.class": "iceberg-sink", "warehouse": str(tmp_path / "warehouse")}
+    tasks = [IcebergSinkTask(ConnectorConfig("ice", config)) for _ in range(4)]
+    STARTED.extend(tasks)
+    assert start_at_once(tasks) == []
+    assert [t.open([("t", 0)]) for t in tasks] == [{}] * 4

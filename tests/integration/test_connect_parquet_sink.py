@@ -5,9 +5,6 @@ directory and on a real S3 (SeaweedFS)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +19,7 @@ from tests.integration.test_confluent_kafka import create_topic
 from tests.support.broker import BrokerProcess
 from tests.support.connect_sinks import (
     BASE_TS_MS,
+    Driver,
     assert_every_record_once,
     drive,
     expected_value,
@@ -236,33 +234,21 @@ def test_kill_9_in_the_middle_of_a_flush_then_restart(
     name = unique_topic("lake-kill")
     create_topic(shared_broker.bootstrap, name, 2)
     produce_json(shared_broker.bootstrap, name, 2, TOTAL)
-    config = tmp_path / "sink.json"
     out = tmp_path / "lake"
-    config.write_text(
-        json.dumps(
-            {
-                "name": "lake",
-                "connector.class": "parquet-sink",
-                "path": str(out),
-                "flush.records": "80",
-                "partition.by": "color",
-            }
-        )
+    config = {"name": "lake", "connector.class": "parquet-sink", "path": str(out)}
+    driver = Driver(
+        tmp_path / "sink.json",
+        {**config, "flush.records": "80", "partition.by": "color"},
+        shared_broker.bootstrap,
+        name,
+        2,
     )
-    args = [str(config), shared_broker.bootstrap, name, "2"]
-    driver = [sys.executable, "-m", "tests.support.connect_sinks"]
-    killed = subprocess.run(
-        [*driver, "--kill-on-commit", "5", *args], capture_output=True, text=True, timeout=120
-    )
-    assert killed.returncode == -9, killed.stderr
-    assert "flushed 2" in killed.stdout and "done" not in killed.stdout
+    assert "flushed 2" in driver.killed_on_commit(5)
     partial = {p.name for p in out.rglob("*.parquet") if "+1of2" in p.name} ^ {
         p.name.replace("+0of2", "+1of2") for p in out.rglob("*.parquet") if "+0of2" in p.name
     }
     assert partial, "the kill left no incomplete flush: the test did not test it"
-    finished = subprocess.run([*driver, *args], capture_output=True, text=True, timeout=120)
-    assert finished.returncode == 0, finished.stderr
-    assert "done" in finished.stdout
+    driver.to_the_end()
     check_rows(read_back(out), TOTAL, 2)
 
 

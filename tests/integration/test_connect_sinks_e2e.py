@@ -47,13 +47,15 @@ def committed(broker: BrokerProcess, group: str, topic: str) -> int:
     return sum(max(tp.offset, 0) for tp in tps)
 
 
-def assigned(broker: BrokerProcess, group: str) -> int:
-    """How many partitions the group's members hold (0 while it is not stable)."""
+def members_and_partitions(broker: BrokerProcess, group: str) -> tuple[int, int]:
+    """How many members the group has and how many partitions they hold ((0, 0) while it
+    is not stable)."""
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     described = admin.describe_consumer_groups([group])[group].result(timeout=10)
     if described.state != ConsumerGroupState.STABLE:
-        return 0
-    return sum(len(m.assignment.topic_partitions) for m in described.members)
+        return (0, 0)
+    held = sum(len(m.assignment.topic_partitions) for m in described.members)
+    return (len(described.members), held)
 
 
 def toml_value(value: str) -> str:
@@ -98,9 +100,12 @@ def run_with_kill(
     log = tmp_path / "connect.log"
     first = ConnectProcess(broker, config, log).start()
     runs.append(first)
+    # Every task a member before any record: a task joining later would take partitions
+    # from another, whose revocation flushes everything it has put.
+    tasks = int(values.get("tasks.max", "1"))
     wait_until(
-        "the tasks assigned every partition",
-        lambda: assigned(broker, group) == PARTITIONS or not first.alive(),
+        "every task a member and every partition assigned",
+        lambda: members_and_partitions(broker, group) == (tasks, PARTITIONS) or not first.alive(),
         timeout=90,
     )
     assert first.alive(), log.read_text()[-3000:]

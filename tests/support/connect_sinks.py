@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,6 +28,7 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from bayou.connect.api import ConnectorConfig, SinkRecord, SinkTask
 from bayou.connect.registry import task_class
+from bayou.connect.runtime.errors import ErrorPolicy
 
 DEADLINE_S = 120.0
 BASE_TS_MS = 1_764_950_000_000  # 2025-12-05 15:53:20 UTC: records span several hours
@@ -145,6 +148,28 @@ def drive(task: SinkTask, records: Sequence[SinkRecord], batch: int = 100) -> di
     return covered
 
 
+def start_at_once(tasks: Sequence[SinkTask]) -> list[BaseException]:
+    """Start ``tasks`` in threads released together, as the runtime starts a connector's
+    tasks (``start`` under the connector's retry policy); what they raised."""
+    barrier = threading.Barrier(len(tasks))
+    policy = ErrorPolicy.from_config(tasks[0].config)
+    errors: list[BaseException] = []
+
+    def start(task: SinkTask) -> None:
+        barrier.wait()
+        try:
+            policy.retry("start", task.start, threading.Event())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(t,)) for t in tasks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(DEADLINE_S)
+    return errors
+
+
 def assert_every_record_once(
     rows: Sequence[tuple[int, int, int]], total: int, partitions: int
 ) -> None:
@@ -158,6 +183,37 @@ def assert_every_record_once(
     )
     for partition, offset, ident in rows:
         assert (partition, offset) == (ident % partitions, ident // partitions)
+
+
+class Driver:
+    """This module run as a process for one sink configuration (the kill -9 tests): once
+    killing itself in its K-th commit, then again to the end of every partition."""
+
+    def __init__(
+        self, config_path: Path, config: Mapping[str, str], bootstrap: str, topic: str, n: int
+    ) -> None:
+        config_path.write_text(json.dumps(config))
+        self.module = [sys.executable, "-m", "tests.support.connect_sinks"]
+        self.args = [str(config_path), bootstrap, topic, str(n)]
+
+    def killed_on_commit(self, k: int) -> str:
+        """Its stdout; it died by SIGKILL before the end."""
+        run = subprocess.run(
+            [*self.module, "--kill-on-commit", str(k), *self.args],
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE_S,
+        )
+        assert run.returncode == -signal.SIGKILL, run.stderr
+        assert "done" not in run.stdout
+        return run.stdout
+
+    def to_the_end(self) -> None:
+        run = subprocess.run(
+            [*self.module, *self.args], capture_output=True, text=True, timeout=DEADLINE_S
+        )
+        assert run.returncode == 0, run.stderr
+        assert "done" in run.stdout
 
 
 def run_driver(argv: list[str]) -> int:

@@ -169,7 +169,6 @@ class SinkTaskRunner(TaskRunner):
         prepared = self.prepared
         chain = prepared.chain
         records: list[SinkRecord] = []
-        raw: dict[tuple[str, int, int], Message] = {}
         handled: dict[TP, int] = {}
         for msg in messages:
             err = msg.error()
@@ -207,13 +206,12 @@ class SinkTaskRunner(TaskRunner):
                 continue
             if record is not None:
                 records.append(record)
-                raw[(record.topic, record.partition, record.offset)] = msg
         if records:
-            self._put(records, raw)
+            self._put(records, messages)
             self.dirty = True
         self.consumed.update(handled)  # only once put returned
 
-    def _put(self, records: list[SinkRecord], raw: dict[tuple[str, int, int], Message]) -> None:
+    def _put(self, records: list[SinkRecord], messages: list[Message]) -> None:
         policy = self.prepared.policy
         task_class = type(self.task)
         while records:
@@ -226,7 +224,7 @@ class SinkTaskRunner(TaskRunner):
             except RecordError as exc:
                 bad = exc.record
                 where = (bad.topic, bad.partition, bad.offset) if bad is not None else None
-                msg = raw.get(where) if where is not None else None
+                msg = _message_at(messages, where) if where is not None else None
                 if msg is None or not policy.tolerance_all:
                     raise
                 self._record_failed(
@@ -397,6 +395,14 @@ class SinkTaskRunner(TaskRunner):
             if self.assigned:
                 _quietly(lambda: self._close(set(self.assigned)))
             _quietly(self.task.stop)
+
+
+def _message_at(messages: list[Message], where: tuple[str, int, int]) -> Message | None:
+    """The consumed message at ``where`` (topic, partition, offset), for a refused record."""
+    for msg in messages:
+        if msg.error() is None and (msg.topic(), msg.partition(), msg.offset()) == where:
+            return msg
+    return None
 
 
 def _headers(msg: Message) -> tuple[tuple[str, bytes | None], ...]:

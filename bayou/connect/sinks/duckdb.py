@@ -24,9 +24,7 @@ conflict is retried).
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any
 
 from bayou.connect.api import ConfigError, RetriableError, SinkRecord, SinkTask, TopicPartition
 
@@ -36,13 +34,8 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ConfigError("duckdb-sink needs duckdb and pyarrow: pip install 'bayou[connect]'") from exc
 
-from bayou.connect.sinks.rows import (
-    META_NAMES,
-    ColumnSchema,
-    Kind,
-    arrow_table,
-    estimated_batch_bytes,
-)
+from bayou.connect.sinks.rows import META_NAMES, ColumnSchema, Kind, arrow_table
+from bayou.connect.sinks.table_buffer import Row, TableBuffer
 
 OFFSETS_TABLE = "_bayou_offsets"
 SQL_TYPES: dict[Kind, str] = {
@@ -78,26 +71,27 @@ def kind_of_sql(sql_type: str) -> Kind | None:
 
 class DuckDbSinkTask(SinkTask):
     def start(self) -> None:
-        self.flush_records = self.config.get_int("flush.records", 10_000)
-        self.flush_bytes = self.config.get_int("flush.bytes", 64 * 1024 * 1024)
-        self.flush_ms = self.config.get_int("flush.ms", 10_000)
+        self.buffer: TableBuffer[str] = TableBuffer(
+            self.config.get_int("flush.records", 10_000),
+            self.config.get_int("flush.bytes", 64 * 1024 * 1024),
+            self.config.get_int("flush.ms", 10_000),
+        )
         self.table_key = self.config.get("table")
         path = self.config.require("path")
         try:
             self.db = duckdb.connect(path)
         except duckdb.IOException as exc:  # locked by another process
             raise RetriableError(f"open {path}: {exc}") from exc
-        self.db.execute(
-            f"CREATE TABLE IF NOT EXISTS {OFFSETS_TABLE} (connector VARCHAR, topic VARCHAR,"
-            " partition INTEGER, next_offset BIGINT, PRIMARY KEY (connector, topic, partition))"
-        )
+        try:
+            self.db.execute(
+                f"CREATE TABLE IF NOT EXISTS {OFFSETS_TABLE} (connector VARCHAR, topic VARCHAR,"
+                " partition INTEGER, next_offset BIGINT,"
+                " PRIMARY KEY (connector, topic, partition))"
+            )
+        except duckdb.TransactionException as exc:  # another task creating it at once
+            self.db.close()
+            raise RetriableError(f"create {OFFSETS_TABLE} in {path}: {exc}") from exc
         self._schemas: dict[str, ColumnSchema] = {}
-        self._rows: dict[str, list[tuple[SinkRecord, dict[str, Any]]]] = {}
-        self._next: dict[TopicPartition, int] = {}
-        self._put_next: dict[TopicPartition, int] = {}
-        self._count = 0
-        self._size = 0
-        self._since_ms: int | None = None
 
     def _table(self, topic: str) -> str:
         return self.table_key or re.sub(r"[^A-Za-z0-9_]", "_", topic)
@@ -127,59 +121,28 @@ class DuckDbSinkTask(SinkTask):
                 " WHERE connector = ? AND topic = ? AND partition = ?",
                 [self.config.name, topic, partition],
             ).fetchall()
-            tp = (topic, partition)
-            self._drop_buffered(tp)
-            self._put_next.pop(tp, None)
             if row:
-                found[tp] = self._next[tp] = int(row[0][0])
-            else:
-                self._next.pop(tp, None)
+                found[(topic, partition)] = int(row[0][0])
+            self.buffer.opened((topic, partition), found.get((topic, partition)))
         for table in list(self._schemas):
-            if not self._rows.get(table):  # read again: another task may have added columns
+            if not self.buffer.rows.get(table):  # read again: another task may have added columns
                 del self._schemas[table]
         return found
 
     def put(self, records: Sequence[SinkRecord]) -> None:
-        fresh = [r for r in records if r.offset >= self._next.get(r.topic_partition, 0)]
-        if not fresh:
-            return
-        by_table: dict[str, list[SinkRecord]] = {}
-        for record in fresh:
-            by_table.setdefault(self._table(record.topic), []).append(record)
-        converted: list[tuple[ColumnSchema, dict[str, Kind], str, list[Any]]] = []
-        for table, batch in by_table.items():
-            schema = self._schema(table)
-            before = dict(schema.columns)
-            try:
-                rows, _ = schema.rows(batch)
-            except Exception:
-                for prior_schema, prior_columns, _, _ in converted:
-                    prior_schema.columns = prior_columns
-                raise
-            converted.append((schema, before, table, rows))
-        for _, _, table, rows in converted:
-            self._rows.setdefault(table, []).extend(rows)
-            self._count += len(rows)
-            self._size += estimated_batch_bytes(rows)
-        for record in fresh:
-            self._next[record.topic_partition] = record.offset + 1
-            self._put_next[record.topic_partition] = record.offset + 1
-        if self._since_ms is None:
-            self._since_ms = int(time.time() * 1000)
+        self.buffer.put(records, self._table, self._schema)
 
     def flush_due(self, now_ms: int) -> bool:
-        if self._count >= self.flush_records or self._size >= self.flush_bytes:
-            return True
-        return self._since_ms is not None and now_ms - self._since_ms >= self.flush_ms
+        return self.buffer.flush_due(now_ms)
 
     def flush(self) -> Mapping[TopicPartition, int]:
-        if not self._put_next:
+        if not self.buffer.covered:
             return {}
-        covered = dict(self._put_next)
+        covered = dict(self.buffer.covered)
         cursor = self.db.cursor()
         try:
             cursor.execute("BEGIN TRANSACTION")
-            for table, rows in self._rows.items():
+            for table, rows in self.buffer.rows.items():
                 if rows:
                     self._append(cursor, table, rows)
             cursor.executemany(
@@ -195,17 +158,14 @@ class DuckDbSinkTask(SinkTask):
             raise
         finally:
             cursor.close()
-        self._rows.clear()
-        self._put_next.clear()
-        self._count = self._size = 0
-        self._since_ms = None
+        self.buffer.flushed()
         return covered
 
     def _append(
         self,
         cursor: duckdb.DuckDBPyConnection,
         table: str,
-        rows: list[tuple[SinkRecord, dict[str, Any]]],
+        rows: list[Row],
     ) -> None:
         schema = self._schemas[table]
         name = quote_ident(table)
@@ -231,15 +191,8 @@ class DuckDbSinkTask(SinkTask):
         finally:
             cursor.unregister("_bayou_batch")
 
-    def _drop_buffered(self, tp: TopicPartition) -> None:
-        for table, rows in self._rows.items():
-            self._rows[table] = [(r, row) for r, row in rows if r.topic_partition != tp]
-
     def close(self, partitions: Collection[TopicPartition]) -> None:
-        for tp in partitions:
-            self._drop_buffered(tp)
-            self._next.pop(tp, None)
-            self._put_next.pop(tp, None)
+        self.buffer.close(partitions)
 
     def stop(self) -> None:
         db = getattr(self, "db", None)

@@ -35,7 +35,7 @@ import json
 import re
 import time
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,20 +47,14 @@ try:
     from pyiceberg.catalog.sql import SqlCatalog
     from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
     from pyiceberg.table import Table
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ConfigError(
         "iceberg-sink needs pyiceberg and pyarrow: pip install 'bayou[connect]'"
     ) from exc
 
-from bayou.connect.sinks.rows import (
-    META_NAMES,
-    ColumnSchema,
-    Kind,
-    arrow_table,
-    estimated_batch_bytes,
-    kind_of_arrow,
-)
+from bayou.connect.sinks.rows import META_NAMES, ColumnSchema, Kind, arrow_table, kind_of_arrow
+from bayou.connect.sinks.table_buffer import Row, TableBuffer
 
 COMMIT_ATTEMPTS = 8
 HISTORY_WALK_LIMIT = 10_000
@@ -75,24 +69,25 @@ class _TableState:
     identifier: tuple[str, str]
     schema: ColumnSchema
     table: Table | None
-    rows: list[tuple[SinkRecord, dict[str, Any]]] = field(default_factory=list)
 
 
 class IcebergSinkTask(SinkTask):
     def start(self) -> None:
-        self.flush_records = self.config.get_int("flush.records", 10_000)
-        self.flush_bytes = self.config.get_int("flush.bytes", 64 * 1024 * 1024)
-        self.flush_ms = self.config.get_int("flush.ms", 60_000)
+        self.buffer: TableBuffer[tuple[str, str]] = TableBuffer(
+            self.config.get_int("flush.records", 10_000),
+            self.config.get_int("flush.bytes", 64 * 1024 * 1024),
+            self.config.get_int("flush.ms", 60_000),
+        )
         self.namespace = self.config.get("namespace", "bayou") or "bayou"
         self.table_key = self.config.get("table")
         self.offsets_property = f"bayou.connect.{self.config.name}.offsets"
-        self.catalog: Catalog = open_catalog(self.config)
+        try:
+            self.catalog: Catalog = open_catalog(self.config)
+        except (OperationalError, IntegrityError, ProgrammingError) as exc:
+            # the catalog database unreachable, or another task creating the catalog's
+            # tables at the same moment (SQLite: "table … already exists")
+            raise RetriableError(f"open the catalog: {exc}") from exc
         self._tables: dict[tuple[str, str], _TableState] = {}
-        self._next: dict[TopicPartition, int] = {}
-        self._put_next: dict[TopicPartition, int] = {}  # covered once the buffers commit
-        self._rows = 0
-        self._size = 0
-        self._since_ms: int | None = None
 
     def _identifier(self, topic: str) -> tuple[str, str]:
         name = self.table_key or table_name_for(topic)
@@ -121,7 +116,7 @@ class IcebergSinkTask(SinkTask):
         found: dict[TopicPartition, int] = {}
         for identifier in {self._identifier(t) for t, _ in partitions}:
             state = self._tables.get(identifier)
-            if state is not None and state.rows:
+            if state is not None and self.buffer.rows.get(identifier):
                 # rows of other partitions are buffered with this schema: keep it, and
                 # only take a fresh handle on the table (another task may have evolved it)
                 state.table = self._load(identifier)
@@ -137,12 +132,7 @@ class IcebergSinkTask(SinkTask):
                     if next_offset is not None:
                         found[(topic, partition)] = next_offset
         for tp in partitions:
-            self._drop_buffered(tp)
-            if tp in found:
-                self._next[tp] = found[tp]
-            else:
-                self._next.pop(tp, None)
-            self._put_next.pop(tp, None)
+            self.buffer.opened(tp, found.get(tp))
         return found
 
     def _recorded_offsets(self, table: Table) -> dict[str, int]:
@@ -162,48 +152,15 @@ class IcebergSinkTask(SinkTask):
     # -- buffering --------------------------------------------------------------------
 
     def put(self, records: Sequence[SinkRecord]) -> None:
-        fresh = [r for r in records if r.offset >= self._next.get(r.topic_partition, 0)]
-        if not fresh:
-            return
-        by_table: dict[tuple[str, str], list[SinkRecord]] = {}
-        for record in fresh:
-            by_table.setdefault(self._identifier(record.topic), []).append(record)
-        converted: list[
-            tuple[_TableState, dict[str, Kind], list[tuple[SinkRecord, dict[str, Any]]]]
-        ] = []
-        for identifier, batch in by_table.items():
-            state = self._state(identifier)
-            before = dict(state.schema.columns)
-            try:
-                rows, _ = state.schema.rows(batch)
-            except Exception:
-                for prior in converted:  # leave every table's schema as it was
-                    prior[0].schema.columns = prior[1]
-                raise
-            converted.append((state, before, rows))
-        for state, _, rows in converted:
-            state.rows.extend(rows)
-            self._rows += len(rows)
-            self._size += estimated_batch_bytes(rows)
-        for record in fresh:
-            self._next[record.topic_partition] = record.offset + 1
-            self._put_next[record.topic_partition] = record.offset + 1
-        if self._since_ms is None:
-            self._since_ms = int(time.time() * 1000)
+        self.buffer.put(records, self._identifier, lambda table: self._state(table).schema)
 
     def flush_due(self, now_ms: int) -> bool:
-        if self._rows >= self.flush_records or self._size >= self.flush_bytes:
-            return True
-        return self._since_ms is not None and now_ms - self._since_ms >= self.flush_ms
-
-    def _drop_buffered(self, tp: TopicPartition) -> None:
-        for state in self._tables.values():
-            state.rows = [(r, row) for r, row in state.rows if r.topic_partition != tp]
+        return self.buffer.flush_due(now_ms)
 
     # -- committing -------------------------------------------------------------------
 
     def flush(self) -> Mapping[TopicPartition, int]:
-        covered = dict(self._put_next)
+        covered = dict(self.buffer.covered)
         for state in self._tables.values():
             offsets = {
                 f"{t}/{p}": n
@@ -212,14 +169,13 @@ class IcebergSinkTask(SinkTask):
             }
             if not offsets:
                 continue
-            self._commit(state, offsets)
-            state.rows = []
-        self._put_next.clear()
-        self._rows = self._size = 0
-        self._since_ms = None
+            self._commit(state, offsets, self.buffer.rows.get(state.identifier, []))
+            # committed: not again in the retry of a flush whose next table fails
+            self.buffer.rows.pop(state.identifier, None)
+        self.buffer.flushed()
         return covered
 
-    def _commit(self, state: _TableState, offsets: dict[str, int]) -> None:
+    def _commit(self, state: _TableState, offsets: dict[str, int], rows: list[Row]) -> None:
         """One snapshot with the buffered rows (maybe none: tombstones only) and offsets."""
         if state.table is None:
             self.catalog.create_namespace_if_not_exists(state.identifier[0])
@@ -232,7 +188,7 @@ class IcebergSinkTask(SinkTask):
                 self._evolve(table, state.schema)
                 recorded = self._recorded_offsets(table)
                 properties = {self.offsets_property: json.dumps({**recorded, **offsets})}
-                data = arrow_table(state.rows, table.schema().as_arrow())
+                data = arrow_table(rows, table.schema().as_arrow())
                 table.append(data, snapshot_properties=properties)
                 return
             except OperationalError as exc:  # the catalog database: locked, unreachable
@@ -251,10 +207,7 @@ class IcebergSinkTask(SinkTask):
                 update.union_by_name(schema.arrow_schema(missing))
 
     def close(self, partitions: Collection[TopicPartition]) -> None:
-        for tp in partitions:
-            self._drop_buffered(tp)
-            self._next.pop(tp, None)
-            self._put_next.pop(tp, None)
+        self.buffer.close(partitions)
 
     def stop(self) -> None:
         catalog = getattr(self, "catalog", None)
