@@ -6,14 +6,13 @@ delivers every record, before and after the move."""
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import httpx
 from confluent_kafka import Producer
 
 from bayou.storage.cluster import coordinator_key, rendezvous
-from tests.support.broker import BrokerProcess
+from tests.support.broker import BrokerProcess, start_all
 from tests.support.postgres import PostgresServer
 from tests.support.wait import wait_until
 from tests.support.webhook import Webhook
@@ -55,11 +54,7 @@ def test_a_connector_runs_on_one_broker_and_moves_when_it_dies(
     topic = f"{name}-in"
     with Webhook() as hook:
         try:
-            threads = [threading.Thread(target=b.start) for b in brokers.values()]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(90)
+            start_all(brokers.values())
             bootstrap = ",".join(b.bootstrap for b in brokers.values())
             produce(bootstrap, topic, 0, 200)
             config = {
