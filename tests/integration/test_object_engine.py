@@ -150,6 +150,32 @@ def test_reads_from_an_empty_bounded_cache(setup: Setup) -> None:
     asyncio.run(body())
 
 
+def test_a_cache_smaller_than_one_read_still_serves_it(setup: Setup) -> None:
+    """A range that spans more chunks than the cache holds is read from the store, uncached:
+    a small cache costs GETs, never a failed fetch."""
+
+    async def body() -> None:
+        first = setup.engine()
+        await first.open()
+        try:
+            await first.create_topic("s", 1, {})
+            for i in range(20):
+                await first.append_many([("s", 0, batch(i, 3000))])
+            expected = await read_values(first, "s", 0)
+        finally:
+            await first.close()
+        # room for one 4 KiB chunk; every batch spans two chunks or more
+        second = setup.engine(cache_bytes=4 * 1024, chunk_bytes=4 * 1024)
+        await second.open()
+        try:
+            assert await read_values(second, "s", 0) == expected
+            assert second.cache.chunks.size_bytes <= 4 * 1024
+        finally:
+            await second.close()
+
+    asyncio.run(body())
+
+
 def test_retention_deletion_and_compaction_leave_no_unreferenced_object(setup: Setup) -> None:
     async def body() -> None:
         engine = setup.engine()
