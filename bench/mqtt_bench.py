@@ -17,10 +17,16 @@ else — the clients, the in-flight window's round trips, or the machine: ``cpu_
 share of the phase the broker's threads were runnable but waiting for a CPU; ``cpu_sys_share``
 the kernel's part of the broker's CPU).
 
+``mosquitto_pub -l`` disconnects once it has read its input and seen the PUBACK of the last
+message's packet id; ids are 16 bits, so past 65,535 lines it stops at the first id that
+matches, early and without an error.  Each publisher is therefore given at most
+``PER_PUBLISHER`` messages (more processes when ``--messages`` asks for more); fan-out
+phases count every delivery, so a short publisher shows there as an incomplete phase.
+
 Brokers run one at a time, started on free loopback ports and stopped by PID.  Usage::
 
     .venv/bin/python -m bench.mqtt_bench                       # Bayou and mosquitto
-    .venv/bin/python -m bench.mqtt_bench --messages 400000 --publishers 4 --subscribers 2
+    .venv/bin/python -m bench.mqtt_bench --messages 400000 --publishers 8 --subscribers 2
 """
 
 from __future__ import annotations
@@ -101,6 +107,14 @@ def start_broker(name: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int
     return proc, port
 
 
+PER_PUBLISHER = 60_000  # below mosquitto_pub's 16-bit packet ids (see above)
+
+
+def publisher_count(messages: int, asked: int) -> int:
+    """Publishers for ``messages``: as asked, or more so none sends over PER_PUBLISHER."""
+    return max(asked, -(-messages // PER_PUBLISHER))
+
+
 def _publishers(
     port: int, topic: str, qos: int, messages: int, publishers: int
 ) -> list[subprocess.Popen[bytes]]:
@@ -179,6 +193,7 @@ def run_phase(
 ) -> dict:
     qos = 1 if phase.endswith("qos1") else 0
     topic = f"bench{uuid.uuid4().hex[:8]}"
+    publishers = publisher_count(messages, publishers)
     messages -= messages % publishers
     subs: list[tuple[subprocess.Popen[bytes], Path]] = []
     if phase.startswith("fanout"):
