@@ -35,13 +35,15 @@ revoked and at the end.
 from __future__ import annotations
 
 import logging
+import queue
 import signal
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -50,6 +52,8 @@ from bayou.streams.pipeline import Commit, Pipeline, Processor, SourceRecord, Ta
 from bayou.streams.snapshots import read_snapshot, snapshot_path, write_snapshot
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 SNAPSHOT_EVERY_RECORDS = 50_000
 RESTORE_TIMEOUT_S = 120.0
@@ -109,6 +113,10 @@ class ExternalRunner:
         self._producer: Any = None
         self._tables: Any = None
         self._error: BaseException | None = None
+        self._asks: queue.SimpleQueue[tuple[Callable[[Processor], Any], Future[Any]]] = (
+            queue.SimpleQueue()
+        )
+        self.serving = False  # in the processing loop: asks are answered
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -131,12 +139,41 @@ class ExternalRunner:
     def stop(self) -> None:
         self.stop_event.set()
 
+    def ask(self, question: Callable[[Processor], T], timeout_s: float) -> T:
+        """``question(processor)`` answered by the runner's thread between two batches (its
+        tasks' state is the thread's own); ``TimeoutError`` when it is not answered in
+        ``timeout_s`` (the runner is restoring, restarting or stopped)."""
+        if not self.serving:
+            raise TimeoutError("the runner is not processing")
+        future: Future[T] = Future()
+        self._asks.put((question, future))
+        try:
+            return future.result(timeout_s)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+    def _answer(self) -> None:
+        while True:
+            try:
+                question, future = self._asks.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(question(self.processor))
+            except Exception as exc:
+                future.set_exception(exc)
+
     def config(self, **extra: Any) -> dict[str, Any]:
         return {"bootstrap.servers": self.bootstrap, **self.client_config, **extra}
 
     def _run_once(self, idle_exit_s: float | None) -> None:
         self._prepare_topics()
-        producer_config = self.config(**{"linger.ms": 5})
+        # consistent_random (librdkafka's default, CRC-32 of the key): pull queries find a
+        # key's partition of a repartition topic by it (``pull.py``)
+        producer_config = self.config(**{"linger.ms": 5, "partitioner": "consistent_random"})
         if self.exactly_once:
             producer_config["transactional.id"] = f"{self.app_id}-{self.instance_id}"
             producer_config["transaction.timeout.ms"] = TRANSACTION_TIMEOUT_MS
@@ -168,6 +205,7 @@ class ExternalRunner:
         )
         last_commit = time.monotonic()
         last_record = time.monotonic()
+        self.serving = True
         try:
             while not self.stop_event.is_set():
                 messages = self._consumer.consume(POLL_RECORDS, 0.1)
@@ -202,9 +240,21 @@ class ExternalRunner:
                     last_record = now  # idle counts from the first assignment
                 if idle_exit_s is not None and now - last_record > idle_exit_s:
                     break
+                self._answer()
         finally:
+            self.serving = False
+            self._answer_none()
             if self._consumer is not None:
                 self._close(commit=self._error is None)
+
+    def _answer_none(self) -> None:
+        while True:
+            try:
+                _question, future = self._asks.get_nowait()
+            except queue.Empty:
+                return
+            if future.set_running_or_notify_cancel():
+                future.set_exception(TimeoutError("the runner stopped"))
 
     def _close(self, *, commit: bool) -> None:
         consumer = self._consumer

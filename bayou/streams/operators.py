@@ -351,6 +351,10 @@ class _Keyed(Operator):
     def decode_key(self, raw: bytes) -> Any:
         return hashable(json.loads(raw[len(self.ns) :]))
 
+    def group_of(self, skey: Any) -> Any:
+        """The group key a state key belongs to (itself, unless it holds a window too)."""
+        return skey
+
     def encode_value(self, value: Any) -> bytes:
         raise NotImplementedError
 
@@ -396,12 +400,122 @@ def _add(aggs: Sequence[Aggregate], accs: list[Any], values: list[Any]) -> None:
             accs[i] = agg.add(accs[i], values[i])
 
 
-class WindowAggregate(_Keyed):
+ANY_KEY: Any = object()  # ``current()``: every key
+FINAL_TAG = b"f"  # a kept final result's state key: namespace + ``f`` + JSON [key, start, end]
+# current() rows: (group key, window start, window end, value, final); no window: None, None
+Current = tuple[Any, int | None, int | None, Any, bool | None]
+
+
+class Finals:
+    """The final results of closed windows, kept for pull queries until the watermark passes
+    the window's end plus ``retention_ms`` (ksqlDB's window retention; 0 keeps none).
+
+    A window's accumulators leave the operator's state when it closes; its result (the value
+    emitted, as JSON bytes) stays here, in the changelog and snapshots under the key
+    ``namespace + b"f" + [key, start, end]`` beside the operator's own entries."""
+
+    __slots__ = ("dirty", "expiring", "retention_ms", "values")
+
+    def __init__(self, retention_ms: int) -> None:
+        self.retention_ms = retention_ms
+        self.values: dict[tuple[Any, int, int], bytes] = {}
+        self.dirty: set[tuple[Any, int, int]] = set()
+        self.expiring: list[tuple[int, int, str, tuple[Any, int, int]]] = []
+
+    def keep(self, key: Any, start: int, end: int, value: Any) -> None:
+        if self.retention_ms <= 0 or value is None:
+            return
+        fkey = (key, start, end)
+        self.values[fkey] = dumps(value.value if isinstance(value, Keyed) else value)
+        self.dirty.add(fkey)
+        self._schedule(fkey)
+
+    def _schedule(self, fkey: tuple[Any, int, int]) -> None:
+        expiry = fkey[2] + self.retention_ms
+        heapq.heappush(self.expiring, (expiry, fkey[1], dumps(_plain(fkey[0])).decode(), fkey))
+
+    def expire(self, watermark: int) -> None:
+        while self.expiring and self.expiring[0][0] <= watermark:
+            fkey = heapq.heappop(self.expiring)[3]
+            if self.values.pop(fkey, None) is not None:
+                self.dirty.add(fkey)
+
+    def changes(self, ns: bytes) -> list[tuple[bytes, bytes | None]]:
+        out = [(self._key(ns, f), self.values.get(f)) for f in sorted(self.dirty, key=repr)]
+        self.dirty.clear()
+        return out
+
+    def entries(self, ns: bytes) -> Iterator[tuple[bytes, bytes]]:
+        for fkey, raw in self.values.items():
+            yield self._key(ns, fkey), raw
+
+    @staticmethod
+    def _key(ns: bytes, fkey: tuple[Any, int, int]) -> bytes:
+        return ns + FINAL_TAG + dumps([_plain(fkey[0]), fkey[1], fkey[2]])
+
+    @staticmethod
+    def is_final_key(ns: bytes, key: bytes) -> bool:
+        return key[len(ns) : len(ns) + 1] == FINAL_TAG
+
+    @staticmethod
+    def group_of_key(ns: bytes, key: bytes) -> Any:
+        return hashable(json.loads(key[len(ns) + 1 :])[0])
+
+    def restore(self, ns: bytes, key: bytes, value: bytes | None) -> None:
+        group, start, end = json.loads(key[len(ns) + 1 :])
+        fkey = (hashable(group), start, end)
+        if value is None:
+            self.values.pop(fkey, None)
+        else:
+            self.values[fkey] = value
+
+    def restored(self) -> None:
+        for fkey in self.values:
+            self._schedule(fkey)
+
+    def current(self, key: Any) -> Iterator[Current]:
+        for fkey, raw in self.values.items():
+            if key is ANY_KEY or fkey[0] == key:
+                yield fkey[0], fkey[1], fkey[2], json.loads(raw), True
+
+
+class _Windowed(_Keyed):
+    """Shared by the window kinds: the finals kept for pull queries (``Finals``)."""
+
+    def __init__(self, retention_ms: int) -> None:
+        super().__init__()
+        self.finals = Finals(retention_ms)
+
+    def changes(self) -> list[tuple[bytes, bytes | None]]:
+        return super().changes() + self.finals.changes(self.ns)
+
+    def entries(self) -> Iterator[tuple[bytes, bytes]]:
+        yield from super().entries()
+        yield from self.finals.entries(self.ns)
+
+    def restore(self, key: bytes, value: bytes | None) -> None:
+        if Finals.is_final_key(self.ns, key):
+            self.finals.restore(self.ns, key, value)
+        else:
+            super().restore(key, value)
+
+    def restored(self) -> None:
+        super().restored()
+        self.finals.restored()
+
+
+class WindowAggregate(_Windowed):
     """Tumbling, hopping and cumulating windows: one accumulator list per (key, window);
     one final result per window when the watermark reaches its end."""
 
-    def __init__(self, window: Window, aggs: Sequence[Aggregate], finish: Finish) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        window: Window,
+        aggs: Sequence[Aggregate],
+        finish: Finish,
+        retention_ms: int = 0,
+    ) -> None:
+        super().__init__(retention_ms)
         self.window = window
         self.aggs = list(aggs)
         self.finish = finish
@@ -427,6 +541,9 @@ class WindowAggregate(_Keyed):
             self.dirty.add(skey)
         return []
 
+    def group_of(self, skey: Any) -> Any:
+        return skey[0]
+
     def _schedule(self, skey: tuple[Any, int, int]) -> None:
         heapq.heappush(self.closing, (skey[2], skey[1], dumps(_plain(skey[0])).decode(), skey))
 
@@ -446,6 +563,21 @@ class WindowAggregate(_Keyed):
             value = self.finish(skey[0], start, end, results, None)
             if value is not None:
                 out.append(emitted(skey[0], value, end - 1))
+            self.finals.keep(skey[0], start, end, value)
+        self.finals.expire(watermark)
+        return out
+
+    def current(self, key: Any = ANY_KEY) -> list[Current]:
+        """The value of every window held of ``key`` (of every key with ``ANY_KEY``): open
+        windows (their result so far, not final) and the finals kept."""
+        out: list[Current] = []
+        for skey in [k for k in dict.keys(self.state) if key is ANY_KEY or k[0] == key]:
+            accs = self.state[skey]
+            results = [agg.result(acc) for agg, acc in zip(self.aggs, accs, strict=True)]
+            value = self.finish(skey[0], skey[1], skey[2], results, None)
+            if value is not None:
+                out.append((skey[0], skey[1], skey[2], value, False))
+        out.extend(self.finals.current(key))
         return out
 
     def encode_value(self, value: Any) -> bytes:
@@ -460,13 +592,19 @@ def _plain(key: Any) -> Any:
     return list(key) if isinstance(key, tuple) else key
 
 
-class SessionAggregate(_Keyed):
+class SessionAggregate(_Windowed):
     """Session windows: per key a list of open sessions ``[start, end, accumulators]``,
     merged when a record bridges two; a session closes when the watermark reaches its end
     (its last record plus the gap)."""
 
-    def __init__(self, window: Window, aggs: Sequence[Aggregate], finish: Finish) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        window: Window,
+        aggs: Sequence[Aggregate],
+        finish: Finish,
+        retention_ms: int = 0,
+    ) -> None:
+        super().__init__(retention_ms)
         self.window = window
         self.aggs = list(aggs)
         self.finish = finish
@@ -524,6 +662,21 @@ class SessionAggregate(_Keyed):
             value = self.finish(key, start, end, results, None)
             if value is not None:
                 out.append(emitted(key, value, end - 1))
+            self.finals.keep(key, start, end, value)
+        self.finals.expire(watermark)
+        return out
+
+    def current(self, key: Any = ANY_KEY) -> list[Current]:
+        """The sessions held of ``key`` (every key with ``ANY_KEY``): open ones (their
+        result so far, not final) and the finals kept."""
+        out: list[Current] = []
+        for skey in [k for k in dict.keys(self.state) if key is ANY_KEY or k == key]:
+            for start, end, accs in self.state[skey]:
+                results = [agg.result(acc) for agg, acc in zip(self.aggs, accs, strict=True)]
+                value = self.finish(skey, start, end, results, None)
+                if value is not None:
+                    out.append((skey, start, end, value, False))
+        out.extend(self.finals.current(key))
         return out
 
     def encode_value(self, value: Any) -> bytes:
@@ -667,6 +820,20 @@ class GroupAggregate(_Keyed):
         if isinstance(value, Keyed):
             return [row.derive(value.value, key=value.key)]
         return [row.derive(value)]
+
+    def current(self, key: Any = ANY_KEY) -> list[Current]:
+        """The current result of ``key`` (of every key with ``ANY_KEY``)."""
+        keys = list(dict.keys(self.state)) if key is ANY_KEY else [key]
+        out: list[Current] = []
+        for skey in keys:
+            accs = self.state.get(skey)
+            if accs is None:
+                continue
+            results = [agg.result(acc) for agg, acc in zip(self.aggs, accs, strict=True)]
+            value = self.finish(skey, None, None, results, None)
+            if value is not None:
+                out.append((skey, None, None, value, None))
+        return out
 
     def encode_value(self, value: Any) -> bytes:
         return dumps([agg.encode(acc) for agg, acc in zip(self.aggs, value, strict=True)])

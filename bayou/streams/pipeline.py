@@ -284,7 +284,11 @@ class Task:
 
     def state_size(self) -> int:
         """Entries of state (keys over the stateful operators)."""
-        return sum(len(getattr(op, "state", ())) for op in self.ops if op.stateful)
+        return sum(
+            len(getattr(op, "state", ())) + len(getattr(getattr(op, "finals", None), "values", ()))
+            for op in self.ops
+            if op.stateful
+        )
 
     def entries(self) -> Iterator[tuple[bytes, bytes]]:
         for op in self.ops:

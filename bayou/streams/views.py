@@ -35,7 +35,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,10 +53,19 @@ from sqlglot import exp
 
 from bayou.streams.external import ExternalRunner
 from bayou.streams.pipeline import Pipeline, Processor
+from bayou.streams.pull import (
+    AGGREGATING_SHAPES,
+    Lookup,
+    PulledRow,
+    ScratchTask,
+    lookup_of,
+    ordered,
+    task_rows,
+)
 from bayou.streams.rows import Row, dumps
 from bayou.streams.sql.errors import SqlError, at
 from bayou.streams.sql.expressions import RowScope, compile_expr, truthy
-from bayou.streams.sql.planner import output_name
+from bayou.streams.sql.planner import ViewPlan, output_name
 from bayou.streams.sql.statements import (
     CreateView,
     DescribeView,
@@ -115,7 +124,20 @@ class Outcome:
 def _read_to_end(
     config: dict[str, Any], topic: str, partitions: list[int], timeout_s: float
 ) -> list[Any]:
-    """Every record of ``topic``'s ``partitions``, from the start to the end as of now."""
+    """Every record of ``topic``'s ``partitions``, from the start to the end as of now (at
+    most ``PULL_MAX_RECORDS``)."""
+    out: list[Any] = []
+    for msg in _records(config, topic, partitions, timeout_s):
+        out.append(msg)
+        if len(out) >= PULL_MAX_RECORDS:
+            break
+    return out
+
+
+def _records(
+    config: dict[str, Any], topic: str, partitions: list[int], timeout_s: float
+) -> Iterator[Any]:
+    """The records of ``topic``'s ``partitions``, from the start to the end as of now."""
     consumer = Consumer(
         {
             **config,
@@ -133,12 +155,11 @@ def _read_to_end(
             if high > low:
                 ends[p] = high
         if not ends:
-            return []
+            return
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        out: list[Any] = []
         deadline = time.monotonic() + timeout_s
         done: set[int] = set()
-        while len(done) < len(ends) and len(out) < PULL_MAX_RECORDS:
+        while len(done) < len(ends):
             if time.monotonic() > deadline:
                 raise SqlError(f"Reading {topic} took longer than {timeout_s:g} s")
             for msg in consumer.consume(1000, 0.2):
@@ -150,8 +171,7 @@ def _read_to_end(
                     continue
                 if (msg.offset() or 0) >= ends[p] - 1:
                     done.add(p)
-                out.append(msg)
-        return out
+                yield msg
     finally:
         consumer.close()
 
@@ -221,10 +241,18 @@ def apply_catalog_record(
 class SqlSession:
     """Runs statements against one broker (see the module docstring)."""
 
-    def __init__(self, client_config: dict[str, Any], timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        client_config: dict[str, Any],
+        timeout_s: float = 10.0,
+        views: ViewSupervisor | None = None,
+    ) -> None:
+        """``views``: the views running in this process (inside ``bayou serve``), whose
+        state answers pull queries directly."""
         self.config = client_config
         self.timeout_s = timeout_s
         self.catalog = Catalog(client_config, timeout_s)
+        self.views = views
 
     def execute(self, sql: str) -> Outcome:
         views = self.catalog.load()
@@ -321,12 +349,80 @@ class SqlSession:
         project = [] if star else [(output_name(i), compile_expr(i, scope)) for i in items]
         limit_node = select.args.get("limit")
         limit = int(limit_node.expression.this) if limit_node is not None else None
+        view = views[statement.view]
+        created = parse_statement(view.sql)
+        assert isinstance(created, CreateView)
+        plan = created.plan
+        if plan.shape in AGGREGATING_SHAPES:
+            rows = self._pull_state(view, plan, lookup_of(where, plan))
+        else:
+            rows = self._pull_topic(statement.view)
+        out: list[dict[str, Any]] = []
+        for row in rows:
+            if cond is not None and not cond(row):
+                continue
+            out.append(row.value if star else {n: f(row) for n, f in project})
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    def _pull_state(self, view: ViewRecord, plan: ViewPlan, lookup: Lookup) -> list[Row]:
+        """An aggregating view's current rows (``pull.py``): from the state of the tasks
+        running here, and from the changelog for the partitions running elsewhere."""
+        pipeline = plan.pipelines(view.repartition)[-1]
+        changelog = f"{view.app_id}-{pipeline.name}-changelog"
+        runner = self.views.runner_of(view) if self.views is not None else None
+        pulled: list[PulledRow] = []
+        partitions: list[int] | None = None
+        if runner is not None:
+            try:
+                partitions, pulled = runner.ask(
+                    lambda processor: self._local_rows(processor, pipeline, view, lookup),
+                    self.timeout_s / 2,
+                )
+            except TimeoutError:
+                partitions = None
+        if partitions is None:
+            meta = AdminClient(self.config).list_topics(changelog, timeout=self.timeout_s)
+            topic = meta.topics.get(changelog)
+            count = len(topic.partitions) if topic is not None and not topic.error else 0
+            partitions = lookup.partitions(count, bool(pipeline.upstreams))
+        for partition in partitions:
+            scratch = ScratchTask(pipeline, partition, lookup)
+            for msg in _records(self.config, changelog, [partition], self.timeout_s):
+                key = msg.key()
+                if key is not None:
+                    scratch.restore(key, msg.value())
+            pulled.extend(task_rows(scratch.task, lookup, view.name))
+        return ordered(pulled)
+
+    @staticmethod
+    def _local_rows(
+        processor: Processor, pipeline: Pipeline, view: ViewRecord, lookup: Lookup
+    ) -> tuple[list[int], list[PulledRow]]:
+        """In the runner's thread: the rows of the tasks here; the partitions to read from
+        the changelog (those of the lookup's that run elsewhere)."""
+        count = processor.partitions.get(pipeline.source, 0)
+        elsewhere: list[int] = []
+        pulled: list[PulledRow] = []
+        for partition in lookup.partitions(count, bool(pipeline.upstreams)):
+            tasks = processor.tasks.get((pipeline.source, partition))
+            task = next((t for t in tasks or [] if t.pipeline.name == pipeline.name), None)
+            if task is None:
+                elsewhere.append(partition)
+            else:
+                pulled.extend(task_rows(task, lookup, view.name))
+        return elsewhere, pulled
+
+    def _pull_topic(self, name: str) -> list[Row]:
+        """A view without state to ask (a projection, OVER, a join): the latest record per
+        key (and window) of its topic, read to its end."""
         admin = AdminClient(self.config)
-        meta = admin.list_topics(statement.view, timeout=self.timeout_s)
-        topic = meta.topics.get(statement.view)
+        meta = admin.list_topics(name, timeout=self.timeout_s)
+        topic = meta.topics.get(name)
         partitions = sorted(topic.partitions) if topic is not None and not topic.error else []
         latest: dict[tuple[Any, ...], Row] = {}
-        for msg in _read_to_end(self.config, statement.view, partitions, self.timeout_s):
+        for msg in _read_to_end(self.config, name, partitions, self.timeout_s):
             raw = msg.value()
             if raw is None:
                 continue
@@ -340,18 +436,11 @@ class SqlSession:
                 if isinstance(value, dict)
                 else (None, None)
             )
-            row = Row(key, value, msg.timestamp()[1], statement.view, msg.partition() or 0)
+            row = Row(key, value, msg.timestamp()[1], name, msg.partition() or 0)
             row.offset = msg.offset() or 0
             latest.pop((key, *window), None)  # the latest result last
             latest[(key, *window)] = row
-        out: list[dict[str, Any]] = []
-        for row in latest.values():
-            if cond is not None and not cond(row):
-                continue
-            out.append(row.value if star else {n: f(row) for n, f in project})
-            if limit is not None and len(out) >= limit:
-                break
-        return out
+        return list(latest.values())
 
 
 # ------------------------------------------------------------------ running the views
@@ -433,6 +522,13 @@ class ViewSupervisor:
         for running in list(self.running.values()):
             running.thread.join(max(0.1, deadline - time.monotonic()))
         self.running.clear()
+
+    def runner_of(self, view: ViewRecord) -> ExternalRunner | None:
+        """The runner of ``view`` in this process (this very view: same id), if any."""
+        running = self.running.get(view.name)
+        if running is None or running.view.id != view.id:
+            return None
+        return running.runner
 
     def stats(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}

@@ -8,7 +8,8 @@ data (the view names, the view's description, the rows of a pull query) and ``te
 ``line``, ``column`` and ``caret`` beside the message, pointing at the token.
 
 The statement runs as ``bayou sql`` does, over the broker's own Kafka listener (the views
-catalog and the views' topics are Kafka topics), in a worker thread.
+catalog and the views' topics are Kafka topics), in a worker thread; a pull query on a view
+running in this broker reads the view's state in place (``bayou/streams/pull.py``).
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ async def run_sql(request: Request) -> Response:
         raise errors.bad_request("An empty statement")
     if gw.sql_client_config is None:
         raise errors.RestError(503, 50301, "The broker is starting")
-    session = SqlSession(dict(gw.sql_client_config))
+    session = SqlSession(dict(gw.sql_client_config), views=gw.views)
     try:
         outcome = await asyncio.to_thread(session.execute, text)
     except SqlError as exc:
