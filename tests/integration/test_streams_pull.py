@@ -82,9 +82,7 @@ def cli_pull(broker: BrokerProcess, statement: str) -> list[dict[str, Any]]:
 
 
 def rounded(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [
-        {k: round(v, 9) if isinstance(v, float) else v for k, v in row.items()} for row in rows
-    ]
+    return [{k: round(v, 9) if isinstance(v, float) else v for k, v in row.items()} for row in rows]
 
 
 def test_pull_queries_answered_from_state(shared_broker: BrokerProcess) -> None:
