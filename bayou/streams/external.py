@@ -49,7 +49,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from bayou.streams.pipeline import Commit, Pipeline, Processor, SourceRecord, Task
-from bayou.streams.snapshots import read_snapshot, snapshot_path, write_snapshot
+from bayou.streams.snapshots import open_snapshot, snapshot_path, write_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,7 @@ class ExternalRunner:
         self.processor = Processor(app_id, pipelines)
         self.snapshot_marks: dict[tuple[str, int], int] = {}  # changelog partition → records
         self.changelog_end: dict[tuple[str, int], int] = {}
+        self.snapshot_offsets: dict[tuple[str, int], int] = {}  # what the files on disk cover
         self.on_commit: Callable[[Commit], None] | None = None
         self._consumer: Any = None
         self._producer: Any = None
@@ -400,7 +401,7 @@ class ExternalRunner:
         topic = self.processor.changelog_topic(task.pipeline)
         partition = task.partition
         path = snapshot_path(self.state_dir, topic, partition)
-        snapshot = read_snapshot(path)
+        snapshot = open_snapshot(path)
         start = 0
         restore = Consumer(
             self.config(
@@ -414,10 +415,10 @@ class ExternalRunner:
         )
         try:
             low, high = restore.get_watermark_offsets(TopicPartition(topic, partition), 10)
-            if snapshot is not None and low <= snapshot[0] <= high:
-                start = snapshot[0]
-                for key, value in snapshot[1]:
-                    task.restore(key, value)
+            if snapshot is not None and low <= snapshot.offset <= high:
+                start = snapshot.offset
+                task.restore_snapshot(snapshot)  # read as the records ask, mostly
+                self.snapshot_offsets[(topic, partition)] = start
             replayed = 0
             if start < high:
                 restore.assign([TopicPartition(topic, partition, max(start, low))])
@@ -455,13 +456,14 @@ class ExternalRunner:
         for task in tasks:
             topic = self.processor.changelog_topic(task.pipeline)
             end = self.changelog_end.get((topic, partition))
-            if end is not None:
+            if end is not None and end != self.snapshot_offsets.get((topic, partition)):
                 self._write_snapshot(task, topic, partition, end)
 
     def _write_snapshot(self, task: Task, topic: str, partition: int, offset: int) -> None:
         path = snapshot_path(self.state_dir, topic, partition)
         try:
             write_snapshot(path, offset, task.entries())
+            self.snapshot_offsets[(topic, partition)] = offset
         except OSError as exc:
             log.warning("%s: cannot write snapshot %s: %s", self.app_id, path, exc)
         self.snapshot_marks[(topic, partition)] = 0

@@ -228,6 +228,11 @@ class Operator:
     def restored(self) -> None:
         """The last ``restore`` was made: schedule what the restored state waits for."""
 
+    def attach(self, snapshot: Any, lo: int, hi: int) -> None:
+        """Entries ``[lo, hi)`` of a snapshot (``snapshots.Snapshot``) are this operator's."""
+        for key, value in snapshot.entries(lo, hi):
+            self.restore(key, value)
+
     def entries(self) -> Iterator[tuple[bytes, bytes]]:
         return iter(())
 
@@ -282,44 +287,162 @@ class _Raw:
         self.data = data
 
 
+_MISSING: Any = object()
+
+
 class LazyState(dict[Any, Any]):
-    """An operator's state whose restored values stay bytes until first read.
+    """An operator's state whose restored values stay bytes until first read, and whose
+    snapshot entries stay in the snapshot until a key is asked for.
 
-    Recovery (a snapshot, a changelog) loads every entry, while the records that follow touch
-    a few keys at a time: decoding a value (JSON) on its first read instead of at restore
-    makes recovery cost one key decode per entry, and a snapshot of entries never read since
-    writes their bytes back as they came."""
+    Recovery (a snapshot, a changelog) brings back every entry, while the records that follow
+    touch a few keys at a time.  Decoding a value (JSON) on its first read instead of at
+    restore makes a changelog replay cost one key decode per entry, and a snapshot of entries
+    never read since writes their bytes back as they came.
 
-    __slots__ = ("decode", "maybe_raw")
+    With a snapshot attached (``attach``: its range of this operator's keys), the dict holds
+    only the keys read or written since: a key missing from it is looked up in the snapshot
+    once (by its encoded bytes, a binary search), and ``touched`` remembers which encoded
+    keys were, so the snapshot never answers for a key written or deleted since.  ``len`` is
+    the dict's plus the snapshot entries not touched.  Whatever needs every key (iteration,
+    ``items()``) first loads the rest (``materialize``): such operators pay for their whole
+    state once, the others only for what the records that follow touch."""
+
+    __slots__ = (
+        "base",
+        "base_live",
+        "base_range",
+        "decode",
+        "decode_key",
+        "encode_key",
+        "maybe_raw",
+        "touched",
+    )
 
     def __init__(self, decode: Callable[[Any, bytes], Any]) -> None:
         super().__init__()
         self.decode = decode
         self.maybe_raw = False  # False: every value is decoded (a whole read is a dict's)
+        self.base: Any = None  # a snapshots.Snapshot
+        self.base_range = (0, 0)
+        self.base_live = 0
+        self.touched: set[bytes] = set()
+        self.encode_key: Callable[[Any], bytes] = _no_codec
+        self.decode_key: Callable[[bytes], Any] = _no_codec
+
+    def attach(
+        self,
+        base: Any,
+        lo: int,
+        hi: int,
+        encode_key: Callable[[Any], bytes],
+        decode_key: Callable[[bytes], Any],
+    ) -> None:
+        """Entries ``[lo, hi)`` of the snapshot ``base`` are this state's (read as asked)."""
+        self.base = base
+        self.base_range = (lo, hi)
+        self.base_live = hi - lo
+        self.touched = set()
+        self.encode_key = encode_key
+        self.decode_key = decode_key
+
+    def _from_base(self, key: Any) -> bool:
+        """Look ``key`` (missing from the dict) up in the snapshot, once; True when it was
+        there (it is in the dict now)."""
+        base = self.base
+        if base is None:
+            return False
+        raw_key = self.encode_key(key)
+        if raw_key in self.touched:
+            return False
+        self.touched.add(raw_key)
+        data = base.get(raw_key)
+        if data is None:
+            return False
+        self.base_live -= 1
+        dict.__setitem__(self, key, _Raw(data))
+        self.maybe_raw = True
+        return True
+
+    def materialize(self) -> None:
+        """Every snapshot entry not touched into the dict (keys decoded, values not)."""
+        base = self.base
+        if base is None:
+            return
+        touched = self.touched
+        for raw_key, data in base.entries(*self.base_range):
+            if raw_key not in touched:
+                dict.__setitem__(self, self.decode_key(raw_key), _Raw(data))
+                self.maybe_raw = True
+        self.base = None
+        self.base_live = 0
+        self.touched = set()
 
     def put_raw(self, key: Any, data: bytes) -> None:
+        if self.base is not None and not dict.__contains__(self, key):
+            self._from_base(key)
         dict.__setitem__(self, key, _Raw(data))
         self.maybe_raw = True
 
+    def drop(self, key: Any) -> None:
+        """Delete ``key`` if present, without decoding its value."""
+        if self.base is not None and not dict.__contains__(self, key):
+            self._from_base(key)
+        dict.pop(self, key, None)
+
     def __getitem__(self, key: Any) -> Any:
-        value = dict.__getitem__(self, key)
+        value = dict.get(self, key, _MISSING)
+        if value is _MISSING:
+            if not self._from_base(key):
+                raise KeyError(key)
+            value = dict.__getitem__(self, key)
         if type(value) is _Raw:
             value = self.decode(key, value.data)
             dict.__setitem__(self, key, value)
         return value
 
     def get(self, key: Any, default: Any = None) -> Any:
-        value = dict.get(self, key, default)
+        value = dict.get(self, key, _MISSING)
+        if value is _MISSING:
+            if not self._from_base(key):
+                return default
+            value = dict.__getitem__(self, key)
         if type(value) is _Raw:
             value = self.decode(key, value.data)
             dict.__setitem__(self, key, value)
         return value
 
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key) or self._from_base(key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if self.base is not None and not dict.__contains__(self, key):
+            self._from_base(key)
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        if self.base is not None and not dict.__contains__(self, key):
+            self._from_base(key)
+        dict.__delitem__(self, key)
+
     def pop(self, key: Any, *default: Any) -> Any:
+        if self.base is not None and not dict.__contains__(self, key):
+            self._from_base(key)
         value = dict.pop(self, key, *default)
         return self.decode(key, value.data) if type(value) is _Raw else value
 
+    def __len__(self) -> int:
+        return dict.__len__(self) + self.base_live
+
+    def __iter__(self) -> Iterator[Any]:
+        self.materialize()
+        return dict.__iter__(self)
+
+    def keys(self) -> Any:
+        self.materialize()
+        return dict.keys(self)
+
     def items(self) -> Any:
+        self.materialize()
         if self.maybe_raw:  # decode what is left, once
             for key, value in list(dict.items(self)):
                 if type(value) is _Raw:
@@ -330,10 +453,23 @@ class LazyState(dict[Any, Any]):
     def values(self) -> Any:
         return [value for _key, value in self.items()]
 
-    def encoded(self, encode: Callable[[Any], bytes]) -> Iterator[tuple[Any, bytes]]:
-        """Every (key, value bytes): restored bytes as they are, live values encoded."""
+    def encoded(
+        self, encode_key: Callable[[Any], bytes], encode: Callable[[Any], bytes]
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key bytes, value bytes): restored bytes as they are, live values encoded,
+        the snapshot's entries not touched as they are in it."""
         for key, value in dict.items(self):
-            yield key, value.data if type(value) is _Raw else encode(value)
+            yield encode_key(key), value.data if type(value) is _Raw else encode(value)
+        base = self.base
+        if base is not None:
+            touched = self.touched
+            for raw_key, data in base.entries(*self.base_range):
+                if raw_key not in touched:
+                    yield raw_key, data
+
+
+def _no_codec(value: Any) -> Any:
+    raise TypeError("no snapshot is attached")
 
 
 class _Keyed(Operator):
@@ -370,19 +506,29 @@ class _Keyed(Operator):
         return out
 
     def entries(self) -> Iterator[tuple[bytes, bytes]]:
-        for skey, raw in self.state.encoded(self.encode_value):
-            yield self.encode_key(skey), raw
+        yield from self.state.encoded(self.encode_key, self.encode_value)
 
     def restore(self, key: bytes, value: bytes | None) -> None:
         skey = self.decode_key(key)
         if value is None:
-            dict.pop(self.state, skey, None)
+            self.state.drop(skey)
         else:
             self.state.put_raw(skey, value)
 
+    def attach(self, snapshot: Any, lo: int, hi: int) -> None:
+        """The snapshot's entries ``[lo, hi)`` are this operator's: kept in the snapshot and
+        read as asked when restoring schedules nothing, loaded now otherwise."""
+        if type(self).on_restore is _Keyed.on_restore:
+            self.state.attach(snapshot, lo, hi, self.encode_key, self.decode_key)
+            return
+        for key, value in snapshot.entries(lo, hi):
+            self.restore(key, value)
+
     def restored(self) -> None:
+        if type(self).on_restore is _Keyed.on_restore:
+            return  # nothing to schedule: a snapshot's keys stay where they are
         # once per key of the final state, not per version a changelog holds
-        for skey in list(dict.keys(self.state)):
+        for skey in list(self.state.keys()):
             self.on_restore(skey)
 
     def on_restore(self, skey: Any) -> None:
@@ -499,6 +645,10 @@ class _Windowed(_Keyed):
         else:
             super().restore(key, value)
 
+    def attach(self, snapshot: Any, lo: int, hi: int) -> None:
+        for key, value in snapshot.entries(lo, hi):  # finals beside the windows: all now
+            self.restore(key, value)
+
     def restored(self) -> None:
         super().restored()
         self.finals.restored()
@@ -571,7 +721,7 @@ class WindowAggregate(_Windowed):
         """The value of every window held of ``key`` (of every key with ``ANY_KEY``): open
         windows (their result so far, not final) and the finals kept."""
         out: list[Current] = []
-        for skey in [k for k in dict.keys(self.state) if key is ANY_KEY or k[0] == key]:
+        for skey in [k for k in self.state if key is ANY_KEY or k[0] == key]:
             accs = self.state[skey]
             results = [agg.result(acc) for agg, acc in zip(self.aggs, accs, strict=True)]
             value = self.finish(skey[0], skey[1], skey[2], results, None)
@@ -670,7 +820,7 @@ class SessionAggregate(_Windowed):
         """The sessions held of ``key`` (every key with ``ANY_KEY``): open ones (their
         result so far, not final) and the finals kept."""
         out: list[Current] = []
-        for skey in [k for k in dict.keys(self.state) if key is ANY_KEY or k == key]:
+        for skey in [k for k in self.state if key is ANY_KEY or k == key]:
             for start, end, accs in self.state[skey]:
                 results = [agg.result(acc) for agg, acc in zip(self.aggs, accs, strict=True)]
                 value = self.finish(skey, start, end, results, None)
@@ -823,7 +973,7 @@ class GroupAggregate(_Keyed):
 
     def current(self, key: Any = ANY_KEY) -> list[Current]:
         """The current result of ``key`` (of every key with ``ANY_KEY``)."""
-        keys = list(dict.keys(self.state)) if key is ANY_KEY else [key]
+        keys = list(self.state.keys()) if key is ANY_KEY else [key]
         out: list[Current] = []
         for skey in keys:
             accs = self.state.get(skey)
