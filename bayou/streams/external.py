@@ -5,8 +5,10 @@ Theory of operation
 One consumer in the app's group (``group.id`` = the app's name, ``read_committed``, no
 auto-commit) reads every source; instances of the same app share the partitions.  On
 assignment each partition gets its tasks, whose state is restored first: the snapshot file
-(``snapshots.py``) if there is one, then the changelog partition from the snapshot's offset
-to its end, read by a group-less consumer.  Compacted topics joined as tables are read whole
+(``snapshots.py``, memory-mapped: per-key state is read from it as records ask) if there is
+one, then the changelog partition from the snapshot's offset to its end, read by a
+group-less consumer.  ``ask`` hands a question about the tasks' state (a pull query) to
+the runner's thread, answered between two batches.  Compacted topics joined as tables are read whole
 by another group-less consumer before processing starts, and kept current.
 
 Every ``commit_interval_s`` (and before partitions are revoked, and at the end) the runner

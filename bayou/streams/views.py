@@ -12,8 +12,10 @@ same views, and the broker's log keeps them durably.
 the view's topic and its dead-letter topic ``<view>-dlq`` (as many partitions as the source)
 and stores the view; ``DROP VIEW`` stores a tombstone (the topics stay, as in ksqlDB without
 ``DELETE TOPIC``; a view created again under that name starts a new ``<view>-repartition``);
-``SHOW VIEWS``; ``DESCRIBE VIEW``; pull queries read the view's topic to its end, keep the
-latest result per key (and window), and filter and project them.
+``SHOW VIEWS``; ``DESCRIBE VIEW``; pull queries on an aggregating view are answered from its
+state (``pull.py``: the runner's tasks when the view runs in this process, else its
+changelog), those on other views from the view's topic read to its end (the latest result
+per key and window); then filtered and projected.
 
 ``ViewSupervisor`` runs every stored view: it follows the catalog topic and keeps one
 ``ExternalRunner`` per view (the same runtime as ``bayou streams run``: exactly-once, state in

@@ -565,7 +565,9 @@ def _options(create: exp.Create | None) -> dict[str, str]:
 
 
 KNOWN_OPTIONS = ("scan.startup.mode", "grace", "retention")
-DEFAULT_RETENTION_MS = 86_400_000  # a day of event time, as ksqlDB's windowed tables
+# closed windows' results kept for pull queries: an hour of event time after their end (the
+# results are in memory: ksqlDB's day, on its disk, would be too much for short windows)
+DEFAULT_RETENTION_MS = 3_600_000
 
 
 def plan_view(name: str, select: exp.Expr, sql: str, options: dict[str, str]) -> ViewPlan:
