@@ -121,6 +121,9 @@ class Outcome:
     kind: str
     text: str
     data: Any
+    # a pull query: where its rows came from ("state": the view's tasks in this process,
+    # "changelog", "state+changelog", or "topic" for a view without state)
+    source: str | None = None
 
 
 def _read_to_end(
@@ -283,8 +286,8 @@ class SqlSession:
         if isinstance(statement, CreateView):
             return self._create(statement, views)
         assert isinstance(statement, PullQuery)
-        rows = self._pull(statement, views)
-        return Outcome("rows", "\n".join(dumps(r).decode() for r in rows), rows)
+        rows, source = self._pull(statement, views)
+        return Outcome("rows", "\n".join(dumps(r).decode() for r in rows), rows, source)
 
     def _create(self, statement: CreateView, views: dict[str, ViewRecord]) -> Outcome:
         plan = statement.plan
@@ -336,7 +339,9 @@ class SqlSession:
             )
         return Outcome("created", text, {**plan.describe(), "repartition": repartition})
 
-    def _pull(self, statement: PullQuery, views: dict[str, ViewRecord]) -> list[dict[str, Any]]:
+    def _pull(
+        self, statement: PullQuery, views: dict[str, ViewRecord]
+    ) -> tuple[list[dict[str, Any]], str]:
         select = statement.select
         for unsupported in ("group", "having", "joins", "order", "windows"):
             node = select.args.get(unsupported)
@@ -356,9 +361,9 @@ class SqlSession:
         assert isinstance(created, CreateView)
         plan = created.plan
         if plan.shape in AGGREGATING_SHAPES:
-            rows = self._pull_state(view, plan, lookup_of(where, plan))
+            rows, source = self._pull_state(view, plan, lookup_of(where, plan))
         else:
-            rows = self._pull_topic(statement.view)
+            rows, source = self._pull_topic(statement.view), "topic"
         out: list[dict[str, Any]] = []
         for row in rows:
             if cond is not None and not cond(row):
@@ -366,9 +371,11 @@ class SqlSession:
             out.append(row.value if star else {n: f(row) for n, f in project})
             if limit is not None and len(out) >= limit:
                 break
-        return out
+        return out, source
 
-    def _pull_state(self, view: ViewRecord, plan: ViewPlan, lookup: Lookup) -> list[Row]:
+    def _pull_state(
+        self, view: ViewRecord, plan: ViewPlan, lookup: Lookup
+    ) -> tuple[list[Row], str]:
         """An aggregating view's current rows (``pull.py``): from the state of the tasks
         running here, and from the changelog for the partitions running elsewhere."""
         pipeline = plan.pipelines(view.repartition)[-1]
@@ -376,12 +383,14 @@ class SqlSession:
         runner = self.views.runner_of(view) if self.views is not None else None
         pulled: list[PulledRow] = []
         partitions: list[int] | None = None
+        sources: list[str] = []
         if runner is not None:
             try:
                 partitions, pulled = runner.ask(
                     lambda processor: self._local_rows(processor, pipeline, view, lookup),
                     self.timeout_s / 2,
                 )
+                sources.append("state")
             except TimeoutError:
                 partitions = None
         if partitions is None:
@@ -389,6 +398,8 @@ class SqlSession:
             topic = meta.topics.get(changelog)
             count = len(topic.partitions) if topic is not None and not topic.error else 0
             partitions = lookup.partitions(count, bool(pipeline.upstreams))
+        if partitions:
+            sources.append("changelog")
         for partition in partitions:
             scratch = ScratchTask(pipeline, partition, lookup)
             for msg in _records(self.config, changelog, [partition], self.timeout_s):
@@ -396,7 +407,7 @@ class SqlSession:
                 if key is not None:
                     scratch.restore(key, msg.value())
             pulled.extend(task_rows(scratch.task, lookup, view.name))
-        return ordered(pulled)
+        return ordered(pulled), "+".join(sources) or "state"
 
     @staticmethod
     def _local_rows(

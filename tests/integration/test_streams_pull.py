@@ -63,10 +63,15 @@ def expected(produced: list[tuple[str, Any, int]], device: str) -> list[dict[str
     ]
 
 
-def http_pull(broker: BrokerProcess, statement: str) -> list[dict[str, Any]]:
+def http_answer(broker: BrokerProcess, statement: str) -> dict[str, Any]:
     answer = httpx.post(f"{broker.http_url}/sql", content=statement, timeout=30)
     assert answer.status_code == 200, answer.text
-    rows: list[dict[str, Any]] = answer.json()["result"]
+    doc: dict[str, Any] = answer.json()
+    return doc
+
+
+def http_pull(broker: BrokerProcess, statement: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = http_answer(broker, statement)["result"]
     return rows
 
 
@@ -99,6 +104,8 @@ def test_pull_queries_answered_from_state(shared_broker: BrokerProcess) -> None:
     wait_until(
         "the view's state to hold every record", lambda: rounded(http_pull(broker, query)) == want
     )
+    # the broker read the view's tasks in place (the view runs in it)
+    assert http_answer(broker, query)["answered_from"] == "state"
     # the same answer from the changelog (bayou sql is a client: the state runs elsewhere)
     wait_until("the changelog to hold it", lambda: rounded(cli_pull(broker, query)) == want)
     assert rounded(cli_pull(broker, "SELECT * FROM pull_avg WHERE _key = 'd1'")) == want
@@ -131,6 +138,7 @@ def test_pull_queries_answered_from_state(shared_broker: BrokerProcess) -> None:
     want_count = [{"device": "d2", "n": len(temps), "hottest": max(temps)}]
     count_query = "SELECT * FROM pull_count WHERE device = 'd2'"
     wait_until("the count", lambda: http_pull(broker, count_query) == want_count)
+    assert http_answer(broker, count_query)["answered_from"] == "state"
     assert cli_pull(broker, count_query) == want_count
     everyone = http_pull(broker, "SELECT device, n FROM pull_count")
     assert everyone == [
