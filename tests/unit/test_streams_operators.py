@@ -390,3 +390,18 @@ def test_a_snapshot_is_read_key_by_key_and_gives_the_same_results(tmp_path: Path
     again = open_snapshot(snap)
     assert again is not None and dict(again.entries()) == dict(live.entries())
     assert read_snapshot(snap) == (195, sorted(dict(live.entries()).items()))
+
+
+def test_a_version_1_snapshot_is_still_read(tmp_path: Path) -> None:
+    import struct
+
+    entries = [(b'1:"b"', b"[2]"), (b'1:"a"', b"[1]"), (b"~clock", b"5")]
+    body = b"".join(struct.pack("<II", len(k), len(v)) + k + v for k, v in entries)
+    snap = tmp_path / "0.snapshot"
+    snap.write_bytes(b"BAYOUSNAP1" + struct.pack("<Q", 42) + body + b"END" + struct.pack("<Q", 3))
+    opened = open_snapshot(snap)
+    assert opened is not None and opened.offset == 42
+    assert list(opened.entries()) == sorted(entries)
+    assert opened.get(b'1:"b"') == b"[2]" and opened.get(b'1:"c"') is None
+    assert opened.range(b"1:") == (0, 2)
+    assert read_snapshot(snap) == (42, entries)
