@@ -7,9 +7,10 @@ auto-commit) reads every source; instances of the same app share the partitions.
 assignment each partition gets its tasks, whose state is restored first: the snapshot file
 (``snapshots.py``, memory-mapped: per-key state is read from it as records ask) if there is
 one, then the changelog partition from the snapshot's offset to its end, read by a
-group-less consumer.  ``ask`` hands a question about the tasks' state (a pull query) to
-the runner's thread, answered between two batches.  Compacted topics joined as tables are read whole
-by another group-less consumer before processing starts, and kept current.
+group-less consumer (one for every task of an assignment).  ``ask`` hands a question about
+the tasks' state (a pull query) to the runner's thread, answered between two batches.
+Compacted topics joined as tables are read whole by another group-less consumer before
+processing starts, and kept current.
 
 Every ``commit_interval_s`` (and before partitions are revoked, and at the end) the runner
 writes what the processor collected — outputs, dead letters, changelog records (each to the
@@ -377,10 +378,10 @@ class ExternalRunner:
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         try:
-            for tp in partitions:
-                tasks = self.processor.assign(tp.topic, tp.partition)
-                for task in tasks:
-                    self._restore(task)
+            tasks = [
+                task for tp in partitions for task in self.processor.assign(tp.topic, tp.partition)
+            ]
+            self._restore(tasks)
         except BaseException as exc:  # raised in librdkafka's callback: keep it for the loop
             self._error = exc
 
@@ -399,12 +400,10 @@ class ExternalRunner:
 
     # ------------------------------------------------------------------ state
 
-    def _restore(self, task: Task) -> None:
-        topic = self.processor.changelog_topic(task.pipeline)
-        partition = task.partition
-        path = snapshot_path(self.state_dir, topic, partition)
-        snapshot = open_snapshot(path)
-        start = 0
+    def _restore(self, tasks: list[Task]) -> None:
+        """Each task's state: its snapshot (mapped), then its changelog partition from the
+        snapshot's offset to the end, every partition read by one consumer at once (a
+        partition's tail costs a fetch's wait however small: paid once, not per task)."""
         restore = Consumer(
             self.config(
                 **{
@@ -416,43 +415,63 @@ class ExternalRunner:
             )
         )
         try:
-            low, high = restore.get_watermark_offsets(TopicPartition(topic, partition), 10)
-            if snapshot is not None and low <= snapshot.offset <= high:
-                start = snapshot.offset
-                task.restore_snapshot(snapshot)  # read as the records ask, mostly
-                self.snapshot_offsets[(topic, partition)] = start
-            replayed = 0
-            if start < high:
-                restore.assign([TopicPartition(topic, partition, max(start, low))])
-                deadline = time.monotonic() + RESTORE_TIMEOUT_S
-                done = False
-                while not done:
-                    if time.monotonic() > deadline:
-                        raise FatalStreamError(f"restoring {topic}-{partition} took too long")
-                    for msg in restore.consume(POLL_RECORDS, 0.2):
-                        err = msg.error()
-                        if err is not None:
-                            done = done or err.code() == KafkaError._PARTITION_EOF
-                            continue
-                        raw_key = _bytes(msg.key())
-                        if raw_key is not None:
-                            task.restore(raw_key, _bytes(msg.value()))
-                            replayed += 1
-            task.restored()
-            self.changelog_end[(topic, partition)] = high
-            log.info(
-                "%s: restored %s-%d (snapshot %s, %d changelog records)",
-                self.app_id,
-                topic,
-                partition,
-                "yes" if snapshot is not None else "no",
-                replayed,
-            )
-            # a long replay is worth a snapshot, written after the next commit (not here:
-            # the task would wait for it before processing its first record)
-            self.snapshot_marks[(topic, partition)] = replayed
+            tails: dict[tuple[str, int], tuple[Task, int]] = {}  # changelog partition → start
+            snapshotted: set[tuple[str, int]] = set()
+            for task in tasks:
+                where = (self.processor.changelog_topic(task.pipeline), task.partition)
+                snapshot = open_snapshot(snapshot_path(self.state_dir, *where))
+                low, high = restore.get_watermark_offsets(TopicPartition(*where), 10)
+                start = 0
+                if snapshot is not None and low <= snapshot.offset <= high:
+                    start = snapshot.offset
+                    task.restore_snapshot(snapshot)  # read as the records ask, mostly
+                    self.snapshot_offsets[where] = start
+                    snapshotted.add(where)
+                self.changelog_end[where] = high
+                if start < high:
+                    tails[where] = (task, max(start, low))
+                else:
+                    self._restored(task, where, where in snapshotted, 0)
+            if not tails:
+                return
+            restore.assign([TopicPartition(t, p, start) for (t, p), (_k, start) in tails.items()])
+            replayed = dict.fromkeys(tails, 0)
+            deadline = time.monotonic() + RESTORE_TIMEOUT_S
+            while tails:
+                if time.monotonic() > deadline:
+                    names = ", ".join(f"{t}-{p}" for t, p in tails)
+                    raise FatalStreamError(f"restoring {names} took too long")
+                for msg in restore.consume(POLL_RECORDS, 0.2):
+                    where = (msg.topic() or "", msg.partition() or 0)
+                    tail = tails.get(where)
+                    if tail is None:
+                        continue
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            del tails[where]
+                            self._restored(tail[0], where, where in snapshotted, replayed[where])
+                        continue
+                    raw_key = _bytes(msg.key())
+                    if raw_key is not None:
+                        tail[0].restore(raw_key, _bytes(msg.value()))
+                        replayed[where] += 1
         finally:
             restore.close()
+
+    def _restored(self, task: Task, where: tuple[str, int], snapshot: bool, replayed: int) -> None:
+        task.restored()
+        log.info(
+            "%s: restored %s-%d (snapshot %s, %d changelog records)",
+            self.app_id,
+            where[0],
+            where[1],
+            "yes" if snapshot else "no",
+            replayed,
+        )
+        # a long replay is worth a snapshot, written after the next commit (not here: the
+        # task would wait for it before processing its first record)
+        self.snapshot_marks[where] = replayed
 
     def _snapshot(self, tasks: list[Task], partition: int) -> None:
         for task in tasks:
