@@ -400,12 +400,12 @@ class SqlSession:
             partitions = lookup.partitions(count, bool(pipeline.upstreams))
         if partitions:
             sources.append("changelog")
-        for partition in partitions:
-            scratch = ScratchTask(pipeline, partition, lookup)
-            for msg in _records(self.config, changelog, [partition], self.timeout_s):
-                key = msg.key()
-                if key is not None:
-                    scratch.restore(key, msg.value())
+        scratches = {p: ScratchTask(pipeline, p, lookup) for p in partitions}
+        for msg in _records(self.config, changelog, partitions, self.timeout_s):
+            key = msg.key()
+            if key is not None:
+                scratches[msg.partition() or 0].restore(key, msg.value())
+        for scratch in scratches.values():
             pulled.extend(task_rows(scratch.task, lookup, view.name))
         return ordered(pulled), "+".join(sources) or "state"
 
