@@ -367,6 +367,8 @@ class App:
                 catalog_exists=lambda: CATALOG_TOPIC in self.core.topics(),
             )
             self.views.start()
+            if self.http is not None:
+                self.http.gateway.views = self.views
         if self.config.connect == "serve":
             self.connect = ConnectSupervisor(
                 self.loopback_client_config(),

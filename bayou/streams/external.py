@@ -5,9 +5,12 @@ Theory of operation
 One consumer in the app's group (``group.id`` = the app's name, ``read_committed``, no
 auto-commit) reads every source; instances of the same app share the partitions.  On
 assignment each partition gets its tasks, whose state is restored first: the snapshot file
-(``snapshots.py``) if there is one, then the changelog partition from the snapshot's offset
-to its end, read by a group-less consumer.  Compacted topics joined as tables are read whole
-by another group-less consumer before processing starts, and kept current.
+(``snapshots.py``, memory-mapped: per-key state is read from it as records ask) if there is
+one, then the changelog partition from the snapshot's offset to its end, read by a
+group-less consumer (one for every task of an assignment).  ``ask`` hands a question about
+the tasks' state (a pull query) to the runner's thread, answered between two batches.
+Compacted topics joined as tables are read whole by another group-less consumer before
+processing starts, and kept current.
 
 Every ``commit_interval_s`` (and before partitions are revoked, and at the end) the runner
 writes what the processor collected — outputs, dead letters, changelog records (each to the
@@ -35,21 +38,25 @@ revoked and at the end.
 from __future__ import annotations
 
 import logging
+import queue
 import signal
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from bayou.streams.pipeline import Commit, Pipeline, Processor, SourceRecord, Task
-from bayou.streams.snapshots import read_snapshot, snapshot_path, write_snapshot
+from bayou.streams.snapshots import open_snapshot, snapshot_path, write_snapshot
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 SNAPSHOT_EVERY_RECORDS = 50_000
 RESTORE_TIMEOUT_S = 120.0
@@ -104,11 +111,16 @@ class ExternalRunner:
         self.processor = Processor(app_id, pipelines)
         self.snapshot_marks: dict[tuple[str, int], int] = {}  # changelog partition → records
         self.changelog_end: dict[tuple[str, int], int] = {}
+        self.snapshot_offsets: dict[tuple[str, int], int] = {}  # what the files on disk cover
         self.on_commit: Callable[[Commit], None] | None = None
         self._consumer: Any = None
         self._producer: Any = None
         self._tables: Any = None
         self._error: BaseException | None = None
+        self._asks: queue.SimpleQueue[tuple[Callable[[Processor], Any], Future[Any]]] = (
+            queue.SimpleQueue()
+        )
+        self.serving = False  # in the processing loop: asks are answered
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -131,12 +143,41 @@ class ExternalRunner:
     def stop(self) -> None:
         self.stop_event.set()
 
+    def ask(self, question: Callable[[Processor], T], timeout_s: float) -> T:
+        """``question(processor)`` answered by the runner's thread between two batches (its
+        tasks' state is the thread's own); ``TimeoutError`` when it is not answered in
+        ``timeout_s`` (the runner is restoring, restarting or stopped)."""
+        if not self.serving:
+            raise TimeoutError("the runner is not processing")
+        future: Future[T] = Future()
+        self._asks.put((question, future))
+        try:
+            return future.result(timeout_s)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+    def _answer(self) -> None:
+        while True:
+            try:
+                question, future = self._asks.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(question(self.processor))
+            except Exception as exc:
+                future.set_exception(exc)
+
     def config(self, **extra: Any) -> dict[str, Any]:
         return {"bootstrap.servers": self.bootstrap, **self.client_config, **extra}
 
     def _run_once(self, idle_exit_s: float | None) -> None:
         self._prepare_topics()
-        producer_config = self.config(**{"linger.ms": 5})
+        # consistent_random (librdkafka's default, CRC-32 of the key): pull queries find a
+        # key's partition of a repartition topic by it (``pull.py``)
+        producer_config = self.config(**{"linger.ms": 5, "partitioner": "consistent_random"})
         if self.exactly_once:
             producer_config["transactional.id"] = f"{self.app_id}-{self.instance_id}"
             producer_config["transaction.timeout.ms"] = TRANSACTION_TIMEOUT_MS
@@ -168,6 +209,7 @@ class ExternalRunner:
         )
         last_commit = time.monotonic()
         last_record = time.monotonic()
+        self.serving = True
         try:
             while not self.stop_event.is_set():
                 messages = self._consumer.consume(POLL_RECORDS, 0.1)
@@ -202,9 +244,21 @@ class ExternalRunner:
                     last_record = now  # idle counts from the first assignment
                 if idle_exit_s is not None and now - last_record > idle_exit_s:
                     break
+                self._answer()
         finally:
+            self.serving = False
+            self._answer_none()
             if self._consumer is not None:
                 self._close(commit=self._error is None)
+
+    def _answer_none(self) -> None:
+        while True:
+            try:
+                _question, future = self._asks.get_nowait()
+            except queue.Empty:
+                return
+            if future.set_running_or_notify_cancel():
+                future.set_exception(TimeoutError("the runner stopped"))
 
     def _close(self, *, commit: bool) -> None:
         consumer = self._consumer
@@ -324,10 +378,10 @@ class ExternalRunner:
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         try:
-            for tp in partitions:
-                tasks = self.processor.assign(tp.topic, tp.partition)
-                for task in tasks:
-                    self._restore(task)
+            tasks = [
+                task for tp in partitions for task in self.processor.assign(tp.topic, tp.partition)
+            ]
+            self._restore(tasks)
         except BaseException as exc:  # raised in librdkafka's callback: keep it for the loop
             self._error = exc
 
@@ -346,12 +400,10 @@ class ExternalRunner:
 
     # ------------------------------------------------------------------ state
 
-    def _restore(self, task: Task) -> None:
-        topic = self.processor.changelog_topic(task.pipeline)
-        partition = task.partition
-        path = snapshot_path(self.state_dir, topic, partition)
-        snapshot = read_snapshot(path)
-        start = 0
+    def _restore(self, tasks: list[Task]) -> None:
+        """Each task's state: its snapshot (mapped), then its changelog partition from the
+        snapshot's offset to the end, every partition read by one consumer at once (a
+        partition's tail costs a fetch's wait however small: paid once, not per task)."""
         restore = Consumer(
             self.config(
                 **{
@@ -363,55 +415,76 @@ class ExternalRunner:
             )
         )
         try:
-            low, high = restore.get_watermark_offsets(TopicPartition(topic, partition), 10)
-            if snapshot is not None and low <= snapshot[0] <= high:
-                start = snapshot[0]
-                for key, value in snapshot[1]:
-                    task.restore(key, value)
-            replayed = 0
-            if start < high:
-                restore.assign([TopicPartition(topic, partition, max(start, low))])
-                deadline = time.monotonic() + RESTORE_TIMEOUT_S
-                done = False
-                while not done:
-                    if time.monotonic() > deadline:
-                        raise FatalStreamError(f"restoring {topic}-{partition} took too long")
-                    for msg in restore.consume(POLL_RECORDS, 0.2):
-                        err = msg.error()
-                        if err is not None:
-                            done = done or err.code() == KafkaError._PARTITION_EOF
-                            continue
-                        raw_key = _bytes(msg.key())
-                        if raw_key is not None:
-                            task.restore(raw_key, _bytes(msg.value()))
-                            replayed += 1
-            task.restored()
-            self.changelog_end[(topic, partition)] = high
-            log.info(
-                "%s: restored %s-%d (snapshot %s, %d changelog records)",
-                self.app_id,
-                topic,
-                partition,
-                "yes" if snapshot is not None else "no",
-                replayed,
-            )
-            # a long replay is worth a snapshot, written after the next commit (not here:
-            # the task would wait for it before processing its first record)
-            self.snapshot_marks[(topic, partition)] = replayed
+            tails: dict[tuple[str, int], tuple[Task, int]] = {}  # changelog partition → start
+            snapshotted: set[tuple[str, int]] = set()
+            for task in tasks:
+                where = (self.processor.changelog_topic(task.pipeline), task.partition)
+                snapshot = open_snapshot(snapshot_path(self.state_dir, *where))
+                low, high = restore.get_watermark_offsets(TopicPartition(*where), 10)
+                start = 0
+                if snapshot is not None and low <= snapshot.offset <= high:
+                    start = snapshot.offset
+                    task.restore_snapshot(snapshot)  # read as the records ask, mostly
+                    self.snapshot_offsets[where] = start
+                    snapshotted.add(where)
+                self.changelog_end[where] = high
+                if start < high:
+                    tails[where] = (task, max(start, low))
+                else:
+                    self._restored(task, where, where in snapshotted, 0)
+            if not tails:
+                return
+            restore.assign([TopicPartition(t, p, start) for (t, p), (_k, start) in tails.items()])
+            replayed = dict.fromkeys(tails, 0)
+            deadline = time.monotonic() + RESTORE_TIMEOUT_S
+            while tails:
+                if time.monotonic() > deadline:
+                    names = ", ".join(f"{t}-{p}" for t, p in tails)
+                    raise FatalStreamError(f"restoring {names} took too long")
+                for msg in restore.consume(POLL_RECORDS, 0.2):
+                    where = (msg.topic() or "", msg.partition() or 0)
+                    tail = tails.get(where)
+                    if tail is None:
+                        continue
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            del tails[where]
+                            self._restored(tail[0], where, where in snapshotted, replayed[where])
+                        continue
+                    raw_key = _bytes(msg.key())
+                    if raw_key is not None:
+                        tail[0].restore(raw_key, _bytes(msg.value()))
+                        replayed[where] += 1
         finally:
             restore.close()
+
+    def _restored(self, task: Task, where: tuple[str, int], snapshot: bool, replayed: int) -> None:
+        task.restored()
+        log.info(
+            "%s: restored %s-%d (snapshot %s, %d changelog records)",
+            self.app_id,
+            where[0],
+            where[1],
+            "yes" if snapshot else "no",
+            replayed,
+        )
+        # a long replay is worth a snapshot, written after the next commit (not here: the
+        # task would wait for it before processing its first record)
+        self.snapshot_marks[where] = replayed
 
     def _snapshot(self, tasks: list[Task], partition: int) -> None:
         for task in tasks:
             topic = self.processor.changelog_topic(task.pipeline)
             end = self.changelog_end.get((topic, partition))
-            if end is not None:
+            if end is not None and end != self.snapshot_offsets.get((topic, partition)):
                 self._write_snapshot(task, topic, partition, end)
 
     def _write_snapshot(self, task: Task, topic: str, partition: int, offset: int) -> None:
         path = snapshot_path(self.state_dir, topic, partition)
         try:
             write_snapshot(path, offset, task.entries())
+            self.snapshot_offsets[(topic, partition)] = offset
         except OSError as exc:
             log.warning("%s: cannot write snapshot %s: %s", self.app_id, path, exc)
         self.snapshot_marks[(topic, partition)] = 0

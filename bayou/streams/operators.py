@@ -228,6 +228,11 @@ class Operator:
     def restored(self) -> None:
         """The last ``restore`` was made: schedule what the restored state waits for."""
 
+    def attach(self, snapshot: Any, lo: int, hi: int) -> None:
+        """Entries ``[lo, hi)`` of a snapshot (``snapshots.Snapshot``) are this operator's."""
+        for key, value in snapshot.entries(lo, hi):
+            self.restore(key, value)
+
     def entries(self) -> Iterator[tuple[bytes, bytes]]:
         return iter(())
 
@@ -282,44 +287,162 @@ class _Raw:
         self.data = data
 
 
+_MISSING: Any = object()
+
+
 class LazyState(dict[Any, Any]):
-    """An operator's state whose restored values stay bytes until first read.
+    """An operator's state whose restored values stay bytes until first read, and whose
+    snapshot entries stay in the snapshot until a key is asked for.
 
-    Recovery (a snapshot, a changelog) loads every entry, while the records that follow touch
-    a few keys at a time: decoding a value (JSON) on its first read instead of at restore
-    makes recovery cost one key decode per entry, and a snapshot of entries never read since
-    writes their bytes back as they came."""
+    Recovery (a snapshot, a changelog) brings back every entry, while the records that follow
+    touch a few keys at a time.  Decoding a value (JSON) on its first read instead of at
+    restore makes a changelog replay cost one key decode per entry, and a snapshot of entries
+    never read since writes their bytes back as they came.
 
-    __slots__ = ("decode", "maybe_raw")
+    With a snapshot attached (``attach``: its range of this operator's keys), the dict holds
+    only the keys read or written since: a key missing from it is looked up in the snapshot
+    once (by its encoded bytes, a binary search), and ``touched`` remembers which encoded
+    keys were, so the snapshot never answers for a key written or deleted since.  ``len`` is
+    the dict's plus the snapshot entries not touched.  Whatever needs every key (iteration,
+    ``items()``) first loads the rest (``materialize``): such operators pay for their whole
+    state once, the others only for what the records that follow touch."""
+
+    __slots__ = (
+        "base",
+        "base_live",
+        "base_range",
+        "decode",
+        "decode_key",
+        "encode_key",
+        "maybe_raw",
+        "touched",
+    )
 
     def __init__(self, decode: Callable[[Any, bytes], Any]) -> None:
         super().__init__()
         self.decode = decode
         self.maybe_raw = False  # False: every value is decoded (a whole read is a dict's)
+        self.base: Any = None  # a snapshots.Snapshot
+        self.base_range = (0, 0)
+        self.base_live = 0
+        self.touched: set[bytes] = set()
+        self.encode_key: Callable[[Any], bytes] = _no_codec
+        self.decode_key: Callable[[bytes], Any] = _no_codec
+
+    def attach(
+        self,
+        base: Any,
+        lo: int,
+        hi: int,
+        encode_key: Callable[[Any], bytes],
+        decode_key: Callable[[bytes], Any],
+    ) -> None:
+        """Entries ``[lo, hi)`` of the snapshot ``base`` are this state's (read as asked)."""
+        self.base = base
+        self.base_range = (lo, hi)
+        self.base_live = hi - lo
+        self.touched = set()
+        self.encode_key = encode_key
+        self.decode_key = decode_key
+
+    def _from_base(self, key: Any) -> bool:
+        """Look ``key`` (missing from the dict) up in the snapshot, once; True when it was
+        there (it is in the dict now)."""
+        base = self.base
+        if base is None:
+            return False
+        raw_key = self.encode_key(key)
+        if raw_key in self.touched:
+            return False
+        self.touched.add(raw_key)
+        data = base.get(raw_key)
+        if data is None:
+            return False
+        self.base_live -= 1
+        dict.__setitem__(self, key, _Raw(data))
+        self.maybe_raw = True
+        return True
+
+    def materialize(self) -> None:
+        """Every snapshot entry not touched into the dict (keys decoded, values not)."""
+        base = self.base
+        if base is None:
+            return
+        touched = self.touched
+        for raw_key, data in base.entries(*self.base_range):
+            if raw_key not in touched:
+                dict.__setitem__(self, self.decode_key(raw_key), _Raw(data))
+                self.maybe_raw = True
+        self.base = None
+        self.base_live = 0
+        self.touched = set()
 
     def put_raw(self, key: Any, data: bytes) -> None:
+        if self.base is not None and not dict.__contains__(self, key):
+            self._from_base(key)
         dict.__setitem__(self, key, _Raw(data))
         self.maybe_raw = True
 
+    def drop(self, key: Any) -> None:
+        """Delete ``key`` if present, without decoding its value."""
+        if self.base is not None and not dict.__contains__(self, key):
+            self._from_base(key)
+        dict.pop(self, key, None)
+
     def __getitem__(self, key: Any) -> Any:
-        value = dict.__getitem__(self, key)
+        value = dict.get(self, key, _MISSING)
+        if value is _MISSING:
+            if not self._from_base(key):
+                raise KeyError(key)
+            value = dict.__getitem__(self, key)
         if type(value) is _Raw:
             value = self.decode(key, value.data)
             dict.__setitem__(self, key, value)
         return value
 
     def get(self, key: Any, default: Any = None) -> Any:
-        value = dict.get(self, key, default)
+        value = dict.get(self, key, _MISSING)
+        if value is _MISSING:
+            if not self._from_base(key):
+                return default
+            value = dict.__getitem__(self, key)
         if type(value) is _Raw:
             value = self.decode(key, value.data)
             dict.__setitem__(self, key, value)
         return value
 
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key) or self._from_base(key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if self.base is not None and not dict.__contains__(self, key):
+            self._from_base(key)
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        if self.base is not None and not dict.__contains__(self, key):
+            self._from_base(key)
+        dict.__delitem__(self, key)
+
     def pop(self, key: Any, *default: Any) -> Any:
+        if self.base is not None and not dict.__contains__(self, key):
+            self._from_base(key)
         value = dict.pop(self, key, *default)
         return self.decode(key, value.data) if type(value) is _Raw else value
 
+    def __len__(self) -> int:
+        return dict.__len__(self) + self.base_live
+
+    def __iter__(self) -> Iterator[Any]:
+        self.materialize()
+        return dict.__iter__(self)
+
+    def keys(self) -> Any:
+        self.materialize()
+        return dict.keys(self)
+
     def items(self) -> Any:
+        self.materialize()
         if self.maybe_raw:  # decode what is left, once
             for key, value in list(dict.items(self)):
                 if type(value) is _Raw:
@@ -330,10 +453,23 @@ class LazyState(dict[Any, Any]):
     def values(self) -> Any:
         return [value for _key, value in self.items()]
 
-    def encoded(self, encode: Callable[[Any], bytes]) -> Iterator[tuple[Any, bytes]]:
-        """Every (key, value bytes): restored bytes as they are, live values encoded."""
+    def encoded(
+        self, encode_key: Callable[[Any], bytes], encode: Callable[[Any], bytes]
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key bytes, value bytes): restored bytes as they are, live values encoded,
+        the snapshot's entries not touched as they are in it."""
         for key, value in dict.items(self):
-            yield key, value.data if type(value) is _Raw else encode(value)
+            yield encode_key(key), value.data if type(value) is _Raw else encode(value)
+        base = self.base
+        if base is not None:
+            touched = self.touched
+            for raw_key, data in base.entries(*self.base_range):
+                if raw_key not in touched:
+                    yield raw_key, data
+
+
+def _no_codec(value: Any) -> Any:
+    raise TypeError("no snapshot is attached")
 
 
 class _Keyed(Operator):
@@ -351,6 +487,10 @@ class _Keyed(Operator):
     def decode_key(self, raw: bytes) -> Any:
         return hashable(json.loads(raw[len(self.ns) :]))
 
+    def group_of(self, skey: Any) -> Any:
+        """The group key a state key belongs to (itself, unless it holds a window too)."""
+        return skey
+
     def encode_value(self, value: Any) -> bytes:
         raise NotImplementedError
 
@@ -366,19 +506,29 @@ class _Keyed(Operator):
         return out
 
     def entries(self) -> Iterator[tuple[bytes, bytes]]:
-        for skey, raw in self.state.encoded(self.encode_value):
-            yield self.encode_key(skey), raw
+        yield from self.state.encoded(self.encode_key, self.encode_value)
 
     def restore(self, key: bytes, value: bytes | None) -> None:
         skey = self.decode_key(key)
         if value is None:
-            dict.pop(self.state, skey, None)
+            self.state.drop(skey)
         else:
             self.state.put_raw(skey, value)
 
+    def attach(self, snapshot: Any, lo: int, hi: int) -> None:
+        """The snapshot's entries ``[lo, hi)`` are this operator's: kept in the snapshot and
+        read as asked when restoring schedules nothing, loaded now otherwise."""
+        if type(self).on_restore is _Keyed.on_restore:
+            self.state.attach(snapshot, lo, hi, self.encode_key, self.decode_key)
+            return
+        for key, value in snapshot.entries(lo, hi):
+            self.restore(key, value)
+
     def restored(self) -> None:
+        if type(self).on_restore is _Keyed.on_restore:
+            return  # nothing to schedule: a snapshot's keys stay where they are
         # once per key of the final state, not per version a changelog holds
-        for skey in list(dict.keys(self.state)):
+        for skey in list(self.state.keys()):
             self.on_restore(skey)
 
     def on_restore(self, skey: Any) -> None:
@@ -396,12 +546,126 @@ def _add(aggs: Sequence[Aggregate], accs: list[Any], values: list[Any]) -> None:
             accs[i] = agg.add(accs[i], values[i])
 
 
-class WindowAggregate(_Keyed):
+ANY_KEY: Any = object()  # ``current()``: every key
+FINAL_TAG = b"f"  # a kept final result's state key: namespace + ``f`` + JSON [key, start, end]
+# current() rows: (group key, window start, window end, value, final); no window: None, None
+Current = tuple[Any, int | None, int | None, Any, bool | None]
+
+
+class Finals:
+    """The final results of closed windows, kept for pull queries until the watermark passes
+    the window's end plus ``retention_ms`` (ksqlDB's window retention; 0 keeps none).
+
+    A window's accumulators leave the operator's state when it closes; its result (the value
+    emitted, as JSON bytes) stays here, in the changelog and snapshots under the key
+    ``namespace + b"f" + [key, start, end]`` beside the operator's own entries."""
+
+    __slots__ = ("dirty", "expiring", "retention_ms", "values")
+
+    def __init__(self, retention_ms: int) -> None:
+        self.retention_ms = retention_ms
+        self.values: dict[tuple[Any, int, int], bytes] = {}
+        self.dirty: set[tuple[Any, int, int]] = set()
+        self.expiring: list[tuple[int, int, str, tuple[Any, int, int]]] = []
+
+    def keep(self, key: Any, start: int, end: int, value: Any) -> None:
+        if self.retention_ms <= 0 or value is None:
+            return
+        fkey = (key, start, end)
+        self.values[fkey] = dumps(value.value if isinstance(value, Keyed) else value)
+        self.dirty.add(fkey)
+        self._schedule(fkey)
+
+    def _schedule(self, fkey: tuple[Any, int, int]) -> None:
+        expiry = fkey[2] + self.retention_ms
+        heapq.heappush(self.expiring, (expiry, fkey[1], dumps(_plain(fkey[0])).decode(), fkey))
+
+    def expire(self, watermark: int) -> None:
+        while self.expiring and self.expiring[0][0] <= watermark:
+            fkey = heapq.heappop(self.expiring)[3]
+            if self.values.pop(fkey, None) is not None:
+                self.dirty.add(fkey)
+
+    def changes(self, ns: bytes) -> list[tuple[bytes, bytes | None]]:
+        out = [(self._key(ns, f), self.values.get(f)) for f in sorted(self.dirty, key=repr)]
+        self.dirty.clear()
+        return out
+
+    def entries(self, ns: bytes) -> Iterator[tuple[bytes, bytes]]:
+        for fkey, raw in self.values.items():
+            yield self._key(ns, fkey), raw
+
+    @staticmethod
+    def _key(ns: bytes, fkey: tuple[Any, int, int]) -> bytes:
+        return ns + FINAL_TAG + dumps([_plain(fkey[0]), fkey[1], fkey[2]])
+
+    @staticmethod
+    def is_final_key(ns: bytes, key: bytes) -> bool:
+        return key[len(ns) : len(ns) + 1] == FINAL_TAG
+
+    @staticmethod
+    def group_of_key(ns: bytes, key: bytes) -> Any:
+        return hashable(json.loads(key[len(ns) + 1 :])[0])
+
+    def restore(self, ns: bytes, key: bytes, value: bytes | None) -> None:
+        group, start, end = json.loads(key[len(ns) + 1 :])
+        fkey = (hashable(group), start, end)
+        if value is None:
+            self.values.pop(fkey, None)
+        else:
+            self.values[fkey] = value
+
+    def restored(self) -> None:
+        for fkey in self.values:
+            self._schedule(fkey)
+
+    def current(self, key: Any) -> Iterator[Current]:
+        for fkey, raw in self.values.items():
+            if key is ANY_KEY or fkey[0] == key:
+                yield fkey[0], fkey[1], fkey[2], json.loads(raw), True
+
+
+class _Windowed(_Keyed):
+    """Shared by the window kinds: the finals kept for pull queries (``Finals``)."""
+
+    def __init__(self, retention_ms: int) -> None:
+        super().__init__()
+        self.finals = Finals(retention_ms)
+
+    def changes(self) -> list[tuple[bytes, bytes | None]]:
+        return super().changes() + self.finals.changes(self.ns)
+
+    def entries(self) -> Iterator[tuple[bytes, bytes]]:
+        yield from super().entries()
+        yield from self.finals.entries(self.ns)
+
+    def restore(self, key: bytes, value: bytes | None) -> None:
+        if Finals.is_final_key(self.ns, key):
+            self.finals.restore(self.ns, key, value)
+        else:
+            super().restore(key, value)
+
+    def attach(self, snapshot: Any, lo: int, hi: int) -> None:
+        for key, value in snapshot.entries(lo, hi):  # finals beside the windows: all now
+            self.restore(key, value)
+
+    def restored(self) -> None:
+        super().restored()
+        self.finals.restored()
+
+
+class WindowAggregate(_Windowed):
     """Tumbling, hopping and cumulating windows: one accumulator list per (key, window);
     one final result per window when the watermark reaches its end."""
 
-    def __init__(self, window: Window, aggs: Sequence[Aggregate], finish: Finish) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        window: Window,
+        aggs: Sequence[Aggregate],
+        finish: Finish,
+        retention_ms: int = 0,
+    ) -> None:
+        super().__init__(retention_ms)
         self.window = window
         self.aggs = list(aggs)
         self.finish = finish
@@ -427,6 +691,9 @@ class WindowAggregate(_Keyed):
             self.dirty.add(skey)
         return []
 
+    def group_of(self, skey: Any) -> Any:
+        return skey[0]
+
     def _schedule(self, skey: tuple[Any, int, int]) -> None:
         heapq.heappush(self.closing, (skey[2], skey[1], dumps(_plain(skey[0])).decode(), skey))
 
@@ -446,6 +713,21 @@ class WindowAggregate(_Keyed):
             value = self.finish(skey[0], start, end, results, None)
             if value is not None:
                 out.append(emitted(skey[0], value, end - 1))
+            self.finals.keep(skey[0], start, end, value)
+        self.finals.expire(watermark)
+        return out
+
+    def current(self, key: Any = ANY_KEY) -> list[Current]:
+        """The value of every window held of ``key`` (of every key with ``ANY_KEY``): open
+        windows (their result so far, not final) and the finals kept."""
+        out: list[Current] = []
+        for skey in [k for k in self.state if key is ANY_KEY or k[0] == key]:
+            accs = self.state[skey]
+            results = [agg.result(acc) for agg, acc in zip(self.aggs, accs, strict=True)]
+            value = self.finish(skey[0], skey[1], skey[2], results, None)
+            if value is not None:
+                out.append((skey[0], skey[1], skey[2], value, False))
+        out.extend(self.finals.current(key))
         return out
 
     def encode_value(self, value: Any) -> bytes:
@@ -460,13 +742,19 @@ def _plain(key: Any) -> Any:
     return list(key) if isinstance(key, tuple) else key
 
 
-class SessionAggregate(_Keyed):
+class SessionAggregate(_Windowed):
     """Session windows: per key a list of open sessions ``[start, end, accumulators]``,
     merged when a record bridges two; a session closes when the watermark reaches its end
     (its last record plus the gap)."""
 
-    def __init__(self, window: Window, aggs: Sequence[Aggregate], finish: Finish) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        window: Window,
+        aggs: Sequence[Aggregate],
+        finish: Finish,
+        retention_ms: int = 0,
+    ) -> None:
+        super().__init__(retention_ms)
         self.window = window
         self.aggs = list(aggs)
         self.finish = finish
@@ -524,6 +812,21 @@ class SessionAggregate(_Keyed):
             value = self.finish(key, start, end, results, None)
             if value is not None:
                 out.append(emitted(key, value, end - 1))
+            self.finals.keep(key, start, end, value)
+        self.finals.expire(watermark)
+        return out
+
+    def current(self, key: Any = ANY_KEY) -> list[Current]:
+        """The sessions held of ``key`` (every key with ``ANY_KEY``): open ones (their
+        result so far, not final) and the finals kept."""
+        out: list[Current] = []
+        for skey in [k for k in self.state if key is ANY_KEY or k == key]:
+            for start, end, accs in self.state[skey]:
+                results = [agg.result(acc) for agg, acc in zip(self.aggs, accs, strict=True)]
+                value = self.finish(skey, start, end, results, None)
+                if value is not None:
+                    out.append((skey, start, end, value, False))
+        out.extend(self.finals.current(key))
         return out
 
     def encode_value(self, value: Any) -> bytes:
@@ -667,6 +970,20 @@ class GroupAggregate(_Keyed):
         if isinstance(value, Keyed):
             return [row.derive(value.value, key=value.key)]
         return [row.derive(value)]
+
+    def current(self, key: Any = ANY_KEY) -> list[Current]:
+        """The current result of ``key`` (of every key with ``ANY_KEY``)."""
+        keys = list(self.state.keys()) if key is ANY_KEY else [key]
+        out: list[Current] = []
+        for skey in keys:
+            accs = self.state.get(skey)
+            if accs is None:
+                continue
+            results = [agg.result(acc) for agg, acc in zip(self.aggs, accs, strict=True)]
+            value = self.finish(skey, None, None, results, None)
+            if value is not None:
+                out.append((skey, None, None, value, None))
+        return out
 
     def encode_value(self, value: Any) -> bytes:
         return dumps([agg.encode(acc) for agg, acc in zip(self.aggs, value, strict=True)])

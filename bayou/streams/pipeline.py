@@ -40,6 +40,7 @@ from bayou.streams.operators import (
     TaskClock,
 )
 from bayou.streams.rows import Headers, Output, Row, dumps, key_bytes
+from bayou.streams.snapshots import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +285,11 @@ class Task:
 
     def state_size(self) -> int:
         """Entries of state (keys over the stateful operators)."""
-        return sum(len(getattr(op, "state", ())) for op in self.ops if op.stateful)
+        return sum(
+            len(getattr(op, "state", ())) + len(getattr(getattr(op, "finals", None), "values", ()))
+            for op in self.ops
+            if op.stateful
+        )
 
     def entries(self) -> Iterator[tuple[bytes, bytes]]:
         for op in self.ops:
@@ -310,6 +315,19 @@ class Task:
         op = self.ops[int(ns)]
         if op.stateful:
             op.restore(key, value)
+
+    def restore_snapshot(self, snapshot: Snapshot) -> None:
+        """A snapshot's entries (``snapshots.py``): each operator takes its namespace's range
+        (kept in the snapshot and read as asked, or loaded now: ``_Keyed.attach``), then the
+        clock and the markers."""
+        for op in self.ops:
+            if op.stateful:
+                lo, hi = snapshot.range(op.ns)
+                op.attach(snapshot, lo, hi)
+        for key in (CLOCK_KEY, MARKERS_KEY):
+            value = snapshot.get(key)
+            if value is not None:
+                self.restore(key, value)
 
     def restored(self) -> None:
         """Every entry is restored (snapshot, changelog): the operators schedule their state."""

@@ -12,8 +12,10 @@ same views, and the broker's log keeps them durably.
 the view's topic and its dead-letter topic ``<view>-dlq`` (as many partitions as the source)
 and stores the view; ``DROP VIEW`` stores a tombstone (the topics stay, as in ksqlDB without
 ``DELETE TOPIC``; a view created again under that name starts a new ``<view>-repartition``);
-``SHOW VIEWS``; ``DESCRIBE VIEW``; pull queries read the view's topic to its end, keep the
-latest result per key (and window), and filter and project them.
+``SHOW VIEWS``; ``DESCRIBE VIEW``; pull queries on an aggregating view are answered from its
+state (``pull.py``: the runner's tasks when the view runs in this process, else its
+changelog), those on other views from the view's topic read to its end (the latest result
+per key and window); then filtered and projected.
 
 ``ViewSupervisor`` runs every stored view: it follows the catalog topic and keeps one
 ``ExternalRunner`` per view (the same runtime as ``bayou streams run``: exactly-once, state in
@@ -35,7 +37,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,10 +55,19 @@ from sqlglot import exp
 
 from bayou.streams.external import ExternalRunner
 from bayou.streams.pipeline import Pipeline, Processor
+from bayou.streams.pull import (
+    AGGREGATING_SHAPES,
+    Lookup,
+    PulledRow,
+    ScratchTask,
+    lookup_of,
+    ordered,
+    task_rows,
+)
 from bayou.streams.rows import Row, dumps
 from bayou.streams.sql.errors import SqlError, at
 from bayou.streams.sql.expressions import RowScope, compile_expr, truthy
-from bayou.streams.sql.planner import output_name
+from bayou.streams.sql.planner import ViewPlan, output_name
 from bayou.streams.sql.statements import (
     CreateView,
     DescribeView,
@@ -110,12 +121,28 @@ class Outcome:
     kind: str
     text: str
     data: Any
+    # a pull query: where its rows came from ("state": the view's tasks in this process,
+    # "changelog", "state+changelog", or "topic" for a view without state)
+    source: str | None = None
 
 
 def _read_to_end(
     config: dict[str, Any], topic: str, partitions: list[int], timeout_s: float
 ) -> list[Any]:
-    """Every record of ``topic``'s ``partitions``, from the start to the end as of now."""
+    """Every record of ``topic``'s ``partitions``, from the start to the end as of now (at
+    most ``PULL_MAX_RECORDS``)."""
+    out: list[Any] = []
+    for msg in _records(config, topic, partitions, timeout_s):
+        out.append(msg)
+        if len(out) >= PULL_MAX_RECORDS:
+            break
+    return out
+
+
+def _records(
+    config: dict[str, Any], topic: str, partitions: list[int], timeout_s: float
+) -> Iterator[Any]:
+    """The records of ``topic``'s ``partitions``, from the start to the end as of now."""
     consumer = Consumer(
         {
             **config,
@@ -133,12 +160,11 @@ def _read_to_end(
             if high > low:
                 ends[p] = high
         if not ends:
-            return []
+            return
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        out: list[Any] = []
         deadline = time.monotonic() + timeout_s
         done: set[int] = set()
-        while len(done) < len(ends) and len(out) < PULL_MAX_RECORDS:
+        while len(done) < len(ends):
             if time.monotonic() > deadline:
                 raise SqlError(f"Reading {topic} took longer than {timeout_s:g} s")
             for msg in consumer.consume(1000, 0.2):
@@ -150,8 +176,7 @@ def _read_to_end(
                     continue
                 if (msg.offset() or 0) >= ends[p] - 1:
                     done.add(p)
-                out.append(msg)
-        return out
+                yield msg
     finally:
         consumer.close()
 
@@ -221,10 +246,18 @@ def apply_catalog_record(
 class SqlSession:
     """Runs statements against one broker (see the module docstring)."""
 
-    def __init__(self, client_config: dict[str, Any], timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        client_config: dict[str, Any],
+        timeout_s: float = 10.0,
+        views: ViewSupervisor | None = None,
+    ) -> None:
+        """``views``: the views running in this process (inside ``bayou serve``), whose
+        state answers pull queries directly."""
         self.config = client_config
         self.timeout_s = timeout_s
         self.catalog = Catalog(client_config, timeout_s)
+        self.views = views
 
     def execute(self, sql: str) -> Outcome:
         views = self.catalog.load()
@@ -253,8 +286,8 @@ class SqlSession:
         if isinstance(statement, CreateView):
             return self._create(statement, views)
         assert isinstance(statement, PullQuery)
-        rows = self._pull(statement, views)
-        return Outcome("rows", "\n".join(dumps(r).decode() for r in rows), rows)
+        rows, source = self._pull(statement, views)
+        return Outcome("rows", "\n".join(dumps(r).decode() for r in rows), rows, source)
 
     def _create(self, statement: CreateView, views: dict[str, ViewRecord]) -> Outcome:
         plan = statement.plan
@@ -306,7 +339,9 @@ class SqlSession:
             )
         return Outcome("created", text, {**plan.describe(), "repartition": repartition})
 
-    def _pull(self, statement: PullQuery, views: dict[str, ViewRecord]) -> list[dict[str, Any]]:
+    def _pull(
+        self, statement: PullQuery, views: dict[str, ViewRecord]
+    ) -> tuple[list[dict[str, Any]], str]:
         select = statement.select
         for unsupported in ("group", "having", "joins", "order", "windows"):
             node = select.args.get(unsupported)
@@ -321,12 +356,86 @@ class SqlSession:
         project = [] if star else [(output_name(i), compile_expr(i, scope)) for i in items]
         limit_node = select.args.get("limit")
         limit = int(limit_node.expression.this) if limit_node is not None else None
+        view = views[statement.view]
+        created = parse_statement(view.sql)
+        assert isinstance(created, CreateView)
+        plan = created.plan
+        if plan.shape in AGGREGATING_SHAPES:
+            rows, source = self._pull_state(view, plan, lookup_of(where, plan))
+        else:
+            rows, source = self._pull_topic(statement.view), "topic"
+        out: list[dict[str, Any]] = []
+        for row in rows:
+            if cond is not None and not cond(row):
+                continue
+            out.append(row.value if star else {n: f(row) for n, f in project})
+            if limit is not None and len(out) >= limit:
+                break
+        return out, source
+
+    def _pull_state(
+        self, view: ViewRecord, plan: ViewPlan, lookup: Lookup
+    ) -> tuple[list[Row], str]:
+        """An aggregating view's current rows (``pull.py``): from the state of the tasks
+        running here, and from the changelog for the partitions running elsewhere."""
+        pipeline = plan.pipelines(view.repartition)[-1]
+        changelog = f"{view.app_id}-{pipeline.name}-changelog"
+        runner = self.views.runner_of(view) if self.views is not None else None
+        pulled: list[PulledRow] = []
+        partitions: list[int] | None = None
+        sources: list[str] = []
+        if runner is not None:
+            try:
+                partitions, pulled = runner.ask(
+                    lambda processor: self._local_rows(processor, pipeline, view, lookup),
+                    self.timeout_s / 2,
+                )
+                sources.append("state")
+            except TimeoutError:
+                partitions = None
+        if partitions is None:
+            meta = AdminClient(self.config).list_topics(changelog, timeout=self.timeout_s)
+            topic = meta.topics.get(changelog)
+            count = len(topic.partitions) if topic is not None and not topic.error else 0
+            partitions = lookup.partitions(count, bool(pipeline.upstreams))
+        if partitions:
+            sources.append("changelog")
+        scratches = {p: ScratchTask(pipeline, p, lookup) for p in partitions}
+        for msg in _records(self.config, changelog, partitions, self.timeout_s):
+            key = msg.key()
+            if key is not None:
+                scratches[msg.partition() or 0].restore(key, msg.value())
+        for scratch in scratches.values():
+            pulled.extend(task_rows(scratch.task, lookup, view.name))
+        return ordered(pulled), "+".join(sources) or "state"
+
+    @staticmethod
+    def _local_rows(
+        processor: Processor, pipeline: Pipeline, view: ViewRecord, lookup: Lookup
+    ) -> tuple[list[int], list[PulledRow]]:
+        """In the runner's thread: the rows of the tasks here; the partitions to read from
+        the changelog (those of the lookup's that run elsewhere)."""
+        count = processor.partitions.get(pipeline.source, 0)
+        elsewhere: list[int] = []
+        pulled: list[PulledRow] = []
+        for partition in lookup.partitions(count, bool(pipeline.upstreams)):
+            tasks = processor.tasks.get((pipeline.source, partition))
+            task = next((t for t in tasks or [] if t.pipeline.name == pipeline.name), None)
+            if task is None:
+                elsewhere.append(partition)
+            else:
+                pulled.extend(task_rows(task, lookup, view.name))
+        return elsewhere, pulled
+
+    def _pull_topic(self, name: str) -> list[Row]:
+        """A view without state to ask (a projection, OVER, a join): the latest record per
+        key (and window) of its topic, read to its end."""
         admin = AdminClient(self.config)
-        meta = admin.list_topics(statement.view, timeout=self.timeout_s)
-        topic = meta.topics.get(statement.view)
+        meta = admin.list_topics(name, timeout=self.timeout_s)
+        topic = meta.topics.get(name)
         partitions = sorted(topic.partitions) if topic is not None and not topic.error else []
         latest: dict[tuple[Any, ...], Row] = {}
-        for msg in _read_to_end(self.config, statement.view, partitions, self.timeout_s):
+        for msg in _read_to_end(self.config, name, partitions, self.timeout_s):
             raw = msg.value()
             if raw is None:
                 continue
@@ -340,18 +449,11 @@ class SqlSession:
                 if isinstance(value, dict)
                 else (None, None)
             )
-            row = Row(key, value, msg.timestamp()[1], statement.view, msg.partition() or 0)
+            row = Row(key, value, msg.timestamp()[1], name, msg.partition() or 0)
             row.offset = msg.offset() or 0
             latest.pop((key, *window), None)  # the latest result last
             latest[(key, *window)] = row
-        out: list[dict[str, Any]] = []
-        for row in latest.values():
-            if cond is not None and not cond(row):
-                continue
-            out.append(row.value if star else {n: f(row) for n, f in project})
-            if limit is not None and len(out) >= limit:
-                break
-        return out
+        return list(latest.values())
 
 
 # ------------------------------------------------------------------ running the views
@@ -433,6 +535,13 @@ class ViewSupervisor:
         for running in list(self.running.values()):
             running.thread.join(max(0.1, deadline - time.monotonic()))
         self.running.clear()
+
+    def runner_of(self, view: ViewRecord) -> ExternalRunner | None:
+        """The runner of ``view`` in this process (this very view: same id), if any."""
+        running = self.running.get(view.name)
+        if running is None or running.view.id != view.id:
+            return None
+        return running.runner
 
     def stats(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}

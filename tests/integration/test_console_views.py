@@ -66,3 +66,17 @@ def test_a_views_column_charted_live(shared_broker: BrokerProcess, page: Any) ->
         "[k, [...new Set(window.consoleBoard.lines[k].filter(v => v !== null))]]))"
     )
     assert plotted == {"d1": [20.5], "d2": [30]}
+
+    # a pull query in the page: the view's current result for a key, from its state
+    page.goto(f"{broker.http_url}/console/views")
+    page.fill("#pull-sql", "SELECT device, n, avg_temp FROM cv_avg WHERE device = 'd2'")
+    page.locator("#pull").get_by_role("button", name="Run").click()
+    table = page.locator("table#pull-rows")
+    assert table.locator("th").all_inner_texts() == ["device", "n", "avg_temp"]
+    assert [r.locator("td").all_inner_texts() for r in table.locator("tbody tr").all()] == [
+        ["d2", "1", "30.0"]
+    ]
+    page.fill("#pull-sql", "DROP VIEW cv_avg")
+    page.locator("#pull").get_by_role("button", name="Run").click()
+    assert "Only pull queries" in page.locator("#pull-error").inner_text()
+    assert "cv_avg" in page.locator("#view-cv_avg").inner_text()  # still there

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import httpx
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
@@ -187,6 +188,16 @@ def test_group_by_another_column_over_four_partitions_and_two_workers(tmp_path: 
             partition_of.setdefault(value["device"], set()).add(m.partition())
         assert latest == want
         assert all(len(p) == 1 for p in partition_of.values())  # one device, one partition
+
+        # the view runs in the workers: the broker answers pull queries from its changelog
+        url = f"{broker.http_url}/sql"
+        every = httpx.post(url, content="SELECT device, n, s FROM r_counts", timeout=30).json()
+        assert every["answered_from"] == "changelog"
+        assert every["result"] == [
+            {"device": d, "n": n, "s": s} for d, (n, s) in sorted(want.items())
+        ]
+        one = httpx.post(url, content="SELECT * FROM r_counts WHERE device = 'd3'", timeout=30)
+        assert one.json()["result"] == [{"device": "d3", "n": want["d3"][0], "s": want["d3"][1]}]
     finally:
         for worker in workers:
             worker.terminate()

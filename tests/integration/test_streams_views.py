@@ -175,11 +175,13 @@ def test_views_from_the_cli_and_http(shared_broker: BrokerProcess) -> None:
     pulled = [
         json.loads(line)
         for line in sql_ok(
-            broker, "SELECT window_start, avg_temp FROM avg_temp WHERE device = 'd1'"
+            broker, "SELECT window_start, avg_temp, _final FROM avg_temp WHERE device = 'd1'"
         ).splitlines()
     ]
     want_d1 = sorted((k[1], v[0]) for k, v in want.items() if k[0] == "d1")
-    assert sorted((r["window_start"], r["avg_temp"]) for r in pulled) == want_d1
+    assert [(r["window_start"], r["avg_temp"]) for r in pulled if r["_final"]] == want_d1
+    # and the window still open (the last one), with its value so far
+    assert [r["window_start"] for r in pulled if not r["_final"]] == [iso_ms(T0 + 13 * MINUTE)]
 
     bad = bayou_sql(
         broker, "CREATE VIEW x AS SELECT devic, COUNT(*) AS n FROM telemetry GROUP BY device"

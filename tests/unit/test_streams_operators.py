@@ -34,7 +34,7 @@ from bayou.streams import (
 )
 from bayou.streams.pipeline import Pipeline, Processor, SourceRecord
 from bayou.streams.rows import iso_ms
-from bayou.streams.snapshots import read_snapshot, write_snapshot
+from bayou.streams.snapshots import open_snapshot, read_snapshot, write_snapshot
 
 T0 = 1_700_000_000_000
 
@@ -337,3 +337,71 @@ def test_bad_records_go_to_the_dead_letter_topic_with_the_error() -> None:
     [result] = [json.loads(o.value) for o in outputs if o.topic == "o"]
     assert result["avg_temp"] == 20.0
     assert pipeline.stats.dead_letters == 2
+
+
+def test_a_snapshot_is_read_key_by_key_and_gives_the_same_results(tmp_path: Path) -> None:
+    def count(value: Any, state: Any) -> Any:
+        n = (state.get("n") or 0) + 1
+        state.set("n", n)
+        if n == 3:
+            state.delete("n")  # a deletion the snapshot must not bring back
+        return {"k": value["k"], "n": n}
+
+    app = App("a")
+    app.stream("s").process(count).to("o")
+    pipeline = one(app)
+
+    def recs(first: int, n: int) -> list[SourceRecord]:
+        return [
+            SourceRecord(i, T0 + i, f"k{i % 50}".encode(), json.dumps({"k": i % 50}).encode(), ())
+            for i in range(first, first + n)
+        ]
+
+    whole = Processor("t", [pipeline])
+    [live] = whole.assign("s", 0)
+    whole.process("s", 0, recs(0, 60))
+    whole.collect()
+    snap = tmp_path / "0.snapshot"
+    write_snapshot(snap, 60, live.entries())
+    whole.process("s", 0, recs(60, 35))  # the changelog's tail: keys 10..44 change
+    tail = whole.collect().changelog
+
+    snapshot = open_snapshot(snap)
+    assert snapshot is not None and snapshot.offset == 60
+    resumed = Processor("t", [pipeline])
+    [task] = resumed.assign("s", 0)
+    task.restore_snapshot(snapshot)
+    [op] = [o for o in task.ops if o.stateful]
+    state = op.state  # type: ignore[attr-defined]
+    assert dict.__len__(state) == 0 and len(state) == len(live.ops[-1].state)  # type: ignore[attr-defined]
+    for _t, _p, key, value in tail:
+        task.restore(key, value)
+    task.restored()
+    assert dict.__len__(state) == 35  # the tail's keys, nothing else read
+
+    more = recs(95, 100)
+    whole.process("s", 0, more)
+    resumed.process("s", 0, more)
+    assert [o.value for o in resumed.collect().outputs] == [
+        o.value for o in whole.collect().outputs
+    ]
+    assert dict(task.entries()) == dict(live.entries())
+    write_snapshot(snap, 195, task.entries())  # over the file it reads from
+    again = open_snapshot(snap)
+    assert again is not None and dict(again.entries()) == dict(live.entries())
+    assert read_snapshot(snap) == (195, sorted(dict(live.entries()).items()))
+
+
+def test_a_version_1_snapshot_is_still_read(tmp_path: Path) -> None:
+    import struct
+
+    entries = [(b'1:"b"', b"[2]"), (b'1:"a"', b"[1]"), (b"~clock", b"5")]
+    body = b"".join(struct.pack("<II", len(k), len(v)) + k + v for k, v in entries)
+    snap = tmp_path / "0.snapshot"
+    snap.write_bytes(b"BAYOUSNAP1" + struct.pack("<Q", 42) + body + b"END" + struct.pack("<Q", 3))
+    opened = open_snapshot(snap)
+    assert opened is not None and opened.offset == 42
+    assert list(opened.entries()) == sorted(entries)
+    assert opened.get(b'1:"b"') == b"[2]" and opened.get(b'1:"c"') is None
+    assert opened.range(b"1:") == (0, 2)
+    assert read_snapshot(snap) == (42, entries)

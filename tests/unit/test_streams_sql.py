@@ -415,3 +415,55 @@ def test_a_partition_moved_in_with_a_backlog_is_judged_by_its_own_progress() -> 
     d1 = [o["n"] for o in outs if o["device"] == "d1"]
     assert d1 == [6, 6, 6, 6]  # the windows the backlog's own progress closed
     assert proc.stats()["view"]["late_dropped"] == 1
+
+
+def test_windows_held_in_state_for_pull_queries_until_the_retention() -> None:
+    from bayou.streams.pull import aggregation, lookup_of, task_rows
+
+    created = parse_statement(
+        "CREATE VIEW v WITH ('retention' = '2 s') AS SELECT device, window_start,"
+        " COUNT(*) AS n FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(_timestamp), INTERVAL '1' SECOND))"
+        " GROUP BY window_start, window_end, device"
+    )
+    assert isinstance(created, CreateView)
+    plan = created.plan
+    select = parse_statement("SELECT * FROM v WHERE device = 'a'", {"v"})
+    assert isinstance(select, PullQuery)
+    lookup = lookup_of(select.select.args.get("where"), plan)
+    assert lookup.key == "a" and lookup.key_bytes == b"a"
+
+    def record(i: int, device: str, ts: int) -> SourceRecord:
+        return SourceRecord(i, ts, device.encode(), json.dumps({"device": device}).encode(), ())
+
+    proc = Processor("t", [plan.pipeline()])
+    [task] = proc.assign("s", 0)
+    times = [T0, T0 + 100, T0 + 1_100, T0 + 2_500]  # windows 0, 0, 1, 2 (the last open)
+    proc.process("s", 0, [record(i, "a", ts) for i, ts in enumerate(times)])
+    proc.process("s", 0, [record(9, "b", T0 + 2_600)])
+
+    def held(t: Any) -> list[tuple[str, int, bool]]:
+        return [
+            (r.value["window_start"], r.value["n"], r.value["_final"])
+            for _o, r in sorted(task_rows(t, lookup, "v"), key=lambda p: p[0])
+        ]
+
+    want = [(iso_ms(T0), 2, True), (iso_ms(T0 + 1000), 1, True), (iso_ms(T0 + 2000), 1, False)]
+    assert held(task) == want
+    changelog = proc.collect().changelog
+    restored = Processor("t", [plan.pipeline()])
+    [again] = restored.assign("s", 0)
+    for _t, _p, key, value in changelog:
+        again.restore(key, value)
+    again.restored()
+    assert held(again) == want  # finals and open windows come back from the changelog
+
+    # the watermark passes window 0's end + 2 s: its final result leaves state (and window 2
+    # is closed now)
+    proc.process("s", 0, [record(10, "b", T0 + 3_000)])
+    assert held(task) == [want[1], (iso_ms(T0 + 2000), 1, True)]
+    op = aggregation(task)
+    assert op is not None
+    changelog = proc.collect().changelog
+    assert [k for _t, _p, k, v in changelog if v is None and k.startswith(op.ns + b"f")] == [
+        op.ns + b'f["a",' + str(T0).encode() + b"," + str(T0 + 1000).encode() + b"]"
+    ]

@@ -31,6 +31,9 @@ class Gateway:
     sql_client_config: dict[str, Any] | None = None
     #: the broker's connectors (``bayou.connect.supervisor.ConnectSupervisor``), once up
     connect: Any = None
+    #: the views running in this broker (``bayou.streams.views.ViewSupervisor``): their
+    #: state answers pull queries
+    views: Any = None
     #: browser sessions of a login page (the console's), beside Basic and Bearer
     sessions: Sessions = field(init=False)
 

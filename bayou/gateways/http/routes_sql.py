@@ -4,11 +4,14 @@ The body is the statement: ``text/plain`` (or ``application/sql``), or JSON
 ``{"sql": "…"}``.  The answer is JSON ``{"kind", "result", "text"}``: ``kind`` says what the
 statement did (``created``, ``dropped``, ``views``, ``view``, ``rows``), ``result`` holds its
 data (the view names, the view's description, the rows of a pull query) and ``text`` what
-``bayou sql`` prints.  A statement that does not parse or type-check is a 400 with
+``bayou sql`` prints; a pull query's answer says where its rows came from (``answered_from``:
+``state``, the view's tasks in this broker; ``changelog``; ``state+changelog``; ``topic``).
+A statement that does not parse or type-check is a 400 with
 ``line``, ``column`` and ``caret`` beside the message, pointing at the token.
 
 The statement runs as ``bayou sql`` does, over the broker's own Kafka listener (the views
-catalog and the views' topics are Kafka topics), in a worker thread.
+catalog and the views' topics are Kafka topics), in a worker thread; a pull query on a view
+running in this broker reads the view's state in place (``bayou/streams/pull.py``).
 """
 
 from __future__ import annotations
@@ -48,6 +51,11 @@ _ANSWER = {
         "kind": {"type": "string", "enum": ["created", "dropped", "views", "view", "rows"]},
         "result": {},
         "text": {"type": "string"},
+        "answered_from": {
+            "type": "string",
+            "enum": ["state", "changelog", "state+changelog", "topic"],
+            "description": "A pull query: the view's state here, its changelog, or its topic",
+        },
     },
 }
 _SQL_ERROR = {
@@ -97,9 +105,12 @@ async def run_sql(request: Request) -> Response:
         raise errors.bad_request("An empty statement")
     if gw.sql_client_config is None:
         raise errors.RestError(503, 50301, "The broker is starting")
-    session = SqlSession(dict(gw.sql_client_config))
+    session = SqlSession(dict(gw.sql_client_config), views=gw.views)
     try:
         outcome = await asyncio.to_thread(session.execute, text)
     except SqlError as exc:
         return KafkaJSON({"error_code": 400, **exc.as_dict(text)}, status_code=400)
-    return KafkaJSON({"kind": outcome.kind, "result": outcome.data, "text": outcome.text})
+    answer = {"kind": outcome.kind, "result": outcome.data, "text": outcome.text}
+    if outcome.source is not None:
+        answer["answered_from"] = outcome.source
+    return KafkaJSON(answer)

@@ -119,6 +119,10 @@ class ViewPlan:
     tables: tuple[str, ...] = ()
     join: StreamJoin | None = field(default=None, repr=False)
     join_info: dict[str, Any] | None = None
+    retention_ms: int = 0  # closed windows' results kept in state for pull queries
+    # output columns that are a group column as it is (name → its index in the group key):
+    # a pull query's ``col = literal`` on one of them is a key lookup
+    key_columns: dict[str, int] = field(default_factory=dict)
 
     @property
     def dead_letter_topic(self) -> str:
@@ -228,6 +232,7 @@ class ViewPlan:
             "key": self.group_by,
             "window": self.window.describe() if self.window is not None else None,
             "grace_ms": self.window.grace_ms if self.window is not None else 0,
+            "retention_ms": self.retention_ms if self.window is not None else 0,
             "event_time": self.time_column,
             "startup": self.startup,
             "dead_letter_topic": self.dead_letter_topic,
@@ -559,7 +564,10 @@ def _options(create: exp.Create | None) -> dict[str, str]:
     return out
 
 
-KNOWN_OPTIONS = ("scan.startup.mode", "grace")
+KNOWN_OPTIONS = ("scan.startup.mode", "grace", "retention")
+# closed windows' results kept for pull queries: an hour of event time after their end (the
+# results are in memory: ksqlDB's day, on its disk, would be too much for short windows)
+DEFAULT_RETENTION_MS = 3_600_000
 
 
 def plan_view(name: str, select: exp.Expr, sql: str, options: dict[str, str]) -> ViewPlan:
@@ -574,6 +582,9 @@ def plan_view(name: str, select: exp.Expr, sql: str, options: dict[str, str]) ->
         raise SqlError("'scan.startup.mode' is 'earliest-offset' or 'latest-offset'")
     startup = "latest" if mode == "latest-offset" else "earliest"
     grace_ms = _duration_option(options["grace"]) if "grace" in options else 0
+    retention_ms = (
+        _duration_option(options["retention"]) if "retention" in options else DEFAULT_RETENTION_MS
+    )
     for unsupported in ("order", "limit", "distinct", "with_", "laterals"):
         node = select.args.get(unsupported)
         if node:
@@ -581,6 +592,7 @@ def plan_view(name: str, select: exp.Expr, sql: str, options: dict[str, str]) ->
             raise at(first, f"{unsupported.rstrip('_').upper()} is not supported in a view yet")
     src = _source(select.args.get("from_"), grace_ms)
     q = _Query(name, sql, src, startup)
+    q.retention_ms = retention_ms
     joins = select.args.get("joins") or []
     if len(joins) > 1:
         raise at(joins[1], "A view joins one table or stream (chain views for more)")
@@ -641,6 +653,7 @@ class _Query:
         self.tables: tuple[str, ...] = ()
         self.join: StreamJoin | None = None
         self.join_info: dict[str, Any] | None = None
+        self.retention_ms = 0
 
     def plan(
         self,
@@ -652,6 +665,7 @@ class _Query:
         time_column: str | None = None,
         key: Callable[[Row], Any] | None = None,
         post: list[Factory] | None = None,
+        key_columns: dict[str, int] | None = None,
     ) -> ViewPlan:
         return ViewPlan(
             self.name,
@@ -669,6 +683,8 @@ class _Query:
             tables=self.tables,
             join=self.join,
             join_info=self.join_info,
+            retention_ms=self.retention_ms,
+            key_columns=dict(key_columns or {}),
         )
 
 
@@ -957,13 +973,21 @@ def _plan_aggregation(
     names, fns = _select_list(items, scope)
     cond = truthy(compile_expr(having.this, scope)) if having is not None else None
     finish = _finish(names, fns, cond)
+    retention = q.retention_ms
     op: Factory
     if window is None:
         op = lambda: GroupAggregate(aggs, finish)  # noqa: E731
     elif window.kind == "session":
-        op = lambda: SessionAggregate(window, aggs, finish)  # noqa: E731
+        op = lambda: SessionAggregate(window, aggs, finish, retention)  # noqa: E731
     else:
-        op = lambda: WindowAggregate(window, aggs, finish)  # noqa: E731
+        op = lambda: WindowAggregate(window, aggs, finish, retention)  # noqa: E731
+    key_columns = {
+        name: group_names.index(item_name)
+        for name, item in zip(names, items, strict=True)
+        if (item_name := _column_name(item.unalias())) is not None
+        and item_name in group_names
+        and not item.find(exp.Dot)
+    }
     return q.plan(
         "window" if windowed else "aggregate",
         names,
@@ -971,6 +995,7 @@ def _plan_aggregation(
         window,
         key=_key_fn(keys, q.rows),
         post=[op],
+        key_columns=key_columns,
     )
 
 
