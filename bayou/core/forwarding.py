@@ -53,6 +53,16 @@ Credentials = Callable[[], tuple[str, str] | None]
 HEARTBEAT_VERSION, COMMIT_VERSION, FETCH_VERSION = 1, 9, 9
 E = ErrorCode
 FORWARDED_CLIENT_ID = "bayou-broker"
+#: the client id of a door's share-group member's requests to its coordinator (``remote.py``
+#: in ``bayou.core.shares``): forwarded too, and its ShareFetch reads every partition its
+#: session names (an MQTT shared subscription reads them all, whatever the assignment)
+SHARE_MEMBER_CLIENT_ID = "bayou-broker-share-member"
+
+
+def is_forwarded(client_id: str | None) -> bool:
+    """Whether a request came from another broker of the cluster, on behalf of a client
+    connected there (it is never sent on again)."""
+    return client_id in (FORWARDED_CLIENT_ID, SHARE_MEMBER_CLIENT_ID)
 
 
 class BrokerConnection:
@@ -65,11 +75,18 @@ class BrokerConnection:
         self._lock = asyncio.Lock()
         self._correlation = itertools.count(1)
 
-    async def call(self, api_key: int, version: int, request: Any, client_id: str) -> Any:
-        """The response; NOT_COORDINATOR when none came within ``CALL_TIMEOUT_S`` of the
-        call, the wait for the calls before it on this connection included."""
+    async def call(
+        self,
+        api_key: int,
+        version: int,
+        request: Any,
+        client_id: str,
+        timeout_s: float = CALL_TIMEOUT_S,
+    ) -> Any:
+        """The response; NOT_COORDINATOR when none came within ``timeout_s`` of the call,
+        the wait for the calls before it on this connection included."""
         try:
-            async with asyncio.timeout(CALL_TIMEOUT_S), self._lock:
+            async with asyncio.timeout(timeout_s), self._lock:
                 try:
                     return await self._exchange(api_key, version, request, client_id)
                 except BaseException:

@@ -5,7 +5,10 @@ Theory of operation
 A share consumer opens a session with ShareFetch epoch 0 naming its partitions; later
 requests carry the next epoch (1, 2 … wrapping to 1) and name only partitions to add
 (``Topics``) or drop (``ForgottenTopicsData``); epoch -1 closes it.  One session per (group,
-member): a new epoch 0 replaces the old one.  A wrong epoch answers
+member) — and, for requests another broker relays (``share_relay.py``), per relaying
+connection: a consumer fetching from three leaders has three sessions, and the coordinator
+gets two of them relayed beside the one it serves directly.  A new epoch 0 replaces the
+old one of the same key.  A wrong epoch answers
 INVALID_SHARE_SESSION_EPOCH, an unknown session SHARE_SESSION_NOT_FOUND, as Kafka does.
 
 A session belongs to the connection that opened it.  When the session ends — replaced,
@@ -26,7 +29,7 @@ CLOSE = -1
 MAX_EPOCH = 2**31 - 1
 
 TopicPartition = tuple[str, int]
-Key = tuple[str, str]  # group, member
+Key = tuple[str, str, object]  # group, member, the relaying connection (or None)
 
 
 class Owner(Protocol):
@@ -43,6 +46,7 @@ def next_epoch(epoch: int) -> int:
 class ShareSession:
     group_id: str
     member_id: str
+    via: object = None  # the connection that relays it from another broker, if any
     epoch: int = 1  # the epoch the next request must carry
     partitions: dict[TopicPartition, None] = field(default_factory=dict)  # insertion-ordered
     rotation: int = 0  # where the next fetch starts, so every partition gets its turn
@@ -77,17 +81,19 @@ class ShareSessions:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def get(self, group_id: str, member_id: str) -> ShareSession | None:
-        return self._sessions.get((group_id, member_id))
+    def get(self, group_id: str, member_id: str, via: object = None) -> ShareSession | None:
+        return self._sessions.get((group_id, member_id, via))
 
-    def open(self, group_id: str, member_id: str, owner: Owner | None) -> ShareSession:
+    def open(
+        self, group_id: str, member_id: str, owner: Owner | None, via: object = None
+    ) -> ShareSession:
         """A new session (epoch 0) of ``owner``'s, replacing — and releasing — any earlier
-        one; the sessions of a connection end when it closes."""
-        key = (group_id, member_id)
+        one of the same key; the sessions of a connection end when it closes."""
+        key = (group_id, member_id, via)
         old = self._sessions.pop(key, None)
         if old is not None:
             self._release(old)
-        session = ShareSession(group_id, member_id)
+        session = ShareSession(group_id, member_id, via)
         self._sessions[key] = session
         self._owner[key] = owner
         if owner is not None and owner not in self._watched:
@@ -96,7 +102,7 @@ class ShareSessions:
         return session
 
     def close(self, session: ShareSession) -> None:
-        key = (session.group_id, session.member_id)
+        key = (session.group_id, session.member_id, session.via)
         if self._sessions.get(key) is session:
             del self._sessions[key]
             self._owner.pop(key, None)
