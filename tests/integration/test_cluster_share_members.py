@@ -8,17 +8,22 @@ is killed with kill -9."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from bayou.storage.cluster import partition_key, rendezvous
-from tests.integration.test_cluster import NODES, Cluster
+from bayou.gateways.mqtt.shared import share_group_id
+from bayou.storage.cluster import coordinator_key, partition_key, rendezvous
+from tests.integration.test_cluster import NODES, TIMEOUT_S, Cluster
 from tests.integration.test_cluster_doors import group_coordinated_by, produce, serves
 from tests.integration.test_confluent_kafka import create_topic
+from tests.support.amqp import Collector, connect
 from tests.support.kafka import unique_topic
 from tests.support.kafka_java import ShareClients, records, why_not
+from tests.support.mqtt import MqttTestClient, Received
 from tests.support.postgres import PostgresServer
 from tests.support.wait import wait_until
 
@@ -93,3 +98,161 @@ def test_java_share_consumers_get_every_partition_whichever_broker_leads_it(
     assert sorted(r[4] for r in got) == sorted(values)  # every one, none twice
     assert {r[1] for r in got} == set(range(PARTITIONS))
     assert {r[3] for r in got} == {1}  # delivered once each
+
+
+def named_for(node: int, make: Callable[[str], str], prefix: str) -> str:
+    """A new name whose share group (``make(name)``) the broker ``node`` coordinates."""
+    return next(
+        n
+        for n in (unique_topic(prefix) for _ in itertools.count())
+        if rendezvous(coordinator_key(0, make(n)), NODES) == node
+    )
+
+
+def pump(collectors: list[Collector], total: int) -> None:
+    """Pump every pika connection until ``total`` deliveries wait unacknowledged (bounded)."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while sum(len(c.got) for c in collectors) < total and time.monotonic() < deadline:
+        for c in collectors:
+            c.conn.process_data_events(time_limit=0.05)
+
+
+def test_amqp_consumers_of_a_classic_queue_on_brokers_that_do_not_coordinate_it(
+    cluster: Cluster,
+) -> None:
+    """A classic queue whose share group ``amqp:Q`` broker 1 coordinates, declared and fed
+    through broker 2, consumed through brokers 2 and 3: every message once in all, and
+    what one consumer requeues goes to the other."""
+    queue = named_for(1, lambda q: f"amqp:{q}", "cq")
+    conns = [connect(cluster.brokers[2]), connect(cluster.brokers[3])]
+    try:
+        ch = conns[0].channel()
+        ch.queue_declare(queue, durable=True, arguments={"x-partitions": 3})
+        ch.confirm_delivery()
+        sent = [b"m%d" % i for i in range(60)]
+        for body in sent[:30]:  # before any consumer: they wait for one
+            ch.basic_publish("", queue, body)
+        chans = [ch, conns[1].channel()]
+        # declared again as a client of broker 3 would (an AMQP declaration reaches the
+        # other brokers at their next start: cluster.md)
+        chans[1].queue_declare(queue, durable=True, arguments={"x-partitions": 3})
+        collectors = []
+        for conn, c in zip(conns, chans, strict=True):
+            c.basic_qos(prefetch_count=5)
+            collectors.append(Collector(conn, c, queue))
+        for body in sent[30:]:
+            ch.basic_publish("", queue, body)
+        acked: list[bytes] = []
+        per_consumer = [0, 0]
+        deadline = time.monotonic() + TIMEOUT_S
+        while len(acked) < len(sent) and time.monotonic() < deadline:
+            pump(collectors, 1)
+            for c, chan in zip(collectors, chans, strict=True):
+                for d in c.got:
+                    chan.basic_ack(d.tag)
+                    acked.append(d.body)
+                per_consumer[collectors.index(c)] += len(c.got)
+                c.got.clear()
+        assert sorted(acked) == sorted(sent)  # every one, none twice
+        assert all(per_consumer), per_consumer  # both brokers' consumers had a share
+        for c in collectors:
+            assert c.quiet_for(0.5) == 0
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def test_mqtt_shared_subscribers_on_brokers_that_do_not_coordinate_the_group(
+    cluster: Cluster,
+) -> None:
+    """``$share/g/<top>/#`` subscribers on brokers 2 and 3, the group coordinated by broker
+    1, the topic's partitions led by all three: every message reaches one of them, once."""
+    top = named_for(1, lambda t: share_group_id("g", f"{t}/#"), "mqs")
+    create_topic(cluster.brokers[1].bootstrap, top, 3)
+    cluster.wait_led(top, set(NODES))
+    members = [
+        MqttTestClient(cluster.brokers[2].mqtt_port, unique_topic("m"), version=5),
+        MqttTestClient(cluster.brokers[3].mqtt_port, unique_topic("m")),
+    ]
+    pub = MqttTestClient(cluster.brokers[1].mqtt_port, unique_topic("p"))
+    try:
+        for m in members:
+            m.subscribe(f"$share/g/{top}/#", 1)
+        sent = [(f"{top}/dev/{i % 7}", b"m %d" % i) for i in range(90)]
+        for topic, payload in sent:
+            pub.publish(topic, payload, qos=1)
+        got: list[list[Received]] = [[], []]
+        deadline = time.monotonic() + TIMEOUT_S
+        while sum(map(len, got)) < len(sent) and time.monotonic() < deadline:
+            for i, m in enumerate(members):
+                got[i].extend(m.receive(len(sent), timeout=0.05))
+        assert sorted(r.payload for g in got for r in g) == sorted(p for _t, p in sent)
+        for m in members:
+            assert m.receive(1, timeout=0.5) == []  # nothing twice
+    finally:
+        pub.close()
+        for m in members:
+            m.close()
+
+
+def test_what_members_on_a_killed_broker_held_goes_to_members_on_the_others(
+    cluster: Cluster,
+) -> None:
+    """An AMQP consumer and an MQTT shared subscriber on broker 3 hold messages they never
+    acknowledge; their groups are coordinated by broker 1, their peers are on broker 2.
+    Broker 3 is killed with kill -9: the peers get every held message, flagged redelivered
+    (AMQP) and DUP (MQTT), without waiting for a session or lock to expire — the
+    coordinator saw the members' connections close."""
+    victim, peer = 3, 2
+    queue = named_for(1, lambda q: f"amqp:{q}", "kq")
+    top = named_for(1, lambda t: share_group_id("g", f"{t}/#"), "kmq")
+    create_topic(cluster.brokers[1].bootstrap, top, 2)
+    cluster.wait_led(top, set(NODES))
+    held_conn = connect(cluster.brokers[victim])
+    held_mqtt = MqttTestClient(
+        cluster.brokers[victim].mqtt_port, unique_topic("h"), version=5, manual_ack=True
+    )
+    peer_conn = connect(cluster.brokers[peer])
+    peer_mqtt = MqttTestClient(cluster.brokers[peer].mqtt_port, unique_topic("q"), version=5)
+    try:
+        ch = held_conn.channel()
+        ch.queue_declare(queue, durable=True, arguments={"x-partitions": 2})
+        ch.basic_qos(prefetch_count=50)
+        holder = Collector(held_conn, ch, queue)
+        held_mqtt.subscribe(f"$share/g/{top}/#", 1)
+        pub = peer_conn.channel()
+        pub.queue_declare(queue, durable=True, arguments={"x-partitions": 2})
+        pub.confirm_delivery()
+        sent = [b"k%d" % i for i in range(10)]
+        for body in sent:
+            pub.basic_publish("", queue, body)
+        mqtt_sent = [(f"{top}/dev/{i % 3}", b"q %d" % i) for i in range(10)]
+        for topic, payload in mqtt_sent:
+            peer_mqtt.publish(topic, payload, qos=1)
+        assert sorted(d.body for d in holder.wait_for(10, timeout=TIMEOUT_S)) == sorted(sent)
+        mqtt_held = held_mqtt.receive(10, timeout=TIMEOUT_S)
+        assert sorted(r.payload for r in mqtt_held) == sorted(p for _t, p in mqtt_sent)
+        # the peers join; nothing is left for them while the holders live
+        pub.basic_qos(prefetch_count=50)
+        taker = Collector(peer_conn, pub, queue)
+        peer_mqtt.subscribe(f"$share/g/{top}/#", 1)
+        assert taker.quiet_for(1.0) == 0
+        assert peer_mqtt.receive(1, timeout=0.5) == []
+        cluster.brokers[victim].kill()
+        got = taker.wait_for(10, timeout=TIMEOUT_S)
+        assert sorted(d.body for d in got) == sorted(sent)
+        assert all(d.redelivered for d in got)
+        for d in got:
+            pub.basic_ack(d.tag)
+        again = peer_mqtt.receive(10, timeout=TIMEOUT_S)
+        assert sorted(r.payload for r in again) == sorted(p for _t, p in mqtt_sent)
+        assert all(r.dup for r in again)
+    finally:
+        held_mqtt.client.loop_stop()
+        for conn in (held_conn, peer_conn):
+            with contextlib.suppress(Exception):
+                conn.close()
+        peer_mqtt.close()
+        if cluster.brokers[victim].proc is None or cluster.brokers[victim].proc.poll() is not None:
+            cluster.brokers[victim].start()
+        cluster.wait_live(set(NODES))

@@ -48,7 +48,8 @@ from typing import Any
 from bayou.core import Core, now_ms
 from bayou.core.groups import GroupCoordinatorError
 from bayou.core.partitioner import Partitioner
-from bayou.core.shares import ShareCoordinatorError
+from bayou.core.shares import ShareCoordinatorError, ShareDriver
+from bayou.core.shares.remote import set_up_remotely
 from bayou.errors import KafkaError
 from bayou.gateways.amqp.consumers import Consumer, GetCursor, committed_offset, group_of
 from bayou.gateways.amqp.interfaces import GroupReader
@@ -336,15 +337,31 @@ class Topology:
         queue is first declared over an existing topic, else its start).  A consumer group
         of the queue's name left by a release that read classic queues as streams hands
         over its committed offsets and goes."""
+        group_id = share_group_of(queue)
         try:
-            driver = self.core.share_driver()
+            where = self.core.share_place(group_id)
         except ShareCoordinatorError:
             return
-        group_id = share_group_of(queue)
         topic = topic_for(queue)
         meta = self.core.topics().get(topic)
         if meta is None:
             return
+        if not isinstance(where, ShareDriver):  # another broker coordinates the group
+            configs = self.policy(queue).share_configs()
+            configs["share.isolation.level"] = self.core.settings.door_isolation
+            try:
+                await set_up_remotely(
+                    self.core.group_link,
+                    where,
+                    group_id,
+                    configs=configs,
+                    partitions=[(topic, p) for p in range(meta.partitions)],
+                    reset=reset,
+                )
+            except ShareCoordinatorError as exc:
+                log.warning("AMQP queue %s: setting up its share group failed: %s", queue, exc)
+            return
+        driver = where
         coordinator = driver.coordinator
         inherited = await self._take_stream_group(queue, topic, meta.partitions)
         wanted = dict(coordinator.configs.get(group_id, {}))

@@ -13,9 +13,11 @@ cluster, the connections relaying their requests to another coordinator (``share
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from typing import TYPE_CHECKING
 
+from bayou.core.shares import ShareCoordinatorError
 from bayou.gateways.kafka.connection import KafkaConnection
 from bayou.gateways.kafka.context import KafkaSettings
 from bayou.gateways.kafka.share_relay import ShareRelays
@@ -80,7 +82,7 @@ class KafkaDoor:
         self.secure = KafkaListener(self, tls=True)
         self._connections: set[KafkaConnection] = set()
         core.metrics.door("kafka").connections = self._connections.__len__
-        self.share_sessions = ShareSessions(self._release_session)
+        self.share_sessions = ShareSessions(self._release_session, self._member_gone)
         self.share_relays = ShareRelays(core.security.internal_login)
 
     def _release_session(self, session: ShareSession) -> None:
@@ -96,6 +98,33 @@ class KafkaDoor:
                 )
             )
         )
+
+    def _member_gone(self, group_id: str, member_id: str) -> None:
+        """A door's member of another broker lost its connection: it leaves its group (what
+        it held goes to the others at once)."""
+        shares = self.core.shares
+        if shares is None or shares.closed:
+            return
+
+        async def leave() -> None:
+            with contextlib.suppress(ShareCoordinatorError):  # the group moved meanwhile
+                await shares.run(
+                    lambda now: shares.coordinator.heartbeat(
+                        now,
+                        group_id=group_id,
+                        member_id=member_id,
+                        member_epoch=-1,
+                        rack_id=None,
+                        subscribed=None,
+                        client_id="",
+                        client_host="",
+                        topic_sizes=shares.topic_sizes(),
+                        log_bounds=shares.log_bounds,
+                        topic_ids=shares.topic_ids(),
+                    )
+                )
+
+        self.core.background(leave())
 
     @property
     def node_id(self) -> int:

@@ -70,13 +70,20 @@ class ShareSession:
 
 
 class ShareSessions:
-    """The door's sessions; ``release`` gives back what an ended session's member holds."""
+    """The door's sessions; ``release`` gives back what an ended session's member holds,
+    ``leave`` takes a member tied to its connection out of its group."""
 
-    def __init__(self, release: Callable[[ShareSession], None]) -> None:
+    def __init__(
+        self,
+        release: Callable[[ShareSession], None],
+        leave: Callable[[str, str], None] = lambda _g, _m: None,
+    ) -> None:
         self._sessions: dict[Key, ShareSession] = {}
         self._owner: dict[Key, Owner | None] = {}
         self._watched: set[Owner] = set()  # connections whose close we listen for
+        self._tied: dict[Owner, set[tuple[str, str]]] = {}
         self._release = release
+        self._leave = leave
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -96,10 +103,21 @@ class ShareSessions:
         session = ShareSession(group_id, member_id, via)
         self._sessions[key] = session
         self._owner[key] = owner
+        self._watch(owner)
+        return session
+
+    def _watch(self, owner: Owner | None) -> None:
         if owner is not None and owner not in self._watched:
             self._watched.add(owner)
             owner.on_close(lambda: self.owner_gone(owner))
-        return session
+
+    def tie(self, owner: Owner | None, group_id: str, member_id: str) -> None:
+        """The member lives as long as ``owner``: a door's member on another broker joined
+        over its own connection (``bayou/core/shares/remote.py``), which closes when the
+        member closes or its broker dies — it leaves its group then, at once."""
+        if owner is not None:
+            self._tied.setdefault(owner, set()).add((group_id, member_id))
+            self._watch(owner)
 
     def close(self, session: ShareSession) -> None:
         key = (session.group_id, session.member_id, session.via)
@@ -109,8 +127,10 @@ class ShareSessions:
         self._release(session)
 
     def owner_gone(self, owner: Owner) -> None:
-        """A connection closed: end the sessions it opened."""
+        """A connection closed: end the sessions it opened, and the memberships tied to it."""
         self._watched.discard(owner)
+        for group_id, member_id in sorted(self._tied.pop(owner, ())):
+            self._leave(group_id, member_id)
         for key, who in list(self._owner.items()):
             if who is owner:
                 session = self._sessions.get(key)

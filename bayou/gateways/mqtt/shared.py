@@ -47,13 +47,14 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any, Protocol
 
 from bayou.core import Core
-from bayou.core.shares import AckType, ShareConsumer, ShareCoordinatorError
+from bayou.core.shares import AckType, Place, ShareConsumer, ShareCoordinatorError
 from bayou.core.shares import Delivery as ShareDelivery
 from bayou.core.shares.driver import ShareDriver
+from bayou.core.shares.remote import set_up_remotely
 from bayou.gateways.mqtt.messages import TP, Delivery, Message
 from bayou.gateways.mqtt.subscriptions import SubOptions
 from bayou.protocol.kafka.records import DecodedRecord
@@ -125,8 +126,10 @@ class ShareTicket:
 class _Reader(ShareConsumer):
     """A ``ShareConsumer`` that reads every partition it was given by its member."""
 
-    def __init__(self, driver: Callable[[], ShareDriver], group_id: str, **kw: Any) -> None:
-        super().__init__(driver, group_id, [], **kw)
+    every_partition = True
+
+    def __init__(self, place: Place, group_id: str, **kw: Any) -> None:
+        super().__init__(place, group_id, [], **kw)
         self.readable: list[TP] = []
 
     def partitions(self) -> list[tuple[str, int]]:
@@ -169,11 +172,13 @@ class SharedMember:
     def connect(self) -> None:
         """The session is connected: join the group and deliver."""
         if self._task is None:
+            core, group_id = self.host.core, self.group_id
             self.reader = _Reader(
-                self.host.core.share_driver,
-                self.group_id,
+                lambda: core.share_place(group_id),
+                group_id,
                 client_id=self.session.client_id,
                 client_host="/mqtt",
+                remote=core.share_remote(),
             )
             self._task = asyncio.ensure_future(self._run(self.reader))
 
@@ -262,10 +267,26 @@ class SharedMember:
     async def _prepare(self, reader: _Reader, *, initial: bool) -> None:
         """Share partitions for every partition the filter may read (see the module
         docstring for where they start), then subscribe to their topics."""
-        driver = self.host.core.share_driver()
-        coordinator = driver.coordinator
+        core = self.host.core
         wanted = self.host.share_partitions(self.topic_filter)
         known = set(reader.readable)
+        where = core.share_place(self.group_id)
+        if not isinstance(where, ShareDriver):  # another broker coordinates the group
+            await set_up_remotely(
+                core.group_link,
+                where,
+                self.group_id,
+                # partitions the coordinator creates itself (on a member's read, once the
+                # group has members) are new ones: from their start, as here
+                configs={"share.auto.offset.reset": "earliest"},
+                partitions=[tp for tp in wanted if tp not in known],
+                reset="latest" if initial else "earliest",
+            )
+            reader.readable = wanted
+            await reader.subscribe(t for t, _ in wanted if t in core.topics())
+            return
+        driver = where
+        coordinator = driver.coordinator
         topic_ids = driver.topic_ids()
         for topic, partition in wanted:
             if (topic, partition) in known:

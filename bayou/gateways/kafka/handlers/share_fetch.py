@@ -35,7 +35,7 @@ import asyncio
 import uuid
 from functools import partial
 
-from bayou.core.forwarding import SHARE_MEMBER_CLIENT_ID
+from bayou.core.forwarding import SHARE_READER_CLIENT_ID
 from bayou.core.shares import ShareCoordinatorError
 from bayou.errors import ErrorCode
 from bayou.gateways.kafka.context import RequestContext
@@ -179,7 +179,7 @@ async def _acquire(
     traffic = ctx.core.metrics.door("kafka")
     # a door's member on another broker names the partitions it reads (every partition of
     # an MQTT shared subscription's topics), as it would in its own broker
-    anywhere = ctx.header.client_id == SHARE_MEMBER_CLIENT_ID
+    anywhere = ctx.header.client_id == SHARE_READER_CLIENT_ID
     while True:
         taken = 0
         used = 0
