@@ -22,7 +22,7 @@ from tests.integration.test_cluster_doors import group_coordinated_by, produce, 
 from tests.integration.test_confluent_kafka import create_topic
 from tests.support.amqp import Collector, connect
 from tests.support.kafka import unique_topic
-from tests.support.kafka_java import ShareClients, records, why_not
+from tests.support.kafka_java import JavaError, ShareClients, records, why_not
 from tests.support.mqtt import MqttTestClient, Received
 from tests.support.postgres import PostgresServer
 from tests.support.wait import wait_until
@@ -256,3 +256,44 @@ def test_what_members_on_a_killed_broker_held_goes_to_members_on_the_others(
         if cluster.brokers[victim].proc is None or cluster.brokers[victim].proc.poll() is not None:
             cluster.brokers[victim].start()
         cluster.wait_live(set(NODES))
+
+
+def test_a_java_share_consumer_keeps_consuming_when_the_coordinator_is_killed(
+    cluster: Cluster, java: ShareClients
+) -> None:
+    """The group's coordinator — also the leader of some of the topic's partitions — is
+    killed with kill -9 while a share consumer bootstrapped from the other brokers reads:
+    the consumer goes on through the relaying leaders and the new coordinator, and gets
+    every record; a record it sees twice was delivered again (its acquisition was lost with
+    the coordinator), never one it had acknowledged."""
+    victim = 2
+    survivors = set(NODES) - {victim}
+    topic = topic_led_by_all(cluster, "shk")
+    group = group_coordinated_by(victim, "share-")
+    values = [f"w{i}" for i in range(120)]
+    produce(cluster.bootstrap, topic, PARTITIONS, [v.encode() for v in values])
+    java.call("config", cluster.brokers[1].bootstrap, group, "share.auto.offset.reset=earliest")
+    alive = ",".join(cluster.brokers[n].bootstrap for n in sorted(survivors))
+    java.call("new", "k", alive, group, topic)
+    try:
+        before = records(java.call("consume", "k", 40, 20_000, "accept"))
+        assert len(before) >= 40
+        cluster.brokers[victim].kill()
+        cluster.wait_live(survivors)
+        after: list[tuple[str, int, int, int, str]] = []
+        for _ in range(40):  # bounded: each round polls for up to 2 s
+            seen = {r[4] for r in before + after}
+            if seen >= set(values):
+                break
+            after += records(java.call("consume", "k", len(values), 2_000, "accept"))
+        with contextlib.suppress(JavaError):
+            java.call("close", "k", timeout=30)
+    finally:
+        cluster.brokers[victim].start()
+        cluster.wait_live(set(NODES))
+    counts: dict[str, list[int]] = {}
+    for r in before + after:
+        counts.setdefault(r[4], []).append(r[3])
+    assert set(counts) == set(values)
+    assert {v for v, c in counts.items() if len(c) > 1 and max(c) < 2} == set()
+    assert {r[4] for r in before}.isdisjoint(r[4] for r in after)  # acknowledged: never again
