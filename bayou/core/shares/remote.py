@@ -197,7 +197,7 @@ class RemoteMember:
                 if name is None:
                     continue
                 for part in topic.partitions:
-                    out.extend(_records(name, part))
+                    out.extend(acquired_records(name, part))
             self.held.update((t, p, o) for t, p, o, _c, _r in out)
             return out
 
@@ -265,7 +265,7 @@ class RemoteMember:
         self._lost()
 
 
-def _records(topic: str, part: m.ShareFetchResponsePartitionData) -> Iterator[Acquired]:
+def acquired_records(topic: str, part: m.ShareFetchResponsePartitionData) -> Iterator[Acquired]:
     """Every acquired offset of a partition's answer, with its record (None for offsets
     the batches sent hold no record of: compacted away, a transaction's marker)."""
     counts: dict[int, int] = {}
