@@ -55,6 +55,7 @@ from bayou.core.shares import AckType, Place, ShareConsumer, ShareCoordinatorErr
 from bayou.core.shares import Delivery as ShareDelivery
 from bayou.core.shares.driver import ShareDriver
 from bayou.core.shares.remote import set_up_remotely
+from bayou.errors import ErrorCode
 from bayou.gateways.mqtt.messages import TP, Delivery, Message
 from bayou.gateways.mqtt.subscriptions import SubOptions
 from bayou.protocol.kafka.records import DecodedRecord
@@ -64,6 +65,7 @@ log = logging.getLogger("bayou.mqtt")
 
 GROUP_PREFIX = "mqtt-share:"
 IDLE_WAIT_S = 1.0
+RETRIABLE = (ErrorCode.NOT_COORDINATOR, ErrorCode.COORDINATOR_LOAD_IN_PROGRESS)
 MAX_HELD = 100  # messages one member holds at most, whatever the client's Receive Maximum
 
 
@@ -222,16 +224,24 @@ class SharedMember:
     # ------------------------------------------------------------------ the member's task
 
     async def _run(self, reader: _Reader) -> None:
-        try:
-            await self._prepare(reader, initial=not self._started)
-            self._started = True
-            await reader.join()
-        except ShareCoordinatorError as exc:  # the broker stopping, or shares not running
-            log.warning("MQTT %s: joining share group %s failed: %s", self, self.group_id, exc)
-            return
-        except Exception:
-            log.exception("MQTT %s: joining share group %s failed", self, self.group_id)
-            return
+        while True:
+            try:
+                await self._prepare(reader, initial=not self._started)
+                self._started = True
+                await reader.join()
+                break
+            except ShareCoordinatorError as exc:
+                if exc.code not in RETRIABLE:  # the broker stopping, or shares not running
+                    log.warning(
+                        "MQTT %s: joining share group %s failed: %s", self, self.group_id, exc
+                    )
+                    return
+                # in a cluster, its coordinator moving or being taken over: again shortly
+                log.debug("MQTT %s: joining %s: %s, again", self, self.group_id, exc)
+                await asyncio.sleep(IDLE_WAIT_S)
+            except Exception:
+                log.exception("MQTT %s: joining share group %s failed", self, self.group_id)
+                return
         while True:
             try:
                 await self._turn(reader)
@@ -251,7 +261,11 @@ class SharedMember:
                 log.debug("MQTT %s: acknowledgement refused: %s", self, code.name)
         if self._refresh:
             self._refresh = False
-            await self._prepare(reader, initial=False)
+            try:
+                await self._prepare(reader, initial=False)
+            except BaseException:
+                self._refresh = True  # the next turn tries again
+                raise
         room = min(self.session.inflight_limit(), MAX_HELD) - self.held
         if room > 0:
             try:
