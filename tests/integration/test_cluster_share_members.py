@@ -1,6 +1,8 @@
 """Share groups (KIP-932) whose members reach brokers that do not coordinate the group:
 Java ``KafkaShareConsumer``s (which send ShareFetch to each partition's leader) get every
-record of a topic led by all three brokers exactly once, and the doors' share members — AMQP
+record of a topic led by all three brokers exactly once, what one killed while holding
+records held goes to another at once, a consumer goes on when the coordinator is killed;
+and the doors' share members — AMQP
 consumers of a classic queue (pika), MQTT shared subscribers (paho-mqtt) — connected to a
 broker that does not coordinate their group receive their share, exactly once across
 members on different brokers, and what a member held goes to the others when its broker
@@ -12,6 +14,7 @@ import contextlib
 import itertools
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -297,3 +300,44 @@ def test_a_java_share_consumer_keeps_consuming_when_the_coordinator_is_killed(
     assert set(counts) == set(values)
     assert {v for v, c in counts.items() if len(c) > 1 and max(c) < 2} == set()
     assert {r[4] for r in before}.isdisjoint(r[4] for r in after)  # acknowledged: never again
+
+
+def test_a_share_consumer_killed_holding_relayed_records_hands_them_over(
+    cluster: Cluster, java: ShareClients, tmp_path: Path
+) -> None:
+    """A share consumer holds records of a partition whose leader (broker 3) relays to the
+    group's coordinator (broker 1), and is killed with kill -9: its connection to the
+    leader drops, the leader closes the relaying connection and the coordinator releases
+    them at once — another consumer gets them, delivered a second time, long before their
+    locks (5 minutes here) would have expired."""
+    topic = next(
+        t
+        for t in (unique_topic("shh") for _ in itertools.count())
+        if rendezvous(partition_key(t, 0), NODES) == 3
+    )
+    create_topic(cluster.brokers[1].bootstrap, topic, 1)
+    assert cluster.wait_led(topic, set(NODES)) == {0: 3}
+    group = group_coordinated_by(1, "share-")
+    values = [f"h{i}" for i in range(20)]
+    produce(cluster.bootstrap, topic, 1, [v.encode() for v in values])
+    java.call(
+        "config",
+        cluster.brokers[1].bootstrap,
+        group,
+        "share.auto.offset.reset=earliest",
+        "share.record.lock.duration.ms=300000",
+    )
+    doomed = ShareClients(tmp_path / "doomed.log")
+    try:
+        doomed.call("new", "holder", cluster.brokers[3].bootstrap, group, topic)
+        held = records(doomed.call("consume", "holder", 20, 20_000, "hold"))
+        assert held and {r[3] for r in held} == {1}
+    finally:
+        doomed.kill()  # its connections drop
+    java.call("new", "taker", cluster.brokers[2].bootstrap, group, topic)
+    taken = records(java.call("consume", "taker", 20, 30_000, "accept"))
+    java.call("close", "taker")
+    assert sorted(r[4] for r in taken) == sorted(values)
+    counts = {r[4]: r[3] for r in taken}
+    assert {counts[r[4]] for r in held} == {2}  # delivered a second time
+    assert all(counts[v] == 1 for v in values if v not in {r[4] for r in held})
