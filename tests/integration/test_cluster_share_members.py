@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import ShareConsumer
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
 from bayou.gateways.mqtt.shared import share_group_id
 from bayou.storage.cluster import coordinator_key, partition_key, rendezvous
@@ -43,13 +45,19 @@ def cluster(
         doors=("mqtt", "amqp"),
     )
     c.start()
-    for n in NODES:  # each coordinator has loaded its groups (the cluster settled)
-        group = group_coordinated_by(n, "settle-")
-        wait_until(f"node {n} to serve its groups", lambda n=n, g=group: serves(c, n, g))  # type: ignore[misc]
+    settle(c)
     try:
         yield c
     finally:
         c.kill_all()
+
+
+def settle(cluster: Cluster) -> None:
+    """Every broker live and serving its groups (it claimed its partitions before)."""
+    cluster.wait_live(set(NODES))
+    for n in NODES:
+        group = group_coordinated_by(n, "settle-")
+        wait_until(f"node {n} to serve its groups", lambda n=n, g=group: serves(cluster, n, g))  # type: ignore[misc]
 
 
 @pytest.fixture(scope="module")
@@ -258,7 +266,7 @@ def test_what_members_on_a_killed_broker_held_goes_to_members_on_the_others(
         peer_mqtt.close()
         if cluster.brokers[victim].proc is None or cluster.brokers[victim].proc.poll() is not None:
             cluster.brokers[victim].start()
-        cluster.wait_live(set(NODES))
+        settle(cluster)
 
 
 def test_a_java_share_consumer_keeps_consuming_when_the_coordinator_is_killed(
@@ -293,7 +301,7 @@ def test_a_java_share_consumer_keeps_consuming_when_the_coordinator_is_killed(
             java.call("close", "k", timeout=30)
     finally:
         cluster.brokers[victim].start()
-        cluster.wait_live(set(NODES))
+        settle(cluster)
     counts: dict[str, list[int]] = {}
     for r in before + after:
         counts.setdefault(r[4], []).append(r[3])
@@ -341,3 +349,41 @@ def test_a_share_consumer_killed_holding_relayed_records_hands_them_over(
     counts = {r[4]: r[3] for r in taken}
     assert {counts[r[4]] for r in held} == {2}  # delivered a second time
     assert all(counts[v] == 1 for v in values if v not in {r[4] for r in held})
+
+
+def test_a_librdkafka_share_consumer_gets_every_partition_whichever_broker_leads_it(
+    cluster: Cluster,
+) -> None:
+    """confluent-kafka's ShareConsumer (librdkafka's, implicit acknowledgement) on a topic
+    whose partitions every broker leads, its group coordinated by one of them: every record
+    once."""
+    topic = topic_led_by_all(cluster, "rkl")
+    group = group_coordinated_by(3, "rk-share-")
+    kadmin = KafkaAdminClient(bootstrap_servers=cluster.brokers[1].bootstrap)
+    try:  # forwarded to the coordinator
+        kadmin.alter_configs(
+            [
+                ConfigResource(
+                    ConfigResourceType.GROUP, group, {"share.auto.offset.reset": "earliest"}
+                )
+            ],
+            incremental=True,
+        )
+    finally:
+        kadmin.close()
+    values = [f"r{i}" for i in range(120)]
+    produce(cluster.bootstrap, topic, PARTITIONS, [v.encode() for v in values])
+    consumer = ShareConsumer({"bootstrap.servers": cluster.brokers[1].bootstrap, "group.id": group})
+    consumer.subscribe([topic])
+    got: list[tuple[int, str, int]] = []
+    deadline = time.monotonic() + TIMEOUT_S
+    try:
+        while len(got) < len(values) and time.monotonic() < deadline:
+            for msg in consumer.poll(0.2) or []:  # the next poll accepts these
+                assert msg.error() is None
+                got.append((msg.partition(), msg.value().decode(), msg.delivery_count()))
+    finally:
+        consumer.close()
+    assert sorted(v for _p, v, _c in got) == sorted(values)  # every one, none twice
+    assert {p for p, _v, _c in got} == set(range(PARTITIONS))
+    assert {c for _p, _v, c in got} == {1}

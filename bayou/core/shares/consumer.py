@@ -61,6 +61,10 @@ from bayou.storage.metadata import TopicMeta
 log = logging.getLogger(__name__)
 
 
+JOIN_WAIT_S, JOIN_RETRY_S = 15.0, 0.2
+BETWEEN_COORDINATORS = (ErrorCode.NOT_COORDINATOR, ErrorCode.COORDINATOR_LOAD_IN_PROGRESS)
+
+
 @dataclass(frozen=True)
 class Delivery:
     topic: str
@@ -183,10 +187,22 @@ class ShareConsumer:
         )
 
     async def join(self) -> None:
-        """Become a member (raises ShareCoordinatorError when refused)."""
-        resp = await self._heartbeat(0)
-        if resp.error != ErrorCode.NONE:
-            raise ShareCoordinatorError(resp.error, resp.message or "")
+        """Become a member (raises ShareCoordinatorError when refused).  While the group is
+        between coordinators — a cluster settling after a broker joined or died — it asks
+        again, for up to ``JOIN_WAIT_S``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + JOIN_WAIT_S
+        while True:
+            try:
+                resp = await self._heartbeat(0)
+                error, message = resp.error, resp.message or ""
+            except ShareCoordinatorError as exc:
+                error, message = exc.code, str(exc)
+            if error == ErrorCode.NONE:
+                break
+            if error not in BETWEEN_COORDINATORS or loop.time() >= deadline or self._closed:
+                raise ShareCoordinatorError(error, message)
+            await asyncio.sleep(JOIN_RETRY_S)
         if self._task is None:
             self._task = asyncio.create_task(self._beat())
 
