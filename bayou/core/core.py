@@ -67,6 +67,7 @@ from bayou.core.shares import (
     ShareConsumer,
     ShareCoordinatorError,
     ShareDriver,
+    ShareRemote,
     ShareSettings,
 )
 from bayou.core.transactions import (
@@ -516,6 +517,24 @@ class Core:
                 raise ShareCoordinatorError(error)
         return self.shares
 
+    def share_place(self, group_id: str) -> ShareDriver | BrokerAddress:
+        """Where the doors' own members of share group ``group_id`` are served: this
+        broker's driver when it coordinates the group, else the address of the broker that
+        does (their calls go there: ``shares/remote.py``).  NOT_COORDINATOR when no other
+        broker can be asked, COORDINATOR_LOAD_IN_PROGRESS while this one takes it over."""
+        if self.shares is None or self.stopping:
+            raise ShareCoordinatorError(ErrorCode.COORDINATOR_NOT_AVAILABLE)
+        error, address = self.group_coordinator(group_id)
+        if address is not None:
+            return address
+        if error != ErrorCode.NONE:
+            raise ShareCoordinatorError(error)
+        return self.shares
+
+    def share_remote(self) -> ShareRemote:
+        """What a door's share member needs to reach the group's coordinator elsewhere."""
+        return ShareRemote(self.security.internal_login, self.topics)
+
     def share_consumer(
         self,
         group_id: str,
@@ -525,14 +544,16 @@ class Core:
         client_host: str,
         member_id: str | None = None,
     ) -> ShareConsumer:
-        """A member of share group ``group_id`` inside the broker (``join`` it first)."""
+        """A member of share group ``group_id`` inside the broker (``join`` it first); in a
+        cluster, its calls go to the group's coordinator wherever it is."""
         return ShareConsumer(
-            lambda: self.share_driver(group_id),
+            lambda: self.share_place(group_id),
             group_id,
             topics,
             client_id=client_id,
             client_host=client_host,
             member_id=member_id,
+            remote=self.share_remote(),
         )
 
     def group_member(

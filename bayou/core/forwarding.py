@@ -53,6 +53,19 @@ Credentials = Callable[[], tuple[str, str] | None]
 HEARTBEAT_VERSION, COMMIT_VERSION, FETCH_VERSION = 1, 9, 9
 E = ErrorCode
 FORWARDED_CLIENT_ID = "bayou-broker"
+#: the client ids of a door's share-group member's requests to its coordinator (``remote.py``
+#: in ``bayou.core.shares``): forwarded too; a member of the second kind reads every
+#: partition its share session names (an MQTT shared subscription reads them all, whatever
+#: the assignment), one of the first only those assigned to it, as a Kafka share consumer
+SHARE_MEMBER_CLIENT_ID = "bayou-broker-share-member"
+SHARE_READER_CLIENT_ID = "bayou-broker-share-reader"
+SHARE_MEMBER_CLIENT_IDS = (SHARE_MEMBER_CLIENT_ID, SHARE_READER_CLIENT_ID)
+
+
+def is_forwarded(client_id: str | None) -> bool:
+    """Whether a request came from another broker of the cluster, on behalf of a client
+    connected there (it is never sent on again)."""
+    return client_id == FORWARDED_CLIENT_ID or client_id in SHARE_MEMBER_CLIENT_IDS
 
 
 class BrokerConnection:
@@ -65,11 +78,18 @@ class BrokerConnection:
         self._lock = asyncio.Lock()
         self._correlation = itertools.count(1)
 
-    async def call(self, api_key: int, version: int, request: Any, client_id: str) -> Any:
-        """The response; NOT_COORDINATOR when none came within ``CALL_TIMEOUT_S`` of the
-        call, the wait for the calls before it on this connection included."""
+    async def call(
+        self,
+        api_key: int,
+        version: int,
+        request: Any,
+        client_id: str,
+        timeout_s: float = CALL_TIMEOUT_S,
+    ) -> Any:
+        """The response; NOT_COORDINATOR when none came within ``timeout_s`` of the call,
+        the wait for the calls before it on this connection included."""
         try:
-            async with asyncio.timeout(CALL_TIMEOUT_S), self._lock:
+            async with asyncio.timeout(timeout_s), self._lock:
                 try:
                     return await self._exchange(api_key, version, request, client_id)
                 except BaseException:
@@ -159,9 +179,16 @@ class GroupLink:
             connection.close()
         self._connections.clear()
 
-    async def call(self, address: BrokerAddress, api_key: int, version: int, request: Any) -> Any:
+    async def call(
+        self,
+        address: BrokerAddress,
+        api_key: int,
+        version: int,
+        request: Any,
+        client_id: str = FORWARDED_CLIENT_ID,
+    ) -> Any:
         """Any request, as it is, to the broker at ``address``; its response."""
-        return await self._connection(address).call(api_key, version, request, FORWARDED_CLIENT_ID)
+        return await self._connection(address).call(api_key, version, request, client_id)
 
     async def heartbeat(
         self,

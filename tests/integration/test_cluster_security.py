@@ -11,14 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pika
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from bayou.storage.cluster import coordinator_key, rendezvous
+from bayou.storage.cluster import coordinator_key, partition_key, rendezvous
+from tests.support.amqp import Collector
 from tests.support.broker import BrokerProcess, start_all
 from tests.support.http import BINARY_V2, V2, client, create_instance, read_records
 from tests.support.kafka import unique_topic
+from tests.support.kafka_java import ShareClients, records, why_not
 from tests.support.postgres import PostgresServer
 from tests.support.security import bayou_cli
 from tests.support.wait import wait_until
@@ -163,5 +166,92 @@ def test_an_http_consumer_on_a_secured_broker_that_does_not_coordinate_its_group
             consumer.close()
         assert sorted((tp.partition, tp.offset) for tp in found) == [(0, 5), (1, 5)]
     finally:
+        for b in brokers.values():
+            b.kill()
+
+
+def test_share_members_on_a_secured_broker_that_does_not_coordinate_their_group(
+    tmp_path: Path, database: str
+) -> None:
+    """With --authorizer acl: pika consumers of a classic queue on a broker that does not
+    coordinate the queue's share group, and a Java share consumer whose partition's leader
+    does not coordinate its group — the members' calls and the relayed ShareFetch log in to
+    the coordinator as the brokers' internal user, and every message comes once."""
+    cli("user", "add", "admin", "--password-stdin", "--storage", database, stdin="admin-pw\n")
+    secured = ["--authorizer", "acl", "--super-user", "admin"]
+    nodes = (1, 2)
+    brokers = {
+        n: BrokerProcess(
+            tmp_path / f"node{n}",
+            extra_args=["--storage", database, "--node-id", str(n), *secured],
+            doors=("amqp",),
+        )
+        for n in nodes
+    }
+    java = None
+    try:
+        start_all(brokers.values())
+        queue = next(
+            q for q in (unique_topic("q") for _ in range(1000))
+            if rendezvous(coordinator_key(0, f"amqp:{q}"), nodes) == 1
+        )  # fmt: skip
+        conn = pika.BlockingConnection(
+            pika.ConnectionParameters(
+                brokers[2].host,
+                brokers[2].amqp_port,
+                credentials=pika.PlainCredentials("admin", "admin-pw"),
+                connection_attempts=3,
+                retry_delay=0.2,
+            )
+        )
+        try:
+            ch = conn.channel()
+            ch.queue_declare(queue, durable=True)
+            ch.confirm_delivery()
+            sent = [b"m%d" % i for i in range(10)]
+            for body in sent:
+                ch.basic_publish("", queue, body)
+            ch.basic_qos(prefetch_count=20)
+            got = Collector(conn, ch, queue).wait_for(len(sent), timeout=60)
+            assert sorted(d.body for d in got) == sorted(sent)
+            for d in got:
+                ch.basic_ack(d.tag)
+        finally:
+            conn.close()
+        if why_not() is not None:
+            return
+        topic = next(
+            t for t in (unique_topic("st") for _ in range(1000))
+            if rendezvous(partition_key(t, 0), nodes) == 2
+        )  # fmt: skip
+        group = next(
+            g for g in (unique_topic("sg") for _ in range(1000))
+            if rendezvous(coordinator_key(0, g), nodes) == 1
+        )  # fmt: skip
+        admin = sasl(brokers[2].bootstrap, "admin", "admin-pw")
+        admin_client = AdminClient(admin)
+        admin_client.create_topics([NewTopic(topic, 1)])[topic].result(TIMEOUT_S)
+        java = ShareClients(tmp_path / "java.log")
+        login = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            'username="admin" password="admin-pw";'
+        )
+        java.call(
+            "new", "s", brokers[2].bootstrap, group, topic,
+            "security.protocol=SASL_PLAINTEXT", "sasl.mechanism=SCRAM-SHA-512",
+            f"sasl.jaas.config={login}",
+        )  # fmt: skip
+        java.call("consume", "s", 1, 8_000, "accept")  # joined: its partition starts at the end
+        values = [f"v{i}" for i in range(10)]
+        p = Producer({"acks": "all", **admin})
+        for v in values:
+            p.produce(topic, value=v.encode())
+        assert p.flush(2 * TIMEOUT_S) == 0
+        records_got = records(java.call("consume", "s", len(values), 30_000, "accept"))
+        java.call("close", "s")
+        assert sorted(r[4] for r in records_got) == sorted(values)
+    finally:
+        if java is not None:
+            java.close()
         for b in brokers.values():
             b.kill()

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from bayou.core.forwarding import FORWARDED_CLIENT_ID
+from bayou.core.types import BrokerAddress
 from bayou.errors import ErrorCode
 from bayou.gateways.kafka.placement import CHECKS, placing
 from bayou.protocol.kafka import messages as m
@@ -25,8 +27,17 @@ class Cluster:
         return ErrorCode.NONE if key.startswith(HERE) else NOT_COORDINATOR
 
 
-def call(api_key: int, version: int, request: Any, answer: Any) -> tuple[Any, list[Any]]:
-    """The checked handler's response, and the requests the handler saw."""
+def call(
+    api_key: int,
+    version: int,
+    request: Any,
+    answer: Any,
+    *,
+    client_id: str | None = None,
+    owner: BrokerAddress | None = None,
+) -> tuple[Any, list[Any]]:
+    """The checked handler's response, and the requests the handler saw; ``owner`` is the
+    broker serving the keys this one does not (None: none can be asked)."""
     seen: list[Any] = []
 
     async def handler(_ctx: Any, req: Any) -> Any:
@@ -34,9 +45,11 @@ def call(api_key: int, version: int, request: Any, answer: Any) -> tuple[Any, li
         return answer(req)
 
     ctx = SimpleNamespace(
-        header=SimpleNamespace(api_key=api_key),
+        header=SimpleNamespace(api_key=api_key, client_id=client_id),
         version=version,
-        core=SimpleNamespace(cluster=Cluster()),
+        core=SimpleNamespace(
+            cluster=Cluster(), group_coordinator=lambda _g: (NOT_COORDINATOR, owner)
+        ),
     )
     return asyncio.run(placing(handler)(ctx, request)), seen  # type: ignore[arg-type]
 
@@ -78,6 +91,18 @@ def test_one_group_requests(api_key: int) -> None:
     assert call(api_key, 0, request, lambda _r: "handled") == ("handled", [request])
     request = SimpleNamespace(group_id="")  # the handler answers an empty id
     assert call(api_key, 0, request, lambda _r: "handled")[0] == "handled"
+
+
+@pytest.mark.parametrize("api_key", [78, 79])
+def test_share_requests_relayed_here_are_never_relayed_again(api_key: int) -> None:
+    """ShareFetch/ShareAcknowledge for a group another broker serves are relayed there
+    (``share_relay.py``), but one that came relayed from a broker is refused."""
+    request = SimpleNamespace(group_id=f"{ELSEWHERE}-g", share_session_epoch=1)
+    owner = BrokerAddress(7, "127.0.0.1", 1)
+    response, seen = call(
+        api_key, 1, request, lambda _r: "handled", client_id=FORWARDED_CLIENT_ID, owner=owner
+    )
+    assert seen == [] and response.error_code == NOT_COORDINATOR
 
 
 def test_offset_commit_is_refused_per_partition() -> None:

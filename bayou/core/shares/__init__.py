@@ -7,7 +7,8 @@ acquisitions and runs the timers; ``consumer.ShareConsumer`` is a member inside 
 for doors other than Kafka.
 """
 
-from bayou.core.shares.consumer import Delivery, ShareConsumer
+from bayou.core.shares.consumer import Delivery, Place, ShareConsumer
+from bayou.core.shares.consumer import Remote as ShareRemote
 from bayou.core.shares.coordinator import ShareCoordinator, ShareGroupListing
 from bayou.core.shares.driver import Acquisition, ShareDriver
 from bayou.core.shares.model import (
@@ -39,6 +40,7 @@ __all__ = [
     "GroupConfig",
     "HeartbeatResponse",
     "PartitionOffsets",
+    "Place",
     "RecordState",
     "Result",
     "ShareConsumer",
@@ -49,5 +51,6 @@ __all__ = [
     "ShareGroupListing",
     "ShareMember",
     "ShareRecord",
+    "ShareRemote",
     "ShareSettings",
 ]

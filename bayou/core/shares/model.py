@@ -121,8 +121,11 @@ class GroupConfig:
         return replace(base, **changes)
 
 
-def validate_group_config(settings: ShareSettings, name: str, raw: str) -> str | None:
-    """Why ``raw`` is not a valid value of group config ``name`` (None: it is)."""
+def validate_group_config(
+    settings: ShareSettings, name: str, raw: str, *, bounded: bool = True
+) -> str | None:
+    """Why ``raw`` is not a valid value of group config ``name`` (None: it is); with
+    ``bounded`` False a number may lie outside Kafka's range (a door's own settings)."""
     if name not in GROUP_CONFIGS:
         return f"Unknown group config name: {name}"
     if name == "share.auto.offset.reset":
@@ -148,7 +151,7 @@ def validate_group_config(settings: ShareSettings, name: str, raw: str) -> str |
         "share.session.timeout.ms": (settings.min_session_timeout_ms, 1_800_000),
         "share.heartbeat.interval.ms": (settings.min_heartbeat_interval_ms, 1_800_000),
     }
-    lo, hi = bounds[name]
+    lo, hi = bounds[name] if bounded else (1, 2**31 - 1)
     if not lo <= value <= hi:
         return f"Invalid value {raw} for configuration {name}: must be in [{lo}, {hi}]"
     return None

@@ -48,8 +48,9 @@ from typing import Any
 from bayou.core import Core, now_ms
 from bayou.core.groups import GroupCoordinatorError
 from bayou.core.partitioner import Partitioner
-from bayou.core.shares import ShareCoordinatorError
-from bayou.errors import KafkaError
+from bayou.core.shares import ShareCoordinatorError, ShareDriver
+from bayou.core.shares.remote import set_up_remotely
+from bayou.errors import ErrorCode, KafkaError
 from bayou.gateways.amqp.consumers import Consumer, GetCursor, committed_offset, group_of
 from bayou.gateways.amqp.interfaces import GroupReader
 from bayou.gateways.amqp.mapping import delivery_properties, to_record
@@ -69,6 +70,9 @@ from bayou.protocol.kafka.records import DecodedRecord, build_batch
 log = logging.getLogger(__name__)
 
 MAX_COUNT = 0xFFFFFFFF  # message counts are AMQP longs
+# a classic queue's share group set up while it is between coordinators: asked again
+SETUP_RETRIABLE = (ErrorCode.NOT_COORDINATOR, ErrorCode.COORDINATOR_LOAD_IN_PROGRESS)
+SETUP_WAIT_S, SETUP_RETRY_S = 15.0, 0.2
 MAX_PARTITIONS = 10_000
 
 Reader = Consumer | QueueConsumer  # a stream consumer, or a classic queue's
@@ -331,20 +335,51 @@ class Topology:
         await self._share_group(queue, "earliest")
 
     async def _share_group(self, queue: str, reset: str) -> None:
-        """Set up the classic queue's share group: its configs, and a share partition for
-        every partition of the topic that has none (at ``reset``: the topic's end when a
-        queue is first declared over an existing topic, else its start).  A consumer group
-        of the queue's name left by a release that read classic queues as streams hands
-        over its committed offsets and goes."""
-        try:
-            driver = self.core.share_driver()
-        except ShareCoordinatorError:
-            return
+        """Set up the classic queue's share group (``_set_up_share_group``), asking again
+        for up to ``SETUP_WAIT_S`` while the group is between coordinators (a cluster
+        settling after a broker joined or died): a queue set up later would lose its start."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SETUP_WAIT_S
+        while True:
+            try:
+                await self._set_up_share_group(queue, reset)
+                return
+            except ShareCoordinatorError as exc:
+                if exc.code not in SETUP_RETRIABLE or loop.time() >= deadline:
+                    log.warning("AMQP queue %s: setting up its share group failed: %s", queue, exc)
+                    return
+            await asyncio.sleep(SETUP_RETRY_S)
+
+    async def _set_up_share_group(self, queue: str, reset: str) -> None:
+        """The classic queue's share group's configs, and a share partition for every
+        partition of the topic that has none (at ``reset``: the topic's end when a queue is
+        first declared over an existing topic, else its start).  A consumer group of the
+        queue's name left by a release that read classic queues as streams hands over its
+        committed offsets and goes."""
         group_id = share_group_of(queue)
+        try:
+            where = self.core.share_place(group_id)
+        except ShareCoordinatorError as exc:
+            if exc.code in SETUP_RETRIABLE:
+                raise
+            return  # shares not running: the broker stopping
         topic = topic_for(queue)
         meta = self.core.topics().get(topic)
         if meta is None:
             return
+        if not isinstance(where, ShareDriver):  # another broker coordinates the group
+            configs = self.policy(queue).share_configs()
+            configs["share.isolation.level"] = self.core.settings.door_isolation
+            await set_up_remotely(
+                self.core.group_link,
+                where,
+                group_id,
+                configs=configs,
+                partitions=[(topic, p) for p in range(meta.partitions)],
+                reset=reset,
+            )
+            return
+        driver = where
         coordinator = driver.coordinator
         inherited = await self._take_stream_group(queue, topic, meta.partitions)
         wanted = dict(coordinator.configs.get(group_id, {}))

@@ -11,6 +11,7 @@ from bayou.gateways.kafka.session import ClientSession
 if TYPE_CHECKING:
     from bayou.core import Core
     from bayou.core.quotas import ClientQuota
+    from bayou.gateways.kafka.share_relay import ShareRelays
     from bayou.gateways.kafka.share_sessions import ShareSessions
     from bayou.protocol.kafka import RequestHeader
 
@@ -49,6 +50,9 @@ class Listener(Protocol):
 
     @property
     def share_sessions(self) -> ShareSessions: ...
+
+    @property
+    def share_relays(self) -> ShareRelays: ...
 
 
 class Connection(Protocol):

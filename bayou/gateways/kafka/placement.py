@@ -10,7 +10,9 @@ handler (after the ACL check): the keys it names are looked up in ``Core.cluster
 (``coordinator_error``) and a request about a key this broker does not serve is answered
 with NOT_COORDINATOR (another broker owns it, or this one lost its lease) or
 COORDINATOR_LOAD_IN_PROGRESS (this one is taking it over) — both make clients look the
-coordinator up again (FindCoordinator) and retry.  Requests naming several groups (v8+
+coordinator up again (FindCoordinator) and retry.  ShareFetch and ShareAcknowledge, which
+share consumers send to partition leaders, not to the coordinator, are relayed to the
+group's coordinator instead (``share_relay.py``).  Requests naming several groups (v8+
 OffsetFetch, DescribeGroups, ConsumerGroupDescribe, DeleteGroups) are split: the served
 ones go to the handler, the others are answered beside them.  On an engine no other broker
 shares every key is served here and no check runs.
@@ -25,9 +27,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bayou.core.forwarding import is_forwarded
 from bayou.core.types import BrokerAddress
 from bayou.errors import ErrorCode
 from bayou.gateways.kafka.context import RequestContext
+from bayou.gateways.kafka.share_relay import relay
 from bayou.protocol.kafka import API_KEYS
 from bayou.protocol.kafka import messages as m
 
@@ -160,8 +164,33 @@ def _register(check: Check, *api_keys: int) -> None:
 
 # -- groups -----------------------------------------------------------------------------------
 
-for _key in (11, 12, 13, 14, 68, 76, 78, 79):  # share groups too: served by the group's owner
+for _key in (11, 12, 13, 14, 68, 76):  # share groups' heartbeats too: the group's owner
     _register(_one(GROUP, _group_id, _top_level(API_KEYS[_key].response)), _key)
+
+
+def _relayed(refuse: Refusal) -> Check:
+    """ShareFetch and ShareAcknowledge: sent by share consumers to each partition's
+    leader, so relayed to the group's coordinator when it is another broker
+    (``share_relay.py``); refused when no other broker can be asked, or when the request
+    was relayed here already."""
+
+    async def check(ctx: RequestContext, request: Any, handler: Handler) -> Any:
+        group_id = request.group_id
+        error = _error(ctx, GROUP, group_id)
+        if not error:
+            return await handler(ctx, request)
+        if is_forwarded(ctx.header.client_id):
+            return refuse(request, error)
+        _why, owner = ctx.core.group_coordinator(group_id)
+        if owner is None:
+            return refuse(request, error)
+        return await relay(ctx, request, owner, refuse)
+
+    return check
+
+
+for _key in (78, 79):
+    _register(_relayed(_top_level(API_KEYS[_key].response)), _key)
 _register(_one(GROUP, _group_id, _top_level(m.OffsetDeleteResponse)), 47)
 _register(
     _one(

@@ -6,17 +6,21 @@ listener is a ``KafkaListener``: what a connection sees of the listener it came 
 the advertised host and *that listener's* port, so a client connected over TLS is told the
 TLS address in Metadata and stays on TLS.  At ``stop`` the door stops accepting, lets every
 connection's in-flight requests answer (bounded by ``SHUTDOWN_GRACE_S``) and closes them.
-The door also keeps the share sessions of share consumers (``share_sessions.py``).
+The door also keeps the share sessions of share consumers (``share_sessions.py``) and, in a
+cluster, the connections relaying their requests to another coordinator (``share_relay.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from typing import TYPE_CHECKING
 
+from bayou.core.shares import ShareCoordinatorError
 from bayou.gateways.kafka.connection import KafkaConnection
 from bayou.gateways.kafka.context import KafkaSettings
+from bayou.gateways.kafka.share_relay import ShareRelays
 from bayou.gateways.kafka.share_sessions import ShareSession, ShareSessions
 
 if TYPE_CHECKING:
@@ -57,6 +61,10 @@ class KafkaListener:
         return self.door.share_sessions
 
     @property
+    def share_relays(self) -> ShareRelays:
+        return self.door.share_relays
+
+    @property
     def security_protocol(self) -> str:
         sasl = "SASL_" if self.door.core.security.enabled else ""
         return f"{sasl}SSL" if self.tls else f"{sasl}PLAINTEXT"
@@ -74,7 +82,8 @@ class KafkaDoor:
         self.secure = KafkaListener(self, tls=True)
         self._connections: set[KafkaConnection] = set()
         core.metrics.door("kafka").connections = self._connections.__len__
-        self.share_sessions = ShareSessions(self._release_session)
+        self.share_sessions = ShareSessions(self._release_session, self._member_gone)
+        self.share_relays = ShareRelays(core.security.internal_login)
 
     def _release_session(self, session: ShareSession) -> None:
         """A share session ended: its member's records go back to the group at once."""
@@ -89,6 +98,33 @@ class KafkaDoor:
                 )
             )
         )
+
+    def _member_gone(self, group_id: str, member_id: str) -> None:
+        """A door's member of another broker lost its connection: it leaves its group (what
+        it held goes to the others at once)."""
+        shares = self.core.shares
+        if shares is None or shares.closed:
+            return
+
+        async def leave() -> None:
+            with contextlib.suppress(ShareCoordinatorError):  # the group moved meanwhile
+                await shares.run(
+                    lambda now: shares.coordinator.heartbeat(
+                        now,
+                        group_id=group_id,
+                        member_id=member_id,
+                        member_epoch=-1,
+                        rack_id=None,
+                        subscribed=None,
+                        client_id="",
+                        client_host="",
+                        topic_sizes=shares.topic_sizes(),
+                        log_bounds=shares.log_bounds,
+                        topic_ids=shares.topic_ids(),
+                    )
+                )
+
+        self.core.background(leave())
 
     @property
     def node_id(self) -> int:
@@ -142,6 +178,7 @@ class KafkaDoor:
                 *(c.finish(SHUTDOWN_GRACE_S) for c in list(self._connections)),
                 return_exceptions=True,
             )
+        self.share_relays.close()
 
     def health(self) -> dict[str, object]:
         server = self.plain.server

@@ -47,13 +47,15 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any, Protocol
 
 from bayou.core import Core
-from bayou.core.shares import AckType, ShareConsumer, ShareCoordinatorError
+from bayou.core.shares import AckType, Place, ShareConsumer, ShareCoordinatorError
 from bayou.core.shares import Delivery as ShareDelivery
 from bayou.core.shares.driver import ShareDriver
+from bayou.core.shares.remote import set_up_remotely
+from bayou.errors import ErrorCode
 from bayou.gateways.mqtt.messages import TP, Delivery, Message
 from bayou.gateways.mqtt.subscriptions import SubOptions
 from bayou.protocol.kafka.records import DecodedRecord
@@ -63,6 +65,7 @@ log = logging.getLogger("bayou.mqtt")
 
 GROUP_PREFIX = "mqtt-share:"
 IDLE_WAIT_S = 1.0
+RETRIABLE = (ErrorCode.NOT_COORDINATOR, ErrorCode.COORDINATOR_LOAD_IN_PROGRESS)
 MAX_HELD = 100  # messages one member holds at most, whatever the client's Receive Maximum
 
 
@@ -125,8 +128,10 @@ class ShareTicket:
 class _Reader(ShareConsumer):
     """A ``ShareConsumer`` that reads every partition it was given by its member."""
 
-    def __init__(self, driver: Callable[[], ShareDriver], group_id: str, **kw: Any) -> None:
-        super().__init__(driver, group_id, [], **kw)
+    every_partition = True
+
+    def __init__(self, place: Place, group_id: str, **kw: Any) -> None:
+        super().__init__(place, group_id, [], **kw)
         self.readable: list[TP] = []
 
     def partitions(self) -> list[tuple[str, int]]:
@@ -169,11 +174,13 @@ class SharedMember:
     def connect(self) -> None:
         """The session is connected: join the group and deliver."""
         if self._task is None:
+            core, group_id = self.host.core, self.group_id
             self.reader = _Reader(
-                self.host.core.share_driver,
-                self.group_id,
+                lambda: core.share_place(group_id),
+                group_id,
                 client_id=self.session.client_id,
                 client_host="/mqtt",
+                remote=core.share_remote(),
             )
             self._task = asyncio.ensure_future(self._run(self.reader))
 
@@ -217,16 +224,24 @@ class SharedMember:
     # ------------------------------------------------------------------ the member's task
 
     async def _run(self, reader: _Reader) -> None:
-        try:
-            await self._prepare(reader, initial=not self._started)
-            self._started = True
-            await reader.join()
-        except ShareCoordinatorError as exc:  # the broker stopping, or shares not running
-            log.warning("MQTT %s: joining share group %s failed: %s", self, self.group_id, exc)
-            return
-        except Exception:
-            log.exception("MQTT %s: joining share group %s failed", self, self.group_id)
-            return
+        while True:
+            try:
+                await self._prepare(reader, initial=not self._started)
+                self._started = True
+                await reader.join()
+                break
+            except ShareCoordinatorError as exc:
+                if exc.code not in RETRIABLE:  # the broker stopping, or shares not running
+                    log.warning(
+                        "MQTT %s: joining share group %s failed: %s", self, self.group_id, exc
+                    )
+                    return
+                # in a cluster, its coordinator moving or being taken over: again shortly
+                log.debug("MQTT %s: joining %s: %s, again", self, self.group_id, exc)
+                await asyncio.sleep(IDLE_WAIT_S)
+            except Exception:
+                log.exception("MQTT %s: joining share group %s failed", self, self.group_id)
+                return
         while True:
             try:
                 await self._turn(reader)
@@ -246,7 +261,11 @@ class SharedMember:
                 log.debug("MQTT %s: acknowledgement refused: %s", self, code.name)
         if self._refresh:
             self._refresh = False
-            await self._prepare(reader, initial=False)
+            try:
+                await self._prepare(reader, initial=False)
+            except BaseException:
+                self._refresh = True  # the next turn tries again
+                raise
         room = min(self.session.inflight_limit(), MAX_HELD) - self.held
         if room > 0:
             try:
@@ -262,10 +281,26 @@ class SharedMember:
     async def _prepare(self, reader: _Reader, *, initial: bool) -> None:
         """Share partitions for every partition the filter may read (see the module
         docstring for where they start), then subscribe to their topics."""
-        driver = self.host.core.share_driver()
-        coordinator = driver.coordinator
+        core = self.host.core
         wanted = self.host.share_partitions(self.topic_filter)
         known = set(reader.readable)
+        where = core.share_place(self.group_id)
+        if not isinstance(where, ShareDriver):  # another broker coordinates the group
+            await set_up_remotely(
+                core.group_link,
+                where,
+                self.group_id,
+                # partitions the coordinator creates itself (on a member's read, once the
+                # group has members) are new ones: from their start, as here
+                configs={"share.auto.offset.reset": "earliest"},
+                partitions=[tp for tp in wanted if tp not in known],
+                reset="latest" if initial else "earliest",
+            )
+            reader.readable = wanted
+            await reader.subscribe(t for t, _ in wanted if t in core.topics())
+            return
+        driver = where
+        coordinator = driver.coordinator
         topic_ids = driver.topic_ids()
         for topic, partition in wanted:
             if (topic, partition) in known:

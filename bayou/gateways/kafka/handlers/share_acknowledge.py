@@ -18,7 +18,7 @@ from bayou.errors import ErrorCode
 from bayou.gateways.kafka.context import RequestContext
 from bayou.gateways.kafka.handlers.registry import handles
 from bayou.gateways.kafka.share_sessions import CLOSE, OPEN, next_epoch
-from bayou.gateways.kafka.share_support import share_driver, to_acks, topic_name
+from bayou.gateways.kafka.share_support import relayed_by, share_driver, to_acks, topic_name
 from bayou.protocol.kafka import messages as m
 
 
@@ -43,7 +43,7 @@ async def handle_share_acknowledge(
     if epoch == OPEN:
         return _error(ErrorCode.INVALID_SHARE_SESSION_EPOCH)
     sessions = ctx.door.share_sessions
-    session = sessions.get(group_id, member_id)
+    session = sessions.get(group_id, member_id, relayed_by(ctx))
     if session is None and epoch != CLOSE:
         return _error(ErrorCode.SHARE_SESSION_NOT_FOUND)
     if session is not None and epoch != CLOSE:

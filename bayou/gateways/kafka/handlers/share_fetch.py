@@ -35,12 +35,19 @@ import asyncio
 import uuid
 from functools import partial
 
+from bayou.core.forwarding import SHARE_READER_CLIENT_ID
 from bayou.core.shares import ShareCoordinatorError
 from bayou.errors import ErrorCode
 from bayou.gateways.kafka.context import RequestContext
 from bayou.gateways.kafka.handlers.registry import handles
 from bayou.gateways.kafka.share_sessions import CLOSE, OPEN, ShareSession, next_epoch
-from bayou.gateways.kafka.share_support import share_driver, to_acks, topic_id, topic_name
+from bayou.gateways.kafka.share_support import (
+    relayed_by,
+    share_driver,
+    to_acks,
+    topic_id,
+    topic_name,
+)
 from bayou.protocol.kafka import messages as m
 
 DEFAULT_MAX_RECORDS = 500
@@ -99,11 +106,12 @@ async def handle_share_fetch(
 
     # 1. the session
     session: ShareSession | None
+    via = relayed_by(ctx)
     if epoch == OPEN:
-        session = sessions.open(group_id, member_id, ctx.connection)
+        session = sessions.open(group_id, member_id, ctx.connection, via)
         session.add(named)
     else:
-        session = sessions.get(group_id, member_id)
+        session = sessions.get(group_id, member_id, via)
         if session is None:
             if epoch != CLOSE:
                 return _error(ErrorCode.SHARE_SESSION_NOT_FOUND)
@@ -169,11 +177,16 @@ async def _acquire(
     budget = min(request.max_bytes, ctx.door.settings.fetch_max_bytes)
     topics = ctx.core.topics()
     traffic = ctx.core.metrics.door("kafka")
+    # a door's member on another broker names the partitions it reads (every partition of
+    # an MQTT shared subscription's topics), as it would in its own broker
+    anywhere = ctx.header.client_id == SHARE_READER_CLIENT_ID
     while True:
         taken = 0
         used = 0
         keys = []
         assigned = shares.coordinator.assigned(session.group_id, session.member_id)
+        if anywhere:
+            assigned = None
         for topic, p in session.ordered():
             meta = topics.get(topic)
             if meta is None or not 0 <= p < meta.partitions:

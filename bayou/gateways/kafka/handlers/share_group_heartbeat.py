@@ -6,12 +6,16 @@ required then), a positive epoch heartbeats (another than the member's: FENCED_M
 -1 leaves and releases every record the member holds.  The answer carries the member's epoch
 and, when it changed or on joining, its assignment by topic id — from the ``simple`` assignor,
 which may give one partition to several members.  A group id taken by a classic or consumer
-group: GROUP_ID_NOT_FOUND.  See ``bayou/core/shares/coordinator.py``.
+group: GROUP_ID_NOT_FOUND.  See ``bayou/core/shares/coordinator.py``.  A door's member
+relayed from another broker (``bayou/core/shares/remote.py``) is a member while the
+connection it joined over lasts: when it closes, the member leaves.
 """
 
 from __future__ import annotations
 
+from bayou.core.forwarding import SHARE_MEMBER_CLIENT_IDS
 from bayou.core.shares import HeartbeatResponse, ShareCoordinatorError
+from bayou.errors import ErrorCode
 from bayou.gateways.kafka.context import RequestContext
 from bayou.gateways.kafka.group_support import client_host
 from bayou.gateways.kafka.handlers.registry import handles
@@ -43,6 +47,12 @@ async def handle_share_group_heartbeat(
         )
     except ShareCoordinatorError as exc:
         resp = HeartbeatResponse(exc.code, str(exc))
+    if (
+        ctx.header.client_id in SHARE_MEMBER_CLIENT_IDS
+        and request.member_epoch == 0
+        and resp.error == ErrorCode.NONE
+    ):  # a door's member on another broker: a member while its connection lasts
+        ctx.door.share_sessions.tie(ctx.connection, request.group_id, request.member_id)
     assignment = None
     if resp.assignment is not None:
         topics = core.topics()
