@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 
 from bayou.core.forwarding import FORWARDED_CLIENT_ID
+from bayou.core.security import Security
 from bayou.core.types import BrokerAddress
 from bayou.errors import ErrorCode
 from bayou.gateways.kafka.placement import CHECKS, placing
+from bayou.gateways.kafka.session import ClientSession
 from bayou.protocol.kafka import messages as m
 
 NOT_COORDINATOR = ErrorCode.NOT_COORDINATOR
@@ -47,6 +49,7 @@ def call(
     ctx = SimpleNamespace(
         header=SimpleNamespace(api_key=api_key, client_id=client_id),
         version=version,
+        session=ClientSession(Security(), "127.0.0.1", tls=False, cert=None),
         core=SimpleNamespace(
             cluster=Cluster(), group_coordinator=lambda _g: (NOT_COORDINATOR, owner)
         ),

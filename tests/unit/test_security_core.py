@@ -178,3 +178,26 @@ def test_the_internal_user_logs_in_only_with_the_engines_secret() -> None:
         assert Security().internal_client_config() == {}
 
     asyncio.run(scenario())
+
+
+def test_only_the_brokers_login_takes_a_brokers_part_by_client_id() -> None:
+    """A forwarded request (relayed share sessions, a door member's reads of every
+    partition, group configs beyond Kafka's ranges) is recognised by a reserved client id;
+    with logins required, only a connection logged in as the internal user is believed."""
+    from bayou.core.forwarding import FORWARDED_CLIENT_ID, SHARE_READER_CLIENT_ID
+    from bayou.core.security import INTERNAL_USER, Security, SecuritySettings
+    from bayou.gateways.kafka.session import ClientSession
+
+    secured = Security(SecuritySettings(authorizer=True))
+    alice = ClientSession(secured, "h", tls=False, cert=None)
+    alice.principal = "User:alice"
+    assert not alice.from_broker(FORWARDED_CLIENT_ID)
+    assert not alice.from_broker(SHARE_READER_CLIENT_ID)
+    broker = ClientSession(secured, "h", tls=False, cert=None)
+    broker.principal = f"User:{INTERNAL_USER}"
+    assert broker.from_broker(FORWARDED_CLIENT_ID)
+    assert broker.from_broker(SHARE_READER_CLIENT_ID)
+    assert not broker.from_broker("rdkafka")
+    open_broker = ClientSession(Security(), "h", tls=False, cert=None)
+    assert open_broker.from_broker(FORWARDED_CLIENT_ID)
+    assert not open_broker.from_broker("rdkafka")

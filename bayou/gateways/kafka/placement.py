@@ -27,7 +27,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bayou.core.forwarding import is_forwarded
 from bayou.core.types import BrokerAddress
 from bayou.errors import ErrorCode
 from bayou.gateways.kafka.context import RequestContext
@@ -179,7 +178,7 @@ def _relayed(refuse: Refusal) -> Check:
         error = _error(ctx, GROUP, group_id)
         if not error:
             return await handler(ctx, request)
-        if is_forwarded(ctx.header.client_id):
+        if ctx.session.from_broker(ctx.header.client_id):
             return refuse(request, error)
         _why, owner = ctx.core.group_coordinator(group_id)
         if owner is None:

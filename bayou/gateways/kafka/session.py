@@ -26,8 +26,10 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from bayou.core.security.principal import ANONYMOUS
+from bayou.core.forwarding import is_forwarded
+from bayou.core.security.principal import ANONYMOUS, user_principal
 from bayou.core.security.scram import ScramServer
+from bayou.core.security.users import INTERNAL_USER
 
 if TYPE_CHECKING:
     from bayou.core.security import AclOperation, ResourceType, Security
@@ -63,6 +65,14 @@ class ClientSession:
         if self.expires_at is not None and time.monotonic() > self.expires_at:
             return "the SASL session expired without re-authentication"
         return None
+
+    def from_broker(self, client_id: str | None) -> bool:
+        """Whether a request is another broker's, on behalf of a client connected there:
+        one of the brokers' reserved client ids and, with security on, the brokers'
+        internal login — a client cannot take a broker's part by naming its client id."""
+        if not is_forwarded(client_id):
+            return False
+        return not self.security.enabled or self.principal == user_principal(INTERNAL_USER)
 
     def allowed(self, operation: AclOperation, resource_type: ResourceType, name: str) -> bool:
         return self.security.allowed(

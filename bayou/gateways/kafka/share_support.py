@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
-from bayou.core.forwarding import SHARE_MEMBER_CLIENT_IDS, is_forwarded
+from bayou.core.forwarding import SHARE_MEMBER_CLIENT_IDS
 from bayou.core.groups import GroupCoordinatorError
 from bayou.core.shares import Ack, ShareCoordinatorError
 from bayou.core.shares.model import GROUP_CONFIGS, validate_group_config
@@ -41,7 +41,7 @@ def share_driver(ctx: RequestContext) -> ShareDriver:
 def relayed_by(ctx: RequestContext) -> object:
     """The connection a relayed share request came over (its sessions are that
     connection's: ``share_sessions.py``), or None for a client's own request."""
-    return ctx.connection if is_forwarded(ctx.header.client_id) else None
+    return ctx.connection if ctx.session.from_broker(ctx.header.client_id) else None
 
 
 def topic_name(ctx: RequestContext, topic_id: uuid.UUID) -> str | None:
@@ -71,10 +71,10 @@ async def alter_group_configs(
     if not group_id:
         raise KafkaError("The group id must not be empty", ErrorCode.INVALID_REQUEST)
     error, owner = ctx.core.group_coordinator(group_id)
-    forwarded = is_forwarded(ctx.header.client_id)  # never sent on again
+    forwarded = ctx.session.from_broker(ctx.header.client_id)  # never sent on again
     # a door's own setup relayed from another broker: values beyond Kafka's ranges allowed
     # (an AMQP classic queue without x-delivery-limit requeues forever: ``shares.md``)
-    door_member = ctx.header.client_id in SHARE_MEMBER_CLIENT_IDS
+    door_member = forwarded and ctx.header.client_id in SHARE_MEMBER_CLIENT_IDS
     if owner is not None and not forwarded:  # the coordinating broker applies them
         await _forward_group_configs(ctx, owner, group_id, changes, incremental, validate_only)
         return

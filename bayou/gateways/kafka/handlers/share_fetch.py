@@ -179,7 +179,9 @@ async def _acquire(
     traffic = ctx.core.metrics.door("kafka")
     # a door's member on another broker names the partitions it reads (every partition of
     # an MQTT shared subscription's topics), as it would in its own broker
-    anywhere = ctx.header.client_id == SHARE_READER_CLIENT_ID
+    anywhere = ctx.header.client_id == SHARE_READER_CLIENT_ID and ctx.session.from_broker(
+        ctx.header.client_id
+    )
     while True:
         taken = 0
         used = 0

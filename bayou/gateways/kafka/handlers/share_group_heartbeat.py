@@ -49,6 +49,7 @@ async def handle_share_group_heartbeat(
         resp = HeartbeatResponse(exc.code, str(exc))
     if (
         ctx.header.client_id in SHARE_MEMBER_CLIENT_IDS
+        and ctx.session.from_broker(ctx.header.client_id)
         and request.member_epoch == 0
         and resp.error == ErrorCode.NONE
     ):  # a door's member on another broker: a member while its connection lasts
