@@ -1,5 +1,6 @@
 """Forwarding: the doors' own group members served by the broker that coordinates their
-group, from whichever broker they are connected to.
+group, from whichever broker they are connected to; and the transaction coordinator's calls
+to the other brokers (``TxnLink``).
 
 Theory of operation
 -------------------
@@ -23,6 +24,15 @@ With ``--authorizer acl`` the other broker's listener requires a login: the conn
 first logs in with SASL PLAIN as the broker's internal user (``bayou.core.security``: a
 super user whose secret every broker of the cluster reads from the shared engine), as
 Kafka's inter-broker listener uses a principal of its own.
+
+``TxnLink`` carries what Kafka's brokers send each other for transactions, with the same
+APIs: a partition's leader asks the transactional id's coordinator whether a transactional
+batch belongs to the producer's ongoing transaction (AddPartitionsToTxn v4, verify-only,
+KIP-890), and the coordinator sends a decided transaction's markers to the partitions'
+leaders (WriteTxnMarkers).  Those connections always log in as the internal user — with or
+without an authorizer — because WriteTxnMarkers is served to that principal only
+(``docs/design/transactions.md``).  Verifications and markers use separate connections, so
+a producer's verification never waits behind a marker's write.
 """
 
 from __future__ import annotations
@@ -47,6 +57,8 @@ log = logging.getLogger(__name__)
 
 CALL_TIMEOUT_S = 10.0
 CONSUMER_GROUP_HEARTBEAT, OFFSET_COMMIT, OFFSET_FETCH = 68, 8, 9
+ADD_PARTITIONS_TO_TXN, WRITE_TXN_MARKERS = 24, 27
+VERIFY_VERSION, MARKERS_VERSION = 4, 1
 SASL_HANDSHAKE, SASL_AUTHENTICATE = 17, 36
 Credentials = Callable[[], tuple[str, str] | None]
 """The SASL PLAIN user and password to log in with, or None when no login is required."""
@@ -284,3 +296,116 @@ class GroupLink:
             for t in group.topics
             for p in t.partitions
         ]
+
+
+TopicPartition = tuple[str, int]
+
+
+def _by_topic(partitions: list[TopicPartition]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for topic, index in partitions:
+        out.setdefault(topic, []).append(index)
+    return out
+
+
+class TxnLink:
+    """The transaction calls between brokers (see the module docstring).  A broker that
+    cannot be reached, or answers nothing in time, is NOT_COORDINATOR for a verification
+    and NOT_LEADER_OR_FOLLOWER for a marker: both retriable."""
+
+    def __init__(self, credentials: Credentials) -> None:
+        self._credentials = credentials
+        self._connections: dict[tuple[str, int], BrokerConnection] = {}
+
+    def _connection(self, purpose: str, address: BrokerAddress) -> BrokerConnection:
+        key = (purpose, address.node_id)
+        found = self._connections.get(key)
+        if found is None or found.address != address:
+            if found is not None:
+                found.close()
+            found = self._connections[key] = BrokerConnection(address, self._credentials)
+        return found
+
+    def close(self) -> None:
+        for connection in self._connections.values():
+            connection.close()
+        self._connections.clear()
+
+    async def verify(
+        self,
+        address: BrokerAddress,
+        transactional_id: str,
+        producer_id: int,
+        producer_epoch: int,
+        partitions: list[TopicPartition],
+    ) -> dict[TopicPartition, ErrorCode]:
+        """AddPartitionsToTxn v4 verify-only: the coordinator's answer per partition."""
+        request = m.AddPartitionsToTxnRequest(
+            transactions=[
+                m.AddPartitionsToTxnRequestAddPartitionsToTxnTransaction(
+                    transactional_id=transactional_id,
+                    producer_id=producer_id,
+                    producer_epoch=producer_epoch,
+                    verify_only=True,
+                    topics=[
+                        m.AddPartitionsToTxnRequestAddPartitionsToTxnTopic(name=t, partitions=ps)
+                        for t, ps in _by_topic(partitions).items()
+                    ],
+                )
+            ]
+        )
+        try:
+            answer: m.AddPartitionsToTxnResponse = await self._connection("verify", address).call(
+                ADD_PARTITIONS_TO_TXN, VERIFY_VERSION, request, FORWARDED_CLIENT_ID
+            )
+        except GroupCoordinatorError as exc:
+            log.debug("verifying with broker %d: %s", address.node_id, exc)
+            return dict.fromkeys(partitions, E.NOT_COORDINATOR)
+        if answer.error_code != E.NONE:
+            return dict.fromkeys(partitions, E(answer.error_code))
+        codes = {
+            (t.name, p.partition_index): E(p.partition_error_code)
+            for txn in answer.results_by_transaction
+            for t in txn.topic_results
+            for p in t.results_by_partition
+        }
+        return {tp: codes.get(tp, E.UNKNOWN_SERVER_ERROR) for tp in partitions}
+
+    async def write_markers(
+        self,
+        address: BrokerAddress,
+        producer_id: int,
+        producer_epoch: int,
+        commit: bool,
+        partitions: list[TopicPartition],
+        coordinator_epoch: int,
+    ) -> dict[TopicPartition, ErrorCode]:
+        """WriteTxnMarkers v1 for one transaction: the leader's answer per partition."""
+        request = m.WriteTxnMarkersRequest(
+            markers=[
+                m.WriteTxnMarkersRequestWritableTxnMarker(
+                    producer_id=producer_id,
+                    producer_epoch=producer_epoch,
+                    transaction_result=commit,
+                    topics=[
+                        m.WriteTxnMarkersRequestWritableTxnMarkerTopic(name=t, partition_indexes=ps)
+                        for t, ps in _by_topic(partitions).items()
+                    ],
+                    coordinator_epoch=coordinator_epoch,
+                )
+            ]
+        )
+        try:
+            answer: m.WriteTxnMarkersResponse = await self._connection("markers", address).call(
+                WRITE_TXN_MARKERS, MARKERS_VERSION, request, FORWARDED_CLIENT_ID
+            )
+        except GroupCoordinatorError as exc:
+            log.debug("markers to broker %d: %s", address.node_id, exc)
+            return dict.fromkeys(partitions, E.NOT_LEADER_OR_FOLLOWER)
+        codes = {
+            (t.name, p.partition_index): E(p.error_code)
+            for marker in answer.markers
+            for t in marker.topics
+            for p in t.partitions
+        }
+        return {tp: codes.get(tp, E.UNKNOWN_SERVER_ERROR) for tp in partitions}

@@ -224,6 +224,14 @@ class PgCluster:
     def active(self) -> bool:
         return self._lease_valid()
 
+    def settled(self) -> bool:
+        return (
+            self._lease_valid()
+            and self._settle_at is None
+            and bool(self._live)
+            and self._serving == tuple(self._live)
+        )
+
     def _lease_valid(self) -> bool:
         return time.monotonic() < self._lease_end
 
