@@ -15,7 +15,10 @@ typed async facade:
   KIP-848 member inside the broker) and ``offsets`` (a group's committed offsets for
   readers that are not members);
 - **transactions**: the transaction coordinator's driver (``transaction_driver``), which
-  writes markers through the engine's partitions and the group coordinator;
+  has markers written by each partition's leader (``write_marker`` here, WriteTxnMarkers
+  through ``txn_link`` elsewhere) and offsets completed by each group's coordinator
+  (``complete_offsets``); ``marker_fence`` guards a leader's verification with another
+  broker's coordinator;
 - ``security``: users, ACLs, logins and the authorizer every door asks
   (``bayou/core/security/``);
 - ``quotas``: client quotas (byte rates, request time, connection rates) every door asks
