@@ -266,22 +266,30 @@ def test_kill_coordinator_mid_transaction_aborts_it(cluster: Cluster) -> None:
     victim = 2
     topic = spread_topic(cluster, "km")
     tid = key_owned_by(TRANSACTION, victim, "km-tid")
+    abandoned_tid = key_owned_by(TRANSACTION, victim, "km-abandoned")
     p = transactional(cluster, tid)
-    p.begin_transaction()
-    produce_all(p, topic, "lost", 30)
-    assert p.flush(TIMEOUT_S) == 0  # appended on every leader, the transaction open
+    abandoned = transactional(cluster, abandoned_tid, **{"transaction.timeout.ms": 4000})
+    for producer, tag in ((p, "lost"), (abandoned, "timed-out")):
+        producer.begin_transaction()
+        produce_all(producer, topic, tag, 30)
+        assert producer.flush(TIMEOUT_S) == 0  # appended on every leader, the transaction open
     cluster.brokers[victim].kill()
     try:
         survivors = set(NODES) - {victim}
         cluster.wait_live(survivors)
-        # the producer's successor: InitProducerId at the new coordinator fences the open
+        # one producer's successor: InitProducerId at the new coordinator fences the open
         # transaction and aborts it (its markers reach every partition's leader)
         successor = transactional(cluster, tid)
         successor.begin_transaction()
         kept = produce_all(successor, topic, "kept", 24)
         successor.commit_transaction(TIMEOUT_S)
-        got = read(cluster, topic, "read_committed", len(kept))
-        assert per_partition(got) == per_partition(kept)
+        # the other is never heard of again: the new coordinator aborts it on its timeout,
+        # after which read_committed readers get past it (its records hold the LSO until then)
+        plain = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
+        after = produce_all(plain, topic, "after", PARTITIONS)
+        assert plain.flush(TIMEOUT_S) == 0
+        got = read(cluster, topic, "read_committed", len(kept) + len(after))
+        assert per_partition(got) == per_partition(kept + after)
     finally:
         restart(cluster, victim)
 
