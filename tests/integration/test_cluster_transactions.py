@@ -4,8 +4,9 @@ different brokers: confluent-kafka's transactional producer commits and aborts a
 partitions led by every broker (read_committed readers get exactly the committed records, in
 order, with keys and headers; read_uncommitted ones the aborted too), a consume-transform-
 produce loop's offsets become the group's at commit and stay put at abort, and kill -9 of the
-coordinator — after a commit returned, or in the middle of a transaction — or of a leader in
-the middle of one loses no marker and leaves nothing of an aborted transaction visible."""
+coordinator — after a commit returned (also with markers still pending for a dead leader's
+partitions), or in the middle of a transaction — or of a leader in the middle of one loses no
+marker and leaves nothing of an aborted transaction visible."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from bayou.storage.cluster import coordinator_key, rendezvous
 from tests.integration.test_cluster import MOVE_S, NODES, Cluster
 from tests.integration.test_confluent_kafka import create_topic
+from tests.support.broker import start_all
 from tests.support.kafka import unique_topic
 from tests.support.postgres import PostgresServer
 from tests.support.wait import wait_until
@@ -134,9 +136,9 @@ def per_partition(records: list[Seen]) -> dict[int, list[Seen]]:
     return out
 
 
-def restart(cluster: Cluster, node: int) -> None:
-    """Start a killed broker again (once its lease lapsed) and wait for the full cluster."""
-    cluster.brokers[node].start()
+def restart(cluster: Cluster, *nodes: int) -> None:
+    """Start killed brokers again (once their leases lapsed) and wait for the full cluster."""
+    start_all(cluster.brokers[n] for n in nodes)
     cluster.wait_live(set(NODES), timeout=MOVE_S + 10)
 
 
@@ -245,21 +247,45 @@ def test_transformed_offsets_are_the_groups_at_commit_and_unchanged_at_abort(
 
 
 def test_kill_coordinator_after_commit_keeps_every_committed_record(cluster: Cluster) -> None:
-    victim = 3
+    coordinator = 3
     topic = spread_topic(cluster, "kc")
-    p = transactional(cluster, key_owned_by(TRANSACTION, victim, "kc-tid"))
+    p = transactional(cluster, key_owned_by(TRANSACTION, coordinator, "kc-tid"))
     p.begin_transaction()
     sent = produce_all(p, topic, "kc", 60)
     p.commit_transaction(TIMEOUT_S)
-    cluster.brokers[victim].kill()
+    cluster.brokers[coordinator].kill()
     try:
-        survivors = set(NODES) - {victim}
+        survivors = set(NODES) - {coordinator}
         cluster.wait_live(survivors)
         cluster.wait_led(topic, survivors)
         got = read(cluster, topic, "read_committed", len(sent))
         assert per_partition(got) == per_partition(sent)
     finally:
-        restart(cluster, victim)
+        restart(cluster, coordinator)
+
+
+def test_kill_coordinator_with_markers_pending_the_next_one_writes_them(
+    cluster: Cluster,
+) -> None:
+    """The commit is decided (PrepareCommit durable, commit_transaction returned) but the
+    markers of a dead leader's partitions are still being retried when the coordinator dies
+    too: the broker left takes both over and writes every marker."""
+    leader, coordinator, survivor = 2, 3, 1
+    topic = spread_topic(cluster, "kp")
+    p = transactional(cluster, key_owned_by(TRANSACTION, coordinator, "kp-tid"))
+    p.begin_transaction()
+    sent = produce_all(p, topic, "kp", 60)
+    assert p.flush(TIMEOUT_S) == 0
+    cluster.brokers[leader].kill()
+    try:
+        p.commit_transaction(TIMEOUT_S)  # answered once the first attempt at the markers ended
+        cluster.brokers[coordinator].kill()  # well before the dead leader's partitions move
+        cluster.wait_live({survivor})
+        cluster.wait_led(topic, {survivor})
+        got = read(cluster, topic, "read_committed", len(sent))
+        assert per_partition(got) == per_partition(sent)
+    finally:
+        restart(cluster, leader, coordinator)
 
 
 def test_kill_coordinator_mid_transaction_aborts_it(cluster: Cluster) -> None:
