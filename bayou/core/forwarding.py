@@ -32,7 +32,8 @@ KIP-890), and the coordinator sends a decided transaction's markers to the parti
 leaders (WriteTxnMarkers).  Those connections always log in as the internal user — with or
 without an authorizer — because WriteTxnMarkers is served to that principal only
 (``docs/design/transactions.md``).  Verifications and markers use separate connections, so
-a producer's verification never waits behind a marker's write.
+a producer's verification never waits behind a marker's write, and up to
+``CONNECTIONS_PER_BROKER`` of each, so concurrent producers' calls do not queue on one.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ CALL_TIMEOUT_S = 10.0
 CONSUMER_GROUP_HEARTBEAT, OFFSET_COMMIT, OFFSET_FETCH = 68, 8, 9
 ADD_PARTITIONS_TO_TXN, WRITE_TXN_MARKERS = 24, 27
 VERIFY_VERSION, MARKERS_VERSION = 4, 1
+CONNECTIONS_PER_BROKER = 4  # per purpose, for the transaction calls
 SASL_HANDSHAKE, SASL_AUTHENTICATE = 17, 36
 Credentials = Callable[[], tuple[str, str] | None]
 """The SASL PLAIN user and password to log in with, or None when no login is required."""
@@ -76,10 +78,16 @@ class BrokerConnection:
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._lock = asyncio.Lock()
         self._correlation = itertools.count(1)
+        self.waiting = 0  # calls in progress or queued on this connection
+
+    @property
+    def busy(self) -> bool:
+        return self.waiting > 0
 
     async def call(self, api_key: int, version: int, request: Any, client_id: str) -> Any:
         """The response; NOT_COORDINATOR when none came within ``CALL_TIMEOUT_S`` of the
         call, the wait for the calls before it on this connection included."""
+        self.waiting += 1
         try:
             async with asyncio.timeout(CALL_TIMEOUT_S), self._lock:
                 try:
@@ -100,6 +108,8 @@ class BrokerConnection:
             raise GroupCoordinatorError(
                 E.NOT_COORDINATOR, f"broker {self.address.node_id} did not answer: {exc!r}"
             ) from None
+        finally:
+            self.waiting -= 1
 
     async def _exchange(self, api_key: int, version: int, request: Any, client_id: str) -> Any:
         if self._streams is None:
@@ -315,21 +325,31 @@ class TxnLink:
 
     def __init__(self, credentials: Credentials) -> None:
         self._credentials = credentials
-        self._connections: dict[tuple[str, int], BrokerConnection] = {}
+        self._pools: dict[tuple[str, int], list[BrokerConnection]] = {}
 
     def _connection(self, purpose: str, address: BrokerAddress) -> BrokerConnection:
+        """An idle connection of ``purpose`` to ``address``, opening up to
+        ``CONNECTIONS_PER_BROKER`` so that concurrent calls (one producer's verification
+        beside another's) do not queue behind each other; then the least busy one."""
         key = (purpose, address.node_id)
-        found = self._connections.get(key)
-        if found is None or found.address != address:
-            if found is not None:
-                found.close()
-            found = self._connections[key] = BrokerConnection(address, self._credentials)
-        return found
+        pool = self._pools.setdefault(key, [])
+        if pool and pool[0].address != address:  # restarted elsewhere: new connections
+            for connection in pool:
+                connection.close()
+            pool.clear()
+        for connection in pool:
+            if not connection.busy:
+                return connection
+        if len(pool) < CONNECTIONS_PER_BROKER:
+            pool.append(BrokerConnection(address, self._credentials))
+            return pool[-1]
+        return min(pool, key=lambda c: c.waiting)
 
     def close(self) -> None:
-        for connection in self._connections.values():
-            connection.close()
-        self._connections.clear()
+        for pool in self._pools.values():
+            for connection in pool:
+                connection.close()
+        self._pools.clear()
 
     async def verify(
         self,
