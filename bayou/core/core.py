@@ -15,7 +15,10 @@ typed async facade:
   KIP-848 member inside the broker) and ``offsets`` (a group's committed offsets for
   readers that are not members);
 - **transactions**: the transaction coordinator's driver (``transaction_driver``), which
-  writes markers through the engine's partitions and the group coordinator;
+  has markers written by each partition's leader (``write_marker`` here, WriteTxnMarkers
+  through ``txn_link`` elsewhere) and offsets completed by each group's coordinator
+  (``complete_offsets``); ``marker_fence`` guards a leader's verification with another
+  broker's coordinator;
 - ``security``: users, ACLs, logins and the authorizer every door asks
   (``bayou/core/security/``);
 - ``quotas``: client quotas (byte rates, request time, connection rates) every door asks
@@ -55,7 +58,7 @@ from typing import Any
 
 from bayou.config import TopicConfig
 from bayou.core.cursor import Cursor, Isolation, Reset, StartSpec, resolve_start, wait_any
-from bayou.core.forwarding import GroupLink
+from bayou.core.forwarding import GroupLink, TxnLink
 from bayou.core.group_member import GroupMember, Listener, Offsets
 from bayou.core.groups import GroupCoordinatorError, GroupDriver, GroupSettings
 from bayou.core.groups.store import TOPIC as GROUPS_LOG
@@ -71,8 +74,10 @@ from bayou.core.shares import (
     ShareSettings,
 )
 from bayou.core.transactions import (
+    COORDINATOR_EPOCH,
     TRANSACTIONS_LOG,
     EngineMarkers,
+    MarkerFence,
     TxnCoordinatorError,
     TxnDriver,
     TxnSettings,
@@ -135,6 +140,10 @@ class Core:
         self.security = security or Security()
         #: the doors' members' calls to a group coordinated by another broker
         self.group_link = GroupLink(self.topics, self.security.internal_login)
+        #: the transaction calls to other brokers: verifications and markers
+        self.txn_link = TxnLink(self.security.broker_login)
+        #: markers queued here while a verification with another broker is in flight
+        self.marker_fence = MarkerFence()
         self.metrics = metrics or BrokerMetrics()
         self.quotas = quotas or Quotas()
         self.settings = settings
@@ -159,7 +168,7 @@ class Core:
     async def start(self) -> None:
         """Load the users, ACLs and quotas, the group coordinator from its state log, and
         start the core's tasks (in a shared cluster the coordinators start in ``join``)."""
-        await self.security.open(self.engine.state)
+        await self.security.open(self.engine.state, shared=self.cluster.shared)
         await self.quotas.open(self.engine.state)
         state_log = await self.engine.state.open_log(GROUPS_LOG, public=True)
         groups = GroupDriver(self.group_settings, self.clock_ms, state_log)
@@ -187,7 +196,7 @@ class Core:
             self.clock_ms,
             txn_log,
             self.engine.allocate_producer_id,
-            EngineMarkers(self.engine, self.group_driver),
+            EngineMarkers(self),
         )
         replayed = await transactions.open()
         log.info("transaction coordinator loaded %d record(s)", replayed)
@@ -241,6 +250,7 @@ class Core:
         """After the doors stopped: answer parked group requests, stop the core's tasks."""
         await self.cluster.leave()
         self.group_link.close()
+        self.txn_link.close()
         if self.transactions is not None:
             self.transactions.shutdown()
             await self.transactions.drain(TXN_DRAIN_S)
@@ -497,6 +507,35 @@ class Core:
             if address is not None:
                 return error, address
         return error, None
+
+    async def write_marker(
+        self, topic: str, index: int, producer_id: int, producer_epoch: int, commit: bool
+    ) -> ErrorCode:
+        """Write a transaction marker on a partition this broker leads (the transaction
+        coordinator's job, here or forwarded by WriteTxnMarkers); its error.  The marker is
+        queued right after the fence saw it (``transactions/fence.py``)."""
+        if not self.cluster.leads(topic, index):
+            return ErrorCode.NOT_LEADER_OR_FOLLOWER
+        try:
+            partition = self.engine.partition(topic, index)
+            self.marker_fence.marked(producer_id)
+            await partition.write_marker(producer_id, producer_epoch, commit, COORDINATOR_EPOCH)
+        except KafkaError as exc:
+            return exc.code
+        return ErrorCode.NONE
+
+    async def complete_offsets(self, producer_id: int, commit: bool) -> ErrorCode:
+        """A transaction's outcome for the offsets it committed in the groups this broker
+        serves (the offsets partition's "marker"); its error."""
+        try:
+            driver = self.group_driver()
+        except GroupCoordinatorError as exc:
+            return exc.code
+        self.marker_fence.marked(producer_id)
+        await driver.run(
+            lambda now, _token: driver.coordinator.complete_txn(now, producer_id, commit)
+        )
+        return ErrorCode.NONE
 
     def transaction_driver(self) -> TxnDriver:
         """The transaction coordinator's driver; COORDINATOR_NOT_AVAILABLE when not running."""

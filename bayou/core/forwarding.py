@@ -1,5 +1,6 @@
 """Forwarding: the doors' own group members served by the broker that coordinates their
-group, from whichever broker they are connected to.
+group, from whichever broker they are connected to; and the transaction coordinator's calls
+to the other brokers (``TxnLink``).
 
 Theory of operation
 -------------------
@@ -23,6 +24,16 @@ With ``--authorizer acl`` the other broker's listener requires a login: the conn
 first logs in with SASL PLAIN as the broker's internal user (``bayou.core.security``: a
 super user whose secret every broker of the cluster reads from the shared engine), as
 Kafka's inter-broker listener uses a principal of its own.
+
+``TxnLink`` carries what Kafka's brokers send each other for transactions, with the same
+APIs: a partition's leader asks the transactional id's coordinator whether a transactional
+batch belongs to the producer's ongoing transaction (AddPartitionsToTxn v4, verify-only,
+KIP-890), and the coordinator sends a decided transaction's markers to the partitions'
+leaders (WriteTxnMarkers).  Those connections always log in as the internal user — with or
+without an authorizer — because WriteTxnMarkers is served to that principal only
+(``docs/design/transactions.md``).  Verifications and markers use separate connections, so
+a producer's verification never waits behind a marker's write, and up to
+``CONNECTIONS_PER_BROKER`` of each, so concurrent producers' calls do not queue on one.
 """
 
 from __future__ import annotations
@@ -47,6 +58,9 @@ log = logging.getLogger(__name__)
 
 CALL_TIMEOUT_S = 10.0
 CONSUMER_GROUP_HEARTBEAT, OFFSET_COMMIT, OFFSET_FETCH = 68, 8, 9
+ADD_PARTITIONS_TO_TXN, WRITE_TXN_MARKERS = 24, 27
+VERIFY_VERSION, MARKERS_VERSION = 4, 1
+CONNECTIONS_PER_BROKER = 4  # per purpose, for the transaction calls
 SASL_HANDSHAKE, SASL_AUTHENTICATE = 17, 36
 Credentials = Callable[[], tuple[str, str] | None]
 """The SASL PLAIN user and password to log in with, or None when no login is required."""
@@ -77,6 +91,11 @@ class BrokerConnection:
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._lock = asyncio.Lock()
         self._correlation = itertools.count(1)
+        self.waiting = 0  # calls in progress or queued on this connection
+
+    @property
+    def busy(self) -> bool:
+        return self.waiting > 0
 
     async def call(
         self,
@@ -88,6 +107,7 @@ class BrokerConnection:
     ) -> Any:
         """The response; NOT_COORDINATOR when none came within ``timeout_s`` of the call,
         the wait for the calls before it on this connection included."""
+        self.waiting += 1
         try:
             async with asyncio.timeout(timeout_s), self._lock:
                 try:
@@ -108,6 +128,8 @@ class BrokerConnection:
             raise GroupCoordinatorError(
                 E.NOT_COORDINATOR, f"broker {self.address.node_id} did not answer: {exc!r}"
             ) from None
+        finally:
+            self.waiting -= 1
 
     async def _exchange(self, api_key: int, version: int, request: Any, client_id: str) -> Any:
         if self._streams is None:
@@ -311,3 +333,126 @@ class GroupLink:
             for t in group.topics
             for p in t.partitions
         ]
+
+
+TopicPartition = tuple[str, int]
+
+
+def _by_topic(partitions: list[TopicPartition]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for topic, index in partitions:
+        out.setdefault(topic, []).append(index)
+    return out
+
+
+class TxnLink:
+    """The transaction calls between brokers (see the module docstring).  A broker that
+    cannot be reached, or answers nothing in time, is NOT_COORDINATOR for a verification
+    and NOT_LEADER_OR_FOLLOWER for a marker: both retriable."""
+
+    def __init__(self, credentials: Credentials) -> None:
+        self._credentials = credentials
+        self._pools: dict[tuple[str, int], list[BrokerConnection]] = {}
+
+    def _connection(self, purpose: str, address: BrokerAddress) -> BrokerConnection:
+        """An idle connection of ``purpose`` to ``address``, opening up to
+        ``CONNECTIONS_PER_BROKER`` so that concurrent calls (one producer's verification
+        beside another's) do not queue behind each other; then the least busy one."""
+        key = (purpose, address.node_id)
+        pool = self._pools.setdefault(key, [])
+        if pool and pool[0].address != address:  # restarted elsewhere: new connections
+            for connection in pool:
+                connection.close()
+            pool.clear()
+        for connection in pool:
+            if not connection.busy:
+                return connection
+        if len(pool) < CONNECTIONS_PER_BROKER:
+            pool.append(BrokerConnection(address, self._credentials))
+            return pool[-1]
+        return min(pool, key=lambda c: c.waiting)
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            for connection in pool:
+                connection.close()
+        self._pools.clear()
+
+    async def verify(
+        self,
+        address: BrokerAddress,
+        transactional_id: str,
+        producer_id: int,
+        producer_epoch: int,
+        partitions: list[TopicPartition],
+    ) -> dict[TopicPartition, ErrorCode]:
+        """AddPartitionsToTxn v4 verify-only: the coordinator's answer per partition."""
+        request = m.AddPartitionsToTxnRequest(
+            transactions=[
+                m.AddPartitionsToTxnRequestAddPartitionsToTxnTransaction(
+                    transactional_id=transactional_id,
+                    producer_id=producer_id,
+                    producer_epoch=producer_epoch,
+                    verify_only=True,
+                    topics=[
+                        m.AddPartitionsToTxnRequestAddPartitionsToTxnTopic(name=t, partitions=ps)
+                        for t, ps in _by_topic(partitions).items()
+                    ],
+                )
+            ]
+        )
+        try:
+            answer: m.AddPartitionsToTxnResponse = await self._connection("verify", address).call(
+                ADD_PARTITIONS_TO_TXN, VERIFY_VERSION, request, FORWARDED_CLIENT_ID
+            )
+        except GroupCoordinatorError as exc:
+            log.debug("verifying with broker %d: %s", address.node_id, exc)
+            return dict.fromkeys(partitions, E.NOT_COORDINATOR)
+        if answer.error_code != E.NONE:
+            return dict.fromkeys(partitions, E(answer.error_code))
+        codes = {
+            (t.name, p.partition_index): E(p.partition_error_code)
+            for txn in answer.results_by_transaction
+            for t in txn.topic_results
+            for p in t.results_by_partition
+        }
+        return {tp: codes.get(tp, E.UNKNOWN_SERVER_ERROR) for tp in partitions}
+
+    async def write_markers(
+        self,
+        address: BrokerAddress,
+        producer_id: int,
+        producer_epoch: int,
+        commit: bool,
+        partitions: list[TopicPartition],
+        coordinator_epoch: int,
+    ) -> dict[TopicPartition, ErrorCode]:
+        """WriteTxnMarkers v1 for one transaction: the leader's answer per partition."""
+        request = m.WriteTxnMarkersRequest(
+            markers=[
+                m.WriteTxnMarkersRequestWritableTxnMarker(
+                    producer_id=producer_id,
+                    producer_epoch=producer_epoch,
+                    transaction_result=commit,
+                    topics=[
+                        m.WriteTxnMarkersRequestWritableTxnMarkerTopic(name=t, partition_indexes=ps)
+                        for t, ps in _by_topic(partitions).items()
+                    ],
+                    coordinator_epoch=coordinator_epoch,
+                )
+            ]
+        )
+        try:
+            answer: m.WriteTxnMarkersResponse = await self._connection("markers", address).call(
+                WRITE_TXN_MARKERS, MARKERS_VERSION, request, FORWARDED_CLIENT_ID
+            )
+        except GroupCoordinatorError as exc:
+            log.debug("markers to broker %d: %s", address.node_id, exc)
+            return dict.fromkeys(partitions, E.NOT_LEADER_OR_FOLLOWER)
+        codes = {
+            (t.name, p.partition_index): E(p.error_code)
+            for marker in answer.markers
+            for t in marker.topics
+            for p in t.partitions
+        }
+        return {tp: codes.get(tp, E.UNKNOWN_SERVER_ERROR) for tp in partitions}

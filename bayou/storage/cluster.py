@@ -111,6 +111,11 @@ class Cluster(Protocol):
         """Whether this broker's own lease runs (it may lead, coordinate, expire)."""
         ...
 
+    def settled(self) -> bool:
+        """Whether this broker's coordinators serve the live set it sees (its lease runs
+        and no change of the live brokers is still being taken over)."""
+        ...
+
     def on_change(self, callback: Callable[[bool], Awaitable[None]]) -> None: ...
 
 
@@ -155,6 +160,9 @@ class SingleNode:
         return True
 
     def active(self) -> bool:
+        return True
+
+    def settled(self) -> bool:
         return True
 
     def on_change(self, callback: Callable[[bool], Awaitable[None]]) -> None:

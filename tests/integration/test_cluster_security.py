@@ -6,6 +6,7 @@ that database logs those users in and applies those ACLs."""
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -255,3 +256,58 @@ def test_share_members_on_a_secured_broker_that_does_not_coordinate_their_group(
             java.close()
         for b in brokers.values():
             b.kill()
+
+
+def test_a_transaction_across_secured_brokers(database: str, brokers: list[BrokerProcess]) -> None:
+    """Under --authorizer acl the brokers' transaction calls to each other (verification,
+    markers) log in as the internal user: a transaction whose coordinator, group coordinator
+    and leaders are different brokers commits its records and offsets, and aborts."""
+    cli("user", "add", "admin", "--password-stdin", "--storage", database, stdin="admin-pw\n")
+    start_all(brokers)
+    nodes = (1, 2)
+    tid = next(
+        t for t in (unique_topic("tid") for _ in range(1000))
+        if rendezvous(coordinator_key(1, t), nodes) == 1
+    )  # fmt: skip
+    group = next(
+        g for g in (unique_topic("g") for _ in range(1000))
+        if rendezvous(coordinator_key(0, g), nodes) == 2
+    )  # fmt: skip
+    topic = next(  # partitions led by both brokers
+        t for t in (unique_topic() for _ in range(1000))
+        if {rendezvous(partition_key(t, q), nodes) for q in range(4)} == set(nodes)
+    )  # fmt: skip
+    admin = sasl(brokers[0].bootstrap + "," + brokers[1].bootstrap, "admin", "admin-pw")
+    admin_client = AdminClient(admin)
+    admin_client.create_topics([NewTopic(topic, 4)])[topic].result(TIMEOUT_S)
+    p = Producer({**admin, "transactional.id": tid})
+    p.init_transactions(2 * TIMEOUT_S)  # the new brokers may still be loading their ids
+    consumer = Consumer({**admin, "group.id": group, "enable.auto.commit": False})
+    try:
+        for commit, tag in ((True, b"kept"), (False, b"dropped")):
+            p.begin_transaction()
+            for i in range(8):
+                p.produce(topic, value=tag + b"%d" % i, partition=i % 4)
+            offsets = [TopicPartition(topic, 0, 10 if commit else 20)]
+            p.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), TIMEOUT_S)
+            if commit:
+                p.commit_transaction(TIMEOUT_S)
+            else:
+                assert p.flush(TIMEOUT_S) == 0
+                p.abort_transaction(TIMEOUT_S)
+        [committed] = consumer.committed([TopicPartition(topic, 0)], timeout=TIMEOUT_S)
+        assert committed.offset == 10
+    finally:
+        consumer.close()
+    reader = Consumer({**admin, "group.id": unique_topic("r"), "isolation.level": "read_committed"})
+    reader.assign([TopicPartition(topic, q, 0) for q in range(4)])
+    got: list[bytes] = []
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while len(got) < 8 and time.monotonic() < deadline:
+            msg = reader.poll(0.2)
+            if msg is not None and not msg.error():
+                got.append(msg.value() or b"")
+    finally:
+        reader.close()
+    assert sorted(got) == sorted(b"kept%d" % i for i in range(8))

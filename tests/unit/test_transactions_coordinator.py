@@ -15,6 +15,7 @@ from bayou.core.transactions import (
     MarkerJob,
     Result,
     TransactionCoordinator,
+    TxnMetadata,
     TxnRecord,
     TxnSettings,
     TxnState,
@@ -246,6 +247,34 @@ def test_add_offsets_adds_the_offsets_partition(h: Harness) -> None:
     pid = h.init().response.producer_id
     assert h.take(h.c.add_offsets(T0, TID, pid, 0)) == E.NONE
     assert h.c.txns[TID].partitions == {OFFSETS_PARTITION}
+
+
+def test_add_offsets_records_the_groups_for_their_coordinators(h: Harness) -> None:
+    pid = h.init().response.producer_id
+    assert h.take(h.c.add_offsets(T0, TID, pid, 0, "g1")) == E.NONE
+    assert h.take(h.c.add_offsets(T0 + 1, TID, pid, 0, "g2")) == E.NONE
+    assert h.c.txns[TID].groups == {"g1", "g2"}
+    h.check_replay()  # the groups are durable: a coordinator taking the id over needs them
+    _code, [job] = h.end(T0 + 2, pid, 0, True)
+    assert job.groups == frozenset({"g1", "g2"}) and OFFSETS_PARTITION in job.partitions
+    h.complete(T0 + 3, job)
+    assert h.c.txns[TID].groups == set()
+    h.check_replay()
+
+
+def test_a_record_without_groups_loads_with_none() -> None:
+    value = {
+        "producer_id": 7,
+        "last_producer_id": -1,
+        "producer_epoch": 0,
+        "last_producer_epoch": -1,
+        "timeout_ms": 60000,
+        "state": "Ongoing",
+        "partitions": [["__consumer_offsets", 0]],
+        "start_ms": 1,
+        "update_ms": 1,
+    }
+    assert TxnMetadata.from_value(TID, value).groups == set()
 
 
 def test_list_and_describe(h: Harness) -> None:

@@ -127,15 +127,26 @@ class Security:
         """Logins required and ACLs enforced (``--authorizer acl``)."""
         return self.settings.authorizer
 
-    async def open(self, state: StateStore) -> None:
+    async def open(self, state: StateStore, *, shared: bool = False) -> None:
+        """Load users and ACLs; and the internal user's secret when logins are required or
+        other brokers share the engine (their transaction calls log in with it)."""
         await self.users.open(state)
         await self.acls.open(state)
-        if self.enabled:
+        if self.enabled or shared:
             self.internal_secret = await _internal_secret(state)
 
     def internal_login(self) -> tuple[str, str] | None:
         """The SASL PLAIN user and password of the broker's own clients, when required."""
         return (INTERNAL_USER, self.internal_secret) if self.enabled else None
+
+    def broker_login(self) -> tuple[str, str] | None:
+        """The login of the calls only brokers may make (WriteTxnMarkers), whatever the
+        authorizer: the internal user, once its secret is loaded."""
+        return (INTERNAL_USER, self.internal_secret) if self.internal_secret else None
+
+    def is_broker(self, principal: str | None) -> bool:
+        """Whether ``principal`` is another broker of the cluster (or this one)."""
+        return bool(self.internal_secret) and principal == user_principal(INTERNAL_USER)
 
     def internal_client_config(self) -> dict[str, object]:
         """librdkafka settings the broker's own clients add to reach its Kafka listener."""

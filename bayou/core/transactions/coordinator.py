@@ -77,6 +77,7 @@ def _marker_job(meta: TxnMetadata) -> MarkerJob:
         meta.producer_epoch,
         meta.state == S.PREPARE_COMMIT,
         frozenset(meta.partitions),
+        frozenset(meta.groups),
     )
 
 
@@ -102,10 +103,15 @@ class TransactionCoordinator:
             self.txns.pop(record.transactional_id, None)
         else:
             value = record.value
-            self.txns[record.transactional_id] = replace(value, partitions=set(value.partitions))
+            self.txns[record.transactional_id] = replace(
+                value, partitions=set(value.partitions), groups=set(value.groups)
+            )
 
     def emit(self, result: Result[Any], meta: TxnMetadata) -> None:
-        record = TxnRecord(meta.transactional_id, replace(meta, partitions=set(meta.partitions)))
+        record = TxnRecord(
+            meta.transactional_id,
+            replace(meta, partitions=set(meta.partitions), groups=set(meta.groups)),
+        )
         self.replay(record)
         result.records.append(record)
 
@@ -191,7 +197,13 @@ class TransactionCoordinator:
                 return fail(E.PRODUCER_FENCED)
             new = replace(meta, producer_epoch=epochs[0], last_producer_epoch=epochs[1])
         new = replace(
-            new, timeout_ms=timeout_ms, state=S.EMPTY, partitions=set(), start_ms=-1, update_ms=now
+            new,
+            timeout_ms=timeout_ms,
+            state=S.EMPTY,
+            partitions=set(),
+            groups=set(),
+            start_ms=-1,
+            update_ms=now,
         )
         self.emit(result, new)
         result.response = InitPidResult(E.NONE, new.producer_id, new.producer_epoch)
@@ -230,8 +242,10 @@ class TransactionCoordinator:
         producer_id: int,
         producer_epoch: int,
         partitions: Iterable[TopicPartition],
+        groups: Iterable[str] = (),
     ) -> Result[ErrorCode]:
-        """AddPartitionsToTxn (and AddOffsetsToTxn, with the offsets partition)."""
+        """AddPartitionsToTxn (and AddOffsetsToTxn, with the offsets partition and the
+        group)."""
         result: Result[ErrorCode] = Result()
         meta = self._check_producer(transactional_id, producer_id, producer_epoch)
         if isinstance(meta, ErrorCode):
@@ -240,8 +254,8 @@ class TransactionCoordinator:
         if meta.state.preparing:
             result.response = E.CONCURRENT_TRANSACTIONS
             return result
-        wanted = set(partitions)
-        if meta.state == S.ONGOING and wanted <= meta.partitions:
+        wanted, wanted_groups = set(partitions), set(groups)
+        if meta.state == S.ONGOING and wanted <= meta.partitions and wanted_groups <= meta.groups:
             result.response = E.NONE
             return result
         starting = meta.state != S.ONGOING
@@ -251,6 +265,7 @@ class TransactionCoordinator:
                 meta,
                 state=S.ONGOING,
                 partitions=meta.partitions | wanted,
+                groups=meta.groups | wanted_groups,
                 start_ms=now if starting else meta.start_ms,
                 update_ms=now,
             ),
@@ -259,11 +274,22 @@ class TransactionCoordinator:
         return result
 
     def add_offsets(
-        self, now: int, transactional_id: str, producer_id: int, producer_epoch: int
+        self,
+        now: int,
+        transactional_id: str,
+        producer_id: int,
+        producer_epoch: int,
+        group_id: str | None = None,
     ) -> Result[ErrorCode]:
-        """AddOffsetsToTxn: the group's offsets partition joins the transaction."""
+        """AddOffsetsToTxn: the group's offsets partition joins the transaction (and the
+        group, whose coordinator completes its offsets)."""
         return self.add_partitions(
-            now, transactional_id, producer_id, producer_epoch, [OFFSETS_PARTITION]
+            now,
+            transactional_id,
+            producer_id,
+            producer_epoch,
+            [OFFSETS_PARTITION],
+            () if group_id is None else (group_id,),
         )
 
     def verify(
@@ -337,6 +363,7 @@ class TransactionCoordinator:
                 meta,
                 state=S.COMPLETE_COMMIT if job.commit else S.COMPLETE_ABORT,
                 partitions=set(),
+                groups=set(),
                 update_ms=now,
             ),
         )

@@ -8,9 +8,12 @@ answers and starts the operation's marker jobs — so a transaction's PrepareCom
 PrepareAbort is in the log before any partition sees a marker, and a crash at any point
 is completed by ``start`` after the restart (``pending_markers``).
 
-A marker job writes the markers (``markers.MarkerWriter``), then runs ``complete``
-(CompleteCommit/CompleteAbort).  One job per transactional id at a time; partitions whose
-marker failed are retried every second until done.  EndTxn answers once its job's first
+A marker job writes the markers (``markers.MarkerWriter``: on each partition's leader, this
+broker or another), then runs ``complete`` (CompleteCommit/CompleteAbort).  One job per
+transactional id at a time; partitions whose marker failed (a leader that died, a group
+coordinator still loading) are retried every second until done — Kafka's PrepareCommit →
+CompleteCommit — for as long as this broker coordinates the id; a coordinator that takes
+the id over replays it in Prepare* and writes them all again.  EndTxn answers once its job's first
 attempt ended — normally with every marker written, so a READ_COMMITTED reader sees the
 transaction as soon as the producer's ``commit_transaction`` returns (Kafka answers right
 after PrepareCommit and writes markers afterwards; both are correct, this one is also
@@ -101,6 +104,8 @@ class TxnDriver:
         txns = self.coordinator.txns
         for tid in [tid for tid in txns if not owns(tid)]:
             del txns[tid]
+        for tid in [tid for tid in self._retry if not owns(tid)]:
+            del self._retry[tid]  # its new coordinator writes the markers left
         if not load:
             return
         held = set(txns)

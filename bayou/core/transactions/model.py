@@ -75,6 +75,9 @@ class TxnMetadata:
     partitions: set[TopicPartition] = field(default_factory=set)
     start_ms: int = -1  # when the first partition joined the current transaction
     update_ms: int = -1  # the last transition (transactional.id.expiration.ms counts from it)
+    #: the consumer groups whose offsets the transaction commits (AddOffsetsToTxn): the
+    #: offsets partition's "marker" goes to each group's coordinator
+    groups: set[str] = field(default_factory=set)
 
     @property
     def epoch_exhausted(self) -> bool:
@@ -91,6 +94,7 @@ class TxnMetadata:
             "partitions": [[t, p] for t, p in sorted(self.partitions)],
             "start_ms": self.start_ms,
             "update_ms": self.update_ms,
+            "groups": sorted(self.groups),
         }
 
     @classmethod
@@ -106,6 +110,7 @@ class TxnMetadata:
             {(str(t), int(p)) for t, p in v["partitions"]},
             int(v["start_ms"]),
             int(v["update_ms"]),
+            {str(g) for g in v.get("groups", ())},  # absent in records of older versions
         )
 
 
@@ -128,6 +133,7 @@ class MarkerJob:
     producer_epoch: int
     commit: bool
     partitions: frozenset[TopicPartition]
+    groups: frozenset[str] = frozenset()  # whose coordinators complete the offsets
 
 
 @dataclass

@@ -113,6 +113,7 @@ class PgCluster:
         self._leaders: dict[PartitionKey, Leadership] = {}
         self._claimed: dict[int, int] = {}  # partition id -> the epoch this broker claimed
         self._lease_end = 0.0  # monotonic: this broker's own lease, as it knows it
+        self._heard = 0.0  # monotonic: when the last heartbeat that read the live set began
         self._callbacks: list[Callback] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -224,6 +225,19 @@ class PgCluster:
     def active(self) -> bool:
         return self._lease_valid()
 
+    def settled(self) -> bool:
+        """Also: the live set was read less than two heartbeats ago.  A broker whose
+        heartbeats fail keeps its lease for a while with a view that may be stale; two
+        brokers that both answer True then hold the same view (a change one has settled on
+        is at least two heartbeats old, so the other's last read saw it too)."""
+        return (
+            self._lease_valid()
+            and self._settle_at is None
+            and bool(self._live)
+            and self._serving == tuple(self._live)
+            and time.monotonic() - self._heard < SETTLE_HEARTBEATS * self.heartbeat_s
+        )
+
     def _lease_valid(self) -> bool:
         return time.monotonic() < self._lease_end
 
@@ -312,6 +326,7 @@ class PgCluster:
             with contextlib.suppress(InvalidConfig):
                 await self._register()
         self._apply(rows, live, claimed)
+        self._heard = sent  # the view read since ``sent`` is the one in force now
 
     async def _claim(
         self, conn: Any, rows: list[tuple[Any, ...]], live: dict[int, BrokerAddress]

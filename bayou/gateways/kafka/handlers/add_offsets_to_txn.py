@@ -28,7 +28,11 @@ async def handle_add_offsets_to_txn(
         driver = txn_driver(ctx)
         code: ErrorCode = await driver.run(
             lambda now: driver.coordinator.add_offsets(
-                now, request.transactional_id, request.producer_id, request.producer_epoch
+                now,
+                request.transactional_id,
+                request.producer_id,
+                request.producer_epoch,
+                request.group_id,
             )
         )
     except TxnCoordinatorError as exc:

@@ -4,8 +4,11 @@ v0-v3 carry one transaction (the ``V3AndBelow*`` fields) and answer per topic; v
 batch several transactions, each with ``verify_only``: a verify-only entry changes nothing and
 answers, per partition, whether it is already in the producer's ongoing transaction
 (TRANSACTION_ABORTABLE when not) — Kafka's brokers send these to the coordinator before they
-append a transactional batch; Bayou's produce path asks its coordinator in process, and a
-client may send them too (there is no authorizer, so nothing requires CLUSTER_ACTION).
+append a transactional batch, and so do Bayou's when the transactional id's coordinator is
+another broker of the cluster (``txn_check.py``; the group coordinator's TxnOffsetCommit asks
+about ``__consumer_offsets``-0, which a verification may name).  With an authorizer they
+need CLUSTER_ACTION (the brokers' internal user has it); without one a client may send them
+too (they change nothing).
 
 Kafka's checks, in its order: a partition of a topic that does not exist is
 UNKNOWN_TOPIC_OR_PARTITION and one of an internal topic (``__consumer_offsets`` …) is
@@ -18,7 +21,7 @@ clients), a transaction being completed CONCURRENT_TRANSACTIONS.  v3+ is flexibl
 
 from __future__ import annotations
 
-from bayou.core.transactions import TxnCoordinatorError
+from bayou.core.transactions import OFFSETS_PARTITION, TxnCoordinatorError
 from bayou.errors import ErrorCode
 from bayou.gateways.kafka.context import RequestContext
 from bayou.gateways.kafka.handlers.registry import handles
@@ -39,10 +42,14 @@ def _results(codes: dict[TP, ErrorCode]) -> list[TopicResult]:
     return [TopicResult(name=t, results_by_partition=ps) for t, ps in by_topic.items()]
 
 
-def _refused(ctx: RequestContext, wanted: list[TP]) -> dict[TP, ErrorCode] | None:
+def _refused(
+    ctx: RequestContext, wanted: list[TP], verify_only: bool
+) -> dict[TP, ErrorCode] | None:
     topics, internal = ctx.core.topics(), ctx.core.internal_topics()
     refused: dict[TP, ErrorCode] = {}
     for topic, partition in wanted:
+        if verify_only and (topic, partition) == OFFSETS_PARTITION:
+            continue
         if topic in internal:
             refused[(topic, partition)] = ErrorCode.TOPIC_AUTHORIZATION_FAILED
         else:
@@ -63,7 +70,7 @@ async def _one(
     topics: list[m.AddPartitionsToTxnRequestAddPartitionsToTxnTopic],
 ) -> dict[TP, ErrorCode]:
     wanted = list(dict.fromkeys((t.name, p) for t in topics for p in t.partitions))
-    refused = _refused(ctx, wanted)
+    refused = _refused(ctx, wanted, verify_only)
     if refused is not None:
         return refused
     try:

@@ -16,14 +16,17 @@ so the client fails just those and reports the others as failed with them.
 
 Transactional batches (KIP-98) carry the request's ``transactional_id``; without one the
 whole request is TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as Kafka answers.  Before appending,
-each partition with a transactional batch is verified with the transaction coordinator
-(KIP-890's server-side defence, in process; ``txn_check.py``): a partition the producer never
-added to its ongoing transaction — a "hanging transaction" in the making — is refused
-(INVALID_TXN_STATE "Partition was not added to the transaction" for v3-v10,
-TRANSACTION_ABORTABLE for v11), a fenced epoch INVALID_PRODUCER_EPOCH, an unknown producer
-INVALID_PRODUCER_ID_MAPPING, a transaction being completed NOT_ENOUGH_REPLICAS (retriable,
-as Kafka answers older clients).  The verification and the append happen with no suspension
-in between, so a transaction cannot end between them.
+each partition with a transactional batch is verified with the transactional id's
+coordinator (KIP-890's server-side defence; ``txn_check.py``: in process when this broker
+coordinates the id, else over AddPartitionsToTxn v4 to the broker that does): a partition the
+producer never added to its ongoing transaction — a "hanging transaction" in the making — is
+refused (INVALID_TXN_STATE "Partition was not added to the transaction" for v3-v10,
+TRANSACTION_ABORTABLE for v11), a fenced epoch INVALID_PRODUCER_EPOCH, a producer id the
+coordinator does not know for the id INVALID_PRODUCER_ID_MAPPING, a transaction being
+completed or a coordinator that cannot be asked NOT_ENOUGH_REPLICAS (retriable, as Kafka
+answers older clients).  Nothing runs between the verification's answer and the append's
+place in the engine's queue, and a marker queued during a verification with another broker
+makes it ask again, so a transaction cannot end between them.
 """
 
 from __future__ import annotations
@@ -78,6 +81,9 @@ async def handle_produce(
     elif acks not in (-1, 0, 1):
         refuse = (ErrorCode.INVALID_REQUIRED_ACKS, f"acks must be -1, 0 or 1, not {acks}")
     txn = TxnCheck(ctx, request.transactional_id)
+    if refuse is None:
+        await txn.prepare(request)
+    # from here to append_many nothing suspends (see txn_check.py)
     topics: list[m.ProduceResponseTopicProduceResponse] = []
     writes: list[tuple[str, int, Buffer]] = []
     # where each write's answer goes: (its topic's partition answers, slot, partition index)

@@ -9,7 +9,9 @@
 
 Failure: SASL_AUTHENTICATION_FAILED with Kafka's message, which names the mechanism but
 neither the user nor the reason, after the growing delay; then the connection closes.
-v1+ tell the session's lifetime (KIP-152, see ``session.py``); v2 is flexible.
+v1+ tell the session's lifetime (KIP-152, see ``session.py``); v2 is flexible.  Without an
+authorizer a connection is ``User:ANONYMOUS`` from the start and may still log in (its
+principal is then the user's): other brokers do, for the calls only brokers may make.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncio
 import time
 
 from bayou.core.security import Login
+from bayou.core.security.principal import ANONYMOUS
 from bayou.core.security.scram import MECHANISMS, ScramError, ScramServer
 from bayou.errors import ErrorCode
 from bayou.gateways.kafka.context import RequestContext
@@ -102,8 +105,11 @@ async def _conclude(ctx: RequestContext, login: Login, reply: bytes) -> m.SaslAu
     session = ctx.session
     mechanism = session.mechanism or ""
     principal = login.principal
-    if principal is not None and session.principal not in (None, principal):
-        principal = None  # KIP-152: a re-authentication may not change who it is
+    # KIP-152: a re-authentication may not change who it is (a connection without an
+    # authorizer starts as ANONYMOUS, which a first login replaces: the brokers' own
+    # calls to each other log in even then)
+    if principal is not None and session.principal not in (None, ANONYMOUS, principal):
+        principal = None
         login = session.security.refuse(
             DOOR, session.host, mechanism, "", "re-authentication changed the principal"
         )

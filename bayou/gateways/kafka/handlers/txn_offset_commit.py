@@ -6,7 +6,9 @@ meanwhile OffsetFetch with ``require_stable`` (what read_committed consumers sen
 UNSTABLE_OFFSET_COMMIT for those partitions, so a consumer taking over waits for the outcome.
 
 Checks, as Kafka makes them: the producer's transaction must include the group's offsets
-partition (AddOffsetsToTxn first; KIP-890's verification, answered in process): not so
+partition (AddOffsetsToTxn first; KIP-890's verification, asked of the transactional id's
+coordinator — in process, or over AddPartitionsToTxn v4 when another broker coordinates the
+id, ``txn_check.py``): not so
 INVALID_TXN_STATE; an unknown id or producer id INVALID_PRODUCER_ID_MAPPING; another epoch
 INVALID_PRODUCER_EPOCH (what Kafka's verification answers a fenced producer here).  Then,
 per partition, an unknown topic or partition UNKNOWN_TOPIC_OR_PARTITION; then the group
@@ -19,25 +21,23 @@ OFFSET_METADATA_TOO_LARGE.  v3+ is flexible.
 from __future__ import annotations
 
 from bayou.core.groups import GroupCoordinatorError, OffsetCommit
-from bayou.core.transactions import OFFSETS_PARTITION, TxnCoordinatorError
+from bayou.core.transactions import OFFSETS_PARTITION
 from bayou.errors import ErrorCode
 from bayou.gateways.kafka.context import RequestContext
 from bayou.gateways.kafka.group_support import driver, known_partition
 from bayou.gateways.kafka.handlers.registry import handles
-from bayou.gateways.kafka.txn_support import txn_driver
+from bayou.gateways.kafka.txn_check import verify
 from bayou.protocol.kafka import messages as m
 
 E = ErrorCode
 
 
-def _verify(ctx: RequestContext, request: m.TxnOffsetCommitRequest) -> ErrorCode:
-    try:
-        coordinator = txn_driver(ctx).read()
-    except TxnCoordinatorError as exc:
-        return exc.code
-    code = coordinator.verify(
-        request.transactional_id, request.producer_id, request.producer_epoch, [OFFSETS_PARTITION]
-    )[OFFSETS_PARTITION]
+async def _verify(ctx: RequestContext, request: m.TxnOffsetCommitRequest) -> ErrorCode:
+    """The transaction coordinator's answer (returns with no suspension after it)."""
+    producer = (request.producer_id, request.producer_epoch)
+    code = (await verify(ctx, request.transactional_id, {producer: [OFFSETS_PARTITION]}))[
+        OFFSETS_PARTITION
+    ]
     if code == E.TRANSACTION_ABORTABLE:
         return E.INVALID_TXN_STATE
     if code == E.PRODUCER_FENCED:
@@ -67,12 +67,12 @@ async def handle_txn_offset_commit(
                 )
             )
     results: list[ErrorCode]
-    refused = _verify(ctx, request)
+    refused = await _verify(ctx, request)
     if refused != E.NONE:
         results = [refused] * len(commits)
     else:
-        # no suspension between the verification and the commit: the transaction cannot
-        # end in between (both run on the event loop)
+        # no suspension between the verification's answer and the commit (whose pending
+        # offsets are recorded as ``run`` starts): the transaction cannot end in between
         try:
             groups = driver(ctx)
             results = await groups.run(
