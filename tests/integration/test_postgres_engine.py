@@ -15,9 +15,11 @@ import pytest
 from bayou.config import internal_log_config
 from bayou.errors import ErrorCode, InvalidConfig, KafkaError
 from bayou.protocol.kafka.records import Record, build_batch, iter_batches, iter_records
+from bayou.storage.cluster import BrokerAddress
 from bayou.storage.engine import LogEngine, StateEntry, latest
 from bayou.storage.maintenance import MaintenanceSettings
 from bayou.storage.postgres import PostgresEngine
+from bayou.storage.postgres.cluster import PgCluster
 from bayou.storage.postgres.schema import LATEST
 from tests.support.postgres import PostgresServer
 
@@ -149,6 +151,46 @@ def test_a_broker_that_lost_the_leader_epoch_cannot_append(
             assert [v for _o, v in await values_of(b, "fenced", 0)] == [b"before", b"after"]
         finally:
             await a.close()
+            await b.close()
+
+    run(body)
+
+
+def test_a_partition_claimed_before_its_topic_was_loaded_is_led_once_it_is(
+    postgres_server: PostgresServer,
+) -> None:
+    """A heartbeat reads the partitions table before this broker's engine has loaded a topic
+    another broker just created (the catalog reload is under way): the partitions are led
+    by this broker once the engine knows them — not named in the table and held by no one
+    (producers saw NOT_LEADER_OR_FOLLOWER until the live set changed)."""
+    url = postgres_server.create_database()
+
+    async def body() -> None:
+        creator, b = engine(url), engine(url)
+        await creator.open()
+        await b.open()
+        cluster = PgCluster(b, 2, lease_ms=3_000, heartbeat_ms=200)
+        reload = b._schedule_reload
+        try:
+            await cluster.join(BrokerAddress(2, "127.0.0.1", 9092))
+            b._schedule_reload = lambda: None  # type: ignore[method-assign]  # held back
+            await creator.create_topic("late", 3, {})
+            await cluster._tick()  # reads the new rows; the engine does not know them yet
+            assert b.topic_partition("late", 0) is None
+            b._schedule_reload = reload  # type: ignore[method-assign]
+            b._schedule_reload()
+            await eventually("b to load the topic", lambda: "late" in b.topics())
+            await eventually(
+                "b to lead every partition",
+                lambda: all(cluster.leads("late", i) for i in range(3)),
+                timeout_s=10.0,
+            )
+            result = await b.partition("late", 1).append(batch(b"led"))
+            assert result.base_offset == 0
+        finally:
+            b._schedule_reload = reload  # type: ignore[method-assign]
+            await cluster.leave()
+            await creator.close()
             await b.close()
 
     run(body)

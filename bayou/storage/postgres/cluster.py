@@ -331,13 +331,21 @@ class PgCluster:
     async def _claim(
         self, conn: Any, rows: list[tuple[Any, ...]], live: dict[int, BrokerAddress]
     ) -> dict[int, int]:
-        """Claim the partitions that hash to this broker and that it does not hold."""
+        """Claim the partitions that hash to this broker and that it does not hold.
+
+        A partition is held when the table names this broker at the epoch it claimed *and*
+        its engine handle is fenced at that epoch.  One the engine has not loaded yet (a
+        topic another broker just created: its rows are read here before the catalog's
+        reload) is not claimed: a claim without a handle would fence nothing, and the next
+        heartbeat, finding the table already naming this broker, would never claim it
+        again — the partition led by no one until the live set changed."""
         me = self.node_id
         wanted = [
             int(pid)
             for pid, name, index, leader, epoch in rows
             if rendezvous(partition_key(name, index), live) == me
-            and (leader != me or self._claimed.get(pid) != epoch)
+            and (leader != me or self._claimed.get(pid) != epoch or not self._holds(pid))
+            and self._engine.partition_by_id(pid) is not None
         ]
         if not wanted:
             return {}
@@ -355,6 +363,15 @@ class PgCluster:
                 handle.producers_at = None  # reload the producer state under the row lock
         self._claimed.update(claimed)
         return claimed
+
+    def _holds(self, pid: int) -> bool:
+        """Whether the engine's handle of ``pid`` is fenced at the epoch claimed for it."""
+        handle = self._engine.partition_by_id(pid)
+        return (
+            handle is not None
+            and handle.fenced
+            and handle.leader_epoch == self._claimed.get(pid, -1)
+        )
 
     def _apply(
         self, rows: list[tuple[Any, ...]], live: dict[int, BrokerAddress], claimed: dict[int, int]
