@@ -16,8 +16,8 @@ from tests.support.seaweedfs import SeaweedFS
 
 # The files that take longest (a minute or more on a loaded 2-core machine), longest first.
 # ``make test`` runs the suite on pytest-xdist workers, a file at a time per worker
-# (``--dist loadfile``), handing out files in collection order: these go first so that no
-# worker is still busy with a long file at the end while the others are idle.
+# (``--dist loadfile --no-loadscope-reorder``), handing out files in collection order: these
+# go first so that no worker is still busy with a long file at the end while the others idle.
 LONGEST_FILES = (
     "integration/test_transactions.py",
     "integration/test_streams_views.py",
@@ -33,6 +33,7 @@ LONGEST_FILES = (
     "integration/test_cluster.py",
     "integration/test_cluster_doors.py",
     "integration/test_streams_rebalance.py",
+    "unit/test_storage_compaction.py",
 )
 
 
