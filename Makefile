@@ -7,6 +7,12 @@ BIN    := $(VENV)/bin
 RUN_STAMP  := $(VENV)/.run-installed
 TEST_STAMP := $(VENV)/.test-installed
 PYTEST_ARGS ?=
+# The suite runs on this many pytest-xdist worker processes, a test file per worker at a time
+# (its module-scoped broker is started once), in the order tests/conftest.py gives (the longest
+# files first: xdist's own reordering by test count would leave them for the end);
+# PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= 3
+PYTEST_XDIST := -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 # Extra `bayou serve` options for `make run`, e.g. ARGS="--http-port 8081 --mqtt-port 0".
 ARGS ?=
 
@@ -35,7 +41,7 @@ test: $(TEST_STAMP)
 	$(BIN)/ruff check bayou tests bench
 	$(BIN)/ruff format --check bayou tests bench
 	$(BIN)/mypy
-	scripts/pytest-strict.sh $(BIN)/pytest $(PYTEST_ARGS)
+	scripts/pytest-strict.sh $(BIN)/pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 format: $(TEST_STAMP)
 	$(BIN)/ruff format bayou tests bench

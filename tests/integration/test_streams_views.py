@@ -256,7 +256,8 @@ def test_seed_scenario_mqtt_telemetry_moving_average_and_alerts(
             info = client.publish(
                 f"sensors/{device}", json.dumps({"device": device, "temp": temp, "ts": ts}), qos=1
             )
-            info.wait_for_publish(10)
+            info.wait_for_publish(TIMEOUT_S)
+            assert info.is_published(), f"no PUBACK in {TIMEOUT_S}s"
             if n == 0:
                 sql_ok(
                     broker,

@@ -106,18 +106,19 @@ def test_doors_deliver_only_committed_records_and_wait_for_open_transactions(
 
 
 def test_door_isolation_read_uncommitted_delivers_aborted_records_too(tmp_path: Path) -> None:
-    broker = BrokerProcess(
-        tmp_path / "data", extra_args=["--door-isolation", "read_uncommitted"]
-    ).start()
-    topic = unique_topic("txn-doors-uncommitted")
-    create_topic(broker.bootstrap, topic)
-    doors = Doors(broker, topic)
-    p = producer(broker.bootstrap, unique_topic("tid"))
+    broker = BrokerProcess(tmp_path / "data", extra_args=["--door-isolation", "read_uncommitted"])
     try:
-        in_transaction(p, topic, values(2, "aborted-"), commit=False)
-        in_transaction(p, topic, values(1, "committed-"), commit=True)
-        want = ["aborted-0", "aborted-1", "committed-0"]
-        assert doors.next_values(3) == {"mqtt": want, "amqp": want, "http": want}
+        broker.start()
+        topic = unique_topic("txn-doors-uncommitted")
+        create_topic(broker.bootstrap, topic)
+        doors = Doors(broker, topic)
+        p = producer(broker.bootstrap, unique_topic("tid"))
+        try:
+            in_transaction(p, topic, values(2, "aborted-"), commit=False)
+            in_transaction(p, topic, values(1, "committed-"), commit=True)
+            want = ["aborted-0", "aborted-1", "committed-0"]
+            assert doors.next_values(3) == {"mqtt": want, "amqp": want, "http": want}
+        finally:
+            doors.close()
     finally:
-        doors.close()
         broker.kill()

@@ -83,6 +83,21 @@ class Collector:
         return len(self.got) - before
 
 
+def wait_for_any(collectors: list[Collector], n: int, timeout: float = WAIT_S) -> int:
+    """Pump I/O until the ``collectors`` (competing consumers of one queue, on one connection)
+    got ``n`` deliveries between them (bounded); how many they got."""
+    conn = collectors[0].conn
+
+    def total() -> int:
+        return sum(len(c.got) for c in collectors)
+
+    deadline = time.monotonic() + timeout
+    while total() < n and time.monotonic() < deadline:
+        conn.process_data_events(time_limit=0.05)
+    assert total() >= n, f"got {total()} of {n} deliveries in {timeout}s"
+    return total()
+
+
 def kafka_read(broker: BrokerProcess, topic: str, partitions: int, n: int) -> list[Any]:
     """Read ``n`` records from the start of every partition with confluent-kafka."""
     consumer = Consumer(

