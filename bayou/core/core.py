@@ -69,6 +69,8 @@ from bayou.core.shares import (
     ShareDriver,
     ShareSettings,
 )
+from bayou.core.state_follow import Apply as ApplyEntries
+from bayou.core.state_follow import FollowingStateStore, caught_up, follow
 from bayou.core.transactions import (
     TRANSACTIONS_LOG,
     EngineMarkers,
@@ -131,6 +133,8 @@ class Core:
     ) -> None:
         self.engine = engine
         self.cluster: Cluster = cluster or SingleNode(settings.node_id)
+        #: the state logs of users, ACLs, quotas and the doors, followed on a shared engine
+        self.state = FollowingStateStore(engine, shared=self.cluster.shared)
         self.security = security or Security()
         #: the doors' members' calls to a group coordinated by another broker
         self.group_link = GroupLink(self.topics, self.security.internal_login)
@@ -158,8 +162,8 @@ class Core:
     async def start(self) -> None:
         """Load the users, ACLs and quotas, the group coordinator from its state log, and
         start the core's tasks (in a shared cluster the coordinators start in ``join``)."""
-        await self.security.open(self.engine.state)
-        await self.quotas.open(self.engine.state)
+        await self.security.open(self.state)
+        await self.quotas.open(self.state)
         state_log = await self.engine.state.open_log(GROUPS_LOG, public=True)
         groups = GroupDriver(self.group_settings, self.clock_ms, state_log)
         replayed = await groups.open()
@@ -239,6 +243,7 @@ class Core:
     async def close(self) -> None:
         """After the doors stopped: answer parked group requests, stop the core's tasks."""
         await self.cluster.leave()
+        self.state.close()
         self.group_link.close()
         if self.transactions is not None:
             self.transactions.shutdown()
@@ -379,8 +384,18 @@ class Core:
 
     async def open_state_log(self, name: str) -> StateLog:
         """A door's own compacted key-value log in the engine's state store (MQTT sessions
-        and retained messages, the AMQP topology)."""
-        return await self.engine.state.open_log(name)
+        and retained messages, the AMQP topology); on a shared engine ``follow`` hands what
+        other brokers write to it to the door (``state_follow.py``)."""
+        return await self.state.open_log(name)
+
+    def follow_state_log(self, state_log: StateLog, apply: ApplyEntries) -> None:
+        """After loading ``state_log``: hand ``apply`` every entry other brokers write to it
+        from now on (nothing happens on an engine no other broker shares)."""
+        follow(state_log, apply)
+
+    async def state_caught_up(self, state_log: StateLog, timeout_s: float = 2.0) -> bool:
+        """Until what other brokers wrote to ``state_log`` so far is applied (bounded)."""
+        return await caught_up(state_log, timeout_s)
 
     async def allocate_producer_id(self) -> int:
         return await self.engine.allocate_producer_id()

@@ -22,6 +22,16 @@ engine, as before this module used them) and the group coordinator:
 
 A version 1 document (before positions were group offsets) still holds them: they are used
 for every partition the group has no offset for, and committed on the first save.
+
+**Brokers sharing an engine** write the same two logs, and each follows them
+(``Core.follow_state_log``): a retained message set or cleared through one broker is what a
+new subscriber on any other gets.  A session is held by one broker at a time — the one that
+wrote its document last (the document names its ``node``).  The others keep that document in
+``remote`` only; when the session's client connects to one of them, it ``adopt``s it (the
+document, and the positions committed by the previous holder, read from the group's
+coordinator) and its next save tells the previous holder, which lets its copy go
+(``forget``) — and, if the client was still connected there, disconnects it as a session
+taken over (``server.py``).  At start a broker restores only the sessions it holds.
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from bayou.core import Core
@@ -81,6 +91,11 @@ class RetainedStore:
         self._log = await self.core.open_state_log(RETAINED_LOG)
         return list((await latest(self._log)).values())
 
+    def follow(self, apply: Callable[[list[StateEntry]], None]) -> None:
+        """Hand ``apply`` what other brokers of a shared engine write from now on."""
+        if self._log is not None:
+            self.core.follow_state_log(self._log, apply)
+
     def put(self, topic: str, payload: bytes | None, headers: Headers) -> asyncio.Task[None]:
         """Store (or, with ``payload`` None, clear) the retained message of ``topic``; the
         write starts now, so writes land in call order; the task ends once it is durable."""
@@ -90,6 +105,13 @@ class RetainedStore:
     async def _put(self, entry: StateEntry) -> None:
         if self._log is not None:
             await self._log.put([entry], durable=True)
+
+
+def _document(value: bytes | None) -> dict[str, Any]:
+    doc = json.loads(value or b"{}")
+    if not isinstance(doc, dict):
+        raise ValueError("not a JSON object")
+    return doc
 
 
 class SessionStore:
@@ -102,23 +124,30 @@ class SessionStore:
         self._documents: dict[str, bytes] = {}  # client id → its document as last written
         self._committed: dict[str, dict[TP, int]] = {}  # client id → offsets as committed
         self._committed_at: dict[str, int] = {}  # client id → last full commit (clock ms)
+        #: sessions another broker of a shared engine wrote last (it holds them): client id
+        #: → their document, taken over (``adopt``) when their client connects here
+        self.remote: dict[str, bytes] = {}
         self._limited = RateLimitedLog(log)
 
     async def open(self) -> list[tuple[str, dict[str, Any], dict[TP, int]]]:
-        """Open the log; (client id, document, positions) of every stored session."""
+        """Open the log; (client id, document, positions) of every stored session this
+        broker holds — on a shared engine those it wrote last (the others go to
+        ``remote``; a document from before brokers were named in it is held here)."""
         self._log = await self.core.open_state_log(SESSIONS_LOG)
         out = []
         deadline = time.monotonic() + LOAD_WAIT_S
+        shared = self.core.cluster.shared
         for entry in (await latest(self._log)).values():
             client_id = entry.key.decode("utf-8", "replace")
             try:
-                doc = json.loads(entry.value or b"{}")
-                if not isinstance(doc, dict):
-                    raise ValueError("not a JSON object")
+                doc = _document(entry.value)
             except ValueError as exc:
                 log.warning(
                     "MQTT session %r: unreadable document (%s); dropping it", client_id, exc
                 )
+                continue
+            if shared and doc.get("node", self.core.node_id) != self.core.node_id:
+                self.remote[client_id] = entry.value or b""
                 continue
             positions = await self.committed(client_id, deadline)
             self._documents[client_id] = entry.value or b""
@@ -126,6 +155,38 @@ class SessionStore:
             self._committed_at[client_id] = 0  # unknown: commit again soon
             out.append((client_id, doc, positions))
         return out
+
+    def follow(self, apply: Callable[[list[StateEntry]], None]) -> None:
+        """Hand ``apply`` what other brokers of a shared engine write from now on."""
+        if self._log is not None:
+            self.core.follow_state_log(self._log, apply)
+
+    async def caught_up(self) -> bool:
+        """Until what other brokers wrote so far is applied here (bounded)."""
+        return self._log is None or await self.core.state_caught_up(self._log)
+
+    def forget(self, client_id: str) -> None:
+        """Let the session go without writing anything: another broker holds it now."""
+        self._documents.pop(client_id, None)
+        self._committed.pop(client_id, None)
+        self._committed_at.pop(client_id, None)
+
+    async def adopt(self, client_id: str) -> tuple[dict[str, Any], dict[TP, int]] | None:
+        """Take over a session another broker wrote last: its document and positions (None:
+        there is none, or it is unreadable).  Its next save writes the document, which
+        tells the other brokers this one holds it now."""
+        data = self.remote.pop(client_id, None)
+        if data is None:
+            return None
+        try:
+            doc = _document(data)
+        except ValueError as exc:
+            log.warning("MQTT session %r: unreadable document (%s)", client_id, exc)
+            return None
+        positions = await self.committed(client_id, time.monotonic() + LOAD_WAIT_S)
+        self._committed[client_id] = dict(positions)
+        self._committed_at[client_id] = 0  # commit again soon: this broker holds it now
+        return doc, positions
 
     async def committed(self, client_id: str, deadline: float) -> dict[TP, int]:
         """The positions the session's group has committed, asked of whichever broker
@@ -160,14 +221,20 @@ class SessionStore:
             job = self._commit(client_id, session.positions(), full, now)
             if job is not None:
                 jobs.append(job)
-            data = json.dumps(session.document(), separators=(",", ":")).encode()
+            doc = session.document()
+            doc["node"] = self.core.node_id  # who holds it (``open``, ``remote``)
+            data = json.dumps(doc, separators=(",", ":")).encode()
             if self._documents.get(client_id) != data:
                 self._documents[client_id] = data
                 entries.append(StateEntry(client_id.encode(), data))
         if entries and self._log is not None:
-            jobs.insert(0, self._log.put(entries, durable=True))
+            jobs.insert(0, self._write(self._log, entries))
         if jobs:
             await asyncio.gather(*jobs)
+
+    @staticmethod
+    async def _write(state_log: StateLog, entries: list[StateEntry]) -> None:
+        await state_log.put(entries, durable=True)
 
     def _commit(
         self, client_id: str, positions: dict[TP, int], full: bool, now: int
@@ -215,9 +282,8 @@ class SessionStore:
     def drop(self, client_id: str) -> asyncio.Future[tuple[None, None]]:
         """Forget the session: a tombstone for its document, its group deleted — both issued
         now, so a new session of the same client id saved later lands after them."""
-        self._documents.pop(client_id, None)
-        self._committed.pop(client_id, None)
-        self._committed_at.pop(client_id, None)
+        self.forget(client_id)
+        self.remote.pop(client_id, None)
         return asyncio.gather(self._tombstone(client_id), self._delete_group(client_id))
 
     async def _tombstone(self, client_id: str) -> None:
