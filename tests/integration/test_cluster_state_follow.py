@@ -83,10 +83,11 @@ def secured(
     tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer
 ) -> Iterator[dict[int, BrokerProcess]]:
     url = postgres_server.create_database()
-    done = bayou_cli(
-        "user", "add", "admin", "--password-stdin", "--storage", url, stdin="admin-pw\n"
-    )
-    assert done.returncode == 0, done.stderr
+    for user in ("admin", "alice"):  # in the engine before the brokers start: known to both
+        done = bayou_cli(
+            "user", "add", user, "--password-stdin", "--storage", url, stdin=f"{user}-pw\n"
+        )
+        assert done.returncode == 0, done.stderr
     brokers = start_cluster(
         tmp_path_factory.mktemp("secured"),
         url,
@@ -228,13 +229,11 @@ def test_an_acl_created_and_deleted_through_one_broker_decides_on_the_other(
 ) -> None:
     a, b = secured[1], secured[2]
     admin = admin_of(a)
-    user = unique_topic("u")
-    set_password(admin, user, "pw")
-    followed("a user created at A logs in at B", lambda: logs_in(b, user, "pw"))
+    user = "alice"  # known to both brokers since their start
     topic, partition = topic_led_by(admin, 2)
 
     def new_producer() -> Producer:
-        return Producer(sasl(b.bootstrap, user, "pw", **{"message.timeout.ms": 10_000}))
+        return Producer(sasl(b.bootstrap, user, "alice-pw", **{"message.timeout.ms": 10_000}))
 
     refused = produce_error(new_producer(), topic, partition)
     assert refused is not None and refused.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
@@ -268,15 +267,12 @@ def test_an_acl_created_and_deleted_through_one_broker_decides_on_the_other(
 def test_a_quota_set_through_one_broker_throttles_on_the_other(
     secured: dict[int, BrokerProcess],
 ) -> None:
+    """A client-id quota, so that only the quota is new to B (the super user ``admin``,
+    known to both brokers since their start, produces)."""
     a, b = secured[1], secured[2]
     admin = admin_of(a)
-    user = unique_topic("u")
-    set_password(admin, user, "pw")
+    client_id = unique_topic("slow")
     topic, partition = topic_led_by(admin, 2)
-    for future in admin.create_acls(
-        [acl(topic, user, AclOperation.WRITE), acl(topic, user, AclOperation.DESCRIBE)]
-    ).values():
-        future.result(TIMEOUT_S)
     quotas = QuotaAdmin(
         a.bootstrap,
         security_protocol="SASL_PLAINTEXT",
@@ -285,19 +281,25 @@ def test_a_quota_set_through_one_broker_throttles_on_the_other(
         sasl_plain_password="admin-pw",
     )
     try:
-        assert quotas.alter({"user": user}, {"producer_byte_rate": 10_000.0}) == (0, None)
+        assert quotas.alter({"client-id": client_id}, {"producer_byte_rate": 10_000.0}) == (
+            0,
+            None,
+        )
     finally:
         quotas.close()
-    throttles: list[float] = []
+    throttles: list[tuple[str, int, float]] = []
     producer = Producer(
         sasl(
             b.bootstrap,
-            user,
-            "pw",
+            "admin",
+            "admin-pw",
             **{
+                "client.id": client_id,
                 "linger.ms": 1,
                 "batch.size": 16384,
-                "throttle_cb": lambda event: throttles.append(event.throttle_time),
+                "throttle_cb": lambda event: throttles.append(
+                    (event.broker_name, event.broker_id, event.throttle_time)
+                ),
             },
         )
     )
@@ -308,7 +310,7 @@ def test_a_quota_set_through_one_broker_throttles_on_the_other(
             producer.produce(topic, value, partition=partition)
         assert producer.flush(TIMEOUT_S) == 0
         producer.poll(0.1)
-        return any(t > 0 for t in throttles)
+        return any(t > 0 and broker_id == 2 for _name, broker_id, t in throttles)
 
     followed("a quota set at A throttles at B", throttled)
 
