@@ -30,6 +30,10 @@ typed async facade:
 - ``background`` runs a fire-and-forget task with a reference kept; ``stopping`` is set when
   the broker shuts down (long polls end, coordinators refuse new work).
 
+State logs: ``state`` is the engine's ``StateStore`` as the core hands it out — on a shared
+engine each log is followed, and what other brokers write to it is handed to its store's
+own replay path (``state_follow.py``; a door asks with ``follow_state_log``).
+
 Lifecycle: ``start`` loads the users, ACLs and quotas, the group coordinator, the share
 coordinator, then the transaction coordinator (each replaying its state log; transactions a
 crash left decided get their markers now) and starts the request budget's stall sweep;

@@ -19,9 +19,12 @@ uses, so there is one way a record becomes state.
   delivery and one read — milliseconds; the cluster documents at most 2 s.
 - **Own writes are applied once.**  A store applies its own change in memory when its write
   returns (read-your-writes for the client that asked).  ``put`` notes the offsets of the
-  batch it wrote, and the follower skips them.  A record the follower reads may belong to a
-  put that has not returned yet (the commit woke the follower first): before it decides,
-  the follower waits for the puts in flight at that moment to return (one commit each).  A
+  batch it wrote, and the follower skips them (only once it follows: a log nobody follows
+  keeps no notes; a store's writes between its load and ``follow`` — the AMQP registry
+  rewriting what it could not read — are applied again, the same values).  A record the
+  follower reads may belong to a put that has not returned yet (the commit woke the
+  follower first): before it decides, the follower waits for the puts in flight at that
+  moment to return (one commit each).  A
   put that failed leaves no note, so if its record did land after all, the follower applies
   it like anyone else's — the state then matches the log, which is the truth.
 - **Order.** Entries are applied in log order, after the store's own changes that precede
@@ -112,7 +115,7 @@ class FollowedLog:
         self._inflight.add(done)
         try:
             last = await self.inner.put(entries, durable=durable)
-            if last >= 0:
+            if last >= 0 and self.task is not None:  # else nothing follows: nothing to skip
                 self._own.append((last - len(entries) + 1, last))
             return last
         finally:

@@ -278,7 +278,11 @@ class MqttGateway:
             log.exception("cannot take over MQTT session %r", client_id)
             return
         self.refresh_interest()
-        self._live_where_tailed(self.sessions[client_id])
+        session = self.sessions[client_id]
+        self._live_where_tailed(session)
+        # written now, not at the next save: the previous holder lets its copy go at once
+        # (before it could expire it, or save it again as messages reach it offline)
+        await self.save_session(session)
 
     def _live_where_tailed(self, session: Session) -> None:
         """A restored session is live (not behind) where a tailer already reads from its
