@@ -24,13 +24,13 @@ uses, so there is one way a record becomes state.
   rewriting what it could not read — are applied again, the same values).  A record the
   follower reads may belong to a put that has not returned yet (the commit woke the
   follower first): before it decides, the follower waits for the puts in flight at that
-  moment to return (one commit each).  A
-  put that failed leaves no note, so if its record did land after all, the follower applies
-  it like anyone else's — the state then matches the log, which is the truth.
+  moment to return (one commit each).  A put that failed leaves no note, so if its record
+  did land after all, the follower applies it like anyone else's — the state then matches
+  the log, which is the truth.
 - **Order.** Entries are applied in log order, after the store's own changes that precede
   them in the log; a store's ``apply`` is last-writer-wins per key, as its replay is.
-- Errors in ``apply`` are logged and the entries skipped: a follower never
-  stops, and one bad record never stalls the others.
+- Errors in ``apply`` are logged and the entries skipped: a follower never stops, and one
+  bad record never stalls the others.
 
 On an engine only one broker opens (``local``, ``memory://``) nothing else writes the logs:
 ``FollowingStateStore`` hands out the engine's logs as they are and ``follow`` does nothing.
