@@ -478,6 +478,26 @@ def test_amqp_topology_declared_and_deleted_through_one_broker_routes_on_the_oth
         conn_b.close()
     conn_a = connect(a)
     try:
+        conn_a.channel().queue_unbind(queue, exchange, routing_key="rk")
+    finally:
+        conn_a.close()
+    conn_b = connect(b)
+    try:
+        ch = conn_b.channel()
+        ch.confirm_delivery()
+
+        def unroutable() -> bool:
+            try:
+                ch.basic_publish(exchange, "rk", b"after unbind", mandatory=True)
+            except pika.exceptions.UnroutableError:
+                return True
+            return False
+
+        followed("a binding deleted at A no longer routes at B", unroutable)
+    finally:
+        conn_b.close()
+    conn_a = connect(a)
+    try:
         conn_a.channel().exchange_delete(exchange)
     finally:
         conn_a.close()
