@@ -40,6 +40,7 @@ from tests.support.kafka import unique_topic
 from tests.support.mqtt import MqttTestClient
 from tests.support.postgres import PostgresServer
 from tests.support.quota_admin import QuotaAdmin
+from tests.support.seaweedfs import SeaweedFS
 from tests.support.security import bayou_cli
 from tests.support.wait import wait_until
 
@@ -49,13 +50,18 @@ NODES = (1, 2)
 
 
 def start_cluster(
-    root: Path, url: str, doors: tuple[str, ...], *extra: str
+    root: Path,
+    url: str,
+    doors: tuple[str, ...],
+    *extra: str,
+    env: dict[str, str] | None = None,
 ) -> dict[int, BrokerProcess]:
     brokers = {
         n: BrokerProcess(
             root / f"node{n}",
             extra_args=["--storage", url, "--node-id", str(n), *extra],
             doors=doors,
+            env=env,
         )
         for n in NODES
     }
@@ -502,3 +508,26 @@ def test_amqp_topology_declared_and_deleted_through_one_broker_routes_on_the_oth
     finally:
         conn_a.close()
     followed("an exchange deleted at A is gone at B", lambda: not exchange_exists(b, exchange))
+
+
+def test_the_object_storage_engine_follows_too(
+    tmp_path: Path, postgres_server: PostgresServer, seaweedfs: SeaweedFS
+) -> None:
+    """``s3://`` keeps its state logs in its PostgreSQL: followed the same way."""
+    database = postgres_server.create_database()
+    url = f"s3://{seaweedfs.bucket}/{unique_topic('follow')}?endpoint={seaweedfs.endpoint}"
+    brokers = start_cluster(tmp_path, f"{url}&metadata={database}", ("mqtt",), env=seaweedfs.env)
+    try:
+        topic = unique_topic("ret") + "/x"
+        pub = MqttTestClient(brokers[1].mqtt_port, unique_topic("p"))
+        try:
+            pub.publish(topic, b"kept", qos=1, retain=True)
+        finally:
+            pub.close()
+        followed(
+            "a retained message set at A reaches a new subscriber at B (s3://)",
+            lambda: retained_at(brokers[2], topic, 1) == [(topic, b"kept")],
+        )
+    finally:
+        for b in brokers.values():
+            b.kill()
