@@ -99,12 +99,13 @@ class FollowedLog:
         out: list[StateEntry] = []
         end = cursor.end()
         while cursor.position < end:
+            was = cursor.position
             records = await cursor.read(READ_BYTES)
             out.extend(
                 StateEntry(r.key, r.value, tuple(r.headers)) for r in records if r.key is not None
             )
-            if not records and not cursor.ready():
-                break
+            if not records and cursor.position == was:
+                break  # nothing more to read now (as the engines' own replays stop)
         self._own.clear()
         return out
 
