@@ -17,18 +17,22 @@ uses, so there is one way a record becomes state.
   PostgreSQL, the NOTIFY another broker's commit sends), not a polling loop; ``WAIT_S`` only
   bounds each wait.  An entry written on another broker is applied here within the NOTIFY's
   delivery and one read — milliseconds; the cluster documents at most 2 s.
-- **Own writes are applied once.**  A store applies its own change in memory when its write
-  returns (read-your-writes for the client that asked).  ``put`` notes the offsets of the
-  batch it wrote, and the follower skips them (only once it follows: a log nobody follows
-  keeps no notes; a store's writes between its load and ``follow`` — the AMQP registry
-  rewriting what it could not read — are applied again, the same values).  A record the
-  follower reads may belong to a put that has not returned yet (the commit woke the
-  follower first): before it decides, the follower waits for the puts in flight at that
-  moment to return (one commit each).  A put that failed leaves no note, so if its record
-  did land after all, the follower applies it like anyone else's — the state then matches
-  the log, which is the truth.
-- **Order.** Entries are applied in log order, after the store's own changes that precede
-  them in the log; a store's ``apply`` is last-writer-wins per key, as its replay is.
+- **Own writes are applied once, and win over what they follow.**  A store applies its own
+  change in memory when it writes it (read-your-writes for the client that asked).  ``put``
+  returns the offset of the batch's last entry, and the follower notes, per key, the offset
+  of this broker's latest write; it skips a record at or below that offset — its own, or
+  another broker's that this broker's later write already replaced in the log (applying it
+  would leave memory on the older value while the log holds ours).  A record it reads may
+  be older than one of our writes still in flight (the commit woke the follower first, or
+  the store changed its memory and has not written yet): before deciding on a key, the
+  follower waits for this broker's puts of that key in flight at that moment (one commit
+  each; a put counts as in flight from its call, before its coroutine first runs).  A put
+  that failed leaves no note, so if its record did land after all, the follower applies it
+  like anyone else's — the state then matches the log, which is the truth.  A log nobody
+  follows keeps no notes; a store's writes between its load and ``follow`` (the AMQP
+  registry rewriting what it could not read) are applied again, the same values.
+- **Order.** Entries are applied in log order; a store's ``apply`` is last-writer-wins per
+  key, as its replay is, so every broker ends on what the log ends on.
 - Errors in ``apply`` are logged and the entries skipped: a follower never stops, and one
   bad record never stalls the others.
 
@@ -41,7 +45,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
 
 from bayou.core.cursor import Cursor
 from bayou.log_limits import RateLimitedLog
@@ -53,6 +58,7 @@ WAIT_S = 5.0  # one wait for new records (they wake it at once; this only bounds
 READ_BYTES = 1024 * 1024
 RETRY_S = 0.5  # after a failed read (the engine unreachable)
 CATCH_UP_S = 2.0
+SETTLE_S = 30.0  # the longest a follower waits for this broker's own writes in flight
 
 Apply = Callable[[list[StateEntry]], Awaitable[None] | None]
 
@@ -78,8 +84,8 @@ class FollowedLog:
         self.inner = inner
         self.cursor = StateLogCursor(engine, inner)
         self.task: asyncio.Task[None] | None = None
-        self._own: list[tuple[int, int]] = []  # offsets this broker wrote, not yet passed
-        self._inflight: set[asyncio.Future[None]] = set()
+        self._written: dict[bytes, int] = {}  # key → offset of our latest write, not passed
+        self._inflight: dict[asyncio.Future[None], frozenset[bytes]] = {}  # puts → their keys
         self._advanced = asyncio.Event()  # set (and replaced) each time the follower moves
         self._limited = RateLimitedLog(log)
 
@@ -106,21 +112,29 @@ class FollowedLog:
             )
             if not records and cursor.position == was:
                 break  # nothing more to read now (as the engines' own replays stop)
-        self._own.clear()
+        self._written.clear()
         return out
 
-    async def put(self, entries: Sequence[StateEntry], *, durable: bool = False) -> int:
-        if not entries:
-            return -1
+    def put(
+        self, entries: Sequence[StateEntry], *, durable: bool = False
+    ) -> Coroutine[Any, Any, int]:
+        """The engine's ``put``, in flight from this call on (see the module docstring)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._inflight.add(done)
+        self._inflight[done] = frozenset(e.key for e in entries)
+        return self._put(list(entries), durable, done)
+
+    async def _put(
+        self, entries: list[StateEntry], durable: bool, done: asyncio.Future[None]
+    ) -> int:
         try:
             last = await self.inner.put(entries, durable=durable)
             if last >= 0 and self.task is not None:  # else nothing follows: nothing to skip
-                self._own.append((last - len(entries) + 1, last))
+                written = self._written
+                for offset, entry in enumerate(entries, last - len(entries) + 1):
+                    written[entry.key] = max(offset, written.get(entry.key, -1))
             return last
         finally:
-            self._inflight.discard(done)
+            self._inflight.pop(done, None)
             done.set_result(None)
 
     async def close(self) -> None:
@@ -165,14 +179,16 @@ class FollowedLog:
                     continue
                 start = cursor.position
                 records = await cursor.read(READ_BYTES)
-                if self._inflight:  # a record read may be one of ours still returning
-                    await asyncio.wait(list(self._inflight))
+                await self._settle({r.key for r in records if r.key is not None})
+                written = self._written
                 theirs = [
                     StateEntry(r.key, r.value, tuple(r.headers))
                     for r in records
-                    if r.key is not None and not self._mine(r.offset)
+                    if r.key is not None and written.get(r.key, -1) < r.offset
                 ]
-                self._own = [(a, b) for a, b in self._own if b >= cursor.position]
+                if written:
+                    passed = cursor.position
+                    self._written = {k: o for k, o in written.items() if o >= passed}
                 if theirs:
                     try:
                         result = apply(theirs)
@@ -189,8 +205,25 @@ class FollowedLog:
                 self._limited.warning(self.name, "following the state log %s: %s", self.name, exc)
                 await asyncio.sleep(RETRY_S)
 
-    def _mine(self, offset: int) -> bool:
-        return any(first <= offset <= last for first, last in self._own)
+    async def _settle(self, keys: set[bytes]) -> None:
+        """Until none of this broker's puts of ``keys`` is in flight (bounded: a put whose
+        coroutine was never run would hold the follower; it is forgotten after a while)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SETTLE_S
+        while True:
+            waiting = [f for f, ks in self._inflight.items() if not ks.isdisjoint(keys)]
+            if not waiting:
+                return
+            left = deadline - loop.time()
+            if left > 0:
+                await asyncio.wait(waiting, timeout=left)
+                continue
+            log.warning(
+                "%s: %d write(s) never finished; deciding without them", self.name, len(waiting)
+            )
+            for future in waiting:
+                self._inflight.pop(future, None)
+            return
 
 
 class FollowingStateStore:

@@ -100,11 +100,15 @@ class RetainedStore:
         """Store (or, with ``payload`` None, clear) the retained message of ``topic``; the
         write starts now, so writes land in call order; the task ends once it is durable."""
         entry = StateEntry(topic.encode(), payload, tuple(headers))
-        return asyncio.ensure_future(self._put(entry))
+        # put is called now (not when the task first runs): the write is in flight from the
+        # moment the retained tree changed (``Core.follow_state_log``)
+        write = None if self._log is None else self._log.put([entry], durable=True)
+        return asyncio.ensure_future(self._put(write))
 
-    async def _put(self, entry: StateEntry) -> None:
-        if self._log is not None:
-            await self._log.put([entry], durable=True)
+    @staticmethod
+    async def _put(write: Awaitable[int] | None) -> None:
+        if write is not None:
+            await write
 
 
 def _document(value: bytes | None) -> dict[str, Any]:
@@ -215,7 +219,7 @@ class SessionStore:
         (a later save never lands under an earlier one)."""
         now = self.core.clock_ms()
         entries: list[StateEntry] = []
-        jobs: list[Awaitable[None]] = []
+        jobs: list[Awaitable[object]] = []
         for session in sessions:
             client_id = session.client_id
             job = self._commit(client_id, session.positions(), full, now)
@@ -228,13 +232,9 @@ class SessionStore:
                 self._documents[client_id] = data
                 entries.append(StateEntry(client_id.encode(), data))
         if entries and self._log is not None:
-            jobs.insert(0, self._write(self._log, entries))
+            jobs.insert(0, self._log.put(entries, durable=True))  # in flight from now on
         if jobs:
             await asyncio.gather(*jobs)
-
-    @staticmethod
-    async def _write(state_log: StateLog, entries: list[StateEntry]) -> None:
-        await state_log.put(entries, durable=True)
 
     def _commit(
         self, client_id: str, positions: dict[TP, int], full: bool, now: int
