@@ -392,10 +392,14 @@ class Core:
         other brokers write to it to the door (``state_follow.py``)."""
         return await self.state.open_log(name)
 
-    def follow_state_log(self, state_log: StateLog, apply: ApplyEntries) -> None:
+    def follow_state_log(
+        self, state_log: StateLog, apply: ApplyEntries, *, own_wins: bool = True
+    ) -> None:
         """After loading ``state_log``: hand ``apply`` every entry other brokers write to it
-        from now on (nothing happens on an engine no other broker shares)."""
-        follow(state_log, apply)
+        from now on (nothing happens on an engine no other broker shares); ``own_wins``
+        off: ``apply`` also decides between this broker's latest write of a key and another
+        broker's later one (``state_follow.py``)."""
+        follow(state_log, apply, own_wins=own_wins)
 
     async def state_caught_up(self, state_log: StateLog, timeout_s: float = 2.0) -> bool:
         """Until what other brokers wrote to ``state_log`` so far is applied (bounded)."""

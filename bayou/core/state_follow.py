@@ -85,6 +85,8 @@ class FollowedLog:
         self.cursor = StateLogCursor(engine, inner)
         self.task: asyncio.Task[None] | None = None
         self._written: dict[bytes, int] = {}  # key → offset of our latest write, not passed
+        self._own: set[int] = set()  # offsets of our writes, not passed (``own_wins`` off)
+        self.own_wins = True
         self._inflight: dict[asyncio.Future[None], frozenset[bytes]] = {}  # puts → their keys
         self._advanced = asyncio.Event()  # set (and replaced) each time the follower moves
         self._limited = RateLimitedLog(log)
@@ -113,6 +115,7 @@ class FollowedLog:
             if not records and cursor.position == was:
                 break  # nothing more to read now (as the engines' own replays stop)
         self._written.clear()
+        self._own.clear()
         return out
 
     def put(
@@ -132,6 +135,7 @@ class FollowedLog:
                 written = self._written
                 for offset, entry in enumerate(entries, last - len(entries) + 1):
                     written[entry.key] = max(offset, written.get(entry.key, -1))
+                    self._own.add(offset)
             return last
         finally:
             self._inflight.pop(done, None)
@@ -140,8 +144,12 @@ class FollowedLog:
     async def close(self) -> None:
         await self.inner.close()
 
-    def follow(self, apply: Apply) -> None:
-        """Hand every entry another broker appends from now on to ``apply``."""
+    def follow(self, apply: Apply, *, own_wins: bool = True) -> None:
+        """Hand every entry another broker appends from now on to ``apply``.  With
+        ``own_wins`` off only this broker's own records are skipped: ``apply`` decides
+        between its latest write of a key and another broker's later one (MQTT sessions,
+        whose documents say which holder is newer)."""
+        self.own_wins = own_wins
         if self.task is None:
             self.task = asyncio.create_task(self._run(apply), name=f"follow {self.name}")
 
@@ -180,15 +188,18 @@ class FollowedLog:
                 start = cursor.position
                 records = await cursor.read(READ_BYTES)
                 await self._settle({r.key for r in records if r.key is not None})
-                written = self._written
+                written, own = self._written, self._own
                 theirs = [
                     StateEntry(r.key, r.value, tuple(r.headers))
                     for r in records
-                    if r.key is not None and written.get(r.key, -1) < r.offset
+                    if r.key is not None
+                    and r.offset not in own
+                    and not (self.own_wins and written.get(r.key, -1) >= r.offset)
                 ]
                 if written:
                     passed = cursor.position
                     self._written = {k: o for k, o in written.items() if o >= passed}
+                    self._own = {o for o in own if o >= passed}
                 if theirs:
                     try:
                         result = apply(theirs)
@@ -248,10 +259,10 @@ class FollowingStateStore:
             followed.stop()
 
 
-def follow(state_log: StateLog | None, apply: Apply) -> None:
+def follow(state_log: StateLog | None, apply: Apply, *, own_wins: bool = True) -> None:
     """Follow ``state_log`` with ``apply`` when it is shared with other brokers."""
     if isinstance(state_log, FollowedLog):
-        state_log.follow(apply)
+        state_log.follow(apply, own_wins=own_wins)
 
 
 async def caught_up(state_log: StateLog | None, timeout_s: float = CATCH_UP_S) -> bool:

@@ -33,10 +33,14 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
+from bayou.errors import ErrorCode
+from bayou.protocol.kafka import messages as m
+from bayou.storage.cluster import coordinator_key, rendezvous
 from tests.integration.test_cluster import committed
 from tests.support.amqp import Collector, connect
 from tests.support.broker import BrokerProcess, start_all
 from tests.support.kafka import unique_topic
+from tests.support.kafka_raw import RawKafka
 from tests.support.mqtt import MqttTestClient
 from tests.support.postgres import PostgresServer
 from tests.support.quota_admin import QuotaAdmin
@@ -335,11 +339,26 @@ def doors(
         "--group-initial-rebalance-delay-ms",
         "0",
     )
+    for n in NODES:  # each broker serves the groups it coordinates (the cluster settled)
+        group = next(
+            g
+            for g in (unique_topic("settle") for _ in range(1000))
+            if rendezvous(coordinator_key(0, g), NODES) == n
+        )
+        wait_until(
+            f"node {n} to serve its groups", lambda n=n, g=group: serves(brokers[n], g), TIMEOUT_S
+        )
     try:
         yield brokers
     finally:
         for b in brokers.values():
             b.kill()
+
+
+def serves(broker: BrokerProcess, group: str) -> bool:
+    with RawKafka(broker.bootstrap) as raw:
+        answer = raw.call(m.OffsetFetchRequest(group_id=group, topics=None), 7)
+    return bool(answer.error_code == ErrorCode.NONE)
 
 
 def retained_at(broker: BrokerProcess, topic_filter: str, n: int) -> list[tuple[str, bytes]]:

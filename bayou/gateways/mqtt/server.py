@@ -228,15 +228,23 @@ class MqttGateway:
     def _apply_sessions(self, entries: list[StateEntry]) -> None:
         """Another broker of a shared engine wrote these sessions (a document: it holds the
         session now; a tombstone: it dropped it).  A copy held here is let go without a
-        write; a client still connected here is disconnected, its session taken over."""
-        remote = self.session_store.remote
+        write, and a client still connected here is disconnected, its session taken over —
+        unless the write is older than this broker's hold (``SessionStore.newer``)."""
+        store = self.session_store
+        remote = store.remote
         for entry in entries:
             client_id = entry.key.decode("utf-8", "replace")
+            session = self.sessions.get(client_id)
+            if session is not None and not store.newer(entry):
+                # a previous holder's late write (its save as its client left, its expiry):
+                # this broker holds the session; the log must end on it again
+                store.rewrite(client_id)
+                session.dirty = True
+                continue
             if entry.value is None:
                 remote.pop(client_id, None)
             else:
                 remote[client_id] = entry.value
-            session = self.sessions.get(client_id)
             if session is None:
                 continue
             conn = session.conn

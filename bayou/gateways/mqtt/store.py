@@ -111,6 +111,18 @@ class RetainedStore:
             await write
 
 
+def _int(value: object) -> int:
+    """A whole number from a document or a header (0 when absent or unreadable)."""
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if not isinstance(value, int | str):
+        return 0
+    try:
+        return int(value)
+    except ValueError:
+        return 0
+
+
 def _document(value: bytes | None) -> dict[str, Any]:
     doc = json.loads(value or b"{}")
     if not isinstance(doc, dict):
@@ -131,6 +143,9 @@ class SessionStore:
         #: sessions another broker of a shared engine wrote last (it holds them): client id
         #: → their document, taken over (``adopt``) when their client connects here
         self.remote: dict[str, bytes] = {}
+        #: client id → the handover generation of a session held here: each adoption adds
+        #: one, so a late write of a previous holder is told from a newer holder's
+        self.gens: dict[str, int] = {}
         self._limited = RateLimitedLog(log)
 
     async def open(self) -> list[tuple[str, dict[str, Any], dict[TP, int]]]:
@@ -154,6 +169,7 @@ class SessionStore:
                 self.remote[client_id] = entry.value or b""
                 continue
             positions = await self.committed(client_id, deadline)
+            self.gens[client_id] = _int(doc.get("gen"))
             self._documents[client_id] = entry.value or b""
             self._committed[client_id] = dict(positions)
             self._committed_at[client_id] = 0  # unknown: commit again soon
@@ -161,9 +177,30 @@ class SessionStore:
         return out
 
     def follow(self, apply: Callable[[list[StateEntry]], None]) -> None:
-        """Hand ``apply`` what other brokers of a shared engine write from now on."""
+        """Hand ``apply`` what other brokers of a shared engine write from now on — also a
+        write of a session this broker wrote since: ``newer`` decides."""
         if self._log is not None:
-            self.core.follow_state_log(self._log, apply)
+            self.core.follow_state_log(self._log, apply, own_wins=False)
+
+    def newer(self, entry: StateEntry) -> bool:
+        """Whether another broker's write of a session held here is newer than this
+        broker's hold (a takeover), not a late write of a previous holder: by handover
+        generation, then node id."""
+        client_id = entry.key.decode("utf-8", "replace")
+        if entry.value is None:
+            fields = dict(entry.headers)
+            theirs = (_int(fields.get("gen")), _int(fields.get("node")))
+        else:
+            try:
+                doc = _document(entry.value)
+            except ValueError:
+                return True
+            theirs = (_int(doc.get("gen")), _int(doc.get("node")))
+        return theirs > (self.gens.get(client_id, 0), self.core.node_id)
+
+    def rewrite(self, client_id: str) -> None:
+        """Write the session's document again at its next save (the log must end on it)."""
+        self._documents.pop(client_id, None)
 
     async def caught_up(self) -> bool:
         """Until what other brokers wrote so far is applied here (bounded)."""
@@ -171,6 +208,7 @@ class SessionStore:
 
     def forget(self, client_id: str) -> None:
         """Let the session go without writing anything: another broker holds it now."""
+        self.gens.pop(client_id, None)
         self._documents.pop(client_id, None)
         self._committed.pop(client_id, None)
         self._committed_at.pop(client_id, None)
@@ -190,6 +228,7 @@ class SessionStore:
         positions = await self.committed(client_id, time.monotonic() + LOAD_WAIT_S)
         self._committed[client_id] = dict(positions)
         self._committed_at[client_id] = 0  # commit again soon: this broker holds it now
+        self.gens[client_id] = _int(doc.get("gen")) + 1
         return doc, positions
 
     async def committed(self, client_id: str, deadline: float) -> dict[TP, int]:
@@ -227,6 +266,7 @@ class SessionStore:
                 jobs.append(job)
             doc = session.document()
             doc["node"] = self.core.node_id  # who holds it (``open``, ``remote``)
+            doc["gen"] = self.gens.get(client_id, 0)  # its handover generation (``newer``)
             data = json.dumps(doc, separators=(",", ":")).encode()
             if self._documents.get(client_id) != data:
                 self._documents[client_id] = data
@@ -282,13 +322,26 @@ class SessionStore:
     def drop(self, client_id: str) -> asyncio.Future[tuple[None, None]]:
         """Forget the session: a tombstone for its document, its group deleted — both issued
         now, so a new session of the same client id saved later lands after them."""
+        gen = self.gens.get(client_id)
+        if gen is None:  # dropping a session another broker holds (a clean start here)
+            try:
+                gen = _int(_document(self.remote.get(client_id)).get("gen")) + 1
+            except ValueError:
+                gen = 0
         self.forget(client_id)
         self.remote.pop(client_id, None)
-        return asyncio.gather(self._tombstone(client_id), self._delete_group(client_id))
+        headers = (("gen", str(gen).encode()), ("node", str(self.core.node_id).encode()))
+        tombstone = (
+            None
+            if self._log is None
+            else self._log.put([StateEntry(client_id.encode(), None, headers)], durable=True)
+        )
+        return asyncio.gather(self._tombstone(tombstone), self._delete_group(client_id))
 
-    async def _tombstone(self, client_id: str) -> None:
-        if self._log is not None:
-            await self._log.put([StateEntry(client_id.encode(), None)], durable=True)
+    @staticmethod
+    async def _tombstone(write: Awaitable[int] | None) -> None:
+        if write is not None:
+            await write
 
     async def _delete_group(self, client_id: str) -> None:
         group = group_of(client_id)
