@@ -31,7 +31,11 @@ wrote its document last (the document names its ``node``).  The others keep that
 document, and the positions committed by the previous holder, read from the group's
 coordinator) and its next save tells the previous holder, which lets its copy go
 (``forget``) — and, if the client was still connected there, disconnects it as a session
-taken over (``server.py``).  At start a broker restores only the sessions it holds.
+taken over (``server.py``).  Each adoption raises the document's handover generation
+(``gen``; a tombstone carries it, and the node, as headers): a write of a session held here
+by another broker is a takeover only when it is ``newer`` — else it is the previous holder's
+late write (its save as its client left, its expiry), ignored and overwritten.  At start a
+broker restores only the sessions it holds.
 """
 
 from __future__ import annotations
