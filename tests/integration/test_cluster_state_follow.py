@@ -285,6 +285,7 @@ def test_a_quota_set_through_one_broker_throttles_on_the_other(
     topic, partition = topic_led_by(admin, 2)
     quotas = QuotaAdmin(
         a.bootstrap,
+        node_id=1,  # through A (kafka-python would pick any broker)
         security_protocol="SASL_PLAINTEXT",
         sasl_mechanism="SCRAM-SHA-512",
         sasl_plain_username="admin",
