@@ -43,12 +43,14 @@ On an engine only one broker opens (``local``, ``memory://``) nothing else write
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from bayou.core.cursor import Cursor
+from bayou.errors import KafkaError
 from bayou.log_limits import RateLimitedLog
 from bayou.storage.engine import LogEngine, Partition, StateEntry, StateLog
 
@@ -141,6 +143,9 @@ class FollowedLog:
             self._inflight.pop(done, None)
             done.set_result(None)
 
+    async def sync(self) -> None:
+        await self.inner.sync()
+
     async def close(self) -> None:
         await self.inner.close()
 
@@ -154,12 +159,16 @@ class FollowedLog:
             self.task = asyncio.create_task(self._run(apply), name=f"follow {self.name}")
 
     async def caught_up(self, timeout_s: float = CATCH_UP_S) -> bool:
-        """Until the follower has applied everything the log holds now (bounded); True when
-        it has.  For a decision that must see another broker's last write."""
+        """Until the follower has applied everything the log holds now — its end read from
+        the engine (``StateLog.sync``), not waited for from a notification — bounded; True
+        when it has.  For a decision that must see another broker's last write."""
         if self.task is None:
             return True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        # the end, from the engine (else what notifications told us is the best known)
+        with contextlib.suppress(TimeoutError, KafkaError):
+            await asyncio.wait_for(self.inner.sync(), timeout_s)
         target = self.cursor.end()
         while self.cursor.position < target:
             left = deadline - loop.time()

@@ -378,6 +378,11 @@ class StateLog(Protocol):
         never listed nor readable as a topic unless opened ``public``."""
         ...
 
+    async def sync(self) -> None:
+        """Bring ``partition``'s offsets up to what other brokers of a shared engine have
+        committed (they are otherwise learned from notifications, a moment later)."""
+        ...
+
     async def put(self, entries: Sequence[StateEntry], *, durable: bool = False) -> int:
         """Append ``entries`` as one all-or-nothing batch; puts apply in call order.
         Returns once written (and fsynced when ``durable`` — else per the log's own flush

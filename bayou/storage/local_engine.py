@@ -264,6 +264,9 @@ class LocalStateLog:
     def partition(self) -> LocalPartition:
         return LocalPartition(self._engine, self.log, internal=True)
 
+    async def sync(self) -> None:
+        return None  # nothing else writes it
+
     async def put(self, entries: Sequence[StateEntry], *, durable: bool = False) -> int:
         if not entries:
             return -1

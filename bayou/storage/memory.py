@@ -469,6 +469,9 @@ class MemoryStateLog:
                         out.append(StateEntry(rec.key, rec.value, tuple(rec.headers)))
         return out
 
+    async def sync(self) -> None:
+        return None  # nothing else writes it
+
     async def put(self, entries: Sequence[StateEntry], *, durable: bool = False) -> int:
         if not entries:
             return -1

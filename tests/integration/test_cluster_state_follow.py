@@ -250,11 +250,14 @@ def test_an_acl_created_and_deleted_through_one_broker_decides_on_the_other(
     write = acl(topic, user, AclOperation.WRITE)
     for future in admin.create_acls([write, acl(topic, user, AclOperation.DESCRIBE)]).values():
         future.result(TIMEOUT_S)
-    producer = new_producer()  # librdkafka remembers a topic it was refused: a new client
-    followed(
-        "an ACL created at A grants at B",
-        lambda: produce_error(producer, topic, partition) is None,
-    )
+    producers: list[Producer] = []
+
+    def granted() -> bool:  # a new client each time: librdkafka remembers a refusal
+        producers.append(new_producer())
+        return produce_error(producers[-1], topic, partition) is None
+
+    followed("an ACL created at A grants at B", granted)
+    producer = producers[-1]
     deleted = AclBindingFilter(
         ResourceType.TOPIC,
         topic,
@@ -495,8 +498,17 @@ def test_amqp_topology_declared_and_deleted_through_one_broker_routes_on_the_oth
     try:
         ch = conn_b.channel()
         ch.confirm_delivery()
-        for i in range(3):
-            ch.basic_publish(exchange, "rk", b"via B %d" % i)
+
+        def routed() -> bool:  # the binding may land at B a moment after the exchange
+            try:
+                ch.basic_publish(exchange, "rk", b"via B 0", mandatory=True)
+            except pika.exceptions.UnroutableError:
+                return False
+            return True
+
+        followed("a binding declared at A routes at B", routed)
+        for i in range(1, 3):
+            ch.basic_publish(exchange, "rk", b"via B %d" % i, mandatory=True)
         consumer = Collector(conn_b, ch, queue)
         got = consumer.wait_for(3)
         assert [d.body for d in got] == [b"via B %d" % i for i in range(3)]

@@ -42,6 +42,9 @@ class PgStateLog:
             offset = await self._engine.offload(decode_state_entries, bytes(chunk), offset, out)
         return out
 
+    async def sync(self) -> None:
+        await self.partition.refresh()
+
     async def put(self, entries: Sequence[StateEntry], *, durable: bool = False) -> int:
         if not entries:
             return -1
