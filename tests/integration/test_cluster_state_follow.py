@@ -484,7 +484,14 @@ def test_amqp_topology_declared_and_deleted_through_one_broker_routes_on_the_oth
     doors: dict[int, BrokerProcess],
 ) -> None:
     a, b = doors[1], doors[2]
-    exchange, queue = unique_topic("ex"), unique_topic("q")
+    exchange = unique_topic("ex")
+    # a classic queue is consumed through its share group, served by the broker that
+    # coordinates it (cluster.md, not built): one coordinated by B, where it is consumed
+    queue = next(
+        q
+        for q in (unique_topic("q") for _ in range(1000))
+        if rendezvous(coordinator_key(0, f"amqp:{q}"), NODES) == 2
+    )
     conn_a = connect(a)
     try:
         ch = conn_a.channel()

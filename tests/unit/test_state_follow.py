@@ -124,6 +124,9 @@ class ReturnsLate:
     async def read_all(self) -> list[StateEntry]:
         return await self.inner.read_all()
 
+    async def sync(self) -> None:
+        await self.inner.sync()
+
     async def put(self, entries: Sequence[StateEntry], *, durable: bool = False) -> int:
         last = await self.inner.put(entries, durable=durable)
         await self.release.wait()
