@@ -33,6 +33,10 @@ typed async facade:
 - ``background`` runs a fire-and-forget task with a reference kept; ``stopping`` is set when
   the broker shuts down (long polls end, coordinators refuse new work).
 
+State logs: ``state`` is the engine's ``StateStore`` as the core hands it out — on a shared
+engine each log is followed, and what other brokers write to it is handed to its store's
+own replay path (``state_follow.py``; a door asks with ``follow_state_log``).
+
 Lifecycle: ``start`` loads the users, ACLs and quotas, the group coordinator, the share
 coordinator, then the transaction coordinator (each replaying its state log; transactions a
 crash left decided get their markers now) and starts the request budget's stall sweep;
@@ -73,6 +77,8 @@ from bayou.core.shares import (
     ShareRemote,
     ShareSettings,
 )
+from bayou.core.state_follow import Apply as ApplyEntries
+from bayou.core.state_follow import FollowingStateStore, caught_up, follow
 from bayou.core.transactions import (
     COORDINATOR_EPOCH,
     TRANSACTIONS_LOG,
@@ -137,6 +143,8 @@ class Core:
     ) -> None:
         self.engine = engine
         self.cluster: Cluster = cluster or SingleNode(settings.node_id)
+        #: the state logs of users, ACLs, quotas and the doors, followed on a shared engine
+        self.state = FollowingStateStore(engine, shared=self.cluster.shared)
         self.security = security or Security()
         #: the doors' members' calls to a group coordinated by another broker
         self.group_link = GroupLink(self.topics, self.security.internal_login)
@@ -168,8 +176,8 @@ class Core:
     async def start(self) -> None:
         """Load the users, ACLs and quotas, the group coordinator from its state log, and
         start the core's tasks (in a shared cluster the coordinators start in ``join``)."""
-        await self.security.open(self.engine.state, shared=self.cluster.shared)
-        await self.quotas.open(self.engine.state)
+        await self.security.open(self.state, shared=self.cluster.shared)
+        await self.quotas.open(self.state)
         state_log = await self.engine.state.open_log(GROUPS_LOG, public=True)
         groups = GroupDriver(self.group_settings, self.clock_ms, state_log)
         replayed = await groups.open()
@@ -249,6 +257,7 @@ class Core:
     async def close(self) -> None:
         """After the doors stopped: answer parked group requests, stop the core's tasks."""
         await self.cluster.leave()
+        self.state.close()
         self.group_link.close()
         self.txn_link.close()
         if self.transactions is not None:
@@ -390,8 +399,22 @@ class Core:
 
     async def open_state_log(self, name: str) -> StateLog:
         """A door's own compacted key-value log in the engine's state store (MQTT sessions
-        and retained messages, the AMQP topology)."""
-        return await self.engine.state.open_log(name)
+        and retained messages, the AMQP topology); on a shared engine ``follow`` hands what
+        other brokers write to it to the door (``state_follow.py``)."""
+        return await self.state.open_log(name)
+
+    def follow_state_log(
+        self, state_log: StateLog, apply: ApplyEntries, *, own_wins: bool = True
+    ) -> None:
+        """After loading ``state_log``: hand ``apply`` every entry other brokers write to it
+        from now on (nothing happens on an engine no other broker shares); ``own_wins``
+        off: ``apply`` also decides between this broker's latest write of a key and another
+        broker's later one (``state_follow.py``)."""
+        follow(state_log, apply, own_wins=own_wins)
+
+    async def state_caught_up(self, state_log: StateLog, timeout_s: float = 2.0) -> bool:
+        """Until what other brokers wrote to ``state_log`` so far is applied (bounded)."""
+        return await caught_up(state_log, timeout_s)
 
     async def allocate_producer_id(self) -> int:
         return await self.engine.allocate_producer_id()

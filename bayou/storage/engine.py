@@ -371,10 +371,23 @@ class StateLog(Protocol):
         """Every entry still in the log, in append order (call before the first ``put``)."""
         ...
 
-    async def put(self, entries: Sequence[StateEntry], *, durable: bool = False) -> None:
+    @property
+    def partition(self) -> Partition:
+        """The log as a partition (offsets, reads, "data landed" under its name), for a
+        reader that follows what other brokers of a shared engine append (``Cursor``);
+        never listed nor readable as a topic unless opened ``public``."""
+        ...
+
+    async def sync(self) -> None:
+        """Bring ``partition``'s offsets up to what other brokers of a shared engine have
+        committed (they are otherwise learned from notifications, a moment later)."""
+        ...
+
+    async def put(self, entries: Sequence[StateEntry], *, durable: bool = False) -> int:
         """Append ``entries`` as one all-or-nothing batch; puts apply in call order.
         Returns once written (and fsynced when ``durable`` — else per the log's own flush
-        policy: a process crash loses nothing written, a power loss may)."""
+        policy: a process crash loses nothing written, a power loss may): the offset of the
+        last entry (-1 when ``entries`` is empty; the batch holds the offsets before it)."""
         ...
 
     async def close(self) -> None: ...

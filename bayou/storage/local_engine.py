@@ -260,15 +260,23 @@ class LocalStateLog:
     async def read_all(self) -> list[StateEntry]:
         return await asyncio.to_thread(read_state_entries, self.log)
 
-    async def put(self, entries: Sequence[StateEntry], *, durable: bool = False) -> None:
+    @property
+    def partition(self) -> LocalPartition:
+        return LocalPartition(self._engine, self.log, internal=True)
+
+    async def sync(self) -> None:
+        return None  # nothing else writes it
+
+    async def put(self, entries: Sequence[StateEntry], *, durable: bool = False) -> int:
         if not entries:
-            return
+            return -1
         engine = self._engine
         now = engine.clock_ms()
         batch = build_batch([Record(now, e.key, e.value, list(e.headers)) for e in entries])
-        engine.append_now(self.log, batch)
+        result = engine.append_now(self.log, batch)
         if durable or self.log.needs_flush(now):
             await engine.flusher.flush(self.log)
+        return result.last_offset
 
     async def close(self) -> None:
         await self._engine.close_state_log(self)

@@ -469,12 +469,16 @@ class MemoryStateLog:
                         out.append(StateEntry(rec.key, rec.value, tuple(rec.headers)))
         return out
 
-    async def put(self, entries: Sequence[StateEntry], *, durable: bool = False) -> None:
-        if entries:
-            now = self._engine.clock_ms()
-            self.partition.store(
-                build_batch([Record(now, e.key, e.value, list(e.headers)) for e in entries])
-            )
+    async def sync(self) -> None:
+        return None  # nothing else writes it
+
+    async def put(self, entries: Sequence[StateEntry], *, durable: bool = False) -> int:
+        if not entries:
+            return -1
+        now = self._engine.clock_ms()
+        return self.partition.store(
+            build_batch([Record(now, e.key, e.value, list(e.headers)) for e in entries])
+        ).last_offset
 
     async def close(self) -> None:
         return None

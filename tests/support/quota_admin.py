@@ -16,15 +16,18 @@ Entity = dict[str, str | None]  # {"user": "alice", "client-id": None (<default>
 
 
 class QuotaAdmin:
-    def __init__(self, bootstrap: str, **config: Any) -> None:
+    """``node_id``: send every request to that broker (by default the client picks one)."""
+
+    def __init__(self, bootstrap: str, node_id: int | None = None, **config: Any) -> None:
         self.admin = KafkaAdminClient(bootstrap_servers=bootstrap, **config)
+        self.node_id = node_id
 
     def close(self) -> None:
         self.admin.close()
 
     def _send(self, request: Any) -> Any:
         async def send() -> Any:
-            return await self.admin._manager.send(request)
+            return await self.admin._manager.send(request, node_id=self.node_id)
 
         return self.admin._manager.run(send)
 

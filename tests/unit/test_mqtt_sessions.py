@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
@@ -22,12 +23,14 @@ from bayou.gateways.mqtt.inflight import DEFAULT_INFLIGHT
 from bayou.gateways.mqtt.mapping import TopicMapper
 from bayou.gateways.mqtt.messages import TP, Message, MessageFactory
 from bayou.gateways.mqtt.session import NEVER_EXPIRES, Session
+from bayou.gateways.mqtt.store import SessionStore
 from bayou.gateways.mqtt.subscriptions import SubOptions, Subscriptions
 from bayou.gateways.mqtt.systree import SysCounters
 from bayou.gateways.mqtt.tailer import Tailer
 from bayou.protocol.kafka.records import DecodedRecord, Record, build_batch
 from bayou.protocol.mqtt import FrameReader, ServerConnection, decode, encode
 from bayou.protocol.mqtt.packets import MQTT_311, Connect, Publish
+from bayou.storage.engine import StateEntry
 from bayou.storage.memory import MemoryEngine
 
 T = TypeVar("T")
@@ -337,3 +340,26 @@ def test_the_door_modules_import_each_other_without_cycles() -> None:
     assert [m for m in graph if reaches(m, m, set())] == []
     for module in ("session", "delivery", "inflight", "subscriptions", "catch_up", "shared"):
         assert not reaches(module, "client", set()) and not reaches(module, "server", set())
+
+
+def test_a_takeover_is_told_from_a_previous_holders_late_write() -> None:
+    """Which write of a session held here another broker made: its adoption (a higher
+    handover generation, or the same one from a higher node id) or a late save or expiry of
+    the broker that held it before (``SessionStore.newer``)."""
+
+    async def check(core: Core) -> None:
+        store = SessionStore(core)  # node 0
+        store.gens["c"] = 2  # held here since the second handover
+
+        def doc(gen: int, node: int) -> StateEntry:
+            return StateEntry(b"c", json.dumps({"gen": gen, "node": node}).encode())
+
+        def tombstone(gen: int, node: int) -> StateEntry:
+            return StateEntry(b"c", None, (("gen", b"%d" % gen), ("node", b"%d" % node)))
+
+        assert store.newer(doc(3, 1)) and store.newer(tombstone(3, 1))
+        assert store.newer(doc(2, 1))  # adopted at the same time elsewhere: node ids decide
+        assert not store.newer(doc(1, 1)) and not store.newer(tombstone(1, 1))
+        assert not store.newer(StateEntry(b"c", b"{}"))  # a document from before generations
+
+    run_with_core(0, check)

@@ -207,7 +207,7 @@ class Quotas:
         return self.settings.window_size_s * 1000.0
 
     async def open(self, state: StateStore) -> None:
-        await self.store.open(state)
+        await self.store.open(state, self._changed)
         self._changed()
 
     # -- the store -------------------------------------------------------------------------

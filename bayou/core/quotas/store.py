@@ -4,13 +4,15 @@ One entry per entity: the key is the entity as JSON (``[["user","alice"],["clien
 null for ``<default>``), the value a JSON object of its quotas (``{"producer_byte_rate":
 1048576.0}``); an entity left without quotas is a tombstone.  ``open`` replays the log.  A
 change is written, fsynced, before it applies in memory and is answered, and bumps
-``version`` so every door re-resolves the limits of its clients on their next request.
+``version`` so every door re-resolves the limits of its clients on their next request.  On
+a shared engine the changes other brokers write are applied as they land (``apply``, the
+replay's own path; ``bayou/core/state_follow.py``), with the same effect.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from bayou.core.quotas.entities import (
     TYPE_ORDER,
@@ -23,6 +25,7 @@ from bayou.core.quotas.entities import (
     keys_for,
     make_entity,
 )
+from bayou.core.state_follow import follow
 from bayou.storage.engine import StateEntry, StateLog, StateStore, latest
 
 QUOTAS_LOG = "__bayou_quotas"
@@ -39,12 +42,28 @@ class QuotaStore:
         self.version = 0
         self._log: StateLog | None = None
 
-    async def open(self, state: StateStore) -> None:
+    async def open(self, state: StateStore, on_change: Callable[[], None] = lambda: None) -> None:
+        """Replay the log; on a shared engine, go on applying what other brokers write to
+        it (``state_follow.py``), calling ``on_change`` after each change."""
         self._log = await state.open_log(QUOTAS_LOG)
-        for key, entry in (await latest(self._log)).items():
-            decoded = _decode(key, entry.value)
-            if decoded is not None:  # else written by a later release: not ours to judge
+        self.apply(list((await latest(self._log)).values()))
+
+        def followed(entries: list[StateEntry]) -> None:
+            self.apply(entries)
+            on_change()
+
+        follow(self._log, followed)
+
+    def apply(self, entries: list[StateEntry]) -> None:
+        """Entries of the log, in order (the replay at start, and other brokers' writes)."""
+        for entry in entries:
+            decoded = _decode(entry.key, entry.value)
+            if decoded is not None:
                 self.entities[decoded[0]] = decoded[1]
+                continue
+            entity = _entity(entry.key)
+            if entity is not None:  # a tombstone, or no quota this release knows
+                self.entities.pop(entity, None)
         self.version += 1
 
     def describe(self, flt: DescribeFilter) -> list[tuple[Entity, Values]]:
@@ -106,13 +125,23 @@ def _value(values: Values) -> bytes | None:
     return json.dumps(values, sort_keys=True).encode() if values else None
 
 
-def _decode(key: bytes, value: bytes | None) -> tuple[Entity, Values] | None:
+def _entity(key: bytes) -> Entity | None:
     try:
         pairs = json.loads(key)
         entity = make_entity((str(t), None if n is None else str(n)) for t, n in pairs)
+    except (ValueError, TypeError, AttributeError):
+        return None
+    if not entity or any(t not in TYPE_ORDER for t, _ in entity):
+        return None
+    return entity
+
+
+def _decode(key: bytes, value: bytes | None) -> tuple[Entity, Values] | None:
+    entity = _entity(key)
+    if entity is None:
+        return None
+    try:
         raw = json.loads(value or b"{}")
-        if not entity or any(t not in TYPE_ORDER for t, _ in entity):
-            return None
         allowed = keys_for(entity)
         values = {str(k): float(v) for k, v in raw.items() if k in allowed}
     except (ValueError, TypeError, AttributeError):

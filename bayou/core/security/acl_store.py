@@ -3,7 +3,9 @@
 One entry per binding (its key is the binding itself, the value ``1``; a deleted binding is a
 tombstone).  Changes are written, fsynced, before they apply, and each change bumps
 ``version`` so the authorizer drops its cached answers: a revoked ACL takes effect on the
-next question, including on connections that are already open.
+next question, including on connections that are already open.  On a shared engine the
+changes other brokers write are applied as they land (``apply``, the replay's own path;
+``bayou/core/state_follow.py``), with the same effect.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from bayou.core.security.acl import AclBinding, AclFilter
+from bayou.core.state_follow import follow
 from bayou.storage.engine import StateEntry, StateLog, StateStore, latest
 
 ACLS_LOG = "__bayou_acls"
@@ -24,11 +27,21 @@ class AclStore:
 
     async def open(self, state: StateStore) -> None:
         self._log = await state.open_log(ACLS_LOG)
-        for key in await latest(self._log):
+        self.apply(list((await latest(self._log)).values()))
+        follow(self._log, self.apply)
+
+    def apply(self, entries: list[StateEntry]) -> None:
+        """Entries of the log, in order: the replay at start, and what other brokers of a
+        shared engine write later (``state_follow.py``); the authorizer asks again."""
+        for entry in entries:
             try:
-                self.bindings.add(AclBinding.from_key(key))
+                binding = AclBinding.from_key(entry.key)
             except (ValueError, TypeError):
                 continue  # written by a later release: not ours to judge
+            if entry.value is None:
+                self.bindings.discard(binding)
+            else:
+                self.bindings.add(binding)
         self.version += 1
 
     def find(self, flt: AclFilter) -> list[AclBinding]:

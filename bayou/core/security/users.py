@@ -6,8 +6,10 @@ One entry per user: the key is the user name, the value a JSON object of mechani
 credential (salt, iterations, stored and server keys — never the password); a user without
 credentials is a tombstone.  ``open`` replays the log; every change is written (fsynced)
 before it is applied in memory and answered, so a user that was acknowledged survives a
-crash.  The same store serves every door: SCRAM exchanges look credentials up, plain
-passwords (SASL PLAIN, HTTP Basic, MQTT, AMQP) are checked against the strongest one.
+crash.  On a shared engine the changes other brokers write are applied as they land
+(``apply``, the replay's own path; ``bayou/core/state_follow.py``).  The same store serves
+every door: SCRAM exchanges look credentials up, plain passwords (SASL PLAIN, HTTP Basic,
+MQTT, AMQP) are checked against the strongest one.
 
 Checking a plain password costs one PBKDF2 (a few milliseconds at 4096 iterations); a
 client that connects often with the same password pays it once: successful checks are
@@ -24,6 +26,7 @@ import os
 from collections import OrderedDict
 
 from bayou.core.security.scram import MECHANISMS, SHA_512, Credential, Mechanism
+from bayou.core.state_follow import follow
 from bayou.storage.engine import StateEntry, StateLog, StateStore, latest
 
 USERS_LOG = "__bayou_users"
@@ -42,9 +45,21 @@ class UserStore:
 
     async def open(self, state: StateStore) -> None:
         self._log = await state.open_log(USERS_LOG)
-        for key, entry in (await latest(self._log)).items():
-            assert entry.value is not None
-            self._users[key.decode()] = _decode(entry.value)
+        self.apply(list((await latest(self._log)).values()))
+        follow(self._log, self.apply)
+
+    def apply(self, entries: list[StateEntry]) -> None:
+        """Entries of the log, in order: the replay at start, and what other brokers of a
+        shared engine write later (``state_follow.py``).  A changed or deleted credential
+        stops matching at once: logins look the user up each time (connections already
+        logged in keep their session until they log in again, as on Kafka)."""
+        for entry in entries:
+            user = entry.key.decode("utf-8", "replace")
+            creds = _decode(entry.value) if entry.value is not None else {}
+            if creds:
+                self._users[user] = creds
+            else:
+                self._users.pop(user, None)
 
     def names(self) -> list[str]:
         return sorted(self._users)

@@ -261,6 +261,23 @@ class Registry:
         except (ValueError, TypeError, KeyError, IndexError, AttributeError):
             return None
 
+    def forget(self, key: bytes) -> None:
+        """Unload one entry (its tombstone, written by another broker): the exchange, queue
+        or binding goes from the model, and nothing else — that broker wrote the tombstones
+        of whatever went with it."""
+        try:
+            kind, name, *_rest = json.loads(key)
+        except (ValueError, TypeError):
+            return
+        if kind == "exchange" and name not in BUILTIN:
+            self.exchanges.pop(name, None)
+        elif kind == "queue":
+            self.queues.pop(name, None)
+        elif kind == "binding":
+            binding = self._binding_keys.pop(key, None)
+            if binding is not None:
+                self.bindings.discard(binding)
+
     def _apply(self, kind: str, raw: Mapping[str, Any]) -> bytes | None:
         if kind == "exchange":
             ex = Exchange(

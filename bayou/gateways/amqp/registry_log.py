@@ -15,6 +15,11 @@ changed it), so the registry is replaced by it, every entry that differs is writ
 log and fsynced, and only then is the file (with any temporary file a save left) removed.
 A crash in between imports the same document again on the next start.
 
+**Other brokers** of a shared engine write the same log: once loaded, the log is followed
+(``Core.follow_state_log``) and what they write is loaded by ``apply`` — the replay's own
+``Registry.apply``, a tombstone unloading its key — so an exchange, queue or binding
+declared or deleted through one broker is routed by every broker within moments.
+
 **Changes** are made to the registry in memory on the event loop; ``persist`` then writes
 what changed: for every key the registry marked dirty, the value it holds now is compared
 with what the log holds, and the differences (values and tombstones) go out as one batch,
@@ -119,6 +124,22 @@ class RegistryLog:
             log.info("AMQP topology imported from %s into the state log %s", path, LOG_NAME)
         elif registry.dirty:
             await self.persist()
+        self.core.follow_state_log(state_log, self.apply)
+
+    def apply(self, entries: list[StateEntry]) -> None:
+        """What another broker of a shared engine wrote to the log: load it as the replay
+        does (``Registry.apply``; a tombstone ``Registry.forget``), note it as what the log
+        holds, and mark nothing to write — it is in the log already."""
+        registry = self.registry
+        pending, registry.dirty = registry.dirty, set()
+        for entry in entries:
+            if entry.value is None:
+                self.saved.pop(entry.key, None)
+                registry.forget(entry.key)
+            else:
+                self.saved[entry.key] = entry.value
+                registry.apply(entry.key, entry.value)
+        registry.dirty = pending
 
     async def persist(self) -> None:
         """Write every change made so far (fsynced); returns once it is on disk."""

@@ -102,6 +102,12 @@ class ClientHost(PublishHost, Protocol):
 
     def cancel_will(self, client_id: str) -> None: ...
 
+    def holds_session(self, client_id: str) -> bool: ...
+
+    async def adopt_session(self, client_id: str, clean_start: bool) -> None: ...
+
+    def background(self, awaitable: Awaitable[Any]) -> None: ...
+
 
 def guess_protocol(first: bytes) -> str:
     """A hint for the log about who sent ``first`` (the first bytes of a connection) to the
@@ -146,6 +152,9 @@ class MqttClient(asyncio.Protocol):
         #: a SCRAM exchange under way, with the CONNECT it answers (None: re-authentication)
         self._scram: tuple[ScramServer, Connect | None] | None = None
         self._refusing = False  # a failed login's answer is waiting (the growing delay)
+        #: a CONNECT waits for its session to be taken over from another broker: packets
+        #: read after it are held until it is answered (reading is paused meanwhile)
+        self._held: list[Any] | None = None
         self._budget_wait = False  # reading paused: the request budget holds this packet
         self._storing_wait = False  # reading paused: too much being stored (publishing.py)
         self._quota = ConnectionQuota(gateway.quotas)
@@ -223,7 +232,10 @@ class MqttClient(asyncio.Protocol):
         try:
             packets = self.proto.receive_data(data)
             self.gw.stats.messages_received += len(packets)
-            for packet in packets:
+            for i, packet in enumerate(packets):
+                if self._held is not None:
+                    self._held.extend(packets[i:])
+                    break
                 self._handle(packet)
                 if self._closing or self._refusing:
                     return
@@ -240,7 +252,12 @@ class MqttClient(asyncio.Protocol):
                 self._budget_wait = True  # until the budget grants this packet
             if self._inbound.busy:
                 self._storing_wait = True  # until the PUBLISHes read are stored
-            if self._budget_wait or self._storing_wait or self._mute.active:
+            if (
+                self._budget_wait
+                or self._storing_wait
+                or self._mute.active
+                or self._held is not None
+            ):
                 self.transport.pause_reading()
 
     def _budget_resumed(self) -> None:
@@ -256,6 +273,7 @@ class MqttClient(asyncio.Protocol):
         if (
             self.transport is not None
             and not self._closing
+            and self._held is None
             and not self._budget_wait
             and not self._storing_wait
             and not self._mute.active
@@ -480,10 +498,20 @@ class MqttClient(asyncio.Protocol):
             return
         self._accept(packet)
 
-    def _accept(self, packet: Connect, props: Properties | None = None) -> None:
+    def _accept(
+        self, packet: Connect, props: Properties | None = None, *, adopted: bool = False
+    ) -> None:
         """The CONNECT is authenticated: take or open the session and answer CONNACK
-        (with ``props``, e.g. the last authentication data)."""
+        (with ``props``, e.g. the last authentication data).  On a shared engine, a client
+        whose session this broker does not hold waits until another broker's session is
+        taken over (``MqttGateway.adopt_session``), with what it sent meanwhile held."""
         gw = self.gw
+        if not adopted and packet.client_id and not gw.holds_session(packet.client_id):
+            self._held = []
+            if self.transport is not None:
+                self.transport.pause_reading()
+            gw.background(self._adopt_then_accept(packet, props))
+            return
         proto = self.proto
         v5 = proto.version == MQTT_5
         client_id = packet.client_id
@@ -544,6 +572,32 @@ class MqttClient(asyncio.Protocol):
             loop = asyncio.get_running_loop()
             self._keepalive = loop.call_later(proto.keep_alive * 1.5, self._check_keepalive)
         session.attach(self, present=present)
+
+    async def _adopt_then_accept(self, packet: Connect, props: Properties | None) -> None:
+        try:
+            await self.gw.adopt_session(packet.client_id, packet.clean_start)
+        except Exception:
+            log.exception("MQTT client %s: taking its session over failed", self.peer)
+        held, self._held = self._held or [], None
+        if self._closing:
+            return
+        try:
+            self._accept(packet, props, adopted=True)
+            for packet_held in held:
+                if self._closing or self._refusing:
+                    return
+                self._handle(packet_held)
+            self._flush_publishes()
+            if self._published:
+                self._record_published()
+        except MqttError as exc:
+            self._fail(exc)
+            return
+        except Exception as exc:
+            log.exception("MQTT client %s: internal error", self.peer)
+            self._fail(MqttError(f"internal error: {exc}", Reason.UNSPECIFIED_ERROR))
+            return
+        self._resume_reading()
 
     def _login(self, packet: Connect) -> bool:
         """With an authorizer: the user name and password (checked against the user store)
@@ -703,6 +757,9 @@ class MqttClient(asyncio.Protocol):
         gw = self.gw
         will = self._will if self._will_ok else None
         self._will = None
+        if gw.sessions.get(session.client_id) is not session:  # another broker holds it now
+            session.go_offline(None)
+            return
         if gw.stopping:
             session.go_offline(gw.clock_ms())
             return

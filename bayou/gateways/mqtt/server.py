@@ -46,7 +46,7 @@ from typing import Any
 from bayou.broker_config import MqttOptions
 from bayou.core import Core
 from bayou.core.request_budget import RequestBudget
-from bayou.core.types import AppendResult, Buffer
+from bayou.core.types import AppendResult, Buffer, StateEntry
 from bayou.errors import KafkaError
 from bayou.gateways.mqtt.catch_up import ChunkCache, DecodedChunk
 from bayou.gateways.mqtt.client import Authenticator, MqttClient
@@ -163,26 +163,18 @@ class MqttGateway:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        for entry in await self.retained_store.open():
-            topic = entry.key.decode()
-            meta = meta_from_headers(entry.headers)
-            self.retained.set(
-                topic,
-                Message(topic, entry.value or b"", meta.qos, True, meta.origin, None, meta.props),
-            )
+        self._apply_retained(await self.retained_store.open())
+        self.retained_store.follow(self._apply_retained)
         for client_id, doc, positions in await self.session_store.open():
             try:
                 self._restore_session(client_id, doc, positions)
             except Exception:
                 log.exception("cannot restore MQTT session %r; dropping it", client_id)
+        self.session_store.follow(self._apply_sessions)
         self._known_topics = set(self.core.topics())
         self.refresh_interest()
         for session in self.sessions.values():
-            behind = session.outbox.behind
-            for tp, offset in list(behind.items()):
-                tailer = self.tailers.get(tp)
-                if tailer is not None and offset >= tailer.position:
-                    del behind[tp]
+            self._live_where_tailed(session)
         self._server = await asyncio.get_running_loop().create_server(
             lambda: MqttClient(self),
             self.host,
@@ -218,6 +210,102 @@ class MqttGateway:
                 continue
             if not all(client.may_read(plain_filter(f), quiet=True) for f in session.subs):
                 client.not_authorized()
+
+    def _apply_retained(self, entries: list[StateEntry]) -> None:
+        """Retained messages from the log: the replay at start, then what other brokers of
+        a shared engine set or clear (``store.py``)."""
+        for entry in entries:
+            topic = entry.key.decode("utf-8", "replace")
+            if entry.value is None:
+                self.retained.set(topic, None)
+                continue
+            meta = meta_from_headers(entry.headers)
+            self.retained.set(
+                topic,
+                Message(topic, entry.value, meta.qos, True, meta.origin, None, meta.props),
+            )
+
+    def _apply_sessions(self, entries: list[StateEntry]) -> None:
+        """Another broker of a shared engine wrote these sessions (a document: it holds the
+        session now; a tombstone: it dropped it).  A copy held here is let go without a
+        write, and a client still connected here is disconnected, its session taken over —
+        unless the write is older than this broker's hold (``SessionStore.newer``)."""
+        store = self.session_store
+        remote = store.remote
+        for entry in entries:
+            client_id = entry.key.decode("utf-8", "replace")
+            session = self.sessions.get(client_id)
+            if session is not None and not store.newer(entry):
+                # a previous holder's late write (its save as its client left, its expiry):
+                # this broker holds the session; the log must end on it again
+                store.rewrite(client_id)
+                session.dirty = True
+                continue
+            if entry.value is None:
+                remote.pop(client_id, None)
+            else:
+                remote[client_id] = entry.value
+            if session is None:
+                continue
+            conn = session.conn
+            self.forget_session(session)
+            if conn is not None:
+                self.client_log.info(
+                    (client_id, "remote takeover"),
+                    "MQTT client %s: its session was taken over through another broker",
+                    client_id,
+                )
+                conn.taken_over()
+
+    def holds_session(self, client_id: str) -> bool:
+        """Whether a CONNECT of ``client_id`` can be answered from this broker's memory:
+        no other broker of a shared engine may hold its session (see ``adopt_session``)."""
+        return not self.core.cluster.shared or client_id in self.sessions
+
+    async def adopt_session(self, client_id: str, clean_start: bool) -> None:
+        """Before a CONNECT of a client this broker holds no session of, on a shared
+        engine: apply what other brokers wrote (bounded wait), then take over the session
+        another broker holds — or, with ``clean_start``, drop it everywhere."""
+        store = self.session_store
+        await store.caught_up()
+        if client_id in self.sessions or client_id not in store.remote:
+            return
+        if clean_start:
+            await store.drop(client_id)
+            return
+        adopted = await store.adopt(client_id)
+        if adopted is None or client_id in self.sessions:
+            return
+        doc, positions = adopted
+        # its partitions are tailed from their end (not from the start, as a topic new to
+        # this broker would be): the session catches up from its positions below that
+        self._known_topics.update(topic for topic, _p in positions)
+        try:
+            self._restore_session(client_id, doc, positions)
+        except Exception:
+            log.exception("cannot take over MQTT session %r", client_id)
+            return
+        self.refresh_interest()
+        session = self.sessions[client_id]
+        self._live_where_tailed(session)
+        # written now, not at the next save: the previous holder lets its copy go at once
+        # (before it could expire it, or save it again as messages reach it offline)
+        await self.save_session(session)
+
+    def _live_where_tailed(self, session: Session) -> None:
+        """A restored session is live (not behind) where a tailer already reads from its
+        position on."""
+        behind = session.outbox.behind
+        for tp, offset in list(behind.items()):
+            tailer = self.tailers.get(tp)
+            if tailer is not None and offset >= tailer.position:
+                del behind[tp]
+
+    def forget_session(self, session: Session) -> None:
+        """Let a session go that another broker holds now: nothing is written."""
+        session.stored = False
+        self.session_store.forget(session.client_id)
+        self.drop_session(session)
 
     def _restore_session(
         self, client_id: str, doc: dict[str, Any], positions: dict[TP, int]

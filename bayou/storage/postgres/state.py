@@ -42,14 +42,18 @@ class PgStateLog:
             offset = await self._engine.offload(decode_state_entries, bytes(chunk), offset, out)
         return out
 
-    async def put(self, entries: Sequence[StateEntry], *, durable: bool = False) -> None:
+    async def sync(self) -> None:
+        await self.partition.refresh()
+
+    async def put(self, entries: Sequence[StateEntry], *, durable: bool = False) -> int:
         if not entries:
-            return
+            return -1
         now = self._engine.clock_ms()
         batch = build_batch([Record(now, e.key, e.value, list(e.headers)) for e in entries])
         result = (await self._engine.store([(self.partition, batch)]))[0]
         if isinstance(result, KafkaError):
             raise result
+        return result.last_offset
 
     async def close(self) -> None:
         return None
