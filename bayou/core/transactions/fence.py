@@ -27,8 +27,7 @@ verification each reaches the engine's queue in arrival order with no suspension
 keeps an idempotent producer's sequence numbers in order.  Verifications with another
 broker run on several connections at once (``TxnLink``), so the second request's answer may
 come back first: its batch would then be appended before the first one's, the engine would
-refuse it as out of sequence, and the producer — told a later batch of a partition failed
-while an earlier one was still in flight — stalls that partition's records.  Kafka never
+refuse it as out of sequence — an error the producer did not cause.  Kafka never
 sees this, as its brokers serve one request of a connection at a time.  So a verification
 takes its producer's turn first (FIFO; no suspension when nobody is ahead) and hands it on
 as it returns, before its caller appends: the next one resumes only after that append is
