@@ -17,11 +17,14 @@ from collections.abc import Iterator
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from bayou.errors import ErrorCode
+from bayou.protocol.kafka import messages as m
 from bayou.storage.cluster import coordinator_key, rendezvous
 from tests.integration.test_cluster import MOVE_S, NODES, Cluster
 from tests.integration.test_confluent_kafka import create_topic
 from tests.support.broker import start_all
 from tests.support.kafka import unique_topic
+from tests.support.kafka_raw import RawKafka
 from tests.support.postgres import PostgresServer
 from tests.support.wait import wait_until
 
@@ -44,6 +47,7 @@ def cluster(
         env=ENV,
     )
     c.start()
+    settle(c)
     try:
         yield c
     finally:
@@ -57,6 +61,29 @@ def key_owned_by(key_type: int, node: int, prefix: str, nodes: tuple[int, ...] =
         for k in (unique_topic(prefix) for _ in itertools.count())
         if rendezvous(coordinator_key(key_type, k), nodes) == node
     )
+
+
+def serves_transactions(cluster: Cluster, node: int, tid: str) -> bool:
+    """Whether ``node`` answers for ``tid`` from its coordinator (not NOT_COORDINATOR nor
+    COORDINATOR_LOAD_IN_PROGRESS: it has taken over the live set it sees)."""
+    with RawKafka(cluster.brokers[node].bootstrap) as raw:
+        answer = raw.call(m.DescribeTransactionsRequest(transactional_ids=[tid]), 0)
+    [state] = answer.transaction_states
+    return bool(state.error_code == ErrorCode.TRANSACTIONAL_ID_NOT_FOUND)
+
+
+def settle(cluster: Cluster, nodes: tuple[int, ...] = NODES) -> None:
+    """Every broker of ``nodes`` live and serving the transactional ids it owns — only then
+    does a test produce (a broker that just saw the live set change answers
+    COORDINATOR_LOAD_IN_PROGRESS, and its leaders NOT_ENOUGH_REPLICAS, until it settles)."""
+    cluster.wait_live(set(nodes))
+    for n in nodes:
+        tid = key_owned_by(TRANSACTION, n, "settle-", nodes)
+        wait_until(
+            f"node {n} to serve its transactional ids",
+            lambda n=n, t=tid: serves_transactions(cluster, n, t),  # type: ignore[misc]
+            MOVE_S,
+        )
 
 
 def spread_topic(cluster: Cluster, prefix: str, nodes: set[int] | None = None) -> str:
@@ -140,6 +167,7 @@ def restart(cluster: Cluster, *nodes: int) -> None:
     """Start killed brokers again (once their leases lapsed) and wait for the full cluster."""
     start_all(cluster.brokers[n] for n in nodes)
     cluster.wait_live(set(NODES), timeout=MOVE_S + 10)
+    settle(cluster)
 
 
 def test_commits_and_aborts_across_leaders_on_every_broker(cluster: Cluster) -> None:
@@ -302,7 +330,7 @@ def test_kill_coordinator_mid_transaction_aborts_it(cluster: Cluster) -> None:
     cluster.brokers[victim].kill()
     try:
         survivors = set(NODES) - {victim}
-        cluster.wait_live(survivors)
+        settle(cluster, tuple(sorted(survivors)))
         # one producer's successor: InitProducerId at the new coordinator fences the open
         # transaction and aborts it (its markers reach every partition's leader)
         successor = transactional(cluster, tid)

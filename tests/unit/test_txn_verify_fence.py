@@ -1,7 +1,8 @@
 """A leader's verification with another broker's transaction coordinator and the marker
 fence (``txn_check.verify``, ``MarkerFence``): a marker of the producer queued on the leader
 while the question is on the wire makes it ask again, so a batch verified before its
-transaction ended is never appended after that transaction's marker.
+transaction ended is never appended after that transaction's marker; and a producer's
+verifications return in the order they began, so its pipelined batches keep their order.
 
 The coordinator's side is a stand-in that answers as a real one would and, on the first
 question, lets the transaction end (the leader queues its marker) before answering; the
@@ -57,7 +58,7 @@ class Cluster:
         return BrokerAddress(node_id, "127.0.0.1", 1)
 
 
-def context(coordinator: Coordinator, fence: MarkerFence) -> Any:
+def context(coordinator: Any, fence: MarkerFence) -> Any:
     core = SimpleNamespace(cluster=Cluster(), marker_fence=fence, txn_link=coordinator)
     return SimpleNamespace(core=core)
 
@@ -88,3 +89,59 @@ def test_markers_of_other_producers_do_not_count() -> None:
         assert fence.moved(PID, seen)
     fence.marked(PID)  # nobody watching: nothing recorded
     assert fence._watching == {}
+
+
+class SlowFirst:
+    """The other broker answering a producer's first question last (its connection was
+    slower), as pooled connections may."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def verify(
+        self, _address: BrokerAddress, _tid: str, _pid: int, _epoch: int, tps: list[Any]
+    ) -> dict[Any, ErrorCode]:
+        self.asked += 1
+        await asyncio.sleep(0.2 if self.asked == 1 else 0)
+        return dict.fromkeys(tps, E.NONE)
+
+
+def test_a_producers_verifications_return_in_the_order_they_began() -> None:
+    """Two pipelined Produce requests of one producer (sequences 0-4, then 5-9): the second
+    may not be appended first however the answers come back, or the engine refuses it as
+    out of sequence and the producer stalls the partition."""
+    fence = MarkerFence()
+    coordinator = SlowFirst()
+    ctx = context(coordinator, fence)
+    returned: list[str] = []
+
+    async def produce(name: str) -> None:
+        codes = await verify(ctx, TID, {(PID, EPOCH): [TP]})
+        assert codes == {TP: E.NONE}
+        returned.append(name)  # where the request's append would be queued
+
+    async def main() -> None:
+        await asyncio.wait_for(
+            asyncio.gather(produce("first"), produce("second"), produce("third")), 5
+        )
+
+    asyncio.run(main())
+    assert returned == ["first", "second", "third"]
+    assert fence._turns == {} and fence._watching == {}
+
+
+def test_other_producers_do_not_wait_for_a_producers_turn() -> None:
+    fence = MarkerFence()
+    coordinator = SlowFirst()
+    ctx = context(coordinator, fence)
+    returned: list[int] = []
+
+    async def produce(pid: int) -> None:
+        await verify(ctx, TID, {(pid, EPOCH): [TP]})
+        returned.append(pid)
+
+    async def main() -> None:
+        await asyncio.wait_for(asyncio.gather(produce(PID), produce(PID + 1)), 5)
+
+    asyncio.run(main())
+    assert returned == [PID + 1, PID]  # the second producer did not queue behind the first

@@ -21,21 +21,59 @@ suspension in between, so any later marker is queued — and, the engine writing
 partition in call order, stored — after it.  Markers for a partition are only written by its
 leader (the coordinator sends them there), so the markers that matter are always seen here.
 
+Verifications of one producer also end in the order they began (``in_order``).  A client
+pipelines its Produce requests and the Kafka door serves them concurrently; without a
+verification each reaches the engine's queue in arrival order with no suspension, which
+keeps an idempotent producer's sequence numbers in order.  Verifications with another
+broker run on several connections at once (``TxnLink``), so the second request's answer may
+come back first: its batch would then be appended before the first one's, the engine would
+refuse it as out of sequence — an error the producer did not cause.  Kafka never
+sees this, as its brokers serve one request of a connection at a time.  So a verification
+takes its producer's turn first (FIFO; no suspension when nobody is ahead) and hands it on
+as it returns, before its caller appends: the next one resumes only after that append is
+queued.
+
 Only producers with a verification in flight are tracked (a count per producer id), so the
-table is bounded by the requests in flight.
+tables are bounded by the requests in flight.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 
 class MarkerFence:
-    """Per-producer counters of markers queued while a verification is in flight."""
+    """Per-producer counters of markers queued while a verification is in flight, and
+    per-producer turns that keep verifications in the order they began."""
 
     def __init__(self) -> None:
         self._watching: dict[int, list[int]] = {}  # producer id -> [watchers, markers]
+        self._turns: dict[int, tuple[asyncio.Lock, list[int]]] = {}  # id -> (turn, [users])
+
+    @asynccontextmanager
+    async def in_order(self, producer_ids: Iterable[int]) -> AsyncIterator[None]:
+        """Wait for the turn of every producer in ``producer_ids`` (verifications of one
+        producer run one at a time, in the order they asked); no suspension when free."""
+        queued: list[int] = []
+        held: list[asyncio.Lock] = []
+        try:
+            for pid in sorted(set(producer_ids)):  # one order for all: no deadlock
+                turn = self._turns.setdefault(pid, (asyncio.Lock(), [0]))
+                turn[1][0] += 1
+                queued.append(pid)
+                await turn[0].acquire()
+                held.append(turn[0])
+            yield
+        finally:
+            for lock in held:
+                lock.release()
+            for pid in queued:
+                users = self._turns[pid][1]
+                users[0] -= 1
+                if users[0] == 0:
+                    del self._turns[pid]
 
     @contextmanager
     def watch(self, producer_id: int) -> Iterator[int]:

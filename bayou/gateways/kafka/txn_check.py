@@ -13,7 +13,9 @@ the one (nothing runs between the answer and the caller's append); another broke
 AddPartitionsToTxn v4 (``TxnLink``), bracketed by the ``MarkerFence`` — a marker of the
 producer queued here during the round trip makes it ask again, and once the answer stands
 it returns with no suspension, so the caller's append is queued before any later marker
-(``bayou/core/transactions/fence.py``).  Errors as Kafka's
+(``bayou/core/transactions/fence.py``).  A producer's verifications take turns
+(``MarkerFence.in_order``): pipelined Produce requests of one producer reach the engine in
+the order they came, as they would with no verification.  Errors as Kafka's
 ``ReplicaManager``/``AddPartitionsToTxnManager`` map them for producers; a coordinator that
 cannot be asked (moving, loading, unreachable) is NOT_ENOUGH_REPLICAS, which every producer
 retries.
@@ -72,7 +74,8 @@ async def verify(
     ctx: RequestContext, transactional_id: str, wanted: dict[Producer, list[TP]]
 ) -> dict[TP, ErrorCode]:
     """The coordinator's answer for each partition (see the module docstring); returns
-    without a suspension after the answer stands."""
+    without a suspension after the answer stands, after every earlier verification of the
+    same producers returned."""
     core = ctx.core
     cluster = core.cluster
     fence = core.marker_fence
@@ -80,37 +83,38 @@ async def verify(
     def every(code: ErrorCode) -> dict[TP, ErrorCode]:
         return {tp: code for tps in wanted.values() for tp in tps}
 
-    for _attempt in range(VERIFY_ATTEMPTS):
-        owner = cluster.coordinator(TRANSACTION, transactional_id)
-        if not cluster.shared or owner == cluster.node_id:
-            error = cluster.coordinator_error(TRANSACTION, transactional_id)
-            if error != E.NONE:
-                return every(error)
-            try:
-                coordinator = txn_driver(ctx).read()
-            except TxnCoordinatorError as exc:
-                return every(exc.code)
-            out: dict[TP, ErrorCode] = {}
-            for (pid, epoch), tps in wanted.items():
-                out.update(coordinator.verify(transactional_id, pid, epoch, tps))
-            return out
-        address = cluster.broker(owner)
-        if address is None:
-            return every(E.COORDINATOR_NOT_AVAILABLE)
-        with contextlib.ExitStack() as stack:
-            seen = {pid: stack.enter_context(fence.watch(pid)) for pid, _epoch in wanted}
-            answers = await asyncio.gather(
-                *(
-                    core.txn_link.verify(address, transactional_id, pid, epoch, tps)
-                    for (pid, epoch), tps in wanted.items()
-                )
-            )
-            if not any(fence.moved(pid, count) for pid, count in seen.items()):
-                out = {}
-                for answer in answers:
-                    out.update(answer)
+    async with fence.in_order(pid for pid, _epoch in wanted):
+        for _attempt in range(VERIFY_ATTEMPTS):
+            owner = cluster.coordinator(TRANSACTION, transactional_id)
+            if not cluster.shared or owner == cluster.node_id:
+                error = cluster.coordinator_error(TRANSACTION, transactional_id)
+                if error != E.NONE:
+                    return every(error)
+                try:
+                    coordinator = txn_driver(ctx).read()
+                except TxnCoordinatorError as exc:
+                    return every(exc.code)
+                out: dict[TP, ErrorCode] = {}
+                for (pid, epoch), tps in wanted.items():
+                    out.update(coordinator.verify(transactional_id, pid, epoch, tps))
                 return out
-    return every(E.CONCURRENT_TRANSACTIONS)  # the transaction kept ending meanwhile
+            address = cluster.broker(owner)
+            if address is None:
+                return every(E.COORDINATOR_NOT_AVAILABLE)
+            with contextlib.ExitStack() as stack:
+                seen = {pid: stack.enter_context(fence.watch(pid)) for pid, _epoch in wanted}
+                answers = await asyncio.gather(
+                    *(
+                        core.txn_link.verify(address, transactional_id, pid, epoch, tps)
+                        for (pid, epoch), tps in wanted.items()
+                    )
+                )
+                if not any(fence.moved(pid, count) for pid, count in seen.items()):
+                    out = {}
+                    for answer in answers:
+                        out.update(answer)
+                    return out
+        return every(E.CONCURRENT_TRANSACTIONS)  # the transaction kept ending meanwhile
 
 
 class TxnCheck:
