@@ -247,14 +247,8 @@ class GroupLink:
         answer: m.ConsumerGroupHeartbeatResponse = await self._connection(address).call(
             CONSUMER_GROUP_HEARTBEAT, HEARTBEAT_VERSION, request, client_id
         )
-        assignment = None
-        if answer.assignment is not None:
-            by_id = {meta.topic_id: name for name, meta in topics.items()}
-            assignment = {
-                by_id[tp.topic_id]: frozenset(tp.partitions)
-                for tp in answer.assignment.topic_partitions
-                if tp.topic_id in by_id
-            }
+        by_id = {meta.topic_id: name for name, meta in topics.items()}
+        assignment = assignment_by_name(answer.assignment, by_id)
         return ConsumerHeartbeatResponse(
             E(answer.error_code),
             answer.error_message,
@@ -336,6 +330,21 @@ class GroupLink:
 
 
 TopicPartition = tuple[str, int]
+
+
+def assignment_by_name(
+    assignment: Any, names: Mapping[Any, str]
+) -> dict[str, frozenset[int]] | None:
+    """A heartbeat answer's assignment (topic ids) by topic name; None when it has none.
+    Topics unknown here (created since this broker last looked) are left out: the next
+    heartbeat brings them again."""
+    if assignment is None:
+        return None
+    return {
+        names[tp.topic_id]: frozenset(tp.partitions)
+        for tp in assignment.topic_partitions
+        if tp.topic_id in names
+    }
 
 
 def _by_topic(partitions: list[TopicPartition]) -> dict[str, list[int]]:

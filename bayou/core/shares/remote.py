@@ -44,6 +44,7 @@ from bayou.core.forwarding import (
     BrokerConnection,
     Credentials,
     GroupLink,
+    assignment_by_name,
 )
 from bayou.core.groups import GroupCoordinatorError
 from bayou.core.shares.model import Ack, HeartbeatResponse, ShareCoordinatorError
@@ -125,14 +126,8 @@ class RemoteMember:
             answer: m.ShareGroupHeartbeatResponse = await self._call(
                 SHARE_GROUP_HEARTBEAT, HEARTBEAT_VERSION, request, 0.0
             )
-        assignment = None
-        if answer.assignment is not None:
-            names = {tid: name for name, tid in self._ids().items()}
-            assignment = {
-                names[tp.topic_id]: frozenset(tp.partitions)
-                for tp in answer.assignment.topic_partitions
-                if tp.topic_id in names
-            }
+        names = {tid: name for name, tid in self._ids().items()}
+        assignment = assignment_by_name(answer.assignment, names)
         return HeartbeatResponse(
             E(answer.error_code),
             answer.error_message,
