@@ -240,6 +240,10 @@ def consume(spec: Spec) -> Spec:
             # a share of a partition: keep the read-ahead past its end small
             "queued.max.messages.kbytes": 16 * 1024 if shared else 256 * 1024,
             "queued.min.messages": 500_000,
+            # librdkafka waits this long (default 1 s) before fetching again once its queue
+            # is over the limit above: with 8 MiB fetch responses a shared partition's 16 MiB
+            # queue hit it at every other fetch, and the phase measured the back-off
+            "fetch.queue.backoff.ms": 10,
             "enable.partition.eof": False,
         },
     )
