@@ -626,11 +626,24 @@ class Finals:
 
 
 class _Windowed(_Keyed):
-    """Shared by the window kinds: the finals kept for pull queries (``Finals``)."""
+    """Shared by the window kinds: the window, its aggregates and how a result is finished,
+    the watermark, and the finals kept for pull queries (``Finals``)."""
 
-    def __init__(self, retention_ms: int) -> None:
+    def __init__(
+        self,
+        window: Window,
+        aggs: Sequence[Aggregate],
+        finish: Finish,
+        retention_ms: int = 0,
+    ) -> None:
         super().__init__()
+        self.window = window
+        self.aggs = list(aggs)
+        self.finish = finish
         self.finals = Finals(retention_ms)
+
+    def _watermark(self, ctx: Context) -> int:
+        return ctx.clock.max_ts - self.window.grace_ms
 
     def changes(self) -> list[tuple[bytes, bytes | None]]:
         return super().changes() + self.finals.changes(self.ns)
@@ -665,14 +678,8 @@ class WindowAggregate(_Windowed):
         finish: Finish,
         retention_ms: int = 0,
     ) -> None:
-        super().__init__(retention_ms)
-        self.window = window
-        self.aggs = list(aggs)
-        self.finish = finish
+        super().__init__(window, aggs, finish, retention_ms)
         self.closing: list[tuple[int, int, str, Any]] = []  # heap of (end, start, key json, skey)
-
-    def _watermark(self, ctx: Context) -> int:
-        return ctx.clock.max_ts - self.window.grace_ms
 
     def push(self, row: Row, ctx: Context) -> list[Row]:
         watermark = self._watermark(ctx)
@@ -746,21 +753,6 @@ class SessionAggregate(_Windowed):
     """Session windows: per key a list of open sessions ``[start, end, accumulators]``,
     merged when a record bridges two; a session closes when the watermark reaches its end
     (its last record plus the gap)."""
-
-    def __init__(
-        self,
-        window: Window,
-        aggs: Sequence[Aggregate],
-        finish: Finish,
-        retention_ms: int = 0,
-    ) -> None:
-        super().__init__(retention_ms)
-        self.window = window
-        self.aggs = list(aggs)
-        self.finish = finish
-
-    def _watermark(self, ctx: Context) -> int:
-        return ctx.clock.max_ts - self.window.grace_ms
 
     def push(self, row: Row, ctx: Context) -> list[Row]:
         gap = self.window.slide_ms
