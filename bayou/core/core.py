@@ -438,14 +438,15 @@ class Core:
         return await self.engine.partition(topic, partition).append(records)
 
     async def append_many(
-        self, writes: Sequence[tuple[str, int, Buffer]]
+        self, writes: Sequence[tuple[str, int, Buffer]], *, owned: bool = False
     ) -> list[AppendResult | KafkaError]:
-        """Append to several partitions at once (auto-creating topics when allowed)."""
+        """Append to several partitions at once (auto-creating topics when allowed);
+        ``owned``: the buffers are handed over (``Engine.append_many``)."""
         known = self.engine.topics()
         for name in {topic for topic, _p, _r in writes if topic not in known}:
             with contextlib.suppress(KafkaError):  # that partition's result says why
                 await self.topic(name)
-        return await self.engine.append_many(writes)
+        return await self.engine.append_many(writes, owned=owned)
 
     def cursor(
         self,

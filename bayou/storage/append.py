@@ -4,7 +4,8 @@ Every engine stores Kafka v2 record batches exactly as produced, apart from the 
 (patched in place, outside the CRC) and, on LogAppendTime topics, the timestamps.  What an
 engine must do before it stores a payload is the same everywhere and lives here:
 
-1. ``check_payload`` (no lock needed): one copy into a ``bytearray``, framing, magic and
+1. ``check_payload`` (no lock needed): one copy into a ``bytearray`` (none when the caller
+   hands a writable payload over — the Kafka door's request frames are its own), framing, magic and
    CRC-32C of every batch (``validate_batches``), ``max.message.bytes`` per batch and
    ``segment.bytes`` for the whole payload, no control batch (clients may not write
    transaction markers: the broker's ``write_marker`` path), and — on compacted topics only,
@@ -24,6 +25,8 @@ Only batch headers are read on the common path: no per-record work.
 
 from __future__ import annotations
 
+from typing import Literal, overload
+
 from bayou.config import TopicConfig
 from bayou.errors import InvalidRecord, MessageTooLarge, RecordListTooLarge
 from bayou.protocol.kafka.records import (
@@ -42,11 +45,33 @@ from bayou.storage.record_checks import reject_keyless
 BatchSpan = tuple[int, int, int, int]  # base offset, last offset, max timestamp, size
 
 
+@overload
 def check_payload(
-    records: Buffer, config: TopicConfig, topic: str, partition: int
-) -> tuple[bytearray, list[BatchHeader]]:
-    """A private copy of the payload and its validated batch headers; raises KafkaError."""
-    buf = bytearray(records)
+    records: Buffer,
+    config: TopicConfig,
+    topic: str,
+    partition: int,
+    *,
+    owned: Literal[False] = False,
+) -> tuple[bytearray, list[BatchHeader]]: ...
+
+
+@overload
+def check_payload(
+    records: Buffer, config: TopicConfig, topic: str, partition: int, *, owned: bool
+) -> tuple[bytearray | memoryview, list[BatchHeader]]: ...
+
+
+def check_payload(
+    records: Buffer, config: TopicConfig, topic: str, partition: int, *, owned: bool = False
+) -> tuple[bytearray | memoryview, list[BatchHeader]]:
+    """The payload to patch — a private copy, or the payload itself when the caller hands a
+    writable one over (``owned``) — and its validated batch headers; raises KafkaError."""
+    buf: bytearray | memoryview
+    if owned and isinstance(records, (bytearray, memoryview)) and not memoryview(records).readonly:
+        buf = records  # handed over: patched in place
+    else:
+        buf = bytearray(records)
     headers = validate_batches(buf)
     limit = config.max_message_bytes
     for h in headers:
@@ -69,7 +94,7 @@ def check_payload(
 
 
 def assign_offsets(
-    buf: bytearray, headers: list[BatchHeader], next_offset: int, append_time: int
+    buf: bytearray | memoryview, headers: list[BatchHeader], next_offset: int, append_time: int
 ) -> list[BatchSpan]:
     """Patch base offsets from ``next_offset`` (and the LogAppendTime when ``append_time``
     ≥ 0); the spans of the batches as stored."""

@@ -324,10 +324,12 @@ class LogEngine(Protocol):
         ...
 
     async def append_many(
-        self, writes: Sequence[tuple[str, int, Buffer]]
+        self, writes: Sequence[tuple[str, int, Buffer]], *, owned: bool = False
     ) -> list[AppendResult | KafkaError]:
         """Append to several partitions; one result (or the partition's error) per write,
-        returned once all of them are as durable as their topics ask."""
+        returned once all of them are as durable as their topics ask.  ``owned``: the
+        caller hands the buffers over (writable ones are never used by it again), so the
+        engine may patch them in place instead of copying them first."""
         ...
 
     async def wait_for_data(self, keys: Iterable[PartitionKey], timeout_s: float) -> bool:

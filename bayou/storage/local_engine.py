@@ -498,9 +498,12 @@ class LocalEngine:
             handle = self._handles[key] = LocalPartition(self, log_, internal=internal)
         return handle
 
-    def append_now(self, log_: PartitionLog, records: Buffer) -> AppendResult:
-        """Append on the loop (the bytes reach the OS), wake readers, note flush.ms."""
-        result = log_.append(records)
+    def append_now(
+        self, log_: PartitionLog, records: Buffer, *, owned: bool = False
+    ) -> AppendResult:
+        """Append on the loop (the bytes reach the OS), wake readers, note flush.ms;
+        ``owned`` buffers are patched in place (``Engine.append_many``)."""
+        result = log_.append(records, owned=owned)
         self.appended(log_)
         return result
 
@@ -514,7 +517,7 @@ class LocalEngine:
             self._dirty.add(log_)
 
     async def append_many(
-        self, writes: Sequence[tuple[str, int, Buffer]]
+        self, writes: Sequence[tuple[str, int, Buffer]], *, owned: bool = False
     ) -> list[AppendResult | KafkaError]:
         results: list[AppendResult | KafkaError] = []
         to_flush: set[PartitionLog] = set()
@@ -522,7 +525,7 @@ class LocalEngine:
         for topic, index, records in writes:
             try:
                 log_ = self.partition(topic, index)._writable()
-                results.append(self.append_now(log_, records))
+                results.append(self.append_now(log_, records, owned=owned))
             except KafkaError as exc:
                 results.append(exc)
                 continue

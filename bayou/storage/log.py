@@ -187,11 +187,14 @@ class PartitionLog:
 
     # ------------------------------------------------------------------ append
 
-    def append(self, records: bytes | bytearray | memoryview) -> AppendResult:
+    def append(
+        self, records: bytes | bytearray | memoryview, *, owned: bool = False
+    ) -> AppendResult:
         """Validate, assign offsets and write a produce payload (all or nothing).  Control
-        batches are refused: only the broker writes transaction markers (``write_marker``)."""
+        batches are refused: only the broker writes transaction markers (``write_marker``).
+        ``owned``: the caller hands a writable payload over — it is patched in place."""
         config = self.config
-        buf, headers = check_payload(records, config, self.topic, self.index)
+        buf, headers = check_payload(records, config, self.topic, self.index, owned=owned)
         with self._lock:
             if self._closed:
                 raise KafkaStorageError(f"{self!r} is closed")
@@ -242,7 +245,7 @@ class PartitionLog:
 
     def _write(
         self,
-        buf: bytearray,
+        buf: bytearray | memoryview,
         headers: list[BatchHeader],
         *,
         marker: int | None = None,

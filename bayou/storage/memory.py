@@ -637,7 +637,7 @@ class MemoryEngine(TopicCatalog):
         return partition
 
     async def append_many(
-        self, writes: Sequence[tuple[str, int, Buffer]]
+        self, writes: Sequence[tuple[str, int, Buffer]], *, owned: bool = False
     ) -> list[AppendResult | KafkaError]:
         results: list[AppendResult | KafkaError] = []
         for topic, index, records in writes:

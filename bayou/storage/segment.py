@@ -130,7 +130,7 @@ class LogSegment:
 
     def append(
         self,
-        buf: bytes | bytearray,
+        buf: bytes | bytearray | memoryview,
         batches: Sequence[tuple[int, int, int, int]],
         index_interval: int,
     ) -> None:

@@ -2,9 +2,11 @@
 
 Theory of operation
 -------------------
-``KafkaConnection`` is an ``asyncio.Protocol``.  ``data_received`` appends to a buffer and cuts
-it into size-prefixed frames; each frame's header is decoded at once (so a bad frame closes
-the connection before anything else of it is read) and its handler runs as a task.  Clients
+``KafkaConnection`` is an ``asyncio.BufferedProtocol``: the socket reads into a
+``FrameReader`` (``frames.py``: small frames through a staging buffer, a large one straight
+into its own ``bytearray``), which cuts the stream into size-prefixed frames; each frame's
+header is decoded at once (so a bad frame closes the connection before anything else of it
+is read) and its handler runs as a task.  Clients
 may pipeline: responses must leave in request order, so tasks queue in ``_inflight`` and a
 finished task's response is written only when every earlier one has been.
 
@@ -54,6 +56,7 @@ from bayou.errors import ProtocolViolation
 from bayou.gateways.admission import admit
 from bayou.gateways.kafka.acl_checks import checked
 from bayou.gateways.kafka.context import Listener, RequestContext
+from bayou.gateways.kafka.frames import FramePool, FrameReader
 from bayou.gateways.kafka.handlers import HANDLERS
 from bayou.gateways.kafka.handlers.api_versions import unsupported_version_response
 from bayou.gateways.kafka.placement import placing
@@ -93,12 +96,14 @@ DRAIN_TIMEOUT_S = 5.0
 DRAIN_MAX_BYTES = 16 * 1024 * 1024
 
 
-class KafkaConnection(asyncio.Protocol):
-    def __init__(self, door: Listener, connections: set[KafkaConnection]) -> None:
+class KafkaConnection(asyncio.BufferedProtocol):
+    def __init__(
+        self, door: Listener, connections: set[KafkaConnection], frame_pool: FramePool
+    ) -> None:
         self.door = door
         self._connections = connections
         self._max_frame = door.settings.socket_request_max_bytes
-        self._buf = bytearray()
+        self._frames = FrameReader(frame_pool)
         self._inflight: deque[asyncio.Task[Payload]] = deque()
         self._transport: asyncio.Transport | None = None
         self._out: ResponseStream | None = None
@@ -183,40 +188,44 @@ class KafkaConnection(asyncio.Protocol):
             self._out.resume_writing()
         self._update_reading()
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._draining or self._transport is None:
+            return self._frames.discard()
+        return self._frames.buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
         if self._transport is None:  # refused (connection rate): held unread, then closed
             return
         if self._draining:
-            self._drained += len(data)
+            self._drained += nbytes
             if self._drained > DRAIN_MAX_BYTES and self._transport is not None:
                 self._transport.close()
             return
-        buf = self._buf
-        buf += data
-        pos = 0
-        end = len(buf)
-        expected = 0
-        while end - pos >= 4 and not (self._closing or self._draining):
-            size = int.from_bytes(buf[pos : pos + 4], "big", signed=True)
+        frames = self._frames
+        frames.received(nbytes)
+        while not (self._closing or self._draining):
+            size = frames.next_size()
+            if size is None:
+                break
             limit = self._max_frame
             if self.session is not None and not self.session.authenticated:
                 limit = min(limit, SASL_MAX_RECEIVE)  # Kafka's sasl.server.max.receive.size
             if size < 0 or size > limit:
                 self._violation(f"frame length {size} outside 0..{limit}")
                 return
-            if end - pos - 4 < size:
-                expected = 4 + size
+            frame = frames.take()
+            if frame is None:
                 break
-            with memoryview(buf) as view:  # one copy of the frame, and the view released
-                frame = bytes(view[pos + 4 : pos + 4 + size])
-            pos += 4 + size
             self._dispatch(frame)
         if self._draining:
-            return  # bad input met: the buffer is dropped
-        if pos:
-            del buf[:pos]
+            return  # bad input met: what was buffered is dropped
         account = self._budget
-        if (buf or account.held) and not self._closing and not account.update(len(buf), expected):
+        held = frames.held
+        if (
+            (held or account.held)
+            and not self._closing
+            and not account.update(held, frames.expected)
+        ):
             self._budget_paused = True
             self._update_reading()
 
@@ -230,9 +239,9 @@ class KafkaConnection(asyncio.Protocol):
 
     # -- requests ---------------------------------------------------------------------------
 
-    def _dispatch(self, frame: bytes) -> None:
+    def _dispatch(self, frame: memoryview) -> None:
         started = time.perf_counter() if self._quotas.active else 0.0
-        view = memoryview(frame)
+        view = frame
         try:
             header, offset = decode_request_header(view)
         except UnsupportedVersionError as exc:
@@ -432,8 +441,7 @@ class KafkaConnection(asyncio.Protocol):
         )
 
     def _buf_expected(self) -> int:
-        buf = self._buf
-        return 4 + int.from_bytes(buf[:4], "big", signed=True) if len(buf) >= 4 else 4
+        return self._frames.expected or 4
 
     def _send_failed(self, exc: BaseException) -> None:
         if isinstance(exc, TimeoutError):
@@ -460,7 +468,7 @@ class KafkaConnection(asyncio.Protocol):
         if self._closing or self._draining or transport is None:
             return
         self._draining = True
-        self._buf = bytearray()
+        self._frames.clear()
         self._budget.close()
         if self._read_paused:
             transport.resume_reading()

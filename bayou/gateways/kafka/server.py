@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from bayou.core.shares import ShareCoordinatorError
 from bayou.gateways.kafka.connection import KafkaConnection
 from bayou.gateways.kafka.context import KafkaSettings
+from bayou.gateways.kafka.frames import FramePool
 from bayou.gateways.kafka.share_relay import ShareRelays
 from bayou.gateways.kafka.share_sessions import ShareSession, ShareSessions
 
@@ -81,6 +82,7 @@ class KafkaDoor:
         self.plain = KafkaListener(self, tls=False)
         self.secure = KafkaListener(self, tls=True)
         self._connections: set[KafkaConnection] = set()
+        self._frame_pool = FramePool()  # large request frames, reused (frames.py)
         core.metrics.door("kafka").connections = self._connections.__len__
         self.share_sessions = ShareSessions(self._release_session, self._member_gone)
         self.share_relays = ShareRelays(core.security.internal_login)
@@ -150,7 +152,7 @@ class KafkaDoor:
     async def _bind(self, listener: KafkaListener, port: int, tls: ssl.SSLContext | None) -> int:
         loop = asyncio.get_running_loop()
         listener.server = await loop.create_server(
-            lambda: KafkaConnection(listener, self._connections),
+            lambda: KafkaConnection(listener, self._connections, self._frame_pool),
             self.settings.host,
             port,
             reuse_address=True,

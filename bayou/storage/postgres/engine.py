@@ -589,7 +589,7 @@ class PostgresEngine(TopicCatalog):
         await self.writer.submit(writes)
 
     async def append_many(
-        self, writes: Sequence[tuple[str, int, Buffer]]
+        self, writes: Sequence[tuple[str, int, Buffer]], *, owned: bool = False
     ) -> list[AppendResult | KafkaError]:
         results: list[AppendResult | KafkaError | None] = [None] * len(writes)
         resolved: list[tuple[int, PgPartition, Buffer]] = []

@@ -113,7 +113,7 @@ async def handle_produce(
         metrics = ctx.core.metrics
         metrics.purgatory.produce += 1  # waiting for its writes to be as durable as asked
         try:
-            results = await ctx.core.append_many(writes)
+            results = await ctx.core.append_many(writes, owned=True)  # views of our frame
         finally:
             metrics.purgatory.produce -= 1
         metrics.door("kafka").appended(writes, results)
