@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import random
 
-from bayou.gateways.kafka.frames import DIRECT_MIN, FramePool, FrameReader
+from bayou.buffer_pool import BufferPool
+from bayou.gateways.kafka.frames import DIRECT_MIN, FrameReader
 
 
 def framed(body: bytes) -> bytes:
@@ -96,31 +97,31 @@ def test_clear_drops_a_half_received_frame() -> None:
 
 
 def test_pooled_buffers_are_reused_only_once_nothing_refers_to_them() -> None:
-    pool = FramePool(limit=8 * DIRECT_MIN)
-    first = pool.frame(DIRECT_MIN + 1)
+    pool = BufferPool(8 * DIRECT_MIN)
+    first = pool.lend(DIRECT_MIN + 1)
     first[:5] = b"first"
     records = first[:5]  # a request still holding a view of its frame
     del first
-    second = pool.frame(DIRECT_MIN + 1)
+    second = pool.lend(DIRECT_MIN + 1)
     second[:6] = b"second"
     assert bytes(records) == b"first"  # not handed out again while a view of it lives
     del records, second
-    third = pool.frame(DIRECT_MIN + 1)
+    third = pool.lend(DIRECT_MIN + 1)
     assert pool.pooled_bytes == 4 * DIRECT_MIN  # two buffers of 2 x 64 KiB: the first reused
     del third
 
 
 def test_the_pool_keeps_at_most_its_limit_and_frees_idle_buffers_for_new_sizes() -> None:
-    pool = FramePool(limit=4 * DIRECT_MIN)
-    held = [pool.frame(DIRECT_MIN) for _ in range(5)]  # the fifth is over the limit: unpooled
+    pool = BufferPool(4 * DIRECT_MIN)
+    held = [pool.lend(DIRECT_MIN) for _ in range(5)]  # the fifth is over the limit: unpooled
     assert pool.pooled_bytes == 4 * DIRECT_MIN and all(len(f) == DIRECT_MIN for f in held)
     del held
-    bigger = pool.frame(3 * DIRECT_MIN)  # idle small buffers make way for a new size
+    bigger = pool.lend(3 * DIRECT_MIN)  # idle small buffers make way for a new size
     assert len(bigger) == 3 * DIRECT_MIN and pool.pooled_bytes <= 4 * DIRECT_MIN
 
 
 def test_frames_from_a_pool_come_back_whole_through_the_reader() -> None:
-    pool = FramePool()
+    pool = BufferPool(64 * 1024 * 1024)
     rng = random.Random(3)
     bodies = [os.urandom(rng.randint(DIRECT_MIN, 3 * DIRECT_MIN)) for _ in range(20)]
     reader = FrameReader(pool, chunk=4096)

@@ -52,11 +52,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from bayou.buffer_pool import BufferPool
 from bayou.errors import ProtocolViolation
 from bayou.gateways.admission import admit
 from bayou.gateways.kafka.acl_checks import checked
 from bayou.gateways.kafka.context import Listener, RequestContext
-from bayou.gateways.kafka.frames import FramePool, FrameReader
+from bayou.gateways.kafka.frames import FrameReader
 from bayou.gateways.kafka.handlers import HANDLERS
 from bayou.gateways.kafka.handlers.api_versions import unsupported_version_response
 from bayou.gateways.kafka.placement import placing
@@ -98,7 +99,7 @@ DRAIN_MAX_BYTES = 16 * 1024 * 1024
 
 class KafkaConnection(asyncio.BufferedProtocol):
     def __init__(
-        self, door: Listener, connections: set[KafkaConnection], frame_pool: FramePool
+        self, door: Listener, connections: set[KafkaConnection], frame_pool: BufferPool
     ) -> None:
         self.door = door
         self._connections = connections

@@ -16,90 +16,20 @@ request of a megabyte is thus copied once in user space (at most one staging chu
 where reading into ``bytes`` objects and joining them copied it three times and made the
 allocator map and unmap a fresh megabyte for every read.
 
-Large frames' buffers come from a broker-wide ``FramePool`` and are reused once nothing refers
-to them any more.  Every frame is a writable ``memoryview`` of memory no one else uses: the
-connection may decode views into it and hand them on.  The reader never checks sizes: the
-connection validates ``next_size()`` (limits, negative lengths) before it calls ``take()``,
-and only a validated size is ever allocated.
+Large frames' buffers come from a broker-wide ``BufferPool`` (``bayou/buffer_pool.py``) and
+are reused once nothing refers to them any more.  Every frame is a writable ``memoryview`` of
+memory no one else uses: the connection may decode views into it and hand them on.  The
+reader never checks sizes: the connection validates ``next_size()`` (limits, negative
+lengths) before it calls ``take()``, and only a validated size is ever allocated.
 """
 
 from __future__ import annotations
 
-import sys
+from bayou.buffer_pool import BufferPool
 
 RECV_CHUNK = 256 * 1024  # the staging buffer: small frames, and the start of large ones
 DIRECT_MIN = 64 * 1024  # a frame this large is received into its own buffer
-POOL_BYTES = 64 * 1024 * 1024  # what a broker keeps of large frame buffers for reuse
-POOLED_MAX = 16 * 1024 * 1024  # a larger frame gets a buffer of its own, freed after use
-
-
-def _references(buf: bytearray) -> int:
-    return sys.getrefcount(buf)
-
-
-def _idle_references() -> int:
-    """What ``_references`` says of a pooled buffer nobody else holds (the pool's list, the
-    loop variable, the call's argument): a memoryview of it, or any slice of one, holds
-    one more reference for as long as it lives."""
-    held = [bytearray(1)]
-    for buf in held:
-        return _references(buf)
-    raise AssertionError
-
-
-IDLE_REFERENCES = _idle_references()
-
-
-class FramePool:
-    """Buffers for large frames, reused once nothing refers to them any more.
-
-    A fresh buffer for every large request costs more than the request's own copy: the
-    allocator maps new memory, the kernel faults and zeroes it page by page, and unmaps it
-    when it is freed.  The pool keeps buffers (sizes rounded up to a power of two, at most
-    ``POOL_BYTES`` in all) and lends one as a ``memoryview`` of the frame's length.  It never
-    learns when a frame is done with: a buffer is reused only when the pool's references
-    are the only ones left (every memoryview of it, and every slice of those, holds one), so
-    a request still holding its frame — or an engine still holding a view of its records —
-    keeps the buffer out of reuse, whatever it does."""
-
-    __slots__ = ("_buffers", "_bytes", "_limit")
-
-    def __init__(self, limit: int = POOL_BYTES) -> None:
-        self._buffers: list[bytearray] = []
-        self._bytes = 0
-        self._limit = limit
-
-    def frame(self, size: int) -> memoryview:
-        """A buffer of ``size`` bytes for a frame (its contents undefined)."""
-        if size > POOLED_MAX:
-            return memoryview(bytearray(size))
-        capacity = 1 << max(size - 1, 1).bit_length()
-        for buf in self._buffers:
-            if len(buf) == capacity and _references(buf) == IDLE_REFERENCES:
-                return memoryview(buf)[:size]
-        if self._bytes + capacity > self._limit:
-            self._evict(capacity)
-            if self._bytes + capacity > self._limit:
-                return memoryview(bytearray(size))
-        buf = bytearray(capacity)
-        self._buffers.append(buf)
-        self._bytes += capacity
-        return memoryview(buf)[:size]
-
-    def _evict(self, wanted: int) -> None:
-        """Drop idle buffers until ``wanted`` more bytes fit (the pool gives memory back
-        when the sizes asked for change)."""
-        keep: list[bytearray] = []
-        for buf in self._buffers:
-            if self._bytes + wanted > self._limit and _references(buf) == IDLE_REFERENCES:
-                self._bytes -= len(buf)
-            else:
-                keep.append(buf)
-        self._buffers = keep
-
-    @property
-    def pooled_bytes(self) -> int:
-        return self._bytes
+FRAME_POOL_BYTES = 64 * 1024 * 1024  # what a broker keeps of large frame buffers for reuse
 
 
 class FrameReader:
@@ -107,8 +37,8 @@ class FrameReader:
 
     __slots__ = ("_end", "_filled", "_frame", "_pool", "_pos", "_stage", "_view")
 
-    def __init__(self, pool: FramePool | None = None, chunk: int = RECV_CHUNK) -> None:
-        self._pool = pool if pool is not None else FramePool(0)
+    def __init__(self, pool: BufferPool | None = None, chunk: int = RECV_CHUNK) -> None:
+        self._pool = pool if pool is not None else BufferPool(0)
         self._stage = bytearray(chunk)
         self._view = memoryview(self._stage)
         self._pos = 0  # first staged byte not yet taken
@@ -134,7 +64,7 @@ class FrameReader:
         return self._view[self._end :]
 
     def _receive_directly(self, size: int, pending: int) -> memoryview:
-        frame = self._frame = self._pool.frame(size)
+        frame = self._frame = self._pool.lend(size)
         have = pending - 4
         frame[:have] = self._view[self._pos + 4 : self._end]
         self._filled = have

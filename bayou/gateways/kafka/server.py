@@ -17,10 +17,11 @@ import contextlib
 import ssl
 from typing import TYPE_CHECKING
 
+from bayou.buffer_pool import BufferPool
 from bayou.core.shares import ShareCoordinatorError
 from bayou.gateways.kafka.connection import KafkaConnection
 from bayou.gateways.kafka.context import KafkaSettings
-from bayou.gateways.kafka.frames import FramePool
+from bayou.gateways.kafka.frames import FRAME_POOL_BYTES
 from bayou.gateways.kafka.share_relay import ShareRelays
 from bayou.gateways.kafka.share_sessions import ShareSession, ShareSessions
 
@@ -82,7 +83,7 @@ class KafkaDoor:
         self.plain = KafkaListener(self, tls=False)
         self.secure = KafkaListener(self, tls=True)
         self._connections: set[KafkaConnection] = set()
-        self._frame_pool = FramePool()  # large request frames, reused (frames.py)
+        self._frame_pool = BufferPool(FRAME_POOL_BYTES)  # large request frames (frames.py)
         core.metrics.door("kafka").connections = self._connections.__len__
         self.share_sessions = ShareSessions(self._release_session, self._member_gone)
         self.share_relays = ShareRelays(core.security.internal_login)
