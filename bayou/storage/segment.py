@@ -36,6 +36,7 @@ from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from bayou.buffer_pool import BufferPool
 from bayou.errors import BayouError
 from bayou.protocol.kafka.records import HEADER_SIZE, BatchHeader, check_batch, parse_header
 from bayou.storage.engine import PageCacheMiss
@@ -52,13 +53,20 @@ from bayou.storage.txn_index import TxnIndex
 
 _RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
 
+# Buffers for reads from the page cache (``pread`` with ``nowait``: the loop's reads for
+# Fetch responses, a megabyte at a time): reused once the transport has sent them.
+READ_BUFFERS = BufferPool(32 * 1024 * 1024)
+_POOLED_READ = 64 * 1024  # smaller reads get a buffer of their own
+
 
 def pread(fd: int, length: int, position: int, nowait: bool) -> bytes | bytearray | memoryview:
     """``os.pread``; with ``nowait``, only what the page cache holds (``RWF_NOWAIT``): a short
-    result when the rest is not cached, ``PageCacheMiss`` when the first page is not."""
+    result when the rest is not cached, ``PageCacheMiss`` when the first page is not.  A
+    large ``nowait`` read lands in a ``READ_BUFFERS`` buffer, lent for as long as the result
+    (or any view of it) lives."""
     if not nowait or _RWF_NOWAIT is None:
         return os.pread(fd, length, position)
-    buf = bytearray(length)
+    buf = READ_BUFFERS.lend(length) if length >= _POOLED_READ else bytearray(length)
     try:
         n = os.preadv(fd, [buf], position, _RWF_NOWAIT)
     except BlockingIOError:
