@@ -191,17 +191,20 @@ def produce(spec: Spec) -> Spec:
     cpu0 = _cpu_seconds()
     start_ns = time.monotonic_ns()
     t0 = time.perf_counter()
-    produce_ = producer.produce
-    for i in range(n):
-        value = values[i & 4095]
-        while True:
-            try:
-                produce_(topic, value)
-                break
-            except BufferError:  # local queue full: let deliveries drain
-                producer.poll(0.001)
-        if i & 1023 == 0:
-            producer.poll(0)
+    # produce_batch: the load generator's own CPU per message is what limits this machine
+    # (librdkafka copies each value; a Python call per message costs ~20 % more)
+    batches = [[{"value": v} for v in values[i : i + 1024]] for i in range(0, 4096, 1024)]
+    produce_batch = producer.produce_batch
+    sent = 0
+    while sent < n:
+        batch = batches[(sent >> 10) & 3][: n - sent]
+        queued = produce_batch(topic, batch)
+        sent += queued
+        if queued < len(batch):  # local queue full: let deliveries drain
+            for message in batch[queued:]:
+                message.pop("_error", None)  # produce_batch marks the ones it refused
+            producer.poll(0.001)
+        producer.poll(0)
     enqueued_s = time.perf_counter() - t0
     left = producer.flush(spec["timeout_s"])
     elapsed = time.perf_counter() - t0
