@@ -9,7 +9,9 @@ from confluent_kafka.admin import AdminClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bayou.protocol.kafka import messages as m
 from tests.support.broker import BrokerProcess
+from tests.support.kafka_raw import RawKafka
 
 TIMEOUT_S = 10
 
@@ -48,6 +50,33 @@ def test_api_versions_raw_round_trip(shared_broker: BrokerProcess) -> None:
     assert (correlation_id, error_code) == (42, 0)
     keys = {struct.unpack_from(">h", body, 10 + 6 * i)[0] for i in range(count)}
     assert {0, 1, 2, 3, 18, 19, 20, 22}.issubset(keys)
+
+
+def test_a_refused_fetch_partition_carries_an_empty_record_set_not_a_null_one(
+    shared_broker: BrokerProcess,
+) -> None:
+    """librdkafka reads a null record set as a parse failure and drops the whole response
+    (the other partitions' records with it): an error partition carries an empty one."""
+    fetch = m.FetchRequest(
+        max_wait_ms=0,
+        min_bytes=1,
+        max_bytes=1 << 20,
+        topics=[
+            m.FetchRequestFetchTopic(
+                topic="no-such-topic",
+                partitions=[
+                    m.FetchRequestFetchPartition(
+                        partition=0, fetch_offset=0, partition_max_bytes=1 << 20
+                    )
+                ],
+            )
+        ],
+    )
+    with RawKafka(shared_broker.bootstrap) as raw:
+        for version in (4, 12):  # int32-sized and compact record sets
+            answer = raw.call(fetch, version).responses[0].partitions[0]
+            assert answer.error_code == 3  # UNKNOWN_TOPIC_OR_PARTITION
+            assert answer.records == b"", version
 
 
 def test_too_new_api_versions_gets_unsupported_version_in_v0_body(

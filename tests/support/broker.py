@@ -99,9 +99,13 @@ class BrokerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
-        for port in (self.kafka_port, self.http_port, self.mqtt_port, self.amqp_port):
-            if port:
-                wait_for_port(self.host, port, self.proc, READY_TIMEOUT_S)
+        try:
+            for port in (self.kafka_port, self.http_port, self.mqtt_port, self.amqp_port):
+                if port:
+                    wait_for_port(self.host, port, self.proc, READY_TIMEOUT_S)
+        except RuntimeError as exc:  # exited: say why, from the end of its log
+            tail = "\n".join(self.log_text().splitlines()[-15:])
+            raise RuntimeError(f"{exc}; the end of {self.log_path.name}:\n{tail}") from None
         return self
 
     def stop(self, timeout: float = 20.0) -> int:

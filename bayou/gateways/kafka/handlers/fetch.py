@@ -117,7 +117,7 @@ async def _read_into(
                         partition_index=fp.partition,
                         error_code=missing,
                         high_watermark=-1,
-                        records=None,
+                        records=b"",  # empty, not null: librdkafka drops a response with a null set
                     )
                 )
                 errors = True
@@ -132,7 +132,7 @@ async def _read_into(
                         partition_index=fp.partition,
                         error_code=exc.code,
                         high_watermark=-1,
-                        records=None,
+                        records=b"",  # empty, not null: librdkafka drops a response with a null set
                     )
                 )
                 errors = True
