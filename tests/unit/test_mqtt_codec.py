@@ -222,6 +222,32 @@ def test_first_packet_must_be_connect() -> None:
     assert conn.goodbye(ProtocolError("x")) == b""  # 3.1.1-style: just close
 
 
+@pytest.mark.parametrize("version", [MQTT_311, MQTT_5])
+def test_a_read_of_plain_pubacks_only_gives_their_packet_ids(version: int) -> None:
+    """``receive_acks``: the packet ids, in order, exactly when ``receive_data`` would give
+    nothing but success PUBACKs without properties; anything else is left to it."""
+    conn = ServerConnection()
+    acks = b"".join(encode(PubAck(pid), version) for pid in (7, 300, 65535))
+    assert conn.receive_acks(acks) is None  # not connected yet
+    conn.receive_data(encode(Connect("c", version)))
+    conn.connack(False)
+    assert conn.receive_acks(acks) == [7, 300, 65535]
+    assert [p.packet_id for p in conn.receive_data(acks)] == [7, 300, 65535]  # the same
+    for other in (
+        acks + encode(PingReq(), version),  # another packet too
+        acks[:-1],  # a PUBACK cut short
+        encode(PubAck(8, Reason.NO_MATCHING_SUBSCRIBERS), MQTT_5),  # a reason
+        encode(PubRec(9), version),
+        b"",
+    ):
+        assert conn.receive_acks(other) is None
+    assert conn.receive_data(acks[:-1]) and conn.receive_acks(acks) is None  # bytes buffered
+    conn.receive_data(acks[-1:])
+    with pytest.raises(ProtocolError):  # packet id 0: refused by receive_data
+        assert conn.receive_acks(b"\x40\x02\x00\x00") is None
+        conn.receive_data(b"\x40\x02\x00\x00")
+
+
 def test_second_connect_is_a_protocol_error_with_disconnect_reason() -> None:
     conn = connected()
     with pytest.raises(ProtocolError) as err:

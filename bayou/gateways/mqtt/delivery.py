@@ -370,6 +370,24 @@ class Outbox:
         self.schedule_pump()
         return True
 
+    def on_pubacks(self, pids: list[int]) -> None:
+        """PUBACKs read together: every slot they free is freed, then one pump refills the
+        window (``on_puback`` for each, in fewer steps)."""
+        entries = self.window.entries
+        freed = False
+        for pid in pids:
+            entry = entries.get(pid)
+            if entry is None or entry.delivery.qos != 1:
+                continue  # not in flight, or QoS 2 (as ``InflightWindow.on_puback``)
+            del entries[pid]
+            freed = True
+            share = entry.delivery.share
+            if share is not None:
+                share.settle(True)
+        if freed:
+            self.recipient.dirty = True
+            self.schedule_pump()
+
     def on_pubrec(self, pid: int, failed: bool) -> bool:
         entry = self.window.entries.get(pid)
         if not self.window.on_pubrec(pid, failed):
