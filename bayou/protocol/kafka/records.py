@@ -556,6 +556,8 @@ def iter_records(batch: Buffer) -> Iterator[DecodedRecord]:
     read_varint = _read_varint
     new_record = tuple.__new__  # DecodedRecord(...) without the keyword-handling __new__
     pos = 0
+    last_raw: bytes | None = None  # the header bytes of the last record decoded, and headers
+    last: list[tuple[str, bytes | None]] = []
     # The hot loop of every reader: one-byte varints (almost all of them) are decoded inline
     # and fields are sliced from ``data`` directly; ``_read_varint`` takes the longer ones.
     try:
@@ -593,6 +595,17 @@ def iter_records(batch: Buffer) -> Iterator[DecodedRecord]:
                     raise CorruptMessage("record field runs past the end of the batch")
                 fields.append(data[pos : pos + size])
                 pos += size
+            # Records in a row tend to carry the same headers (one producer's): the previous
+            # record's are reused when the bytes are the same.
+            raw_headers = data[pos:end]
+            if raw_headers == last_raw:
+                timestamp = max_timestamp if append_time else base_timestamp + ts_delta
+                yield new_record(
+                    DecodedRecord,
+                    (base_offset + offset_delta, timestamp, fields[0], fields[1], last[:]),
+                )
+                pos = end
+                continue
             b = data[pos]
             if b < 0x80:
                 count, pos = (b >> 1) ^ -(b & 1), pos + 1
@@ -618,6 +631,7 @@ def iter_records(batch: Buffer) -> Iterator[DecodedRecord]:
                 headers.append(((name or b"").decode("utf-8", "replace"), hval))
             if pos != end:
                 raise CorruptMessage("record length does not match its fields")
+            last_raw, last = raw_headers, headers
             timestamp = max_timestamp if append_time else base_timestamp + ts_delta
             yield new_record(
                 DecodedRecord,
