@@ -205,6 +205,47 @@ def test_sessions_behind_at_the_same_place_share_the_reads_and_get_everything() 
         assert seqs == list(range(total))
 
 
+def test_sessions_behind_at_different_places_read_each_record_once_between_them() -> None:
+    """Two QoS 0 sessions behind at different offsets: a read for the one further back
+    stops where a kept read of the other starts, so between them they read about as often
+    as one session alone would, and each gets every record from its offset, in order."""
+    total = 3 * MAX_QUEUED
+    size = 256
+    lag = 150  # where the second session is behind, records after the first
+
+    async def alone(core: Core) -> int:
+        host = Host(core)
+        host.live[TP0] = total
+        session = subscribed(host, "solo", 0)
+        session.outbox.behind[TP0] = 0
+        client = Client("solo")
+        session.attach(client, present=True)
+        await until("the solo catch-up", lambda: len(client.published) == total)
+        return host.chunks.decoded
+
+    async def apart(core: Core) -> tuple[int, list[list[int]]]:
+        host = Host(core)
+        host.live[TP0] = total
+        clients = []
+        for name, at in (("ahead", lag), ("back", 0)):
+            session = subscribed(host, name, 0)
+            session.outbox.behind[TP0] = at
+            client = Client(name)
+            session.attach(client, present=True)
+            clients.append(client)
+            await asyncio.sleep(0.01)  # the one ahead reads first
+        await until(
+            "both catch-ups", lambda: sum(len(c.published) for c in clients) >= 2 * total - lag
+        )
+        return host.chunks.decoded, [c.seqs() for c in clients]
+
+    solo = run_with_core(total, alone, size)
+    decoded, (ahead, back) = run_with_core(total, apart, size)
+    assert ahead == list(range(lag, total))
+    assert back == list(range(total))
+    assert decoded == solo == total, (decoded, solo)
+
+
 class TailerHost:
     """The door as a ``Tailer`` sees it: real subscriptions, the host's mapper and factory."""
 
