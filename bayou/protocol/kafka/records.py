@@ -305,6 +305,13 @@ def _read_varint(buf: Buffer, pos: int) -> tuple[int, int]:
         raise CorruptMessage("truncated varint in record") from None
     if b < 0x80:  # one byte: most deltas, lengths and header counts
         return (b >> 1) ^ -(b & 1), pos + 1
+    try:
+        b2 = buf[pos + 1]
+    except IndexError:
+        raise CorruptMessage("truncated varint in record") from None
+    if b2 < 0x80:  # two bytes: record lengths and deltas up to 8191
+        v = (b & 0x7F) | (b2 << 7)
+        return (v >> 1) ^ -(v & 1), pos + 2
     result = 0
     shift = 0
     while True:
