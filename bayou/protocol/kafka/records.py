@@ -413,16 +413,25 @@ def _xerial_decompress(raw: bytes) -> bytes:
 # --------------------------------------------------------------------------- build / decode
 
 
-def _encode_record(out: bytearray, rec: Record, delta: int, base_timestamp: int) -> None:
+def _encode_headers(headers: Sequence[tuple[str, bytes | None]]) -> bytes:
+    out = bytearray()
+    _write_varint(out, len(headers))
+    for name, value in headers:
+        _write_bytes(out, name.encode())
+        _write_bytes(out, value)
+    return bytes(out)
+
+
+def _encode_record(
+    out: bytearray, rec: Record, delta: int, base_timestamp: int, headers: bytes
+) -> None:
+    """Append ``rec`` (its headers already encoded: ``headers``) to ``out``."""
     body = bytearray(b"\x00")  # record attributes: unused
     _write_varint(body, rec.timestamp - base_timestamp)
     _write_varint(body, delta)
     _write_bytes(body, rec.key)
     _write_bytes(body, rec.value)
-    _write_varint(body, len(rec.headers))
-    for name, value in rec.headers:
-        _write_bytes(body, name.encode())
-        _write_bytes(body, value)
+    body += headers
     _write_varint(out, len(body))
     out += body
 
@@ -459,8 +468,14 @@ def build_batch(
     if base_timestamp is None:
         base_timestamp = records[0].timestamp if records else max_timestamp or 0
     body = bytearray()
+    # records often share one headers list (a client's MQTT PUBLISHes): encoded once
+    last_headers: object = None
+    headers = b""
     for delta, rec in zip(deltas, records, strict=True):
-        _encode_record(body, rec, delta, base_timestamp)
+        if rec.headers is not last_headers:
+            last_headers = rec.headers
+            headers = _encode_headers(rec.headers)
+        _encode_record(body, rec, delta, base_timestamp, headers)
     payload = compress(compression, bytes(body)) if records else b""
     if max_timestamp is None:
         max_timestamp = max(r.timestamp for r in records)
