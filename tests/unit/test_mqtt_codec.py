@@ -295,6 +295,19 @@ def test_receive_maximum_is_enforced_and_acks_give_quota_back() -> None:
     assert err.value.reason == Reason.RECEIVE_MAXIMUM_EXCEEDED
 
 
+@pytest.mark.parametrize("version", [MQTT_311, MQTT_5])
+def test_pubacks_are_the_bytes_of_pubacks_and_give_their_quota_back(version: int) -> None:
+    conn = connected(version, receive_maximum=3)
+    conn.receive_data(
+        b"".join(encode(Publish("t", b"", 1, packet_id=p), version) for p in (1, 258, 3))
+    )
+    assert conn.pubacks([1, 258]) == [encode(PubAck(1), version), encode(PubAck(258), version)]
+    conn.receive_data(b"".join(encode(Publish("t", b"", 1, packet_id=p), version) for p in (4, 5)))
+    with pytest.raises(MqttError) as err:
+        conn.receive_data(encode(Publish("t", b"", 1, packet_id=6), version))
+    assert err.value.reason == Reason.RECEIVE_MAXIMUM_EXCEEDED
+
+
 def test_wildcard_topic_name_and_client_only_packets_are_refused() -> None:
     with pytest.raises(MqttError) as err:
         connected().receive_data(encode(Publish("a/+", b""), MQTT_5))

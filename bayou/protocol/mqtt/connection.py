@@ -70,6 +70,7 @@ from bayou.protocol.mqtt.topics import valid_topic_name
 
 DEFAULT_MAX_PACKET_SIZE = 1024 * 1024 + 1024
 _PLAIN_PUBACK = struct.Struct(">2xH")  # 0x40, remaining length 2, packet id
+_PUBACK_HEAD = b"\x40\x02"
 _SERVER_ONLY = (PacketType.CONNACK, PacketType.SUBACK, PacketType.UNSUBACK, PacketType.PINGRESP)
 
 
@@ -253,6 +254,12 @@ class ServerConnection:
         elif isinstance(packet, Disconnect):
             self.state = State.CLOSED
         return encode(packet, self.version)
+
+    def pubacks(self, pids: list[int]) -> list[bytes]:
+        """Success PUBACKs for ``pids``, in order: what ``send(PubAck(pid))`` gives for
+        each, without a packet object each."""
+        self._inbound_qos1 = max(0, self._inbound_qos1 - len(pids))
+        return [_PUBACK_HEAD + pid.to_bytes(2, "big") for pid in pids]
 
     def connack(self, session_present: bool, properties: Properties | None = None) -> bytes:
         """Accept the connection."""
