@@ -48,7 +48,7 @@ class Client:
         self.published: list[Publish] = []
         self._frames = FrameReader()
 
-    def write_many(self, chunks: list[bytes]) -> None:
+    def write_many(self, chunks: list[bytes], packets: int | None = None) -> None:
         for chunk in chunks:
             self._frames.feed(chunk)
         while (frame := self._frames.next_frame()) is not None:

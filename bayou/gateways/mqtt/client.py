@@ -332,9 +332,9 @@ class MqttClient(asyncio.Protocol):
             return
         self._send(data)
 
-    def write_many(self, chunks: list[bytes]) -> None:
+    def write_many(self, chunks: list[bytes], packets: int | None = None) -> None:
         data = b"".join(chunks)
-        self._send(data, len(chunks))
+        self._send(data, len(chunks) if packets is None else packets)
         if self.gw.quotas.active and self.session is not None:
             quota = self._quota.get(self.principal, self.session.client_id)
             if quota is not None and quota.fetch is not None:

@@ -233,7 +233,7 @@ class Outbox:
             queue.popleft()
             wire = d.wire
             if wire is not None:  # a run of QoS 0 PUBLISHes (``offer_run``)
-                packet = wire
+                out.append(wire)
                 n, size = d.count, d.nbytes
                 self._run_extra -= n - 1
             else:
@@ -241,10 +241,12 @@ class Outbox:
                 share = d.share
                 dup = qos > 0 and share is not None and share.redelivered
                 pid = inflight.add(d) if qos else None
+                data: bytes | None
+                tail: bytes | None = None  # after the packet id, when ``data`` stops before it
                 if plain and not dup and msg.expiry_at is None and not d.sub_ids:
-                    packet = msg.publish_bytes(v5, qos, d.retain, pid)
-                    data: bytes | None = packet
-                    if len(packet) > max_size:
+                    # its shared bytes, around the packet id: no PUBLISH joined per session
+                    data, tail = msg.publish_parts(v5, qos, d.retain)
+                    if len(data) + len(tail) + (2 if qos else 0) > max_size:
                         self.host.stats.publish_dropped += 1
                         data = None  # the client could not take it: discarded, as the spec says
                 else:
@@ -259,9 +261,11 @@ class Outbox:
                     window -= 1
                 elif share is not None:
                     share.settle(True)
-                packet = data
+                out.append(data)
+                if pid is not None and tail is not None:
+                    out.append(pid.to_bytes(2, "big"))
+                    out.append(tail)
                 n, size = 1, len(msg.payload)
-            out.append(packet)
             pending += n
             payload_bytes += size
             tp = d.tp
@@ -274,14 +278,14 @@ class Outbox:
                 run_bytes += size
             if pending >= WRITE_BATCH:
                 sent += pending
+                c.write_many(out, pending)
                 pending = 0
-                c.write_many(out)
                 out = []
                 if c.paused:
                     break
         if out:
             sent += pending
-            c.write_many(out)
+            c.write_many(out, pending)
         if run:
             self._count(by_topic, topic, run, run_bytes)
         if sent:

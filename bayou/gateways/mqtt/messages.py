@@ -73,6 +73,14 @@ class Message:
 
     def publish_bytes(self, v5: bool, qos: int, retain: bool, pid: int | None) -> bytes:
         """The PUBLISH for a message without expiry sent without subscription ids or DUP."""
+        parts = self.publish_parts(v5, qos, retain)
+        if pid is None:
+            return parts[0]
+        return parts[0] + _U16.pack(pid) + parts[1]
+
+    def publish_parts(self, v5: bool, qos: int, retain: bool) -> tuple[bytes, bytes]:
+        """``publish_bytes`` without the packet id: QoS 0 the whole packet (and ``b""``),
+        QoS 1/2 the bytes before and after the id."""
         key = (v5, qos, retain)
         wire = self._wire
         if wire is None:
@@ -92,9 +100,7 @@ class Message:
             else:
                 parts = (full, b"")
             wire[key] = parts
-        if pid is None:
-            return parts[0]
-        return parts[0] + _U16.pack(pid) + parts[1]
+        return parts
 
     def v5_properties(self, sub_ids: tuple[int, ...], now: int) -> bytes | None:
         """Encoded 5.0 properties, or None when the message has expired."""
