@@ -15,6 +15,7 @@ from bayou.protocol.mqtt import (
     decode,
     encode,
 )
+from bayou.protocol.mqtt.codec import encode_publish, encode_publish_parts
 from bayou.protocol.mqtt.packets import (
     MQTT_5,
     MQTT_311,
@@ -306,6 +307,20 @@ def test_pubacks_are_the_bytes_of_pubacks_and_give_their_quota_back(version: int
     with pytest.raises(MqttError) as err:
         conn.receive_data(encode(Publish("t", b"", 1, packet_id=6), version))
     assert err.value.reason == Reason.RECEIVE_MAXIMUM_EXCEEDED
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+@pytest.mark.parametrize("properties", [None, b"\x00", b"\x02\x01\x01"])
+def test_publish_parts_around_the_packet_id_make_the_publish(
+    qos: int, properties: bytes | None
+) -> None:
+    for topic, payload in ((b"t", b""), (b"a/b" * 50, b"p" * 100), (b"x" * 300, b"q" * 200_000)):
+        for retain in (False, True):
+            whole = encode_publish(
+                topic, payload, qos, retain, False, 517 if qos else None, properties
+            )
+            head, tail = encode_publish_parts(topic, payload, qos, retain, properties)
+            assert head + (b"\x02\x05" if qos else b"") + tail == whole
 
 
 def test_wildcard_topic_name_and_client_only_packets_are_refused() -> None:

@@ -23,7 +23,7 @@ from bayou.gateways.mqtt.mapping import (
     meta_from_headers,
 )
 from bayou.protocol.kafka.records import DecodedRecord
-from bayou.protocol.mqtt.codec import encode_properties, encode_publish
+from bayou.protocol.mqtt.codec import encode_properties, encode_publish_parts
 from bayou.protocol.mqtt.packets import Properties
 
 TP = tuple[str, int]  # (Kafka topic, partition)
@@ -88,18 +88,9 @@ class Message:
         parts = wire.get(key)
         if parts is None:
             props = self.v5_properties((), 0) if v5 else None
-            full = encode_publish(
-                self.topic_bytes, self.payload, qos, retain, False, 1 if qos else None, props
+            parts = wire[key] = encode_publish_parts(
+                self.topic_bytes, self.payload, qos, retain, props
             )
-            if qos:
-                cut = 1
-                while full[cut] & 0x80:  # the remaining length's continuation bytes
-                    cut += 1
-                cut += 3 + len(self.topic_bytes)  # its last byte, topic length, topic
-                parts = (full[:cut], full[cut + 2 :])
-            else:
-                parts = (full, b"")
-            wire[key] = parts
         return parts
 
     def v5_properties(self, sub_ids: tuple[int, ...], now: int) -> bytes | None:
