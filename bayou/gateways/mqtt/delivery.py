@@ -481,31 +481,40 @@ class Outbox:
         """Queue the records of ``chunk`` from ``offset`` up to ``live_at`` that match the
         session's own filters; move ``behind[tp]`` on (or drop it: live again)."""
         recipient = self.recipient
+        client_id = recipient.client_id
         queue = self.queue
+        append = queue.append
+        room = MAX_QUEUED - len(queue) - self._run_extra
         queued = 0
         matched: dict[str, list[SubOptions]] = {}  # MQTT topic → own matches, this read
-        offsets = chunk.offsets
+        offsets, topics, message = chunk.offsets, chunk.topics, chunk.message
         for i in range(bisect_left(offsets, offset), len(offsets)):
             rec_offset = offsets[i]
             if rec_offset >= live_at:
                 break
-            if len(queue) + self._run_extra >= MAX_QUEUED:
+            if queued >= room:
                 self.behind[tp] = rec_offset
                 recipient.dirty = True
                 return queued
-            msg_topic = chunk.topics[i]
+            msg_topic = topics[i]
             options = matched.get(msg_topic)
             if options is None:
                 options = matched[msg_topic] = recipient.own_match(msg_topic)
             offset = rec_offset + 1
             if not options:
                 continue
-            msg = chunk.message(i)
-            merged = merge_options(options, msg.origin, recipient.client_id, msg.qos)
-            if merged is None:
-                continue
-            qos, rap, ids = merged
-            queue.append(Delivery(msg, qos, rap and msg.retain, ids, tp, rec_offset, True))
+            msg = message(i)
+            if len(options) == 1:  # ``merge_options`` of one subscription, inline
+                opts = options[0]
+                if opts.no_local and msg.origin == client_id:
+                    continue
+                qos, rap, ids = opts.single[msg.qos]
+            else:
+                merged = merge_options(options, msg.origin, client_id, msg.qos)
+                if merged is None:
+                    continue
+                qos, rap, ids = merged
+            append(Delivery(msg, qos, rap and msg.retain, ids, tp, rec_offset, True))
             queued += 1
         offset = max(offset, min(chunk.end, live_at))
         if offset >= live_at and tailed:
