@@ -71,6 +71,7 @@ from bayou.protocol.mqtt.topics import valid_topic_name
 DEFAULT_MAX_PACKET_SIZE = 1024 * 1024 + 1024
 _PLAIN_PUBACK = struct.Struct(">2xH")  # 0x40, remaining length 2, packet id
 _PUBACK_HEAD = b"\x40\x02"
+_PUBLISH = int(PacketType.PUBLISH)
 _SERVER_ONLY = (PacketType.CONNACK, PacketType.SUBACK, PacketType.UNSUBACK, PacketType.PINGRESP)
 
 
@@ -151,6 +152,11 @@ class ServerConnection:
 
     def _receive(self, first: int, body: bytes) -> Packet:
         kind = first >> 4
+        if kind == _PUBLISH and self.state is State.CONNECTED:  # the commonest, checked first
+            publish = decode(first, body, self.version)
+            assert isinstance(publish, Publish)
+            self._receive_publish(publish)
+            return publish
         if self.state is State.AWAIT_CONNECT:
             if kind != PacketType.CONNECT:
                 raise ProtocolError("the first packet must be CONNECT")
