@@ -30,6 +30,7 @@ behind on a partition resumed from the catch-up offset, losing what its queue he
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 import time
@@ -43,8 +44,19 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from bayou.gateways.mqtt.delivery import MAX_QUEUED
 from bayou.gateways.mqtt.inflight import DEFAULT_INFLIGHT
 from bayou.gateways.mqtt.mapping import partition_for
+from bayou.protocol.mqtt import encode
+from bayou.protocol.mqtt.packets import (
+    MQTT_311,
+    ConnAck,
+    Connect,
+    PubAck,
+    Publish,
+    SubAck,
+    Subscribe,
+    Subscription,
+)
 from tests.support.broker import BrokerProcess
-from tests.support.mqtt import unique
+from tests.support.mqtt import PacketReader, unique
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -376,3 +388,54 @@ def test_persistent_session_that_leaves_while_behind_resumes_where_it_was(
         assert got_before == list(range(len(got_before)))
         assert got_after == list(range(got_after[0], PER_TOPIC))
         assert got_after[0] <= len(got_before)
+
+
+def test_acknowledgements_sent_together_free_their_slots_and_never_widen_the_window(
+    shared_broker: BrokerProcess,
+) -> None:
+    """A raw 3.1.1 QoS 1 subscriber that acknowledges in bursts — up to 20 PUBACKs in one
+    write, the broker reads them as one chunk and refills the window once — while its
+    session catches up from the log on several partitions.
+
+    Asserted: never more than 20 PUBLISHes unacknowledged (nothing beyond the window waits
+    on the socket once 20 are in); every message exactly once, none with DUP, in order per
+    topic; the packet ids in flight are distinct."""
+    top = unique("burst")
+    create_topic(shared_broker, top, PARTITIONS)
+    topics = spread_topics(top, TOPICS, PARTITIONS)
+    per = 600  # 2,400 messages: more than a queue, so the session reads from the log
+    size = 32
+    sock = socket.create_connection(("127.0.0.1", shared_broker.mqtt_port), WAIT_S)
+    sock.settimeout(WAIT_S)
+    reader = PacketReader(sock, MQTT_311)
+    pub: Publisher | None = None
+    arrivals: list[tuple[str, bytes, int, bool]] = []
+    try:
+        sock.sendall(encode(Connect(unique("burst"), MQTT_311, keep_alive=60), MQTT_311))
+        assert isinstance(reader.next(), ConnAck)
+        sock.sendall(encode(Subscribe(1, [Subscription(f"{top}/#", 1)]), MQTT_311))
+        assert isinstance(reader.next(), SubAck)
+        pub = Publisher(shared_broker)
+        publish_range(pub, topics, 0, per, size)  # all in the log before the first ack
+        in_flight: list[Publish] = []
+        burst = 0
+        while len(arrivals) < TOPICS * per:
+            while len(in_flight) < DEFAULT_INFLIGHT and len(arrivals) < TOPICS * per:
+                packet = reader.next()
+                assert isinstance(packet, Publish), packet
+                in_flight.append(packet)
+                arrivals.append((packet.topic, packet.payload, packet.qos, packet.dup))
+            pids = [p.packet_id for p in in_flight]
+            assert len(set(pids)) == len(pids), f"packet ids reused while in flight: {pids}"
+            if len(arrivals) < TOPICS * per:
+                readable, _, _ = select.select([sock], [], [], 0.02)
+                assert not readable, "a PUBLISH beyond the 20 in flight"
+            burst = burst % DEFAULT_INFLIGHT + 1  # 1, 2, ... 20 PUBACKs in one write
+            acked, in_flight = in_flight[:burst], in_flight[burst:]
+            sock.sendall(b"".join(encode(PubAck(p.packet_id or 0), MQTT_311) for p in acked))
+    finally:
+        if pub is not None:
+            pub.close()
+        sock.close()
+    assert not sequence_problems(arrivals, topics, per)
+    assert all(qos == 1 and not dup for _t, _p, qos, dup in arrivals)

@@ -15,6 +15,7 @@ from bayou.protocol.mqtt import (
     decode,
     encode,
 )
+from bayou.protocol.mqtt.codec import encode_publish, encode_publish_parts
 from bayou.protocol.mqtt.packets import (
     MQTT_5,
     MQTT_311,
@@ -222,6 +223,32 @@ def test_first_packet_must_be_connect() -> None:
     assert conn.goodbye(ProtocolError("x")) == b""  # 3.1.1-style: just close
 
 
+@pytest.mark.parametrize("version", [MQTT_311, MQTT_5])
+def test_a_read_of_plain_pubacks_only_gives_their_packet_ids(version: int) -> None:
+    """``receive_acks``: the packet ids, in order, exactly when ``receive_data`` would give
+    nothing but success PUBACKs without properties; anything else is left to it."""
+    conn = ServerConnection()
+    acks = b"".join(encode(PubAck(pid), version) for pid in (7, 300, 65535))
+    assert conn.receive_acks(acks) is None  # not connected yet
+    conn.receive_data(encode(Connect("c", version)))
+    conn.connack(False)
+    assert conn.receive_acks(acks) == [7, 300, 65535]
+    assert [p.packet_id for p in conn.receive_data(acks)] == [7, 300, 65535]  # the same
+    for other in (
+        acks + encode(PingReq(), version),  # another packet too
+        acks[:-1],  # a PUBACK cut short
+        encode(PubAck(8, Reason.NO_MATCHING_SUBSCRIBERS), MQTT_5),  # a reason
+        encode(PubRec(9), version),
+        b"",
+    ):
+        assert conn.receive_acks(other) is None
+    assert conn.receive_data(acks[:-1]) and conn.receive_acks(acks) is None  # bytes buffered
+    conn.receive_data(acks[-1:])
+    with pytest.raises(ProtocolError):  # packet id 0: refused by receive_data
+        assert conn.receive_acks(b"\x40\x02\x00\x00") is None
+        conn.receive_data(b"\x40\x02\x00\x00")
+
+
 def test_second_connect_is_a_protocol_error_with_disconnect_reason() -> None:
     conn = connected()
     with pytest.raises(ProtocolError) as err:
@@ -267,6 +294,33 @@ def test_receive_maximum_is_enforced_and_acks_give_quota_back() -> None:
     with pytest.raises(MqttError) as err:
         conn.receive_data(encode(Publish("t", b"", 1, packet_id=4), MQTT_5))
     assert err.value.reason == Reason.RECEIVE_MAXIMUM_EXCEEDED
+
+
+@pytest.mark.parametrize("version", [MQTT_311, MQTT_5])
+def test_pubacks_are_the_bytes_of_pubacks_and_give_their_quota_back(version: int) -> None:
+    conn = connected(version, receive_maximum=3)
+    conn.receive_data(
+        b"".join(encode(Publish("t", b"", 1, packet_id=p), version) for p in (1, 258, 3))
+    )
+    assert conn.pubacks([1, 258]) == [encode(PubAck(1), version), encode(PubAck(258), version)]
+    conn.receive_data(b"".join(encode(Publish("t", b"", 1, packet_id=p), version) for p in (4, 5)))
+    with pytest.raises(MqttError) as err:
+        conn.receive_data(encode(Publish("t", b"", 1, packet_id=6), version))
+    assert err.value.reason == Reason.RECEIVE_MAXIMUM_EXCEEDED
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+@pytest.mark.parametrize("properties", [None, b"\x00", b"\x02\x01\x01"])
+def test_publish_parts_around_the_packet_id_make_the_publish(
+    qos: int, properties: bytes | None
+) -> None:
+    for topic, payload in ((b"t", b""), (b"a/b" * 50, b"p" * 100), (b"x" * 300, b"q" * 200_000)):
+        for retain in (False, True):
+            whole = encode_publish(
+                topic, payload, qos, retain, False, 517 if qos else None, properties
+            )
+            head, tail = encode_publish_parts(topic, payload, qos, retain, properties)
+            assert head + (b"\x02\x05" if qos else b"") + tail == whole
 
 
 def test_wildcard_topic_name_and_client_only_packets_are_refused() -> None:

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from bayou.core import Core, CoreSettings
 from bayou.gateways.mqtt.catch_up import ChunkCache, DecodedChunk
-from bayou.gateways.mqtt.delivery import MAX_QUEUED
+from bayou.gateways.mqtt.delivery import MAX_QUEUED, Outbox
 from bayou.gateways.mqtt.inflight import DEFAULT_INFLIGHT
 from bayou.gateways.mqtt.mapping import TopicMapper
 from bayou.gateways.mqtt.messages import TP, Message, MessageFactory
@@ -48,7 +48,7 @@ class Client:
         self.published: list[Publish] = []
         self._frames = FrameReader()
 
-    def write_many(self, chunks: list[bytes]) -> None:
+    def write_many(self, chunks: list[bytes], packets: int | None = None) -> None:
         for chunk in chunks:
             self._frames.feed(chunk)
         while (frame := self._frames.next_frame()) is not None:
@@ -205,6 +205,47 @@ def test_sessions_behind_at_the_same_place_share_the_reads_and_get_everything() 
         assert seqs == list(range(total))
 
 
+def test_sessions_behind_at_different_places_read_each_record_once_between_them() -> None:
+    """Two QoS 0 sessions behind at different offsets: a read for the one further back
+    stops where a kept read of the other starts, so between them they read about as often
+    as one session alone would, and each gets every record from its offset, in order."""
+    total = 3 * MAX_QUEUED
+    size = 256
+    lag = 150  # where the second session is behind, records after the first
+
+    async def alone(core: Core) -> int:
+        host = Host(core)
+        host.live[TP0] = total
+        session = subscribed(host, "solo", 0)
+        session.outbox.behind[TP0] = 0
+        client = Client("solo")
+        session.attach(client, present=True)
+        await until("the solo catch-up", lambda: len(client.published) == total)
+        return host.chunks.decoded
+
+    async def apart(core: Core) -> tuple[int, list[list[int]]]:
+        host = Host(core)
+        host.live[TP0] = total
+        clients = []
+        for name, at in (("ahead", lag), ("back", 0)):
+            session = subscribed(host, name, 0)
+            session.outbox.behind[TP0] = at
+            client = Client(name)
+            session.attach(client, present=True)
+            clients.append(client)
+            await asyncio.sleep(0.01)  # the one ahead reads first
+        await until(
+            "both catch-ups", lambda: sum(len(c.published) for c in clients) >= 2 * total - lag
+        )
+        return host.chunks.decoded, [c.seqs() for c in clients]
+
+    solo = run_with_core(total, alone, size)
+    decoded, (ahead, back) = run_with_core(total, apart, size)
+    assert ahead == list(range(lag, total))
+    assert back == list(range(total))
+    assert decoded == solo == total, (decoded, solo)
+
+
 class TailerHost:
     """The door as a ``Tailer`` sees it: real subscriptions, the host's mapper and factory."""
 
@@ -218,6 +259,9 @@ class TailerHost:
 
     def owners_of(self, mqtt_topic: str) -> list[tuple[object, list[SubOptions]]]:
         return self.subs.owners_of(mqtt_topic)
+
+    def watchers(self, kafka_topic: str) -> list[Outbox]:
+        return [session.outbox for session in self.subs.own]  # every filter is on TOPIC
 
     def message_from_record(self, mqtt_topic: str, rec: DecodedRecord) -> Message:
         return self.host.factory.from_record(mqtt_topic, rec)
@@ -291,6 +335,44 @@ def test_the_tailer_offers_runs_of_records_and_every_subscriber_gets_its_own_in_
         assert host.stats.publish_sent == sum(len(want(n)) for n in clients)
 
     run_with_core(first, test)
+
+
+def test_the_tailer_passes_over_what_every_session_reads_back_from_the_log() -> None:
+    """While every session a partition's records could go to is behind on it (it reads them
+    back from the log), the tailer moves past its reads without looking at a record — no
+    topic lookup, no offer — and the sessions still get every record, in order, once,
+    through catch-up, up to the tailer's position."""
+    total = 2 * MAX_QUEUED
+
+    async def test(core: Core) -> None:
+        host = Host(core)
+        subs = Subscriptions(host.stats)
+        sessions = []
+        for name in ("a", "b"):
+            session = Session(host, name, NEVER_EXPIRES)
+            subs.add(session, "t/#", SubOptions(0))
+            session.outbox.behind[TP0] = 0  # offline, and behind from the start
+            sessions.append(session)
+        tailer_host = TailerHost(host, subs)
+        looked_up: list[str] = []
+        tailer_host.owners_of = lambda topic: looked_up.append(topic) or subs.owners_of(topic)  # type: ignore[method-assign]
+        tailer = Tailer(tailer_host, core.cursor(TOPIC, 0, 0))
+        host.live_position = lambda tp: tailer.position  # type: ignore[method-assign]
+        while tailer.position < total:
+            await tailer.process(await tailer.cursor.read_batches(1024 * 1024))
+        assert looked_up == []
+        clients = []
+        for session in sessions:
+            client = Client(session.client_id)
+            session.attach(client, present=True)
+            clients.append(client)
+        await until("both catch-ups", lambda: all(len(c.published) >= total for c in clients))
+        await asyncio.sleep(0.05)
+        for session, client in zip(sessions, clients, strict=True):
+            assert client.seqs() == list(range(total))
+            assert session.outbox.behind == {}  # live again: the tailer has the rest
+
+    run_with_core(total, test)
 
 
 def test_a_restarted_session_resends_its_in_flight_messages_before_the_rest() -> None:

@@ -96,6 +96,20 @@ def test_raw_snappy_is_accepted() -> None:
     assert R.decompress(R.COMPRESSION_SNAPPY, raw) == body
 
 
+def test_records_in_a_row_with_the_same_headers_each_get_their_own_list() -> None:
+    """The decoder reuses the previous record's decoded headers when the bytes are the same:
+    each record still gets its own list, and a change of headers is seen."""
+    same = [("mqtt.qos", b"1"), ("mqtt.client-id", b"pub")]
+    other = [("mqtt.qos", b"0"), ("n", None)]
+    layout = [same, same, same, other, other, [], same]
+    records = [Record(i, b"k", b"v%d" % i, list(h)) for i, h in enumerate(layout)]
+    decoded = list(R.iter_records(R.build_batch(records)))
+    assert [r.headers for r in decoded] == layout
+    assert [r.value for r in decoded] == [b"v%d" % i for i in range(len(layout))]
+    decoded[0].headers.append(("x", b"y"))
+    assert decoded[1].headers == same  # not the same list
+
+
 def test_several_batches_back_to_back() -> None:
     a = R.build_batch(sample(2))
     b = R.build_batch(sample(3), compression=R.COMPRESSION_LZ4)

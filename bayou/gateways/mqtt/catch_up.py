@@ -12,7 +12,11 @@ before it), and only otherwise reads a new one.  A chunk is one ``Cursor.read_ba
 a worker thread: the loop never waits for a disk), decoded once — offsets, MQTT topics,
 records — and its ``Message``s are made on first use and kept, so a PUBLISH is encoded once
 for every session that catches up through it.  At most ``CHUNKS_PER_PARTITION`` chunks per
-partition and ``CHUNKS_KEPT`` in all are kept.
+partition (the one furthest back is let go first) and ``CHUNKS_KEPT`` in all are kept.
+
+A read never decodes what a kept read has: one for an offset before a kept read's start
+stops there (a session behind another one reads the stretch between them, then shares the
+other's reads), so sessions near each other decode each record about once between them.
 
 Each read runs in its own task that every waiting session awaits through ``shield``: a
 session that goes away while waiting does not cancel the read the others wait for.  A read
@@ -73,19 +77,27 @@ class DecodedChunk:
         kafka_topic: str,
         mapper: TopicMapper,
         aborted: Aborted = NO_ABORTS,
+        stop: int | None = None,
     ) -> None:
         """Fill the chunk from ``data`` (whole batches read from ``start``), leaving out
-        control batches and ``aborted`` transactions' batches."""
+        control batches and ``aborted`` transactions' batches; with ``stop`` (where a kept
+        chunk starts) the records from there on are left to that chunk."""
         self.start = self.end = start
         topic_of: dict[bytes | None, str] = {}
         offsets, topics, records = self.offsets, self.topics, self.records
         for pos, header in iter_batches(data):
+            if stop is not None and header.base_offset >= stop:
+                self.end = stop
+                return
             self.end = max(self.end, header.last_offset + 1)
             if header.last_offset < start or header.is_control or aborted.covers(header):
                 continue
             for rec in iter_records(data[pos : pos + header.size]):
                 if rec.offset < start:
                     continue
+                if stop is not None and rec.offset >= stop:
+                    self.end = stop
+                    return
                 key = rec.key
                 mqtt_topic = topic_of.get(key)
                 if mqtt_topic is None:
@@ -115,6 +127,7 @@ class ChunkCache:
         self.factory = factory
         self._chunks: dict[TP, list[DecodedChunk]] = {}  # newest first
         self.reads = 0  # chunks read (for tests and statistics)
+        self.decoded = 0  # records decoded by them
 
     async def chunk(self, tp: TP, offset: int) -> DecodedChunk:
         """A decoded read of ``tp`` holding ``offset`` — shared when one is kept or on its
@@ -128,18 +141,31 @@ class ChunkCache:
                 await asyncio.shield(chunk.loading)
             if chunk.covers(partition, offset):
                 return chunk
+        # a kept read that starts further on has what follows it: this one stops there
+        stop = min(
+            (
+                c.start
+                for c in self._chunks.get(tp, ())
+                if c.partition is partition and c.start > offset
+            ),
+            default=None,
+        )
         chunk = DecodedChunk(partition, offset, self.factory)
-        chunk.loading = asyncio.ensure_future(self._load(chunk, tp))
+        chunk.loading = asyncio.ensure_future(self._load(chunk, tp, stop))
         chunk.loading.add_done_callback(lambda task: self._loaded(tp, chunk, task))
         self._keep(tp, chunk)
         await asyncio.shield(chunk.loading)
         return chunk
 
-    async def _load(self, chunk: DecodedChunk, tp: TP) -> None:
+    async def _load(self, chunk: DecodedChunk, tp: TP, stop: int | None) -> None:
         cursor = self.core.cursor(tp[0], tp[1], chunk.start, reset="earliest")
         data = await cursor.read_batches(CATCH_UP_READ)
         self.reads += 1
-        chunk.decode(data, cursor.position, tp[0], self.mapper, await cursor.aborted(data))
+        aborted = await cursor.aborted(data)
+        if stop is not None and stop <= cursor.position:
+            stop = None  # the log start moved past it
+        chunk.decode(data, cursor.position, tp[0], self.mapper, aborted, stop)
+        self.decoded += len(chunk.offsets)
 
     def _loaded(self, tp: TP, chunk: DecodedChunk, task: asyncio.Task[None]) -> None:
         chunk.loading = None
@@ -151,8 +177,10 @@ class ChunkCache:
 
     def _keep(self, tp: TP, chunk: DecodedChunk) -> None:
         chunks = self._chunks.pop(tp, [])
+        if len(chunks) >= CHUNKS_PER_PARTITION:
+            # the read furthest back goes: sessions catching up only move on
+            chunks.remove(min(chunks, key=lambda c: c.start))
         chunks.insert(0, chunk)
-        del chunks[CHUNKS_PER_PARTITION:]
         while len(self._chunks) >= CHUNKS_KEPT // CHUNKS_PER_PARTITION:
             del self._chunks[next(iter(self._chunks))]
         self._chunks[tp] = chunks

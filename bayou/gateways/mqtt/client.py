@@ -5,10 +5,13 @@ Theory of operation
 ``data_received`` feeds the sans-I/O connection (after the WebSocket layer when the first
 byte was ``G``) and handles each packet.  PUBLISHes are collected per read and stored
 together (``publishing.py``); every other packet first flushes them, so effects keep the
-packets' order.  Replies go through an ordered output queue: an acknowledgement that waits
-for its append (as durable as the topic asks) holds back the replies behind it, never the
-deliveries to the client.  Any ``MqttError`` ends the connection with its reason code and
-one log line.
+packets' order.  A read that holds nothing but plain PUBACKs — a QoS 1 subscriber's usual
+read — skips the packet objects (``receive_acks``): every slot they free is freed, then the
+session's one pump (scheduled for the end of this turn of the loop) refills the window and
+sends what it took in one write.  Replies go through an ordered output queue: an
+acknowledgement that waits for its append (as durable as the topic asks) holds back the
+replies behind it, never the deliveries to the client.  Any ``MqttError`` ends the
+connection with its reason code and one log line.
 
 The connection sees the door through ``ClientHost`` and its session through ``Session``;
 it is the session's ``Connection``.
@@ -230,18 +233,30 @@ class MqttClient(asyncio.Protocol):
             if not data:
                 return
         try:
-            packets = self.proto.receive_data(data)
-            self.gw.stats.messages_received += len(packets)
-            for i, packet in enumerate(packets):
-                if self._held is not None:
-                    self._held.extend(packets[i:])
-                    break
-                self._handle(packet)
-                if self._closing or self._refusing:
-                    return
-            self._flush_publishes()
-            if self._published:
-                self._record_published()
+            session = self.session
+            # a QoS 1 subscriber's usual read: PUBACKs only, their slots freed together
+            acks = (
+                self.proto.receive_acks(data)
+                if session is not None and self._held is None
+                else None
+            )
+            if acks is not None:
+                assert session is not None
+                self.gw.stats.messages_received += len(acks)
+                session.on_pubacks(acks)
+            else:
+                packets = self.proto.receive_data(data)
+                self.gw.stats.messages_received += len(packets)
+                for i, packet in enumerate(packets):
+                    if self._held is not None:
+                        self._held.extend(packets[i:])
+                        break
+                    self._handle(packet)
+                    if self._closing or self._refusing:
+                        return
+                self._flush_publishes()
+                if self._published:
+                    self._record_published()
         except MqttError as exc:
             self._fail(exc)
         except Exception as exc:
@@ -317,9 +332,9 @@ class MqttClient(asyncio.Protocol):
             return
         self._send(data)
 
-    def write_many(self, chunks: list[bytes]) -> None:
+    def write_many(self, chunks: list[bytes], packets: int | None = None) -> None:
         data = b"".join(chunks)
-        self._send(data, len(chunks))
+        self._send(data, len(chunks) if packets is None else packets)
         if self.gw.quotas.active and self.session is not None:
             quota = self._quota.get(self.principal, self.session.client_id)
             if quota is not None and quota.fetch is not None:

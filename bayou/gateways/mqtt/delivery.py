@@ -233,7 +233,7 @@ class Outbox:
             queue.popleft()
             wire = d.wire
             if wire is not None:  # a run of QoS 0 PUBLISHes (``offer_run``)
-                packet = wire
+                out.append(wire)
                 n, size = d.count, d.nbytes
                 self._run_extra -= n - 1
             else:
@@ -241,10 +241,12 @@ class Outbox:
                 share = d.share
                 dup = qos > 0 and share is not None and share.redelivered
                 pid = inflight.add(d) if qos else None
+                data: bytes | None
+                tail: bytes | None = None  # after the packet id, when ``data`` stops before it
                 if plain and not dup and msg.expiry_at is None and not d.sub_ids:
-                    packet = msg.publish_bytes(v5, qos, d.retain, pid)
-                    data: bytes | None = packet
-                    if len(packet) > max_size:
+                    # its shared bytes, around the packet id: no PUBLISH joined per session
+                    data, tail = msg.publish_parts(v5, qos, d.retain)
+                    if len(data) + len(tail) + (2 if qos else 0) > max_size:
                         self.host.stats.publish_dropped += 1
                         data = None  # the client could not take it: discarded, as the spec says
                 else:
@@ -259,9 +261,11 @@ class Outbox:
                     window -= 1
                 elif share is not None:
                     share.settle(True)
-                packet = data
+                out.append(data)
+                if pid is not None and tail is not None:
+                    out.append(pid.to_bytes(2, "big"))
+                    out.append(tail)
                 n, size = 1, len(msg.payload)
-            out.append(packet)
             pending += n
             payload_bytes += size
             tp = d.tp
@@ -274,14 +278,14 @@ class Outbox:
                 run_bytes += size
             if pending >= WRITE_BATCH:
                 sent += pending
+                c.write_many(out, pending)
                 pending = 0
-                c.write_many(out)
                 out = []
                 if c.paused:
                     break
         if out:
             sent += pending
-            c.write_many(out)
+            c.write_many(out, pending)
         if run:
             self._count(by_topic, topic, run, run_bytes)
         if sent:
@@ -369,6 +373,24 @@ class Outbox:
         self.recipient.dirty = True
         self.schedule_pump()
         return True
+
+    def on_pubacks(self, pids: list[int]) -> None:
+        """PUBACKs read together: every slot they free is freed, then one pump refills the
+        window (``on_puback`` for each, in fewer steps)."""
+        entries = self.window.entries
+        freed = False
+        for pid in pids:
+            entry = entries.get(pid)
+            if entry is None or entry.delivery.qos != 1:
+                continue  # not in flight, or QoS 2 (as ``InflightWindow.on_puback``)
+            del entries[pid]
+            freed = True
+            share = entry.delivery.share
+            if share is not None:
+                share.settle(True)
+        if freed:
+            self.recipient.dirty = True
+            self.schedule_pump()
 
     def on_pubrec(self, pid: int, failed: bool) -> bool:
         entry = self.window.entries.get(pid)
@@ -459,31 +481,40 @@ class Outbox:
         """Queue the records of ``chunk`` from ``offset`` up to ``live_at`` that match the
         session's own filters; move ``behind[tp]`` on (or drop it: live again)."""
         recipient = self.recipient
+        client_id = recipient.client_id
         queue = self.queue
+        append = queue.append
+        room = MAX_QUEUED - len(queue) - self._run_extra
         queued = 0
         matched: dict[str, list[SubOptions]] = {}  # MQTT topic → own matches, this read
-        offsets = chunk.offsets
+        offsets, topics, message = chunk.offsets, chunk.topics, chunk.message
         for i in range(bisect_left(offsets, offset), len(offsets)):
             rec_offset = offsets[i]
             if rec_offset >= live_at:
                 break
-            if len(queue) + self._run_extra >= MAX_QUEUED:
+            if queued >= room:
                 self.behind[tp] = rec_offset
                 recipient.dirty = True
                 return queued
-            msg_topic = chunk.topics[i]
+            msg_topic = topics[i]
             options = matched.get(msg_topic)
             if options is None:
                 options = matched[msg_topic] = recipient.own_match(msg_topic)
             offset = rec_offset + 1
             if not options:
                 continue
-            msg = chunk.message(i)
-            merged = merge_options(options, msg.origin, recipient.client_id, msg.qos)
-            if merged is None:
-                continue
-            qos, rap, ids = merged
-            queue.append(Delivery(msg, qos, rap and msg.retain, ids, tp, rec_offset, True))
+            msg = message(i)
+            if len(options) == 1:  # ``merge_options`` of one subscription, inline
+                opts = options[0]
+                if opts.no_local and msg.origin == client_id:
+                    continue
+                qos, rap, ids = opts.single[msg.qos]
+            else:
+                merged = merge_options(options, msg.origin, client_id, msg.qos)
+                if merged is None:
+                    continue
+                qos, rap, ids = merged
+            append(Delivery(msg, qos, rap and msg.retain, ids, tp, rec_offset, True))
             queued += 1
         offset = max(offset, min(chunk.end, live_at))
         if offset >= live_at and tailed:

@@ -46,6 +46,11 @@ class InflightWindow:
     def add(self, delivery: Delivery) -> int:
         """Track ``delivery`` under a free packet id, which is returned."""
         entries = self.entries
+        pid = self._next_pid
+        if pid not in entries:  # the usual case: the next id round is free
+            self._next_pid = pid % 65535 + 1
+            entries[pid] = Inflight(delivery)
+            return pid
         for _ in range(65535):
             pid = self._next_pid
             self._next_pid = pid % 65535 + 1

@@ -33,8 +33,9 @@ class Connection(Protocol):
         """The transport's buffer is full: send nothing until ``Session.schedule_pump``."""
         ...
 
-    def write_many(self, chunks: list[bytes]) -> None:
-        """Send encoded packets (dropped once the connection is closing)."""
+    def write_many(self, chunks: list[bytes], packets: int | None = None) -> None:
+        """Send encoded packets, joined (dropped once the connection is closing); ``packets``
+        counts them when a chunk is not one packet."""
         ...
 
     def taken_over(self) -> None:

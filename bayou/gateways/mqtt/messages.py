@@ -23,7 +23,7 @@ from bayou.gateways.mqtt.mapping import (
     meta_from_headers,
 )
 from bayou.protocol.kafka.records import DecodedRecord
-from bayou.protocol.mqtt.codec import encode_properties, encode_publish
+from bayou.protocol.mqtt.codec import encode_properties, encode_publish_parts
 from bayou.protocol.mqtt.packets import Properties
 
 TP = tuple[str, int]  # (Kafka topic, partition)
@@ -73,6 +73,14 @@ class Message:
 
     def publish_bytes(self, v5: bool, qos: int, retain: bool, pid: int | None) -> bytes:
         """The PUBLISH for a message without expiry sent without subscription ids or DUP."""
+        parts = self.publish_parts(v5, qos, retain)
+        if pid is None:
+            return parts[0]
+        return parts[0] + _U16.pack(pid) + parts[1]
+
+    def publish_parts(self, v5: bool, qos: int, retain: bool) -> tuple[bytes, bytes]:
+        """``publish_bytes`` without the packet id: QoS 0 the whole packet (and ``b""``),
+        QoS 1/2 the bytes before and after the id."""
         key = (v5, qos, retain)
         wire = self._wire
         if wire is None:
@@ -80,21 +88,10 @@ class Message:
         parts = wire.get(key)
         if parts is None:
             props = self.v5_properties((), 0) if v5 else None
-            full = encode_publish(
-                self.topic_bytes, self.payload, qos, retain, False, 1 if qos else None, props
+            parts = wire[key] = encode_publish_parts(
+                self.topic_bytes, self.payload, qos, retain, props
             )
-            if qos:
-                cut = 1
-                while full[cut] & 0x80:  # the remaining length's continuation bytes
-                    cut += 1
-                cut += 3 + len(self.topic_bytes)  # its last byte, topic length, topic
-                parts = (full[:cut], full[cut + 2 :])
-            else:
-                parts = (full, b"")
-            wire[key] = parts
-        if pid is None:
-            return parts[0]
-        return parts[0] + _U16.pack(pid) + parts[1]
+        return parts
 
     def v5_properties(self, sub_ids: tuple[int, ...], now: int) -> bytes | None:
         """Encoded 5.0 properties, or None when the message has expired."""

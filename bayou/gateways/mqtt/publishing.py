@@ -337,10 +337,17 @@ class Inbound:
         proto = self.proto
         v5 = proto.version == MQTT_5
         out: list[bytes] = []
+        run: list[int] = []  # packet ids of successful QoS 1 PUBLISHes in a row
         for qos, pid, topic, target, error in acks:
             assert pid is not None
-            if error is None and target is not None:
+            if error is None and target is not None and failed:
                 error = failed.get(target)
+            if error is None and qos == 1:
+                run.append(pid)
+                continue
+            if run:
+                out += proto.pubacks(run)
+                run = []
             if isinstance(error, SysTopicRefused) and not v5:
                 error = None  # 3.1.1 has no negative ack: acknowledged, not published
             if error is not None:
@@ -363,4 +370,6 @@ class Inbound:
                 out.append(proto.send(PubAck(pid)))
             else:
                 out.append(proto.send(PubRec(pid)))
+        if run:
+            out += proto.pubacks(run)
         return out

@@ -50,6 +50,7 @@ from bayou.core.types import AppendResult, Buffer, StateEntry
 from bayou.errors import KafkaError
 from bayou.gateways.mqtt.catch_up import ChunkCache, DecodedChunk
 from bayou.gateways.mqtt.client import Authenticator, MqttClient
+from bayou.gateways.mqtt.delivery import Outbox
 from bayou.gateways.mqtt.mapping import (
     TopicMapper,
     headers_for,
@@ -133,6 +134,8 @@ class MqttGateway:
         self._stopped = False
         self._known_topics: set[str] = set()
         self._targets: dict[str, TP] = {}  # MQTT topic → (Kafka topic, partition)
+        # Kafka topic → (subscriptions.version, the outboxes its tailers offer to)
+        self._watchers: dict[str, tuple[int, list[Outbox]]] = {}
         self._server: asyncio.AbstractServer | None = None
         self._tls_server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -547,6 +550,36 @@ class MqttGateway:
 
     def mqtt_topic(self, kafka_topic: str, key: bytes | None) -> str:
         return self.mapper.mqtt_topic(kafka_topic, key)
+
+    def watchers(self, kafka_topic: str) -> list[Outbox]:
+        """The outboxes of the sessions whose own (not shared) subscriptions may reach
+        ``kafka_topic``: every session its tailers could offer a record to (worked out
+        again after each subscribe or unsubscribe)."""
+        subscriptions = self.subscriptions
+        version = subscriptions.version
+        cached = self._watchers.get(kafka_topic)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        mapper = self.mapper
+        reaches: dict[str, bool] = {}  # plain filter → may reach kafka_topic
+        found: list[Outbox] = []
+        for subscriber in subscriptions.own:
+            for topic_filter in subscriber.subs:
+                group, plain = parse_shared(topic_filter)
+                if group is not None:
+                    continue
+                reach = reaches.get(plain)
+                if reach is None:
+                    reach = reaches[plain] = kafka_topic in mapper.kafka_topics_for_filter(
+                        plain, (kafka_topic,)
+                    )
+                if reach:
+                    found.append(subscriber.outbox)
+                    break
+        if len(self._watchers) >= TARGET_CACHE:
+            self._watchers.clear()
+        self._watchers[kafka_topic] = (version, found)
+        return found
 
     def message_from_record(self, mqtt_topic: str, rec: DecodedRecord) -> Message:
         return self.factory.from_record(mqtt_topic, rec)

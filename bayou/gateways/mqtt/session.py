@@ -104,6 +104,9 @@ class Session:
     def on_puback(self, pid: int) -> bool:
         return self.outbox.on_puback(pid)
 
+    def on_pubacks(self, pids: list[int]) -> None:
+        self.outbox.on_pubacks(pids)
+
     def on_pubrec(self, pid: int, failed: bool) -> bool:
         return self.outbox.on_pubrec(pid, failed)
 

@@ -12,7 +12,8 @@ subscriptions gets the message once, with the options of all of them (``merge_op
 the highest QoS, every subscription id); the answer is cached per topic until the next
 subscribe or unsubscribe.  It also counts subscriptions per plain filter, and the filters of
 the subscriptions that are not shared (``tailed``), which the gateway turns into the Kafka
-partitions it tails.
+partitions it tails, and the subscribers that have such subscriptions (``own``; ``version``
+changes with every subscribe and unsubscribe, for what the gateway derives from them).
 
 A ``ShareGroup`` hands each ``$SYS`` message to one connected member with room, round robin;
 when none has room, QoS 1/2 messages wait in its pending queue (bounded: beyond
@@ -187,6 +188,9 @@ class Subscriptions:
         self.groups: dict[tuple[str, str], ShareGroup] = {}
         self.filters: dict[str, int] = {}  # plain filter → subscriptions using it
         self.tailed: dict[str, int] = {}  # the same, for filters that are not shared
+        #: subscriber → its subscriptions that are not shared (the tailers offer to these)
+        self.own: dict[Any, int] = {}
+        self.version = 0  # bumped by every subscribe and unsubscribe
         self._owners: dict[str, Owners] = {}
 
     def owners_of(self, mqtt_topic: str) -> Owners:
@@ -206,6 +210,7 @@ class Subscriptions:
     def add(self, subscriber: Subscriber, topic_filter: str, opts: SubOptions) -> bool:
         """Subscribe (or replace the options); True when the filter is new to it."""
         self._owners.clear()
+        self.version += 1
         group_name, plain = parse_shared(topic_filter)
         new = topic_filter not in subscriber.subs
         subscriber.subs[topic_filter] = opts
@@ -223,6 +228,7 @@ class Subscriptions:
             self.filters[plain] = self.filters.get(plain, 0) + 1
             if group_name is None:
                 self.tailed[plain] = self.tailed.get(plain, 0) + 1
+                self.own[subscriber] = self.own.get(subscriber, 0) + 1
         return new
 
     def remove(self, subscriber: Subscriber, topic_filter: str) -> bool:
@@ -230,6 +236,7 @@ class Subscriptions:
         if subscriber.subs.pop(topic_filter, None) is None:
             return False
         self._owners.clear()
+        self.version += 1
         group_name, plain = parse_shared(topic_filter)
         if group_name is None:
             self.trie.remove(plain, subscriber)
@@ -243,6 +250,7 @@ class Subscriptions:
         _uncount(self.filters, plain)
         if group_name is None:
             _uncount(self.tailed, plain)
+            _uncount(self.own, subscriber)
         return True
 
     def remove_all(self, subscriber: Subscriber) -> None:
@@ -256,7 +264,7 @@ class Subscriptions:
         return sum(len(group.members) for group in self.groups.values())
 
 
-def _uncount(counts: dict[str, int], key: str) -> None:
+def _uncount(counts: dict[Any, int], key: Any) -> None:
     left = counts.get(key, 1) - 1
     if left:
         counts[key] = left

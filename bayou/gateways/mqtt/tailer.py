@@ -24,15 +24,22 @@ date, so the sessions' pumps drain their queues between slices: a session that k
 never pushed into catch-up by the size of one read (a single PUBLISH batch can hold a few
 thousand records, more than a queue takes).  A session's catch-up ends at the tailer's
 position (``position``), where the tailer takes over.
+
+While every session the partition's records could go to (``watchers``: the sessions with a
+subscription of their own that may reach its Kafka topic) is behind on it, the tailer
+passes over what it reads without decoding a record: those sessions read it back through
+catch-up anyway (a fan-out whose subscribers are slower than its publishers spends most of
+its time so).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Protocol
 
-from bayou.core import Cursor
+from bayou.core import NO_ABORTS, Cursor
 from bayou.errors import KafkaError
 from bayou.gateways.mqtt.messages import TP, Message, Run
 from bayou.gateways.mqtt.subscriptions import Owners, ShareGroup
@@ -48,8 +55,20 @@ IDLE_WAIT_S = 1.0  # longest sleep between two looks at ``stopping``
 EMPTY_READ_PAUSE_S = 0.05
 
 
+class Watcher(Protocol):
+    """A session's outbox (``delivery.py``), as a tailer sees it."""
+
+    behind: dict[TP, int]  # partition → where its catch-up reads from the log
+
+    def schedule_pump(self) -> None: ...
+
+
 class TailerHost(Protocol):
     """The door, as a tailer sees it."""
+
+    def watchers(self, kafka_topic: str) -> Sequence[Watcher]:
+        """Every session a record of ``kafka_topic`` could be offered to."""
+        ...
 
     @property
     def stopping(self) -> bool: ...
@@ -121,9 +140,15 @@ class Tailer:
         topics = self._topics
         budget = TAIL_SLICE
         run = Run(tp)  # records in a row for the same sessions, offered together
-        aborted = await cursor.aborted(data)
+        skipping = self._all_behind()
+        aborted = NO_ABORTS if skipping else await cursor.aborted(data)
         for pos, header in iter_batches(data):
-            if header.last_offset < cursor.position or header.is_control or aborted.covers(header):
+            if (
+                skipping
+                or header.last_offset < cursor.position
+                or header.is_control
+                or aborted.covers(header)
+            ):
                 cursor.position = max(cursor.position, header.last_offset + 1)
                 continue
             for rec in iter_records(data[pos : pos + header.size]):
@@ -168,9 +193,25 @@ class Tailer:
                     if budget <= 0:
                         budget = TAIL_SLICE
                         await asyncio.sleep(0)
+                        if self._all_behind():
+                            skipping = True  # the rest of the read: see _all_behind
+                            break
             cursor.position = max(cursor.position, header.last_offset + 1)
         if run.offsets:
             self._offer_run(run)
+
+    def _all_behind(self) -> bool:
+        """Whether every session a record could go to is behind on the partition — reads
+        it back from the log (catch-up) — so that records can be passed over undecoded.
+        Those sessions are woken to catch up, as an offer would."""
+        tp = self.tp
+        watchers = self.host.watchers(tp[0])
+        for watcher in watchers:
+            if tp not in watcher.behind:
+                return False
+        for watcher in watchers:
+            watcher.schedule_pump()
+        return True
 
     def _offer_run(self, run: Run) -> None:
         """Offer the records collected in ``run`` to the sessions they match; empty it."""

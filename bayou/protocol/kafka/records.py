@@ -305,6 +305,13 @@ def _read_varint(buf: Buffer, pos: int) -> tuple[int, int]:
         raise CorruptMessage("truncated varint in record") from None
     if b < 0x80:  # one byte: most deltas, lengths and header counts
         return (b >> 1) ^ -(b & 1), pos + 1
+    try:
+        b2 = buf[pos + 1]
+    except IndexError:
+        raise CorruptMessage("truncated varint in record") from None
+    if b2 < 0x80:  # two bytes: record lengths and deltas up to 8191
+        v = (b & 0x7F) | (b2 << 7)
+        return (v >> 1) ^ -(v & 1), pos + 2
     result = 0
     shift = 0
     while True:
@@ -406,16 +413,25 @@ def _xerial_decompress(raw: bytes) -> bytes:
 # --------------------------------------------------------------------------- build / decode
 
 
-def _encode_record(out: bytearray, rec: Record, delta: int, base_timestamp: int) -> None:
+def _encode_headers(headers: Sequence[tuple[str, bytes | None]]) -> bytes:
+    out = bytearray()
+    _write_varint(out, len(headers))
+    for name, value in headers:
+        _write_bytes(out, name.encode())
+        _write_bytes(out, value)
+    return bytes(out)
+
+
+def _encode_record(
+    out: bytearray, rec: Record, delta: int, base_timestamp: int, headers: bytes
+) -> None:
+    """Append ``rec`` (its headers already encoded: ``headers``) to ``out``."""
     body = bytearray(b"\x00")  # record attributes: unused
     _write_varint(body, rec.timestamp - base_timestamp)
     _write_varint(body, delta)
     _write_bytes(body, rec.key)
     _write_bytes(body, rec.value)
-    _write_varint(body, len(rec.headers))
-    for name, value in rec.headers:
-        _write_bytes(body, name.encode())
-        _write_bytes(body, value)
+    body += headers
     _write_varint(out, len(body))
     out += body
 
@@ -452,8 +468,14 @@ def build_batch(
     if base_timestamp is None:
         base_timestamp = records[0].timestamp if records else max_timestamp or 0
     body = bytearray()
+    # records often share one headers list (a client's MQTT PUBLISHes): encoded once
+    last_headers: object = None
+    headers = b""
     for delta, rec in zip(deltas, records, strict=True):
-        _encode_record(body, rec, delta, base_timestamp)
+        if rec.headers is not last_headers:
+            last_headers = rec.headers
+            headers = _encode_headers(rec.headers)
+        _encode_record(body, rec, delta, base_timestamp, headers)
     payload = compress(compression, bytes(body)) if records else b""
     if max_timestamp is None:
         max_timestamp = max(r.timestamp for r in records)
@@ -556,6 +578,8 @@ def iter_records(batch: Buffer) -> Iterator[DecodedRecord]:
     read_varint = _read_varint
     new_record = tuple.__new__  # DecodedRecord(...) without the keyword-handling __new__
     pos = 0
+    last_raw: bytes | None = None  # the header bytes of the last record decoded, and headers
+    last: list[tuple[str, bytes | None]] = []
     # The hot loop of every reader: one-byte varints (almost all of them) are decoded inline
     # and fields are sliced from ``data`` directly; ``_read_varint`` takes the longer ones.
     try:
@@ -593,6 +617,17 @@ def iter_records(batch: Buffer) -> Iterator[DecodedRecord]:
                     raise CorruptMessage("record field runs past the end of the batch")
                 fields.append(data[pos : pos + size])
                 pos += size
+            # Records in a row tend to carry the same headers (one producer's): the previous
+            # record's are reused when the bytes are the same.
+            raw_headers = data[pos:end]
+            if raw_headers == last_raw:
+                timestamp = max_timestamp if append_time else base_timestamp + ts_delta
+                yield new_record(
+                    DecodedRecord,
+                    (base_offset + offset_delta, timestamp, fields[0], fields[1], last[:]),
+                )
+                pos = end
+                continue
             b = data[pos]
             if b < 0x80:
                 count, pos = (b >> 1) ^ -(b & 1), pos + 1
@@ -618,6 +653,7 @@ def iter_records(batch: Buffer) -> Iterator[DecodedRecord]:
                 headers.append(((name or b"").decode("utf-8", "replace"), hval))
             if pos != end:
                 raise CorruptMessage("record length does not match its fields")
+            last_raw, last = raw_headers, headers
             timestamp = max_timestamp if append_time else base_timestamp + ts_delta
             yield new_record(
                 DecodedRecord,

@@ -612,6 +612,21 @@ def encode_publish(
     return bytes((first,)) + encode_varint(len(head) + len(payload)) + head + payload
 
 
+def encode_publish_parts(
+    topic: bytes, payload: bytes, qos: int, retain: bool, properties: bytes | None
+) -> tuple[bytes, bytes]:
+    """``encode_publish`` (no DUP) cut around its packet id: the bytes before it and the
+    bytes after it, so one encoding serves every packet id (QoS 0: the whole PUBLISH and
+    ``b""``).  On 3.1.1 the bytes after the id are ``payload`` itself."""
+    first = 0x30 | (qos << 1) | (0x01 if retain else 0)
+    after = payload if properties is None else properties + payload
+    size = 2 + len(topic) + (2 if qos else 0) + len(after)
+    head = bytes((first,)) + encode_varint(size) + _U16.pack(len(topic)) + topic
+    if qos:
+        return head, after
+    return head + after, b""
+
+
 def _encode_connect(p: Connect, version: int) -> bytes:
     flags = 0x02 if p.clean_start else 0
     body = bytearray(encode_string(p.protocol_name))

@@ -19,6 +19,10 @@ they hold, already checked against everything the protocol says about one connec
 * the client keeps within the Receive Maximum the server announced (unacknowledged QoS 1
   and QoS 2 PUBLISHes), and within the Maximum Packet Size.
 
+``receive_acks`` is the fast path of the commonest read of all, a QoS 1 subscriber's
+PUBACKs: when the bytes are nothing but whole success PUBACKs without properties (which
+need no checks beyond a non-zero packet id), it returns their packet ids and no objects.
+
 Any violation raises an ``MqttError`` whose ``reason`` is the 5.0 reason code; the caller then
 sends ``goodbye(error)`` (a DISCONNECT on 5.0, a refusing CONNACK before the session starts,
 nothing on 3.1.1 where the connection is just closed) and closes the transport.
@@ -35,6 +39,7 @@ No clock is kept: the caller times keep-alive with ``keep_alive`` (the CONNECT v
 from __future__ import annotations
 
 import enum
+import struct
 
 from bayou.protocol.mqtt.aliases import OutboundAliases
 from bayou.protocol.mqtt.codec import FrameReader, decode, encode
@@ -64,6 +69,9 @@ from bayou.protocol.mqtt.packets import (
 from bayou.protocol.mqtt.topics import valid_topic_name
 
 DEFAULT_MAX_PACKET_SIZE = 1024 * 1024 + 1024
+_PLAIN_PUBACK = struct.Struct(">2xH")  # 0x40, remaining length 2, packet id
+_PUBACK_HEAD = b"\x40\x02"
+_PUBLISH = int(PacketType.PUBLISH)
 _SERVER_ONLY = (PacketType.CONNACK, PacketType.SUBACK, PacketType.UNSUBACK, PacketType.PINGRESP)
 
 
@@ -117,6 +125,26 @@ class ServerConnection:
             first, body = frame
             packets.append(self._receive(first, body))
 
+    def receive_acks(self, data: bytes) -> list[int] | None:
+        """When ``data`` is nothing but whole plain PUBACKs (success, no properties: what a
+        QoS 1 subscriber sends back) and nothing is buffered, their packet ids, in order —
+        what ``receive_data`` would return as ``PubAck``s, without a packet object each;
+        otherwise None, and ``data`` is left for ``receive_data``."""
+        n = len(data) >> 2
+        if (
+            not n
+            or len(data) & 3
+            or self.state is not State.CONNECTED
+            or self._reader.buffered()
+            or data[0::4] != b"\x40" * n
+            or data[1::4] != b"\x02" * n
+        ):
+            return None
+        pids = [pid for (pid,) in _PLAIN_PUBACK.iter_unpack(data)]
+        if 0 in pids:
+            return None  # refused by receive_data
+        return pids
+
     def buffered(self) -> int:
         """Bytes received of a packet not complete yet (the request-bytes budget counts
         them)."""
@@ -124,6 +152,11 @@ class ServerConnection:
 
     def _receive(self, first: int, body: bytes) -> Packet:
         kind = first >> 4
+        if kind == _PUBLISH and self.state is State.CONNECTED:  # the commonest, checked first
+            publish = decode(first, body, self.version)
+            assert isinstance(publish, Publish)
+            self._receive_publish(publish)
+            return publish
         if self.state is State.AWAIT_CONNECT:
             if kind != PacketType.CONNECT:
                 raise ProtocolError("the first packet must be CONNECT")
@@ -227,6 +260,12 @@ class ServerConnection:
         elif isinstance(packet, Disconnect):
             self.state = State.CLOSED
         return encode(packet, self.version)
+
+    def pubacks(self, pids: list[int]) -> list[bytes]:
+        """Success PUBACKs for ``pids``, in order: what ``send(PubAck(pid))`` gives for
+        each, without a packet object each."""
+        self._inbound_qos1 = max(0, self._inbound_qos1 - len(pids))
+        return [_PUBACK_HEAD + pid.to_bytes(2, "big") for pid in pids]
 
     def connack(self, session_present: bool, properties: Properties | None = None) -> bytes:
         """Accept the connection."""
