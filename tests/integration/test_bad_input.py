@@ -9,9 +9,8 @@ from confluent_kafka.admin import AdminClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bayou.protocol.kafka import messages as m
 from tests.support.broker import BrokerProcess
-from tests.support.kafka_raw import RawKafka
+from tests.support.kafka_raw import RawKafka, fetch_request
 
 TIMEOUT_S = 10
 
@@ -57,21 +56,7 @@ def test_a_refused_fetch_partition_carries_an_empty_record_set_not_a_null_one(
 ) -> None:
     """librdkafka reads a null record set as a parse failure and drops the whole response
     (the other partitions' records with it): an error partition carries an empty one."""
-    fetch = m.FetchRequest(
-        max_wait_ms=0,
-        min_bytes=1,
-        max_bytes=1 << 20,
-        topics=[
-            m.FetchRequestFetchTopic(
-                topic="no-such-topic",
-                partitions=[
-                    m.FetchRequestFetchPartition(
-                        partition=0, fetch_offset=0, partition_max_bytes=1 << 20
-                    )
-                ],
-            )
-        ],
-    )
+    fetch = fetch_request("no-such-topic")
     with RawKafka(shared_broker.bootstrap) as raw:
         for version in (4, 12):  # int32-sized and compact record sets
             answer = raw.call(fetch, version).responses[0].partitions[0]

@@ -30,7 +30,7 @@ from tests.integration.test_confluent_kafka import create_topic
 from tests.support.broker import BrokerProcess, start_all
 from tests.support.http import client
 from tests.support.kafka import unique_topic
-from tests.support.kafka_raw import RawKafka
+from tests.support.kafka_raw import RawKafka, fetch_request
 from tests.support.mqtt import MqttTestClient
 from tests.support.postgres import PostgresServer
 from tests.support.raw_kafka import RawKafka as RawSocket
@@ -159,21 +159,7 @@ def test_metadata_lists_the_live_brokers_and_spreads_the_leaders(cluster: Cluste
             )
         ],
     )
-    fetch = m.FetchRequest(
-        max_wait_ms=0,
-        min_bytes=1,
-        max_bytes=1 << 20,
-        topics=[
-            m.FetchRequestFetchTopic(
-                topic=topic,
-                partitions=[
-                    m.FetchRequestFetchPartition(
-                        partition=index, fetch_offset=0, partition_max_bytes=1 << 20
-                    )
-                ],
-            )
-        ],
-    )
+    fetch = fetch_request(topic, index)
     with RawKafka(cluster.brokers[other].bootstrap) as raw:
         answer = raw.call(produce, 9).responses[0].partition_responses[0]
         assert answer.error_code == ErrorCode.NOT_LEADER_OR_FOLLOWER

@@ -14,6 +14,28 @@ from bayou.protocol.kafka import messages as m
 TIMEOUT_S = 10
 
 
+def fetch_request(
+    topic: str, partition: int = 0, offset: int = 0, *, isolation: int = 0
+) -> m.FetchRequest:
+    """A Fetch of one partition from ``offset`` that never waits (1 MiB at most)."""
+    return m.FetchRequest(
+        max_wait_ms=0,
+        min_bytes=1,
+        max_bytes=1 << 20,
+        isolation_level=isolation,
+        topics=[
+            m.FetchRequestFetchTopic(
+                topic=topic,
+                partitions=[
+                    m.FetchRequestFetchPartition(
+                        partition=partition, fetch_offset=offset, partition_max_bytes=1 << 20
+                    )
+                ],
+            )
+        ],
+    )
+
+
 class RawKafka:
     """One connection; ``call`` sends a request and returns the decoded response."""
 

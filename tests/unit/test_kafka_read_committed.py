@@ -18,6 +18,7 @@ from bayou.protocol.kafka import messages as m
 from bayou.protocol.kafka import records as R
 from bayou.storage.local_engine import LocalEngine
 from bayou.storage.maintenance import MaintenanceSettings
+from tests.support.kafka_raw import fetch_request
 
 
 def txn(pid: int, value: bytes) -> bytes:
@@ -31,22 +32,7 @@ def txn(pid: int, value: bytes) -> bytes:
 
 
 def fetch(isolation: int) -> m.FetchRequest:
-    return m.FetchRequest(
-        max_wait_ms=0,
-        min_bytes=1,
-        max_bytes=1 << 20,
-        isolation_level=isolation,
-        topics=[
-            m.FetchRequestFetchTopic(
-                topic="t",
-                partitions=[
-                    m.FetchRequestFetchPartition(
-                        partition=0, fetch_offset=0, partition_max_bytes=1 << 20
-                    )
-                ],
-            )
-        ],
-    )
+    return fetch_request("t", isolation=isolation)
 
 
 def test_read_committed_fetch_and_list_offsets(tmp_path: Path) -> None:
