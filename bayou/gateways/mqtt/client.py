@@ -861,6 +861,7 @@ class MqttClient(asyncio.Protocol):
         session = self.session
         if session is None:
             raise ProtocolError("PUBLISH before CONNECT")
+        self.gw.stats.messages_received += len(run.items) - 1  # counted as one packet
         size = self._inbound.add_run(run, session)
         if self.gw.quotas.active:
             self._published += size
