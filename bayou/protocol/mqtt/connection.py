@@ -19,6 +19,12 @@ they hold, already checked against everything the protocol says about one connec
 * the client keeps within the Receive Maximum the server announced (unacknowledged QoS 1
   and QoS 2 PUBLISHes), and within the Maximum Packet Size.
 
+A publisher's usual PUBLISHes — QoS 0/1, not retained, a topic name, no properties — come
+out of ``receive_data`` as one ``PublishRun`` per run of them: tuples cut from the stream
+(``FrameReader.plain_publishes``), each topic name checked once per connection, the run's
+QoS 1 count checked against the Receive Maximum; anything else in between is decoded into
+its packet object, in stream order.
+
 ``receive_acks`` is the fast path of the commonest read of all, a QoS 1 subscriber's
 PUBACKs: when the bytes are nothing but whole success PUBACKs without properties (which
 need no checks beyond a non-zero packet id), it returns their packet ids and no objects.
