@@ -20,7 +20,10 @@ from bayou.protocol.mqtt.packets import (
     ConnAck,
     Connect,
     Disconnect,
+    Properties,
+    PubAck,
     Publish,
+    PubRec,
     Reason,
     Will,
 )
@@ -74,6 +77,66 @@ def test_mqtt5_publish_is_read_by_kafka_with_key_and_headers(
     assert headers["site"] == b"lab" and headers["unit"] == b"celsius"
     assert headers["content-type"] == b"text/plain" and headers["mqtt.qos"] == b"1"
     assert dict(records[1].headers())["mqtt.qos"] == b"2"
+
+
+def test_a_burst_of_mixed_publishes_lands_in_order_with_its_headers(
+    shared_broker: BrokerProcess,
+) -> None:
+    """Two writes of 600 PUBLISHes to three MQTT topics over two Kafka topics (the first
+    creates them, the second finds them), mostly plain QoS 0/1 (which the door takes as
+    runs) with retained, QoS 2 and 5.0-property ones in between: every record is in the log
+    in publish order per MQTT topic, with its QoS, retain flag and content type; the
+    acknowledgements come back in publish order; the retained one is retained."""
+    top, other = unique("burst"), unique("burst2")
+    topics = [f"{top}/a", f"{top}/b", f"{other}/c"]
+    packets: list[Publish] = []
+    for i in range(1200):
+        topic = topics[(i // 7) % 3]  # stretches of one topic, then the next
+        if i == 301:
+            packets.append(Publish(topic, b"%d" % i, 1, retain=True, packet_id=i + 1))
+        elif i % 50 == 13:
+            packets.append(Publish(topic, b"%d" % i, 2, packet_id=i + 1))
+        elif i % 50 == 29:
+            props = Properties(content_type="text/plain")
+            packets.append(Publish(topic, b"%d" % i, 1, packet_id=i + 1, properties=props))
+        else:
+            qos = i % 2
+            packets.append(Publish(topic, b"%d" % i, qos, packet_id=i + 1 if qos else None))
+    with socket.create_connection(("127.0.0.1", shared_broker.mqtt_port), 5) as sock:
+        sock.settimeout(10)
+        reader = PacketReader(sock)
+        sock.sendall(encode(Connect(unique("burst"), MQTT_5)))
+        assert isinstance(reader.next(), ConnAck)
+        for burst in (packets[:600], packets[600:]):
+            sock.sendall(b"".join(encode(p, MQTT_5) for p in burst))
+            acks = []
+            for _ in range(sum(1 for p in burst if p.qos)):
+                ack = reader.next()
+                assert isinstance(ack, PubAck | PubRec) and ack.reason_code == Reason.SUCCESS
+                acks.append(ack.packet_id)
+            assert acks == [p.packet_id for p in burst if p.qos]
+    in_top = sum(1 for p in packets if p.topic.startswith(f"{top}/"))
+    records = kafka_records(shared_broker.bootstrap, top, in_top) + kafka_records(
+        shared_broker.bootstrap, other, len(packets) - in_top
+    )
+    got: dict[str, list[tuple[bytes, dict[str, bytes]]]] = {t: [] for t in topics}
+    for r in records:
+        got[r.key().decode()].append((r.value(), dict(r.headers())))
+    for topic in topics:
+        sent = [p for p in packets if p.topic == topic]
+        assert [value for value, _ in got[topic]] == [p.payload for p in sent]
+        for (_, headers), p in zip(got[topic], sent, strict=True):
+            assert headers["mqtt.qos"] == b"%d" % p.qos
+            assert ("mqtt.retain" in headers) == p.retain
+            assert headers.get("content-type") == (
+                b"text/plain" if p.properties.content_type else None
+            )
+    sub = MqttTestClient(shared_broker.mqtt_port, unique("s"))
+    try:
+        sub.subscribe(packets[301].topic, 1)
+        assert [m.payload for m in sub.receive(1)] == [b"301"]
+    finally:
+        sub.close()
 
 
 def test_kafka_records_reach_mqtt_subscribers_through_wildcards(

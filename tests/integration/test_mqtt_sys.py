@@ -107,6 +107,16 @@ def test_sys_counters_move_and_wildcards_do_not_see_them(sys_broker: BrokerProce
             )
         finally:
             pub.close()
+        # a burst of plain PUBLISHes in one write (the door takes them as one run): each counts
+        with socket.create_connection(("127.0.0.1", sys_broker.mqtt_port), 5) as sock:
+            sock.settimeout(5)
+            sock.sendall(encode(Connect(unique("burst"), MQTT_5)))
+            assert isinstance(PacketReader(sock).next(), ConnAck)
+            sock.sendall(encode(Publish(f"{top}/burst", b"b"), MQTT_5) * 50)
+            watcher.wait_for(
+                "the counters to count the burst's 50 PUBLISHes",
+                lambda v: number(v, "publish/messages/received") >= received + 75,
+            )
         assert number(later, "bytes/received") >= in_bytes + 25 * 100
         assert number(later, "retained messages/count") == retained + 1
         assert number(later, "subscriptions/count") >= 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from bayou.protocol.mqtt import (
@@ -10,6 +12,7 @@ from bayou.protocol.mqtt import (
     MqttError,
     PacketTooLarge,
     ProtocolError,
+    PublishRun,
     ServerConnection,
     State,
     decode,
@@ -376,3 +379,97 @@ def test_topic_filter_rules() -> None:
     with pytest.raises(MqttError):
         parse_shared("$share/g")
     assert filters_may_overlap("a/+/c", "a/b/#") and not filters_may_overlap("a/b", "a/c")
+
+
+def _flatten(got: list[Packet | PublishRun]) -> list[object]:
+    """Packets as comparable values; a run's PUBLISHes as the ``Publish`` each stands for."""
+    out: list[object] = []
+    for packet in got:
+        if isinstance(packet, PublishRun):
+            for first, topic, payload, pid in packet.items:
+                qos = (first >> 1) & 3
+                out.append(
+                    Publish(packet.names[topic], payload, qos, False, bool(first & 8), pid or None)
+                )
+        else:
+            out.append(packet)
+    return out
+
+
+@pytest.mark.parametrize("version", [MQTT_311, MQTT_5])
+def test_runs_of_plain_publishes_are_the_publishes_in_order_however_the_reads_fall(
+    version: int,
+) -> None:
+    """A publisher's usual packets come as ``PublishRun``s (no packet object each); what
+    they stand for, with every other packet in between, is what decoding each frame gives,
+    in order, for reads cut anywhere."""
+    rng = random.Random(version)
+    packets: list[Packet] = []
+    for i in range(300):
+        kind = rng.randrange(10)
+        topic = rng.choice(["a", "a/b", "é/x", "t" * 200])
+        payload = rng.randbytes(rng.choice([0, 1, 100, 200, 200, 200, 200, 200, 20_000]))
+        pid = i + 1
+        if kind < 5:
+            packets.append(Publish(topic, payload, 0))
+        elif kind < 7:
+            packets.append(Publish(topic, payload, 1, dup=kind == 6, packet_id=pid))
+        elif kind == 7:  # not plain: retained, QoS 2
+            qos = rng.choice([0, 2])
+            packets.append(
+                Publish(topic, payload, qos, retain=True, packet_id=pid if qos else None)
+            )
+        elif kind == 8 and version == MQTT_5:
+            packets.append(
+                Publish(topic, payload, 1, packet_id=pid, properties=Properties(content_type="x"))
+            )
+        else:
+            packets.append(rng.choice([PingReq(), PubAck(pid), PubComp(pid)]))
+    expected: list[object] = []
+    for packet in packets:
+        frame = FrameReader()
+        frame.feed(encode(packet, version))
+        first_body = frame.next_frame()
+        assert first_body is not None
+        expected.append(decode(*first_body, version))
+    wire = b"".join(encode(p, version) for p in packets)
+    for cut in (1, 3, 97, 4096, 65536, len(wire)):
+        conn = connected(version)
+        got: list[object] = []
+        runs = 0
+        pos = 0
+        while pos < len(wire):
+            step = rng.randint(1, cut)
+            read = conn.receive_data(wire[pos : pos + step])
+            runs += sum(isinstance(p, PublishRun) for p in read)
+            new = _flatten(read)
+            # acknowledged at once: within the Receive Maximum
+            conn.pubacks([p.packet_id for p in new if isinstance(p, Publish) and p.qos == 1])
+            got += new
+            pos += step
+        assert conn.buffered() == 0
+        assert got == expected
+        assert runs  # the plain ones came as runs
+
+
+@pytest.mark.parametrize(
+    ("first", "topic", "pid", "error", "reason"),
+    [
+        (0x30, b"a/+x", b"", MqttError, Reason.TOPIC_NAME_INVALID),
+        (0x30, b"\xc3\x28", b"", MalformedPacket, Reason.MALFORMED_PACKET),  # bad UTF-8
+        (0x30, b"\x00", b"", MalformedPacket, Reason.MALFORMED_PACKET),  # U+0000
+        (0x32, b"t", b"\x00\x00", ProtocolError, Reason.PROTOCOL_ERROR),  # packet id 0
+        (0x30, b"", b"", MqttError, Reason.TOPIC_NAME_INVALID),  # empty topic, no alias
+    ],
+)
+@pytest.mark.parametrize("version", [MQTT_311, MQTT_5])
+def test_a_bad_publish_after_plain_ones_is_refused_as_alone(
+    first: int, topic: bytes, pid: bytes, error: type[MqttError], reason: int, version: int
+) -> None:
+    body = len(topic).to_bytes(2, "big") + topic + pid + (b"\x00" if version == MQTT_5 else b"")
+    wire = bytes((first, len(body) + 1)) + body + b"p"
+    good = encode(Publish("ok", b"p", 0), version)
+    for data in (wire, good * 3 + wire, good + wire + good):
+        with pytest.raises(error) as err:
+            connected(version).receive_data(data)
+        assert err.value.reason == reason

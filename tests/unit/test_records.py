@@ -110,6 +110,30 @@ def test_records_in_a_row_with_the_same_headers_each_get_their_own_list() -> Non
     assert decoded[1].headers == same  # not the same list
 
 
+@pytest.mark.parametrize(
+    ("count", "sizes"),
+    [(1, [0]), (3, [0, 1, 63, 64]), (40, [100, 16383, 16384, 70_000]), (20_000, [1, 100])],
+)
+def test_a_uniform_batch_is_byte_for_byte_the_batch_of_the_same_records(
+    count: int, sizes: list[int]
+) -> None:
+    """``build_uniform_batch`` (one timestamp, headers encoded once) builds exactly what
+    ``build_batch`` builds, past the one- and two-byte varints and the table of small ones."""
+    headers = [[("mqtt.qos", b"1"), ("mqtt.client-id", b"c")], [], [("n", None), ("h", b"x" * 300)]]
+    records = [
+        Record(
+            1_700_000_000_000, b"t/%d" % i * (i % 3), b"v" * sizes[i % len(sizes)], headers[i % 3]
+        )
+        for i in range(count)
+    ]
+    entries = [(r.key or b"", r.value or b"", R.encode_headers(r.headers)) for r in records]
+    batch = R.build_uniform_batch(1_700_000_000_000, entries)
+    assert batch == R.build_batch(records)
+    assert [(r.key, r.value, r.headers) for r in R.iter_records(batch)] == [
+        (r.key, r.value, r.headers) for r in records
+    ]
+
+
 def test_several_batches_back_to_back() -> None:
     a = R.build_batch(sample(2))
     b = R.build_batch(sample(3), compression=R.COMPRESSION_LZ4)

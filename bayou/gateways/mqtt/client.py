@@ -39,7 +39,14 @@ from bayou.gateways.mqtt.session import NEVER_EXPIRES, Session
 from bayou.gateways.mqtt.subscriptions import SubOptions
 from bayou.gateways.pacing import ConnectionQuota, Mute
 from bayou.log_limits import RateLimitedLog
-from bayou.protocol.mqtt import MQTT_5, MqttError, ProtocolError, ServerConnection, State
+from bayou.protocol.mqtt import (
+    MQTT_5,
+    MqttError,
+    ProtocolError,
+    PublishRun,
+    ServerConnection,
+    State,
+)
 from bayou.protocol.mqtt.packets import (
     Auth,
     Connect,
@@ -445,6 +452,9 @@ class MqttClient(asyncio.Protocol):
     # ------------------------------------------------------------------ packets
 
     def _handle(self, packet: Any) -> None:
+        if type(packet) is PublishRun:
+            self._on_publish_run(packet)
+            return
         if isinstance(packet, Publish):
             self._on_publish(packet)
             return
@@ -846,6 +856,15 @@ class MqttClient(asyncio.Protocol):
         if self.gw.quotas.active:
             self._published += len(packet.payload) + len(packet.topic)
         self._inbound.add(packet, session)
+
+    def _on_publish_run(self, run: PublishRun) -> None:
+        session = self.session
+        if session is None:
+            raise ProtocolError("PUBLISH before CONNECT")
+        self.gw.stats.messages_received += len(run.items) - 1  # counted as one packet
+        size = self._inbound.add_run(run, session)
+        if self.gw.quotas.active:
+            self._published += size
 
     def _flush_publishes(self) -> None:
         replies = self._inbound.flush(self.session)

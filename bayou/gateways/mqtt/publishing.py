@@ -3,15 +3,20 @@
 Theory of operation
 -------------------
 The connection hands every PUBLISH of a read to ``Inbound.add``, which turns it into a
-``Record`` (key = the MQTT topic, headers = its properties; the headers of a PUBLISH without
-properties are built once per client, QoS and retain flag) and files it under its (Kafka
-topic, partition) — cached by the gateway (``kafka_target``).  Before any other packet, and
-at the end of the read, the connection calls ``flush``: the records go to the core as one
-batch per partition in one ``append_many``, run as a task; the engine makes them as durable
-as each topic asks before it returns.  The acknowledgements (PUBACK, PUBREC, in the
-PUBLISHes' order; a 5.0 error reason for a failed one) are the task's result, which the
-connection sends through its ordered output queue.  A read of QoS 0 PUBLISHes only is
-stored in the background.
+record — (key = the MQTT topic, value = the payload, its headers encoded: its properties;
+the headers of a PUBLISH without properties are encoded once per client, QoS and retain
+flag) — and files it under its (Kafka topic, partition), cached by the gateway
+(``kafka_target``).  A run of PUBLISHes without properties or retain flag at QoS 0/1 (a
+publisher's usual read) comes as one ``PublishRun`` of tuples (``add_run``): no packet
+object per PUBLISH, each topic routed once per run of the same topic, and the records of a
+read share one timestamp, so a batch is built by ``build_uniform_batch``.
+
+Before any other packet, and at the end of the read, the connection calls ``flush``: the
+records go to the core as one batch per partition in one ``append_many``, run as a task; the
+engine makes them as durable as each topic asks before it returns. The acknowledgements
+(PUBACK, PUBREC, in the PUBLISHes' order; a 5.0 error reason for a failed one) are the
+task's result, which the connection sends through its ordered output queue. A read of QoS 0
+PUBLISHes only is stored in the background.
 
 Order: tasks start in the order they are made, and the engine applies an append before it
 first waits, so the records of successive flushes land in publish order.  A PUBLISH whose
@@ -54,9 +59,16 @@ from bayou.errors import KafkaError
 from bayou.gateways.mqtt.mapping import headers_for, plain_properties
 from bayou.gateways.mqtt.messages import TP
 from bayou.gateways.mqtt.systree import SysCounters
-from bayou.protocol.kafka.records import Record, build_batch
-from bayou.protocol.mqtt import MQTT_5, MqttError, ServerConnection
-from bayou.protocol.mqtt.packets import Properties, PubAck, Publish, PubRec, Reason
+from bayou.protocol.kafka.records import build_uniform_batch, encode_headers
+from bayou.protocol.mqtt import MQTT_5, MqttError, PublishRun, ServerConnection
+from bayou.protocol.mqtt.packets import (
+    Properties,
+    PubAck,
+    Publish,
+    PubRec,
+    Reason,
+    empty_properties,
+)
 from bayou.protocol.mqtt.topics import is_sys
 
 log = logging.getLogger("bayou.mqtt")
@@ -68,6 +80,9 @@ RECORD_OVERHEAD = 64  # counted per PUBLISH on top of its topic and payload
 # the MQTT topic while its Kafka topic is being created; None: not stored) and an error
 # known before storing
 Ack = tuple[int, int | None, str, TP | str | None, BaseException | None]
+
+# a record to store: key (the MQTT topic), value (the payload), headers (encoded)
+Entry = tuple[bytes, bytes, bytes]
 
 
 class SysTopicRefused(Exception):
@@ -123,14 +138,15 @@ class Inbound:
     def __init__(self, host: PublishHost, proto: ServerConnection) -> None:
         self.host = host
         self.proto = proto
-        self._pending: dict[TP, list[Record]] = {}
-        self._unresolved: list[tuple[str, Record]] = []  # (MQTT topic, record)
+        self._pending: dict[TP, list[Entry]] = {}
+        self._unresolved: list[tuple[str, Entry]] = []  # (MQTT topic, record)
+        self._stamp = 0  # the timestamp of the records added since the last flush
         self._retain_later: list[Publish] = []  # retained PUBLISHes to topics being created
         self._acks: list[Ack] = []  # QoS 1/2 PUBLISHes since the last flush
         self._retained_waits: list[asyncio.Task[None]] = []
         # the gate of the last flush that had topics to create, until it appended
         self._resolving: asyncio.Future[None] | None = None
-        self._headers: dict[tuple[int, bool], list[tuple[str, bytes | None]]] = {}
+        self._headers: dict[tuple[int, bool], bytes] = {}  # a plain PUBLISH's, encoded
         self._adding = 0  # bytes added since the last flush (topics, payloads, overhead)
         self.storing = 0  # bytes of flushed PUBLISHes not stored yet
         self.on_drained: Callable[[], None] | None = None  # storing fell to the limit
@@ -164,17 +180,12 @@ class Inbound:
             return
         props = packet.properties
         if plain_properties(props):
-            # The same headers for every plain PUBLISH of this client at this QoS/retain:
-            # built once (build_batch only reads them).
-            key = (qos, packet.retain)
-            headers = self._headers.get(key)
-            if headers is None:
-                headers = self._headers[key] = headers_for(
-                    props, qos, packet.retain, publisher.client_id
-                )
+            headers = self._plain_headers(qos, packet.retain, publisher)
         else:
-            headers = headers_for(props, qos, packet.retain, publisher.client_id)
-        record = Record(host.clock_ms(), topic.encode(), packet.payload, headers)
+            headers = encode_headers(headers_for(props, qos, packet.retain, publisher.client_id))
+        if not self._adding:
+            self._stamp = host.clock_ms()
+        record = (topic.encode(), packet.payload, headers)
         self._adding += len(packet.payload) + len(topic) + RECORD_OVERHEAD
         tp = host.kafka_target(topic)
         target: TP | str = topic if tp is None else tp
@@ -192,6 +203,68 @@ class Inbound:
                 assert pid is not None
                 publisher.pubrel_wait.add(pid)
                 publisher.dirty = True
+
+    def _plain_headers(self, qos: int, retain: bool, publisher: Publisher) -> bytes:
+        """The headers of every PUBLISH of this client without properties at this QoS and
+        retain flag: encoded once."""
+        headers = self._headers.get((qos, retain))
+        if headers is None:
+            headers = self._headers[(qos, retain)] = encode_headers(
+                headers_for(empty_properties(), qos, retain, publisher.client_id)
+            )
+        return headers
+
+    def add_run(self, run: PublishRun, publisher: Publisher) -> int:
+        """``add`` for each PUBLISH of ``run`` (QoS 0/1, no properties, not retained), routed
+        once per stretch of one topic.  The bytes of their topics and payloads (quotas)."""
+        host = self.host
+        items, names = run.items, run.names
+        headers0 = self._plain_headers(0, False, publisher)
+        headers1 = self._plain_headers(1, False, publisher)
+        acks = self._acks
+        unresolved = self._unresolved
+        if not self._adding:
+            self._stamp = host.clock_ms()
+        last = b""
+        name = ""
+        dest: list[Entry] | None = None  # where the records of this topic go (None: not stored)
+        target: TP | str | None = None
+        error: BaseException | None = None
+        received = topics = stored = 0
+        for _first, topic, payload, pid in items:
+            received += len(payload)
+            topics += len(topic)
+            if topic != last:
+                last, name = topic, names[topic]
+                dest, target, error = self._route(name)
+            if error is None:
+                stored += len(topic) + len(payload)
+                if dest is not None:
+                    dest.append((topic, payload, headers1 if pid else headers0))
+                else:  # its Kafka topic is created first
+                    unresolved.append((name, (topic, payload, headers1 if pid else headers0)))
+            elif isinstance(error, SysTopicRefused) and not pid:
+                log.debug("MQTT QoS 0 publish to %s dropped: the $SYS tree is the broker's", name)
+            if pid:
+                acks.append((1, pid, name, target, error))
+        self._adding += stored + RECORD_OVERHEAD * len(items)
+        stats = host.stats
+        stats.publish_received += len(items)
+        stats.publish_bytes_received += received
+        return received + topics
+
+    def _route(self, topic: str) -> tuple[list[Entry] | None, TP | str | None, Exception | None]:
+        """Where a plain PUBLISH to ``topic`` goes: the pending records of its partition
+        (None: its Kafka topic is to be created), its acknowledgement's target, or why it is
+        refused."""
+        if is_sys(topic):
+            return None, None, SysTopicRefused(topic)
+        if self.authorize is not None and not self.authorize(topic):
+            return None, None, PublishNotAuthorized(topic)
+        tp = self.host.kafka_target(topic)
+        if tp is None:
+            return None, topic, None
+        return self._pending.setdefault(tp, []), tp, None
 
     def _retain(self, packet: Publish, client_id: str, waits: list[asyncio.Task[None]]) -> None:
         wait = self.host.set_retained(packet, client_id)
@@ -211,8 +284,11 @@ class Inbound:
         if not self._pending and not self._unresolved:
             # nothing to store: QoS 2 resends, $SYS refusals
             return self._ack_bytes(acks, {}, publisher) if acks else None
+        stamp = self._stamp
         writes: list[tuple[str, int, Buffer]] = [
-            (t, p, build_batch(records)) for (t, p), records in self._pending.items()
+            (t, p, build_uniform_batch(stamp, records))
+            for (t, p), records in self._pending.items()
+            if records
         ]
         self._pending = {}
         unresolved, self._unresolved = self._unresolved, []
@@ -227,7 +303,16 @@ class Inbound:
             gate = self._resolving = asyncio.get_running_loop().create_future()
             client_id = publisher.client_id if publisher is not None else ""
             job = self._resolve_and_store(
-                ahead, gate, writes, unresolved, retain_later, client_id, acks, waits, publisher
+                ahead,
+                gate,
+                writes,
+                stamp,
+                unresolved,
+                retain_later,
+                client_id,
+                acks,
+                waits,
+                publisher,
             )
         elif ahead is not None:
             job = self._store_after(ahead, writes, acks, waits, publisher)
@@ -253,7 +338,8 @@ class Inbound:
         ahead: asyncio.Future[None] | None,
         gate: asyncio.Future[None],
         writes: list[tuple[str, int, Buffer]],
-        unresolved: list[tuple[str, Record]],
+        stamp: int,
+        unresolved: list[tuple[str, Entry]],
         retain_later: list[Publish],
         client_id: str,
         acks: list[Ack],
@@ -266,7 +352,7 @@ class Inbound:
         try:
             if ahead is not None:
                 await asyncio.shield(ahead)
-            records: dict[TP, list[Record]] = {}
+            records: dict[TP, list[Entry]] = {}
             for mqtt_topic, record in unresolved:
                 target = targets.get(mqtt_topic)
                 if target is None:
@@ -278,7 +364,9 @@ class Inbound:
                     targets[mqtt_topic] = target
                 if not isinstance(target, BaseException):
                     records.setdefault(target, []).append(record)
-            writes += [(t, p, build_batch(batch)) for (t, p), batch in records.items()]
+            writes += [
+                (t, p, build_uniform_batch(stamp, batch)) for (t, p), batch in records.items()
+            ]
             for packet in retain_later:
                 if not isinstance(targets.get(packet.topic), BaseException):
                     self._retain(packet, client_id, waits)

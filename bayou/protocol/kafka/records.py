@@ -413,6 +413,63 @@ def _xerial_decompress(raw: bytes) -> bytes:
 # --------------------------------------------------------------------------- build / decode
 
 
+def encode_headers(headers: Sequence[tuple[str, bytes | None]]) -> bytes:
+    """A record's headers as they sit in a batch (count first): for ``build_uniform_batch``."""
+    return _encode_headers(headers)
+
+
+def _varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    _write_varint(out, value)
+    return bytes(out)
+
+
+_SMALL_VARINTS = 16384
+# the encoding of 0 .. _SMALL_VARINTS - 1 (record lengths, offset deltas, key/value sizes)
+_VARINTS = [_varint_bytes(v) for v in range(_SMALL_VARINTS)]
+
+
+def build_uniform_batch(timestamp: int, entries: Sequence[tuple[bytes, bytes, bytes]]) -> bytes:
+    """One uncompressed v2 batch (base offset 0, no producer) of ``entries`` — (key, value,
+    headers encoded by ``encode_headers``) — all stamped ``timestamp``: what ``build_batch``
+    builds from the same records, with less Python per record (a gateway's hot path)."""
+    if not entries:
+        raise ValueError("a record batch needs at least one record")
+    small, varints = _SMALL_VARINTS, _VARINTS
+    parts: list[bytes] = [bytes(HEADER_SIZE)]
+    extend = parts.extend
+    for delta, (key, value, headers) in enumerate(entries):
+        k, v = len(key), len(value)
+        if delta < small and k < small and v < small:
+            d_b, k_b, v_b = varints[delta], varints[k], varints[v]
+        else:
+            d_b, k_b, v_b = _varint_bytes(delta), _varint_bytes(k), _varint_bytes(v)
+        # attributes and timestamp delta (both 0), offset delta, key, value, headers
+        size = 2 + len(d_b) + len(k_b) + k + len(v_b) + v + len(headers)
+        extend((varints[size] if size < small else _varint_bytes(size), b"\x00\x00", d_b))
+        extend((k_b, key, v_b, value, headers))
+    batch = bytearray(b"".join(parts))
+    _HEADER.pack_into(
+        batch,
+        0,
+        0,
+        len(batch) - LOG_OVERHEAD,
+        -1,
+        MAGIC,
+        0,
+        COMPRESSION_NONE,
+        len(entries) - 1,
+        timestamp,
+        timestamp,
+        NO_PRODUCER_ID,
+        NO_PRODUCER_EPOCH,
+        NO_SEQUENCE,
+        len(entries),
+    )
+    _CRC.pack_into(batch, _OFF_CRC, crc32c(memoryview(batch)[_OFF_ATTRIBUTES:]))
+    return bytes(batch)
+
+
 def _encode_headers(headers: Sequence[tuple[str, bytes | None]]) -> bytes:
     out = bytearray()
     _write_varint(out, len(headers))

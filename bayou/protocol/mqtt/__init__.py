@@ -3,7 +3,12 @@
 bytes out.  The asyncio gateway in ``bayou.gateways.mqtt`` drives it."""
 
 from bayou.protocol.mqtt.codec import FrameReader, decode, encode, encode_properties, encode_publish
-from bayou.protocol.mqtt.connection import ServerConnection, State, UnsupportedProtocolVersion
+from bayou.protocol.mqtt.connection import (
+    PublishRun,
+    ServerConnection,
+    State,
+    UnsupportedProtocolVersion,
+)
 from bayou.protocol.mqtt.errors import MalformedPacket, MqttError, PacketTooLarge, ProtocolError
 from bayou.protocol.mqtt.packets import *  # noqa: F403
 
@@ -13,6 +18,7 @@ __all__ = [
     "MqttError",
     "PacketTooLarge",
     "ProtocolError",
+    "PublishRun",
     "ServerConnection",
     "State",
     "UnsupportedProtocolVersion",

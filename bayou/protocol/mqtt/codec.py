@@ -309,36 +309,64 @@ def add_topic_alias(properties: bytes, alias: int) -> bytes:
 # --------------------------------------------------------------------------- framing
 
 
+# a plain PUBLISH (``FrameReader.plain_publishes``): its first byte, topic (UTF-8 bytes),
+# payload and packet id (0 at QoS 0)
+PlainPublish = tuple[int, bytes, bytes, int]
+
+# first bytes of the PUBLISHes the plain run takes: QoS 0, QoS 1, QoS 1 resent (DUP); no retain
+_PLAIN_FIRST = frozenset((0x30, 0x32, 0x3A))
+
+
 class FrameReader:
     """Cuts a byte stream into (first byte, body) frames; refuses frames over ``max_size``.
 
     ``max_size`` counts the whole packet (fixed header included), as MQTT 5.0's Maximum
     Packet Size does.
+
+    The buffer is immutable bytes, so a field cut from it is one copy.  Reads are joined to
+    what is left of the buffer when the frame they complete can be cut (``_need``), not at
+    every read: a large packet arriving in many reads is joined once.
     """
 
     def __init__(self, max_size: int = MAX_REMAINING_LENGTH + 5) -> None:
         self.max_size = max_size
-        self._buf = bytearray()
+        self._buf = b""
         self._pos = 0
+        self._parts: list[bytes] = []  # reads after _buf, not joined yet
+        self._parts_size = 0
+        self._need = 0  # bytes from _pos the frame at _pos needs (0: not known)
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        self._buf += data
+        if data:
+            self._parts.append(bytes(data))
+            self._parts_size += len(data)
 
     def buffered(self) -> int:
-        return len(self._buf) - self._pos
+        return len(self._buf) - self._pos + self._parts_size
+
+    def _join(self) -> bool:
+        """Join the reads not joined yet when the frame waiting for them is whole; whether
+        there is anything to cut."""
+        if self._parts and self.buffered() >= self._need:
+            rest = self._buf[self._pos :]
+            self._parts.insert(0, rest)
+            self._buf = b"".join(self._parts)
+            self._pos = 0
+            self._parts.clear()
+            self._parts_size = 0
+        return len(self._buf) - self._pos >= max(2, self._need)
 
     def next_frame(self) -> tuple[int, bytes] | None:
+        if not self._join():
+            return None
         buf = self._buf
         start = self._pos
         avail = len(buf) - start
-        if avail < 2:
-            self._compact()
-            return None
         length = 0
         i = 1
         for shift in (0, 7, 14, 21):
             if i >= avail:
-                self._compact()
+                self._need = i + 1
                 return None
             byte = buf[start + i]
             i += 1
@@ -352,18 +380,83 @@ class FrameReader:
                 f"packet of {i + length} bytes exceeds the maximum of {self.max_size}"
             )
         if avail < i + length:
+            self._need = i + length
             return None
-        first = buf[start]
-        with memoryview(buf) as view:  # one copy of the body, and the view released
-            body = bytes(view[start + i : start + i + length])
-        self._pos = start + i + length
-        self._compact()
-        return first, body
+        self._need = 0
+        self._release(start + i + length)
+        return buf[start], buf[start + i : start + i + length]
 
-    def _compact(self) -> None:
-        if self._pos and (self._pos == len(self._buf) or self._pos > 65536):
-            del self._buf[: self._pos]
-            self._pos = 0
+    def plain_publishes(self, v5: bool) -> list[PlainPublish]:
+        """The run of whole plain PUBLISHes at the head of the stream, taken off it: QoS 0 or 1,
+        not retained, a topic name (not an alias), a non-zero packet id at QoS 1, on 5.0 no
+        properties; and frames no larger than ``max_size``.  The first frame that is anything
+        else ends the run (it goes through ``next_frame`` and ``decode``, which check all).
+
+        The topic is the name's bytes, unchecked (UTF-8, wildcards: left to the caller); the
+        fields are read inline, the ingest hot path."""
+        if not self._join():
+            return []
+        buf = self._buf
+        pos = self._pos
+        end = len(buf)
+        max_size = self.max_size
+        plain = _PLAIN_FIRST
+        run: list[PlainPublish] = []
+        append = run.append
+        while end - pos >= 2:
+            first = buf[pos]
+            if first not in plain:
+                break
+            length = buf[pos + 1]
+            body = pos + 2
+            if length & 0x80:  # more length bytes; incomplete or too long: next_frame's
+                length &= 0x7F
+                shift = 7
+                while True:
+                    if body >= end or shift > 21:
+                        length = -1
+                        break
+                    byte = buf[body]
+                    body += 1
+                    length |= (byte & 0x7F) << shift
+                    if not byte & 0x80:
+                        break
+                    shift += 7
+                if length < 0:
+                    break
+            stop = body + length
+            if stop > end or stop - pos > max_size:
+                break
+            if length < 2:
+                break
+            n = (buf[body] << 8) | buf[body + 1]
+            field = body + 2 + n
+            if n == 0 or field > stop:
+                break
+            pid = 0
+            if first != 0x30:
+                if field + 2 > stop:
+                    break
+                pid = (buf[field] << 8) | buf[field + 1]
+                if pid == 0:
+                    break
+                field += 2
+            if v5:
+                if field >= stop or buf[field]:
+                    break
+                field += 1
+            append((first, buf[body + 2 : body + 2 + n], buf[field:stop], pid))
+            pos = stop
+        if run:
+            self._need = 0
+        self._release(pos)
+        return run
+
+    def _release(self, pos: int) -> None:
+        if pos == len(self._buf):  # all cut: the read is let go
+            self._buf = b""
+            pos = 0
+        self._pos = pos
 
 
 # --------------------------------------------------------------------------- decoding

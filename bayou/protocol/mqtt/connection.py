@@ -19,6 +19,12 @@ they hold, already checked against everything the protocol says about one connec
 * the client keeps within the Receive Maximum the server announced (unacknowledged QoS 1
   and QoS 2 PUBLISHes), and within the Maximum Packet Size.
 
+A publisher's usual PUBLISHes — QoS 0/1, not retained, a topic name, no properties — come
+out of ``receive_data`` as one ``PublishRun`` per run of them: tuples cut from the stream
+(``FrameReader.plain_publishes``), each topic name checked once per connection, the run's
+QoS 1 count checked against the Receive Maximum; anything else in between is decoded into
+its packet object, in stream order.
+
 ``receive_acks`` is the fast path of the commonest read of all, a QoS 1 subscriber's
 PUBACKs: when the bytes are nothing but whole success PUBACKs without properties (which
 need no checks beyond a non-zero packet id), it returns their packet ids and no objects.
@@ -42,8 +48,8 @@ import enum
 import struct
 
 from bayou.protocol.mqtt.aliases import OutboundAliases
-from bayou.protocol.mqtt.codec import FrameReader, decode, encode
-from bayou.protocol.mqtt.errors import MqttError, ProtocolError
+from bayou.protocol.mqtt.codec import FrameReader, PlainPublish, decode, encode
+from bayou.protocol.mqtt.errors import MalformedPacket, MqttError, ProtocolError
 from bayou.protocol.mqtt.packets import (
     MQTT_5,
     MQTT_31,
@@ -86,6 +92,21 @@ class UnsupportedProtocolVersion(MqttError):
     reason = Reason.UNSUPPORTED_PROTOCOL_VERSION
 
 
+MAX_NAMES = 1024  # topic names of plain PUBLISHes kept decoded and checked, per connection
+
+
+class PublishRun:
+    """PUBLISHes in a row without properties or retain flag, at QoS 0 or 1 (the bulk of a
+    publisher's reads), checked as ``_receive_publish`` checks a ``Publish``: (first byte,
+    topic bytes, payload, packet id) each, the topic's name being ``names[topic]``."""
+
+    __slots__ = ("items", "names")
+
+    def __init__(self, items: list[PlainPublish], names: dict[bytes, str]) -> None:
+        self.items = items
+        self.names = names
+
+
 class ServerConnection:
     def __init__(
         self,
@@ -104,6 +125,7 @@ class ServerConnection:
         self.client_max_packet_size = 268_435_460
         self.outbound_aliases: OutboundAliases | None = None  # 5.0, if the client allows
         self._reader = FrameReader(max_packet_size)
+        self._names: dict[bytes, str] = {}  # see PublishRun
         self._aliases: dict[int, str] = {}
         self._inbound_qos1 = 0
         self._inbound_qos2: set[int] = set()
@@ -112,18 +134,56 @@ class ServerConnection:
 
     # ------------------------------------------------------------------ receiving
 
-    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Packet]:
-        """Packets in ``data`` (plus what was buffered); raises MqttError on a violation."""
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Packet | PublishRun]:
+        """Packets in ``data`` (plus what was buffered), a run of plain PUBLISHes as one
+        ``PublishRun``; raises MqttError on a violation."""
         if self.state is State.CLOSED:
             return []
-        self._reader.feed(data)
-        packets: list[Packet] = []
+        reader = self._reader
+        reader.feed(data)
+        packets: list[Packet | PublishRun] = []
         while True:
-            frame = self._reader.next_frame()
+            if self.state is State.CONNECTED:
+                run = reader.plain_publishes(self.version == MQTT_5)
+                if run:
+                    packets.append(self._receive_run(run))
+            frame = reader.next_frame()
             if frame is None:
                 return packets
             first, body = frame
             packets.append(self._receive(first, body))
+
+    def _receive_run(self, run: list[PlainPublish]) -> PublishRun:
+        """What ``_receive_publish`` checks, for a run of plain PUBLISHes: each topic name
+        once per connection (``_names``), the QoS 1 count against the Receive Maximum."""
+        names = self._names
+        if len(names) >= MAX_NAMES:  # bounded; never cleared within a run (its names stay)
+            names.clear()
+        qos1 = 0
+        last = None
+        for first, topic, _payload, _pid in run:
+            if first != 0x30:
+                qos1 += 1
+            if topic is last or topic in names:
+                last = topic
+                continue
+            try:
+                name = str(topic, "utf-8")
+            except UnicodeDecodeError:
+                raise MalformedPacket("string is not valid UTF-8") from None
+            if "\x00" in name:
+                raise MalformedPacket("string contains U+0000")
+            if not valid_topic_name(name):
+                raise MqttError(f"invalid topic name {name!r}", Reason.TOPIC_NAME_INVALID)
+            names[topic] = name
+            last = topic
+        if qos1:
+            self._inbound_qos1 += qos1
+            if self._inbound_qos1 + len(self._inbound_qos2) > self.receive_maximum:
+                raise MqttError(
+                    "the client exceeded the Receive Maximum", Reason.RECEIVE_MAXIMUM_EXCEEDED
+                )
+        return PublishRun(run, names)
 
     def receive_acks(self, data: bytes) -> list[int] | None:
         """When ``data`` is nothing but whole plain PUBACKs (success, no properties: what a
