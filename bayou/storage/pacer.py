@@ -14,10 +14,13 @@ records within a batch (a producer's 1 MB batch of small records is tens of mill
 Python: asked once per batch, the pacer's slices were whole batches).  The pacer lets it
 work in slices of ``slice_s`` (2 ms).  After each slice it looks at ``Activity``, a counter
 the loop thread bumps on every append: if the loop appended during the slice, the broker is
-busy serving and the cleaner sleeps long enough to use at most ``busy_share`` (10 %) of the
+busy serving and the cleaner sleeps long enough to use at most ``busy_share`` (5 %) of the
 time — the sleep releases the GIL, so the loop runs uncontended meanwhile; if the loop was
 idle, the cleaner goes straight on at full speed.  A pass takes longer under load (as with
-Kafka's ``log.cleaner.io.max.bytes.per.second``), never longer when the broker is idle.
+Kafka's ``log.cleaner.io.max.bytes.per.second``), never longer when the broker is idle.  At
+a 10 % share appends kept 84-87 % of their rate while a 48 MB log was cleaned
+(``bench.compaction_bench``); at 5 % they keep 85-97 % (median 93 %), and a pass under
+steady load takes about twice as long.
 
 The counter is a plain integer written by one thread and read by another: a stale read only
 delays the pacer's reaction by one slice.
@@ -29,7 +32,7 @@ import time
 from collections.abc import Callable
 
 SLICE_S = 0.002
-BUSY_SHARE = 0.1
+BUSY_SHARE = 0.05
 
 
 class Activity:
