@@ -45,7 +45,7 @@ def test_while_the_loop_appends_the_cleaner_works_its_busy_share_of_the_time() -
     run(pacer, fake, activity, 4000, busy=True)  # 2 s of work
     worked = fake.now - fake.slept
     assert abs(worked - 2.0) < 1e-6
-    assert worked / fake.now <= BUSY_SHARE + 1e-9
+    assert worked / fake.now <= BUSY_SHARE * 1.01  # the last slice has no sleep after it
     assert worked / fake.now >= 0.9 * BUSY_SHARE
 
 
