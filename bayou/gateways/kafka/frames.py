@@ -58,8 +58,9 @@ class FrameReader:
             size = int.from_bytes(self._view[self._pos : self._pos + 4], "big", signed=True)
             if size >= DIRECT_MIN or 4 + size > len(self._stage):
                 return self._receive_directly(size, pending)
-        if self._pos:  # move the unfinished frame to the front (same length: no resize)
-            self._stage[:pending] = self._view[self._pos : self._end]
+        if self._pos:  # move the unfinished frame to the front (same length: no resize;
+            # through a copy: a slice assignment from a view of itself may overlap)
+            self._stage[:pending] = bytes(self._view[self._pos : self._end])
             self._pos, self._end = 0, pending
         return self._view[self._end :]
 
