@@ -24,21 +24,10 @@ from tests.support.http import BINARY_V2, V2, client, create_instance, read_reco
 from tests.support.kafka import unique_topic
 from tests.support.kafka_java import ShareClients, records, why_not
 from tests.support.postgres import PostgresServer
-from tests.support.security import bayou_cli
+from tests.support.security import bayou_cli, sasl
 from tests.support.wait import wait_until
 
 TIMEOUT_S = 30.0
-
-
-def sasl(bootstrap: str, user: str, password: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "bootstrap.servers": bootstrap,
-        "security.protocol": "SASL_PLAINTEXT",
-        "sasl.mechanism": "SCRAM-SHA-512",
-        "sasl.username": user,
-        "sasl.password": password,
-        **extra,
-    }
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pika
 import pika.exceptions
@@ -45,7 +44,7 @@ from tests.support.mqtt import MqttTestClient
 from tests.support.postgres import PostgresServer
 from tests.support.quota_admin import QuotaAdmin
 from tests.support.seaweedfs import SeaweedFS
-from tests.support.security import bayou_cli
+from tests.support.security import bayou_cli, sasl
 from tests.support.wait import wait_until
 
 TIMEOUT_S = 30.0
@@ -116,17 +115,6 @@ def secured(
     finally:
         for b in brokers.values():
             b.kill()
-
-
-def sasl(bootstrap: str, user: str, password: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "bootstrap.servers": bootstrap,
-        "security.protocol": "SASL_PLAINTEXT",
-        "sasl.mechanism": "SCRAM-SHA-512",
-        "sasl.username": user,
-        "sasl.password": password,
-        **extra,
-    }
 
 
 def admin_of(broker: BrokerProcess) -> AdminClient:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import jwt
 from cryptography import x509
@@ -117,6 +118,18 @@ class Tokens:
         claims = {"sub": subject, "iss": ISSUER, "aud": audience, "iat": now}
         claims["exp"] = now + lifetime_s
         return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": self.kid})
+
+
+def sasl(bootstrap: str, user: str, password: str, **extra: Any) -> dict[str, Any]:
+    """A librdkafka config logging in as ``user`` with SCRAM-SHA-512 over plain TCP."""
+    return {
+        "bootstrap.servers": bootstrap,
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": user,
+        "sasl.password": password,
+        **extra,
+    }
 
 
 def bayou_cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None,
