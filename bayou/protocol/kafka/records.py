@@ -448,15 +448,10 @@ def build_uniform_batch(timestamp: int, entries: Sequence[tuple[bytes, bytes, by
         size = 2 + len(d_b) + len(k_b) + k + len(v_b) + v + len(headers)
         extend((varints[size] if size < small else _varint_bytes(size), b"\x00\x00", d_b))
         extend((k_b, key, v_b, value, headers))
-    batch = bytearray(b"".join(parts))
-    _HEADER.pack_into(
-        batch,
+    return _sealed(
+        bytearray().join(parts),
         0,
-        0,
-        len(batch) - LOG_OVERHEAD,
         -1,
-        MAGIC,
-        0,
         COMPRESSION_NONE,
         len(entries) - 1,
         timestamp,
@@ -465,6 +460,16 @@ def build_uniform_batch(timestamp: int, entries: Sequence[tuple[bytes, bytes, by
         NO_PRODUCER_EPOCH,
         NO_SEQUENCE,
         len(entries),
+    )
+
+
+def _sealed(batch: bytearray, *fields: int) -> bytes:
+    """``batch`` (a zeroed header, then its records) with the header filled in — ``fields``
+    are base offset, partition leader epoch, attributes, last offset delta, base and max
+    timestamp, producer id, epoch, base sequence and record count — and its CRC-32C."""
+    base_offset, epoch, attributes, *rest = fields
+    _HEADER.pack_into(
+        batch, 0, base_offset, len(batch) - LOG_OVERHEAD, epoch, MAGIC, 0, attributes, *rest
     )
     _CRC.pack_into(batch, _OFF_CRC, crc32c(memoryview(batch)[_OFF_ATTRIBUTES:]))
     return bytes(batch)
@@ -547,14 +552,10 @@ def build_batch(
         attributes |= ATTR_CONTROL
     batch = bytearray(HEADER_SIZE)
     batch += payload
-    _HEADER.pack_into(
+    return _sealed(
         batch,
-        0,
         base_offset,
-        len(batch) - LOG_OVERHEAD,
         partition_leader_epoch,
-        MAGIC,
-        0,
         attributes,
         last_offset_delta,
         base_timestamp,
@@ -564,8 +565,6 @@ def build_batch(
         base_sequence,
         len(records),
     )
-    _CRC.pack_into(batch, _OFF_CRC, crc32c(memoryview(batch)[_OFF_ATTRIBUTES:]))
-    return bytes(batch)
 
 
 def build_control_batch(
