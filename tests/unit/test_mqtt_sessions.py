@@ -139,6 +139,15 @@ async def until(what: str, check: Callable[[], bool], timeout: float = 10.0) -> 
     raise AssertionError(f"timed out waiting for {what}")
 
 
+async def turns_until(what: str, check: Callable[[], bool], turns: int = 10_000) -> None:
+    """Let the loop turn until ``check()`` (no timer: the tasks on it move a step a turn)."""
+    for _ in range(turns):
+        if check():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"{what} did not happen in {turns} turns")
+
+
 def test_a_311_client_has_20_in_flight_and_each_ack_lets_one_more_go() -> None:
     async def test(core: Core) -> None:
         host = Host(core)
@@ -230,7 +239,9 @@ def test_sessions_behind_at_different_places_read_each_record_once_between_them(
             client = Client(name)
             session.attach(client, present=True)
             clients.append(client)
-            await asyncio.sleep(0.01)  # the one ahead reads first
+            # the one ahead reads first; the other starts before it is a queue further on
+            # (the reads of both, 4 + 1, fit in the cache only if neither is let go)
+            await turns_until("a read", lambda: host.chunks.reads > 0)
         await until(
             "both catch-ups", lambda: sum(len(c.published) for c in clients) >= 2 * total - lag
         )
@@ -241,6 +252,34 @@ def test_sessions_behind_at_different_places_read_each_record_once_between_them(
     assert ahead == list(range(lag, total))
     assert back == list(range(total))
     assert decoded == solo == total, (decoded, solo)
+
+
+def test_sessions_waiting_on_a_read_that_falls_short_share_the_next_one() -> None:
+    """Two sessions wait for a read that turns out to end before their offset: the first
+    to wake starts the read that holds it, the second shares that one (it does not start
+    a third)."""
+
+    async def test(core: Core) -> tuple[int, bool, list[int]]:
+        chunks = Host(core).chunks
+        reading = asyncio.Event()  # the reads wait for it: the log is slow today
+        load = chunks._load
+
+        async def slow_load(chunk: DecodedChunk, tp: TP, stop: int | None) -> None:
+            await reading.wait()
+            await load(chunk, tp, stop)
+
+        chunks._load = slow_load  # type: ignore[method-assign]
+        first = asyncio.ensure_future(chunks.chunk(TP0, 0))
+        await turns_until("the first read to start", lambda: bool(chunks._chunks))
+        waiting = [asyncio.ensure_future(chunks.chunk(TP0, 2_000)) for _ in range(2)]
+        await asyncio.sleep(0)  # one turn: each takes its first step, waiting on that read
+        reading.set()
+        a, b = await asyncio.gather(*waiting)
+        assert (await first).end < 2_000  # both waited on it, and it fell short
+        return chunks.reads, a is b, a.offsets[:2]
+
+    reads, shared, offsets = run_with_core(3_000, test, 256)
+    assert (reads, shared, offsets) == (2, True, [2_000, 2_001])
 
 
 class TailerHost:

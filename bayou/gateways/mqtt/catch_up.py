@@ -106,11 +106,6 @@ class DecodedChunk:
                 topics.append(mqtt_topic)
                 records.append(rec)
 
-    def covers(self, partition: Partition, offset: int) -> bool:
-        return (
-            self.loading is None and partition is self.partition and self.start <= offset < self.end
-        )
-
     def message(self, i: int) -> Message:
         msg = self._messages.get(i)
         if msg is None:
@@ -134,13 +129,13 @@ class ChunkCache:
         way — else a new read from ``offset``.  Raises ``KafkaError`` when the partition is
         gone."""
         partition = self.core.partition(*tp)
-        for chunk in list(self._chunks.get(tp, ())):
-            if chunk.partition is not partition or chunk.start > offset:
-                continue
-            if chunk.loading is not None:
-                await asyncio.shield(chunk.loading)
-            if chunk.covers(partition, offset):
-                return chunk
+        while (kept := self._kept(tp, partition, offset)) is not None:
+            if kept.loading is None:
+                return kept
+            # a read that may hold it is on its way; once it is in, look again: another
+            # session may have started the read that does hold it meanwhile
+            await asyncio.shield(kept.loading)
+            kept.loading = None  # in (as ``_loaded`` says too, maybe only after this)
         # a kept read that starts further on has what follows it: this one stops there
         stop = min(
             (
@@ -156,6 +151,19 @@ class ChunkCache:
         self._keep(tp, chunk)
         await asyncio.shield(chunk.loading)
         return chunk
+
+    def _kept(self, tp: TP, partition: Partition, offset: int) -> DecodedChunk | None:
+        """A kept read holding ``offset``, else one on its way from at or before it."""
+        loading = None
+        for chunk in self._chunks.get(tp, ()):
+            if chunk.partition is not partition or chunk.start > offset:
+                continue
+            if chunk.loading is None:
+                if offset < chunk.end:
+                    return chunk
+            elif loading is None:
+                loading = chunk
+        return loading
 
     async def _load(self, chunk: DecodedChunk, tp: TP, stop: int | None) -> None:
         cursor = self.core.cursor(tp[0], tp[1], chunk.start, reset="earliest")
