@@ -807,6 +807,7 @@ class MqttClient(asyncio.Protocol):
         sub_id = sub_ids[0] if sub_ids else None
         codes: list[int] = []
         retained: list[tuple[str, SubOptions]] = []
+        waits: list[Awaitable[None]] = []  # what the SUBACK waits for
         for sub in packet.subscriptions:
             topic_filter = sub.topic_filter
             try:
@@ -827,6 +828,9 @@ class MqttClient(asyncio.Protocol):
             )
             new = gw.add_subscription(session, topic_filter, opts)
             codes.append(sub.qos)
+            member = session.shared.get(topic_filter) if group is not None else None
+            if member is not None:  # its group's start is fixed before the SUBACK
+                waits.append(member.started())
             if group is None and (sub.retain_handling == 0 or (sub.retain_handling == 1 and new)):
                 retained.append((plain, opts))
         session.dirty = True
@@ -842,7 +846,9 @@ class MqttClient(asyncio.Protocol):
                     Delivery(msg, min(msg.qos, opts.qos), True, ids, None, 0, False), pump=False
                 )
         if session.persistent:
-            self._ordered(gw.save_session(session), [suback])
+            waits.append(gw.save_session(session))
+        if waits:
+            self._ordered(asyncio.gather(*waits), [suback])
         else:
             self.write(suback)
         session.schedule_pump()

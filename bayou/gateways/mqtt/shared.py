@@ -18,7 +18,9 @@ share name holds no ``/``, so the group id names the share and the filter unambi
   assignment changes, the coordinator releases what a member holds in partitions it was
   not given: those few messages may be delivered twice.)
 - **Where it starts.**  A partition that exists when the subscription is made begins at its
-  end (new messages only, as MQTT subscriptions do, unless the group already has a
+  end — the end when the member set it up, which the SUBACK waits for (``started``), so
+  every message published after the SUBACK is the group's (new messages only, as MQTT
+  subscriptions do, unless the group already has a
   position there: a group outlives its members, so a shared subscription made again gets
   what was published meanwhile, as a queue does); a partition that appears later (a topic
   created by its first PUBLISH, more partitions) or that a persistent member meets when it
@@ -67,6 +69,7 @@ GROUP_PREFIX = "mqtt-share:"
 IDLE_WAIT_S = 1.0
 RETRIABLE = (ErrorCode.NOT_COORDINATOR, ErrorCode.COORDINATOR_LOAD_IN_PROGRESS)
 MAX_HELD = 100  # messages one member holds at most, whatever the client's Receive Maximum
+START_WAIT_S = 10.0  # how long a SUBACK waits for the member's partitions to be set up
 
 
 def share_group_id(share_name: str, topic_filter: str) -> str:
@@ -164,6 +167,7 @@ class SharedMember:
         self._wake = asyncio.Event()
         self._refresh = False
         self._started = False  # it joined once: partitions it meets from now on are new
+        self._set_up: asyncio.Future[None] | None = None  # done once it has been
         self._task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -182,7 +186,16 @@ class SharedMember:
                 client_host="/mqtt",
                 remote=core.share_remote(),
             )
+            if self._set_up is None:
+                self._set_up = asyncio.get_running_loop().create_future()
             self._task = asyncio.ensure_future(self._run(self.reader))
+
+    async def started(self) -> None:
+        """Until the member's partitions are set up — where the group starts reading each
+        is fixed — or it gave up, or ``START_WAIT_S`` passed (it goes on trying)."""
+        if self._set_up is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._set_up), START_WAIT_S)
 
     def disconnect(self) -> None:
         """The connection ended (or the subscription): settle what was acknowledged,
@@ -224,24 +237,12 @@ class SharedMember:
     # ------------------------------------------------------------------ the member's task
 
     async def _run(self, reader: _Reader) -> None:
-        while True:
-            try:
-                await self._prepare(reader, initial=not self._started)
-                self._started = True
-                await reader.join()
-                break
-            except ShareCoordinatorError as exc:
-                if exc.code not in RETRIABLE:  # the broker stopping, or shares not running
-                    log.warning(
-                        "MQTT %s: joining share group %s failed: %s", self, self.group_id, exc
-                    )
-                    return
-                # in a cluster, its coordinator moving or being taken over: again shortly
-                log.debug("MQTT %s: joining %s: %s, again", self, self.group_id, exc)
-                await asyncio.sleep(IDLE_WAIT_S)
-            except Exception:
-                log.exception("MQTT %s: joining share group %s failed", self, self.group_id)
-                return
+        try:
+            joined = await self._join(reader)
+        finally:
+            self._mark_set_up()  # given up, or left: nothing to wait for
+        if not joined:
+            return
         while True:
             try:
                 await self._turn(reader)
@@ -250,6 +251,33 @@ class SharedMember:
             except Exception:
                 log.exception("MQTT %s: delivering failed", self)
                 await asyncio.sleep(IDLE_WAIT_S)
+
+    def _mark_set_up(self) -> None:
+        if self._set_up is not None and not self._set_up.done():
+            self._set_up.set_result(None)
+
+    async def _join(self, reader: _Reader) -> bool:
+        """Set up the partitions and join the group, again while its coordinator is moving;
+        False when that failed for good."""
+        while True:
+            try:
+                await self._prepare(reader, initial=not self._started)
+                self._started = True
+                self._mark_set_up()
+                await reader.join()
+                return True
+            except ShareCoordinatorError as exc:
+                if exc.code not in RETRIABLE:  # the broker stopping, or shares not running
+                    log.warning(
+                        "MQTT %s: joining share group %s failed: %s", self, self.group_id, exc
+                    )
+                    return False
+                # in a cluster, its coordinator moving or being taken over: again shortly
+                log.debug("MQTT %s: joining %s: %s, again", self, self.group_id, exc)
+                await asyncio.sleep(IDLE_WAIT_S)
+            except Exception:
+                log.exception("MQTT %s: joining share group %s failed", self, self.group_id)
+                return False
 
     async def _turn(self, reader: _Reader) -> None:
         """Settle, refresh, acquire and hand over what there is room for, or wait."""
