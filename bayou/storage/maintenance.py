@@ -13,7 +13,8 @@ them with the same cleaner as compacted user topics while their owners append on
 loop thread, exactly as producers do to user topics.
 
 Each round's cleaner is paced (``pacer.Pacer``): while the engine's ``Activity`` shows
-appends, a pass works at most a tenth of the time, so that produce keeps its rate.
+appends, a pass works at most ``BUSY_SHARE`` (5 %) of the time, so that produce keeps its
+rate.
 """
 
 from __future__ import annotations

@@ -420,10 +420,17 @@ def test_compaction_keeps_the_last_value_per_key_and_then_drops_tombstones(
     # More than a segment of other records, so every keyed one leaves the active segment.
     produce_keyed(bootstrap, topic, [Sent(0, b"tail", b"t", (), int(time.time() * 1000))] * 200)
 
-    def compacted() -> bool:
-        return len([k for _o, k, _v in read_partition(bootstrap, topic) if k != b"tail"]) == 40
+    seen: list[int] = []  # keyed records read, check by check
 
-    wait_until("compaction", compacted)
+    def compacted() -> bool:
+        seen.append(len([k for _o, k, _v in read_partition(bootstrap, topic) if k != b"tail"]))
+        return seen[-1] == 40
+
+    def explain() -> str:
+        tail = "\n".join(lifecycle_broker.log_text().splitlines()[-20:])
+        return f"keyed records read: {seen[-10:]}; the end of the broker's log:\n{tail}"
+
+    wait_until("compaction", compacted, explain=explain)
     got = read_partition(bootstrap, topic)
     cleaned = [(o, k, v) for o, k, v in got if k != b"tail"]
     assert {k: v for _o, k, v in cleaned} == last_per_key(sent, drop_tombstones=False)
