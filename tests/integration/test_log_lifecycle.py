@@ -417,8 +417,11 @@ def test_compaction_keeps_the_last_value_per_key_and_then_drops_tombstones(
     create_topic(bootstrap, topic, 1, **COMPACT)
     sent = keyed(3000, 40, tombstone_every=7)
     produce_keyed(bootstrap, topic, sent)
-    # More than a segment of other records, so every keyed one leaves the active segment.
-    produce_keyed(bootstrap, topic, [Sent(0, b"tail", b"t", (), int(time.time() * 1000))] * 200)
+    # Several segments of other records (~15 KB against segment.bytes 4096), so every keyed
+    # one leaves the active segment: 200 one-byte values (2.7 KB) could share it with the
+    # last keyed batch, which then stayed uncleaned (41 keyed records, not 40).
+    tail = Sent(0, b"tail", b"t" * 50, (), int(time.time() * 1000))
+    produce_keyed(bootstrap, topic, [tail] * 200)
 
     seen: list[int] = []  # keyed records read, check by check
 
