@@ -19,6 +19,7 @@ from bayou.protocol.mqtt import (
     encode,
 )
 from bayou.protocol.mqtt.codec import encode_publish, encode_publish_parts
+from bayou.protocol.mqtt.connection import MAX_NAMES
 from bayou.protocol.mqtt.packets import (
     MQTT_5,
     MQTT_311,
@@ -473,3 +474,21 @@ def test_a_bad_publish_after_plain_ones_is_refused_as_alone(
         with pytest.raises(error) as err:
             connected(version).receive_data(data)
         assert err.value.reason == reason
+
+
+def test_every_run_of_a_read_names_its_topics_past_the_names_bound() -> None:
+    """Two runs of plain PUBLISHes in one read, the first over more distinct topics than a
+    connection keeps names for: each run still names every topic it holds (the bound starts
+    a new map for the second, the first keeps its own)."""
+    conn = ServerConnection()
+    conn.receive_data(encode(Connect("c", MQTT_5)))
+    first = [Publish(f"t/{i}", b"x", 0) for i in range(MAX_NAMES + 1)]
+    data = b"".join(encode(p, MQTT_5) for p in first)
+    data += encode(PingReq(), MQTT_5) + encode(Publish("u", b"y", 0), MQTT_5)
+    got = conn.receive_data(data)
+    runs = [p for p in got if isinstance(p, PublishRun)]
+    assert [len(r.items) for r in runs] == [MAX_NAMES + 1, 1]
+    for run in runs:
+        assert [run.names[topic] for _first, topic, _payload, _pid in run.items] == [
+            topic.decode() for _first, topic, _payload, _pid in run.items
+        ]

@@ -157,8 +157,8 @@ class ServerConnection:
         """What ``_receive_publish`` checks, for a run of plain PUBLISHes: each topic name
         once per connection (``_names``), the QoS 1 count against the Receive Maximum."""
         names = self._names
-        if len(names) >= MAX_NAMES:  # bounded; never cleared within a run (its names stay)
-            names.clear()
+        if len(names) >= MAX_NAMES:  # bounded: a new map (a run of this read keeps the old)
+            names = self._names = {}
         qos1 = 0
         last = None
         for first, topic, _payload, _pid in run:
