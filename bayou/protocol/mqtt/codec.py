@@ -151,6 +151,17 @@ def encode_binary(value: bytes) -> bytes:
     return _U16.pack(len(value)) + value
 
 
+def utf8_text(raw: bytes | memoryview) -> str:
+    """An MQTT UTF-8 string's text: well-formed UTF-8 without U+0000, else MalformedPacket."""
+    try:
+        text = str(raw, "utf-8")
+    except UnicodeDecodeError:
+        raise MalformedPacket("string is not valid UTF-8") from None
+    if "\x00" in text:
+        raise MalformedPacket("string contains U+0000")
+    return text
+
+
 class _Cursor:
     """Reads primitives from one packet body; running out of bytes is a malformed packet."""
 
@@ -199,14 +210,7 @@ class _Cursor:
         return self._take(self.u16())
 
     def utf8(self) -> str:
-        raw = self._take(self.u16())
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise MalformedPacket("string is not valid UTF-8") from None
-        if "\x00" in text:
-            raise MalformedPacket("string contains U+0000")
-        return text
+        return utf8_text(self._take(self.u16()))
 
     def rest(self) -> bytes:
         return self._take(self.end - self.pos)
@@ -523,12 +527,7 @@ def _decode_publish(first: int, cur: _Cursor, version: int) -> Publish:
     pos += 2
     if pos + n > end:
         raise MalformedPacket("packet ends in the middle of a field")
-    try:
-        topic = str(buf[pos : pos + n], "utf-8")
-    except UnicodeDecodeError:
-        raise MalformedPacket("string is not valid UTF-8") from None
-    if "\x00" in topic:
-        raise MalformedPacket("string contains U+0000")
+    topic = utf8_text(buf[pos : pos + n])
     pos += n
     packet_id = None
     if qos:

@@ -48,8 +48,8 @@ import enum
 import struct
 
 from bayou.protocol.mqtt.aliases import OutboundAliases
-from bayou.protocol.mqtt.codec import FrameReader, PlainPublish, decode, encode
-from bayou.protocol.mqtt.errors import MalformedPacket, MqttError, ProtocolError
+from bayou.protocol.mqtt.codec import FrameReader, PlainPublish, decode, encode, utf8_text
+from bayou.protocol.mqtt.errors import MqttError, ProtocolError
 from bayou.protocol.mqtt.packets import (
     MQTT_5,
     MQTT_31,
@@ -167,12 +167,7 @@ class ServerConnection:
             if topic is last or topic in names:
                 last = topic
                 continue
-            try:
-                name = str(topic, "utf-8")
-            except UnicodeDecodeError:
-                raise MalformedPacket("string is not valid UTF-8") from None
-            if "\x00" in name:
-                raise MalformedPacket("string contains U+0000")
+            name = utf8_text(topic)
             if not valid_topic_name(name):
                 raise MqttError(f"invalid topic name {name!r}", Reason.TOPIC_NAME_INVALID)
             names[topic] = name
