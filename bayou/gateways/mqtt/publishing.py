@@ -165,18 +165,13 @@ class Inbound:
         stats.publish_received += 1
         stats.publish_bytes_received += len(packet.payload)
         topic, qos, pid = packet.topic, packet.qos, packet.packet_id
-        if is_sys(topic):
-            if qos:
-                self._acks.append((qos, pid, topic, None, SysTopicRefused(topic)))
-            else:
-                log.debug("MQTT QoS 0 publish to %s dropped: the $SYS tree is the broker's", topic)
-            return
         if qos == 2 and pid in publisher.pubrel_wait:
             self._acks.append((qos, pid, topic, None, None))  # stored already: PUBREC again
             return
-        if self.authorize is not None and not self.authorize(topic):
-            if qos:  # 5.0: 0x87 in the ack; 3.1.1: no negative ack, the connection closes
-                self._acks.append((qos, pid, topic, None, PublishNotAuthorized(topic)))
+        dest, target, error = self._route(topic)
+        if error is not None:
+            # 5.0: the reason in the ack; 3.1.1: no negative ack, the connection closes
+            self._refused(qos, pid, topic, error)
             return
         props = packet.properties
         if plain_properties(props):
@@ -187,14 +182,12 @@ class Inbound:
             self._stamp = host.clock_ms()
         record = (topic.encode(), packet.payload, headers)
         self._adding += len(packet.payload) + len(topic) + RECORD_OVERHEAD
-        tp = host.kafka_target(topic)
-        target: TP | str = topic if tp is None else tp
-        if tp is None:  # its Kafka topic is created first (retained: once it exists)
+        if dest is None:  # its Kafka topic is created first (retained: once it exists)
             self._unresolved.append((topic, record))
             if packet.retain:
                 self._retain_later.append(packet)
         else:
-            self._pending.setdefault(tp, []).append(record)
+            dest.append(record)
             if packet.retain:
                 self._retain(packet, publisher.client_id, self._retained_waits)
         if qos:
@@ -229,7 +222,7 @@ class Inbound:
         name = ""
         dest: list[Entry] | None = None  # where the records of this topic go (None: not stored)
         target: TP | str | None = None
-        error: BaseException | None = None
+        error: Exception | None = None
         received = topics = stored = 0
         for _first, topic, payload, pid in items:
             received += len(payload)
@@ -237,21 +230,29 @@ class Inbound:
             if topic != last:
                 last, name = topic, names[topic]
                 dest, target, error = self._route(name)
-            if error is None:
-                stored += len(topic) + len(payload)
-                if dest is not None:
-                    dest.append((topic, payload, headers1 if pid else headers0))
-                else:  # its Kafka topic is created first
-                    unresolved.append((name, (topic, payload, headers1 if pid else headers0)))
-            elif isinstance(error, SysTopicRefused) and not pid:
-                log.debug("MQTT QoS 0 publish to %s dropped: the $SYS tree is the broker's", name)
+            if error is not None:
+                self._refused(1 if pid else 0, pid, name, error)
+                continue
+            stored += len(topic) + len(payload)
+            if dest is not None:
+                dest.append((topic, payload, headers1 if pid else headers0))
+            else:  # its Kafka topic is created first
+                unresolved.append((name, (topic, payload, headers1 if pid else headers0)))
             if pid:
-                acks.append((1, pid, name, target, error))
+                acks.append((1, pid, name, target, None))
         self._adding += stored + RECORD_OVERHEAD * len(items)
         stats = host.stats
         stats.publish_received += len(items)
         stats.publish_bytes_received += received
         return received + topics
+
+    def _refused(self, qos: int, pid: int | None, topic: str, error: Exception) -> None:
+        """A PUBLISH not stored: its acknowledgement carries ``error``; at QoS 0 (nothing to
+        answer) a ``$SYS`` one is noted."""
+        if qos:
+            self._acks.append((qos, pid, topic, None, error))
+        elif isinstance(error, SysTopicRefused):
+            log.debug("MQTT QoS 0 publish to %s dropped: the $SYS tree is the broker's", topic)
 
     def _route(self, topic: str) -> tuple[list[Entry] | None, TP | str | None, Exception | None]:
         """Where a plain PUBLISH to ``topic`` goes: the pending records of its partition
