@@ -413,11 +413,6 @@ def _xerial_decompress(raw: bytes) -> bytes:
 # --------------------------------------------------------------------------- build / decode
 
 
-def encode_headers(headers: Sequence[tuple[str, bytes | None]]) -> bytes:
-    """A record's headers as they sit in a batch (count first): for ``build_uniform_batch``."""
-    return _encode_headers(headers)
-
-
 def _varint_bytes(value: int) -> bytes:
     out = bytearray()
     _write_varint(out, value)
@@ -475,7 +470,9 @@ def _sealed(batch: bytearray, *fields: int) -> bytes:
     return bytes(batch)
 
 
-def _encode_headers(headers: Sequence[tuple[str, bytes | None]]) -> bytes:
+def encode_headers(headers: Sequence[tuple[str, bytes | None]]) -> bytes:
+    """A record's headers as they sit in a batch (count first; ``build_uniform_batch``
+    takes them so)."""
     out = bytearray()
     _write_varint(out, len(headers))
     for name, value in headers:
@@ -536,7 +533,7 @@ def build_batch(
     for delta, rec in zip(deltas, records, strict=True):
         if rec.headers is not last_headers:
             last_headers = rec.headers
-            headers = _encode_headers(rec.headers)
+            headers = encode_headers(rec.headers)
         _encode_record(body, rec, delta, base_timestamp, headers)
     payload = compress(compression, bytes(body)) if records else b""
     if max_timestamp is None:
