@@ -134,8 +134,7 @@ class ChunkCache:
                 return kept
             # a read that may hold it is on its way; once it is in, look again: another
             # session may have started the read that does hold it meanwhile
-            await asyncio.shield(kept.loading)
-            kept.loading = None  # in (as ``_loaded`` says too, maybe only after this)
+            await asyncio.shield(kept.loading)  # raises if it failed
         # a kept read that starts further on has what follows it: this one stops there
         stop = min(
             (
@@ -147,7 +146,7 @@ class ChunkCache:
         )
         chunk = DecodedChunk(partition, offset, self.factory)
         chunk.loading = asyncio.ensure_future(self._load(chunk, tp, stop))
-        chunk.loading.add_done_callback(lambda task: self._loaded(tp, chunk, task))
+        chunk.loading.add_done_callback(lambda task: self._forget_failed(tp, chunk, task))
         self._keep(tp, chunk)
         await asyncio.shield(chunk.loading)
         return chunk
@@ -174,9 +173,10 @@ class ChunkCache:
             stop = None  # the log start moved past it
         chunk.decode(data, cursor.position, tp[0], self.mapper, aborted, stop)
         self.decoded += len(chunk.offsets)
+        chunk.loading = None  # in: every waiter, once woken, finds it loaded
 
-    def _loaded(self, tp: TP, chunk: DecodedChunk, task: asyncio.Task[None]) -> None:
-        chunk.loading = None
+    def _forget_failed(self, tp: TP, chunk: DecodedChunk, task: asyncio.Task[None]) -> None:
+        """A read that failed is no longer kept (it raised in its waiters)."""
         if task.cancelled() or task.exception() is not None:  # retrieved: raised in waiters
             chunks = self._chunks.get(tp)
             if chunks is not None:
