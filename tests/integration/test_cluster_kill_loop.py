@@ -21,6 +21,7 @@ from tests.integration.test_cluster import (
     TIMEOUT_S,
     Cluster,
     Load,
+    assert_log_holds_exactly,
     committed,
     end_offsets,
     read_partitions,
@@ -153,8 +154,4 @@ def test_brokers_killed_again_and_again_lose_nothing(cluster: Cluster) -> None:
     print(f"{kills} kills, {len(acked)} acknowledged, {watch.samples} commit samples")
     assert kills >= 5
     assert watch.samples > 0 and watch.behind == []
-    got = read_partitions(bootstrap, topic, ends)
-    for p in range(PARTITIONS):
-        mine = sorted((o, v) for part, o, v in acked if part == p)
-        assert [msg.offset() for msg in got[p]] == list(range(ends[p]))
-        assert [(msg.offset(), msg.value()) for msg in got[p]] == mine
+    assert_log_holds_exactly(read_partitions(bootstrap, topic, ends), ends, acked)

@@ -214,18 +214,21 @@ batch.size = 200
 def test_http_sink_rate_limit(tmp_path: Path) -> None:
     with Webhook() as hook:
         config = ConnectorConfig.from_mapping(
-            "rate", {"http.url": hook.url, "batch.size": 1, "rate.limit": 5}
+            "rate", {"http.url": hook.url, "batch.size": 1, "rate.limit": 2}
         )
         task = HttpSinkTask(config)
         task.start()
         task.open([("t", 0)])
-        task.put([SinkRecord("t", 0, i, 0, None, {"i": i}) for i in range(6)])
-        assert task.flush() == {("t", 0): 6}
+        task.put([SinkRecord("t", 0, i, 0, None, {"i": i}) for i in range(5)])
+        assert task.flush() == {("t", 0): 5}
         task.stop()
+        # 2 requests a second: sent 0.5 s apart; the webhook sees them arrive with the
+        # machine's jitter (0.13 s seen on a loaded CI machine), so each gap is checked
+        # against half the interval and the whole run against one interval less
         gaps = [b - a for a, b in zip(hook.times, hook.times[1:], strict=False)]
-        assert len(hook.bodies) == 6
-        assert min(gaps) >= 0.15, gaps  # 5 requests a second: 0.2 s apart (less jitter)
-        assert hook.times[-1] - hook.times[0] >= 0.9
+        assert [body[0]["value"]["i"] for body in hook.bodies] == list(range(5))
+        assert min(gaps) >= 0.25, gaps
+        assert hook.times[-1] - hook.times[0] >= 1.5, gaps
 
 
 def test_a_bad_file_exits_2_naming_the_key(shared_broker: BrokerProcess, tmp_path: Path) -> None:
