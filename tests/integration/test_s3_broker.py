@@ -179,7 +179,7 @@ def test_kill_9_mid_flush_loses_nothing_acknowledged(
         )
         proc = s3_broker(tmp_path / "data", url, seaweedfs).start()
         topic = unique_topic()
-        acked: list[tuple[int, int, bytes]] = []
+        acked: list[tuple[int, int | None, bytes]] = []
         failed: list[KafkaError] = []
         stop = threading.Event()
 
@@ -231,8 +231,8 @@ def test_kill_9_mid_flush_loses_nothing_acknowledged(
         finally:
             stop.set()
         assert not failed, failed[:3]
-        by_partition: dict[int, list[tuple[int, bytes]]] = {0: [], 1: []}
-        for partition, offset, value in sorted(acked):
+        by_partition: dict[int, list[tuple[int | None, bytes]]] = {0: [], 1: []}
+        for partition, offset, value in acked:
             by_partition[partition].append((offset, value))
         received = consume_all(proc.bootstrap, topic, 2, len(acked))
         got: dict[int, dict[int, bytes]] = {0: {}, 1: {}}
@@ -240,9 +240,11 @@ def test_kill_9_mid_flush_loses_nothing_acknowledged(
             got[msg.partition()][msg.offset()] = msg.value()
         for partition, records in by_partition.items():
             # every acknowledged record is there, at the offset it was acknowledged with
-            assert all(got[partition].get(o) == v for o, v in records)
-            # and nothing is there twice (idempotence across the kill)
+            # (librdkafka acknowledges some without one after the kill: see Load.acked in
+            # test_cluster.py; those are looked for by value)
             values = list(got[partition].values())
+            assert all(v in values if o is None else got[partition].get(o) == v for o, v in records)
+            # and nothing is there twice (idempotence across the kill)
             assert len(values) == len(set(values))
             assert list(got[partition]) == list(range(len(got[partition])))
         proc.kill()
