@@ -82,6 +82,7 @@ def pread(fd: int, length: int, position: int, nowait: bool) -> bytes | bytearra
 # offset-index entry, within index.interval.bytes of the batch it wants, and a Fetch walks
 # twice per partition), then doubling up to _CHUNK for long walks (recovery, the cleaner).
 _FIRST_CHUNK = 4 * 1024
+RECENT_STARTS = 1024  # appends whose start position a segment remembers (find_batch)
 _CHUNK = 64 * 1024
 _MIN_BATCH_LENGTH = HEADER_SIZE - 12
 
@@ -119,6 +120,10 @@ class LogSegment:
         self._bytes_since_index = 0
         self.failed = False  # an append failed and could not be rolled back
         self.leases = 0  # FileRecords still to send from this file (under the log's lock)
+        # where the latest appends start (base offset → position): the very offsets a
+        # reader at the log end asks for next, found without walking batch headers from
+        # the last index entry; at most RECENT_STARTS, forgotten all at once past that
+        self._starts: dict[int, int] = {}
 
     def __repr__(self) -> str:
         return f"LogSegment({self.base_offset}..{self.next_offset}, {self.size} bytes)"
@@ -170,6 +175,10 @@ class LogSegment:
         except BaseException:
             self._roll_back(start, saved, marks)
             raise
+        starts = self._starts
+        if len(starts) >= RECENT_STARTS:
+            starts.clear()
+        starts[batches[0][0]] = start
         self.size = pos  # only now may readers see the new batches
 
     def _roll_back(
@@ -269,6 +278,10 @@ class LogSegment:
 
     def find_batch(self, offset: int, *, nowait: bool = False) -> tuple[int, BatchHeader] | None:
         """Position and header of the first batch whose last offset is ≥ ``offset``."""
+        start = self._starts.get(offset)
+        if start is not None:
+            for found in self.iter_batches(start, nowait=nowait):
+                return found[0], found[1]  # the batch an append of ``offset`` began with
         _, start = self.offset_index.lookup(offset)
         for pos, header, _ in self.iter_batches(start, nowait=nowait):
             if header.last_offset >= offset:

@@ -315,3 +315,25 @@ def test_control_batches_and_producer_epoch(log: PartitionLog) -> None:
         log.write_marker(7, 0, True, 0)
     with pytest.raises(InvalidRecord):  # only the coordinator writes markers
         log.append(R.build_control_batch(True, producer_id=7, producer_epoch=1, timestamp=7))
+
+
+def test_reads_from_where_recent_appends_began_match_reads_through_the_index(
+    tmp_path: Path,
+) -> None:
+    """A segment remembers where its latest appends began (a reader at the log end asks for
+    exactly those offsets); what it finds there is what the offset index and a walk of the
+    batch headers find, for every offset, past the bound of what it remembers too."""
+    overrides = {"segment.bytes": 10_000_000, "index.interval.bytes": 4096}
+    live = open_log(tmp_path / "p", **overrides)
+    appends = 3_000  # more than a segment remembers (RECENT_STARTS)
+    for i in range(appends):
+        live.append(batch(1 + i % 3) + (batch(2) if i % 5 == 0 else b""))
+    end = live.log_end_offset
+    live.flush()
+    walked = open_log(tmp_path / "p", clean=True, **overrides)  # loaded: remembers nothing
+    try:
+        for offset in range(end):
+            assert bytes(live.read(offset, 1)) == bytes(walked.read(offset, 1)), offset
+    finally:
+        walked.close()
+        live.close()
