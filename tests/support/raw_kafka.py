@@ -36,6 +36,15 @@ class RawKafka:
         self.sock.sendall(encode_request(header, request))
         return self._correlation
 
+    def send_at_once(self, requests: list[tuple[int, int, ApiMessage]]) -> None:
+        """Send (api key, version, request)s in one write (a broker reads them together)."""
+        frames = []
+        for api_key, version, request in requests:
+            self._correlation += 1
+            header = RequestHeader(api_key, version, self._correlation, "raw-test")
+            frames.append(encode_request(header, request))
+        self.sock.sendall(b"".join(frames))
+
     def receive_frame(self) -> bytes:
         size = struct.unpack(">i", self._read_exactly(4))[0]
         return self._read_exactly(size)
