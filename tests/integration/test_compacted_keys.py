@@ -13,7 +13,7 @@ from bayou.protocol.kafka import messages as m
 from bayou.protocol.kafka.records import Record, build_batch
 from tests.support.broker import BrokerProcess
 from tests.support.kafka import unique_topic
-from tests.support.kafka_raw import RawKafka
+from tests.support.kafka_raw import RawKafka, produce_request
 
 TIMEOUT_S = 15
 
@@ -78,16 +78,7 @@ def test_raw_produce_lists_the_keyless_records(shared_broker: BrokerProcess) -> 
     )
 
     def produce(version: int) -> m.ProduceResponsePartitionProduceResponse:
-        request = m.ProduceRequest(
-            acks=-1,
-            timeout_ms=5000,
-            topic_data=[
-                m.ProduceRequest.TopicProduceData(
-                    name=topic,
-                    partition_data=[m.ProduceRequest.PartitionProduceData(index=0, records=batch)],
-                )
-            ],
-        )
+        request = produce_request(topic, batch, timeout_ms=5000)
         with RawKafka(shared_broker.bootstrap) as raw:
             answer = raw.call(request, version)
             assert raw.metadata_ok()

@@ -12,24 +12,14 @@ from bayou.protocol.kafka.records import Record, build_batch, iter_batches, iter
 from tests.integration.test_confluent_kafka import create_topic
 from tests.support.broker import BrokerProcess
 from tests.support.kafka import unique_topic
-from tests.support.kafka_raw import fetch_request
+from tests.support.kafka_raw import fetch_request, produce_request
 from tests.support.raw_kafka import RawKafka
 
 PRODUCE, FETCH, METADATA = 0, 1, 3
 
 
 def produce(topic: str, value: bytes) -> m.ProduceRequest:
-    batch = build_batch([Record(int(time.time() * 1000), None, value)])
-    return m.ProduceRequest(
-        acks=-1,
-        timeout_ms=30_000,
-        topic_data=[
-            m.ProduceRequest.TopicProduceData(
-                name=topic,
-                partition_data=[m.ProduceRequest.PartitionProduceData(index=0, records=batch)],
-            )
-        ],
-    )
+    return produce_request(topic, build_batch([Record(int(time.time() * 1000), None, value)]))
 
 
 def values(raw: RawKafka, topic: str) -> list[bytes]:

@@ -36,6 +36,24 @@ def fetch_request(
     )
 
 
+def produce_request(
+    topic: str, records: bytes, partition: int = 0, *, acks: int = -1, timeout_ms: int = 30_000
+) -> m.ProduceRequest:
+    """A Produce of ``records`` (whole batches) to one partition."""
+    return m.ProduceRequest(
+        acks=acks,
+        timeout_ms=timeout_ms,
+        topic_data=[
+            m.ProduceRequest.TopicProduceData(
+                name=topic,
+                partition_data=[
+                    m.ProduceRequest.PartitionProduceData(index=partition, records=records)
+                ],
+            )
+        ],
+    )
+
+
 class RawKafka:
     """One connection; ``call`` sends a request and returns the decoded response."""
 
