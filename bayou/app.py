@@ -344,10 +344,16 @@ class App:
         await self.core.start()
         # join the cluster before listening (clients asking this broker see the others);
         # a Kafka port still to be chosen (0) is known only once the door listens
-        known = self.config.kafka.port != 0
+        tls = self.kafka.settings.tls_enabled and self.core.security.tls is not None
+        known = self.config.kafka.port != 0 and (not tls or self.config.kafka.tls_port != 0)
         if known:
             await self.core.join(
-                BrokerAddress(self.config.node_id, self.config.advertised, self.config.kafka.port)
+                BrokerAddress(
+                    self.config.node_id,
+                    self.config.advertised,
+                    self.config.kafka.port,
+                    tls_port=self.config.kafka.tls_port if tls else 0,
+                )
             )
         for door in self.doors:
             await door.start()
@@ -355,7 +361,10 @@ class App:
             self.kafka.settings = self._kafka_settings(self.kafka.port, self.kafka.tls_port)
             await self.core.join(
                 BrokerAddress(
-                    self.config.node_id, self.kafka.advertised_host, self.kafka.advertised_port
+                    self.config.node_id,
+                    self.kafka.advertised_host,
+                    self.kafka.advertised_port,
+                    tls_port=self.kafka.tls_port if tls else 0,
                 )
             )
         if self.http is not None:

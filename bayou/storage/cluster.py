@@ -31,12 +31,23 @@ from bayou.errors import ErrorCode
 
 @dataclass(frozen=True)
 class BrokerAddress:
-    """A broker as clients reach it (its Kafka listener)."""
+    """A broker as clients reach it: its plain Kafka listener (brokers call each other
+    there) and, when it has one, the port of its TLS listener on the same host."""
 
     node_id: int
     host: str
     port: int
     rack: str | None = None
+    tls_port: int = 0  # 0: no TLS listener
+
+    def on_listener(self, tls: bool) -> BrokerAddress | None:
+        """This broker as a client of the plain or the TLS listener reaches it (None: it
+        has no TLS listener), as Kafka answers each listener with its own addresses."""
+        if not tls:
+            return self
+        if not self.tls_port:
+            return None
+        return BrokerAddress(self.node_id, self.host, self.tls_port, self.rack, self.tls_port)
 
 
 @dataclass(frozen=True)

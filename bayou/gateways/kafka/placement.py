@@ -43,19 +43,29 @@ CHECKS: dict[int, Check] = {}
 
 
 def live_brokers(ctx: RequestContext) -> list[BrokerAddress]:
-    """The brokers Metadata lists: the cluster's live ones, or this one as the listener
-    the client is connected to advertises itself (its TLS port on the TLS listener)."""
+    """The brokers Metadata lists, at the listener the client is connected to (the TLS
+    ports on the TLS listener): the cluster's live ones — on the TLS listener those with
+    one, as Kafka lists only the brokers that have the listener asked through — or this
+    one."""
     core = ctx.core
     if core.cluster.shared:
-        return core.cluster.brokers()
+        tls = ctx.door.tls
+        return [
+            found
+            for broker in core.cluster.brokers()
+            if (found := broker.on_listener(tls)) is not None
+        ]
     return [BrokerAddress(core.node_id, ctx.door.advertised_host, ctx.door.advertised_port)]
 
 
 def coordinator_address(ctx: RequestContext, key_type: int, key: str) -> BrokerAddress | None:
+    """The broker coordinating ``key`` at the client's listener (None: not known, or it has
+    no TLS listener and the client is on the TLS one)."""
     cluster = ctx.core.cluster
     if not cluster.shared:
         return live_brokers(ctx)[0]
-    return cluster.broker(cluster.coordinator(key_type, key))
+    found = cluster.broker(cluster.coordinator(key_type, key))
+    return None if found is None else found.on_listener(ctx.door.tls)
 
 
 def placing(handler: Handler) -> Handler:

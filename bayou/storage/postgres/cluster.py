@@ -73,16 +73,19 @@ OWN_LEASE_SHARE = 0.9  # of the lease this broker trusts its own
 SETTLE_HEARTBEATS = 2
 
 _RENEW = """UPDATE bayou.brokers SET lease_until = now() + %s * interval '1 millisecond',
-    host = %s, port = %s WHERE node_id = %s AND incarnation = %s RETURNING node_id"""
-_REGISTER = """INSERT INTO bayou.brokers (node_id, incarnation, host, port, rack, lease_until)
-    VALUES (%s, %s, %s, %s, %s, now() + %s * interval '1 millisecond')
+    host = %s, port = %s, tls_port = %s WHERE node_id = %s AND incarnation = %s
+    RETURNING node_id"""
+_REGISTER = """INSERT INTO bayou.brokers (node_id, incarnation, host, port, rack, lease_until,
+        tls_port)
+    VALUES (%s, %s, %s, %s, %s, now() + %s * interval '1 millisecond', %s)
     ON CONFLICT (node_id) DO UPDATE SET incarnation = excluded.incarnation,
         host = excluded.host, port = excluded.port, rack = excluded.rack,
+        tls_port = excluded.tls_port,
         started_at = now(), lease_until = excluded.lease_until
     WHERE bayou.brokers.lease_until < now() OR bayou.brokers.incarnation = excluded.incarnation
     RETURNING node_id"""
-_LIVE = """SELECT node_id, host, port, rack FROM bayou.brokers WHERE lease_until > now()
-    ORDER BY node_id"""
+_LIVE = """SELECT node_id, host, port, rack, tls_port FROM bayou.brokers
+    WHERE lease_until > now() ORDER BY node_id"""
 _LEADERS = """SELECT p.id, t.name, p.index, p.leader_id, p.leader_epoch FROM bayou.partitions p
     JOIN bayou.topics t ON t.topic_id = p.topic_id WHERE t.kind = 'topic'"""
 _CLAIM = """UPDATE bayou.partitions SET leader_epoch = leader_epoch + 1, leader_id = %s
@@ -251,7 +254,15 @@ class PgCluster:
             async with self._engine.db.connection("registering the broker") as conn:
                 cur = await conn.execute(
                     _REGISTER,
-                    (self.node_id, self.incarnation, a.host, a.port, a.rack, self.lease_ms),
+                    (
+                        self.node_id,
+                        self.incarnation,
+                        a.host,
+                        a.port,
+                        a.rack,
+                        self.lease_ms,
+                        a.tls_port,
+                    ),
                 )
                 row = await cur.fetchone()
         except psycopg.Error as exc:
@@ -307,7 +318,8 @@ class PgCluster:
         sent = time.monotonic()
         async with self._engine.db.connection("cluster heartbeat") as conn:
             cur = await conn.execute(
-                _RENEW, (self.lease_ms, a.host, a.port, self.node_id, self.incarnation)
+                _RENEW,
+                (self.lease_ms, a.host, a.port, a.tls_port, self.node_id, self.incarnation),
             )
             renewed = await cur.fetchone() is not None
             if renewed:
@@ -317,8 +329,8 @@ class PgCluster:
             cur = await conn.execute(_LEADERS)
             rows = await cur.fetchall()
             live = {
-                int(n): BrokerAddress(int(n), host, int(port), rack)
-                for n, host, port, rack in live_rows
+                int(n): BrokerAddress(int(n), host, int(port), rack, int(tls_port))
+                for n, host, port, rack, tls_port in live_rows
             }
             claimed = await self._claim(conn, rows, live) if self._lease_valid() else {}
         if not renewed:

@@ -249,10 +249,16 @@ CREATE TABLE bayou.brokers (
 ALTER TABLE bayou.partitions ADD COLUMN leader_id integer NOT NULL DEFAULT -1;
 """
 
+# Version 4: each broker's TLS listener (additive: brokers of version 3 leave it 0).
+_V4 = """
+ALTER TABLE bayou.brokers ADD COLUMN tls_port integer NOT NULL DEFAULT 0;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", 1, _V1),
     Migration(2, "batches in object storage", 1, _V2),
     Migration(3, "brokers and partition leaders", 1, _V3),
+    Migration(4, "brokers' TLS listeners", 1, _V4),
 )
 LATEST = MIGRATIONS[-1].version
 
