@@ -175,11 +175,11 @@ class LogSegment:
         except BaseException:
             self._roll_back(start, saved, marks)
             raise
+        self.size = pos  # only now may readers see the new batches
         starts = self._starts
         if len(starts) >= RECENT_STARTS:
             starts.clear()
         starts[batches[0][0]] = start
-        self.size = pos  # only now may readers see the new batches
 
     def _roll_back(
         self, size: int, saved: tuple[int, int, int, int], marks: tuple[int, int]
