@@ -14,6 +14,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from bayou.storage.cluster import partition_key, rendezvous
 from tests.support.broker import BrokerProcess, start_all, wait_for_port
 from tests.support.kafka import unique_topic
 from tests.support.ports import free_port
@@ -60,6 +61,16 @@ class TlsCluster:
         }
 
 
+def spread_topic() -> str:
+    """A new topic name whose four partitions are placed on both brokers (by the cluster's
+    own rendezvous hashing: a name at random puts all four on one broker one time in 8)."""
+    for _ in range(1000):
+        topic = unique_topic("tls")
+        if {rendezvous(partition_key(topic, p), set(NODES)) for p in range(4)} == set(NODES):
+            return topic
+    raise AssertionError("no topic name spreads four partitions over two brokers")
+
+
 @pytest.fixture
 def cluster(tmp_path: Path, postgres_server: PostgresServer) -> Iterator[TlsCluster]:
     found = TlsCluster(tmp_path / "tls", postgres_server.create_database())
@@ -79,14 +90,15 @@ def test_a_tls_client_reaches_every_broker_at_its_tls_listener(cluster: TlsClust
         return {b.id: (b.host, b.port) for b in brokers.values()}
 
     wait_until(f"the TLS listener to list {want}", lambda: listed() == want, TIMEOUT_S)
-    topic = unique_topic("tls")
+    topic = spread_topic()
     admin.create_topics([NewTopic(topic, 4, 1)])[topic].result(15)
+    placed = {p: rendezvous(partition_key(topic, p), set(NODES)) for p in range(4)}
 
-    def leaders() -> set[int]:
+    def leaders() -> dict[int, int]:
         found = admin.list_topics(topic, timeout=10).topics[topic].partitions
-        return {p.leader for p in found.values()}
+        return {p.id: p.leader for p in found.values()}
 
-    wait_until("both brokers to lead some partition", lambda: leaders() == set(NODES), TIMEOUT_S)
+    wait_until(f"the leaders {placed}", lambda: leaders() == placed, TIMEOUT_S)
     producer = Producer(cluster.client(1, **{"linger.ms": 5}))
     errors: list[KafkaError] = []
 
