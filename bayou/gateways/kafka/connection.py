@@ -310,8 +310,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
             if header.api_key == PRODUCE and not self._tasks and not self.door.core.cluster.shared:
                 task = start_eagerly(serving, loop)
                 if task.done():
-                    self._inflight.append(task)
-                    self._answered = True
+                    self._queue_done(task)
                     return
             else:
                 task = loop.create_task(serving)
@@ -337,7 +336,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
     def _answer_unsupported_api_versions(self, header: RequestHeader) -> None:
         """A too-new ApiVersions gets UNSUPPORTED_VERSION and our ranges in a v0 body."""
         v0 = RequestHeader(API_VERSIONS, 0, header.correlation_id, header.client_id)
-        self._queue_ready(encode_response_parts(v0, unsupported_version_response()))
+        answer: asyncio.Future[Payload] = asyncio.get_running_loop().create_future()
+        answer.set_result(encode_response_parts(v0, unsupported_version_response()))
+        self._queue_done(answer)
 
     async def _serve(self, context: RequestContext, handler: Any, request: Any) -> Payload:
         response = await self._respond(context, handler, request)
@@ -394,11 +395,11 @@ class KafkaConnection(asyncio.BufferedProtocol):
         quota.request_time_unthrottled(time.perf_counter() - started)
         return payload
 
-    def _queue_ready(self, payload: list[Piece]) -> None:
-        future: asyncio.Future[Payload] = asyncio.get_running_loop().create_future()
-        future.set_result(payload)
-        self._inflight.append(future)
-        self._on_done(future)
+    def _queue_done(self, answered: asyncio.Future[Payload]) -> None:
+        """A request answered during the read (its future done): the answer leaves with the
+        read's others, in request order, once the read's frames are dispatched."""
+        self._inflight.append(answered)
+        self._answered = True
 
     def _on_done(self, _task: asyncio.Future[Payload] | None) -> None:
         """Send every answer that is due, in request order: those of the requests finished
